@@ -1,0 +1,1 @@
+"""glmjax: GLM (autoregressive blank infilling) pretraining in JAX/Flax."""

@@ -1,0 +1,20 @@
+"""Dispatch `python -m glmjax.bench --what=NAME` to glmjax.bench.NAME.main(config, argv)."""
+import importlib
+
+from absl import app, flags
+from ml_collections import config_flags
+
+BENCHMARKS = ("data", "prepare", "step")
+
+_WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
+                                          lock_config=False)
+
+
+def main(argv):
+  module = importlib.import_module(f"glmjax.bench.{_WHAT.value}")
+  module.main(_CONFIG.value, argv[1:])
+
+
+if __name__ == "__main__":
+  app.run(main)

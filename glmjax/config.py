@@ -1,0 +1,161 @@
+"""Default run configuration shared by configs/*.py.
+
+Each section is read by one part of the system: `model` by glmjax/model, `data` by glmjax/data,
+`optim` by optim.py, `mesh` by parallel.py, `train` and `checkpoint` by train.py. Validation
+(with errors that name the field) lives in `validate`.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Logical axis names used by the model, mapped to mesh axes. Repeated names are fallbacks:
+# the first rule whose mesh axis is still free for that array wins.
+DEFAULT_LOGICAL_AXIS_RULES = (
+    # Parameters.
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("layers", None),
+    ("position", None),
+    ("norm", None),
+    # Activations.
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
+)
+
+
+def model_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      vocab_size=30592,            # padded to a multiple of 128; >= the tokenizer's vocab_size
+      hidden_size=768,
+      num_layers=12,
+      num_heads=12,
+      ffn_size=0,                  # 0 means 4 * hidden_size (GLM hard-codes 4H)
+      max_position=512,            # position tables have max_position + 1 rows
+      position_encoding="learned_2d",  # learned_2d | rope_2d | rope
+      rope_theta=10000.0,
+      norm="pre",                  # pre | deepnorm
+      mlp="gelu",                  # gelu | geglu
+      activation="gelu_tanh",      # gelu_tanh (Megatron training code) | gelu_exact (HF GLM)
+      layernorm_eps=1e-5,
+      hidden_dropout=0.1,
+      attention_dropout=0.1,
+      init_std=0.02,
+      dtype="bfloat16",            # compute dtype
+      param_dtype="float32",
+      attention="auto",            # auto | xla | cudnn | tokamax | splash
+      remat="none",                # none | minimal | full
+      scan_layers=True,
+  ))
+
+
+def data_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      seq_len=512,                 # T: every row of every batch has exactly this length
+      batch_size=16,               # global batch (rows per step, all hosts together)
+      # Objectives (reference GLM.md §1.5-1.8).
+      blank_prob=1.0,              # token-level [MASK]
+      sentence_prob=0.0,           # sentence-level [sMASK]
+      document_prob=0.0,           # document-level [gMASK]
+      mask_ratio=0.15,
+      poisson_lambda=3.0,
+      max_span_length=39,
+      shuffle_spans=True,
+      gen_min_ratio=0.5,
+      gen_suffix_prob=0.5,         # [gMASK]: P(suffix layout) vs one random span
+      # Source (data/sources.py).
+      source="builtin",            # builtin | files | tfds | prepared
+      tokenizer="byte",            # byte | sentencepiece | hf
+      tokenizer_path="",
+      tokenizer_vocab="",          # bert | gpt2 | "" (how GLM special ids are assigned)
+      files=(),                    # globs of .txt / .jsonl / .jsonl.gz
+      text_field="text",
+      tfds_name="",                # for example c4/en:3.1.0
+      tfds_split="train",
+      tfds_data_dir="",
+      prepared_dir="",             # output of python -m glmjax.data.prepare
+      eval_fraction=0.01,          # documents held out for evaluation
+  ))
+
+
+def optim_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      learning_rate=4e-4,
+      b1=0.9,
+      b2=0.98,
+      eps=1e-6,
+      weight_decay=0.1,
+      warmup_ratio=0.05,           # of decay_steps (GLM: warmup x lr-decay-iters)
+      decay_steps=120_000,
+      schedule="cosine",           # cosine | linear | constant
+      final_ratio=0.05,            # lr at decay_steps / peak lr
+      grad_clip=1.0,
+      grad_accum_steps=1,
+  ))
+
+
+def mesh_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      data=-1,                     # -1 fills the remaining devices
+      fsdp=1,
+      tensor=1,
+      rules=DEFAULT_LOGICAL_AXIS_RULES,
+  ))
+
+
+def train_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      steps=150_000,
+      log_every=100,
+      eval_every=2000,
+      eval_batches=10,
+      max_nonfinite_steps=10,
+      profile_start=-1,            # first step of a profiler trace window; -1 disables
+      profile_steps=5,
+      distributed_timeout_s=1800,
+  ))
+
+
+def checkpoint_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      every=2000,
+      keep=3,
+      async_save=True,
+  ))
+
+
+def default_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = model_defaults()
+  config.data = data_defaults()
+  config.optim = optim_defaults()
+  config.mesh = mesh_defaults()
+  config.train = train_defaults()
+  config.checkpoint = checkpoint_defaults()
+  return config
+
+
+def parse_arg(arg: str | None) -> set[str]:
+  """Config-file argument (`configs/base.py:local`) as a set of flags."""
+  return {part.strip() for part in (arg or "").split(",") if part.strip()}
+
+
+def shrink_to_local(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A few-minute run on 2 CPU cores, on the offline built-in corpus with the byte tokenizer."""
+  config.model.update(vocab_size=384, hidden_size=128, num_layers=2, num_heads=4, max_position=128,
+                      hidden_dropout=0.0, attention_dropout=0.0, dtype="float32", attention="xla")
+  config.data.update(source="builtin", tokenizer="byte", tokenizer_path="", tokenizer_vocab="",
+                     seq_len=128, batch_size=16)
+  config.optim.update(learning_rate=2e-3, warmup_ratio=0.05, decay_steps=300, final_ratio=0.1)
+  config.train.update(steps=300, log_every=20, eval_every=100, eval_batches=2)
+  config.checkpoint.update(every=100, keep=2)
+  config.mesh.update(data=-1, fsdp=1, tensor=1)
+  return config

@@ -1,0 +1,23 @@
+"""The shipped configs load, carry GLM's published settings, and shrink for local runs."""
+import importlib
+
+import pytest
+
+CONFIGS = ("base", "large", "glm_2b", "glm_10b")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_local_variant_is_small_and_offline(name):
+  module = importlib.import_module(f"configs.{name}")
+  full, local = module.get_config(), module.get_config("local")
+  assert local.model.hidden_size < full.model.hidden_size
+  assert local.data.source == "builtin" and local.data.tokenizer == "byte"
+  assert local.model.hidden_size % local.model.num_heads == 0
+
+
+def test_published_optimizer_settings():
+  base = importlib.import_module("configs.base").get_config()
+  large = importlib.import_module("configs.large").get_config()
+  assert (base.optim.learning_rate, base.optim.b2, base.optim.eps) == (4e-4, 0.98, 1e-6)
+  assert large.optim.learning_rate == 2e-4
+  assert large.optim.warmup_ratio * large.optim.decay_steps == 8000
