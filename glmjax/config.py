@@ -159,3 +159,83 @@ def shrink_to_local(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   config.checkpoint.update(every=100, keep=2)
   config.mesh.update(data=-1, fsdp=1, tensor=1)
   return config
+
+
+CHOICES = {
+    "model.position_encoding": ("learned_2d", "rope_2d", "rope"),
+    "model.norm": ("pre", "deepnorm"),
+    "model.mlp": ("gelu", "geglu"),
+    "model.activation": ("gelu_tanh", "gelu_exact"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.attention": ("auto", "xla", "cudnn", "tokamax", "splash"),
+    "model.remat": ("none", "minimal", "full"),
+    "optim.schedule": ("cosine", "linear", "constant"),
+    "data.source": ("builtin", "files", "tfds", "prepared"),
+    "data.tokenizer": ("byte", "sentencepiece", "hf"),
+}
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field and the fix."""
+
+
+def _get(config, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+             batch_parallelism: int | None = None) -> None:
+  """Checks that need no data or compilation; raises ConfigError naming the field."""
+  for field, choices in CHOICES.items():
+    if _get(config, field) not in choices:
+      raise ConfigError(f"{field}={_get(config, field)!r}: choose one of {', '.join(choices)}.")
+  model, data, optim, train = config.model, config.data, config.optim, config.train
+  for field in ("model.hidden_size", "model.num_layers", "model.num_heads", "model.vocab_size",
+                "data.seq_len", "data.batch_size", "optim.grad_accum_steps", "train.steps",
+                "train.log_every"):
+    if int(_get(config, field)) <= 0:
+      raise ConfigError(f"{field}={_get(config, field)}: must be a positive integer.")
+  if model.hidden_size % model.num_heads:
+    raise ConfigError(f"model.hidden_size={model.hidden_size} is not divisible by "
+                      f"model.num_heads={model.num_heads}; pick sizes with an integer head dim.")
+  head_dim = model.hidden_size // model.num_heads
+  if model.position_encoding == "rope_2d" and head_dim % 4:
+    raise ConfigError(f"model.position_encoding='rope_2d' needs a head dim divisible by 4 "
+                      f"(hidden_size/num_heads = {head_dim}).")
+  if model.position_encoding == "rope" and head_dim % 2:
+    raise ConfigError(f"model.position_encoding='rope' needs an even head dim ({head_dim}).")
+  if model.position_encoding != "rope" and model.max_position < data.seq_len:
+    raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
+                      "position ids reach seq_len - 1; raise model.max_position.")
+  if model.vocab_size % 128:
+    raise ConfigError(f"model.vocab_size={model.vocab_size}: pad it to a multiple of 128.")
+  for field in ("model.hidden_dropout", "model.attention_dropout"):
+    if not 0.0 <= _get(config, field) < 1.0:
+      raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1).")
+  if optim.learning_rate <= 0 or not 0.0 <= optim.warmup_ratio <= 1.0:
+    raise ConfigError("optim.learning_rate must be > 0 and optim.warmup_ratio in [0, 1].")
+  if optim.decay_steps <= 0 or not 0.0 <= optim.final_ratio <= 1.0:
+    raise ConfigError("optim.decay_steps must be > 0 and optim.final_ratio in [0, 1].")
+  if data.batch_size % optim.grad_accum_steps:
+    raise ConfigError(f"data.batch_size={data.batch_size} is not divisible by "
+                      f"optim.grad_accum_steps={optim.grad_accum_steps}.")
+  if batch_parallelism:
+    micro = data.batch_size // optim.grad_accum_steps
+    if micro % batch_parallelism:
+      raise ConfigError(
+          f"data.batch_size={data.batch_size} / optim.grad_accum_steps={optim.grad_accum_steps}"
+          f" = {micro} rows per micro-batch is not divisible by the data-parallel size "
+          f"{batch_parallelism} (mesh.data x mesh.fsdp); change data.batch_size or the mesh.")
+  if num_devices is not None:
+    from glmjax import parallel  # pylint: disable=import-outside-toplevel
+    try:
+      parallel.mesh_shape(config.mesh, num_devices)
+    except ValueError as error:
+      raise ConfigError(str(error)) from None
+  if train.eval_every < 0 or config.checkpoint.every < 0 or config.checkpoint.keep < 1:
+    raise ConfigError("train.eval_every and checkpoint.every must be >= 0 (0 disables), "
+                      "checkpoint.keep >= 1.")

@@ -1,0 +1,118 @@
+"""Orbax checkpoints: asynchronous saves, resume from the newest complete one, checked layout.
+
+Each checkpoint holds the train state and JSON metadata (the resolved config and the parameter
+layout). Restoring reads straight into the shardings of the current mesh, so a run saved on one
+mesh shape resumes on another. A checkpoint that fails to restore (cut off mid-write, files
+missing) is skipped with a warning and the next older one is tried.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+STATE_ITEM = "state"
+METADATA_ITEM = "metadata"
+
+
+class IncompatibleCheckpointError(ValueError):
+  pass
+
+
+def parameter_layout(params: Any) -> dict[str, list]:
+  """{'path/to/leaf': [shape, dtype]} for every parameter; recorded in the metadata."""
+  layout = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    layout[jax.tree_util.keystr(path, simple=True, separator="/")] = [
+        list(leaf.shape), str(leaf.dtype)]
+  return layout
+
+
+def layout_differences(saved: dict, current: dict, limit: int = 8) -> list[str]:
+  problems = []
+  for name in sorted(set(saved) | set(current)):
+    if name not in current:
+      problems.append(f"{name}: in the checkpoint, not in the model")
+    elif name not in saved:
+      problems.append(f"{name}: in the model, not in the checkpoint")
+    elif list(saved[name]) != list(current[name]):
+      problems.append(f"{name}: checkpoint {saved[name]} vs model {current[name]}")
+  return problems[:limit] + ([f"... {len(problems) - limit} more"] if len(problems) > limit else [])
+
+
+class Checkpointer:
+  """A CheckpointManager under `directory` that keeps the last `keep` checkpoints."""
+
+  def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.every = int(every)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=int(keep), save_interval_steps=1, create=True,
+        enable_async_checkpointing=bool(async_save), cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=(STATE_ITEM, METADATA_ITEM))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    return self.every > 0 and step % self.every == 0
+
+  def save(self, step: int, state: Any, metadata: dict, *, force: bool = False) -> bool:
+    if not force and not self.should_save(step):
+      return False
+    if step in self.manager.all_steps():
+      return False
+    # Surfaces an error from the previous asynchronous save here rather than never.
+    self.manager.wait_until_finished()
+    return self.manager.save(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardSave(state),
+        METADATA_ITEM: ocp.args.JsonSave(metadata)}), force=True)
+
+  def read_metadata(self, step: int) -> dict:
+    restored = self.manager.restore(step, args=ocp.args.Composite(**{
+        METADATA_ITEM: ocp.args.JsonRestore()}))
+    return restored[METADATA_ITEM]
+
+  def restore_latest(self, abstract_state: Any, current_layout: dict) -> tuple[Any, int] | None:
+    """(state, step) from the newest checkpoint that restores cleanly; None if there is none.
+
+    A layout mismatch is an error (wrong config for this workdir), not a reason to fall back.
+    """
+    for step in reversed(self.steps()):
+      try:
+        metadata = self.read_metadata(step)
+      except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
+        logging.warning("Skipping checkpoint %d in %s: metadata unreadable (%s)", step,
+                        self.directory, _short(error))
+        continue
+      problems = layout_differences(metadata.get("param_layout", {}), current_layout)
+      if problems:
+        raise IncompatibleCheckpointError(
+            f"The checkpoint at step {step} in {self.directory} does not fit this model:\n  "
+            + "\n  ".join(problems)
+            + "\nUse the config it was saved with (metadata 'config' in the checkpoint), or a "
+            "new --workdir.")
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
+      except Exception as error:  # noqa: BLE001
+        logging.warning("Skipping checkpoint %d in %s: %s", step, self.directory, _short(error))
+        continue
+      return restored[STATE_ITEM], step
+    return None
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _short(error: Exception) -> str:
+  text = f"{type(error).__name__}: {error}"
+  return text if len(text) < 300 else text[:300] + "..."

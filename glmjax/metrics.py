@@ -1,0 +1,124 @@
+"""Metric writers (console, metrics.jsonl, TensorBoard) and FLOPs / MFU accounting.
+
+MFU = model FLOPs per second per device / the device's peak dense bf16 FLOP/s. Model FLOPs per
+token come from glmjax.model.flops_per_token (3 x forward: weights and the attention pairs that
+the GLM mask leaves visible); rematerialisation is not counted.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import time
+from typing import Mapping
+
+import numpy as np
+
+# Peak dense bf16 FLOP/s per device, matched against jax.Device.device_kind (lower case).
+PEAK_FLOPS = (
+    ("v6 lite", 918e12), ("v6e", 918e12), ("v5 lite", 197e12), ("v5e", 197e12),
+    ("v5p", 459e12), ("v5", 459e12), ("v4", 275e12), ("h200", 989e12), ("h100", 989e12),
+    ("a100", 312e12), ("l4", 121e12),
+)
+
+
+def peak_flops(device_kind: str) -> float | None:
+  kind = device_kind.lower()
+  for name, flops in PEAK_FLOPS:
+    if name in kind:
+      return flops
+  return None
+
+
+def throughput(*, step_time_s: float, tokens_per_step: int, flops_per_token: float,
+               num_devices: int, device_kind: str) -> dict[str, float | None]:
+  tokens_per_s = tokens_per_step / step_time_s
+  tflops_per_device = flops_per_token * tokens_per_s / num_devices / 1e12
+  peak = peak_flops(device_kind)
+  return {
+      "step_time_s": step_time_s,
+      "tokens_per_s": tokens_per_s,
+      "tflops_per_device": tflops_per_device,
+      "mfu": tflops_per_device * 1e12 / peak if peak else None,
+  }
+
+
+def format_eta(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+class MetricsWriter:
+  """Writes on process 0 only; other processes get a writer that does nothing."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.enabled = enabled
+    self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+    self._jsonl = None
+    self._tensorboard = None
+    if enabled:
+      os.makedirs(self.tensorboard_dir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tensorboard = SummaryWriter(self.tensorboard_dir, flush_secs=30)
+
+  def write(self, step: int, scalars: Mapping[str, float | None], prefix: str = "") -> None:
+    if not self.enabled:
+      return
+    clean = {f"{prefix}{k}": _to_float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+    self._jsonl.flush()
+    for key, value in clean.items():
+      if value is not None and math.isfinite(value):
+        self._tensorboard.add_scalar(key, value, step)
+
+  def write_text(self, tag: str, text: str) -> None:
+    if self.enabled:
+      self._tensorboard.add_text(tag, text, 0)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tensorboard.close()
+
+
+def _to_float(value) -> float | None:
+  if value is None:
+    return None
+  return float(np.asarray(value))
+
+
+def console_line(step: int, total_steps: int, scalars: Mapping[str, float | None],
+                 eta_s: float) -> str:
+  def fmt(key, spec):
+    value = scalars.get(key)
+    return "n/a" if value is None else format(value, spec)
+  return (f"step {step}/{total_steps} | loss {fmt('loss', '.4f')} | acc {fmt('accuracy', '.3f')}"
+          f" | lr {fmt('learning_rate', '.2e')} | gnorm {fmt('grad_norm', '.3f')}"
+          f" | {fmt('step_time_s', '.3f')} s/step | {fmt('tokens_per_s', ',.0f')} tok/s"
+          f" | {fmt('tflops_per_device', '.2f')} TFLOP/s/dev | MFU {fmt('mfu', '.1%')}"
+          f" | ETA {format_eta(eta_s)}")
+
+
+class StepClock:
+  """Wall time per step between log points, excluding the first (compilation) step."""
+
+  def __init__(self):
+    self._last_time = None
+    self._last_step = None
+
+  def lap(self, step: int) -> float | None:
+    now = time.perf_counter()
+    seconds = None
+    if self._last_time is not None and step > self._last_step:
+      seconds = (now - self._last_time) / (step - self._last_step)
+    self._last_time, self._last_step = now, step
+    return seconds
+
+
+def log_lines(lines: str) -> None:
+  for line in lines.splitlines():
+    logging.info("%s", line)

@@ -1,0 +1,61 @@
+"""AdamW with GLM's schedule: linear warmup, then cosine or linear decay to a final ratio.
+
+Weight decay applies to every weight matrix and embedding table; LayerNorm parameters and all
+biases are excluded, as in the original (reference GLM.md §2.1).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# Leaf names that take weight decay: Dense kernels and embedding tables. LayerNorm `scale` and
+# every `bias` are left out.
+DECAYED_LEAF_NAMES = ("kernel", "embedding")
+
+
+def learning_rate_schedule(optim_config) -> optax.Schedule:
+  """GLM's AnnealingLR: warmup lr·t/W, then decay to final_ratio·lr at decay_steps, flat after."""
+  peak = float(optim_config.learning_rate)
+  decay_steps = int(optim_config.decay_steps)
+  warmup = int(round(optim_config.warmup_ratio * decay_steps))
+  final_ratio = float(optim_config.final_ratio)
+  kind = optim_config.schedule
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = peak * step / max(warmup, 1)
+    progress = jnp.clip((step - warmup) / max(decay_steps - warmup, 1), 0.0, 1.0)
+    if kind == "cosine":
+      decayed = peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + jnp.cos(jnp.pi * progress)))
+    elif kind == "linear":
+      decayed = peak * (1 - (1 - final_ratio) * progress)
+    elif kind == "constant":
+      decayed = jnp.full_like(step, peak)
+    else:
+      raise ValueError(f"optim.schedule={kind!r}: use cosine, linear or constant.")
+    return jnp.where(step < warmup, warm, decayed)
+
+  return schedule
+
+
+def weight_decay_mask(params: Any) -> Any:
+  def decays(path, _):
+    # The last dict key names the leaf; boxed (logically partitioned) leaves add a `.value`.
+    names = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
+    return bool(names) and names[-1] in DECAYED_LEAF_NAMES
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(optim_config) -> optax.GradientTransformation:
+  """Clipping by global norm, then AdamW. Gradient accumulation happens in the train step."""
+  transforms = []
+  if optim_config.grad_clip and optim_config.grad_clip > 0:
+    transforms.append(optax.clip_by_global_norm(optim_config.grad_clip))
+  transforms.append(optax.adamw(
+      learning_rate=learning_rate_schedule(optim_config),
+      b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
+      weight_decay=optim_config.weight_decay, mask=weight_decay_mask))
+  return optax.chain(*transforms)

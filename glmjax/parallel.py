@@ -1,0 +1,120 @@
+"""Device mesh, logical-axis sharding and global batches.
+
+The mesh has three axes: `data` (pure data parallel), `fsdp` (parameters and batch sharded) and
+`tensor` (heads, MLP and vocabulary sharded). The model names its axes logically; the rules in
+`config.mesh.rules` map those names to mesh axes, so parallelism is a config change.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+# Batch rows are split over every axis that is not model-parallel.
+BATCH_AXES = ("data", "fsdp")
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
+  """Axis sizes with one -1 filled from the device count; errors name the field."""
+  sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
+  fill = [axis for axis, size in zip(MESH_AXES, sizes) if size == -1]
+  if len(fill) > 1:
+    raise ValueError(f"mesh: only one axis may be -1, got {', '.join('mesh.' + a for a in fill)}.")
+  for axis, size in zip(MESH_AXES, sizes):
+    if size == 0 or size < -1:
+      raise ValueError(f"mesh.{axis}={size}: use a positive size, or -1 to fill the devices.")
+  known = math.prod(size for size in sizes if size != -1)
+  if fill:
+    if num_devices % known:
+      raise ValueError(
+          f"mesh: {num_devices} devices cannot be split with the fixed axes "
+          f"({' x '.join(f'{a}={s}' for a, s in zip(MESH_AXES, sizes) if s != -1)}); "
+          f"make their product divide {num_devices}.")
+    sizes[MESH_AXES.index(fill[0])] = num_devices // known
+  elif known != num_devices:
+    raise ValueError(
+        f"mesh: data*fsdp*tensor = {known} but there are {num_devices} devices; "
+        "set the sizes to match, or set one axis (for example mesh.data) to -1.")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  try:
+    # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  except Exception as error:  # noqa: BLE001 - CPU and odd device counts have no topology
+    logging.debug("create_device_mesh failed (%s); using device order", error)
+    grid = np.asarray(devices).reshape(shape)
+  return Mesh(grid, MESH_AXES)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules):
+  """Mesh and logical-axis rules in scope, for tracing the model's sharding constraints."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+               for name, axes in mesh_config.rules)
+
+
+def batch_axis_size(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Rows split over the data-parallel axes; the other dimensions replicated."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Host-local rows to one global array per key (each host passes only its own rows)."""
+  return {key: jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
+          for key, value in host_batch.items()}
+
+
+def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules) -> Any:
+  """Tree of logical PartitionSpecs to a tree of NamedShardings."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def replicated_fraction(tree: Any) -> float:
+  """Fraction of the elements of `tree` (sharded jax.Arrays) stored fully replicated."""
+  total = replicated = 0
+  for leaf in jax.tree.leaves(tree):
+    size = math.prod(leaf.shape)
+    total += size
+    if leaf.sharding.is_fully_replicated:
+      replicated += size
+  return replicated / max(total, 1)
+
+
+def _is_multi_host_environment(env: Mapping[str, str]) -> bool:
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  if "," in env.get("TPU_WORKER_HOSTNAMES", ""):  # a TPU VM pod slice lists every worker
+    return True
+  return int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+
+
+def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
+  """Join the multi-host job when the environment describes one; returns whether it did."""
+  env = os.environ if env is None else env
+  if not _is_multi_host_environment(env):
+    return False
+  logging.info("Initialising jax.distributed (timeout %d s)", timeout_s)
+  jax.distributed.initialize(initialization_timeout=timeout_s)
+  return True

@@ -1,0 +1,170 @@
+"""Pure training and evaluation steps, shared by train, bench and tests.
+
+The loss is cross-entropy on Part B (`loss_mask`), averaged over the Part B tokens of the whole
+global batch. Gradient accumulation sums per-token losses over micro-batches and divides once,
+so `grad_accum_steps=k` equals one step on the full batch.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from glmjax import parallel
+
+NUM_OBJECTIVES = 3
+BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
+              "objective")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def dummy_inputs(batch_size: int, seq_len: int) -> tuple[jax.Array, ...]:
+  tokens = jnp.zeros((batch_size, seq_len), jnp.int32)
+  return tokens, tokens, tokens, jnp.full((batch_size,), seq_len // 2, jnp.int32)
+
+
+def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation, seq_len: int
+                 ) -> Callable[[jax.Array], TrainState]:
+  """Returns rng -> TrainState with logically partitioned (boxed) params and moments."""
+  def init(rng):
+    params = model.init(rng, *dummy_inputs(1, seq_len))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params))
+  return init
+
+
+def state_shardings(init_fn, mesh, rules) -> Any:
+  """NamedShardings of the (unboxed) state, from the logical names on the boxed abstract state."""
+  abstract = jax.eval_shape(init_fn, jax.random.key(0))
+  return parallel.logical_to_shardings(nn.get_partition_spec(abstract), mesh, rules)
+
+
+def init_sharded_state(init_fn, shardings, seed: int) -> TrainState:
+  """Every device creates only its own shard: no full copy of the parameters on the host."""
+  unboxed = lambda rng: nn.meta.unbox(init_fn(rng))
+  return jax.jit(unboxed, out_shardings=shardings)(jax.random.key(seed))
+
+
+def abstract_state(init_fn, shardings) -> TrainState:
+  """ShapeDtypeStructs with target shardings: what a checkpoint restores into."""
+  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(init_fn(rng)), jax.random.key(0))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
+def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool):
+  """Summed Part B cross-entropy and the counts needed to average it exactly."""
+  logits = model.apply({"params": params}, batch["tokens"], batch["position_ids"],
+                       batch["block_position_ids"], batch["sep"], deterministic=deterministic,
+                       rngs=None if deterministic else {"dropout": rng})
+  logits = logits.astype(jnp.float32)
+  weights = batch["loss_mask"].astype(jnp.float32)
+  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+  objective = jax.nn.one_hot(batch["objective"], NUM_OBJECTIVES, dtype=jnp.float32)
+  row_loss = jnp.sum(token_loss * weights, axis=-1)
+  row_weight = jnp.sum(weights, axis=-1)
+  sums = {
+      "loss_sum": jnp.sum(row_loss),
+      "weight": jnp.sum(row_weight),
+      "correct": jnp.sum(correct * weights),
+      "objective_loss_sum": row_loss @ objective,
+      "objective_weight": row_weight @ objective,
+  }
+  return sums["loss_sum"], sums
+
+
+def _micro_batches(batch, count: int):
+  """[B, ...] -> [count, B/count, ...], micro-batch i holding rows i, i+count, ...
+
+  Interleaving keeps every device's rows in every micro-batch, so no device idles.
+  """
+  def split(x):
+    return x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1)
+  return jax.tree.map(split, batch)
+
+
+def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int):
+  grad_fn = jax.grad(functools.partial(loss_sums, model=model, deterministic=False), has_aux=True)
+  if grad_accum_steps == 1:
+    return grad_fn(params, batch, rng)
+
+  def body(carry, micro):
+    index, micro_batch = micro
+    grads, sums = grad_fn(params, micro_batch, jax.random.fold_in(rng, index))
+    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  zero_sums = {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
+               "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
+               "objective_weight": jnp.zeros(NUM_OBJECTIVES)}
+  micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
+  (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+  return grads, sums
+
+
+def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: int,
+               grad_accum_steps: int):
+  """One optimizer update; a non-finite loss or gradient skips the update (flagged in metrics)."""
+  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  grads, sums = summed_gradients(state.params, batch, rng, model=model,
+                                 grad_accum_steps=grad_accum_steps)
+  weight = jnp.maximum(sums["weight"], 1.0)
+  grads = jax.tree.map(lambda g: g / weight, grads)
+  loss = sums["loss_sum"] / weight
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+  updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = TrainState(step=state.step + 1,
+                         params=keep_if_finite(new_params, state.params),
+                         opt_state=keep_if_finite(new_opt_state, state.opt_state))
+  metrics = {
+      "loss": loss,
+      "accuracy": sums["correct"] / weight,
+      "objective_loss_sum": sums["objective_loss_sum"],
+      "objective_weight": sums["objective_weight"],
+      "loss_tokens": sums["weight"],
+      "grad_norm": grad_norm,
+      "param_norm": optax.global_norm(new_state.params),
+      "learning_rate": schedule(state.step),
+      "nonfinite": jnp.logical_not(finite),
+  }
+  return new_state, metrics
+
+
+def eval_step(params, batch, *, model):
+  """Sums over one evaluation batch; the caller divides after adding up all batches."""
+  _, sums = loss_sums(params, batch, None, model=model, deterministic=True)
+  return sums
+
+
+def jit_train_step(model, optimizer, schedule, config, mesh, shardings):
+  """The train step jitted with explicit shardings and the state donated."""
+  step_fn = functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
+                              seed=int(config.seed),
+                              grad_accum_steps=int(config.optim.grad_accum_steps))
+  batch_shardings = {key: parallel.batch_sharding(mesh, 1 if key in ("sep", "objective") else 2)
+                     for key in BATCH_KEYS}
+  return jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                 out_shardings=(shardings, None), donate_argnums=0)
+
+
+def jit_eval_step(model, mesh, shardings):
+  batch_shardings = {key: parallel.batch_sharding(mesh, 1 if key in ("sep", "objective") else 2)
+                     for key in BATCH_KEYS}
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(shardings.params, batch_shardings))
