@@ -1,0 +1,60 @@
+"""Bad configs fail at start-up with messages that name the field."""
+import importlib
+
+import pytest
+
+from glmjax import config as config_lib
+from glmjax import parallel
+
+
+def _local():
+  return importlib.import_module("configs.base").get_config("local")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.num_heads", 3, "model.hidden_size=128 is not divisible by model.num_heads=3"),
+    ("model.position_encoding", "alibi", "model.position_encoding='alibi'"),
+    ("model.max_position", 16, "model.max_position=16 < data.seq_len"),
+    ("model.vocab_size", 300, "model.vocab_size=300"),
+    ("optim.grad_accum_steps", 3, "optim.grad_accum_steps=3"),
+    ("optim.schedule", "exp", "optim.schedule='exp'"),
+    ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
+])
+def test_bad_field_is_named(field, value, message):
+  config = _local()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
+    config_lib.validate(config, num_devices=8)
+
+
+def test_batch_not_divisible_by_data_parallel_size():
+  config = _local()
+  config.data.batch_size = 12
+  with pytest.raises(config_lib.ConfigError, match="data-parallel size 8"):
+    config_lib.validate(config, num_devices=8, batch_parallelism=8)
+
+
+def test_mesh_not_matching_device_count():
+  config = _local()
+  config.mesh.update(data=2, fsdp=2, tensor=1)
+  with pytest.raises(config_lib.ConfigError, match="there are 8 devices"):
+    config_lib.validate(config, num_devices=8)
+  config.mesh.update(data=-1, fsdp=3, tensor=1)
+  with pytest.raises(config_lib.ConfigError, match="cannot be split"):
+    config_lib.validate(config, num_devices=8)
+
+
+def test_mesh_fills_minus_one():
+  config = _local()
+  config.mesh.update(data=-1, fsdp=2, tensor=2)
+  assert parallel.mesh_shape(config.mesh, 8) == (2, 2, 2)
+  mesh = parallel.make_mesh(config.mesh)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def test_shipped_configs_are_valid():
+  for name in ("base", "large", "glm_2b", "glm_10b"):
+    module = importlib.import_module(f"configs.{name}")
+    config_lib.validate(module.get_config(), num_devices=8)
+    config_lib.validate(module.get_config("local"), num_devices=8, batch_parallelism=8)

@@ -1,0 +1,56 @@
+"""GLM's learning-rate schedule and AdamW weight-decay exclusions."""
+import math
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from glmjax import config as config_lib
+from glmjax import optim
+
+
+def _optim_config(**overrides):
+  config = config_lib.optim_defaults()
+  config.update(learning_rate=1.0, warmup_ratio=0.1, decay_steps=100, final_ratio=0.05)
+  config.update(**overrides)
+  return config
+
+
+def test_warmup_then_cosine_matches_the_reference_formula():
+  schedule = optim.learning_rate_schedule(_optim_config())
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(5)) == pytest.approx(0.5)
+  for t in (10, 40, 55, 99, 100):
+    progress = (t - 10) / 90
+    expected = 0.05 + 0.95 * (1 + math.cos(math.pi * progress)) / 2
+    assert float(schedule(t)) == pytest.approx(expected, rel=1e-5)
+  assert float(schedule(1000)) == pytest.approx(0.05)  # flat after the decay horizon
+
+
+def test_linear_decay_reaches_the_final_ratio():
+  schedule = optim.learning_rate_schedule(_optim_config(schedule="linear", final_ratio=0.025))
+  assert float(schedule(55)) == pytest.approx(1 - 0.975 * 0.5, rel=1e-5)
+  assert float(schedule(100)) == pytest.approx(0.025, rel=1e-5)
+
+
+def test_weight_decay_skips_layernorm_and_biases():
+  params = {"embed": {"embedding": jnp.ones((4, 2))}, "dense": {"kernel": jnp.ones((2, 2)),
+            "bias": jnp.ones(2)}, "norm": {"scale": jnp.ones(2), "bias": jnp.ones(2)}}
+  mask = optim.weight_decay_mask(params)
+  assert mask == {"embed": {"embedding": True}, "dense": {"kernel": True, "bias": False},
+                  "norm": {"scale": False, "bias": False}}
+  # One update with zero gradients: only decayed leaves move.
+  tx = optim.make_optimizer(_optim_config(warmup_ratio=0.0, weight_decay=0.5))
+  updates, _ = tx.update(jax_zeros(params), tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  assert float(new["dense"]["kernel"][0, 0]) < 1.0
+  assert float(new["embed"]["embedding"][0, 0]) < 1.0
+  np.testing.assert_array_equal(new["norm"]["scale"], params["norm"]["scale"])
+  np.testing.assert_array_equal(new["dense"]["bias"], params["dense"]["bias"])
+
+
+def jax_zeros(tree):
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.tree.map(jnp.zeros_like, tree)
