@@ -7,6 +7,7 @@ from ml_collections import config_flags
 BENCHMARKS = ("data", "prepare", "step")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
+flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=False)
 
