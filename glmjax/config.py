@@ -76,10 +76,12 @@ def data_defaults() -> ml_collections.ConfigDict:
       tokenizer_path="",
       tokenizer_vocab="",          # bert | gpt2 | "" (how GLM special ids are assigned)
       files=(),                    # globs of .txt / .jsonl / .jsonl.gz
+      txt_documents="paragraphs",  # .txt: paragraphs (blank-line separated) | file (whole file)
       text_field="text",
       tfds_name="",                # for example c4/en:3.1.0
       tfds_split="train",
       tfds_data_dir="",
+      builtin_docs=6000,           # documents in the generated offline corpus (source=builtin)
       prepared_dir="",             # output of python -m glmjax.data.prepare
       eval_fraction=0.01,          # documents held out for evaluation
   ))
