@@ -81,7 +81,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       tfds_name="",                # for example c4/en:3.1.0
       tfds_split="train",
       tfds_data_dir="",
-      builtin_docs=6000,           # documents in the generated offline corpus (source=builtin)
+      builtin_docs=4000,           # documents in the generated offline corpus (source=builtin)
       prepared_dir="",             # output of python -m glmjax.data.prepare
       eval_fraction=0.01,          # documents held out for evaluation
   ))

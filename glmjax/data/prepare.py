@@ -1,0 +1,227 @@
+"""Tokenize a corpus once into memory-mapped token shards.
+
+  python -m glmjax.data.prepare --config=configs/base.py:local --out=DIR [--workers=N]
+  python -m glmjax.train ... --config.data.source=prepared --config.data.prepared_dir=DIR
+
+The source is cut into pieces of about --shard_mb of text (big files at document boundaries,
+TFDS splits into even sub-splits); each piece becomes one shard, written by one of --workers
+processes. An interrupted run resumes: finished shards are kept, a shard being written lives
+under a temporary name until it is complete. DIR holds:
+  plan.json               source, tokenizer and pieces; a resume must match it
+  shard-NNNNN.tokens.bin  the piece's token ids, documents back to back (manifest token_dtype)
+  shard-NNNNN.lengths.npy int64 [docs]: tokens per document
+  shard-NNNNN.json        the shard's counts; written last, so it marks the shard as done
+  manifest.json           written when all shards are done: tokenizer (name, fingerprint,
+                          vocab_size, special ids), token_dtype, totals, shards, held-out split
+Shards are a pure function of the source, tokenizer and --shard_mb: byte-identical on every run.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from glmjax.data import sources
+from glmjax.data.text_files import TextStats
+from glmjax.data.tokenizers import load_tokenizer, tokenizer_info
+
+FORMAT = "glmjax.prepared.v1"
+_WRITE_BYTES = 8 << 20  # tokens are buffered and written in blocks of this size
+
+
+def _atomic_write_json(path: str, value):
+  temporary = f"{path}.tmp-{os.getpid()}"
+  with open(temporary, "w") as f:
+    json.dump(value, f, indent=1, sort_keys=True)
+    f.write("\n")
+  os.replace(temporary, path)
+
+
+def _shard_name(index: int) -> str:
+  return f"shard-{index:05d}"
+
+
+def _load_record(out_dir: str, index: int) -> dict | None:
+  """The record of a finished shard, or None."""
+  name = os.path.join(out_dir, _shard_name(index))
+  if not os.path.isfile(name + ".json"):
+    return None
+  with open(name + ".json") as f:
+    record = json.load(f)
+  done = all(os.path.isfile(os.path.join(out_dir, record[k])) for k in ("tokens", "lengths"))
+  return record if done else None
+
+
+_worker_cache: dict = {}
+
+
+def _tokenizer_for(data_dict: dict):
+  key = json.dumps(data_dict, sort_keys=True, default=str)
+  if key not in _worker_cache:
+    _worker_cache.clear()
+    _worker_cache[key] = load_tokenizer(ml_collections.ConfigDict(data_dict))
+  return _worker_cache[key]
+
+
+def write_shard(task: tuple) -> dict:
+  """Tokenize one piece into shard files (temporary names first, renamed when complete)."""
+  data_dict, out_dir, index, piece, dtype_name = task
+  data_config = ml_collections.ConfigDict(data_dict)
+  tokenizer, dtype, stats = _tokenizer_for(data_dict), np.dtype(dtype_name), TextStats()
+  name = _shard_name(index)
+  final = {kind: os.path.join(out_dir, f"{name}.{kind}")
+           for kind in ("tokens.bin", "lengths.npy", "json")}
+  temporary = {kind: f"{path}.tmp-{os.getpid()}" for kind, path in final.items()}
+  lengths, buffered, buffered_bytes = [], [], 0
+  with open(temporary["tokens.bin"], "wb") as f:
+    texts = sources.iter_piece_texts(data_config, piece, stats)
+    for ids in sources.encode_documents(tokenizer, texts):
+      lengths.append(len(ids))
+      buffered.append(ids.astype(dtype))
+      buffered_bytes += len(ids) * dtype.itemsize
+      if buffered_bytes >= _WRITE_BYTES:
+        f.write(np.concatenate(buffered).tobytes())
+        buffered, buffered_bytes = [], 0
+    if buffered:
+      f.write(np.concatenate(buffered).tobytes())
+  with open(temporary["lengths.npy"], "wb") as f:
+    np.save(f, np.asarray(lengths, dtype=np.int64))
+  os.replace(temporary["tokens.bin"], final["tokens.bin"])
+  os.replace(temporary["lengths.npy"], final["lengths.npy"])
+  record = dict(index=index, tokens=f"{name}.tokens.bin", lengths=f"{name}.lengths.npy",
+                num_docs=len(lengths), num_tokens=int(sum(lengths)),
+                invalid_utf8=stats.invalid_utf8)
+  _atomic_write_json(final["json"], record)
+  return record
+
+
+def _check_plan(out_dir: str, plan: dict):
+  path = os.path.join(out_dir, "plan.json")
+  plan = json.loads(json.dumps(plan))
+  if os.path.isfile(path):
+    with open(path) as f:
+      existing = json.load(f)
+    differs = sorted(k for k in set(plan) | set(existing) if plan.get(k) != existing.get(k))
+    if differs:
+      raise ValueError(f"--out={out_dir!r} holds a prepare of another source or tokenizer "
+                       f"(plan.json differs in {differs}); use a new --out, or delete that "
+                       "directory to start over")
+  else:
+    _atomic_write_json(path, plan)
+
+
+def _progress(done, total, docs, tokens, started):
+  elapsed = max(time.monotonic() - started, 1e-9)
+  line = (f"prepare: {done}/{total} shards, {docs:,} docs, {tokens / 1e6:.1f}M tokens, "
+          f"{tokens / elapsed / 1e6:.2f}M tokens/s, {elapsed:.0f}s")
+  tty = sys.stderr.isatty()
+  print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+
+def _manifest(data_config, plan: dict, records: list[dict]) -> dict:
+  lengths = [np.load(os.path.join(plan["out_dir"], r["lengths"])) for r in records]
+  doc_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+  _, eval_ids = sources.split_documents(len(doc_lengths), data_config.eval_fraction)
+  return dict(
+      format=FORMAT, source=plan["source"], tokenizer=plan["tokenizer"],
+      token_dtype=plan["token_dtype"], num_docs=int(len(doc_lengths)),
+      num_tokens=int(doc_lengths.sum()), invalid_utf8=sum(r["invalid_utf8"] for r in records),
+      shards=records,
+      split=dict(eval_fraction=data_config.eval_fraction, num_eval_docs=int(len(eval_ids)),
+                 num_eval_tokens=int(doc_lengths[eval_ids].sum()),
+                 rule="one held-out document per block of round(1/eval_fraction) documents "
+                      "(glmjax.data.sources.split_documents), recomputed from "
+                      "data.eval_fraction when read"))
+
+
+def prepare(data_config, out_dir: str, workers: int = 1, shard_mb: float = 256.0,
+            limit_shards: int = 0, progress: bool = True) -> dict | None:
+  """Writes the shards of `data_config`'s source to out_dir; the manifest when all are done.
+
+  limit_shards > 0 stops after writing that many shards (returns None; run again to go on).
+  """
+  if data_config.source == "prepared":
+    raise ValueError("data.source='prepared' is already tokenized; set data.source to the "
+                     "corpus to prepare (builtin, files or tfds)")
+  tokenizer = load_tokenizer(data_config)
+  pieces = sources.plan_pieces(data_config, max(1, int(shard_mb * (1 << 20))))
+  dtype = sources.token_dtype(tokenizer.vocab_size)
+  plan = dict(format=FORMAT, source=sources.describe_source(data_config),
+              tokenizer=tokenizer_info(tokenizer), token_dtype=dtype.name, pieces=pieces)
+  os.makedirs(out_dir, exist_ok=True)
+  _check_plan(out_dir, plan)
+  for stale in os.listdir(out_dir):  # left by an interrupted run: never complete
+    if ".tmp-" in stale:
+      os.remove(os.path.join(out_dir, stale))
+  records = {i: _load_record(out_dir, i) for i in range(len(pieces))}
+  pending = [i for i, record in records.items() if record is None]
+  if limit_shards > 0:
+    pending = pending[:limit_shards]
+  data_dict = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
+  tasks = [(data_dict, out_dir, i, pieces[i], dtype.name) for i in pending]
+  started, finished = time.monotonic(), [r for r in records.values() if r is not None]
+  count = lambda key: sum(r[key] for r in finished)  # noqa: E731
+  if progress:
+    _progress(len(finished), len(pieces), count("num_docs"), 0, started)
+  if workers > 1 and len(tasks) > 1:
+    # spawn, not fork: TensorFlow and the tokenizers' thread pools do not survive a fork.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)))
+    results = pool.imap_unordered(write_shard, tasks)
+  else:
+    pool, results = None, map(write_shard, tasks)
+  new_tokens = 0
+  try:
+    for record in results:
+      records[record["index"]] = record
+      finished.append(record)
+      new_tokens += record["num_tokens"]
+      if progress:
+        _progress(len(finished), len(pieces), count("num_docs"), new_tokens, started)
+  finally:
+    if pool is not None:
+      pool.terminate()
+  if progress and sys.stderr.isatty():
+    print(file=sys.stderr)  # ends the line the progress kept rewriting
+  if any(record is None for record in records.values()):
+    return None
+  ordered = [records[i] for i in range(len(pieces))]
+  manifest = _manifest(data_config, dict(plan, out_dir=out_dir), ordered)
+  sources.report_invalid_utf8(sources.source_label(data_config), TextStats(
+      docs=manifest["num_docs"], invalid_utf8=manifest["invalid_utf8"]))
+  _atomic_write_json(os.path.join(out_dir, "manifest.json"), manifest)
+  return manifest
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (its data section).",
+                                          lock_config=False)
+_OUT = flags.DEFINE_string("out", None, "Output directory for the shards and manifest.")
+_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Tokenizer processes.")
+_SHARD_MB = flags.DEFINE_float("shard_mb", 256.0, "Text per shard, in MiB (before tokenizing).")
+_LIMIT_SHARDS = flags.DEFINE_integer("limit_shards", 0, "Stop after this many new shards "
+                                     "(0: all). Run again to continue.")
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None or not _OUT.value:
+    raise app.UsageError("needs --config=CONFIG_FILE[:ARG] and --out=DIR")
+  manifest = prepare(_CONFIG.value.data, _OUT.value, workers=_WORKERS.value,
+                     shard_mb=_SHARD_MB.value, limit_shards=_LIMIT_SHARDS.value)
+  if manifest is None:
+    print(f"stopped after --limit_shards={_LIMIT_SHARDS.value}; run again to continue")
+    return
+  print(f"prepared {manifest['num_docs']:,} documents, {manifest['num_tokens']:,} tokens in "
+        f"{len(manifest['shards'])} shards at {_OUT.value}; train with "
+        f"--config.data.source=prepared --config.data.prepared_dir={_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,213 @@
+"""Corpora as document stores, chosen by data.source. What the trainer calls:
+
+  tok = tokenizers.load_tokenizer(config.data)
+  train_docs, eval_docs = sources.load_documents(config.data, tok)
+
+Sources:
+  builtin   a generated offline corpus (data/builtin_corpus.py); data.builtin_docs documents.
+  files     data.files globs of .txt / .jsonl / .json, optionally .gz (data/text_files.py).
+  tfds      a prepared TFDS dataset, local or gs:// (data/tfds_source.py).
+  prepared  token shards written by `python -m glmjax.data.prepare`, memory-mapped.
+builtin/files/tfds are tokenized at start-up into memory (fine for small corpora); prepare big
+ones once. Both ways give the same documents with the same ids, so the held-out split and every
+batch agree. The held-out split takes one document from every block of round(1/eval_fraction)
+consecutive documents (which one: a hash of the block index): deterministic, spread over the
+whole corpus, and unchanged for earlier blocks when documents are appended.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+from absl import logging
+
+from glmjax.data import builtin_corpus, text_files
+from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
+from glmjax.data.text_files import TextStats
+from glmjax.data.tokenizers import tokenizer_info
+
+SOURCES = ("builtin", "files", "tfds", "prepared")
+_BUILTIN_DOC_BYTES = 900  # about the mean builtin document, to size its pieces
+
+
+def describe_source(data_config) -> dict:
+  """The config fields that decide which texts a source yields."""
+  source = data_config.source
+  if source == "builtin":
+    return dict(source=source, builtin_docs=int(data_config.builtin_docs))
+  if source == "files":
+    paths = text_files.expand_globs(list(data_config.files))
+    return dict(source=source, files=[[p, os.path.getsize(p)] for p in paths],
+                txt_documents=data_config.txt_documents, text_field=data_config.text_field)
+  if source == "tfds":
+    return dict(source=source, tfds_name=data_config.tfds_name, tfds_split=data_config.tfds_split,
+                tfds_data_dir=data_config.tfds_data_dir, text_field=data_config.text_field)
+  if source == "prepared":
+    return dict(source=source, prepared_dir=data_config.prepared_dir)
+  raise ValueError(f"data.source={source!r}: expected one of {SOURCES}")
+
+
+def source_label(data_config) -> str:
+  details = {k: v for k, v in describe_source(data_config).items() if k != "source"}
+  if "files" in details:
+    details["files"] = list(data_config.files)
+  return f"data.source={data_config.source!r} " + json.dumps(details)
+
+
+def plan_pieces(data_config, target_bytes: int) -> list[dict]:
+  """The source cut into work units of about target_bytes of text, in corpus order."""
+  source = data_config.source
+  describe_source(data_config)  # validates the source name
+  if source == "builtin":
+    total, step = int(data_config.builtin_docs), max(1, target_bytes // _BUILTIN_DOC_BYTES)
+    return [dict(builtin=[start, min(start + step, total)]) for start in range(0, total, step)]
+  if source == "files":
+    paths = text_files.expand_globs(list(data_config.files))
+    return [dict(files=[list(r) for r in ranges]) for ranges in
+            text_files.plan_file_pieces(paths, target_bytes, data_config.txt_documents)]
+  if source == "tfds":
+    from glmjax.data import tfds_source
+    return tfds_source.plan_tfds_pieces(data_config, target_bytes)
+  raise ValueError("data.source='prepared' is already tokenized; choose the source to prepare")
+
+
+def iter_piece_texts(data_config, piece: dict, stats: TextStats) -> Iterator[str]:
+  if "builtin" in piece:
+    start, stop = piece["builtin"]
+    stats.docs += stop - start
+    return builtin_corpus.documents(start, stop)
+  if "files" in piece:
+    return (text for path, start, end in piece["files"] for text in text_files.iter_range_texts(
+        path, start, end, data_config.text_field, data_config.txt_documents, stats))
+  from glmjax.data import tfds_source
+  return tfds_source.iter_tfds_texts(data_config, stats, piece["tfds"])
+
+
+def iter_source_texts(data_config, stats: TextStats) -> Iterator[str]:
+  """Every document of a source, in order, read whole (the same sequence as its pieces)."""
+  source = data_config.source
+  describe_source(data_config)
+  if source == "builtin":
+    return iter_piece_texts(data_config, dict(builtin=[0, int(data_config.builtin_docs)]), stats)
+  if source == "files":
+    paths = text_files.expand_globs(list(data_config.files))
+    return iter_piece_texts(data_config, dict(files=[[p, 0, -1] for p in paths]), stats)
+  if source == "tfds":
+    from glmjax.data import tfds_source
+    return tfds_source.iter_tfds_texts(data_config, stats)
+  raise ValueError("data.source='prepared' has no texts; read it with load_documents")
+
+
+def encode_documents(tokenizer, texts: Iterable[str], batch: int = 256) -> Iterator[np.ndarray]:
+  """Token ids per document (documents that encode to nothing are dropped)."""
+  texts = iter(texts)
+  while True:
+    chunk = [text for _, text in zip(range(batch), texts)]
+    if not chunk:
+      return
+    for ids in tokenizer.encode_batch(chunk):
+      if len(ids):
+        yield ids
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+  return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+
+
+def report_invalid_utf8(label: str, stats: TextStats):
+  if stats.invalid_utf8:
+    logging.warning("%s: replaced %d invalid UTF-8 bytes with U+FFFD (in %d documents read)",
+                    label, stats.invalid_utf8, stats.docs)
+
+
+def tokenize_source(data_config, tokenizer) -> tuple[InMemoryDocs, TextStats]:
+  """The whole source tokenized into memory, with a progress line every few seconds."""
+  label, stats = source_label(data_config), TextStats()
+  dtype, pieces, lengths = token_dtype(tokenizer.vocab_size), [], []
+  start = last_report = time.monotonic()
+  for ids in encode_documents(tokenizer, iter_source_texts(data_config, stats)):
+    pieces.append(ids.astype(dtype, copy=False))
+    lengths.append(len(ids))
+    if time.monotonic() - last_report > 5:
+      last_report = time.monotonic()
+      logging.info("tokenizing %s: %d documents, %.1fM tokens so far", label, len(lengths),
+                   sum(lengths) / 1e6)
+  tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+  offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))])
+  logging.info("tokenized %s: %d documents, %d tokens in %.1f s", label, len(lengths), len(tokens),
+               time.monotonic() - start)
+  report_invalid_utf8(label, stats)
+  return InMemoryDocs(tokens, offsets), stats
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+  z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return z ^ (z >> np.uint64(31))
+
+
+def split_documents(num_docs: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """(train ids, held-out ids): one held-out document per block of round(1/eval_fraction)."""
+  if not 0 <= eval_fraction < 1:
+    raise ValueError(f"data.eval_fraction={eval_fraction}: expected a fraction in [0, 1)")
+  ids = np.arange(num_docs, dtype=np.int64)
+  if eval_fraction == 0 or num_docs == 0:
+    return ids, ids[:0]
+  if num_docs < 2:
+    raise ValueError("the corpus has 1 document: nothing is left to train on after holding one "
+                     "out; add documents or set data.eval_fraction=0")
+  block = min(max(2, round(1 / eval_fraction)), num_docs)
+  block_index = ids // block
+  block_size = np.minimum(block, num_docs - block_index * block)
+  chosen = (_mix64(block_index) % block_size.astype(np.uint64)).astype(np.int64)
+  held_out = ids % block == chosen
+  return ids[~held_out], ids[held_out]
+
+
+def open_prepared(data_config, tokenizer) -> PreparedDocs:
+  directory = data_config.prepared_dir
+  make = "python -m glmjax.data.prepare --config=CONFIG --out=DIR"
+  if not directory:
+    raise ValueError(f"data.source='prepared' needs data.prepared_dir, the --out of `{make}`")
+  manifest_path = os.path.join(directory, "manifest.json")
+  if not os.path.isfile(manifest_path):
+    unfinished = os.path.isfile(os.path.join(directory, "plan.json"))
+    raise FileNotFoundError(
+        f"data.prepared_dir={directory!r} has no manifest.json: " +
+        ("prepare has not finished there; run the same prepare command again to resume it"
+         if unfinished else f"create it with `{make}`"))
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  recorded, current = manifest["tokenizer"], tokenizer_info(tokenizer)
+  differs = [k for k in ("fingerprint", "vocab_size", "specials") if recorded[k] != current[k]]
+  if differs:
+    raise ValueError(
+        f"data.prepared_dir={directory!r} was tokenized by {recorded['name']} but the config "
+        f"names {current['name']} (they differ in {differs}); set data.tokenizer, "
+        "data.tokenizer_path and data.tokenizer_vocab to the ones used by prepare, or prepare "
+        "again with this tokenizer")
+  return PreparedDocs(directory, manifest)
+
+
+def load_documents(data_config, tokenizer) -> tuple[DocumentSubset, DocumentSubset]:
+  """(train, held-out) document stores of the configured source, tokenized by `tokenizer`."""
+  label = source_label(data_config)
+  if data_config.source == "prepared":
+    store = open_prepared(data_config, tokenizer)
+  else:
+    store, _ = tokenize_source(data_config, tokenizer)
+  train_ids, eval_ids = split_documents(len(store.doc_lengths), data_config.eval_fraction)
+  train, held_out = DocumentSubset(store, train_ids), DocumentSubset(store, eval_ids)
+  batch_tokens = data_config.batch_size * data_config.seq_len
+  train_tokens = int(train.doc_lengths.sum())
+  if train_tokens < batch_tokens:
+    raise ValueError(
+        f"{label}: the training split has {train_tokens} tokens in {len(train)} documents, "
+        f"fewer than one batch (data.batch_size={data_config.batch_size} x data.seq_len="
+        f"{data_config.seq_len} = {batch_tokens}); add text to the source or lower "
+        "data.batch_size / data.seq_len")
+  return train, held_out
