@@ -1,0 +1,13 @@
+"""GLM model: `GLM(config.model)` plus its size and FLOPs formulas.
+
+    logits = GLM(cfg).apply(variables, tokens, position_ids, block_position_ids, sep,
+                            deterministic=True)           # [B, T, V] float32
+    hidden = GLM(cfg).apply(..., return_hidden=True)      # [B, T, H] compute dtype
+    logits = tied_logits(params, hidden)
+"""
+from glmjax.model.attention import glm_attention, glm_mask, resolve_attention
+from glmjax.model.glm import GLM, stack_layers, tied_logits, unstack_layers
+from glmjax.model.model_config import ModelConfig, flops_per_token, param_count
+
+__all__ = ["GLM", "ModelConfig", "flops_per_token", "glm_attention", "glm_mask", "param_count",
+           "resolve_attention", "stack_layers", "tied_logits", "unstack_layers"]

@@ -1,0 +1,264 @@
+"""GLM attention: the blank-infilling mask from `sep`, and one function over several backends.
+
+Mask (reference/GLM.md §1.6): query i sees key j iff j < sep or j <= i. Every backend takes it
+from O(T) per-example data built on the device (reference/ATTENTION.md §0, §3):
+  key_end[i] = max(i + 1, sep)   (keys [0, key_end) are visible);  qpos[i] = key_end[i] - 1.
+
+Implementations (`glm_attention(..., implementation=...)`):
+  xla             dense reference: einsum, masked softmax in float32, einsum. Any platform.
+                  The only one with attention-probability dropout.
+  cudnn           row split: Part A rows from a padding-mask call (length sep), Part B rows from a
+                  causal call, merged with `where` (exact; no LSE merge, so gradients are exact).
+                  jax.nn.dot_product_attention(implementation='cudnn'); bf16/fp16 only.
+  tokamax         Mosaic GPU flash kernel (sm90+) with Mask(k_end); off GPU, tokamax's XLA op.
+  splash          TPU splash, compact form (in-kernel mask from qpos); see splash.py.
+  splash_dynamic  TPU splash with the public per-example dynamic bool mask.
+`resolve_attention('auto')` picks per platform once at start-up and checks the pick against xla.
+Optional dependencies (tokamax, the Pallas TPU ops) are imported only when chosen.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax.sharding import PartitionSpec
+
+IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
+AUTO_ORDER = {
+    "gpu": ("tokamax", "cudnn", "xla"),
+    "tpu": ("splash", "splash_dynamic", "xla"),
+    "cpu": ("xla",),
+}
+_KERNEL_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+
+
+# --- The mask, as pure jnp functions of sep. ---
+
+def key_ends(sep: jax.Array, seq_len: int) -> jax.Array:
+  """[B] -> [B, T]: query i sees keys [0, key_end[i])."""
+  return jnp.maximum(jnp.arange(seq_len, dtype=jnp.int32)[None, :] + 1,
+                     sep.astype(jnp.int32)[:, None])
+
+
+def query_positions(sep: jax.Array, seq_len: int) -> jax.Array:
+  """[B] -> [B, T]: the GLM mask is causal on these positions (key j visible iff j <= qpos[i])."""
+  return key_ends(sep, seq_len) - 1
+
+
+def glm_mask(sep: jax.Array, seq_len: int) -> jax.Array:
+  """[B] -> [B, T, T] bool, allowed[b, i, j] = j < sep[b] or j <= i. Built on the device."""
+  return jnp.arange(seq_len)[None, None, :] < key_ends(sep, seq_len)[:, :, None]
+
+
+@flax.struct.dataclass
+class AttentionMask:
+  """Per-batch mask data, built once outside the layer stack and shared by every layer."""
+  sep: jax.Array                # [B] int32
+  key_end: jax.Array            # [B, T] int32
+  splash_infos: Any = None      # per-example splash MaskInfo (fwd, dq, dkv), splash only
+
+
+def prepare_mask(sep: jax.Array, seq_len: int, implementation: str) -> AttentionMask:
+  sep = sep.astype(jnp.int32)
+  infos = None
+  if implementation in ("splash", "splash_dynamic"):
+    from glmjax.model import splash  # pylint: disable=import-outside-toplevel
+    infos = splash.mask_infos(sep, seq_len, compact=implementation == "splash")
+  return AttentionMask(sep=sep, key_end=key_ends(sep, seq_len), splash_infos=infos)
+
+
+# --- Backends: (q, k, v [B, T, N, D], AttentionMask, scale) -> [B, T, N, D]. ---
+
+def xla_attention(q, k, v, mask: AttentionMask, scale: float, dropout_rate: float = 0.0,
+                  dropout_rng: jax.Array | None = None) -> jax.Array:
+  logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+  allowed = jnp.arange(k.shape[1])[None, None, None, :] < mask.key_end[:, None, :, None]
+  logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
+
+
+def row_split_attention(q, k, v, sep: jax.Array, scale: float, *,
+                        implementation: str = "cudnn") -> jax.Array:
+  """Part A rows: bidirectional over keys < sep; Part B rows: causal. Exact per row."""
+  lengths = jnp.maximum(sep, 1).astype(jnp.int32)  # empty segments are invalid; rows discarded
+  part_a = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
+                                        key_value_seq_lengths=lengths,
+                                        implementation=implementation)
+  causal = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                        implementation=implementation)
+  in_part_a = jnp.arange(q.shape[1])[None, :, None, None] < sep[:, None, None, None]
+  return jnp.where(in_part_a, part_a, causal)
+
+
+def tokamax_attention(q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
+  # pylint: disable=import-outside-toplevel
+  from tokamax._src.ops.attention import base as tokamax_base  # Mask is not public in 0.0.17
+  if jax.default_backend() == "gpu":
+    from tokamax._src.ops.attention import pallas_mosaic_gpu
+    op = pallas_mosaic_gpu.PallasMosaicGpuFlashAttention()
+  else:
+    op = tokamax_base.DotProductAttention()  # XLA op: the same Mask path, testable on CPU
+  key_range = tokamax_base.Mask(k_end=mask.key_end[:, None, :])  # [B, 1 head, T]
+  return op(q, k, v, mask=key_range, logits_scale=scale).astype(q.dtype)
+
+
+def _splash(q, k, v, mask: AttentionMask, scale: float, *, compact: bool) -> jax.Array:
+  from glmjax.model import splash  # pylint: disable=import-outside-toplevel
+  return splash.splash_attention(q, k, v, mask.splash_infos, scale=scale, compact=compact)
+
+
+def _kernel(implementation: str):
+  if implementation == "cudnn":
+    return lambda q, k, v, mask, scale: row_split_attention(q, k, v, mask.sep, scale)
+  if implementation == "tokamax":
+    return tokamax_attention
+  if implementation == "splash":
+    return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=True)
+  if implementation == "splash_dynamic":
+    return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=False)
+  raise ValueError(f"Unknown attention implementation {implementation!r}; "
+                   f"choose one of {IMPLEMENTATIONS} or 'auto'.")
+
+
+def _mesh_axes_that_divide(axes, size: int, mesh) -> Any:
+  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  names = tuple(name for name in names if name in mesh.shape)
+  if not names or size % math.prod(mesh.shape[name] for name in names):
+    return None
+  return names
+
+
+def _per_shard(fn, q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
+  """Kernels are opaque to GSPMD: run them per (batch, head) shard under shard_map.
+
+  Uses the active mesh (jax.set_mesh) and logical rules; without them, calls fn directly.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return fn(q, k, v, mask, scale)
+  batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(_KERNEL_AXES)
+  batch_axes = _mesh_axes_that_divide(batch_axes, q.shape[0], mesh)
+  head_axes = _mesh_axes_that_divide(head_axes, q.shape[2], mesh)
+  qkv_spec = PartitionSpec(batch_axes, None, head_axes, None)  # sequence gathered if sharded
+  mask_spec = jax.tree.map(lambda _: PartitionSpec(batch_axes), mask)
+  sharded = jax.shard_map(lambda q, k, v, mask: fn(q, k, v, mask, scale), mesh=mesh,
+                          in_specs=(qkv_spec, qkv_spec, qkv_spec, mask_spec),
+                          out_specs=qkv_spec, check_vma=False)
+  return sharded(q, k, v, mask)
+
+
+def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | None = None, *,
+                  mask: AttentionMask | None = None, implementation: str = "xla",
+                  scale: float | None = None, dropout_rate: float = 0.0,
+                  dropout_rng: jax.Array | None = None) -> jax.Array:
+  """Attention under the GLM mask: q, k, v [B, T, N, D] -> [B, T, N, D] in q's dtype.
+
+  Pass `sep` [B], or a `mask` from `prepare_mask` (built once per batch for all layers).
+  `scale` defaults to 1/sqrt(D). Attention dropout (`dropout_rng` given, rate > 0) is applied
+  by the xla implementation only; the fused kernels have no probability dropout.
+  """
+  if implementation == "auto":
+    implementation = unvalidated_default()
+  if mask is None:
+    if sep is None:
+      raise ValueError("glm_attention needs `sep` or a prepared `mask`.")
+    mask = prepare_mask(sep, q.shape[1], implementation)
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  if implementation == "xla":
+    return xla_attention(q, k, v, mask, scale, dropout_rate, dropout_rng)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    logging.warning("attention=%s has no attention-probability dropout; it is skipped "
+                    "(hidden dropout still applies).", implementation)
+  return _per_shard(_kernel(implementation), q, k, v, mask, scale)
+
+
+# --- Choosing an implementation once at start-up. ---
+
+def _gpu_is_sm90_or_newer() -> bool:
+  capability = getattr(jax.devices("gpu")[0], "compute_capability", "0")
+  return float(capability) >= 9.0
+
+
+def unvalidated_default(platform: str | None = None) -> str:
+  """What 'auto' means when nothing was resolved: the platform's first choice, unchecked."""
+  platform = platform or jax.default_backend()
+  if platform == "tpu":
+    return "splash"
+  if platform == "gpu":
+    try:
+      import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+      return "tokamax" if _gpu_is_sm90_or_newer() else "cudnn"
+    except ImportError:
+      return "cudnn"
+  return "xla"
+
+
+def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: int = 256,
+                    num_heads: int = 2, head_dim: int = 64,
+                    device: jax.Device | None = None) -> str | None:
+  """Runs fwd + grads of `implementation` against xla on a tiny input; None if they agree.
+
+  Returns the reason for a failure (an exception or the error size) instead of raising.
+  """
+  dtype = jnp.dtype(dtype)
+  tolerance = 1e-4 if dtype == jnp.float32 else 3e-2
+  sep = jnp.array([0, 77, seq_len], jnp.int32)  # empty, ragged and full Part A
+  keys = jax.random.split(jax.random.key(0), 4)
+  shape = (sep.shape[0], seq_len, num_heads, head_dim)
+  q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
+
+  def outputs_and_grads(impl, dtype):
+    def run(q, k, v):
+      cast = lambda x: x.astype(dtype)
+      out, vjp = jax.vjp(lambda q, k, v: glm_attention(q, k, v, sep, implementation=impl),
+                         cast(q), cast(k), cast(v))
+      return (out,) + vjp(cast(cotangent))
+    return [x.astype(jnp.float32) for x in jax.jit(run)(q, k, v)]
+
+  try:
+    with jax.default_device(device or jax.devices()[0]):
+      expected = outputs_and_grads("xla", jnp.float32)
+      got = outputs_and_grads(implementation, dtype)
+    errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-6))
+              for a, b in zip(got, expected)]
+  except Exception as error:  # noqa: BLE001 - any failure means "use the next one"
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+  if not all(math.isfinite(e) and e <= tolerance for e in errors):
+    return (f"mismatch against xla (relative errors out/dq/dk/dv "
+            f"{', '.join(f'{e:.2g}' for e in errors)} > {tolerance})")
+  return None
+
+
+def resolve_attention(name: str, platform: str | None = None, *,
+                      candidates: tuple[str, ...] | None = None,
+                      dtype: Any = jnp.bfloat16) -> str:
+  """Call once at start-up. 'auto' -> the first implementation for `platform` that passes
+  `check_attention` (else 'xla'), logging why each rejected one failed. Other names are
+  returned unchanged (an explicit choice is honoured; it fails at compile time if it cannot run).
+  """
+  if name != "auto":
+    if name not in IMPLEMENTATIONS:
+      raise ValueError(f"attention={name!r}: choose one of auto, {', '.join(IMPLEMENTATIONS)}.")
+    return name
+  platform = platform or jax.default_backend()
+  for candidate in candidates or AUTO_ORDER.get(platform, ("xla",)):
+    if candidate == "xla":
+      logging.info("attention=auto on %s -> xla", platform)
+      return "xla"
+    reason = check_attention(candidate, dtype=dtype, device=jax.devices(platform)[0])
+    if reason is None:
+      logging.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
+                   platform, candidate)
+      return candidate
+    logging.warning("attention=auto on %s: %s rejected: %s", platform, candidate, reason)
+  logging.warning("attention=auto on %s: falling back to xla", platform)
+  return "xla"

@@ -1,0 +1,267 @@
+"""GLM in Flax linen, every parameter and block-boundary activation named with logical axes.
+
+Parameter tree (scan_layers=True stacks the layers on a leading 'layers' axis under `layers`;
+scan_layers=False names them `layers_0`, `layers_1`, ...). Original GLM checkpoint keys:
+  word_embeddings [V, H]                         word_embeddings.weight
+  position_embeddings, block_position_embeddings transformer.{,block_}position_embeddings.weight
+    [P+1, H] (learned_2d only)
+  layers/input_layernorm/{scale, bias}           transformer.layers.i.input_layernorm
+  layers/attention/qkv_kernel [H, 3, N, D]       attention.query_key_value.weight [3H, H]
+    (flattening the last three dims gives GLM's [Q | K | V] thirds; ChatGLM interleaves per head)
+  layers/attention/qkv_bias [3, N, D], out_kernel [N, D, H], out_bias [H]   attention.dense
+  layers/post_attention_layernorm/{scale, bias}
+  layers/mlp/wi_kernel [H, F] (geglu [H, 2, F]), wi_bias, wo_kernel [F, H], wo_bias
+  final_layernorm/{scale, bias}
+Logits are tied to word_embeddings (no output matrix).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
+
+from glmjax.model import attention as attention_lib
+from glmjax.model import positions
+from glmjax.model.model_config import ModelConfig
+
+EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
+HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+MLP_AXES = ("activation_batch", "activation_length", "activation_mlp")
+LOGIT_AXES = ("activation_batch", "activation_length", "activation_vocab")
+# Tags for remat policies (jax.ad_checkpoint.checkpoint_name).
+SAVED_BY_MINIMAL = ("qkv_proj", "context", "out_proj", "mlp_in", "mlp_out")
+
+
+def _param(module: nn.Module, name: str, init, axes: tuple, shape: tuple, dtype) -> jax.Array:
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _normal(std: float):
+  def init(key, shape, dtype):
+    return (jax.random.normal(key, shape, jnp.float32) * std).astype(dtype)
+  return init
+
+
+def _qkv_normal(qk_std: float, v_std: float):
+  """Per-slot std for the [H, 3, N, D] fused kernel (DeepNorm scales V only)."""
+  def init(key, shape, dtype):
+    stds = jnp.array([qk_std, qk_std, v_std], jnp.float32).reshape(1, 3, 1, 1)
+    return (jax.random.normal(key, shape, jnp.float32) * stds).astype(dtype)
+  return init
+
+
+def _activation(name: str):
+  return {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+          "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False)}[name]
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with statistics in float32; output in the compute dtype."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg, width = self.config, x.shape[-1]
+    scale = _param(self, "scale", nn.initializers.ones, ("norm",), (width,), cfg.weights_dtype)
+    bias = _param(self, "bias", nn.initializers.zeros, ("norm",), (width,), cfg.weights_dtype)
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(variance + cfg.layernorm_eps)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(cfg.compute_dtype)
+
+
+def _output_std(cfg: ModelConfig) -> float:
+  """0.02 / sqrt(2L): GLM's scaled init for output projections (also DeepNorm's beta)."""
+  return cfg.init_std / math.sqrt(2.0 * cfg.num_layers)
+
+
+class SelfAttention(nn.Module):
+  config: ModelConfig
+  implementation: str
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, mask: attention_lib.AttentionMask, position_ids, block_position_ids):
+    cfg = self.config
+    hidden, heads, head_dim, dtype = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.compute_dtype
+    v_std = _output_std(cfg) if cfg.norm == "deepnorm" else cfg.init_std
+    qkv_kernel = _param(self, "qkv_kernel", _qkv_normal(cfg.init_std, v_std),
+                        ("embed", None, "heads", "kv"), (hidden, 3, heads, head_dim),
+                        cfg.weights_dtype)
+    qkv_bias = _param(self, "qkv_bias", nn.initializers.zeros, (None, "heads", "kv"),
+                      (3, heads, head_dim), cfg.weights_dtype)
+    qkv = jnp.einsum("bth,hcnd->btcnd", x, qkv_kernel.astype(dtype)) + qkv_bias.astype(dtype)
+    qkv = checkpoint_name(qkv, "qkv_proj")
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    q, k = positions.rotate_queries_and_keys(q, k, cfg.position_encoding, position_ids,
+                                             block_position_ids, cfg.rope_theta)
+    q, k, v = (nn.with_logical_constraint(t, HEAD_AXES) for t in (q, k, v))
+    use_dropout = not self.deterministic and cfg.attention_dropout > 0.0
+    context = attention_lib.glm_attention(
+        q, k, v, mask=mask, implementation=self.implementation, scale=head_dim ** -0.5,
+        dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
+        dropout_rng=self.make_rng("dropout") if use_dropout else None)
+    context = checkpoint_name(nn.with_logical_constraint(context, HEAD_AXES), "context")
+    out_kernel = _param(self, "out_kernel", _normal(_output_std(cfg)), ("heads", "kv", "embed"),
+                        (heads, head_dim, hidden), cfg.weights_dtype)
+    out_bias = _param(self, "out_bias", nn.initializers.zeros, ("embed",), (hidden,),
+                      cfg.weights_dtype)
+    out = jnp.einsum("btnd,ndh->bth", context, out_kernel.astype(dtype)) + out_bias.astype(dtype)
+    return checkpoint_name(out, "out_proj")
+
+
+class Mlp(nn.Module):
+  """GeLU MLP (H -> F -> H), or GeGLU: x1 * gelu(x2) with [x1 | x2] = halves of H -> 2F."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    hidden, ffn, dtype = cfg.hidden_size, cfg.ffn, cfg.compute_dtype
+    in_std = _output_std(cfg) if cfg.norm == "deepnorm" else cfg.init_std
+    if cfg.mlp == "geglu":
+      kernel_shape, kernel_axes = (hidden, 2, ffn), ("embed", None, "mlp")
+      bias_shape, bias_axes = (2, ffn), (None, "mlp")
+    else:
+      kernel_shape, kernel_axes = (hidden, ffn), ("embed", "mlp")
+      bias_shape, bias_axes = (ffn,), ("mlp",)
+    wi = _param(self, "wi_kernel", _normal(in_std), kernel_axes, kernel_shape, cfg.weights_dtype)
+    bi = _param(self, "wi_bias", nn.initializers.zeros, bias_axes, bias_shape, cfg.weights_dtype)
+    pre = jnp.einsum("bth,h...->bt...", x, wi.astype(dtype)) + bi.astype(dtype)
+    pre = checkpoint_name(pre, "mlp_in")
+    act = _activation(cfg.activation)
+    inner = pre[:, :, 0] * act(pre[:, :, 1]) if cfg.mlp == "geglu" else act(pre)
+    inner = nn.with_logical_constraint(inner, MLP_AXES)
+    wo = _param(self, "wo_kernel", _normal(_output_std(cfg)), ("mlp", "embed"), (ffn, hidden),
+                cfg.weights_dtype)
+    bo = _param(self, "wo_bias", nn.initializers.zeros, ("embed",), (hidden,), cfg.weights_dtype)
+    out = jnp.einsum("btf,fh->bth", inner, wo.astype(dtype)) + bo.astype(dtype)
+    return checkpoint_name(out, "mlp_out")
+
+
+class Block(nn.Module):
+  """pre: x + Drop(Attn(LN(x))), then x + Drop(MLP(LN(x))).
+  deepnorm (GLM-130B): a = LN(x); x = alpha*a + Drop(Attn(a)); b = LN(x); alpha*b + Drop(MLP(b)).
+  Returns (x, None) so the same class is a scan body.
+  """
+  config: ModelConfig
+  implementation: str
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, mask, position_ids, block_position_ids):
+    cfg = self.config
+    x = nn.with_logical_constraint(x, EMBED_AXES)
+    drop_attention = nn.Dropout(cfg.hidden_dropout, deterministic=self.deterministic)
+    drop_mlp = nn.Dropout(cfg.hidden_dropout, deterministic=self.deterministic)
+    normed = LayerNorm(cfg, name="input_layernorm")(x)
+    attended = drop_attention(SelfAttention(cfg, self.implementation, self.deterministic,
+                                            name="attention")(normed, mask, position_ids,
+                                                              block_position_ids))
+    residual = normed * cfg.deepnorm_alpha if cfg.norm == "deepnorm" else x
+    x = residual + attended
+    normed = LayerNorm(cfg, name="post_attention_layernorm")(x)
+    residual = normed * cfg.deepnorm_alpha if cfg.norm == "deepnorm" else x
+    x = residual + drop_mlp(Mlp(cfg, name="mlp")(normed))
+    return nn.with_logical_constraint(x, EMBED_AXES), None
+
+
+def _remat_policy(remat: str):
+  if remat == "minimal":  # keep projection and attention outputs; recompute norms, activations
+    return jax.checkpoint_policies.save_only_these_names(*SAVED_BY_MINIMAL)
+  return None  # full: keep only the block input
+
+
+def block_class(cfg: ModelConfig):
+  """The per-layer module: Block, wrapped in nn.remat by `cfg.remat`."""
+  if cfg.remat == "none":
+    return Block
+  return nn.remat(Block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
+
+
+def tied_logits(params_or_embeddings: Any, hidden: jax.Array) -> jax.Array:
+  """[B, T, H] final hidden states -> [B, T, V] float32 logits = hidden · E_wordᵀ.
+
+  Takes the model params (or the word-embedding matrix itself); matmul inputs in the hidden
+  states' dtype, float32 accumulation and output.
+  """
+  embeddings = params_or_embeddings
+  if not hasattr(embeddings, "ndim"):
+    embeddings = nn.meta.unbox(params_or_embeddings["word_embeddings"])
+  logits = jnp.einsum("bth,vh->btv", hidden, embeddings.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+  return nn.with_logical_constraint(logits, LOGIT_AXES)
+
+
+class GLM(nn.Module):
+  """GLM(model_config)(tokens, position_ids, block_position_ids, sep) -> [B, T, V] float32 logits.
+
+  `config` may be the ConfigDict `config.model`, a mapping or a ModelConfig (it is converted to
+  a frozen ModelConfig). `return_hidden=True` returns the final-LayerNorm hidden states [B, T, H]
+  in the compute dtype instead (pair with `tied_logits` or a fused loss). Dropout needs
+  rngs={'dropout': key} when deterministic=False.
+  """
+  config: Any
+
+  def __post_init__(self):
+    object.__setattr__(self, "config", ModelConfig.from_any(self.config))
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, tokens, position_ids, block_position_ids, sep, *, deterministic: bool = True,
+               return_hidden: bool = False):
+    cfg = self.config
+    dtype, weights_dtype = cfg.compute_dtype, cfg.weights_dtype
+    implementation = cfg.attention
+    if implementation == "auto":
+      implementation = attention_lib.unvalidated_default()
+    word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
+                             (cfg.vocab_size, cfg.hidden_size), weights_dtype)
+    x = jnp.take(word_embeddings, tokens, axis=0).astype(dtype)
+    if cfg.position_encoding == "learned_2d":
+      table_shape = (cfg.max_position + 1, cfg.hidden_size)
+      position_table = _param(self, "position_embeddings", _normal(cfg.init_std),
+                              ("position", "embed"), table_shape, weights_dtype)
+      block_table = _param(self, "block_position_embeddings", _normal(cfg.init_std),
+                           ("position", "embed"), table_shape, weights_dtype)
+      x = x + positions.learned_2d_embeddings(position_table, block_table, position_ids,
+                                              block_position_ids).astype(dtype)
+    x = nn.with_logical_constraint(x, EMBED_AXES)
+    x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)
+
+    mask = attention_lib.prepare_mask(sep, tokens.shape[1], implementation)  # once, not per layer
+    layer = block_class(cfg)
+    layer_inputs = (mask, position_ids, block_position_ids)
+    if cfg.scan_layers:
+      stack = nn.scan(layer, variable_axes={"params": 0},
+                      split_rngs={"params": True, "dropout": True},
+                      in_axes=(nn.broadcast,) * len(layer_inputs), length=cfg.num_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(cfg, implementation, deterministic, name="layers")(x, *layer_inputs)
+    else:
+      for index in range(cfg.num_layers):
+        x, _ = layer(cfg, implementation, deterministic, name=f"layers_{index}")(x, *layer_inputs)
+    x = LayerNorm(cfg, name="final_layernorm")(x)
+    if return_hidden:
+      return x
+    return tied_logits(word_embeddings, x)
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+  """scan_layers=False params (layers_0, layers_1, ...) -> scan_layers=True params (layers)."""
+  layers = [params[f"layers_{i}"] for i in range(num_layers)]
+  rest = {key: value for key, value in params.items() if not key.startswith("layers_")}
+  return {**rest, "layers": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+  """scan_layers=True params -> scan_layers=False params."""
+  rest = {key: value for key, value in params.items() if key != "layers"}
+  for i in range(num_layers):
+    rest[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+  return rest

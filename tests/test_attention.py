@@ -1,0 +1,116 @@
+"""Every attention implementation that runs on CPU matches a plain reference, outputs and grads."""
+import importlib.util
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glmjax.model import attention
+
+# One batch with different seps: empty Part A, one token, half, ragged, the whole row.
+SMALL_T = 32
+SMALL_SEPS = (0, 1, SMALL_T // 2, 13, SMALL_T)
+SPLASH_T = 256  # splash needs 128-lane blocks; runs in Pallas interpret mode on CPU
+SPLASH_SEPS = (0, 1, SPLASH_T // 2, 77, SPLASH_T)
+
+
+def _reference(q, k, v, sep):
+  """Plain softmax attention with the mask written out from its definition."""
+  seq_len = q.shape[1]
+  rows, cols = np.arange(seq_len)[:, None], np.arange(seq_len)[None, :]
+  allowed = (cols[None] < sep[:, None, None]) | (cols <= rows)[None]  # [B, T, T]
+  logits = jnp.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(q.shape[-1])
+  logits = jnp.where(allowed[:, None], logits, -jnp.inf)
+  return jnp.einsum("bnqk,bknd->bqnd", jax.nn.softmax(logits, axis=-1), v)
+
+
+def _inputs(seq_len, seps, heads=2, head_dim=16):
+  keys = jax.random.split(jax.random.key(seq_len), 4)
+  shape = (len(seps), seq_len, heads, head_dim)
+  q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
+  return q, k, v, cotangent, jnp.array(seps, jnp.int32)
+
+
+def _outputs_and_grads(fn, q, k, v, cotangent):
+  @jax.jit
+  def run(q, k, v):
+    out, vjp = jax.vjp(fn, q, k, v)
+    return (out,) + vjp(cotangent)
+  return run(q, k, v)
+
+
+def _assert_matches_reference(fn, seq_len, seps, atol=2e-5):
+  q, k, v, cotangent, sep = _inputs(seq_len, seps)
+  expected = _outputs_and_grads(lambda q, k, v: _reference(q, k, v, np.asarray(sep)),
+                                q, k, v, cotangent)
+  got = _outputs_and_grads(lambda q, k, v: fn(q, k, v, sep), q, k, v, cotangent)
+  for name, a, b in zip(("out", "dq", "dk", "dv"), got, expected):
+    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5, err_msg=name)
+
+
+def test_xla_matches_reference():
+  _assert_matches_reference(
+      lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation="xla"),
+      SMALL_T, SMALL_SEPS)
+
+
+def test_cudnn_row_split_math_with_xla_backend():
+  # The cuDNN path's composition, with jax.nn.dot_product_attention switched to 'xla'.
+  _assert_matches_reference(
+      lambda q, k, v, sep: attention.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
+                                                         implementation="xla"),
+      SMALL_T, SMALL_SEPS)
+
+
+@pytest.mark.parametrize("implementation", ["splash", "splash_dynamic"])
+def test_splash_in_interpret_mode(implementation):
+  _assert_matches_reference(
+      lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation=implementation),
+      SPLASH_T, SPLASH_SEPS)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tokamax") is None, reason="tokamax not installed")
+def test_tokamax_xla_path():
+  _assert_matches_reference(
+      lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation="tokamax"),
+      SMALL_T, SMALL_SEPS)
+
+
+def test_prepared_mask_equals_sep_argument():
+  q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
+  mask = attention.prepare_mask(sep, SMALL_T, "xla")
+  np.testing.assert_array_equal(attention.glm_attention(q, k, v, mask=mask),
+                                attention.glm_attention(q, k, v, sep))
+
+
+def test_attention_dropout_is_random_and_unbiased_off():
+  q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
+  run = jax.jit(lambda rng: attention.glm_attention(q, k, v, sep, dropout_rate=0.5,
+                                                    dropout_rng=rng))
+  a, b = run(jax.random.key(1)), run(jax.random.key(2))
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-2
+  clean = attention.glm_attention(q, k, v, sep, dropout_rate=0.5, dropout_rng=None)
+  np.testing.assert_allclose(clean, attention.glm_attention(q, k, v, sep), atol=1e-7)
+
+
+def test_auto_on_cpu_is_xla_without_checks():
+  assert attention.resolve_attention("auto", "cpu") == "xla"
+  assert attention.resolve_attention("splash", "cpu") == "splash"  # explicit names are kept
+  with pytest.raises(ValueError, match="flash"):
+    attention.resolve_attention("flash")
+
+
+def test_auto_falls_back_with_a_logged_reason(caplog):
+  # cuDNN cannot run on CPU: its check fails, the reason is logged, the next candidate wins.
+  with caplog.at_level(logging.WARNING):
+    picked = attention.resolve_attention("auto", "cpu", candidates=("cudnn", "xla"))
+  assert picked == "xla"
+  assert any("cudnn rejected" in record.getMessage() for record in caplog.records)
+
+
+def test_check_accepts_a_correct_kernel():
+  # Splash in interpret mode is exact, so the start-up check passes it.
+  assert attention.check_attention("splash", dtype=jnp.float32, seq_len=SPLASH_T,
+                                   head_dim=16) is None

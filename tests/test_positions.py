@@ -1,0 +1,77 @@
+"""Position encodings and the GLM mask, as pure jnp functions."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from glmjax.model import attention, positions
+
+
+def _random(shape, seed=0):
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _score(q, k):
+  return jnp.sum(q * k, axis=-1)
+
+
+def test_rope_score_depends_only_on_relative_position():
+  q, k = _random((1, 1, 1, 16), 0), _random((1, 1, 1, 16), 1)
+  score = lambda qpos, kpos: float(_score(positions.apply_rope(q, jnp.array([[qpos]])),
+                                          positions.apply_rope(k, jnp.array([[kpos]])))[0, 0, 0])
+  base = score(7, 3)
+  for shift in (1, 5, 40):
+    np.testing.assert_allclose(score(7 + shift, 3 + shift), base, rtol=1e-4, atol=1e-5)
+  assert abs(score(9, 3) - base) > 1e-3  # a different offset gives a different score
+  # Position 0 is the identity; rotation preserves the norm.
+  np.testing.assert_allclose(positions.apply_rope(q, jnp.zeros((1, 1), jnp.int32)), q, atol=1e-7)
+  np.testing.assert_allclose(jnp.linalg.norm(positions.apply_rope(q, jnp.array([[11]]))),
+                             jnp.linalg.norm(q), rtol=1e-6)
+
+
+def test_rope_2d_rotates_each_half_by_its_own_id():
+  x = _random((2, 5, 3, 16))
+  pos = jnp.arange(10).reshape(2, 5)
+  block = (jnp.arange(10) % 3).reshape(2, 5)
+  rotated = positions.apply_rope_2d(x, pos, block)
+  np.testing.assert_allclose(rotated[..., :8], positions.apply_rope(x[..., :8], pos), atol=1e-6)
+  np.testing.assert_allclose(rotated[..., 8:], positions.apply_rope(x[..., 8:], block), atol=1e-6)
+  # Block ids move only the second half; position ids only the first.
+  other_block = positions.apply_rope_2d(x, pos, block + 4)
+  np.testing.assert_allclose(other_block[..., :8], rotated[..., :8], atol=1e-7)
+  assert float(jnp.max(jnp.abs(other_block[..., 8:] - rotated[..., 8:]))) > 1e-2
+
+
+def test_rope_2d_scores_are_relative_in_each_dimension():
+  q, k = _random((1, 1, 1, 16), 2), _random((1, 1, 1, 16), 3)
+  def score(qp, qb, kp, kb):
+    rot = lambda x, p, b: positions.apply_rope_2d(x, jnp.array([[p]]), jnp.array([[b]]))
+    return float(_score(rot(q, qp, qb), rot(k, kp, kb))[0, 0, 0])
+  np.testing.assert_allclose(score(9, 2, 4, 1), score(15, 5, 10, 4), rtol=1e-4, atol=1e-5)
+
+
+def test_learned_2d_adds_both_tables():
+  table, block_table = _random((9, 4), 4), _random((9, 4), 5)
+  pos, block = jnp.array([[0, 3, 3]]), jnp.array([[0, 1, 2]])
+  got = positions.learned_2d_embeddings(table, block_table, pos, block)
+  np.testing.assert_allclose(got[0, 2], table[3] + block_table[2], atol=1e-7)
+
+
+def test_glm_mask_matches_definition():
+  seq_len = 9
+  sep = jnp.array([0, 1, 4, 9])
+  mask = np.asarray(attention.glm_mask(sep, seq_len))
+  for b, s in enumerate(np.asarray(sep)):
+    expected = np.array([[j < s or j <= i for j in range(seq_len)] for i in range(seq_len)])
+    np.testing.assert_array_equal(mask[b], expected)
+  # The O(T) forms describe the same mask.
+  key_end = np.asarray(attention.key_ends(sep, seq_len))
+  qpos = np.asarray(attention.query_positions(sep, seq_len))
+  cols = np.arange(seq_len)
+  np.testing.assert_array_equal(cols[None, None, :] < key_end[:, :, None], mask)
+  np.testing.assert_array_equal(cols[None, None, :] <= qpos[:, :, None], mask)
+
+
+def test_mask_is_built_with_jnp_under_jit():
+  seq_len = 6
+  build = jax.jit(lambda sep: attention.glm_mask(sep, seq_len))
+  np.testing.assert_array_equal(build(jnp.array([3])), attention.glm_mask(jnp.array([3]), seq_len))
