@@ -200,28 +200,34 @@ def prepare(data_config, out_dir: str, workers: int = 1, shard_mb: float = 256.0
   return manifest
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (its data section).",
-                                          lock_config=False)
-_OUT = flags.DEFINE_string("out", None, "Output directory for the shards and manifest.")
-_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Tokenizer processes.")
-_SHARD_MB = flags.DEFINE_float("shard_mb", 256.0, "Text per shard, in MiB (before tokenizing).")
-_LIMIT_SHARDS = flags.DEFINE_integer("limit_shards", 0, "Stop after this many new shards "
-                                     "(0: all). Run again to continue.")
+def _define_flags():
+  """Flags exist only when this module is the program (the trainer and bench import it)."""
+  return dict(
+      config=config_flags.DEFINE_config_file("config", None, "Run config file (its data "
+                                             "section).", lock_config=False),
+      out=flags.DEFINE_string("out", None, "Output directory for the shards and manifest."),
+      workers=flags.DEFINE_integer("workers", os.cpu_count() or 1, "Tokenizer processes."),
+      shard_mb=flags.DEFINE_float("shard_mb", 256.0, "Text per shard, in MiB (before "
+                                  "tokenizing)."),
+      limit_shards=flags.DEFINE_integer("limit_shards", 0, "Stop after this many new shards "
+                                        "(0: all). Run again to continue."))
 
 
-def main(argv):
+def main(argv, flag):
   del argv
-  if _CONFIG.value is None or not _OUT.value:
+  if flag["config"].value is None or not flag["out"].value:
     raise app.UsageError("needs --config=CONFIG_FILE[:ARG] and --out=DIR")
-  manifest = prepare(_CONFIG.value.data, _OUT.value, workers=_WORKERS.value,
-                     shard_mb=_SHARD_MB.value, limit_shards=_LIMIT_SHARDS.value)
+  out = flag["out"].value
+  manifest = prepare(flag["config"].value.data, out, workers=flag["workers"].value,
+                     shard_mb=flag["shard_mb"].value, limit_shards=flag["limit_shards"].value)
   if manifest is None:
-    print(f"stopped after --limit_shards={_LIMIT_SHARDS.value}; run again to continue")
+    print(f"stopped after --limit_shards={flag['limit_shards'].value}; run again to continue")
     return
   print(f"prepared {manifest['num_docs']:,} documents, {manifest['num_tokens']:,} tokens in "
-        f"{len(manifest['shards'])} shards at {_OUT.value}; train with "
-        f"--config.data.source=prepared --config.data.prepared_dir={_OUT.value}")
+        f"{len(manifest['shards'])} shards at {out}; train with "
+        f"--config.data.source=prepared --config.data.prepared_dir={out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags = _define_flags()
+  app.run(lambda argv: main(argv, _flags))

@@ -42,7 +42,7 @@ def open_builder(data_config):
     hint = str(e).strip().splitlines()[0]
     raise ValueError(f"{_where(data_config)}: TFDS has no such dataset ({hint}). Check the name "
                      "(see the TFDS catalog) and data.tfds_data_dir") from e
-  fields = list(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
+  fields = sorted(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
   if data_config.text_field not in fields:
     raise ValueError(f"{_where(data_config)} has no feature data.text_field="
                      f"{data_config.text_field!r}; its features are {fields}: set "

@@ -1,0 +1,231 @@
+"""Sources: the built-in corpus, local files, TFDS (mocked and real), the split, bad input."""
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from glmjax import config as glm_config
+from glmjax.data import builtin_corpus, sources, text_files
+from glmjax.data.tokenizers import ByteTokenizer
+
+BYTE = ByteTokenizer()
+
+
+def data_config(**overrides):
+  config = glm_config.data_defaults()
+  config.update(dict(seq_len=16, batch_size=2))
+  config.update(overrides)
+  return config
+
+
+def texts_of(store) -> list[str]:
+  return [BYTE.decode(store.read([i], [0], [n])) for i, n in enumerate(store.doc_lengths)]
+
+
+def test_builtin_corpus_is_fixed_and_large_enough():
+  digest = hashlib.sha256("\x00".join(builtin_corpus.documents(0, 50)).encode()).hexdigest()
+  # The corpus is generated from integer hashes only: this digest holds on every machine.
+  assert digest[:16] == "3a3d18eb10898ed7", digest
+  start = time.perf_counter()
+  config = data_config(seq_len=128, batch_size=16)
+  train, held_out = sources.load_documents(config, BYTE)
+  assert time.perf_counter() - start < 5
+  tokens = int(train.doc_lengths.sum())
+  assert tokens > 4 * 300 * 16 * 128  # a few hundred steps of 16 x 128 see each token < once
+  assert 0.005 < len(held_out) / (len(train) + len(held_out)) < 0.02
+  text = "\n".join(texts_of(train)[:500])
+  sentences = [s for s in text.replace("\n", " ").split(". ") if s]
+  assert len(set(sentences)) > 0.5 * len(sentences)
+
+
+def test_split_is_deterministic_disjoint_and_stable_when_appending():
+  train, held_out = sources.split_documents(1000, 0.05)
+  assert len(held_out) == 50 and len(np.intersect1d(train, held_out)) == 0
+  assert np.array_equal(np.sort(np.concatenate([train, held_out])), np.arange(1000))
+  again, held_again = sources.split_documents(1000, 0.05)
+  assert np.array_equal(held_out, held_again)
+  _, held_more = sources.split_documents(1500, 0.05)
+  assert np.array_equal(held_more[:50], held_out)
+  assert len(sources.split_documents(5, 0.01)[1]) == 1  # a tiny corpus still holds one out
+  assert len(sources.split_documents(5, 0.0)[1]) == 0
+  with pytest.raises(ValueError, match="eval_fraction"):
+    sources.split_documents(5, 1.5)
+
+
+def write_corpus(tmp_path):
+  """A .txt, a .jsonl with a huge line and invalid bytes, and a .jsonl.gz; the expected texts."""
+  huge = "word " * 200_000 + "end."
+  txt = "First paragraph, line one.\r\nLine two: ünïcödé 世界.\r\n\r\n\n   \nSecond paragraph!\n\n"
+  jsonl = (json.dumps({"text": "json doc één"}).encode() + b"\n\n"
+           + b'{"text": "bad \xff\xfe bytes", "id": 3}\n'
+           + json.dumps({"text": huge}).encode() + b"\n"
+           + json.dumps({"text": "   "}).encode() + b"\n"
+           + json.dumps({"text": "lone \ud800 surrogate"}).encode() + b"\n")
+  (tmp_path / "a.txt").write_bytes(txt.encode())
+  (tmp_path / "b.jsonl").write_bytes(jsonl)
+  with gzip.open(tmp_path / "c.jsonl.gz", "wb") as f:
+    f.write(json.dumps({"text": "gzip doc."}).encode() + b"\n")
+  expected = ["First paragraph, line one.\nLine two: ünïcödé 世界.", "Second paragraph!",
+              "json doc één", "bad \ufffd\ufffd bytes", huge, "lone \ufffd surrogate", "gzip doc."]
+  return expected
+
+
+def test_files_source_reads_txt_jsonl_gz(tmp_path, caplog):
+  expected = write_corpus(tmp_path)
+  config = data_config(source="files", files=(f"{tmp_path}/*.txt", f"{tmp_path}/*.jsonl*"))
+  store, stats = sources.tokenize_source(config, BYTE)
+  assert texts_of(store) == expected
+  assert stats.invalid_utf8 == 3  # two bad bytes and one lone surrogate
+  assert "replaced 3 invalid UTF-8 bytes" in caplog.text
+  train, held_out = sources.load_documents(config, BYTE)
+  assert len(train) + len(held_out) == len(expected)
+
+
+def test_txt_whole_file_documents(tmp_path):
+  write_corpus(tmp_path)
+  config = data_config(source="files", files=(f"{tmp_path}/a.txt",), txt_documents="file")
+  store, _ = sources.tokenize_source(config, BYTE)
+  assert texts_of(store) == [(tmp_path / "a.txt").read_text().replace("\r\n", "\n")]
+
+
+def test_big_files_are_cut_at_document_boundaries(tmp_path):
+  write_corpus(tmp_path)
+  lines = [json.dumps({"text": f"document {i} " * (i % 7 + 1)}) for i in range(400)]
+  (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+  paragraphs = [f"para {i}\nsecond line {i}" for i in range(300)]
+  (tmp_path / "e.txt").write_text("\n\n \n".join(paragraphs) + "\n")
+  config = data_config(source="files", files=(f"{tmp_path}/*",))
+  pieces = sources.plan_pieces(config, target_bytes=2000)
+  assert sum(len(p["files"]) for p in pieces) > 10
+  for piece in pieces:  # every range starts where a document starts
+    for path, start, _ in piece["files"]:
+      assert start == 0 or open(path, "rb").read()[start - 1:start] == b"\n"
+  stats = text_files.TextStats()
+  by_pieces = [t for p in pieces for t in sources.iter_piece_texts(config, p, stats)]
+  assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
+  assert paragraphs[0] in by_pieces and paragraphs[-1] in by_pieces
+
+
+def test_files_errors_name_the_field_and_the_fix(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"data.files: .*matches no file"):
+    sources.load_documents(data_config(source="files", files=(f"{tmp_path}/*.jsonl",)), BYTE)
+  (tmp_path / "x.jsonl").write_text('{"body": "text here"}\n')
+  with pytest.raises(ValueError, match=r"no field 'text'.*\['body'\].*data.text_field"):
+    sources.load_documents(data_config(source="files", files=(f"{tmp_path}/x.jsonl",)), BYTE)
+  (tmp_path / "y.jsonl").write_text("not json\n")
+  with pytest.raises(ValueError, match=r"y.jsonl.*not JSON"):
+    sources.load_documents(data_config(source="files", files=(f"{tmp_path}/y.jsonl",)), BYTE)
+  (tmp_path / "z.csv").write_text("a,b\n")
+  with pytest.raises(ValueError, match="unsupported type"):
+    sources.load_documents(data_config(source="files", files=(f"{tmp_path}/z.csv",)), BYTE)
+  with pytest.raises(ValueError, match="data.source='nope'"):
+    sources.load_documents(data_config(source="nope"), BYTE)
+
+
+def test_corpus_smaller_than_a_batch_is_an_error(tmp_path):
+  (tmp_path / "small.txt").write_text("one short document.\n\nanother one.\n")
+  config = data_config(source="files", files=(f"{tmp_path}/small.txt",), seq_len=64,
+                       batch_size=4)
+  with pytest.raises(ValueError, match=r"fewer than one batch.*data.batch_size=4"):
+    sources.load_documents(config, BYTE)
+
+
+def test_core_modules_do_not_import_tensorflow():
+  code = ("import sys\n"
+          "from glmjax.data import sources, tokenizers, prepare, documents, text_files\n"
+          "from glmjax import config\n"
+          "tok = tokenizers.load_tokenizer(config.data_defaults())\n"
+          "c = config.data_defaults(); c.builtin_docs = 20; c.batch_size = 1; c.seq_len = 8\n"
+          "sources.load_documents(c, tok)\n"
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+          "('tensorflow', 'tensorflow_datasets')))\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == "[]"
+
+
+tfds = pytest.importorskip("tensorflow_datasets")
+TFDS_TEXTS = [builtin_corpus.document(i) for i in range(40)] + ["", "last document."]
+
+
+class GlmjaxTestText(tfds.core.GeneratorBasedBuilder):
+  """A small real TFDS dataset of generated text, built into tmp_path by the tests."""
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {"content": tfds.features.Text(), "index": tfds.features.Scalar(dtype=np.int32)}))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples(TFDS_TEXTS), "test": self._generate_examples(["x"])}
+
+  def _generate_examples(self, texts):
+    for i, text in enumerate(texts):
+      yield i, {"content": text, "index": i}
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  GlmjaxTestText(data_dir=str(data_dir)).download_and_prepare()
+  return str(data_dir)
+
+
+def tfds_config(data_dir, **overrides):
+  fields = dict(source="tfds", tfds_name="glmjax_test_text:1.0.0", tfds_data_dir=data_dir,
+                text_field="content")
+  return data_config(**{**fields, **overrides})
+
+
+def test_tfds_real_dataset_by_name_and_data_dir(tfds_dir):
+  store, stats = sources.tokenize_source(tfds_config(tfds_dir), BYTE)
+  assert sorted(texts_of(store)) == sorted(t for t in TFDS_TEXTS if t)
+  again, _ = sources.tokenize_source(tfds_config(tfds_dir), BYTE)
+  assert texts_of(again) == texts_of(store)  # a fixed order
+  sliced, _ = sources.tokenize_source(tfds_config(tfds_dir, tfds_split="train[:10]"), BYTE)
+  assert len(sliced.doc_lengths) in (9, 10)  # ten examples; the empty one may be among them
+  assert texts_of(sliced) == texts_of(store)[:len(sliced.doc_lengths)]
+
+
+def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):
+  config = tfds_config(tfds_dir)
+  pieces = sources.plan_pieces(config, target_bytes=3000)
+  assert len(pieces) > 2
+  stats = text_files.TextStats()
+  by_pieces = [t for p in pieces for t in sources.iter_piece_texts(config, p, stats)]
+  assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
+
+
+def test_tfds_errors_name_the_field_and_the_fix(tfds_dir, tmp_path):
+  with pytest.raises(ValueError, match=r"no feature data.text_field='text'.*\['content', 'index'\]"):
+    sources.load_documents(tfds_config(tfds_dir, text_field="text"), BYTE)
+  with pytest.raises(ValueError, match=r"data.tfds_name='no_such_dataset_glmjax'.*no such"):
+    sources.load_documents(data_config(source="tfds", tfds_name="no_such_dataset_glmjax",
+                                       tfds_data_dir=str(tmp_path)), BYTE)
+  with pytest.raises(ValueError, match=r"data.tfds_split='validation'.*\['train', 'test'\]"):
+    sources.load_documents(tfds_config(tfds_dir, tfds_split="validation"), BYTE)
+  with pytest.raises(FileNotFoundError, match="tfds build glmjax_test_text"):
+    sources.load_documents(tfds_config(str(tmp_path)), BYTE)  # known code, no data there
+  with pytest.raises(ValueError, match="needs data.tfds_name"):
+    sources.load_documents(data_config(source="tfds"), BYTE)
+
+
+def test_tfds_mock_data_text_field_and_invalid_bytes():
+  records = [b"mocked text one.", b"caf\xe9 au lait", b"", b"three"]
+
+  def as_dataset(self, split, **kwargs):
+    import tensorflow as tf
+    return tf.data.Dataset.from_tensor_slices({"text": records})
+
+  config = data_config(source="tfds", tfds_name="lm1b")
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=as_dataset):
+    store, stats = sources.tokenize_source(config, BYTE)
+    with pytest.raises(ValueError, match=r"text_field='content'.*\['text'\]"):
+      sources.tokenize_source(data_config(source="tfds", tfds_name="lm1b", text_field="content"),
+                              BYTE)
+  assert texts_of(store) == ["mocked text one.", "caf\ufffd au lait", "three"]
+  assert stats.invalid_utf8 == 1
