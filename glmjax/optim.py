@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# Leaf names that take weight decay: Dense kernels and embedding tables. LayerNorm `scale` and
-# every `bias` are left out.
-DECAYED_LEAF_NAMES = ("kernel", "embedding")
+# Leaves without weight decay: LayerNorm `scale` and every bias (`bias`, `qkv_bias`, ...).
+# Everything else (kernels, embedding and position tables) decays, as in GLM.
+def _decays(leaf_name: str) -> bool:
+  return not (leaf_name == "scale" or leaf_name.endswith("bias"))
 
 
 def learning_rate_schedule(optim_config) -> optax.Schedule:
@@ -45,7 +46,7 @@ def weight_decay_mask(params: Any) -> Any:
   def decays(path, _):
     # The last dict key names the leaf; boxed (logically partitioned) leaves add a `.value`.
     names = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
-    return bool(names) and names[-1] in DECAYED_LEAF_NAMES
+    return bool(names) and _decays(names[-1])
   return jax.tree_util.tree_map_with_path(decays, params)
 
 

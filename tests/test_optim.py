@@ -36,19 +36,21 @@ def test_linear_decay_reaches_the_final_ratio():
 
 
 def test_weight_decay_skips_layernorm_and_biases():
-  params = {"embed": {"embedding": jnp.ones((4, 2))}, "dense": {"kernel": jnp.ones((2, 2)),
-            "bias": jnp.ones(2)}, "norm": {"scale": jnp.ones(2), "bias": jnp.ones(2)}}
+  # The leaf names of glmjax.model.GLM.
+  params = {"word_embeddings": jnp.ones((4, 2)),
+            "dense": {"qkv_kernel": jnp.ones((2, 2)), "qkv_bias": jnp.ones(2)},
+            "norm": {"scale": jnp.ones(2), "bias": jnp.ones(2)}}
   mask = optim.weight_decay_mask(params)
-  assert mask == {"embed": {"embedding": True}, "dense": {"kernel": True, "bias": False},
+  assert mask == {"word_embeddings": True, "dense": {"qkv_kernel": True, "qkv_bias": False},
                   "norm": {"scale": False, "bias": False}}
   # One update with zero gradients: only decayed leaves move.
   tx = optim.make_optimizer(_optim_config(warmup_ratio=0.0, weight_decay=0.5))
   updates, _ = tx.update(jax_zeros(params), tx.init(params), params)
   new = optax.apply_updates(params, updates)
-  assert float(new["dense"]["kernel"][0, 0]) < 1.0
-  assert float(new["embed"]["embedding"][0, 0]) < 1.0
+  assert float(new["dense"]["qkv_kernel"][0, 0]) < 1.0
+  assert float(new["word_embeddings"][0, 0]) < 1.0
   np.testing.assert_array_equal(new["norm"]["scale"], params["norm"]["scale"])
-  np.testing.assert_array_equal(new["dense"]["bias"], params["dense"]["bias"])
+  np.testing.assert_array_equal(new["dense"]["qkv_bias"], params["dense"]["qkv_bias"])
 
 
 def jax_zeros(tree):

@@ -1,0 +1,84 @@
+"""The train step: sharded equals single-device, accumulation equals one big batch, NaN skipped."""
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glmjax import optim, parallel, step as step_lib
+from glmjax import model as model_lib
+from glmjax.bench.step import synthetic_batch
+
+
+def _config(**mesh):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(hidden_size=64, num_heads=4, num_layers=2)
+  config.data.update(seq_len=32, batch_size=8)
+  config.model.max_position = 32
+  config.mesh.update(**mesh)
+  return config
+
+
+def _run_steps(config, devices, batches):
+  """Losses and final params of len(batches) steps on a mesh over `devices`."""
+  mesh = parallel.make_mesh(config.mesh, devices)
+  rules = parallel.logical_rules(config.mesh)
+  model = model_lib.GLM(config.model)
+  optimizer = optim.make_optimizer(config.optim)
+  schedule = optim.learning_rate_schedule(config.optim)
+  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
+  with parallel.activate(mesh, rules):
+    shardings = step_lib.state_shardings(init_fn, mesh, rules)
+    state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
+    train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
+    losses = []
+    for batch in batches:
+      state, metrics = train_fn(state, parallel.global_batch(batch, mesh))
+      losses.append(float(metrics["loss"]))
+      nonfinite = bool(metrics["nonfinite"])
+    params = jax.device_get(state.params)
+  return losses, params, nonfinite
+
+
+def _batches(config, count):
+  return [synthetic_batch(config.data.batch_size, config.data.seq_len, 256, seed=i)
+          for i in range(count)]
+
+
+def _assert_params_close(a, b, rtol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-6)
+
+
+def test_sharded_training_equals_single_device():
+  single = _config(data=1, fsdp=1, tensor=1)
+  sharded = _config(data=2, fsdp=2, tensor=2)
+  batches = _batches(single, 3)
+  losses_1, params_1, _ = _run_steps(single, jax.devices()[:1], batches)
+  losses_8, params_8, _ = _run_steps(sharded, jax.devices(), batches)
+  np.testing.assert_allclose(losses_1, losses_8, rtol=2e-5)
+  _assert_params_close(params_1, params_8, rtol=2e-4)
+
+
+def test_gradient_accumulation_equals_one_large_batch():
+  whole = _config(data=2, fsdp=1, tensor=1)
+  accumulated = _config(data=2, fsdp=1, tensor=1)
+  accumulated.optim.grad_accum_steps = 4
+  batches = _batches(whole, 2)
+  losses_1, params_1, _ = _run_steps(whole, jax.devices()[:2], batches)
+  losses_4, params_4, _ = _run_steps(accumulated, jax.devices()[:2], batches)
+  np.testing.assert_allclose(losses_1, losses_4, rtol=2e-5)
+  _assert_params_close(params_1, params_4, rtol=2e-4)
+
+
+def test_nonfinite_loss_skips_the_update():
+  config = _config(data=1, fsdp=1, tensor=1)
+  clean = _batches(config, 1)
+  poisoned = {**clean[0], "loss_mask": clean[0]["loss_mask"].copy()}
+  poisoned["loss_mask"][0, -1] = np.nan
+  _, params_before, _ = _run_steps(config, jax.devices()[:1], [clean[0]])
+  _, params_after, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned])
+  assert nonfinite
+  for x, y in zip(jax.tree.leaves(params_before), jax.tree.leaves(params_after)):
+    np.testing.assert_array_equal(x, y)
