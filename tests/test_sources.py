@@ -200,6 +200,17 @@ def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):
   assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
 
 
+def test_tfds_prepared_shards_equal_on_the_fly(tfds_dir, tmp_path):
+  from glmjax.data import prepare
+  config = tfds_config(tfds_dir)
+  manifest = prepare.prepare(config, str(tmp_path), shard_mb=0.003, progress=False)
+  assert len(manifest["shards"]) > 2
+  fly, _ = sources.tokenize_source(config, BYTE)
+  disk, _ = sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)),
+                                   BYTE)
+  assert texts_of(disk.base) == texts_of(fly)
+
+
 def test_tfds_errors_name_the_field_and_the_fix(tfds_dir, tmp_path):
   with pytest.raises(ValueError, match=r"no feature data.text_field='text'.*\['content', 'index'\]"):
     sources.load_documents(tfds_config(tfds_dir, text_field="text"), BYTE)

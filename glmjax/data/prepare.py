@@ -111,8 +111,9 @@ def _check_plan(out_dir: str, plan: dict):
     differs = sorted(k for k in set(plan) | set(existing) if plan.get(k) != existing.get(k))
     if differs:
       raise ValueError(f"--out={out_dir!r} holds a prepare of another source or tokenizer "
-                       f"(plan.json differs in {differs}); use a new --out, or delete that "
-                       "directory to start over")
+                       f"(plan.json differs in {differs}; 'pieces' alone: another --shard_mb "
+                       "or changed files); use a new --out, or delete that directory to start "
+                       "over")
   else:
     _atomic_write_json(path, plan)
 

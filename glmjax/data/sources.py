@@ -173,6 +173,9 @@ def open_prepared(data_config, tokenizer) -> PreparedDocs:
   make = "python -m glmjax.data.prepare --config=CONFIG --out=DIR"
   if not directory:
     raise ValueError(f"data.source='prepared' needs data.prepared_dir, the --out of `{make}`")
+  if "://" in directory:
+    raise ValueError(f"data.prepared_dir={directory!r}: shards are memory-mapped, so they must "
+                     "be on a local disk (or a gcsfuse mount); copy the directory there first")
   manifest_path = os.path.join(directory, "manifest.json")
   if not os.path.isfile(manifest_path):
     unfinished = os.path.isfile(os.path.join(directory, "plan.json"))

@@ -1,0 +1,118 @@
+"""prepare: resumable, byte-identical shards; read back they equal on-the-fly tokenization."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from glmjax import config as glm_config
+from glmjax.data import prepare, sources
+from glmjax.data.documents import PreparedDocs
+from glmjax.data.tokenizers import ByteTokenizer
+
+BYTE = ByteTokenizer()
+SHARD_MB = 0.05  # about 58 builtin documents per shard
+
+
+def data_config(**overrides):
+  config = glm_config.data_defaults()
+  config.update(dict(seq_len=32, batch_size=4, builtin_docs=300, eval_fraction=0.05))
+  config.update(overrides)
+  return config
+
+
+def directory_bytes(path) -> dict:
+  return {name: open(os.path.join(path, name), "rb").read() for name in sorted(os.listdir(path))}
+
+
+def test_interrupted_prepare_resumes_to_identical_shards(tmp_path):
+  config = data_config()
+  whole = prepare.prepare(config, str(tmp_path / "whole"), shard_mb=SHARD_MB, progress=False)
+  assert whole is not None and len(whole["shards"]) >= 4
+  resumed_dir = str(tmp_path / "resumed")
+  assert prepare.prepare(config, resumed_dir, shard_mb=SHARD_MB, limit_shards=2,
+                         progress=False) is None
+  assert not os.path.exists(os.path.join(resumed_dir, "manifest.json"))
+  assert len([n for n in os.listdir(resumed_dir) if n.endswith(".tokens.bin")]) == 2
+  # A shard cut off mid-write leaves only a temporary file: it must not count as done.
+  with open(os.path.join(resumed_dir, "shard-00002.tokens.bin.tmp-12345"), "wb") as f:
+    f.write(b"partial")
+  with pytest.raises(FileNotFoundError, match="has not finished there.*run the same prepare"):
+    sources.load_documents(data_config(source="prepared", prepared_dir=resumed_dir), BYTE)
+  first_shard = os.path.getmtime(os.path.join(resumed_dir, "shard-00000.tokens.bin"))
+  assert prepare.prepare(config, resumed_dir, shard_mb=SHARD_MB, progress=False) == whole
+  assert os.path.getmtime(os.path.join(resumed_dir, "shard-00000.tokens.bin")) == first_shard
+  assert directory_bytes(resumed_dir) == directory_bytes(tmp_path / "whole")
+
+
+def test_parallel_cli_matches_in_process_prepare(tmp_path):
+  out = tmp_path / "cli"
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.data.prepare", "--config=configs/base.py:local",
+       "--config.data.builtin_docs=300", "--config.data.eval_fraction=0.05", f"--out={out}",
+       "--workers=2", f"--shard_mb={SHARD_MB}"],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "prepare: " in result.stderr and "shards" in result.stderr  # the progress line
+  assert "--config.data.prepared_dir=" in result.stdout
+  local = glm_config.default_config().data
+  local.update(builtin_docs=300, eval_fraction=0.05)
+  prepare.prepare(local, str(tmp_path / "inline"), shard_mb=SHARD_MB, progress=False)
+  assert directory_bytes(out) == directory_bytes(tmp_path / "inline")
+
+
+def test_prepared_store_reads_what_on_the_fly_tokenization_gives(tmp_path):
+  config = data_config()
+  manifest = prepare.prepare(config, str(tmp_path), shard_mb=SHARD_MB, progress=False)
+  assert manifest["tokenizer"]["specials"] == BYTE.specials.as_dict()
+  assert manifest["split"]["num_eval_docs"] == 15 and manifest["token_dtype"] == "uint16"
+  fly_train, fly_eval = sources.load_documents(config, BYTE)
+  disk_train, disk_eval = sources.load_documents(
+      data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)
+  assert isinstance(disk_train.base, PreparedDocs)
+  for fly, disk in ((fly_train, disk_train), (fly_eval, disk_eval)):
+    assert np.array_equal(fly.doc_lengths, disk.doc_lengths)
+    rng = np.random.default_rng(0)
+    docs = rng.integers(0, len(fly.doc_lengths), 64)  # across all shards in one read
+    lengths = np.minimum(fly.doc_lengths[docs], 40)
+    starts = (rng.random(64) * (fly.doc_lengths[docs] - lengths + 1)).astype(np.int64)
+    got = disk.read(docs, starts, lengths)
+    assert got.dtype == np.int32 and np.array_equal(got, fly.read(docs, starts, lengths))
+  with pytest.raises(IndexError):
+    disk_train.base.read([0], [0], [disk_train.base.doc_lengths[0] + 1])
+
+
+def test_prepare_files_cut_into_shards_with_invalid_bytes_counted(tmp_path):
+  lines = [json.dumps({"text": f"document {i}: " + "text " * (i % 13)}).encode() for i in range(500)]
+  lines[7] = b'{"text": "broken \xff byte"}'
+  (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+  config = data_config(source="files", files=(f"{tmp_path}/corpus.jsonl",))
+  out = str(tmp_path / "out")
+  manifest = prepare.prepare(config, out, shard_mb=0.005, progress=False)
+  assert len(manifest["shards"]) > 3 and manifest["invalid_utf8"] == 1
+  store = PreparedDocs(out)
+  fly, _ = sources.tokenize_source(config, BYTE)
+  assert np.array_equal(store.doc_lengths, fly.doc_lengths)
+  assert np.array_equal(store.read(np.arange(500), np.zeros(500, int), store.doc_lengths),
+                        fly.tokens.astype(np.int32))
+
+
+def test_prepared_errors_name_the_fix(tmp_path):
+  with pytest.raises(ValueError, match="needs data.prepared_dir"):
+    sources.load_documents(data_config(source="prepared"), BYTE)
+  with pytest.raises(FileNotFoundError, match="no manifest.json.*glmjax.data.prepare"):
+    sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)
+  prepare.prepare(data_config(), str(tmp_path), shard_mb=SHARD_MB, progress=False)
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*'source'"):
+    prepare.prepare(data_config(builtin_docs=301), str(tmp_path), shard_mb=SHARD_MB,
+                    progress=False)
+  manifest_path = tmp_path / "manifest.json"
+  manifest = json.loads(manifest_path.read_text())
+  manifest["tokenizer"].update(fingerprint="0123", name="hf:other.json")
+  manifest_path.write_text(json.dumps(manifest))
+  with pytest.raises(ValueError, match="tokenized by hf:other.json.*data.tokenizer"):
+    sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)
+  with pytest.raises(ValueError, match="already tokenized"):
+    prepare.prepare(data_config(source="prepared"), str(tmp_path / "x"), progress=False)
