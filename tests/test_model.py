@@ -1,0 +1,258 @@
+"""The Flax GLM: equals an independent numpy forward, respects the infilling mask, sizes, remat/scan."""
+import importlib
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from glmjax import config as config_lib
+from glmjax import model as model_lib
+from glmjax.model import glm as glm_lib
+
+BATCH, SEQ = 2, 16
+
+
+def _config(**overrides):
+  config = config_lib.model_defaults()
+  config.update(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, max_position=SEQ,
+                dtype="float32", attention="xla", hidden_dropout=0.0, attention_dropout=0.0,
+                scan_layers=False)
+  config.update(**overrides)
+  return config
+
+
+def _batch(seed=0, sep=(5, SEQ // 2)):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, 128, (BATCH, SEQ)).astype(np.int32)
+  sep = np.array(sep, np.int32)
+  position_ids = np.minimum(np.arange(SEQ)[None], sep[:, None] - 1).clip(0).astype(np.int32)
+  position_ids = np.where(np.arange(SEQ)[None] < sep[:, None], np.arange(SEQ)[None], position_ids)
+  block_ids = np.maximum(np.arange(SEQ)[None] - sep[:, None] + 1, 0).astype(np.int32)
+  return tokens, position_ids, block_ids, sep
+
+
+def _init_params(model, batch, noise_seed=1):
+  """Initial params plus noise, so that LayerNorm and bias bugs show."""
+  params = nn.meta.unbox(model.init(jax.random.key(0), *batch)["params"])
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(noise_seed), len(leaves))
+  return jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(key, x.shape)
+                                   for x, key in zip(leaves, keys)])
+
+
+def _forward(model):
+  return jax.jit(lambda params, *batch: model.apply({"params": params}, *batch))
+
+
+# --- An independent numpy forward (float64), written from reference/GLM.md §2. ---
+
+def _np_layernorm(x, p, eps):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _np_gelu(x, kind):
+  if kind == "gelu_tanh":
+    return 0.5 * x * (1 + np.tanh(0.79788456 * (x + 0.044715 * x ** 3)))
+  return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _np_rope(x, pos, theta):
+  """x [B, T, N, D]: pairs (i, i + D/2) rotate by angle pos * theta^(-2i/D)."""
+  half = x.shape[-1] // 2
+  angle = pos[..., None, None] * theta ** (-2.0 * np.arange(half) / x.shape[-1])
+  x1, x2 = x[..., :half], x[..., half:]
+  return np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle),
+                         x2 * np.cos(angle) + x1 * np.sin(angle)], axis=-1)
+
+
+def _np_forward(cfg, params, tokens, pos, block, sep):
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  H, N, L = cfg.hidden_size, cfg.num_heads, cfg.num_layers
+  D, T = H // N, tokens.shape[1]
+  x = p["word_embeddings"][tokens]
+  if cfg.position_encoding == "learned_2d":
+    x = x + p["position_embeddings"][pos] + p["block_position_embeddings"][block]
+  allowed = np.array([[[j < s or j <= i for j in range(T)] for i in range(T)] for s in sep])
+  alpha = math.sqrt(2 * L)
+  for i in range(L):
+    lp = p[f"layers_{i}"]
+    a = _np_layernorm(x, lp["input_layernorm"], cfg.layernorm_eps)
+    w = lp["attention"]["qkv_kernel"].reshape(H, 3 * H)  # [Q | K | V] thirds
+    qkv = a @ w + lp["attention"]["qkv_bias"].reshape(3 * H)
+    q, k, v = (qkv[..., j * H:(j + 1) * H].reshape(*tokens.shape, N, D) for j in range(3))
+    if cfg.position_encoding == "rope":
+      q, k = _np_rope(q, pos, cfg.rope_theta), _np_rope(k, pos, cfg.rope_theta)
+    elif cfg.position_encoding == "rope_2d":
+      h = D // 2
+      rot = lambda t: np.concatenate([_np_rope(t[..., :h], pos, cfg.rope_theta),
+                                      _np_rope(t[..., h:], block, cfg.rope_theta)], -1)
+      q, k = rot(q), rot(k)
+    scores = np.einsum("bqnd,bknd->bnqk", q, k / np.sqrt(D))
+    scores = np.where(allowed[:, None], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    context = np.einsum("bnqk,bknd->bqnd", probs, v).reshape(*tokens.shape, H)
+    attn = context @ lp["attention"]["out_kernel"].reshape(H, H) + lp["attention"]["out_bias"]
+    x = (alpha * a if cfg.norm == "deepnorm" else x) + attn
+    b = _np_layernorm(x, lp["post_attention_layernorm"], cfg.layernorm_eps)
+    mlp = lp["mlp"]
+    if cfg.mlp == "geglu":
+      ffn = mlp["wi_kernel"].shape[-1]
+      h2 = b @ mlp["wi_kernel"].reshape(H, 2 * ffn) + mlp["wi_bias"].reshape(2 * ffn)
+      inner = h2[..., :ffn] * _np_gelu(h2[..., ffn:], cfg.activation)
+    else:
+      inner = _np_gelu(b @ mlp["wi_kernel"] + mlp["wi_bias"], cfg.activation)
+    x = (alpha * b if cfg.norm == "deepnorm" else x) + inner @ mlp["wo_kernel"] + mlp["wo_bias"]
+  x = _np_layernorm(x, p["final_layernorm"], cfg.layernorm_eps)
+  return x @ p["word_embeddings"].T
+
+
+VARIANTS = [
+    dict(position_encoding="learned_2d", norm="pre", mlp="gelu", activation="gelu_tanh"),
+    dict(position_encoding="rope_2d", norm="deepnorm", mlp="geglu", activation="gelu_exact"),
+    dict(position_encoding="rope", norm="pre", mlp="geglu", activation="gelu_tanh"),
+    dict(position_encoding="learned_2d", norm="deepnorm", mlp="gelu", activation="gelu_exact",
+         ffn_size=48),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_flax_forward_equals_numpy_forward(variant):
+  cfg = _config(**variant)
+  model, batch = model_lib.GLM(cfg), _batch()
+  params = _init_params(model, batch)
+  got = np.asarray(_forward(model)(params, *batch))
+  expected = _np_forward(cfg, params, *batch)
+  assert got.dtype == np.float32 and got.shape == (BATCH, SEQ, 128)
+  relative = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+  assert relative < 1e-5, relative
+
+
+@pytest.fixture(scope="module")
+def base_model():
+  model = model_lib.GLM(_config())
+  params = _init_params(model, _batch())
+  return model, params, _forward(model)
+
+
+def test_part_b_never_leaks_into_part_a(base_model):
+  _, params, forward = base_model
+  tokens, pos, block, sep = _batch(sep=(6, 6))
+  before = np.asarray(forward(params, tokens, pos, block, sep))
+  changed_at = 10  # a Part B position
+  edited = tokens.copy()
+  edited[:, changed_at] = (edited[:, changed_at] + 1) % 128
+  after = np.asarray(forward(params, edited, pos, block, sep))
+  np.testing.assert_array_equal(after[:, :changed_at], before[:, :changed_at])  # A and earlier B
+  assert np.all(np.abs(after[:, changed_at:] - before[:, changed_at:]).max(-1) > 0)
+  all_of_b = tokens.copy()
+  all_of_b[:, 6:] = (all_of_b[:, 6:] + 7) % 128
+  np.testing.assert_array_equal(np.asarray(forward(params, all_of_b, pos, block, sep))[:, :6],
+                                before[:, :6])
+
+
+def test_part_a_is_seen_everywhere(base_model):
+  _, params, forward = base_model
+  tokens, pos, block, sep = _batch(sep=(6, 6))
+  before = np.asarray(forward(params, tokens, pos, block, sep))
+  edited = tokens.copy()
+  edited[:, 4] = (edited[:, 4] + 1) % 128  # last-but-one Part A token
+  after = np.asarray(forward(params, edited, pos, block, sep))
+  assert np.all(np.abs(after - before).max(-1) > 0)  # every position, before and after it
+
+
+def test_return_hidden_and_tied_logits(base_model):
+  model, params, forward = base_model
+  batch = _batch()
+  hidden = model.apply({"params": params}, *batch, return_hidden=True)
+  assert hidden.shape == (BATCH, SEQ, 32)
+  np.testing.assert_allclose(model_lib.tied_logits(params, hidden), forward(params, *batch),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_dropout_only_when_not_deterministic():
+  model = model_lib.GLM(_config(hidden_dropout=0.3, attention_dropout=0.3))
+  batch = _batch()
+  params = _init_params(model, batch)
+  run = jax.jit(lambda rng, det: model.apply({"params": params}, *batch, deterministic=det,
+                                             rngs={"dropout": rng}), static_argnums=1)
+  clean = run(jax.random.key(0), True)
+  np.testing.assert_array_equal(clean, run(jax.random.key(1), True))
+  assert float(jnp.max(jnp.abs(run(jax.random.key(0), False) - clean))) > 1e-3
+  assert float(jnp.max(jnp.abs(run(jax.random.key(0), False) - run(jax.random.key(1), False)))) > 0
+
+
+def test_remat_and_scan_give_identical_outputs_and_grads():
+  batch = _batch()
+  cotangent = jax.random.normal(jax.random.key(3), (BATCH, SEQ, 128))
+
+  def outputs_and_grads(remat, scan, params):
+    model = model_lib.GLM(_config(remat=remat, scan_layers=scan, hidden_dropout=0.0))
+    loss = lambda p: jnp.sum(model.apply({"params": p}, *batch) * cotangent)
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  unscanned = _init_params(model_lib.GLM(_config()), batch)
+  scanned = glm_lib.stack_layers(unscanned, 2)
+  value, grads = outputs_and_grads("none", False, unscanned)
+  for remat, scan in (("full", False), ("none", True), ("minimal", True), ("full", True)):
+    other_value, other_grads = outputs_and_grads(remat, scan, scanned if scan else unscanned)
+    if scan:
+      other_grads = glm_lib.unstack_layers(other_grads, 2)
+    np.testing.assert_allclose(other_value, value, rtol=1e-6, err_msg=f"{remat} {scan}")
+    for a, b in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{remat} {scan}")
+
+
+def test_scanned_params_carry_the_layers_axis():
+  model = model_lib.GLM(_config(scan_layers=True))
+  boxed = jax.eval_shape(model.init, jax.random.key(0), *_batch())["params"]
+  qkv = boxed["layers"]["attention"]["qkv_kernel"]
+  assert qkv.names == ("layers", "embed", None, "heads", "kv")
+  assert qkv.value.shape == (2, 32, 3, 4, 8)
+
+
+@pytest.mark.parametrize("name, quoted", [("base", 109.3e6), ("large", 334.7e6),
+                                          ("glm_2b", 1.920e9), ("glm_10b", 9.881e9)])
+def test_param_count_of_shipped_configs(name, quoted):
+  cfg = importlib.import_module(f"configs.{name}").get_config().model
+  V, H, P, L = cfg.vocab_size, cfg.hidden_size, cfg.max_position, cfg.num_layers
+  formula = V * H + 2 * (P + 1) * H + L * (12 * H * H + 13 * H) + 2 * H
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  shapes = jax.eval_shape(model_lib.GLM(cfg).init, jax.random.key(0), tokens, tokens, tokens,
+                          jnp.array([4]))
+  counted = sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
+  assert counted == formula == model_lib.param_count(cfg)
+  assert float(f"{counted:.4g}") == quoted
+
+
+def test_param_count_of_variants_matches_init():
+  for variant in VARIANTS:
+    cfg = _config(**variant)
+    shapes = jax.eval_shape(model_lib.GLM(cfg).init, jax.random.key(0), *_batch())
+    assert sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes))) == \
+        model_lib.param_count(cfg), variant
+
+
+def test_flops_per_token_convention():
+  cfg = _config()
+  H, L, V, T = 32, 2, 128, 64
+  weights = 6 * (L * 12 * H * H + V * H)
+  causal = model_lib.flops_per_token(cfg, T, part_a_fraction=0.0)
+  full = model_lib.flops_per_token(cfg, T, part_a_fraction=1.0)
+  np.testing.assert_allclose(causal, weights + 12 * H * L * (T + 1) / 2)
+  np.testing.assert_allclose(full, weights + 12 * H * L * T)
+  assert causal < model_lib.flops_per_token(cfg, T) < full
+
+
+def test_accepts_configdict_mapping_and_modelconfig():
+  cfg = _config()
+  frozen = model_lib.ModelConfig.from_any(cfg)
+  assert model_lib.GLM(cfg).config == model_lib.GLM(cfg.to_dict()).config == frozen
+  assert hash(model_lib.GLM(frozen).config) == hash(frozen)
+  with pytest.raises(ValueError, match="position_encoding"):
+    model_lib.ModelConfig.from_any(_config(position_encoding="alibi"))
