@@ -1,0 +1,332 @@
+"""GLM blank infilling in pure numpy, vectorized across rows (reference GLM.md §1.5-1.8).
+
+Every function works on many rows at once ([R, ...] arrays) and takes its randomness from an
+explicit `RowRandom`, so a row's result depends only on its key and its inputs. `layout_rows`
+turns text plus chosen spans into the batch arrays; it needs no randomness and accepts fixed
+spans (the §1.11 worked example is a test of it).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Counter streams of RowRandom: each random decision of a row reads its own stream.
+STREAM_OBJECTIVE, STREAM_LENGTHS, STREAM_PLACE, STREAM_ORDER = 1, 2, 3, 4
+STREAM_DOCS, STREAM_OFFSET, STREAM_SENTENCE, STREAM_GENERATION = 5, 6, 7, 8
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U64 = (1 << 64) - 1
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+  """SplitMix64 finalizer: a bijective scrambler of uint64 (wraps silently on arrays)."""
+  z = (z ^ (z >> np.uint64(30))) * _MIX1
+  z = (z ^ (z >> np.uint64(27))) * _MIX2
+  return z ^ (z >> np.uint64(31))
+
+
+class RowRandom:
+  """Counter-based random numbers: draw i of stream s for a row is a pure function of
+  (row key, s, i), so rows can be built in any grouping, order or host split."""
+
+  def __init__(self, keys: np.ndarray):
+    self.keys = np.asarray(keys, dtype=np.uint64)
+
+  @classmethod
+  def for_rows(cls, seed: int, step: int, rows) -> "RowRandom":
+    base = _mix64(np.array([seed & _U64], np.uint64))
+    base = _mix64(base + np.array([step & _U64], np.uint64) * _GAMMA)
+    return cls(_mix64(base + np.asarray(rows, np.int64).astype(np.uint64) * _GAMMA))
+
+  def take(self, index) -> "RowRandom":
+    return RowRandom(self.keys[index])
+
+  def uniform(self, stream: int, count: int) -> np.ndarray:
+    """[R, count] floats in [0, 1)."""
+    counters = (np.uint64(stream) << np.uint64(32)) + np.arange(1, count + 1, dtype=np.uint64)
+    bits = _mix64(self.keys[:, None] + counters[None, :] * _GAMMA)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+  def integers(self, stream: int, high, count: int) -> np.ndarray:
+    """[R, count] integers uniform in [0, high] (inclusive); `high` broadcasts against [R, count]."""
+    high = np.asarray(high, dtype=np.int64)
+    if high.ndim == 1:
+      high = high[:, None]
+    return (self.uniform(stream, count) * (high + 1)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------- span lengths
+
+def span_length_cdf(poisson_lambda: float, max_span_length: int) -> np.ndarray:
+  """CDF of Poisson(λ) conditioned on 1 <= ℓ <= max (reference: weights PoissonPMF(k), k=1..max)."""
+  ks = np.arange(1, max_span_length + 1)
+  log_pmf = np.array([k * math.log(poisson_lambda) - math.lgamma(k + 1) for k in ks])
+  pmf = np.exp(log_pmf - log_pmf.max())
+  cdf = np.cumsum(pmf) / pmf.sum()
+  cdf[-1] = 1.0  # uniforms are < 1, so the last length is reachable and never exceeded
+  return cdf
+
+
+def blank_budget(mask_ratio: float, text_len) -> np.ndarray:
+  """Tokens to cover: int(ratio * len(text)), the text counting its [CLS]/eos as the reference does."""
+  return (mask_ratio * np.asarray(text_len, dtype=np.float64)).astype(np.int64)
+
+
+def max_blank_spans(mask_ratio: float, seq_len: int) -> int:
+  """Most spans a row can need: all of length 1, stop at the first k with k >= budget(T - 2k)."""
+  k = 1
+  while k < int(blank_budget(mask_ratio, seq_len - 2 * k)):
+    k += 1
+  return k
+
+
+def sample_blank_lengths(rng: RowRandom, cdf: np.ndarray, mask_ratio: float, seq_len: int):
+  """Span lengths drawn first; the text length follows so that Part A + Part B is exactly T.
+
+  Draw ℓ_1, ℓ_2, ... and stop at the first k with ℓ_1+..+ℓ_k >= int(ratio * (T - 2k)): the text
+  of n = T - 2k tokens then meets the reference's budget rule and lays out to n + 2k = T tokens.
+  Returns lengths [R, K] (0 past each row's count), n_spans [R], text_len [R].
+  """
+  k_max = max_blank_spans(mask_ratio, seq_len)
+  lengths = np.searchsorted(cdf, rng.uniform(STREAM_LENGTHS, k_max), side="right") + 1
+  counts = np.arange(1, k_max + 1)
+  reached = np.cumsum(lengths, axis=1) >= blank_budget(mask_ratio, seq_len - 2 * counts)[None, :]
+  n_spans = np.argmax(reached, axis=1) + 1  # some k <= k_max always reaches: cumsum >= k
+  lengths = np.where(counts[None, :] <= n_spans[:, None], lengths, 0).astype(np.int64)
+  return lengths, n_spans, seq_len - 2 * n_spans
+
+
+# -------------------------------------------------------------------------------- span placement
+
+def _segment_of(line_pos, line_start):
+  """Index of the segment (by line start, ascending per row) holding each line position."""
+  return (line_start[:, None, :] <= line_pos[:, :, None]).sum(-1) - 1
+
+
+def place_spans(rng: RowRandom, lengths, n_spans, seg_start, seg_len):
+  """Place spans left to right inside maskable segments, >= 1 unmasked token apart.
+
+  Segments ([R, P] start and length in the row) are the runs a span may cover: a document's text
+  without its [CLS], its eos and the row's last token. Each span needs ℓ + 1 units (itself and a
+  separator); a segment of m tokens offers m + 1 (the barrier after it is the last separator).
+  Chaining the segments into one line, the spans are placed as the reference places them in a
+  single document (sorted uniform gaps in [0, free]); a row with several documents then has any
+  span that straddles two segments pushed right to the next place that fits (one loop over span
+  index, only for those rows), shortened to 1 token if nothing else fits, dropped if nothing fits.
+  Returns starts [R, K], lengths [R, K], n_spans [R], spans sorted by start.
+  """
+  lengths = np.asarray(lengths, np.int64)
+  num_rows, k_max = lengths.shape
+  span_index = np.arange(k_max)[None, :]
+  cap = np.where(seg_len > 0, seg_len + 1, 0).astype(np.int64)
+  line_start = np.cumsum(cap, axis=1) - cap
+  capacity = cap.sum(axis=1)
+  units = np.where(span_index < np.asarray(n_spans)[:, None], lengths + 1, 0)
+  valid = (units > 0) & (np.cumsum(units, axis=1) <= capacity[:, None])  # keep a prefix that fits
+  units = np.where(valid, units, 0)
+  free = capacity - units.sum(axis=1)
+  gaps = np.where(valid, rng.integers(STREAM_PLACE, free, k_max), np.iinfo(np.int64).max)
+  gaps.sort(axis=1)
+  line_pos = np.where(valid, gaps + np.cumsum(units, axis=1) - units, 0)
+  segment = np.clip(_segment_of(line_pos, line_start), 0, None)
+  seg_end = np.take_along_axis(line_start + cap, segment, axis=1)
+  straddles = valid & (line_pos + units > seg_end)
+  lengths = np.where(valid, lengths, 0)
+  repair = np.flatnonzero(straddles.any(axis=1))
+  if len(repair):
+    fixed = _push_right(line_pos[repair], lengths[repair], valid[repair], line_start[repair],
+                        cap[repair])
+    line_pos[repair], lengths[repair], valid[repair], segment[repair] = fixed
+  # Compact dropped spans away (stable, so left-to-right order holds).
+  keep = np.argsort(~valid, axis=1, kind="stable")
+  valid = np.take_along_axis(valid, keep, axis=1)
+  line_pos = np.take_along_axis(line_pos, keep, axis=1)
+  segment = np.take_along_axis(segment, keep, axis=1)
+  lengths = np.where(valid, np.take_along_axis(lengths, keep, axis=1), 0)
+  starts = (np.take_along_axis(seg_start, segment, axis=1) + line_pos
+            - np.take_along_axis(line_start, segment, axis=1))
+  return np.where(valid, starts, 0), lengths, valid.sum(axis=1)
+
+
+def _push_right(line_pos, lengths, valid, line_start, cap):
+  """Sequential repair for multi-document rows: each span starts at its drawn place or after the
+  previous span, in the first segment where it fits whole."""
+  line_pos, lengths, valid = line_pos.copy(), lengths.copy(), valid.copy()
+  segment = np.zeros_like(line_pos)
+  seg_end = line_start + cap
+  rows = np.arange(len(line_pos))
+  cursor = np.zeros(len(line_pos), np.int64)
+  for i in range(int(valid.sum(axis=1).max())):
+    active = valid[:, i]
+    begin = np.maximum(np.maximum(line_pos[:, i], cursor)[:, None], line_start)
+    fits = begin + lengths[:, i:i + 1] + 1 <= seg_end
+    fits_one = begin + 2 <= seg_end
+    whole, shortened = fits.any(axis=1), fits_one.any(axis=1)
+    seg = np.where(whole, np.argmax(fits, axis=1), np.argmax(fits_one, axis=1))
+    placed = active & (whole | shortened)
+    lengths[:, i] = np.where(whole, lengths[:, i], 1)
+    line_pos[:, i] = begin[rows, seg]
+    segment[:, i] = seg
+    valid[:, i] = placed
+    cursor = np.where(placed, line_pos[:, i] + lengths[:, i] + 1, cursor)
+  return line_pos, np.where(valid, lengths, 0), valid, segment
+
+
+def random_order(rng: RowRandom, n_spans, k_max: int, shuffle: bool = True) -> np.ndarray:
+  """Part B order [R, K]: a permutation of each row's spans first, then the unused slots."""
+  slots = np.arange(k_max)[None, :]
+  if not shuffle:
+    return np.broadcast_to(slots, (len(n_spans), k_max)).copy()
+  keys = np.where(slots < np.asarray(n_spans)[:, None], rng.uniform(STREAM_ORDER, k_max), 2.0)
+  return np.argsort(keys, axis=1, kind="stable")
+
+
+# ------------------------------------------------------------------------------------- sentences
+
+def select_sentences(rng: RowRandom, tokens, window_len, sentence_end, specials, mask_ratio: float,
+                     seq_len: int, max_rounds: int = 8):
+  """[sMASK]: whole sentences, in random order, until they cover int(ratio * n) of the text.
+
+  A sentence ends at (and includes) a token marked in `sentence_end`; it starts after the previous
+  end, after an eos or after a [CLS] (so it never holds a [CLS]: the reference keeps the [CLS] of
+  every packed document but the first, we drop that quirk). The row's unterminated tail is not a
+  sentence. The text length n = T - 2k must fit the k chosen sentences: start from k = 1, choose
+  sentences inside the first n tokens, and raise k to the number needed until it suffices
+  (padding 2 per unused slot, usually none).
+  Returns starts, lengths [R, K] (left to right), n_spans [R] (0: no sentence) and text_len [R].
+  """
+  num_rows, width = tokens.shape
+  col = np.arange(width)[None, :]
+  special = (tokens == specials.eos) | (tokens == specials.cls)
+  is_end = sentence_end[tokens] & ~special & (col < np.asarray(window_len)[:, None])
+  last_bound = np.maximum.accumulate(np.where(is_end | special, col, -1), axis=1)
+  rows, ends = np.nonzero(is_end)
+  starts = np.where(ends > 0, last_bound[rows, np.maximum(ends - 1, 0)] + 1, 0)
+  counts = is_end.sum(axis=1)
+  num_slots = max(int(counts.max(initial=0)), 1)
+  rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+  sent_start = np.zeros((num_rows, num_slots), np.int64)
+  sent_stop = np.full((num_rows, num_slots), np.iinfo(np.int32).max, np.int64)
+  sent_start[rows, rank], sent_stop[rows, rank] = starts, ends + 1
+  slot = np.arange(num_slots)[None, :]
+  priority = np.where(slot < counts[:, None], rng.uniform(STREAM_SENTENCE, num_slots), 2.0)
+  by_priority = np.argsort(priority, axis=1, kind="stable")
+  p_start = np.take_along_axis(sent_start, by_priority, axis=1)
+  p_stop = np.take_along_axis(sent_stop, by_priority, axis=1)
+  k_cap = (seq_len - 3) // 2
+
+  def choose(k):
+    text_len = seq_len - 2 * k
+    candidate = p_stop <= text_len[:, None]
+    covered = np.cumsum(np.where(candidate, p_stop - p_start, 0), axis=1)
+    reached = candidate & (covered >= blank_budget(mask_ratio, text_len)[:, None])
+    cut = np.where(reached.any(axis=1), np.argmax(reached, axis=1), num_slots)
+    return text_len, candidate, (candidate & (slot <= cut[:, None])).sum(axis=1)
+
+  k = np.ones(num_rows, np.int64)
+  for _ in range(max_rounds):
+    text_len, candidate, need = choose(k)
+    if np.all(need <= k):
+      break
+    k = np.minimum(np.maximum(k, need), k_cap)
+  text_len, candidate, need = choose(k)
+  # A row still short of room takes the first k candidates (below budget; rare).
+  take = candidate & (np.cumsum(candidate, axis=1) <= np.minimum(need, k)[:, None])
+  chosen = np.zeros_like(take)
+  np.put_along_axis(chosen, by_priority, take, axis=1)
+  n_spans = chosen.sum(axis=1)
+  k_out = max(int(n_spans.max(initial=0)), 1)
+  left_to_right = np.argsort(~chosen, axis=1, kind="stable")[:, :k_out]
+  valid = np.arange(k_out)[None, :] < n_spans[:, None]
+  starts = np.where(valid, np.take_along_axis(sent_start, left_to_right, axis=1), 0)
+  stops = np.where(valid, np.take_along_axis(sent_stop, left_to_right, axis=1), 0)
+  return starts, stops - starts, n_spans, text_len
+
+
+# ------------------------------------------------------------------------------------ generation
+
+def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_ratio: float,
+                      suffix_prob: float):
+  """[gMASK]: one span of g ~ U{int(ratio * n) .. n - 2} tokens (reference §1.8, per row).
+
+  Suffix layout (always for a row with several documents): text n = T - 1, the span is the last
+  g tokens, laid out to n + 1 = T. Otherwise one span anywhere in [1, n - 1) of text n = T - 2,
+  laid out to n + 2 = T. Returns suffix [R] bool, text_len, start, length [R].
+  """
+  draws = rng.uniform(STREAM_GENERATION, 3)
+  suffix = np.asarray(multi_document, bool) | (draws[:, 0] < suffix_prob)
+  text_len = np.where(suffix, seq_len - 1, seq_len - 2).astype(np.int64)
+  high = text_len - 2
+  low = np.clip((gen_min_ratio * text_len).astype(np.int64), 1, high)
+  length = low + (draws[:, 1] * (high - low + 1)).astype(np.int64)
+  inner = 1 + (draws[:, 2] * (text_len - 1 - length)).astype(np.int64)
+  return suffix, text_len, np.where(suffix, text_len - length, inner), length
+
+
+# ---------------------------------------------------------------------------------------- layout
+
+def layout_rows(text, text_len, starts, lengths, n_spans, order, mask_token, specials,
+                seq_len: int, suffix=None) -> dict[str, np.ndarray]:
+  """Part A / Part B layout of many rows (reference §1.6), padded to seq_len.
+
+  text [R, W] (only the first text_len[r] tokens count), spans (starts, lengths [R, K], sorted by
+  start, the first n_spans[r] real), order [R, K] (Part B order, real spans first), mask_token
+  [R] or scalar. suffix [R] marks [gMASK] suffix rows: their single span is the text's tail, laid
+  out without the final eop position, and [CLS] targets get no loss (reference: the sample's own
+  loss mask). Returns the batch arrays of DESIGN.md except `objective`.
+  """
+  text = np.asarray(text)
+  num_rows, width = text.shape
+  k_max = starts.shape[1]
+  T = seq_len
+  rows = np.arange(num_rows)[:, None]
+  col = np.arange(T)[None, :]
+  text_len = np.asarray(text_len, np.int64)
+  valid = np.arange(k_max)[None, :] < np.asarray(n_spans)[:, None]
+  ell = np.where(valid, lengths, 0)
+  shrink = np.where(valid, ell - 1, 0)
+  removed = np.cumsum(shrink, axis=1)
+  mask_pos = starts - (removed - shrink)      # index of each span's mask in Part A
+  sep = text_len - removed[:, -1]
+  suffix = np.zeros(num_rows, bool) if suffix is None else np.asarray(suffix, bool)
+  total = sep + np.where(valid, ell + 1, 0).sum(axis=1) - suffix
+  if np.any(total > T):
+    raise ValueError(f"layout_rows: a row needs {int(total.max())} > seq_len={T} positions")
+  # Part A: source index = position + tokens removed by the spans before it.
+  shift = np.zeros((num_rows, T + 2), np.int64)
+  shift[rows, np.where(valid, mask_pos + 1, T + 1)] = shrink
+  src_a = col + np.cumsum(shift[:, :T], axis=1)
+  is_mask = np.zeros((num_rows, T + 1), bool)
+  is_mask[rows, np.where(valid, mask_pos, T)] = True
+  # Part B: block q (in `order`) starts at sep + sum of earlier blocks' ℓ + 1.
+  ell_b = np.take_along_axis(ell, order, axis=1)
+  block_start = sep[:, None] + np.cumsum(ell_b + valid, axis=1) - (ell_b + valid)
+  begins = np.zeros((num_rows, T + 1), np.int64)
+  begins[rows, np.where(valid, block_start, T)] = 1
+  block = np.clip(np.cumsum(begins[:, :T], axis=1) - 1, 0, None)
+  t = col - np.take_along_axis(block_start, block, axis=1)          # index inside the block
+  span = np.take_along_axis(order, block, axis=1)
+  src_b = np.take_along_axis(starts, span, axis=1) + t              # target's source index
+  end_b = np.take_along_axis(ell, span, axis=1)
+  in_a = col < sep[:, None]
+  in_b = ~in_a & (col < total[:, None])
+  src_in = np.clip(np.where(in_a, src_a, src_b - 1), 0, width - 1)
+  src_out = np.clip(np.where(in_a, src_a, src_b), 0, width - 1)
+  read_in, read_out = text[rows, src_in], text[rows, src_out]
+  mask_token = np.broadcast_to(np.asarray(mask_token), (num_rows,))[:, None]
+  part_a = np.where(is_mask[:, :T], mask_token, read_in)
+  tokens = np.where(in_a, part_a, np.where(t == 0, specials.sop, read_in))
+  targets = np.where(in_a, part_a, np.where(t == end_b, specials.eop, read_out))
+  loss = in_b & ~(suffix[:, None] & (targets == specials.cls))
+  return {
+      "tokens": np.where(in_a | in_b, tokens, specials.pad).astype(np.int32),
+      "targets": np.where(in_a | in_b, targets, specials.pad).astype(np.int32),
+      "loss_mask": loss.astype(np.float32),
+      "position_ids": np.where(in_a, col, np.where(in_b, np.take_along_axis(mask_pos, span, axis=1),
+                                                   0)).astype(np.int32),
+      "block_position_ids": np.where(in_b, t + 1, 0).astype(np.int32),
+      "sep": sep.astype(np.int32),
+  }

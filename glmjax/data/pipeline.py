@@ -1,0 +1,261 @@
+"""Step-indexed GLM training batches: documents -> packed text rows -> blank infilling.
+
+Row r of global step k is a pure function of (seed, k, r): its random numbers come from a
+counter-based generator keyed by (seed, k, r) (infilling.RowRandom), its text window included.
+So host h of H builds only rows [h*B/H, (h+1)*B/H), the global batch of a step is the same for
+every H, no two hosts build the same row, and resuming at step k needs only k. An evaluation
+pipeline is another instance of the same class over held-out documents with its own seed.
+
+The objective is drawn per row, not per batch as in the reference (GLM.md §1.1): every step then
+mixes all objectives in their configured shares, so the per-step loss is steadier and every step
+has per-objective metrics; with fixed shapes nothing requires one objective per batch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from glmjax.data import infilling
+from glmjax.data.documents import gather_indices
+from glmjax.data.infilling import RowRandom
+
+OBJECTIVE_NAMES = ("blank", "sentence", "document")
+BLANK, SENTENCE, DOCUMENT = 0, 1, 2
+BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
+              "objective")
+
+
+class BatchPipeline:
+  """Fixed-shape GLM batches ([b, T] arrays, `sep` and `objective` [b]) from a DocumentStore."""
+
+  def __init__(self, data_config, tokenizer, docs, seed: int = 0):
+    validate(data_config, tokenizer, docs)
+    self.seq_len = int(data_config.seq_len)
+    self.batch_size = int(data_config.batch_size)
+    self.seed = int(seed)
+    self.mask_ratio = float(data_config.mask_ratio)
+    self.shuffle_spans = bool(data_config.shuffle_spans)
+    self.gen_min_ratio = float(data_config.gen_min_ratio)
+    self.gen_suffix_prob = float(data_config.gen_suffix_prob)
+    probs = np.array([data_config.blank_prob, data_config.sentence_prob,
+                      data_config.document_prob], np.float64)
+    self.objective_cdf = np.cumsum(probs / probs.sum())
+    self.length_cdf = infilling.span_length_cdf(float(data_config.poisson_lambda),
+                                                int(data_config.max_span_length))
+    self.specials = tokenizer.specials
+    self.sentence_end = np.asarray(tokenizer.sentence_end, bool)
+    self.docs = docs
+    self.doc_lengths = np.asarray(docs.doc_lengths, np.int64)
+    self._doc_ends = np.cumsum(self.doc_lengths)
+    self._num_tokens = int(self._doc_ends[-1])
+    # Documents a row draws at first: enough for most rows; rows that need more draw more.
+    weighted_piece = float(np.sum(self.doc_lengths * (self.doc_lengths + 2.0))) / self._num_tokens
+    self._first_pieces = max(2, int(math.ceil(self.seq_len / weighted_piece)) + 2)
+
+  def global_batch(self, step: int) -> dict[str, np.ndarray]:
+    return self.host_batch(step, 0, 1)
+
+  def host_batch(self, step: int, host_index: int = 0, host_count: int = 1):
+    """This host's contiguous slice of the global rows of `step`."""
+    if host_count < 1 or not 0 <= host_index < host_count:
+      raise ValueError(f"host_index={host_index} must be in [0, host_count={host_count}).")
+    if self.batch_size % host_count:
+      raise ValueError(f"data.batch_size={self.batch_size} is not divisible by {host_count} hosts;"
+                       " make data.batch_size a multiple of the host count.")
+    per_host = self.batch_size // host_count
+    return self.build_rows(step, np.arange(host_index * per_host, (host_index + 1) * per_host))
+
+  def build_rows(self, step: int, rows) -> dict[str, np.ndarray]:
+    """The given global rows of `step` (any subset, any order): each a pure function of its index."""
+    rows = np.asarray(rows, np.int64)
+    T = self.seq_len
+    rng = RowRandom.for_rows(self.seed, step, rows)
+    objective = np.minimum(np.searchsorted(self.objective_cdf,
+                                           rng.uniform(infilling.STREAM_OBJECTIVE, 1)[:, 0],
+                                           side="right"), DOCUMENT)
+    blank_lengths, blank_spans, blank_len = infilling.sample_blank_lengths(
+        rng, self.length_cdf, self.mask_ratio, T)
+    fetch = np.select([objective == BLANK, objective == SENTENCE], [blank_len, T], T - 1)
+    text, piece_start, piece_avail = self.windows(rng, fetch)
+
+    plan = _Plan(len(rows), T, self.specials.mask)
+    sentence_rows = np.flatnonzero(objective == SENTENCE)
+    if len(sentence_rows):
+      starts, lengths, n_spans, text_len = infilling.select_sentences(
+          rng.take(sentence_rows), text[sentence_rows], fetch[sentence_rows], self.sentence_end,
+          self.specials, self.mask_ratio, T)
+      found = n_spans > 0     # a window without a whole sentence falls back to [MASK]
+      objective[sentence_rows[~found]] = BLANK
+      plan.set(sentence_rows[found], starts[found], lengths[found], n_spans[found],
+               text_len[found], self.specials.smask)
+    document_rows = np.flatnonzero(objective == DOCUMENT)
+    if len(document_rows):
+      multi_document = piece_start[document_rows, 1] < T - 2
+      suffix, text_len, start, length = infilling.sample_generation(
+          rng.take(document_rows), multi_document, T, self.gen_min_ratio, self.gen_suffix_prob)
+      plan.set(document_rows, start[:, None], length[:, None], np.ones_like(start), text_len,
+               self.specials.gmask, suffix)
+    blank_rows = np.flatnonzero(objective == BLANK)
+    if len(blank_rows):
+      n = blank_len[blank_rows]
+      seg_start, seg_len = maskable_segments(piece_start[blank_rows], piece_avail[blank_rows], n)
+      starts, lengths, n_spans = infilling.place_spans(
+          rng.take(blank_rows), blank_lengths[blank_rows], blank_spans[blank_rows], seg_start,
+          seg_len)
+      plan.set(blank_rows, starts, lengths, n_spans, n, self.specials.mask)
+
+    order = infilling.random_order(rng, plan.n_spans, plan.width, self.shuffle_spans)
+    batch = infilling.layout_rows(text, plan.text_len, plan.starts, plan.lengths, plan.n_spans,
+                                  order, plan.mask_token, self.specials, T, suffix=plan.suffix)
+    batch["objective"] = objective.astype(np.int32)
+    return batch
+
+  def windows(self, rng: RowRandom, window_len):
+    """Packed text rows [R, T] (BlockDataset-like, GLM.md §1.3): the first window_len[r] tokens of
+    `[CLS] doc eos [CLS] doc' eos ...`, documents drawn with probability proportional to length.
+    A first document longer than a row starts at a uniform offset (split across rows); the last
+    document is cut at the row end (no eos). Returns text, piece_start and piece_avail [R, P]:
+    where each document's [CLS] sits and how many of its tokens follow it.
+    """
+    num_rows, T = len(window_len), self.seq_len
+    window_len = np.asarray(window_len, np.int64)[:, None]
+    pieces = self._first_pieces
+    while True:  # draws are indexed, so drawing more documents keeps the first ones
+      picks = (rng.uniform(infilling.STREAM_DOCS, pieces) * self._num_tokens).astype(np.int64)
+      doc = np.searchsorted(self._doc_ends, np.minimum(picks, self._num_tokens - 1), side="right")
+      avail = self.doc_lengths[doc]
+      long_first = avail[:, 0] + 2 > T
+      offset = np.zeros_like(avail)
+      offset[:, 0] = np.where(long_first, rng.integers(
+          infilling.STREAM_OFFSET, np.maximum(avail[:, 0] + 2 - T, 0), 1)[:, 0], 0)
+      avail -= offset
+      wrapped = avail + 2
+      start = np.cumsum(wrapped, axis=1) - wrapped
+      if np.all(start[:, -1] + wrapped[:, -1] >= window_len[:, 0]):
+        break
+      pieces *= 2
+    used = start < window_len
+    taken = np.clip(window_len - start - 1, 0, avail)
+    has_eos = start + 1 + avail < window_len
+    text = np.full((num_rows, T), self.specials.pad, np.int32)
+    flat = text.reshape(-1)
+    row_base = (np.arange(num_rows, dtype=np.int64) * T)[:, None]
+    read = used & (taken > 0)
+    flat[gather_indices((row_base + start + 1)[read], taken[read])] = self.docs.read(
+        doc[read], offset[read], taken[read])
+    flat[(row_base + start)[used]] = self.specials.cls
+    flat[(row_base + start + 1 + avail)[has_eos]] = self.specials.eos
+    return text, start, avail
+
+
+def maskable_segments(piece_start, piece_avail, text_len):
+  """Runs a [MASK] span may cover: each document's text after its [CLS], before its eos, and
+  never the row's last token (GLM.md §1.5)."""
+  first = piece_start + 1
+  last = np.minimum(first + piece_avail, np.asarray(text_len)[:, None] - 1)
+  return first, np.maximum(last - first, 0)
+
+
+class _Plan:
+  """Per-row spans of any objective, gathered into one [R, K] set for layout_rows."""
+
+  def __init__(self, num_rows: int, seq_len: int, mask_token: int):
+    self.width = 1
+    self.starts = np.zeros((num_rows, 1), np.int64)
+    self.lengths = np.zeros((num_rows, 1), np.int64)
+    self.n_spans = np.zeros(num_rows, np.int64)
+    self.text_len = np.full(num_rows, seq_len, np.int64)
+    self.mask_token = np.full(num_rows, mask_token, np.int64)
+    self.suffix = np.zeros(num_rows, bool)
+
+  def set(self, rows, starts, lengths, n_spans, text_len, mask_token, suffix=False):
+    if starts.shape[1] > self.width:
+      grow = starts.shape[1] - self.width
+      self.starts = np.pad(self.starts, ((0, 0), (0, grow)))
+      self.lengths = np.pad(self.lengths, ((0, 0), (0, grow)))
+      self.width = starts.shape[1]
+    self.starts[rows] = 0
+    self.lengths[rows] = 0
+    self.starts[rows, :starts.shape[1]] = starts
+    self.lengths[rows, :starts.shape[1]] = lengths
+    self.n_spans[rows] = n_spans
+    self.text_len[rows] = text_len
+    self.mask_token[rows] = mask_token
+    self.suffix[rows] = suffix
+
+
+# ------------------------------------------------------------------------------------ validation
+
+def min_seq_len(max_span_length: int) -> int:
+  """Shortest T where a row of one document holds a longest span: [CLS], ℓ + 1 units, last token.
+
+  Rarer rows whose spans outgrow their text (tiny T, many long spans) lose their last spans
+  (place_spans), so this bound is about use, not safety.
+  """
+  return max(8, max_span_length + 4)
+
+
+def validate(data, tokenizer, docs) -> None:
+  """Construction-time checks; each ValueError names the field to change and how."""
+  probs = {"data.blank_prob": data.blank_prob, "data.sentence_prob": data.sentence_prob,
+           "data.document_prob": data.document_prob}
+  total = sum(float(p) for p in probs.values())
+  if any(float(p) < 0 for p in probs.values()) or abs(total - 1.0) > 1e-6:
+    raise ValueError(
+        f"data.blank_prob + data.sentence_prob + data.document_prob = {data.blank_prob} + "
+        f"{data.sentence_prob} + {data.document_prob} = {total:g}: the objective probabilities "
+        "must be >= 0 and sum to 1 (GLM-Large: 1/0/0, GLM-10B: 0.5/0.3/0.2).")
+  if not 0.0 < float(data.mask_ratio) <= 0.5:
+    raise ValueError(f"data.mask_ratio={data.mask_ratio}: must be in (0, 0.5] (GLM uses 0.15).")
+  if not float(data.poisson_lambda) > 0:
+    raise ValueError(f"data.poisson_lambda={data.poisson_lambda}: must be > 0 (GLM uses 3).")
+  if int(data.max_span_length) < 1:
+    raise ValueError(f"data.max_span_length={data.max_span_length}: must be >= 1 (GLM uses 39).")
+  if not 0.0 < float(data.gen_min_ratio) <= 1.0:
+    raise ValueError(f"data.gen_min_ratio={data.gen_min_ratio}: must be in (0, 1] (GLM: 0.5).")
+  if not 0.0 <= float(data.gen_suffix_prob) <= 1.0:
+    raise ValueError(f"data.gen_suffix_prob={data.gen_suffix_prob}: must be in [0, 1].")
+  if int(data.batch_size) < 1:
+    raise ValueError(f"data.batch_size={data.batch_size}: must be a positive integer.")
+  shortest = min_seq_len(int(data.max_span_length))
+  if int(data.seq_len) < shortest:
+    raise ValueError(
+        f"data.seq_len={data.seq_len} is too small to hold the spans of a row (a span can be "
+        f"data.max_span_length={data.max_span_length} tokens): raise data.seq_len to at least "
+        f"{shortest} or lower data.max_span_length.")
+  _validate_tokenizer(data, tokenizer)
+  lengths = np.asarray(docs.doc_lengths)
+  if lengths.size == 0 or int(lengths.sum()) <= 0:
+    raise ValueError(
+        f"The document store is empty ({lengths.size} documents, 0 tokens): point data.source / "
+        "data.files (or data.prepared_dir) at a non-empty corpus; for an evaluation split, raise "
+        "data.eval_fraction.")
+
+
+def _validate_tokenizer(data, tokenizer) -> None:
+  fix = ("use a tokenizer that defines GLM's special tokens inside its vocabulary "
+         "(data.tokenizer / data.tokenizer_vocab).")
+  vocab_size = int(tokenizer.vocab_size)
+  specials = tokenizer.specials.as_dict()
+  for name, token in specials.items():
+    if not 0 <= int(token) < vocab_size:
+      raise ValueError(f"Special token {name}={token} is outside the tokenizer vocabulary of "
+                       f"{vocab_size} ids: {fix}")
+  # pad may equal eos (as in GLM); every other role needs its own id.
+  distinct = {name: token for name, token in specials.items() if name != "pad"}
+  if len(set(distinct.values())) != len(distinct) or specials["pad"] in (
+      specials[name] for name in ("cls", "mask", "smask", "gmask", "sop", "eop")):
+    groups: dict[int, list[str]] = {}
+    for name, token in specials.items():
+      groups.setdefault(int(token), []).append(name)
+    clash = next(names for names in groups.values() if len(names) > 1 and names != ["pad", "eos"])
+    raise ValueError(f"Special tokens {' and '.join(clash)} share id {specials[clash[0]]}; "
+                     f"GLM needs distinct ids for them: {fix}")
+  table = np.asarray(tokenizer.sentence_end)
+  if table.ndim != 1 or table.shape[0] < vocab_size:
+    raise ValueError(f"tokenizer.sentence_end has shape {table.shape}, expected ({vocab_size},): "
+                     f"{fix}")
+  if float(data.sentence_prob) > 0 and not table.any():
+    raise ValueError("data.sentence_prob > 0 but the tokenizer marks no sentence-end token: set "
+                     "data.sentence_prob=0 or use a tokenizer with sentence ends (data.tokenizer).")

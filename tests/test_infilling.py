@@ -1,0 +1,177 @@
+"""Pure infilling functions: the §1.11 worked example, span statistics, placement, randomness."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from glmjax.data import infilling
+from glmjax.data.infilling import RowRandom
+from glmjax.data.tokenizers import BERT_SPECIALS as S
+
+TEXT_1 = [101, 2001, 2002, 2003, 2004, 2005, 2006, 0]
+TEXT_2 = [101, 2001, 2002, 2003, 1012, 2005, 2006, 2007, 1012, 0]
+
+
+def one_row(text, starts, lengths, order, mask, seq_len, suffix=False):
+  text = np.array([text])
+  return infilling.layout_rows(
+      text, np.array([text.shape[1]]), np.array([starts]), np.array([lengths]),
+      np.array([len(starts)]), np.array([order]), mask, S, seq_len, suffix=np.array([suffix]))
+
+
+def check(batch, tokens, targets, loss, positions, blocks, sep):
+  np.testing.assert_array_equal(batch["tokens"][0], tokens)
+  np.testing.assert_array_equal(batch["targets"][0], targets)
+  np.testing.assert_array_equal(batch["loss_mask"][0], loss)
+  np.testing.assert_array_equal(batch["position_ids"][0], positions)
+  np.testing.assert_array_equal(batch["block_position_ids"][0], blocks)
+  assert batch["sep"][0] == sep
+
+
+def test_worked_example_blank_layout():
+  # Spans x3 = (3, 4) and x5 x6 = (5, 7); Part B order puts x5 x6 first (paper Figure 2).
+  batch = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
+  check(batch,
+        [101, 2001, 2002, 103, 2004, 103, 0, 30522, 2005, 2006, 30522, 2003],
+        [101, 2001, 2002, 103, 2004, 103, 0, 2005, 2006, 30523, 2003, 30523],
+        [0] * 7 + [1] * 5,
+        [0, 1, 2, 3, 4, 5, 6, 5, 5, 5, 3, 3],
+        [0] * 7 + [1, 2, 3, 1, 2], 7)
+
+
+def test_worked_example_padding_and_kept_order():
+  batch = one_row(TEXT_1, [3, 5], [1, 2], [0, 1], S.mask, 14)
+  check(batch,
+        [101, 2001, 2002, 103, 2004, 103, 0, 30522, 2003, 30522, 2005, 2006, 0, 0],
+        [101, 2001, 2002, 103, 2004, 103, 0, 2003, 30523, 2005, 2006, 30523, 0, 0],
+        [0] * 7 + [1] * 5 + [0, 0],
+        [0, 1, 2, 3, 4, 5, 6, 3, 3, 5, 5, 5, 0, 0],
+        [0] * 7 + [1, 2, 1, 2, 3, 0, 0], 7)
+
+
+def test_worked_example_gpt_suffix_layout():
+  batch = one_row(TEXT_2, [6], [4], [0], S.gmask, 11, suffix=True)
+  check(batch,
+        [101, 2001, 2002, 2003, 1012, 2005, 30524, 30522, 2006, 2007, 1012],
+        [101, 2001, 2002, 2003, 1012, 2005, 30524, 2006, 2007, 1012, 0],
+        [0] * 7 + [1] * 4,
+        [0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6],
+        [0] * 7 + [1, 2, 3, 4], 7)
+
+
+def test_worked_example_sentence_layout():
+  batch = one_row(TEXT_2, [1], [4], [0], S.smask, 12)
+  check(batch,
+        [101, 30525, 2005, 2006, 2007, 1012, 0, 30522, 2001, 2002, 2003, 1012],
+        [101, 30525, 2005, 2006, 2007, 1012, 0, 2001, 2002, 2003, 1012, 30523],
+        [0] * 7 + [1] * 5,
+        [0, 1, 2, 3, 4, 5, 6, 1, 1, 1, 1, 1],
+        [0] * 7 + [1, 2, 3, 4, 5], 7)
+
+
+def test_suffix_targets_of_a_packed_cls_carry_no_loss():
+  text = [101, 2001, 2002, 0, 101, 2003, 2004, 0]
+  batch = one_row(text, [2], [6], [0], S.gmask, 9, suffix=True)
+  targets, loss = batch["targets"][0], batch["loss_mask"][0]
+  assert targets[3 + 2] == 101 and loss[3 + 2] == 0
+  assert loss.sum() == 5
+
+
+def test_layout_rejects_rows_longer_than_seq_len():
+  with pytest.raises(ValueError, match="seq_len"):
+    one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 11)
+
+
+def test_sentence_selection_picks_whole_sentences_of_the_example():
+  table = np.zeros(30592, bool)
+  table[1012] = True
+  text = np.tile(np.array(TEXT_2 + [0, 0]), (64, 1))
+  starts, lengths, n_spans, text_len = infilling.select_sentences(
+      RowRandom.for_rows(0, 0, np.arange(64)), text, np.full(64, 12), table, S, 0.15, 12)
+  assert np.all(n_spans == 1) and np.all(text_len == 10)
+  spans = set(zip(starts[:, 0].tolist(), lengths[:, 0].tolist()))
+  assert spans == {(1, 4), (5, 4)}   # both sentences, never with the [CLS]
+
+
+def test_span_lengths_follow_truncated_poisson():
+  cdf = infilling.span_length_cdf(3.0, 39)
+  lengths, n_spans, text_len = infilling.sample_blank_lengths(
+      RowRandom.for_rows(1, 0, np.arange(4000)), cdf, 0.15, 512)
+  drawn = lengths[lengths > 0]
+  assert len(drawn) == n_spans.sum() and np.all(text_len + 2 * n_spans == 512)
+  pmf = np.diff(np.concatenate([[0.0], cdf]))
+  observed = np.bincount(np.minimum(drawn, 9), minlength=10)[1:]
+  expected = np.concatenate([pmf[:8], [pmf[8:].sum()]]) * len(drawn)
+  assert stats.chisquare(observed, expected).pvalue > 1e-3
+  assert abs(drawn.mean() - 3.157) < 0.03
+  # The budget rule of the reference holds for the chosen text length, and stops at once.
+  covered = lengths.sum(axis=1)
+  assert np.all(covered >= infilling.blank_budget(0.15, text_len))
+  assert np.all(covered - lengths[np.arange(4000), n_spans - 1]
+                < infilling.blank_budget(0.15, text_len + 2))
+
+
+def test_place_spans_single_document_stays_inside_and_apart():
+  rows = 2000
+  rng = RowRandom.for_rows(2, 0, np.arange(rows))
+  lengths, n_spans, text_len = infilling.sample_blank_lengths(
+      rng, infilling.span_length_cdf(3.0, 39), 0.15, 128)
+  seg_start = np.ones((rows, 1), np.int64)
+  seg_len = (text_len - 2)[:, None]
+  starts, placed, count = infilling.place_spans(rng, lengths, n_spans, seg_start, seg_len)
+  np.testing.assert_array_equal(count, n_spans)
+  np.testing.assert_array_equal(placed, lengths)   # one segment: lengths kept, order kept
+  valid = np.arange(starts.shape[1])[None] < count[:, None]
+  stops = starts + placed
+  assert np.all(starts[valid] >= 1) and np.all(stops[valid] <= (text_len - 1)[:, None].repeat(
+      starts.shape[1], 1)[valid])
+  gaps = starts[:, 1:] - stops[:, :-1]
+  assert np.all(gaps[valid[:, 1:]] >= 1)
+  # Uniform placement: the first span's start is spread over the row, not stuck at the left.
+  first = starts[:, 0]
+  assert first.min() == 1 and np.percentile(first, 90) > 25
+
+
+def test_place_spans_multi_document_respects_barriers():
+  rows = 500
+  rng = RowRandom.for_rows(3, 0, np.arange(rows))
+  lengths, n_spans, _ = infilling.sample_blank_lengths(
+      rng, infilling.span_length_cdf(3.0, 39), 0.15, 256)
+  sizes = rng.integers(9, np.full(rows, 60), 6)  # segments of 0..60 tokens
+  seg_start = np.cumsum(sizes + 2, axis=1) - sizes - 1
+  starts, placed, count = infilling.place_spans(rng, lengths, n_spans, seg_start, sizes)
+  assert np.mean(count == n_spans) > 0.9
+  for r in range(rows):
+    covered = np.zeros(seg_start[r, -1] + sizes[r, -1] + 2, int)
+    for s, ell in zip(starts[r, :count[r]], placed[r, :count[r]]):
+      assert ell >= 1
+      covered[s:s + ell] += 1
+      seg = np.searchsorted(seg_start[r], s, side="right") - 1
+      assert s + ell <= seg_start[r, seg] + sizes[r, seg]       # inside one segment
+      assert covered[s - 1] == 0 and covered[s + ell] == 0       # >= 1 token apart
+    assert covered.max() <= 1
+
+
+def test_generation_fraction_is_uniform():
+  rows = 6000
+  suffix, text_len, start, length = infilling.sample_generation(
+      RowRandom.for_rows(4, 0, np.arange(rows)), np.zeros(rows, bool), 512, 0.5, 0.5)
+  assert 0.45 < suffix.mean() < 0.55
+  assert np.all(start + length <= np.where(suffix, text_len, text_len - 1))
+  assert np.all(start[~suffix] >= 1) and np.all(start[suffix] + length[suffix] == 511)
+  assert stats.kstest(length / text_len, stats.uniform(0.5, 0.5).cdf).pvalue > 0.01
+  forced, _, _, _ = infilling.sample_generation(
+      RowRandom.for_rows(4, 0, np.arange(100)), np.ones(100, bool), 512, 0.5, 0.0)
+  assert forced.all()   # several documents in the window: always the suffix layout
+
+
+def test_row_random_is_keyed_and_uniform():
+  a = RowRandom.for_rows(7, 3, np.arange(10, 20))
+  b = RowRandom.for_rows(7, 3, np.arange(0, 30))
+  np.testing.assert_array_equal(a.uniform(5, 4), b.uniform(5, 4)[10:20])
+  np.testing.assert_array_equal(a.uniform(5, 8)[:, :4], a.uniform(5, 4))
+  assert not np.array_equal(a.uniform(5, 4), a.uniform(6, 4))
+  assert not np.array_equal(a.uniform(5, 4), RowRandom.for_rows(7, 4, np.arange(10, 20)).uniform(5, 4))
+  many = RowRandom.for_rows(0, 0, np.arange(1000)).uniform(1, 100).ravel()
+  assert stats.kstest(many, "uniform").pvalue > 1e-3
+  draws = RowRandom.for_rows(0, 0, np.arange(1000)).integers(2, np.full(1000, 4), 10)
+  assert draws.min() == 0 and draws.max() == 4

@@ -1,0 +1,283 @@
+"""BatchPipeline: batch contract, objective semantics over many rows, determinism, errors."""
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from glmjax import config as glm_config
+from glmjax.data import pipeline
+from glmjax.data.documents import InMemoryDocs
+from glmjax.data.infilling import RowRandom
+from glmjax.data.tokenizers import BERT_SPECIALS as S
+
+VOCAB = 30592
+PERIOD = 1012
+# Every corpus token id is used once, so a token tells its document and position.
+REGULAR = np.setdiff1d(np.arange(999, 30522), list(S.as_dict().values()))
+
+
+class Tokenizer:
+  def __init__(self, specials=S, vocab_size=VOCAB, sentence_ids=(PERIOD,)):
+    self.specials, self.vocab_size = specials, vocab_size
+    self.sentence_end = np.zeros(vocab_size, bool)
+    self.sentence_end[list(sentence_ids)] = True
+
+
+def corpus(lengths, seed=0, period_every=12):
+  rng = np.random.default_rng(seed)
+  ids = rng.permutation(REGULAR[REGULAR != PERIOD])[:sum(lengths)]
+  docs, at = [], 0
+  for n in lengths:
+    doc = ids[at:at + n].copy()
+    at += n
+    doc[period_every - 1::period_every] = PERIOD   # sentence ends
+    docs.append(doc)
+  return InMemoryDocs.from_lists(docs)
+
+
+def data_config(**overrides):
+  data = glm_config.data_defaults()
+  data.update(seq_len=256, batch_size=64)
+  data.update(**overrides)
+  return data
+
+
+MIXED_LENGTHS = [0, 1, 1, 2, 5, 30, 80, 150, 260, 300, 700, 1200, 0, 3, 40, 90, 500, 2000] * 2
+
+
+@pytest.fixture(scope="module")
+def docs():
+  return corpus(MIXED_LENGTHS)
+
+
+def parse_row(batch, r):
+  """Part A, and the Part B spans as (mask index, span tokens) in Part B order."""
+  sep, blocks = int(batch["sep"][r]), batch["block_position_ids"][r]
+  spans, current = [], None
+  for j in range(sep, len(blocks)):
+    if blocks[j] == 1:
+      current = (int(batch["position_ids"][r, j]), [])
+      spans.append(current)
+    if blocks[j] > 0:
+      current[1].append(int(batch["targets"][r, j]))
+  return batch["tokens"][r, :sep], spans
+
+
+def reconstruct(batch, r, mask_token):
+  part_a, spans = parse_row(batch, r)
+  fill = {}
+  for position, target in spans:
+    assert target[-1] == S.eop and part_a[position] == mask_token
+    fill[position] = target[:-1]
+  assert sorted(fill) == [j for j, t in enumerate(part_a) if t == mask_token]
+  text = []
+  for j, token in enumerate(part_a):
+    text.extend(fill.get(j, [token]))
+  return np.array(text), fill
+
+
+def check_contract(batch, seq_len, rows):
+  assert batch["sep"].shape == batch["objective"].shape == (rows,)
+  for key in ("tokens", "targets", "position_ids", "block_position_ids"):
+    assert batch[key].shape == (rows, seq_len) and batch[key].dtype == np.int32
+  assert batch["loss_mask"].dtype == np.float32
+  col = np.arange(seq_len)[None]
+  part_a = col < batch["sep"][:, None]
+  part_b = batch["block_position_ids"] > 0
+  assert not np.any(part_a & part_b)
+  assert np.array_equal(np.where(part_a, batch["position_ids"], col), np.broadcast_to(col, part_a.shape))
+  assert np.all(batch["loss_mask"][~part_b] == 0)
+  assert np.all(batch["position_ids"] < batch["sep"][:, None])
+  assert np.all(np.where(part_b & (batch["block_position_ids"] == 1), batch["tokens"], S.sop)
+                == S.sop)
+  real = part_a | part_b
+  assert np.all(real[:, :-1] | ~real[:, 1:])                # padding only at the end
+  assert np.all(np.where(real, S.pad, batch["tokens"]) == S.pad)
+
+
+def test_contract_and_reconstruction_blank(docs):
+  p = pipeline.BatchPipeline(data_config(), Tokenizer(), docs, seed=3)
+  batch = p.global_batch(5)
+  check_contract(batch, 256, 64)
+  assert np.all(batch["objective"] == 0)
+  np.testing.assert_array_equal(batch["loss_mask"] > 0, batch["block_position_ids"] > 0)
+  text_lengths = []
+  for r in range(64):
+    text, fill = reconstruct(batch, r, S.mask)
+    text_lengths.append(len(text))
+    spans = [np.array(t) for t in fill.values()]
+    assert all(not np.isin(s, [S.cls, S.eos]).any() for s in spans)   # never [CLS] or eos
+    part_a = batch["tokens"][r, :batch["sep"][r]]
+    assert not np.any((part_a[1:] == S.mask) & (part_a[:-1] == S.mask))  # >= 1 token apart
+    assert part_a[0] == S.cls and part_a[-1] != S.mask                    # row's last token kept
+  # Part A + Part B is exactly the text the pipeline drew for the row.
+  rows = np.arange(64)
+  expected, _, _ = p.windows(RowRandom.for_rows(3, 5, rows), np.array(text_lengths))
+  for r in rows:
+    np.testing.assert_array_equal(reconstruct(batch, r, S.mask)[0], expected[r, :text_lengths[r]])
+
+
+def test_windows_are_packed_documents(docs):
+  p = pipeline.BatchPipeline(data_config(), Tokenizer(), docs, seed=0)
+  where = {int(t): (d, i) for d in range(len(docs)) for i, t in
+           enumerate(docs.read([d], [0], [docs.doc_lengths[d]]))}
+  text, _, _ = p.windows(RowRandom.for_rows(0, 0, np.arange(200)), np.full(200, 256))
+  single, packed = 0, 0
+  for row in text:
+    assert row[0] == S.cls
+    pieces = np.split(row, np.flatnonzero(row == S.cls)[1:])
+    single, packed = single + (len(pieces) == 1), packed + (len(pieces) > 1)
+    for k, piece in enumerate(pieces):
+      body = piece[1:-1] if piece[-1] == S.eos else piece[1:]
+      assert k == len(pieces) - 1 or piece[-1] == S.eos        # only the last is cut short
+      found = [where[int(t)] for t in body if t != PERIOD]
+      assert len({d for d, _ in found}) <= 1                   # one document per piece
+      if k > 0 and found:
+        assert found[0][1] <= 1 and found[0][0] not in (0, 12, 24)  # from its start; no empty doc
+  assert single > 150 and packed >= 3   # long documents are split, short ones packed
+
+
+def test_blank_statistics_over_many_rows():
+  p = pipeline.BatchPipeline(data_config(seq_len=512, batch_size=512), Tokenizer(),
+                             corpus(np.random.default_rng(1).integers(100, 1500, 20).tolist()),
+                             seed=1)
+  batch = p.global_batch(0)
+  blocks, sep = batch["block_position_ids"], batch["sep"].astype(np.int64)
+  part_b = (blocks > 0).sum(1)
+  spans = (blocks == 1).sum(1)
+  masked = part_b - spans
+  text = sep + masked - spans
+  assert abs(masked.sum() / text.sum() - 0.15) < 0.01
+  assert 1 - (sep + part_b).sum() / blocks.size < 0.02           # padding
+  lengths = np.concatenate([[len(t) - 1 for _, t in parse_row(batch, r)[1]] for r in range(512)])
+  assert abs(lengths.mean() - 3.157) < 0.1 and lengths.max() <= 39
+
+
+def test_sentence_rows_mask_whole_sentences(docs):
+  tok = Tokenizer()
+  p = pipeline.BatchPipeline(data_config(blank_prob=0.0, sentence_prob=1.0), tok, docs, seed=2)
+  batch = p.global_batch(0)
+  check_contract(batch, 256, 64)
+  assert np.mean(batch["objective"] == 1) > 0.9
+  for r in np.flatnonzero(batch["objective"] == 1):
+    text, fill = reconstruct(batch, r, S.smask)
+    covered = sum(len(t) for t in fill.values())
+    assert covered >= int(0.15 * len(text))
+    for position, span in fill.items():
+      start = position + sum(len(t) - 1 for q, t in fill.items() if q < position)
+      assert tok.sentence_end[span[-1]] and not tok.sentence_end[span[:-1]].any()
+      assert text[start - 1] in (S.cls, S.eos, PERIOD)           # starts after a boundary
+      assert S.cls not in span and S.eos not in span
+
+
+def test_document_rows(docs):
+  p = pipeline.BatchPipeline(data_config(blank_prob=0.0, document_prob=1.0, batch_size=400),
+                             Tokenizer(), docs, seed=4)
+  batch = p.global_batch(0)
+  check_contract(batch, 256, 400)
+  assert np.all(batch["objective"] == 2)
+  real = batch["sep"] + (batch["block_position_ids"] > 0).sum(1)
+  np.testing.assert_array_equal(real, 256)
+  fractions, layouts = [], []
+  for r in range(400):
+    part_a, spans = parse_row(batch, r)
+    assert len(spans) == 1 and np.sum(part_a == S.gmask) == 1
+    suffix = part_a[-1] == S.gmask
+    layouts.append(suffix)
+    generated = len(spans[0][1]) - (0 if suffix else 1)
+    fractions.append(generated / (255 if suffix else 254))
+  assert 0.4 < np.mean(layouts) < 0.9
+  assert stats.kstest(fractions, stats.uniform(0.5, 0.5).cdf).pvalue > 0.01
+
+
+def test_mixture_per_row(docs):
+  p = pipeline.BatchPipeline(data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2,
+                                         batch_size=512), Tokenizer(), docs, seed=5)
+  batch = p.global_batch(1)
+  check_contract(batch, 256, 512)
+  shares = np.bincount(batch["objective"], minlength=3) / 512
+  assert np.all(np.abs(shares - [0.5, 0.3, 0.2]) < 0.07)
+  for objective, token in enumerate((S.mask, S.smask, S.gmask)):
+    rows = batch["objective"] == objective
+    assert np.all(np.any(batch["tokens"][rows] == token, axis=1))
+
+
+def test_determinism_hosts_and_resume(docs):
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=16)
+  a = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=11)
+  first = [a.global_batch(k) for k in range(3)]
+  b = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=11)   # fresh: resume at step 2
+  for key in pipeline.BATCH_KEYS:
+    np.testing.assert_array_equal(b.global_batch(2)[key], first[2][key])
+  assert not np.array_equal(first[0]["tokens"], first[1]["tokens"])
+  other_seed = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=12).global_batch(0)
+  assert not np.array_equal(other_seed["tokens"], first[0]["tokens"])
+  for hosts in (1, 2, 4):
+    parts = [a.host_batch(1, h, hosts) for h in range(hosts)]
+    assert all(len(part["sep"]) == 16 // hosts for part in parts)
+    for key in pipeline.BATCH_KEYS:
+      np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), first[1][key])
+
+
+def test_tiny_and_empty_documents():
+  docs = corpus([0, 1, 0, 1, 1, 2, 0, 1], period_every=1)
+  for probs in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
+    config = data_config(blank_prob=probs[0], sentence_prob=probs[1], document_prob=probs[2],
+                         seq_len=64, batch_size=32)
+    batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=0).global_batch(0)
+    check_contract(batch, 64, 32)
+    assert np.all(batch["loss_mask"].sum(1) > 0)                    # every row trains
+    for r in np.flatnonzero(batch["objective"] == 0):
+      part_a, spans = parse_row(batch, r)
+      assert all(len(t) <= 3 and not {S.cls, S.eos} & set(t[:-1]) for _, t in spans)
+
+
+def test_documents_longer_than_a_row():
+  docs = corpus([3000, 5000])
+  batch = pipeline.BatchPipeline(data_config(seq_len=128), Tokenizer(), docs).global_batch(0)
+  check_contract(batch, 128, 64)
+  assert np.all(batch["sep"] + (batch["block_position_ids"] > 0).sum(1) == 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class Clash:
+  pad: int = 0
+  eos: int = 0
+  cls: int = 101
+  mask: int = 103
+  smask: int = 30525
+  gmask: int = 30523      # same id as eop, as in GLM-10B-Chinese without --fix-command-token
+  sop: int = 30522
+  eop: int = 30523
+
+  def as_dict(self):
+    return dataclasses.asdict(self)
+
+
+@pytest.mark.parametrize("overrides, tokenizer, documents, match", [
+    (dict(blank_prob=0.5, sentence_prob=0.3, document_prob=0.1), None, None,
+     r"data\.blank_prob \+ data\.sentence_prob \+ data\.document_prob"),
+    (dict(blank_prob=1.2, document_prob=-0.2), None, None, r"data\.blank_prob"),
+    (dict(seq_len=32), None, None, r"data\.seq_len=32 .*at least 43"),
+    (dict(mask_ratio=0.0), None, None, r"data\.mask_ratio"),
+    (dict(gen_min_ratio=1.5), None, None, r"data\.gen_min_ratio"),
+    ({}, Tokenizer(vocab_size=30522), None, r"smask=30525 is outside .*data\.tokenizer"),
+    ({}, Tokenizer(specials=Clash()), None, r"gmask and eop share id 30523"),
+    (dict(blank_prob=0.5, sentence_prob=0.5), Tokenizer(sentence_ids=()), None,
+     r"data\.sentence_prob"),
+    ({}, None, InMemoryDocs.from_lists([]), r"empty .*data\.source"),
+    ({}, None, InMemoryDocs.from_lists([[], []]), r"empty .*data\.source"),
+])
+def test_bad_inputs_raise_at_construction(docs, overrides, tokenizer, documents, match):
+  with pytest.raises(ValueError, match=match):
+    pipeline.BatchPipeline(data_config(**overrides), tokenizer or Tokenizer(),
+                           docs if documents is None else documents)
+
+
+def test_bad_host_split(docs):
+  p = pipeline.BatchPipeline(data_config(batch_size=6), Tokenizer(), docs)
+  with pytest.raises(ValueError, match=r"data\.batch_size=6"):
+    p.host_batch(0, 0, 4)
+  with pytest.raises(ValueError, match="host_index"):
+    p.host_batch(0, 2, 2)
