@@ -85,7 +85,8 @@ def test_prepared_store_reads_what_on_the_fly_tokenization_gives(tmp_path):
 
 
 def test_prepare_files_cut_into_shards_with_invalid_bytes_counted(tmp_path):
-  lines = [json.dumps({"text": f"document {i}: " + "text " * (i % 13)}).encode() for i in range(500)]
+  lines = [json.dumps({"text": f"document {i}: " + "text " * (i % 13)}).encode()
+           for i in range(500)]
   lines[7] = b'{"text": "broken \xff byte"}'
   (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(lines) + b"\n")
   config = data_config(source="files", files=(f"{tmp_path}/corpus.jsonl",))

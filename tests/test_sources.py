@@ -212,7 +212,7 @@ def test_tfds_prepared_shards_equal_on_the_fly(tfds_dir, tmp_path):
 
 
 def test_tfds_errors_name_the_field_and_the_fix(tfds_dir, tmp_path):
-  with pytest.raises(ValueError, match=r"no feature data.text_field='text'.*\['content', 'index'\]"):
+  with pytest.raises(ValueError, match=r"no feature data.text_field='text'.*\['content', 'ind"):
     sources.load_documents(tfds_config(tfds_dir, text_field="text"), BYTE)
   with pytest.raises(ValueError, match=r"data.tfds_name='no_such_dataset_glmjax'.*no such"):
     sources.load_documents(data_config(source="tfds", tfds_name="no_such_dataset_glmjax",

@@ -43,7 +43,8 @@ def test_byte_tokenizer_round_trip_and_layout():
   # The byte layout is the append rule applied to 256 unnamed byte entries.
   specials, added = tk.assign_specials([chr(b) for b in range(256)], "")
   assert specials == tok.specials and tok.vocab_size == 384
-  assert tok.sentence_end[ord(".")] and tok.sentence_end[ord("\n")] and not tok.sentence_end[ord("a")]
+  ends = tok.sentence_end
+  assert ends[ord(".")] and ends[ord("\n")] and not ends[ord("a")]
   assert [len(ids) for ids in tok.encode_batch(["ab", "é"])] == [2, 2]
 
 

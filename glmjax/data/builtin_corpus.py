@@ -110,7 +110,8 @@ def _life_text(rng: _Rng) -> str:
   return (f"{name} was born in {town['name']} in {p['born']}. {they} learned to {p['skill']} "
           f"from {p['teacher']}, and later worked as a {p['job']}. In {married}, {p['first']} "
           f"married {partner['first']} {partner['family']}; they had "
-          f"{_NUMBERS[children] if children else 'no'} children. {they} liked the colour {p['colour']}. {name} died in {p['died']}, at the "
+          f"{_NUMBERS[children] if children else 'no'} children. {they} liked the colour "
+          f"{p['colour']}. {name} died in {p['died']}, at the "
           f"age of {p['died'] - p['born']}.\n{name} is remembered as a {p['adjective']} "
           f"{p['job']} from {town['name']}.")
 

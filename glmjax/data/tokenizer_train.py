@@ -1,6 +1,7 @@
 """Train a SentencePiece model from text files.
 
-  python -m glmjax.data.tokenizers train --input='corpus/*.jsonl.gz' --vocab-size=32000 --out=spm.model
+  python -m glmjax.data.tokenizers train --input='corpus/*.jsonl.gz' --vocab-size=32000 \
+      --out=spm.model
 
 Reads documents as data.source='files' does (.txt paragraphs or whole files, .jsonl text field),
 feeds their lines to SentencePiece, and writes FILE (use it as data.tokenizer_path with

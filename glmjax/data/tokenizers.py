@@ -241,7 +241,9 @@ class SentencePieceTokenizer(_VocabTokenizer):
     return np.asarray(self._model.encode(text), dtype=np.int32)
 
   def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
-    return [np.asarray(ids, dtype=np.int32) for ids in self._model.encode(list(texts))]
+    # One thread: prepare runs one tokenizer per worker process.
+    encoded = self._model.encode(list(texts), num_threads=1)
+    return [np.asarray(ids, dtype=np.int32) for ids in encoded]
 
   def _decode_base(self, ids: list[int]) -> str:
     return self._model.decode(ids)
@@ -277,7 +279,8 @@ class HFTokenizer(_VocabTokenizer):
 
 def load_tokenizer(data_config):
   """The tokenizer named by data.tokenizer / tokenizer_path / tokenizer_vocab."""
-  kind, path, layout = data_config.tokenizer, data_config.tokenizer_path, data_config.tokenizer_vocab
+  kind, path = data_config.tokenizer, data_config.tokenizer_path
+  layout = data_config.tokenizer_vocab
   if kind not in TOKENIZERS:
     raise ValueError(f"data.tokenizer={kind!r}: expected one of {TOKENIZERS}")
   if layout not in VOCAB_LAYOUTS:
