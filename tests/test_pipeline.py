@@ -129,12 +129,15 @@ def test_windows_are_packed_documents(docs):
     pieces = np.split(row, np.flatnonzero(row == S.cls)[1:])
     single, packed = single + (len(pieces) == 1), packed + (len(pieces) > 1)
     for k, piece in enumerate(pieces):
+      last = k == len(pieces) - 1
+      assert last or (piece[-1] == S.eos and len(piece) >= 3)   # only the last is cut short
       body = piece[1:-1] if piece[-1] == S.eos else piece[1:]
-      assert k == len(pieces) - 1 or piece[-1] == S.eos        # only the last is cut short
-      found = [where[int(t)] for t in body if t != PERIOD]
-      assert len({d for d, _ in found}) <= 1                   # one document per piece
-      if k > 0 and found:
-        assert found[0][1] <= 1 and found[0][0] not in (0, 12, 24)  # from its start; no empty doc
+      found = [(where[int(t)], i) for i, t in enumerate(body) if t != PERIOD]
+      assert len({doc for (doc, _), _ in found}) <= 1            # one document per piece
+      shifts = {position - i for (_, position), i in found}
+      assert len(shifts) <= 1                                    # a contiguous slice of it
+      if k > 0:
+        assert shifts <= {0}                                     # packed ones from their start
   assert single > 150 and packed >= 3   # long documents are split, short ones packed
 
 
@@ -152,6 +155,10 @@ def test_blank_statistics_over_many_rows():
   assert 1 - (sep + part_b).sum() / blocks.size < 0.02           # padding
   lengths = np.concatenate([[len(t) - 1 for _, t in parse_row(batch, r)[1]] for r in range(512)])
   assert abs(lengths.mean() - 3.157) < 0.1 and lengths.max() <= 39
+  pmf = np.diff(np.concatenate([[0.0], p.length_cdf]))
+  observed = np.bincount(np.minimum(lengths, 9), minlength=10)[1:]
+  expected = np.concatenate([pmf[:8], [pmf[8:].sum()]]) * len(lengths)
+  assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
 def test_sentence_rows_mask_whole_sentences(docs):

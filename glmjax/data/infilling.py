@@ -128,7 +128,7 @@ def place_spans(rng: RowRandom, lengths, n_spans, seg_start, seg_len):
   valid = (units > 0) & (np.cumsum(units, axis=1) <= capacity[:, None])  # keep a prefix that fits
   units = np.where(valid, units, 0)
   free = capacity - units.sum(axis=1)
-  gaps = np.where(valid, rng.integers(STREAM_PLACE, free, k_max), np.iinfo(np.int64).max)
+  gaps = np.where(valid, rng.integers(STREAM_PLACE, free, k_max), free[:, None] + 1)
   gaps.sort(axis=1)
   line_pos = np.where(valid, gaps + np.cumsum(units, axis=1) - units, 0)
   segment = np.clip(_segment_of(line_pos, line_start), 0, None)
@@ -280,53 +280,71 @@ def layout_rows(text, text_len, starts, lengths, n_spans, order, mask_token, spe
   """
   text = np.asarray(text)
   num_rows, width = text.shape
-  k_max = starts.shape[1]
   T = seq_len
   rows = np.arange(num_rows)[:, None]
-  col = np.arange(T)[None, :]
-  text_len = np.asarray(text_len, np.int64)
-  valid = np.arange(k_max)[None, :] < np.asarray(n_spans)[:, None]
+  col = np.arange(T, dtype=np.int32)[None, :]
+  valid = np.arange(starts.shape[1])[None, :] < np.asarray(n_spans)[:, None]
   ell = np.where(valid, lengths, 0)
   shrink = np.where(valid, ell - 1, 0)
   removed = np.cumsum(shrink, axis=1)
-  mask_pos = starts - (removed - shrink)      # index of each span's mask in Part A
-  sep = text_len - removed[:, -1]
+  mask_pos = np.where(valid, starts - (removed - shrink), 0)   # each span's mask in Part A
+  sep = np.asarray(text_len, np.int64) - removed[:, -1]
   suffix = np.zeros(num_rows, bool) if suffix is None else np.asarray(suffix, bool)
-  total = sep + np.where(valid, ell + 1, 0).sum(axis=1) - suffix
+  ell_b = np.take_along_axis(ell, order, axis=1)                # Part B blocks, in order
+  block_start = sep[:, None] + np.cumsum(ell_b + valid, axis=1) - (ell_b + valid)
+  total = sep + (ell_b + valid).sum(axis=1) - suffix
   if np.any(total > T):
     raise ValueError(f"layout_rows: a row needs {int(total.max())} > seq_len={T} positions")
-  # Part A: source index = position + tokens removed by the spans before it.
-  shift = np.zeros((num_rows, T + 2), np.int64)
-  shift[rows, np.where(valid, mask_pos + 1, T + 1)] = shrink
-  src_a = col + np.cumsum(shift[:, :T], axis=1)
-  is_mask = np.zeros((num_rows, T + 1), bool)
-  is_mask[rows, np.where(valid, mask_pos, T)] = True
-  # Part B: block q (in `order`) starts at sep + sum of earlier blocks' ℓ + 1.
-  ell_b = np.take_along_axis(ell, order, axis=1)
-  block_start = sep[:, None] + np.cumsum(ell_b + valid, axis=1) - (ell_b + valid)
-  begins = np.zeros((num_rows, T + 1), np.int64)
-  begins[rows, np.where(valid, block_start, T)] = 1
-  block = np.clip(np.cumsum(begins[:, :T], axis=1) - 1, 0, None)
-  t = col - np.take_along_axis(block_start, block, axis=1)          # index inside the block
-  span = np.take_along_axis(order, block, axis=1)
-  src_b = np.take_along_axis(starts, span, axis=1) + t              # target's source index
-  end_b = np.take_along_axis(ell, span, axis=1)
+
+  # Every position reads text[position + offset]; the offset is piecewise constant, so it is a
+  # cumsum of jumps: + (ℓ - 1) after each mask in Part A, then per block (source - block start).
+  # A mask at sep - 1 would jump at sep, where block 0 jumps too: fold it into block 0's jump.
+  at_sep = valid & (mask_pos + 1 >= sep[:, None])
+  block_offset = np.take_along_axis(starts, order, axis=1) - block_start
+  previous = np.concatenate([(removed[:, -1] - np.where(at_sep, shrink, 0).sum(1))[:, None],
+                             block_offset[:, :-1]], axis=1)
+  jumps = np.zeros((num_rows, T + 2), np.int32)
+  jumps[rows, np.where(valid & ~at_sep, mask_pos + 1, T + 1)] = shrink
+  jumps[rows, np.where(valid, block_start, T + 1)] = block_offset - previous
+  source = np.cumsum(jumps[:, :T], axis=1, dtype=np.int32)
+  source += col
+  source += (rows * width).astype(np.int32) if num_rows * width < 2**31 else rows * width
+  read = np.take(text, source, mode="clip")   # padding reads are overwritten
+
+  # Which positions are a mask, a block's sop, a block's eop (kinds 1, 2, 3).
+  kind = np.zeros((num_rows, T + 2), np.int8)
+  kind[rows, np.where(valid, mask_pos, T + 1)] = 1
+  kind[rows, np.where(valid, block_start, T + 1)] = 2
+  kind[rows, np.where(valid, np.minimum(block_start + ell_b, T), T + 1)] = 3
+  kind = kind[:, :T]
+  real = col < total[:, None]
   in_a = col < sep[:, None]
-  in_b = ~in_a & (col < total[:, None])
-  src_in = np.clip(np.where(in_a, src_a, src_b - 1), 0, width - 1)
-  src_out = np.clip(np.where(in_a, src_a, src_b), 0, width - 1)
-  read_in, read_out = text[rows, src_in], text[rows, src_out]
+  in_b = real & ~in_a
   mask_token = np.broadcast_to(np.asarray(mask_token), (num_rows,))[:, None]
-  part_a = np.where(is_mask[:, :T], mask_token, read_in)
-  tokens = np.where(in_a, part_a, np.where(t == 0, specials.sop, read_in))
-  targets = np.where(in_a, part_a, np.where(t == end_b, specials.eop, read_out))
-  loss = in_b & ~(suffix[:, None] & (targets == specials.cls))
+  targets = np.where(kind == 1, mask_token, np.where(kind == 3, specials.eop, read))
+  targets = np.where(real, targets, specials.pad).astype(np.int32, copy=False)
+  # Inside a block the input is the previous target; a block opens with sop.
+  tokens = targets.copy()
+  tokens[:, 1:] = np.where(in_b[:, 1:], targets[:, :-1], targets[:, 1:])
+  tokens[kind == 2] = specials.sop
+
+  # Part B position (its mask's index) and block start, both piecewise constant: one packed cumsum.
+  mask_of_block = np.take_along_axis(mask_pos, order, axis=1)
+  packed = (mask_of_block << 32) + block_start
+  packed_previous = np.concatenate([np.zeros((num_rows, 1), np.int64), packed[:, :-1]], axis=1)
+  steps = np.zeros((num_rows, T + 2), np.int64)
+  steps[rows, np.where(valid, block_start, T + 1)] = packed - packed_previous
+  packed = np.cumsum(steps[:, :T], axis=1)
+  position = (packed >> 32).astype(np.int32)
+  block = col - (packed & 0xFFFFFFFF).astype(np.int32) + 1
+  loss = in_b
+  if suffix.any():
+    loss = loss & ~(suffix[:, None] & (targets == specials.cls))
   return {
-      "tokens": np.where(in_a | in_b, tokens, specials.pad).astype(np.int32),
-      "targets": np.where(in_a | in_b, targets, specials.pad).astype(np.int32),
+      "tokens": tokens,
+      "targets": targets,
       "loss_mask": loss.astype(np.float32),
-      "position_ids": np.where(in_a, col, np.where(in_b, np.take_along_axis(mask_pos, span, axis=1),
-                                                   0)).astype(np.int32),
-      "block_position_ids": np.where(in_b, t + 1, 0).astype(np.int32),
+      "position_ids": np.where(in_a, col, np.where(in_b, position, 0)).astype(np.int32),
+      "block_position_ids": np.where(in_b, block, 0).astype(np.int32),
       "sep": sep.astype(np.int32),
   }
