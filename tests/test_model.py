@@ -256,3 +256,35 @@ def test_accepts_configdict_mapping_and_modelconfig():
   assert hash(model_lib.GLM(frozen).config) == hash(frozen)
   with pytest.raises(ValueError, match="position_encoding"):
     model_lib.ModelConfig.from_any(_config(position_encoding="alibi"))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  batch = _batch()
+  params = _init_params(model_lib.GLM(_config()), batch)
+  reference = _forward(model_lib.GLM(_config()))(params, *batch)
+  model = model_lib.GLM(_config(dtype="bfloat16"))
+  logits = _forward(model)(params, *batch)
+  hidden = model.apply({"params": params}, *batch, return_hidden=True)
+  assert logits.dtype == jnp.float32 and hidden.dtype == jnp.bfloat16
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  relative = float(jnp.max(jnp.abs(logits - reference)) / jnp.max(jnp.abs(reference)))
+  assert relative < 5e-2, relative
+
+
+@pytest.mark.parametrize("remat, saved", [("none", None), ("minimal", set(glm_lib.SAVED_BY_MINIMAL)),
+                                          ("full", set())])
+def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
+  from jax.ad_checkpoint import print_saved_residuals  # pylint: disable=import-outside-toplevel
+  model, batch = model_lib.GLM(_config(remat=remat)), _batch()
+  params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *batch)["params"])
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
+  print_saved_residuals(lambda p: model.apply({"params": p}, *batch).sum(), params)
+  found = [line for line in capsys.readouterr().out.splitlines()
+           if "from the argument" not in line]
+  names = {tag for tag in glm_lib.SAVED_BY_MINIMAL if any(f"named '{tag}'" in n for n in found)}
+  if saved is None:
+    assert len(found) > 30  # everything the backward needs is kept
+  else:
+    # mlp_out feeds only the residual add, so nothing needs to keep it.
+    assert names == saved - {"mlp_out"}, names
+    assert len(found) < 30

@@ -198,6 +198,12 @@ def tied_logits(params_or_embeddings: Any, hidden: jax.Array) -> jax.Array:
   return nn.with_logical_constraint(logits, LOGIT_AXES)
 
 
+def _gathered_over_embed(table: jax.Array, row_axis: str) -> jax.Array:
+  """The FSDP all-gather of a lookup table made explicit: without it the gather's backward
+  reshards the batch-sharded cotangent onto the table's embed sharding by full replication."""
+  return nn.with_logical_constraint(table, (row_axis, None))
+
+
 class GLM(nn.Module):
   """GLM(model_config)(tokens, position_ids, block_position_ids, sep) -> [B, T, V] float32 logits.
 
@@ -222,15 +228,17 @@ class GLM(nn.Module):
       implementation = attention_lib.unvalidated_default()
     word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
                              (cfg.vocab_size, cfg.hidden_size), weights_dtype)
-    x = jnp.take(word_embeddings, tokens, axis=0).astype(dtype)
+    x = jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0).astype(dtype)
     if cfg.position_encoding == "learned_2d":
       table_shape = (cfg.max_position + 1, cfg.hidden_size)
       position_table = _param(self, "position_embeddings", _normal(cfg.init_std),
                               ("position", "embed"), table_shape, weights_dtype)
       block_table = _param(self, "block_position_embeddings", _normal(cfg.init_std),
                            ("position", "embed"), table_shape, weights_dtype)
-      x = x + positions.learned_2d_embeddings(position_table, block_table, position_ids,
-                                              block_position_ids).astype(dtype)
+      x = x + positions.learned_2d_embeddings(
+          _gathered_over_embed(position_table, "position"),
+          _gathered_over_embed(block_table, "position"), position_ids,
+          block_position_ids).astype(dtype)
     x = nn.with_logical_constraint(x, EMBED_AXES)
     x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)
 
