@@ -170,7 +170,8 @@ def test_row_random_is_keyed_and_uniform():
   np.testing.assert_array_equal(a.uniform(5, 4), b.uniform(5, 4)[10:20])
   np.testing.assert_array_equal(a.uniform(5, 8)[:, :4], a.uniform(5, 4))
   assert not np.array_equal(a.uniform(5, 4), a.uniform(6, 4))
-  assert not np.array_equal(a.uniform(5, 4), RowRandom.for_rows(7, 4, np.arange(10, 20)).uniform(5, 4))
+  next_step = RowRandom.for_rows(7, 4, np.arange(10, 20))
+  assert not np.array_equal(a.uniform(5, 4), next_step.uniform(5, 4))
   many = RowRandom.for_rows(0, 0, np.arange(1000)).uniform(1, 100).ravel()
   assert stats.kstest(many, "uniform").pvalue > 1e-3
   draws = RowRandom.for_rows(0, 0, np.arange(1000)).integers(2, np.full(1000, 4), 10)

@@ -86,7 +86,8 @@ def check_contract(batch, seq_len, rows):
   part_a = col < batch["sep"][:, None]
   part_b = batch["block_position_ids"] > 0
   assert not np.any(part_a & part_b)
-  assert np.array_equal(np.where(part_a, batch["position_ids"], col), np.broadcast_to(col, part_a.shape))
+  positions = np.where(part_a, batch["position_ids"], col)
+  assert np.array_equal(positions, np.broadcast_to(col, part_a.shape))
   assert np.all(batch["loss_mask"][~part_b] == 0)
   assert np.all(batch["position_ids"] < batch["sep"][:, None])
   assert np.all(np.where(part_b & (batch["block_position_ids"] == 1), batch["tokens"], S.sop)
@@ -288,3 +289,13 @@ def test_bad_host_split(docs):
     p.host_batch(0, 0, 4)
   with pytest.raises(ValueError, match="host_index"):
     p.host_batch(0, 2, 2)
+
+
+def test_evaluation_pipeline_reads_only_its_documents(docs):
+  held_out = corpus([400, 90, 700], seed=9)
+  own = set(held_out.tokens.tolist()) | set(S.as_dict().values())
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=16)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), held_out, seed=123).global_batch(0)
+  assert set(batch["tokens"].ravel().tolist()) <= own
+  train = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=0).global_batch(0)
+  assert not set(train["tokens"].ravel().tolist()) <= own

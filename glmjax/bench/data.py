@@ -1,4 +1,6 @@
-"""Data-pipeline throughput: `taskset -c 0 python -m glmjax.bench --what=data --config=configs/large.py`.
+"""Data-pipeline throughput on one core:
+
+  taskset -c 0 python -m glmjax.bench --what=data --config=configs/large.py
 
 Builds batches of the config's shape from a synthetic in-memory corpus (like reference GLM.md §5:
 2000 random documents of mean length ~700, ids from the model vocabulary avoiding the special
@@ -33,7 +35,8 @@ class SyntheticTokenizer:
       self.specials = tokenizers.GPT2_SPECIALS
     else:
       self.specials = tokenizers.ByteTokenizer().specials
-    self.vocab_size = max(vocab_size, tokenizers.pad_vocab(max(self.specials.as_dict().values()) + 1))
+    largest = max(self.specials.as_dict().values())
+    self.vocab_size = max(vocab_size, tokenizers.pad_vocab(largest + 1))
     added = min(self.specials.sop, self.specials.eop, self.specials.gmask, self.specials.smask)
     self.plain_ids = np.setdiff1d(np.arange(added), list(self.specials.as_dict().values()))
     rng = np.random.default_rng(seed)

@@ -51,7 +51,7 @@ class RowRandom:
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
   def integers(self, stream: int, high, count: int) -> np.ndarray:
-    """[R, count] integers uniform in [0, high] (inclusive); `high` broadcasts against [R, count]."""
+    """[R, count] integers uniform in [0, high] (inclusive); `high` is [R] or [R, count]."""
     high = np.asarray(high, dtype=np.int64)
     if high.ndim == 1:
       high = high[:, None]
@@ -61,7 +61,7 @@ class RowRandom:
 # ----------------------------------------------------------------------------------- span lengths
 
 def span_length_cdf(poisson_lambda: float, max_span_length: int) -> np.ndarray:
-  """CDF of Poisson(λ) conditioned on 1 <= ℓ <= max (reference: weights PoissonPMF(k), k=1..max)."""
+  """CDF of Poisson(λ) conditioned on 1 <= ℓ <= max (the reference weights k=1..max by its pmf)."""
   ks = np.arange(1, max_span_length + 1)
   log_pmf = np.array([k * math.log(poisson_lambda) - math.lgamma(k + 1) for k in ks])
   pmf = np.exp(log_pmf - log_pmf.max())
@@ -71,7 +71,7 @@ def span_length_cdf(poisson_lambda: float, max_span_length: int) -> np.ndarray:
 
 
 def blank_budget(mask_ratio: float, text_len) -> np.ndarray:
-  """Tokens to cover: int(ratio * len(text)), the text counting its [CLS]/eos as the reference does."""
+  """Tokens to cover: int(ratio * len(text)); the text counts its [CLS]/eos, as in the reference."""
   return (mask_ratio * np.asarray(text_len, dtype=np.float64)).astype(np.int64)
 
 
@@ -232,7 +232,8 @@ def select_sentences(rng: RowRandom, tokens, window_len, sentence_end, specials,
     if np.all(need <= k):
       break
     k = np.minimum(np.maximum(k, need), k_cap)
-  text_len, candidate, need = choose(k)
+  else:
+    text_len, candidate, need = choose(k)
   # A row still short of room takes the first k candidates (below budget; rare).
   take = candidate & (np.cumsum(candidate, axis=1) <= np.minimum(need, k)[:, None])
   chosen = np.zeros_like(take)

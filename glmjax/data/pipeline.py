@@ -67,7 +67,7 @@ class BatchPipeline:
     return self.build_rows(step, np.arange(host_index * per_host, (host_index + 1) * per_host))
 
   def build_rows(self, step: int, rows) -> dict[str, np.ndarray]:
-    """The given global rows of `step` (any subset, any order): each a pure function of its index."""
+    """The given global rows of `step`, in any subset or order: each depends on its index only."""
     rows = np.asarray(rows, np.int64)
     T = self.seq_len
     rng = RowRandom.for_rows(self.seed, step, rows)
