@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from glmjax import checkpoint as checkpoint_lib
@@ -27,6 +28,9 @@ from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 from glmjax.model import attention as attention_lib
 from glmjax import model as model_lib
+
+
+log = logging.getLogger("glmjax.train")
 
 
 class NonFiniteError(RuntimeError):
@@ -46,7 +50,7 @@ class _TerminationFlag:
       pass
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    log.warning("SIGTERM received: saving a checkpoint and stopping.")
     self.requested = True
 
 
@@ -144,13 +148,13 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
   restored = checkpointer.restore_latest(abstract, layout)
   if restored is None:
     state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
-    logging.info("Initialised a new model in %s", workdir)
+    log.info("Initialised a new model in %s", workdir)
   else:
     state, at = restored
-    logging.info("Resumed from the checkpoint at step %d in %s", at, checkpointer.directory)
+    log.info("Resumed from the checkpoint at step %d in %s", at, checkpointer.directory)
   start = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-  logging.info("Parameters: %s; replicated fraction %.3f; attention %s", f"{num_params:,}",
+  log.info("Parameters: %s; replicated fraction %.3f; attention %s", f"{num_params:,}",
                parallel.replicated_fraction(state.params), model_config.attention)
   if is_main:
     _write_resolved_config(config, workdir)
@@ -173,7 +177,7 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
     host = jax.device_get(metrics)
     if bool(host["nonfinite"]):
       consecutive_nonfinite += 1
-      logging.warning("Step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update "
+      log.warning("Step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update "
                       "skipped (%d in a row).", step_done, host["loss"], host["grad_norm"],
                       consecutive_nonfinite)
       writer.write(step_done, {"nonfinite": 1.0, "loss": host["loss"]})
@@ -185,7 +189,10 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
             "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")
       return
     consecutive_nonfinite = 0
-    if step_done % config.train.log_every == 0 or step_done == total_steps:
+    log_now = step_done % config.train.log_every == 0 or step_done == total_steps
+    if step_done == start + 1 and not log_now:
+      clock.lap(step_done)  # timing starts after the step that compiled
+    if log_now:
       scalars = _step_scalars(host)
       seconds = clock.lap(step_done)
       if seconds is not None:
@@ -196,7 +203,7 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
       eta = (seconds or float("nan")) * (total_steps - step_done)
       writer.write(step_done, scalars)
       if is_main:
-        logging.info("%s", metrics_lib.console_line(step_done, total_steps, scalars, eta))
+        log.info("%s", metrics_lib.console_line(step_done, total_steps, scalars, eta))
       last_scalars = scalars
 
   profile_start = int(config.train.profile_start)
@@ -209,10 +216,10 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
     if pending is not None:
       finish(*pending)
     pending = (step + 1, metrics)
-    if step + 1 == profile_start + config.train.profile_steps and is_main:
+    if profile_start >= 0 and step + 1 == profile_start + config.train.profile_steps and is_main:
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
-      logging.info("Wrote a profiler trace of steps %d-%d to %s", profile_start, step,
+      log.info("Wrote a profiler trace of steps %d-%d to %s", profile_start, step,
                    writer.tensorboard_dir)
     done = step + 1
     if config.train.eval_every and done % config.train.eval_every == 0:
@@ -220,7 +227,7 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
       pending = None
       scalars = evaluate(eval_fn, state.params, eval_pipeline, config, mesh)
       writer.write(done, scalars, prefix="eval/")
-      logging.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
+      log.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
                    scalars["loss"], scalars["accuracy"], scalars["perplexity"])
     if checkpointer.should_save(done):
       if pending is not None:  # never checkpoint a state whose step we have not checked
@@ -232,14 +239,14 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
         finish(*pending)
         pending = None
       checkpointer.save(done, state, metadata, force=True)
-      logging.warning("Stopped at step %d on SIGTERM; checkpoint saved.", done)
+      log.warning("Stopped at step %d on SIGTERM; checkpoint saved.", done)
       return {"step": done, "stopped": "sigterm", **last_scalars}
   if pending is not None:
     finish(*pending)
   end = int(jax.device_get(state.step))
   if end > start or not checkpointer.steps():
     checkpointer.save(end, state, metadata, force=True)
-  logging.info("Finished %d steps in %.1f s; outputs in %s", end - start,
+  log.info("Finished %d steps in %.1f s; outputs in %s", end - start,
                time.perf_counter() - run_start, workdir)
   return {"step": end, **last_scalars}
 
@@ -249,16 +256,27 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (conf
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 
 
+def _setup_console_logging() -> None:
+  """Our progress lines on stderr; library chatter (Orbax, absl) only from warnings up."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  ours = logging.getLogger("glmjax")
+  ours.handlers[:] = [handler]
+  ours.setLevel(logging.INFO)
+  ours.propagate = False
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("Both --config and --workdir are required.")
-  logging.getLogger().setLevel(logging.INFO)
+  _setup_console_logging()
   try:
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, NonFiniteError) as e:  # errors written for the user
-    logging.error("%s", e)
+    log.error("%s", e)
     raise SystemExit(1) from None
 
 

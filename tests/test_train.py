@@ -1,0 +1,145 @@
+"""The main job end to end: learning, exact resume after SIGKILL, resharded restore, NaN policy."""
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from glmjax import config as config_lib
+from glmjax import train
+from glmjax.data import pipeline as pipeline_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _local_config(**train_overrides):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.train.update(**{"eval_every": 0, **train_overrides})
+  return config
+
+
+def _losses(workdir):
+  """step -> loss from metrics.jsonl; a later line for the same step (after a resume) wins."""
+  losses = {}
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      record = json.loads(line)
+      if "loss" in record and "nonfinite" not in record:
+        losses[record["step"]] = record["loss"]
+  return losses
+
+
+def test_local_config_learns_and_writes_outputs(tmp_path):
+  config = _local_config(steps=100, log_every=10, eval_every=50, eval_batches=1)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  losses = _losses(str(tmp_path))
+  assert result["step"] == 100
+  assert losses[100] < losses[10] - 1.0, losses
+  assert os.path.isdir(tmp_path / "checkpoints" / "100")
+  assert os.listdir(tmp_path / "tensorboard")
+  assert json.load(open(tmp_path / "config.json"))["model"]["hidden_size"] == 128
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  assert any("eval/loss" in r for r in records)
+  last_train = [r for r in records if "grad_norm" in r][-1]
+  for key in ("param_norm", "learning_rate", "accuracy", "loss_blank", "step_time_s",
+              "tokens_per_s", "tflops_per_device", "mfu"):
+    assert key in last_train, key
+
+
+def _train_command(workdir, steps, *extra):
+  return [sys.executable, "-m", "glmjax.train", "--config=configs/base.py:local",
+          f"--workdir={workdir}", f"--config.train.steps={steps}", "--config.train.log_every=1",
+          "--config.train.eval_every=0", "--config.checkpoint.every=4",
+          "--config.checkpoint.keep=3", *extra]
+
+
+def _env(devices=8):
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+
+
+def test_kill_and_resume_gives_identical_losses(tmp_path):
+  steps = 14
+  reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+  subprocess.run(_train_command(reference, steps), cwd=REPO, env=_env(), check=True,
+                 capture_output=True)
+  # Kill the second run with SIGKILL once it has logged step 9 (checkpoint 8 is then on disk).
+  process = subprocess.Popen(_train_command(interrupted, steps), cwd=REPO, env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if (interrupted / "metrics.jsonl").exists() and max(_losses(interrupted) or [0]) >= 9:
+      break
+    time.sleep(0.2)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = max(_losses(interrupted))
+  assert killed_at < steps
+  subprocess.run(_train_command(interrupted, steps), cwd=REPO, env=_env(), check=True,
+                 capture_output=True)
+  expected, resumed = _losses(reference), _losses(interrupted)
+  assert sorted(expected) == sorted(resumed) == list(range(1, steps + 1))
+  assert [resumed[s] for s in sorted(resumed)] == [expected[s] for s in sorted(expected)]
+
+
+def test_checkpoint_from_8_devices_restores_on_4(tmp_path):
+  subprocess.run(_train_command(tmp_path, 4, "--config.mesh.data=2", "--config.mesh.fsdp=4"),
+                 cwd=REPO, env=_env(8), check=True, capture_output=True)
+  result = subprocess.run(
+      _train_command(tmp_path, 6, "--config.mesh.data=1", "--config.mesh.fsdp=4"), cwd=REPO,
+      env=_env(4), check=True, capture_output=True, text=True)
+  assert "Resumed from the checkpoint at step 4" in result.stderr
+  assert max(_losses(tmp_path)) == 6
+
+
+def _poison(monkeypatch, bad_steps):
+  original = pipeline_lib.BatchPipeline.host_batch
+
+  def host_batch(self, step, host_index=0, host_count=1):
+    batch = original(self, step, host_index, host_count)
+    if step in bad_steps:
+      batch = {**batch, "loss_mask": np.full_like(batch["loss_mask"], np.nan)}
+    return batch
+  monkeypatch.setattr(pipeline_lib.BatchPipeline, "host_batch", host_batch)
+
+
+def test_nan_batch_is_skipped_and_logged(tmp_path, monkeypatch, caplog):
+  _poison(monkeypatch, bad_steps={2})
+  result = train.train_and_evaluate(_local_config(steps=5, log_every=1), str(tmp_path))
+  assert result["step"] == 5
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records if r.get("nonfinite")] == [3]
+  assert "non-finite loss or gradient" in caplog.text
+
+
+def test_repeated_nans_stop_the_run(tmp_path, monkeypatch):
+  _poison(monkeypatch, bad_steps=set(range(2, 100)))
+  config = _local_config(steps=20, log_every=1, max_nonfinite_steps=3)
+  with pytest.raises(train.NonFiniteError, match="3 consecutive steps"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_bad_config_fails_before_compilation(tmp_path):
+  config = _local_config()
+  config.model.num_heads = 5
+  start = time.perf_counter()
+  with pytest.raises(config_lib.ConfigError, match="model.num_heads=5"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert time.perf_counter() - start < 5
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_command_line_reports_unknown_and_bad_fields(tmp_path):
+  unknown = subprocess.run(_train_command(tmp_path, 2, "--config.model.hiden_size=3"), cwd=REPO,
+                           env=_env(), capture_output=True, text=True)
+  assert unknown.returncode != 0 and "hiden_size" in unknown.stderr
+  bad = subprocess.run(_train_command(tmp_path, 2, "--config.mesh.data=3"), cwd=REPO,
+                       env=_env(), capture_output=True, text=True)
+  assert bad.returncode == 1 and "mesh" in bad.stderr and "Traceback" not in bad.stderr
