@@ -143,3 +143,28 @@ def test_command_line_reports_unknown_and_bad_fields(tmp_path):
   bad = subprocess.run(_train_command(tmp_path, 2, "--config.mesh.data=3"), cwd=REPO,
                        env=_env(), capture_output=True, text=True)
   assert bad.returncode == 1 and "mesh" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  process = subprocess.Popen(_train_command(tmp_path, 500), cwd=REPO, env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if (tmp_path / "metrics.jsonl").exists() and max(_losses(tmp_path) or [0]) >= 5:
+      break
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-2000:]
+  stopped_at = max(_losses(tmp_path))
+  assert 5 <= stopped_at < 500
+  assert "on SIGTERM; checkpoint saved" in stderr
+  assert (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
+
+
+def test_profiler_trace_on_request(tmp_path):
+  config = _local_config(steps=4, log_every=2, profile_start=1, profile_steps=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  traces = [name for _, _, names in os.walk(tmp_path / "tensorboard" / "plugins" / "profile")
+            for name in names if name.endswith(".xplane.pb")]
+  assert traces
