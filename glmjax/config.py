@@ -145,6 +145,18 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
+def glm_10b_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """GLM-10B stage 1 objectives and optimizer (reference GLM.md §3), GPT-2 vocabulary."""
+  config.data.update(seq_len=512, batch_size=1024, blank_prob=0.5, sentence_prob=0.3,
+                     document_prob=0.2, gen_min_ratio=0.25, tokenizer="hf", tokenizer_vocab="gpt2")
+  # Warmup 7k of a 175k decay horizon, cosine to 10% of the peak; 250k steps.
+  config.optim.update(learning_rate=1e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+                      warmup_ratio=0.04, decay_steps=175_000, schedule="cosine", final_ratio=0.1)
+  config.train.steps = 250_000
+  config.mesh.update(data=1, fsdp=-1, tensor=1)
+  return config
+
+
 def parse_arg(arg: str | None) -> set[str]:
   """Config-file argument (`configs/base.py:local`) as a set of flags."""
   return {part.strip() for part in (arg or "").split(",") if part.strip()}

@@ -21,3 +21,13 @@ def test_published_optimizer_settings():
   assert (base.optim.learning_rate, base.optim.b2, base.optim.eps) == (4e-4, 0.98, 1e-6)
   assert large.optim.learning_rate == 2e-4
   assert large.optim.warmup_ratio * large.optim.decay_steps == 8000
+
+
+@pytest.mark.parametrize("name", ("glm_2b", "glm_10b"))
+def test_gpt2_models_use_the_glm_10b_recipe(name):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert (config.data.blank_prob, config.data.sentence_prob, config.data.document_prob) == (
+      0.5, 0.3, 0.2)
+  assert config.data.gen_min_ratio == 0.25 and config.data.tokenizer_vocab == "gpt2"
+  assert (config.optim.learning_rate, config.optim.b2, config.optim.eps) == (1e-4, 0.95, 1e-8)
+  assert config.optim.warmup_ratio * config.optim.decay_steps == pytest.approx(7000)
