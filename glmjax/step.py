@@ -12,9 +12,11 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import linen as nn
 
+from glmjax import model as model_lib
 from glmjax import parallel
 
 NUM_OBJECTIVES = 3
@@ -27,6 +29,13 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+
+
+def resolved_model_config(config) -> ml_collections.ConfigDict:
+  """config.model with `attention='auto'` replaced by the implementation that works here."""
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  model_config.attention = model_lib.resolve_attention(config.model.attention)
+  return model_config
 
 
 def dummy_inputs(batch_size: int, seq_len: int) -> tuple[jax.Array, ...]:
@@ -152,19 +161,32 @@ def eval_step(params, batch, *, model):
   return sums
 
 
+ROW_KEYS = ("sep", "objective")  # [B]; every other batch key is [B, T]
+
+
+def batch_shardings(mesh) -> dict:
+  return {key: parallel.batch_sharding(mesh, 1 if key in ROW_KEYS else 2) for key in BATCH_KEYS}
+
+
+def abstract_batch(batch_size: int, seq_len: int, mesh) -> dict:
+  """Shapes, dtypes and shardings of a global batch (the DESIGN.md contract)."""
+  shardings = batch_shardings(mesh)
+  def spec(key):
+    shape = (batch_size,) if key in ROW_KEYS else (batch_size, seq_len)
+    dtype = jnp.float32 if key == "loss_mask" else jnp.int32
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[key])
+  return {key: spec(key) for key in BATCH_KEYS}
+
+
 def jit_train_step(model, optimizer, schedule, config, mesh, shardings):
   """The train step jitted with explicit shardings and the state donated."""
   step_fn = functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
                               seed=int(config.seed),
                               grad_accum_steps=int(config.optim.grad_accum_steps))
-  batch_shardings = {key: parallel.batch_sharding(mesh, 1 if key in ("sep", "objective") else 2)
-                     for key in BATCH_KEYS}
-  return jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+  return jax.jit(step_fn, in_shardings=(shardings, batch_shardings(mesh)),
                  out_shardings=(shardings, None), donate_argnums=0)
 
 
 def jit_eval_step(model, mesh, shardings):
-  batch_shardings = {key: parallel.batch_sharding(mesh, 1 if key in ("sep", "objective") else 2)
-                     for key in BATCH_KEYS}
   return jax.jit(functools.partial(eval_step, model=model),
-                 in_shardings=(shardings.params, batch_shardings))
+                 in_shardings=(shardings.params, batch_shardings(mesh)))

@@ -26,7 +26,6 @@ from glmjax import metrics as metrics_lib
 from glmjax import optim, parallel, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
-from glmjax.model import attention as attention_lib
 from glmjax import model as model_lib
 
 
@@ -54,13 +53,6 @@ class _TerminationFlag:
     self.requested = True
 
 
-def resolved_model_config(config) -> ml_collections.ConfigDict:
-  """The model config with `attention='auto'` replaced by the implementation that works here."""
-  model_config = ml_collections.ConfigDict(config.model.to_dict())
-  model_config.attention = attention_lib.resolve_attention(config.model.attention)
-  return model_config
-
-
 def _write_resolved_config(config, workdir: str) -> None:
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -84,6 +76,18 @@ def _step_scalars(metrics: dict[str, np.ndarray]) -> dict[str, float | None]:
     scalars[f"loss_{name}"] = (float(metrics["objective_loss_sum"][index]) / count
                                if count else None)
   return scalars
+
+
+def _memory_summary(compiled) -> str:
+  try:
+    memory = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    memory = None
+  if memory is None:
+    return "memory analysis unavailable on this backend"
+  gib = lambda n: f"{n / 2**30:.2f} GiB"
+  return (f"per device: arguments {gib(memory.argument_size_in_bytes)}, outputs "
+          f"{gib(memory.output_size_in_bytes)}, temporaries {gib(memory.temp_size_in_bytes)}")
 
 
 def evaluate(eval_fn, params, eval_pipeline, config, mesh) -> dict[str, float | None]:
@@ -116,7 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, eval_docs,
                                              seed=config.seed + 1)
 
-  model_config = resolved_model_config(config)
+  model_config = step_lib.resolved_model_config(config)
   model = model_lib.GLM(model_config)
   optimizer = optim.make_optimizer(config.optim)
   schedule = optim.learning_rate_schedule(config.optim)
@@ -154,13 +158,20 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
     log.info("Resumed from the checkpoint at step %d in %s", at, checkpointer.directory)
   start = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-  log.info("Parameters: %s; replicated fraction %.3f; attention %s", f"{num_params:,}",
-               parallel.replicated_fraction(state.params), model_config.attention)
+  log.info("Parameters: %s on a %s mesh (%.1f%% of them replicated); attention %s",
+           f"{num_params:,}", dict(mesh.shape), 100 * parallel.replicated_fraction(state.params)
+           if mesh.size > 1 else 0.0, model_config.attention)
   if is_main:
     _write_resolved_config(config, workdir)
     writer.write_text("config", config.to_json_best_effort(indent=2))
 
   train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
+  # Compile before the first batch: out-of-memory shows here, with the sizes, not at step 0.
+  started = time.perf_counter()
+  train_fn = train_fn.lower(abstract, step_lib.abstract_batch(
+      config.data.batch_size, config.data.seq_len, mesh)).compile()
+  log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
+           _memory_summary(train_fn))
   eval_fn = step_lib.jit_eval_step(model, mesh, shardings)
   flops_per_token = model_lib.flops_per_token(model_config, config.data.seq_len)
   tokens_per_step = config.data.batch_size * config.data.seq_len

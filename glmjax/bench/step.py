@@ -13,7 +13,6 @@ from absl import flags
 
 from glmjax import metrics, optim, parallel, step as step_lib
 from glmjax import model as model_lib
-from glmjax.train import resolved_model_config
 
 DEFAULT_STEPS = 10
 
@@ -41,7 +40,7 @@ def main(config, argv):
   steps = flags.FLAGS.steps or DEFAULT_STEPS
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
-  model_config = resolved_model_config(config)
+  model_config = step_lib.resolved_model_config(config)
   model = model_lib.GLM(model_config)
   optimizer = optim.make_optimizer(config.optim)
   schedule = optim.learning_rate_schedule(config.optim)

@@ -1,0 +1,32 @@
+"""Each benchmark runs on a tiny config and prints one JSON line with its documented fields."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FIELDS = {
+    "data": ("tokens_per_s", "padding_fraction", "masked_fraction", "mean_span_length",
+             "mixture_tokens_per_s"),
+    "prepare": ("prepare_tokens_per_s_one_core", "read_tokens_per_s"),
+    "step": ("step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "compile_s"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(FIELDS))
+def test_bench_prints_one_json_line(what):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+         "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.bench", f"--what={what}", "--config=configs/base.py:local",
+       "--steps=2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True)
+  lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  assert len(lines) == 1, result.stdout
+  record = json.loads(lines[0])
+  for field in FIELDS[what]:
+    assert field in record, field
+  numbers = [record[f] for f in FIELDS[what] if record[f] is not None]
+  assert all(value >= 0 for value in numbers)
