@@ -80,10 +80,29 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Host-local rows to one global array per key (each host passes only its own rows)."""
-  return {key: jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
-          for key, value in host_batch.items()}
+def process_rows(mesh: Mesh, global_batch_size: int) -> np.ndarray:
+  """The global batch rows whose shards live on this process's devices, in order.
+
+  The data pipeline builds exactly these rows (any row is a pure function of its index), so
+  the host slice always matches the mesh, whatever the device order.
+  """
+  index_map = batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch_size,))
+  rows = np.unique(np.concatenate([np.arange(global_batch_size)[index[0]]
+                                   for index in index_map.values()]))
+  if rows[-1] - rows[0] + 1 != len(rows):
+    raise ValueError(
+        "This process's devices hold non-contiguous batch rows; order the mesh so that each "
+        "host's devices are adjacent along mesh.data x mesh.fsdp.")
+  return rows
+
+
+def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh,
+                 global_batch_size: int | None = None) -> dict[str, jax.Array]:
+  """This process's rows (see process_rows) to one global array per key."""
+  def to_global(value):
+    shape = None if global_batch_size is None else (global_batch_size, *value.shape[1:])
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value, shape)
+  return {key: to_global(value) for key, value in host_batch.items()}
 
 
 def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules) -> Any:
@@ -111,10 +130,19 @@ def _is_multi_host_environment(env: Mapping[str, str]) -> bool:
 
 
 def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
-  """Join the multi-host job when the environment describes one; returns whether it did."""
+  """Join the multi-host job when the environment describes one; returns whether it did.
+
+  TPU pods and SLURM are detected by jax itself. Elsewhere set JAX_COORDINATOR_ADDRESS
+  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
+  """
   env = os.environ if env is None else env
   if not _is_multi_host_environment(env):
     return False
+  explicit = {}
+  if env.get("JAX_COORDINATOR_ADDRESS") and env.get("JAX_NUM_PROCESSES"):
+    explicit = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                    num_processes=int(env["JAX_NUM_PROCESSES"]),
+                    process_id=int(env.get("JAX_PROCESS_ID", "0")))
   logging.info("Initialising jax.distributed (timeout %d s)", timeout_s)
-  jax.distributed.initialize(initialization_timeout=timeout_s)
+  jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
   return True

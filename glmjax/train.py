@@ -94,8 +94,10 @@ def evaluate(eval_fn, params, eval_pipeline, config, mesh) -> dict[str, float | 
   """Held-out loss over `train.eval_batches` fixed batches (the same ones every time)."""
   total = None
   for index in range(int(config.train.eval_batches)):
-    batch = eval_pipeline.host_batch(index, jax.process_index(), jax.process_count())
-    sums = jax.device_get(eval_fn(params, parallel.global_batch(batch, mesh)))
+    rows = parallel.process_rows(mesh, eval_pipeline.batch_size)
+    batch = parallel.global_batch(eval_pipeline.build_rows(index, rows), mesh,
+                                  eval_pipeline.batch_size)
+    sums = jax.device_get(eval_fn(params, batch))
     total = sums if total is None else jax.tree.map(np.add, total, sums)
   return _summarize(total)
 
@@ -158,9 +160,10 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
     log.info("Resumed from the checkpoint at step %d in %s", at, checkpointer.directory)
   start = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-  log.info("Parameters: %s on a %s mesh (%.1f%% of them replicated); attention %s",
-           f"{num_params:,}", dict(mesh.shape), 100 * parallel.replicated_fraction(state.params)
-           if mesh.size > 1 else 0.0, model_config.attention)
+  log.info("Parameters: %s on a %s mesh over %d process(es) (%.1f%% of them replicated); "
+           "attention %s", f"{num_params:,}", dict(mesh.shape), jax.process_count(),
+           100 * parallel.replicated_fraction(state.params) if mesh.size > 1 else 0.0,
+           model_config.attention)
   if is_main:
     _write_resolved_config(config, workdir)
     writer.write_text("config", config.to_json_best_effort(indent=2))
@@ -217,13 +220,15 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
         log.info("%s", metrics_lib.console_line(step_done, total_steps, scalars, eta))
       last_scalars = scalars
 
+  host_rows = parallel.process_rows(mesh, config.data.batch_size)
   profile_start = int(config.train.profile_start)
   for step in range(start, total_steps):
     if step == profile_start and is_main:
       jax.profiler.start_trace(writer.tensorboard_dir)
-    batch = train_pipeline.host_batch(step, jax.process_index(), jax.process_count())
+    batch = parallel.global_batch(train_pipeline.build_rows(step, host_rows), mesh,
+                                  config.data.batch_size)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = train_fn(state, parallel.global_batch(batch, mesh))
+      state, metrics = train_fn(state, batch)
     if pending is not None:
       finish(*pending)
     pending = (step + 1, metrics)

@@ -99,14 +99,14 @@ def test_checkpoint_from_8_devices_restores_on_4(tmp_path):
 
 
 def _poison(monkeypatch, bad_steps):
-  original = pipeline_lib.BatchPipeline.host_batch
+  original = pipeline_lib.BatchPipeline.build_rows
 
-  def host_batch(self, step, host_index=0, host_count=1):
-    batch = original(self, step, host_index, host_count)
+  def build_rows(self, step, rows):
+    batch = original(self, step, rows)
     if step in bad_steps:
       batch = {**batch, "loss_mask": np.full_like(batch["loss_mask"], np.nan)}
     return batch
-  monkeypatch.setattr(pipeline_lib.BatchPipeline, "host_batch", host_batch)
+  monkeypatch.setattr(pipeline_lib.BatchPipeline, "build_rows", build_rows)
 
 
 def test_nan_batch_is_skipped_and_logged(tmp_path, monkeypatch, caplog):
@@ -168,3 +168,26 @@ def test_profiler_trace_on_request(tmp_path):
   traces = [name for _, _, names in os.walk(tmp_path / "tensorboard" / "plugins" / "profile")
             for name in names if name.endswith(".xplane.pb")]
   assert traces
+
+
+def test_two_processes_train_like_one(tmp_path):
+  """Two hosts of 4 CPU devices each (jax.distributed, gloo) log the losses of one 8-device run."""
+  steps = 3
+  single = tmp_path / "single"
+  subprocess.run(_train_command(single, steps), cwd=REPO, env=_env(8), check=True,
+                 capture_output=True)
+  multi = tmp_path / "multi"
+  port = 20000 + os.getpid() % 10000
+  processes = [subprocess.Popen(
+      _train_command(multi, steps), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True, env={**_env(4), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                      "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(index),
+                      "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}) for index in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "over 2 process(es)" in stderr
+  expected, got = _losses(single), _losses(multi)
+  assert sorted(got) == list(range(1, steps + 1))
+  np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(got)],
+                             rtol=1e-5)
