@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
 
@@ -86,8 +88,7 @@ class Checkpointer:
       try:
         metadata = self.read_metadata(step)
       except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
-        logging.warning("Skipping checkpoint %d in %s: metadata unreadable (%s)", step,
-                        self.directory, _short(error))
+        self._discard(step, f"metadata unreadable ({_short(error)})")
         continue
       problems = layout_differences(metadata.get("param_layout", {}), current_layout)
       if problems:
@@ -100,10 +101,16 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**{
             STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
       except Exception as error:  # noqa: BLE001
-        logging.warning("Skipping checkpoint %d in %s: %s", step, self.directory, _short(error))
+        self._discard(step, _short(error))
         continue
       return restored[STATE_ITEM], step
     return None
+
+  def _discard(self, step: int, reason: str) -> None:
+    """Deletes a damaged checkpoint, so the resumed run can save that step again."""
+    log.warning("Skipping damaged checkpoint %d in %s (deleting it): %s", step, self.directory,
+                reason)
+    self.manager.delete(step)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

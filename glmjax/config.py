@@ -182,7 +182,8 @@ CHOICES = {
     "model.activation": ("gelu_tanh", "gelu_exact"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "model.attention": ("auto", "xla", "cudnn", "tokamax", "splash"),
+    # glmjax.model.attention.IMPLEMENTATIONS plus auto (a test keeps the two in step).
+    "model.attention": ("auto", "xla", "cudnn", "tokamax", "splash", "splash_dynamic"),
     "model.remat": ("none", "minimal", "full"),
     "optim.schedule": ("cosine", "linear", "constant"),
     "data.source": ("builtin", "files", "tfds", "prepared"),
@@ -222,7 +223,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
                       f"(hidden_size/num_heads = {head_dim}).")
   if model.position_encoding == "rope" and head_dim % 2:
     raise ConfigError(f"model.position_encoding='rope' needs an even head dim ({head_dim}).")
-  if model.position_encoding != "rope" and model.max_position < data.seq_len:
+  if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
     raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
                       "position ids reach seq_len - 1; raise model.max_position.")
   if model.vocab_size % 128:
@@ -253,3 +254,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   if train.eval_every < 0 or config.checkpoint.every < 0 or config.checkpoint.keep < 1:
     raise ConfigError("train.eval_every and checkpoint.every must be >= 0 (0 disables), "
                       "checkpoint.keep >= 1.")
+  if train.eval_every and (train.eval_batches < 1 or not 0.0 < data.eval_fraction < 1.0):
+    raise ConfigError(
+        f"train.eval_every={train.eval_every} needs train.eval_batches >= 1 (got "
+        f"{train.eval_batches}) and 0 < data.eval_fraction < 1 (got {data.eval_fraction}); "
+        "or set train.eval_every=0 to train without evaluation.")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import math
 import os
 import time
@@ -69,10 +68,12 @@ class MetricsWriter:
     if not self.enabled:
       return
     clean = {f"{prefix}{k}": _to_float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+    # Strict JSON has no NaN or Infinity: non-finite values are written as null.
+    finite = {k: v if v is not None and math.isfinite(v) else None for k, v in clean.items()}
+    self._jsonl.write(json.dumps({"step": step, **finite}) + "\n")
     self._jsonl.flush()
-    for key, value in clean.items():
-      if value is not None and math.isfinite(value):
+    for key, value in finite.items():
+      if value is not None:
         self._tensorboard.add_scalar(key, value, step)
 
   def write_text(self, tag: str, text: str) -> None:
@@ -117,8 +118,3 @@ class StepClock:
       seconds = (now - self._last_time) / (step - self._last_step)
     self._last_time, self._last_step = now, step
     return seconds
-
-
-def log_lines(lines: str) -> None:
-  for line in lines.splitlines():
-    logging.info("%s", line)

@@ -1,4 +1,4 @@
-"""AdamW with GLM's schedule: linear warmup, then cosine or linear decay to a final ratio.
+"""AdamW and GLM's schedule: linear warmup, then cosine or linear decay to a final ratio.
 
 Weight decay applies to every weight matrix and embedding table; LayerNorm parameters and all
 biases are excluded, as in the original (reference GLM.md §2.1).
@@ -51,12 +51,15 @@ def weight_decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(optim_config) -> optax.GradientTransformation:
-  """Clipping by global norm, then AdamW. Gradient accumulation happens in the train step."""
+  """Clipping by global norm, then AdamW at unit learning rate.
+
+  The train step multiplies the updates by `learning_rate_schedule(...)(state.step)`: one step
+  counter drives the schedule, including after skipped (non-finite) steps.
+  """
   transforms = []
   if optim_config.grad_clip and optim_config.grad_clip > 0:
     transforms.append(optax.clip_by_global_norm(optim_config.grad_clip))
   transforms.append(optax.adamw(
-      learning_rate=learning_rate_schedule(optim_config),
-      b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
+      learning_rate=1.0, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
       weight_decay=optim_config.weight_decay, mask=weight_decay_mask))
   return optax.chain(*transforms)

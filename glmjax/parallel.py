@@ -18,6 +18,8 @@ from flax import linen as nn
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+log = logging.getLogger(__name__)
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # Batch rows are split over every axis that is not model-parallel.
 BATCH_AXES = ("data", "fsdp")
@@ -54,7 +56,9 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
     grid = mesh_utils.create_device_mesh(shape, devices)
   except Exception as error:  # noqa: BLE001 - CPU and odd device counts have no topology
-    logging.debug("create_device_mesh failed (%s); using device order", error)
+    report = log.debug if devices[0].platform == "cpu" else log.warning
+    report("create_device_mesh failed (%s); using plain device order, which may place mesh.tensor"
+           " across hosts", error)
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
 
@@ -136,6 +140,8 @@ def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None)
   (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
   """
   env = os.environ if env is None else env
+  if jax.distributed.is_initialized():
+    return True
   if not _is_multi_host_environment(env):
     return False
   explicit = {}
@@ -143,6 +149,6 @@ def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None)
     explicit = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
                     num_processes=int(env["JAX_NUM_PROCESSES"]),
                     process_id=int(env.get("JAX_PROCESS_ID", "0")))
-  logging.info("Initialising jax.distributed (timeout %d s)", timeout_s)
+  log.info("Initialising jax.distributed (timeout %d s)", timeout_s)
   jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
   return True

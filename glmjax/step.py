@@ -2,7 +2,9 @@
 
 The loss is cross-entropy on Part B (`loss_mask`), averaged over the Part B tokens of the whole
 global batch. Gradient accumulation sums per-token losses over micro-batches and divides once,
-so `grad_accum_steps=k` equals one step on the full batch.
+so `grad_accum_steps=k` equals one step on the full batch (exactly so without dropout: each
+micro-batch draws its own dropout mask). The learning rate is `schedule(state.step)`, applied
+here, so the logged rate is the applied one even after skipped (non-finite) steps.
 """
 from __future__ import annotations
 
@@ -18,10 +20,9 @@ from flax import linen as nn
 
 from glmjax import model as model_lib
 from glmjax import parallel
+from glmjax.data.pipeline import BATCH_KEYS, OBJECTIVE_NAMES
 
-NUM_OBJECTIVES = 3
-BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
-              "objective")
+NUM_OBJECTIVES = len(OBJECTIVE_NAMES)
 
 
 @flax.struct.dataclass
@@ -104,6 +105,12 @@ def _micro_batches(batch, count: int):
   return jax.tree.map(split, batch)
 
 
+def _zero_sums():
+  return {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
+          "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
+          "objective_weight": jnp.zeros(NUM_OBJECTIVES)}
+
+
 def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int):
   grad_fn = jax.grad(functools.partial(loss_sums, model=model, deterministic=False), has_aux=True)
   if grad_accum_steps == 1:
@@ -114,12 +121,9 @@ def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int):
     grads, sums = grad_fn(params, micro_batch, jax.random.fold_in(rng, index))
     return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-  zero_grads = jax.tree.map(jnp.zeros_like, params)
-  zero_sums = {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
-               "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
-               "objective_weight": jnp.zeros(NUM_OBJECTIVES)}
   micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
-  (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+  zero = (jax.tree.map(jnp.zeros_like, params), _zero_sums())
+  (grads, sums), _ = jax.lax.scan(body, zero, micro)
   return grads, sums
 
 
@@ -135,7 +139,9 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
+  learning_rate = schedule(state.step)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: learning_rate * u, updates)
   new_params = optax.apply_updates(state.params, updates)
   keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = TrainState(step=state.step + 1,
@@ -149,16 +155,19 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
       "loss_tokens": sums["weight"],
       "grad_norm": grad_norm,
       "param_norm": optax.global_norm(new_state.params),
-      "learning_rate": schedule(state.step),
+      "learning_rate": learning_rate,
       "nonfinite": jnp.logical_not(finite),
   }
   return new_state, metrics
 
 
-def eval_step(params, batch, *, model):
-  """Sums over one evaluation batch; the caller divides after adding up all batches."""
-  _, sums = loss_sums(params, batch, None, model=model, deterministic=True)
-  return sums
+def eval_step(params, batch, *, model, micro_batches: int = 1):
+  """Sums over one evaluation batch, in micro-batches as training does (same peak memory)."""
+  sums_fn = lambda b: loss_sums(params, b, None, model=model, deterministic=True)[1]
+  if micro_batches == 1:
+    return sums_fn(batch)
+  add = lambda total, micro: (jax.tree.map(jnp.add, total, sums_fn(micro)), None)
+  return jax.lax.scan(add, _zero_sums(), _micro_batches(batch, micro_batches))[0]
 
 
 ROW_KEYS = ("sep", "objective")  # [B]; every other batch key is [B, T]
@@ -187,6 +196,7 @@ def jit_train_step(model, optimizer, schedule, config, mesh, shardings):
                  out_shardings=(shardings, None), donate_argnums=0)
 
 
-def jit_eval_step(model, mesh, shardings):
-  return jax.jit(functools.partial(eval_step, model=model),
+def jit_eval_step(model, config, mesh, shardings):
+  return jax.jit(functools.partial(eval_step, model=model,
+                                   micro_batches=int(config.optim.grad_accum_steps)),
                  in_shardings=(shardings.params, batch_shardings(mesh)))

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from glmjax import checkpoint as checkpoint_lib
@@ -53,29 +54,25 @@ class _TerminationFlag:
     self.requested = True
 
 
-def _write_resolved_config(config, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _summarize(sums: dict[str, np.ndarray]) -> dict[str, float | None]:
-  weight = max(float(sums["weight"]), 1.0)
-  scalars = {"loss": float(sums["loss_sum"]) / weight, "accuracy": float(sums["correct"]) / weight}
-  scalars["perplexity"] = float(np.exp(min(scalars["loss"], 50.0)))
+def _objective_losses(sums) -> dict[str, float | None]:
+  losses = {}
   for index, name in enumerate(pipeline_lib.OBJECTIVE_NAMES):
     count = float(sums["objective_weight"][index])
-    scalars[f"loss_{name}"] = float(sums["objective_loss_sum"][index]) / count if count else None
-  return scalars
+    losses[f"loss_{name}"] = float(sums["objective_loss_sum"][index]) / count if count else None
+  return losses
 
 
-def _step_scalars(metrics: dict[str, np.ndarray]) -> dict[str, float | None]:
+def _eval_scalars(sums) -> dict[str, float | None]:
+  weight = max(float(sums["weight"]), 1.0)
+  loss = float(sums["loss_sum"]) / weight
+  return {"loss": loss, "accuracy": float(sums["correct"]) / weight,
+          "perplexity": float(np.exp(min(loss, 50.0))), **_objective_losses(sums)}
+
+
+def _step_scalars(metrics) -> dict[str, float | None]:
   scalars = {key: float(metrics[key]) for key in
              ("loss", "accuracy", "grad_norm", "param_norm", "learning_rate", "loss_tokens")}
-  for index, name in enumerate(pipeline_lib.OBJECTIVE_NAMES):
-    count = float(metrics["objective_weight"][index])
-    scalars[f"loss_{name}"] = (float(metrics["objective_loss_sum"][index]) / count
-                               if count else None)
-  return scalars
+  return {**scalars, **_objective_losses(metrics)}
 
 
 def _memory_summary(compiled) -> str:
@@ -90,66 +87,162 @@ def _memory_summary(compiled) -> str:
           f"{gib(memory.output_size_in_bytes)}, temporaries {gib(memory.temp_size_in_bytes)}")
 
 
-def evaluate(eval_fn, params, eval_pipeline, config, mesh) -> dict[str, float | None]:
-  """Held-out loss over `train.eval_batches` fixed batches (the same ones every time)."""
-  total = None
-  for index in range(int(config.train.eval_batches)):
+class Evaluator:
+  """Held-out loss over `train.eval_batches` fixed batches, built once and kept on device."""
+
+  def __init__(self, eval_fn, eval_pipeline, config, mesh):
+    self.eval_fn = eval_fn
     rows = parallel.process_rows(mesh, eval_pipeline.batch_size)
-    batch = parallel.global_batch(eval_pipeline.build_rows(index, rows), mesh,
-                                  eval_pipeline.batch_size)
-    sums = jax.device_get(eval_fn(params, batch))
-    total = sums if total is None else jax.tree.map(np.add, total, sums)
-  return _summarize(total)
+    self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, rows), mesh,
+                                          eval_pipeline.batch_size)
+                    for index in range(int(config.train.eval_batches))]
+
+  def __call__(self, params) -> dict[str, float | None]:
+    total = self.eval_fn(params, self.batches[0])
+    for batch in self.batches[1:]:
+      total = jax.tree.map(jax.numpy.add, total, self.eval_fn(params, batch))
+    return _eval_scalars(jax.device_get(total))
+
+
+class StepReporter:
+  """Reads each step's metrics one step late (never blocking the device), logs every
+  `train.log_every` steps, and stops the run after too many consecutive non-finite steps."""
+
+  def __init__(self, config, writer, *, start: int, flops_per_token: float, checkpoint_dir: str):
+    self.config, self.writer = config, writer
+    self.total_steps = int(config.train.steps)
+    self.clock = metrics_lib.StepClock()
+    self.clock.lap(start)
+    self.throughput_args = dict(
+        tokens_per_step=config.data.batch_size * config.data.seq_len,
+        flops_per_token=flops_per_token, num_devices=jax.device_count(),
+        device_kind=jax.devices()[0].device_kind)
+    self.checkpoint_dir = checkpoint_dir
+    self.consecutive_nonfinite = 0
+    self.pending = None
+    self.last_scalars: dict[str, Any] = {}
+
+  def push(self, step_done: int, metrics) -> None:
+    self.flush()
+    self.pending = (step_done, metrics)
+
+  def flush(self) -> None:
+    if self.pending is not None:
+      step_done, metrics = self.pending
+      self.pending = None
+      self._report(step_done, jax.device_get(metrics))
+
+  def restart_clock(self, step: int) -> None:
+    """After evaluation or a checkpoint, so their time is not counted as step time."""
+    self.clock.lap(step)
+
+  def _report(self, step_done: int, host) -> None:
+    if bool(host["nonfinite"]):
+      self.consecutive_nonfinite += 1
+      log.warning("Step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update "
+                  "skipped (%d in a row).", step_done, host["loss"], host["grad_norm"],
+                  self.consecutive_nonfinite)
+      self.writer.write(step_done, {"nonfinite": 1.0, "loss": host["loss"],
+                                    "grad_norm": host["grad_norm"]})
+      if self.consecutive_nonfinite >= self.config.train.max_nonfinite_steps:
+        raise NonFiniteError(
+            f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
+            f"(last at step {step_done}); stopping. The parameters are those of the last good "
+            f"step and the newest checkpoint in {self.checkpoint_dir} is intact. Lower "
+            "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")
+      return
+    self.consecutive_nonfinite = 0
+    if step_done % self.config.train.log_every and step_done != self.total_steps:
+      return
+    scalars = _step_scalars(host)
+    seconds = self.clock.lap(step_done)
+    if seconds is not None:
+      scalars.update(metrics_lib.throughput(step_time_s=seconds, **self.throughput_args))
+    self.writer.write(step_done, scalars)
+    eta = (seconds or float("nan")) * (self.total_steps - step_done)
+    log.info("%s", metrics_lib.console_line(step_done, self.total_steps, scalars, eta))
+    self.last_scalars = scalars
+
+
+class Profiler:
+  """A jax.profiler trace of steps [train.profile_start, + train.profile_steps) on process 0."""
+
+  def __init__(self, config, trace_dir: str, enabled: bool):
+    self.first = int(config.train.profile_start)
+    self.end = self.first + int(config.train.profile_steps)
+    self.trace_dir, self.enabled, self.tracing = trace_dir, enabled and self.first >= 0, False
+
+  def before_step(self, step: int) -> None:
+    if self.enabled and step == self.first:
+      jax.profiler.start_trace(self.trace_dir)
+      self.tracing = True
+
+  def after_step(self, step_done: int, state) -> None:
+    if self.tracing and step_done >= self.end:
+      self.stop(state)
+
+  def stop(self, state) -> None:
+    if self.tracing:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.tracing = False
+      log.info("Wrote a profiler trace from step %d to %s", self.first, self.trace_dir)
+
+
+class StartupError(ValueError):
+  """A config, data or checkpoint problem found before training; the message says the fix."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains to `config.train.steps`, resuming from `workdir` if it holds checkpoints."""
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
-  is_main = jax.process_index() == 0
-  mesh = parallel.make_mesh(config.mesh)
-  config_lib.validate(config, num_devices=jax.device_count(),
-                      batch_parallelism=parallel.batch_axis_size(mesh))
-  rules = parallel.logical_rules(config.mesh)
+  try:
+    mesh = parallel.make_mesh(config.mesh)
+    config_lib.validate(config, num_devices=jax.device_count(),
+                        batch_parallelism=parallel.batch_axis_size(mesh))
+    tokenizer = tokenizers.load_tokenizer(config.data)
+    if tokenizer.vocab_size > config.model.vocab_size:
+      raise config_lib.ConfigError(
+          f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's padded "
+          f"vocabulary ({tokenizer.vocab_size}); set model.vocab_size={tokenizer.vocab_size}.")
+    train_docs, eval_docs = sources.load_documents(config.data, tokenizer)
+    train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, train_docs,
+                                                seed=config.seed)
+    eval_pipeline = (pipeline_lib.BatchPipeline(config.data, tokenizer, eval_docs,
+                                                seed=config.seed + 1)
+                     if config.train.eval_every else None)
+    model_config = step_lib.resolved_model_config(config)
+  except config_lib.ConfigError:
+    raise
+  except (ValueError, FileNotFoundError) as error:
+    raise StartupError(str(error)) from error
   os.makedirs(workdir, exist_ok=True)
-
-  tokenizer = tokenizers.load_tokenizer(config.data)
-  if tokenizer.vocab_size > config.model.vocab_size:
-    raise config_lib.ConfigError(
-        f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's padded "
-        f"vocabulary ({tokenizer.vocab_size}); set model.vocab_size={tokenizer.vocab_size}.")
-  train_docs, eval_docs = sources.load_documents(config.data, tokenizer)
-  train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, train_docs, seed=config.seed)
-  eval_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, eval_docs,
-                                             seed=config.seed + 1)
-
-  model_config = step_lib.resolved_model_config(config)
-  model = model_lib.GLM(model_config)
-  optimizer = optim.make_optimizer(config.optim)
-  schedule = optim.learning_rate_schedule(config.optim)
-  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
-  writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+  rules = parallel.logical_rules(config.mesh)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
       keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-  termination = _TerminationFlag()
-  termination.install()
   try:
     with parallel.activate(mesh, rules):
-      return _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_fn,
-                  train_pipeline, eval_pipeline, writer, checkpointer, termination, is_main)
+      return _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipeline,
+                    writer, checkpointer)
   finally:
     checkpointer.close()
     writer.close()
 
 
-def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_fn,
-         train_pipeline, eval_pipeline, writer, checkpointer, termination, is_main):
-  rules = parallel.logical_rules(config.mesh)
+def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipeline, writer,
+           checkpointer):
+  model = model_lib.GLM(model_config)
+  optimizer = optim.make_optimizer(config.optim)
+  schedule = optim.learning_rate_schedule(config.optim)
+  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
   shardings = step_lib.state_shardings(init_fn, mesh, rules)
   abstract = step_lib.abstract_state(init_fn, shardings)
   layout = checkpoint_lib.parameter_layout(abstract.params)
-  metadata = {"config": json.loads(config.to_json_best_effort()), "param_layout": layout,
-              "attention": model_config.attention}
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.model.attention = model_config.attention
+  metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout}
 
   restored = checkpointer.restore_latest(abstract, layout)
   if restored is None:
@@ -164,107 +257,64 @@ def _run(config, workdir, mesh, model, model_config, optimizer, schedule, init_f
            "attention %s", f"{num_params:,}", dict(mesh.shape), jax.process_count(),
            100 * parallel.replicated_fraction(state.params) if mesh.size > 1 else 0.0,
            model_config.attention)
-  if is_main:
-    _write_resolved_config(config, workdir)
-    writer.write_text("config", config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(resolved.to_json_best_effort(indent=2, sort_keys=True))
+    writer.write_text("config", resolved.to_json_best_effort(indent=2))
 
-  train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
   # Compile before the first batch: out-of-memory shows here, with the sizes, not at step 0.
   started = time.perf_counter()
-  train_fn = train_fn.lower(abstract, step_lib.abstract_batch(
-      config.data.batch_size, config.data.seq_len, mesh)).compile()
+  train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings).lower(
+      abstract, step_lib.abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
+  ).compile()
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
            _memory_summary(train_fn))
-  eval_fn = step_lib.jit_eval_step(model, mesh, shardings)
-  flops_per_token = model_lib.flops_per_token(model_config, config.data.seq_len)
-  tokens_per_step = config.data.batch_size * config.data.seq_len
-  device_kind = jax.devices()[0].device_kind
+  evaluator = (Evaluator(step_lib.jit_eval_step(model, config, mesh, shardings), eval_pipeline,
+                         config, mesh) if eval_pipeline is not None else None)
+
   total_steps = int(config.train.steps)
-  clock = metrics_lib.StepClock()
-  run_start = time.perf_counter()
-  consecutive_nonfinite = 0
-  pending = None  # (step, metrics) of the previous step: read one step late, never blocking
-  last_scalars: dict[str, Any] = {}
-
-  def finish(step_done, metrics):
-    nonlocal consecutive_nonfinite, last_scalars
-    host = jax.device_get(metrics)
-    if bool(host["nonfinite"]):
-      consecutive_nonfinite += 1
-      log.warning("Step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update "
-                      "skipped (%d in a row).", step_done, host["loss"], host["grad_norm"],
-                      consecutive_nonfinite)
-      writer.write(step_done, {"nonfinite": 1.0, "loss": host["loss"]})
-      if consecutive_nonfinite >= config.train.max_nonfinite_steps:
-        raise NonFiniteError(
-            f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient (last "
-            f"at step {step_done}); stopping. The parameters are those of the last good step "
-            f"and the newest checkpoint in {checkpointer.directory} is intact. Lower "
-            "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")
-      return
-    consecutive_nonfinite = 0
-    log_now = step_done % config.train.log_every == 0 or step_done == total_steps
-    if step_done == start + 1 and not log_now:
-      clock.lap(step_done)  # timing starts after the step that compiled
-    if log_now:
-      scalars = _step_scalars(host)
-      seconds = clock.lap(step_done)
-      if seconds is not None:
-        scalars.update(metrics_lib.throughput(
-            step_time_s=seconds, tokens_per_step=tokens_per_step,
-            flops_per_token=flops_per_token, num_devices=jax.device_count(),
-            device_kind=device_kind))
-      eta = (seconds or float("nan")) * (total_steps - step_done)
-      writer.write(step_done, scalars)
-      if is_main:
-        log.info("%s", metrics_lib.console_line(step_done, total_steps, scalars, eta))
-      last_scalars = scalars
-
+  reporter = StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory,
+                          flops_per_token=model_lib.flops_per_token(model_config,
+                                                                    config.data.seq_len))
+  profiler = Profiler(config, writer.tensorboard_dir, enabled=jax.process_index() == 0)
+  termination = _TerminationFlag()
+  if jax.process_count() == 1:  # multi-host: jax's preemption service owns SIGTERM
+    termination.install()
   host_rows = parallel.process_rows(mesh, config.data.batch_size)
-  profile_start = int(config.train.profile_start)
+  run_start = time.perf_counter()
   for step in range(start, total_steps):
-    if step == profile_start and is_main:
-      jax.profiler.start_trace(writer.tensorboard_dir)
+    profiler.before_step(step)
     batch = parallel.global_batch(train_pipeline.build_rows(step, host_rows), mesh,
                                   config.data.batch_size)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = train_fn(state, batch)
-    if pending is not None:
-      finish(*pending)
-    pending = (step + 1, metrics)
-    if profile_start >= 0 and step + 1 == profile_start + config.train.profile_steps and is_main:
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      log.info("Wrote a profiler trace of steps %d-%d to %s", profile_start, step,
-                   writer.tensorboard_dir)
     done = step + 1
-    if config.train.eval_every and done % config.train.eval_every == 0:
-      finish(*pending)
-      pending = None
-      scalars = evaluate(eval_fn, state.params, eval_pipeline, config, mesh)
+    reporter.push(done, metrics)
+    profiler.after_step(done, state)
+    if evaluator is not None and done % config.train.eval_every == 0:
+      reporter.flush()
+      scalars = evaluator(state.params)
       writer.write(done, scalars, prefix="eval/")
       log.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
-                   scalars["loss"], scalars["accuracy"], scalars["perplexity"])
-    if checkpointer.should_save(done):
-      if pending is not None:  # never checkpoint a state whose step we have not checked
-        finish(*pending)
-        pending = None
-      checkpointer.save(done, state, metadata)
-    if termination.requested:
-      if pending is not None:
-        finish(*pending)
-        pending = None
-      checkpointer.save(done, state, metadata, force=True)
+               scalars["loss"], scalars["accuracy"], scalars["perplexity"])
+      reporter.restart_clock(done)
+    preempted = termination.requested or multihost_utils.reached_preemption_sync_point(done)
+    if checkpointer.should_save(done) or preempted:
+      reporter.flush()  # never checkpoint a state whose step has not been checked
+      checkpointer.save(done, state, metadata, force=preempted)
+      reporter.restart_clock(done)
+    if preempted:
+      profiler.stop(state)
       log.warning("Stopped at step %d on SIGTERM; checkpoint saved.", done)
-      return {"step": done, "stopped": "sigterm", **last_scalars}
-  if pending is not None:
-    finish(*pending)
+      return {"step": done, "stopped": "sigterm", **reporter.last_scalars}
+  reporter.flush()
+  profiler.stop(state)
   end = int(jax.device_get(state.step))
   if end > start or not checkpointer.steps():
     checkpointer.save(end, state, metadata, force=True)
   log.info("Finished %d steps in %.1f s; outputs in %s", end - start,
-               time.perf_counter() - run_start, workdir)
-  return {"step": end, **last_scalars}
+           time.perf_counter() - run_start, workdir)
+  return {"step": end, **reporter.last_scalars}
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py[:local]).",
@@ -273,13 +323,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 
 
 def _setup_console_logging() -> None:
-  """Our progress lines on stderr; library chatter (Orbax, absl) only from warnings up."""
+  """glmjax's lines on stderr (process 0 only below warnings); library chatter only from
+  warnings up. Must run after jax.distributed is initialised (it reads the process index)."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   handler = logging.StreamHandler()
   handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
   ours = logging.getLogger("glmjax")
   ours.handlers[:] = [handler]
-  ours.setLevel(logging.INFO)
+  ours.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   ours.propagate = False
 
 
@@ -288,11 +339,14 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("Both --config and --workdir are required.")
+  config = _CONFIG.value
+  parallel.initialize_distributed(int(config.train.distributed_timeout_s))
   _setup_console_logging()
   try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, NonFiniteError) as e:  # errors written for the user
-    log.error("%s", e)
+    train_and_evaluate(config, _WORKDIR.value)
+  except (config_lib.ConfigError, StartupError, NonFiniteError,
+          checkpoint_lib.IncompatibleCheckpointError) as error:
+    log.error("%s", error)  # written for the user: no traceback
     raise SystemExit(1) from None
 
 

@@ -52,7 +52,7 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
   for at, scale in ((1, 1.0), (2, 2.0), (3, 3.0)):
     state = _state(scale)
     ckpt.save(at, state, _metadata(state))
-  ckpt.wait()
+  ckpt.close()
   assert ckpt.steps() == [2, 3]
   # Damage the newest checkpoint as a crash mid-write would: its array data is gone.
   state_dir = os.path.join(str(tmp_path), "3", checkpoint.STATE_ITEM)
@@ -65,13 +65,22 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
   assert at == 2
   np.testing.assert_array_equal(restored.params["dense"]["kernel"],
                                 _state(2.0).params["dense"]["kernel"])
+  # The damaged step is gone, so the resumed run can save it again and later restore it.
+  assert fresh.steps() == [2]
+  assert fresh.save(3, _state(4.0), _metadata(state))
+  fresh.wait()
+  restored, at = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  assert at == 3
+  np.testing.assert_array_equal(restored.params["dense"]["kernel"],
+                                _state(4.0).params["dense"]["kernel"])
+  fresh.close()
 
 
 def test_incompatible_layout_is_a_clear_error(tmp_path, mesh):
   state = _state()
   ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
   ckpt.save(1, state, _metadata(state))
-  ckpt.wait()
+  ckpt.close()
   other_layout = dict(_metadata(state)["param_layout"])
   other_layout["dense/kernel"] = [[8, 8], "float32"]
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="dense/kernel"):

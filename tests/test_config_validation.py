@@ -58,3 +58,17 @@ def test_shipped_configs_are_valid():
     module = importlib.import_module(f"configs.{name}")
     config_lib.validate(module.get_config(), num_devices=8)
     config_lib.validate(module.get_config("local"), num_devices=8, batch_parallelism=8)
+
+
+def test_attention_choices_match_the_model():
+  from glmjax.model import attention  # pylint: disable=import-outside-toplevel
+  assert config_lib.CHOICES["model.attention"] == ("auto", *attention.IMPLEMENTATIONS)
+
+
+def test_evaluation_needs_held_out_data():
+  config = _local()
+  config.data.eval_fraction = 0.0
+  with pytest.raises(config_lib.ConfigError, match="data.eval_fraction"):
+    config_lib.validate(config)
+  config.train.eval_every = 0  # no evaluation: no held-out split needed
+  config_lib.validate(config)

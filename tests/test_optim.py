@@ -56,3 +56,17 @@ def test_weight_decay_skips_layernorm_and_biases():
 def jax_zeros(tree):
   import jax  # pylint: disable=import-outside-toplevel
   return jax.tree.map(jnp.zeros_like, tree)
+
+
+def test_decay_mask_on_the_real_model_excludes_exactly_layernorm_and_biases():
+  import importlib  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from glmjax import model as model_lib, step  # pylint: disable=import-outside-toplevel
+  config = importlib.import_module("configs.base").get_config("local")
+  init = step.make_init_fn(model_lib.GLM(config.model), optim.make_optimizer(config.optim), 16)
+  params = jax.eval_shape(init, jax.random.key(0)).params  # boxed, scanned layers
+  flags = jax.tree_util.tree_leaves_with_path(optim.weight_decay_mask(params))
+  names = lambda decayed: {[e.key for e in path if isinstance(e, jax.tree_util.DictKey)][-1]
+                           for path, flag in flags if flag == decayed}
+  assert names(False) == {"scale", "bias", "qkv_bias", "out_bias", "wi_bias", "wo_bias"}
+  assert {"word_embeddings", "position_embeddings", "qkv_kernel", "wo_kernel"} <= names(True)

@@ -37,8 +37,7 @@ def _run_steps(config, devices, batches):
       state, metrics = train_fn(state, parallel.global_batch(batch, mesh))
       losses.append(float(metrics["loss"]))
       nonfinite = bool(metrics["nonfinite"])
-    params = jax.device_get(state.params)
-  return losses, params, nonfinite
+  return losses, state, nonfinite
 
 
 def _batches(config, count):
@@ -55,10 +54,13 @@ def test_sharded_training_equals_single_device():
   single = _config(data=1, fsdp=1, tensor=1)
   sharded = _config(data=2, fsdp=2, tensor=2)
   batches = _batches(single, 3)
-  losses_1, params_1, _ = _run_steps(single, jax.devices()[:1], batches)
-  losses_8, params_8, _ = _run_steps(sharded, jax.devices(), batches)
+  losses_1, state_1, _ = _run_steps(single, jax.devices()[:1], batches)
+  losses_8, state_8, _ = _run_steps(sharded, jax.devices(), batches)
   np.testing.assert_allclose(losses_1, losses_8, rtol=2e-5)
-  _assert_params_close(params_1, params_8, rtol=2e-4)
+  _assert_params_close(state_1.params, state_8.params, rtol=2e-4)
+  # Adam moments are sharded like the parameters; only LayerNorm and bias leaves replicate.
+  assert parallel.replicated_fraction(state_8.opt_state) < 0.01
+  assert parallel.replicated_fraction(state_8.params) < 0.01
 
 
 def test_gradient_accumulation_equals_one_large_batch():
@@ -66,19 +68,23 @@ def test_gradient_accumulation_equals_one_large_batch():
   accumulated = _config(data=2, fsdp=1, tensor=1)
   accumulated.optim.grad_accum_steps = 4
   batches = _batches(whole, 2)
-  losses_1, params_1, _ = _run_steps(whole, jax.devices()[:2], batches)
-  losses_4, params_4, _ = _run_steps(accumulated, jax.devices()[:2], batches)
+  losses_1, state_1, _ = _run_steps(whole, jax.devices()[:2], batches)
+  losses_4, state_4, _ = _run_steps(accumulated, jax.devices()[:2], batches)
   np.testing.assert_allclose(losses_1, losses_4, rtol=2e-5)
-  _assert_params_close(params_1, params_4, rtol=2e-4)
+  _assert_params_close(state_1.params, state_4.params, rtol=2e-4)
 
 
 def test_nonfinite_loss_skips_the_update():
   config = _config(data=1, fsdp=1, tensor=1)
-  clean = _batches(config, 1)
+  clean = _batches(config, 2)
   poisoned = {**clean[0], "loss_mask": clean[0]["loss_mask"].copy()}
   poisoned["loss_mask"][0, -1] = np.nan
-  _, params_before, _ = _run_steps(config, jax.devices()[:1], [clean[0]])
-  _, params_after, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned])
+  _, before, _ = _run_steps(config, jax.devices()[:1], [clean[0]])
+  _, after, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned])
   assert nonfinite
-  for x, y in zip(jax.tree.leaves(params_before), jax.tree.leaves(params_after)):
+  # Parameters and optimizer state (Adam moments and counts) are exactly those before the step.
+  for x, y in zip(jax.tree.leaves((before.params, before.opt_state)),
+                  jax.tree.leaves((after.params, after.opt_state))):
     np.testing.assert_array_equal(x, y)
+  losses, _, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned, clean[1]])
+  assert not nonfinite and np.isfinite(losses[-1])

@@ -309,7 +309,9 @@ def layout_rows(text, text_len, starts, lengths, n_spans, order, mask_token, spe
   jumps[rows, np.where(valid, block_start, T + 1)] = block_offset - previous
   source = np.cumsum(jumps[:, :T], axis=1, dtype=np.int32)
   source += col
-  source += (rows * width).astype(np.int32) if num_rows * width < 2**31 else rows * width
+  if num_rows * width >= 2**31:  # flat indices past int32
+    source = source.astype(np.int64)
+  source += (rows * width).astype(source.dtype)
   read = np.take(text, source, mode="clip")   # padding reads are overwritten
 
   # Which positions are a mask, a block's sop, a block's eop (kinds 1, 2, 3).

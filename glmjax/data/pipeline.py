@@ -2,8 +2,9 @@
 
 Row r of global step k is a pure function of (seed, k, r): its random numbers come from a
 counter-based generator keyed by (seed, k, r) (infilling.RowRandom), its text window included.
-So host h of H builds only rows [h*B/H, (h+1)*B/H), the global batch of a step is the same for
-every H, no two hosts build the same row, and resuming at step k needs only k. An evaluation
+So each host builds only its own rows (`build_rows`; the trainer asks for the rows its devices
+hold, `host_batch` gives contiguous slices), the global batch of a step is the same for every
+host count, no two hosts build the same row, and resuming at step k needs only k. An evaluation
 pipeline is another instance of the same class over held-out documents with its own seed.
 
 The objective is drawn per row, not per batch as in the reference (GLM.md §1.1): every step then

@@ -17,17 +17,19 @@ whole corpus, and unchanged for earlier blocks when documents are appended.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Iterable, Iterator
 
 import numpy as np
-from absl import logging
 
 from glmjax.data import builtin_corpus, text_files
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.text_files import TextStats
 from glmjax.data.tokenizers import tokenizer_info
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("builtin", "files", "tfds", "prepared")
 _BUILTIN_DOC_BYTES = 900  # about the mean builtin document, to size its pieces
@@ -119,7 +121,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def report_invalid_utf8(label: str, stats: TextStats):
   if stats.invalid_utf8:
-    logging.warning("%s: replaced %d invalid UTF-8 bytes with U+FFFD (in %d documents read)",
+    log.warning("%s: replaced %d invalid UTF-8 bytes with U+FFFD (in %d documents read)",
                     label, stats.invalid_utf8, stats.docs)
 
 
@@ -133,11 +135,11 @@ def tokenize_source(data_config, tokenizer) -> tuple[InMemoryDocs, TextStats]:
     lengths.append(len(ids))
     if time.monotonic() - last_report > 5:
       last_report = time.monotonic()
-      logging.info("tokenizing %s: %d documents, %.1fM tokens so far", label, len(lengths),
+      log.info("tokenizing %s: %d documents, %.1fM tokens so far", label, len(lengths),
                    sum(lengths) / 1e6)
   tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
   offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))])
-  logging.info("tokenized %s: %d documents, %d tokens in %.1f s", label, len(lengths), len(tokens),
+  log.info("tokenized %s: %d documents, %d tokens in %.1f s", label, len(lengths), len(tokens),
                time.monotonic() - start)
   report_invalid_utf8(label, stats)
   return InMemoryDocs(tokens, offsets), stats

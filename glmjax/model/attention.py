@@ -28,6 +28,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
+log = logging.getLogger(__name__)
+
 IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
 AUTO_ORDER = {
     "gpu": ("tokamax", "cudnn", "xla"),
@@ -176,7 +178,7 @@ def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | Non
   if implementation == "xla":
     return xla_attention(q, k, v, mask, scale, dropout_rate, dropout_rng)
   if dropout_rate > 0.0 and dropout_rng is not None:
-    logging.warning("attention=%s has no attention-probability dropout; it is skipped "
+    log.warning("attention=%s has no attention-probability dropout; it is skipped "
                     "(hidden dropout still applies).", implementation)
   return _per_shard(_kernel(implementation), q, k, v, mask, scale)
 
@@ -252,13 +254,13 @@ def resolve_attention(name: str, platform: str | None = None, *,
   platform = platform or jax.default_backend()
   for candidate in candidates or AUTO_ORDER.get(platform, ("xla",)):
     if candidate == "xla":
-      logging.info("attention=auto on %s -> xla", platform)
+      log.info("attention=auto on %s -> xla", platform)
       return "xla"
     reason = check_attention(candidate, dtype=dtype, device=jax.devices(platform)[0])
     if reason is None:
-      logging.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
+      log.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
                    platform, candidate)
       return candidate
-    logging.warning("attention=auto on %s: %s rejected: %s", platform, candidate, reason)
-  logging.warning("attention=auto on %s: falling back to xla", platform)
+    log.warning("attention=auto on %s: %s rejected: %s", platform, candidate, reason)
+  log.warning("attention=auto on %s: falling back to xla", platform)
   return "xla"

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel_lib
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as info_lib
 
+from glmjax.model import attention
+
 BLOCK_CHOICES = (512, 256, 128)  # the in-kernel mask needs key blocks of a multiple of 128 lanes
 
 
@@ -48,9 +50,9 @@ def mask_infos(sep: jax.Array, seq_len: int, *, compact: bool):
     fwd, _ = info_lib.process_dynamic_mask(dense, (block, block))
     dkv, _ = info_lib.process_dynamic_mask_dkv(dense, (block, block))
     if compact:
-      query_positions = jnp.maximum(jnp.arange(seq_len), example_sep - 1).astype(jnp.int32)
+      positions = attention.query_positions(example_sep[None], seq_len)[0]
       strip = lambda info: info._replace(mask_next=None, partial_mask_blocks=None,
-                                         q_sequence=query_positions, is_dynamic_mask=None)
+                                         q_sequence=positions, is_dynamic_mask=None)
     else:
       strip = lambda info: info._replace(is_dynamic_mask=None)  # a Python flag, not a leaf
     # dq uses the same blocks as fwd, so its metadata is identical.
