@@ -97,7 +97,11 @@ def console_line(step: int, total_steps: int, scalars: Mapping[str, float | None
   def fmt(key, spec):
     value = scalars.get(key)
     return "n/a" if value is None else format(value, spec)
-  return (f"step {step}/{total_steps} | loss {fmt('loss', '.4f')} | acc {fmt('accuracy', '.3f')}"
+  per_objective = [f"{key[5:]} {value:.3f}" for key, value in scalars.items()
+                   if key.startswith("loss_") and key != "loss_tokens" and value is not None]
+  mixture = f" ({', '.join(per_objective)})" if len(per_objective) > 1 else ""
+  return (f"step {step}/{total_steps} | loss {fmt('loss', '.4f')}{mixture}"
+          f" | acc {fmt('accuracy', '.3f')}"
           f" | lr {fmt('learning_rate', '.2e')} | gnorm {fmt('grad_norm', '.3f')}"
           f" | {fmt('step_time_s', '.3f')} s/step | {fmt('tokens_per_s', ',.0f')} tok/s"
           f" | {fmt('tflops_per_device', '.2f')} TFLOP/s/dev | MFU {fmt('mfu', '.1%')}"

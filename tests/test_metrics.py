@@ -1,0 +1,41 @@
+"""MFU accounting, peak lookup by device kind, console and JSONL output."""
+import json
+
+import pytest
+
+from glmjax import metrics
+
+
+@pytest.mark.parametrize("kind, peak", [("TPU v4", 275e12), ("TPU v5 lite", 197e12),
+                                        ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
+                                        ("NVIDIA H100 80GB HBM3", 989e12), ("cpu", None)])
+def test_peak_flops_by_device_kind(kind, peak):
+  assert metrics.peak_flops(kind) == peak
+
+
+def test_mfu_is_model_flops_per_device_over_peak():
+  out = metrics.throughput(step_time_s=0.5, tokens_per_step=1000, flops_per_token=1e12,
+                           num_devices=4, device_kind="TPU v4")
+  assert out["tokens_per_s"] == 2000
+  assert out["tflops_per_device"] == pytest.approx(500)  # 1e12 * 2000 / 4 / 1e12
+  assert out["mfu"] == pytest.approx(500e12 / 275e12)
+
+
+def test_console_line_shows_objectives_only_for_a_mixture():
+  mixed = metrics.console_line(40, 100, {"loss": 3.1, "loss_blank": 2.9, "loss_sentence": 3.3,
+                                         "loss_document": None, "loss_tokens": 500.0}, 61)
+  assert "loss 3.1000 (blank 2.900, sentence 3.300)" in mixed and "ETA 0:01:01" in mixed
+  single = metrics.console_line(40, 100, {"loss": 3.1, "loss_blank": 2.9}, float("nan"))
+  assert "(" not in single and "ETA ?" in single
+
+
+def test_jsonl_writes_non_finite_values_as_null(tmp_path):
+  writer = metrics.MetricsWriter(str(tmp_path))
+  writer.write(3, {"loss": float("nan"), "grad_norm": 1.5})
+  writer.close()
+  record = json.loads((tmp_path / "metrics.jsonl").read_text(), parse_constant=_reject)
+  assert record == {"step": 3, "loss": None, "grad_norm": 1.5}
+
+
+def _reject(name):
+  raise ValueError(f"non-standard JSON constant {name}")
