@@ -4,7 +4,7 @@ import importlib
 from absl import app, flags
 from ml_collections import config_flags
 
-BENCHMARKS = ("data", "prepare", "step")
+BENCHMARKS = ("data", "prepare", "step", "attention")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
 flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")

@@ -1,0 +1,66 @@
+"""Attention kernels: `python -m glmjax.bench --what=attention --config=configs/large.py`.
+
+For every implementation that passes the start-up check on this platform, times forward and
+forward+backward under the GLM mask (Part A 70-95% of each row, as blank infilling gives) at
+the config's heads, head dim, sequence length and a small batch, in the compute dtype. Prints
+one JSON line with a record per implementation (or the reason it was skipped).
+"""
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from glmjax.model import attention
+
+DEFAULT_STEPS = 10
+BATCH = 4
+CANDIDATES = {"gpu": ("xla", "cudnn", "tokamax"), "tpu": ("xla", "splash", "splash_dynamic"),
+              "cpu": ("xla",)}
+
+
+def _time(fn, *args, steps: int) -> float:
+  jax.block_until_ready(fn(*args))  # compile and warm up
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
+
+
+def main(config, argv):
+  del argv
+  steps = flags.FLAGS.steps or DEFAULT_STEPS
+  platform = jax.default_backend()
+  dtype = jnp.dtype(config.model.dtype)
+  heads = config.model.num_heads
+  head_dim = config.model.hidden_size // heads
+  seq_len = config.data.seq_len
+  rng = np.random.default_rng(0)
+  sep = jnp.asarray(rng.integers(int(0.7 * seq_len), int(0.95 * seq_len), BATCH), jnp.int32)
+  shape = (BATCH, seq_len, heads, head_dim)
+  q, k, v, cotangent = (jnp.asarray(rng.standard_normal(shape), dtype) for _ in range(4))
+  # Pairs the mask leaves visible, counted as in the train-step FLOPs (4 flops per pair-dim).
+  visible = float(jnp.sum(attention.key_ends(sep, seq_len)))
+  flops_forward = 4.0 * visible * heads * head_dim
+  records = {}
+  for name in CANDIDATES.get(platform, ("xla",)):
+    reason = attention.check_attention(name, dtype=dtype) if name != "xla" else None
+    if reason is not None:
+      records[name] = {"skipped": reason}
+      continue
+    forward = jax.jit(lambda q, k, v, name=name: attention.glm_attention(
+        q, k, v, sep, implementation=name))
+    # vjp runs the forward and the backward: one fwd+bwd training pass.
+    forward_backward = jax.jit(lambda q, k, v, name=name: jax.vjp(
+        lambda q, k, v: attention.glm_attention(q, k, v, sep, implementation=name),
+        q, k, v)[1](cotangent))
+    forward_s = _time(forward, q, k, v, steps=steps)
+    total_s = _time(forward_backward, q, k, v, steps=steps)
+    records[name] = {"forward_ms": 1e3 * forward_s, "forward_backward_ms": 1e3 * total_s,
+                     "tflops_forward_backward": 3.5 * flops_forward / total_s / 1e12}
+  print(json.dumps({"what": "attention", "device_kind": jax.devices()[0].device_kind,
+                    "dtype": str(dtype), "batch": BATCH, "seq_len": seq_len, "heads": heads,
+                    "head_dim": head_dim, "implementations": records}))
