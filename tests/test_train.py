@@ -29,6 +29,8 @@ def _losses(workdir):
   losses = {}
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
+      if not line.endswith("\n"):
+        break  # a line still being written by a running trainer
       record = json.loads(line)
       if "loss" in record and "nonfinite" not in record:
         losses[record["step"]] = record["loss"]
@@ -66,7 +68,7 @@ def _env(devices=8):
 
 
 def test_kill_and_resume_gives_identical_losses(tmp_path):
-  steps = 14
+  steps = 40  # long enough that the kill lands mid-run even on a loaded machine
   reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
   subprocess.run(_train_command(reference, steps), cwd=REPO, env=_env(), check=True,
                  capture_output=True)
