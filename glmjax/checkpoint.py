@@ -120,6 +120,41 @@ class Checkpointer:
     self.manager.close()
 
 
+def restore_params(source: str, abstract_params: Any, current_layout: dict) -> tuple[Any, int]:
+  """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
+
+  For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
+  second stage continued from the first). Read straight into `abstract_params`' shardings.
+  """
+  directory = os.path.join(source, "checkpoints")
+  directory = directory if os.path.isdir(directory) else source
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory.")
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), item_names=(STATE_ITEM, METADATA_ITEM),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise FileNotFoundError(f"checkpoint.init_from={source!r}: no checkpoint in {directory}.")
+    step = steps[-1]
+    saved = manager.restore(step, args=ocp.args.Composite(**{
+        METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM]
+    problems = layout_differences(saved.get("param_layout", {}), current_layout)
+    if problems:
+      raise IncompatibleCheckpointError(
+          f"checkpoint.init_from: the parameters at step {step} in {directory} do not fit this "
+          "model:\n  " + "\n  ".join(problems))
+    item = {"params": abstract_params}
+    restored = manager.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True)}))
+    return restored[STATE_ITEM]["params"], step
+  finally:
+    manager.close()
+
+
 def _short(error: Exception) -> str:
   text = f"{type(error).__name__}: {error}"
   return text if len(text) < 300 else text[:300] + "..."

@@ -130,6 +130,8 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       every=2000,
       keep=3,
       async_save=True,
+      init_from="",                # a run's workdir: start from its newest parameters (fresh
+                                   # optimizer, step 0) when this workdir has no checkpoint
   ))
 
 

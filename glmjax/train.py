@@ -247,7 +247,14 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   restored = checkpointer.restore_latest(abstract, layout)
   if restored is None:
     state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
-    log.info("Initialised a new model in %s", workdir)
+    if config.checkpoint.init_from:
+      params, at = checkpoint_lib.restore_params(config.checkpoint.init_from, abstract.params,
+                                                 layout)
+      state = state.replace(params=params)
+      log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",
+               at, config.checkpoint.init_from)
+    else:
+      log.info("Initialised a new model in %s", workdir)
   else:
     state, at = restored
     log.info("Resumed from the checkpoint at step %d in %s", at, checkpointer.directory)

@@ -230,3 +230,18 @@ def test_sigterm_to_one_host_stops_all_hosts_at_one_step(tmp_path):
   assert stopped_at[0] == stopped_at[1]
   saved = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints") if name.isdigit())
   assert saved[-1] == stopped_at[0] and 4 <= saved[-1] < 500
+
+
+def test_init_from_another_run_starts_from_its_parameters(tmp_path):
+  first, second, fresh = tmp_path / "first", tmp_path / "second", tmp_path / "fresh"
+  train.train_and_evaluate(_local_config(steps=30, log_every=1), str(first))
+  # Stage 2 with another schedule, as GLM-10B continued its 512-token run at 1024 tokens.
+  config = _local_config(steps=1, log_every=1)
+  config.optim.learning_rate = 1e-4
+  config.checkpoint.init_from = str(first)
+  train.train_and_evaluate(config, str(second))
+  config.checkpoint.init_from = ""
+  train.train_and_evaluate(config, str(fresh))
+  trained, continued, scratch = _losses(first), _losses(second), _losses(fresh)
+  assert continued[1] < scratch[1] - 1.0
+  assert abs(continued[1] - trained[30]) < 0.5
