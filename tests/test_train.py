@@ -37,6 +37,16 @@ def _losses(workdir):
   return losses
 
 
+def _wait_for_step(workdir, step, timeout_s=300):
+  """Until a running trainer has logged `step` in workdir/metrics.jsonl."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline:
+    if (workdir / "metrics.jsonl").exists() and max(_losses(workdir) or [0]) >= step:
+      return
+    time.sleep(0.2)
+  raise TimeoutError(f"step {step} not logged in {workdir} within {timeout_s} s")
+
+
 def test_local_config_learns_and_writes_outputs(tmp_path):
   config = _local_config(steps=100, log_every=10, eval_every=50, eval_batches=1)
   result = train.train_and_evaluate(config, str(tmp_path))
@@ -75,11 +85,7 @@ def test_kill_and_resume_gives_identical_losses(tmp_path):
   # Kill the second run with SIGKILL once it has logged step 9 (checkpoint 8 is then on disk).
   process = subprocess.Popen(_train_command(interrupted, steps), cwd=REPO, env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    if (interrupted / "metrics.jsonl").exists() and max(_losses(interrupted) or [0]) >= 9:
-      break
-    time.sleep(0.2)
+  _wait_for_step(interrupted, 9)
   process.send_signal(signal.SIGKILL)
   process.wait()
   killed_at = max(_losses(interrupted))
@@ -158,11 +164,7 @@ def test_command_line_reports_unknown_and_bad_fields(tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   process = subprocess.Popen(_train_command(tmp_path, 500), cwd=REPO, env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    if (tmp_path / "metrics.jsonl").exists() and max(_losses(tmp_path) or [0]) >= 5:
-      break
-    time.sleep(0.2)
+  _wait_for_step(tmp_path, 5)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 0, stderr[-2000:]
@@ -214,11 +216,7 @@ def test_sigterm_to_one_host_stops_all_hosts_at_one_step(tmp_path):
       text=True, env={**_env(4), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
                       "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(index),
                       "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}) for index in range(2)]
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    if (tmp_path / "metrics.jsonl").exists() and max(_losses(tmp_path) or [0]) >= 4:
-      break
-    time.sleep(0.2)
+  _wait_for_step(tmp_path, 4)
   processes[1].send_signal(signal.SIGTERM)
   stops = []
   for process in processes:
