@@ -3,7 +3,9 @@
 Each checkpoint holds the train state and JSON metadata (the resolved config and the parameter
 layout). Restoring reads straight into the shardings of the current mesh, so a run saved on one
 mesh shape resumes on another. A checkpoint that fails to restore (cut off mid-write, files
-missing) is skipped with a warning and the next older one is tried.
+missing) is skipped with a warning and the next older one is tried; it is replaced only when the
+resumed run saves that step again. A checkpoint whose parameter or optimizer-state layout differs
+from the current run's is an error, never skipped.
 """
 from __future__ import annotations
 
@@ -24,10 +26,10 @@ class IncompatibleCheckpointError(ValueError):
   pass
 
 
-def parameter_layout(params: Any) -> dict[str, list]:
-  """{'path/to/leaf': [shape, dtype]} for every parameter; recorded in the metadata."""
+def parameter_layout(tree: Any) -> dict[str, list]:
+  """{'path/to/leaf': [shape, dtype]} for every leaf (of the parameters, or the whole state)."""
   layout = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     layout[jax.tree_util.keystr(path, simple=True, separator="/")] = [
         list(leaf.shape), str(leaf.dtype)]
   return layout
@@ -45,17 +47,29 @@ def layout_differences(saved: dict, current: dict, limit: int = 8) -> list[str]:
   return problems[:limit] + ([f"... {len(problems) - limit} more"] if len(problems) > limit else [])
 
 
+class _LoopDecidesPreemption(ocp.CheckpointManager):
+  """Orbax asks jax's preemption sync point itself, also from its finalize thread with an older
+  step, which can move the agreed stop step. Only the training loop may ask; Orbax gets the
+  loop's answer."""
+
+  preempted_step: int | None = None
+
+  def reached_preemption(self, step: int) -> bool:
+    return step == self.preempted_step
+
+
 class Checkpointer:
   """A CheckpointManager under `directory` that keeps the last `keep` checkpoints."""
 
   def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
     self.directory = os.path.abspath(directory)
     self.every = int(every)
+    self._damaged: set[int] = set()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(keep), save_interval_steps=1, create=True,
         enable_async_checkpointing=bool(async_save), cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=(STATE_ITEM, METADATA_ITEM))
+    self.manager = _LoopDecidesPreemption(self.directory, options=options,
+                                          item_names=(STATE_ITEM, METADATA_ITEM))
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -63,13 +77,20 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return self.every > 0 and step % self.every == 0
 
-  def save(self, step: int, state: Any, metadata: dict, *, force: bool = False) -> bool:
-    if not force and not self.should_save(step):
-      return False
-    if step in self.manager.all_steps():
+  def save(self, step: int, state: Any, metadata: dict, *, force: bool = False,
+           preempted: bool = False) -> bool:
+    if not (force or preempted or self.should_save(step)):
       return False
     # Surfaces an error from the previous asynchronous save here rather than never.
     self.manager.wait_until_finished()
+    if step in self._damaged:
+      log.warning("Replacing the damaged checkpoint %d in %s", step, self.directory)
+      self.manager.delete(step)
+      self._damaged.discard(step)
+    elif step in self.manager.all_steps():
+      return False
+    if preempted:
+      self.manager.preempted_step = step
     return self.manager.save(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.StandardSave(state),
         METADATA_ITEM: ocp.args.JsonSave(metadata)}), force=True)
@@ -84,33 +105,34 @@ class Checkpointer:
 
     A layout mismatch is an error (wrong config for this workdir), not a reason to fall back.
     """
+    state_layout = parameter_layout(abstract_state)
     for step in reversed(self.steps()):
       try:
         metadata = self.read_metadata(step)
       except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
-        self._discard(step, f"metadata unreadable ({_short(error)})")
+        self._skip(step, f"metadata unreadable ({_short(error)})")
         continue
-      problems = layout_differences(metadata.get("param_layout", {}), current_layout)
-      if problems:
-        raise IncompatibleCheckpointError(
-            f"The checkpoint at step {step} in {self.directory} does not fit this model:\n  "
-            + "\n  ".join(problems)
-            + "\nUse the config it was saved with (metadata 'config' in the checkpoint), or a "
-            "new --workdir.")
+      for key, layout, what in (("param_layout", current_layout, "this model"),
+                                ("state_layout", state_layout, "this optimizer (optim.*)")):
+        problems = layout_differences(metadata.get(key, layout), layout)
+        if problems:
+          raise IncompatibleCheckpointError(
+              f"The checkpoint at step {step} in {self.directory} does not fit {what}:\n  "
+              + "\n  ".join(problems)
+              + "\nUse the config it was saved with (metadata 'config' in the checkpoint), or "
+              "a new --workdir.")
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(**{
             STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
       except Exception as error:  # noqa: BLE001
-        self._discard(step, _short(error))
+        self._skip(step, _short(error))
         continue
       return restored[STATE_ITEM], step
     return None
 
-  def _discard(self, step: int, reason: str) -> None:
-    """Deletes a damaged checkpoint, so the resumed run can save that step again."""
-    log.warning("Skipping damaged checkpoint %d in %s (deleting it): %s", step, self.directory,
-                reason)
-    self.manager.delete(step)
+  def _skip(self, step: int, reason: str) -> None:
+    log.warning("Skipping damaged checkpoint %d in %s: %s", step, self.directory, reason)
+    self._damaged.add(step)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -120,16 +142,23 @@ class Checkpointer:
     self.manager.close()
 
 
+def checkpoints_directory(source: str) -> str:
+  """A run's workdir or its checkpoints/ folder -> the folder holding the step directories."""
+  directory = os.path.join(source, "checkpoints")
+  directory = directory if os.path.isdir(directory) else source
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory; give the "
+                            "workdir of the run to start from.")
+  return directory
+
+
 def restore_params(source: str, abstract_params: Any, current_layout: dict) -> tuple[Any, int]:
   """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
 
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
   second stage continued from the first). Read straight into `abstract_params`' shardings.
   """
-  directory = os.path.join(source, "checkpoints")
-  directory = directory if os.path.isdir(directory) else source
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory.")
+  directory = checkpoints_directory(source)
   manager = ocp.CheckpointManager(
       os.path.abspath(directory), item_names=(STATE_ITEM, METADATA_ITEM),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))

@@ -109,7 +109,7 @@ def console_line(step: int, total_steps: int, scalars: Mapping[str, float | None
 
 
 class StepClock:
-  """Wall time per step between log points, excluding the first (compilation) step."""
+  """Average wall time per step between two laps (log points, or restarts after eval/save)."""
 
   def __init__(self):
     self._last_time = None

@@ -90,8 +90,10 @@ def _memory_summary(compiled) -> str:
 class Evaluator:
   """Held-out loss over `train.eval_batches` fixed batches, built once and kept on device."""
 
-  def __init__(self, eval_fn, eval_pipeline, config, mesh):
-    self.eval_fn = eval_fn
+  def __init__(self, eval_fn, abstract_params, eval_pipeline, config, mesh):
+    # Compiled now, like the train step, so its memory needs show at start-up.
+    self.eval_fn = eval_fn.lower(abstract_params, step_lib.abstract_batch(
+        eval_pipeline.batch_size, eval_pipeline.seq_len, mesh)).compile()
     rows = parallel.process_rows(mesh, eval_pipeline.batch_size)
     self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, rows), mesh,
                                           eval_pipeline.batch_size)
@@ -181,12 +183,21 @@ class Profiler:
     if self.tracing and step_done >= self.end:
       self.stop(state)
 
-  def stop(self, state) -> None:
+  def stop(self, state=None) -> None:
     if self.tracing:
-      jax.block_until_ready(state)
+      if state is not None:
+        jax.block_until_ready(state)
       jax.profiler.stop_trace()
       self.tracing = False
       log.info("Wrote a profiler trace from step %d to %s", self.first, self.trace_dir)
+
+
+def _reached_preemption_sync_point(step: int) -> bool:
+  """Every host calls this every step; all get True at the same step after any host's SIGTERM."""
+  try:
+    return multihost_utils.reached_preemption_sync_point(step)
+  except RuntimeError:  # jax_enable_preemption_service is off: no agreed stop, only checkpoints
+    return False
 
 
 class StartupError(ValueError):
@@ -211,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_pipeline = (pipeline_lib.BatchPipeline(config.data, tokenizer, eval_docs,
                                                 seed=config.seed + 1)
                      if config.train.eval_every else None)
+    if config.checkpoint.init_from:
+      checkpoint_lib.checkpoints_directory(config.checkpoint.init_from)
     model_config = step_lib.resolved_model_config(config)
   except config_lib.ConfigError:
     raise
@@ -242,7 +255,8 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   layout = checkpoint_lib.parameter_layout(abstract.params)
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.model.attention = model_config.attention
-  metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout}
+  metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout,
+              "state_layout": checkpoint_lib.parameter_layout(abstract)}
 
   restored = checkpointer.restore_latest(abstract, layout)
   if restored is None:
@@ -276,8 +290,9 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   ).compile()
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
            _memory_summary(train_fn))
-  evaluator = (Evaluator(step_lib.jit_eval_step(model, config, mesh, shardings), eval_pipeline,
-                         config, mesh) if eval_pipeline is not None else None)
+  evaluator = (Evaluator(step_lib.jit_eval_step(model, config, mesh, shardings),
+                         abstract.params, eval_pipeline, config, mesh)
+               if eval_pipeline is not None else None)
 
   total_steps = int(config.train.steps)
   reporter = StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory,
@@ -289,39 +304,42 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
     termination.install()
   host_rows = parallel.process_rows(mesh, config.data.batch_size)
   run_start = time.perf_counter()
-  for step in range(start, total_steps):
-    profiler.before_step(step)
-    batch = parallel.global_batch(train_pipeline.build_rows(step, host_rows), mesh,
-                                  config.data.batch_size)
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = train_fn(state, batch)
-    done = step + 1
-    reporter.push(done, metrics)
-    profiler.after_step(done, state)
-    if evaluator is not None and done % config.train.eval_every == 0:
-      reporter.flush()
-      scalars = evaluator(state.params)
-      writer.write(done, scalars, prefix="eval/")
-      log.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
-               scalars["loss"], scalars["accuracy"], scalars["perplexity"])
-      reporter.restart_clock(done)
-    preempted = termination.requested or multihost_utils.reached_preemption_sync_point(done)
-    if checkpointer.should_save(done) or preempted:
-      reporter.flush()  # never checkpoint a state whose step has not been checked
-      checkpointer.save(done, state, metadata, force=preempted)
-      reporter.restart_clock(done)
-    if preempted:
-      profiler.stop(state)
-      log.warning("Stopped at step %d on SIGTERM; checkpoint saved.", done)
-      return {"step": done, "stopped": "sigterm", **reporter.last_scalars}
-  reporter.flush()
-  profiler.stop(state)
-  end = int(jax.device_get(state.step))
-  if end > start or not checkpointer.steps():
-    checkpointer.save(end, state, metadata, force=True)
-  log.info("Finished %d steps in %.1f s; outputs in %s", end - start,
-           time.perf_counter() - run_start, workdir)
-  return {"step": end, **reporter.last_scalars}
+  try:
+    for step in range(start, total_steps):
+      profiler.before_step(step)
+      batch = parallel.global_batch(train_pipeline.build_rows(step, host_rows), mesh,
+                                    config.data.batch_size)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = train_fn(state, batch)
+      done = step + 1
+      reporter.push(done, metrics)
+      profiler.after_step(done, state)
+      if evaluator is not None and done % config.train.eval_every == 0:
+        reporter.flush()
+        scalars = evaluator(state.params)
+        writer.write(done, scalars, prefix="eval/")
+        log.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
+                 scalars["loss"], scalars["accuracy"], scalars["perplexity"])
+        reporter.restart_clock(done)
+      preempted = termination.requested or _reached_preemption_sync_point(done)
+      if checkpointer.should_save(done) or preempted:
+        reporter.flush()  # never checkpoint a state whose step has not been checked
+        checkpointer.save(done, state, metadata, preempted=preempted)
+        reporter.restart_clock(done)
+      if preempted:
+        profiler.stop(state)
+        log.warning("Stopped at step %d on SIGTERM; checkpoint saved.", done)
+        return {"step": done, "stopped": "sigterm", **reporter.last_scalars}
+    reporter.flush()
+    profiler.stop(state)
+    end = int(jax.device_get(state.step))
+    if end > start or not checkpointer.steps():
+      checkpointer.save(end, state, metadata, force=True)
+    log.info("Finished %d steps in %.1f s; outputs in %s", end - start,
+             time.perf_counter() - run_start, workdir)
+    return {"step": end, **reporter.last_scalars}
+  finally:  # an error mid-window still writes the trace
+    profiler.stop()
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py[:local]).",

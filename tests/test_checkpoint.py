@@ -26,7 +26,8 @@ def _abstract(state, mesh):
 
 
 def _metadata(state):
-  return {"config": {"seed": 0}, "param_layout": checkpoint.parameter_layout(state.params)}
+  return {"config": {"seed": 0}, "param_layout": checkpoint.parameter_layout(state.params),
+          "state_layout": checkpoint.parameter_layout(state)}
 
 
 @pytest.fixture()
@@ -65,8 +66,8 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
   assert at == 2
   np.testing.assert_array_equal(restored.params["dense"]["kernel"],
                                 _state(2.0).params["dense"]["kernel"])
-  # The damaged step is gone, so the resumed run can save it again and later restore it.
-  assert fresh.steps() == [2]
+  # The damaged step stays until the resumed run saves that step again, then it is replaced.
+  assert fresh.steps() == [2, 3]
   assert fresh.save(3, _state(4.0), _metadata(state))
   fresh.wait()
   restored, at = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
@@ -85,3 +86,19 @@ def test_incompatible_layout_is_a_clear_error(tmp_path, mesh):
   other_layout["dense/kernel"] = [[8, 8], "float32"]
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="dense/kernel"):
     ckpt.restore_latest(_abstract(state, mesh), other_layout)
+
+
+def test_another_optimizer_is_an_error_and_keeps_the_checkpoints(tmp_path, mesh):
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, _metadata(state))
+  ckpt.close()
+  # The same parameters under another optimizer chain (as toggling optim.grad_clip gives).
+  other = step.TrainState(step=state.step, params=state.params,
+                          opt_state=optax.chain(optax.clip_by_global_norm(1.0),
+                                                optax.adam(1e-3)).init(state.params))
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="optimizer"):
+    fresh.restore_latest(_abstract(other, mesh), _metadata(other)["param_layout"])
+  assert fresh.steps() == [1]
+  fresh.close()

@@ -44,7 +44,7 @@ def test_weight_decay_skips_layernorm_and_biases():
   assert mask == {"word_embeddings": True, "dense": {"qkv_kernel": True, "qkv_bias": False},
                   "norm": {"scale": False, "bias": False}}
   # One update with zero gradients: only decayed leaves move.
-  tx = optim.make_optimizer(_optim_config(warmup_ratio=0.0, weight_decay=0.5))
+  tx = optim.make_optimizer(_optim_config(weight_decay=0.5))  # unit rate: the step scales it
   updates, _ = tx.update(jax_zeros(params), tx.init(params), params)
   new = optax.apply_updates(params, updates)
   assert float(new["dense"]["qkv_kernel"][0, 0]) < 1.0

@@ -90,8 +90,10 @@ def test_kill_and_resume_gives_identical_losses(tmp_path):
   process.wait()
   killed_at = max(_losses(interrupted))
   assert killed_at < steps
-  subprocess.run(_train_command(interrupted, steps), cwd=REPO, env=_env(), check=True,
-                 capture_output=True)
+  restart = subprocess.run(_train_command(interrupted, steps), cwd=REPO, env=_env(), check=True,
+                           capture_output=True, text=True)
+  resumed_at = int(re.search(r"Resumed from the checkpoint at step (\d+)", restart.stderr)[1])
+  assert 4 <= resumed_at <= killed_at  # a restart from scratch would log the same losses
   expected, resumed = _losses(reference), _losses(interrupted)
   assert sorted(expected) == sorted(resumed) == list(range(1, steps + 1))
   assert [resumed[s] for s in sorted(resumed)] == [expected[s] for s in sorted(expected)]
@@ -236,6 +238,7 @@ def test_init_from_another_run_starts_from_its_parameters(tmp_path):
   # Stage 2 with another schedule, as GLM-10B continued its 512-token run at 1024 tokens.
   config = _local_config(steps=1, log_every=1)
   config.optim.learning_rate = 1e-4
+  config.mesh.update(data=2, fsdp=4)  # read into another mesh than the first run's (8, 1)
   config.checkpoint.init_from = str(first)
   train.train_and_evaluate(config, str(second))
   config.checkpoint.init_from = ""

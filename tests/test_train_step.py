@@ -4,6 +4,7 @@ import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from glmjax import optim, parallel, step as step_lib
@@ -88,3 +89,37 @@ def test_nonfinite_loss_skips_the_update():
     np.testing.assert_array_equal(x, y)
   losses, _, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned, clean[1]])
   assert not nonfinite and np.isfinite(losses[-1])
+
+
+def test_learning_rate_in_the_step_equals_optax_adamw_with_the_schedule():
+  # The step multiplies unit-rate AdamW updates by schedule(state.step); weight decay must still
+  # scale with the rate, exactly as optax.adamw(schedule) does.
+  config = _config()
+  config.optim.update(learning_rate=0.1, warmup_ratio=0.5, decay_steps=6, weight_decay=0.3)
+  schedule = optim.learning_rate_schedule(config.optim)
+  ours = optim.make_optimizer(config.optim)
+  reference = optax.chain(optax.clip_by_global_norm(config.optim.grad_clip), optax.adamw(
+      schedule, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
+      weight_decay=config.optim.weight_decay, mask=optim.weight_decay_mask))
+  params = {"dense": {"qkv_kernel": jnp.ones((3, 2)), "qkv_bias": jnp.ones(2)}}
+  ours_params, ours_state = params, ours.init(params)
+  ref_params, ref_state = params, reference.init(params)
+  for t in range(6):
+    grads = jax.tree.map(lambda p, t=t: jnp.sin(p * (t + 1)), ours_params)
+    updates, ours_state = ours.update(grads, ours_state, ours_params)
+    ours_params = optax.apply_updates(ours_params, jax.tree.map(lambda u, t=t: schedule(t) * u,
+                                                                updates))
+    updates, ref_state = reference.update(grads, ref_state, ref_params)
+    ref_params = optax.apply_updates(ref_params, updates)
+  _assert_params_close(ours_params, ref_params, rtol=1e-6)
+
+
+def test_eval_in_micro_batches_equals_one_pass():
+  config = _config()
+  model = model_lib.GLM(config.model)
+  batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
+  params = model.init(jax.random.key(0), *step_lib.dummy_inputs(1, config.data.seq_len))["params"]
+  whole = step_lib.eval_step(params, batch, model=model)
+  micro = step_lib.eval_step(params, batch, model=model, micro_batches=4)
+  for key in whole:
+    np.testing.assert_allclose(micro[key], whole[key], rtol=1e-5)

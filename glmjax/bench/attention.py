@@ -51,14 +51,14 @@ def main(config, argv):
     if reason is not None:
       records[name] = {"skipped": reason}
       continue
-    forward = jax.jit(lambda q, k, v, name=name: attention.glm_attention(
-        q, k, v, sep, implementation=name))
+    run = lambda q, k, v, sep, name=name: attention.glm_attention(q, k, v, sep,
+                                                                  implementation=name)
+    forward = jax.jit(run)
     # vjp runs the forward and the backward: one fwd+bwd training pass.
-    forward_backward = jax.jit(lambda q, k, v, name=name: jax.vjp(
-        lambda q, k, v: attention.glm_attention(q, k, v, sep, implementation=name),
-        q, k, v)[1](cotangent))
-    forward_s = _time(forward, q, k, v, steps=steps)
-    total_s = _time(forward_backward, q, k, v, steps=steps)
+    forward_backward = jax.jit(lambda q, k, v, sep, cotangent, run=run: jax.vjp(
+        lambda q, k, v: run(q, k, v, sep), q, k, v)[1](cotangent))
+    forward_s = _time(forward, q, k, v, sep, steps=steps)
+    total_s = _time(forward_backward, q, k, v, sep, cotangent, steps=steps)
     records[name] = {"forward_ms": 1e3 * forward_s, "forward_backward_ms": 1e3 * total_s,
                      "tflops_forward_backward": 3.5 * flops_forward / total_s / 1e12}
   print(json.dumps({"what": "attention", "device_kind": jax.devices()[0].device_kind,
