@@ -7,6 +7,7 @@ The mesh has three axes: `data` (pure data parallel), `fsdp` (parameters and bat
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -84,28 +85,59 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def process_rows(mesh: Mesh, global_batch_size: int) -> np.ndarray:
-  """The global batch rows whose shards live on this process's devices, in order.
+def process_rows(mesh: Mesh, global_batch_size: int, process_index: int | None = None
+                 ) -> np.ndarray:
+  """The global batch rows held by the devices of one process (default: this one), sorted.
 
-  The data pipeline builds exactly these rows (any row is a pure function of its index), so
-  the host slice always matches the mesh, whatever the device order.
+  On real TPU slices a host's devices need not be adjacent along the batch axes (on a v5p-32
+  with the default mesh every host's rows are strided), so the rows may have gaps. The data
+  pipeline builds exactly these rows (a row is a pure function of its index); `global_batch`
+  places them. Works on devices that are not attached (TPU topology devices), for planning.
   """
-  index_map = batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch_size,))
-  rows = np.unique(np.concatenate([np.arange(global_batch_size)[index[0]]
-                                   for index in index_map.values()]))
-  if rows[-1] - rows[0] + 1 != len(rows):
-    raise ValueError(
-        "This process's devices hold non-contiguous batch rows; order the mesh so that each "
-        "host's devices are adjacent along mesh.data x mesh.fsdp.")
+  process = jax.process_index() if process_index is None else process_index
+  return _rows_of_process(mesh, int(global_batch_size), int(process))
+
+
+@functools.lru_cache(maxsize=64)  # asked for every step; a mesh and its devices never change
+def _rows_of_process(mesh: Mesh, global_batch_size: int, process: int) -> np.ndarray:
+  slices = [index[0] for device, index in
+            batch_sharding(mesh, 1).devices_indices_map((global_batch_size,)).items()
+            if device.process_index == process]
+  if not slices:
+    raise ValueError(f"Process {process} holds no device of the mesh; every process must.")
+  rows = np.unique(np.concatenate([np.arange(global_batch_size)[s] for s in slices]))
+  rows.setflags(write=False)
   return rows
+
+
+def local_positions(host_rows: np.ndarray, rows: slice, global_batch_size: int) -> np.ndarray:
+  """Where the global rows of one device's shard sit in a host batch built for `host_rows`."""
+  wanted = np.arange(global_batch_size)[rows]
+  positions = np.searchsorted(host_rows, wanted)
+  if np.any(positions >= len(host_rows)) or np.any(host_rows[np.minimum(
+      positions, len(host_rows) - 1)] != wanted):
+    raise ValueError("A device's batch rows are missing from this host's rows; build the host "
+                     "batch with parallel.process_rows of the same mesh and batch size.")
+  return positions
 
 
 def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh,
                  global_batch_size: int | None = None) -> dict[str, jax.Array]:
-  """This process's rows (see process_rows) to one global array per key."""
+  """This process's rows (`process_rows`, in that order) to one global array per key.
+
+  Each local device receives its shard's rows, looked up in the host batch, whatever gaps the
+  host's rows have. Without `global_batch_size` the host batch is the whole batch (one process).
+  """
+  size = global_batch_size or len(next(iter(host_batch.values())))
+  host_rows = process_rows(mesh, size)
+
   def to_global(value):
-    shape = None if global_batch_size is None else (global_batch_size, *value.shape[1:])
-    return jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value, shape)
+    sharding = batch_sharding(mesh, value.ndim)
+    if len(value) != len(host_rows):
+      raise ValueError(f"The host batch has {len(value)} rows but this process's devices hold "
+                       f"{len(host_rows)} of the {size}; build it from parallel.process_rows.")
+    shard = lambda index: value[local_positions(host_rows, index[0], size)]
+    return jax.make_array_from_callback((size, *value.shape[1:]), sharding, shard)
   return {key: to_global(value) for key, value in host_batch.items()}
 
 

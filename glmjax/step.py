@@ -8,6 +8,7 @@ here, so the logged rate is the applied one even after skipped (non-finite) step
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -15,11 +16,14 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import linen as nn
+from jax.experimental import multihost_utils
 
 from glmjax import model as model_lib
-from glmjax import parallel
+from glmjax import optim, parallel
+from glmjax.model import attention as attention_lib
 from glmjax.data.pipeline import BATCH_KEYS, OBJECTIVE_NAMES
 
 NUM_OBJECTIVES = len(OBJECTIVE_NAMES)
@@ -32,11 +36,33 @@ class TrainState:
   opt_state: Any
 
 
-def resolved_model_config(config) -> ml_collections.ConfigDict:
-  """config.model with `attention='auto'` replaced by the implementation that works here."""
+def resolved_model_config(config, platform: str | None = None) -> ml_collections.ConfigDict:
+  """config.model for a program compiled for `platform` (default: this host's backend).
+
+  `attention='auto'` becomes one implementation. Compiling for this host, the pick is checked
+  against xla on process 0 and broadcast, so every host compiles the same program even if a
+  check is flaky on one of them. Compiling for another platform (a TPU topology from a CPU
+  host), the platform's first choice is taken unchecked.
+  """
+  host_platform = jax.default_backend()
+  platform = platform or host_platform
   model_config = ml_collections.ConfigDict(config.model.to_dict())
-  model_config.attention = model_lib.resolve_attention(config.model.attention)
+  if platform == host_platform:
+    model_config.attention = agreed_attention(config.model.attention)
+  elif config.model.attention == "auto":
+    model_config.attention = attention_lib.unvalidated_default(platform)
+  model_config.target_platform = platform
   return model_config
+
+
+def agreed_attention(name: str, **resolve_kwargs) -> str:
+  """`resolve_attention(name)` decided by process 0 and shared with every process."""
+  if jax.process_count() == 1:
+    return model_lib.resolve_attention(name, **resolve_kwargs)
+  choices = attention_lib.IMPLEMENTATIONS
+  index = (choices.index(model_lib.resolve_attention(name, **resolve_kwargs))
+           if jax.process_index() == 0 else 0)
+  return choices[int(multihost_utils.broadcast_one_to_all(np.int32(index)))]
 
 
 def dummy_inputs(batch_size: int, seq_len: int) -> tuple[jax.Array, ...]:
@@ -54,9 +80,15 @@ def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation, seq_
   return init
 
 
+def _abstract_key() -> jax.ShapeDtypeStruct:
+  """An rng key's shape and dtype, never placed on a device: the mesh may be a TPU topology's
+  devices that this host cannot reach (ahead-of-time compilation)."""
+  return jax.eval_shape(lambda: jax.random.key(0))
+
+
 def state_shardings(init_fn, mesh, rules) -> Any:
   """NamedShardings of the (unboxed) state, from the logical names on the boxed abstract state."""
-  abstract = jax.eval_shape(init_fn, jax.random.key(0))
+  abstract = jax.eval_shape(init_fn, _abstract_key())
   return parallel.logical_to_shardings(nn.get_partition_spec(abstract), mesh, rules)
 
 
@@ -68,7 +100,7 @@ def init_sharded_state(init_fn, shardings, seed: int) -> TrainState:
 
 def abstract_state(init_fn, shardings) -> TrainState:
   """ShapeDtypeStructs with target shardings: what a checkpoint restores into."""
-  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(init_fn(rng)), jax.random.key(0))
+  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(init_fn(rng)), _abstract_key())
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                       shapes, shardings)
 
@@ -200,3 +232,34 @@ def jit_eval_step(model, config, mesh, shardings):
   return jax.jit(functools.partial(eval_step, model=model,
                                    micro_batches=int(config.optim.grad_accum_steps)),
                  in_shardings=(shardings.params, batch_shardings(mesh)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What one config and mesh make: the model, the optimizer, the state's layout (shapes,
+  dtypes, shardings) and the jitted train step. `train` runs it; `aot` compiles the same for
+  a TPU slice that is not attached."""
+  model: nn.Module
+  optimizer: optax.GradientTransformation
+  schedule: Callable[[Any], Any]
+  init_fn: Callable[[jax.Array], TrainState]
+  shardings: Any
+  abstract_state: TrainState
+  train_step: Any  # jax.jit-wrapped train_step, not yet compiled
+
+  def compile_train_step(self, config, mesh):
+    """Lowered on abstract values (no array is built) and compiled; call under the mesh."""
+    batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
+    return self.train_step.lower(self.abstract_state, batch).compile()
+
+
+def build_program(config, mesh, rules, model_config) -> Program:
+  """Call with the mesh and rules active (`parallel.activate`)."""
+  model = model_lib.GLM(model_config)
+  optimizer = optim.make_optimizer(config.optim)
+  schedule = optim.learning_rate_schedule(config.optim)
+  init_fn = make_init_fn(model, optimizer, config.data.seq_len)
+  shardings = state_shardings(init_fn, mesh, rules)
+  return Program(model=model, optimizer=optimizer, schedule=schedule, init_fn=init_fn,
+                 shardings=shardings, abstract_state=abstract_state(init_fn, shardings),
+                 train_step=jit_train_step(model, optimizer, schedule, config, mesh, shardings))

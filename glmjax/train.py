@@ -24,7 +24,7 @@ from ml_collections import config_flags
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import metrics as metrics_lib
-from glmjax import optim, parallel, step as step_lib
+from glmjax import parallel, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 from glmjax import model as model_lib
@@ -246,12 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipeline, writer,
            checkpointer):
-  model = model_lib.GLM(model_config)
-  optimizer = optim.make_optimizer(config.optim)
-  schedule = optim.learning_rate_schedule(config.optim)
-  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
-  shardings = step_lib.state_shardings(init_fn, mesh, rules)
-  abstract = step_lib.abstract_state(init_fn, shardings)
+  program = step_lib.build_program(config, mesh, rules, model_config)
+  abstract, shardings = program.abstract_state, program.shardings
   layout = checkpoint_lib.parameter_layout(abstract.params)
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.model.attention = model_config.attention
@@ -260,7 +256,7 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
 
   restored = checkpointer.restore_latest(abstract, layout)
   if restored is None:
-    state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
+    state = step_lib.init_sharded_state(program.init_fn, shardings, config.seed)
     if config.checkpoint.init_from:
       params, at = checkpoint_lib.restore_params(config.checkpoint.init_from, abstract.params,
                                                  layout)
@@ -285,12 +281,10 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
 
   # Compile before the first batch: out-of-memory shows here, with the sizes, not at step 0.
   started = time.perf_counter()
-  train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings).lower(
-      abstract, step_lib.abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
-  ).compile()
+  train_fn = program.compile_train_step(config, mesh)
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
            _memory_summary(train_fn))
-  evaluator = (Evaluator(step_lib.jit_eval_step(model, config, mesh, shardings),
+  evaluator = (Evaluator(step_lib.jit_eval_step(program.model, config, mesh, shardings),
                          abstract.params, eval_pipeline, config, mesh)
                if eval_pipeline is not None else None)
 

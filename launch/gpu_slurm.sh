@@ -1,16 +1,84 @@
 #!/usr/bin/env bash
-# GPU cluster launch with SLURM: one process per node, all local GPUs per process.
-#   sbatch --nodes=4 --gpus-per-node=8 launch/gpu_slurm.sh --config=configs/glm_2b.py --workdir=/shared/glm2b
-#   DRY_RUN=1 bash launch/gpu_slurm.sh --config=...   # print the command instead of running it
-# jax.distributed.initialize() reads the SLURM environment (see glmjax/parallel.py).
+# GPU clusters with SLURM. Two layouts, chosen with PROCS (default node):
+#   PROCS=node  one process per node, driving all of that node's GPUs:
+#     sbatch --nodes=4 --ntasks-per-node=1 --gpus-per-node=8 launch/gpu_slurm.sh \
+#         --config=configs/glm_2b.py --workdir=/shared/glm2b
+#   PROCS=gpu   one process per GPU:
+#     PROCS=gpu sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 launch/gpu_slurm.sh \
+#         --config=configs/glm_2b.py --workdir=/shared/glm2b
+# Submit from the repository root on a shared filesystem (sbatch runs a spooled copy of this
+# script, so its own path does not lead to the checkout), or set GLMJAX_DIR. PYTHON picks the
+# interpreter (default python3). DRY_RUN=1 prints the command instead of running it.
+#
+# How the processes find their GPUs: jax.distributed.initialize() reads the SLURM environment
+# and, unless told otherwise, restricts each process to GPU number SLURM_LOCALID, which with one
+# process per node would be GPU 0 alone. So srun starts this script once per task, and each task
+# sets JAX_LOCAL_DEVICE_IDS before starting the trainer: every visible GPU (PROCS=node), or its
+# own GPU (PROCS=gpu; index 0 when SLURM already bound a single GPU to the task).
 #SBATCH --job-name=glmjax
 #SBATCH --ntasks-per-node=1
 #SBATCH --exclusive
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command=(srun --kill-on-bad-exit=1 python3 -m glmjax.train "$@")
-if [[ "${DRY_RUN:-0}" == "1" ]]; then
-  echo "${command[@]}"
-else
+
+fail() { echo "gpu_slurm.sh: $*" >&2; exit 2; }
+procs="${PROCS:-node}"
+[[ "$procs" == node || "$procs" == gpu ]] || fail "PROCS=$procs: use PROCS=node or PROCS=gpu"
+repo="${GLMJAX_DIR:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
+[[ -d "$repo/glmjax" ]] || fail "no glmjax checkout in $repo: submit from the repository root" \
+                                "or set GLMJAX_DIR"
+cd "$repo"
+
+quote() {  # like Python's shlex.quote: bare when safe, else single-quoted
+  if [[ -n "$1" && "$1" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "$1"
+  else local sq="'\"'\"'"; printf "'%s'" "${1//\'/$sq}"; fi
+}
+show() {  # the command as one shell-quoted line
+  local sep=""
+  for word in "$@"; do printf '%s' "$sep"; quote "$word"; sep=" "; done
+  printf '\n'
+}
+
+if [[ "${GLMJAX_SLURM_TASK:-0}" != 1 ]]; then  # batch step: one srun, a task per process
+  export GLMJAX_SLURM_TASK=1 PROCS="$procs"
+  command=(srun --kill-on-bad-exit=1 bash "$repo/launch/gpu_slurm.sh" "$@")
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    if [[ "$procs" == node ]]; then
+      echo "# PROCS=node: one process per node (sbatch --ntasks-per-node=1), all its GPUs each"
+    else
+      echo "# PROCS=gpu: one process per GPU (sbatch --ntasks-per-node=GPUS_PER_NODE)"
+    fi
+    show "${command[@]}"
+    exit 0
+  fi
   exec "${command[@]}"
 fi
+
+# One srun task: choose this process's GPUs, then become the trainer.
+if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+  IFS=, read -ra visible <<< "$CUDA_VISIBLE_DEVICES"
+  count=${#visible[@]}
+else
+  count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+fi
+((count > 0)) || fail "no GPU visible on $(hostname) (CUDA_VISIBLE_DEVICES and nvidia-smi)"
+local_id="${SLURM_LOCALID:-0}"
+if [[ "$procs" == node ]]; then
+  ((local_id == 0)) || fail "PROCS=node but $(hostname) runs several tasks: submit with" \
+                            "--ntasks-per-node=1, or use PROCS=gpu"
+  ids=$(seq -s, 0 $((count - 1)))
+elif ((count == 1)); then
+  ids=0  # SLURM bound one GPU to this task (--gpus-per-task=1 or --gpu-bind)
+elif ((local_id < count)); then
+  ids=$local_id
+else
+  fail "PROCS=gpu: task $local_id on $(hostname) but only $count GPUs: submit with" \
+       "--ntasks-per-node equal to --gpus-per-node"
+fi
+export JAX_LOCAL_DEVICE_IDS="$ids"
+command=("${PYTHON:-python3}" -m glmjax.train "$@")
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  printf 'JAX_LOCAL_DEVICE_IDS=%s ' "$ids"
+  show "${command[@]}"
+  exit 0
+fi
+exec "${command[@]}"

@@ -1,127 +1,388 @@
-"""Cloud TPU VM launcher: create a slice, copy the code, run on every worker, stop, delete.
+"""Cloud TPU launcher: create a slice, set up its workers, train, watch, stop, delete.
 
-  python launch/tpu.py create --name=glm --zone=us-central2-b --accelerator=v4-32
-  python launch/tpu.py run --name=glm --zone=us-central2-b -- --config=configs/large.py \
-      --workdir=gs://BUCKET/glm-large
-  python launch/tpu.py stop --name=glm --zone=us-central2-b
-  python launch/tpu.py delete --name=glm --zone=us-central2-b
+  python launch/tpu.py create --name=glm --zone=us-east5-a --accelerator=v5p-128 [--spot]
+  python launch/tpu.py setup  --name=glm --zone=us-east5-a --accelerator=v5p-128
+  python launch/tpu.py train  --name=glm --zone=us-east5-a -- --config=configs/glm_10b.py \
+      --workdir=gs://BUCKET/glm10b ...
+  python launch/tpu.py status|logs|stop|delete --name=glm --zone=us-east5-a
 
-Every subcommand takes --dry-run, which prints the gcloud commands instead of running them.
-`run` copies this checkout to every worker, installs requirements.txt once, and starts
-`python -m glmjax.train` on all workers at once (jax.distributed finds its peers from the TPU
-metadata), with one log file per worker under ./logs/NAME/. `stop` kills only the processes that
-hold the TPU devices, not every Python process.
+Every subcommand takes --dry-run (print the commands, run nothing). launch/README.md walks
+through a whole run. Nothing a user passes is ever run as shell on a worker: every value that
+goes into a remote command is quoted, and commands run locally from argv lists (no shell).
+Secrets never go on the command line: `train --env NAME` forwards the local variable NAME.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.metadata
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from concurrent import futures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REMOTE_DIR = "glmjax"
-# Processes holding the chips: /dev/accel* on v4, /dev/vfio/* on v5e/v5p/v6e.
-KILL_TPU_HOLDERS = ("sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u | "
-                    "xargs -r sudo kill -TERM; sleep 5; sudo lsof -t /dev/accel* /dev/vfio/* "
-                    "2>/dev/null | sort -u | xargs -r sudo kill -KILL || true")
+# On every worker: ~/glmjax/{code,venv,logs}. `~` stays unquoted so the remote shell expands it.
+CODE, VENV_PYTHON, LOGS = "~/glmjax/code", "~/glmjax/venv/bin/python", "~/glmjax/logs"
+TRAIN_LOG, PID_FILE, MARKER = f"{LOGS}/train.log", "~/glmjax/train.pid", "~/glmjax/installed"
+ARCHIVE = "~/glmjax.tar.gz"
+REDACTED = "<redacted>"
+
+# Generation: (TensorCores per chip, as in the accelerator name; default runtime version).
+GENERATIONS = {
+    "v4": (2, "tpu-ubuntu2204-base"),
+    "v5p": (2, "v2-alpha-tpuv5"),
+    "v5litepod": (1, "v2-alpha-tpuv5-lite"),   # v5e
+    "v6e": (1, "v2-alpha-tpuv6e"),
+}
+CHIPS_PER_WORKER = 4  # one TPU VM per 4 chips in multi-host slices; v5e/v6e <= 8 chips: one VM
+SINGLE_VM_CHIPS = {"v4": 4, "v5p": 4, "v5litepod": 8, "v6e": 8}
+EV_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
+
+# Processes holding the chips: /dev/accel* (v4), /dev/vfio/* (v5e, v5p, v6e). TERM first (the
+# trainer saves a checkpoint and exits), wait up to the grace period, then KILL what is left.
+HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
 
 
-def gcloud_tpu(args, *words: str) -> list[str]:
-  command = ["gcloud", "compute", "tpus", "tpu-vm", *words, args.name, f"--zone={args.zone}"]
+def stop_holders(grace_s: int) -> str:
+  return (f'pids=$({HOLDERS}); if [ -n "$pids" ]; then echo "$(hostname): TERM" $pids; '
+          f"sudo kill -TERM $pids; for _ in $(seq {int(grace_s)}); do "
+          f'[ -z "$({HOLDERS})" ] && break; sleep 1; done; pids=$({HOLDERS}); '
+          f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; sudo kill -KILL $pids; fi; '
+          f'else echo "$(hostname): no process holds the TPU"; fi')
+
+
+class UsageError(Exception):
+  """A wrong or missing flag: one line on stderr, exit status 2."""
+
+
+@dataclasses.dataclass
+class PerWorker:
+  """Commands run for each worker, all workers in parallel, one local log file per worker."""
+  commands: dict[int, list[list[str]]]
+  log_dir: str
+
+
+def accelerator_workers(accelerator: str) -> int:
+  """TPU VMs (gcloud --worker=N targets) in a slice, from its accelerator type."""
+  match = re.fullmatch(r"(v4|v5p|v5litepod|v6e)-(\d+)", accelerator or "")
+  if not match:
+    raise UsageError(f"--accelerator={accelerator!r} is not a known TPU type; use v4-N, v5p-N, "
+                     "v5litepod-N (v5e) or v6e-N, e.g. --accelerator=v5p-128")
+  family, size = match.group(1), int(match.group(2))
+  cores_per_chip = GENERATIONS[family][0]
+  if (cores_per_chip == 2 and (size < 8 or size % 8)) or (cores_per_chip == 1 and
+                                                           size not in EV_SIZES):
+    allowed = "a multiple of 8" if cores_per_chip == 2 else "/".join(map(str, EV_SIZES))
+    raise UsageError(f"--accelerator={accelerator}: the size after '{family}-' must be "
+                     f"{allowed}")
+  chips = size // cores_per_chip
+  return 1 if chips <= SINGLE_VM_CHIPS[family] else chips // CHIPS_PER_WORKER
+
+
+def default_runtime(accelerator: str) -> str:
+  return GENERATIONS[accelerator.split("-")[0]][1]
+
+
+def local_jax_version() -> str:
+  try:
+    return importlib.metadata.version("jax")
+  except importlib.metadata.PackageNotFoundError:
+    return ""
+
+
+def gcloud(args, group: str, verb: str, *extra: str) -> list[str]:
+  command = ["gcloud", "compute", "tpus", group, verb, args.name, f"--zone={args.zone}"]
   if args.project:
     command.append(f"--project={args.project}")
-  return command
+  return command + list(extra)
 
 
-def ssh(args, worker: str, remote_command: str) -> list[str]:
-  return gcloud_tpu(args, "ssh") + [f"--worker={worker}", "--strict-host-key-checking=no",
-                                     f"--command={remote_command}"]
+def ssh(args, worker, remote: str) -> list[str]:
+  return gcloud(args, "tpu-vm", "ssh", f"--worker={worker}", "--strict-host-key-checking=no",
+                f"--command={remote}")
 
 
-def plan(args) -> list[list[str]]:
-  """The commands a subcommand runs, in order (one list per command)."""
-  if args.command == "create":
-    command = gcloud_tpu(args, "create") + [f"--accelerator-type={args.accelerator}",
-                                            f"--version={args.runtime}"]
-    if args.spot:
-      command.append("--spot")
-    return [command]
-  if args.command == "delete":
-    return [gcloud_tpu(args, "delete") + ["--quiet"]]
-  if args.command == "stop":
-    return [ssh(args, "all", KILL_TPU_HOLDERS)]
-  if args.command == "run":
-    archive = f"/tmp/{args.name}-glmjax.tar.gz"
-    train_args = " ".join(shlex.quote(a) for a in args.train_args)
-    remote = (f"mkdir -p ~/{REMOTE_DIR} && tar xzf ~/{os.path.basename(archive)} -C ~/{REMOTE_DIR}"
-              f" && cd ~/{REMOTE_DIR} && python3 -m pip install -q -r requirements.txt "
-              f"'jax[tpu]' && {KILL_TPU_HOLDERS}; python3 -m glmjax.train {train_args}")
-    return [
-        ["tar", "czf", archive, "--exclude=.git", "--exclude=__pycache__", "-C", REPO, "."],
-        gcloud_tpu(args, "scp") + [archive, f"{args.name}:~/", "--worker=all",
-                                   "--strict-host-key-checking=no"],
-        ssh(args, "all", remote),
+def scp(args, local: str, worker: int) -> list[str]:
+  """Copies `local` to ARCHIVE on one worker (gcloud's scp takes no NAME, only SRC and DEST)."""
+  # A relative remote path lands in the worker's home directory, i.e. at ARCHIVE.
+  command = ["gcloud", "compute", "tpus", "tpu-vm", "scp", local, f"{args.name}:glmjax.tar.gz",
+             f"--zone={args.zone}"]
+  if args.project:
+    command.append(f"--project={args.project}")
+  return command + [f"--worker={worker}", "--strict-host-key-checking=no"]
+
+
+def train_workdir(train_args: list[str]) -> str | None:
+  for i, word in enumerate(train_args):
+    if word.startswith("--workdir="):
+      return word.split("=", 1)[1]
+    if word == "--workdir" and i + 1 < len(train_args):
+      return train_args[i + 1]
+  return None
+
+
+def remote_setup(args) -> str:
+  """Per-worker install: Python venv, the copied checkout, requirements once per content hash."""
+  python = shlex.quote(args.python)
+  jax_spec = shlex.quote(f"jax[tpu]=={args.jax_version}" if args.jax_version else "jax[tpu]")
+  steps = ["set -e"]
+  if args.mount_bucket:
+    bucket, point = shlex.quote(args.mount_bucket), shlex.quote(args.mount_point)
+    steps += [
+        "if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/"
+        "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) "
+        "main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL "
+        "https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee "
+        "/usr/share/keyrings/cloud.google.asc >/dev/null; sudo apt-get update -qq; "
+        "sudo apt-get install -y -qq gcsfuse; fi",
+        f'sudo mkdir -p {point}', f'sudo chown "$USER" {point}',
+        f"mountpoint -q {point} || gcsfuse --implicit-dirs -o ro {bucket} {point}",
     ]
-  raise ValueError(f"unknown command {args.command}")
+  steps += [
+      f"if ! command -v {python} >/dev/null; then sudo apt-get update -qq; "
+      f"sudo apt-get install -y -qq {python} {python}-venv; fi",
+      f"[ -x {VENV_PYTHON} ] || {python} -m venv ~/glmjax/venv",
+      f"rm -rf {CODE}", f"mkdir -p {CODE} {LOGS}", f"tar xzf {ARCHIVE} -C {CODE}",
+      f"rm -f {ARCHIVE}", f"cd {CODE}",
+      f'want=$({{ cat requirements.txt; echo {jax_spec}; {VENV_PYTHON} --version; }} | sha256sum)',
+      f'if [ "$(cat {MARKER} 2>/dev/null)" = "$want" ]; then '
+      f'echo "$(hostname): requirements unchanged, install skipped"; else '
+      f"{VENV_PYTHON} -m pip install -q --upgrade pip; "
+      f"{VENV_PYTHON} -m pip install -q -r requirements.txt {jax_spec}; "
+      f'echo "$want" > {MARKER}; echo "$(hostname): installed"; fi',
+  ]
+  return "; ".join(steps)
 
 
-def execute(args, commands: list[list[str]]) -> int:
-  for command in commands:
-    printable = " ".join(shlex.quote(word) for word in command)
-    if args.dry_run:
-      print(printable)
+def remote_train(args, reveal: bool) -> str:
+  """Stop old chip holders, keep the old log, start the trainer detached (survives ssh exit)."""
+  exports = ["PYTHONUNBUFFERED=1"] + [
+      f"{name}={shlex.quote(os.environ[name]) if reveal else REDACTED}" for name in args.env]
+  trainer = " ".join([VENV_PYTHON, "-m", "glmjax.train", *map(shlex.quote, args.train_args)])
+  return "; ".join([
+      f'cd {CODE} && [ -x {VENV_PYTHON} ] || {{ echo "$(hostname): no checkout or venv in '
+      f'~/glmjax; run setup first" >&2; exit 1; }}',
+      stop_holders(args.grace), f"mkdir -p {LOGS}",
+      f"if [ -f {TRAIN_LOG} ]; then mv {TRAIN_LOG} {LOGS}/train.$(date +%Y%m%d-%H%M%S).log; fi",
+      "export " + " ".join(exports),
+      f"setsid nohup {trainer} > {TRAIN_LOG} 2>&1 < /dev/null & echo $! > {PID_FILE}",
+      f'echo "$(hostname): trainer started (pid $(cat {PID_FILE})), log {TRAIN_LOG}"',
+  ])
+
+
+REMOTE_STATUS = (
+    f'if [ -f {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null; then state=running; '
+    f'else state="not running"; fi; '
+    f'echo "$(hostname): trainer $state | $(tail -n 1 {TRAIN_LOG} 2>/dev/null)"')
+
+
+def plan(args, reveal: bool = False) -> list:
+  """The commands of a subcommand in order: argv lists, or a PerWorker group run in parallel.
+
+  reveal=False (what is printed) shows forwarded environment variables as NAME=<redacted>;
+  reveal=True (what runs) carries their values.
+  """
+  queued = args.mode == "queued"
+  if args.command == "create":
+    tier = ["--spot"] if args.spot else ["--reserved"] if args.reserved else []
+    if queued:
+      return [gcloud(args, "queued-resources", "create", f"--node-id={args.name}",
+                     f"--accelerator-type={args.accelerator}",
+                     f"--runtime-version={args.runtime}", *tier)]
+    return [gcloud(args, "tpu-vm", "create", f"--accelerator-type={args.accelerator}",
+                   f"--version={args.runtime}", *tier)]
+  if args.command == "delete":
+    if queued:  # --force also deletes the TPU VM the queued resource created
+      return [gcloud(args, "queued-resources", "delete", "--force", "--quiet")]
+    return [gcloud(args, "tpu-vm", "delete", "--quiet")]
+  if args.command == "status":
+    describe = (gcloud(args, "queued-resources", "describe", "--format=yaml(state)") if queued else
+                gcloud(args, "tpu-vm", "describe",
+                       "--format=yaml(state,health,acceleratorType,runtimeVersion)"))
+    return [describe, ssh(args, "all", REMOTE_STATUS)]
+  if args.command == "logs":
+    follow = " -F" if args.follow else ""
+    return [ssh(args, args.worker, f"tail -n {args.lines}{follow} {TRAIN_LOG}")]
+  if args.command == "stop":
+    return [ssh(args, "all", stop_holders(args.grace))]
+  if args.command == "train":
+    return [ssh(args, "all", remote_train(args, reveal))]
+  if args.command == "setup":
+    archive = f"/tmp/glmjax-{args.name}.tar.gz"
+    tar = ["tar", "czf", archive, "--exclude=.git", "--exclude=__pycache__",
+           "--exclude=.pytest_cache", "--exclude=./logs", "-C", REPO, "."]
+    remote = remote_setup(args)
+    per_worker = {w: [scp(args, archive, w), ssh(args, w, remote)] for w in range(args.workers)}
+    return [tar, PerWorker(per_worker, args.log_dir or os.path.join("logs", args.name))]
+  raise UsageError(f"unknown command {args.command!r}")
+
+
+def execute(args, shown: list, real: list) -> int:
+  for show, command in zip(shown, real):
+    if isinstance(command, PerWorker):
+      if args.dry_run:
+        print(f"# in parallel on {len(command.commands)} worker(s), output in "
+              f"{command.log_dir}/setup-worker<N>.log:")
+        for worker in show.commands:
+          for line in show.commands[worker]:
+            print(shlex.join(line))
+        continue
+      code = run_per_worker(show, command)
+    elif args.dry_run:
+      print(shlex.join(show))
       continue
-    print(f"+ {printable}", file=sys.stderr)
-    if args.command == "run" and command[:4] == ["gcloud", "compute", "tpus", "tpu-vm"] and \
-        "ssh" in command and args.workers > 1:
-      return _run_per_worker(args, command)
-    result = subprocess.run(command, check=False)
-    if result.returncode:
-      return result.returncode
+    else:
+      print(f"+ {shlex.join(show)}", file=sys.stderr, flush=True)
+      code = subprocess.run(command, check=False).returncode
+    if code:
+      return code
   return 0
 
 
-def _run_per_worker(args, command: list[str]) -> int:
-  """One ssh per worker in parallel, each with its own log file."""
-  log_dir = os.path.join("logs", args.name)
+def run_per_worker(show: PerWorker, group: PerWorker) -> int:
+  log_dir = os.path.join(REPO, group.log_dir)
   os.makedirs(log_dir, exist_ok=True)
 
-  def one(worker):
-    per_worker = [f"--worker={worker}" if w == "--worker=all" else w for w in command]
-    with open(os.path.join(log_dir, f"worker{worker}.log"), "w", encoding="utf-8") as log:
-      return subprocess.run(per_worker, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+  def one(worker: int) -> int:
+    path = os.path.join(log_dir, f"setup-worker{worker}.log")
+    with open(path, "w", encoding="utf-8") as log:
+      for printable, command in zip(show.commands[worker], group.commands[worker]):
+        log.write(f"+ {shlex.join(printable)}\n")
+        log.flush()
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, check=False).returncode
+        if code:
+          return code
+    return 0
 
-  with futures.ThreadPoolExecutor(args.workers) as pool:
-    codes = list(pool.map(one, range(args.workers)))
-  print(f"logs in {log_dir}; exit codes {codes}", file=sys.stderr)
-  return max(codes)
+  workers = sorted(group.commands)
+  print(f"+ setting up {len(workers)} worker(s) in parallel; logs in {log_dir}", file=sys.stderr)
+  with futures.ThreadPoolExecutor(min(len(workers), 64)) as pool:
+    codes = dict(zip(workers, pool.map(one, workers)))
+  failed = [w for w in workers if codes[w]]
+  for w in failed:
+    print(f"worker {w}: FAILED (exit {codes[w]}), see {log_dir}/setup-worker{w}.log")
+  print(f"setup: {len(workers) - len(failed)} of {len(workers)} worker(s) ok")
+  return max(codes.values(), default=0)
 
 
-def parse(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("command", choices=("create", "run", "stop", "delete"))
-  parser.add_argument("--name", required=True, help="TPU VM (slice) name")
-  parser.add_argument("--zone", required=True)
-  parser.add_argument("--project", default="")
-  parser.add_argument("--accelerator", default="v4-8", help="e.g. v4-32, v5p-64, v6e-16")
-  parser.add_argument("--runtime", default="tpu-ubuntu2204-base", help="TPU VM software version")
-  parser.add_argument("--spot", action="store_true")
-  parser.add_argument("--workers", type=int, default=1,
-                      help="hosts in the slice; >1 gives one log file per worker")
-  parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-  argv = list(sys.argv[1:] if argv is None else argv)
+class Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line, no usage dump
+    raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def parse(argv) -> argparse.Namespace:
+  common = Parser(add_help=False)
+  common.add_argument("--name", help="TPU slice name (also the queued resource's name)")
+  common.add_argument("--zone", help="e.g. us-east5-a (v5p), us-central2-b (v4)")
+  common.add_argument("--project", default="", help="default: gcloud's configured project")
+  common.add_argument("--mode", choices=("tpu-vm", "queued"), default="tpu-vm",
+                      help="queued: the slice comes from a queued resource (create/status/delete)")
+  common.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+  parser = Parser(prog="launch/tpu.py", description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  sub.required = True
+  create = sub.add_parser("create", parents=[common], help="create the slice")
+  create.add_argument("--accelerator", help="v4-N, v5p-N, v5litepod-N or v6e-N")
+  create.add_argument("--runtime", help="TPU software version (default: per generation)")
+  tier = create.add_mutually_exclusive_group()
+  tier.add_argument("--spot", action="store_true", help="spot capacity (cheap, preemptible)")
+  tier.add_argument("--reserved", action="store_true", help="use the project's reservation")
+  setup = sub.add_parser("setup", parents=[common], help="copy this checkout, install (parallel)")
+  setup.add_argument("--accelerator", help="the slice's type; gives the worker count")
+  setup.add_argument("--workers", type=int, help="worker count (overrides --accelerator)")
+  setup.add_argument("--jax-version", default=None,
+                     help="pin jax[tpu]==VERSION (default: the local jax; '' leaves it unpinned)")
+  setup.add_argument("--python", default="python3.11", help="interpreter for the workers' venv")
+  setup.add_argument("--mount-bucket", default="", help="gcsfuse-mount this bucket (read-only)")
+  setup.add_argument("--mount-point", default="/mnt/gcs", help="where --mount-bucket goes")
+  setup.add_argument("--log-dir", default="", help="local per-worker logs (default logs/NAME)")
+  train = sub.add_parser("train", parents=[common],
+                         help="start the trainer detached on every worker; args after --")
+  train.add_argument("--env", action="append", default=[], metavar="NAME",
+                     help="forward the local environment variable NAME (repeatable)")
+  sub.add_parser("status", parents=[common], help="slice state; per worker: trainer, last line")
+  logs = sub.add_parser("logs", parents=[common], help="a worker's training log")
+  logs.add_argument("--worker", default="0", help="worker index, or all")
+  logs.add_argument("--lines", type=int, default=100)
+  logs.add_argument("-f", "--follow", action="store_true", help="keep following the log")
+  stop = sub.add_parser("stop", parents=[common], help="stop the processes holding the chips")
+  sub.add_parser("delete", parents=[common], help="delete the slice (or queued resource)")
+  for command in (train, stop):
+    command.add_argument("--grace", type=int, default=300,
+                         help="seconds between TERM (checkpoint and exit) and KILL")
   split = argv.index("--") if "--" in argv else len(argv)
   args = parser.parse_args(argv[:split])
-  args.train_args = argv[split + 1:]  # everything after -- goes to glmjax.train
+  args.train_args = argv[split + 1:]
+  validate(args, has_separator=split < len(argv))
   return args
 
 
+def validate(args, has_separator: bool) -> None:
+  if not args.name:
+    raise UsageError("--name is required: the TPU slice name, e.g. --name=glm10b")
+  if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", args.name):
+    raise UsageError(f"--name={args.name!r}: use lower-case letters, digits and '-', "
+                     "starting with a letter (e.g. --name=glm10b)")
+  if not args.zone:
+    raise UsageError("--zone is required: the slice's zone, e.g. --zone=us-east5-a")
+  if has_separator and args.command != "train":
+    raise UsageError(f"{args.command} takes no arguments after --; only train passes them on")
+  if args.command == "create":
+    if not args.accelerator:
+      raise UsageError("create needs --accelerator, e.g. --accelerator=v5p-128")
+    accelerator_workers(args.accelerator)
+    args.runtime = args.runtime or default_runtime(args.accelerator)
+  if args.command == "setup":
+    if args.workers is None:
+      if not args.accelerator:
+        raise UsageError("setup needs --accelerator=TYPE (or --workers=N) to set up each "
+                         "worker in parallel")
+      args.workers = accelerator_workers(args.accelerator)
+    if args.workers < 1:
+      raise UsageError(f"--workers={args.workers}: needs at least 1")
+    if args.jax_version is None:
+      args.jax_version = local_jax_version()
+    if args.mount_bucket and not re.fullmatch(r"[a-z0-9][-_.a-z0-9]{1,220}", args.mount_bucket):
+      raise UsageError(f"--mount-bucket={args.mount_bucket!r}: a bucket name, without gs://")
+  if args.command == "logs" and not re.fullmatch(r"all|\d+", args.worker):
+    raise UsageError(f"--worker={args.worker!r}: a worker index (0, 1, ...) or all")
+  if args.command == "train":
+    for name in args.env:
+      if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        var = name.split("=")[0]  # never echo a value given by mistake
+        raise UsageError(f"--env {var}=...: --env takes a variable NAME, never a value on the "
+                         f"command line; export {var} locally and pass --env {var}")
+      if name not in os.environ:
+        raise UsageError(f"--env {name}: {name} is not set in the local environment; "
+                         f"export {name}=... first")
+    if not args.train_args:
+      raise UsageError("train needs the trainer's flags after --, e.g. -- "
+                       "--config=configs/glm_10b.py --workdir=gs://BUCKET/run")
+    workdir = train_workdir(args.train_args)
+    if workdir is None:
+      raise UsageError("train needs --workdir=gs://BUCKET/RUN after -- (checkpoints and resume)")
+    if not workdir.startswith("gs://"):
+      print(f"warning: --workdir={workdir} is not on GCS; each worker writes its own copy and a "
+            "new VM after preemption cannot resume from it", file=sys.stderr)
+
+
 def main(argv=None) -> int:
-  args = parse(argv)
-  return execute(args, plan(args))
+  try:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    shown = plan(args, reveal=False)
+    real = shown if args.dry_run else plan(args, reveal=True)
+    if not args.dry_run and shutil.which("gcloud") is None:
+      raise UsageError("gcloud not found: install the Google Cloud CLI and run gcloud auth login "
+                       "(or use --dry-run)")
+  except UsageError as error:
+    print(f"launch/tpu.py: error: {error}", file=sys.stderr)
+    return 2
+  return execute(args, shown, real)
 
 
 if __name__ == "__main__":

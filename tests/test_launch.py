@@ -1,40 +1,472 @@
-"""Launch scripts in dry-run mode print the commands they would run."""
+"""launch/: exact dry-run output of every subcommand, quoting, secrets, parallel setup, SLURM.
+
+Nothing here runs gcloud or srun: dry runs print, and the tests that execute use stand-ins on
+PATH. Remote command strings are run through a real `bash -c` with stub programs, the way the
+shell on a TPU worker would run them.
+"""
+import glob
+import importlib.metadata
+import importlib.util
+import io
 import os
+import shlex
 import subprocess
 import sys
+import tarfile
+import time
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TPU_PY = os.path.join(REPO, "launch", "tpu.py")
+SLURM_SH = os.path.join(REPO, "launch", "gpu_slurm.sh")
+
+_spec = importlib.util.spec_from_file_location("launch_tpu", TPU_PY)
+tpu = sys.modules["launch_tpu"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tpu)
+
+ZONE = "--zone=us-east5-a"
+SSH = "gcloud compute tpus tpu-vm ssh glm --zone=us-east5-a"
+STOP_300 = (
+    "pids=$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u); if [ -n \"$pids\" ]; "
+    "then echo \"$(hostname): TERM\" $pids; sudo kill -TERM $pids; for _ in $(seq 300); do "
+    "[ -z \"$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u)\" ] && break; sleep 1; "
+    "done; pids=$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u); if [ -n \"$pids\" ]"
+    "; then echo \"$(hostname): KILL\" $pids; sudo kill -KILL $pids; fi; else echo \"$(hostname): "
+    "no process holds the TPU\"; fi")
 
 
-def _dry_run(*args):
-  result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "tpu.py"), "--dry-run",
-                           *args], capture_output=True, text=True, check=True)
-  return result.stdout.strip().splitlines()
+@pytest.fixture(autouse=True)
+def _never_the_real_gcloud_or_srun(tmp_path_factory, monkeypatch):
+  """Stand-ins that fail loudly come first on PATH; tests that execute put their own before."""
+  guard = tmp_path_factory.mktemp("guard")
+  for program in ("gcloud", "srun"):
+    make_stub(str(guard / program), f'echo "the real {program} must not run in tests" >&2; exit 99')
+  monkeypatch.setenv("PATH", f"{guard}:{os.environ['PATH']}")
 
 
-def test_tpu_create_and_delete():
-  (create,) = _dry_run("create", "--name=glm", "--zone=us-central2-b", "--accelerator=v4-32")
-  assert create.startswith("gcloud compute tpus tpu-vm create glm --zone=us-central2-b")
-  assert "--accelerator-type=v4-32" in create
-  (delete,) = _dry_run("delete", "--name=glm", "--zone=z")
-  assert "tpu-vm delete glm" in delete and "--quiet" in delete
+def dry_run(capsys, *argv) -> str:
+  """stdout of `launch/tpu.py COMMAND --dry-run ARGS...` (in-process)."""
+  assert tpu.main([argv[0], "--dry-run", *argv[1:]]) == 0
+  return capsys.readouterr().out
 
 
-def test_tpu_run_copies_code_and_starts_training_on_every_worker():
-  tar, scp, ssh = _dry_run("run", "--name=glm", "--zone=z", "--", "--config=configs/large.py",
-                           "--workdir=gs://bucket/run")
-  assert tar.startswith("tar czf /tmp/glm-glmjax.tar.gz")
-  assert "tpu-vm scp" in scp and "--worker=all" in scp
-  assert "--worker=all" in ssh
-  assert "python3 -m glmjax.train --config=configs/large.py --workdir=gs://bucket/run" in ssh
-  # Only device holders are killed before starting, never every python process.
-  assert "lsof -t /dev/accel*" in ssh and "pkill" not in ssh
+def command_payload(line: str) -> str:
+  """The remote shell string of a printed `gcloud ... ssh --command=...` line."""
+  (word,) = [w for w in shlex.split(line) if w.startswith("--command=")]
+  return word[len("--command="):]
 
 
-def test_gpu_slurm_dry_run():
-  result = subprocess.run(["bash", os.path.join(REPO, "launch", "gpu_slurm.sh"),
-                           "--config=configs/glm_2b.py", "--workdir=/shared/run"],
-                          capture_output=True, text=True, check=True,
-                          env={**os.environ, "DRY_RUN": "1"})
-  assert result.stdout.strip() == ("srun --kill-on-bad-exit=1 python3 -m glmjax.train "
-                                   "--config=configs/glm_2b.py --workdir=/shared/run")
+def make_stub(path, body: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("#!/bin/sh\n" + body + "\n")
+  os.chmod(path, 0o755)
+
+
+def worker_home(tmp_path):
+  """A fake TPU worker home: checkout dir, venv python stub recording argv/env, no-op sudo."""
+  home = tmp_path / "home"
+  (home / "glmjax" / "code").mkdir(parents=True)
+  make_stub(str(home / "glmjax" / "venv" / "bin" / "python"),
+            'printf "%s\\0" "$@" > "$HOME/argv.part"; printf "%s" "${HF_TOKEN-unset}" > '
+            '"$HOME/env"; mv "$HOME/argv.part" "$HOME/argv"')
+  make_stub(str(tmp_path / "bin" / "sudo"), "exit 0")  # lsof finds no chip holders
+  return home
+
+
+def run_on_worker(payload: str, home, tmp_path) -> subprocess.CompletedProcess:
+  env = {"HOME": str(home), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+  return subprocess.run(["bash", "-c", payload], env=env, capture_output=True, text=True,
+                        timeout=30, check=False)
+
+
+def trainer_argv(home) -> list[str]:
+  deadline = time.time() + 10
+  while not (home / "argv").exists():  # the trainer starts in the background
+    assert time.time() < deadline, "the stub trainer never started"
+    time.sleep(0.02)
+  return (home / "argv").read_text().split("\0")[:-1]
+
+
+# ---------------------------------------------------------------------------------- golden output
+
+def test_create_a_spot_tpu_vm_prints_the_exact_gcloud_command(capsys):
+  assert dry_run(capsys, "create", "--name=glm", ZONE, "--accelerator=v5p-128", "--spot") == (
+      "gcloud compute tpus tpu-vm create glm --zone=us-east5-a --accelerator-type=v5p-128 "
+      "--version=v2-alpha-tpuv5 --spot\n")
+
+
+def test_create_on_reserved_capacity_uses_the_generation_default_runtime(capsys):
+  assert dry_run(capsys, "create", "--name=glm", "--zone=us-west4-a", "--project=my-proj",
+                 "--accelerator=v5litepod-16", "--reserved") == (
+      "gcloud compute tpus tpu-vm create glm --zone=us-west4-a --project=my-proj "
+      "--accelerator-type=v5litepod-16 --version=v2-alpha-tpuv5-lite --reserved\n")
+
+
+def test_create_with_runtime_overrides_the_default_and_plain_capacity_has_no_tier(capsys):
+  assert dry_run(capsys, "create", "--name=glm", "--zone=us-east5-b", "--accelerator=v6e-64",
+                 "--runtime=v2-alpha-tpuv6e-custom") == (
+      "gcloud compute tpus tpu-vm create glm --zone=us-east5-b --accelerator-type=v6e-64 "
+      "--version=v2-alpha-tpuv6e-custom\n")
+
+
+def test_create_in_queued_mode_requests_a_queued_resource_for_spot_or_reserved(capsys):
+  assert dry_run(capsys, "create", "--mode=queued", "--name=glm", ZONE, "--accelerator=v5p-128",
+                 "--spot") == (
+      "gcloud compute tpus queued-resources create glm --zone=us-east5-a --node-id=glm "
+      "--accelerator-type=v5p-128 --runtime-version=v2-alpha-tpuv5 --spot\n")
+  assert dry_run(capsys, "create", "--mode=queued", "--name=glm", "--zone=us-central2-b",
+                 "--accelerator=v4-32", "--reserved") == (
+      "gcloud compute tpus queued-resources create glm --zone=us-central2-b --node-id=glm "
+      "--accelerator-type=v4-32 --runtime-version=tpu-ubuntu2204-base --reserved\n")
+
+
+SETUP_PAYLOAD = (
+    "set -e; if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/"
+    "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) main\" | "
+    "sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL https://packages."
+    "cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
+    ">/dev/null; sudo apt-get update -qq; sudo apt-get install -y -qq gcsfuse; fi; sudo mkdir -p "
+    "/mnt/gcs; sudo chown \"$USER\" /mnt/gcs; mountpoint -q /mnt/gcs || gcsfuse --implicit-dirs "
+    "-o ro my-bucket /mnt/gcs; if ! command -v python3.11 >/dev/null; then sudo apt-get update "
+    "-qq; sudo apt-get install -y -qq python3.11 python3.11-venv; fi; [ -x ~/glmjax/venv/bin/"
+    "python ] || python3.11 -m venv ~/glmjax/venv; rm -rf ~/glmjax/code; mkdir -p ~/glmjax/code "
+    "~/glmjax/logs; tar xzf ~/glmjax.tar.gz -C ~/glmjax/code; rm -f ~/glmjax.tar.gz; cd "
+    "~/glmjax/code; want=$({ cat requirements.txt; echo 'jax[tpu]==0.10.2'; ~/glmjax/venv/bin/"
+    "python --version; } | sha256sum); if [ \"$(cat ~/glmjax/installed 2>/dev/null)\" = "
+    "\"$want\" ]; then echo \"$(hostname): requirements unchanged, install skipped\"; else "
+    "~/glmjax/venv/bin/python -m pip install -q --upgrade pip; ~/glmjax/venv/bin/python -m pip "
+    "install -q -r requirements.txt 'jax[tpu]==0.10.2'; echo \"$want\" > ~/glmjax/installed; "
+    "echo \"$(hostname): installed\"; fi")
+
+
+def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(capsys):
+  out = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=2", "--jax-version=0.10.2",
+                "--mount-bucket=my-bucket")
+  per_worker = "".join(
+      f"gcloud compute tpus tpu-vm scp /tmp/glmjax-glm.tar.gz glm:glmjax.tar.gz --zone=us-east5-a"
+      f" --worker={w} --strict-host-key-checking=no\n"
+      f"{SSH} --worker={w} --strict-host-key-checking=no "
+      f"{shlex.quote('--command=' + SETUP_PAYLOAD)}\n" for w in (0, 1))
+  assert out == (
+      f"tar czf /tmp/glmjax-glm.tar.gz --exclude=.git --exclude=__pycache__ "
+      f"--exclude=.pytest_cache --exclude=./logs -C {shlex.quote(REPO)} .\n"
+      "# in parallel on 2 worker(s), output in logs/glm/setup-worker<N>.log:\n" + per_worker)
+
+
+TRAIN_PAYLOAD = (
+    "cd ~/glmjax/code && [ -x ~/glmjax/venv/bin/python ] || { echo \"$(hostname): no checkout or "
+    "venv in ~/glmjax; run setup first\" >&2; exit 1; }; " + STOP_300.replace("seq 300", "seq 120")
+    + "; mkdir -p ~/glmjax/logs; if [ -f ~/glmjax/logs/train.log ]; then mv ~/glmjax/logs/"
+    "train.log ~/glmjax/logs/train.$(date +%Y%m%d-%H%M%S).log; fi; export PYTHONUNBUFFERED=1 "
+    "HF_TOKEN=<redacted>; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
+    "--config=configs/glm_10b.py --workdir=gs://my-bucket/glm10b --config.mesh.fsdp=-1 > "
+    "~/glmjax/logs/train.log 2>&1 < /dev/null & echo $! > ~/glmjax/train.pid; echo \"$(hostname)"
+    ": trainer started (pid $(cat ~/glmjax/train.pid)), log ~/glmjax/logs/train.log\"")
+
+
+def test_train_starts_the_trainer_detached_on_every_worker(capsys, monkeypatch):
+  monkeypatch.setenv("HF_TOKEN", "hf_value")
+  out = dry_run(capsys, "train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--grace=120", "--",
+                "--config=configs/glm_10b.py", "--workdir=gs://my-bucket/glm10b",
+                "--config.mesh.fsdp=-1")
+  assert out == (f"{SSH} --worker=all --strict-host-key-checking=no "
+                 f"{shlex.quote('--command=' + TRAIN_PAYLOAD)}\n")
+
+
+def test_status_shows_the_slice_state_then_each_workers_trainer_and_last_log_line(capsys):
+  workers = (f"{SSH} --worker=all --strict-host-key-checking=no '--command=if [ -f "
+             "~/glmjax/train.pid ] && kill -0 \"$(cat ~/glmjax/train.pid)\" 2>/dev/null; then "
+             "state=running; else state=\"not running\"; fi; echo \"$(hostname): trainer $state | "
+             "$(tail -n 1 ~/glmjax/logs/train.log 2>/dev/null)\"'\n")
+  assert dry_run(capsys, "status", "--name=glm", ZONE) == (
+      "gcloud compute tpus tpu-vm describe glm --zone=us-east5-a "
+      "'--format=yaml(state,health,acceleratorType,runtimeVersion)'\n" + workers)
+  assert dry_run(capsys, "status", "--mode=queued", "--name=glm", ZONE) == (
+      "gcloud compute tpus queued-resources describe glm --zone=us-east5-a "
+      "'--format=yaml(state)'\n" + workers)
+
+
+def test_logs_shows_or_follows_one_workers_log(capsys):
+  assert dry_run(capsys, "logs", "--name=glm", ZONE) == (
+      f"{SSH} --worker=0 --strict-host-key-checking=no "
+      "'--command=tail -n 100 ~/glmjax/logs/train.log'\n")
+  assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=3", "--lines=20", "-f") == (
+      f"{SSH} --worker=3 --strict-host-key-checking=no "
+      "'--command=tail -n 20 -F ~/glmjax/logs/train.log'\n")
+
+
+def test_stop_terms_then_kills_only_the_processes_holding_the_chips(capsys):
+  out = dry_run(capsys, "stop", "--name=glm", ZONE)
+  assert out == (f"{SSH} --worker=all --strict-host-key-checking=no "
+                 f"{shlex.quote('--command=' + STOP_300)}\n")
+  assert "pkill" not in out and "killall" not in out
+
+
+def test_delete_removes_the_vm_or_the_queued_resource_with_force(capsys):
+  assert dry_run(capsys, "delete", "--name=glm", ZONE) == (
+      "gcloud compute tpus tpu-vm delete glm --zone=us-east5-a --quiet\n")
+  assert dry_run(capsys, "delete", "--mode=queued", "--name=glm", ZONE) == (
+      "gcloud compute tpus queued-resources delete glm --zone=us-east5-a --force --quiet\n")
+
+
+# ----------------------------------------------------------------------------- quoting, secrets
+
+NASTY = ["--config.data.files=('a b;rm -rf ~/victim',)", "$(touch {tmp}/pwned1)",
+         "`touch {tmp}/pwned2`", "it's \"quoted\" & ; | > {tmp}/pwned3", "two\nlines", "*"]
+
+
+def test_a_train_argument_with_shell_metacharacters_stays_one_word(capsys, tmp_path):
+  nasty = [word.format(tmp=tmp_path) for word in NASTY]
+  train_args = ["--config=configs/glm_10b.py", "--workdir=gs://b/run", *nasty]
+  payload = command_payload(dry_run(capsys, "train", "--name=glm", ZONE, "--", *train_args))
+  # As a POSIX shell splits it, every argument is exactly one word.
+  words = shlex.split(payload)
+  start = words.index("glmjax.train") + 1
+  assert words[start:start + len(train_args)] == train_args
+  # And as bash really runs it on a worker: the trainer gets the words, nothing else runs.
+  home = worker_home(tmp_path)
+  (home / "victim").mkdir()
+  result = run_on_worker(payload, home, tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert trainer_argv(home) == ["-m", "glmjax.train", *train_args]
+  assert not glob.glob(str(tmp_path / "pwned*")) and (home / "victim").is_dir()
+  assert "trainer started" in result.stdout and "no process holds the TPU" in result.stdout
+
+
+def test_forwarded_environment_variables_are_redacted_in_every_printed_command(
+    capsys, monkeypatch, tmp_path):
+  secret = f"hf_S3CRET value;$(touch {tmp_path}/pwned)"
+  monkeypatch.setenv("HF_TOKEN", secret)
+  out = dry_run(capsys, "train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--",
+                "--config=c.py", "--workdir=gs://b/r")
+  assert "HF_TOKEN=<redacted>" in out and "S3CRET" not in out
+  # A real run: the printed command is redacted, the one executed carries the value, and the
+  # value reaches the trainer's environment intact.
+  make_stub(str(tmp_path / "bin" / "gcloud"),
+            f'for a in "$@"; do printf "%s\\0" "$a"; done > {shlex.quote(str(tmp_path / "call"))}')
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  assert tpu.main(["train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--", "--config=c.py",
+                   "--workdir=gs://b/r"]) == 0
+  captured = capsys.readouterr()
+  assert "S3CRET" not in captured.out + captured.err and "HF_TOKEN=<redacted>" in captured.err
+  argv = (tmp_path / "call").read_text().split("\0")[:-1]
+  payload = next(a for a in argv if a.startswith("--command="))[len("--command="):]
+  home = worker_home(tmp_path)
+  assert run_on_worker(payload, home, tmp_path).returncode == 0
+  assert trainer_argv(home)[2:] == ["--config=c.py", "--workdir=gs://b/r"]
+  assert (home / "env").read_text() == secret and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["create", "--name=glm", ZONE, "--accelerator=v9-8"], "--accelerator='v9-8' is not a known"),
+    (["create", "--name=glm", ZONE, "--accelerator=v5p-12"], "must be a multiple of 8"),
+    (["create", "--name=glm", "--accelerator=v5p-8"], "--zone is required"),
+    (["create", "--name=Bad_Name", ZONE, "--accelerator=v5p-8"], "--name='Bad_Name'"),
+    (["create", "--name=glm", ZONE, "--accelerator=v5p-8", "--spot", "--reserved"],
+     "--reserved: not allowed with argument --spot"),
+    (["setup", "--name=glm", ZONE], "setup needs --accelerator"),
+    (["train", "--name=glm", ZONE, "--", "--config=c.py"], "train needs --workdir"),
+    (["train", "--name=glm", ZONE, "--env", "NOT_SET_ANYWHERE_42", "--", "--workdir=gs://b"],
+     "--env NOT_SET_ANYWHERE_42: NOT_SET_ANYWHERE_42 is not set"),
+    (["train", "--name=glm", ZONE, "--env", "TOKEN=abc", "--", "--workdir=gs://b"],
+     "--env TOKEN=...: --env takes a variable NAME, never a value"),
+    (["stop", "--name=glm", ZONE, "--", "--workdir=x"], "stop takes no arguments after --"),
+])
+def test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2(
+    argv, message, capsys, monkeypatch):
+  monkeypatch.delenv("NOT_SET_ANYWHERE_42", raising=False)
+  assert tpu.main([argv[0], "--dry-run", *argv[1:]]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == "" and captured.err.count("\n") == 1
+  assert captured.err.startswith("launch/tpu.py: error: ") and message in captured.err
+  assert "abc" not in captured.err  # a value given as --env NAME=VALUE is not echoed back
+
+
+def test_the_script_reports_a_usage_error_without_a_traceback():
+  result = subprocess.run([sys.executable, TPU_PY, "create", "--dry-run", "--name=glm", ZONE,
+                           "--accelerator=v5p-7"], capture_output=True, text=True, check=False)
+  assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+  assert result.stderr == ("launch/tpu.py: error: --accelerator=v5p-7: the size after 'v5p-' "
+                           "must be a multiple of 8\n")
+
+
+# -------------------------------------------------------------------------------- worker counts
+
+@pytest.mark.parametrize("accelerator, workers", [
+    ("v4-8", 1), ("v4-32", 4), ("v5p-8", 1), ("v5p-16", 2), ("v5p-128", 16), ("v5litepod-4", 1),
+    ("v5litepod-8", 1), ("v5litepod-16", 4), ("v5litepod-256", 64), ("v6e-8", 1), ("v6e-64", 16),
+])
+def test_the_worker_count_follows_from_the_accelerator_type(accelerator, workers):
+  assert tpu.accelerator_workers(accelerator) == workers
+
+
+def test_setup_plans_one_copy_and_install_per_worker_and_pins_the_local_jax(capsys):
+  out = dry_run(capsys, "setup", "--name=glm", ZONE, "--accelerator=v5p-128").splitlines()
+  assert sum(" scp " in line for line in out) == sum(" ssh " in line for line in out) == 16
+  assert [f"--worker={w}" in out[2 + 2 * w] for w in range(16)] == [True] * 16
+  assert f"'jax[tpu]=={importlib.metadata.version('jax')}'" in command_payload(out[3])
+  explicit = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=3", "--accelerator=v5p-128")
+  assert len(explicit.splitlines()) == 2 + 2 * 3  # --workers overrides the accelerator's count
+
+
+# ------------------------------------------------------------------------------- real execution
+
+def test_setup_runs_every_worker_at_once_with_a_log_each_and_a_summary(
+    capsys, monkeypatch, tmp_path):
+  calls = tmp_path / "calls"
+  calls.mkdir()
+  # Each ssh waits until all four have started: the test passes only if they run concurrently.
+  make_stub(str(tmp_path / "bin" / "gcloud"), f"""
+calls={shlex.quote(str(calls))}
+worker=$(printf '%s\\n' "$@" | sed -n 's/^--worker=//p')
+verb=$4
+touch "$calls/$verb-$worker"
+if [ "$verb" = ssh ]; then
+  for _ in $(seq 250); do [ "$(ls "$calls" | grep -c ^ssh-)" -ge 4 ] && break; sleep 0.02; done
+  [ "$(ls "$calls" | grep -c ^ssh-)" -ge 4 ] || {{ echo "ssh ran alone"; exit 3; }}
+  echo "worker $worker installed"
+  [ "$worker" = 2 ] && exit 7
+fi
+exit 0""")
+  make_stub(str(tmp_path / "bin" / "tar"), "exit 0")
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  logs = tmp_path / "logs"
+  code = tpu.main(["setup", "--name=glm", ZONE, "--workers=4", "--jax-version=0.10.2",
+                   f"--log-dir={logs}"])
+  out = capsys.readouterr().out
+  assert code == 7
+  assert "worker 2: FAILED (exit 7)" in out and "setup: 3 of 4 worker(s) ok" in out
+  for w in range(4):
+    log = (logs / f"setup-worker{w}.log").read_text()
+    assert f"worker {w} installed" in log and f"--worker={w}" in log
+  assert sorted(os.listdir(calls)) == [f"{v}-{w}" for v in ("scp", "ssh") for w in range(4)]
+
+
+def test_setup_installs_once_and_skips_while_the_requirements_are_unchanged(capsys, tmp_path):
+  payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
+                                    "--jax-version=0.10.2").splitlines()[3])
+  home = tmp_path / "home"
+  home.mkdir()
+  make_stub(str(tmp_path / "bin" / "sudo"), "exit 0")
+  venv_python = tmp_path / "venv-python"  # what `python3.11 -m venv DIR` puts in DIR/bin
+  make_stub(str(venv_python),
+            '[ "$1" = --version ] && echo Python 3.11.9 && exit 0\necho "$@" >> "$HOME/pip.log"')
+  make_stub(str(tmp_path / "bin" / "python3.11"),
+            f'mkdir -p "$3/bin" && cp {shlex.quote(str(venv_python))} "$3/bin/python"')
+
+  def setup(requirements: str) -> str:
+    with tarfile.open(home / "glmjax.tar.gz", "w:gz") as archive:
+      data = requirements.encode()
+      info = tarfile.TarInfo("./requirements.txt")
+      info.size = len(data)
+      archive.addfile(info, io.BytesIO(data))
+    result = run_on_worker(payload, home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+  assert setup("jax>=0.10\n").endswith(": installed\n")
+  assert "install -q -r requirements.txt jax[tpu]==0.10.2" in (home / "pip.log").read_text()
+  assert setup("jax>=0.10\n").endswith(": requirements unchanged, install skipped\n")
+  assert len((home / "pip.log").read_text().splitlines()) == 2  # pip upgrade + install, once
+  assert setup("jax>=0.10\nflax\n").endswith(": installed\n")
+  assert (home / "glmjax" / "code" / "requirements.txt").read_text() == "jax>=0.10\nflax\n"
+
+
+# ----------------------------------------------------------------------------------- GPU SLURM
+
+def slurm(procs=None, *args, task_env=None, dry=True, extra_path=None):
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "CUDA_", "GLMJAX_", "PROCS", "DRY_RUN", "JAX_"))}
+  env.update({"PROCS": procs} if procs else {})
+  env.update({"DRY_RUN": "1"} if dry else {})
+  env.update(task_env or {})
+  if extra_path:
+    env["PATH"] = f"{extra_path}:{env['PATH']}"
+  return subprocess.run(["bash", SLURM_SH, *args], capture_output=True, text=True, env=env,
+                        check=False, timeout=30)
+
+
+def test_slurm_one_process_per_node_dry_run(tmp_path):
+  result = slurm(None, "--config=configs/glm_2b.py", "--workdir=/shared/run")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == (
+      "# PROCS=node: one process per node (sbatch --ntasks-per-node=1), all its GPUs each\n"
+      f"srun --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
+      "--workdir=/shared/run\n")
+  # Each task then gives jax every GPU of its node, not only GPU SLURM_LOCALID=0.
+  task = slurm("node", "--config=configs/glm_2b.py", task_env={
+      "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"})
+  assert task.stdout == ("JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7 python3 -m glmjax.train "
+                         "--config=configs/glm_2b.py\n")
+
+
+def test_slurm_one_process_per_gpu_dry_run():
+  result = slurm("gpu", "--config=configs/glm_2b.py", "--workdir=/shared/run")
+  assert result.stdout == (
+      "# PROCS=gpu: one process per GPU (sbatch --ntasks-per-node=GPUS_PER_NODE)\n"
+      f"srun --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
+      "--workdir=/shared/run\n")
+  all_visible = slurm("gpu", "--config=c", task_env={
+      "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"})
+  assert all_visible.stdout == "JAX_LOCAL_DEVICE_IDS=5 python3 -m glmjax.train --config=c\n"
+  bound = slurm("gpu", "--config=c", task_env={  # SLURM gave the task one GPU of its own
+      "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "5"})
+  assert bound.stdout == "JAX_LOCAL_DEVICE_IDS=0 python3 -m glmjax.train --config=c\n"
+
+
+@pytest.mark.parametrize("procs, task_env, message", [
+    ("node", {"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1"}, "--ntasks-per-node=1"),
+    ("gpu", {"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0,1"}, "only 2 GPUs"),
+    ("tpu", {}, "PROCS=tpu: use PROCS=node or PROCS=gpu"),
+])
+def test_a_slurm_layout_mismatch_stops_with_one_line(procs, task_env, message):
+  result = slurm(procs, "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", **task_env})
+  assert result.returncode == 2 and message in result.stderr
+  assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_a_slurm_argument_with_shell_metacharacters_reaches_the_trainer_as_one_word(tmp_path):
+  nasty = [word.format(tmp=tmp_path) for word in NASTY]
+  printed = slurm("node", "--config=c", *nasty).stdout.split("\n", 1)[1]
+  assert shlex.split(printed)[-len(nasty):] == nasty
+  # Really run: a stand-in srun starts the task, which execs a stand-in trainer.
+  make_stub(str(tmp_path / "bin" / "srun"),
+            'while [ "$1" != bash ]; do shift; done; SLURM_LOCALID=0 exec "$@"')
+  make_stub(str(tmp_path / "trainer"),
+            f'printf "%s\\0" "$JAX_LOCAL_DEVICE_IDS" "$@" > {shlex.quote(str(tmp_path / "argv"))}')
+  result = slurm("node", "--config=c", *nasty, dry=False, extra_path=tmp_path / "bin",
+                 task_env={"CUDA_VISIBLE_DEVICES": "0,1,2,3", "PYTHON": str(tmp_path / "trainer")})
+  assert result.returncode == 0, result.stderr
+  assert (tmp_path / "argv").read_text().split("\0")[:-1] == [
+      "0,1,2,3", "-m", "glmjax.train", "--config=c", *nasty]
+  assert not glob.glob(str(tmp_path / "pwned*"))
+
+
+def test_jax_alone_would_give_a_one_process_per_node_task_only_gpu_0(monkeypatch):
+  """Why gpu_slurm.sh sets JAX_LOCAL_DEVICE_IDS: jax maps SLURM_LOCALID to one device, and reads
+  JAX_LOCAL_DEVICE_IDS before that. If jax changes either, this fails: look at the script again."""
+  from jax._src import clusters, distributed  # pylint: disable=import-outside-toplevel
+  for key in list(os.environ):
+    if key.startswith(("SLURM_", "OMPI_", "PMI_", "JAX_")):
+      monkeypatch.delenv(key)
+  monkeypatch.setattr(clusters.cluster, "running_in_cloud_tpu_vm", False, raising=False)
+  for key, value in dict(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="gpu[001-004]",
+                         SLURM_NTASKS="4", SLURM_PROCID="0", SLURM_LOCALID="0").items():
+    monkeypatch.setenv(key, value)
+  _, processes, _, device_ids = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+      None, None, None, None, None, 60)
+  assert (processes, device_ids) == (4, [0])
+  seen = {}
+
+  def capture(cls, coordinator, num_processes, process_id, local_device_ids, *rest):
+    seen["local_device_ids"] = local_device_ids
+    raise RuntimeError("captured")
+
+  monkeypatch.setattr(clusters.ClusterEnv, "auto_detect_unset_distributed_params",
+                      classmethod(capture))
+  monkeypatch.setenv("JAX_LOCAL_DEVICE_IDS", "0,1,2,3,4,5,6,7")
+  with pytest.raises(RuntimeError, match="captured"):
+    distributed.State().initialize()
+  assert seen["local_device_ids"] == list(range(8))

@@ -113,20 +113,23 @@ def tokamax_attention(q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
   return op(q, k, v, mask=key_range, logits_scale=scale).astype(q.dtype)
 
 
-def _splash(q, k, v, mask: AttentionMask, scale: float, *, compact: bool) -> jax.Array:
+def _splash(q, k, v, mask: AttentionMask, scale: float, *, compact: bool,
+            platform: str) -> jax.Array:
   from glmjax.model import splash  # pylint: disable=import-outside-toplevel
-  return splash.splash_attention(q, k, v, mask.splash_infos, scale=scale, compact=compact)
+  return splash.splash_attention(q, k, v, mask.splash_infos, scale=scale, compact=compact,
+                                 interpret=platform != "tpu")
 
 
-def _kernel(implementation: str):
+def _kernel(implementation: str, platform: str):
+  """The kernel as compiled for `platform` (the target's, which need not be this host's)."""
   if implementation == "cudnn":
     return lambda q, k, v, mask, scale: row_split_attention(q, k, v, mask.sep, scale)
   if implementation == "tokamax":
     return tokamax_attention
-  if implementation == "splash":
-    return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=True)
-  if implementation == "splash_dynamic":
-    return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=False)
+  if implementation in ("splash", "splash_dynamic"):
+    compact = implementation == "splash"
+    return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=compact,
+                                                platform=platform)
   raise ValueError(f"Unknown attention implementation {implementation!r}; "
                    f"choose one of {IMPLEMENTATIONS} or 'auto'.")
 
@@ -161,15 +164,18 @@ def _per_shard(fn, q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
 def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | None = None, *,
                   mask: AttentionMask | None = None, implementation: str = "xla",
                   scale: float | None = None, dropout_rate: float = 0.0,
-                  dropout_rng: jax.Array | None = None) -> jax.Array:
+                  dropout_rng: jax.Array | None = None, platform: str | None = None) -> jax.Array:
   """Attention under the GLM mask: q, k, v [B, T, N, D] -> [B, T, N, D] in q's dtype.
 
   Pass `sep` [B], or a `mask` from `prepare_mask` (built once per batch for all layers).
   `scale` defaults to 1/sqrt(D). Attention dropout (`dropout_rng` given, rate > 0) is applied
-  by the xla implementation only; the fused kernels have no probability dropout.
+  by the xla implementation only; the fused kernels have no probability dropout. `platform` is
+  the one the program is compiled for (default: this host's backend); off TPU, splash runs in
+  Pallas interpret mode.
   """
+  platform = platform or jax.default_backend()
   if implementation == "auto":
-    implementation = unvalidated_default()
+    implementation = unvalidated_default(platform)
   if mask is None:
     if sep is None:
       raise ValueError("glm_attention needs `sep` or a prepared `mask`.")
@@ -180,7 +186,7 @@ def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | Non
   if dropout_rate > 0.0 and dropout_rng is not None:
     log.warning("attention=%s has no attention-probability dropout; it is skipped "
                     "(hidden dropout still applies).", implementation)
-  return _per_shard(_kernel(implementation), q, k, v, mask, scale)
+  return _per_shard(_kernel(implementation, platform), q, k, v, mask, scale)
 
 
 # --- Choosing an implementation once at start-up. ---

@@ -104,6 +104,7 @@ class SelfAttention(nn.Module):
     use_dropout = not self.deterministic and cfg.attention_dropout > 0.0
     context = attention_lib.glm_attention(
         q, k, v, mask=mask, implementation=self.implementation, scale=head_dim ** -0.5,
+        platform=cfg.target_platform or None,
         dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
         dropout_rng=self.make_rng("dropout") if use_dropout else None)
     context = checkpoint_name(nn.with_logical_constraint(context, HEAD_AXES), "context")
@@ -225,7 +226,7 @@ class GLM(nn.Module):
     dtype, weights_dtype = cfg.compute_dtype, cfg.weights_dtype
     implementation = cfg.attention
     if implementation == "auto":
-      implementation = attention_lib.unvalidated_default()
+      implementation = attention_lib.unvalidated_default(cfg.target_platform or None)
     word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
                              (cfg.vocab_size, cfg.hidden_size), weights_dtype)
     x = jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0).astype(dtype)

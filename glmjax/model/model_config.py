@@ -40,6 +40,10 @@ class ModelConfig:
   attention: str = "auto"
   remat: str = "none"
   scan_layers: bool = True
+  # Not a user setting: the platform the program is compiled for ('' = this host's backend).
+  # step.resolved_model_config sets it from the mesh's devices, so a TPU program compiled on a
+  # CPU host (python -m glmjax.aot) carries the Mosaic kernels, not their interpreter.
+  target_platform: str = ""
 
   def __post_init__(self):
     for field, choices in (("position_encoding", POSITION_ENCODINGS), ("norm", NORMS),

@@ -9,7 +9,8 @@ Two forms, both exact (reference/ATTENTION.md §1e):
   splash's private MaskInfo layout (unchanged jax 0.10 -> 0.12).
 
 The metadata is built once per batch (`mask_infos`, outside the layer scan) and the kernel is
-vmapped over the batch. Off TPU the kernel runs in Pallas interpret mode (slow; for tests).
+vmapped over the batch. The caller says whether to emit Mosaic or run the Pallas interpreter
+(slow; for tests on CPU) from the platform the program is compiled for.
 """
 from __future__ import annotations
 
@@ -68,11 +69,14 @@ def _block_sizes(block: int) -> kernel_lib.BlockSizes:
 
 
 def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, infos, *, scale: float,
-                     compact: bool) -> jax.Array:
-  """q, k, v [B, T, N, D] and per-example `mask_infos` -> [B, T, N, D]."""
+                     compact: bool, interpret: bool) -> jax.Array:
+  """q, k, v [B, T, N, D] and per-example `mask_infos` -> [B, T, N, D].
+
+  `interpret=False` emits the Mosaic TPU kernel (a TPU target, even when compiled on a CPU
+  host); `interpret=True` runs the same kernel in the Pallas interpreter (tests on CPU).
+  """
   seq_len = q.shape[1]
   block_sizes = _block_sizes(block_size(seq_len))
-  interpret = jax.default_backend() != "tpu"
 
   def one_example(example_infos, q, k, v):
     fwd, dq, dkv = (info._replace(is_dynamic_mask=not compact) for info in example_infos)

@@ -1,0 +1,239 @@
+"""python -m glmjax.aot --config=configs/large.py --topology=v5p-128
+
+Compiles the real train step for a Cloud TPU slice on this machine, without the slice: the
+devices come from libtpu's description of the topology, the program is the one `train` builds
+(`step.build_program`, same shardings, same donation), and the attention kernel is the one the
+chip would run (Mosaic, not the Pallas interpreter). It reports, per chip, the bytes of the
+parameters and optimizer state, the temporaries, the total against the chip's HBM, the mesh,
+the hosts and the model FLOPs per step; and it plans the input of every host as `train` would,
+so that a layout that cannot be fed, or a config that does not fit, fails here and not after
+the slice is paid for. Exit status: 0 fits, 1 does not fit, 2 a bad flag or config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from glmjax import config as config_lib
+from glmjax import metrics as metrics_lib
+from glmjax import model as model_lib
+from glmjax import parallel, step as step_lib, topology
+
+log = logging.getLogger("glmjax.aot")
+
+MOSAIC_CALL = 'custom_call_target="tpu_custom_call"'  # how a Mosaic kernel shows in TPU HLO
+TARGET_MFU = 0.5  # the step time reported is the one at this model FLOPs utilisation
+
+
+class DoesNotFit(RuntimeError):
+  """The compiled step needs more memory per chip than the chip has."""
+
+
+class UnfeedableLayout(ValueError):
+  """Some batch rows would be built by no host, or would not reach the chips that hold them."""
+
+
+@dataclasses.dataclass
+class Report:
+  topology: str
+  accelerator_type: str
+  device_kind: str
+  chips: int
+  hosts: int
+  mesh: dict
+  attention: str
+  mosaic_kernels: int           # Mosaic custom calls in the compiled program
+  state_bytes: int              # parameters + optimizer state, per chip
+  temp_bytes: int
+  total_bytes: int              # arguments + outputs - donated aliases + temporaries
+  hbm_bytes: int
+  model_flops_per_step: float
+  step_time_at_target_mfu_s: float
+  rows_per_host: int
+  host_row_runs: int            # contiguous runs of rows on host 0 (1 = one block)
+  compile_s: float
+  batch_size: int
+  seq_len: int
+  remat: str
+
+  @property
+  def fits(self) -> bool:
+    return self.total_bytes <= self.hbm_bytes
+
+
+def per_chip_bytes(abstract_tree) -> int:
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs."""
+  total = 0
+  for leaf in jax.tree.leaves(abstract_tree):
+    shard = leaf.sharding.shard_shape(leaf.shape)
+    total += math.prod(shard) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def plan_host_input(mesh, global_batch_size: int) -> list[np.ndarray]:
+  """The rows each host builds, checked as `train` needs them: every row of the global batch is
+  built by exactly the hosts whose devices hold it, and each device's shard is found among its
+  host's rows. Returns the rows of every process."""
+  processes = sorted({device.process_index for device in mesh.devices.flat})
+  rows = [parallel.process_rows(mesh, global_batch_size, process) for process in processes]
+  holders = np.zeros(global_batch_size, np.int64)
+  index_map = parallel.batch_sharding(mesh, 1).devices_indices_map((global_batch_size,))
+  for device, index in index_map.items():
+    host_rows = rows[processes.index(device.process_index)]
+    found = host_rows[parallel.local_positions(host_rows, index[0], global_batch_size)]
+    if not np.array_equal(found, np.arange(global_batch_size)[index[0]]):
+      raise UnfeedableLayout(f"device {device.id} would receive rows {found} instead of its own.")
+  for host_rows in rows:
+    holders[host_rows] += 1
+  if np.any(holders == 0):
+    raise UnfeedableLayout(f"rows {np.flatnonzero(holders == 0)[:8]} are built by no host.")
+  return rows
+
+
+def _row_runs(rows: np.ndarray) -> int:
+  return int(1 + np.count_nonzero(np.diff(rows) != 1)) if len(rows) else 0
+
+
+def _out_of_memory(error: Exception) -> str | None:
+  """What the TPU compiler said when the program needs more HBM than a chip has, else None.
+
+  libtpu stops compiling at that point ("... required for HLO temporaries (115.93G) exceeds
+  available HBM (95.74G)"), so the numbers come from its message."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text or "memory" not in text:
+    return None
+  sizes = re.findall(r"\(([\d.]+)([KMGT])\)", text)
+  if len(sizes) >= 2:
+    (needed, unit), (available, unit_available) = sizes[:2]
+    return (f"needs {needed} {unit}iB of temporaries alone per chip, more than the "
+            f"{available} {unit_available}iB of HBM a program may use")
+  return text.splitlines()[0][:300]
+
+
+def fit_advice(config) -> str:
+  tips = []
+  if config.model.remat != "full":
+    tips.append(f"model.remat=full (now {config.model.remat})")
+  if int(config.mesh.fsdp) != -1 and int(config.mesh.data) != 1:
+    tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
+  tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)} (fewer rows per "
+              "chip at a time, same global batch)")
+  tips.append("a bigger slice")
+  return "try " + ", ".join(tips) + "."
+
+
+def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
+  """Compiles config's train step for `spec`; raises DoesNotFit with the numbers and the knobs."""
+  devices = topology.slice_devices(spec)
+  config_lib.validate(config, num_devices=len(devices))
+  mesh = parallel.make_mesh(config.mesh, devices)
+  config_lib.validate(config, num_devices=len(devices),
+                      batch_parallelism=parallel.batch_axis_size(mesh))
+  host_rows = plan_host_input(mesh, int(config.data.batch_size))
+  model_config = step_lib.resolved_model_config(config, platform="tpu")
+  rules = parallel.logical_rules(config.mesh)
+  hbm = spec.generation.hbm_bytes
+  started = time.perf_counter()
+  with parallel.activate(mesh, rules):
+    program = step_lib.build_program(config, mesh, rules, model_config)
+    try:
+      compiled = program.compile_train_step(config, mesh)
+    except Exception as error:  # noqa: BLE001 - only an out-of-memory compile is reported here
+      reason = _out_of_memory(error)
+      if reason is None:
+        raise
+      raise DoesNotFit(f"{spec.name}: the train step {reason}; {fit_advice(config)}") from None
+  compile_s = time.perf_counter() - started
+  memory = compiled.memory_analysis()
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  tokens = int(config.data.batch_size) * int(config.data.seq_len)
+  flops = model_lib.flops_per_token(model_config, int(config.data.seq_len)) * tokens
+  peak = metrics_lib.peak_flops(devices[0].device_kind) or float("nan")
+  report = Report(
+      topology=spec.topology_name, accelerator_type=spec.accelerator_type,
+      device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
+      mesh=dict(mesh.shape), attention=model_config.attention,
+      mosaic_kernels=compiled.as_text().count(MOSAIC_CALL),
+      state_bytes=per_chip_bytes(program.abstract_state), temp_bytes=memory.temp_size_in_bytes,
+      total_bytes=total, hbm_bytes=hbm, model_flops_per_step=flops,
+      step_time_at_target_mfu_s=flops / (spec.chips * peak * TARGET_MFU),
+      rows_per_host=len(host_rows[0]), host_row_runs=_row_runs(host_rows[0]),
+      compile_s=compile_s, batch_size=int(config.data.batch_size),
+      seq_len=int(config.data.seq_len), remat=config.model.remat)
+  if not report.fits:
+    raise DoesNotFit(f"{spec.name}: the train step needs {total / 2**30:.2f} GiB per chip, "
+                     f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
+                     f"HBM a program may use; {fit_advice(config)}")
+  return report
+
+
+def describe(report: Report, name: str) -> str:
+  gib = lambda n: f"{n / 2**30:.2f} GiB"
+  mesh = " ".join(f"{axis}={size}" for axis, size in report.mesh.items())
+  kernels = (f"; {report.mosaic_kernels} Mosaic kernel calls in the program"
+             if report.attention.startswith("splash") else "")
+  layout = ("one block of rows" if report.host_row_runs == 1
+            else f"{report.host_row_runs} separate runs of rows")
+  return "\n".join([
+      f"{name}: {report.device_kind}, {report.chips} chips on {report.hosts} host(s), "
+      f"torus {report.topology} (compiled here in {report.compile_s:.0f} s)",
+      f"  mesh        {mesh}; batch {report.batch_size} x {report.seq_len}; "
+      f"remat {report.remat}; attention {report.attention}{kernels}",
+      f"  per chip    parameters + optimizer {gib(report.state_bytes)} | temporaries "
+      f"{gib(report.temp_bytes)} | total {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
+      f"HBM: fits ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
+      f"  compute     {report.model_flops_per_step / 1e15:.3f} PFLOP per step (model FLOPs); "
+      f"{report.step_time_at_target_mfu_s:.3f} s per step at {TARGET_MFU:.0%} MFU",
+      f"  input       every host builds {report.rows_per_host} rows a step (host 0: {layout}); "
+      "every row is built once and reaches the chips that hold it",
+  ])
+
+
+def define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (train has --config too)."""
+  config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", None, "TPU slice: v4-32, v5p-128, v5litepod-16 / v5e-16, "
+                      "v6e-64, or a torus shape such as v5p:4x4x4.")
+  flags.DEFINE_bool("json", False, "Print the report as one JSON line.")
+
+
+def main(argv) -> None:
+  # Compile-only TPU devices need no backend here; do not probe for an attached TPU.
+  jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  config, name = flags.FLAGS.config, flags.FLAGS.topology
+  if config is None or not name:
+    raise app.UsageError("Both --config and --topology are required.")
+  logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+  try:
+    spec = topology.parse_slice(name)
+    print(f"Compiling {config.model.num_layers}-layer GLM for {spec.name} "
+          f"({spec.chips} chips, {spec.hosts} hosts); this takes minutes on a small machine...",
+          file=sys.stderr, flush=True)
+    report = compile_for_slice(config, spec)
+  except (topology.TopologyError, config_lib.ConfigError, UnfeedableLayout) as error:
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
+  except DoesNotFit as error:
+    print(f"does not fit: {error}", file=sys.stderr)
+    raise SystemExit(1) from None
+  print(json.dumps({**dataclasses.asdict(report), "fits": report.fits}) if flags.FLAGS.json
+        else describe(report, spec.name))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,117 @@
+"""python -m glmjax.fit_table [--out=docs/tpu_fit.md] [--readme=README.md]
+
+Regenerates the table of the smallest TPU slices on which each shipped config trains at the
+paper's batch (1024 rows of its sequence length), by compiling each candidate with
+`glmjax.aot.compile_for_slice` on this machine. For every model and chip generation it walks
+the slice sizes upward; at each size it tries the config as shipped, then `model.remat=full`,
+then also `mesh.data=1 mesh.fsdp=-1` (parameters and optimizer state sharded over all chips),
+and keeps the first that compiles within the chip's HBM. Out-of-memory compiles stop early, so
+a size that is too small costs seconds; each fitting compile takes minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+import time
+
+import jax
+
+from glmjax import aot, topology
+
+MODELS = (("GLM-Base", "configs.base"), ("GLM-Large", "configs.large"),
+          ("GLM-2B", "configs.glm_2b"), ("GLM-10B", "configs.glm_10b"))
+SIZES = {"v5p": (8, 16, 32, 64, 128, 256, 512), "v5e": (1, 4, 8, 16, 32, 64, 128, 256),
+         "v6e": (1, 4, 8, 16, 32, 64, 128, 256)}
+BEGIN, END = "<!-- fit-table:begin -->", "<!-- fit-table:end -->"
+
+
+def _shape(generation: str, chips: int) -> tuple[int, ...]:
+  return (topology.SHAPES_3D if generation == "v5p" else topology.SHAPES_2D)[chips]
+
+
+def _variants(config_module: str):
+  """(label, config) to try at one slice size, cheapest in memory last."""
+  shipped = importlib.import_module(config_module).get_config()
+  yield "as shipped", shipped
+  if shipped.model.remat != "full":
+    remat = importlib.import_module(config_module).get_config()
+    remat.model.remat = "full"
+    yield "remat=full", remat
+  if not (int(shipped.mesh.data) == 1 and int(shipped.mesh.fsdp) == -1):
+    sharded = importlib.import_module(config_module).get_config()
+    sharded.model.remat = "full"
+    sharded.mesh.update(data=1, fsdp=-1, tensor=1)
+    yield "remat=full, fsdp", sharded
+
+
+def smallest_fit(config_module: str, generation: str, log) -> aot.Report | None:
+  for size in SIZES[generation]:
+    spec = topology.parse_slice(f"{generation}:{'x'.join(map(str, _shape(generation, size)))}")
+    name = spec.accelerator_type
+    for label, config in _variants(config_module):
+      if int(config.data.batch_size) % spec.chips:
+        continue
+      started = time.perf_counter()
+      try:
+        report = aot.compile_for_slice(config, spec)
+      except aot.DoesNotFit:
+        log(f"  {name} {label}: does not fit ({time.perf_counter() - started:.0f} s)")
+        continue
+      log(f"  {name} {label}: fits, {report.total_bytes / 2**30:.1f} GiB per chip "
+          f"({report.compile_s:.0f} s)")
+      return report
+  return None
+
+
+def table(rows) -> str:
+  lines = [
+      "| model | slice | hosts | mesh | remat | per chip (of HBM) | step at 50% MFU | tokens/s |",
+      "|---|---|---|---|---|---|---|---|"]
+  for model, report in rows:
+    if report is None:
+      continue
+    mesh = " ".join(f"{k}={v}" for k, v in report.mesh.items() if v != 1) or "1 chip"
+    tokens = report.batch_size * report.seq_len / report.step_time_at_target_mfu_s
+    lines.append(
+        f"| {model} | {report.accelerator_type} | {report.hosts} | {mesh} | {report.remat} | "
+        f"{report.total_bytes / 2**30:.1f} of {report.hbm_bytes / 2**30:.1f} GiB | "
+        f"{report.step_time_at_target_mfu_s:.2f} s | {tokens / 1e3:,.0f}k |")
+  return "\n".join(lines)
+
+
+def splice(path: str, text: str) -> None:
+  with open(path, encoding="utf-8") as f:
+    content = f.read()
+  if BEGIN not in content or END not in content:
+    raise SystemExit(f"{path} has no {BEGIN} ... {END} block to replace.")
+  pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", content))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default=",".join(name for name, _ in MODELS))
+  parser.add_argument("--generations", default="v5p,v5e,v6e")
+  parser.add_argument("--readme", default="", help="replace the fit-table block in this file")
+  args = parser.parse_args(argv)
+  jax.config.update("jax_platforms", "cpu")
+  log = lambda text: print(text, file=sys.stderr, flush=True)
+  rows = []
+  for model, module in MODELS:
+    if model not in args.models.split(","):
+      continue
+    for generation in args.generations.split(","):
+      log(f"{model} on {generation}:")
+      rows.append((model, smallest_fit(module, generation, log)))
+  text = table(rows)
+  print(text)
+  if args.readme:
+    splice(args.readme, text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,95 @@
+"""Compiling the real train step for TPU slices on this CPU machine (libtpu topologies)."""
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from glmjax import aot, topology
+from glmjax import model as model_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(**model):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update({"attention": "auto", **model})
+  return config
+
+
+def test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_kernel():
+  config = _tiny()
+  report = aot.compile_for_slice(config, topology.parse_slice("v5p-8"))
+  assert report.fits and report.chips == 4 and report.hosts == 1
+  assert report.attention == "splash"  # auto on a TPU target, though this host is a CPU
+  assert report.mosaic_kernels >= 3    # forward, dq and dkv kernels, not the interpreter
+  assert report.mesh == {"data": 4, "fsdp": 1, "tensor": 1}
+  assert 0 < report.state_bytes < report.total_bytes <= report.hbm_bytes
+  tokens = config.data.batch_size * config.data.seq_len
+  assert report.model_flops_per_step == pytest.approx(
+      model_lib.flops_per_token(config.model, config.data.seq_len) * tokens)
+
+
+def test_the_xla_attention_compiles_without_mosaic_kernels():
+  report = aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v5p:2x2x1"))
+  assert report.attention == "xla" and report.mosaic_kernels == 0
+
+
+def test_parameters_and_optimizer_bytes_shrink_with_fsdp():
+  replicated = _tiny(attention="xla")
+  sharded = _tiny(attention="xla")
+  sharded.mesh.update(data=1, fsdp=-1)
+  spec = topology.parse_slice("v5e-4")
+  full = aot.compile_for_slice(replicated, spec).state_bytes
+  quarter = aot.compile_for_slice(sharded, spec).state_bytes
+  assert quarter < 0.4 * full
+
+
+def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
+  config = _tiny(attention="xla", hidden_size=8192, num_heads=64, vocab_size=50304)
+  config.data.update(batch_size=64)
+  with pytest.raises(aot.DoesNotFit, match=r"v5e-4: the train step .*GiB.*remat=full"):
+    aot.compile_for_slice(config, topology.parse_slice("v5e-4"))
+
+
+def _aot(*args):
+  return subprocess.run([sys.executable, "-m", "glmjax.aot", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_the_command_prints_a_json_report_for_a_slice():
+  result = _aot("--config=configs/base.py:local", "--config.model.attention=splash",
+                "--topology=v6e-16", "--json")
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout)
+  assert report["fits"] and report["chips"] == 16 and report["hosts"] == 4
+  assert report["device_kind"] == "TPU v6 lite" and report["mosaic_kernels"] >= 3
+  assert report["rows_per_host"] == 4  # 16 rows over 4 hosts
+
+
+def test_an_unknown_topology_and_an_impossible_mesh_are_one_line_errors():
+  unknown = _aot("--config=configs/base.py:local", "--topology=v5x-8")
+  assert unknown.returncode == 2
+  assert "--topology='v5x-8' is not a TPU slice name" in unknown.stderr
+  mesh = _aot("--config=configs/base.py:local", "--topology=v5p-8", "--config.mesh.tensor=3")
+  assert mesh.returncode == 2 and "error: mesh" in mesh.stderr and "Traceback" not in mesh.stderr
+
+
+@pytest.mark.parametrize("name, generation, chips, hosts", [
+    ("v4-32", "v4", 16, 4), ("v5p-128", "v5p", 64, 16), ("v5litepod-16", "v5e", 16, 4),
+    ("v5e-8", "v5e", 8, 1), ("v6e-64", "v6e", 64, 16), ("v5p:4x4x8", "v5p", 128, 32)])
+def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, generation, chips,
+                                                                        hosts):
+  spec = topology.parse_slice(name)
+  assert (spec.generation.name, spec.chips, spec.hosts) == (generation, chips, hosts)
+  devices = topology.slice_devices(spec)
+  assert len(devices) == chips and len({d.process_index for d in devices}) == hosts
+
+
+@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12"])
+def test_impossible_slice_names_say_what_is_accepted(name):
+  with pytest.raises(topology.TopologyError, match=name):
+    topology.parse_slice(name)

@@ -1,0 +1,117 @@
+"""Each host builds exactly the batch rows its devices hold, on the device orders of real slices.
+
+TPU slices come from libtpu's topology descriptions (the devices of the real slice, with their
+process_index), meshes from `parallel.make_mesh` as `train` makes them. The two-process CPU test
+runs the real `parallel.global_batch` on a mesh whose hosts hold interleaved rows.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from glmjax import aot, config as config_lib, parallel, topology
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BATCH = 1024
+MESHES = {"data": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=1, fsdp=-1, tensor=1),
+          "fsdp_tensor": dict(data=1, fsdp=-1, tensor=2), "data_fsdp": dict(data=2, fsdp=-1,
+                                                                            tensor=1)}
+
+
+def _mesh(slice_name, axes):
+  mesh_config = config_lib.mesh_defaults()
+  mesh_config.update(axes)
+  return parallel.make_mesh(mesh_config, topology.slice_devices(topology.parse_slice(slice_name)))
+
+
+@pytest.mark.parametrize("mesh_name", sorted(MESHES))
+@pytest.mark.parametrize("slice_name", ["v5e-16", "v5p-32", "v6e-16", "v4-32", "v5p-128"])
+def test_every_row_is_built_by_one_host_and_reaches_the_devices_that_hold_it(slice_name,
+                                                                             mesh_name):
+  mesh = _mesh(slice_name, MESHES[mesh_name])
+  processes = sorted({device.process_index for device in mesh.devices.flat})
+  rows = {p: parallel.process_rows(mesh, BATCH, p) for p in processes}
+  built = np.concatenate(list(rows.values()))
+  np.testing.assert_array_equal(np.sort(built), np.arange(BATCH))  # each row exactly once
+  index_map = parallel.batch_sharding(mesh, 1).devices_indices_map((BATCH,))
+  for device, index in index_map.items():
+    host_rows = rows[device.process_index]
+    host_batch = host_rows * 10 + 7  # row r of the host batch holds a value naming row r
+    shard = host_batch[parallel.local_positions(host_rows, index[0], BATCH)]
+    np.testing.assert_array_equal(shard, np.arange(BATCH)[index[0]] * 10 + 7)
+  assert aot.plan_host_input(mesh, BATCH)  # the aot command's own check agrees
+
+
+def test_real_slices_do_give_hosts_rows_with_gaps():
+  """The case train used to refuse: on a v5p-32 every host's rows are strided."""
+  mesh = _mesh("v5p-32", MESHES["data"])
+  for process in range(4):
+    rows = parallel.process_rows(mesh, BATCH, process)
+    assert len(rows) == BATCH // 4 and rows[-1] - rows[0] + 1 > len(rows)
+
+
+def test_a_host_batch_that_does_not_match_the_mesh_is_refused():
+  mesh = _mesh("v5p-32", MESHES["data"])
+  rows = parallel.process_rows(mesh, BATCH, 0)
+  other = parallel.process_rows(mesh, BATCH, 1)
+  index = parallel.batch_sharding(mesh, 1).devices_indices_map((BATCH,))
+  device = next(d for d in index if d.process_index == 1)
+  with pytest.raises(ValueError, match="missing from this host's rows"):
+    parallel.local_positions(rows, index[device][0], BATCH)
+  assert len(np.intersect1d(rows, other)) == 0
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    import jax
+    jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+    import numpy as np
+    from jax.sharding import Mesh
+    from glmjax import parallel, step
+    from glmjax.model import attention
+
+    # Interleave the hosts along the batch axis: host 0 holds rows 0-1, 4-5, 8-9, 12-13.
+    by_host = [[d for d in jax.devices() if d.process_index == p] for p in range(2)]
+    order = [device for pair in zip(*by_host) for device in pair]
+    mesh = Mesh(np.array(order).reshape(8, 1, 1), parallel.MESH_AXES)
+    rows = parallel.process_rows(mesh, 16)
+    host = {"tokens": np.stack([rows * 100 + t for t in range(3)], 1).astype(np.int32),
+            "sep": rows.astype(np.int32)}
+    batch = parallel.global_batch(host, mesh, 16)
+    for shard in batch["tokens"].addressable_shards:
+      want = np.arange(16)[shard.index[0]]
+      assert np.array_equal(np.asarray(shard.data)[:, 0], want * 100), (shard.index, shard.data)
+    total = int(jax.jit(lambda b: b["tokens"].sum() + b["sep"].sum())(batch))
+    assert total == sum(r * 300 + 3 + r for r in range(16)), total
+
+    # A check that fails on one host only must not make the hosts compile different programs.
+    if jax.process_index() == 1:
+      attention.check_attention = lambda *args, **kwargs: "flaky on this host"
+    else:
+      attention.check_attention = lambda *args, **kwargs: None
+    picked = step.agreed_attention("auto", candidates=("cudnn", "xla"))
+    print("rows", rows.tolist(), "attention", picked, flush=True)
+""")
+
+
+def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_attention(
+    tmp_path):
+  script = tmp_path / "child.py"
+  script.write_text(CHILD)
+  port = 21000 + os.getpid() % 9000
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+         "PYTHONPATH": REPO}
+  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(index)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for index in range(2)]
+  outputs = [child.communicate(timeout=300) for child in children]
+  for child, (out, err) in zip(children, outputs):
+    assert child.returncode == 0, err[-3000:]
+  lines = [next(line for line in out.splitlines() if line.startswith("rows"))
+           for out, _ in outputs]
+  assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn"
+  assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn"
