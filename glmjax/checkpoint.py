@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Checkpointer:
   """A CheckpointManager under `directory` that keeps the last `keep` checkpoints."""
 
   def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = location(directory)
     self.every = int(every)
     self._damaged: set[int] = set()
     options = ocp.CheckpointManagerOptions(
@@ -142,11 +143,16 @@ class Checkpointer:
     self.manager.close()
 
 
+def location(path: str) -> str:
+  """A local path made absolute; a URL (gs://bucket/run) kept as it is, for Orbax to open."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def checkpoints_directory(source: str) -> str:
   """A run's workdir or its checkpoints/ folder -> the folder holding the step directories."""
   directory = os.path.join(source, "checkpoints")
-  directory = directory if os.path.isdir(directory) else source
-  if not os.path.isdir(directory):
+  directory = directory if epath.Path(directory).is_dir() else source
+  if not epath.Path(directory).is_dir():
     raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory; give the "
                             "workdir of the run to start from.")
   return directory
@@ -160,7 +166,7 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict) -> t
   """
   directory = checkpoints_directory(source)
   manager = ocp.CheckpointManager(
-      os.path.abspath(directory), item_names=(STATE_ITEM, METADATA_ITEM),
+      location(directory), item_names=(STATE_ITEM, METADATA_ITEM),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))
   try:
     steps = sorted(manager.all_steps())

@@ -22,7 +22,8 @@ from glmjax import aot, topology
 
 MODELS = (("GLM-Base", "configs.base"), ("GLM-Large", "configs.large"),
           ("GLM-2B", "configs.glm_2b"), ("GLM-10B", "configs.glm_10b"))
-SIZES = {"v5p": (8, 16, 32, 64, 128, 256, 512), "v5e": (1, 4, 8, 16, 32, 64, 128, 256),
+# Slice sizes to try, in chips (a v5p-8 has 4 chips; v5e and v6e names count chips).
+SIZES = {"v5p": (4, 8, 16, 32, 64, 128, 256), "v5e": (1, 4, 8, 16, 32, 64, 128, 256),
          "v6e": (1, 4, 8, 16, 32, 64, 128, 256)}
 BEGIN, END = "<!-- fit-table:begin -->", "<!-- fit-table:end -->"
 

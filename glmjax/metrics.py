@@ -14,6 +14,7 @@ import time
 from typing import Mapping
 
 import numpy as np
+from etils import epath
 
 # Peak dense bf16 FLOP/s per device, matched against jax.Device.device_kind (lower case).
 PEAK_FLOPS = (
@@ -58,9 +59,9 @@ class MetricsWriter:
     self.tensorboard_dir = os.path.join(workdir, "tensorboard")
     self._jsonl = None
     self._tensorboard = None
-    if enabled:
-      os.makedirs(self.tensorboard_dir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    if enabled:  # epath: a local folder or a bucket (gs://...) alike
+      epath.Path(self.tensorboard_dir).mkdir(parents=True, exist_ok=True)
+      self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a", encoding="utf-8")
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tensorboard = SummaryWriter(self.tensorboard_dir, flush_secs=30)
 

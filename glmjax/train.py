@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
+from etils import epath
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
@@ -229,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise
   except (ValueError, FileNotFoundError) as error:
     raise StartupError(str(error)) from error
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
   rules = parallel.logical_rules(config.mesh)
   writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   checkpointer = checkpoint_lib.Checkpointer(
@@ -275,8 +276,8 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
            100 * parallel.replicated_fraction(state.params) if mesh.size > 1 else 0.0,
            model_config.attention)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(resolved.to_json_best_effort(indent=2, sort_keys=True))
+    (epath.Path(workdir) / "config.json").write_text(
+        resolved.to_json_best_effort(indent=2, sort_keys=True), encoding="utf-8")
     writer.write_text("config", resolved.to_json_best_effort(indent=2))
 
   # Compile before the first batch: out-of-memory shows here, with the sizes, not at step 0.

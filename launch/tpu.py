@@ -25,22 +25,17 @@ import sys
 from concurrent import futures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from glmjax import topology  # noqa: E402  (stdlib only: the launcher needs no jax)
 # On every worker: ~/glmjax/{code,venv,logs}. `~` stays unquoted so the remote shell expands it.
 CODE, VENV_PYTHON, LOGS = "~/glmjax/code", "~/glmjax/venv/bin/python", "~/glmjax/logs"
 TRAIN_LOG, PID_FILE, MARKER = f"{LOGS}/train.log", "~/glmjax/train.pid", "~/glmjax/installed"
 ARCHIVE = "~/glmjax.tar.gz"
 REDACTED = "<redacted>"
 
-# Generation: (TensorCores per chip, as in the accelerator name; default runtime version).
-GENERATIONS = {
-    "v4": (2, "tpu-ubuntu2204-base"),
-    "v5p": (2, "v2-alpha-tpuv5"),
-    "v5litepod": (1, "v2-alpha-tpuv5-lite"),   # v5e
-    "v6e": (1, "v2-alpha-tpuv6e"),
-}
-CHIPS_PER_WORKER = 4  # one TPU VM per 4 chips in multi-host slices; v5e/v6e <= 8 chips: one VM
-SINGLE_VM_CHIPS = {"v4": 4, "v5p": 4, "v5litepod": 8, "v6e": 8}
-EV_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
+# Default TPU VM software version per generation (gcloud --version / --runtime-version).
+RUNTIMES = {"v4": "tpu-ubuntu2204-base", "v5p": "v2-alpha-tpuv5", "v5e": "v2-alpha-tpuv5-lite",
+            "v6e": "v2-alpha-tpuv6e"}
 
 # Processes holding the chips: /dev/accel* (v4), /dev/vfio/* (v5e, v5p, v6e). TERM first (the
 # trainer saves a checkpoint and exits), wait up to the grace period, then KILL what is left.
@@ -66,25 +61,17 @@ class PerWorker:
   log_dir: str
 
 
+def parse_accelerator(accelerator: str) -> topology.TpuSlice:
+  """The slice an --accelerator names (glmjax.topology: the same table `glmjax.aot` uses)."""
+  try:
+    return topology.parse_slice(accelerator or "")
+  except topology.TopologyError as error:
+    raise UsageError(str(error).replace("--topology=", "--accelerator=")) from None
+
+
 def accelerator_workers(accelerator: str) -> int:
   """TPU VMs (gcloud --worker=N targets) in a slice, from its accelerator type."""
-  match = re.fullmatch(r"(v4|v5p|v5litepod|v6e)-(\d+)", accelerator or "")
-  if not match:
-    raise UsageError(f"--accelerator={accelerator!r} is not a known TPU type; use v4-N, v5p-N, "
-                     "v5litepod-N (v5e) or v6e-N, e.g. --accelerator=v5p-128")
-  family, size = match.group(1), int(match.group(2))
-  cores_per_chip = GENERATIONS[family][0]
-  if (cores_per_chip == 2 and (size < 8 or size % 8)) or (cores_per_chip == 1 and
-                                                           size not in EV_SIZES):
-    allowed = "a multiple of 8" if cores_per_chip == 2 else "/".join(map(str, EV_SIZES))
-    raise UsageError(f"--accelerator={accelerator}: the size after '{family}-' must be "
-                     f"{allowed}")
-  chips = size // cores_per_chip
-  return 1 if chips <= SINGLE_VM_CHIPS[family] else chips // CHIPS_PER_WORKER
-
-
-def default_runtime(accelerator: str) -> str:
-  return GENERATIONS[accelerator.split("-")[0]][1]
+  return parse_accelerator(accelerator).hosts
 
 
 def local_jax_version() -> str:
@@ -335,8 +322,9 @@ def validate(args, has_separator: bool) -> None:
   if args.command == "create":
     if not args.accelerator:
       raise UsageError("create needs --accelerator, e.g. --accelerator=v5p-128")
-    accelerator_workers(args.accelerator)
-    args.runtime = args.runtime or default_runtime(args.accelerator)
+    spec = parse_accelerator(args.accelerator)
+    args.accelerator = spec.accelerator_type  # gcloud's name: v5e-16 -> v5litepod-16
+    args.runtime = args.runtime or RUNTIMES[spec.generation.name]
   if args.command == "setup":
     if args.workers is None:
       if not args.accelerator:

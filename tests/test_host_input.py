@@ -5,6 +5,7 @@ process_index), meshes from `parallel.make_mesh` as `train` makes them. The two-
 runs the real `parallel.global_batch` on a mesh whose hosts hold interleaved rows.
 """
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -93,7 +94,8 @@ CHILD = textwrap.dedent("""
     else:
       attention.check_attention = lambda *args, **kwargs: None
     picked = step.agreed_attention("auto", candidates=("cudnn", "xla"))
-    print("rows", rows.tolist(), "attention", picked, flush=True)
+    with open(sys.argv[3], "w") as out:  # not stdout: gloo writes there too
+      out.write(f"rows {rows.tolist()} attention {picked}")
 """)
 
 
@@ -101,17 +103,19 @@ def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_
     tmp_path):
   script = tmp_path / "child.py"
   script.write_text(CHILD)
-  port = 21000 + os.getpid() % 9000
+  with socket.socket() as probe:  # a port no other test's coordinator holds
+    probe.bind(("localhost", 0))
+    port = probe.getsockname()[1]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
          "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
          "PYTHONPATH": REPO}
-  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(index)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for index in range(2)]
-  outputs = [child.communicate(timeout=300) for child in children]
-  for child, (out, err) in zip(children, outputs):
+  results = [tmp_path / f"host{index}.txt" for index in range(2)]
+  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(index),
+                                str(results[index])], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True) for index in range(2)]
+  errors = [child.communicate(timeout=300)[1] for child in children]
+  for child, err in zip(children, errors):
     assert child.returncode == 0, err[-3000:]
-  lines = [next(line for line in out.splitlines() if line.startswith("rows"))
-           for out, _ in outputs]
+  lines = [result.read_text() for result in results]
   assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn"
   assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn"

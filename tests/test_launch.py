@@ -104,6 +104,12 @@ def test_create_on_reserved_capacity_uses_the_generation_default_runtime(capsys)
       "--accelerator-type=v5litepod-16 --version=v2-alpha-tpuv5-lite --reserved\n")
 
 
+def test_create_takes_the_aot_spelling_of_a_slice_and_gives_gcloud_its_own(capsys):
+  assert dry_run(capsys, "create", "--name=glm", ZONE, "--accelerator=v5e-16") == (
+      "gcloud compute tpus tpu-vm create glm --zone=us-east5-a --accelerator-type=v5litepod-16 "
+      "--version=v2-alpha-tpuv5-lite\n")
+
+
 def test_create_with_runtime_overrides_the_default_and_plain_capacity_has_no_tier(capsys):
   assert dry_run(capsys, "create", "--name=glm", "--zone=us-east5-b", "--accelerator=v6e-64",
                  "--runtime=v2-alpha-tpuv6e-custom") == (
@@ -260,8 +266,8 @@ def test_forwarded_environment_variables_are_redacted_in_every_printed_command(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["create", "--name=glm", ZONE, "--accelerator=v9-8"], "--accelerator='v9-8' is not a known"),
-    (["create", "--name=glm", ZONE, "--accelerator=v5p-12"], "must be a multiple of 8"),
+    (["create", "--name=glm", ZONE, "--accelerator=v9-8"], "--accelerator='v9-8' is not a TPU slice name"),
+    (["create", "--name=glm", ZONE, "--accelerator=v5p-12"], "no standard v5p slice of that size"),
     (["create", "--name=glm", "--accelerator=v5p-8"], "--zone is required"),
     (["create", "--name=Bad_Name", ZONE, "--accelerator=v5p-8"], "--name='Bad_Name'"),
     (["create", "--name=glm", ZONE, "--accelerator=v5p-8", "--spot", "--reserved"],
@@ -288,8 +294,9 @@ def test_the_script_reports_a_usage_error_without_a_traceback():
   result = subprocess.run([sys.executable, TPU_PY, "create", "--dry-run", "--name=glm", ZONE,
                            "--accelerator=v5p-7"], capture_output=True, text=True, check=False)
   assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
-  assert result.stderr == ("launch/tpu.py: error: --accelerator=v5p-7: the size after 'v5p-' "
-                           "must be a multiple of 8\n")
+  assert result.stderr.startswith("launch/tpu.py: error: --accelerator='v5p-7': no standard "
+                                  "v5p slice of that size (standard: v5p-8, v5p-16, ")
+  assert result.stderr.count("\n") == 1
 
 
 # -------------------------------------------------------------------------------- worker counts
@@ -297,6 +304,7 @@ def test_the_script_reports_a_usage_error_without_a_traceback():
 @pytest.mark.parametrize("accelerator, workers", [
     ("v4-8", 1), ("v4-32", 4), ("v5p-8", 1), ("v5p-16", 2), ("v5p-128", 16), ("v5litepod-4", 1),
     ("v5litepod-8", 1), ("v5litepod-16", 4), ("v5litepod-256", 64), ("v6e-8", 1), ("v6e-64", 16),
+    ("v5p-384", 48), ("v5e-16", 4),
 ])
 def test_the_worker_count_follows_from_the_accelerator_type(accelerator, workers):
   assert tpu.accelerator_workers(accelerator) == workers

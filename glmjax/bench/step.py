@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from glmjax import metrics, optim, parallel, step as step_lib
+from glmjax import metrics, parallel, step as step_lib
 from glmjax import model as model_lib
 
 DEFAULT_STEPS = 10
@@ -41,18 +41,13 @@ def main(config, argv):
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
   model_config = step_lib.resolved_model_config(config)
-  model = model_lib.GLM(model_config)
-  optimizer = optim.make_optimizer(config.optim)
-  schedule = optim.learning_rate_schedule(config.optim)
-  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
   batch = synthetic_batch(config.data.batch_size, config.data.seq_len, config.model.vocab_size)
   with parallel.activate(mesh, rules):
-    shardings = step_lib.state_shardings(init_fn, mesh, rules)
-    state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
-    train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
+    program = step_lib.build_program(config, mesh, rules, model_config)
+    state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
     device_batch = parallel.global_batch(batch, mesh)
     start = time.perf_counter()
-    compiled = train_fn.lower(state, device_batch).compile()
+    compiled = program.compile_train_step(config, mesh)
     compile_s = time.perf_counter() - start
     state, out = compiled(state, device_batch)  # warm-up
     jax.block_until_ready(out)
