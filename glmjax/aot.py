@@ -52,14 +52,15 @@ class Report:
   hosts: int
   mesh: dict
   attention: str
-  mosaic_kernels: int           # Mosaic custom calls in the compiled program
+  mosaic_kernels: int           # Mosaic custom calls in the compiled train step
   state_bytes: int              # parameters + optimizer state, per chip
-  temp_bytes: int
-  total_bytes: int              # arguments + outputs - donated aliases + temporaries
+  temp_bytes: int               # the train step's temporaries, per chip
+  total_bytes: int              # peak per chip: train step or evaluation, plus eval batches
   hbm_bytes: int
   model_flops_per_step: float
   step_time_at_target_mfu_s: float
-  rows_per_host: int
+  rows_per_host: int            # rows each host builds per step (the most any host builds)
+  hosts_per_row: int            # hosts that build each row (1 unless mesh.tensor spans hosts)
   host_row_runs: int            # contiguous runs of rows on host 0 (1 = one block)
   compile_s: float
   batch_size: int
@@ -80,44 +81,56 @@ def per_chip_bytes(abstract_tree) -> int:
   return total
 
 
-def plan_host_input(mesh, global_batch_size: int) -> list[np.ndarray]:
-  """The rows each host builds, checked as `train` needs them: every row of the global batch is
-  built by exactly the hosts whose devices hold it, and each device's shard is found among its
-  host's rows. Returns the rows of every process."""
+def plan_host_input(mesh, global_batch_size: int) -> list[parallel.HostRows]:
+  """`parallel.host_rows` of every process of the slice, as `train` makes them on each host,
+  checked: every row of the global batch is built by the hosts whose devices hold it."""
   processes = sorted({device.process_index for device in mesh.devices.flat})
-  rows = [parallel.process_rows(mesh, global_batch_size, process) for process in processes]
+  layouts = [parallel.host_rows(mesh, global_batch_size, process) for process in processes]
   holders = np.zeros(global_batch_size, np.int64)
-  index_map = parallel.batch_sharding(mesh, 1).devices_indices_map((global_batch_size,))
-  for device, index in index_map.items():
-    host_rows = rows[processes.index(device.process_index)]
-    found = host_rows[parallel.local_positions(host_rows, index[0], global_batch_size)]
-    if not np.array_equal(found, np.arange(global_batch_size)[index[0]]):
-      raise UnfeedableLayout(f"device {device.id} would receive rows {found} instead of its own.")
-  for host_rows in rows:
-    holders[host_rows] += 1
+  for layout in layouts:
+    holders[layout.rows] += 1
   if np.any(holders == 0):
     raise UnfeedableLayout(f"rows {np.flatnonzero(holders == 0)[:8]} are built by no host.")
-  return rows
+  return layouts
+
+
+def check_batch_shardings(compiled, mesh) -> None:
+  """The compiled step must take its batch in the layout the hosts feed (`parallel`)."""
+  expected = step_lib.batch_shardings(mesh)
+  taken = compiled.input_shardings[0][1]
+  for key, sharding in expected.items():
+    ndim = 1 if key in step_lib.ROW_KEYS else 2
+    if not taken[key].is_equivalent_to(sharding, ndim):
+      raise UnfeedableLayout(f"the compiled step takes batch[{key!r}] as {taken[key]}, but the "
+                             f"hosts feed it as {sharding}.")
 
 
 def _row_runs(rows: np.ndarray) -> int:
   return int(1 + np.count_nonzero(np.diff(rows) != 1)) if len(rows) else 0
 
 
+_SIZE = r"([\d.]+)([KMGT])i?B?"
+# libtpu's two ways of saying that a program needs more HBM than the chip has: (needed, limit).
+_OUT_OF_MEMORY = (re.compile(r"required for HLO temporaries \(" + _SIZE + r"\) exceeds available "
+                             r"HBM \(" + _SIZE + r"\)"),
+                  re.compile(r"Used " + _SIZE + r" of " + _SIZE + r" hbm"))
+
+
 def _out_of_memory(error: Exception) -> str | None:
   """What the TPU compiler said when the program needs more HBM than a chip has, else None.
 
-  libtpu stops compiling at that point ("... required for HLO temporaries (115.93G) exceeds
-  available HBM (95.74G)"), so the numbers come from its message."""
+  libtpu stops compiling at that point, so the numbers come from its message."""
   text = str(error)
-  if "RESOURCE_EXHAUSTED" not in text or "memory" not in text:
+  if "RESOURCE_EXHAUSTED" not in text:
     return None
-  sizes = re.findall(r"\(([\d.]+)([KMGT])\)", text)
-  if len(sizes) >= 2:
-    (needed, unit), (available, unit_available) = sizes[:2]
-    return (f"needs {needed} {unit}iB of temporaries alone per chip, more than the "
-            f"{available} {unit_available}iB of HBM a program may use")
-  return text.splitlines()[0][:300]
+  scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  for pattern in _OUT_OF_MEMORY:
+    match = pattern.search(text)
+    if match:
+      needed, available = (float(match.group(i)) * scale[match.group(i + 1)] for i in (1, 3))
+      return (f"needs {needed / 2**30:.2f} GiB per chip, {(needed - available) / 2**30:.2f} GiB "
+              f"more than the {available / 2**30:.2f} GiB of HBM a program may use")
+  return text.splitlines()[0][:300] if "memory" in text.lower() else None
 
 
 def fit_advice(config) -> str:
@@ -132,71 +145,94 @@ def fit_advice(config) -> str:
   return "try " + ", ".join(tips) + "."
 
 
+def _total_bytes(memory) -> int:
+  """What a compiled program holds at its peak: arguments and outputs (donated buffers counted
+  once) and temporaries."""
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+
+
 def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
-  """Compiles config's train step for `spec`; raises DoesNotFit with the numbers and the knobs."""
+  """Compiles config's train step (and eval step, as train does at start-up) for `spec`;
+  raises DoesNotFit with the numbers and the knobs to turn."""
   devices = topology.slice_devices(spec)
   config_lib.validate(config, num_devices=len(devices))
   mesh = parallel.make_mesh(config.mesh, devices)
   config_lib.validate(config, num_devices=len(devices),
                       batch_parallelism=parallel.batch_axis_size(mesh))
-  host_rows = plan_host_input(mesh, int(config.data.batch_size))
+  batch_size, seq_len = int(config.data.batch_size), int(config.data.seq_len)
+  layouts = plan_host_input(mesh, batch_size)
   model_config = step_lib.resolved_model_config(config, platform="tpu")
   rules = parallel.logical_rules(config.mesh)
   hbm = spec.generation.hbm_bytes
+  where = f"{spec.name} ({' '.join(f'{a}={n}' for a, n in mesh.shape.items())})"
   started = time.perf_counter()
   with parallel.activate(mesh, rules):
     program = step_lib.build_program(config, mesh, rules, model_config)
     try:
       compiled = program.compile_train_step(config, mesh)
+      evaluated = (program.compile_eval_step(config, mesh) if config.train.eval_every else None)
     except Exception as error:  # noqa: BLE001 - only an out-of-memory compile is reported here
       reason = _out_of_memory(error)
       if reason is None:
         raise
-      raise DoesNotFit(f"{spec.name}: the train step {reason}; {fit_advice(config)}") from None
+      raise DoesNotFit(f"{where}: the train step {reason}; {fit_advice(config)}") from None
   compile_s = time.perf_counter() - started
+  check_batch_shardings(compiled, mesh)
+  state_bytes = per_chip_bytes(program.abstract_state)
+  # Evaluation runs while the optimizer state stays in HBM, and train keeps the eval batches
+  # on the devices for the whole run.
+  batch_bytes = per_chip_bytes(step_lib.abstract_batch(batch_size, seq_len, mesh))
+  resident = int(config.train.eval_batches) * batch_bytes if evaluated is not None else 0
+  eval_peak = (_total_bytes(evaluated.memory_analysis()) + state_bytes
+               - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()
-  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
-  tokens = int(config.data.batch_size) * int(config.data.seq_len)
-  flops = model_lib.flops_per_token(model_config, int(config.data.seq_len)) * tokens
+  total = max(_total_bytes(memory), eval_peak) + resident
+  flops = model_lib.flops_per_token(model_config, seq_len) * batch_size * seq_len
   peak = metrics_lib.peak_flops(devices[0].device_kind) or float("nan")
+  holders = np.bincount(np.concatenate([layout.rows for layout in layouts]),
+                        minlength=batch_size)
   report = Report(
       topology=spec.topology_name, accelerator_type=spec.accelerator_type,
       device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
       mesh=dict(mesh.shape), attention=model_config.attention,
-      mosaic_kernels=compiled.as_text().count(MOSAIC_CALL),
-      state_bytes=per_chip_bytes(program.abstract_state), temp_bytes=memory.temp_size_in_bytes,
-      total_bytes=total, hbm_bytes=hbm, model_flops_per_step=flops,
+      mosaic_kernels=compiled.as_text().count(MOSAIC_CALL), state_bytes=state_bytes,
+      temp_bytes=memory.temp_size_in_bytes, total_bytes=total, hbm_bytes=hbm,
+      model_flops_per_step=flops,
       step_time_at_target_mfu_s=flops / (spec.chips * peak * TARGET_MFU),
-      rows_per_host=len(host_rows[0]), host_row_runs=_row_runs(host_rows[0]),
-      compile_s=compile_s, batch_size=int(config.data.batch_size),
-      seq_len=int(config.data.seq_len), remat=config.model.remat)
+      rows_per_host=max(len(layout.rows) for layout in layouts),
+      hosts_per_row=int(holders.max()), host_row_runs=_row_runs(layouts[0].rows),
+      compile_s=compile_s, batch_size=batch_size, seq_len=seq_len, remat=config.model.remat)
   if not report.fits:
-    raise DoesNotFit(f"{spec.name}: the train step needs {total / 2**30:.2f} GiB per chip, "
+    raise DoesNotFit(f"{where}: the train step needs {total / 2**30:.2f} GiB per chip, "
                      f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
                      f"HBM a program may use; {fit_advice(config)}")
   return report
 
 
-def describe(report: Report, name: str) -> str:
+def describe(report: Report, name: str, attention_setting: str) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
   mesh = " ".join(f"{axis}={size}" for axis, size in report.mesh.items())
-  kernels = (f"; {report.mosaic_kernels} Mosaic kernel calls in the program"
+  kernels = (f", {report.mosaic_kernels} Mosaic kernel calls in the program"
              if report.attention.startswith("splash") else "")
+  if attention_setting == "auto":  # train checks the pick on the chip and may fall back
+    kernels += " (auto's TPU choice; train checks it on the chip at start-up)"
   layout = ("one block of rows" if report.host_row_runs == 1
             else f"{report.host_row_runs} separate runs of rows")
+  builders = ("every row is built by one host" if report.hosts_per_row == 1 else
+              f"each row is built by {report.hosts_per_row} hosts (mesh.tensor spans hosts)")
   return "\n".join([
       f"{name}: {report.device_kind}, {report.chips} chips on {report.hosts} host(s), "
       f"torus {report.topology} (compiled here in {report.compile_s:.0f} s)",
       f"  mesh        {mesh}; batch {report.batch_size} x {report.seq_len}; "
       f"remat {report.remat}; attention {report.attention}{kernels}",
-      f"  per chip    parameters + optimizer {gib(report.state_bytes)} | temporaries "
-      f"{gib(report.temp_bytes)} | total {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
+      f"  per chip    parameters + optimizer {gib(report.state_bytes)} | train-step temporaries "
+      f"{gib(report.temp_bytes)} | peak {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
       f"HBM: fits ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
       f"  compute     {report.model_flops_per_step / 1e15:.3f} PFLOP per step (model FLOPs); "
       f"{report.step_time_at_target_mfu_s:.3f} s per step at {TARGET_MFU:.0%} MFU",
-      f"  input       every host builds {report.rows_per_host} rows a step (host 0: {layout}); "
-      "every row is built once and reaches the chips that hold it",
+      f"  input       a host builds up to {report.rows_per_host} rows a step (host 0: {layout}); "
+      f"{builders}, and each chip's rows reach it",
   ])
 
 
@@ -231,7 +267,7 @@ def main(argv) -> None:
     print(f"does not fit: {error}", file=sys.stderr)
     raise SystemExit(1) from None
   print(json.dumps({**dataclasses.asdict(report), "fits": report.fits}) if flags.FLAGS.json
-        else describe(report, spec.name))
+        else describe(report, spec.name, config.model.attention))
 
 
 if __name__ == "__main__":

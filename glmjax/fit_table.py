@@ -1,4 +1,4 @@
-"""python -m glmjax.fit_table [--out=docs/tpu_fit.md] [--readme=README.md]
+"""python -m glmjax.fit_table [--readme=README.md] [--models=GLM-Base,...] [--generations=v5p,...]
 
 Regenerates the table of the smallest TPU slices on which each shipped config trains at the
 paper's batch (1024 rows of its sequence length), by compiling each candidate with
@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from glmjax import aot, topology
+from glmjax import aot, config as config_lib, topology
 
 MODELS = (("GLM-Base", "configs.base"), ("GLM-Large", "configs.large"),
           ("GLM-2B", "configs.glm_2b"), ("GLM-10B", "configs.glm_10b"))
@@ -28,8 +28,9 @@ SIZES = {"v5p": (4, 8, 16, 32, 64, 128, 256), "v5e": (1, 4, 8, 16, 32, 64, 128, 
 BEGIN, END = "<!-- fit-table:begin -->", "<!-- fit-table:end -->"
 
 
-def _shape(generation: str, chips: int) -> tuple[int, ...]:
-  return (topology.SHAPES_3D if generation == "v5p" else topology.SHAPES_2D)[chips]
+def _slice(generation: str, chips: int) -> topology.TpuSlice:
+  shape = (topology.SHAPES_3D if generation == "v5p" else topology.SHAPES_2D)[chips]
+  return topology.parse_slice(f"{generation}:{'x'.join(map(str, shape))}")
 
 
 def _variants(config_module: str):
@@ -47,9 +48,10 @@ def _variants(config_module: str):
     yield "remat=full, fsdp", sharded
 
 
-def smallest_fit(config_module: str, generation: str, log) -> aot.Report | None:
+def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
+  """The report of the smallest fitting slice, or a line saying why none was found."""
   for size in SIZES[generation]:
-    spec = topology.parse_slice(f"{generation}:{'x'.join(map(str, _shape(generation, size)))}")
+    spec = _slice(generation, size)
     name = spec.accelerator_type
     for label, config in _variants(config_module):
       if int(config.data.batch_size) % spec.chips:
@@ -60,10 +62,13 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | None:
       except aot.DoesNotFit:
         log(f"  {name} {label}: does not fit ({time.perf_counter() - started:.0f} s)")
         continue
+      except (config_lib.ConfigError, aot.UnfeedableLayout, topology.TopologyError) as error:
+        log(f"  {name} {label}: cannot be built ({error})")
+        continue
       log(f"  {name} {label}: fits, {report.total_bytes / 2**30:.1f} GiB per chip "
           f"({report.compile_s:.0f} s)")
       return report
-  return None
+  return f"does not fit up to {_slice(generation, SIZES[generation][-1]).accelerator_type}"
 
 
 def table(rows) -> str:
@@ -71,7 +76,8 @@ def table(rows) -> str:
       "| model | slice | hosts | mesh | remat | per chip (of HBM) | step at 50% MFU | tokens/s |",
       "|---|---|---|---|---|---|---|---|"]
   for model, report in rows:
-    if report is None:
+    if isinstance(report, str):
+      lines.append(f"| {model} | {report} | | | | | | |")
       continue
     mesh = " ".join(f"{k}={v}" for k, v in report.mesh.items() if v != 1) or "1 chip"
     tokens = report.batch_size * report.seq_len / report.step_time_at_target_mfu_s

@@ -7,7 +7,7 @@ The mesh has three axes: `data` (pure data parallel), `fsdp` (parameters and bat
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import logging
 import math
 import os
@@ -85,59 +85,52 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def process_rows(mesh: Mesh, global_batch_size: int, process_index: int | None = None
-                 ) -> np.ndarray:
-  """The global batch rows held by the devices of one process (default: this one), sorted.
+@dataclasses.dataclass(frozen=True)
+class HostRows:
+  """The batch rows one process builds, and where each of its devices finds its shard in them.
 
   On real TPU slices a host's devices need not be adjacent along the batch axes (on a v5p-32
-  with the default mesh every host's rows are strided), so the rows may have gaps. The data
-  pipeline builds exactly these rows (a row is a pure function of its index); `global_batch`
-  places them. Works on devices that are not attached (TPU topology devices), for planning.
+  with the default mesh every host's rows are strided), so `rows` may have gaps. The data
+  pipeline builds exactly `rows` (a row is a pure function of its index); `global_batch` hands
+  each local device its shard. Made once per run (`host_rows`); it works on devices that are not
+  attached (TPU topology devices), so `glmjax.aot` plans every host of a slice with it.
   """
+  mesh: Mesh
+  global_batch_size: int
+  rows: np.ndarray                                # sorted global row indices
+  shards: dict[tuple[int, int], np.ndarray]       # a device's (start, stop) -> positions in rows
+
+
+def _row_range(index: slice, global_batch_size: int) -> tuple[int, int]:
+  start, stop, _ = index.indices(global_batch_size)
+  return start, stop
+
+
+def host_rows(mesh: Mesh, global_batch_size: int, process_index: int | None = None) -> HostRows:
+  """The rows held by the devices of one process (default: this one)."""
   process = jax.process_index() if process_index is None else process_index
-  return _rows_of_process(mesh, int(global_batch_size), int(process))
-
-
-@functools.lru_cache(maxsize=64)  # asked for every step; a mesh and its devices never change
-def _rows_of_process(mesh: Mesh, global_batch_size: int, process: int) -> np.ndarray:
-  slices = [index[0] for device, index in
+  ranges = {_row_range(index[0], global_batch_size) for device, index in
             batch_sharding(mesh, 1).devices_indices_map((global_batch_size,)).items()
-            if device.process_index == process]
-  if not slices:
+            if device.process_index == process}
+  if not ranges:
     raise ValueError(f"Process {process} holds no device of the mesh; every process must.")
-  rows = np.unique(np.concatenate([np.arange(global_batch_size)[s] for s in slices]))
-  rows.setflags(write=False)
-  return rows
+  rows = np.unique(np.concatenate([np.arange(start, stop) for start, stop in ranges]))
+  shards = {(start, stop): np.searchsorted(rows, np.arange(start, stop))
+            for start, stop in ranges}
+  return HostRows(mesh, int(global_batch_size), rows, shards)
 
 
-def local_positions(host_rows: np.ndarray, rows: slice, global_batch_size: int) -> np.ndarray:
-  """Where the global rows of one device's shard sit in a host batch built for `host_rows`."""
-  wanted = np.arange(global_batch_size)[rows]
-  positions = np.searchsorted(host_rows, wanted)
-  if np.any(positions >= len(host_rows)) or np.any(host_rows[np.minimum(
-      positions, len(host_rows) - 1)] != wanted):
-    raise ValueError("A device's batch rows are missing from this host's rows; build the host "
-                     "batch with parallel.process_rows of the same mesh and batch size.")
-  return positions
-
-
-def global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh,
-                 global_batch_size: int | None = None) -> dict[str, jax.Array]:
-  """This process's rows (`process_rows`, in that order) to one global array per key.
-
-  Each local device receives its shard's rows, looked up in the host batch, whatever gaps the
-  host's rows have. Without `global_batch_size` the host batch is the whole batch (one process).
-  """
-  size = global_batch_size or len(next(iter(host_batch.values())))
-  host_rows = process_rows(mesh, size)
-
+def global_batch(host_batch: Mapping[str, np.ndarray], layout: HostRows) -> dict[str, jax.Array]:
+  """A host batch built for `layout.rows` (in that order) to one global array per key."""
   def to_global(value):
-    sharding = batch_sharding(mesh, value.ndim)
-    if len(value) != len(host_rows):
+    if len(value) != len(layout.rows):
       raise ValueError(f"The host batch has {len(value)} rows but this process's devices hold "
-                       f"{len(host_rows)} of the {size}; build it from parallel.process_rows.")
-    shard = lambda index: value[local_positions(host_rows, index[0], size)]
-    return jax.make_array_from_callback((size, *value.shape[1:]), sharding, shard)
+                       f"{len(layout.rows)} of the {layout.global_batch_size}; build it for "
+                       "parallel.host_rows(...).rows.")
+    def shard(index):
+      return value[layout.shards[_row_range(index[0], layout.global_batch_size)]]
+    return jax.make_array_from_callback((layout.global_batch_size, *value.shape[1:]),
+                                        batch_sharding(layout.mesh, value.ndim), shard)
   return {key: to_global(value) for key, value in host_batch.items()}
 
 
@@ -158,7 +151,10 @@ def replicated_fraction(tree: Any) -> float:
 
 
 def _is_multi_host_environment(env: Mapping[str, str]) -> bool:
-  if env.get("JAX_COORDINATOR_ADDRESS"):
+  # On a Cloud TPU VM nothing in the environment says "pod slice" (jax asks the metadata
+  # server), so launch/tpu.py sets GLMJAX_DISTRIBUTED=1: without jax.distributed there is no
+  # preemption notice, and a SIGTERM would kill the run without a checkpoint.
+  if env.get("GLMJAX_DISTRIBUTED") == "1" or env.get("JAX_COORDINATOR_ADDRESS"):
     return True
   if "," in env.get("TPU_WORKER_HOSTNAMES", ""):  # a TPU VM pod slice lists every worker
     return True
@@ -168,8 +164,9 @@ def _is_multi_host_environment(env: Mapping[str, str]) -> bool:
 def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
   """Join the multi-host job when the environment describes one; returns whether it did.
 
-  TPU pods and SLURM are detected by jax itself. Elsewhere set JAX_COORDINATOR_ADDRESS
-  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
+  GLMJAX_DISTRIBUTED=1 (set by launch/tpu.py) joins and lets jax find its peers itself (Cloud
+  TPU metadata, SLURM). Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
   """
   env = os.environ if env is None else env
   if jax.distributed.is_initialized():

@@ -246,11 +246,17 @@ class Program:
   shardings: Any
   abstract_state: TrainState
   train_step: Any  # jax.jit-wrapped train_step, not yet compiled
+  eval_step: Any   # jax.jit-wrapped eval_step, not yet compiled
 
   def compile_train_step(self, config, mesh):
     """Lowered on abstract values (no array is built) and compiled; call under the mesh."""
     batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
     return self.train_step.lower(self.abstract_state, batch).compile()
+
+  def compile_eval_step(self, config, mesh):
+    """The evaluation step for batches of the training batch's shape; call under the mesh."""
+    batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
+    return self.eval_step.lower(self.abstract_state.params, batch).compile()
 
 
 def build_program(config, mesh, rules, model_config) -> Program:
@@ -262,4 +268,5 @@ def build_program(config, mesh, rules, model_config) -> Program:
   shardings = state_shardings(init_fn, mesh, rules)
   return Program(model=model, optimizer=optimizer, schedule=schedule, init_fn=init_fn,
                  shardings=shardings, abstract_state=abstract_state(init_fn, shardings),
-                 train_step=jit_train_step(model, optimizer, schedule, config, mesh, shardings))
+                 train_step=jit_train_step(model, optimizer, schedule, config, mesh, shardings),
+                 eval_step=jit_eval_step(model, config, mesh, shardings))

@@ -113,7 +113,13 @@ def parse_slice(name: str) -> TpuSlice:
       raise TopologyError(f"--topology={name!r}: {generation.name} slices have "
                           f"{generation.dims} torus axes, for example "
                           f"{generation.name}:{'x'.join(['2'] * generation.dims)}.")
-    return TpuSlice(name, generation, shape)
+    spec = TpuSlice(name, generation, shape)
+    bounds = spec.chips_per_host_bounds
+    if any(size % bound for size, bound in zip((*shape, 1, 1)[:3], bounds)):
+      raise TopologyError(f"--topology={name!r}: a {generation.name} slice of {spec.chips} chips "
+                          f"is served by hosts of {'x'.join(map(str, bounds[:generation.dims]))} "
+                          "chips, so every torus axis must be a multiple of that.")
+    return spec
   count = int(named.group(2))
   chips, remainder = divmod(count, generation.cores_per_chip_in_name)
   shapes = SHAPES_3D if generation.dims == 3 else SHAPES_2D
@@ -137,12 +143,14 @@ def slice_devices(spec: TpuSlice) -> list:
         topology_name=spec.topology_name, platform="tpu",
         chip_config_name="megacore" if spec.generation.megacore else "default",
         chips_per_host_bounds=spec.chips_per_host_bounds, num_slices=1, wrap=spec.wrap)
-  except Exception as error:  # noqa: BLE001 - libtpu missing or refusing: say how to fix
+  except Exception as error:  # noqa: BLE001 - libtpu missing or refusing the slice
     import jax  # pylint: disable=import-outside-toplevel
-    raise TopologyError(
-        f"could not describe {spec.name} ({spec.topology_name}) with libtpu: "
-        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}. Compiling for "
-        f"TPU on this machine needs libtpu: pip install 'jax[tpu]=={jax.__version__}'.") from None
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    missing = isinstance(error, ImportError) or "TPU support not installed" in first_line
+    hint = (f" Compiling for TPU on this machine needs libtpu: pip install "
+            f"'jax[tpu]=={jax.__version__}'." if missing else "")
+    raise TopologyError(f"libtpu cannot describe {spec.name} ({spec.topology_name}): "
+                        f"{first_line}.{hint}") from None
   devices = list(description.devices)
   if len(devices) != spec.chips:
     raise TopologyError(f"libtpu describes {len(devices)} devices for {spec.name}, expected "

@@ -91,13 +91,10 @@ def _memory_summary(compiled) -> str:
 class Evaluator:
   """Held-out loss over `train.eval_batches` fixed batches, built once and kept on device."""
 
-  def __init__(self, eval_fn, abstract_params, eval_pipeline, config, mesh):
-    # Compiled now, like the train step, so its memory needs show at start-up.
-    self.eval_fn = eval_fn.lower(abstract_params, step_lib.abstract_batch(
-        eval_pipeline.batch_size, eval_pipeline.seq_len, mesh)).compile()
-    rows = parallel.process_rows(mesh, eval_pipeline.batch_size)
-    self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, rows), mesh,
-                                          eval_pipeline.batch_size)
+  def __init__(self, eval_fn, eval_pipeline, config, mesh):
+    self.eval_fn = eval_fn  # compiled at start-up, like the train step
+    layout = parallel.host_rows(mesh, eval_pipeline.batch_size)
+    self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, layout.rows), layout)
                     for index in range(int(config.train.eval_batches))]
 
   def __call__(self, params) -> dict[str, float | None]:
@@ -285,8 +282,7 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   train_fn = program.compile_train_step(config, mesh)
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
            _memory_summary(train_fn))
-  evaluator = (Evaluator(step_lib.jit_eval_step(program.model, config, mesh, shardings),
-                         abstract.params, eval_pipeline, config, mesh)
+  evaluator = (Evaluator(program.compile_eval_step(config, mesh), eval_pipeline, config, mesh)
                if eval_pipeline is not None else None)
 
   total_steps = int(config.train.steps)
@@ -297,13 +293,12 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   termination = _TerminationFlag()
   if jax.process_count() == 1:  # multi-host: jax's preemption service owns SIGTERM
     termination.install()
-  host_rows = parallel.process_rows(mesh, config.data.batch_size)
+  layout = parallel.host_rows(mesh, config.data.batch_size)  # this host's rows, every step
   run_start = time.perf_counter()
   try:
     for step in range(start, total_steps):
       profiler.before_step(step)
-      batch = parallel.global_batch(train_pipeline.build_rows(step, host_rows), mesh,
-                                    config.data.batch_size)
+      batch = parallel.global_batch(train_pipeline.build_rows(step, layout.rows), layout)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_fn(state, batch)
       done = step + 1

@@ -147,7 +147,9 @@ def remote_setup(args) -> str:
 
 def remote_train(args, reveal: bool) -> str:
   """Stop old chip holders, keep the old log, start the trainer detached (survives ssh exit)."""
-  exports = ["PYTHONUNBUFFERED=1"] + [
+  # GLMJAX_DISTRIBUTED=1: every worker joins jax.distributed (peers from the TPU metadata), which
+  # carries the preemption notice that makes all hosts save the same step on SIGTERM.
+  exports = ["PYTHONUNBUFFERED=1", "GLMJAX_DISTRIBUTED=1"] + [
       f"{name}={shlex.quote(os.environ[name]) if reveal else REDACTED}" for name in args.env]
   trainer = " ".join([VENV_PYTHON, "-m", "glmjax.train", *map(shlex.quote, args.train_args)])
   return "; ".join([

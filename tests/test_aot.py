@@ -50,8 +50,21 @@ def test_parameters_and_optimizer_bytes_shrink_with_fsdp():
 def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
   config = _tiny(attention="xla", hidden_size=8192, num_heads=64, vocab_size=50304)
   config.data.update(batch_size=64)
-  with pytest.raises(aot.DoesNotFit, match=r"v5e-4: the train step .*GiB.*remat=full"):
+  with pytest.raises(aot.DoesNotFit,
+                     match=r"v5e-4 \(data=4 fsdp=1 tensor=1\): the train step needs .* GiB per "
+                     r"chip, .* GiB more than the 15.75 GiB .*remat=full"):
     aot.compile_for_slice(config, topology.parse_slice("v5e-4"))
+
+
+@pytest.mark.parametrize("message", [
+    "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+    "temporaries (20.50G) exceeds available HBM (15.75G).",
+    "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. "
+    "Used 20.50G of 15.75G hbm. Exceeded hbm capacity by 4.75G."])
+def test_both_ways_libtpu_reports_running_out_of_hbm_give_the_need_and_the_excess(message):
+  assert aot._out_of_memory(RuntimeError(message)) == (
+      "needs 20.50 GiB per chip, 4.75 GiB more than the 15.75 GiB of HBM a program may use")
+  assert aot._out_of_memory(RuntimeError("INTERNAL: a compiler bug")) is None
 
 
 def _aot(*args):
@@ -89,7 +102,7 @@ def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, gen
   assert len(devices) == chips and len({d.process_index for d in devices}) == hosts
 
 
-@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12"])
+@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12", "v5e:1x16"])
 def test_impossible_slice_names_say_what_is_accepted(name):
   with pytest.raises(topology.TopologyError, match=name):
     topology.parse_slice(name)

@@ -10,8 +10,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
+
+from jax.sharding import Mesh
 
 from glmjax import aot, config as config_lib, parallel, topology
 
@@ -20,6 +23,11 @@ BATCH = 1024
 MESHES = {"data": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=1, fsdp=-1, tensor=1),
           "fsdp_tensor": dict(data=1, fsdp=-1, tensor=2), "data_fsdp": dict(data=2, fsdp=-1,
                                                                             tensor=1)}
+
+
+@pytest.fixture
+def mesh8():
+  return Mesh(np.array(jax.devices()).reshape(8, 1, 1), parallel.MESH_AXES)
 
 
 def _mesh(slice_name, axes):
@@ -34,35 +42,38 @@ def test_every_row_is_built_by_one_host_and_reaches_the_devices_that_hold_it(sli
                                                                              mesh_name):
   mesh = _mesh(slice_name, MESHES[mesh_name])
   processes = sorted({device.process_index for device in mesh.devices.flat})
-  rows = {p: parallel.process_rows(mesh, BATCH, p) for p in processes}
-  built = np.concatenate(list(rows.values()))
+  layouts = {p: parallel.host_rows(mesh, BATCH, p) for p in processes}
+  built = np.concatenate([layout.rows for layout in layouts.values()])
   np.testing.assert_array_equal(np.sort(built), np.arange(BATCH))  # each row exactly once
   index_map = parallel.batch_sharding(mesh, 1).devices_indices_map((BATCH,))
   for device, index in index_map.items():
-    host_rows = rows[device.process_index]
-    host_batch = host_rows * 10 + 7  # row r of the host batch holds a value naming row r
-    shard = host_batch[parallel.local_positions(host_rows, index[0], BATCH)]
+    layout = layouts[device.process_index]
+    host_batch = layout.rows * 10 + 7  # the host batch as the pipeline builds it: row r -> 10r+7
+    shard = host_batch[layout.shards[index[0].indices(BATCH)[:2]]]
     np.testing.assert_array_equal(shard, np.arange(BATCH)[index[0]] * 10 + 7)
-  assert aot.plan_host_input(mesh, BATCH)  # the aot command's own check agrees
+  assert len(aot.plan_host_input(mesh, BATCH)) == len(processes)
 
 
 def test_real_slices_do_give_hosts_rows_with_gaps():
   """The case train used to refuse: on a v5p-32 every host's rows are strided."""
   mesh = _mesh("v5p-32", MESHES["data"])
   for process in range(4):
-    rows = parallel.process_rows(mesh, BATCH, process)
+    rows = parallel.host_rows(mesh, BATCH, process).rows
     assert len(rows) == BATCH // 4 and rows[-1] - rows[0] + 1 > len(rows)
 
 
-def test_a_host_batch_that_does_not_match_the_mesh_is_refused():
-  mesh = _mesh("v5p-32", MESHES["data"])
-  rows = parallel.process_rows(mesh, BATCH, 0)
-  other = parallel.process_rows(mesh, BATCH, 1)
-  index = parallel.batch_sharding(mesh, 1).devices_indices_map((BATCH,))
-  device = next(d for d in index if d.process_index == 1)
-  with pytest.raises(ValueError, match="missing from this host's rows"):
-    parallel.local_positions(rows, index[device][0], BATCH)
-  assert len(np.intersect1d(rows, other)) == 0
+def test_a_tensor_axis_across_hosts_makes_those_hosts_build_the_same_rows():
+  """Replicas along mesh.tensor hold the same rows; every one of their hosts must build them."""
+  mesh = _mesh("v5p-32", dict(data=1, fsdp=2, tensor=8))
+  layouts = [parallel.host_rows(mesh, BATCH, p) for p in range(4)]
+  holders = np.bincount(np.concatenate([layout.rows for layout in layouts]), minlength=BATCH)
+  assert holders.min() >= 1 and holders.max() > 1
+
+
+def test_a_host_batch_of_another_size_is_refused(mesh8):
+  layout = parallel.host_rows(mesh8, 16)
+  with pytest.raises(ValueError, match="has 8 rows but this process.s devices hold 16 of the 16"):
+    parallel.global_batch({"sep": np.zeros(8, np.int32)}, layout)
 
 
 CHILD = textwrap.dedent("""
@@ -78,10 +89,11 @@ CHILD = textwrap.dedent("""
     by_host = [[d for d in jax.devices() if d.process_index == p] for p in range(2)]
     order = [device for pair in zip(*by_host) for device in pair]
     mesh = Mesh(np.array(order).reshape(8, 1, 1), parallel.MESH_AXES)
-    rows = parallel.process_rows(mesh, 16)
+    layout = parallel.host_rows(mesh, 16)
+    rows = layout.rows
     host = {"tokens": np.stack([rows * 100 + t for t in range(3)], 1).astype(np.int32),
             "sep": rows.astype(np.int32)}
-    batch = parallel.global_batch(host, mesh, 16)
+    batch = parallel.global_batch(host, layout)
     for shard in batch["tokens"].addressable_shards:
       want = np.arange(16)[shard.index[0]]
       assert np.array_equal(np.asarray(shard.data)[:, 0], want * 100), (shard.index, shard.data)
@@ -119,3 +131,13 @@ def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_
   lines = [result.read_text() for result in results]
   assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn"
   assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn"
+
+
+def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypatch):
+  """A Cloud TPU VM's environment does not say 'pod slice'; launch/tpu.py sets the flag."""
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  assert not parallel.initialize_distributed(60, env={})
+  assert parallel.initialize_distributed(60, env={"GLMJAX_DISTRIBUTED": "1"})
+  assert calls == [{"initialization_timeout": 60}]  # peers found by jax (TPU metadata)

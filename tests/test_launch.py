@@ -166,7 +166,7 @@ TRAIN_PAYLOAD = (
     "venv in ~/glmjax; run setup first\" >&2; exit 1; }; " + STOP_300.replace("seq 300", "seq 120")
     + "; mkdir -p ~/glmjax/logs; if [ -f ~/glmjax/logs/train.log ]; then mv ~/glmjax/logs/"
     "train.log ~/glmjax/logs/train.$(date +%Y%m%d-%H%M%S).log; fi; export PYTHONUNBUFFERED=1 "
-    "HF_TOKEN=<redacted>; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
+    "GLMJAX_DISTRIBUTED=1 HF_TOKEN=<redacted>; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
     "--config=configs/glm_10b.py --workdir=gs://my-bucket/glm10b --config.mesh.fsdp=-1 > "
     "~/glmjax/logs/train.log 2>&1 < /dev/null & echo $! > ~/glmjax/train.pid; echo \"$(hostname)"
     ": trainer started (pid $(cat ~/glmjax/train.pid)), log ~/glmjax/logs/train.log\"")

@@ -35,7 +35,8 @@ def _run_steps(config, devices, batches):
     train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
     losses = []
     for batch in batches:
-      state, metrics = train_fn(state, parallel.global_batch(batch, mesh))
+      state, metrics = train_fn(state, parallel.global_batch(
+          batch, parallel.host_rows(mesh, len(batch["sep"]))))
       losses.append(float(metrics["loss"]))
       nonfinite = bool(metrics["nonfinite"])
   return losses, state, nonfinite

@@ -45,7 +45,7 @@ def main(config, argv):
   with parallel.activate(mesh, rules):
     program = step_lib.build_program(config, mesh, rules, model_config)
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
-    device_batch = parallel.global_batch(batch, mesh)
+    device_batch = parallel.global_batch(batch, parallel.host_rows(mesh, len(batch["sep"])))
     start = time.perf_counter()
     compiled = program.compile_train_step(config, mesh)
     compile_s = time.perf_counter() - start
