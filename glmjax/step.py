@@ -56,13 +56,26 @@ def resolved_model_config(config, platform: str | None = None) -> ml_collections
 
 
 def agreed_attention(name: str, **resolve_kwargs) -> str:
-  """`resolve_attention(name)` decided by process 0 and shared with every process."""
-  if jax.process_count() == 1:
+  """`resolve_attention(name)` decided by process 0 and shared with every process.
+
+  Only 'auto' runs a check (explicit names come from the same config on every host). If the
+  check itself raises on process 0, every process raises instead of waiting for its answer.
+  """
+  if jax.process_count() == 1 or name != "auto":
     return model_lib.resolve_attention(name, **resolve_kwargs)
   choices = attention_lib.IMPLEMENTATIONS
-  index = (choices.index(model_lib.resolve_attention(name, **resolve_kwargs))
-           if jax.process_index() == 0 else 0)
-  return choices[int(multihost_utils.broadcast_one_to_all(np.int32(index)))]
+  index, error = 0, None
+  if jax.process_index() == 0:
+    try:
+      index = choices.index(model_lib.resolve_attention(name, **resolve_kwargs))
+    except Exception as raised:  # noqa: BLE001 - re-raised below, after telling the others
+      index, error = -1, raised
+  index = int(multihost_utils.broadcast_one_to_all(np.int32(index)))
+  if error is not None:
+    raise error
+  if index < 0:
+    raise RuntimeError("attention=auto failed on process 0 (its log has the error).")
+  return choices[index]
 
 
 def dummy_inputs(batch_size: int, seq_len: int) -> tuple[jax.Array, ...]:

@@ -83,6 +83,15 @@ def test_the_command_prints_a_json_report_for_a_slice():
   assert report["rows_per_host"] == 4  # 16 rows over 4 hosts
 
 
+def test_the_command_exits_1_with_the_numbers_when_the_config_does_not_fit():
+  result = _aot("--config=configs/base.py:local", "--topology=v5e-4",
+                "--config.model.hidden_size=8192", "--config.model.num_heads=64",
+                "--config.model.vocab_size=50304", "--config.data.batch_size=64")
+  assert result.returncode == 1 and result.stdout == "", result.stderr[-2000:]
+  assert "does not fit: v5e-4 (data=4 fsdp=1 tensor=1): the train step needs" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
 def test_an_unknown_topology_and_an_impossible_mesh_are_one_line_errors():
   unknown = _aot("--config=configs/base.py:local", "--topology=v5x-8")
   assert unknown.returncode == 2

@@ -107,4 +107,5 @@ def test_another_optimizer_is_an_error_and_keeps_the_checkpoints(tmp_path, mesh)
 def test_a_bucket_url_stays_a_url_and_a_local_path_becomes_absolute():
   """Orbax opens gs:// itself; made 'absolute' it would become a local folder named 'gs:'."""
   assert checkpoint.location("gs://bucket/run/checkpoints") == "gs://bucket/run/checkpoints"
-  assert checkpoint.location("runs/a/checkpoints") == os.path.join(os.getcwd(), "runs/a/checkpoints")
+  local = checkpoint.location("runs/a/checkpoints")
+  assert local == os.path.join(os.getcwd(), "runs/a/checkpoints")

@@ -262,7 +262,8 @@ def resolve_attention(name: str, platform: str | None = None, *,
     if candidate == "xla":
       log.info("attention=auto on %s -> xla", platform)
       return "xla"
-    reason = check_attention(candidate, dtype=dtype, device=jax.devices(platform)[0])
+    device = jax.local_devices(backend=platform)[0]
+    reason = check_attention(candidate, dtype=dtype, device=device)
     if reason is None:
       log.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
                    platform, candidate)

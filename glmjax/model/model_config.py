@@ -16,6 +16,7 @@ NORMS = ("pre", "deepnorm")
 MLPS = ("gelu", "geglu")
 ACTIVATIONS = ("gelu_tanh", "gelu_exact")
 REMATS = ("none", "minimal", "full")
+PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,8 @@ class ModelConfig:
 
   def __post_init__(self):
     for field, choices in (("position_encoding", POSITION_ENCODINGS), ("norm", NORMS),
-                           ("mlp", MLPS), ("activation", ACTIVATIONS), ("remat", REMATS)):
+                           ("mlp", MLPS), ("activation", ACTIVATIONS), ("remat", REMATS),
+                           ("target_platform", PLATFORMS)):
       if getattr(self, field) not in choices:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: choose one of {choices}.")
     if self.hidden_size % self.num_heads:
