@@ -6,6 +6,8 @@ Each section is read by one part of the system: `model` by glmjax/model, `data` 
 """
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 # Logical axis names used by the model, mapped to mesh axes. Repeated names are fallbacks:
@@ -204,9 +206,21 @@ def _get(config, dotted: str):
   return value
 
 
+def _numbers(config, prefix: str = ""):
+  """(dotted field, value) of every float field, sections included."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _numbers(value, f"{prefix}{key}.")
+    elif isinstance(value, float):
+      yield f"{prefix}{key}", value
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
              batch_parallelism: int | None = None) -> None:
   """Checks that need no data or compilation; raises ConfigError naming the field."""
+  for field, value in _numbers(config):
+    if not math.isfinite(value):
+      raise ConfigError(f"{field}={value}: must be a finite number.")
   for field, choices in CHOICES.items():
     if _get(config, field) not in choices:
       raise ConfigError(f"{field}={_get(config, field)!r}: choose one of {', '.join(choices)}.")

@@ -172,9 +172,17 @@ def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int):
   return grads, sums
 
 
+def all_finite(tree) -> jax.Array:
+  """True iff every floating-point element of `tree` is finite (integer leaves are ignored)."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
 def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: int,
                grad_accum_steps: int):
-  """One optimizer update; a non-finite loss or gradient skips the update (flagged in metrics)."""
+  """One optimizer update. The update is skipped (flagged in metrics) when the loss or the
+  gradient is non-finite, or when it would make any parameter or optimizer moment non-finite."""
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
   grads, sums = summed_gradients(state.params, batch, rng, model=model,
                                  grad_accum_steps=grad_accum_steps)
@@ -182,12 +190,15 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   grads = jax.tree.map(lambda g: g / weight, grads)
   loss = sums["loss_sum"] / weight
   grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
   learning_rate = schedule(state.step)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
   updates = jax.tree.map(lambda u: learning_rate * u, updates)
   new_params = optax.apply_updates(state.params, updates)
+  # Finite inputs can still give a non-finite state (a NaN or huge learning rate, an overflowing
+  # moment): what would be committed is checked, not only what went in.
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(new_params)
+            & all_finite(new_opt_state))
   keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = TrainState(step=state.step + 1,
                          params=keep_if_finite(new_params, state.params),

@@ -35,7 +35,7 @@ log = logging.getLogger("glmjax.train")
 
 
 class NonFiniteError(RuntimeError):
-  """Too many consecutive steps with a NaN or Inf loss or gradient."""
+  """Too many consecutive steps with a NaN or Inf loss, gradient or updated state."""
 
 
 class _TerminationFlag:
@@ -139,14 +139,15 @@ class StepReporter:
   def _report(self, step_done: int, host) -> None:
     if bool(host["nonfinite"]):
       self.consecutive_nonfinite += 1
-      log.warning("Step %d: non-finite loss or gradient (loss=%s, grad_norm=%s); update "
+      log.warning("Step %d: non-finite loss, gradient or update (loss=%s, grad_norm=%s); update "
                   "skipped (%d in a row).", step_done, host["loss"], host["grad_norm"],
                   self.consecutive_nonfinite)
       self.writer.write(step_done, {"nonfinite": 1.0, "loss": host["loss"],
                                     "grad_norm": host["grad_norm"]})
       if self.consecutive_nonfinite >= self.config.train.max_nonfinite_steps:
         raise NonFiniteError(
-            f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
+            f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss, gradient or "
+            "update "
             f"(last at step {step_done}); stopping. The parameters are those of the last good "
             f"step and the newest checkpoint in {self.checkpoint_dir} is intact. Lower "
             "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")

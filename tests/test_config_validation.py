@@ -19,6 +19,8 @@ def _local():
     ("optim.grad_accum_steps", 3, "optim.grad_accum_steps=3"),
     ("optim.schedule", "exp", "optim.schedule='exp'"),
     ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
+    ("optim.learning_rate", float("nan"), "optim.learning_rate=nan: must be a finite number"),
+    ("optim.grad_clip", float("inf"), "optim.grad_clip=inf: must be a finite number"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = _local()

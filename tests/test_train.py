@@ -134,7 +134,7 @@ def test_nan_batch_is_skipped_and_logged(tmp_path, monkeypatch, caplog):
   with open(tmp_path / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records if r.get("nonfinite")] == [3]
-  assert "non-finite loss or gradient" in caplog.text
+  assert "non-finite loss, gradient or update" in caplog.text
 
 
 def test_repeated_nans_stop_the_run(tmp_path, monkeypatch):

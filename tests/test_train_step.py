@@ -33,7 +33,7 @@ def _run_steps(config, devices, batches):
     shardings = step_lib.state_shardings(init_fn, mesh, rules)
     state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
     train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
-    losses = []
+    losses, nonfinite = [], False
     for batch in batches:
       state, metrics = train_fn(state, parallel.global_batch(
           batch, parallel.host_rows(mesh, len(batch["sep"]))))
@@ -90,6 +90,19 @@ def test_nonfinite_loss_skips_the_update():
     np.testing.assert_array_equal(x, y)
   losses, _, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned, clean[1]])
   assert not nonfinite and np.isfinite(losses[-1])
+
+
+def test_an_update_that_would_make_the_parameters_nan_is_skipped():
+  """Loss and gradient are finite; only the update is not (a NaN learning rate)."""
+  config = _config(data=1, fsdp=1, tensor=1)
+  batches = _batches(config, 1)
+  _, initial, _ = _run_steps(config, jax.devices()[:1], [])
+  config.optim.learning_rate = float("nan")
+  losses, after, nonfinite = _run_steps(config, jax.devices()[:1], batches)
+  assert nonfinite and np.isfinite(losses[0])
+  for x, y in zip(jax.tree.leaves((initial.params, initial.opt_state)),
+                  jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(x, y)
 
 
 def test_learning_rate_in_the_step_equals_optax_adamw_with_the_schedule():
