@@ -9,6 +9,7 @@ from the current run's is an error, never skipped.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any
@@ -25,6 +26,32 @@ METADATA_ITEM = "metadata"
 
 class IncompatibleCheckpointError(ValueError):
   pass
+
+
+class UnusableCheckpointError(RuntimeError):
+  """Checkpoints are there but none may be used: one cannot be read (permissions, I/O, storage
+  errors), or all are damaged. Skipping on would restart the run and let the keep policy
+  delete good checkpoints, so the run stops and nothing is touched."""
+
+
+# Words of an error (or of its causes) that mean "could not read", not "the data is bad":
+# POSIX errors, and the status codes TensorStore and cloud storage clients put in messages.
+_UNREADABLE_WORDS = ("permission denied", "permission_denied", "access denied", "forbidden",
+                     "input/output error", "unavailable", "deadline_exceeded", "unauthenticated")
+
+
+def _unreadable_reason(error: BaseException | None) -> str | None:
+  """The line of `error` or of its causes that says it could not be read; None if none does."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+      return f"{type(error).__name__}: {error}"
+    for line in str(error).splitlines():
+      if any(word in line.lower() for word in _UNREADABLE_WORDS):
+        return line.strip()[:300]
+    error = error.__cause__ or error.__context__
+  return None
 
 
 def parameter_layout(tree: Any) -> dict[str, list]:
@@ -110,7 +137,8 @@ class Checkpointer:
     for step in reversed(self.steps()):
       try:
         metadata = self.read_metadata(step)
-      except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
+      except Exception as error:  # noqa: BLE001 - sorted into unreadable (stop) and damaged
+        self._unreadable_stops(step, error)
         self._skip(step, f"metadata unreadable ({_short(error)})")
         continue
       for key, layout, what in (("param_layout", current_layout, "this model"),
@@ -125,11 +153,25 @@ class Checkpointer:
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(**{
             STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
-      except Exception as error:  # noqa: BLE001
+      except Exception as error:  # noqa: BLE001 - sorted into unreadable (stop) and damaged
+        self._unreadable_stops(step, error)
         self._skip(step, _short(error))
         continue
       return restored[STATE_ITEM], step
+    if self.steps():  # every one damaged: a silent restart would let the keep policy delete them
+      raise UnusableCheckpointError(
+          f"Every checkpoint in {self.directory} (steps {self.steps()}) is damaged; see the "
+          "warnings above. Nothing was changed and the run did not start over from step 0; "
+          "move them aside or use a new --workdir to start over.")
     return None
+
+  def _unreadable_stops(self, step: int, error: Exception) -> None:
+    reason = _unreadable_reason(error)
+    if reason is not None:
+      raise UnusableCheckpointError(
+          f"The checkpoint at step {step} in {self.directory} cannot be read: {reason}. "
+          "Nothing was changed. Fix the access (permissions, storage) and run again; to start "
+          "over instead, use a new --workdir.") from None
 
   def _skip(self, step: int, reason: str) -> None:
     log.warning("Skipping damaged checkpoint %d in %s: %s", step, self.directory, reason)
@@ -191,5 +233,8 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict) -> t
 
 
 def _short(error: Exception) -> str:
-  text = f"{type(error).__name__}: {error}"
+  """One line: the error's type and first line (a cause in the middle of a long message, such
+  as 'Permission denied', is what decides between stopping and skipping, not this text)."""
+  lines = str(error).strip().splitlines()
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
   return text if len(text) < 300 else text[:300] + "..."

@@ -361,7 +361,8 @@ def main(argv):
   try:
     train_and_evaluate(config, _WORKDIR.value)
   except (config_lib.ConfigError, StartupError, NonFiniteError,
-          checkpoint_lib.IncompatibleCheckpointError) as error:
+          checkpoint_lib.IncompatibleCheckpointError,
+          checkpoint_lib.UnusableCheckpointError) as error:
     log.error("%s", error)  # written for the user: no traceback
     raise SystemExit(1) from None
 

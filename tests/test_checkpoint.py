@@ -109,3 +109,42 @@ def test_a_bucket_url_stays_a_url_and_a_local_path_becomes_absolute():
   assert checkpoint.location("gs://bucket/run/checkpoints") == "gs://bucket/run/checkpoints"
   local = checkpoint.location("runs/a/checkpoints")
   assert local == os.path.join(os.getcwd(), "runs/a/checkpoints")
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(13, "Permission denied", "/run/checkpoints/2/state/d/abc"),
+    ValueError("Error opening \"zarr\" driver:\nPERMISSION_DENIED: Error reading local file"),
+    OSError(5, "Input/output error")])
+def test_an_unreadable_checkpoint_stops_the_run_and_deletes_nothing(tmp_path, mesh, error):
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  for at in (1, 2):
+    ckpt.save(at, state, _metadata(state))
+  ckpt.close()
+  before = sorted(os.listdir(tmp_path))
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+
+  def refuse(*args, **kwargs):
+    raise RuntimeError("restore failed") from error  # storage errors arrive wrapped
+  fresh.manager.restore = refuse
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* cannot be read: .*(ermission|PERMISSION|Input/output)"):
+    fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  fresh.close()
+  assert sorted(os.listdir(tmp_path)) == before and fresh.steps() == [1, 2]
+
+
+def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silently(tmp_path,
+                                                                                   mesh):
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, _metadata(state))
+  ckpt.close()
+  for entry in os.listdir(tmp_path / "1" / checkpoint.STATE_ITEM):
+    if (tmp_path / "1" / checkpoint.STATE_ITEM / entry).is_dir():
+      shutil.rmtree(tmp_path / "1" / checkpoint.STATE_ITEM / entry)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  with pytest.raises(checkpoint.UnusableCheckpointError, match=r"Every checkpoint .*steps \[1\]"):
+    fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  fresh.close()
+  assert fresh.steps() == [1]
