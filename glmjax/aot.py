@@ -81,28 +81,25 @@ def per_chip_bytes(abstract_tree) -> int:
   return total
 
 
-def plan_host_input(mesh, global_batch_size: int) -> list[parallel.HostRows]:
-  """`parallel.host_rows` of every process of the slice, as `train` makes them on each host,
-  checked: every row of the global batch is built by the hosts whose devices hold it."""
+def plan_host_input(mesh, global_batch_size: int) -> dict[int, parallel.HostRows]:
+  """process index -> `parallel.host_rows`, as `train` makes them on each host of the slice."""
   processes = sorted({device.process_index for device in mesh.devices.flat})
-  layouts = [parallel.host_rows(mesh, global_batch_size, process) for process in processes]
-  holders = np.zeros(global_batch_size, np.int64)
-  for layout in layouts:
-    holders[layout.rows] += 1
-  if np.any(holders == 0):
-    raise UnfeedableLayout(f"rows {np.flatnonzero(holders == 0)[:8]} are built by no host.")
-  return layouts
+  return {process: parallel.host_rows(mesh, global_batch_size, process) for process in processes}
 
 
-def check_batch_shardings(compiled, mesh) -> None:
-  """The compiled step must take its batch in the layout the hosts feed (`parallel`)."""
-  expected = step_lib.batch_shardings(mesh)
-  taken = compiled.input_shardings[0][1]
-  for key, sharding in expected.items():
-    ndim = 1 if key in step_lib.ROW_KEYS else 2
-    if not taken[key].is_equivalent_to(sharding, ndim):
-      raise UnfeedableLayout(f"the compiled step takes batch[{key!r}] as {taken[key]}, but the "
-                             f"hosts feed it as {sharding}.")
+def check_host_feeding(compiled, layouts: dict[int, parallel.HostRows]) -> None:
+  """Every chip must find the rows the compiled step expects on it among the rows its own host
+  builds (the lookup `parallel.global_batch` makes), for every batch key."""
+  taken = compiled.input_shardings[0][1]  # (state, batch) -> the batch's shardings
+  batch_size = next(iter(layouts.values())).global_batch_size
+  for key, sharding in taken.items():
+    shape = (batch_size,) if key in step_lib.ROW_KEYS else (batch_size, 1)
+    for device, index in sharding.devices_indices_map(shape).items():
+      rows = index[0].indices(batch_size)[:2]
+      if rows not in layouts[device.process_index].shards:
+        raise UnfeedableLayout(
+            f"the compiled step expects rows {rows[0]}-{rows[1] - 1} of batch[{key!r}] on chip "
+            f"{device.id}, which its host (process {device.process_index}) does not build.")
 
 
 def _row_runs(rows: np.ndarray) -> int:
@@ -110,10 +107,11 @@ def _row_runs(rows: np.ndarray) -> int:
 
 
 _SIZE = r"([\d.]+)([KMGT])i?B?"
-# libtpu's two ways of saying that a program needs more HBM than the chip has: (needed, limit).
+# libtpu's ways of saying that a program needs more HBM than the chip has: (needed, limit).
 _OUT_OF_MEMORY = (re.compile(r"required for HLO temporaries \(" + _SIZE + r"\) exceeds available "
                              r"HBM \(" + _SIZE + r"\)"),
-                  re.compile(r"Used " + _SIZE + r" of " + _SIZE + r" hbm"))
+                  re.compile(r"Used " + _SIZE + r" of " + _SIZE + r" hbm"),
+                  re.compile(r"Requires " + _SIZE + r", has " + _SIZE + r" available"))
 
 
 def _out_of_memory(error: Exception) -> str | None:
@@ -121,7 +119,8 @@ def _out_of_memory(error: Exception) -> str | None:
 
   libtpu stops compiling at that point, so the numbers come from its message."""
   text = str(error)
-  if "RESOURCE_EXHAUSTED" not in text:
+  # A kernel's on-chip scratch (vmem) running out is a block-size problem, not a fit problem.
+  if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():
     return None
   scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
   for pattern in _OUT_OF_MEMORY:
@@ -130,7 +129,7 @@ def _out_of_memory(error: Exception) -> str | None:
       needed, available = (float(match.group(i)) * scale[match.group(i + 1)] for i in (1, 3))
       return (f"needs {needed / 2**30:.2f} GiB per chip, {(needed - available) / 2**30:.2f} GiB "
               f"more than the {available / 2**30:.2f} GiB of HBM a program may use")
-  return text.splitlines()[0][:300] if "memory" in text.lower() else None
+  return text.splitlines()[0][:300] if "hbm" in text.lower() else None
 
 
 def fit_advice(config) -> str:
@@ -152,6 +151,16 @@ def _total_bytes(memory) -> int:
           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
 
 
+def _compile_or_explain(compile_fn, config, mesh, where: str, what: str):
+  try:
+    return compile_fn(config, mesh)
+  except Exception as error:  # noqa: BLE001 - only an out-of-memory compile is reported here
+    reason = _out_of_memory(error)
+    if reason is None:
+      raise
+    raise DoesNotFit(f"{where}: the {what} {reason}; {fit_advice(config)}") from None
+
+
 def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   """Compiles config's train step (and eval step, as train does at start-up) for `spec`;
   raises DoesNotFit with the numbers and the knobs to turn."""
@@ -169,16 +178,11 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   started = time.perf_counter()
   with parallel.activate(mesh, rules):
     program = step_lib.build_program(config, mesh, rules, model_config)
-    try:
-      compiled = program.compile_train_step(config, mesh)
-      evaluated = (program.compile_eval_step(config, mesh) if config.train.eval_every else None)
-    except Exception as error:  # noqa: BLE001 - only an out-of-memory compile is reported here
-      reason = _out_of_memory(error)
-      if reason is None:
-        raise
-      raise DoesNotFit(f"{where}: the train step {reason}; {fit_advice(config)}") from None
+    compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step")
+    evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step")
+                 if config.train.eval_every else None)
   compile_s = time.perf_counter() - started
-  check_batch_shardings(compiled, mesh)
+  check_host_feeding(compiled, layouts)
   state_bytes = per_chip_bytes(program.abstract_state)
   # Evaluation runs while the optimizer state stays in HBM, and train keeps the eval batches
   # on the devices for the whole run.
@@ -190,7 +194,7 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   total = max(_total_bytes(memory), eval_peak) + resident
   flops = model_lib.flops_per_token(model_config, seq_len) * batch_size * seq_len
   peak = metrics_lib.peak_flops(devices[0].device_kind) or float("nan")
-  holders = np.bincount(np.concatenate([layout.rows for layout in layouts]),
+  holders = np.bincount(np.concatenate([layout.rows for layout in layouts.values()]),
                         minlength=batch_size)
   report = Report(
       topology=spec.topology_name, accelerator_type=spec.accelerator_type,
@@ -200,11 +204,11 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
       temp_bytes=memory.temp_size_in_bytes, total_bytes=total, hbm_bytes=hbm,
       model_flops_per_step=flops,
       step_time_at_target_mfu_s=flops / (spec.chips * peak * TARGET_MFU),
-      rows_per_host=max(len(layout.rows) for layout in layouts),
+      rows_per_host=max(len(layout.rows) for layout in layouts.values()),
       hosts_per_row=int(holders.max()), host_row_runs=_row_runs(layouts[0].rows),
       compile_s=compile_s, batch_size=batch_size, seq_len=seq_len, remat=config.model.remat)
   if not report.fits:
-    raise DoesNotFit(f"{where}: the train step needs {total / 2**30:.2f} GiB per chip, "
+    raise DoesNotFit(f"{where}: training needs {total / 2**30:.2f} GiB per chip at its peak, "
                      f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
                      f"HBM a program may use; {fit_advice(config)}")
   return report

@@ -50,6 +50,7 @@ def _variants(config_module: str):
 
 def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
   """The report of the smallest fitting slice, or a line saying why none was found."""
+  tried = False
   for size in SIZES[generation]:
     spec = _slice(generation, size)
     name = spec.accelerator_type
@@ -57,6 +58,7 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
       if int(config.data.batch_size) % spec.chips:
         continue
       started = time.perf_counter()
+      tried = True
       try:
         report = aot.compile_for_slice(config, spec)
       except aot.DoesNotFit:
@@ -68,7 +70,8 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
       log(f"  {name} {label}: fits, {report.total_bytes / 2**30:.1f} GiB per chip "
           f"({report.compile_s:.0f} s)")
       return report
-  return f"does not fit up to {_slice(generation, SIZES[generation][-1]).accelerator_type}"
+  largest = _slice(generation, SIZES[generation][-1]).accelerator_type
+  return f"does not fit up to {largest}" if tried else f"no slice up to {largest} could be built"
 
 
 def table(rows) -> str:

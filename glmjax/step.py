@@ -68,7 +68,7 @@ def agreed_attention(name: str, **resolve_kwargs) -> str:
   if jax.process_index() == 0:
     try:
       index = choices.index(model_lib.resolve_attention(name, **resolve_kwargs))
-    except Exception as raised:  # noqa: BLE001 - re-raised below, after telling the others
+    except BaseException as raised:  # noqa: BLE001 - re-raised below, after telling the others
       index, error = -1, raised
   index = int(multihost_utils.broadcast_one_to_all(np.int32(index)))
   if error is not None:

@@ -93,8 +93,8 @@ class Evaluator:
 
   def __init__(self, eval_fn, eval_pipeline, config, mesh):
     self.eval_fn = eval_fn  # compiled at start-up, like the train step
-    layout = parallel.host_rows(mesh, eval_pipeline.batch_size)
-    self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, layout.rows), layout)
+    host = parallel.host_rows(mesh, eval_pipeline.batch_size)
+    self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, host.rows), host)
                     for index in range(int(config.train.eval_batches))]
 
   def __call__(self, params) -> dict[str, float | None]:
@@ -294,12 +294,12 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   termination = _TerminationFlag()
   if jax.process_count() == 1:  # multi-host: jax's preemption service owns SIGTERM
     termination.install()
-  layout = parallel.host_rows(mesh, config.data.batch_size)  # this host's rows, every step
+  host = parallel.host_rows(mesh, config.data.batch_size)  # the rows this host builds each step
   run_start = time.perf_counter()
   try:
     for step in range(start, total_steps):
       profiler.before_step(step)
-      batch = parallel.global_batch(train_pipeline.build_rows(step, layout.rows), layout)
+      batch = parallel.global_batch(train_pipeline.build_rows(step, host.rows), host)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_fn(state, batch)
       done = step + 1

@@ -26,6 +26,26 @@ def test_a_row_shows_slice_mesh_memory_and_the_throughput_at_half_mfu():
   assert lines[3].startswith("| GLM-10B | does not fit up to v5litepod-256 |")
 
 
+def test_the_search_walks_sizes_up_and_tries_remat_then_fsdp_before_a_bigger_slice(monkeypatch):
+  attempts = []
+
+  def fake_compile(config, spec):
+    attempts.append((spec.accelerator_type, config.model.remat, int(config.mesh.fsdp)))
+    if spec.chips < 8 or int(config.mesh.fsdp) != -1:
+      raise aot.DoesNotFit("too big")
+    return _report(accelerator_type=spec.accelerator_type, chips=spec.chips)
+
+  monkeypatch.setattr(aot, "compile_for_slice", fake_compile)
+  report = fit_table.smallest_fit("configs.base", "v5p", log=lambda line: None)
+  assert report.accelerator_type == "v5p-16"
+  assert attempts == [("v5p-8", "none", 1), ("v5p-8", "full", 1), ("v5p-8", "full", -1),
+                      ("v5p-16", "none", 1), ("v5p-16", "full", 1), ("v5p-16", "full", -1)]
+  monkeypatch.setattr(aot, "compile_for_slice",
+                      lambda config, spec: (_ for _ in ()).throw(aot.DoesNotFit("too big")))
+  assert fit_table.smallest_fit("configs.base", "v6e", log=lambda line: None) == (
+      "does not fit up to v6e-256")
+
+
 def test_the_table_replaces_only_the_block_between_the_markers(tmp_path):
   readme = tmp_path / "README.md"
   readme.write_text(f"before\n{fit_table.BEGIN}\nold table\n{fit_table.END}\nafter\n")

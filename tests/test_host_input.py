@@ -9,20 +9,23 @@ import socket
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import numpy as np
 import pytest
 
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from glmjax import aot, config as config_lib, parallel, topology
+from glmjax import aot, config as config_lib, parallel, step as step_lib, topology
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 1024
 MESHES = {"data": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=1, fsdp=-1, tensor=1),
-          "fsdp_tensor": dict(data=1, fsdp=-1, tensor=2), "data_fsdp": dict(data=2, fsdp=-1,
-                                                                            tensor=1)}
+          "fsdp_tensor": dict(data=1, fsdp=-1, tensor=2),
+          "data_fsdp": dict(data=2, fsdp=-1, tensor=1),
+          "tensor_across_hosts": dict(data=1, fsdp=2, tensor=-1),  # replicas on several hosts
+          "replicated_batch": dict(data=1, fsdp=1, tensor=-1)}
 
 
 @pytest.fixture
@@ -38,14 +41,21 @@ def _mesh(slice_name, axes):
 
 @pytest.mark.parametrize("mesh_name", sorted(MESHES))
 @pytest.mark.parametrize("slice_name", ["v5e-16", "v5p-32", "v6e-16", "v4-32", "v5p-128"])
-def test_every_row_is_built_by_one_host_and_reaches_the_devices_that_hold_it(slice_name,
-                                                                             mesh_name):
+def test_every_row_is_built_by_the_hosts_that_hold_it_and_reaches_their_devices(slice_name,
+                                                                                 mesh_name):
   mesh = _mesh(slice_name, MESHES[mesh_name])
   processes = sorted({device.process_index for device in mesh.devices.flat})
   layouts = {p: parallel.host_rows(mesh, BATCH, p) for p in processes}
-  built = np.concatenate([layout.rows for layout in layouts.values()])
-  np.testing.assert_array_equal(np.sort(built), np.arange(BATCH))  # each row exactly once
   index_map = parallel.batch_sharding(mesh, 1).devices_indices_map((BATCH,))
+  holders = {row: set() for row in range(BATCH)}
+  for device, index in index_map.items():
+    for row in np.arange(BATCH)[index[0]]:
+      holders[row].add(device.process_index)
+  for row, hosts in holders.items():  # built by exactly the hosts with a device holding it
+    assert {p for p in processes if row in set(layouts[p].rows)} == hosts
+  if mesh.shape["tensor"] == 1:  # no replicas: every row is built by exactly one host
+    built = np.concatenate([layout.rows for layout in layouts.values()])
+    np.testing.assert_array_equal(np.sort(built), np.arange(BATCH))
   for device, index in index_map.items():
     layout = layouts[device.process_index]
     host_batch = layout.rows * 10 + 7  # the host batch as the pipeline builds it: row r -> 10r+7
@@ -62,12 +72,17 @@ def test_real_slices_do_give_hosts_rows_with_gaps():
     assert len(rows) == BATCH // 4 and rows[-1] - rows[0] + 1 > len(rows)
 
 
-def test_a_tensor_axis_across_hosts_makes_those_hosts_build_the_same_rows():
-  """Replicas along mesh.tensor hold the same rows; every one of their hosts must build them."""
-  mesh = _mesh("v5p-32", dict(data=1, fsdp=2, tensor=8))
-  layouts = [parallel.host_rows(mesh, BATCH, p) for p in range(4)]
-  holders = np.bincount(np.concatenate([layout.rows for layout in layouts]), minlength=BATCH)
-  assert holders.min() >= 1 and holders.max() > 1
+def test_a_compiled_step_expecting_another_row_layout_is_caught_before_the_slice_is_paid():
+  mesh = _mesh("v5p-32", dict(data=2, fsdp=-1, tensor=1))
+  layouts = aot.plan_host_input(mesh, BATCH)
+  fed = {key: sharding for key, sharding in step_lib.batch_shardings(mesh).items()}
+  compiled = types.SimpleNamespace(input_shardings=((None, fed), {}))
+  aot.check_host_feeding(compiled, layouts)  # the layout train feeds passes
+  swapped = {key: NamedSharding(mesh, PartitionSpec(("fsdp", "data"), *s.spec[1:]))
+             for key, s in fed.items()}
+  compiled = types.SimpleNamespace(input_shardings=((None, swapped), {}))
+  with pytest.raises(aot.UnfeedableLayout, match="which its host .* does not build"):
+    aot.check_host_feeding(compiled, layouts)
 
 
 def test_a_host_batch_of_another_size_is_refused(mesh8):
@@ -106,8 +121,20 @@ CHILD = textwrap.dedent("""
     else:
       attention.check_attention = lambda *args, **kwargs: None
     picked = step.agreed_attention("auto", candidates=("cudnn", "xla"))
+
+    # A check that raises on process 0 must not leave the others waiting for its answer.
+    def broken(*args, **kwargs):
+      if jax.process_index() == 0:
+        raise RuntimeError("check crashed")
+      return None
+    attention.check_attention = broken
+    try:
+      step.agreed_attention("auto", candidates=("cudnn", "xla"))
+      outcome = "no error"
+    except RuntimeError as error:
+      outcome = "raised"
     with open(sys.argv[3], "w") as out:  # not stdout: gloo writes there too
-      out.write(f"rows {rows.tolist()} attention {picked}")
+      out.write(f"rows {rows.tolist()} attention {picked} {outcome}")
 """)
 
 
@@ -129,8 +156,8 @@ def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_
   for child, err in zip(children, errors):
     assert child.returncode == 0, err[-3000:]
   lines = [result.read_text() for result in results]
-  assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn"
-  assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn"
+  assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn raised"
+  assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn raised"
 
 
 def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypatch):

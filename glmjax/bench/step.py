@@ -45,7 +45,8 @@ def main(config, argv):
   with parallel.activate(mesh, rules):
     program = step_lib.build_program(config, mesh, rules, model_config)
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
-    device_batch = parallel.global_batch(batch, parallel.host_rows(mesh, len(batch["sep"])))
+    host = parallel.host_rows(mesh, config.data.batch_size)  # this process's rows of the batch
+    device_batch = parallel.global_batch({k: v[host.rows] for k, v in batch.items()}, host)
     start = time.perf_counter()
     compiled = program.compile_train_step(config, mesh)
     compile_s = time.perf_counter() - start
