@@ -1,0 +1,107 @@
+"""launch/gpu_slurm.sh: one process per node or per GPU, each seeing the right GPUs; quoting."""
+import glob
+import os
+import shlex
+import subprocess
+
+import pytest
+from launch_stubs import NASTY, make_stub, never_the_real_gcloud_or_srun  # noqa: F401
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLURM_SH = os.path.join(REPO, "launch", "gpu_slurm.sh")
+
+
+def slurm(procs=None, *args, task_env=None, dry=True, extra_path=None):
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "CUDA_", "GLMJAX_", "PROCS", "DRY_RUN", "JAX_"))}
+  env.update({"PROCS": procs} if procs else {})
+  env.update({"DRY_RUN": "1"} if dry else {})
+  env.update(task_env or {})
+  if extra_path:
+    env["PATH"] = f"{extra_path}:{env['PATH']}"
+  return subprocess.run(["bash", SLURM_SH, *args], capture_output=True, text=True, env=env,
+                        check=False, timeout=30)
+
+
+def test_slurm_one_process_per_node_dry_run(tmp_path):
+  result = slurm(None, "--config=configs/glm_2b.py", "--workdir=/shared/run")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == (
+      "# PROCS=node: one process per node (sbatch --ntasks-per-node=1), all its GPUs each\n"
+      f"srun --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
+      "--workdir=/shared/run\n")
+  # Each task then gives jax every GPU of its node, not only GPU SLURM_LOCALID=0.
+  task = slurm("node", "--config=configs/glm_2b.py", task_env={
+      "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"})
+  assert task.stdout == ("JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7 python3 -m glmjax.train "
+                         "--config=configs/glm_2b.py\n")
+
+
+def test_slurm_one_process_per_gpu_dry_run():
+  result = slurm("gpu", "--config=configs/glm_2b.py", "--workdir=/shared/run")
+  assert result.stdout == (
+      "# PROCS=gpu: one process per GPU (sbatch --ntasks-per-node=GPUS_PER_NODE)\n"
+      f"srun --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
+      "--workdir=/shared/run\n")
+  all_visible = slurm("gpu", "--config=c", task_env={
+      "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"})
+  assert all_visible.stdout == "JAX_LOCAL_DEVICE_IDS=5 python3 -m glmjax.train --config=c\n"
+  bound = slurm("gpu", "--config=c", task_env={  # SLURM gave the task one GPU of its own
+      "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "5"})
+  assert bound.stdout == "JAX_LOCAL_DEVICE_IDS=0 python3 -m glmjax.train --config=c\n"
+
+
+@pytest.mark.parametrize("procs, task_env, message", [
+    ("node", {"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1"}, "--ntasks-per-node=1"),
+    ("gpu", {"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0,1"}, "only 2 GPUs"),
+    ("tpu", {}, "PROCS=tpu: use PROCS=node or PROCS=gpu"),
+])
+def test_a_slurm_layout_mismatch_stops_with_one_line(procs, task_env, message):
+  result = slurm(procs, "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", **task_env})
+  assert result.returncode == 2 and message in result.stderr
+  assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_a_slurm_argument_with_shell_metacharacters_reaches_the_trainer_as_one_word(tmp_path):
+  nasty = [word.format(tmp=tmp_path) for word in NASTY]
+  printed = slurm("node", "--config=c", *nasty).stdout.split("\n", 1)[1]
+  assert shlex.split(printed)[-len(nasty):] == nasty
+  # Really run: a stand-in srun starts the task, which execs a stand-in trainer.
+  make_stub(str(tmp_path / "bin" / "srun"),
+            'while [ "$1" != bash ]; do shift; done; SLURM_LOCALID=0 exec "$@"')
+  make_stub(str(tmp_path / "trainer"),
+            f'printf "%s\\0" "$JAX_LOCAL_DEVICE_IDS" "$@" > {shlex.quote(str(tmp_path / "argv"))}')
+  result = slurm("node", "--config=c", *nasty, dry=False, extra_path=tmp_path / "bin",
+                 task_env={"CUDA_VISIBLE_DEVICES": "0,1,2,3", "PYTHON": str(tmp_path / "trainer")})
+  assert result.returncode == 0, result.stderr
+  assert (tmp_path / "argv").read_text().split("\0")[:-1] == [
+      "0,1,2,3", "-m", "glmjax.train", "--config=c", *nasty]
+  assert not glob.glob(str(tmp_path / "pwned*"))
+
+
+def test_jax_alone_would_give_a_one_process_per_node_task_only_gpu_0(monkeypatch):
+  """Why gpu_slurm.sh sets JAX_LOCAL_DEVICE_IDS: jax maps SLURM_LOCALID to one device, and reads
+  JAX_LOCAL_DEVICE_IDS before that. If jax changes either, this fails: look at the script again."""
+  from jax._src import clusters, distributed  # pylint: disable=import-outside-toplevel
+  for key in list(os.environ):
+    if key.startswith(("SLURM_", "OMPI_", "PMI_", "JAX_")):
+      monkeypatch.delenv(key)
+  monkeypatch.setattr(clusters.cluster, "running_in_cloud_tpu_vm", False, raising=False)
+  for key, value in dict(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="gpu[001-004]",
+                         SLURM_NTASKS="4", SLURM_PROCID="0", SLURM_LOCALID="0").items():
+    monkeypatch.setenv(key, value)
+  _, processes, _, device_ids = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+      None, None, None, None, None, 60)
+  assert (processes, device_ids) == (4, [0])
+  seen = {}
+
+  def capture(cls, coordinator, num_processes, process_id, local_device_ids, *rest):
+    seen["local_device_ids"] = local_device_ids
+    raise RuntimeError("captured")
+
+  monkeypatch.setattr(clusters.ClusterEnv, "auto_detect_unset_distributed_params",
+                      classmethod(capture))
+  monkeypatch.setenv("JAX_LOCAL_DEVICE_IDS", "0,1,2,3,4,5,6,7")
+  with pytest.raises(RuntimeError, match="captured"):
+    distributed.State().initialize()
+  assert seen["local_device_ids"] == list(range(8))
