@@ -1,21 +1,30 @@
-"""Orbax checkpoints: asynchronous saves, resume from the newest complete one, checked layout.
+"""Orbax checkpoints: asynchronous saves, resume from the newest verified one, checked layout.
 
-Each checkpoint holds the train state and JSON metadata (the resolved config and the parameter
-layout). Restoring reads straight into the shardings of the current mesh, so a run saved on one
-mesh shape resumes on another. A checkpoint that fails to restore (cut off mid-write, files
-missing) is skipped with a warning and the next older one is tried; it is replaced only when the
-resumed run saves that step again. A checkpoint whose parameter or optimizer-state layout differs
-from the current run's is an error, never skipped.
+Each checkpoint holds the train state and JSON metadata (the resolved config, the parameter
+layout and a checksum of every array). Restoring reads straight into the shardings of the
+current mesh, so a run saved on one mesh shape resumes on another. Restore sorts failures:
+- cut off mid-write or files missing, and corrupted (a checksum differs, or non-finite values):
+  skipped with a one-line warning, the next older one is tried; the damaged one is replaced
+  only when the resumed run saves that step again;
+- unreadable (permissions, I/O, storage errors): the run stops and nothing is touched;
+- a layout that differs from the current run's: an error, never skipped.
+A state with non-finite values is never saved.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from etils import epath
 
 log = logging.getLogger(__name__)
@@ -26,6 +35,14 @@ METADATA_ITEM = "metadata"
 
 class IncompatibleCheckpointError(ValueError):
   pass
+
+
+class NonFiniteStateError(RuntimeError):
+  """The state to save holds NaN or Inf; saving it would let the keep policy delete good ones."""
+
+
+class CheckpointWriteError(RuntimeError):
+  """A save failed for a reason the user must fix (disk full, quota, read-only, permissions)."""
 
 
 class UnusableCheckpointError(RuntimeError):
@@ -40,18 +57,44 @@ _UNREADABLE_WORDS = ("permission denied", "permission_denied", "access denied", 
                      "input/output error", "unavailable", "deadline_exceeded", "unauthenticated")
 
 
-def _unreadable_reason(error: BaseException | None) -> str | None:
-  """The line of `error` or of its causes that says it could not be read; None if none does."""
+# Phrase found in an error or its causes -> the cause as the user's line says it, first first.
+_UNWRITABLE_WORDS = {"no space left": "no space left on device", "quota": "disk quota exceeded",
+                     "read-only file system": "read-only file system",
+                     "permission denied": "permission denied",
+                     "permission_denied": "permission denied",
+                     "resource_exhausted": "storage resource exhausted"}
+
+
+def _cause_line(error: BaseException | None, errnos, words) -> str | None:
+  """The first line of `error` or of its causes that matches `errnos` or `words`."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EIO):
-      return f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError) and error.errno in errnos:
+      return f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
     for line in str(error).splitlines():
-      if any(word in line.lower() for word in _UNREADABLE_WORDS):
+      if any(word in line.lower() for word in words):
         return line.strip()[:300]
     error = error.__cause__ or error.__context__
   return None
+
+
+def _write_cause(error: BaseException) -> str | None:
+  """Why a save failed, if it is for the user to fix (disk full, quota, read-only, access)."""
+  texts, seen = [], set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.strerror:
+      texts.append(error.strerror.lower())
+    texts.append(str(error).lower())
+    error = error.__cause__ or error.__context__
+  return next((cause for phrase, cause in _UNWRITABLE_WORDS.items()
+               if any(phrase in text for text in texts)), None)
+
+
+def _unreadable_reason(error: BaseException | None) -> str | None:
+  """The line of `error` or of its causes that says it could not be read; None if none does."""
+  return _cause_line(error, (errno.EACCES, errno.EPERM, errno.EIO), _UNREADABLE_WORDS)
 
 
 def parameter_layout(tree: Any) -> dict[str, list]:
@@ -75,6 +118,62 @@ def layout_differences(saved: dict, current: dict, limit: int = 8) -> list[str]:
   return problems[:limit] + ([f"... {len(problems) - limit} more"] if len(problems) > limit else [])
 
 
+def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(checksum, non-finite count) of one array, computed where its shards live.
+
+  The checksum hashes every element's bits with its flat index and adds the hashes modulo
+  2**32: addition commutes, so the value does not depend on how the array is sharded (a run
+  saved on one mesh verifies on another), and any changed element changes it (but for 2**-32).
+  """
+  if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  if leaf.dtype == jnp.bool_ or leaf.dtype.itemsize == 1:
+    bits = leaf.astype(jnp.uint32)
+  else:
+    unsigned = {2: jnp.uint16, 4: jnp.uint32}[leaf.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
+  index = jnp.arange(leaf.size, dtype=jnp.uint32).reshape(leaf.shape)
+  mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + jnp.uint32(1)
+  mixed = (mixed ^ (mixed >> 15)) * jnp.uint32(0x2C1B3C6D)
+  mixed = mixed ^ (mixed >> 12)
+  nonfinite = (jnp.sum(~jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact)
+               else jnp.zeros((), jnp.int32))
+  return jnp.sum(mixed, dtype=jnp.uint32), nonfinite.astype(jnp.int32)
+
+
+_summaries = jax.jit(lambda leaves: [_leaf_summary(leaf) for leaf in leaves])
+
+
+def state_summary(state: Any) -> dict[str, tuple[int, int]]:
+  """{'path/to/leaf': (checksum, non-finite count)} for every array of `state`, on device."""
+  paths, leaves = zip(*jax.tree_util.tree_leaves_with_path(state)) or ((), ())
+  summary = jax.device_get(_summaries(list(leaves)))
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): (int(pair[0]), int(pair[1]))
+          for path, pair in zip(paths, summary)}
+
+
+def corruption(restored: Any, checksums: dict | None) -> str | None:
+  """Why a restored state is corrupted (non-finite values, a checksum that differs from the one
+  saved with it), in one line; None if it is sound. `checksums` None: saved before checksums."""
+  problems = []
+  for name, (checksum, nonfinite) in state_summary(restored).items():
+    if nonfinite:
+      problems.append(f"{nonfinite} non-finite values in {name}")
+    elif checksums is not None and name in checksums and int(checksums[name]) != checksum:
+      problems.append(f"the checksum of {name} differs from the one saved")
+  if not problems:
+    return None
+  more = f" (and {len(problems) - 3} more arrays)" if len(problems) > 3 else ""
+  return "corrupted: " + "; ".join(problems[:3]) + more
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  state: Any
+  step: int
+  metadata: dict  # what was saved with it: config, layouts, checksums
+
+
 class _LoopDecidesPreemption(ocp.CheckpointManager):
   """Orbax asks jax's preemption sync point itself, also from its finalize thread with an older
   step, which can move the agreed stop step. Only the training loop may ask; Orbax gets the
@@ -93,6 +192,8 @@ class Checkpointer:
     self.directory = location(directory)
     self.every = int(every)
     self._damaged: set[int] = set()
+    self._saving: int | None = None  # the step of the save in flight
+    self._failed = False  # a save failed and was reported
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(keep), save_interval_steps=1, create=True,
         enable_async_checkpointing=bool(async_save), cleanup_tmp_directories=True)
@@ -109,29 +210,61 @@ class Checkpointer:
            preempted: bool = False) -> bool:
     if not (force or preempted or self.should_save(step)):
       return False
-    # Surfaces an error from the previous asynchronous save here rather than never.
-    self.manager.wait_until_finished()
+    self.wait()  # surfaces an error of the previous asynchronous save here rather than never
     if step in self._damaged:
       log.warning("Replacing the damaged checkpoint %d in %s", step, self.directory)
       self.manager.delete(step)
       self._damaged.discard(step)
     elif step in self.manager.all_steps():
       return False
+    summary = state_summary(state)
+    nonfinite = {name: count for name, (_, count) in summary.items() if count}
+    if nonfinite:
+      names = ", ".join(f"{name} ({count})" for name, count in list(nonfinite.items())[:3])
+      raise NonFiniteStateError(
+          f"Not saving step {step} to {self.directory}: the state holds non-finite values "
+          f"({names}); the newest checkpoint there (step {max(self.steps(), default=None)}) "
+          "is kept.")
+    metadata = {**metadata, "checksums": {name: checksum for name, (checksum, _) in
+                                          summary.items()}}
     if preempted:
       self.manager.preempted_step = step
-    return self.manager.save(step, args=ocp.args.Composite(**{
-        STATE_ITEM: ocp.args.StandardSave(state),
-        METADATA_ITEM: ocp.args.JsonSave(metadata)}), force=True)
+    self._saving = step
+    with self._write_errors():
+      return self.manager.save(step, args=ocp.args.Composite(**{
+          STATE_ITEM: ocp.args.StandardSave(state),
+          METADATA_ITEM: ocp.args.JsonSave(metadata)}), force=True)
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A save that fails for a reason the user must fix ends the run in one line that names the
+    step, the cause, the free space and the newest good checkpoint (which is left intact)."""
+    try:
+      yield
+    except Exception as error:  # noqa: BLE001 - sorted: the user's to fix, or re-raised
+      reason = _write_cause(error)
+      if reason is None:
+        raise
+      self._failed = True
+      good = [s for s in self.steps() if s != self._saving and s not in self._damaged]
+      newest = f"step {good[-1]}, intact" if good else "none yet"
+      raise CheckpointWriteError(
+          f"Saving the checkpoint at step {self._saving} to {self.directory} failed: {reason}"
+          f"{_free_space(self.directory)}. Newest good checkpoint: {newest}. Free space or fix "
+          "the access, then run the same command to resume from it.") from error
 
   def read_metadata(self, step: int) -> dict:
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
         METADATA_ITEM: ocp.args.JsonRestore()}))
     return restored[METADATA_ITEM]
 
-  def restore_latest(self, abstract_state: Any, current_layout: dict) -> tuple[Any, int] | None:
-    """(state, step) from the newest checkpoint that restores cleanly; None if there is none.
+  def restore_latest(self, abstract_state: Any, current_layout: dict, *,
+                     start_over: bool = False) -> Restored | None:
+    """The newest checkpoint that restores and verifies; None if there is none.
 
     A layout mismatch is an error (wrong config for this workdir), not a reason to fall back.
+    When every checkpoint is damaged the run stops, unless `start_over`: then they are moved
+    aside (kept, never deleted) and None is returned.
     """
     state_layout = parameter_layout(abstract_state)
     for step in reversed(self.steps()):
@@ -155,15 +288,36 @@ class Checkpointer:
             STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
       except Exception as error:  # noqa: BLE001 - sorted into unreadable (stop) and damaged
         self._unreadable_stops(step, error)
-        self._skip(step, _short(error))
+        self._skip(step, f"cut off or files missing ({_short(error)})")
         continue
-      return restored[STATE_ITEM], step
-    if self.steps():  # every one damaged: a silent restart would let the keep policy delete them
+      problem = corruption(restored[STATE_ITEM], metadata.get("checksums"))
+      if problem:
+        self._skip(step, problem)
+        continue
+      return Restored(restored[STATE_ITEM], step, metadata)
+    if self.steps() and start_over:
+      self._move_aside()
+    elif self.steps():  # all damaged: a silent restart would let the keep policy delete them
       raise UnusableCheckpointError(
           f"Every checkpoint in {self.directory} (steps {self.steps()}) is damaged; see the "
           "warnings above. Nothing was changed and the run did not start over from step 0; "
-          "move them aside or use a new --workdir to start over.")
+          "to start over, keeping them aside, set --config.checkpoint.start_over=true.")
     return None
+
+  def _move_aside(self) -> None:
+    """Moves every step folder to a sibling `<directory>.damaged-<time>/` (one process does)."""
+    aside = epath.Path(f"{self.directory}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:
+      aside.mkdir(parents=True, exist_ok=True)
+      for step in self.steps():
+        for path in epath.Path(self.directory).iterdir():
+          if path.name.split(".")[0] == str(step):
+            path.rename(aside / path.name)
+    multihost_utils.sync_global_devices("glmjax checkpoints moved aside")
+    self.manager.reload()
+    self._damaged.clear()
+    log.warning("Moved the damaged checkpoints of %s to %s; starting over from step 0.",
+                self.directory, aside)
 
   def _unreadable_stops(self, step: int, error: Exception) -> None:
     reason = _unreadable_reason(error)
@@ -178,11 +332,18 @@ class Checkpointer:
     self._damaged.add(step)
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with self._write_errors():
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the last save; after a failed save (already reported) only releases Orbax."""
+    if not self._failed:
+      self.wait()
+    try:
+      self.manager.close()
+    except Exception:  # noqa: BLE001 - the failure was reported; closing must not mask it
+      if not self._failed:
+        raise
 
 
 def location(path: str) -> str:
@@ -227,9 +388,23 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict) -> t
         STATE_ITEM: ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
             partial_restore=True)}))
+    problem = corruption(restored[STATE_ITEM], saved.get("checksums"))
+    if problem:
+      raise UnusableCheckpointError(
+          f"checkpoint.init_from: the parameters at step {step} in {directory} are {problem}.")
     return restored[STATE_ITEM]["params"], step
   finally:
     manager.close()
+
+
+def _free_space(directory: str) -> str:
+  """', X GiB free' on the local disk of `directory`; '' for a bucket or an unknown disk."""
+  path = directory
+  while path and not os.path.isdir(path):
+    path = os.path.dirname(path)
+  if "://" in directory or not path:
+    return ""
+  return f" ({shutil.disk_usage(path).free / 2**30:.2f} GiB free there)"
 
 
 def _short(error: Exception) -> str:

@@ -73,7 +73,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       gen_min_ratio=0.5,
       gen_suffix_prob=0.5,         # [gMASK]: P(suffix layout) vs one random span
       # Source (data/sources.py).
-      source="builtin",            # builtin | files | tfds | prepared
+      source="",                   # files | tfds | prepared | builtin (toy corpus); '' = not set
       tokenizer="byte",            # byte | sentencepiece | hf
       tokenizer_path="",
       tokenizer_vocab="",          # bert | gpt2 | "" (how GLM special ids are assigned)
@@ -124,6 +124,7 @@ def train_defaults() -> ml_collections.ConfigDict:
       profile_start=-1,            # first step of a profiler trace window; -1 disables
       profile_steps=5,
       distributed_timeout_s=1800,
+      allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
   ))
 
 
@@ -134,6 +135,7 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       async_save=True,
       init_from="",                # a run's workdir: start from its newest parameters (fresh
                                    # optimizer, step 0) when this workdir has no checkpoint
+      start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0
   ))
 
 
@@ -190,7 +192,7 @@ CHOICES = {
     "model.attention": ("auto", "xla", "cudnn", "tokamax", "splash", "splash_dynamic"),
     "model.remat": ("none", "minimal", "full"),
     "optim.schedule": ("cosine", "linear", "constant"),
-    "data.source": ("builtin", "files", "tfds", "prepared"),
+    "data.source": ("", "builtin", "files", "tfds", "prepared"),  # '': refused when data is read
     "data.tokenizer": ("byte", "sentencepiece", "hf"),
 }
 
@@ -275,3 +277,32 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         f"train.eval_every={train.eval_every} needs train.eval_batches >= 1 (got "
         f"{train.eval_batches}) and 0 < data.eval_fraction < 1 (got {data.eval_fraction}); "
         "or set train.eval_every=0 to train without evaluation.")
+
+
+# Sections and fields that change what a run computes; the rest (steps, logging, evaluation,
+# checkpointing, the mesh, the attention kernel, remat) may change when a run resumes.
+TRAJECTORY_SECTIONS = ("seed", "model", "data", "optim")
+FREE_FIELDS = ("model.attention", "model.remat", "model.target_platform")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def trajectory_changes(saved: dict, current: dict) -> list[str]:
+  """'field: saved -> current' for each field that changes the run's trajectory."""
+  before, after = _flat(saved), _flat(current)
+  changes = []
+  for field in sorted(set(before) | set(after)):
+    if field.split(".")[0] not in TRAJECTORY_SECTIONS or field in FREE_FIELDS:
+      continue
+    old, new = before.get(field, "(absent)"), after.get(field, "(absent)")
+    if old != new:
+      changes.append(f"{field}: {old!r} -> {new!r}")
+  return changes

@@ -25,6 +25,7 @@ MODELS = (("GLM-Base", "configs.base"), ("GLM-Large", "configs.large"),
 # Slice sizes to try, in chips (a v5p-8 has 4 chips; v5e and v6e names count chips).
 SIZES = {"v5p": (4, 8, 16, 32, 64, 128, 256), "v5e": (1, 4, 8, 16, 32, 64, 128, 256),
          "v6e": (1, 4, 8, 16, 32, 64, 128, 256)}
+GENERATIONS = ("v5p", "v5e", "v6e")  # the table's order of chip generations
 BEGIN, END = "<!-- fit-table:begin -->", "<!-- fit-table:end -->"
 
 
@@ -91,21 +92,37 @@ def table(rows) -> str:
   return "\n".join(lines)
 
 
+def _row_key(line: str) -> tuple[int, int]:
+  """(model, generation) order of a table row, from its model and slice cells."""
+  model, where = [cell.strip() for cell in line.strip("|").split("|")[:2]]
+  found = re.search(r"v5p|v5litepod|v5e|v6e|v4", where)
+  generation = {"v5litepod": "v5e"}.get(found.group(0), found.group(0)) if found else ""
+  models = [name for name, _ in MODELS]
+  return (models.index(model) if model in models else len(models),
+          GENERATIONS.index(generation) if generation in GENERATIONS else len(GENERATIONS))
+
+
 def splice(path: str, text: str) -> None:
+  """Puts the rows of `text` into the table between the markers of `path`: a row replaces the
+  row of the same model and chip generation; the rows of a partial run join the others."""
   with open(path, encoding="utf-8") as f:
     content = f.read()
   if BEGIN not in content or END not in content:
     raise SystemExit(f"{path} has no {BEGIN} ... {END} block to replace.")
-  pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+  pattern = re.compile(re.escape(BEGIN) + "(.*?)" + re.escape(END), re.S)
+  rows = lambda block: {_row_key(line): line for line in block.strip().splitlines()[2:]
+                        if line.startswith("| ")}
+  merged = {**rows(pattern.search(content).group(1)), **rows(text)}
+  table_text = "\n".join(text.strip().splitlines()[:2] + [merged[key] for key in sorted(merged)])
   with open(path, "w", encoding="utf-8") as f:
-    f.write(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", content))
+    f.write(pattern.sub(lambda _: f"{BEGIN}\n{table_text}\n{END}", content))
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default=",".join(name for name, _ in MODELS))
-  parser.add_argument("--generations", default="v5p,v5e,v6e")
-  parser.add_argument("--readme", default="", help="replace the fit-table block in this file")
+  parser.add_argument("--generations", default=",".join(GENERATIONS))
+  parser.add_argument("--readme", default="", help="put the rows found into this file's table")
   args = parser.parse_args(argv)
   jax.config.update("jax_platforms", "cpu")
   log = lambda text: print(text, file=sys.stderr, flush=True)

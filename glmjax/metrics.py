@@ -59,9 +59,11 @@ class MetricsWriter:
     self.tensorboard_dir = os.path.join(workdir, "tensorboard")
     self._jsonl = None
     self._tensorboard = None
-    if enabled:  # epath: a local folder or a bucket (gs://...) alike
+    jsonl = epath.Path(workdir) / "metrics.jsonl"
+    self.had_history = enabled and jsonl.exists()  # a resumed run that finds none says so
+    if enabled:  # epath: a local folder or a bucket (gs://...) alike; appended, never truncated
       epath.Path(self.tensorboard_dir).mkdir(parents=True, exist_ok=True)
-      self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a", encoding="utf-8")
+      self._jsonl = jsonl.open("a", encoding="utf-8")
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tensorboard = SummaryWriter(self.tensorboard_dir, flush_secs=30)
 

@@ -17,15 +17,16 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
-from absl import logging as absl_logging
 from etils import epath
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
+from glmjax import logs
 from glmjax import metrics as metrics_lib
 from glmjax import parallel, step as step_lib
+from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 from glmjax import model as model_lib
@@ -216,6 +217,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's padded "
           f"vocabulary ({tokenizer.vocab_size}); set model.vocab_size={tokenizer.vocab_size}.")
     train_docs, eval_docs = sources.load_documents(config.data, tokenizer)
+    if config.train.eval_every:
+      sources.check_held_out(config.data, eval_docs)
     train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, train_docs,
                                                 seed=config.seed)
     eval_pipeline = (pipeline_lib.BatchPipeline(config.data, tokenizer, eval_docs,
@@ -228,12 +231,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise
   except (ValueError, FileNotFoundError) as error:
     raise StartupError(str(error)) from error
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
   rules = parallel.logical_rules(config.mesh)
-  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
-  checkpointer = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
-      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  try:
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
+    writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
+    checkpointer = checkpoint_lib.Checkpointer(
+        os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
+        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  except OSError as error:
+    raise StartupError(workdir_lib.unwritable(workdir, error)) from error
   try:
     with parallel.activate(mesh, rules):
       return _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipeline,
@@ -253,7 +259,13 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout,
               "state_layout": checkpoint_lib.parameter_layout(abstract)}
 
-  restored = checkpointer.restore_latest(abstract, layout)
+  restored = checkpointer.restore_latest(abstract, layout,
+                                         start_over=bool(config.checkpoint.start_over))
+  if restored is not None:
+    workdir_lib.check_resume(restored.metadata.get("config", {}), metadata["config"],
+                             step=restored.step, workdir=workdir,
+                             allow=bool(config.train.allow_config_change),
+                             metrics_lost=writer.enabled and not writer.had_history)
   if restored is None:
     state = step_lib.init_sharded_state(program.init_fn, shardings, config.seed)
     if config.checkpoint.init_from:
@@ -265,8 +277,9 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
     else:
       log.info("Initialised a new model in %s", workdir)
   else:
-    state, at = restored
-    log.info("Resumed from the checkpoint at step %d in %s", at, checkpointer.directory)
+    state = restored.state
+    log.info("Resumed from the checkpoint at step %d in %s", restored.step,
+             checkpointer.directory)
   start = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   log.info("Parameters: %s on a %s mesh over %d process(es) (%.1f%% of them replicated); "
@@ -274,8 +287,8 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
            100 * parallel.replicated_fraction(state.params) if mesh.size > 1 else 0.0,
            model_config.attention)
   if jax.process_index() == 0:
-    (epath.Path(workdir) / "config.json").write_text(
-        resolved.to_json_best_effort(indent=2, sort_keys=True), encoding="utf-8")
+    workdir_lib.write_config(workdir, resolved.to_json_best_effort(indent=2, sort_keys=True),
+                             start)
     writer.write_text("config", resolved.to_json_best_effort(indent=2))
 
   # Compile before the first batch: out-of-memory shows here, with the sizes, not at step 0.
@@ -338,16 +351,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (conf
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 
 
-def _setup_console_logging() -> None:
-  """glmjax's lines on stderr (process 0 only below warnings); library chatter only from
-  warnings up. Must run after jax.distributed is initialised (it reads the process index)."""
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  ours = logging.getLogger("glmjax")
-  ours.handlers[:] = [handler]
-  ours.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-  ours.propagate = False
+# Errors written for the user: their message is the whole story, no traceback on the console.
+_USER_ERRORS = (config_lib.ConfigError, StartupError, NonFiniteError,
+                workdir_lib.ConfigChangedError, checkpoint_lib.IncompatibleCheckpointError,
+                checkpoint_lib.UnusableCheckpointError, checkpoint_lib.NonFiniteStateError,
+                checkpoint_lib.CheckpointWriteError)
 
 
 def main(argv):
@@ -355,15 +363,29 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("Both --config and --workdir are required.")
-  config = _CONFIG.value
+  run(_CONFIG.value, _WORKDIR.value)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The command: train_and_evaluate, with failures as one line (exit status 1) and their
+  tracebacks in the workdir's log."""
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
-  _setup_console_logging()
+  logs.setup_console(jax.process_index())
   try:
-    train_and_evaluate(config, _WORKDIR.value)
-  except (config_lib.ConfigError, StartupError, NonFiniteError,
-          checkpoint_lib.IncompatibleCheckpointError,
-          checkpoint_lib.UnusableCheckpointError) as error:
-    log.error("%s", error)  # written for the user: no traceback
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
+    log_path = logs.log_file(workdir, jax.process_index())
+    logs.attach_file(log_path)
+  except OSError as error:
+    logs.report_failure(StartupError(workdir_lib.unwritable(workdir, error)), None,
+                        expected=True)
+    raise SystemExit(1) from None
+  try:
+    train_and_evaluate(config, workdir)
+  except _USER_ERRORS as error:
+    logs.report_failure(error, log_path, expected=True)
+    raise SystemExit(1) from None
+  except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
+    logs.report_failure(error, log_path, expected=False)
     raise SystemExit(1) from None
 
 

@@ -44,9 +44,9 @@ HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
 
 def stop_holders(grace_s: int) -> str:
   return (f'pids=$({HOLDERS}); if [ -n "$pids" ]; then echo "$(hostname): TERM" $pids; '
-          f"sudo kill -TERM $pids; for _ in $(seq {int(grace_s)}); do "
+          f"sudo kill -TERM $pids || true; for _ in $(seq {int(grace_s)}); do "
           f'[ -z "$({HOLDERS})" ] && break; sleep 1; done; pids=$({HOLDERS}); '
-          f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; sudo kill -KILL $pids; fi; '
+          f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; sudo kill -KILL $pids || true; fi; '
           f'else echo "$(hostname): no process holds the TPU"; fi')
 
 
@@ -89,8 +89,9 @@ def gcloud(args, group: str, verb: str, *extra: str) -> list[str]:
 
 
 def ssh(args, worker, remote: str) -> list[str]:
-  return gcloud(args, "tpu-vm", "ssh", f"--worker={worker}", "--strict-host-key-checking=no",
-                f"--command={remote}")
+  # No --strict-host-key-checking override: gcloud records a worker's host key on the first
+  # connection and checks it on every later one.
+  return gcloud(args, "tpu-vm", "ssh", f"--worker={worker}", f"--command={remote}")
 
 
 def scp(args, local: str, worker: int) -> list[str]:
@@ -100,7 +101,7 @@ def scp(args, local: str, worker: int) -> list[str]:
              f"--zone={args.zone}"]
   if args.project:
     command.append(f"--project={args.project}")
-  return command + [f"--worker={worker}", "--strict-host-key-checking=no"]
+  return command + [f"--worker={worker}"]
 
 
 def train_workdir(train_args: list[str]) -> str | None:
@@ -153,6 +154,7 @@ def remote_train(args, reveal: bool) -> str:
       f"{name}={shlex.quote(os.environ[name]) if reveal else REDACTED}" for name in args.env]
   trainer = " ".join([VENV_PYTHON, "-m", "glmjax.train", *map(shlex.quote, args.train_args)])
   return "; ".join([
+      "set -e",  # a step that fails (no venv, a full disk for the log) stops here, no trainer
       f'cd {CODE} && [ -x {VENV_PYTHON} ] || {{ echo "$(hostname): no checkout or venv in '
       f'~/glmjax; run setup first" >&2; exit 1; }}',
       stop_holders(args.grace), f"mkdir -p {LOGS}",

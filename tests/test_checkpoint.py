@@ -40,9 +40,9 @@ def test_round_trip_restores_into_requested_shardings(tmp_path, mesh):
   ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
   assert ckpt.save(5, state, _metadata(state))
   ckpt.wait()
-  restored, at = ckpt.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
-  assert at == 5
-  kernel = restored.params["dense"]["kernel"]
+  restored = ckpt.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  assert restored.step == 5
+  kernel = restored.state.params["dense"]["kernel"]
   np.testing.assert_array_equal(kernel, state.params["dense"]["kernel"])
   assert kernel.sharding.spec == PartitionSpec("fsdp")
   ckpt.close()
@@ -62,17 +62,17 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
     if os.path.isdir(path):
       shutil.rmtree(path)
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
-  restored, at = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
-  assert at == 2
-  np.testing.assert_array_equal(restored.params["dense"]["kernel"],
+  restored = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  assert restored.step == 2
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
                                 _state(2.0).params["dense"]["kernel"])
   # The damaged step stays until the resumed run saves that step again, then it is replaced.
   assert fresh.steps() == [2, 3]
   assert fresh.save(3, _state(4.0), _metadata(state))
   fresh.wait()
-  restored, at = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
-  assert at == 3
-  np.testing.assert_array_equal(restored.params["dense"]["kernel"],
+  restored = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  assert restored.step == 3
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
                                 _state(4.0).params["dense"]["kernel"])
   fresh.close()
 
@@ -148,3 +148,88 @@ def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silentl
     fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
   fresh.close()
   assert fresh.steps() == [1]
+
+
+def test_the_checksum_does_not_depend_on_the_sharding_and_sees_one_changed_element(mesh):
+  state = _state()
+  moved = jax.device_put(state, jax.tree.map(lambda x: x.sharding, _abstract(state, mesh)))
+  assert checkpoint.state_summary(moved) == checkpoint.state_summary(state)
+  kernel = state.params["dense"]["kernel"]
+  for changed in (kernel.at[5, 1].add(1.0),            # another value
+                  kernel.at[5, 1].set(-kernel[5, 1]),  # one sign bit
+                  kernel.reshape(4, 8).T.reshape(8, 4)):  # the same values, moved around
+    other = state.replace(params={**state.params, "dense": {**state.params["dense"],
+                                                            "kernel": changed}})
+    assert (checkpoint.state_summary(other)["params/dense/kernel"][0]
+            != checkpoint.state_summary(state)["params/dense/kernel"][0])
+
+
+def _flip_bytes(directory, count=50):
+  """Flips `count` bytes in the middle of the largest file of a saved state."""
+  files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+  largest = max(files, key=os.path.getsize)
+  data = bytearray(open(largest, "rb").read())
+  middle = len(data) // 2
+  for offset in range(middle, middle + count):
+    data[offset] ^= 0xFF
+  open(largest, "wb").write(bytes(data))
+
+
+def test_flipped_bytes_in_the_newest_checkpoint_are_caught_and_the_older_one_restored(
+    tmp_path, mesh, caplog):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  big = lambda scale: step.TrainState(  # noqa: E731 - large enough that the flips hit values
+      step=jnp.array(3, jnp.int32), params={"w": jnp.linspace(0, scale, 64 * 1024)},
+      opt_state=())
+  for at in (1, 2):
+    ckpt.save(at, big(float(at)), _metadata(big(1.0)))
+  ckpt.close()
+  _flip_bytes(tmp_path / "2" / checkpoint.STATE_ITEM)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=NamedSharding(mesh, PartitionSpec())), big(1.0))
+  restored = fresh.restore_latest(abstract, _metadata(big(1.0))["param_layout"])
+  assert restored.step == 1
+  np.testing.assert_array_equal(restored.state.params["w"], big(1.0).params["w"])
+  assert "checkpoint 2 in" in caplog.text and "corrupted: the checksum of params/w" in caplog.text
+  assert fresh.steps() == [1, 2]  # kept until the resumed run saves step 2 again
+  fresh.close()
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda kernel: kernel.at[0, 0].set(jnp.nan), "1 non-finite values in params/dense/kernel"),
+    (lambda kernel: kernel.at[0, 0].add(0.5), "the checksum of params/dense/kernel differs")])
+def test_a_restored_state_that_is_not_what_was_saved_counts_as_corrupted(tmp_path, mesh, caplog,
+                                                                         tamper, reason):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  for at in (1, 2):
+    ckpt.save(at, _state(float(at)), _metadata(_state()))
+  ckpt.close()
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  real_restore = fresh.manager.restore
+
+  def restore_with_damage(at, args):  # what a storage fault below Orbax would hand back
+    restored = real_restore(at, args=args)
+    if at == 2 and checkpoint.STATE_ITEM in restored:
+      state = restored[checkpoint.STATE_ITEM]
+      kernel = tamper(state.params["dense"]["kernel"])
+      restored = {checkpoint.STATE_ITEM: state.replace(params={**state.params, "dense": {
+          **state.params["dense"], "kernel": kernel}})}
+    return restored
+  fresh.manager.restore = restore_with_damage
+  restored = fresh.restore_latest(_abstract(_state(), mesh), _metadata(_state())["param_layout"])
+  assert restored.step == 1
+  assert f"Skipping damaged checkpoint 2 in {tmp_path}: corrupted: {reason}" in caplog.text
+  fresh.close()
+
+
+def test_a_state_with_nan_is_never_saved(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, _state(), _metadata(_state()))
+  ckpt.wait()
+  bad = _state(float("nan"))
+  with pytest.raises(checkpoint.NonFiniteStateError,
+                     match=r"Not saving step 2 .*params/dense/kernel .*step 1\) is kept"):
+    ckpt.save(2, bad, _metadata(bad))
+  ckpt.close()
+  assert ckpt.steps() == [1]

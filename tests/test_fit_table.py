@@ -46,11 +46,21 @@ def test_the_search_walks_sizes_up_and_tries_remat_then_fsdp_before_a_bigger_sli
       "does not fit up to v6e-256")
 
 
-def test_the_table_replaces_only_the_block_between_the_markers(tmp_path):
+def test_the_rows_found_replace_their_own_rows_between_the_markers_and_keep_the_others(
+    tmp_path):
   readme = tmp_path / "README.md"
-  readme.write_text(f"before\n{fit_table.BEGIN}\nold table\n{fit_table.END}\nafter\n")
-  fit_table.splice(str(readme), "| new |")
-  assert readme.read_text() == f"before\n{fit_table.BEGIN}\n| new |\n{fit_table.END}\nafter\n"
+  old = fit_table.table([("GLM-Base", _report()), ("GLM-Base", "v5e: not compiled yet"),
+                         ("GLM-Large", _report(accelerator_type="v6e-4"))])
+  readme.write_text(f"before\n{fit_table.BEGIN}\n{old}\n{fit_table.END}\nafter\n")
+  new = fit_table.table([("GLM-Base", _report(accelerator_type="v5litepod-16", hosts=4)),
+                         ("GLM-10B", "does not fit up to v6e-256")])
+  fit_table.splice(str(readme), new)
+  text = readme.read_text()
+  assert text.startswith(f"before\n{fit_table.BEGIN}\n| model |") and text.endswith(
+      f"{fit_table.END}\nafter\n")
+  assert [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| GLM")] == [
+      ["| GLM-Base", "v5p-8"], ["| GLM-Base", "v5litepod-16"], ["| GLM-Large", "v6e-4"],
+      ["| GLM-10B", "does not fit up to v6e-256"]]
   readme.write_text("no markers here\n")
   with pytest.raises(SystemExit, match="no <!-- fit-table:begin -->"):
     fit_table.splice(str(readme), "| new |")

@@ -29,11 +29,11 @@ ZONE = "--zone=us-east5-a"
 SSH = "gcloud compute tpus tpu-vm ssh glm --zone=us-east5-a"
 STOP_300 = (
     "pids=$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u); if [ -n \"$pids\" ]; "
-    "then echo \"$(hostname): TERM\" $pids; sudo kill -TERM $pids; for _ in $(seq 300); do "
+    "then echo \"$(hostname): TERM\" $pids; sudo kill -TERM $pids || true; for _ in $(seq 300); do "
     "[ -z \"$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u)\" ] && break; sleep 1; "
     "done; pids=$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u); if [ -n \"$pids\" ]"
-    "; then echo \"$(hostname): KILL\" $pids; sudo kill -KILL $pids; fi; else echo \"$(hostname): "
-    "no process holds the TPU\"; fi")
+    "; then echo \"$(hostname): KILL\" $pids; sudo kill -KILL $pids || true; fi; else echo "
+    "\"$(hostname): no process holds the TPU\"; fi")
 
 
 def dry_run(capsys, *argv) -> str:
@@ -136,8 +136,8 @@ def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(caps
                 "--mount-bucket=my-bucket")
   per_worker = "".join(
       f"gcloud compute tpus tpu-vm scp /tmp/glmjax-glm.tar.gz glm:glmjax.tar.gz --zone=us-east5-a"
-      f" --worker={w} --strict-host-key-checking=no\n"
-      f"{SSH} --worker={w} --strict-host-key-checking=no "
+      f" --worker={w}\n"
+      f"{SSH} --worker={w} "
       f"{shlex.quote('--command=' + SETUP_PAYLOAD)}\n" for w in (0, 1))
   assert out == (
       f"tar czf /tmp/glmjax-glm.tar.gz --exclude=.git --exclude=__pycache__ "
@@ -146,7 +146,7 @@ def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(caps
 
 
 TRAIN_PAYLOAD = (
-    "cd ~/glmjax/code && [ -x ~/glmjax/venv/bin/python ] || { echo \"$(hostname): no checkout or "
+    "set -e; cd ~/glmjax/code && [ -x ~/glmjax/venv/bin/python ] || { echo \"$(hostname): no checkout or "
     "venv in ~/glmjax; run setup first\" >&2; exit 1; }; " + STOP_300.replace("seq 300", "seq 120")
     + "; mkdir -p ~/glmjax/logs; if [ -f ~/glmjax/logs/train.log ]; then mv ~/glmjax/logs/"
     "train.log ~/glmjax/logs/train.$(date +%Y%m%d-%H%M%S).log; fi; export PYTHONUNBUFFERED=1 "
@@ -161,12 +161,12 @@ def test_train_starts_the_trainer_detached_on_every_worker(capsys, monkeypatch):
   out = dry_run(capsys, "train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--grace=120", "--",
                 "--config=configs/glm_10b.py", "--workdir=gs://my-bucket/glm10b",
                 "--config.mesh.fsdp=-1")
-  assert out == (f"{SSH} --worker=all --strict-host-key-checking=no "
+  assert out == (f"{SSH} --worker=all "
                  f"{shlex.quote('--command=' + TRAIN_PAYLOAD)}\n")
 
 
 def test_status_shows_the_slice_state_then_each_workers_trainer_and_last_log_line(capsys):
-  workers = (f"{SSH} --worker=all --strict-host-key-checking=no '--command=if [ -f "
+  workers = (f"{SSH} --worker=all '--command=if [ -f "
              "~/glmjax/train.pid ] && kill -0 \"$(cat ~/glmjax/train.pid)\" 2>/dev/null; then "
              "state=running; else state=\"not running\"; fi; echo \"$(hostname): trainer $state | "
              "$(tail -n 1 ~/glmjax/logs/train.log 2>/dev/null)\"'\n")
@@ -180,16 +180,16 @@ def test_status_shows_the_slice_state_then_each_workers_trainer_and_last_log_lin
 
 def test_logs_shows_or_follows_one_workers_log(capsys):
   assert dry_run(capsys, "logs", "--name=glm", ZONE) == (
-      f"{SSH} --worker=0 --strict-host-key-checking=no "
+      f"{SSH} --worker=0 "
       "'--command=tail -n 100 ~/glmjax/logs/train.log'\n")
   assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=3", "--lines=20", "-f") == (
-      f"{SSH} --worker=3 --strict-host-key-checking=no "
+      f"{SSH} --worker=3 "
       "'--command=tail -n 20 -F ~/glmjax/logs/train.log'\n")
 
 
 def test_stop_terms_then_kills_only_the_processes_holding_the_chips(capsys):
   out = dry_run(capsys, "stop", "--name=glm", ZONE)
-  assert out == (f"{SSH} --worker=all --strict-host-key-checking=no "
+  assert out == (f"{SSH} --worker=all "
                  f"{shlex.quote('--command=' + STOP_300)}\n")
   assert "pkill" not in out and "killall" not in out
 
@@ -221,6 +221,25 @@ def test_a_train_argument_with_shell_metacharacters_stays_one_word(capsys, tmp_p
   assert trainer_argv(home) == ["-m", "glmjax.train", *train_args]
   assert not glob.glob(str(tmp_path / "pwned*")) and (home / "victim").is_dir()
   assert "trainer started" in result.stdout and "no process holds the TPU" in result.stdout
+
+
+def test_the_trainer_does_not_start_when_a_step_before_it_fails(capsys, tmp_path):
+  payload = command_payload(dry_run(capsys, "train", "--name=glm", ZONE, "--",
+                                    "--config=configs/base.py", "--workdir=/tmp/run"))
+  home = worker_home(tmp_path)
+  (home / "glmjax" / "logs").write_text("a file where the log folder should be")
+  result = run_on_worker(payload, home, tmp_path)
+  assert result.returncode != 0 and "mkdir" in result.stderr
+  time.sleep(0.3)
+  assert not (home / "argv").exists() and "trainer started" not in result.stdout
+
+
+def test_ssh_and_scp_leave_host_key_checking_on(capsys):
+  printed = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=2")
+  printed += dry_run(capsys, "train", "--name=glm", ZONE, "--", "--config=configs/base.py",
+                     "--workdir=gs://b/run")
+  assert "ssh glm" in printed and "scp" in printed
+  assert "host-key" not in printed and "StrictHostKeyChecking" not in printed
 
 
 def test_forwarded_environment_variables_are_redacted_in_every_printed_command(

@@ -38,6 +38,7 @@ def corpus(lengths, seed=0, period_every=12):
 
 def data_config(**overrides):
   data = glm_config.data_defaults()
+  data.source = "builtin"
   data.update(seq_len=256, batch_size=64)
   data.update(**overrides)
   return data

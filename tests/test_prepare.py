@@ -18,6 +18,7 @@ SHARD_MB = 0.05  # about 58 builtin documents per shard
 
 def data_config(**overrides):
   config = glm_config.data_defaults()
+  config.source = "builtin"
   config.update(dict(seq_len=32, batch_size=4, builtin_docs=300, eval_fraction=0.05))
   config.update(overrides)
   return config
@@ -58,7 +59,7 @@ def test_parallel_cli_matches_in_process_prepare(tmp_path):
   assert "prepare: " in result.stderr and "shards" in result.stderr  # the progress line
   assert "--config.data.prepared_dir=" in result.stdout
   local = glm_config.default_config().data
-  local.update(builtin_docs=300, eval_fraction=0.05)
+  local.update(source="builtin", builtin_docs=300, eval_fraction=0.05)
   prepare.prepare(local, str(tmp_path / "inline"), shard_mb=SHARD_MB, progress=False)
   assert directory_bytes(out) == directory_bytes(tmp_path / "inline")
 

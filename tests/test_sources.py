@@ -18,6 +18,7 @@ BYTE = ByteTokenizer()
 
 def data_config(**overrides):
   config = glm_config.data_defaults()
+  config.source = "builtin"
   config.update(dict(seq_len=16, batch_size=2))
   config.update(overrides)
   return config
@@ -140,7 +141,8 @@ def test_core_modules_do_not_import_tensorflow():
           "from glmjax.data import sources, tokenizers, prepare, documents, text_files\n"
           "from glmjax import config\n"
           "tok = tokenizers.load_tokenizer(config.data_defaults())\n"
-          "c = config.data_defaults(); c.builtin_docs = 20; c.batch_size = 1; c.seq_len = 8\n"
+          "c = config.data_defaults(); c.source = 'builtin'; c.builtin_docs = 20\n"
+          "c.batch_size = 1; c.seq_len = 8\n"
           "sources.load_documents(c, tok)\n"
           "print(sorted(m for m in sys.modules if m.split('.')[0] in "
           "('tensorflow', 'tensorflow_datasets')))\n")
@@ -240,3 +242,40 @@ def test_tfds_mock_data_text_field_and_invalid_bytes():
                               BYTE)
   assert texts_of(store) == ["mocked text one.", "caf\ufffd au lait", "three"]
   assert stats.invalid_utf8 == 1
+
+
+def test_a_binary_file_among_the_text_files_is_refused_by_name(tmp_path):
+  (tmp_path / "good.txt").write_text("A real paragraph of text.\n\n" * 400)
+  # A program renamed to .txt: random bytes, about half of them invalid UTF-8.
+  (tmp_path / "ls.txt").write_bytes(np.random.default_rng(0).bytes(64 * 1024))
+  config = data_config(source="files", files=(f"{tmp_path}/*.txt",))
+  with pytest.raises(ValueError, match=r"ls.txt' is not UTF-8 text: \d+ of the first \d+ bytes "
+                                       r"read \(\d+%\).*at most 1%"):
+    sources.load_documents(config, BYTE)
+  # Text with a few stray bytes (below 1%) is read, the bytes replaced.
+  (tmp_path / "ls.txt").write_bytes(
+      b"Some text with one \xff stray byte, then a long enough sentence to dilute it, as real "
+      b"text with a stray byte here and there would; a little more to pass 1 percent.\n\n" * 200)
+  train, held_out = sources.load_documents(config, BYTE)
+  assert len(train) + len(held_out) == 400 + 200
+
+
+def test_an_unset_source_is_refused_with_the_ways_to_give_data():
+  with pytest.raises(ValueError, match=r"data.source is not set.*source=files.*source=tfds.*"
+                                       r"source=prepared.*source=builtin"):
+    sources.load_documents(data_config(source=""), BYTE)
+  for name in ("base", "large", "glm_2b", "glm_10b"):  # the real configs ship without one
+    config = __import__(f"configs.{name}", fromlist=["get_config"])
+    assert config.get_config().data.source == "" and config.get_config("local").data.source == (
+        "builtin")
+
+
+def test_an_evaluation_split_smaller_than_a_batch_is_refused():
+  config = data_config(builtin_docs=200, eval_fraction=0.01, seq_len=128, batch_size=16)
+  _, held_out = sources.load_documents(config, BYTE)
+  assert int(held_out.doc_lengths.sum()) < 16 * 128
+  with pytest.raises(ValueError, match=r"evaluation split has \d+ tokens in 2 documents, fewer "
+                                       r"than one batch \(16 x 128 = 2048 tokens\).*eval_fraction"):
+    sources.check_held_out(config, held_out)
+  config.eval_fraction = 0.2
+  sources.check_held_out(config, sources.load_documents(config, BYTE)[1])

@@ -16,6 +16,7 @@ TEXT = "Grüße aus Köln! 世界, ok.\n\nNew paragraph; with:  spaces\tand tabs
 
 def data_config(**overrides):
   config = glm_config.data_defaults()
+  config.source = "builtin"
   config.update(overrides)
   return config
 
@@ -149,3 +150,13 @@ def test_load_tokenizer_errors_name_the_field(tmp_path):
     tk.load_tokenizer(data_config(tokenizer="wordpiece"))
   with pytest.raises(ValueError, match="tokenizer_vocab"):
     tk.load_tokenizer(data_config(tokenizer="byte", tokenizer_vocab="bert"))
+
+
+@pytest.mark.parametrize("kind, name", [("hf", "tokenizer.json"), ("sentencepiece", "sp.model")])
+def test_a_damaged_tokenizer_file_is_one_line_naming_it(tmp_path, kind, name):
+  path = tmp_path / name
+  path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 8)
+  with pytest.raises(ValueError, match=rf"data.tokenizer_path='{path}' cannot be read as .*"
+                                       r"damaged or of another kind") as error:
+    tk.load_tokenizer(data_config(tokenizer=kind, tokenizer_path=str(path)))
+  assert "\n" not in str(error.value)

@@ -38,6 +38,14 @@ _BUILTIN_DOC_BYTES = 900  # about the mean builtin document, to size its pieces
 def describe_source(data_config) -> dict:
   """The config fields that decide which texts a source yields."""
   source = data_config.source
+  if not source:
+    raise ValueError(
+        "data.source is not set: name the data to train on, one of "
+        "--config.data.source=files --config.data.files='(\"corpus/*.jsonl.gz\",)' | "
+        "--config.data.source=tfds --config.data.tfds_name=c4/en:3.1.0 | "
+        "--config.data.source=prepared --config.data.prepared_dir=DIR (made by python -m "
+        "glmjax.data.prepare). The built-in toy corpus only when asked for: "
+        "--config.data.source=builtin, or a :local config.")
   if source == "builtin":
     return dict(source=source, builtin_docs=int(data_config.builtin_docs))
   if source == "files":
@@ -216,3 +224,17 @@ def load_documents(data_config, tokenizer) -> tuple[DocumentSubset, DocumentSubs
         f"{data_config.seq_len} = {batch_tokens}); add text to the source or lower "
         "data.batch_size / data.seq_len")
   return train, held_out
+
+
+def check_held_out(data_config, held_out: DocumentSubset) -> None:
+  """An evaluation split smaller than one batch would score the same few texts again and
+  again; that is refused rather than reported as a held-out loss."""
+  batch_tokens = data_config.batch_size * data_config.seq_len
+  tokens = int(held_out.doc_lengths.sum())
+  if tokens < batch_tokens:
+    raise ValueError(
+        f"{source_label(data_config)}: the evaluation split has {tokens} tokens in "
+        f"{len(held_out)} documents, fewer than one batch ({data_config.batch_size} x "
+        f"{data_config.seq_len} = {batch_tokens} tokens), too few to mean anything; raise "
+        f"data.eval_fraction (now {data_config.eval_fraction}), add text, or set "
+        "train.eval_every=0.")

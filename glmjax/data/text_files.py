@@ -6,7 +6,8 @@ What a document is:
                   or more blank lines (the BERT / Megatron raw-text convention); with 'file', the
                   whole file is one document.
 Empty and whitespace-only documents are skipped. Bytes that are not UTF-8 become U+FFFD and are
-counted in `TextStats.invalid_utf8`, never fatal. Large uncompressed files can be cut into byte
+counted in `TextStats.invalid_utf8`; a file (or byte range) where they are more than
+MAX_INVALID_UTF8 of the bytes read is refused, naming it: that is a binary file, not text. Large uncompressed files can be cut into byte
 ranges that start at a document boundary, so prepare can tokenize one big file in parallel.
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ SUPPORTED_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".json", ".json.
 TXT_DOCUMENTS = ("paragraphs", "file")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _replaced_bytes = [0]
+# Real text with a few stray bytes stays far below this (a web corpus: about 1e-5); a binary
+# file renamed to .txt replaces a quarter of its bytes.
+MAX_INVALID_UTF8 = 0.01
+MIN_JUDGED_BYTES = 4096
 
 
 def _count_and_replace(error: UnicodeDecodeError):
@@ -39,13 +44,16 @@ class TextStats:
   """Counts reported after reading a source."""
   docs: int = 0
   invalid_utf8: int = 0  # bytes (and lone JSON surrogates) replaced by U+FFFD
+  bytes_read: int = 0
 
   def add(self, other: "TextStats"):
     self.docs += other.docs
     self.invalid_utf8 += other.invalid_utf8
+    self.bytes_read += other.bytes_read
 
 
 def decode_utf8(data: bytes, stats: TextStats) -> str:
+  stats.bytes_read += len(data)
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError:
@@ -199,6 +207,23 @@ def iter_range_texts(path: str, start: int, end: int, text_field: str, txt_docum
   """Non-empty documents of one byte range of one file."""
   if txt_documents not in TXT_DOCUMENTS:
     raise ValueError(f"data.txt_documents={txt_documents!r}: expected one of {TXT_DOCUMENTS}")
+  invalid_before, bytes_before = stats.invalid_utf8, stats.bytes_read
+  for text in _range_texts(path, start, end, text_field, txt_documents, stats):
+    _refuse_binary(path, stats.invalid_utf8 - invalid_before, stats.bytes_read - bytes_before)
+    yield text
+  _refuse_binary(path, stats.invalid_utf8 - invalid_before, stats.bytes_read - bytes_before)
+
+
+def _refuse_binary(path: str, invalid: int, read: int) -> None:
+  """Judged once MIN_JUDGED_BYTES are read: a few bad bytes in a tiny file are not a pattern."""
+  if read >= MIN_JUDGED_BYTES and invalid > MAX_INVALID_UTF8 * read:
+    raise ValueError(
+        f"data.files: {path!r} is not UTF-8 text: {invalid} of the first {read} bytes read "
+        f"({invalid / read:.0%}) are not valid UTF-8 (at most {MAX_INVALID_UTF8:.0%} is "
+        "accepted); remove it from data.files or convert it to UTF-8.")
+
+
+def _range_texts(path, start, end, text_field, txt_documents, stats) -> Iterator[str]:
   if path.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
     texts = _jsonl_texts(path, start, end, text_field, stats)
   elif txt_documents == "paragraphs":

@@ -301,7 +301,15 @@ def load_tokenizer(data_config):
                             + (" (make one with python -m glmjax.data.tokenizers train)"
                                if kind == "sentencepiece" else ""))
   cls = SentencePieceTokenizer if kind == "sentencepiece" else HFTokenizer
-  return cls(path, layout)
+  try:
+    return cls(path, layout)
+  except ValueError:
+    raise  # ours: already names the field and the fix
+  except Exception as error:  # noqa: BLE001 - the libraries raise bare Exception/RuntimeError
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    raise ValueError(f"data.tokenizer_path={path!r} cannot be read as {wanted} "
+                     f"({type(error).__name__}: {first}); the file is damaged or of another "
+                     "kind: check data.tokenizer and the file.") from error
 
 
 def tokenizer_info(tokenizer) -> dict:

@@ -1,0 +1,56 @@
+"""What a run keeps in its workdir besides checkpoints: its config history, and the checks that
+keep a resumed run the same run.
+
+config.json is the config of the newest start; an earlier, different one is kept beside it as
+config.until-step-N.json. A resume whose config changes what the run computes is refused
+unless allowed (`train.allow_config_change`); a resume that finds no metrics.jsonl says so.
+"""
+from __future__ import annotations
+
+import logging
+
+from etils import epath
+
+from glmjax import config as config_lib
+
+log = logging.getLogger(__name__)
+
+
+class ConfigChangedError(ValueError):
+  """The run would resume with a config that changes what it computes."""
+
+
+def check_resume(saved: dict, current: dict, *, step: int, workdir: str, allow: bool,
+                 metrics_lost: bool) -> None:
+  """`saved`: the config stored with the checkpoint resumed at `step`; `current`: this run's."""
+  changes = config_lib.trajectory_changes(saved, current)
+  if changes and not allow:
+    raise ConfigChangedError(
+        f"The checkpoint at step {step} in {workdir} was saved with another config: "
+        + "; ".join(changes) + ". Use the config it was saved with (config.json in the "
+        "workdir), a new --workdir, or --config.train.allow_config_change=true to resume "
+        "with the change.")
+  if changes:
+    log.warning("Resuming step %d with a changed config (allowed): %s", step, "; ".join(changes))
+  if metrics_lost:
+    log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "
+                "ones are written from there on.", workdir, step)
+
+
+def write_config(workdir: str, text: str, start: int) -> None:
+  """Writes config.json; a different earlier one is kept as config.until-step-N.json, N being
+  the step at which it was replaced."""
+  path = epath.Path(workdir) / "config.json"
+  if path.exists() and path.read_text(encoding="utf-8") != text:
+    kept, index = epath.Path(workdir) / f"config.until-step-{start}.json", 1
+    while kept.exists():
+      kept, index = epath.Path(workdir) / f"config.until-step-{start}.{index}.json", index + 1
+    path.rename(kept)
+  path.write_text(text, encoding="utf-8")
+
+
+def unwritable(workdir: str, error: OSError) -> str:
+  """The line for a workdir this user cannot write (read-only, permissions, not a folder)."""
+  where = f" ({error.filename})" if error.filename else ""
+  return (f"--workdir={workdir} cannot be written: {error.strerror or error}{where}; give a "
+          "workdir this user can write to.")

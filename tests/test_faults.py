@@ -1,0 +1,115 @@
+"""Faults a long run meets: a changed config on resume, lost metrics, a full disk, an unwritable
+workdir, a bug; each ends in one readable line and leaves the good checkpoints alone."""
+import errno
+import importlib
+import json
+import os
+
+import pytest
+
+from glmjax import checkpoint, config as config_lib, train, workdir as workdir_lib
+
+
+def _config(**train_overrides):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.train.update(**{"eval_every": 0, "log_every": 1, "steps": 2, **train_overrides})
+  config.checkpoint.update(every=2, keep=3, async_save=False)
+  return config
+
+
+def _listing(workdir):
+  return sorted(os.listdir(workdir / "checkpoints")), (workdir / "config.json").read_text()
+
+
+def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_path, caplog):
+  train.train_and_evaluate(_config(), str(tmp_path))
+  before = _listing(tmp_path)
+  changed = _config(steps=4, log_every=2)  # more steps, other logging: not a change
+  changed.mesh.update(data=2, fsdp=4)  # another mesh: not a change either
+  changed.seed = 1
+  changed.data.batch_size = 32
+  with pytest.raises(workdir_lib.ConfigChangedError,
+                     match=r"step 2 .* another config: data.batch_size: 16 -> 32; seed: 0 -> 1\. "
+                           r".*allow_config_change=true"):
+    train.train_and_evaluate(changed, str(tmp_path))
+  assert _listing(tmp_path) == before  # nothing written, nothing deleted
+  changed.train.allow_config_change = True
+  os.remove(tmp_path / "metrics.jsonl")  # and the history went missing meanwhile
+  assert train.train_and_evaluate(changed, str(tmp_path))["step"] == 4
+  assert "Resuming step 2 with a changed config (allowed): data.batch_size" in caplog.text
+  assert "metrics.jsonl is missing" in caplog.text and "before step 2 are lost" in caplog.text
+  assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [4]
+  assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
+  assert json.loads((tmp_path / "config.until-step-2.json").read_text())["seed"] == 0
+
+
+def test_only_fields_that_change_what_is_computed_count_as_a_change():
+  saved = _config().to_dict()
+  later = _config(steps=99, log_every=7).to_dict()
+  later["mesh"]["fsdp"], later["model"]["remat"], later["checkpoint"]["every"] = 8, "full", 5
+  assert config_lib.trajectory_changes(saved, later) == []
+  later["optim"]["learning_rate"], later["data"]["files"] = 1.0, ["a.txt"]
+  assert config_lib.trajectory_changes(saved, later) == [
+      "data.files: [] -> ['a.txt']", "optim.learning_rate: 0.002 -> 1.0"]
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_newest_good_checkpoint(
+    tmp_path, monkeypatch):
+  real_save = checkpoint._LoopDecidesPreemption.save
+
+  def save(self, step, *args, **kwargs):
+    if step == 4:  # as a full disk fails deep inside the writer, wrapped by its callers
+      try:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+      except OSError as error:
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing to OCDBT database") from error
+    return real_save(self, step, *args, **kwargs)
+  monkeypatch.setattr(checkpoint._LoopDecidesPreemption, "save", save)
+  with pytest.raises(checkpoint.CheckpointWriteError,
+                     match=r"Saving the checkpoint at step 4 to .*checkpoints failed: no space "
+                           r"left on device \(\d+\.\d\d GiB free there\)\. Newest good "
+                           r"checkpoint: step 2, intact\.") as error:
+    train.train_and_evaluate(_config(steps=6), str(tmp_path))
+  assert "\n" not in str(error.value)
+  monkeypatch.setattr(checkpoint._LoopDecidesPreemption, "save", real_save)
+  assert train.train_and_evaluate(_config(steps=6), str(tmp_path))["step"] == 6
+
+
+def _run(workdir, **data):
+  """The command line's run, in this process."""
+  config = _config()
+  config.data.update(data)
+  with pytest.raises(SystemExit) as stop:
+    train.run(config, str(workdir))
+  return stop.value.code
+
+
+def test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_workdir_log(tmp_path,
+                                                                                  monkeypatch,
+                                                                                  capfd):
+  def broken(*args, **kwargs):
+    raise KeyError("a bug deep in the loop")
+  monkeypatch.setattr(train, "_train", broken)
+  assert _run(tmp_path) == 1
+  console = capfd.readouterr().err
+  assert f"Stopped by KeyError: 'a bug deep in the loop' (traceback in {tmp_path}/train.log)" in (
+      console)
+  assert "Traceback" not in console
+  log = (tmp_path / "train.log").read_text()
+  assert "Traceback (most recent call last)" in log and "def broken" not in console
+  assert "raise KeyError" in log
+
+
+def test_an_unwritable_workdir_is_one_line_naming_it(tmp_path, capfd):
+  (tmp_path / "file").write_text("not a folder")
+  assert _run(tmp_path / "file" / "run") == 1
+  console = capfd.readouterr().err.strip().splitlines()
+  assert len(console) == 1 and f"--workdir={tmp_path}/file/run cannot be written" in console[0]
+
+
+def test_a_damaged_tokenizer_is_one_line_without_a_traceback(tmp_path, capfd):
+  (tmp_path / "tokenizer.json").write_bytes(b"\x7fELF\x02\x01" + bytes(range(256)))
+  assert _run(tmp_path / "run", tokenizer="hf",
+              tokenizer_path=str(tmp_path / "tokenizer.json")) == 1
+  console = capfd.readouterr().err
+  assert "cannot be read as a tokenizer.json" in console and "Traceback" not in console
