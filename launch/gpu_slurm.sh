@@ -2,10 +2,12 @@
 # GPU clusters with SLURM. Two layouts, chosen with PROCS (default node):
 #   PROCS=node  one process per node, driving all of that node's GPUs:
 #     sbatch --nodes=4 --ntasks-per-node=1 --gpus-per-node=8 launch/gpu_slurm.sh \
-#         --config=configs/glm_2b.py --workdir=/shared/glm2b
+#         --config=configs/glm_2b.py --workdir=/shared/glm2b --config.data.source=prepared \
+#         --config.data.prepared_dir=/shared/prepared
 #   PROCS=gpu   one process per GPU:
 #     PROCS=gpu sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 launch/gpu_slurm.sh \
-#         --config=configs/glm_2b.py --workdir=/shared/glm2b
+#         --config=configs/glm_2b.py --workdir=/shared/glm2b --config.data.source=prepared \
+#         --config.data.prepared_dir=/shared/prepared
 # Submit from the repository root on a shared filesystem (sbatch runs a spooled copy of this
 # script, so its own path does not lead to the checkout), or set GLMJAX_DIR. PYTHON picks the
 # interpreter (default python3). DRY_RUN=1 prints the command instead of running it.

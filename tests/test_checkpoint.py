@@ -144,8 +144,18 @@ def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silentl
     if (tmp_path / "1" / checkpoint.STATE_ITEM / entry).is_dir():
       shutil.rmtree(tmp_path / "1" / checkpoint.STATE_ITEM / entry)
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
-  with pytest.raises(checkpoint.UnusableCheckpointError, match=r"Every checkpoint .*steps \[1\]"):
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"Every checkpoint .*steps \[1\].*checkpoint.start_over=true"):
     fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  assert fresh.steps() == [1]
+  # Asked to start over, they are moved aside (kept) and the run starts from step 0.
+  assert fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"],
+                              start_over=True) is None
+  assert fresh.steps() == []
+  (aside,) = [p for p in tmp_path.parent.iterdir() if p.name.startswith(
+      f"{tmp_path.name}.damaged-")]
+  assert sorted(os.listdir(aside)) == ["1"]
+  assert fresh.save(1, state, _metadata(state))
   fresh.close()
   assert fresh.steps() == [1]
 

@@ -3,11 +3,30 @@ workdir, a bug; each ends in one readable line and leaves the good checkpoints a
 import errno
 import importlib
 import json
+import logging
 import os
 
 import pytest
+from absl import logging as absl_logging
 
 from glmjax import checkpoint, config as config_lib, train, workdir as workdir_lib
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+  """train.run sets up the console and the log file as the command does; undo it afterwards,
+  so that later tests' caplog still sees glmjax's records."""
+  ours, root = logging.getLogger("glmjax"), logging.getLogger()
+  library = absl_logging.get_absl_handler()
+  saved = (list(ours.handlers), ours.level, ours.propagate, list(root.handlers),
+           library.python_handler.formatter, list(library.filters))
+  yield
+  for handler in ours.handlers + root.handlers:
+    if getattr(handler, "glmjax_run_log", False):
+      handler.close()
+  ours.handlers[:], ours.level, ours.propagate, root.handlers[:] = saved[:4]
+  library.python_handler.setFormatter(saved[4])
+  library.filters[:] = saved[5]
 
 
 def _config(**train_overrides):

@@ -1,0 +1,125 @@
+"""python tests/mutations.py [--only=NAME,...] [--full] [--list]
+
+A mutation check, run on demand (not by pytest: its name does not start with test_). Each entry
+plants one realistic bug in a fresh copy of the project and runs the tests that should catch it
+(`--full`: the whole suite); a bug that every one of those tests lets through is reported as
+SURVIVED and the exit status is 1. Add an entry when a claim gets a test.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+  name: str
+  path: str   # file the bug goes into
+  old: str    # text replaced (must occur exactly once)
+  new: str
+  tests: tuple[str, ...]  # pytest node ids that must fail
+
+
+MUTATIONS = (
+    Mutation("loss scored on the inputs, not the targets", "glmjax/step.py",
+             'softmax_cross_entropy_with_integer_labels(logits, batch["targets"])',
+             'softmax_cross_entropy_with_integer_labels(logits, batch["tokens"])',
+             ("tests/test_objective.py",)),
+    Mutation("loss averaged over rows, not Part B tokens", "glmjax/step.py",
+             'weight = jnp.maximum(sums["weight"], 1.0)',
+             'weight = jnp.maximum(jnp.float32(batch["sep"].shape[0]), 1.0)',
+             ("tests/test_objective.py",)),
+    Mutation("gradients x4 in the accumulation path", "glmjax/step.py",
+             "return jax.tree.map(jnp.add, carry, (grads, sums)), None",
+             "return jax.tree.map(jnp.add, carry, (jax.tree.map(lambda g: 4 * g, grads), sums)), "
+             "None", ("tests/test_objective.py",)),
+    Mutation("learning rate read one step late", "glmjax/step.py",
+             "learning_rate = schedule(state.step)", "learning_rate = schedule(state.step + 1)",
+             ("tests/test_objective.py",)),
+    Mutation("weight decay on LayerNorm scales", "glmjax/optim.py",
+             'return not (leaf_name == "scale" or leaf_name.endswith("bias"))',
+             'return not leaf_name.endswith("bias")', ("tests/test_objective.py",)),
+    Mutation("dropout rng not folded with the step", "glmjax/step.py",
+             "rng = jax.random.fold_in(jax.random.key(seed), state.step)",
+             "rng = jax.random.key(seed)", ("tests/test_train_step.py",)),
+    Mutation("micro-batches share one dropout rng", "glmjax/step.py",
+             "grad_fn(params, micro_batch, jax.random.fold_in(rng, index))",
+             "grad_fn(params, micro_batch, rng)", ("tests/test_train_step.py",)),
+    Mutation("spans left in order in Part B", "glmjax/data/pipeline.py",
+             "infilling.random_order(rng, plan.n_spans, plan.width, self.shuffle_spans)",
+             "infilling.random_order(rng, plan.n_spans, plan.width, False)",
+             ("tests/test_pipeline.py", "tests/test_infilling.py")),
+    Mutation("Part B sees one token ahead (mask off by one)", "glmjax/model/attention.py",
+             "jnp.arange(seq_len, dtype=jnp.int32)[None, :] + 1,",
+             "jnp.arange(seq_len, dtype=jnp.int32)[None, :] + 2,",
+             ("tests/test_model.py", "tests/test_attention.py")),
+    Mutation("block positions start at 0 (off by one)", "glmjax/data/infilling.py",
+             "block = col - (packed & 0xFFFFFFFF).astype(np.int32) + 1",
+             "block = col - (packed & 0xFFFFFFFF).astype(np.int32)",
+             ("tests/test_infilling.py", "tests/test_pipeline.py")),
+)
+
+
+def _copy_project(destination: str) -> None:
+  files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+  for name in files:
+    if os.path.isfile(os.path.join(REPO, name)):
+      os.makedirs(os.path.dirname(os.path.join(destination, name)), exist_ok=True)
+      shutil.copy2(os.path.join(REPO, name), os.path.join(destination, name))
+
+
+def plant(mutation: Mutation, root: str) -> None:
+  path = os.path.join(root, mutation.path)
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  if text.count(mutation.old) != 1:
+    raise SystemExit(f"{mutation.name}: {mutation.path} has {text.count(mutation.old)} copies "
+                     f"of the text to replace (need exactly 1); update tests/mutations.py.")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text.replace(mutation.old, mutation.new))
+
+
+def caught(mutation: Mutation, full: bool) -> tuple[bool, float]:
+  with tempfile.TemporaryDirectory(prefix="glmjax-mutant-") as root:
+    _copy_project(root)
+    plant(mutation, root)
+    started = time.perf_counter()
+    targets = ["tests"] if full else list(mutation.tests)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                             *targets], cwd=root, capture_output=True, text=True, check=False)
+    return result.returncode != 0, time.perf_counter() - started
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", default="", help="comma-separated parts of mutation names")
+  parser.add_argument("--full", action="store_true", help="run the whole suite per mutation")
+  parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+  args = parser.parse_args(argv)
+  chosen = [m for m in MUTATIONS
+            if not args.only or any(part in m.name for part in args.only.split(","))]
+  if args.list:
+    for mutation in chosen:
+      print(f"{mutation.name}  ({mutation.path}; caught by {', '.join(mutation.tests)})")
+    return 0
+  survived = []
+  for mutation in chosen:
+    found, seconds = caught(mutation, args.full)
+    print(f"{'caught  ' if found else 'SURVIVED'} {seconds:6.0f} s  {mutation.name}", flush=True)
+    if not found:
+      survived.append(mutation.name)
+  print(f"{len(chosen) - len(survived)} of {len(chosen)} planted bugs caught")
+  return 1 if survived else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
