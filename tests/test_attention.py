@@ -1,5 +1,4 @@
 """Every attention implementation that runs on CPU matches a plain reference, outputs and grads."""
-import importlib.util
 import logging
 
 import jax
@@ -71,8 +70,54 @@ def test_splash_in_interpret_mode(implementation):
       SPLASH_T, SPLASH_SEPS)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tokamax") is None, reason="tokamax not installed")
-def test_tokamax_xla_path():
+# Several blocks, as every real config has: 3 x 3 blocks of 128 at T=384, seps on a block
+# boundary, one off either side of one, and inside; 2 x 2 blocks of 512 at T=1024.
+MULTI_BLOCK = ((384, (0, 127, 128, 129, 256, 300)), (1024, (0, 511, 512, 513, 1000)))
+
+
+@pytest.mark.parametrize("seq_len, seps", MULTI_BLOCK, ids=["T384", "T1024"])
+@pytest.mark.parametrize("implementation", ["xla", "row_split", "splash", "splash_dynamic",
+                                            "tokamax"])
+def test_every_cpu_kernel_at_multi_block_sizes(implementation, seq_len, seps):
+  from glmjax.model import splash  # pylint: disable=import-outside-toplevel
+  assert seq_len // splash.block_size(seq_len) >= 2
+  if implementation == "row_split":
+    fn = lambda q, k, v, sep: attention.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
+                                                           implementation="xla")
+  else:
+    fn = lambda q, k, v, sep: attention.glm_attention(q, k, v, sep,
+                                                      implementation=implementation)
+  _assert_matches_reference(fn, seq_len, seps, atol=5e-5)
+
+
+def test_the_start_up_check_passes_splash_at_a_real_sequence_length():
+  assert attention.check_attention("splash", dtype=jnp.float32, seq_len=1024,
+                                   head_dim=16) is None
+
+
+def test_auto_rejects_a_kernel_that_returns_wrong_numbers(monkeypatch, caplog):
+  real_kernel = attention._kernel
+
+  def off_by_a_little(implementation, platform):
+    kernel = real_kernel(implementation, platform)
+    if implementation != "splash":
+      return kernel
+    # Runs and has the right shape, but every 64th query row is 1% off.
+    return lambda q, k, v, mask, scale: kernel(q, k, v, mask, scale).at[:, ::64].multiply(1.01)
+  monkeypatch.setattr(attention, "_kernel", off_by_a_little)
+  reason = attention.check_attention("splash", dtype=jnp.float32, head_dim=16)
+  assert reason is not None and reason.startswith("mismatch against xla")
+  with caplog.at_level(logging.WARNING):
+    assert attention.resolve_attention("auto", "cpu", candidates=("splash", "xla"),
+                                       dtype=jnp.float32) == "xla"
+  assert "splash rejected: mismatch against xla" in caplog.text
+  # The same check passes the real kernel, so it is not rejecting everything.
+  monkeypatch.setattr(attention, "_kernel", real_kernel)
+  assert attention.resolve_attention("auto", "cpu", candidates=("splash", "xla"),
+                                     dtype=jnp.float32) == "splash"
+
+
+def test_tokamax_xla_path():  # tokamax comes with requirements-dev.txt: this runs in CI
   _assert_matches_reference(
       lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation="tokamax"),
       SMALL_T, SMALL_SEPS)

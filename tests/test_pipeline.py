@@ -163,6 +163,29 @@ def test_blank_statistics_over_many_rows():
   assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
+def _part_b_orders(shuffle_spans):
+  """Per row, the Part A mask index of each span in Part B order."""
+  p = pipeline.BatchPipeline(data_config(seq_len=512, batch_size=512, shuffle_spans=shuffle_spans),
+                             Tokenizer(), corpus([1500] * 20), seed=2)
+  batch = p.global_batch(0)
+  return [[index for index, _ in parse_row(batch, r)[1]] for r in range(512)]
+
+
+def test_part_b_holds_the_spans_in_a_uniformly_random_order():
+  orders = _part_b_orders(shuffle_spans=True)
+  # Each neighbouring pair is in text order half the time (a sorted Part B: always).
+  pairs = [a < b for order in orders for a, b in zip(order, order[1:])]
+  assert len(pairs) > 5000 and abs(np.mean(pairs) - 0.5) < 0.03
+  # The first block is any of a row's k spans with probability 1/k: uniform ranks.
+  for k in (20, 23, 26):
+    ranks = [sorted(order).index(order[0]) for order in orders if len(order) == k]
+    assert len(ranks) > 20
+    counts = np.bincount(np.asarray(ranks) * 4 // k, minlength=4)  # quarters of the ranks
+    assert stats.chisquare(counts).pvalue > 1e-3, (k, counts)
+  # The option that turns it off keeps text order (the original's no-shuffle setting).
+  assert all(order == sorted(order) for order in _part_b_orders(shuffle_spans=False))
+
+
 def test_sentence_rows_mask_whole_sentences(docs):
   tok = Tokenizer()
   p = pipeline.BatchPipeline(data_config(blank_prob=0.0, sentence_prob=1.0), tok, docs, seed=2)

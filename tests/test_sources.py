@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # a requirement: these tests run, never skip
 
 from glmjax import config as glm_config
 from glmjax.data import builtin_corpus, sources, text_files
@@ -150,7 +151,6 @@ def test_core_modules_do_not_import_tensorflow():
   assert result.stdout.strip() == "[]"
 
 
-tfds = pytest.importorskip("tensorflow_datasets")
 TFDS_TEXTS = [builtin_corpus.document(i) for i in range(40)] + ["", "last document."]
 
 

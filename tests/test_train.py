@@ -66,10 +66,13 @@ def test_local_config_learns_and_writes_outputs(tmp_path):
 
 
 def _train_command(workdir, steps, *extra):
+  """The :local run with the paper's dropout rates: what resumes, reshards and spreads over
+  processes bit for bit is then the dropout rng plumbing too, not a deterministic model."""
   return [sys.executable, "-m", "glmjax.train", "--config=configs/base.py:local",
           f"--workdir={workdir}", f"--config.train.steps={steps}", "--config.train.log_every=1",
           "--config.train.eval_every=0", "--config.checkpoint.every=4",
-          "--config.checkpoint.keep=3", *extra]
+          "--config.checkpoint.keep=3", "--config.model.hidden_dropout=0.1",
+          "--config.model.attention_dropout=0.1", *extra]
 
 
 def _env(devices=8):

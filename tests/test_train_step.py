@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 
 from glmjax import optim, parallel, step as step_lib
 from glmjax import model as model_lib
@@ -52,9 +53,15 @@ def _assert_params_close(a, b, rtol):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-6)
 
 
+def _with_dropout(config):
+  config.model.update(hidden_dropout=0.1, attention_dropout=0.1)  # the paper's rates
+  return config
+
+
 def test_sharded_training_equals_single_device():
-  single = _config(data=1, fsdp=1, tensor=1)
-  sharded = _config(data=2, fsdp=2, tensor=2)
+  """With dropout on: each device draws its shard of the same masks the single device draws."""
+  single = _with_dropout(_config(data=1, fsdp=1, tensor=1))
+  sharded = _with_dropout(_config(data=2, fsdp=2, tensor=2))
   batches = _batches(single, 3)
   losses_1, state_1, _ = _run_steps(single, jax.devices()[:1], batches)
   losses_8, state_8, _ = _run_steps(sharded, jax.devices(), batches)
@@ -66,6 +73,7 @@ def test_sharded_training_equals_single_device():
 
 
 def test_gradient_accumulation_equals_one_large_batch():
+  """With dropout off: with it on, each micro-batch draws its own masks (the next test)."""
   whole = _config(data=2, fsdp=1, tensor=1)
   accumulated = _config(data=2, fsdp=1, tensor=1)
   accumulated.optim.grad_accum_steps = 4
@@ -137,3 +145,28 @@ def test_eval_in_micro_batches_equals_one_pass():
   micro = step_lib.eval_step(params, batch, model=model, micro_batches=4)
   for key in whole:
     np.testing.assert_allclose(micro[key], whole[key], rtol=1e-5)
+
+
+def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch():
+  config = _with_dropout(_config(data=1, fsdp=1, tensor=1))
+  config.optim.grad_accum_steps = 2
+  model = model_lib.GLM(config.model)
+  optimizer = optim.make_optimizer(config.optim)
+  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
+  state = step_lib.init_sharded_state(init_fn, None, config.seed)
+  batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
+  step_fn = jax.jit(lambda state, batch: step_lib.train_step(
+      state, batch, model=model, optimizer=optimizer,
+      schedule=optim.learning_rate_schedule(config.optim), seed=config.seed,
+      grad_accum_steps=2)[1]["loss"])
+  at = lambda step: float(step_fn(state.replace(step=jnp.array(step, jnp.int32)), batch))
+  assert at(3) == at(3) and at(3) != at(4)  # same step, same masks; next step, new masks
+  # Micro-batch i (rows i, i+2, ...) draws from fold_in(fold_in(key(seed), step), i).
+  total, weight = 0.0, 0.0
+  for index in range(2):
+    micro = jax.tree.map(lambda x, index=index: x[index::2], batch)
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 3), index)
+    _, sums = step_lib.loss_sums(nn.meta.unbox(state.params), micro, rng, model=model,
+                                 deterministic=False)
+    total, weight = total + float(sums["loss_sum"]), weight + float(sums["weight"])
+  np.testing.assert_allclose(at(3), total / weight, rtol=1e-5)

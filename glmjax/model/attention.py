@@ -103,7 +103,10 @@ def row_split_attention(q, k, v, sep: jax.Array, scale: float, *,
 
 def tokamax_attention(q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
   # pylint: disable=import-outside-toplevel
+  from absl import flags
   from tokamax._src.ops.attention import base as tokamax_base  # Mask is not public in 0.0.17
+  if not flags.FLAGS.is_parsed():  # tokamax reads its flags, parsing sys.argv if no one did:
+    flags.FLAGS.mark_as_parsed()   # under pytest or a user's script that argv is not absl's
   if jax.default_backend() == "gpu":
     from tokamax._src.ops.attention import pallas_mosaic_gpu
     op = pallas_mosaic_gpu.PallasMosaicGpuFlashAttention()
