@@ -1,10 +1,14 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One compilation cache for the session and the trainer subprocesses it starts (they inherit
+# the environment): the end-to-end tests compile the same few programs many times over.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="glmjax-test-xla-"))
 
 import jax  # noqa: E402
 
