@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
-import shutil
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
+import numpy as np
 from jax.experimental import multihost_utils
 from etils import epath
+
+from glmjax import checksums, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,52 +51,6 @@ class UnusableCheckpointError(RuntimeError):
   delete good checkpoints, so the run stops and nothing is touched."""
 
 
-# Words of an error (or of its causes) that mean "could not read", not "the data is bad":
-# POSIX errors, and the status codes TensorStore and cloud storage clients put in messages.
-_UNREADABLE_WORDS = ("permission denied", "permission_denied", "access denied", "forbidden",
-                     "input/output error", "unavailable", "deadline_exceeded", "unauthenticated")
-
-
-# Phrase found in an error or its causes -> the cause as the user's line says it, first first.
-_UNWRITABLE_WORDS = {"no space left": "no space left on device", "quota": "disk quota exceeded",
-                     "read-only file system": "read-only file system",
-                     "permission denied": "permission denied",
-                     "permission_denied": "permission denied",
-                     "resource_exhausted": "storage resource exhausted"}
-
-
-def _cause_line(error: BaseException | None, errnos, words) -> str | None:
-  """The first line of `error` or of its causes that matches `errnos` or `words`."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno in errnos:
-      return f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
-    for line in str(error).splitlines():
-      if any(word in line.lower() for word in words):
-        return line.strip()[:300]
-    error = error.__cause__ or error.__context__
-  return None
-
-
-def _write_cause(error: BaseException) -> str | None:
-  """Why a save failed, if it is for the user to fix (disk full, quota, read-only, access)."""
-  texts, seen = [], set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.strerror:
-      texts.append(error.strerror.lower())
-    texts.append(str(error).lower())
-    error = error.__cause__ or error.__context__
-  return next((cause for phrase, cause in _UNWRITABLE_WORDS.items()
-               if any(phrase in text for text in texts)), None)
-
-
-def _unreadable_reason(error: BaseException | None) -> str | None:
-  """The line of `error` or of its causes that says it could not be read; None if none does."""
-  return _cause_line(error, (errno.EACCES, errno.EPERM, errno.EIO), _UNREADABLE_WORDS)
-
-
 def parameter_layout(tree: Any) -> dict[str, list]:
   """{'path/to/leaf': [shape, dtype]} for every leaf (of the parameters, or the whole state)."""
   layout = {}
@@ -116,55 +70,6 @@ def layout_differences(saved: dict, current: dict, limit: int = 8) -> list[str]:
     elif list(saved[name]) != list(current[name]):
       problems.append(f"{name}: checkpoint {saved[name]} vs model {current[name]}")
   return problems[:limit] + ([f"... {len(problems) - limit} more"] if len(problems) > limit else [])
-
-
-def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(checksum, non-finite count) of one array, computed where its shards live.
-
-  The checksum hashes every element's bits with its flat index and adds the hashes modulo
-  2**32: addition commutes, so the value does not depend on how the array is sharded (a run
-  saved on one mesh verifies on another), and any changed element changes it (but for 2**-32).
-  """
-  if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-    leaf = jax.random.key_data(leaf)
-  if leaf.dtype == jnp.bool_ or leaf.dtype.itemsize == 1:
-    bits = leaf.astype(jnp.uint32)
-  else:
-    unsigned = {2: jnp.uint16, 4: jnp.uint32}[leaf.dtype.itemsize]
-    bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
-  index = jnp.arange(leaf.size, dtype=jnp.uint32).reshape(leaf.shape)
-  mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + jnp.uint32(1)
-  mixed = (mixed ^ (mixed >> 15)) * jnp.uint32(0x2C1B3C6D)
-  mixed = mixed ^ (mixed >> 12)
-  nonfinite = (jnp.sum(~jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact)
-               else jnp.zeros((), jnp.int32))
-  return jnp.sum(mixed, dtype=jnp.uint32), nonfinite.astype(jnp.int32)
-
-
-_summaries = jax.jit(lambda leaves: [_leaf_summary(leaf) for leaf in leaves])
-
-
-def state_summary(state: Any) -> dict[str, tuple[int, int]]:
-  """{'path/to/leaf': (checksum, non-finite count)} for every array of `state`, on device."""
-  paths, leaves = zip(*jax.tree_util.tree_leaves_with_path(state)) or ((), ())
-  summary = jax.device_get(_summaries(list(leaves)))
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): (int(pair[0]), int(pair[1]))
-          for path, pair in zip(paths, summary)}
-
-
-def corruption(restored: Any, checksums: dict | None) -> str | None:
-  """Why a restored state is corrupted (non-finite values, a checksum that differs from the one
-  saved with it), in one line; None if it is sound. `checksums` None: saved before checksums."""
-  problems = []
-  for name, (checksum, nonfinite) in state_summary(restored).items():
-    if nonfinite:
-      problems.append(f"{nonfinite} non-finite values in {name}")
-    elif checksums is not None and name in checksums and int(checksums[name]) != checksum:
-      problems.append(f"the checksum of {name} differs from the one saved")
-  if not problems:
-    return None
-  more = f" (and {len(problems) - 3} more arrays)" if len(problems) > 3 else ""
-  return "corrupted: " + "; ".join(problems[:3]) + more
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,20 +116,17 @@ class Checkpointer:
     if not (force or preempted or self.should_save(step)):
       return False
     self.wait()  # surfaces an error of the previous asynchronous save here rather than never
-    if step in self._damaged:
-      log.warning("Replacing the damaged checkpoint %d in %s", step, self.directory)
-      self.manager.delete(step)
-      self._damaged.discard(step)
-    elif step in self.manager.all_steps():
+    if step in self.manager.all_steps() and step not in self._damaged:
       return False
-    summary = state_summary(state)
+    summary = checksums.state_summary(state)
     nonfinite = {name: count for name, (_, count) in summary.items() if count}
     if nonfinite:
       names = ", ".join(f"{name} ({count})" for name, count in list(nonfinite.items())[:3])
       raise NonFiniteStateError(
           f"Not saving step {step} to {self.directory}: the state holds non-finite values "
-          f"({names}); the newest checkpoint there (step {max(self.steps(), default=None)}) "
-          "is kept.")
+          f"({names}). Newest good checkpoint: {self._newest_good(step)}.")
+    if step in self._damaged:  # kept aside, not deleted: only a verified restore says "damaged"
+      self._move_aside([step], "replaced by a new save")
     metadata = {**metadata, "checksums": {name: checksum for name, (checksum, _) in
                                           summary.items()}}
     if preempted:
@@ -242,16 +144,19 @@ class Checkpointer:
     try:
       yield
     except Exception as error:  # noqa: BLE001 - sorted: the user's to fix, or re-raised
-      reason = _write_cause(error)
+      reason = storage_errors.write_cause(error)
       if reason is None:
         raise
       self._failed = True
-      good = [s for s in self.steps() if s != self._saving and s not in self._damaged]
-      newest = f"step {good[-1]}, intact" if good else "none yet"
       raise CheckpointWriteError(
           f"Saving the checkpoint at step {self._saving} to {self.directory} failed: {reason}"
-          f"{_free_space(self.directory)}. Newest good checkpoint: {newest}. Free space or fix "
-          "the access, then run the same command to resume from it.") from error
+          f"{storage_errors.free_space(self.directory)}. Newest good checkpoint: "
+          f"{self._newest_good(self._saving)}. Free space or fix the access, then run the same "
+          "command to resume from it.") from error
+
+  def _newest_good(self, besides: int | None) -> str:
+    good = [s for s in self.steps() if s != besides and s not in self._damaged]
+    return f"step {good[-1]}, intact" if good else "none yet"
 
   def read_metadata(self, step: int) -> dict:
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
@@ -259,44 +164,56 @@ class Checkpointer:
     return restored[METADATA_ITEM]
 
   def restore_latest(self, abstract_state: Any, current_layout: dict, *,
-                     start_over: bool = False) -> Restored | None:
+                     start_over: bool = False,
+                     check: Callable[[dict, int], None] | None = None) -> Restored | None:
     """The newest checkpoint that restores and verifies; None if there is none.
 
-    A layout mismatch is an error (wrong config for this workdir), not a reason to fall back.
-    When every checkpoint is damaged the run stops, unless `start_over`: then they are moved
-    aside (kept, never deleted) and None is returned.
+    A layout mismatch is an error (wrong config for this workdir), not a reason to fall back;
+    so is whatever `check(metadata, step)` raises, before the state is read. A checkpoint is
+    skipped only when it is damaged (missing or cut-off files, unreadable data, a checksum that
+    differs, non-finite values); any other failure stops the run and touches nothing. When
+    every checkpoint is damaged the run stops, unless `start_over`: then they are moved aside
+    (kept, never deleted) and None is returned. All processes reach the same verdict.
     """
     state_layout = parameter_layout(abstract_state)
     for step in reversed(self.steps()):
-      try:
-        metadata = self.read_metadata(step)
-      except Exception as error:  # noqa: BLE001 - sorted into unreadable (stop) and damaged
-        self._unreadable_stops(step, error)
-        self._skip(step, f"metadata unreadable ({_short(error)})")
+      metadata, failure = _attempt(lambda step=step: self.read_metadata(step))
+      restored = None
+      if failure is None:
+        for key, layout, what in (("param_layout", current_layout, "this model"),
+                                  ("state_layout", state_layout, "this optimizer (optim.*)")):
+          problems = layout_differences(metadata.get(key, layout), layout)
+          if problems:
+            raise IncompatibleCheckpointError(
+                f"The checkpoint at step {step} in {self.directory} does not fit {what}:\n  "
+                + "\n  ".join(problems)
+                + "\nUse the config it was saved with (metadata 'config' in the checkpoint), or "
+                "a new --workdir.")
+        if check is not None:
+          check(metadata, step)
+        restored, failure = _attempt(lambda step=step: self.manager.restore(
+            step, args=ocp.args.Composite(**{
+                STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM])
+      if failure is None:
+        problem = checksums.corruption(restored, metadata.get("checksums"))
+        failure = ("damaged", problem) if problem else None
+      failure = _agreed(failure)
+      if failure is None:
+        return Restored(restored, step, metadata)
+      kind, line = failure
+      if kind == "damaged":
+        self._skip(step, line)
         continue
-      for key, layout, what in (("param_layout", current_layout, "this model"),
-                                ("state_layout", state_layout, "this optimizer (optim.*)")):
-        problems = layout_differences(metadata.get(key, layout), layout)
-        if problems:
-          raise IncompatibleCheckpointError(
-              f"The checkpoint at step {step} in {self.directory} does not fit {what}:\n  "
-              + "\n  ".join(problems)
-              + "\nUse the config it was saved with (metadata 'config' in the checkpoint), or "
-              "a new --workdir.")
-      try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
-      except Exception as error:  # noqa: BLE001 - sorted into unreadable (stop) and damaged
-        self._unreadable_stops(step, error)
-        self._skip(step, f"cut off or files missing ({_short(error)})")
-        continue
-      problem = corruption(restored[STATE_ITEM], metadata.get("checksums"))
-      if problem:
-        self._skip(step, problem)
-        continue
-      return Restored(restored[STATE_ITEM], step, metadata)
+      raise UnusableCheckpointError(
+          f"The checkpoint at step {step} in {self.directory} cannot be read: {line}. Nothing "
+          "was changed. Fix the access (permissions, storage) and run again; to start over "
+          "instead, use a new --workdir." if kind == "unreadable" else
+          f"The checkpoint at step {step} in {self.directory} could not be restored: {line}. "
+          "Nothing was changed: the error does not say the checkpoint is damaged (memory, the "
+          "network or a bug can fail a restore; the traceback is in the run's log). Fix the "
+          f"cause and run again; if the checkpoint is damaged, move {step}/ out of the folder.")
     if self.steps() and start_over:
-      self._move_aside()
+      self._move_aside(self.steps(), "starting over from step 0")
     elif self.steps():  # all damaged: a silent restart would let the keep policy delete them
       raise UnusableCheckpointError(
           f"Every checkpoint in {self.directory} (steps {self.steps()}) is damaged; see the "
@@ -304,28 +221,19 @@ class Checkpointer:
           "to start over, keeping them aside, set --config.checkpoint.start_over=true.")
     return None
 
-  def _move_aside(self) -> None:
-    """Moves every step folder to a sibling `<directory>.damaged-<time>/` (one process does)."""
+  def _move_aside(self, steps: list[int], why: str) -> None:
+    """Moves step folders to a sibling `<directory>.damaged-<time>/` (process 0 moves them)."""
     aside = epath.Path(f"{self.directory}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     if jax.process_index() == 0:
       aside.mkdir(parents=True, exist_ok=True)
-      for step in self.steps():
-        for path in epath.Path(self.directory).iterdir():
-          if path.name.split(".")[0] == str(step):
-            path.rename(aside / path.name)
+      for path in epath.Path(self.directory).iterdir():
+        if path.name.split(".")[0] in {str(step) for step in steps}:
+          path.rename(aside / path.name)
     multihost_utils.sync_global_devices("glmjax checkpoints moved aside")
     self.manager.reload()
-    self._damaged.clear()
-    log.warning("Moved the damaged checkpoints of %s to %s; starting over from step 0.",
-                self.directory, aside)
-
-  def _unreadable_stops(self, step: int, error: Exception) -> None:
-    reason = _unreadable_reason(error)
-    if reason is not None:
-      raise UnusableCheckpointError(
-          f"The checkpoint at step {step} in {self.directory} cannot be read: {reason}. "
-          "Nothing was changed. Fix the access (permissions, storage) and run again; to start "
-          "over instead, use a new --workdir.") from None
+    self._damaged.difference_update(steps)
+    log.warning("Moved the damaged checkpoint(s) %s of %s to %s (%s).", steps, self.directory,
+                aside, why)
 
   def _skip(self, step: int, reason: str) -> None:
     log.warning("Skipping damaged checkpoint %d in %s: %s", step, self.directory, reason)
@@ -344,6 +252,29 @@ class Checkpointer:
     except Exception:  # noqa: BLE001 - the failure was reported; closing must not mask it
       if not self._failed:
         raise
+
+
+def _attempt(read: Callable[[], Any]) -> tuple[Any, tuple[str, str] | None]:
+  """(what `read` returns, None), or (None, (kind, line)) sorting the error it raised."""
+  try:
+    return read(), None
+  except Exception as error:  # noqa: BLE001 - sorted: damaged (skip), unreadable/unknown (stop)
+    log.debug("Restore failed:", exc_info=error)  # the traceback, in the run's log file
+    return None, storage_errors.restore_failure(error)
+
+
+_VERDICTS = (None, "damaged", "unknown", "unreadable")  # worse later
+
+
+def _agreed(failure: tuple[str, str] | None) -> tuple[str, str] | None:
+  """Each process read its own shards; the worst verdict of any process holds for all."""
+  if jax.process_count() == 1:
+    return failure
+  mine = _VERDICTS.index(failure[0] if failure else None)
+  worst = int(np.max(multihost_utils.process_allgather(np.int32(mine))))
+  if worst == mine:
+    return failure
+  return _VERDICTS[worst], "it failed on another host (see that host's log)"
 
 
 def location(path: str) -> str:
@@ -388,28 +319,10 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict) -> t
         STATE_ITEM: ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
             partial_restore=True)}))
-    problem = corruption(restored[STATE_ITEM], saved.get("checksums"))
+    problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
     if problem:
       raise UnusableCheckpointError(
           f"checkpoint.init_from: the parameters at step {step} in {directory} are {problem}.")
     return restored[STATE_ITEM]["params"], step
   finally:
     manager.close()
-
-
-def _free_space(directory: str) -> str:
-  """', X GiB free' on the local disk of `directory`; '' for a bucket or an unknown disk."""
-  path = directory
-  while path and not os.path.isdir(path):
-    path = os.path.dirname(path)
-  if "://" in directory or not path:
-    return ""
-  return f" ({shutil.disk_usage(path).free / 2**30:.2f} GiB free there)"
-
-
-def _short(error: Exception) -> str:
-  """One line: the error's type and first line (a cause in the middle of a long message, such
-  as 'Permission denied', is what decides between stopping and skipping, not this text)."""
-  lines = str(error).strip().splitlines()
-  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
-  return text if len(text) < 300 else text[:300] + "..."

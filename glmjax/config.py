@@ -298,11 +298,14 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 def trajectory_changes(saved: dict, current: dict) -> list[str]:
   """'field: saved -> current' for each field that changes the run's trajectory."""
   before, after = _flat(saved), _flat(current)
+  defaults = _flat(default_config().to_dict())
   changes = []
   for field in sorted(set(before) | set(after)):
     if field.split(".")[0] not in TRAJECTORY_SECTIONS or field in FREE_FIELDS:
       continue
-    old, new = before.get(field, "(absent)"), after.get(field, "(absent)")
+    # A field that a later glmjax added reads as its default in an older checkpoint.
+    old = before.get(field, defaults.get(field, "(absent)"))
+    new = after.get(field, defaults.get(field, "(absent)"))
     if old != new:
       changes.append(f"{field}: {old!r} -> {new!r}")
   return changes

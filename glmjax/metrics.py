@@ -59,11 +59,10 @@ class MetricsWriter:
     self.tensorboard_dir = os.path.join(workdir, "tensorboard")
     self._jsonl = None
     self._tensorboard = None
-    jsonl = epath.Path(workdir) / "metrics.jsonl"
-    self.had_history = enabled and jsonl.exists()  # a resumed run that finds none says so
-    if enabled:  # epath: a local folder or a bucket (gs://...) alike; appended, never truncated
+    self._jsonl_path = epath.Path(workdir) / "metrics.jsonl"
+    self.had_history = enabled and self._jsonl_path.exists()  # a resume that finds none says so
+    if enabled:  # epath: a local folder or a bucket (gs://...) alike
       epath.Path(self.tensorboard_dir).mkdir(parents=True, exist_ok=True)
-      self._jsonl = jsonl.open("a", encoding="utf-8")
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tensorboard = SummaryWriter(self.tensorboard_dir, flush_secs=30)
 
@@ -73,6 +72,8 @@ class MetricsWriter:
     clean = {f"{prefix}{k}": _to_float(v) for k, v in scalars.items()}
     # Strict JSON has no NaN or Infinity: non-finite values are written as null.
     finite = {k: v if v is not None and math.isfinite(v) else None for k, v in clean.items()}
+    if self._jsonl is None:  # opened at the first record: a start that fails leaves no file
+      self._jsonl = self._jsonl_path.open("a", encoding="utf-8")  # appended, never truncated
     self._jsonl.write(json.dumps({"step": step, **finite}) + "\n")
     self._jsonl.flush()
     for key, value in finite.items():
@@ -84,8 +85,9 @@ class MetricsWriter:
       self._tensorboard.add_text(tag, text, 0)
 
   def close(self) -> None:
-    if self.enabled:
+    if self._jsonl is not None:
       self._jsonl.close()
+    if self._tensorboard is not None:
       self._tensorboard.close()
 
 

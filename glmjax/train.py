@@ -259,13 +259,14 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout,
               "state_layout": checkpoint_lib.parameter_layout(abstract)}
 
-  restored = checkpointer.restore_latest(abstract, layout,
+  check = lambda saved, step: workdir_lib.check_resume(  # noqa: E731 - before the state is read
+      saved.get("config", {}), metadata["config"], step=step, workdir=workdir,
+      allow=bool(config.train.allow_config_change))
+  restored = checkpointer.restore_latest(abstract, layout, check=check,
                                          start_over=bool(config.checkpoint.start_over))
-  if restored is not None:
-    workdir_lib.check_resume(restored.metadata.get("config", {}), metadata["config"],
-                             step=restored.step, workdir=workdir,
-                             allow=bool(config.train.allow_config_change),
-                             metrics_lost=writer.enabled and not writer.had_history)
+  if restored is not None and writer.enabled and not writer.had_history:
+    log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "
+                "ones are written from there on.", workdir, restored.step)
   if restored is None:
     state = step_lib.init_sharded_state(program.init_fn, shardings, config.seed)
     if config.checkpoint.init_from:
@@ -372,9 +373,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
   logs.setup_console(jax.process_index())
   try:
+    config_lib.validate(config)  # a mistyped value leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
     log_path = logs.log_file(workdir, jax.process_index())
     logs.attach_file(log_path)
+    if "://" in workdir:
+      log.info("This run's log file: %s (a bucket cannot be appended to)", log_path)
+  except config_lib.ConfigError as error:
+    logs.report_failure(error, None, expected=True)
+    raise SystemExit(1) from None
   except OSError as error:
     logs.report_failure(StartupError(workdir_lib.unwritable(workdir, error)), None,
                         expected=True)

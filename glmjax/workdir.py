@@ -20,9 +20,9 @@ class ConfigChangedError(ValueError):
   """The run would resume with a config that changes what it computes."""
 
 
-def check_resume(saved: dict, current: dict, *, step: int, workdir: str, allow: bool,
-                 metrics_lost: bool) -> None:
-  """`saved`: the config stored with the checkpoint resumed at `step`; `current`: this run's."""
+def check_resume(saved: dict, current: dict, *, step: int, workdir: str, allow: bool) -> None:
+  """`saved`: the config stored with the checkpoint of `step`; `current`: this run's. Called
+  before the state is read, so a refusal costs no restore."""
   changes = config_lib.trajectory_changes(saved, current)
   if changes and not allow:
     raise ConfigChangedError(
@@ -32,9 +32,6 @@ def check_resume(saved: dict, current: dict, *, step: int, workdir: str, allow: 
         "with the change.")
   if changes:
     log.warning("Resuming step %d with a changed config (allowed): %s", step, "; ".join(changes))
-  if metrics_lost:
-    log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "
-                "ones are written from there on.", workdir, step)
 
 
 def write_config(workdir: str, text: str, start: int) -> None:

@@ -7,8 +7,10 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One compilation cache for the session and the trainer subprocesses it starts (they inherit
-# the environment): the end-to-end tests compile the same few programs many times over.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="glmjax-test-xla-"))
+# the environment): the end-to-end tests compile the same few programs many times over. Kept
+# between sessions in one folder (entries are keyed by the program, so a stale one is unused).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "glmjax-test-xla-cache"))
 
 import jax  # noqa: E402
 

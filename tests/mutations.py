@@ -17,6 +17,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 3600  # per pytest run; a hang is reported, not waited on forever
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,9 @@ MUTATIONS = (
     Mutation("weight decay on LayerNorm scales", "glmjax/optim.py",
              'return not (leaf_name == "scale" or leaf_name.endswith("bias"))',
              'return not leaf_name.endswith("bias")', ("tests/test_objective.py",)),
+    Mutation("weight decay on biases", "glmjax/optim.py",
+             'return not (leaf_name == "scale" or leaf_name.endswith("bias"))',
+             'return leaf_name != "scale"', ("tests/test_objective.py",)),
     Mutation("dropout rng not folded with the step", "glmjax/step.py",
              "rng = jax.random.fold_in(jax.random.key(seed), state.step)",
              "rng = jax.random.key(seed)", ("tests/test_train_step.py",)),
@@ -88,15 +92,24 @@ def plant(mutation: Mutation, root: str) -> None:
     f.write(text.replace(mutation.old, mutation.new))
 
 
-def caught(mutation: Mutation, full: bool) -> tuple[bool, float]:
+def _pytest(root: str, targets: list[str]) -> int:
+  """pytest's exit status: 0 passed, 1 some test failed; 2-5 (errors, no tests) are not a catch."""
+  try:
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           *targets], cwd=root, capture_output=True, text=True, check=False,
+                          timeout=TIMEOUT_S).returncode
+  except subprocess.TimeoutExpired:
+    return -1
+
+
+def caught(mutation: Mutation | None, targets: list[str]) -> tuple[int, float]:
+  """(pytest's exit status, seconds) on a copy with `mutation` planted (None: unmutated)."""
   with tempfile.TemporaryDirectory(prefix="glmjax-mutant-") as root:
     _copy_project(root)
-    plant(mutation, root)
+    if mutation is not None:
+      plant(mutation, root)
     started = time.perf_counter()
-    targets = ["tests"] if full else list(mutation.tests)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                             *targets], cwd=root, capture_output=True, text=True, check=False)
-    return result.returncode != 0, time.perf_counter() - started
+    return _pytest(root, targets), time.perf_counter() - started
 
 
 def main(argv=None) -> int:
@@ -111,13 +124,22 @@ def main(argv=None) -> int:
     for mutation in chosen:
       print(f"{mutation.name}  ({mutation.path}; caught by {', '.join(mutation.tests)})")
     return 0
+  # The targets must pass as they are, or a failure would say nothing about a planted bug.
+  targets = sorted({test for mutation in chosen for test in mutation.tests})
+  status, seconds = caught(None, ["tests"] if args.full else targets)
+  if status != 0:
+    print(f"the tests fail (status {status}) with no bug planted: fix them first")
+    return 2
+  print(f"unmutated: the targets pass ({seconds:.0f} s)", flush=True)
   survived = []
   for mutation in chosen:
-    found, seconds = caught(mutation, args.full)
-    print(f"{'caught  ' if found else 'SURVIVED'} {seconds:6.0f} s  {mutation.name}", flush=True)
-    if not found:
+    status, seconds = caught(mutation, ["tests"] if args.full else list(mutation.tests))
+    verdict = "caught  " if status == 1 else ("SURVIVED" if status == 0 else f"ERROR {status}")
+    print(f"{verdict} {seconds:6.0f} s  {mutation.name}", flush=True)
+    if status != 1:  # only a failing test counts; a crash or a timeout is not a catch
       survived.append(mutation.name)
-  print(f"{len(chosen) - len(survived)} of {len(chosen)} planted bugs caught")
+  print(f"{len(chosen) - len(survived)} of {len(chosen)} planted bugs caught"
+        + (f"; not caught: {', '.join(survived)}" if survived else ""))
   return 1 if survived else 0
 
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from glmjax import checkpoint, step
+from glmjax import checkpoint, checksums, step
 
 
 def _state(scale=1.0):
@@ -66,10 +66,13 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
   assert restored.step == 2
   np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
                                 _state(2.0).params["dense"]["kernel"])
-  # The damaged step stays until the resumed run saves that step again, then it is replaced.
+  # The damaged step stays until the resumed run saves that step again; then it is moved aside
+  # (a verdict of "damaged" never deletes anything) and the new save takes its place.
   assert fresh.steps() == [2, 3]
   assert fresh.save(3, _state(4.0), _metadata(state))
   fresh.wait()
+  (aside,) = tmp_path.parent.glob(f"{tmp_path.name}.damaged-*")
+  assert os.listdir(aside) == ["3"]
   restored = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
   assert restored.step == 3
   np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
@@ -163,15 +166,15 @@ def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silentl
 def test_the_checksum_does_not_depend_on_the_sharding_and_sees_one_changed_element(mesh):
   state = _state()
   moved = jax.device_put(state, jax.tree.map(lambda x: x.sharding, _abstract(state, mesh)))
-  assert checkpoint.state_summary(moved) == checkpoint.state_summary(state)
+  assert checksums.state_summary(moved) == checksums.state_summary(state)
   kernel = state.params["dense"]["kernel"]
   for changed in (kernel.at[5, 1].add(1.0),            # another value
                   kernel.at[5, 1].set(-kernel[5, 1]),  # one sign bit
                   kernel.reshape(4, 8).T.reshape(8, 4)):  # the same values, moved around
     other = state.replace(params={**state.params, "dense": {**state.params["dense"],
                                                             "kernel": changed}})
-    assert (checkpoint.state_summary(other)["params/dense/kernel"][0]
-            != checkpoint.state_summary(state)["params/dense/kernel"][0])
+    assert (checksums.state_summary(other)["params/dense/kernel"][0]
+            != checksums.state_summary(state)["params/dense/kernel"][0])
 
 
 def _flip_bytes(directory, count=50):
@@ -239,7 +242,53 @@ def test_a_state_with_nan_is_never_saved(tmp_path):
   ckpt.wait()
   bad = _state(float("nan"))
   with pytest.raises(checkpoint.NonFiniteStateError,
-                     match=r"Not saving step 2 .*params/dense/kernel .*step 1\) is kept"):
+                     match=r"Not saving step 2 .*params/dense/kernel .*Newest good checkpoint: "
+                           r"step 1, intact"):
     ckpt.save(2, bad, _metadata(bad))
   ckpt.close()
   assert ckpt.steps() == [1]
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8.00GiB"),
+    TimeoutError("connection reset by peer")])
+def test_a_restore_failure_that_does_not_say_damaged_stops_and_deletes_nothing(tmp_path, mesh,
+                                                                               error):
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  for at in (1, 2):
+    ckpt.save(at, state, _metadata(state))
+  ckpt.close()
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  real_restore = fresh.manager.restore
+
+  def fail_on_state(at, args):
+    if checkpoint.STATE_ITEM in args.keys():
+      raise error
+    return real_restore(at, args=args)
+  fresh.manager.restore = fail_on_state
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* could not be restored: .*does not say the checkpoint is "
+                           r"damaged"):
+    fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  fresh.close()
+  assert fresh.steps() == [1, 2] and sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+def test_the_resume_check_runs_before_the_state_is_read(tmp_path, mesh):
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, _metadata(state))
+  ckpt.close()
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  reads = []
+  real_restore = fresh.manager.restore
+  fresh.manager.restore = lambda at, args: reads.append(list(args.keys())) or real_restore(
+      at, args=args)
+
+  def refuse(metadata, at):
+    raise ValueError(f"changed at {at}: seed {metadata['config']['seed']}")
+  with pytest.raises(ValueError, match="changed at 1: seed 0"):
+    fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"], check=refuse)
+  assert reads == [[checkpoint.METADATA_ITEM]]
+  fresh.close()

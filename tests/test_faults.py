@@ -42,6 +42,7 @@ def _listing(workdir):
 
 def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_path, caplog):
   train.train_and_evaluate(_config(), str(tmp_path))
+  os.remove(tmp_path / "metrics.jsonl")  # and the history goes missing
   before = _listing(tmp_path)
   changed = _config(steps=4, log_every=2)  # more steps, other logging: not a change
   changed.mesh.update(data=2, fsdp=4)  # another mesh: not a change either
@@ -52,8 +53,8 @@ def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_pat
                            r".*allow_config_change=true"):
     train.train_and_evaluate(changed, str(tmp_path))
   assert _listing(tmp_path) == before  # nothing written, nothing deleted
+  assert not (tmp_path / "metrics.jsonl").exists()  # a refused start writes no empty history
   changed.train.allow_config_change = True
-  os.remove(tmp_path / "metrics.jsonl")  # and the history went missing meanwhile
   assert train.train_and_evaluate(changed, str(tmp_path))["step"] == 4
   assert "Resuming step 2 with a changed config (allowed): data.batch_size" in caplog.text
   assert "metrics.jsonl is missing" in caplog.text and "before step 2 are lost" in caplog.text
@@ -66,6 +67,8 @@ def test_only_fields_that_change_what_is_computed_count_as_a_change():
   saved = _config().to_dict()
   later = _config(steps=99, log_every=7).to_dict()
   later["mesh"]["fsdp"], later["model"]["remat"], later["checkpoint"]["every"] = 8, "full", 5
+  assert config_lib.trajectory_changes(saved, later) == []
+  del saved["optim"]["grad_clip"]  # a field added since: reads as its default
   assert config_lib.trajectory_changes(saved, later) == []
   later["optim"]["learning_rate"], later["data"]["files"] = 1.0, ["a.txt"]
   assert config_lib.trajectory_changes(saved, later) == [

@@ -1,0 +1,64 @@
+"""A checksum and a non-finite count for every array of a train state, computed on its devices.
+
+Saved with each checkpoint and checked after each restore (checkpoint.py): a restored state
+whose arrays differ from what was saved (flipped bytes on disk, a storage fault) or that holds
+NaN or Inf is corrupted, and a state holding NaN or Inf is never saved.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(checksum, non-finite count) of one array, computed where its shards live.
+
+  The checksum hashes every element's bits with its flat index and adds the hashes modulo
+  2**32: addition commutes, so the value does not depend on how the array is sharded (a run
+  saved on one mesh verifies on another), and any changed element changes it (but for 2**-32).
+  """
+  if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  nonfinite = (jnp.sum(~jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact)
+               else jnp.zeros((), jnp.int32))
+  if leaf.dtype == jnp.bool_:
+    bits = leaf.astype(jnp.uint32)
+  elif leaf.dtype.itemsize == 8:  # with x64 on: two 32-bit words per element
+    bits = jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+  else:
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[leaf.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
+  index = jnp.arange(bits.size, dtype=jnp.uint32).reshape(bits.shape)
+  mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + jnp.uint32(1)
+  mixed = (mixed ^ (mixed >> 15)) * jnp.uint32(0x2C1B3C6D)
+  mixed = mixed ^ (mixed >> 12)
+  return jnp.sum(mixed, dtype=jnp.uint32), nonfinite.astype(jnp.int32)
+
+
+_summaries = jax.jit(lambda leaves: [_leaf_summary(leaf) for leaf in leaves])
+
+
+def state_summary(state: Any) -> dict[str, tuple[int, int]]:
+  """{'path/to/leaf': (checksum, non-finite count)} for every array of `state`, on device."""
+  pairs = jax.tree_util.tree_leaves_with_path(state)
+  paths, leaves = [path for path, _ in pairs], [leaf for _, leaf in pairs]
+  summary = jax.device_get(_summaries(leaves)) if leaves else []
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): (int(pair[0]), int(pair[1]))
+          for path, pair in zip(paths, summary)}
+
+
+def corruption(restored: Any, checksums: dict | None) -> str | None:
+  """Why a restored state is corrupted (non-finite values, a checksum that differs from the one
+  saved with it), in one line; None if it is sound. `checksums` None: saved before checksums."""
+  problems = []
+  for name, (checksum, nonfinite) in state_summary(restored).items():
+    if nonfinite:
+      problems.append(f"{nonfinite} non-finite values in {name}")
+    elif checksums is not None and name in checksums and int(checksums[name]) != checksum:
+      problems.append(f"the checksum of {name} differs from the one saved")
+  if not problems:
+    return None
+  more = f" (and {len(problems) - 3} more arrays)" if len(problems) > 3 else ""
+  return "corrupted: " + "; ".join(problems[:3]) + more
