@@ -275,7 +275,8 @@ def test_an_evaluation_split_smaller_than_a_batch_is_refused():
   _, held_out = sources.load_documents(config, BYTE)
   assert int(held_out.doc_lengths.sum()) < 16 * 128
   with pytest.raises(ValueError, match=r"evaluation split has \d+ tokens in 2 documents, fewer "
-                                       r"than one batch \(16 x 128 = 2048 tokens\).*eval_fraction"):
+                                       r"than one batch \(data.batch_size=16 x data.seq_len=128 "
+                                       r"= 2048\).*eval_fraction"):
     sources.check_held_out(config, held_out)
   config.eval_fraction = 0.2
   sources.check_held_out(config, sources.load_documents(config, BYTE)[1])

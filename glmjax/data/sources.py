@@ -208,33 +208,30 @@ def open_prepared(data_config, tokenizer) -> PreparedDocs:
 
 def load_documents(data_config, tokenizer) -> tuple[DocumentSubset, DocumentSubset]:
   """(train, held-out) document stores of the configured source, tokenized by `tokenizer`."""
-  label = source_label(data_config)
   if data_config.source == "prepared":
     store = open_prepared(data_config, tokenizer)
   else:
     store, _ = tokenize_source(data_config, tokenizer)
   train_ids, eval_ids = split_documents(len(store.doc_lengths), data_config.eval_fraction)
   train, held_out = DocumentSubset(store, train_ids), DocumentSubset(store, eval_ids)
-  batch_tokens = data_config.batch_size * data_config.seq_len
-  train_tokens = int(train.doc_lengths.sum())
-  if train_tokens < batch_tokens:
-    raise ValueError(
-        f"{label}: the training split has {train_tokens} tokens in {len(train)} documents, "
-        f"fewer than one batch (data.batch_size={data_config.batch_size} x data.seq_len="
-        f"{data_config.seq_len} = {batch_tokens}); add text to the source or lower "
-        "data.batch_size / data.seq_len")
+  _require_a_batch(data_config, train, "training",
+                   "add text to the source or lower data.batch_size / data.seq_len")
   return train, held_out
 
 
 def check_held_out(data_config, held_out: DocumentSubset) -> None:
   """An evaluation split smaller than one batch would score the same few texts again and
   again; that is refused rather than reported as a held-out loss."""
+  _require_a_batch(data_config, held_out, "evaluation",
+                   f"raise data.eval_fraction (now {data_config.eval_fraction}), add text, or "
+                   "set train.eval_every=0")
+
+
+def _require_a_batch(data_config, docs: DocumentSubset, split: str, fix: str) -> None:
   batch_tokens = data_config.batch_size * data_config.seq_len
-  tokens = int(held_out.doc_lengths.sum())
+  tokens = int(docs.doc_lengths.sum())
   if tokens < batch_tokens:
     raise ValueError(
-        f"{source_label(data_config)}: the evaluation split has {tokens} tokens in "
-        f"{len(held_out)} documents, fewer than one batch ({data_config.batch_size} x "
-        f"{data_config.seq_len} = {batch_tokens} tokens), too few to mean anything; raise "
-        f"data.eval_fraction (now {data_config.eval_fraction}), add text, or set "
-        "train.eval_every=0.")
+        f"{source_label(data_config)}: the {split} split has {tokens} tokens in {len(docs)} "
+        f"documents, fewer than one batch (data.batch_size={data_config.batch_size} x "
+        f"data.seq_len={data_config.seq_len} = {batch_tokens}); {fix}.")
