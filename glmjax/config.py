@@ -6,6 +6,7 @@ Each section is read by one part of the system: `model` by glmjax/model, `data` 
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import ml_collections
@@ -35,7 +36,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 
 def model_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      vocab_size=30592,            # padded to a multiple of 128; >= the tokenizer's vocab_size
+      vocab_size=30592,            # >= the tokenizer's vocab_size; a multiple of 128 is fastest
       hidden_size=768,
       num_layers=12,
       num_heads=12,
@@ -74,9 +75,9 @@ def data_defaults() -> ml_collections.ConfigDict:
       gen_suffix_prob=0.5,         # [gMASK]: P(suffix layout) vs one random span
       # Source (data/sources.py).
       source="",                   # files | tfds | prepared | builtin (toy corpus); '' = not set
-      tokenizer="byte",            # byte | sentencepiece | hf
-      tokenizer_path="",
-      tokenizer_vocab="",          # bert | gpt2 | "" (how GLM special ids are assigned)
+      tokenizer="byte",            # byte | sentencepiece | hf | wordpiece (BERT) | bpe (GPT-2)
+      tokenizer_path="",           # the tokenizer's file (or a folder holding it)
+      tokenizer_vocab="",          # GLM ids: bert | gpt2 | chinese_sp (original) | "" (appended)
       files=(),                    # globs of .txt / .jsonl / .jsonl.gz
       txt_documents="paragraphs",  # .txt: paragraphs (blank-line separated) | file (whole file)
       text_field="text",
@@ -193,7 +194,9 @@ CHOICES = {
     "model.remat": ("none", "minimal", "full"),
     "optim.schedule": ("cosine", "linear", "constant"),
     "data.source": ("", "builtin", "files", "tfds", "prepared"),  # '': refused when data is read
-    "data.tokenizer": ("byte", "sentencepiece", "hf"),
+    # glmjax.data.tokenizers.TOKENIZERS and VOCAB_LAYOUTS (a test keeps them in step).
+    "data.tokenizer": ("byte", "sentencepiece", "hf", "wordpiece", "bpe"),
+    "data.tokenizer_vocab": ("", "bert", "gpt2", "chinese_sp"),
 }
 
 
@@ -244,8 +247,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
     raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
                       "position ids reach seq_len - 1; raise model.max_position.")
-  if model.vocab_size % 128:
-    raise ConfigError(f"model.vocab_size={model.vocab_size}: pad it to a multiple of 128.")
+  if model.vocab_size % 128:  # an imported checkpoint keeps its vocabulary: warn, never change
+    logging.getLogger(__name__).warning(
+        "model.vocab_size=%d is not a multiple of 128: the embedding and logits matmuls run "
+        "faster padded (pad the tokenizer's vocabulary when you train from scratch).",
+        model.vocab_size)
   for field in ("model.hidden_dropout", "model.attention_dropout"):
     if not 0.0 <= _get(config, field) < 1.0:
       raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1).")

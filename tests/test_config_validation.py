@@ -15,7 +15,6 @@ def _local():
     ("model.num_heads", 3, "model.hidden_size=128 is not divisible by model.num_heads=3"),
     ("model.position_encoding", "alibi", "model.position_encoding='alibi'"),
     ("model.max_position", 16, "model.max_position=16 < data.seq_len"),
-    ("model.vocab_size", 300, "model.vocab_size=300"),
     ("optim.grad_accum_steps", 3, "optim.grad_accum_steps=3"),
     ("optim.schedule", "exp", "optim.schedule='exp'"),
     ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
@@ -28,6 +27,15 @@ def test_bad_field_is_named(field, value, message):
   config[section][name] = value
   with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
     config_lib.validate(config, num_devices=8)
+
+
+def test_a_vocabulary_not_a_multiple_of_128_is_accepted_with_a_warning(caplog):
+  # An imported checkpoint keeps its vocabulary (its function must not change); padding is
+  # only advice.
+  config = _local()
+  config.model.vocab_size = 300
+  config_lib.validate(config, num_devices=8)
+  assert "model.vocab_size=300 is not a multiple of 128" in caplog.text
 
 
 def test_batch_not_divisible_by_data_parallel_size():

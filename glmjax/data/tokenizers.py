@@ -2,16 +2,20 @@
 
 The data pipeline needs from a tokenizer only `specials` (the GLM special ids), `vocab_size`
 (padded to a multiple of 128) and `sentence_end` (a bool table over ids, used by [sMASK]).
-Three kinds, chosen by `data.tokenizer`: `byte` (UTF-8 bytes, no files), `sentencepiece` (a .model
-file) and `hf` (a tokenizer.json read by the `tokenizers` package). `load_tokenizer` builds one
-from the data config. Train a SentencePiece model from text files with
+Kinds, chosen by `data.tokenizer`: `byte` (UTF-8 bytes, no files), `sentencepiece` (a .model
+file), `hf` (a tokenizer.json read by the `tokenizers` package), and the files of the released
+GLM checkpoints, `wordpiece` (BERT vocab.txt) and `bpe` (GPT-2 vocab.json + merges.txt), read by
+glmjax/data/released_tokenizers.py. `load_tokenizer` builds one from the data config. Train a
+SentencePiece model from text files with
 `python -m glmjax.data.tokenizers train --input=GLOB --vocab-size=N --out=FILE`.
 
-Special ids (`data.tokenizer_vocab`):
-  bert  the ids of the original GLM BERT models: [PAD]=0 is pad and eos, [CLS]=101, [MASK]=103,
-        then <|startofpiece|>=30522, <|endofpiece|>=30523, [gMASK]=30524, [sMASK]=30525.
-  gpt2  the ids of the original GLM-2B/10B: <|endoftext|>=50256 is pad and eos, then 50257.. as
-        in reference GLM.md §1.2.
+Special ids (`data.tokenizer_vocab`); the fixed ones are those of the original GLM code:
+  bert  the original GLM BERT models: [PAD]=0 is pad and eos, [CLS]=101, [MASK]=103, then
+        <|startofpiece|>=30522, <|endofpiece|>=30523, [gMASK]=30524, [sMASK]=30525.
+  gpt2  the original GLM-2B/10B: <|endoftext|>=50256 is pad and eos, then sop=50257,
+        eop=50258, [CLS]=50259, [MASK]=50260, [gMASK]=50263, [sMASK]=50264.
+  chinese_sp  the Chinese GLMs, after the N=50000 pieces of cog-pretrain.model: pad=eos=N,
+        [CLS]=N+2, [MASK]=N+3, sop=N+6, eop=N+7, [sMASK]=N+8, [gMASK]=N+9 (_chinese_sp_layout).
   ""    each role reuses a token the vocabulary already has (eos: <|endoftext|>, </s>, <eos>, [PAD],
         <pad>; cls: [CLS], <s>, <bos>; mask: [MASK], <mask>; the GLM names for the rest), else gets
         a new id after the vocabulary, in the order eos, cls, mask, smask, gmask, sop, eop.
@@ -22,6 +26,7 @@ literal "[MASK]" in a corpus stays text; `decode` shows them by name.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -34,13 +39,13 @@ import numpy as np
 # A sentence ends at a token whose text contains one of these (reference GLM.md §1.3, §1.7).
 SENTENCE_END_CHARS = ".?!;:\n。？！；…"
 VOCAB_MULTIPLE = 128
-TOKENIZERS = ("byte", "sentencepiece", "hf")
-VOCAB_LAYOUTS = ("", "bert", "gpt2")
+TOKENIZERS = ("byte", "sentencepiece", "hf", "wordpiece", "bpe")
+VOCAB_LAYOUTS = ("", "bert", "gpt2", "chinese_sp")
 
 
 @dataclasses.dataclass(frozen=True)
 class SpecialTokens:
-  """Ids of the GLM special tokens (reference GLM.md §1.2)."""
+  """Ids of the GLM special tokens."""
   pad: int
   eos: int
   cls: int
@@ -54,11 +59,15 @@ class SpecialTokens:
     return dataclasses.asdict(self)
 
 
-# The ids the original checkpoints were trained with (reference GLM.md §1.2, --task-mask).
+# The ids the original code gives (THUDM/GLM data_utils/tokenization.py: BertWordPieceTokenizer,
+# GPT2BPETokenizer) with --block-lm --task-mask. GLM appends sop, eop, then gMASK, sMASK, then
+# [dBLOCK] (--block-mask-prob > 0) after the base vocabulary. glm-base/large were trained without
+# --task-mask: their [gMASK]/[sMASK] rows exist (30592 padded rows) but were never trained.
 BERT_SPECIALS = SpecialTokens(pad=0, eos=0, cls=101, mask=103, smask=30525, gmask=30524,
                               sop=30522, eop=30523)
 GPT2_SPECIALS = SpecialTokens(pad=50256, eos=50256, cls=50259, mask=50260, smask=50264,
                               gmask=50263, sop=50257, eop=50258)
+CHINESE_SP_PIECES = 50000  # pieces of cog-pretrain.model, the Chinese GLMs' SentencePiece model
 
 # Fixed layouts: tokens the base vocabulary must have, and the ids GLM added after it.
 _FIXED_LAYOUTS = {
@@ -70,6 +79,27 @@ _FIXED_LAYOUTS = {
               50261: "[SEP]", 50262: "[UNK]", 50263: "[gMASK]", 50264: "[sMASK]",
               50265: "[dBLOCK]"}),
 }
+
+
+def _chinese_sp_layout(n: int) -> tuple[SpecialTokens, dict[int, str], dict[int, str]]:
+  """ChineseSPTokenizer's ids after n pieces with --task-mask --fix-command-token (the ids of
+  GLM-Large-Chinese and of both Hugging Face Chinese checkpoints); N+5 is never used.
+
+  Without --fix-command-token the original gives [gMASK] the id of <|endofpiece|> (N+7) and
+  [sMASK]=N+8, [dBLOCK]=N+9: GLM-10B-Chinese was trained so, with gMASK == eop. The Hugging Face
+  conversion (THUDM/GLM scripts/convert_glm_checkpoint_to_transformers.py) copies its embedding
+  row 50007 to 50009, so the released glm-10b-chinese has the distinct [gMASK]=N+9 used here.
+  """
+  names = {n: "<|endoftext|>", n + 1: "[SEP]", n + 2: "[CLS]", n + 3: "[MASK]", n + 4: "[UNK]",
+           n + 6: "<|startofpiece|>", n + 7: "<|endofpiece|>", n + 8: "[sMASK]",
+           n + 9: "[gMASK]", n + 10: "[dBLOCK]"}
+  specials = SpecialTokens(pad=n, eos=n, cls=n + 2, mask=n + 3, smask=n + 8, gmask=n + 9,
+                           sop=n + 6, eop=n + 7)
+  return specials, {}, names
+
+
+CHINESE_SP_SPECIALS = _chinese_sp_layout(CHINESE_SP_PIECES)[0]
+
 # For layout "": names reused from a vocabulary, per role; the first one names an appended token.
 _ROLE_NAMES = {
     "eos": ("<|endoftext|>", "</s>", "<eos>", "[PAD]", "<pad>"),
@@ -89,8 +119,10 @@ def pad_vocab(size: int, multiple: int = VOCAB_MULTIPLE) -> int:
 def assign_specials(base_tokens: Sequence[str], layout: str
                     ) -> tuple[SpecialTokens, dict[int, str]]:
   """GLM special ids for a vocabulary (token text per id), and the names of ids past it."""
-  if layout in _FIXED_LAYOUTS:
-    specials, required, added = _FIXED_LAYOUTS[layout]
+  fixed = (_chinese_sp_layout(len(base_tokens)) if layout == "chinese_sp"
+           else _FIXED_LAYOUTS.get(layout))
+  if fixed:
+    specials, required, added = fixed
     for token_id, name in {**required, **added}.items():
       present = base_tokens[token_id] if token_id < len(base_tokens) else None
       if (token_id in required or present is not None) and present != name:
@@ -254,9 +286,12 @@ class HFTokenizer(_VocabTokenizer):
 
   def __init__(self, path: str, layout: str = ""):
     import tokenizers
-    self._tokenizer = tokenizers.Tokenizer.from_file(path)
-    self.name = f"hf:{os.path.basename(path)}"
-    self.fingerprint = file_fingerprint(path)
+    self._wrap(tokenizers.Tokenizer.from_file(path), f"hf:{os.path.basename(path)}",
+               file_fingerprint(path), layout)
+
+  def _wrap(self, tokenizer, name: str, fingerprint: str, layout: str):
+    """Shared with the released formats, which build a `tokenizers.Tokenizer` from their files."""
+    self._tokenizer, self.name, self.fingerprint = tokenizer, name, fingerprint
     size = self._tokenizer.get_vocab_size(with_added_tokens=True)
     base_tokens = [""] * size
     for text, token_id in self._tokenizer.get_vocab(with_added_tokens=True).items():
@@ -277,6 +312,47 @@ class HFTokenizer(_VocabTokenizer):
     return self._tokenizer.decode(ids, skip_special_tokens=False)
 
 
+# What each kind reads (for messages), and its name inside a folder given as data.tokenizer_path.
+_WANTED = {"sentencepiece": "a SentencePiece .model file", "hf": "a tokenizer.json",
+           "wordpiece": "a BERT WordPiece vocab.txt",
+           "bpe": "a GPT-2 BPE vocab.json with its merges.txt beside it"}
+_IN_FOLDER = {"sentencepiece": "*.model", "hf": "tokenizer.json", "wordpiece": "vocab.txt",
+              "bpe": "vocab.json"}
+
+
+def tokenizer_files(kind: str, path: str) -> list[str]:
+  """The files tokenizer `kind` reads for data.tokenizer_path=`path`, main file first.
+
+  `path` is the main file or a folder holding it (tokenizer.json, vocab.txt, vocab.json, or its
+  only .model file). `bpe` adds the merges file beside the vocab.json: X-merges.txt for an
+  X-vocab.json, else merges.txt. Raises FileNotFoundError naming `path` when a file is missing,
+  ValueError when a folder holds several .model files.
+  """
+  main = path
+  if os.path.isdir(path):
+    found = sorted(glob.glob(os.path.join(glob.escape(path), _IN_FOLDER[kind])))
+    if len(found) > 1:
+      raise ValueError(f"data.tokenizer_path={path!r} holds {len(found)} .model files; point it "
+                       "at the one to use")
+    if not found:
+      raise FileNotFoundError(f"data.tokenizer_path={path!r} is a folder without "
+                              f"{_IN_FOLDER[kind]}; it should be {_WANTED[kind]}, or its folder")
+    main = found[0]
+  if not os.path.isfile(main):
+    hint = " (make one with python -m glmjax.data.tokenizers train)" * (kind == "sentencepiece")
+    raise FileNotFoundError(f"data.tokenizer_path={path!r} does not exist; it should be "
+                            f"{_WANTED[kind]}{hint}")
+  if kind != "bpe":
+    return [main]
+  folder, name = os.path.split(main)
+  names = [name[:-len("vocab.json")] + "merges.txt"] if name.endswith("vocab.json") else []
+  for merges in dict.fromkeys(names + ["merges.txt"]):
+    if os.path.isfile(os.path.join(folder, merges)):
+      return [main, os.path.join(folder, merges)]
+  raise FileNotFoundError(f"data.tokenizer_path={path!r}: no merges.txt beside {name}; put the "
+                          "merges.txt released with this vocab.json in the same folder")
+
+
 def load_tokenizer(data_config):
   """The tokenizer named by data.tokenizer / tokenizer_path / tokenizer_vocab."""
   kind, path = data_config.tokenizer, data_config.tokenizer_path
@@ -290,24 +366,27 @@ def load_tokenizer(data_config):
       raise ValueError(f"data.tokenizer_vocab={layout!r} needs the {layout} vocabulary, but "
                        "data.tokenizer='byte' has its own; set data.tokenizer_vocab=''")
     return ByteTokenizer()
-  wanted = "a SentencePiece .model file" if kind == "sentencepiece" else "a tokenizer.json"
   if not path:
-    raise ValueError(f"data.tokenizer={kind!r} needs data.tokenizer_path: {wanted} "
+    raise ValueError(f"data.tokenizer={kind!r} needs data.tokenizer_path: {_WANTED[kind]} "
                      f"(e.g. --config.data.tokenizer_path=/path/to/file)")
-  if kind == "hf" and os.path.isdir(path):
-    path = os.path.join(path, "tokenizer.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"data.tokenizer_path={path!r} does not exist; it should be {wanted}"
-                            + (" (make one with python -m glmjax.data.tokenizers train)"
-                               if kind == "sentencepiece" else ""))
-  cls = SentencePieceTokenizer if kind == "sentencepiece" else HFTokenizer
+  files = tokenizer_files(kind, path)
+  shown = files[0] if len(files) == 1 else path
   try:
-    return cls(path, layout)
-  except ValueError:
-    raise  # ours: already names the field and the fix
+    if kind == "sentencepiece":
+      return SentencePieceTokenizer(files[0], layout)
+    if kind == "hf":
+      return HFTokenizer(files[0], layout)
+    from glmjax.data import released_tokenizers  # here: that module imports this one
+    cls = {"wordpiece": released_tokenizers.WordPieceTokenizer,
+           "bpe": released_tokenizers.ByteLevelBPETokenizer}[kind]
+    return cls(*files, layout=layout)
+  except ValueError as error:  # ours: names the field and the fix; add the file if it does not
+    if shown in str(error):
+      raise
+    raise ValueError(f"data.tokenizer_path={shown!r}: {error}") from error
   except Exception as error:  # noqa: BLE001 - the libraries raise bare Exception/RuntimeError
     first = (str(error).strip().splitlines() or [""])[0][:200]
-    raise ValueError(f"data.tokenizer_path={path!r} cannot be read as {wanted} "
+    raise ValueError(f"data.tokenizer_path={shown!r} cannot be read as {_WANTED[kind]} "
                      f"({type(error).__name__}: {first}); the file is damaged or of another "
                      "kind: check data.tokenizer and the file.") from error
 

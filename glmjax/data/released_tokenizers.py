@@ -1,0 +1,136 @@
+"""The tokenizer files of the released GLM checkpoints, with GLM's special ids at the original ids.
+
+  wordpiece  a BERT WordPiece vocab.txt, uncased (glm-base, glm-large, and the other BERT-vocabulary
+             GLMs): data.tokenizer_vocab='bert'.
+  bpe        a GPT-2 byte-level BPE vocab.json + merges.txt (glm-2b, glm-10b): 'gpt2'.
+  The Chinese GLMs (glm-large-chinese, glm-10b-chinese) use the SentencePiece cog-pretrain.model:
+  data.tokenizer='sentencepiece' with data.tokenizer_vocab='chinese_sp'.
+
+Both are built from the files with the `tokenizers` package, as the original GLM code tokenizes
+them, and add nothing to a text's ids: no [CLS]/[SEP], and "[MASK]" typed in a text stays text.
+`tokenizer_fields` tells which of these (or a tokenizer.json) a file or folder holds.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import types
+
+from glmjax.data import tokenizers as tk
+
+
+class WordPieceTokenizer(tk.HFTokenizer):
+  """A BERT vocab.txt, uncased like glm-base/large: BERT's basic tokenization (clean, split CJK
+  characters and punctuation, lowercase, strip accents), then greedy longest-match word pieces."""
+
+  def __init__(self, vocab_path: str, layout: str = "bert"):
+    import tokenizers
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
+    # 100 characters and [UNK] as the original GLM wordpiece.py.
+    model = models.WordPiece.from_file(vocab_path, unk_token="[UNK]", max_input_chars_per_word=100)
+    if model.token_to_id("[UNK]") is None:
+      raise ValueError(f"data.tokenizer_path={vocab_path!r} has no [UNK] line; BERT WordPiece "
+                       "needs it for unknown words: use the vocab.txt released with the model")
+    tokenizer = tokenizers.Tokenizer(model)
+    # No special tokens are registered, so "[MASK]" in a text is split like any other text.
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    self._wrap(tokenizer, f"wordpiece:{os.path.basename(vocab_path)}",
+               tk.file_fingerprint(vocab_path), layout)
+
+
+class ByteLevelBPETokenizer(tk.HFTokenizer):
+  """A GPT-2 vocab.json + merges.txt: GPT-2's regex split of bytes mapped to printable characters,
+  then the merges; any text encodes without unknown tokens."""
+
+  def __init__(self, vocab_path: str, merges_path: str, layout: str = "gpt2"):
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers
+    tokenizer = tokenizers.Tokenizer(models.BPE.from_file(vocab_path, merges_path))
+    # <|endoftext|> is not registered as special: typed in a text it stays text.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    both = tk.file_fingerprint(vocab_path) + tk.file_fingerprint(merges_path)
+    self._wrap(tokenizer, f"bpe:{os.path.basename(vocab_path)}",
+               hashlib.sha256(both.encode()).hexdigest()[:16], layout)
+
+
+# In a folder, the formats are looked for in this order: the original formats first, so a
+# Hugging Face snapshot holding both vocab.json and tokenizer.json loads as the original did.
+_FOLDER_ORDER = (("vocab.txt", "wordpiece"), ("vocab.json", "bpe"), ("*.model", "sentencepiece"),
+              ("tokenizer.json", "hf"))
+# A file is known by how its name ends (bert-large-uncased-vocab.txt, gpt2-vocab.json, ...).
+_BY_NAME = ((".model", "sentencepiece"), ("merges.txt", "bpe"), (".txt", "wordpiece"),
+            ("vocab.json", "bpe"), (".json", "hf"))
+_BASE_SIZES = {"bert": 30522, "gpt2": 50257}  # the original vocabularies, before GLM's tokens
+
+
+def _recognise(path: str) -> tuple[str | None, str]:
+  """(data.tokenizer kind or None, the path to load it from)."""
+  if os.path.isdir(path):
+    for pattern, kind in _FOLDER_ORDER:
+      if glob.glob(os.path.join(glob.escape(path), pattern)):
+        return kind, path
+    return None, path
+  name = os.path.basename(path)
+  for suffix, kind in _BY_NAME if os.path.isfile(path) else ():
+    if name.endswith(suffix):
+      if suffix == "merges.txt":  # load from the vocab.json beside it
+        path = os.path.join(os.path.dirname(path), name[:-len("merges.txt")] + "vocab.json")
+      return kind, path
+  return None, path
+
+
+def _found_layout(tokenizer, kind: str) -> str:
+  """The GLM layout of a sentencepiece or hf tokenizer loaded with layout ''."""
+  if kind == "sentencepiece":
+    # cog-pretrain.model: the only released GLM SentencePiece model.
+    return "chinese_sp" if tokenizer.base_vocab_size == tk.CHINESE_SP_PIECES else ""
+  for layout, size in _BASE_SIZES.items():  # the original BERT or GPT-2 vocabulary: GLM's ids
+    required = tk._FIXED_LAYOUTS[layout][1]
+    if tokenizer.base_vocab_size == size and all(
+        tokenizer._tokenizer.id_to_token(i) == name for i, name in required.items()):
+      return layout
+  return ""
+
+
+def tokenizer_fields(path: str) -> dict:
+  """The data config that loads the tokenizer files at `path` (a file or a folder), and the
+  files to copy with it: what `convert import --tokenizer=PATH` records in a workdir.
+
+  Recognised (in a folder, looked for in this order; a file by how its name ends):
+    vocab.txt, *.txt         BERT WordPiece        -> tokenizer 'wordpiece', tokenizer_vocab 'bert'
+    vocab.json + merges.txt  GPT-2 BPE (a merges.txt given: the *vocab.json beside it)
+                                                   -> 'bpe', 'gpt2'
+    *.model                  SentencePiece         -> 'sentencepiece', 'chinese_sp' when it has
+                             exactly 50000 pieces (cog-pretrain.model of the Chinese GLMs), else ''
+    tokenizer.json, *.json   Hugging Face          -> 'hf', 'bert' or 'gpt2' when it holds exactly
+                             the original BERT (30522) or GPT-2 (50257) vocabulary, else ''
+
+  Returns {"tokenizer": str, "tokenizer_vocab": str, "tokenizer_path": the main file (absolute),
+  "files": [absolute paths, the main file first (bpe: vocab.json, merges.txt)], "vocab_size":
+  the padded vocabulary size (int)}. Copy the files into one folder under their own names and
+  set data.tokenizer_path to the copy of the main file (or to the folder, when the main file has
+  its standard name). The files are loaded once here, so the returned fields are known to load.
+  Raises ValueError, one line naming the path, when nothing is recognised or the files do not
+  load (a missing merges.txt, a vocab.txt without [CLS] at id 101, a damaged file).
+  """
+  kind, main = _recognise(path)
+  if kind is None:
+    state = "does not exist" if not os.path.exists(path) else "holds no tokenizer glmjax reads"
+    raise ValueError(f"{path!r} {state}: expected a BERT vocab.txt, a GPT-2 vocab.json with its "
+                     "merges.txt, a SentencePiece .model or a tokenizer.json (or their folder)")
+  try:
+    files = [os.path.abspath(f) for f in tk.tokenizer_files(kind, main)]
+    layout = {"wordpiece": "bert", "bpe": "gpt2"}.get(kind, "")
+    fields = dict(tokenizer=kind, tokenizer_path=files[0], tokenizer_vocab=layout)
+    tokenizer = tk.load_tokenizer(types.SimpleNamespace(**fields))
+    fields["tokenizer_vocab"] = layout or _found_layout(tokenizer, kind)
+    if fields["tokenizer_vocab"] != layout:  # load again: checked and padded for that layout
+      tokenizer = tk.load_tokenizer(types.SimpleNamespace(**fields))
+  except OSError as error:  # a missing file: one contract, ValueError
+    raise ValueError(str(error)) from error
+  return dict(tokenizer=kind, tokenizer_vocab=fields["tokenizer_vocab"], tokenizer_path=files[0],
+              files=files, vocab_size=int(tokenizer.vocab_size))

@@ -1,0 +1,252 @@
+"""The tokenizer files of the released GLM checkpoints: GLM's special ids where the original code
+puts them, text round trips, detection of the format, and one-line errors."""
+import io
+import json
+import os
+
+import pytest
+import sentencepiece as spm
+import tokenizers as hf
+from tokenizers import decoders, models, pre_tokenizers
+
+from glmjax import config as config_lib
+from glmjax.data import builtin_corpus
+from glmjax.data import released_tokenizers as rt
+from glmjax.data import tokenizers as tk
+
+# BERT-uncased layout: [PAD]=0, [unused*], [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103, words.
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "it", "was", "warm", "hello", ".", "!", "[", "]",
+         "mask", "##s"]
+WORD_ID = {w: 104 + i for i, w in enumerate(WORDS)}
+# GPT-2 merges that build "hello" and "Ġworld" (Ġ is the byte-level space).
+MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), ("Ġ", "w"), ("o", "r"),
+          ("Ġw", "or"), ("l", "d"), ("Ġwor", "ld")]
+CHINESE = ["你好，世界。", "今天天气很好。", "我们在学习语言模型。", "Hello world, 你好!"] * 20
+SENTENCES = CHINESE + list(builtin_corpus.documents(0, 40))
+
+
+def data_config(kind, path, layout):
+  config = config_lib.data_defaults()
+  config.update(tokenizer=kind, tokenizer_path=str(path), tokenizer_vocab=layout)
+  return config
+
+
+def write_bert_vocab(folder, name="vocab.txt", cls="[CLS]"):
+  vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", cls, "[SEP]", "[MASK]"]
+  vocab += WORDS + [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in WORDS]
+  vocab += [f"w{i}" for i in range(30522 - len(vocab))]
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, name)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  return path
+
+
+def write_gpt2_files(folder, prefix=""):
+  """50257 entries: the 256 byte symbols at their byte values, the merged tokens, fillers, and
+  <|endoftext|>=50256; a merges.txt with the #version header of the released file."""
+  vocab = list(tk._bytes_to_unicode().values()) + ["".join(pair) for pair in MERGES]
+  vocab += [f"tok{i}" for i in range(50256 - len(vocab))] + ["<|endoftext|>"]
+  os.makedirs(folder, exist_ok=True)
+  vocab_path = os.path.join(folder, f"{prefix}vocab.json")
+  with open(vocab_path, "w", encoding="utf-8") as f:
+    json.dump({token: i for i, token in enumerate(vocab)}, f, ensure_ascii=False)
+  with open(os.path.join(folder, f"{prefix}merges.txt"), "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in MERGES))
+  return vocab, vocab_path
+
+
+def write_sentencepiece(path, **options):
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(options.pop("sentences", SENTENCES)),
+                                 model_writer=model, minloglevel=2, **options)
+  path.write_bytes(model.getvalue())
+  return path
+
+
+@pytest.fixture(scope="module")
+def small_sp(tmp_path_factory):
+  """A SentencePiece model of 200 pieces, to check the chinese_sp ids relative to N."""
+  path = tmp_path_factory.mktemp("sp") / "small.model"
+  return write_sentencepiece(path, vocab_size=200, model_type="bpe", character_coverage=1.0)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory, small_sp):
+  """Tokenizer files as they are downloaded: in their folders, or under the original GLM names."""
+  root = tmp_path_factory.mktemp("released")
+  write_bert_vocab(str(root / "bert"))
+  write_bert_vocab(str(root / "named"), name="bert-large-uncased-vocab.txt")
+  write_gpt2_files(str(root / "gpt2"))
+  write_gpt2_files(str(root / "named"), prefix="gpt2-")
+  (root / "sp").mkdir()
+  (root / "sp" / "small.model").write_bytes(small_sp.read_bytes())
+  (root / "hf").mkdir()
+  hf.Tokenizer(models.WordLevel({"a": 0, "b": 1, "<unk>": 2}, unk_token="<unk>")).save(
+      str(root / "hf" / "tokenizer.json"))
+  return root
+
+
+@pytest.fixture(scope="module")
+def bert_dir(released):
+  return released / "bert"
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(released):
+  return released / "gpt2"
+
+
+def test_a_bert_vocab_txt_gives_the_original_glm_special_ids(bert_dir):
+  tok = tk.load_tokenizer(data_config("wordpiece", bert_dir, "bert"))
+  assert tok.specials.as_dict() == dict(pad=0, eos=0, cls=101, mask=103, sop=30522, eop=30523,
+                                        gmask=30524, smask=30525)
+  assert tok.vocab_size == 30592  # 30522 + 5 GLM tokens, padded to 128 as the original
+  assert tok.decode([30522, 30523, 30524, 30525, 30526]) == (
+      "<|startofpiece|><|endofpiece|>[gMASK][sMASK][dBLOCK]")
+
+
+def test_a_bert_vocab_txt_encodes_uncased_word_pieces_and_decodes_back(bert_dir):
+  tok = tk.load_tokenizer(data_config("wordpiece", bert_dir / "vocab.txt", "bert"))
+  ids = tok.encode("The CATS sat on a mat. It was warm! Héllo")
+  words = "the cat ##s sat on a mat . it was warm ! hello".split()
+  assert ids.tolist() == [WORD_ID[w] for w in words]  # no [CLS]/[SEP] around the text
+  assert tok.decode(ids) == "the cats sat on a mat. it was warm! hello"
+  assert tok.sentence_end[WORD_ID["."]] and not tok.sentence_end[WORD_ID["cat"]]
+
+
+def test_a_gpt2_vocab_and_merges_give_the_original_glm_special_ids(gpt2_dir):
+  tok = tk.load_tokenizer(data_config("bpe", gpt2_dir, "gpt2"))
+  assert tok.specials.as_dict() == dict(pad=50256, eos=50256, sop=50257, eop=50258, cls=50259,
+                                        mask=50260, gmask=50263, smask=50264)
+  assert tok.vocab_size == 50304
+  assert tok.decode([50261, 50262, 50265]) == "[SEP][UNK][dBLOCK]"
+
+
+def test_a_gpt2_vocab_and_merges_encode_byte_level_bpe_and_decode_back(gpt2_dir):
+  vocab = json.loads((gpt2_dir / "vocab.json").read_text(encoding="utf-8"))
+  tok = tk.load_tokenizer(data_config("bpe", gpt2_dir / "vocab.json", "gpt2"))
+  assert tok.encode("hello world.").tolist() == [vocab["hello"], vocab["Ġworld"], ord(".")]
+  text = "hello world. Grüße, 世界!\n\nend"
+  assert tok.decode(tok.encode(text)) == text
+  assert tok.sentence_end[ord(".")] and not tok.sentence_end[vocab["hello"]]
+
+
+def test_the_chinese_layout_puts_the_specials_after_the_pieces_as_the_original(small_sp):
+  tok = tk.load_tokenizer(data_config("sentencepiece", small_sp, "chinese_sp"))
+  n = tok.base_vocab_size
+  assert n == 200
+  # ChineseSPTokenizer with --task-mask --fix-command-token; gMASK distinct from eop.
+  assert tok.specials.as_dict() == dict(pad=n, eos=n, cls=n + 2, mask=n + 3, sop=n + 6,
+                                        eop=n + 7, smask=n + 8, gmask=n + 9)
+  assert tok.vocab_size == 256  # n + 11 tokens ([dBLOCK]=n+10), padded to 128
+  assert tok.decode([n + 1, n + 4, n + 10]) == "[SEP][UNK][dBLOCK]"
+  text = "你好世界。今天天气很好。Hello world."  # NFKC-stable: SentencePiece normalizes
+  ids = tok.encode(text)  # the model's own ids, as the original ChineseSPTokenizer encodes
+  assert ids.tolist() == spm.SentencePieceProcessor(model_file=str(small_sp)).encode(text)
+  assert len(ids) < len(text) and tok.decode(ids) == text
+
+
+def test_the_chinese_layout_of_cog_pretrain_has_the_hugging_face_ids(tmp_path):
+  # cog-pretrain.model has 50000 pieces; a word model of 50000 words trains in a moment.
+  words = [f"w{i:05d}" for i in range(50000)]
+  path = write_sentencepiece(tmp_path / "cog-pretrain.model", model_type="word",
+                             vocab_size=50000,
+                             sentences=[" ".join(words[i:i + 100]) for i in range(0, 50000, 100)])
+  fields = rt.tokenizer_fields(str(tmp_path))
+  assert fields == dict(tokenizer="sentencepiece", tokenizer_vocab="chinese_sp",
+                        tokenizer_path=str(path), files=[str(path)], vocab_size=50048)
+  tok = tk.load_tokenizer(data_config("sentencepiece", tmp_path, "chinese_sp"))
+  assert tok.specials == tk.CHINESE_SP_SPECIALS
+  assert tok.specials.as_dict() == dict(pad=50000, eos=50000, cls=50002, mask=50003, sop=50006,
+                                        eop=50007, smask=50008, gmask=50009)
+  assert tok.decode(tok.encode("w00007 w00042")) == "w00007 w00042"
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece"])
+def test_a_literal_mask_in_text_is_not_encoded_as_a_special_id(kind, bert_dir, gpt2_dir,
+                                                              small_sp):
+  path, layout = {"wordpiece": (bert_dir, "bert"), "bpe": (gpt2_dir, "gpt2"),
+                  "sentencepiece": (small_sp, "chinese_sp")}[kind]
+  tok = tk.load_tokenizer(data_config(kind, path, layout))
+  ids = tok.encode("a [MASK] b [CLS] <|endoftext|> [gMASK] <|startofpiece|>")
+  assert not set(ids.tolist()) & set(tok.specials.as_dict().values())
+  assert len(ids) > 7  # the names were split as text, not dropped
+  if kind == "wordpiece":
+    assert ids.tolist()[1:4] == [WORD_ID["["], WORD_ID["mask"], WORD_ID["]"]]
+
+
+@pytest.mark.parametrize("given, kind, layout, main, vocab_size", [
+    ("bert", "wordpiece", "bert", "vocab.txt", 30592),
+    ("bert/vocab.txt", "wordpiece", "bert", "vocab.txt", 30592),
+    ("named/bert-large-uncased-vocab.txt", "wordpiece", "bert", "bert-large-uncased-vocab.txt",
+     30592),
+    ("gpt2", "bpe", "gpt2", "vocab.json", 50304),
+    ("gpt2/merges.txt", "bpe", "gpt2", "vocab.json", 50304),
+    ("named/gpt2-vocab.json", "bpe", "gpt2", "gpt2-vocab.json", 50304),
+    ("sp", "sentencepiece", "", "small.model", 256),  # not 50000 pieces: GLM tokens appended
+    ("hf/tokenizer.json", "hf", "", "tokenizer.json", 128),
+])
+def test_released_files_are_recognised_from_a_folder_or_a_file(released, given, kind, layout,
+                                                                main, vocab_size):
+  fields = rt.tokenizer_fields(str(released / given))
+  folder = str(released / given.split("/")[0])
+  files = [os.path.join(folder, main)]
+  if kind == "bpe":
+    files.append(os.path.join(folder, main.replace("vocab.json", "merges.txt")))
+  assert fields == dict(tokenizer=kind, tokenizer_vocab=layout, tokenizer_path=files[0],
+                        files=files, vocab_size=vocab_size)
+
+
+def test_a_tokenizer_json_of_the_original_bert_vocabulary_gets_the_bert_ids(tmp_path):
+  vocab = (tmp_path / "vocab.txt")
+  write_bert_vocab(str(tmp_path))
+  tokenizer = hf.Tokenizer(models.WordPiece.from_file(str(vocab), unk_token="[UNK]"))
+  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tokenizer.decoder = decoders.WordPiece()
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  vocab.unlink()
+  assert rt.tokenizer_fields(str(tmp_path))["tokenizer_vocab"] == "bert"
+
+
+def test_a_missing_merges_txt_is_a_one_line_error_naming_the_file(tmp_path):
+  _, vocab_path = write_gpt2_files(str(tmp_path))
+  os.remove(os.path.join(str(tmp_path), "merges.txt"))
+  with pytest.raises(FileNotFoundError, match=r"tokenizer_path=.*vocab\.json.*merges\.txt"
+                     ) as error:
+    tk.load_tokenizer(data_config("bpe", vocab_path, "gpt2"))
+  assert "\n" not in str(error.value)
+  with pytest.raises(ValueError, match=rf"{tmp_path}.*no merges\.txt beside vocab\.json") as error:
+    rt.tokenizer_fields(str(tmp_path))
+  assert "\n" not in str(error.value)
+
+
+def test_a_vocab_txt_with_another_token_at_101_is_a_one_line_error(tmp_path):
+  path = write_bert_vocab(str(tmp_path), cls="[NOTCLS]")
+  with pytest.raises(ValueError, match=rf"tokenizer_path='{path}'.*'\[CLS\]' at id 101.*"
+                                       r"'\[NOTCLS\]'") as error:
+    tk.load_tokenizer(data_config("wordpiece", path, "bert"))
+  assert "\n" not in str(error.value)
+  with pytest.raises(ValueError, match=r"'\[CLS\]' at id 101"):
+    rt.tokenizer_fields(path)
+
+
+def test_a_path_holding_no_tokenizer_is_a_one_line_error_naming_it(tmp_path):
+  (tmp_path / "README").write_text("not a tokenizer")
+  for path in (tmp_path, tmp_path / "README", tmp_path / "missing"):
+    with pytest.raises(ValueError, match=rf"'{path}' .*expected a BERT vocab\.txt") as error:
+      rt.tokenizer_fields(str(path))
+    assert "\n" not in str(error.value)
+  with pytest.raises(FileNotFoundError, match=r"folder without vocab\.txt"):
+    tk.load_tokenizer(data_config("wordpiece", tmp_path, "bert"))
+
+
+def test_the_config_accepts_the_released_kinds_and_names_a_wrong_layout():
+  assert config_lib.CHOICES["data.tokenizer"] == tk.TOKENIZERS
+  assert config_lib.CHOICES["data.tokenizer_vocab"] == tk.VOCAB_LAYOUTS
+  config = config_lib.shrink_to_local(config_lib.default_config())
+  config.data.update(tokenizer="wordpiece", tokenizer_vocab="chinese_sp")
+  config_lib.validate(config)
+  config.data.tokenizer_vocab = "chinese"
+  with pytest.raises(config_lib.ConfigError, match="data.tokenizer_vocab='chinese'"):
+    config_lib.validate(config)
