@@ -1,0 +1,261 @@
+"""Original GLM checkpoints in and out of glmjax.
+
+    python -m glmjax.convert import --from=PATH --out=WORKDIR [--tokenizer=PATH]
+    python -m glmjax.convert export --workdir=WORKDIR --out=FOLDER
+
+`import_checkpoint` reads the Hugging Face or the Megatron layout (original.py), takes the model
+config from the checkpoint, maps the tensors (mapping.py) and writes a workdir that `train`
+continues from (WORKDIR/config.py sets checkpoint.init_from), and that `generate`, `evaluate`
+and `export` read. `load_pretrained(PATH)` gives (ModelConfig, params) from any of them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+
+from glmjax import config as config_lib
+from glmjax import pretrained
+from glmjax.convert import mapping, original
+from glmjax.model import ModelConfig
+
+log = logging.getLogger(__name__)
+
+SOURCE_FILE = "source.json"      # what export needs to write the checkpoint back as it came
+HF_FILES_DIR = "hf_files"        # the source folder's code and tokenizer files, kept for export
+TOKENIZER_DIR = "tokenizer"
+ACTIVATIONS = {  # the GeLU each original code computes
+    "hf": ("gelu_exact", "the exact (erf) GeLU of the Hugging Face GLM code"),
+    "megatron": ("gelu_tanh", "the tanh GeLU of the original Megatron training code"),
+}
+CONTINUE_CONFIG = '''"""Continue pretraining from the checkpoint imported into this folder:
+
+  python -m glmjax.train --config={path} --workdir=RUN --config.data.source=...
+
+The model is the imported one; optimizer, schedule and data are glmjax's defaults (override
+them with --config.FIELD=VALUE). Training starts at step 0 with a new optimizer state.
+"""
+import os
+
+from glmjax import pretrained
+
+
+def get_config():
+  here = os.path.dirname(os.path.abspath(__file__))
+  config = pretrained.read_config(here)
+  config.checkpoint.init_from = here
+  return config
+'''
+
+
+def model_fields(checkpoint: original.Checkpoint, *, num_heads: int = 0) -> dict[str, Any]:
+  """config.model fields of the checkpoint's network: from config.json where there is one,
+  else from the tensors' shapes (and the Megatron args, when the file kept them)."""
+  tensors = checkpoint.tensors
+  if "word_embeddings.weight" not in tensors:
+    raise mapping.CheckpointMismatchError("word_embeddings.weight is missing from the checkpoint.")
+  if "transformer.position_embeddings.weight" not in tensors:
+    raise mapping.CheckpointMismatchError(
+        "transformer.position_embeddings.weight is missing: glmjax imports GLM checkpoints with "
+        "learned 2-D positions (block_position_encoding=true).")
+  vocab, hidden = tensors["word_embeddings.weight"].shape
+  rows = tensors["transformer.position_embeddings.weight"].shape[0]
+  ffn_key = "transformer.layers.0.mlp.dense_h_to_4h.weight"
+  fields = dict(vocab_size=int(vocab), hidden_size=int(hidden),
+                num_layers=mapping.count_layers(tensors), max_position=int(rows) - 1,
+                ffn_size=int(tensors[ffn_key].shape[0]) if ffn_key in tensors else 0,
+                position_encoding="learned_2d", norm="pre", mlp="gelu",
+                activation=ACTIVATIONS[checkpoint.layout][0])
+  if fields["ffn_size"] == 4 * hidden:
+    fields["ffn_size"] = 0
+  args = checkpoint.megatron_args
+  heads = num_heads or int(args.get("num_attention_heads", 0))
+  dropout = dict(hidden_dropout=args.get("hidden_dropout"),
+                 attention_dropout=args.get("attention_dropout"))
+  hf = checkpoint.hf_config
+  if hf is not None:
+    if hf.get("relative_encoding") or hf.get("block_position_encoding") is False:
+      raise mapping.CheckpointMismatchError(
+          "config.json: relative_encoding or block_position_encoding=false; glmjax imports GLM "
+          "with 2-D (block) positions only.")
+    heads = num_heads or int(hf.get("num_attention_heads", 0))
+    for key, field in (("num_layers", "num_layers"), ("hidden_size", "hidden_size"),
+                       ("vocab_size", "vocab_size")):
+      if key in hf and int(hf[key]) != fields[field]:
+        raise mapping.CheckpointMismatchError(
+            f"config.json has {key}={hf[key]}, but the tensors have {fields[field]} "
+            f"({'word_embeddings.weight' if key != 'num_layers' else 'transformer.layers.*'}).")
+    dropout = dict(hidden_dropout=hf.get("output_dropout_prob"),
+                   attention_dropout=hf.get("attention_dropout_prob"))
+  if not heads:
+    heads = hidden // mapping.HEAD_DIM
+    log.warning("The checkpoint does not record the number of heads; using %d (head dim %d, as "
+                "in every released GLM). Pass --num_heads if yours differs.", heads,
+                mapping.HEAD_DIM)
+  if hidden % heads:
+    raise mapping.CheckpointMismatchError(f"num_attention_heads={heads} does not divide "
+                                          f"hidden_size={hidden}.")
+  fields["num_heads"] = heads
+  fields.update({k: float(v) for k, v in dropout.items() if v is not None})
+  return fields
+
+
+def from_checkpoint(checkpoint: original.Checkpoint, *, num_heads: int = 0,
+                    dtype: str = "float32") -> tuple[ModelConfig, dict]:
+  """(ModelConfig, params as numpy arrays) of an original checkpoint."""
+  fields = model_fields(checkpoint, num_heads=num_heads)
+  model_config = ModelConfig(**fields, dtype=dtype, param_dtype="float32")
+  params, unused = mapping.to_params(checkpoint.tensors, model_config)
+  if unused:
+    log.warning("Not imported (not part of the GLM network): %s%s", ", ".join(unused[:6]),
+                " ..." if len(unused) > 6 else "")
+  return model_config, params
+
+
+def _is_workdir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, pretrained.CONFIG_FILE)) and os.path.isdir(
+      os.path.join(path, "checkpoints"))
+
+
+def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
+                    ) -> tuple[ModelConfig, Any]:
+  """(ModelConfig, params) from an original checkpoint (either layout) or a glmjax workdir
+  (imported or trained). Params are in the scan_layers layout that `GLM(config)` applies."""
+  if os.path.isdir(path) and _is_workdir(path):
+    loaded = pretrained.load(path)
+    return loaded.model_config, loaded.params
+  checkpoint = original.read(path, allow_pickle=allow_pickle)
+  return from_checkpoint(checkpoint, num_heads=num_heads)
+
+
+def _source_dtype(checkpoint: original.Checkpoint) -> str:
+  dtypes = {str(value.dtype) for value in checkpoint.tensors.values()}
+  return dtypes.pop() if len(dtypes) == 1 else "float32"
+
+
+def _keep_source_files(source: str, out: str) -> None:
+  """The HF folder's code, config and tokenizer files, so export can write the folder back."""
+  folder = source if os.path.isdir(source) else os.path.dirname(source)
+  keep = [name for name in sorted(os.listdir(folder))
+          if os.path.isfile(os.path.join(folder, name))
+          and not name.endswith((".bin", ".safetensors", ".pt", ".index.json"))]
+  os.makedirs(os.path.join(out, HF_FILES_DIR), exist_ok=True)
+  for name in keep:
+    shutil.copy2(os.path.join(folder, name), os.path.join(out, HF_FILES_DIR, name))
+
+
+def _store_tokenizer(path: str, out: str, data_config) -> str:
+  """Copies the tokenizer's files under WORKDIR/tokenizer/ and points config.data at them."""
+  from glmjax.data import released_tokenizers  # pylint: disable=import-outside-toplevel
+  found = released_tokenizers.tokenizer_fields(path)
+  folder = os.path.join(out, TOKENIZER_DIR)
+  os.makedirs(folder, exist_ok=True)
+  for file in found["files"]:
+    shutil.copy2(file, os.path.join(folder, os.path.basename(file)))
+  data_config.update(tokenizer=found["tokenizer"], tokenizer_vocab=found["tokenizer_vocab"],
+                     tokenizer_path=os.path.join(TOKENIZER_DIR,
+                                                 os.path.basename(found["tokenizer_path"])))
+  return f"{found['tokenizer']} tokenizer ({found['tokenizer_vocab'] or 'own'} special ids)"
+
+
+def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
+                      allow_pickle: bool = False) -> ModelConfig:
+  """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
+  if os.path.exists(os.path.join(out, "checkpoints")):
+    raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
+  log.info("Reading %s", source)
+  checkpoint = original.read(source, allow_pickle=allow_pickle)
+  model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)
+  config = config_lib.default_config()
+  config.model.update({key: getattr(model_config, key) for key in config.model
+                       if hasattr(model_config, key) and key not in ("dtype", "param_dtype",
+                                                                     "attention")})
+  config.data.seq_len = min(config.data.seq_len, model_config.max_position)
+  if model_config.vocab_size % 128:
+    log.warning("The vocabulary has %d rows, not a multiple of 128: kept as it is (the function "
+                "must not change); a padded table would run faster.", model_config.vocab_size)
+  os.makedirs(out, exist_ok=True)
+  described = "no tokenizer (give --tokenizer=PATH to store one)"
+  tokenizer = tokenizer or (source if checkpoint.layout == "hf" and os.path.isdir(source)
+                            and _has_tokenizer(source) else "")
+  if tokenizer:
+    described = _store_tokenizer(tokenizer, out, config.data)
+  pretrained.save(out, config, params, source=os.path.abspath(source))
+  if checkpoint.layout == "hf":
+    _keep_source_files(source, out)
+  with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:
+    json.dump({"path": os.path.abspath(source), "layout": checkpoint.layout,
+               "file_format": checkpoint.file_format, "prefixed": checkpoint.prefixed,
+               "dtype": _source_dtype(checkpoint), "hf_config": checkpoint.hf_config}, handle,
+              indent=2)
+  with open(os.path.join(out, "config.py"), "w", encoding="utf-8") as handle:
+    handle.write(CONTINUE_CONFIG.format(path=os.path.join(out, "config.py")))
+  activation = ACTIVATIONS[checkpoint.layout]
+  log.info("Imported %s layout (%s%s): %d layers, hidden %d, %d heads, vocabulary %d, %d "
+           "position rows, %s parameters; %s", checkpoint.layout, checkpoint.file_format,
+           ", keys under glm." if checkpoint.prefixed else "", model_config.num_layers,
+           model_config.hidden_size, model_config.num_heads, model_config.vocab_size,
+           model_config.max_position + 1, f"{sum(np.size(x) for x in jax.tree.leaves(params)):,}",
+           described)
+  log.info("Activation: model.activation=%s, %s.", activation[0], activation[1])
+  log.info("Wrote %s. Continue pretraining: python -m glmjax.train --config=%s --workdir=RUN "
+           "--config.data.source=...", out, os.path.join(out, "config.py"))
+  return model_config
+
+
+def _has_tokenizer(folder: str) -> bool:
+  names = set(os.listdir(folder))
+  return bool(names & {"vocab.txt", "vocab.json", "tokenizer.json"}) or any(
+      name.endswith(".model") for name in names)
+
+
+def _hf_config(model_config: ModelConfig, source: dict | None) -> dict:
+  """config.json for the HF GLM code: the imported one with the shapes updated, or a new one."""
+  hf = dict(source or {"architectures": ["GLMModel"], "model_type": "glm",
+                       "block_position_encoding": True, "relative_encoding": False,
+                       "attention_scale": 1.0, "initializer_range": 0.02,
+                       "output_predict": True, "torch_dtype": "float32"})
+  hf.update(num_layers=model_config.num_layers, hidden_size=model_config.hidden_size,
+            num_attention_heads=model_config.num_heads, vocab_size=model_config.vocab_size,
+            max_sequence_length=model_config.max_position,
+            embedding_dropout_prob=model_config.hidden_dropout,
+            output_dropout_prob=model_config.hidden_dropout,
+            attention_dropout_prob=model_config.attention_dropout)
+  return hf
+
+
+def export_workdir(workdir: str, out: str) -> list[str]:
+  """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
+  loaded = pretrained.load(workdir)
+  model_config = loaded.model_config
+  unsupported = {field: getattr(model_config, field) for field, wanted in
+                 (("position_encoding", "learned_2d"), ("norm", "pre"), ("mlp", "gelu"))
+                 if getattr(model_config, field) != wanted}
+  if unsupported or model_config.ffn not in (4 * model_config.hidden_size,):
+    raise ValueError(f"--workdir={workdir}: the Hugging Face GLM code has learned 2-D "
+                     "positions, pre-LayerNorm and a 4H GeLU MLP; this model has "
+                     f"{unsupported or {'ffn_size': model_config.ffn_size}}.")
+  source_path = os.path.join(workdir, SOURCE_FILE)
+  source = {}
+  if os.path.isfile(source_path):
+    with open(source_path, encoding="utf-8") as handle:
+      source = json.load(handle)
+  if model_config.activation != "gelu_exact":
+    log.warning("This model computes model.activation=%s; the Hugging Face GLM code computes the "
+                "exact GeLU, so its logits will differ slightly (about 5e-3).",
+                model_config.activation)
+  params = jax.device_get(loaded.params)
+  tensors = mapping.from_params(params, model_config, dtype=np.dtype(source.get("dtype",
+                                                                                "float32")))
+  kept = os.path.join(workdir, HF_FILES_DIR)
+  if os.path.isdir(kept):
+    shutil.copytree(kept, out, dirs_exist_ok=True)
+  written = original.write_hf(out, tensors, _hf_config(model_config, source.get("hf_config")),
+                              prefixed=bool(source.get("prefixed")))
+  log.info("Wrote %s (step %d of %s)", ", ".join(written), loaded.step, workdir)
+  return written

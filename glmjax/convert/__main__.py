@@ -1,0 +1,49 @@
+"""python -m glmjax.convert import|export: see glmjax/convert/__init__.py and the README."""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from glmjax import convert, logs
+from glmjax.convert import mapping
+
+_FROM = flags.DEFINE_string("from", "", "import: an original GLM checkpoint (a Hugging Face "
+                            "folder or a Megatron folder / mp_rank_00_model_states.pt).")
+_OUT = flags.DEFINE_string("out", "", "import: the glmjax workdir to write; export: the folder "
+                           "for the Hugging Face files.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "import: the tokenizer's file or folder "
+                                 "(vocab.txt, vocab.json + merges.txt, a .model, tokenizer.json)"
+                                 "; default: the one in --from, if any.")
+_WORKDIR = flags.DEFINE_string("workdir", "", "export: the glmjax workdir to export.")
+_NUM_HEADS = flags.DEFINE_integer("num_heads", 0, "import: attention heads, for a Megatron file "
+                                  "that does not record them (default: hidden_size / 64).")
+_TRUST_PICKLE = flags.DEFINE_boolean("trust_pickle", False, "import: read .pt/.bin files with "
+                                     "pickle (runs code stored in the file; only for your own).")
+COMMANDS = ("import", "export")
+# Expected failures: one line, exit status 1. Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError,
+                mapping.CheckpointMismatchError)
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f"usage: python -m glmjax.convert {{{'|'.join(COMMANDS)}}} --FLAGS")
+  logs.setup_console(0)
+  try:
+    if argv[1] == "import":
+      if not _FROM.value or not _OUT.value:
+        raise app.UsageError("import needs --from=CHECKPOINT and --out=WORKDIR.")
+      convert.import_checkpoint(_FROM.value, _OUT.value, tokenizer=_TOKENIZER.value,
+                                num_heads=_NUM_HEADS.value, allow_pickle=_TRUST_PICKLE.value)
+    else:
+      if not _WORKDIR.value or not _OUT.value:
+        raise app.UsageError("export needs --workdir=WORKDIR and --out=FOLDER.")
+      convert.export_workdir(_WORKDIR.value, _OUT.value)
+  except _USER_ERRORS as error:
+    logs.report_failure(error, None, expected=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,210 @@
+"""Reading and writing the original GLM checkpoint layouts, as flat {original key: numpy array}.
+
+Hugging Face layout (THUDM's hub folders): config.json and model.safetensors or
+pytorch_model.bin, or shards listed by model.safetensors.index.json / pytorch_model.bin.index.json.
+Keys are `word_embeddings.weight`, `transformer.layers.0.attention.query_key_value.weight`, ...,
+or the same under `glm.` (a `GLMForConditionalGeneration.state_dict()`); both are read.
+
+Megatron layout (the original training code): mp_rank_00_model_states.pt, a dict whose
+'module' holds the same keys unprefixed. A model-parallel checkpoint has one file per rank
+(mp_rank_00, mp_rank_01, ...); `merge_model_parallel` joins them the way the original code
+split them. A folder with latest_checkpointed_iteration.txt is read at that iteration.
+
+torch is needed only for .bin and .pt files and is imported only then.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from glmjax.convert import safetensors_io
+
+HF_CONFIG = "config.json"
+SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
+TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+MEGATRON_PATTERN = "mp_rank_*_model_states.pt"
+PREFIX = "glm."
+TORCH_MISSING = ("reading {path} needs PyTorch, which is not installed: pip install "
+                 "torch --index-url https://download.pytorch.org/whl/cpu (a CPU build is enough), "
+                 "or convert the file to safetensors")
+
+
+@dataclasses.dataclass
+class Checkpoint:
+  """An original checkpoint in memory: unprefixed keys, arrays in their stored dtype."""
+  tensors: dict[str, np.ndarray]
+  layout: str                    # "hf" or "megatron"
+  hf_config: dict | None         # the HF config.json, when the checkpoint has one
+  megatron_args: dict            # what the Megatron file records of its training args
+  prefixed: bool                 # the keys were under "glm."
+  file_format: str               # "safetensors", "bin" or "pt"
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return torch
+
+
+def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
+  torch = _torch()
+  if torch is None:
+    raise ModuleNotFoundError(TORCH_MISSING.format(path=path))
+  try:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+      return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+  except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    hint = ("" if allow_pickle else "; if the file is yours and holds more than tensors, "
+            "--trust_pickle reads it with pickle (that runs code stored in the file)")
+    raise ValueError(f"{path} cannot be read by torch.load ({type(error).__name__}: {first})"
+                     f"{hint}.") from error
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+  if isinstance(value, np.ndarray):
+    return value
+  torch = _torch()
+  if value.dtype == torch.bfloat16:  # numpy has no bfloat16: go through its bits
+    import ml_dtypes  # pylint: disable=import-outside-toplevel
+    return value.detach().contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return value.detach().contiguous().numpy()
+
+
+def _weights_files(folder: str) -> tuple[list[str], str]:
+  for index_name, fmt in ((SAFETENSORS_INDEX, "safetensors"), (TORCH_BIN_INDEX, "bin")):
+    index_path = os.path.join(folder, index_name)
+    if os.path.isfile(index_path):
+      with open(index_path, encoding="utf-8") as handle:
+        weight_map = json.load(handle).get("weight_map", {})
+      files = sorted(set(weight_map.values()))
+      missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+      if not files or missing:
+        raise FileNotFoundError(f"{index_path} lists {missing or 'no files'} that are not in "
+                                f"{folder}; download every shard.")
+      return [os.path.join(folder, f) for f in files], fmt
+  for name, fmt in ((SAFETENSORS, "safetensors"), (TORCH_BIN, "bin")):
+    if os.path.isfile(os.path.join(folder, name)):
+      return [os.path.join(folder, name)], fmt
+  raise FileNotFoundError(f"{folder} has {HF_CONFIG} but no weights: expected {SAFETENSORS}, "
+                          f"{TORCH_BIN} or a sharded index ({SAFETENSORS_INDEX}).")
+
+
+def _strip_prefix(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+  prefixed = any(key.startswith(PREFIX) for key in tensors)
+  if not prefixed:
+    return tensors, False
+  return {key[len(PREFIX):]: value for key, value in tensors.items()
+          if key.startswith(PREFIX)}, True
+
+
+def read_hf(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
+  with open(os.path.join(folder, HF_CONFIG), encoding="utf-8") as handle:
+    hf_config = json.load(handle)
+  files, fmt = _weights_files(folder)
+  tensors: dict[str, np.ndarray] = {}
+  for path in files:
+    if fmt == "safetensors":
+      part, _ = safetensors_io.read(path)
+    else:
+      part = {key: _to_numpy(value)
+              for key, value in _load_torch_file(path, allow_pickle=allow_pickle).items()}
+    tensors.update(part)
+  tensors, prefixed = _strip_prefix(tensors)
+  return Checkpoint(tensors, "hf", hf_config, {}, prefixed, fmt)
+
+
+def _megatron_files(folder: str) -> list[str]:
+  latest = os.path.join(folder, "latest_checkpointed_iteration.txt")
+  if os.path.isfile(latest):
+    with open(latest, encoding="utf-8") as handle:
+      folder = os.path.join(folder, handle.read().strip())
+  files = sorted(glob.glob(os.path.join(folder, MEGATRON_PATTERN)))
+  ranks = [int(re.search(r"mp_rank_(\d+)_", os.path.basename(f)).group(1)) for f in files]
+  if ranks != list(range(len(files))):
+    raise FileNotFoundError(f"{folder}: model-parallel parts {ranks} are not 0..{len(files) - 1};"
+                            " copy every mp_rank_XX_model_states.pt of the checkpoint.")
+  return files
+
+
+def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
+  parts, args = [], {}
+  for path in _megatron_files(folder):
+    saved = _load_torch_file(path, allow_pickle=allow_pickle)
+    if "module" not in saved:
+      raise ValueError(f"{path} has no 'module' entry (keys: {sorted(saved)[:6]}); it is not a "
+                       "GLM model-states file.")
+    module, _ = _strip_prefix({k: _to_numpy(v) for k, v in saved["module"].items()})
+    parts.append(module)
+    if not args and saved.get("args") is not None:
+      args = {k: v for k, v in vars(saved["args"]).items()
+              if isinstance(v, (int, float, str, bool))}
+  tensors = merge_model_parallel(parts) if len(parts) > 1 else parts[0]
+  return Checkpoint(tensors, "megatron", None, args, False, "pt")
+
+
+def read(path: str, *, allow_pickle: bool = False) -> Checkpoint:
+  """An original checkpoint from a folder (HF or Megatron) or a single .pt/.bin/.safetensors."""
+  if os.path.isdir(path):
+    if os.path.isfile(os.path.join(path, HF_CONFIG)):
+      return read_hf(path, allow_pickle=allow_pickle)
+    if _megatron_files(path):
+      return read_megatron(path, allow_pickle=allow_pickle)
+    raise FileNotFoundError(f"--from={path}: neither a Hugging Face GLM folder ({HF_CONFIG} and "
+                            f"weights) nor a Megatron one ({MEGATRON_PATTERN}).")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--from={path}: no such file or folder.")
+  if re.search(r"mp_rank_\d+_model_states\.pt$", path):
+    return read_megatron(os.path.dirname(path) or ".", allow_pickle=allow_pickle)
+  folder = os.path.dirname(path) or "."
+  if os.path.isfile(os.path.join(folder, HF_CONFIG)):
+    return read_hf(folder, allow_pickle=allow_pickle)
+  raise FileNotFoundError(f"--from={path}: a weights file needs its {HF_CONFIG} beside it; "
+                          "give the folder of the checkpoint.")
+
+
+# Model-parallel splits of the original code (mpu/layers.py): which axis of each parameter
+# is split over ranks. The fused QKV is split with stride 3: each rank holds [Q_r | K_r | V_r].
+_SPLIT_ROWS = re.compile(r"(^word_embeddings\.weight|mlp\.dense_h_to_4h\.(weight|bias))$")
+_SPLIT_COLUMNS = re.compile(r"(attention\.dense|mlp\.dense_4h_to_h)\.weight$")
+_SPLIT_QKV = re.compile(r"attention\.query_key_value\.(weight|bias)$")
+
+
+def merge_model_parallel(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """The full model from the state dicts of ranks 0..n-1 of a model-parallel checkpoint."""
+  merged = {}
+  for key in parts[0]:
+    pieces = [part[key] for part in parts]
+    if _SPLIT_QKV.search(key):
+      thirds = [np.split(piece, 3, axis=0) for piece in pieces]
+      merged[key] = np.concatenate([third[i] for i in range(3) for third in thirds], axis=0)
+    elif _SPLIT_ROWS.search(key):
+      merged[key] = np.concatenate(pieces, axis=0)
+    elif _SPLIT_COLUMNS.search(key):
+      merged[key] = np.concatenate(pieces, axis=1)
+    else:  # replicated: position tables, LayerNorms, row-parallel biases
+      merged[key] = pieces[0]
+  return merged
+
+
+def write_hf(folder: str, tensors: dict[str, np.ndarray], hf_config: dict, *,
+             prefixed: bool = False) -> list[str]:
+  """config.json and model.safetensors (no torch needed); returns the written paths."""
+  os.makedirs(folder, exist_ok=True)
+  config_path = os.path.join(folder, HF_CONFIG)
+  with open(config_path, "w", encoding="utf-8") as handle:
+    json.dump(hf_config, handle, indent=2, sort_keys=True)
+    handle.write("\n")
+  weights_path = os.path.join(folder, SAFETENSORS)
+  named = {(PREFIX + key if prefixed else key): value for key, value in tensors.items()}
+  safetensors_io.write(weights_path, named, {"format": "pt"})
+  return [config_path, weights_path]

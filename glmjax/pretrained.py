@@ -1,0 +1,152 @@
+"""A workdir read back for use: its config, the model, the newest parameters and the tokenizer.
+
+A workdir is a training run's (config.json and checkpoints/) or one that
+`python -m glmjax.convert import` wrote (the same files; a parameters-only checkpoint at step
+0 and the tokenizer's files under tokenizer/). `generate`, `evaluate`, `convert export` and
+`convert.load_pretrained` read both kinds through `load`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from etils import epath
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from glmjax import checkpoint as checkpoint_lib
+from glmjax import config as config_lib
+from glmjax import parallel
+from glmjax import step as step_lib
+from glmjax.data import tokenizers
+from glmjax.model import GLM, ModelConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  workdir: str
+  config: ml_collections.ConfigDict  # the run's config; fields it predates read as defaults
+  model_config: ModelConfig          # attention resolved for this host
+  params: Any                        # sharded over `mesh` by the config's logical rules
+  step: int                          # the checkpoint's step
+  mesh: Mesh
+  rules: tuple
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json over the defaults; unknown saved fields are ignored with a warning."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"--workdir={workdir}: no {CONFIG_FILE} there; give the workdir of "
+                            "a training run or of `python -m glmjax.convert import`.")
+  try:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+  except ValueError as error:
+    raise ValueError(f"{path} is not valid JSON ({error}); restore it from the checkpoint's "
+                     "metadata or re-run the import.") from error
+  config = config_lib.default_config()
+  ignored = []
+  for section, values in saved.items():
+    if section not in config:
+      ignored.append(section)
+    elif isinstance(values, dict):
+      for field, value in values.items():
+        if field in config[section]:
+          config[section][field] = tuple(map(tuple, value)) if field == "rules" else value
+        else:
+          ignored.append(f"{section}.{field}")
+    else:
+      config[section] = values
+  if ignored:
+    log.warning("%s: fields this version does not know are ignored: %s", path,
+                ", ".join(ignored[:8]))
+  return config
+
+
+def local_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  """The run's mesh if it fits this host's devices, else FSDP over all of them."""
+  try:
+    return parallel.make_mesh(config.mesh)
+  except ValueError:
+    fallback = ml_collections.ConfigDict(config.mesh.to_dict())
+    fallback.update(data=1, fsdp=-1, tensor=1)
+    log.info("The run's mesh (data=%s, fsdp=%s, tensor=%s) does not fit %d devices; using "
+             "fsdp over all of them.", config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
+             jax.device_count())
+    return parallel.make_mesh(fallback)
+
+
+def abstract_params(model_config: ModelConfig, mesh: Mesh, rules) -> Any:
+  """ShapeDtypeStructs of the parameters with their target shardings (no array is built)."""
+  model = GLM(model_config)
+  init = lambda rng: model.init(rng, *step_lib.dummy_inputs(1, 8))["params"]  # noqa: E731
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  boxed = jax.eval_shape(init, key)
+  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(init(rng)), key)
+  shardings = parallel.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
+def load(workdir: str, *, mesh: Mesh | None = None) -> Pretrained:
+  """The newest parameters of `workdir`, sharded over `mesh` (default: `local_mesh`)."""
+  config = read_config(workdir)
+  config.model.attention = "auto"  # the run's pick may be another platform's kernel
+  config.checkpoint.init_from = ""
+  mesh = mesh or local_mesh(config)
+  rules = parallel.logical_rules(config.mesh)
+  checkpoints = epath.Path(workdir) / "checkpoints"
+  if not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    raise FileNotFoundError(f"--workdir={workdir} has a {CONFIG_FILE} but no checkpoint yet; "
+                            "give a workdir whose run has saved one (checkpoint.every).")
+  with parallel.activate(mesh, rules):
+    model_config = ModelConfig.from_any(step_lib.resolved_model_config(config))
+    abstract = abstract_params(model_config, mesh, rules)
+    params, step = checkpoint_lib.restore_params(
+        workdir, abstract, checkpoint_lib.parameter_layout(abstract))
+  log.info("Loaded the parameters of step %d from %s", step, workdir)
+  return Pretrained(workdir=workdir, config=config, model_config=model_config, params=params,
+                    step=step, mesh=mesh, rules=rules)
+
+
+def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """config.data with a relative tokenizer_path read inside `workdir` when the file is there
+  (an imported workdir keeps its tokenizer under tokenizer/, so the folder can move)."""
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  path = data.tokenizer_path
+  if path and not os.path.isabs(path) and "://" not in workdir:
+    inside = os.path.join(workdir, path)
+    if os.path.exists(inside):
+      data.tokenizer_path = inside
+  return data
+
+
+def load_tokenizer(pretrained: Pretrained):
+  return tokenizers.load_tokenizer(tokenizer_config(pretrained.config, pretrained.workdir))
+
+
+def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
+         source: str = "") -> None:
+  """Writes a workdir that `load` and `checkpoint.init_from` read: config.json and the
+  parameters alone as the checkpoint of step 0 (checksummed like every checkpoint)."""
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  (epath.Path(workdir) / CONFIG_FILE).write_text(text, encoding="utf-8")
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), every=0,
+                                             keep=1, async_save=False)
+  try:
+    metadata = {"config": json.loads(text), "source": source,
+                "param_layout": checkpoint_lib.parameter_layout(params)}
+    checkpointer.save(0, {"params": params}, metadata, force=True)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()

@@ -1,0 +1,225 @@
+"""Original GLM checkpoints in every layout import to the original's logits and export back exactly.
+
+The original model is tests/original_glm.py: an independently written PyTorch forward with its
+own checkpoint writers (Hugging Face and Megatron, model-parallel parts included).
+"""
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import original_glm as og
+from glmjax import checkpoint as checkpoint_lib
+from glmjax import convert, pretrained
+from glmjax.convert import mapping, original, safetensors_io
+from glmjax.model import GLM
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V, H, L, HEADS, MSL = 200, 32, 2, 4, 16  # V not a multiple of 128: kept as it is
+TOKENS = np.array([[3, 17, 1, 99, 150, 42, 7, 8, 9, 10, 11, 12],
+                   [5, 6, 7, 199, 0, 1, 2, 3, 4, 5, 6, 7]], np.int32)
+POSITIONS = np.array([list(range(7)) + [3] * 5, list(range(9)) + [2] * 3], np.int32)
+BLOCKS = np.array([[0] * 7 + [1, 2, 3, 4, 5], [0] * 9 + [1, 2, 3]], np.int32)
+SEP = np.array([7, 9], np.int32)
+
+
+@pytest.fixture(scope="module")
+def weights():
+  return og.random_state_dict(V, H, L, HEADS, MSL, seed=0)
+
+
+def _original_logits(state_dict, activation):
+  with torch.no_grad():
+    return og.forward(state_dict, torch.tensor(TOKENS, dtype=torch.long),
+                      torch.tensor(POSITIONS, dtype=torch.long),
+                      torch.tensor(BLOCKS, dtype=torch.long), torch.tensor(SEP),
+                      num_heads=HEADS, activation=activation).numpy()
+
+
+def _our_logits(model_config, params):
+  return np.asarray(GLM(model_config).apply({"params": params}, jnp.asarray(TOKENS),
+                                            jnp.asarray(POSITIONS), jnp.asarray(BLOCKS),
+                                            jnp.asarray(SEP)))
+
+
+def _write(layout, directory, weights):
+  if layout.startswith("megatron"):
+    parts = 2 if layout == "megatron-2-parts" else 1
+    og.save_megatron(str(directory), weights, parts=parts,
+                     iteration=5000 if layout == "megatron-release" else None)
+    return "tanh"
+  fmt, prefix, shards = {"hf-safetensors": ("safetensors", False, 1),
+                         "hf-bin-prefixed": ("bin", True, 1),
+                         "hf-safetensors-3-shards-prefixed": ("safetensors", True, 3),
+                         "hf-bin-2-shards": ("bin", False, 2)}[layout]
+  og.save_hf(str(directory), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=prefix, fmt=fmt,
+             shards=shards)
+  return "erf"
+
+
+@pytest.mark.parametrize("layout", ["hf-safetensors", "hf-bin-prefixed",
+                                    "hf-safetensors-3-shards-prefixed", "hf-bin-2-shards",
+                                    "megatron-2-parts", "megatron-release"])
+def test_each_original_layout_gives_the_original_logits(layout, weights, tmp_path):
+  activation = _write(layout, tmp_path, weights)
+  model_config, params = convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+  assert model_config.activation == {"erf": "gelu_exact", "tanh": "gelu_tanh"}[activation]
+  assert (model_config.vocab_size, model_config.max_position) == (V, MSL)
+  expected = _original_logits(weights, activation)
+  np.testing.assert_allclose(_our_logits(model_config, params), expected, atol=1e-4, rtol=0)
+  # The other GeLU is measurably different: the activation choice is what makes them agree.
+  other = _original_logits(weights, "tanh" if activation == "erf" else "erf")
+  assert np.abs(other - expected).max() > 1e-3
+
+
+def test_import_writes_a_workdir_that_loads_and_exports_bit_exactly(weights, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  half = {key: value.half() for key, value in weights.items()}  # the released 10B files are fp16
+  og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
+             fmt="bin")
+  (tmp_path / "hf" / "modeling_glm.py").write_text("# the hub's code, kept for export\n")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  assert "model.activation=gelu_exact" in caplog.text
+  assert "not a multiple of 128" in caplog.text
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["model"]["activation"] == "gelu_exact"
+  assert (saved["model"]["vocab_size"], saved["model"]["num_layers"]) == (V, L)
+
+  model_config, params = convert.load_pretrained(str(tmp_path / "run"))
+  np.testing.assert_allclose(_our_logits(model_config.__class__(**{
+      **model_config.__dict__, "dtype": "float32"}), params),
+      _original_logits({k: v.float() for k, v in half.items()}, "erf"), atol=1e-4, rtol=0)
+
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  assert sorted(exported) == sorted("glm." + key for key in half)
+  for key, value in half.items():
+    assert exported["glm." + key].dtype == np.float16, key
+    np.testing.assert_array_equal(exported["glm." + key], value.numpy(), err_msg=key)
+  config = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert {k: config[k] for k in ("num_layers", "hidden_size", "num_attention_heads",
+                                 "vocab_size", "max_sequence_length")} == dict(
+      num_layers=L, hidden_size=H, num_attention_heads=HEADS, vocab_size=V,
+      max_sequence_length=MSL)
+  assert (tmp_path / "out" / "modeling_glm.py").exists()
+  # ... and the exported folder imports again to the same parameters.
+  again_config, again = convert.load_pretrained(str(tmp_path / "out"))
+  jax.tree.map(np.testing.assert_array_equal, again, jax.device_get(params))
+
+
+def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  spec = importlib.util.spec_from_file_location("imported_config", tmp_path / "run" / "config.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert config.checkpoint.init_from == str(tmp_path / "run")
+  assert (config.model.hidden_size, config.model.max_position) == (H, MSL)
+  assert config.data.seq_len <= MSL
+  # What train does with checkpoint.init_from: read the parameters into the model's layout.
+  loaded = pretrained.load(str(tmp_path / "run"))
+  params, step = checkpoint_lib.restore_params(
+      config.checkpoint.init_from, pretrained.abstract_params(
+          loaded.model_config, loaded.mesh, loaded.rules),
+      checkpoint_lib.parameter_layout(loaded.params))
+  assert step == 0
+  np.testing.assert_array_equal(np.asarray(params["word_embeddings"]),
+                                weights["word_embeddings.weight"].numpy())
+
+
+def _damaged(weights, tmp_path, change):
+  state = dict(weights)
+  config = og.hf_config(V, H, L, HEADS, MSL)
+  change(state, config)
+  og.save_hf(str(tmp_path), state, config, prefix=False, fmt="safetensors")
+  with pytest.raises(mapping.CheckpointMismatchError) as raised:
+    convert.load_pretrained(str(tmp_path))
+  return str(raised.value)
+
+
+def test_a_missing_key_is_named(weights, tmp_path):
+  message = _damaged(weights, tmp_path, lambda state, _: state.pop(
+      "transformer.layers.1.mlp.dense_4h_to_h.bias"))
+  assert message == "transformer.layers.1.mlp.dense_4h_to_h.bias is missing from the checkpoint."
+
+
+def test_a_wrong_shape_is_named(weights, tmp_path):
+  def change(state, _):
+    state["transformer.layers.0.attention.dense.weight"] = torch.zeros(H, H + 1)
+  message = _damaged(weights, tmp_path, change)
+  assert message.startswith("transformer.layers.0.attention.dense.weight has shape (32, 33)")
+
+
+def test_a_config_that_does_not_match_the_tensors_is_named(weights, tmp_path):
+  message = _damaged(weights, tmp_path, lambda _, config: config.update(vocab_size=256))
+  assert "vocab_size=256" in message and "word_embeddings.weight" in message
+
+
+def test_bin_files_ask_for_torch_when_it_is_missing(weights, tmp_path, monkeypatch):
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False, fmt="bin")
+  monkeypatch.setattr(original, "_torch", lambda: None)
+  with pytest.raises(ModuleNotFoundError, match="needs PyTorch, which is not installed"):
+    convert.load_pretrained(str(tmp_path))
+
+
+def test_safetensors_files_are_read_without_torch(weights, tmp_path, monkeypatch):
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  monkeypatch.setattr(original, "_torch", lambda: None)
+  _, params = convert.load_pretrained(str(tmp_path))
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
+def test_glmjax_imports_without_torch():
+  code = ("import sys; sys.modules['torch'] = None; import glmjax.convert, glmjax.generate, "
+          "glmjax.train; print('ok')")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, check=False, timeout=300)
+  assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_convert_command_imports_and_exports_and_errors_in_one_line(weights, tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  run = lambda *args: subprocess.run(  # noqa: E731
+      [sys.executable, "-m", "glmjax.convert", *args], cwd=REPO, env=env, capture_output=True,
+      text=True, check=False, timeout=300)
+  imported = run("import", f"--from={tmp_path / 'hf'}", f"--out={tmp_path / 'run'}")
+  assert imported.returncode == 0, imported.stderr[-2000:]
+  assert "gelu_exact" in imported.stderr and "config.py" in imported.stderr
+  exported = run("export", f"--workdir={tmp_path / 'run'}", f"--out={tmp_path / 'out'}")
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  written, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  np.testing.assert_array_equal(written["word_embeddings.weight"],
+                                weights["word_embeddings.weight"].numpy())
+  again = run("import", f"--from={tmp_path / 'hf'}", f"--out={tmp_path / 'run'}")
+  assert again.returncode == 1
+  lines = [line for line in again.stderr.splitlines() if line.strip()]
+  assert "already holds checkpoints" in lines[-1] and "Traceback" not in again.stderr
+
+
+def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weights, tmp_path):
+  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "bert"))
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
+                            tokenizer=str(tmp_path / "bert"))
+  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
+  os.rename(tmp_path / "run", tmp_path / "moved")
+  loaded = pretrained.load(str(tmp_path / "moved"))
+  tokenizer = pretrained.load_tokenizer(loaded)
+  assert (tokenizer.specials.cls, tokenizer.specials.mask, tokenizer.specials.sop,
+          tokenizer.specials.eop) == (101, 103, 30522, 30523)
+  assert loaded.config.data.tokenizer == "wordpiece"
