@@ -65,6 +65,24 @@ class AttentionMask:
   splash_infos: Any = None      # per-example splash MaskInfo (fwd, dq, dkv), splash only
 
 
+@flax.struct.dataclass
+class CacheMask:
+  """Decoding with a key/value cache (GLM(..., decode=True)): this call's tokens are written
+  at cache slot `slot`, and every query sees exactly the slots marked in `key_visible`. Part A
+  is written at once with its own slots visible (bidirectional); each generated token then marks
+  its slot before its call (causal in Part B); padding slots stay hidden."""
+  key_visible: jax.Array        # [B, S] bool over the cache's S slots
+  slot: jax.Array               # int32 scalar
+
+
+def cached_attention(q, k, v, key_visible: jax.Array, scale: float) -> jax.Array:
+  """q [B, T, N, D] over cached k, v [B, S, N, D] where key_visible [B, S]; float32 softmax."""
+  logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+  logits = jnp.where(key_visible[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
+
+
 def prepare_mask(sep: jax.Array, seq_len: int, implementation: str) -> AttentionMask:
   sep = sep.astype(jnp.int32)
   infos = None

@@ -81,9 +81,12 @@ def _output_std(cfg: ModelConfig) -> float:
 
 
 class SelfAttention(nn.Module):
+  """decode=True: `mask` is a CacheMask; keys and values go to the 'cache' collection at
+  `mask.slot` and the queries attend over every visible cache slot."""
   config: ModelConfig
   implementation: str
   deterministic: bool
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x, mask: attention_lib.AttentionMask, position_ids, block_position_ids):
@@ -102,11 +105,15 @@ class SelfAttention(nn.Module):
                                              block_position_ids, cfg.rope_theta)
     q, k, v = (nn.with_logical_constraint(t, HEAD_AXES) for t in (q, k, v))
     use_dropout = not self.deterministic and cfg.attention_dropout > 0.0
-    context = attention_lib.glm_attention(
-        q, k, v, mask=mask, implementation=self.implementation, scale=head_dim ** -0.5,
-        platform=cfg.target_platform or None,
-        dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
-        dropout_rng=self.make_rng("dropout") if use_dropout else None)
+    if self.decode:
+      k, v = self._cached(k, v, mask)
+      context = attention_lib.cached_attention(q, k, v, mask.key_visible, head_dim ** -0.5)
+    else:
+      context = attention_lib.glm_attention(
+          q, k, v, mask=mask, implementation=self.implementation, scale=head_dim ** -0.5,
+          platform=cfg.target_platform or None,
+          dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
+          dropout_rng=self.make_rng("dropout") if use_dropout else None)
     context = checkpoint_name(nn.with_logical_constraint(context, HEAD_AXES), "context")
     out_kernel = _param(self, "out_kernel", _normal(_output_std(cfg)), ("heads", "kv", "embed"),
                         (heads, head_dim, hidden), cfg.weights_dtype)
@@ -114,6 +121,18 @@ class SelfAttention(nn.Module):
                       cfg.weights_dtype)
     out = jnp.einsum("btnd,ndh->bth", context, out_kernel.astype(dtype)) + out_bias.astype(dtype)
     return checkpoint_name(out, "out_proj")
+
+  def _cached(self, k, v, mask):
+    """Writes this call's keys and values at mask.slot; returns the whole cache [B, S, N, D]."""
+    shape = (k.shape[0], mask.key_visible.shape[1], *k.shape[2:])
+    keys = self.variable("cache", "keys", jnp.zeros, shape, k.dtype)
+    values = self.variable("cache", "values", jnp.zeros, shape, v.dtype)
+    start = (0, mask.slot, 0, 0)
+    keys.value = nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice(keys.value, k, start), HEAD_AXES)
+    values.value = nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice(values.value, v, start), HEAD_AXES)
+    return keys.value, values.value
 
 
 class Mlp(nn.Module):
@@ -153,6 +172,7 @@ class Block(nn.Module):
   config: ModelConfig
   implementation: str
   deterministic: bool
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x, mask, position_ids, block_position_ids):
@@ -161,9 +181,9 @@ class Block(nn.Module):
     drop_attention = nn.Dropout(cfg.hidden_dropout, deterministic=self.deterministic)
     drop_mlp = nn.Dropout(cfg.hidden_dropout, deterministic=self.deterministic)
     normed = LayerNorm(cfg, name="input_layernorm")(x)
-    attended = drop_attention(SelfAttention(cfg, self.implementation, self.deterministic,
-                                            name="attention")(normed, mask, position_ids,
-                                                              block_position_ids))
+    attention = SelfAttention(cfg, self.implementation, self.deterministic, self.decode,
+                              name="attention")
+    attended = drop_attention(attention(normed, mask, position_ids, block_position_ids))
     residual = normed * cfg.deepnorm_alpha if cfg.norm == "deepnorm" else x
     x = residual + attended
     normed = LayerNorm(cfg, name="post_attention_layernorm")(x)
@@ -212,8 +232,13 @@ class GLM(nn.Module):
   a frozen ModelConfig). `return_hidden=True` returns the final-LayerNorm hidden states [B, T, H]
   in the compute dtype instead (pair with `tied_logits` or a fused loss). Dropout needs
   rngs={'dropout': key} when deterministic=False.
+
+  decode=True (generation): the fourth argument is an `attention.CacheMask` instead of `sep`;
+  each call writes its tokens' keys and values into the 'cache' collection at `mask.slot`
+  (apply with mutable=['cache']; the first call creates the cache, sized by the mask).
   """
   config: Any
+  decode: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "config", ModelConfig.from_any(self.config))
@@ -243,18 +268,23 @@ class GLM(nn.Module):
     x = nn.with_logical_constraint(x, EMBED_AXES)
     x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)
 
-    mask = attention_lib.prepare_mask(sep, tokens.shape[1], implementation)  # once, not per layer
+    if self.decode:
+      mask = sep
+    else:
+      mask = attention_lib.prepare_mask(sep, tokens.shape[1], implementation)  # once, not per layer
     layer = block_class(cfg)
     layer_inputs = (mask, position_ids, block_position_ids)
     if cfg.scan_layers:
-      stack = nn.scan(layer, variable_axes={"params": 0},
+      stack = nn.scan(layer, variable_axes={"params": 0, "cache": 0},
                       split_rngs={"params": True, "dropout": True},
                       in_axes=(nn.broadcast,) * len(layer_inputs), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(cfg, implementation, deterministic, name="layers")(x, *layer_inputs)
+      x, _ = stack(cfg, implementation, deterministic, self.decode, name="layers")(
+          x, *layer_inputs)
     else:
       for index in range(cfg.num_layers):
-        x, _ = layer(cfg, implementation, deterministic, name=f"layers_{index}")(x, *layer_inputs)
+        x, _ = layer(cfg, implementation, deterministic, self.decode, name=f"layers_{index}")(
+            x, *layer_inputs)
     x = LayerNorm(cfg, name="final_layernorm")(x)
     if return_hidden:
       return x

@@ -1,0 +1,196 @@
+"""python -m glmjax.generate --workdir=DIR --text="Paris is the [MASK] of France."
+
+Fills every [MASK], [sMASK] and [gMASK] of each prompt the GLM way (see decoding.py), on the
+workdir's newest parameters and its tokenizer, sharded over a mesh of this host's devices.
+Prompts come from --text (repeatable) or --input=FILE.jsonl ({"text": ...} per line); the filled
+texts are printed and, with --output=FILE.jsonl, written with their blanks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from glmjax import decoding, logs, parallel, pretrained
+
+log = logging.getLogger(__name__)
+
+BLANK = re.compile(r"\[(MASK|sMASK|gMASK)\]")
+BUCKET = 64  # Part A lengths are rounded up to a multiple of this: one program per bucket
+
+
+@dataclasses.dataclass
+class Prompt:
+  text: str
+  pieces: list[str]       # the text around the blanks: len(pieces) == len(blanks) + 1
+  blanks: list[str]       # "MASK", "sMASK" or "gMASK", in order
+  part_a: np.ndarray      # [CLS] text-with-blank-ids [eos]
+  positions: list[int]    # the blank tokens' positions in part_a
+
+
+def encode_prompt(text: str, tokenizer) -> Prompt:
+  """Part A as GLM's tokenizer builds it: [CLS], the text with each blank as its special id,
+  then eos. Whitespace before a blank is dropped, as the original's mask tokens strip it: with
+  word-piece, BPE and SentencePiece vocabularies a word carries its leading space, so the blank
+  fills it. Byte tokens keep it: a space is a token of its own there."""
+  specials = tokenizer.specials
+  ids = {"MASK": specials.mask, "sMASK": specials.smask, "gMASK": specials.gmask}
+  pieces, blanks = [], []
+  last = 0
+  for match in BLANK.finditer(text):
+    pieces.append(text[last:match.start()])
+    blanks.append(match.group(1))
+    last = match.end()
+  pieces.append(text[last:])
+  if not blanks:
+    raise ValueError(f"no blank in {text[:60]!r}: put [MASK] where a word or span is missing, "
+                     "or [gMASK] at the end to continue the text.")
+  part_a, positions = [specials.cls], []
+  for piece, blank in zip(pieces, blanks):
+    part_a.extend(tokenizer.encode(piece if tokenizer.name == "byte" else piece.rstrip()).tolist())
+    positions.append(len(part_a))
+    part_a.append(ids[blank])
+  part_a.extend(tokenizer.encode(pieces[-1]).tolist())
+  part_a.append(specials.eos)
+  return Prompt(text, pieces, blanks, np.asarray(part_a, np.int32), positions)
+
+
+def allowed_ids(tokenizer, vocab_size: int) -> np.ndarray:
+  """The sampler's choices: the tokenizer's own tokens and [eop]; no padding rows, no other
+  GLM special token (they never follow [sop] in training)."""
+  allowed = np.zeros(vocab_size, bool)
+  allowed[:getattr(tokenizer, "base_vocab_size", 256)] = True
+  specials = tokenizer.specials
+  allowed[[specials.cls, specials.mask, specials.smask, specials.gmask, specials.sop,
+           specials.pad]] = False
+  allowed[specials.eop] = True
+  return allowed
+
+
+def fill_text(prompt: Prompt, blanks: list[str]) -> str:
+  parts = [prompt.pieces[0]]
+  for filled, piece in zip(blanks, prompt.pieces[1:]):
+    if parts[-1][-1:].isspace() or not parts[-1]:
+      filled = filled.lstrip()
+    parts.extend([filled, piece])
+  return "".join(parts)
+
+
+def _batch(prompts: list[Prompt], rows: int, max_position: int) -> decoding.Prompts:
+  longest = max(len(p.part_a) for p in prompts)
+  width = -(-longest // BUCKET) * BUCKET
+  blanks = 1 << (max(len(p.blanks) for p in prompts) - 1).bit_length()  # powers of two
+  tokens = np.zeros((rows, width), np.int32)
+  length = np.zeros((rows,), np.int32)
+  positions = np.zeros((rows, blanks), np.int32)
+  count = np.zeros((rows,), np.int32)
+  for row, prompt in enumerate(prompts):
+    if len(prompt.part_a) > max_position:
+      raise ValueError(f"the prompt {prompt.text[:40]!r}... is {len(prompt.part_a)} tokens; "
+                       f"this model has positions up to {max_position}: shorten it.")
+    tokens[row, :len(prompt.part_a)] = prompt.part_a
+    length[row] = len(prompt.part_a)
+    positions[row, :len(prompt.positions)] = prompt.positions
+    count[row] = len(prompt.blanks)
+  return decoding.Prompts(tokens, length, positions, count)
+
+
+def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
+             sampling: decoding.Sampling, seed: int = 0, batch_size: int = 8) -> list[dict]:
+  """Fills `texts`; returns {"text", "filled", "blanks"} per prompt, in order."""
+  prompts = [encode_prompt(text, tokenizer) for text in texts]
+  config = loaded.model_config
+  specials = tokenizer.specials
+  allowed = allowed_ids(tokenizer, config.vocab_size)
+  fill = decoding.compiled_fill(dataclasses.replace(config, remat="none"), sampling)
+  rows = -(-batch_size // parallel.batch_axis_size(loaded.mesh)) * parallel.batch_axis_size(
+      loaded.mesh)  # every device of the batch axes gets whole rows
+  results, started = [], time.perf_counter()
+  for first in range(0, len(prompts), rows):
+    group = prompts[first:first + rows]
+    batch = _batch(group, rows, config.max_position)
+    with parallel.activate(loaded.mesh, loaded.rules):
+      batch = jax.tree.map(lambda x: jax.device_put(
+          x, parallel.batch_sharding(loaded.mesh, x.ndim)), batch)
+      tokens, blank = fill(loaded.params, batch,
+                           decoding.Specials(np.int32(specials.sop), np.int32(specials.eop),
+                                             allowed),
+                           jax.random.fold_in(jax.random.key(seed), first))
+    tokens, blank = np.asarray(tokens), np.asarray(blank)
+    for row, prompt in enumerate(group):
+      ids = decoding.split_blanks(tokens[row], blank[row], len(prompt.blanks))
+      texts_out = [tokenizer.decode(np.asarray(i, np.int32)) for i in ids]
+      results.append({"text": prompt.text, "filled": fill_text(prompt, texts_out),
+                      "blanks": texts_out})
+    log.info("Filled %d of %d prompts (%.1f s)", len(results), len(prompts),
+             time.perf_counter() - started)
+  return results
+
+
+def _read_prompts(path: str) -> list[str]:
+  texts = []
+  with open(path, encoding="utf-8") as handle:
+    for number, line in enumerate(handle, 1):
+      if not line.strip():
+        continue
+      try:
+        texts.append(json.loads(line)["text"])
+      except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}:{number}: expected a JSON object with a \"text\" field "
+                         f"({type(error).__name__}).") from error
+  if not texts:
+    raise ValueError(f"{path} holds no prompt.")
+  return texts
+
+
+def define_flags() -> None:
+  """The command's flags, defined only when it runs (tests import train and generate together)."""
+  flags.DEFINE_string("workdir", "", "A training run's or an imported workdir.")
+  flags.DEFINE_multi_string("text", [], "A prompt with [MASK], [sMASK] or [gMASK] blanks.")
+  flags.DEFINE_string("input", "", "A JSONL file of prompts: {\"text\": ...} per line.")
+  flags.DEFINE_string("output", "", "Write {\"text\", \"filled\", \"blanks\"} lines here.")
+  flags.DEFINE_float("temperature", 0.0, "0 is greedy; else sample at this temperature.")
+  flags.DEFINE_integer("top_k", 0, "Sample among the k likeliest tokens (0: all).")
+  flags.DEFINE_float("top_p", 1.0, "Sample among the likeliest tokens whose probability "
+                     "reaches p (1.0: all).")
+  flags.DEFINE_integer("max_tokens", 32, "At most this many tokens per blank.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed (same seed, same prompts: same text).")
+  flags.DEFINE_integer("batch_size", 8, "Prompts filled together.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  args = flags.FLAGS
+  if not args.workdir or not (args.text or args.input):
+    raise app.UsageError("--workdir and --text (or --input=FILE.jsonl) are required.")
+  logs.setup_console(0)
+  try:
+    texts = list(args.text) + (_read_prompts(args.input) if args.input else [])
+    loaded = pretrained.load(args.workdir)
+    tokenizer = pretrained.load_tokenizer(loaded)
+    sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, max_blank_tokens=args.max_tokens)
+    results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
+                       batch_size=args.batch_size)
+  except (ValueError, FileNotFoundError) as error:
+    logs.report_failure(error, None, expected=True)
+    sys.exit(1)
+  for result in results:
+    print(result["filled"])
+  if args.output:
+    with open(args.output, "w", encoding="utf-8") as handle:
+      for result in results:
+        handle.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
