@@ -130,12 +130,14 @@ def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool):
   objective = jax.nn.one_hot(batch["objective"], NUM_OBJECTIVES, dtype=jnp.float32)
   row_loss = jnp.sum(token_loss * weights, axis=-1)
   row_weight = jnp.sum(weights, axis=-1)
+  row_correct = jnp.sum(correct * weights, axis=-1)
   sums = {
       "loss_sum": jnp.sum(row_loss),
       "weight": jnp.sum(row_weight),
-      "correct": jnp.sum(correct * weights),
+      "correct": jnp.sum(row_correct),
       "objective_loss_sum": row_loss @ objective,
       "objective_weight": row_weight @ objective,
+      "objective_correct": row_correct @ objective,
   }
   return sums["loss_sum"], sums
 
@@ -153,7 +155,8 @@ def _micro_batches(batch, count: int):
 def _zero_sums():
   return {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
           "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
-          "objective_weight": jnp.zeros(NUM_OBJECTIVES)}
+          "objective_weight": jnp.zeros(NUM_OBJECTIVES),
+          "objective_correct": jnp.zeros(NUM_OBJECTIVES)}
 
 
 def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int):

@@ -27,6 +27,7 @@ from glmjax import logs
 from glmjax import metrics as metrics_lib
 from glmjax import parallel, step as step_lib
 from glmjax import workdir as workdir_lib
+from glmjax.held_out import Evaluator, objective_losses as _objective_losses
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 from glmjax import model as model_lib
@@ -56,21 +57,6 @@ class _TerminationFlag:
     self.requested = True
 
 
-def _objective_losses(sums) -> dict[str, float | None]:
-  losses = {}
-  for index, name in enumerate(pipeline_lib.OBJECTIVE_NAMES):
-    count = float(sums["objective_weight"][index])
-    losses[f"loss_{name}"] = float(sums["objective_loss_sum"][index]) / count if count else None
-  return losses
-
-
-def _eval_scalars(sums) -> dict[str, float | None]:
-  weight = max(float(sums["weight"]), 1.0)
-  loss = float(sums["loss_sum"]) / weight
-  return {"loss": loss, "accuracy": float(sums["correct"]) / weight,
-          "perplexity": float(np.exp(min(loss, 50.0))), **_objective_losses(sums)}
-
-
 def _step_scalars(metrics) -> dict[str, float | None]:
   scalars = {key: float(metrics[key]) for key in
              ("loss", "accuracy", "grad_norm", "param_norm", "learning_rate", "loss_tokens")}
@@ -87,22 +73,6 @@ def _memory_summary(compiled) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
   return (f"per device: arguments {gib(memory.argument_size_in_bytes)}, outputs "
           f"{gib(memory.output_size_in_bytes)}, temporaries {gib(memory.temp_size_in_bytes)}")
-
-
-class Evaluator:
-  """Held-out loss over `train.eval_batches` fixed batches, built once and kept on device."""
-
-  def __init__(self, eval_fn, eval_pipeline, config, mesh):
-    self.eval_fn = eval_fn  # compiled at start-up, like the train step
-    host = parallel.host_rows(mesh, eval_pipeline.batch_size)
-    self.batches = [parallel.global_batch(eval_pipeline.build_rows(index, host.rows), host)
-                    for index in range(int(config.train.eval_batches))]
-
-  def __call__(self, params) -> dict[str, float | None]:
-    total = self.eval_fn(params, self.batches[0])
-    for batch in self.batches[1:]:
-      total = jax.tree.map(jax.numpy.add, total, self.eval_fn(params, batch))
-    return _eval_scalars(jax.device_get(total))
 
 
 class StepReporter:

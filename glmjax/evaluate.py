@@ -1,0 +1,224 @@
+"""python -m glmjax.evaluate --workdir=DIR [--cloze=FILE.jsonl] [--batches=N] [--batch_size=B]
+
+Scores the newest parameters of a workdir (a training run's, or one `pretrained.save` or
+`convert import` wrote) and reports, on the console and in --out (default
+WORKDIR/eval/step_N.json):
+  held-out  loss, Part B accuracy and perplexity, overall and per objective, over the first N
+            batches of the run's held-out split, built exactly as `train` builds them
+            (held_out.py): with the defaults, the eval/ figures train logs at that step.
+  cloze     with --cloze: accuracy, count and mean answer log-likelihood (cloze.py).
+--batches=0 skips the held-out report (say, for a workdir whose data is not on this machine).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from etils import epath
+
+from glmjax import checkpoint as checkpoint_lib
+from glmjax import cloze as cloze_lib
+from glmjax import config as config_lib
+from glmjax import held_out, logs, parallel, pretrained
+from glmjax import step as step_lib
+from glmjax.data import pipeline as pipeline_lib
+from glmjax.data import sources
+from glmjax.model import GLM
+
+log = logging.getLogger("glmjax.evaluate")
+
+DATA_SOURCES = "builtin | files:GLOB[,GLOB...] | prepared:DIR | tfds:NAME"
+
+
+class EvaluateError(ValueError):
+  """A workdir, flag, data or cloze-file problem; the message is one line that says the fix."""
+
+
+def data_overrides(data_source: str | None, batch_size: int | None) -> dict:
+  """config.data fields that --data_source and --batch_size replace (checked before loading)."""
+  overrides = {}
+  if batch_size is not None:
+    if batch_size < 1:
+      raise EvaluateError(f"--batch_size={batch_size}: must be a positive number of rows.")
+    overrides["batch_size"] = batch_size
+  if data_source:
+    kind, _, value = data_source.partition(":")
+    field = {"files": "files", "prepared": "prepared_dir", "tfds": "tfds_name"}.get(kind)
+    if kind not in sources.SOURCES or (field is None) != (not value):
+      raise EvaluateError(f"--data_source={data_source!r}: expected {DATA_SOURCES}.")
+    overrides["source"] = kind
+    if field:
+      overrides[field] = tuple(value.split(",")) if kind == "files" else value
+  return overrides
+
+
+def _progress(what: str, total: int):
+  """A callback for long loops: logs how far they are and for how long they have run."""
+  started = time.monotonic()
+  return lambda done: log.info("%s: %d of %d done, %.0f s", what, done, total,
+                               time.monotonic() - started)
+
+
+def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
+  p, config = pretrained_model, pretrained_model.config
+  where = f"{p.workdir}/{pretrained.CONFIG_FILE}"
+  give = (f"give the data with --data_source={DATA_SOURCES} (it sets data.source and "
+          "data.files / data.prepared_dir / data.tfds_name), or skip this report with --batches=0")
+  if not data.source:
+    raise EvaluateError(f"{where} names no held-out data (data.source is empty, as in an imported "
+                        f"checkpoint): {give}.")
+  if not 0 < float(data.eval_fraction) < 1:
+    raise EvaluateError(f"{where} has data.eval_fraction={data.eval_fraction}: the run held out no "
+                        "documents; skip the held-out report with --batches=0.")
+  if data.batch_size % parallel.batch_axis_size(p.mesh):
+    raise EvaluateError(f"--batch_size={data.batch_size} does not split over the "
+                        f"{parallel.batch_axis_size(p.mesh)} devices of the batch axes "
+                        f"({dict(p.mesh.shape)}); give a multiple of that.")
+  try:
+    _, eval_docs = sources.load_documents(data, tokenizer)
+    sources.check_held_out(data, eval_docs)
+    pipeline = pipeline_lib.BatchPipeline(data, tokenizer, eval_docs, seed=config.seed + 1)
+  except (ValueError, FileNotFoundError) as error:
+    raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "
+                        f"elsewhere on this machine, {give}.") from error
+  # Micro-batches as training ran them (the same peak memory), when the batch still splits so.
+  micro = int(config.optim.grad_accum_steps)
+  micro = micro if data.batch_size % (micro * parallel.batch_axis_size(p.mesh)) == 0 else 1
+  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=GLM(p.model_config),
+                                      micro_batches=micro))
+  sums = held_out.summed(eval_fn, p.params, pipeline, p.mesh, batches,
+                         progress=_progress("held-out batches", batches))
+  scalars = held_out.eval_scalars(sums)
+  tokens = {f"tokens_{name}": int(sums["objective_weight"][i])
+            for i, name in enumerate(pipeline_lib.OBJECTIVE_NAMES)}
+  return {"data": sources.source_label(data), "batches": batches, "batch_size": data.batch_size,
+          "seq_len": int(data.seq_len), "tokens": int(sums["weight"]), **scalars, **tokens}
+
+
+def cloze_report(pretrained_model, tokenizer, path: str, examples, batch_size: int) -> dict:
+  p = pretrained_model
+  limit = cloze_lib.row_limit(p.model_config, p.config.data.seq_len)
+  rows, cut = cloze_lib.encode(examples, tokenizer, limit, path)
+  log_likelihood, correct = cloze_lib.score(
+      p.params, GLM(p.model_config), p.mesh, rows, tokenizer.specials, limit=limit,
+      batch_size=batch_size, progress=_progress("cloze texts", len(rows)))
+  return {"file": path, "count": len(rows), "correct": int(correct.sum()),
+          "accuracy": float(correct.mean()), "mean_log_likelihood": float(log_likelihood.mean()),
+          "contexts_cut": cut, "max_row_tokens": limit}
+
+
+def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = None,
+             batch_size: int | None = None, data_source: str | None = None,
+             out: str | None = None) -> dict:
+  """The report as a dict (what --out holds); written to `out` by process 0."""
+  # Flags and the cloze file first: a mistake fails in a second, not after loading the model.
+  examples = cloze_lib.read_examples(cloze) if cloze else None
+  overrides = data_overrides(data_source, batch_size)
+  if batches is not None and batches < 0:
+    raise EvaluateError(f"--batches={batches}: give a number of batches, or 0 to skip.")
+  try:
+    p = pretrained.load(workdir)
+    tokenizer = pretrained.load_tokenizer(p)
+  except (ValueError, FileNotFoundError) as error:
+    raise EvaluateError(str(error)) from error
+  if tokenizer.vocab_size > p.model_config.vocab_size:
+    raise EvaluateError(f"The tokenizer of {workdir} has {tokenizer.vocab_size} ids, more than "
+                        f"the model's model.vocab_size={p.model_config.vocab_size}.")
+  data = pretrained.tokenizer_config(p.config, workdir)  # a copy of config.data
+  data.update(overrides)
+  batches = int(p.config.train.eval_batches) if batches is None else batches
+  report = {"workdir": workdir, "step": p.step}
+  with parallel.activate(p.mesh, p.rules):
+    if batches:
+      report["held_out"] = held_out_report(p, tokenizer, data, batches)
+    if cloze:
+      report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))
+  out = out or f"{workdir}/eval/step_{p.step}.json"
+  if jax.process_index() == 0:
+    path = epath.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+  report["out"] = out
+  return report
+
+
+def _fmt(value, spec: str) -> str:
+  """`value` in `spec` ('9.4f'), or n/a right-aligned to the same width."""
+  width = int(spec.split(".")[0])
+  return f"{'n/a':>{width}}" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def format_report(report: dict) -> str:
+  lines = [f"Evaluation of {report['workdir']} at step {report['step']}"]
+  if "held_out" in report:
+    h = report["held_out"]
+    lines += [f"held-out: {h['batches']} batch{'es' if h['batches'] > 1 else ''} of "
+              f"{h['batch_size']} x {h['seq_len']} tokens, {h['data']}",
+              f"  {'':10}{'loss':>9}{'accuracy':>10}{'perplexity':>12}{'tokens':>10}"]
+    for name in ("all", *pipeline_lib.OBJECTIVE_NAMES):
+      key = "" if name == "all" else f"_{name}"
+      lines.append(f"  {name:10}{_fmt(h['loss' + key], '9.4f')}"
+                   f"{_fmt(h['accuracy' + key], '10.3f')}{_fmt(h['perplexity' + key], '12.2f')}"
+                   f"{h['tokens' + key]:>10,}")
+  if "cloze" in report:
+    c = report["cloze"]
+    lines += [f"cloze: {c['file']}, {c['count']:,} texts"
+              + (f" ({c['contexts_cut']:,} contexts cut from the left to fit rows of "
+                 f"{c['max_row_tokens']} tokens)" if c["contexts_cut"] else ""),
+              f"  accuracy {c['accuracy']:.4f} ({c['correct']:,} of {c['count']:,}) | mean answer "
+              f"log-likelihood {c['mean_log_likelihood']:.4f}"]
+  lines.append(f"written to {report['out']}")
+  return "\n".join(lines)
+
+
+def define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (train has --workdir)."""
+  flags.DEFINE_string("workdir", None, "A training run's workdir (or an imported one).")
+  flags.DEFINE_string("cloze", None, 'JSON lines of {"text": ..., "answer": ...}.')
+  flags.DEFINE_integer("batches", None, "Held-out batches (default the run's "
+                       "train.eval_batches; 0 skips the held-out report).")
+  flags.DEFINE_integer("batch_size", None, "Rows per batch (default data.batch_size).")
+  flags.DEFINE_string("data_source", None, f"{DATA_SOURCES}: where the run's corpus is on this "
+                      "machine (replaces data.source and its paths).")
+  flags.DEFINE_string("out", None, "The JSON report (default WORKDIR/eval/step_N.json).")
+
+
+# Errors written for the user: their message is the whole story, no traceback on the console.
+_USER_ERRORS = (EvaluateError, cloze_lib.ClozeFileError, config_lib.ConfigError,
+                checkpoint_lib.IncompatibleCheckpointError, checkpoint_lib.UnusableCheckpointError)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  flag = flags.FLAGS
+  if not flag.workdir:
+    raise app.UsageError("--workdir is required.")
+  run(flag.workdir, cloze=flag.cloze, batches=flag.batches, batch_size=flag.batch_size,
+      data_source=flag.data_source, out=flag.out)
+
+
+def run(workdir: str, **kwargs) -> dict:
+  """The command: `evaluate`, the report printed, failures as one line (exit status 1)."""
+  logs.setup_console(jax.process_index())
+  try:
+    report = evaluate(workdir, **kwargs)
+  except _USER_ERRORS as error:
+    logs.report_failure(error, None, expected=True)
+    raise SystemExit(1) from None
+  except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: with its traceback
+    logs.report_failure(error, None, expected=False)
+    raise SystemExit(1) from None
+  if jax.process_index() == 0:
+    print(format_report(report), flush=True)
+  return report
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,305 @@
+"""python -m glmjax.evaluate: the held-out report against numpy and against train's own eval
+figures, cloze rows against rows built here by hand, a model trained to be certain, and the
+one-line errors."""
+import importlib
+import json
+import logging
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from glmjax import cloze as cloze_lib
+from glmjax import evaluate, parallel, pretrained, train
+from glmjax import model as model_lib
+from glmjax import step as step_lib
+from glmjax.data import pipeline as pipeline_lib
+from glmjax.data import sources
+from glmjax.data.tokenizers import ByteTokenizer
+
+BYTE = ByteTokenizer()
+S = BYTE.specials
+LETTERS = "abcd"
+
+
+def _config(max_position=64):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(hidden_size=32, num_layers=2, num_heads=4, max_position=max_position)
+  config.data.update(seq_len=64, batch_size=8, builtin_docs=300, eval_fraction=0.1,
+                     blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)
+  config.train.update(steps=2, log_every=1, eval_every=2, eval_batches=2)
+  config.optim.update(warmup_ratio=0.0, learning_rate=1e-2)  # so the 2 steps move the params
+  return config
+
+
+def _forward(config):
+  """Float64 logits of GLM(config.model) on unsharded params: one program per input shape."""
+  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  apply = jax.jit(lambda params, tokens, positions, blocks, sep: model.apply(
+      {"params": params}, tokens, positions, blocks, sep))
+  return lambda params, row: np.asarray(apply(params, row["tokens"], row["position_ids"],
+                                              row["block_position_ids"], row["sep"]), np.float64)
+
+
+def _log_softmax(logits):
+  shifted = logits - logits.max(-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A 2-step training run whose step 2 was evaluated by train itself (eval/ in metrics.jsonl)."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train_and_evaluate(_config(), workdir)
+  return workdir
+
+
+# ------------------------------------------------------------------------------------ held-out
+def test_the_held_out_report_equals_a_numpy_computation_on_the_same_batches(trained):
+  report = evaluate.evaluate(trained, batches=2)["held_out"]
+  config = _config()
+  _, eval_docs = sources.load_documents(config.data, BYTE)
+  pipeline = pipeline_lib.BatchPipeline(config.data, BYTE, eval_docs, seed=config.seed + 1)
+  params = jax.device_get(pretrained.load(trained).params)
+  forward = _forward(config)
+  loss, right, tokens = np.zeros(3), np.zeros(3), np.zeros(3)
+  for index in range(2):
+    batch = pipeline.build_rows(index, np.arange(config.data.batch_size))
+    logits = forward(params, batch)
+    token_loss = -np.take_along_axis(_log_softmax(logits), batch["targets"][..., None], -1)[..., 0]
+    hit = logits.argmax(-1) == batch["targets"]
+    for k in range(3):
+      mask = batch["loss_mask"] * (batch["objective"] == k)[:, None]
+      loss[k] += (token_loss * mask).sum()
+      right[k] += (hit * mask).sum()
+      tokens[k] += mask.sum()
+  assert tokens.min() > 0  # every objective was scored
+  np.testing.assert_allclose(report["loss"], loss.sum() / tokens.sum(), rtol=1e-5)
+  np.testing.assert_allclose(report["accuracy"], right.sum() / tokens.sum(), rtol=1e-6)
+  np.testing.assert_allclose(report["perplexity"], np.exp(loss.sum() / tokens.sum()), rtol=1e-5)
+  assert report["tokens"] == tokens.sum()
+  for k, name in enumerate(pipeline_lib.OBJECTIVE_NAMES):
+    np.testing.assert_allclose(report[f"loss_{name}"], loss[k] / tokens[k], rtol=1e-5)
+    np.testing.assert_allclose(report[f"accuracy_{name}"], right[k] / tokens[k], rtol=1e-6)
+    np.testing.assert_allclose(report[f"perplexity_{name}"], np.exp(loss[k] / tokens[k]),
+                               rtol=1e-5)
+    assert report[f"tokens_{name}"] == tokens[k]
+  # The objectives partition the Part B tokens: their token-weighted mean is the overall figure.
+  weights = np.array([report[f"tokens_{name}"] for name in pipeline_lib.OBJECTIVE_NAMES])
+  for figure in ("loss", "accuracy"):
+    per_objective = [report[f"{figure}_{name}"] for name in pipeline_lib.OBJECTIVE_NAMES]
+    np.testing.assert_allclose(weights @ per_objective / weights.sum(), report[figure], rtol=1e-5)
+
+
+def test_with_its_defaults_the_report_equals_what_train_logged_at_that_step(trained):
+  report = evaluate.evaluate(trained)
+  with open(os.path.join(trained, "metrics.jsonl"), encoding="utf-8") as f:
+    logged = [json.loads(line) for line in f if "eval/loss" in line]
+  assert [record["step"] for record in logged] == [report["step"]] == [2]
+  for key, value in report["held_out"].items():
+    if f"eval/{key}" in logged[0]:
+      np.testing.assert_allclose(value, logged[0][f"eval/{key}"], rtol=1e-5, err_msg=key)
+  assert "eval/accuracy_sentence" in logged[0]  # train logs the per-objective accuracy too
+  with open(os.path.join(trained, "eval", "step_2.json"), encoding="utf-8") as f:
+    assert json.load(f) == {k: v for k, v in report.items() if k != "out"}
+
+
+def test_a_workdir_without_held_out_data_says_how_to_give_it(trained, tmp_path):
+  copy = str(tmp_path / "imported")
+  shutil.copytree(trained, copy)
+  saved = json.loads(open(os.path.join(copy, "config.json")).read())
+  saved["data"]["source"] = ""
+  with open(os.path.join(copy, "config.json"), "w") as f:
+    json.dump(saved, f)
+  with pytest.raises(evaluate.EvaluateError, match=r"data\.source is empty.*--data_source=.*"
+                                                   r"--batches=0"):
+    evaluate.evaluate(copy)
+  report = evaluate.evaluate(copy, data_source="builtin", batches=1)
+  assert report["held_out"]["tokens"] > 0 and report["held_out"]["batches"] == 1
+
+
+# --------------------------------------------------------------------------------------- cloze
+def _row_by_hand(context, answer, length=None):
+  """The GLM row of one cloze example, written out from its definition."""
+  part_a = [S.cls, *context, S.mask, S.eos]
+  sep = len(part_a)
+  tokens = part_a + [S.sop, *answer]
+  targets = [0] * sep + [*answer, S.eop]
+  positions = list(range(sep)) + [sep - 2] * (len(answer) + 1)
+  blocks = [0] * sep + list(range(1, len(answer) + 2))
+  weights = [0] * sep + [1] * len(answer) + [0]
+  length = length or len(tokens)
+  pad = lambda values, fill=0: values + [fill] * (length - len(values))  # noqa: E731
+  return dict(tokens=pad(tokens, S.pad), targets=pad(targets), position_ids=pad(positions),
+              block_position_ids=pad(blocks), sep=sep, weights=pad(weights))
+
+
+def _pattern(rng):
+  """A context of one letter repeated; the answer is that letter in upper case."""
+  letter = str(rng.choice(list(LETTERS)))
+  return " ".join([letter] * int(rng.integers(2, 10))), letter.upper()
+
+
+@pytest.fixture(scope="module")
+def cloze_model():
+  """(config, random params, params trained with optax on rows built by hand until the answers
+  of `_pattern` are certain)."""
+  config = _config(max_position=192)
+  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  init = lambda rng: nn.meta.unbox(model.init(rng, *step_lib.dummy_inputs(1, 32))["params"])
+  initial = jax.jit(init)(jax.random.key(1))
+  optimizer = optax.adam(5e-3)
+
+  def loss_fn(params, batch):
+    logits = model.apply({"params": params}, batch["tokens"], batch["position_ids"],
+                         batch["block_position_ids"], batch["sep"])
+    token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    return (token_loss * batch["weights"]).sum() / batch["weights"].sum()
+
+  @jax.jit
+  def update(params, state, batch):
+    grads = jax.grad(loss_fn)(params, batch)
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  rng = np.random.default_rng(0)
+  params, state = initial, optimizer.init(initial)
+  for _ in range(60):  # measured: every answer right after 40
+    rows = [_row_by_hand(BYTE.encode(c).tolist(), BYTE.encode(" " + a).tolist(), 32)
+            for c, a in (_pattern(rng) for _ in range(16))]
+    batch = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+    params, state = update(params, state, batch)
+  return config, initial, params
+
+
+def _reference(forward, params, context, answer):
+  """(log-likelihood, correct) of one example from a forward of its row alone, padded to 192
+  (Part A and Part B see nothing after them, so padding at the end changes no logit)."""
+  row = {key: np.asarray(value)[None]
+         for key, value in _row_by_hand(context, answer, 192).items()}
+  logits = forward(params, row)[0]
+  sep = int(row["sep"][0])
+  scored = slice(sep, sep + len(answer))
+  log_probs = _log_softmax(logits[scored])
+  return (log_probs[np.arange(len(answer)), answer].sum(),
+          bool(np.all(logits[scored].argmax(-1) == answer)))
+
+
+def test_cloze_scores_equal_a_forward_of_each_row_built_by_hand(cloze_model, tmp_path):
+  config, _, params = cloze_model
+  rng = np.random.default_rng(1)
+  lines, expected = [], []  # expected: (context, answer) as the README's rule reads them
+  for index in range(12):
+    context, answer = _pattern(rng)
+    if index % 4 == 1:
+      answer = "Quiet"  # an answer the model does not give, longer than the others
+    if index % 4 == 2:  # text holding its answer, with trailing whitespace
+      lines.append({"text": f"{context} {answer}\n", "answer": answer})
+    elif index % 4 == 3:  # long contexts: rows of 128 and 192 tokens, the longest ones cut
+      context = " ".join(rng.choice(list(LETTERS), 15 * index))
+      lines.append({"text": context + " ", "answer": answer})
+    else:
+      lines.append({"text": context, "answer": answer})
+    expected.append((BYTE.encode(context).tolist(), BYTE.encode(" " + answer).tolist()))
+  path = tmp_path / "cloze.jsonl"
+  path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  limit = 192
+  cut = [(c[len(c) - (limit - 4 - len(a)):] if len(c) + len(a) + 4 > limit else c, a)
+         for c, a in expected]
+  forward = _forward(config)
+  reference = [_reference(forward, params, c, a) for c, a in cut]
+
+  examples = cloze_lib.read_examples(str(path))
+  rows, n_cut = cloze_lib.encode(examples, BYTE, limit, str(path))
+  assert [(c.tolist(), a.tolist()) for c, a in rows] == cut
+  assert n_cut == sum(len(c) + len(a) + 4 > limit for c, a in expected) > 0
+  assert {cloze_lib.bucket_length(len(c) + len(a) + 4, limit) for c, a in cut} == {64, 128, 192}
+  mesh = parallel.make_mesh(config.mesh)
+  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):  # rows over 8 devices
+    log_likelihood, correct = cloze_lib.score(params, model, mesh, rows, S, limit=limit,
+                                              batch_size=8)
+  np.testing.assert_allclose(log_likelihood, [ll for ll, _ in reference], rtol=1e-4)
+  assert correct.tolist() == [right for _, right in reference]
+  assert 0 < sum(right for _, right in reference) < len(reference)  # both outcomes compared
+
+
+def test_a_model_certain_of_the_answers_scores_1_and_a_random_one_scores_low(cloze_model,
+                                                                              tmp_path):
+  config, initial, params = cloze_model
+  rng = np.random.default_rng(2)
+  path = tmp_path / "cloze.jsonl"
+  path.write_text("".join(json.dumps(dict(zip(("text", "answer"), _pattern(rng)))) + "\n"
+                          for _ in range(40)))
+  scores = {}
+  for name, weights in (("trained", params), ("random", initial)):
+    workdir = str(tmp_path / name)
+    pretrained.save(workdir, config, weights)
+    # Batches of 3 rows do not split over 8 devices: replicated (test above: split).
+    report = evaluate.evaluate(workdir, cloze=str(path), batches=0, batch_size=3)
+    assert "held_out" not in report and report["cloze"]["count"] == 40
+    scores[name] = report["cloze"]
+  assert scores["trained"]["accuracy"] == 1.0 and scores["trained"]["correct"] == 40
+  assert scores["random"]["accuracy"] <= 0.1
+  assert scores["trained"]["mean_log_likelihood"] > scores["random"]["mean_log_likelihood"] + 5
+
+
+# -------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "a b", "answer": "c"}\n\n{"text": "a b", answer: "c"}\n', "line 3: not JSON"),
+    ('{"text": "a b", "answer": "c"}\n{"text": "a b"}\n', 'line 2: no "answer" string'),
+    ('{"text": "a b", "answer": "c"}\n["a b", "c"]\n', "line 2: a JSON list, not an object"),
+    ('{"answer": "c", "text": 3}\n', 'line 1: "text" is not a string'),
+    ("\n\n", "has no examples"),
+], ids=["not json", "no answer", "not an object", "text not a string", "empty"])
+def test_a_bad_cloze_file_is_named_with_the_line(tmp_path, content, message):
+  path = tmp_path / "bad.jsonl"
+  path.write_text(content)
+  with pytest.raises(cloze_lib.ClozeFileError) as raised:
+    cloze_lib.read_examples(str(path))
+  assert f"--cloze={path}" in str(raised.value) and message in str(raised.value)
+
+
+@pytest.fixture
+def console():
+  """The glmjax logger as it was: `run` gives it a console handler on this test's stderr."""
+  logger = logging.getLogger("glmjax")
+  saved = logger.handlers[:], logger.level, logger.propagate
+  yield
+  logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys, console):
+  path = tmp_path / "bad.jsonl"
+  path.write_text('{"text": "a b", "answer": "c"}\nnot json\n')
+  for workdir, cloze, message in ((str(tmp_path / "missing"), None, "no config.json there"),
+                                  (str(tmp_path), str(path), f"{path} line 2: not JSON")):
+    with pytest.raises(SystemExit) as raised:
+      evaluate.run(workdir, cloze=cloze)
+    assert raised.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_answer_follows_the_context_as_in_running_text():
+  assert cloze_lib.split_text("He gave it to", "Bob") == ("He gave it to", " Bob")
+  assert cloze_lib.split_text("He gave it to ", "Bob") == ("He gave it to", " Bob")
+  assert cloze_lib.split_text("He gave it to Bob.\n", "Bob.") == ("He gave it to", " Bob.")
+  assert cloze_lib.split_text("He gave it to\nBob", "Bob") == ("He gave it to", "\nBob")
+  assert cloze_lib.split_text("un", "able") == ("un", " able")  # a word of its own
+  assert cloze_lib.split_text("unable", "able") == ("un", "able")  # cut from the text as written
+
+
+def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
+  config = model_lib.ModelConfig(max_position=300, attention="xla")
+  assert cloze_lib.row_limit(config, 256) == 300
+  assert [cloze_lib.bucket_length(n, 300) for n in (5, 64, 65, 290)] == [64, 64, 128, 300]
+  splash = model_lib.ModelConfig(max_position=300, attention="splash")  # blocks of 128
+  assert cloze_lib.row_limit(splash, 256) == 256 and cloze_lib.bucket_multiple(splash) == 128
+  rotary = model_lib.ModelConfig(max_position=100, position_encoding="rope", attention="xla")
+  assert cloze_lib.row_limit(rotary, 256) == 256  # no table: the training length
+
