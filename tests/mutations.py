@@ -69,6 +69,26 @@ MUTATIONS = (
              "block = col - (packed & 0xFFFFFFFF).astype(np.int32) + 1",
              "block = col - (packed & 0xFFFFFFFF).astype(np.int32)",
              ("tests/test_infilling.py", "tests/test_pipeline.py")),
+    Mutation("imported QKV split per head instead of in [Q | K | V] thirds",
+             "glmjax/convert/mapping.py",
+             "return value.T.reshape(hidden, 3, heads, hidden // heads)",
+             "return value.T.reshape(hidden, heads, 3, hidden // heads).transpose(0, 2, 1, 3)",
+             ("tests/test_convert.py",)),
+    Mutation("model-parallel QKV parts joined whole instead of third by third",
+             "glmjax/convert/original.py",
+             "merged[key] = np.concatenate([third[i] for i in range(3) for third in thirds], "
+             "axis=0)", "merged[key] = np.concatenate(pieces, axis=0)", ("tests/test_convert.py",)),
+    Mutation("generated tokens' block positions start at 0", "glmjax/decoding.py",
+             "token[:, None], position, (count + 1)[:, None],",
+             "token[:, None], position, count[:, None],", ("tests/test_generate.py",)),
+    Mutation("the padding after a shorter prompt is attended", "glmjax/decoding.py",
+             "visible = jnp.arange(slots)[None, :] < prompts.length[:, None]",
+             "visible = jnp.arange(slots)[None, :] < part_a", ("tests/test_generate.py",)),
+    Mutation("cloze Part B positions one past the [MASK]", "glmjax/cloze.py",
+             "positions[sep:sep + n + 1] = mask_at", "positions[sep:sep + n + 1] = mask_at + 1",
+             ("tests/test_evaluate.py",)),
+    Mutation("held-out batches of evaluate drawn with the training seed", "glmjax/evaluate.py",
+             "seed=config.seed + 1)", "seed=config.seed)", ("tests/test_evaluate.py",)),
 )
 
 

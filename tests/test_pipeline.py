@@ -203,6 +203,24 @@ def test_sentence_rows_mask_whole_sentences(docs):
       assert S.cls not in span and S.eos not in span
 
 
+def test_windows_of_long_documents_start_at_uniform_offsets_not_after_sentence_ends():
+  # A deliberate difference (README): the original moves a window's start to just after a
+  # sentence end; here a document longer than a row starts at a uniform offset.
+  one_document = corpus([6000], period_every=12)
+  p = pipeline.BatchPipeline(data_config(), Tokenizer(), one_document, seed=0)
+  rows = np.arange(4000)
+  text, start, _ = p.windows(RowRandom.for_rows(0, 0, rows), np.full(len(rows), 256))
+  assert np.all(start[:, 0] == 0) and np.all(text[:, 0] == S.cls)
+  source = one_document.read(np.zeros(1, np.int64), np.zeros(1, np.int64),
+                             np.array([6000]))
+  where = {int(token): index for index, token in enumerate(source)}
+  offsets = np.array([where[int(token)] for token in text[:, 1]])
+  after_end = np.mean([offset == 0 or source[offset - 1] == PERIOD for offset in offsets])
+  assert abs(after_end - 1 / 12) < 0.02, after_end  # the base rate, not 1.0
+  counts = np.bincount(offsets * 10 // (6000 + 2 - 256), minlength=10)  # tenths of the range
+  assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
 def test_document_rows(docs):
   p = pipeline.BatchPipeline(data_config(blank_prob=0.0, document_prob=1.0, batch_size=400),
                              Tokenizer(), docs, seed=4)
