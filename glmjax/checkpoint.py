@@ -292,7 +292,8 @@ def checkpoints_directory(source: str) -> str:
   return directory
 
 
-def restore_params(source: str, abstract_params: Any, current_layout: dict) -> tuple[Any, int]:
+def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
+                   field: str = "checkpoint.init_from") -> tuple[Any, int]:
   """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
 
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
@@ -305,14 +306,14 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict) -> t
   try:
     steps = sorted(manager.all_steps())
     if not steps:
-      raise FileNotFoundError(f"checkpoint.init_from={source!r}: no checkpoint in {directory}.")
+      raise FileNotFoundError(f"{field}={source!r}: no checkpoint in {directory}.")
     step = steps[-1]
     saved = manager.restore(step, args=ocp.args.Composite(**{
         METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM]
     problems = layout_differences(saved.get("param_layout", {}), current_layout)
     if problems:
       raise IncompatibleCheckpointError(
-          f"checkpoint.init_from: the parameters at step {step} in {directory} do not fit this "
+          f"{field}: the parameters at step {step} in {directory} do not fit this "
           "model:\n  " + "\n  ".join(problems))
     item = {"params": abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(**{
@@ -322,7 +323,7 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict) -> t
     problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
     if problem:
       raise UnusableCheckpointError(
-          f"checkpoint.init_from: the parameters at step {step} in {directory} are {problem}.")
+          f"{field}: the parameters at step {step} in {directory} are {problem}.")
     return restored[STATE_ITEM]["params"], step
   finally:
     manager.close()

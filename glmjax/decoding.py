@@ -40,17 +40,18 @@ class Prompts:
   length: Any           # [B] int32: Part A lengths (0 for a padding row)
   blank_positions: Any  # [B, M] int32: the position of each blank token in Part A, in order
   num_blanks: Any       # [B] int32
+  keys: Any             # [B] PRNG keys, one per prompt: its text does not depend on the batch
 
 
 @flax.struct.dataclass
 class Specials:
   sop: Any
-  eop: Any
+  ends: Any             # [2] ids that end a blank: [eop] and eos (a [gMASK] suffix ends in eos)
   allowed: Any          # [V] bool: ids the sampler may produce
 
 
-def _choose(logits: jax.Array, rng: jax.Array, sampling: Sampling) -> jax.Array:
-  """[B, V] float32 logits (disallowed ids already at -inf) -> [B] token ids."""
+def _choose(logits: jax.Array, keys: jax.Array, sampling: Sampling) -> jax.Array:
+  """[B, V] float32 logits (disallowed ids already at -inf), [B] keys -> [B] token ids."""
   if sampling.temperature <= 0.0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits / sampling.temperature
@@ -64,7 +65,7 @@ def _choose(logits: jax.Array, rng: jax.Array, sampling: Sampling) -> jax.Array:
     cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, axis=-1)
     threshold = jnp.take_along_axis(ordered, cut[:, None] - 1, axis=-1)
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
-  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+  return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
 
 
 def max_steps(num_blanks: int, sampling: Sampling) -> int:
@@ -73,16 +74,17 @@ def max_steps(num_blanks: int, sampling: Sampling) -> int:
   return num_blanks * (sampling.max_blank_tokens + 1)
 
 
-def fill_blanks(params: Any, prompts: Prompts, specials: Specials, rng: jax.Array, *,
+def fill_blanks(params: Any, prompts: Prompts, specials: Specials, *,
                 model_config: ModelConfig, sampling: Sampling) -> tuple[jax.Array, jax.Array]:
-  """-> (tokens [B, S], blank [B, S]): the token produced at each step (-1 where none: [eop],
-  a finished row) and the index of the blank it belongs to."""
+  """-> (tokens [B, S], blank [B, S]): the token produced at each step (-1 where none: the end
+  of a blank, a finished row) and the index of the blank it belongs to."""
   batch, part_a = prompts.tokens.shape
   steps = max_steps(prompts.blank_positions.shape[1], sampling)
   slots = part_a + steps
   model = GLM(model_config, decode=True)
   visible = jnp.arange(slots)[None, :] < prompts.length[:, None]
-  positions = jnp.broadcast_to(jnp.arange(part_a, dtype=jnp.int32), (batch, part_a))
+  # Padding slots get position 0: the position table may have fewer rows than the bucket.
+  positions = jnp.where(visible[:, :part_a], jnp.arange(part_a, dtype=jnp.int32)[None, :], 0)
   hidden, variables = model.apply(
       {"params": params}, prompts.tokens, positions, jnp.zeros_like(positions),
       CacheMask(visible, jnp.int32(0)), return_hidden=True, mutable=["cache"])
@@ -100,9 +102,10 @@ def fill_blanks(params: Any, prompts: Prompts, specials: Specials, rng: jax.Arra
         CacheMask(visible, slot.astype(jnp.int32)), return_hidden=True, mutable=["cache"])
     logits = tied_logits(params["word_embeddings"], hidden)[:, 0]
     logits = jnp.where(specials.allowed[None, :], logits, -jnp.inf)
-    chosen = _choose(logits, jax.random.fold_in(rng, s), sampling)
+    keys = jax.vmap(lambda key: jax.random.fold_in(key, s))(prompts.keys)
+    chosen = _choose(logits, keys, sampling)
     # A blank at its length limit ends as if [eop] were chosen, after its last token was read.
-    ends = (chosen == specials.eop) | (count >= sampling.max_blank_tokens)
+    ends = jnp.isin(chosen, specials.ends) | (count >= sampling.max_blank_tokens)
     count = count + 1
     out = out.at[:, s].set(jnp.where(active & ~ends, chosen, -1))
     out_blank = out_blank.at[:, s].set(blank)
@@ -123,9 +126,8 @@ def fill_blanks(params: Any, prompts: Prompts, specials: Specials, rng: jax.Arra
   return final[7], final[8]
 
 
-@functools.lru_cache(maxsize=None)
-def compiled_fill(model_config: ModelConfig, sampling: Sampling):
-  """One jitted `fill_blanks` per (model, sampling); jax caches one program per shape."""
+def make_fill(model_config: ModelConfig, sampling: Sampling):
+  """`fill_blanks` jitted for one model and sampling; it compiles once per batch shape."""
   return jax.jit(functools.partial(fill_blanks, model_config=model_config, sampling=sampling))
 
 

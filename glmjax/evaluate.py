@@ -82,7 +82,7 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
   try:
     _, eval_docs = sources.load_documents(data, tokenizer)
     sources.check_held_out(data, eval_docs)
-    pipeline = pipeline_lib.BatchPipeline(data, tokenizer, eval_docs, seed=config.seed + 1)
+    pipeline = held_out.eval_pipeline(data, tokenizer, eval_docs, config.seed)
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "
                         f"elsewhere on this machine, {give}.") from error
@@ -126,8 +126,8 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
     tokenizer = pretrained.load_tokenizer(p)
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(str(error)) from error
-  if tokenizer.vocab_size > p.model_config.vocab_size:
-    raise EvaluateError(f"The tokenizer of {workdir} has {tokenizer.vocab_size} ids, more than "
+  if tokenizer.ids_used > p.model_config.vocab_size:
+    raise EvaluateError(f"The tokenizer of {workdir} has {tokenizer.ids_used} ids, more than "
                         f"the model's model.vocab_size={p.model_config.vocab_size}.")
   data = pretrained.tokenizer_config(p.config, workdir)  # a copy of config.data
   data.update(overrides)

@@ -18,10 +18,14 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from glmjax import checkpoint as checkpoint_lib
 from glmjax import decoding, logs, parallel, pretrained
 
 log = logging.getLogger(__name__)
 
+# Expected failures: one line, exit status 1 (a bug keeps its traceback).
+_USER_ERRORS = (ValueError, OSError, checkpoint_lib.UnusableCheckpointError,
+                checkpoint_lib.IncompatibleCheckpointError)
 BLANK = re.compile(r"\[(MASK|sMASK|gMASK)\]")
 BUCKET = 64  # Part A lengths are rounded up to a multiple of this: one program per bucket
 
@@ -54,24 +58,41 @@ def encode_prompt(text: str, tokenizer) -> Prompt:
                      "or [gMASK] at the end to continue the text.")
   part_a, positions = [specials.cls], []
   for piece, blank in zip(pieces, blanks):
-    part_a.extend(tokenizer.encode(piece if tokenizer.name == "byte" else piece.rstrip()).tolist())
+    piece = piece if tokenizer.spaces_are_tokens else piece.rstrip()
+    part_a.extend(tokenizer.encode(piece).tolist())
     positions.append(len(part_a))
     part_a.append(ids[blank])
   part_a.extend(tokenizer.encode(pieces[-1]).tolist())
-  part_a.append(specials.eos)
+  if pieces[-1].strip():  # a text ending in its blank has no eos, as the original's prompts
+    part_a.append(specials.eos)  # (and as a [gMASK] suffix row is trained)
   return Prompt(text, pieces, blanks, np.asarray(part_a, np.int32), positions)
 
 
 def allowed_ids(tokenizer, vocab_size: int) -> np.ndarray:
-  """The sampler's choices: the tokenizer's own tokens and [eop]; no padding rows, no other
-  GLM special token (they never follow [sop] in training)."""
+  """The sampler's choices: the tokenizer's own tokens, [eop] and eos (which ends a [gMASK]
+  suffix); no padding rows, no other GLM special token (none is a target in training)."""
   allowed = np.zeros(vocab_size, bool)
-  allowed[:getattr(tokenizer, "base_vocab_size", 256)] = True
+  allowed[:tokenizer.base_vocab_size] = True
   specials = tokenizer.specials
-  allowed[[specials.cls, specials.mask, specials.smask, specials.gmask, specials.sop,
-           specials.pad]] = False
-  allowed[specials.eop] = True
+  allowed[[specials.cls, specials.mask, specials.smask, specials.gmask, specials.sop]] = False
+  allowed[[specials.eop, specials.eos]] = True
   return allowed
+
+
+def check_sampling(sampling: decoding.Sampling, model_config) -> None:
+  """One-line errors naming the flag, before anything is loaded onto the devices."""
+  problems = [(sampling.max_blank_tokens < 1, "--max_tokens must be at least 1"),
+              (sampling.temperature < 0, "--temperature must be >= 0 (0 is greedy)"),
+              (sampling.top_k < 0, "--top_k must be >= 0 (0: no cut)"),
+              (not 0 < sampling.top_p <= 1, "--top_p must be in (0, 1] (1: no cut)")]
+  if model_config is not None and model_config.position_encoding == "learned_2d":
+    problems.append((sampling.max_blank_tokens + 1 > model_config.max_position,
+                     f"--max_tokens={sampling.max_blank_tokens}: this model's block positions "
+                     f"go up to {model_config.max_position}; use at most "
+                     f"{model_config.max_position - 1}"))
+  for failed, message in problems:
+    if failed:
+      raise ValueError(message + ".")
 
 
 def fill_text(prompt: Prompt, blanks: list[str]) -> str:
@@ -83,7 +104,7 @@ def fill_text(prompt: Prompt, blanks: list[str]) -> str:
   return "".join(parts)
 
 
-def _batch(prompts: list[Prompt], rows: int, max_position: int) -> decoding.Prompts:
+def _batch(prompts: list[Prompt], rows: int, max_position: int, keys) -> decoding.Prompts:
   longest = max(len(p.part_a) for p in prompts)
   width = -(-longest // BUCKET) * BUCKET
   blanks = 1 << (max(len(p.blanks) for p in prompts) - 1).bit_length()  # powers of two
@@ -92,37 +113,45 @@ def _batch(prompts: list[Prompt], rows: int, max_position: int) -> decoding.Prom
   positions = np.zeros((rows, blanks), np.int32)
   count = np.zeros((rows,), np.int32)
   for row, prompt in enumerate(prompts):
-    if len(prompt.part_a) > max_position:
+    if len(prompt.part_a) > max_position + 1:  # positions 0 .. max_position
       raise ValueError(f"the prompt {prompt.text[:40]!r}... is {len(prompt.part_a)} tokens; "
                        f"this model has positions up to {max_position}: shorten it.")
     tokens[row, :len(prompt.part_a)] = prompt.part_a
     length[row] = len(prompt.part_a)
     positions[row, :len(prompt.positions)] = prompt.positions
     count[row] = len(prompt.blanks)
-  return decoding.Prompts(tokens, length, positions, count)
+  return decoding.Prompts(tokens, length, positions, count, keys)
 
 
 def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
              sampling: decoding.Sampling, seed: int = 0, batch_size: int = 8) -> list[dict]:
   """Fills `texts`; returns {"text", "filled", "blanks"} per prompt, in order."""
-  prompts = [encode_prompt(text, tokenizer) for text in texts]
   config = loaded.model_config
+  check_sampling(sampling, config)
+  if tokenizer.ids_used > config.vocab_size:
+    raise ValueError(f"The tokenizer has {tokenizer.ids_used} ids but the model "
+                     f"model.vocab_size={config.vocab_size}: use the workdir's own tokenizer.")
+  if batch_size < 1:
+    raise ValueError(f"--batch_size={batch_size} must be at least 1.")
+  prompts = [encode_prompt(text, tokenizer) for text in texts]
   specials = tokenizer.specials
-  allowed = allowed_ids(tokenizer, config.vocab_size)
-  fill = decoding.compiled_fill(dataclasses.replace(config, remat="none"), sampling)
+  ends = decoding.Specials(np.int32(specials.sop), np.asarray([specials.eop, specials.eos],
+                                                              np.int32),
+                           allowed_ids(tokenizer, config.vocab_size))
+  fill = decoding.make_fill(dataclasses.replace(config, remat="none"), sampling)
   rows = -(-batch_size // parallel.batch_axis_size(loaded.mesh)) * parallel.batch_axis_size(
       loaded.mesh)  # every device of the batch axes gets whole rows
+  # Prompt i samples with fold_in(seed, i): its text does not depend on the batching.
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(
+      np.arange(len(prompts) + rows, dtype=np.uint32))
   results, started = [], time.perf_counter()
   for first in range(0, len(prompts), rows):
     group = prompts[first:first + rows]
-    batch = _batch(group, rows, config.max_position)
+    batch = _batch(group, rows, config.max_position, keys[first:first + rows])
     with parallel.activate(loaded.mesh, loaded.rules):
       batch = jax.tree.map(lambda x: jax.device_put(
           x, parallel.batch_sharding(loaded.mesh, x.ndim)), batch)
-      tokens, blank = fill(loaded.params, batch,
-                           decoding.Specials(np.int32(specials.sop), np.int32(specials.eop),
-                                             allowed),
-                           jax.random.fold_in(jax.random.key(seed), first))
+      tokens, blank = fill(loaded.params, batch, ends)
     tokens, blank = np.asarray(tokens), np.asarray(blank)
     for row, prompt in enumerate(group):
       ids = decoding.split_blanks(tokens[row], blank[row], len(prompt.blanks))
@@ -174,21 +203,22 @@ def main(argv):
   logs.setup_console(0)
   try:
     texts = list(args.text) + (_read_prompts(args.input) if args.input else [])
-    loaded = pretrained.load(args.workdir)
-    tokenizer = pretrained.load_tokenizer(loaded)
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)
+    check_sampling(sampling, None)  # the flags, before minutes of loading
+    loaded = pretrained.load(args.workdir)
+    tokenizer = pretrained.load_tokenizer(loaded)
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
                        batch_size=args.batch_size)
-  except (ValueError, FileNotFoundError) as error:
+    for result in results:
+      print(result["filled"])
+    if args.output:
+      with open(args.output, "w", encoding="utf-8") as handle:
+        for result in results:
+          handle.write(json.dumps(result, ensure_ascii=False) + "\n")
+  except _USER_ERRORS as error:
     logs.report_failure(error, None, expected=True)
     sys.exit(1)
-  for result in results:
-    print(result["filled"])
-  if args.output:
-    with open(args.output, "w", encoding="utf-8") as handle:
-      for result in results:
-        handle.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

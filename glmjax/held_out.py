@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from glmjax import parallel
+from glmjax.data import pipeline as pipeline_lib
 from glmjax.data.pipeline import OBJECTIVE_NAMES
 
 _MAX_LOG_PERPLEXITY = 50.0  # exp(50) is already meaningless; past it would overflow to inf
@@ -45,6 +46,12 @@ def eval_scalars(sums) -> dict[str, float | None]:
                                    else None)
     scalars[f"perplexity_{name}"] = _perplexity(scalars[f"loss_{name}"])
   return scalars
+
+
+def eval_pipeline(data_config, tokenizer, eval_docs, seed: int) -> pipeline_lib.BatchPipeline:
+  """The held-out batches of a run whose config has `seed`: its own seed, so they are never the
+  training batches of the same documents."""
+  return pipeline_lib.BatchPipeline(data_config, tokenizer, eval_docs, seed=seed + 1)
 
 
 def batch(eval_pipeline, index: int, host: parallel.HostRows) -> dict[str, jax.Array]:

@@ -112,7 +112,7 @@ def load(workdir: str, *, mesh: Mesh | None = None) -> Pretrained:
     model_config = ModelConfig.from_any(step_lib.resolved_model_config(config))
     abstract = abstract_params(model_config, mesh, rules)
     params, step = checkpoint_lib.restore_params(
-        workdir, abstract, checkpoint_lib.parameter_layout(abstract))
+        workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir")
   log.info("Loaded the parameters of step %d from %s", step, workdir)
   return Pretrained(workdir=workdir, config=config, model_config=model_config, params=params,
                     step=step, mesh=mesh, rules=rules)

@@ -27,6 +27,7 @@ from glmjax import logs
 from glmjax import metrics as metrics_lib
 from glmjax import parallel, step as step_lib
 from glmjax import workdir as workdir_lib
+from glmjax import held_out
 from glmjax.held_out import Evaluator, objective_losses as _objective_losses
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
@@ -182,17 +183,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     config_lib.validate(config, num_devices=jax.device_count(),
                         batch_parallelism=parallel.batch_axis_size(mesh))
     tokenizer = tokenizers.load_tokenizer(config.data)
-    if tokenizer.vocab_size > config.model.vocab_size:
+    if tokenizer.ids_used > config.model.vocab_size:
       raise config_lib.ConfigError(
-          f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's padded "
-          f"vocabulary ({tokenizer.vocab_size}); set model.vocab_size={tokenizer.vocab_size}.")
+          f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
+          f"vocabulary ({tokenizer.ids_used} ids); set model.vocab_size={tokenizer.vocab_size}.")
     train_docs, eval_docs = sources.load_documents(config.data, tokenizer)
     if config.train.eval_every:
       sources.check_held_out(config.data, eval_docs)
     train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, train_docs,
                                                 seed=config.seed)
-    eval_pipeline = (pipeline_lib.BatchPipeline(config.data, tokenizer, eval_docs,
-                                                seed=config.seed + 1)
+    eval_pipeline = (held_out.eval_pipeline(config.data, tokenizer, eval_docs, config.seed)
                      if config.train.eval_every else None)
     if config.checkpoint.init_from:
       checkpoint_lib.checkpoints_directory(config.checkpoint.init_from)

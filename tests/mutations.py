@@ -87,8 +87,8 @@ MUTATIONS = (
     Mutation("cloze Part B positions one past the [MASK]", "glmjax/cloze.py",
              "positions[sep:sep + n + 1] = mask_at", "positions[sep:sep + n + 1] = mask_at + 1",
              ("tests/test_evaluate.py",)),
-    Mutation("held-out batches of evaluate drawn with the training seed", "glmjax/evaluate.py",
-             "seed=config.seed + 1)", "seed=config.seed)", ("tests/test_evaluate.py",)),
+    Mutation("held-out batches drawn with the training seed", "glmjax/held_out.py",
+             "seed=seed + 1)", "seed=seed)", ("tests/test_evaluate.py",)),
 )
 
 

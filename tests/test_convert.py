@@ -80,11 +80,14 @@ def test_each_original_layout_gives_the_original_logits(layout, weights, tmp_pat
   assert np.abs(other - expected).max() > 1e-3
 
 
-def test_import_writes_a_workdir_that_loads_and_exports_bit_exactly(weights, tmp_path, caplog):
+@pytest.mark.parametrize("dtype, fmt", [(torch.float16, "bin"), (torch.bfloat16, "safetensors")])
+def test_import_writes_a_workdir_that_loads_and_exports_bit_exactly(weights, tmp_path, caplog,
+                                                                     dtype, fmt):
   caplog.set_level(logging.INFO)
-  half = {key: value.half() for key, value in weights.items()}  # the released 10B files are fp16
+  half = {key: value.to(dtype) for key, value in weights.items()}  # released files: fp16, bf16
+  half["transformer.final_layernorm.weight"] = weights["transformer.final_layernorm.weight"]
   og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
-             fmt="bin")
+             fmt=fmt)
   (tmp_path / "hf" / "modeling_glm.py").write_text("# the hub's code, kept for export\n")
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
   assert "model.activation=gelu_exact" in caplog.text
@@ -101,9 +104,10 @@ def test_import_writes_a_workdir_that_loads_and_exports_bit_exactly(weights, tmp
   convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
   exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
   assert sorted(exported) == sorted("glm." + key for key in half)
-  for key, value in half.items():
-    assert exported["glm." + key].dtype == np.float16, key
-    np.testing.assert_array_equal(exported["glm." + key], value.numpy(), err_msg=key)
+  for key, value in half.items():  # each tensor in its own dtype (one is float32 here)
+    assert str(exported["glm." + key].dtype) == str(value.dtype).replace("torch.", ""), key
+    np.testing.assert_array_equal(exported["glm." + key].astype(np.float32),
+                                  value.float().numpy(), err_msg=key)
   config = json.loads((tmp_path / "out" / "config.json").read_text())
   assert {k: config[k] for k in ("num_layers", "hidden_size", "num_attention_heads",
                                  "vocab_size", "max_sequence_length")} == dict(
@@ -135,6 +139,54 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
   assert step == 0
   np.testing.assert_array_equal(np.asarray(params["word_embeddings"]),
                                 weights["word_embeddings.weight"].numpy())
+
+
+def test_the_imported_workdir_trains_from_another_folder_and_the_result_generates(
+    tmp_path, monkeypatch):
+  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+  from glmjax import decoding, generate, train  # pylint: disable=import-outside-toplevel
+  bert = og.random_state_dict(30592, H, L, HEADS, 64, seed=1)  # a BERT-vocabulary GLM
+  og.save_hf(str(tmp_path / "hf"), bert, og.hf_config(30592, H, L, HEADS, 64), prefix=False,
+             fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "bert"))
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "imported"),
+                            tokenizer=str(tmp_path / "bert"))
+  spec = importlib.util.spec_from_file_location("imported", tmp_path / "imported" / "config.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.update(source="builtin", builtin_docs=200, batch_size=8)
+  config.train.update(steps=1, eval_every=0, log_every=1)
+  config.checkpoint.every = 1
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  monkeypatch.chdir(elsewhere)  # the stored tokenizer is found from any working directory
+  train.train_and_evaluate(config, str(tmp_path / "continued"))
+  continued = pretrained.load(str(tmp_path / "continued"))
+  assert continued.step == 1 and continued.config.data.tokenizer == "wordpiece"
+  # One step at warmup's zero learning rate: the imported parameters, carried through train.
+  np.testing.assert_array_equal(np.asarray(continued.params["word_embeddings"]),
+                                bert["word_embeddings.weight"].numpy())
+  result = generate.generate(continued, pretrained.load_tokenizer(continued),
+                             ["the [MASK] of"], sampling=decoding.Sampling(max_blank_tokens=3))
+  assert len(result[0]["blanks"]) == 1
+
+
+def test_a_megatron_file_with_training_args_and_rng_states(weights, tmp_path):
+  import argparse  # pylint: disable=import-outside-toplevel
+  os.makedirs(tmp_path / "1000")
+  (tmp_path / "latest").write_text("1000")  # DeepSpeed's name for the iteration file
+  torch.save({"module": weights, "np_rng_state": np.random.get_state(),
+              "args": argparse.Namespace(num_attention_heads=HEADS, hidden_dropout=0.05,
+                                         attention_dropout=0.0)},
+             tmp_path / "1000" / "mp_rank_00_model_states.pt")
+  with pytest.raises(ValueError, match="needs --trust_pickle"):
+    convert.load_pretrained(str(tmp_path))
+  model_config, params = convert.load_pretrained(str(tmp_path), allow_pickle=True)
+  assert (model_config.num_heads, model_config.hidden_dropout,
+          model_config.attention_dropout) == (HEADS, 0.05, 0.0)  # from the args, not H / 64
+  np.testing.assert_allclose(_our_logits(model_config, params),
+                             _original_logits(weights, "tanh"), atol=1e-4, rtol=0)
 
 
 def _damaged(weights, tmp_path, change):

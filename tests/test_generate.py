@@ -4,8 +4,10 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +29,8 @@ PROMPTS = ["Paris is the [MASK] of France.", "a [MASK] b [sMASK] c [gMASK]",
 
 def _tiny_config(**model):
   config = config_lib.default_config()
-  config.model.update(vocab_size=384, hidden_size=32, num_layers=2, num_heads=4, max_position=128,
-                      dtype="float32", **model)
+  config.model.update(**{**dict(vocab_size=384, hidden_size=32, num_layers=2, num_heads=4,
+                               max_position=128, dtype="float32"), **model})
   config.data.update(tokenizer="byte", seq_len=64)
   config.mesh.update(data=2, fsdp=4)  # generation runs sharded on the run's mesh
   return config
@@ -52,9 +54,11 @@ def test_part_a_is_cls_the_text_with_blank_ids_and_eos():
   tokenizer = tokenizers.ByteTokenizer()
   prompt = generate.encode_prompt("ab [MASK] c[gMASK]", tokenizer)
   s = tokenizer.specials
+  # A text that ends in its blank gets no eos (the original's prompts, our [gMASK] suffix rows).
   assert prompt.part_a.tolist() == [s.cls, ord("a"), ord("b"), ord(" "), s.mask, ord(" "),
-                                    ord("c"), s.gmask, s.eos]
+                                    ord("c"), s.gmask]
   assert prompt.positions == [4, 7]
+  assert generate.encode_prompt("[MASK] x.", tokenizer).part_a.tolist()[-1] == s.eos
   assert prompt.blanks == ["MASK", "gMASK"]
   assert generate.fill_text(prompt, ["xy", "z"]) == "ab xy cz"
   with pytest.raises(ValueError, match="no blank in 'no blank here'"):
@@ -95,7 +99,7 @@ def _recomputed(loaded, tokenizer, text, max_tokens):
       logits = forward(params, padded(tokens), padded(positions), padded(blocks),
                        jnp.array([sep]))[0, len(tokens) - 1]
       chosen = int(jnp.argmax(jnp.where(allowed, logits, -jnp.inf)))
-      if chosen == s.eop or len(blank) == max_tokens:
+      if chosen in (s.eop, s.eos) or len(blank) == max_tokens:
         break
       blank.append(chosen)
       tokens.append(chosen)
@@ -115,6 +119,37 @@ def test_cached_decoding_gives_the_tokens_of_recomputing_the_whole_sequence(rand
   assert [len(result["blanks"]) for result in results] == [1, 3, 1, 1]
 
 
+def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forward(tmp_path):
+  # 24 position rows, prompts padded to 64 slots: the padding must not read past the table.
+  config = _tiny_config(max_position=24)
+  config.data.seq_len = 24
+  model = GLM(config.model)
+  params = jax.jit(lambda: nn.meta.unbox(model.init(
+      jax.random.key(1), *step_lib.dummy_inputs(1, 8))["params"]))()
+  pretrained.save(str(tmp_path), config, jax.tree.map(lambda x: x * 4 if x.ndim > 2 else x,
+                                                       params))
+  loaded = pretrained.load(str(tmp_path))
+  tokenizer = pretrained.load_tokenizer(loaded)
+  texts = ["ab [MASK] cd.", "[MASK] xyz [MASK]"]
+  results = generate.generate(loaded, tokenizer, texts,
+                              sampling=decoding.Sampling(max_blank_tokens=6))
+  for text, result in zip(texts, results):
+    assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=6), text
+  with pytest.raises(ValueError, match="--max_tokens=24: this model's block positions"):
+    generate.generate(loaded, tokenizer, texts, sampling=decoding.Sampling(max_blank_tokens=24))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(max_blank_tokens=0), "--max_tokens must be at least 1"),
+    (dict(temperature=-1.0), "--temperature must be >= 0"),
+    (dict(top_k=-2), "--top_k must be >= 0"),
+    (dict(top_p=0.0), "--top_p must be in (0, 1]"),
+])
+def test_bad_sampling_flags_are_named(flags, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    generate.check_sampling(decoding.Sampling(**flags), None)
+
+
 def test_sampling_is_reproducible_and_top_k_1_is_greedy(random_run):
   loaded, tokenizer = random_run
   fill = lambda sampling, seed: [r["blanks"] for r in generate.generate(  # noqa: E731
@@ -123,19 +158,27 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(random_run):
   hot = decoding.Sampling(temperature=2.0, max_blank_tokens=6)
   assert fill(hot, 1) == fill(hot, 1)
   assert fill(hot, 1) != fill(hot, 2)
+  # Prompt i samples with its own key: the text does not depend on how prompts are batched.
+  one_by_one = [r["blanks"] for r in generate.generate(loaded, tokenizer, PROMPTS,
+                                                        sampling=hot, seed=1, batch_size=1)]
+  assert one_by_one == fill(hot, 1)
   assert fill(dataclass_replace(hot, top_k=1), 3) == greedy
   assert fill(dataclass_replace(hot, top_p=1e-6), 4) == greedy
 
 
 def test_prompts_of_other_lengths_within_a_bucket_compile_nothing_new(random_run):
   loaded, tokenizer = random_run
-  sampling = decoding.Sampling(max_blank_tokens=3)
-  generate.generate(loaded, tokenizer, ["short [MASK]"], sampling=sampling)
-  fill = decoding.compiled_fill(dataclasses.replace(loaded.model_config, remat="none"), sampling)
-  compiled = fill._cache_size()  # pylint: disable=protected-access
-  generate.generate(loaded, tokenizer, ["a much longer prompt, still under 64 bytes [MASK]",
-                                        "[MASK] and a second one"], sampling=sampling)
-  assert fill._cache_size() == compiled == 1  # pylint: disable=protected-access
+  made, original = [], decoding.make_fill
+  def make_fill(*args):
+    made.append(original(*args))
+    return made[-1]
+  # batch_size=1 on a mesh of 2 x 4: batches of 2 rows, so three batches of different lengths.
+  with mock.patch.object(generate.decoding, "make_fill", make_fill):
+    generate.generate(loaded, tokenizer, ["short [MASK]", "x [MASK]",
+                                          "a much longer prompt, still under 64 bytes [MASK]",
+                                          "[MASK] and another", "[MASK] and a last one"],
+                      sampling=decoding.Sampling(max_blank_tokens=3), batch_size=1)
+  assert len(made) == 1 and made[0]._cache_size() == 1  # pylint: disable=protected-access
 
 
 def dataclass_replace(sampling, **changes):
@@ -175,10 +218,10 @@ def _train_on_repeated_words(steps):
 
 
 def _fits(result, word):
-  """The blank is made of the document's word: at least two of its letters (spaces allowed) and
-  nothing else. A model that ignored the context would mix in the other words' letters."""
+  """The blank continues the document: at least two characters of it, a piece of the word
+  repeated ("m pl" for plum fits; "iwiwi" for kiwi does not)."""
   blank = result["blanks"][0]
-  return len(blank.strip()) >= 2 and set(blank) <= set(word + " ")
+  return len(blank.strip()) >= 2 and blank in (word + " ") * 8
 
 
 def test_a_briefly_trained_model_fills_blanks_of_its_pattern(tmp_path):
@@ -193,7 +236,7 @@ def test_a_briefly_trained_model_fills_blanks_of_its_pattern(tmp_path):
     results = generate.generate(loaded, pretrained.load_tokenizer(loaded), texts,
                                 sampling=decoding.Sampling(max_blank_tokens=8), batch_size=16)
     correct[name] = sum(_fits(r, a) for r, a in zip(results, answers))
-  # Measured: 16 of 16 after 250 steps (e.g. "fig " and "m pl" for fig and plum; 4 exactly the
+  # Measured: 14 of 16 after 250 steps (e.g. "fig " and "m pl" for fig and plum; 4 exactly the
   # word); untrained, none.
   assert correct["trained"] >= 12 and correct["untrained"] <= 2, correct
 

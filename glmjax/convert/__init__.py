@@ -22,7 +22,7 @@ import numpy as np
 from glmjax import config as config_lib
 from glmjax import pretrained
 from glmjax.convert import mapping, original
-from glmjax.model import ModelConfig
+from glmjax.model import ModelConfig, stack_layers
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ from glmjax import pretrained
 def get_config():
   here = os.path.dirname(os.path.abspath(__file__))
   config = pretrained.read_config(here)
+  config.data = pretrained.tokenizer_config(config, here)  # the tokenizer kept in this folder
   config.checkpoint.init_from = here
   return config
 '''
@@ -93,13 +94,13 @@ def model_fields(checkpoint: original.Checkpoint, *, num_heads: int = 0) -> dict
     dropout = dict(hidden_dropout=hf.get("output_dropout_prob"),
                    attention_dropout=hf.get("attention_dropout_prob"))
   if not heads:
-    heads = hidden // mapping.HEAD_DIM
+    heads = max(hidden // mapping.HEAD_DIM, 1)
     log.warning("The checkpoint does not record the number of heads; using %d (head dim %d, as "
                 "in every released GLM). Pass --num_heads if yours differs.", heads,
                 mapping.HEAD_DIM)
-  if hidden % heads:
+  if heads < 1 or hidden % heads:
     raise mapping.CheckpointMismatchError(f"num_attention_heads={heads} does not divide "
-                                          f"hidden_size={hidden}.")
+                                          f"hidden_size={hidden}; pass --num_heads.")
   fields["num_heads"] = heads
   fields.update({k: float(v) for k, v in dropout.items() if v is not None})
   return fields
@@ -125,7 +126,9 @@ def _is_workdir(path: str) -> bool:
 def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
                     ) -> tuple[ModelConfig, Any]:
   """(ModelConfig, params) from an original checkpoint (either layout) or a glmjax workdir
-  (imported or trained). Params are in the scan_layers layout that `GLM(config)` applies."""
+  (imported or trained). Params are in the layout that `GLM(config)` applies. An original
+  checkpoint gives float32 compute (its logits within 1e-4 of the original code's); a workdir
+  its config's model.dtype."""
   if os.path.isdir(path) and _is_workdir(path):
     loaded = pretrained.load(path)
     return loaded.model_config, loaded.params
@@ -133,9 +136,9 @@ def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
   return from_checkpoint(checkpoint, num_heads=num_heads)
 
 
-def _source_dtype(checkpoint: original.Checkpoint) -> str:
-  dtypes = {str(value.dtype) for value in checkpoint.tensors.values()}
-  return dtypes.pop() if len(dtypes) == 1 else "float32"
+def _source_dtypes(checkpoint: original.Checkpoint) -> dict[str, str]:
+  """Each tensor's stored dtype, so export writes every one back as it came."""
+  return {key: str(value.dtype) for key, value in checkpoint.tensors.items()}
 
 
 def _keep_source_files(source: str, out: str) -> None:
@@ -168,6 +171,9 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
   if os.path.exists(os.path.join(out, "checkpoints")):
     raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
+  if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
+    from glmjax.data import released_tokenizers  # pylint: disable=import-outside-toplevel
+    released_tokenizers.tokenizer_fields(tokenizer)
   log.info("Reading %s", source)
   checkpoint = original.read(source, allow_pickle=allow_pickle)
   model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)
@@ -191,7 +197,7 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:
     json.dump({"path": os.path.abspath(source), "layout": checkpoint.layout,
                "file_format": checkpoint.file_format, "prefixed": checkpoint.prefixed,
-               "dtype": _source_dtype(checkpoint), "hf_config": checkpoint.hf_config}, handle,
+               "dtypes": _source_dtypes(checkpoint), "hf_config": checkpoint.hf_config}, handle,
               indent=2)
   with open(os.path.join(out, "config.py"), "w", encoding="utf-8") as handle:
     handle.write(CONTINUE_CONFIG.format(path=os.path.join(out, "config.py")))
@@ -229,32 +235,46 @@ def _hf_config(model_config: ModelConfig, source: dict | None) -> dict:
   return hf
 
 
+def _imported_origin(workdir: str) -> str:
+  """The imported workdir this one descends from (itself, or through checkpoint.init_from), or
+  '' for a model trained from scratch: its source.json and kept files shape the export."""
+  for _ in range(16):  # a chain of continued runs; a cycle is not followed forever
+    if os.path.isfile(os.path.join(workdir, SOURCE_FILE)):
+      return workdir
+    parent = pretrained.read_config(workdir).checkpoint.init_from
+    if not parent or "://" in parent or not os.path.isdir(parent):
+      return ""
+    workdir = parent
+  return ""
+
+
 def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
   loaded = pretrained.load(workdir)
   model_config = loaded.model_config
   unsupported = {field: getattr(model_config, field) for field, wanted in
-                 (("position_encoding", "learned_2d"), ("norm", "pre"), ("mlp", "gelu"))
+                 (("position_encoding", "learned_2d"), ("norm", "pre"), ("mlp", "gelu"),
+                  ("ffn", 4 * model_config.hidden_size), ("layernorm_eps", 1e-5))
                  if getattr(model_config, field) != wanted}
-  if unsupported or model_config.ffn not in (4 * model_config.hidden_size,):
+  if unsupported:
     raise ValueError(f"--workdir={workdir}: the Hugging Face GLM code has learned 2-D "
-                     "positions, pre-LayerNorm and a 4H GeLU MLP; this model has "
-                     f"{unsupported or {'ffn_size': model_config.ffn_size}}.")
-  source_path = os.path.join(workdir, SOURCE_FILE)
+                     "positions, pre-LayerNorm (eps 1e-5) and a 4H GeLU MLP; this model has "
+                     f"{unsupported}, so it cannot be exported to that layout.")
+  origin = _imported_origin(workdir)
   source = {}
-  if os.path.isfile(source_path):
-    with open(source_path, encoding="utf-8") as handle:
+  if origin:
+    with open(os.path.join(origin, SOURCE_FILE), encoding="utf-8") as handle:
       source = json.load(handle)
   if model_config.activation != "gelu_exact":
     log.warning("This model computes model.activation=%s; the Hugging Face GLM code computes the "
                 "exact GeLU, so its logits will differ slightly (about 5e-3).",
                 model_config.activation)
   params = jax.device_get(loaded.params)
-  tensors = mapping.from_params(params, model_config, dtype=np.dtype(source.get("dtype",
-                                                                                "float32")))
-  kept = os.path.join(workdir, HF_FILES_DIR)
-  if os.path.isdir(kept):
-    shutil.copytree(kept, out, dirs_exist_ok=True)
+  if not model_config.scan_layers:
+    params = jax.device_get(stack_layers(params, model_config.num_layers))
+  tensors = mapping.from_params(params, model_config, dtypes=source.get("dtypes", {}))
+  if origin and os.path.isdir(os.path.join(origin, HF_FILES_DIR)):
+    shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)
   written = original.write_hf(out, tensors, _hf_config(model_config, source.get("hf_config")),
                               prefixed=bool(source.get("prefixed")))
   log.info("Wrote %s (step %d of %s)", ", ".join(written), loaded.step, workdir)

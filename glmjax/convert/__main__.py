@@ -5,6 +5,7 @@ import sys
 
 from absl import app, flags
 
+from glmjax import checkpoint as checkpoint_lib
 from glmjax import convert, logs
 from glmjax.convert import mapping
 
@@ -22,8 +23,8 @@ _TRUST_PICKLE = flags.DEFINE_boolean("trust_pickle", False, "import: read .pt/.b
                                      "pickle (runs code stored in the file; only for your own).")
 COMMANDS = ("import", "export")
 # Expected failures: one line, exit status 1. Anything else is a bug and keeps its traceback.
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError,
-                mapping.CheckpointMismatchError)
+_USER_ERRORS = (ValueError, OSError, ModuleNotFoundError, mapping.CheckpointMismatchError,
+                checkpoint_lib.UnusableCheckpointError)
 
 
 def main(argv):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import ml_dtypes  # noqa: F401 - registers bfloat16 with numpy, for the dtype names
 import numpy as np
 
 LAYER = "transformer.layers.{}."
@@ -144,15 +145,21 @@ def to_params(tensors: dict[str, np.ndarray], model_config) -> tuple[dict, list[
   return params, unused
 
 
-def from_params(params: dict, model_config, dtype: Any = None) -> dict[str, np.ndarray]:
-  """Original keys from glmjax params (scan_layers layout), cast to `dtype` if given."""
-  cast = (lambda x: np.asarray(x).astype(dtype)) if dtype is not None else np.asarray
-  tensors = {key: cast(_get(params, path)) for key, path in _TOP_MAP}
+def from_params(params: dict, model_config, dtypes: dict[str, str] | None = None
+                ) -> dict[str, np.ndarray]:
+  """Original keys from glmjax params (scan_layers layout); each tensor cast to its dtype in
+  `dtypes` (the imported checkpoint's, by key), else kept in the parameters' dtype."""
+  dtypes = dtypes or {}
+
+  def cast(key, value):
+    return np.asarray(value).astype(dtypes[key]) if key in dtypes else np.asarray(value)
+
+  tensors = {key: cast(key, _get(params, path)) for key, path in _TOP_MAP}
   for suffix, path in _LAYER_MAP:
     stacked = _get(params["layers"], path)
     for index in range(model_config.num_layers):
-      tensors[LAYER.format(index) + suffix] = cast(_from_glmjax(suffix, np.asarray(
-          stacked[index])))
+      key = LAYER.format(index) + suffix
+      tensors[key] = cast(key, _from_glmjax(suffix, np.asarray(stacked[index])))
   return tensors
 
 

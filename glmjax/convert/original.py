@@ -8,7 +8,8 @@ or the same under `glm.` (a `GLMForConditionalGeneration.state_dict()`); both ar
 Megatron layout (the original training code): mp_rank_00_model_states.pt, a dict whose
 'module' holds the same keys unprefixed. A model-parallel checkpoint has one file per rank
 (mp_rank_00, mp_rank_01, ...); `merge_model_parallel` joins them the way the original code
-split them. A folder with latest_checkpointed_iteration.txt is read at that iteration.
+split them. A folder with latest_checkpointed_iteration.txt (or DeepSpeed's `latest`) is read
+at that iteration.
 
 torch is needed only for .bin and .pt files and is imported only then.
 """
@@ -63,9 +64,10 @@ def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
     with torch.serialization.safe_globals([argparse.Namespace]):
       return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    hint = ("" if allow_pickle else "; if the file is yours and holds more than tensors, "
-            "--trust_pickle reads it with pickle (that runs code stored in the file)")
+    first = re.sub(r"\x1b\[[0-9;]*m", "", (str(error).strip().splitlines() or [""])[0])[:160]
+    hint = ("" if allow_pickle else "; a training checkpoint that holds more than tensors "
+            "(optimizer or rng states) needs --trust_pickle, which reads it with pickle: that "
+            "runs code stored in the file, so use it for files from a source you trust")
     raise ValueError(f"{path} cannot be read by torch.load ({type(error).__name__}: {first})"
                      f"{hint}.") from error
 
@@ -124,10 +126,12 @@ def read_hf(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
 
 
 def _megatron_files(folder: str) -> list[str]:
-  latest = os.path.join(folder, "latest_checkpointed_iteration.txt")
-  if os.path.isfile(latest):
-    with open(latest, encoding="utf-8") as handle:
-      folder = os.path.join(folder, handle.read().strip())
+  for name in ("latest_checkpointed_iteration.txt", "latest"):  # Megatron's, DeepSpeed's
+    latest = os.path.join(folder, name)
+    if os.path.isfile(latest):
+      with open(latest, encoding="utf-8") as handle:
+        folder = os.path.join(folder, handle.read().strip())
+      break
   files = sorted(glob.glob(os.path.join(folder, MEGATRON_PATTERN)))
   ranks = [int(re.search(r"mp_rank_(\d+)_", os.path.basename(f)).group(1)) for f in files]
   if ranks != list(range(len(files))):

@@ -204,6 +204,9 @@ class ByteTokenizer:
 
   name = "byte"
   fingerprint = "byte"
+  base_vocab_size = 256
+  ids_used = 256 + 7          # the model's vocabulary must hold ids below this
+  spaces_are_tokens = True    # a space is a token of its own (not part of the next word)
 
   def __init__(self):
     base = 256
@@ -231,10 +234,13 @@ class ByteTokenizer:
 class _VocabTokenizer:
   """Shared by the file-based tokenizers: specials, padded size, sentence ends, decode."""
 
+  spaces_are_tokens = False  # word pieces, BPE, SentencePiece: a word carries its space
+
   def _setup(self, base_tokens: Sequence[str], surfaces: Sequence[str], layout: str):
     self.base_vocab_size = len(base_tokens)
     self.specials, self.added_tokens = assign_specials(base_tokens, layout)
     largest = max([self.base_vocab_size - 1, *self.added_tokens, *self.specials.as_dict().values()])
+    self.ids_used = largest + 1
     self.vocab_size = pad_vocab(largest + 1)
     self.sentence_end = sentence_end_table(surfaces, self.vocab_size, self.specials)
 
