@@ -126,6 +126,8 @@ def train_defaults() -> ml_collections.ConfigDict:
       profile_steps=5,
       distributed_timeout_s=1800,
       allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
+      compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
+                                   # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
   ))
 
 

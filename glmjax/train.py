@@ -347,6 +347,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
     log_path = logs.log_file(workdir, jax.process_index())
     logs.attach_file(log_path)
+    cache = workdir_lib.compilation_cache_dir(config.train.compilation_cache_dir, workdir,
+                                              dict(os.environ))
+    if cache:
+      jax.config.update("jax_compilation_cache_dir", cache)
     if "://" in workdir:
       log.info("This run's log file: %s (a bucket cannot be appended to)", log_path)
   except config_lib.ConfigError as error:

@@ -8,6 +8,7 @@ unless allowed (`train.allow_config_change`); a resume that finds no metrics.jso
 from __future__ import annotations
 
 import logging
+import os
 
 from etils import epath
 
@@ -51,3 +52,14 @@ def unwritable(workdir: str, error: OSError) -> str:
   where = f" ({error.filename})" if error.filename else ""
   return (f"--workdir={workdir} cannot be written: {error.strerror or error}{where}; give a "
           "workdir this user can write to.")
+
+
+def compilation_cache_dir(configured: str, workdir: str, env: dict) -> str:
+  """Where compiled programs persist, so a restart or a resume skips most compilation: the
+  JAX_COMPILATION_CACHE_DIR of the environment, else train.compilation_cache_dir, else the
+  workdir's xla_cache/ ('' when 'none' turns it off)."""
+  if env.get("JAX_COMPILATION_CACHE_DIR"):
+    return env["JAX_COMPILATION_CACHE_DIR"]
+  if configured == "none":
+    return ""
+  return configured or os.path.join(workdir, "xla_cache")

@@ -288,3 +288,20 @@ def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
     # mlp_out feeds only the residual add, so nothing needs to keep it.
     assert names == saved - {"mlp_out"}, names
     assert len(found) < 30
+
+
+def test_remat_minimal_keeps_the_splash_output_and_log_sum_exp_for_the_backward(capsys):
+  # Named residuals: the backward pass of remat='minimal' does not rerun the attention forward.
+  cfg = model_lib.ModelConfig(vocab_size=128, hidden_size=64, num_layers=1, num_heads=2,
+                              max_position=256, dtype="float32", attention="splash",
+                              remat="minimal", scan_layers=False, hidden_dropout=0.0,
+                              attention_dropout=0.0)
+  model = model_lib.GLM(cfg)
+  tokens, sep = jnp.zeros((1, 256), jnp.int32), jnp.array([100])
+  params = nn.meta.unbox(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), tokens, tokens, tokens, sep))["params"])
+  jax.ad_checkpoint.print_saved_residuals(
+      lambda p: model.apply({"params": p}, tokens, tokens, tokens, sep).sum(), params)
+  saved = [line for line in capsys.readouterr().out.splitlines() if "_splash_attention" in line]
+  assert any(line.startswith("f32[1,2,256,32]") for line in saved), saved  # the output
+  assert any(line.startswith("f32[1,2,256]") for line in saved), saved     # the log-sum-exp

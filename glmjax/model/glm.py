@@ -33,7 +33,8 @@ HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activ
 MLP_AXES = ("activation_batch", "activation_length", "activation_mlp")
 LOGIT_AXES = ("activation_batch", "activation_length", "activation_vocab")
 # Tags for remat policies (jax.ad_checkpoint.checkpoint_name).
-SAVED_BY_MINIMAL = ("qkv_proj", "context", "out_proj", "mlp_in", "mlp_out")
+SAVED_BY_MINIMAL = ("qkv_proj", "context", "out_proj", "mlp_in", "mlp_out",
+                    "attention_residuals")  # the last: splash's output and log-sum-exp
 
 
 def _param(module: nn.Module, name: str, init, axes: tuple, shape: tuple, dtype) -> jax.Array:
