@@ -25,7 +25,7 @@ from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import logs
 from glmjax import metrics as metrics_lib
-from glmjax import parallel, step as step_lib
+from glmjax import parallel, prefetch, step as step_lib
 from glmjax import workdir as workdir_lib
 from glmjax import held_out
 from glmjax.held_out import Evaluator, objective_losses as _objective_losses
@@ -279,11 +279,15 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
   if jax.process_count() == 1:  # multi-host: jax's preemption service owns SIGTERM
     termination.install()
   host = parallel.host_rows(mesh, config.data.batch_size)  # the rows this host builds each step
+  # Batch k+1 is built and transferred on a background thread while the devices run step k.
+  batches = prefetch.Prefetcher(
+      lambda k: parallel.global_batch(train_pipeline.build_rows(k, host.rows), host), start,
+      total_steps)
   run_start = time.perf_counter()
   try:
     for step in range(start, total_steps):
       profiler.before_step(step)
-      batch = parallel.global_batch(train_pipeline.build_rows(step, host.rows), host)
+      batch = batches.get(step)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_fn(state, batch)
       done = step + 1
@@ -314,6 +318,7 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
              time.perf_counter() - run_start, workdir)
     return {"step": end, **reporter.last_scalars}
   finally:  # an error mid-window still writes the trace
+    batches.close()
     profiler.stop()
 
 

@@ -3,16 +3,23 @@
 Times the jitted, sharded train step of the config on the devices present (one synthetic batch
 with GLM-like Part A lengths), and prints one JSON line: step time, tokens/s, TFLOP/s per device
 and MFU (metrics.py defines both), plus compile time and the attention implementation used.
+With a data source in the config it also times the step fed by the real pipeline through the
+background prefetcher as train does (`step_time_s_pipeline`, and its ratio to the pre-built
+figure), and the step in which an asynchronous checkpoint save starts (`checkpoint_overhead`).
 """
 import json
+import tempfile
 import time
 
 import jax
 import numpy as np
 from absl import flags
 
-from glmjax import metrics, parallel, step as step_lib
+from glmjax import checkpoint as checkpoint_lib
+from glmjax import metrics, parallel, prefetch, step as step_lib
 from glmjax import model as model_lib
+from glmjax.data import pipeline as pipeline_lib
+from glmjax.data import sources, tokenizers
 
 DEFAULT_STEPS = 10
 
@@ -57,6 +64,9 @@ def main(config, argv):
       state, out = compiled(state, device_batch)
     jax.block_until_ready(out)
     step_time = (time.perf_counter() - start) / steps
+    # The step donates the state: each helper hands back the one it ends with.
+    pipeline_time, state = _fed_by_the_pipeline(config, compiled, state, host, steps)
+    save_time, state = _with_an_async_save(compiled, state, device_batch)
   result = {
       "what": "step", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "attention": model_config.attention,
@@ -69,4 +79,46 @@ def main(config, argv):
           flops_per_token=model_lib.flops_per_token(model_config, config.data.seq_len),
           num_devices=jax.device_count(), device_kind=jax.devices()[0].device_kind),
   }
+  result.update(step_time_s_pipeline=pipeline_time,
+                pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None,
+                checkpoint_overhead=save_time / step_time - 1.0)
   print(json.dumps(result))
+
+
+def _fed_by_the_pipeline(config, compiled, state, host, steps: int):
+  """Seconds per step with batches built and transferred by the prefetcher, as train feeds
+  them; None without a data source in the config."""
+  if not config.data.source:
+    return None, state
+  tokenizer = tokenizers.load_tokenizer(config.data)
+  docs, _ = sources.load_documents(config.data, tokenizer)
+  pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, docs, seed=config.seed)
+  build = lambda k: parallel.global_batch(pipeline.build_rows(k, host.rows), host)  # noqa: E731
+  with prefetch.Prefetcher(build, 0, steps + 1) as batches:
+    state, out = compiled(state, batches.get(0))  # the first batch has no step to hide behind
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+      state, out = compiled(state, batches.get(step))
+    jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps, state
+
+
+def _with_an_async_save(compiled, state, batch):
+  """Seconds of the step in which an asynchronous checkpoint save of the state starts (the
+  save's own writing overlaps the next steps)."""
+  with tempfile.TemporaryDirectory() as folder:
+    checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True)
+    try:
+      for step in (1, 2):  # the first save compiles the checksums: time the second
+        state, out = compiled(state, batch)
+        jax.block_until_ready(out)
+        start = time.perf_counter()
+        checkpointer.save(step, state, {}, force=True)
+        state, out = compiled(state, batch)
+        jax.block_until_ready(out)
+        seconds = time.perf_counter() - start
+        checkpointer.wait()
+    finally:
+      checkpointer.close()
+  return seconds, state

@@ -1,0 +1,54 @@
+"""Batches are built ahead on a background thread, in order, at most `depth` ahead."""
+import threading
+import time
+
+import pytest
+
+from glmjax.prefetch import Prefetcher
+
+
+def test_batches_come_in_step_order_from_the_start_step():
+  with Prefetcher(lambda step: {"step": step}, start=5, stop=12) as batches:
+    assert [batches.get(step)["step"] for step in range(5, 12)] == list(range(5, 12))
+
+
+def test_at_most_depth_batches_are_built_ahead_of_the_step():
+  built, lock = [], threading.Lock()
+
+  def build(step):
+    with lock:
+      built.append(step)
+    return step
+
+  with Prefetcher(build, start=0, stop=100, depth=2) as batches:
+    time.sleep(0.5)  # a slow consumer: the producer must wait, not run ahead
+    # Two in the queue and one built and waiting to be put: never more.
+    assert len(built) <= 3
+    batches.get(0)
+    time.sleep(0.3)
+    assert len(built) <= 4
+
+
+def test_an_error_building_a_batch_is_raised_when_that_step_asks_for_it():
+  def build(step):
+    if step == 3:
+      raise FileNotFoundError("shard 7 is gone")
+    return step
+
+  with Prefetcher(build, start=0, stop=10) as batches:
+    assert [batches.get(step) for step in range(3)] == [0, 1, 2]
+    with pytest.raises(FileNotFoundError, match="shard 7 is gone"):
+      batches.get(3)
+
+
+def test_close_stops_the_thread_even_when_the_queue_is_full():
+  batches = Prefetcher(lambda step: step, start=0, stop=10**9, depth=1)
+  time.sleep(0.2)
+  batches.close()
+  assert not batches._thread.is_alive()  # pylint: disable=protected-access
+
+
+def test_steps_out_of_order_are_refused():
+  with Prefetcher(lambda step: step, start=0, stop=10) as batches:
+    with pytest.raises(ValueError, match="expected step 0, asked for 1"):
+      batches.get(1)
