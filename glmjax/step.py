@@ -22,6 +22,7 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 
 from glmjax import model as model_lib
+from glmjax import loss as loss_lib
 from glmjax import optim, parallel
 from glmjax.model import attention as attention_lib
 from glmjax.data.pipeline import BATCH_KEYS, OBJECTIVE_NAMES
@@ -119,25 +120,28 @@ def abstract_state(init_fn, shardings) -> TrainState:
 
 
 def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool):
-  """Summed Part B cross-entropy and the counts needed to average it exactly."""
-  logits = model.apply({"params": params}, batch["tokens"], batch["position_ids"],
+  """Summed Part B cross-entropy and the counts needed to average it exactly.
+
+  The vocabulary projection runs only on Part B positions (loss.part_b_cross_entropy): the
+  [B, T, V] logits of the whole row are never built.
+  """
+  hidden = model.apply({"params": params}, batch["tokens"], batch["position_ids"],
                        batch["block_position_ids"], batch["sep"], deterministic=deterministic,
-                       rngs=None if deterministic else {"dropout": rng})
-  logits = logits.astype(jnp.float32)
-  weights = batch["loss_mask"].astype(jnp.float32)
-  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-  correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+                       rngs=None if deterministic else {"dropout": rng}, return_hidden=True)
+  embeddings = nn.meta.unbox(params["word_embeddings"])
+  scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],
+                                         batch["loss_mask"])
   objective = jax.nn.one_hot(batch["objective"], NUM_OBJECTIVES, dtype=jnp.float32)
-  row_loss = jnp.sum(token_loss * weights, axis=-1)
-  row_weight = jnp.sum(weights, axis=-1)
-  row_correct = jnp.sum(correct * weights, axis=-1)
+  row_loss, row_correct = scored["row_loss"], scored["row_correct"]
+  row_weight = jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=-1)
   sums = {
-      "loss_sum": jnp.sum(row_loss),
+      "loss_sum": scored["loss_sum"],
       "weight": jnp.sum(row_weight),
       "correct": jnp.sum(row_correct),
       "objective_loss_sum": row_loss @ objective,
       "objective_weight": row_weight @ objective,
       "objective_correct": row_correct @ objective,
+      "logit_positions": scored["logit_positions"],
   }
   return sums["loss_sum"], sums
 
@@ -154,6 +158,7 @@ def _micro_batches(batch, count: int):
 
 def _zero_sums():
   return {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
+          "logit_positions": jnp.zeros(()),
           "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
           "objective_weight": jnp.zeros(NUM_OBJECTIVES),
           "objective_correct": jnp.zeros(NUM_OBJECTIVES)}

@@ -31,9 +31,15 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("loss scored on the inputs, not the targets", "glmjax/step.py",
-             'softmax_cross_entropy_with_integer_labels(logits, batch["targets"])',
-             'softmax_cross_entropy_with_integer_labels(logits, batch["tokens"])',
+             'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],',
+             'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["tokens"],',
              ("tests/test_objective.py",)),
+    Mutation("Part B loss drops the last, partial chunk", "glmjax/loss.py",
+             "num_chunks = (count + chunk - 1) // chunk", "num_chunks = count // chunk",
+             ("tests/test_loss.py",)),
+    Mutation("target logit read from this vocabulary shard only", "glmjax/loss.py",
+             "target_logit = over_vocab(jax.lax.psum, jnp.where(owned, picked, 0.0))",
+             "target_logit = jnp.where(owned, picked, 0.0)", ("tests/test_loss.py",)),
     Mutation("loss averaged over rows, not Part B tokens", "glmjax/step.py",
              'weight = jnp.maximum(sums["weight"], 1.0)',
              'weight = jnp.maximum(jnp.float32(batch["sep"].shape[0]), 1.0)',

@@ -1,0 +1,160 @@
+"""The Part B loss computes logits only where the loss is, and equals the full-logits loss.
+
+The reference is the plain formula on the whole [B, T, V] logits (optax's cross-entropy, jnp's
+argmax, `jax.grad`), which the step used before; the loss under test must give the same values,
+per-row sums and gradients for rows of every shape GLM makes: short blank suffixes, [gMASK]
+rows whose Part B is nearly the whole row (longer than any blank-only budget), padded rows with
+gaps in the weights, and rows with no loss at all.
+"""
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+from glmjax import loss as loss_lib
+from glmjax import model as model_lib
+from glmjax import parallel, step as step_lib
+from glmjax.data import pipeline as pipeline_lib, sources, tokenizers
+
+ROWS, LENGTH, WIDTH, VOCAB = 8, 24, 16, 40
+
+
+def _full_logits_loss(hidden, embeddings, targets, weights):
+  logits = jnp.einsum("bth,vh->btv", hidden, embeddings, preferred_element_type=jnp.float32)
+  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights
+  correct = (jnp.argmax(logits, -1) == targets) * weights
+  return jnp.sum(token_loss), jnp.sum(token_loss, -1), jnp.sum(correct, -1)
+
+
+def _rows_of_every_shape(seed=0):
+  """Weights of blank-like rows (Part B a short suffix), [gMASK]-like rows (Part B 90% of the
+  row), a row with padding gaps inside Part B, and a row with no loss."""
+  rng = np.random.default_rng(seed)
+  weights = np.zeros((ROWS, LENGTH), np.float32)
+  for row in range(ROWS):
+    kind = row % 4
+    if kind == 0:    # blank infilling: Part B is the last ~20%
+      weights[row, rng.integers(17, 20):] = 1
+    elif kind == 1:  # document: Part B is nearly everything
+      weights[row, 2:] = 1
+    elif kind == 2:  # padded Part B: gaps with no loss
+      weights[row, 12:] = rng.integers(0, 2, LENGTH - 12)
+    # kind 3: no loss in this row
+  hidden = rng.normal(size=(ROWS, LENGTH, WIDTH)).astype(np.float32)
+  embeddings = rng.normal(size=(VOCAB, WIDTH)).astype(np.float32)
+  targets = rng.integers(0, VOCAB, (ROWS, LENGTH)).astype(np.int32)
+  targets[0, -3:] = np.argmax(hidden[0, -3:] @ embeddings.T, -1)  # some correct predictions
+  return hidden, embeddings, targets, weights
+
+
+def _under_test(hidden, embeddings, targets, weights, chunk):
+  def loss_sum(h, e):
+    out = loss_lib.part_b_cross_entropy(h, e, targets, weights, chunk=chunk)
+    return out["loss_sum"], out
+  (value, out), grads = jax.jit(jax.value_and_grad(loss_sum, argnums=(0, 1), has_aux=True))(
+      hidden, embeddings)
+  return value, out, grads
+
+
+def _reference(hidden, embeddings, targets, weights):
+  def loss_sum(h, e):
+    total, row_loss, row_correct = _full_logits_loss(h, e, targets, weights)
+    return total, (row_loss, row_correct)
+  return jax.value_and_grad(loss_sum, argnums=(0, 1), has_aux=True)(hidden, embeddings)
+
+
+def _assert_equal_to_full_logits(inputs, chunk):
+  value, out, grads = _under_test(*inputs, chunk)
+  (ref_value, (ref_rows, ref_correct)), ref_grads = _reference(*inputs)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  np.testing.assert_allclose(out["row_loss"], ref_rows, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(out["row_correct"], ref_correct)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  return out
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_part_b_loss_equals_the_full_logits_loss_in_values_and_gradients(chunk):
+  out = _assert_equal_to_full_logits(_rows_of_every_shape(), chunk)
+  assert out["row_correct"][0] >= 3
+
+
+@pytest.mark.parametrize("mesh_shape,vocab", [
+    (dict(data=2, fsdp=2, tensor=2), VOCAB),       # vocabulary split over the tensor axis
+    (dict(data=1, fsdp=2, tensor=4), VOCAB),       # four vocabulary shards
+    (dict(data=2, fsdp=1, tensor=4), VOCAB - 2),   # 38 rows: not divisible, kept whole
+])
+def test_sharded_part_b_loss_equals_the_full_logits_loss(mesh_shape, vocab):
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=1)
+  embeddings, targets = embeddings[:vocab], targets % vocab
+  config = importlib.import_module("configs.base").get_config("local")
+  config.mesh.update(**mesh_shape)
+  mesh = parallel.make_mesh(config.mesh)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=5)
+
+
+def test_logits_are_computed_for_the_scored_positions_only_rounded_up_to_a_chunk():
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  scored = int(np.sum(weights != 0))
+  out = loss_lib.part_b_cross_entropy(hidden, embeddings, targets, weights, chunk=16)
+  assert int(out["logit_positions"]) == -(-scored // 16) * 16
+  assert scored < 0.6 * ROWS * LENGTH  # the point: far fewer than all positions
+  none = loss_lib.part_b_cross_entropy(hidden, embeddings, targets, np.zeros_like(weights))
+  assert float(none["logit_positions"]) == 0.0 and float(none["loss_sum"]) == 0.0
+
+
+def test_bfloat16_hidden_states_give_the_full_logits_loss_within_bfloat16_rounding():
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  hidden = jnp.asarray(hidden, jnp.bfloat16)
+  value, _, (d_hidden, d_embeddings) = _under_test(hidden, embeddings, targets, weights, 16)
+  (ref_value, _), (ref_hidden, ref_embeddings) = _reference(
+      hidden, jnp.asarray(embeddings, jnp.bfloat16), targets, weights)
+  assert d_hidden.dtype == jnp.bfloat16
+  np.testing.assert_allclose(value, ref_value, rtol=1e-2)
+  np.testing.assert_allclose(np.float32(d_hidden), np.float32(ref_hidden), rtol=0.05, atol=0.05)
+  np.testing.assert_allclose(np.float32(d_embeddings), np.float32(ref_embeddings), rtol=0.05,
+                             atol=0.3)
+
+
+@pytest.mark.parametrize("objective", ["blank", "sentence", "document"])
+def test_the_step_loss_equals_the_full_logits_loss_on_pipeline_batches(objective):
+  """Real rows of each objective through the model: loss_sums and its parameter gradients equal
+  those of the full [B, T, V] logits; document rows' Part B exceeds a blank-only budget."""
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(hidden_size=32, num_heads=2, num_layers=1, max_position=64,
+                      hidden_dropout=0.0, attention_dropout=0.0, vocab_size=256)
+  config.data.update(seq_len=64, batch_size=8, builtin_docs=200, blank_prob=0.0,
+                     sentence_prob=0.0, document_prob=0.0)
+  config.data[f"{objective}_prob"] = 1.0
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  tokenizer = tokenizers.load_tokenizer(config.data)
+  docs, _ = sources.load_documents(config.data, tokenizer)
+  batch = pipeline_lib.BatchPipeline(config.data, tokenizer, docs, seed=0).build_rows(
+      0, np.arange(8))
+  part_b = np.sum(batch["loss_mask"], axis=1) / config.data.seq_len
+  if objective == "document":
+    assert part_b.max() > 0.4  # beyond what 15% blank masking ever scores
+  model = model_lib.GLM(config.model)
+  params = nn.meta.unbox(model.init(jax.random.key(0), *step_lib.dummy_inputs(1, 64))["params"])
+
+  def reference(p):
+    logits = model.apply({"params": p}, batch["tokens"], batch["position_ids"],
+                         batch["block_position_ids"], batch["sep"])
+    token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    return jnp.sum(token_loss * batch["loss_mask"])
+
+  mesh = parallel.make_mesh(config.mesh)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    under_test = jax.jit(jax.value_and_grad(lambda p: step_lib.loss_sums(
+        p, batch, None, model=model, deterministic=True)[0]))
+    value, grads = under_test(params)
+  ref_value, ref_grads = jax.value_and_grad(reference)(params)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
