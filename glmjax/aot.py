@@ -28,6 +28,7 @@ from glmjax import config as config_lib
 from glmjax import metrics as metrics_lib
 from glmjax import model as model_lib
 from glmjax import parallel, step as step_lib, topology
+from glmjax.data import pipeline as pipeline_lib
 
 log = logging.getLogger("glmjax.aot")
 
@@ -192,7 +193,10 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
                - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()
   total = max(_total_bytes(memory), eval_peak) + resident
-  flops = model_lib.flops_per_token(model_config, seq_len) * batch_size * seq_len
+  # A planning figure: the config's average Part B share (a real step counts its own batch).
+  flops = model_lib.flops_per_token(
+      model_config, seq_len, part_b_fraction=pipeline_lib.expected_part_b_fraction(config.data)
+  ) * batch_size * seq_len
   peak = metrics_lib.peak_flops(devices[0].device_kind) or float("nan")
   holders = np.bincount(np.concatenate([layout.rows for layout in layouts.values()]),
                         minlength=batch_size)

@@ -28,7 +28,7 @@ DEFAULT_CHUNK = 256
 
 
 def part_b_cross_entropy(hidden: jax.Array, embeddings: jax.Array, targets: jax.Array,
-                         weights: jax.Array, *, chunk: int = DEFAULT_CHUNK) -> dict:
+                         weights: jax.Array, *, chunk: int | None = None) -> dict:
   """Weighted cross-entropy of the tied logits hidden · embeddingsᵀ, where weights > 0 only.
 
   hidden [B, T, H] (compute dtype), embeddings [V, H] (cast to hidden's dtype), targets [B, T]
@@ -36,8 +36,10 @@ def part_b_cross_entropy(hidden: jax.Array, embeddings: jax.Array, targets: jax.
     loss_sum   Σ weights · CE (differentiable in hidden and embeddings)
     row_loss   [B] the same per row;  row_correct [B] Σ weights · (argmax == target)
     logit_positions  positions whose logits were computed (chunk-rounded, all devices)
-  Only `loss_sum` carries a gradient; the other values are metrics (stop_gradient).
+  Only `loss_sum` carries a gradient; the other values are metrics (stop_gradient). `chunk`
+  defaults to DEFAULT_CHUNK.
   """
+  chunk = int(chunk or DEFAULT_CHUNK)
   hidden = jnp.asarray(hidden)
   loss_sum, row_loss, row_correct, positions = _loss(
       hidden, jnp.asarray(embeddings, hidden.dtype), jnp.asarray(targets, jnp.int32),

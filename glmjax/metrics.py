@@ -1,8 +1,9 @@
 """Metric writers (console, metrics.jsonl, TensorBoard) and FLOPs / MFU accounting.
 
-MFU = model FLOPs per second per device / the device's peak dense bf16 FLOP/s. Model FLOPs per
-token come from glmjax.model.flops_per_token (3 x forward: weights and the attention pairs that
-the GLM mask leaves visible); rematerialisation is not counted.
+MFU = model FLOPs per second per device / the device's peak dense bf16 FLOP/s. A step's model
+FLOPs come from glmjax.model.step_flops on its own batch (3 x forward: the layers' weights, the
+attention pairs that the GLM mask leaves visible, the vocabulary projection on the positions the
+loss scores); rematerialisation is not counted.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ def peak_flops(device_kind: str) -> float | None:
   return None
 
 
-def throughput(*, step_time_s: float, tokens_per_step: int, flops_per_token: float,
+def throughput(*, step_time_s: float, tokens_per_step: int, flops_per_step: float,
                num_devices: int, device_kind: str) -> dict[str, float | None]:
   tokens_per_s = tokens_per_step / step_time_s
-  tflops_per_device = flops_per_token * tokens_per_s / num_devices / 1e12
+  tflops_per_device = flops_per_step / step_time_s / num_devices / 1e12
   peak = peak_flops(device_kind)
   return {
       "step_time_s": step_time_s,

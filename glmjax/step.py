@@ -217,6 +217,10 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
       "objective_loss_sum": sums["objective_loss_sum"],
       "objective_weight": sums["objective_weight"],
       "loss_tokens": sums["weight"],
+      "model_flops": model_lib.step_flops(
+          model.config, tokens=batch["tokens"].size, logit_positions=sums["logit_positions"],
+          visible_pairs=jnp.sum(model_lib.visible_pairs(batch["tokens"].shape[1],
+                                                        batch["sep"].astype(jnp.float32)))),
       "grad_norm": grad_norm,
       "param_norm": optax.global_norm(new_state.params),
       "learning_rate": learning_rate,

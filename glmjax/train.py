@@ -31,7 +31,6 @@ from glmjax import held_out
 from glmjax.held_out import Evaluator, objective_losses as _objective_losses
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
-from glmjax import model as model_lib
 
 
 log = logging.getLogger("glmjax.train")
@@ -80,17 +79,18 @@ class StepReporter:
   """Reads each step's metrics one step late (never blocking the device), logs every
   `train.log_every` steps, and stops the run after too many consecutive non-finite steps."""
 
-  def __init__(self, config, writer, *, start: int, flops_per_token: float, checkpoint_dir: str):
+  def __init__(self, config, writer, *, start: int, checkpoint_dir: str):
     self.config, self.writer = config, writer
     self.total_steps = int(config.train.steps)
     self.clock = metrics_lib.StepClock()
     self.clock.lap(start)
     self.throughput_args = dict(
         tokens_per_step=config.data.batch_size * config.data.seq_len,
-        flops_per_token=flops_per_token, num_devices=jax.device_count(),
+        num_devices=jax.device_count(),
         device_kind=jax.devices()[0].device_kind)
     self.checkpoint_dir = checkpoint_dir
     self.consecutive_nonfinite = 0
+    self.flops = []  # model FLOPs of each step since the last log line (each batch its own)
     self.pending = None
     self.last_scalars: dict[str, Any] = {}
 
@@ -109,6 +109,7 @@ class StepReporter:
     self.clock.lap(step)
 
   def _report(self, step_done: int, host) -> None:
+    self.flops.append(float(host["model_flops"]))
     if bool(host["nonfinite"]):
       self.consecutive_nonfinite += 1
       log.warning("Step %d: non-finite loss, gradient or update (loss=%s, grad_norm=%s); update "
@@ -130,7 +131,9 @@ class StepReporter:
     scalars = _step_scalars(host)
     seconds = self.clock.lap(step_done)
     if seconds is not None:
-      scalars.update(metrics_lib.throughput(step_time_s=seconds, **self.throughput_args))
+      scalars.update(metrics_lib.throughput(step_time_s=seconds, flops_per_step=np.mean(self.flops),
+                                            **self.throughput_args))
+    self.flops = []
     self.writer.write(step_done, scalars)
     eta = (seconds or float("nan")) * (self.total_steps - step_done)
     log.info("%s", metrics_lib.console_line(step_done, self.total_steps, scalars, eta))
@@ -271,9 +274,7 @@ def _train(config, workdir, mesh, rules, model_config, train_pipeline, eval_pipe
                if eval_pipeline is not None else None)
 
   total_steps = int(config.train.steps)
-  reporter = StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory,
-                          flops_per_token=model_lib.flops_per_token(model_config,
-                                                                    config.data.seq_len))
+  reporter = StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory)
   profiler = Profiler(config, writer.tensorboard_dir, enabled=jax.process_index() == 0)
   termination = _TerminationFlag()
   if jax.process_count() == 1:  # multi-host: jax's preemption service owns SIGTERM

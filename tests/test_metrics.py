@@ -14,10 +14,10 @@ def test_peak_flops_by_device_kind(kind, peak):
 
 
 def test_mfu_is_model_flops_per_device_over_peak():
-  out = metrics.throughput(step_time_s=0.5, tokens_per_step=1000, flops_per_token=1e12,
+  out = metrics.throughput(step_time_s=0.5, tokens_per_step=1000, flops_per_step=1e15,
                            num_devices=4, device_kind="TPU v4")
   assert out["tokens_per_s"] == 2000
-  assert out["tflops_per_device"] == pytest.approx(500)  # 1e12 * 2000 / 4 / 1e12
+  assert out["tflops_per_device"] == pytest.approx(500)  # 1e15 / 0.5 s / 4 / 1e12
   assert out["mfu"] == pytest.approx(500e12 / 275e12)
 
 

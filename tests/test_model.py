@@ -238,17 +238,6 @@ def test_param_count_of_variants_matches_init():
         model_lib.param_count(cfg), variant
 
 
-def test_flops_per_token_convention():
-  cfg = _config()
-  H, L, V, T = 32, 2, 128, 64
-  weights = 6 * (L * 12 * H * H + V * H)
-  causal = model_lib.flops_per_token(cfg, T, part_a_fraction=0.0)
-  full = model_lib.flops_per_token(cfg, T, part_a_fraction=1.0)
-  np.testing.assert_allclose(causal, weights + 12 * H * L * (T + 1) / 2)
-  np.testing.assert_allclose(full, weights + 12 * H * L * T)
-  assert causal < model_lib.flops_per_token(cfg, T) < full
-
-
 def test_accepts_configdict_mapping_and_modelconfig():
   cfg = _config()
   frozen = model_lib.ModelConfig.from_any(cfg)

@@ -4,10 +4,13 @@ import importlib
 from absl import app, flags
 from ml_collections import config_flags
 
-BENCHMARKS = ("data", "prepare", "step", "attention")
+BENCHMARKS = ("data", "prepare", "step", "sweep", "attention")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
 flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")
+flags.DEFINE_string("sweep_batch", "", "sweep: batch sizes, e.g. '4,8,16' (default: B/2, B, 2B).")
+flags.DEFINE_string("sweep_remat", "", "sweep: remat policies (default: none,minimal,full).")
+flags.DEFINE_string("sweep_attention", "", "sweep: kernels (default: what auto tries here).")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=False)
 

@@ -2,7 +2,9 @@
 
 Times the jitted, sharded train step of the config on the devices present (one synthetic batch
 with GLM-like Part A lengths), and prints one JSON line: step time, tokens/s, TFLOP/s per device
-and MFU (metrics.py defines both), plus compile time and the attention implementation used.
+and MFU (metrics.py defines both; the step's model FLOPs are counted on its own batch by
+model.step_flops, next to XLA's count of the compiled step), plus compile time and the
+attention implementation used.
 With a data source in the config it also times the step fed by the real pipeline through the
 background prefetcher as train does (`step_time_s_pipeline`, and its ratio to the pre-built
 figure), and the step in which an asynchronous checkpoint save starts (`checkpoint_overhead`).
@@ -17,7 +19,6 @@ from absl import flags
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import metrics, parallel, prefetch, step as step_lib
-from glmjax import model as model_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 
@@ -44,7 +45,11 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 
 
 def main(config, argv):
   del argv
-  steps = flags.FLAGS.steps or DEFAULT_STEPS
+  print(json.dumps(measure(config, flags.FLAGS.steps or DEFAULT_STEPS)))
+
+
+def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool = True) -> dict:
+  """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
   model_config = step_lib.resolved_model_config(config)
@@ -65,8 +70,12 @@ def main(config, argv):
     jax.block_until_ready(out)
     step_time = (time.perf_counter() - start) / steps
     # The step donates the state: each helper hands back the one it ends with.
-    pipeline_time, state = _fed_by_the_pipeline(config, compiled, state, host, steps)
-    save_time, state = _with_an_async_save(compiled, state, device_batch)
+    pipeline_time, save_time = None, None
+    if with_pipeline:
+      pipeline_time, state = _fed_by_the_pipeline(config, compiled, state, host, steps)
+    if with_save:
+      save_time, state = _with_an_async_save(compiled, state, device_batch)
+    peak_bytes = _peak_device_memory()
   result = {
       "what": "step", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "attention": model_config.attention,
@@ -76,13 +85,34 @@ def main(config, argv):
       "loss": float(out["loss"]),
       **metrics.throughput(
           step_time_s=step_time, tokens_per_step=config.data.batch_size * config.data.seq_len,
-          flops_per_token=model_lib.flops_per_token(model_config, config.data.seq_len),
-          num_devices=jax.device_count(), device_kind=jax.devices()[0].device_kind),
+          flops_per_step=float(out["model_flops"]), num_devices=jax.device_count(),
+          device_kind=jax.devices()[0].device_kind),
+      "formula_flops_per_step": float(out["model_flops"]),
+      "compiled_flops_per_step": _compiled_flops(compiled),
+      "peak_memory_bytes": peak_bytes,
   }
   result.update(step_time_s_pipeline=pipeline_time,
                 pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None,
-                checkpoint_overhead=save_time / step_time - 1.0)
-  print(json.dumps(result))
+                checkpoint_overhead=save_time / step_time - 1.0 if save_time else None)
+  return result
+
+
+def _peak_device_memory() -> int | None:
+  """Peak bytes in use on device 0 since the process started (None where not reported)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def _compiled_flops(compiled) -> float | None:
+  """XLA's count for the whole step (all devices). It counts a loop body once: with
+  scan_layers one layer of the stack, and one chunk of the Part B loss."""
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    return None
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  flops = (analysis or {}).get("flops")
+  return None if flops is None else float(flops) * jax.device_count()
 
 
 def _fed_by_the_pipeline(config, compiled, state, host, steps: int):

@@ -186,6 +186,23 @@ class _Plan:
     self.suffix[rows] = suffix
 
 
+# ---------------------------------------------------------------------------------- expectations
+
+def expected_part_b_fraction(data) -> float:
+  """The average share of a row that is Part B (and scored), for planning FLOPs before a run.
+
+  [MASK] and [sMASK] rows: the masked tokens plus one [sop] per span, mask_ratio · (1 + 1 / mean
+  span); a sentence is longer than a blank span, so this slightly overstates [sMASK] rows.
+  [gMASK] rows: the generated length, uniform between gen_min_ratio and all of the row.
+  """
+  cdf = infilling.span_length_cdf(data.poisson_lambda, data.max_span_length)
+  mean_span = float(np.sum(np.arange(1, len(cdf) + 1) * np.diff(cdf, prepend=0.0)))
+  blank = data.mask_ratio * (1.0 + 1.0 / mean_span)
+  document = (1.0 + data.gen_min_ratio) / 2.0
+  return ((data.blank_prob + data.sentence_prob) * blank + data.document_prob * document) / (
+      data.blank_prob + data.sentence_prob + data.document_prob)
+
+
 # ------------------------------------------------------------------------------------ validation
 
 def min_seq_len(max_span_length: int) -> int:

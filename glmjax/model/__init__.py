@@ -7,7 +7,9 @@
 """
 from glmjax.model.attention import glm_attention, glm_mask, resolve_attention
 from glmjax.model.glm import GLM, stack_layers, tied_logits, unstack_layers
-from glmjax.model.model_config import ModelConfig, flops_per_token, param_count
+from glmjax.model.model_config import (ModelConfig, flops_per_token, param_count, step_flops,
+                                       visible_pairs)
 
 __all__ = ["GLM", "ModelConfig", "flops_per_token", "glm_attention", "glm_mask", "param_count",
-           "resolve_attention", "stack_layers", "tied_logits", "unstack_layers"]
+           "resolve_attention", "stack_layers", "step_flops", "tied_logits", "unstack_layers",
+           "visible_pairs"]

@@ -1,7 +1,8 @@
 """The model's view of `config.model`: a frozen, hashable dataclass, plus size and FLOPs formulas.
 
 Flax module attributes must be hashable and immutable, so the ConfigDict is copied into
-`ModelConfig` once. `param_count` and `flops_per_token` are analytic (no arrays are built).
+`ModelConfig` once. `param_count`, `step_flops` and `flops_per_token` are analytic (no
+arrays are built).
 """
 from __future__ import annotations
 
@@ -118,27 +119,37 @@ def param_count(model_config: Any) -> int:
   return embeddings + config.num_layers * layer_param_count(config) + 2 * hidden
 
 
-def visible_pairs(seq_len: int, sep: int) -> int:
-  """Number of (query, key) pairs the GLM mask allows in one row with Part A of length sep."""
-  sep = min(max(int(sep), 0), seq_len)
+def visible_pairs(seq_len: int, sep):
+  """(query, key) pairs the GLM mask allows in a row of Part A length `sep` (0 <= sep <= T):
+  Part A sees Part A (sep²), Part B row i sees sep + i + 1 keys. Takes ints or arrays (numpy,
+  jnp; float arrays avoid int32 overflow past T = 46k)."""
   return sep * sep + (seq_len * (seq_len + 1) - sep * (sep + 1)) // 2
 
 
-def flops_per_token(model_config: Any, seq_len: int, *, part_a_fraction: float = 0.85) -> float:
-  """Training FLOPs per token (forward + backward = 3 x forward), the MFU convention.
+def step_flops(model_config: Any, *, tokens, visible_pairs, logit_positions):
+  """Training FLOPs of one step (forward + backward = 3 x forward), the MFU convention:
 
-  Weights: 6 · (matmul parameters per token): QKV, output, MLP projections and the tied output
-  projection V·H; embedding lookups and layer norms are not counted.
-  Attention: 3 · 4·H per visible (query, key) pair per layer (QK^T and PV, 2 FLOPs per
-  multiply-add), averaged over a row of seq_len tokens whose Part A is `part_a_fraction` of the
-  row (0.85 ≈ GLM's blank infilling at 15% masking; 0 gives plain causal, 1 full attention).
-  Rematerialisation is not counted (model FLOPs, not hardware FLOPs).
+    6 · (L · per-layer matmul parameters) · tokens     QKV, output and MLP projections
+    + 3 · 4·H·L · visible_pairs                        QKᵀ and PV over the pairs the mask allows
+    + 6 · V·H · logit_positions                        the tied vocabulary projection
+
+  `tokens` counts every position of the batch, `visible_pairs` sums `visible_pairs(T, sep)`
+  over its rows and `logit_positions` counts the positions whose logits the loss computes (Part
+  B positions, rounded up to the loss's chunk per device). Embedding lookups, LayerNorms, the
+  softmax and rematerialisation are not counted (model FLOPs, not hardware FLOPs).
   """
   config = ModelConfig.from_any(model_config)
   hidden, ffn = config.hidden_size, config.ffn
   mlp_matmul = (3 if config.mlp == "geglu" else 2) * hidden * ffn
-  layer_matmul = 4 * hidden * hidden + mlp_matmul
-  matmul_params = config.num_layers * layer_matmul + config.vocab_size * hidden
-  pairs_per_token = visible_pairs(seq_len, round(part_a_fraction * seq_len)) / seq_len
-  attention = 3 * 4 * hidden * pairs_per_token * config.num_layers
-  return 6.0 * matmul_params + attention
+  layer_matmul = config.num_layers * (4 * hidden * hidden + mlp_matmul)
+  return (6.0 * layer_matmul * tokens + 12.0 * hidden * config.num_layers * visible_pairs
+          + 6.0 * config.vocab_size * hidden * logit_positions)
+
+
+def flops_per_token(model_config: Any, seq_len: int, *, part_b_fraction: float) -> float:
+  """`step_flops` per token of a row whose Part B (and scored part) is `part_b_fraction` of the
+  row: a planning figure for a config not yet run (data.pipeline.expected_part_b_fraction gives
+  the fraction a data config makes on average). Training and bench count their real batches."""
+  part_a = round((1.0 - part_b_fraction) * seq_len)
+  return step_flops(model_config, tokens=seq_len, visible_pairs=visible_pairs(seq_len, part_a),
+                    logit_positions=part_b_fraction * seq_len) / seq_len

@@ -1,0 +1,74 @@
+"""A small grid of settings for one config: `python -m glmjax.bench --what=sweep --config=...`.
+
+Tries every combination of batch size, remat policy and attention kernel (the `--sweep_*` flags;
+by default half, once and twice the config's batch, the three remat policies, and the kernels
+`attention=auto` would try on this platform), timing each with the step benchmark on pre-built
+batches. A setting that does not fit or does not compile is recorded with its error's first
+line, not fatal. Progress goes to the log; stdout gets one JSON line: every trial, and the best
+by tokens/s (ties: less peak memory).
+"""
+import json
+import logging
+import traceback
+
+import jax
+from absl import flags
+
+from glmjax.bench import step as step_bench
+from glmjax.model import attention as attention_lib
+
+log = logging.getLogger(__name__)
+DEFAULT_STEPS = 5
+REMATS = ("none", "minimal", "full")
+
+
+def grid(config) -> list[dict]:
+  """The settings to try, from the --sweep_* flags or the defaults."""
+  batch = int(config.data.batch_size)
+  batches = _ints(flags.FLAGS.sweep_batch) or sorted({max(batch // 2, 1), batch, 2 * batch})
+  remats = _names(flags.FLAGS.sweep_remat) or list(REMATS)
+  kernels = (_names(flags.FLAGS.sweep_attention)
+             or list(attention_lib.AUTO_ORDER.get(jax.default_backend(), ("xla",))))
+  return [dict(batch_size=b, remat=r, attention=a) for b in batches for r in remats
+          for a in kernels]
+
+
+def main(config, argv):
+  del argv
+  steps = flags.FLAGS.steps or DEFAULT_STEPS
+  settings = grid(config)
+  trials = []
+  for index, setting in enumerate(settings, 1):
+    trial_config = config.copy_and_resolve_references()
+    trial_config.data.batch_size = setting["batch_size"]
+    trial_config.model.update(remat=setting["remat"], attention=setting["attention"])
+    log.info("sweep %d/%d: %s", index, len(settings), setting)
+    try:
+      result = step_bench.measure(trial_config, steps, with_pipeline=False, with_save=False)
+      trials.append({**setting, **{key: result[key] for key in (
+          "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "peak_memory_bytes",
+          "compile_s")}})
+    except Exception as error:  # noqa: BLE001 - out of memory or a kernel that cannot compile
+      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+      log.info("sweep %d/%d failed: %s", index, len(settings), first_line)
+      log.debug("%s", traceback.format_exc())
+      trials.append({**setting, "error": first_line})
+    jax.clear_caches()
+  print(json.dumps({"what": "sweep", "device_kind": jax.devices()[0].device_kind,
+                    "seq_len": config.data.seq_len, "trials": trials, "best": best(trials)}))
+
+
+def best(trials: list[dict]) -> dict | None:
+  """The fastest trial that ran (most tokens/s; on a tie the smaller peak memory)."""
+  ran = [t for t in trials if "error" not in t]
+  if not ran:
+    return None
+  return max(ran, key=lambda t: (t["tokens_per_s"], -(t["peak_memory_bytes"] or 0)))
+
+
+def _ints(text: str) -> list[int]:
+  return [int(part) for part in _names(text)]
+
+
+def _names(text: str) -> list[str]:
+  return [part.strip() for part in (text or "").split(",") if part.strip()]

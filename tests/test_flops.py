@@ -1,0 +1,99 @@
+"""Model FLOPs count what the step computes: checked by hand and against XLA's compiled count."""
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from glmjax import loss as loss_lib
+from glmjax import model as model_lib
+from glmjax import optim, parallel, step as step_lib
+from glmjax.bench.step import synthetic_batch
+from glmjax.data import pipeline as pipeline_lib, sources, tokenizers
+
+
+def test_step_flops_equal_a_hand_count_for_a_tiny_config():
+  cfg = dict(vocab_size=10, hidden_size=4, ffn_size=16, num_layers=1, num_heads=1)
+  seq_len, seps = 4, (1, 3)
+  # Pairs the mask allows, counted on the mask itself: row sep=1 has 1 Part A pair and Part B
+  # rows seeing 2, 3, 4 keys (10); row sep=3 has 9 Part A pairs and one Part B row seeing 4 (13).
+  mask = np.asarray(model_lib.glm_mask(jnp.array(seps), seq_len))
+  pairs = int(mask.sum())
+  assert pairs == 23 == sum(model_lib.visible_pairs(seq_len, s) for s in seps)
+  # By hand, 3 x forward, 2 FLOPs per multiply-add:
+  #   layers  6 x (QKV 3·16 + out 16 + MLP 2·4·16 = 192 weights) x 8 tokens   = 9216
+  #   attention  3 x 2 matmuls x 2 x H=4 per pair x 23 pairs                  = 1104
+  #   vocabulary 6 x V·H = 40 weights x 4 scored positions                     =  960
+  flops = model_lib.step_flops(cfg, tokens=2 * seq_len, visible_pairs=pairs, logit_positions=4)
+  assert flops == 9216 + 1104 + 960
+
+
+def test_planning_flops_per_token_use_the_config_s_part_b_share():
+  cfg = dict(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4)
+  blank_only = model_lib.flops_per_token(cfg, 64, part_b_fraction=0.2)
+  no_loss = model_lib.flops_per_token(cfg, 64, part_b_fraction=0.0)  # full attention, no logits
+  assert no_loss == pytest.approx(6 * 2 * 12 * 32 * 32 + 12 * 32 * 2 * 64)
+  expected = model_lib.step_flops(cfg, tokens=64, visible_pairs=model_lib.visible_pairs(64, 51),
+                                  logit_positions=0.2 * 64) / 64
+  assert blank_only == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("objective", ["blank", "document"])
+def test_the_expected_part_b_share_matches_built_rows(objective):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.update(seq_len=128, batch_size=64, builtin_docs=300, blank_prob=0.0)
+  config.data[f"{objective}_prob"] = 1.0
+  tokenizer = tokenizers.load_tokenizer(config.data)
+  docs, _ = sources.load_documents(config.data, tokenizer)
+  batch = pipeline_lib.BatchPipeline(config.data, tokenizer, docs, seed=0).build_rows(
+      0, np.arange(64))
+  measured = float(np.mean(config.data.seq_len - batch["sep"])) / config.data.seq_len
+  assert pipeline_lib.expected_part_b_fraction(config.data) == pytest.approx(measured, rel=0.1)
+
+
+def _full_logits_loss(hidden, embeddings, targets, weights, chunk=None):
+  del chunk
+  logits = jnp.einsum("bth,vh->btv", hidden, embeddings.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights
+  correct = (jnp.argmax(logits, -1) == targets) * weights
+  return {"loss_sum": jnp.sum(token_loss), "row_loss": jnp.sum(token_loss, -1),
+          "row_correct": jnp.sum(correct, -1), "logit_positions": jnp.float32(targets.size)}
+
+
+def _compiled_step(config, batch):
+  """(XLA's FLOPs for the compiled step, the step's metrics) on one device."""
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  rules = parallel.logical_rules(config.mesh)
+  with parallel.activate(mesh, rules):
+    program = step_lib.build_program(config, mesh, rules, step_lib.resolved_model_config(config))
+    compiled = program.compile_train_step(config, mesh)
+    state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
+    _, metrics = compiled(state, parallel.global_batch(batch, parallel.host_rows(mesh, 8)))
+  return compiled.cost_analysis()["flops"], jax.device_get(metrics)
+
+
+def test_compiled_flops_drop_by_the_vocabulary_share_when_only_part_b_is_scored(monkeypatch):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(hidden_size=32, num_heads=2, num_layers=1, vocab_size=512,
+                      max_position=64, scan_layers=False, attention="xla")
+  config.data.update(seq_len=64, batch_size=8)
+  config.mesh.update(data=1, fsdp=1, tensor=1)
+  batch = synthetic_batch(8, 64, 512)
+  # XLA counts a loop body once: with 8-position chunks the Part B loss shows as 8 positions.
+  monkeypatch.setattr(loss_lib, "DEFAULT_CHUNK", 8)
+  part_b_flops, metrics = _compiled_step(config, batch)
+  monkeypatch.setattr(loss_lib, "part_b_cross_entropy", _full_logits_loss)
+  full_flops, full_metrics = _compiled_step(config, batch)
+  vocabulary = 6 * 512 * 32
+  assert full_flops - part_b_flops == pytest.approx(vocabulary * (8 * 64 - 8), rel=0.1)
+  # The metric counts what ran: Part B positions rounded up to a chunk, against every position.
+  scored = int(np.sum(batch["loss_mask"]))
+  assert metrics["model_flops"] == pytest.approx(model_lib.step_flops(
+      config.model, tokens=8 * 64, logit_positions=-(-scored // 8) * 8,
+      visible_pairs=sum(model_lib.visible_pairs(64, int(s)) for s in batch["sep"])))
+  assert full_metrics["model_flops"] - metrics["model_flops"] == pytest.approx(
+      vocabulary * (8 * 64 - -(-scored // 8) * 8))
+  assert float(metrics["loss"]) == pytest.approx(float(full_metrics["loss"]), rel=1e-5)
