@@ -28,7 +28,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>
 GLM_2B=(--config=configs/glm_2b.py --config.data.seq_len=1024 --config.model.max_position=1024
         --config.model.dtype=bfloat16 --config.mesh.data=1 --config.data.source=)
 GLM_LARGE=(--config=configs/large.py --config.data.seq_len=512 --config.data.batch_size=32
-           --config.model.dtype=bfloat16 --config.mesh.data=1 --config.data.source=builtin)
+           --config.model.dtype=bfloat16 --config.mesh.data=1 --config.data.source=builtin
+           --config.data.tokenizer=byte --config.data.tokenizer_vocab=)
 
 # 1. Attention kernels alone at GLM-2B's shape (forward + backward, GLM mask).
 bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8
