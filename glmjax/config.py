@@ -128,6 +128,8 @@ def train_defaults() -> ml_collections.ConfigDict:
       allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
       compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
                                    # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
+      dropout_rng="threefry2x32",  # dropout masks' generator: threefry2x32 | rbg | unsafe_rbg
+                                   # (rbg: fewer ops on TPU/GPU; each is the same after a restart)
   ))
 
 
@@ -194,6 +196,7 @@ CHOICES = {
     # glmjax.model.attention.IMPLEMENTATIONS plus auto (a test keeps the two in step).
     "model.attention": ("auto", "xla", "cudnn", "tokamax", "splash", "splash_dynamic"),
     "model.remat": ("none", "minimal", "full"),
+    "train.dropout_rng": ("threefry2x32", "rbg", "unsafe_rbg"),  # jax.random.key's impl names
     "optim.schedule": ("cosine", "linear", "constant"),
     "data.source": ("", "builtin", "files", "tfds", "prepared"),  # '': refused when data is read
     # glmjax.data.tokenizers.TOKENIZERS and VOCAB_LAYOUTS (a test keeps them in step).

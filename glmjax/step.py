@@ -188,10 +188,13 @@ def all_finite(tree) -> jax.Array:
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: int,
-               grad_accum_steps: int):
+               grad_accum_steps: int, dropout_rng: str = "threefry2x32"):
   """One optimizer update. The update is skipped (flagged in metrics) when the loss or the
-  gradient is non-finite, or when it would make any parameter or optimizer moment non-finite."""
-  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  gradient is non-finite, or when it would make any parameter or optimizer moment non-finite.
+
+  Dropout masks come from fold_in(key(seed, impl=dropout_rng), step): a pure function of the
+  step, so a resumed run draws the masks it would have drawn."""
+  rng = jax.random.fold_in(jax.random.key(seed, impl=dropout_rng), state.step)
   grads, sums = summed_gradients(state.params, batch, rng, model=model,
                                  grad_accum_steps=grad_accum_steps)
   weight = jnp.maximum(sums["weight"], 1.0)
@@ -259,7 +262,8 @@ def jit_train_step(model, optimizer, schedule, config, mesh, shardings):
   """The train step jitted with explicit shardings and the state donated."""
   step_fn = functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
                               seed=int(config.seed),
-                              grad_accum_steps=int(config.optim.grad_accum_steps))
+                              grad_accum_steps=int(config.optim.grad_accum_steps),
+                              dropout_rng=str(config.train.dropout_rng))
   return jax.jit(step_fn, in_shardings=(shardings, batch_shardings(mesh)),
                  out_shardings=(shardings, None), donate_argnums=0)
 

@@ -58,10 +58,12 @@ def _with_dropout(config):
   return config
 
 
-def test_sharded_training_equals_single_device():
+@pytest.mark.parametrize("dropout_rng", ["threefry2x32", "rbg"])
+def test_sharded_training_equals_single_device(dropout_rng):
   """With dropout on: each device draws its shard of the same masks the single device draws."""
   single = _with_dropout(_config(data=1, fsdp=1, tensor=1))
   sharded = _with_dropout(_config(data=2, fsdp=2, tensor=2))
+  single.train.dropout_rng = sharded.train.dropout_rng = dropout_rng
   batches = _batches(single, 3)
   losses_1, state_1, _ = _run_steps(single, jax.devices()[:1], batches)
   losses_8, state_8, _ = _run_steps(sharded, jax.devices(), batches)
@@ -161,6 +163,12 @@ def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch()
       grad_accum_steps=2)[1]["loss"])
   at = lambda step: float(step_fn(state.replace(step=jnp.array(step, jnp.int32)), batch))
   assert at(3) == at(3) and at(3) != at(4)  # same step, same masks; next step, new masks
+  with_rbg = jax.jit(lambda state, batch: step_lib.train_step(
+      state, batch, model=model, optimizer=optimizer, dropout_rng="rbg",
+      schedule=optim.learning_rate_schedule(config.optim), seed=config.seed,
+      grad_accum_steps=2)[1]["loss"])
+  rbg_at = lambda step: float(with_rbg(state.replace(step=jnp.array(step, jnp.int32)), batch))
+  assert rbg_at(3) == rbg_at(3) and rbg_at(3) != at(3)  # train.dropout_rng picks the generator
   # Micro-batch i (rows i, i+2, ...) draws from fold_in(fold_in(key(seed), step), i).
   total, weight = 0.0, 0.0
   for index in range(2):
