@@ -26,7 +26,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     # Activations.
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", None),
-    ("activation_embed", None),
+    ("activation_embed", "tensor"),  # the residual stream, LayerNorms and dropout split too
     ("activation_heads", "tensor"),
     ("activation_kv", None),
     ("activation_mlp", "tensor"),

@@ -78,3 +78,36 @@ def test_kernels_run_per_shard_under_a_mesh(mesh):
   expected = outputs_and_grads("xla")
   for a, b in zip(sharded, expected):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+
+
+def _backward_temp_bytes_and_hidden_spec(mesh, rules):
+  """Temporary bytes per device of the model's backward pass (dropout on), and the spec of its
+  final hidden states, under `rules`."""
+  config = _config()
+  config.update(hidden_size=256, max_position=64, hidden_dropout=0.1)
+  model = model_lib.GLM(config)
+  tokens = jnp.zeros((8, 64), jnp.int32)
+  positions = jnp.tile(jnp.arange(64, dtype=jnp.int32), (8, 1))
+  batch = (tokens, positions, positions, jnp.full((8,), 32, jnp.int32))
+  init = lambda: model.init(jax.random.key(0), *batch)["params"]
+  hidden = lambda p: model.apply({"params": p}, *batch, return_hidden=True, deterministic=False,
+                                 rngs={"dropout": jax.random.key(1)})
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(jax.eval_shape(init)), mesh,
+                                            rules)
+    params = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=shardings)()
+    backward = jax.jit(jax.grad(lambda p: jnp.sum(hidden(p) ** 2))).lower(params).compile()
+    spec = jax.jit(hidden)(params).sharding.spec
+  return backward.memory_analysis().temp_size_in_bytes, spec
+
+
+def test_the_residual_stream_stays_split_over_the_tensor_axis(mesh):
+  """activation_embed -> tensor: LayerNorms, dropout and residual adds run on a quarter of the
+  hidden size per device (mesh.tensor=4), not on a copy of all of it."""
+  split, spec = _backward_temp_bytes_and_hidden_spec(mesh, RULES)
+  assert spec[-1] == "tensor"
+  replicated_rules = tuple((name, None if name == "activation_embed" else axes)
+                           for name, axes in RULES)
+  replicated, replicated_spec = _backward_temp_bytes_and_hidden_spec(mesh, replicated_rules)
+  assert len(replicated_spec) < 3 or replicated_spec[-1] is None
+  assert split < 0.8 * replicated
