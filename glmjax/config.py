@@ -128,6 +128,7 @@ def train_defaults() -> ml_collections.ConfigDict:
       allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
       compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
                                    # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
+      loss_chunk=1024,             # Part B positions per iteration of the loss (glmjax/loss.py)
       dropout_rng="threefry2x32",  # dropout masks' generator: threefry2x32 | rbg | unsafe_rbg
                                    # (rbg: fewer ops on TPU/GPU; each is the same after a restart)
   ))
@@ -237,7 +238,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   model, data, optim, train = config.model, config.data, config.optim, config.train
   for field in ("model.hidden_size", "model.num_layers", "model.num_heads", "model.vocab_size",
                 "data.seq_len", "data.batch_size", "optim.grad_accum_steps", "train.steps",
-                "train.log_every"):
+                "train.log_every", "train.loss_chunk"):
     if int(_get(config, field)) <= 0:
       raise ConfigError(f"{field}={_get(config, field)}: must be a positive integer.")
   if model.hidden_size % model.num_heads:

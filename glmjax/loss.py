@@ -15,6 +15,7 @@ statistics, the target logit, the argmax and the hidden-state gradient reduced o
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import jax
@@ -22,9 +23,13 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-# Positions per loop iteration: a [chunk, H] x [H, V] matmul fills the MXU and the GPU, and a
-# device wastes fewer than `chunk` positions of work per batch (the last chunk's tail).
-DEFAULT_CHUNK = 256
+# Positions per loop iteration (train.loss_chunk). Each iteration reads the embeddings twice and
+# updates the float32 embedding gradient, about 12·V·H bytes for 6·chunk·V·H FLOPs, so a chunk
+# far below ~1024 leaves an accelerator waiting on memory; a device also computes up to
+# chunk - 1 positions past its last scored one. `bench --what=sweep` can try others.
+DEFAULT_CHUNK = 1024
+
+log = logging.getLogger(__name__)
 
 
 def part_b_cross_entropy(hidden: jax.Array, embeddings: jax.Array, targets: jax.Array,
@@ -36,8 +41,8 @@ def part_b_cross_entropy(hidden: jax.Array, embeddings: jax.Array, targets: jax.
     loss_sum   Σ weights · CE (differentiable in hidden and embeddings)
     row_loss   [B] the same per row;  row_correct [B] Σ weights · (argmax == target)
     logit_positions  positions whose logits were computed (chunk-rounded, all devices)
-  Only `loss_sum` carries a gradient; the other values are metrics (stop_gradient). `chunk`
-  defaults to DEFAULT_CHUNK.
+  Only `loss_sum` carries a gradient, and only to hidden and embeddings (weights get none); the
+  other values are metrics (stop_gradient). `chunk` defaults to DEFAULT_CHUNK.
   """
   chunk = int(chunk or DEFAULT_CHUNK)
   hidden = jnp.asarray(hidden)
@@ -77,19 +82,29 @@ def _sharded(hidden, embeddings, targets, weights, chunk, *, with_grads):
   tensor axis), or on the whole arrays when no mesh is active."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return _local(hidden, embeddings, targets, weights, chunk, with_grads, (), ())
+    return _local(hidden, embeddings, targets, weights, chunk, with_grads, (), (), ())
   batch_axes, vocab_axes = (_axes(spec) for spec in
                             nn.logical_to_mesh_axes(("activation_batch", "activation_vocab")))
-  if embeddings.shape[0] % math.prod(mesh.shape[a] for a in vocab_axes):
-    vocab_axes = ()  # a vocabulary the tensor axis cannot split evenly is kept whole
+  size = lambda axes: math.prod(mesh.shape[a] for a in axes)  # noqa: E731
+  if embeddings.shape[0] % size(vocab_axes):
+    log.warning("Part B loss: vocab_size=%d does not split over mesh axes %s; every device "
+                "computes logits for the whole vocabulary.", embeddings.shape[0], vocab_axes)
+    vocab_axes = ()
+  # The embedding gradient leaves sharded as the parameter is ('embed' over its FSDP axes):
+  # summed over the other batch axes, reduce-scattered over those.
+  embed_axes = _axes(nn.logical_to_mesh_axes(("embed",))[0])
+  scatter_axes = tuple(a for a in embed_axes if a in batch_axes)
+  if embeddings.shape[1] % size(scatter_axes):
+    scatter_axes = ()
   rows = PartitionSpec(batch_axes or None)
   row_major = PartitionSpec(batch_axes or None, None)
   vocab = PartitionSpec(vocab_axes or None, None)
   out_specs = (PartitionSpec(), rows, rows, PartitionSpec())
   if with_grads:
-    out_specs += (PartitionSpec(batch_axes or None, None, None), vocab)
+    out_specs += (PartitionSpec(batch_axes or None, None, None),
+                  PartitionSpec(vocab_axes or None, scatter_axes or None))
   local = functools.partial(_local, chunk=chunk, with_grads=with_grads, batch_axes=batch_axes,
-                            vocab_axes=vocab_axes)
+                            vocab_axes=vocab_axes, scatter_axes=scatter_axes)
   return jax.shard_map(
       lambda h, e, t, w: local(h, e, t, w), mesh=mesh,
       in_specs=(PartitionSpec(batch_axes or None, None, None), vocab, row_major, row_major),
@@ -102,7 +117,8 @@ def _axes(spec_entry) -> tuple[str, ...]:
   return tuple(spec_entry) if isinstance(spec_entry, (tuple, list)) else (spec_entry,)
 
 
-def _local(hidden, embeddings, targets, weights, chunk, with_grads, batch_axes, vocab_axes):
+def _local(hidden, embeddings, targets, weights, chunk, with_grads, batch_axes, vocab_axes,
+           scatter_axes):
   """One device's rows against its slice of the vocabulary (the whole of it without a mesh)."""
   rows, length, width = hidden.shape
   local_vocab = embeddings.shape[0]
@@ -131,12 +147,13 @@ def _local(hidden, embeddings, targets, weights, chunk, with_grads, batch_axes, 
     logits = jnp.einsum("ch,vh->cv", h, embeddings, preferred_element_type=jnp.float32)
     local_max = jnp.max(logits, axis=-1)
     top = over_vocab(jax.lax.pmax, local_max)
-    sum_exp = over_vocab(jax.lax.psum, jnp.sum(jnp.exp(logits - top[:, None]), axis=-1))
-    log_z = top + jnp.log(sum_exp)
     local_t = t - offset
     owned = (local_t >= 0) & (local_t < local_vocab)
     picked = jnp.take_along_axis(logits, jnp.clip(local_t, 0, local_vocab - 1)[:, None], 1)[:, 0]
-    target_logit = over_vocab(jax.lax.psum, jnp.where(owned, picked, 0.0))
+    # One reduction over the vocabulary shards for both: Σ exp(logit - max) and the target logit.
+    sum_exp, target_logit = over_vocab(jax.lax.psum, jnp.stack(
+        [jnp.sum(jnp.exp(logits - top[:, None]), axis=-1), jnp.where(owned, picked, 0.0)]))
+    log_z = top + jnp.log(sum_exp)
     # argmax as jnp.argmax gives it: the first index holding the maximum, across the shards.
     first = jnp.where(local_max == top, jnp.argmax(logits, axis=-1) + offset, jnp.iinfo(jnp.int32).max)
     predicted = over_vocab(jax.lax.pmin, first)
@@ -170,5 +187,12 @@ def _local(hidden, embeddings, targets, weights, chunk, with_grads, batch_axes, 
   if not with_grads:
     return values
   d_hidden = carry["d_hidden"].reshape(rows, length, width).astype(hidden.dtype)
-  d_embeddings = over_rows(carry["d_embeddings"]).astype(embeddings.dtype)
+  d_embeddings = carry["d_embeddings"]
+  summed_axes = tuple(a for a in batch_axes if a not in scatter_axes)
+  if summed_axes:
+    d_embeddings = jax.lax.psum(d_embeddings, summed_axes)
+  if scatter_axes:
+    d_embeddings = jax.lax.psum_scatter(d_embeddings, scatter_axes, scatter_dimension=1,
+                                        tiled=True)
+  d_embeddings = d_embeddings.astype(embeddings.dtype)
   return (*values, d_hidden, d_embeddings)

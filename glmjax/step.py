@@ -119,7 +119,8 @@ def abstract_state(init_fn, shardings) -> TrainState:
                       shapes, shardings)
 
 
-def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool):
+def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool,
+              loss_chunk: int | None = None):
   """Summed Part B cross-entropy and the counts needed to average it exactly.
 
   The vocabulary projection runs only on Part B positions (loss.part_b_cross_entropy): the
@@ -130,7 +131,7 @@ def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool):
                        rngs=None if deterministic else {"dropout": rng}, return_hidden=True)
   embeddings = nn.meta.unbox(params["word_embeddings"])
   scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],
-                                         batch["loss_mask"])
+                                         batch["loss_mask"], chunk=loss_chunk)
   objective = jax.nn.one_hot(batch["objective"], NUM_OBJECTIVES, dtype=jnp.float32)
   row_loss, row_correct = scored["row_loss"], scored["row_correct"]
   row_weight = jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=-1)
@@ -142,6 +143,7 @@ def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool):
       "objective_weight": row_weight @ objective,
       "objective_correct": row_correct @ objective,
       "logit_positions": scored["logit_positions"],
+      "scored_positions": jnp.sum(batch["loss_mask"] != 0, dtype=jnp.float32),
   }
   return sums["loss_sum"], sums
 
@@ -158,14 +160,16 @@ def _micro_batches(batch, count: int):
 
 def _zero_sums():
   return {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
-          "logit_positions": jnp.zeros(()),
+          "logit_positions": jnp.zeros(()), "scored_positions": jnp.zeros(()),
           "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
           "objective_weight": jnp.zeros(NUM_OBJECTIVES),
           "objective_correct": jnp.zeros(NUM_OBJECTIVES)}
 
 
-def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int):
-  grad_fn = jax.grad(functools.partial(loss_sums, model=model, deterministic=False), has_aux=True)
+def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
+                     loss_chunk: int | None = None):
+  grad_fn = jax.grad(functools.partial(loss_sums, model=model, deterministic=False,
+                                       loss_chunk=loss_chunk), has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, batch, rng)
 
@@ -188,7 +192,8 @@ def all_finite(tree) -> jax.Array:
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: int,
-               grad_accum_steps: int, dropout_rng: str = "threefry2x32"):
+               grad_accum_steps: int, dropout_rng: str = "threefry2x32",
+               loss_chunk: int | None = None):
   """One optimizer update. The update is skipped (flagged in metrics) when the loss or the
   gradient is non-finite, or when it would make any parameter or optimizer moment non-finite.
 
@@ -196,7 +201,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   step, so a resumed run draws the masks it would have drawn."""
   rng = jax.random.fold_in(jax.random.key(seed, impl=dropout_rng), state.step)
   grads, sums = summed_gradients(state.params, batch, rng, model=model,
-                                 grad_accum_steps=grad_accum_steps)
+                                 grad_accum_steps=grad_accum_steps, loss_chunk=loss_chunk)
   weight = jnp.maximum(sums["weight"], 1.0)
   grads = jax.tree.map(lambda g: g / weight, grads)
   loss = sums["loss_sum"] / weight
@@ -220,8 +225,9 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
       "objective_loss_sum": sums["objective_loss_sum"],
       "objective_weight": sums["objective_weight"],
       "loss_tokens": sums["weight"],
+      "logit_positions": sums["logit_positions"],
       "model_flops": model_lib.step_flops(
-          model.config, tokens=batch["tokens"].size, logit_positions=sums["logit_positions"],
+          model.config, tokens=batch["tokens"].size, logit_positions=sums["scored_positions"],
           visible_pairs=jnp.sum(model_lib.visible_pairs(batch["tokens"].shape[1],
                                                         batch["sep"].astype(jnp.float32)))),
       "grad_norm": grad_norm,
@@ -232,9 +238,10 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   return new_state, metrics
 
 
-def eval_step(params, batch, *, model, micro_batches: int = 1):
+def eval_step(params, batch, *, model, micro_batches: int = 1, loss_chunk: int | None = None):
   """Sums over one evaluation batch, in micro-batches as training does (same peak memory)."""
-  sums_fn = lambda b: loss_sums(params, b, None, model=model, deterministic=True)[1]
+  sums_fn = lambda b: loss_sums(params, b, None, model=model, deterministic=True,
+                                loss_chunk=loss_chunk)[1]
   if micro_batches == 1:
     return sums_fn(batch)
   add = lambda total, micro: (jax.tree.map(jnp.add, total, sums_fn(micro)), None)
@@ -263,14 +270,16 @@ def jit_train_step(model, optimizer, schedule, config, mesh, shardings):
   step_fn = functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
                               seed=int(config.seed),
                               grad_accum_steps=int(config.optim.grad_accum_steps),
-                              dropout_rng=str(config.train.dropout_rng))
+                              dropout_rng=str(config.train.dropout_rng),
+                              loss_chunk=int(config.train.loss_chunk))
   return jax.jit(step_fn, in_shardings=(shardings, batch_shardings(mesh)),
                  out_shardings=(shardings, None), donate_argnums=0)
 
 
 def jit_eval_step(model, config, mesh, shardings):
   return jax.jit(functools.partial(eval_step, model=model,
-                                   micro_batches=int(config.optim.grad_accum_steps)),
+                                   micro_batches=int(config.optim.grad_accum_steps),
+                                   loss_chunk=int(config.train.loss_chunk)),
                  in_shardings=(shardings.params, batch_shardings(mesh)))
 
 

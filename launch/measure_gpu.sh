@@ -4,11 +4,14 @@
 # (batch, remat, kernel), and GLM-Large at sequence 512 with the data pipeline and an async
 # save. Every figure is one JSON line in $OUT/measure_gpu.jsonl; the log is $OUT/measure_gpu.log.
 #
-#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh
+#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [attention] [sweep] [large]
 #
-# Needs what requirements.txt installs, plus tokamax (and its xprof) for the tokamax kernel.
-# Takes about 10 minutes on an H100 (each GLM-2B compile is most of a minute). Record the
-# figures in docs/performance.md with the date, the card and this command.
+# Names the parts to run (default: all three). Needs what requirements.txt installs, plus tokamax
+# (and its xprof) for the tokamax kernel. Not yet timed on a GPU: expect about 2 minutes for
+# `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, then 5 steps) and 3
+# for `large`; where one command may run at most 10 minutes, run the parts one by one. The
+# first run fills $OUT/xla_cache, so its compile_s is a real compile and a rerun's a cache hit.
+# Record the figures in docs/performance.md with the date, the card and this command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/glmjax-gpu-figures}
@@ -31,12 +34,19 @@ GLM_LARGE=(--config=configs/large.py --config.data.seq_len=512 --config.data.bat
            --config.model.dtype=bfloat16 --config.mesh.data=1 --config.data.source=builtin
            --config.data.tokenizer=byte --config.data.tokenizer_vocab=)
 
-# 1. Attention kernels alone at GLM-2B's shape (forward + backward, GLM mask).
-bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8
-# 2. GLM-2B, sequence 1024: the sweep picks batch, remat and kernel (target: MFU >= 0.50).
-bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8,16 \
-      --sweep_remat=minimal,full --sweep_attention=tokamax,cudnn
-# 3. GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (target >= 0.40).
-bench --what=step "${GLM_LARGE[@]}" --steps=20
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(attention sweep large)
+for part in "${parts[@]}"; do
+  case "$part" in
+    attention)  # attention kernels alone at GLM-2B's shape (forward + backward, GLM mask)
+      bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8 ;;
+    sweep)      # GLM-2B, sequence 1024: batch x remat x kernel (target: MFU >= 0.50)
+      bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8,16 \
+            --sweep_remat=minimal,full --sweep_attention=tokamax,cudnn ;;
+    large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (>= 0.40)
+      bench --what=step "${GLM_LARGE[@]}" --steps=20 ;;
+    *) echo "unknown part '$part': use attention, sweep or large" >&2; exit 2 ;;
+  esac
+done
 echo "figures: $figures"
 cat "$figures"

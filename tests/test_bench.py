@@ -29,7 +29,8 @@ def test_bench_prints_one_json_line(what):
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
   result = subprocess.run(
       [sys.executable, "-m", "glmjax.bench", f"--what={what}", "--config=configs/base.py:local",
-       "--steps=2", *EXTRA_ARGS.get(what, [])], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True)
+       "--steps=2", *EXTRA_ARGS.get(what, [])],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True)
   lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
   assert len(lines) == 1, result.stdout
   record = json.loads(lines[0])

@@ -83,17 +83,17 @@ def test_compiled_flops_drop_by_the_vocabulary_share_when_only_part_b_is_scored(
   config.mesh.update(data=1, fsdp=1, tensor=1)
   batch = synthetic_batch(8, 64, 512)
   # XLA counts a loop body once: with 8-position chunks the Part B loss shows as 8 positions.
-  monkeypatch.setattr(loss_lib, "DEFAULT_CHUNK", 8)
+  config.train.loss_chunk = 8
   part_b_flops, metrics = _compiled_step(config, batch)
   monkeypatch.setattr(loss_lib, "part_b_cross_entropy", _full_logits_loss)
   full_flops, full_metrics = _compiled_step(config, batch)
   vocabulary = 6 * 512 * 32
   assert full_flops - part_b_flops == pytest.approx(vocabulary * (8 * 64 - 8), rel=0.1)
-  # The metric counts what ran: Part B positions rounded up to a chunk, against every position.
+  # Model FLOPs count the scored positions; the loss computed those plus the last chunk's tail.
   scored = int(np.sum(batch["loss_mask"]))
   assert metrics["model_flops"] == pytest.approx(model_lib.step_flops(
-      config.model, tokens=8 * 64, logit_positions=-(-scored // 8) * 8,
+      config.model, tokens=8 * 64, logit_positions=scored,
       visible_pairs=sum(model_lib.visible_pairs(64, int(s)) for s in batch["sep"])))
-  assert full_metrics["model_flops"] - metrics["model_flops"] == pytest.approx(
-      vocabulary * (8 * 64 - -(-scored // 8) * 8))
+  assert metrics["logit_positions"] == -(-scored // 8) * 8
+  assert full_metrics["logit_positions"] == 8 * 64
   assert float(metrics["loss"]) == pytest.approx(float(full_metrics["loss"]), rel=1e-5)

@@ -11,6 +11,7 @@ flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default
 flags.DEFINE_string("sweep_batch", "", "sweep: batch sizes, e.g. '4,8,16' (default: B/2, B, 2B).")
 flags.DEFINE_string("sweep_remat", "", "sweep: remat policies (default: none,minimal,full).")
 flags.DEFINE_string("sweep_attention", "", "sweep: kernels (default: what auto tries here).")
+flags.DEFINE_string("sweep_loss_chunk", "", "sweep: train.loss_chunk values (default: config's).")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=False)
 

@@ -90,6 +90,8 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
       "formula_flops_per_step": float(out["model_flops"]),
       "compiled_flops_per_step": _compiled_flops(compiled),
       "peak_memory_bytes": peak_bytes,
+      "compiled_memory_bytes": _compiled_memory(compiled),
+      "logit_positions_per_step": float(out["logit_positions"]),
   }
   result.update(step_time_s_pipeline=pipeline_time,
                 pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None,
@@ -97,8 +99,22 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
   return result
 
 
+def _compiled_memory(compiled) -> int | None:
+  """Bytes per device the compiled step needs: arguments, outputs and temporaries, less what
+  the donated state aliases (the figure of this one program, unlike the process-wide peak)."""
+  try:
+    memory = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    return None
+  if memory is None:
+    return None
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
 def _peak_device_memory() -> int | None:
-  """Peak bytes in use on device 0 since the process started (None where not reported)."""
+  """Peak bytes in use on device 0 since the process started (None where not reported): every
+  program this process ran counts, so `sweep` compares `compiled_memory_bytes` instead."""
   stats = jax.local_devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
 

@@ -1,11 +1,12 @@
 """A small grid of settings for one config: `python -m glmjax.bench --what=sweep --config=...`.
 
-Tries every combination of batch size, remat policy and attention kernel (the `--sweep_*` flags;
-by default half, once and twice the config's batch, the three remat policies, and the kernels
-`attention=auto` would try on this platform), timing each with the step benchmark on pre-built
+Tries every combination of batch size, remat policy, attention kernel and Part B loss chunk (the
+`--sweep_*` flags; by default half, once and twice the config's batch, the three remat policies,
+the kernels `attention=auto` would try on this platform, and the config's `train.loss_chunk`),
+timing each with the step benchmark on pre-built
 batches. A setting that does not fit or does not compile is recorded with its error's first
 line, not fatal. Progress goes to the log; stdout gets one JSON line: every trial, and the best
-by tokens/s (ties: less peak memory).
+by tokens/s (ties: less compiled memory).
 """
 import json
 import logging
@@ -29,8 +30,9 @@ def grid(config) -> list[dict]:
   remats = _names(flags.FLAGS.sweep_remat) or list(REMATS)
   kernels = (_names(flags.FLAGS.sweep_attention)
              or list(attention_lib.AUTO_ORDER.get(jax.default_backend(), ("xla",))))
-  return [dict(batch_size=b, remat=r, attention=a) for b in batches for r in remats
-          for a in kernels]
+  chunks = _ints(flags.FLAGS.sweep_loss_chunk) or [int(config.train.loss_chunk)]
+  return [dict(batch_size=b, remat=r, attention=a, loss_chunk=c) for b in batches
+          for r in remats for a in kernels for c in chunks]
 
 
 def main(config, argv):
@@ -42,11 +44,12 @@ def main(config, argv):
     trial_config = config.copy_and_resolve_references()
     trial_config.data.batch_size = setting["batch_size"]
     trial_config.model.update(remat=setting["remat"], attention=setting["attention"])
+    trial_config.train.loss_chunk = setting["loss_chunk"]
     log.info("sweep %d/%d: %s", index, len(settings), setting)
     try:
       result = step_bench.measure(trial_config, steps, with_pipeline=False, with_save=False)
       trials.append({**setting, **{key: result[key] for key in (
-          "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "peak_memory_bytes",
+          "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "compiled_memory_bytes",
           "compile_s")}})
     except Exception as error:  # noqa: BLE001 - out of memory or a kernel that cannot compile
       first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
@@ -59,11 +62,11 @@ def main(config, argv):
 
 
 def best(trials: list[dict]) -> dict | None:
-  """The fastest trial that ran (most tokens/s; on a tie the smaller peak memory)."""
+  """The fastest trial that ran (most tokens/s; on a tie the smaller compiled memory)."""
   ran = [t for t in trials if "error" not in t]
   if not ran:
     return None
-  return max(ran, key=lambda t: (t["tokens_per_s"], -(t["peak_memory_bytes"] or 0)))
+  return max(ran, key=lambda t: (t["tokens_per_s"], -(t["compiled_memory_bytes"] or 0)))
 
 
 def _ints(text: str) -> list[int]:

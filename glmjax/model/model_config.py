@@ -134,9 +134,10 @@ def step_flops(model_config: Any, *, tokens, visible_pairs, logit_positions):
     + 6 · V·H · logit_positions                        the tied vocabulary projection
 
   `tokens` counts every position of the batch, `visible_pairs` sums `visible_pairs(T, sep)`
-  over its rows and `logit_positions` counts the positions whose logits the loss computes (Part
-  B positions, rounded up to the loss's chunk per device). Embedding lookups, LayerNorms, the
-  softmax and rematerialisation are not counted (model FLOPs, not hardware FLOPs).
+  over its rows and `logit_positions` counts the positions the loss scores (Part B; the step's
+  loss computes those and, per device, at most one chunk of padding, which is hardware work and
+  not counted). Embedding lookups, LayerNorms, the softmax and rematerialisation are not counted
+  (model FLOPs, not hardware FLOPs).
   """
   config = ModelConfig.from_any(model_config)
   hidden, ffn = config.hidden_size, config.ffn
