@@ -74,7 +74,8 @@ def allowed_ids(tokenizer, vocab_size: int) -> np.ndarray:
   allowed = np.zeros(vocab_size, bool)
   allowed[:tokenizer.base_vocab_size] = True
   specials = tokenizer.specials
-  allowed[[specials.cls, specials.mask, specials.smask, specials.gmask, specials.sop]] = False
+  allowed[[specials.cls, specials.mask, specials.smask, specials.gmask, specials.sop,
+           specials.dblock]] = False
   allowed[[specials.eop, specials.eos]] = True
   return allowed
 

@@ -118,3 +118,20 @@ def test_prepared_errors_name_the_fix(tmp_path):
     sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)
   with pytest.raises(ValueError, match="already tokenized"):
     prepare.prepare(data_config(source="prepared"), str(tmp_path / "x"), progress=False)
+
+
+def test_shards_prepared_before_dblock_existed_still_open(tmp_path):
+  """Manifests written before [dBLOCK] joined the specials lack it; its id never occurs in
+  tokenized text, so they open; a changed id of a recorded role is still refused."""
+  prepare.prepare(data_config(), str(tmp_path), shard_mb=SHARD_MB, progress=False)
+  manifest_path = tmp_path / "manifest.json"
+  manifest = json.loads(manifest_path.read_text())
+  del manifest["tokenizer"]["specials"]["dblock"]
+  manifest_path.write_text(json.dumps(manifest))
+  train, _ = sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)),
+                                    BYTE)
+  assert len(train.doc_lengths) > 0
+  manifest["tokenizer"]["specials"]["mask"] += 1
+  manifest_path.write_text(json.dumps(manifest))
+  with pytest.raises(ValueError, match="differ in \\['specials'\\]"):
+    sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)

@@ -100,7 +100,7 @@ def gpt2_dir(released):
 def test_a_bert_vocab_txt_gives_the_original_glm_special_ids(bert_dir):
   tok = tk.load_tokenizer(data_config("wordpiece", bert_dir, "bert"))
   assert tok.specials.as_dict() == dict(pad=0, eos=0, cls=101, mask=103, sop=30522, eop=30523,
-                                        gmask=30524, smask=30525)
+                                        gmask=30524, smask=30525, dblock=30526)
   assert tok.vocab_size == 30592  # 30522 + 5 GLM tokens, padded to 128 as the original
   assert tok.decode([30522, 30523, 30524, 30525, 30526]) == (
       "<|startofpiece|><|endofpiece|>[gMASK][sMASK][dBLOCK]")
@@ -118,7 +118,7 @@ def test_a_bert_vocab_txt_encodes_uncased_word_pieces_and_decodes_back(bert_dir)
 def test_a_gpt2_vocab_and_merges_give_the_original_glm_special_ids(gpt2_dir):
   tok = tk.load_tokenizer(data_config("bpe", gpt2_dir, "gpt2"))
   assert tok.specials.as_dict() == dict(pad=50256, eos=50256, sop=50257, eop=50258, cls=50259,
-                                        mask=50260, gmask=50263, smask=50264)
+                                        mask=50260, gmask=50263, smask=50264, dblock=50265)
   assert tok.vocab_size == 50304
   assert tok.decode([50261, 50262, 50265]) == "[SEP][UNK][dBLOCK]"
 
@@ -138,7 +138,7 @@ def test_the_chinese_layout_puts_the_specials_after_the_pieces_as_the_original(s
   assert n == 200
   # ChineseSPTokenizer with --task-mask --fix-command-token; gMASK distinct from eop.
   assert tok.specials.as_dict() == dict(pad=n, eos=n, cls=n + 2, mask=n + 3, sop=n + 6,
-                                        eop=n + 7, smask=n + 8, gmask=n + 9)
+                                        eop=n + 7, smask=n + 8, gmask=n + 9, dblock=n + 10)
   assert tok.vocab_size == 256  # n + 11 tokens ([dBLOCK]=n+10), padded to 128
   assert tok.decode([n + 1, n + 4, n + 10]) == "[SEP][UNK][dBLOCK]"
   text = "你好世界。今天天气很好。Hello world."  # NFKC-stable: SentencePiece normalizes
@@ -159,7 +159,7 @@ def test_the_chinese_layout_of_cog_pretrain_has_the_hugging_face_ids(tmp_path):
   tok = tk.load_tokenizer(data_config("sentencepiece", tmp_path, "chinese_sp"))
   assert tok.specials == tk.CHINESE_SP_SPECIALS
   assert tok.specials.as_dict() == dict(pad=50000, eos=50000, cls=50002, mask=50003, sop=50006,
-                                        eop=50007, smask=50008, gmask=50009)
+                                        eop=50007, smask=50008, gmask=50009, dblock=50010)
   assert tok.decode(tok.encode("w00007 w00042")) == "w00007 w00042"
 
 

@@ -75,7 +75,8 @@ def test_append_rule_reuses_existing_tokens_then_appends_in_order():
   specials, added = tk.assign_specials(vocab, "")
   assert (specials.eos, specials.pad, specials.cls, specials.mask) == (1, 1, 2, 4)
   assert (specials.smask, specials.gmask, specials.sop, specials.eop) == (7, 8, 9, 10)
-  assert added == {7: "[sMASK]", 8: "[gMASK]", 9: "<|startofpiece|>", 10: "<|endofpiece|>"}
+  assert added == {7: "[sMASK]", 8: "[gMASK]", 9: "<|startofpiece|>", 10: "<|endofpiece|>",
+                   11: "[dBLOCK]"}
   specials, _ = tk.assign_specials(["[PAD]", "[CLS]", "[MASK]", "x"], "")
   assert (specials.eos, specials.cls, specials.mask, specials.smask) == (0, 1, 2, 4)
 

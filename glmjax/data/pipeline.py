@@ -263,7 +263,7 @@ def _validate_tokenizer(data, tokenizer) -> None:
   # pad may equal eos (as in GLM); every other role needs its own id.
   distinct = {name: token for name, token in specials.items() if name != "pad"}
   if len(set(distinct.values())) != len(distinct) or specials["pad"] in (
-      specials[name] for name in ("cls", "mask", "smask", "gmask", "sop", "eop")):
+      specials[name] for name in ("cls", "mask", "smask", "gmask", "sop", "eop", "dblock")):
     groups: dict[int, list[str]] = {}
     for name, token in specials.items():
       groups.setdefault(int(token), []).append(name)

@@ -18,7 +18,8 @@ Special ids (`data.tokenizer_vocab`); the fixed ones are those of the original G
         [CLS]=N+2, [MASK]=N+3, sop=N+6, eop=N+7, [sMASK]=N+8, [gMASK]=N+9 (_chinese_sp_layout).
   ""    each role reuses a token the vocabulary already has (eos: <|endoftext|>, </s>, <eos>, [PAD],
         <pad>; cls: [CLS], <s>, <bos>; mask: [MASK], <mask>; the GLM names for the rest), else gets
-        a new id after the vocabulary, in the order eos, cls, mask, smask, gmask, sop, eop.
+        a new id after the vocabulary, in the order eos, cls, mask, smask, gmask, sop, eop,
+        [dBLOCK]. The fixed layouts' [dBLOCK] is the original's: 30526, 50265, N+10.
         pad always equals eos, as in GLM.
 New ids exist only in the padded embedding table: `encode` never produces them from text, so a
 literal "[MASK]" in a corpus stays text; `decode` shows them by name.
@@ -54,6 +55,7 @@ class SpecialTokens:
   gmask: int
   sop: int
   eop: int
+  dblock: int  # [dBLOCK]: replaces masked-out inputs (data.block_mask_prob, context_mask_ratio)
 
   def as_dict(self) -> dict[str, int]:
     return dataclasses.asdict(self)
@@ -64,9 +66,9 @@ class SpecialTokens:
 # [dBLOCK] (--block-mask-prob > 0) after the base vocabulary. glm-base/large were trained without
 # --task-mask: their [gMASK]/[sMASK] rows exist (30592 padded rows) but were never trained.
 BERT_SPECIALS = SpecialTokens(pad=0, eos=0, cls=101, mask=103, smask=30525, gmask=30524,
-                              sop=30522, eop=30523)
+                              sop=30522, eop=30523, dblock=30526)
 GPT2_SPECIALS = SpecialTokens(pad=50256, eos=50256, cls=50259, mask=50260, smask=50264,
-                              gmask=50263, sop=50257, eop=50258)
+                              gmask=50263, sop=50257, eop=50258, dblock=50265)
 CHINESE_SP_PIECES = 50000  # pieces of cog-pretrain.model, the Chinese GLMs' SentencePiece model
 
 # Fixed layouts: tokens the base vocabulary must have, and the ids GLM added after it.
@@ -94,7 +96,7 @@ def _chinese_sp_layout(n: int) -> tuple[SpecialTokens, dict[int, str], dict[int,
            n + 6: "<|startofpiece|>", n + 7: "<|endofpiece|>", n + 8: "[sMASK]",
            n + 9: "[gMASK]", n + 10: "[dBLOCK]"}
   specials = SpecialTokens(pad=n, eos=n, cls=n + 2, mask=n + 3, smask=n + 8, gmask=n + 9,
-                           sop=n + 6, eop=n + 7)
+                           sop=n + 6, eop=n + 7, dblock=n + 10)
   return specials, {}, names
 
 
@@ -109,6 +111,7 @@ _ROLE_NAMES = {
     "gmask": ("[gMASK]",),
     "sop": ("<|startofpiece|>",),
     "eop": ("<|endofpiece|>",),
+    "dblock": ("[dBLOCK]",),
 }
 
 
@@ -205,14 +208,14 @@ class ByteTokenizer:
   name = "byte"
   fingerprint = "byte"
   base_vocab_size = 256
-  ids_used = 256 + 7          # the model's vocabulary must hold ids below this
+  ids_used = 256 + 8          # the model's vocabulary must hold ids below this
   spaces_are_tokens = True    # a space is a token of its own (not part of the next word)
 
   def __init__(self):
     base = 256
     self.specials = SpecialTokens(pad=base, eos=base, cls=base + 1, mask=base + 2, smask=base + 3,
-                                  gmask=base + 4, sop=base + 5, eop=base + 6)
-    self.vocab_size = pad_vocab(base + 7)
+                                  gmask=base + 4, sop=base + 5, eop=base + 6, dblock=base + 7)
+    self.vocab_size = pad_vocab(base + 8)
     table = np.zeros(self.vocab_size, dtype=bool)
     for ch in SENTENCE_END_CHARS:
       encoded = ch.encode("utf-8")
