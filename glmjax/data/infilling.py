@@ -14,6 +14,7 @@ import numpy as np
 # Counter streams of RowRandom: each random decision of a row reads its own stream.
 STREAM_OBJECTIVE, STREAM_LENGTHS, STREAM_PLACE, STREAM_ORDER = 1, 2, 3, 4
 STREAM_DOCS, STREAM_OFFSET, STREAM_SENTENCE, STREAM_GENERATION = 5, 6, 7, 8
+STREAM_DBLOCK, STREAM_CONTEXT, STREAM_SINGLE_SPAN, STREAM_SHORT = 9, 10, 11, 12
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -250,18 +251,24 @@ def select_sentences(rng: RowRandom, tokens, window_len, sentence_end, specials,
 # ------------------------------------------------------------------------------------ generation
 
 def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_ratio: float,
-                      suffix_prob: float):
+                      suffix_prob: float, shared: RowRandom | None = None):
   """[gMASK]: one span of g ~ U{int(ratio * n) .. n - 2} tokens (reference §1.8, per row).
 
   Suffix layout (always for a row with several documents): text n = T - 1, the span is the last
   g tokens, laid out to n + 1 = T. Otherwise one span anywhere in [1, n - 1) of text n = T - 2,
   laid out to n + 2 = T. Returns suffix [R] bool, text_len, start, length [R].
+  With `shared` (draw_per_batch: the same key for every row) all rows get one length, drawn as
+  the original draws its batch's G: U{int(ratio * (T - 2)) .. T - 4}, which every layout fits.
   """
   draws = rng.uniform(STREAM_GENERATION, 3)
   suffix = np.asarray(multi_document, bool) | (draws[:, 0] < suffix_prob)
   text_len = np.where(suffix, seq_len - 1, seq_len - 2).astype(np.int64)
   high = text_len - 2
   low = np.clip((gen_min_ratio * text_len).astype(np.int64), 1, high)
+  if shared is not None:
+    high = np.full_like(text_len, seq_len - 4)
+    low = np.clip(np.full_like(text_len, int(gen_min_ratio * (seq_len - 2))), 1, high)
+    draws[:, 1] = shared.uniform(STREAM_GENERATION, 2)[:, 1]
   length = low + (draws[:, 1] * (high - low + 1)).astype(np.int64)
   inner = 1 + (draws[:, 2] * (text_len - 1 - length)).astype(np.int64)
   return suffix, text_len, np.where(suffix, text_len - length, inner), length

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from glmjax.data import infilling
+from glmjax.data import infilling, masking
 from glmjax.data.documents import gather_indices
 from glmjax.data.infilling import RowRandom
 
@@ -25,6 +25,7 @@ OBJECTIVE_NAMES = ("blank", "sentence", "document")
 BLANK, SENTENCE, DOCUMENT = 0, 1, 2
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
               "objective")
+BATCH_KEY = -1  # the RowRandom key of a step's shared draws (draw_per_batch): no row has it
 
 
 class BatchPipeline:
@@ -39,6 +40,10 @@ class BatchPipeline:
     self.shuffle_spans = bool(data_config.shuffle_spans)
     self.gen_min_ratio = float(data_config.gen_min_ratio)
     self.gen_suffix_prob = float(data_config.gen_suffix_prob)
+    self.single_span_prob = float(data_config.single_span_prob)
+    self.block_mask_prob = float(data_config.block_mask_prob)
+    self.context_mask_ratio = float(data_config.context_mask_ratio)
+    self.draw_per_batch = bool(data_config.draw_per_batch)
     probs = np.array([data_config.blank_prob, data_config.sentence_prob,
                       data_config.document_prob], np.float64)
     self.objective_cdf = np.cumsum(probs / probs.sum())
@@ -72,11 +77,18 @@ class BatchPipeline:
     rows = np.asarray(rows, np.int64)
     T = self.seq_len
     rng = RowRandom.for_rows(self.seed, step, rows)
+    # Per-row draws, or (draw_per_batch) one draw per step that every row reads.
+    draws = RowRandom.for_rows(self.seed, step, np.full(len(rows), BATCH_KEY)) if (
+        self.draw_per_batch) else rng
     objective = np.minimum(np.searchsorted(self.objective_cdf,
-                                           rng.uniform(infilling.STREAM_OBJECTIVE, 1)[:, 0],
+                                           draws.uniform(infilling.STREAM_OBJECTIVE, 1)[:, 0],
                                            side="right"), DOCUMENT)
+    single = draws.uniform(infilling.STREAM_SINGLE_SPAN, 1)[:, 0] < self.single_span_prob
+    objective[single] = BLANK
     blank_lengths, blank_spans, blank_len = infilling.sample_blank_lengths(
         rng, self.length_cdf, self.mask_ratio, T)
+    # A single-span row keeps its first length (the same law) in a text of T - 2 tokens.
+    blank_spans[single], blank_len[single] = 1, T - 2
     fetch = np.select([objective == BLANK, objective == SENTENCE], [blank_len, T], T - 1)
     text, piece_start, piece_avail = self.windows(rng, fetch)
 
@@ -94,7 +106,8 @@ class BatchPipeline:
     if len(document_rows):
       multi_document = piece_start[document_rows, 1] < T - 2
       suffix, text_len, start, length = infilling.sample_generation(
-          rng.take(document_rows), multi_document, T, self.gen_min_ratio, self.gen_suffix_prob)
+          rng.take(document_rows), multi_document, T, self.gen_min_ratio, self.gen_suffix_prob,
+          draws.take(document_rows) if self.draw_per_batch else None)
       plan.set(document_rows, start[:, None], length[:, None], np.ones_like(start), text_len,
                self.specials.gmask, suffix)
     blank_rows = np.flatnonzero(objective == BLANK)
@@ -110,7 +123,22 @@ class BatchPipeline:
     batch = infilling.layout_rows(text, plan.text_len, plan.starts, plan.lengths, plan.n_spans,
                                   order, plan.mask_token, self.specials, T, suffix=plan.suffix)
     batch["objective"] = objective.astype(np.int32)
+    self._mask_inputs(rng, batch, blank_rows, plan.text_len)
     return batch
+
+  def _mask_inputs(self, rng: RowRandom, batch, blank_rows, text_len) -> None:
+    """[dBLOCK] in the inputs of [MASK] rows (data.block_mask_prob, data.context_mask_ratio)."""
+    if not len(blank_rows) or not (self.block_mask_prob or self.context_mask_ratio):
+      return
+    tokens, rows = batch["tokens"], rng.take(blank_rows)
+    if self.context_mask_ratio:
+      tokens[blank_rows] = masking.context_mask(
+          rows, tokens[blank_rows], batch["sep"][blank_rows], text_len[blank_rows],
+          self.specials.mask, self.context_mask_ratio, self.specials.dblock)
+    if self.block_mask_prob:
+      tokens[blank_rows] = masking.block_mask(rows, tokens[blank_rows],
+                                              batch["block_position_ids"][blank_rows],
+                                              self.block_mask_prob, self.specials.dblock)
 
   def windows(self, rng: RowRandom, window_len):
     """Packed text rows [R, T] (BlockDataset-like, GLM.md §1.3): the first window_len[r] tokens of
@@ -232,8 +260,9 @@ def validate(data, tokenizer, docs) -> None:
     raise ValueError(f"data.max_span_length={data.max_span_length}: must be >= 1 (GLM uses 39).")
   if not 0.0 < float(data.gen_min_ratio) <= 1.0:
     raise ValueError(f"data.gen_min_ratio={data.gen_min_ratio}: must be in (0, 1] (GLM: 0.5).")
-  if not 0.0 <= float(data.gen_suffix_prob) <= 1.0:
-    raise ValueError(f"data.gen_suffix_prob={data.gen_suffix_prob}: must be in [0, 1].")
+  for field in ("gen_suffix_prob", "single_span_prob", "block_mask_prob", "context_mask_ratio"):
+    if not 0.0 <= float(data[field]) <= 1.0:
+      raise ValueError(f"data.{field}={data[field]}: must be in [0, 1].")
   if int(data.batch_size) < 1:
     raise ValueError(f"data.batch_size={data.batch_size}: must be a positive integer.")
   shortest = min_seq_len(int(data.max_span_length))

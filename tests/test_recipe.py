@@ -1,0 +1,132 @@
+"""The rest of GLM's data recipe: [dBLOCK] input masking, single-span rows, per-batch draws.
+
+Each option is checked against the original's semantics (GLM.md §1.4-§1.9 of the reference this
+project follows): token for token on the worked example where the layout is fixed, and by rates
+over many rows where it is random. Every option keeps the batch contract, determinism and host
+independence (tests/test_pipeline.py's checks, reused).
+"""
+import numpy as np
+import pytest
+from scipy import stats
+
+from glmjax.data import masking, pipeline
+from glmjax.data.infilling import RowRandom
+from glmjax.data.tokenizers import BERT_SPECIALS as S
+from test_infilling import TEXT_1, one_row
+from test_pipeline import Tokenizer, check_contract, corpus, data_config, reconstruct
+
+DBLOCK = S.dblock
+
+
+@pytest.fixture(scope="module")
+def docs():
+  return corpus([40, 90, 150, 260, 300, 700, 1200, 2000] * 4)
+
+
+def test_block_masking_replaces_span_inputs_after_sop_on_the_worked_example():
+  # Spans x3 and x5 x6, Part B order x5 x6 first (the paper's Figure 2).
+  batch = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
+  key = RowRandom(np.array([7], np.uint64))
+  every = masking.block_mask(key, batch["tokens"], batch["block_position_ids"], 1.0, DBLOCK)
+  np.testing.assert_array_equal(
+      every[0], [101, 2001, 2002, 103, 2004, 103, 0, 30522, DBLOCK, DBLOCK, 30522, DBLOCK])
+  none = masking.block_mask(key, batch["tokens"], batch["block_position_ids"], 0.0, DBLOCK)
+  np.testing.assert_array_equal(none, batch["tokens"])
+
+
+def test_context_masking_draws_part_a_tokens_within_three_of_a_span_edge():
+  # Text of 40 tokens, spans at 10 (3 tokens) and 25 (2 tokens): Part A runs [0, 10), [11, 23)
+  # and [24, 36) in the laid-out row; candidates are 3 tokens after each [MASK] and 3 before
+  # each [MASK] or the end of Part A.
+  text = [101] + list(range(2001, 2039)) + [0]
+  batch = one_row(text, [10, 25], [3, 2], [0, 1], S.mask, 44)
+  sep = int(batch["sep"][0])
+  masks = [j for j in range(sep) if batch["tokens"][0, j] == S.mask]
+  assert masks == [10, 23] and sep == 37
+  expected = {7, 8, 9, 11, 12, 13, 20, 21, 22, 24, 25, 26, 34, 35, 36}
+  seen = set()
+  for seed in range(60):
+    out = masking.context_mask(RowRandom(np.array([seed], np.uint64)), batch["tokens"],
+                               batch["sep"], np.array([40]), S.mask, 0.1, DBLOCK)
+    changed = set(np.flatnonzero(out[0] != batch["tokens"][0]).tolist())
+    assert len(changed) == 4 and changed <= expected          # int(0.1 * 40) tokens
+    assert np.all(out[0, sorted(changed)] == DBLOCK)
+    seen |= changed
+  assert seen == expected  # every candidate, and nothing else, is drawn over many rows
+  everything = masking.context_mask(RowRandom(np.array([1], np.uint64)), batch["tokens"],
+                                    batch["sep"], np.array([40]), S.mask, 1.0, DBLOCK)
+  assert set(np.flatnonzero(everything[0] == DBLOCK).tolist()) == expected  # capped
+
+
+def test_block_masking_rate_and_rows_in_the_pipeline(docs):
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=512,
+                       block_mask_prob=0.1)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=3).global_batch(0)
+  check_contract(batch, 256, 512)
+  span_inputs = batch["block_position_ids"] >= 2
+  blank = (batch["objective"] == pipeline.BLANK)[:, None]
+  replaced = batch["tokens"] == DBLOCK
+  assert not np.any(replaced & ~(span_inputs & blank))  # blank rows' span inputs only
+  n, k = int(np.sum(span_inputs & blank)), int(np.sum(replaced))
+  assert stats.binomtest(k, n, 0.1).pvalue > 1e-3
+  # Only inputs change: targets, loss and positions are those of the same rows without it.
+  plain = pipeline.BatchPipeline(data_config(blank_prob=0.5, sentence_prob=0.3,
+                                             document_prob=0.2, batch_size=512),
+                                 Tokenizer(), docs, seed=3).global_batch(0)
+  for key in pipeline.BATCH_KEYS:
+    if key != "tokens":
+      np.testing.assert_array_equal(batch[key], plain[key])
+  np.testing.assert_array_equal(np.where(replaced, plain["tokens"], batch["tokens"]),
+                                plain["tokens"])
+
+
+def test_single_span_rows_have_one_poisson_span_at_their_rate(docs):
+  config = data_config(blank_prob=0.0, sentence_prob=0.0, document_prob=1.0, batch_size=1024,
+                       single_span_prob=0.25)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=4).global_batch(0)
+  check_contract(batch, 256, 1024)
+  single = batch["objective"] == pipeline.BLANK
+  assert stats.binomtest(int(single.sum()), 1024, 0.25).pvalue > 1e-3
+  lengths = []
+  for r in np.flatnonzero(single):
+    _, fill = reconstruct(batch, r, S.mask)
+    assert len(fill) == 1
+    lengths.append(len(next(iter(fill.values()))))
+  assert 2.7 < np.mean(lengths) < 3.6  # Poisson(3) conditioned on 1..39: mean 3.16
+
+
+def test_per_batch_draws_give_every_row_one_objective_and_one_generation_length(docs):
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=32,
+                       draw_per_batch=True)
+  p = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=6)
+  seen = set()
+  for step in range(40):
+    batch = p.global_batch(step)
+    check_contract(batch, 256, 32)
+    objectives = set(batch["objective"].tolist())
+    seen |= objectives
+    assert len(objectives) == 1 or objectives == {pipeline.BLANK, pipeline.SENTENCE}
+    if objectives == {pipeline.DOCUMENT}:
+      # Generated tokens: Part B, less the [eop] that ends a span inside the text (a suffix
+      # span ends the row and has none).
+      part_b = batch["block_position_ids"] > 0
+      generated = part_b.sum(axis=1) - np.any(part_b & (batch["targets"] == S.eop), axis=1)
+      assert len(set(generated.tolist())) == 1, generated
+  assert seen == {pipeline.BLANK, pipeline.SENTENCE, pipeline.DOCUMENT}
+
+
+@pytest.mark.parametrize("draw_per_batch", [False, True])
+def test_every_option_on_is_deterministic_and_independent_of_the_host_count(docs, draw_per_batch):
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=16,
+                       single_span_prob=0.2, block_mask_prob=0.1, context_mask_ratio=0.05,
+                       draw_per_batch=draw_per_batch)
+  a = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=8)
+  whole = a.global_batch(5)
+  again = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=8).global_batch(5)
+  for hosts in (2, 4):
+    parts = [a.host_batch(5, h, hosts) for h in range(hosts)]
+    for key in pipeline.BATCH_KEYS:
+      np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), whole[key])
+      np.testing.assert_array_equal(again[key], whole[key])
+  reversed_rows = a.build_rows(5, np.arange(16)[::-1])
+  np.testing.assert_array_equal(reversed_rows["tokens"][::-1], whole["tokens"])
