@@ -130,3 +130,60 @@ def test_every_option_on_is_deterministic_and_independent_of_the_host_count(docs
       np.testing.assert_array_equal(again[key], whole[key])
   reversed_rows = a.build_rows(5, np.arange(16)[::-1])
   np.testing.assert_array_equal(reversed_rows["tokens"][::-1], whole["tokens"])
+
+
+def _source_index(document):
+  source = document.read(np.zeros(1, np.int64), np.zeros(1, np.int64),
+                         np.array([document.doc_lengths[0]]))
+  return source, {int(token): index for index, token in enumerate(source)}
+
+
+def test_sentence_windows_start_after_a_sentence_end_and_end_at_one():
+  one_document = corpus([6000], period_every=12)
+  source, where = _source_index(one_document)
+  config = data_config(batch_size=512, sentence_windows=True)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), one_document, seed=2).global_batch(0)
+  check_contract(batch, 256, 512)
+  starts_after_end = ends_at_end = 0
+  for r in range(512):
+    text, _ = reconstruct(batch, r, S.mask)
+    assert text[0] == S.cls
+    first, last = where[int(text[1])], int(text[-1])
+    starts_after_end += first == 0 or source[first - 1] == 1012
+    # The last document ends at a sentence end, or is cut hard when the room it had holds none
+    # (fewer tokens than one sentence after its [CLS]), as the original cuts it.
+    last_document = len(text) - np.flatnonzero(text == S.cls)[-1]
+    assert last in (1012, S.eos) or last_document < 12, text[-20:]
+    ends_at_end += last in (1012, S.eos)
+  assert starts_after_end == 512 and ends_at_end > 0.95 * 512
+  padding = float(np.mean((batch["block_position_ids"] == 0) & (
+      np.arange(256)[None, :] >= batch["sep"][:, None])))
+  assert 0 < padding < 12 / 256  # a cut drops less than one sentence
+
+
+def test_sentence_windows_keep_every_objective_s_rows_whole(docs):
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=256,
+                       sentence_windows=True)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=9).global_batch(0)
+  check_contract(batch, 256, 256)
+  for r in np.flatnonzero(batch["objective"] != pipeline.DOCUMENT):
+    mask = S.mask if batch["objective"][r] == pipeline.BLANK else S.smask
+    text, _ = reconstruct(batch, r, mask)
+    assert text[-1] in (1012, S.eos) or len(text) > 200  # cut at a sentence end, or whole
+  documents = batch["objective"] == pipeline.DOCUMENT
+  assert np.all(np.any(batch["tokens"][documents] == S.gmask, axis=1))
+
+
+def test_blank_rows_reach_the_last_tokens_of_a_long_document():
+  one_document = corpus([600], period_every=12)
+  source, where = _source_index(one_document)
+  batch = pipeline.BatchPipeline(data_config(batch_size=1024), Tokenizer(),
+                                 one_document, seed=1).global_batch(0)
+  reached = set()
+  for r in range(1024):
+    text, _ = reconstruct(batch, r, S.mask)
+    reached.update(where[int(t)] for t in text if int(t) in where and int(t) != 1012)
+  # Every token of the document's second half, the last ones too (the original stops 17 short
+  # of the end; the periods share one id, so they are left out).
+  assert {i for i in range(300, 600) if source[i] != 1012} <= reached
+  assert np.any(batch["targets"] == S.eos)  # and the document's end

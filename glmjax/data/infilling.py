@@ -84,6 +84,13 @@ def max_blank_spans(mask_ratio: float, seq_len: int) -> int:
   return k
 
 
+def spans_for_budget(lengths, budget) -> np.ndarray:
+  """[R]: how many of each row's drawn lengths the reference draws for a budget: up to the first
+  whose running total reaches it (at least one)."""
+  reached = np.cumsum(lengths, axis=1) >= np.asarray(budget)[:, None]
+  return np.where(reached.any(axis=1), np.argmax(reached, axis=1) + 1, lengths.shape[1])
+
+
 def sample_blank_lengths(rng: RowRandom, cdf: np.ndarray, mask_ratio: float, seq_len: int):
   """Span lengths drawn first; the text length follows so that Part A + Part B is exactly T.
 
@@ -220,7 +227,7 @@ def select_sentences(rng: RowRandom, tokens, window_len, sentence_end, specials,
   k_cap = (seq_len - 3) // 2
 
   def choose(k):
-    text_len = seq_len - 2 * k
+    text_len = np.minimum(seq_len - 2 * k, window_len)
     candidate = p_stop <= text_len[:, None]
     covered = np.cumsum(np.where(candidate, p_stop - p_start, 0), axis=1)
     reached = candidate & (covered >= blank_budget(mask_ratio, text_len)[:, None])
@@ -251,7 +258,7 @@ def select_sentences(rng: RowRandom, tokens, window_len, sentence_end, specials,
 # ------------------------------------------------------------------------------------ generation
 
 def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_ratio: float,
-                      suffix_prob: float, shared: RowRandom | None = None):
+                      suffix_prob: float, shared: RowRandom | None = None, available=None):
   """[gMASK]: one span of g ~ U{int(ratio * n) .. n - 2} tokens (reference §1.8, per row).
 
   Suffix layout (always for a row with several documents): text n = T - 1, the span is the last
@@ -259,17 +266,21 @@ def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_rati
   laid out to n + 2 = T. Returns suffix [R] bool, text_len, start, length [R].
   With `shared` (draw_per_batch: the same key for every row) all rows get one length, drawn as
   the original draws its batch's G: U{int(ratio * (T - 2)) .. T - 4}, which every layout fits.
+  `available` [R] caps the text of rows cut short (sentence windows; padded after layout).
   """
   draws = rng.uniform(STREAM_GENERATION, 3)
   suffix = np.asarray(multi_document, bool) | (draws[:, 0] < suffix_prob)
   text_len = np.where(suffix, seq_len - 1, seq_len - 2).astype(np.int64)
+  if available is not None:
+    text_len = np.minimum(text_len, available)
   high = text_len - 2
   low = np.clip((gen_min_ratio * text_len).astype(np.int64), 1, high)
-  if shared is not None:
-    high = np.full_like(text_len, seq_len - 4)
-    low = np.clip(np.full_like(text_len, int(gen_min_ratio * (seq_len - 2))), 1, high)
-    draws[:, 1] = shared.uniform(STREAM_GENERATION, 2)[:, 1]
   length = low + (draws[:, 1] * (high - low + 1)).astype(np.int64)
+  if shared is not None:  # the batch's G, capped by each row's text as the original caps it
+    top = seq_len - 4
+    bottom = min(max(int(gen_min_ratio * (seq_len - 2)), 1), top)
+    batch_g = bottom + (shared.uniform(STREAM_GENERATION, 2)[:, 1] * (top - bottom + 1))
+    length = np.minimum(batch_g.astype(np.int64), high)
   inner = 1 + (draws[:, 2] * (text_len - 1 - length)).astype(np.int64)
   return suffix, text_len, np.where(suffix, text_len - length, inner), length
 

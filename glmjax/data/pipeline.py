@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from glmjax.data import infilling, masking
+from glmjax.data import alignment, infilling, masking
 from glmjax.data.documents import gather_indices
 from glmjax.data.infilling import RowRandom
 
@@ -44,6 +44,7 @@ class BatchPipeline:
     self.block_mask_prob = float(data_config.block_mask_prob)
     self.context_mask_ratio = float(data_config.context_mask_ratio)
     self.draw_per_batch = bool(data_config.draw_per_batch)
+    self.sentence_windows = bool(data_config.sentence_windows)
     probs = np.array([data_config.blank_prob, data_config.sentence_prob,
                       data_config.document_prob], np.float64)
     self.objective_cdf = np.cumsum(probs / probs.sum())
@@ -91,28 +92,39 @@ class BatchPipeline:
     blank_spans[single], blank_len[single] = 1, T - 2
     fetch = np.select([objective == BLANK, objective == SENTENCE], [blank_len, T], T - 1)
     text, piece_start, piece_avail = self.windows(rng, fetch)
+    available = fetch  # text tokens of each row: all it fetched, or less when cut at a sentence
+    if self.sentence_windows:
+      available = alignment.sentence_end_cut(text, piece_start, fetch, self.sentence_end,
+                                             self.specials.eos)
+      text[np.arange(T)[None, :] >= available[:, None]] = self.specials.pad
 
     plan = _Plan(len(rows), T, self.specials.mask)
     sentence_rows = np.flatnonzero(objective == SENTENCE)
     if len(sentence_rows):
       starts, lengths, n_spans, text_len = infilling.select_sentences(
-          rng.take(sentence_rows), text[sentence_rows], fetch[sentence_rows], self.sentence_end,
-          self.specials, self.mask_ratio, T)
+          rng.take(sentence_rows), text[sentence_rows], available[sentence_rows],
+          self.sentence_end, self.specials, self.mask_ratio, T)
       found = n_spans > 0     # a window without a whole sentence falls back to [MASK]
       objective[sentence_rows[~found]] = BLANK
       plan.set(sentence_rows[found], starts[found], lengths[found], n_spans[found],
                text_len[found], self.specials.smask)
     document_rows = np.flatnonzero(objective == DOCUMENT)
     if len(document_rows):
-      multi_document = piece_start[document_rows, 1] < T - 2
+      room = np.minimum(available[document_rows], T - 2)
+      multi_document = piece_start[document_rows, 1] < room
       suffix, text_len, start, length = infilling.sample_generation(
           rng.take(document_rows), multi_document, T, self.gen_min_ratio, self.gen_suffix_prob,
-          draws.take(document_rows) if self.draw_per_batch else None)
+          draws.take(document_rows) if self.draw_per_batch else None,
+          available[document_rows])
       plan.set(document_rows, start[:, None], length[:, None], np.ones_like(start), text_len,
                self.specials.gmask, suffix)
     blank_rows = np.flatnonzero(objective == BLANK)
     if len(blank_rows):
-      n = blank_len[blank_rows]
+      n = np.minimum(blank_len[blank_rows], available[blank_rows])
+      if self.sentence_windows:  # a shorter text needs fewer of the drawn spans
+        blank_spans[blank_rows] = np.where(
+            single[blank_rows], 1, infilling.spans_for_budget(
+                blank_lengths[blank_rows], infilling.blank_budget(self.mask_ratio, n)))
       seg_start, seg_len = maskable_segments(piece_start[blank_rows], piece_avail[blank_rows], n)
       starts, lengths, n_spans = infilling.place_spans(
           rng.take(blank_rows), blank_lengths[blank_rows], blank_spans[blank_rows], seg_start,
@@ -154,10 +166,16 @@ class BatchPipeline:
       picks = (rng.uniform(infilling.STREAM_DOCS, pieces) * self._num_tokens).astype(np.int64)
       doc = np.searchsorted(self._doc_ends, np.minimum(picks, self._num_tokens - 1), side="right")
       avail = self.doc_lengths[doc]
-      long_first = avail[:, 0] + 2 > T
+      # A first document longer than the window starts at an offset that lets the window reach
+      # its end ([CLS] + tail + eos), so every token of it can be masked.
+      long_first = avail[:, 0] + 2 > window_len[:, 0]
       offset = np.zeros_like(avail)
       offset[:, 0] = np.where(long_first, rng.integers(
-          infilling.STREAM_OFFSET, np.maximum(avail[:, 0] + 2 - T, 0), 1)[:, 0], 0)
+          infilling.STREAM_OFFSET, np.maximum(avail[:, 0] + 2 - window_len[:, 0], 0), 1)[:, 0], 0)
+      if self.sentence_windows and long_first.any():
+        offset[long_first, 0] = alignment.sentence_start(
+            rng.take(np.flatnonzero(long_first)), self.docs, self.sentence_end,
+            doc[long_first, 0], offset[long_first, 0], avail[long_first, 0], T)
       avail -= offset
       wrapped = avail + 2
       start = np.cumsum(wrapped, axis=1) - wrapped
