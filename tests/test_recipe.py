@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glmjax.data import masking, pipeline
+from glmjax.data import infilling, masking, pipeline
 from glmjax.data.infilling import RowRandom
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 from test_infilling import TEXT_1, one_row
@@ -187,3 +187,34 @@ def test_blank_rows_reach_the_last_tokens_of_a_long_document():
   # of the end; the periods share one id, so they are left out).
   assert {i for i in range(300, 600) if source[i] != 1012} <= reached
   assert np.any(batch["targets"] == S.eos)  # and the document's end
+
+
+@pytest.mark.parametrize("original, spans", [
+    (False, [(1, 4), (8, 11)]),            # sentences never hold a [CLS]; no tail
+    (True, [(1, 4), (7, 11), (11, 13)]),   # after an eos from the [CLS]; the tail "g h" too
+])
+def test_original_sentences_start_at_the_cls_after_an_eos_and_count_the_tail(original, spans):
+  #        [CLS]  a     b     .    c     d    eos  [CLS]  e     f     .     g     h
+  text = [[101, 2001, 2002, 1012, 2003, 2004, 0, 101, 2005, 2006, 1012, 2007, 2008]]
+  table = np.zeros(30592, bool)
+  table[1012] = True
+  starts, lengths, n_spans, text_len = infilling.select_sentences(
+      RowRandom(np.array([3], np.uint64)), np.array(text), np.array([13]), table, S,
+      mask_ratio=1.0, seq_len=40, original=original)  # ratio 1: every candidate is chosen
+  assert text_len[0] == 13
+  chosen = [(int(s), int(s + n)) for s, n in zip(starts[0, :n_spans[0]], lengths[0, :n_spans[0]])]
+  assert chosen == spans
+
+
+def test_original_sentence_rows_still_decode_to_their_text(docs):
+  config = data_config(blank_prob=0.0, sentence_prob=1.0, batch_size=256,
+                       original_sentences=True)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=10).global_batch(0)
+  check_contract(batch, 256, 256)
+  tails = with_cls = 0
+  for r in np.flatnonzero(batch["objective"] == pipeline.SENTENCE):
+    text, fill = reconstruct(batch, r, S.smask)
+    spans = list(fill.values())
+    with_cls += any(S.cls in span for span in spans)
+    tails += any(span[-1] not in (1012, S.eos) for span in spans)
+  assert with_cls > 0 and tails > 0

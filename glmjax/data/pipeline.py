@@ -45,6 +45,7 @@ class BatchPipeline:
     self.context_mask_ratio = float(data_config.context_mask_ratio)
     self.draw_per_batch = bool(data_config.draw_per_batch)
     self.sentence_windows = bool(data_config.sentence_windows)
+    self.original_sentences = bool(data_config.original_sentences)
     probs = np.array([data_config.blank_prob, data_config.sentence_prob,
                       data_config.document_prob], np.float64)
     self.objective_cdf = np.cumsum(probs / probs.sum())
@@ -103,7 +104,8 @@ class BatchPipeline:
     if len(sentence_rows):
       starts, lengths, n_spans, text_len = infilling.select_sentences(
           rng.take(sentence_rows), text[sentence_rows], available[sentence_rows],
-          self.sentence_end, self.specials, self.mask_ratio, T)
+          self.sentence_end, self.specials, self.mask_ratio, T,
+          original=self.original_sentences)
       found = n_spans > 0     # a window without a whole sentence falls back to [MASK]
       objective[sentence_rows[~found]] = BLANK
       plan.set(sentence_rows[found], starts[found], lengths[found], n_spans[found],
