@@ -119,6 +119,7 @@ def test_per_batch_draws_give_every_row_one_objective_and_one_generation_length(
 def test_every_option_on_is_deterministic_and_independent_of_the_host_count(docs, draw_per_batch):
   config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=16,
                        single_span_prob=0.2, block_mask_prob=0.1, context_mask_ratio=0.05,
+                       short_seq_prob=0.3, sentence_windows=True, original_sentences=True,
                        draw_per_batch=draw_per_batch)
   a = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=8)
   whole = a.global_batch(5)
@@ -130,6 +131,15 @@ def test_every_option_on_is_deterministic_and_independent_of_the_host_count(docs
       np.testing.assert_array_equal(again[key], whole[key])
   reversed_rows = a.build_rows(5, np.arange(16)[::-1])
   np.testing.assert_array_equal(reversed_rows["tokens"][::-1], whole["tokens"])
+  check_contract(whole, 256, 16)
+  for step in range(6):  # every row of several steps decodes back to its text
+    batch = a.global_batch(step)
+    check_contract(batch, 256, 16)
+    for r in np.flatnonzero(batch["objective"] != pipeline.DOCUMENT):
+      tokens = batch["tokens"][r]
+      mask = S.mask if batch["objective"][r] == pipeline.BLANK else S.smask
+      batch["tokens"][r] = np.where(tokens == DBLOCK, batch["targets"][r], tokens)
+      reconstruct(batch, r, mask)
 
 
 def _source_index(document):
@@ -218,3 +228,22 @@ def test_original_sentence_rows_still_decode_to_their_text(docs):
     with_cls += any(S.cls in span for span in spans)
     tails += any(span[-1] not in (1012, S.eos) for span in spans)
   assert with_cls > 0 and tails > 0
+
+
+def test_short_rows_hold_a_uniformly_short_text_at_their_rate(docs):
+  """[gMASK] rows fill T - 1 or T - 2 text tokens, so a row shorter than T is a short row; its
+  text is U{32..T} tokens (cut to what the layout holds) and the rest of the row is padding."""
+  config = data_config(blank_prob=0.0, document_prob=1.0, batch_size=2048, short_seq_prob=0.3)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=12).global_batch(0)
+  check_contract(batch, 256, 2048)
+  real = batch["sep"] + np.sum(batch["block_position_ids"] > 0, axis=1)
+  short = real < 256
+  # A draw of 255 or 256 tokens is cut to the row's own T - 1 or T - 2: not seen as short.
+  assert stats.binomtest(int(short.sum()), 2048, 0.3 * 223 / 225).pvalue > 1e-3
+  text_len = real[short] - 1 - np.any(
+      (batch["block_position_ids"][short] > 0) & (batch["targets"][short] == S.eop), axis=1)
+  assert text_len.min() >= 32
+  counts = np.histogram(text_len, bins=8, range=(32, 256))[0]
+  assert stats.chisquare(counts).pvalue > 1e-3, counts
+  for r in np.flatnonzero(short)[:50]:  # [gMASK] still the one blank, its loss on the text
+    assert np.sum(batch["tokens"][r] == S.gmask) == 1

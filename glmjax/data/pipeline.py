@@ -26,6 +26,7 @@ BLANK, SENTENCE, DOCUMENT = 0, 1, 2
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
               "objective")
 BATCH_KEY = -1  # the RowRandom key of a step's shared draws (draw_per_batch): no row has it
+SHORT_MIN = 32  # shortest text of a short row (the original's split_samples)
 
 
 class BatchPipeline:
@@ -41,6 +42,7 @@ class BatchPipeline:
     self.gen_min_ratio = float(data_config.gen_min_ratio)
     self.gen_suffix_prob = float(data_config.gen_suffix_prob)
     self.single_span_prob = float(data_config.single_span_prob)
+    self.short_seq_prob = float(data_config.short_seq_prob)
     self.block_mask_prob = float(data_config.block_mask_prob)
     self.context_mask_ratio = float(data_config.context_mask_ratio)
     self.draw_per_batch = bool(data_config.draw_per_batch)
@@ -92,6 +94,10 @@ class BatchPipeline:
     # A single-span row keeps its first length (the same law) in a text of T - 2 tokens.
     blank_spans[single], blank_len[single] = 1, T - 2
     fetch = np.select([objective == BLANK, objective == SENTENCE], [blank_len, T], T - 1)
+    # Short rows (data.short_seq_prob) fetch U{32..T} tokens, as the original re-cuts a batch.
+    short = draws.uniform(infilling.STREAM_SHORT, 2)
+    fetch = np.where(short[:, 0] < self.short_seq_prob, np.minimum(fetch, (
+        SHORT_MIN + short[:, 1] * (T - SHORT_MIN + 1)).astype(np.int64)), fetch)
     text, piece_start, piece_avail = self.windows(rng, fetch)
     available = fetch  # text tokens of each row: all it fetched, or less when cut at a sentence
     if self.sentence_windows:
@@ -123,7 +129,7 @@ class BatchPipeline:
     blank_rows = np.flatnonzero(objective == BLANK)
     if len(blank_rows):
       n = np.minimum(blank_len[blank_rows], available[blank_rows])
-      if self.sentence_windows:  # a shorter text needs fewer of the drawn spans
+      if self.sentence_windows or self.short_seq_prob:  # a shorter text needs fewer spans
         blank_spans[blank_rows] = np.where(
             single[blank_rows], 1, infilling.spans_for_budget(
                 blank_lengths[blank_rows], infilling.blank_budget(self.mask_ratio, n)))
@@ -280,7 +286,8 @@ def validate(data, tokenizer, docs) -> None:
     raise ValueError(f"data.max_span_length={data.max_span_length}: must be >= 1 (GLM uses 39).")
   if not 0.0 < float(data.gen_min_ratio) <= 1.0:
     raise ValueError(f"data.gen_min_ratio={data.gen_min_ratio}: must be in (0, 1] (GLM: 0.5).")
-  for field in ("gen_suffix_prob", "single_span_prob", "block_mask_prob", "context_mask_ratio"):
+  for field in ("gen_suffix_prob", "single_span_prob", "block_mask_prob", "context_mask_ratio",
+                "short_seq_prob"):
     if not 0.0 <= float(data[field]) <= 1.0:
       raise ValueError(f"data.{field}={data[field]}: must be in [0, 1].")
   if int(data.batch_size) < 1:
