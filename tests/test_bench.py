@@ -10,7 +10,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FIELDS = {
     "data": ("tokens_per_s", "padding_fraction", "masked_fraction", "mean_span_length",
-             "mixture_tokens_per_s"),
+             "mixture_tokens_per_s", "every_option_tokens_per_s", "sentence_start_share"),
     "prepare": ("prepare_tokens_per_s_one_core", "read_tokens_per_s"),
     "step": ("step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "compile_s",
              "step_time_s_pipeline", "pipeline_vs_prebuilt", "checkpoint_overhead",
@@ -39,6 +39,11 @@ def test_bench_prints_one_json_line(what):
   if what == "attention":
     assert record["implementations"]["xla"]["forward_backward_ms"] > 0
     return
+  if what == "data":
+    per_objective = record["mixture_per_objective"]
+    assert set(per_objective) == {"blank", "sentence", "document"}
+    assert abs(sum(per_objective["blank"]["span_length_histogram"]) - 1) < 1e-3
+    assert 0 < record["sentence_start_share"] < 0.2  # data.sentence_windows off: the base rate
   if what == "sweep":
     ran = [t for t in record["trials"] if "error" not in t]
     failed = [t for t in record["trials"] if "error" in t]

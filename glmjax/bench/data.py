@@ -7,7 +7,10 @@ Builds batches of the config's shape from a synthetic in-memory corpus (like ref
 tokens, a few ids marked as sentence ends) and prints one JSON line: output tokens per second
 (token ids to finished batch, this process only), padding, masked fraction and mean span length
 for the config's objectives, and the same for the GLM-10B mixture (blank .5, sentence .3,
-document .2). The original GLM builds ~0.75-0.88 M tokens/s on one core (§5).
+document .2) and for that mixture with every recipe option on (EVERY_OPTION); per objective:
+spans per row, masked fraction, span-length histogram and padding; and the share of rows whose
+window starts after a sentence end (`sentence_start_share`, data.sentence_windows: ~1.0; off:
+the base rate). The original GLM builds ~0.75-0.88 M tokens/s on one core (§5).
 """
 import json
 import os
@@ -16,13 +19,17 @@ import time
 import numpy as np
 from absl import flags
 
-from glmjax.data import pipeline, tokenizers
+from glmjax.data import infilling, pipeline, tokenizers
 from glmjax.data.documents import InMemoryDocs
 
 DEFAULT_STEPS = 5
 NUM_DOCS, MEAN_DOC_LEN = 2000, 700
 SENTENCE_END_SHARE = 1 / 25   # of the ids in use: sentences of ~25 tokens
 MIXTURE = dict(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)
+# GLM-10B stage 2's options, all on (with the mixture): the slowest recipe the pipeline builds.
+EVERY_OPTION = dict(sentence_windows=True, original_sentences=True, short_seq_prob=0.5,
+                    single_span_prob=0.05, block_mask_prob=0.1, context_mask_ratio=0.05,
+                    draw_per_batch=True)
 
 
 class SyntheticTokenizer:
@@ -54,6 +61,56 @@ def synthetic_corpus(tokenizer: SyntheticTokenizer, num_docs: int = NUM_DOCS,
   return InMemoryDocs(tokens, np.concatenate([[0], np.cumsum(lengths)]))
 
 
+def objective_stats(batch) -> dict:
+  """Per objective (blank, sentence, document): rows, spans per row, masked fraction of the text,
+  span-length histogram (lengths 1..10, then 11 or more, as shares) and padding."""
+  blocks, sep = batch["block_position_ids"], batch["sep"].astype(np.int64)
+  out = {}
+  for index, name in enumerate(pipeline.OBJECTIVE_NAMES):
+    rows = batch["objective"] == index
+    if not rows.any():
+      continue
+    b = blocks[rows]
+    part_b, spans = (b > 0).sum(axis=1), (b == 1).sum(axis=1)
+    masked = part_b - spans
+    text = sep[rows] + part_b - 2 * spans
+    # A span's length: the block position just before the next span's 1 (or Part B's end), - 1.
+    ends = (b > 0) & ~np.concatenate([b[:, 1:] > 1, np.zeros((len(b), 1), bool)], axis=1)
+    lengths = b[ends] - 1
+    histogram = np.bincount(np.minimum(lengths, 11), minlength=12)[1:] / max(len(lengths), 1)
+    out[name] = {
+        "rows": int(rows.sum()),
+        "spans_per_row": round(float(spans.mean()), 3),
+        "masked_fraction": round(float(masked.sum() / max(text.sum(), 1)), 4),
+        "span_length_histogram": [round(float(h), 4) for h in histogram],
+        "padding_fraction": round(float(1 - (sep[rows] + part_b).sum() / b.size), 4),
+    }
+  return out
+
+
+def sentence_start_share(data_config, seed: int = 0) -> float:
+  """Share of rows whose text starts at a document start or just after a sentence end, on one
+  long document of distinct ids with a sentence end every 25 tokens (the base rate is 1/25)."""
+  tokenizer = SyntheticTokenizer(30592, seed)
+  ids = np.setdiff1d(tokenizer.plain_ids, np.flatnonzero(tokenizer.sentence_end))
+  rng = np.random.default_rng(seed)
+  document = rng.permutation(ids)[:20_000].astype(np.int32)
+  end_id = int(np.flatnonzero(tokenizer.sentence_end)[0])
+  document[24::25] = end_id
+  config = data_config.copy_and_resolve_references()
+  config.update(blank_prob=1.0, sentence_prob=0.0, document_prob=0.0, short_seq_prob=0.0,
+                single_span_prob=0.0, batch_size=512)
+  docs = InMemoryDocs(document, np.array([0, len(document)]))
+  p = pipeline.BatchPipeline(config, tokenizer, docs, seed=seed)
+  text, _, _ = p.windows(infilling.RowRandom.for_rows(seed, 0, np.arange(512)),
+                         np.full(512, int(config.seq_len) - 2))
+  where = np.full(int(ids.max()) + 1, -1)
+  where[document[document != end_id]] = np.flatnonzero(document != end_id)
+  first = np.where(text[:, 1] == end_id, -2, where[np.minimum(text[:, 1], len(where) - 1)])
+  after_end = (first == 0) | ((first > 0) & (document[np.maximum(first - 1, 0)] == end_id))
+  return round(float(np.mean(after_end)), 4)
+
+
 def batch_stats(batch) -> dict:
   """Padding over all rows; span statistics over blank rows; shares of the objectives."""
   sep = batch["sep"].astype(np.int64)
@@ -80,7 +137,8 @@ def measure(data_config, tokenizer, docs, steps: int, seed: int = 0) -> dict:
   elapsed = time.perf_counter() - start
   tokens = steps * p.batch_size * p.seq_len
   merged = {key: np.concatenate([b[key] for b in batches]) for key in pipeline.BATCH_KEYS}
-  return {"tokens_per_s": tokens / elapsed, "batch_s": elapsed / steps, **batch_stats(merged)}
+  return {"tokens_per_s": tokens / elapsed, "batch_s": elapsed / steps, **batch_stats(merged),
+          "per_objective": objective_stats(merged)}
 
 
 def main(config, argv):
@@ -93,6 +151,9 @@ def main(config, argv):
   mixture_config = data.copy_and_resolve_references()
   mixture_config.update(**MIXTURE)
   mixture = measure(mixture_config, tokenizer, docs, steps, config.seed)
+  every_option = mixture_config.copy_and_resolve_references()
+  every_option.update(**EVERY_OPTION)
+  all_on = measure(every_option, tokenizer, docs, steps, config.seed)
   result = {
       "what": "data",
       "seq_len": int(data.seq_len),
@@ -106,4 +167,8 @@ def main(config, argv):
   }
   result["tokens_per_s"] = round(own["tokens_per_s"])
   result["mixture_tokens_per_s"] = round(mixture["tokens_per_s"])
+  result["every_option_tokens_per_s"] = round(all_on["tokens_per_s"])
+  result["every_option_padding_fraction"] = round(all_on["padding_fraction"], 4)
+  result["every_option_per_objective"] = all_on["per_objective"]
+  result["sentence_start_share"] = sentence_start_share(data, config.seed)
   print(json.dumps(result))

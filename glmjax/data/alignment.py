@@ -30,28 +30,26 @@ def sentence_start(rng: RowRandom, docs, sentence_end, doc, offset, doc_len, seq
   first = np.maximum(offset - reach - 1, 0)
   count = np.minimum(offset + reach, doc_len) - first
   width = 2 * reach + 1
-  window = np.full((len(offset), width), -1, np.int64)
-  rows = np.repeat(np.arange(len(offset)), count)
-  cols = gather_indices(np.zeros(len(offset), np.int64), count)
-  window[rows, cols] = docs.read(doc, first, count)
-  ends = np.zeros_like(window, dtype=bool)
-  ends[window >= 0] = np.asarray(sentence_end)[window[window >= 0]]
-  # A start p is good when the token p - 1 ends a sentence (its column: p - 1 - first).
-  steps = np.arange(reach + 1)
-  left_p = offset[:, None] - steps[None, :]                  # p = offset, offset - 1, ...
-  right_p = offset[:, None] + steps[None, :]                 # p = offset, offset + 1, ...
-
-  def good(p):
-    col = np.clip(p - 1 - first[:, None], 0, width - 1)
-    return (p >= 1) & (p <= doc_len[:, None]) & np.take_along_axis(ends, col, axis=1)
-
-  left_ok = good(left_p) | (left_p == 0)
-  right_ok = good(right_p)
-  # The first good place in the moving direction; else where the move of `reach` tokens ends.
-  left_stop = np.where(left_ok.any(1), left_p[np.arange(len(offset)), np.argmax(left_ok, 1)],
-                       np.maximum(offset - reach, 0))
-  right_stop = np.where(right_ok.any(1), right_p[np.arange(len(offset)), np.argmax(right_ok, 1)],
-                        np.minimum(offset + reach, doc_len))
+  ends = np.zeros((len(offset), width), bool)  # whether token first + column ends a sentence
+  flat = (np.arange(len(offset), dtype=np.int64) * width)[:, None]
+  ends.reshape(-1)[gather_indices(flat[:, 0], count)] = np.asarray(sentence_end)[
+      docs.read(doc, first, count)]
+  # A start p > 0 is good when token p - 1 ends a sentence; token i sits in column i - first.
+  col = np.arange(width)[None, :]
+  row = np.arange(len(offset))
+  at = offset - 1 - first                                   # the column of token offset - 1
+  last_end = np.maximum.accumulate(np.where(ends, col, -1), axis=1)
+  next_end = np.minimum.accumulate(np.where(ends, col, width)[:, ::-1], axis=1)[:, ::-1]
+  # Left: the nearest good start at or before offset; else the document's start if within
+  # reach; else where `reach` moves end.
+  before = np.where(at >= 0, last_end[row, np.maximum(at, 0)], -1)
+  left_stop = np.where(before >= 0, first + before + 1,
+                       np.where(offset <= reach, 0, offset - reach))
+  # Right: the nearest good start at or after offset (within reach and the document).
+  after = next_end[row, np.maximum(at, 0)]
+  right_p = first + after + 1
+  right_stop = np.where((after < width) & (right_p - offset <= reach) & (right_p <= doc_len),
+                        right_p, np.minimum(offset + reach, doc_len))
   return np.where(left, left_stop, right_stop)
 
 
