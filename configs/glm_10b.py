@@ -1,4 +1,5 @@
-"""GLM-10B stage 1: 48 layers, hidden 4096, 64 heads, GPT-2 vocabulary (reference GLM.md §3)."""
+"""GLM-10B: 48 layers, hidden 4096, 64 heads, GPT-2 vocabulary; stage 1 (512 tokens) by
+default, `configs/glm_10b.py:stage2` for the second stage at 1024 tokens (GLM's scripts)."""
 from glmjax import config as glm_config
 
 
@@ -6,6 +7,8 @@ def get_config(arg=None):
   config = glm_config.glm_10b_recipe(glm_config.default_config())
   config.model.update(vocab_size=50304, hidden_size=4096, num_layers=48, num_heads=64,
                       max_position=1024, remat="full")
+  if "stage2" in glm_config.parse_arg(arg):
+    glm_config.glm_10b_stage2(config)
   if "local" in glm_config.parse_arg(arg):
     glm_config.shrink_to_local(config)
     config.data.update(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)
