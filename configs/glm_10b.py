@@ -7,6 +7,9 @@ def get_config(arg=None):
   config = glm_config.glm_10b_recipe(glm_config.default_config())
   config.model.update(vocab_size=50304, hidden_size=4096, num_layers=48, num_heads=64,
                       max_position=1024, remat="full")
+  # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
+  # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
+  config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
   if "stage2" in glm_config.parse_arg(arg):
     glm_config.glm_10b_stage2(config)
   if "local" in glm_config.parse_arg(arg):

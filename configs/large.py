@@ -5,6 +5,9 @@ from glmjax import config as glm_config
 def get_config(arg=None):
   config = glm_config.default_config()
   config.model.update(vocab_size=30592, hidden_size=1024, num_layers=24, num_heads=16, max_position=512)
+  # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
+  # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
+  config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
   config.data.update(seq_len=512, batch_size=1024, blank_prob=1.0, sentence_prob=0.0,
                      document_prob=0.0, tokenizer="hf", tokenizer_vocab="bert")
   # Warmup 8k of a 160k decay horizon, cosine to 5% of the peak; 200k steps.

@@ -49,9 +49,9 @@ def model_defaults() -> ml_collections.ConfigDict:
       activation="gelu_tanh",      # gelu_tanh (Megatron training code) | gelu_exact (HF GLM)
       layernorm_eps=1e-5,
       hidden_dropout=0.1,
-      attention_dropout=0.1,
+      attention_dropout=0.0,       # GLM used 0.1; only attention=xla has it (auto then picks xla)
       init_std=0.02,
-      dtype="bfloat16",            # compute dtype
+      dtype="bfloat16",            # compute dtype: bfloat16 | float32 (float16 needs loss scaling)
       param_dtype="float32",
       attention="auto",            # auto | xla | cudnn | tokamax | splash
       remat="none",                # none | minimal | full
@@ -281,6 +281,15 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
     raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
                       "position ids reach seq_len - 1; raise model.max_position.")
+  if model.dtype == "float16":
+    raise ConfigError("model.dtype='float16' needs loss scaling, which glmjax does not do (its "
+                      "gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100) or "
+                      "float32.")
+  if model.attention not in ("auto", "xla") and model.attention_dropout > 0:
+    raise ConfigError(
+        f"model.attention={model.attention!r} has no attention dropout, so "
+        f"model.attention_dropout={model.attention_dropout} would be skipped: set "
+        "model.attention=xla (or auto) to keep it, or model.attention_dropout=0.")
   if model.vocab_size % 128:  # an imported checkpoint keeps its vocabulary: warn, never change
     logging.getLogger(__name__).warning(
         "model.vocab_size=%d is not a multiple of 128: the embedding and logits matmuls run "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from typing import Any, Callable
 
 import flax
@@ -37,18 +38,26 @@ class TrainState:
   opt_state: Any
 
 
-def resolved_model_config(config, platform: str | None = None) -> ml_collections.ConfigDict:
+def resolved_model_config(config, platform: str | None = None, *,
+                          training: bool = True) -> ml_collections.ConfigDict:
   """config.model for a program compiled for `platform` (default: this host's backend).
 
-  `attention='auto'` becomes one implementation. Compiling for this host, the pick is checked
-  against xla on process 0 and broadcast, so every host compiles the same program even if a
-  check is flaky on one of them. Compiling for another platform (a TPU topology from a CPU
-  host), the platform's first choice is taken unchecked.
+  `attention='auto'` becomes one implementation, here and only here. Compiling for this host,
+  the pick is checked against xla on process 0 and broadcast, so every host compiles the same
+  program even if a check is flaky on one of them. Compiling for another platform (a TPU
+  topology from a CPU host), the platform's first choice is taken unchecked. For training with
+  model.attention_dropout > 0, auto means xla: the kernels have no attention dropout.
   """
   host_platform = jax.default_backend()
   platform = platform or host_platform
   model_config = ml_collections.ConfigDict(config.model.to_dict())
-  if platform == host_platform:
+  needs_dropout = training and config.model.attention_dropout > 0
+  if needs_dropout and config.model.attention == "auto":
+    logging.getLogger(__name__).info(
+        "attention=auto -> xla: model.attention_dropout=%s is applied by xla only (set it to 0 "
+        "to use the fused kernels).", config.model.attention_dropout)
+    model_config.attention = "xla"
+  elif platform == host_platform:
     model_config.attention = agreed_attention(config.model.attention)
   elif config.model.attention == "auto":
     model_config.attention = attention_lib.unvalidated_default(platform)

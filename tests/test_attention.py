@@ -140,6 +140,13 @@ def test_attention_dropout_is_random_and_unbiased_off():
   np.testing.assert_allclose(clean, attention.glm_attention(q, k, v, sep), atol=1e-7)
 
 
+def test_a_kernel_asked_for_attention_dropout_refuses_instead_of_skipping_it():
+  q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
+  with pytest.raises(ValueError, match="no attention dropout"):
+    attention.glm_attention(q, k, v, sep, implementation="splash", dropout_rate=0.1,
+                            dropout_rng=jax.random.key(0))
+
+
 def test_auto_on_cpu_is_xla_without_checks():
   assert attention.resolve_attention("auto", "cpu") == "xla"
   assert attention.resolve_attention("splash", "cpu") == "splash"  # explicit names are kept

@@ -82,3 +82,28 @@ def test_evaluation_needs_held_out_data():
     config_lib.validate(config)
   config.train.eval_every = 0  # no evaluation: no held-out split needed
   config_lib.validate(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(dtype="float16"), r"model.dtype='float16' needs loss scaling.*bfloat16"),
+    (dict(attention="splash", attention_dropout=0.1),
+     r"model.attention='splash' has no attention dropout.*model.attention=xla.*"
+     r"model.attention_dropout=0"),
+    (dict(attention="cudnn", attention_dropout=0.05), r"model.attention='cudnn'"),
+])
+def test_semantics_a_kernel_or_dtype_cannot_honour_are_refused_at_start_up(overrides, message):
+  config = _local()
+  config.model.update(**overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config)
+
+
+def test_attention_dropout_makes_auto_mean_xla_for_training_only():
+  from glmjax import step as step_lib
+  config = _local()
+  config.model.update(attention="auto", attention_dropout=0.1)
+  for platform in ("tpu", "cpu"):  # a TPU target too: auto would be splash there
+    assert step_lib.resolved_model_config(config, platform).attention == "xla"
+  assert step_lib.resolved_model_config(config, "tpu", training=False).attention == "splash"
+  config.model.attention_dropout = 0.0
+  assert step_lib.resolved_model_config(config, "tpu").attention == "splash"

@@ -189,14 +189,17 @@ def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | Non
   """Attention under the GLM mask: q, k, v [B, T, N, D] -> [B, T, N, D] in q's dtype.
 
   Pass `sep` [B], or a `mask` from `prepare_mask` (built once per batch for all layers).
-  `scale` defaults to 1/sqrt(D). Attention dropout (`dropout_rng` given, rate > 0) is applied
-  by the xla implementation only; the fused kernels have no probability dropout. `platform` is
+  `scale` defaults to 1/sqrt(D). Attention dropout (`dropout_rng` given, rate > 0) exists in
+  the xla implementation only; asking a fused kernel for it is an error. `platform` is
   the one the program is compiled for (default: this host's backend); off TPU, splash runs in
   Pallas interpret mode.
   """
   platform = platform or jax.default_backend()
   if implementation == "auto":
     implementation = unvalidated_default(platform)
+  if implementation != "xla" and dropout_rate > 0.0 and dropout_rng is not None:
+    raise ValueError(f"attention={implementation!r} has no attention dropout (rate "
+                     f"{dropout_rate}): use implementation='xla' or dropout_rate=0.")
   if mask is None:
     if sep is None:
       raise ValueError("glm_attention needs `sep` or a prepared `mask`.")
@@ -204,9 +207,6 @@ def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | Non
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   if implementation == "xla":
     return xla_attention(q, k, v, mask, scale, dropout_rate, dropout_rng)
-  if dropout_rate > 0.0 and dropout_rng is not None:
-    log.warning("attention=%s has no attention-probability dropout; it is skipped "
-                    "(hidden dropout still applies).", implementation)
   return _per_shard(_kernel(implementation, platform), q, k, v, mask, scale)
 
 

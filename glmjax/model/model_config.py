@@ -35,7 +35,7 @@ class ModelConfig:
   activation: str = "gelu_tanh"
   layernorm_eps: float = 1e-5
   hidden_dropout: float = 0.1
-  attention_dropout: float = 0.1
+  attention_dropout: float = 0.0
   init_std: float = 0.02
   dtype: str = "bfloat16"
   param_dtype: str = "float32"
