@@ -192,7 +192,7 @@ def glm_10b_stage2(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   config.data.update(seq_len=1024, blank_prob=0.4, sentence_prob=0.3, document_prob=0.3,
                      single_span_prob=0.05, short_seq_prob=0.5)
   config.optim.update(learning_rate=3e-5, warmup_ratio=0.005, decay_steps=50_000,
-                      schedule="linear", final_ratio=0.0)
+                      schedule="linear", final_ratio=0.1)
   config.train.steps = 50_000
   return config
 

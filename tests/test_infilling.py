@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glmjax.data import infilling
+from glmjax.data import infilling, sentences
 from glmjax.data.infilling import RowRandom
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 
@@ -85,7 +85,7 @@ def test_sentence_selection_picks_whole_sentences_of_the_example():
   table = np.zeros(30592, bool)
   table[1012] = True
   text = np.tile(np.array(TEXT_2 + [0, 0]), (64, 1))
-  starts, lengths, n_spans, text_len = infilling.select_sentences(
+  starts, lengths, n_spans, text_len = sentences.select_sentences(
       RowRandom.for_rows(0, 0, np.arange(64)), text, np.full(64, 12), table, S, 0.15, 12)
   assert np.all(n_spans == 1) and np.all(text_len == 10)
   spans = set(zip(starts[:, 0].tolist(), lengths[:, 0].tolist()))

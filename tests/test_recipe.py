@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glmjax.data import infilling, masking, pipeline
+from glmjax.data import masking, pipeline, sentences
 from glmjax.data.infilling import RowRandom
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 from test_infilling import TEXT_1, one_row
@@ -139,7 +139,8 @@ def test_every_option_on_is_deterministic_and_independent_of_the_host_count(docs
       tokens = batch["tokens"][r]
       mask = S.mask if batch["objective"][r] == pipeline.BLANK else S.smask
       batch["tokens"][r] = np.where(tokens == DBLOCK, batch["targets"][r], tokens)
-      reconstruct(batch, r, mask)
+      text, _ = reconstruct(batch, r, mask)
+      assert_windows_of_the_corpus(text, docs)
 
 
 def _source_index(document):
@@ -179,7 +180,8 @@ def test_sentence_windows_keep_every_objective_s_rows_whole(docs):
   for r in np.flatnonzero(batch["objective"] != pipeline.DOCUMENT):
     mask = S.mask if batch["objective"][r] == pipeline.BLANK else S.smask
     text, _ = reconstruct(batch, r, mask)
-    assert text[-1] in (1012, S.eos) or len(text) > 200  # cut at a sentence end, or whole
+    last_document = len(text) - np.flatnonzero(text == S.cls)[-1]
+    assert text[-1] in (1012, S.eos) or last_document < 12  # the rule of the test above
   documents = batch["objective"] == pipeline.DOCUMENT
   assert np.all(np.any(batch["tokens"][documents] == S.gmask, axis=1))
 
@@ -193,8 +195,8 @@ def test_blank_rows_reach_the_last_tokens_of_a_long_document():
   for r in range(1024):
     text, _ = reconstruct(batch, r, S.mask)
     reached.update(where[int(t)] for t in text if int(t) in where and int(t) != 1012)
-  # Every token of the document's second half, the last ones too (the original stops 17 short
-  # of the end; the periods share one id, so they are left out).
+  # Every token of the document's second half, the last ones too (they were out of reach when
+  # the offset was drawn for T instead of the row's own window; periods share one id).
   assert {i for i in range(300, 600) if source[i] != 1012} <= reached
   assert np.any(batch["targets"] == S.eos)  # and the document's end
 
@@ -208,7 +210,7 @@ def test_original_sentences_start_at_the_cls_after_an_eos_and_count_the_tail(ori
   text = [[101, 2001, 2002, 1012, 2003, 2004, 0, 101, 2005, 2006, 1012, 2007, 2008]]
   table = np.zeros(30592, bool)
   table[1012] = True
-  starts, lengths, n_spans, text_len = infilling.select_sentences(
+  starts, lengths, n_spans, text_len = sentences.select_sentences(
       RowRandom(np.array([3], np.uint64)), np.array(text), np.array([13]), table, S,
       mask_ratio=1.0, seq_len=40, original=original)  # ratio 1: every candidate is chosen
   assert text_len[0] == 13
@@ -247,3 +249,39 @@ def test_short_rows_hold_a_uniformly_short_text_at_their_rate(docs):
   assert stats.chisquare(counts).pvalue > 1e-3, counts
   for r in np.flatnonzero(short)[:50]:  # [gMASK] still the one blank, its loss on the text
     assert np.sum(batch["tokens"][r] == S.gmask) == 1
+
+
+def assert_windows_of_the_corpus(text, docs):
+  """Each run of text between specials is a contiguous piece of one document (every id but
+  the period occurs once in the corpus, so a token tells its document and position)."""
+  where = {}
+  for d in range(len(docs.doc_lengths)):
+    tokens = docs.read(np.array([d]), np.array([0]), np.array([docs.doc_lengths[d]]))
+    where.update({int(t): (d, i) for i, t in enumerate(tokens) if t != 1012})
+  runs = np.split(np.arange(len(text)), np.flatnonzero(np.isin(text, (S.cls, S.eos))))
+  for run in runs:
+    placed = [(where[int(text[j])], j) for j in run if int(text[j]) in where]
+    assert len({d for (d, _), _ in placed}) <= 1, "a run mixes documents"
+    assert len({i - j for (_, i), j in placed}) <= 1, "a run is not contiguous in its document"
+
+
+def test_original_sentences_do_not_depend_on_the_rows_built_alongside(docs):
+  config = data_config(blank_prob=0.0, sentence_prob=1.0, batch_size=32,
+                       original_sentences=True)
+  p = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=13)
+  together = p.global_batch(2)
+  for r in range(32):
+    alone = p.build_rows(2, np.array([r]))
+    for key in pipeline.BATCH_KEYS:
+      np.testing.assert_array_equal(alone[key][0], together[key][r])
+
+
+def test_texts_cut_short_keep_the_masked_share_of_their_own_length(docs):
+  config = data_config(batch_size=1024, short_seq_prob=0.5, sentence_windows=True)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=14).global_batch(0)
+  part_b = np.sum(batch["block_position_ids"] > 0, axis=1)
+  spans = np.sum(batch["block_position_ids"] == 1, axis=1)
+  cut = batch["sep"] + part_b < 256                 # short rows and rows cut at a sentence end
+  masked, text = (part_b - spans)[cut], (batch["sep"] + part_b - 2 * spans)[cut]
+  assert cut.sum() > 300
+  assert 0.14 < masked.sum() / text.sum() < 0.19   # spans drawn for T would mask ~0.25

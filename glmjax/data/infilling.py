@@ -3,7 +3,8 @@
 Every function works on many rows at once ([R, ...] arrays) and takes its randomness from an
 explicit `RowRandom`, so a row's result depends only on its key and its inputs. `layout_rows`
 turns text plus chosen spans into the batch arrays; it needs no randomness and accepts fixed
-spans (the §1.11 worked example is a test of it).
+spans (the §1.11 worked example is a test of it). [sMASK] sentence choice is in sentences.py,
+[dBLOCK] masking in masking.py, sentence-aligned windows in alignment.py.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 STREAM_OBJECTIVE, STREAM_LENGTHS, STREAM_PLACE, STREAM_ORDER = 1, 2, 3, 4
 STREAM_DOCS, STREAM_OFFSET, STREAM_SENTENCE, STREAM_GENERATION = 5, 6, 7, 8
 STREAM_DBLOCK, STREAM_CONTEXT, STREAM_SINGLE_SPAN, STREAM_SHORT = 9, 10, 11, 12
+STREAM_SENTENCE_TAIL = 13
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -192,95 +194,19 @@ def random_order(rng: RowRandom, n_spans, k_max: int, shuffle: bool = True) -> n
   return np.argsort(keys, axis=1, kind="stable")
 
 
-# ------------------------------------------------------------------------------------- sentences
-
-def select_sentences(rng: RowRandom, tokens, window_len, sentence_end, specials, mask_ratio: float,
-                     seq_len: int, max_rounds: int = 8, original: bool = False):
-  """[sMASK]: whole sentences, in random order, until they cover int(ratio * n) of the text.
-
-  A sentence ends at (and includes) a token marked in `sentence_end`; it starts after the previous
-  end, after an eos or after a [CLS] (so it never holds a [CLS]: the reference keeps the [CLS] of
-  every packed document but the first, we drop that quirk). The row's unterminated tail is not a
-  sentence. The text length n = T - 2k must fit the k chosen sentences: start from k = 1, choose
-  sentences inside the first n tokens, and raise k to the number needed until it suffices
-  (padding 2 per unused slot, usually none).
-  `original` (data.original_sentences): as the reference, a sentence after an eos starts at the
-  next document's [CLS] (only the row's first [CLS] is skipped), and the text's unterminated
-  tail, after its last sentence end or eos, is a sentence too (its own random rank).
-  Returns starts, lengths [R, K] (left to right), n_spans [R] (0: no sentence) and text_len [R].
-  """
-  num_rows, width = tokens.shape
-  col = np.arange(width)[None, :]
-  special = (tokens == specials.eos) | (tokens == specials.cls)
-  bound = ((tokens == specials.eos) | ((col == 0) & (tokens == specials.cls))) if original \
-      else special
-  is_end = sentence_end[tokens] & ~special & (col < np.asarray(window_len)[:, None])
-  last_bound = np.maximum.accumulate(np.where(is_end | bound, col, -1), axis=1)
-  rows, ends = np.nonzero(is_end)
-  starts = np.where(ends > 0, last_bound[rows, np.maximum(ends - 1, 0)] + 1, 0)
-  counts = is_end.sum(axis=1)
-  tail = int(original)  # one more slot: the tail, whose extent follows the text length
-  num_slots = max(int(counts.max(initial=0)), 1) + tail
-  rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-  sent_start = np.zeros((num_rows, num_slots), np.int64)
-  sent_stop = np.full((num_rows, num_slots), np.iinfo(np.int32).max, np.int64)
-  sent_start[rows, rank], sent_stop[rows, rank] = starts, ends + 1
-  slot = np.arange(num_slots)[None, :]
-  used = (slot < counts[:, None]) | ((slot == num_slots - 1) & bool(tail))
-  priority = np.where(used, rng.uniform(STREAM_SENTENCE, num_slots), 2.0)
-  by_priority = np.argsort(priority, axis=1, kind="stable")
-  tail_rank = np.argmax(by_priority == num_slots - 1, axis=1)
-  row_index = np.arange(num_rows)
-  p_start = np.take_along_axis(sent_start, by_priority, axis=1)
-  p_stop = np.take_along_axis(sent_stop, by_priority, axis=1)
-  k_cap = (seq_len - 3) // 2
-
-  def choose(k):
-    text_len = np.minimum(seq_len - 2 * k, window_len)
-    if tail:  # [after the last bound before text_len, text_len), when not empty
-      begin = last_bound[row_index, np.maximum(text_len - 1, 0)] + 1
-      empty = begin >= text_len
-      p_start[row_index, tail_rank] = sent_start[:, -1] = begin
-      p_stop[row_index, tail_rank] = sent_stop[:, -1] = np.where(
-          empty, np.iinfo(np.int32).max, text_len)
-    candidate = p_stop <= text_len[:, None]
-    covered = np.cumsum(np.where(candidate, p_stop - p_start, 0), axis=1)
-    reached = candidate & (covered >= blank_budget(mask_ratio, text_len)[:, None])
-    cut = np.where(reached.any(axis=1), np.argmax(reached, axis=1), num_slots)
-    return text_len, candidate, (candidate & (slot <= cut[:, None])).sum(axis=1)
-
-  k = np.ones(num_rows, np.int64)
-  for _ in range(max_rounds):
-    text_len, candidate, need = choose(k)
-    if np.all(need <= k):
-      break
-    k = np.minimum(np.maximum(k, need), k_cap)
-  else:
-    text_len, candidate, need = choose(k)
-  # A row still short of room takes the first k candidates (below budget; rare).
-  take = candidate & (np.cumsum(candidate, axis=1) <= np.minimum(need, k)[:, None])
-  chosen = np.zeros_like(take)
-  np.put_along_axis(chosen, by_priority, take, axis=1)
-  n_spans = chosen.sum(axis=1)
-  k_out = max(int(n_spans.max(initial=0)), 1)
-  left_to_right = np.argsort(~chosen, axis=1, kind="stable")[:, :k_out]
-  valid = np.arange(k_out)[None, :] < n_spans[:, None]
-  starts = np.where(valid, np.take_along_axis(sent_start, left_to_right, axis=1), 0)
-  stops = np.where(valid, np.take_along_axis(sent_stop, left_to_right, axis=1), 0)
-  return starts, stops - starts, n_spans, text_len
-
-
 # ------------------------------------------------------------------------------------ generation
 
 def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_ratio: float,
-                      suffix_prob: float, shared: RowRandom | None = None, available=None):
+                      suffix_prob: float, shared: RowRandom | None = None, available=None,
+                      batch_len=None):
   """[gMASK]: one span of g ~ U{int(ratio * n) .. n - 2} tokens (reference §1.8, per row).
 
   Suffix layout (always for a row with several documents): text n = T - 1, the span is the last
   g tokens, laid out to n + 1 = T. Otherwise one span anywhere in [1, n - 1) of text n = T - 2,
   laid out to n + 2 = T. Returns suffix [R] bool, text_len, start, length [R].
   With `shared` (draw_per_batch: the same key for every row) all rows get one length, drawn as
-  the original draws its batch's G: U{int(ratio * (T - 2)) .. T - 4}, which every layout fits.
+  the original draws its batch's G: U{int(ratio * (F - 1)) .. F - 3} for the F = `batch_len`
+  tokens every row fetched (T - 1, or a short row's length), which every layout fits.
   `available` [R] caps the text of rows cut short (sentence windows; padded after layout).
   """
   draws = rng.uniform(STREAM_GENERATION, 3)
@@ -292,8 +218,9 @@ def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_rati
   low = np.clip((gen_min_ratio * text_len).astype(np.int64), 1, high)
   length = low + (draws[:, 1] * (high - low + 1)).astype(np.int64)
   if shared is not None:  # the batch's G, capped by each row's text as the original caps it
-    top = seq_len - 4
-    bottom = min(max(int(gen_min_ratio * (seq_len - 2)), 1), top)
+    fetched = np.asarray(batch_len, np.int64)  # the same for every row of a step
+    top = np.maximum(fetched - 3, 1)
+    bottom = np.clip((gen_min_ratio * (fetched - 1)).astype(np.int64), 1, top)
     batch_g = bottom + (shared.uniform(STREAM_GENERATION, 2)[:, 1] * (top - bottom + 1))
     length = np.minimum(batch_g.astype(np.int64), high)
   inner = 1 + (draws[:, 2] * (text_len - 1 - length)).astype(np.int64)

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from glmjax.data import alignment, infilling, masking
+from glmjax.data import alignment, infilling, masking, sentences
 from glmjax.data.documents import gather_indices
 from glmjax.data.infilling import RowRandom
 
@@ -108,10 +108,10 @@ class BatchPipeline:
     plan = _Plan(len(rows), T, self.specials.mask)
     sentence_rows = np.flatnonzero(objective == SENTENCE)
     if len(sentence_rows):
-      starts, lengths, n_spans, text_len = infilling.select_sentences(
+      starts, lengths, n_spans, text_len = sentences.select_sentences(
           rng.take(sentence_rows), text[sentence_rows], available[sentence_rows],
           self.sentence_end, self.specials, self.mask_ratio, T,
-          original=self.original_sentences)
+          original=self.original_sentences, end_at_sentence=self.sentence_windows)
       found = n_spans > 0     # a window without a whole sentence falls back to [MASK]
       objective[sentence_rows[~found]] = BLANK
       plan.set(sentence_rows[found], starts[found], lengths[found], n_spans[found],
@@ -123,16 +123,16 @@ class BatchPipeline:
       suffix, text_len, start, length = infilling.sample_generation(
           rng.take(document_rows), multi_document, T, self.gen_min_ratio, self.gen_suffix_prob,
           draws.take(document_rows) if self.draw_per_batch else None,
-          available[document_rows])
+          available[document_rows], fetch[document_rows])
       plan.set(document_rows, start[:, None], length[:, None], np.ones_like(start), text_len,
                self.specials.gmask, suffix)
     blank_rows = np.flatnonzero(objective == BLANK)
     if len(blank_rows):
       n = np.minimum(blank_len[blank_rows], available[blank_rows])
-      if self.sentence_windows or self.short_seq_prob:  # a shorter text needs fewer spans
-        blank_spans[blank_rows] = np.where(
-            single[blank_rows], 1, infilling.spans_for_budget(
-                blank_lengths[blank_rows], infilling.blank_budget(self.mask_ratio, n)))
+      shorter = blank_rows[(n < blank_len[blank_rows]) & ~single[blank_rows]]
+      if len(shorter):  # a text cut short (sentence windows, short rows) needs fewer spans
+        blank_spans[shorter] = infilling.spans_for_budget(
+            blank_lengths[shorter], infilling.blank_budget(self.mask_ratio, available[shorter]))
       seg_start, seg_len = maskable_segments(piece_start[blank_rows], piece_avail[blank_rows], n)
       starts, lengths, n_spans = infilling.place_spans(
           rng.take(blank_rows), blank_lengths[blank_rows], blank_spans[blank_rows], seg_start,

@@ -17,6 +17,7 @@ import hashlib
 import os
 import types
 
+from glmjax.data import specials as specials_lib
 from glmjax.data import tokenizers as tk
 
 
@@ -89,7 +90,7 @@ def _found_layout(tokenizer, kind: str) -> str:
     # cog-pretrain.model: the only released GLM SentencePiece model.
     return "chinese_sp" if tokenizer.base_vocab_size == tk.CHINESE_SP_PIECES else ""
   for layout, size in _BASE_SIZES.items():  # the original BERT or GPT-2 vocabulary: GLM's ids
-    required = tk._FIXED_LAYOUTS[layout][1]
+    required = specials_lib.FIXED_LAYOUTS[layout][1]
     if tokenizer.base_vocab_size == size and all(
         tokenizer._tokenizer.id_to_token(i) == name for i, name in required.items()):
       return layout
