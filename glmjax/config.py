@@ -114,6 +114,7 @@ def optim_defaults() -> ml_collections.ConfigDict:
       final_ratio=0.05,            # lr at decay_steps / peak lr
       grad_clip=1.0,
       grad_accum_steps=1,
+      moments_dtype="float32",     # AdamW moments: float32 | param (the parameters' dtype)
   ))
 
 
@@ -227,6 +228,7 @@ CHOICES = {
     "model.remat": ("none", "minimal", "full"),
     "train.dropout_rng": ("threefry2x32", "rbg", "unsafe_rbg"),  # jax.random.key's impl names
     "optim.schedule": ("cosine", "linear", "constant"),
+    "optim.moments_dtype": ("float32", "param"),
     "data.source": ("", "builtin", "files", "tfds", "prepared"),  # '': refused when data is read
     # glmjax.data.tokenizers.TOKENIZERS and VOCAB_LAYOUTS (a test keeps them in step).
     "data.tokenizer": ("byte", "sentencepiece", "hf", "wordpiece", "bpe"),

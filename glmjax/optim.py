@@ -59,7 +59,24 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
   transforms = []
   if optim_config.grad_clip and optim_config.grad_clip > 0:
     transforms.append(optax.clip_by_global_norm(optim_config.grad_clip))
-  transforms.append(optax.adamw(
+  adamw = optax.adamw(
       learning_rate=1.0, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
-      weight_decay=optim_config.weight_decay, mask=weight_decay_mask))
+      weight_decay=optim_config.weight_decay, mask=weight_decay_mask)
+  transforms.append(in_float32(adamw) if optim_config.moments_dtype == "float32" else adamw)
   return optax.chain(*transforms)
+
+
+def in_float32(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`inner` run on float32 copies of the updates and parameters, so its state (AdamW's
+  moments) is float32 whatever the parameters' dtype: bfloat16 second moments lose the small
+  squared gradients. The updates come back in each parameter's dtype."""
+  to_f32 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float32), tree)  # noqa: E731
+
+  def init(params):
+    return inner.init(to_f32(params))
+
+  def update(updates, state, params=None):
+    new, state = inner.update(to_f32(updates), state, None if params is None else to_f32(params))
+    return jax.tree.map(lambda n, u: n.astype(u.dtype), new, updates), state
+
+  return optax.GradientTransformation(init, update)

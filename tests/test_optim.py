@@ -1,6 +1,7 @@
 """GLM's learning-rate schedule and AdamW weight-decay exclusions."""
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -70,3 +71,24 @@ def test_decay_mask_on_the_real_model_excludes_exactly_layernorm_and_biases():
                            for path, flag in flags if flag == decayed}
   assert names(False) == {"scale", "bias", "qkv_bias", "out_bias", "wi_bias", "wo_bias"}
   assert {"word_embeddings", "position_embeddings", "qkv_kernel", "wo_kernel"} <= names(True)
+
+
+@pytest.mark.parametrize("moments_dtype, expected", [("float32", jnp.float32),
+                                                      ("param", jnp.bfloat16)])
+def test_adamw_moments_are_float32_for_bfloat16_parameters_unless_asked(moments_dtype, expected):
+  config = config_lib.optim_defaults()
+  config.moments_dtype = moments_dtype
+  optimizer = optim.make_optimizer(config)
+  params = {"dense": {"kernel": jnp.full((4, 4), 0.5, jnp.bfloat16)}}
+  state = optimizer.init(params)
+  moments = [leaf for leaf in jax.tree.leaves(state)
+             if getattr(leaf, "shape", ()) == (4, 4)]
+  assert len(moments) == 2 and all(m.dtype == expected for m in moments)
+  grads = {"dense": {"kernel": jnp.full((4, 4), 1e-3, jnp.bfloat16)}}
+  updates, new_state = optimizer.update(grads, state, params)
+  assert updates["dense"]["kernel"].dtype == jnp.bfloat16
+  assert jax.tree.map(lambda a: a.dtype, new_state) == jax.tree.map(lambda a: a.dtype, state)
+  # float32 second moments hold a squared 1e-3 gradient that bfloat16 rounds coarsely.
+  nu = [leaf for leaf in jax.tree.leaves(new_state) if getattr(leaf, "shape", ()) == (4, 4)][1]
+  assert float(nu[0, 0]) == pytest.approx((1 - config.b2) * 1e-6, rel=0.02 if
+                                          moments_dtype == "float32" else 0.1)
