@@ -155,7 +155,8 @@ def _local(hidden, embeddings, targets, weights, chunk, with_grads, batch_axes, 
         [jnp.sum(jnp.exp(logits - top[:, None]), axis=-1), jnp.where(owned, picked, 0.0)]))
     log_z = top + jnp.log(sum_exp)
     # argmax as jnp.argmax gives it: the first index holding the maximum, across the shards.
-    first = jnp.where(local_max == top, jnp.argmax(logits, axis=-1) + offset, jnp.iinfo(jnp.int32).max)
+    first = jnp.where(local_max == top, jnp.argmax(logits, axis=-1) + offset,
+                      jnp.iinfo(jnp.int32).max)
     predicted = over_vocab(jax.lax.pmin, first)
     token_loss = (log_z - target_logit) * w
     token_correct = (predicted == t).astype(jnp.float32) * w

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from glmjax import config as config_lib
-from glmjax import train
+from glmjax import loop, train
 from glmjax.data import pipeline as pipeline_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +193,7 @@ def test_nan_batch_is_skipped_and_logged(tmp_path, monkeypatch, caplog):
 def test_repeated_nans_stop_the_run(tmp_path, monkeypatch):
   _poison(monkeypatch, bad_steps=set(range(2, 100)))
   config = _local_config(steps=20, log_every=1, max_nonfinite_steps=3)
-  with pytest.raises(train.NonFiniteError, match="3 consecutive steps"):
+  with pytest.raises(loop.NonFiniteError, match="3 consecutive steps"):
     train.train_and_evaluate(config, str(tmp_path))
 
 

@@ -1,0 +1,158 @@
+"""What the training loop uses around the step: metrics read one step late, the profiler
+window, and stopping on SIGTERM (this process's, or any host's through jax's preemption sync).
+
+train.py's loop calls these in the order a step happens; none of them touches the state except
+to wait for it.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from glmjax import metrics as metrics_lib
+from glmjax.held_out import objective_losses
+
+log = logging.getLogger("glmjax.train")
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive steps with a NaN or Inf loss, gradient or updated state."""
+
+
+class TerminationFlag:
+  """Set by SIGTERM (preemption); the loop saves a checkpoint and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+
+  def install(self):
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (tests calling in-process from a thread)
+      pass
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    log.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.requested = True
+
+
+def _step_scalars(metrics) -> dict[str, float | None]:
+  scalars = {key: float(metrics[key]) for key in
+             ("loss", "accuracy", "grad_norm", "param_norm", "learning_rate", "loss_tokens")}
+  return {**scalars, **objective_losses(metrics)}
+
+
+def memory_summary(compiled) -> str:
+  try:
+    memory = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    memory = None
+  if memory is None:
+    return "memory analysis unavailable on this backend"
+  gib = lambda n: f"{n / 2**30:.2f} GiB"
+  return (f"per device: arguments {gib(memory.argument_size_in_bytes)}, outputs "
+          f"{gib(memory.output_size_in_bytes)}, temporaries {gib(memory.temp_size_in_bytes)}")
+
+
+class StepReporter:
+  """Reads each step's metrics one step late (never blocking the device), logs every
+  `train.log_every` steps, and stops the run after too many consecutive non-finite steps."""
+
+  def __init__(self, config, writer, *, start: int, checkpoint_dir: str):
+    self.config, self.writer = config, writer
+    self.total_steps = int(config.train.steps)
+    self.clock = metrics_lib.StepClock()
+    self.clock.lap(start)
+    self.throughput_args = dict(
+        tokens_per_step=config.data.batch_size * config.data.seq_len,
+        num_devices=jax.device_count(),
+        device_kind=jax.devices()[0].device_kind)
+    self.checkpoint_dir = checkpoint_dir
+    self.consecutive_nonfinite = 0
+    self.flops = []  # model FLOPs of each step since the last log line (each batch its own)
+    self.pending = None
+    self.last_scalars: dict[str, Any] = {}
+
+  def push(self, step_done: int, metrics) -> None:
+    self.flush()
+    self.pending = (step_done, metrics)
+
+  def flush(self) -> None:
+    if self.pending is not None:
+      step_done, metrics = self.pending
+      self.pending = None
+      self._report(step_done, jax.device_get(metrics))
+
+  def restart_clock(self, step: int) -> None:
+    """After evaluation or a checkpoint, so their time is not counted as step time."""
+    self.clock.lap(step)
+
+  def _report(self, step_done: int, host) -> None:
+    self.flops.append(float(host["model_flops"]))
+    if bool(host["nonfinite"]):
+      self.consecutive_nonfinite += 1
+      log.warning("Step %d: non-finite loss, gradient or update (loss=%s, grad_norm=%s); update "
+                  "skipped (%d in a row).", step_done, host["loss"], host["grad_norm"],
+                  self.consecutive_nonfinite)
+      self.writer.write(step_done, {"nonfinite": 1.0, "loss": host["loss"],
+                                    "grad_norm": host["grad_norm"]})
+      if self.consecutive_nonfinite >= self.config.train.max_nonfinite_steps:
+        raise NonFiniteError(
+            f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss, gradient or "
+            "update "
+            f"(last at step {step_done}); stopping. The parameters are those of the last good "
+            f"step and the newest checkpoint in {self.checkpoint_dir} is intact. Lower "
+            "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")
+      return
+    self.consecutive_nonfinite = 0
+    if step_done % self.config.train.log_every and step_done != self.total_steps:
+      return
+    scalars = _step_scalars(host)
+    seconds = self.clock.lap(step_done)
+    if seconds is not None:
+      scalars.update(metrics_lib.throughput(step_time_s=seconds, flops_per_step=np.mean(self.flops),
+                                            **self.throughput_args))
+    self.flops = []
+    self.writer.write(step_done, scalars)
+    eta = (seconds or float("nan")) * (self.total_steps - step_done)
+    log.info("%s", metrics_lib.console_line(step_done, self.total_steps, scalars, eta))
+    self.last_scalars = scalars
+
+
+class Profiler:
+  """A jax.profiler trace of steps [train.profile_start, + train.profile_steps) on process 0."""
+
+  def __init__(self, config, trace_dir: str, enabled: bool):
+    self.first = int(config.train.profile_start)
+    self.end = self.first + int(config.train.profile_steps)
+    self.trace_dir, self.enabled, self.tracing = trace_dir, enabled and self.first >= 0, False
+
+  def before_step(self, step: int) -> None:
+    if self.enabled and step == self.first:
+      jax.profiler.start_trace(self.trace_dir)
+      self.tracing = True
+
+  def after_step(self, step_done: int, state) -> None:
+    if self.tracing and step_done >= self.end:
+      self.stop(state)
+
+  def stop(self, state=None) -> None:
+    if self.tracing:
+      if state is not None:
+        jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.tracing = False
+      log.info("Wrote a profiler trace from step %d to %s", self.first, self.trace_dir)
+
+
+def reached_preemption_sync_point(step: int) -> bool:
+  """Every host calls this every step; all get True at the same step after any host's SIGTERM."""
+  try:
+    return multihost_utils.reached_preemption_sync_point(step)
+  except RuntimeError:  # jax_enable_preemption_service is off: no agreed stop, only checkpoints
+    return False
