@@ -152,7 +152,8 @@ def row_scores(params, batch, *, model, width: int):
   offsets = jnp.arange(width)[None, :]
   # Past the answer the index is clamped to the last position; those places are masked out.
   index = jnp.minimum(batch["sep"][:, None] + offsets, hidden.shape[1] - 1)
-  logits = model_lib.tied_logits(params, jnp.take_along_axis(hidden, index[..., None], axis=1))
+  logits = model_lib.tied_logits(params["word_embeddings"],
+                                 jnp.take_along_axis(hidden, index[..., None], axis=1))
   targets = jnp.take_along_axis(batch["targets"], index, axis=1)
   scored = offsets < batch["answer_len"][:, None]
   token_ll = jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]

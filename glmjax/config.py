@@ -11,6 +11,9 @@ import math
 
 import ml_collections
 
+from glmjax.data import specials, tokenizers
+from glmjax.model import model_config
+
 # Logical axis names used by the model, mapped to mesh axes. Repeated names are fallbacks:
 # the first rule whose mesh axis is still free for that array wins.
 DEFAULT_LOGICAL_AXIS_RULES = (
@@ -216,23 +219,22 @@ def shrink_to_local(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+# The allowed values of each choice field, from the one module that defines them.
 CHOICES = {
-    "model.position_encoding": ("learned_2d", "rope_2d", "rope"),
-    "model.norm": ("pre", "deepnorm"),
-    "model.mlp": ("gelu", "geglu"),
-    "model.activation": ("gelu_tanh", "gelu_exact"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.param_dtype": ("float32", "bfloat16"),
-    # glmjax.model.attention.IMPLEMENTATIONS plus auto (a test keeps the two in step).
-    "model.attention": ("auto", "xla", "cudnn", "tokamax", "splash", "splash_dynamic"),
-    "model.remat": ("none", "minimal", "full"),
+    "model.position_encoding": model_config.POSITION_ENCODINGS,
+    "model.norm": model_config.NORMS,
+    "model.mlp": model_config.MLPS,
+    "model.activation": model_config.ACTIVATIONS,
+    "model.dtype": model_config.DTYPES,
+    "model.param_dtype": model_config.PARAM_DTYPES,
+    "model.attention": ("auto", *model_config.ATTENTION_IMPLEMENTATIONS),
+    "model.remat": model_config.REMATS,
     "train.dropout_rng": ("threefry2x32", "rbg", "unsafe_rbg"),  # jax.random.key's impl names
     "optim.schedule": ("cosine", "linear", "constant"),
     "optim.moments_dtype": ("float32", "param"),
     "data.source": ("", "builtin", "files", "tfds", "prepared"),  # '': refused when data is read
-    # glmjax.data.tokenizers.TOKENIZERS and VOCAB_LAYOUTS (a test keeps them in step).
-    "data.tokenizer": ("byte", "sentencepiece", "hf", "wordpiece", "bpe"),
-    "data.tokenizer_vocab": ("", "bert", "gpt2", "chinese_sp"),
+    "data.tokenizer": tokenizers.TOKENIZERS,
+    "data.tokenizer_vocab": specials.VOCAB_LAYOUTS,
 }
 
 

@@ -70,9 +70,25 @@ def test_shipped_configs_are_valid():
     config_lib.validate(module.get_config("local"), num_devices=8, batch_parallelism=8)
 
 
-def test_attention_choices_match_the_model():
-  from glmjax.model import attention  # pylint: disable=import-outside-toplevel
-  assert config_lib.CHOICES["model.attention"] == ("auto", *attention.IMPLEMENTATIONS)
+def test_the_model_refuses_what_validation_refuses_from_the_same_lists():
+  """One list per choice: a value config.validate rejects, ModelConfig rejects too."""
+  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  for field in ("position_encoding", "norm", "mlp", "activation", "remat", "attention",
+                "dtype", "param_dtype"):
+    config = _local()
+    config.model[field] = "nonsense"
+    with pytest.raises(config_lib.ConfigError, match=f"model.{field}='nonsense'"):
+      config_lib.validate(config)
+    with pytest.raises(ValueError, match=f"model.{field}='nonsense'"):
+      ModelConfig.from_any(config.model)
+
+
+def test_model_config_defaults_are_the_config_defaults():
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  defaults = dataclasses.asdict(ModelConfig())
+  defaults.pop("target_platform")
+  assert defaults == config_lib.model_defaults().to_dict()
 
 
 def test_evaluation_needs_held_out_data():

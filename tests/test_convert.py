@@ -3,6 +3,7 @@
 The original model is tests/original_glm.py: an independently written PyTorch forward with its
 own checkpoint writers (Hugging Face and Megatron, model-parallel parts included).
 """
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -45,6 +46,7 @@ def _original_logits(state_dict, activation):
 
 
 def _our_logits(model_config, params):
+  model_config = dataclasses.replace(model_config, attention="xla")  # 'auto' is for start-up
   return np.asarray(GLM(model_config).apply({"params": params}, jnp.asarray(TOKENS),
                                             jnp.asarray(POSITIONS), jnp.asarray(BLOCKS),
                                             jnp.asarray(SEP)))

@@ -30,7 +30,7 @@ PROMPTS = ["Paris is the [MASK] of France.", "a [MASK] b [sMASK] c [gMASK]",
 def _tiny_config(**model):
   config = config_lib.default_config()
   config.model.update(**{**dict(vocab_size=384, hidden_size=32, num_layers=2, num_heads=4,
-                               max_position=128, dtype="float32"), **model})
+                               max_position=128, dtype="float32", attention="xla"), **model})
   config.data.update(tokenizer="byte", seq_len=64)
   config.mesh.update(data=2, fsdp=4)  # generation runs sharded on the run's mesh
   return config

@@ -171,7 +171,8 @@ def test_return_hidden_and_tied_logits(base_model):
   batch = _batch()
   hidden = model.apply({"params": params}, *batch, return_hidden=True)
   assert hidden.shape == (BATCH, SEQ, 32)
-  np.testing.assert_allclose(model_lib.tied_logits(params, hidden), forward(params, *batch),
+  np.testing.assert_allclose(model_lib.tied_logits(params["word_embeddings"], hidden),
+                             forward(params, *batch),
                              rtol=1e-6, atol=1e-6)
 
 
@@ -220,6 +221,7 @@ def test_scanned_params_carry_the_layers_axis():
                                           ("glm_2b", 1.920e9), ("glm_10b", 9.881e9)])
 def test_param_count_of_shipped_configs(name, quoted):
   cfg = importlib.import_module(f"configs.{name}").get_config().model
+  cfg.attention = "xla"  # 'auto' is resolved at start-up, not by the module
   V, H, P, L = cfg.vocab_size, cfg.hidden_size, cfg.max_position, cfg.num_layers
   formula = V * H + 2 * (P + 1) * H + L * (12 * H * H + 13 * H) + 2 * H
   tokens = jnp.zeros((1, 8), jnp.int32)

@@ -3,7 +3,7 @@
     logits = GLM(cfg).apply(variables, tokens, position_ids, block_position_ids, sep,
                             deterministic=True)           # [B, T, V] float32
     hidden = GLM(cfg).apply(..., return_hidden=True)      # [B, T, H] compute dtype
-    logits = tied_logits(params, hidden)
+    logits = tied_logits(params["word_embeddings"], hidden)
 """
 from glmjax.model.attention import glm_attention, glm_mask, resolve_attention
 from glmjax.model.glm import GLM, stack_layers, tied_logits, unstack_layers

@@ -28,9 +28,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
+from glmjax.model import model_config
+
 log = logging.getLogger(__name__)
 
-IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
+IMPLEMENTATIONS = model_config.ATTENTION_IMPLEMENTATIONS
 AUTO_ORDER = {
     "gpu": ("tokamax", "cudnn", "xla"),
     "tpu": ("splash", "splash_dynamic", "xla"),
@@ -39,22 +41,8 @@ AUTO_ORDER = {
 _KERNEL_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 
 
-# --- The mask, as pure jnp functions of sep. ---
-
-def key_ends(sep: jax.Array, seq_len: int) -> jax.Array:
-  """[B] -> [B, T]: query i sees keys [0, key_end[i])."""
-  return jnp.maximum(jnp.arange(seq_len, dtype=jnp.int32)[None, :] + 1,
-                     sep.astype(jnp.int32)[:, None])
-
-
-def query_positions(sep: jax.Array, seq_len: int) -> jax.Array:
-  """[B] -> [B, T]: the GLM mask is causal on these positions (key j visible iff j <= qpos[i])."""
-  return key_ends(sep, seq_len) - 1
-
-
-def glm_mask(sep: jax.Array, seq_len: int) -> jax.Array:
-  """[B] -> [B, T, T] bool, allowed[b, i, j] = j < sep[b] or j <= i. Built on the device."""
-  return jnp.arange(seq_len)[None, None, :] < key_ends(sep, seq_len)[:, :, None]
+# The mask's pure functions live in mask.py (splash.py needs them too, without this module).
+from glmjax.model.mask import glm_mask, key_ends, query_positions  # noqa: E402,F401
 
 
 @flax.struct.dataclass
@@ -195,8 +183,9 @@ def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | Non
   Pallas interpret mode.
   """
   platform = platform or jax.default_backend()
-  if implementation == "auto":
-    implementation = unvalidated_default(platform)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation={implementation!r}: one of {IMPLEMENTATIONS} (resolve "
+                     "'auto' once with resolve_attention).")
   if implementation != "xla" and dropout_rate > 0.0 and dropout_rng is not None:
     raise ValueError(f"attention={implementation!r} has no attention dropout (rate "
                      f"{dropout_rate}): use implementation='xla' or dropout_rate=0.")

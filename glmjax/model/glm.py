@@ -41,6 +41,21 @@ def _param(module: nn.Module, name: str, init, axes: tuple, shape: tuple, dtype)
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 
+def _projection(module: nn.Module, x: jax.Array, spec: str, name: str, shape: tuple, axes: tuple,
+                init, tag: str, contract: int = 1) -> jax.Array:
+  """x · `{name}_kernel` + `{name}_bias`, in the compute dtype, tagged `tag` for remat.
+
+  The kernel has `shape` (the first `contract` dimensions are x's features), the bias the rest;
+  both named with their logical `axes`; `spec` is the einsum.
+  """
+  cfg = module.config
+  kernel = _param(module, f"{name}_kernel", init, axes, shape, cfg.weights_dtype)
+  bias = _param(module, f"{name}_bias", nn.initializers.zeros, axes[contract:], shape[contract:],
+                cfg.weights_dtype)
+  y = jnp.einsum(spec, x, kernel.astype(cfg.compute_dtype)) + bias.astype(cfg.compute_dtype)
+  return checkpoint_name(y, tag)
+
+
 def _normal(std: float):
   def init(key, shape, dtype):
     return (jax.random.normal(key, shape, jnp.float32) * std).astype(dtype)
@@ -92,15 +107,11 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x, mask: attention_lib.AttentionMask, position_ids, block_position_ids):
     cfg = self.config
-    hidden, heads, head_dim, dtype = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.compute_dtype
+    hidden, heads, head_dim = cfg.hidden_size, cfg.num_heads, cfg.head_dim
     v_std = _output_std(cfg) if cfg.norm == "deepnorm" else cfg.init_std
-    qkv_kernel = _param(self, "qkv_kernel", _qkv_normal(cfg.init_std, v_std),
-                        ("embed", None, "heads", "kv"), (hidden, 3, heads, head_dim),
-                        cfg.weights_dtype)
-    qkv_bias = _param(self, "qkv_bias", nn.initializers.zeros, (None, "heads", "kv"),
-                      (3, heads, head_dim), cfg.weights_dtype)
-    qkv = jnp.einsum("bth,hcnd->btcnd", x, qkv_kernel.astype(dtype)) + qkv_bias.astype(dtype)
-    qkv = checkpoint_name(qkv, "qkv_proj")
+    qkv = _projection(self, x, "bth,hcnd->btcnd", "qkv", (hidden, 3, heads, head_dim),
+                      ("embed", None, "heads", "kv"), _qkv_normal(cfg.init_std, v_std),
+                      "qkv_proj")
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q, k = positions.rotate_queries_and_keys(q, k, cfg.position_encoding, position_ids,
                                              block_position_ids, cfg.rope_theta)
@@ -116,12 +127,9 @@ class SelfAttention(nn.Module):
           dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
           dropout_rng=self.make_rng("dropout") if use_dropout else None)
     context = checkpoint_name(nn.with_logical_constraint(context, HEAD_AXES), "context")
-    out_kernel = _param(self, "out_kernel", _normal(_output_std(cfg)), ("heads", "kv", "embed"),
-                        (heads, head_dim, hidden), cfg.weights_dtype)
-    out_bias = _param(self, "out_bias", nn.initializers.zeros, ("embed",), (hidden,),
-                      cfg.weights_dtype)
-    out = jnp.einsum("btnd,ndh->bth", context, out_kernel.astype(dtype)) + out_bias.astype(dtype)
-    return checkpoint_name(out, "out_proj")
+    return _projection(self, context, "btnd,ndh->bth", "out", (heads, head_dim, hidden),
+                       ("heads", "kv", "embed"), _normal(_output_std(cfg)), "out_proj",
+                       contract=2)
 
   def _cached(self, k, v, mask):
     """Writes this call's keys and values at mask.slot; returns the whole cache [B, S, N, D]."""
@@ -143,26 +151,17 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    hidden, ffn, dtype = cfg.hidden_size, cfg.ffn, cfg.compute_dtype
+    hidden, ffn = cfg.hidden_size, cfg.ffn
     in_std = _output_std(cfg) if cfg.norm == "deepnorm" else cfg.init_std
-    if cfg.mlp == "geglu":
-      kernel_shape, kernel_axes = (hidden, 2, ffn), ("embed", None, "mlp")
-      bias_shape, bias_axes = (2, ffn), (None, "mlp")
-    else:
-      kernel_shape, kernel_axes = (hidden, ffn), ("embed", "mlp")
-      bias_shape, bias_axes = (ffn,), ("mlp",)
-    wi = _param(self, "wi_kernel", _normal(in_std), kernel_axes, kernel_shape, cfg.weights_dtype)
-    bi = _param(self, "wi_bias", nn.initializers.zeros, bias_axes, bias_shape, cfg.weights_dtype)
-    pre = jnp.einsum("bth,h...->bt...", x, wi.astype(dtype)) + bi.astype(dtype)
-    pre = checkpoint_name(pre, "mlp_in")
+    geglu = cfg.mlp == "geglu"
+    shape, axes = ((hidden, 2, ffn), ("embed", None, "mlp")) if geglu else (
+        (hidden, ffn), ("embed", "mlp"))
+    pre = _projection(self, x, "bth,h...->bt...", "wi", shape, axes, _normal(in_std), "mlp_in")
     act = _activation(cfg.activation)
-    inner = pre[:, :, 0] * act(pre[:, :, 1]) if cfg.mlp == "geglu" else act(pre)
+    inner = pre[:, :, 0] * act(pre[:, :, 1]) if geglu else act(pre)
     inner = nn.with_logical_constraint(inner, MLP_AXES)
-    wo = _param(self, "wo_kernel", _normal(_output_std(cfg)), ("mlp", "embed"), (ffn, hidden),
-                cfg.weights_dtype)
-    bo = _param(self, "wo_bias", nn.initializers.zeros, ("embed",), (hidden,), cfg.weights_dtype)
-    out = jnp.einsum("btf,fh->bth", inner, wo.astype(dtype)) + bo.astype(dtype)
-    return checkpoint_name(out, "mlp_out")
+    return _projection(self, inner, "btf,fh->bth", "wo", (ffn, hidden), ("mlp", "embed"),
+                       _normal(_output_std(cfg)), "mlp_out")
 
 
 class Block(nn.Module):
@@ -206,15 +205,12 @@ def block_class(cfg: ModelConfig):
   return nn.remat(Block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
 
 
-def tied_logits(params_or_embeddings: Any, hidden: jax.Array) -> jax.Array:
+def tied_logits(embeddings: jax.Array, hidden: jax.Array) -> jax.Array:
   """[B, T, H] final hidden states -> [B, T, V] float32 logits = hidden · E_wordᵀ.
 
-  Takes the model params (or the word-embedding matrix itself); matmul inputs in the hidden
-  states' dtype, float32 accumulation and output.
+  `embeddings` is the word-embedding matrix [V, H] (params["word_embeddings"]); matmul inputs
+  in the hidden states' dtype, float32 accumulation and output.
   """
-  embeddings = params_or_embeddings
-  if not hasattr(embeddings, "ndim"):
-    embeddings = nn.meta.unbox(params_or_embeddings["word_embeddings"])
   logits = jnp.einsum("bth,vh->btv", hidden, embeddings.astype(hidden.dtype),
                       preferred_element_type=jnp.float32)
   return nn.with_logical_constraint(logits, LOGIT_AXES)
@@ -251,8 +247,10 @@ class GLM(nn.Module):
     cfg = self.config
     dtype, weights_dtype = cfg.compute_dtype, cfg.weights_dtype
     implementation = cfg.attention
-    if implementation == "auto":
-      implementation = attention_lib.unvalidated_default(cfg.target_platform or None)
+    if implementation == "auto":  # one place decides: the pick is checked, and agreed by hosts
+      raise ValueError("model.attention='auto' is resolved once, at start-up: build the model "
+                       "from glmjax.step.resolved_model_config(config), or name an attention "
+                       "implementation.")
     word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
                              (cfg.vocab_size, cfg.hidden_size), weights_dtype)
     x = jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0).astype(dtype)

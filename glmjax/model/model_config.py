@@ -17,6 +17,11 @@ NORMS = ("pre", "deepnorm")
 MLPS = ("gelu", "geglu")
 ACTIVATIONS = ("gelu_tanh", "gelu_exact")
 REMATS = ("none", "minimal", "full")
+DTYPES = ("float32", "bfloat16", "float16")   # float16 is refused for training (config.validate)
+PARAM_DTYPES = ("float32", "bfloat16")
+# Attention kernels (model/attention.py); "auto" is resolved once at start-up
+# (step.resolved_model_config).
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 
 
@@ -50,6 +55,8 @@ class ModelConfig:
   def __post_init__(self):
     for field, choices in (("position_encoding", POSITION_ENCODINGS), ("norm", NORMS),
                            ("mlp", MLPS), ("activation", ACTIVATIONS), ("remat", REMATS),
+                           ("dtype", DTYPES), ("param_dtype", PARAM_DTYPES),
+                           ("attention", ("auto", *ATTENTION_IMPLEMENTATIONS)),
                            ("target_platform", PLATFORMS)):
       if getattr(self, field) not in choices:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: choose one of {choices}.")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel_lib
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as info_lib
 
-from glmjax.model import attention
+from glmjax.model import mask as mask_lib
 
 BLOCK_CHOICES = (512, 256, 128)  # the in-kernel mask needs key blocks of a multiple of 128 lanes
 
@@ -56,7 +56,7 @@ def mask_infos(sep: jax.Array, seq_len: int, *, compact: bool):
     fwd, _ = info_lib.process_dynamic_mask(dense, (block, block))
     dkv, _ = info_lib.process_dynamic_mask_dkv(dense, (block, block))
     if compact:
-      positions = attention.query_positions(example_sep[None], seq_len)[0]
+      positions = mask_lib.query_positions(example_sep[None], seq_len)[0]
       strip = lambda info: info._replace(mask_next=None, partial_mask_blocks=None,
                                          q_sequence=positions, is_dynamic_mask=None)
     else:
