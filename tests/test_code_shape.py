@@ -1,0 +1,56 @@
+"""The shape of the code stays easy to see: small modules, imports in one direction."""
+import ast
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "glmjax")
+MAX_LINES = 400
+# The lower layers, and the modules above them that they must never import.
+LOWER = ("glmjax.model", "glmjax.data")
+UPPER = ("glmjax.train", "glmjax.loop", "glmjax.step", "glmjax.loss", "glmjax.aot",
+         "glmjax.bench", "glmjax.generate", "glmjax.evaluate", "glmjax.convert",
+         "glmjax.pretrained", "glmjax.cloze", "glmjax.fit_table", "glmjax.decoding")
+
+
+def _modules():
+  for folder, _, files in os.walk(PACKAGE):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(folder, name)
+        dotted = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+        yield dotted.removesuffix(".__init__"), path
+
+
+def _imports(path):
+  tree = ast.parse(open(path, encoding="utf-8").read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      yield node.module
+      yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+@pytest.mark.parametrize("module, path", sorted(_modules()))
+def test_every_module_stays_under_400_lines(module, path):
+  with open(path, encoding="utf-8") as f:
+    assert sum(1 for _ in f) <= MAX_LINES, module
+
+
+def test_the_model_and_data_layers_import_nothing_above_them():
+  offenders = []
+  for module, path in _modules():
+    if module.startswith(LOWER):
+      offenders += [f"{module} imports {name}" for name in _imports(path)
+                    if name.startswith(UPPER)]
+  assert not offenders, offenders
+
+
+def test_the_step_imports_no_command():
+  commands = ("glmjax.train", "glmjax.aot", "glmjax.bench", "glmjax.generate",
+              "glmjax.evaluate", "glmjax.convert")
+  for module in ("glmjax.step", "glmjax.loss", "glmjax.loop"):
+    path = os.path.join(REPO, *module.split(".")) + ".py"
+    assert not [name for name in _imports(path) if name.startswith(commands)], module
