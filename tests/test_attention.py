@@ -126,7 +126,7 @@ def test_tokamax_xla_path():  # tokamax comes with requirements-dev.txt: this ru
 def test_prepared_mask_equals_sep_argument():
   q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
   mask = attention.prepare_mask(sep, SMALL_T, "xla")
-  np.testing.assert_array_equal(attention.glm_attention(q, k, v, mask=mask),
+  np.testing.assert_array_equal(attention.masked_attention(q, k, v, mask),
                                 attention.glm_attention(q, k, v, sep))
 
 
@@ -143,8 +143,9 @@ def test_attention_dropout_is_random_and_unbiased_off():
 def test_a_kernel_asked_for_attention_dropout_refuses_instead_of_skipping_it():
   q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
   with pytest.raises(ValueError, match="no attention dropout"):
-    attention.glm_attention(q, k, v, sep, implementation="splash", dropout_rate=0.1,
-                            dropout_rng=jax.random.key(0))
+    attention.masked_attention(q, k, v, attention.prepare_mask(sep, SMALL_T, "xla"),
+                               implementation="splash", dropout_rate=0.1,
+                               dropout_rng=jax.random.key(0))
 
 
 def test_auto_on_cpu_is_xla_without_checks():

@@ -12,7 +12,6 @@ ranges that start at a document boundary, so prepare can tokenize one big file i
 """
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import glob
 import gzip
@@ -24,19 +23,11 @@ from typing import Iterator, Sequence
 SUPPORTED_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 TXT_DOCUMENTS = ("paragraphs", "file")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_replaced_bytes = [0]
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-in for an invalid byte
 # Real text with a few stray bytes stays far below this (a web corpus: about 1e-5); a binary
 # file renamed to .txt replaces a quarter of its bytes.
 MAX_INVALID_UTF8 = 0.01
 MIN_JUDGED_BYTES = 4096
-
-
-def _count_and_replace(error: UnicodeDecodeError):
-  _replaced_bytes[0] += error.end - error.start
-  return "\ufffd", error.end
-
-
-codecs.register_error("glmjax.count_replace", _count_and_replace)
 
 
 @dataclasses.dataclass
@@ -56,11 +47,9 @@ def decode_utf8(data: bytes, stats: TextStats) -> str:
   stats.bytes_read += len(data)
   try:
     return data.decode("utf-8")
-  except UnicodeDecodeError:
-    before = _replaced_bytes[0]
-    text = data.decode("utf-8", errors="glmjax.count_replace")
-    stats.invalid_utf8 += _replaced_bytes[0] - before
-    return text
+  except UnicodeDecodeError:  # rare: count the invalid bytes, then replace them as usual
+    stats.invalid_utf8 += len(_ESCAPED_BYTE.findall(data.decode("utf-8", "surrogateescape")))
+    return data.decode("utf-8", errors="replace")
 
 
 def expand_globs(patterns: Sequence[str]) -> list[str]:

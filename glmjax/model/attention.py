@@ -170,17 +170,27 @@ def _per_shard(fn, q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
   return sharded(q, k, v, mask)
 
 
-def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | None = None, *,
-                  mask: AttentionMask | None = None, implementation: str = "xla",
-                  scale: float | None = None, dropout_rate: float = 0.0,
-                  dropout_rng: jax.Array | None = None, platform: str | None = None) -> jax.Array:
-  """Attention under the GLM mask: q, k, v [B, T, N, D] -> [B, T, N, D] in q's dtype.
+def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array, *,
+                  implementation: str = "xla", **kwargs) -> jax.Array:
+  """Attention under the GLM mask of `sep` [B]: q, k, v [B, T, N, D] -> [B, T, N, D].
 
-  Pass `sep` [B], or a `mask` from `prepare_mask` (built once per batch for all layers).
+  Builds the mask, then `masked_attention` (the model builds it once per batch and calls that).
+  """
+  return masked_attention(q, k, v, prepare_mask(sep, q.shape[1], implementation),
+                          implementation=implementation, **kwargs)
+
+
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *,
+                     implementation: str = "xla", scale: float | None = None,
+                     dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
+                     platform: str | None = None) -> jax.Array:
+  """Attention under a prepared GLM mask (`prepare_mask`): q, k, v [B, T, N, D] -> [B, T, N, D]
+  in q's dtype.
+
   `scale` defaults to 1/sqrt(D). Attention dropout (`dropout_rng` given, rate > 0) exists in
-  the xla implementation only; asking a fused kernel for it is an error. `platform` is
-  the one the program is compiled for (default: this host's backend); off TPU, splash runs in
-  Pallas interpret mode.
+  the xla implementation only; asking a fused kernel for it is an error. `platform` is the one
+  the program is compiled for (default: this host's backend); off TPU, splash runs in Pallas
+  interpret mode.
   """
   platform = platform or jax.default_backend()
   if implementation not in IMPLEMENTATIONS:
@@ -189,10 +199,6 @@ def glm_attention(q: jax.Array, k: jax.Array, v: jax.Array, sep: jax.Array | Non
   if implementation != "xla" and dropout_rate > 0.0 and dropout_rng is not None:
     raise ValueError(f"attention={implementation!r} has no attention dropout (rate "
                      f"{dropout_rate}): use implementation='xla' or dropout_rate=0.")
-  if mask is None:
-    if sep is None:
-      raise ValueError("glm_attention needs `sep` or a prepared `mask`.")
-    mask = prepare_mask(sep, q.shape[1], implementation)
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   if implementation == "xla":
     return xla_attention(q, k, v, mask, scale, dropout_rate, dropout_rng)

@@ -121,8 +121,8 @@ class SelfAttention(nn.Module):
       k, v = self._cached(k, v, mask)
       context = attention_lib.cached_attention(q, k, v, mask.key_visible, head_dim ** -0.5)
     else:
-      context = attention_lib.glm_attention(
-          q, k, v, mask=mask, implementation=self.implementation, scale=head_dim ** -0.5,
+      context = attention_lib.masked_attention(
+          q, k, v, mask, implementation=self.implementation, scale=head_dim ** -0.5,
           platform=cfg.target_platform or None,
           dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
           dropout_rng=self.make_rng("dropout") if use_dropout else None)
