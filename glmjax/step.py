@@ -319,7 +319,7 @@ class Program:
 
 def build_program(config, mesh, rules, model_config) -> Program:
   """Call with the mesh and rules active (`parallel.activate`)."""
-  model = model_lib.GLM(model_config)
+  model = model_lib.GLM(model_lib.ModelConfig.from_any(model_config))
   optimizer = optim.make_optimizer(config.optim)
   schedule = optim.learning_rate_schedule(config.optim)
   init_fn = make_init_fn(model, optimizer, config.data.seq_len)

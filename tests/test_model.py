@@ -15,6 +15,10 @@ from glmjax.model import glm as glm_lib
 BATCH, SEQ = 2, 16
 
 
+def _glm(config):
+  return model_lib.GLM(model_lib.ModelConfig.from_any(config))
+
+
 def _config(**overrides):
   config = config_lib.model_defaults()
   config.update(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, max_position=SEQ,
@@ -124,7 +128,7 @@ VARIANTS = [
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
 def test_flax_forward_equals_numpy_forward(variant):
   cfg = _config(**variant)
-  model, batch = model_lib.GLM(cfg), _batch()
+  model, batch = _glm(cfg), _batch()
   params = _init_params(model, batch)
   got = np.asarray(_forward(model)(params, *batch))
   expected = _np_forward(cfg, params, *batch)
@@ -135,7 +139,7 @@ def test_flax_forward_equals_numpy_forward(variant):
 
 @pytest.fixture(scope="module")
 def base_model():
-  model = model_lib.GLM(_config())
+  model = _glm(_config())
   params = _init_params(model, _batch())
   return model, params, _forward(model)
 
@@ -177,7 +181,7 @@ def test_return_hidden_and_tied_logits(base_model):
 
 
 def test_dropout_only_when_not_deterministic():
-  model = model_lib.GLM(_config(hidden_dropout=0.3, attention_dropout=0.3))
+  model = _glm(_config(hidden_dropout=0.3, attention_dropout=0.3))
   batch = _batch()
   params = _init_params(model, batch)
   run = jax.jit(lambda rng, det: model.apply({"params": params}, *batch, deterministic=det,
@@ -193,11 +197,11 @@ def test_remat_and_scan_give_identical_outputs_and_grads():
   cotangent = jax.random.normal(jax.random.key(3), (BATCH, SEQ, 128))
 
   def outputs_and_grads(remat, scan, params):
-    model = model_lib.GLM(_config(remat=remat, scan_layers=scan, hidden_dropout=0.0))
+    model = _glm(_config(remat=remat, scan_layers=scan, hidden_dropout=0.0))
     loss = lambda p: jnp.sum(model.apply({"params": p}, *batch) * cotangent)
     return jax.jit(jax.value_and_grad(loss))(params)
 
-  unscanned = _init_params(model_lib.GLM(_config()), batch)
+  unscanned = _init_params(_glm(_config()), batch)
   scanned = glm_lib.stack_layers(unscanned, 2)
   value, grads = outputs_and_grads("none", False, unscanned)
   for remat, scan in (("full", False), ("none", True), ("minimal", True), ("full", True)):
@@ -210,7 +214,7 @@ def test_remat_and_scan_give_identical_outputs_and_grads():
 
 
 def test_scanned_params_carry_the_layers_axis():
-  model = model_lib.GLM(_config(scan_layers=True))
+  model = _glm(_config(scan_layers=True))
   boxed = jax.eval_shape(model.init, jax.random.key(0), *_batch())["params"]
   qkv = boxed["layers"]["attention"]["qkv_kernel"]
   assert qkv.names == ("layers", "embed", None, "heads", "kv")
@@ -225,7 +229,7 @@ def test_param_count_of_shipped_configs(name, quoted):
   V, H, P, L = cfg.vocab_size, cfg.hidden_size, cfg.max_position, cfg.num_layers
   formula = V * H + 2 * (P + 1) * H + L * (12 * H * H + 13 * H) + 2 * H
   tokens = jnp.zeros((1, 8), jnp.int32)
-  shapes = jax.eval_shape(model_lib.GLM(cfg).init, jax.random.key(0), tokens, tokens, tokens,
+  shapes = jax.eval_shape(_glm(cfg).init, jax.random.key(0), tokens, tokens, tokens,
                           jnp.array([4]))
   counted = sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
   assert counted == formula == model_lib.param_count(cfg)
@@ -235,25 +239,27 @@ def test_param_count_of_shipped_configs(name, quoted):
 def test_param_count_of_variants_matches_init():
   for variant in VARIANTS:
     cfg = _config(**variant)
-    shapes = jax.eval_shape(model_lib.GLM(cfg).init, jax.random.key(0), *_batch())
+    shapes = jax.eval_shape(_glm(cfg).init, jax.random.key(0), *_batch())
     assert sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes))) == \
         model_lib.param_count(cfg), variant
 
 
-def test_accepts_configdict_mapping_and_modelconfig():
+def test_the_model_takes_a_model_config_made_from_a_configdict_or_a_mapping():
   cfg = _config()
   frozen = model_lib.ModelConfig.from_any(cfg)
-  assert model_lib.GLM(cfg).config == model_lib.GLM(cfg.to_dict()).config == frozen
+  assert frozen == model_lib.ModelConfig.from_any(cfg.to_dict()) == _glm(cfg).config
   assert hash(model_lib.GLM(frozen).config) == hash(frozen)
+  with pytest.raises(TypeError, match=r"GLM takes a ModelConfig.*from_any"):
+    model_lib.GLM(cfg)
   with pytest.raises(ValueError, match="position_encoding"):
     model_lib.ModelConfig.from_any(_config(position_encoding="alibi"))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   batch = _batch()
-  params = _init_params(model_lib.GLM(_config()), batch)
-  reference = _forward(model_lib.GLM(_config()))(params, *batch)
-  model = model_lib.GLM(_config(dtype="bfloat16"))
+  params = _init_params(_glm(_config()), batch)
+  reference = _forward(_glm(_config()))(params, *batch)
+  model = _glm(_config(dtype="bfloat16"))
   logits = _forward(model)(params, *batch)
   hidden = model.apply({"params": params}, *batch, return_hidden=True)
   assert logits.dtype == jnp.float32 and hidden.dtype == jnp.bfloat16
@@ -266,7 +272,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
                                           ("full", set())])
 def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
   from jax.ad_checkpoint import print_saved_residuals  # pylint: disable=import-outside-toplevel
-  model, batch = model_lib.GLM(_config(remat=remat)), _batch()
+  model, batch = _glm(_config(remat=remat)), _batch()
   params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *batch)["params"])
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
   print_saved_residuals(lambda p: model.apply({"params": p}, *batch).sum(), params)
@@ -288,7 +294,7 @@ def test_remat_minimal_keeps_the_splash_output_and_log_sum_exp_for_the_backward(
                               max_position=256, dtype="float32", attention="splash",
                               remat="minimal", scan_layers=False, hidden_dropout=0.0,
                               attention_dropout=0.0)
-  model = model_lib.GLM(cfg)
+  model = _glm(cfg)
   tokens, sep = jnp.zeros((1, 256), jnp.int32), jnp.array([100])
   params = nn.meta.unbox(jax.eval_shape(
       lambda: model.init(jax.random.key(0), tokens, tokens, tokens, sep))["params"])

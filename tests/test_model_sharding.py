@@ -21,6 +21,10 @@ def mesh():
   return Mesh(np.array(jax.devices()).reshape(1, 2, 4), ("data", "fsdp", "tensor"))
 
 
+def _glm(config):
+  return model_lib.GLM(model_lib.ModelConfig.from_any(config))
+
+
 def _config():
   config = config_lib.model_defaults()
   config.update(vocab_size=128, hidden_size=64, num_layers=2, num_heads=4, max_position=16,
@@ -38,7 +42,7 @@ def _batch():
 
 
 def test_sharded_forward_equals_unsharded(mesh):
-  model, batch = model_lib.GLM(_config()), _batch()
+  model, batch = _glm(_config()), _batch()
   init = lambda: model.init(jax.random.key(0), *batch)["params"]
   with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
     abstract = jax.eval_shape(init)
@@ -85,7 +89,7 @@ def _backward_temp_bytes_and_hidden_spec(mesh, rules):
   final hidden states, under `rules`."""
   config = _config()
   config.update(hidden_size=256, max_position=64, hidden_dropout=0.1)
-  model = model_lib.GLM(config)
+  model = _glm(config)
   tokens = jnp.zeros((8, 64), jnp.int32)
   positions = jnp.tile(jnp.arange(64, dtype=jnp.int32), (8, 1))
   batch = (tokens, positions, positions, jnp.full((8,), 32, jnp.int32))

@@ -225,8 +225,8 @@ def _gathered_over_embed(table: jax.Array, row_axis: str) -> jax.Array:
 class GLM(nn.Module):
   """GLM(model_config)(tokens, position_ids, block_position_ids, sep) -> [B, T, V] float32 logits.
 
-  `config` may be the ConfigDict `config.model`, a mapping or a ModelConfig (it is converted to
-  a frozen ModelConfig). `return_hidden=True` returns the final-LayerNorm hidden states [B, T, H]
+  `config` is a ModelConfig (`ModelConfig.from_any(config.model)` makes one from the run's
+  config). `return_hidden=True` returns the final-LayerNorm hidden states [B, T, H]
   in the compute dtype instead (pair with `tied_logits` or a fused loss). Dropout needs
   rngs={'dropout': key} when deterministic=False.
 
@@ -234,11 +234,13 @@ class GLM(nn.Module):
   each call writes its tokens' keys and values into the 'cache' collection at `mask.slot`
   (apply with mutable=['cache']; the first call creates the cache, sized by the mask).
   """
-  config: Any
+  config: ModelConfig
   decode: bool = False
 
   def __post_init__(self):
-    object.__setattr__(self, "config", ModelConfig.from_any(self.config))
+    if not isinstance(self.config, ModelConfig):
+      raise TypeError(f"GLM takes a ModelConfig, got {type(self.config).__name__}: use "
+                      "GLM(ModelConfig.from_any(config.model)).")
     super().__post_init__()
 
   @nn.compact
