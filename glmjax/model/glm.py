@@ -17,7 +17,6 @@ Logits are tied to word_embeddings (no output matrix).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
