@@ -1,4 +1,4 @@
-"""GLM-Base (110M): 12 layers, hidden 768, 12 heads, BERT vocabulary (reference GLM.md §3)."""
+"""GLM-Base (110M): 12 layers, hidden 768, 12 heads, BERT vocabulary (THUDM/GLM's config scripts)."""
 from glmjax import config as glm_config
 
 

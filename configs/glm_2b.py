@@ -1,7 +1,7 @@
 """GLM-2B: 36 layers, hidden 2048, 32 heads, GPT-2 vocabulary, Token+Sentence+Document objectives.
 
 The GLM repository has no pretraining script for 2B; the objective mix and optimizer follow
-GLM-10B stage 1 (reference GLM.md §3), the closest published recipe.
+GLM-10B stage 1 (THUDM/GLM's config scripts), the closest published recipe.
 """
 from glmjax import config as glm_config
 

@@ -1,4 +1,4 @@
-"""GLM-Large (335M): 24 layers, hidden 1024, 16 heads, BERT vocabulary (reference GLM.md §3)."""
+"""GLM-Large (335M): 24 layers, hidden 1024, 16 heads, BERT vocabulary (THUDM/GLM's config scripts)."""
 from glmjax import config as glm_config
 
 

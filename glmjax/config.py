@@ -11,7 +11,8 @@ import math
 
 import ml_collections
 
-from glmjax.data import specials, tokenizers
+from glmjax import optim
+from glmjax.data import sources, specials, text_files, tokenizers
 from glmjax.model import model_config
 
 # Logical axis names used by the model, mapped to mesh axes. Repeated names are fallbacks:
@@ -66,7 +67,7 @@ def data_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       seq_len=512,                 # T: every row of every batch has exactly this length
       batch_size=16,               # global batch (rows per step, all hosts together)
-      # Objectives (reference GLM.md §1.5-1.8).
+      # Objectives (the original: blocklm_utils.py; docs/architecture.md).
       blank_prob=1.0,              # token-level [MASK]
       sentence_prob=0.0,           # sentence-level [sMASK]
       document_prob=0.0,           # document-level [gMASK]
@@ -230,9 +231,10 @@ CHOICES = {
     "model.attention": ("auto", *model_config.ATTENTION_IMPLEMENTATIONS),
     "model.remat": model_config.REMATS,
     "train.dropout_rng": ("threefry2x32", "rbg", "unsafe_rbg"),  # jax.random.key's impl names
-    "optim.schedule": ("cosine", "linear", "constant"),
-    "optim.moments_dtype": ("float32", "param"),
-    "data.source": ("", "builtin", "files", "tfds", "prepared"),  # '': refused when data is read
+    "optim.schedule": optim.SCHEDULES,
+    "optim.moments_dtype": optim.MOMENTS_DTYPES,
+    "data.source": ("", *sources.SOURCES),  # '': refused when the data is read
+    "data.txt_documents": text_files.TXT_DOCUMENTS,
     "data.tokenizer": tokenizers.TOKENIZERS,
     "data.tokenizer_vocab": specials.VOCAB_LAYOUTS,
 }
@@ -289,7 +291,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     raise ConfigError("model.dtype='float16' needs loss scaling, which glmjax does not do (its "
                       "gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100) or "
                       "float32.")
-  if model.attention not in ("auto", "xla") and model.attention_dropout > 0:
+  if model.attention not in ("auto", *model_config.WITH_ATTENTION_DROPOUT) and (
+      model.attention_dropout > 0):
     raise ConfigError(
         f"model.attention={model.attention!r} has no attention dropout, so "
         f"model.attention_dropout={model.attention_dropout} would be skipped: set "
@@ -335,7 +338,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
 # Sections and fields that change what a run computes; the rest (steps, logging, evaluation,
 # checkpointing, the mesh, the attention kernel, remat) may change when a run resumes.
 TRAJECTORY_SECTIONS = ("seed", "model", "data", "optim")
-FREE_FIELDS = ("model.attention", "model.remat", "model.target_platform")
+FREE_FIELDS = ("model.attention", "model.remat", "model.target_platform",
+               "optim.moments_dtype")  # the state's layout check catches a real mismatch
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -1,7 +1,7 @@
 """AdamW and GLM's schedule: linear warmup, then cosine or linear decay to a final ratio.
 
 Weight decay applies to every weight matrix and embedding table; LayerNorm parameters and all
-biases are excluded, as in the original (reference GLM.md §2.1).
+biases are excluded, as in the original (THUDM/GLM, DeepSpeed AdamW with its no-decay groups).
 """
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
+SCHEDULES = ("cosine", "linear", "constant")
+MOMENTS_DTYPES = ("float32", "param")  # AdamW moments: float32 always, or the parameters' dtype
 
 # Leaves without weight decay: LayerNorm `scale` and every bias (`bias`, `qkv_bias`, ...).
 # Everything else (kernels, embedding and position tables) decays, as in GLM.
@@ -36,7 +39,7 @@ def learning_rate_schedule(optim_config) -> optax.Schedule:
     elif kind == "constant":
       decayed = jnp.full_like(step, peak)
     else:
-      raise ValueError(f"optim.schedule={kind!r}: use cosine, linear or constant.")
+      raise ValueError(f"optim.schedule={kind!r}: use one of {SCHEDULES}.")
     return jnp.where(step < warmup, warm, decayed)
 
   return schedule

@@ -56,7 +56,7 @@ def resolved_model_config(config, platform: str | None = None, *,
     logging.getLogger(__name__).info(
         "attention=auto -> xla: model.attention_dropout=%s is applied by xla only (set it to 0 "
         "to use the fused kernels).", config.model.attention_dropout)
-    model_config.attention = "xla"
+    model_config.attention = model_lib.model_config.WITH_ATTENTION_DROPOUT[0]
   elif platform == host_platform:
     model_config.attention = agreed_attention(config.model.attention)
   elif config.model.attention == "auto":

@@ -148,6 +148,21 @@ def test_a_kernel_asked_for_attention_dropout_refuses_instead_of_skipping_it():
                                dropout_rng=jax.random.key(0))
 
 
+def test_auto_is_refused_past_start_up_by_the_kernels_and_the_model():
+  q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
+  with pytest.raises(ValueError, match="resolve_attention"):
+    attention.masked_attention(q, k, v, attention.prepare_mask(sep, SMALL_T, "xla"),
+                               implementation="auto")
+  from glmjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from glmjax import model as model_lib  # pylint: disable=import-outside-toplevel
+  model_config = config_lib.model_defaults()
+  model_config.update(vocab_size=64, hidden_size=16, num_heads=2, num_layers=1, attention="auto")
+  glm = model_lib.GLM(model_lib.ModelConfig.from_any(model_config))
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  with pytest.raises(ValueError, match="resolved once, at start-up"):
+    glm.init(jax.random.key(0), tokens, tokens, tokens, jnp.array([4]))
+
+
 def test_auto_on_cpu_is_xla_without_checks():
   assert attention.resolve_attention("auto", "cpu") == "xla"
   assert attention.resolve_attention("splash", "cpu") == "splash"  # explicit names are kept

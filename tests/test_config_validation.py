@@ -71,8 +71,14 @@ def test_shipped_configs_are_valid():
 
 
 def test_the_model_refuses_what_validation_refuses_from_the_same_lists():
-  """One list per choice: a value config.validate rejects, ModelConfig rejects too."""
+  """One list per choice: validation reads the model's own lists, and a value config.validate
+  rejects, ModelConfig rejects too."""
   from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  from glmjax.model import model_config  # pylint: disable=import-outside-toplevel
+  for field, choices in (("position_encoding", model_config.POSITION_ENCODINGS),
+                         ("norm", model_config.NORMS), ("mlp", model_config.MLPS),
+                         ("remat", model_config.REMATS), ("dtype", model_config.DTYPES)):
+    assert config_lib.CHOICES[f"model.{field}"] is choices
   for field in ("position_encoding", "norm", "mlp", "activation", "remat", "attention",
                 "dtype", "param_dtype"):
     config = _local()

@@ -17,10 +17,11 @@ from absl import flags
 
 from glmjax.bench import step as step_bench
 from glmjax.model import attention as attention_lib
+from glmjax.model import model_config
 
 log = logging.getLogger(__name__)
 DEFAULT_STEPS = 5
-REMATS = ("none", "minimal", "full")
+REMATS = model_config.REMATS
 
 
 def grid(config) -> list[dict]:

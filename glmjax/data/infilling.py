@@ -1,9 +1,9 @@
-"""GLM blank infilling in pure numpy, vectorized across rows (reference GLM.md §1.5-1.8).
+"""GLM blank infilling in pure numpy, vectorized across rows (the original's blocklm_utils.py).
 
 Every function works on many rows at once ([R, ...] arrays) and takes its randomness from an
 explicit `RowRandom`, so a row's result depends only on its key and its inputs. `layout_rows`
 turns text plus chosen spans into the batch arrays; it needs no randomness and accepts fixed
-spans (the §1.11 worked example is a test of it). [sMASK] sentence choice is in sentences.py,
+spans (the paper's worked example, its Figure 2, is a test of it). [sMASK] sentence choice is in sentences.py,
 [dBLOCK] masking in masking.py, sentence-aligned windows in alignment.py.
 """
 from __future__ import annotations
@@ -199,7 +199,7 @@ def random_order(rng: RowRandom, n_spans, k_max: int, shuffle: bool = True) -> n
 def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_ratio: float,
                       suffix_prob: float, shared: RowRandom | None = None, available=None,
                       batch_len=None):
-  """[gMASK]: one span of g ~ U{int(ratio * n) .. n - 2} tokens (reference §1.8, per row).
+  """[gMASK]: one span of g ~ U{int(ratio * n) .. n - 2} tokens (the original's gpt mode, per row).
 
   Suffix layout (always for a row with several documents): text n = T - 1, the span is the last
   g tokens, laid out to n + 1 = T. Otherwise one span anywhere in [1, n - 1) of text n = T - 2,
@@ -231,7 +231,7 @@ def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_rati
 
 def layout_rows(text, text_len, starts, lengths, n_spans, order, mask_token, specials,
                 seq_len: int, suffix=None) -> dict[str, np.ndarray]:
-  """Part A / Part B layout of many rows (reference §1.6), padded to seq_len.
+  """Part A / Part B layout of many rows (the original's make_block_data), padded to seq_len.
 
   text [R, W] (only the first text_len[r] tokens count), spans (starts, lengths [R, K], sorted by
   start, the first n_spans[r] real), order [R, K] (Part B order, real spans first), mask_token

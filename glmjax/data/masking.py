@@ -1,4 +1,4 @@
-"""[dBLOCK] input masking of blank rows, after layout (reference GLM.md §1.4, §1.6).
+"""[dBLOCK] input masking of blank rows, after layout (the original's make_block_data).
 
 Both corrupt only the model's inputs (`tokens`); targets, loss mask and positions stay as laid
 out, so the model still predicts the original token at every Part B position.

@@ -7,7 +7,7 @@ hold, `host_batch` gives contiguous slices), the global batch of a step is the s
 host count, no two hosts build the same row, and resuming at step k needs only k. An evaluation
 pipeline is another instance of the same class over held-out documents with its own seed.
 
-The objective is drawn per row, not per batch as in the reference (GLM.md §1.1): every step then
+The objective is drawn per row, not per batch as in the original (its collate function): every step then
 mixes all objectives in their configured shares, so the per-step loss is steadier and every step
 has per-objective metrics; with fixed shapes nothing requires one objective per batch.
 """
@@ -161,7 +161,7 @@ class BatchPipeline:
                                               self.block_mask_prob, self.specials.dblock)
 
   def windows(self, rng: RowRandom, window_len):
-    """Packed text rows [R, T] (BlockDataset-like, GLM.md §1.3): the first window_len[r] tokens of
+    """Packed text rows [R, T] (like the original BlockDataset): the first window_len[r] tokens of
     `[CLS] doc eos [CLS] doc' eos ...`, documents drawn with probability proportional to length.
     A first document longer than a row starts at a uniform offset (split across rows); the last
     document is cut at the row end (no eos). Returns text, piece_start and piece_avail [R, P]:
@@ -206,7 +206,7 @@ class BatchPipeline:
 
 def maskable_segments(piece_start, piece_avail, text_len):
   """Runs a [MASK] span may cover: each document's text after its [CLS], before its eos, and
-  never the row's last token (GLM.md §1.5)."""
+  never the row's last token (as the original)."""
   first = piece_start + 1
   last = np.minimum(first + piece_avail, np.asarray(text_len)[:, None] - 1)
   return first, np.maximum(last - first, 0)

@@ -1,4 +1,4 @@
-"""[sMASK] sentence selection, vectorised over rows (reference GLM.md §1.7)."""
+"""[sMASK] sentence selection, vectorised over rows (the original's sentence mode)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,7 +1,7 @@
 """GLM attention: the blank-infilling mask from `sep`, and one function over several backends.
 
-Mask (reference/GLM.md §1.6): query i sees key j iff j < sep or j <= i. Every backend takes it
-from O(T) per-example data built on the device (reference/ATTENTION.md §0, §3):
+Mask (the original GLM: mpu/transformer.py): query i sees key j iff j < sep or j <= i. Every backend takes it
+from O(T) per-example data built on the device:
   key_end[i] = max(i + 1, sep)   (keys [0, key_end) are visible);  qpos[i] = key_end[i] - 1.
 
 Implementations (`glm_attention(..., implementation=...)`):
@@ -196,7 +196,8 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMa
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation={implementation!r}: one of {IMPLEMENTATIONS} (resolve "
                      "'auto' once with resolve_attention).")
-  if implementation != "xla" and dropout_rate > 0.0 and dropout_rng is not None:
+  if (implementation not in model_config.WITH_ATTENTION_DROPOUT and dropout_rate > 0.0
+      and dropout_rng is not None):
     raise ValueError(f"attention={implementation!r} has no attention dropout (rate "
                      f"{dropout_rate}): use implementation='xla' or dropout_rate=0.")
   scale = q.shape[-1] ** -0.5 if scale is None else scale

@@ -22,6 +22,7 @@ PARAM_DTYPES = ("float32", "bfloat16")
 # Attention kernels (model/attention.py); "auto" is resolved once at start-up
 # (step.resolved_model_config).
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
+WITH_ATTENTION_DROPOUT = ("xla",)  # the fused kernels have no attention-probability dropout
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 
 
@@ -113,7 +114,7 @@ def layer_param_count(config: ModelConfig) -> int:
 
 
 def param_count(model_config: Any) -> int:
-  """Parameters of GLM: V·H + 2(P+1)·H + L(12H² + 13H) + 2H for the original GLM (§2.1).
+  """Parameters of GLM: V·H + 2(P+1)·H + L(12H² + 13H) + 2H for the original GLM.
 
   Generalised: RoPE variants have no position tables; GeGLU doubles the first MLP projection;
   ffn_size replaces 4H. The output projection is tied to the word embeddings (no extra term).

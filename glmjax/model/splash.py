@@ -1,6 +1,6 @@
 """TPU splash attention (jax.experimental.pallas.ops.tpu.splash_attention) for the GLM mask.
 
-Two forms, both exact (reference/ATTENTION.md §1e):
+Two forms, both exact:
 - dynamic ('splash_dynamic'): the per-example bool mask [1, T, T] goes through splash's public
   dynamic-mask processing; the kernel skips empty blocks but stores every mask block.
 - compact ('splash'): the same block metadata, with the stored mask blocks dropped; partial blocks
