@@ -213,17 +213,22 @@ def _gpu_is_sm90_or_newer() -> bool:
   return float(capability) >= 9.0
 
 
+def _tokamax_usable() -> bool:
+  """tokamax is installed and this host's GPU runs its Mosaic kernel (sm90 or newer)."""
+  try:
+    import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return _gpu_is_sm90_or_newer()
+
+
 def unvalidated_default(platform: str | None = None) -> str:
-  """What 'auto' means when nothing was resolved: the platform's first choice, unchecked."""
+  """What 'auto' means when compiling for another platform (an unattached TPU slice): the first
+  entry of its AUTO_ORDER that can run, unchecked (tokamax needs the package and an sm90 GPU)."""
   platform = platform or jax.default_backend()
-  if platform == "tpu":
-    return "splash"
-  if platform == "gpu":
-    try:
-      import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-      return "tokamax" if _gpu_is_sm90_or_newer() else "cudnn"
-    except ImportError:
-      return "cudnn"
+  for candidate in AUTO_ORDER.get(platform, ("xla",)):
+    if candidate != "tokamax" or _tokamax_usable():
+      return candidate
   return "xla"
 
 
