@@ -76,7 +76,9 @@ def test_each_original_layout_gives_the_original_logits(layout, weights, tmp_pat
   assert model_config.activation == {"erf": "gelu_exact", "tanh": "gelu_tanh"}[activation]
   assert (model_config.vocab_size, model_config.max_position) == (V, MSL)
   expected = _original_logits(weights, activation)
-  np.testing.assert_allclose(_our_logits(model_config, params), expected, atol=1e-4, rtol=0)
+  # float32 through XLA (optimised or not, as the compilation cache serves it) against torch:
+  # typically 1e-4 apart, up to ~8e-4 seen; a wrong import is off by O(1).
+  np.testing.assert_allclose(_our_logits(model_config, params), expected, atol=1e-3, rtol=0)
   # The other GeLU is measurably different: the activation choice is what makes them agree.
   other = _original_logits(weights, "tanh" if activation == "erf" else "erf")
   assert np.abs(other - expected).max() > 1e-3
@@ -101,7 +103,7 @@ def test_import_writes_a_workdir_that_loads_and_exports_bit_exactly(weights, tmp
   model_config, params = convert.load_pretrained(str(tmp_path / "run"))
   np.testing.assert_allclose(_our_logits(model_config.__class__(**{
       **model_config.__dict__, "dtype": "float32"}), params),
-      _original_logits({k: v.float() for k, v in half.items()}, "erf"), atol=1e-4, rtol=0)
+      _original_logits({k: v.float() for k, v in half.items()}, "erf"), atol=1e-3, rtol=0)
 
   convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
   exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
@@ -188,7 +190,7 @@ def test_a_megatron_file_with_training_args_and_rng_states(weights, tmp_path):
   assert (model_config.num_heads, model_config.hidden_dropout,
           model_config.attention_dropout) == (HEADS, 0.05, 0.0)  # from the args, not H / 64
   np.testing.assert_allclose(_our_logits(model_config, params),
-                             _original_logits(weights, "tanh"), atol=1e-4, rtol=0)
+                             _original_logits(weights, "tanh"), atol=1e-3, rtol=0)
 
 
 def _damaged(weights, tmp_path, change):
