@@ -62,12 +62,12 @@ def _loss(hidden, embeddings, targets, weights, chunk):
 def _loss_fwd(hidden, embeddings, targets, weights, chunk):
   *values, d_hidden, d_embeddings = _sharded(hidden, embeddings, targets, weights, chunk,
                                              with_grads=True)
-  return tuple(values), (d_hidden, d_embeddings, targets, weights)
+  return tuple(values), (d_hidden, d_embeddings, weights)
 
 
 def _loss_bwd(chunk, saved, cotangents):
   del chunk
-  d_hidden, d_embeddings, targets, weights = saved
+  d_hidden, d_embeddings, weights = saved
   g = cotangents[0]  # only loss_sum is differentiable; the metrics are stop_gradient'ed
   return ((g * d_hidden.astype(jnp.float32)).astype(d_hidden.dtype),
           (g * d_embeddings.astype(jnp.float32)).astype(d_embeddings.dtype),
