@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glmjax.model import attention
+from glmjax.model import attention, gpu_kernels
 
 # One batch with different seps: empty Part A, one token, half, ragged, the whole row.
 SMALL_T = 32
@@ -58,7 +58,7 @@ def test_xla_matches_reference():
 def test_cudnn_row_split_math_with_xla_backend():
   # The cuDNN path's composition, with jax.nn.dot_product_attention switched to 'xla'.
   _assert_matches_reference(
-      lambda q, k, v, sep: attention.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
+      lambda q, k, v, sep: gpu_kernels.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
                                                          implementation="xla"),
       SMALL_T, SMALL_SEPS)
 
@@ -82,7 +82,7 @@ def test_every_cpu_kernel_at_multi_block_sizes(implementation, seq_len, seps):
   from glmjax.model import splash  # pylint: disable=import-outside-toplevel
   assert seq_len // splash.block_size(seq_len) >= 2
   if implementation == "row_split":
-    fn = lambda q, k, v, sep: attention.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
+    fn = lambda q, k, v, sep: gpu_kernels.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
                                                            implementation="xla")
   else:
     fn = lambda q, k, v, sep: attention.glm_attention(q, k, v, sep,

@@ -7,14 +7,15 @@ from O(T) per-example data built on the device:
 Implementations (`glm_attention(..., implementation=...)`):
   xla             dense reference: einsum, masked softmax in float32, einsum. Any platform.
                   The only one with attention-probability dropout.
-  cudnn           row split: Part A rows from a padding-mask call (length sep), Part B rows from a
-                  causal call, merged with `where` (exact; no LSE merge, so gradients are exact).
-                  jax.nn.dot_product_attention(implementation='cudnn'); bf16/fp16 only.
-  tokamax         Mosaic GPU flash kernel (sm90+) with Mask(k_end); off GPU, tokamax's XLA op.
+  cudnn           cuDNN row split (Part A rows from a padding-mask call, Part B rows from a
+                  causal call); see gpu_kernels.py. bf16/fp16 only.
+  tokamax         Mosaic GPU flash kernel (sm90+) with Mask(k_end); off GPU, tokamax's XLA op;
+                  see gpu_kernels.py.
   splash          TPU splash, compact form (in-kernel mask from qpos); see splash.py.
   splash_dynamic  TPU splash with the public per-example dynamic bool mask.
 `resolve_attention('auto')` picks per platform once at start-up and checks the pick against xla.
-Optional dependencies (tokamax, the Pallas TPU ops) are imported only when chosen.
+Optional dependencies (tokamax, the Pallas TPU ops) are imported only when chosen. Every fused
+kernel tags its output and softmax statistics for remat (model_config.ATTENTION_RESIDUALS).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-from glmjax.model import model_config
+from glmjax.model import gpu_kernels, model_config
 
 log = logging.getLogger(__name__)
 
@@ -94,34 +95,6 @@ def xla_attention(q, k, v, mask: AttentionMask, scale: float, dropout_rate: floa
   return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
 
 
-def row_split_attention(q, k, v, sep: jax.Array, scale: float, *,
-                        implementation: str = "cudnn") -> jax.Array:
-  """Part A rows: bidirectional over keys < sep; Part B rows: causal. Exact per row."""
-  lengths = jnp.maximum(sep, 1).astype(jnp.int32)  # empty segments are invalid; rows discarded
-  part_a = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
-                                        key_value_seq_lengths=lengths,
-                                        implementation=implementation)
-  causal = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
-                                        implementation=implementation)
-  in_part_a = jnp.arange(q.shape[1])[None, :, None, None] < sep[:, None, None, None]
-  return jnp.where(in_part_a, part_a, causal)
-
-
-def tokamax_attention(q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
-  # pylint: disable=import-outside-toplevel
-  from absl import flags
-  from tokamax._src.ops.attention import base as tokamax_base  # Mask is not public in 0.0.17
-  if not flags.FLAGS.is_parsed():  # tokamax reads its flags, parsing sys.argv if no one did:
-    flags.FLAGS.mark_as_parsed()   # under pytest or a user's script that argv is not absl's
-  if jax.default_backend() == "gpu":
-    from tokamax._src.ops.attention import pallas_mosaic_gpu
-    op = pallas_mosaic_gpu.PallasMosaicGpuFlashAttention()
-  else:
-    op = tokamax_base.DotProductAttention()  # XLA op: the same Mask path, testable on CPU
-  key_range = tokamax_base.Mask(k_end=mask.key_end[:, None, :])  # [B, 1 head, T]
-  return op(q, k, v, mask=key_range, logits_scale=scale).astype(q.dtype)
-
-
 def _splash(q, k, v, mask: AttentionMask, scale: float, *, compact: bool,
             platform: str) -> jax.Array:
   from glmjax.model import splash  # pylint: disable=import-outside-toplevel
@@ -132,9 +105,10 @@ def _splash(q, k, v, mask: AttentionMask, scale: float, *, compact: bool,
 def _kernel(implementation: str, platform: str):
   """The kernel as compiled for `platform` (the target's, which need not be this host's)."""
   if implementation == "cudnn":
-    return lambda q, k, v, mask, scale: row_split_attention(q, k, v, mask.sep, scale)
+    return lambda q, k, v, mask, scale: gpu_kernels.row_split_attention(q, k, v, mask.sep, scale)
   if implementation == "tokamax":
-    return tokamax_attention
+    return lambda q, k, v, mask, scale: gpu_kernels.tokamax_attention(q, k, v, mask.key_end,
+                                                                      scale)
   if implementation in ("splash", "splash_dynamic"):
     compact = implementation == "splash"
     return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=compact,

@@ -24,7 +24,7 @@ from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
 from glmjax.model import attention as attention_lib
-from glmjax.model import positions
+from glmjax.model import model_config, positions
 from glmjax.model.model_config import ModelConfig
 
 EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
@@ -32,8 +32,10 @@ HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activ
 MLP_AXES = ("activation_batch", "activation_length", "activation_mlp")
 LOGIT_AXES = ("activation_batch", "activation_length", "activation_vocab")
 # Tags for remat policies (jax.ad_checkpoint.checkpoint_name).
+# A fused kernel's output and softmax statistics carry ATTENTION_RESIDUALS; its "context" is
+# then not tagged (it is the saved output, transposed), so it is kept once, not twice.
 SAVED_BY_MINIMAL = ("qkv_proj", "context", "out_proj", "mlp_in", "mlp_out",
-                    "attention_residuals")  # the last: splash's output and log-sum-exp
+                    model_config.ATTENTION_RESIDUALS)
 
 
 def _param(module: nn.Module, name: str, init, axes: tuple, shape: tuple, dtype) -> jax.Array:
@@ -125,7 +127,9 @@ class SelfAttention(nn.Module):
           platform=cfg.target_platform or None,
           dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
           dropout_rng=self.make_rng("dropout") if use_dropout else None)
-    context = checkpoint_name(nn.with_logical_constraint(context, HEAD_AXES), "context")
+    context = nn.with_logical_constraint(context, HEAD_AXES)
+    if self.decode or self.implementation not in model_config.WITH_NAMED_RESIDUALS:
+      context = checkpoint_name(context, "context")
     return _projection(self, context, "btnd,ndh->bth", "out", (heads, head_dim, hidden),
                        ("heads", "kv", "embed"), _normal(_output_std(cfg)), "out_proj",
                        contract=2)

@@ -23,6 +23,11 @@ PARAM_DTYPES = ("float32", "bfloat16")
 # (step.resolved_model_config).
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
 WITH_ATTENTION_DROPOUT = ("xla",)  # the fused kernels have no attention-probability dropout
+# The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
+# them, so the backward pass does not run the attention forward again), and the kernels that
+# carry it. xla attention has none: its backward needs the [T, T] probabilities.
+ATTENTION_RESIDUALS = "attention_residuals"
+WITH_NAMED_RESIDUALS = ("cudnn", "tokamax", "splash", "splash_dynamic")
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 
 

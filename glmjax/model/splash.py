@@ -20,14 +20,10 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as info_lib
 
 from glmjax.model import mask as mask_lib
+from glmjax.model import model_config
 
 BLOCK_CHOICES = (512, 256, 128)  # the in-kernel mask needs key blocks of a multiple of 128 lanes
 
-
-# The kernel's output and log-sum-exp are tagged with this name (jax.ad_checkpoint), so a remat
-# policy that saves it (remat='minimal') keeps them and the backward pass does not run the
-# attention forward again.
-RESIDUALS = "attention_residuals"
 
 def _causal_on_query_positions(query_positions, key_positions):
   """Static (hashable, module-level) mask function of the compact form."""
@@ -88,7 +84,7 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, infos, *, scale: 
     kernel = kernel_lib.SplashAttentionKernel(
         fwd, dq, dkv, block_sizes=block_sizes, is_mqa=False, save_residuals=False,
         mask_value=kernel_lib.DEFAULT_MASK_VALUE, attn_logits_soft_cap=None,
-        residual_checkpoint_name=RESIDUALS,
+        residual_checkpoint_name=model_config.ATTENTION_RESIDUALS,
         mask_function=_causal_on_query_positions if compact else None, interpret=interpret)
     return kernel(q, k, v)
 

@@ -1,0 +1,105 @@
+"""The GPU kernels (cuDNN row split, tokamax) keep what their backward pass reads under the remat
+name ATTENTION_RESIDUALS, save no copy of q, k or v, and change no value or gradient.
+
+On CPU the row split runs with jax.nn's 'xla' implementation and tokamax with its XLA op, which
+has the Mosaic GPU op's residual contract (out, (max, sum)). The cuDNN call itself is traced,
+not run: its residual structure is what the remat policy sees.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glmjax.model import gpu_kernels, mask as mask_lib, model_config
+
+B, T, N, D = 2, 64, 2, 16
+SCALE = D ** -0.5
+SEP = jnp.array([20, 40], jnp.int32)
+POLICIES = {
+    "kernel residuals": jax.checkpoint_policies.save_only_these_names(
+        model_config.ATTENTION_RESIDUALS),
+    "nothing": jax.checkpoint_policies.nothing_saveable,
+    "everything": jax.checkpoint_policies.everything_saveable,
+}
+
+
+def _qkv(dtype=jnp.float32):
+  keys = jax.random.split(jax.random.key(3), 4)
+  return tuple(jax.random.normal(key, (B, T, N, D), jnp.float32).astype(dtype)
+               for key in keys)
+
+
+KERNELS = {
+    "row_split": lambda q, k, v: gpu_kernels.row_split_attention(q, k, v, SEP, SCALE,
+                                                                 implementation="xla"),
+    "tokamax": lambda q, k, v: gpu_kernels.tokamax_attention(
+        q, k, v, mask_lib.key_ends(SEP, T), SCALE),
+}
+
+
+def _backward_flops(kernel, policy) -> float:
+  """FLOPs of the compiled backward pass of sum(sin(kernel(...))) under `policy`."""
+  q, k, v, _ = _qkv()
+  loss = jax.checkpoint(lambda q, k, v: jnp.sum(jnp.sin(kernel(q * 1.5, k, v))), policy=policy)
+  _, backward = jax.vjp(loss, q, k, v)
+  compiled = jax.jit(backward).lower(jnp.float32(1.0)).compile()
+  return float(compiled.cost_analysis()["flops"])
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_under_the_residual_policy_the_backward_pass_runs_no_attention_forward(name):
+  flops = {policy: _backward_flops(KERNELS[name], POLICIES[policy]) for policy in POLICIES}
+  # Keeping only the named residuals costs what keeping everything costs (a few elementwise
+  # ops aside); keeping nothing costs a forward more, so the comparison can fail.
+  assert flops["kernel residuals"] <= 1.01 * flops["everything"], flops
+  assert flops["nothing"] >= 1.05 * flops["everything"], flops
+
+
+def _unwrapped_row_split(q, k, v):
+  lengths = jnp.maximum(SEP, 1)
+  padded = jax.nn.dot_product_attention(q, k, v, scale=SCALE, query_seq_lengths=lengths,
+                                        key_value_seq_lengths=lengths, implementation="xla")
+  causal = jax.nn.dot_product_attention(q, k, v, scale=SCALE, is_causal=True,
+                                        implementation="xla")
+  return jnp.where(jnp.arange(T)[None, :, None, None] < SEP[:, None, None, None], padded, causal)
+
+
+def _unwrapped_tokamax(q, k, v):
+  base, _ = gpu_kernels._tokamax_op()  # pylint: disable=protected-access
+  op = base.DotProductAttention()  # tokamax's own autodiff, no custom backward op
+  mask = base.Mask(k_end=mask_lib.key_ends(SEP, T)[:, None, :])
+  return op(q, k, v, mask=mask, logits_scale=SCALE)
+
+
+@pytest.mark.parametrize("name, unwrapped, atol", [("row_split", _unwrapped_row_split, 0.0),
+                                                   ("tokamax", _unwrapped_tokamax, 1e-5)],
+                         ids=["row_split", "tokamax"])
+def test_the_wrapped_kernel_gives_the_values_and_gradients_of_the_plain_one(name, unwrapped,
+                                                                            atol):
+  q, k, v, cotangent = _qkv()
+
+  def run(fn):
+    out, backward = jax.vjp(fn, q, k, v)
+    return (out, *backward(cotangent))
+  run = jax.jit(run, static_argnums=0)
+
+  for label, got, expected in zip(("out", "dq", "dk", "dv"), run(KERNELS[name]), run(unwrapped)):
+    np.testing.assert_allclose(got, expected, atol=atol, rtol=0, err_msg=label)
+
+
+def test_the_cudnn_row_split_keeps_both_outputs_and_log_sum_exps_and_no_copy_of_q_k_v(
+    monkeypatch, capsys):
+  # jax's cuDNN rule refuses to trace without a GPU; tracing is all this test needs.
+  from jax._src.cudnn import fused_attention_stablehlo  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(fused_attention_stablehlo, "check_cudnn_version", lambda: 91000)
+  monkeypatch.setattr(fused_attention_stablehlo, "check_compute_capability", lambda _: True)
+  q, k, v, _ = _qkv(jnp.bfloat16)
+  loss = jax.checkpoint(lambda q, k, v: jnp.sum(gpu_kernels.row_split_attention(
+      q, k, v, SEP, SCALE)), policy=POLICIES["kernel residuals"])
+  jax.ad_checkpoint.print_saved_residuals(loss, q, k, v)
+  saved = capsys.readouterr().out.splitlines()
+  named = sorted(line.split()[0] for line in saved
+                 if f"named '{model_config.ATTENTION_RESIDUALS}'" in line)
+  # Per call: its output (cuDNN saves it as a residual too: tagged once) and its log-sum-exp.
+  assert named == sorted([f"bf16[{B},{T},{N},{D}]"] * 2 + [f"f32[{B},{N},{T}]"] * 2), saved
+  assert sum("from the argument" in line for line in saved) == 3, saved  # q, k, v themselves
