@@ -2,15 +2,21 @@
 name ATTENTION_RESIDUALS, save no copy of q, k or v, and change no value or gradient.
 
 On CPU the row split runs with jax.nn's 'xla' implementation and tokamax with its XLA op, which
-has the Mosaic GPU op's residual contract (out, (max, sum)). The cuDNN call itself is traced,
-not run: its residual structure is what the remat policy sees.
+has the Mosaic GPU op's residual contract (out, (max, sum)). The real GPU kernels are lowered
+for CUDA on this CPU host (not run), and their calls in the lowered program counted.
 """
+import collections
+import contextlib
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glmjax.model import gpu_kernels, mask as mask_lib, model_config
+from flax import linen as nn
+
+from glmjax.model import glm as glm_lib, gpu_kernels, mask as mask_lib, model_config
 
 B, T, N, D = 2, 64, 2, 16
 SCALE = D ** -0.5
@@ -33,7 +39,7 @@ KERNELS = {
     "row_split": lambda q, k, v: gpu_kernels.row_split_attention(q, k, v, SEP, SCALE,
                                                                  implementation="xla"),
     "tokamax": lambda q, k, v: gpu_kernels.tokamax_attention(
-        q, k, v, mask_lib.key_ends(SEP, T), SCALE),
+        q, k, v, mask_lib.key_ends(SEP, T), SCALE, platform="cpu"),
 }
 
 
@@ -51,7 +57,7 @@ def test_under_the_residual_policy_the_backward_pass_runs_no_attention_forward(n
   flops = {policy: _backward_flops(KERNELS[name], POLICIES[policy]) for policy in POLICIES}
   # Keeping only the named residuals costs what keeping everything costs (a few elementwise
   # ops aside); keeping nothing costs a forward more, so the comparison can fail.
-  assert flops["kernel residuals"] <= 1.01 * flops["everything"], flops
+  assert flops["kernel residuals"] <= 1.03 * flops["everything"], flops
   assert flops["nothing"] >= 1.05 * flops["everything"], flops
 
 
@@ -65,7 +71,7 @@ def _unwrapped_row_split(q, k, v):
 
 
 def _unwrapped_tokamax(q, k, v):
-  base, _ = gpu_kernels._tokamax_op()  # pylint: disable=protected-access
+  from tokamax._src.ops.attention import base  # pylint: disable=import-outside-toplevel
   op = base.DotProductAttention()  # tokamax's own autodiff, no custom backward op
   mask = base.Mask(k_end=mask_lib.key_ends(SEP, T)[:, None, :])
   return op(q, k, v, mask=mask, logits_scale=SCALE)
@@ -87,12 +93,54 @@ def test_the_wrapped_kernel_gives_the_values_and_gradients_of_the_plain_one(name
     np.testing.assert_allclose(got, expected, atol=atol, rtol=0, err_msg=label)
 
 
-def test_the_cudnn_row_split_keeps_both_outputs_and_log_sum_exps_and_no_copy_of_q_k_v(
-    monkeypatch, capsys):
-  # jax's cuDNN rule refuses to trace without a GPU; tracing is all this test needs.
+def _pretend_a_cudnn_gpu(monkeypatch):
+  # jax's cuDNN rule refuses to trace without a GPU; tracing and lowering is all we need.
   from jax._src.cudnn import fused_attention_stablehlo  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(fused_attention_stablehlo, "check_cudnn_version", lambda: 91000)
   monkeypatch.setattr(fused_attention_stablehlo, "check_compute_capability", lambda _: True)
+  return contextlib.nullcontext()
+
+
+def _pretend_an_h100(monkeypatch):
+  # tokamax lowers its Mosaic GPU kernel off a GPU when cross-compiling for sm90.
+  from tokamax._src import config, gpu_utils  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(gpu_utils, "is_sm90", lambda device=None: True)
+  monkeypatch.setattr(gpu_utils, "is_sm100", lambda device=None: False)
+  return config.cross_compile(True)
+
+
+# The kernel calls of one layer's forward and backward in the program lowered for CUDA.
+GPU_KERNELS = {"cudnn": (_pretend_a_cudnn_gpu, r"__cudnn\$fmhaSoftmax(Backward)?"),
+               "tokamax": (_pretend_an_h100, r"mosaic_gpu\w*")}
+
+
+def _gpu_kernel_calls(attention: str, remat: str) -> collections.Counter:
+  cfg = model_config.ModelConfig(vocab_size=128, hidden_size=64, num_layers=2, num_heads=2,
+                                 max_position=256, dtype="bfloat16", attention=attention,
+                                 remat=remat, scan_layers=False, hidden_dropout=0.0,
+                                 attention_dropout=0.0, target_platform="gpu")
+  model = glm_lib.GLM(cfg)
+  tokens, sep = jnp.zeros((2, 256), jnp.int32), jnp.array([100, 30])
+  params = jax.eval_shape(lambda: nn.meta.unbox(
+      model.init(jax.random.key(0), tokens, tokens, tokens, sep)["params"]))
+  loss = lambda p: model.apply({"params": p}, tokens, tokens, tokens, sep).sum()
+  text = jax.jit(jax.grad(loss)).trace(params).lower(lowering_platforms=("cuda",)).as_text()
+  pattern = GPU_KERNELS[attention][1]
+  return collections.Counter(m.group(0) for m in re.finditer(rf"custom_call @({pattern})", text))
+
+
+@pytest.mark.parametrize("attention", sorted(GPU_KERNELS))
+def test_lowered_for_a_gpu_remat_minimal_runs_no_attention_forward_twice(attention, monkeypatch):
+  with GPU_KERNELS[attention][0](monkeypatch):
+    calls = {remat: _gpu_kernel_calls(attention, remat) for remat in ("none", "minimal", "full")}
+  assert sum(calls["none"].values()) > 0, calls
+  assert calls["minimal"] == calls["none"], calls  # each kernel once per layer, as without remat
+  assert sum(calls["full"].values()) > sum(calls["none"].values()), calls  # full reruns them
+
+
+def test_the_cudnn_row_split_keeps_both_outputs_and_log_sum_exps_and_no_copy_of_q_k_v(
+    monkeypatch, capsys):
+  _pretend_a_cudnn_gpu(monkeypatch)
   q, k, v, _ = _qkv(jnp.bfloat16)
   loss = jax.checkpoint(lambda q, k, v: jnp.sum(gpu_kernels.row_split_attention(
       q, k, v, SEP, SCALE)), policy=POLICIES["kernel residuals"])

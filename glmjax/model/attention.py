@@ -107,8 +107,8 @@ def _kernel(implementation: str, platform: str):
   if implementation == "cudnn":
     return lambda q, k, v, mask, scale: gpu_kernels.row_split_attention(q, k, v, mask.sep, scale)
   if implementation == "tokamax":
-    return lambda q, k, v, mask, scale: gpu_kernels.tokamax_attention(q, k, v, mask.key_end,
-                                                                      scale)
+    return lambda q, k, v, mask, scale: gpu_kernels.tokamax_attention(
+        q, k, v, mask.key_end, scale, platform=platform)
   if implementation in ("splash", "splash_dynamic"):
     compact = implementation == "splash"
     return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=compact,

@@ -56,6 +56,9 @@ def keeping_residuals(kernel):
     tagged = {}
 
     def tag(x):
+      # Integers (lengths, masks) and empty placeholders are free to recompute; q, k and v
+      # come from the saved QKV projection. If a kernel kept anything else of that kind, remat
+      # would rerun its forward: tests/test_gpu_kernels.py counts the lowered kernel calls.
       floating = hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
       if not floating or x.size == 0 or any(x is y for y in (q, k, v)):
         return x
@@ -72,27 +75,30 @@ def keeping_residuals(kernel):
   return attend
 
 
-def _tokamax_op():
+def _tokamax(platform: str):
+  """tokamax's attention module and the op for `platform` (the target's, not this host's)."""
   # pylint: disable=import-outside-toplevel
   from absl import flags
-  from tokamax._src.ops.attention import base as tokamax_base  # Mask is not public (tokamax 0.0.12)
+  from tokamax._src.ops.attention import base  # Mask is not public (tokamax 0.0.12)
   if not flags.FLAGS.is_parsed():  # tokamax reads its flags, parsing sys.argv if no one did:
     flags.FLAGS.mark_as_parsed()   # under pytest or a user's script that argv is not absl's
-  if jax.default_backend() == "gpu":
+  if platform == "gpu":
     from tokamax._src.ops.attention import pallas_mosaic_gpu
-    return tokamax_base, pallas_mosaic_gpu.PallasMosaicGpuFlashAttention()  # has its own vjp
+    return base, pallas_mosaic_gpu.PallasMosaicGpuFlashAttention()  # has its own vjp op
   # The XLA op, given its explicit backward op, saves what the GPU op saves: out, (max, sum).
-  return tokamax_base, tokamax_base.DotProductAttention(vjp=tokamax_base.DotProductAttentionVjp())
+  return base, base.DotProductAttention(vjp=base.DotProductAttentionVjp())
 
 
-def tokamax_attention(q, k, v, key_end: jax.Array, scale: float) -> jax.Array:
+def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
+                      platform: str = "gpu") -> jax.Array:
   """key_end [B, T]: query i sees keys [0, key_end[i]). -> [B, T, N, D] in q's dtype.
+  On `platform` 'gpu' the Mosaic GPU kernel, elsewhere tokamax's XLA op.
 
   The op's forward returns its softmax statistics (`return_residuals=True`); they and the
   output are tagged, and the backward calls the op's own vjp with the arguments bound as the
   op binds them for itself.
   """
-  base, op = _tokamax_op()
+  base, op = _tokamax(platform)
   call = lambda q, k, v, key_end, **extra: op(
       q, k, v, mask=base.Mask(k_end=key_end[:, None, :]), logits_scale=scale, **extra)
 
