@@ -90,7 +90,7 @@ def _tokamax(platform: str):
 
 
 def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
-                      platform: str = "gpu") -> jax.Array:
+                      platform: str) -> jax.Array:
   """key_end [B, T]: query i sees keys [0, key_end[i]). -> [B, T, N, D] in q's dtype.
   On `platform` 'gpu' the Mosaic GPU kernel, elsewhere tokamax's XLA op.
 
