@@ -99,8 +99,9 @@ def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
   op binds them for itself.
   """
   base, op = _tokamax(platform)
-  call = lambda q, k, v, key_end, **extra: op(
-      q, k, v, mask=base.Mask(k_end=key_end[:, None, :]), logits_scale=scale, **extra)
+  key_range = lambda key_end: base.Mask(k_end=key_end[:, None, :])  # [B, 1 head, T]
+  call = lambda q, k, v, key_end, **extra: op(q, k, v, mask=key_range(key_end),
+                                               logits_scale=scale, **extra)
 
   @jax.custom_vjp
   def attend(q, k, v, key_end):
@@ -113,7 +114,7 @@ def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
 
   def backward(saved, cotangent):
     q, k, v, key_end, out, statistics = saved
-    bound = op.bind(q, k, v, mask=base.Mask(k_end=key_end[:, None, :]), logits_scale=scale)
+    bound = op.bind(q, k, v, mask=key_range(key_end), logits_scale=scale)
     kwargs = {name: value for name, value in bound.kwargs.items() if name != "return_residuals"}
     grads = op.vjp(statistics, out, cotangent, *bound.args, **kwargs)
     return grads["q"], grads["k"], grads["v"], None  # None: key_end (integers)
