@@ -68,10 +68,11 @@ def resolved_model_config(config, platform: str | None = None, *,
 def agreed_attention(name: str, **resolve_kwargs) -> str:
   """`resolve_attention(name)` decided by process 0 and shared with every process.
 
-  Only 'auto' runs a check (explicit names come from the same config on every host). If the
-  check itself raises on process 0, every process raises instead of waiting for its answer.
+  'auto' and an explicit kernel run a check there (`resolve_attention`). If the check raises
+  on process 0 (a crash, or an explicit kernel that fails it), every process raises instead of
+  waiting for its answer.
   """
-  if jax.process_count() == 1 or name != "auto":
+  if jax.process_count() == 1 or name == "xla":
     return model_lib.resolve_attention(name, **resolve_kwargs)
   choices = attention_lib.IMPLEMENTATIONS
   index, error = 0, None
@@ -84,7 +85,7 @@ def agreed_attention(name: str, **resolve_kwargs) -> str:
   if error is not None:
     raise error
   if index < 0:
-    raise RuntimeError("attention=auto failed on process 0 (its log has the error).")
+    raise RuntimeError(f"attention={name} failed on process 0 (its log has the error).")
   return choices[index]
 
 

@@ -8,7 +8,8 @@
 #
 # Names the parts to run (default: all three). Needs what requirements.txt installs, plus tokamax
 # (and its xprof) for the tokamax kernel. Not yet timed on a GPU: expect about 2 minutes for
-# `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, then 5 steps) and 3
+# `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
+# start-up check of its kernel against xla, then 5 steps) and 3
 # for `large`; where one command may run at most 10 minutes, run the parts one by one. The
 # first run fills $OUT/xla_cache, so its compile_s is a real compile and a rerun's a cache hit.
 # Record the figures in docs/performance.md with the date, the card and this command.

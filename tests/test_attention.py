@@ -170,6 +170,29 @@ def test_auto_on_cpu_is_xla_without_checks():
     attention.resolve_attention("flash")
 
 
+def test_an_explicit_kernel_that_fails_its_check_stops_the_run_with_the_reason(monkeypatch):
+  real_kernel = attention._kernel
+  monkeypatch.setattr(attention, "_kernel", lambda implementation, platform: (
+      lambda q, k, v, mask, scale: real_kernel(implementation, platform)(
+          q, k, v, mask, scale).at[:, ::64].multiply(1.01)))  # every 64th query row 1% off
+  # On a GPU or TPU the named kernel is checked as auto's pick is (here asked for on CPU).
+  with pytest.raises(ValueError, match=r"model.attention='splash' fails its start-up check on "
+                                       r"cpu \(mismatch against xla.*set model.attention=auto"):
+    attention.resolve_attention("splash", "cpu", dtype=jnp.float32, check_explicit=True)
+  checked = []
+  monkeypatch.setattr(attention, "check_attention", lambda name, **_: checked.append(name))
+  assert attention.resolve_attention("splash", "cpu") == "splash"  # CPU: tests cover it
+  assert attention.resolve_attention("xla", "cpu", check_explicit=True) == "xla"  # the reference
+  assert not checked
+  monkeypatch.setattr(jax, "local_devices", lambda backend=None: jax.devices("cpu"))
+  assert attention.resolve_attention("tokamax", "gpu") == "tokamax"  # a GPU: checked by default
+  assert checked == ["tokamax"]
+  monkeypatch.setattr(attention, "_kernel", real_kernel)
+  monkeypatch.undo()
+  assert attention.resolve_attention("splash", "cpu", dtype=jnp.float32,
+                                     check_explicit=True) == "splash"  # the real one passes
+
+
 def test_auto_falls_back_with_a_logged_reason(caplog):
   # cuDNN cannot run on CPU: its check fails, the reason is logged, the next candidate wins.
   with caplog.at_level(logging.WARNING):

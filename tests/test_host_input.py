@@ -133,6 +133,15 @@ CHILD = textwrap.dedent("""
       outcome = "no error"
     except RuntimeError as error:
       outcome = "raised"
+
+    # An explicit kernel that fails its check on process 0 stops every process.
+    attention.check_attention = (
+        lambda *args, **kwargs: "mismatch" if jax.process_index() == 0 else None)
+    try:
+      step.agreed_attention("cudnn", check_explicit=True)
+      outcome += " explicit-accepted"
+    except (ValueError, RuntimeError):
+      outcome += " explicit-stopped"
     with open(sys.argv[3], "w") as out:  # not stdout: gloo writes there too
       out.write(f"rows {rows.tolist()} attention {picked} {outcome}")
 """)
@@ -156,8 +165,8 @@ def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_
   for child, err in zip(children, errors):
     assert child.returncode == 0, err[-3000:]
   lines = [result.read_text() for result in results]
-  assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn raised"
-  assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn raised"
+  assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn raised explicit-stopped"
+  assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn raised explicit-stopped"
 
 
 def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypatch):

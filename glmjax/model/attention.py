@@ -244,16 +244,29 @@ def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: 
 
 def resolve_attention(name: str, platform: str | None = None, *,
                       candidates: tuple[str, ...] | None = None,
-                      dtype: Any = jnp.bfloat16) -> str:
+                      dtype: Any = jnp.bfloat16, check_explicit: bool | None = None) -> str:
   """Call once at start-up. 'auto' -> the first implementation for `platform` that passes
-  `check_attention` (else 'xla'), logging why each rejected one failed. Other names are
-  returned unchanged (an explicit choice is honoured; it fails at compile time if it cannot run).
+  `check_attention` (else 'xla'), logging why each rejected one failed.
+
+  An explicit kernel is honoured, and checked the same way when `check_explicit` (default: on
+  a GPU or TPU, where it runs compiled; on CPU the test suite covers its interpret and XLA
+  paths): one that disagrees with xla stops the run with the reason, instead of training on
+  wrong gradients.
   """
+  platform = platform or jax.default_backend()
   if name != "auto":
     if name not in IMPLEMENTATIONS:
       raise ValueError(f"attention={name!r}: choose one of auto, {', '.join(IMPLEMENTATIONS)}.")
+    if check_explicit is None:
+      check_explicit = platform in ("gpu", "tpu")
+    if name != "xla" and check_explicit:
+      reason = check_attention(name, dtype=dtype, device=jax.local_devices(backend=platform)[0])
+      if reason is not None:
+        raise ValueError(f"model.attention={name!r} fails its start-up check on {platform} "
+                         f"({reason}): set model.attention=auto (the first kernel that passes) "
+                         f"or another of {', '.join(IMPLEMENTATIONS)}.")
+      log.info("attention=%s on %s: matches xla in outputs and gradients", name, platform)
     return name
-  platform = platform or jax.default_backend()
   for candidate in candidates or AUTO_ORDER.get(platform, ("xla",)):
     if candidate == "xla":
       log.info("attention=auto on %s -> xla", platform)
