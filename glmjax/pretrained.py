@@ -109,7 +109,7 @@ def load(workdir: str, *, mesh: Mesh | None = None) -> Pretrained:
     raise FileNotFoundError(f"--workdir={workdir} has a {CONFIG_FILE} but no checkpoint yet; "
                             "give a workdir whose run has saved one (checkpoint.every).")
   with parallel.activate(mesh, rules):
-    model_config = ModelConfig.from_any(step_lib.resolved_model_config(config, training=False))
+    model_config = step_lib.resolved_model_config(config, training=False)
     abstract = abstract_params(model_config, mesh, rules)
     params, step = checkpoint_lib.restore_params(
         workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir")

@@ -39,8 +39,9 @@ class TrainState:
 
 
 def resolved_model_config(config, platform: str | None = None, *,
-                          training: bool = True) -> ml_collections.ConfigDict:
-  """config.model for a program compiled for `platform` (default: this host's backend).
+                          training: bool = True) -> model_lib.ModelConfig:
+  """The model's frozen config for a program compiled for `platform` (default: this host's
+  backend), from config.model.
 
   `attention='auto'` becomes one implementation, here and only here. Compiling for this host,
   the pick is checked against xla on process 0 and broadcast, so every host compiles the same
@@ -62,7 +63,7 @@ def resolved_model_config(config, platform: str | None = None, *,
   elif config.model.attention == "auto":
     model_config.attention = attention_lib.unvalidated_default(platform)
   model_config.target_platform = platform
-  return model_config
+  return model_lib.ModelConfig.from_any(model_config)
 
 
 def agreed_attention(name: str, **resolve_kwargs) -> str:
@@ -318,9 +319,10 @@ class Program:
     return self.eval_step.lower(self.abstract_state.params, batch).compile()
 
 
-def build_program(config, mesh, rules, model_config) -> Program:
-  """Call with the mesh and rules active (`parallel.activate`)."""
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(model_config))
+def build_program(config, mesh, rules, model_config: model_lib.ModelConfig) -> Program:
+  """Call with the mesh and rules active (`parallel.activate`); `model_config` from
+  `resolved_model_config`."""
+  model = model_lib.GLM(model_config)
   optimizer = optim.make_optimizer(config.optim)
   schedule = optim.learning_rate_schedule(config.optim)
   init_fn = make_init_fn(model, optimizer, config.data.seq_len)

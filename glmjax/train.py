@@ -30,6 +30,7 @@ from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 from glmjax.held_out import Evaluator
+from glmjax.model import ModelConfig
 
 
 log = logging.getLogger("glmjax.train")
@@ -44,7 +45,7 @@ class RunInputs:
   """What start-up decided, before anything is written: where, on what, with which data."""
   mesh: Any
   rules: Any
-  model_config: ml_collections.ConfigDict   # config.model with attention resolved
+  model_config: ModelConfig   # config.model with attention resolved (step.resolved_model_config)
   train_pipeline: pipeline_lib.BatchPipeline
   eval_pipeline: pipeline_lib.BatchPipeline | None
 
