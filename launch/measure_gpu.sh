@@ -7,7 +7,13 @@
 #   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [attention] [sweep] [large]
 #
 # Names the parts to run (default: all three). Needs what requirements.txt installs, plus tokamax
-# (and its xprof) for the tokamax kernel. Not yet timed on a GPU: expect about 2 minutes for
+# for the tokamax kernel: tokamax 0.0.12 builds its Mosaic GPU kernel with jax 0.10 only; with
+# jax 0.11 it needs tokamax 0.0.13 or later (jax changed the Mosaic GPU API), else `auto` logs
+# the failure and measures cudnn. On a machine that has jax, flax, optax, orbax and their usual
+# dependencies but no network, these wheels (Python 3.12, from a machine with one) are enough:
+# ml_collections tensorboardX tokamax einshape immutabledict pydantic pydantic-core
+# annotated-types typing-inspection qwix typeguard (about 4 MB; checked on Python 3.12 with jax
+# 0.11.2 on CPU, 2026-12-02). Not yet timed on a GPU: expect about 2 minutes for
 # `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
 # start-up check of its kernel against xla, then 5 steps) and 3
 # for `large`; where one command may run at most 10 minutes, run the parts one by one. The

@@ -4,7 +4,8 @@
   from a causal call, merged with `where`: exact, and no log-sum-exp merge, so the gradients
   are exact too. jax.nn.dot_product_attention(implementation='cudnn'); bf16/fp16 only.
 - tokamax: the Mosaic GPU flash kernel (sm90+) with a key-range mask, Mask(k_end). Off GPU it
-  is tokamax's XLA op, which has the same Mask path and the same residual contract.
+  is tokamax's XLA op, which has the same Mask path and returns the same residuals, with a
+  backward that recomputes the probabilities as the GPU kernel's does.
 
 Neither kernel tags what its backward pass reads, so under remat='minimal' its forward would
 run again in the backward pass. Both are wrapped here so that the output and the softmax
@@ -76,7 +77,8 @@ def keeping_residuals(kernel):
 
 
 def _tokamax(platform: str):
-  """tokamax's attention module and the op for `platform` (the target's, not this host's)."""
+  """tokamax's attention module and the forward op for `platform` (the target's, not this
+  host's)."""
   # pylint: disable=import-outside-toplevel
   from absl import flags
   from tokamax._src.ops.attention import base  # Mask is not public (tokamax 0.0.12)
@@ -85,8 +87,22 @@ def _tokamax(platform: str):
   if platform == "gpu":
     from tokamax._src.ops.attention import pallas_mosaic_gpu
     return base, pallas_mosaic_gpu.PallasMosaicGpuFlashAttention()  # has its own vjp op
-  # The XLA op, given its explicit backward op, saves what the GPU op saves: out, (max, sum).
-  return base, base.DotProductAttention(vjp=base.DotProductAttentionVjp())
+  return base, base.DotProductAttention()
+
+
+def _recomputed_gradients(q, k, v, key_end, scale, cotangent):
+  """Off GPU, tokamax's backward: recompute the probabilities in float32 and differentiate.
+
+  tokamax 0.0.12's own XLA backward op (DotProductAttentionVjp) needs jax.core.DropVar, which
+  jax 0.11 removed; this reads only q, k, v and the mask, as the GPU kernel's backward rebuilds
+  the probabilities from them (with its saved statistics).
+  """
+  def attend(q, k, v):
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+    visible = jnp.arange(k.shape[1])[None, None, None, :] < key_end[:, None, :, None]
+    probs = jax.nn.softmax(jnp.where(visible, logits, jnp.finfo(jnp.float32).min), axis=-1)
+    return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
+  return jax.vjp(attend, q, k, v)[1](cotangent.astype(q.dtype))
 
 
 def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
@@ -95,8 +111,8 @@ def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
   On `platform` 'gpu' the Mosaic GPU kernel, elsewhere tokamax's XLA op.
 
   The op's forward returns its softmax statistics (`return_residuals=True`); they and the
-  output are tagged, and the backward calls the op's own vjp with the arguments bound as the
-  op binds them for itself.
+  output are tagged. On a GPU the backward calls the op's own vjp (its backward kernels) with
+  the arguments bound as the op binds them for itself.
   """
   base, op = _tokamax(platform)
   key_range = lambda key_end: base.Mask(k_end=key_end[:, None, :])  # [B, 1 head, T]
@@ -114,6 +130,8 @@ def tokamax_attention(q, k, v, key_end: jax.Array, scale: float, *,
 
   def backward(saved, cotangent):
     q, k, v, key_end, out, statistics = saved
+    if platform != "gpu":
+      return (*_recomputed_gradients(q, k, v, key_end, scale, cotangent), None)
     bound = op.bind(q, k, v, mask=key_range(key_end), logits_scale=scale)
     kwargs = {name: value for name, value in bound.kwargs.items() if name != "return_residuals"}
     grads = op.vjp(statistics, out, cotangent, *bound.args, **kwargs)
