@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-from glmjax.model import gpu_kernels, model_config
+from glmjax.model import dense, gpu_kernels, model_config
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,7 @@ def prepare_mask(sep: jax.Array, seq_len: int, implementation: str) -> Attention
 
 def xla_attention(q, k, v, mask: AttentionMask, scale: float, dropout_rate: float = 0.0,
                   dropout_rng: jax.Array | None = None) -> jax.Array:
-  logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
-  allowed = jnp.arange(k.shape[1])[None, None, None, :] < mask.key_end[:, None, :, None]
-  logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  if dropout_rate > 0.0 and dropout_rng is not None:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
+  return dense.dense_attention(q, k, v, mask.key_end, scale, dropout_rate, dropout_rng)
 
 
 def _splash(q, k, v, mask: AttentionMask, scale: float, *, compact: bool,

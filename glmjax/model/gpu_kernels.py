@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from glmjax.model import model_config
+from glmjax.model import dense, model_config
 
 NAME = model_config.ATTENTION_RESIDUALS
 
@@ -97,11 +97,7 @@ def _recomputed_gradients(q, k, v, key_end, scale, cotangent):
   jax 0.11 removed; this reads only q, k, v and the mask, as the GPU kernel's backward rebuilds
   the probabilities from them (with its saved statistics).
   """
-  def attend(q, k, v):
-    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
-    visible = jnp.arange(k.shape[1])[None, None, None, :] < key_end[:, None, :, None]
-    probs = jax.nn.softmax(jnp.where(visible, logits, jnp.finfo(jnp.float32).min), axis=-1)
-    return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
+  attend = lambda q, k, v: dense.dense_attention(q, k, v, key_end, scale)
   return jax.vjp(attend, q, k, v)[1](cotangent.astype(q.dtype))
 
 
