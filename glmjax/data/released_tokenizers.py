@@ -1,61 +1,21 @@
-"""The tokenizer files of the released GLM checkpoints, with GLM's special ids at the original ids.
+"""Which released GLM tokenizer a file or folder holds, and the data config that loads it.
 
-  wordpiece  a BERT WordPiece vocab.txt, uncased (glm-base, glm-large, and the other BERT-vocabulary
-             GLMs): data.tokenizer_vocab='bert'.
-  bpe        a GPT-2 byte-level BPE vocab.json + merges.txt (glm-2b, glm-10b): 'gpt2'.
-  The Chinese GLMs (glm-large-chinese, glm-10b-chinese) use the SentencePiece cog-pretrain.model:
-  data.tokenizer='sentencepiece' with data.tokenizer_vocab='chinese_sp'.
+  vocab.txt                BERT WordPiece (glm-base, glm-large, ...): wordpiece, layout 'bert'
+  vocab.json + merges.txt  GPT-2 byte-level BPE (glm-2b, glm-10b): bpe, layout 'gpt2'
+  cog-pretrain.model       the Chinese GLMs' SentencePiece: sentencepiece, layout 'chinese_sp'
+  tokenizer.json           Hugging Face: hf, with the original layout when the vocabulary is it
 
-Both are built from the files with the `tokenizers` package, as the original GLM code tokenizes
-them, and add nothing to a text's ids: no [CLS]/[SEP], and "[MASK]" typed in a text stays text.
-`tokenizer_fields` tells which of these (or a tokenizer.json) a file or folder holds.
+`tokenizer_fields` is what `convert import --tokenizer=PATH` records; the tokenizers themselves
+are in glmjax/data/tokenizers.py.
 """
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import types
 
 from glmjax.data import specials as specials_lib
 from glmjax.data import tokenizers as tk
-
-
-class WordPieceTokenizer(tk.HFTokenizer):
-  """A BERT vocab.txt, uncased like glm-base/large: BERT's basic tokenization (clean, split CJK
-  characters and punctuation, lowercase, strip accents), then greedy longest-match word pieces."""
-
-  def __init__(self, vocab_path: str, layout: str = "bert"):
-    import tokenizers
-    from tokenizers import decoders, models, normalizers, pre_tokenizers
-    # 100 characters and [UNK] as the original GLM wordpiece.py.
-    model = models.WordPiece.from_file(vocab_path, unk_token="[UNK]", max_input_chars_per_word=100)
-    if model.token_to_id("[UNK]") is None:
-      raise ValueError(f"data.tokenizer_path={vocab_path!r} has no [UNK] line; BERT WordPiece "
-                       "needs it for unknown words: use the vocab.txt released with the model")
-    tokenizer = tokenizers.Tokenizer(model)
-    # No special tokens are registered, so "[MASK]" in a text is split like any other text.
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    self._wrap(tokenizer, f"wordpiece:{os.path.basename(vocab_path)}",
-               tk.file_fingerprint(vocab_path), layout)
-
-
-class ByteLevelBPETokenizer(tk.HFTokenizer):
-  """A GPT-2 vocab.json + merges.txt: GPT-2's regex split of bytes mapped to printable characters,
-  then the merges; any text encodes without unknown tokens."""
-
-  def __init__(self, vocab_path: str, merges_path: str, layout: str = "gpt2"):
-    import tokenizers
-    from tokenizers import decoders, models, pre_tokenizers
-    tokenizer = tokenizers.Tokenizer(models.BPE.from_file(vocab_path, merges_path))
-    # <|endoftext|> is not registered as special: typed in a text it stays text.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    both = tk.file_fingerprint(vocab_path) + tk.file_fingerprint(merges_path)
-    self._wrap(tokenizer, f"bpe:{os.path.basename(vocab_path)}",
-               hashlib.sha256(both.encode()).hexdigest()[:16], layout)
 
 
 # In a folder, the formats are looked for in this order: the original formats first, so a

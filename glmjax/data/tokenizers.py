@@ -4,9 +4,10 @@ The data pipeline needs from a tokenizer only `specials` (the GLM special ids), 
 (padded to a multiple of 128) and `sentence_end` (a bool table over ids, used by [sMASK]).
 Kinds, chosen by `data.tokenizer`: `byte` (UTF-8 bytes, no files), `sentencepiece` (a .model
 file), `hf` (a tokenizer.json read by the `tokenizers` package), and the files of the released
-GLM checkpoints, `wordpiece` (BERT vocab.txt) and `bpe` (GPT-2 vocab.json + merges.txt), read by
-glmjax/data/released_tokenizers.py. `load_tokenizer` builds one from the data config. Train a
-SentencePiece model from text files with
+GLM checkpoints, `wordpiece` (BERT vocab.txt) and `bpe` (GPT-2 vocab.json + merges.txt), built
+with the `tokenizers` package as the original GLM code builds them; which of these a folder holds
+is told by glmjax/data/released_tokenizers.py. `load_tokenizer` builds one from the data
+config. Train a SentencePiece model from text files with
 `python -m glmjax.data.tokenizers train --input=GLOB --vocab-size=N --out=FILE`.
 
 Special ids (`data.tokenizer_vocab`); the fixed ones are those of the original GLM code:
@@ -216,6 +217,43 @@ class HFTokenizer(_VocabTokenizer):
     return self._tokenizer.decode(ids, skip_special_tokens=False)
 
 
+class WordPieceTokenizer(HFTokenizer):
+  """A BERT vocab.txt, uncased like glm-base/large: BERT's basic tokenization (clean, split CJK
+  characters and punctuation, lowercase, strip accents), then greedy longest-match word pieces."""
+
+  def __init__(self, vocab_path: str, layout: str = "bert"):
+    import tokenizers
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
+    # 100 characters and [UNK] as the original GLM wordpiece.py.
+    model = models.WordPiece.from_file(vocab_path, unk_token="[UNK]", max_input_chars_per_word=100)
+    if model.token_to_id("[UNK]") is None:
+      raise ValueError(f"data.tokenizer_path={vocab_path!r} has no [UNK] line; BERT WordPiece "
+                       "needs it for unknown words: use the vocab.txt released with the model")
+    tokenizer = tokenizers.Tokenizer(model)
+    # No special tokens are registered, so "[MASK]" in a text is split like any other text.
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    self._wrap(tokenizer, f"wordpiece:{os.path.basename(vocab_path)}",
+               file_fingerprint(vocab_path), layout)
+
+
+class ByteLevelBPETokenizer(HFTokenizer):
+  """A GPT-2 vocab.json + merges.txt: GPT-2's regex split of bytes mapped to printable characters,
+  then the merges; any text encodes without unknown tokens."""
+
+  def __init__(self, vocab_path: str, merges_path: str, layout: str = "gpt2"):
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers
+    tokenizer = tokenizers.Tokenizer(models.BPE.from_file(vocab_path, merges_path))
+    # <|endoftext|> is not registered as special: typed in a text it stays text.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    both = file_fingerprint(vocab_path) + file_fingerprint(merges_path)
+    self._wrap(tokenizer, f"bpe:{os.path.basename(vocab_path)}",
+               hashlib.sha256(both.encode()).hexdigest()[:16], layout)
+
+
 # What each kind reads (for messages), and its name inside a folder given as data.tokenizer_path.
 _WANTED = {"sentencepiece": "a SentencePiece .model file", "hf": "a tokenizer.json",
            "wordpiece": "a BERT WordPiece vocab.txt",
@@ -280,9 +318,7 @@ def load_tokenizer(data_config):
       return SentencePieceTokenizer(files[0], layout)
     if kind == "hf":
       return HFTokenizer(files[0], layout)
-    from glmjax.data import released_tokenizers  # here: that module imports this one
-    cls = {"wordpiece": released_tokenizers.WordPieceTokenizer,
-           "bpe": released_tokenizers.ByteLevelBPETokenizer}[kind]
+    cls = {"wordpiece": WordPieceTokenizer, "bpe": ByteLevelBPETokenizer}[kind]
     return cls(*files, layout=layout)
   except ValueError as error:  # ours: names the field and the fix; add the file if it does not
     if shown in str(error):
