@@ -87,7 +87,7 @@ def fill_blanks(params: Any, prompts: Prompts, specials: Specials, *,
   positions = jnp.where(visible[:, :part_a], jnp.arange(part_a, dtype=jnp.int32)[None, :], 0)
   hidden, variables = model.apply(
       {"params": params}, prompts.tokens, positions, jnp.zeros_like(positions),
-      CacheMask(visible, jnp.int32(0)), return_hidden=True, mutable=["cache"])
+      cache_mask=CacheMask(visible, jnp.int32(0)), return_hidden=True, mutable=["cache"])
   del hidden  # Part A predicts nothing: only its keys and values are needed
 
   def step(carry):
@@ -99,7 +99,8 @@ def fill_blanks(params: Any, prompts: Prompts, specials: Specials, *,
     position = jnp.take_along_axis(prompts.blank_positions, index[:, None], axis=1)
     hidden, updated = model.apply(
         {"params": params, "cache": cache}, token[:, None], position, (count + 1)[:, None],
-        CacheMask(visible, slot.astype(jnp.int32)), return_hidden=True, mutable=["cache"])
+        cache_mask=CacheMask(visible, slot.astype(jnp.int32)), return_hidden=True,
+        mutable=["cache"])
     logits = tied_logits(params["word_embeddings"], hidden)[:, 0]
     logits = jnp.where(specials.allowed[None, :], logits, -jnp.inf)
     keys = jax.vmap(lambda key: jax.random.fold_in(key, s))(prompts.keys)

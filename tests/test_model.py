@@ -10,6 +10,7 @@ from flax import linen as nn
 
 from glmjax import config as config_lib
 from glmjax import model as model_lib
+from glmjax.model import attention as attention_lib
 from glmjax.model import glm as glm_lib
 
 BATCH, SEQ = 2, 16
@@ -253,6 +254,22 @@ def test_the_model_takes_a_model_config_made_from_a_configdict_or_a_mapping():
     model_lib.GLM(cfg)
   with pytest.raises(ValueError, match="position_encoding"):
     model_lib.ModelConfig.from_any(_config(position_encoding="alibi"))
+
+
+def test_training_takes_sep_and_decoding_takes_a_cache_mask_and_neither_takes_the_other():
+  cfg = model_lib.ModelConfig.from_any(_config())
+  tokens, position_ids, block_ids, sep = _batch()
+  cache_mask = attention_lib.CacheMask(jnp.ones((BATCH, SEQ), bool), jnp.int32(0))
+  with pytest.raises(TypeError, match="cache_mask.*decode=True"):
+    model_lib.GLM(cfg).init(jax.random.key(0), tokens, position_ids, block_ids, sep,
+                            cache_mask=cache_mask)
+  with pytest.raises(TypeError, match="decode=True"):
+    model_lib.GLM(cfg, decode=True).init(jax.random.key(0), tokens, position_ids, block_ids, sep)
+  with pytest.raises(TypeError, match="decode=False"):
+    model_lib.GLM(cfg).init(jax.random.key(0), tokens, position_ids, block_ids)
+  variables = model_lib.GLM(cfg, decode=True).init(
+      jax.random.key(0), tokens, position_ids, block_ids, cache_mask=cache_mask)
+  assert variables["cache"]["layers_0"]["attention"]["keys"].shape == (BATCH, SEQ, 4, 8)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():

@@ -106,7 +106,8 @@ class SelfAttention(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x, mask: attention_lib.AttentionMask, position_ids, block_position_ids):
+  def __call__(self, x, mask: attention_lib.AttentionMask | attention_lib.CacheMask, position_ids,
+               block_position_ids):
     cfg = self.config
     hidden, heads, head_dim = cfg.hidden_size, cfg.num_heads, cfg.head_dim
     v_std = _output_std(cfg) if cfg.norm == "deepnorm" else cfg.init_std
@@ -233,9 +234,9 @@ class GLM(nn.Module):
   in the compute dtype instead (pair with `tied_logits` or a fused loss). Dropout needs
   rngs={'dropout': key} when deterministic=False.
 
-  decode=True (generation): the fourth argument is an `attention.CacheMask` instead of `sep`;
-  each call writes its tokens' keys and values into the 'cache' collection at `mask.slot`
-  (apply with mutable=['cache']; the first call creates the cache, sized by the mask).
+  decode=True (generation): pass `cache_mask=attention.CacheMask(...)` and no `sep`; each call
+  writes its tokens' keys and values into the 'cache' collection at `cache_mask.slot` (apply
+  with mutable=['cache']; the first call creates the cache, sized by the mask).
   """
   config: ModelConfig
   decode: bool = False
@@ -247,7 +248,8 @@ class GLM(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, tokens, position_ids, block_position_ids, sep, *, deterministic: bool = True,
+  def __call__(self, tokens, position_ids, block_position_ids, sep=None, *,
+               cache_mask: attention_lib.CacheMask | None = None, deterministic: bool = True,
                return_hidden: bool = False):
     cfg = self.config
     dtype, weights_dtype = cfg.compute_dtype, cfg.weights_dtype
@@ -256,6 +258,9 @@ class GLM(nn.Module):
       raise ValueError("model.attention='auto' is resolved once, at start-up: build the model "
                        "from glmjax.step.resolved_model_config(config), or name an attention "
                        "implementation.")
+    if (cache_mask is None) == self.decode or (sep is None) != self.decode:
+      raise TypeError("GLM takes `sep` for training and scoring, and `cache_mask` (no `sep`) "
+                      f"with decode=True; this one has decode={self.decode}.")
     word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
                              (cfg.vocab_size, cfg.hidden_size), weights_dtype)
     x = jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0).astype(dtype)
@@ -273,7 +278,7 @@ class GLM(nn.Module):
     x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)
 
     if self.decode:
-      mask = sep
+      mask = cache_mask
     else:
       mask = attention_lib.prepare_mask(sep, tokens.shape[1], implementation)  # once, not per layer
     layer = block_class(cfg)
