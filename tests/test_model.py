@@ -233,7 +233,7 @@ def test_param_count_of_shipped_configs(name, quoted):
   shapes = jax.eval_shape(_glm(cfg).init, jax.random.key(0), tokens, tokens, tokens,
                           jnp.array([4]))
   counted = sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
-  assert counted == formula == model_lib.param_count(cfg)
+  assert counted == formula == model_lib.param_count(model_lib.ModelConfig.from_any(cfg))
   assert float(f"{counted:.4g}") == quoted
 
 
@@ -242,7 +242,7 @@ def test_param_count_of_variants_matches_init():
     cfg = _config(**variant)
     shapes = jax.eval_shape(_glm(cfg).init, jax.random.key(0), *_batch())
     assert sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes))) == \
-        model_lib.param_count(cfg), variant
+        model_lib.param_count(model_lib.ModelConfig.from_any(cfg)), variant
 
 
 def test_the_model_takes_a_model_config_made_from_a_configdict_or_a_mapping():

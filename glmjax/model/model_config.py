@@ -118,13 +118,12 @@ def layer_param_count(config: ModelConfig) -> int:
   return attention + mlp_in + mlp_out + layernorms
 
 
-def param_count(model_config: Any) -> int:
+def param_count(config: ModelConfig) -> int:
   """Parameters of GLM: V·H + 2(P+1)·H + L(12H² + 13H) + 2H for the original GLM.
 
   Generalised: RoPE variants have no position tables; GeGLU doubles the first MLP projection;
   ffn_size replaces 4H. The output projection is tied to the word embeddings (no extra term).
   """
-  config = ModelConfig.from_any(model_config)
   hidden = config.hidden_size
   embeddings = config.vocab_size * hidden
   if config.position_encoding == "learned_2d":
@@ -139,7 +138,7 @@ def visible_pairs(seq_len: int, sep):
   return sep * sep + (seq_len * (seq_len + 1) - sep * (sep + 1)) // 2
 
 
-def step_flops(model_config: Any, *, tokens, visible_pairs, logit_positions):
+def step_flops(config: ModelConfig, *, tokens, visible_pairs, logit_positions):
   """Training FLOPs of one step (forward + backward = 3 x forward), the MFU convention:
 
     6 · (L · per-layer matmul parameters) · tokens     QKV, output and MLP projections
@@ -152,7 +151,6 @@ def step_flops(model_config: Any, *, tokens, visible_pairs, logit_positions):
   not counted). Embedding lookups, LayerNorms, the softmax and rematerialisation are not counted
   (model FLOPs, not hardware FLOPs).
   """
-  config = ModelConfig.from_any(model_config)
   hidden, ffn = config.hidden_size, config.ffn
   mlp_matmul = (3 if config.mlp == "geglu" else 2) * hidden * ffn
   layer_matmul = config.num_layers * (4 * hidden * hidden + mlp_matmul)
@@ -160,10 +158,10 @@ def step_flops(model_config: Any, *, tokens, visible_pairs, logit_positions):
           + 6.0 * config.vocab_size * hidden * logit_positions)
 
 
-def flops_per_token(model_config: Any, seq_len: int, *, part_b_fraction: float) -> float:
+def flops_per_token(config: ModelConfig, seq_len: int, *, part_b_fraction: float) -> float:
   """`step_flops` per token of a row whose Part B (and scored part) is `part_b_fraction` of the
   row: a planning figure for a config not yet run (data.pipeline.expected_part_b_fraction gives
   the fraction a data config makes on average). Training and bench count their real batches."""
   part_a = round((1.0 - part_b_fraction) * seq_len)
-  return step_flops(model_config, tokens=seq_len, visible_pairs=visible_pairs(seq_len, part_a),
+  return step_flops(config, tokens=seq_len, visible_pairs=visible_pairs(seq_len, part_a),
                     logit_positions=part_b_fraction * seq_len) / seq_len
