@@ -13,9 +13,10 @@ TEXT_2 = [101, 2001, 2002, 2003, 1012, 2005, 2006, 2007, 1012, 0]
 
 def one_row(text, starts, lengths, order, mask, seq_len, suffix=False):
   text = np.array([text])
-  return infilling.layout_rows(
-      text, np.array([text.shape[1]]), np.array([starts]), np.array([lengths]),
-      np.array([len(starts)]), np.array([order]), mask, S, seq_len, suffix=np.array([suffix]))
+  spans = infilling.RowSpans(
+      starts=np.array([starts]), lengths=np.array([lengths]), n_spans=np.array([len(starts)]),
+      text_len=np.array([text.shape[1]]), mask_token=np.array([mask]), suffix=np.array([suffix]))
+  return infilling.layout_rows(text, spans, np.array([order]), S, seq_len)
 
 
 def check(batch, tokens, targets, loss, positions, blocks, sep):

@@ -2,12 +2,14 @@
 
 Every function works on many rows at once ([R, ...] arrays) and takes its randomness from an
 explicit `RowRandom`, so a row's result depends only on its key and its inputs. `layout_rows`
-turns text plus chosen spans into the batch arrays; it needs no randomness and accepts fixed
-spans (the paper's worked example, its Figure 2, is a test of it). [sMASK] sentence choice is in sentences.py,
-[dBLOCK] masking in masking.py, sentence-aligned windows in alignment.py.
+turns text plus chosen spans (`RowSpans`) into the batch arrays; it needs no randomness and
+accepts fixed spans (the paper's worked example, its Figure 2, is a test of it). [sMASK]
+sentence choice is in sentences.py, [dBLOCK] masking in masking.py, sentence-aligned windows in
+alignment.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -229,19 +231,62 @@ def sample_generation(rng: RowRandom, multi_document, seq_len: int, gen_min_rati
 
 # ---------------------------------------------------------------------------------------- layout
 
-def layout_rows(text, text_len, starts, lengths, n_spans, order, mask_token, specials,
-                seq_len: int, suffix=None) -> dict[str, np.ndarray]:
+@dataclasses.dataclass
+class RowSpans:
+  """The spans of many rows, of any objective: what `layout_rows` lays out.
+
+  starts, lengths [R, K]: sorted by start, the first n_spans[r] real, the rest ignored.
+  text_len [R]: the text tokens that count. mask_token [R]: what stands for each span in Part A
+  ([MASK], [sMASK] or [gMASK]). suffix [R]: [gMASK] suffix rows, whose single span is the text's
+  tail, laid out without the final eop position and with no loss on [CLS] targets (the
+  original's own loss mask for them).
+  """
+  starts: np.ndarray
+  lengths: np.ndarray
+  n_spans: np.ndarray
+  text_len: np.ndarray
+  mask_token: np.ndarray
+  suffix: np.ndarray
+
+  @classmethod
+  def empty(cls, num_rows: int, seq_len: int, mask_token: int) -> "RowSpans":
+    """No spans yet: rows of seq_len text tokens, to be filled objective by objective."""
+    return cls(starts=np.zeros((num_rows, 1), np.int64), lengths=np.zeros((num_rows, 1), np.int64),
+               n_spans=np.zeros(num_rows, np.int64), text_len=np.full(num_rows, seq_len, np.int64),
+               mask_token=np.full(num_rows, mask_token, np.int64),
+               suffix=np.zeros(num_rows, bool))
+
+  @property
+  def width(self) -> int:
+    return self.starts.shape[1]
+
+  def set(self, rows, starts, lengths, n_spans, text_len, mask_token: int, suffix=False):
+    """Gives `rows` these spans ([len(rows), K'] each), widening every row to K' if needed."""
+    if starts.shape[1] > self.width:
+      grow = ((0, 0), (0, starts.shape[1] - self.width))
+      self.starts, self.lengths = np.pad(self.starts, grow), np.pad(self.lengths, grow)
+    self.starts[rows] = 0
+    self.lengths[rows] = 0
+    self.starts[rows, :starts.shape[1]] = starts
+    self.lengths[rows, :starts.shape[1]] = lengths
+    self.n_spans[rows] = n_spans
+    self.text_len[rows] = text_len
+    self.mask_token[rows] = mask_token
+    self.suffix[rows] = suffix
+
+
+def layout_rows(text, spans: RowSpans, order, specials, seq_len: int) -> dict[str, np.ndarray]:
   """Part A / Part B layout of many rows (the original's make_block_data), padded to seq_len.
 
-  text [R, W] (only the first text_len[r] tokens count), spans (starts, lengths [R, K], sorted by
-  start, the first n_spans[r] real), order [R, K] (Part B order, real spans first), mask_token
-  [R] or scalar. suffix [R] marks [gMASK] suffix rows: their single span is the text's tail, laid
-  out without the final eop position, and [CLS] targets get no loss (reference: the sample's own
-  loss mask). Returns the batch arrays of DESIGN.md except `objective`.
+  text [R, W] (only the first spans.text_len[r] tokens count), order [R, K] (Part B order, real
+  spans first). Returns the batch arrays of the batch contract (docs/architecture.md) except
+  `objective`.
   """
   text = np.asarray(text)
   num_rows, width = text.shape
   T = seq_len
+  starts, lengths, n_spans = spans.starts, spans.lengths, spans.n_spans
+  text_len, mask_token, suffix = spans.text_len, spans.mask_token, spans.suffix
   rows = np.arange(num_rows)[:, None]
   col = np.arange(T, dtype=np.int32)[None, :]
   valid = np.arange(starts.shape[1])[None, :] < np.asarray(n_spans)[:, None]
@@ -250,7 +295,6 @@ def layout_rows(text, text_len, starts, lengths, n_spans, order, mask_token, spe
   removed = np.cumsum(shrink, axis=1)
   mask_pos = np.where(valid, starts - (removed - shrink), 0)   # each span's mask in Part A
   sep = np.asarray(text_len, np.int64) - removed[:, -1]
-  suffix = np.zeros(num_rows, bool) if suffix is None else np.asarray(suffix, bool)
   ell_b = np.take_along_axis(ell, order, axis=1)                # Part B blocks, in order
   block_start = sep[:, None] + np.cumsum(ell_b + valid, axis=1) - (ell_b + valid)
   total = sep + (ell_b + valid).sum(axis=1) - suffix

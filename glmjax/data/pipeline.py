@@ -105,7 +105,7 @@ class BatchPipeline:
                                              self.specials.eos)
       text[np.arange(T)[None, :] >= available[:, None]] = self.specials.pad
 
-    plan = _Plan(len(rows), T, self.specials.mask)
+    plan = infilling.RowSpans.empty(len(rows), T, self.specials.mask)
     sentence_rows = np.flatnonzero(objective == SENTENCE)
     if len(sentence_rows):
       starts, lengths, n_spans, text_len = sentences.select_sentences(
@@ -140,8 +140,7 @@ class BatchPipeline:
       plan.set(blank_rows, starts, lengths, n_spans, n, self.specials.mask)
 
     order = infilling.random_order(rng, plan.n_spans, plan.width, self.shuffle_spans)
-    batch = infilling.layout_rows(text, plan.text_len, plan.starts, plan.lengths, plan.n_spans,
-                                  order, plan.mask_token, self.specials, T, suffix=plan.suffix)
+    batch = infilling.layout_rows(text, plan, order, self.specials, T)
     batch["objective"] = objective.astype(np.int32)
     self._mask_inputs(rng, batch, blank_rows, plan.text_len)
     return batch
@@ -210,34 +209,6 @@ def maskable_segments(piece_start, piece_avail, text_len):
   first = piece_start + 1
   last = np.minimum(first + piece_avail, np.asarray(text_len)[:, None] - 1)
   return first, np.maximum(last - first, 0)
-
-
-class _Plan:
-  """Per-row spans of any objective, gathered into one [R, K] set for layout_rows."""
-
-  def __init__(self, num_rows: int, seq_len: int, mask_token: int):
-    self.width = 1
-    self.starts = np.zeros((num_rows, 1), np.int64)
-    self.lengths = np.zeros((num_rows, 1), np.int64)
-    self.n_spans = np.zeros(num_rows, np.int64)
-    self.text_len = np.full(num_rows, seq_len, np.int64)
-    self.mask_token = np.full(num_rows, mask_token, np.int64)
-    self.suffix = np.zeros(num_rows, bool)
-
-  def set(self, rows, starts, lengths, n_spans, text_len, mask_token, suffix=False):
-    if starts.shape[1] > self.width:
-      grow = starts.shape[1] - self.width
-      self.starts = np.pad(self.starts, ((0, 0), (0, grow)))
-      self.lengths = np.pad(self.lengths, ((0, 0), (0, grow)))
-      self.width = starts.shape[1]
-    self.starts[rows] = 0
-    self.lengths[rows] = 0
-    self.starts[rows, :starts.shape[1]] = starts
-    self.lengths[rows, :starts.shape[1]] = lengths
-    self.n_spans[rows] = n_spans
-    self.text_len[rows] = text_len
-    self.mask_token[rows] = mask_token
-    self.suffix[rows] = suffix
 
 
 # ---------------------------------------------------------------------------------- expectations
