@@ -297,6 +297,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         f"model.attention={model.attention!r} has no attention dropout, so "
         f"model.attention_dropout={model.attention_dropout} would be skipped: set "
         "model.attention=xla (or auto) to keep it, or model.attention_dropout=0.")
+  multiple = model_config.SEQ_LEN_MULTIPLE.get(model.attention, 1)
+  if data.seq_len % multiple:
+    raise ConfigError(f"model.attention={model.attention!r} tiles the sequence in blocks of "
+                      f"{multiple}: data.seq_len={data.seq_len} must be a multiple of {multiple} "
+                      "(or set model.attention=auto, which then picks another kernel).")
   if model.vocab_size % 128:  # an imported checkpoint keeps its vocabulary: warn, never change
     logging.getLogger(__name__).warning(
         "model.vocab_size=%d is not a multiple of 128: the embedding and logits matmuls run "

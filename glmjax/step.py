@@ -58,10 +58,12 @@ def resolved_model_config(config, platform: str | None = None, *,
         "attention=auto -> xla: model.attention_dropout=%s is applied by xla only (set it to 0 "
         "to use the fused kernels).", config.model.attention_dropout)
     model_config.attention = model_lib.model_config.WITH_ATTENTION_DROPOUT[0]
-  elif platform == host_platform:
-    model_config.attention = agreed_attention(config.model.attention)
+  elif platform == host_platform:  # checked at the run's dtype and shapes
+    model_config.attention = agreed_attention(
+        config.model.attention, dtype=config.model.dtype, seq_len=int(config.data.seq_len),
+        head_dim=int(config.model.hidden_size) // int(config.model.num_heads))
   elif config.model.attention == "auto":
-    model_config.attention = attention_lib.unvalidated_default(platform)
+    model_config.attention = attention_lib.unvalidated_default(platform, int(config.data.seq_len))
   model_config.target_platform = platform
   return model_lib.ModelConfig.from_any(model_config)
 

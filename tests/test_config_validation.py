@@ -1,6 +1,7 @@
 """Bad configs fail at start-up with messages that name the field."""
 import importlib
 
+import jax
 import pytest
 
 from glmjax import config as config_lib
@@ -129,3 +130,37 @@ def test_attention_dropout_makes_auto_mean_xla_for_training_only():
   assert step_lib.resolved_model_config(config, "tpu", training=False).attention == "splash"
   config.model.attention_dropout = 0.0
   assert step_lib.resolved_model_config(config, "tpu").attention == "splash"
+
+
+def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kernel_off_it():
+  from glmjax import step as step_lib
+  config = _local()
+  config.model.update(attention="splash", max_position=200)
+  config.data.seq_len = 200
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"model.attention='splash'.*data.seq_len=200 must be a multiple of 128"):
+    config_lib.validate(config)
+  config.model.attention = "auto"
+  config_lib.validate(config)
+  # Compiling for a TPU slice from this host (aot): auto's unchecked pick skips splash.
+  assert step_lib.resolved_model_config(config, "tpu").attention == "xla"
+  config.data.seq_len = 256
+  assert step_lib.resolved_model_config(config, "tpu").attention == "splash"
+
+
+def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_size(monkeypatch):
+  from glmjax import step as step_lib
+  from glmjax.model import attention as attention_lib
+  config = _local()
+  config.model.update(attention="auto", dtype="float32", hidden_size=64, max_position=200)
+  monkeypatch.setitem(attention_lib.AUTO_ORDER, "cpu", ("splash", "xla"))
+  # The real check: splash (interpret mode here) passes at T=128 and fails at T=200.
+  assert step_lib.resolved_model_config(config).attention == "splash"
+  config.data.seq_len = 200
+  assert step_lib.resolved_model_config(config).attention == "xla"
+  seen = []
+  monkeypatch.setattr(attention_lib, "check_attention",
+                      lambda name, **shape: seen.append((name, shape)))
+  step_lib.resolved_model_config(config)
+  assert seen == [("splash", dict(dtype="float32", seq_len=200, head_dim=16,
+                                  device=jax.devices("cpu")[0]))]

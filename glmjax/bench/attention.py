@@ -17,8 +17,6 @@ from glmjax.model import attention
 
 DEFAULT_STEPS = 10
 BATCH = 4
-CANDIDATES = {"gpu": ("xla", "cudnn", "tokamax"), "tpu": ("xla", "splash", "splash_dynamic"),
-              "cpu": ("xla",)}
 
 
 def _time(fn, *args, steps: int) -> float:
@@ -46,8 +44,11 @@ def main(config, argv):
   visible = float(jnp.sum(attention.key_ends(sep, seq_len)))
   flops_forward = 4.0 * visible * heads * head_dim
   records = {}
-  for name in CANDIDATES.get(platform, ("xla",)):
-    reason = attention.check_attention(name, dtype=dtype) if name != "xla" else None
+  # xla first: the reference every kernel is checked and timed against.
+  kernels = [name for name in attention.AUTO_ORDER.get(platform, ()) if name != "xla"]
+  for name in ["xla", *kernels]:
+    reason = (attention.check_attention(name, dtype=dtype, seq_len=seq_len, head_dim=head_dim)
+              if name != "xla" else None)
     if reason is not None:
       records[name] = {"skipped": reason}
       continue

@@ -189,11 +189,15 @@ def _tokamax_usable() -> bool:
   return _gpu_is_sm90_or_newer()
 
 
-def unvalidated_default(platform: str | None = None) -> str:
+def unvalidated_default(platform: str | None = None, seq_len: int | None = None) -> str:
   """What 'auto' means when compiling for another platform (an unattached TPU slice): the first
-  entry of its AUTO_ORDER that can run, unchecked (tokamax needs the package and an sm90 GPU)."""
+  entry of its AUTO_ORDER that can run, unchecked (tokamax needs the package and an sm90 GPU,
+  splash a `seq_len` that is a multiple of its block)."""
   platform = platform or jax.default_backend()
   for candidate in AUTO_ORDER.get(platform, ("xla",)):
+    multiple = model_config.SEQ_LEN_MULTIPLE.get(candidate, 1)
+    if seq_len is not None and seq_len % multiple:
+      continue
     if candidate != "tokamax" or _tokamax_usable():
       return candidate
   return "xla"
@@ -202,13 +206,16 @@ def unvalidated_default(platform: str | None = None) -> str:
 def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: int = 256,
                     num_heads: int = 2, head_dim: int = 64,
                     device: jax.Device | None = None) -> str | None:
-  """Runs fwd + grads of `implementation` against xla on a tiny input; None if they agree.
+  """Runs fwd + grads of `implementation` against xla on a small input; None if they agree.
 
-  Returns the reason for a failure (an exception or the error size) instead of raising.
+  Give the run's dtype, sequence length and head size: a kernel may take one and not another
+  (cuDNN runs no float32, splash needs a multiple of 128). Returns the reason for a failure
+  (an exception or the error size) instead of raising.
   """
   dtype = jnp.dtype(dtype)
   tolerance = 1e-4 if dtype == jnp.float32 else 3e-2
-  sep = jnp.array([0, 77, seq_len], jnp.int32)  # empty, ragged and full Part A
+  # Empty, ragged (not on a block boundary) and full Part A.
+  sep = jnp.array([0, (seq_len * 3) // 10 | 1, seq_len], jnp.int32)
   keys = jax.random.split(jax.random.key(0), 4)
   shape = (sep.shape[0], seq_len, num_heads, head_dim)
   q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
@@ -236,10 +243,12 @@ def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: 
 
 
 def resolve_attention(name: str, platform: str | None = None, *,
-                      candidates: tuple[str, ...] | None = None,
-                      dtype: Any = jnp.bfloat16, check_explicit: bool | None = None) -> str:
+                      candidates: tuple[str, ...] | None = None, dtype: Any = jnp.bfloat16,
+                      seq_len: int = 256, head_dim: int = 64,
+                      check_explicit: bool | None = None) -> str:
   """Call once at start-up. 'auto' -> the first implementation for `platform` that passes
-  `check_attention` (else 'xla'), logging why each rejected one failed.
+  `check_attention` at the run's `dtype`, `seq_len` and `head_dim` (else 'xla'), logging why
+  each rejected one failed.
 
   An explicit kernel is honoured, and checked the same way when `check_explicit` (default: on
   a GPU or TPU, where it runs compiled; on CPU the test suite covers its interpret and XLA
@@ -247,13 +256,14 @@ def resolve_attention(name: str, platform: str | None = None, *,
   wrong gradients.
   """
   platform = platform or jax.default_backend()
+  shape = dict(dtype=dtype, seq_len=seq_len, head_dim=head_dim)
   if name != "auto":
     if name not in IMPLEMENTATIONS:
       raise ValueError(f"attention={name!r}: choose one of auto, {', '.join(IMPLEMENTATIONS)}.")
     if check_explicit is None:
       check_explicit = platform in ("gpu", "tpu")
     if name != "xla" and check_explicit:
-      reason = check_attention(name, dtype=dtype, device=jax.local_devices(backend=platform)[0])
+      reason = check_attention(name, **shape, device=jax.local_devices(backend=platform)[0])
       if reason is not None:
         raise ValueError(f"model.attention={name!r} fails its start-up check on {platform} "
                          f"({reason}): set model.attention=auto (the first kernel that passes) "
@@ -265,7 +275,7 @@ def resolve_attention(name: str, platform: str | None = None, *,
       log.info("attention=auto on %s -> xla", platform)
       return "xla"
     device = jax.local_devices(backend=platform)[0]
-    reason = check_attention(candidate, dtype=dtype, device=device)
+    reason = check_attention(candidate, **shape, device=device)
     if reason is None:
       log.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
                    platform, candidate)

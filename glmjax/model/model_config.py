@@ -23,6 +23,8 @@ PARAM_DTYPES = ("float32", "bfloat16")
 # (step.resolved_model_config).
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
 WITH_ATTENTION_DROPOUT = ("xla",)  # the fused kernels have no attention-probability dropout
+# Kernels that tile the sequence in fixed blocks: data.seq_len must be a multiple of this.
+SEQ_LEN_MULTIPLE = {"splash": 128, "splash_dynamic": 128}
 # The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
 # them, so the backward pass does not run the attention forward again), and the kernels that
 # carry it. xla attention has none: its backward needs the [T, T] probabilities.

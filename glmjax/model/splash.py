@@ -22,7 +22,8 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from glmjax.model import mask as mask_lib
 from glmjax.model import model_config
 
-BLOCK_CHOICES = (512, 256, 128)  # the in-kernel mask needs key blocks of a multiple of 128 lanes
+# The in-kernel mask needs key blocks of a multiple of 128 lanes (model_config.SEQ_LEN_MULTIPLE).
+BLOCK_CHOICES = (512, 256, 128)
 
 
 def _causal_on_query_positions(query_positions, key_positions):
