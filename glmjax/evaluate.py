@@ -11,7 +11,6 @@ WORKDIR/eval/step_N.json):
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -89,8 +88,9 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
   # Micro-batches as training ran them (the same peak memory), when the batch still splits so.
   micro = int(config.optim.grad_accum_steps)
   micro = micro if data.batch_size % (micro * parallel.batch_axis_size(p.mesh)) == 0 else 1
-  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=GLM(p.model_config),
-                                      micro_batches=micro))
+  eval_fn = step_lib.jit_eval_step(
+      GLM(p.model_config), p.mesh, jax.tree.map(lambda x: x.sharding, p.params),
+      micro_batches=micro, loss_chunk=int(config.train.loss_chunk))
   sums = held_out.summed(eval_fn, p.params, pipeline, p.mesh, batches,
                          progress=_progress("held-out batches", batches))
   scalars = held_out.eval_scalars(sums)
@@ -205,6 +205,8 @@ def main(argv):
 
 def run(workdir: str, **kwargs) -> dict:
   """The command: `evaluate`, the report printed, failures as one line (exit status 1)."""
+  # Several hosts (a TPU slice, a SLURM job) evaluate together, each feeding its own rows.
+  parallel.initialize_distributed(int(config_lib.train_defaults().distributed_timeout_s))
   logs.setup_console(jax.process_index())
   try:
     report = evaluate(workdir, **kwargs)

@@ -289,11 +289,11 @@ def jit_train_step(model, optimizer, schedule, config, mesh, shardings):
                  out_shardings=(shardings, None), donate_argnums=0)
 
 
-def jit_eval_step(model, config, mesh, shardings):
-  return jax.jit(functools.partial(eval_step, model=model,
-                                   micro_batches=int(config.optim.grad_accum_steps),
-                                   loss_chunk=int(config.train.loss_chunk)),
-                 in_shardings=(shardings.params, batch_shardings(mesh)))
+def jit_eval_step(model, mesh, params_shardings, *, micro_batches: int, loss_chunk: int):
+  """The eval step jitted with explicit shardings: training's held-out passes and `evaluate`."""
+  return jax.jit(functools.partial(eval_step, model=model, micro_batches=micro_batches,
+                                   loss_chunk=loss_chunk),
+                 in_shardings=(params_shardings, batch_shardings(mesh)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,4 +332,7 @@ def build_program(config, mesh, rules, model_config: model_lib.ModelConfig) -> P
   return Program(model=model, optimizer=optimizer, schedule=schedule, init_fn=init_fn,
                  shardings=shardings, abstract_state=abstract_state(init_fn, shardings),
                  train_step=jit_train_step(model, optimizer, schedule, config, mesh, shardings),
-                 eval_step=jit_eval_step(model, config, mesh, shardings))
+                 eval_step=jit_eval_step(
+                     model, mesh, shardings.params,
+                     micro_batches=int(config.optim.grad_accum_steps),
+                     loss_chunk=int(config.train.loss_chunk)))

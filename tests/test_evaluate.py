@@ -14,7 +14,8 @@ import optax
 import pytest
 
 from glmjax import cloze as cloze_lib
-from glmjax import evaluate, parallel, pretrained, train
+from glmjax import config as config_lib
+from glmjax import evaluate, logs, parallel, pretrained, train
 from glmjax import model as model_lib
 from glmjax import step as step_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -283,6 +284,17 @@ def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys, console)
     assert raised.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_path, monkeypatch,
+                                                                       capsys, console):
+  order = []
+  monkeypatch.setattr(parallel, "initialize_distributed",
+                      lambda timeout_s, env=None: order.append(("join", timeout_s)))
+  monkeypatch.setattr(logs, "setup_console", lambda index: order.append(("console", index)))
+  with pytest.raises(SystemExit):
+    evaluate.run(str(tmp_path / "missing"))
+  assert order == [("join", config_lib.train_defaults().distributed_timeout_s), ("console", 0)]
 
 
 def test_the_answer_follows_the_context_as_in_running_text():
