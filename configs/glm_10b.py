@@ -10,9 +10,10 @@ def get_config(arg=None):
   # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
   # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
   config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
-  if "stage2" in glm_config.parse_arg(arg):
+  words = glm_config.parse_arg(arg, allowed=("stage2", "local"))
+  if "stage2" in words:
     glm_config.glm_10b_stage2(config)
-  if "local" in glm_config.parse_arg(arg):
+  if "local" in words:
     glm_config.shrink_to_local(config)
     config.data.update(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)
   return config

@@ -202,9 +202,16 @@ def glm_10b_stage2(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return config
 
 
-def parse_arg(arg: str | None) -> set[str]:
-  """Config-file argument (`configs/base.py:local`) as a set of flags."""
-  return {part.strip() for part in (arg or "").split(",") if part.strip()}
+def parse_arg(arg: str | None, allowed: tuple[str, ...] = ("local",)) -> set[str]:
+  """Config-file argument (`configs/base.py:local`, `configs/glm_10b.py:stage2,local`) as a set
+  of flags; a word not in `allowed` is a ConfigError (a typo would otherwise train the full
+  config)."""
+  words = {part.strip() for part in (arg or "").split(",") if part.strip()}
+  unknown = sorted(words - set(allowed))
+  if unknown:
+    raise ConfigError(f"config argument {','.join(unknown)!r} is not one of this config's: "
+                      f"{', '.join(allowed)} (e.g. configs/base.py:local).")
+  return words
 
 
 def shrink_to_local(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -164,3 +164,14 @@ def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_siz
   step_lib.resolved_model_config(config)
   assert seen == [("splash", dict(dtype="float32", seq_len=200, head_dim=16,
                                   device=jax.devices("cpu")[0]))]
+
+
+@pytest.mark.parametrize("name, arg, allowed", [("base", "lcoal", "local"),
+                                                ("glm_10b", "stage2,locl", "stage2, local")])
+def test_a_mistyped_config_argument_is_refused_naming_the_ones_the_config_takes(name, arg,
+                                                                                allowed):
+  get_config = importlib.import_module(f"configs.{name}").get_config
+  with pytest.raises(config_lib.ConfigError, match=f"config argument '{arg.split(',')[-1]}' "
+                                                   f"is not one of this config's: {allowed}"):
+    get_config(arg)
+  assert get_config("local").train.steps == _local().train.steps  # the real word still works
