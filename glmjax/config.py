@@ -1,8 +1,9 @@
 """Default run configuration shared by configs/*.py.
 
-Each section is read by one part of the system: `model` by glmjax/model, `data` by glmjax/data,
-`optim` by optim.py, `mesh` by parallel.py, `train` and `checkpoint` by train.py. Validation
-(with errors that name the field) lives in `validate`.
+Sections: `model` (glmjax/model), `data` (glmjax/data), `optim` (optim.py), `mesh`
+(parallel.py), `train` (the loop: train.py, loop.py, step.py, held_out.py) and `checkpoint`
+(checkpoint.py). Every field has a one-line comment. Validation (with errors that name the
+field) lives in `validate`.
 """
 from __future__ import annotations
 
@@ -41,25 +42,25 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 def model_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       vocab_size=30592,            # >= the tokenizer's vocab_size; a multiple of 128 is fastest
-      hidden_size=768,
-      num_layers=12,
-      num_heads=12,
+      hidden_size=768,             # H: width of the residual stream and the embeddings
+      num_layers=12,               # L: transformer layers
+      num_heads=12,                # attention heads; hidden_size / num_heads is the head dim
       ffn_size=0,                  # 0 means 4 * hidden_size (GLM hard-codes 4H)
       max_position=512,            # position tables have max_position + 1 rows
       position_encoding="learned_2d",  # learned_2d | rope_2d | rope
-      rope_theta=10000.0,
+      rope_theta=10000.0,          # rotary base (rope, rope_2d only)
       norm="pre",                  # pre | deepnorm
       mlp="gelu",                  # gelu | geglu
       activation="gelu_tanh",      # gelu_tanh (Megatron training code) | gelu_exact (HF GLM)
-      layernorm_eps=1e-5,
-      hidden_dropout=0.1,
+      layernorm_eps=1e-5,          # LayerNorm epsilon (GLM: 1e-5)
+      hidden_dropout=0.1,          # dropout on embeddings and each residual branch (GLM: 0.1)
       attention_dropout=0.0,       # GLM used 0.1; only attention=xla has it (auto then picks xla)
-      init_std=0.02,
+      init_std=0.02,               # normal init std; output projections get it / sqrt(2L)
       dtype="bfloat16",            # compute dtype: bfloat16 | float32 (float16 needs loss scaling)
-      param_dtype="float32",
+      param_dtype="float32",       # stored parameters: float32 | bfloat16
       attention="auto",            # auto | xla | cudnn | tokamax | splash
       remat="none",                # none | minimal | full
-      scan_layers=True,
+      scan_layers=True,            # nn.scan over layers: faster compiles; params get a layers axis
   ))
 
 
@@ -71,11 +72,11 @@ def data_defaults() -> ml_collections.ConfigDict:
       blank_prob=1.0,              # token-level [MASK]
       sentence_prob=0.0,           # sentence-level [sMASK]
       document_prob=0.0,           # document-level [gMASK]
-      mask_ratio=0.15,
-      poisson_lambda=3.0,
-      max_span_length=39,
-      shuffle_spans=True,
-      gen_min_ratio=0.5,
+      mask_ratio=0.15,             # [MASK]/[sMASK]: share of a row's text that becomes spans
+      poisson_lambda=3.0,          # [MASK] span lengths ~ Poisson(lambda) (GLM: 3)
+      max_span_length=39,          # longest [MASK] span, in tokens
+      shuffle_spans=True,          # Part B holds the spans in random order (GLM); False: in order
+      gen_min_ratio=0.5,           # [gMASK]: the generated part is at least this share of the text
       gen_suffix_prob=0.5,         # [gMASK]: P(suffix layout) vs one random span
       sentence_windows=False,      # windows start after a sentence end, end at one (the original's
                                    # BlockDataset cuts; rows cut short are padded)
@@ -95,10 +96,10 @@ def data_defaults() -> ml_collections.ConfigDict:
       tokenizer_vocab="",          # GLM ids: bert | gpt2 | chinese_sp (original) | "" (appended)
       files=(),                    # globs of .txt / .jsonl / .jsonl.gz
       txt_documents="paragraphs",  # .txt: paragraphs (blank-line separated) | file (whole file)
-      text_field="text",
+      text_field="text",           # the field holding the text in .jsonl records and TFDS examples
       tfds_name="",                # for example c4/en:3.1.0
-      tfds_split="train",
-      tfds_data_dir="",
+      tfds_split="train",          # TFDS split read for training (eval_fraction is held out of it)
+      tfds_data_dir="",            # folder or gs:// bucket of the built dataset; '' = TFDS default
       builtin_docs=4000,           # documents in the generated offline corpus (source=builtin)
       prepared_dir="",             # output of python -m glmjax.data.prepare
       eval_fraction=0.01,          # documents held out for evaluation
@@ -107,17 +108,17 @@ def data_defaults() -> ml_collections.ConfigDict:
 
 def optim_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      learning_rate=4e-4,
-      b1=0.9,
-      b2=0.98,
-      eps=1e-6,
-      weight_decay=0.1,
+      learning_rate=4e-4,          # peak learning rate, reached at the end of warmup
+      b1=0.9,                      # AdamW beta1
+      b2=0.98,                     # AdamW beta2
+      eps=1e-6,                    # AdamW epsilon
+      weight_decay=0.1,            # decoupled; not on biases or LayerNorm scales
       warmup_ratio=0.05,           # of decay_steps (GLM: warmup x lr-decay-iters)
-      decay_steps=120_000,
+      decay_steps=120_000,         # steps over which the schedule decays to final_ratio
       schedule="cosine",           # cosine | linear | constant
       final_ratio=0.05,            # lr at decay_steps / peak lr
-      grad_clip=1.0,
-      grad_accum_steps=1,
+      grad_clip=1.0,               # global gradient-norm clip; 0 turns it off
+      grad_accum_steps=1,          # micro-batches per step (same global batch, less memory)
       moments_dtype="float32",     # AdamW moments: float32 | param (the parameters' dtype)
   ))
 
@@ -125,22 +126,22 @@ def optim_defaults() -> ml_collections.ConfigDict:
 def mesh_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       data=-1,                     # -1 fills the remaining devices
-      fsdp=1,
-      tensor=1,
-      rules=DEFAULT_LOGICAL_AXIS_RULES,
+      fsdp=1,                      # devices that shard parameters and optimizer state (-1: fill)
+      tensor=1,                    # devices that split heads, MLP and vocabulary (-1: fill)
+      rules=DEFAULT_LOGICAL_AXIS_RULES,  # logical axis -> mesh axis (sharding as data)
   ))
 
 
 def train_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      steps=150_000,
-      log_every=100,
-      eval_every=2000,
-      eval_batches=10,
-      max_nonfinite_steps=10,
+      steps=150_000,               # optimizer steps of the whole run (a resume continues to it)
+      log_every=100,               # steps between console/TensorBoard lines
+      eval_every=2000,             # steps between held-out evaluations; 0 turns them off
+      eval_batches=10,             # held-out batches per evaluation (the same ones every time)
+      max_nonfinite_steps=10,      # consecutive skipped (NaN/Inf) steps before the run stops
       profile_start=-1,            # first step of a profiler trace window; -1 disables
-      profile_steps=5,
-      distributed_timeout_s=1800,
+      profile_steps=5,             # length of that trace window, in steps
+      distributed_timeout_s=1800,  # how long hosts wait for each other to join the job
       allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
       compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
                                    # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
@@ -152,9 +153,9 @@ def train_defaults() -> ml_collections.ConfigDict:
 
 def checkpoint_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      every=2000,
-      keep=3,
-      async_save=True,
+      every=2000,                  # steps between checkpoints (the last step is always saved)
+      keep=3,                      # newest checkpoints kept; older ones are deleted
+      async_save=True,             # write in the background while training goes on
       init_from="",                # a run's workdir: start from its newest parameters (fresh
                                    # optimizer, step 0) when this workdir has no checkpoint
       start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0
@@ -163,7 +164,7 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
 
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  config.seed = 0                  # data order, initial parameters and dropout all follow it
   config.model = model_defaults()
   config.data = data_defaults()
   config.optim = optim_defaults()

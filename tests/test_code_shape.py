@@ -1,8 +1,12 @@
 """The shape of the code stays easy to see: small modules, imports in one direction."""
 import ast
+import inspect
 import os
+import re
 
 import pytest
+
+from glmjax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "glmjax")
@@ -52,3 +56,16 @@ def test_the_step_imports_no_command():
   for module in ("glmjax.step", "glmjax.loss", "glmjax.loop"):
     path = os.path.join(REPO, *module.split(".")) + ".py"
     assert not [name for name in _imports(path) if name.startswith(commands)], module
+
+
+def test_every_config_field_has_a_one_line_comment():
+  missing = []
+  for section in ("model", "data", "optim", "mesh", "train", "checkpoint"):
+    source = inspect.getsource(getattr(config_lib, f"{section}_defaults"))
+    fields = [(match.group(1), line) for line in source.splitlines()
+              if (match := re.match(r"\s+(\w+)=", line))]
+    assert {name for name, _ in fields} == set(getattr(config_lib, f"{section}_defaults")())
+    missing += [f"{section}.{name}" for name, line in fields if "  # " not in line]
+  seed_line = inspect.getsource(config_lib.default_config).split("config.seed =")[1].splitlines()[0]
+  missing += [] if "  # " in seed_line else ["seed"]
+  assert not missing, missing
