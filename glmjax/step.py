@@ -269,7 +269,7 @@ def batch_shardings(mesh) -> dict:
 
 
 def abstract_batch(batch_size: int, seq_len: int, mesh) -> dict:
-  """Shapes, dtypes and shardings of a global batch (the batch contract in the README)."""
+  """Shapes, dtypes and shardings of a global batch (the batch contract, docs/architecture.md)."""
   shardings = batch_shardings(mesh)
   def spec(key):
     shape = (batch_size,) if key in ROW_KEYS else (batch_size, seq_len)

@@ -7,9 +7,10 @@ hold, `host_batch` gives contiguous slices), the global batch of a step is the s
 host count, no two hosts build the same row, and resuming at step k needs only k. An evaluation
 pipeline is another instance of the same class over held-out documents with its own seed.
 
-The objective is drawn per row, not per batch as in the original (its collate function): every step then
-mixes all objectives in their configured shares, so the per-step loss is steadier and every step
-has per-objective metrics; with fixed shapes nothing requires one objective per batch.
+The objective is drawn per row by default, not per batch as in the original (its collate
+function; `data.draw_per_batch=True` does that): every step then mixes all objectives in their
+configured shares, so the per-step loss is steadier and every step has per-objective metrics;
+with fixed shapes nothing requires one objective per batch.
 """
 from __future__ import annotations
 
