@@ -12,7 +12,7 @@ import math
 
 import ml_collections
 
-from glmjax import optim
+from glmjax import optim, parallel
 from glmjax.data import sources, specials, text_files, tokenizers
 from glmjax.model import model_config
 
@@ -333,7 +333,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
           f" = {micro} rows per micro-batch is not divisible by the data-parallel size "
           f"{batch_parallelism} (mesh.data x mesh.fsdp); change data.batch_size or the mesh.")
   if num_devices is not None:
-    from glmjax import parallel  # pylint: disable=import-outside-toplevel
     try:
       parallel.mesh_shape(config.mesh, num_devices)
     except ValueError as error:

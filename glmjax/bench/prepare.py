@@ -15,6 +15,9 @@ import time
 
 import numpy as np
 
+from glmjax.data import prepare
+from glmjax.data.documents import PreparedDocs
+
 _SHARD_MB = 16.0
 _MAX_SHARDS = 2
 _READ_SECONDS = 2.0
@@ -39,8 +42,6 @@ def _read_rate(store, rows: int, row_tokens: int, seconds: float) -> dict:
 def main(config, argv):
   del argv
   os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core: no tokenizer thread pool
-  from glmjax.data import prepare
-  from glmjax.data.documents import PreparedDocs
   data = config.data
   with tempfile.TemporaryDirectory() as out:
     start = time.perf_counter()

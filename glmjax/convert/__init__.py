@@ -22,6 +22,7 @@ import numpy as np
 from glmjax import config as config_lib
 from glmjax import pretrained
 from glmjax.convert import mapping, original
+from glmjax.data import released_tokenizers
 from glmjax.model import ModelConfig, stack_layers
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,6 @@ def _keep_source_files(source: str, out: str) -> None:
 
 def _store_tokenizer(path: str, out: str, data_config) -> str:
   """Copies the tokenizer's files under WORKDIR/tokenizer/ and points config.data at them."""
-  from glmjax.data import released_tokenizers  # pylint: disable=import-outside-toplevel
   found = released_tokenizers.tokenizer_fields(path)
   folder = os.path.join(out, TOKENIZER_DIR)
   os.makedirs(folder, exist_ok=True)
@@ -172,8 +172,7 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   if os.path.exists(os.path.join(out, "checkpoints")):
     raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
   if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
-    from glmjax.data import released_tokenizers  # pylint: disable=import-outside-toplevel
-    released_tokenizers.tokenizer_fields(tokenizer)
+      released_tokenizers.tokenizer_fields(tokenizer)
   log.info("Reading %s", source)
   checkpoint = original.read(source, allow_pickle=allow_pickle)
   model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from glmjax.data import builtin_corpus, text_files
+from glmjax.data import builtin_corpus, text_files, tfds_source
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.text_files import TextStats
 from glmjax.data.tokenizers import tokenizer_info
@@ -79,7 +79,6 @@ def plan_pieces(data_config, target_bytes: int) -> list[dict]:
     return [dict(files=[list(r) for r in ranges]) for ranges in
             text_files.plan_file_pieces(paths, target_bytes, data_config.txt_documents)]
   if source == "tfds":
-    from glmjax.data import tfds_source
     return tfds_source.plan_tfds_pieces(data_config, target_bytes)
   raise ValueError("data.source='prepared' is already tokenized; choose the source to prepare")
 
@@ -92,7 +91,6 @@ def iter_piece_texts(data_config, piece: dict, stats: TextStats) -> Iterator[str
   if "files" in piece:
     return (text for path, start, end in piece["files"] for text in text_files.iter_range_texts(
         path, start, end, data_config.text_field, data_config.txt_documents, stats))
-  from glmjax.data import tfds_source
   return tfds_source.iter_tfds_texts(data_config, stats, piece["tfds"])
 
 
@@ -106,7 +104,6 @@ def iter_source_texts(data_config, stats: TextStats) -> Iterator[str]:
     paths = text_files.expand_globs(list(data_config.files))
     return iter_piece_texts(data_config, dict(files=[[p, 0, -1] for p in paths]), stats)
   if source == "tfds":
-    from glmjax.data import tfds_source
     return tfds_source.iter_tfds_texts(data_config, stats)
   raise ValueError("data.source='prepared' has no texts; read it with load_documents")
 
