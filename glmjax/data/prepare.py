@@ -17,6 +17,7 @@ Shards are a pure function of the source, tokenizer and --shard_mb: byte-identic
 """
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -59,22 +60,19 @@ def _load_record(out_dir: str, index: int) -> dict | None:
   return record if done else None
 
 
-_worker_cache: dict = {}
-
-
-def _tokenizer_for(data_dict: dict):
-  key = json.dumps(data_dict, sort_keys=True, default=str)
-  if key not in _worker_cache:
-    _worker_cache.clear()
-    _worker_cache[key] = load_tokenizer(ml_collections.ConfigDict(data_dict))
-  return _worker_cache[key]
+@functools.lru_cache(maxsize=1)
+def _tokenizer_for(data_json: str):
+  """One tokenizer per worker process, loaded by its first shard (a pool task carries only the
+  data config, as JSON so that it can be the cache key)."""
+  return load_tokenizer(ml_collections.ConfigDict(json.loads(data_json)))
 
 
 def write_shard(task: tuple) -> dict:
   """Tokenize one piece into shard files (temporary names first, renamed when complete)."""
   data_dict, out_dir, index, piece, dtype_name = task
   data_config = ml_collections.ConfigDict(data_dict)
-  tokenizer, dtype, stats = _tokenizer_for(data_dict), np.dtype(dtype_name), TextStats()
+  tokenizer = _tokenizer_for(json.dumps(data_dict, sort_keys=True, default=str))
+  dtype, stats = np.dtype(dtype_name), TextStats()
   name = _shard_name(index)
   final = {kind: os.path.join(out_dir, f"{name}.{kind}")
            for kind in ("tokens.bin", "lengths.npy", "json")}
@@ -142,7 +140,7 @@ def _manifest(data_config, plan: dict, records: list[dict]) -> dict:
                       "data.eval_fraction when read"))
 
 
-def prepare(data_config, out_dir: str, workers: int = 1, shard_mb: float = 256.0,
+def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int = 1, shard_mb: float = 256.0,
             limit_shards: int = 0, progress: bool = True) -> dict | None:
   """Writes the shards of `data_config`'s source to out_dir; the manifest when all are done.
 
@@ -165,7 +163,7 @@ def prepare(data_config, out_dir: str, workers: int = 1, shard_mb: float = 256.0
   pending = [i for i, record in records.items() if record is None]
   if limit_shards > 0:
     pending = pending[:limit_shards]
-  data_dict = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
+  data_dict = data_config.to_dict()
   tasks = [(data_dict, out_dir, i, pieces[i], dtype.name) for i in pending]
   started, finished = time.monotonic(), [r for r in records.values() if r is not None]
   count = lambda key: sum(r[key] for r in finished)  # noqa: E731

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import glob
 import os
-import types
+
+import ml_collections
 
 from glmjax.data import specials as specials_lib
 from glmjax.data import tokenizers as tk
@@ -87,10 +88,10 @@ def tokenizer_fields(path: str) -> dict:
     files = [os.path.abspath(f) for f in tk.tokenizer_files(kind, main)]
     layout = {"wordpiece": "bert", "bpe": "gpt2"}.get(kind, "")
     fields = dict(tokenizer=kind, tokenizer_path=files[0], tokenizer_vocab=layout)
-    tokenizer = tk.load_tokenizer(types.SimpleNamespace(**fields))
+    tokenizer = tk.load_tokenizer(ml_collections.ConfigDict(fields))
     fields["tokenizer_vocab"] = layout or _found_layout(tokenizer, kind)
     if fields["tokenizer_vocab"] != layout:  # load again: checked and padded for that layout
-      tokenizer = tk.load_tokenizer(types.SimpleNamespace(**fields))
+      tokenizer = tk.load_tokenizer(ml_collections.ConfigDict(fields))
   except OSError as error:  # a missing file: one contract, ValueError
     raise ValueError(str(error)) from error
   return dict(tokenizer=kind, tokenizer_vocab=fields["tokenizer_vocab"], tokenizer_path=files[0],

@@ -35,6 +35,7 @@ import re
 import sys
 from typing import Iterable, Sequence
 
+import ml_collections
 import numpy as np
 
 from glmjax.data.specials import (  # noqa: F401 - part of this module's interface
@@ -295,7 +296,7 @@ def tokenizer_files(kind: str, path: str) -> list[str]:
                           "merges.txt released with this vocab.json in the same folder")
 
 
-def load_tokenizer(data_config):
+def load_tokenizer(data_config: ml_collections.ConfigDict):
   """The tokenizer named by data.tokenizer / tokenizer_path / tokenizer_vocab."""
   kind, path = data_config.tokenizer, data_config.tokenizer_path
   layout = data_config.tokenizer_vocab
