@@ -187,7 +187,7 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   os.makedirs(out, exist_ok=True)
   described = "no tokenizer (give --tokenizer=PATH to store one)"
   tokenizer = tokenizer or (source if checkpoint.layout == "hf" and os.path.isdir(source)
-                            and _has_tokenizer(source) else "")
+                            and released_tokenizers.holds_tokenizer(source) else "")
   if tokenizer:
     described = _store_tokenizer(tokenizer, out, config.data)
   pretrained.save(out, config, params, source=os.path.abspath(source))
@@ -211,12 +211,6 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   log.info("Wrote %s. Continue pretraining: python -m glmjax.train --config=%s --workdir=RUN "
            "--config.data.source=...", out, os.path.join(out, "config.py"))
   return model_config
-
-
-def _has_tokenizer(folder: str) -> bool:
-  names = set(os.listdir(folder))
-  return bool(names & {"vocab.txt", "vocab.json", "tokenizer.json"}) or any(
-      name.endswith(".model") for name in names)
 
 
 def _hf_config(model_config: ModelConfig, source: dict | None) -> dict:

@@ -21,8 +21,8 @@ from glmjax.data import tokenizers as tk
 
 # In a folder, the formats are looked for in this order: the original formats first, so a
 # Hugging Face snapshot holding both vocab.json and tokenizer.json loads as the original did.
-_FOLDER_ORDER = (("vocab.txt", "wordpiece"), ("vocab.json", "bpe"), ("*.model", "sentencepiece"),
-              ("tokenizer.json", "hf"))
+_FOLDER_ORDER = tuple((tk.FOLDER_FILES[kind], kind) for kind in ("wordpiece", "bpe",
+                                                                 "sentencepiece", "hf"))
 # A file is known by how its name ends (bert-large-uncased-vocab.txt, gpt2-vocab.json, ...).
 _BY_NAME = ((".model", "sentencepiece"), ("merges.txt", "bpe"), (".txt", "wordpiece"),
             ("vocab.json", "bpe"), (".json", "hf"))
@@ -56,6 +56,11 @@ def _found_layout(tokenizer, kind: str) -> str:
         tokenizer._tokenizer.id_to_token(i) == name for i, name in required.items()):
       return layout
   return ""
+
+
+def holds_tokenizer(path: str) -> bool:
+  """Whether `path` (a file or a folder) holds tokenizer files that `tokenizer_fields` reads."""
+  return _recognise(path)[0] is not None
 
 
 def tokenizer_fields(path: str) -> dict:

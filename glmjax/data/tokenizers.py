@@ -259,8 +259,8 @@ class ByteLevelBPETokenizer(HFTokenizer):
 _WANTED = {"sentencepiece": "a SentencePiece .model file", "hf": "a tokenizer.json",
            "wordpiece": "a BERT WordPiece vocab.txt",
            "bpe": "a GPT-2 BPE vocab.json with its merges.txt beside it"}
-_IN_FOLDER = {"sentencepiece": "*.model", "hf": "tokenizer.json", "wordpiece": "vocab.txt",
-              "bpe": "vocab.json"}
+FOLDER_FILES = {"sentencepiece": "*.model", "hf": "tokenizer.json", "wordpiece": "vocab.txt",
+                "bpe": "vocab.json"}
 
 
 def tokenizer_files(kind: str, path: str) -> list[str]:
@@ -273,13 +273,13 @@ def tokenizer_files(kind: str, path: str) -> list[str]:
   """
   main = path
   if os.path.isdir(path):
-    found = sorted(glob.glob(os.path.join(glob.escape(path), _IN_FOLDER[kind])))
+    found = sorted(glob.glob(os.path.join(glob.escape(path), FOLDER_FILES[kind])))
     if len(found) > 1:
       raise ValueError(f"data.tokenizer_path={path!r} holds {len(found)} .model files; point it "
                        "at the one to use")
     if not found:
       raise FileNotFoundError(f"data.tokenizer_path={path!r} is a folder without "
-                              f"{_IN_FOLDER[kind]}; it should be {_WANTED[kind]}, or its folder")
+                              f"{FOLDER_FILES[kind]}; it should be {_WANTED[kind]}, or its folder")
     main = found[0]
   if not os.path.isfile(main):
     hint = " (make one with python -m glmjax.data.tokenizers train)" * (kind == "sentencepiece")
