@@ -222,7 +222,7 @@ def describe(report: Report, name: str, attention_setting: str) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
   mesh = " ".join(f"{axis}={size}" for axis, size in report.mesh.items())
   kernels = (f", {report.mosaic_kernels} Mosaic kernel calls in the program"
-             if report.attention.startswith("splash") else "")
+             if report.attention in model_lib.model_config.SPLASH else "")
   if attention_setting == "auto":  # train checks the pick on the chip and may fall back
     kernels += " (auto's TPU choice; train checks it on the chip at start-up)"
   layout = ("one block of rows" if report.host_row_runs == 1

@@ -92,8 +92,9 @@ def read_examples(path: str) -> list[Example]:
 
 
 def bucket_multiple(model_config) -> int:
-  """Rows are padded to a multiple of 64 tokens; of 128 for splash, whose kernel needs it."""
-  return 2 * BUCKET if model_config.attention.startswith("splash") else BUCKET
+  """Rows are padded to a multiple of 64 tokens, and of the kernel's block where it has one
+  (128 for splash)."""
+  return math.lcm(BUCKET, model_lib.model_config.SEQ_LEN_MULTIPLE.get(model_config.attention, 1))
 
 
 def row_limit(model_config, seq_len: int) -> int:

@@ -236,7 +236,7 @@ CHOICES = {
     "model.activation": model_config.ACTIVATIONS,
     "model.dtype": model_config.DTYPES,
     "model.param_dtype": model_config.PARAM_DTYPES,
-    "model.attention": ("auto", *model_config.ATTENTION_IMPLEMENTATIONS),
+    "model.attention": model_config.ATTENTION_SETTINGS,
     "model.remat": model_config.REMATS,
     "train.dropout_rng": ("threefry2x32", "rbg", "unsafe_rbg"),  # jax.random.key's impl names
     "optim.schedule": optim.SCHEDULES,

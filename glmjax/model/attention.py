@@ -75,7 +75,7 @@ def cached_attention(q, k, v, key_visible: jax.Array, scale: float) -> jax.Array
 def prepare_mask(sep: jax.Array, seq_len: int, implementation: str) -> AttentionMask:
   sep = sep.astype(jnp.int32)
   infos = None
-  if implementation in ("splash", "splash_dynamic"):
+  if implementation in model_config.SPLASH:
     from glmjax.model import splash  # pylint: disable=import-outside-toplevel
     infos = splash.mask_infos(sep, seq_len, compact=implementation == "splash")
   return AttentionMask(sep=sep, key_end=key_ends(sep, seq_len), splash_infos=infos)
@@ -102,7 +102,7 @@ def _kernel(implementation: str, platform: str):
   if implementation == "tokamax":
     return lambda q, k, v, mask, scale: gpu_kernels.tokamax_attention(
         q, k, v, mask.key_end, scale, platform=platform)
-  if implementation in ("splash", "splash_dynamic"):
+  if implementation in model_config.SPLASH:
     compact = implementation == "splash"
     return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=compact,
                                                 platform=platform)

@@ -22,14 +22,16 @@ PARAM_DTYPES = ("float32", "bfloat16")
 # Attention kernels (model/attention.py); "auto" is resolved once at start-up
 # (step.resolved_model_config).
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
+ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
+SPLASH = ("splash", "splash_dynamic")  # the TPU kernels (model/splash.py)
 WITH_ATTENTION_DROPOUT = ("xla",)  # the fused kernels have no attention-probability dropout
 # Kernels that tile the sequence in fixed blocks: data.seq_len must be a multiple of this.
-SEQ_LEN_MULTIPLE = {"splash": 128, "splash_dynamic": 128}
+SEQ_LEN_MULTIPLE = {name: 128 for name in SPLASH}
 # The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
 # them, so the backward pass does not run the attention forward again), and the kernels that
 # carry it. xla attention has none: its backward needs the [T, T] probabilities.
 ATTENTION_RESIDUALS = "attention_residuals"
-WITH_NAMED_RESIDUALS = ("cudnn", "tokamax", "splash", "splash_dynamic")
+WITH_NAMED_RESIDUALS = ("cudnn", "tokamax", *SPLASH)
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 
 
@@ -64,7 +66,7 @@ class ModelConfig:
     for field, choices in (("position_encoding", POSITION_ENCODINGS), ("norm", NORMS),
                            ("mlp", MLPS), ("activation", ACTIVATIONS), ("remat", REMATS),
                            ("dtype", DTYPES), ("param_dtype", PARAM_DTYPES),
-                           ("attention", ("auto", *ATTENTION_IMPLEMENTATIONS)),
+                           ("attention", ATTENTION_SETTINGS),
                            ("target_platform", PLATFORMS)):
       if getattr(self, field) not in choices:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: choose one of {choices}.")
