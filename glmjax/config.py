@@ -12,7 +12,7 @@ import math
 
 import ml_collections
 
-from glmjax import optim, parallel
+from glmjax import loss, optim, parallel
 from glmjax.data import sources, specials, text_files, tokenizers
 from glmjax.model import model_config
 
@@ -145,7 +145,7 @@ def train_defaults() -> ml_collections.ConfigDict:
       allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
       compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
                                    # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
-      loss_chunk=1024,             # Part B positions per iteration of the loss (glmjax/loss.py)
+      loss_chunk=loss.DEFAULT_CHUNK,  # Part B positions per iteration of the loss (1024)
       dropout_rng="threefry2x32",  # dropout masks' generator: threefry2x32 | rbg | unsafe_rbg
                                    # (rbg: fewer ops on TPU/GPU; each is the same after a restart)
   ))
