@@ -66,10 +66,7 @@ class CacheMask:
 
 def cached_attention(q, k, v, key_visible: jax.Array, scale: float) -> jax.Array:
   """q [B, T, N, D] over cached k, v [B, S, N, D] where key_visible [B, S]; float32 softmax."""
-  logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
-  logits = jnp.where(key_visible[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)
+  return dense.attend(q, k, v, key_visible[:, None, None, :], scale)
 
 
 def prepare_mask(sep: jax.Array, seq_len: int, implementation: str) -> AttentionMask:
