@@ -20,13 +20,13 @@ STREAM_DOCS, STREAM_OFFSET, STREAM_SENTENCE, STREAM_GENERATION = 5, 6, 7, 8
 STREAM_DBLOCK, STREAM_CONTEXT, STREAM_SINGLE_SPAN, STREAM_SHORT = 9, 10, 11, 12
 STREAM_SENTENCE_TAIL = 13
 
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _U64 = (1 << 64) - 1
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray) -> np.ndarray:
   """SplitMix64 finalizer: a bijective scrambler of uint64 (wraps silently on arrays)."""
   z = (z ^ (z >> np.uint64(30))) * _MIX1
   z = (z ^ (z >> np.uint64(27))) * _MIX2
@@ -42,9 +42,9 @@ class RowRandom:
 
   @classmethod
   def for_rows(cls, seed: int, step: int, rows) -> "RowRandom":
-    base = _mix64(np.array([seed & _U64], np.uint64))
-    base = _mix64(base + np.array([step & _U64], np.uint64) * _GAMMA)
-    return cls(_mix64(base + np.asarray(rows, np.int64).astype(np.uint64) * _GAMMA))
+    base = mix64(np.array([seed & _U64], np.uint64))
+    base = mix64(base + np.array([step & _U64], np.uint64) * GAMMA)
+    return cls(mix64(base + np.asarray(rows, np.int64).astype(np.uint64) * GAMMA))
 
   def take(self, index) -> "RowRandom":
     return RowRandom(self.keys[index])
@@ -52,7 +52,7 @@ class RowRandom:
   def uniform(self, stream: int, count: int) -> np.ndarray:
     """[R, count] floats in [0, 1)."""
     counters = (np.uint64(stream) << np.uint64(32)) + np.arange(1, count + 1, dtype=np.uint64)
-    bits = _mix64(self.keys[:, None] + counters[None, :] * _GAMMA)
+    bits = mix64(self.keys[:, None] + counters[None, :] * GAMMA)
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
   def integers(self, stream: int, high, count: int) -> np.ndarray:

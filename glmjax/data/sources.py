@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from glmjax.data import builtin_corpus, text_files, tfds_source
+from glmjax.data import builtin_corpus, infilling, text_files, tfds_source
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.text_files import TextStats
 from glmjax.data.tokenizers import tokenizer_info
@@ -150,13 +150,6 @@ def tokenize_source(data_config, tokenizer) -> tuple[InMemoryDocs, TextStats]:
   return InMemoryDocs(tokens, offsets), stats
 
 
-def _mix64(values: np.ndarray) -> np.ndarray:
-  z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return z ^ (z >> np.uint64(31))
-
-
 def split_documents(num_docs: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:
   """(train ids, held-out ids): one held-out document per block of round(1/eval_fraction)."""
   if not 0 <= eval_fraction < 1:
@@ -170,7 +163,8 @@ def split_documents(num_docs: int, eval_fraction: float) -> tuple[np.ndarray, np
   block = min(max(2, round(1 / eval_fraction)), num_docs)
   block_index = ids // block
   block_size = np.minimum(block, num_docs - block_index * block)
-  chosen = (_mix64(block_index) % block_size.astype(np.uint64)).astype(np.int64)
+  scrambled = infilling.mix64(block_index.astype(np.uint64) + infilling.GAMMA)
+  chosen = (scrambled % block_size.astype(np.uint64)).astype(np.int64)
   held_out = ids % block == chosen
   return ids[~held_out], ids[held_out]
 

@@ -38,18 +38,12 @@ def block_size(seq_len: int) -> int:
   raise NotImplementedError(f"splash attention needs seq_len divisible by 128, got {seq_len}.")
 
 
-def _example_mask(sep: jax.Array, seq_len: int) -> jax.Array:
-  rows = jnp.arange(seq_len)[:, None]
-  cols = jnp.arange(seq_len)[None, :]
-  return ((cols < sep) | (cols <= rows))[None]  # [1, T, T]: one mask shared by every head
-
-
 def mask_infos(sep: jax.Array, seq_len: int, *, compact: bool):
   """Per-example (fwd, dq, dkv) MaskInfo with a leading batch dim; build once per batch."""
   block = block_size(seq_len)
 
   def one(example_sep):
-    dense = _example_mask(example_sep, seq_len)
+    dense = mask_lib.glm_mask(example_sep[None], seq_len)  # [1, T, T]: shared by every head
     fwd, _ = info_lib.process_dynamic_mask(dense, (block, block))
     dkv, _ = info_lib.process_dynamic_mask_dkv(dense, (block, block))
     if compact:
