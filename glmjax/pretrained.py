@@ -16,7 +16,6 @@ from typing import Any
 import jax
 import ml_collections
 from etils import epath
-from flax import linen as nn
 from jax.sharding import Mesh
 
 from glmjax import checkpoint as checkpoint_lib
@@ -89,12 +88,7 @@ def abstract_params(model_config: ModelConfig, mesh: Mesh, rules) -> Any:
   """ShapeDtypeStructs of the parameters with their target shardings (no array is built)."""
   model = GLM(model_config)
   init = lambda rng: model.init(rng, *step_lib.dummy_inputs(1, 8))["params"]  # noqa: E731
-  key = jax.eval_shape(lambda: jax.random.key(0))
-  boxed = jax.eval_shape(init, key)
-  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(init(rng)), key)
-  shardings = parallel.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      shapes, shardings)
+  return step_lib.abstract_state(init, step_lib.state_shardings(init, mesh, rules))
 
 
 def load(workdir: str, *, mesh: Mesh | None = None) -> Pretrained:
