@@ -112,12 +112,40 @@ def _outputs(config, workdir: str) -> RunOutputs:
   return RunOutputs(workdir, writer, checkpointer)
 
 
+def _initial_state(config, program: step_lib.Program, metadata: dict,
+                   outputs: RunOutputs) -> step_lib.TrainState:
+  """The newest good checkpoint of the workdir (its config checked against this one first),
+  else a new state, with `checkpoint.init_from`'s parameters when it is set."""
+  workdir, checkpointer = outputs.workdir, outputs.checkpointer
+  abstract, layout = program.abstract_state, metadata["param_layout"]
+  check = lambda saved, step: workdir_lib.check_resume(  # noqa: E731 - before the state is read
+      saved.get("config", {}), metadata["config"], step=step, workdir=workdir,
+      allow=bool(config.train.allow_config_change))
+  restored = checkpointer.restore_latest(abstract, layout, check=check,
+                                         start_over=bool(config.checkpoint.start_over))
+  if restored is not None:
+    if outputs.writer.enabled and not outputs.writer.had_history:
+      log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "
+                  "ones are written from there on.", workdir, restored.step)
+    log.info("Resumed from the checkpoint at step %d in %s", restored.step,
+             checkpointer.directory)
+    return restored.state
+  state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
+  if not config.checkpoint.init_from:
+    log.info("Initialised a new model in %s", workdir)
+    return state
+  params, at = checkpoint_lib.restore_params(config.checkpoint.init_from, abstract.params, layout)
+  log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",
+           at, config.checkpoint.init_from)
+  return state.replace(params=params)
+
+
 def _train(config, inputs: RunInputs, outputs: RunOutputs):
   mesh, model_config = inputs.mesh, inputs.model_config
   workdir, writer, checkpointer = outputs.workdir, outputs.writer, outputs.checkpointer
   # --- The program: model, optimizer, the state's layout, and what a checkpoint records.
   program = step_lib.build_program(config, mesh, inputs.rules, model_config)
-  abstract, shardings = program.abstract_state, program.shardings
+  abstract = program.abstract_state
   layout = checkpoint_lib.parameter_layout(abstract.params)
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.model.attention = model_config.attention
@@ -125,28 +153,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs):
               "state_layout": checkpoint_lib.parameter_layout(abstract)}
 
   # --- The state: resumed from this workdir, else new (or another run's parameters).
-  check = lambda saved, step: workdir_lib.check_resume(  # noqa: E731 - before the state is read
-      saved.get("config", {}), metadata["config"], step=step, workdir=workdir,
-      allow=bool(config.train.allow_config_change))
-  restored = checkpointer.restore_latest(abstract, layout, check=check,
-                                         start_over=bool(config.checkpoint.start_over))
-  if restored is not None and writer.enabled and not writer.had_history:
-    log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "
-                "ones are written from there on.", workdir, restored.step)
-  if restored is None:
-    state = step_lib.init_sharded_state(program.init_fn, shardings, config.seed)
-    if config.checkpoint.init_from:
-      params, at = checkpoint_lib.restore_params(config.checkpoint.init_from, abstract.params,
-                                                 layout)
-      state = state.replace(params=params)
-      log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",
-               at, config.checkpoint.init_from)
-    else:
-      log.info("Initialised a new model in %s", workdir)
-  else:
-    state = restored.state
-    log.info("Resumed from the checkpoint at step %d in %s", restored.step,
-             checkpointer.directory)
+  state = _initial_state(config, program, metadata, outputs)
   start = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   log.info("Parameters: %s on a %s mesh over %d process(es) (%.1f%% of them replicated); "
