@@ -24,6 +24,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from glmjax import attention_choice
 from glmjax import config as config_lib
 from glmjax import metrics as metrics_lib
 from glmjax import model as model_lib
@@ -172,7 +173,7 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
                       batch_parallelism=parallel.batch_axis_size(mesh))
   batch_size, seq_len = int(config.data.batch_size), int(config.data.seq_len)
   layouts = plan_host_input(mesh, batch_size)
-  model_config = step_lib.resolved_model_config(config, platform="tpu")
+  model_config = attention_choice.resolved_model_config(config, platform="tpu")
   rules = parallel.logical_rules(config.mesh)
   hbm = spec.generation.hbm_bytes
   where = f"{spec.name} ({' '.join(f'{a}={n}' for a, n in mesh.shape.items())})"

@@ -18,6 +18,7 @@ import ml_collections
 from etils import epath
 from jax.sharding import Mesh
 
+from glmjax import attention_choice
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import parallel
@@ -103,7 +104,7 @@ def load(workdir: str, *, mesh: Mesh | None = None) -> Pretrained:
     raise FileNotFoundError(f"--workdir={workdir} has a {CONFIG_FILE} but no checkpoint yet; "
                             "give a workdir whose run has saved one (checkpoint.every).")
   with parallel.activate(mesh, rules):
-    model_config = step_lib.resolved_model_config(config, training=False)
+    model_config = attention_choice.resolved_model_config(config, training=False)
     abstract = abstract_params(model_config, mesh, rules)
     params, step = checkpoint_lib.restore_params(
         workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir")

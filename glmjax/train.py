@@ -22,6 +22,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
+from glmjax import attention_choice
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import held_out, logs, loop, parallel, prefetch, step as step_lib
@@ -45,7 +46,7 @@ class RunInputs:
   """What start-up decided, before anything is written: where, on what, with which data."""
   mesh: Any
   rules: Any
-  model_config: ModelConfig   # config.model with attention resolved (step.resolved_model_config)
+  model_config: ModelConfig   # config.model, attention resolved (attention_choice)
   train_pipeline: pipeline_lib.BatchPipeline
   eval_pipeline: pipeline_lib.BatchPipeline | None
 
@@ -91,7 +92,7 @@ def _inputs(config) -> RunInputs:
                      if config.train.eval_every else None)
     if config.checkpoint.init_from:
       checkpoint_lib.checkpoints_directory(config.checkpoint.init_from)
-    model_config = step_lib.resolved_model_config(config)
+    model_config = attention_choice.resolved_model_config(config)
   except config_lib.ConfigError:
     raise
   except (ValueError, FileNotFoundError) as error:

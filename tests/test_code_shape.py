@@ -58,6 +58,14 @@ def test_the_step_imports_no_command():
     assert not [name for name in _imports(path) if name.startswith(commands)], module
 
 
+def test_the_step_does_no_logging_and_waits_for_no_other_host():
+  # Start-up decisions that log or talk to other hosts live in attention_choice.py.
+  path = os.path.join(REPO, "glmjax", "step.py")
+  impure = [name for name in _imports(path)
+            if name == "logging" or name.endswith("multihost_utils")]
+  assert not impure, impure
+
+
 def test_every_config_field_has_a_one_line_comment():
   missing = []
   for section in ("model", "data", "optim", "mesh", "train", "checkpoint"):

@@ -4,6 +4,7 @@ import importlib
 import jax
 import pytest
 
+from glmjax import attention_choice
 from glmjax import config as config_lib
 from glmjax import parallel
 
@@ -122,18 +123,16 @@ def test_semantics_a_kernel_or_dtype_cannot_honour_are_refused_at_start_up(overr
 
 
 def test_attention_dropout_makes_auto_mean_xla_for_training_only():
-  from glmjax import step as step_lib
   config = _local()
   config.model.update(attention="auto", attention_dropout=0.1)
   for platform in ("tpu", "cpu"):  # a TPU target too: auto would be splash there
-    assert step_lib.resolved_model_config(config, platform).attention == "xla"
-  assert step_lib.resolved_model_config(config, "tpu", training=False).attention == "splash"
+    assert attention_choice.resolved_model_config(config, platform).attention == "xla"
+  assert attention_choice.resolved_model_config(config, "tpu", training=False).attention == "splash"
   config.model.attention_dropout = 0.0
-  assert step_lib.resolved_model_config(config, "tpu").attention == "splash"
+  assert attention_choice.resolved_model_config(config, "tpu").attention == "splash"
 
 
 def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kernel_off_it():
-  from glmjax import step as step_lib
   config = _local()
   config.model.update(attention="splash", max_position=200)
   config.data.seq_len = 200
@@ -143,25 +142,24 @@ def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kern
   config.model.attention = "auto"
   config_lib.validate(config)
   # Compiling for a TPU slice from this host (aot): auto's unchecked pick skips splash.
-  assert step_lib.resolved_model_config(config, "tpu").attention == "xla"
+  assert attention_choice.resolved_model_config(config, "tpu").attention == "xla"
   config.data.seq_len = 256
-  assert step_lib.resolved_model_config(config, "tpu").attention == "splash"
+  assert attention_choice.resolved_model_config(config, "tpu").attention == "splash"
 
 
 def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_size(monkeypatch):
-  from glmjax import step as step_lib
   from glmjax.model import attention as attention_lib
   config = _local()
   config.model.update(attention="auto", dtype="float32", hidden_size=64, max_position=200)
   monkeypatch.setitem(attention_lib.AUTO_ORDER, "cpu", ("splash", "xla"))
   # The real check: splash (interpret mode here) passes at T=128 and fails at T=200.
-  assert step_lib.resolved_model_config(config).attention == "splash"
+  assert attention_choice.resolved_model_config(config).attention == "splash"
   config.data.seq_len = 200
-  assert step_lib.resolved_model_config(config).attention == "xla"
+  assert attention_choice.resolved_model_config(config).attention == "xla"
   seen = []
   monkeypatch.setattr(attention_lib, "check_attention",
                       lambda name, **shape: seen.append((name, shape)))
-  step_lib.resolved_model_config(config)
+  attention_choice.resolved_model_config(config)
   assert seen == [("splash", dict(dtype="float32", seq_len=200, head_dim=16,
                                   device=jax.devices("cpu")[0]))]
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from glmjax import attention_choice
 from glmjax import config as config_lib
 from glmjax import decoding, generate, parallel, pretrained
 from glmjax import step as step_lib
@@ -206,7 +207,7 @@ def _train_on_repeated_words(steps):
   mesh = parallel.make_mesh(config.mesh, devices=jax.devices()[:1])
   rules = parallel.logical_rules(config.mesh)
   with parallel.activate(mesh, rules):
-    program = step_lib.build_program(config, mesh, rules, step_lib.resolved_model_config(config))
+    program = step_lib.build_program(config, mesh, rules, attention_choice.resolved_model_config(config))
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, 0)
     untrained = jax.device_get(state.params)
     host = parallel.host_rows(mesh, config.data.batch_size)

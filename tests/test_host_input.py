@@ -97,7 +97,7 @@ CHILD = textwrap.dedent("""
     jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
     import numpy as np
     from jax.sharding import Mesh
-    from glmjax import parallel, step
+    from glmjax import attention_choice, parallel
     from glmjax.model import attention
 
     # Interleave the hosts along the batch axis: host 0 holds rows 0-1, 4-5, 8-9, 12-13.
@@ -120,7 +120,7 @@ CHILD = textwrap.dedent("""
       attention.check_attention = lambda *args, **kwargs: "flaky on this host"
     else:
       attention.check_attention = lambda *args, **kwargs: None
-    picked = step.agreed_attention("auto", candidates=("cudnn", "xla"))
+    picked = attention_choice.agreed_attention("auto", candidates=("cudnn", "xla"))
 
     # A check that raises on process 0 must not leave the others waiting for its answer.
     def broken(*args, **kwargs):
@@ -129,7 +129,7 @@ CHILD = textwrap.dedent("""
       return None
     attention.check_attention = broken
     try:
-      step.agreed_attention("auto", candidates=("cudnn", "xla"))
+      attention_choice.agreed_attention("auto", candidates=("cudnn", "xla"))
       outcome = "no error"
     except RuntimeError as error:
       outcome = "raised"
@@ -138,7 +138,7 @@ CHILD = textwrap.dedent("""
     attention.check_attention = (
         lambda *args, **kwargs: "mismatch" if jax.process_index() == 0 else None)
     try:
-      step.agreed_attention("cudnn", check_explicit=True)
+      attention_choice.agreed_attention("cudnn", check_explicit=True)
       outcome += " explicit-accepted"
     except (ValueError, RuntimeError):
       outcome += " explicit-stopped"

@@ -61,7 +61,7 @@ def test_prefetching_changes_no_batch_the_losses_equal_those_of_direct_feeding()
 
   import jax
 
-  from glmjax import parallel, step as step_lib
+  from glmjax import attention_choice, parallel, step as step_lib
   from glmjax.data import pipeline as pipeline_lib, sources, tokenizers
 
   config = importlib.import_module("configs.base").get_config("local")
@@ -79,7 +79,7 @@ def test_prefetching_changes_no_batch_the_losses_equal_those_of_direct_feeding()
   def losses(batch_at):
     with parallel.activate(mesh, rules):
       program = step_lib.build_program(config, mesh, rules,
-                                       step_lib.resolved_model_config(config))
+                                       attention_choice.resolved_model_config(config))
       compiled = program.compile_train_step(config, mesh)
       state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
       out = []

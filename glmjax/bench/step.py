@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from glmjax import attention_choice
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import metrics, parallel, prefetch, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -52,7 +53,7 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
   """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
-  model_config = step_lib.resolved_model_config(config)
+  model_config = attention_choice.resolved_model_config(config)
   batch = synthetic_batch(config.data.batch_size, config.data.seq_len, config.model.vocab_size)
   with parallel.activate(mesh, rules):
     program = step_lib.build_program(config, mesh, rules, model_config)

@@ -140,8 +140,8 @@ def _manifest(data_config, plan: dict, records: list[dict]) -> dict:
                       "data.eval_fraction when read"))
 
 
-def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int = 1, shard_mb: float = 256.0,
-            limit_shards: int = 0, progress: bool = True) -> dict | None:
+def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int = 1,
+            shard_mb: float = 256.0, limit_shards: int = 0, progress: bool = True) -> dict | None:
   """Writes the shards of `data_config`'s source to out_dir; the manifest when all are done.
 
   limit_shards > 0 stops after writing that many shards (returns None; run again to go on).

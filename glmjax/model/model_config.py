@@ -20,7 +20,7 @@ REMATS = ("none", "minimal", "full")
 DTYPES = ("float32", "bfloat16", "float16")   # float16 is refused for training (config.validate)
 PARAM_DTYPES = ("float32", "bfloat16")
 # Attention kernels (model/attention.py); "auto" is resolved once at start-up
-# (step.resolved_model_config).
+# (attention_choice.resolved_model_config).
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
 ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
 SPLASH = ("splash", "splash_dynamic")  # the TPU kernels (model/splash.py)
@@ -58,7 +58,7 @@ class ModelConfig:
   remat: str = "none"
   scan_layers: bool = True
   # Not a user setting: the platform the program is compiled for ('' = this host's backend).
-  # step.resolved_model_config sets it from the mesh's devices, so a TPU program compiled on a
+  # attention_choice.resolved_model_config sets it from the mesh's devices, so a TPU program compiled on a
   # CPU host (python -m glmjax.aot) carries the Mosaic kernels, not their interpreter.
   target_platform: str = ""
 
