@@ -80,6 +80,20 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
   fresh.close()
 
 
+def test_parameters_for_another_run_come_from_its_newest_checkpoint(tmp_path, mesh):
+  # init_from, evaluate, generate and convert read parameters this way.
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=3)
+  for at, scale in ((1, 1.0), (2, 2.0), (3, 3.0)):
+    state = _state(scale)
+    ckpt.save(at, state, _metadata(state))
+  ckpt.close()
+  state = _state()
+  params, at = checkpoint.restore_params(str(tmp_path), _abstract(state, mesh).params,
+                                         _metadata(state)["param_layout"])
+  assert at == 3
+  np.testing.assert_array_equal(params["dense"]["kernel"], _state(3.0).params["dense"]["kernel"])
+
+
 def test_incompatible_layout_is_a_clear_error(tmp_path, mesh):
   state = _state()
   ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)

@@ -71,7 +71,8 @@ def _compiled_step(config, batch):
   mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
   rules = parallel.logical_rules(config.mesh)
   with parallel.activate(mesh, rules):
-    program = step_lib.build_program(config, mesh, rules, attention_choice.resolved_model_config(config))
+    program = step_lib.build_program(config, mesh, rules,
+                                     attention_choice.resolved_model_config(config))
     compiled = program.compile_train_step(config, mesh)
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
     _, metrics = compiled(state, parallel.global_batch(batch, parallel.host_rows(mesh, 8)))

@@ -120,6 +120,18 @@ def test_cached_decoding_gives_the_tokens_of_recomputing_the_whole_sequence(rand
   assert [len(result["blanks"]) for result in results] == [1, 3, 1, 1]
 
 
+def test_prompts_that_fill_their_whole_bucket_decode_like_the_forward(random_run):
+  # Part A fills all 64 slots, so a generated token written one slot early would overwrite it.
+  loaded, tokenizer = random_run
+  texts = ["q" * 62 + "[MASK]", "ab " * 20 + "c [MASK]", "[MASK]" + " xyz" * 15 + ".",
+           "the " * 15 + "ab[MASK]"]
+  assert [len(generate.encode_prompt(text, tokenizer).part_a) for text in texts] == [64] * 4
+  results = generate.generate(loaded, tokenizer, texts,
+                              sampling=decoding.Sampling(max_blank_tokens=5))
+  for text, result in zip(texts, results):
+    assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=5), text
+
+
 def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forward(tmp_path):
   # 24 position rows, prompts padded to 64 slots: the padding must not read past the table.
   config = _tiny_config(max_position=24)
@@ -167,6 +179,43 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(random_run):
   assert fill(dataclass_replace(hot, top_p=1e-6), 4) == greedy
 
 
+def _sampled(logits, sampling, rows):
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(rows))
+  return np.asarray(decoding._choose(jnp.tile(jnp.array([logits]), (rows, 1)), keys, sampling))
+
+
+def test_temperature_divides_the_logits_and_top_k_keeps_the_k_likeliest():
+  # At temperature 2, logits (0, 2 ln 3) give probabilities 1/4 and 3/4.
+  chosen = _sampled([0.0, 2 * np.log(3.0)], decoding.Sampling(temperature=2.0), 4000)
+  assert abs(chosen.mean() - 0.75) < 0.03
+  chosen = _sampled([0.0, 3.0, 2.9, 1.0], decoding.Sampling(temperature=1.0, top_k=2), 2000)
+  assert set(chosen.tolist()) == {1, 2}
+
+
+def test_each_generated_token_is_drawn_with_its_own_key(random_run):
+  loaded, tokenizer = random_run
+  uniform = dataclasses.replace(loaded, params=jax.tree.map(jnp.zeros_like, loaded.params))
+  result = generate.generate(uniform, tokenizer, ["a [MASK] b"],
+                             sampling=decoding.Sampling(temperature=1.0, max_blank_tokens=8))
+  ids = tokenizer.encode(result[0]["blanks"][0]).tolist()
+  assert len(set(ids)) > 1, ids  # one key for every step would repeat one token
+
+
+def test_prompts_sample_the_same_text_in_one_batch_or_two(random_run):
+  loaded, tokenizer = random_run
+  texts = [f"x{i} [MASK] y" for i in range(10)]
+  hot = decoding.Sampling(temperature=2.0, max_blank_tokens=4)
+  fill = lambda batch_size: [r["blanks"] for r in generate.generate(  # noqa: E731
+      loaded, tokenizer, texts, sampling=hot, seed=3, batch_size=batch_size)]
+  assert fill(8) == fill(16)  # 10 prompts: two batches of 8 rows, or one of 16
+
+
+def test_a_blank_may_end_at_eos_as_well_as_at_eop():
+  tokenizer = tokenizers.ByteTokenizer()
+  allowed = generate.allowed_ids(tokenizer, 384)
+  assert allowed[tokenizer.specials.eos] and allowed[tokenizer.specials.eop]
+
+
 def test_prompts_of_other_lengths_within_a_bucket_compile_nothing_new(random_run):
   loaded, tokenizer = random_run
   made, original = [], decoding.make_fill
@@ -207,7 +256,8 @@ def _train_on_repeated_words(steps):
   mesh = parallel.make_mesh(config.mesh, devices=jax.devices()[:1])
   rules = parallel.logical_rules(config.mesh)
   with parallel.activate(mesh, rules):
-    program = step_lib.build_program(config, mesh, rules, attention_choice.resolved_model_config(config))
+    program = step_lib.build_program(config, mesh, rules,
+                                     attention_choice.resolved_model_config(config))
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, 0)
     untrained = jax.device_get(state.params)
     host = parallel.host_rows(mesh, config.data.batch_size)

@@ -111,6 +111,11 @@ def test_span_lengths_follow_truncated_poisson():
                 < infilling.blank_budget(0.15, text_len + 2))
 
 
+def test_the_blank_budget_truncates_as_the_original_does():
+  # int(0.15 * n) in the original; rounding up would mask one token more in most rows.
+  assert infilling.blank_budget(0.15, np.array([510, 10, 19])).tolist() == [76, 1, 2]
+
+
 def test_place_spans_single_document_stays_inside_and_apart():
   rows = 2000
   rng = RowRandom.for_rows(2, 0, np.arange(rows))
@@ -177,3 +182,10 @@ def test_row_random_is_keyed_and_uniform():
   assert stats.kstest(many, "uniform").pvalue > 1e-3
   draws = RowRandom.for_rows(0, 0, np.arange(1000)).integers(2, np.full(1000, 4), 10)
   assert draws.min() == 0 and draws.max() == 4
+
+
+def test_rows_of_consecutive_steps_do_not_repeat_shifted_by_one():
+  # Keys from step + row (no mixing in between) would make row r + 1 of step k row r of k + 1.
+  this_step = RowRandom.for_rows(7, 3, np.arange(1, 20)).uniform(1, 4)
+  next_step = RowRandom.for_rows(7, 4, np.arange(0, 19)).uniform(1, 4)
+  assert not np.any(np.all(this_step == next_step, axis=1))

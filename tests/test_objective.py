@@ -50,7 +50,8 @@ def _run_step_under_test(config, batches):
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
   with parallel.activate(mesh, rules):
-    program = step_lib.build_program(config, mesh, rules, attention_choice.resolved_model_config(config))
+    program = step_lib.build_program(config, mesh, rules,
+                                     attention_choice.resolved_model_config(config))
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
     # Biases start at 0; moved off it, decay wrongly applied to them would show in the update.
     state = state.replace(params=jax.tree_util.tree_map_with_path(

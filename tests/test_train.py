@@ -197,6 +197,30 @@ def test_repeated_nans_stop_the_run(tmp_path, monkeypatch):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+class _RecordingWriter:
+  def __init__(self):
+    self.steps = []
+
+  def write(self, step, scalars, prefix=""):
+    del scalars, prefix
+    self.steps.append(step)
+
+
+def test_the_last_step_is_logged_when_the_run_ends_off_the_log_every_grid():
+  config = _local_config(steps=3, log_every=2)
+  writer = _RecordingWriter()
+  reporter = loop.StepReporter(config, writer, start=0, checkpoint_dir="unused")
+  metrics = {key: np.float32(1.0) for key in ("loss", "accuracy", "grad_norm", "param_norm",
+                                               "learning_rate", "loss_tokens", "model_flops")}
+  metrics.update(nonfinite=np.bool_(False), objective_loss_sum=np.ones(3, np.float32),
+                 objective_weight=np.ones(3, np.float32))
+  for done in (1, 2, 3):
+    reporter.push(done, metrics)
+  reporter.flush()
+  assert writer.steps == [2, 3]  # step 3 is not a multiple of 2, but it is the run's last
+  assert reporter.last_scalars["loss"] == 1.0
+
+
 def test_bad_config_fails_before_compilation(tmp_path):
   config = _local_config()
   config.model.num_heads = 5
