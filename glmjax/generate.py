@@ -80,17 +80,12 @@ def allowed_ids(tokenizer, vocab_size: int) -> np.ndarray:
   return allowed
 
 
-def check_sampling(sampling: decoding.Sampling, model_config) -> None:
+def check_sampling(sampling: decoding.Sampling) -> None:
   """One-line errors naming the flag, before anything is loaded onto the devices."""
   problems = [(sampling.max_blank_tokens < 1, "--max_tokens must be at least 1"),
               (sampling.temperature < 0, "--temperature must be >= 0 (0 is greedy)"),
               (sampling.top_k < 0, "--top_k must be >= 0 (0: no cut)"),
               (not 0 < sampling.top_p <= 1, "--top_p must be in (0, 1] (1: no cut)")]
-  if model_config is not None and model_config.position_encoding == "learned_2d":
-    problems.append((sampling.max_blank_tokens + 1 > model_config.max_position,
-                     f"--max_tokens={sampling.max_blank_tokens}: this model's block positions "
-                     f"go up to {model_config.max_position}; use at most "
-                     f"{model_config.max_position - 1}"))
   for failed, message in problems:
     if failed:
       raise ValueError(message + ".")
@@ -128,7 +123,11 @@ def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
              sampling: decoding.Sampling, seed: int = 0, batch_size: int = 8) -> list[dict]:
   """Fills `texts`; returns {"text", "filled", "blanks"} per prompt, in order."""
   config = loaded.model_config
-  check_sampling(sampling, config)
+  check_sampling(sampling)
+  if (config.position_encoding == "learned_2d"
+      and sampling.max_blank_tokens + 1 > config.max_position):
+    raise ValueError(f"--max_tokens={sampling.max_blank_tokens}: this model's block positions "
+                     f"go up to {config.max_position}; use at most {config.max_position - 1}.")
   if tokenizer.ids_used > config.vocab_size:
     raise ValueError(f"The tokenizer has {tokenizer.ids_used} ids but the model "
                      f"model.vocab_size={config.vocab_size}: use the workdir's own tokenizer.")
@@ -206,7 +205,7 @@ def main(argv):
     texts = list(args.text) + (_read_prompts(args.input) if args.input else [])
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)
-    check_sampling(sampling, None)  # the flags, before minutes of loading
+    check_sampling(sampling)  # the flags, before minutes of loading
     loaded = pretrained.load(args.workdir)
     tokenizer = pretrained.load_tokenizer(loaded)
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,

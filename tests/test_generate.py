@@ -160,7 +160,7 @@ def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forwar
 ])
 def test_bad_sampling_flags_are_named(flags, message):
   with pytest.raises(ValueError, match=re.escape(message)):
-    generate.check_sampling(decoding.Sampling(**flags), None)
+    generate.check_sampling(decoding.Sampling(**flags))
 
 
 def test_sampling_is_reproducible_and_top_k_1_is_greedy(random_run):

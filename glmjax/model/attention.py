@@ -30,6 +30,8 @@ from flax import linen as nn
 from jax.sharding import PartitionSpec
 
 from glmjax.model import dense, gpu_kernels, model_config
+# Re-exported: the mask's pure functions live in mask.py (splash.py needs them, not this module).
+from glmjax.model.mask import glm_mask, key_ends, query_positions  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,6 @@ AUTO_ORDER = {
     "cpu": ("xla",),
 }
 _KERNEL_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
-
-
-# The mask's pure functions live in mask.py (splash.py needs them too, without this module).
-from glmjax.model.mask import glm_mask, key_ends, query_positions  # noqa: E402,F401
 
 
 @flax.struct.dataclass
