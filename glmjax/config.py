@@ -211,7 +211,7 @@ def parse_arg(arg: str | None, allowed: tuple[str, ...] = ("local",)) -> set[str
   unknown = sorted(words - set(allowed))
   if unknown:
     raise ConfigError(f"config argument {','.join(unknown)!r} is not one of this config's: "
-                      f"{', '.join(allowed)} (e.g. configs/base.py:local).")
+                      f"{', '.join(allowed)} (configs/NAME.py:{allowed[0]}).")
   return words
 
 

@@ -193,6 +193,14 @@ def test_an_explicit_kernel_that_fails_its_check_stops_the_run_with_the_reason(m
                                      check_explicit=True) == "splash"  # the real one passes
 
 
+def test_a_failing_reference_is_reported_as_such_not_as_the_kernel_s_fault(monkeypatch):
+  def reference_out_of_memory(*args, **kwargs):
+    raise MemoryError("RESOURCE_EXHAUSTED: 18 GiB")
+  monkeypatch.setattr(attention, "xla_attention", reference_out_of_memory)
+  reason = attention.check_attention("splash", dtype=jnp.float32, seq_len=256, head_dim=16)
+  assert reason.startswith("the xla reference itself failed at T=256 (MemoryError"), reason
+
+
 def test_auto_falls_back_with_a_logged_reason(caplog):
   # cuDNN cannot run on CPU: its check fails, the reason is logged, the next candidate wins.
   with caplog.at_level(logging.WARNING):

@@ -152,16 +152,26 @@ def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_siz
   config = _local()
   config.model.update(attention="auto", dtype="float32", hidden_size=64, max_position=200)
   monkeypatch.setitem(attention_lib.AUTO_ORDER, "cpu", ("splash", "xla"))
-  # The real check: splash (interpret mode here) passes at T=128 and fails at T=200.
+  # The real check (splash in interpret mode here) passes at T=128 and fails at T=200.
   assert attention_choice.resolved_model_config(config).attention == "splash"
-  config.data.seq_len = 200
-  assert attention_choice.resolved_model_config(config).attention == "xla"
+  assert "needs seq_len divisible by 128" in attention_lib.check_attention(
+      "splash", dtype="float32", seq_len=200, head_dim=16)
   seen = []
   monkeypatch.setattr(attention_lib, "check_attention",
                       lambda name, **shape: seen.append((name, shape)))
-  attention_choice.resolved_model_config(config)
-  assert seen == [("splash", dict(dtype="float32", seq_len=200, head_dim=16,
-                                  device=jax.devices("cpu")[0]))]
+  config.data.seq_len = 200  # auto skips splash off its block without running the check
+  assert attention_choice.resolved_model_config(config).attention == "xla" and not seen
+  # A long run is checked at 2048 plus its length mod 128: the block rules answer as at T,
+  # while the float32 reference's [T, T] scores stay small.
+  for seq_len, checked in ((384, 384), (5120, 2048), (5000, 2056)):
+    config.data.seq_len = seq_len
+    seen.clear()
+    attention_choice.resolved_model_config(config)
+    if seq_len % 128 == 0:
+      assert seen == [("splash", dict(dtype="float32", seq_len=checked, head_dim=16,
+                                      device=jax.devices("cpu")[0]))]
+    else:
+      assert seen == [] and attention_lib.check_length(seq_len) == checked
 
 
 @pytest.mark.parametrize("name, arg, allowed", [("base", "lcoal", "local"),

@@ -172,7 +172,7 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   if os.path.exists(os.path.join(out, "checkpoints")):
     raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
   if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
-      released_tokenizers.tokenizer_fields(tokenizer)
+    released_tokenizers.tokenizer_fields(tokenizer)
   log.info("Reading %s", source)
   checkpoint = original.read(source, allow_pickle=allow_pickle)
   model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)

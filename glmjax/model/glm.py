@@ -256,9 +256,8 @@ class GLM(nn.Module):
     implementation = cfg.attention
     if implementation == "auto":  # one place decides: the pick is checked, and agreed by hosts
       raise ValueError("model.attention='auto' is resolved once, at start-up: build the model "
-                       "from glmjax.attention_choice.resolved_model_config(config), or name an "
-                       "attention "
-                       "implementation.")
+                       "from glmjax.attention_choice.resolved_model_config(config), or name "
+                       "an attention implementation.")
     if (cache_mask is None) == self.decode or (sep is None) != self.decode:
       raise TypeError("GLM takes `sep` for training and scoring, and `cache_mask` (no `sep`) "
                       f"with decode=True; this one has decode={self.decode}.")

@@ -58,8 +58,8 @@ class ModelConfig:
   remat: str = "none"
   scan_layers: bool = True
   # Not a user setting: the platform the program is compiled for ('' = this host's backend).
-  # attention_choice.resolved_model_config sets it from the mesh's devices, so a TPU program compiled on a
-  # CPU host (python -m glmjax.aot) carries the Mosaic kernels, not their interpreter.
+  # attention_choice.resolved_model_config sets it (aot asks for 'tpu'), so a TPU program
+  # compiled on a CPU host carries the Mosaic kernels, not their interpreter.
   target_platform: str = ""
 
   def __post_init__(self):
