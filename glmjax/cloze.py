@@ -94,7 +94,7 @@ def read_examples(path: str) -> list[Example]:
 def bucket_multiple(model_config) -> int:
   """Rows are padded to a multiple of 64 tokens, and of the kernel's block where it has one
   (128 for splash)."""
-  return math.lcm(BUCKET, model_lib.model_config.SEQ_LEN_MULTIPLE.get(model_config.attention, 1))
+  return math.lcm(BUCKET, model_lib.model_config.seq_len_multiple(model_config.attention))
 
 
 def row_limit(model_config, seq_len: int) -> int:

@@ -305,7 +305,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         f"model.attention={model.attention!r} has no attention dropout, so "
         f"model.attention_dropout={model.attention_dropout} would be skipped: set "
         "model.attention=xla (or auto) to keep it, or model.attention_dropout=0.")
-  multiple = model_config.SEQ_LEN_MULTIPLE.get(model.attention, 1)
+  multiple = model_config.seq_len_multiple(model.attention)
   if data.seq_len % multiple:
     raise ConfigError(f"model.attention={model.attention!r} tiles the sequence in blocks of "
                       f"{multiple}: data.seq_len={data.seq_len} must be a multiple of {multiple} "

@@ -190,7 +190,7 @@ def unvalidated_default(platform: str | None = None, seq_len: int | None = None)
   splash a `seq_len` that is a multiple of its block)."""
   platform = platform or jax.default_backend()
   for candidate in AUTO_ORDER.get(platform, ("xla",)):
-    multiple = model_config.SEQ_LEN_MULTIPLE.get(candidate, 1)
+    multiple = model_config.seq_len_multiple(candidate)
     if seq_len is not None and seq_len % multiple:
       continue
     if candidate != "tokamax" or _tokamax_usable():
@@ -290,7 +290,7 @@ def resolve_attention(name: str, platform: str | None = None, *,
     if candidate == "xla":
       log.info("attention=auto on %s -> xla", platform)
       return "xla"
-    multiple = model_config.SEQ_LEN_MULTIPLE.get(candidate, 1)
+    multiple = model_config.seq_len_multiple(candidate)
     if seq_len % multiple:
       log.info("attention=auto on %s: %s skipped: it needs a sequence length that is a multiple "
                "of %d, not %d", platform, candidate, multiple, seq_len)

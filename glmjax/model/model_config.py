@@ -27,12 +27,18 @@ SPLASH = ("splash", "splash_dynamic")  # the TPU kernels (model/splash.py)
 WITH_ATTENTION_DROPOUT = ("xla",)  # the fused kernels have no attention-probability dropout
 # Kernels that tile the sequence in fixed blocks: data.seq_len must be a multiple of this.
 SEQ_LEN_MULTIPLE = {name: 128 for name in SPLASH}
+
 # The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
 # them, so the backward pass does not run the attention forward again), and the kernels that
 # carry it. xla attention has none: its backward needs the [T, T] probabilities.
 ATTENTION_RESIDUALS = "attention_residuals"
 WITH_NAMED_RESIDUALS = ("cudnn", "tokamax", *SPLASH)
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
+
+
+def seq_len_multiple(attention: str) -> int:
+  """The multiple data.seq_len must be for `attention` (1: any length)."""
+  return SEQ_LEN_MULTIPLE.get(attention, 1)
 
 
 @dataclasses.dataclass(frozen=True)
