@@ -203,10 +203,20 @@ def main(argv):
       data_source=flag.data_source, out=flag.out)
 
 
+def join_timeout_s(workdir: str) -> int:
+  """How long hosts wait for each other to join: the run's train.distributed_timeout_s, or the
+  default when its config.json cannot be read (`evaluate` then says why, after the join)."""
+  try:
+    return int(pretrained.read_config(workdir, warn=False).train.distributed_timeout_s)
+  except (OSError, ValueError):
+    return int(config_lib.train_defaults().distributed_timeout_s)
+
+
 def run(workdir: str, **kwargs) -> dict:
   """The command: `evaluate`, the report printed, failures as one line (exit status 1)."""
-  # Several hosts (a TPU slice, a SLURM job) evaluate together, each feeding its own rows.
-  parallel.initialize_distributed(int(config_lib.train_defaults().distributed_timeout_s))
+  # Several hosts (a TPU slice, a SLURM job) evaluate together, each feeding its own rows; the
+  # join comes before any device is touched, so only the config file is read first.
+  parallel.initialize_distributed(join_timeout_s(workdir))
   logs.setup_console(jax.process_index())
   try:
     report = evaluate(workdir, **kwargs)

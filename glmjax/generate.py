@@ -206,7 +206,7 @@ def main(argv):
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)
     check_sampling(sampling)  # the flags, before minutes of loading
-    loaded = pretrained.load(args.workdir)
+    loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
     tokenizer = pretrained.load_tokenizer(loaded)
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
                        batch_size=args.batch_size)

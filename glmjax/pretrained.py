@@ -42,8 +42,9 @@ class Pretrained:
   rules: tuple
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """WORKDIR/config.json over the defaults; unknown saved fields are ignored with a warning."""
+def read_config(workdir: str, *, warn: bool = True) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json over the defaults; unknown saved fields are ignored (with a warning
+  unless `warn` is False: a caller that reads the config twice warns once)."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f"--workdir={workdir}: no {CONFIG_FILE} there; give the workdir of "
@@ -66,7 +67,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
           ignored.append(f"{section}.{field}")
     else:
       config[section] = values
-  if ignored:
+  if ignored and warn:
     log.warning("%s: fields this version does not know are ignored: %s", path,
                 ", ".join(ignored[:8]))
   return config
@@ -92,10 +93,16 @@ def abstract_params(model_config: ModelConfig, mesh: Mesh, rules) -> Any:
   return step_lib.abstract_state(init, step_lib.state_shardings(init, mesh, rules))
 
 
-def load(workdir: str, *, mesh: Mesh | None = None) -> Pretrained:
-  """The newest parameters of `workdir`, sharded over `mesh` (default: `local_mesh`)."""
+def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> Pretrained:
+  """The newest parameters of `workdir`, sharded over `mesh` (default: `local_mesh`).
+
+  `attention` replaces the run's model.attention (its pick may be another platform's kernel):
+  'auto' picks and checks this host's kernel, for programs that run the full-row forward pass
+  (evaluate); 'xla' skips the check, for those that never call a kernel (decoding attends over
+  its cache densely; an export only reads the parameters).
+  """
   config = read_config(workdir)
-  config.model.attention = "auto"  # the run's pick may be another platform's kernel
+  config.model.attention = attention
   config.checkpoint.init_from = ""
   mesh = mesh or local_mesh(config)
   rules = parallel.logical_rules(config.mesh)

@@ -172,9 +172,15 @@ MUTATIONS = (
              "unknown = sorted(words - set(allowed))", "unknown = []",
              ("tests/test_config_validation.py",)),
     Mutation("evaluate never joins the multi-host job", "glmjax/evaluate.py",
-             "parallel.initialize_distributed(int(config_lib.train_defaults()"
-             ".distributed_timeout_s))",
+             "parallel.initialize_distributed(join_timeout_s(workdir))",
              "None", ("tests/test_evaluate.py",)),
+    Mutation("generate picks and checks a kernel its decoding never calls", "glmjax/generate.py",
+             'pretrained.load(args.workdir, attention="xla")', "pretrained.load(args.workdir)",
+             ("tests/test_generate.py",)),
+    Mutation("evaluate's hosts wait the default time, not the run's", "glmjax/evaluate.py",
+             "return int(pretrained.read_config(workdir, warn=False).train.distributed_timeout_s)",
+             "return int(config_lib.train_defaults().distributed_timeout_s)",
+             ("tests/test_evaluate.py",)),
 )
 
 

@@ -243,7 +243,7 @@ def _imported_origin(workdir: str) -> str:
 
 def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
-  loaded = pretrained.load(workdir)
+  loaded = pretrained.load(workdir, attention="xla")  # the parameters only: no kernel runs
   model_config = loaded.model_config
   unsupported = {field: getattr(model_config, field) for field, wanted in
                  (("position_encoding", "learned_2d"), ("norm", "pre"), ("mlp", "gelu"),
