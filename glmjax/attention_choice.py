@@ -44,7 +44,7 @@ def resolved_model_config(config, platform: str | None = None, *,
   elif config.model.attention == "auto":
     model_config.attention = attention_lib.unvalidated_default(platform, int(config.data.seq_len))
   model_config.target_platform = platform
-  return model_lib.ModelConfig.from_any(model_config)
+  return model_lib.ModelConfig.from_config(model_config)
 
 
 def agreed_attention(name: str, **resolve_kwargs) -> str:

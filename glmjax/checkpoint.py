@@ -99,6 +99,7 @@ class Checkpointer:
     self._damaged: set[int] = set()
     self._saving: int | None = None  # the step of the save in flight
     self._failed = False  # a save failed and was reported
+    self._deferred: tuple | None = None  # (step, state copy, its summary, metadata) to write
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(keep), save_interval_steps=1, create=True,
         enable_async_checkpointing=bool(async_save), cleanup_tmp_directories=True)
@@ -112,13 +113,37 @@ class Checkpointer:
     return self.every > 0 and step % self.every == 0
 
   def save(self, step: int, state: Any, metadata: dict, *, force: bool = False,
-           preempted: bool = False) -> bool:
+           preempted: bool = False, defer: bool = False) -> bool:
+    """Saves `state` as `step` if it is due (or `force`, or `preempted`); True if it is saved.
+
+    defer=True (checkpoint.device_snapshot): the state and its checksums are copied on its
+    devices, queued behind the running step, and nothing waits; `write_deferred()`, called
+    once the next step is dispatched, checks the copy and hands it to Orbax, so its transfer to
+    the host overlaps that step instead of stalling the devices. The copy costs device memory
+    for a second state until it is on the host.
+    """
     if not (force or preempted or self.should_save(step)):
       return False
+    self.write_deferred()
     self.wait()  # surfaces an error of the previous asynchronous save here rather than never
     if step in self.manager.all_steps() and step not in self._damaged:
       return False
-    summary = checksums.state_summary(state)
+    if defer and not preempted:
+      copy, summary = checksums.copy_with_summary(state)
+      self._deferred = (step, copy, summary, metadata)
+      return True
+    return self._write(step, state, checksums.state_summary(state), metadata, preempted)
+
+  def write_deferred(self) -> bool:
+    """Writes the copy a `save(..., defer=True)` made, if one waits; True if one did."""
+    if self._deferred is None:
+      return False
+    step, state, summary, metadata = self._deferred
+    self._deferred = None
+    return self._write(step, state, summary(), metadata, preempted=False)
+
+  def _write(self, step: int, state: Any, summary: dict, metadata: dict,
+             preempted: bool) -> bool:
     nonfinite = {name: count for name, (_, count) in summary.items() if count}
     if nonfinite:
       names = ", ".join(f"{name} ({count})" for name, count in list(nonfinite.items())[:3])
@@ -244,7 +269,23 @@ class Checkpointer:
       self.manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for the last save; after a failed save (already reported) only releases Orbax."""
+    """Waits for the last save; after a failed save (already reported) only releases Orbax.
+
+    A deferred save still waiting means the loop stopped early (an error in the step after
+    it): it is written here, as the run's newest good state, by a single process (on several,
+    the others may never reach Orbax's barriers); failing, it is logged, not raised, so the
+    error that stopped the loop is the one reported."""
+    if self._deferred is not None and not self._failed:
+      step = self._deferred[0]
+      if jax.process_count() > 1:
+        self._deferred = None
+        log.warning("The checkpoint of step %d was not written: the run stopped before it "
+                    "was (several processes cannot agree to write it now).", step)
+      else:
+        try:
+          self.write_deferred()
+        except Exception as error:  # noqa: BLE001 - the loop's own error is the one to report
+          log.error("Could not write the checkpoint of step %d: %s", step, error)
     if not self._failed:
       self.wait()
     try:

@@ -6,7 +6,7 @@ NaN or Inf is corrupted, and a state holding NaN or Inf is never saved.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,15 +38,41 @@ def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 _summaries = jax.jit(lambda leaves: [_leaf_summary(leaf) for leaf in leaves])
+# A copy of every array (new buffers, sharded as the originals) and the copy's summaries.
+_copies_and_summaries = jax.jit(lambda leaves: ([jnp.copy(leaf) for leaf in leaves],
+                                                [_leaf_summary(leaf) for leaf in leaves]))
+
+
+def _named_leaves(state: Any) -> tuple[list[str], list[jax.Array]]:
+  pairs = jax.tree_util.tree_leaves_with_path(state)
+  return ([jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in pairs],
+          [leaf for _, leaf in pairs])
+
+
+def _read(names: list[str], summaries) -> dict[str, tuple[int, int]]:
+  summaries = jax.device_get(summaries)
+  return {name: (int(pair[0]), int(pair[1])) for name, pair in zip(names, summaries)}
 
 
 def state_summary(state: Any) -> dict[str, tuple[int, int]]:
   """{'path/to/leaf': (checksum, non-finite count)} for every array of `state`, on device."""
-  pairs = jax.tree_util.tree_leaves_with_path(state)
-  paths, leaves = [path for path, _ in pairs], [leaf for _, leaf in pairs]
-  summary = jax.device_get(_summaries(leaves)) if leaves else []
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): (int(pair[0]), int(pair[1]))
-          for path, pair in zip(paths, summary)}
+  names, leaves = _named_leaves(state)
+  return _read(names, _summaries(leaves)) if leaves else {}
+
+
+def copy_with_summary(state: Any) -> tuple[Any, Callable[[], dict[str, tuple[int, int]]]]:
+  """(a copy of `state` on its devices, a function returning the copy's `state_summary`).
+
+  Both are computed in one dispatch that queues behind the running computations and returns
+  at once; the host waits only when it calls the function. The copy has buffers of its own,
+  so it survives `state` being donated to the next step.
+  """
+  names, leaves = _named_leaves(state)
+  if not leaves:
+    return state, dict
+  copies, summaries = _copies_and_summaries(leaves)
+  treedef = jax.tree_util.tree_structure(state)
+  return jax.tree_util.tree_unflatten(treedef, copies), lambda: _read(names, summaries)
 
 
 def corruption(restored: Any, checksums: dict | None) -> str | None:

@@ -156,6 +156,9 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       every=2000,                  # steps between checkpoints (the last step is always saved)
       keep=3,                      # newest checkpoints kept; older ones are deleted
       async_save=True,             # write in the background while training goes on
+      device_snapshot=False,       # copy the state on the devices and send the copy to the host
+                                   # during the next step (a save then stalls no step; needs
+                                   # device memory for a second state)
       init_from="",                # a run's workdir: start from its newest parameters (fresh
                                    # optimizer, step 0) when this workdir has no checkpoint
       start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0

@@ -59,6 +59,11 @@ def memory_summary(compiled) -> str:
           f"{gib(memory.output_size_in_bytes)}, temporaries {gib(memory.temp_size_in_bytes)}")
 
 
+def state_bytes_per_device(state) -> int:
+  """Bytes of `state` on its first device (a save's copy adds as much with device_snapshot)."""
+  return sum(leaf.addressable_shards[0].data.nbytes for leaf in jax.tree.leaves(state))
+
+
 class StepReporter:
   """Reads each step's metrics one step late (never blocking the device), logs every
   `train.log_every` steps, and stops the run after too many consecutive non-finite steps."""

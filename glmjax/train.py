@@ -171,6 +171,10 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs):
   train_fn = program.compile_train_step(config, mesh)
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
            loop.memory_summary(train_fn))
+  if config.checkpoint.device_snapshot:
+    log.info("checkpoint.device_snapshot: each save holds a copy of the state on the devices "
+             "until it is on the host, %.2f GiB per device", loop.state_bytes_per_device(state)
+             / 2**30)
   evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,
                          mesh) if inputs.eval_pipeline is not None else None)
 
@@ -193,6 +197,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs):
       batch = batches.get(step)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_fn(state, batch)
+      checkpointer.write_deferred()  # the last step's copy goes to the host while this one runs
       done = step + 1
       reporter.push(done, metrics)
       profiler.after_step(done, state)
@@ -206,7 +211,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs):
       preempted = termination.requested or loop.reached_preemption_sync_point(done)
       if checkpointer.should_save(done) or preempted:
         reporter.flush()  # never checkpoint a state whose step has not been checked
-        checkpointer.save(done, state, metadata, preempted=preempted)
+        checkpointer.save(done, state, metadata, preempted=preempted,
+                          defer=config.checkpoint.device_snapshot)
         reporter.restart_clock(done)
       if preempted:
         profiler.stop(state)

@@ -28,9 +28,12 @@ figures="$OUT/measure_gpu.jsonl"
 log="$OUT/measure_gpu.log"
 : > "$figures"
 
+# MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
+# (tests/test_bench.py runs one, so the script cannot break unseen between GPU sessions).
+read -r -a overrides <<< "${MEASURE_OVERRIDES:-}"
 bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures, the rest to $log
-  echo "== bench $*" >> "$log"
-  python3 -m glmjax.bench "$@" 2>> "$log" | tee -a "$log" | grep '^{' >> "$figures" \
+  echo "== bench $* ${overrides[*]}" >> "$log"
+  python3 -m glmjax.bench "$@" "${overrides[@]}" 2>> "$log" | tee -a "$log" | grep '^{' >> "$figures" \
     || echo "{\"failed\": \"bench $*\"}" >> "$figures"
 }
 

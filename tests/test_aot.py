@@ -29,7 +29,7 @@ def test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_kernel():
   assert report.mesh == {"data": 4, "fsdp": 1, "tensor": 1}
   assert 0 < report.state_bytes < report.total_bytes <= report.hbm_bytes
   tokens = config.data.batch_size * config.data.seq_len
-  model_config = model_lib.ModelConfig.from_any(config.model)
+  model_config = model_lib.ModelConfig.from_config(config.model)
   assert report.model_flops_per_step == pytest.approx(
       model_lib.flops_per_token(model_config, config.data.seq_len, part_b_fraction=0.1975)
       * tokens, rel=1e-3)  # the base config's blank share: 15% masked, one [sop] per span

@@ -157,7 +157,7 @@ def test_auto_is_refused_past_start_up_by_the_kernels_and_the_model():
   from glmjax import model as model_lib  # pylint: disable=import-outside-toplevel
   model_config = config_lib.model_defaults()
   model_config.update(vocab_size=64, hidden_size=16, num_heads=2, num_layers=1, attention="auto")
-  glm = model_lib.GLM(model_lib.ModelConfig.from_any(model_config))
+  glm = model_lib.GLM(model_lib.ModelConfig.from_config(model_config))
   tokens = jnp.zeros((1, 8), jnp.int32)
   with pytest.raises(ValueError, match="resolved once, at start-up"):
     glm.init(jax.random.key(0), tokens, tokens, tokens, jnp.array([4]))

@@ -263,6 +263,39 @@ def test_a_state_with_nan_is_never_saved(tmp_path):
   assert ckpt.steps() == [1]
 
 
+def test_a_deferred_save_writes_its_step_s_state_after_that_state_was_donated(tmp_path, mesh):
+  """checkpoint.device_snapshot: the save copies the state on its devices; the loop then donates
+  the state to the next step, and the copy is what gets written."""
+  # `expected` from a second state: on CPU a host view of `state` would keep it from donation.
+  state, expected = _state(), jax.device_get(_state())
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  assert ckpt.save(5, state, _metadata(state), defer=True)
+  assert ckpt.steps() == []  # nothing written before the next step is dispatched
+  next_step = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)
+  after = next_step(state)
+  assert state.params["dense"]["kernel"].is_deleted()
+  assert ckpt.write_deferred() and not ckpt.write_deferred()  # written once
+  ckpt.wait()
+  restored = ckpt.restore_latest(_abstract(after, mesh), _metadata(after)["param_layout"])
+  assert restored.step == 5
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.state), expected)
+  # A NaN found in the copy is refused when it is written, as an undeferred save refuses it.
+  ckpt.save(6, _state(float("nan")), _metadata(after), defer=True)
+  with pytest.raises(checkpoint.NonFiniteStateError, match="Not saving step 6"):
+    ckpt.write_deferred()
+  ckpt.close()
+  assert ckpt.steps() == [5]
+
+
+def test_a_deferred_save_left_by_a_loop_that_stopped_is_written_on_close(tmp_path):
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=4, keep=2)
+  assert not ckpt.save(3, state, _metadata(state), defer=True)  # not due
+  assert ckpt.save(4, state, _metadata(state), defer=True)
+  ckpt.close()  # the next step raised before write_deferred: the state of step 4 is kept
+  assert checkpoint.Checkpointer(str(tmp_path), every=4, keep=2).steps() == [4]
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8.00GiB"),
     TimeoutError("connection reset by peer")])

@@ -88,7 +88,7 @@ def test_the_model_refuses_what_validation_refuses_from_the_same_lists():
     with pytest.raises(config_lib.ConfigError, match=f"model.{field}='nonsense'"):
       config_lib.validate(config)
     with pytest.raises(ValueError, match=f"model.{field}='nonsense'"):
-      ModelConfig.from_any(config.model)
+      ModelConfig.from_config(config.model)
 
 
 def test_model_config_defaults_are_the_config_defaults():

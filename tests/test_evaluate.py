@@ -39,7 +39,7 @@ def _config(max_position=64):
 
 def _forward(config):
   """Float64 logits of GLM(config.model) on unsharded params: one program per input shape."""
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   apply = jax.jit(lambda params, tokens, positions, blocks, sep: model.apply(
       {"params": params}, tokens, positions, blocks, sep))
   return lambda params, row: np.asarray(apply(params, row["tokens"], row["position_ids"],
@@ -150,7 +150,7 @@ def cloze_model():
   """(config, random params, params trained with optax on rows built by hand until the answers
   of `_pattern` are certain)."""
   config = _config(max_position=192)
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   init = lambda rng: nn.meta.unbox(model.init(rng, *step_lib.dummy_inputs(1, 32))["params"])
   initial = jax.jit(init)(jax.random.key(1))
   optimizer = optax.adam(5e-3)
@@ -220,7 +220,7 @@ def test_cloze_scores_equal_a_forward_of_each_row_built_by_hand(cloze_model, tmp
   assert n_cut == sum(len(c) + len(a) + 4 > limit for c, a in expected) > 0
   assert {cloze_lib.bucket_length(len(c) + len(a) + 4, limit) for c, a in cut} == {64, 128, 192}
   mesh = parallel.make_mesh(config.mesh)
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   with parallel.activate(mesh, parallel.logical_rules(config.mesh)):  # rows over 8 devices
     log_likelihood, correct = cloze_lib.score(params, model, mesh, rows, S, limit=limit,
                                               batch_size=8)

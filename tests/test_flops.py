@@ -16,8 +16,8 @@ from glmjax.data import pipeline as pipeline_lib, sources, tokenizers
 
 
 def test_step_flops_equal_a_hand_count_for_a_tiny_config():
-  cfg = model_lib.ModelConfig.from_any(
-      dict(vocab_size=10, hidden_size=4, ffn_size=16, num_layers=1, num_heads=1))
+  cfg = model_lib.ModelConfig(vocab_size=10, hidden_size=4, ffn_size=16, num_layers=1,
+                              num_heads=1)
   seq_len, seps = 4, (1, 3)
   # Pairs the mask allows, counted on the mask itself: row sep=1 has 1 Part A pair and Part B
   # rows seeing 2, 3, 4 keys (10); row sep=3 has 9 Part A pairs and one Part B row seeing 4 (13).
@@ -33,8 +33,7 @@ def test_step_flops_equal_a_hand_count_for_a_tiny_config():
 
 
 def test_planning_flops_per_token_use_the_config_s_part_b_share():
-  cfg = model_lib.ModelConfig.from_any(
-      dict(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4))
+  cfg = model_lib.ModelConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4)
   blank_only = model_lib.flops_per_token(cfg, 64, part_b_fraction=0.2)
   no_loss = model_lib.flops_per_token(cfg, 64, part_b_fraction=0.0)  # full attention, no logits
   assert no_loss == pytest.approx(6 * 2 * 12 * 32 * 32 + 12 * 32 * 2 * 64)
@@ -96,7 +95,7 @@ def test_compiled_flops_drop_by_the_vocabulary_share_when_only_part_b_is_scored(
   # Model FLOPs count the scored positions; the loss computed those plus the last chunk's tail.
   scored = int(np.sum(batch["loss_mask"]))
   assert metrics["model_flops"] == pytest.approx(model_lib.step_flops(
-      model_lib.ModelConfig.from_any(config.model), tokens=8 * 64, logit_positions=scored,
+      model_lib.ModelConfig.from_config(config.model), tokens=8 * 64, logit_positions=scored,
       visible_pairs=sum(model_lib.visible_pairs(64, int(s)) for s in batch["sep"])))
   assert metrics["logit_positions"] == -(-scored // 8) * 8
   assert full_metrics["logit_positions"] == 8 * 64

@@ -41,7 +41,7 @@ def _tiny_config(**model):
 def random_run(tmp_path_factory):
   """A workdir of random parameters, scaled up so the greedy choices are far from ties."""
   config = _tiny_config()
-  model = GLM(ModelConfig.from_any(config.model))
+  model = GLM(ModelConfig.from_config(config.model))
   params = jax.jit(lambda: nn.meta.unbox(model.init(
       jax.random.key(0), *step_lib.dummy_inputs(1, 8))["params"]))()
   params = jax.tree.map(lambda x: x * 4 if x.ndim > 2 else x, params)
@@ -136,7 +136,7 @@ def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forwar
   # 24 position rows, prompts padded to 64 slots: the padding must not read past the table.
   config = _tiny_config(max_position=24)
   config.data.seq_len = 24
-  model = GLM(ModelConfig.from_any(config.model))
+  model = GLM(ModelConfig.from_config(config.model))
   params = jax.jit(lambda: nn.meta.unbox(model.init(
       jax.random.key(1), *step_lib.dummy_inputs(1, 8))["params"]))()
   pretrained.save(str(tmp_path), config, jax.tree.map(lambda x: x * 4 if x.ndim > 2 else x,

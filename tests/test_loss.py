@@ -140,7 +140,7 @@ def test_the_step_loss_equals_the_full_logits_loss_on_pipeline_batches(objective
   part_b = np.sum(batch["loss_mask"], axis=1) / config.data.seq_len
   if objective == "document":
     assert part_b.max() > 0.4  # beyond what 15% blank masking ever scores
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   params = nn.meta.unbox(model.init(jax.random.key(0), *step_lib.dummy_inputs(1, 64))["params"])
 
   def reference(p):

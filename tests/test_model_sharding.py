@@ -22,7 +22,7 @@ def mesh():
 
 
 def _glm(config):
-  return model_lib.GLM(model_lib.ModelConfig.from_any(config))
+  return model_lib.GLM(model_lib.ModelConfig.from_config(config))
 
 
 def _config():

@@ -64,7 +64,7 @@ def test_decay_mask_on_the_real_model_excludes_exactly_layernorm_and_biases():
   import jax  # pylint: disable=import-outside-toplevel
   from glmjax import model as model_lib, step  # pylint: disable=import-outside-toplevel
   config = importlib.import_module("configs.base").get_config("local")
-  init = step.make_init_fn(model_lib.GLM(model_lib.ModelConfig.from_any(config.model)), optim.make_optimizer(config.optim), 16)
+  init = step.make_init_fn(model_lib.GLM(model_lib.ModelConfig.from_config(config.model)), optim.make_optimizer(config.optim), 16)
   params = jax.eval_shape(init, jax.random.key(0)).params  # boxed, scanned layers
   flags = jax.tree_util.tree_leaves_with_path(optim.weight_decay_mask(params))
   names = lambda decayed: {[e.key for e in path if isinstance(e, jax.tree_util.DictKey)][-1]

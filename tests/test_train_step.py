@@ -26,7 +26,7 @@ def _run_steps(config, devices, batches):
   """Losses and final params of len(batches) steps on a mesh over `devices`."""
   mesh = parallel.make_mesh(config.mesh, devices)
   rules = parallel.logical_rules(config.mesh)
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   optimizer = optim.make_optimizer(config.optim)
   schedule = optim.learning_rate_schedule(config.optim)
   init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
@@ -140,7 +140,7 @@ def test_learning_rate_in_the_step_equals_optax_adamw_with_the_schedule():
 
 def test_eval_in_micro_batches_equals_one_pass():
   config = _config()
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   batch = jax.tree.map(jnp.asarray, _batches(config, 1)[0])
   params = model.init(jax.random.key(0), *step_lib.dummy_inputs(1, config.data.seq_len))["params"]
   whole = step_lib.eval_step(params, batch, model=model)
@@ -152,7 +152,7 @@ def test_eval_in_micro_batches_equals_one_pass():
 def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch():
   config = _with_dropout(_config(data=1, fsdp=1, tensor=1))
   config.optim.grad_accum_steps = 2
-  model = model_lib.GLM(model_lib.ModelConfig.from_any(config.model))
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   optimizer = optim.make_optimizer(config.optim)
   init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
   state = step_lib.init_sharded_state(init_fn, None, config.seed)

@@ -7,7 +7,9 @@ model.step_flops, next to XLA's count of the compiled step), plus compile time a
 attention implementation used.
 With a data source in the config it also times the step fed by the real pipeline through the
 background prefetcher as train does (`step_time_s_pipeline`, and its ratio to the pre-built
-figure), and the step in which an asynchronous checkpoint save starts (`checkpoint_overhead`).
+figure), and what an asynchronous checkpoint save adds to the steps around it, as a fraction of
+one step, saving directly (`checkpoint_overhead`) and with checkpoint.device_snapshot
+(`checkpoint_overhead_device_snapshot`).
 """
 import json
 import tempfile
@@ -71,12 +73,13 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
     jax.block_until_ready(out)
     step_time = (time.perf_counter() - start) / steps
     # The step donates the state: each helper hands back the one it ends with.
-    pipeline_time, save_time = None, None
+    pipeline_time, save_time, snapshot_time = None, None, None
     if with_pipeline:
       pipeline_time, state = _fed_by_the_pipeline(config, compiled, state, host, steps)
+    peak_bytes = _peak_device_memory()  # the steps' own, before a save's copy of the state
     if with_save:
-      save_time, state = _with_an_async_save(compiled, state, device_batch)
-    peak_bytes = _peak_device_memory()
+      save_time, state = _with_an_async_save(compiled, state, device_batch, defer=False)
+      snapshot_time, state = _with_an_async_save(compiled, state, device_batch, defer=True)
   result = {
       "what": "step", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "attention": model_config.attention,
@@ -96,7 +99,10 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
   }
   result.update(step_time_s_pipeline=pipeline_time,
                 pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None,
-                checkpoint_overhead=save_time / step_time - 1.0 if save_time else None)
+                # What a save adds, as a fraction of one step.
+                checkpoint_overhead=save_time / step_time - 2.0 if save_time else None,
+                checkpoint_overhead_device_snapshot=(snapshot_time / step_time - 2.0
+                                                     if snapshot_time else None))
   return result
 
 
@@ -151,18 +157,23 @@ def _fed_by_the_pipeline(config, compiled, state, host, steps: int):
   return (time.perf_counter() - start) / steps, state
 
 
-def _with_an_async_save(compiled, state, batch):
-  """Seconds of the step in which an asynchronous checkpoint save of the state starts (the
-  save's own writing overlaps the next steps)."""
+def _with_an_async_save(compiled, state, batch, *, defer: bool):
+  """Seconds of the two steps from the start of an asynchronous checkpoint save, saving as
+  train does: `defer` (checkpoint.device_snapshot) copies the state on the devices and writes
+  the copy once the next step is dispatched; otherwise the save waits for the state's transfer
+  to the host. Two steps, because a deferred transfer longer than the step it overlaps delays
+  the dispatch of the one after. The save's writing to storage overlaps later steps."""
   with tempfile.TemporaryDirectory() as folder:
     checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True)
     try:
-      for step in (1, 2):  # the first save compiles the checksums: time the second
+      for step in (1, 2):  # the first save compiles the checksums (and the copy): time the second
         state, out = compiled(state, batch)
         jax.block_until_ready(out)
         start = time.perf_counter()
-        checkpointer.save(step, state, {}, force=True)
-        state, out = compiled(state, batch)
+        checkpointer.save(step, state, {}, force=True, defer=defer)
+        for _ in range(2):
+          state, out = compiled(state, batch)
+          checkpointer.write_deferred()
         jax.block_until_ready(out)
         seconds = time.perf_counter() - start
         checkpointer.wait()

@@ -1,4 +1,4 @@
-"""GLM model: `GLM(ModelConfig.from_any(config.model))` plus its size and FLOPs formulas.
+"""GLM model: `GLM(ModelConfig.from_config(config.model))` plus its size and FLOPs formulas.
 
     logits = GLM(cfg).apply(variables, tokens, position_ids, block_position_ids, sep,
                             deterministic=True)           # [B, T, V] float32

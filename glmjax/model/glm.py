@@ -229,7 +229,7 @@ def _gathered_over_embed(table: jax.Array, row_axis: str) -> jax.Array:
 class GLM(nn.Module):
   """GLM(model_config)(tokens, position_ids, block_position_ids, sep) -> [B, T, V] float32 logits.
 
-  `config` is a ModelConfig (`ModelConfig.from_any(config.model)` makes one from the run's
+  `config` is a ModelConfig (`ModelConfig.from_config(config.model)` makes one from the run's
   config). `return_hidden=True` returns the final-LayerNorm hidden states [B, T, H]
   in the compute dtype instead (pair with `tied_logits` or a fused loss). Dropout needs
   rngs={'dropout': key} when deterministic=False.
@@ -244,7 +244,7 @@ class GLM(nn.Module):
   def __post_init__(self):
     if not isinstance(self.config, ModelConfig):
       raise TypeError(f"GLM takes a ModelConfig, got {type(self.config).__name__}: use "
-                      "GLM(ModelConfig.from_any(config.model)).")
+                      "GLM(ModelConfig.from_config(config.model)).")
     super().__post_init__()
 
   @nn.compact

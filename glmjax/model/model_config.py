@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
 
 import jax.numpy as jnp
+import ml_collections
 
 POSITION_ENCODINGS = ("learned_2d", "rope_2d", "rope")
 NORMS = ("pre", "deepnorm")
@@ -85,15 +85,12 @@ class ModelConfig:
                        f"divisible by {rotary_multiple}, got {self.head_dim}.")
 
   @classmethod
-  def from_any(cls, config: Any) -> "ModelConfig":
-    """From a ModelConfig, an ml_collections ConfigDict or a mapping; unknown keys are ignored."""
-    if isinstance(config, cls):
-      return config
-    if hasattr(config, "to_dict"):
-      config = config.to_dict()
-    if not isinstance(config, Mapping):
-      raise TypeError(f"Expected a model config (ConfigDict, mapping or ModelConfig), got "
-                      f"{type(config).__name__}.")
+  def from_config(cls, model: ml_collections.ConfigDict) -> "ModelConfig":
+    """From a run's `config.model`; its fields that only the run reads are left out."""
+    if not isinstance(model, ml_collections.ConfigDict):
+      raise TypeError(f"ModelConfig.from_config takes a run's config.model (a ConfigDict), got "
+                      f"{type(model).__name__}: build ModelConfig(**fields) from a mapping.")
+    config = model.to_dict()
     names = {field.name for field in dataclasses.fields(cls)}
     return cls(**{key: value for key, value in config.items() if key in names})
 
