@@ -114,7 +114,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, metadata: dict, *, force: bool = False,
            preempted: bool = False, defer: bool = False) -> bool:
-    """Saves `state` as `step` if it is due (or `force`, or `preempted`); True if it is saved.
+    """Saves `state` as `step` if it is due (or `force`, or `preempted`); True if it is saved
+    or, deferred, queued (a queued copy holding NaN or Inf is refused when it is written).
 
     defer=True (checkpoint.device_snapshot): the state and its checksums are copied on its
     devices, queued behind the running step, and nothing waits; `write_deferred()`, called
@@ -128,7 +129,7 @@ class Checkpointer:
     self.wait()  # surfaces an error of the previous asynchronous save here rather than never
     if step in self.manager.all_steps() and step not in self._damaged:
       return False
-    if defer and not preempted:
+    if defer and not preempted:  # a preempted run exits next: nothing would write the copy
       copy, summary = checksums.copy_with_summary(state)
       self._deferred = (step, copy, summary, metadata)
       return True
@@ -284,7 +285,9 @@ class Checkpointer:
       else:
         try:
           self.write_deferred()
+          self.wait()
         except Exception as error:  # noqa: BLE001 - the loop's own error is the one to report
+          self._failed = True
           log.error("Could not write the checkpoint of step %d: %s", step, error)
     if not self._failed:
       self.wait()

@@ -208,7 +208,7 @@ def join_timeout_s(workdir: str) -> int:
   default when its config.json cannot be read (`evaluate` then says why, after the join)."""
   try:
     return int(pretrained.read_config(workdir, warn=False).train.distributed_timeout_s)
-  except (OSError, ValueError):
+  except (OSError, ValueError, TypeError):
     return int(config_lib.train_defaults().distributed_timeout_s)
 
 

@@ -172,9 +172,9 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs):
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
            loop.memory_summary(train_fn))
   if config.checkpoint.device_snapshot:
-    log.info("checkpoint.device_snapshot: each save holds a copy of the state on the devices "
-             "until it is on the host, %.2f GiB per device", loop.state_bytes_per_device(state)
-             / 2**30)
+    log.log(*loop.device_snapshot_report(loop.memory_analysis(train_fn),
+                                         loop.state_bytes_per_device(state),
+                                         loop.device_memory_limit()))
   evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,
                          mesh) if inputs.eval_pipeline is not None else None)
 

@@ -14,7 +14,7 @@ FIELDS = {
     "prepare": ("prepare_tokens_per_s_one_core", "read_tokens_per_s"),
     "step": ("step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "compile_s",
              "step_time_s_pipeline", "pipeline_vs_prebuilt", "checkpoint_overhead",
-             "checkpoint_overhead_device_snapshot",
+             "checkpoint_overhead_device_snapshot", "peak_memory_bytes_with_save",
              "formula_flops_per_step", "compiled_flops_per_step"),
     "attention": ("implementations",),
     "sweep": ("trials", "best"),

@@ -287,6 +287,17 @@ def test_a_deferred_save_writes_its_step_s_state_after_that_state_was_donated(tm
   assert ckpt.steps() == [5]
 
 
+def test_a_preemption_save_is_never_deferred(tmp_path):
+  """The run exits right after it: a copy waiting for the next step would never be written."""
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=4, keep=2)
+  assert ckpt.save(7, state, _metadata(state), preempted=True, defer=True)
+  assert not ckpt.write_deferred()  # nothing queued: handed to Orbax at once
+  ckpt.wait()
+  assert ckpt.steps() == [7]
+  ckpt.close()
+
+
 def test_a_deferred_save_left_by_a_loop_that_stopped_is_written_on_close(tmp_path):
   state = _state()
   ckpt = checkpoint.Checkpointer(str(tmp_path), every=4, keep=2)

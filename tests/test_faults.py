@@ -5,11 +5,12 @@ import importlib
 import json
 import logging
 import os
+import types
 
 import pytest
 from absl import logging as absl_logging
 
-from glmjax import checkpoint, config as config_lib, train, workdir as workdir_lib
+from glmjax import checkpoint, config as config_lib, loop, train, workdir as workdir_lib
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +66,36 @@ def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_pat
   assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [4]
   assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
   assert json.loads((tmp_path / "config.until-step-2.json").read_text())["seed"] == 0
+
+
+def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeypatch):
+  """checkpoint.device_snapshot: the copy of step k goes to Orbax in iteration k+1, right
+  after step k+1 is dispatched (not at the next save, a checkpoint period late)."""
+  events = []
+  push, write = loop.StepReporter.push, checkpoint.Checkpointer._write
+  monkeypatch.setattr(loop.StepReporter, "push", lambda self, done, metrics: (
+      events.append(("step", done)), push(self, done, metrics))[1])
+  monkeypatch.setattr(checkpoint.Checkpointer, "_write", lambda self, step, *a, **k: (
+      events.append(("write", step)), write(self, step, *a, **k))[1])
+  config = _config(steps=5)
+  config.checkpoint.device_snapshot = True
+  train.train_and_evaluate(config, str(tmp_path))
+  # Saves at 2 and 4 are copies written in the next iteration; the last step is saved directly.
+  assert events == [("step", 1), ("step", 2), ("write", 2), ("step", 3), ("step", 4),
+                    ("write", 4), ("step", 5), ("write", 5)], events
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "5"]
+
+
+def test_a_device_snapshot_that_would_not_fit_beside_the_step_is_a_start_up_warning():
+  gib = 2**30
+  memory = types.SimpleNamespace(argument_size_in_bytes=6 * gib, temp_size_in_bytes=3 * gib)
+  level, line = loop.device_snapshot_report(memory, 2 * gib, 16 * gib)
+  assert level == logging.INFO and "2.00 GiB per device (11.00 GiB of 16.00 GiB" in line
+  level, line = loop.device_snapshot_report(memory, 8 * gib, 16 * gib)
+  assert level == logging.WARNING, line
+  assert "17.00 GiB, more than the device's 16.00 GiB" in line
+  assert "set checkpoint.device_snapshot=false" in line
+  assert loop.device_snapshot_report(None, gib, None)[0] == logging.INFO  # CPU: nothing to compare
 
 
 def test_only_fields_that_change_what_is_computed_count_as_a_change():

@@ -80,6 +80,7 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
     if with_save:
       save_time, state = _with_an_async_save(compiled, state, device_batch, defer=False)
       snapshot_time, state = _with_an_async_save(compiled, state, device_batch, defer=True)
+    peak_bytes_with_save = _peak_device_memory() if with_save else None
   result = {
       "what": "step", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "attention": model_config.attention,
@@ -100,9 +101,10 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
   result.update(step_time_s_pipeline=pipeline_time,
                 pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None,
                 # What a save adds, as a fraction of one step.
-                checkpoint_overhead=save_time / step_time - 2.0 if save_time else None,
-                checkpoint_overhead_device_snapshot=(snapshot_time / step_time - 2.0
-                                                     if snapshot_time else None))
+                checkpoint_overhead=save_time / step_time if save_time is not None else None,
+                checkpoint_overhead_device_snapshot=(snapshot_time / step_time
+                                                     if snapshot_time is not None else None),
+                peak_memory_bytes_with_save=peak_bytes_with_save)
   return result
 
 
@@ -158,25 +160,31 @@ def _fed_by_the_pipeline(config, compiled, state, host, steps: int):
 
 
 def _with_an_async_save(compiled, state, batch, *, defer: bool):
-  """Seconds of the two steps from the start of an asynchronous checkpoint save, saving as
-  train does: `defer` (checkpoint.device_snapshot) copies the state on the devices and writes
-  the copy once the next step is dispatched; otherwise the save waits for the state's transfer
-  to the host. Two steps, because a deferred transfer longer than the step it overlaps delays
-  the dispatch of the one after. The save's writing to storage overlaps later steps."""
+  """Seconds that an asynchronous checkpoint save adds to the two steps from its start, saving
+  as train does: `defer` (checkpoint.device_snapshot) copies the state on the devices and
+  writes the copy once the next step is dispatched; otherwise the save waits for the state's
+  transfer to the host. Two steps, because a deferred transfer longer than the step it overlaps
+  delays the dispatch of the one after; the same two steps without a save, from the same idle
+  start, are subtracted. The save's writing to storage overlaps later steps."""
+  def two_steps(state, save):
+    state, out = compiled(state, batch)
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    save(state)
+    for _ in range(2):
+      state, out = compiled(state, batch)
+      checkpointer.write_deferred()
+    jax.block_until_ready(out)
+    return time.perf_counter() - start, state
+
   with tempfile.TemporaryDirectory() as folder:
     checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True)
     try:
       for step in (1, 2):  # the first save compiles the checksums (and the copy): time the second
-        state, out = compiled(state, batch)
-        jax.block_until_ready(out)
-        start = time.perf_counter()
-        checkpointer.save(step, state, {}, force=True, defer=defer)
-        for _ in range(2):
-          state, out = compiled(state, batch)
-          checkpointer.write_deferred()
-        jax.block_until_ready(out)
-        seconds = time.perf_counter() - start
+        plain, state = two_steps(state, lambda s: None)
+        saving, state = two_steps(
+            state, lambda s, step=step: checkpointer.save(step, s, {}, force=True, defer=defer))
         checkpointer.wait()
     finally:
       checkpointer.close()
-  return seconds, state
+  return saving - plain, state
