@@ -7,13 +7,18 @@
 #   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [attention] [sweep] [large]
 #
 # Names the parts to run (default: all three). Needs what requirements.txt installs, plus tokamax
-# for the tokamax kernel: tokamax 0.0.12 builds its Mosaic GPU kernel with jax 0.10 only; with
-# jax 0.11 it needs tokamax 0.0.13 or later (jax changed the Mosaic GPU API), else `auto` logs
-# the failure and measures cudnn. On a machine that has jax, flax, optax, orbax and their usual
-# dependencies but no network, these wheels (Python 3.12, from a machine with one) are enough:
-# ml_collections tensorboardX tokamax einshape immutabledict pydantic pydantic-core
-# annotated-types typing-inspection qwix typeguard (about 4 MB; checked on Python 3.12 with jax
-# 0.11.2 on CPU, 2026-12-02). Not yet timed on a GPU: expect about 2 minutes for
+# for the tokamax kernel: tokamax 0.0.12 (PyPI's newest) builds its Mosaic GPU kernel with jax
+# 0.10 only; jax 0.11 needs tokamax 0.0.13, not on PyPI on 2026-12-03: install it from source,
+#   pip install "tokamax @ git+https://github.com/openxla/tokamax@783ea95704a581ea5b09c80d9d058c819cd8bf03"
+# (checked on CPU with jax 0.11.2: glmjax's tokamax forward and backward lower for sm90). Without
+# it `auto` logs the failure and measures cudnn. On a machine that has jax, flax, optax, orbax
+# and chex but no network, install with `pip install --no-deps` these Python 3.12 wheels (about
+# 44 MB, most of it xprof, which tokamax imports): ml_collections tensorboardX, tokamax 0.0.13
+# built from that commit (`pip wheel --no-deps`), einshape jaxtyping wadler-lindig pydantic
+# pydantic-core annotated-types typing-inspection qwix tqdm typeguard==2.13.3 immutabledict,
+# and xprof with its own dependencies (google-cloud-storage and its google-* chain, requests,
+# cryptography, cffi, werkzeug, cheroot, fire, gviz-api, ...; duckdb, 25 MB, is not needed to
+# import tokamax). Not yet timed on a GPU: expect about 2 minutes for
 # `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
 # start-up check of its kernel against xla, then 5 steps) and 3
 # for `large`; where one command may run at most 10 minutes, run the parts one by one. The

@@ -7,7 +7,9 @@ for CUDA on this CPU host (not run), and their calls in the lowered program coun
 """
 import collections
 import contextlib
+import importlib
 import re
+import types
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +108,14 @@ def _pretend_an_h100(monkeypatch):
   from tokamax._src import config, gpu_utils  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(gpu_utils, "is_sm90", lambda device=None: True)
   monkeypatch.setattr(gpu_utils, "is_sm100", lambda device=None: False)
+  # tokamax 0.0.13 (the one for jax 0.11) sizes its persistent kernel's grid from the default
+  # device's SM count while tracing; a CPU device has none, so give it an H100's 132.
+  mosaic_gpu = importlib.import_module("tokamax._src.mosaic_gpu")
+  if hasattr(mosaic_gpu, "backend"):
+    platform = jax.devices()[0].platform
+    h100 = types.SimpleNamespace(core_count=132, platform=platform)
+    monkeypatch.setattr(mosaic_gpu, "backend",
+                        types.SimpleNamespace(get_default_device=lambda: h100))
   return config.cross_compile(True)
 
 
