@@ -58,7 +58,7 @@ def model_defaults() -> ml_collections.ConfigDict:
       init_std=0.02,               # normal init std; output projections get it / sqrt(2L)
       dtype="bfloat16",            # compute dtype: bfloat16 | float32 (float16 needs loss scaling)
       param_dtype="float32",       # stored parameters: float32 | bfloat16
-      attention="auto",            # auto | xla | cudnn | tokamax | splash
+      attention="auto",            # auto | xla | cudnn | tokamax | splash | splash_dynamic
       remat="none",                # none | minimal | full
       scan_layers=True,            # nn.scan over layers: faster compiles; params get a layers axis
   ))

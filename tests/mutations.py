@@ -30,6 +30,22 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a corpus too big for memory is read on past the limit", "glmjax/data/sources.py",
+             "    if held > limit:", "    if held > 100 * limit:",
+             ("tests/test_sources.py",)),
+    Mutation("the stored size is not checked before tokenizing", "glmjax/data/sources.py",
+             "if stored // 8 * dtype.itemsize > limit:", "if False:",
+             ("tests/test_sources.py",)),
+    Mutation("a sliced TFDS split counts the whole split's bytes", "glmjax/data/tfds_source.py",
+             "whole, part = splits[base], splits[data_config.tfds_split]",
+             "whole, part = splits[base], splits[base]", ("tests/test_sources.py",)),
+    Mutation("the README names a config field that does not exist", "README.md",
+             "then train with `--config.data.source=prepared --config.data.prepared_dir=",
+             "then train with `--config.data.source=prepared --config.data.prepare_dir=",
+             ("tests/test_docs.py",)),
+    Mutation("a choice field's comment leaves out a choice", "glmjax/config.py",
+             "# auto | xla | cudnn | tokamax | splash | splash_dynamic",
+             "# auto | xla | cudnn | tokamax | splash", ("tests/test_code_shape.py",)),
     Mutation("loss scored on the inputs, not the targets", "glmjax/step.py",
              'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],',
              'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["tokens"],',

@@ -49,7 +49,7 @@ def _assert_matches_reference(fn, seq_len, seps, atol=2e-5):
     np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5, err_msg=name)
 
 
-def test_xla_matches_reference():
+def test_xla_attention_matches_the_reference():
   _assert_matches_reference(
       lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation="xla"),
       SMALL_T, SMALL_SEPS)
@@ -64,7 +64,7 @@ def test_cudnn_row_split_math_with_xla_backend():
 
 
 @pytest.mark.parametrize("implementation", ["splash", "splash_dynamic"])
-def test_splash_in_interpret_mode(implementation):
+def test_splash_in_interpret_mode_matches_the_reference(implementation):
   _assert_matches_reference(
       lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation=implementation),
       SPLASH_T, SPLASH_SEPS)
@@ -117,7 +117,7 @@ def test_auto_rejects_a_kernel_that_returns_wrong_numbers(monkeypatch, caplog):
                                      dtype=jnp.float32) == "splash"
 
 
-def test_tokamax_xla_path():  # tokamax comes with requirements-dev.txt: this runs in CI
+def test_tokamax_xla_path_matches_the_reference():  # tokamax comes with requirements-dev.txt: this runs in CI
   _assert_matches_reference(
       lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation="tokamax"),
       SMALL_T, SMALL_SEPS)

@@ -77,3 +77,15 @@ def test_every_config_field_has_a_one_line_comment():
   seed_line = inspect.getsource(config_lib.default_config).split("config.seed =")[1].splitlines()[0]
   missing += [] if "  # " in seed_line else ["seed"]
   assert not missing, missing
+
+
+def test_the_comment_of_every_choice_field_lists_all_its_choices():
+  unlisted = []
+  for field, choices in config_lib.CHOICES.items():
+    section, name = field.split(".")
+    source = inspect.getsource(getattr(config_lib, f"{section}_defaults"))
+    line = next(line for line in source.splitlines() if re.match(rf"\s+{name}=", line))
+    comment = line.split("  # ", 1)[1]
+    unlisted += [f"{field}: {choice}" for choice in choices
+                 if choice and not re.search(rf"(?<!\w){re.escape(choice)}(?!\w)", comment)]
+  assert not unlisted, unlisted

@@ -15,7 +15,7 @@ def test_local_variant_is_small_and_offline(name):
   assert local.model.hidden_size % local.model.num_heads == 0
 
 
-def test_published_optimizer_settings():
+def test_configs_carry_the_published_optimizer_settings():
   base = importlib.import_module("configs.base").get_config()
   large = importlib.import_module("configs.large").get_config()
   assert (base.optim.learning_rate, base.optim.b2, base.optim.eps) == (4e-4, 0.98, 1e-6)

@@ -1,8 +1,12 @@
 """The documentation a user gets with the repository points only inside the repository."""
+import glob
 import os
 import re
 
+import ml_collections
 import pytest
+
+from glmjax import config as glm_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", "launch/README.md"] + [
@@ -26,3 +30,29 @@ def test_every_relative_link_is_a_file_of_the_repository(doc):
 def test_the_readme_links_the_architecture_and_performance_docs():
   text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
   assert "(docs/architecture.md)" in text and "(docs/performance.md)" in text
+
+
+def _config_flags(text: str) -> list[str]:
+  """The fields that `--config.a.b=` flags and `` `a.b=` `` settings in a text name."""
+  sections = "|".join(glm_config.default_config().keys())
+  pattern = re.compile(rf"--config\.([a-z_0-9.]+)=|`((?:{sections})\.[a-z_0-9.]+)=")
+  return [m.group(1) or m.group(2) for m in pattern.finditer(text)]
+
+
+def test_every_config_flag_the_docs_and_error_messages_give_names_a_config_field():
+  config = glm_config.default_config()
+  sources = DOCS + [os.path.relpath(p, REPO) for pattern in ("glmjax/**/*.py", "launch/*.py",
+                                                            "launch/*.sh", "configs/*.py")
+                    for p in glob.glob(os.path.join(REPO, pattern), recursive=True)]
+  seen, unknown = 0, []
+  for name in sources:
+    for field in _config_flags(open(os.path.join(REPO, name), encoding="utf-8").read()):
+      seen += 1
+      node = config
+      for part in field.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+          unknown.append(f"{name}: {field}")
+          break
+        node = node[part]
+  assert seen > 100  # the pattern still finds the flags the docs give
+  assert not unknown, unknown

@@ -28,7 +28,7 @@ def check(batch, tokens, targets, loss, positions, blocks, sep):
   assert batch["sep"][0] == sep
 
 
-def test_worked_example_blank_layout():
+def test_the_papers_worked_blank_example_gives_its_layout():
   # Spans x3 = (3, 4) and x5 x6 = (5, 7); Part B order puts x5 x6 first (paper Figure 2).
   batch = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
   check(batch,
@@ -59,7 +59,7 @@ def test_worked_example_gpt_suffix_layout():
         [0] * 7 + [1, 2, 3, 4], 7)
 
 
-def test_worked_example_sentence_layout():
+def test_a_worked_sentence_example_gives_its_layout():
   batch = one_row(TEXT_2, [1], [4], [0], S.smask, 12)
   check(batch,
         [101, 30525, 2005, 2006, 2007, 1012, 0, 30522, 2001, 2002, 2003, 1012],

@@ -202,7 +202,7 @@ def test_megatron_parts_merge_back_exactly(sd, tmp_path, parts):
     assert torch.equal(merged[k], sd[k]), k
 
 
-def test_megatron_release_layout(sd, tmp_path):
+def test_megatron_release_files_sit_under_the_iteration_folder(sd, tmp_path):
   paths = og.save_megatron(str(tmp_path), sd, parts=2, iteration=250000)
   assert (tmp_path / 'latest_checkpointed_iteration.txt').read_text().strip() == '250000'
   assert all(os.path.dirname(p) == str(tmp_path / '250000') for p in paths)
@@ -211,7 +211,7 @@ def test_megatron_release_layout(sd, tmp_path):
 @pytest.mark.parametrize('fmt', ['safetensors', 'bin'])
 @pytest.mark.parametrize('prefix', [False, True])
 @pytest.mark.parametrize('shards', [1, 3])
-def test_hf_writer_round_trip(sd, tmp_path, fmt, prefix, shards):
+def test_hf_writer_files_read_back_to_the_same_weights(sd, tmp_path, fmt, prefix, shards):
   from safetensors.torch import load_file
   config = og.hf_config(V, H, L, HEADS, MSL)
   files = og.save_hf(str(tmp_path), sd, config, prefix=prefix, fmt=fmt, shards=shards)

@@ -98,7 +98,7 @@ def check_contract(batch, seq_len, rows):
   assert np.all(np.where(real, S.pad, batch["tokens"]) == S.pad)
 
 
-def test_contract_and_reconstruction_blank(docs):
+def test_blank_rows_keep_the_contract_and_decode_to_their_text(docs):
   p = pipeline.BatchPipeline(data_config(), Tokenizer(), docs, seed=3)
   batch = p.global_batch(5)
   check_contract(batch, 256, 64)
@@ -221,7 +221,7 @@ def test_windows_of_long_documents_start_at_uniform_offsets_not_after_sentence_e
   assert stats.chisquare(counts).pvalue > 1e-3, counts
 
 
-def test_document_rows(docs):
+def test_document_rows_fill_the_row_and_keep_the_contract(docs):
   p = pipeline.BatchPipeline(data_config(blank_prob=0.0, document_prob=1.0, batch_size=400),
                              Tokenizer(), docs, seed=4)
   batch = p.global_batch(0)
@@ -241,7 +241,7 @@ def test_document_rows(docs):
   assert stats.kstest(fractions, stats.uniform(0.5, 0.5).cdf).pvalue > 0.01
 
 
-def test_mixture_per_row(docs):
+def test_objectives_mix_per_row_in_their_configured_shares(docs):
   p = pipeline.BatchPipeline(data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2,
                                          batch_size=512), Tokenizer(), docs, seed=5)
   batch = p.global_batch(1)
@@ -253,7 +253,15 @@ def test_mixture_per_row(docs):
     assert np.all(np.any(batch["tokens"][rows] == token, axis=1))
 
 
-def test_determinism_hosts_and_resume(docs):
+def interleave(parts: list[np.ndarray]) -> np.ndarray:
+  """The global rows from hosts that built rows h, h + n, h + 2n, ... (n hosts)."""
+  whole = np.empty((sum(len(p) for p in parts),) + parts[0].shape[1:], parts[0].dtype)
+  for h, part in enumerate(parts):
+    whole[h::len(parts)] = part
+  return whole
+
+
+def test_batches_are_the_same_for_any_host_split_and_on_resume(docs):
   config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=16)
   a = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=11)
   first = [a.global_batch(k) for k in range(3)]
@@ -263,14 +271,14 @@ def test_determinism_hosts_and_resume(docs):
   assert not np.array_equal(first[0]["tokens"], first[1]["tokens"])
   other_seed = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=12).global_batch(0)
   assert not np.array_equal(other_seed["tokens"], first[0]["tokens"])
-  for hosts in (1, 2, 4):
-    parts = [a.host_batch(1, h, hosts) for h in range(hosts)]
+  for hosts in (1, 2, 4):  # strided rows per host, as a slice's device order can give
+    parts = [a.build_rows(1, np.arange(16)[h::hosts]) for h in range(hosts)]
     assert all(len(part["sep"]) == 16 // hosts for part in parts)
     for key in pipeline.BATCH_KEYS:
-      np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), first[1][key])
+      np.testing.assert_array_equal(interleave([part[key] for part in parts]), first[1][key])
 
 
-def test_tiny_and_empty_documents():
+def test_tiny_and_empty_documents_still_give_rows_that_train():
   docs = corpus([0, 1, 0, 1, 1, 2, 0, 1], period_every=1)
   for probs in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
     config = data_config(blank_prob=probs[0], sentence_prob=probs[1], document_prob=probs[2],
@@ -323,14 +331,6 @@ def test_bad_inputs_raise_at_construction(docs, overrides, tokenizer, documents,
   with pytest.raises(ValueError, match=match):
     pipeline.BatchPipeline(data_config(**overrides), tokenizer or Tokenizer(),
                            docs if documents is None else documents)
-
-
-def test_bad_host_split(docs):
-  p = pipeline.BatchPipeline(data_config(batch_size=6), Tokenizer(), docs)
-  with pytest.raises(ValueError, match=r"data\.batch_size=6"):
-    p.host_batch(0, 0, 4)
-  with pytest.raises(ValueError, match="host_index"):
-    p.host_batch(0, 2, 2)
 
 
 def test_evaluation_pipeline_reads_only_its_documents(docs):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds  # a requirement: these tests run, never skip
 
 from glmjax import config as glm_config
-from glmjax.data import builtin_corpus, sources, text_files
+from glmjax.data import builtin_corpus, sources, text_files, tfds_source
 from glmjax.data.tokenizers import ByteTokenizer
 
 BYTE = ByteTokenizer()
@@ -88,7 +88,36 @@ def test_files_source_reads_txt_jsonl_gz(tmp_path, caplog):
   assert len(train) + len(held_out) == len(expected)
 
 
-def test_txt_whole_file_documents(tmp_path):
+class CountingTokenizer(ByteTokenizer):
+  def __init__(self):
+    super().__init__()
+    self.calls = 0
+
+  def encode_batch(self, texts):
+    self.calls += 1
+    return super().encode_batch(texts)
+
+
+def test_a_source_too_big_for_memory_is_refused_before_or_while_tokenizing(tmp_path):
+  (tmp_path / "c.jsonl").write_text(
+      "".join(json.dumps({"text": f"{i} " + "x" * 1000}) + "\n" for i in range(100)))
+  config = data_config(source="files", files=(f"{tmp_path}/c.jsonl",))
+  stored = sources.stored_bytes(config)
+  assert stored == (tmp_path / "c.jsonl").stat().st_size
+  # Below the floor of the stored size (8 bytes per token, 2 bytes each): refused unread.
+  tokenizer = CountingTokenizer()
+  with pytest.raises(ValueError, match=r"c.jsonl.*GiB stored make at least.*data.prepare"):
+    sources.tokenize_source(config, tokenizer, memory_limit=stored // 8)
+  assert tokenizer.calls == 0
+  # Above the floor, below the real tokens (one per byte here): refused once they pass it.
+  with pytest.raises(ValueError, match=r"documents already make.*source=prepared"):
+    sources.tokenize_source(config, tokenizer, memory_limit=stored // 2)
+  assert tokenizer.calls > 0
+  store, _ = sources.tokenize_source(config, tokenizer, memory_limit=4 * stored)
+  assert len(store.doc_lengths) == 100
+
+
+def test_txt_files_can_be_whole_file_documents(tmp_path):
   write_corpus(tmp_path)
   config = data_config(source="files", files=(f"{tmp_path}/a.txt",), txt_documents="file")
   store, _ = sources.tokenize_source(config, BYTE)
@@ -191,6 +220,13 @@ def test_tfds_real_dataset_by_name_and_data_dir(tfds_dir):
   sliced, _ = sources.tokenize_source(tfds_config(tfds_dir, tfds_split="train[:10]"), BYTE)
   assert len(sliced.doc_lengths) in (9, 10)  # ten examples; the empty one may be among them
   assert texts_of(sliced) == texts_of(store)[:len(sliced.doc_lengths)]
+
+
+def test_a_sliced_tfds_split_counts_its_share_of_the_stored_bytes(tfds_dir):
+  whole = tfds_source.split_bytes(tfds_config(tfds_dir))
+  assert whole > 0
+  tenth = tfds_source.split_bytes(tfds_config(tfds_dir, tfds_split="train[:10%]"))
+  assert tenth == whole * 4 // len(TFDS_TEXTS)  # 10% of 42 examples is 4
 
 
 def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):

@@ -135,7 +135,7 @@ def test_sentencepiece_trained_by_the_cli(tmp_path):
                                               for p in ends)
 
 
-def test_token_surface_markers():
+def test_token_surface_turns_tokenizer_markers_into_text():
   assert tk.token_surface("Ġ.", byte_level=True) == " ."
   assert tk.token_surface("Ċ", byte_level=True) == "\n"
   assert tk.token_surface("<0x0A>") == "\n" and tk.token_surface("<0xE3>") == ""

@@ -2,8 +2,8 @@
 
 Row r of global step k is a pure function of (seed, k, r): its random numbers come from a
 counter-based generator keyed by (seed, k, r) (infilling.RowRandom), its text window included.
-So each host builds only its own rows (`build_rows`; the trainer asks for the rows its devices
-hold, `host_batch` gives contiguous slices), the global batch of a step is the same for every
+So each host builds only its own rows (`build_rows`, given the global rows its devices hold,
+in whatever order a slice's device order makes: parallel.host_rows), the global batch of a step is the same for every
 host count, no two hosts build the same row, and resuming at step k needs only k. An evaluation
 pipeline is another instance of the same class over held-out documents with its own seed.
 
@@ -65,17 +65,8 @@ class BatchPipeline:
     self._first_pieces = max(2, int(math.ceil(self.seq_len / weighted_piece)) + 2)
 
   def global_batch(self, step: int) -> dict[str, np.ndarray]:
-    return self.host_batch(step, 0, 1)
-
-  def host_batch(self, step: int, host_index: int = 0, host_count: int = 1):
-    """This host's contiguous slice of the global rows of `step`."""
-    if host_count < 1 or not 0 <= host_index < host_count:
-      raise ValueError(f"host_index={host_index} must be in [0, host_count={host_count}).")
-    if self.batch_size % host_count:
-      raise ValueError(f"data.batch_size={self.batch_size} is not divisible by {host_count} hosts;"
-                       " make data.batch_size a multiple of the host count.")
-    per_host = self.batch_size // host_count
-    return self.build_rows(step, np.arange(host_index * per_host, (host_index + 1) * per_host))
+    """All rows of `step`, for one process that feeds every device (and for tests)."""
+    return self.build_rows(step, np.arange(self.batch_size))
 
   def build_rows(self, step: int, rows) -> dict[str, np.ndarray]:
     """The given global rows of `step`, in any subset or order: each depends on its index only."""

@@ -8,8 +8,8 @@ Sources:
   files     data.files globs of .txt / .jsonl / .json, optionally .gz (data/text_files.py).
   tfds      a prepared TFDS dataset, local or gs:// (data/tfds_source.py).
   prepared  token shards written by `python -m glmjax.data.prepare`, memory-mapped.
-builtin/files/tfds are tokenized at start-up into memory (fine for small corpora); prepare big
-ones once. Both ways give the same documents with the same ids, so the held-out split and every
+builtin/files/tfds are tokenized at start-up into memory on every host, which is refused past a
+third of the host's memory (the build holds the tokens twice at its peak); prepare big ones once. Both ways give the same documents with the same ids, so the held-out split and every
 batch agree. The held-out split takes one document from every block of round(1/eval_fraction)
 consecutive documents (which one: a hash of the block index): deterministic, spread over the
 whole corpus, and unchanged for earlier blocks when documents are appended.
@@ -130,14 +130,55 @@ def report_invalid_utf8(label: str, stats: TextStats):
                     label, stats.invalid_utf8, stats.docs)
 
 
-def tokenize_source(data_config, tokenizer) -> tuple[InMemoryDocs, TextStats]:
-  """The whole source tokenized into memory, with a progress line every few seconds."""
+def stored_bytes(data_config) -> int:
+  """The source's size as stored: its files on disk (compressed ones at their compressed size),
+  the TFDS split's records; 0 for the generated corpus."""
+  if data_config.source == "files":
+    return sum(os.path.getsize(p) for p in text_files.expand_globs(list(data_config.files)))
+  if data_config.source == "tfds":
+    return tfds_source.split_bytes(data_config)
+  return 0
+
+
+def host_memory_bytes() -> int:
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _too_big(label: str, found: str, limit: int) -> ValueError:
+  gib = 1 << 30
+  return ValueError(
+      f"{label}: {found}, more than the {limit / gib:.1f} GiB allowed (a third of this host's "
+      f"{host_memory_bytes() / gib:.0f} GiB), and every host would hold it all. Tokenize it once "
+      "with `python -m glmjax.data.prepare --config=SAME_CONFIG --out=DIR` and train with "
+      "--config.data.source=prepared --config.data.prepared_dir=DIR (memory-mapped shards)")
+
+
+def tokenize_source(data_config, tokenizer, *, memory_limit: int | None = None
+                    ) -> tuple[InMemoryDocs, TextStats]:
+  """The whole source tokenized into memory, with a progress line every few seconds.
+
+  Refused, before reading when the stored size shows it and else as soon as the tokens pass
+  memory_limit (default a third of the host's memory), so that a corpus too big for memory
+  fails in minutes with the fix named, not after hours of tokenizing or in the OOM killer."""
   label, stats = source_label(data_config), TextStats()
   dtype, pieces, lengths = token_dtype(tokenizer.vocab_size), [], []
+  limit = host_memory_bytes() // 3 if memory_limit is None else memory_limit
+  stored = stored_bytes(data_config)
+  # No common tokenizer averages more than 8 bytes of text per token: a floor on the tokens.
+  if stored // 8 * dtype.itemsize > limit:
+    raise _too_big(label, f"{stored / (1 << 30):.1f} GiB stored make at least "
+                   f"{stored // 8 * dtype.itemsize / (1 << 30):.1f} GiB of tokens", limit)
+  log.info("tokenizing %s into memory (%s; at most %.1f GiB of tokens)", label,
+           f"{stored / (1 << 30):.2f} GiB stored" if stored else "generated", limit / (1 << 30))
+  held = 0
   start = last_report = time.monotonic()
   for ids in encode_documents(tokenizer, iter_source_texts(data_config, stats)):
     pieces.append(ids.astype(dtype, copy=False))
     lengths.append(len(ids))
+    held += len(ids) * dtype.itemsize
+    if held > limit:
+      raise _too_big(label, f"{len(lengths)} documents already make "
+                     f"{held / (1 << 30):.2f} GiB of tokens", limit)
     if time.monotonic() - last_report > 5:
       last_report = time.monotonic()
       log.info("tokenizing %s: %d documents, %.1fM tokens so far", label, len(lengths),

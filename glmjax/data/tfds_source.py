@@ -56,14 +56,21 @@ def open_builder(data_config):
   return builder
 
 
+def split_bytes(data_config) -> int:
+  """About the stored bytes of data.tfds_split: TFDS records the size of whole splits only, so
+  a slice ('train[:5%]') counts its share of the whole split's examples. 0 when unrecorded."""
+  splits = open_builder(data_config).info.splits
+  base = data_config.tfds_split.split("[")[0]
+  if base not in splits:
+    return 0
+  whole, part = splits[base], splits[data_config.tfds_split]
+  return whole.num_bytes * part.num_examples // max(1, whole.num_examples)
+
+
 def plan_tfds_pieces(data_config, target_bytes: int) -> list[dict]:
   """Even sub-splits of about target_bytes of stored data each."""
-  builder = open_builder(data_config)
-  split = data_config.tfds_split
-  base = split.split("[")[0]
-  stored = builder.info.splits[base].num_bytes if base in builder.info.splits else 0
-  count = max(1, math.ceil(stored / target_bytes))
-  return [dict(tfds=[split, index, count]) for index in range(count)]
+  count = max(1, math.ceil(split_bytes(data_config) / target_bytes))
+  return [dict(tfds=[data_config.tfds_split, index, count]) for index in range(count)]
 
 
 def iter_tfds_texts(data_config, stats: TextStats, piece: list | None = None) -> Iterator[str]:
