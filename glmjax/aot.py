@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from glmjax import attention_choice
+from glmjax import attention_choice, cli
 from glmjax import config as config_lib
 from glmjax import metrics as metrics_lib
 from glmjax import model as model_lib
@@ -281,4 +281,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # main validates the config itself, for the slice's device count

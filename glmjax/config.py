@@ -142,7 +142,7 @@ def train_defaults() -> ml_collections.ConfigDict:
       profile_start=-1,            # first step of a profiler trace window; -1 disables
       profile_steps=5,             # length of that trace window, in steps
       distributed_timeout_s=1800,  # how long hosts wait for each other to join the job
-      allow_config_change=False,   # resume even if seed/model/data/optim differ from the checkpoint's
+      allow_config_change=False,   # resume even if seed/model/data/optim/dropout_rng changed
       compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
                                    # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
       loss_chunk=loss.DEFAULT_CHUNK,  # Part B positions per iteration of the loss (1024)
@@ -353,7 +353,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
 # Sections and fields that change what a run computes; the rest (steps, logging, evaluation,
 # checkpointing, the mesh, the attention kernel, remat) may change when a run resumes.
 TRAJECTORY_SECTIONS = ("seed", "model", "data", "optim")
-FREE_FIELDS = ("model.attention", "model.remat", "model.target_platform",
+TRAJECTORY_FIELDS = ("train.dropout_rng",)  # another generator draws every later dropout mask
+FREE_FIELDS = ("model.attention", "model.remat",
                "optim.moments_dtype")  # the state's layout check catches a real mismatch
 
 
@@ -373,7 +374,8 @@ def trajectory_changes(saved: dict, current: dict) -> list[str]:
   defaults = _flat(default_config().to_dict())
   changes = []
   for field in sorted(set(before) | set(after)):
-    if field.split(".")[0] not in TRAJECTORY_SECTIONS or field in FREE_FIELDS:
+    in_trajectory = field.split(".")[0] in TRAJECTORY_SECTIONS or field in TRAJECTORY_FIELDS
+    if not in_trajectory or field in FREE_FIELDS:
       continue
     # A field that a later glmjax added reads as its default in an older checkpoint.
     old = before.get(field, defaults.get(field, "(absent)"))

@@ -3,7 +3,9 @@
 A workdir is a training run's (config.json and checkpoints/) or one that
 `python -m glmjax.convert import` wrote (the same files; a parameters-only checkpoint at step
 0 and the tokenizer's files under tokenizer/). `generate`, `evaluate`, `convert export` and
-`convert.load_pretrained` read both kinds through `load`.
+`convert.load_pretrained` read both kinds through `load`. An import given no tokenizer records
+NO_TOKENIZER as its data.tokenizer_path, and `require_tokenizer` refuses it wherever text would be
+tokenized (generate, evaluate, train from the import's config.py); the parameters load as ever.
 """
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ from glmjax.model import GLM, ModelConfig
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+SOURCE_FILE = "source.json"  # what `convert import` read: only an imported workdir has one
+# data.tokenizer_path of a workdir imported without a tokenizer. Its data.tokenizer stays 'byte'
+# (config validation and compile-only programs need a valid kind), but byte ids fed to a model
+# trained on a BERT or GPT-2 vocabulary give nonsense without any error, so this placeholder is
+# refused until a tokenizer is named (re-import with --tokenizer, or set data.tokenizer*).
+NO_TOKENIZER = "<none: imported without a tokenizer>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,15 +133,55 @@ def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_coll
   (an imported workdir keeps its tokenizer under tokenizer/, so the folder can move)."""
   data = ml_collections.ConfigDict(config.data.to_dict())
   path = data.tokenizer_path
-  if path and not os.path.isabs(path) and "://" not in workdir:
+  if (data.tokenizer == "byte" and not path
+      and (epath.Path(workdir) / SOURCE_FILE).exists()):
+    # Imports older than NO_TOKENIZER left glmjax's byte default: the model's vocabulary is
+    # unknown all the same. (An import stores no byte tokenizer, so this is never a real one.)
+    data.tokenizer_path = NO_TOKENIZER
+  elif path and not os.path.isabs(path) and "://" not in workdir:
     inside = os.path.join(workdir, path)
     if os.path.exists(inside):
       data.tokenizer_path = inside
   return data
 
 
+def _imported_from(workdir: str) -> str:
+  """The checkpoint `convert import` read into `workdir`, for the re-import command we print."""
+  try:
+    record = json.loads((epath.Path(workdir) / SOURCE_FILE).read_text(encoding="utf-8"))
+    return str(record["path"])
+  except (OSError, ValueError, KeyError, TypeError):  # any workdir: the message still helps
+    return "CHECKPOINT"
+
+
+def require_tokenizer(data_config: ml_collections.ConfigDict, workdir: str, *,
+                      training: bool = False) -> None:
+  """Raises ConfigError (one line, with the fix) when data.tokenizer_path is still the
+  NO_TOKENIZER placeholder of a workdir imported without a tokenizer. `workdir` is that import
+  (for training: checkpoint.init_from); `training` adds the command-line fix, since a run can
+  name the tokenizer itself while generate and evaluate read it from the workdir."""
+  if data_config.tokenizer_path != NO_TOKENIZER:
+    return
+  reimport = (f"python -m glmjax.convert import --from={_imported_from(workdir)} "
+              "--out=NEW_WORKDIR --tokenizer=PATH")
+  if training:
+    raise config_lib.ConfigError(
+        f"checkpoint.init_from={workdir} was imported without its tokenizer, and glmjax's byte "
+        "tokenizer would feed the model ids it was not trained on: set "
+        "--config.data.tokenizer=KIND --config.data.tokenizer_path=PATH (KIND: "
+        f"{', '.join(kind for kind in tokenizers.TOKENIZERS if kind != 'byte')}; and "
+        "data.tokenizer_vocab) to the tokenizer the checkpoint was trained with, or re-import "
+        f"it with {reimport} and train from NEW_WORKDIR/config.py.")
+  raise config_lib.ConfigError(
+      f"{workdir} was imported without its tokenizer, and glmjax's byte tokenizer would feed "
+      f"the model ids it was not trained on: re-import it with {reimport} (the tokenizer's "
+      "file or folder: vocab.txt, vocab.json + merges.txt, a .model or tokenizer.json).")
+
+
 def load_tokenizer(pretrained: Pretrained):
-  return tokenizers.load_tokenizer(tokenizer_config(pretrained.config, pretrained.workdir))
+  data = tokenizer_config(pretrained.config, pretrained.workdir)
+  require_tokenizer(data, pretrained.workdir)
+  return tokenizers.load_tokenizer(data)
 
 
 def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,

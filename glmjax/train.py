@@ -22,10 +22,10 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from glmjax import attention_choice
+from glmjax import attention_choice, cli
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import held_out, logs, loop, parallel, prefetch, step as step_lib
+from glmjax import held_out, logs, loop, parallel, prefetch, pretrained, step as step_lib
 from glmjax import metrics as metrics_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -61,6 +61,7 @@ class RunOutputs:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains to `config.train.steps`, resuming from `workdir` if it holds checkpoints."""
+  # run() has joined already; this call (then a no-op) is for code that calls this function.
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
   inputs = _inputs(config)
   outputs = _outputs(config, workdir)
@@ -78,6 +79,9 @@ def _inputs(config) -> RunInputs:
     mesh = parallel.make_mesh(config.mesh)
     config_lib.validate(config, num_devices=jax.device_count(),
                         batch_parallelism=parallel.batch_axis_size(mesh))
+    # An import without a tokenizer: refused unless the command line named one (aot, which
+    # tokenizes nothing, takes the same config.py).
+    pretrained.require_tokenizer(config.data, config.checkpoint.init_from, training=True)
     tokenizer = tokenizers.load_tokenizer(config.data)
     if tokenizer.ids_used > config.model.vocab_size:
       raise config_lib.ConfigError(
@@ -268,21 +272,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     if "://" in workdir:
       log.info("This run's log file: %s (a bucket cannot be appended to)", log_path)
   except config_lib.ConfigError as error:
-    logs.report_failure(error, None, expected=True)
-    raise SystemExit(1) from None
+    cli.fail(error)
   except OSError as error:
-    logs.report_failure(StartupError(workdir_lib.unwritable(workdir, error)), None,
-                        expected=True)
-    raise SystemExit(1) from None
+    cli.fail(StartupError(workdir_lib.unwritable(workdir, error)))
   try:
     train_and_evaluate(config, workdir)
   except _USER_ERRORS as error:
-    logs.report_failure(error, log_path, expected=True)
-    raise SystemExit(1) from None
+    cli.fail(error, log_path)
   except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
-    logs.report_failure(error, log_path, expected=False)
-    raise SystemExit(1) from None
+    cli.fail(error, log_path, expected=False)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)  # run() validates the config itself, once its console and log file are set up

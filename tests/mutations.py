@@ -30,6 +30,16 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a resume may switch the dropout generator", "glmjax/config.py",
+             'TRAJECTORY_FIELDS = ("train.dropout_rng",)', "TRAJECTORY_FIELDS = ()",
+             ("tests/test_faults.py::test_a_resume_that_switches_the_dropout_generator_is_"
+              "refused_naming_it",)),
+    Mutation("an import without a tokenizer keeps the byte default", "glmjax/convert/__init__.py",
+             "    config.data.tokenizer_path = pretrained.NO_TOKENIZER", "    pass",
+             ("tests/test_convert.py",)),
+    Mutation("config mistakes reach absl's own parser (a traceback)", "glmjax/cli.py",
+             "app.run(checked_main, flags_parser=parse_flags)", "app.run(checked_main)",
+             ("tests/test_cli.py",)),
     Mutation("a corpus too big for memory is read on past the limit", "glmjax/data/sources.py",
              "    if held > limit:", "    if held > 100 * limit:",
              ("tests/test_sources.py",)),

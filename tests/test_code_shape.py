@@ -24,14 +24,26 @@ def _modules():
         yield dotted.removesuffix(".__init__"), path
 
 
-def _imports(path):
+def _imports(path, program_block=True):
+  """The modules `path` imports; program_block=False leaves out its `if __name__ ==
+  "__main__":` block, where a lower module that is also a command (data/prepare.py) starts
+  through the commands' shared start-up (glmjax.cli), which no library code reaches."""
   tree = ast.parse(open(path, encoding="utf-8").read())
+  if not program_block:
+    tree.body = [node for node in tree.body if not _is_program_block(node)]
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       yield from (alias.name for alias in node.names)
     elif isinstance(node, ast.ImportFrom) and node.module:
       yield node.module
       yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def _is_program_block(node) -> bool:
+  return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+          and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
+          and isinstance(node.test.comparators[0], ast.Constant)
+          and node.test.comparators[0].value == "__main__")
 
 
 @pytest.mark.parametrize("module, path", sorted(_modules()))
@@ -44,7 +56,7 @@ def test_the_model_and_data_layers_import_nothing_above_them():
   offenders = []
   for module, path in _modules():
     if module.startswith(LOWER):
-      offenders += [f"{module} imports {name}" for name in _imports(path)
+      offenders += [f"{module} imports {name}" for name in _imports(path, program_block=False)
                     if name.startswith("glmjax.") and not name.startswith(LOWER)
                     and name != "glmjax"]
   assert not offenders, offenders

@@ -19,6 +19,7 @@ import torch
 
 import original_glm as og
 from glmjax import checkpoint as checkpoint_lib
+from glmjax import config as config_lib
 from glmjax import convert, pretrained
 from glmjax.convert import mapping, original, safetensors_io
 from glmjax.model import GLM
@@ -50,6 +51,41 @@ def _our_logits(model_config, params):
   return np.asarray(GLM(model_config).apply({"params": params}, jnp.asarray(TOKENS),
                                             jnp.asarray(POSITIONS), jnp.asarray(BLOCKS),
                                             jnp.asarray(SEP)))
+
+
+def _continue_config(workdir):
+  """What `train --config=WORKDIR/config.py` starts from, before command-line overrides."""
+  spec = importlib.util.spec_from_file_location("imported_config", os.path.join(workdir,
+                                                                                "config.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _run_command(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                        text=True, check=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def untokenized(tmp_path_factory):
+  """(Megatron source folder, its workdir imported without --tokenizer, the import's log). A
+  vocabulary of 384 rows: the byte tokenizer's 262 ids fit, so only the refusal stops it."""
+  folder = tmp_path_factory.mktemp("untokenized")
+  og.save_megatron(str(folder / "megatron"), og.random_state_dict(384, H, L, HEADS, MSL, seed=2))
+  records, logger = [], logging.getLogger("glmjax.convert")
+  handler = logging.Handler()
+  handler.emit = lambda record: records.append(record.getMessage())
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    convert.import_checkpoint(str(folder / "megatron"), str(folder / "run"), num_heads=HEADS)
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  return str(folder / "megatron"), str(folder / "run"), "\n".join(records)
 
 
 def _write(layout, directory, weights):
@@ -279,3 +315,62 @@ def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weigh
   assert (tokenizer.specials.cls, tokenizer.specials.mask, tokenizer.specials.sop,
           tokenizer.specials.eop) == (101, 103, 30522, 30523)
   assert loaded.config.data.tokenizer == "wordpiece"
+
+
+def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_naming_the_flag(
+    untokenized, tmp_path):
+  from glmjax import evaluate  # pylint: disable=import-outside-toplevel
+  source, workdir, log_text = untokenized
+  assert "No tokenizer stored: generate and evaluate will refuse" in log_text
+  loaded = pretrained.load(workdir)  # the parameters need no tokenizer
+  with pytest.raises(config_lib.ConfigError) as refused:
+    pretrained.load_tokenizer(loaded)
+  message = str(refused.value)
+  assert f"python -m glmjax.convert import --from={source} " in message
+  assert "--tokenizer=PATH" in message and "\n" not in message
+  with pytest.raises(evaluate.EvaluateError, match="--tokenizer=PATH"):
+    evaluate.evaluate(workdir, batches=1)
+  generated = _run_command("glmjax.generate", f"--workdir={workdir}", "--text=the [MASK] of")
+  lines = [line for line in generated.stderr.splitlines() if line.strip()]
+  assert generated.returncode == 1 and "Traceback" not in generated.stderr, generated.stderr
+  assert "imported without its tokenizer" in lines[-1] and "--tokenizer=PATH" in lines[-1]
+  assert not generated.stdout.strip()  # no text was filled in
+  convert.export_workdir(workdir, str(tmp_path / "out"))  # nor does export need one
+  assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_an_import_made_before_the_placeholder_existed_is_refused_too(untokenized, tmp_path):
+  _, workdir, _ = untokenized
+  old = tmp_path / "old"
+  old.mkdir()
+  saved = json.loads(open(os.path.join(workdir, "config.json"), encoding="utf-8").read())
+  saved["data"]["tokenizer_path"] = ""  # what the import wrote before: glmjax's byte default
+  (old / "config.json").write_text(json.dumps(saved))
+  (old / "source.json").write_text(open(os.path.join(workdir, "source.json")).read())
+  data = pretrained.tokenizer_config(pretrained.read_config(str(old)), str(old))
+  with pytest.raises(config_lib.ConfigError, match="--tokenizer=PATH"):
+    pretrained.require_tokenizer(data, str(old))
+  os.remove(old / "source.json")  # a run trained from scratch on bytes is not refused
+  data = pretrained.tokenizer_config(pretrained.read_config(str(old)), str(old))
+  pretrained.require_tokenizer(data, str(old))
+
+
+def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_command_line_names_one(
+    untokenized, tmp_path):
+  from glmjax import train  # pylint: disable=import-outside-toplevel
+  _, workdir, log_text = untokenized
+  assert "--config.data.tokenizer=... --config.data.tokenizer_path=..." in log_text
+  config = _continue_config(workdir)
+  config_lib.validate(config)  # what aot checks: the config compiles without a tokenizer
+  trained = _run_command("glmjax.train", f"--config={workdir}/config.py",
+                         f"--workdir={tmp_path / 'refused'}", "--config.data.source=builtin")
+  lines = [line for line in trained.stderr.splitlines() if line.strip()]
+  assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
+  assert f"checkpoint.init_from={workdir} was imported without its tokenizer" in lines[-1]
+  assert "--config.data.tokenizer=KIND --config.data.tokenizer_path=PATH" in lines[-1]
+  # Named on the command line, the tokenizer wins, even glmjax's byte one.
+  config.data.update(source="builtin", builtin_docs=50, max_span_length=5, tokenizer="byte",
+                     tokenizer_path="")
+  config.train.eval_every = 0
+  inputs = train._inputs(config)  # pylint: disable=protected-access
+  assert inputs.model_config.vocab_size == 384

@@ -110,6 +110,22 @@ def test_only_fields_that_change_what_is_computed_count_as_a_change():
       "data.files: [] -> ['a.txt']", "optim.learning_rate: 0.002 -> 1.0"]
 
 
+def test_a_resume_that_switches_the_dropout_generator_is_refused_naming_it():
+  # rbg draws other masks from the same key: every step after the resume would differ.
+  saved, later = _config().to_dict(), _config().to_dict()
+  later["train"]["dropout_rng"] = "rbg"
+  with pytest.raises(workdir_lib.ConfigChangedError,
+                     match=r"step 2 .* another config: train.dropout_rng: 'threefry2x32' -> "
+                           r"'rbg'\. .*allow_config_change=true"):
+    workdir_lib.check_resume(saved, later, step=2, workdir="/run", allow=False)
+
+
+def test_the_fields_a_resume_treats_apart_are_fields_of_the_config():
+  fields = set(config_lib._flat(config_lib.default_config().to_dict()))
+  named = set(config_lib.TRAJECTORY_FIELDS) | set(config_lib.FREE_FIELDS)
+  assert named <= fields, sorted(named - fields)
+
+
 def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_newest_good_checkpoint(
     tmp_path, monkeypatch):
   real_save = checkpoint._LoopDecidesPreemption.save

@@ -64,6 +64,21 @@ def test_parallel_cli_matches_in_process_prepare(tmp_path):
   assert directory_bytes(out) == directory_bytes(tmp_path / "inline")
 
 
+def test_the_command_refuses_a_config_without_its_tokenizer_file_in_one_line(tmp_path):
+  # The README's command without its data.tokenizer_path: configs/base.py tokenizes with hf.
+  (tmp_path / "corpus.jsonl").write_text('{"text": "one document"}\n')
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.data.prepare", "--config=configs/base.py",
+       "--config.data.source=files", f"--config.data.files=('{tmp_path}/*.jsonl',)",
+       f"--out={tmp_path}/prepared", "--workers=2"],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert "data.tokenizer='hf' needs data.tokenizer_path" in result.stderr
+  assert not (tmp_path / "prepared").exists()
+
+
 def test_prepared_store_reads_what_on_the_fly_tokenization_gives(tmp_path):
   config = data_config()
   manifest = prepare.prepare(config, str(tmp_path), shard_mb=SHARD_MB, progress=False)

@@ -1,8 +1,10 @@
 """Dispatch `python -m glmjax.bench --what=NAME` to glmjax.bench.NAME.main(config, argv)."""
 import importlib
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from glmjax import cli
 
 BENCHMARKS = ("data", "prepare", "step", "sweep", "attention")
 
@@ -13,7 +15,7 @@ flags.DEFINE_string("sweep_remat", "", "sweep: remat policies (default: none,min
 flags.DEFINE_string("sweep_attention", "", "sweep: kernels (default: what auto tries here).")
 flags.DEFINE_string("sweep_loss_chunk", "", "sweep: train.loss_chunk values (default: config's).")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
-                                          lock_config=False)
+                                          lock_config=True)
 
 
 def main(argv):
@@ -22,4 +24,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # A tokenizer, corpus or folder that is not there, or a value the benchmark cannot use.
+  cli.run(main, validate=True, user_errors=(ValueError, OSError))

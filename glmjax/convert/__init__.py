@@ -27,7 +27,7 @@ from glmjax.model import ModelConfig, stack_layers
 
 log = logging.getLogger(__name__)
 
-SOURCE_FILE = "source.json"      # what export needs to write the checkpoint back as it came
+SOURCE_FILE = pretrained.SOURCE_FILE  # what export needs to write the checkpoint back as it came
 HF_FILES_DIR = "hf_files"        # the source folder's code and tokenizer files, kept for export
 TOKENIZER_DIR = "tokenizer"
 ACTIVATIONS = {  # the GeLU each original code computes
@@ -39,7 +39,9 @@ CONTINUE_CONFIG = '''"""Continue pretraining from the checkpoint imported into t
   python -m glmjax.train --config={path} --workdir=RUN --config.data.source=...
 
 The model is the imported one; optimizer, schedule and data are glmjax's defaults (override
-them with --config.FIELD=VALUE). Training starts at step 0 with a new optimizer state.
+them with --config.FIELD=VALUE). Training starts at step 0 with a new optimizer state. An import
+without a tokenizer is refused until --config.data.tokenizer and --config.data.tokenizer_path
+name the one the checkpoint was trained with.
 """
 import os
 
@@ -185,11 +187,13 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
     log.warning("The vocabulary has %d rows, not a multiple of 128: kept as it is (the function "
                 "must not change); a padded table would run faster.", model_config.vocab_size)
   os.makedirs(out, exist_ok=True)
-  described = "no tokenizer (give --tokenizer=PATH to store one)"
   tokenizer = tokenizer or (source if checkpoint.layout == "hf" and os.path.isdir(source)
                             and released_tokenizers.holds_tokenizer(source) else "")
   if tokenizer:
     described = _store_tokenizer(tokenizer, out, config.data)
+  else:  # glmjax's byte default is not this model's vocabulary: record that none is known
+    described = "no tokenizer"
+    config.data.tokenizer_path = pretrained.NO_TOKENIZER
   pretrained.save(out, config, params, source=os.path.abspath(source))
   if checkpoint.layout == "hf":
     _keep_source_files(source, out)
@@ -208,8 +212,14 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
            model_config.max_position + 1, f"{sum(np.size(x) for x in jax.tree.leaves(params)):,}",
            described)
   log.info("Activation: model.activation=%s, %s.", activation[0], activation[1])
+  if not tokenizer:
+    log.warning("No tokenizer stored: generate and evaluate will refuse %s, and so will training "
+                "from its config.py unless --config.data.tokenizer and "
+                "--config.data.tokenizer_path are given; export and the parameters work. Re-import "
+                "with --tokenizer=PATH to keep the tokenizer with the model.", out)
   log.info("Wrote %s. Continue pretraining: python -m glmjax.train --config=%s --workdir=RUN "
-           "--config.data.source=...", out, os.path.join(out, "config.py"))
+           "--config.data.source=...%s", out, os.path.join(out, "config.py"),
+           "" if tokenizer else " --config.data.tokenizer=... --config.data.tokenizer_path=...")
   return model_config
 
 

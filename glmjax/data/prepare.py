@@ -203,7 +203,7 @@ def _define_flags():
   """Flags exist only when this module is the program (the trainer and bench import it)."""
   return dict(
       config=config_flags.DEFINE_config_file("config", None, "Run config file (its data "
-                                             "section).", lock_config=False),
+                                             "section).", lock_config=True),
       out=flags.DEFINE_string("out", None, "Output directory for the shards and manifest."),
       workers=flags.DEFINE_integer("workers", os.cpu_count() or 1, "Tokenizer processes."),
       shard_mb=flags.DEFINE_float("shard_mb", 256.0, "Text per shard, in MiB (before "
@@ -228,5 +228,9 @@ def main(argv, flag):
 
 
 if __name__ == "__main__":
+  # The commands' shared start sits above the data layer: only this program block imports it.
+  from glmjax import cli
   _flags = _define_flags()
-  app.run(lambda argv: main(argv, _flags))
+  # Validated as train validates it; a tokenizer or corpus that is not there (or cannot be
+  # read), or an --out of another prepare, ends as one line.
+  cli.run(lambda argv: main(argv, _flags), validate=True, user_errors=(ValueError, OSError))

@@ -1,0 +1,103 @@
+"""What the commands that take --config (train, aot, bench, data.prepare) share: their flags
+parsed, and a user's mistake reported as one line with exit status 1, never a traceback.
+
+absl parses --config while it parses the flags, before main runs; ml_collections then raises a
+mistyped config argument (`configs/base.py:lcoal`) with the config file's traceback in the
+message, an override of a field the config lacks (`--config.data.batch_sise`) as a bare
+KeyError or AttributeError, and keeps a file it could not load until the config is first
+touched. `run` replaces absl's flag parser with one that turns each of those into one line
+naming the flag and the fix.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Callable, NoReturn
+
+from absl import app, flags
+
+from glmjax import config as config_lib
+from glmjax import logs
+
+
+def fail(error: BaseException, log_path: str | None = None, *, expected: bool = True) -> NoReturn:
+  """Ends the command: `error` as one console line, its traceback only in the log file at
+  `log_path` (logs.report_failure), exit status 1."""
+  if not logging.getLogger("glmjax").handlers:  # stopped before the command set up its console
+    logs.setup_console(0)
+  logs.report_failure(error, log_path, expected=expected)
+  raise SystemExit(1) from None
+
+
+def run(main: Callable[[list[str]], object], *, validate: bool = False,
+        user_errors: tuple[type[BaseException], ...] = ()) -> None:
+  """`app.run(main)` with a mistyped flag, config argument or config field, or a config file
+  that does not load, as one line (exit status 1). `validate`: the config passes
+  config.validate before main runs (for commands that do not validate it themselves).
+  `user_errors`: what main raises for a user's mistake (a missing file, a value that cannot
+  work); it ends as its message, in one line, too."""
+  def checked_main(argv):
+    try:
+      if validate and flags.FLAGS.config is not None:  # main says when --config is missing
+        config_lib.validate(flags.FLAGS.config)
+      return main(argv)
+    except (config_lib.ConfigError, *user_errors) as error:
+      fail(error)
+  app.run(checked_main, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parser (FLAGS(argv)), with the failures above as one line."""
+  try:
+    rest = flags.FLAGS(argv)
+    # A config file that did not load is an object that raises its OSError when touched.
+    getattr(flags.FLAGS["config"].value if "config" in flags.FLAGS else None, "lock", None)
+  except flags.Error as error:  # a bad value, an unknown flag (a config's own error inside)
+    lines = str(error).splitlines() or [""]
+    inner = _innermost(error)
+    # A config file's error arrives as its traceback: keep the flag and the error's last line.
+    if len(lines) > 1 and inner is not error:
+      fail(ValueError(f"{lines[0]} {_last_line(inner)}"))
+    unknown = isinstance(error, flags.UnrecognizedFlagError)
+    fail(ValueError(lines[0] + (" (--helpshort lists the flags)" if unknown else "")))
+  except OSError as error:
+    fail(ValueError(f"--config: cannot load the config file ({_last_line(_innermost(error))}); "
+                    "give the path of one, e.g. --config=configs/base.py"))
+  except (KeyError, AttributeError) as error:
+    line = _unknown_field(error, argv)
+    if line is None:
+      raise  # not a --config.* override: a bug in the config file, whose traceback helps
+    fail(ValueError(line))
+  return rest
+
+
+def _innermost(error: BaseException) -> BaseException:
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  return error
+
+
+def _last_line(error: BaseException) -> str:
+  return ([line.strip() for line in str(error).splitlines() if line.strip()] or [""])[-1]
+
+
+def _unknown_field(error: BaseException, argv: list[str]) -> str | None:
+  """'--config.PATH: ...' for the override naming no config field that `error` (ml_collections'
+  KeyError, or an AttributeError holding it) is about; None when no override matches."""
+  reason = error
+  while reason.args and isinstance(reason.args[0], BaseException):
+    reason = reason.args[0]
+  text = str(reason.args[0]) if reason.args else str(reason)
+  lines = text.splitlines() or [""]
+  name, hint = lines[0].strip("'\""), " ".join(lines[1:])
+  for arg in argv:
+    match = re.match(r"--?(?:no)?config\.([^=]+)", arg)
+    if match is None:
+      continue
+    path = match.group(1)
+    if name in path.split("."):
+      return (f"--config.{path}: the config has no field {name!r}. "
+              + (hint or "Its fields are listed in glmjax/config.py."))
+    if path in text:  # e.g. a field below a value that is not a section
+      return f"--config.{path}: {' '.join(lines)}"
+  return None

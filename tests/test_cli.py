@@ -1,0 +1,69 @@
+"""Every command that takes --config reports a mistyped config argument or field, a config file
+that is not there, or a config value that cannot work, in one line with exit status 1 and no
+traceback (glmjax/cli.py)."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Each command with the flags it needs besides --config ({tmp}: the test's folder).
+COMMANDS = {
+    "train": ["glmjax.train", "--workdir={tmp}/run"],
+    "aot": ["glmjax.aot", "--topology=v5p-8"],
+    "bench": ["glmjax.bench", "--what=data"],
+    "prepare": ["glmjax.data.prepare", "--out={tmp}/prepared"],
+}
+MISTAKES = {
+    "config argument": (["--config=configs/base.py:lcoal"],
+                        "--config=configs/base.py:lcoal: .*config argument 'lcoal' is not one "
+                        "of this config's: local"),
+    "missing file": (["--config=configs/nope.py"],
+                     r"--config: cannot load the config file \(.*configs/nope.py"),
+    "mistyped field": (["--config=configs/base.py:local", "--config.data.batch_sise=3"],
+                       "--config.data.batch_sise: the config has no field 'batch_sise'. "
+                       "Did you mean \"batch_size\""),
+}
+
+
+def command(name, tmp_path, *args):
+  """Runs `python -m` the command in the repository; returns the finished process."""
+  module, *needed = COMMANDS[name]
+  return subprocess.run(
+      [sys.executable, "-m", module, *(a.format(tmp=tmp_path) for a in needed), *args],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+
+
+def assert_one_line(result, pattern):
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and result.stdout == "", result.stderr[-2000:]
+  assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_config_that_does_not_parse_is_one_line_and_exit_status_1(name, mistake, tmp_path):
+  args, pattern = MISTAKES[mistake]
+  assert_one_line(command(name, tmp_path, *args), pattern)
+  assert os.listdir(tmp_path) == []  # refused before the command wrote anything
+
+
+@pytest.mark.parametrize("name", ["bench", "prepare"])
+def test_bench_and_prepare_validate_the_config_as_train_does(name, tmp_path):
+  result = command(name, tmp_path, "--config=configs/base.py:local",
+                   "--config.model.num_heads=5")
+  assert_one_line(result, r"model.num_heads=5.*integer head dim")
+  assert os.listdir(tmp_path) == []
+
+
+def test_bench_reports_a_missing_tokenizer_file_in_one_line(tmp_path):
+  result = command("bench", tmp_path, "--what=prepare", "--config=configs/base.py:local",
+                   "--config.data.tokenizer=sentencepiece",
+                   f"--config.data.tokenizer_path={tmp_path}/missing.model")
+  assert_one_line(result, r"data.tokenizer_path=.*missing.model")
