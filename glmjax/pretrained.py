@@ -32,11 +32,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SOURCE_FILE = "source.json"  # what `convert import` read: only an imported workdir has one
-# data.tokenizer_path of a workdir imported without a tokenizer. Its data.tokenizer stays 'byte'
-# (config validation and compile-only programs need a valid kind), but byte ids fed to a model
-# trained on a BERT or GPT-2 vocabulary give nonsense without any error, so this placeholder is
-# refused until a tokenizer is named (re-import with --tokenizer, or set data.tokenizer*).
-NO_TOKENIZER = "<none: imported without a tokenizer>"
+NO_TOKENIZER = tokenizers.NO_TOKENIZER  # an import's data.tokenizer_path when it had none
 
 
 @dataclasses.dataclass(frozen=True)

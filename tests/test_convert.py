@@ -322,6 +322,7 @@ def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_namin
   from glmjax import evaluate  # pylint: disable=import-outside-toplevel
   source, workdir, log_text = untokenized
   assert "No tokenizer stored: generate and evaluate will refuse" in log_text
+  assert pretrained.read_config(workdir).data.tokenizer_path == pretrained.NO_TOKENIZER
   loaded = pretrained.load(workdir)  # the parameters need no tokenizer
   with pytest.raises(config_lib.ConfigError) as refused:
     pretrained.load_tokenizer(loaded)

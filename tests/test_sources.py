@@ -2,6 +2,7 @@
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_a_source_too_big_for_memory_is_refused_before_or_while_tokenizing(tmp_p
   assert stored == (tmp_path / "c.jsonl").stat().st_size
   # Below the floor of the stored size (8 bytes per token, 2 bytes each): refused unread.
   tokenizer = CountingTokenizer()
-  with pytest.raises(ValueError, match=r"c.jsonl.*GiB stored make at least.*data.prepare"):
+  with pytest.raises(ValueError, match=r"c.jsonl.*GiB stored would make at least.*data.prepare"):
     sources.tokenize_source(config, tokenizer, memory_limit=stored // 8)
   assert tokenizer.calls == 0
   # Above the floor, below the real tokens (one per byte here): refused once they pass it.
@@ -115,6 +116,15 @@ def test_a_source_too_big_for_memory_is_refused_before_or_while_tokenizing(tmp_p
   assert tokenizer.calls > 0
   store, _ = sources.tokenize_source(config, tokenizer, memory_limit=4 * stored)
   assert len(store.doc_lengths) == 100
+  assert texts_of(store) == [json.loads(line)["text"] for line in
+                             (tmp_path / "c.jsonl").read_text().splitlines()]
+
+
+def test_the_memory_budget_is_shared_by_the_slurm_tasks_of_a_node():
+  alone = sources.memory_budget({})
+  assert 0 < alone <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
+  assert sources.memory_budget({"SLURM_NTASKS_PER_NODE": "8"}) == alone // 8
+  assert sources.memory_budget({"SLURM_TASKS_PER_NODE": "4(x2)"}) == alone // 4
 
 
 def test_txt_files_can_be_whole_file_documents(tmp_path):
@@ -227,6 +237,8 @@ def test_a_sliced_tfds_split_counts_its_share_of_the_stored_bytes(tfds_dir):
   assert whole > 0
   tenth = tfds_source.split_bytes(tfds_config(tfds_dir, tfds_split="train[:10%]"))
   assert tenth == whole * 4 // len(TFDS_TEXTS)  # 10% of 42 examples is 4
+  both = tfds_source.split_bytes(tfds_config(tfds_dir, tfds_split="train[:10%]+test"))
+  assert both == tenth + tfds_source.split_bytes(tfds_config(tfds_dir, tfds_split="test")) > tenth
 
 
 def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):

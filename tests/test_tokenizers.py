@@ -142,6 +142,15 @@ def test_token_surface_turns_tokenizer_markers_into_text():
   assert tk.token_surface("▁end.") == " end." and tk.token_surface("##!") == "!"
 
 
+def test_the_byte_tokenizer_refuses_a_path_and_an_imports_placeholder():
+  # Either would otherwise feed byte ids to a model trained on another vocabulary.
+  with pytest.raises(ValueError, match=r"data.tokenizer='byte' reads no file.*vocab.json"):
+    tk.load_tokenizer(data_config(tokenizer="byte", tokenizer_path="vocab.json"))
+  with pytest.raises(ValueError, match=r"imported without its tokenizer.*--tokenizer=PATH"):
+    tk.load_tokenizer(data_config(tokenizer="byte", tokenizer_path=tk.NO_TOKENIZER))
+  assert tk.load_tokenizer(data_config(tokenizer="byte", tokenizer_path="")).vocab_size > 256
+
+
 def test_load_tokenizer_errors_name_the_field(tmp_path):
   with pytest.raises(ValueError, match="data.tokenizer_path"):
     tk.load_tokenizer(data_config(tokenizer="hf"))

@@ -2,9 +2,10 @@
 
 Row r of global step k is a pure function of (seed, k, r): its random numbers come from a
 counter-based generator keyed by (seed, k, r) (infilling.RowRandom), its text window included.
-So each host builds only its own rows (`build_rows`, given the global rows its devices hold,
-in whatever order a slice's device order makes: parallel.host_rows), the global batch of a step is the same for every
-host count, no two hosts build the same row, and resuming at step k needs only k. An evaluation
+So each host builds only its own rows (`build_rows`, given the global rows its devices hold:
+parallel.host_rows, not always one contiguous range on a real slice), the global batch of a
+step is the same for every host count, no two hosts build the same row, and resuming at step k
+needs only k. An evaluation
 pipeline is another instance of the same class over held-out documents with its own seed.
 
 The objective is drawn per row by default, not per batch as in the original (its collate

@@ -8,19 +8,22 @@ Sources:
   files     data.files globs of .txt / .jsonl / .json, optionally .gz (data/text_files.py).
   tfds      a prepared TFDS dataset, local or gs:// (data/tfds_source.py).
   prepared  token shards written by `python -m glmjax.data.prepare`, memory-mapped.
-builtin/files/tfds are tokenized at start-up into memory on every host, which is refused past a
-third of the host's memory (the build holds the tokens twice at its peak); prepare big ones once. Both ways give the same documents with the same ids, so the held-out split and every
-batch agree. The held-out split takes one document from every block of round(1/eval_fraction)
+builtin/files/tfds are tokenized at start-up into memory on every host, refused past
+memory_budget (a third of the process's share of the host's memory); prepare big ones once.
+Both ways give the same documents with the same ids, so the held-out split and every batch
+agree. The held-out split takes one document from every block of round(1/eval_fraction)
 consecutive documents (which one: a hash of the block index): deterministic, spread over the
 whole corpus, and unchanged for earlier blocks when documents are appended.
 """
 from __future__ import annotations
 
+import array
 import json
 import logging
 import os
+import re
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -140,16 +143,32 @@ def stored_bytes(data_config) -> int:
   return 0
 
 
-def host_memory_bytes() -> int:
-  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def memory_budget(env: Mapping[str, str]) -> int:
+  """Bytes of tokens one process may build in memory: a third of what it may use (the build
+  holds them twice at its peak), which is the host's memory or its cgroup's limit if lower
+  (SLURM --mem, containers), shared by the SLURM tasks on the node (with one process per GPU,
+  each builds the whole corpus). 0 where the host's memory is unknown: no limit then."""
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (AttributeError, ValueError, OSError):  # not a POSIX system
+    return 0
+  for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    try:
+      with open(limit_file, encoding="ascii") as f:
+        text = f.read().strip()
+    except OSError:
+      continue
+    if text.isdigit():  # cgroup v2 says 'max' when unlimited
+      memory = min(memory, int(text))
+  tasks = re.match(r"\d+", env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", ""))
+  return memory // (3 * max(1, int(tasks.group()) if tasks else 1))
 
 
 def _too_big(label: str, found: str, limit: int) -> ValueError:
-  gib = 1 << 30
   return ValueError(
-      f"{label}: {found}, more than the {limit / gib:.1f} GiB allowed (a third of this host's "
-      f"{host_memory_bytes() / gib:.0f} GiB), and every host would hold it all. Tokenize it once "
-      "with `python -m glmjax.data.prepare --config=SAME_CONFIG --out=DIR` and train with "
+      f"{label}: {found}, more than the {limit / (1 << 30):.1f} GiB this process may hold (a "
+      "third of its share of the host's memory), and every host would hold it all. Tokenize it "
+      "once with `python -m glmjax.data.prepare --config=SAME_CONFIG --out=DIR` and train with "
       "--config.data.source=prepared --config.data.prepared_dir=DIR (memory-mapped shards)")
 
 
@@ -158,33 +177,42 @@ def tokenize_source(data_config, tokenizer, *, memory_limit: int | None = None
   """The whole source tokenized into memory, with a progress line every few seconds.
 
   Refused, before reading when the stored size shows it and else as soon as the tokens pass
-  memory_limit (default a third of the host's memory), so that a corpus too big for memory
-  fails in minutes with the fix named, not after hours of tokenizing or in the OOM killer."""
+  memory_limit (default: memory_budget), so that a corpus too big for memory fails in minutes
+  with the fix named, not after hours of tokenizing or in the OOM killer."""
   label, stats = source_label(data_config), TextStats()
-  dtype, pieces, lengths = token_dtype(tokenizer.vocab_size), [], []
-  limit = host_memory_bytes() // 3 if memory_limit is None else memory_limit
+  dtype = token_dtype(tokenizer.vocab_size)
+  limit = memory_budget(os.environ) if memory_limit is None else memory_limit
   stored = stored_bytes(data_config)
-  # No common tokenizer averages more than 8 bytes of text per token: a floor on the tokens.
-  if stored // 8 * dtype.itemsize > limit:
-    raise _too_big(label, f"{stored / (1 << 30):.1f} GiB stored make at least "
+  # No common tokenizer averages more than 8 bytes of stored text per token: a floor on the
+  # tokens (the stored size also counts metadata and compression; the check below is exact).
+  if limit and stored // 8 * dtype.itemsize > limit:
+    raise _too_big(label, f"{stored / (1 << 30):.1f} GiB stored would make at least "
                    f"{stored // 8 * dtype.itemsize / (1 << 30):.1f} GiB of tokens", limit)
-  log.info("tokenizing %s into memory (%s; at most %.1f GiB of tokens)", label,
-           f"{stored / (1 << 30):.2f} GiB stored" if stored else "generated", limit / (1 << 30))
+  log.info("tokenizing %s into memory (%s; %s)", label,
+           f"{stored / (1 << 30):.2f} GiB stored" if stored else "generated",
+           f"at most {limit / (1 << 30):.1f} GiB of tokens" if limit else "memory size unknown")
+  # Documents are joined a few thousand at a time and lengths kept as int64s: a short document
+  # costs its tokens and 8 bytes, not a numpy object and a Python int (about 200 bytes).
+  pieces, chunk, lengths = [], [], array.array("q")
   held = 0
   start = last_report = time.monotonic()
   for ids in encode_documents(tokenizer, iter_source_texts(data_config, stats)):
-    pieces.append(ids.astype(dtype, copy=False))
+    chunk.append(ids)
     lengths.append(len(ids))
-    held += len(ids) * dtype.itemsize
-    if held > limit:
+    held += len(ids) * dtype.itemsize + lengths.itemsize
+    if len(chunk) == 4096:
+      pieces.append(np.concatenate(chunk).astype(dtype, copy=False))
+      chunk = []
+    if limit and held > limit:
       raise _too_big(label, f"{len(lengths)} documents already make "
                      f"{held / (1 << 30):.2f} GiB of tokens", limit)
     if time.monotonic() - last_report > 5:
       last_report = time.monotonic()
-      log.info("tokenizing %s: %d documents, %.1fM tokens so far", label, len(lengths),
-                   sum(lengths) / 1e6)
+      log.info("tokenizing %s: %d documents, %.1f GiB of tokens so far", label, len(lengths),
+               held / (1 << 30))
+  pieces += [np.concatenate(chunk).astype(dtype, copy=False)] if chunk else []
   tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
-  offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))])
+  offsets = np.concatenate([[0], np.cumsum(np.frombuffer(lengths, np.int64))])
   log.info("tokenized %s: %d documents, %d tokens in %.1f s", label, len(lengths), len(tokens),
                time.monotonic() - start)
   report_invalid_utf8(label, stats)

@@ -58,13 +58,15 @@ def open_builder(data_config):
 
 def split_bytes(data_config) -> int:
   """About the stored bytes of data.tfds_split: TFDS records the size of whole splits only, so
-  a slice ('train[:5%]') counts its share of the whole split's examples. 0 when unrecorded."""
-  splits = open_builder(data_config).info.splits
-  base = data_config.tfds_split.split("[")[0]
-  if base not in splits:
-    return 0
-  whole, part = splits[base], splits[data_config.tfds_split]
-  return whole.num_bytes * part.num_examples // max(1, whole.num_examples)
+  a slice ('train[:5%]') counts its share of its split's examples, and 'a+b' adds its parts.
+  0 when unrecorded."""
+  splits, total = open_builder(data_config).info.splits, 0
+  for name in data_config.tfds_split.split("+"):
+    base = name.split("[")[0].strip()
+    if base in splits:
+      whole, part = splits[base], splits[name.strip()]
+      total += whole.num_bytes * part.num_examples // max(1, whole.num_examples)
+  return total
 
 
 def plan_tfds_pieces(data_config, target_bytes: int) -> list[dict]:

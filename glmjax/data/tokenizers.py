@@ -296,6 +296,12 @@ def tokenizer_files(kind: str, path: str) -> list[str]:
                           "merges.txt released with this vocab.json in the same folder")
 
 
+# data.tokenizer_path of a checkpoint imported without its tokenizer (`convert import`). Its
+# data.tokenizer stays 'byte' (a valid config, which compile-only programs need), but byte ids fed
+# to a model trained on a BERT or GPT-2 vocabulary give nonsense without any error: refused here.
+NO_TOKENIZER = "<none: imported without a tokenizer>"
+
+
 def load_tokenizer(data_config: ml_collections.ConfigDict):
   """The tokenizer named by data.tokenizer / tokenizer_path / tokenizer_vocab."""
   kind, path = data_config.tokenizer, data_config.tokenizer_path
@@ -305,6 +311,17 @@ def load_tokenizer(data_config: ml_collections.ConfigDict):
   if layout not in VOCAB_LAYOUTS:
     raise ValueError(f"data.tokenizer_vocab={layout!r}: expected one of {VOCAB_LAYOUTS}")
   if kind == "byte":
+    if path == NO_TOKENIZER:
+      raise ValueError(
+          "data.tokenizer_path: this config comes from a checkpoint imported without its "
+          "tokenizer; set --config.data.tokenizer=KIND --config.data.tokenizer_path=PATH to the "
+          "one it was trained with, or re-import it with `python -m glmjax.convert import "
+          "--tokenizer=PATH ...`")
+    if path:  # a path with the byte kind: the kind was forgotten, the file would be ignored
+      raise ValueError(f"data.tokenizer='byte' reads no file, but data.tokenizer_path={path!r} "
+                       f"names one: set data.tokenizer to its kind "
+                       f"({', '.join(k for k in TOKENIZERS if k != 'byte')}),"
+                       " or clear data.tokenizer_path")
     if layout:
       raise ValueError(f"data.tokenizer_vocab={layout!r} needs the {layout} vocabulary, but "
                        "data.tokenizer='byte' has its own; set data.tokenizer_vocab=''")
