@@ -11,6 +11,8 @@
 # Submit from the repository root on a shared filesystem (sbatch runs a spooled copy of this
 # script, so its own path does not lead to the checkout), or set GLMJAX_DIR. PYTHON picks the
 # interpreter (default python3). DRY_RUN=1 prints the command instead of running it.
+# To continue past the time limit, add: --signal=B:USR1@300 --requeue --open-mode=append
+# (the trainers save a checkpoint 300 s before it, then the job is requeued and resumes).
 #
 # How the processes find their GPUs: jax.distributed.initialize() reads the SLURM environment
 # and, unless told otherwise, restricts each process to GPU number SLURM_LOCALID, which with one
@@ -52,7 +54,29 @@ if [[ "${GLMJAX_SLURM_TASK:-0}" != 1 ]]; then  # batch step: one srun, a task pe
     show "${command[@]}"
     exit 0
   fi
-  exec "${command[@]}"
+  # No exec: this shell stays to hear the time-limit warning of `sbatch --signal=B:USR1@300`
+  # (B: this shell alone). It then TERMs the training step through scancel, not by signalling
+  # srun: srun answers a TERM by KILLing its tasks, which would die without a checkpoint. The
+  # tasks save and exit 0, and the job asks to be requeued (sbatch --requeue), so it resumes
+  # from the workdir; a job whose training just ended is not requeued.
+  warned=0
+  on_warning() {
+    warned=1
+    echo "gpu_slurm.sh: time limit near: TERM to the training step, requeue after its save" >&2
+    scancel --signal=TERM "${SLURM_JOB_ID:?}" || true  # all steps but this batch shell
+  }
+  trap on_warning USR1
+  "${command[@]}" &
+  step=$!
+  while true; do  # a trapped signal ends `wait` early, with srun still running
+    status=0
+    wait "$step" || status=$?
+    kill -0 "$step" 2>/dev/null || break
+  done
+  if ((warned && status == 0)); then
+    scontrol requeue "$SLURM_JOB_ID"
+  fi
+  exit "$status"
 fi
 
 # One srun task: choose this process's GPUs, then become the trainer.

@@ -2,7 +2,8 @@
 # One pass of every speed figure the project claims for one NVIDIA GPU (written for an H100 or
 # H200, 80+ GB): the attention kernels at GLM-2B's shape, a sweep of GLM-2B at sequence 1024
 # (batch, remat, kernel), and GLM-Large at sequence 512 with the data pipeline and an async
-# save. Every figure is one JSON line in $OUT/measure_gpu.jsonl; the log is $OUT/measure_gpu.log.
+# save. Every figure is one JSON line appended to $OUT/measure_gpu.jsonl, tagged with its run
+# ("run": start time and pid); the log is $OUT/measure_gpu.log, appended to as well.
 #
 #   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [attention] [sweep] [large]
 #
@@ -31,15 +32,21 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 JAX_COMPILATION_CACHE_DIR="$OUT/xla_cache"
 figures="$OUT/measure_gpu.jsonl"
 log="$OUT/measure_gpu.log"
-: > "$figures"
+# Both files are appended to, never emptied: the parts are often run one at a time, and each
+# run's figures must survive the next. Every figure carries the run ("run": its start time and
+# process id, as two runs may start in the same second) and every bench call's log section
+# starts with a "== RUN bench ..." line, so runs stay apart.
+run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
+echo "== $run: measure_gpu.sh ${*:-attention sweep large}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
 # (tests/test_bench.py runs one, so the script cannot break unseen between GPU sessions).
 read -r -a overrides <<< "${MEASURE_OVERRIDES:-}"
 bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures, the rest to $log
-  echo "== bench $* ${overrides[*]}" >> "$log"
-  python3 -m glmjax.bench "$@" "${overrides[@]}" 2>> "$log" | tee -a "$log" | grep '^{' >> "$figures" \
-    || echo "{\"failed\": \"bench $*\"}" >> "$figures"
+  echo "== $run bench $* ${overrides[*]}" >> "$log"
+  python3 -m glmjax.bench "$@" "${overrides[@]}" 2>> "$log" | tee -a "$log" | grep '^{' \
+    | sed "s/^{/{\"run\": \"$run\", /" >> "$figures" \
+    || echo "{\"run\": \"$run\", \"failed\": \"bench $*\"}" >> "$figures"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$log" 2>&1
@@ -63,5 +70,5 @@ for part in "${parts[@]}"; do
     *) echo "unknown part '$part': use attention, sweep or large" >&2; exit 2 ;;
   esac
 done
-echo "figures: $figures"
-cat "$figures"
+echo "figures: $figures (this run's below)"
+grep -F "{\"run\": \"$run\", " "$figures"

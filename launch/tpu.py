@@ -7,9 +7,10 @@
   python launch/tpu.py status|logs|stop|delete --name=glm --zone=us-east5-a
 
 Every subcommand takes --dry-run (print the commands, run nothing). launch/README.md walks
-through a whole run. Nothing a user passes is ever run as shell on a worker: every value that
-goes into a remote command is quoted, and commands run locally from argv lists (no shell).
-Secrets never go on the command line: `train --env NAME` forwards the local variable NAME.
+through a whole run; launch/tpu_remote.py holds the shell commands run on the workers. Nothing
+a user passes is ever run as shell on a worker: every value that goes into a remote command is
+quoted, and commands run locally from argv lists (no shell). Secrets never go on the command
+line: `train --env NAME` forwards the local variable NAME.
 """
 from __future__ import annotations
 
@@ -22,32 +23,24 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from concurrent import futures
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path[:0] = [REPO, HERE]  # also when a test imports this file by its path
 from glmjax import topology  # noqa: E402  (stdlib only: the launcher needs no jax)
-# On every worker: ~/glmjax/{code,venv,logs}. `~` stays unquoted so the remote shell expands it.
-CODE, VENV_PYTHON, LOGS = "~/glmjax/code", "~/glmjax/venv/bin/python", "~/glmjax/logs"
-TRAIN_LOG, PID_FILE, MARKER = f"{LOGS}/train.log", "~/glmjax/train.pid", "~/glmjax/installed"
-ARCHIVE = "~/glmjax.tar.gz"
-REDACTED = "<redacted>"
+from tpu_remote import (  # noqa: E402
+    REMOTE_STATUS, TRAIN_LOG, remote_setup, remote_train, stop_holders)
 
 # Default TPU VM software version per generation (gcloud --version / --runtime-version).
 RUNTIMES = {"v4": "tpu-ubuntu2204-base", "v5p": "v2-alpha-tpuv5", "v5e": "v2-alpha-tpuv5-lite",
             "v6e": "v2-alpha-tpuv6e"}
 
-# Processes holding the chips: /dev/accel* (v4), /dev/vfio/* (v5e, v5p, v6e). TERM first (the
-# trainer saves a checkpoint and exits), wait up to the grace period, then KILL what is left.
-HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
-
-
-def stop_holders(grace_s: int) -> str:
-  return (f'pids=$({HOLDERS}); if [ -n "$pids" ]; then echo "$(hostname): TERM" $pids; '
-          f"sudo kill -TERM $pids || true; for _ in $(seq {int(grace_s)}); do "
-          f'[ -z "$({HOLDERS})" ] && break; sleep 1; done; pids=$({HOLDERS}); '
-          f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; sudo kill -KILL $pids || true; fi; '
-          f'else echo "$(hostname): no process holds the TPU"; fi')
+# Outside a git work tree `setup` packs the folder without these: caches anywhere, and the
+# top-level folders .gitignore lists (logs, a venv, wheels, build output).
+UNSHIPPED = {".git", "__pycache__", ".pytest_cache"}
+UNSHIPPED_TOP = {"logs", ".venv", ".whl", "build", "dist", "tmp"}
 
 
 class UsageError(Exception):
@@ -59,6 +52,12 @@ class PerWorker:
   """Commands run for each worker, all workers in parallel, one local log file per worker."""
   commands: dict[int, list[list[str]]]
   log_dir: str
+
+
+@dataclasses.dataclass
+class Pack:
+  """Pack the checkout into a local archive for setup to copy (in-process, see pack())."""
+  archive: str
 
 
 def parse_accelerator(accelerator: str) -> topology.TpuSlice:
@@ -104,6 +103,47 @@ def scp(args, local: str, worker: int) -> list[str]:
   return command + [f"--worker={worker}"]
 
 
+def checkout_files() -> list[str] | None:
+  """What setup ships: the files git tracks or would track (so nothing .gitignore ignores: no
+  venv, wheels or build output), or None when REPO is not a git work tree."""
+  try:
+    listed = subprocess.run(["git", "-C", REPO, "ls-files", "-z", "-co", "--exclude-standard"],
+                            capture_output=True, check=True).stdout.decode()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  # A tracked file deleted from the work tree is still listed; an unmerged one once per stage.
+  return [path for path in dict.fromkeys(listed.split("\0"))
+          if path and os.path.lexists(os.path.join(REPO, path))]
+
+
+def describe_pack(step: Pack) -> str:
+  if checkout_files() is None:
+    return (f"# pack {REPO} (not a git work tree) without {', '.join(sorted(UNSHIPPED))} and the "
+            f"top-level {', '.join(sorted(UNSHIPPED_TOP))} into {step.archive}")
+  return (f"# pack the files of {REPO} that git ls-files -co --exclude-standard lists into "
+          f"{step.archive}")
+
+
+def pack(step: Pack) -> None:
+  def shipped(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    parts = os.path.normpath(info.name).split(os.sep)
+    unshipped = parts[0] in UNSHIPPED_TOP or UNSHIPPED.intersection(parts)
+    return None if unshipped or info.name.endswith(".pyc") else info
+
+  files = checkout_files()
+  partial = f"{step.archive}.part"  # a failed pack never leaves a half archive to copy
+  try:
+    with tarfile.open(partial, "w:gz") as archive:
+      if files is None:
+        archive.add(REPO, arcname=".", filter=shipped)
+      for path in files or ():
+        archive.add(os.path.join(REPO, path), arcname=path, recursive=False)
+    os.replace(partial, step.archive)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+
+
 def train_workdir(train_args: list[str]) -> str | None:
   for i, word in enumerate(train_args):
     if word.startswith("--workdir="):
@@ -113,66 +153,8 @@ def train_workdir(train_args: list[str]) -> str | None:
   return None
 
 
-def remote_setup(args) -> str:
-  """Per-worker install: Python venv, the copied checkout, requirements once per content hash."""
-  python = shlex.quote(args.python)
-  jax_spec = shlex.quote(f"jax[tpu]=={args.jax_version}" if args.jax_version else "jax[tpu]")
-  steps = ["set -e"]
-  if args.mount_bucket:
-    bucket, point = shlex.quote(args.mount_bucket), shlex.quote(args.mount_point)
-    steps += [
-        "if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/"
-        "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) "
-        "main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL "
-        "https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee "
-        "/usr/share/keyrings/cloud.google.asc >/dev/null; sudo apt-get update -qq; "
-        "sudo apt-get install -y -qq gcsfuse; fi",
-        f'sudo mkdir -p {point}', f'sudo chown "$USER" {point}',
-        f"mountpoint -q {point} || gcsfuse --implicit-dirs -o ro {bucket} {point}",
-    ]
-  steps += [
-      f"if ! command -v {python} >/dev/null; then sudo apt-get update -qq; "
-      f"sudo apt-get install -y -qq {python} {python}-venv; fi",
-      f"[ -x {VENV_PYTHON} ] || {python} -m venv ~/glmjax/venv",
-      f"rm -rf {CODE}", f"mkdir -p {CODE} {LOGS}", f"tar xzf {ARCHIVE} -C {CODE}",
-      f"rm -f {ARCHIVE}", f"cd {CODE}",
-      f'want=$({{ cat requirements.txt; echo {jax_spec}; {VENV_PYTHON} --version; }} | sha256sum)',
-      f'if [ "$(cat {MARKER} 2>/dev/null)" = "$want" ]; then '
-      f'echo "$(hostname): requirements unchanged, install skipped"; else '
-      f"{VENV_PYTHON} -m pip install -q --upgrade pip; "
-      f"{VENV_PYTHON} -m pip install -q -r requirements.txt {jax_spec}; "
-      f'echo "$want" > {MARKER}; echo "$(hostname): installed"; fi',
-  ]
-  return "; ".join(steps)
-
-
-def remote_train(args, reveal: bool) -> str:
-  """Stop old chip holders, keep the old log, start the trainer detached (survives ssh exit)."""
-  # GLMJAX_DISTRIBUTED=1: every worker joins jax.distributed (peers from the TPU metadata), which
-  # carries the preemption notice that makes all hosts save the same step on SIGTERM.
-  exports = ["PYTHONUNBUFFERED=1", "GLMJAX_DISTRIBUTED=1"] + [
-      f"{name}={shlex.quote(os.environ[name]) if reveal else REDACTED}" for name in args.env]
-  trainer = " ".join([VENV_PYTHON, "-m", "glmjax.train", *map(shlex.quote, args.train_args)])
-  return "; ".join([
-      "set -e",  # a step that fails (no venv, a full disk for the log) stops here, no trainer
-      f'cd {CODE} && [ -x {VENV_PYTHON} ] || {{ echo "$(hostname): no checkout or venv in '
-      f'~/glmjax; run setup first" >&2; exit 1; }}',
-      stop_holders(args.grace), f"mkdir -p {LOGS}",
-      f"if [ -f {TRAIN_LOG} ]; then mv {TRAIN_LOG} {LOGS}/train.$(date +%Y%m%d-%H%M%S).log; fi",
-      "export " + " ".join(exports),
-      f"setsid nohup {trainer} > {TRAIN_LOG} 2>&1 < /dev/null & echo $! > {PID_FILE}",
-      f'echo "$(hostname): trainer started (pid $(cat {PID_FILE})), log {TRAIN_LOG}"',
-  ])
-
-
-REMOTE_STATUS = (
-    f'if [ -f {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null; then state=running; '
-    f'else state="not running"; fi; '
-    f'echo "$(hostname): trainer $state | $(tail -n 1 {TRAIN_LOG} 2>/dev/null)"')
-
-
 def plan(args, reveal: bool = False) -> list:
-  """The commands of a subcommand in order: argv lists, or a PerWorker group run in parallel.
+  """The steps of a subcommand in order: argv lists, Pack, or a PerWorker group (in parallel).
 
   reveal=False (what is printed) shows forwarded environment variables as NAME=<redacted>;
   reveal=True (what runs) carries their values.
@@ -204,11 +186,14 @@ def plan(args, reveal: bool = False) -> list:
     return [ssh(args, "all", remote_train(args, reveal))]
   if args.command == "setup":
     archive = f"/tmp/glmjax-{args.name}.tar.gz"
-    tar = ["tar", "czf", archive, "--exclude=.git", "--exclude=__pycache__",
-           "--exclude=.pytest_cache", "--exclude=./logs", "-C", REPO, "."]
+    # One connection first: on a machine without ~/.ssh/google_compute_engine it makes the key
+    # and adds it to the slice once, where the parallel gcloud processes below would each run
+    # ssh-keygen at the same time.
+    key = ssh(args, 0, "true")
     remote = remote_setup(args)
     per_worker = {w: [scp(args, archive, w), ssh(args, w, remote)] for w in range(args.workers)}
-    return [tar, PerWorker(per_worker, args.log_dir or os.path.join("logs", args.name))]
+    return [Pack(archive), key,
+            PerWorker(per_worker, args.log_dir or os.path.join("logs", args.name))]
   raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -223,6 +208,17 @@ def execute(args, shown: list, real: list) -> int:
             print(shlex.join(line))
         continue
       code = run_per_worker(show, command)
+    elif isinstance(command, Pack):
+      if args.dry_run:
+        print(describe_pack(command))
+        continue
+      print(f"+ {describe_pack(command)[2:]}", file=sys.stderr, flush=True)
+      try:
+        pack(command)
+        code = 0
+      except OSError as error:
+        print(f"launch/tpu.py: cannot pack the checkout: {error}", file=sys.stderr)
+        code = 1
     elif args.dry_run:
       print(shlex.join(show))
       continue
@@ -296,6 +292,9 @@ def parse(argv) -> argparse.Namespace:
                          help="start the trainer detached on every worker; args after --")
   train.add_argument("--env", action="append", default=[], metavar="NAME",
                      help="forward the local environment variable NAME (repeatable)")
+  train.add_argument("--check-s", type=int, default=20, metavar="SECONDS",
+                     help="watch the trainers this long; one that exits with an error in that "
+                     "time fails its worker and train, with its log's end (0: no check)")
   sub.add_parser("status", parents=[common], help="slice state; per worker: trainer, last line")
   logs = sub.add_parser("logs", parents=[common], help="a worker's training log")
   logs.add_argument("--worker", default="0", help="worker index, or all")
@@ -344,6 +343,8 @@ def validate(args, has_separator: bool) -> None:
   if args.command == "logs" and not re.fullmatch(r"all|\d+", args.worker):
     raise UsageError(f"--worker={args.worker!r}: a worker index (0, 1, ...) or all")
   if args.command == "train":
+    if args.check_s < 0:
+      raise UsageError(f"--check-s={args.check_s}: seconds, 0 or more")
     for name in args.env:
       if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         var = name.split("=")[0]  # never echo a value given by mistake

@@ -1,4 +1,4 @@
-"""launch/tpu.py: exact dry-run output of every subcommand, quoting, secrets, parallel setup.
+"""launch/tpu.py: exact dry-run output of every subcommand, quoting, secrets, train's check.
 
 Nothing here runs gcloud or srun: dry runs print, and the tests that execute use stand-ins on
 PATH. Remote command strings are run through a real `bash -c` with stub programs, the way the
@@ -7,12 +7,10 @@ shell on a TPU worker would run them.
 import glob
 import importlib.metadata
 import importlib.util
-import io
 import os
 import shlex
 import subprocess
 import sys
-import tarfile
 import time
 
 import pytest
@@ -117,10 +115,11 @@ SETUP_PAYLOAD = (
     "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) main\" | "
     "sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL https://packages."
     "cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
-    ">/dev/null; sudo apt-get update -qq; sudo apt-get install -y -qq gcsfuse; fi; sudo mkdir -p "
-    "/mnt/gcs; sudo chown \"$USER\" /mnt/gcs; mountpoint -q /mnt/gcs || gcsfuse --implicit-dirs "
-    "-o ro my-bucket /mnt/gcs; if ! command -v python3.11 >/dev/null; then sudo apt-get update "
-    "-qq; sudo apt-get install -y -qq python3.11 python3.11-venv; fi; [ -x ~/glmjax/venv/bin/"
+    ">/dev/null; sudo apt-get update -qq; sudo apt-get install -y -qq gcsfuse; fi; if ! mountpoint "
+    "-q /mnt/gcs; then sudo mkdir -p /mnt/gcs; sudo chown \"$USER\" /mnt/gcs; gcsfuse "
+    "--implicit-dirs -o ro my-bucket /mnt/gcs; fi; if ! command -v python3.11 >/dev/null; then "
+    "sudo apt-get update -qq; sudo apt-get install -y -qq python3.11 python3.11-venv; fi; [ -x "
+    "~/glmjax/venv/bin/"
     "python ] || python3.11 -m venv ~/glmjax/venv; rm -rf ~/glmjax/code; mkdir -p ~/glmjax/code "
     "~/glmjax/logs; tar xzf ~/glmjax.tar.gz -C ~/glmjax/code; rm -f ~/glmjax.tar.gz; cd "
     "~/glmjax/code; want=$({ cat requirements.txt; echo 'jax[tpu]==0.10.2'; ~/glmjax/venv/bin/"
@@ -140,8 +139,9 @@ def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(caps
       f"{SSH} --worker={w} "
       f"{shlex.quote('--command=' + SETUP_PAYLOAD)}\n" for w in (0, 1))
   assert out == (
-      f"tar czf /tmp/glmjax-glm.tar.gz --exclude=.git --exclude=__pycache__ "
-      f"--exclude=.pytest_cache --exclude=./logs -C {shlex.quote(REPO)} .\n"
+      f"# pack the files of {REPO} that git ls-files -co --exclude-standard lists into "
+      "/tmp/glmjax-glm.tar.gz\n"
+      f"{SSH} --worker=0 --command=true\n"
       "# in parallel on 2 worker(s), output in logs/glm/setup-worker<N>.log:\n" + per_worker)
 
 
@@ -153,7 +153,13 @@ TRAIN_PAYLOAD = (
     "GLMJAX_DISTRIBUTED=1 HF_TOKEN=<redacted>; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
     "--config=configs/glm_10b.py --workdir=gs://my-bucket/glm10b --config.mesh.fsdp=-1 > "
     "~/glmjax/logs/train.log 2>&1 < /dev/null & echo $! > ~/glmjax/train.pid; echo \"$(hostname)"
-    ": trainer started (pid $(cat ~/glmjax/train.pid)), log ~/glmjax/logs/train.log\"")
+    ": trainer started (pid $(cat ~/glmjax/train.pid)), log ~/glmjax/logs/train.log\"; "
+    "pid=$(cat ~/glmjax/train.pid); for _ in $(seq 20); do kill -0 \"$pid\" 2>/dev/null || "
+    "break; sleep 1; done; if ! kill -0 \"$pid\" 2>/dev/null; then status=0; wait \"$pid\" || "
+    "status=$?; if [ \"$status\" != 0 ]; then echo \"$(hostname): the trainer exited with "
+    "status $status within 20 s; the end of ~/glmjax/logs/train.log:\" >&2; tail -n 20 "
+    "~/glmjax/logs/train.log >&2; exit \"$status\"; fi; echo \"$(hostname): the trainer already "
+    "finished (status 0)\"; fi")
 
 
 def test_train_starts_the_trainer_detached_on_every_worker(capsys, monkeypatch):
@@ -232,6 +238,33 @@ def test_the_trainer_does_not_start_when_a_step_before_it_fails(capsys, tmp_path
   assert result.returncode != 0 and "mkdir" in result.stderr
   time.sleep(0.3)
   assert not (home / "argv").exists() and "trainer started" not in result.stdout
+
+
+def test_train_fails_with_the_end_of_the_log_when_a_trainer_dies_during_the_check(
+    capfd, monkeypatch, tmp_path):
+  home = worker_home(tmp_path)
+  trainer = home / "glmjax" / "venv" / "bin" / "python"
+  make_stub(str(trainer), 'echo "Loading the tokenizer"; echo "FileNotFoundError: '
+            '/mnt/gcs/tokenizer.json" >&2; exit 1')
+  # gcloud runs the command on one fake worker, as its ssh would.
+  make_stub(str(tmp_path / "bin" / "gcloud"),
+            'for a in "$@"; do case "$a" in --command=*) command=${a#--command=};; esac; done; '
+            f'HOME={shlex.quote(str(home))} exec bash -c "$command"')
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  train = ["train", "--name=glm", ZONE, "--check-s=5", "--", "--config=c.py",
+           "--workdir=gs://b/r"]
+  assert tpu.main(train) == 1
+  err = capfd.readouterr().err
+  assert ": the trainer exited with status 1 within 5 s; the end of ~/glmjax/logs/train.log:" in err
+  assert "Loading the tokenizer\nFileNotFoundError: /mnt/gcs/tokenizer.json" in err
+  # A trainer still running after the check is a success.
+  make_stub(str(trainer), 'echo $$ > "$HOME/trainer.pid"; exec sleep 60')
+  try:
+    assert tpu.main(train[:3] + ["--check-s=1"] + train[4:]) == 0
+    captured = capfd.readouterr()
+    assert "trainer started" in captured.out and "exited with status 1" not in captured.err
+  finally:
+    os.kill(int((home / "trainer.pid").read_text()), 15)
 
 
 def test_ssh_and_scp_leave_host_key_checking_on(capsys):
@@ -313,71 +346,9 @@ def test_the_worker_count_follows_from_the_accelerator_type(accelerator, workers
 
 def test_setup_plans_one_copy_and_install_per_worker_and_pins_the_local_jax(capsys):
   out = dry_run(capsys, "setup", "--name=glm", ZONE, "--accelerator=v5p-128").splitlines()
-  assert sum(" scp " in line for line in out) == sum(" ssh " in line for line in out) == 16
-  assert [f"--worker={w}" in out[2 + 2 * w] for w in range(16)] == [True] * 16
-  assert f"'jax[tpu]=={importlib.metadata.version('jax')}'" in command_payload(out[3])
+  assert sum(" scp " in line for line in out) == 16
+  assert sum(" ssh " in line for line in out) == 16 + 1  # and one first, for the ssh key
+  assert [f"--worker={w}" in out[3 + 2 * w] for w in range(16)] == [True] * 16
+  assert f"'jax[tpu]=={importlib.metadata.version('jax')}'" in command_payload(out[4])
   explicit = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=3", "--accelerator=v5p-128")
-  assert len(explicit.splitlines()) == 2 + 2 * 3  # --workers overrides the accelerator's count
-
-
-# ------------------------------------------------------------------------------- real execution
-
-def test_setup_runs_every_worker_at_once_with_a_log_each_and_a_summary(
-    capsys, monkeypatch, tmp_path):
-  calls = tmp_path / "calls"
-  calls.mkdir()
-  # Each ssh waits until all four have started: the test passes only if they run concurrently.
-  make_stub(str(tmp_path / "bin" / "gcloud"), f"""
-calls={shlex.quote(str(calls))}
-worker=$(printf '%s\\n' "$@" | sed -n 's/^--worker=//p')
-verb=$4
-touch "$calls/$verb-$worker"
-if [ "$verb" = ssh ]; then
-  for _ in $(seq 250); do [ "$(ls "$calls" | grep -c ^ssh-)" -ge 4 ] && break; sleep 0.02; done
-  [ "$(ls "$calls" | grep -c ^ssh-)" -ge 4 ] || {{ echo "ssh ran alone"; exit 3; }}
-  echo "worker $worker installed"
-  [ "$worker" = 2 ] && exit 7
-fi
-exit 0""")
-  make_stub(str(tmp_path / "bin" / "tar"), "exit 0")
-  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-  logs = tmp_path / "logs"
-  code = tpu.main(["setup", "--name=glm", ZONE, "--workers=4", "--jax-version=0.10.2",
-                   f"--log-dir={logs}"])
-  out = capsys.readouterr().out
-  assert code == 7
-  assert "worker 2: FAILED (exit 7)" in out and "setup: 3 of 4 worker(s) ok" in out
-  for w in range(4):
-    log = (logs / f"setup-worker{w}.log").read_text()
-    assert f"worker {w} installed" in log and f"--worker={w}" in log
-  assert sorted(os.listdir(calls)) == [f"{v}-{w}" for v in ("scp", "ssh") for w in range(4)]
-
-
-def test_setup_installs_once_and_skips_while_the_requirements_are_unchanged(capsys, tmp_path):
-  payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
-                                    "--jax-version=0.10.2").splitlines()[3])
-  home = tmp_path / "home"
-  home.mkdir()
-  make_stub(str(tmp_path / "bin" / "sudo"), "exit 0")
-  venv_python = tmp_path / "venv-python"  # what `python3.11 -m venv DIR` puts in DIR/bin
-  make_stub(str(venv_python),
-            '[ "$1" = --version ] && echo Python 3.11.9 && exit 0\necho "$@" >> "$HOME/pip.log"')
-  make_stub(str(tmp_path / "bin" / "python3.11"),
-            f'mkdir -p "$3/bin" && cp {shlex.quote(str(venv_python))} "$3/bin/python"')
-
-  def setup(requirements: str) -> str:
-    with tarfile.open(home / "glmjax.tar.gz", "w:gz") as archive:
-      data = requirements.encode()
-      info = tarfile.TarInfo("./requirements.txt")
-      info.size = len(data)
-      archive.addfile(info, io.BytesIO(data))
-    result = run_on_worker(payload, home, tmp_path)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-  assert setup("jax>=0.10\n").endswith(": installed\n")
-  assert "install -q -r requirements.txt jax[tpu]==0.10.2" in (home / "pip.log").read_text()
-  assert setup("jax>=0.10\n").endswith(": requirements unchanged, install skipped\n")
-  assert len((home / "pip.log").read_text().splitlines()) == 2  # pip upgrade + install, once
-  assert setup("jax>=0.10\nflax\n").endswith(": installed\n")
-  assert (home / "glmjax" / "code" / "requirements.txt").read_text() == "jax>=0.10\nflax\n"
+  assert len(explicit.splitlines()) == 3 + 2 * 3  # --workers overrides the accelerator's count

@@ -1,8 +1,11 @@
-"""launch/gpu_slurm.sh: one process per node or per GPU, each seeing the right GPUs; quoting."""
+"""launch/gpu_slurm.sh: one process per node or per GPU, each seeing the right GPUs; quoting;
+a checkpoint and a requeue before the time limit."""
 import glob
 import os
 import shlex
+import signal
 import subprocess
+import time
 
 import pytest
 from launch_stubs import NASTY, make_stub, never_the_real_gcloud_or_srun  # noqa: F401
@@ -105,3 +108,55 @@ def test_jax_alone_would_give_a_one_process_per_node_task_only_gpu_0(monkeypatch
   with pytest.raises(RuntimeError, match="captured"):
     distributed.State().initialize()
   assert seen["local_device_ids"] == list(range(8))
+
+
+def batch_job(tmp_path, task: str, warn: bool) -> tuple[int, list[str]]:
+  """Runs gpu_slurm.sh as SLURM's batch shell with stand-ins, optionally sends it the time-limit
+  warning (sbatch --signal=B:USR1@...), and returns its exit status and what happened in order.
+
+  The stand-ins do what SLURM does: srun KILLs its tasks when it gets TERM itself; scancel
+  --signal=TERM JOB signals the tasks of the job's steps (slurmstepd), not srun."""
+  events, step_pid = tmp_path / "events", tmp_path / "step.pid"
+  log = f'>> {shlex.quote(str(events))}'
+  make_stub(str(tmp_path / "task"), f"""
+trap 'echo "{task} on TERM" {log}; [ {task} = saves ] && exit 0; exit 1' TERM
+for _ in $(seq 200); do [ {task} = finishes ] && break; sleep 0.05; done
+echo "trained to the end" {log}""")
+  make_stub(str(tmp_path / "bin" / "srun"), f"""
+trap 'echo "srun got TERM: tasks KILLed" {log}; kill -KILL $task; exit 143' TERM
+{shlex.quote(str(tmp_path / "task"))} & task=$!
+echo $task > {shlex.quote(str(step_pid))}
+wait $task; status=$?
+echo "srun: step ended with $status" {log}
+exit $status""")
+  make_stub(str(tmp_path / "bin" / "scancel"),
+            f'echo "scancel $*" {log}; kill -TERM "$(cat {shlex.quote(str(step_pid))})"')
+  make_stub(str(tmp_path / "bin" / "scontrol"), f'echo "scontrol $*" {log}')
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "GLMJAX_", "DRY_"))}
+  env.update(SLURM_JOB_ID="4242", PATH=f"{tmp_path / 'bin'}:{env['PATH']}")
+  job = subprocess.Popen(["bash", SLURM_SH, "--config=c", "--workdir=/shared/run"], env=env)
+  try:
+    deadline = time.time() + 10
+    while not step_pid.exists():  # the step has started
+      assert time.time() < deadline and job.poll() is None, "srun never started"
+      time.sleep(0.02)
+    if warn:
+      time.sleep(0.2)
+      job.send_signal(signal.SIGUSR1)
+    status = job.wait(timeout=30)
+  finally:
+    job.kill()
+  return status, events.read_text().splitlines() if events.exists() else []
+
+
+def test_a_time_limit_warning_checkpoints_the_step_then_requeues_the_job(tmp_path):
+  assert batch_job(tmp_path, "saves", warn=True) == (0, [
+      "scancel --signal=TERM 4242", "saves on TERM", "srun: step ended with 0",
+      "scontrol requeue 4242"])
+
+
+def test_a_job_whose_training_ends_or_fails_to_save_is_not_requeued(tmp_path):
+  assert batch_job(tmp_path / "a", "finishes", warn=False) == (0, [
+      "trained to the end", "srun: step ended with 0"])
+  assert batch_job(tmp_path / "b", "fails", warn=True) == (1, [
+      "scancel --signal=TERM 4242", "fails on TERM", "srun: step ended with 1"])

@@ -1,0 +1,39 @@
+"""launch/measure_gpu.sh keeps every run's figures; stand-ins for the bench and nvidia-smi.
+
+(tests/test_bench.py runs the script for real on a CPU with a tiny model.)"""
+import json
+import os
+import re
+import subprocess
+
+from launch_stubs import make_stub, never_the_real_gcloud_or_srun  # noqa: F401
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_running_the_parts_one_at_a_time_keeps_every_parts_figures(tmp_path):
+  make_stub(str(tmp_path / "bin" / "python3"),  # stands in for python3 -m glmjax.bench
+            'for a in "$@"; do case "$a" in --what=*) what=${a#--what=};; esac; done; '
+            'echo "compiling"; echo "{\\"what\\": \\"$what\\", \\"tokens_per_s\\": 1}"')
+  make_stub(str(tmp_path / "bin" / "nvidia-smi"), "echo NVIDIA H200, 143771 MiB, 570.00")
+  env = {**os.environ, "OUT": str(tmp_path / "out"),
+         "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+
+  def measure(part: str) -> str:
+    result = subprocess.run(["bash", "launch/measure_gpu.sh", part], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+  measure("attention")
+  printed = measure("sweep")
+  figures = [json.loads(line)
+             for line in (tmp_path / "out" / "measure_gpu.jsonl").read_text().splitlines()]
+  assert [(f["what"], f["tokens_per_s"]) for f in figures] == [("attention", 1), ("sweep", 1)]
+  runs = [f["run"] for f in figures]  # each run's start time (UTC) and process id
+  assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ pid \d+", r) for r in runs)
+  assert runs[0] != runs[1]
+  assert '"what": "sweep"' in printed and '"what": "attention"' not in printed  # this run's
+  log = (tmp_path / "out" / "measure_gpu.log").read_text()
+  assert ": measure_gpu.sh attention\n" in log and ": measure_gpu.sh sweep\n" in log
+  assert log.count(" bench --what=") == 2
