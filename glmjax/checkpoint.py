@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
-import numpy as np
 from jax.experimental import multihost_utils
 from etils import epath
 
-from glmjax import checksums, storage_errors
+from glmjax import checksums
+from glmjax import restore_agreement as agreement, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ class Checkpointer:
     """
     state_layout = parameter_layout(abstract_state)
     for step in reversed(self.steps()):
-      metadata, failure = _attempt(lambda step=step: self.read_metadata(step))
+      metadata, failure = agreement.attempt(lambda step=step: self.read_metadata(step), log)
+      failure = agreement.settle(failure, "metadata")
       restored = None
       if failure is None:
         for key, layout, what in (("param_layout", current_layout, "this model"),
@@ -217,13 +218,14 @@ class Checkpointer:
                 "a new --workdir.")
         if check is not None:
           check(metadata, step)
-        restored, failure = _attempt(lambda step=step: self.manager.restore(
+        restored, failure = agreement.attempt(lambda step=step: self.manager.restore(
             step, args=ocp.args.Composite(**{
-                STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM])
+                STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM], log)
+        failure = agreement.settle(failure, "state")
       if failure is None:
         problem = checksums.corruption(restored, metadata.get("checksums"))
         failure = ("damaged", problem) if problem else None
-      failure = _agreed(failure)
+      failure = agreement.agree(failure)
       if failure is None:
         return Restored(restored, step, metadata)
       kind, line = failure
@@ -296,29 +298,6 @@ class Checkpointer:
     except Exception:  # noqa: BLE001 - the failure was reported; closing must not mask it
       if not self._failed:
         raise
-
-
-def _attempt(read: Callable[[], Any]) -> tuple[Any, tuple[str, str] | None]:
-  """(what `read` returns, None), or (None, (kind, line)) sorting the error it raised."""
-  try:
-    return read(), None
-  except Exception as error:  # noqa: BLE001 - sorted: damaged (skip), unreadable/unknown (stop)
-    log.debug("Restore failed:", exc_info=error)  # the traceback, in the run's log file
-    return None, storage_errors.restore_failure(error)
-
-
-_VERDICTS = (None, "damaged", "unknown", "unreadable")  # worse later
-
-
-def _agreed(failure: tuple[str, str] | None) -> tuple[str, str] | None:
-  """Each process read its own shards; the worst verdict of any process holds for all."""
-  if jax.process_count() == 1:
-    return failure
-  mine = _VERDICTS.index(failure[0] if failure else None)
-  worst = int(np.max(multihost_utils.process_allgather(np.int32(mine))))
-  if worst == mine:
-    return failure
-  return _VERDICTS[worst], "it failed on another host (see that host's log)"
 
 
 def location(path: str) -> str:

@@ -85,7 +85,11 @@ def check_sampling(sampling: decoding.Sampling) -> None:
   problems = [(sampling.max_blank_tokens < 1, "--max_tokens must be at least 1"),
               (sampling.temperature < 0, "--temperature must be >= 0 (0 is greedy)"),
               (sampling.top_k < 0, "--top_k must be >= 0 (0: no cut)"),
-              (not 0 < sampling.top_p <= 1, "--top_p must be in (0, 1] (1: no cut)")]
+              (not 0 < sampling.top_p <= 1, "--top_p must be in (0, 1] (1: no cut)"),
+              # Greedy decoding takes the argmax: a cut would be silently ignored.
+              (sampling.temperature == 0 and (sampling.top_k > 0 or sampling.top_p < 1),
+               "--top_k and --top_p cut the distribution a sample is drawn from, and "
+               "--temperature=0 (the default) is greedy: give --temperature > 0 to sample")]
   for failed, message in problems:
     if failed:
       raise ValueError(message + ".")
@@ -206,6 +210,8 @@ def main(argv):
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)
     check_sampling(sampling)  # the flags, before minutes of loading
+    if args.seed and not args.temperature:
+      log.warning("--seed=%d changes nothing: --temperature=0 is greedy", args.seed)
     loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
     tokenizer = pretrained.load_tokenizer(loaded)
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,

@@ -37,7 +37,7 @@ _UNWRITABLE_WORDS = {"no space left on device": "no space left on device",
 
 def write_cause(error: BaseException) -> str | None:
   """Why a save failed, if it is for the user to fix (disk full, quota, read-only, access)."""
-  errors = list(_chain(error))
+  errors = list(chain(error))
   for each in errors:
     if isinstance(each, OSError) and each.errno in _UNWRITABLE_ERRNOS:
       return _UNWRITABLE_ERRNOS[each.errno]
@@ -51,14 +51,15 @@ def restore_failure(error: BaseException) -> tuple[str, str]:
   reason = _unreadable_reason(error)
   if reason is not None:
     return "unreadable", reason
-  for each in _chain(error):
+  for each in chain(error):
     if isinstance(each, (FileNotFoundError, json.JSONDecodeError, EOFError)) or any(
         word in str(each).lower() for word in _DAMAGED_WORDS):
       return "damaged", f"cut off, files missing or unreadable data ({short(each)})"
   return "unknown", short(error)
 
 
-def _chain(error: BaseException | None):
+def chain(error: BaseException | None):
+  """`error`, then its causes and contexts, each once."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
@@ -68,7 +69,7 @@ def _chain(error: BaseException | None):
 
 def _cause_line(error: BaseException | None, errnos, words) -> str | None:
   """The first line of `error` or of its causes that matches `errnos` or `words`."""
-  for each in _chain(error):
+  for each in chain(error):
     if isinstance(each, OSError) and each.errno in errnos:
       return f"{each.strerror or each}" + (f": {each.filename}" if each.filename else "")
     for line in str(each).splitlines():

@@ -263,24 +263,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   try:
     config_lib.validate(config)  # a mistyped value leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
-    log_path = logs.log_file(workdir, jax.process_index())
-    logs.attach_file(log_path)
+    run_log = logs.RunLog.attach(workdir, jax.process_index())
     cache = workdir_lib.compilation_cache_dir(config.train.compilation_cache_dir, workdir,
                                               dict(os.environ))
     if cache:
       jax.config.update("jax_compilation_cache_dir", cache)
-    if "://" in workdir:
-      log.info("This run's log file: %s (a bucket cannot be appended to)", log_path)
   except config_lib.ConfigError as error:
     cli.fail(error)
   except OSError as error:
     cli.fail(StartupError(workdir_lib.unwritable(workdir, error)))
-  try:
-    train_and_evaluate(config, workdir)
-  except _USER_ERRORS as error:
-    cli.fail(error, log_path)
-  except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
-    cli.fail(error, log_path, expected=False)
+  # A bucket workdir: the log is copied there while the run goes and once more at any exit
+  # (after the failure's traceback is in the file), so deleting the VM does not lose it.
+  with run_log:
+    try:
+      train_and_evaluate(config, workdir)
+    except _USER_ERRORS as error:
+      cli.fail(error, run_log.where)
+    except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
+      cli.fail(error, run_log.where, expected=False)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,14 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a host whose checkpoint read failed skips the barrier the others wait in",
+             "glmjax/restore_agreement.py",
+             'if jax.process_count() == 1 or (failure and failure[0] == "peer"):', "if True:",
+             ("tests/test_faults.py::test_a_read_that_fails_on_one_host_only_gives_every_host_"
+              "one_verdict",)),
+    Mutation("a bucket workdir's log is not copied at exit", "glmjax/logs.py",
+             "    self._copy_now()  # the last lines", "    pass  # the last lines",
+             ("tests/test_logs.py",)),
     Mutation("a resume may switch the dropout generator", "glmjax/config.py",
              'TRAJECTORY_FIELDS = ("train.dropout_rng",)', "TRAJECTORY_FIELDS = ()",
              ("tests/test_faults.py::test_a_resume_that_switches_the_dropout_generator_is_"

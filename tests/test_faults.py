@@ -5,12 +5,16 @@ import importlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import types
 
 import pytest
 from absl import logging as absl_logging
 
 from glmjax import checkpoint, config as config_lib, loop, train, workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -186,3 +190,75 @@ def test_a_damaged_tokenizer_is_one_line_without_a_traceback(tmp_path, capfd):
               tokenizer_path=str(tmp_path / "tokenizer.json")) == 1
   console = capfd.readouterr().err
   assert "cannot be read as a tokenizer.json" in console and "Traceback" not in console
+
+
+# One host of two: saves steps 1 and 2 of a small sharded state, then restores with process
+# 1's read of `part` of step 2 failing as `error` says; prints the outcome as one line.
+_PARTIAL_READ = '''
+import logging, sys
+import numpy as np
+import jax
+from glmjax import parallel
+parallel.initialize_distributed(60)
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from glmjax import checkpoint as ck
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+directory, part, error = sys.argv[1:4]
+mesh = Mesh(np.array(jax.devices()), ("d",))
+x = jax.make_array_from_callback((8,), NamedSharding(mesh, P("d")),
+                                 lambda index: np.arange(8, dtype=np.float32)[index])
+state = {"w": x}
+layout = ck.parameter_layout(state)
+checkpointer = ck.Checkpointer(directory, every=1, keep=3, async_save=False)
+for step in (1, 2):
+  checkpointer.save(step, {"w": x + step}, {"param_layout": layout, "state_layout": layout},
+                    force=True)
+checkpointer.wait()
+original = checkpointer.manager.restore
+errors = {"missing": FileNotFoundError("a chunk of this host's shard is missing"),
+          "denied": PermissionError("permission denied: this host's credentials")}
+def restore(step, args=None):
+  if jax.process_index() == 1 and step == 2 and part in args.keys():
+    raise errors[error]
+  return original(step, args=args)
+checkpointer.manager.restore = restore
+abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                        state)
+try:
+  restored = checkpointer.restore_latest(abstract, layout)
+  total = multihost_utils.process_allgather(restored.state["w"], tiled=True).sum()
+  print("RESTORED", restored.step, float(total), flush=True)
+except ck.UnusableCheckpointError as failure:
+  print("STOPPED", str(failure).splitlines()[0], flush=True)
+checkpointer.close()
+'''
+
+
+@pytest.mark.parametrize("part, error, outcome", [
+    ("state", "missing", "RESTORED 1 36.0"),    # both hosts skip the damaged step 2
+    ("metadata", "missing", "RESTORED 1 36.0"),
+    ("state", "denied", "STOPPED The checkpoint at step 2"),  # both stop: no hang either way
+])
+def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_path, part, error,
+                                                                       outcome):
+  script = tmp_path / "partial_read.py"
+  script.write_text(_PARTIAL_READ)
+  port = 40000 + (os.getpid() + len(part) + len(error)) % 10000
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+  processes = [subprocess.Popen(
+      [sys.executable, str(script), str(tmp_path / "checkpoints"), part, error],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**env, "JAX_PROCESS_ID": str(index)}) for index in range(2)]
+  try:
+    results = [process.communicate(timeout=120) for process in processes]
+  finally:
+    for process in processes:
+      process.kill()
+  for index, (stdout, stderr) in enumerate(results):
+    assert outcome in stdout, (index, stdout, stderr[-3000:])
+  if outcome.startswith("RESTORED"):
+    assert "Skipping damaged checkpoint 2" in results[1][1]

@@ -157,6 +157,8 @@ def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forwar
     (dict(temperature=-1.0), "--temperature must be >= 0"),
     (dict(top_k=-2), "--top_k must be >= 0"),
     (dict(top_p=0.0), "--top_p must be in (0, 1]"),
+    (dict(top_k=5), "--temperature=0 (the default) is greedy"),
+    (dict(top_p=0.9), "--temperature=0 (the default) is greedy"),
 ])
 def test_bad_sampling_flags_are_named(flags, message):
   with pytest.raises(ValueError, match=re.escape(message)):

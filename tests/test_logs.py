@@ -1,9 +1,15 @@
 """The console gets library records as one line without tracebacks; Orbax's save-thread errors
-stay off it; the log file gets everything in full."""
+stay off it; the log file gets everything in full, and a bucket workdir gets a copy of it."""
+import importlib
 import logging
 import os
+import tempfile
+import time
 
-from glmjax import logs
+import pytest
+from absl import logging as absl_logging
+
+from glmjax import logs, train
 
 
 def _record(pathname, level, message, exc_info=None):
@@ -32,3 +38,114 @@ def test_a_bucket_workdir_logs_to_a_local_file_named_after_it():
   assert logs.log_file("/runs/a", 3) == "/runs/a/train.process-3.log"
   path = logs.log_file("gs://bucket/run", 0)
   assert "://" not in path and path.endswith("glmjax-gs_bucket_run-train.log")
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+  """A local folder standing in for a gs:// workdir, and the VM's temporary folder (which
+  deleting the VM erases); the logging that train.run sets up is undone afterwards."""
+  monkeypatch.setattr(logs, "is_remote", lambda workdir: True)
+  monkeypatch.setattr(logs, "COPY_EVERY_S", 0.05)
+  vm = tmp_path / "vm-tmp"
+  vm.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(vm))
+  ours, root, absl_handler = (logging.getLogger("glmjax"), logging.getLogger(),
+                              absl_logging.get_absl_handler())
+  saved = (ours.handlers[:], ours.level, ours.propagate, root.handlers[:],
+           absl_handler.formatter, absl_handler.filters[:], absl_logging.get_verbosity())
+  yield tmp_path / "bucket" / "run", vm
+  for handler in set(ours.handlers + root.handlers) - set(saved[0] + saved[3]):
+    handler.close()
+  ours.handlers[:], ours.level, ours.propagate, root.handlers[:] = saved[:4]
+  absl_handler.setFormatter(saved[4])
+  absl_handler.filters[:] = saved[5]
+  absl_logging.set_verbosity(saved[6])
+
+
+def _run(workdir, monkeypatch, train_and_evaluate):
+  """train.run (the command) with `train_and_evaluate` in place of training; its exit code."""
+  monkeypatch.setattr(train, "train_and_evaluate", train_and_evaluate)
+  try:
+    train.run(importlib.import_module("configs.base").get_config("local"), str(workdir))
+  except SystemExit as stop:
+    return stop.code
+  return 0
+
+
+def _wait_for(predicate, timeout_s=30.0):
+  deadline = time.monotonic() + timeout_s
+  while not predicate():
+    assert time.monotonic() < deadline, "timed out"
+    time.sleep(0.02)
+
+
+def test_a_bucket_workdir_keeps_each_runs_log_and_traceback_after_the_vm_is_deleted(
+    bucket, monkeypatch, capfd):
+  workdir, vm = bucket
+  copies = lambda: sorted((workdir / "logs").glob("train-0-*.log"))  # noqa: E731
+
+  def fails(message):
+    def train_and_evaluate(config, workdir_):
+      logging.getLogger("glmjax.train").info("%s: step 1", message)
+      # Copied while the run goes, not only at its end.
+      _wait_for(lambda: any(f"{message}: step 1" in path.read_text() for path in copies()))
+      raise KeyError(message)
+    return train_and_evaluate
+
+  assert _run(workdir, monkeypatch, fails("first run")) == 1
+  (first,) = copies()
+  assert f"Stopped by KeyError: 'first run' (traceback in {first})" in capfd.readouterr().err
+  assert _run(workdir, monkeypatch, fails("second run")) == 1
+  (second,) = set(copies()) - {first}  # a new name, even within the same second
+  assert f"(traceback in {second})" in capfd.readouterr().err
+  (local,) = vm.iterdir()
+  assert "first run" in local.read_text()  # the VM's file has both runs; a copy has its own
+  local.unlink()  # the dead VM deleted and recreated
+  first_log, second_log = first.read_text(), second.read_text()
+  assert "Traceback (most recent call last)" in first_log and "KeyError: 'first run'" in first_log
+  assert "second run" not in first_log
+  assert "Traceback (most recent call last)" in second_log and "first run" not in second_log
+
+
+def test_a_log_copy_that_fails_is_one_warning_and_the_run_goes_on(bucket, monkeypatch, capfd):
+  workdir, vm = bucket
+  workdir.mkdir(parents=True)
+  (workdir / "logs").write_text("a file where the copies' folder would be")
+
+  def trains(config, workdir_):
+    for step in range(10):  # long enough for several copies to fail
+      logging.getLogger("glmjax.train").info("step %d", step)
+      time.sleep(0.05)
+    return {"step": 10}
+
+  assert _run(workdir, monkeypatch, trains) == 0
+  (local,) = vm.iterdir()
+  log = local.read_text()
+  assert log.count("Could not copy the log file") == 1 and "step 9" in log
+  assert f"it stays at {local} on this VM only" in log
+  assert capfd.readouterr().err.count("Could not copy the log file") == 1
+
+
+def test_a_local_workdirs_log_is_not_copied(tmp_path):
+  assert logs.is_remote("gs://bucket/run") and not logs.is_remote(str(tmp_path))
+  run_log = logs.RunLog(str(tmp_path / "train.log"))  # what RunLog.attach makes for it
+  with run_log:
+    pass
+  assert run_log.copy is None and run_log.where == str(tmp_path / "train.log")
+  assert os.listdir(tmp_path) == []
+
+
+def test_when_the_copy_cannot_be_written_the_failure_line_names_the_vms_file(bucket, monkeypatch,
+                                                                            capfd):
+  workdir, vm = bucket
+  workdir.mkdir(parents=True)
+  (workdir / "logs").write_text("a file where the copies' folder would be")
+
+  def fails(config, workdir_):
+    _wait_for(lambda: "Could not copy" in next(vm.iterdir()).read_text())
+    raise KeyError("a bug")
+
+  assert _run(workdir, monkeypatch, fails) == 1
+  (local,) = vm.iterdir()
+  assert f"Stopped by KeyError: 'a bug' (traceback in {local})" in capfd.readouterr().err
+  assert "Traceback (most recent call last)" in local.read_text()
