@@ -30,6 +30,18 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a SLURM job is requeued after a normal end too", "launch/gpu_slurm.sh",
+             "if ((warned && status == 0)); then", "if ((status == 0)); then",
+             ("tests/test_launch_slurm.py",)),
+    Mutation("setup remounts a bucket that is already mounted", "launch/tpu_remote.py",
+             "f'if ! mountpoint -q {point}; then", "f'if true; then",
+             ("tests/test_launch_tpu_setup.py",)),
+    Mutation("generate lets top_k cut a greedy decode", "glmjax/generate.py",
+             "(sampling.temperature == 0 and (sampling.top_k > 0 or sampling.top_p < 1),",
+             "(False,", ("tests/test_generate.py",)),
+    Mutation("the byte tokenizer ignores a tokenizer_path", "glmjax/data/tokenizers.py",
+             "    if path:  # a path with the byte kind", "    if False:  # a path with the byte kind",
+             ("tests/test_tokenizers.py",)),
     Mutation("a host whose checkpoint read failed skips the barrier the others wait in",
              "glmjax/restore_agreement.py",
              'if jax.process_count() == 1 or (failure and failure[0] == "peer"):', "if True:",
