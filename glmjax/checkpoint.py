@@ -331,18 +331,28 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
     if not steps:
       raise FileNotFoundError(f"{field}={source!r}: no checkpoint in {directory}.")
     step = steps[-1]
-    saved = manager.restore(step, args=ocp.args.Composite(**{
-        METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM]
+
+    def read(what: str, restore: Callable[[], Any]) -> Any:
+      """`restore()`, or the same error on every host (one host alone must not hang)."""
+      value, failure = agreement.attempt(restore, log)
+      failure = agreement.agree(agreement.settle(failure, what))
+      if failure is not None:
+        raise UnusableCheckpointError(f"{field}: the {what} at step {step} in {directory} "
+                                      f"could not be read: {failure[1]}.")
+      return value
+
+    saved = read("metadata", lambda: manager.restore(step, args=ocp.args.Composite(**{
+        METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM])
     problems = layout_differences(saved.get("param_layout", {}), current_layout)
     if problems:
       raise IncompatibleCheckpointError(
           f"{field}: the parameters at step {step} in {directory} do not fit this "
           "model:\n  " + "\n  ".join(problems))
     item = {"params": abstract_params}
-    restored = manager.restore(step, args=ocp.args.Composite(**{
+    restored = read("parameters", lambda: manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True)}))
+            partial_restore=True)})))
     problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
     if problem:
       raise UnusableCheckpointError(

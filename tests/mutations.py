@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("init_from's read failing on one host leaves the others waiting",
+             "glmjax/checkpoint.py",
+             "failure = agreement.agree(agreement.settle(failure, what))", "failure = failure",
+             ("tests/test_faults.py::test_a_read_that_fails_on_one_host_only_gives_every_host_"
+              "one_verdict",)),
     Mutation("a SLURM job is requeued after a normal end too", "launch/gpu_slurm.sh",
              "if ((warned && status == 0)); then", "if ((status == 0)); then",
              ("tests/test_launch_slurm.py",)),

@@ -208,12 +208,12 @@ directory, part, error = sys.argv[1:4]
 mesh = Mesh(np.array(jax.devices()), ("d",))
 x = jax.make_array_from_callback((8,), NamedSharding(mesh, P("d")),
                                  lambda index: np.arange(8, dtype=np.float32)[index])
-state = {"w": x}
+state = {"params": {"w": x}}
 layout = ck.parameter_layout(state)
 checkpointer = ck.Checkpointer(directory, every=1, keep=3, async_save=False)
 for step in (1, 2):
-  checkpointer.save(step, {"w": x + step}, {"param_layout": layout, "state_layout": layout},
-                    force=True)
+  checkpointer.save(step, {"params": {"w": x + step}},
+                    {"param_layout": layout, "state_layout": layout}, force=True)
 checkpointer.wait()
 original = checkpointer.manager.restore
 errors = {"missing": FileNotFoundError("a chunk of this host's shard is missing"),
@@ -225,9 +225,22 @@ def restore(step, args=None):
 checkpointer.manager.restore = restore
 abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
                         state)
+if part == "init_from":  # parameters only, from the newest checkpoint: no older one to take
+  read = ck.ocp.CheckpointManager.restore
+  def restore_params(self, step, args=None):
+    if jax.process_index() == 1 and "state" in args.keys():
+      raise errors[error]
+    return read(self, step, args=args)
+  ck.ocp.CheckpointManager.restore = restore_params
+  try:
+    ck.restore_params(directory, abstract["params"], layout)
+    print("READ", flush=True)
+  except ck.UnusableCheckpointError as failure:
+    print("STOPPED", str(failure).splitlines()[0], flush=True)
+  sys.exit(0)
 try:
   restored = checkpointer.restore_latest(abstract, layout)
-  total = multihost_utils.process_allgather(restored.state["w"], tiled=True).sum()
+  total = multihost_utils.process_allgather(restored.state["params"]["w"], tiled=True).sum()
   print("RESTORED", restored.step, float(total), flush=True)
 except ck.UnusableCheckpointError as failure:
   print("STOPPED", str(failure).splitlines()[0], flush=True)
@@ -239,6 +252,7 @@ checkpointer.close()
     ("state", "missing", "RESTORED 1 36.0"),    # both hosts skip the damaged step 2
     ("metadata", "missing", "RESTORED 1 36.0"),
     ("state", "denied", "STOPPED The checkpoint at step 2"),  # both stop: no hang either way
+    ("init_from", "missing", "STOPPED checkpoint.init_from: the parameters at step 2"),
 ])
 def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_path, part, error,
                                                                        outcome):
@@ -262,3 +276,5 @@ def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_pat
     assert outcome in stdout, (index, stdout, stderr[-3000:])
   if outcome.startswith("RESTORED"):
     assert "Skipping damaged checkpoint 2" in results[1][1]
+  else:  # host 0 read fine: it stops because host 1 could not
+    assert "on another host" in results[0][0], results[0]
