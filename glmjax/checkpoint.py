@@ -204,7 +204,7 @@ class Checkpointer:
     state_layout = parameter_layout(abstract_state)
     for step in reversed(self.steps()):
       metadata, failure = agreement.attempt(lambda step=step: self.read_metadata(step), log)
-      failure = agreement.settle(failure, "metadata")
+      failure = agreement.settle(failure, f"metadata {step}")
       restored = None
       if failure is None:
         for key, layout, what in (("param_layout", current_layout, "this model"),
@@ -221,7 +221,7 @@ class Checkpointer:
         restored, failure = agreement.attempt(lambda step=step: self.manager.restore(
             step, args=ocp.args.Composite(**{
                 STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM], log)
-        failure = agreement.settle(failure, "state")
+        failure = agreement.settle(failure, f"state {step}")
       if failure is None:
         problem = checksums.corruption(restored, metadata.get("checksums"))
         failure = ("damaged", problem) if problem else None
@@ -335,7 +335,7 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
     def read(what: str, restore: Callable[[], Any]) -> Any:
       """`restore()`, or the same error on every host (one host alone must not hang)."""
       value, failure = agreement.attempt(restore, log)
-      failure = agreement.agree(agreement.settle(failure, what))
+      failure = agreement.agree(agreement.settle(failure, f"{what} {step}"))
       if failure is not None:
         raise UnusableCheckpointError(f"{field}: the {what} at step {step} in {directory} "
                                       f"could not be read: {failure[1]}.")

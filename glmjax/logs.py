@@ -130,8 +130,8 @@ class RunLog:
     # This run's lines start here: the copy leaves out what earlier runs appended.
     self._start = os.path.getsize(local) if os.path.exists(local) else 0
     self._copied_size = -1  # the local file's size at the last good copy
-    self._last_ok = True
-    self._warned = False
+    self._last_ok = False  # no copy yet: a failure line names the local file until one lands
+    self._warned = threading.Event()  # set once by whichever thread warns first
     self._folder_made = False
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._copy_until_stopped, daemon=True,
@@ -193,8 +193,8 @@ class RunLog:
 
   def _failed(self, error: BaseException) -> None:
     self._last_ok = False
-    if not self._warned:  # once: a bucket that is down for hours would fill the console
-      self._warned = True
+    if not self._warned.is_set():  # once: a bucket down for hours would fill the console
+      self._warned.set()
       first = (str(error).strip().splitlines() or [""])[0]
       logging.getLogger("glmjax.logs").warning(
           "Could not copy the log file to %s (%s: %s); it stays at %s on this VM only. "

@@ -7,7 +7,14 @@ meet the failed one's next collective under another name. So after every read ea
 joins one barrier named by how its read went (`settle`). When some failed, the names differ,
 and every process waiting in that collective (ours or Orbax's) gets the mismatch at once: the
 ones that had read fine report it as 'peer'. Then `agree` takes the worst verdict of any
-process, in which a real failure outranks 'peer', so all skip, stop or go on together.
+process, in which a real failure outranks 'peer', so all skip, stop or go on together. The
+barrier names carry the step, so hosts that see different steps stop instead of restoring
+different states.
+
+This relies on two facts of jax 0.10-0.11 and Orbax 0.11-0.12, checked by the two-process test
+in tests/test_faults.py: jax's sync_global_devices gathers every process's name (so each sees a
+mismatch), and Orbax's barriers are such device collectives (its experimental distributed
+barrier, EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER, is not: with it a failed host would wait).
 """
 from __future__ import annotations
 

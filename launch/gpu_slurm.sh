@@ -68,11 +68,13 @@ if [[ "${GLMJAX_SLURM_TASK:-0}" != 1 ]]; then  # batch step: one srun, a task pe
   trap on_warning USR1
   "${command[@]}" &
   step=$!
-  while true; do  # a trapped signal ends `wait` early, with srun still running
-    status=0
-    wait "$step" || status=$?
-    kill -0 "$step" 2>/dev/null || break
+  while kill -0 "$step" 2>/dev/null; do  # a trapped signal ends `wait` early
+    wait "$step" || true
   done
+  # srun's own status: bash keeps it for a second `wait`, also when srun ended while the trap
+  # ran and the `wait` above returned the signal's status instead.
+  status=0
+  wait "$step" || status=$?
   if ((warned && status == 0)); then
     scontrol requeue "$SLURM_JOB_ID"
   fi

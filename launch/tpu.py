@@ -31,7 +31,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]  # also when a test imports this file by its path
 from glmjax import topology  # noqa: E402  (stdlib only: the launcher needs no jax)
 from tpu_remote import (  # noqa: E402
-    REMOTE_STATUS, TRAIN_LOG, remote_setup, remote_train, stop_holders)
+    REMOTE_STATUS, TRAIN_LOG, remote_setup, remote_train, stop_holders, stop_previous_trainer)
 
 # Default TPU VM software version per generation (gcloud --version / --runtime-version).
 RUNTIMES = {"v4": "tpu-ubuntu2204-base", "v5p": "v2-alpha-tpuv5", "v5e": "v2-alpha-tpuv5-lite",
@@ -181,7 +181,8 @@ def plan(args, reveal: bool = False) -> list:
     follow = " -F" if args.follow else ""
     return [ssh(args, args.worker, f"tail -n {args.lines}{follow} {TRAIN_LOG}")]
   if args.command == "stop":
-    return [ssh(args, "all", stop_holders(args.grace))]
+    return [ssh(args, "all", "; ".join([stop_previous_trainer(args.grace),
+                                         stop_holders(args.grace)]))]
   if args.command == "train":
     return [ssh(args, "all", remote_train(args, reveal))]
   if args.command == "setup":

@@ -28,6 +28,16 @@ def stop_holders(grace_s: int) -> str:
           f'else echo "$(hostname): no process holds the TPU"; fi')
 
 
+def stop_previous_trainer(grace_s: int) -> str:
+  """TERM (then KILL) the trainer of the last `train`, if it still runs. stop_holders cannot
+  see it before it opens the chips: one waiting in jax.distributed for a peer that died."""
+  alive = 'ps -o args= -p "$p" 2>/dev/null | grep -q glmjax.train'  # not a reused pid
+  return (f'p=$(cat {PID_FILE} 2>/dev/null || true); if [ -n "$p" ] && {alive}; then '
+          f'echo "$(hostname): TERM the previous trainer ($p)"; kill -TERM "$p" || true; '
+          f'for _ in $(seq {int(grace_s)}); do {alive} || break; sleep 1; done; '
+          f'if {alive}; then kill -KILL "$p" || true; fi; fi')
+
+
 def remote_setup(args) -> str:
   """Per-worker install: Python venv, the copied checkout, requirements once per content hash."""
   python = shlex.quote(args.python)
@@ -93,7 +103,7 @@ def remote_train(args, reveal: bool) -> str:
       "set -e",  # a step that fails (no venv, a full disk for the log) stops here, no trainer
       f'cd {CODE} && [ -x {VENV_PYTHON} ] || {{ echo "$(hostname): no checkout or venv in '
       f'~/glmjax; run setup first" >&2; exit 1; }}',
-      stop_holders(args.grace), f"mkdir -p {LOGS}",
+      stop_previous_trainer(args.grace), stop_holders(args.grace), f"mkdir -p {LOGS}",
       f"if [ -f {TRAIN_LOG} ]; then mv {TRAIN_LOG} {LOGS}/train.$(date +%Y%m%d-%H%M%S).log; fi",
       "export " + " ".join(exports),
       f"setsid nohup {trainer} > {TRAIN_LOG} 2>&1 < /dev/null & echo $! > {PID_FILE}",

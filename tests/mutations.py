@@ -30,9 +30,13 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a rerun of train leaves the previous trainer running", "launch/tpu_remote.py",
+             "      stop_previous_trainer(args.grace), stop_holders(args.grace),",
+             "      stop_holders(args.grace),", ("tests/test_launch.py",)),
     Mutation("init_from's read failing on one host leaves the others waiting",
              "glmjax/checkpoint.py",
-             "failure = agreement.agree(agreement.settle(failure, what))", "failure = failure",
+             "failure = agreement.agree(agreement.settle(failure, f\"{what} {step}\"))",
+             "failure = failure",
              ("tests/test_faults.py::test_a_read_that_fails_on_one_host_only_gives_every_host_"
               "one_verdict",)),
     Mutation("a SLURM job is requeued after a normal end too", "launch/gpu_slurm.sh",

@@ -25,6 +25,12 @@ _spec.loader.exec_module(tpu)
 
 ZONE = "--zone=us-east5-a"
 SSH = "gcloud compute tpus tpu-vm ssh glm --zone=us-east5-a"
+PREVIOUS_300 = (  # the last `train`'s trainer, which may not hold the chips yet
+    "p=$(cat ~/glmjax/train.pid 2>/dev/null || true); if [ -n \"$p\" ] && ps -o args= -p \"$p\" "
+    "2>/dev/null | grep -q glmjax.train; then echo \"$(hostname): TERM the previous trainer ($p)\"; "
+    "kill -TERM \"$p\" || true; for _ in $(seq 300); do ps -o args= -p \"$p\" 2>/dev/null | grep "
+    "-q glmjax.train || break; sleep 1; done; if ps -o args= -p \"$p\" 2>/dev/null | grep -q "
+    "glmjax.train; then kill -KILL \"$p\" || true; fi; fi; ")
 STOP_300 = (
     "pids=$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u); if [ -n \"$pids\" ]; "
     "then echo \"$(hostname): TERM\" $pids; sudo kill -TERM $pids || true; for _ in $(seq 300); do "
@@ -147,7 +153,7 @@ def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(caps
 
 TRAIN_PAYLOAD = (
     "set -e; cd ~/glmjax/code && [ -x ~/glmjax/venv/bin/python ] || { echo \"$(hostname): no checkout or "
-    "venv in ~/glmjax; run setup first\" >&2; exit 1; }; " + STOP_300.replace("seq 300", "seq 120")
+    "venv in ~/glmjax; run setup first\" >&2; exit 1; }; " + (PREVIOUS_300 + STOP_300).replace("seq 300", "seq 120")
     + "; mkdir -p ~/glmjax/logs; if [ -f ~/glmjax/logs/train.log ]; then mv ~/glmjax/logs/"
     "train.log ~/glmjax/logs/train.$(date +%Y%m%d-%H%M%S).log; fi; export PYTHONUNBUFFERED=1 "
     "GLMJAX_DISTRIBUTED=1 HF_TOKEN=<redacted>; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
@@ -196,7 +202,7 @@ def test_logs_shows_or_follows_one_workers_log(capsys):
 def test_stop_terms_then_kills_only_the_processes_holding_the_chips(capsys):
   out = dry_run(capsys, "stop", "--name=glm", ZONE)
   assert out == (f"{SSH} --worker=all "
-                 f"{shlex.quote('--command=' + STOP_300)}\n")
+                 f"{shlex.quote('--command=' + PREVIOUS_300 + STOP_300)}\n")
   assert "pkill" not in out and "killall" not in out
 
 
@@ -217,7 +223,7 @@ def test_a_train_argument_with_shell_metacharacters_stays_one_word(capsys, tmp_p
   payload = command_payload(dry_run(capsys, "train", "--name=glm", ZONE, "--", *train_args))
   # As a POSIX shell splits it, every argument is exactly one word.
   words = shlex.split(payload)
-  start = words.index("glmjax.train") + 1
+  start = next(i for i in range(len(words)) if words[i - 1:i + 1] == ["-m", "glmjax.train"]) + 1
   assert words[start:start + len(train_args)] == train_args
   # And as bash really runs it on a worker: the trainer gets the words, nothing else runs.
   home = worker_home(tmp_path)
@@ -265,6 +271,40 @@ def test_train_fails_with_the_end_of_the_log_when_a_trainer_dies_during_the_chec
     assert "trainer started" in captured.out and "exited with status 1" not in captured.err
   finally:
     os.kill(int((home / "trainer.pid").read_text()), 15)
+
+
+def _running(pid: int) -> bool:
+  """Alive and not a zombie (nothing may reap a detached trainer here)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def test_rerunning_train_stops_the_trainer_it_started_before(capfd, monkeypatch, tmp_path):
+  # A trainer waiting in jax.distributed for a dead peer holds no chip, so lsof misses it.
+  home = worker_home(tmp_path)
+  make_stub(str(home / "glmjax" / "venv" / "bin" / "python"),
+            'echo $$ >> "$HOME/trainers"; exec bash -c "exec -a \\"python -m glmjax.train\\" '
+            'sleep 60"')
+  make_stub(str(tmp_path / "bin" / "gcloud"),
+            'for a in "$@"; do case "$a" in --command=*) command=${a#--command=};; esac; done; '
+            f'HOME={shlex.quote(str(home))} exec bash -c "$command"')
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  train = ["train", "--name=glm", ZONE, "--check-s=1", "--grace=5", "--", "--config=c.py",
+           "--workdir=gs://b/r"]
+  pids = []
+  try:
+    assert tpu.main(train) == 0
+    assert tpu.main(train) == 0  # the rerun after a fix
+    pids = [int(line) for line in (home / "trainers").read_text().split()]
+    assert len(pids) == 2 and not _running(pids[0]) and _running(pids[1])
+    assert f"TERM the previous trainer ({pids[0]})" in capfd.readouterr().out
+  finally:
+    for pid in pids:
+      if _running(pid):
+        os.kill(pid, 9)
 
 
 def test_ssh_and_scp_leave_host_key_checking_on(capsys):

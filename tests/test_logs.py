@@ -41,7 +41,7 @@ def test_a_bucket_workdir_logs_to_a_local_file_named_after_it():
 
 
 @pytest.fixture
-def bucket(tmp_path, monkeypatch):
+def bucket(tmp_path, monkeypatch, logging_restored):
   """A local folder standing in for a gs:// workdir, and the VM's temporary folder (which
   deleting the VM erases); the logging that train.run sets up is undone afterwards."""
   monkeypatch.setattr(logs, "is_remote", lambda workdir: True)
@@ -49,11 +49,17 @@ def bucket(tmp_path, monkeypatch):
   vm = tmp_path / "vm-tmp"
   vm.mkdir()
   monkeypatch.setattr(tempfile, "tempdir", str(vm))
+  return tmp_path / "bucket" / "run", vm
+
+
+@pytest.fixture
+def logging_restored():
+  """The logging set-up of this process, put back after the test changed it."""
   ours, root, absl_handler = (logging.getLogger("glmjax"), logging.getLogger(),
                               absl_logging.get_absl_handler())
   saved = (ours.handlers[:], ours.level, ours.propagate, root.handlers[:],
            absl_handler.formatter, absl_handler.filters[:], absl_logging.get_verbosity())
-  yield tmp_path / "bucket" / "run", vm
+  yield
   for handler in set(ours.handlers + root.handlers) - set(saved[0] + saved[3]):
     handler.close()
   ours.handlers[:], ours.level, ours.propagate, root.handlers[:] = saved[:4]
@@ -126,13 +132,14 @@ def test_a_log_copy_that_fails_is_one_warning_and_the_run_goes_on(bucket, monkey
   assert capfd.readouterr().err.count("Could not copy the log file") == 1
 
 
-def test_a_local_workdirs_log_is_not_copied(tmp_path):
+def test_a_local_workdirs_log_is_not_copied(tmp_path, logging_restored):
   assert logs.is_remote("gs://bucket/run") and not logs.is_remote(str(tmp_path))
-  run_log = logs.RunLog(str(tmp_path / "train.log"))  # what RunLog.attach makes for it
+  run_log = logs.RunLog.attach(str(tmp_path), 0)
   with run_log:
-    pass
+    logging.getLogger("glmjax.train").warning("a line")
+  assert "a line" in (tmp_path / "train.log").read_text()
   assert run_log.copy is None and run_log.where == str(tmp_path / "train.log")
-  assert os.listdir(tmp_path) == []
+  assert os.listdir(tmp_path) == ["train.log"]  # no logs/ folder, no copy
 
 
 def test_when_the_copy_cannot_be_written_the_failure_line_names_the_vms_file(bucket, monkeypatch,
