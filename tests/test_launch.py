@@ -136,7 +136,10 @@ SETUP_PAYLOAD = (
     "echo \"$(hostname): installed\"; fi")
 
 
-def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(capsys):
+def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(capsys,
+                                                                              monkeypatch):
+  # A git work tree (CI's clone) or not (the mutation check's copy): the same golden output.
+  monkeypatch.setattr(tpu, "checkout_files", lambda: ["glmjax/train.py"])
   out = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=2", "--jax-version=0.10.2",
                 "--mount-bucket=my-bucket")
   per_worker = "".join(
