@@ -4,8 +4,9 @@ A workdir is a training run's (config.json and checkpoints/) or one that
 `python -m glmjax.convert import` wrote (the same files; a parameters-only checkpoint at step
 0 and the tokenizer's files under tokenizer/). `generate`, `evaluate`, `convert export` and
 `convert.load_pretrained` read both kinds through `load`. An import given no tokenizer records
-NO_TOKENIZER as its data.tokenizer_path, and `require_tokenizer` refuses it wherever text would be
-tokenized (generate, evaluate, train from the import's config.py); the parameters load as ever.
+NO_TOKENIZER as its data.tokenizer_path, which tokenizers.load_tokenizer refuses wherever text
+would be tokenized (`require_tokenizer` adds the re-import command for generate and evaluate);
+the parameters load as ever.
 """
 from __future__ import annotations
 
@@ -150,24 +151,14 @@ def _imported_from(workdir: str) -> str:
     return "CHECKPOINT"
 
 
-def require_tokenizer(data_config: ml_collections.ConfigDict, workdir: str, *,
-                      training: bool = False) -> None:
-  """Raises ConfigError (one line, with the fix) when data.tokenizer_path is still the
-  NO_TOKENIZER placeholder of a workdir imported without a tokenizer. `workdir` is that import
-  (for training: checkpoint.init_from); `training` adds the command-line fix, since a run can
-  name the tokenizer itself while generate and evaluate read it from the workdir."""
+def require_tokenizer(data_config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises ConfigError (one line) when `workdir` was imported without a tokenizer, with the
+  re-import command for its source (tokenizers.load_tokenizer refuses the placeholder too, in
+  general words, for every other caller)."""
   if data_config.tokenizer_path != NO_TOKENIZER:
     return
   reimport = (f"python -m glmjax.convert import --from={_imported_from(workdir)} "
               "--out=NEW_WORKDIR --tokenizer=PATH")
-  if training:
-    raise config_lib.ConfigError(
-        f"checkpoint.init_from={workdir} was imported without its tokenizer, and glmjax's byte "
-        "tokenizer would feed the model ids it was not trained on: set "
-        "--config.data.tokenizer=KIND --config.data.tokenizer_path=PATH (KIND: "
-        f"{', '.join(kind for kind in tokenizers.TOKENIZERS if kind != 'byte')}; and "
-        "data.tokenizer_vocab) to the tokenizer the checkpoint was trained with, or re-import "
-        f"it with {reimport} and train from NEW_WORKDIR/config.py.")
   raise config_lib.ConfigError(
       f"{workdir} was imported without its tokenizer, and glmjax's byte tokenizer would feed "
       f"the model ids it was not trained on: re-import it with {reimport} (the tokenizer's "

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from glmjax import attention_choice, cli
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import held_out, logs, loop, parallel, prefetch, pretrained, step as step_lib
+from glmjax import held_out, logs, loop, parallel, prefetch, step as step_lib
 from glmjax import metrics as metrics_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -79,9 +79,7 @@ def _inputs(config) -> RunInputs:
     mesh = parallel.make_mesh(config.mesh)
     config_lib.validate(config, num_devices=jax.device_count(),
                         batch_parallelism=parallel.batch_axis_size(mesh))
-    # An import without a tokenizer: refused unless the command line named one (aot, which
-    # tokenizes nothing, takes the same config.py).
-    pretrained.require_tokenizer(config.data, config.checkpoint.init_from, training=True)
+    # An import's config.py without a tokenizer named: load_tokenizer refuses it.
     tokenizer = tokenizers.load_tokenizer(config.data)
     if tokenizer.ids_used > config.model.vocab_size:
       raise config_lib.ConfigError(

@@ -367,7 +367,8 @@ def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_comma
                          f"--workdir={tmp_path / 'refused'}", "--config.data.source=builtin")
   lines = [line for line in trained.stderr.splitlines() if line.strip()]
   assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
-  assert f"checkpoint.init_from={workdir} was imported without its tokenizer" in lines[-1]
+  assert "data.tokenizer_path: this config comes from a checkpoint imported without its tokenizer" \
+      in lines[-1]
   assert "--config.data.tokenizer=KIND --config.data.tokenizer_path=PATH" in lines[-1]
   # Named on the command line, the tokenizer wins, even glmjax's byte one.
   config.data.update(source="builtin", builtin_docs=50, max_span_length=5, tokenizer="byte",
