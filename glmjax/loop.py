@@ -24,19 +24,48 @@ class NonFiniteError(RuntimeError):
   """Too many consecutive steps with a NaN or Inf loss, gradient or updated state."""
 
 
+class Terminated(BaseException):
+  """SIGTERM before the first step: start-up stops at once, as there is nothing new to save.
+
+  A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a
+  checkpoint read that counts a failure as damage) takes it for a fault."""
+
+
 class TerminationFlag:
-  """Set by SIGTERM (preemption); the loop saves a checkpoint and exits cleanly."""
+  """SIGTERM (preemption, scancel, launch/tpu.py stop) in a single-process run; a multi-host
+  run leaves it to jax's preemption service (`reached_preemption_sync_point`).
 
-  def __init__(self):
+  From `with` until `enter_loop` a SIGTERM raises Terminated: start-up (reading data, restoring,
+  compiling) ends at once and the command exits 0, so a launcher that requeues on success
+  (launch/gpu_slurm.sh) still does. From `enter_loop` on it sets `requested`, and the loop saves
+  a checkpoint after the step it is in and stops. The previous handler is back after `with`."""
+
+  def __init__(self, enabled: bool = True):
     self.requested = False
+    self._enabled = enabled
+    self._in_loop = False
+    self._previous: Any = None
 
-  def install(self):
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (tests calling in-process from a thread)
-      pass
+  def __enter__(self) -> "TerminationFlag":
+    if self._enabled:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not the main thread (tests calling in-process from a thread)
+        self._enabled = False
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._enabled:
+      # None: the previous handler was not set from Python; the default action is the closest.
+      signal.signal(signal.SIGTERM, self._previous if self._previous is not None
+                    else signal.SIG_DFL)
+
+  def enter_loop(self) -> None:
+    self._in_loop = True
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if not self._in_loop:
+      raise Terminated()
     log.warning("SIGTERM received: saving a checkpoint and stopping.")
     self.requested = True
 

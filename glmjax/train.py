@@ -63,14 +63,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains to `config.train.steps`, resuming from `workdir` if it holds checkpoints."""
   # run() has joined already; this call (then a no-op) is for code that calls this function.
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
-  inputs = _inputs(config)
-  outputs = _outputs(config, workdir)
+  # Multi-host: jax's preemption service owns SIGTERM and the loop asks it at every step.
+  termination = loop.TerminationFlag(enabled=jax.process_count() == 1)
   try:
-    with parallel.activate(inputs.mesh, inputs.rules):
-      return _train(config, inputs, outputs)
-  finally:
-    outputs.checkpointer.close()
-    outputs.writer.close()
+    with termination:
+      inputs = _inputs(config)
+      outputs = _outputs(config, workdir)
+      try:
+        with parallel.activate(inputs.mesh, inputs.rules):
+          return _train(config, inputs, outputs, termination)
+      finally:
+        outputs.checkpointer.close()
+        outputs.writer.close()
+  except loop.Terminated:
+    log.warning("Stopped on SIGTERM during start-up, before the first step: nothing new to "
+                "save, and the workdir's checkpoints are as they were.")
+    return {"stopped": "sigterm"}
 
 
 def _inputs(config) -> RunInputs:
@@ -143,7 +151,7 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
   return state.replace(params=params)
 
 
-def _train(config, inputs: RunInputs, outputs: RunOutputs):
+def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.TerminationFlag):
   mesh, model_config = inputs.mesh, inputs.model_config
   workdir, writer, checkpointer = outputs.workdir, outputs.writer, outputs.checkpointer
   # --- The program: model, optimizer, the state's layout, and what a checkpoint records.
@@ -184,9 +192,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs):
   total_steps = int(config.train.steps)
   reporter = loop.StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory)
   profiler = loop.Profiler(config, writer.tensorboard_dir, enabled=jax.process_index() == 0)
-  termination = loop.TerminationFlag()
-  if jax.process_count() == 1:  # multi-host: jax's preemption service owns SIGTERM
-    termination.install()
+  termination.enter_loop()  # from here a SIGTERM saves after the step it comes in
   host = parallel.host_rows(mesh, config.data.batch_size)  # the rows this host builds each step
   # Batch k+1 is built and transferred on a background thread while the devices run step k.
   build = lambda k: parallel.global_batch(  # noqa: E731

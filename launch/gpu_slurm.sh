@@ -13,6 +13,8 @@
 # interpreter (default python3). DRY_RUN=1 prints the command instead of running it.
 # To continue past the time limit, add: --signal=B:USR1@300 --requeue --open-mode=append
 # (the trainers save a checkpoint 300 s before it, then the job is requeued and resumes).
+# To stop a job with a checkpoint: scancel --signal=TERM JOBID (a plain scancel also signals
+# srun, which KILLs the trainers before they can save).
 #
 # How the processes find their GPUs: jax.distributed.initialize() reads the SLURM environment
 # and, unless told otherwise, restricts each process to GPU number SLURM_LOCALID, which with one

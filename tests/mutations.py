@@ -30,6 +30,15 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a SIGTERM during start-up reads as a damaged checkpoint", "glmjax/loop.py",
+             "class Terminated(BaseException):", "class Terminated(Exception):",
+             ("tests/test_train.py::test_sigterm_during_start_up_stops_it_at_once_and_leaves_"
+              "the_checkpoints_alone",)),
+    Mutation("a SIGTERM during start-up is left to the default action", "glmjax/train.py",
+             "  termination = loop.TerminationFlag(enabled=jax.process_count() == 1)",
+             "  termination = loop.TerminationFlag(enabled=False)",
+             ("tests/test_train.py::test_sigterm_during_start_up_stops_it_at_once_and_leaves_"
+              "the_checkpoints_alone",)),
     Mutation("a rerun of train leaves the previous trainer running", "launch/tpu_remote.py",
              "      stop_previous_trainer(args.grace), stop_holders(args.grace),",
              "      stop_holders(args.grace),", ("tests/test_launch.py",)),

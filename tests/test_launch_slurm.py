@@ -110,9 +110,10 @@ def test_jax_alone_would_give_a_one_process_per_node_task_only_gpu_0(monkeypatch
   assert seen["local_device_ids"] == list(range(8))
 
 
-def batch_job(tmp_path, task: str, warn: bool) -> tuple[int, list[str]]:
+def batch_job(tmp_path, task: str, warn: bool, stop: bool = False) -> tuple[int, list[str]]:
   """Runs gpu_slurm.sh as SLURM's batch shell with stand-ins, optionally sends it the time-limit
-  warning (sbatch --signal=B:USR1@...), and returns its exit status and what happened in order.
+  warning (sbatch --signal=B:USR1@...) or has a user stop the job (`scancel --signal=TERM JOB`:
+  TERM to the step's tasks), and returns its exit status and what happened in order.
 
   The stand-ins do what SLURM does: srun KILLs its tasks when it gets TERM itself; scancel
   --signal=TERM JOB signals the tasks of the job's steps (slurmstepd), not srun."""
@@ -143,6 +144,9 @@ exit $status""")
     if warn:
       time.sleep(0.2)
       job.send_signal(signal.SIGUSR1)
+    if stop:
+      time.sleep(0.2)
+      os.kill(int(step_pid.read_text()), signal.SIGTERM)
     status = job.wait(timeout=30)
   finally:
     job.kill()
@@ -160,3 +164,8 @@ def test_a_job_whose_training_ends_or_fails_to_save_is_not_requeued(tmp_path):
       "trained to the end", "srun: step ended with 0"])
   assert batch_job(tmp_path / "b", "fails", warn=True) == (1, [
       "scancel --signal=TERM 4242", "fails on TERM", "srun: step ended with 1"])
+
+
+def test_a_user_s_scancel_signal_term_saves_and_ends_the_job_without_a_requeue(tmp_path):
+  assert batch_job(tmp_path, "saves", warn=False, stop=True) == (0, [
+      "saves on TERM", "srun: step ended with 0"])

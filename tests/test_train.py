@@ -3,6 +3,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import loop, train
 from glmjax.data import pipeline as pipeline_lib
@@ -256,6 +258,36 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert 5 <= stopped_at < 500
   assert "on SIGTERM; checkpoint saved" in stderr
   assert (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
+
+
+def test_sigterm_during_start_up_stops_it_at_once_and_leaves_the_checkpoints_alone(
+    tmp_path, trained, monkeypatch, caplog):
+  """A preemption notice while a resume reads its checkpoint: start-up ends there (no compile,
+  no step), the run returns normally (exit 0, so SLURM's requeue still happens), the checkpoint
+  being read is not taken for a damaged one, and the caller's SIGTERM handler is back."""
+  workdir = tmp_path / "run"
+  shutil.copytree(trained[0], workdir)
+  before = sorted(os.listdir(workdir / "checkpoints"))
+  heard = []
+  recorder = lambda *_: heard.append("SIGTERM")  # noqa: E731 - not the default: without a handler of
+  previous = signal.signal(signal.SIGTERM, recorder)  # train's, this test fails, pytest lives on
+  read = checkpoint_lib.Checkpointer.read_metadata
+
+  def read_after_a_sigterm(self, step):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return read(self, step)
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "read_metadata", read_after_a_sigterm)
+  try:
+    config = _local_config(steps=200, log_every=10, eval_every=50, eval_batches=1)
+    result = train.train_and_evaluate(config, str(workdir))
+    after = signal.getsignal(signal.SIGTERM)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert result == {"stopped": "sigterm"} and heard == []
+  assert "SIGTERM during start-up" in caplog.text
+  assert "Compiled the train step" not in caplog.text and "skipp" not in caplog.text
+  assert sorted(os.listdir(workdir / "checkpoints")) == before
+  assert after is recorder
 
 
 def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
