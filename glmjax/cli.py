@@ -11,7 +11,10 @@ naming the flag and the fix.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import tempfile
+import traceback
 from typing import Callable, NoReturn
 
 from absl import app, flags
@@ -35,15 +38,31 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
   that does not load, as one line (exit status 1). `validate`: the config passes
   config.validate before main runs (for commands that do not validate it themselves).
   `user_errors`: what main raises for a user's mistake (a missing file, a value that cannot
-  work); it ends as its message, in one line, too."""
+  work); it ends as its message, in one line, too. As those types (ValueError, OSError) are
+  also what a bug raises, the line names a file that keeps the traceback."""
   def checked_main(argv):
     try:
       if validate and flags.FLAGS.config is not None:  # main says when --config is missing
         config_lib.validate(flags.FLAGS.config)
       return main(argv)
-    except (config_lib.ConfigError, *user_errors) as error:
+    except config_lib.ConfigError as error:
       fail(error)
+    except user_errors as error:
+      path = _keep_traceback(error)
+      fail(ValueError(f"{error} (traceback in {path})" if path else str(error)))
   app.run(checked_main, flags_parser=parse_flags)
+
+
+def _keep_traceback(error: BaseException) -> str | None:
+  """The path of a new file in the temporary folder holding `error`'s traceback; None when it
+  cannot be written."""
+  try:
+    handle, path = tempfile.mkstemp(prefix="glmjax-traceback-", suffix=".txt")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+      traceback.print_exception(error, file=f)
+    return path
+  except OSError:
+    return None
 
 
 def parse_flags(argv: list[str]) -> list[str]:

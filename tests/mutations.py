@@ -30,6 +30,10 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("bench and prepare drop the traceback of a ValueError", "glmjax/cli.py",
+             "      path = _keep_traceback(error)", "      path = None",
+             ("tests/test_cli.py::test_bench_reports_a_missing_tokenizer_file_in_one_line_and_"
+              "keeps_its_traceback",)),
     Mutation("a SIGTERM during start-up reads as a damaged checkpoint", "glmjax/loop.py",
              "class Terminated(BaseException):", "class Terminated(Exception):",
              ("tests/test_train.py::test_sigterm_during_start_up_stops_it_at_once_and_leaves_"

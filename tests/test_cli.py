@@ -29,13 +29,13 @@ MISTAKES = {
 }
 
 
-def command(name, tmp_path, *args):
+def command(name, tmp_path, *args, env=None):
   """Runs `python -m` the command in the repository; returns the finished process."""
   module, *needed = COMMANDS[name]
   return subprocess.run(
       [sys.executable, "-m", module, *(a.format(tmp=tmp_path) for a in needed), *args],
       cwd=REPO, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO, **(env or {})})
 
 
 def assert_one_line(result, pattern):
@@ -62,8 +62,15 @@ def test_bench_and_prepare_validate_the_config_as_train_does(name, tmp_path):
   assert os.listdir(tmp_path) == []
 
 
-def test_bench_reports_a_missing_tokenizer_file_in_one_line(tmp_path):
+def test_bench_reports_a_missing_tokenizer_file_in_one_line_and_keeps_its_traceback(tmp_path):
+  temp = tmp_path / "temp"
+  temp.mkdir()
   result = command("bench", tmp_path, "--what=prepare", "--config=configs/base.py:local",
                    "--config.data.tokenizer=sentencepiece",
-                   f"--config.data.tokenizer_path={tmp_path}/missing.model")
+                   f"--config.data.tokenizer_path={tmp_path}/missing.model",
+                   env={"TMPDIR": str(temp)})
   assert_one_line(result, r"data.tokenizer_path=.*missing.model")
+  # ValueError and OSError are what a bug raises too: the line names a file with the traceback.
+  kept = re.search(r"\(traceback in (\S+)\)$", result.stderr.strip())
+  assert kept and os.path.dirname(kept.group(1)) == str(temp), result.stderr
+  assert "Traceback (most recent call last)" in open(kept.group(1), encoding="utf-8").read()
