@@ -83,7 +83,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(ValueError(f"--config: cannot load the config file ({_last_line(_innermost(error))}); "
                     "give the path of one, e.g. --config=configs/base.py"))
   except (KeyError, AttributeError) as error:
-    line = _unknown_field(error, argv)
+    line = None if _raised_in_config_file(error, argv) else _unknown_field(error, argv)
     if line is None:
       raise  # not a --config.* override: a bug in the config file, whose traceback helps
     fail(ValueError(line))
@@ -98,6 +98,16 @@ def _innermost(error: BaseException) -> BaseException:
 
 def _last_line(error: BaseException) -> str:
   return ([line.strip() for line in str(error).splitlines() if line.strip()] or [""])[-1]
+
+
+def _raised_in_config_file(error: BaseException, argv: list[str]) -> bool:
+  """Whether `error` came from the code of the --config file itself (its own bug), not from an
+  override that names no field; the two can carry the same key."""
+  paths = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+  paths += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+  files = {os.path.realpath(path.split(":", 1)[0]) for path in paths}
+  return any(os.path.realpath(frame.filename) in files
+             for frame in traceback.extract_tb(error.__traceback__))
 
 
 def _unknown_field(error: BaseException, argv: list[str]) -> str | None:

@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a config file's own KeyError is blamed on an override", "glmjax/cli.py",
+             "line = None if _raised_in_config_file(error, argv) else _unknown_field(",
+             "line = _unknown_field(",
+             ("tests/test_cli.py::test_a_key_error_in_the_config_file_s_own_code_keeps_its_"
+              "traceback",)),
     Mutation("bench and prepare drop the traceback of a ValueError", "glmjax/cli.py",
              "      path = _keep_traceback(error)", "      path = None",
              ("tests/test_cli.py::test_bench_reports_a_missing_tokenizer_file_in_one_line_and_"

@@ -74,3 +74,19 @@ def test_bench_reports_a_missing_tokenizer_file_in_one_line_and_keeps_its_traceb
   kept = re.search(r"\(traceback in (\S+)\)$", result.stderr.strip())
   assert kept and os.path.dirname(kept.group(1)) == str(temp), result.stderr
   assert "Traceback (most recent call last)" in open(kept.group(1), encoding="utf-8").read()
+
+
+def test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback(tmp_path):
+  """Not blamed on an override that carries the same key: the file's traceback is the help."""
+  config_file = tmp_path / "broken.py"
+  config_file.write_text(
+      "from configs import base\n\n"
+      "def get_config():\n"
+      "  config = base.get_config('local')\n"
+      "  config.data.batch_size = {}['batch_size']  # the config file's own bug\n"
+      "  return config\n")
+  result = command("bench", tmp_path, f"--config={config_file}", "--config.data.batch_size=3")
+  assert result.returncode != 0
+  assert "has no field" not in result.stderr, result.stderr[-2000:]
+  assert f'File "{config_file}", line 5' in result.stderr
+  assert result.stderr.strip().endswith("KeyError: 'batch_size'")
