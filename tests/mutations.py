@@ -30,6 +30,10 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a hub tokenizer.json turns a literal [PAD] in a document into eos",
+             "glmjax/data/tokenizers.py", "    tokenizer.encode_special_tokens = True\n", "",
+             ("tests/test_released_tokenizers.py::test_a_literal_mask_in_text_is_not_encoded_as_"
+              "a_special_id",)),
     Mutation("a config file's own KeyError is blamed on an override", "glmjax/cli.py",
              "line = None if _raised_in_config_file(error, argv) else _unknown_field(",
              "line = _unknown_field(",

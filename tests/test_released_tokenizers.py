@@ -93,6 +93,21 @@ def bert_dir(released):
 
 
 @pytest.fixture(scope="module")
+def hub_bert_json(bert_dir, tmp_path_factory):
+  """A tokenizer.json as the hub serves bert-base-uncased's: its special tokens registered as
+  added tokens, which a `tokenizers.Tokenizer` matches in text unless told not to."""
+  model = models.WordPiece.from_file(str(bert_dir / "vocab.txt"), unk_token="[UNK]")
+  tokenizer = hf.Tokenizer(model)
+  tokenizer.normalizer = hf.normalizers.BertNormalizer(lowercase=True)
+  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tokenizer.decoder = decoders.WordPiece(prefix="##")
+  tokenizer.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  path = tmp_path_factory.mktemp("hub_bert") / "tokenizer.json"
+  tokenizer.save(str(path))
+  return path
+
+
+@pytest.fixture(scope="module")
 def gpt2_dir(released):
   return released / "gpt2"
 
@@ -163,17 +178,18 @@ def test_the_chinese_layout_of_cog_pretrain_has_the_hugging_face_ids(tmp_path):
   assert tok.decode(tok.encode("w00007 w00042")) == "w00007 w00042"
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece"])
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece", "hf"])
 def test_a_literal_mask_in_text_is_not_encoded_as_a_special_id(kind, bert_dir, gpt2_dir,
-                                                              small_sp):
+                                                              small_sp, hub_bert_json):
   path, layout = {"wordpiece": (bert_dir, "bert"), "bpe": (gpt2_dir, "gpt2"),
-                  "sentencepiece": (small_sp, "chinese_sp")}[kind]
+                  "sentencepiece": (small_sp, "chinese_sp"), "hf": (hub_bert_json, "bert")}[kind]
   tok = tk.load_tokenizer(data_config(kind, path, layout))
-  ids = tok.encode("a [MASK] b [CLS] <|endoftext|> [gMASK] <|startofpiece|>")
-  assert not set(ids.tolist()) & set(tok.specials.as_dict().values())
-  assert len(ids) > 7  # the names were split as text, not dropped
-  if kind == "wordpiece":
-    assert ids.tolist()[1:4] == [WORD_ID["["], WORD_ID["mask"], WORD_ID["]"]]
+  text = "a [MASK] b [CLS] <|endoftext|> [gMASK] <|startofpiece|> [PAD]"
+  for ids in (tok.encode(text), tok.encode_batch([text])[0]):
+    assert not set(ids.tolist()) & set(tok.specials.as_dict().values())
+    assert len(ids) > 7  # the names were split as text, not dropped
+    if kind in ("wordpiece", "hf"):
+      assert ids.tolist()[1:4] == [WORD_ID["["], WORD_ID["mask"], WORD_ID["]"]]
 
 
 @pytest.mark.parametrize("given, kind, layout, main, vocab_size", [

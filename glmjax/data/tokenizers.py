@@ -197,6 +197,12 @@ class HFTokenizer(_VocabTokenizer):
 
   def _wrap(self, tokenizer, name: str, fingerprint: str, layout: str):
     """Shared with the released formats, which build a `tokenizers.Tokenizer` from their files."""
+    # A tokenizer.json from the hub registers [MASK], [PAD], <|endoftext|>... as special added
+    # tokens, which `tokenizers` would match in text even with add_special_tokens=False: a
+    # literal "[PAD]" in a document would become eos mid-document, and the pipeline, which
+    # finds documents by their lengths, would mask that eos into Part B. As GLM's own
+    # tokenizers do, such names in text stay text.
+    tokenizer.encode_special_tokens = True
     self._tokenizer, self.name, self.fingerprint = tokenizer, name, fingerprint
     size = self._tokenizer.get_vocab_size(with_added_tokens=True)
     base_tokens = [""] * size
