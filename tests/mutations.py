@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a blank row keeps a span the reference would not draw for its text",
+             "glmjax/data/infilling.py",
+             "  fewer = spans_for_budget(lengths, blank_budget(mask_ratio, text_len)) < n_spans",
+             "  fewer = n_spans < 0",
+             ("tests/test_infilling.py::test_span_lengths_follow_truncated_poisson",)),
     Mutation("a hub tokenizer.json turns a literal [PAD] in a document into eos",
              "glmjax/data/tokenizers.py", "    tokenizer.encode_special_tokens = True\n", "",
              ("tests/test_released_tokenizers.py::test_a_literal_mask_in_text_is_not_encoded_as_"

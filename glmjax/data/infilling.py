@@ -96,19 +96,31 @@ def spans_for_budget(lengths, budget) -> np.ndarray:
 
 
 def sample_blank_lengths(rng: RowRandom, cdf: np.ndarray, mask_ratio: float, seq_len: int):
-  """Span lengths drawn first; the text length follows so that Part A + Part B is exactly T.
+  """Span lengths drawn first; then the longest text n, with the reference's span count k for
+  it, that lays out (n + 2k tokens) in T.
 
-  Draw ℓ_1, ℓ_2, ... and stop at the first k with ℓ_1+..+ℓ_k >= int(ratio * (T - 2k)): the text
-  of n = T - 2k tokens then meets the reference's budget rule and lays out to n + 2k = T tokens.
+  Draw ℓ_1, ℓ_2, ... and take the first k with ℓ_1+..+ℓ_k >= int(ratio * (T - 2k)), n = T - 2k:
+  a row of exactly T tokens. In about 8% of rows the first k-1 lengths already reach
+  int(ratio * (T - 2k)), so the reference would stop at k-1 for that text; those rows keep k-1
+  spans and a text of T - 2k + 1 tokens (T - 2k where its budget is not reached), and end in
+  one or two padding positions: every row is a draw the reference could make for its text.
   Returns lengths [R, K] (0 past each row's count), n_spans [R], text_len [R].
   """
   k_max = max_blank_spans(mask_ratio, seq_len)
   lengths = np.searchsorted(cdf, rng.uniform(STREAM_LENGTHS, k_max), side="right") + 1
   counts = np.arange(1, k_max + 1)
-  reached = np.cumsum(lengths, axis=1) >= blank_budget(mask_ratio, seq_len - 2 * counts)[None, :]
+  covered = np.cumsum(lengths, axis=1)
+  reached = covered >= blank_budget(mask_ratio, seq_len - 2 * counts)[None, :]
   n_spans = np.argmax(reached, axis=1) + 1  # some k <= k_max always reaches: cumsum >= k
+  text_len = seq_len - 2 * n_spans
+  # The reference's count for that text; k-1 at the least, as k-1 failed for a longer text.
+  fewer = spans_for_budget(lengths, blank_budget(mask_ratio, text_len)) < n_spans
+  n_spans = np.where(fewer, n_spans - 1, n_spans)
+  before = covered[np.arange(len(n_spans)), np.maximum(n_spans - 1, 0)]
+  one_more = fewer & (before >= blank_budget(mask_ratio, text_len + 1))
+  text_len = text_len + one_more
   lengths = np.where(counts[None, :] <= n_spans[:, None], lengths, 0).astype(np.int64)
-  return lengths, n_spans, seq_len - 2 * n_spans
+  return lengths, n_spans, text_len
 
 
 # -------------------------------------------------------------------------------- span placement
