@@ -5,9 +5,10 @@
 # save. Every figure is one JSON line appended to $OUT/measure_gpu.jsonl, tagged with its run
 # ("run": start time and pid); the log is $OUT/measure_gpu.log, appended to as well.
 #
-#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [attention] [sweep] [large]
+#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [core] [large] [attention] [sweep]
 #
-# Names the parts to run (default: all three). Needs what requirements.txt installs, plus tokamax
+# Names the parts to run (default: all four, in that order: the two MFU targets first, each one
+# compile, so a loan cut short still leaves them; then the kernels alone and the long sweep). Needs what requirements.txt installs, plus tokamax
 # for the tokamax kernel: tokamax 0.0.12 (PyPI's newest) builds its Mosaic GPU kernel with jax
 # 0.10 only; jax 0.11 needs tokamax 0.0.13, not on PyPI on 2026-12-03: install it from source,
 #   pip install "tokamax @ git+https://github.com/openxla/tokamax@783ea95704a581ea5b09c80d9d058c819cd8bf03"
@@ -19,7 +20,7 @@
 # pydantic-core annotated-types typing-inspection qwix tqdm typeguard==2.13.3 immutabledict,
 # and xprof with its own dependencies (google-cloud-storage and its google-* chain, requests,
 # cryptography, cffi, werkzeug, cheroot, fire, gviz-api, ...; duckdb, 25 MB, is not needed to
-# import tokamax). Not yet timed on a GPU: expect about 2 minutes for
+# import tokamax). Not yet timed on a GPU: expect about 2 minutes for `core`, 2 for
 # `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
 # start-up check of its kernel against xla, then 5 steps) and 3
 # for `large`; where one command may run at most 10 minutes, run the parts one by one. The
@@ -37,7 +38,7 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-echo "== $run: measure_gpu.sh ${*:-attention sweep large}" >> "$log"
+echo "== $run: measure_gpu.sh ${*:-core large attention sweep}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
 # (tests/test_bench.py runs one, so the script cannot break unseen between GPU sessions).
@@ -57,9 +58,11 @@ GLM_LARGE=(--config=configs/large.py --config.data.seq_len=512 --config.data.bat
            --config.data.tokenizer=byte --config.data.tokenizer_vocab=)
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(attention sweep large)
+[ ${#parts[@]} -eq 0 ] && parts=(core large attention sweep)
 for part in "${parts[@]}"; do
   case "$part" in
+    core)       # GLM-2B, sequence 1024, batch 8, the config's remat, `auto` kernel: one compile
+      bench --what=step "${GLM_2B[@]}" --config.data.batch_size=8 --steps=10 ;;
     attention)  # attention kernels alone at GLM-2B's shape (forward + backward, GLM mask)
       bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8 ;;
     sweep)      # GLM-2B, sequence 1024: batch x remat x kernel (target: MFU >= 0.50)
@@ -67,7 +70,7 @@ for part in "${parts[@]}"; do
             --sweep_remat=minimal,full --sweep_attention=tokamax,cudnn ;;
     large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (>= 0.40)
       bench --what=step "${GLM_LARGE[@]}" --steps=20 ;;
-    *) echo "unknown part '$part': use attention, sweep or large" >&2; exit 2 ;;
+    *) echo "unknown part '$part': use core, large, attention or sweep" >&2; exit 2 ;;
   esac
 done
 echo "figures: $figures (this run's below)"
