@@ -7,7 +7,8 @@ chip would run (Mosaic, not the Pallas interpreter). It reports, per chip, the b
 parameters and optimizer state, the temporaries, the total against the chip's HBM, the mesh,
 the hosts and the model FLOPs per step; and it plans the input of every host as `train` would,
 so that a layout that cannot be fed, or a config that does not fit, fails here and not after
-the slice is paid for. Exit status: 0 fits, 1 does not fit, 2 a bad flag or config.
+the slice is paid for. Exit status: 0 fits, 1 does not fit, 2 a mistake in the command (a flag,
+the config argument, a field, a value that cannot work).
 """
 from __future__ import annotations
 
@@ -258,10 +259,10 @@ def main(argv) -> None:
   # Compile-only TPU devices need no backend here; do not probe for an attached TPU.
   jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
   config, name = flags.FLAGS.config, flags.FLAGS.topology
   if config is None or not name:
-    raise app.UsageError("Both --config and --topology are required.")
+    raise app.UsageError("Both --config and --topology are required.", exitcode=2)
   logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
   try:
     spec = topology.parse_slice(name)
@@ -281,4 +282,6 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)  # main validates the config itself, for the slice's device count
+  # Exit status 2 for any mistake in the command, as 1 means "does not fit"; main validates
+  # the config itself, for the slice's device count.
+  cli.run(main, status=2)

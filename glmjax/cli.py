@@ -23,34 +23,41 @@ from glmjax import config as config_lib
 from glmjax import logs
 
 
-def fail(error: BaseException, log_path: str | None = None, *, expected: bool = True) -> NoReturn:
+def fail(error: BaseException, log_path: str | None = None, *, expected: bool = True,
+         status: int = 1) -> NoReturn:
   """Ends the command: `error` as one console line, its traceback only in the log file at
-  `log_path` (logs.report_failure), exit status 1."""
+  `log_path` (logs.report_failure), exit status `status`."""
   if not logging.getLogger("glmjax").handlers:  # stopped before the command set up its console
     logs.setup_console(0)
   logs.report_failure(error, log_path, expected=expected)
-  raise SystemExit(1) from None
+  raise SystemExit(status) from None
+
+
+def fail_keeping_traceback(error: BaseException, status: int = 1) -> NoReturn:
+  """`fail` for an error of a type that bugs raise too (ValueError, OSError): the line names a
+  file in the temporary folder that keeps the traceback."""
+  path = _keep_traceback(error)
+  fail(ValueError(f"{error} (traceback in {path})" if path else str(error)), status=status)
 
 
 def run(main: Callable[[list[str]], object], *, validate: bool = False,
-        user_errors: tuple[type[BaseException], ...] = ()) -> None:
+        user_errors: tuple[type[BaseException], ...] = (), status: int = 1) -> None:
   """`app.run(main)` with a mistyped flag, config argument or config field, or a config file
-  that does not load, as one line (exit status 1). `validate`: the config passes
-  config.validate before main runs (for commands that do not validate it themselves).
-  `user_errors`: what main raises for a user's mistake (a missing file, a value that cannot
-  work); it ends as its message, in one line, too. As those types (ValueError, OSError) are
-  also what a bug raises, the line names a file that keeps the traceback."""
+  that does not load, as one line with exit status `status` (aot, whose 1 means "does not
+  fit", passes 2). `validate`: the config passes config.validate before main runs (for
+  commands that do not validate it themselves). `user_errors`: what main raises for a user's
+  mistake (a missing file, a value that cannot work); it ends as its message, in one line, too
+  (fail_keeping_traceback)."""
   def checked_main(argv):
     try:
       if validate and flags.FLAGS.config is not None:  # main says when --config is missing
         config_lib.validate(flags.FLAGS.config)
       return main(argv)
     except config_lib.ConfigError as error:
-      fail(error)
+      fail(error, status=status)
     except user_errors as error:
-      path = _keep_traceback(error)
-      fail(ValueError(f"{error} (traceback in {path})" if path else str(error)))
-  app.run(checked_main, flags_parser=parse_flags)
+      fail_keeping_traceback(error, status)
+  app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))
 
 
 def _keep_traceback(error: BaseException) -> str | None:
@@ -65,8 +72,8 @@ def _keep_traceback(error: BaseException) -> str | None:
     return None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parser (FLAGS(argv)), with the failures above as one line."""
+def parse_flags(argv: list[str], status: int = 1) -> list[str]:
+  """absl's flag parser (FLAGS(argv)), with the failures above as one line (exit `status`)."""
   try:
     rest = flags.FLAGS(argv)
     # A config file that did not load is an object that raises its OSError when touched.
@@ -76,17 +83,18 @@ def parse_flags(argv: list[str]) -> list[str]:
     inner = _innermost(error)
     # A config file's error arrives as its traceback: keep the flag and the error's last line.
     if len(lines) > 1 and inner is not error:
-      fail(ValueError(f"{lines[0]} {_last_line(inner)}"))
+      fail(ValueError(f"{lines[0]} {_last_line(inner)}"), status=status)
     unknown = isinstance(error, flags.UnrecognizedFlagError)
-    fail(ValueError(lines[0] + (" (--helpshort lists the flags)" if unknown else "")))
+    fail(ValueError(lines[0] + (" (--helpshort lists the flags)" if unknown else "")),
+         status=status)
   except OSError as error:
     fail(ValueError(f"--config: cannot load the config file ({_last_line(_innermost(error))}); "
-                    "give the path of one, e.g. --config=configs/base.py"))
+                    "give the path of one, e.g. --config=configs/base.py"), status=status)
   except (KeyError, AttributeError) as error:
     line = None if _raised_in_config_file(error, argv) else _unknown_field(error, argv)
     if line is None:
       raise  # not a --config.* override: a bug in the config file, whose traceback helps
-    fail(ValueError(line))
+    fail(ValueError(line), status=status)
   return rest
 
 

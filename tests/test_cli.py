@@ -38,8 +38,12 @@ def command(name, tmp_path, *args, env=None):
       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO, **(env or {})})
 
 
-def assert_one_line(result, pattern):
-  assert result.returncode == 1, result.stderr[-2000:]
+# aot's 1 means "does not fit"; a mistake in its command is 2.
+STATUS = {"aot": 2}
+
+
+def assert_one_line(result, pattern, status=1):
+  assert result.returncode == status, result.stderr[-2000:]
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and result.stdout == "", result.stderr[-2000:]
@@ -50,7 +54,7 @@ def assert_one_line(result, pattern):
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_a_config_that_does_not_parse_is_one_line_and_exit_status_1(name, mistake, tmp_path):
   args, pattern = MISTAKES[mistake]
-  assert_one_line(command(name, tmp_path, *args), pattern)
+  assert_one_line(command(name, tmp_path, *args), pattern, STATUS.get(name, 1))
   assert os.listdir(tmp_path) == []  # refused before the command wrote anything
 
 
@@ -90,3 +94,12 @@ def test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback(tmp_path)
   assert "has no field" not in result.stderr, result.stderr[-2000:]
   assert f'File "{config_file}", line 5' in result.stderr
   assert result.stderr.strip().endswith("KeyError: 'batch_size'")
+
+
+def test_aot_gives_status_2_to_every_mistake_in_its_command(tmp_path):
+  """1 is kept for "does not fit": a value that cannot work is a mistake, like a bad flag."""
+  result = command("aot", tmp_path, "--config=configs/base.py:local",
+                   "--config.optim.learning_rate=nan", "--topology=v5p-8")
+  assert result.returncode == 2 and "optim.learning_rate=nan" in result.stderr
+  assert command("aot", tmp_path, "--config=configs/base.py:local",
+                 "--topolgy=v5p-8").returncode == 2
