@@ -1,4 +1,5 @@
 """Tokenizers: round trips, GLM special ids (BERT / GPT-2 / appended), sentence-end tables."""
+import re
 import subprocess
 import sys
 
@@ -133,6 +134,25 @@ def test_sentencepiece_trained_by_the_cli(tmp_path):
   ends = {tok._model.id_to_piece(int(i)) for i in np.flatnonzero(tok.sentence_end)}
   assert "." in ends and "\n" in ends and all(any(c in p or p.startswith("<0x") for c in ".?!;:\n")
                                               for p in ends)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input={tmp}/nothing/*.jsonl.gz", "--vocab-size=500"],
+     r"^--input: '.*nothing/\*.jsonl.gz' matches no file"),
+    (["--input={tmp}/*.txt", "--vocab-size=20"],
+     r"^--vocab-size=20 is smaller than the \d+ characters and pieces this text needs; "
+     r"raise --vocab-size \(traceback in "),
+])
+def test_the_tokenizer_trainer_reports_a_mistake_in_one_line(tmp_path, args, message):
+  (tmp_path / "corpus.txt").write_text("\n\n".join(builtin_corpus.documents(0, 20)),
+                                       encoding="utf-8")
+  result = subprocess.run([sys.executable, "-m", "glmjax.data.tokenizers", "train",
+                           *(a.format(tmp=tmp_path) for a in args), f"--out={tmp_path}/m.model"],
+                          capture_output=True, text=True, check=False)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+  assert re.search(message, lines[0].split(" ", 1)[1]), lines[0]
+  assert not (tmp_path / "m.model").exists()
 
 
 def test_token_surface_turns_tokenizer_markers_into_text():

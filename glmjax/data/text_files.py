@@ -52,8 +52,9 @@ def decode_utf8(data: bytes, stats: TextStats) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def expand_globs(patterns: Sequence[str]) -> list[str]:
-  """Files matched by each glob, sorted within a glob, globs in order, each file once."""
+def expand_globs(patterns: Sequence[str], field: str = "data.files") -> list[str]:
+  """Files matched by each glob, sorted within a glob, globs in order, each file once; errors
+  name `field`, where the globs came from."""
   if isinstance(patterns, str):
     patterns = [patterns]
   if not patterns:
@@ -64,11 +65,11 @@ def expand_globs(patterns: Sequence[str]) -> list[str]:
     matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
                      if os.path.isfile(p))
     if not matched:
-      raise FileNotFoundError(f"data.files: {pattern!r} matches no file (working directory "
+      raise FileNotFoundError(f"{field}: {pattern!r} matches no file (working directory "
                               f"{os.getcwd()}); fix the glob or use an absolute path")
     for path in matched:
       if not path.endswith(SUPPORTED_SUFFIXES):
-        raise ValueError(f"data.files: {path!r} has an unsupported type; expected one of "
+        raise ValueError(f"{field}: {path!r} has an unsupported type; expected one of "
                          f"{SUPPORTED_SUFFIXES} (narrow the glob, e.g. '*.jsonl')")
       if path not in paths:
         paths.append(path)

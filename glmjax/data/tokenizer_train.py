@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 from typing import Iterator
 
 from glmjax.data import text_files
@@ -36,12 +37,22 @@ def train_sentencepiece(paths, vocab_size: int, out: str, model_type: str = "uni
                         max_lines: int = 2_000_000, threads: int = 0) -> str:
   import sentencepiece
   model = io.BytesIO()
-  sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=training_lines(paths, text_field, txt_documents), model_writer=model,
-      vocab_size=vocab_size, model_type=model_type, byte_fallback=True, character_coverage=0.9995,
-      normalization_rule_name="identity", remove_extra_whitespaces=False,
-      user_defined_symbols=["\n"], input_sentence_size=max_lines, shuffle_input_sentence=True,
-      hard_vocab_limit=False, num_threads=threads or os.cpu_count() or 1, minloglevel=1)
+  try:
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=training_lines(paths, text_field, txt_documents), model_writer=model,
+        vocab_size=vocab_size, model_type=model_type, byte_fallback=True,
+        character_coverage=0.9995, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, user_defined_symbols=["\n"],
+        input_sentence_size=max_lines, shuffle_input_sentence=True, hard_vocab_limit=False,
+        num_threads=threads or os.cpu_count() or 1, minloglevel=1)
+  except RuntimeError as error:  # SentencePiece's refusal, e.g. fewer pieces than characters
+    chars = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
+    if chars:
+      raise ValueError(f"--vocab-size={vocab_size} is smaller than the {chars.group(1)} "
+                       "characters and pieces this text needs; raise --vocab-size") from error
+    last = ([line.strip() for line in str(error).splitlines() if line.strip()] or [""])[-1]
+    raise ValueError(f"SentencePiece cannot train --vocab-size={vocab_size} on this text: "
+                     f"{last}") from error
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "wb") as f:
     f.write(model.getvalue())
@@ -64,7 +75,7 @@ def main(argv: list[str]):
   train.add_argument("--max-lines", type=int, default=2_000_000,
                      help="lines sampled for training")
   args = parser.parse_args(argv)
-  paths = text_files.expand_globs(args.input)
+  paths = text_files.expand_globs(args.input, field="--input")
   train_sentencepiece(paths, args.vocab_size, args.out, args.model_type, args.text_field,
                       args.txt_documents, args.max_lines)
   print(f"wrote {args.out}; use --config.data.tokenizer=sentencepiece "

@@ -362,5 +362,9 @@ def tokenizer_info(tokenizer) -> dict:
 
 
 if __name__ == "__main__":
+  from glmjax import cli
   from glmjax.data import tokenizer_train
-  tokenizer_train.main(sys.argv[1:])
+  try:
+    tokenizer_train.main(sys.argv[1:])
+  except (ValueError, OSError) as failure:  # a glob that matches nothing, too few characters
+    cli.fail_keeping_traceback(failure)
