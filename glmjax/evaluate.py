@@ -148,9 +148,13 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
 
 
 def _fmt(value, spec: str) -> str:
-  """`value` in `spec` ('9.4f'), or n/a right-aligned to the same width."""
+  """`value` in `spec` ('9.4f'), or n/a right-aligned to the same width; a value too wide for
+  it (an untrained model's perplexity, 1e13) in 4 significant digits, so columns stay apart."""
   width = int(spec.split(".")[0])
-  return f"{'n/a':>{width}}" if value is None or not np.isfinite(value) else format(value, spec)
+  if value is None or not np.isfinite(value):
+    return f"{'n/a':>{width}}"
+  text = format(value, spec)
+  return text if text.startswith(" ") else f"{value:>{width}.4g}"
 
 
 def format_report(report: dict) -> str:

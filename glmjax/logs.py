@@ -49,8 +49,20 @@ class _FirstLine(logging.Formatter):
     return lines[0][:400] + (" [...; in full in the run's train.log]" if cut else "")
 
 
-def _not_orbax_errors(record: logging.LogRecord) -> bool:
-  return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
+# Orbax's notices that a checkpoint folder opened for reading is read-only: evaluate, generate,
+# convert and init_from open it so on purpose, so on the console they are noise.
+_ORBAX_READ_ONLY_NOTICES = ("read_only=True", "directory is read only")
+
+
+def _shown_on_console(record: logging.LogRecord) -> bool:
+  """A library record for the console: not Orbax's errors (glmjax reports the failure itself,
+  in one line), nor its read-only notices. The log file still gets both."""
+  if f"{os.sep}orbax{os.sep}" not in record.pathname:
+    return True
+  if record.levelno >= logging.ERROR:
+    return False
+  message = record.getMessage()
+  return not any(notice in message for notice in _ORBAX_READ_ONLY_NOTICES)
 
 
 def setup_console(process_index: int) -> None:
@@ -58,8 +70,8 @@ def setup_console(process_index: int) -> None:
   absl_logging.set_verbosity(absl_logging.WARNING)
   library = absl_logging.get_absl_handler()
   library.setFormatter(_FirstLine(absl_logging.PythonFormatter()))
-  if _not_orbax_errors not in library.filters:
-    library.addFilter(_not_orbax_errors)
+  if _shown_on_console not in library.filters:
+    library.addFilter(_shown_on_console)
   handler = logging.StreamHandler()
   handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
   handler.setLevel(logging.INFO if process_index == 0 else logging.WARNING)

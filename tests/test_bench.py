@@ -1,6 +1,7 @@
 """Each benchmark runs on a tiny config and prints one JSON line with its documented fields."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,8 @@ def test_bench_prints_one_json_line(what):
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True)
   lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
   assert len(lines) == 1, result.stdout
+  # stderr holds glmjax's progress lines, not libraries' INFO records (Orbax logs every save).
+  assert not re.search(r"^I\d{4} ", result.stderr, re.MULTILINE), result.stderr[:2000]
   record = json.loads(lines[0])
   for field in FIELDS[what]:
     assert field in record, field

@@ -321,3 +321,14 @@ def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
   rotary = model_lib.ModelConfig(max_position=100, position_encoding="rope", attention="xla")
   assert cloze_lib.row_limit(rotary, 256) == 256  # no table: the training length
 
+
+
+def test_the_report_keeps_its_columns_apart_for_an_untrained_model_s_perplexity():
+  held_out = {"batches": 1, "batch_size": 2, "seq_len": 8, "data": "builtin"}
+  for name in ("", "_blank", "_sentence", "_document"):
+    held_out.update({f"loss{name}": 30.0782, f"accuracy{name}": 0.0421,
+                     f"perplexity{name}": 1.1556e13, f"tokens{name}": 393})
+  text = evaluate.format_report({"workdir": "/w", "step": 0, "held_out": held_out,
+                                 "out": "/w/eval/step_0.json"})
+  row = next(line for line in text.splitlines() if line.strip().startswith("all"))
+  assert row.split() == ["all", "30.0782", "0.042", "1.156e+13", "393"]

@@ -16,7 +16,7 @@ def _record(pathname, level, message, exc_info=None):
   return logging.LogRecord("absl", level, pathname, 1, message, None, exc_info)
 
 
-def test_a_library_record_is_one_line_on_the_console_and_orbax_errors_are_left_off():
+def test_a_library_record_is_one_line_on_the_console_and_orbax_errors_and_notices_stay_off():
   try:
     raise ValueError("deep\ninside")
   except ValueError as error:
@@ -28,9 +28,15 @@ def test_a_library_record_is_one_line_on_the_console_and_orbax_errors_are_left_o
   assert record.exc_info is exc_info  # left intact for the log file's handler
   assert "Traceback" in logging.Formatter("%(message)s").format(record)
   orbax = f"{os.sep}x{os.sep}orbax{os.sep}checkpoint{os.sep}future.py"
-  assert not logs._not_orbax_errors(_record(orbax, logging.ERROR, "save thread failed"))
-  assert logs._not_orbax_errors(_record(orbax, logging.WARNING, "a warning"))
-  assert logs._not_orbax_errors(_record("/x/jax/a.py", logging.ERROR, "not orbax"))
+  assert not logs._shown_on_console(_record(orbax, logging.ERROR, "save thread failed"))
+  assert logs._shown_on_console(_record(orbax, logging.WARNING, "a warning"))
+  assert logs._shown_on_console(_record("/x/jax/a.py", logging.ERROR, "not orbax"))
+  # A folder opened read-only on purpose (evaluate, generate, convert, init_from).
+  manager = f"{os.sep}x{os.sep}orbax{os.sep}checkpoint{os.sep}checkpoint_manager.py"
+  assert not logs._shown_on_console(_record(
+      manager, logging.WARNING, "CheckpointManagerOptions.read_only=True, setting save_interval"))
+  assert not logs._shown_on_console(_record(
+      manager, logging.WARNING, "Given directory is read only=/runs/a/checkpoints"))
 
 
 def test_a_bucket_workdir_logs_to_a_local_file_named_after_it():

@@ -4,7 +4,7 @@ import importlib
 from absl import flags
 from ml_collections import config_flags
 
-from glmjax import cli
+from glmjax import cli, logs
 
 BENCHMARKS = ("data", "prepare", "step", "sweep", "attention")
 
@@ -19,6 +19,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run con
 
 
 def main(argv):
+  # glmjax's progress lines on stderr; libraries' (Orbax's INFO on every save) only from WARNING.
+  logs.setup_console(0)
   module = importlib.import_module(f"glmjax.bench.{_WHAT.value}")
   module.main(_CONFIG.value, argv[1:])
 
