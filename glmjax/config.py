@@ -337,9 +337,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
           f"{batch_parallelism} (mesh.data x mesh.fsdp); change data.batch_size or the mesh.")
   if num_devices is not None:
     try:
-      parallel.mesh_shape(config.mesh, num_devices)
+      shape = parallel.mesh_shape(config.mesh, num_devices)
     except ValueError as error:
       raise ConfigError(str(error)) from None
+    problem = parallel.unsplittable_axis(
+        model_config.ModelConfig.from_config(model).parameter_axes(),
+        dict(zip(parallel.MESH_AXES, shape)), parallel.logical_rules(config.mesh))
+    if problem:
+      raise ConfigError(problem)
   if train.eval_every < 0 or config.checkpoint.every < 0 or config.checkpoint.keep < 1:
     raise ConfigError("train.eval_every and checkpoint.every must be >= 0 (0 disables), "
                       "checkpoint.keep >= 1.")

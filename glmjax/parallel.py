@@ -50,6 +50,23 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
   return tuple(sizes)
 
 
+def unsplittable_axis(axes: Mapping[str, tuple[int, str]], mesh_sizes: Mapping[str, int],
+                      rules) -> str | None:
+  """The line for the first parameter axis (name -> (size, field), ModelConfig.parameter_axes)
+  that its mesh axes under `rules` cannot split evenly; None when every one divides."""
+  for name, mapped in rules:
+    if name not in axes or mapped is None:
+      continue
+    mesh_axes = (mapped,) if isinstance(mapped, str) else tuple(mapped)
+    parts = math.prod(mesh_sizes[axis] for axis in mesh_axes)
+    size, field = axes[name]
+    if size % parts:
+      split = " x ".join(f"mesh.{axis}={mesh_sizes[axis]}" for axis in mesh_axes)
+      return (f"{field} = {size} cannot be split over {split} (the parameters' {name!r} axis, "
+              f"mesh.rules): choose mesh sizes that divide it, or a model size they divide.")
+  return None
+
+
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))

@@ -30,6 +30,10 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a mesh that cannot split the heads passes validation", "glmjax/config.py",
+             "    if problem:\n      raise ConfigError(problem)\n", "",
+             ("tests/test_config_validation.py::test_a_mesh_that_cannot_split_a_parameter_axis_"
+              "is_refused_before_anything_runs",)),
     Mutation("a blank row keeps a span the reference would not draw for its text",
              "glmjax/data/infilling.py",
              "  fewer = spans_for_budget(lengths, blank_budget(mask_ratio, text_len)) < n_spans",

@@ -103,3 +103,8 @@ def test_aot_gives_status_2_to_every_mistake_in_its_command(tmp_path):
   assert result.returncode == 2 and "optim.learning_rate=nan" in result.stderr
   assert command("aot", tmp_path, "--config=configs/base.py:local",
                  "--topolgy=v5p-8").returncode == 2
+  # A mesh that cannot split the parameters (12 heads over tensor=8) is refused before compiling.
+  split = command("aot", tmp_path, "--config=configs/base.py", "--topology=v5p-32",
+                  "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.mesh.tensor=8")
+  assert split.returncode == 2 and "model.num_heads = 12 cannot be split" in split.stderr
+  assert "Traceback" not in split.stderr

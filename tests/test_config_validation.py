@@ -57,6 +57,46 @@ def test_mesh_not_matching_device_count():
     config_lib.validate(config, num_devices=8)
 
 
+@pytest.mark.parametrize("mesh, message", [
+    ({"data": 1, "fsdp": 1, "tensor": 8},  # 4 heads in :local
+     r"model.num_heads = 4 cannot be split over mesh.tensor=8 \(the parameters' 'heads' axis"),
+    ({"data": 1, "fsdp": 8, "tensor": 1, "hidden_size": 132, "num_heads": 4},
+     r"model.hidden_size = 132 cannot be split over mesh.fsdp=8"),
+])
+def test_a_mesh_that_cannot_split_a_parameter_axis_is_refused_before_anything_runs(mesh,
+                                                                                    message):
+  """Not an IndivisibleError with a traceback after the data is read (or, in aot, exit 1, which
+  means "does not fit")."""
+  config = _local()
+  for field, value in mesh.items():
+    (config.model if field in ("hidden_size", "num_heads") else config.mesh)[field] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, num_devices=8)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"mlp": "geglu", "ffn_size": 200, "vocab_size": 400},
+    {"position_encoding": "rope", "num_layers": 3},
+])
+def test_the_parameter_axes_validation_checks_are_the_ones_glm_s_parameters_have(overrides):
+  from flax import linen as nn  # pylint: disable=import-outside-toplevel
+  from glmjax import model as model_lib, optim, step  # pylint: disable=import-outside-toplevel
+  config = _local()
+  config.model.update(overrides)
+  model_config = model_lib.ModelConfig.from_config(config.model)
+  init_fn = step.make_init_fn(model_lib.GLM(model_config), optim.make_optimizer(config.optim),
+                              config.data.seq_len)
+  boxed = jax.eval_shape(init_fn, jax.random.key(0))
+  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(init_fn(rng)), jax.random.key(0))
+  specs = jax.tree.leaves(nn.get_partition_spec(boxed),
+                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  used = {(name, dim) for spec, shape in zip(specs, jax.tree.leaves(shapes))
+          for name, dim in zip(spec, shape.shape) if name is not None}
+  axes = model_config.parameter_axes()
+  assert {(name, axes[name][0]) for name, _ in used} == used  # every axis named, right size
+
+
 def test_mesh_fills_minus_one():
   config = _local()
   config.mesh.update(data=-1, fsdp=2, tensor=2)
