@@ -58,7 +58,10 @@ class Report:
   mosaic_kernels: int           # Mosaic custom calls in the compiled train step
   state_bytes: int              # parameters + optimizer state, per chip
   temp_bytes: int               # the train step's temporaries, per chip
-  total_bytes: int              # peak per chip: train step or evaluation, plus eval batches
+  snapshot_bytes: int           # the state's copy a save keeps beside the next step, per chip
+                                #   (checkpoint.device_snapshot; 0 when off)
+  total_bytes: int              # peak per chip: train step (+ that copy) or evaluation, plus
+                                #   the eval batches
   hbm_bytes: int
   model_flops_per_step: float
   step_time_at_target_mfu_s: float
@@ -137,6 +140,8 @@ def _out_of_memory(error: Exception) -> str | None:
 
 def fit_advice(config) -> str:
   tips = []
+  if config.checkpoint.device_snapshot:
+    tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
   if config.model.remat != "full":
     tips.append(f"model.remat=full (now {config.model.remat})")
   if int(config.mesh.fsdp) != -1 and int(config.mesh.data) != 1:
@@ -194,7 +199,10 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   eval_peak = (_total_bytes(evaluated.memory_analysis()) + state_bytes
                - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()
-  total = max(_total_bytes(memory), eval_peak) + resident
+  # checkpoint.device_snapshot: each save's copy of the state stays on the chips while the next
+  # step runs (train's start-up check, loop.device_snapshot_report, counts it the same way).
+  snapshot = state_bytes if config.checkpoint.device_snapshot else 0
+  total = max(_total_bytes(memory) + snapshot, eval_peak) + resident
   # A planning figure: the config's average Part B share (a real step counts its own batch).
   flops = model_lib.flops_per_token(
       model_config, seq_len, part_b_fraction=pipeline_lib.expected_part_b_fraction(config.data)
@@ -207,7 +215,8 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
       device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
       mesh=dict(mesh.shape), attention=model_config.attention,
       mosaic_kernels=compiled.as_text().count(MOSAIC_CALL), state_bytes=state_bytes,
-      temp_bytes=memory.temp_size_in_bytes, total_bytes=total, hbm_bytes=hbm,
+      temp_bytes=memory.temp_size_in_bytes, snapshot_bytes=snapshot, total_bytes=total,
+      hbm_bytes=hbm,
       model_flops_per_step=flops,
       step_time_at_target_mfu_s=flops / (spec.chips * peak * TARGET_MFU),
       rows_per_host=max(len(layout.rows) for layout in layouts.values()),
@@ -237,7 +246,10 @@ def describe(report: Report, name: str, attention_setting: str) -> str:
       f"  mesh        {mesh}; batch {report.batch_size} x {report.seq_len}; "
       f"remat {report.remat}; attention {report.attention}{kernels}",
       f"  per chip    parameters + optimizer {gib(report.state_bytes)} | train-step temporaries "
-      f"{gib(report.temp_bytes)} | peak {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
+      f"{gib(report.temp_bytes)} | "
+      + (f"a save's copy of the state {gib(report.snapshot_bytes)} | "
+         if report.snapshot_bytes else "")
+      + f"peak {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
       f"HBM: fits ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
       f"  compute     {report.model_flops_per_step / 1e15:.3f} PFLOP per step (model FLOPs); "
       f"{report.step_time_at_target_mfu_s:.3f} s per step at {TARGET_MFU:.0%} MFU",

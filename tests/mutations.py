@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("aot leaves a device-snapshot save's copy out of the peak", "glmjax/aot.py",
+             "  snapshot = state_bytes if config.checkpoint.device_snapshot else 0",
+             "  snapshot = 0",
+             ("tests/test_aot.py::test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_"
+              "peak",)),
     Mutation("a mesh that cannot split the heads passes validation", "glmjax/config.py",
              "    if problem:\n      raise ConfigError(problem)\n", "",
              ("tests/test_config_validation.py::test_a_mesh_that_cannot_split_a_parameter_axis_"

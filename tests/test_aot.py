@@ -50,6 +50,18 @@ def test_parameters_and_optimizer_bytes_shrink_with_fsdp():
   assert quarter < 0.4 * full
 
 
+def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak():
+  """checkpoint.device_snapshot keeps a copy of the state on the chips beside the next step."""
+  spec = topology.parse_slice("v5e-4")
+  off = aot.compile_for_slice(_tiny(attention="xla"), spec)
+  config = _tiny(attention="xla")
+  config.checkpoint.device_snapshot = True
+  on = aot.compile_for_slice(config, spec)
+  assert off.snapshot_bytes == 0 and on.snapshot_bytes == on.state_bytes > 0
+  assert on.total_bytes - off.total_bytes == on.state_bytes
+  assert "a save's copy of the state" in aot.describe(on, "v5e-4", "xla")
+
+
 def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
   config = _tiny(attention="xla", hidden_size=8192, num_heads=64, vocab_size=50304)
   config.data.update(batch_size=64)
