@@ -327,6 +327,13 @@ def validate(args, has_separator: bool) -> None:
     if not args.accelerator:
       raise UsageError("create needs --accelerator, e.g. --accelerator=v5p-128")
     spec = parse_accelerator(args.accelerator)
+    standard = parse_accelerator(spec.accelerator_type)
+    if standard.shape != spec.shape:  # gcloud's type names one shape per size
+      raise UsageError(
+          f"--accelerator={args.accelerator}: Cloud TPU's {spec.accelerator_type} is "
+          f"{standard.topology_name}, not {spec.topology_name}, and create only makes accelerator "
+          f"types; use --accelerator={spec.accelerator_type} (and compile with glmjax.aot "
+          f"--topology={spec.accelerator_type}), or create this torus shape with gcloud itself")
     args.accelerator = spec.accelerator_type  # gcloud's name: v5e-16 -> v5litepod-16
     args.runtime = args.runtime or RUNTIMES[spec.generation.name]
   if args.command == "setup":

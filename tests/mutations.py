@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("create makes a standard slice for a torus shape it does not have", "launch/tpu.py",
+             "    if standard.shape != spec.shape:  # gcloud's type names one shape per size",
+             "    if False:  # gcloud's type names one shape per size",
+             ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
+              "status_2",)),
     Mutation("aot leaves a device-snapshot save's copy out of the peak", "glmjax/aot.py",
              "  snapshot = state_bytes if config.checkpoint.device_snapshot else 0",
              "  snapshot = 0",

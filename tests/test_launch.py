@@ -93,6 +93,8 @@ def test_create_on_reserved_capacity_uses_the_generation_default_runtime(capsys)
 
 
 def test_create_takes_the_aot_spelling_of_a_slice_and_gives_gcloud_its_own(capsys):
+  assert dry_run(capsys, "create", "--name=glm", ZONE, "--accelerator=v5p:2x4x4").startswith(
+      "gcloud compute tpus tpu-vm create glm --zone=us-east5-a --accelerator-type=v5p-64 ")
   assert dry_run(capsys, "create", "--name=glm", ZONE, "--accelerator=v5e-16") == (
       "gcloud compute tpus tpu-vm create glm --zone=us-east5-a --accelerator-type=v5litepod-16 "
       "--version=v2-alpha-tpuv5-lite\n")
@@ -345,6 +347,11 @@ def test_forwarded_environment_variables_are_redacted_in_every_printed_command(
 @pytest.mark.parametrize("argv, message", [
     (["create", "--name=glm", ZONE, "--accelerator=v9-8"], "--accelerator='v9-8' is not a TPU slice name"),
     (["create", "--name=glm", ZONE, "--accelerator=v5p-12"], "no standard v5p slice of that size"),
+    # A torus shape gcloud's type of that size does not have: never a different slice silently.
+    (["create", "--name=glm", ZONE, "--accelerator=v5p:2x2x8"],
+     "Cloud TPU's v5p-64 is v5p:2x4x4, not v5p:2x2x8"),
+    (["create", "--name=glm", ZONE, "--accelerator=v5e:2x8"],
+     "Cloud TPU's v5litepod-16 is v5e:4x4, not v5e:2x8"),
     (["create", "--name=glm", "--accelerator=v5p-8"], "--zone is required"),
     (["create", "--name=Bad_Name", ZONE, "--accelerator=v5p-8"], "--name='Bad_Name'"),
     (["create", "--name=glm", ZONE, "--accelerator=v5p-8", "--spot", "--reserved"],
