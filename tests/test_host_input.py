@@ -4,6 +4,7 @@ TPU slices come from libtpu's topology descriptions (the devices of the real sli
 process_index), meshes from `parallel.make_mesh` as `train` makes them. The two-process CPU test
 runs the real `parallel.global_batch` on a mesh whose hosts hold interleaved rows.
 """
+import logging
 import os
 import socket
 import subprocess
@@ -62,6 +63,21 @@ def test_every_row_is_built_by_the_hosts_that_hold_it_and_reaches_their_devices(
     shard = host_batch[layout.shards[index[0].indices(BATCH)[:2]]]
     np.testing.assert_array_equal(shard, np.arange(BATCH)[index[0]] * 10 + 7)
   assert len(aot.plan_host_input(mesh, BATCH)) == len(processes)
+
+
+@pytest.mark.parametrize("axes, spread", [
+    ({"data": 1, "fsdp": 8, "tensor": 2}, 1),   # no torus mapping: plain order, pairs on a host
+    ({"data": 1, "fsdp": 2, "tensor": 8}, 2),   # wider than a host's 4 chips
+])
+def test_a_mesh_in_plain_device_order_warns_only_when_a_tensor_group_spans_hosts(axes, spread,
+                                                                                 caplog):
+  with caplog.at_level(logging.DEBUG, logger="glmjax.parallel"):
+    mesh = _mesh("v5e-16", axes)
+  groups = mesh.devices.reshape(-1, axes["tensor"])
+  assert max(len({d.process_index for d in group}) for group in groups) == spread
+  warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+  assert [r.getMessage().endswith(f"each mesh.tensor group spans {spread} hosts")
+          for r in warnings] == ([True] if spread > 1 else [])
 
 
 def test_real_slices_do_give_hosts_rows_with_gaps():
