@@ -25,20 +25,22 @@ class NonFiniteError(RuntimeError):
 
 
 class Terminated(BaseException):
-  """SIGTERM before the first step: start-up stops at once, as there is nothing new to save.
+  """SIGTERM before the first step: start-up stops at its next phase, with nothing new to save.
 
-  A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a
-  checkpoint read that counts a failure as damage) takes it for a fault."""
+  A BaseException, like KeyboardInterrupt: a request to stop, not a fault for an `except
+  Exception` (a checkpoint read that counts a failure as damage) to handle."""
 
 
 class TerminationFlag:
   """SIGTERM (preemption, scancel, launch/tpu.py stop) in a single-process run; a multi-host
   run leaves it to jax's preemption service (`reached_preemption_sync_point`).
 
-  From `with` until `enter_loop` a SIGTERM raises Terminated: start-up (reading data, restoring,
-  compiling) ends at once and the command exits 0, so a launcher that requeues on success
-  (launch/gpu_slurm.sh) still does. From `enter_loop` on it sets `requested`, and the loop saves
-  a checkpoint after the step it is in and stops. The previous handler is back after `with`."""
+  The handler only sets `requested`. Raising from it would interrupt Python's wait for a native
+  XLA compile that goes on running, and the process then crashes at exit; so start-up calls
+  `stop_if_requested` between its phases (data, restore, each compile), which raises
+  Terminated, and the command exits 0: a launcher that requeues on success (gpu_slurm.sh) still
+  does. Once the loop runs, it saves a checkpoint after the step in progress and stops. The
+  previous handler is back after `with`."""
 
   def __init__(self, enabled: bool = True):
     self.requested = False
@@ -60,13 +62,17 @@ class TerminationFlag:
       signal.signal(signal.SIGTERM, self._previous if self._previous is not None
                     else signal.SIG_DFL)
 
+  def stop_if_requested(self) -> None:
+    """Between start-up phases: ends start-up (Terminated) when a SIGTERM came."""
+    if self.requested:
+      raise Terminated()
+
   def enter_loop(self) -> None:
     self._in_loop = True
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    if not self._in_loop:
-      raise Terminated()
-    log.warning("SIGTERM received: saving a checkpoint and stopping.")
+    log.warning("SIGTERM received: %s.", "saving a checkpoint and stopping" if self._in_loop
+                else "stopping when this start-up phase ends (nothing new to save)")
     self.requested = True
 
 

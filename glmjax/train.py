@@ -68,6 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with termination:
       inputs = _inputs(config)
+      termination.stop_if_requested()
       outputs = _outputs(config, workdir)
       try:
         with parallel.activate(inputs.mesh, inputs.rules):
@@ -165,6 +166,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
 
   # --- The state: resumed from this workdir, else new (or another run's parameters).
   state = _initial_state(config, program, metadata, outputs)
+  termination.stop_if_requested()
   start = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   log.info("Parameters: %s on a %s mesh over %d process(es) (%.1f%% of them replicated); "
@@ -185,8 +187,10 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
     log.log(*loop.device_snapshot_report(loop.memory_analysis(train_fn),
                                          loop.state_bytes_per_device(state),
                                          loop.device_memory_limit()))
+  termination.stop_if_requested()
   evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,
                          mesh) if inputs.eval_pipeline is not None else None)
+  termination.stop_if_requested()
 
   # --- The loop: batch, step, metrics (one step late), evaluation, checkpoint, SIGTERM.
   total_steps = int(config.train.steps)
@@ -277,8 +281,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   except OSError as error:
     cli.fail(StartupError(workdir_lib.unwritable(workdir, error)))
   # A bucket workdir: the log is copied there while the run goes and once more at any exit
-  # (after the failure's traceback is in the file), so deleting the VM does not lose it.
-  with run_log:
+  # (after the failure's traceback is in the file), so deleting the VM does not lose it. A
+  # SIGTERM outside training (the last copy) is noted, not fatal: nothing is left to save.
+  with loop.TerminationFlag(enabled=jax.process_count() == 1), run_log:
     try:
       train_and_evaluate(config, workdir)
     except _USER_ERRORS as error:

@@ -59,18 +59,20 @@ MUTATIONS = (
              ("tests/test_cli.py::test_a_key_error_in_the_config_file_s_own_code_keeps_its_"
               "traceback",)),
     Mutation("bench and prepare drop the traceback of a ValueError", "glmjax/cli.py",
-             "      path = _keep_traceback(error)", "      path = None",
+             "  path = _keep_traceback(error)", "  path = None",
              ("tests/test_cli.py::test_bench_reports_a_missing_tokenizer_file_in_one_line_and_"
               "keeps_its_traceback",)),
-    Mutation("a SIGTERM during start-up reads as a damaged checkpoint", "glmjax/loop.py",
-             "class Terminated(BaseException):", "class Terminated(Exception):",
-             ("tests/test_train.py::test_sigterm_during_start_up_stops_it_at_once_and_leaves_"
-              "the_checkpoints_alone",)),
+    Mutation("a SIGTERM during a restore lets start-up go on to compile", "glmjax/train.py",
+             "  state = _initial_state(config, program, metadata, outputs)\n"
+             "  termination.stop_if_requested()\n",
+             "  state = _initial_state(config, program, metadata, outputs)\n",
+             ("tests/test_train.py::test_sigterm_during_a_restore_ends_start_up_before_the_compile_"
+              "and_leaves_the_checkpoints",)),
     Mutation("a SIGTERM during start-up is left to the default action", "glmjax/train.py",
              "  termination = loop.TerminationFlag(enabled=jax.process_count() == 1)",
              "  termination = loop.TerminationFlag(enabled=False)",
-             ("tests/test_train.py::test_sigterm_during_start_up_stops_it_at_once_and_leaves_"
-              "the_checkpoints_alone",)),
+             ("tests/test_train.py::test_sigterm_during_a_restore_ends_start_up_before_the_compile_"
+              "and_leaves_the_checkpoints",)),
     Mutation("a rerun of train leaves the previous trainer running", "launch/tpu_remote.py",
              "      stop_previous_trainer(args.grace), stop_holders(args.grace),",
              "      stop_holders(args.grace),", ("tests/test_launch.py",)),
@@ -108,7 +110,8 @@ MUTATIONS = (
              "    config.data.tokenizer_path = pretrained.NO_TOKENIZER", "    pass",
              ("tests/test_convert.py",)),
     Mutation("config mistakes reach absl's own parser (a traceback)", "glmjax/cli.py",
-             "app.run(checked_main, flags_parser=parse_flags)", "app.run(checked_main)",
+             "app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))",
+             "app.run(checked_main)",
              ("tests/test_cli.py",)),
     Mutation("a corpus too big for memory is read on past the limit", "glmjax/data/sources.py",
              "    if limit and held > limit:", "    if limit and held > 100 * limit:",

@@ -1,6 +1,7 @@
 """The main job end to end: learning, exact resume after SIGKILL, resharded restore, NaN policy."""
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -260,7 +261,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
 
 
-def test_sigterm_during_start_up_stops_it_at_once_and_leaves_the_checkpoints_alone(
+def test_sigterm_during_a_restore_ends_start_up_before_the_compile_and_leaves_the_checkpoints(
     tmp_path, trained, monkeypatch, caplog):
   """A preemption notice while a resume reads its checkpoint: start-up ends there (no compile,
   no step), the run returns normally (exit 0, so SLURM's requeue still happens), the checkpoint
@@ -277,6 +278,7 @@ def test_sigterm_during_start_up_stops_it_at_once_and_leaves_the_checkpoints_alo
     os.kill(os.getpid(), signal.SIGTERM)
     return read(self, step)
   monkeypatch.setattr(checkpoint_lib.Checkpointer, "read_metadata", read_after_a_sigterm)
+  caplog.set_level(logging.INFO, logger="glmjax")  # "Compiled the train step ..." is INFO
   try:
     config = _local_config(steps=200, log_every=10, eval_every=50, eval_batches=1)
     result = train.train_and_evaluate(config, str(workdir))
@@ -285,9 +287,30 @@ def test_sigterm_during_start_up_stops_it_at_once_and_leaves_the_checkpoints_alo
     signal.signal(signal.SIGTERM, previous)
   assert result == {"stopped": "sigterm"} and heard == []
   assert "SIGTERM during start-up" in caplog.text
+  assert "Resumed from the checkpoint at step 100" in caplog.text  # the phase ran to its end
   assert "Compiled the train step" not in caplog.text and "skipp" not in caplog.text
   assert sorted(os.listdir(workdir / "checkpoints")) == before
   assert after is recorder
+
+
+def test_sigterm_while_the_step_compiles_ends_start_up_after_the_compile_with_exit_0(tmp_path):
+  """Start-up stops once the compile returns (the handler only sets a flag: raising into jax's
+  wait for a native compile was seen to crash the process at exit), no step runs, exit 0."""
+  env = {**_env(), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}  # a real compile
+  process = subprocess.Popen(_train_command(tmp_path / "run", 50), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in process.stderr:  # "Parameters: ..." comes after the restore, before the compile
+    lines.append(line)
+    if "Parameters:" in line:
+      time.sleep(2)  # into the compile, which takes about 6 s on 2 cores
+      process.send_signal(signal.SIGTERM)
+      break
+  stderr = "".join(lines) + process.communicate(timeout=300)[1]
+  assert process.returncode == 0, stderr[-3000:]
+  assert "SIGTERM during start-up" in stderr and "step 1/" not in stderr
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
+      tmp_path / "run" / "checkpoints")
 
 
 def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
