@@ -138,9 +138,10 @@ def _out_of_memory(error: Exception) -> str | None:
   return text.splitlines()[0][:300] if "hbm" in text.lower() else None
 
 
-def fit_advice(config) -> str:
+def fit_advice(config, *, snapshot: bool = False) -> str:
+  """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy."""
   tips = []
-  if config.checkpoint.device_snapshot:
+  if snapshot:
     tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
   if config.model.remat != "full":
     tips.append(f"model.remat=full (now {config.model.remat})")
@@ -201,7 +202,9 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   memory = compiled.memory_analysis()
   # checkpoint.device_snapshot: each save's copy of the state stays on the chips while the next
   # step runs (train's start-up check, loop.device_snapshot_report, counts it the same way).
-  snapshot = state_bytes if config.checkpoint.device_snapshot else 0
+  # Only periodic saves are deferred: with checkpoint.every=0 no copy is ever made.
+  deferred = config.checkpoint.device_snapshot and int(config.checkpoint.every) > 0
+  snapshot = state_bytes if deferred else 0
   total = max(_total_bytes(memory) + snapshot, eval_peak) + resident
   # A planning figure: the config's average Part B share (a real step counts its own batch).
   flops = model_lib.flops_per_token(
@@ -225,7 +228,7 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   if not report.fits:
     raise DoesNotFit(f"{where}: training needs {total / 2**30:.2f} GiB per chip at its peak, "
                      f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
-                     f"HBM a program may use; {fit_advice(config)}")
+                     f"HBM a program may use; {fit_advice(config, snapshot=snapshot > 0)}")
   return report
 
 

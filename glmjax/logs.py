@@ -61,7 +61,10 @@ def _shown_on_console(record: logging.LogRecord) -> bool:
     return True
   if record.levelno >= logging.ERROR:
     return False
-  message = record.getMessage()
+  try:
+    message = record.getMessage()
+  except Exception:  # noqa: BLE001 - a malformed call: let the handler report it as usual
+    return True
   return not any(notice in message for notice in _ORBAX_READ_ONLY_NOTICES)
 
 

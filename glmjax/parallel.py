@@ -54,10 +54,16 @@ def unsplittable_axis(axes: Mapping[str, tuple[int, str]], mesh_sizes: Mapping[s
                       rules) -> str | None:
   """The line for the first parameter axis (name -> (size, field), ModelConfig.parameter_axes)
   that its mesh axes under `rules` cannot split evenly; None when every one divides."""
+  seen = set()
   for name, mapped in rules:
-    if name not in axes or mapped is None:
-      continue
-    mesh_axes = (mapped,) if isinstance(mapped, str) else tuple(mapped)
+    mesh_axes = () if mapped is None else (mapped,) if isinstance(mapped, str) else tuple(mapped)
+    unknown = [axis for axis in mesh_axes if axis not in mesh_sizes]
+    if unknown:
+      return (f"mesh.rules maps {name!r} to {', '.join(map(repr, unknown))}, which is not a mesh "
+              f"axis; use {', '.join(map(repr, MESH_AXES))} or None.")
+    if name in seen or name not in axes:  # flax takes a name's first rule; later ones are
+      continue                            # fallbacks when its axes are already in use
+    seen.add(name)
     parts = math.prod(mesh_sizes[axis] for axis in mesh_axes)
     size, field = axes[name]
     if size % parts:

@@ -327,7 +327,12 @@ def validate(args, has_separator: bool) -> None:
     if not args.accelerator:
       raise UsageError("create needs --accelerator, e.g. --accelerator=v5p-128")
     spec = parse_accelerator(args.accelerator)
-    standard = parse_accelerator(spec.accelerator_type)
+    try:
+      standard = parse_accelerator(spec.accelerator_type)
+    except UsageError:  # a torus shape of no standard size: no accelerator type makes it
+      raise UsageError(f"--accelerator={args.accelerator}: Cloud TPU has no accelerator type "
+                       f"{spec.accelerator_type} for this shape; create makes accelerator types "
+                       "only: create this torus shape with gcloud itself") from None
     if standard.shape != spec.shape:  # gcloud's type names one shape per size
       raise UsageError(
           f"--accelerator={args.accelerator}: Cloud TPU's {spec.accelerator_type} is "

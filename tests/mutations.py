@@ -36,7 +36,7 @@ MUTATIONS = (
              ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
               "status_2",)),
     Mutation("aot leaves a device-snapshot save's copy out of the peak", "glmjax/aot.py",
-             "  snapshot = state_bytes if config.checkpoint.device_snapshot else 0",
+             "  snapshot = state_bytes if deferred else 0",
              "  snapshot = 0",
              ("tests/test_aot.py::test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_"
               "peak",)),

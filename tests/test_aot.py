@@ -60,6 +60,8 @@ def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak():
   assert off.snapshot_bytes == 0 and on.snapshot_bytes == on.state_bytes > 0
   assert on.total_bytes - off.total_bytes == on.state_bytes
   assert "a save's copy of the state" in aot.describe(on, "v5e-4", "xla")
+  config.checkpoint.every = 0  # no periodic saves: nothing is ever deferred
+  assert aot.compile_for_slice(config, spec).total_bytes == off.total_bytes
 
 
 def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():

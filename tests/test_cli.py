@@ -1,6 +1,6 @@
 """Every command that takes --config reports a mistyped config argument or field, a config file
-that is not there, or a config value that cannot work, in one line with exit status 1 and no
-traceback (glmjax/cli.py)."""
+that is not there, or a config value that cannot work, in one line with exit status 1 (2 for
+aot, whose 1 means "does not fit") and no traceback (glmjax/cli.py)."""
 import os
 import re
 import subprocess
@@ -52,7 +52,8 @@ def assert_one_line(result, pattern, status=1):
 
 @pytest.mark.parametrize("mistake", sorted(MISTAKES))
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_a_config_that_does_not_parse_is_one_line_and_exit_status_1(name, mistake, tmp_path):
+def test_a_config_that_does_not_parse_is_one_line_with_the_command_s_mistake_status(name, mistake,
+                                                                                   tmp_path):
   args, pattern = MISTAKES[mistake]
   assert_one_line(command(name, tmp_path, *args), pattern, STATUS.get(name, 1))
   assert os.listdir(tmp_path) == []  # refused before the command wrote anything

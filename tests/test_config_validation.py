@@ -74,6 +74,26 @@ def test_a_mesh_that_cannot_split_a_parameter_axis_is_refused_before_anything_ru
     config_lib.validate(config, num_devices=8)
 
 
+def test_mesh_rules_are_read_as_flax_reads_them():
+  """A name's first rule counts (later ones are fallbacks); a mesh axis that does not exist is
+  named; rotary models have no position table to split."""
+  config = _local()
+  config.mesh.update(data=1, fsdp=1, tensor=8)
+  config.model.update(num_heads=8, hidden_size=256)  # every axis divides by 8 but 'position'
+  config.mesh.rules = (("position", None), ("position", "tensor"),
+                       *config_lib.DEFAULT_LOGICAL_AXIS_RULES)
+  config_lib.validate(config, num_devices=8)  # max_position + 1 = 129 is never split
+  config.mesh.rules = (("position", "tensor"), *config_lib.DEFAULT_LOGICAL_AXIS_RULES)
+  with pytest.raises(config_lib.ConfigError, match=r"model.max_position \+ 1 = 129"):
+    config_lib.validate(config, num_devices=8)
+  config.model.position_encoding = "rope"
+  config_lib.validate(config, num_devices=8)
+  config.mesh.rules = (("heads", "model"), *config_lib.DEFAULT_LOGICAL_AXIS_RULES)
+  with pytest.raises(config_lib.ConfigError, match=r"mesh.rules maps 'heads' to 'model', which "
+                     r"is not a mesh axis"):
+    config_lib.validate(config, num_devices=8)
+
+
 @pytest.mark.parametrize("overrides", [
     {},
     {"mlp": "geglu", "ffn_size": 200, "vocab_size": 400},

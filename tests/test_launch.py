@@ -352,6 +352,8 @@ def test_forwarded_environment_variables_are_redacted_in_every_printed_command(
      "Cloud TPU's v5p-64 is v5p:2x4x4, not v5p:2x2x8"),
     (["create", "--name=glm", ZONE, "--accelerator=v5e:2x8"],
      "Cloud TPU's v5litepod-16 is v5e:4x4, not v5e:2x8"),
+    (["create", "--name=glm", ZONE, "--accelerator=v5p:2x2x3"],
+     "--accelerator=v5p:2x2x3: Cloud TPU has no accelerator type v5p-24 for this shape"),
     (["create", "--name=glm", "--accelerator=v5p-8"], "--zone is required"),
     (["create", "--name=Bad_Name", ZONE, "--accelerator=v5p-8"], "--name='Bad_Name'"),
     (["create", "--name=glm", ZONE, "--accelerator=v5p-8", "--spot", "--reserved"],

@@ -178,12 +178,27 @@ def test_the_chinese_layout_of_cog_pretrain_has_the_hugging_face_ids(tmp_path):
   assert tok.decode(tok.encode("w00007 w00042")) == "w00007 w00042"
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece", "hf"])
+@pytest.fixture(scope="module")
+def hub_gpt2_json(gpt2_dir, tmp_path_factory):
+  """A tokenizer.json as the hub serves gpt2's: <|endoftext|> registered as a special token."""
+  tokenizer = hf.Tokenizer(models.BPE.from_file(str(gpt2_dir / "vocab.json"),
+                                                str(gpt2_dir / "merges.txt")))
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  tokenizer.add_special_tokens(["<|endoftext|>"])
+  path = tmp_path_factory.mktemp("hub_gpt2") / "tokenizer.json"
+  tokenizer.save(str(path))
+  return path
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece", "hf", "hf_gpt2"])
 def test_a_literal_mask_in_text_is_not_encoded_as_a_special_id(kind, bert_dir, gpt2_dir,
-                                                              small_sp, hub_bert_json):
+                                                              small_sp, hub_bert_json,
+                                                              hub_gpt2_json):
   path, layout = {"wordpiece": (bert_dir, "bert"), "bpe": (gpt2_dir, "gpt2"),
-                  "sentencepiece": (small_sp, "chinese_sp"), "hf": (hub_bert_json, "bert")}[kind]
-  tok = tk.load_tokenizer(data_config(kind, path, layout))
+                  "sentencepiece": (small_sp, "chinese_sp"), "hf": (hub_bert_json, "bert"),
+                  "hf_gpt2": (hub_gpt2_json, "gpt2")}[kind]
+  tok = tk.load_tokenizer(data_config(kind.split("_")[0], path, layout))
   text = "a [MASK] b [CLS] <|endoftext|> [gMASK] <|startofpiece|> [PAD]"
   for ids in (tok.encode(text), tok.encode_batch([text])[0]):
     assert not set(ids.tolist()) & set(tok.specials.as_dict().values())

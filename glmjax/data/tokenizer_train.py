@@ -52,7 +52,7 @@ def train_sentencepiece(paths, vocab_size: int, out: str, model_type: str = "uni
                        "characters and pieces this text needs; raise --vocab-size") from error
     last = ([line.strip() for line in str(error).splitlines() if line.strip()] or [""])[-1]
     raise ValueError(f"SentencePiece cannot train --vocab-size={vocab_size} on this text: "
-                     f"{last}") from error
+                     f"{last}; check the --input files and --vocab-size") from error
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "wb") as f:
     f.write(model.getvalue())

@@ -106,14 +106,15 @@ class ModelConfig:
   def parameter_axes(self) -> dict[str, tuple[int, str]]:
     """Each logical axis the parameters use (their names in the sharding rules): its size, and
     the config field that sets it. tests/test_config_validation.py checks it against GLM."""
+    position = ({"position": (self.max_position + 1, "model.max_position + 1")}
+                if self.position_encoding == "learned_2d" else {})  # rotary: no tables
     return {"vocab": (self.vocab_size, "model.vocab_size"),
             "embed": (self.hidden_size, "model.hidden_size"),
             "norm": (self.hidden_size, "model.hidden_size"),
             "mlp": (self.ffn, "model.ffn_size" if self.ffn_size else "4 x model.hidden_size"),
             "heads": (self.num_heads, "model.num_heads"),
             "kv": (self.head_dim, "the head dim, model.hidden_size / model.num_heads"),
-            "layers": (self.num_layers, "model.num_layers"),
-            "position": (self.max_position + 1, "model.max_position + 1")}
+            "layers": (self.num_layers, "model.num_layers"), **position}
 
   @property
   def compute_dtype(self):
