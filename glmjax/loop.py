@@ -54,6 +54,10 @@ class TerminationFlag:
         self._previous = signal.signal(signal.SIGTERM, self._handle)
       except ValueError:  # not the main thread (tests calling in-process from a thread)
         self._enabled = False
+      # Inside another flag (train's command around train_and_evaluate): a SIGTERM it already
+      # heard counts here too.
+      outer = getattr(self._previous, "__self__", None)
+      self.requested = isinstance(outer, TerminationFlag) and outer.requested
     return self
 
   def __exit__(self, *exc_info) -> None:

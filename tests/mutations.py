@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a SIGTERM heard before training's own handler is forgotten", "glmjax/loop.py",
+             "      self.requested = isinstance(outer, TerminationFlag) and outer.requested\n",
+             "",
+             ("tests/test_train.py::test_a_sigterm_the_command_heard_before_training_installed_"
+              "its_handler_still_counts",)),
     Mutation("create makes a standard slice for a torus shape it does not have", "launch/tpu.py",
              "    if standard.shape != spec.shape:  # gcloud's type names one shape per size",
              "    if False:  # gcloud's type names one shape per size",

@@ -313,6 +313,23 @@ def test_sigterm_while_the_step_compiles_ends_start_up_after_the_compile_with_ex
       tmp_path / "run" / "checkpoints")
 
 
+def test_a_sigterm_the_command_heard_before_training_installed_its_handler_still_counts():
+  """train's command keeps a flag of its own around train_and_evaluate (start-up before it,
+  the last log copy after): a SIGTERM that flag heard is not forgotten by the inner one."""
+  previous = signal.getsignal(signal.SIGTERM)
+  with loop.TerminationFlag() as outer:
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.time() + 5
+    while not outer.requested and time.time() < deadline:
+      time.sleep(0.01)
+    with loop.TerminationFlag() as inner:
+      assert inner.requested
+      with pytest.raises(loop.Terminated):
+        inner.stop_if_requested()
+    assert signal.getsignal(signal.SIGTERM) == outer._handle  # pylint: disable=protected-access
+  assert signal.getsignal(signal.SIGTERM) is previous
+
+
 def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
   # The trace window runs past the last step: the trace is still written at the end.
   config = _local_config(steps=4, log_every=2, profile_start=2, profile_steps=10)
