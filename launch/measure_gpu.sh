@@ -8,7 +8,8 @@
 #   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [core] [large] [attention] [sweep]
 #
 # Names the parts to run (default: all four, in that order: the two MFU targets first, each one
-# compile, so a loan cut short still leaves them; then the kernels alone and the long sweep). Needs what requirements.txt installs, plus tokamax
+# compile, so a loan cut short still leaves them; then the kernels alone and the long sweep).
+# Needs what requirements.txt installs, plus tokamax
 # for the tokamax kernel: tokamax 0.0.12 (PyPI's newest) builds its Mosaic GPU kernel with jax
 # 0.10 only; jax 0.11 needs tokamax 0.0.13, not on PyPI on 2026-12-03: install it from source,
 #   pip install "tokamax @ git+https://github.com/openxla/tokamax@783ea95704a581ea5b09c80d9d058c819cd8bf03"
