@@ -29,7 +29,7 @@ from glmjax import attention_choice, cli
 from glmjax import config as config_lib
 from glmjax import metrics as metrics_lib
 from glmjax import model as model_lib
-from glmjax import parallel, step as step_lib, topology
+from glmjax import parallel, prefetch, step as step_lib, topology
 from glmjax.data import pipeline as pipeline_lib
 
 log = logging.getLogger("glmjax.aot")
@@ -60,8 +60,9 @@ class Report:
   temp_bytes: int               # the train step's temporaries, per chip
   snapshot_bytes: int           # the state's copy a save keeps beside the next step, per chip
                                 #   (checkpoint.device_snapshot; 0 when off)
+  prefetch_bytes: int           # batches train's prefetcher holds ahead of the step, per chip
   total_bytes: int              # peak per chip: train step (+ that copy) or evaluation, plus
-                                #   the eval batches
+                                #   the eval batches and the prefetched batches
   hbm_bytes: int
   model_flops_per_step: float
   step_time_at_target_mfu_s: float
@@ -197,6 +198,9 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   # on the devices for the whole run.
   batch_bytes = per_chip_bytes(step_lib.abstract_batch(batch_size, seq_len, mesh))
   resident = int(config.train.eval_batches) * batch_bytes if evaluated is not None else 0
+  # Beside the batch the step takes, train's prefetcher holds up to DEPTH built batches and
+  # transfers one more.
+  ahead = (prefetch.DEPTH + 1) * batch_bytes
   eval_peak = (_total_bytes(evaluated.memory_analysis()) + state_bytes
                - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()
@@ -205,7 +209,7 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   # Only periodic saves are deferred: with checkpoint.every=0 no copy is ever made.
   deferred = config.checkpoint.device_snapshot and int(config.checkpoint.every) > 0
   snapshot = state_bytes if deferred else 0
-  total = max(_total_bytes(memory) + snapshot, eval_peak) + resident
+  total = max(_total_bytes(memory) + snapshot, eval_peak) + resident + ahead
   # A planning figure: the config's average Part B share (a real step counts its own batch).
   flops = model_lib.flops_per_token(
       model_config, seq_len, part_b_fraction=pipeline_lib.expected_part_b_fraction(config.data)
@@ -218,7 +222,8 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
       device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
       mesh=dict(mesh.shape), attention=model_config.attention,
       mosaic_kernels=compiled.as_text().count(MOSAIC_CALL), state_bytes=state_bytes,
-      temp_bytes=memory.temp_size_in_bytes, snapshot_bytes=snapshot, total_bytes=total,
+      temp_bytes=memory.temp_size_in_bytes, snapshot_bytes=snapshot, prefetch_bytes=ahead,
+      total_bytes=total,
       hbm_bytes=hbm,
       model_flops_per_step=flops,
       step_time_at_target_mfu_s=flops / (spec.chips * peak * TARGET_MFU),
@@ -273,6 +278,9 @@ def define_flags() -> None:
 def main(argv) -> None:
   # Compile-only TPU devices need no backend here; do not probe for an attached TPU.
   jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")
+  # A compile-only executable cannot be loaded back (that needs the TPU client), so a
+  # persistent cache (JAX_COMPILATION_CACHE_DIR) would only grow and warn on every rerun.
+  jax.config.update("jax_enable_compilation_cache", False)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
   config, name = flags.FLAGS.config, flags.FLAGS.topology

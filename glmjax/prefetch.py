@@ -12,13 +12,16 @@ import threading
 from typing import Any, Callable
 
 _POLL_S = 0.1  # how often a blocked producer checks that it was closed
+# Batches built ahead of the step that takes them: 2 is double-buffered. With the one being
+# built, up to DEPTH + 1 batches wait on the devices beside the step's own (aot counts them).
+DEPTH = 2
 
 
 class Prefetcher:
   """`get(k)` returns `build(k)` for k = start, start + 1, ... in order; at most `depth` batches
   are built ahead (2: double-buffered). An error in `build(k)` is raised by `get(k)`."""
 
-  def __init__(self, build: Callable[[int], Any], start: int, stop: int, depth: int = 2):
+  def __init__(self, build: Callable[[int], Any], start: int, stop: int, depth: int = DEPTH):
     if depth < 1:
       raise ValueError(f"prefetch depth must be at least 1, got {depth}")
     self._build, self._next = build, start

@@ -30,6 +30,13 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("aot leaves the prefetched batches out of the peak", "glmjax/aot.py",
+             "  ahead = (prefetch.DEPTH + 1) * batch_bytes", "  ahead = 0",
+             ("tests/test_aot.py::test_the_batches_train_prefetches_count_in_the_peak",)),
+    Mutation("aot writes TPU executables it cannot read back into the compilation cache",
+             "glmjax/aot.py", '  jax.config.update("jax_enable_compilation_cache", False)\n', "",
+             ("tests/test_aot.py::test_the_command_prints_a_json_report_for_a_slice_and_leaves_"
+              "the_compilation_cache_alone",)),
     Mutation("a SIGTERM heard before training's own handler is forgotten", "glmjax/loop.py",
              "      self.requested = isinstance(outer, TerminationFlag) and outer.requested\n",
              "",

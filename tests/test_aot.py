@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from glmjax import aot, topology
+from glmjax import aot, parallel, prefetch, step as step_lib, topology
 from glmjax import model as model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +64,21 @@ def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak():
   assert aot.compile_for_slice(config, spec).total_bytes == off.total_bytes
 
 
+def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch):
+  """train's prefetcher holds DEPTH built batches and transfers one more beside the step's own."""
+  spec = topology.parse_slice("v5e-4")
+  config = _tiny(attention="xla")
+  config.train.eval_every = 0  # no eval batches: the prefetched ones are the only resident input
+  double = aot.compile_for_slice(config, spec)
+  monkeypatch.setattr(prefetch, "DEPTH", 4)
+  quadruple = aot.compile_for_slice(config, spec)
+  batch = aot.per_chip_bytes(step_lib.abstract_batch(
+      config.data.batch_size, config.data.seq_len, parallel.make_mesh(
+          config.mesh, topology.slice_devices(spec))))
+  assert double.prefetch_bytes == 3 * batch > 0
+  assert quadruple.total_bytes - double.total_bytes == 2 * batch
+
+
 def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
   config = _tiny(attention="xla", hidden_size=8192, num_heads=64, vocab_size=50304)
   config.data.update(batch_size=64)
@@ -88,16 +103,20 @@ def test_both_ways_libtpu_reports_running_out_of_hbm_give_the_need_and_the_exces
   assert aot._out_of_memory(RuntimeError(vmem)) is None  # a kernel's scratch, not the HBM
 
 
-def _aot(*args):
+def _aot(*args, **env):
   return subprocess.run([sys.executable, "-m", "glmjax.aot", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                        env={**os.environ, "JAX_PLATFORMS": "cpu", **env})
 
 
-def test_the_command_prints_a_json_report_for_a_slice():
+def test_the_command_prints_a_json_report_for_a_slice_and_leaves_the_compilation_cache_alone(
+    tmp_path):
+  # A TPU executable compiled here cannot be read back from the cache (a rerun would warn).
+  cache = tmp_path / "xla_cache"
   result = _aot("--config=configs/base.py:local", "--config.model.attention=splash",
-                "--topology=v6e-16", "--json")
+                "--topology=v6e-16", "--json", JAX_COMPILATION_CACHE_DIR=str(cache))
   assert result.returncode == 0, result.stderr[-2000:]
+  assert not cache.exists() or not list(cache.iterdir())
   report = json.loads(result.stdout)
   assert report["fits"] and report["chips"] == 16 and report["hosts"] == 4
   assert report["device_kind"] == "TPU v6 lite" and report["mosaic_kernels"] >= 3
