@@ -220,6 +220,7 @@ def run(workdir: str, **kwargs) -> dict:
   """The command: `evaluate`, the report printed, failures as one line (exit status 1)."""
   # Several hosts (a TPU slice, a SLURM job) evaluate together, each feeding its own rows; the
   # join comes before any device is touched, so only the config file is read first.
+  logs.setup_console(0)  # every process says it is joining; then process 0 alone says more
   parallel.initialize_distributed(join_timeout_s(workdir))
   logs.setup_console(jax.process_index())
   try:

@@ -266,6 +266,9 @@ def main(argv):
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """The command: train_and_evaluate, with failures as one line (exit status 1) and their
   tracebacks in the workdir's log."""
+  # Every process says it is joining (a host that hangs there is then visible in its console);
+  # once joined, only process 0 keeps printing INFO lines.
+  logs.setup_console(0)
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
   logs.setup_console(jax.process_index())
   try:

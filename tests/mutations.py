@@ -30,6 +30,12 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("train's join line is left to absl's format (console not set up yet)",
+             "glmjax/train.py",
+             "  logs.setup_console(0)\n  parallel.initialize_distributed(int(",
+             "  parallel.initialize_distributed(int(",
+             ("tests/test_host_input.py::test_train_says_it_joins_jax_distributed_in_its_own_"
+              "console_format",)),
     Mutation("aot leaves the prefetched batches out of the peak", "glmjax/aot.py",
              "  ahead = (prefetch.DEPTH + 1) * batch_bytes", "  ahead = 0",
              ("tests/test_aot.py::test_the_batches_train_prefetches_count_in_the_peak",)),

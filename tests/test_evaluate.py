@@ -294,13 +294,15 @@ def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_pat
   monkeypatch.setattr(logs, "setup_console", lambda index: order.append(("console", index)))
   with pytest.raises(SystemExit):
     evaluate.run(str(tmp_path / "missing"))
-  assert order == [("join", config_lib.train_defaults().distributed_timeout_s), ("console", 0)]
+  # A console for every process's join line first, then process 0's after the join.
+  assert order == [("console", 0), ("join", config_lib.train_defaults().distributed_timeout_s),
+                   ("console", 0)]
   # A run's workdir: hosts wait as long as that run's training waited for them.
   (tmp_path / "config.json").write_text('{"train": {"distributed_timeout_s": 77}}')
   order.clear()
   with pytest.raises(SystemExit):
     evaluate.run(str(tmp_path))  # no checkpoint yet: a one-line error after the join
-  assert order == [("join", 77), ("console", 0)]
+  assert order == [("console", 0), ("join", 77), ("console", 0)]
 
 
 def test_the_answer_follows_the_context_as_in_running_text():

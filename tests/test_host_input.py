@@ -4,8 +4,10 @@ TPU slices come from libtpu's topology descriptions (the devices of the real sli
 process_index), meshes from `parallel.make_mesh` as `train` makes them. The two-process CPU test
 runs the real `parallel.global_batch` on a mesh whose hosts hold interleaved rows.
 """
+import importlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from glmjax import aot, config as config_lib, parallel, step as step_lib, topology
+from glmjax import aot, config as config_lib, parallel, step as step_lib, topology, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 1024
@@ -183,6 +185,24 @@ def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_
   lines = [result.read_text() for result in results]
   assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn raised explicit-stopped"
   assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn raised explicit-stopped"
+
+
+def test_train_says_it_joins_jax_distributed_in_its_own_console_format(monkeypatch, capfd,
+                                                                        tmp_path):
+  """The join is the first thing train does; its line is not left to absl's default format."""
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: None)
+  monkeypatch.setenv("GLMJAX_DISTRIBUTED", "1")
+  ours = logging.getLogger("glmjax")  # as in a fresh process: no console set up yet
+  monkeypatch.setattr(ours, "handlers", [])
+  monkeypatch.setattr(ours, "propagate", True)
+  config = importlib.import_module("configs.base").get_config("local")
+  config.optim.learning_rate = -1.0  # refused right after the join: nothing else runs
+  with pytest.raises(SystemExit):
+    train.run(config, str(tmp_path / "run"))
+  console = capfd.readouterr().err
+  assert re.search(r"^\d\d:\d\d:\d\d Initialising jax.distributed \(timeout \d+ s\)$",
+                   console, re.MULTILINE), console
 
 
 def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypatch):
