@@ -23,7 +23,7 @@ from etils import epath
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cloze as cloze_lib
 from glmjax import config as config_lib
-from glmjax import held_out, logs, parallel, pretrained
+from glmjax import cli, held_out, logs, parallel, pretrained
 from glmjax import step as step_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources
@@ -238,4 +238,4 @@ def run(workdir: str, **kwargs) -> dict:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)  # a mistyped flag in one line; run() reports evaluate's own failures

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import re
-import sys
 import time
 
 import jax
@@ -19,13 +18,14 @@ import numpy as np
 from absl import app, flags
 
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import decoding, logs, parallel, pretrained
+from glmjax import cli, decoding, logs, parallel, pretrained
 
 log = logging.getLogger(__name__)
 
-# Expected failures: one line, exit status 1 (a bug keeps its traceback).
-_USER_ERRORS = (ValueError, OSError, checkpoint_lib.UnusableCheckpointError,
-                checkpoint_lib.IncompatibleCheckpointError)
+# Failures written for the user: their message is the line, exit status 1. A ValueError or
+# OSError (a prompt file, a flag's value, a workdir) is one line too, its traceback kept in a
+# file that the line names, since bugs raise those types as well.
+_USER_ERRORS = (checkpoint_lib.UnusableCheckpointError, checkpoint_lib.IncompatibleCheckpointError)
 BLANK = re.compile(r"\[(MASK|sMASK|gMASK)\]")
 BUCKET = 64  # Part A lengths are rounded up to a multiple of this: one program per bucket
 
@@ -223,10 +223,9 @@ def main(argv):
         for result in results:
           handle.write(json.dumps(result, ensure_ascii=False) + "\n")
   except _USER_ERRORS as error:
-    logs.report_failure(error, None, expected=True)
-    sys.exit(1)
+    cli.fail(error)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main, user_errors=(ValueError, OSError))

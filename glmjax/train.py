@@ -243,9 +243,11 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
     profiler.stop()
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py[:local]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+def define_flags() -> None:
+  """The command's flags, defined only when it runs (aot and bench define --config too)."""
+  config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py[:local]).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 
 
 # Errors written for the user: their message is the whole story, no traceback on the console.
@@ -258,9 +260,10 @@ _USER_ERRORS = (config_lib.ConfigError, StartupError, loop.NonFiniteError,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None or not _WORKDIR.value:
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  if config is None or not workdir:
     raise app.UsageError("Both --config and --workdir are required.")
-  run(_CONFIG.value, _WORKDIR.value)
+  run(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -296,4 +299,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)  # run() validates the config itself, once its console and log file are set up

@@ -30,6 +30,9 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("generate leaves a mistyped flag to absl (two lines, FATAL)", "glmjax/generate.py",
+             "  cli.run(main, user_errors=(ValueError, OSError))", "  app.run(main)",
+             ("tests/test_cli.py::test_a_mistyped_flag_is_one_line_naming_it_in_every_command",)),
     Mutation("train's join line is left to absl's format (console not set up yet)",
              "glmjax/train.py",
              "  logs.setup_console(0)\n  parallel.initialize_distributed(int(",

@@ -109,3 +109,14 @@ def test_aot_gives_status_2_to_every_mistake_in_its_command(tmp_path):
                   "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.mesh.tensor=8")
   assert split.returncode == 2 and "model.num_heads = 12 cannot be split" in split.stderr
   assert "Traceback" not in split.stderr
+
+
+@pytest.mark.parametrize("module", ["glmjax.evaluate", "glmjax.generate", "glmjax.convert",
+                                    "glmjax.train"])
+def test_a_mistyped_flag_is_one_line_naming_it_in_every_command(module, tmp_path):
+  """Also the commands without --config: absl's own report is two lines ("FATAL ...")."""
+  args = ["import"] if module == "glmjax.convert" else []
+  result = subprocess.run([sys.executable, "-m", module, *args, "--wrkdir=x"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert_one_line(result, r"Unknown command line flag 'wrkdir'")

@@ -1,12 +1,10 @@
 """python -m glmjax.convert import|export: see glmjax/convert/__init__.py and the README."""
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import convert, logs
+from glmjax import cli, convert, logs
 from glmjax.convert import mapping
 
 _FROM = flags.DEFINE_string("from", "", "import: an original GLM checkpoint (a Hugging Face "
@@ -22,8 +20,9 @@ _NUM_HEADS = flags.DEFINE_integer("num_heads", 0, "import: attention heads, for 
 _TRUST_PICKLE = flags.DEFINE_boolean("trust_pickle", False, "import: read .pt/.bin files with "
                                      "pickle (runs code stored in the file; only for your own).")
 COMMANDS = ("import", "export")
-# Expected failures: one line, exit status 1. Anything else is a bug and keeps its traceback.
-_USER_ERRORS = (ValueError, OSError, ModuleNotFoundError, mapping.CheckpointMismatchError,
+# Failures written for the user: their message is the line, exit status 1. A ValueError or
+# OSError is one line too, its traceback kept in a file the line names (bugs raise those types).
+_USER_ERRORS = (ModuleNotFoundError, mapping.CheckpointMismatchError,
                 checkpoint_lib.UnusableCheckpointError)
 
 
@@ -42,9 +41,8 @@ def main(argv):
         raise app.UsageError("export needs --workdir=WORKDIR and --out=FOLDER.")
       convert.export_workdir(_WORKDIR.value, _OUT.value)
   except _USER_ERRORS as error:
-    logs.report_failure(error, None, expected=True)
-    sys.exit(1)
+    cli.fail(error)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, user_errors=(ValueError, OSError))
