@@ -1,6 +1,5 @@
-"""What the commands that take --config (train, aot, bench, data.prepare) share: their flags
-parsed, and a user's mistake reported as one line with exit status 1 (2 for aot, whose 1 means
-"does not fit"), never a traceback.
+"""What the commands share: their flags parsed, and a user's mistake reported as one line with
+exit status 1 (2 for aot, whose 1 means "does not fit"), never a traceback on the console.
 
 absl parses --config while it parses the flags, before main runs; ml_collections then raises a
 mistyped config argument (`configs/base.py:lcoal`) with the config file's traceback in the

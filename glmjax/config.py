@@ -13,7 +13,7 @@ import math
 import ml_collections
 
 from glmjax import loss, optim, parallel
-from glmjax.data import sources, specials, text_files, tokenizers
+from glmjax.data import pipeline, sources, specials, text_files, tokenizers
 from glmjax.model import model_config
 
 # Logical axis names used by the model, mapped to mesh axes. Repeated names are fallbacks:
@@ -325,6 +325,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     raise ConfigError("optim.learning_rate must be > 0 and optim.warmup_ratio in [0, 1].")
   if optim.decay_steps <= 0 or not 0.0 <= optim.final_ratio <= 1.0:
     raise ConfigError("optim.decay_steps must be > 0 and optim.final_ratio in [0, 1].")
+  problem = pipeline.recipe_problem(data)
+  if problem:
+    raise ConfigError(problem)
   if data.batch_size % optim.grad_accum_steps:
     raise ConfigError(f"data.batch_size={data.batch_size} is not divisible by "
                       f"optim.grad_accum_steps={optim.grad_accum_steps}.")

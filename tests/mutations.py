@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("the objective recipe is checked only once the data is read", "glmjax/config.py",
+             "  problem = pipeline.recipe_problem(data)\n  if problem:\n"
+             "    raise ConfigError(problem)\n", "",
+             ("tests/test_config_validation.py::test_bad_field_is_named",
+              "tests/test_cli.py::test_aot_gives_status_2_to_every_mistake_in_its_command")),
     Mutation("generate leaves a mistyped flag to absl (two lines, FATAL)", "glmjax/generate.py",
              "  cli.run(main, user_errors=(ValueError, OSError))", "  app.run(main)",
              ("tests/test_cli.py::test_a_mistyped_flag_is_one_line_naming_it_in_every_command",)),

@@ -104,6 +104,10 @@ def test_aot_gives_status_2_to_every_mistake_in_its_command(tmp_path):
   assert result.returncode == 2 and "optim.learning_rate=nan" in result.stderr
   assert command("aot", tmp_path, "--config=configs/base.py:local",
                  "--topolgy=v5p-8").returncode == 2
+  # An objective recipe train would refuse (probabilities summing to 0.5) is refused here too.
+  recipe = command("aot", tmp_path, "--config=configs/base.py:local",
+                   "--config.data.blank_prob=0.5", "--topology=v5p-8")
+  assert recipe.returncode == 2 and "must be >= 0 and sum to 1" in recipe.stderr
   # A mesh that cannot split the parameters (12 heads over tensor=8) is refused before compiling.
   split = command("aot", tmp_path, "--config=configs/base.py", "--topology=v5p-32",
                   "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.mesh.tensor=8")

@@ -22,6 +22,15 @@ def _local():
     ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
     ("optim.learning_rate", float("nan"), "optim.learning_rate=nan: must be a finite number"),
     ("optim.grad_clip", float("inf"), "optim.grad_clip=inf: must be a finite number"),
+    # The objective recipe, checked before any data is read (aot and bench refuse it as well).
+    ("data.blank_prob", 0.5, "data.blank_prob \\+ data.sentence_prob \\+ data.document_prob = "
+     "0.5 \\+ 0.0 \\+ 0.0 = 0.5: the objective probabilities must be >= 0 and sum to 1"),
+    ("data.mask_ratio", 0.6, "data.mask_ratio=0.6: must be in (0, 0.5]"),
+    ("data.poisson_lambda", 0.0, "data.poisson_lambda=0.0: must be > 0"),
+    ("data.max_span_length", 0, "data.max_span_length=0: must be >= 1"),
+    ("data.gen_min_ratio", 0.0, "data.gen_min_ratio=0.0: must be in (0, 1]"),
+    ("data.single_span_prob", 1.5, "data.single_span_prob=1.5: must be in \\[0, 1]"),
+    ("data.max_span_length", 200, "data.seq_len=128 is too small to hold the spans of a row"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = _local()

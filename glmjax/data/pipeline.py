@@ -232,36 +232,41 @@ def min_seq_len(max_span_length: int) -> int:
   return max(8, max_span_length + 4)
 
 
-def validate(data, tokenizer, docs) -> None:
-  """Construction-time checks; each ValueError names the field to change and how."""
-  probs = {"data.blank_prob": data.blank_prob, "data.sentence_prob": data.sentence_prob,
-           "data.document_prob": data.document_prob}
-  total = sum(float(p) for p in probs.values())
-  if any(float(p) < 0 for p in probs.values()) or abs(total - 1.0) > 1e-6:
-    raise ValueError(
-        f"data.blank_prob + data.sentence_prob + data.document_prob = {data.blank_prob} + "
-        f"{data.sentence_prob} + {data.document_prob} = {total:g}: the objective probabilities "
-        "must be >= 0 and sum to 1 (GLM-Large: 1/0/0, GLM-10B: 0.5/0.3/0.2).")
+def recipe_problem(data) -> str | None:
+  """What is wrong with the objective recipe of `data` (one line naming the field to change
+  and how), None when nothing is. Needs no tokenizer or corpus: config.validate runs it, so
+  aot and bench refuse what train would."""
+  probs = (data.blank_prob, data.sentence_prob, data.document_prob)
+  total = sum(float(p) for p in probs)
+  if any(float(p) < 0 for p in probs) or abs(total - 1.0) > 1e-6:
+    return (f"data.blank_prob + data.sentence_prob + data.document_prob = {data.blank_prob} + "
+            f"{data.sentence_prob} + {data.document_prob} = {total:g}: the objective "
+            "probabilities must be >= 0 and sum to 1 (GLM-Large: 1/0/0, GLM-10B: 0.5/0.3/0.2).")
   if not 0.0 < float(data.mask_ratio) <= 0.5:
-    raise ValueError(f"data.mask_ratio={data.mask_ratio}: must be in (0, 0.5] (GLM uses 0.15).")
+    return f"data.mask_ratio={data.mask_ratio}: must be in (0, 0.5] (GLM uses 0.15)."
   if not float(data.poisson_lambda) > 0:
-    raise ValueError(f"data.poisson_lambda={data.poisson_lambda}: must be > 0 (GLM uses 3).")
+    return f"data.poisson_lambda={data.poisson_lambda}: must be > 0 (GLM uses 3)."
   if int(data.max_span_length) < 1:
-    raise ValueError(f"data.max_span_length={data.max_span_length}: must be >= 1 (GLM uses 39).")
+    return f"data.max_span_length={data.max_span_length}: must be >= 1 (GLM uses 39)."
   if not 0.0 < float(data.gen_min_ratio) <= 1.0:
-    raise ValueError(f"data.gen_min_ratio={data.gen_min_ratio}: must be in (0, 1] (GLM: 0.5).")
+    return f"data.gen_min_ratio={data.gen_min_ratio}: must be in (0, 1] (GLM: 0.5)."
   for field in ("gen_suffix_prob", "single_span_prob", "block_mask_prob", "context_mask_ratio",
                 "short_seq_prob"):
     if not 0.0 <= float(data[field]) <= 1.0:
-      raise ValueError(f"data.{field}={data[field]}: must be in [0, 1].")
-  if int(data.batch_size) < 1:
-    raise ValueError(f"data.batch_size={data.batch_size}: must be a positive integer.")
+      return f"data.{field}={data[field]}: must be in [0, 1]."
   shortest = min_seq_len(int(data.max_span_length))
   if int(data.seq_len) < shortest:
-    raise ValueError(
-        f"data.seq_len={data.seq_len} is too small to hold the spans of a row (a span can be "
-        f"data.max_span_length={data.max_span_length} tokens): raise data.seq_len to at least "
-        f"{shortest} or lower data.max_span_length.")
+    return (f"data.seq_len={data.seq_len} is too small to hold the spans of a row (a span can "
+            f"be data.max_span_length={data.max_span_length} tokens): raise data.seq_len to at "
+            f"least {shortest} or lower data.max_span_length.")
+  return None
+
+
+def validate(data, tokenizer, docs) -> None:
+  """Construction-time checks; each ValueError names the field to change and how."""
+  problem = recipe_problem(data)
+  if problem:
+    raise ValueError(problem)
   _validate_tokenizer(data, tokenizer)
   lengths = np.asarray(docs.doc_lengths)
   if lengths.size == 0 or int(lengths.sum()) <= 0:
