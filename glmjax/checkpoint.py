@@ -60,7 +60,9 @@ def parameter_layout(tree: Any) -> dict[str, list]:
   return layout
 
 
-def layout_differences(saved: dict, current: dict, limit: int = 8) -> list[str]:
+def layout_differences(saved: dict, current: dict, limit: int = 3) -> list[str]:
+  """The first `limit` arrays whose shape or dtype differ (or that only one side has), for an
+  error's one line; '... N more' counts the rest."""
   problems = []
   for name in sorted(set(saved) | set(current)):
     if name not in current:
@@ -212,9 +214,9 @@ class Checkpointer:
           problems = layout_differences(metadata.get(key, layout), layout)
           if problems:
             raise IncompatibleCheckpointError(
-                f"The checkpoint at step {step} in {self.directory} does not fit {what}:\n  "
-                + "\n  ".join(problems)
-                + "\nUse the config it was saved with (metadata 'config' in the checkpoint), or "
+                f"The checkpoint at step {step} in {self.directory} does not fit {what}: "
+                + "; ".join(problems)
+                + ". Use the config it was saved with (metadata 'config' in the checkpoint), or "
                 "a new --workdir.")
         if check is not None:
           check(metadata, step)
@@ -347,7 +349,7 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
     if problems:
       raise IncompatibleCheckpointError(
           f"{field}: the parameters at step {step} in {directory} do not fit this "
-          "model:\n  " + "\n  ".join(problems))
+          "model: " + "; ".join(problems) + ".")
     item = {"params": abstract_params}
     restored = read("parameters", lambda: manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.PyTreeRestore(

@@ -321,10 +321,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   for field in ("model.hidden_dropout", "model.attention_dropout"):
     if not 0.0 <= _get(config, field) < 1.0:
       raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1).")
-  if optim.learning_rate <= 0 or not 0.0 <= optim.warmup_ratio <= 1.0:
-    raise ConfigError("optim.learning_rate must be > 0 and optim.warmup_ratio in [0, 1].")
-  if optim.decay_steps <= 0 or not 0.0 <= optim.final_ratio <= 1.0:
-    raise ConfigError("optim.decay_steps must be > 0 and optim.final_ratio in [0, 1].")
+  for field in ("optim.learning_rate", "optim.decay_steps"):
+    if _get(config, field) <= 0:
+      raise ConfigError(f"{field}={_get(config, field)}: must be > 0.")
+  for field in ("optim.warmup_ratio", "optim.final_ratio"):
+    if not 0.0 <= _get(config, field) <= 1.0:
+      raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1].")
   problem = pipeline.recipe_problem(data)
   if problem:
     raise ConfigError(problem)
@@ -348,9 +350,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         dict(zip(parallel.MESH_AXES, shape)), parallel.logical_rules(config.mesh))
     if problem:
       raise ConfigError(problem)
-  if train.eval_every < 0 or config.checkpoint.every < 0 or config.checkpoint.keep < 1:
-    raise ConfigError("train.eval_every and checkpoint.every must be >= 0 (0 disables), "
-                      "checkpoint.keep >= 1.")
+  for field in ("train.eval_every", "checkpoint.every"):
+    if _get(config, field) < 0:
+      raise ConfigError(f"{field}={_get(config, field)}: must be >= 0 (0 disables it).")
+  if config.checkpoint.keep < 1:
+    raise ConfigError(f"checkpoint.keep={config.checkpoint.keep}: must be >= 1.")
   if train.eval_every and (train.eval_batches < 1 or not 0.0 < data.eval_fraction < 1.0):
     raise ConfigError(
         f"train.eval_every={train.eval_every} needs train.eval_batches >= 1 (got "

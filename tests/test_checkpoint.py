@@ -101,8 +101,12 @@ def test_incompatible_layout_is_a_clear_error(tmp_path, mesh):
   ckpt.close()
   other_layout = dict(_metadata(state)["param_layout"])
   other_layout["dense/kernel"] = [[8, 8], "float32"]
-  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="dense/kernel"):
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="dense/kernel") as raised:
     ckpt.restore_latest(_abstract(state, mesh), other_layout)
+  assert "\n" not in str(raised.value)  # one console line, however many arrays differ
+  many = {f"layer_{i}/kernel": [[i], "float32"] for i in range(10)}
+  differences = checkpoint.layout_differences({}, many)
+  assert len(differences) == 4 and differences[-1] == "... 7 more"
 
 
 def test_another_optimizer_is_an_error_and_keeps_the_checkpoints(tmp_path, mesh):

@@ -22,6 +22,10 @@ def _local():
     ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
     ("optim.learning_rate", float("nan"), "optim.learning_rate=nan: must be a finite number"),
     ("optim.grad_clip", float("inf"), "optim.grad_clip=inf: must be a finite number"),
+    ("optim.warmup_ratio", 1.5, "optim.warmup_ratio=1.5: must be in \\[0, 1]"),
+    ("optim.decay_steps", 0, "optim.decay_steps=0: must be > 0"),
+    ("checkpoint.every", -1, "checkpoint.every=-1: must be >= 0"),
+    ("checkpoint.keep", 0, "checkpoint.keep=0: must be >= 1"),
     # The objective recipe, checked before any data is read (aot and bench refuse it as well).
     ("data.blank_prob", 0.5, "data.blank_prob \\+ data.sentence_prob \\+ data.document_prob = "
      "0.5 \\+ 0.0 \\+ 0.0 = 0.5: the objective probabilities must be >= 0 and sum to 1"),
