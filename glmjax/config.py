@@ -327,7 +327,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   for field in ("optim.warmup_ratio", "optim.final_ratio"):
     if not 0.0 <= _get(config, field) <= 1.0:
       raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1].")
-  problem = pipeline.recipe_problem(data)
+  problem = (pipeline.recipe_problem(data)
+             or parallel.batch_rule_problem(parallel.logical_rules(config.mesh)))
   if problem:
     raise ConfigError(problem)
   if data.batch_size % optim.grad_accum_steps:

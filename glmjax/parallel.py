@@ -22,8 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "tensor")
-# Batch rows are split over every axis that is not model-parallel.
+# Batch rows are split over every axis that is not model-parallel: the input pipeline builds
+# and places rows this way, so mesh.rules' 'activation_batch' must say the same (validated).
 BATCH_AXES = ("data", "fsdp")
+BATCH_NAME = "activation_batch"
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
@@ -70,6 +72,18 @@ def unsplittable_axis(axes: Mapping[str, tuple[int, str]], mesh_sizes: Mapping[s
       split = " x ".join(f"mesh.{axis}={mesh_sizes[axis]}" for axis in mesh_axes)
       return (f"{field} = {size} cannot be split over {split} (the parameters' {name!r} axis, "
               f"mesh.rules): choose mesh sizes that divide it, or a model size they divide.")
+  return None
+
+
+def batch_rule_problem(rules) -> str | None:
+  """The line when mesh.rules maps the batch dimension of activations elsewhere than the rows
+  of the input batches (BATCH_AXES); every step would then reshard its activations."""
+  mapped = next((axes for name, axes in rules if name == BATCH_NAME), None)
+  mapped = (mapped,) if isinstance(mapped, str) else tuple(mapped or ())
+  if mapped != BATCH_AXES:
+    return (f"mesh.rules maps {BATCH_NAME!r} to {mapped}, but batch rows are built and placed "
+            f"over {BATCH_AXES}: keep that rule as {BATCH_AXES} (size the split with mesh.data "
+            "and mesh.fsdp).")
   return None
 
 

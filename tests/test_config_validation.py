@@ -256,3 +256,18 @@ def test_a_mistyped_config_argument_is_refused_naming_the_ones_the_config_takes(
                                                    f"is not one of this config's: {allowed}"):
     get_config(arg)
   assert get_config("local").train.steps == _local().train.steps  # the real word still works
+
+
+def test_a_rule_that_splits_activation_rows_unlike_the_input_batches_is_refused():
+  """The pipeline places rows over (data, fsdp); activations split otherwise would be resharded
+  at every step."""
+  config = _local()
+  config.mesh.rules = tuple((name, "data" if name == "activation_batch" else axes)
+                            for name, axes in config.mesh.rules)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"mesh.rules maps 'activation_batch' to \('data',\), but batch rows "
+                           r"are built and placed over \('data', 'fsdp'\)"):
+    config_lib.validate(config, num_devices=8)
+  config.mesh.rules = tuple((name, ["data", "fsdp"] if name == "activation_batch" else axes)
+                            for name, axes in config.mesh.rules)  # as a JSON config gives it
+  config_lib.validate(config, num_devices=8)
