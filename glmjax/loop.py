@@ -35,8 +35,8 @@ class TerminationFlag:
   """SIGTERM (preemption, scancel, launch/tpu.py stop) in a single-process run; a multi-host
   run leaves it to jax's preemption service (`reached_preemption_sync_point`).
 
-  The handler only sets `requested`. Raising from it could interrupt Python's wait for a native
-  XLA compile that goes on running (a review saw the process crash at exit); so start-up calls
+  The handler only sets `requested`: raising from it could interrupt Python's wait for a native
+  XLA compile that goes on running, and the process may then crash at exit. So start-up calls
   `stop_if_requested` between its phases (data, restore, each compile), which raises
   Terminated, and the command exits 0: a launcher that requeues on success (gpu_slurm.sh) still
   does. Once the loop runs, it saves a checkpoint after the step in progress and stops. The
