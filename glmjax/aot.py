@@ -60,6 +60,7 @@ class Report:
   temp_bytes: int               # the train step's temporaries, per chip
   snapshot_bytes: int           # the state's copy a save keeps beside the next step, per chip
                                 #   (checkpoint.device_snapshot; 0 when off)
+  eval_batch_bytes: int         # the held-out batches train keeps on the chips, per chip
   prefetch_bytes: int           # batches train's prefetcher holds ahead of the step, per chip
   total_bytes: int              # peak per chip: train step (+ that copy) or evaluation, plus
                                 #   the eval batches and the prefetched batches
@@ -222,7 +223,8 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
       device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
       mesh=dict(mesh.shape), attention=model_config.attention,
       mosaic_kernels=compiled.as_text().count(MOSAIC_CALL), state_bytes=state_bytes,
-      temp_bytes=memory.temp_size_in_bytes, snapshot_bytes=snapshot, prefetch_bytes=ahead,
+      temp_bytes=memory.temp_size_in_bytes, snapshot_bytes=snapshot, eval_batch_bytes=resident,
+      prefetch_bytes=ahead,
       total_bytes=total,
       hbm_bytes=hbm,
       model_flops_per_step=flops,
@@ -257,6 +259,7 @@ def describe(report: Report, name: str, attention_setting: str) -> str:
       f"{gib(report.temp_bytes)} | "
       + (f"a save's copy of the state {gib(report.snapshot_bytes)} | "
          if report.snapshot_bytes else "")
+      + f"held-out and prefetched batches {gib(report.eval_batch_bytes + report.prefetch_bytes)} | "
       + f"peak {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
       f"HBM: fits ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
       f"  compute     {report.model_flops_per_step / 1e15:.3f} PFLOP per step (model FLOPs); "

@@ -10,7 +10,7 @@ def _report(**changes):
   report = aot.Report(
       topology="v5p:2x2x1", accelerator_type="v5p-8", device_kind="TPU v5", chips=4, hosts=1,
       mesh={"data": 4, "fsdp": 1, "tensor": 1}, attention="splash", mosaic_kernels=4,
-      state_bytes=2**30, temp_bytes=20 * 2**30, snapshot_bytes=0, prefetch_bytes=0,
+      state_bytes=2**30, temp_bytes=20 * 2**30, snapshot_bytes=0, eval_batch_bytes=0, prefetch_bytes=0,
       total_bytes=int(26.6 * 2**30),
       hbm_bytes=int(95.74 * 2**30), model_flops_per_step=3.67e14,
       step_time_at_target_mfu_s=0.4, rows_per_host=1024, hosts_per_row=1, host_row_runs=1,
