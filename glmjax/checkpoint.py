@@ -307,9 +307,14 @@ def location(path: str) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
+def in_workdir(workdir: str) -> str:
+  """The folder of a workdir (a run's, an import's) that holds its step directories."""
+  return os.path.join(workdir, "checkpoints")
+
+
 def checkpoints_directory(source: str) -> str:
   """A run's workdir or its checkpoints/ folder -> the folder holding the step directories."""
-  directory = os.path.join(source, "checkpoints")
+  directory = in_workdir(source)
   directory = directory if epath.Path(directory).is_dir() else source
   if not epath.Path(directory).is_dir():
     raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory; give the "

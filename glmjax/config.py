@@ -12,7 +12,7 @@ import math
 
 import ml_collections
 
-from glmjax import loss, optim, parallel
+from glmjax import loss, optim, parallel, step
 from glmjax.data import pipeline, sources, specials, text_files, tokenizers
 from glmjax.model import model_config
 
@@ -241,7 +241,7 @@ CHOICES = {
     "model.param_dtype": model_config.PARAM_DTYPES,
     "model.attention": model_config.ATTENTION_SETTINGS,
     "model.remat": model_config.REMATS,
-    "train.dropout_rng": ("threefry2x32", "rbg", "unsafe_rbg"),  # jax.random.key's impl names
+    "train.dropout_rng": step.DROPOUT_RNGS,
     "optim.schedule": optim.SCHEDULES,
     "optim.moments_dtype": optim.MOMENTS_DTYPES,
     "data.source": ("", *sources.SOURCES),  # '': refused when the data is read

@@ -111,7 +111,7 @@ def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> 
   config.checkpoint.init_from = ""
   mesh = mesh or local_mesh(config)
   rules = parallel.logical_rules(config.mesh)
-  checkpoints = epath.Path(workdir) / "checkpoints"
+  checkpoints = epath.Path(checkpoint_lib.in_workdir(workdir))
   if not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
     raise FileNotFoundError(f"--workdir={workdir} has a {CONFIG_FILE} but no checkpoint yet; "
                             "give a workdir whose run has saved one (checkpoint.every).")
@@ -178,7 +178,7 @@ def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   (epath.Path(workdir) / CONFIG_FILE).write_text(text, encoding="utf-8")
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), every=0,
+  checkpointer = checkpoint_lib.Checkpointer(checkpoint_lib.in_workdir(workdir), every=0,
                                              keep=1, async_save=False)
   try:
     metadata = {"config": json.loads(text), "source": source,

@@ -25,6 +25,9 @@ from glmjax import optim, parallel
 from glmjax.data.pipeline import BATCH_KEYS, OBJECTIVE_NAMES
 
 NUM_OBJECTIVES = len(OBJECTIVE_NAMES)
+# Dropout masks' generators (train.dropout_rng): jax.random.key's impl names. rbg and
+# unsafe_rbg cost less per mask than threefry (why MaxText defaults to unsafe_rbg).
+DROPOUT_RNGS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
 @flax.struct.dataclass

@@ -117,7 +117,7 @@ def _outputs(config, workdir: str) -> RunOutputs:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
     writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
     checkpointer = checkpoint_lib.Checkpointer(
-        os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
+        checkpoint_lib.in_workdir(workdir), every=config.checkpoint.every,
         keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   except OSError as error:
     raise StartupError(workdir_lib.unwritable(workdir, error)) from error

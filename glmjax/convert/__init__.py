@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import pretrained
 from glmjax.convert import mapping, original
@@ -123,7 +124,7 @@ def from_checkpoint(checkpoint: original.Checkpoint, *, num_heads: int = 0,
 
 def _is_workdir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, pretrained.CONFIG_FILE)) and os.path.isdir(
-      os.path.join(path, "checkpoints"))
+      checkpoint_lib.in_workdir(path))
 
 
 def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
@@ -171,7 +172,7 @@ def _store_tokenizer(path: str, out: str, data_config) -> str:
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
-  if os.path.exists(os.path.join(out, "checkpoints")):
+  if os.path.exists(checkpoint_lib.in_workdir(out)):
     raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
   if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
     released_tokenizers.tokenizer_fields(tokenizer)
@@ -183,6 +184,9 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
                        if hasattr(model_config, key) and key not in ("dtype", "param_dtype",
                                                                      "attention")})
   config.data.seq_len = min(config.data.seq_len, model_config.max_position)
+  # A model with few positions still gets a config that validates: its longest span fits a row.
+  config.data.max_span_length = min(config.data.max_span_length,
+                                    max(1, config.data.seq_len - 4))
   if model_config.vocab_size % 128:
     log.warning("The vocabulary has %d rows, not a multiple of 128: kept as it is (the function "
                 "must not change); a padded table would run faster.", model_config.vocab_size)
