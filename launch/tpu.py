@@ -31,7 +31,8 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]  # also when a test imports this file by its path
 from glmjax import topology  # noqa: E402  (stdlib only: the launcher needs no jax)
 from tpu_remote import (  # noqa: E402
-    REMOTE_STATUS, TRAIN_LOG, remote_setup, remote_train, stop_holders, stop_previous_trainer)
+    ARCHIVE, REMOTE_STATUS, TRAIN_LOG, remote_setup, remote_train, stop_holders,
+    stop_previous_trainer)
 
 # Default TPU VM software version per generation (gcloud --version / --runtime-version).
 RUNTIMES = {"v4": "tpu-ubuntu2204-base", "v5p": "v2-alpha-tpuv5", "v5e": "v2-alpha-tpuv5-lite",
@@ -95,8 +96,9 @@ def ssh(args, worker, remote: str) -> list[str]:
 
 def scp(args, local: str, worker: int) -> list[str]:
   """Copies `local` to ARCHIVE on one worker (gcloud's scp takes no NAME, only SRC and DEST)."""
-  # A relative remote path lands in the worker's home directory, i.e. at ARCHIVE.
-  command = ["gcloud", "compute", "tpus", "tpu-vm", "scp", local, f"{args.name}:glmjax.tar.gz",
+  # A relative remote path lands in the worker's home directory, i.e. at ARCHIVE (~/...).
+  command = ["gcloud", "compute", "tpus", "tpu-vm", "scp", local,
+             f"{args.name}:{ARCHIVE.removeprefix('~/')}",
              f"--zone={args.zone}"]
   if args.project:
     command.append(f"--project={args.project}")

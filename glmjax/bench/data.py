@@ -117,7 +117,7 @@ def batch_stats(batch) -> dict:
   blocks = batch["block_position_ids"]
   part_b = (blocks > 0).sum(axis=1)
   spans = (blocks == 1).sum(axis=1)
-  blank = batch["objective"] == 0
+  blank = batch["objective"] == pipeline.BLANK
   masked = (part_b - spans)[blank]
   text = (sep + part_b - 2 * spans)[blank]
   return {
@@ -125,7 +125,8 @@ def batch_stats(batch) -> dict:
       "masked_fraction": float(masked.sum() / max(text.sum(), 1)),
       "mean_span_length": float(masked.sum() / max(spans[blank].sum(), 1)),
       "spans_per_blank_row": float(spans[blank].mean()) if blank.any() else 0.0,
-      "objective_shares": [float(np.mean(batch["objective"] == o)) for o in range(3)],
+      "objective_shares": [float(np.mean(batch["objective"] == o))
+                           for o in range(len(pipeline.OBJECTIVE_NAMES))],
   }
 
 
