@@ -30,6 +30,47 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("attention dropout keeps p of the probabilities instead of 1 - p",
+             "glmjax/model/dense.py",
+             "jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)",
+             "jax.random.bernoulli(dropout_rng, dropout_rate, probs.shape)",
+             ("tests/test_attention.py::test_attention_dropout_drops_its_rate_of_probabilities_"
+              "and_is_unbiased_on_average",)),
+    Mutation("attention dropout keeps probabilities unscaled (biased)", "glmjax/model/dense.py",
+             "probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)",
+             "probs = jnp.where(keep, probs, 0.0)",
+             ("tests/test_attention.py::test_attention_dropout_drops_its_rate_of_probabilities_"
+              "and_is_unbiased_on_average",)),
+    Mutation("every scanned layer draws the same dropout mask", "glmjax/model/glm.py",
+             'split_rngs={"params": True, "dropout": True}',
+             'split_rngs={"params": True, "dropout": False}',
+             ("tests/test_model.py::test_each_layer_of_a_scanned_stack_draws_its_own_dropout_"
+              "masks",)),
+    Mutation("GLM's embedding dropout is off in training", "glmjax/model/glm.py",
+             "x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)",
+             "x = nn.Dropout(cfg.hidden_dropout, deterministic=True)(x)",
+             ("tests/test_model.py::test_a_training_forward_drops_embedding_entries_as_glm_s_"
+              "embedding_dropout_does",)),
+    Mutation("DeepNorm's scaled init goes to the keys, not the values", "glmjax/model/glm.py",
+             "stds = jnp.array([qk_std, qk_std, v_std], jnp.float32)",
+             "stds = jnp.array([qk_std, v_std, qk_std], jnp.float32)",
+             ("tests/test_model.py::test_initial_weights_have_glm_s_scaled_stds[deepnorm]",)),
+    Mutation("output projections initialised with init_std / sqrt(L), not sqrt(2L)",
+             "glmjax/model/glm.py", "return cfg.init_std / math.sqrt(2.0 * cfg.num_layers)",
+             "return cfg.init_std / math.sqrt(cfg.num_layers)",
+             ("tests/test_model.py::test_initial_weights_have_glm_s_scaled_stds[pre]",
+              "tests/test_model.py::test_initial_weights_have_glm_s_scaled_stds[deepnorm]")),
+    Mutation("bfloat16 rope rounds positions past 256 to the input's dtype",
+             "glmjax/model/positions.py",
+             "angles = positions.astype(jnp.float32)[..., None]",
+             "angles = positions.astype(x.dtype)[..., None]",
+             ("tests/test_positions.py::test_bfloat16_rope_rotates_by_the_exact_position_at_"
+              "long_context",)),
+    Mutation("the start-up check compares outputs only, not gradients",
+             "glmjax/model/attention.py", "for a, b in zip(got, expected)]",
+             "for a, b in zip(got[:1], expected[:1])]",
+             ("tests/test_attention.py::test_the_start_up_check_rejects_a_kernel_with_an_exact_"
+              "forward_and_wrong_gradients",)),
     Mutation("mesh.rules may split activation rows unlike the input batches", "glmjax/config.py",
              "             or parallel.batch_rule_problem(parallel.logical_rules(config.mesh)))",
              "             or None)",

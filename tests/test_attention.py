@@ -213,3 +213,64 @@ def test_check_accepts_a_correct_kernel():
   # Splash in interpret mode is exact, so the start-up check passes it.
   assert attention.check_attention("splash", dtype=jnp.float32, seq_len=SPLASH_T,
                                    head_dim=16) is None
+
+
+def test_attention_dropout_drops_its_rate_of_probabilities_and_is_unbiased_on_average():
+  # With one-hot values (v[b, s, n] = e_s) the attention output is the row of probabilities
+  # itself, so what dropout does to them is seen directly, over many dropout rngs at once.
+  rate, draws = 0.3, 512
+  seps = (0, 5, SMALL_T // 2)
+  q, k, _, _, sep = _inputs(SMALL_T, seps)
+  v = jnp.broadcast_to(jnp.eye(SMALL_T)[None, :, None, :], (len(seps), SMALL_T, 2, SMALL_T))
+  clean = np.asarray(attention.glm_attention(q, k, v, sep))  # [B, T, N, S]: the probabilities
+  dropped = np.asarray(jax.jit(jax.vmap(lambda rng: attention.glm_attention(
+      q, k, v, sep, dropout_rate=rate, dropout_rng=rng)))(
+          jax.random.split(jax.random.key(0), draws)))
+  visible = np.broadcast_to(np.asarray(attention.glm_mask(sep, SMALL_T))[:, :, None, :],
+                            clean.shape)
+  assert np.all(clean[visible] > 0) and np.all(dropped[:, ~visible] == 0)
+  zeroed = dropped[:, visible] == 0
+  assert abs(zeroed.mean() - rate) < 0.01, zeroed.mean()  # ~2e5 draws: std 0.001
+  # A kept probability is divided by the keep rate ...
+  ratio = dropped[:, visible] / clean[visible]
+  np.testing.assert_allclose(ratio[~zeroed], 1.0 / (1.0 - rate), rtol=1e-5)
+  # ... so dropout is unbiased: the average over rngs is the output without dropout, within
+  # 6 standard errors of each entry (the mean of `draws` draws of clean * Bernoulli / keep).
+  standard_error = clean * np.sqrt(rate / (1.0 - rate) / draws)
+  assert np.all(np.abs(dropped.mean(0) - clean) <= 6 * standard_error + 1e-7)
+  # Rows still sum to 1 on average (a biased dropout scales every row the same way).
+  assert abs(dropped.sum(-1).mean() - 1.0) < 0.01, dropped.sum(-1).mean()
+
+
+def test_the_start_up_check_rejects_a_kernel_with_an_exact_forward_and_wrong_gradients(
+    monkeypatch):
+  def kernel_with_gradients_scaled_by(factor):
+    def kernel(q, k, v, mask, scale):
+      exact = lambda q, k, v: attention.xla_attention(q, k, v, mask, scale)
+
+      @jax.custom_vjp
+      def attend(q, k, v):
+        return exact(q, k, v)
+
+      def forward(q, k, v):
+        return exact(q, k, v), (q, k, v)
+
+      def backward(saved, cotangent):
+        _, vjp = jax.vjp(exact, *saved)
+        return tuple(factor * grad for grad in vjp(cotangent))
+      attend.defvjp(forward, backward)
+      return attend(q, k, v)
+    return lambda implementation, platform: kernel
+
+  monkeypatch.setattr(attention, "_kernel", kernel_with_gradients_scaled_by(1.01))
+  reason = attention.check_attention("tokamax", dtype=jnp.float32, seq_len=64, head_dim=16)
+  assert reason is not None and reason.startswith("mismatch against xla"), reason
+  errors = [float(e) for e in reason.split("out/dq/dk/dv ")[1].split(" > ")[0].split(", ")]
+  assert errors[0] <= 1e-4 and all(e > 5e-3 for e in errors[1:]), reason  # out exact, grads not
+  with pytest.raises(ValueError, match="fails its start-up check"):
+    attention.resolve_attention("tokamax", "cpu", dtype=jnp.float32, seq_len=64, head_dim=16,
+                                check_explicit=True)
+  # The same wrapper with the exact backward passes: the check rejects the gradients only.
+  monkeypatch.setattr(attention, "_kernel", kernel_with_gradients_scaled_by(1.0))
+  assert attention.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
+                                   head_dim=16) is None

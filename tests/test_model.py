@@ -357,3 +357,79 @@ def test_remat_minimal_with_a_fused_kernel_adds_only_elementwise_work_to_the_bac
   assert minimal <= 1.04 * none, (none, minimal)
 
 
+def _hidden_grads(model, params, batch, rng):
+  """Gradients of sum(final hidden states * a fixed random cotangent) in a training forward
+  with dropout rng `rng`. The hidden states, not tied logits, so that a word embedding's
+  gradient comes only from where its token is looked up."""
+  cotangent = jax.random.normal(jax.random.key(7), (*batch[0].shape, model.config.hidden_size))
+  loss = lambda p: jnp.sum(model.apply({"params": p}, *batch, deterministic=False,
+                                       return_hidden=True, rngs={"dropout": rng}) * cotangent)
+  return jax.jit(jax.grad(loss))(params)
+
+
+def test_a_training_forward_drops_embedding_entries_as_glm_s_embedding_dropout_does():
+  # GLM (mpu/transformer.py, GPT2ParallelTransformer) applies embedding_dropout to word +
+  # position embeddings before the first layer; here its rate is hidden_dropout. Every token
+  # is looked up once, so the gradient reaching an entry of its word embedding is zero exactly
+  # where that entry was dropped (the layers' own dropout sits on residual branches and zeroes
+  # no input gradient).
+  rate = 0.5
+  model = _glm(_config(num_layers=1, hidden_dropout=rate))
+  _, pos, block, sep = _batch()
+  tokens = np.random.default_rng(0).permutation(128)[:BATCH * SEQ].reshape(BATCH, SEQ)
+  batch = (tokens.astype(np.int32), pos, block, sep)
+  params = _init_params(model, batch)
+  rows = np.asarray(_hidden_grads(model, params, batch, jax.random.key(0))["word_embeddings"])
+  dropped = rows[tokens] == 0  # [B, T, H]
+  assert abs(dropped.mean() - rate) < 0.1, dropped.mean()  # 1024 entries: std 0.016
+  # Without dropout no entry's gradient is zero.
+  clean = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, *batch,
+                                                         return_hidden=True))))(params)
+  clean = clean["word_embeddings"]
+  assert np.all(np.asarray(clean)[tokens] != 0)
+
+
+def test_each_layer_of_a_scanned_stack_draws_its_own_dropout_masks():
+  # One token: the gradient reaching a layer's attention-output bias (mlp-output bias) is zero
+  # exactly where that layer's dropout dropped its attention (MLP) branch.
+  rate, layers, width = 0.5, 3, 64
+  model = _glm(_config(scan_layers=True, num_layers=layers, hidden_size=width,
+                       hidden_dropout=rate))
+  batch = tuple(np.asarray(x)[:1, :1] for x in _batch()[:3]) + (np.array([1], np.int32),)
+  params = _init_params(model, batch)
+  grads = _hidden_grads(model, params, batch, jax.random.key(0))["layers"]
+  for name, bias in (("attention", grads["attention"]["out_bias"]),
+                     ("mlp", grads["mlp"]["wo_bias"])):
+    dropped = np.asarray(bias) == 0  # [layers, H]
+    assert dropped.shape == (layers, width)
+    assert np.all(np.abs(dropped.mean(1) - rate) < 0.25), (name, dropped.mean(1))
+    for i in range(layers):
+      for j in range(i):
+        # Independent masks agree on about half the entries; a shared mask on all of them.
+        agree = float(np.mean(dropped[i] == dropped[j]))
+        assert agree < 0.8, (name, i, j, agree)
+
+
+@pytest.mark.parametrize("norm", ["pre", "deepnorm"])
+def test_initial_weights_have_glm_s_scaled_stds(norm):
+  # GLM (mpu/transformer.py): normal(0, init_std) everywhere, but the output projections
+  # (attention dense, mlp dense_4h_to_h) get scaled_init_method: init_std / sqrt(2 L).
+  # GLM-130B's DeepNorm initialises the value, MLP-in and output projections with
+  # beta = (2 L)^-1/2 times the std, queries and keys unscaled.
+  layers, init_std = 3, 0.05
+  model = _glm(_config(scan_layers=True, num_layers=layers, hidden_size=64, num_heads=4,
+                       norm=norm, init_std=init_std))
+  params = nn.meta.unbox(model.init(jax.random.key(0), *_batch())["params"])["layers"]
+  scaled = init_std / math.sqrt(2 * layers)
+  deep = norm == "deepnorm"
+  qkv = np.asarray(params["attention"]["qkv_kernel"])  # [L, H, 3, N, D]
+  expected = {"query": (qkv[:, :, 0], init_std), "key": (qkv[:, :, 1], init_std),
+              "value": (qkv[:, :, 2], scaled if deep else init_std),
+              "attention output": (params["attention"]["out_kernel"], scaled),
+              "mlp input": (params["mlp"]["wi_kernel"], scaled if deep else init_std),
+              "mlp output": (params["mlp"]["wo_kernel"], scaled)}
+  for name, (kernel, std) in expected.items():
+    kernel = np.asarray(kernel, np.float64)
+    assert abs(kernel.mean()) < 0.1 * std, name
+    # >= 12k draws per kernel: the sample std is within 1.3% of the true one (1 sigma).
+    np.testing.assert_allclose(kernel.std(), std, rtol=0.08, err_msg=name)

@@ -75,3 +75,33 @@ def test_mask_is_built_with_jnp_under_jit():
   seq_len = 6
   build = jax.jit(lambda sep: attention.glm_mask(sep, seq_len))
   np.testing.assert_array_equal(build(jnp.array([3])), attention.glm_mask(jnp.array([3]), seq_len))
+
+
+def _np_rope(x, pos, theta=10000.0):
+  """float64 rotary embedding from its definition: dims (i, i + D/2) rotate by
+  pos * theta^(-2i/D)."""
+  x = np.asarray(x, np.float64)
+  half = x.shape[-1] // 2
+  angle = np.asarray(pos, np.float64)[..., None, None] * theta ** (-2.0 * np.arange(half)
+                                                                   / x.shape[-1])
+  x1, x2 = x[..., :half], x[..., half:]
+  return np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle),
+                         x2 * np.cos(angle) + x1 * np.sin(angle)], axis=-1)
+
+
+def test_bfloat16_rope_rotates_by_the_exact_position_at_long_context():
+  # bfloat16 holds integers exactly only up to 256: the angles must come from the integer
+  # positions (in float32), not from positions rounded to the input's dtype.
+  pos = jnp.arange(301, 2048, 7)[None]  # past 256, 512, 1024: most inexact in bf16
+  x = _random((1, pos.shape[1], 2, 16), 6).astype(jnp.bfloat16)
+  got = positions.apply_rope(x, pos)
+  assert got.dtype == jnp.bfloat16
+  expected = _np_rope(x, pos)
+  # Within bfloat16 rounding of the result (8 significant bits) of |x| <= ~4.
+  np.testing.assert_allclose(np.asarray(got, np.float64), expected, atol=0.04, rtol=0)
+  # Neighbouring positions rotate the same vector differently.
+  same = jnp.broadcast_to(x[:, :1], (1, 4, 2, 16))
+  rotated = np.asarray(positions.apply_rope(same, jnp.array([[1000, 1001, 1002, 1003]])),
+                       np.float32)
+  for i in range(3):
+    assert np.max(np.abs(rotated[0, i + 1] - rotated[0, i])) > 0.1, i
