@@ -30,6 +30,59 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("data.context_mask_ratio is ignored (context masking reads block_mask_prob)",
+             "glmjax/data/pipeline.py",
+             "self.specials.mask, self.context_mask_ratio, self.specials.dblock",
+             "self.specials.mask, self.block_mask_prob, self.specials.dblock",
+             ("tests/test_recipe.py::test_context_masking_turns_its_ratio_of_each_blank_row_s_"
+              "text_into_dblock_in_part_a",)),
+    Mutation("[sMASK] rows cover a share of the fetched window, not of their own text",
+             "glmjax/data/sentences.py",
+             "covered >= blank_budget(mask_ratio, text_len)",
+             "covered >= blank_budget(mask_ratio, window_len)",
+             ("tests/test_pipeline.py::test_sentence_rows_stop_choosing_sentences_once_their_own_"
+              "text_s_share_is_covered",)),
+    Mutation("a sentence window's move direction reuses the offset's random number",
+             "glmjax/data/alignment.py",
+             "left = rng.uniform(infilling.STREAM_OFFSET, 2)[:, 1] < 0.5",
+             "left = rng.uniform(infilling.STREAM_OFFSET, 2)[:, 0] < 0.5",
+             ("tests/test_recipe.py::test_sentence_windows_move_a_cut_left_or_right_with_even_"
+              "odds_wherever_it_falls",)),
+    Mutation("a document subset reads the base store's documents by its own index",
+             "glmjax/data/documents.py",
+             "return self.base.read(self.ids[np.asarray(doc_ids, dtype=np.int64)], starts, "
+             "lengths)",
+             "return self.base.read(doc_ids, starts, lengths)",
+             ("tests/test_sources.py::test_the_training_and_held_out_splits_read_the_documents_"
+              "their_ids_name",)),
+    Mutation("GeGLU's step FLOPs count two MLP projections, not three",
+             "glmjax/model/model_config.py",
+             'mlp_matmul = (3 if config.mlp == "geglu" else 2) * hidden * ffn',
+             "mlp_matmul = 2 * hidden * ffn",
+             ("tests/test_flops.py::test_geglu_step_flops_count_its_three_mlp_projections_by_hand",
+              "tests/test_flops.py::test_per_token_layer_flops_are_six_per_weight_of_the_model_s_"
+              "layer_matmuls")),
+    Mutation("a full 4x4x4 cube (v5p-128, v4-128) is described without wraparound links",
+             "glmjax/topology.py",
+             "self.chips >= 64", "self.chips > 64",
+             ("tests/test_aot.py::test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_"
+              "links",)),
+    Mutation("the data benchmark's span lengths count each span's [eop]",
+             "glmjax/bench/data.py",
+             "    lengths = b[ends] - 1\n", "    lengths = b[ends]\n",
+             ("tests/test_bench.py::test_the_data_benchmark_s_span_length_histogram_is_that_of_"
+              "the_batch_s_spans",)),
+    Mutation("TFLOP/s per device and MFU divide by this host's devices only",
+             "glmjax/loop.py",
+             "num_devices=jax.device_count(),", "num_devices=jax.local_device_count(),",
+             ("tests/test_train.py::test_throughput_per_device_divides_the_step_s_flops_by_every_"
+              "device_of_the_run",)),
+    Mutation("the warmup truncates warmup_ratio x decay_steps (0.29 x 100 -> 28 steps)",
+             "glmjax/optim.py",
+             "warmup = int(round(optim_config.warmup_ratio * decay_steps))",
+             "warmup = int(optim_config.warmup_ratio * decay_steps)",
+             ("tests/test_optim.py::test_warmup_lasts_warmup_ratio_times_decay_steps_steps_even_"
+              "where_the_product_rounds_down",)),
     Mutation("attention dropout keeps p of the probabilities instead of 1 - p",
              "glmjax/model/dense.py",
              "jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)",

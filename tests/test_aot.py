@@ -156,3 +156,15 @@ def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, gen
 def test_impossible_slice_names_say_what_is_accepted(name):
   with pytest.raises(topology.TopologyError, match=name):
     topology.parse_slice(name)
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("v5p-64", False), ("v4-64", False), ("v5p:4x4x2", False),  # 32 chips: less than a cube
+    ("v5p-128", True), ("v4-128", True), ("v5p:4x4x4", True),   # one full 4x4x4 cube
+    ("v5p-256", True), ("v4-1024", True)])                       # several cubes
+def test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links(name, wrap):
+  """Cloud TPU's v4/v5p slices are built of 4x4x4 cubes (v5p's table: 4x4x4 is 1 cube, 64
+  chips, v5p-128); a slice of whole cubes closes each axis into a torus through the optical
+  switches, a smaller one is a mesh without wraparound."""
+  spec = topology.parse_slice(name)
+  assert spec.wrap == (wrap,) * 3, (spec.shape, spec.wrap)

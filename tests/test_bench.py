@@ -5,7 +5,14 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from glmjax.bench import data as bench_data
+from glmjax.data import pipeline
+from glmjax.data.tokenizers import BERT_SPECIALS as S
+from test_infilling import TEXT_1, one_row
+from test_pipeline import Tokenizer, corpus, data_config, parse_row
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,6 +68,26 @@ def test_bench_prints_one_json_line(what):
   assert all(value >= 0 for value in numbers)
   if what == "step":  # :local names the built-in corpus: the pipeline-fed figure is measured
     assert record["step_time_s_pipeline"] > 0 and record["pipeline_vs_prebuilt"] > 0
+
+
+def test_the_data_benchmark_s_span_length_histogram_is_that_of_the_batch_s_spans():
+  # The paper's worked example: spans x3 (1 token) and x5 x6 (2 tokens), each ended by [eop].
+  worked = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
+  worked["objective"] = np.zeros(1, np.int32)
+  assert bench_data.objective_stats(worked)["blank"]["span_length_histogram"] == (
+      [0.5, 0.5] + [0.0] * 9)
+  # Built [MASK] and [sMASK] rows: the lengths of the spans their Part B holds.
+  config = data_config(blank_prob=0.5, sentence_prob=0.5, batch_size=256)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), corpus([300, 700, 1500, 3000] * 3),
+                                 seed=6).global_batch(0)
+  per_objective = bench_data.objective_stats(batch)
+  for index, name in ((pipeline.BLANK, "blank"), (pipeline.SENTENCE, "sentence")):
+    lengths = [len(span) - 1 for r in np.flatnonzero(batch["objective"] == index)
+               for _, span in parse_row(batch, r)[1]]  # each span's tokens and its [eop]
+    assert len(lengths) > 300
+    expected = np.bincount(np.minimum(lengths, 11), minlength=12)[1:] / len(lengths)
+    np.testing.assert_allclose(per_objective[name]["span_length_histogram"], expected,
+                               atol=1e-4)
 
 
 def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):

@@ -1,11 +1,13 @@
 """Model FLOPs count what the step computes: checked by hand and against XLA's compiled count."""
 import importlib
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 
 from glmjax import attention_choice
 from glmjax import loss as loss_lib
@@ -30,6 +32,33 @@ def test_step_flops_equal_a_hand_count_for_a_tiny_config():
   #   vocabulary 6 x V·H = 40 weights x 4 scored positions                     =  960
   flops = model_lib.step_flops(cfg, tokens=2 * seq_len, visible_pairs=pairs, logit_positions=4)
   assert flops == 9216 + 1104 + 960
+
+
+def test_geglu_step_flops_count_its_three_mlp_projections_by_hand():
+  cfg = model_lib.ModelConfig(vocab_size=10, hidden_size=4, ffn_size=16, num_layers=1,
+                              num_heads=1, mlp="geglu")
+  # The tiny config above with a GeGLU MLP: a gate and a value projection (H x F each) and the
+  # output one (F x H). 3 x forward, 2 FLOPs per multiply-add, 23 pairs, 4 scored positions:
+  #   layers  6 x (QKV 3·16 + out 16 + MLP 3·4·16 = 256 weights) x 8 tokens   = 12288
+  #   attention and vocabulary as above                                        = 1104 + 960
+  flops = model_lib.step_flops(cfg, tokens=8, visible_pairs=23, logit_positions=4)
+  assert flops == 12288 + 1104 + 960
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "geglu"])
+def test_per_token_layer_flops_are_six_per_weight_of_the_model_s_layer_matmuls(mlp):
+  cfg = model_lib.ModelConfig(vocab_size=64, hidden_size=16, ffn_size=24, num_layers=2,
+                              num_heads=2, mlp=mlp, dtype="float32", attention="xla",
+                              scan_layers=False)
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  shapes = jax.eval_shape(model_lib.GLM(cfg).init, jax.random.key(0), tokens, tokens, tokens,
+                          jnp.array([4]))["params"]
+  kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(shapes))
+             if "kernel" in jax.tree_util.keystr(path)]
+  matmul_weights = sum(math.prod(leaf.shape) for leaf in kernels)
+  assert matmul_weights > 0
+  one_token = model_lib.step_flops(cfg, tokens=1, visible_pairs=0, logit_positions=0)
+  assert one_token == 6 * matmul_weights
 
 
 def test_planning_flops_per_token_use_the_config_s_part_b_share():

@@ -55,6 +55,7 @@ def _forward(model):
 
 # --- An independent numpy forward (float64), written from reference/GLM.md §2. ---
 
+
 def _np_layernorm(x, p, eps):
   mean = x.mean(-1, keepdims=True)
   var = ((x - mean) ** 2).mean(-1, keepdims=True)

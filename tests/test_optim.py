@@ -30,6 +30,20 @@ def test_warmup_then_cosine_matches_the_reference_formula():
   assert float(schedule(1000)) == pytest.approx(0.05)  # flat after the decay horizon
 
 
+@pytest.mark.parametrize("warmup_ratio, decay_steps", [(0.29, 100), (0.57, 100), (0.58, 100),
+                                                       (0.07, 100), (0.015, 1000)])
+def test_warmup_lasts_warmup_ratio_times_decay_steps_steps_even_where_the_product_rounds_down(
+    warmup_ratio, decay_steps):
+  """GLM's AnnealingLR warms up for warmup · lr-decay-iters steps: lr·t/W below W, the peak at
+  t = W. In floating point 0.29 · 100 is 28.999999999999996; the warmup is still 29 steps."""
+  warmup = round(warmup_ratio * decay_steps)
+  assert abs(warmup - warmup_ratio * decay_steps) < 1e-9  # the intended product is whole
+  schedule = optim.learning_rate_schedule(
+      _optim_config(warmup_ratio=warmup_ratio, decay_steps=decay_steps))
+  assert float(schedule(warmup - 1)) == pytest.approx((warmup - 1) / warmup, rel=1e-6)
+  assert float(schedule(warmup - 1)) < 1.0 == float(schedule(warmup))
+
+
 def test_linear_decay_reaches_the_final_ratio():
   schedule = optim.learning_rate_schedule(_optim_config(schedule="linear", final_ratio=0.025))
   assert float(schedule(55)) == pytest.approx(1 - 0.975 * 0.5, rel=1e-5)

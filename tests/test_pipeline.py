@@ -203,6 +203,28 @@ def test_sentence_rows_mask_whole_sentences(docs):
       assert S.cls not in span and S.eos not in span
 
 
+def test_sentence_rows_stop_choosing_sentences_once_their_own_text_s_share_is_covered():
+  """Sentences are chosen until they cover int(ratio x n) of the row's text of n = T - 2k tokens,
+  not of the T tokens fetched: without the last sentence chosen, a row is below that budget.
+  Short sentences (4 tokens) make k large, so T - 2k is well short of T."""
+  short_sentences = corpus([300, 700, 1200, 2000] * 3, period_every=4)
+  config = data_config(blank_prob=0.0, sentence_prob=1.0, batch_size=256)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), short_sentences, seed=3).global_batch(0)
+  check_contract(batch, 256, 256)
+  rows = np.flatnonzero(batch["objective"] == pipeline.SENTENCE)
+  assert len(rows) > 240
+  masked = text_tokens = 0
+  for r in rows:
+    text, fill = reconstruct(batch, r, S.smask)
+    lengths = [len(span) for span in fill.values()]
+    budget = int(0.15 * len(text))
+    assert len(text) <= 256 - 2 * len(lengths)
+    # Whichever sentence was chosen last, the others alone are short of the budget.
+    assert sum(lengths) - max(lengths) < budget, (r, lengths, len(text))
+    masked, text_tokens = masked + sum(lengths), text_tokens + len(text)
+  assert 0.14 < masked / text_tokens < 0.15 + 4 / 220, masked / text_tokens
+
+
 def test_windows_of_long_documents_start_at_uniform_offsets_not_after_sentence_ends():
   # A deliberate difference (README): the original moves a window's start to just after a
   # sentence end; here a document longer than a row starts at a uniform offset.

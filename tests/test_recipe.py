@@ -10,10 +10,12 @@ import pytest
 from scipy import stats
 
 from glmjax.data import masking, pipeline, sentences
+from glmjax.data.documents import InMemoryDocs
 from glmjax.data.infilling import RowRandom
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 from test_infilling import TEXT_1, one_row
-from test_pipeline import Tokenizer, check_contract, corpus, data_config, reconstruct
+from test_pipeline import (PERIOD, REGULAR, Tokenizer, check_contract, corpus, data_config,
+                           reconstruct)
 
 DBLOCK = S.dblock
 
@@ -286,3 +288,67 @@ def test_texts_cut_short_keep_the_masked_share_of_their_own_length(docs):
   masked, text = (part_b - spans)[cut], (batch["sep"] + part_b - 2 * spans)[cut]
   assert cut.sum() > 300
   assert 0.14 < masked.sum() / text.sum() < 0.19   # spans drawn for T would mask ~0.25
+
+
+def _context_candidates(part_a, mask_token):
+  """Part A columns a context mask may draw: not a [MASK], within three tokens after a [MASK],
+  or within three before a [MASK] or the end of Part A (the original's candidates)."""
+  masks = [j for j, token in enumerate(part_a) if token == mask_token]
+  bounds = masks + [len(part_a)]
+  return {j for j in range(len(part_a)) if part_a[j] != mask_token and (
+      any(0 < j - m <= masking.CONTEXT_RANGE for m in masks) or
+      any(0 < b - j <= masking.CONTEXT_RANGE for b in bounds))}
+
+
+def test_context_masking_turns_its_ratio_of_each_blank_row_s_text_into_dblock_in_part_a(docs):
+  mixture = dict(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=256)
+  config = data_config(context_mask_ratio=0.05, **mixture)
+  assert config.block_mask_prob == 0.0  # context masking alone
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=15).global_batch(0)
+  plain = pipeline.BatchPipeline(data_config(**mixture), Tokenizer(), docs,
+                                 seed=15).global_batch(0)
+  check_contract(batch, 256, 256)
+  for key in pipeline.BATCH_KEYS:  # only inputs change
+    if key != "tokens":
+      np.testing.assert_array_equal(batch[key], plain[key])
+  changed = batch["tokens"] != plain["tokens"]
+  assert np.all(batch["tokens"][changed] == DBLOCK)
+  blank = np.flatnonzero(batch["objective"] == pipeline.BLANK)
+  assert not changed[batch["objective"] != pipeline.BLANK].any()  # [MASK] rows only
+  assert len(blank) > 80
+  for r in blank:
+    sep = int(plain["sep"][r])
+    assert not changed[r, sep:].any()  # Part A only
+    text, _ = reconstruct(plain, r, S.mask)
+    candidates = _context_candidates(plain["tokens"][r, :sep].tolist(), S.mask)
+    replaced = set(np.flatnonzero(changed[r]).tolist())
+    assert replaced <= candidates
+    # int(ratio x the row's text length) tokens, all the candidates when there are fewer.
+    assert len(replaced) == min(int(0.05 * len(text)), len(candidates)) > 0, r
+
+
+def test_sentence_windows_move_a_cut_left_or_right_with_even_odds_wherever_it_falls():
+  """The original moves a long document's cut left or right with probability 1/2 each,
+  independently of where the cut fell. Sentences alternate 2 and 40 tokens, so a window that
+  starts just after a short sentence was moved left from inside the long one that follows (40
+  offsets) or right from inside the short one (2 offsets): half the windows, in every part of
+  the document. A direction tied to the offset would favour one kind in each half."""
+  words = REGULAR[REGULAR != PERIOD]
+  pattern = [False, True] + [False] * 39 + [True]   # sentence ends: a short, then a long one
+  is_end = np.array(pattern * 150)
+  document = np.where(is_end, PERIOD, words[:len(is_end)])
+  position = {int(token): i for i, token in enumerate(document) if token != PERIOD}
+  after_short = np.zeros(len(document) + 1, bool)
+  after_short[np.flatnonzero(is_end)[::2] + 1] = True  # the token after each short one's end
+  one_document = InMemoryDocs.from_lists([document])
+  p = pipeline.BatchPipeline(data_config(sentence_windows=True), Tokenizer(), one_document, seed=4)
+  rows = 4000
+  text, _, _ = p.windows(RowRandom.for_rows(4, 0, np.arange(rows)), np.full(rows, 256))
+  starts = np.array([position[int(token)] for token in text[:, 1]])
+  assert np.all((starts == 0) | is_end[np.maximum(starts - 1, 0)])  # after a sentence end
+  middle = len(document) // 2
+  for part in (starts[(starts >= 100) & (starts < middle)],
+               starts[(starts >= middle) & (starts < len(document) - 400)]):
+    assert len(part) > 1000
+    short = int(after_short[part].sum())
+    assert stats.binomtest(short, len(part), 0.5).pvalue > 1e-3, (short, len(part))

@@ -89,6 +89,23 @@ def test_files_source_reads_txt_jsonl_gz(tmp_path, caplog):
   assert len(train) + len(held_out) == len(expected)
 
 
+@pytest.mark.parametrize("source", ["builtin", "files"])
+def test_the_training_and_held_out_splits_read_the_documents_their_ids_name(tmp_path, source):
+  """Document i of a split is document split_ids[i] of the whole corpus, token for token."""
+  if source == "files":
+    corpus = write_corpus(tmp_path)
+    config = data_config(source="files", files=(f"{tmp_path}/*.txt", f"{tmp_path}/*.jsonl*"),
+                         eval_fraction=0.3)
+  else:
+    corpus = list(builtin_corpus.documents(0, 60))
+    config = data_config(builtin_docs=60, eval_fraction=0.1)
+  train_ids, held_out_ids = sources.split_documents(len(corpus), config.eval_fraction)
+  assert len(held_out_ids) >= 2 and held_out_ids[0] > 0  # not the first documents by chance
+  train, held_out = sources.load_documents(config, BYTE)
+  assert texts_of(train) == [corpus[i] for i in train_ids]
+  assert texts_of(held_out) == [corpus[i] for i in held_out_ids]
+
+
 class CountingTokenizer(ByteTokenizer):
   def __init__(self):
     super().__init__()

@@ -228,6 +228,39 @@ def test_the_last_step_is_logged_when_the_run_ends_off_the_log_every_grid():
   assert reporter.last_scalars["loss"] == 1.0
 
 
+class _ScalarWriter:
+  def __init__(self):
+    self.records = []
+
+  def write(self, step, scalars, prefix=""):
+    del prefix
+    self.records.append((step, dict(scalars)))
+
+
+def test_throughput_per_device_divides_the_step_s_flops_by_every_device_of_the_run(monkeypatch):
+  """On a slice of several hosts each host holds only some devices; the FLOPs of a step are
+  those of the global batch, so TFLOP/s per device (and MFU) divide by all of them."""
+  devices = jax.device_count()
+  monkeypatch.setattr(jax, "local_device_count", lambda *args, **kwargs: devices // 2)
+  writer = _ScalarWriter()
+  reporter = loop.StepReporter(_local_config(steps=4, log_every=2), writer, start=0,
+                               checkpoint_dir="unused")
+  metrics = {key: np.float32(1.0) for key in ("loss", "accuracy", "grad_norm", "param_norm",
+                                               "learning_rate", "loss_tokens")}
+  metrics.update(model_flops=np.float32(3e9), nonfinite=np.bool_(False),
+                 objective_loss_sum=np.ones(3, np.float32),
+                 objective_weight=np.ones(3, np.float32))
+  for done in (1, 2, 3, 4):
+    time.sleep(0.01)
+    reporter.push(done, metrics)
+  reporter.flush()
+  timed = [scalars for _, scalars in writer.records if "tflops_per_device" in scalars]
+  assert len(timed) == 2
+  for scalars in timed:
+    total = scalars["tflops_per_device"] * 1e12 * devices * scalars["step_time_s"]
+    assert total == pytest.approx(3e9, rel=1e-6)
+
+
 def test_bad_config_fails_before_compilation(tmp_path):
   config = _local_config()
   config.model.num_heads = 5
