@@ -30,6 +30,11 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("the data benchmark counts a [gMASK] suffix (no [eop]) one token short",
+             "glmjax/bench/data.py",
+             '    open_end = ends & (batch["targets"][rows] != eop)', "    open_end = ends & False",
+             ("tests/test_bench.py::test_the_data_benchmark_s_span_length_histogram_is_that_of_"
+              "the_batch_s_spans",)),
     Mutation("data.context_mask_ratio is ignored (context masking reads block_mask_prob)",
              "glmjax/data/pipeline.py",
              "self.specials.mask, self.context_mask_ratio, self.specials.dblock",

@@ -74,17 +74,26 @@ def test_the_data_benchmark_s_span_length_histogram_is_that_of_the_batch_s_spans
   # The paper's worked example: spans x3 (1 token) and x5 x6 (2 tokens), each ended by [eop].
   worked = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
   worked["objective"] = np.zeros(1, np.int32)
-  assert bench_data.objective_stats(worked)["blank"]["span_length_histogram"] == (
+  assert bench_data.objective_stats(worked, S.eop)["blank"]["span_length_histogram"] == (
       [0.5, 0.5] + [0.0] * 9)
-  # Built [MASK] and [sMASK] rows: the lengths of the spans their Part B holds.
-  config = data_config(blank_prob=0.5, sentence_prob=0.5, batch_size=256)
+  # Built rows of every objective: the lengths of the spans their Part B holds (a [gMASK]
+  # suffix has no [eop]; its targets are all text).
+  config = data_config(blank_prob=0.4, sentence_prob=0.3, document_prob=0.3, batch_size=256)
   batch = pipeline.BatchPipeline(config, Tokenizer(), corpus([300, 700, 1500, 3000] * 3),
                                  seed=6).global_batch(0)
-  per_objective = bench_data.objective_stats(batch)
-  for index, name in ((pipeline.BLANK, "blank"), (pipeline.SENTENCE, "sentence")):
-    lengths = [len(span) - 1 for r in np.flatnonzero(batch["objective"] == index)
-               for _, span in parse_row(batch, r)[1]]  # each span's tokens and its [eop]
-    assert len(lengths) > 300
+  per_objective = bench_data.objective_stats(batch, S.eop)
+  for index, name in enumerate(pipeline.OBJECTIVE_NAMES):
+    rows = np.flatnonzero(batch["objective"] == index)
+    lengths = [len(span) - (span[-1] == S.eop) for r in rows for _, span in parse_row(batch, r)[1]]
+    assert len(lengths) >= 40 and per_objective[name]["rows"] == len(rows)
+    if index == pipeline.DOCUMENT:  # both layouts occur: a suffix and an [eop]-ended span
+      assert {span[-1] == S.eop for r in rows for _, span in parse_row(batch, r)[1]} == {
+          True, False}
+    # Part A holds the text ([CLS] included) less its spans, plus one mask token per span.
+    spans = [len(parse_row(batch, r)[1]) for r in rows]
+    text = int(batch["sep"][rows].sum()) - sum(spans) + sum(lengths)
+    assert per_objective[name]["masked_fraction"] == pytest.approx(sum(lengths) / text,
+                                                                   abs=1e-4)
     expected = np.bincount(np.minimum(lengths, 11), minlength=12)[1:] / len(lengths)
     np.testing.assert_allclose(per_objective[name]["span_length_histogram"], expected,
                                atol=1e-4)

@@ -61,9 +61,10 @@ def synthetic_corpus(tokenizer: SyntheticTokenizer, num_docs: int = NUM_DOCS,
   return InMemoryDocs(tokens, np.concatenate([[0], np.cumsum(lengths)]))
 
 
-def objective_stats(batch) -> dict:
+def objective_stats(batch, eop: int) -> dict:
   """Per objective (blank, sentence, document): rows, spans per row, masked fraction of the text,
-  span-length histogram (lengths 1..10, then 11 or more, as shares) and padding."""
+  span-length histogram (lengths 1..10, then 11 or more, as shares) and padding. `eop`: the
+  tokenizer's [eop] id, which ends every span but a generation suffix."""
   blocks, sep = batch["block_position_ids"], batch["sep"].astype(np.int64)
   out = {}
   for index, name in enumerate(pipeline.OBJECTIVE_NAMES):
@@ -72,11 +73,14 @@ def objective_stats(batch) -> dict:
       continue
     b = blocks[rows]
     part_b, spans = (b > 0).sum(axis=1), (b == 1).sum(axis=1)
-    masked = part_b - spans
-    text = sep[rows] + part_b - 2 * spans
-    # A span's length: the block position just before the next span's 1 (or Part B's end), - 1.
+    # A span's last position: the one just before the next span's 1, or Part B's end. Its block
+    # position is the span's length + 1 ([sop] first, [eop] predicted last), or the length
+    # itself for a generation suffix, which has no [eop] (it predicts the text's last token).
     ends = (b > 0) & ~np.concatenate([b[:, 1:] > 1, np.zeros((len(b), 1), bool)], axis=1)
-    lengths = b[ends] - 1
+    open_end = ends & (batch["targets"][rows] != eop)
+    lengths = b[ends] - 1 + open_end[ends]
+    masked = part_b - spans + open_end.sum(axis=1)
+    text = sep[rows] + part_b - 2 * spans + open_end.sum(axis=1)
     histogram = np.bincount(np.minimum(lengths, 11), minlength=12)[1:] / max(len(lengths), 1)
     out[name] = {
         "rows": int(rows.sum()),
@@ -139,7 +143,7 @@ def measure(data_config, tokenizer, docs, steps: int, seed: int = 0) -> dict:
   tokens = steps * p.batch_size * p.seq_len
   merged = {key: np.concatenate([b[key] for b in batches]) for key in pipeline.BATCH_KEYS}
   return {"tokens_per_s": tokens / elapsed, "batch_s": elapsed / steps, **batch_stats(merged),
-          "per_objective": objective_stats(merged)}
+          "per_objective": objective_stats(merged, tokenizer.specials.eop)}
 
 
 def main(config, argv):
