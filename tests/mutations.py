@@ -74,7 +74,7 @@ MUTATIONS = (
               "links",)),
     Mutation("the data benchmark's span lengths count each span's [eop]",
              "glmjax/bench/data.py",
-             "    lengths = b[ends] - 1\n", "    lengths = b[ends]\n",
+             "    lengths = b[ends] - 1 + open_end[ends]\n", "    lengths = b[ends] + open_end[ends]\n",
              ("tests/test_bench.py::test_the_data_benchmark_s_span_length_histogram_is_that_of_"
               "the_batch_s_spans",)),
     Mutation("TFLOP/s per device and MFU divide by this host's devices only",
