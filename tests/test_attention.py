@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from glmjax import attention_choice
 from glmjax.model import attention, gpu_kernels
 
 # One batch with different seps: empty Part A, one token, half, ragged, the whole row.
@@ -91,7 +92,7 @@ def test_every_cpu_kernel_at_multi_block_sizes(implementation, seq_len, seps):
 
 
 def test_the_start_up_check_passes_splash_at_a_real_sequence_length():
-  assert attention.check_attention("splash", dtype=jnp.float32, seq_len=1024,
+  assert attention_choice.check_attention("splash", dtype=jnp.float32, seq_len=1024,
                                    head_dim=16) is None
 
 
@@ -105,15 +106,15 @@ def test_auto_rejects_a_kernel_that_returns_wrong_numbers(monkeypatch, caplog):
     # Runs and has the right shape, but every 64th query row is 1% off.
     return lambda q, k, v, mask, scale: kernel(q, k, v, mask, scale).at[:, ::64].multiply(1.01)
   monkeypatch.setattr(attention, "_kernel", off_by_a_little)
-  reason = attention.check_attention("splash", dtype=jnp.float32, head_dim=16)
+  reason = attention_choice.check_attention("splash", dtype=jnp.float32, head_dim=16)
   assert reason is not None and reason.startswith("mismatch against xla")
   with caplog.at_level(logging.WARNING):
-    assert attention.resolve_attention("auto", "cpu", candidates=("splash", "xla"),
+    assert attention_choice.resolve_attention("auto", "cpu", candidates=("splash", "xla"),
                                        dtype=jnp.float32) == "xla"
   assert "splash rejected: mismatch against xla" in caplog.text
   # The same check passes the real kernel, so it is not rejecting everything.
   monkeypatch.setattr(attention, "_kernel", real_kernel)
-  assert attention.resolve_attention("auto", "cpu", candidates=("splash", "xla"),
+  assert attention_choice.resolve_attention("auto", "cpu", candidates=("splash", "xla"),
                                      dtype=jnp.float32) == "splash"
 
 
@@ -164,10 +165,10 @@ def test_auto_is_refused_past_start_up_by_the_kernels_and_the_model():
 
 
 def test_auto_on_cpu_is_xla_without_checks():
-  assert attention.resolve_attention("auto", "cpu") == "xla"
-  assert attention.resolve_attention("splash", "cpu") == "splash"  # explicit names are kept
+  assert attention_choice.resolve_attention("auto", "cpu") == "xla"
+  assert attention_choice.resolve_attention("splash", "cpu") == "splash"  # explicit names are kept
   with pytest.raises(ValueError, match="flash"):
-    attention.resolve_attention("flash")
+    attention_choice.resolve_attention("flash")
 
 
 def test_an_explicit_kernel_that_fails_its_check_stops_the_run_with_the_reason(monkeypatch):
@@ -178,18 +179,18 @@ def test_an_explicit_kernel_that_fails_its_check_stops_the_run_with_the_reason(m
   # On a GPU or TPU the named kernel is checked as auto's pick is (here asked for on CPU).
   with pytest.raises(ValueError, match=r"model.attention='splash' fails its start-up check on "
                                        r"cpu \(mismatch against xla.*set model.attention=auto"):
-    attention.resolve_attention("splash", "cpu", dtype=jnp.float32, check_explicit=True)
+    attention_choice.resolve_attention("splash", "cpu", dtype=jnp.float32, check_explicit=True)
   checked = []
-  monkeypatch.setattr(attention, "check_attention", lambda name, **_: checked.append(name))
-  assert attention.resolve_attention("splash", "cpu") == "splash"  # CPU: tests cover it
-  assert attention.resolve_attention("xla", "cpu", check_explicit=True) == "xla"  # the reference
+  monkeypatch.setattr(attention_choice, "check_attention", lambda name, **_: checked.append(name))
+  assert attention_choice.resolve_attention("splash", "cpu") == "splash"  # CPU: tests cover it
+  assert attention_choice.resolve_attention("xla", "cpu", check_explicit=True) == "xla"  # the reference
   assert not checked
   monkeypatch.setattr(jax, "local_devices", lambda backend=None: jax.devices("cpu"))
-  assert attention.resolve_attention("tokamax", "gpu") == "tokamax"  # a GPU: checked by default
+  assert attention_choice.resolve_attention("tokamax", "gpu") == "tokamax"  # a GPU: checked by default
   assert checked == ["tokamax"]
   monkeypatch.setattr(attention, "_kernel", real_kernel)
   monkeypatch.undo()
-  assert attention.resolve_attention("splash", "cpu", dtype=jnp.float32,
+  assert attention_choice.resolve_attention("splash", "cpu", dtype=jnp.float32,
                                      check_explicit=True) == "splash"  # the real one passes
 
 
@@ -197,21 +198,21 @@ def test_a_failing_reference_is_reported_as_such_not_as_the_kernel_s_fault(monke
   def reference_out_of_memory(*args, **kwargs):
     raise MemoryError("RESOURCE_EXHAUSTED: 18 GiB")
   monkeypatch.setattr(attention, "xla_attention", reference_out_of_memory)
-  reason = attention.check_attention("splash", dtype=jnp.float32, seq_len=256, head_dim=16)
+  reason = attention_choice.check_attention("splash", dtype=jnp.float32, seq_len=256, head_dim=16)
   assert reason.startswith("the xla reference itself failed at T=256 (MemoryError"), reason
 
 
 def test_auto_falls_back_with_a_logged_reason(caplog):
   # cuDNN cannot run on CPU: its check fails, the reason is logged, the next candidate wins.
   with caplog.at_level(logging.WARNING):
-    picked = attention.resolve_attention("auto", "cpu", candidates=("cudnn", "xla"))
+    picked = attention_choice.resolve_attention("auto", "cpu", candidates=("cudnn", "xla"))
   assert picked == "xla"
   assert any("cudnn rejected" in record.getMessage() for record in caplog.records)
 
 
 def test_check_accepts_a_correct_kernel():
   # Splash in interpret mode is exact, so the start-up check passes it.
-  assert attention.check_attention("splash", dtype=jnp.float32, seq_len=SPLASH_T,
+  assert attention_choice.check_attention("splash", dtype=jnp.float32, seq_len=SPLASH_T,
                                    head_dim=16) is None
 
 
@@ -263,14 +264,14 @@ def test_the_start_up_check_rejects_a_kernel_with_an_exact_forward_and_wrong_gra
     return lambda implementation, platform: kernel
 
   monkeypatch.setattr(attention, "_kernel", kernel_with_gradients_scaled_by(1.01))
-  reason = attention.check_attention("tokamax", dtype=jnp.float32, seq_len=64, head_dim=16)
+  reason = attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64, head_dim=16)
   assert reason is not None and reason.startswith("mismatch against xla"), reason
   errors = [float(e) for e in reason.split("out/dq/dk/dv ")[1].split(" > ")[0].split(", ")]
   assert errors[0] <= 1e-4 and all(e > 5e-3 for e in errors[1:]), reason  # out exact, grads not
   with pytest.raises(ValueError, match="fails its start-up check"):
-    attention.resolve_attention("tokamax", "cpu", dtype=jnp.float32, seq_len=64, head_dim=16,
+    attention_choice.resolve_attention("tokamax", "cpu", dtype=jnp.float32, seq_len=64, head_dim=16,
                                 check_explicit=True)
   # The same wrapper with the exact backward passes: the check rejects the gradients only.
   monkeypatch.setattr(attention, "_kernel", kernel_with_gradients_scaled_by(1.0))
-  assert attention.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
+  assert attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
                                    head_dim=16) is None

@@ -221,16 +221,15 @@ def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kern
 
 
 def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_size(monkeypatch):
-  from glmjax.model import attention as attention_lib
   config = _local()
   config.model.update(attention="auto", dtype="float32", hidden_size=64, max_position=200)
-  monkeypatch.setitem(attention_lib.AUTO_ORDER, "cpu", ("splash", "xla"))
+  monkeypatch.setitem(attention_choice.AUTO_ORDER, "cpu", ("splash", "xla"))
   # The real check (splash in interpret mode here) passes at T=128 and fails at T=200.
   assert attention_choice.resolved_model_config(config).attention == "splash"
-  assert "needs seq_len divisible by 128" in attention_lib.check_attention(
+  assert "needs seq_len divisible by 128" in attention_choice.check_attention(
       "splash", dtype="float32", seq_len=200, head_dim=16)
   seen = []
-  monkeypatch.setattr(attention_lib, "check_attention",
+  monkeypatch.setattr(attention_choice, "check_attention",
                       lambda name, **shape: seen.append((name, shape)))
   config.data.seq_len = 200  # auto skips splash off its block without running the check
   assert attention_choice.resolved_model_config(config).attention == "xla" and not seen
@@ -244,7 +243,7 @@ def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_siz
       assert seen == [("splash", dict(dtype="float32", seq_len=checked, head_dim=16,
                                       device=jax.devices("cpu")[0]))]
     else:
-      assert seen == [] and attention_lib.check_length(seq_len) == checked
+      assert seen == [] and attention_choice.check_length(seq_len) == checked
 
 
 @pytest.mark.parametrize("name, arg, allowed", [("base", "lcoal", "local"),

@@ -116,7 +116,6 @@ CHILD = textwrap.dedent("""
     import numpy as np
     from jax.sharding import Mesh
     from glmjax import attention_choice, parallel
-    from glmjax.model import attention
 
     # Interleave the hosts along the batch axis: host 0 holds rows 0-1, 4-5, 8-9, 12-13.
     by_host = [[d for d in jax.devices() if d.process_index == p] for p in range(2)]
@@ -135,9 +134,9 @@ CHILD = textwrap.dedent("""
 
     # A check that fails on one host only must not make the hosts compile different programs.
     if jax.process_index() == 1:
-      attention.check_attention = lambda *args, **kwargs: "flaky on this host"
+      attention_choice.check_attention = lambda *args, **kwargs: "flaky on this host"
     else:
-      attention.check_attention = lambda *args, **kwargs: None
+      attention_choice.check_attention = lambda *args, **kwargs: None
     picked = attention_choice.agreed_attention("auto", candidates=("cudnn", "xla"))
 
     # A check that raises on process 0 must not leave the others waiting for its answer.
@@ -145,7 +144,7 @@ CHILD = textwrap.dedent("""
       if jax.process_index() == 0:
         raise RuntimeError("check crashed")
       return None
-    attention.check_attention = broken
+    attention_choice.check_attention = broken
     try:
       attention_choice.agreed_attention("auto", candidates=("cudnn", "xla"))
       outcome = "no error"
@@ -153,7 +152,7 @@ CHILD = textwrap.dedent("""
       outcome = "raised"
 
     # An explicit kernel that fails its check on process 0 stops every process.
-    attention.check_attention = (
+    attention_choice.check_attention = (
         lambda *args, **kwargs: "mismatch" if jax.process_index() == 0 else None)
     try:
       attention_choice.agreed_attention("cudnn", check_explicit=True)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
+from glmjax import attention_choice
 from glmjax.model import attention
 
 DEFAULT_STEPS = 10
@@ -45,9 +46,9 @@ def main(config, argv):
   flops_forward = 4.0 * visible * heads * head_dim
   records = {}
   # xla first: the reference every kernel is checked and timed against.
-  kernels = [name for name in attention.AUTO_ORDER.get(platform, ()) if name != "xla"]
+  kernels = [name for name in attention_choice.AUTO_ORDER.get(platform, ()) if name != "xla"]
   for name in ["xla", *kernels]:
-    reason = (attention.check_attention(name, dtype=dtype, seq_len=seq_len, head_dim=head_dim)
+    reason = (attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len, head_dim=head_dim)
               if name != "xla" else None)
     if reason is not None:
       records[name] = {"skipped": reason}

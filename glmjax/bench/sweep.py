@@ -15,8 +15,8 @@ import traceback
 import jax
 from absl import flags
 
+from glmjax import attention_choice
 from glmjax.bench import step as step_bench
-from glmjax.model import attention as attention_lib
 from glmjax.model import model_config
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def grid(config) -> list[dict]:
   batches = _ints(flags.FLAGS.sweep_batch) or sorted({max(batch // 2, 1), batch, 2 * batch})
   remats = _names(flags.FLAGS.sweep_remat) or list(REMATS)
   kernels = (_names(flags.FLAGS.sweep_attention)
-             or list(attention_lib.AUTO_ORDER.get(jax.default_backend(), ("xla",))))
+             or list(attention_choice.AUTO_ORDER.get(jax.default_backend(), ("xla",))))
   chunks = _ints(flags.FLAGS.sweep_loss_chunk) or [int(config.train.loss_chunk)]
   return [dict(batch_size=b, remat=r, attention=a, loss_chunk=c) for b in batches
           for r in remats for a in kernels for c in chunks]

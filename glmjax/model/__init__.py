@@ -5,11 +5,10 @@
     hidden = GLM(cfg).apply(..., return_hidden=True)      # [B, T, H] compute dtype
     logits = tied_logits(params["word_embeddings"], hidden)
 """
-from glmjax.model.attention import glm_attention, glm_mask, resolve_attention
+from glmjax.model.attention import glm_attention, glm_mask
 from glmjax.model.glm import GLM, stack_layers, tied_logits, unstack_layers
 from glmjax.model.model_config import (ModelConfig, flops_per_token, param_count, step_flops,
                                        visible_pairs)
 
 __all__ = ["GLM", "ModelConfig", "flops_per_token", "glm_attention", "glm_mask", "param_count",
-           "resolve_attention", "stack_layers", "step_flops", "tied_logits", "unstack_layers",
-           "visible_pairs"]
+           "stack_layers", "step_flops", "tied_logits", "unstack_layers", "visible_pairs"]

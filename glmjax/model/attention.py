@@ -13,13 +13,13 @@ Implementations (`glm_attention(..., implementation=...)`):
                   see gpu_kernels.py.
   splash          TPU splash, compact form (in-kernel mask from qpos); see splash.py.
   splash_dynamic  TPU splash with the public per-example dynamic bool mask.
-`resolve_attention('auto')` picks per platform once at start-up and checks the pick against xla.
+glmjax/attention_choice.py picks one per platform once at start-up ('auto') and checks it
+against xla.
 Optional dependencies (tokamax, the Pallas TPU ops) are imported only when chosen. Every fused
 kernel tags its output and softmax statistics for remat (model_config.ATTENTION_RESIDUALS).
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -33,14 +33,7 @@ from glmjax.model import dense, gpu_kernels, model_config
 # Re-exported: the mask's pure functions live in mask.py (splash.py needs them, not this module).
 from glmjax.model.mask import glm_mask, key_ends, query_positions  # noqa: F401
 
-log = logging.getLogger(__name__)
-
 IMPLEMENTATIONS = model_config.ATTENTION_IMPLEMENTATIONS
-AUTO_ORDER = {
-    "gpu": ("tokamax", "cudnn", "xla"),
-    "tpu": ("splash", "splash_dynamic", "xla"),
-    "cpu": ("xla",),
-}
 _KERNEL_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 
 
@@ -157,7 +150,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMa
   platform = platform or jax.default_backend()
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation={implementation!r}: one of {IMPLEMENTATIONS} (resolve "
-                     "'auto' once with resolve_attention).")
+                     "'auto' once at start-up with attention_choice.resolve_attention).")
   if (implementation not in model_config.WITH_ATTENTION_DROPOUT and dropout_rate > 0.0
       and dropout_rng is not None):
     raise ValueError(f"attention={implementation!r} has no attention dropout (rate "
@@ -166,141 +159,3 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMa
   if implementation == "xla":
     return xla_attention(q, k, v, mask, scale, dropout_rate, dropout_rng)
   return _per_shard(_kernel(implementation, platform), q, k, v, mask, scale)
-
-
-# --- Choosing an implementation once at start-up. ---
-
-def _gpu_is_sm90_or_newer() -> bool:
-  capability = getattr(jax.devices("gpu")[0], "compute_capability", "0")
-  return float(capability) >= 9.0
-
-
-def _tokamax_usable() -> bool:
-  """tokamax is installed and this host's GPU runs its Mosaic kernel (sm90 or newer)."""
-  try:
-    import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    return False
-  return _gpu_is_sm90_or_newer()
-
-
-def unvalidated_default(platform: str | None = None, seq_len: int | None = None) -> str:
-  """What 'auto' means when compiling for another platform (an unattached TPU slice): the first
-  entry of its AUTO_ORDER that can run, unchecked (tokamax needs the package and an sm90 GPU,
-  splash a `seq_len` that is a multiple of its block)."""
-  platform = platform or jax.default_backend()
-  for candidate in AUTO_ORDER.get(platform, ("xla",)):
-    multiple = model_config.seq_len_multiple(candidate)
-    if seq_len is not None and seq_len % multiple:
-      continue
-    if candidate != "tokamax" or _tokamax_usable():
-      return candidate
-  return "xla"
-
-
-# The start-up check's float32 reference holds [T, T] scores: a longer run is checked at this
-# length plus T mod 128, which every block-size rule of a kernel (a multiple of 128, or of a
-# power of two below it) answers as it would at T.
-CHECK_MAX_LEN = 2048
-
-
-def check_length(seq_len: int) -> int:
-  """The sequence length `check_attention` runs at for a run of `seq_len` tokens."""
-  return seq_len if seq_len <= CHECK_MAX_LEN else CHECK_MAX_LEN + seq_len % 128
-
-
-def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: int = 256,
-                    num_heads: int = 2, head_dim: int = 64,
-                    device: jax.Device | None = None) -> str | None:
-  """Runs fwd + grads of `implementation` against xla on a small input; None if they agree.
-
-  Give the run's dtype, sequence length (`check_length` of it) and head size: a kernel may
-  take one and not another (cuDNN runs no float32, splash needs a multiple of 128). The
-  reference runs at full matmul precision; on an accelerator a float32 kernel's own matmuls
-  may not (TPU passes, TF32), so it gets the bfloat16 tolerance there. Returns the reason for
-  a failure (an exception or the error size) instead of raising.
-  """
-  dtype = jnp.dtype(dtype)
-  device = device or jax.devices()[0]
-  exact = dtype == jnp.float32 and device.platform == "cpu"
-  tolerance = 1e-4 if exact else 3e-2
-  # Empty, ragged (odd, so never on a block boundary) and full Part A.
-  sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)
-  keys = jax.random.split(jax.random.key(0), 4)
-  shape = (sep.shape[0], seq_len, num_heads, head_dim)
-  q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
-
-  def outputs_and_grads(impl, dtype):
-    def run(q, k, v):
-      cast = lambda x: x.astype(dtype)
-      out, vjp = jax.vjp(lambda q, k, v: glm_attention(q, k, v, sep, implementation=impl),
-                         cast(q), cast(k), cast(v))
-      return (out,) + vjp(cast(cotangent))
-    return [x.astype(jnp.float32) for x in jax.jit(run)(q, k, v)]
-
-  first_line = lambda error: (  # noqa: E731
-      f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
-  with jax.default_device(device):
-    try:
-      with jax.default_matmul_precision("highest"):
-        expected = outputs_and_grads("xla", jnp.float32)
-    except Exception as error:  # noqa: BLE001 - said apart: the kernel was never tried
-      return f"the xla reference itself failed at T={seq_len} ({first_line(error)})"
-    try:
-      got = outputs_and_grads(implementation, dtype)
-      errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-6))
-                for a, b in zip(got, expected)]
-    except Exception as error:  # noqa: BLE001 - any failure means "use the next one"
-      return first_line(error)
-  if not all(math.isfinite(e) and e <= tolerance for e in errors):
-    return (f"mismatch against xla (relative errors out/dq/dk/dv "
-            f"{', '.join(f'{e:.2g}' for e in errors)} > {tolerance})")
-  return None
-
-
-def resolve_attention(name: str, platform: str | None = None, *,
-                      candidates: tuple[str, ...] | None = None, dtype: Any = jnp.bfloat16,
-                      seq_len: int = 256, head_dim: int = 64,
-                      check_explicit: bool | None = None) -> str:
-  """Call once at start-up. 'auto' -> the first implementation for `platform` that passes
-  `check_attention` at the run's `dtype`, `seq_len` and `head_dim` (else 'xla'), logging why
-  each rejected one failed.
-
-  An explicit kernel is honoured, and checked the same way when `check_explicit` (default: on
-  a GPU or TPU, where it runs compiled; on CPU the test suite covers its interpret and XLA
-  paths): one that disagrees with xla stops the run with the reason, instead of training on
-  wrong gradients.
-  """
-  platform = platform or jax.default_backend()
-  shape = dict(dtype=dtype, seq_len=check_length(seq_len), head_dim=head_dim)
-  if name != "auto":
-    if name not in IMPLEMENTATIONS:
-      raise ValueError(f"attention={name!r}: choose one of auto, {', '.join(IMPLEMENTATIONS)}.")
-    if check_explicit is None:
-      check_explicit = platform in ("gpu", "tpu")
-    if name != "xla" and check_explicit:
-      reason = check_attention(name, **shape, device=jax.local_devices(backend=platform)[0])
-      if reason is not None:
-        raise ValueError(f"model.attention={name!r} fails its start-up check on {platform} "
-                         f"({reason}): set model.attention=auto (the first kernel that passes) "
-                         f"or another of {', '.join(IMPLEMENTATIONS)}.")
-      log.info("attention=%s on %s: matches xla in outputs and gradients", name, platform)
-    return name
-  for candidate in candidates or AUTO_ORDER.get(platform, ("xla",)):
-    if candidate == "xla":
-      log.info("attention=auto on %s -> xla", platform)
-      return "xla"
-    multiple = model_config.seq_len_multiple(candidate)
-    if seq_len % multiple:
-      log.info("attention=auto on %s: %s skipped: it needs a sequence length that is a multiple "
-               "of %d, not %d", platform, candidate, multiple, seq_len)
-      continue
-    device = jax.local_devices(backend=platform)[0]
-    reason = check_attention(candidate, **shape, device=device)
-    if reason is None:
-      log.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
-                   platform, candidate)
-      return candidate
-    log.warning("attention=auto on %s: %s rejected: %s", platform, candidate, reason)
-  log.warning("attention=auto on %s: falling back to xla", platform)
-  return "xla"
