@@ -19,26 +19,42 @@ ACTIVATIONS = ("gelu_tanh", "gelu_exact")
 REMATS = ("none", "minimal", "full")
 DTYPES = ("float32", "bfloat16", "float16")   # float16 is refused for training (config.validate)
 PARAM_DTYPES = ("float32", "bfloat16")
-# Attention kernels (model/attention.py); "auto" is resolved once at start-up
-# (attention_choice.resolved_model_config).
-ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "tokamax", "splash", "splash_dynamic")
-ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
-SPLASH = ("splash", "splash_dynamic")  # the TPU kernels (model/splash.py)
-WITH_ATTENTION_DROPOUT = ("xla",)  # the fused kernels have no attention-probability dropout
-# Kernels that tile the sequence in fixed blocks: data.seq_len must be a multiple of this.
-SEQ_LEN_MULTIPLE = {name: 128 for name in SPLASH}
 
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+  """What the rest of glmjax needs to know of one attention implementation (model/attention.py
+  runs it; attention_choice.AUTO_ORDER says where 'auto' tries it)."""
+  seq_len_multiple: int = 1        # it tiles the sequence in blocks: data.seq_len a multiple
+  attention_dropout: bool = False  # it applies attention-probability dropout
+  named_residuals: bool = True     # it tags its output and softmax statistics for remat
+  tpu: bool = False                # a TPU kernel (model/splash.py; interpreted elsewhere)
+
+
+# One row per kernel; "auto" is resolved once at start-up (attention_choice).
+KERNELS = {
+    # The dense reference; its backward needs the [T, T] probabilities, nothing to tag.
+    "xla": Kernel(attention_dropout=True, named_residuals=False),
+    "cudnn": Kernel(),                                    # cuDNN row split (gpu_kernels.py)
+    "tokamax": Kernel(),                                  # Mosaic GPU flash kernel
+    "splash": Kernel(seq_len_multiple=128, tpu=True),     # splash, in-kernel mask from qpos
+    "splash_dynamic": Kernel(seq_len_multiple=128, tpu=True),  # splash, per-example bool mask
+}
+ATTENTION_IMPLEMENTATIONS = tuple(KERNELS)
+ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
+SPLASH = tuple(name for name, kernel in KERNELS.items() if kernel.tpu)
+WITH_ATTENTION_DROPOUT = tuple(name for name, kernel in KERNELS.items()
+                               if kernel.attention_dropout)
+WITH_NAMED_RESIDUALS = tuple(name for name, kernel in KERNELS.items() if kernel.named_residuals)
 # The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
-# them, so the backward pass does not run the attention forward again), and the kernels that
-# carry it. xla attention has none: its backward needs the [T, T] probabilities.
+# them, so the backward pass does not run the attention forward again).
 ATTENTION_RESIDUALS = "attention_residuals"
-WITH_NAMED_RESIDUALS = ("cudnn", "tokamax", *SPLASH)
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 
 
 def seq_len_multiple(attention: str) -> int:
   """The multiple data.seq_len must be for `attention` (1: any length)."""
-  return SEQ_LEN_MULTIPLE.get(attention, 1)
+  return KERNELS[attention].seq_len_multiple if attention in KERNELS else 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from glmjax.model import mask as mask_lib
 from glmjax.model import model_config
 
-# The in-kernel mask needs key blocks of a multiple of 128 lanes (model_config.SEQ_LEN_MULTIPLE).
+# The in-kernel mask needs key blocks of a multiple of 128 lanes (model_config.KERNELS).
 BLOCK_CHOICES = (512, 256, 128)
 
 
