@@ -8,6 +8,7 @@ import pytest
 
 from glmjax import attention_choice
 from glmjax.model import attention, gpu_kernels
+from glmjax.model import mask as mask_lib
 
 # One batch with different seps: empty Part A, one token, half, ragged, the whole row.
 SMALL_T = 32
@@ -227,7 +228,7 @@ def test_attention_dropout_drops_its_rate_of_probabilities_and_is_unbiased_on_av
   dropped = np.asarray(jax.jit(jax.vmap(lambda rng: attention.glm_attention(
       q, k, v, sep, dropout_rate=rate, dropout_rng=rng)))(
           jax.random.split(jax.random.key(0), draws)))
-  visible = np.broadcast_to(np.asarray(attention.glm_mask(sep, SMALL_T))[:, :, None, :],
+  visible = np.broadcast_to(np.asarray(mask_lib.glm_mask(sep, SMALL_T))[:, :, None, :],
                             clean.shape)
   assert np.all(clean[visible] > 0) and np.all(dropped[:, ~visible] == 0)
   zeroed = dropped[:, visible] == 0

@@ -3,7 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glmjax.model import attention, positions
+from glmjax.model import positions
+from glmjax.model import mask as mask_lib
 
 
 def _random(shape, seed=0):
@@ -59,13 +60,13 @@ def test_learned_2d_adds_both_tables():
 def test_glm_mask_matches_definition():
   seq_len = 9
   sep = jnp.array([0, 1, 4, 9])
-  mask = np.asarray(attention.glm_mask(sep, seq_len))
+  mask = np.asarray(mask_lib.glm_mask(sep, seq_len))
   for b, s in enumerate(np.asarray(sep)):
     expected = np.array([[j < s or j <= i for j in range(seq_len)] for i in range(seq_len)])
     np.testing.assert_array_equal(mask[b], expected)
   # The O(T) forms describe the same mask.
-  key_end = np.asarray(attention.key_ends(sep, seq_len))
-  qpos = np.asarray(attention.query_positions(sep, seq_len))
+  key_end = np.asarray(mask_lib.key_ends(sep, seq_len))
+  qpos = np.asarray(mask_lib.query_positions(sep, seq_len))
   cols = np.arange(seq_len)
   np.testing.assert_array_equal(cols[None, None, :] < key_end[:, :, None], mask)
   np.testing.assert_array_equal(cols[None, None, :] <= qpos[:, :, None], mask)
@@ -73,8 +74,8 @@ def test_glm_mask_matches_definition():
 
 def test_mask_is_built_with_jnp_under_jit():
   seq_len = 6
-  build = jax.jit(lambda sep: attention.glm_mask(sep, seq_len))
-  np.testing.assert_array_equal(build(jnp.array([3])), attention.glm_mask(jnp.array([3]), seq_len))
+  build = jax.jit(lambda sep: mask_lib.glm_mask(sep, seq_len))
+  np.testing.assert_array_equal(build(jnp.array([3])), mask_lib.glm_mask(jnp.array([3]), seq_len))
 
 
 def _np_rope(x, pos, theta=10000.0):

@@ -5,8 +5,9 @@
     hidden = GLM(cfg).apply(..., return_hidden=True)      # [B, T, H] compute dtype
     logits = tied_logits(params["word_embeddings"], hidden)
 """
-from glmjax.model.attention import glm_attention, glm_mask
+from glmjax.model.attention import glm_attention
 from glmjax.model.glm import GLM, stack_layers, tied_logits, unstack_layers
+from glmjax.model.mask import glm_mask
 from glmjax.model.model_config import (ModelConfig, flops_per_token, param_count, step_flops,
                                        visible_pairs)
 

@@ -30,8 +30,7 @@ from flax import linen as nn
 from jax.sharding import PartitionSpec
 
 from glmjax.model import dense, gpu_kernels, model_config
-# Re-exported: the mask's pure functions live in mask.py (splash.py needs them, not this module).
-from glmjax.model.mask import glm_mask, key_ends, query_positions  # noqa: F401
+from glmjax.model.mask import key_ends
 
 IMPLEMENTATIONS = model_config.ATTENTION_IMPLEMENTATIONS
 _KERNEL_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
