@@ -30,6 +30,81 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("a resumed run truncates the metrics history", "glmjax/metrics.py",
+             'self._jsonl = self._jsonl_path.open("a", encoding="utf-8")',
+             'self._jsonl = self._jsonl_path.open("w", encoding="utf-8")',
+             ("tests/test_metrics.py::test_a_resumed_run_appends_to_the_metrics_history_of_the_"
+              "runs_before_it",)),
+    Mutation("past decay_steps the learning rate leaves final_ratio (cosine rises again)",
+             "glmjax/optim.py",
+             "progress = jnp.clip((step - warmup) / max(decay_steps - warmup, 1), 0.0, 1.0)",
+             "progress = jnp.maximum((step - warmup) / max(decay_steps - warmup, 1), 0.0)",
+             ("tests/test_optim.py::test_past_decay_steps_the_rate_stays_at_the_final_ratio",)),
+    Mutation("AdamW ignores optim.eps (optax's default 1e-8)",
+             "glmjax/optim.py",
+             "b2=optim_config.b2, eps=optim_config.eps,", "b2=optim_config.b2,",
+             ("tests/test_optim.py::test_adamw_divides_by_the_root_second_moment_plus_optim_eps",)),
+    Mutation("the logged step time is the time between log lines (not per step)",
+             "glmjax/metrics.py",
+             "seconds = (now - self._last_time) / (step - self._last_step)",
+             "seconds = now - self._last_time",
+             ("tests/test_train.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+              "previous_log_line",)),
+    Mutation("a log line's TFLOP/s and MFU use the last step's FLOPs (not its window's mean)",
+             "glmjax/loop.py",
+             "flops_per_step=np.mean(self.flops),", "flops_per_step=self.flops[-1],",
+             ("tests/test_train.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+              "previous_log_line",)),
+    Mutation("a log line's model FLOPs average every step since the start",
+             "glmjax/loop.py",
+             "    self.flops = []\n    self.writer.write", "    self.writer.write",
+             ("tests/test_train.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+              "previous_log_line",)),
+    Mutation("non-finite steps with good ones between them count as consecutive",
+             "glmjax/loop.py",
+             "    self.consecutive_nonfinite = 0\n    if step_done", "    if step_done",
+             ("tests/test_train.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
+    Mutation("param_norm logged for the parameters before the update",
+             "glmjax/step.py",
+             '"param_norm": optax.global_norm(new_state.params),',
+             '"param_norm": optax.global_norm(state.params),',
+             ("tests/test_train_step.py::test_the_logged_parameter_norm_is_that_of_the_updated_"
+              "parameters",)),
+    Mutation("the compiled train step draws dropout masks with seed 0 (not config.seed)",
+             "glmjax/step.py",
+             "                              seed=int(config.seed),\n",
+             "                              seed=0,\n",
+             ("tests/test_train_step.py::test_the_compiled_step_draws_dropout_masks_from_the_"
+              "config_s_seed_and_generator",)),
+    Mutation("the compiled train step ignores train.dropout_rng (always threefry)",
+             "glmjax/step.py",
+             "                              dropout_rng=str(config.train.dropout_rng),\n", "",
+             ("tests/test_train_step.py::test_the_compiled_step_draws_dropout_masks_from_the_"
+              "config_s_seed_and_generator",)),
+    Mutation("another run's parameters are used without checking their checksums",
+             "glmjax/checkpoint.py",
+             '    problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))\n',
+             "    problem = None\n",
+             ("tests/test_checkpoint.py::test_parameters_for_another_run_whose_bytes_were_flipped_"
+              "are_refused",)),
+    Mutation("top_p leaves out the token whose probability reaches p",
+             "glmjax/decoding.py",
+             "cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, "
+             "axis=-1)",
+             "cut = jnp.maximum(jnp.sum(cumulative < sampling.top_p, axis=-1), 1)",
+             ("tests/test_generate.py::test_top_p_samples_from_the_smallest_set_of_likeliest_"
+              "tokens_that_reaches_p",)),
+    Mutation("generate may sample a [MASK] that lies inside the word pieces (BERT vocab)",
+             "glmjax/generate.py",
+             "allowed[[specials.cls, specials.mask, specials.smask",
+             "allowed[[specials.cls, specials.smask",
+             ("tests/test_generate.py::test_the_sampler_may_give_the_vocabulary_s_tokens_eop_and_"
+              "eos_and_no_other_special",)),
+    Mutation("a workdir's top-level config fields (seed) are not read back",
+             "glmjax/pretrained.py",
+             "    else:\n      config[section] = values", "    else:\n      pass",
+             ("tests/test_evaluate.py::test_a_workdir_s_config_reads_back_as_its_run_wrote_it_"
+              "the_seed_included",)),
     Mutation("the data benchmark counts a [gMASK] suffix (no [eop]) one token short",
              "glmjax/bench/data.py",
              '    open_end = ends & (batch["targets"][rows] != eop)', "    open_end = ends & False",

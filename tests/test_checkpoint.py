@@ -227,6 +227,22 @@ def test_flipped_bytes_in_the_newest_checkpoint_are_caught_and_the_older_one_res
   fresh.close()
 
 
+def test_parameters_for_another_run_whose_bytes_were_flipped_are_refused(tmp_path, mesh):
+  # init_from, evaluate, generate and convert read parameters this way: none may use a state
+  # that differs from what was saved.
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=2)
+  big = step.TrainState(step=jnp.array(3, jnp.int32),
+                        params={"w": jnp.linspace(0, 1.0, 64 * 1024)}, opt_state=())
+  ckpt.save(1, big, _metadata(big))
+  ckpt.close()
+  _flip_bytes(tmp_path / "checkpoints" / "1" / checkpoint.STATE_ITEM)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=NamedSharding(mesh, PartitionSpec())), big.params)
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"parameters at step 1 .* are corrupted: the checksum of params/w"):
+    checkpoint.restore_params(str(tmp_path), abstract, _metadata(big)["param_layout"])
+
+
 @pytest.mark.parametrize("tamper, reason", [
     (lambda kernel: kernel.at[0, 0].set(jnp.nan), "1 non-finite values in params/dense/kernel"),
     (lambda kernel: kernel.at[0, 0].add(0.5), "the checksum of params/dense/kernel differs")])

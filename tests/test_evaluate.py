@@ -109,6 +109,18 @@ def test_with_its_defaults_the_report_equals_what_train_logged_at_that_step(trai
     assert json.load(f) == {k: v for k, v in report.items() if k != "out"}
 
 
+def test_a_workdir_s_config_reads_back_as_its_run_wrote_it_the_seed_included(tmp_path):
+  """evaluate draws the held-out batches with the run's seed + 1, generate and convert take
+  the model from the same file: every field read back, top-level ones (seed) as well."""
+  config = _config()
+  config.seed, config.optim.b2 = 7, 0.95
+  text = config.to_json_best_effort(indent=2, sort_keys=True)  # as train writes config.json
+  (tmp_path / pretrained.CONFIG_FILE).write_text(text)
+  read = pretrained.read_config(str(tmp_path))
+  assert read.seed == 7
+  assert json.loads(read.to_json_best_effort()) == json.loads(text)
+
+
 def test_a_workdir_without_held_out_data_says_how_to_give_it(trained, tmp_path):
   copy = str(tmp_path / "imported")
   shutil.copytree(trained, copy)
@@ -322,7 +334,6 @@ def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
   assert cloze_lib.row_limit(splash, 256) == 256 and cloze_lib.bucket_multiple(splash) == 128
   rotary = model_lib.ModelConfig(max_position=100, position_encoding="rope", attention="xla")
   assert cloze_lib.row_limit(rotary, 256) == 256  # no table: the training length
-
 
 
 def test_the_report_keeps_its_columns_apart_for_an_untrained_model_s_perplexity():

@@ -194,6 +194,36 @@ def test_temperature_divides_the_logits_and_top_k_keeps_the_k_likeliest():
   assert set(chosen.tolist()) == {1, 2}
 
 
+def test_top_p_samples_from_the_smallest_set_of_likeliest_tokens_that_reaches_p():
+  """Probabilities (0.5, 0.3, 0.2): p = 0.6 needs the first two (0.5 alone falls short), drawn
+  in proportion 5 : 3; p = 0.85 needs all three (0.8 falls short)."""
+  logits = np.log([0.5, 0.3, 0.2])
+  chosen = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.6), 4000)
+  assert set(chosen.tolist()) == {0, 1}
+  assert abs(np.mean(chosen == 1) - 0.3 / 0.8) < 0.03
+  chosen = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.85), 4000)
+  assert set(chosen.tolist()) == {0, 1, 2}
+  assert abs(np.mean(chosen == 2) - 0.2) < 0.03
+
+
+def test_the_sampler_may_give_the_vocabulary_s_tokens_eop_and_eos_and_no_other_special(
+    tmp_path):
+  """A BERT vocab.txt holds [CLS] and [MASK] among its word pieces; the GLM specials and the
+  padding rows come after it. Only word pieces, [eop] and eos (pad's id) may be generated."""
+  import test_released_tokenizers as released  # pylint: disable=import-outside-toplevel
+  tokenizer = tokenizers.load_tokenizer(released.data_config(
+      "wordpiece", released.write_bert_vocab(str(tmp_path)), "bert"))
+  s = tokenizer.specials
+  allowed = generate.allowed_ids(tokenizer, tokenizer.vocab_size)
+  forbidden = {s.cls, s.mask, s.smask, s.gmask, s.sop, s.dblock}
+  assert {s.cls, s.mask} < set(range(tokenizer.base_vocab_size))  # inside the word pieces
+  expected = np.zeros(tokenizer.vocab_size, bool)
+  for token in set(range(tokenizer.base_vocab_size)) - forbidden | {s.eop, s.eos}:
+    expected[token] = True
+  np.testing.assert_array_equal(allowed, expected)
+  assert not allowed[tokenizer.ids_used:].any()  # the padding rows
+
+
 def test_each_generated_token_is_drawn_with_its_own_key(random_run):
   loaded, tokenizer = random_run
   uniform = dataclasses.replace(loaded, params=jax.tree.map(jnp.zeros_like, loaded.params))

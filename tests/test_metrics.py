@@ -39,3 +39,16 @@ def test_jsonl_writes_non_finite_values_as_null(tmp_path):
 
 def _reject(name):
   raise ValueError(f"non-standard JSON constant {name}")
+
+
+def test_a_resumed_run_appends_to_the_metrics_history_of_the_runs_before_it(tmp_path):
+  first = metrics.MetricsWriter(str(tmp_path))
+  first.write(1, {"loss": 2.5})
+  first.close()
+  resumed = metrics.MetricsWriter(str(tmp_path))
+  assert resumed.had_history
+  resumed.write(2, {"loss": 2.25})
+  resumed.close()
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line) for line in lines] == [{"step": 1, "loss": 2.5},
+                                                  {"step": 2, "loss": 2.25}]

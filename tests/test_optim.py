@@ -50,6 +50,27 @@ def test_linear_decay_reaches_the_final_ratio():
   assert float(schedule(100)) == pytest.approx(0.025, rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_past_decay_steps_the_rate_stays_at_the_final_ratio(kind):
+  """A run may train past optim.decay_steps (GLM-Base: decay to 120k, 150k steps): the rate is
+  flat at final_ratio x peak there, neither rising again (cosine) nor going below it (linear)."""
+  schedule = optim.learning_rate_schedule(_optim_config(schedule=kind))
+  for t in (100, 101, 125, 150, 190, 237, 400):
+    assert float(schedule(t)) == pytest.approx(0.05, rel=1e-5), t
+
+
+def test_adamw_divides_by_the_root_second_moment_plus_optim_eps():
+  """AdamW's first step is g / (|g| + eps) (both moments bias-corrected): for a gradient as
+  small as eps, the configured eps halves it."""
+  eps = 1e-6  # the config default; optax's own default is 1e-8
+  tx = optim.make_optimizer(_optim_config(eps=eps, weight_decay=0.0, grad_clip=0.0))
+  params = {"dense": {"kernel": jnp.ones((2, 2))}}
+  grads = {"dense": {"kernel": jnp.array([[1e-6, -1e-6], [1e-3, 1.0]])}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  g = np.asarray(grads["dense"]["kernel"], np.float64)
+  np.testing.assert_allclose(updates["dense"]["kernel"], -g / (np.abs(g) + eps), rtol=1e-4)
+
+
 def test_weight_decay_skips_layernorm_and_biases():
   # The leaf names of glmjax.model.GLM.
   params = {"word_embeddings": jnp.ones((4, 2)),

@@ -178,3 +178,48 @@ def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch()
                                  deterministic=False)
     total, weight = total + float(sums["loss_sum"]), weight + float(sums["weight"])
   np.testing.assert_allclose(at(3), total / weight, rtol=1e-5)
+
+
+def test_the_compiled_step_draws_dropout_masks_from_the_config_s_seed_and_generator():
+  """train and bench run jit_train_step: its masks are those of seed and train.dropout_rng."""
+  config = _with_dropout(_config(data=1, fsdp=1, tensor=1))
+  config.seed, config.train.dropout_rng = 7, "rbg"
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  rules = parallel.logical_rules(config.mesh)
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  optimizer = optim.make_optimizer(config.optim)
+  schedule = optim.learning_rate_schedule(config.optim)
+  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
+  batch = _batches(config, 1)[0]
+  with parallel.activate(mesh, rules):
+    shardings = step_lib.state_shardings(init_fn, mesh, rules)
+    state = step_lib.init_sharded_state(init_fn, shardings, 0)
+    direct = lambda seed, rng: float(jax.jit(lambda s, b: step_lib.train_step(  # noqa: E731
+        s, b, model=model, optimizer=optimizer, schedule=schedule, seed=seed,
+        grad_accum_steps=1, dropout_rng=rng)[1]["loss"])(state, jax.tree.map(jnp.asarray,
+                                                                             batch)))
+    expected = direct(7, "rbg")
+    for other in (direct(0, "rbg"), direct(7, "threefry2x32")):  # other masks, other losses
+      assert abs(other - expected) > 1e-4 * abs(expected)
+    train_fn = step_lib.jit_train_step(model, optimizer, schedule, config, mesh, shardings)
+    _, metrics = train_fn(state, parallel.global_batch(batch, parallel.host_rows(mesh, 8)))
+  assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_logged_parameter_norm_is_that_of_the_updated_parameters():
+  config = _config(data=1, fsdp=1, tensor=1)
+  config.optim.update(learning_rate=1e-2, warmup_ratio=0.0)  # step 0 moves the parameters
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  optimizer = optim.make_optimizer(config.optim)
+  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
+  state = step_lib.init_sharded_state(init_fn, None, config.seed)
+  norm = lambda params: np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2)  # noqa: E731
+                                    for x in jax.tree.leaves(params)))
+  before = norm(state.params)
+  new_state, metrics = jax.jit(lambda state, batch: step_lib.train_step(
+      state, batch, model=model, optimizer=optimizer,
+      schedule=optim.learning_rate_schedule(config.optim), seed=config.seed,
+      grad_accum_steps=1))(state, jax.tree.map(jnp.asarray, _batches(config, 1)[0]))
+  after = norm(new_state.params)
+  assert abs(after - before) > 1e-3 * before  # the step moved them
+  np.testing.assert_allclose(metrics["param_norm"], after, rtol=1e-5)
