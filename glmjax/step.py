@@ -116,18 +116,16 @@ def _micro_batches(batch, count: int):
   return jax.tree.map(split, batch)
 
 
-def _zero_sums():
-  return {"loss_sum": jnp.zeros(()), "weight": jnp.zeros(()), "correct": jnp.zeros(()),
-          "logit_positions": jnp.zeros(()), "scored_positions": jnp.zeros(()),
-          "objective_loss_sum": jnp.zeros(NUM_OBJECTIVES),
-          "objective_weight": jnp.zeros(NUM_OBJECTIVES),
-          "objective_correct": jnp.zeros(NUM_OBJECTIVES)}
+def _zeros_like_output(fn, *args):
+  """Zeros shaped as `fn(*args)`'s output (traced, never run): a scan's starting sums, so the
+  keys of loss_sums are written in one place."""
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
 
 
 def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
                      loss_chunk: int | None = None):
-  grad_fn = jax.grad(functools.partial(loss_sums, model=model, deterministic=False,
-                                       loss_chunk=loss_chunk), has_aux=True)
+  forward = functools.partial(loss_sums, model=model, deterministic=False, loss_chunk=loss_chunk)
+  grad_fn = jax.grad(forward, has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, batch, rng)
 
@@ -137,7 +135,9 @@ def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
     return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
   micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
-  zero = (jax.tree.map(jnp.zeros_like, params), _zero_sums())
+  first = jax.tree.map(lambda x: x[0], micro[1])
+  zero = (jax.tree.map(jnp.zeros_like, params),
+          _zeros_like_output(lambda b: forward(params, b, rng)[1], first))
   (grads, sums), _ = jax.lax.scan(body, zero, micro)
   return grads, sums
 
@@ -203,7 +203,9 @@ def eval_step(params, batch, *, model, micro_batches: int = 1, loss_chunk: int |
   if micro_batches == 1:
     return sums_fn(batch)
   add = lambda total, micro: (jax.tree.map(jnp.add, total, sums_fn(micro)), None)
-  return jax.lax.scan(add, _zero_sums(), _micro_batches(batch, micro_batches))[0]
+  micro = _micro_batches(batch, micro_batches)
+  zero = _zeros_like_output(sums_fn, jax.tree.map(lambda x: x[0], micro))
+  return jax.lax.scan(add, zero, micro)[0]
 
 
 ROW_KEYS = ("sep", "objective")  # [B]; every other batch key is [B, T]
