@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from glmjax import attention_choice, cli
 from glmjax import config as config_lib
+from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
 from glmjax import model as model_lib
 from glmjax import parallel, prefetch, step as step_lib, topology
@@ -155,13 +156,6 @@ def fit_advice(config, *, snapshot: bool = False) -> str:
   return "try " + ", ".join(tips) + "."
 
 
-def _total_bytes(memory) -> int:
-  """What a compiled program holds at its peak: arguments and outputs (donated buffers counted
-  once) and temporaries."""
-  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
-          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
-
-
 def _compile_or_explain(compile_fn, config, mesh, where: str, what: str):
   try:
     return compile_fn(config, mesh)
@@ -202,15 +196,15 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   # Beside the batch the step takes, train's prefetcher holds up to DEPTH built batches and
   # transfers one more.
   ahead = (prefetch.DEPTH + 1) * batch_bytes
-  eval_peak = (_total_bytes(evaluated.memory_analysis()) + state_bytes
+  eval_peak = (memory_lib.program_bytes(evaluated.memory_analysis()) + state_bytes
                - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()
   # checkpoint.device_snapshot: each save's copy of the state stays on the chips while the next
-  # step runs (train's start-up check, loop.device_snapshot_report, counts it the same way).
+  # step runs (train's start-up check, memory.device_snapshot_report, counts it the same way).
   # Only periodic saves are deferred: with checkpoint.every=0 no copy is ever made.
   deferred = config.checkpoint.device_snapshot and int(config.checkpoint.every) > 0
   snapshot = state_bytes if deferred else 0
-  total = max(_total_bytes(memory) + snapshot, eval_peak) + resident + ahead
+  total = max(memory_lib.program_bytes(memory) + snapshot, eval_peak) + resident + ahead
   # A planning figure: the config's average Part B share (a real step counts its own batch).
   flops = model_lib.flops_per_token(
       model_config, seq_len, part_b_fraction=pipeline_lib.expected_part_b_fraction(config.data)

@@ -26,6 +26,7 @@ from glmjax import attention_choice, cli
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import held_out, logs, loop, parallel, prefetch, step as step_lib
+from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -182,11 +183,11 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
   started = time.perf_counter()
   train_fn = program.compile_train_step(config, mesh)
   log.info("Compiled the train step in %.1f s; %s", time.perf_counter() - started,
-           loop.memory_summary(train_fn))
+           memory_lib.memory_summary(train_fn))
   if config.checkpoint.device_snapshot:
-    log.log(*loop.device_snapshot_report(loop.memory_analysis(train_fn),
-                                         loop.state_bytes_per_device(state),
-                                         loop.device_memory_limit()))
+    log.log(*memory_lib.device_snapshot_report(memory_lib.memory_analysis(train_fn),
+                                               memory_lib.state_bytes_per_device(state),
+                                               memory_lib.device_memory_limit()))
   termination.stop_if_requested()
   evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,
                          mesh) if inputs.eval_pipeline is not None else None)

@@ -12,7 +12,8 @@ import types
 import pytest
 from absl import logging as absl_logging
 
-from glmjax import checkpoint, config as config_lib, loop, train, workdir as workdir_lib
+from glmjax import checkpoint, config as config_lib, loop, memory, train
+from glmjax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,14 +93,14 @@ def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeyp
 
 def test_a_device_snapshot_that_would_not_fit_beside_the_step_is_a_start_up_warning():
   gib = 2**30
-  memory = types.SimpleNamespace(argument_size_in_bytes=6 * gib, temp_size_in_bytes=3 * gib)
-  level, line = loop.device_snapshot_report(memory, 2 * gib, 16 * gib)
+  analysis = types.SimpleNamespace(argument_size_in_bytes=6 * gib, temp_size_in_bytes=3 * gib)
+  level, line = memory.device_snapshot_report(analysis, 2 * gib, 16 * gib)
   assert level == logging.INFO and "2.00 GiB per device (11.00 GiB of 16.00 GiB" in line
-  level, line = loop.device_snapshot_report(memory, 8 * gib, 16 * gib)
+  level, line = memory.device_snapshot_report(analysis, 8 * gib, 16 * gib)
   assert level == logging.WARNING, line
   assert "17.00 GiB, more than the device's 16.00 GiB" in line
   assert "set checkpoint.device_snapshot=false" in line
-  assert loop.device_snapshot_report(None, gib, None)[0] == logging.INFO  # CPU: nothing to compare
+  assert memory.device_snapshot_report(None, gib, None)[0] == logging.INFO  # CPU: nothing to compare
 
 
 def test_only_fields_that_change_what_is_computed_count_as_a_change():

@@ -21,6 +21,7 @@ from absl import flags
 
 from glmjax import attention_choice
 from glmjax import checkpoint as checkpoint_lib
+from glmjax import memory as memory_lib
 from glmjax import metrics, parallel, prefetch, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
@@ -95,7 +96,7 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
       "formula_flops_per_step": float(out["model_flops"]),
       "compiled_flops_per_step": _compiled_flops(compiled),
       "peak_memory_bytes": peak_bytes,
-      "compiled_memory_bytes": _compiled_memory(compiled),
+      "compiled_memory_bytes": memory_lib.compiled_bytes(compiled),  # this program's peak
       "logit_positions_per_step": float(out["logit_positions"]),
   }
   result.update(step_time_s_pipeline=pipeline_time,
@@ -106,19 +107,6 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
                                                      if snapshot_time is not None else None),
                 peak_memory_bytes_with_save=peak_bytes_with_save)
   return result
-
-
-def _compiled_memory(compiled) -> int | None:
-  """Bytes per device the compiled step needs: arguments, outputs and temporaries, less what
-  the donated state aliases (the figure of this one program, unlike the process-wide peak)."""
-  try:
-    memory = compiled.memory_analysis()
-  except Exception:  # noqa: BLE001 - not every backend reports it
-    return None
-  if memory is None:
-    return None
-  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
-             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
 
 def _peak_device_memory() -> int | None:
