@@ -30,6 +30,132 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("an [sMASK] row scores no loss on a [CLS] its original sentence holds",
+             "glmjax/data/infilling.py",
+             "loss = loss & ~(suffix[:, None] & (targets == specials.cls))",
+             "loss = loss & ~(targets == specials.cls)",
+             ("tests/test_recipe.py::test_every_part_b_target_of_a_sentence_row_carries_loss_a_"
+              "cls_its_sentence_holds_too",)),
+    Mutation("spans that exactly fill their segment lose the last one",
+             "glmjax/data/infilling.py",
+             "valid = (units > 0) & (np.cumsum(units, axis=1) <= capacity[:, None])",
+             "valid = (units > 0) & (np.cumsum(units, axis=1) < capacity[:, None])",
+             ("tests/test_infilling.py::test_spans_that_exactly_fill_a_segment_are_all_placed",)),
+    Mutation("a span that just fits in a later document is shortened to one token",
+             "glmjax/data/infilling.py",
+             "fits = begin + lengths[:, i:i + 1] + 1 <= seg_end",
+             "fits = begin + lengths[:, i:i + 1] + 1 < seg_end",
+             ("tests/test_infilling.py::test_a_span_is_placed_whole_in_the_later_document_where_"
+              "it_just_fits",)),
+    Mutation("a span that fits nowhere whole is dropped where one token just fits",
+             "glmjax/data/infilling.py",
+             "fits_one = begin + 2 <= seg_end", "fits_one = begin + 2 < seg_end",
+             ("tests/test_infilling.py::test_a_span_that_fits_nowhere_whole_is_shortened_to_one_"
+              "token_where_one_just_fits",)),
+    Mutation("a per-batch [gMASK] length reaches F - 2 (the original's G stops at F - 3)",
+             "glmjax/data/infilling.py",
+             "    top = np.maximum(fetched - 3, 1)", "    top = np.maximum(fetched - 2, 1)",
+             ("tests/test_infilling.py::test_a_batch_s_generation_length_is_uniform_from_int_"
+              "ratio_times_f_minus_1_to_f_minus_3",)),
+    Mutation("a per-batch [gMASK] length starts at int(ratio x F) instead of int(ratio x (F - 1))",
+             "glmjax/data/infilling.py",
+             "bottom = np.clip((gen_min_ratio * (fetched - 1)).astype(np.int64), 1, top)",
+             "bottom = np.clip((gen_min_ratio * fetched).astype(np.int64), 1, top)",
+             ("tests/test_infilling.py::test_a_batch_s_generation_length_is_uniform_from_int_"
+              "ratio_times_f_minus_1_to_f_minus_3",)),
+    Mutation("a sentence window that ends with its last document's eos is cut back anyway",
+             "glmjax/data/alignment.py",
+             "  return np.where((last_end >= 0) & ~whole, last_end + 1, window_len)",
+             "  return np.where(last_end >= 0, last_end + 1, window_len)",
+             ("tests/test_recipe.py::test_a_window_whose_last_document_ends_inside_it_keeps_that_"
+              "document_and_its_eos",)),
+    Mutation("a sentence-end cut that keeps exactly half the last document's room is not made",
+             "glmjax/data/alignment.py",
+             "  keep_from = last_piece + np.maximum(room // 2, 1) - 1",
+             "  keep_from = last_piece + np.maximum(room // 2, 1)",
+             ("tests/test_recipe.py::test_a_window_is_cut_back_to_a_sentence_end_only_when_that_"
+              "keeps_half_its_last_room",)),
+    Mutation("the last partial block of the held-out split may hold out no document",
+             "glmjax/data/sources.py",
+             "  block_size = np.minimum(block, num_docs - block_index * block)",
+             "  block_size = np.full_like(block_index, block)",
+             ("tests/test_sources.py::test_every_block_of_the_split_the_last_partial_one_too_"
+              "holds_out_one_document",)),
+    Mutation("a .txt paragraph's lines lose their indentation and trailing spaces",
+             "glmjax/data/text_files.py",
+             '    line = decode_utf8(raw, stats).rstrip("\\r\\n")',
+             "    line = decode_utf8(raw, stats).strip()",
+             ("tests/test_sources.py::test_a_paragraph_keeps_the_indentation_and_spacing_of_its_"
+              "lines",)),
+    Mutation("a TFDS split's files are read in a shuffled order",
+             "glmjax/data/tfds_source.py",
+             "builder.as_dataset(split=split, shuffle_files=False,",
+             "builder.as_dataset(split=split, shuffle_files=True,",
+             ("tests/test_sources.py::test_a_tfds_split_of_several_files_is_read_in_one_fixed_"
+              "order",)),
+    Mutation("a TFDS split's files are read interleaved (unlike prepare's pieces)",
+             "glmjax/data/tfds_source.py",
+             "tfds.ReadConfig(interleave_cycle_length=1,",
+             "tfds.ReadConfig(interleave_cycle_length=4,",
+             ("tests/test_sources.py::test_a_tfds_split_of_several_files_is_read_in_one_fixed_"
+              "order",)),
+    Mutation("a file that two globs match is read twice",
+             "glmjax/data/text_files.py",
+             "      if path not in paths:\n        paths.append(path)",
+             "      paths.append(path)",
+             ("tests/test_sources.py::test_a_file_that_several_globs_match_is_read_once_in_the_"
+              "place_of_its_first_glob",)),
+    Mutation("the files a glob matches are read in the file system's order",
+             "glmjax/data/text_files.py",
+             "    matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)"
+             "\n                     if os.path.isfile(p))",
+             "    matched = [p for p in glob.glob(os.path.expanduser(pattern), recursive=True)"
+             "\n               if os.path.isfile(p)]",
+             ("tests/test_sources.py::test_the_files_a_glob_matches_are_read_in_the_order_of_"
+              "their_names",)),
+    Mutation("a hub tokenizer.json wraps every document of a batch in [CLS] ... [SEP]",
+             "glmjax/data/tokenizers.py",
+             "self._tokenizer.encode_batch(list(texts), add_special_tokens=False)",
+             "self._tokenizer.encode_batch(list(texts))",
+             ("tests/test_released_tokenizers.py::test_a_hub_tokenizer_json_encodes_a_document_"
+              "without_its_cls_and_sep_template",
+              "tests/test_released_tokenizers.py::test_a_literal_mask_in_text_is_not_encoded_as_"
+              "a_special_id")),
+    Mutation("a hub tokenizer.json wraps an encoded text in [CLS] ... [SEP]",
+             "glmjax/data/tokenizers.py",
+             "self._tokenizer.encode(text, add_special_tokens=False).ids",
+             "self._tokenizer.encode(text).ids",
+             ("tests/test_released_tokenizers.py::test_a_hub_tokenizer_json_encodes_a_document_"
+              "without_its_cls_and_sep_template",
+              "tests/test_released_tokenizers.py::test_a_literal_mask_in_text_is_not_encoded_as_"
+              "a_special_id")),
+    Mutation("';' does not end a sentence (the original's contains_sentence_end says it does)",
+             "glmjax/data/tokenizers.py",
+             'SENTENCE_END_CHARS = ".?!;:\\n', 'SENTENCE_END_CHARS = ".?!:\\n',
+             ("tests/test_tokenizers.py::test_a_token_ends_a_sentence_when_its_text_holds_a_"
+              "character_the_original_looks_for",)),
+    Mutation("'…' does not end a sentence (the original's contains_sentence_end says it does)",
+             "glmjax/data/tokenizers.py",
+             '。？！；…"', '。？！；"',
+             ("tests/test_tokenizers.py::test_a_token_ends_a_sentence_when_its_text_holds_a_"
+              "character_the_original_looks_for",)),
+    Mutation("the sweep's best on a tie in tokens/s is the trial needing more memory",
+             "glmjax/bench/sweep.py",
+             '-(t["compiled_memory_bytes"] or 0)', '(t["compiled_memory_bytes"] or 0)',
+             ("tests/test_bench.py::test_the_sweep_s_best_is_the_fastest_trial_that_ran_and_on_"
+              "a_tie_the_smaller_one",)),
+    Mutation("the data benchmark's masked fraction counts each span's [eop] as text",
+             "glmjax/bench/data.py",
+             "  text = (sep + part_b - 2 * spans)[blank]",
+             "  text = (sep + part_b - spans)[blank]",
+             ("tests/test_bench.py::test_the_data_benchmark_s_blank_figures_are_those_of_the_"
+              "batch_s_spans",)),
+    Mutation("the data benchmark's mean span length divides by every objective's spans",
+             "glmjax/bench/data.py",
+             "float(masked.sum() / max(spans[blank].sum(), 1))",
+             "float(masked.sum() / max(spans.sum(), 1))",
+             ("tests/test_bench.py::test_the_data_benchmark_s_blank_figures_are_those_of_the_"
+              "batch_s_spans",)),
     Mutation("a resumed run truncates the metrics history", "glmjax/metrics.py",
              'self._jsonl = self._jsonl_path.open("a", encoding="utf-8")',
              'self._jsonl = self._jsonl_path.open("w", encoding="utf-8")',

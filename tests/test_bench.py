@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from glmjax.bench import data as bench_data
+from glmjax.bench import sweep
 from glmjax.data import pipeline
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 from test_infilling import TEXT_1, one_row
@@ -126,3 +127,40 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert (step["seq_len"], step["batch_size"], step["hidden_size"]) == (128, 2, 64)
   assert step["pipeline_vs_prebuilt"] > 0 and step["checkpoint_overhead"] is not None
   assert step["checkpoint_overhead_device_snapshot"] is not None
+
+
+def test_the_data_benchmark_s_blank_figures_are_those_of_the_batch_s_spans():
+  # The worked example: a text of 8 tokens, spans of 1 and 2 tokens; 12 positions, none padding.
+  worked = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
+  worked["objective"] = np.zeros(1, np.int32)
+  figures = bench_data.batch_stats(worked)
+  assert figures["masked_fraction"] == pytest.approx(3 / 8)
+  assert figures["mean_span_length"] == pytest.approx(1.5)
+  assert figures["spans_per_blank_row"] == 2 and figures["padding_fraction"] == 0
+  # Built rows of a mixture: the [MASK] rows' spans as parse_row reads them back.
+  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=128,
+                       short_seq_prob=0.3)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), corpus([300, 700, 1500, 3000] * 3),
+                                 seed=7).global_batch(0)
+  figures = bench_data.batch_stats(batch)
+  rows = np.flatnonzero(batch["objective"] == pipeline.BLANK)
+  spans = [[len(span) - 1 for _, span in parse_row(batch, r)[1]] for r in rows]
+  masked = sum(sum(s) for s in spans)
+  text = int(batch["sep"][rows].sum()) - sum(len(s) for s in spans) + masked
+  assert len(rows) > 40
+  assert figures["masked_fraction"] == pytest.approx(masked / text)
+  assert figures["mean_span_length"] == pytest.approx(masked / sum(len(s) for s in spans))
+  assert figures["spans_per_blank_row"] == pytest.approx(np.mean([len(s) for s in spans]))
+  used = batch["sep"] + (batch["block_position_ids"] > 0).sum(axis=1)
+  assert figures["padding_fraction"] == pytest.approx(1 - used.sum() / batch["sep"].size / 256)
+  assert figures["padding_fraction"] > 0  # short rows pad
+
+
+def test_the_sweep_s_best_is_the_fastest_trial_that_ran_and_on_a_tie_the_smaller_one():
+  trials = [dict(batch_size=8, tokens_per_s=90.0, compiled_memory_bytes=1 << 20),
+            dict(batch_size=16, tokens_per_s=120.0, compiled_memory_bytes=3 << 30),
+            dict(batch_size=32, error="RESOURCE_EXHAUSTED: out of memory"),
+            dict(batch_size=16, tokens_per_s=120.0, compiled_memory_bytes=2 << 30),
+            dict(batch_size=4, tokens_per_s=60.0, compiled_memory_bytes=None)]
+  assert sweep.best(trials) == trials[3]
+  assert sweep.best(trials[2:3]) is None  # nothing ran

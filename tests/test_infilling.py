@@ -196,3 +196,47 @@ def test_rows_of_consecutive_steps_do_not_repeat_shifted_by_one():
   this_step = RowRandom.for_rows(7, 3, np.arange(1, 20)).uniform(1, 4)
   next_step = RowRandom.for_rows(7, 4, np.arange(0, 19)).uniform(1, 4)
   assert not np.any(np.all(this_step == next_step, axis=1))
+
+
+def _place_one_layout(lengths, seg_start, seg_len, rows=300):
+  """place_spans of the same spans and segments in many rows (each with its own random gaps):
+  the distinct (starts, lengths, count) the rows get."""
+  rng = RowRandom.for_rows(5, 0, np.arange(rows))
+  starts, placed, count = infilling.place_spans(
+      rng, np.tile([lengths], (rows, 1)), np.full(rows, len(lengths)),
+      np.tile([seg_start], (rows, 1)), np.tile([seg_len], (rows, 1)))
+  return {(tuple(s[:c]), tuple(p[:c]), int(c)) for s, p, c in zip(
+      starts.tolist(), placed.tolist(), count.tolist())}
+
+
+def test_spans_that_exactly_fill_a_segment_are_all_placed():
+  # A segment of 6 tokens at 1..6 offers 7 units; spans of 2 and 3 need 3 + 4 = 7 (each
+  # itself and one separator): the only layout is 2 tokens at 1, a gap at 3, 3 tokens at 4.
+  assert _place_one_layout([2, 3], [1], [6]) == {((1, 4), (2, 3), 2)}
+
+
+def test_a_span_is_placed_whole_in_the_later_document_where_it_just_fits():
+  # Two documents' texts: 1 token at 1 and 2 tokens at 4..5. A 2-token span fits only in the
+  # second, exactly: wherever its gap falls, it is kept whole there, never shortened.
+  assert _place_one_layout([2], [1, 4], [1, 2]) == {((4,), (2,), 1)}
+
+
+def test_a_span_that_fits_nowhere_whole_is_shortened_to_one_token_where_one_just_fits():
+  # Two one-token texts (at 1 and 4) and a 3-token span: nothing holds it whole, so it is
+  # shortened to a single token in the first place that holds one, not dropped.
+  assert _place_one_layout([3], [1, 4], [1, 1]) == {((1,), (1,), 1)}
+
+
+def test_a_batch_s_generation_length_is_uniform_from_int_ratio_times_f_minus_1_to_f_minus_3():
+  """draw_per_batch: the original draws its batch's [gMASK] length G ~ U{int(ratio (F - 1)) ..
+  F - 3} for the F tokens its rows fetched. Each row's shared key here stands for one batch;
+  suffix rows of T = F + 1 hold every such G (their text is F, the span at most F - 2)."""
+  rows, fetched, ratio = 30000, 256, 0.5
+  low, high = int(ratio * (fetched - 1)), fetched - 3
+  _, text_len, _, length = infilling.sample_generation(
+      RowRandom.for_rows(6, 0, np.arange(rows)), np.ones(rows, bool), fetched + 1, ratio, 0.0,
+      shared=RowRandom.for_rows(7, 0, np.arange(rows)), batch_len=np.full(rows, fetched))
+  assert np.all(text_len == fetched) and high <= fetched - 2
+  assert (length.min(), length.max()) == (low, high)
+  counts = np.bincount(length - low, minlength=high - low + 1)
+  assert len(counts) == high - low + 1 and stats.chisquare(counts).pvalue > 1e-3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glmjax.data import masking, pipeline, sentences
+from glmjax.data import alignment, masking, pipeline, sentences
 from glmjax.data.documents import InMemoryDocs
 from glmjax.data.infilling import RowRandom
 from glmjax.data.tokenizers import BERT_SPECIALS as S
@@ -352,3 +352,48 @@ def test_sentence_windows_move_a_cut_left_or_right_with_even_odds_wherever_it_fa
     assert len(part) > 1000
     short = int(after_short[part].sum())
     assert stats.binomtest(short, len(part), 0.5).pvalue > 1e-3, (short, len(part))
+
+
+def test_every_part_b_target_of_a_sentence_row_carries_loss_a_cls_its_sentence_holds_too(docs):
+  """Only a [gMASK] suffix row leaves its packed [CLS] targets out of the loss (the original's
+  own loss mask for them); an [sMASK] row scores every Part B target, the [CLS] that an
+  original sentence starting after an eos holds included, in a batch that has both."""
+  config = data_config(blank_prob=0.0, sentence_prob=0.7, document_prob=0.3, batch_size=256,
+                       original_sentences=True)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=16).global_batch(0)
+  check_contract(batch, 256, 256)
+  part_b = batch["block_position_ids"] > 0
+  sentence = batch["objective"] == pipeline.SENTENCE
+  suffix = (batch["objective"] == pipeline.DOCUMENT) & ~np.any(
+      part_b & (batch["targets"] == S.eop), axis=1)
+  cls_targets = part_b & (batch["targets"] == S.cls)
+  assert cls_targets[sentence].sum() > 0 and cls_targets[suffix].sum() > 0  # both kinds occur
+  np.testing.assert_array_equal(batch["loss_mask"][sentence] > 0, part_b[sentence])
+  assert not np.any(batch["loss_mask"][cls_targets & suffix[:, None]])
+
+
+def _cut(row, window_len):
+  """alignment.sentence_end_cut of one window (periods end sentences, BERT ids: eos = 0)."""
+  text = np.zeros((1, 16), np.int32)
+  text[0, :len(row)] = row
+  piece_start = np.flatnonzero(text[0, :window_len] == S.cls)
+  return int(alignment.sentence_end_cut(text, piece_start[None], np.array([window_len]),
+                                        Tokenizer().sentence_end, S.eos)[0])
+
+
+def test_a_window_whose_last_document_ends_inside_it_keeps_that_document_and_its_eos():
+  #        [CLS]  a     b     .    c     d    eos
+  whole = [101, 2001, 2002, 1012, 2003, 2004, 0]
+  assert _cut(whole, 7) == 7
+  # The same text cut by the row end instead (no eos) goes back to just after the period.
+  assert _cut(whole[:6] + [2005], 7) == 4
+
+
+def test_a_window_is_cut_back_to_a_sentence_end_only_when_that_keeps_half_its_last_room():
+  # The last document ([CLS] at 0) had 8 positions of room: a cut after the period at 3 keeps
+  # 4 of them, exactly half, and is made; after a period at 2 it would keep 3, and is not.
+  assert _cut([101, 2001, 2002, 1012, 2003, 2004, 2005, 2006], 8) == 4
+  assert _cut([101, 2001, 1012, 2002, 2003, 2004, 2005, 2006], 8) == 8
+  # Half of the last document's room, not of the row: [CLS] at 4 with 8 positions of room.
+  assert _cut([101, 2001, 1012, 0, 101, 2002, 2003, 1012, 2004, 2005, 2006, 2007], 12) == 8
+  assert _cut([101, 2001, 1012, 0, 101, 2002, 1012, 2003, 2004, 2005, 2006, 2007], 12) == 12

@@ -95,16 +95,33 @@ def bert_dir(released):
 @pytest.fixture(scope="module")
 def hub_bert_json(bert_dir, tmp_path_factory):
   """A tokenizer.json as the hub serves bert-base-uncased's: its special tokens registered as
-  added tokens, which a `tokenizers.Tokenizer` matches in text unless told not to."""
+  added tokens, which a `tokenizers.Tokenizer` matches in text unless told not to, and its
+  post-processor, which wraps every encoded text in [CLS] ... [SEP] unless told not to."""
   model = models.WordPiece.from_file(str(bert_dir / "vocab.txt"), unk_token="[UNK]")
   tokenizer = hf.Tokenizer(model)
   tokenizer.normalizer = hf.normalizers.BertNormalizer(lowercase=True)
   tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   tokenizer.decoder = decoders.WordPiece(prefix="##")
   tokenizer.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  tokenizer.post_processor = hf.processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+      special_tokens=[("[CLS]", 101), ("[SEP]", 102)])
   path = tmp_path_factory.mktemp("hub_bert") / "tokenizer.json"
   tokenizer.save(str(path))
   return path
+
+
+def test_a_hub_tokenizer_json_encodes_a_document_without_its_cls_and_sep_template(hub_bert_json):
+  """The pipeline puts a document between its own [CLS] and eos: the tokenizer gives only the
+  document's word pieces, one by one and in batches (as sources and prepare encode)."""
+  tok = tk.load_tokenizer(data_config("hf", hub_bert_json, "bert"))
+  words = "the cat ##s sat on a mat . it was warm !".split()
+  expected = [WORD_ID[w] for w in words]
+  text = "The cats sat on a mat. It was warm!"
+  assert tok.encode(text).tolist() == expected
+  assert [ids.tolist() for ids in tok.encode_batch([text, "hello"])] == [expected,
+                                                                         [WORD_ID["hello"]]]
+  assert tok._tokenizer.encode(text).ids == [101, *expected, 102]  # the template is there
 
 
 @pytest.fixture(scope="module")

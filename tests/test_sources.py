@@ -60,6 +60,19 @@ def test_split_is_deterministic_disjoint_and_stable_when_appending():
     sources.split_documents(5, 1.5)
 
 
+def test_every_block_of_the_split_the_last_partial_one_too_holds_out_one_document():
+  """One held-out document per block of round(1 / eval_fraction) consecutive documents: a corpus
+  that does not end on a block boundary still holds one out of its last, shorter block."""
+  for fraction in (0.3, 0.1, 0.05):
+    block = round(1 / fraction)
+    for num_docs in range(2, 6 * block):
+      train, held_out = sources.split_documents(num_docs, fraction)
+      size = min(block, num_docs)  # a corpus of one block or less: that one block
+      assert np.bincount(held_out // size).tolist() == [1] * -(-num_docs // size), (
+          fraction, num_docs, held_out)
+      assert len(train) + len(held_out) == num_docs
+
+
 def write_corpus(tmp_path):
   """A .txt, a .jsonl with a huge line and invalid bytes, and a .jsonl.gz; the expected texts."""
   huge = "word " * 200_000 + "end."
@@ -144,11 +157,44 @@ def test_the_memory_budget_is_shared_by_the_slurm_tasks_of_a_node():
   assert sources.memory_budget({"SLURM_TASKS_PER_NODE": "4(x2)"}) == alone // 4
 
 
+def test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_glob(tmp_path):
+  expected = write_corpus(tmp_path)  # a.txt's two documents, then b.jsonl's four, c's one
+  globs = (f"{tmp_path}/a.txt", f"{tmp_path}/*.jsonl*", f"{tmp_path}/*", f"{tmp_path}/b.jsonl")
+  config = data_config(source="files", files=globs)
+  assert text_files.expand_globs(list(globs)) == [str(tmp_path / name) for name in
+                                                  ("a.txt", "b.jsonl", "c.jsonl.gz")]
+  store, _ = sources.tokenize_source(config, BYTE)
+  assert texts_of(store) == expected
+
+
+def test_the_files_a_glob_matches_are_read_in_the_order_of_their_names(tmp_path):
+  """Document ids follow the corpus order, so every host and every run must read the files in
+  one order, whatever order the file system lists them in: their names'."""
+  names = [f"part-{i:03d}.jsonl" for i in range(40)]
+  for i in np.random.default_rng(0).permutation(len(names)):  # created out of order
+    (tmp_path / names[i]).write_text(json.dumps({"text": f"document {i}"}) + "\n")
+  config = data_config(source="files", files=(f"{tmp_path}/part-*.jsonl",))
+  assert text_files.expand_globs(list(config.files)) == [str(tmp_path / n) for n in names]
+  store, _ = sources.tokenize_source(config, BYTE)
+  assert texts_of(store) == [f"document {i}" for i in range(len(names))]
+
+
 def test_txt_files_can_be_whole_file_documents(tmp_path):
   write_corpus(tmp_path)
   config = data_config(source="files", files=(f"{tmp_path}/a.txt",), txt_documents="file")
   store, _ = sources.tokenize_source(config, BYTE)
   assert texts_of(store) == [(tmp_path / "a.txt").read_text().replace("\r\n", "\n")]
+
+
+def test_a_paragraph_keeps_the_indentation_and_spacing_of_its_lines(tmp_path):
+  """A .txt paragraph is its lines as written, joined by newlines: code and verse keep their
+  indentation; only the line ends (and \\r) go, and blank lines separate documents."""
+  paragraphs = ["def f(x):\n    return x  # four spaces\n\tand a tab", "  indented start\nend  "]
+  written = "\r\n\r\n".join(p.replace("\n", "\r\n") for p in paragraphs) + "\r\n"
+  (tmp_path / "code.txt").write_bytes(written.encode())
+  store, _ = sources.tokenize_source(
+      data_config(source="files", files=(f"{tmp_path}/code.txt",)), BYTE)
+  assert texts_of(store) == paragraphs
 
 
 def test_big_files_are_cut_at_document_boundaries(tmp_path):
@@ -265,6 +311,33 @@ def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):
   stats = text_files.TextStats()
   by_pieces = [t for p in pieces for t in sources.iter_piece_texts(config, p, stats)]
   assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
+
+
+SHARDED_TEXTS = [builtin_corpus.document(i) for i in range(160)]
+
+
+class GlmjaxShardedText(GlmjaxTestText):
+  """One split written in several files of more records than TFDS reads from a file at a time
+  when it interleaves files (16), as real TFDS datasets are."""
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples(SHARDED_TEXTS)}
+
+
+def test_a_tfds_split_of_several_files_is_read_in_one_fixed_order(tmp_path):
+  """Document ids (and with them the held-out split and every batch) follow the order the
+  split is read in, on every host, every run and in prepare's pieces: the files one after
+  another, in their stored order."""
+  GlmjaxShardedText(data_dir=str(tmp_path)).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(num_shards=5))
+  config = tfds_config(str(tmp_path), tfds_name="glmjax_sharded_text:1.0.0")
+  reads = [texts_of(sources.tokenize_source(config, BYTE)[0]) for _ in range(3)]
+  assert sorted(reads[0]) == sorted(SHARDED_TEXTS)
+  assert reads[1] == reads[0] and reads[2] == reads[0]
+  pieces = sources.plan_pieces(config, target_bytes=20_000)
+  assert len(pieces) > 2
+  assert [t for p in pieces for t in sources.iter_piece_texts(config, p, text_files.TextStats())
+          ] == reads[0]
 
 
 def test_tfds_prepared_shards_equal_on_the_fly(tfds_dir, tmp_path):

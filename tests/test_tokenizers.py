@@ -190,3 +190,24 @@ def test_a_damaged_tokenizer_file_is_one_line_naming_it(tmp_path, kind, name):
                                        r"damaged or of another kind") as error:
     tk.load_tokenizer(data_config(tokenizer=kind, tokenizer_path=str(path)))
   assert "\n" not in str(error.value)
+
+
+# The characters the original's contains_sentence_end looks for in a token's text (THUDM/GLM
+# blocklm_utils.py): '.', '?', '!', ';', ':', '。', '？', '！', '；', '…' and '\n'.
+ORIGINAL_SENTENCE_ENDS = [".", "?", "!", ";", ":", "。", "？", "！", "；", "…", "\n"]
+
+
+def test_a_token_ends_a_sentence_when_its_text_holds_a_character_the_original_looks_for(tmp_path):
+  others = [",", "a", "-", "、", "，", "：", ")", "'", "word"]
+  tokens = (ORIGINAL_SENTENCE_ENDS + [f"x{c}y" for c in ORIGINAL_SENTENCE_ENDS] + others
+            + ["<unk>"])
+  tokenizer = hf.Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)},
+                                            unk_token="<unk>"))
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
+  table = tok.sentence_end
+  assert [t for i, t in enumerate(tokens) if table[i]] == tokens[:2 * len(ORIGINAL_SENTENCE_ENDS)]
+  # The byte tokenizer: every one-byte character of the list, and no other byte.
+  byte_ends = tk.ByteTokenizer().sentence_end
+  assert {chr(b) for b in np.flatnonzero(byte_ends[:256])} == {
+      c for c in ORIGINAL_SENTENCE_ENDS if len(c.encode()) == 1}
