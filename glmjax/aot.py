@@ -193,9 +193,9 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   # on the devices for the whole run.
   batch_bytes = per_chip_bytes(step_lib.abstract_batch(batch_size, seq_len, mesh))
   resident = int(config.train.eval_batches) * batch_bytes if evaluated is not None else 0
-  # Beside the batch the step takes, train's prefetcher holds up to DEPTH built batches and
-  # transfers one more.
-  ahead = (prefetch.DEPTH + 1) * batch_bytes
+  # Beside the running step's batch: the next step's, already dispatched (train reads metrics
+  # one step late), up to DEPTH built batches in the prefetcher's queue and one in transfer.
+  ahead = (prefetch.DEPTH + 2) * batch_bytes
   eval_peak = (memory_lib.program_bytes(evaluated.memory_analysis()) + state_bytes
                - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()

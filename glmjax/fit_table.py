@@ -125,6 +125,7 @@ def main(argv=None) -> int:
   parser.add_argument("--readme", default="", help="put the rows found into this file's table")
   args = parser.parse_args(argv)
   jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_enable_compilation_cache", False)  # compile-only: never loadable
   log = lambda text: print(text, file=sys.stderr, flush=True)
   rows = []
   for model, module in MODELS:

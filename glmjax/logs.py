@@ -69,7 +69,9 @@ def _shown_on_console(record: logging.LogRecord) -> bool:
 
 
 def setup_console(process_index: int) -> None:
-  """Must run after jax.distributed is initialised (the caller passes the process index)."""
+  """The console for process `process_index` (INFO on process 0, WARNING elsewhere). Before
+  jax.distributed is joined, call it with 0 (every process speaks), then again with the real
+  index; calling it again replaces the handler."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   library = absl_logging.get_absl_handler()
   library.setFormatter(_FirstLine(absl_logging.PythonFormatter()))

@@ -78,8 +78,11 @@ def unsplittable_axis(axes: Mapping[str, tuple[int, str]], mesh_sizes: Mapping[s
 def batch_rule_problem(rules) -> str | None:
   """The line when mesh.rules maps the batch dimension of activations elsewhere than the rows
   of the input batches (BATCH_AXES); every step would then reshard its activations."""
-  mapped = next((axes for name, axes in rules if name == BATCH_NAME), None)
-  mapped = (mapped,) if isinstance(mapped, str) else tuple(mapped or ())
+  found = [axes for name, axes in rules if name == BATCH_NAME]
+  if not found:
+    return (f"mesh.rules has no {BATCH_NAME!r} rule: add ({BATCH_NAME!r}, {BATCH_AXES}), the "
+            "axes the batch rows are built and placed over.")
+  mapped = (found[0],) if isinstance(found[0], str) else tuple(found[0] or ())
   if mapped != BATCH_AXES:
     return (f"mesh.rules maps {BATCH_NAME!r} to {mapped}, but batch rows are built and placed "
             f"over {BATCH_AXES}: keep that rule as {BATCH_AXES} (size the split with mesh.data "

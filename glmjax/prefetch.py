@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 _POLL_S = 0.1  # how often a blocked producer checks that it was closed
 # Batches built ahead of the step that takes them: 2 is double-buffered. With the one being
-# built, up to DEPTH + 1 batches wait on the devices beside the step's own (aot counts them).
+# built and the one of the step dispatched behind the running step (train waits on a step's
+# metrics one step late), up to DEPTH + 2 batches sit on the devices beside the running step's
+# own (aot counts them).
 DEPTH = 2
 
 

@@ -349,7 +349,7 @@ MUTATIONS = (
              ("tests/test_host_input.py::test_train_says_it_joins_jax_distributed_in_its_own_"
               "console_format",)),
     Mutation("aot leaves the prefetched batches out of the peak", "glmjax/aot.py",
-             "  ahead = (prefetch.DEPTH + 1) * batch_bytes", "  ahead = 0",
+             "  ahead = (prefetch.DEPTH + 2) * batch_bytes", "  ahead = 0",
              ("tests/test_aot.py::test_the_batches_train_prefetches_count_in_the_peak",)),
     Mutation("aot writes TPU executables it cannot read back into the compilation cache",
              "glmjax/aot.py", '  jax.config.update("jax_enable_compilation_cache", False)\n', "",

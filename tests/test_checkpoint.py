@@ -1,5 +1,6 @@
 """Orbax checkpoints: round trip into shardings, broken checkpoints skipped, layout checked."""
 import os
+import re
 import shutil
 
 import jax
@@ -222,7 +223,10 @@ def test_flipped_bytes_in_the_newest_checkpoint_are_caught_and_the_older_one_res
   restored = fresh.restore_latest(abstract, _metadata(big(1.0))["param_layout"])
   assert restored.step == 1
   np.testing.assert_array_equal(restored.state.params["w"], big(1.0).params["w"])
-  assert "checkpoint 2 in" in caplog.text and "corrupted: the checksum of params/w" in caplog.text
+  # Which check sees it depends on what the flips hit (Orbax's file layout varies from run to
+  # run): a changed value fails the checksum, a flipped exponent the finiteness check first.
+  assert "checkpoint 2 in" in caplog.text
+  assert re.search(r"corrupted: (the checksum of|\d+ non-finite values in) params/w", caplog.text)
   assert fresh.steps() == [1, 2]  # kept until the resumed run saves step 2 again
   fresh.close()
 

@@ -270,3 +270,6 @@ def test_a_rule_that_splits_activation_rows_unlike_the_input_batches_is_refused(
   config.mesh.rules = tuple((name, ["data", "fsdp"] if name == "activation_batch" else axes)
                             for name, axes in config.mesh.rules)  # as a JSON config gives it
   config_lib.validate(config, num_devices=8)
+  config.mesh.rules = tuple(rule for rule in config.mesh.rules if rule[0] != "activation_batch")
+  with pytest.raises(config_lib.ConfigError, match="mesh.rules has no 'activation_batch' rule"):
+    config_lib.validate(config, num_devices=8)

@@ -62,10 +62,11 @@ def _continue_config(workdir):
   return module.get_config()
 
 
-def _run_command(module, *args):
+def _run_command(module, *args, temp):
+  """`python -m module args`; a failure's traceback file goes to the folder `temp`."""
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
-                        text=True, check=False, timeout=300)
+                        env={**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)},
+                        capture_output=True, text=True, check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +284,7 @@ def test_glmjax_imports_without_torch():
 def test_convert_command_imports_and_exports_and_errors_in_one_line(weights, tmp_path):
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)}  # traceback files
   run = lambda *args: subprocess.run(  # noqa: E731
       [sys.executable, "-m", "glmjax.convert", *args], cwd=REPO, env=env, capture_output=True,
       text=True, check=False, timeout=300)
@@ -331,7 +332,8 @@ def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_namin
   assert "--tokenizer=PATH" in message and "\n" not in message
   with pytest.raises(evaluate.EvaluateError, match="--tokenizer=PATH"):
     evaluate.evaluate(workdir, batches=1)
-  generated = _run_command("glmjax.generate", f"--workdir={workdir}", "--text=the [MASK] of")
+  generated = _run_command("glmjax.generate", f"--workdir={workdir}", "--text=the [MASK] of",
+                           temp=tmp_path)
   lines = [line for line in generated.stderr.splitlines() if line.strip()]
   assert generated.returncode == 1 and "Traceback" not in generated.stderr, generated.stderr
   assert "imported without its tokenizer" in lines[-1] and "--tokenizer=PATH" in lines[-1]
@@ -364,7 +366,8 @@ def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_comma
   config = _continue_config(workdir)
   config_lib.validate(config)  # what aot checks: the config compiles without a tokenizer
   trained = _run_command("glmjax.train", f"--config={workdir}/config.py",
-                         f"--workdir={tmp_path / 'refused'}", "--config.data.source=builtin")
+                         f"--workdir={tmp_path / 'refused'}", "--config.data.source=builtin",
+                         temp=tmp_path)
   lines = [line for line in trained.stderr.splitlines() if line.strip()]
   assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
   assert "data.tokenizer_path: this config comes from a checkpoint imported without its tokenizer" \

@@ -329,7 +329,8 @@ def test_a_briefly_trained_model_fills_blanks_of_its_pattern(tmp_path):
       [sys.executable, "-m", "glmjax.generate", f"--workdir={tmp_path / 'trained'}",
        f"--input={tmp_path / 'prompts.jsonl'}", f"--output={tmp_path / 'out.jsonl'}",
        "--max_tokens=8", "--batch_size=16"],
-      cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+      cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)},
+      capture_output=True, text=True,
       check=False, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "attention=auto" not in result.stderr  # decoding calls no kernel: none is checked

@@ -27,18 +27,19 @@ class Kernel:
   runs it; attention_choice.AUTO_ORDER says where 'auto' tries it)."""
   seq_len_multiple: int = 1        # it tiles the sequence in blocks: data.seq_len a multiple
   attention_dropout: bool = False  # it applies attention-probability dropout
-  named_residuals: bool = True     # it tags its output and softmax statistics for remat
+  named_residuals: bool = False    # it tags its output and softmax statistics for remat
   tpu: bool = False                # a TPU kernel (model/splash.py; interpreted elsewhere)
 
 
 # One row per kernel; "auto" is resolved once at start-up (attention_choice).
 KERNELS = {
     # The dense reference; its backward needs the [T, T] probabilities, nothing to tag.
-    "xla": Kernel(attention_dropout=True, named_residuals=False),
-    "cudnn": Kernel(),                                    # cuDNN row split (gpu_kernels.py)
-    "tokamax": Kernel(),                                  # Mosaic GPU flash kernel
-    "splash": Kernel(seq_len_multiple=128, tpu=True),     # splash, in-kernel mask from qpos
-    "splash_dynamic": Kernel(seq_len_multiple=128, tpu=True),  # splash, per-example bool mask
+    "xla": Kernel(attention_dropout=True),
+    "cudnn": Kernel(named_residuals=True),                # cuDNN row split (gpu_kernels.py)
+    "tokamax": Kernel(named_residuals=True),              # Mosaic GPU flash kernel
+    # TPU splash: the in-kernel mask from qpos, and the public per-example bool mask.
+    "splash": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True),
+    "splash_dynamic": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True),
 }
 ATTENTION_IMPLEMENTATIONS = tuple(KERNELS)
 ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
