@@ -72,7 +72,7 @@ def test_the_command_refuses_a_config_without_its_tokenizer_file_in_one_line(tmp
        "--config.data.source=files", f"--config.data.files=('{tmp_path}/*.jsonl',)",
        f"--out={tmp_path}/prepared", "--workers=2"],
       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)})  # traceback file
   assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr
   assert "data.tokenizer='hf' needs data.tokenizer_path" in result.stderr

@@ -1,4 +1,5 @@
 """Tokenizers: round trips, GLM special ids (BERT / GPT-2 / appended), sentence-end tables."""
+import os
 import re
 import subprocess
 import sys
@@ -148,7 +149,8 @@ def test_the_tokenizer_trainer_reports_a_mistake_in_one_line(tmp_path, args, mes
                                        encoding="utf-8")
   result = subprocess.run([sys.executable, "-m", "glmjax.data.tokenizers", "train",
                            *(a.format(tmp=tmp_path) for a in args), f"--out={tmp_path}/m.model"],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # the traceback file
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
   assert re.search(message, lines[0].split(" ", 1)[1]), lines[0]
