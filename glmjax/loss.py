@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
+from glmjax import parallel
+
 # Positions per loop iteration (train.loss_chunk). Each iteration reads the embeddings twice and
 # updates the float32 embedding gradient, about 12·V·H bytes for 6·chunk·V·H FLOPs, so a chunk
 # far below ~1024 leaves an accelerator waiting on memory; a device also computes up to
@@ -83,7 +85,7 @@ def _sharded(hidden, embeddings, targets, weights, chunk, *, with_grads):
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return _local(hidden, embeddings, targets, weights, chunk, with_grads, (), (), ())
-  batch_axes, vocab_axes = (_axes(spec) for spec in
+  batch_axes, vocab_axes = (parallel.mesh_axes(spec) for spec in
                             nn.logical_to_mesh_axes(("activation_batch", "activation_vocab")))
   size = lambda axes: math.prod(mesh.shape[a] for a in axes)  # noqa: E731
   if embeddings.shape[0] % size(vocab_axes):
@@ -92,7 +94,7 @@ def _sharded(hidden, embeddings, targets, weights, chunk, *, with_grads):
     vocab_axes = ()
   # The embedding gradient leaves sharded as the parameter is ('embed' over its FSDP axes):
   # summed over the other batch axes, reduce-scattered over those.
-  embed_axes = _axes(nn.logical_to_mesh_axes(("embed",))[0])
+  embed_axes = parallel.mesh_axes(nn.logical_to_mesh_axes(("embed",))[0])
   scatter_axes = tuple(a for a in embed_axes if a in batch_axes)
   if embeddings.shape[1] % size(scatter_axes):
     scatter_axes = ()
@@ -109,12 +111,6 @@ def _sharded(hidden, embeddings, targets, weights, chunk, *, with_grads):
       lambda h, e, t, w: local(h, e, t, w), mesh=mesh,
       in_specs=(PartitionSpec(batch_axes or None, None, None), vocab, row_major, row_major),
       out_specs=out_specs, check_vma=False)(hidden, embeddings, targets, weights)
-
-
-def _axes(spec_entry) -> tuple[str, ...]:
-  if spec_entry is None:
-    return ()
-  return tuple(spec_entry) if isinstance(spec_entry, (tuple, list)) else (spec_entry,)
 
 
 def _local(hidden, embeddings, targets, weights, chunk, with_grads, batch_axes, vocab_axes,

@@ -28,6 +28,14 @@ BATCH_AXES = ("data", "fsdp")
 BATCH_NAME = "activation_batch"
 
 
+def mesh_axes(entry) -> tuple[str, ...]:
+  """The mesh axes a rules-table entry or a PartitionSpec entry names: None, one axis name, or
+  several (a tuple, or a list as a JSON config gives it)."""
+  if entry is None:
+    return ()
+  return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
   """Axis sizes with one -1 filled from the device count; errors name the field."""
   sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
@@ -58,18 +66,18 @@ def unsplittable_axis(axes: Mapping[str, tuple[int, str]], mesh_sizes: Mapping[s
   that its mesh axes under `rules` cannot split evenly; None when every one divides."""
   seen = set()
   for name, mapped in rules:
-    mesh_axes = () if mapped is None else (mapped,) if isinstance(mapped, str) else tuple(mapped)
-    unknown = [axis for axis in mesh_axes if axis not in mesh_sizes]
+    mapped_axes = mesh_axes(mapped)
+    unknown = [axis for axis in mapped_axes if axis not in mesh_sizes]
     if unknown:
       return (f"mesh.rules maps {name!r} to {', '.join(map(repr, unknown))}, which is not a mesh "
               f"axis; use {', '.join(map(repr, MESH_AXES))} or None.")
     if name in seen or name not in axes:  # flax takes a name's first rule; later ones are
       continue                            # fallbacks when its axes are already in use
     seen.add(name)
-    parts = math.prod(mesh_sizes[axis] for axis in mesh_axes)
+    parts = math.prod(mesh_sizes[axis] for axis in mapped_axes)
     size, field = axes[name]
     if size % parts:
-      split = " x ".join(f"mesh.{axis}={mesh_sizes[axis]}" for axis in mesh_axes)
+      split = " x ".join(f"mesh.{axis}={mesh_sizes[axis]}" for axis in mapped_axes)
       return (f"{field} = {size} cannot be split over {split} (the parameters' {name!r} axis, "
               f"mesh.rules): choose mesh sizes that divide it, or a model size they divide.")
   return None
@@ -82,7 +90,7 @@ def batch_rule_problem(rules) -> str | None:
   if not found:
     return (f"mesh.rules has no {BATCH_NAME!r} rule: add ({BATCH_NAME!r}, {BATCH_AXES}), the "
             "axes the batch rows are built and placed over.")
-  mapped = (found[0],) if isinstance(found[0], str) else tuple(found[0] or ())
+  mapped = mesh_axes(found[0])
   if mapped != BATCH_AXES:
     return (f"mesh.rules maps {BATCH_NAME!r} to {mapped}, but batch rows are built and placed "
             f"over {BATCH_AXES}: keep that rule as {BATCH_AXES} (size the split with mesh.data "
