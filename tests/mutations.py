@@ -174,22 +174,22 @@ MUTATIONS = (
              "glmjax/metrics.py",
              "seconds = (now - self._last_time) / (step - self._last_step)",
              "seconds = now - self._last_time",
-             ("tests/test_train.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+             ("tests/test_loop.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
               "previous_log_line",)),
     Mutation("a log line's TFLOP/s and MFU use the last step's FLOPs (not its window's mean)",
              "glmjax/loop.py",
              "flops_per_step=np.mean(self.flops),", "flops_per_step=self.flops[-1],",
-             ("tests/test_train.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+             ("tests/test_loop.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
               "previous_log_line",)),
     Mutation("a log line's model FLOPs average every step since the start",
              "glmjax/loop.py",
              "    self.flops = []\n    self.writer.write", "    self.writer.write",
-             ("tests/test_train.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+             ("tests/test_loop.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
               "previous_log_line",)),
     Mutation("non-finite steps with good ones between them count as consecutive",
              "glmjax/loop.py",
              "    self.consecutive_nonfinite = 0\n    if step_done", "    if step_done",
-             ("tests/test_train.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
+             ("tests/test_loop.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
     Mutation("param_norm logged for the parameters before the update",
              "glmjax/step.py",
              '"param_norm": optax.global_norm(new_state.params),',
@@ -281,7 +281,7 @@ MUTATIONS = (
     Mutation("TFLOP/s per device and MFU divide by this host's devices only",
              "glmjax/loop.py",
              "num_devices=jax.device_count(),", "num_devices=jax.local_device_count(),",
-             ("tests/test_train.py::test_throughput_per_device_divides_the_step_s_flops_by_every_"
+             ("tests/test_loop.py::test_throughput_per_device_divides_the_step_s_flops_by_every_"
               "device_of_the_run",)),
     Mutation("the warmup truncates warmup_ratio x decay_steps (0.29 x 100 -> 28 steps)",
              "glmjax/optim.py",
@@ -590,7 +590,9 @@ MUTATIONS = (
              "    step = steps[-1]\n", "    step = steps[0]\n", ("tests/test_checkpoint.py",)),
     Mutation("the last step not logged when it is off the log_every grid", "glmjax/loop.py",
              "if step_done % self.config.train.log_every and step_done != self.total_steps:",
-             "if step_done % self.config.train.log_every:", ("tests/test_train.py",)),
+             "if step_done % self.config.train.log_every:",
+             ("tests/test_loop.py::test_the_last_step_is_logged_when_the_run_ends_off_the_log_"
+              "every_grid",)),
     Mutation("the attention start-up check run at a fixed sequence length",
              "glmjax/attention_choice.py", "seq_len=int(config.data.seq_len),", "seq_len=256,",
              ("tests/test_config_validation.py",)),
