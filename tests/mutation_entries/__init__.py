@@ -1,0 +1,20 @@
+"""The planted bugs of tests/mutations.py, by area: each replaces text its file holds once with
+a realistic mistake, and names the tests that must fail. Add one when a claim gets a test."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+  name: str
+  path: str   # file the bug goes into
+  old: str    # text replaced (must occur exactly once)
+  new: str
+  tests: tuple[str, ...]  # pytest node ids that must fail
+
+
+# pylint: disable=wrong-import-position  (the areas' modules use Mutation)
+from mutation_entries import commands, data, model, training  # noqa: E402
+
+MUTATIONS = model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
