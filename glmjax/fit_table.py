@@ -118,20 +118,33 @@ def splice(path: str, text: str) -> None:
     f.write(pattern.sub(lambda _: f"{BEGIN}\n{table_text}\n{END}", content))
 
 
+def _names(flag: str, text: str, known: tuple[str, ...]) -> list[str]:
+  """The comma-separated names of `flag`, each one of `known` (a typo would otherwise leave an
+  empty table and exit 0)."""
+  names = [name.strip() for name in text.split(",") if name.strip()]
+  unknown = [name for name in names if name not in known]
+  if unknown or not names:
+    raise SystemExit(f"{flag}={text!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}"
+                     f"; choose from {','.join(known)}")
+  return names
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   parser.add_argument("--models", default=",".join(name for name, _ in MODELS))
   parser.add_argument("--generations", default=",".join(GENERATIONS))
   parser.add_argument("--readme", default="", help="put the rows found into this file's table")
   args = parser.parse_args(argv)
+  models = _names("--models", args.models, tuple(name for name, _ in MODELS))
+  generations = _names("--generations", args.generations, GENERATIONS)
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_enable_compilation_cache", False)  # compile-only: never loadable
   log = lambda text: print(text, file=sys.stderr, flush=True)
   rows = []
   for model, module in MODELS:
-    if model not in args.models.split(","):
+    if model not in models:
       continue
-    for generation in args.generations.split(","):
+    for generation in generations:
       log(f"{model} on {generation}:")
       rows.append((model, smallest_fit(module, generation, log)))
   text = table(rows)

@@ -65,3 +65,24 @@ def test_the_rows_found_replace_their_own_rows_between_the_markers_and_keep_the_
   readme.write_text("no markers here\n")
   with pytest.raises(SystemExit, match="no <!-- fit-table:begin -->"):
     fit_table.splice(str(readme), "| new |")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models=GLM-base"], r"^--models='GLM-base': unknown GLM-base; choose from GLM-Base,"),
+    (["--generations=v5p,v4"], r"^--generations='v5p,v4': unknown v4; choose from v5p,v5e,v6e$"),
+    (["--models="], r"^--models='': empty; choose from "),
+])
+def test_a_model_or_chip_generation_the_table_does_not_know_is_refused_before_any_compile(
+    monkeypatch, argv, message):
+  # A typo would otherwise match nothing: an empty table and exit status 0.
+  monkeypatch.setattr(aot, "compile_for_slice", lambda config, spec: pytest.fail("compiled"))
+  with pytest.raises(SystemExit, match=message):
+    fit_table.main(argv)
+
+
+def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(monkeypatch, capsys):
+  monkeypatch.setattr(aot, "compile_for_slice", lambda config, spec: pytest.fail("compiled"))
+  with pytest.raises(SystemExit) as stopped:
+    fit_table.main(["--model=GLM-Base"])  # argparse would read it as --models
+  assert stopped.value.code == 2 and "unrecognized arguments: --model=GLM-Base" in (
+      capsys.readouterr().err)

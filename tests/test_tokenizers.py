@@ -157,6 +157,15 @@ def test_the_tokenizer_trainer_reports_a_mistake_in_one_line(tmp_path, args, mes
   assert not (tmp_path / "m.model").exists()
 
 
+def test_the_tokenizer_trainer_takes_no_prefix_of_a_flag_for_the_flag(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "glmjax.data.tokenizers", "train",
+                           f"--input={tmp_path}/*.txt", "--vocab=500", f"--out={tmp_path}/m.model"],
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      "error: the following arguments are required: --vocab-size")
+
+
 def test_token_surface_turns_tokenizer_markers_into_text():
   assert tk.token_surface("Ġ.", byte_level=True) == " ."
   assert tk.token_surface("Ċ", byte_level=True) == "\n"

@@ -60,10 +60,12 @@ def train_sentencepiece(paths, vocab_size: int, out: str, model_type: str = "uni
 
 
 def main(argv: list[str]):
+  # No prefixes of flags: --vocab for --vocab-size would hide a typo in a longer run.
   parser = argparse.ArgumentParser(prog="python -m glmjax.data.tokenizers",
-                                   description="Tokenizer tools.")
+                                   description="Tokenizer tools.", allow_abbrev=False)
   commands = parser.add_subparsers(dest="command", required=True)
-  train = commands.add_parser("train", help="train a SentencePiece model from text files")
+  train = commands.add_parser("train", help="train a SentencePiece model from text files",
+                              allow_abbrev=False)
   train.add_argument("--input", action="append", required=True,
                      help="glob of .txt/.jsonl/.json files, optionally .gz (repeatable)")
   train.add_argument("--vocab-size", type=int, required=True,
