@@ -1,4 +1,6 @@
 """Orbax checkpoints: round trip into shardings, broken checkpoints skipped, layout checked."""
+import json
+import logging
 import os
 import re
 import shutil
@@ -374,3 +376,159 @@ def test_the_resume_check_runs_before_the_state_is_read(tmp_path, mesh):
     fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"], check=refuse)
   assert reads == [[checkpoint.METADATA_ITEM]]
   fresh.close()
+
+
+def test_checkpoint_every_0_saves_no_periodic_checkpoint_only_the_forced_last_one(tmp_path):
+  """checkpoint.every=0 turns periodic saves off; the run's last step is still saved."""
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=0, keep=2)
+  assert not any(ckpt.should_save(at) for at in range(1, 10))
+  assert not ckpt.save(4, state, _metadata(state))
+  assert ckpt.save(9, state, _metadata(state), force=True)
+  ckpt.close()
+  assert ckpt.steps() == [9]
+
+
+def test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_checkpoint(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  for at in (1, 2):
+    ckpt.save(at, _state(float(at)), _metadata(_state()))
+  ckpt.wait()
+  good = _state()
+  bad = good.replace(params={**good.params, "dense": {
+      **good.params["dense"], "kernel": good.params["dense"]["kernel"].at[2, 3].set(jnp.inf)}})
+  with pytest.raises(checkpoint.NonFiniteStateError,
+                     match=r"Not saving step 3 .*params/dense/kernel \(1\).*Newest good "
+                           r"checkpoint: step 2, intact"):
+    ckpt.save(3, bad, _metadata(bad))
+  ckpt.close()
+  assert ckpt.steps() == [1, 2]
+
+
+def _rewrite_metadata(step_dir, change):
+  """Rewrites the JSON metadata saved with a checkpoint (the JSON file of its folder)."""
+  def is_json(path):
+    try:
+      return isinstance(json.loads(path.read_text()), dict)
+    except ValueError:
+      return False
+  (path,) = [p for p in (step_dir / checkpoint.METADATA_ITEM).rglob("*")
+             if p.is_file() and is_json(p)]
+  path.write_text(change(path.read_text()))
+
+
+def test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_still_restores(
+    tmp_path, mesh):
+  """Earlier glmjax versions saved only the config and the parameter layout: their workdirs
+  resume (nothing to compare the optimizer's layout or the arrays' checksums with)."""
+  state = _state(2.0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(4, state, _metadata(state))
+  ckpt.close()
+
+  def as_before(text):
+    saved = json.loads(text)
+    assert {"state_layout", "checksums"} <= set(saved)  # what the old version lacked
+    return json.dumps({key: saved[key] for key in ("config", "param_layout")})
+  _rewrite_metadata(tmp_path / "4", as_before)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  restored = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  fresh.close()
+  assert restored.step == 4
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
+                                state.params["dense"]["kernel"])
+
+
+def test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_older_one(
+    tmp_path, mesh, caplog):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  for at in (1, 2):
+    ckpt.save(at, _state(float(at)), _metadata(_state()))
+  ckpt.close()
+  _rewrite_metadata(tmp_path / "2", lambda text: text[:len(text) // 2])
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  restored = fresh.restore_latest(_abstract(_state(), mesh), _metadata(_state())["param_layout"])
+  fresh.close()
+  assert restored.step == 1
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
+                                _state(1.0).params["dense"]["kernel"])
+  assert f"Skipping damaged checkpoint 2 in {tmp_path}: cut off" in caplog.text
+  assert fresh.steps() == [1, 2]  # kept until the resumed run saves step 2 again
+
+
+def test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder(tmp_path, mesh):
+  """checkpoint.init_from (and evaluate, generate, convert) take a workdir or its checkpoints/."""
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=3)
+  for at in (1, 2):
+    ckpt.save(at, _state(float(at)), _metadata(_state()))
+  ckpt.close()
+  params, at = checkpoint.restore_params(str(tmp_path / "checkpoints"),
+                                         _abstract(_state(), mesh).params,
+                                         _metadata(_state())["param_layout"])
+  assert at == 2
+  np.testing.assert_array_equal(params["dense"]["kernel"], _state(2.0).params["dense"]["kernel"])
+
+
+def test_a_corruption_line_names_three_arrays_and_counts_the_others():
+  restored = {f"w{index}": jnp.full(2, jnp.nan) for index in range(5)}
+  line = checksums.corruption(restored, None)
+  assert line.count("2 non-finite values in w") == 3 and line.endswith("(and 2 more arrays)")
+
+
+def test_a_run_s_last_step_saved_as_a_device_snapshot_is_written_once_without_an_error(
+    tmp_path, mesh, caplog):
+  """With checkpoint.device_snapshot a last step on the save grid is first queued as a copy;
+  the run's final save of that step then writes the copy, and closing has nothing left."""
+  state = _state(5.0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=2, keep=3)
+  assert ckpt.save(4, state, _metadata(state), defer=True)
+  ckpt.save(4, state, _metadata(state), force=True)  # train's save at the end of the loop
+  ckpt.close()
+  assert not [record.getMessage() for record in caplog.records
+              if record.levelno >= logging.ERROR]
+  assert ckpt.steps() == [4]
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=2, keep=3)
+  restored = fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  fresh.close()
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
+                                state.params["dense"]["kernel"])
+
+
+def test_a_storage_error_met_while_handling_another_error_still_stops_the_run(tmp_path, mesh):
+  """A reader that raises its own error while handling the storage error (no `from`) chains it
+  as the context: the permission problem is still what decides."""
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  for at in (1, 2):
+    ckpt.save(at, state, _metadata(state))
+  ckpt.close()
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+
+  def refuse(*args, **kwargs):
+    try:
+      raise PermissionError(13, "Permission denied", "/run/checkpoints/2/state/d/abc")
+    except PermissionError:
+      raise RuntimeError("restore failed")  # pylint: disable=raise-missing-from
+  fresh.manager.restore = refuse
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* cannot be read: Permission denied"):
+    fresh.restore_latest(_abstract(state, mesh), _metadata(state)["param_layout"])
+  fresh.close()
+  assert fresh.steps() == [1, 2]
+
+
+def test_a_save_cut_off_by_a_kill_leaves_no_partial_folder_once_the_run_saves_again(tmp_path):
+  """A kill mid-save leaves Orbax's temporary folder of that step (a state's size on disk); the
+  resumed run removes it, and its own save of that step is whole."""
+  state = _state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  ckpt.save(6, state, _metadata(state))
+  ckpt.close()
+  partial = tmp_path / "7.orbax-checkpoint-tmp-1733000000"  # Orbax's name while it writes
+  shutil.copytree(tmp_path / "6", partial)
+  os.remove(partial / "commit_success.txt")
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  assert fresh.steps() == [6]  # never taken for a checkpoint
+  assert fresh.save(7, state, _metadata(state))
+  fresh.close()
+  assert sorted(os.listdir(tmp_path)) == ["6", "7"]

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from glmjax import checkpoint, config as config_lib, loop, memory, train
+from glmjax import checkpoint, config as config_lib, loop, memory, storage_errors, train
+from glmjax import restore_agreement as agreement
 from glmjax import workdir as workdir_lib
+from test_checkpoint import _rewrite_metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,6 +154,76 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_newest_good_checkpoi
   assert "\n" not in str(error.value)
   monkeypatch.setattr(checkpoint._LoopDecidesPreemption, "save", real_save)
   assert train.train_and_evaluate(_config(steps=6), str(tmp_path))["step"] == 6
+
+
+def test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_folder_in_gib(
+    tmp_path, monkeypatch):
+  """A save can fail before its folders exist (a full disk, a read-only mount): the free space
+  is then that of the nearest folder above that does, in GiB (2**30 bytes)."""
+  asked = []
+
+  def disk_usage(path):
+    asked.append(path)
+    return types.SimpleNamespace(total=8 * 2**30, used=5 * 2**30, free=3 * 2**29)
+  monkeypatch.setattr(storage_errors.shutil, "disk_usage", disk_usage)
+  assert storage_errors.free_space(str(tmp_path / "run" / "checkpoints")) == (
+      " (1.50 GiB free there)")
+  assert asked == [str(tmp_path)]
+  assert storage_errors.free_space("gs://bucket/run/checkpoints") == ""  # no local disk to ask
+
+
+@pytest.mark.parametrize("mine, other, verdict", [
+    ("damaged", "unknown", "unknown"),     # one host cannot tell damage from a bug: all stop
+    ("unknown", "damaged", "unknown"),
+    ("damaged", "unreadable", "unreadable"),
+    ("peer", "damaged", "damaged"),        # the host that saw the damage decides, not 'peer'
+    (None, "damaged", "damaged"),
+    ("damaged", None, "damaged"),
+    (None, None, None)])
+def test_the_worst_verdict_of_any_host_holds_for_every_host(monkeypatch, mine, other, verdict):
+  """Worse to better: unreadable (stop, touch nothing), unknown (stop), damaged (skip to an older
+  checkpoint), peer (failed because another host did), none (restored)."""
+  monkeypatch.setattr(agreement.jax, "process_count", lambda: 2)
+  # The other host's verdict, gathered as process_allgather gives it: one entry per process.
+  monkeypatch.setattr(agreement.multihost_utils, "process_allgather", lambda mine_index: np.array(
+      [int(mine_index), agreement.VERDICTS.index(other)]))
+  agreed = agreement.agree((mine, "my line") if mine else None)
+  assert (agreed[0] if agreed else None) == verdict
+  if verdict == mine:
+    assert agreed == ((mine, "my line") if mine else None)  # this host's own line
+
+
+def test_a_run_keeps_its_newest_checkpoint_keep_checkpoints(tmp_path):
+  config = _config()
+  config.checkpoint.update(every=1, keep=2)
+  outputs = train._outputs(config, str(tmp_path))  # pylint: disable=protected-access
+  state = {"w": np.arange(4.0, dtype=np.float32)}
+  layout = checkpoint.parameter_layout(state)
+  try:
+    for at in (1, 2, 3, 4):
+      outputs.checkpointer.save(at, state, {"param_layout": layout, "state_layout": layout})
+  finally:
+    outputs.checkpointer.close()
+    outputs.writer.close()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "4"]
+
+
+def test_start_over_moves_a_workdir_s_damaged_checkpoints_aside_and_trains_from_step_0(tmp_path):
+  """checkpoint.start_over=true: a workdir whose every checkpoint is damaged (here one cut off
+  mid-write) trains from step 0; the damaged ones are kept beside the folder, not deleted."""
+  old = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=3)
+  state = {"w": np.arange(4.0, dtype=np.float32)}
+  old.save(5, state, {"param_layout": checkpoint.parameter_layout(state)})
+  old.close()
+  _rewrite_metadata(tmp_path / "checkpoints" / "5", lambda text: text[:len(text) // 2])
+  config = _config(steps=2)
+  with pytest.raises(checkpoint.UnusableCheckpointError, match="start_over=true"):
+    train.train_and_evaluate(config, str(tmp_path))
+  config.checkpoint.start_over = True
+  assert train.train_and_evaluate(config, str(tmp_path))["step"] == 2
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  (aside,) = tmp_path.glob("checkpoints.damaged-*")
+  assert sorted(os.listdir(aside)) == ["5"]
 
 
 def _run(workdir, **data):

@@ -31,10 +31,12 @@ def test_console_line_shows_objectives_only_for_a_mixture():
 
 def test_jsonl_writes_non_finite_values_as_null(tmp_path):
   writer = metrics.MetricsWriter(str(tmp_path))
-  writer.write(3, {"loss": float("nan"), "grad_norm": 1.5})
+  writer.write(3, {"loss": float("nan"), "grad_norm": 1.5, "param_norm": float("inf"),
+                   "learning_rate": float("-inf")})
   writer.close()
   record = json.loads((tmp_path / "metrics.jsonl").read_text(), parse_constant=_reject)
-  assert record == {"step": 3, "loss": None, "grad_norm": 1.5}
+  assert record == {"step": 3, "loss": None, "grad_norm": 1.5, "param_norm": None,
+                    "learning_rate": None}
 
 
 def _reject(name):
@@ -52,3 +54,14 @@ def test_a_resumed_run_appends_to_the_metrics_history_of_the_runs_before_it(tmp_
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line) for line in lines] == [{"step": 1, "loss": 2.5},
                                                   {"step": 2, "loss": 2.25}]
+
+
+def test_each_metrics_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
+  """A run killed between log lines (SIGKILL, out of memory) loses none of the records it wrote:
+  a resume reads them back, and a watcher tailing the file sees each step as it is logged."""
+  writer = metrics.MetricsWriter(str(tmp_path))
+  for step in (1, 2):
+    writer.write(step, {"loss": 3.0 - step})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()  # the writer is still open
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, step + 1))
+  writer.close()

@@ -204,6 +204,17 @@ def test_repeated_nans_stop_the_run(tmp_path, monkeypatch):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_a_run_stopped_by_non_finite_steps_keeps_no_checkpoint_of_them(tmp_path, monkeypatch):
+  """Steps 6-8 are non-finite and the run stops at 8 (3 in a row): step 8 is on the save grid,
+  but its checkpoint would hold the skipped steps, so only step 4's is there to resume from."""
+  _poison(monkeypatch, bad_steps=set(range(5, 100)))  # batch k feeds step k + 1
+  config = _local_config(steps=20, log_every=1, max_nonfinite_steps=3)
+  config.checkpoint.update(every=4, keep=3)
+  with pytest.raises(loop.NonFiniteError, match="last at step 8"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
+
+
 def test_bad_config_fails_before_compilation(tmp_path):
   config = _local_config()
   config.model.num_heads = 5

@@ -15,6 +15,7 @@ class Mutation:
 
 
 # pylint: disable=wrong-import-position  (the areas' modules use Mutation)
-from mutation_entries import commands, data, model, training  # noqa: E402
+from mutation_entries import checkpoints, commands, data, model, training  # noqa: E402
 
-MUTATIONS = model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
+MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
+             + checkpoints.ENTRIES)

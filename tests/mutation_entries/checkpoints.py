@@ -1,0 +1,114 @@
+"""Planted bugs in saving, restoring, retaining and checking checkpoints, and in surviving
+faults."""
+from mutation_entries import Mutation
+
+_CK = "tests/test_checkpoint.py::"
+_FAULTS = "tests/test_faults.py::"
+_WORKDIR = "tests/test_workdir.py::"
+_METRICS = "tests/test_metrics.py::"
+
+ENTRIES = (
+    Mutation("checkpoint.every=0 saves every step instead of none", "glmjax/checkpoint.py",
+             "return self.every > 0 and step % self.every == 0",
+             "return step % max(self.every, 1) == 0",
+             (_CK + "test_checkpoint_every_0_saves_no_periodic_checkpoint_only_the_forced_last_"
+              "one",)),
+    Mutation("a refused save names the oldest good checkpoint as the newest",
+             "glmjax/checkpoint.py", 'return f"step {good[-1]}, intact"',
+             'return f"step {good[0]}, intact"',
+             (_CK + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
+              "checkpoint",)),
+    Mutation("a state with a single non-finite value is saved", "glmjax/checkpoint.py",
+             "nonfinite = {name: count for name, (_, count) in summary.items() if count}",
+             "nonfinite = {name: count for name, (_, count) in summary.items() if count > 1}",
+             (_CK + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
+              "checkpoint",)),
+    Mutation("Inf is not counted as non-finite, so a state holding it is saved",
+             "glmjax/checksums.py", "jnp.sum(~jnp.isfinite(leaf))", "jnp.sum(jnp.isnan(leaf))",
+             (_CK + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
+              "checkpoint",)),
+    Mutation("a checkpoint saved before state layouts were recorded is refused",
+             "glmjax/checkpoint.py",
+             "problems = layout_differences(metadata.get(key, layout), layout)",
+             "problems = layout_differences(metadata.get(key, {}), layout)",
+             (_CK + "test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_"
+              "still_restores",)),
+    Mutation("a checkpoint saved before checksums were recorded fails to restore",
+             "glmjax/checkpoint.py",
+             'problem = checksums.corruption(restored, metadata.get("checksums"))',
+             'problem = checksums.corruption(restored, metadata["checksums"])',
+             (_CK + "test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_"
+              "still_restores",)),
+    Mutation("a checkpoint whose metadata was cut off stops the run instead of being skipped",
+             "glmjax/storage_errors.py", "(FileNotFoundError, json.JSONDecodeError, EOFError)",
+             "(FileNotFoundError, EOFError)",
+             (_CK + "test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_"
+              "older_one",)),
+    Mutation("another run's checkpoints/ folder given directly is not found",
+             "glmjax/checkpoint.py",
+             "  directory = directory if epath.Path(directory).is_dir() else source\n", "",
+             (_CK + "test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder",)),
+    Mutation("a corruption line miscounts the arrays past the first three",
+             "glmjax/checksums.py",
+             'more = f" (and {len(problems) - 3} more arrays)" if len(problems) > 3 else ""',
+             'more = f" (and {len(problems)} more arrays)" if len(problems) > 3 else ""',
+             (_CK + "test_a_corruption_line_names_three_arrays_and_counts_the_others",)),
+    Mutation("the final save writes a last step already queued as a device snapshot again",
+             "glmjax/checkpoint.py", "    self.write_deferred()\n    self.wait()  # surfaces",
+             "    self.wait()  # surfaces",
+             (_CK + "test_a_run_s_last_step_saved_as_a_device_snapshot_is_written_once_without_"
+              "an_error",)),
+    Mutation("a storage error chained as the context (no `from`) is not seen",
+             "glmjax/storage_errors.py", "error = error.__cause__ or error.__context__",
+             "error = error.__cause__",
+             (_CK + "test_a_storage_error_met_while_handling_another_error_still_stops_the_"
+              "run",)),
+    Mutation("a save cut off by a kill leaves its partial folder for ever",
+             "glmjax/checkpoint.py", "cleanup_tmp_directories=True",
+             "cleanup_tmp_directories=False",
+             (_CK + "test_a_save_cut_off_by_a_kill_leaves_no_partial_folder_once_the_run_saves_"
+              "again",)),
+    Mutation("the free space after a failed save is in GB but labelled GiB",
+             "glmjax/storage_errors.py", "free / 2**30:.2f", "free / 1e9:.2f",
+             (_FAULTS + "test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_"
+              "folder_in_gib",)),
+    Mutation("the free space is asked of a folder a failed save never created",
+             "glmjax/storage_errors.py", "while path and not os.path.isdir(path):",
+             "if path and not os.path.isdir(path):",
+             (_FAULTS + "test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_"
+              "folder_in_gib",)),
+    Mutation("one host's damaged verdict outranks another's unknown failure (all skip)",
+             "glmjax/restore_agreement.py",
+             'VERDICTS = (None, "peer", "damaged", "unknown", "unreadable")',
+             'VERDICTS = (None, "peer", "unknown", "damaged", "unreadable")',
+             (_FAULTS + "test_the_worst_verdict_of_any_host_holds_for_every_host",)),
+    Mutation("checkpoint.keep is ignored by the trainer (always 3)", "glmjax/train.py",
+             "keep=config.checkpoint.keep,", "keep=3,",
+             (_FAULTS + "test_a_run_keeps_its_newest_checkpoint_keep_checkpoints",)),
+    Mutation("checkpoint.start_over is ignored by the trainer", "glmjax/train.py",
+             "check=check,\n                                         "
+             "start_over=bool(config.checkpoint.start_over))", "check=check)",
+             (_FAULTS + "test_start_over_moves_a_workdir_s_damaged_checkpoints_aside_and_trains_"
+              "from_step_0",)),
+    Mutation("a checkpoint is saved before its step's metrics are checked", "glmjax/train.py",
+             "        reporter.flush()  # never checkpoint", "        # never checkpoint",
+             ("tests/test_train.py::test_a_run_stopped_by_non_finite_steps_keeps_no_checkpoint_"
+              "of_them",)),
+    Mutation("a resume with the same config keeps a copy of it", "glmjax/workdir.py",
+             'if path.exists() and path.read_text(encoding="utf-8") != text:',
+             "if path.exists():",
+             (_WORKDIR + "test_a_resume_with_the_same_config_keeps_no_copy_of_it",)),
+    Mutation("a second config change at the same step overwrites the kept config",
+             "glmjax/workdir.py", "    while kept.exists():\n", "    while False:\n",
+             (_WORKDIR + "test_every_replaced_config_is_kept_when_two_resumes_start_at_the_same_"
+              "step",)),
+    Mutation("metrics records stay in a buffer until the writer closes", "glmjax/metrics.py",
+             "    self._jsonl.flush()\n", "",
+             (_METRICS + "test_each_metrics_record_is_on_disk_as_soon_as_it_is_written",)),
+    Mutation("Inf is written to metrics.jsonl as non-standard JSON", "glmjax/metrics.py",
+             "finite = {k: v if v is not None and math.isfinite(v) else None for k, v in "
+             "clean.items()}",
+             "finite = {k: v if v is not None and not math.isnan(v) else None for k, v in "
+             "clean.items()}",
+             (_METRICS + "test_jsonl_writes_non_finite_values_as_null",)),
+)

@@ -1,0 +1,32 @@
+"""The workdir's config history: config.json is the newest start's, earlier ones are kept."""
+import os
+
+from glmjax import workdir as workdir_lib
+
+
+def _configs(workdir):
+  return {name: (workdir / name).read_text() for name in sorted(os.listdir(workdir))}
+
+
+def test_a_resume_with_the_same_config_keeps_no_copy_of_it(tmp_path):
+  workdir_lib.write_config(str(tmp_path), '{"seed": 0}', 0)
+  workdir_lib.write_config(str(tmp_path), '{"seed": 0}', 4)
+  assert _configs(tmp_path) == {"config.json": '{"seed": 0}'}
+
+
+def test_a_changed_config_keeps_the_earlier_one_named_by_the_step_it_ran_until(tmp_path):
+  workdir_lib.write_config(str(tmp_path), '{"seed": 0}', 0)
+  workdir_lib.write_config(str(tmp_path), '{"seed": 1}', 4)
+  assert _configs(tmp_path) == {"config.json": '{"seed": 1}',
+                                "config.until-step-4.json": '{"seed": 0}'}
+
+
+def test_every_replaced_config_is_kept_when_two_resumes_start_at_the_same_step(tmp_path):
+  """A resume with a changed config that stops before its first save, then another: both
+  start at step 4, and neither earlier config is lost."""
+  for text, start in (('{"seed": 0}', 0), ('{"seed": 1}', 4), ('{"seed": 2}', 4)):
+    workdir_lib.write_config(str(tmp_path), text, start)
+  configs = _configs(tmp_path)
+  assert configs.pop("config.json") == '{"seed": 2}'
+  assert configs["config.until-step-4.json"] == '{"seed": 0}'
+  assert sorted(configs.values()) == ['{"seed": 0}', '{"seed": 1}']
