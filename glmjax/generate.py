@@ -96,12 +96,13 @@ def check_sampling(sampling: decoding.Sampling) -> None:
 
 
 def fill_text(prompt: Prompt, blanks: list[str]) -> str:
-  parts = [prompt.pieces[0]]
+  text = prompt.pieces[0]
   for filled, piece in zip(blanks, prompt.pieces[1:]):
-    if parts[-1][-1:].isspace() or not parts[-1]:
+    # The text so far decides, not the piece before the blank (empty between two blanks).
+    if not text or text[-1].isspace():
       filled = filled.lstrip()
-    parts.extend([filled, piece])
-  return "".join(parts)
+    text += filled + piece
+  return text
 
 
 def _batch(prompts: list[Prompt], rows: int, max_position: int, keys) -> decoding.Prompts:

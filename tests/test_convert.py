@@ -121,7 +121,8 @@ def test_each_original_layout_gives_the_original_logits(layout, weights, tmp_pat
   assert np.abs(other - expected).max() > 1e-3
 
 
-@pytest.mark.parametrize("dtype, fmt", [(torch.float16, "bin"), (torch.bfloat16, "safetensors")])
+@pytest.mark.parametrize("dtype, fmt", [(torch.float16, "bin"), (torch.bfloat16, "safetensors"),
+                                        (torch.bfloat16, "bin")])
 def test_import_writes_a_workdir_that_loads_and_exports_bit_exactly(weights, tmp_path, caplog,
                                                                      dtype, fmt):
   caplog.set_level(logging.INFO)
@@ -379,3 +380,151 @@ def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_comma
   config.train.eval_every = 0
   inputs = train._inputs(config)  # pylint: disable=protected-access
   assert inputs.model_config.vocab_size == 384
+
+
+def test_num_heads_given_to_the_import_wins_over_a_config_json_that_misstates_them(weights,
+                                                                                   tmp_path):
+  # A config.json copied from another size of GLM: the tensors are these, the head split is not.
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, 2 * HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  model_config, params = convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+  assert model_config.num_heads == HEADS
+  np.testing.assert_allclose(_our_logits(model_config, params), _original_logits(weights, "erf"),
+                             atol=1e-3, rtol=0)
+
+
+def test_a_head_count_that_does_not_divide_the_hidden_size_is_refused_naming_the_flag(
+    weights, tmp_path):
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  with pytest.raises(mapping.CheckpointMismatchError, match="num_attention_heads=5 does not "
+                                                         "divide hidden_size=32; pass --num_heads"):
+    convert.load_pretrained(str(tmp_path), num_heads=5)
+
+
+def test_dropout_rates_come_from_config_json_and_go_back_into_the_exported_one(weights, tmp_path):
+  hf = og.hf_config(V, H, L, HEADS, MSL)
+  # The HF GLM code's names: output_dropout_prob is the hidden dropout (as embedding_...).
+  hf.update(embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
+  og.save_hf(str(tmp_path / "hf"), weights, hf, prefix=False, fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  model = pretrained.read_config(str(tmp_path / "run")).model
+  assert (model.hidden_dropout, model.attention_dropout) == (0.05, 0.2)
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  exported = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert {key: exported[key] for key in ("embedding_dropout_prob", "output_dropout_prob",
+                                         "attention_dropout_prob")} == dict(
+      embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
+
+
+def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weights, tmp_path):
+  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "hf"))  # the hub folders hold their tokenizer's files
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
+  data = pretrained.read_config(str(tmp_path / "run")).data
+  assert (data.tokenizer, data.tokenizer_vocab) == ("wordpiece", "bert")
+  assert data.tokenizer_path != pretrained.NO_TOKENIZER
+
+
+def test_a_sharded_import_exports_one_file_that_the_safetensors_library_and_glmjax_read(
+    weights, tmp_path):
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors", shards=3)
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert sorted(name for name in os.listdir(tmp_path / "out")
+                if name.endswith((".safetensors", ".json"))) == ["config.json",
+                                                                 "model.safetensors"]
+  # transformers refuses a safetensors file whose metadata lacks the framework it was saved from.
+  with safe_open(str(tmp_path / "out" / "model.safetensors"), framework="pt") as handle:
+    assert handle.metadata() == {"format": "pt"}
+    assert sorted(handle.keys()) == sorted(weights)
+    for key in weights:
+      assert torch.equal(handle.get_tensor(key), weights[key]), key
+  _, params = convert.load_pretrained(str(tmp_path / "out"))
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
+def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and_files(
+    weights, tmp_path):
+  half = {key: value.to(torch.bfloat16) for key, value in weights.items()}
+  og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
+             fmt="safetensors")
+  (tmp_path / "hf" / "modeling_glm.py").write_text("# the hub's code, kept for export\n")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  # What train writes from WORKDIR/config.py: the parameters, and init_from in its config.json.
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "continued"), _continue_config(str(tmp_path / "run")), params)
+  convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
+  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  assert sorted(exported) == sorted("glm." + key for key in half)
+  for key, value in half.items():
+    assert str(exported["glm." + key].dtype) == "bfloat16", key
+    np.testing.assert_array_equal(exported["glm." + key].astype(np.float32),
+                                  value.float().numpy(), err_msg=key)
+  assert (tmp_path / "out" / "modeling_glm.py").is_file()
+
+
+def test_a_workdir_with_unscanned_layers_exports_the_same_tensors(weights, tmp_path):
+  from glmjax.model import unstack_layers  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  config = pretrained.read_config(str(tmp_path / "run"))
+  config.model.scan_layers = False  # layers_0, layers_1, ...: a run trained without nn.scan
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "unscanned"), config, unstack_layers(params, L))
+  convert.export_workdir(str(tmp_path / "unscanned"), str(tmp_path / "out"))
+  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  assert sorted(exported) == sorted(weights)
+  for key, value in weights.items():
+    np.testing.assert_array_equal(exported[key], value.numpy(), err_msg=key)
+
+
+@pytest.mark.parametrize("field, value", [("layernorm_eps", 1e-6), ("norm", "deepnorm")])
+def test_export_refuses_a_model_that_the_hugging_face_glm_code_would_compute_differently(
+    weights, tmp_path, field, value):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  # The same parameter shapes, another function: GLM's code has pre-LayerNorm with eps 1e-5.
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  saved["model"][field] = value
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=f"{field}.*cannot be exported"):
+    convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_model_parallel_checkpoint_missing_a_rank_is_refused_naming_the_parts(weights,
+                                                                               tmp_path):
+  og.save_megatron(str(tmp_path), weights, parts=2)
+  os.remove(tmp_path / "mp_rank_00_model_states.pt")
+  with pytest.raises(FileNotFoundError, match=r"model-parallel parts \[1\] are not 0\.\.0"):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+
+
+def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights, tmp_path):
+  files = og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+                     fmt="safetensors", shards=3)
+  os.remove(tmp_path / files[1])
+  with pytest.raises(FileNotFoundError, match=rf"lists \['{files[1]}'\] that are not in .*"
+                                               "download every shard"):
+    convert.load_pretrained(str(tmp_path))
+
+
+def test_a_workdir_saved_on_a_larger_slice_loads_over_this_host_s_devices(weights, tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  saved["mesh"].update(data=4, fsdp=4)  # 16 devices, as on the slice that trained it
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+  loaded = pretrained.load(str(tmp_path / "run"))
+  assert dict(loaded.mesh.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
+  np.testing.assert_array_equal(np.asarray(loaded.params["word_embeddings"]),
+                                weights["word_embeddings.weight"].numpy())

@@ -5,6 +5,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 
 import flax.linen as nn
@@ -261,6 +262,24 @@ def test_a_model_certain_of_the_answers_scores_1_and_a_random_one_scores_low(clo
   assert scores["trained"]["mean_log_likelihood"] > scores["random"]["mean_log_likelihood"] + 5
 
 
+
+def test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_right(cloze_model,
+                                                                                   tmp_path):
+  config, initial, _ = cloze_model
+  rng = np.random.default_rng(3)
+  examples = [_pattern(rng) for _ in range(6)]
+  path = tmp_path / "cloze.jsonl"
+  path.write_text("".join(json.dumps({"text": c, "answer": a}) + "\n" for c, a in examples))
+  pretrained.save(str(tmp_path / "run"), config, initial)
+  report = evaluate.evaluate(str(tmp_path / "run"), cloze=str(path), batches=0)["cloze"]
+  forward = _forward(config)
+  reference = [_reference(forward, initial, BYTE.encode(c).tolist(),
+                          BYTE.encode(" " + a).tolist()) for c, a in examples]
+  assert report["count"] == 6 and report["correct"] == sum(right for _, right in reference)
+  np.testing.assert_allclose(report["accuracy"], report["correct"] / 6)
+  np.testing.assert_allclose(report["mean_log_likelihood"], np.mean([ll for ll, _ in reference]),
+                             rtol=1e-4)
+
 # -------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a b", "answer": "c"}\n\n{"text": "a b", answer: "c"}\n', "line 3: not JSON"),
@@ -268,7 +287,9 @@ def test_a_model_certain_of_the_answers_scores_1_and_a_random_one_scores_low(clo
     ('{"text": "a b", "answer": "c"}\n["a b", "c"]\n', "line 2: a JSON list, not an object"),
     ('{"answer": "c", "text": 3}\n', 'line 1: "text" is not a string'),
     ("\n\n", "has no examples"),
-], ids=["not json", "no answer", "not an object", "text not a string", "empty"])
+    ('{"text": "a b", "answer": "c"}\n{"text": "a b", "answer": " \\n"}\n',
+     'line 2: the "answer" is empty'),
+], ids=["not json", "no answer", "not an object", "text not a string", "empty", "blank answer"])
 def test_a_bad_cloze_file_is_named_with_the_line(tmp_path, content, message):
   path = tmp_path / "bad.jsonl"
   path.write_text(content)
@@ -345,3 +366,41 @@ def test_the_report_keeps_its_columns_apart_for_an_untrained_model_s_perplexity(
                                  "out": "/w/eval/step_0.json"})
   row = next(line for line in text.splitlines() if line.strip().startswith("all"))
   assert row.split() == ["all", "30.0782", "0.042", "1.156e+13", "393"]
+
+
+def test_an_answer_that_fills_the_whole_row_is_scored_with_no_context_and_a_longer_one_refused(
+    tmp_path):
+  # [CLS] [MASK] eos [sop] around the answer: a row of 64 holds an answer of 60 tokens.
+  examples = [cloze_lib.Example("the context", " " + "x" * 59, line=1)]
+  rows, cut = cloze_lib.encode(examples, BYTE, 64, "f.jsonl")
+  assert [(c.tolist(), len(a)) for c, a in rows] == [([], 60)] and cut == 1
+  row = cloze_lib.build_row(S, *rows[0], 64)
+  assert row["tokens"].tolist()[:4] == [S.cls, S.mask, S.eos, S.sop] and row["sep"] == 3
+  longer = [cloze_lib.Example("the context", " " + "x" * 60, line=7)]
+  with pytest.raises(cloze_lib.ClozeFileError, match="line 7: the answer is 61 tokens; a row of "
+                                                     "at most 64 tokens cannot hold it"):
+    cloze_lib.encode(longer, BYTE, 64, "f.jsonl")
+
+
+def test_the_data_source_and_batch_size_flags_set_the_fields_they_name():
+  assert evaluate.data_overrides("files:a/*.txt,b/*.jsonl", 16) == {
+      "batch_size": 16, "source": "files", "files": ("a/*.txt", "b/*.jsonl")}
+  assert evaluate.data_overrides("prepared:/data/run", None) == {
+      "source": "prepared", "prepared_dir": "/data/run"}
+  assert evaluate.data_overrides("tfds:wiki", None) == {"source": "tfds", "tfds_name": "wiki"}
+  assert evaluate.data_overrides("builtin", None) == {"source": "builtin"}
+  assert evaluate.data_overrides(None, None) == {}
+
+
+@pytest.mark.parametrize("data_source, batch_size, message", [
+    ("files:", None, "--data_source='files:'"),
+    ("prepared", None, "--data_source='prepared'"),
+    ("builtin:x", None, "--data_source='builtin:x'"),
+    ("hdfs:/x", None, "--data_source='hdfs:/x'"),
+    (None, 0, "--batch_size=0: must be a positive number of rows"),
+], ids=["files without globs", "prepared without a folder", "builtin with a path",
+        "unknown source", "no rows"])
+def test_a_data_source_or_batch_size_flag_that_names_nothing_usable_is_refused(
+    data_source, batch_size, message):
+  with pytest.raises(evaluate.EvaluateError, match=re.escape(message)):
+    evaluate.data_overrides(data_source, batch_size)

@@ -132,17 +132,24 @@ def test_prompts_that_fill_their_whole_bucket_decode_like_the_forward(random_run
     assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=5), text
 
 
-def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forward(tmp_path):
-  # 24 position rows, prompts padded to 64 slots: the padding must not read past the table.
+@pytest.fixture(scope="module")
+def small_table_run(tmp_path_factory):
+  """A workdir whose position table has rows 0..24: fewer than a prompt bucket's 64 slots."""
   config = _tiny_config(max_position=24)
   config.data.seq_len = 24
   model = GLM(ModelConfig.from_config(config.model))
   params = jax.jit(lambda: nn.meta.unbox(model.init(
       jax.random.key(1), *step_lib.dummy_inputs(1, 8))["params"]))()
-  pretrained.save(str(tmp_path), config, jax.tree.map(lambda x: x * 4 if x.ndim > 2 else x,
-                                                       params))
-  loaded = pretrained.load(str(tmp_path))
-  tokenizer = pretrained.load_tokenizer(loaded)
+  workdir = str(tmp_path_factory.mktemp("small_table_run"))
+  pretrained.save(workdir, config, jax.tree.map(lambda x: x * 4 if x.ndim > 2 else x, params))
+  loaded = pretrained.load(workdir)
+  return loaded, pretrained.load_tokenizer(loaded)
+
+
+def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forward(
+    small_table_run):
+  # 24 position rows, prompts padded to 64 slots: the padding must not read past the table.
+  loaded, tokenizer = small_table_run
   texts = ["ab [MASK] cd.", "[MASK] xyz [MASK]"]
   results = generate.generate(loaded, tokenizer, texts,
                               sampling=decoding.Sampling(max_blank_tokens=6))
@@ -150,6 +157,22 @@ def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forwar
     assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=6), text
   with pytest.raises(ValueError, match="--max_tokens=24: this model's block positions"):
     generate.generate(loaded, tokenizer, texts, sampling=decoding.Sampling(max_blank_tokens=24))
+
+
+def test_a_prompt_and_a_blank_may_use_every_row_of_the_position_table(small_table_run):
+  """Rows 0..24: Part A may take positions 0..24 (25 tokens), and a blank 23 tokens, the last
+  read at block position 24 (block position 1 is [sop]'s)."""
+  loaded, tokenizer = small_table_run
+  fits = "x" * 21 + "[MASK]."  # [CLS], 21 bytes, [MASK], '.', eos
+  assert len(generate.encode_prompt(fits, tokenizer).part_a) == 25
+  texts = [fits, "ab [MASK] cd."]
+  results = generate.generate(loaded, tokenizer, texts,
+                              sampling=decoding.Sampling(max_blank_tokens=23))
+  for text, result in zip(texts, results):
+    assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=23), text
+  with pytest.raises(ValueError, match="is 26 tokens; this model has positions up to 24"):
+    generate.generate(loaded, tokenizer, ["x" * 22 + "[MASK]."],
+                      sampling=decoding.Sampling(max_blank_tokens=4))
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -254,12 +277,15 @@ def test_prompts_of_other_lengths_within_a_bucket_compile_nothing_new(random_run
   def make_fill(*args):
     made.append(original(*args))
     return made[-1]
-  # batch_size=1 on a mesh of 2 x 4: batches of 2 rows, so three batches of different lengths.
+  # batch_size=1 on a mesh of 2 x 4: every device gets a row, so batches of 8 rows; 17
+  # prompts make three batches, whose longest prompts are 8, 45 and 18 tokens.
+  texts = ["short [MASK]", "x [MASK]"] * 4 + [
+      "a much longer prompt, still under 64 bytes [MASK]"] + ["[MASK] and another"] * 7 + [
+          "[MASK] and a last one"]
   with mock.patch.object(generate.decoding, "make_fill", make_fill):
-    generate.generate(loaded, tokenizer, ["short [MASK]", "x [MASK]",
-                                          "a much longer prompt, still under 64 bytes [MASK]",
-                                          "[MASK] and another", "[MASK] and a last one"],
-                      sampling=decoding.Sampling(max_blank_tokens=3), batch_size=1)
+    results = generate.generate(loaded, tokenizer, texts,
+                                sampling=decoding.Sampling(max_blank_tokens=3), batch_size=1)
+  assert len(results) == len(texts) == 17
   assert len(made) == 1 and made[0]._cache_size() == 1  # pylint: disable=protected-access
 
 
@@ -344,3 +370,50 @@ def test_a_workdir_without_a_checkpoint_is_refused_in_one_line(tmp_path):
   (tmp_path / "config.json").write_text(_tiny_config().to_json())
   with pytest.raises(FileNotFoundError, match="has a config.json but no checkpoint yet"):
     pretrained.load(str(tmp_path))
+
+
+def test_a_filled_blank_drops_its_leading_space_only_at_the_start_or_after_whitespace():
+  tokenizer = tokenizers.ByteTokenizer()
+  fill = lambda text, blanks: generate.fill_text(  # noqa: E731
+      generate.encode_prompt(text, tokenizer), blanks)
+  assert fill("[MASK] starts it", [" It"]) == "It starts it"
+  assert fill("the [MASK] of", [" capital"]) == "the capital of"
+  assert fill("un[MASK] word", [" able"]) == "un able word"
+  # Side by side, the second blank follows the first one's text, not the empty piece between.
+  assert fill("a[MASK][MASK].", ["b", " c"]) == "ab c."
+  assert fill("a [MASK][MASK].", [" b", " c"]) == "a b c."
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_s_vocabulary_is_refused(random_run):
+  loaded, tokenizer = random_run
+  smaller = dataclasses.replace(loaded, model_config=dataclasses.replace(
+      loaded.model_config, vocab_size=256))  # the byte tokenizer's specials lie past 256
+  with pytest.raises(ValueError, match=r"The tokenizer has 264 ids but the model "
+                                       r"model\.vocab_size=256"):
+    generate.generate(smaller, tokenizer, ["a [MASK] b"], sampling=decoding.Sampling())
+
+
+def test_a_prompt_file_skips_blank_lines_and_names_a_line_without_text(tmp_path):
+  # pylint: disable=protected-access
+  path = tmp_path / "prompts.jsonl"
+  path.write_text('{"text": "a [MASK]"}\n\n  \n{"text": "b [MASK]"}\n')
+  assert generate._read_prompts(str(path)) == ["a [MASK]", "b [MASK]"]
+  path.write_text('{"text": "a [MASK]"}\n\n{"prompt": "b [MASK]"}\n')
+  with pytest.raises(ValueError, match=re.escape(f'{path}:3: expected a JSON object with a '
+                                                 '"text" field')):
+    generate._read_prompts(str(path))
+
+
+def test_prompts_with_three_or_four_blanks_share_one_compiled_program(random_run):
+  loaded, tokenizer = random_run
+  made, original = [], decoding.make_fill
+  def make_fill(*args):
+    made.append(original(*args))
+    return made[-1]
+  # Batches of 8 rows on a mesh of 2 x 4: the first holds 3 blanks at most, the second 4.
+  texts = ["a [MASK] b [MASK] c [MASK]"] + ["x [MASK]"] * 7 + ["[MASK] d [MASK] e [MASK] f [MASK]"]
+  with mock.patch.object(generate.decoding, "make_fill", make_fill):
+    results = generate.generate(loaded, tokenizer, texts,
+                                sampling=decoding.Sampling(max_blank_tokens=2), batch_size=8)
+  assert [len(result["blanks"]) for result in results] == [3] + [1] * 7 + [4]
+  assert len(made) == 1 and made[0]._cache_size() == 1  # pylint: disable=protected-access

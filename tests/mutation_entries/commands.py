@@ -111,4 +111,156 @@ ENTRIES = (
              "return int(pretrained.read_config(workdir, warn=False).train.distributed_timeout_s)",
              "return int(config_lib.train_defaults().distributed_timeout_s)",
              ("tests/test_evaluate.py",)),
+    # Using a model: import, export, pretrained workdirs, evaluate, cloze, generate, attention.
+    Mutation("--num_heads loses to a config.json that states other heads",
+             "glmjax/convert/__init__.py",
+             'heads = num_heads or int(hf.get("num_attention_heads", 0))',
+             'heads = int(hf.get("num_attention_heads", 0)) or num_heads',
+             ("tests/test_convert.py::test_num_heads_given_to_the_import_wins_over_a_config_json_"
+              "that_misstates_them",)),
+    Mutation("the imported hidden dropout is config.json's attention dropout",
+             "glmjax/convert/__init__.py",
+             'dropout = dict(hidden_dropout=hf.get("output_dropout_prob"),',
+             'dropout = dict(hidden_dropout=hf.get("attention_dropout_prob"),',
+             ("tests/test_convert.py::test_dropout_rates_come_from_config_json_and_go_back_into_"
+              "the_exported_one",)),
+    Mutation("an import whose heads do not divide the hidden size is not refused",
+             "glmjax/convert/__init__.py", "if heads < 1 or hidden % heads:", "if heads < 1:",
+             ("tests/test_convert.py::test_a_head_count_that_does_not_divide_the_hidden_size_is_"
+              "refused_naming_the_flag",)),
+    Mutation("the tokenizer inside a Hugging Face folder is not stored by the import",
+             "glmjax/convert/__init__.py",
+             'and released_tokenizers.holds_tokenizer(source) else "")', 'and False else "")',
+             ("tests/test_convert.py::test_the_tokenizer_in_a_hugging_face_folder_is_stored_"
+              "without_naming_it",)),
+    Mutation("a sharded import's index is exported beside the single weights file",
+             "glmjax/convert/__init__.py", '".pt", ".index.json"))]', '".pt"))]',
+             ("tests/test_convert.py::test_a_sharded_import_exports_one_file_that_the_"
+              "safetensors_library_and_glmjax_read",)),
+    Mutation("a run continued from an import exports without the import's dtypes and names",
+             "glmjax/convert/__init__.py", "    workdir = parent\n", '    return ""\n',
+             ("tests/test_convert.py::test_a_run_continued_from_an_import_exports_in_the_import_"
+              "s_dtypes_names_and_files",)),
+    Mutation("export reads an unscanned workdir's layers as if stacked",
+             "glmjax/convert/__init__.py", "  if not model_config.scan_layers:\n",
+             "  if False:\n",
+             ("tests/test_convert.py::test_a_workdir_with_unscanned_layers_exports_the_same_"
+              "tensors",)),
+    Mutation("export lets through a LayerNorm eps the HF GLM code does not compute",
+             "glmjax/convert/__init__.py",
+             '("ffn", 4 * model_config.hidden_size), ("layernorm_eps", 1e-5))',
+             '("ffn", 4 * model_config.hidden_size))',
+             ("tests/test_convert.py::test_export_refuses_a_model_that_the_hugging_face_glm_code_"
+              "would_compute_differently",)),
+    Mutation("export writes the hidden dropout as the attention dropout",
+             "glmjax/convert/__init__.py",
+             "attention_dropout_prob=model_config.attention_dropout)",
+             "attention_dropout_prob=model_config.hidden_dropout)",
+             ("tests/test_convert.py::test_dropout_rates_come_from_config_json_and_go_back_into_"
+              "the_exported_one",)),
+    Mutation("a model-parallel checkpoint missing rank 0 is read from the other ranks",
+             "glmjax/convert/original.py", "if ranks != list(range(len(files))):", "if False:",
+             ("tests/test_convert.py::test_a_model_parallel_checkpoint_missing_a_rank_is_refused_"
+              "naming_the_parts",)),
+    Mutation("a bfloat16 pytorch_model.bin cannot be imported", "glmjax/convert/original.py",
+             "if value.dtype == torch.bfloat16:", "if False:",
+             ("tests/test_convert.py::test_import_writes_a_workdir_that_loads_and_exports_bit_"
+              "exactly[dtype2-bin]",)),
+    Mutation("a missing shard is a bare file error, not named with the fix",
+             "glmjax/convert/original.py", "if not files or missing:", "if not files:",
+             ("tests/test_convert.py::test_a_sharded_checkpoint_missing_a_shard_names_the_file_"
+              "to_download",)),
+    Mutation("exported safetensors lack the format metadata transformers requires",
+             "glmjax/convert/safetensors_io.py", '  if metadata:\n    header["__metadata__"]',
+             '  if False:\n    header["__metadata__"]',
+             ("tests/test_convert.py::test_a_sharded_import_exports_one_file_that_the_"
+              "safetensors_library_and_glmjax_read",)),
+    Mutation("a workdir saved on a larger slice does not load on one host", "glmjax/pretrained.py",
+             "fallback.update(data=1, fsdp=-1, tensor=1)",
+             "fallback.update(data=1, fsdp=1, tensor=1)",
+             ("tests/test_convert.py::test_a_workdir_saved_on_a_larger_slice_loads_over_this_"
+              "host_s_devices",)),
+    Mutation("evaluate reads --data_source=files:A,B as one glob", "glmjax/evaluate.py",
+             'tuple(value.split(",")) if kind == "files" else value',
+             '(value,) if kind == "files" else value',
+             ("tests/test_evaluate.py::test_the_data_source_and_batch_size_flags_set_the_fields_"
+              "they_name",)),
+    Mutation("evaluate accepts a --data_source missing its path, or with one it takes none",
+             "glmjax/evaluate.py",
+             "if kind not in sources.SOURCES or (field is None) != (not value):",
+             "if kind not in sources.SOURCES:",
+             ("tests/test_evaluate.py::test_a_data_source_or_batch_size_flag_that_names_nothing_"
+              "usable_is_refused",)),
+    Mutation("evaluate accepts --batch_size=0", "glmjax/evaluate.py",
+             "    if batch_size < 1:", "    if batch_size < 0:",
+             ("tests/test_evaluate.py::test_a_data_source_or_batch_size_flag_that_names_nothing_"
+              "usable_is_refused",)),
+    Mutation("a cloze line with a blank answer is scored (always right)", "glmjax/cloze.py",
+             "    if not record[\"answer\"].strip():\n"
+             "      fail(number, 'the \"answer\" is empty')\n",
+             "",
+             ("tests/test_evaluate.py::test_a_bad_cloze_file_is_named_with_the_line",)),
+    Mutation("a cloze answer that fills the whole row is refused", "glmjax/cloze.py",
+             "    if room < 0:", "    if room <= 0:",
+             ("tests/test_evaluate.py::test_an_answer_that_fills_the_whole_row_is_scored_with_no_"
+              "context_and_a_longer_one_refused",)),
+    Mutation("the cloze report sums the answer log-likelihoods instead of averaging them",
+             "glmjax/evaluate.py", '"mean_log_likelihood": float(log_likelihood.mean())',
+             '"mean_log_likelihood": float(log_likelihood.sum())',
+             ("tests/test_evaluate.py::test_the_cloze_report_gives_the_mean_answer_log_"
+              "likelihood_and_the_count_right",)),
+    Mutation("a blank at the start of the text keeps its leading space", "glmjax/generate.py",
+             "if not text or text[-1].isspace():", "if text[-1:].isspace():",
+             ("tests/test_generate.py::test_a_filled_blank_drops_its_leading_space_only_at_the_"
+              "start_or_after_whitespace",)),
+    Mutation("a blank right after another blank loses its leading space", "glmjax/generate.py",
+             "  text = prompt.pieces[0]\n  for filled, piece in zip(blanks, prompt.pieces[1:]):\n"
+             "    # The text so far decides, not the piece before the blank (empty between two "
+             "blanks).\n    if not text or text[-1].isspace():\n      filled = filled.lstrip()\n"
+             "    text += filled + piece\n  return text\n",
+             "  parts = [prompt.pieces[0]]\n  for filled, piece in zip(blanks, prompt.pieces[1:]):"
+             "\n    if parts[-1][-1:].isspace() or not parts[-1]:\n      filled = filled.lstrip()\n"
+             '    parts.extend([filled, piece])\n  return "".join(parts)\n',
+             ("tests/test_generate.py::test_a_filled_blank_drops_its_leading_space_only_at_the_"
+              "start_or_after_whitespace",)),
+    Mutation("generate refuses a prompt that uses every row of the position table",
+             "glmjax/generate.py", "if len(prompt.part_a) > max_position + 1:",
+             "if len(prompt.part_a) > max_position:",
+             ("tests/test_generate.py::test_a_prompt_and_a_blank_may_use_every_row_of_the_"
+              "position_table",)),
+    Mutation("generate refuses a --max_tokens whose blank reaches the last block position",
+             "glmjax/generate.py",
+             "and sampling.max_blank_tokens + 1 > config.max_position):",
+             "and sampling.max_blank_tokens + 1 >= config.max_position):",
+             ("tests/test_generate.py::test_a_prompt_and_a_blank_may_use_every_row_of_the_"
+              "position_table",)),
+    Mutation("generate takes a tokenizer with more ids than the model's vocabulary",
+             "glmjax/generate.py", "  if tokenizer.ids_used > config.vocab_size:\n",
+             "  if False:\n",
+             ("tests/test_generate.py::test_a_tokenizer_with_more_ids_than_the_model_s_"
+              "vocabulary_is_refused",)),
+    Mutation("a blank line in a prompt file is an error", "glmjax/generate.py",
+             "      if not line.strip():\n        continue\n", "",
+             ("tests/test_generate.py::test_a_prompt_file_skips_blank_lines_and_names_a_line_"
+              "without_text",)),
+    Mutation("prompts with 3 and with 4 blanks compile two programs", "glmjax/generate.py",
+             "blanks = 1 << (max(len(p.blanks) for p in prompts) - 1).bit_length()",
+             "blanks = max(len(p.blanks) for p in prompts)",
+             ("tests/test_generate.py::test_prompts_with_three_or_four_blanks_share_one_compiled_"
+              "program",)),
+    Mutation("each prompt length within a bucket compiles a program of its own",
+             "glmjax/generate.py", "width = -(-longest // BUCKET) * BUCKET", "width = longest",
+             ("tests/test_generate.py::test_prompts_of_other_lengths_within_a_bucket_compile_"
+              "nothing_new",)),
+    Mutation("a kernel under a mesh is split over rows or heads that the mesh does not divide",
+             "glmjax/model/attention.py",
+             "  if not names or size % math.prod(mesh.shape[name] for name in names):",
+             "  if not names:",
+             ("tests/test_dense_attention.py::test_a_fused_kernel_under_a_mesh_gives_the_"
+              "reference_whether_rows_and_heads_split_or_not",)),
+    Mutation("masked_attention ignores the scale it is given", "glmjax/model/attention.py",
+             "scale = q.shape[-1] ** -0.5 if scale is None else scale",
+             "scale = q.shape[-1] ** -0.5",
+             ("tests/test_dense_attention.py::test_a_scale_given_to_masked_attention_is_the_one_"
+              "applied",)),
 )

@@ -1,0 +1,59 @@
+"""The attention entry points against a plain reference: a given scale is the one applied, and a
+fused kernel under a mesh that cannot split the batch or the heads runs them whole per device."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glmjax import config as config_lib
+from glmjax import parallel
+from glmjax.model import attention
+
+T, HEAD_DIM = 32, 16
+
+
+def _reference(q, k, v, sep, scale):
+  """Softmax attention under the GLM mask, written out from its definition: query i sees key j
+  iff j < sep or j <= i."""
+  rows, cols = np.arange(T)[:, None], np.arange(T)[None, :]
+  allowed = (cols[None] < np.asarray(sep)[:, None, None]) | (cols <= rows)[None]  # [B, T, T]
+  logits = np.einsum("bqnd,bknd->bnqk", q, k) * scale
+  logits = np.where(allowed[:, None], logits, -np.inf)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  return np.einsum("bnqk,bknd->bqnd", probs, v)
+
+
+def _inputs(seps, heads):
+  keys = jax.random.split(jax.random.key(len(seps) * 10 + heads), 3)
+  shape = (len(seps), T, heads, HEAD_DIM)
+  q, k, v = (np.asarray(jax.random.normal(key, shape, jnp.float32)) for key in keys)
+  return q, k, v, np.array(seps, np.int32)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "tokamax"])
+def test_a_scale_given_to_masked_attention_is_the_one_applied(implementation):
+  q, k, v, sep = _inputs((0, 5, 17, T), heads=2)
+  mask = attention.prepare_mask(jnp.asarray(sep), T, implementation)
+  for scale in (0.6, None):  # None: the default, 1/sqrt(head dim)
+    got = attention.masked_attention(*map(jnp.asarray, (q, k, v)), mask,
+                                     implementation=implementation, scale=scale)
+    expected = _reference(q, k, v, sep, HEAD_DIM ** -0.5 if scale is None else scale)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=2e-5, rtol=1e-5,
+                               err_msg=f"scale={scale}")
+
+
+@pytest.mark.parametrize("seps, heads", [((0, 3, 9, 20, T), 2), ((1, 7, 16, T), 4)],
+                         ids=["5 rows and 2 heads: neither splits", "4 rows and 4 heads: both"])
+def test_a_fused_kernel_under_a_mesh_gives_the_reference_whether_rows_and_heads_split_or_not(
+    seps, heads):
+  # data=2 x tensor=4: 5 rows do not split over the 2 batch devices, 2 heads not over 4.
+  mesh_config = config_lib.mesh_defaults()
+  mesh_config.update(data=2, fsdp=1, tensor=4)
+  mesh = parallel.make_mesh(mesh_config)
+  q, k, v, sep = _inputs(seps, heads)
+  with parallel.activate(mesh, parallel.logical_rules(mesh_config)):
+    got = jax.jit(lambda q, k, v, sep: attention.glm_attention(
+        q, k, v, sep, implementation="tokamax"))(q, k, v, sep)
+  np.testing.assert_allclose(np.asarray(got), _reference(q, k, v, sep, HEAD_DIM ** -0.5),
+                             atol=2e-5, rtol=1e-5)
