@@ -508,6 +508,17 @@ def test_a_model_parallel_checkpoint_missing_a_rank_is_refused_naming_the_parts(
     convert.load_pretrained(str(tmp_path), num_heads=HEADS)
 
 
+def test_a_model_parallel_checkpoint_missing_its_last_rank_is_refused_naming_the_count(
+    weights, tmp_path):
+  # mp_rank_00 alone looks like a whole checkpoint; DeepSpeed's mp_world_size says it is not.
+  og.save_megatron(str(tmp_path), weights, parts=2)
+  os.remove(tmp_path / "mp_rank_01_model_states.pt")
+  with pytest.raises(FileNotFoundError, match=r"mp_rank_00_model_states.pt is one of 2 "
+                                              r"model-parallel parts, but .* holds 1; copy every "
+                                              r"mp_rank_XX_model_states.pt \(00\.\.01\)"):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+
+
 def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights, tmp_path):
   files = og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
                      fmt="safetensors", shards=3)

@@ -142,11 +142,19 @@ def _megatron_files(folder: str) -> list[str]:
 
 def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
   parts, args = [], {}
-  for path in _megatron_files(folder):
+  files = _megatron_files(folder)
+  for path in files:
     saved = _load_torch_file(path, allow_pickle=allow_pickle)
     if "module" not in saved:
       raise ValueError(f"{path} has no 'module' entry (keys: {sorted(saved)[:6]}); it is not a "
                        "GLM model-states file.")
+    # DeepSpeed records the model-parallel size: with the last ranks missing, the merge would
+    # otherwise fail later on a shape, naming no file.
+    world = saved.get("mp_world_size")
+    if isinstance(world, int) and world != len(files):
+      raise FileNotFoundError(
+          f"{path} is one of {world} model-parallel parts, but {os.path.dirname(path)} holds "
+          f"{len(files)}; copy every mp_rank_XX_model_states.pt (00..{world - 1:02d}).")
     module, _ = _strip_prefix({k: _to_numpy(v) for k, v in saved["module"].items()})
     parts.append(module)
     if not args and saved.get("args") is not None:
