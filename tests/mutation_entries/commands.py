@@ -263,4 +263,25 @@ ENTRIES = (
              "scale = q.shape[-1] ** -0.5",
              ("tests/test_dense_attention.py::test_a_scale_given_to_masked_attention_is_the_one_"
               "applied",)),
+    Mutation("fit_table takes any --models name (a typo leaves an empty table, exit 0)",
+             "glmjax/fit_table.py", "  if unknown or not names:", "  if False:",
+             ("tests/test_fit_table.py::test_a_model_or_chip_generation_the_table_does_not_know_"
+              "is_refused_before_any_compile",)),
+    Mutation("fit_table reads a prefix of a flag as the flag (--model for --models)",
+             "glmjax/fit_table.py",
+             "ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)",
+             "ArgumentParser(description=__doc__.splitlines()[0])",
+             ("tests/test_fit_table.py::test_a_prefix_of_a_flag_is_not_taken_for_the_flag",)),
+    Mutation("the tokenizer trainer reads a prefix of a flag as the flag (--vocab)",
+             "glmjax/data/tokenizer_train.py",
+             "help=\"train a SentencePiece model from text files\",\n"
+             "                              allow_abbrev=False)",
+             "help=\"train a SentencePiece model from text files\")",
+             ("tests/test_tokenizers.py::test_the_tokenizer_trainer_takes_no_prefix_of_a_flag_"
+              "for_the_flag",)),
+    Mutation("a Megatron checkpoint missing its last ranks is read as a whole model",
+             "glmjax/convert/original.py", "if isinstance(world, int) and world != len(files):",
+             "if False:",
+             ("tests/test_convert.py::test_a_model_parallel_checkpoint_missing_its_last_rank_is_"
+              "refused_naming_the_count",)),
 )
