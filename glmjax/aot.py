@@ -12,6 +12,7 @@ the config argument, a field, a value that cannot work).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -166,6 +167,19 @@ def _compile_or_explain(compile_fn, config, mesh, where: str, what: str):
     raise DoesNotFit(f"{where}: the {what} {reason}; {fit_advice(config)}") from None
 
 
+@contextlib.contextmanager
+def _no_persistent_cache():
+  """jax's persistent compilation cache off, then back as it was: a compile-only executable
+  cannot be loaded back (that needs the TPU client), so an entry would only take disk and
+  warn when the next compile of the same program reads it."""
+  before = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_compilation_cache", before)
+
+
 def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   """Compiles config's train step (and eval step, as train does at start-up) for `spec`;
   raises DoesNotFit with the numbers and the knobs to turn."""
@@ -181,7 +195,7 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   hbm = spec.generation.hbm_bytes
   where = f"{spec.name} ({' '.join(f'{a}={n}' for a, n in mesh.shape.items())})"
   started = time.perf_counter()
-  with parallel.activate(mesh, rules):
+  with parallel.activate(mesh, rules), _no_persistent_cache():
     program = step_lib.build_program(config, mesh, rules, model_config)
     compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step")
     evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step")
@@ -275,9 +289,6 @@ def define_flags() -> None:
 def main(argv) -> None:
   # Compile-only TPU devices need no backend here; do not probe for an attached TPU.
   jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")
-  # A compile-only executable cannot be loaded back (that needs the TPU client), so a
-  # persistent cache (JAX_COMPILATION_CACHE_DIR) would only grow and warn on every rerun.
-  jax.config.update("jax_enable_compilation_cache", False)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
   config, name = flags.FLAGS.config, flags.FLAGS.topology

@@ -138,7 +138,6 @@ def main(argv=None) -> int:
   models = _names("--models", args.models, tuple(name for name, _ in MODELS))
   generations = _names("--generations", args.generations, GENERATIONS)
   jax.config.update("jax_platforms", "cpu")
-  jax.config.update("jax_enable_compilation_cache", False)  # compile-only: never loadable
   log = lambda text: print(text, file=sys.stderr, flush=True)
   rows = []
   for model, module in MODELS:

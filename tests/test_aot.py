@@ -5,7 +5,9 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
+import jax
 import pytest
 
 from glmjax import aot, parallel, prefetch, step as step_lib, topology
@@ -38,6 +40,18 @@ def test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_kernel():
 def test_the_xla_attention_compiles_without_mosaic_kernels():
   report = aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v4-8"))
   assert report.attention == "xla" and report.mosaic_kernels == 0
+
+
+def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
+  # The suite's cache is on (conftest). A compile-only TPU executable cannot be loaded back:
+  # an entry written by the first compile would make the second warn as it fails to read it.
+  assert jax.config.jax_enable_compilation_cache
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(2):
+      aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v4-8"))
+  assert not [w for w in caught if "compilation cache" in str(w.message)], caught
+  assert jax.config.jax_enable_compilation_cache  # as it was, for the programs that follow
 
 
 def test_parameters_and_optimizer_bytes_shrink_with_fsdp():
