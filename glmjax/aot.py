@@ -149,7 +149,7 @@ def fit_advice(config, *, snapshot: bool = False) -> str:
     tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
   if config.model.remat != "full":
     tips.append(f"model.remat=full (now {config.model.remat})")
-  if int(config.mesh.fsdp) != -1 and int(config.mesh.data) != 1:
+  if int(config.mesh.data) != 1:  # the state is copied over mesh.data, whatever mesh.fsdp is
     tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
   tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)} (fewer rows per "
               "chip at a time, same global batch)")

@@ -5,13 +5,17 @@ import os
 import re
 import subprocess
 import sys
+import types
 import warnings
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from glmjax import aot, parallel, prefetch, step as step_lib, topology
-from glmjax import model as model_lib
+from glmjax import aot, config as config_lib, memory as memory_lib, parallel, prefetch
+from glmjax import model as model_lib, step as step_lib, topology
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +39,9 @@ def test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_kernel():
   assert report.model_flops_per_step == pytest.approx(
       model_lib.flops_per_token(model_config, config.data.seq_len, part_b_fraction=0.1975)
       * tokens, rel=1e-3)  # the base config's blank share: 15% masked, one [sop] per span
+  # Those FLOPs over the slice's 4 chips at half of a v5p chip's 459 TFLOP/s (bf16 peak).
+  assert report.step_time_at_target_mfu_s == pytest.approx(
+      report.model_flops_per_step / (4 * 459e12 * 0.5), rel=1e-6)
 
 
 def test_the_xla_attention_compiles_without_mosaic_kernels():
@@ -72,6 +79,9 @@ def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak():
   config.checkpoint.device_snapshot = True
   on = aot.compile_for_slice(config, spec)
   assert off.snapshot_bytes == 0 and on.snapshot_bytes == on.state_bytes > 0
+  # train.eval_batches=2 held-out batches stay on the chips: a chip's 16 / 4 rows of five
+  # [row, 128] and two [row] keys, 4 bytes a value.
+  assert off.eval_batch_bytes == 2 * 4 * (5 * 128 + 2) * 4
   assert on.total_bytes - off.total_bytes == on.state_bytes
   assert "a save's copy of the state" in aot.describe(on, "v5e-4", "xla")
   config.checkpoint.every = 0  # no periodic saves: nothing is ever deferred
@@ -101,6 +111,48 @@ def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
                      match=r"v5e-4 \(data=4 fsdp=1 tensor=1\): (the train step|training) "
                      r"needs .* GiB per chip.*, .* GiB more than the 15.75 GiB .*remat=full"):
     aot.compile_for_slice(config, topology.parse_slice("v5e-4"))
+
+
+def test_a_micro_batch_the_slice_s_batch_axes_cannot_split_is_refused_before_compiling():
+  config = _tiny(attention="xla")
+  config.optim.grad_accum_steps = 8  # 16 rows / 8 = 2 rows a micro-batch, for 4 chips
+  with pytest.raises(config_lib.ConfigError, match="2 rows per micro-batch is not divisible by "
+                                                   "the data-parallel size 4"):
+    aot.compile_for_slice(config, topology.parse_slice("v5e-4"))
+
+
+@pytest.mark.parametrize("data, fsdp, advised", [
+    (-1, 1, True),   # every chip a data replica with the whole state
+    (2, -1, True),   # two replicas, each with half of the state
+    (1, -1, False),  # already over every chip
+    (1, 4, False)])  # the same, sized by hand
+def test_the_advice_for_a_config_that_does_not_fit_shards_the_state_only_where_it_is_copied(
+    data, fsdp, advised):
+  config = _tiny()
+  config.mesh.update(data=data, fsdp=fsdp)
+  assert ("mesh.data=1 mesh.fsdp=-1" in aot.fit_advice(config)) == advised
+
+
+def test_a_chip_s_bytes_are_its_shard_of_each_leaf_at_the_leaf_s_dtype_width():
+  mesh = Mesh(np.array(jax.devices()).reshape(8, 1, 1), parallel.MESH_AXES)
+  tree = {"rows": jax.ShapeDtypeStruct((16, 6), jnp.bfloat16,
+                                       sharding=parallel.batch_sharding(mesh, 2)),
+          "table": jax.ShapeDtypeStruct((3, 5), jnp.float32, sharding=NamedSharding(mesh, P()))}
+  # 2 of the 16 rows of 6 two-byte values, and the whole replicated table of 4-byte values.
+  assert aot.per_chip_bytes(tree) == 2 * 6 * 2 + 3 * 5 * 4
+
+
+def test_a_program_s_peak_counts_a_donated_buffer_once():
+  memory = types.SimpleNamespace(argument_size_in_bytes=100, output_size_in_bytes=60,
+                                 alias_size_in_bytes=40, temp_size_in_bytes=7)
+  # The 40 donated bytes are an argument that comes back as an output: 100 + (60 - 40) + 7.
+  assert memory_lib.program_bytes(memory) == 127
+
+
+def test_a_host_s_row_runs_are_its_contiguous_blocks_of_rows():
+  assert aot._row_runs(np.arange(8)) == 1
+  assert aot._row_runs(np.array([0, 1, 4, 5, 8, 9])) == 3
+  assert aot._row_runs(np.array([5])) == 1
 
 
 @pytest.mark.parametrize("message", [
@@ -167,7 +219,9 @@ def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, gen
   assert len(devices) == chips and len({d.process_index for d in devices}) == hosts
 
 
-@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12", "v5e:1x16"])
+@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12", "v5e:1x16",
+                                  "v5p-9",       # v5p names count 2 cores a chip: never odd
+                                  "v5p:0x4x4"])  # no axis of 0 chips
 def test_impossible_slice_names_say_what_is_accepted(name):
   with pytest.raises(topology.TopologyError, match=name):
     topology.parse_slice(name)

@@ -20,7 +20,8 @@ import pytest
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from glmjax import aot, config as config_lib, parallel, step as step_lib, topology, train
+from glmjax import aot, config as config_lib, held_out, parallel, step as step_lib, topology
+from glmjax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 1024
@@ -88,6 +89,23 @@ def test_real_slices_do_give_hosts_rows_with_gaps():
   for process in range(4):
     rows = parallel.host_rows(mesh, BATCH, process).rows
     assert len(rows) == BATCH // 4 and rows[-1] - rows[0] + 1 > len(rows)
+
+
+def test_the_held_out_batches_of_a_host_are_the_rows_its_devices_hold(monkeypatch):
+  """held_out.batch builds only this host's rows, by their global indices, on a slice where a
+  host's rows are strided; the stand-in pipeline's row r of batch k is 1000 k + r."""
+  mesh = _mesh("v5p-32", MESHES["data"])
+
+  class Pipeline:
+    def build_rows(self, index, rows):
+      return {"row": 1000 * index + np.asarray(rows)}
+
+  monkeypatch.setattr(parallel, "global_batch", lambda host_batch, layout: host_batch)
+  for process in range(4):
+    layout = parallel.host_rows(mesh, BATCH, process)
+    assert layout.rows.tolist() != list(range(len(layout.rows)))  # not the first rows
+    np.testing.assert_array_equal(held_out.batch(Pipeline(), 3, layout)["row"],
+                                  3000 + layout.rows)
 
 
 def test_a_compiled_step_expecting_another_row_layout_is_caught_before_the_slice_is_paid():

@@ -204,6 +204,21 @@ def test_logs_shows_or_follows_one_workers_log(capsys):
       "'--command=tail -n 20 -F ~/glmjax/logs/train.log'\n")
 
 
+def test_logs_reaches_a_worker_past_the_ninth_of_a_large_slice(capsys):
+  assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=12") == (  # v5p-128: 16 workers
+      f"{SSH} --worker=12 '--command=tail -n 100 ~/glmjax/logs/train.log'\n")
+
+
+def test_train_takes_the_trainer_s_workdir_as_one_word_or_two(capsys):
+  assert tpu.main(["train", "--dry-run", "--name=glm", ZONE, "--", "--config=c.py",
+                   "--workdir", "gs://b/r"]) == 0
+  out, err = capsys.readouterr()
+  assert "glmjax.train --config=c.py --workdir gs://b/r >" in command_payload(out)
+  assert err == ""  # on GCS: no warning
+  assert tpu.main(["train", "--dry-run", "--name=glm", ZONE, "--", "--workdir", "/tmp/run"]) == 0
+  assert "--workdir=/tmp/run is not on GCS" in capsys.readouterr().err
+
+
 def test_stop_terms_then_kills_only_the_processes_holding_the_chips(capsys):
   out = dry_run(capsys, "stop", "--name=glm", ZONE)
   assert out == (f"{SSH} --worker=all "
@@ -359,6 +374,7 @@ def test_forwarded_environment_variables_are_redacted_in_every_printed_command(
     (["create", "--name=glm", ZONE, "--accelerator=v5p-8", "--spot", "--reserved"],
      "--reserved: not allowed with argument --spot"),
     (["setup", "--name=glm", ZONE], "setup needs --accelerator"),
+    (["setup", "--name=glm", ZONE, "--workers=0"], "--workers=0: needs at least 1"),
     (["train", "--name=glm", ZONE, "--", "--config=c.py"], "train needs --workdir"),
     (["train", "--name=glm", ZONE, "--env", "NOT_SET_ANYWHERE_42", "--", "--workdir=gs://b"],
      "--env NOT_SET_ANYWHERE_42: NOT_SET_ANYWHERE_42 is not set"),

@@ -52,7 +52,7 @@ def test_setup_outside_a_git_work_tree_ships_the_folder_without_caches_logs_or_a
   folder = tmp_path / "unpacked"
   for path in ("glmjax/train.py", "requirements.txt", ".venv/bin/python", "logs/run/setup.log",
                "glmjax/__pycache__/train.cpython-311.pyc", ".git/HEAD", "build/lib/x.py",
-               "glmjax/logs.py"):
+               "glmjax/logs.py", "glmjax/topology.pyc"):  # bytecode beside its source too
     (folder / path).parent.mkdir(parents=True, exist_ok=True)
     (folder / path).write_text("")
   monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above it either

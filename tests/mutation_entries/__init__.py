@@ -15,7 +15,7 @@ class Mutation:
 
 
 # pylint: disable=wrong-import-position  (the areas' modules use Mutation)
-from mutation_entries import checkpoints, commands, data, model, training  # noqa: E402
+from mutation_entries import checkpoints, commands, data, model, sharding, training  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
-             + checkpoints.ENTRIES)
+             + checkpoints.ENTRIES + sharding.ENTRIES)

@@ -1,0 +1,69 @@
+"""parallel: where batch rows go on the mesh, and when a process joins a multi-host job."""
+import jax
+import numpy as np
+import pytest
+from flax import linen as nn
+from jax.sharding import Mesh, PartitionSpec
+
+from glmjax import config as config_lib, parallel
+
+
+def test_batch_rows_are_split_over_data_and_fsdp_but_not_over_tensor_parallel_replicas():
+  """A tensor group holds the same rows on every chip of it: the batch parallelism that
+  data.batch_size must divide is mesh.data x mesh.fsdp."""
+  devices = np.array(jax.devices())
+  assert parallel.batch_axis_size(Mesh(devices.reshape(1, 4, 2), parallel.MESH_AXES)) == 4
+  assert parallel.batch_axis_size(Mesh(devices.reshape(2, 2, 2), parallel.MESH_AXES)) == 4
+  assert parallel.batch_axis_size(Mesh(devices.reshape(1, 1, 8), parallel.MESH_AXES)) == 1
+
+
+def test_the_batch_rule_checked_is_the_first_one_the_rules_give_as_flax_applies_the_first():
+  rules = (("activation_batch", "data"),) + config_lib.DEFAULT_LOGICAL_AXIS_RULES
+  assert nn.logical_to_mesh_axes(("activation_batch",), rules) == PartitionSpec("data")
+  problem = parallel.batch_rule_problem(rules)
+  assert problem is not None and "maps 'activation_batch' to ('data',)" in problem
+
+
+@pytest.mark.parametrize("env, joins", [
+    ({}, False),                                                # one process, nothing to join
+    ({"TPU_WORKER_HOSTNAMES": "10.0.0.2"}, False),              # a single-host TPU VM
+    ({"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"}, True),      # a pod slice lists every worker
+    ({"SLURM_NTASKS": "1"}, False),
+    ({"SLURM_NTASKS": "4"}, True),
+    ({"OMPI_COMM_WORLD_SIZE": "1"}, False),
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
+    ({"GLMJAX_DISTRIBUTED": "1"}, True),                        # set by launch/tpu.py
+])
+def test_a_process_joins_jax_distributed_exactly_when_its_environment_describes_several(
+    env, joins, monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  assert parallel.initialize_distributed(60, env=env) == joins
+  assert calls == ([{"initialization_timeout": 60}] if joins else [])
+
+
+def _mesh_config(**axes):
+  mesh_config = config_lib.mesh_defaults()
+  mesh_config.update(axes)
+  return mesh_config
+
+
+def test_only_one_mesh_axis_may_be_left_to_fill_the_devices():
+  with pytest.raises(ValueError, match=r"only one axis may be -1, got mesh\.data, mesh\.fsdp"):
+    parallel.mesh_shape(_mesh_config(data=-1, fsdp=-1, tensor=1), 8)
+
+
+@pytest.mark.parametrize("axes", [dict(data=0, fsdp=-1, tensor=1), dict(data=0, fsdp=8, tensor=1),
+                                  dict(data=1, fsdp=-1, tensor=-2)])
+def test_a_mesh_axis_of_zero_or_below_minus_one_is_refused_naming_it(axes):
+  field, size = next((f, s) for f, s in axes.items() if s == 0 or s < -1)
+  with pytest.raises(ValueError, match=rf"mesh\.{field}={size}: use a positive size"):
+    parallel.mesh_shape(_mesh_config(**axes), 8)
+
+
+def test_fixed_mesh_axes_that_do_not_divide_the_devices_are_refused_naming_them():
+  with pytest.raises(ValueError, match=r"8 devices cannot be split with the fixed axes "
+                                       r"\(fsdp=3 x tensor=1\)"):
+    parallel.mesh_shape(_mesh_config(data=-1, fsdp=3, tensor=1), 8)
+  assert parallel.mesh_shape(_mesh_config(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
