@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
+from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from glmjax import attention_choice, cli
@@ -172,12 +173,15 @@ def _no_persistent_cache():
   """jax's persistent compilation cache off, then back as it was: a compile-only executable
   cannot be loaded back (that needs the TPU client), so an entry would only take disk and
   warn when the next compile of the same program reads it."""
+  # jax decides once per process whether the cache is used; reset_cache makes it decide again.
   before = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)
+  compilation_cache.reset_cache()
   try:
     yield
   finally:
     jax.config.update("jax_enable_compilation_cache", before)
+    compilation_cache.reset_cache()
 
 
 def compile_for_slice(config, spec: topology.TpuSlice) -> Report:

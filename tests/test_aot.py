@@ -53,6 +53,7 @@ def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
   # The suite's cache is on (conftest). A compile-only TPU executable cannot be loaded back:
   # an entry written by the first compile would make the second warn as it fails to read it.
   assert jax.config.jax_enable_compilation_cache
+  jax.jit(lambda x: x + 1)(1.0)  # jax decides once, at a first compile, that the cache is used
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     for _ in range(2):
