@@ -33,6 +33,14 @@ def _metadata(state):
           "state_layout": checkpoint.parameter_layout(state)}
 
 
+def _two_checkpoints(directory, keep=2, scaled=False):
+  """Saves steps 1 and 2 (states scaled 1 and 2 with `scaled`, else equal) and closes."""
+  ckpt = checkpoint.Checkpointer(str(directory), every=1, keep=keep)
+  for at in (1, 2):
+    ckpt.save(at, _state(float(at) if scaled else 1.0), _metadata(_state()))
+  ckpt.close()
+
+
 @pytest.fixture()
 def mesh():
   return Mesh(np.array(jax.devices()[:4]).reshape(4), ("fsdp",))
@@ -141,10 +149,7 @@ def test_a_bucket_url_stays_a_url_and_a_local_path_becomes_absolute():
     OSError(5, "Input/output error")])
 def test_an_unreadable_checkpoint_stops_the_run_and_deletes_nothing(tmp_path, mesh, error):
   state = _state()
-  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
-  for at in (1, 2):
-    ckpt.save(at, state, _metadata(state))
-  ckpt.close()
+  _two_checkpoints(tmp_path)
   before = sorted(os.listdir(tmp_path))
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
 
@@ -254,10 +259,7 @@ def test_parameters_for_another_run_whose_bytes_were_flipped_are_refused(tmp_pat
     (lambda kernel: kernel.at[0, 0].add(0.5), "the checksum of params/dense/kernel differs")])
 def test_a_restored_state_that_is_not_what_was_saved_counts_as_corrupted(tmp_path, mesh, caplog,
                                                                          tamper, reason):
-  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
-  for at in (1, 2):
-    ckpt.save(at, _state(float(at)), _metadata(_state()))
-  ckpt.close()
+  _two_checkpoints(tmp_path, keep=2, scaled=True)
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
   real_restore = fresh.manager.restore
 
@@ -339,10 +341,7 @@ def test_a_deferred_save_left_by_a_loop_that_stopped_is_written_on_close(tmp_pat
 def test_a_restore_failure_that_does_not_say_damaged_stops_and_deletes_nothing(tmp_path, mesh,
                                                                                error):
   state = _state()
-  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
-  for at in (1, 2):
-    ckpt.save(at, state, _metadata(state))
-  ckpt.close()
+  _two_checkpoints(tmp_path)
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
   real_restore = fresh.manager.restore
 
@@ -441,10 +440,7 @@ def test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_sti
 
 def test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_older_one(
     tmp_path, mesh, caplog):
-  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
-  for at in (1, 2):
-    ckpt.save(at, _state(float(at)), _metadata(_state()))
-  ckpt.close()
+  _two_checkpoints(tmp_path, keep=3, scaled=True)
   _rewrite_metadata(tmp_path / "2", lambda text: text[:len(text) // 2])
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
   restored = fresh.restore_latest(_abstract(_state(), mesh), _metadata(_state())["param_layout"])
@@ -458,10 +454,7 @@ def test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_ol
 
 def test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder(tmp_path, mesh):
   """checkpoint.init_from (and evaluate, generate, convert) take a workdir or its checkpoints/."""
-  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=3)
-  for at in (1, 2):
-    ckpt.save(at, _state(float(at)), _metadata(_state()))
-  ckpt.close()
+  _two_checkpoints(tmp_path / "checkpoints", keep=3, scaled=True)
   params, at = checkpoint.restore_params(str(tmp_path / "checkpoints"),
                                          _abstract(_state(), mesh).params,
                                          _metadata(_state())["param_layout"])
@@ -498,10 +491,7 @@ def test_a_storage_error_met_while_handling_another_error_still_stops_the_run(tm
   """A reader that raises its own error while handling the storage error (no `from`) chains it
   as the context: the permission problem is still what decides."""
   state = _state()
-  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
-  for at in (1, 2):
-    ckpt.save(at, state, _metadata(state))
-  ckpt.close()
+  _two_checkpoints(tmp_path)
   fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
 
   def refuse(*args, **kwargs):
