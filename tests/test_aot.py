@@ -105,6 +105,37 @@ def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch):
   assert quadruple.total_bytes - double.total_bytes == 2 * batch
 
 
+def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(monkeypatch):
+  """Evaluation runs beside the optimizer state: its peak is the eval program (which holds the
+  parameters as an argument) plus the state less the parameters. The eval program's analysis
+  is made 1 GiB larger here so that it, not the train step, sets the peak."""
+  spec = topology.parse_slice("v5e-4")
+  programs, evals = [], []
+  build = step_lib.build_program
+  monkeypatch.setattr(step_lib, "build_program",
+                      lambda *args: programs.append(build(*args)) or programs[-1])
+  compile_or_explain = aot._compile_or_explain  # pylint: disable=protected-access
+
+  def inflated(compile_fn, config, mesh, where, what):
+    compiled = compile_or_explain(compile_fn, config, mesh, where, what)
+    if what != "eval step":
+      return compiled
+    memory = compiled.memory_analysis()
+    evals.append(types.SimpleNamespace(
+        argument_size_in_bytes=memory.argument_size_in_bytes,
+        output_size_in_bytes=memory.output_size_in_bytes,
+        alias_size_in_bytes=memory.alias_size_in_bytes,
+        temp_size_in_bytes=memory.temp_size_in_bytes + 2**30))
+    return types.SimpleNamespace(memory_analysis=lambda: evals[-1])
+
+  monkeypatch.setattr(aot, "_compile_or_explain", inflated)
+  report = aot.compile_for_slice(_tiny(attention="xla"), spec)
+  params = aot.per_chip_bytes(programs[-1].abstract_state.params)
+  assert 0 < params < report.state_bytes
+  assert report.total_bytes == (memory_lib.program_bytes(evals[-1]) + report.state_bytes - params
+                                + report.eval_batch_bytes + report.prefetch_bytes)
+
+
 def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
   config = _tiny(attention="xla", hidden_size=8192, num_heads=64, vocab_size=50304)
   config.data.update(batch_size=64)
@@ -211,7 +242,8 @@ def test_an_unknown_topology_and_an_impossible_mesh_are_one_line_errors():
 
 @pytest.mark.parametrize("name, generation, chips, hosts", [
     ("v4-32", "v4", 16, 4), ("v5p-128", "v5p", 64, 16), ("v5litepod-16", "v5e", 16, 4),
-    ("v5e-8", "v5e", 8, 1), ("v6e-64", "v6e", 64, 16), ("v5p:4x4x8", "v5p", 128, 32)])
+    ("v5e-8", "v5e", 8, 1), ("v6e-64", "v6e", 64, 16), ("v5p:4x4x8", "v5p", 128, 32),
+    (" V5P-128 ", "v5p", 64, 16), ("V6E:8X8", "v6e", 64, 16)])  # case and spaces do not matter
 def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, generation, chips,
                                                                         hosts):
   spec = topology.parse_slice(name)

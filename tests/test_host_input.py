@@ -108,6 +108,24 @@ def test_the_held_out_batches_of_a_host_are_the_rows_its_devices_hold(monkeypatc
                                   3000 + layout.rows)
 
 
+def test_held_out_progress_counts_the_batches_done_and_the_total_sums_each_batch_once(
+    monkeypatch, mesh8):
+  """held_out.summed reports after each batch when every_s is negative: 1, 2, 3 done of 3 (not
+  the index of the batch just summed), and its total adds each batch's sums once."""
+  class Pipeline:
+    batch_size = 8
+
+    def build_rows(self, index, rows):
+      return {"row": 10 ** index + 0 * np.asarray(rows)}
+
+  monkeypatch.setattr(parallel, "global_batch", lambda host_batch, layout: host_batch)
+  done = []
+  total = held_out.summed(lambda params, batch: {"sum": batch["row"].sum()}, None, Pipeline(),
+                          mesh8, 3, progress=done.append, every_s=-1.0)
+  assert done == [1, 2, 3]
+  assert int(total["sum"]) == 8 * (1 + 10 + 100)
+
+
 def test_a_compiled_step_expecting_another_row_layout_is_caught_before_the_slice_is_paid():
   mesh = _mesh("v5p-32", dict(data=2, fsdp=-1, tensor=1))
   layouts = aot.plan_host_input(mesh, BATCH)

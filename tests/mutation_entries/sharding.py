@@ -80,6 +80,24 @@ ENTRIES = (
              "eval_pipeline.build_rows(index, np.arange(len(host.rows))), host)",
              ("tests/test_host_input.py::test_the_held_out_batches_of_a_host_are_the_rows_its_"
               "devices_hold",)),
+    Mutation("held-out progress reports the index of the batch just summed, one short",
+             "glmjax/held_out.py", "progress(index + 1)", "progress(index)",
+             ("tests/test_host_input.py::test_held_out_progress_counts_the_batches_done_and_the_"
+              "total_sums_each_batch_once",)),
+    Mutation("held-out sums keep only the last batch's", "glmjax/held_out.py",
+             "total = sums if total is None else jax.tree.map(jax.numpy.add, total, sums)",
+             "total = sums",
+             ("tests/test_host_input.py::test_held_out_progress_counts_the_batches_done_and_the_"
+              "total_sums_each_batch_once",)),
+    Mutation("a slice name in capitals (V5P-128) is refused", "glmjax/topology.py",
+             "text = name.strip().lower()", "text = name.strip()",
+             ("tests/test_aot.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_"
+              "them",)),
+    Mutation("aot's eval peak counts the parameters twice", "glmjax/aot.py",
+             "               - per_chip_bytes(program.abstract_state.params)) if evaluated",
+             "               - 0) if evaluated",
+             ("tests/test_aot.py::test_an_eval_step_peak_above_the_train_step_s_counts_the_"
+              "parameters_once",)),
     Mutation("launch train refuses a --workdir given as two words", "launch/tpu.py",
              'if word == "--workdir" and i + 1 < len(train_args):', "if False:",
              ("tests/test_launch.py::test_train_takes_the_trainer_s_workdir_as_one_word_or_two",)),
