@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
+from checkpoint_states import rewrite_metadata
 from glmjax import checkpoint, config as config_lib, loop, memory, storage_errors, train
 from glmjax import restore_agreement as agreement
 from glmjax import workdir as workdir_lib
-from test_checkpoint import _rewrite_metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,7 +215,7 @@ def test_start_over_moves_a_workdir_s_damaged_checkpoints_aside_and_trains_from_
   state = {"w": np.arange(4.0, dtype=np.float32)}
   old.save(5, state, {"param_layout": checkpoint.parameter_layout(state)})
   old.close()
-  _rewrite_metadata(tmp_path / "checkpoints" / "5", lambda text: text[:len(text) // 2])
+  rewrite_metadata(tmp_path / "checkpoints" / "5", lambda text: text[:len(text) // 2])
   config = _config(steps=2)
   with pytest.raises(checkpoint.UnusableCheckpointError, match="start_over=true"):
     train.train_and_evaluate(config, str(tmp_path))

@@ -3,6 +3,7 @@ faults."""
 from mutation_entries import Mutation
 
 _CK = "tests/test_checkpoint.py::"
+_DAMAGE = "tests/test_checkpoint_damage.py::"
 _FAULTS = "tests/test_faults.py::"
 _WORKDIR = "tests/test_workdir.py::"
 _METRICS = "tests/test_metrics.py::"
@@ -16,33 +17,33 @@ ENTRIES = (
     Mutation("a refused save names the oldest good checkpoint as the newest",
              "glmjax/checkpoint.py", 'return f"step {good[-1]}, intact"',
              'return f"step {good[0]}, intact"',
-             (_CK + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
+             (_DAMAGE + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
               "checkpoint",)),
     Mutation("a state with a single non-finite value is saved", "glmjax/checkpoint.py",
              "nonfinite = {name: count for name, (_, count) in summary.items() if count}",
              "nonfinite = {name: count for name, (_, count) in summary.items() if count > 1}",
-             (_CK + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
+             (_DAMAGE + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
               "checkpoint",)),
     Mutation("Inf is not counted as non-finite, so a state holding it is saved",
              "glmjax/checksums.py", "jnp.sum(~jnp.isfinite(leaf))", "jnp.sum(jnp.isnan(leaf))",
-             (_CK + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
+             (_DAMAGE + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
               "checkpoint",)),
     Mutation("a checkpoint saved before state layouts were recorded is refused",
              "glmjax/checkpoint.py",
              "problems = layout_differences(metadata.get(key, layout), layout)",
              "problems = layout_differences(metadata.get(key, {}), layout)",
-             (_CK + "test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_"
+             (_DAMAGE + "test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_"
               "still_restores",)),
     Mutation("a checkpoint saved before checksums were recorded fails to restore",
              "glmjax/checkpoint.py",
              'problem = checksums.corruption(restored, metadata.get("checksums"))',
              'problem = checksums.corruption(restored, metadata["checksums"])',
-             (_CK + "test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_"
+             (_DAMAGE + "test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_"
               "still_restores",)),
     Mutation("a checkpoint whose metadata was cut off stops the run instead of being skipped",
              "glmjax/storage_errors.py", "(FileNotFoundError, json.JSONDecodeError, EOFError)",
              "(FileNotFoundError, EOFError)",
-             (_CK + "test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_"
+             (_DAMAGE + "test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_"
               "older_one",)),
     Mutation("another run's checkpoints/ folder given directly is not found",
              "glmjax/checkpoint.py",
@@ -52,7 +53,7 @@ ENTRIES = (
              "glmjax/checksums.py",
              'more = f" (and {len(problems) - 3} more arrays)" if len(problems) > 3 else ""',
              'more = f" (and {len(problems)} more arrays)" if len(problems) > 3 else ""',
-             (_CK + "test_a_corruption_line_names_three_arrays_and_counts_the_others",)),
+             (_DAMAGE + "test_a_corruption_line_names_three_arrays_and_counts_the_others",)),
     Mutation("the final save writes a last step already queued as a device snapshot again",
              "glmjax/checkpoint.py", "    self.write_deferred()\n    self.wait()  # surfaces",
              "    self.wait()  # surfaces",
@@ -61,7 +62,7 @@ ENTRIES = (
     Mutation("a storage error chained as the context (no `from`) is not seen",
              "glmjax/storage_errors.py", "error = error.__cause__ or error.__context__",
              "error = error.__cause__",
-             (_CK + "test_a_storage_error_met_while_handling_another_error_still_stops_the_"
+             (_DAMAGE + "test_a_storage_error_met_while_handling_another_error_still_stops_the_"
               "run",)),
     Mutation("a save cut off by a kill leaves its partial folder for ever",
              "glmjax/checkpoint.py", "cleanup_tmp_directories=True",

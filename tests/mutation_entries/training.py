@@ -57,7 +57,8 @@ ENTRIES = (
              "glmjax/checkpoint.py",
              '    problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))\n',
              "    problem = None\n",
-             ("tests/test_checkpoint.py::test_parameters_for_another_run_whose_bytes_were_flipped_"
+             ("tests/test_checkpoint_damage.py::test_parameters_for_another_run_whose_bytes_were_"
+              "flipped_"
               "are_refused",)),
     Mutation("top_p leaves out the token whose probability reaches p",
              "glmjax/decoding.py",

@@ -1,0 +1,270 @@
+"""Damaged checkpoints: flipped bytes, cut-off metadata, unreadable storage and non-finite
+states are caught; a damaged checkpoint is skipped for an older one or stops the run, and none
+is ever deleted."""
+import json
+import os
+import re
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+import checkpoint_states as states
+from glmjax import checkpoint, checksums, step
+
+
+@pytest.fixture()
+def mesh():
+  return states.fsdp_mesh()
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(13, "Permission denied", "/run/checkpoints/2/state/d/abc"),
+    ValueError("Error opening \"zarr\" driver:\nPERMISSION_DENIED: Error reading local file"),
+    OSError(5, "Input/output error")])
+def test_an_unreadable_checkpoint_stops_the_run_and_deletes_nothing(tmp_path, mesh, error):
+  state = states.state()
+  states.two_checkpoints(tmp_path)
+  before = sorted(os.listdir(tmp_path))
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+
+  def refuse(*args, **kwargs):
+    raise RuntimeError("restore failed") from error  # storage errors arrive wrapped
+  fresh.manager.restore = refuse
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* cannot be read: .*(ermission|PERMISSION|Input/output)"):
+    fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"])
+  fresh.close()
+  assert sorted(os.listdir(tmp_path)) == before and fresh.steps() == [1, 2]
+
+
+def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silently(tmp_path,
+                                                                                   mesh):
+  state = states.state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, states.metadata(state))
+  ckpt.close()
+  for entry in os.listdir(tmp_path / "1" / checkpoint.STATE_ITEM):
+    if (tmp_path / "1" / checkpoint.STATE_ITEM / entry).is_dir():
+      shutil.rmtree(tmp_path / "1" / checkpoint.STATE_ITEM / entry)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"Every checkpoint .*steps \[1\].*checkpoint.start_over=true"):
+    fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"])
+  assert fresh.steps() == [1]
+  # Asked to start over, they are moved aside (kept) and the run starts from step 0.
+  assert fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"],
+                              start_over=True) is None
+  assert fresh.steps() == []
+  (aside,) = [p for p in tmp_path.parent.iterdir() if p.name.startswith(
+      f"{tmp_path.name}.damaged-")]
+  assert sorted(os.listdir(aside)) == ["1"]
+  assert fresh.save(1, state, states.metadata(state))
+  fresh.close()
+  assert fresh.steps() == [1]
+
+
+def test_the_checksum_does_not_depend_on_the_sharding_and_sees_one_changed_element(mesh):
+  state = states.state()
+  moved = jax.device_put(state, jax.tree.map(lambda x: x.sharding, states.abstract(state, mesh)))
+  assert checksums.state_summary(moved) == checksums.state_summary(state)
+  kernel = state.params["dense"]["kernel"]
+  for changed in (kernel.at[5, 1].add(1.0),            # another value
+                  kernel.at[5, 1].set(-kernel[5, 1]),  # one sign bit
+                  kernel.reshape(4, 8).T.reshape(8, 4)):  # the same values, moved around
+    other = state.replace(params={**state.params, "dense": {**state.params["dense"],
+                                                            "kernel": changed}})
+    assert (checksums.state_summary(other)["params/dense/kernel"][0]
+            != checksums.state_summary(state)["params/dense/kernel"][0])
+
+
+def _flip_bytes(directory, count=50):
+  """Flips `count` bytes in the middle of the largest file of a saved state."""
+  files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+  largest = max(files, key=os.path.getsize)
+  data = bytearray(open(largest, "rb").read())
+  middle = len(data) // 2
+  for offset in range(middle, middle + count):
+    data[offset] ^= 0xFF
+  open(largest, "wb").write(bytes(data))
+
+
+def test_flipped_bytes_in_the_newest_checkpoint_are_caught_and_the_older_one_restored(
+    tmp_path, mesh, caplog):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  big = lambda scale: step.TrainState(  # noqa: E731 - large enough that the flips hit values
+      step=jnp.array(3, jnp.int32), params={"w": jnp.linspace(0, scale, 64 * 1024)},
+      opt_state=())
+  for at in (1, 2):
+    ckpt.save(at, big(float(at)), states.metadata(big(1.0)))
+  ckpt.close()
+  _flip_bytes(tmp_path / "2" / checkpoint.STATE_ITEM)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=NamedSharding(mesh, PartitionSpec())), big(1.0))
+  restored = fresh.restore_latest(abstract, states.metadata(big(1.0))["param_layout"])
+  assert restored.step == 1
+  np.testing.assert_array_equal(restored.state.params["w"], big(1.0).params["w"])
+  # Which check sees it depends on what the flips hit (Orbax's file layout varies from run to
+  # run): a changed value fails the checksum, a flipped exponent the finiteness check first.
+  assert "checkpoint 2 in" in caplog.text
+  assert re.search(r"corrupted: (the checksum of|\d+ non-finite values in) params/w", caplog.text)
+  assert fresh.steps() == [1, 2]  # kept until the resumed run saves step 2 again
+  fresh.close()
+
+
+def test_parameters_for_another_run_whose_bytes_were_flipped_are_refused(tmp_path, mesh):
+  # init_from, evaluate, generate and convert read parameters this way: none may use a state
+  # that differs from what was saved.
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=2)
+  big = step.TrainState(step=jnp.array(3, jnp.int32),
+                        params={"w": jnp.linspace(0, 1.0, 64 * 1024)}, opt_state=())
+  ckpt.save(1, big, states.metadata(big))
+  ckpt.close()
+  _flip_bytes(tmp_path / "checkpoints" / "1" / checkpoint.STATE_ITEM)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=NamedSharding(mesh, PartitionSpec())), big.params)
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"parameters at step 1 .* are corrupted: the checksum of params/w"):
+    checkpoint.restore_params(str(tmp_path), abstract, states.metadata(big)["param_layout"])
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda kernel: kernel.at[0, 0].set(jnp.nan), "1 non-finite values in params/dense/kernel"),
+    (lambda kernel: kernel.at[0, 0].add(0.5), "the checksum of params/dense/kernel differs")])
+def test_a_restored_state_that_is_not_what_was_saved_counts_as_corrupted(tmp_path, mesh, caplog,
+                                                                         tamper, reason):
+  states.two_checkpoints(tmp_path, keep=2, scaled=True)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  real_restore = fresh.manager.restore
+
+  def restore_with_damage(at, args):  # what a storage fault below Orbax would hand back
+    restored = real_restore(at, args=args)
+    if at == 2 and checkpoint.STATE_ITEM in restored:
+      state = restored[checkpoint.STATE_ITEM]
+      kernel = tamper(state.params["dense"]["kernel"])
+      restored = {checkpoint.STATE_ITEM: state.replace(params={**state.params, "dense": {
+          **state.params["dense"], "kernel": kernel}})}
+    return restored
+  fresh.manager.restore = restore_with_damage
+  restored = fresh.restore_latest(states.abstract(states.state(), mesh), states.metadata(states.state())["param_layout"])
+  assert restored.step == 1
+  assert f"Skipping damaged checkpoint 2 in {tmp_path}: corrupted: {reason}" in caplog.text
+  fresh.close()
+
+
+def test_a_state_with_nan_is_never_saved(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, states.state(), states.metadata(states.state()))
+  ckpt.wait()
+  bad = states.state(float("nan"))
+  with pytest.raises(checkpoint.NonFiniteStateError,
+                     match=r"Not saving step 2 .*params/dense/kernel .*Newest good checkpoint: "
+                           r"step 1, intact"):
+    ckpt.save(2, bad, states.metadata(bad))
+  ckpt.close()
+  assert ckpt.steps() == [1]
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8.00GiB"),
+    TimeoutError("connection reset by peer")])
+def test_a_restore_failure_that_does_not_say_damaged_stops_and_deletes_nothing(tmp_path, mesh,
+                                                                               error):
+  state = states.state()
+  states.two_checkpoints(tmp_path)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  real_restore = fresh.manager.restore
+
+  def fail_on_state(at, args):
+    if checkpoint.STATE_ITEM in args.keys():
+      raise error
+    return real_restore(at, args=args)
+  fresh.manager.restore = fail_on_state
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* could not be restored: .*does not say the checkpoint is "
+                           r"damaged"):
+    fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"])
+  fresh.close()
+  assert fresh.steps() == [1, 2] and sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+def test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_checkpoint(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  for at in (1, 2):
+    ckpt.save(at, states.state(float(at)), states.metadata(states.state()))
+  ckpt.wait()
+  good = states.state()
+  bad = good.replace(params={**good.params, "dense": {
+      **good.params["dense"], "kernel": good.params["dense"]["kernel"].at[2, 3].set(jnp.inf)}})
+  with pytest.raises(checkpoint.NonFiniteStateError,
+                     match=r"Not saving step 3 .*params/dense/kernel \(1\).*Newest good "
+                           r"checkpoint: step 2, intact"):
+    ckpt.save(3, bad, states.metadata(bad))
+  ckpt.close()
+  assert ckpt.steps() == [1, 2]
+
+
+def test_a_checkpoint_saved_before_state_layouts_and_checksums_were_recorded_still_restores(
+    tmp_path, mesh):
+  """Earlier glmjax versions saved only the config and the parameter layout: their workdirs
+  resume (nothing to compare the optimizer's layout or the arrays' checksums with)."""
+  state = states.state(2.0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(4, state, states.metadata(state))
+  ckpt.close()
+
+  def as_before(text):
+    saved = json.loads(text)
+    assert {"state_layout", "checksums"} <= set(saved)  # what the old version lacked
+    return json.dumps({key: saved[key] for key in ("config", "param_layout")})
+  states.rewrite_metadata(tmp_path / "4", as_before)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  restored = fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"])
+  fresh.close()
+  assert restored.step == 4
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
+                                state.params["dense"]["kernel"])
+
+
+def test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_older_one(
+    tmp_path, mesh, caplog):
+  states.two_checkpoints(tmp_path, keep=3, scaled=True)
+  states.rewrite_metadata(tmp_path / "2", lambda text: text[:len(text) // 2])
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  restored = fresh.restore_latest(states.abstract(states.state(), mesh), states.metadata(states.state())["param_layout"])
+  fresh.close()
+  assert restored.step == 1
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
+                                states.state(1.0).params["dense"]["kernel"])
+  assert f"Skipping damaged checkpoint 2 in {tmp_path}: cut off" in caplog.text
+  assert fresh.steps() == [1, 2]  # kept until the resumed run saves step 2 again
+
+
+def test_a_corruption_line_names_three_arrays_and_counts_the_others():
+  restored = {f"w{index}": jnp.full(2, jnp.nan) for index in range(5)}
+  line = checksums.corruption(restored, None)
+  assert line.count("2 non-finite values in w") == 3 and line.endswith("(and 2 more arrays)")
+
+
+def test_a_storage_error_met_while_handling_another_error_still_stops_the_run(tmp_path, mesh):
+  """A reader that raises its own error while handling the storage error (no `from`) chains it
+  as the context: the permission problem is still what decides."""
+  state = states.state()
+  states.two_checkpoints(tmp_path)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+
+  def refuse(*args, **kwargs):
+    try:
+      raise PermissionError(13, "Permission denied", "/run/checkpoints/2/state/d/abc")
+    except PermissionError:
+      raise RuntimeError("restore failed")  # pylint: disable=raise-missing-from
+  fresh.manager.restore = refuse
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* cannot be read: Permission denied"):
+    fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"])
+  fresh.close()
+  assert fresh.steps() == [1, 2]
