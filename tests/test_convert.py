@@ -1,10 +1,11 @@
 """Original GLM checkpoints in every layout import to the original's logits and export back exactly.
 
 The original model is tests/original_glm.py: an independently written PyTorch forward with its
-own checkpoint writers (Hugging Face and Megatron, model-parallel parts included).
+own checkpoint writers (Hugging Face and Megatron, model-parallel parts included). Refused
+sources are in test_convert_refusals.py, tokenizers stored with an import in
+test_convert_tokenizer.py.
 """
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -17,15 +18,14 @@ import numpy as np
 import pytest
 import torch
 
+import convert_sources as sources
 import original_glm as og
+from convert_sources import H, HEADS, L, MSL, V
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import config as config_lib
 from glmjax import convert, pretrained
-from glmjax.convert import mapping, original, safetensors_io
+from glmjax.convert import original, safetensors_io
 from glmjax.model import GLM
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-V, H, L, HEADS, MSL = 200, 32, 2, 4, 16  # V not a multiple of 128: kept as it is
 TOKENS = np.array([[3, 17, 1, 99, 150, 42, 7, 8, 9, 10, 11, 12],
                    [5, 6, 7, 199, 0, 1, 2, 3, 4, 5, 6, 7]], np.int32)
 POSITIONS = np.array([list(range(7)) + [3] * 5, list(range(9)) + [2] * 3], np.int32)
@@ -35,7 +35,7 @@ SEP = np.array([7, 9], np.int32)
 
 @pytest.fixture(scope="module")
 def weights():
-  return og.random_state_dict(V, H, L, HEADS, MSL, seed=0)
+  return sources.random_weights()
 
 
 def _original_logits(state_dict, activation):
@@ -51,42 +51,6 @@ def _our_logits(model_config, params):
   return np.asarray(GLM(model_config).apply({"params": params}, jnp.asarray(TOKENS),
                                             jnp.asarray(POSITIONS), jnp.asarray(BLOCKS),
                                             jnp.asarray(SEP)))
-
-
-def _continue_config(workdir):
-  """What `train --config=WORKDIR/config.py` starts from, before command-line overrides."""
-  spec = importlib.util.spec_from_file_location("imported_config", os.path.join(workdir,
-                                                                                "config.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def _run_command(module, *args, temp):
-  """`python -m module args`; a failure's traceback file goes to the folder `temp`."""
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)},
-                        capture_output=True, text=True, check=False, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def untokenized(tmp_path_factory):
-  """(Megatron source folder, its workdir imported without --tokenizer, the import's log). A
-  vocabulary of 384 rows: the byte tokenizer's 262 ids fit, so only the refusal stops it."""
-  folder = tmp_path_factory.mktemp("untokenized")
-  og.save_megatron(str(folder / "megatron"), og.random_state_dict(384, H, L, HEADS, MSL, seed=2))
-  records, logger = [], logging.getLogger("glmjax.convert")
-  handler = logging.Handler()
-  handler.emit = lambda record: records.append(record.getMessage())
-  level = logger.level
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  try:
-    convert.import_checkpoint(str(folder / "megatron"), str(folder / "run"), num_heads=HEADS)
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-  return str(folder / "megatron"), str(folder / "run"), "\n".join(records)
 
 
 def _write(layout, directory, weights):
@@ -165,10 +129,7 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  spec = importlib.util.spec_from_file_location("imported_config", tmp_path / "run" / "config.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = sources.continue_config(str(tmp_path / "run"))
   assert config.checkpoint.init_from == str(tmp_path / "run")
   assert (config.model.hidden_size, config.model.max_position) == (H, MSL)
   assert config.data.seq_len <= MSL
@@ -193,10 +154,7 @@ def test_the_imported_workdir_trains_from_another_folder_and_the_result_generate
   write_bert_vocab(str(tmp_path / "bert"))
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "imported"),
                             tokenizer=str(tmp_path / "bert"))
-  spec = importlib.util.spec_from_file_location("imported", tmp_path / "imported" / "config.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = sources.continue_config(str(tmp_path / "imported"))
   config.data.update(source="builtin", builtin_docs=200, batch_size=8)
   config.train.update(steps=1, eval_every=0, log_every=1)
   config.checkpoint.every = 1
@@ -231,41 +189,6 @@ def test_a_megatron_file_with_training_args_and_rng_states(weights, tmp_path):
                              _original_logits(weights, "tanh"), atol=1e-3, rtol=0)
 
 
-def _damaged(weights, tmp_path, change):
-  state = dict(weights)
-  config = og.hf_config(V, H, L, HEADS, MSL)
-  change(state, config)
-  og.save_hf(str(tmp_path), state, config, prefix=False, fmt="safetensors")
-  with pytest.raises(mapping.CheckpointMismatchError) as raised:
-    convert.load_pretrained(str(tmp_path))
-  return str(raised.value)
-
-
-def test_a_missing_key_is_named(weights, tmp_path):
-  message = _damaged(weights, tmp_path, lambda state, _: state.pop(
-      "transformer.layers.1.mlp.dense_4h_to_h.bias"))
-  assert message == "transformer.layers.1.mlp.dense_4h_to_h.bias is missing from the checkpoint."
-
-
-def test_a_wrong_shape_is_named(weights, tmp_path):
-  def change(state, _):
-    state["transformer.layers.0.attention.dense.weight"] = torch.zeros(H, H + 1)
-  message = _damaged(weights, tmp_path, change)
-  assert message.startswith("transformer.layers.0.attention.dense.weight has shape (32, 33)")
-
-
-def test_a_config_that_does_not_match_the_tensors_is_named(weights, tmp_path):
-  message = _damaged(weights, tmp_path, lambda _, config: config.update(vocab_size=256))
-  assert "vocab_size=256" in message and "word_embeddings.weight" in message
-
-
-def test_bin_files_ask_for_torch_when_it_is_missing(weights, tmp_path, monkeypatch):
-  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False, fmt="bin")
-  monkeypatch.setattr(original, "_torch", lambda: None)
-  with pytest.raises(ModuleNotFoundError, match="needs PyTorch, which is not installed"):
-    convert.load_pretrained(str(tmp_path))
-
-
 def test_safetensors_files_are_read_without_torch(weights, tmp_path, monkeypatch):
   og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
@@ -277,7 +200,7 @@ def test_safetensors_files_are_read_without_torch(weights, tmp_path, monkeypatch
 def test_glmjax_imports_without_torch():
   code = ("import sys; sys.modules['torch'] = None; import glmjax.convert, glmjax.generate, "
           "glmjax.train; print('ok')")
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+  result = subprocess.run([sys.executable, "-c", code], cwd=sources.REPO, capture_output=True,
                           text=True, check=False, timeout=300)
   assert result.stdout.strip() == "ok", result.stderr[-2000:]
 
@@ -287,8 +210,8 @@ def test_convert_command_imports_and_exports_and_errors_in_one_line(weights, tmp
              fmt="safetensors")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)}  # traceback files
   run = lambda *args: subprocess.run(  # noqa: E731
-      [sys.executable, "-m", "glmjax.convert", *args], cwd=REPO, env=env, capture_output=True,
-      text=True, check=False, timeout=300)
+      [sys.executable, "-m", "glmjax.convert", *args], cwd=sources.REPO, env=env,
+      capture_output=True, text=True, check=False, timeout=300)
   imported = run("import", f"--from={tmp_path / 'hf'}", f"--out={tmp_path / 'run'}")
   assert imported.returncode == 0, imported.stderr[-2000:]
   assert "gelu_exact" in imported.stderr and "config.py" in imported.stderr
@@ -303,85 +226,6 @@ def test_convert_command_imports_and_exports_and_errors_in_one_line(weights, tmp
   assert "already holds checkpoints" in lines[-1] and "Traceback" not in again.stderr
 
 
-def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weights, tmp_path):
-  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
-  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-             fmt="safetensors")
-  write_bert_vocab(str(tmp_path / "bert"))
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
-                            tokenizer=str(tmp_path / "bert"))
-  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
-  os.rename(tmp_path / "run", tmp_path / "moved")
-  loaded = pretrained.load(str(tmp_path / "moved"))
-  tokenizer = pretrained.load_tokenizer(loaded)
-  assert (tokenizer.specials.cls, tokenizer.specials.mask, tokenizer.specials.sop,
-          tokenizer.specials.eop) == (101, 103, 30522, 30523)
-  assert loaded.config.data.tokenizer == "wordpiece"
-
-
-def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_naming_the_flag(
-    untokenized, tmp_path):
-  from glmjax import evaluate  # pylint: disable=import-outside-toplevel
-  source, workdir, log_text = untokenized
-  assert "No tokenizer stored: generate and evaluate will refuse" in log_text
-  assert pretrained.read_config(workdir).data.tokenizer_path == pretrained.NO_TOKENIZER
-  loaded = pretrained.load(workdir)  # the parameters need no tokenizer
-  with pytest.raises(config_lib.ConfigError) as refused:
-    pretrained.load_tokenizer(loaded)
-  message = str(refused.value)
-  assert f"python -m glmjax.convert import --from={source} " in message
-  assert "--tokenizer=PATH" in message and "\n" not in message
-  with pytest.raises(evaluate.EvaluateError, match="--tokenizer=PATH"):
-    evaluate.evaluate(workdir, batches=1)
-  generated = _run_command("glmjax.generate", f"--workdir={workdir}", "--text=the [MASK] of",
-                           temp=tmp_path)
-  lines = [line for line in generated.stderr.splitlines() if line.strip()]
-  assert generated.returncode == 1 and "Traceback" not in generated.stderr, generated.stderr
-  assert "imported without its tokenizer" in lines[-1] and "--tokenizer=PATH" in lines[-1]
-  assert not generated.stdout.strip()  # no text was filled in
-  convert.export_workdir(workdir, str(tmp_path / "out"))  # nor does export need one
-  assert (tmp_path / "out" / "model.safetensors").is_file()
-
-
-def test_an_import_made_before_the_placeholder_existed_is_refused_too(untokenized, tmp_path):
-  _, workdir, _ = untokenized
-  old = tmp_path / "old"
-  old.mkdir()
-  saved = json.loads(open(os.path.join(workdir, "config.json"), encoding="utf-8").read())
-  saved["data"]["tokenizer_path"] = ""  # what the import wrote before: glmjax's byte default
-  (old / "config.json").write_text(json.dumps(saved))
-  (old / "source.json").write_text(open(os.path.join(workdir, "source.json")).read())
-  data = pretrained.tokenizer_config(pretrained.read_config(str(old)), str(old))
-  with pytest.raises(config_lib.ConfigError, match="--tokenizer=PATH"):
-    pretrained.require_tokenizer(data, str(old))
-  os.remove(old / "source.json")  # a run trained from scratch on bytes is not refused
-  data = pretrained.tokenizer_config(pretrained.read_config(str(old)), str(old))
-  pretrained.require_tokenizer(data, str(old))
-
-
-def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_command_line_names_one(
-    untokenized, tmp_path):
-  from glmjax import train  # pylint: disable=import-outside-toplevel
-  _, workdir, log_text = untokenized
-  assert "--config.data.tokenizer=... --config.data.tokenizer_path=..." in log_text
-  config = _continue_config(workdir)
-  config_lib.validate(config)  # what aot checks: the config compiles without a tokenizer
-  trained = _run_command("glmjax.train", f"--config={workdir}/config.py",
-                         f"--workdir={tmp_path / 'refused'}", "--config.data.source=builtin",
-                         temp=tmp_path)
-  lines = [line for line in trained.stderr.splitlines() if line.strip()]
-  assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
-  assert "data.tokenizer_path: this config comes from a checkpoint imported without its tokenizer" \
-      in lines[-1]
-  assert "--config.data.tokenizer=KIND --config.data.tokenizer_path=PATH" in lines[-1]
-  # Named on the command line, the tokenizer wins, even glmjax's byte one.
-  config.data.update(source="builtin", builtin_docs=50, max_span_length=5, tokenizer="byte",
-                     tokenizer_path="")
-  config.train.eval_every = 0
-  inputs = train._inputs(config)  # pylint: disable=protected-access
-  assert inputs.model_config.vocab_size == 384
-
-
 def test_num_heads_given_to_the_import_wins_over_a_config_json_that_misstates_them(weights,
                                                                                    tmp_path):
   # A config.json copied from another size of GLM: the tensors are these, the head split is not.
@@ -391,15 +235,6 @@ def test_num_heads_given_to_the_import_wins_over_a_config_json_that_misstates_th
   assert model_config.num_heads == HEADS
   np.testing.assert_allclose(_our_logits(model_config, params), _original_logits(weights, "erf"),
                              atol=1e-3, rtol=0)
-
-
-def test_a_head_count_that_does_not_divide_the_hidden_size_is_refused_naming_the_flag(
-    weights, tmp_path):
-  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-             fmt="safetensors")
-  with pytest.raises(mapping.CheckpointMismatchError, match="num_attention_heads=5 does not "
-                                                         "divide hidden_size=32; pass --num_heads"):
-    convert.load_pretrained(str(tmp_path), num_heads=5)
 
 
 def test_dropout_rates_come_from_config_json_and_go_back_into_the_exported_one(weights, tmp_path):
@@ -415,18 +250,6 @@ def test_dropout_rates_come_from_config_json_and_go_back_into_the_exported_one(w
   assert {key: exported[key] for key in ("embedding_dropout_prob", "output_dropout_prob",
                                          "attention_dropout_prob")} == dict(
       embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
-
-
-def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weights, tmp_path):
-  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
-  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-             fmt="safetensors")
-  write_bert_vocab(str(tmp_path / "hf"))  # the hub folders hold their tokenizer's files
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
-  data = pretrained.read_config(str(tmp_path / "run")).data
-  assert (data.tokenizer, data.tokenizer_vocab) == ("wordpiece", "bert")
-  assert data.tokenizer_path != pretrained.NO_TOKENIZER
 
 
 def test_a_sharded_import_exports_one_file_that_the_safetensors_library_and_glmjax_read(
@@ -458,7 +281,8 @@ def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
   # What train writes from WORKDIR/config.py: the parameters, and init_from in its config.json.
   params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
-  pretrained.save(str(tmp_path / "continued"), _continue_config(str(tmp_path / "run")), params)
+  pretrained.save(str(tmp_path / "continued"), sources.continue_config(str(tmp_path / "run")),
+                  params)
   convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
   exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
   assert sorted(exported) == sorted("glm." + key for key in half)
@@ -483,49 +307,6 @@ def test_a_workdir_with_unscanned_layers_exports_the_same_tensors(weights, tmp_p
   assert sorted(exported) == sorted(weights)
   for key, value in weights.items():
     np.testing.assert_array_equal(exported[key], value.numpy(), err_msg=key)
-
-
-@pytest.mark.parametrize("field, value", [("layernorm_eps", 1e-6), ("norm", "deepnorm")])
-def test_export_refuses_a_model_that_the_hugging_face_glm_code_would_compute_differently(
-    weights, tmp_path, field, value):
-  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-             fmt="safetensors")
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  # The same parameter shapes, another function: GLM's code has pre-LayerNorm with eps 1e-5.
-  saved = json.loads((tmp_path / "run" / "config.json").read_text())
-  saved["model"][field] = value
-  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
-  with pytest.raises(ValueError, match=f"{field}.*cannot be exported"):
-    convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
-  assert not (tmp_path / "out" / "model.safetensors").exists()
-
-
-def test_a_model_parallel_checkpoint_missing_a_rank_is_refused_naming_the_parts(weights,
-                                                                               tmp_path):
-  og.save_megatron(str(tmp_path), weights, parts=2)
-  os.remove(tmp_path / "mp_rank_00_model_states.pt")
-  with pytest.raises(FileNotFoundError, match=r"model-parallel parts \[1\] are not 0\.\.0"):
-    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
-
-
-def test_a_model_parallel_checkpoint_missing_its_last_rank_is_refused_naming_the_count(
-    weights, tmp_path):
-  # mp_rank_00 alone looks like a whole checkpoint; DeepSpeed's mp_world_size says it is not.
-  og.save_megatron(str(tmp_path), weights, parts=2)
-  os.remove(tmp_path / "mp_rank_01_model_states.pt")
-  with pytest.raises(FileNotFoundError, match=r"mp_rank_00_model_states.pt is one of 2 "
-                                              r"model-parallel parts, but .* holds 1; copy every "
-                                              r"mp_rank_XX_model_states.pt \(00\.\.01\)"):
-    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
-
-
-def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights, tmp_path):
-  files = og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-                     fmt="safetensors", shards=3)
-  os.remove(tmp_path / files[1])
-  with pytest.raises(FileNotFoundError, match=rf"lists \['{files[1]}'\] that are not in .*"
-                                               "download every shard"):
-    convert.load_pretrained(str(tmp_path))
 
 
 def test_a_workdir_saved_on_a_larger_slice_loads_over_this_host_s_devices(weights, tmp_path):

@@ -1,6 +1,9 @@
 """Planted bugs in configs and their validation, the commands, aot, benches and launchers."""
 from mutation_entries import Mutation
 
+_CONVERT_REFUSALS = "tests/test_convert_refusals.py::"
+_CONVERT_TOKENIZER = "tests/test_convert_tokenizer.py::"
+
 ENTRIES = (
     Mutation("the sweep's best on a tie in tokens/s is the trial needing more memory",
              "glmjax/bench/sweep.py",
@@ -126,12 +129,12 @@ ENTRIES = (
               "the_exported_one",)),
     Mutation("an import whose heads do not divide the hidden size is not refused",
              "glmjax/convert/__init__.py", "if heads < 1 or hidden % heads:", "if heads < 1:",
-             ("tests/test_convert.py::test_a_head_count_that_does_not_divide_the_hidden_size_is_"
+             (_CONVERT_REFUSALS + "test_a_head_count_that_does_not_divide_the_hidden_size_is_"
               "refused_naming_the_flag",)),
     Mutation("the tokenizer inside a Hugging Face folder is not stored by the import",
              "glmjax/convert/__init__.py",
              'and released_tokenizers.holds_tokenizer(source) else "")', 'and False else "")',
-             ("tests/test_convert.py::test_the_tokenizer_in_a_hugging_face_folder_is_stored_"
+             (_CONVERT_TOKENIZER + "test_the_tokenizer_in_a_hugging_face_folder_is_stored_"
               "without_naming_it",)),
     Mutation("a sharded import's index is exported beside the single weights file",
              "glmjax/convert/__init__.py", '".pt", ".index.json"))]', '".pt"))]',
@@ -150,7 +153,7 @@ ENTRIES = (
              "glmjax/convert/__init__.py",
              '("ffn", 4 * model_config.hidden_size), ("layernorm_eps", 1e-5))',
              '("ffn", 4 * model_config.hidden_size))',
-             ("tests/test_convert.py::test_export_refuses_a_model_that_the_hugging_face_glm_code_"
+             (_CONVERT_REFUSALS + "test_export_refuses_a_model_that_the_hugging_face_glm_code_"
               "would_compute_differently",)),
     Mutation("export writes the hidden dropout as the attention dropout",
              "glmjax/convert/__init__.py",
@@ -160,7 +163,7 @@ ENTRIES = (
               "the_exported_one",)),
     Mutation("a model-parallel checkpoint missing rank 0 is read from the other ranks",
              "glmjax/convert/original.py", "if ranks != list(range(len(files))):", "if False:",
-             ("tests/test_convert.py::test_a_model_parallel_checkpoint_missing_a_rank_is_refused_"
+             (_CONVERT_REFUSALS + "test_a_model_parallel_checkpoint_missing_a_rank_is_refused_"
               "naming_the_parts",)),
     Mutation("a bfloat16 pytorch_model.bin cannot be imported", "glmjax/convert/original.py",
              "if value.dtype == torch.bfloat16:", "if False:",
@@ -168,7 +171,7 @@ ENTRIES = (
               "exactly[dtype2-bin]",)),
     Mutation("a missing shard is a bare file error, not named with the fix",
              "glmjax/convert/original.py", "if not files or missing:", "if not files:",
-             ("tests/test_convert.py::test_a_sharded_checkpoint_missing_a_shard_names_the_file_"
+             (_CONVERT_REFUSALS + "test_a_sharded_checkpoint_missing_a_shard_names_the_file_"
               "to_download",)),
     Mutation("exported safetensors lack the format metadata transformers requires",
              "glmjax/convert/safetensors_io.py", '  if metadata:\n    header["__metadata__"]',
@@ -282,7 +285,7 @@ ENTRIES = (
     Mutation("a Megatron checkpoint missing its last ranks is read as a whole model",
              "glmjax/convert/original.py", "if isinstance(world, int) and world != len(files):",
              "if False:",
-             ("tests/test_convert.py::test_a_model_parallel_checkpoint_missing_its_last_rank_is_"
+             (_CONVERT_REFUSALS + "test_a_model_parallel_checkpoint_missing_its_last_rank_is_"
               "refused_naming_the_count",)),
     Mutation("compile_for_slice writes compile-only TPU programs to the persistent cache",
              "glmjax/aot.py", "with parallel.activate(mesh, rules), _no_persistent_cache():",

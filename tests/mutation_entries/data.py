@@ -172,7 +172,7 @@ ENTRIES = (
              ("tests/test_tokenizers.py",)),
     Mutation("an import without a tokenizer keeps the byte default", "glmjax/convert/__init__.py",
              "    config.data.tokenizer_path = pretrained.NO_TOKENIZER", "    pass",
-             ("tests/test_convert.py",)),
+             ("tests/test_convert_tokenizer.py",)),
     Mutation("a corpus too big for memory is read on past the limit", "glmjax/data/sources.py",
              "    if limit and held > limit:", "    if limit and held > 100 * limit:",
              ("tests/test_sources.py",)),

@@ -1,0 +1,106 @@
+"""Import and export refuse, in one line naming the tensor, file or flag, what they cannot
+convert exactly: missing or misshapen tensors, missing parts or shards, and models the Hugging
+Face GLM code would compute differently."""
+import json
+import os
+
+import pytest
+import torch
+
+import convert_sources as sources
+import original_glm as og
+from convert_sources import H, HEADS, L, MSL, V
+from glmjax import convert
+from glmjax.convert import mapping, original
+
+
+@pytest.fixture(scope="module")
+def weights():
+  return sources.random_weights()
+
+
+def _damaged(weights, tmp_path, change):
+  state = dict(weights)
+  config = og.hf_config(V, H, L, HEADS, MSL)
+  change(state, config)
+  og.save_hf(str(tmp_path), state, config, prefix=False, fmt="safetensors")
+  with pytest.raises(mapping.CheckpointMismatchError) as raised:
+    convert.load_pretrained(str(tmp_path))
+  return str(raised.value)
+
+
+def test_a_missing_key_is_named(weights, tmp_path):
+  message = _damaged(weights, tmp_path, lambda state, _: state.pop(
+      "transformer.layers.1.mlp.dense_4h_to_h.bias"))
+  assert message == "transformer.layers.1.mlp.dense_4h_to_h.bias is missing from the checkpoint."
+
+
+def test_a_wrong_shape_is_named(weights, tmp_path):
+  def change(state, _):
+    state["transformer.layers.0.attention.dense.weight"] = torch.zeros(H, H + 1)
+  message = _damaged(weights, tmp_path, change)
+  assert message.startswith("transformer.layers.0.attention.dense.weight has shape (32, 33)")
+
+
+def test_a_config_that_does_not_match_the_tensors_is_named(weights, tmp_path):
+  message = _damaged(weights, tmp_path, lambda _, config: config.update(vocab_size=256))
+  assert "vocab_size=256" in message and "word_embeddings.weight" in message
+
+
+def test_bin_files_ask_for_torch_when_it_is_missing(weights, tmp_path, monkeypatch):
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False, fmt="bin")
+  monkeypatch.setattr(original, "_torch", lambda: None)
+  with pytest.raises(ModuleNotFoundError, match="needs PyTorch, which is not installed"):
+    convert.load_pretrained(str(tmp_path))
+
+
+def test_a_head_count_that_does_not_divide_the_hidden_size_is_refused_naming_the_flag(
+    weights, tmp_path):
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  with pytest.raises(mapping.CheckpointMismatchError, match="num_attention_heads=5 does not "
+                                                         "divide hidden_size=32; pass --num_heads"):
+    convert.load_pretrained(str(tmp_path), num_heads=5)
+
+
+@pytest.mark.parametrize("field, value", [("layernorm_eps", 1e-6), ("norm", "deepnorm")])
+def test_export_refuses_a_model_that_the_hugging_face_glm_code_would_compute_differently(
+    weights, tmp_path, field, value):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  # The same parameter shapes, another function: GLM's code has pre-LayerNorm with eps 1e-5.
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  saved["model"][field] = value
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=f"{field}.*cannot be exported"):
+    convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_model_parallel_checkpoint_missing_a_rank_is_refused_naming_the_parts(weights,
+                                                                               tmp_path):
+  og.save_megatron(str(tmp_path), weights, parts=2)
+  os.remove(tmp_path / "mp_rank_00_model_states.pt")
+  with pytest.raises(FileNotFoundError, match=r"model-parallel parts \[1\] are not 0\.\.0"):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+
+
+def test_a_model_parallel_checkpoint_missing_its_last_rank_is_refused_naming_the_count(
+    weights, tmp_path):
+  # mp_rank_00 alone looks like a whole checkpoint; DeepSpeed's mp_world_size says it is not.
+  og.save_megatron(str(tmp_path), weights, parts=2)
+  os.remove(tmp_path / "mp_rank_01_model_states.pt")
+  with pytest.raises(FileNotFoundError, match=r"mp_rank_00_model_states.pt is one of 2 "
+                                              r"model-parallel parts, but .* holds 1; copy every "
+                                              r"mp_rank_XX_model_states.pt \(00\.\.01\)"):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+
+
+def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights, tmp_path):
+  files = og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+                     fmt="safetensors", shards=3)
+  os.remove(tmp_path / files[1])
+  with pytest.raises(FileNotFoundError, match=rf"lists \['{files[1]}'\] that are not in .*"
+                                               "download every shard"):
+    convert.load_pretrained(str(tmp_path))

@@ -1,0 +1,129 @@
+"""An import stores the tokenizer it is given (or the one in a Hugging Face folder) with the
+workdir; without one, generate, evaluate and train refuse in one line naming the flag."""
+import json
+import logging
+import os
+
+import pytest
+
+import convert_sources as sources
+import original_glm as og
+from convert_sources import H, HEADS, L, MSL, V
+from glmjax import config as config_lib
+from glmjax import convert, pretrained
+
+
+@pytest.fixture(scope="module")
+def weights():
+  return sources.random_weights()
+
+
+@pytest.fixture(scope="module")
+def untokenized(tmp_path_factory):
+  """(Megatron source folder, its workdir imported without --tokenizer, the import's log). A
+  vocabulary of 384 rows: the byte tokenizer's 262 ids fit, so only the refusal stops it."""
+  folder = tmp_path_factory.mktemp("untokenized")
+  og.save_megatron(str(folder / "megatron"), og.random_state_dict(384, H, L, HEADS, MSL, seed=2))
+  records, logger = [], logging.getLogger("glmjax.convert")
+  handler = logging.Handler()
+  handler.emit = lambda record: records.append(record.getMessage())
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    convert.import_checkpoint(str(folder / "megatron"), str(folder / "run"), num_heads=HEADS)
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  return str(folder / "megatron"), str(folder / "run"), "\n".join(records)
+
+
+def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weights, tmp_path):
+  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "bert"))
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
+                            tokenizer=str(tmp_path / "bert"))
+  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
+  os.rename(tmp_path / "run", tmp_path / "moved")
+  loaded = pretrained.load(str(tmp_path / "moved"))
+  tokenizer = pretrained.load_tokenizer(loaded)
+  assert (tokenizer.specials.cls, tokenizer.specials.mask, tokenizer.specials.sop,
+          tokenizer.specials.eop) == (101, 103, 30522, 30523)
+  assert loaded.config.data.tokenizer == "wordpiece"
+
+
+def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_naming_the_flag(
+    untokenized, tmp_path):
+  from glmjax import evaluate  # pylint: disable=import-outside-toplevel
+  source, workdir, log_text = untokenized
+  assert "No tokenizer stored: generate and evaluate will refuse" in log_text
+  assert pretrained.read_config(workdir).data.tokenizer_path == pretrained.NO_TOKENIZER
+  loaded = pretrained.load(workdir)  # the parameters need no tokenizer
+  with pytest.raises(config_lib.ConfigError) as refused:
+    pretrained.load_tokenizer(loaded)
+  message = str(refused.value)
+  assert f"python -m glmjax.convert import --from={source} " in message
+  assert "--tokenizer=PATH" in message and "\n" not in message
+  with pytest.raises(evaluate.EvaluateError, match="--tokenizer=PATH"):
+    evaluate.evaluate(workdir, batches=1)
+  generated = sources.run_command("glmjax.generate", f"--workdir={workdir}", "--text=the [MASK] of",
+                           temp=tmp_path)
+  lines = [line for line in generated.stderr.splitlines() if line.strip()]
+  assert generated.returncode == 1 and "Traceback" not in generated.stderr, generated.stderr
+  assert "imported without its tokenizer" in lines[-1] and "--tokenizer=PATH" in lines[-1]
+  assert not generated.stdout.strip()  # no text was filled in
+  convert.export_workdir(workdir, str(tmp_path / "out"))  # nor does export need one
+  assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_an_import_made_before_the_placeholder_existed_is_refused_too(untokenized, tmp_path):
+  _, workdir, _ = untokenized
+  old = tmp_path / "old"
+  old.mkdir()
+  saved = json.loads(open(os.path.join(workdir, "config.json"), encoding="utf-8").read())
+  saved["data"]["tokenizer_path"] = ""  # what the import wrote before: glmjax's byte default
+  (old / "config.json").write_text(json.dumps(saved))
+  (old / "source.json").write_text(open(os.path.join(workdir, "source.json")).read())
+  data = pretrained.tokenizer_config(pretrained.read_config(str(old)), str(old))
+  with pytest.raises(config_lib.ConfigError, match="--tokenizer=PATH"):
+    pretrained.require_tokenizer(data, str(old))
+  os.remove(old / "source.json")  # a run trained from scratch on bytes is not refused
+  data = pretrained.tokenizer_config(pretrained.read_config(str(old)), str(old))
+  pretrained.require_tokenizer(data, str(old))
+
+
+def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_command_line_names_one(
+    untokenized, tmp_path):
+  from glmjax import train  # pylint: disable=import-outside-toplevel
+  _, workdir, log_text = untokenized
+  assert "--config.data.tokenizer=... --config.data.tokenizer_path=..." in log_text
+  config = sources.continue_config(workdir)
+  config_lib.validate(config)  # what aot checks: the config compiles without a tokenizer
+  trained = sources.run_command("glmjax.train", f"--config={workdir}/config.py",
+                         f"--workdir={tmp_path / 'refused'}", "--config.data.source=builtin",
+                         temp=tmp_path)
+  lines = [line for line in trained.stderr.splitlines() if line.strip()]
+  assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
+  assert "data.tokenizer_path: this config comes from a checkpoint imported without its tokenizer" \
+      in lines[-1]
+  assert "--config.data.tokenizer=KIND --config.data.tokenizer_path=PATH" in lines[-1]
+  # Named on the command line, the tokenizer wins, even glmjax's byte one.
+  config.data.update(source="builtin", builtin_docs=50, max_span_length=5, tokenizer="byte",
+                     tokenizer_path="")
+  config.train.eval_every = 0
+  inputs = train._inputs(config)  # pylint: disable=protected-access
+  assert inputs.model_config.vocab_size == 384
+
+
+def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weights, tmp_path):
+  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "hf"))  # the hub folders hold their tokenizer's files
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
+  data = pretrained.read_config(str(tmp_path / "run")).data
+  assert (data.tokenizer, data.tokenizer_vocab) == ("wordpiece", "bert")
+  assert data.tokenizer_path != pretrained.NO_TOKENIZER
