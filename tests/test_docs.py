@@ -27,6 +27,26 @@ def test_every_relative_link_is_a_file_of_the_repository(doc):
     assert os.path.exists(target), f"{doc}: {link} does not exist"
 
 
+TEST_REF = re.compile(r"(tests/[\w/]+\.py)?::(\w+)")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_test_the_docs_name_is_defined_in_the_file_they_name(doc):
+  """`tests/FILE.py::name`, and `::name` after it on the same line (the same file), name a
+  test function of that file: a test moved or renamed leaves the claim pointing at nothing."""
+  missing = []
+  for line in open(os.path.join(REPO, doc), encoding="utf-8"):
+    path = None
+    for match in TEST_REF.finditer(line):
+      path = match.group(1) or path
+      if path is None:
+        continue
+      with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        if not re.search(rf"^def {match.group(2)}\(", f.read(), re.M):
+          missing.append(f"{path}::{match.group(2)}")
+  assert not missing, f"{doc}: " + ", ".join(missing)
+
+
 def test_the_readme_links_the_architecture_and_performance_docs():
   text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
   assert "(docs/architecture.md)" in text and "(docs/performance.md)" in text

@@ -131,7 +131,7 @@ def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
                     ) -> tuple[ModelConfig, Any]:
   """(ModelConfig, params) from an original checkpoint (either layout) or a glmjax workdir
   (imported or trained). Params are in the layout that `GLM(config)` applies. An original
-  checkpoint gives float32 compute (its logits within 1e-4 of the original code's); a workdir
+  checkpoint gives float32 compute (its logits within 1e-3 of the original code's); a workdir
   its config's model.dtype."""
   if os.path.isdir(path) and _is_workdir(path):
     loaded = pretrained.load(path)
