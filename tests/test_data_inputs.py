@@ -1,0 +1,142 @@
+"""Data inputs the other data tests leave open: prepare's buffered writes and resumes, the ends
+of the recipe's valid ranges, and the special-token checks of the pipeline."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from glmjax.data import builtin_corpus, pipeline, prepare
+from glmjax.data.documents import PreparedDocs
+from glmjax.data.infilling import RowRandom
+from glmjax.data.tokenizers import BERT_SPECIALS as S
+from test_pipeline import Tokenizer, corpus, data_config
+from test_prepare import SHARD_MB, directory_bytes
+from test_prepare import data_config as prepare_config
+
+
+def builtin_texts(store, count):
+  """Each document of a byte-tokenized store as the text it encodes."""
+  return [bytes(store.read([i], [0], [store.doc_lengths[i]]).astype(np.uint8)).decode()
+          for i in range(count)]
+
+
+def test_a_shard_written_in_many_blocks_holds_every_document_once(tmp_path, monkeypatch):
+  # Tokens are buffered and written in blocks; a block every few documents here, so a block
+  # written twice (or lost) shows up in a corpus of a few kilobytes.
+  monkeypatch.setattr(prepare, "_WRITE_BYTES", 1000)
+  manifest = prepare.prepare(prepare_config(builtin_docs=40), str(tmp_path), shard_mb=1.0,
+                             progress=False)
+  assert len(manifest["shards"]) == 1
+  store = PreparedDocs(str(tmp_path))
+  assert len(store) == 40
+  assert builtin_texts(store, 40) == [builtin_corpus.document(i) for i in range(40)]
+
+
+def test_a_resume_with_another_shard_size_is_refused_naming_the_pieces(tmp_path):
+  # Shards cut for another --shard_mb hold other documents: mixing them with the new cut would
+  # repeat some documents and drop others.
+  config = prepare_config()
+  assert prepare.prepare(config, str(tmp_path), shard_mb=SHARD_MB, limit_shards=1,
+                         progress=False) is None
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['pieces'\]"):
+    prepare.prepare(config, str(tmp_path), shard_mb=2 * SHARD_MB, progress=False)
+
+
+def test_a_resume_that_writes_a_missing_middle_shard_keeps_the_corpus_order(tmp_path):
+  # Parallel workers can finish shard 2 before shard 1 is interrupted: the resume writes shard 1
+  # last, yet the manifest (and so every document id) must follow the corpus order.
+  config = prepare_config()
+  whole = prepare.prepare(config, str(tmp_path / "whole"), shard_mb=SHARD_MB, progress=False)
+  assert len(whole["shards"]) >= 3
+  resumed = tmp_path / "resumed"
+  prepare.prepare(config, str(resumed), shard_mb=SHARD_MB, limit_shards=3, progress=False)
+  os.remove(resumed / "shard-00001.json")  # shard 1 never finished
+  assert prepare.prepare(config, str(resumed), shard_mb=SHARD_MB, progress=False) == whole
+  assert directory_bytes(resumed) == directory_bytes(tmp_path / "whole")
+  store = PreparedDocs(str(resumed))
+  assert builtin_texts(store, len(store)) == [builtin_corpus.document(i) for i in range(300)]
+
+
+def test_the_ends_of_the_documented_ranges_are_accepted():
+  # mask_ratio in (0, 0.5], gen_min_ratio in (0, 1]: the closed ends are valid settings.
+  assert pipeline.recipe_problem(data_config(mask_ratio=0.5)) is None
+  assert pipeline.recipe_problem(data_config(gen_min_ratio=1.0)) is None
+  assert "data.mask_ratio" in pipeline.recipe_problem(data_config(mask_ratio=0.51))
+  assert "data.gen_min_ratio" in pipeline.recipe_problem(data_config(gen_min_ratio=1.01))
+
+
+def test_a_dblock_that_shares_the_pad_id_is_refused():
+  # pad may equal eos only: a [dBLOCK] input equal to pad would read as padding. pad has an id
+  # of its own here, so only the pad rule can refuse it (eos keeps BERT's 0).
+  tokenizer = Tokenizer()
+  tokenizer.specials = dataclasses.replace(tokenizer.specials, pad=tokenizer.specials.dblock)
+  with pytest.raises(ValueError, match=r"pad and dblock share id 30526"):
+    pipeline.BatchPipeline(data_config(), tokenizer, corpus([300]))
+
+
+def test_a_sentence_end_table_shorter_than_the_vocabulary_is_refused():
+  tokenizer = Tokenizer()
+  tokenizer.sentence_end = tokenizer.sentence_end[:-1]  # the last id has no entry
+  with pytest.raises(ValueError, match=r"sentence_end has shape"):
+    pipeline.BatchPipeline(data_config(), tokenizer, corpus([300]))
+
+
+def test_a_shard_whose_tokens_disagree_with_its_lengths_is_refused_as_damaged(tmp_path):
+  # A token file cut short (a full disk, a partial copy) would shift every later document.
+  prepare.prepare(prepare_config(builtin_docs=40), str(tmp_path), shard_mb=1.0, progress=False)
+  tokens = tmp_path / "shard-00000.tokens.bin"
+  tokens.write_bytes(tokens.read_bytes()[:-2])  # one uint16 token fewer
+  with pytest.raises(ValueError, match="damaged"):
+    PreparedDocs(str(tmp_path))
+
+
+def test_a_long_first_document_starts_at_every_offset_that_keeps_its_end_in_reach():
+  # A document of L tokens longer than a window of W starts at an offset uniform over
+  # 0 .. L + 2 - W: the last of them fits [CLS], the document's tail and its eos exactly, so its
+  # last tokens and its end can be masked too.
+  length, window = 300, 256
+  one_document = corpus([length], period_every=length + 1)  # no periods: ids are unique
+  p = pipeline.BatchPipeline(data_config(), Tokenizer(), one_document, seed=0)
+  rows = np.arange(3000)
+  text, _, _ = p.windows(RowRandom.for_rows(0, 0, rows), np.full(len(rows), window))
+  source = one_document.read([0], [0], [length])
+  where = {int(token): index for index, token in enumerate(source)}
+  offsets = np.array([where.get(int(token), -1) for token in text[:, 1]])
+  assert (offsets >= 0).all()  # [CLS], then a token of the document
+  assert set(offsets.tolist()) == set(range(length + 2 - window + 1))
+  last = offsets == length + 2 - window
+  assert np.all(text[last, -1] == S.eos) and np.all(text[last, -2] == source[-1])
+
+
+def test_a_generation_row_whose_text_holds_one_document_may_take_either_layout():
+  # Documents of T - 4 tokens: [CLS] doc eos fill T - 2 tokens, the text of a row laid out with
+  # one span anywhere, and the next document's [CLS] falls just past it. That text holds one
+  # document, so the layout is drawn (gen_suffix_prob=0.5), not forced to the suffix one that a
+  # text of several documents needs.
+  config = data_config(blank_prob=0.0, document_prob=1.0, batch_size=400)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), corpus([256 - 4] * 20),
+                                 seed=4).global_batch(0)
+  suffix = np.array([batch["tokens"][r, batch["sep"][r] - 1] == S.gmask for r in range(400)])
+  assert 0.4 < suffix.mean() < 0.6, suffix.mean()
+
+
+def test_shard_mb_is_mebibytes_of_text_per_shard(tmp_path):
+  # 100 documents of about 1 KiB: 0.05 MiB (51.2 KiB) of text per shard cuts them in two.
+  lines = [json.dumps({"text": f"{i:03d} " + "x" * 1000}) for i in range(100)]
+  (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+  config = prepare_config(source="files", files=(f"{tmp_path}/corpus.jsonl",))
+  manifest = prepare.prepare(config, str(tmp_path / "out"), shard_mb=0.05, progress=False)
+  assert len(manifest["shards"]) == 2 and manifest["num_docs"] == 100
+
+
+def test_a_whole_file_txt_document_is_never_cut_into_pieces(tmp_path):
+  # With txt_documents='file' a blank line is part of the document, not a place to cut it.
+  text = "\n\n".join(f"paragraph {i} " + "y" * 100 for i in range(50)) + "\n"
+  (tmp_path / "book.txt").write_text(text)
+  config = prepare_config(source="files", files=(f"{tmp_path}/book.txt",), txt_documents="file",
+                          eval_fraction=0.0)  # one document: none held out
+  manifest = prepare.prepare(config, str(tmp_path / "out"), shard_mb=0.001, progress=False)
+  store = PreparedDocs(str(tmp_path / "out"))
+  assert manifest["num_docs"] == 1 and builtin_texts(store, 1) == [text]
