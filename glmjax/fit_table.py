@@ -59,10 +59,10 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
       if int(config.data.batch_size) % spec.chips:
         continue
       started = time.perf_counter()
-      tried = True
       try:
         report = aot.compile_for_slice(config, spec)
       except aot.DoesNotFit:
+        tried = True  # compiled, and too big: a build error alone is not "does not fit"
         log(f"  {name} {label}: does not fit ({time.perf_counter() - started:.0f} s)")
         continue
       except (config_lib.ConfigError, aot.UnfeedableLayout, topology.TopologyError) as error:

@@ -1,14 +1,18 @@
 """Each benchmark runs on a tiny config and prints one JSON line with its documented fields."""
+import importlib
 import json
 import os
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
+from glmjax.bench import attention as bench_attention
 from glmjax.bench import data as bench_data
+from glmjax.bench import prepare as bench_prepare
 from glmjax.bench import sweep
 from glmjax.data import pipeline
 from glmjax.data.tokenizers import BERT_SPECIALS as S
@@ -164,3 +168,114 @@ def test_the_sweep_s_best_is_the_fastest_trial_that_ran_and_on_a_tie_the_smaller
             dict(batch_size=4, tokens_per_s=60.0, compiled_memory_bytes=None)]
   assert sweep.best(trials) == trials[3]
   assert sweep.best(trials[2:3]) is None  # nothing ran
+
+
+def _flags(monkeypatch, module, **values):
+  """The benchmark flags `module` reads, as the command line would set them (the bench's own
+  flags are defined only by `python -m glmjax.bench`)."""
+  defaults = dict(steps=0, sweep_batch="", sweep_remat="", sweep_attention="",
+                  sweep_loss_chunk="")
+  monkeypatch.setattr(module, "flags", types.SimpleNamespace(
+      FLAGS=types.SimpleNamespace(**{**defaults, **values})))
+
+
+def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tokens_per_s(
+    monkeypatch, capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  batch = config.data.batch_size
+  _flags(monkeypatch, sweep, sweep_remat="none,full", sweep_attention="xla",
+         sweep_loss_chunk="256,512")
+  measured = []
+
+  def measure(trial, steps, *, with_pipeline, with_save):  # no step runs: figures by formula
+    setting = (trial.data.batch_size, trial.model.remat, trial.model.attention,
+               trial.train.loss_chunk)
+    measured.append(setting)
+    assert steps == sweep.DEFAULT_STEPS and not with_pipeline and not with_save
+    if trial.data.batch_size == 2 * batch and trial.model.remat == "none":
+      raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
+    # Larger batches and chunks go faster per token; full remat costs a third more time.
+    step_time_s = (0.1 + 0.01 * trial.data.batch_size - 1e-5 * trial.train.loss_chunk) * (
+        4 / 3 if trial.model.remat == "full" else 1)
+    tokens = trial.data.batch_size * trial.data.seq_len
+    return dict(step_time_s=step_time_s, tokens_per_s=tokens / step_time_s, mfu=0.5,
+                tflops_per_device=1.0, compiled_memory_bytes=trial.data.batch_size << 20,
+                compile_s=2.0, loss=7.0)
+
+  monkeypatch.setattr(sweep.step_bench, "measure", measure)
+  sweep.main(config, [])
+  record = json.loads(capsys.readouterr().out)
+  # Half, once and twice the config's batch by default, with every other choice.
+  grid = [(b, r, "xla", c) for b in (batch // 2, batch, 2 * batch) for r in ("none", "full")
+          for c in (256, 512)]
+  assert measured == grid
+  assert [(t["batch_size"], t["remat"], t["attention"], t["loss_chunk"])
+          for t in record["trials"]] == grid
+  assert config.data.batch_size == batch and config.model.remat == "none"  # left as it was
+  failed = [t for t in record["trials"] if "error" in t]
+  assert [(t["batch_size"], t["remat"]) for t in failed] == [(2 * batch, "none")] * 2
+  assert failed[0]["error"] == "RESOURCE_EXHAUSTED: out of memory"
+  # Rows per second: 16 rows in 0.26 - 0.00512 s (62.8) beat 32 rows with full remat in
+  # (0.42 - 0.00512) * 4 / 3 s (57.8) and every smaller batch or chunk.
+  best = record["best"]
+  assert (best["batch_size"], best["remat"], best["loss_chunk"]) == (batch, "none", 512)
+  assert best["step_time_s"] == pytest.approx(0.1 + 0.01 * batch - 512e-5)
+  assert best["tokens_per_s"] == pytest.approx(batch * config.data.seq_len / best["step_time_s"])
+
+
+def test_the_data_benchmark_s_tokens_per_s_are_every_timed_batch_s_tokens_over_the_time(
+    monkeypatch):
+  clock = iter([50.0, 52.0])  # the timed batches take 2 s; nothing real is timed
+  monkeypatch.setattr(bench_data, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  config = data_config(batch_size=8, seq_len=128)
+  figures = bench_data.measure(config, Tokenizer(), corpus([300, 700, 1500] * 2), steps=3)
+  assert figures["tokens_per_s"] == pytest.approx(3 * 8 * 128 / 2.0)
+  assert figures["batch_s"] == pytest.approx(2.0 / 3)
+
+
+def test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_visible_pairs(
+    monkeypatch, capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.seq_len, heads = 64, config.model.num_heads
+  head_dim = config.model.hidden_size // heads
+  _flags(monkeypatch, bench_attention, steps=3)
+  seps = []
+
+  def timed(fn, *args, steps):  # nothing runs: 2 ms forward, 5 ms forward and backward
+    assert steps == 3
+    seps.append(np.asarray(args[3]))
+    return 0.002 if len(args) == 4 else 0.005
+
+  monkeypatch.setattr(bench_attention, "_time", timed)
+  bench_attention.main(config, [])
+  figures = json.loads(capsys.readouterr().out)["implementations"]["xla"]
+  assert figures["forward_ms"] == pytest.approx(2.0)
+  assert figures["forward_backward_ms"] == pytest.approx(5.0)
+  # Part A (sep keys for each of its sep queries) and Part B (query i sees keys 0..i).
+  visible = sum(int(s) ** 2 + sum(i + 1 for i in range(int(s), 64)) for s in seps[0])
+  # 4 FLOPs per visible pair and head dimension forward; the backward 2.5 times that.
+  assert figures["tflops_forward_backward"] == pytest.approx(
+      3.5 * 4 * visible * heads * head_dim / 0.005 / 1e12)
+
+
+def test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_over_the_time(
+    monkeypatch):
+  clock = iter([0.0, 0.4, 0.9, 2.1, 2.5])  # two batches are read, in 2.5 s; nothing is timed
+  monkeypatch.setattr(bench_prepare, "time",
+                      types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  doc_lengths = np.array([100, 0, 50, 300])
+  reads = []
+
+  def read(docs, starts, lengths):
+    reads.append((docs, starts, lengths))
+    return np.zeros(int(lengths.sum()), np.int32)
+
+  store = types.SimpleNamespace(doc_lengths=doc_lengths, read=read)
+  figures = bench_prepare._read_rate(store, rows=4, row_tokens=64, seconds=2.0)
+  assert len(reads) == 2
+  for docs, starts, lengths in reads:  # windows of at most a row, inside non-empty documents
+    assert len(docs) == 4 and all(doc_lengths[docs] > 0)
+    assert all(lengths == np.minimum(doc_lengths[docs], 64))
+    assert all(starts >= 0) and all(starts + lengths <= doc_lengths[docs])
+  tokens = sum(int(lengths.sum()) for _, _, lengths in reads)
+  assert figures == {"read_tokens_per_s": round(tokens / 2.5), "read_batches_per_s": 0.8}

@@ -81,7 +81,8 @@ def test_bench_reports_a_missing_tokenizer_file_in_one_line_and_keeps_its_traceb
   assert "Traceback (most recent call last)" in open(kept.group(1), encoding="utf-8").read()
 
 
-def test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback(tmp_path):
+@pytest.mark.parametrize("form", ["--config=FILE", "--config FILE"], ids=["joined", "apart"])
+def test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback(tmp_path, form):
   """Not blamed on an override that carries the same key: the file's traceback is the help."""
   config_file = tmp_path / "broken.py"
   config_file.write_text(
@@ -90,11 +91,24 @@ def test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback(tmp_path)
       "  config = base.get_config('local')\n"
       "  config.data.batch_size = {}['batch_size']  # the config file's own bug\n"
       "  return config\n")
-  result = command("bench", tmp_path, f"--config={config_file}", "--config.data.batch_size=3")
+  given = form.replace("FILE", str(config_file)).split(" ")  # absl takes both forms
+  result = command("bench", tmp_path, *given, "--config.data.batch_size=3")
   assert result.returncode != 0
   assert "has no field" not in result.stderr, result.stderr[-2000:]
   assert f'File "{config_file}", line 5' in result.stderr
   assert result.stderr.strip().endswith("KeyError: 'batch_size'")
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("--noconfig.data.sentence_windws", "--config.data.sentence_windws: the config has no field "
+     "'sentence_windws'. Did you mean \"sentence_windows\""),
+    ("--config.data.batch_size.x=3", r"--config.data.batch_size.x: Attribute .*int.*\.x does not "
+     "exist"),
+], ids=["boolean", "below_a_value"])
+def test_an_override_of_a_boolean_or_below_a_value_that_names_no_field_is_one_line(
+    override, pattern, tmp_path):
+  assert_one_line(command("bench", tmp_path, "--config=configs/base.py:local", override),
+                  pattern)
 
 
 def test_aot_gives_status_2_to_every_mistake_in_its_command(tmp_path):

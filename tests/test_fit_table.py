@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from glmjax import aot, fit_table
+from glmjax import aot, config as config_lib, fit_table
 
 
 def _report(**changes):
@@ -86,3 +86,32 @@ def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(monkeypatch, capsys):
     fit_table.main(["--model=GLM-Base"])  # argparse would read it as --models
   assert stopped.value.code == 2 and "unrecognized arguments: --model=GLM-Base" in (
       capsys.readouterr().err)
+
+
+def test_a_model_no_slice_could_be_built_for_is_not_said_not_to_fit(monkeypatch):
+  """A config that cannot be built at any size (a mesh the heads do not split over) says so;
+  "does not fit" would send its reader after more HBM."""
+  def cannot_build(config, spec):
+    raise config_lib.ConfigError("model.num_heads = 12 cannot be split over mesh.tensor=8")
+
+  monkeypatch.setattr(aot, "compile_for_slice", cannot_build)
+  lines = []
+  assert fit_table.smallest_fit("configs.base", "v5e", log=lines.append) == (
+      "no slice up to v5litepod-256 could be built")
+  assert all("cannot be built" in line for line in lines) and lines
+
+
+def test_a_partial_run_s_rows_join_the_table_in_model_then_chip_generation_order(tmp_path):
+  readme = tmp_path / "README.md"
+  old = fit_table.table([("GLM-Large", _report(accelerator_type="v5p-16")),
+                         ("GLM-10B", _report(accelerator_type="v6e-64"))])
+  readme.write_text(f"{fit_table.BEGIN}\n{old}\n{fit_table.END}\n")
+  fit_table.splice(str(readme), fit_table.table([
+      ("GLM-10B", _report(accelerator_type="v5p-128")),
+      ("GLM-Base", _report(accelerator_type="v6e-4")),
+      ("GLM-Base", _report(accelerator_type="v5litepod-8"))]))
+  rows = [line.split(" | ")[:2] for line in readme.read_text().splitlines()
+          if line.startswith("| GLM")]
+  # Models smallest first; within a model v5p, v5e, v6e (the table's order).
+  assert rows == [["| GLM-Base", "v5litepod-8"], ["| GLM-Base", "v6e-4"],
+                  ["| GLM-Large", "v5p-16"], ["| GLM-10B", "v5p-128"], ["| GLM-10B", "v6e-64"]]

@@ -162,3 +162,49 @@ def test_when_the_copy_cannot_be_written_the_failure_line_names_the_vms_file(buc
   (local,) = vm.iterdir()
   assert f"Stopped by KeyError: 'a bug' (traceback in {local})" in capfd.readouterr().err
   assert "Traceback (most recent call last)" in local.read_text()
+
+
+def test_only_process_0_s_console_shows_progress_the_other_processes_show_warnings(
+    logging_restored, capfd):
+  log = logging.getLogger("glmjax.train")
+  logs.setup_console(1)
+  log.info("step 1 on process 1")
+  log.warning("a warning on process 1")
+  console = capfd.readouterr().err
+  assert "step 1 on process 1" not in console and "a warning on process 1" in console
+  logs.setup_console(0)
+  log.info("step 1 on process 0")
+  assert "step 1 on process 0" in capfd.readouterr().err
+
+
+def test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_log_file_only(
+    tmp_path, logging_restored, capfd):
+  logs.setup_console(0)
+  path = tmp_path / "train.log"
+  logs.attach_file(str(path))
+  try:
+    raise RuntimeError("shapes do not match\n  lhs: (4, 8)\n  rhs: (8, 3)")
+  except RuntimeError as error:
+    logs.report_failure(error, str(path), expected=False)
+  (line,) = capfd.readouterr().err.strip().splitlines()
+  assert line.endswith(f"Stopped by RuntimeError: shapes do not match (traceback in {path})")
+  log = path.read_text()
+  assert "Traceback (most recent call last)" in log and "rhs: (8, 3)" in log
+
+
+def test_a_bug_s_traceback_goes_to_the_console_when_there_is_no_log_file(logging_restored,
+                                                                        capfd):
+  logs.setup_console(0)
+  try:
+    raise RuntimeError("a bug before the log file was opened")
+  except RuntimeError as error:
+    logs.report_failure(error, None, expected=False)
+  console = capfd.readouterr().err
+  assert "Stopped by RuntimeError: a bug before the log file was opened" in console
+  assert "Traceback (most recent call last)" in console  # nowhere else to keep it
+
+
+def test_a_library_record_longer_than_400_characters_is_cut_on_the_console():
+  formatter = logs._FirstLine(logging.Formatter("%(message)s"))
+  line = formatter.format(_record("/x/jax/a.py", logging.WARNING, "x" * 1000))
+  assert line == "x" * 400 + " [...; in full in the run's train.log]"

@@ -1,5 +1,6 @@
 """MFU accounting, peak lookup by device kind, console and JSONL output."""
 import json
+import types
 
 import pytest
 
@@ -10,6 +11,14 @@ from glmjax import metrics
                                         ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
                                         ("NVIDIA H100 80GB HBM3", 989e12), ("cpu", None)])
 def test_peak_flops_by_device_kind(kind, peak):
+  assert metrics.peak_flops(kind) == peak
+
+
+@pytest.mark.parametrize("kind, peak", [("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H200", 989e12),
+                                        ("NVIDIA L4", 121e12)])
+def test_a_gpu_s_peak_is_its_dense_bf16_figure_not_the_sparse_one(kind, peak):
+  # The datasheets' dense BF16 tensor-core figures; each sparse one is twice as much, and would
+  # halve the MFU reported.
   assert metrics.peak_flops(kind) == peak
 
 
@@ -27,6 +36,27 @@ def test_console_line_shows_objectives_only_for_a_mixture():
   assert "loss 3.1000 (blank 2.900, sentence 3.300)" in mixed and "ETA 0:01:01" in mixed
   single = metrics.console_line(40, 100, {"loss": 3.1, "loss_blank": 2.9}, float("nan"))
   assert "(" not in single and "ETA ?" in single
+
+
+def test_the_console_line_gives_throughput_in_its_units_and_mfu_as_a_percentage():
+  line = metrics.console_line(10, 100, {"loss": 2.0, "step_time_s": 0.25, "tokens_per_s": 16384.0,
+                                        "tflops_per_device": 12.5, "mfu": 0.4321}, 22.5)
+  assert "| 0.250 s/step | 16,384 tok/s | 12.50 TFLOP/s/dev | MFU 43.2% | ETA 0:00:22" in line
+
+
+def test_a_clock_restarted_at_the_step_it_just_timed_times_the_next_steps_from_there(monkeypatch):
+  """train restarts the clock after an evaluation or a save at the step that the log line
+  before it timed: that lap has no step to divide by, and the next line leaves their time out."""
+  now = [100.0]
+  monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+  clock = metrics.StepClock()
+  assert clock.lap(10) is None  # the run's start: nothing timed yet
+  now[0] = 102.0
+  assert clock.lap(12) == pytest.approx(1.0)  # 2 s over 2 steps
+  now[0] = 107.0  # 5 s of evaluation after step 12
+  assert clock.lap(12) is None
+  now[0] = 107.75
+  assert clock.lap(15) == pytest.approx(0.25)
 
 
 def test_jsonl_writes_non_finite_values_as_null(tmp_path):

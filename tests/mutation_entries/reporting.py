@@ -1,5 +1,136 @@
 """Planted bugs in reporting (mutation hunt of session 13)."""
-from mutation_entries import Mutation  # noqa: F401  (the entries below use it)
+from mutation_entries import Mutation
+
+_METRICS = "tests/test_metrics.py::"
+_REPORTING = "tests/test_reporting.py::"
+_BENCH = "tests/test_bench.py::"
+_LOGS = "tests/test_logs.py::"
+_CLI = "tests/test_cli.py::"
+_FIT = "tests/test_fit_table.py::"
 
 ENTRIES = (
+    # Figures: peaks, units, the console line, the step clock, memory sizes.
+    Mutation("an A100's peak FLOP/s is its sparse figure (its MFU halved)", "glmjax/metrics.py",
+             '("a100", 312e12)', '("a100", 624e12)',
+             (_METRICS + "test_a_gpu_s_peak_is_its_dense_bf16_figure_not_the_sparse_one",)),
+    Mutation("an L4's peak FLOP/s is its sparse figure (its MFU halved)", "glmjax/metrics.py",
+             '("l4", 121e12)', '("l4", 242e12)',
+             (_METRICS + "test_a_gpu_s_peak_is_its_dense_bf16_figure_not_the_sparse_one",)),
+    Mutation("the console shows MFU as a bare fraction, not a percentage", "glmjax/metrics.py",
+             "MFU {fmt('mfu', '.1%')}", "MFU {fmt('mfu', '.2f')}",
+             (_METRICS + "test_the_console_line_gives_throughput_in_its_units_and_mfu_as_a_"
+              "percentage",)),
+    Mutation("a clock restarted at the step it just timed divides by zero steps",
+             "glmjax/metrics.py",
+             "if self._last_time is not None and step > self._last_step:",
+             "if self._last_time is not None:",
+             (_METRICS + "test_a_clock_restarted_at_the_step_it_just_timed_times_the_next_steps_"
+              "from_there",)),
+    Mutation("the compiled step's memory line says GiB of decimal GB", "glmjax/memory.py",
+             'gib = lambda n: f"{n / 2**30:.2f} GiB"\n  return (f"per device',
+             'gib = lambda n: f"{n / 1e9:.2f} GiB"\n  return (f"per device',
+             (_REPORTING + "test_the_compiled_step_s_memory_line_is_in_gib",)),
+    Mutation("the state's bytes per device count every shard of it", "glmjax/memory.py",
+             "leaf.addressable_shards[0].data.nbytes", "leaf.nbytes",
+             (_REPORTING + "test_the_state_s_bytes_per_device_count_one_device_s_shard_of_each_"
+              "array",)),
+    Mutation("the device's memory limit is read as the bytes in use now", "glmjax/memory.py",
+             'stats.get("bytes_limit")', 'stats.get("bytes_in_use")',
+             (_REPORTING + "test_the_device_s_memory_limit_is_what_it_may_allocate_not_what_it_"
+              "holds_now",)),
+    # Benchmarks: the sweep's settings, and each figure's unit.
+    Mutation("the sweep times every trial at the config's batch size", "glmjax/bench/sweep.py",
+             '    trial_config.data.batch_size = setting["batch_size"]\n', "",
+             (_BENCH + "test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_"
+              "most_tokens_per_s",)),
+    Mutation("the sweep times every trial at the config's loss chunk", "glmjax/bench/sweep.py",
+             '    trial_config.train.loss_chunk = setting["loss_chunk"]\n', "",
+             (_BENCH + "test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_"
+              "most_tokens_per_s",)),
+    Mutation("the sweep's default batches leave out twice the config's",
+             "glmjax/bench/sweep.py", "sorted({max(batch // 2, 1), batch, 2 * batch})",
+             "sorted({max(batch // 2, 1), batch})",
+             (_BENCH + "test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_"
+              "most_tokens_per_s",)),
+    Mutation("the data benchmark's tokens/s counts one batch over all the timed ones",
+             "glmjax/bench/data.py", "tokens = steps * p.batch_size * p.seq_len",
+             "tokens = p.batch_size * p.seq_len",
+             (_BENCH + "test_the_data_benchmark_s_tokens_per_s_are_every_timed_batch_s_tokens_"
+              "over_the_time",)),
+    Mutation("the attention benchmark's _ms figures are microseconds",
+             "glmjax/bench/attention.py", '"forward_ms": 1e3 * forward_s',
+             '"forward_ms": 1e6 * forward_s',
+             (_BENCH + "test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_"
+              "visible_pairs",)),
+    Mutation("the attention benchmark counts a backward pass as twice the forward",
+             "glmjax/bench/attention.py", "3.5 * flops_forward / total_s",
+             "3 * flops_forward / total_s",
+             (_BENCH + "test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_"
+              "visible_pairs",)),
+    Mutation("the prepare benchmark's read tokens/s is batches/s", "glmjax/bench/prepare.py",
+             "read_tokens_per_s=round(tokens / elapsed)",
+             "read_tokens_per_s=round(batches / elapsed)",
+             (_BENCH + "test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_"
+              "over_the_time",)),
+    # The console and the log file.
+    Mutation("every process's console shows progress lines", "glmjax/logs.py",
+             "logging.INFO if process_index == 0 else logging.WARNING", "logging.INFO",
+             (_LOGS + "test_only_process_0_s_console_shows_progress_the_other_processes_show_"
+              "warnings",)),
+    Mutation("a failure's traceback is printed on the console too", "glmjax/logs.py",
+             'log.debug("Traceback of the failure above:", exc_info=error)',
+             'log.error("Traceback of the failure above:", exc_info=error)',
+             (_LOGS + "test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_log_"
+              "file_only",)),
+    Mutation("a failure's console line holds the error's every line", "glmjax/logs.py",
+             'f"Stopped by {type(error).__name__}: {first}{where}"',
+             'f"Stopped by {type(error).__name__}: {error}{where}"',
+             (_LOGS + "test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_log_"
+              "file_only",)),
+    Mutation("a bug's traceback is lost when there is no log file", "glmjax/logs.py",
+             "  elif not expected:  # no file", "  elif False:  # no file",
+             (_LOGS + "test_a_bug_s_traceback_goes_to_the_console_when_there_is_no_log_file",)),
+    Mutation("a long library line is not cut on the console", "glmjax/logs.py",
+             "cut = len(lines) > 1 or len(lines[0]) > 400 or saved[0] is not None",
+             "cut = len(lines) > 1 or saved[0] is not None",
+             (_LOGS + "test_a_library_record_longer_than_400_characters_is_cut_on_the_console",)),
+    # Commands' one-line mistakes.
+    Mutation("a mistyped --noconfig.FIELD override ends in a traceback", "glmjax/cli.py",
+             'r"--?(?:no)?config\\.([^=]+)"', 'r"--?config\\.([^=]+)"',
+             (_CLI + "test_an_override_of_a_boolean_or_below_a_value_that_names_no_field_is_"
+              "one_line",)),
+    Mutation("an override below a value that is not a section ends in a traceback",
+             "glmjax/cli.py", "    if path in text:  # e.g.", "    if False:  # e.g.",
+             (_CLI + "test_an_override_of_a_boolean_or_below_a_value_that_names_no_field_is_"
+              "one_line",)),
+    Mutation("a config file given as --config FILE has its own KeyError blamed on an override",
+             "glmjax/cli.py",
+             '  paths += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]\n',
+             "",
+             (_CLI + "test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback",)),
+    # Import and export: what a checkpoint holds that is left out, a cut-off file, its layout.
+    Mutation("an import does not name the checkpoint tensors it leaves out",
+             "glmjax/convert/mapping.py", "unused = sorted(set(tensors) - set(shapes))",
+             "unused = []",
+             (_REPORTING + "test_an_import_names_the_checkpoint_s_tensors_that_are_not_part_of_the_"
+              "network",)),
+    Mutation("a cut-off safetensors file fails as a bare reshape error",
+             "glmjax/convert/safetensors_io.py", "if end > data.size or (end", "if (end",
+             (_REPORTING + "test_a_cut_off_safetensors_file_is_named_as_cut_off",)),
+    Mutation("an exported safetensors file's data is not 8-byte aligned",
+             "glmjax/convert/safetensors_io.py", 'encoded += b" " * (-len(encoded) % 8)', "pass",
+             (_REPORTING + "test_a_written_safetensors_file_s_data_starts_8_byte_aligned",)),
+    Mutation("a workdir's unknown saved fields warn only when told not to",
+             "glmjax/pretrained.py", "  if ignored and warn:", "  if ignored and not warn:",
+             (_REPORTING + "test_a_workdir_s_saved_fields_this_version_lacks_are_named_in_one_"
+              "warning",)),
+    # The README's fit table.
+    Mutation("fit_table says 'does not fit' of a config no slice could build",
+             "glmjax/fit_table.py", 'if tried else f"no slice', 'if True else f"no slice',
+             (_FIT + "test_a_model_no_slice_could_be_built_for_is_not_said_not_to_fit",)),
+    Mutation("fit_table keeps a partial run's rows in the order they were found",
+             "glmjax/fit_table.py", "[merged[key] for key in sorted(merged)]",
+             "[merged[key] for key in merged]",
+             (_FIT + "test_a_partial_run_s_rows_join_the_table_in_model_then_chip_generation_"
+              "order",)),
 )
