@@ -273,3 +273,21 @@ def test_a_rule_that_splits_activation_rows_unlike_the_input_batches_is_refused(
   config.mesh.rules = tuple(rule for rule in config.mesh.rules if rule[0] != "activation_batch")
   with pytest.raises(config_lib.ConfigError, match="mesh.rules has no 'activation_batch' rule"):
     config_lib.validate(config, num_devices=8)
+
+
+def test_rope_2d_with_a_head_dim_not_a_multiple_of_four_is_refused_when_built_directly():
+  # Built without config.validate (a library user, a converter): rope_2d rotates each half of a
+  # head by its own ids, each half a rotary embedding of even size; a head dim of 6 would fail
+  # deep in the first forward pass instead of by name here.
+  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="needs a head dim divisible by 4, got 6"):
+    ModelConfig(hidden_size=12, num_heads=2, position_encoding="rope_2d")
+  ModelConfig(hidden_size=12, num_heads=2, position_encoding="rope")  # 6 is even: accepted
+
+
+def test_a_model_config_whose_heads_do_not_divide_the_width_is_refused_when_built_directly():
+  # Built without config.validate (a library user, a converter): 3 heads of 10 // 3 = 3 dims
+  # would give a model whose attention silently spans 9 of the 10 hidden dims.
+  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="hidden_size=10 is not divisible by model.num_heads=3"):
+    ModelConfig(hidden_size=10, num_heads=3)

@@ -114,6 +114,10 @@ def test_compiled_flops_drop_by_the_vocabulary_share_when_only_part_b_is_scored(
   config.data.update(seq_len=64, batch_size=8)
   config.mesh.update(data=1, fsdp=1, tensor=1)
   batch = synthetic_batch(8, 64, 512)
+  # One scored position fewer (120 -> 119): model FLOPs that counted the chunk-rounded logit
+  # positions instead of the scored ones would then differ.
+  batch["loss_mask"] = np.array(batch["loss_mask"])
+  batch["loss_mask"][0, -1] = 0
   # XLA counts a loop body once: with 8-position chunks the Part B loss shows as 8 positions.
   config.train.loss_chunk = 8
   part_b_flops, metrics = _compiled_step(config, batch)
@@ -123,6 +127,7 @@ def test_compiled_flops_drop_by_the_vocabulary_share_when_only_part_b_is_scored(
   assert full_flops - part_b_flops == pytest.approx(vocabulary * (8 * 64 - 8), rel=0.1)
   # Model FLOPs count the scored positions; the loss computed those plus the last chunk's tail.
   scored = int(np.sum(batch["loss_mask"]))
+  assert scored % 8
   assert metrics["model_flops"] == pytest.approx(model_lib.step_flops(
       model_lib.ModelConfig.from_config(config.model), tokens=8 * 64, logit_positions=scored,
       visible_pairs=sum(model_lib.visible_pairs(64, int(s)) for s in batch["sep"])))

@@ -158,3 +158,82 @@ def test_the_step_loss_equals_the_full_logits_loss_on_pipeline_batches(objective
   np.testing.assert_allclose(value, ref_value, rtol=1e-5)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_a_loss_on_every_position_the_first_included_counts_each_position_once():
+  """Every weight nonzero (the first position of the first row too) and a chunk that does not
+  divide the count: the positions that pad the last chunk must add nothing, even though they
+  repeat a position that is scored."""
+  hidden, embeddings, targets, _ = _rows_of_every_shape(seed=2)
+  weights = np.ones((ROWS, LENGTH), np.float32)
+  assert (ROWS * LENGTH) % 7  # the last chunk is partial
+  _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=7)
+
+
+def test_the_gradient_of_a_scaled_loss_is_scaled_as_the_loss_is():
+  """A user averaging the loss (loss_sum / tokens) differentiates a scaled loss_sum: its
+  gradients must be the full-logits ones times the same factor, not those of the sum."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  tokens = float(np.sum(weights))
+
+  def mean_loss(h, e):
+    return loss_lib.part_b_cross_entropy(h, e, targets, weights, chunk=16)["loss_sum"] / tokens
+
+  grads = jax.jit(jax.grad(mean_loss, argnums=(0, 1)))(hidden, embeddings)
+  _, ref_grads = _reference(hidden, embeddings, targets, weights)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, np.asarray(want) / tokens, rtol=1e-4, atol=1e-7)
+
+
+def test_a_chunk_longer_than_the_batch_computes_no_more_positions_than_the_batch_has():
+  """The default chunk (1024) exceeds a small device batch (2 rows of 256): the loop must not
+  compute logits for a whole chunk of padding beyond the batch's own positions."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  weights = np.ones_like(weights)
+  out = loss_lib.part_b_cross_entropy(hidden, embeddings, targets, weights, chunk=10_000)
+  assert int(out["logit_positions"]) == ROWS * LENGTH
+
+
+def test_under_a_mesh_the_logit_positions_count_those_of_every_data_parallel_device():
+  """Rows split over data x fsdp = 4 devices (2 rows each): each rounds its own scored count up
+  to a chunk, and the reported figure sums the four (it is the whole step's work)."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=1)
+  config = importlib.import_module("configs.base").get_config("local")
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  mesh = parallel.make_mesh(config.mesh)
+  chunk, shards = 5, 4
+  per_shard = np.sum(weights != 0, axis=1).reshape(shards, ROWS // shards).sum(axis=1)
+  expected = sum(-(-int(count) // chunk) * chunk for count in per_shard)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    out = jax.jit(lambda h, e, t, w: loss_lib.part_b_cross_entropy(h, e, t, w, chunk=chunk))(
+        hidden, embeddings, targets, weights)
+  assert int(out["logit_positions"]) == expected
+  assert expected > max(-(-int(count) // chunk) * chunk for count in per_shard)
+
+
+def test_fractional_weights_scale_each_position_s_loss_and_gradient():
+  """Weights are a float per position (not only 0/1): a position weighted 0.25 or 3 adds that
+  multiple of its cross-entropy, and of its gradient, as in the full-logits reference."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=3)
+  scale = np.random.default_rng(3).choice([0.25, 1.0, 3.0], size=weights.shape)
+  _assert_equal_to_full_logits((hidden, embeddings, targets, weights * scale), chunk=7)
+
+
+def test_the_weights_receive_no_gradient():
+  """Weights are data (the loss mask), not a parameter: their gradient is zero, as documented."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  d_weights = jax.grad(lambda w: loss_lib.part_b_cross_entropy(
+      hidden, embeddings, targets, w, chunk=16)["loss_sum"])(jnp.asarray(weights))
+  assert not np.any(np.asarray(d_weights))
+
+
+def test_tied_logits_of_bfloat16_hidden_states_are_accumulated_and_returned_in_float32():
+  """Scoring and generation read these logits: with bfloat16 hidden states the products are
+  summed in float32 and kept there (a bfloat16 result would round each logit by ~0.4%)."""
+  hidden, embeddings, _, _ = _rows_of_every_shape()
+  hidden = jnp.asarray(hidden, jnp.bfloat16)
+  logits = model_lib.tied_logits(jnp.asarray(embeddings), hidden)
+  assert logits.dtype == jnp.float32
+  exact = np.einsum("bth,vh->btv", np.float64(hidden),
+                    np.float64(jnp.asarray(embeddings, jnp.bfloat16)))
+  np.testing.assert_allclose(logits, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())

@@ -92,3 +92,41 @@ def test_prefetching_changes_no_batch_the_losses_equal_those_of_direct_feeding()
     prefetched = losses(batches.get)
   assert prefetched == losses(build)
   assert len(set(prefetched)) == 4
+
+
+def test_a_depth_below_one_is_refused():
+  # Depth 0 would make an unbounded queue: the producer would build every batch ahead.
+  with pytest.raises(ValueError, match="at least 1, got 0"):
+    Prefetcher(lambda step: step, start=0, stop=10, depth=0)
+
+
+def test_no_batch_is_built_past_the_stop_step():
+  built = []
+  batches = Prefetcher(lambda step: built.append(step) or step, start=4, stop=7)
+  assert [batches.get(step) for step in range(4, 7)] == [4, 5, 6]
+  batches._thread.join(timeout=10)  # pylint: disable=protected-access
+  assert not batches._thread.is_alive()  # pylint: disable=protected-access
+  batches.close()
+  assert built == [4, 5, 6]
+
+
+def test_no_batch_is_built_after_one_fails():
+  """The step that failed ends the run; later batches (more reads of a broken source) are not
+  built behind it."""
+  built = []
+
+  def build(step):
+    built.append(step)
+    if step == 2:
+      raise OSError("shard 3 is unreadable")
+    return step
+
+  batches = Prefetcher(build, start=0, stop=100, depth=2)
+  assert [batches.get(step) for step in range(2)] == [0, 1]
+  # The producer ends once the error is handed over (the queue has room for it).
+  batches._thread.join(timeout=10)  # pylint: disable=protected-access
+  assert not batches._thread.is_alive()  # pylint: disable=protected-access
+  with pytest.raises(OSError, match="shard 3"):
+    batches.get(2)
+  batches.close()
+  assert built == [0, 1, 2]

@@ -398,3 +398,21 @@ def test_a_window_is_cut_back_to_a_sentence_end_only_when_that_keeps_half_its_la
   # Half of the last document's room, not of the row: [CLS] at 4 with 8 positions of room.
   assert _cut([101, 2001, 1012, 0, 101, 2002, 2003, 1012, 2004, 2005, 2006, 2007], 12) == 8
   assert _cut([101, 2001, 1012, 0, 101, 2002, 1012, 2003, 2004, 2005, 2006, 2007], 12) == 12
+
+
+def test_a_row_s_context_masking_does_not_depend_on_the_rows_masked_with_it():
+  # A 512-token row (a [MASK] every 8 tokens of Part A: ~370 candidates) masked alone and beside
+  # a row with a larger count to draw: the same tokens, whatever the grouping (hosts and batches
+  # group rows differently). Only long rows show it: numpy orders short partitions anyway.
+  width, sep = 512, np.array([500])
+  tokens = np.arange(2000, 2000 + width)[None, :]
+  tokens[0, :500:8] = S.mask
+  for seed in range(10):
+    keys = np.array([seed, seed + 1000], np.uint64)
+    alone = masking.context_mask(RowRandom(keys[:1]), tokens, sep, np.array([100]), S.mask,
+                                 0.1, DBLOCK)
+    paired = masking.context_mask(RowRandom(keys), np.concatenate([tokens, tokens]),
+                                  np.concatenate([sep, sep]), np.array([100, 2000]), S.mask,
+                                  0.1, DBLOCK)
+    np.testing.assert_array_equal(paired[0], alone[0])
+    assert np.sum(paired[1] == DBLOCK) == 200 > np.sum(alone[0] == DBLOCK) == 10
