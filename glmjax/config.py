@@ -286,15 +286,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
                 "train.log_every", "train.loss_chunk"):
     if int(_get(config, field)) <= 0:
       raise ConfigError(f"{field}={_get(config, field)}: must be a positive integer.")
-  if model.hidden_size % model.num_heads:
-    raise ConfigError(f"model.hidden_size={model.hidden_size} is not divisible by "
-                      f"model.num_heads={model.num_heads}; pick sizes with an integer head dim.")
-  head_dim = model.hidden_size // model.num_heads
-  if model.position_encoding == "rope_2d" and head_dim % 4:
-    raise ConfigError(f"model.position_encoding='rope_2d' needs a head dim divisible by 4 "
-                      f"(hidden_size/num_heads = {head_dim}).")
-  if model.position_encoding == "rope" and head_dim % 2:
-    raise ConfigError(f"model.position_encoding='rope' needs an even head dim ({head_dim}).")
+  try:  # the model's own checks (head dim, rotary dims), defined once in ModelConfig
+    model_config.ModelConfig.from_config(model)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
     raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
                       "position ids reach seq_len - 1; raise model.max_position.")

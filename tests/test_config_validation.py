@@ -280,7 +280,8 @@ def test_rope_2d_with_a_head_dim_not_a_multiple_of_four_is_refused_when_built_di
   # head by its own ids, each half a rotary embedding of even size; a head dim of 6 would fail
   # deep in the first forward pass instead of by name here.
   from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ValueError, match="needs a head dim divisible by 4, got 6"):
+  with pytest.raises(ValueError,
+                     match=r"needs a head dim divisible by 4 \(hidden_size/num_heads = 6\)"):
     ModelConfig(hidden_size=12, num_heads=2, position_encoding="rope_2d")
   ModelConfig(hidden_size=12, num_heads=2, position_encoding="rope")  # 6 is even: accepted
 

@@ -95,11 +95,12 @@ class ModelConfig:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: choose one of {choices}.")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
-                       f"model.num_heads={self.num_heads}.")
+                       f"model.num_heads={self.num_heads}; pick sizes with an integer head dim.")
     rotary_multiple = {"rope_2d": 4, "rope": 2}.get(self.position_encoding, 1)
     if self.head_dim % rotary_multiple:
       raise ValueError(f"model.position_encoding={self.position_encoding!r} needs a head dim "
-                       f"divisible by {rotary_multiple}, got {self.head_dim}.")
+                       f"divisible by {rotary_multiple} (hidden_size/num_heads = "
+                       f"{self.head_dim}).")
 
   @classmethod
   def from_config(cls, model: ml_collections.ConfigDict) -> "ModelConfig":
