@@ -297,3 +297,78 @@ def test_the_config_accepts_the_released_kinds_and_names_a_wrong_layout():
   config.data.tokenizer_vocab = "chinese"
   with pytest.raises(config_lib.ConfigError, match="data.tokenizer_vocab='chinese'"):
     config_lib.validate(config)
+
+
+def save_wordpiece_json(vocab_txt, path):
+  tokenizer = hf.Tokenizer(models.WordPiece.from_file(str(vocab_txt), unk_token="[UNK]"))
+  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tokenizer.decoder = decoders.WordPiece()
+  tokenizer.save(str(path))
+  return str(path)
+
+
+def test_a_tokenizer_json_of_the_original_gpt2_vocabulary_gets_the_gpt2_ids(hub_gpt2_json):
+  fields = rt.tokenizer_fields(str(hub_gpt2_json))
+  assert (fields["tokenizer"], fields["tokenizer_vocab"]) == ("hf", "gpt2")
+  assert fields["vocab_size"] == 50304  # sop=50257 ... [dBLOCK]=50265, padded to 128
+
+
+def test_a_tokenizer_json_of_a_grown_bert_vocabulary_appends_the_glm_tokens(tmp_path):
+  # bert-base plus 78 tokens of its own: GLM's fixed ids 30522.. are its words, so the bert
+  # layout does not fit; the append rule reuses [PAD]/[CLS]/[MASK] and adds the 5 others after.
+  vocab_txt = write_bert_vocab(str(tmp_path / "src"))
+  with open(vocab_txt, "a", encoding="utf-8") as f:
+    f.write("".join(f"new{i}\n" for i in range(78)))
+  fields = rt.tokenizer_fields(save_wordpiece_json(vocab_txt, tmp_path / "tokenizer.json"))
+  assert (fields["tokenizer_vocab"], fields["vocab_size"]) == ("", 30720)  # 30605 ids
+  tok = tk.load_tokenizer(data_config("hf", tmp_path / "tokenizer.json", ""))
+  assert (tok.specials.cls, tok.specials.mask, tok.specials.sop) == (101, 103, 30600 + 2)
+
+
+def test_a_tokenizer_json_of_bert_size_without_cls_at_101_is_not_given_the_bert_ids(tmp_path):
+  vocab_txt = write_bert_vocab(str(tmp_path / "src"), cls="[NOTCLS]")
+  fields = rt.tokenizer_fields(save_wordpiece_json(vocab_txt, tmp_path / "tokenizer.json"))
+  assert fields["tokenizer_vocab"] == ""
+
+
+def test_a_folder_with_gpt2_files_and_a_tokenizer_json_loads_the_gpt2_files(tmp_path,
+                                                                           hub_gpt2_json):
+  # A hub snapshot of a GPT-2 GLM holds both: the original's files come first, as documented.
+  write_gpt2_files(str(tmp_path))
+  (tmp_path / "tokenizer.json").write_bytes(hub_gpt2_json.read_bytes())
+  fields = rt.tokenizer_fields(str(tmp_path))
+  assert (fields["tokenizer"], fields["tokenizer_vocab"]) == ("bpe", "gpt2")
+  assert fields["files"] == [str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")]
+
+
+def test_byte_level_bpe_merges_only_inside_the_words_of_gpt2s_split(tmp_path):
+  # GPT-2 splits "ho w" into "ho" and " w" before merging: a merge of "o" with the space after
+  # it never applies, though the vocabulary has it.
+  vocab = list(tk._bytes_to_unicode().values()) + ["oĠ"]
+  (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}),
+                                       encoding="utf-8")
+  (tmp_path / "merges.txt").write_text("#version: 0.2\no Ġ\n", encoding="utf-8")
+  tok = tk.load_tokenizer(data_config("bpe", tmp_path, ""))
+  assert tok.encode("ho w").tolist() == [ord("h"), ord("o"), ord(" "), ord("w")]
+  assert tok.decode(tok.encode("ho w")) == "ho w"
+
+
+def test_a_prefixed_vocab_json_finds_a_plain_merges_txt_beside_it(tmp_path):
+  write_gpt2_files(str(tmp_path))
+  os.rename(tmp_path / "vocab.json", tmp_path / "gpt2-vocab.json")
+  fields = rt.tokenizer_fields(str(tmp_path / "gpt2-vocab.json"))
+  assert fields["files"] == [str(tmp_path / "gpt2-vocab.json"), str(tmp_path / "merges.txt")]
+
+
+def test_a_hub_tokenizer_json_decodes_its_registered_special_tokens_by_name(hub_bert_json):
+  # A prompt shown back to the user keeps its [MASK] and [CLS], though the hub registers them.
+  tok = tk.load_tokenizer(data_config("hf", hub_bert_json, "bert"))
+  assert tok.decode([101, WORD_ID["the"], 103, WORD_ID["cat"]]) == "[CLS] the [MASK] cat"
+
+
+def test_a_sentencepiece_batch_encodes_each_text_as_encoding_it_alone(small_sp):
+  # prepare encodes documents in batches: each must come back, in order, with its own ids.
+  tok = tk.load_tokenizer(data_config("sentencepiece", small_sp, ""))
+  texts = ["你好，世界。", "", "Hello world.", "今天天气很好。"]
+  assert [ids.tolist() for ids in tok.encode_batch(texts)] == [tok.encode(t).tolist()
+                                                               for t in texts]

@@ -11,6 +11,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from glmjax import config as glm_config
 from glmjax.data import builtin_corpus
+from glmjax.data import tokenizer_train
 from glmjax.data import tokenizers as tk
 
 TEXT = "Grüße aus Köln! 世界, ok.\n\nNew paragraph; with:  spaces\tand tabs?"
@@ -222,3 +223,87 @@ def test_a_token_ends_a_sentence_when_its_text_holds_a_character_the_original_lo
   byte_ends = tk.ByteTokenizer().sentence_end
   assert {chr(b) for b in np.flatnonzero(byte_ends[:256])} == {
       c for c in ORIGINAL_SENTENCE_ENDS if len(c.encode()) == 1}
+
+
+# The names the original gives GLM's tokens (THUDM/GLM data_utils/tokenization.py), per role.
+GLM_NAMES = dict(sop="<|startofpiece|>", eop="<|endofpiece|>", gmask="[gMASK]", smask="[sMASK]",
+                 dblock="[dBLOCK]")
+
+
+@pytest.mark.parametrize("layout", ["bert", "gpt2", "chinese_sp"])
+def test_every_special_id_holds_the_token_named_for_its_role(layout):
+  # A [gMASK] id shown as "[sMASK]" would mislabel every generation prompt that decode prints.
+  vocab = {"bert": bert_vocab, "gpt2": gpt2_vocab,
+           "chinese_sp": lambda: [f"p{i}" for i in range(200)]}[layout]()
+  specials, added = tk.assign_specials(vocab, layout)
+  names = {**dict(enumerate(vocab)), **added}
+  eos = "[PAD]" if layout == "bert" else "<|endoftext|>"
+  assert {role: names[getattr(specials, role)] for role in [*GLM_NAMES, "cls", "mask", "eos"]
+          } == {**GLM_NAMES, "cls": "[CLS]", "mask": "[MASK]", "eos": eos}
+
+
+@pytest.mark.parametrize("layout, vocab, slot", [
+    ("bert", lambda: bert_vocab() + ["w_extra"], 30522),
+    ("gpt2", lambda: gpt2_vocab() + ["tok_extra"], 50257),
+], ids=["bert", "gpt2"])
+def test_a_fixed_layout_refuses_a_vocabulary_with_its_own_token_where_glm_puts_one(layout, vocab,
+                                                                                   slot):
+  # A vocabulary one token longer than the original's would have GLM's sop share a word's id.
+  with pytest.raises(ValueError, match=rf"needs '<\|startofpiece\|>' at id {slot}.*'\w+_extra'"):
+    tk.assign_specials(vocab(), layout)
+  # The same vocabulary already holding GLM's tokens at GLM's ids is the original's: accepted.
+  specials, added = tk.assign_specials(vocab()[:-1] + ["<|startofpiece|>"], layout)
+  assert specials.sop == slot and slot not in added
+
+
+def test_the_vocabulary_is_padded_to_the_next_multiple_of_128_and_no_further(tmp_path):
+  assert [tk.pad_vocab(n) for n in (1, 127, 128, 129, 256, 30527)] == [128, 128, 128, 256, 256,
+                                                                        30592]
+  # 120 words without any GLM name: the 8 GLM tokens are appended at 120..127, exactly 128 ids.
+  words = [f"word{i}" for i in range(119)] + ["<unk>"]
+  tokenizer = hf.Tokenizer(models.WordLevel({t: i for i, t in enumerate(words)},
+                                            unk_token="<unk>"))
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
+  assert tok.specials.eos == 120 and tok.specials.dblock == 127
+  assert (tok.ids_used, tok.vocab_size) == (128, 128)
+
+
+def test_a_folder_holding_two_sentencepiece_models_is_refused_rather_than_one_picked(tmp_path):
+  (tmp_path / "a.model").write_bytes(b"x")
+  (tmp_path / "b.model").write_bytes(b"x")
+  with pytest.raises(ValueError, match=r"holds 2 \.model files; point it at the one to use"):
+    tk.load_tokenizer(data_config(tokenizer="sentencepiece", tokenizer_path=str(tmp_path)))
+
+
+def test_a_vocab_txt_without_unk_is_refused_naming_the_line(tmp_path):
+  (tmp_path / "vocab.txt").write_text("[PAD]\nthe\ncat\n", encoding="utf-8")
+  with pytest.raises(ValueError, match=r"vocab\.txt.* has no \[UNK\] line"):
+    tk.load_tokenizer(data_config(tokenizer="wordpiece", tokenizer_path=str(tmp_path),
+                                  tokenizer_vocab=""))
+
+
+def test_a_word_longer_than_100_characters_is_one_unk_as_in_bert(tmp_path):
+  # BERT's (and the original GLM's) WordpieceTokenizer: max_input_chars_per_word=100.
+  (tmp_path / "vocab.txt").write_text("[UNK]\na\n##a\n", encoding="utf-8")
+  tok = tk.load_tokenizer(data_config(tokenizer="wordpiece", tokenizer_path=str(tmp_path),
+                                      tokenizer_vocab=""))
+  assert tok.encode("a" * 100).tolist() == [1] + [2] * 99
+  assert tok.encode("a" * 101).tolist() == [0]
+
+
+def test_the_byte_tokenizer_decodes_text_among_its_special_and_padding_ids():
+  # Generated ids hold eos (256, the first id past the bytes) and any other GLM id: not text.
+  tok = tk.ByteTokenizer()
+  ids = tok.encode(TEXT).tolist()
+  ids = [*tok.specials.as_dict().values(), *ids[:5], 256, *ids[5:], tok.vocab_size - 1]
+  assert tok.decode(ids) == TEXT
+
+
+def test_the_tokenizer_trainer_cuts_a_long_line_into_pieces_that_keep_every_character(tmp_path):
+  line = "".join(chr(ord("a") + i % 26) for i in range(9001))
+  (tmp_path / "long.txt").write_text(f"{line}\nshort\n", encoding="utf-8")
+  pieces = list(tokenizer_train.training_lines([str(tmp_path / "long.txt")], "text",
+                                               "paragraphs"))
+  assert [len(p) for p in pieces] == [4000, 4000, 1001, 5]  # SentencePiece skips longer lines
+  assert "".join(pieces) == line + "short"
