@@ -1,8 +1,10 @@
 """What glmjax reports about sizes and files: a compiled step's memory in GiB, the state's bytes
 on one device, the device's limit that a save's copy of the state is checked against, and the
-checkpoint tensors an import leaves out or cannot read."""
+checkpoint tensors an import leaves out or cannot read; and a workdir read back on a host
+unlike the one that trained it."""
 import json
 import logging
+import shutil
 import struct
 import types
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from glmjax import config as config_lib
 from glmjax import memory, pretrained
 from glmjax.convert import mapping, safetensors_io
 from glmjax.model import ModelConfig
@@ -96,3 +99,105 @@ def test_a_workdir_s_saved_fields_this_version_lacks_are_named_in_one_warning(tm
   caplog.clear()
   pretrained.read_config(str(tmp_path), warn=False)  # a second reading does not repeat it
   assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def _tiny_workdir(workdir, **model):
+  """A workdir as `convert import` writes it: config.json and random parameters at step 0."""
+  config = config_lib.default_config()
+  config.model.update(**{**dict(vocab_size=64, hidden_size=16, num_layers=2, num_heads=2,
+                               max_position=8, dtype="float32"), **model})
+  model_config = ModelConfig.from_config(config.model)
+  rng = np.random.default_rng(0)
+  tensors = {key: rng.standard_normal(shape).astype(np.float32)
+             for key, shape in mapping.expected_shapes(model_config).items()}
+  params, _ = mapping.to_params(tensors, model_config)
+  pretrained.save(str(workdir), config, params)
+  return params
+
+
+def test_a_workdir_whose_run_picked_another_platform_s_kernel_loads_with_this_host_s(tmp_path):
+  """A run trained on TPU saved model.attention='splash'; reading it back here (generate,
+  evaluate, export) uses the attention asked for, not a kernel this host cannot run."""
+  params = _tiny_workdir(tmp_path, attention="splash")
+  loaded = pretrained.load(str(tmp_path), attention="xla")
+  assert loaded.model_config.attention == "xla" and loaded.step == 0
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
+
+
+def test_a_workdir_whose_checkpoints_folder_is_empty_is_refused_as_having_no_checkpoint_yet(
+    tmp_path):
+  """A run stopped before its first save leaves checkpoints/ empty: the one line says so and
+  how to get one, as for a workdir without the folder."""
+  _tiny_workdir(tmp_path)
+  shutil.rmtree(tmp_path / "checkpoints")
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(FileNotFoundError, match="has a config.json but no checkpoint yet; give a "
+                                              r"workdir whose run has saved one \(checkpoint"):
+    pretrained.load(str(tmp_path))
+
+
+def test_a_workdir_from_a_slice_whose_mesh_this_host_cannot_build_loads_fsdp_over_all_devices(
+    tmp_path):
+  """Trained with tensor parallelism over more chips than this host has: the parameters are
+  read back sharded over every local device by fsdp alone (no tensor axis left from the run)."""
+  params = _tiny_workdir(tmp_path)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  saved["mesh"].update(data=2, fsdp=2, tensor=16)  # 64 chips
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  loaded = pretrained.load(str(tmp_path), attention="xla")
+  assert dict(loaded.mesh.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
+
+
+def _header_file(path, header: bytes, data: bytes = b"") -> str:
+  path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+  return str(path)
+
+
+def test_a_file_that_is_not_a_readable_safetensors_file_is_named_with_what_is_wrong(tmp_path):
+  """An interrupted download, an error page saved under the file's name, a tensor in a dtype
+  glmjax has no numpy type for: one ValueError naming the file, not a struct/KeyError trace."""
+  empty = tmp_path / "empty.safetensors"
+  empty.write_bytes(b"\0\0\0")
+  with pytest.raises(ValueError, match=r"empty.safetensors: not a safetensors file \(shorter"):
+    safetensors_io.read(str(empty))
+  page = tmp_path / "page.safetensors"
+  page.write_bytes(b"<!DOCTYPE html><html><body>Sign in to download</body></html>")
+  with pytest.raises(ValueError, match=r"page.safetensors: not a safetensors file \(header "
+                                       r"length \d+ bytes\)"):
+    safetensors_io.read(str(page))
+  garbled = _header_file(tmp_path / "garbled.safetensors", b'{"w": {"dtype": "F32",')
+  with pytest.raises(ValueError, match="garbled.safetensors: the safetensors header is not JSON"):
+    safetensors_io.read(garbled)
+  fp8 = _header_file(tmp_path / "fp8.safetensors", json.dumps(
+      {"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}).encode(), b"\0\0")
+  with pytest.raises(ValueError, match=r"fp8.safetensors: tensor 'w' has dtype F8_E4M3, which "
+                                       r"glmjax does not read \(expected one of \['BF16'"):
+    safetensors_io.read(fp8)
+
+
+def test_a_checkpoint_s_layer_count_counts_layers_numbered_past_9():
+  """GLM-10B has 48 layers: transformer.layers.10 and up are layers, not tensors left over."""
+  keys = [f"transformer.layers.{i}.{suffix}" for i in range(12)
+          for suffix in ("input_layernorm.weight", "mlp.dense_4h_to_h.bias")]
+  tensors = {key: np.zeros(2, np.float32) for key in keys + ["word_embeddings.weight"]}
+  assert mapping.count_layers(tensors) == 12
+  del tensors["transformer.layers.10.input_layernorm.weight"]
+  del tensors["transformer.layers.10.mlp.dense_4h_to_h.bias"]
+  with pytest.raises(mapping.CheckpointMismatchError,
+                     match=r"transformer\.layers\.10\.\* is missing \(the checkpoint has layers "
+                           r"up to 11\)"):
+    mapping.count_layers(tensors)
+
+
+def test_tensors_read_from_a_safetensors_file_cannot_write_into_it(tmp_path):
+  """They are views of the file itself: an in-place update of one must fail, not change the
+  user's downloaded checkpoint on disk."""
+  path = tmp_path / "model.safetensors"
+  safetensors_io.write(str(path), {"w": np.arange(4, dtype=np.float32)})
+  before = path.read_bytes()
+  tensors, _ = safetensors_io.read(str(path))
+  with pytest.raises(ValueError, match="read-only"):
+    tensors["w"] += 1
+  del tensors
+  assert path.read_bytes() == before

@@ -133,4 +133,48 @@ ENTRIES = (
              "[merged[key] for key in merged]",
              (_FIT + "test_a_partial_run_s_rows_join_the_table_in_model_then_chip_generation_"
               "order",)),
+    # Reading a workdir back: the attention asked for, an empty checkpoints/, a larger mesh.
+    Mutation("a loaded workdir keeps the run's attention kernel, not the one asked for",
+             "glmjax/pretrained.py", "  config.model.attention = attention\n", "",
+             (_REPORTING + "test_a_workdir_whose_run_picked_another_platform_s_kernel_loads_with_"
+              "this_host_s",)),
+    Mutation("an empty checkpoints folder is not refused as having no checkpoint yet",
+             "glmjax/pretrained.py",
+             "if not checkpoints.is_dir() or not any(p.name.isdigit() for p in "
+             "checkpoints.iterdir()):", "if not checkpoints.is_dir():",
+             (_REPORTING + "test_a_workdir_whose_checkpoints_folder_is_empty_is_refused_as_having_"
+              "no_checkpoint_yet",)),
+    Mutation("a workdir from a larger slice keeps the run's tensor axis when loaded here",
+             "glmjax/pretrained.py", "fallback.update(data=1, fsdp=-1, tensor=1)",
+             "fallback.update(data=1, fsdp=-1)",
+             (_REPORTING + "test_a_workdir_from_a_slice_whose_mesh_this_host_cannot_build_loads_"
+              "fsdp_over_all_devices",)),
+    # Files that are not readable safetensors, and layer numbers of two digits.
+    Mutation("an empty safetensors file fails as a struct error",
+             "glmjax/convert/safetensors_io.py", "    if len(prefix) < 8:", "    if False:",
+             (_REPORTING + "test_a_file_that_is_not_a_readable_safetensors_file_is_named_with_"
+              "what_is_wrong",)),
+    Mutation("a file that is not safetensors has its first 8 bytes read as a header length",
+             "glmjax/convert/safetensors_io.py", "    if size > _MAX_HEADER:", "    if False:",
+             (_REPORTING + "test_a_file_that_is_not_a_readable_safetensors_file_is_named_with_"
+              "what_is_wrong",)),
+    Mutation("a garbled safetensors header fails as a bare JSON error",
+             "glmjax/convert/safetensors_io.py", "    except ValueError as error:",
+             "    except KeyError as error:",
+             (_REPORTING + "test_a_file_that_is_not_a_readable_safetensors_file_is_named_with_"
+              "what_is_wrong",)),
+    Mutation("a safetensors dtype glmjax cannot read fails as a KeyError",
+             "glmjax/convert/safetensors_io.py", '    if info["dtype"] not in _DTYPES:',
+             "    if False:",
+             (_REPORTING + "test_a_file_that_is_not_a_readable_safetensors_file_is_named_with_"
+              "what_is_wrong",)),
+    Mutation("an import counts only the layers numbered 0 to 9", "glmjax/convert/mapping.py",
+             'r"transformer\\.layers\\.(\\d+)\\."', 'r"transformer\\.layers\\.(\\d)\\."',
+             (_REPORTING + "test_a_checkpoint_s_layer_count_counts_layers_numbered_past_9",)),
+    Mutation("a gap in a checkpoint's layer numbers is not named as one",
+             "glmjax/convert/mapping.py", "  if missing:\n    raise", "  if False:\n    raise",
+             (_REPORTING + "test_a_checkpoint_s_layer_count_counts_layers_numbered_past_9",)),
+    Mutation("a safetensors file is mapped writable, so an in-place update changes it on disk",
+             "glmjax/convert/safetensors_io.py", 'mode="r", offset', 'mode="r+", offset',
+             (_REPORTING + "test_tensors_read_from_a_safetensors_file_cannot_write_into_it",)),
 )
