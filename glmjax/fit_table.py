@@ -51,7 +51,7 @@ def _variants(config_module: str):
 
 def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
   """The report of the smallest fitting slice, or a line saying why none was found."""
-  tried = False
+  too_big = False  # some slice compiled and did not fit
   for size in SIZES[generation]:
     spec = _slice(generation, size)
     name = spec.accelerator_type
@@ -62,7 +62,7 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
       try:
         report = aot.compile_for_slice(config, spec)
       except aot.DoesNotFit:
-        tried = True  # compiled, and too big: a build error alone is not "does not fit"
+        too_big = True  # a build error alone is not "does not fit"
         log(f"  {name} {label}: does not fit ({time.perf_counter() - started:.0f} s)")
         continue
       except (config_lib.ConfigError, aot.UnfeedableLayout, topology.TopologyError) as error:
@@ -72,7 +72,7 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
           f"({report.compile_s:.0f} s)")
       return report
   largest = _slice(generation, SIZES[generation][-1]).accelerator_type
-  return f"does not fit up to {largest}" if tried else f"no slice up to {largest} could be built"
+  return f"does not fit up to {largest}" if too_big else f"no slice up to {largest} could be built"
 
 
 def table(rows) -> str:

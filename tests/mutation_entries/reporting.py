@@ -126,7 +126,7 @@ ENTRIES = (
               "warning",)),
     # The README's fit table.
     Mutation("fit_table says 'does not fit' of a config no slice could build",
-             "glmjax/fit_table.py", 'if tried else f"no slice', 'if True else f"no slice',
+             "glmjax/fit_table.py", 'if too_big else f"no slice', 'if True else f"no slice',
              (_FIT + "test_a_model_no_slice_could_be_built_for_is_not_said_not_to_fit",)),
     Mutation("fit_table keeps a partial run's rows in the order they were found",
              "glmjax/fit_table.py", "[merged[key] for key in sorted(merged)]",
