@@ -292,3 +292,54 @@ def test_a_model_config_whose_heads_do_not_divide_the_width_is_refused_when_buil
   from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="hidden_size=10 is not divisible by model.num_heads=3"):
     ModelConfig(hidden_size=10, num_heads=3)
+
+
+def test_the_closed_ends_of_each_documented_range_are_accepted():
+  # Each setting sits on the inclusive end of the range its field documents: refusing it would
+  # stop a valid run (warmup over the whole horizon, a constant-tail schedule, evaluation or
+  # checkpoints off, one kept checkpoint, one micro-batch per row, positions up to seq_len).
+  for section, name, value in (("optim", "warmup_ratio", 1.0), ("optim", "final_ratio", 1.0),
+                               ("optim", "warmup_ratio", 0.0), ("model", "hidden_dropout", 0.0),
+                               ("train", "eval_every", 0), ("checkpoint", "every", 0),
+                               ("checkpoint", "keep", 1), ("optim", "grad_accum_steps", 16),
+                               ("model", "max_position", 128)):
+    config = _local()  # data.seq_len=128, data.batch_size=16
+    config[section][name] = value
+    config_lib.validate(config, num_devices=8)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.hidden_dropout", 1.0, r"model.hidden_dropout=1.0: must be in \[0, 1\)"),
+    ("model.attention_dropout", 1.0, r"model.attention_dropout=1.0: must be in \[0, 1\)"),
+    ("data.eval_fraction", 1.0, r"0 < data.eval_fraction < 1 \(got 1.0\)"),
+    ("train.eval_batches", 0, r"train.eval_batches >= 1 \(got 0\).*train.eval_every=0"),
+    ("optim.grad_accum_steps", 0, "optim.grad_accum_steps=0: must be a positive integer"),
+    ("optim.learning_rate", 0.0, "optim.learning_rate=0.0: must be > 0"),
+    ("train.loss_chunk", 0, "train.loss_chunk=0: must be a positive integer"),
+])
+def test_a_value_just_past_the_end_of_its_range_is_refused_naming_it(field, value, message):
+  # The first value outside each range: a dropout of 1 zeroes every activation, a held-out
+  # share of 1 leaves nothing to train on, a learning rate of 0 trains nothing.
+  config = _local()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, num_devices=8)
+
+
+def test_rotary_positions_need_no_table_as_long_as_the_rows():
+  # max_position sizes the learned position tables only; rope has none, so a row longer than
+  # max_position is valid with it.
+  config = _local()
+  config.model.update(position_encoding="rope", max_position=64)
+  config_lib.validate(config, num_devices=8)
+
+
+def test_the_rows_per_micro_batch_must_divide_over_the_data_parallel_devices():
+  # 16 rows in 2 micro-batches of 8: fine on 8 devices, not on 16 (a batch of 16 rows would be).
+  config = _local()
+  config.optim.grad_accum_steps = 2
+  config_lib.validate(config, num_devices=8, batch_parallelism=8)
+  with pytest.raises(config_lib.ConfigError, match=r"= 8 rows per micro-batch is not divisible "
+                                                   r"by the data-parallel size 16"):
+    config_lib.validate(config, batch_parallelism=16)

@@ -1,19 +1,23 @@
 """Data inputs the other data tests leave open: prepare's buffered writes and resumes, the ends
 of the recipe's valid ranges, and the special-token checks of the pipeline."""
 import dataclasses
+import io
 import json
 import os
 
 import numpy as np
 import pytest
 
-from glmjax.data import builtin_corpus, pipeline, prepare
-from glmjax.data.documents import PreparedDocs
+from glmjax.data import builtin_corpus, pipeline, prepare, sources
+from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.infilling import RowRandom
 from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.tokenizers import ByteTokenizer
 from test_pipeline import Tokenizer, corpus, data_config
 from test_prepare import SHARD_MB, directory_bytes
 from test_prepare import data_config as prepare_config
+
+BYTE = ByteTokenizer()
 
 
 def builtin_texts(store, count):
@@ -140,3 +144,92 @@ def test_a_whole_file_txt_document_is_never_cut_into_pieces(tmp_path):
   manifest = prepare.prepare(config, str(tmp_path / "out"), shard_mb=0.001, progress=False)
   store = PreparedDocs(str(tmp_path / "out"))
   assert manifest["num_docs"] == 1 and builtin_texts(store, 1) == [text]
+
+
+def test_a_held_out_share_over_a_half_still_leaves_every_other_document_to_train_on():
+  # round(1 / 0.9) = 1 would hold out every document; a block is never under two documents.
+  for fraction in (0.7, 0.9):
+    train, held_out = sources.split_documents(10, fraction)
+    assert len(train) == len(held_out) == 5
+    assert np.array_equal(np.sort(np.concatenate([train, held_out])), np.arange(10))
+
+
+def test_a_held_out_share_of_one_or_a_one_document_corpus_is_refused():
+  with pytest.raises(ValueError, match=r"data.eval_fraction=1.0: expected a fraction in \[0, 1\)"):
+    sources.split_documents(10, 1.0)
+  with pytest.raises(ValueError, match="corpus has 1 document.*data.eval_fraction=0"):
+    sources.split_documents(1, 0.1)
+  assert [len(part) for part in sources.split_documents(1, 0.0)] == [1, 0]
+
+
+def test_a_split_of_exactly_one_batch_of_tokens_is_enough():
+  # batch_size x seq_len tokens fill one batch: the check refuses fewer, not that many.
+  config = data_config(seq_len=8, batch_size=2)
+  store = InMemoryDocs.from_lists([[5] * 10, [6] * 6, [7] * 5])
+  sources.check_held_out(config, DocumentSubset(store, np.array([0, 1])))  # 16 tokens
+  with pytest.raises(ValueError, match=r"evaluation split has 15 tokens in 2 documents"):
+    sources.check_held_out(config, DocumentSubset(store, np.array([0, 2])))
+
+
+def test_a_vocabulary_of_65536_ids_fits_uint16_tokens_and_a_larger_one_does_not():
+  # Ids run 0 .. vocab_size - 1: uint16 holds them up to 65535, one more id wraps to 0.
+  assert sources.token_dtype(1 << 16) == np.uint16
+  assert sources.token_dtype((1 << 16) + 1) == np.int32
+
+
+def test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_the_budget(monkeypatch):
+  # A container or SLURM --mem job may use its cgroup's limit, not the host's memory.
+  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  limit = host // 4
+  real_open = open
+
+  def fake_open(path, *args, **kwargs):
+    if str(path) == "/sys/fs/cgroup/memory.max":
+      return io.StringIO(f"{limit}\n")
+    if str(path) == "/sys/fs/cgroup/memory/memory.limit_in_bytes":
+      raise FileNotFoundError(path)
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(sources, "open", fake_open, raising=False)
+  assert sources.memory_budget({}) == limit // 3
+  assert sources.memory_budget({"SLURM_NTASKS_PER_NODE": "2"}) == limit // 6
+  limit = 2 * host  # a limit above the host's memory: the host's memory bounds it
+  assert sources.memory_budget({}) == host // 3
+
+
+def test_a_document_that_encodes_to_no_tokens_is_dropped_and_the_rest_kept_in_order():
+  # An empty document would be a zero-length entry of the store, a window with no text.
+  texts = ["ab", "", "c", "", "", "def"]  # batches of 2 cut between and inside the empties
+  encoded = [ids.tolist() for ids in sources.encode_documents(BYTE, iter(texts), batch=2)]
+  assert encoded == [BYTE.encode("ab").tolist(), BYTE.encode("c").tolist(),
+                     BYTE.encode("def").tolist()]
+
+
+def test_a_corpus_of_more_documents_than_one_join_of_4096_holds_each_document_once(tmp_path):
+  # Documents are joined 4096 at a time while tokenizing; 9000 make three joins, the last short.
+  texts = [f"document {i}." for i in range(9000)]
+  (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  config = data_config(source="files", files=(f"{tmp_path}/c.jsonl",))
+  store, _ = sources.tokenize_source(config, BYTE, memory_limit=0)
+  assert len(store.doc_lengths) == 9000
+  assert [BYTE.decode(store.read([i], [0], [n])) for i, n in enumerate(store.doc_lengths)] == texts
+
+
+def test_the_memory_limit_counts_the_bytes_of_each_token_not_the_tokens(tmp_path):
+  # 100 documents of 1000 byte tokens, stored as uint16: 200,000 bytes of tokens (plus 8 bytes
+  # of length each), over a limit of 150,000 bytes although there are only 100,000 tokens.
+  (tmp_path / "c.jsonl").write_text(
+      "".join(json.dumps({"text": f"{i:03d}" + "x" * 997}) + "\n" for i in range(100)))
+  config = data_config(source="files", files=(f"{tmp_path}/c.jsonl",))
+  assert sources.token_dtype(BYTE.vocab_size) == np.uint16
+  with pytest.raises(ValueError, match=r"documents already make.*source=prepared"):
+    sources.tokenize_source(config, BYTE, memory_limit=150_000)
+  store, _ = sources.tokenize_source(config, BYTE, memory_limit=210_000)
+  assert int(store.doc_lengths.sum()) == 100_000
+
+
+def test_a_prepared_dir_in_a_bucket_is_refused_with_the_way_to_a_local_copy():
+  config = data_config(source="prepared", prepared_dir="gs://bucket/prepared")
+  with pytest.raises(ValueError, match=r"data.prepared_dir='gs://bucket/prepared'.*memory-mapped"
+                                       r".*local disk"):
+    sources.load_documents(config, BYTE)

@@ -347,6 +347,13 @@ def test_the_answer_follows_the_context_as_in_running_text():
   assert cloze_lib.split_text("unable", "able") == ("un", "able")  # cut from the text as written
 
 
+def test_an_answer_with_no_context_before_it_gets_no_space_before_it():
+  # No text at all, or a text of the answer alone: nothing precedes the answer in running
+  # text, so no space is put in front of it (a byte-level BPE would score ' Bob' instead).
+  assert cloze_lib.split_text("", "Bob") == ("", "Bob")
+  assert cloze_lib.split_text("Bob", "Bob") == ("", "Bob")
+
+
 def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
   config = model_lib.ModelConfig(max_position=300, attention="xla")
   assert cloze_lib.row_limit(config, 256) == 300

@@ -3,6 +3,7 @@ from mutation_entries import Mutation
 
 _CONVERT_REFUSALS = "tests/test_convert_refusals.py::"
 _CONVERT_TOKENIZER = "tests/test_convert_tokenizer.py::"
+_VALID = "tests/test_config_validation.py::"
 
 ENTRIES = (
     Mutation("the sweep's best on a tie in tokens/s is the trial needing more memory",
@@ -292,4 +293,41 @@ ENTRIES = (
              "with parallel.activate(mesh, rules):",
              ("tests/test_aot.py::test_a_compile_for_a_slice_neither_writes_nor_reads_the_"
               "persistent_cache",)),
+    Mutation("a dropout of 1 (every activation zeroed) passes validation", "glmjax/config.py",
+             "    if not 0.0 <= _get(config, field) < 1.0:",
+             "    if not 0.0 <= _get(config, field) <= 1.0:",
+             (_VALID + "test_a_value_just_past_the_end_of_its_range_is_refused_naming_it",)),
+    Mutation("warmup_ratio=1 or final_ratio=1 (the ends of [0, 1]) is refused", "glmjax/config.py",
+             "    if not 0.0 <= _get(config, field) <= 1.0:",
+             "    if not 0.0 <= _get(config, field) < 1.0:",
+             (_VALID + "test_the_closed_ends_of_each_documented_range_are_accepted",)),
+    Mutation("data.eval_fraction=1 (nothing left to train on) passes validation",
+             "glmjax/config.py", "not 0.0 < data.eval_fraction < 1.0",
+             "not 0.0 < data.eval_fraction <= 1.0",
+             (_VALID + "test_a_value_just_past_the_end_of_its_range_is_refused_naming_it",)),
+    Mutation("evaluation on with train.eval_batches=0 passes validation", "glmjax/config.py",
+             "train.eval_batches < 1 or", "train.eval_batches < 0 or",
+             (_VALID + "test_a_value_just_past_the_end_of_its_range_is_refused_naming_it",)),
+    Mutation("the data-parallel check divides the whole batch, not a micro-batch",
+             "glmjax/config.py", "    micro = data.batch_size // optim.grad_accum_steps",
+             "    micro = data.batch_size",
+             (_VALID + "test_the_rows_per_micro_batch_must_divide_over_the_data_parallel_"
+              "devices",)),
+    Mutation("optim.grad_accum_steps=0 is a ZeroDivisionError, not a named refusal",
+             "glmjax/config.py", '"optim.grad_accum_steps", "train.steps"', '"train.steps"',
+             (_VALID + "test_a_value_just_past_the_end_of_its_range_is_refused_naming_it",)),
+    Mutation("a zero size, step count or loss chunk passes as a positive integer",
+             "glmjax/config.py", "    if int(_get(config, field)) <= 0:",
+             "    if int(_get(config, field)) < 0:",
+             (_VALID + "test_a_value_just_past_the_end_of_its_range_is_refused_naming_it",)),
+    Mutation("rotary positions are held to the learned table's max_position", "glmjax/config.py",
+             '  if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:',
+             "  if model.max_position < data.seq_len:",
+             (_VALID + "test_rotary_positions_need_no_table_as_long_as_the_rows",)),
+    Mutation("an attention_dropout out of range is blamed on model.hidden_dropout",
+             "glmjax/config.py",
+             '      raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1).")',
+             '      raise ConfigError(f"model.hidden_dropout={_get(config, field)}: must be in '
+             '[0, 1).")',
+             (_VALID + "test_a_value_just_past_the_end_of_its_range_is_refused_naming_it",)),
 )
