@@ -125,6 +125,9 @@ VARIANTS = [
     dict(position_encoding="rope", norm="pre", mlp="geglu", activation="gelu_tanh"),
     dict(position_encoding="learned_2d", norm="deepnorm", mlp="gelu", activation="gelu_exact",
          ffn_size=48),
+    # A rotary base other than the default (ChatGLM2-style long-context bases differ from 1e4).
+    dict(position_encoding="rope_2d", norm="pre", mlp="gelu", activation="gelu_tanh",
+         rope_theta=500.0),
 ]
 
 

@@ -3,6 +3,23 @@ from mutation_entries import Mutation  # noqa: F401  (the entries below use it)
 
 _LOSS = "tests/test_loss.py::"
 _PREFETCH = "tests/test_prefetch.py::"
+_SEMANTICS = "tests/test_model_semantics.py::"
+# GLM's embedding block (glm.py): word lookup, learned 2-D positions added, then the dropout.
+_WORDS = "tokens, axis=0).astype(dtype)\n"
+_POSITIONS = (
+    '    if cfg.position_encoding == "learned_2d":\n'
+    "      table_shape = (cfg.max_position + 1, cfg.hidden_size)\n"
+    '      position_table = _param(self, "position_embeddings", _normal(cfg.init_std),\n'
+    '                              ("position", "embed"), table_shape, weights_dtype)\n'
+    '      block_table = _param(self, "block_position_embeddings", '
+    '_normal(cfg.init_std),\n'
+    '                           ("position", "embed"), table_shape, weights_dtype)\n'
+    "      x = x + positions.learned_2d_embeddings(\n"
+    '          _gathered_over_embed(position_table, "position"),\n'
+    '          _gathered_over_embed(block_table, "position"), position_ids,\n'
+    "          block_position_ids).astype(dtype)\n"
+    "    x = nn.with_logical_constraint(x, EMBED_AXES)\n")
+_EMBEDDING_DROPOUT = "    x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)\n"
 _SCALED = _LOSS + "test_the_gradient_of_a_scaled_loss_is_scaled_as_the_loss_is"
 
 ENTRIES = (
@@ -72,4 +89,43 @@ ENTRIES = (
              'tokens=batch["tokens"].size, logit_positions=sums["logit_positions"],',
              ("tests/test_flops.py::test_compiled_flops_drop_by_the_vocabulary_share_when_only_"
               "part_b_is_scored",)),
+    Mutation("the model's attention dropout runs at the hidden dropout rate",
+             "glmjax/model/glm.py", "dropout_rate=cfg.attention_dropout if use_dropout",
+             "dropout_rate=cfg.hidden_dropout if use_dropout",
+             (_SEMANTICS + "test_the_model_asks_its_attention_for_the_attention_dropout_rate_not_"
+              "the_hidden_one", _SEMANTICS + "test_attention_dropout_alone_makes_a_training_"
+              "forward_random")),
+    Mutation("a dropout after the final LayerNorm", "glmjax/model/glm.py",
+             '    x = LayerNorm(cfg, name="final_layernorm")(x)\n',
+             '    x = LayerNorm(cfg, name="final_layernorm")(x)\n'
+             "    x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)\n",
+             (_SEMANTICS + "test_a_training_forward_returns_the_final_layernorm_output_"
+              "undropped",)),
+    Mutation("every scanned layer initialised with the same weights", "glmjax/model/glm.py",
+             'split_rngs={"params": True, "dropout": True}',
+             'split_rngs={"params": False, "dropout": True}',
+             (_SEMANTICS + "test_each_layer_of_a_scanned_stack_is_initialised_with_its_own_"
+              "weights",)),
+    Mutation("a dropout on the attention context before its output projection",
+             "glmjax/model/glm.py",
+             "    context = nn.with_logical_constraint(context, HEAD_AXES)\n",
+             "    context = nn.with_logical_constraint(context, HEAD_AXES)\n"
+             "    context = nn.Dropout(cfg.hidden_dropout, "
+             "deterministic=self.deterministic)(context)\n",
+             (_SEMANTICS + "test_the_attention_output_projection_sees_every_context_entry_of_a_"
+              "training_forward",)),
+    Mutation("embedding dropout drops the word embeddings only, not the position ones",
+             "glmjax/model/glm.py", _WORDS + _POSITIONS + _EMBEDDING_DROPOUT,
+             _WORDS + _EMBEDDING_DROPOUT + _POSITIONS,
+             (_SEMANTICS + "test_embedding_dropout_drops_the_sum_of_word_and_position_"
+              "embeddings_with_one_mask",)),
+    Mutation("the model ignores rope_theta (rotates at base 10000)", "glmjax/model/glm.py",
+             "block_position_ids, cfg.rope_theta)", "block_position_ids, 10000.0)",
+             ("tests/test_model.py::test_flax_forward_equals_numpy_forward[rope_2d-pre-gelu-"
+              "gelu_tanh-500.0]",)),
+    Mutation("sentence windows cut a row with no sentence end in its room to no text",
+             "glmjax/data/sentences.py", "text_len = np.where(cut > 0, cut, text_len)",
+             "text_len = cut",
+             ("tests/test_infilling.py::test_sentence_windows_keep_a_row_whole_when_no_sentence_"
+              "ends_inside_its_room",)),
 )
