@@ -104,7 +104,9 @@ def test_no_batch_is_built_past_the_stop_step():
   built = []
   batches = Prefetcher(lambda step: built.append(step) or step, start=4, stop=7)
   assert [batches.get(step) for step in range(4, 7)] == [4, 5, 6]
-  batches._thread.join(timeout=10)  # pylint: disable=protected-access
+  # Returns at once when the producer is done; the long limit is for a starved CI machine (a
+  # producer that never ends waits on its full queue, and fails the next line).
+  batches._thread.join(timeout=60)  # pylint: disable=protected-access
   assert not batches._thread.is_alive()  # pylint: disable=protected-access
   batches.close()
   assert built == [4, 5, 6]
@@ -124,7 +126,7 @@ def test_no_batch_is_built_after_one_fails():
   batches = Prefetcher(build, start=0, stop=100, depth=2)
   assert [batches.get(step) for step in range(2)] == [0, 1]
   # The producer ends once the error is handed over (the queue has room for it).
-  batches._thread.join(timeout=10)  # pylint: disable=protected-access
+  batches._thread.join(timeout=60)  # pylint: disable=protected-access
   assert not batches._thread.is_alive()  # pylint: disable=protected-access
   with pytest.raises(OSError, match="shard 3"):
     batches.get(2)
