@@ -44,11 +44,6 @@ def test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_kernel():
       report.model_flops_per_step / (4 * 459e12 * 0.5), rel=1e-6)
 
 
-def test_the_xla_attention_compiles_without_mosaic_kernels():
-  report = aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v4-8"))
-  assert report.attention == "xla" and report.mosaic_kernels == 0
-
-
 def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
   # The suite's cache is on (conftest). A compile-only TPU executable cannot be loaded back:
   # an entry written by the first compile would make the second warn as it fails to read it.
@@ -56,26 +51,30 @@ def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
   jax.jit(lambda x: x + 1)(1.0)  # jax decides once, at a first compile, that the cache is used
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    for _ in range(2):
-      aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v4-8"))
+    reports = [aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v4-8"))
+               for _ in range(2)]
   assert not [w for w in caught if "compilation cache" in str(w.message)], caught
   assert jax.config.jax_enable_compilation_cache  # as it was, for the programs that follow
+  assert all(r.attention == "xla" and r.mosaic_kernels == 0 for r in reports)
 
 
-def test_parameters_and_optimizer_bytes_shrink_with_fsdp():
-  replicated = _tiny(attention="xla")
+@pytest.fixture(scope="module")
+def xla_on_v5e_4():
+  """The tiny config with XLA attention compiled for a v5e-4 (several tests compare with it)."""
+  return aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v5e-4"))
+
+
+def test_parameters_and_optimizer_bytes_shrink_with_fsdp(xla_on_v5e_4):
   sharded = _tiny(attention="xla")
   sharded.mesh.update(data=1, fsdp=-1)
-  spec = topology.parse_slice("v5e-4")
-  full = aot.compile_for_slice(replicated, spec).state_bytes
-  quarter = aot.compile_for_slice(sharded, spec).state_bytes
-  assert quarter < 0.4 * full
+  quarter = aot.compile_for_slice(sharded, topology.parse_slice("v5e-4")).state_bytes
+  assert quarter < 0.4 * xla_on_v5e_4.state_bytes
 
 
-def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak():
+def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak(xla_on_v5e_4):
   """checkpoint.device_snapshot keeps a copy of the state on the chips beside the next step."""
   spec = topology.parse_slice("v5e-4")
-  off = aot.compile_for_slice(_tiny(attention="xla"), spec)
+  off = xla_on_v5e_4
   config = _tiny(attention="xla")
   config.checkpoint.device_snapshot = True
   on = aot.compile_for_slice(config, spec)
