@@ -1,5 +1,6 @@
 """Each benchmark runs on a tiny config and prints one JSON line with its documented fields."""
 import importlib
+import itertools
 import json
 import os
 import re
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import types
 
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -14,10 +17,12 @@ from glmjax.bench import attention as bench_attention
 from glmjax.bench import data as bench_data
 from glmjax.bench import prepare as bench_prepare
 from glmjax.bench import sweep
-from glmjax.data import pipeline
+from glmjax.data import builtin_corpus, pipeline, sources
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 from test_infilling import TEXT_1, one_row
 from test_pipeline import Tokenizer, corpus, data_config, parse_row
+from test_prepare import SHARD_MB
+from test_prepare import data_config as prepare_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -279,3 +284,81 @@ def test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_over_the
     assert all(starts >= 0) and all(starts + lengths <= doc_lengths[docs])
   tokens = sum(int(lengths.sum()) for _, _, lengths in reads)
   assert figures == {"read_tokens_per_s": round(tokens / 2.5), "read_batches_per_s": 0.8}
+
+
+def test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_not_finish(
+    monkeypatch, capsys):
+  # 300 builtin documents in shards of 0.05 MiB (58 documents): the benchmark writes 2 of the
+  # 6 and reads back what they hold.
+  monkeypatch.setattr(bench_prepare, "_SHARD_MB", SHARD_MB)
+  clock = itertools.chain([0.0, 4.0], itertools.count(10.0))  # preparing takes 4 s
+  monkeypatch.setattr(bench_prepare, "time",
+                      types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the benchmark sets it; put it back
+  data = prepare_config(builtin_docs=300, seq_len=32, batch_size=4)
+  bench_prepare.main(ml_collections.ConfigDict(dict(data=data)), [])
+  figures = json.loads(capsys.readouterr().out)
+  pieces = sources.plan_pieces(data, int(SHARD_MB * (1 << 20)))
+  assert len(pieces) == 6
+  written = [i for piece in pieces[:2] for i in range(*piece["builtin"])]
+  # Byte tokens: a document's tokens are its UTF-8 bytes.
+  tokens = sum(len(builtin_corpus.document(i).encode()) for i in written)
+  assert (figures["shards"], figures["docs"], figures["tokens"]) == (2, len(written), tokens)
+  assert figures["prepare_seconds"] == 4.0
+  assert figures["prepare_tokens_per_s_one_core"] == round(tokens / 4.0)
+  # Windows of data.seq_len tokens, data.batch_size of them per read.
+  assert (figures["row_tokens"], figures["rows_per_read"]) == (32, 4)
+
+
+def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_failing_its_check(
+    monkeypatch, capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.seq_len, config.model.dtype = 64, "bfloat16"
+  head_dim = config.model.hidden_size // config.model.num_heads
+  _flags(monkeypatch, bench_attention, steps=2)
+  monkeypatch.setitem(bench_attention.attention_choice.AUTO_ORDER, "cpu", ("cudnn", "xla"))
+  checks, timed = [], []
+
+  def check(name, **shape):
+    checks.append((name, shape))
+    return "cuDNN needs an NVIDIA GPU"
+
+  def time_it(fn, *args, steps):  # nothing runs
+    timed.append([a.dtype for a in args if a.ndim == 4])  # q, k, v (and the cotangent)
+    return 0.001
+
+  monkeypatch.setattr(bench_attention.attention_choice, "check_attention", check)
+  monkeypatch.setattr(bench_attention, "_time", time_it)
+  bench_attention.main(config, [])
+  record = json.loads(capsys.readouterr().out)
+  assert checks == [("cudnn", dict(dtype=jnp.bfloat16, seq_len=64, head_dim=head_dim))]
+  assert record["implementations"]["cudnn"] == {"skipped": "cuDNN needs an NVIDIA GPU"}
+  # xla alone is timed, forward then forward and backward, at the compute dtype.
+  assert timed == [[jnp.bfloat16] * 3, [jnp.bfloat16] * 4]
+  assert set(record["implementations"]["xla"]) == {"forward_ms", "forward_backward_ms",
+                                                   "tflops_forward_backward"}
+  assert record["dtype"] == "bfloat16"
+
+
+def test_the_sweep_reads_flag_lists_written_with_spaces(monkeypatch):
+  config = importlib.import_module("configs.base").get_config("local")
+  _flags(monkeypatch, sweep, sweep_batch="4, 8", sweep_remat="none, full",
+         sweep_attention=" xla ")
+  assert sweep.grid(config) == [
+      dict(batch_size=b, remat=r, attention="xla", loss_chunk=config.train.loss_chunk)
+      for b in (4, 8) for r in ("none", "full")]
+
+
+def test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_figures(monkeypatch,
+                                                                              capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full", sweep_attention="xla")
+  figures = dict(step_time_s=0.2, tokens_per_s=2560.0, mfu=0.41, tflops_per_device=0.9,
+                 compiled_memory_bytes=5 << 20, compile_s=1.5)
+  monkeypatch.setattr(sweep.step_bench, "measure",
+                      lambda *args, **kwargs: {**figures, "what": "step", "loss": 7.0})
+  sweep.main(config, [])
+  record = json.loads(capsys.readouterr().out)
+  trial = dict(batch_size=4, remat="full", attention="xla",
+               loss_chunk=config.train.loss_chunk, **figures)
+  assert record["trials"] == [trial] and record["best"] == trial

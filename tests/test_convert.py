@@ -6,6 +6,7 @@ sources are in test_convert_refusals.py, tokenizers stored with an import in
 test_convert_tokenizer.py.
 """
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -17,12 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from absl import app
+from absl import flags as absl_flags
 
 import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import convert, pretrained
+from glmjax import convert, logs, pretrained
 from glmjax.convert import original, safetensors_io
 from glmjax.model import GLM
 
@@ -320,3 +323,64 @@ def test_a_workdir_saved_on_a_larger_slice_loads_over_this_host_s_devices(weight
   assert dict(loaded.mesh.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
   np.testing.assert_array_equal(np.asarray(loaded.params["word_embeddings"]),
                                 weights["word_embeddings.weight"].numpy())
+
+
+def _convert_command(monkeypatch, *args, error=None):
+  """`python -m glmjax.convert ARGS` run in this process, with import and export replaced by a
+  record of what they were asked to do (and then raising `error`, if given): (the calls, what
+  the command raised or None)."""
+  command = importlib.import_module("glmjax.convert.__main__")  # defines the command's flags
+  calls = []
+
+  def recorded(name):
+    def call(*a, **kw):
+      calls.append((name, a, kw))
+      if error is not None:
+        raise error
+    return call
+
+  monkeypatch.setattr(convert, "import_checkpoint", recorded("import"))
+  monkeypatch.setattr(convert, "export_workdir", recorded("export"))
+  monkeypatch.setattr(logs, "setup_console", lambda index: None)  # leave pytest's logging be
+  was_parsed = absl_flags.FLAGS.is_parsed()
+  try:
+    command.main(absl_flags.FLAGS(["convert", *args]))
+  except (app.UsageError, SystemExit) as raised:
+    return calls, raised
+  finally:
+    absl_flags.FLAGS.unparse_flags()  # back to the defaults, for the next command line
+    if was_parsed:  # as the test found them (tokamax reads its flags once they are parsed)
+      absl_flags.FLAGS.mark_as_parsed()
+  return calls, None
+
+
+def test_the_convert_command_hands_the_import_the_tokenizer_heads_and_pickle_flags(monkeypatch):
+  calls, raised = _convert_command(monkeypatch, "import", "--from=ckpt", "--out=run",
+                                   "--tokenizer=vocab.txt", "--num_heads=4", "--trust_pickle")
+  assert raised is None
+  assert calls == [("import", ("ckpt", "run"),
+                    dict(tokenizer="vocab.txt", num_heads=4, allow_pickle=True))]
+  # Without them: the one in the checkpoint, heads from its config, and no pickle (it runs code).
+  calls, _ = _convert_command(monkeypatch, "import", "--from=ckpt", "--out=run")
+  assert calls == [("import", ("ckpt", "run"), dict(tokenizer="", num_heads=0,
+                                                     allow_pickle=False))]
+
+
+@pytest.mark.parametrize("args", [["export", "--workdir=run"], ["export", "--out=hf"],
+                                  ["import", "--from=ckpt"], ["import", "--out=run"],
+                                  ["import", "extra", "--from=ckpt", "--out=run"], []])
+def test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_extra_words(
+    monkeypatch, args):
+  calls, raised = _convert_command(monkeypatch, *args)
+  assert isinstance(raised, app.UsageError) and calls == []
+
+
+def test_the_convert_command_reports_an_unusable_checkpoint_in_one_line(monkeypatch, caplog):
+  caplog.set_level(logging.INFO)
+  torn = checkpoint_lib.UnusableCheckpointError("run: the checkpoint at step 5 is torn.")
+  calls, raised = _convert_command(monkeypatch, "export", "--workdir=run", "--out=hf",
+                                   error=torn)
+  assert calls == [("export", ("run", "hf"), {})]
+  assert isinstance(raised, SystemExit) and raised.code == 1  # not a traceback
+  assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+      "run: the checkpoint at step 5 is torn."]

@@ -1,4 +1,108 @@
 """Planted bugs in the benchmarks, the embedded corpus and the convert command."""
 from mutation_entries import Mutation
 
-ENTRIES: tuple[Mutation, ...] = ()
+_BENCH = "tests/test_bench.py::"
+_STEP = "tests/test_bench_step.py::"
+_CONVERT = "tests/test_convert.py::"
+_MEASURE = (_STEP + "test_the_step_benchmark_divides_its_timings_as_its_figures_say",)
+_PIPELINE = (_STEP + "test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch",)
+_SAVE = (_STEP + "test_a_save_s_overhead_is_what_a_later_save_adds_to_the_two_steps_from_its_"
+         "start",)
+_SYNTHETIC = (_STEP + "test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_"
+              "span",)
+_PREPARE = (_BENCH + "test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_"
+            "not_finish",)
+_ATTENTION = (_BENCH + "test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_"
+              "failing_its_check",)
+_IMPORT_FLAGS = (_CONVERT + "test_the_convert_command_hands_the_import_the_tokenizer_heads_and_"
+                 "pickle_flags",)
+_REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_"
+            "extra_words",)
+_STEP = "glmjax/bench/step.py"
+
+ENTRIES: tuple[Mutation, ...] = (
+    # The step benchmark: what each figure divides by.
+    Mutation("the step benchmark's tokens/s counts rows, not tokens", _STEP,
+             "tokens_per_step=config.data.batch_size * config.data.seq_len",
+             "tokens_per_step=config.data.batch_size", _MEASURE),
+    Mutation("the step benchmark's pipeline_vs_prebuilt is inverted", _STEP,
+             "pipeline_time / step_time if pipeline_time",
+             "step_time / pipeline_time if pipeline_time", _MEASURE),
+    Mutation("the step benchmark's checkpoint_overhead is in seconds, not steps", _STEP,
+             "checkpoint_overhead=save_time / step_time if", "checkpoint_overhead=save_time if",
+             _MEASURE),
+    Mutation("the step benchmark's device-snapshot overhead is the direct save's", _STEP,
+             "checkpoint_overhead_device_snapshot=(snapshot_time / step_time",
+             "checkpoint_overhead_device_snapshot=(save_time / step_time", _MEASURE),
+    Mutation("the step benchmark's compiled FLOPs are one device's share", _STEP,
+             "float(flops) * jax.device_count()", "float(flops)", _MEASURE),
+    Mutation("the step benchmark divides its timed steps by one more than it ran", _STEP,
+             "step_time = (time.perf_counter() - start) / steps",
+             "step_time = (time.perf_counter() - start) / (steps + 1)", _MEASURE),
+    Mutation("the pipeline-fed step time runs one step fewer than it divides by", _STEP,
+             "    for step in range(1, steps + 1):\n      state, out = compiled(state, batches.ge",
+             "    for step in range(1, steps):\n      state, out = compiled(state, batches.ge",
+             _PIPELINE),
+    Mutation("the pipeline-fed step time includes the first batch's build", _STEP,
+             "    state, out = compiled(state, batches.get(0))  # the first batch has no step to "
+             "hide behind\n    jax.block_until_ready(out)\n    start = time.perf_counter()\n",
+             "    start = time.perf_counter()\n    state, out = compiled(state, batches.get(0))\n"
+             "    jax.block_until_ready(out)\n", _PIPELINE),
+    Mutation("the save overhead is the plain steps less the saving ones", _STEP,
+             "return saving - plain, state", "return plain - saving, state", _SAVE),
+    Mutation("the save overhead times the first save, which compiles", _STEP,
+             "for step in (1, 2):", "for step in (1,):", _SAVE),
+    Mutation("the device-snapshot overhead saves directly", _STEP,
+             "force=True, defer=defer))", "force=True, defer=False))", _SAVE),
+    Mutation("the deferred save's transfer is never started inside the timed steps", _STEP,
+             "      checkpointer.write_deferred()\n", "", _SAVE),
+    Mutation("the synthetic rows' Part B block positions start at 0", _STEP,
+             "positions - sep[:, None] + 1, 0)", "positions - sep[:, None], 0)", _SYNTHETIC),
+    Mutation("the synthetic rows' Part B sits at a position past Part A", _STEP,
+             "np.where(part_b, sep[:, None] - 1, positions)",
+             "np.where(part_b, sep[:, None], positions)", _SYNTHETIC),
+    # The prepare, attention and sweep benchmarks.
+    Mutation("the prepare benchmark's prepare rate counts documents, not tokens",
+             "glmjax/bench/prepare.py",
+             "prepare_tokens_per_s_one_core=round(total_tokens / prepare_seconds)",
+             "prepare_tokens_per_s_one_core=round(len(store) / prepare_seconds)", _PREPARE),
+    Mutation("the prepare benchmark swaps its window length and windows per read",
+             "glmjax/bench/prepare.py", "row_tokens=data.seq_len, rows_per_read=data.batch_size",
+             "row_tokens=data.batch_size, rows_per_read=data.seq_len", _PREPARE),
+    Mutation("the prepare benchmark reads back only the last shard of an unfinished source",
+             "glmjax/bench/prepare.py", "          records.append(json.load(f))",
+             "          records = [json.load(f)]", _PREPARE),
+    Mutation("the attention benchmark times float32 whatever the config's dtype",
+             "glmjax/bench/attention.py", "jnp.asarray(rng.standard_normal(shape), dtype)",
+             "jnp.asarray(rng.standard_normal(shape), jnp.float32)", _ATTENTION),
+    Mutation("the attention benchmark times a kernel that failed its check",
+             "glmjax/bench/attention.py",
+             '      records[name] = {"skipped": reason}\n      continue\n',
+             '      records[name] = {"skipped": reason}\n', _ATTENTION),
+    Mutation("the sweep's trials leave out the step's MFU", "glmjax/bench/sweep.py",
+             '"step_time_s", "tokens_per_s", "mfu", ', '"step_time_s", "tokens_per_s", ',
+             (_BENCH + "test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_"
+              "figures",)),
+    Mutation("the sweep keeps the spaces around its flags' names", "glmjax/bench/sweep.py",
+             '[part.strip() for part in (text or "").split(",") if part.strip()]',
+             '[part for part in (text or "").split(",") if part.strip()]',
+             (_BENCH + "test_the_sweep_reads_flag_lists_written_with_spaces",)),
+    # The convert command's flags and failures.
+    Mutation("convert import drops --tokenizer", "glmjax/convert/__main__.py",
+             "tokenizer=_TOKENIZER.value,", 'tokenizer="",', _IMPORT_FLAGS),
+    Mutation("convert import drops --num_heads", "glmjax/convert/__main__.py",
+             "num_heads=_NUM_HEADS.value, allow_pickle", "num_heads=0, allow_pickle",
+             _IMPORT_FLAGS),
+    Mutation("convert import unpickles without --trust_pickle", "glmjax/convert/__main__.py",
+             "allow_pickle=_TRUST_PICKLE.value)", "allow_pickle=True)", _IMPORT_FLAGS),
+    Mutation("convert export runs without --out", "glmjax/convert/__main__.py",
+             "if not _WORKDIR.value or not _OUT.value:",
+             "if not _WORKDIR.value and not _OUT.value:", _REFUSED),
+    Mutation("convert takes extra words after its command", "glmjax/convert/__main__.py",
+             "if len(argv) != 2 or", "if len(argv) < 2 or", _REFUSED),
+    Mutation("convert shows a traceback for an unusable checkpoint", "glmjax/convert/__main__.py",
+             "mapping.CheckpointMismatchError,\n"
+             "                checkpoint_lib.UnusableCheckpointError)",
+             "mapping.CheckpointMismatchError)",
+             (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
+)

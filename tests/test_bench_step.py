@@ -1,0 +1,172 @@
+"""The step benchmark's figures, counted by hand: a fake clock moves only when a fake step,
+compile or save says time passes, so each division bench makes can be checked."""
+import importlib
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from glmjax import parallel
+from glmjax.bench import step as step_bench
+from glmjax.data import pipeline, sources, tokenizers
+
+
+class _Clock:
+  """A perf_counter that moves only when a fake below says time passes: the figures the step
+  benchmark derives from its timings can then be counted by hand."""
+
+  def __init__(self):
+    self.now = 100.0
+
+  def perf_counter(self):
+    return self.now
+
+  def advance(self, seconds):
+    self.now += seconds
+
+
+class _Step:
+  """A compiled train step that runs nothing: each call takes `seconds` on the clock and hands
+  back the state it was given, one step on (the real one donates it)."""
+
+  def __init__(self, clock, seconds):
+    self.clock, self.seconds, self.batches = clock, seconds, []
+
+  def __call__(self, state, batch):
+    self.clock.advance(self.seconds)
+    self.batches.append(batch)
+    return state + 1, {"loss": np.float32(5.5), "model_flops": np.float32(3e9),
+                       "logit_positions": np.float32(256)}
+
+  def cost_analysis(self):
+    return {"flops": 2e9}  # XLA's count for one device's part of the SPMD program
+
+
+def _bench_config():
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.update(batch_size=16, seq_len=128, builtin_docs=200)
+  return config
+
+
+def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  program = types.SimpleNamespace(
+      init_fn=None, shardings=None,
+      compile_train_step=lambda config, mesh: (clock.advance(3.0), step)[1])
+  monkeypatch.setattr(step_bench, "time", clock)
+  monkeypatch.setattr(step_bench, "step_lib", types.SimpleNamespace(
+      build_program=lambda *args: program, init_sharded_state=lambda *args: 0))
+  # The pipeline-fed steps take 0.75 s each; a direct save adds 0.2 s, a deferred one 0.05 s.
+  monkeypatch.setattr(step_bench, "_fed_by_the_pipeline",
+                      lambda config, compiled, state, host, steps: (0.75, state))
+  monkeypatch.setattr(step_bench, "_with_an_async_save",
+                      lambda compiled, state, batch, *, defer: (0.05 if defer else 0.2, state))
+  figures = step_bench.measure(_bench_config(), 4)
+  assert len(step.batches) == 1 + 4  # a warm-up step, then the 4 timed ones
+  devices = jax.device_count()
+  assert figures["compile_s"] == pytest.approx(3.0)
+  assert figures["step_time_s"] == pytest.approx(0.5)
+  assert figures["tokens_per_s"] == pytest.approx(16 * 128 / 0.5)
+  assert figures["tflops_per_device"] == pytest.approx(3e9 / 0.5 / devices / 1e12)
+  assert figures["formula_flops_per_step"] == pytest.approx(3e9)
+  assert figures["compiled_flops_per_step"] == pytest.approx(2e9 * devices)  # every device's
+  assert figures["loss"] == pytest.approx(5.5)
+  # Ratios to one pre-built step: 0.75 / 0.5, 0.2 / 0.5 and 0.05 / 0.5.
+  assert figures["step_time_s_pipeline"] == pytest.approx(0.75)
+  assert figures["pipeline_vs_prebuilt"] == pytest.approx(1.5)
+  assert figures["checkpoint_overhead"] == pytest.approx(0.4)
+  assert figures["checkpoint_overhead_device_snapshot"] == pytest.approx(0.1)
+
+
+def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  monkeypatch.setattr(step_bench, "time", clock)
+  config = _bench_config()
+  mesh = parallel.make_mesh(config.mesh)
+  host = parallel.host_rows(mesh, config.data.batch_size)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    seconds, state = step_bench._fed_by_the_pipeline(config, step, 0, host, 3)
+  # The first batch is built while nothing runs: it is fed, not timed; each of the 3 timed
+  # steps then takes its 0.5 s.
+  assert seconds == pytest.approx(0.5) and state == 4
+  # The batches train would feed at steps 0..3, in order.
+  tokenizer = tokenizers.load_tokenizer(config.data)
+  docs, _ = sources.load_documents(config.data, tokenizer)
+  built = pipeline.BatchPipeline(config.data, tokenizer, docs, seed=config.seed)
+  assert len(step.batches) == 4
+  for index, batch in enumerate(step.batches):
+    np.testing.assert_array_equal(np.asarray(batch["tokens"]),
+                                  built.global_batch(index)["tokens"])
+
+
+class _Checkpointer:
+  """Asynchronous saves that take time on the clock. The first save of a checkpointer
+  compiles (4 s more). A direct save waits 0.3 s for the state's transfer; a deferred one
+  copies on the devices (0.05 s) and transfers (0.2 s) when write_deferred runs."""
+
+  def __init__(self, clock):
+    self.clock, self.saves, self.pending, self.closed = clock, [], False, False
+
+  def save(self, step, state, extra, *, force, defer):
+    assert force and extra == {}
+    self.clock.advance((0.0 if self.saves else 4.0) + (0.05 if defer else 0.3))
+    self.saves.append((step, defer))
+    self.pending = defer
+
+  def write_deferred(self):
+    if self.pending:
+      self.clock.advance(0.2)
+      self.pending = False
+
+  def wait(self):
+    pass
+
+  def close(self):
+    self.closed = True
+
+
+@pytest.mark.parametrize("defer, added", [(False, 0.3), (True, 0.05 + 0.2)])
+def test_a_save_s_overhead_is_what_a_later_save_adds_to_the_two_steps_from_its_start(
+    monkeypatch, defer, added):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  made = []
+
+  def checkpointer(folder, **kwargs):
+    assert kwargs["async_save"]
+    made.append(_Checkpointer(clock))
+    return made[-1]
+
+  monkeypatch.setattr(step_bench, "time", clock)
+  monkeypatch.setattr(step_bench, "checkpoint_lib",
+                      types.SimpleNamespace(Checkpointer=checkpointer))
+  seconds, state = step_bench._with_an_async_save(step, 0, {}, defer=defer)
+  # Not the first save's 4 s of compiling; the save as train makes it (deferred or not).
+  assert seconds == pytest.approx(added)
+  assert [d for _, d in made[0].saves] == [defer, defer] and made[0].closed
+  assert state == len(step.batches)  # the state of the last step, handed back
+
+
+def test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_span():
+  seq_len, vocab = 64, 100
+  batch = step_bench.synthetic_batch(6, seq_len, vocab, seed=3)
+  for row in range(6):
+    sep = int(batch["sep"][row])
+    assert int(0.7 * seq_len) <= sep < int(0.95 * seq_len)  # Part A: 70-95% of the row
+    a, b = slice(0, sep), slice(sep, seq_len)
+    tokens = batch["tokens"][row]
+    assert 0 <= tokens.min() and tokens.max() < vocab
+    np.testing.assert_array_equal(batch["targets"][row][:-1], tokens[1:])  # the next token
+    np.testing.assert_array_equal(batch["loss_mask"][row], np.arange(seq_len) >= sep)
+    # Part A: positions 0..sep-1, block position 0.
+    np.testing.assert_array_equal(batch["position_ids"][row][a], np.arange(sep))
+    assert not batch["block_position_ids"][row][a].any()
+    # Part B: one span, at the position of a token of Part A (its [MASK]), with block
+    # positions 1, 2, ... through the span.
+    part_b = batch["position_ids"][row][b]
+    assert len(set(part_b)) == 1 and 0 <= part_b[0] < sep
+    np.testing.assert_array_equal(batch["block_position_ids"][row][b],
+                                  np.arange(1, seq_len - sep + 1))
