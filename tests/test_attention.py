@@ -1,5 +1,7 @@
 """Every attention implementation that runs on CPU matches a plain reference, outputs and grads."""
+import contextlib
 import logging
+import types
 
 import jax
 import jax.numpy as jnp
@@ -276,3 +278,125 @@ def test_the_start_up_check_rejects_a_kernel_with_an_exact_forward_and_wrong_gra
   monkeypatch.setattr(attention, "_kernel", kernel_with_gradients_scaled_by(1.0))
   assert attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
                                    head_dim=16) is None
+
+
+def test_splash_compiled_for_a_platform_other_than_tpu_runs_in_the_pallas_interpreter():
+  # Only a TPU target gets the Mosaic kernel; compiled for a GPU (here run on this CPU) splash
+  # is interpreted, and exact.
+  q, k, v, _, sep = _inputs(128, (0, 45, 128))
+  got = attention.masked_attention(q, k, v, attention.prepare_mask(sep, 128, "splash"),
+                                   implementation="splash", platform="gpu")
+  np.testing.assert_allclose(got, _reference(q, k, v, np.asarray(sep)), atol=2e-5, rtol=1e-5)
+
+
+def test_a_fused_kernel_given_a_dropout_rate_and_no_rng_attends_without_dropout():
+  # Only a rate with an rng asks for dropout (the refusal above); a rate alone, as an
+  # evaluation of a config with attention_dropout may pass, gives the plain attention, as xla.
+  q, k, v, _, sep = _inputs(SMALL_T, SMALL_SEPS)
+  got = attention.masked_attention(q, k, v, attention.prepare_mask(sep, SMALL_T, "tokamax"),
+                                   implementation="tokamax", dropout_rate=0.1)
+  np.testing.assert_allclose(got, _reference(q, k, v, np.asarray(sep)), atol=2e-5, rtol=1e-5)
+
+
+def test_splash_tiles_a_sequence_with_the_largest_of_its_blocks_that_divides_it():
+  # Fewer, larger blocks are fewer grid steps; each is a multiple of the 128 lanes the in-kernel
+  # mask needs.
+  from glmjax.model import splash  # pylint: disable=import-outside-toplevel
+  lengths = (128, 256, 384, 512, 640, 768, 1024, 1536, 2048)
+  assert [splash.block_size(t) for t in lengths] == [128, 256, 128, 512, 128, 256, 512, 512, 512]
+  with pytest.raises(NotImplementedError, match="divisible by 128"):
+    splash.block_size(200)
+
+
+def test_tokamax_s_xla_path_gives_bfloat16_outputs_and_gradients_within_bfloat16_rounding():
+  # The start-up check's default dtype, and training's: the backward recomputes in float32 and
+  # returns gradients in the inputs' dtype.
+  q, k, v, cotangent, sep = _inputs(SMALL_T, SMALL_SEPS)
+  expected = _outputs_and_grads(lambda q, k, v: _reference(q, k, v, np.asarray(sep)),
+                                q, k, v, cotangent)
+  bf16 = lambda x: x.astype(jnp.bfloat16)
+  got = _outputs_and_grads(
+      lambda q, k, v: attention.glm_attention(q, k, v, sep, implementation="tokamax"),
+      bf16(q), bf16(k), bf16(v), bf16(cotangent))
+  for name, a, b in zip(("out", "dq", "dk", "dv"), got, expected):
+    assert a.dtype == jnp.bfloat16, name
+    # bfloat16 keeps 8 significant bits: inputs and result rounded, |values| up to ~4.
+    np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.06, rtol=0.02,
+                               err_msg=name)
+
+
+def _kernels_one_percent_off(monkeypatch):
+  """Every kernel's output scaled by 1.01, so its gradients are too: each 0.01 off relatively."""
+  real_kernel = attention._kernel
+  monkeypatch.setattr(attention, "_kernel", lambda implementation, platform: (
+      lambda q, k, v, mask, scale: 1.01 * real_kernel(implementation, platform)(
+          q, k, v, mask, scale)))
+
+
+def _reported_errors(reason):
+  return [float(e) for e in reason.split("out/dq/dk/dv ")[1].split(" > ")[0].split(", ")]
+
+
+def test_the_start_up_check_reports_each_error_relative_to_the_largest_reference_value(
+    monkeypatch):
+  _kernels_one_percent_off(monkeypatch)
+  reason = attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
+                                            head_dim=16)
+  assert reason is not None and reason.startswith("mismatch against xla"), reason
+  # |1.01 x - x| / max|x| = 0.01 in each of out, dq, dk, dv, whatever their magnitudes.
+  np.testing.assert_allclose(_reported_errors(reason), [0.01] * 4, rtol=0.05, err_msg=reason)
+
+
+def test_a_float32_kernel_on_an_accelerator_is_held_to_bfloat16_s_tolerance_not_float32_s(
+    monkeypatch):
+  # An accelerator's float32 matmuls may be TF32 or bf16 passes: a kernel 1% off passes there
+  # (tolerance 3e-2), while on a CPU, where float32 is exact, it fails (1e-4).
+  _kernels_one_percent_off(monkeypatch)
+  check = lambda device: attention_choice.check_attention(
+      "tokamax", dtype=jnp.float32, seq_len=64, head_dim=16, device=device)
+  assert check(jax.devices("cpu")[0]).startswith("mismatch against xla")
+  # The same computation, run on this CPU, judged as a TPU's.
+  monkeypatch.setattr(jax, "default_device", lambda device: contextlib.nullcontext())
+  assert check(types.SimpleNamespace(platform="tpu")) is None
+
+
+@pytest.mark.parametrize("seq_len", [128, 256])
+def test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_part_a_ends_on_a_block(
+    monkeypatch, seq_len):
+  # A kernel that takes Part A in blocks of 2 tokens (sep rounded down to even) is exact for
+  # an empty or a full Part A: the check's ragged Part A must end inside a block to expose it.
+  real_kernel = attention._kernel
+
+  def in_blocks_of(block):
+    return lambda implementation, platform: lambda q, k, v, mask, scale: real_kernel(
+        implementation, platform)(q, k, v, attention.prepare_mask(
+            mask.sep // block * block, q.shape[1], implementation), scale)
+
+  monkeypatch.setattr(attention, "_kernel", in_blocks_of(2))
+  reason = attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=seq_len,
+                                            head_dim=16)
+  assert reason is not None and reason.startswith("mismatch against xla"), reason
+  monkeypatch.setattr(attention, "_kernel", in_blocks_of(1))  # the same wrapper, exact: passes
+  assert attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=seq_len,
+                                          head_dim=16) is None
+
+
+@pytest.mark.parametrize("part_a", ["empty", "whole"])
+def test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_a_is_empty_or_whole(
+    monkeypatch, part_a):
+  # The row split's edges: an empty Part A is a zero-length cuDNN segment (NaN there), and a
+  # whole-row Part A leaves no row to the causal call. The check must try both.
+  real_kernel = attention._kernel
+
+  def failing_there(implementation, platform):
+    kernel = real_kernel(implementation, platform)
+
+    def attend(q, k, v, mask, scale):
+      edge = mask.sep == (0 if part_a == "empty" else q.shape[1])
+      return jnp.where(edge[:, None, None, None], jnp.nan, kernel(q, k, v, mask, scale))
+    return attend
+
+  monkeypatch.setattr(attention, "_kernel", failing_there)
+  reason = attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
+                                            head_dim=16)
+  assert reason is not None and reason.startswith("mismatch against xla"), reason

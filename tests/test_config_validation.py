@@ -1,5 +1,6 @@
 """Bad configs fail at start-up with messages that name the field."""
 import importlib
+import types
 
 import jax
 import pytest
@@ -227,6 +228,19 @@ def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kern
   assert attention_choice.resolved_model_config(config, "tpu").attention == "xla"
   config.data.seq_len = 256
   assert attention_choice.resolved_model_config(config, "tpu").attention == "splash"
+
+
+@pytest.mark.parametrize("capability, picked", [("9.0", "tokamax"), ("10.0", "tokamax"),
+                                                ("8.0", "cudnn"), ("8.9", "cudnn")],
+                         ids=["H100", "B200", "A100", "L40S"])
+def test_auto_for_a_gpu_target_takes_tokamax_from_sm90_on_and_cudnn_on_an_older_gpu(
+    monkeypatch, capability, picked):
+  # Compiled for a GPU unchecked (not this host's platform): tokamax's Mosaic GPU kernel needs
+  # sm90 or newer, so an older GPU gets the next choice, cuDNN.
+  import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  gpu = types.SimpleNamespace(platform="gpu", compute_capability=capability)
+  monkeypatch.setattr(jax, "devices", lambda backend=None: [gpu])
+  assert attention_choice.unvalidated_default("gpu", 512) == picked
 
 
 def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_size(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 from glmjax import config as config_lib
 from glmjax import parallel
-from glmjax.model import attention
+from glmjax.model import attention, gpu_kernels
 
 T, HEAD_DIM = 32, 16
 
@@ -41,6 +41,39 @@ def test_a_scale_given_to_masked_attention_is_the_one_applied(implementation):
     expected = _reference(q, k, v, sep, HEAD_DIM ** -0.5 if scale is None else scale)
     np.testing.assert_allclose(np.asarray(got), expected, atol=2e-5, rtol=1e-5,
                                err_msg=f"scale={scale}")
+
+
+def test_a_scale_given_to_the_row_split_is_applied_to_part_a_and_part_b_rows():
+  # The cuDNN composition, run with jax.nn's xla implementation: both of its calls (Part A's
+  # padding-mask call, Part B's causal one) must use the scale, not their 1/sqrt(D) default.
+  q, k, v, sep = _inputs((0, 5, 17, T), heads=2)
+  got = gpu_kernels.row_split_attention(*map(jnp.asarray, (q, k, v)), jnp.asarray(sep), 0.6,
+                                        implementation="xla")
+  np.testing.assert_allclose(np.asarray(got), _reference(q, k, v, sep, 0.6), atol=2e-5,
+                             rtol=1e-5)
+
+
+def _jnp_reference(q, k, v, sep, scale):
+  """`_reference` in jnp, so that jax.vjp gives the gradients of the definition."""
+  rows, cols = jnp.arange(T)[:, None], jnp.arange(T)[None, :]
+  allowed = (cols[None] < sep[:, None, None]) | (cols <= rows)[None]
+  logits = jnp.einsum("bqnd,bknd->bnqk", q, k, precision="highest") * scale
+  probs = jax.nn.softmax(jnp.where(allowed[:, None], logits, -jnp.inf), axis=-1)
+  return jnp.einsum("bnqk,bknd->bqnd", probs, v, precision="highest")
+
+
+@pytest.mark.parametrize("implementation", ["xla", "tokamax"])
+def test_the_gradients_of_masked_attention_use_the_scale_it_is_given(implementation):
+  # tokamax's backward off GPU recomputes the probabilities: with the given scale too.
+  q, k, v, sep = map(jnp.asarray, _inputs((0, 5, 17, T), heads=2))
+  cotangent = jax.random.normal(jax.random.key(9), q.shape, jnp.float32)
+  mask = attention.prepare_mask(sep, T, implementation)
+  grads = lambda fn: jax.vjp(fn, q, k, v)[1](cotangent)
+  got = grads(lambda q, k, v: attention.masked_attention(
+      q, k, v, mask, implementation=implementation, scale=0.6))
+  expected = grads(lambda q, k, v: _jnp_reference(q, k, v, sep, 0.6))
+  for name, a, b in zip(("dq", "dk", "dv"), got, expected):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("seps, heads", [((0, 3, 9, 20, T), 2), ((1, 7, 16, T), 4)],

@@ -106,3 +106,19 @@ def test_bfloat16_rope_rotates_by_the_exact_position_at_long_context():
                        np.float32)
   for i in range(3):
     assert np.max(np.abs(rotated[0, i + 1] - rotated[0, i])) > 0.1, i
+
+
+def test_rope_and_rope_2d_rotate_queries_and_keys_at_the_configured_base():
+  # model.rope_theta reaches both rotary encodings: with a base of 500 (not the default 1e4),
+  # q and k rotate by pos * 500^(-2i/d) over the whole head (rope) or over each half (rope_2d).
+  q, k = _random((1, 5, 2, 16), 7), _random((1, 5, 2, 16), 8)
+  pos, block = jnp.array([[0, 3, 9, 40, 41]]), jnp.array([[0, 0, 1, 2, 7]])
+  for encoding in ("rope", "rope_2d"):
+    got = positions.rotate_queries_and_keys(q, k, encoding, pos, block, 500.0)
+    for name, x, rotated in zip("qk", (q, k), got):
+      if encoding == "rope":
+        expected = _np_rope(x, pos, 500.0)
+      else:
+        expected = np.concatenate([_np_rope(x[..., :8], pos, 500.0),
+                                   _np_rope(x[..., 8:], block, 500.0)], axis=-1)
+      np.testing.assert_allclose(rotated, expected, atol=1e-5, err_msg=f"{encoding} {name}")

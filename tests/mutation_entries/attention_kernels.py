@@ -1,4 +1,86 @@
 """Planted bugs in attention, its masks, positions and kernels."""
 from mutation_entries import Mutation
 
-ENTRIES: tuple[Mutation, ...] = ()
+_ATTENTION = "tests/test_attention.py::"
+_DENSE = "tests/test_dense_attention.py::"
+_GPU_AUTO = ("tests/test_config_validation.py::test_auto_for_a_gpu_target_takes_tokamax_from_"
+             "sm90_on_and_cudnn_on_an_older_gpu")
+
+ENTRIES: tuple[Mutation, ...] = (
+    Mutation("rope (1-D) rotates at the default base, ignoring model.rope_theta",
+             "glmjax/model/positions.py",
+             "return apply_rope(q, position_ids, theta), apply_rope(k, position_ids, theta)",
+             "return apply_rope(q, position_ids), apply_rope(k, position_ids)",
+             ("tests/test_positions.py::test_rope_and_rope_2d_rotate_queries_and_keys_at_the_"
+              "configured_base",)),
+    Mutation("splash compiled for a GPU emits the Mosaic TPU kernel instead of interpreting",
+             "glmjax/model/attention.py", 'interpret=platform != "tpu")',
+             'interpret=platform == "cpu")',
+             (_ATTENTION + "test_splash_compiled_for_a_platform_other_than_tpu_runs_in_the_pallas_"
+              "interpreter",)),
+    Mutation("a fused kernel refuses a dropout rate that comes with no rng",
+             "glmjax/model/attention.py", "and dropout_rng is not None):", "):",
+             (_ATTENTION + "test_a_fused_kernel_given_a_dropout_rate_and_no_rng_attends_without_"
+              "dropout",)),
+    Mutation("splash tiles every sequence in its smallest block (128)", "glmjax/model/splash.py",
+             "BLOCK_CHOICES = (512, 256, 128)", "BLOCK_CHOICES = (128, 256, 512)",
+             (_ATTENTION + "test_splash_tiles_a_sequence_with_the_largest_of_its_blocks_that_"
+              "divides_it",)),
+    Mutation("tokamax's off-GPU backward pulls a float32 cotangent through bfloat16 attention",
+             "glmjax/model/gpu_kernels.py",
+             "return jax.vjp(attend, q, k, v)[1](cotangent.astype(q.dtype))",
+             "return jax.vjp(attend, q, k, v)[1](cotangent.astype(jnp.float32))",
+             (_ATTENTION + "test_tokamax_s_xla_path_gives_bfloat16_outputs_and_gradients_within_"
+              "bfloat16_rounding",)),
+    Mutation("the row split's causal (Part B) call uses the default scale",
+             "glmjax/model/gpu_kernels.py",
+             "q, k, v, scale=scale, is_causal=True, implementation=implementation))",
+             "q, k, v, is_causal=True, implementation=implementation))",
+             (_DENSE + "test_a_scale_given_to_the_row_split_is_applied_to_part_a_and_part_b_"
+              "rows",)),
+    Mutation("tokamax's off-GPU backward recomputes with the default scale",
+             "glmjax/model/gpu_kernels.py",
+             "attend = lambda q, k, v: dense.dense_attention(q, k, v, key_end, scale)",
+             "attend = lambda q, k, v: dense.dense_attention(q, k, v, key_end, "
+             "q.shape[-1] ** -0.5)",
+             (_DENSE + "test_the_gradients_of_masked_attention_use_the_scale_it_is_given"
+              "[tokamax]",)),
+    Mutation("tokamax counted usable only above sm90 (an H100 gets cuDNN)",
+             "glmjax/attention_choice.py", "return float(capability) >= 9.0",
+             "return float(capability) > 9.0", (_GPU_AUTO + "[H100]",)),
+    Mutation("auto on a GPU prefers cuDNN to tokamax", "glmjax/attention_choice.py",
+             '"gpu": ("tokamax", "cudnn", "xla"),', '"gpu": ("cudnn", "tokamax", "xla"),',
+             (_GPU_AUTO + "[H100]",)),
+    Mutation("an unchecked GPU target takes tokamax on a GPU older than sm90",
+             "glmjax/attention_choice.py", 'if candidate != "tokamax" or _tokamax_usable():',
+             "if True:", (_GPU_AUTO + "[A100]",)),
+    Mutation("a float32 kernel on an accelerator held to float32's exact tolerance",
+             "glmjax/attention_choice.py",
+             'exact = dtype == jnp.float32 and device.platform == "cpu"',
+             "exact = dtype == jnp.float32",
+             (_ATTENTION + "test_a_float32_kernel_on_an_accelerator_is_held_to_bfloat16_s_"
+              "tolerance_not_float32_s",)),
+    Mutation("the start-up check's ragged Part A may end on an even token (a block boundary)",
+             "glmjax/attention_choice.py", "((seq_len * 3) // 10) | 1", "(seq_len * 3) // 10",
+             (_ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_"
+              "part_a_ends_on_a_block[128]",
+              _ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_"
+              "part_a_ends_on_a_block[256]")),
+    Mutation("the start-up check measures absolute errors, not relative ones",
+             "glmjax/attention_choice.py",
+             "errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-6))",
+             "errors = [float(jnp.max(jnp.abs(a - b)))",
+             (_ATTENTION + "test_the_start_up_check_reports_each_error_relative_to_the_largest_"
+              "reference_value",)),
+    Mutation("the start-up check never tries an empty Part A", "glmjax/attention_choice.py",
+             "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)",
+             "sep = jnp.array([1, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)",
+             (_ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
+              "a_is_empty_or_whole[empty]",)),
+    Mutation("the start-up check never tries a Part A of the whole row",
+             "glmjax/attention_choice.py",
+             "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)",
+             "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len // 2], jnp.int32)",
+             (_ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
+              "a_is_empty_or_whole[whole]",)),
+)
