@@ -81,6 +81,15 @@ def test_the_checksum_does_not_depend_on_the_sharding_and_sees_one_changed_eleme
             != checksums.state_summary(state)["params/dense/kernel"][0])
 
 
+def test_a_random_key_in_a_state_gets_a_checksum_that_sees_another_key():
+  # An optimizer that adds noise keeps a typed key in its state: it is saved and checked too.
+  state = {"w": jnp.ones(3), "noise": {"key": jax.random.key(0)}}
+  summary = checksums.state_summary(state)
+  other = checksums.state_summary({**state, "noise": {"key": jax.random.key(1)}})
+  assert summary["noise/key"][1] == 0 and summary["w"] == other["w"]
+  assert summary["noise/key"][0] != other["noise/key"][0]
+
+
 def _flip_bytes(directory, count=50):
   """Flips `count` bytes in the middle of the largest file of a saved state."""
   files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]

@@ -96,6 +96,20 @@ def test_a_shard_whose_tokens_disagree_with_its_lengths_is_refused_as_damaged(tm
     PreparedDocs(str(tmp_path))
 
 
+def test_a_store_refuses_offsets_and_reads_that_reach_outside_its_documents(tmp_path):
+  # Offsets that do not start at 0 would leave tokens in no document; a read that starts
+  # before its document would hand back the end of the one before it.
+  with pytest.raises(ValueError, match="offsets must start at 0"):
+    InMemoryDocs(np.arange(5), np.array([1, 3, 5]))
+  prepare.prepare(prepare_config(builtin_docs=4, eval_fraction=0.0), str(tmp_path),
+                  shard_mb=1.0, progress=False)
+  store = PreparedDocs(str(tmp_path))
+  whole = store.read([1], [0], [3])
+  np.testing.assert_array_equal(store.read([1], [1], [2]), whole[1:])
+  with pytest.raises(IndexError, match="before the start of a document"):
+    store.read([1], [-1], [3])
+
+
 def test_a_long_first_document_starts_at_every_offset_that_keeps_its_end_in_reach():
   # A document of L tokens longer than a window of W starts at an offset uniform over
   # 0 .. L + 2 - W: the last of them fits [CLS], the document's tail and its eos exactly, so its

@@ -106,6 +106,15 @@ def test_a_device_snapshot_that_would_not_fit_beside_the_step_is_a_start_up_warn
   assert memory.device_snapshot_report(None, gib, None)[0] == logging.INFO  # CPU: nothing to compare
 
 
+def test_a_device_snapshot_that_exactly_fills_the_device_is_no_warning():
+  # 6 + 3 GiB for the step and a 7 GiB copy: 16 GiB, all the device may allocate, and no more.
+  gib = 2**30
+  analysis = types.SimpleNamespace(argument_size_in_bytes=6 * gib, temp_size_in_bytes=3 * gib)
+  level, line = memory.device_snapshot_report(analysis, 7 * gib, 16 * gib)
+  assert level == logging.INFO and "(16.00 GiB of 16.00 GiB with the step)" in line, line
+  assert memory.device_snapshot_report(analysis, 7 * gib + 1, 16 * gib)[0] == logging.WARNING
+
+
 def test_only_fields_that_change_what_is_computed_count_as_a_change():
   saved = _config().to_dict()
   later = _config(steps=99, log_every=7).to_dict()
@@ -170,6 +179,59 @@ def test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_fold
       " (1.50 GiB free there)")
   assert asked == [str(tmp_path)]
   assert storage_errors.free_space("gs://bucket/run/checkpoints") == ""  # no local disk to ask
+
+
+@pytest.mark.parametrize("error, cause", [
+    (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), "disk quota exceeded"),
+    (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+    (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
+    (ValueError("PERMISSION_DENIED: writing gs://bucket/run/checkpoints/4"), "permission denied"),
+    (ValueError("RESOURCE_EXHAUSTED: out of memory"), None)])  # not the disk's: re-raised
+def test_a_save_that_fails_for_the_user_to_fix_names_the_cause(error, cause):
+  try:  # as the writer's callers wrap it
+    raise RuntimeError("Error writing to OCDBT database") from error
+  except RuntimeError as wrapped:
+    assert storage_errors.write_cause(wrapped) == cause
+
+
+@pytest.mark.parametrize("error, verdict", [
+    # The storage did not answer: stop, touch nothing (an older checkpoint reads no better).
+    (ValueError("UNAVAILABLE: GCS returned 503 reading gs://b/run/checkpoints/2"), "unreadable"),
+    (OSError(errno.EIO, "Input/output error"), "unreadable"),
+    # The bytes are bad or missing: skip to the older checkpoint.
+    (ValueError("DATA_LOSS: Error reading chunk 0.1: checksum mismatch"), "damaged"),
+    (ValueError("Error reading chunk: failed to decompress (zstd)"), "damaged"),
+    (ValueError("OUT_OF_RANGE: Read past the end of the file"), "damaged"),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), "damaged"),
+    # Neither: stop (memory, a bug).
+    (MemoryError("cannot allocate 8 GiB"), "unknown")])
+def test_a_failed_restore_is_sorted_by_what_its_chain_of_errors_says(error, verdict):
+  try:  # storage errors arrive wrapped by Orbax
+    raise RuntimeError("restore failed") from error
+  except RuntimeError as wrapped:
+    assert storage_errors.restore_failure(wrapped)[0] == verdict
+
+
+def test_a_failed_restore_is_named_by_its_error_s_type_and_first_line():
+  # XLA's errors run on for pages of frames after the line that says what happened.
+  error = RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8.00GiB\n"
+                       + "\n".join(f"  frame {i}: xla::Allocate" for i in range(40)))
+  assert storage_errors.restore_failure(error) == (
+      "unknown", "RuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating 8.00GiB")
+
+
+def test_a_barrier_mismatch_that_the_reader_wraps_still_reads_as_another_host_s_failure():
+  """Orbax's own barrier can meet the other hosts' differing barrier name and raise its own
+  error from jax's: this host read fine, so it is a 'peer' failure, not an unknown one that
+  would stop every host."""
+  def read():
+    try:
+      raise AssertionError("sync_global_devices name mismatch: ['a', 'b']")
+    except AssertionError as error:
+      raise RuntimeError("Orbax restore failed") from error
+  assert agreement.attempt(read, logging.getLogger(__name__)) == (
+      None, ("peer", "the read failed on another host (see that host's log)"))
 
 
 @pytest.mark.parametrize("mine, other, verdict", [

@@ -254,3 +254,16 @@ def test_sentence_windows_keep_a_row_whole_when_no_sentence_ends_inside_its_room
       RowRandom.for_rows(0, 0, np.arange(2)), text, np.full(2, 12), table, S, 0.15, 12,
       end_at_sentence=True)
   np.testing.assert_array_equal(text_len, [10, 4])
+
+
+def test_sentence_windows_cut_back_to_a_document_s_eos_after_the_last_sentence_end():
+  # A document's eos ends the row's text as a sentence end does: the row below keeps its first
+  # document whole, "c d" and its eos included, and drops only the next document's start.
+  table = np.zeros(30592, bool)
+  table[1012] = True
+  #                [CLS]  a     b     .    c     d   eos [CLS]  e     f     g     h
+  text = np.array([[101, 2001, 2002, 1012, 2003, 2004, 0, 101, 2005, 2006, 2007, 2008]])
+  _, _, _, text_len = sentences.select_sentences(
+      RowRandom.for_rows(0, 0, np.arange(1)), text, np.full(1, 12), table, S, 0.15, 14,
+      end_at_sentence=True)
+  np.testing.assert_array_equal(text_len, [7])

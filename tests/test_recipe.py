@@ -355,6 +355,43 @@ def test_sentence_windows_move_a_cut_left_or_right_with_even_odds_wherever_it_fa
     assert stats.binomtest(short, len(part), 0.5).pvalue > 1e-3, (short, len(part))
 
 
+def _moved_start(is_end, offset, reach, step):
+  """The original's loop (BlockDataset): move the cut one token at a time, at most `reach`
+  times, until the token before it ends a sentence; it stops at the document's start or end."""
+  at = offset
+  for _ in range(reach):
+    if at == 0 or at == len(is_end) or is_end[at - 1]:
+      break
+    at += step
+  return at
+
+
+def test_a_moved_window_start_follows_the_original_move_within_half_a_row_and_its_document():
+  """Each cut moves left or right as the original's loop does: at most T // 2 tokens, to just
+  after a sentence end, never past the document's end, and never off the document's start (a
+  good start whichever way the cut moves: no first sentence is skipped)."""
+  seq_len, reach, rows = 32, 16, 3000
+  gen = np.random.default_rng(0)
+  table = np.zeros(100, bool)
+  table[:15] = True                               # ids 0..14 end sentences: ~15% of tokens
+  lengths = gen.integers(2, 60, size=rows)        # many shorter than a move, some longer
+  docs = InMemoryDocs.from_lists([gen.integers(0, 100, size=n) for n in lengths])
+  # Offsets inside each document (as the pipeline draws them), and many at 0, 1 and 2.
+  offset = np.where(np.arange(rows) % 4 == 0, np.minimum(np.arange(rows) % 3, lengths - 1),
+                    gen.integers(0, lengths))
+  got = alignment.sentence_start(RowRandom.for_rows(1, 0, np.arange(rows)), docs, table,
+                                 np.arange(rows), offset, lengths, seq_len)
+  went_left = []
+  for r in range(rows):
+    is_end = table[docs.read([r], [0], [lengths[r]])]
+    left = _moved_start(is_end, int(offset[r]), reach, -1)
+    right = _moved_start(is_end, int(offset[r]), reach, +1)
+    assert got[r] in (left, right), (r, offset[r], got[r], left, right)
+    if left != right:
+      went_left.append(got[r] == left)
+  assert 0.45 < np.mean(went_left) < 0.55  # either way with even odds
+
+
 def test_every_part_b_target_of_a_sentence_row_carries_loss_a_cls_its_sentence_holds_too(docs):
   """Only a [gMASK] suffix row leaves its packed [CLS] targets out of the loss (the original's
   own loss mask for them); an [sMASK] row scores every Part B target, the [CLS] that an

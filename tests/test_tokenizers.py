@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tokenizers as hf
+from sentencepiece import sentencepiece_model_pb2
 from tokenizers import decoders, models, pre_tokenizers
 
 from glmjax import config as glm_config
@@ -307,3 +308,28 @@ def test_the_tokenizer_trainer_cuts_a_long_line_into_pieces_that_keep_every_char
                                                "paragraphs"))
   assert [len(p) for p in pieces] == [4000, 4000, 1001, 5]  # SentencePiece skips longer lines
   assert "".join(pieces) == line + "short"
+
+
+def _trained(tmp_path, *flags):
+  """The ModelProto that `python -m glmjax.data.tokenizers train` writes for 20 documents."""
+  (tmp_path / "corpus.txt").write_text("\n\n".join(builtin_corpus.documents(0, 20)),
+                                       encoding="utf-8")
+  out = tmp_path / "new" / "folder" / "m.model"  # folders the trainer must make
+  tokenizer_train.main(["train", f"--input={tmp_path}/corpus.txt", *flags, f"--out={out}"])
+  model = sentencepiece_model_pb2.ModelProto()
+  model.ParseFromString(out.read_bytes())
+  return model
+
+
+def test_the_tokenizer_trainer_trains_the_model_type_on_the_lines_it_was_asked_for(tmp_path):
+  model = _trained(tmp_path, "--vocab-size=500", "--model-type=bpe", "--max-lines=150")
+  assert model.trainer_spec.model_type == model.trainer_spec.BPE
+  assert model.trainer_spec.input_sentence_size == 150
+  assert len(model.pieces) == 500
+
+
+def test_a_vocabulary_larger_than_the_text_fills_is_an_upper_bound_not_a_refusal(tmp_path):
+  # --vocab-size is documented as an upper bound: a small corpus gets the pieces it has.
+  model = _trained(tmp_path, "--vocab-size=5000")
+  assert model.trainer_spec.model_type == model.trainer_spec.UNIGRAM
+  assert 300 < len(model.pieces) < 5000

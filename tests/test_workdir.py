@@ -30,3 +30,11 @@ def test_every_replaced_config_is_kept_when_two_resumes_start_at_the_same_step(t
   assert configs.pop("config.json") == '{"seed": 2}'
   assert configs["config.until-step-4.json"] == '{"seed": 0}'
   assert sorted(configs.values()) == ['{"seed": 0}', '{"seed": 1}']
+
+
+def test_an_unwritable_workdir_line_names_the_file_that_could_not_be_written():
+  # The workdir may be writable while a file in it is not (a config.json of another user).
+  error = PermissionError(13, "Permission denied", "/runs/a/config.json")
+  line = workdir_lib.unwritable("/runs/a", error)
+  assert line.startswith("--workdir=/runs/a cannot be written: Permission denied "
+                         "(/runs/a/config.json); ")

@@ -109,7 +109,9 @@ class PreparedDocs:
     doc_ids = np.asarray(doc_ids, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
-    if np.any(starts < 0) or np.any(starts + lengths > self.doc_lengths[doc_ids]):
+    if np.any(starts < 0):
+      raise IndexError("read before the start of a document (a negative start)")
+    if np.any(starts + lengths > self.doc_lengths[doc_ids]):
       raise IndexError("read past the end of a document")
     flat = self.offsets[doc_ids] + starts
     if len(self._shards) == 1:
