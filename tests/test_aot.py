@@ -262,10 +262,99 @@ def test_impossible_slice_names_say_what_is_accepted(name):
 @pytest.mark.parametrize("name, wrap", [
     ("v5p-64", False), ("v4-64", False), ("v5p:4x4x2", False),  # 32 chips: less than a cube
     ("v5p-128", True), ("v4-128", True), ("v5p:4x4x4", True),   # one full 4x4x4 cube
-    ("v5p-256", True), ("v4-1024", True)])                       # several cubes
+    ("v5p-256", True), ("v4-1024", True),                        # several cubes
+    ("v5p:2x4x8", False)])                     # 64 chips, but not whole cubes: no torus
 def test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links(name, wrap):
   """Cloud TPU's v4/v5p slices are built of 4x4x4 cubes (v5p's table: 4x4x4 is 1 cube, 64
   chips, v5p-128); a slice of whole cubes closes each axis into a torus through the optical
   switches, a smaller one is a mesh without wraparound."""
   spec = topology.parse_slice(name)
   assert spec.wrap == (wrap,) * 3, (spec.shape, spec.wrap)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("v5litepod-8", (2, 4)), ("v6e-8", (2, 4)), ("v5litepod-32", (4, 8)),
+    ("v6e-128", (8, 16)), ("v5p-64", (2, 4, 4)), ("v5p-256", (4, 4, 8)),
+    ("v5p-384", (4, 4, 12)), ("v5p-512", (4, 8, 8)), ("v4-1536", (8, 8, 12))])
+def test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions(name, shape):
+  """The topology tables of the Cloud TPU docs (v5e, v6e, v5p, v4): a compile for another
+  shape of the same chip count would place the mesh on a torus the slice does not have."""
+  spec = topology.parse_slice(name)
+  assert spec.shape == shape and spec.topology_name == f"{spec.generation.name}:" + "x".join(
+      map(str, shape))
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("v6e-256", (True, True, False)), ("v5litepod-256", (True, True, False)),  # 16x16: a torus
+    ("v6e-64", (False, False, False)), ("v5litepod-16", (False, False, False))])  # 8x8, 4x4
+def test_only_the_16_chip_axes_of_a_2d_slice_wrap_around(name, wrap):
+  assert topology.parse_slice(name).wrap == wrap
+
+
+def test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_the_group():
+  """On a v5e-16 (hosts of 4 chips) a mesh.tensor group of 8 chips spans two hosts, and both
+  build the rows that group holds: the report counts the hosts per row from the devices."""
+  config = _tiny(attention="xla", num_heads=8)
+  config.mesh.update(data=1, fsdp=2, tensor=-1)
+  config.train.eval_every = 0
+  spec = topology.parse_slice("v5e-16")
+  report = aot.compile_for_slice(config, spec)
+  mesh = parallel.make_mesh(config.mesh, topology.slice_devices(spec))
+  holders = {}  # row -> the processes whose devices hold it, counted device by device
+  index_map = parallel.batch_sharding(mesh, 1).devices_indices_map((16,))
+  for device, index in index_map.items():
+    for row in range(16)[index[0]]:
+      holders.setdefault(row, set()).add(device.process_index)
+  assert report.hosts_per_row == max(len(hosts) for hosts in holders.values()) == 2
+  assert report.rows_per_host == 8  # a host's 4 chips sit in one group of 16 / 2 rows
+  assert "each row is built by 2 hosts" in aot.describe(report, "v5e-16", "xla")
+
+
+def test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_turned():
+  config = _tiny()
+  config.mesh.update(data=1, fsdp=-1)
+  config.optim.grad_accum_steps = 2
+  for remat, advised in (("none", True), ("minimal", True), ("full", False)):
+    config.model.remat = remat
+    assert ("model.remat=full" in aot.fit_advice(config)) == advised, remat
+  assert "optim.grad_accum_steps=4 " in aot.fit_advice(config)  # twice the accumulation
+  assert "checkpoint.device_snapshot=false" in aot.fit_advice(config, snapshot=True)
+  assert "device_snapshot" not in aot.fit_advice(config)
+
+
+def test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_of_it():
+  """Not RESOURCE_EXHAUSTED: a build error, which must surface, not exit 1 as 'does not fit'."""
+  error = RuntimeError("INTERNAL: Mosaic failed to compile TPU kernel: unsupported HBM layout")
+  assert aot._out_of_memory(error) is None
+
+
+def test_the_report_shows_the_held_out_and_prefetched_batches_together():
+  gib = 2**30
+  report = aot.Report(
+      topology="v5e:4x4", accelerator_type="v5litepod-16", device_kind="TPU v5 lite", chips=16,
+      hosts=4, mesh={"data": 16, "fsdp": 1, "tensor": 1}, attention="xla", mosaic_kernels=0,
+      state_bytes=gib, temp_bytes=2 * gib, snapshot_bytes=0, eval_batch_bytes=gib // 4,
+      prefetch_bytes=gib // 2, total_bytes=int(3.75 * gib), hbm_bytes=int(15.75 * gib),
+      model_flops_per_step=1e15, step_time_at_target_mfu_s=1.0, rows_per_host=256,
+      hosts_per_row=1, host_row_runs=4, compile_s=10.0, batch_size=1024, seq_len=512,
+      remat="none")
+  text = aot.describe(report, "v5litepod-16", "xla")
+  assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB" in text
+  assert "host 0: 4 separate runs of rows); every row is built by one host" in text
+
+
+def test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2():
+  """Exit status 1 means "does not fit" (more HBM); a layout that cannot be fed is not that."""
+  script = ("import sys\n"
+            "from glmjax import aot, cli\n"
+            "def unfeedable(config, spec):\n"
+            "  raise aot.UnfeedableLayout('rows 0-3 reach no chip that holds them')\n"
+            "aot.compile_for_slice = unfeedable\n"
+            "aot.define_flags()\n"
+            "cli.run(aot.main, status=2)\n")
+  result = subprocess.run([sys.executable, "-c", script, "--config=configs/base.py:local",
+                           "--topology=v5e-4"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "error: rows 0-3 reach no chip that holds them" in result.stderr
+  assert "Traceback" not in result.stderr

@@ -115,3 +115,37 @@ def test_a_partial_run_s_rows_join_the_table_in_model_then_chip_generation_order
   # Models smallest first; within a model v5p, v5e, v6e (the table's order).
   assert rows == [["| GLM-Base", "v5litepod-8"], ["| GLM-Base", "v6e-4"],
                   ["| GLM-Large", "v5p-16"], ["| GLM-10B", "v5p-128"], ["| GLM-10B", "v6e-64"]]
+
+
+def test_a_config_shipped_with_full_remat_is_not_compiled_twice_at_a_size(monkeypatch):
+  """GLM-10B ships remat=full with its state sharded over every chip (mesh.data=1,
+  mesh.fsdp=-1): nothing is left to turn, so one compile per size (each takes minutes)."""
+  attempts = []
+
+  def fake_compile(config, spec):
+    attempts.append((spec.accelerator_type, config.model.remat, int(config.mesh.data),
+                     int(config.mesh.fsdp)))
+    raise aot.DoesNotFit("too big")
+
+  monkeypatch.setattr(aot, "compile_for_slice", fake_compile)
+  fit_table.smallest_fit("configs.glm_10b", "v5p", log=lambda line: None)
+  assert attempts == [(f"v5p-{2 * chips}", "full", 1, -1) for chips in fit_table.SIZES["v5p"]]
+
+
+def test_a_layout_that_cannot_be_fed_is_logged_and_the_search_goes_on(monkeypatch):
+  def compile_or_refuse(config, spec):
+    if spec.chips < 8:
+      raise aot.UnfeedableLayout("rows 0-3 are built by no host")
+    return _report(accelerator_type=spec.accelerator_type, chips=spec.chips)
+
+  monkeypatch.setattr(aot, "compile_for_slice", compile_or_refuse)
+  lines = []
+  report = fit_table.smallest_fit("configs.base", "v6e", log=lines.append)
+  assert report.accelerator_type == "v6e-8"  # v6e-1 and v6e-4 could not be fed
+  assert any("v6e-4" in line and "cannot be built (rows 0-3" in line for line in lines), lines
+
+
+def test_a_one_chip_slice_s_mesh_cell_says_one_chip():
+  text = fit_table.table([("GLM-Base", _report(
+      accelerator_type="v6e-1", chips=1, mesh={"data": 1, "fsdp": 1, "tensor": 1}))])
+  assert text.splitlines()[2].startswith("| GLM-Base | v6e-1 | 1 | 1 chip | full |")

@@ -70,6 +70,7 @@ def test_every_row_is_built_by_the_hosts_that_hold_it_and_reaches_their_devices(
 
 @pytest.mark.parametrize("axes, spread", [
     ({"data": 1, "fsdp": 8, "tensor": 2}, 1),   # no torus mapping: plain order, pairs on a host
+    ({"data": 2, "fsdp": 2, "tensor": 4}, 1),   # the same: a group of 4 is a whole host
     ({"data": 1, "fsdp": 2, "tensor": 8}, 2),   # wider than a host's 4 chips
 ])
 def test_a_mesh_in_plain_device_order_warns_only_when_a_tensor_group_spans_hosts(axes, spread,

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 from flax import linen as nn
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from glmjax import config as config_lib, parallel
 
@@ -67,3 +67,41 @@ def test_fixed_mesh_axes_that_do_not_divide_the_devices_are_refused_naming_them(
                                        r"\(fsdp=3 x tensor=1\)"):
     parallel.mesh_shape(_mesh_config(data=-1, fsdp=3, tensor=1), 8)
   assert parallel.mesh_shape(_mesh_config(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
+
+
+def test_a_parameter_axis_mapped_to_two_mesh_axes_must_divide_by_their_product():
+  """('embed', ('fsdp', 'tensor')) splits the hidden size into fsdp x tensor = 8 parts: 36
+  divides by 4 but not by 8."""
+  sizes = {"data": 1, "fsdp": 4, "tensor": 2}
+  rules = (("embed", ("fsdp", "tensor")),)
+  problem = parallel.unsplittable_axis({"embed": (36, "model.hidden_size")}, sizes, rules)
+  assert problem is not None and problem.startswith(
+      "model.hidden_size = 36 cannot be split over mesh.fsdp=4 x mesh.tensor=2")
+  assert parallel.unsplittable_axis({"embed": (40, "model.hidden_size")}, sizes, rules) is None
+
+
+def test_a_batch_rule_over_the_same_axes_in_the_other_order_is_refused():
+  """('fsdp', 'data') puts the rows on other devices than the input pipeline's ('data',
+  'fsdp'): every step would move the whole batch between chips."""
+  mesh = Mesh(np.array(jax.devices()).reshape(2, 2, 2), parallel.MESH_AXES)
+  placed = {device: index[0] for device, index in parallel.batch_sharding(mesh, 1)
+            .devices_indices_map((8,)).items()}
+  swapped = NamedSharding(mesh, PartitionSpec(("fsdp", "data")))
+  assert {d: i[0] for d, i in swapped.devices_indices_map((8,)).items()} != placed
+  rules = (("activation_batch", ("fsdp", "data")),) + config_lib.DEFAULT_LOGICAL_AXIS_RULES
+  problem = parallel.batch_rule_problem(rules)
+  assert problem is not None and "maps 'activation_batch' to ('fsdp', 'data')" in problem
+
+
+def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_address_and_rank(
+    monkeypatch):
+  """Outside Cloud TPU and SLURM, JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID set on every process is how they find each other."""
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234", "JAX_NUM_PROCESSES": "4",
+         "JAX_PROCESS_ID": "3"}
+  assert parallel.initialize_distributed(60, env=env)
+  assert calls == [{"initialization_timeout": 60, "coordinator_address": "10.0.0.2:1234",
+                    "num_processes": 4, "process_id": 3}]

@@ -1,4 +1,103 @@
 """Planted bugs in TPU slices, device meshes, host feeding and the ahead-of-time compile."""
 from mutation_entries import Mutation
 
-ENTRIES: tuple[Mutation, ...] = ()
+_AOT = "tests/test_aot.py::"
+_PAR = "tests/test_parallel.py::"
+_FIT = "tests/test_fit_table.py::"
+
+ENTRIES: tuple[Mutation, ...] = (
+    # Slices by name (topology.py).
+    Mutation("every 2-D slice axis of 8 chips or more is described with wraparound links",
+             "glmjax/topology.py", "return tuple(size == 16 for size in self.shape)",
+             "return tuple(size >= 8 for size in self.shape)",
+             (_AOT + "test_only_the_16_chip_axes_of_a_2d_slice_wrap_around",)),
+    Mutation("a 3-D slice of 64 chips that is not whole cubes (2x4x8) gets wraparound links",
+             "glmjax/topology.py",
+             "return (all(size % 4 == 0 for size in self.shape) and self.chips >= 64,) * 3",
+             "return (self.chips >= 64,) * 3",
+             (_AOT + "test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links",)),
+    Mutation("a v5litepod-8 / v6e-8 is compiled for a 4x2 torus, not Cloud TPU's 2x4",
+             "glmjax/topology.py", "SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4),",
+             "SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (4, 2),",
+             (_AOT + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
+    Mutation("a v5p-256 is compiled for a 4x8x4 torus, not Cloud TPU's 4x4x8",
+             "glmjax/topology.py", "128: (4, 4, 8)", "128: (4, 8, 4)",
+             (_AOT + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
+    # Meshes, rules and joining a multi-host job (parallel.py).
+    Mutation("a parameter axis mapped to two mesh axes is checked against the first one only",
+             "glmjax/parallel.py", "parts = math.prod(mesh_sizes[axis] for axis in mapped_axes)",
+             "parts = mesh_sizes[mapped_axes[0]] if mapped_axes else 1",
+             (_PAR + "test_a_parameter_axis_mapped_to_two_mesh_axes_must_divide_by_their_"
+              "product",)),
+    Mutation("a batch rule over ('fsdp', 'data') passes though the rows are placed over "
+             "('data', 'fsdp')", "glmjax/parallel.py", "if mapped != BATCH_AXES:",
+             "if set(mapped) != set(BATCH_AXES):",
+             (_PAR + "test_a_batch_rule_over_the_same_axes_in_the_other_order_is_refused",)),
+    Mutation("JAX_PROCESS_ID is not passed on: every process asks jax for its rank",
+             "glmjax/parallel.py",
+             '                    process_id=int(env.get("JAX_PROCESS_ID", "0")))',
+             "                    )",
+             (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
+              "address_and_rank",)),
+    Mutation("a process given JAX_COORDINATOR_ADDRESS trains alone", "glmjax/parallel.py",
+             'if env.get("GLMJAX_DISTRIBUTED") == "1" or env.get("JAX_COORDINATOR_ADDRESS"):',
+             'if env.get("GLMJAX_DISTRIBUTED") == "1":',
+             (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
+              "address_and_rank",)),
+    Mutation("the plain-order mesh sorts devices by id, spreading a host's tensor group",
+             "glmjax/parallel.py", "grid = np.asarray(devices).reshape(shape)",
+             "grid = np.asarray(sorted(devices, key=lambda d: d.id)).reshape(shape)",
+             ("tests/test_host_input.py::test_a_mesh_in_plain_device_order_warns_only_when_a_"
+              "tensor_group_spans_hosts",)),
+    # The ahead-of-time compile (aot.py).
+    Mutation("aot's advice leaves out remat=full for remat=minimal", "glmjax/aot.py",
+             'if config.model.remat != "full":', 'if config.model.remat == "none":',
+             (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
+              "turned",)),
+    Mutation("aot advises grad_accum_steps=2 whatever the config already accumulates",
+             "glmjax/aot.py",
+             'tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)}',
+             'tips.append(f"optim.grad_accum_steps={2}',
+             (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
+              "turned",)),
+    Mutation("aot exits 1 ('does not fit') with a traceback for a layout no host can feed",
+             "glmjax/aot.py",
+             "except (topology.TopologyError, config_lib.ConfigError, UnfeedableLayout) as error:",
+             "except (topology.TopologyError, config_lib.ConfigError) as error:",
+             (_AOT + "test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2",)),
+    Mutation("any compiler error mentioning HBM is reported as not fitting", "glmjax/aot.py",
+             'if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():',
+             'if "vmem" in text.lower():',
+             (_AOT + "test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_"
+              "of_it",)),
+    Mutation("aot's report leaves the prefetched batches out of the batches it shows",
+             "glmjax/aot.py",
+             'f"held-out and prefetched batches {gib(report.eval_batch_bytes + '
+             'report.prefetch_bytes)} | "',
+             'f"held-out and prefetched batches {gib(report.eval_batch_bytes)} | "',
+             (_AOT + "test_the_report_shows_the_held_out_and_prefetched_batches_together",)),
+    Mutation("aot says every row is built by one host when mesh.tensor spans hosts",
+             "glmjax/aot.py",
+             "holders = np.bincount(np.concatenate([layout.rows for layout in layouts.values()]),",
+             "holders = np.bincount(np.unique(np.concatenate([layout.rows for layout in "
+             "layouts.values()])),",
+             (_AOT + "test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_"
+              "the_group",)),
+    Mutation("aot's rows per host assume the batch is split evenly over the hosts",
+             "glmjax/aot.py",
+             "rows_per_host=max(len(layout.rows) for layout in layouts.values()),",
+             "rows_per_host=batch_size // spec.hosts,",
+             (_AOT + "test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_"
+              "the_group",)),
+    # The README's fit table (fit_table.py).
+    Mutation("fit_table compiles a config shipped with remat=full twice at every size",
+             "glmjax/fit_table.py", '  if shipped.model.remat != "full":\n', "  if True:\n",
+             (_FIT + "test_a_config_shipped_with_full_remat_is_not_compiled_twice_at_a_size",)),
+    Mutation("fit_table stops at a layout no host can feed", "glmjax/fit_table.py",
+             "except (config_lib.ConfigError, aot.UnfeedableLayout, topology.TopologyError) as "
+             "error:", "except (config_lib.ConfigError, topology.TopologyError) as error:",
+             (_FIT + "test_a_layout_that_cannot_be_fed_is_logged_and_the_search_goes_on",)),
+    Mutation("fit_table leaves a one-chip slice's mesh cell empty", "glmjax/fit_table.py",
+             'if v != 1) or "1 chip"', "if v != 1)",
+             (_FIT + "test_a_one_chip_slice_s_mesh_cell_says_one_chip",)),
+)
