@@ -1,4 +1,8 @@
 """loop.StepReporter: what each log line says, from the step metrics read one step late."""
+import json
+import logging
+import os
+import signal
 import time
 import types
 
@@ -6,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from glmjax import loop
+from glmjax import checkpoint as checkpoint_lib
+from glmjax import held_out, loop, train
 from glmjax import metrics as metrics_lib
 from test_train import _local_config
 
@@ -95,3 +100,133 @@ def test_only_consecutive_non_finite_steps_stop_the_run():
   reporter.push(8, _step_metrics(nonfinite=True))  # steps 7 and 8: two in a row
   with pytest.raises(loop.NonFiniteError, match="2 consecutive steps"):
     reporter.flush()
+
+
+def _fake_clock(monkeypatch):
+  """StepClock's time, moved by hand: [seconds]."""
+  now = [0.0]
+  monkeypatch.setattr(metrics_lib, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+  return now
+
+
+def test_a_log_line_s_eta_is_the_steps_left_times_the_step_time(monkeypatch, caplog):
+  now = _fake_clock(monkeypatch)
+  caplog.set_level(logging.INFO, logger="glmjax")
+  reporter = loop.StepReporter(_local_config(steps=100, log_every=2), _ScalarWriter(), start=0,
+                               checkpoint_dir="unused")
+  for done in (1, 2, 3, 4):
+    reporter.push(done, _step_metrics())
+    now[0] = 0.5 * done  # 0.5 s a step
+  reporter.flush()
+  # At step 2, 98 steps of 0.5 s are left; at step 4, 96.
+  assert "step 2/100" in caplog.text and "ETA 0:00:49" in caplog.text
+  assert "step 4/100" in caplog.text and "ETA 0:00:48" in caplog.text
+
+
+def test_the_first_log_line_of_a_resumed_run_times_only_the_steps_it_ran(monkeypatch):
+  """A run resumed at step 100 has run 2 steps at its step 102, not 102."""
+  now = _fake_clock(monkeypatch)
+  now[0] = 1000.0  # the time start-up took before the loop, whatever it was
+  writer = _ScalarWriter()
+  reporter = loop.StepReporter(_local_config(steps=104, log_every=2), writer, start=100,
+                               checkpoint_dir="unused")
+  for done in (101, 102, 103, 104):
+    reporter.push(done, _step_metrics())
+    now[0] = 1000.0 + 0.5 * (done - 100)
+  reporter.flush()
+  logged = {step: scalars["step_time_s"] for step, scalars in writer.records}
+  assert logged == {102: pytest.approx(0.5), 104: pytest.approx(0.5)}
+
+
+@pytest.mark.parametrize("first, length", [(0, 3), (4, 2)])
+def test_the_profiler_traces_profile_steps_steps_from_profile_start(monkeypatch, first, length):
+  """Driven as train's loop drives it: before_step(step), the step, after_step(step + 1)."""
+  events = []
+  monkeypatch.setattr(jax.profiler, "start_trace", lambda *args, **kwargs: events.append("start"))
+  monkeypatch.setattr(jax.profiler, "stop_trace", lambda: events.append("stop"))
+  config = _local_config(steps=10, profile_start=first, profile_steps=length)
+  profiler = loop.Profiler(config, "unused", enabled=True)
+  for step in range(10):
+    profiler.before_step(step)
+    events.append(step)
+    profiler.after_step(step + 1, np.zeros(2))
+  profiler.stop()
+  start, stop = events.index("start"), events.index("stop")
+  assert events[start + 1:stop] == list(range(first, first + length))
+  assert events.count("start") == events.count("stop") == 1
+
+
+def _small_run_config(**train_overrides):
+  config = _local_config(**{"log_every": 2, **train_overrides})
+  # A tenth of :local's documents, a tenth of them held out: enough batches, a fraction of the
+  # start-up.
+  config.data.update(builtin_docs=400, eval_fraction=0.1)
+  config.checkpoint.update(async_save=False, keep=5)
+  return config
+
+
+def test_a_log_line_s_step_time_leaves_out_the_evaluation_and_the_save_before_it(tmp_path,
+                                                                               monkeypatch):
+  """Each step takes 1 s and each evaluation and save 100 s of a clock moved by hand: with
+  evaluations at steps 2, 4 and 6 and a save at 4, every line still reads 1 s a step."""
+  now = _fake_clock(monkeypatch)
+  push, evaluate = loop.StepReporter.push, held_out.Evaluator.__call__
+  save = checkpoint_lib.Checkpointer.save
+
+  def one_second_step(self, done, metrics):
+    now[0] += 1.0
+    return push(self, done, metrics)
+
+  def slow_evaluation(self, params):
+    now[0] += 100.0
+    return evaluate(self, params)
+
+  def slow_save(self, step, *args, **kwargs):
+    saved = save(self, step, *args, **kwargs)
+    now[0] += 100.0 if saved else 0.0
+    return saved
+  monkeypatch.setattr(loop.StepReporter, "push", one_second_step)
+  monkeypatch.setattr(held_out.Evaluator, "__call__", slow_evaluation)
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", slow_save)
+  config = _small_run_config(steps=6, eval_every=2, eval_batches=1)
+  config.checkpoint.every = 4
+  train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "metrics.jsonl", encoding="utf-8") as f:
+    times = {r["step"]: r["step_time_s"] for r in map(json.loads, f) if "step_time_s" in r}
+  assert times == {2: pytest.approx(1.0), 4: pytest.approx(1.0), 6: pytest.approx(1.0)}
+
+
+def test_a_sigterm_mid_run_saves_the_step_it_came_in_off_the_checkpoint_grid_and_stops(
+    tmp_path, monkeypatch):
+  """The preemption notice comes during step 3 of a run that saves every 4: step 3 is saved
+  (the work since the last save is kept) and the run returns normally, at step 3."""
+  push = loop.StepReporter.push
+
+  def sigterm_at_step_3(self, done, metrics):
+    if done == 3:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return push(self, done, metrics)
+  monkeypatch.setattr(loop.StepReporter, "push", sigterm_at_step_3)
+  heard = []
+  recorder = lambda *_: heard.append("SIGTERM")  # noqa: E731 - pytest lives on without train's
+  previous = signal.signal(signal.SIGTERM, recorder)
+  try:
+    config = _small_run_config(steps=10, log_every=1)
+    config.checkpoint.every = 4
+    result = train.train_and_evaluate(config, str(tmp_path))
+    after = signal.getsignal(signal.SIGTERM)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert result["step"] == 3 and result["stopped"] == "sigterm" and heard == []
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
+  assert after is recorder
+
+
+def test_config_json_holds_the_attention_the_run_resolved_auto_to(tmp_path):
+  """config.json is the resolved config: 'auto' is written as the kernel that ran (on CPU
+  there is only xla to pick)."""
+  config = _small_run_config(steps=1)
+  config.model.attention = "auto"
+  train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "config.json", encoding="utf-8") as f:
+    assert json.load(f)["model"]["attention"] == "xla"

@@ -59,6 +59,29 @@ def test_past_decay_steps_the_rate_stays_at_the_final_ratio(kind):
     assert float(schedule(t)) == pytest.approx(0.05, rel=1e-5), t
 
 
+def test_the_constant_schedule_warms_up_then_holds_the_peak_rate():
+  """GLM's AnnealingLR warms up every style, 'constant' too: lr·t/W below W, the peak after."""
+  peak = 3e-4  # not 1: a rate written in units of the peak would pass at 1
+  schedule = optim.learning_rate_schedule(_optim_config(schedule="constant", learning_rate=peak))
+  assert float(schedule(0)) == 0.0  # warmup 0.1 x 100 = 10 steps
+  assert float(schedule(5)) == pytest.approx(peak * 5 / 10, rel=1e-6)
+  for t in (10, 11, 55, 100, 1000):
+    assert float(schedule(t)) == pytest.approx(peak, rel=1e-6), t
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_the_decay_ends_at_final_ratio_times_the_peak_rate_whatever_the_peak(kind):
+  """final_ratio is a fraction of the peak (GLM's min-lr ratio), not a rate: at a peak of 2e-3
+  and a ratio of 0.1 the rate ends at 2e-4. Halfway through the decay both shapes are at
+  final + (1 - final) / 2 of the peak."""
+  peak = 2e-3
+  schedule = optim.learning_rate_schedule(
+      _optim_config(schedule=kind, learning_rate=peak, final_ratio=0.1))
+  assert float(schedule(55)) == pytest.approx(peak * (0.1 + 0.9 / 2), rel=1e-5)  # (55-10)/90
+  for t in (100, 400):
+    assert float(schedule(t)) == pytest.approx(0.1 * peak, rel=1e-5), t
+
+
 def test_adamw_divides_by_the_root_second_moment_plus_optim_eps():
   """AdamW's first step is g / (|g| + eps) (both moments bias-corrected): for a gradient as
   small as eps, the configured eps halves it."""
