@@ -234,7 +234,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
     reporter.flush()
     profiler.stop(state)
     end = int(jax.device_get(state.step))
-    if end > start or not checkpointer.steps():
+    if end > start:  # a resumed run that had no steps left has its checkpoint already
       checkpointer.save(end, state, metadata, force=True)
     log.info("Finished %d steps in %.1f s; outputs in %s", end - start,
              time.perf_counter() - run_start, workdir)

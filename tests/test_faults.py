@@ -17,6 +17,7 @@ from checkpoint_states import rewrite_metadata
 from glmjax import checkpoint, config as config_lib, loop, memory, storage_errors, train
 from glmjax import restore_agreement as agreement
 from glmjax import workdir as workdir_lib
+from test_train import _poison
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -311,6 +312,21 @@ def test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_workdir_log
   log = (tmp_path / "train.log").read_text()
   assert "Traceback (most recent call last)" in log and "def broken" not in console
   assert "raise KeyError" in log
+
+
+def test_a_run_stopped_by_non_finite_steps_ends_in_its_message_not_as_a_bug(tmp_path,
+                                                                           monkeypatch, capfd):
+  """Non-finite steps come from the data or the config (a learning rate too high), not from a
+  bug in glmjax: the console's last line is the error's own advice, exit status 1, with no
+  "Stopped by" naming its type and no traceback."""
+  _poison(monkeypatch, bad_steps=set(range(1, 100)))  # every step from the first is NaN
+  config = _config(steps=6, max_nonfinite_steps=2)
+  with pytest.raises(SystemExit) as stop:
+    train.run(config, str(tmp_path))
+  assert stop.value.code == 1
+  last = capfd.readouterr().err.strip().splitlines()[-1]
+  assert "2 consecutive steps" in last and "Stopped by" not in last
+  assert "Traceback" not in last
 
 
 def test_an_unwritable_workdir_is_one_line_naming_it(tmp_path, capfd):

@@ -1,4 +1,6 @@
-"""loop.StepReporter: what each log line says, from the step metrics read one step late."""
+"""The training loop's reporting and control: what each log line says (from the step metrics
+read one step late), the profiler's window, and what a run does around evaluations, saves and a
+SIGTERM."""
 import json
 import logging
 import os

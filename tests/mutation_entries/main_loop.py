@@ -1,4 +1,69 @@
 """Planted bugs in the training command's main loop, its inputs, the optimizer and evaluation."""
 from mutation_entries import Mutation
 
-ENTRIES: tuple[Mutation, ...] = ()
+_LOOP = "tests/test_loop.py::"
+_OPTIM = "tests/test_optim.py::"
+_STARTUP = "tests/test_train_startup.py::"
+_CONSTANT = _OPTIM + "test_the_constant_schedule_warms_up_then_holds_the_peak_rate"
+_PROFILER = _LOOP + "test_the_profiler_traces_profile_steps_steps_from_profile_start"
+_TIMED = _LOOP + "test_a_log_line_s_step_time_leaves_out_the_evaluation_and_the_save_before_it"
+_VOCAB = "if tokenizer.ids_used > config.model.vocab_size:"
+
+ENTRIES: tuple[Mutation, ...] = (
+    Mutation("the constant schedule skips its warmup", "glmjax/optim.py",
+             "    return jnp.where(step < warmup, warm, decayed)",
+             "    return decayed if kind == 'constant' else jnp.where(step < warmup, warm, decayed)",
+             (_CONSTANT,)),
+    Mutation("the constant schedule holds final_ratio x the peak", "glmjax/optim.py",
+             "decayed = jnp.full_like(step, peak)",
+             "decayed = jnp.full_like(step, peak * final_ratio)", (_CONSTANT,)),
+    Mutation("the linear decay's floor is final_ratio itself, not x the peak", "glmjax/optim.py",
+             "decayed = peak * (1 - (1 - final_ratio) * progress)",
+             "decayed = peak * (1 - progress) + final_ratio * progress",
+             (_OPTIM + "test_the_decay_ends_at_final_ratio_times_the_peak_rate_whatever_the_peak",)),
+    Mutation("the ETA counts every step of the run, not those left", "glmjax/loop.py",
+             'eta = (seconds or float("nan")) * (self.total_steps - step_done)',
+             'eta = (seconds or float("nan")) * self.total_steps',
+             (_LOOP + "test_a_log_line_s_eta_is_the_steps_left_times_the_step_time",)),
+    Mutation("a resumed run's first step time counts from step 0", "glmjax/loop.py",
+             "    self.clock.lap(start)\n", "    self.clock.lap(0)\n",
+             (_LOOP + "test_the_first_log_line_of_a_resumed_run_times_only_the_steps_it_ran",)),
+    Mutation("the profiler traces one step more than asked", "glmjax/loop.py",
+             "if self.tracing and step_done >= self.end:",
+             "if self.tracing and step_done > self.end:", (_PROFILER,)),
+    Mutation("profile_start=0 never traces", "glmjax/loop.py",
+             "enabled and self.first >= 0", "enabled and self.first > 0", (_PROFILER,)),
+    Mutation("an evaluation's time counts in the next log line's step time", "glmjax/train.py",
+             '                 scalars["loss"], scalars["accuracy"], scalars["perplexity"])\n'
+             "        reporter.restart_clock(done)\n",
+             '                 scalars["loss"], scalars["accuracy"], scalars["perplexity"])\n',
+             (_TIMED,)),
+    Mutation("a save's time counts in the next log line's step time", "glmjax/train.py",
+             "                        defer=config.checkpoint.device_snapshot)\n"
+             "        reporter.restart_clock(done)\n",
+             "                        defer=config.checkpoint.device_snapshot)\n", (_TIMED,)),
+    Mutation("a SIGTERM off the checkpoint grid saves nothing", "glmjax/train.py",
+             "if checkpointer.should_save(done) or preempted:",
+             "if checkpointer.should_save(done):",
+             (_LOOP + "test_a_sigterm_mid_run_saves_the_step_it_came_in_off_the_checkpoint_grid_"
+              "and_stops",)),
+    Mutation("config.json keeps attention='auto', not the kernel that ran", "glmjax/train.py",
+             "  resolved.model.attention = model_config.attention\n", "",
+             (_LOOP + "test_config_json_holds_the_attention_the_run_resolved_auto_to",)),
+    Mutation("a vocabulary exactly the tokenizer's ids is refused", "glmjax/train.py",
+             _VOCAB, "if tokenizer.ids_used >= config.model.vocab_size:",
+             (_STARTUP + "test_a_model_vocabulary_exactly_the_tokenizer_s_ids_is_accepted",)),
+    Mutation("train does not check the vocabulary against the tokenizer", "glmjax/train.py",
+             _VOCAB, "if False:",
+             (_STARTUP + "test_a_model_vocabulary_smaller_than_the_tokenizer_s_is_refused_naming_"
+              "the_size_to_set",)),
+    Mutation("train's start-up check ignores the device count", "glmjax/train.py",
+             "config_lib.validate(config, num_devices=jax.device_count(),",
+             "config_lib.validate(config, num_devices=None,",
+             (_STARTUP + "test_a_mesh_that_cannot_split_the_model_over_these_devices_is_refused_"
+              "before_compiling",)),
+    Mutation("non-finite steps end as a bug's 'Stopped by' line", "glmjax/train.py",
+             "StartupError, loop.NonFiniteError,", "StartupError,",
+             ("tests/test_faults.py::test_a_run_stopped_by_non_finite_steps_ends_in_its_message_"
+              "not_as_a_bug",)),
+)

@@ -1,0 +1,44 @@
+"""What train refuses at start-up, before it compiles or writes a checkpoint."""
+
+import pytest
+
+from glmjax import config as config_lib
+from glmjax import train
+from glmjax.data import tokenizers
+from test_train import _local_config
+
+
+def _tokenizer_ids(config):
+  return tokenizers.load_tokenizer(config.data).ids_used
+
+
+def test_a_model_vocabulary_smaller_than_the_tokenizer_s_is_refused_naming_the_size_to_set(
+    tmp_path):
+  config = _local_config(steps=1)
+  config.model.vocab_size = _tokenizer_ids(config) - 1  # one id would index past the embedding
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf"model.vocab_size={config.model.vocab_size} is smaller .* set "
+                           r"model.vocab_size=\d+"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_model_vocabulary_exactly_the_tokenizer_s_ids_is_accepted():
+  """Every id the tokenizer emits (0 .. ids_used - 1) has an embedding row: nothing is missing."""
+  config = _local_config(steps=1)
+  config.model.vocab_size = _tokenizer_ids(config)
+  inputs = train._inputs(config)  # pylint: disable=protected-access  (start-up checks only)
+  assert inputs.model_config.vocab_size == config.model.vocab_size
+
+
+def test_a_mesh_that_cannot_split_the_model_over_these_devices_is_refused_before_compiling(
+    tmp_path):
+  """On 8 devices a tensor axis of 8 cannot split the 4 attention heads: the run stops at once
+  with a config error naming the field, not with a sharding error from the compiler."""
+  config = _local_config(steps=1)
+  config.mesh.update(data=1, tensor=8)
+  config.data.batch_size = 8
+  with pytest.raises(config_lib.ConfigError, match="model.num_heads"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+
