@@ -1,11 +1,11 @@
 """Planted bugs in documents, sentences, masking, checksums and the workdir's helpers."""
 from mutation_entries import Mutation
 
-_RECIPE = "tests/test_recipe.py::"
+_WINDOWS = "tests/test_sentence_windows.py::"
 _INPUTS = "tests/test_data_inputs.py::"
 _FAULTS = "tests/test_faults.py::"
 _TOKENIZERS = "tests/test_tokenizers.py::"
-_MOVE = (_RECIPE + "test_a_moved_window_start_follows_the_original_move_within_half_a_row_and_"
+_MOVE = (_WINDOWS + "test_a_moved_window_start_follows_the_original_move_within_half_a_row_and_"
          "its_document",)
 _SORTED = (_FAULTS + "test_a_failed_restore_is_sorted_by_what_its_chain_of_errors_says",)
 _TRAINER = (_TOKENIZERS + "test_the_tokenizer_trainer_trains_the_model_type_on_the_lines_it_was_"
