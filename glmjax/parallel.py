@@ -105,11 +105,12 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
     grid = mesh_utils.create_device_mesh(shape, devices)
   except Exception as error:  # noqa: BLE001 - CPU and odd device counts have no topology
-    # Plain order: jax lists a slice's devices host by host, so a tensor group of consecutive
-    # devices stays on one host unless it is wider than a host. (Splitting physical axes,
+    # Plain order, host by host (a stable sort: each host's devices keep the order they came
+    # in): a tensor group of consecutive devices then stays on one host unless it is wider than
+    # a host, whatever order the runtime lists them in. (Splitting physical axes,
     # allow_split_physical_axes, would map more meshes onto the torus, but can spread a tensor
     # group over two hosts, each then building its rows: not taken without a measurement.)
-    grid = np.asarray(devices).reshape(shape)
+    grid = np.asarray(sorted(devices, key=lambda device: device.process_index)).reshape(shape)
     spread = max(len({device.process_index for device in group})
                  for group in grid.reshape(-1, shape[-1]))
     report = log.warning if spread > 1 and devices[0].platform != "cpu" else log.debug

@@ -84,6 +84,19 @@ def test_a_mesh_in_plain_device_order_warns_only_when_a_tensor_group_spans_hosts
           for r in warnings] == ([True] if spread > 1 else [])
 
 
+def test_a_plain_order_mesh_keeps_tensor_groups_on_one_host_when_hosts_are_listed_interleaved():
+  """The fallback does not rely on the runtime listing a slice host by host: v5e-16's devices
+  given round-robin over its 4 hosts still give each tensor group of 4 one host."""
+  devices = topology.slice_devices(topology.parse_slice("v5e-16"))
+  by_host = [[d for d in devices if d.process_index == p] for p in range(4)]
+  interleaved = [host[i] for i in range(4) for host in by_host]
+  mesh_config = config_lib.mesh_defaults()
+  mesh_config.update(data=2, fsdp=2, tensor=4)
+  mesh = parallel.make_mesh(mesh_config, interleaved)
+  for group in mesh.devices.reshape(-1, 4):
+    assert len({d.process_index for d in group}) == 1
+
+
 def test_real_slices_do_give_hosts_rows_with_gaps():
   """The case train used to refuse: on a v5p-32 every host's rows are strided."""
   mesh = _mesh("v5p-32", MESHES["data"])

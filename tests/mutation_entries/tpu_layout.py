@@ -24,6 +24,12 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/topology.py", "128: (4, 4, 8)", "128: (4, 8, 4)",
              (_AOT + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
     # Meshes, rules and joining a multi-host job (parallel.py).
+    Mutation("a plain-order mesh takes the devices in the order the runtime lists them",
+             "glmjax/parallel.py",
+             "grid = np.asarray(sorted(devices, key=lambda device: device.process_index))",
+             "grid = np.asarray(devices)",
+             ("tests/test_host_input.py::test_a_plain_order_mesh_keeps_tensor_groups_on_one_host_"
+              "when_hosts_are_listed_interleaved",)),
     Mutation("a parameter axis mapped to two mesh axes is checked against the first one only",
              "glmjax/parallel.py", "parts = math.prod(mesh_sizes[axis] for axis in mapped_axes)",
              "parts = mesh_sizes[mapped_axes[0]] if mapped_axes else 1",
@@ -45,8 +51,8 @@ ENTRIES: tuple[Mutation, ...] = (
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
               "address_and_rank",)),
     Mutation("the plain-order mesh sorts devices by id, spreading a host's tensor group",
-             "glmjax/parallel.py", "grid = np.asarray(devices).reshape(shape)",
-             "grid = np.asarray(sorted(devices, key=lambda d: d.id)).reshape(shape)",
+             "glmjax/parallel.py", "key=lambda device: device.process_index",
+             "key=lambda device: device.id",
              ("tests/test_host_input.py::test_a_mesh_in_plain_device_order_warns_only_when_a_"
               "tensor_group_spans_hosts",)),
     # The ahead-of-time compile (aot.py).
