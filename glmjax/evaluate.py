@@ -80,7 +80,8 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
                         f"({dict(p.mesh.shape)}); give a multiple of that.")
   try:
     _, eval_docs = sources.load_documents(data, tokenizer)
-    sources.check_held_out(data, eval_docs)
+    # The split is the run's (moving documents into it would score text it trained on).
+    sources.check_held_out(data, eval_docs, fix="give a smaller --batch_size")
     pipeline = held_out.eval_pipeline(data, tokenizer, eval_docs, config.seed)
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "

@@ -7,16 +7,18 @@ import logging
 import os
 import re
 import shutil
+import types
 
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
 import pytest
+from absl import app
 
 from glmjax import cloze as cloze_lib
 from glmjax import config as config_lib
-from glmjax import evaluate, logs, parallel, pretrained, train
+from glmjax import evaluate, held_out, logs, parallel, pretrained, train
 from glmjax import model as model_lib
 from glmjax import step as step_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -134,6 +136,116 @@ def test_a_workdir_without_held_out_data_says_how_to_give_it(trained, tmp_path):
     evaluate.evaluate(copy)
   report = evaluate.evaluate(copy, data_source="builtin", batches=1)
   assert report["held_out"]["tokens"] > 0 and report["held_out"]["batches"] == 1
+
+
+def _edited_copy(trained, tmp_path, section, **fields):
+  """A copy of the run `trained` whose config.json has `fields` of `section` replaced."""
+  copy = str(tmp_path / "edited")
+  shutil.copytree(trained, copy)
+  path = os.path.join(copy, pretrained.CONFIG_FILE)
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  saved[section].update(fields)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(saved, f)
+  return copy
+
+
+def _sums(loss, correct, tokens):
+  """step.loss_sums' sums of held-out batches whose blank, sentence and document objectives
+  summed `loss`, got `correct` tokens right and scored `tokens` Part B tokens."""
+  total = lambda values: np.float32(sum(values))  # noqa: E731
+  return {"loss_sum": total(loss), "correct": total(correct), "weight": total(tokens),
+          "objective_loss_sum": np.array(loss, np.float32),
+          "objective_correct": np.array(correct, np.float32),
+          "objective_weight": np.array(tokens, np.float32)}
+
+
+def test_an_objective_with_no_held_out_tokens_has_no_figures_rather_than_a_zero_loss():
+  # No sentence spans in the batches: a loss of 0 (perplexity 1) would read as a perfect model.
+  scalars = held_out.eval_scalars(_sums(loss=[6.0, 0.0, 3.0], correct=[1, 0, 2],
+                                        tokens=[4, 0, 2]))
+  for figure in ("loss", "accuracy", "perplexity"):
+    assert scalars[f"{figure}_sentence"] is None, figure
+  assert scalars["loss_blank"] == 6.0 / 4 and scalars["accuracy_blank"] == 1 / 4
+  assert scalars["loss_document"] == 3.0 / 2 and scalars["accuracy_document"] == 2 / 2
+  assert scalars["loss"] == 9.0 / 6 and scalars["accuracy"] == 3 / 6
+  np.testing.assert_allclose(scalars["perplexity_blank"], np.exp(1.5))
+  row = next(line for line in evaluate.format_report(
+      {"workdir": "/w", "step": 0, "out": "/w/e.json", "held_out": {
+          "batches": 1, "batch_size": 2, "seq_len": 8, "data": "builtin", "tokens": 6,
+          "tokens_blank": 4, "tokens_sentence": 0, "tokens_document": 2, **scalars}}).splitlines()
+      if line.strip().startswith("sentence"))
+  assert row.split() == ["sentence", "n/a", "n/a", "n/a", "0"]
+
+
+def test_a_diverged_model_s_perplexity_is_a_finite_number_a_json_report_can_hold():
+  # A mean loss of 1000 nats: e**1000 overflows a float, and JSON has no Infinity.
+  scalars = held_out.eval_scalars(_sums(loss=[4000.0, 2.0, 1.0], correct=[0, 1, 1],
+                                        tokens=[4, 1, 1]))
+  assert scalars["loss_blank"] == 1000.0
+  for key in ("perplexity", "perplexity_blank"):
+    assert np.isfinite(scalars[key]) and scalars[key] > 1e20, key  # still astronomically high
+  np.testing.assert_allclose(scalars["perplexity_sentence"], np.exp(2.0))
+  json.loads(json.dumps(scalars, allow_nan=False))
+
+
+def test_the_batch_size_flag_sets_the_rows_of_each_held_out_batch(trained, tmp_path):
+  report = evaluate.evaluate(trained, batches=1, batch_size=16,
+                             out=str(tmp_path / "report.json"))["held_out"]
+  config = _config()
+  config.data.batch_size = 16
+  _, eval_docs = sources.load_documents(config.data, BYTE)
+  pipeline = pipeline_lib.BatchPipeline(config.data, BYTE, eval_docs, seed=config.seed + 1)
+  rows = pipeline.build_rows(0, np.arange(16))
+  assert report["batch_size"] == 16 and report["batches"] == 1
+  assert report["tokens"] == rows["loss_mask"].sum() > 0  # the Part B tokens of 16 rows
+
+
+def test_the_report_is_written_where_out_says_in_folders_made_for_it(trained, tmp_path):
+  out = tmp_path / "reports" / "run" / "step_2.json"
+  report = evaluate.evaluate(trained, batches=0, out=str(out))
+  assert report["out"] == str(out)
+  assert json.loads(out.read_text()) == {"workdir": trained, "step": 2}
+
+
+def test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_the_batch_splits_so(
+    trained, tmp_path, monkeypatch):
+  """The same peak memory as training: grad_accum_steps=2 over 8 devices splits a batch of 16
+  rows into 2 micro-batches of one row a device; one of 8 rows cannot split so and runs whole.
+  Micro-batches change no figure: the sums are the same tokens'."""
+  copy = _edited_copy(trained, tmp_path, "optim", grad_accum_steps=2)
+  micro, jit = [], step_lib.jit_eval_step
+  monkeypatch.setattr(step_lib, "jit_eval_step",
+                      lambda *a, **kw: micro.append(kw["micro_batches"]) or jit(*a, **kw))
+  out = str(tmp_path / "report.json")
+  split = evaluate.evaluate(copy, batches=1, batch_size=16, out=out)["held_out"]
+  evaluate.evaluate(copy, batches=1, batch_size=8, out=out)
+  whole = evaluate.evaluate(trained, batches=1, batch_size=16, out=out)["held_out"]
+  assert micro == [2, 1, 1]
+  for key in ("loss", "accuracy", "tokens"):
+    np.testing.assert_allclose(split[key], whole[key], rtol=1e-5, err_msg=key)
+
+
+def test_a_model_whose_vocabulary_cannot_hold_the_tokenizer_s_ids_is_refused(tmp_path):
+  # The byte tokenizer's ids run to 263: a table of 256 rows would be indexed past its end
+  # (JAX clamps the index: wrong figures, no error); one of exactly 264 rows holds them all.
+  for vocab_size in (BYTE.ids_used, BYTE.ids_used - 8):
+    config = _config()
+    config.model.vocab_size = vocab_size
+    model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+    init = lambda rng: nn.meta.unbox(  # noqa: E731
+        model.init(rng, *step_lib.dummy_inputs(1, 8))["params"])
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    workdir = str(tmp_path / str(vocab_size))
+    pretrained.save(workdir, config, jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype),
+                                                  shapes))
+    if vocab_size == BYTE.ids_used:
+      assert evaluate.evaluate(workdir, batches=0)["step"] == 0
+    else:
+      with pytest.raises(evaluate.EvaluateError, match=re.escape(
+          f"has {BYTE.ids_used} ids, more than the model's model.vocab_size={vocab_size}")):
+        evaluate.evaluate(workdir, batches=0)
 
 
 # --------------------------------------------------------------------------------------- cloze
@@ -276,11 +388,83 @@ def test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_rig
   reference = [_reference(forward, initial, BYTE.encode(c).tolist(),
                           BYTE.encode(" " + a).tolist()) for c, a in examples]
   assert report["count"] == 6 and report["correct"] == sum(right for _, right in reference)
+  # Rows hold max_position=192 tokens; contexts of at most 17 bytes fit them uncut.
+  assert report["contexts_cut"] == 0 and report["max_row_tokens"] == 192
   np.testing.assert_allclose(report["accuracy"], report["correct"] / 6)
   np.testing.assert_allclose(report["mean_log_likelihood"], np.mean([ll for ll, _ in reference]),
                              rtol=1e-4)
 
 # -------------------------------------------------------------------------------------- errors
+def test_a_negative_number_of_batches_is_refused(trained):
+  with pytest.raises(evaluate.EvaluateError, match=re.escape(
+      "--batches=-1: give a number of batches, or 0 to skip")):
+    evaluate.evaluate(trained, batches=-1)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused_for_the_held_out_report(
+    trained, tmp_path):
+  # 12 rows over 8 devices (cloze rows may be replicated, training's batch may not).
+  with pytest.raises(evaluate.EvaluateError, match=r"--batch_size=12 does not split over the 8 "
+                                                   r"devices of the batch axes.*multiple"):
+    evaluate.evaluate(trained, batches=1, batch_size=12, out=str(tmp_path / "report.json"))
+
+
+def test_a_run_that_held_out_no_documents_is_told_to_skip_the_report_before_its_corpus_is_read(
+    trained, tmp_path, monkeypatch):
+  copy = _edited_copy(trained, tmp_path, "data", eval_fraction=0.0)
+
+  def read(*args):
+    raise AssertionError("the corpus was read")
+  monkeypatch.setattr(sources, "load_documents", read)
+  with pytest.raises(evaluate.EvaluateError, match=r"data\.eval_fraction=0\.0: the run held out "
+                                                   r"no documents; skip .* --batches=0"):
+    evaluate.evaluate(copy)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(data_source="prepared:/nonexistent/glmjax-prepared"),
+     r"held-out data: data\.prepared_dir='/nonexistent/glmjax-prepared' has no manifest\.json"),
+    # The 30 held-out documents hold fewer than 448 x 64 tokens: batches would repeat them.
+    (dict(batch_size=448), r"held-out data: .*the evaluation split has \d+ tokens in 30 "
+                           r"documents, fewer than one batch \(data\.batch_size=448 .*\); "
+                           r"give a smaller --batch_size\. "),
+], ids=["prepared folder missing", "split smaller than a batch"])
+def test_held_out_data_that_is_missing_or_smaller_than_a_batch_is_refused_in_words(
+    trained, tmp_path, flags, message):
+  with pytest.raises(evaluate.EvaluateError, match=message):
+    evaluate.evaluate(trained, batches=1, out=str(tmp_path / "report.json"), **flags)
+
+
+def test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words(monkeypatch):
+  calls = []
+  monkeypatch.setattr(evaluate, "run", lambda workdir, **kw: calls.append((workdir, kw)))
+  given = dict(cloze="c.jsonl", batches=3, batch_size=16, data_source="builtin", out="r.json")
+  monkeypatch.setattr(evaluate, "flags", types.SimpleNamespace(
+      FLAGS=types.SimpleNamespace(workdir="/w", **given)))
+  evaluate.main(["evaluate"])
+  assert calls == [("/w", given)]
+  with pytest.raises(app.UsageError, match="Unexpected arguments: extra"):
+    evaluate.main(["evaluate", "extra"])
+  assert len(calls) == 1
+
+
+def test_the_batch_size_flag_sets_the_rows_of_each_cloze_batch(cloze_model, tmp_path,
+                                                               monkeypatch):
+  """--batch_size is the way to lower the memory cloze scoring takes: it, not the run's
+  data.batch_size (8), is what the batches of rows are made of."""
+  config, initial, _ = cloze_model
+  pretrained.save(str(tmp_path / "run"), config, initial)
+  path = tmp_path / "cloze.jsonl"
+  rng = np.random.default_rng(4)
+  path.write_text("".join(json.dumps(dict(zip(("text", "answer"), _pattern(rng)))) + "\n"
+                          for _ in range(5)))
+  sizes, score = [], cloze_lib.score
+  monkeypatch.setattr(cloze_lib, "score",
+                      lambda *a, **kw: sizes.append(kw["batch_size"]) or score(*a, **kw))
+  report = evaluate.evaluate(str(tmp_path / "run"), cloze=str(path), batches=0, batch_size=2)
+  assert sizes == [2] and report["cloze"]["count"] == 5
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a b", "answer": "c"}\n\n{"text": "a b", answer: "c"}\n', "line 3: not JSON"),
     ('{"text": "a b", "answer": "c"}\n{"text": "a b"}\n', 'line 2: no "answer" string'),
@@ -338,6 +522,20 @@ def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_pat
   assert order == [("console", 0), ("join", 77), ("console", 0)]
 
 
+def test_only_process_0_prints_the_report_of_a_multi_host_evaluation(tmp_path, monkeypatch,
+                                                                      capsys):
+  # Every host computes the same report: one copy on the console, not one per host.
+  monkeypatch.setattr(parallel, "initialize_distributed", lambda timeout_s, env=None: None)
+  monkeypatch.setattr(logs, "setup_console", lambda index: None)
+  report = {"workdir": str(tmp_path), "step": 3, "out": "r.json"}
+  monkeypatch.setattr(evaluate, "evaluate", lambda workdir, **kw: report)
+  for process, printed in ((1, ""), (0, f"Evaluation of {tmp_path} at step 3\nwritten to "
+                                        "r.json\n")):
+    monkeypatch.setattr(jax, "process_index", lambda process=process: process)
+    assert evaluate.run(str(tmp_path)) == report
+    assert capsys.readouterr().out == printed, process
+
+
 def test_the_answer_follows_the_context_as_in_running_text():
   assert cloze_lib.split_text("He gave it to", "Bob") == ("He gave it to", " Bob")
   assert cloze_lib.split_text("He gave it to ", "Bob") == ("He gave it to", " Bob")
@@ -373,6 +571,24 @@ def test_the_report_keeps_its_columns_apart_for_an_untrained_model_s_perplexity(
                                  "out": "/w/eval/step_0.json"})
   row = next(line for line in text.splitlines() if line.strip().startswith("all"))
   assert row.split() == ["all", "30.0782", "0.042", "1.156e+13", "393"]
+
+
+def test_the_console_report_counts_batches_and_cut_contexts_as_they_were():
+  scores = {"batches": 1, "batch_size": 2, "seq_len": 8, "data": "builtin"}
+  for name in ("", "_blank", "_sentence", "_document"):
+    scores.update({f"loss{name}": 2.0, f"accuracy{name}": 0.5, f"perplexity{name}": 7.389,
+                     f"tokens{name}": 4})
+  cloze = {"file": "c.jsonl", "count": 3, "correct": 2, "accuracy": 2 / 3,
+           "mean_log_likelihood": -1.5, "contexts_cut": 0, "max_row_tokens": 64}
+  report = {"workdir": "/w", "step": 0, "held_out": scores, "cloze": cloze, "out": "/w/r.json"}
+  lines = evaluate.format_report(report).splitlines()
+  assert lines[1] == "held-out: 1 batch of 2 x 8 tokens, builtin"
+  assert "cloze: c.jsonl, 3 texts" in lines and not any("cut" in line for line in lines)
+  scores["batches"], cloze["contexts_cut"] = 2, 1
+  lines = evaluate.format_report(report).splitlines()
+  assert lines[1] == "held-out: 2 batches of 2 x 8 tokens, builtin"
+  assert ("cloze: c.jsonl, 3 texts (1 contexts cut from the left to fit rows of 64 tokens)"
+          in lines)
 
 
 def test_an_answer_that_fills_the_whole_row_is_scored_with_no_context_and_a_longer_one_refused(

@@ -140,6 +140,29 @@ def test_held_out_progress_counts_the_batches_done_and_the_total_sums_each_batch
   assert int(total["sum"]) == 8 * (1 + 10 + 100)
 
 
+def test_held_out_progress_is_reported_once_every_interval_not_at_every_batch_after_the_first(
+    monkeypatch, mesh8):
+  """Batches of 4 s on a clock of this test's, a report every 10 s: after 12, 24 and 36 s, that
+  is after batches 3, 6 and 9 of 10 (a log line per batch would bury the rest of the log)."""
+  class Pipeline:
+    batch_size = 8
+
+    def build_rows(self, index, rows):
+      return {"row": 0 * np.asarray(rows)}
+
+  now = [0.0]
+
+  def eval_fn(params, batch):
+    now[0] += 4.0
+    return {"sum": batch["row"].sum()}
+
+  monkeypatch.setattr(parallel, "global_batch", lambda host_batch, layout: host_batch)
+  monkeypatch.setattr(held_out, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+  done = []
+  held_out.summed(eval_fn, None, Pipeline(), mesh8, 10, progress=done.append, every_s=10.0)
+  assert done == [3, 6, 9]
+
+
 def test_a_compiled_step_expecting_another_row_layout_is_caught_before_the_slice_is_paid():
   mesh = _mesh("v5p-32", dict(data=2, fsdp=-1, tensor=1))
   layouts = aot.plan_host_input(mesh, BATCH)

@@ -281,12 +281,13 @@ def load_documents(data_config, tokenizer) -> tuple[DocumentSubset, DocumentSubs
   return train, held_out
 
 
-def check_held_out(data_config, held_out: DocumentSubset) -> None:
+def check_held_out(data_config, held_out: DocumentSubset, fix: str | None = None) -> None:
   """An evaluation split smaller than one batch would score the same few texts again and
-  again; that is refused rather than reported as a held-out loss."""
+  again; that is refused rather than reported as a held-out loss. `fix`: what to do, for a
+  command other than train (whose advice is the default)."""
   _require_a_batch(data_config, held_out, "evaluation",
-                   f"raise data.eval_fraction (now {data_config.eval_fraction}), add text, or "
-                   "set train.eval_every=0")
+                   fix or f"raise data.eval_fraction (now {data_config.eval_fraction}), add "
+                          "text, or set train.eval_every=0")
 
 
 def _require_a_batch(data_config, docs: DocumentSubset, split: str, fix: str) -> None:

@@ -1,4 +1,100 @@
 """Planted bugs in held-out evaluation: the evaluator, its report and the evaluate command."""
 from mutation_entries import Mutation
 
-ENTRIES: tuple[Mutation, ...] = ()
+_EVAL = "tests/test_evaluate.py::"
+_HOST = "tests/test_host_input.py::"
+_H, _E = "glmjax/held_out.py", "glmjax/evaluate.py"
+_MICRO = _EVAL + "test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_the_batch_splits_so"
+_VOCAB = _EVAL + "test_a_model_whose_vocabulary_cannot_hold_the_tokenizer_s_ids_is_refused"
+_HELD_DATA = (_EVAL + "test_held_out_data_that_is_missing_or_smaller_than_a_batch_is_refused_in_"
+              "words")
+_CONSOLE = _EVAL + "test_the_console_report_counts_batches_and_cut_contexts_as_they_were"
+_COMMAND = _EVAL + "test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words"
+
+ENTRIES: tuple[Mutation, ...] = (
+    # The figures of held_out.py: train's eval/ records and evaluate's report share them.
+    Mutation("an objective with no held-out tokens reads a loss of 0 (a perplexity of 1)", _H,
+             "/ count if count else None", "/ count if count else 0.0",
+             (_EVAL + "test_an_objective_with_no_held_out_tokens_has_no_figures_rather_than_a_"
+              "zero_loss",)),
+    Mutation("a diverged model's perplexity overflows to inf (no JSON number)", _H,
+             "float(np.exp(min(loss, _MAX_LOG_PERPLEXITY)))", "float(np.exp(loss))",
+             (_EVAL + "test_a_diverged_model_s_perplexity_is_a_finite_number_a_json_report_can_"
+              "hold",)),
+    Mutation("held-out progress is logged at every batch after the first interval", _H,
+             "      progress(index + 1)\n      last = time.monotonic()\n",
+             "      progress(index + 1)\n",
+             (_HOST + "test_held_out_progress_is_reported_once_every_interval_not_at_every_batch_"
+              "after_the_first",)),
+    # The evaluate command: micro-batches, checks, flags, the report and its file.
+    Mutation("evaluate keeps training's micro-batches for a batch that does not split into them",
+             _E, "micro = micro if data.batch_size % (micro * parallel.batch_axis_size(p.mesh)) "
+             "== 0 else 1", "micro = micro", (_MICRO,)),
+    Mutation("evaluate splits into micro-batches that do not spread over the devices", _E,
+             "data.batch_size % (micro * parallel.batch_axis_size(p.mesh)) == 0",
+             "data.batch_size % micro == 0", (_MICRO,)),
+    Mutation("evaluate ignores training's micro-batches (a higher peak memory)", _E,
+             "micro = int(config.optim.grad_accum_steps)", "micro = 1", (_MICRO,)),
+    Mutation("evaluate lets a held-out batch that does not split over the devices through", _E,
+             "  if data.batch_size % parallel.batch_axis_size(p.mesh):", "  if False:",
+             (_EVAL + "test_a_batch_that_does_not_split_over_the_devices_is_refused_for_the_held_"
+              "out_report",)),
+    Mutation("a run that held out no documents has its corpus read and a misleading fix", _E,
+             "  if not 0 < float(data.eval_fraction) < 1:", "  if False:",
+             (_EVAL + "test_a_run_that_held_out_no_documents_is_told_to_skip_the_report_before_"
+              "its_corpus_is_read",)),
+    Mutation("a held-out split smaller than one batch is scored over and over", _E,
+             '    sources.check_held_out(data, eval_docs, fix="give a smaller --batch_size")\n',
+             "", (_HELD_DATA,)),
+    Mutation("a missing prepared folder is a traceback, not a one-line error", _E,
+             "  except (ValueError, FileNotFoundError) as error:\n    raise EvaluateError(f\"held-"
+             "out data:",
+             "  except ValueError as error:\n    raise EvaluateError(f\"held-out data:",
+             (_HELD_DATA,)),
+    Mutation("cloze batches take the run's data.batch_size, not --batch_size", _E,
+             "cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))",
+             "cloze_report(p, tokenizer, cloze, examples, int(p.config.data.batch_size))",
+             (_EVAL + "test_the_batch_size_flag_sets_the_rows_of_each_cloze_batch",)),
+    Mutation("evaluate runs a model whose vocabulary cannot hold the tokenizer's ids", _E,
+             "  if tokenizer.ids_used > p.model_config.vocab_size:", "  if False:", (_VOCAB,)),
+    Mutation("evaluate refuses a vocabulary exactly the tokenizer's size", _E,
+             "if tokenizer.ids_used > p.model_config.vocab_size:",
+             "if tokenizer.ids_used >= p.model_config.vocab_size:", (_VOCAB,)),
+    Mutation("a negative --batches is not refused (a crash after loading)", _E,
+             "if batches is not None and batches < 0:", "if batches is not None and batches < -1:",
+             (_EVAL + "test_a_negative_number_of_batches_is_refused",)),
+    Mutation("the held-out report gives the run's batch size, not the one scored", _E,
+             '"batch_size": data.batch_size,', '"batch_size": config.data.batch_size,',
+             (_EVAL + "test_the_batch_size_flag_sets_the_rows_of_each_held_out_batch",)),
+    Mutation("--out is ignored: the report goes to the workdir", _E,
+             'out = out or f"{workdir}/eval/step_{p.step}.json"',
+             'out = f"{workdir}/eval/step_{p.step}.json"',
+             (_EVAL + "test_the_report_is_written_where_out_says_in_folders_made_for_it",)),
+    Mutation("--out in a folder not there yet fails after the whole evaluation", _E,
+             "path.parent.mkdir(parents=True, exist_ok=True)", "path.parent.mkdir(exist_ok=True)",
+             (_EVAL + "test_the_report_is_written_where_out_says_in_folders_made_for_it",)),
+    Mutation("the cloze report counts the contexts not cut as cut", _E,
+             '"contexts_cut": cut,', '"contexts_cut": len(rows) - cut,',
+             (_EVAL + "test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_"
+              "right",)),
+    Mutation("the cloze report gives the training length as the row length", _E,
+             '"max_row_tokens": limit}', '"max_row_tokens": int(p.config.data.seq_len)}',
+             (_EVAL + "test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_"
+              "right",)),
+    Mutation("the console says 1 batches", _E, "{'es' if h['batches'] > 1 else ''}",
+             "{'es' if h['batches'] else ''}", (_CONSOLE,)),
+    Mutation("the console says 0 contexts were cut", _E, 'if c["contexts_cut"] else ""',
+             'if c["contexts_cut"] is not None else ""', (_CONSOLE,)),
+    Mutation("every host prints the report", _E, "  if jax.process_index() == 0:\n    print(",
+             "  if True:\n    print(",
+             (_EVAL + "test_only_process_0_prints_the_report_of_a_multi_host_evaluation",)),
+    Mutation("--batches and --batch_size swap on their way from the command line", _E,
+             "batches=flag.batches, batch_size=flag.batch_size",
+             "batches=flag.batch_size, batch_size=flag.batches", (_COMMAND,)),
+    Mutation("the command takes a stray word on its command line", _E, "if len(argv) > 1:",
+             "if len(argv) > 2:", (_COMMAND,)),
+    Mutation("evaluate gives train's advice for a held-out split smaller than a batch", _E,
+             'sources.check_held_out(data, eval_docs, fix="give a smaller --batch_size")',
+             "sources.check_held_out(data, eval_docs)",
+             (_HELD_DATA,)),
+)
