@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One pass of every speed figure the project claims for one NVIDIA GPU (written for an H100 or
 # H200, 80+ GB): the attention kernels at GLM-2B's shape, a sweep of GLM-2B at sequence 1024
-# (batch, remat, kernel), and GLM-Large at sequence 512 with the data pipeline and an async
-# save. Every figure is one JSON line appended to $OUT/measure_gpu.jsonl, tagged with its run
-# ("run": start time and pid); the log is $OUT/measure_gpu.log, appended to as well.
+# (batch, remat, kernel), GLM-Large at sequence 512 with the data pipeline and an async save,
+# and GLM-2B's best train.loss_chunk. Every figure is one JSON line appended to
+# $OUT/measure_gpu.jsonl, tagged with its run ("run": start time and pid); the log is
+# $OUT/measure_gpu.log, appended to as well.
 #
-#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [core] [large] [attention] [sweep]
+#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [core] [large] [attention] [sweep] [chunk]
 #
-# Names the parts to run (default: all four, in that order: the two MFU targets first, each one
-# compile, so a loan cut short still leaves them; then the kernels alone and the long sweep).
+# Names the parts to run (default: all five, in that order: the two MFU targets first, each one
+# compile, so a loan cut short still leaves them; then the kernels alone, the long sweep and the
+# loss chunk).
 # Needs what requirements.txt installs, plus tokamax
 # for the tokamax kernel: tokamax 0.0.12 (PyPI's newest) builds its Mosaic GPU kernel with jax
 # 0.10 only; jax 0.11 needs tokamax 0.0.13, not on PyPI on 2026-12-03: install it from source,
@@ -23,8 +25,8 @@
 # cryptography, cffi, werkzeug, cheroot, fire, gviz-api, ...; duckdb, 25 MB, is not needed to
 # import tokamax). Not yet timed on a GPU: expect about 2 minutes for `core`, 2 for
 # `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
-# start-up check of its kernel against xla, then 5 steps) and 3
-# for `large`; where one command may run at most 10 minutes, run the parts one by one. The
+# start-up check of its kernel against xla, then 5 steps), 3 for `large` and 3-4 for `chunk`
+# (3 compiles); where one command may run at most 10 minutes, run the parts one by one. The
 # first run fills $OUT/xla_cache, so its compile_s is a real compile and a rerun's a cache hit.
 # Record the figures in docs/performance.md with the date, the card and this command.
 set -uo pipefail
@@ -39,7 +41,7 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-echo "== $run: measure_gpu.sh ${*:-core large attention sweep}" >> "$log"
+echo "== $run: measure_gpu.sh ${*:-core large attention sweep chunk}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
 # (tests/test_bench.py runs one, so the script cannot break unseen between GPU sessions).
@@ -59,7 +61,7 @@ GLM_LARGE=(--config=configs/large.py --config.data.seq_len=512 --config.data.bat
            --config.data.tokenizer=byte --config.data.tokenizer_vocab=)
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(core large attention sweep)
+[ ${#parts[@]} -eq 0 ] && parts=(core large attention sweep chunk)
 for part in "${parts[@]}"; do
   case "$part" in
     core)       # GLM-2B, sequence 1024, batch 8, the config's remat, `auto` kernel: one compile
@@ -71,7 +73,10 @@ for part in "${parts[@]}"; do
             --sweep_remat=minimal,full --sweep_attention=tokamax,cudnn ;;
     large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (>= 0.40)
       bench --what=step "${GLM_LARGE[@]}" --steps=20 ;;
-    *) echo "unknown part '$part': use core, large, attention or sweep" >&2; exit 2 ;;
+    chunk)      # GLM-2B, sequence 1024, batch 8, remat=full, tokamax: the best train.loss_chunk
+      bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8 \
+            --sweep_remat=full --sweep_attention=tokamax --sweep_loss_chunk=512,1024,2048 ;;
+    *) echo "unknown part '$part': use core, large, attention, sweep or chunk" >&2; exit 2 ;;
   esac
 done
 echo "figures: $figures (this run's below)"

@@ -124,13 +124,16 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   figures = [json.loads(line)
              for line in (tmp_path / "measure_gpu.jsonl").read_text().splitlines()]
   # The MFU targets first (GLM-2B, then GLM-Large), so a loan cut short still has them.
-  assert [f.get("what") for f in figures] == ["step", "step", "attention", "sweep"], figures
-  core, step, sweep = figures[0], figures[1], figures[3]
+  assert [f.get("what") for f in figures] == ["step", "step", "attention", "sweep", "sweep"], (
+      figures)
+  core, step, sweep, chunk = figures[0], figures[1], figures[3], figures[4]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("minimal", "full") for kernel in ("tokamax", "cudnn")}
   # cuDNN cannot run on a CPU; tokamax's XLA op can.
   assert sweep["best"]["attention"] == "tokamax"
+  # The last part: GLM-2B's loss chunk, the one setting the sweep above holds at the config's.
+  assert [t["loss_chunk"] for t in chunk["trials"]] == [512, 1024, 2048]
   # GLM-Large's part: the pipeline-fed step and an async save are measured next to pre-built
   # batches, at the overrides' shape.
   assert (step["seq_len"], step["batch_size"], step["hidden_size"]) == (128, 2, 64)

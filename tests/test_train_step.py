@@ -58,7 +58,7 @@ def _with_dropout(config):
   return config
 
 
-@pytest.mark.parametrize("dropout_rng", ["threefry2x32", "rbg"])
+@pytest.mark.parametrize("dropout_rng", ["threefry2x32", "rbg", "unsafe_rbg"])
 def test_sharded_training_equals_single_device(dropout_rng):
   """With dropout on: each device draws its shard of the same masks the single device draws."""
   single = _with_dropout(_config(data=1, fsdp=1, tensor=1))

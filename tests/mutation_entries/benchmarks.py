@@ -105,4 +105,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "                checkpoint_lib.UnusableCheckpointError)",
              "mapping.CheckpointMismatchError)",
              (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
+    Mutation("the GPU script's default run leaves out the loss-chunk sweep",
+             "launch/measure_gpu.sh", "parts=(core large attention sweep chunk)",
+             "parts=(core large attention sweep)",
+             (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
 )
