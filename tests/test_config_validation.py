@@ -85,6 +85,9 @@ def test_mesh_not_matching_device_count():
      r"model.num_heads = 4 cannot be split over mesh.tensor=8 \(the parameters' 'heads' axis"),
     ({"data": 1, "fsdp": 8, "tensor": 1, "hidden_size": 132, "num_heads": 4},
      r"model.hidden_size = 132 cannot be split over mesh.fsdp=8"),
+    # The MLP width named by the field that set it (ffn_size here, not 4 x hidden_size).
+    ({"data": 1, "fsdp": 1, "tensor": 8, "num_heads": 8, "ffn_size": 100},
+     r"model.ffn_size = 100 cannot be split over mesh.tensor=8"),
 ])
 def test_a_mesh_that_cannot_split_a_parameter_axis_is_refused_before_anything_runs(mesh,
                                                                                     message):
@@ -92,7 +95,8 @@ def test_a_mesh_that_cannot_split_a_parameter_axis_is_refused_before_anything_ru
   means "does not fit")."""
   config = _local()
   for field, value in mesh.items():
-    (config.model if field in ("hidden_size", "num_heads") else config.mesh)[field] = value
+    section = config.model if field in ("hidden_size", "num_heads", "ffn_size") else config.mesh
+    section[field] = value
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate(config, num_devices=8)
 
@@ -222,6 +226,12 @@ def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kern
   with pytest.raises(config_lib.ConfigError,
                      match=r"model.attention='splash'.*data.seq_len=200 must be a multiple of 128"):
     config_lib.validate(config)
+  # The per-example-mask splash tiles rows the same way: 192 (3 blocks of 64) is refused too.
+  config.model.attention, config.data.seq_len = "splash_dynamic", 192
+  with pytest.raises(config_lib.ConfigError, match=r"model.attention='splash_dynamic'.*"
+                                                   r"data.seq_len=192 must be a multiple of 128"):
+    config_lib.validate(config)
+  config.data.seq_len = 200
   config.model.attention = "auto"
   config_lib.validate(config)
   # Compiling for a TPU slice from this host (aot): auto's unchecked pick skips splash.

@@ -541,8 +541,12 @@ def test_the_answer_follows_the_context_as_in_running_text():
   assert cloze_lib.split_text("He gave it to ", "Bob") == ("He gave it to", " Bob")
   assert cloze_lib.split_text("He gave it to Bob.\n", "Bob.") == ("He gave it to", " Bob.")
   assert cloze_lib.split_text("He gave it to\nBob", "Bob") == ("He gave it to", "\nBob")
+  assert cloze_lib.split_text("He gave it to\n", "Bob") == ("He gave it to", "\nBob")
   assert cloze_lib.split_text("un", "able") == ("un", " able")  # a word of its own
   assert cloze_lib.split_text("unable", "able") == ("un", "able")  # cut from the text as written
+  # Whitespace around the answer field is the file's, not the answer's.
+  assert cloze_lib.split_text("He gave it to", " Bob\n") == ("He gave it to", " Bob")
+  assert cloze_lib.split_text("He gave it to Bob", "Bob ") == ("He gave it to", " Bob")
 
 
 def test_an_answer_with_no_context_before_it_gets_no_space_before_it():
@@ -560,6 +564,10 @@ def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
   assert cloze_lib.row_limit(splash, 256) == 256 and cloze_lib.bucket_multiple(splash) == 128
   rotary = model_lib.ModelConfig(max_position=100, position_encoding="rope", attention="xla")
   assert cloze_lib.row_limit(rotary, 256) == 256  # no table: the training length
+  longer = model_lib.ModelConfig(max_position=300, position_encoding="rope", attention="xla")
+  assert cloze_lib.row_limit(longer, 256) == 300  # or max_position, if that is longer
+  rotary_2d = model_lib.ModelConfig(max_position=100, position_encoding="rope_2d", attention="xla")
+  assert cloze_lib.row_limit(rotary_2d, 256) == 256  # GLM's 2D rotary: no table either
 
 
 def test_the_report_keeps_its_columns_apart_for_an_untrained_model_s_perplexity():
@@ -603,6 +611,69 @@ def test_an_answer_that_fills_the_whole_row_is_scored_with_no_context_and_a_long
   with pytest.raises(cloze_lib.ClozeFileError, match="line 7: the answer is 61 tokens; a row of "
                                                      "at most 64 tokens cannot hold it"):
     cloze_lib.encode(longer, BYTE, 64, "f.jsonl")
+
+
+def test_a_context_that_exactly_fills_the_row_is_not_counted_as_cut():
+  # [CLS] [MASK] eos [sop] and the answer " x" (2 bytes) leave 58 of 64 tokens to the context.
+  fits = cloze_lib.Example("y" * 58, " x", line=1)
+  longer = cloze_lib.Example("y" * 59, " x", line=2)
+  rows, cut = cloze_lib.encode([fits], BYTE, 64, "f.jsonl")
+  assert len(rows[0][0]) == 58 and cut == 0
+  rows, cut = cloze_lib.encode([fits, longer], BYTE, 64, "f.jsonl")
+  assert [len(c) for c, _ in rows] == [58, 58] and cut == 1
+
+
+def test_lines_of_whitespace_are_skipped_and_the_lines_after_keep_their_numbers(tmp_path):
+  path = tmp_path / "cloze.jsonl"
+  path.write_text('{"text": "a b", "answer": "c"}\n   \n\t\r\n{"text": "d e", "answer": "f"}\n')
+  examples = cloze_lib.read_examples(str(path))
+  assert [(e.context, e.answer, e.line) for e in examples] == [("a b", " c", 1), ("d e", " f", 4)]
+
+
+class _UniformModel:
+  """Stands in for GLM under `attention`: zero hidden states, so every answer token has
+  probability 1/V; records the row lengths it is compiled for."""
+
+  def __init__(self, attention):
+    self.config = model_lib.ModelConfig(attention=attention)
+    self.lengths = set()
+
+  def apply(self, variables, tokens, *args, **kwargs):
+    del variables, args, kwargs
+    self.lengths.add(tokens.shape[1])
+    return jax.numpy.zeros((*tokens.shape, 4))
+
+
+def _score_uniform(attention, rows, **kwargs):
+  model = _UniformModel(attention)
+  params = {"word_embeddings": np.zeros((S.eop + 1, 4), np.float32)}
+  config = _config()
+  mesh = parallel.make_mesh(config.mesh)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    log_likelihood, correct = cloze_lib.score(params, model, mesh, rows, S, limit=256, **kwargs)
+  return model.lengths, log_likelihood, correct
+
+
+def test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_multiple_of_128():
+  # Rows of 4 + 10 + 2 and 4 + 100 + 2 tokens: buckets of 64 and 128 for the dense kernel;
+  # splash tiles rows in blocks of 128, so both of its rows are 128 long.
+  rows = [(np.full(10, 120, np.int32), np.array([32, 120], np.int32)),
+          (np.full(100, 120, np.int32), np.array([32, 120], np.int32))]
+  for attention, lengths in (("xla", {64, 128}), ("splash", {128})):
+    seen, log_likelihood, _ = _score_uniform(attention, rows, batch_size=8)
+    assert seen == lengths, attention
+    # Every id equally likely: each answer token scores -log V.
+    np.testing.assert_allclose(log_likelihood, [-2 * np.log(S.eop + 1)] * 2, rtol=1e-5)
+
+
+def test_cloze_progress_reports_the_texts_sent_so_far_and_only_after_every_s():
+  rows = [(np.full(5, 120, np.int32), np.array([32, 120], np.int32))] * 10
+  reported = []
+  _score_uniform("xla", rows, batch_size=8, progress=reported.append, every_s=-1.0)  # each batch
+  assert reported == [8, 10]  # batches of 8 rows (one per device): 8, then the last 2
+  reported.clear()
+  _score_uniform("xla", rows, batch_size=8, progress=reported.append, every_s=3600.0)
+  assert reported == []  # a quick run logs nothing
 
 
 def test_the_data_source_and_batch_size_flags_set_the_fields_they_name():

@@ -4,6 +4,7 @@ checkpoint tensors an import leaves out or cannot read; and a workdir read back 
 unlike the one that trained it."""
 import json
 import logging
+import re
 import shutil
 import struct
 import types
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import memory, pretrained
+from glmjax import memory, parallel, pretrained
 from glmjax.convert import mapping, safetensors_io
 from glmjax.model import ModelConfig
 
@@ -147,6 +149,40 @@ def test_a_workdir_from_a_slice_whose_mesh_this_host_cannot_build_loads_fsdp_ove
   loaded = pretrained.load(str(tmp_path), attention="xla")
   assert dict(loaded.mesh.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
+
+
+def test_a_workdir_loads_onto_the_mesh_its_caller_gives(tmp_path):
+  """`load(mesh=...)` is how a program with its own mesh (tensor parallel here, not the run's
+  fsdp) reads a workdir: the parameters come back on that mesh, unchanged."""
+  params = _tiny_workdir(tmp_path)
+  mesh_config = config_lib.default_config().mesh
+  mesh_config.update(data=1, fsdp=4, tensor=2)
+  mesh = parallel.make_mesh(mesh_config)
+  loaded = pretrained.load(str(tmp_path), mesh=mesh, attention="xla")
+  assert loaded.mesh is mesh
+  assert {leaf.sharding.mesh.shape["tensor"] for leaf in jax.tree.leaves(loaded.params)} == {2}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
+
+
+def test_a_workdir_whose_config_no_longer_fits_its_parameters_is_refused_naming_the_workdir(
+    tmp_path):
+  """config.json edited after the save (a wider model): evaluate, generate and export read the
+  workdir, so the refusal names --workdir, not the training-only checkpoint.init_from."""
+  _tiny_workdir(tmp_path)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  saved["model"]["hidden_size"] = 32
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(checkpoint_lib.IncompatibleCheckpointError,
+                     match=r"^--workdir: the parameters at step 0 in .* do not fit this model"):
+    pretrained.load(str(tmp_path), attention="xla")
+
+
+def test_a_torn_config_json_is_named_with_how_to_restore_it(tmp_path):
+  (tmp_path / "config.json").write_text('{"model": {"hidden_size": 16,')  # cut mid-write
+  where = re.escape(str(tmp_path / "config.json"))
+  with pytest.raises(ValueError, match=rf"^{where} is not valid JSON .*; restore it from the "
+                                       "checkpoint's metadata"):
+    pretrained.read_config(str(tmp_path))
 
 
 def _header_file(path, header: bytes, data: bytes = b"") -> str:
