@@ -203,15 +203,15 @@ ENTRIES = (
              "    if not record[\"answer\"].strip():\n"
              "      fail(number, 'the \"answer\" is empty')\n",
              "",
-             ("tests/test_evaluate.py::test_a_bad_cloze_file_is_named_with_the_line",)),
+             ("tests/test_cloze.py::test_a_bad_cloze_file_is_named_with_the_line",)),
     Mutation("a cloze answer that fills the whole row is refused", "glmjax/cloze.py",
              "    if room < 0:", "    if room <= 0:",
-             ("tests/test_evaluate.py::test_an_answer_that_fills_the_whole_row_is_scored_with_no_"
+             ("tests/test_cloze.py::test_an_answer_that_fills_the_whole_row_is_scored_with_no_"
               "context_and_a_longer_one_refused",)),
     Mutation("the cloze report sums the answer log-likelihoods instead of averaging them",
              "glmjax/evaluate.py", '"mean_log_likelihood": float(log_likelihood.mean())',
              '"mean_log_likelihood": float(log_likelihood.sum())',
-             ("tests/test_evaluate.py::test_the_cloze_report_gives_the_mean_answer_log_"
+             ("tests/test_cloze.py::test_the_cloze_report_gives_the_mean_answer_log_"
               "likelihood_and_the_count_right",)),
     Mutation("a blank at the start of the text keeps its leading space", "glmjax/generate.py",
              "if not text or text[-1].isspace():", "if text[-1:].isspace():",

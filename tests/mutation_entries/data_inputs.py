@@ -163,6 +163,6 @@ ENTRIES = (
              (_T + "test_a_prepared_dir_in_a_bucket_is_refused_with_the_way_to_a_local_copy",)),
     Mutation("a cloze answer with no context before it is scored with a leading space",
              "glmjax/cloze.py", '(" " if kept else "")', '" "',
-             ("tests/test_evaluate.py::test_an_answer_with_no_context_before_it_gets_no_space_"
+             ("tests/test_cloze.py::test_an_answer_with_no_context_before_it_gets_no_space_"
               "before_it",)),
 )

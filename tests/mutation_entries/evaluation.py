@@ -2,6 +2,7 @@
 from mutation_entries import Mutation
 
 _EVAL = "tests/test_evaluate.py::"
+_CLOZE = "tests/test_cloze.py::"
 _HOST = "tests/test_host_input.py::"
 _H, _E = "glmjax/held_out.py", "glmjax/evaluate.py"
 _MICRO = _EVAL + "test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_the_batch_splits_so"
@@ -54,7 +55,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("cloze batches take the run's data.batch_size, not --batch_size", _E,
              "cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))",
              "cloze_report(p, tokenizer, cloze, examples, int(p.config.data.batch_size))",
-             (_EVAL + "test_the_batch_size_flag_sets_the_rows_of_each_cloze_batch",)),
+             (_CLOZE + "test_the_batch_size_flag_sets_the_rows_of_each_cloze_batch",)),
     Mutation("evaluate runs a model whose vocabulary cannot hold the tokenizer's ids", _E,
              "  if tokenizer.ids_used > p.model_config.vocab_size:", "  if False:", (_VOCAB,)),
     Mutation("evaluate refuses a vocabulary exactly the tokenizer's size", _E,
@@ -75,11 +76,11 @@ ENTRIES: tuple[Mutation, ...] = (
              (_EVAL + "test_the_report_is_written_where_out_says_in_folders_made_for_it",)),
     Mutation("the cloze report counts the contexts not cut as cut", _E,
              '"contexts_cut": cut,', '"contexts_cut": len(rows) - cut,',
-             (_EVAL + "test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_"
+             (_CLOZE + "test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_"
               "right",)),
     Mutation("the cloze report gives the training length as the row length", _E,
              '"max_row_tokens": limit}', '"max_row_tokens": int(p.config.data.seq_len)}',
-             (_EVAL + "test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_"
+             (_CLOZE + "test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_"
               "right",)),
     Mutation("the console says 1 batches", _E, "{'es' if h['batches'] > 1 else ''}",
              "{'es' if h['batches'] else ''}", (_CONSOLE,)),

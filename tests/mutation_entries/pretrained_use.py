@@ -3,56 +3,57 @@ model config's derived sizes."""
 from mutation_entries import Mutation
 
 _EVALUATE = "tests/test_evaluate.py::"
+_CLOZE = "tests/test_cloze.py::"
 
 ENTRIES: tuple[Mutation, ...] = (
     # Cloze scoring (glmjax/cloze.py).
     Mutation("cloze rows under splash are padded to multiples of 64, not of its 128-token blocks",
              "glmjax/cloze.py", "bucket_length(len(c) + len(a) + 4, limit, multiple)",
              "bucket_length(len(c) + len(a) + 4, limit)",
-             (_EVALUATE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
+             (_CLOZE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
               "multiple_of_128",)),
     Mutation("a rope_2d model's cloze rows are held to max_position, not the training length",
              "glmjax/cloze.py", 'if model_config.position_encoding != "learned_2d":',
              'if model_config.position_encoding == "rope":',
-             (_EVALUATE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
+             (_CLOZE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
     Mutation("cloze progress counts the padding rows of the last batch as texts",
              "glmjax/cloze.py", "done + len(chunk)", "done + per_batch",
-             (_EVALUATE + "test_cloze_progress_reports_the_texts_sent_so_far_and_only_after_"
+             (_CLOZE + "test_cloze_progress_reports_the_texts_sent_so_far_and_only_after_"
               "every_s",)),
     Mutation("cloze progress logs after every batch, not every every_s seconds",
              "glmjax/cloze.py", "time.monotonic() - last > every_s",
              "time.monotonic() - last < every_s",
-             (_EVALUATE + "test_cloze_progress_reports_the_texts_sent_so_far_and_only_after_"
+             (_CLOZE + "test_cloze_progress_reports_the_texts_sent_so_far_and_only_after_"
               "every_s",)),
     Mutation("whitespace around a cloze answer field is scored as part of the answer",
              "glmjax/cloze.py", "  answer = answer.strip()\n", "",
-             (_EVALUATE + "test_the_answer_follows_the_context_as_in_running_text",)),
+             (_CLOZE + "test_the_answer_follows_the_context_as_in_running_text",)),
     Mutation("a context that exactly fills the cloze row is counted as cut",
              "glmjax/cloze.py", "if len(context) > room:", "if len(context) >= room:",
-             (_EVALUATE + "test_a_context_that_exactly_fills_the_row_is_not_counted_as_cut",)),
+             (_CLOZE + "test_a_context_that_exactly_fills_the_row_is_not_counted_as_cut",)),
     Mutation("a cloze line of whitespace is refused as bad JSON, not skipped",
              "glmjax/cloze.py", "    if not line.strip():\n      continue\n",
              "    if not line:\n      continue\n",
-             (_EVALUATE + "test_lines_of_whitespace_are_skipped_and_the_lines_after_keep_their_"
+             (_CLOZE + "test_lines_of_whitespace_are_skipped_and_the_lines_after_keep_their_"
               "numbers",)),
     Mutation("cloze examples are numbered by count, not by their line in the file",
              "glmjax/cloze.py", "record[\"answer\"]), line=number))",
              "record[\"answer\"]), line=len(examples) + 1))",
-             (_EVALUATE + "test_lines_of_whitespace_are_skipped_and_the_lines_after_keep_their_"
+             (_CLOZE + "test_lines_of_whitespace_are_skipped_and_the_lines_after_keep_their_"
               "numbers",)),
     Mutation("a rotary model's cloze rows are held to the training length below max_position",
              "glmjax/cloze.py", "limit = max(limit, int(seq_len))", "limit = int(seq_len)",
-             (_EVALUATE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
+             (_CLOZE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
     Mutation("a cloze context's trailing newline becomes a space before the answer",
              "glmjax/cloze.py", '(text[len(kept):] or (" " if kept else ""))',
              '(" " if kept else "")',
-             (_EVALUATE + "test_the_answer_follows_the_context_as_in_running_text",)),
+             (_CLOZE + "test_the_answer_follows_the_context_as_in_running_text",)),
     Mutation("cloze rows are padded only to the kernel's block, not to buckets of 64 tokens",
              "glmjax/cloze.py",
              "return math.lcm(BUCKET, model_lib.model_config.seq_len_multiple(model_config."
              "attention))",
              "return model_lib.model_config.seq_len_multiple(model_config.attention)",
-             (_EVALUATE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
+             (_CLOZE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
               "multiple_of_128",)),
     # Loading a workdir (glmjax/pretrained.py).
     Mutation("pretrained.load ignores the mesh its caller gives", "glmjax/pretrained.py",
