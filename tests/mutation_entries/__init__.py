@@ -18,10 +18,11 @@ class Mutation:
 from mutation_entries import checkpoints, commands, data, model, sharding, training  # noqa: E402
 from mutation_entries import data_inputs, reporting, training_core  # noqa: E402
 from mutation_entries import attention_kernels, benchmarks, data_helpers, tpu_layout  # noqa: E402
-from mutation_entries import evaluation, main_loop, pretrained_use  # noqa: E402
+from mutation_entries import evaluation, generation, main_loop, pretrained_use  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
              + data_inputs.ENTRIES + reporting.ENTRIES + attention_kernels.ENTRIES
              + benchmarks.ENTRIES + data_helpers.ENTRIES + tpu_layout.ENTRIES
-             + main_loop.ENTRIES + evaluation.ENTRIES + pretrained_use.ENTRIES)
+             + main_loop.ENTRIES + evaluation.ENTRIES + pretrained_use.ENTRIES
+             + generation.ENTRIES)
