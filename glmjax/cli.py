@@ -10,34 +10,15 @@ naming the flag and the fix.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
-import tempfile
 import traceback
-from typing import Callable, NoReturn
+from typing import Callable
 
 from absl import app, flags
 
 from glmjax import config as config_lib
 from glmjax import logs
-
-
-def fail(error: BaseException, log_path: str | None = None, *, expected: bool = True,
-         status: int = 1) -> NoReturn:
-  """Ends the command: `error` as one console line, its traceback only in the log file at
-  `log_path` (logs.report_failure), exit status `status`."""
-  if not logging.getLogger("glmjax").handlers:  # stopped before the command set up its console
-    logs.setup_console(0)
-  logs.report_failure(error, log_path, expected=expected)
-  raise SystemExit(status) from None
-
-
-def fail_keeping_traceback(error: BaseException, status: int = 1) -> NoReturn:
-  """`fail` for an error of a type that bugs raise too (ValueError, OSError): the line names a
-  file in the temporary folder that keeps the traceback."""
-  path = _keep_traceback(error)
-  fail(ValueError(f"{error} (traceback in {path})" if path else str(error)), status=status)
 
 
 def run(main: Callable[[list[str]], object], *, validate: bool = False,
@@ -47,29 +28,17 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
   fit", passes 2). `validate`: the config passes config.validate before main runs (for
   commands that do not validate it themselves). `user_errors`: what main raises for a user's
   mistake (a missing file, a value that cannot work); it ends as its message, in one line, too
-  (fail_keeping_traceback)."""
+  (logs.fail_keeping_traceback)."""
   def checked_main(argv):
     try:
       if validate and flags.FLAGS.config is not None:  # main says when --config is missing
         config_lib.validate(flags.FLAGS.config)
       return main(argv)
     except config_lib.ConfigError as error:
-      fail(error, status=status)
+      logs.fail(error, status=status)
     except user_errors as error:
-      fail_keeping_traceback(error, status)
+      logs.fail_keeping_traceback(error, status)
   app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))
-
-
-def _keep_traceback(error: BaseException) -> str | None:
-  """The path of a new file in the temporary folder holding `error`'s traceback; None when it
-  cannot be written."""
-  try:
-    handle, path = tempfile.mkstemp(prefix="glmjax-traceback-", suffix=".txt")
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-      traceback.print_exception(error, file=f)
-    return path
-  except OSError:
-    return None
 
 
 def parse_flags(argv: list[str], status: int = 1) -> list[str]:
@@ -83,18 +52,19 @@ def parse_flags(argv: list[str], status: int = 1) -> list[str]:
     inner = _innermost(error)
     # A config file's error arrives as its traceback: keep the flag and the error's last line.
     if len(lines) > 1 and inner is not error:
-      fail(ValueError(f"{lines[0]} {_last_line(inner)}"), status=status)
+      logs.fail(ValueError(f"{lines[0]} {_last_line(inner)}"), status=status)
     unknown = isinstance(error, flags.UnrecognizedFlagError)
-    fail(ValueError(lines[0] + (" (--helpshort lists the flags)" if unknown else "")),
-         status=status)
+    logs.fail(ValueError(lines[0] + (" (--helpshort lists the flags)" if unknown else "")),
+              status=status)
   except OSError as error:
-    fail(ValueError(f"--config: cannot load the config file ({_last_line(_innermost(error))}); "
-                    "give the path of one, e.g. --config=configs/base.py"), status=status)
+    logs.fail(ValueError(f"--config: cannot load the config file "
+                         f"({_last_line(_innermost(error))}); give the path of one, e.g. "
+                         "--config=configs/base.py"), status=status)
   except (KeyError, AttributeError) as error:
     line = None if _raised_in_config_file(error, argv) else _unknown_field(error, argv)
     if line is None:
       raise  # not a --config.* override: a bug in the config file, whose traceback helps
-    fail(ValueError(line), status=status)
+    logs.fail(ValueError(line), status=status)
   return rest
 
 

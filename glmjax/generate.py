@@ -224,7 +224,7 @@ def main(argv):
         for result in results:
           handle.write(json.dumps(result, ensure_ascii=False) + "\n")
   except _USER_ERRORS as error:
-    cli.fail(error)
+    logs.fail(error)
 
 
 if __name__ == "__main__":

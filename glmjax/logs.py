@@ -14,6 +14,8 @@ import os
 import tempfile
 import threading
 import time
+import traceback
+from typing import NoReturn
 
 from absl import logging as absl_logging
 from etils import epath
@@ -130,6 +132,35 @@ def report_failure(error: BaseException, path: str | None, *, expected: bool) ->
     log.debug("Traceback of the failure above:", exc_info=error)
   elif not expected:  # no file to put it in: a bug's traceback must not be lost
     log.error("Traceback:", exc_info=error)
+
+
+def fail(error: BaseException, log_path: str | None = None, *, expected: bool = True,
+         status: int = 1) -> NoReturn:
+  """Ends the command: `error` as one console line, its traceback only in the log file at
+  `log_path` (logs.report_failure), exit status `status`."""
+  if not logging.getLogger("glmjax").handlers:  # stopped before the command set up its console
+    setup_console(0)
+  report_failure(error, log_path, expected=expected)
+  raise SystemExit(status) from None
+
+
+def fail_keeping_traceback(error: BaseException, status: int = 1) -> NoReturn:
+  """`fail` for an error of a type that bugs raise too (ValueError, OSError): the line names a
+  file in the temporary folder that keeps the traceback."""
+  path = _keep_traceback(error)
+  fail(ValueError(f"{error} (traceback in {path})" if path else str(error)), status=status)
+
+
+def _keep_traceback(error: BaseException) -> str | None:
+  """The path of a new file in the temporary folder holding `error`'s traceback; None when it
+  cannot be written."""
+  try:
+    handle, path = tempfile.mkstemp(prefix="glmjax-traceback-", suffix=".txt")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+      traceback.print_exception(error, file=f)
+    return path
+  except OSError:
+    return None
 
 
 class RunLog:

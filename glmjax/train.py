@@ -284,9 +284,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     if cache:
       jax.config.update("jax_compilation_cache_dir", cache)
   except config_lib.ConfigError as error:
-    cli.fail(error)
+    logs.fail(error)
   except OSError as error:
-    cli.fail(StartupError(workdir_lib.unwritable(workdir, error)))
+    logs.fail(StartupError(workdir_lib.unwritable(workdir, error)))
   # A bucket workdir: the log is copied there while the run goes and once more at any exit
   # (after the failure's traceback is in the file), so deleting the VM does not lose it. A
   # SIGTERM outside training (the last copy) is noted, not fatal: nothing is left to save.
@@ -294,9 +294,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     try:
       train_and_evaluate(config, workdir)
     except _USER_ERRORS as error:
-      cli.fail(error, run_log.where)
+      logs.fail(error, run_log.where)
     except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
-      cli.fail(error, run_log.where, expected=False)
+      logs.fail(error, run_log.where, expected=False)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main(argv):
         raise app.UsageError("export needs --workdir=WORKDIR and --out=FOLDER.")
       convert.export_workdir(_WORKDIR.value, _OUT.value)
   except _USER_ERRORS as error:
-    cli.fail(error)
+    logs.fail(error)
 
 
 if __name__ == "__main__":

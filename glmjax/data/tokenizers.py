@@ -362,9 +362,9 @@ def tokenizer_info(tokenizer) -> dict:
 
 
 if __name__ == "__main__":
-  from glmjax import cli
+  from glmjax import logs
   from glmjax.data import tokenizer_train
   try:
     tokenizer_train.main(sys.argv[1:])
   except (ValueError, OSError) as failure:  # a glob that matches nothing, too few characters
-    cli.fail_keeping_traceback(failure)
+    logs.fail_keeping_traceback(failure)

@@ -60,7 +60,7 @@ ENTRIES = (
              "line = _unknown_field(",
              ("tests/test_cli.py::test_a_key_error_in_the_config_file_s_own_code_keeps_its_"
               "traceback",)),
-    Mutation("bench and prepare drop the traceback of a ValueError", "glmjax/cli.py",
+    Mutation("bench and prepare drop the traceback of a ValueError", "glmjax/logs.py",
              "  path = _keep_traceback(error)", "  path = None",
              ("tests/test_cli.py::test_bench_reports_a_missing_tokenizer_file_in_one_line_and_"
               "keeps_its_traceback",)),
