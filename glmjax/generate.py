@@ -175,10 +175,14 @@ def _read_prompts(path: str) -> list[str]:
       if not line.strip():
         continue
       try:
-        texts.append(json.loads(line)["text"])
+        text = json.loads(line)["text"]
       except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}:{number}: expected a JSON object with a \"text\" field "
                          f"({type(error).__name__}).") from error
+      if not isinstance(text, str):  # null or a number would fail later, in the tokenizer
+        raise ValueError(f"{path}:{number}: the \"text\" field is {json.dumps(text)}, not a "
+                         "string.")
+      texts.append(text)
   if not texts:
     raise ValueError(f"{path} holds no prompt.")
   return texts

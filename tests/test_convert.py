@@ -192,6 +192,22 @@ def test_a_megatron_file_with_training_args_and_rng_states(weights, tmp_path):
                              _original_logits(weights, "tanh"), atol=1e-3, rtol=0)
 
 
+def test_a_megatron_file_without_args_gets_heads_of_64_dims(tmp_path, caplog):
+  """A Megatron file holds no head count: every released GLM has heads of 64 dims, so a hidden
+  size of 128 is read as 2 heads (the logits of any other split differ)."""
+  state_dict = og.random_state_dict(V, 128, 1, 2, MSL, seed=3)
+  og.save_megatron(str(tmp_path), state_dict)
+  with caplog.at_level(logging.WARNING):
+    model_config, params = convert.load_pretrained(str(tmp_path))
+  assert model_config.num_heads == 2
+  assert any("Pass --num_heads if yours differs" in r.getMessage() for r in caplog.records)
+  with torch.no_grad():
+    want = og.forward(state_dict, torch.tensor(TOKENS, dtype=torch.long),
+                      torch.tensor(POSITIONS, dtype=torch.long),
+                      torch.tensor(BLOCKS, dtype=torch.long), torch.tensor(SEP), num_heads=2,
+                      activation="tanh").numpy()
+  np.testing.assert_allclose(_our_logits(model_config, params), want, atol=1e-3, rtol=0)
+
 def test_safetensors_files_are_read_without_torch(weights, tmp_path, monkeypatch):
   og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")

@@ -1,6 +1,7 @@
 """Blank filling: Part A once, each blank after [sop] until [eop], with a key/value cache that
 gives exactly what recomputing the whole sequence gives; a briefly trained model fills blanks."""
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -13,11 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import app
+from absl import flags as absl_flags
 from flax import linen as nn
 
 from glmjax import attention_choice
 from glmjax import config as config_lib
-from glmjax import decoding, generate, parallel, pretrained
+from glmjax import decoding, generate, logs, parallel, pretrained
 from glmjax import step as step_lib
 from glmjax.data import documents, tokenizers
 from glmjax.data import pipeline as pipeline_lib
@@ -278,10 +281,9 @@ def test_prompts_of_other_lengths_within_a_bucket_compile_nothing_new(random_run
     made.append(original(*args))
     return made[-1]
   # batch_size=1 on a mesh of 2 x 4: every device gets a row, so batches of 8 rows; 17
-  # prompts make three batches, whose longest prompts are 8, 45 and 18 tokens.
-  texts = ["short [MASK]", "x [MASK]"] * 4 + [
-      "a much longer prompt, still under 64 bytes [MASK]"] + ["[MASK] and another"] * 7 + [
-          "[MASK] and a last one"]
+  # prompts make three batches, whose longest prompts are 8, 64 (the whole bucket) and 18 tokens.
+  texts = ["short [MASK]", "x [MASK]"] * 4 + ["q" * 62 + "[MASK]"] + [
+      "[MASK] and another"] * 7 + ["[MASK] and a last one"]
   with mock.patch.object(generate.decoding, "make_fill", make_fill):
     results = generate.generate(loaded, tokenizer, texts,
                                 sampling=decoding.Sampling(max_blank_tokens=3), batch_size=1)
@@ -417,3 +419,153 @@ def test_prompts_with_three_or_four_blanks_share_one_compiled_program(random_run
                                 sampling=decoding.Sampling(max_blank_tokens=2), batch_size=8)
   assert [len(result["blanks"]) for result in results] == [3] + [1] * 7 + [4]
   assert len(made) == 1 and made[0]._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_each_blank_kind_is_encoded_as_its_own_special_id():
+  tokenizer = tokenizers.ByteTokenizer()
+  s = tokenizer.specials
+  prompt = generate.encode_prompt("[sMASK]a[gMASK]b[MASK]", tokenizer)
+  assert prompt.part_a.tolist() == [s.cls, s.smask, ord("a"), s.gmask, ord("b"), s.mask]
+  assert prompt.blanks == ["sMASK", "gMASK", "MASK"] and prompt.positions == [1, 3, 5]
+
+
+def test_a_filled_blank_keeps_the_whitespace_at_its_end():
+  # Only the leading space of a blank may go (the text before it has one); the space a blank
+  # ends in separates it from the next word.
+  prompt = generate.encode_prompt("a [MASK]b [MASK]", tokenizers.ByteTokenizer())
+  assert generate.fill_text(prompt, [" big ", "end\n"]) == "a big b end\n"
+
+
+def test_the_tokens_of_each_blank_are_split_out_of_a_decoded_row_token_0_included():
+  # Id 0 is a word ("!" in GPT-2, [PAD] only in BERT); -1 marks a blank's end or no token, and
+  # tokens of a blank past the prompt's own (a padded blank slot) are not its text.
+  tokens = np.array([0, 5, -1, 7, 0, -1, 9, -1, -1])
+  blank = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+  assert decoding.split_blanks(tokens, blank, 2) == [[0, 5], [7, 0]]
+  assert decoding.split_blanks(tokens, blank, 3) == [[0, 5], [7, 0], [9]]
+
+
+def test_the_sampler_never_gives_the_sep_and_unk_that_glm_appended_to_the_gpt2_vocabulary(
+    tmp_path):
+  # GLM's GPT-2 layout adds [SEP] and [UNK] after <|endofpiece|>: never a target in training.
+  from test_released_tokenizers import write_gpt2_files  # pylint: disable=import-outside-toplevel
+  write_gpt2_files(str(tmp_path))
+  config = config_lib.data_defaults()
+  config.update(tokenizer="bpe", tokenizer_path=str(tmp_path), tokenizer_vocab="gpt2")
+  tokenizer = tokenizers.load_tokenizer(config)
+  allowed = generate.allowed_ids(tokenizer, tokenizer.vocab_size)
+  # The 50257 tokens (<|endoftext|> = eos among them) and <|endofpiece|> = 50258, nothing else.
+  assert np.flatnonzero(allowed).tolist() == list(range(50257)) + [50258]
+
+
+@pytest.mark.parametrize("end", ["eop", "eos"])
+def test_a_blank_whose_model_gives_eop_or_eos_first_is_empty(random_run, end):
+  """With only [eop] (or only eos) allowed, each blank ends at its first token: no token of any
+  blank is produced (a decode that shows ids makes a stray end token visible)."""
+  loaded, byte_tokenizer = random_run
+
+  class ShownIds(tokenizers.ByteTokenizer):
+    def decode(self, ids):
+      return " ".join(str(i) for i in np.asarray(ids).tolist())
+
+  tokenizer = ShownIds()
+  only = np.zeros(loaded.model_config.vocab_size, bool)
+  only[getattr(byte_tokenizer.specials, end)] = True
+  with mock.patch.object(generate, "allowed_ids", lambda *args: only):
+    results = generate.generate(loaded, tokenizer, ["a [MASK] b [sMASK] c [gMASK]"],
+                                sampling=decoding.Sampling(max_blank_tokens=3))
+  assert results[0]["blanks"] == ["", "", ""]
+
+
+def test_generate_itself_refuses_sampling_settings_that_would_be_ignored(random_run):
+  # Called as a library, not only through the command's flags.
+  loaded, tokenizer = random_run
+  for sampling in (decoding.Sampling(top_k=5), decoding.Sampling(top_p=0.5)):
+    with pytest.raises(ValueError, match=re.escape("--temperature=0 (the default) is greedy")):
+      generate.generate(loaded, tokenizer, ["a [MASK]"], sampling=sampling)
+  with pytest.raises(ValueError, match=re.escape("--batch_size=0 must be at least 1.")):
+    generate.generate(loaded, tokenizer, ["a [MASK]"], sampling=decoding.Sampling(),
+                      batch_size=0)
+
+
+def test_a_rope_model_fills_a_blank_longer_than_max_position(random_run):
+  """Rotary block positions need no table: max_position limits Part A only, so a blank may run
+  past it (12 tokens, block positions up to 13, on a model with max_position=8)."""
+  loaded, tokenizer = random_run
+  rope = dataclasses.replace(loaded, model_config=dataclasses.replace(
+      loaded.model_config, position_encoding="rope_2d", max_position=8))
+  rope = dataclasses.replace(rope, params={  # no position tables in a rotary model
+      k: v for k, v in rope.params.items() if "position_embeddings" not in k})
+  text = "ab [MASK] c."
+  results = generate.generate(rope, tokenizer, [text],
+                              sampling=decoding.Sampling(max_blank_tokens=12))
+  assert results[0]["blanks"] == _recomputed(rope, tokenizer, text, max_tokens=12)
+
+
+def test_top_p_cuts_the_distribution_at_the_temperature_it_is_sampled_at():
+  """Probabilities (0.5, 0.3, 0.2); at temperature 2 they are proportional to their square
+  roots: (0.415, 0.322, 0.263). top_p=0.45 keeps the first two there, drawn 0.707 : 0.548 (at
+  temperature 1, 0.5 alone would reach 0.45)."""
+  chosen = _sampled(np.log([0.5, 0.3, 0.2]), decoding.Sampling(temperature=2.0, top_p=0.45), 4000)
+  assert set(chosen.tolist()) == {0, 1}
+  assert abs(np.mean(chosen == 1) - np.sqrt(0.3) / (np.sqrt(0.5) + np.sqrt(0.3))) < 0.03
+
+
+def test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named(tmp_path):
+  # pylint: disable=protected-access
+  path = tmp_path / "prompts.jsonl"
+  path.write_text("\n  \n")
+  with pytest.raises(ValueError, match=re.escape(f"{path} holds no prompt.")):
+    generate._read_prompts(str(path))
+  for line in ('"a [MASK]"', '["a [MASK]"]'):  # a JSON string or list, not {"text": ...}
+    path.write_text('{"text": "b [MASK]"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=re.escape(f'{path}:2: expected a JSON object with a '
+                                                   '"text" field (TypeError)')):
+      generate._read_prompts(str(path))
+  for value in ("null", "3", '["a [MASK]"]'):  # JSON, an object, a "text" field: not a string
+    path.write_text('{"text": %s}\n' % value)
+    with pytest.raises(ValueError, match=re.escape(f'{path}:1: the "text" field is ')):
+      generate._read_prompts(str(path))
+
+
+def _generate_command(*args):
+  """`python -m glmjax.generate ARGS` in this process: its flags are defined in a FlagValues of
+  their own (other commands' modules define some of the same names in absl's global one)."""
+  values = absl_flags.FlagValues()
+
+  class Flags:  # absl.flags, with `values` as FLAGS and as every definition's home
+    FLAGS = values
+
+    def __getattr__(self, name):
+      function = getattr(absl_flags, name)
+      return functools.partial(function, flag_values=values) if name.startswith(
+          "DEFINE") else function
+
+  with mock.patch.object(generate, "flags", Flags()), \
+      mock.patch.object(logs, "setup_console", lambda index: None):  # leave pytest's be
+    generate.define_flags()
+    generate.main(values(["generate", *args]))
+
+
+def test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_output_file(
+    random_run, tmp_path, capsys):
+  loaded, tokenizer = random_run
+  texts = ["a [MASK] b", "[MASK] c", "d [MASK]."]
+  (tmp_path / "in.jsonl").write_text(json.dumps({"text": texts[2]}) + "\n")
+  (tmp_path / "out.jsonl").write_text('{"text": "an earlier run\'s line"}\n')
+  _generate_command(f"--workdir={loaded.workdir}", f"--text={texts[0]}", f"--text={texts[1]}",
+                    f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'out.jsonl'}",
+                    "--max_tokens=3")
+  expected = generate.generate(loaded, tokenizer, texts,
+                               sampling=decoding.Sampling(max_blank_tokens=3))
+  written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+  assert written == expected
+  # A line per prompt, compared whole: a random model's blank may hold a line break.
+  assert capsys.readouterr().out == "".join(r["filled"] + "\n" for r in expected)
+
+
+@pytest.mark.parametrize("args", [["--workdir=run"], ["--text=a [MASK]"],
+                                  ["--input=prompts.jsonl"]])
+def test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt(args):
+  with pytest.raises(app.UsageError, match="--workdir and --text"):
+    _generate_command(*args)

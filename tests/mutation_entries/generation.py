@@ -1,4 +1,92 @@
 """Planted bugs in generation and in the weight mapping of imported checkpoints."""
 from mutation_entries import Mutation
 
-ENTRIES: tuple[Mutation, ...] = ()
+_G = "tests/test_generate.py::"
+_COMMAND = (_G + "test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_output_"
+            "file")
+# The sampler's cuts, from the temperature division to the draw: moved below as one bug.
+_CUTS = ("    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]\n"
+         "    logits = jnp.where(logits < kth, -jnp.inf, logits)\n"
+         "  if sampling.top_p < 1.0:\n"
+         "    ordered = jnp.sort(logits, axis=-1)[:, ::-1]\n"
+         "    cumulative = jnp.cumsum(jax.nn.softmax(ordered, axis=-1), axis=-1)\n"
+         "    # The smallest set whose probability reaches top_p: keep a token if the mass before "
+         "it < p.\n"
+         "    cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, "
+         "axis=-1)\n"
+         "    threshold = jnp.take_along_axis(ordered, cut[:, None] - 1, axis=-1)\n"
+         "    logits = jnp.where(logits < threshold, -jnp.inf, logits)\n")
+_DRAW = "  return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)"
+_DIVIDE = "  logits = logits / sampling.temperature\n"
+
+ENTRIES = (
+    Mutation("an [sMASK] blank is encoded as [gMASK]", "glmjax/generate.py",
+             '"sMASK": specials.smask,', '"sMASK": specials.gmask,',
+             (_G + "test_each_blank_kind_is_encoded_as_its_own_special_id",)),
+    Mutation("a filled blank loses the whitespace it ends in", "glmjax/generate.py",
+             "filled = filled.lstrip()", "filled = filled.strip()",
+             (_G + "test_a_filled_blank_keeps_the_whitespace_at_its_end",)),
+    Mutation("a generated token of id 0 is dropped from its blank", "glmjax/decoding.py",
+             "if token >= 0 and index < num_blanks:", "if token > 0 and index < num_blanks:",
+             (_G + "test_the_tokens_of_each_blank_are_split_out_of_a_decoded_row_token_0_"
+              "included",)),
+    Mutation("the sampler may give the [SEP] and [UNK] appended to a GPT-2 vocabulary",
+             "glmjax/generate.py", "allowed[:tokenizer.base_vocab_size] = True",
+             "allowed[:tokenizer.ids_used] = True",
+             (_G + "test_the_sampler_never_gives_the_sep_and_unk_that_glm_appended_to_the_gpt2_"
+              "vocabulary",)),
+    Mutation("decoding ends a blank at [eop] only, not at eos", "glmjax/decoding.py",
+             "ends = jnp.isin(chosen, specials.ends) |",
+             "ends = (chosen == specials.ends[0]) |",
+             (_G + "test_a_blank_whose_model_gives_eop_or_eos_first_is_empty",)),
+    Mutation("generate hands decoding [eop] twice as the ends of a blank (eos lost)",
+             "glmjax/generate.py", "np.asarray([specials.eop, specials.eos],",
+             "np.asarray([specials.eop, specials.eop],",
+             (_G + "test_a_blank_whose_model_gives_eop_or_eos_first_is_empty",)),
+    Mutation("generate called as a library lets top_k cut a greedy decode", "glmjax/generate.py",
+             "  config = loaded.model_config\n  check_sampling(sampling)\n",
+             "  config = loaded.model_config\n",
+             (_G + "test_generate_itself_refuses_sampling_settings_that_would_be_ignored",)),
+    Mutation("generate takes --batch_size=0 (a bare range() error)", "glmjax/generate.py",
+             "  if batch_size < 1:\n", "  if batch_size < 0:\n",
+             (_G + "test_generate_itself_refuses_sampling_settings_that_would_be_ignored",)),
+    Mutation("a rope model's blanks are held to the block position table it does not have",
+             "glmjax/generate.py", 'if (config.position_encoding == "learned_2d"\n      and ',
+             "if (", (_G + "test_a_rope_model_fills_a_blank_longer_than_max_position",)),
+    Mutation("top_p cuts the distribution at temperature 1, not the sampling temperature",
+             "glmjax/decoding.py", _DIVIDE + "  if sampling.top_k > 0:\n" + _CUTS + _DRAW,
+             "  if sampling.top_k > 0:\n" + _CUTS + _DIVIDE + _DRAW,
+             (_G + "test_top_p_cuts_the_distribution_at_the_temperature_it_is_sampled_at",)),
+    Mutation("a prompt file of blank lines fills nothing, silently", "glmjax/generate.py",
+             "  if not texts:\n    raise", "  if False:\n    raise",
+             (_G + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_"
+              "named",)),
+    Mutation("a prompt file line holding a JSON string or list fails as a bare TypeError",
+             "glmjax/generate.py", "except (ValueError, KeyError, TypeError) as error:",
+             "except (ValueError, KeyError) as error:",
+             (_G + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_"
+              "named",)),
+    Mutation("a prompt filling its whole 64-token bucket compiles the next bucket's program",
+             "glmjax/generate.py", "width = -(-longest // BUCKET) * BUCKET",
+             "width = (longest // BUCKET + 1) * BUCKET",
+             (_G + "test_prompts_of_other_lengths_within_a_bucket_compile_nothing_new",)),
+    Mutation("a Megatron file without args is split into heads of 128 dims, not 64",
+             "glmjax/convert/mapping.py", "HEAD_DIM = 64 ", "HEAD_DIM = 128 ",
+             ("tests/test_convert.py::test_a_megatron_file_without_args_gets_heads_of_64_dims",)),
+    Mutation("generate --text=... --input=FILE fills the --text prompts only",
+             "glmjax/generate.py",
+             "texts = list(args.text) + (_read_prompts(args.input) if args.input else [])",
+             "texts = list(args.text) or _read_prompts(args.input)", (_COMMAND,)),
+    Mutation("generate --output appends to the file of an earlier run", "glmjax/generate.py",
+             'with open(args.output, "w", encoding="utf-8") as handle:',
+             'with open(args.output, "a", encoding="utf-8") as handle:', (_COMMAND,)),
+    Mutation("generate ignores --max_tokens (always 32)", "glmjax/generate.py",
+             "max_blank_tokens=args.max_tokens)", "max_blank_tokens=32)", (_COMMAND,)),
+    Mutation("generate runs with --workdir but no prompt, or a prompt but no --workdir",
+             "glmjax/generate.py", "if not args.workdir or not (args.text or args.input):",
+             "if not args.workdir and not (args.text or args.input):",
+             (_G + "test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt",)),
+    Mutation("a prompt whose \"text\" is null or a number reaches the tokenizer (a traceback)",
+             "glmjax/generate.py", "      if not isinstance(text, str):", "      if False:",
+             (_G + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named",)),
+)
