@@ -1,6 +1,8 @@
 """Planted bugs in configs and their validation, the commands, aot, benches and launchers."""
 from mutation_entries import Mutation
 
+_P = "tests/test_prompts_and_sampling.py::"
+
 _CONVERT_REFUSALS = "tests/test_convert_refusals.py::"
 _CONVERT_TOKENIZER = "tests/test_convert_tokenizer.py::"
 _VALID = "tests/test_config_validation.py::"
@@ -15,7 +17,7 @@ ENTRIES = (
              "glmjax/generate.py",
              "allowed[[specials.cls, specials.mask, specials.smask",
              "allowed[[specials.cls, specials.smask",
-             ("tests/test_generate.py::test_the_sampler_may_give_the_vocabulary_s_tokens_eop_and_"
+             (_P + "test_the_sampler_may_give_the_vocabulary_s_tokens_eop_and_"
               "eos_and_no_other_special",)),
     Mutation("a full 4x4x4 cube (v5p-128, v4-128) is described without wraparound links",
              "glmjax/topology.py",
@@ -215,7 +217,7 @@ ENTRIES = (
               "likelihood_and_the_count_right",)),
     Mutation("a blank at the start of the text keeps its leading space", "glmjax/generate.py",
              "if not text or text[-1].isspace():", "if text[-1:].isspace():",
-             ("tests/test_generate.py::test_a_filled_blank_drops_its_leading_space_only_at_the_"
+             (_P + "test_a_filled_blank_drops_its_leading_space_only_at_the_"
               "start_or_after_whitespace",)),
     Mutation("a blank right after another blank loses its leading space", "glmjax/generate.py",
              "  text = prompt.pieces[0]\n  for filled, piece in zip(blanks, prompt.pieces[1:]):\n"
@@ -225,7 +227,7 @@ ENTRIES = (
              "  parts = [prompt.pieces[0]]\n  for filled, piece in zip(blanks, prompt.pieces[1:]):"
              "\n    if parts[-1][-1:].isspace() or not parts[-1]:\n      filled = filled.lstrip()\n"
              '    parts.extend([filled, piece])\n  return "".join(parts)\n',
-             ("tests/test_generate.py::test_a_filled_blank_drops_its_leading_space_only_at_the_"
+             (_P + "test_a_filled_blank_drops_its_leading_space_only_at_the_"
               "start_or_after_whitespace",)),
     Mutation("generate refuses a prompt that uses every row of the position table",
              "glmjax/generate.py", "if len(prompt.part_a) > max_position + 1:",
@@ -245,7 +247,7 @@ ENTRIES = (
               "vocabulary_is_refused",)),
     Mutation("a blank line in a prompt file is an error", "glmjax/generate.py",
              "      if not line.strip():\n        continue\n", "",
-             ("tests/test_generate.py::test_a_prompt_file_skips_blank_lines_and_names_a_line_"
+             (_P + "test_a_prompt_file_skips_blank_lines_and_names_a_line_"
               "without_text",)),
     Mutation("prompts with 3 and with 4 blanks compile two programs", "glmjax/generate.py",
              "blanks = 1 << (max(len(p.blanks) for p in prompts) - 1).bit_length()",

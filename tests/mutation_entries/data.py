@@ -1,6 +1,8 @@
 """Planted bugs in batches, sources, tokenizers, the data benchmark and checkpoint import."""
 from mutation_entries import Mutation
 
+_W = "tests/test_sentence_windows.py::"
+
 ENTRIES = (
     Mutation("an [sMASK] row scores no loss on a [CLS] its original sentence holds",
              "glmjax/data/infilling.py",
@@ -39,13 +41,13 @@ ENTRIES = (
              "glmjax/data/alignment.py",
              "  return np.where((last_end >= 0) & ~whole, last_end + 1, window_len)",
              "  return np.where(last_end >= 0, last_end + 1, window_len)",
-             ("tests/test_sentence_windows.py::test_a_window_whose_last_document_ends_inside_it_keeps_that_"
+             (_W + "test_a_window_whose_last_document_ends_inside_it_keeps_that_"
               "document_and_its_eos",)),
     Mutation("a sentence-end cut that keeps exactly half the last document's room is not made",
              "glmjax/data/alignment.py",
              "  keep_from = last_piece + np.maximum(room // 2, 1) - 1",
              "  keep_from = last_piece + np.maximum(room // 2, 1)",
-             ("tests/test_sentence_windows.py::test_a_window_is_cut_back_to_a_sentence_end_only_when_that_"
+             (_W + "test_a_window_is_cut_back_to_a_sentence_end_only_when_that_"
               "keeps_half_its_last_room",)),
     Mutation("the last partial block of the held-out split may hold out no document",
              "glmjax/data/sources.py",
@@ -144,7 +146,7 @@ ENTRIES = (
              "glmjax/data/alignment.py",
              "left = rng.uniform(infilling.STREAM_OFFSET, 2)[:, 1] < 0.5",
              "left = rng.uniform(infilling.STREAM_OFFSET, 2)[:, 0] < 0.5",
-             ("tests/test_sentence_windows.py::test_sentence_windows_move_a_cut_left_or_right_with_even_"
+             (_W + "test_sentence_windows_move_a_cut_left_or_right_with_even_"
               "odds_wherever_it_falls",)),
     Mutation("a document subset reads the base store's documents by its own index",
              "glmjax/data/documents.py",

@@ -1,6 +1,8 @@
 """Planted bugs in generation and in the weight mapping of imported checkpoints."""
 from mutation_entries import Mutation
 
+_P = "tests/test_prompts_and_sampling.py::"
+
 _G = "tests/test_generate.py::"
 _COMMAND = (_G + "test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_output_"
             "file")
@@ -22,18 +24,18 @@ _DIVIDE = "  logits = logits / sampling.temperature\n"
 ENTRIES = (
     Mutation("an [sMASK] blank is encoded as [gMASK]", "glmjax/generate.py",
              '"sMASK": specials.smask,', '"sMASK": specials.gmask,',
-             (_G + "test_each_blank_kind_is_encoded_as_its_own_special_id",)),
+             (_P + "test_each_blank_kind_is_encoded_as_its_own_special_id",)),
     Mutation("a filled blank loses the whitespace it ends in", "glmjax/generate.py",
              "filled = filled.lstrip()", "filled = filled.strip()",
-             (_G + "test_a_filled_blank_keeps_the_whitespace_at_its_end",)),
+             (_P + "test_a_filled_blank_keeps_the_whitespace_at_its_end",)),
     Mutation("a generated token of id 0 is dropped from its blank", "glmjax/decoding.py",
              "if token >= 0 and index < num_blanks:", "if token > 0 and index < num_blanks:",
-             (_G + "test_the_tokens_of_each_blank_are_split_out_of_a_decoded_row_token_0_"
+             (_P + "test_the_tokens_of_each_blank_are_split_out_of_a_decoded_row_token_0_"
               "included",)),
     Mutation("the sampler may give the [SEP] and [UNK] appended to a GPT-2 vocabulary",
              "glmjax/generate.py", "allowed[:tokenizer.base_vocab_size] = True",
              "allowed[:tokenizer.ids_used] = True",
-             (_G + "test_the_sampler_never_gives_the_sep_and_unk_that_glm_appended_to_the_gpt2_"
+             (_P + "test_the_sampler_never_gives_the_sep_and_unk_that_glm_appended_to_the_gpt2_"
               "vocabulary",)),
     Mutation("decoding ends a blank at [eop] only, not at eos", "glmjax/decoding.py",
              "ends = jnp.isin(chosen, specials.ends) |",
@@ -56,15 +58,15 @@ ENTRIES = (
     Mutation("top_p cuts the distribution at temperature 1, not the sampling temperature",
              "glmjax/decoding.py", _DIVIDE + "  if sampling.top_k > 0:\n" + _CUTS + _DRAW,
              "  if sampling.top_k > 0:\n" + _CUTS + _DIVIDE + _DRAW,
-             (_G + "test_top_p_cuts_the_distribution_at_the_temperature_it_is_sampled_at",)),
+             (_P + "test_top_p_cuts_the_distribution_at_the_temperature_it_is_sampled_at",)),
     Mutation("a prompt file of blank lines fills nothing, silently", "glmjax/generate.py",
              "  if not texts:\n    raise", "  if False:\n    raise",
-             (_G + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_"
+             (_P + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_"
               "named",)),
     Mutation("a prompt file line holding a JSON string or list fails as a bare TypeError",
              "glmjax/generate.py", "except (ValueError, KeyError, TypeError) as error:",
              "except (ValueError, KeyError) as error:",
-             (_G + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_"
+             (_P + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_"
               "named",)),
     Mutation("a prompt filling its whole 64-token bucket compiles the next bucket's program",
              "glmjax/generate.py", "width = -(-longest // BUCKET) * BUCKET",
@@ -88,5 +90,5 @@ ENTRIES = (
              (_G + "test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt",)),
     Mutation("a prompt whose \"text\" is null or a number reaches the tokenizer (a traceback)",
              "glmjax/generate.py", "      if not isinstance(text, str):", "      if False:",
-             (_G + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named",)),
+             (_P + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named",)),
 )

@@ -12,7 +12,8 @@ _VOCAB = "if tokenizer.ids_used > config.model.vocab_size:"
 ENTRIES: tuple[Mutation, ...] = (
     Mutation("the constant schedule skips its warmup", "glmjax/optim.py",
              "    return jnp.where(step < warmup, warm, decayed)",
-             "    return decayed if kind == 'constant' else jnp.where(step < warmup, warm, decayed)",
+             "    return decayed if kind == 'constant' else "
+             "jnp.where(step < warmup, warm, decayed)",
              (_CONSTANT,)),
     Mutation("the constant schedule holds final_ratio x the peak", "glmjax/optim.py",
              "decayed = jnp.full_like(step, peak)",
@@ -20,7 +21,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the linear decay's floor is final_ratio itself, not x the peak", "glmjax/optim.py",
              "decayed = peak * (1 - (1 - final_ratio) * progress)",
              "decayed = peak * (1 - progress) + final_ratio * progress",
-             (_OPTIM + "test_the_decay_ends_at_final_ratio_times_the_peak_rate_whatever_the_peak",)),
+             (_OPTIM + "test_the_decay_ends_at_final_ratio_times_the_peak_rate_whatever_the_"
+                       "peak",)),
     Mutation("the ETA counts every step of the run, not those left", "glmjax/loop.py",
              'eta = (seconds or float("nan")) * (self.total_steps - step_done)',
              'eta = (seconds or float("nan")) * self.total_steps',

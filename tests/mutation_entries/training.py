@@ -1,6 +1,8 @@
 """Planted bugs in the train and eval steps, the loop, checkpoints, evaluation and generation."""
 from mutation_entries import Mutation
 
+_P = "tests/test_prompts_and_sampling.py::"
+
 ENTRIES = (
     Mutation("a resumed run truncates the metrics history", "glmjax/metrics.py",
              'self._jsonl = self._jsonl_path.open("a", encoding="utf-8")',
@@ -65,7 +67,7 @@ ENTRIES = (
              "cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, "
              "axis=-1)",
              "cut = jnp.maximum(jnp.sum(cumulative < sampling.top_p, axis=-1), 1)",
-             ("tests/test_generate.py::test_top_p_samples_from_the_smallest_set_of_likeliest_"
+             (_P + "test_top_p_samples_from_the_smallest_set_of_likeliest_"
               "tokens_that_reaches_p",)),
     Mutation("a workdir's top-level config fields (seed) are not read back",
              "glmjax/pretrained.py",
