@@ -81,7 +81,8 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
   try:
     _, eval_docs = sources.load_documents(data, tokenizer)
     # The split is the run's (moving documents into it would score text it trained on).
-    sources.check_held_out(data, eval_docs, fix="give a smaller --batch_size")
+    advice = f"give a smaller --batch_size (a multiple of {parallel.batch_axis_size(p.mesh)})"
+    sources.check_held_out(data, eval_docs, fix=advice)
     pipeline = held_out.eval_pipeline(data, tokenizer, eval_docs, config.seed)
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "

@@ -180,8 +180,8 @@ def _read_prompts(path: str) -> list[str]:
         raise ValueError(f"{path}:{number}: expected a JSON object with a \"text\" field "
                          f"({type(error).__name__}).") from error
       if not isinstance(text, str):  # null or a number would fail later, in the tokenizer
-        raise ValueError(f"{path}:{number}: the \"text\" field is {json.dumps(text)}, not a "
-                         "string.")
+        raise ValueError(f"{path}:{number}: the \"text\" field is {json.dumps(text)[:40]}, not "
+                         "a string.")
       texts.append(text)
   if not texts:
     raise ValueError(f"{path} holds no prompt.")

@@ -104,10 +104,10 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   try:
     # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
     grid = mesh_utils.create_device_mesh(shape, devices)
-  except Exception as error:  # noqa: BLE001 - CPU and odd device counts have no topology
+  except Exception as error:  # noqa: BLE001 - odd counts and some TPU shapes have no mapping
     # Plain order, host by host (a stable sort: each host's devices keep the order they came
-    # in): a tensor group of consecutive devices then stays on one host unless it is wider than
-    # a host, whatever order the runtime lists them in. (Splitting physical axes,
+    # in): a tensor group of consecutive devices then stays on one host when mesh.tensor
+    # divides a host's devices, whatever order the runtime lists them in. (Splitting physical axes,
     # allow_split_physical_axes, would map more meshes onto the torus, but can spread a tensor
     # group over two hosts, each then building its rows: not taken without a measurement.)
     grid = np.asarray(sorted(devices, key=lambda device: device.process_index)).reshape(shape)

@@ -2,9 +2,9 @@
 # One pass of every speed figure the project claims for one NVIDIA GPU (written for an H100 or
 # H200, 80+ GB): the attention kernels at GLM-2B's shape, a sweep of GLM-2B at sequence 1024
 # (batch, remat, kernel), GLM-Large at sequence 512 with the data pipeline and an async save,
-# and GLM-2B's best train.loss_chunk. Every figure is one JSON line appended to
-# $OUT/measure_gpu.jsonl, tagged with its run ("run": start time and pid); the log is
-# $OUT/measure_gpu.log, appended to as well.
+# and GLM-2B's best train.loss_chunk (at remat=full with tokamax: the part needs tokamax). Every
+# figure is one JSON line appended to $OUT/measure_gpu.jsonl, tagged with its run ("run": start
+# time and pid); the log is $OUT/measure_gpu.log, appended to as well.
 #
 #   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [core] [large] [attention] [sweep] [chunk]
 #

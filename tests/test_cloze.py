@@ -143,7 +143,6 @@ def test_a_model_certain_of_the_answers_scores_1_and_a_random_one_scores_low(clo
   assert scores["trained"]["mean_log_likelihood"] > scores["random"]["mean_log_likelihood"] + 5
 
 
-
 def test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_right(cloze_model,
                                                                                    tmp_path):
   config, initial, _ = cloze_model
@@ -163,7 +162,6 @@ def test_the_cloze_report_gives_the_mean_answer_log_likelihood_and_the_count_rig
   np.testing.assert_allclose(report["mean_log_likelihood"], np.mean([ll for ll, _ in reference]),
                              rtol=1e-4)
 
-# -------------------------------------------------------------------------------------- errors
 def test_the_batch_size_flag_sets_the_rows_of_each_cloze_batch(cloze_model, tmp_path,
                                                                monkeypatch):
   """--batch_size is the way to lower the memory cloze scoring takes: it, not the run's
@@ -181,6 +179,7 @@ def test_the_batch_size_flag_sets_the_rows_of_each_cloze_batch(cloze_model, tmp_
   assert sizes == [2] and report["cloze"]["count"] == 5
 
 
+# ------------------------------------------------------------ the text, its rows and the cloze file
 @pytest.mark.parametrize("content, message", [
     ('{"text": "a b", "answer": "c"}\n\n{"text": "a b", answer: "c"}\n', "line 3: not JSON"),
     ('{"text": "a b", "answer": "c"}\n{"text": "a b"}\n', 'line 2: no "answer" string'),

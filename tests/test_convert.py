@@ -208,6 +208,7 @@ def test_a_megatron_file_without_args_gets_heads_of_64_dims(tmp_path, caplog):
                       activation="tanh").numpy()
   np.testing.assert_allclose(_our_logits(model_config, params), want, atol=1e-3, rtol=0)
 
+
 def test_safetensors_files_are_read_without_torch(weights, tmp_path, monkeypatch):
   og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")

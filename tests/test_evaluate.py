@@ -277,7 +277,7 @@ def test_a_run_that_held_out_no_documents_is_told_to_skip_the_report_before_its_
     # The 30 held-out documents hold fewer than 448 x 64 tokens: batches would repeat them.
     (dict(batch_size=448), r"held-out data: .*the evaluation split has \d+ tokens in 30 "
                            r"documents, fewer than one batch \(data\.batch_size=448 .*\); "
-                           r"give a smaller --batch_size\. "),
+                           r"give a smaller --batch_size \(a multiple of 8\)\. "),
 ], ids=["prepared folder missing", "split smaller than a batch"])
 def test_held_out_data_that_is_missing_or_smaller_than_a_batch_is_refused_in_words(
     trained, tmp_path, flags, message):

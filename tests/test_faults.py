@@ -324,9 +324,10 @@ def test_a_run_stopped_by_non_finite_steps_ends_in_its_message_not_as_a_bug(tmp_
   with pytest.raises(SystemExit) as stop:
     train.run(config, str(tmp_path))
   assert stop.value.code == 1
-  last = capfd.readouterr().err.strip().splitlines()[-1]
+  err = capfd.readouterr().err
+  last = err.strip().splitlines()[-1]
   assert "2 consecutive steps" in last and "Stopped by" not in last
-  assert "Traceback" not in last
+  assert "Traceback" not in err
 
 
 def test_an_unwritable_workdir_is_one_line_naming_it(tmp_path, capfd):

@@ -185,5 +185,6 @@ def test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named(
       generate._read_prompts(str(path))
   for value in ("null", "3", '["a [MASK]"]'):  # JSON, an object, a "text" field: not a string
     path.write_text('{"text": %s}\n' % value)
-    with pytest.raises(ValueError, match=re.escape(f'{path}:1: the "text" field is ')):
+    with pytest.raises(ValueError, match=re.escape(f'{path}:1: the "text" field is {value}, '
+                                                   'not a string.')):
       generate._read_prompts(str(path))

@@ -45,8 +45,7 @@ ENTRIES: tuple[Mutation, ...] = (
              (_EVAL + "test_a_run_that_held_out_no_documents_is_told_to_skip_the_report_before_"
               "its_corpus_is_read",)),
     Mutation("a held-out split smaller than one batch is scored over and over", _E,
-             '    sources.check_held_out(data, eval_docs, fix="give a smaller --batch_size")\n',
-             "", (_HELD_DATA,)),
+             "    sources.check_held_out(data, eval_docs, fix=advice)\n", "", (_HELD_DATA,)),
     Mutation("a missing prepared folder is a traceback, not a one-line error", _E,
              "  except (ValueError, FileNotFoundError) as error:\n    raise EvaluateError(f\"held-"
              "out data:",
@@ -95,7 +94,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the command takes a stray word on its command line", _E, "if len(argv) > 1:",
              "if len(argv) > 2:", (_COMMAND,)),
     Mutation("evaluate gives train's advice for a held-out split smaller than a batch", _E,
-             'sources.check_held_out(data, eval_docs, fix="give a smaller --batch_size")',
+             "sources.check_held_out(data, eval_docs, fix=advice)",
              "sources.check_held_out(data, eval_docs)",
              (_HELD_DATA,)),
 )
