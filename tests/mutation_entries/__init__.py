@@ -19,10 +19,11 @@ from mutation_entries import checkpoints, commands, data, model, sharding, train
 from mutation_entries import data_inputs, reporting, training_core  # noqa: E402
 from mutation_entries import attention_kernels, benchmarks, data_helpers, tpu_layout  # noqa: E402
 from mutation_entries import evaluation, generation, main_loop, pretrained_use  # noqa: E402
+from mutation_entries import batch_building, prepared_data  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
              + data_inputs.ENTRIES + reporting.ENTRIES + attention_kernels.ENTRIES
              + benchmarks.ENTRIES + data_helpers.ENTRIES + tpu_layout.ENTRIES
              + main_loop.ENTRIES + evaluation.ENTRIES + pretrained_use.ENTRIES
-             + generation.ENTRIES)
+             + generation.ENTRIES + batch_building.ENTRIES + prepared_data.ENTRIES)
