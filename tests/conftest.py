@@ -1,6 +1,9 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
 import os
+import socket
 import tempfile
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -20,3 +23,13 @@ import jax  # noqa: E402
 
 # Tests check semantics on tiny shapes; XLA's optimisation passes cost more than they save here.
 jax.config.update("jax_disable_most_optimizations", True)
+
+
+@pytest.fixture
+def coordinator_port():
+  """A free port for a test's two-process jax.distributed coordinator. Asked of the system, not
+  derived from the pid: the suite runs in parallel workers (pytest-xdist) whose pids are close,
+  and two tests binding one port would fail or join each other's processes."""
+  with socket.socket() as probe:
+    probe.bind(("localhost", 0))
+    return probe.getsockname()[1]

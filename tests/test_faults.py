@@ -408,13 +408,12 @@ checkpointer.close()
     ("init_from", "missing", "STOPPED checkpoint.init_from: the parameters at step 2"),
 ])
 def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_path, part, error,
-                                                                       outcome):
+                                                                       outcome, coordinator_port):
   script = tmp_path / "partial_read.py"
   script.write_text(_PARTIAL_READ)
-  port = 40000 + (os.getpid() + len(part) + len(error)) % 10000
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+         "JAX_COORDINATOR_ADDRESS": f"localhost:{coordinator_port}", "JAX_NUM_PROCESSES": "2",
          "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
   processes = [subprocess.Popen(
       [sys.executable, str(script), str(tmp_path / "checkpoints"), part, error],

@@ -8,7 +8,6 @@ import importlib
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -238,18 +237,15 @@ CHILD = textwrap.dedent("""
 
 
 def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_attention(
-    tmp_path):
+    tmp_path, coordinator_port):
   script = tmp_path / "child.py"
   script.write_text(CHILD)
-  with socket.socket() as probe:  # a port no other test's coordinator holds
-    probe.bind(("localhost", 0))
-    port = probe.getsockname()[1]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
          "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
          "PYTHONPATH": REPO}
   results = [tmp_path / f"host{index}.txt" for index in range(2)]
-  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(index),
-                                str(results[index])], env=env, stdout=subprocess.DEVNULL,
+  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{coordinator_port}",
+                                str(index), str(results[index])], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True) for index in range(2)]
   errors = [child.communicate(timeout=300)[1] for child in children]
   for child, err in zip(children, errors):

@@ -327,14 +327,13 @@ def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
   assert traces
 
 
-def test_two_processes_train_like_one(tmp_path, reference_losses):
+def test_two_processes_train_like_one(tmp_path, reference_losses, coordinator_port):
   """Two hosts of 4 CPU devices each (jax.distributed, gloo) log the losses of one 8-device run."""
   steps = 3
   multi = tmp_path / "multi"
-  port = 20000 + os.getpid() % 10000
   processes = [subprocess.Popen(
       _train_command(multi, steps), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-      text=True, env=_host_env(index, port)) for index in range(2)]
+      text=True, env=_host_env(index, coordinator_port)) for index in range(2)]
   outputs = [process.communicate(timeout=600)[1] for process in processes]
   for process, stderr in zip(processes, outputs):
     assert process.returncode == 0, stderr[-3000:]
@@ -346,12 +345,11 @@ def test_two_processes_train_like_one(tmp_path, reference_losses):
                              rtol=1e-5)
 
 
-def test_sigterm_to_one_host_stops_all_hosts_at_one_step(tmp_path):
+def test_sigterm_to_one_host_stops_all_hosts_at_one_step(tmp_path, coordinator_port):
   """jax's preemption service spreads the notice; every host saves the same step and exits."""
-  port = 30000 + os.getpid() % 10000
   processes = [subprocess.Popen(
       _train_command(tmp_path, 500), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-      text=True, env=_host_env(index, port)) for index in range(2)]
+      text=True, env=_host_env(index, coordinator_port)) for index in range(2)]
   _wait_for_step(tmp_path, 4)
   processes[1].send_signal(signal.SIGTERM)
   stops = []
