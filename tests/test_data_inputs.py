@@ -247,3 +247,15 @@ def test_a_prepared_dir_in_a_bucket_is_refused_with_the_way_to_a_local_copy():
   with pytest.raises(ValueError, match=r"data.prepared_dir='gs://bucket/prepared'.*memory-mapped"
                                        r".*local disk"):
     sources.load_documents(config, BYTE)
+
+
+def test_a_special_token_id_equal_to_the_vocabulary_size_is_refused():
+  # Ids run 0 .. vocab_size - 1: a [dBLOCK] at 30526 needs 30527 rows of the embedding, one more
+  # than this vocabulary has (an out-of-range gather is clamped silently on device).
+  with pytest.raises(ValueError, match=r"dblock=30526 is outside the tokenizer vocabulary"):
+    pipeline.BatchPipeline(data_config(), Tokenizer(vocab_size=30526), corpus([300]))
+
+
+def test_a_short_row_share_past_one_is_refused_naming_the_field():
+  assert "data.short_seq_prob" in pipeline.recipe_problem(data_config(short_seq_prob=1.5))
+  assert pipeline.recipe_problem(data_config(short_seq_prob=1.0)) is None

@@ -267,3 +267,56 @@ def test_sentence_windows_cut_back_to_a_document_s_eos_after_the_last_sentence_e
       RowRandom.for_rows(0, 0, np.arange(1)), text, np.full(1, 12), table, S, 0.15, 14,
       end_at_sentence=True)
   np.testing.assert_array_equal(text_len, [7])
+
+
+def test_span_lengths_run_from_one_to_max_span_length_weighted_by_the_poisson_pmf():
+  # The original weights every length k = 1..max by Poisson(λ)'s pmf (max 39 from its
+  # max_block_length of 40): the longest length is one of them.
+  pmf = stats.poisson.pmf(np.arange(1, 6), 3.0)
+  np.testing.assert_allclose(infilling.span_length_cdf(3.0, 5), np.cumsum(pmf) / pmf.sum())
+
+
+def test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token_included():
+  # The reference's placer: m = n - Σℓ - k + 1, k sorted draws in [0, m]. A segment of 5 tokens
+  # at 1..5 with spans of 1 and 2 has m = 1: draws (0, 0), (0, 1), (1, 1) start them at (1, 3),
+  # (1, 4) and (2, 4); the last puts the 2-token span on the segment's last token.
+  assert _place_one_layout([1, 2], [1], [5]) == {
+      ((1, 3), (1, 2), 2), ((1, 4), (1, 2), 2), ((2, 4), (1, 2), 2)}
+
+
+def test_a_row_s_generation_length_is_uniform_from_int_ratio_times_n_to_n_minus_2():
+  # [gMASK] per row: g ~ U{int(ratio n) .. n - 2} for its text of n tokens (the original's
+  # randint(int(gpt_min_ratio len), len - 2)). T = 12: n = 10 with the span inside, 11 suffix.
+  rows, ratio = 4000, 0.5
+  suffix, text_len, _, length = infilling.sample_generation(
+      RowRandom.for_rows(8, 0, np.arange(rows)), np.zeros(rows, bool), 12, ratio, 0.5)
+  for layout, n in ((False, 10), (True, 11)):
+    chosen = suffix == layout
+    assert np.all(text_len[chosen] == n)
+    low, high = int(ratio * n), n - 2
+    assert set(length[chosen].tolist()) == set(range(low, high + 1)), (n, np.unique(length))
+    assert stats.chisquare(np.bincount(length[chosen] - low)).pvalue > 1e-3
+
+
+def test_a_generation_span_inside_the_text_starts_anywhere_between_the_cls_and_the_last_token():
+  # The layout with one span anywhere (not the suffix) places it as the reference's placer does
+  # in one document: after its [CLS], before its last token, every start equally likely. Text
+  # n = 10 (T = 12): a span of g tokens starts at 1 .. n - 1 - g.
+  rows = 8000
+  suffix, text_len, start, length = infilling.sample_generation(
+      RowRandom.for_rows(9, 0, np.arange(rows)), np.zeros(rows, bool), 12, 0.5, 0.0)
+  assert not suffix.any() and np.all(text_len == 10)
+  for g in np.unique(length):
+    starts = start[length == g]
+    assert set(starts.tolist()) == set(range(1, 10 - g)), (g, np.unique(starts))
+    counts = np.bincount(starts - 1)
+    assert len(counts) == 1 or stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_a_one_document_row_takes_the_suffix_layout_at_the_rate_gen_suffix_prob():
+  # gen_suffix_prob is P(suffix layout) for a text of one document (the original's
+  # gpt_infill_prob); 0.2 is not 0.5, so a draw read the wrong way round shows.
+  rows = 4000
+  suffix, _, _, _ = infilling.sample_generation(
+      RowRandom.for_rows(10, 0, np.arange(rows)), np.zeros(rows, bool), 64, 0.5, 0.2)
+  assert stats.binomtest(int(suffix.sum()), rows, 0.2).pvalue > 1e-3

@@ -364,3 +364,42 @@ def test_evaluation_pipeline_reads_only_its_documents(docs):
   assert set(batch["tokens"].ravel().tolist()) <= own
   train = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=0).global_batch(0)
   assert not set(train["tokens"].ravel().tolist()) <= own
+
+
+def test_documents_are_drawn_in_proportion_to_their_length_and_an_empty_one_never():
+  # The original picks a document with probability proportional to its length: of 0, 10, 0 and
+  # 30 tokens, a row's first document is the 10-token one a quarter of the time, and an empty
+  # one ([CLS] then eos at once) never.
+  docs = corpus([0, 10, 0, 30])
+  p = pipeline.BatchPipeline(data_config(seq_len=64), Tokenizer(), docs, seed=0)
+  rows = 4000
+  text, _, _ = p.windows(RowRandom.for_rows(0, 0, np.arange(rows)), np.full(rows, 64))
+  assert not np.any((text[:, :-1] == S.cls) & (text[:, 1:] == S.eos))
+  ten = docs.read(np.array([1]), np.array([0]), np.array([10]))
+  first_is_ten = np.isin(text[:, 1], ten)
+  assert np.all(first_is_ten | np.isin(text[:, 1], docs.read(
+      np.array([3]), np.array([0]), np.array([30]))))
+  assert stats.binomtest(int(first_is_ten.sum()), rows, 0.25).pvalue > 1e-3
+
+
+def test_sentence_rows_of_a_text_without_a_sentence_end_fall_back_to_mask_rows_that_train():
+  # No period in the corpus: no row holds a whole sentence, so every [sMASK] row falls back
+  # to [MASK] spans (objective 0), which carry loss, never an [sMASK] row with no Part B.
+  no_ends = corpus([300, 700, 1200], period_every=10**6)
+  config = data_config(blank_prob=0.0, sentence_prob=1.0, batch_size=32)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), no_ends, seed=19).global_batch(0)
+  check_contract(batch, 256, 32)
+  assert np.all(batch["objective"] == pipeline.BLANK)
+  assert np.all(batch["loss_mask"].sum(axis=1) > 0)
+  assert np.all(np.any(batch["tokens"] == S.mask, axis=1))
+
+
+def test_the_planned_part_b_share_of_mask_rows_is_the_masked_share_plus_one_sop_per_span():
+  # FLOPs planning: a [MASK] row's Part B is its masked tokens (mask_ratio of the text) and one
+  # [sop] per span, mask_ratio / mean span length more; Poisson(3) on 1..39 has mean 3.157.
+  ks = np.arange(1, 40)
+  pmf = stats.poisson.pmf(ks, 3.0)
+  mean_span = float(np.sum(ks * pmf) / np.sum(pmf))
+  assert abs(mean_span - 3.157) < 1e-3
+  assert pipeline.expected_part_b_fraction(data_config()) == pytest.approx(
+      0.15 * (1 + 1 / mean_span))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from glmjax import config as glm_config
-from glmjax.data import prepare, sources
+from glmjax.data import builtin_corpus, prepare, sources
 from glmjax.data.documents import PreparedDocs
 from glmjax.data.tokenizers import ByteTokenizer
 
@@ -150,3 +150,99 @@ def test_shards_prepared_before_dblock_existed_still_open(tmp_path):
   manifest_path.write_text(json.dumps(manifest))
   with pytest.raises(ValueError, match="differ in \\['specials'\\]"):
     sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)
+
+
+def test_a_crash_while_writing_the_manifest_leaves_a_prepare_that_reads_as_unfinished(
+    tmp_path, monkeypatch):
+  """manifest.json marks the whole directory as done: a crash (a full disk) halfway through
+  writing it must leave no manifest, not a cut-off one, and the same command finishes it."""
+  config, out = data_config(), str(tmp_path / "out")
+  real_dump = json.dump
+
+  def dump_then_fail(value, f, **kwargs):
+    if "shards" not in value:  # plan.json and the shard records are written as usual
+      return real_dump(value, f, **kwargs)
+    f.write(json.dumps(value, **kwargs)[:100])
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(prepare.json, "dump", dump_then_fail)
+  with pytest.raises(OSError, match="No space left"):
+    prepare.prepare(config, out, shard_mb=SHARD_MB, progress=False)
+  assert not os.path.exists(os.path.join(out, "manifest.json"))
+  with pytest.raises(FileNotFoundError, match="has not finished there"):
+    sources.load_documents(data_config(source="prepared", prepared_dir=out), BYTE)
+  monkeypatch.setattr(prepare.json, "dump", real_dump)
+  manifest = prepare.prepare(config, out, shard_mb=SHARD_MB, progress=False)
+  assert manifest["num_docs"] == 300
+  prepare.prepare(config, str(tmp_path / "whole"), shard_mb=SHARD_MB, progress=False)
+  assert directory_bytes(out) == directory_bytes(tmp_path / "whole")
+
+
+def test_a_finished_shard_whose_token_file_is_gone_is_written_again_on_resume(tmp_path):
+  # A shard's record names its files; one missing (deleted, or lost in a partial copy of the
+  # directory) makes the shard unfinished, not a manifest entry for a file that is not there.
+  config = data_config()
+  prepare.prepare(config, str(tmp_path / "whole"), shard_mb=SHARD_MB, progress=False)
+  resumed = tmp_path / "resumed"
+  prepare.prepare(config, str(resumed), shard_mb=SHARD_MB, limit_shards=2, progress=False)
+  os.remove(resumed / "shard-00001.tokens.bin")
+  prepare.prepare(config, str(resumed), shard_mb=SHARD_MB, progress=False)
+  assert directory_bytes(resumed) == directory_bytes(tmp_path / "whole")
+
+
+def test_the_manifest_and_shard_records_count_what_the_shards_hold(tmp_path):
+  config = data_config()
+  manifest = prepare.prepare(config, str(tmp_path), shard_mb=SHARD_MB, progress=False)
+  assert len(manifest["shards"]) >= 4
+  for record in manifest["shards"]:
+    lengths = np.load(tmp_path / record["lengths"])
+    tokens = (tmp_path / record["tokens"]).stat().st_size // 2  # uint16 tokens
+    assert record["num_docs"] == len(lengths) and record["num_tokens"] == lengths.sum() == tokens
+  _, held_out = sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)),
+                                       BYTE)
+  # Byte tokens: a held-out document's tokens are its UTF-8 bytes.
+  _, eval_ids = sources.split_documents(300, config.eval_fraction)
+  expected = sum(len(builtin_corpus.document(int(i)).encode()) for i in eval_ids)
+  assert manifest["split"]["num_eval_docs"] == len(held_out) == len(eval_ids)
+  assert manifest["split"]["num_eval_tokens"] == int(held_out.doc_lengths.sum()) == expected
+
+
+def test_a_shard_of_only_empty_documents_opens_and_reads_like_the_others(tmp_path):
+  # A piece whose texts are all blank (a file of empty records) makes a shard of no tokens; the
+  # store opens around it, and a read of no tokens at the very end of the corpus is empty.
+  for name, texts in (("a", ["first", "second"]), ("b", ["  ", "", "\n"]), ("c", ["third"])):
+    (tmp_path / f"{name}.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in texts))
+  config = data_config(source="files", files=(f"{tmp_path}/*.jsonl",), eval_fraction=0.0)
+  out = str(tmp_path / "out")
+  # About 10 bytes of text per shard: every line (a record) is a shard of its own.
+  manifest = prepare.prepare(config, out, shard_mb=1e-5, progress=False)
+  assert [r["num_docs"] for r in manifest["shards"]] == [1, 1, 0, 0, 0, 1]
+  store = PreparedDocs(out)
+  texts = [BYTE.decode(store.read([i], [0], [n])) for i, n in enumerate(store.doc_lengths)]
+  assert texts == ["first", "second", "third"]
+  assert store.read([2], [5], [0]).tolist() == []
+  assert BYTE.decode(store.read([1, 2, 2], [0, 5, 0], [6, 0, 5])) == "secondthird"
+
+
+def test_a_resume_after_a_corpus_file_changed_is_refused(tmp_path):
+  # Whole-file .txt documents are never cut, so a changed file leaves the pieces as they were:
+  # only its recorded size shows that the finished shard holds its old text.
+  for name in ("a", "b"):
+    (tmp_path / f"{name}.txt").write_text(f"document {name}: " + "words " * 40)
+  config = data_config(source="files", files=(f"{tmp_path}/*.txt",), txt_documents="file")
+  out = str(tmp_path / "out")
+  assert prepare.prepare(config, out, shard_mb=1e-4, limit_shards=1, progress=False) is None
+  (tmp_path / "a.txt").write_text("document a, rewritten: " + "other words " * 40)
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
+    prepare.prepare(config, out, shard_mb=1e-4, progress=False)
+
+
+def test_a_files_source_without_files_is_refused_naming_data_files(tmp_path):
+  # An empty data.files must not prepare an empty corpus that looks complete.
+  config = data_config(source="files", files=())
+  with pytest.raises(ValueError, match=r"data.source='files' needs data.files"):
+    prepare.prepare(config, str(tmp_path / "out"), progress=False)
+  assert not os.path.exists(tmp_path / "out" / "manifest.json")
+  with pytest.raises(ValueError, match=r"needs data.files"):
+    sources.load_documents(config, BYTE)

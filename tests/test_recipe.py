@@ -301,3 +301,31 @@ def test_a_row_s_context_masking_does_not_depend_on_the_rows_masked_with_it():
                                   0.1, DBLOCK)
     np.testing.assert_array_equal(paired[0], alone[0])
     assert np.sum(paired[1] == DBLOCK) == 200 > np.sum(alone[0] == DBLOCK) == 10
+
+
+def test_single_span_rows_are_drawn_before_the_objective_so_mask_rows_reach_their_share(docs):
+  """The original draws single-span first and the objective only for the other rows: with
+  single_span_prob s and blank_prob b a row is [MASK] with probability s + (1 - s) b, here
+  0.2 + 0.8 x 0.5 = 0.6 (single-span rows are not a share of the blank ones)."""
+  config = data_config(blank_prob=0.5, sentence_prob=0.0, document_prob=0.5, batch_size=1024,
+                       single_span_prob=0.2)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=17).global_batch(0)
+  blank = int(np.sum(batch["objective"] == pipeline.BLANK))
+  assert stats.binomtest(blank, 1024, 0.6).pvalue > 1e-3, blank
+
+
+def test_per_batch_draws_make_every_row_of_a_step_single_span_or_none_and_short_or_none(docs):
+  """draw_per_batch: single span and short rows are drawn once per step, as the objective is
+  (README: data.draw_per_batch), the original's one draw per micro-batch."""
+  config = data_config(blank_prob=0.0, document_prob=1.0, batch_size=16, draw_per_batch=True,
+                       single_span_prob=0.3, short_seq_prob=0.3)
+  p = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=18)
+  singles, shorts = set(), set()
+  for step in range(30):
+    batch = p.global_batch(step)
+    single = batch["objective"] == pipeline.BLANK   # only single-span rows are [MASK] here
+    short = batch["sep"] + np.sum(batch["block_position_ids"] > 0, axis=1) < 256
+    assert len(set(single.tolist())) == 1 and len(set(short.tolist())) == 1, (step, single, short)
+    singles.add(bool(single[0]))
+    shorts.add(bool(short[0]))
+  assert singles == shorts == {False, True}

@@ -333,3 +333,10 @@ def test_a_vocabulary_larger_than_the_text_fills_is_an_upper_bound_not_a_refusal
   model = _trained(tmp_path, "--vocab-size=5000")
   assert model.trainer_spec.model_type == model.trainer_spec.UNIGRAM
   assert 300 < len(model.pieces) < 5000
+
+
+def test_a_vocabulary_without_glm_s_tokens_gets_them_appended_under_glm_s_names():
+  # What decode shows for each appended id: the names the original GLM tokenizers give them.
+  _, added = tk.assign_specials(["a", "b"], "")
+  assert added == {2: "<|endoftext|>", 3: "[CLS]", 4: "[MASK]", 5: "[sMASK]", 6: "[gMASK]",
+                   7: "<|startofpiece|>", 8: "<|endofpiece|>", 9: "[dBLOCK]"}

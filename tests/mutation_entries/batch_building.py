@@ -1,5 +1,77 @@
 """Planted bugs in how Part A / Part B rows are built: spans, masking, the pipeline's batches."""
 from mutation_entries import Mutation
 
+_INFILLING, _PIPELINE = "glmjax/data/infilling.py", "glmjax/data/pipeline.py"
+_TI, _TP, _TR = "tests/test_infilling.py::", "tests/test_pipeline.py::", "tests/test_recipe.py::"
+_MAX_LENGTH = (_TI + "test_span_lengths_run_from_one_to_max_span_length_weighted_by_the_poisson_"
+               "pmf",)
+_PLACEMENT = (_TI + "test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token_"
+              "included",)
+_GEN_LENGTH = (_TI + "test_a_row_s_generation_length_is_uniform_from_int_ratio_times_n_to_n_minus_"
+               "2",)
+_GEN_START = (_TI + "test_a_generation_span_inside_the_text_starts_anywhere_between_the_cls_and_"
+              "the_last_token",)
+_SUFFIX_RATE = (_TI + "test_a_one_document_row_takes_the_suffix_layout_at_the_rate_gen_suffix_"
+                "prob",)
+_SINGLE_FIRST = (_TR + "test_single_span_rows_are_drawn_before_the_objective_so_mask_rows_reach_"
+                 "their_share",)
+_PER_BATCH = (_TR + "test_per_batch_draws_make_every_row_of_a_step_single_span_or_none_and_short_"
+              "or_none",)
+_DOC_CHOICE = (_TP + "test_documents_are_drawn_in_proportion_to_their_length_and_an_empty_one_"
+               "never",)
+_FALLBACK = (_TP + "test_sentence_rows_of_a_text_without_a_sentence_end_fall_back_to_mask_rows_"
+             "that_train",)
+_PLANNED = (_TP + "test_the_planned_part_b_share_of_mask_rows_is_the_masked_share_plus_one_sop_"
+            "per_span",)
+_VOCAB_END = ("tests/test_data_inputs.py::test_a_special_token_id_equal_to_the_vocabulary_size_"
+              "is_refused",)
+_SHORT_RANGE = ("tests/test_data_inputs.py::test_a_short_row_share_past_one_is_refused_naming_"
+                "the_field",)
+_NAMES = ("tests/test_tokenizers.py::test_a_vocabulary_without_glm_s_tokens_gets_them_appended_"
+          "under_glm_s_names",)
+
 ENTRIES: tuple[Mutation, ...] = (
+    Mutation("span lengths stop one short of data.max_span_length", _INFILLING,
+             "ks = np.arange(1, max_span_length + 1)", "ks = np.arange(1, max_span_length)",
+             _MAX_LENGTH),
+    Mutation("a [MASK] span never ends on its segment's last token", _INFILLING,
+             "rng.integers(STREAM_PLACE, free, k_max)",
+             "rng.integers(STREAM_PLACE, free - 1, k_max)", _PLACEMENT),
+    Mutation("a row's [gMASK] length starts at int(ratio x (n - 2)), not int(ratio x n)",
+             _INFILLING, "low = np.clip((gen_min_ratio * text_len).astype(np.int64), 1, high)",
+             "low = np.clip((gen_min_ratio * high).astype(np.int64), 1, high)", _GEN_LENGTH),
+    Mutation("a row's [gMASK] length never reaches n - 2", _INFILLING,
+             "length = low + (draws[:, 1] * (high - low + 1)).astype(np.int64)",
+             "length = low + (draws[:, 1] * (high - low)).astype(np.int64)", _GEN_LENGTH),
+    Mutation("an inner [gMASK] span never ends just before the text's last token", _INFILLING,
+             "inner = 1 + (draws[:, 2] * (text_len - 1 - length)).astype(np.int64)",
+             "inner = 1 + (draws[:, 2] * (text_len - 2 - length)).astype(np.int64)", _GEN_START),
+    Mutation("a one-document [gMASK] row takes the suffix layout at 1 - gen_suffix_prob",
+             _INFILLING, "(draws[:, 0] < suffix_prob)", "(draws[:, 0] > suffix_prob)",
+             _SUFFIX_RATE),
+    Mutation("single-span rows reuse the objective's draw (taken out of the blank rows' share)",
+             _INFILLING, "STREAM_SINGLE_SPAN, STREAM_SHORT = 9, 10, 11, 12",
+             "STREAM_SINGLE_SPAN, STREAM_SHORT = 9, 10, 1, 12", _SINGLE_FIRST),
+    Mutation("draw_per_batch still draws single-span rows per row", _PIPELINE,
+             "single = draws.uniform(infilling.STREAM_SINGLE_SPAN, 1)",
+             "single = rng.uniform(infilling.STREAM_SINGLE_SPAN, 1)", _PER_BATCH),
+    Mutation("draw_per_batch still draws short rows per row", _PIPELINE,
+             "short = draws.uniform(infilling.STREAM_SHORT, 2)",
+             "short = rng.uniform(infilling.STREAM_SHORT, 2)", _PER_BATCH),
+    Mutation("a pick at a document's end takes that document (empty documents are drawn)",
+             _PIPELINE, "self._num_tokens - 1), side=\"right\")",
+             "self._num_tokens - 1), side=\"left\")", _DOC_CHOICE),
+    Mutation("an [sMASK] row without a whole sentence keeps no spans instead of [MASK] ones",
+             _PIPELINE, "found = n_spans > 0", "found = n_spans >= 0", _FALLBACK),
+    Mutation("the planned Part B share counts one [sop] per span plus one", _PIPELINE,
+             "blank = data.mask_ratio * (1.0 + 1.0 / mean_span)",
+             "blank = data.mask_ratio * (1.0 + 1.0 / (mean_span + 1.0))", _PLANNED),
+    Mutation("a special token id equal to the vocabulary size is accepted", _PIPELINE,
+             "if not 0 <= int(token) < vocab_size:", "if not 0 <= int(token) <= vocab_size:",
+             _VOCAB_END),
+    Mutation("data.short_seq_prob past 1 is accepted", _PIPELINE, "\"short_seq_prob\"):", "):",
+             _SHORT_RANGE),
+    Mutation("an appended [CLS] is named <s>", "glmjax/data/specials.py",
+             "\"cls\": (\"[CLS]\", \"<s>\", \"<bos>\"),",
+             "\"cls\": (\"<s>\", \"[CLS]\", \"<bos>\"),", _NAMES),
 )

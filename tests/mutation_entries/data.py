@@ -65,13 +65,13 @@ ENTRIES = (
              "glmjax/data/tfds_source.py",
              "builder.as_dataset(split=split, shuffle_files=False,",
              "builder.as_dataset(split=split, shuffle_files=True,",
-             ("tests/test_sources.py::test_a_tfds_split_of_several_files_is_read_in_one_fixed_"
+             ("tests/test_tfds_source.py::test_a_tfds_split_of_several_files_is_read_in_one_fixed_"
               "order",)),
     Mutation("a TFDS split's files are read interleaved (unlike prepare's pieces)",
              "glmjax/data/tfds_source.py",
              "tfds.ReadConfig(interleave_cycle_length=1,",
              "tfds.ReadConfig(interleave_cycle_length=4,",
-             ("tests/test_sources.py::test_a_tfds_split_of_several_files_is_read_in_one_fixed_"
+             ("tests/test_tfds_source.py::test_a_tfds_split_of_several_files_is_read_in_one_fixed_"
               "order",)),
     Mutation("a file that two globs match is read twice",
              "glmjax/data/text_files.py",
@@ -183,7 +183,7 @@ ENTRIES = (
              ("tests/test_sources.py",)),
     Mutation("a sliced TFDS split counts the whole split's bytes", "glmjax/data/tfds_source.py",
              "whole, part = splits[base], splits[name.strip()]",
-             "whole, part = splits[base], splits[base]", ("tests/test_sources.py",)),
+             "whole, part = splits[base], splits[base]", ("tests/test_tfds_source.py",)),
     Mutation("a process's memory budget ignores the other tasks on its node",
              "glmjax/data/sources.py", "int(tasks.group()) if tasks else 1", "1",
              ("tests/test_sources.py",)),

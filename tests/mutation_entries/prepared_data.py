@@ -1,5 +1,63 @@
 """Planted bugs in reading corpora: text files, documents, TFDS, and the prepare command."""
 from mutation_entries import Mutation
 
+_P = "tests/test_prepare.py::"
+_S = "tests/test_sources.py::"
+
 ENTRIES: tuple[Mutation, ...] = (
+    Mutation("prepare writes its manifest in place: a crash leaves a cut-off one",
+             "glmjax/data/prepare.py", 'temporary = f"{path}.tmp-{os.getpid()}"',
+             "temporary = path",
+             (_P + "test_a_crash_while_writing_the_manifest_leaves_a_prepare_that_reads_as_"
+                   "unfinished",)),
+    Mutation("a shard record counts as done though its token file is gone",
+             "glmjax/data/prepare.py", "  return record if done else None", "  return record",
+             (_P + "test_a_finished_shard_whose_token_file_is_gone_is_written_again_on_resume",)),
+    Mutation("the manifest's held-out tokens sum the first documents, not the held-out ones",
+             "glmjax/data/prepare.py", "num_eval_tokens=int(doc_lengths[eval_ids].sum())",
+             "num_eval_tokens=int(doc_lengths[:len(eval_ids)].sum())",
+             (_P + "test_the_manifest_and_shard_records_count_what_the_shards_hold",)),
+    Mutation("a shard record's num_tokens counts its documents",
+             "glmjax/data/prepare.py", "num_tokens=int(sum(lengths))", "num_tokens=len(lengths)",
+             (_P + "test_the_manifest_and_shard_records_count_what_the_shards_hold",)),
+    Mutation("an empty read at the very end of a sharded store looks past the last shard",
+             "glmjax/data/documents.py",
+             '    shard_of = np.minimum(np.searchsorted(self.shard_starts, flat, side="right") - 1,'
+             "\n                          len(self._shards) - 1)",
+             '    shard_of = np.searchsorted(self.shard_starts, flat, side="right") - 1',
+             (_P + "test_a_shard_of_only_empty_documents_opens_and_reads_like_the_others",)),
+    Mutation("a prepared shard of no tokens is memory-mapped (np.memmap refuses it)",
+             "glmjax/data/documents.py",
+             'np.memmap(path, dtype=dtype, mode="r") if shard["num_tokens"]',
+             'np.memmap(path, dtype=dtype, mode="r") if True',
+             (_P + "test_a_shard_of_only_empty_documents_opens_and_reads_like_the_others",)),
+    Mutation("the prepare plan records the corpus files without their sizes",
+             "glmjax/data/sources.py", "files=[[p, os.path.getsize(p)] for p in paths]",
+             "files=paths", (_P + "test_a_resume_after_a_corpus_file_changed_is_refused",)),
+    Mutation("an empty data.files is read as a corpus of no documents",
+             "glmjax/data/text_files.py", "  if not patterns:\n", "  if False:\n",
+             (_P + "test_a_files_source_without_files_is_refused_naming_data_files",)),
+    Mutation("the search for a document start past a 1 MiB block loses its place",
+             "glmjax/data/text_files.py", "      position += len(block)\n", "",
+             (_S + "test_a_document_longer_than_one_read_block_is_not_cut_where_a_piece_"
+                   "starts",)),
+    Mutation("a bad JSON line is named by the byte where it ends",
+             "glmjax/data/text_files.py",
+             "        yield position, line\n        position += len(line)",
+             "        position += len(line)\n        yield position, line",
+             (_S + "test_a_line_that_is_not_json_is_named_by_the_byte_it_starts_at",)),
+    Mutation("a JSON record whose text is null is refused",
+             "glmjax/data/text_files.py", "    if text is None:\n      continue\n", "",
+             (_S + "test_a_record_whose_text_is_null_is_skipped",)),
+    Mutation("a ** glob matches one folder level only",
+             "glmjax/data/text_files.py", "recursive=True", "recursive=False",
+             (_S + "test_a_double_star_glob_reads_the_files_of_every_folder_below",)),
+    Mutation("a ~ glob is not expanded to the home folder",
+             "glmjax/data/text_files.py", "glob.glob(os.path.expanduser(pattern), recursive=True)",
+             "glob.glob(pattern, recursive=True)",
+             (_S + "test_a_glob_under_the_home_folder_is_expanded",)),
+    Mutation("a whitespace-only TFDS example is kept as a document",
+             "glmjax/data/tfds_source.py", "    if text.strip():\n      stats.docs += 1",
+             "    if text:\n      stats.docs += 1",
+             ("tests/test_tfds_source.py::test_a_whitespace_only_tfds_example_is_no_document",)),
 )
