@@ -5,13 +5,18 @@ import tempfile
 
 import pytest
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+# Any other count the environment gives is dropped (pytest-xdist's workers inherit the
+# controller's XLA_FLAGS, which already hold this one).
+os.environ["XLA_FLAGS"] = " ".join(
+    [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+     if not flag.startswith("--xla_force_host_platform_device_count")]
+    + ["--xla_force_host_platform_device_count=8"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One compilation cache for the session and the trainer subprocesses it starts (they inherit
 # the environment): the end-to-end tests compile the same few programs many times over. Kept
 # between sessions in one folder (entries are keyed by the program, so a stale one is unused).
+# Both pytest-xdist workers share it: jax writes an entry in place, so a worker may read one the
+# other is still writing; jax then warns and compiles the program afresh (no test fails).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "glmjax-test-xla-cache"))
 # Also the programs that compile in under a second (jax's default threshold): each trainer

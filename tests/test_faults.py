@@ -420,7 +420,7 @@ def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_pat
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       env={**env, "JAX_PROCESS_ID": str(index)}) for index in range(2)]
   try:
-    results = [process.communicate(timeout=120) for process in processes]
+    results = [process.communicate(timeout=300) for process in processes]
   finally:
     for process in processes:
       process.kill()

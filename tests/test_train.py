@@ -240,7 +240,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   _wait_for_step(tmp_path, 5)
   process.send_signal(signal.SIGTERM)
-  _, stderr = process.communicate(timeout=120)
+  _, stderr = process.communicate(timeout=300)
   assert process.returncode == 0, stderr[-2000:]
   stopped_at = max(_losses(tmp_path))
   assert 5 <= stopped_at < 500
