@@ -246,3 +246,34 @@ def test_a_files_source_without_files_is_refused_naming_data_files(tmp_path):
   assert not os.path.exists(tmp_path / "out" / "manifest.json")
   with pytest.raises(ValueError, match=r"needs data.files"):
     sources.load_documents(config, BYTE)
+
+
+def test_every_file_prepare_renames_into_place_reaches_the_disk_before_its_name(
+    tmp_path, monkeypatch):
+  """A finished name must never survive a power loss without its bytes: each file is flushed
+  (fsync, all of its bytes) before the rename, and the directory after it."""
+  events, real_fsync, real_replace = [], os.fsync, os.replace
+
+  def fsync(fd):
+    events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+    real_fsync(fd)
+
+  def replace(source, target):
+    events.append(("replace", os.path.realpath(source), os.path.getsize(source)))
+    real_replace(source, target)
+    events.append(("renamed", os.path.dirname(os.path.realpath(target)), None))
+
+  monkeypatch.setattr(os, "fsync", fsync)
+  monkeypatch.setattr(os, "replace", replace)
+  out = tmp_path / "out"
+  manifest = prepare.prepare(data_config(), str(out), shard_mb=SHARD_MB, progress=False)
+  monkeypatch.undo()
+  # plan, two files and a record per shard, and the manifest: all renamed into place
+  renames = [i for i, event in enumerate(events) if event[0] == "replace"]
+  assert len(renames) == 2 + 3 * len(manifest["shards"])
+  for i in renames:
+    _, source, size = events[i]
+    assert ("fsync", source, size) in events[:i], f"{source} renamed before it was flushed"
+    directory = events[i + 1][1]
+    assert any(event[:2] == ("fsync", directory) for event in events[i + 1:]), (
+        f"the rename into {directory} was not flushed")

@@ -37,12 +37,31 @@ FORMAT = "glmjax.prepared.v1"
 _WRITE_BYTES = 8 << 20  # tokens are buffered and written in blocks of this size
 
 
+def _flush_to_disk(f):
+  """The bytes of a file about to be renamed into place reach the disk first: otherwise a power
+  loss can keep the rename but not the data, and a shard of zeros reads as finished."""
+  f.flush()
+  os.fsync(f.fileno())
+
+
+def _durable_replace(temporary: str, path: str):
+  """Renames a flushed file into place and flushes the directory entry, so that after a power
+  loss the new name exists (the shard counts as done) exactly when its bytes do."""
+  os.replace(temporary, path)
+  directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+  try:
+    os.fsync(directory)
+  finally:
+    os.close(directory)
+
+
 def _atomic_write_json(path: str, value):
   temporary = f"{path}.tmp-{os.getpid()}"
   with open(temporary, "w") as f:
     json.dump(value, f, indent=1, sort_keys=True)
     f.write("\n")
-  os.replace(temporary, path)
+    _flush_to_disk(f)
+  _durable_replace(temporary, path)
 
 
 def _shard_name(index: int) -> str:
@@ -89,10 +108,12 @@ def write_shard(task: tuple) -> dict:
         buffered, buffered_bytes = [], 0
     if buffered:
       f.write(np.concatenate(buffered).tobytes())
+    _flush_to_disk(f)
   with open(temporary["lengths.npy"], "wb") as f:
     np.save(f, np.asarray(lengths, dtype=np.int64))
-  os.replace(temporary["tokens.bin"], final["tokens.bin"])
-  os.replace(temporary["lengths.npy"], final["lengths.npy"])
+    _flush_to_disk(f)
+  _durable_replace(temporary["tokens.bin"], final["tokens.bin"])
+  _durable_replace(temporary["lengths.npy"], final["lengths.npy"])
   record = dict(index=index, tokens=f"{name}.tokens.bin", lengths=f"{name}.lengths.npy",
                 num_docs=len(lengths), num_tokens=int(sum(lengths)),
                 invalid_utf8=stats.invalid_utf8)
