@@ -5,6 +5,7 @@ from mutation_entries import Mutation
 _CK = "tests/test_checkpoint.py::"
 _DAMAGE = "tests/test_checkpoint_damage.py::"
 _FAULTS = "tests/test_faults.py::"
+_VERDICTS = "tests/test_fault_verdicts.py::"
 _WORKDIR = "tests/test_workdir.py::"
 _METRICS = "tests/test_metrics.py::"
 
@@ -71,18 +72,18 @@ ENTRIES = (
               "again",)),
     Mutation("the free space after a failed save is in GB but labelled GiB",
              "glmjax/storage_errors.py", "free / 2**30:.2f", "free / 1e9:.2f",
-             (_FAULTS + "test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_"
+             (_VERDICTS + "test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_"
               "folder_in_gib",)),
     Mutation("the free space is asked of a folder a failed save never created",
              "glmjax/storage_errors.py", "while path and not os.path.isdir(path):",
              "if path and not os.path.isdir(path):",
-             (_FAULTS + "test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_"
+             (_VERDICTS + "test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_"
               "folder_in_gib",)),
     Mutation("one host's damaged verdict outranks another's unknown failure (all skip)",
              "glmjax/restore_agreement.py",
              'VERDICTS = (None, "peer", "damaged", "unknown", "unreadable")',
              'VERDICTS = (None, "peer", "unknown", "damaged", "unreadable")',
-             (_FAULTS + "test_the_worst_verdict_of_any_host_holds_for_every_host",)),
+             (_VERDICTS + "test_the_worst_verdict_of_any_host_holds_for_every_host",)),
     Mutation("checkpoint.keep is ignored by the trainer (always 3)", "glmjax/train.py",
              "keep=config.checkpoint.keep,", "keep=3,",
              (_FAULTS + "test_a_run_keeps_its_newest_checkpoint_keep_checkpoints",)),

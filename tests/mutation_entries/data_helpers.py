@@ -4,10 +4,11 @@ from mutation_entries import Mutation
 _WINDOWS = "tests/test_sentence_windows.py::"
 _INPUTS = "tests/test_data_inputs.py::"
 _FAULTS = "tests/test_faults.py::"
+_VERDICTS = "tests/test_fault_verdicts.py::"
 _TOKENIZERS = "tests/test_tokenizers.py::"
 _MOVE = (_WINDOWS + "test_a_moved_window_start_follows_the_original_move_within_half_a_row_and_"
          "its_document",)
-_SORTED = (_FAULTS + "test_a_failed_restore_is_sorted_by_what_its_chain_of_errors_says",)
+_SORTED = (_VERDICTS + "test_a_failed_restore_is_sorted_by_what_its_chain_of_errors_says",)
 _TRAINER = (_TOKENIZERS + "test_the_tokenizer_trainer_trains_the_model_type_on_the_lines_it_was_"
             "asked_for",)
 
@@ -53,7 +54,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/restore_agreement.py",
              "if any(_MISMATCH in str(each) for each in storage_errors.chain(error)):",
              "if _MISMATCH in str(error):",
-             (_FAULTS + "test_a_barrier_mismatch_that_the_reader_wraps_still_reads_as_another_"
+             (_VERDICTS + "test_a_barrier_mismatch_that_the_reader_wraps_still_reads_as_another_"
               "host_s_failure",)),
     Mutation("a storage that answers UNAVAILABLE reads as an unknown failure, not unreadable",
              "glmjax/storage_errors.py",
@@ -72,12 +73,12 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a save refused for a full quota is named a full disk", "glmjax/storage_errors.py",
              'errno.EDQUOT: "disk quota exceeded", errno.EROFS:',
              'errno.EDQUOT: "no space left on device", errno.EROFS:',
-             (_FAULTS + "test_a_save_that_fails_for_the_user_to_fix_names_the_cause",)),
+             (_VERDICTS + "test_a_save_that_fails_for_the_user_to_fix_names_the_cause",)),
     Mutation("a failed restore is named by its error's last line (a stack frame)",
              "glmjax/storage_errors.py",
              "  text = f\"{type(error).__name__}: {lines[0] if lines else ''}\"",
              "  text = f\"{type(error).__name__}: {lines[-1] if lines else ''}\"",
-             (_FAULTS + "test_a_failed_restore_is_named_by_its_error_s_type_and_first_line",)),
+             (_VERDICTS + "test_a_failed_restore_is_named_by_its_error_s_type_and_first_line",)),
     Mutation("a device snapshot that exactly fills the device is warned about",
              "glmjax/memory.py", "  if needed <= limit:\n", "  if needed < limit:\n",
              (_FAULTS + "test_a_device_snapshot_that_exactly_fills_the_device_is_no_warning",)),
