@@ -11,7 +11,8 @@ import subprocess
 import tarfile
 
 from launch_stubs import make_stub, never_the_real_gcloud_or_srun  # noqa: F401
-from test_launch import ZONE, command_payload, dry_run, run_on_worker, tpu
+from launch_stubs import run_on_worker
+from test_launch import ZONE, command_payload, dry_run, tpu
 
 
 def test_setup_ships_what_git_lists_and_never_an_ignored_venv_or_wheel_folder(

@@ -68,7 +68,9 @@ ENTRIES = (
               "keeps_its_traceback",)),
     Mutation("a rerun of train leaves the previous trainer running", "launch/tpu_remote.py",
              "      stop_previous_trainer(args.grace), stop_holders(args.grace),",
-             "      stop_holders(args.grace),", ("tests/test_launch.py",)),
+             "      stop_holders(args.grace),",
+             ("tests/test_launch.py", "tests/test_launch_on_workers.py::test_rerunning_train_stops_"
+                                      "the_trainer_it_started_before")),
     Mutation("a SLURM job is requeued after a normal end too", "launch/gpu_slurm.sh",
              "if ((warned && status == 0)); then", "if ((status == 0)); then",
              ("tests/test_launch_slurm.py",)),
