@@ -111,14 +111,14 @@ ENTRIES = (
              ("tests/test_config_validation.py",)),
     Mutation("evaluate never joins the multi-host job", "glmjax/evaluate.py",
              "parallel.initialize_distributed(join_timeout_s(workdir))",
-             "None", ("tests/test_evaluate.py",)),
+             "None", ("tests/test_evaluate_command.py",)),
     Mutation("generate picks and checks a kernel its decoding never calls", "glmjax/generate.py",
              'pretrained.load(args.workdir, attention="xla")', "pretrained.load(args.workdir)",
              ("tests/test_generate.py",)),
     Mutation("evaluate's hosts wait the default time, not the run's", "glmjax/evaluate.py",
              "return int(pretrained.read_config(workdir, warn=False).train.distributed_timeout_s)",
              "return int(config_lib.train_defaults().distributed_timeout_s)",
-             ("tests/test_evaluate.py",)),
+             ("tests/test_evaluate_command.py",)),
     # Using a model: import, export, pretrained workdirs, evaluate, cloze, generate, attention.
     Mutation("--num_heads loses to a config.json that states other heads",
              "glmjax/convert/__init__.py",
@@ -191,18 +191,18 @@ ENTRIES = (
     Mutation("evaluate reads --data_source=files:A,B as one glob", "glmjax/evaluate.py",
              'tuple(value.split(",")) if kind == "files" else value',
              '(value,) if kind == "files" else value',
-             ("tests/test_evaluate.py::test_the_data_source_and_batch_size_flags_set_the_fields_"
-              "they_name",)),
+             ("tests/test_evaluate_command.py::test_the_data_source_and_batch_size_flags_set_the_"
+              "fields_they_name",)),
     Mutation("evaluate accepts a --data_source missing its path, or with one it takes none",
              "glmjax/evaluate.py",
              "if kind not in sources.SOURCES or (field is None) != (not value):",
              "if kind not in sources.SOURCES:",
-             ("tests/test_evaluate.py::test_a_data_source_or_batch_size_flag_that_names_nothing_"
-              "usable_is_refused",)),
+             ("tests/test_evaluate_command.py::test_a_data_source_or_batch_size_flag_that_names_"
+              "nothing_usable_is_refused",)),
     Mutation("evaluate accepts --batch_size=0", "glmjax/evaluate.py",
              "    if batch_size < 1:", "    if batch_size < 0:",
-             ("tests/test_evaluate.py::test_a_data_source_or_batch_size_flag_that_names_nothing_"
-              "usable_is_refused",)),
+             ("tests/test_evaluate_command.py::test_a_data_source_or_batch_size_flag_that_names_"
+              "nothing_usable_is_refused",)),
     Mutation("a cloze line with a blank answer is scored (always right)", "glmjax/cloze.py",
              "    if not record[\"answer\"].strip():\n"
              "      fail(number, 'the \"answer\" is empty')\n",

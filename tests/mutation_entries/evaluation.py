@@ -2,6 +2,7 @@
 from mutation_entries import Mutation
 
 _EVAL = "tests/test_evaluate.py::"
+_EVAL_COMMAND = "tests/test_evaluate_command.py::"
 _CLOZE = "tests/test_cloze.py::"
 _HOST = "tests/test_host_input.py::"
 _H, _E = "glmjax/held_out.py", "glmjax/evaluate.py"
@@ -9,8 +10,9 @@ _MICRO = _EVAL + "test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_
 _VOCAB = _EVAL + "test_a_model_whose_vocabulary_cannot_hold_the_tokenizer_s_ids_is_refused"
 _HELD_DATA = (_EVAL + "test_held_out_data_that_is_missing_or_smaller_than_a_batch_is_refused_in_"
               "words")
-_CONSOLE = _EVAL + "test_the_console_report_counts_batches_and_cut_contexts_as_they_were"
-_COMMAND = _EVAL + "test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words"
+_CONSOLE = _EVAL_COMMAND + "test_the_console_report_counts_batches_and_cut_contexts_as_they_were"
+_COMMAND = (_EVAL_COMMAND
+            + "test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words")
 
 ENTRIES: tuple[Mutation, ...] = (
     # The figures of held_out.py: train's eval/ records and evaluate's report share them.
@@ -87,7 +89,7 @@ ENTRIES: tuple[Mutation, ...] = (
              'if c["contexts_cut"] is not None else ""', (_CONSOLE,)),
     Mutation("every host prints the report", _E, "  if jax.process_index() == 0:\n    print(",
              "  if True:\n    print(",
-             (_EVAL + "test_only_process_0_prints_the_report_of_a_multi_host_evaluation",)),
+             (_EVAL_COMMAND + "test_only_process_0_prints_the_report_of_a_multi_host_evaluation",)),
     Mutation("--batches and --batch_size swap on their way from the command line", _E,
              "batches=flag.batches, batch_size=flag.batch_size",
              "batches=flag.batch_size, batch_size=flag.batches", (_COMMAND,)),

@@ -111,13 +111,13 @@ ENTRIES = (
              "glmjax/checkpoint.py",
              "failure = agreement.agree(agreement.settle(failure, f\"{what} {step}\"))",
              "failure = failure",
-             ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_host_"
-              "one_verdict",)),
+             ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
+              "host_one_verdict",)),
     Mutation("a host whose checkpoint read failed skips the barrier the others wait in",
              "glmjax/restore_agreement.py",
              'if jax.process_count() == 1 or (failure and failure[0] == "peer"):', "if True:",
-             ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_host_"
-              "one_verdict",)),
+             ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
+              "host_one_verdict",)),
     Mutation("loss scored on the inputs, not the targets", "glmjax/step.py",
              'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],',
              'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["tokens"],',

@@ -1,0 +1,132 @@
+"""python -m glmjax.evaluate as a command: its flags, how it joins a multi-host job, its console
+report and its one-line errors (the report's figures: test_evaluate.py)."""
+import logging
+import re
+import types
+
+import jax
+import pytest
+from absl import app
+
+from glmjax import config as config_lib
+from glmjax import evaluate, logs, parallel
+
+
+def test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words(monkeypatch):
+  calls = []
+  monkeypatch.setattr(evaluate, "run", lambda workdir, **kw: calls.append((workdir, kw)))
+  given = dict(cloze="c.jsonl", batches=3, batch_size=16, data_source="builtin", out="r.json")
+  monkeypatch.setattr(evaluate, "flags", types.SimpleNamespace(
+      FLAGS=types.SimpleNamespace(workdir="/w", **given)))
+  evaluate.main(["evaluate"])
+  assert calls == [("/w", given)]
+  with pytest.raises(app.UsageError, match="Unexpected arguments: extra"):
+    evaluate.main(["evaluate", "extra"])
+  assert len(calls) == 1
+
+
+@pytest.fixture
+def console():
+  """The glmjax logger as it was: `run` gives it a console handler on this test's stderr."""
+  logger = logging.getLogger("glmjax")
+  saved = logger.handlers[:], logger.level, logger.propagate
+  yield
+  logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys, console):
+  path = tmp_path / "bad.jsonl"
+  path.write_text('{"text": "a b", "answer": "c"}\nnot json\n')
+  for workdir, cloze, message in ((str(tmp_path / "missing"), None, "no config.json there"),
+                                  (str(tmp_path), str(path), f"{path} line 2: not JSON")):
+    with pytest.raises(SystemExit) as raised:
+      evaluate.run(workdir, cloze=cloze)
+    assert raised.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_path, monkeypatch,
+                                                                       capsys, console):
+  order = []
+  monkeypatch.setattr(parallel, "initialize_distributed",
+                      lambda timeout_s, env=None: order.append(("join", timeout_s)))
+  monkeypatch.setattr(logs, "setup_console", lambda index: order.append(("console", index)))
+  with pytest.raises(SystemExit):
+    evaluate.run(str(tmp_path / "missing"))
+  # A console for every process's join line first, then process 0's after the join.
+  assert order == [("console", 0), ("join", config_lib.train_defaults().distributed_timeout_s),
+                   ("console", 0)]
+  # A run's workdir: hosts wait as long as that run's training waited for them.
+  (tmp_path / "config.json").write_text('{"train": {"distributed_timeout_s": 77}}')
+  order.clear()
+  with pytest.raises(SystemExit):
+    evaluate.run(str(tmp_path))  # no checkpoint yet: a one-line error after the join
+  assert order == [("console", 0), ("join", 77), ("console", 0)]
+
+
+def test_only_process_0_prints_the_report_of_a_multi_host_evaluation(tmp_path, monkeypatch,
+                                                                      capsys):
+  # Every host computes the same report: one copy on the console, not one per host.
+  monkeypatch.setattr(parallel, "initialize_distributed", lambda timeout_s, env=None: None)
+  monkeypatch.setattr(logs, "setup_console", lambda index: None)
+  report = {"workdir": str(tmp_path), "step": 3, "out": "r.json"}
+  monkeypatch.setattr(evaluate, "evaluate", lambda workdir, **kw: report)
+  for process, printed in ((1, ""), (0, f"Evaluation of {tmp_path} at step 3\nwritten to "
+                                        "r.json\n")):
+    monkeypatch.setattr(jax, "process_index", lambda process=process: process)
+    assert evaluate.run(str(tmp_path)) == report
+    assert capsys.readouterr().out == printed, process
+
+
+def test_the_report_keeps_its_columns_apart_for_an_untrained_model_s_perplexity():
+  held_out = {"batches": 1, "batch_size": 2, "seq_len": 8, "data": "builtin"}
+  for name in ("", "_blank", "_sentence", "_document"):
+    held_out.update({f"loss{name}": 30.0782, f"accuracy{name}": 0.0421,
+                     f"perplexity{name}": 1.1556e13, f"tokens{name}": 393})
+  text = evaluate.format_report({"workdir": "/w", "step": 0, "held_out": held_out,
+                                 "out": "/w/eval/step_0.json"})
+  row = next(line for line in text.splitlines() if line.strip().startswith("all"))
+  assert row.split() == ["all", "30.0782", "0.042", "1.156e+13", "393"]
+
+
+def test_the_console_report_counts_batches_and_cut_contexts_as_they_were():
+  scores = {"batches": 1, "batch_size": 2, "seq_len": 8, "data": "builtin"}
+  for name in ("", "_blank", "_sentence", "_document"):
+    scores.update({f"loss{name}": 2.0, f"accuracy{name}": 0.5, f"perplexity{name}": 7.389,
+                     f"tokens{name}": 4})
+  cloze = {"file": "c.jsonl", "count": 3, "correct": 2, "accuracy": 2 / 3,
+           "mean_log_likelihood": -1.5, "contexts_cut": 0, "max_row_tokens": 64}
+  report = {"workdir": "/w", "step": 0, "held_out": scores, "cloze": cloze, "out": "/w/r.json"}
+  lines = evaluate.format_report(report).splitlines()
+  assert lines[1] == "held-out: 1 batch of 2 x 8 tokens, builtin"
+  assert "cloze: c.jsonl, 3 texts" in lines and not any("cut" in line for line in lines)
+  scores["batches"], cloze["contexts_cut"] = 2, 1
+  lines = evaluate.format_report(report).splitlines()
+  assert lines[1] == "held-out: 2 batches of 2 x 8 tokens, builtin"
+  assert ("cloze: c.jsonl, 3 texts (1 contexts cut from the left to fit rows of 64 tokens)"
+          in lines)
+
+
+def test_the_data_source_and_batch_size_flags_set_the_fields_they_name():
+  assert evaluate.data_overrides("files:a/*.txt,b/*.jsonl", 16) == {
+      "batch_size": 16, "source": "files", "files": ("a/*.txt", "b/*.jsonl")}
+  assert evaluate.data_overrides("prepared:/data/run", None) == {
+      "source": "prepared", "prepared_dir": "/data/run"}
+  assert evaluate.data_overrides("tfds:wiki", None) == {"source": "tfds", "tfds_name": "wiki"}
+  assert evaluate.data_overrides("builtin", None) == {"source": "builtin"}
+  assert evaluate.data_overrides(None, None) == {}
+
+
+@pytest.mark.parametrize("data_source, batch_size, message", [
+    ("files:", None, "--data_source='files:'"),
+    ("prepared", None, "--data_source='prepared'"),
+    ("builtin:x", None, "--data_source='builtin:x'"),
+    ("hdfs:/x", None, "--data_source='hdfs:/x'"),
+    (None, 0, "--batch_size=0: must be a positive number of rows"),
+], ids=["files without globs", "prepared without a folder", "builtin with a path",
+        "unknown source", "no rows"])
+def test_a_data_source_or_batch_size_flag_that_names_nothing_usable_is_refused(
+    data_source, batch_size, message):
+  with pytest.raises(evaluate.EvaluateError, match=re.escape(message)):
+    evaluate.data_overrides(data_source, batch_size)
