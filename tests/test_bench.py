@@ -14,13 +14,9 @@ import numpy as np
 import pytest
 
 from glmjax.bench import attention as bench_attention
-from glmjax.bench import data as bench_data
 from glmjax.bench import prepare as bench_prepare
 from glmjax.bench import sweep
-from glmjax.data import builtin_corpus, pipeline, sources
-from glmjax.data.tokenizers import BERT_SPECIALS as S
-from test_infilling import TEXT_1, one_row
-from test_pipeline import Tokenizer, corpus, data_config, parse_row
+from glmjax.data import builtin_corpus, sources
 from test_prepare import SHARD_MB
 from test_prepare import data_config as prepare_config
 
@@ -80,35 +76,6 @@ def test_bench_prints_one_json_line(what):
     assert record["step_time_s_pipeline"] > 0 and record["pipeline_vs_prebuilt"] > 0
 
 
-def test_the_data_benchmark_s_span_length_histogram_is_that_of_the_batch_s_spans():
-  # The paper's worked example: spans x3 (1 token) and x5 x6 (2 tokens), each ended by [eop].
-  worked = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
-  worked["objective"] = np.zeros(1, np.int32)
-  assert bench_data.objective_stats(worked, S.eop)["blank"]["span_length_histogram"] == (
-      [0.5, 0.5] + [0.0] * 9)
-  # Built rows of every objective: the lengths of the spans their Part B holds (a [gMASK]
-  # suffix has no [eop]; its targets are all text).
-  config = data_config(blank_prob=0.4, sentence_prob=0.3, document_prob=0.3, batch_size=256)
-  batch = pipeline.BatchPipeline(config, Tokenizer(), corpus([300, 700, 1500, 3000] * 3),
-                                 seed=6).global_batch(0)
-  per_objective = bench_data.objective_stats(batch, S.eop)
-  for index, name in enumerate(pipeline.OBJECTIVE_NAMES):
-    rows = np.flatnonzero(batch["objective"] == index)
-    lengths = [len(span) - (span[-1] == S.eop) for r in rows for _, span in parse_row(batch, r)[1]]
-    assert len(lengths) >= 40 and per_objective[name]["rows"] == len(rows)
-    if index == pipeline.DOCUMENT:  # both layouts occur: a suffix and an [eop]-ended span
-      assert {span[-1] == S.eop for r in rows for _, span in parse_row(batch, r)[1]} == {
-          True, False}
-    # Part A holds the text ([CLS] included) less its spans, plus one mask token per span.
-    spans = [len(parse_row(batch, r)[1]) for r in rows]
-    text = int(batch["sep"][rows].sum()) - sum(spans) + sum(lengths)
-    assert per_objective[name]["masked_fraction"] == pytest.approx(sum(lengths) / text,
-                                                                   abs=1e-4)
-    expected = np.bincount(np.minimum(lengths, 11), minlength=12)[1:] / len(lengths)
-    np.testing.assert_allclose(per_objective[name]["span_length_histogram"], expected,
-                               atol=1e-4)
-
-
 def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   """launch/measure_gpu.sh is run on rare, short GPU loans: rehearse it here on a CPU, with a
   tiny model (MEASURE_OVERRIDES), so a broken flag or part is found before a loan is spent."""
@@ -139,33 +106,6 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert (step["seq_len"], step["batch_size"], step["hidden_size"]) == (128, 2, 64)
   assert step["pipeline_vs_prebuilt"] > 0 and step["checkpoint_overhead"] is not None
   assert step["checkpoint_overhead_device_snapshot"] is not None
-
-
-def test_the_data_benchmark_s_blank_figures_are_those_of_the_batch_s_spans():
-  # The worked example: a text of 8 tokens, spans of 1 and 2 tokens; 12 positions, none padding.
-  worked = one_row(TEXT_1, [3, 5], [1, 2], [1, 0], S.mask, 12)
-  worked["objective"] = np.zeros(1, np.int32)
-  figures = bench_data.batch_stats(worked)
-  assert figures["masked_fraction"] == pytest.approx(3 / 8)
-  assert figures["mean_span_length"] == pytest.approx(1.5)
-  assert figures["spans_per_blank_row"] == 2 and figures["padding_fraction"] == 0
-  # Built rows of a mixture: the [MASK] rows' spans as parse_row reads them back.
-  config = data_config(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2, batch_size=128,
-                       short_seq_prob=0.3)
-  batch = pipeline.BatchPipeline(config, Tokenizer(), corpus([300, 700, 1500, 3000] * 3),
-                                 seed=7).global_batch(0)
-  figures = bench_data.batch_stats(batch)
-  rows = np.flatnonzero(batch["objective"] == pipeline.BLANK)
-  spans = [[len(span) - 1 for _, span in parse_row(batch, r)[1]] for r in rows]
-  masked = sum(sum(s) for s in spans)
-  text = int(batch["sep"][rows].sum()) - sum(len(s) for s in spans) + masked
-  assert len(rows) > 40
-  assert figures["masked_fraction"] == pytest.approx(masked / text)
-  assert figures["mean_span_length"] == pytest.approx(masked / sum(len(s) for s in spans))
-  assert figures["spans_per_blank_row"] == pytest.approx(np.mean([len(s) for s in spans]))
-  used = batch["sep"] + (batch["block_position_ids"] > 0).sum(axis=1)
-  assert figures["padding_fraction"] == pytest.approx(1 - used.sum() / batch["sep"].size / 256)
-  assert figures["padding_fraction"] > 0  # short rows pad
 
 
 def test_the_sweep_s_best_is_the_fastest_trial_that_ran_and_on_a_tie_the_smaller_one():
@@ -229,16 +169,6 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
   assert (best["batch_size"], best["remat"], best["loss_chunk"]) == (batch, "none", 512)
   assert best["step_time_s"] == pytest.approx(0.1 + 0.01 * batch - 512e-5)
   assert best["tokens_per_s"] == pytest.approx(batch * config.data.seq_len / best["step_time_s"])
-
-
-def test_the_data_benchmark_s_tokens_per_s_are_every_timed_batch_s_tokens_over_the_time(
-    monkeypatch):
-  clock = iter([50.0, 52.0])  # the timed batches take 2 s; nothing real is timed
-  monkeypatch.setattr(bench_data, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-  config = data_config(batch_size=8, seq_len=128)
-  figures = bench_data.measure(config, Tokenizer(), corpus([300, 700, 1500] * 2), steps=3)
-  assert figures["tokens_per_s"] == pytest.approx(3 * 8 * 128 / 2.0)
-  assert figures["batch_s"] == pytest.approx(2.0 / 3)
 
 
 def test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_visible_pairs(

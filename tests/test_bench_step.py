@@ -170,3 +170,35 @@ def test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_span()
     assert len(set(part_b)) == 1 and 0 <= part_b[0] < sep
     np.testing.assert_array_equal(batch["block_position_ids"][row][b],
                                   np.arange(1, seq_len - sep + 1))
+
+
+class _RealCheckpointer(_Checkpointer):
+  """As checkpoint.Checkpointer.save: a step saved before is not saved again (False, no time)."""
+
+  def save(self, step, state, extra, *, force, defer):
+    if step in [saved for saved, _ in self.saves]:
+      return False
+    return super().save(step, state, extra, force=force, defer=defer)
+
+
+def test_the_timed_save_is_of_a_new_step_over_the_two_steps_after_it(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  made = []
+  monkeypatch.setattr(step_bench, "time", clock)
+  monkeypatch.setattr(step_bench, "checkpoint_lib", types.SimpleNamespace(
+      Checkpointer=lambda folder, **kwargs: made.append(_RealCheckpointer(clock)) or made[-1]))
+  seconds, _ = step_bench._with_an_async_save(step, 0, {}, defer=False)
+  assert seconds == pytest.approx(0.3)  # a save that wrote nothing would add nothing
+  # Two rounds (the first compiles), each a run without a save and one with: a step to start
+  # from idle, then the two steps a deferred transfer can delay.
+  assert len(step.batches) == 2 * 2 * (1 + 2)
+
+
+def test_the_peak_memory_figure_is_the_device_s_peak_not_what_it_holds_now(monkeypatch):
+  device = types.SimpleNamespace(memory_stats=lambda: {"bytes_in_use": 1 << 20,
+                                                       "peak_bytes_in_use": 3 << 30})
+  monkeypatch.setattr(jax, "local_devices", lambda: [device])
+  assert step_bench._peak_device_memory() == 3 << 30
+  device.memory_stats = lambda: None  # a backend that reports nothing
+  assert step_bench._peak_device_memory() is None

@@ -149,3 +149,27 @@ def test_a_one_chip_slice_s_mesh_cell_says_one_chip():
   text = fit_table.table([("GLM-Base", _report(
       accelerator_type="v6e-1", chips=1, mesh={"data": 1, "fsdp": 1, "tensor": 1}))])
   assert text.splitlines()[2].startswith("| GLM-Base | v6e-1 | 1 | 1 chip | full |")
+
+
+def test_the_command_searches_the_chosen_models_and_generations_and_splices_their_rows(
+    tmp_path, monkeypatch, capsys):
+  searched = []
+
+  def smallest_fit(module, generation, log):  # nothing compiles: one slice per generation
+    searched.append((module, generation))
+    return _report(accelerator_type={"v5p": "v5p-8", "v5e": "v5litepod-4",
+                                     "v6e": "v6e-4"}[generation])
+
+  monkeypatch.setattr(fit_table, "smallest_fit", smallest_fit)
+  readme = tmp_path / "README.md"
+  old = fit_table.table([("GLM-Base", _report()), ("GLM-10B", _report(accelerator_type="v6e-64"))])
+  readme.write_text(f"{fit_table.BEGIN}\n{old}\n{fit_table.END}\n")
+  assert fit_table.main(["--models=GLM-10B,GLM-Base", "--generations=v6e",
+                         f"--readme={readme}"]) == 0
+  assert searched == [("configs.base", "v6e"), ("configs.glm_10b", "v6e")]
+  cells = lambda text: [line.split(" | ")[:2] for line in text.splitlines()  # noqa: E731
+                        if line.startswith("| GLM")]
+  assert cells(capsys.readouterr().out) == [["| GLM-Base", "v6e-4"], ["| GLM-10B", "v6e-4"]]
+  # GLM-10B's v6e row is replaced; GLM-Base's v5p row, not searched, is kept.
+  assert cells(readme.read_text()) == [["| GLM-Base", "v5p-8"], ["| GLM-Base", "v6e-4"],
+                                       ["| GLM-10B", "v6e-4"]]

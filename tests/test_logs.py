@@ -4,6 +4,7 @@ import importlib
 import logging
 import os
 import tempfile
+import threading
 import time
 
 import pytest
@@ -208,3 +209,97 @@ def test_a_library_record_longer_than_400_characters_is_cut_on_the_console():
   formatter = logs._FirstLine(logging.Formatter("%(message)s"))
   line = formatter.format(_record("/x/jax/a.py", logging.WARNING, "x" * 1000))
   assert line == "x" * 400 + " [...; in full in the run's train.log]"
+
+
+def test_a_copy_destination_that_cannot_be_written_is_reported_as_the_run_starts(
+    tmp_path, logging_restored):
+  """The first copy is made at once, not after the copy interval (300 s): a workdir the VM
+  cannot write to is said at start-up, while its owner still watches the console."""
+  local = tmp_path / "train.log"
+  (tmp_path / "run").write_text("a file where the workdir's folder would be")
+  logs.attach_file(str(local))
+  with logs.RunLog(str(local), str(tmp_path / "run" / "logs" / "train-0.log"), every_s=3600):
+    _wait_for(lambda: "Could not copy the log file" in local.read_text())
+
+
+def test_a_last_copy_that_hangs_ends_the_wait_after_its_limit_and_says_so(tmp_path, monkeypatch,
+                                                                         logging_restored):
+  """A stuck network (or a preempted VM with seconds left) must not hold the exit forever."""
+  monkeypatch.setattr(logs, "LAST_COPY_WAIT_S", 0.2)
+  local = tmp_path / "train.log"
+  logs.attach_file(str(local))
+  run_log = logs.RunLog(str(local), str(tmp_path / "bucket" / "train-0.log"), every_s=3600)
+  network = threading.Event()
+  calls = []
+
+  def copy_now():
+    calls.append(len(calls))
+    if len(calls) > 1:  # the last copy: the network does not answer until released
+      network.wait(timeout=20)
+
+  monkeypatch.setattr(run_log, "_copy_now", copy_now)
+  release = threading.Timer(10, network.set)  # so that a wait without a limit ends too
+  release.start()
+  try:
+    with run_log:
+      _wait_for(lambda: calls)
+  finally:
+    network.set()
+    release.cancel()
+  assert "Could not copy the log file" in local.read_text()
+  assert "the last copy took over 0.2 s" in local.read_text()
+  assert run_log.where == str(local)  # the copy may lack the last lines
+
+
+def test_a_copy_holds_the_lines_written_after_the_local_file_was_emptied(tmp_path,
+                                                                        logging_restored):
+  """This run's lines start where the file ended when it began; a file emptied since (by log
+  rotation, or by hand) is copied from its start, not from past its end."""
+  local, copy = tmp_path / "train.log", tmp_path / "bucket" / "train-0.log"
+  local.write_text("an earlier run's line\n" * 10)
+  with logs.RunLog(str(local), str(copy), every_s=3600):
+    _wait_for(copy.exists)
+    local.write_text("this run: step 7\n")
+  assert copy.read_text() == "this run: step 7\n"
+
+
+def test_once_a_copy_fails_the_failure_line_names_the_vms_file_not_the_stale_copy(
+    tmp_path, logging_restored):
+  local, copy = tmp_path / "train.log", tmp_path / "bucket" / "train-0.log"
+  logs.attach_file(str(local))
+  run_log = logs.RunLog(str(local), str(copy), every_s=0.02)
+  with run_log:
+    logging.getLogger("glmjax.train").warning("step 1")
+    _wait_for(lambda: run_log.where == str(copy) and "step 1" in copy.read_text())
+    copy.unlink()
+    copy.mkdir()  # the bucket refuses the copies from now on
+    logging.getLogger("glmjax.train").warning("step 2")
+    _wait_for(lambda: "Could not copy the log file" in local.read_text())
+    # The copy lacks step 2 and whatever follows: a traceback would be looked for in vain there.
+    assert run_log.where == str(local)
+
+
+def test_runs_started_in_the_same_second_each_get_a_copy_of_their_own(bucket, monkeypatch):
+  workdir, _ = bucket
+  monkeypatch.setattr(time, "gmtime", lambda *args: time.struct_time(
+      (2025, 1, 2, 3, 4, 5, 3, 2, 0)))
+  names = []
+  for _ in range(3):  # three restarts within one second (a crash loop)
+    run_log = logs.RunLog.attach(str(workdir), 0)
+    with run_log:
+      pass
+    names.append(os.path.basename(run_log.copy))
+  assert names == ["train-0-20250102-030405.log", "train-0-20250102-030405-2.log",
+                   "train-0-20250102-030405-3.log"]
+  assert sorted(os.listdir(workdir / "logs")) == sorted(names)
+
+
+def test_a_new_log_file_takes_the_library_records_and_the_earlier_one_gets_no_more(
+    tmp_path, logging_restored):
+  first, second = tmp_path / "first.log", tmp_path / "second.log"
+  logs.attach_file(str(first))
+  logs.attach_file(str(second))
+  logging.getLogger("glmjax.train").error("a line of ours")
+  logging.getLogger("orbax.checkpoint").error("a library's line")
+  assert first.read_text() == ""
+  assert "a line of ours" in second.read_text() and "a library's line" in second.read_text()

@@ -223,3 +223,22 @@ def test_the_logged_parameter_norm_is_that_of_the_updated_parameters():
   after = norm(new_state.params)
   assert abs(after - before) > 1e-3 * before  # the step moved them
   np.testing.assert_allclose(metrics["param_norm"], after, rtol=1e-5)
+
+
+def test_held_out_sums_are_those_of_the_model_without_dropout():
+  """The shipped configs train with hidden_dropout=0.1; evaluation must not drop anything (a
+  held-out loss that moves with a dropout mask compares nothing)."""
+  config = _with_dropout(_config())
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  batch = _batches(config, 1)[0]
+  params = model.init(jax.random.key(0), *step_lib.dummy_inputs(1, config.data.seq_len))["params"]
+  sums = jax.jit(lambda p, b: step_lib.eval_step(p, b, model=model))(
+      params, jax.tree.map(jnp.asarray, batch))
+  logits = np.asarray(model.apply({"params": params}, batch["tokens"], batch["position_ids"],
+                                  batch["block_position_ids"], batch["sep"], deterministic=True),
+                      np.float64)
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  token_loss = -np.take_along_axis(log_probs, batch["targets"][..., None], -1)[..., 0]
+  np.testing.assert_allclose(sums["loss_sum"], (token_loss * batch["loss_mask"]).sum(),
+                             rtol=1e-5)

@@ -117,19 +117,19 @@ ENTRIES = (
              "glmjax/bench/data.py",
              "  text = (sep + part_b - 2 * spans)[blank]",
              "  text = (sep + part_b - spans)[blank]",
-             ("tests/test_bench.py::test_the_data_benchmark_s_blank_figures_are_those_of_the_"
+             ("tests/test_bench_data.py::test_the_data_benchmark_s_blank_figures_are_those_of_the_"
               "batch_s_spans",)),
     Mutation("the data benchmark's mean span length divides by every objective's spans",
              "glmjax/bench/data.py",
              "float(masked.sum() / max(spans[blank].sum(), 1))",
              "float(masked.sum() / max(spans.sum(), 1))",
-             ("tests/test_bench.py::test_the_data_benchmark_s_blank_figures_are_those_of_the_"
+             ("tests/test_bench_data.py::test_the_data_benchmark_s_blank_figures_are_those_of_the_"
               "batch_s_spans",)),
     Mutation("the data benchmark counts a [gMASK] suffix (no [eop]) one token short",
              "glmjax/bench/data.py",
              '    open_end = ends & (batch["targets"][rows] != eop)', "    open_end = ends & False",
-             ("tests/test_bench.py::test_the_data_benchmark_s_span_length_histogram_is_that_of_"
-              "the_batch_s_spans",)),
+             ("tests/test_bench_data.py::test_the_data_benchmark_s_span_length_histogram_is_that_"
+              "of_the_batch_s_spans",)),
     Mutation("data.context_mask_ratio is ignored (context masking reads block_mask_prob)",
              "glmjax/data/pipeline.py",
              "self.specials.mask, self.context_mask_ratio, self.specials.dblock",
@@ -158,8 +158,8 @@ ENTRIES = (
     Mutation("the data benchmark's span lengths count each span's [eop]",
              "glmjax/bench/data.py",
              "    lengths = b[ends] - 1 + open_end[ends]\n", "    lengths = b[ends] + open_end[ends]\n",
-             ("tests/test_bench.py::test_the_data_benchmark_s_span_length_histogram_is_that_of_"
-              "the_batch_s_spans",)),
+             ("tests/test_bench_data.py::test_the_data_benchmark_s_span_length_histogram_is_that_"
+              "of_the_batch_s_spans",)),
     Mutation("a blank row keeps a span the reference would not draw for its text",
              "glmjax/data/infilling.py",
              "  fewer = spans_for_budget(lengths, blank_budget(mask_ratio, text_len)) < n_spans",

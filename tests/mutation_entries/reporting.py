@@ -4,6 +4,7 @@ from mutation_entries import Mutation
 _METRICS = "tests/test_metrics.py::"
 _REPORTING = "tests/test_reporting.py::"
 _BENCH = "tests/test_bench.py::"
+_BENCH_DATA = "tests/test_bench_data.py::"
 _LOGS = "tests/test_logs.py::"
 _CLI = "tests/test_cli.py::"
 _FIT = "tests/test_fit_table.py::"
@@ -55,7 +56,7 @@ ENTRIES = (
     Mutation("the data benchmark's tokens/s counts one batch over all the timed ones",
              "glmjax/bench/data.py", "tokens = steps * p.batch_size * p.seq_len",
              "tokens = p.batch_size * p.seq_len",
-             (_BENCH + "test_the_data_benchmark_s_tokens_per_s_are_every_timed_batch_s_tokens_"
+             (_BENCH_DATA + "test_the_data_benchmark_s_tokens_per_s_are_every_timed_batch_s_tokens_"
               "over_the_time",)),
     Mutation("the attention benchmark's _ms figures are microseconds",
              "glmjax/bench/attention.py", '"forward_ms": 1e3 * forward_s',
