@@ -168,10 +168,13 @@ ENTRIES = (
              "keys = prompts.keys", ("tests/test_generate.py",)),
     Mutation("top_k keeps only the likeliest token", "glmjax/decoding.py",
              "kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]",
-             "kth = jax.lax.top_k(logits, sampling.top_k)[0][:, :1]", ("tests/test_generate.py",)),
+             "kth = jax.lax.top_k(logits, sampling.top_k)[0][:, :1]",
+             ("tests/test_prompts_and_sampling.py::test_temperature_divides_the_logits_and_top_k_"
+              "keeps_the_k_likeliest",)),
     Mutation("temperature multiplies the logits", "glmjax/decoding.py",
              "logits = logits / sampling.temperature", "logits = logits * sampling.temperature",
-             ("tests/test_generate.py",)),
+             ("tests/test_prompts_and_sampling.py::test_temperature_divides_the_logits_and_top_k_"
+              "keeps_the_k_likeliest",)),
     Mutation("generated token written one cache slot early", "glmjax/decoding.py",
              "    slot = part_a + s\n", "    slot = part_a + s - 1\n",
              ("tests/test_generate.py",)),
