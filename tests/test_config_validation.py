@@ -357,3 +357,12 @@ def test_the_rows_per_micro_batch_must_divide_over_the_data_parallel_devices():
   with pytest.raises(config_lib.ConfigError, match=r"= 8 rows per micro-batch is not divisible "
                                                    r"by the data-parallel size 16"):
     config_lib.validate(config, batch_parallelism=16)
+
+
+def test_rope_with_an_odd_head_dim_is_refused_when_built_directly():
+  # rope rotates dim i with dim i + D/2: an odd head dim has a dim without a partner.
+  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError,
+                     match=r"needs a head dim divisible by 2 \(hidden_size/num_heads = 3\)"):
+    ModelConfig(hidden_size=12, num_heads=4, position_encoding="rope")
+  ModelConfig(hidden_size=12, num_heads=4)  # learned positions take any head dim

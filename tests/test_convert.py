@@ -3,7 +3,7 @@
 The original model is tests/original_glm.py: an independently written PyTorch forward with its
 own checkpoint writers (Hugging Face and Megatron, model-parallel parts included). Refused
 sources are in test_convert_refusals.py, tokenizers stored with an import in
-test_convert_tokenizer.py.
+test_convert_tokenizer.py, the config.json and tensors export writes in test_convert_export.py.
 """
 import dataclasses
 import importlib
@@ -257,78 +257,6 @@ def test_num_heads_given_to_the_import_wins_over_a_config_json_that_misstates_th
                              atol=1e-3, rtol=0)
 
 
-def test_dropout_rates_come_from_config_json_and_go_back_into_the_exported_one(weights, tmp_path):
-  hf = og.hf_config(V, H, L, HEADS, MSL)
-  # The HF GLM code's names: output_dropout_prob is the hidden dropout (as embedding_...).
-  hf.update(embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
-  og.save_hf(str(tmp_path / "hf"), weights, hf, prefix=False, fmt="safetensors")
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  model = pretrained.read_config(str(tmp_path / "run")).model
-  assert (model.hidden_dropout, model.attention_dropout) == (0.05, 0.2)
-  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
-  exported = json.loads((tmp_path / "out" / "config.json").read_text())
-  assert {key: exported[key] for key in ("embedding_dropout_prob", "output_dropout_prob",
-                                         "attention_dropout_prob")} == dict(
-      embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
-
-
-def test_a_sharded_import_exports_one_file_that_the_safetensors_library_and_glmjax_read(
-    weights, tmp_path):
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-             fmt="safetensors", shards=3)
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
-  assert sorted(name for name in os.listdir(tmp_path / "out")
-                if name.endswith((".safetensors", ".json"))) == ["config.json",
-                                                                 "model.safetensors"]
-  # transformers refuses a safetensors file whose metadata lacks the framework it was saved from.
-  with safe_open(str(tmp_path / "out" / "model.safetensors"), framework="pt") as handle:
-    assert handle.metadata() == {"format": "pt"}
-    assert sorted(handle.keys()) == sorted(weights)
-    for key in weights:
-      assert torch.equal(handle.get_tensor(key), weights[key]), key
-  _, params = convert.load_pretrained(str(tmp_path / "out"))
-  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
-
-
-def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and_files(
-    weights, tmp_path):
-  half = {key: value.to(torch.bfloat16) for key, value in weights.items()}
-  og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
-             fmt="safetensors")
-  (tmp_path / "hf" / "modeling_glm.py").write_text("# the hub's code, kept for export\n")
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  # What train writes from WORKDIR/config.py: the parameters, and init_from in its config.json.
-  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
-  pretrained.save(str(tmp_path / "continued"), sources.continue_config(str(tmp_path / "run")),
-                  params)
-  convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
-  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
-  assert sorted(exported) == sorted("glm." + key for key in half)
-  for key, value in half.items():
-    assert str(exported["glm." + key].dtype) == "bfloat16", key
-    np.testing.assert_array_equal(exported["glm." + key].astype(np.float32),
-                                  value.float().numpy(), err_msg=key)
-  assert (tmp_path / "out" / "modeling_glm.py").is_file()
-
-
-def test_a_workdir_with_unscanned_layers_exports_the_same_tensors(weights, tmp_path):
-  from glmjax.model import unstack_layers  # pylint: disable=import-outside-toplevel
-  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
-             fmt="safetensors")
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
-  config = pretrained.read_config(str(tmp_path / "run"))
-  config.model.scan_layers = False  # layers_0, layers_1, ...: a run trained without nn.scan
-  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
-  pretrained.save(str(tmp_path / "unscanned"), config, unstack_layers(params, L))
-  convert.export_workdir(str(tmp_path / "unscanned"), str(tmp_path / "out"))
-  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
-  assert sorted(exported) == sorted(weights)
-  for key, value in weights.items():
-    np.testing.assert_array_equal(exported[key], value.numpy(), err_msg=key)
-
-
 def test_a_workdir_saved_on_a_larger_slice_loads_over_this_host_s_devices(weights, tmp_path):
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
@@ -401,3 +329,45 @@ def test_the_convert_command_reports_an_unusable_checkpoint_in_one_line(monkeypa
   assert isinstance(raised, SystemExit) and raised.code == 1  # not a traceback
   assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
       "run: the checkpoint at step 5 is torn."]
+
+
+def test_a_fine_tuned_classifier_imports_its_glm_network_and_leaves_its_head_out(weights,
+                                                                                 tmp_path):
+  # GLMForSequenceClassification.state_dict(): the network under glm., its head unprefixed.
+  head = {"dense.weight": torch.randn(H, H), "dense.bias": torch.randn(H),
+          "out_proj.weight": torch.randn(1, H), "out_proj.bias": torch.randn(1)}
+  og.save_hf(str(tmp_path), {**{"glm." + key: value for key, value in weights.items()}, **head},
+             og.hf_config(V, H, L, HEADS, MSL), prefix=False, fmt="safetensors")
+  model_config, params = convert.load_pretrained(str(tmp_path))
+  np.testing.assert_allclose(_our_logits(model_config, params), _original_logits(weights, "erf"),
+                             atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("layout, name", [("hf", "model.safetensors"),
+                                          ("megatron", "mp_rank_00_model_states.pt")])
+def test_an_import_from_a_weights_file_reads_the_whole_checkpoint_of_its_folder(
+    weights, tmp_path, layout, name):
+  if layout == "hf":
+    og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+               fmt="safetensors")
+  else:  # the file of rank 0 stands for both parts of a model-parallel checkpoint
+    og.save_megatron(str(tmp_path), weights, parts=2)
+  model_config, params = convert.load_pretrained(str(tmp_path / name), num_heads=HEADS)
+  np.testing.assert_allclose(_our_logits(model_config, params),
+                             _original_logits(weights, "erf" if layout == "hf" else "tanh"),
+                             atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_folder_with_both_safetensors_and_bin_weights_is_read_from_the_safetensors(
+    weights, tmp_path, monkeypatch, shards):
+  # Hub folders often carry both formats: the safetensors ones need no torch and no pickle.
+  for fmt in ("safetensors", "bin"):
+    og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+               fmt=fmt, shards=shards)
+  monkeypatch.setattr(original, "_torch", lambda: None)
+  checkpoint = original.read(str(tmp_path))
+  assert checkpoint.file_format == "safetensors"
+  assert sorted(checkpoint.tensors) == sorted(weights)
+  for key, value in weights.items():
+    np.testing.assert_array_equal(checkpoint.tensors[key], value.numpy(), err_msg=key)

@@ -4,14 +4,19 @@ Face GLM code would compute differently."""
 import json
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 import torch
+from flax import linen as nn
 
 import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
-from glmjax import convert
+from glmjax import convert, pretrained
 from glmjax.convert import mapping, original
+from glmjax.model import GLM, ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +109,38 @@ def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights
   with pytest.raises(FileNotFoundError, match=rf"lists \['{files[1]}'\] that are not in .*"
                                                "download every shard"):
     convert.load_pretrained(str(tmp_path))
+
+
+def test_a_checkpoint_missing_the_last_layer_that_its_config_counts_is_refused(weights,
+                                                                             tmp_path):
+  # Layers 0..L-2 alone form a valid, shallower GLM: only config.json tells that one is lost.
+  message = _damaged(weights, tmp_path, lambda state, _: [
+      state.pop(key) for key in list(state) if key.startswith(f"transformer.layers.{L - 1}.")])
+  assert f"num_layers={L}" in message and f"tensors have {L - 1} (transformer.layers.*)" in message
+
+
+def test_a_checkpoint_trained_without_block_positions_is_refused_naming_the_setting(weights,
+                                                                                   tmp_path):
+  def change(state, config):  # the original code's --no-block-position: one position table
+    state.pop("transformer.block_position_embeddings.weight")
+    config.update(block_position_encoding=False)
+  assert "block_position_encoding=false" in _damaged(weights, tmp_path, change)
+
+
+@pytest.mark.parametrize("field, value", [("mlp", "geglu"), ("position_encoding", "rope")])
+def test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_glm_code_has(
+    weights, tmp_path, field, value):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  # A run of the imported size trained from scratch with a GeGLU MLP or rotary positions.
+  config = pretrained.read_config(str(tmp_path / "run"))
+  config.model.update({field: value, "attention": "xla"})
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  shapes = jax.eval_shape(lambda: GLM(ModelConfig.from_config(config.model)).init(
+      jax.random.key(0), tokens, tokens, tokens, jnp.array([4]))["params"])
+  pretrained.save(str(tmp_path / "other"), config, jax.tree.map(
+      lambda leaf: np.zeros(leaf.shape, leaf.dtype), nn.meta.unbox(shapes)))
+  with pytest.raises(ValueError, match=f"{field}.*cannot be exported"):
+    convert.export_workdir(str(tmp_path / "other"), str(tmp_path / "out"))
+  assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -127,3 +127,14 @@ def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weig
   data = pretrained.read_config(str(tmp_path / "run")).data
   assert (data.tokenizer, data.tokenizer_vocab) == ("wordpiece", "bert")
   assert data.tokenizer_path != pretrained.NO_TOKENIZER
+
+
+def test_an_import_given_a_tokenizer_path_that_holds_none_is_refused_before_it_writes_anything(
+    weights, tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  (tmp_path / "empty").mkdir()  # a mistyped --tokenizer: checked before a long checkpoint read
+  with pytest.raises(ValueError, match="holds no tokenizer glmjax reads"):
+    convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
+                              tokenizer=str(tmp_path / "empty"))
+  assert not (tmp_path / "run").exists()  # nothing half-written to clear before the retry

@@ -1,5 +1,7 @@
 """What remat keeps for the backward pass and what it reruns, and that neither remat nor a
 scanned layer stack changes a value or a gradient."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from flax import linen as nn
 
 from glmjax import model as model_lib
 from glmjax.model import glm as glm_lib
+from glmjax.model import gpu_kernels
 # The small model and batch of the model's own tests.
 from test_model import BATCH, SEQ, _batch, _config, _glm, _init_params
 
@@ -106,3 +109,19 @@ def test_remat_minimal_with_a_fused_kernel_adds_only_elementwise_work_to_the_bac
   # With tokamax's output left untagged (tests/mutations.py) the forward reruns: +8% here.
   # Norms and activations recomputed cost well under 1%.
   assert minimal <= 1.04 * none, (none, minimal)
+
+
+def test_remat_minimal_keeps_the_cudnn_row_split_s_outputs_without_tagging_the_context(
+    monkeypatch, capsys):
+  # The cuDNN row split tags its two calls' outputs and log-sum-exps itself; here it runs as the
+  # same composition over XLA's attention, which this CPU has.
+  monkeypatch.setattr(gpu_kernels, "row_split_attention", functools.partial(
+      gpu_kernels.row_split_attention, implementation="xla"))
+  loss, params = _fused_kernel_model("cudnn", "minimal", num_layers=1)
+  jax.ad_checkpoint.print_saved_residuals(loss, params)
+  lines = capsys.readouterr().out.splitlines()
+  tagged = [line.split()[0] for line in lines
+            if f"named '{model_lib.model_config.ATTENTION_RESIDUALS}'" in line]
+  assert tagged.count("f32[2,256,2,32]") == 2, lines  # each call's output, [B, T, N, D]
+  # Their merge is recomputed from them: "context" is not saved a third time.
+  assert not any("named 'context'" in line for line in lines), lines

@@ -2,6 +2,7 @@
 from mutation_entries import Mutation
 
 _ATTENTION = "tests/test_attention.py::"
+_CHOICE = "tests/test_attention_choice.py::"
 _DENSE = "tests/test_dense_attention.py::"
 _GPU_AUTO = ("tests/test_config_validation.py::test_auto_for_a_gpu_target_takes_tokamax_from_"
              "sm90_on_and_cudnn_on_an_older_gpu")
@@ -58,29 +59,29 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/attention_choice.py",
              'exact = dtype == jnp.float32 and device.platform == "cpu"',
              "exact = dtype == jnp.float32",
-             (_ATTENTION + "test_a_float32_kernel_on_an_accelerator_is_held_to_bfloat16_s_"
+             (_CHOICE + "test_a_float32_kernel_on_an_accelerator_is_held_to_bfloat16_s_"
               "tolerance_not_float32_s",)),
     Mutation("the start-up check's ragged Part A may end on an even token (a block boundary)",
              "glmjax/attention_choice.py", "((seq_len * 3) // 10) | 1", "(seq_len * 3) // 10",
-             (_ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_"
+             (_CHOICE + "test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_"
               "part_a_ends_on_a_block[128]",
-              _ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_"
+              _CHOICE + "test_the_start_up_check_rejects_a_kernel_that_is_exact_only_where_"
               "part_a_ends_on_a_block[256]")),
     Mutation("the start-up check measures absolute errors, not relative ones",
              "glmjax/attention_choice.py",
              "errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-6))",
              "errors = [float(jnp.max(jnp.abs(a - b)))",
-             (_ATTENTION + "test_the_start_up_check_reports_each_error_relative_to_the_largest_"
+             (_CHOICE + "test_the_start_up_check_reports_each_error_relative_to_the_largest_"
               "reference_value",)),
     Mutation("the start-up check never tries an empty Part A", "glmjax/attention_choice.py",
              "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)",
              "sep = jnp.array([1, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)",
-             (_ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
+             (_CHOICE + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
               "a_is_empty_or_whole[empty]",)),
     Mutation("the start-up check never tries a Part A of the whole row",
              "glmjax/attention_choice.py",
              "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len], jnp.int32)",
              "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len // 2], jnp.int32)",
-             (_ATTENTION + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
+             (_CHOICE + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
               "a_is_empty_or_whole[whole]",)),
 )

@@ -130,8 +130,8 @@ ENTRIES = (
              "glmjax/convert/__init__.py",
              'dropout = dict(hidden_dropout=hf.get("output_dropout_prob"),',
              'dropout = dict(hidden_dropout=hf.get("attention_dropout_prob"),',
-             ("tests/test_convert.py::test_dropout_rates_come_from_config_json_and_go_back_into_"
-              "the_exported_one",)),
+             ("tests/test_convert_export.py::test_dropout_rates_come_from_config_json_and_go_back_"
+              "into_the_exported_one",)),
     Mutation("an import whose heads do not divide the hidden size is not refused",
              "glmjax/convert/__init__.py", "if heads < 1 or hidden % heads:", "if heads < 1:",
              (_CONVERT_REFUSALS + "test_a_head_count_that_does_not_divide_the_hidden_size_is_"
@@ -143,16 +143,16 @@ ENTRIES = (
               "without_naming_it",)),
     Mutation("a sharded import's index is exported beside the single weights file",
              "glmjax/convert/__init__.py", '".pt", ".index.json"))]', '".pt"))]',
-             ("tests/test_convert.py::test_a_sharded_import_exports_one_file_that_the_"
+             ("tests/test_convert_export.py::test_a_sharded_import_exports_one_file_that_the_"
               "safetensors_library_and_glmjax_read",)),
     Mutation("a run continued from an import exports without the import's dtypes and names",
              "glmjax/convert/__init__.py", "    workdir = parent\n", '    return ""\n',
-             ("tests/test_convert.py::test_a_run_continued_from_an_import_exports_in_the_import_"
-              "s_dtypes_names_and_files",)),
+             ("tests/test_convert_export.py::test_a_run_continued_from_an_import_exports_in_the_"
+              "import_s_dtypes_names_and_files",)),
     Mutation("export reads an unscanned workdir's layers as if stacked",
              "glmjax/convert/__init__.py", "  if not model_config.scan_layers:\n",
              "  if False:\n",
-             ("tests/test_convert.py::test_a_workdir_with_unscanned_layers_exports_the_same_"
+             ("tests/test_convert_export.py::test_a_workdir_with_unscanned_layers_exports_the_same_"
               "tensors",)),
     Mutation("export lets through a LayerNorm eps the HF GLM code does not compute",
              "glmjax/convert/__init__.py",
@@ -164,8 +164,8 @@ ENTRIES = (
              "glmjax/convert/__init__.py",
              "attention_dropout_prob=model_config.attention_dropout)",
              "attention_dropout_prob=model_config.hidden_dropout)",
-             ("tests/test_convert.py::test_dropout_rates_come_from_config_json_and_go_back_into_"
-              "the_exported_one",)),
+             ("tests/test_convert_export.py::test_dropout_rates_come_from_config_json_and_go_back_"
+              "into_the_exported_one",)),
     Mutation("a model-parallel checkpoint missing rank 0 is read from the other ranks",
              "glmjax/convert/original.py", "if ranks != list(range(len(files))):", "if False:",
              (_CONVERT_REFUSALS + "test_a_model_parallel_checkpoint_missing_a_rank_is_refused_"
@@ -181,7 +181,7 @@ ENTRIES = (
     Mutation("exported safetensors lack the format metadata transformers requires",
              "glmjax/convert/safetensors_io.py", '  if metadata:\n    header["__metadata__"]',
              '  if False:\n    header["__metadata__"]',
-             ("tests/test_convert.py::test_a_sharded_import_exports_one_file_that_the_"
+             ("tests/test_convert_export.py::test_a_sharded_import_exports_one_file_that_the_"
               "safetensors_library_and_glmjax_read",)),
     Mutation("a workdir saved on a larger slice does not load on one host", "glmjax/pretrained.py",
              "fallback.update(data=1, fsdp=-1, tensor=1)",

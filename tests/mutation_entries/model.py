@@ -48,15 +48,17 @@ ENTRIES = (
     Mutation("the start-up check compares outputs only, not gradients",
              "glmjax/attention_choice.py", "for a, b in zip(got, expected)]",
              "for a, b in zip(got[:1], expected[:1])]",
-             ("tests/test_attention.py::test_the_start_up_check_rejects_a_kernel_with_an_exact_"
-              "forward_and_wrong_gradients",)),
+             ("tests/test_attention_choice.py::test_the_start_up_check_rejects_a_kernel_with_an_"
+              "exact_forward_and_wrong_gradients",)),
     Mutation("Part B sees one token ahead (mask off by one)", "glmjax/model/mask.py",
              "jnp.arange(seq_len, dtype=jnp.int32)[None, :] + 1,",
              "jnp.arange(seq_len, dtype=jnp.int32)[None, :] + 2,",
              ("tests/test_model.py", "tests/test_attention.py")),
     Mutation("an explicitly named kernel is never checked on a GPU or TPU",
              "glmjax/attention_choice.py", 'check_explicit = platform in ("gpu", "tpu")',
-             "check_explicit = False", ("tests/test_attention.py",)),
+             "check_explicit = False",
+             ("tests/test_attention_choice.py::test_an_explicit_kernel_that_fails_its_check_stops_"
+              "the_run_with_the_reason",)),
     Mutation("hosts check an explicitly named kernel each on their own",
              "glmjax/attention_choice.py",
              'if jax.process_count() == 1 or name == "xla":',

@@ -1,5 +1,101 @@
 """Planted bugs in the model's configuration, attention, positions and checkpoint conversion."""
 from mutation_entries import Mutation
 
+_C = "tests/test_convert.py::"
+_EXPORT = "tests/test_convert_export.py::"
+_R = "tests/test_convert_refusals.py::"
+_T = "tests/test_convert_tokenizer.py::"
+_V = "tests/test_config_validation.py::"
+_A = "tests/test_attention.py::"
+_M = "tests/test_remat_and_scan.py::"
+
 ENTRIES: tuple[Mutation, ...] = (
+    # Reading the original layouts (glmjax/convert/original.py).
+    Mutation("a glm.-prefixed checkpoint with an unprefixed head is read with its keys as stored",
+             "glmjax/convert/original.py",
+             "prefixed = any(key.startswith(PREFIX) for key in tensors)",
+             "prefixed = all(key.startswith(PREFIX) for key in tensors)",
+             (_C + "test_a_fine_tuned_classifier_imports_its_glm_network_and_leaves_its_head_"
+              "out",)),
+    Mutation("an import from a model.safetensors path looks for config.json inside the file",
+             "glmjax/convert/original.py",
+             '  folder = os.path.dirname(path) or "."\n  if os.path.isfile(',
+             "  folder = path\n  if os.path.isfile(",
+             (_C + "test_an_import_from_a_weights_file_reads_the_whole_checkpoint_of_its_folder",)),
+    Mutation("an mp_rank_00_model_states.pt path is matched from its start (re.match)",
+             "glmjax/convert/original.py",
+             r'if re.search(r"mp_rank_\d+_model_states\.pt$", path):',
+             r'if re.match(r"mp_rank_\d+_model_states\.pt$", path):',
+             (_C + "test_an_import_from_a_weights_file_reads_the_whole_checkpoint_of_its_folder",)),
+    Mutation("a sharded folder with both formats is read from the bin shards (torch, pickle)",
+             "glmjax/convert/original.py",
+             '((SAFETENSORS_INDEX, "safetensors"), (TORCH_BIN_INDEX, "bin"))',
+             '((TORCH_BIN_INDEX, "bin"), (SAFETENSORS_INDEX, "safetensors"))',
+             (_C + "test_a_folder_with_both_safetensors_and_bin_weights_is_read_from_the_"
+              "safetensors",)),
+    Mutation("a folder with both model.safetensors and pytorch_model.bin is read from the bin",
+             "glmjax/convert/original.py",
+             'for name, fmt in ((SAFETENSORS, "safetensors"), (TORCH_BIN, "bin")):',
+             'for name, fmt in ((TORCH_BIN, "bin"), (SAFETENSORS, "safetensors")):',
+             (_C + "test_a_folder_with_both_safetensors_and_bin_weights_is_read_from_the_"
+              "safetensors",)),
+    # The model config a checkpoint implies, and export (glmjax/convert/__init__.py).
+    Mutation("a checkpoint missing layers its config.json counts imports as a shallower model",
+             "glmjax/convert/__init__.py",
+             'for key, field in (("num_layers", "num_layers"), ("hidden_size", "hidden_size"),',
+             'for key, field in (("hidden_size", "hidden_size"),',
+             (_R + "test_a_checkpoint_missing_the_last_layer_that_its_config_counts_is_refused",)),
+    Mutation("block_position_encoding=false is refused as a missing tensor, not by its setting",
+             "glmjax/convert/__init__.py",
+             'if hf.get("relative_encoding") or hf.get("block_position_encoding") is False:',
+             'if hf.get("relative_encoding"):',
+             (_R + "test_a_checkpoint_trained_without_block_positions_is_refused_naming_the_"
+              "setting",)),
+    Mutation("export copies the imported config.json over the one it writes",
+             "glmjax/convert/__init__.py",
+             "    shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)\n"
+             "  written = original.write_hf(out, tensors, _hf_config(model_config, "
+             'source.get("hf_config")),\n'
+             '                              prefixed=bool(source.get("prefixed")))\n',
+             "    pass\n"
+             "  written = original.write_hf(out, tensors, _hf_config(model_config, "
+             'source.get("hf_config")),\n'
+             '                              prefixed=bool(source.get("prefixed")))\n'
+             "  if origin and os.path.isdir(os.path.join(origin, HF_FILES_DIR)):\n"
+             "    shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)\n",
+             (_EXPORT + "test_a_run_continued_with_other_dropout_rates_exports_them_not_the_"
+              "imported_ones",)),
+    Mutation("a model trained from scratch exports block_position_encoding=false",
+             "glmjax/convert/__init__.py",
+             '"block_position_encoding": True, "relative_encoding": False,',
+             '"block_position_encoding": False, "relative_encoding": False,',
+             (_EXPORT + "test_a_model_trained_from_scratch_exports_a_config_json_that_imports_back_"
+              "to_it",)),
+    Mutation("export lets a GeGLU model through to a KeyError", "glmjax/convert/__init__.py",
+             '("norm", "pre"), ("mlp", "gelu"),', '("norm", "pre"),',
+             (_R + "test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_"
+              "glm_code_has",)),
+    Mutation("export lets a rotary model through to a KeyError", "glmjax/convert/__init__.py",
+             '(("position_encoding", "learned_2d"), ("norm", "pre")', '(("norm", "pre")',
+             (_R + "test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_"
+              "glm_code_has",)),
+    Mutation("a wrong --tokenizer is found only after the checkpoint is read and --out made",
+             "glmjax/convert/__init__.py",
+             "    released_tokenizers.tokenizer_fields(tokenizer)\n  log.info(",
+             "    pass\n  log.info(",
+             (_T + "test_an_import_given_a_tokenizer_path_that_holds_none_is_refused_before_it_"
+              "writes_anything",)),
+    # The model's configuration and attention.
+    Mutation("ModelConfig accepts rope with an odd head dim", "glmjax/model/model_config.py",
+             '{"rope_2d": 4, "rope": 2}', '{"rope_2d": 4, "rope": 1}',
+             (_V + "test_rope_with_an_odd_head_dim_is_refused_when_built_directly",)),
+    Mutation("the cuDNN row split's output is saved twice under remat (context tagged too)",
+             "glmjax/model/model_config.py", '"cudnn": Kernel(named_residuals=True),',
+             '"cudnn": Kernel(),',
+             (_M + "test_remat_minimal_keeps_the_cudnn_row_split_s_outputs_without_tagging_the_"
+              "context",)),
+    Mutation("a fused kernel refuses an rng that comes with a zero dropout rate",
+             "glmjax/model/attention.py", "dropout_rate > 0.0\n", "dropout_rate >= 0.0\n",
+             (_A + "test_a_fused_kernel_given_an_rng_and_a_zero_dropout_rate_attends_without_"
+              "dropout",)),
 )

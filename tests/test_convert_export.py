@@ -1,0 +1,133 @@
+"""Export: a workdir, imported or trained here, becomes a Hugging Face GLM checkpoint in the
+import's dtypes, names and files, with a config.json that says what the run trained (its dropout
+rates, its position encoding) and that imports back to the same parameters."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import convert_sources as sources
+import original_glm as og
+from convert_sources import H, HEADS, L, MSL, V
+from glmjax import convert, pretrained
+from glmjax.convert import safetensors_io
+
+
+@pytest.fixture(scope="module")
+def weights():
+  return sources.random_weights()
+
+
+def test_dropout_rates_come_from_config_json_and_go_back_into_the_exported_one(weights, tmp_path):
+  hf = og.hf_config(V, H, L, HEADS, MSL)
+  # The HF GLM code's names: output_dropout_prob is the hidden dropout (as embedding_...).
+  hf.update(embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
+  og.save_hf(str(tmp_path / "hf"), weights, hf, prefix=False, fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  model = pretrained.read_config(str(tmp_path / "run")).model
+  assert (model.hidden_dropout, model.attention_dropout) == (0.05, 0.2)
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  exported = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert {key: exported[key] for key in ("embedding_dropout_prob", "output_dropout_prob",
+                                         "attention_dropout_prob")} == dict(
+      embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
+
+
+def test_a_sharded_import_exports_one_file_that_the_safetensors_library_and_glmjax_read(
+    weights, tmp_path):
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors", shards=3)
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert sorted(name for name in os.listdir(tmp_path / "out")
+                if name.endswith((".safetensors", ".json"))) == ["config.json",
+                                                                 "model.safetensors"]
+  # transformers refuses a safetensors file whose metadata lacks the framework it was saved from.
+  with safe_open(str(tmp_path / "out" / "model.safetensors"), framework="pt") as handle:
+    assert handle.metadata() == {"format": "pt"}
+    assert sorted(handle.keys()) == sorted(weights)
+    for key in weights:
+      assert torch.equal(handle.get_tensor(key), weights[key]), key
+  _, params = convert.load_pretrained(str(tmp_path / "out"))
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
+def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and_files(
+    weights, tmp_path):
+  half = {key: value.to(torch.bfloat16) for key, value in weights.items()}
+  og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
+             fmt="safetensors")
+  (tmp_path / "hf" / "modeling_glm.py").write_text("# the hub's code, kept for export\n")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  # What train writes from WORKDIR/config.py: the parameters, and init_from in its config.json.
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "continued"), sources.continue_config(str(tmp_path / "run")),
+                  params)
+  convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
+  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  assert sorted(exported) == sorted("glm." + key for key in half)
+  for key, value in half.items():
+    assert str(exported["glm." + key].dtype) == "bfloat16", key
+    np.testing.assert_array_equal(exported["glm." + key].astype(np.float32),
+                                  value.float().numpy(), err_msg=key)
+  assert (tmp_path / "out" / "modeling_glm.py").is_file()
+
+
+def test_a_workdir_with_unscanned_layers_exports_the_same_tensors(weights, tmp_path):
+  from glmjax.model import unstack_layers  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  config = pretrained.read_config(str(tmp_path / "run"))
+  config.model.scan_layers = False  # layers_0, layers_1, ...: a run trained without nn.scan
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "unscanned"), config, unstack_layers(params, L))
+  convert.export_workdir(str(tmp_path / "unscanned"), str(tmp_path / "out"))
+  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  assert sorted(exported) == sorted(weights)
+  for key, value in weights.items():
+    np.testing.assert_array_equal(exported[key], value.numpy(), err_msg=key)
+
+
+def test_a_run_continued_with_other_dropout_rates_exports_them_not_the_imported_ones(weights,
+                                                                                    tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")  # dropout 0.1 everywhere
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  config = sources.continue_config(str(tmp_path / "run"))
+  config.model.update(hidden_dropout=0.0, attention_dropout=0.05)  # fine-tuned without dropout
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "continued"), config, params)
+  convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
+  exported = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert {key: exported[key] for key in ("embedding_dropout_prob", "output_dropout_prob",
+                                         "attention_dropout_prob")} == dict(
+      embedding_dropout_prob=0.0, output_dropout_prob=0.0, attention_dropout_prob=0.05)
+  assert exported["_name_or_path"] == "glmjax-tests/glm-tiny"  # the rest is the imported file's
+
+
+def test_a_model_trained_from_scratch_exports_a_config_json_that_imports_back_to_it(weights,
+                                                                                   tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  # The same parameters saved by a run that did not start from the import: no source.json, no
+  # kept files, so export writes its own config.json for the Hugging Face GLM code.
+  config = pretrained.read_config(str(tmp_path / "run"))
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "scratch"), config, params)
+  convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))
+  exported = json.loads((tmp_path / "out" / "config.json").read_text())
+  # The HF code's switches for this model: learned 2-D (block) positions, no relative ones.
+  assert (exported["block_position_encoding"], exported["relative_encoding"]) == (True, False)
+  assert {k: exported[k] for k in ("num_layers", "hidden_size", "num_attention_heads",
+                                   "vocab_size", "max_sequence_length")} == dict(
+      num_layers=L, hidden_size=H, num_attention_heads=HEADS, vocab_size=V,
+      max_sequence_length=MSL)
+  again_config, again = convert.load_pretrained(str(tmp_path / "out"))
+  assert again_config.num_heads == HEADS
+  jax.tree.map(np.testing.assert_array_equal, again, params)
