@@ -105,7 +105,8 @@ ENTRIES = (
              ("tests/test_generate.py",)),
     Mutation("a blank cannot end at eos", "glmjax/generate.py",
              "allowed[[specials.eop, specials.eos]] = True", "allowed[specials.eop] = True",
-             ("tests/test_generate.py",)),
+             ("tests/test_prompts_and_sampling.py::test_a_blank_may_end_at_eos_as_well_as_at_"
+              "eop",)),
     Mutation("a mistyped config argument ignored", "glmjax/config.py",
              "unknown = sorted(words - set(allowed))", "unknown = []",
              ("tests/test_config_validation.py",)),
