@@ -38,6 +38,8 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
       logs.fail(error, status=status)
     except user_errors as error:
       logs.fail_keeping_traceback(error, status)
+    except KeyboardInterrupt:  # Ctrl-C: the user knows why; 130 as a shell reports SIGINT
+      logs.fail(KeyboardInterrupt("Interrupted by Ctrl-C"), status=130)
   app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))
 
 

@@ -322,8 +322,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   for field in ("optim.warmup_ratio", "optim.final_ratio"):
     if not 0.0 <= _get(config, field) <= 1.0:
       raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1].")
-  problem = (pipeline.recipe_problem(data)
-             or parallel.batch_rule_problem(parallel.logical_rules(config.mesh)))
+  try:
+    rules = parallel.logical_rules(config.mesh)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  problem = pipeline.recipe_problem(data) or parallel.batch_rule_problem(rules)
   if problem:
     raise ConfigError(problem)
   if data.batch_size % optim.grad_accum_steps:
@@ -343,7 +346,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
       raise ConfigError(str(error)) from None
     problem = parallel.unsplittable_axis(
         model_config.ModelConfig.from_config(model).parameter_axes(),
-        dict(zip(parallel.MESH_AXES, shape)), parallel.logical_rules(config.mesh))
+        dict(zip(parallel.MESH_AXES, shape)), rules)
     if problem:
       raise ConfigError(problem)
   for field in ("train.eval_every", "checkpoint.every"):

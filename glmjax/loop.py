@@ -32,8 +32,10 @@ class Terminated(BaseException):
 
 
 class TerminationFlag:
-  """SIGTERM (preemption, scancel, launch/tpu.py stop) in a single-process run; a multi-host
-  run leaves it to jax's preemption service (`reached_preemption_sync_point`).
+  """SIGTERM (preemption, scancel, launch/tpu.py stop) and a first Ctrl-C (SIGINT) in a
+  single-process run; a multi-host run leaves SIGTERM to jax's preemption service
+  (`reached_preemption_sync_point`) and Ctrl-C as it is. A second Ctrl-C stops at once
+  (KeyboardInterrupt), for a user who will not wait for the save.
 
   The handler only sets `requested`: raising from it could interrupt Python's wait for a native
   XLA compile that goes on running, and the process may then crash at exit. So start-up calls
@@ -44,27 +46,29 @@ class TerminationFlag:
 
   def __init__(self, enabled: bool = True):
     self.requested = False
+    self.signal_name = "SIGTERM"  # the signal that asked to stop, for the closing line
     self._enabled = enabled
     self._in_loop = False
-    self._previous: Any = None
+    self._previous: dict[int, Any] = {}
 
   def __enter__(self) -> "TerminationFlag":
     if self._enabled:
       try:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+          self._previous[signum] = signal.signal(signum, self._handle)
       except ValueError:  # not the main thread (tests calling in-process from a thread)
         self._enabled = False
-      # Inside another flag (train's command around train_and_evaluate): a SIGTERM it already
+      # Inside another flag (train's command around train_and_evaluate): a signal it already
       # heard counts here too.
-      outer = getattr(self._previous, "__self__", None)
-      self.requested = isinstance(outer, TerminationFlag) and outer.requested
+      outer = getattr(self._previous.get(signal.SIGTERM), "__self__", None)
+      if isinstance(outer, TerminationFlag) and outer.requested:
+        self.requested, self.signal_name = True, outer.signal_name
     return self
 
   def __exit__(self, *exc_info) -> None:
-    if self._enabled:
+    for signum, previous in self._previous.items():
       # None: the previous handler was not set from Python; the default action is the closest.
-      signal.signal(signal.SIGTERM, self._previous if self._previous is not None
-                    else signal.SIG_DFL)
+      signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
   def stop_if_requested(self) -> None:
     """Between start-up phases: ends start-up (Terminated) when a SIGTERM came."""
@@ -75,8 +79,13 @@ class TerminationFlag:
     self._in_loop = True
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    log.warning("SIGTERM received: %s.", "saving a checkpoint and stopping" if self._in_loop
-                else "stopping when this start-up phase ends (nothing new to save)")
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now, without the save
+    self.signal_name = signal.Signals(signum).name
+    log.warning("%s received: %s.", self.signal_name,
+                ("saving a checkpoint and stopping" if self._in_loop else
+                 "stopping when this start-up phase ends (nothing new to save)")
+                + ("; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""))
     self.requested = True
 
 

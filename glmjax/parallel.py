@@ -126,9 +126,25 @@ def activate(mesh: Mesh, rules):
     yield
 
 
+def _is_rule(rule) -> bool:
+  """A (logical name, mesh axis | axes | None) pair."""
+  if not isinstance(rule, (tuple, list)) or len(rule) != 2 or not isinstance(rule[0], str):
+    return False
+  axes = rule[1]
+  return (axes is None or isinstance(axes, str)
+          or (isinstance(axes, (tuple, list)) and all(isinstance(a, str) for a in axes)))
+
+
 def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
-  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
-               for name, axes in mesh_config.rules)
+  """mesh.rules as a tuple of pairs; ValueError naming the field when it is not one."""
+  rules = mesh_config.rules
+  bad = (rules if isinstance(rules, str) or not isinstance(rules, (tuple, list))
+         else next((rule for rule in rules if not _is_rule(rule)), None))
+  if bad is not None:
+    raise ValueError(
+        f"mesh.rules: {bad!r} is not a tuple of (logical name, mesh axis, axes or None) pairs, "
+        "e.g. (('activation_batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('vocab', None))")
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
 
 
 def batch_axis_size(mesh: Mesh) -> int:

@@ -78,8 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         outputs.checkpointer.close()
         outputs.writer.close()
   except loop.Terminated:
-    log.warning("Stopped on SIGTERM during start-up, before the first step: nothing new to "
-                "save, and the workdir's checkpoints are as they were.")
+    log.warning("Stopped on %s during start-up, before the first step: nothing new to "
+                "save, and the workdir's checkpoints are as they were.", termination.signal_name)
     return {"stopped": "sigterm"}
 
 
@@ -229,7 +229,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
         reporter.restart_clock(done)
       if preempted:
         profiler.stop(state)
-        log.warning("Stopped at step %d on SIGTERM; checkpoint saved.", done)
+        log.warning("Stopped at step %d on %s; checkpoint saved.", done,
+                    termination.signal_name)
         return {"step": done, "stopped": "sigterm", **reporter.last_scalars}
     reporter.flush()
     profiler.stop(state)
@@ -295,6 +296,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
       train_and_evaluate(config, workdir)
     except _USER_ERRORS as error:
       logs.fail(error, run_log.where)
+    except KeyboardInterrupt:  # a second Ctrl-C (the first saves and stops)
+      logs.fail(KeyboardInterrupt(
+          "Interrupted by a second Ctrl-C: stopped without saving; the workdir's checkpoints "
+          "are as they were"), run_log.where, status=130)
     except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
       logs.fail(error, run_log.where, expected=False)
 

@@ -295,3 +295,24 @@ def test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_figures(
   trial = dict(batch_size=4, remat="full", attention="xla",
                loss_chunk=config.train.loss_chunk, **figures)
   assert record["trials"] == [trial] and record["best"] == trial
+
+
+def test_a_config_too_big_for_the_device_is_one_line_saying_what_to_change(monkeypatch):
+  import glmjax.bench  # pylint: disable=import-outside-toplevel
+  from glmjax.bench import step as bench_step  # pylint: disable=import-outside-toplevel
+
+  def out_of_memory(config, argv):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 2828373137976 bytes.\n"
+                       + "\n".join(f"  frame {i}" for i in range(30)))
+  monkeypatch.setattr(bench_step, "main", out_of_memory)
+  with pytest.raises(ValueError) as raised:
+    glmjax.bench.run("step", None, [])
+  line = str(raised.value)
+  assert "\n" not in line and line.startswith("--what=step: the config does not fit")
+  assert "allocating 2828373137976 bytes" in line and "--config.data.batch_size" in line
+
+  def a_bug(config, argv):
+    raise RuntimeError("INTERNAL: something else")
+  monkeypatch.setattr(bench_step, "main", a_bug)
+  with pytest.raises(RuntimeError, match="INTERNAL"):  # not a memory problem: left as it is
+    glmjax.bench.run("step", None, [])

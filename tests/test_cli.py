@@ -1,6 +1,7 @@
 """Every command that takes --config reports a mistyped config argument or field, a config file
 that is not there, or a config value that cannot work, in one line with exit status 1 (2 for
 aot, whose 1 means "does not fit") and no traceback (glmjax/cli.py)."""
+import logging
 import os
 import re
 import subprocess
@@ -138,3 +139,25 @@ def test_a_mistyped_flag_is_one_line_naming_it_in_every_command(module, tmp_path
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
   assert_one_line(result, r"Unknown command line flag 'wrkdir'")
+
+
+def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(monkeypatch,
+                                                                              capsys):
+  from glmjax import cli  # pylint: disable=import-outside-toplevel
+
+  def interrupted(argv):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(sys, "argv", ["prepare"])
+  # logs.fail gives glmjax's logger a console on this test's stderr: put the logger back after.
+  ours = logging.getLogger("glmjax")
+  monkeypatch.setattr(ours, "handlers", [])
+  monkeypatch.setattr(ours, "propagate", ours.propagate)
+  monkeypatch.setattr(ours, "level", ours.level)
+  # BaseException: without the handling, the KeyboardInterrupt itself fails this test (rather
+  # than reaching pytest, which would take it for the user's and stop the session).
+  with pytest.raises(BaseException) as stopped:
+    cli.run(interrupted)
+  assert isinstance(stopped.value, SystemExit), repr(stopped.value)
+  assert stopped.value.code == 130  # 128 + SIGINT, as a shell gives a process Ctrl-C ended
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and "Interrupted by Ctrl-C" in lines[0], lines

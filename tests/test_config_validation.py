@@ -101,6 +101,18 @@ def test_a_mesh_that_cannot_split_a_parameter_axis_is_refused_before_anything_ru
     config_lib.validate(config, num_devices=8)
 
 
+@pytest.mark.parametrize("rules", [("foo",), ("embed", "fsdp"), (("embed",),),
+                                   (("embed", 3),), (("embed", ("fsdp", 3)),)],
+                         ids=["a word", "one pair, not a tuple of them", "a name alone",
+                              "an axis that is a number", "axes holding a number"])
+def test_mesh_rules_that_are_not_name_axes_pairs_are_refused_naming_the_field(rules):
+  config = _local()
+  config.mesh.rules = rules
+  with pytest.raises(config_lib.ConfigError, match=r"^mesh.rules: .* is not a tuple of \(logical "
+                                                   r"name, mesh axis, axes or None\) pairs"):
+    config_lib.validate(config)
+
+
 def test_mesh_rules_are_read_as_flax_reads_them():
   """A name's first rule counts (later ones are fallbacks); a mesh axis that does not exist is
   named; rotary models have no position table to split."""

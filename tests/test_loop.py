@@ -232,3 +232,37 @@ def test_config_json_holds_the_attention_the_run_resolved_auto_to(tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "config.json", encoding="utf-8") as f:
     assert json.load(f)["model"]["attention"] == "xla"
+
+
+def test_a_first_ctrl_c_saves_the_step_it_came_in_and_a_second_stops_at_once(
+    tmp_path, monkeypatch, caplog):
+  """Ctrl-C in a single-process run is a request to stop, as SIGTERM is: the step it came in is
+  saved. A second Ctrl-C, for a user who will not wait for that save, stops at once."""
+  caplog.set_level(logging.INFO, logger="glmjax")
+  push = loop.StepReporter.push
+  presses = {3: 1}
+
+  def ctrl_c_at(self, done, metrics):
+    for _ in range(presses.get(done, 0)):
+      os.kill(os.getpid(), signal.SIGINT)
+    return push(self, done, metrics)
+  monkeypatch.setattr(loop.StepReporter, "push", ctrl_c_at)
+  heard = []
+  recorder = lambda *_: heard.append("SIGINT")  # noqa: E731 - pytest lives on without train's
+  previous = signal.signal(signal.SIGINT, recorder)
+  try:
+    config = _small_run_config(steps=10, log_every=1)
+    config.checkpoint.every = 4
+    result = train.train_and_evaluate(config, str(tmp_path / "once"))
+    assert signal.getsignal(signal.SIGINT) is recorder
+    presses.update({3: 2})
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, str(tmp_path / "twice"))
+    after = signal.getsignal(signal.SIGINT)
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  assert result["step"] == 3 and heard == [] and after is recorder
+  assert sorted(os.listdir(tmp_path / "once" / "checkpoints")) == ["3"]
+  assert "Stopped at step 3 on SIGINT; checkpoint saved." in caplog.text
+  assert "Ctrl-C again to stop at once" in caplog.text
+  assert not os.listdir(tmp_path / "twice" / "checkpoints")  # nothing saved: stopped at once

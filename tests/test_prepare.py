@@ -277,3 +277,17 @@ def test_every_file_prepare_renames_into_place_reaches_the_disk_before_its_name(
     directory = events[i + 1][1]
     assert any(event[:2] == ("fsync", directory) for event in events[i + 1:]), (
         f"the rename into {directory} was not flushed")
+
+
+def test_the_command_s_closing_line_names_the_tokenizer_that_wrote_the_shards(tmp_path):
+  # Training on the shards with another tokenizer is refused: the line gives every field it
+  # needs, a path and a vocabulary layout only when the prepare had them.
+  config = data_config(tokenizer="sentencepiece", tokenizer_path="/data/spm.model",
+                       tokenizer_vocab="chinese_sp")
+  assert prepare.training_flags(config, "/data/prepared").split() == [
+      "--config.data.source=prepared", "--config.data.prepared_dir=/data/prepared",
+      "--config.data.tokenizer=sentencepiece", "--config.data.tokenizer_path=/data/spm.model",
+      "--config.data.tokenizer_vocab=chinese_sp"]
+  assert prepare.training_flags(data_config(), "out").split() == [
+      "--config.data.source=prepared", "--config.data.prepared_dir=out",
+      "--config.data.tokenizer=byte"]

@@ -1,10 +1,8 @@
 """Dispatch `python -m glmjax.bench --what=NAME` to glmjax.bench.NAME.main(config, argv)."""
-import importlib
-
 from absl import flags
 from ml_collections import config_flags
 
-from glmjax import cli, logs
+from glmjax import bench, cli, logs
 
 BENCHMARKS = ("data", "prepare", "step", "sweep", "attention")
 
@@ -21,8 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run con
 def main(argv):
   # glmjax's progress lines on stderr; libraries' (Orbax's INFO on every save) only from WARNING.
   logs.setup_console(0)
-  module = importlib.import_module(f"glmjax.bench.{_WHAT.value}")
-  module.main(_CONFIG.value, argv[1:])
+  bench.run(_WHAT.value, _CONFIG.value, argv[1:])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import functools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 
@@ -193,7 +194,11 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   if workers > 1 and len(tasks) > 1:
     # spawn, not fork: TensorFlow and the tokenizers' thread pools do not survive a fork.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)))
+    # The workers ignore Ctrl-C: the terminal sends it to them too, and the parent alone
+    # stops them (terminate), with one line instead of a traceback from each.
+    pool = multiprocessing.get_context("spawn").Pool(
+        min(workers, len(tasks)), initializer=signal.signal,
+        initargs=(signal.SIGINT, signal.SIG_IGN))
     results = pool.imap_unordered(write_shard, tasks)
   else:
     pool, results = None, map(write_shard, tasks)
@@ -245,7 +250,17 @@ def main(argv, flag):
     return
   print(f"prepared {manifest['num_docs']:,} documents, {manifest['num_tokens']:,} tokens in "
         f"{len(manifest['shards'])} shards at {out}; train with "
-        f"--config.data.source=prepared --config.data.prepared_dir={out}")
+        f"{training_flags(flag['config'].value.data, out)}")
+
+
+def training_flags(data_config: ml_collections.ConfigDict, out: str) -> str:
+  """The --config flags that train on `out`: the source, and the tokenizer that wrote it (a
+  run must read the shards with it; the data section of another config may name another)."""
+  fields = dict(source="prepared", prepared_dir=out, tokenizer=data_config.tokenizer,
+                tokenizer_path=data_config.tokenizer_path,
+                tokenizer_vocab=data_config.tokenizer_vocab)
+  return " ".join(f"--config.data.{key}={value}" for key, value in fields.items()
+                  if value or key == "tokenizer")
 
 
 if __name__ == "__main__":

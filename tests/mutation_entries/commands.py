@@ -25,12 +25,12 @@ ENTRIES = (
              ("tests/test_aot.py::test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_"
               "links",)),
     Mutation("mesh.rules may split activation rows unlike the input batches", "glmjax/config.py",
-             "             or parallel.batch_rule_problem(parallel.logical_rules(config.mesh)))",
-             "             or None)",
+             "pipeline.recipe_problem(data) or parallel.batch_rule_problem(rules)",
+             "pipeline.recipe_problem(data) or None",
              ("tests/test_config_validation.py::test_a_rule_that_splits_activation_rows_unlike_"
               "the_input_batches_is_refused",)),
     Mutation("the objective recipe is checked only once the data is read", "glmjax/config.py",
-             "  problem = (pipeline.recipe_problem(data)\n", "  problem = (None\n",
+             "  problem = pipeline.recipe_problem(data) or", "  problem = None or",
              ("tests/test_config_validation.py::test_bad_field_is_named",
               "tests/test_cli.py::test_aot_gives_status_2_to_every_mistake_in_its_command")),
     Mutation("generate leaves a mistyped flag to absl (two lines, FATAL)", "glmjax/generate.py",

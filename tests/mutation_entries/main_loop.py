@@ -68,4 +68,18 @@ ENTRIES: tuple[Mutation, ...] = (
              "StartupError, loop.NonFiniteError,", "StartupError,",
              ("tests/test_faults.py::test_a_run_stopped_by_non_finite_steps_ends_in_its_message_"
               "not_as_a_bug",)),
+    Mutation("Ctrl-C kills a training run without saving the step it came in",
+             "glmjax/loop.py", "        for signum in (signal.SIGTERM, signal.SIGINT):",
+             "        for signum in (signal.SIGTERM,):",
+             ("tests/test_loop.py::test_a_first_ctrl_c_saves_the_step_it_came_in_and_a_second_"
+              "stops_at_once",)),
+    Mutation("a second Ctrl-C waits for the save like the first",
+             "glmjax/loop.py", "      raise KeyboardInterrupt  # the second Ctrl-C",
+             "      pass  # the second Ctrl-C",
+             ("tests/test_loop.py::test_a_first_ctrl_c_saves_the_step_it_came_in_and_a_second_"
+              "stops_at_once",)),
+    Mutation("Ctrl-C ends a command with a traceback", "glmjax/cli.py",
+             "    except KeyboardInterrupt:  # Ctrl-C", "    except ZeroDivisionError:  # Ctrl-C",
+             ("tests/test_cli.py::test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_"
+              "for_sigint",)),
 )

@@ -73,4 +73,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("prepare's renames are never flushed: a power loss can forget a finished shard",
              "glmjax/data/prepare.py", "    os.fsync(directory)", "    pass",
              (_P + "test_every_file_prepare_renames_into_place_reaches_the_disk_before_its_name",)),
+    Mutation("prepare's closing line leaves out the tokenizer that wrote the shards",
+             "glmjax/data/prepare.py",
+             "                tokenizer_path=data_config.tokenizer_path,\n", "",
+             (_P + "test_the_command_s_closing_line_names_the_tokenizer_that_wrote_the_shards",)),
 )

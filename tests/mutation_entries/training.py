@@ -92,8 +92,8 @@ ENTRIES = (
              ("tests/test_host_input.py::test_train_says_it_joins_jax_distributed_in_its_own_"
               "console_format",)),
     Mutation("a SIGTERM heard before training's own handler is forgotten", "glmjax/loop.py",
-             "      self.requested = isinstance(outer, TerminationFlag) and outer.requested\n",
-             "",
+             "      if isinstance(outer, TerminationFlag) and outer.requested:\n",
+             "      if False:\n",
              ("tests/test_train.py::test_a_sigterm_the_command_heard_before_training_installed_"
               "its_handler_still_counts",)),
     Mutation("a SIGTERM during a restore lets start-up go on to compile", "glmjax/train.py",
