@@ -55,7 +55,10 @@ class TerminationFlag:
     if self._enabled:
       try:
         for signum in (signal.SIGTERM, signal.SIGINT):
-          self._previous[signum] = signal.signal(signum, self._handle)
+          # An ignored Ctrl-C (a job started in the background by a shell: nohup ... &) stays
+          # ignored: a stray SIGINT to its process group must not stop training.
+          if signum != signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+            self._previous[signum] = signal.signal(signum, self._handle)
       except ValueError:  # not the main thread (tests calling in-process from a thread)
         self._enabled = False
       # Inside another flag (train's command around train_and_evaluate): a signal it already
@@ -66,6 +69,9 @@ class TerminationFlag:
     return self
 
   def __exit__(self, *exc_info) -> None:
+    outer = getattr(self._previous.get(signal.SIGTERM), "__self__", None)
+    if isinstance(outer, TerminationFlag) and self.requested:  # heard here: the outer heard it
+      outer.requested, outer.signal_name = True, self.signal_name
     for signum, previous in self._previous.items():
       # None: the previous handler was not set from Python; the default action is the closest.
       signal.signal(signum, previous if previous is not None else signal.SIG_DFL)

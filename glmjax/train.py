@@ -80,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   except loop.Terminated:
     log.warning("Stopped on %s during start-up, before the first step: nothing new to "
                 "save, and the workdir's checkpoints are as they were.", termination.signal_name)
-    return {"stopped": "sigterm"}
+    return {"stopped": termination.signal_name.lower()}
 
 
 def _inputs(config) -> RunInputs:
@@ -231,7 +231,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
         profiler.stop(state)
         log.warning("Stopped at step %d on %s; checkpoint saved.", done,
                     termination.signal_name)
-        return {"step": done, "stopped": "sigterm", **reporter.last_scalars}
+        return {"step": done, "stopped": termination.signal_name.lower(),
+                **reporter.last_scalars}
     reporter.flush()
     profiler.stop(state)
     end = int(jax.device_get(state.step))
@@ -296,10 +297,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
       train_and_evaluate(config, workdir)
     except _USER_ERRORS as error:
       logs.fail(error, run_log.where)
-    except KeyboardInterrupt:  # a second Ctrl-C (the first saves and stops)
-      logs.fail(KeyboardInterrupt(
-          "Interrupted by a second Ctrl-C: stopped without saving; the workdir's checkpoints "
-          "are as they were"), run_log.where, status=130)
+    except KeyboardInterrupt as error:  # a second Ctrl-C (or a first one on several hosts)
+      line = ("Interrupted by Ctrl-C: training stopped; resume from the workdir's newest "
+              "checkpoint (a save under way may have completed)")
+      logs.fail(KeyboardInterrupt(line).with_traceback(error.__traceback__), run_log.where,
+                status=130)
     except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
       logs.fail(error, run_log.where, expected=False)
 

@@ -102,9 +102,10 @@ def test_a_mesh_that_cannot_split_a_parameter_axis_is_refused_before_anything_ru
 
 
 @pytest.mark.parametrize("rules", [("foo",), ("embed", "fsdp"), (("embed",),),
-                                   (("embed", 3),), (("embed", ("fsdp", 3)),)],
+                                   (("embed", 3),), (("embed", ("fsdp", 3)),), None, (None,)],
                          ids=["a word", "one pair, not a tuple of them", "a name alone",
-                              "an axis that is a number", "axes holding a number"])
+                              "an axis that is a number", "axes holding a number", "None",
+                              "a None rule"])
 def test_mesh_rules_that_are_not_name_axes_pairs_are_refused_naming_the_field(rules):
   config = _local()
   config.mesh.rules = rules

@@ -1,4 +1,5 @@
 """prepare: resumable, byte-identical shards; read back they equal on-the-fly tokenization."""
+import errno
 import json
 import os
 import subprocess
@@ -281,13 +282,30 @@ def test_every_file_prepare_renames_into_place_reaches_the_disk_before_its_name(
 
 def test_the_command_s_closing_line_names_the_tokenizer_that_wrote_the_shards(tmp_path):
   # Training on the shards with another tokenizer is refused: the line gives every field it
-  # needs, a path and a vocabulary layout only when the prepare had them.
+  # needs, quoted for the shell.
   config = data_config(tokenizer="sentencepiece", tokenizer_path="/data/spm.model",
                        tokenizer_vocab="chinese_sp")
   assert prepare.training_flags(config, "/data/prepared").split() == [
       "--config.data.source=prepared", "--config.data.prepared_dir=/data/prepared",
       "--config.data.tokenizer=sentencepiece", "--config.data.tokenizer_path=/data/spm.model",
       "--config.data.tokenizer_vocab=chinese_sp"]
-  assert prepare.training_flags(data_config(), "out").split() == [
-      "--config.data.source=prepared", "--config.data.prepared_dir=out",
-      "--config.data.tokenizer=byte"]
+  # Empty fields too: a config whose own layout is bert must be told '' for the byte tokenizer.
+  assert prepare.training_flags(data_config(), "my out").split(" ") == [
+      "--config.data.source=prepared", "--config.data.prepared_dir='my", "out'",
+      "--config.data.tokenizer=byte", "--config.data.tokenizer_path=''",
+      "--config.data.tokenizer_vocab=''"]
+
+
+def test_a_mount_that_cannot_sync_a_directory_still_prepares(tmp_path, monkeypatch):
+  """CIFS, 9p and vboxsf answer a directory fsync with EINVAL: the renames stand as such a
+  mount keeps them, and prepare finishes (a file's own fsync is still required)."""
+  real_fsync = os.fsync
+
+  def fsync(fd):
+    if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+      raise OSError(errno.EINVAL, "Invalid argument")
+    real_fsync(fd)
+  monkeypatch.setattr(os, "fsync", fsync)
+  manifest = prepare.prepare(data_config(), str(tmp_path / "out"), shard_mb=SHARD_MB,
+                             progress=False)
+  assert manifest is not None and manifest["num_docs"] == 300

@@ -13,7 +13,7 @@ def run(what: str, config, argv: list[str]) -> None:
   try:
     module.main(config, argv)
   except Exception as error:  # noqa: BLE001 - jax raises its runtime errors as one type
-    if "RESOURCE_EXHAUSTED" not in str(error):
+    if "RESOURCE_EXHAUSTED: Out of memory" not in str(error):  # not a quota or an RPC's
       raise
     first = (str(error).strip().splitlines() or [""])[0][:200]
     raise ValueError(

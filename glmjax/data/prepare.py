@@ -17,10 +17,12 @@ Shards are a pure function of the source, tokenizer and --shard_mb: byte-identic
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import multiprocessing
 import os
+import shlex
 import signal
 import sys
 import time
@@ -36,6 +38,8 @@ from glmjax.data.tokenizers import load_tokenizer, tokenizer_info
 
 FORMAT = "glmjax.prepared.v1"
 _WRITE_BYTES = 8 << 20  # tokens are buffered and written in blocks of this size
+_UNSYNCABLE_DIRECTORY = (errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EACCES, errno.EPERM,
+                         errno.EISDIR)  # what a directory fsync raises where it cannot be done
 
 
 def _flush_to_disk(f):
@@ -49,11 +53,17 @@ def _durable_replace(temporary: str, path: str):
   """Renames a flushed file into place and flushes the directory entry, so that after a power
   loss the new name exists (the shard counts as done) exactly when its bytes do."""
   os.replace(temporary, path)
-  directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
   try:
-    os.fsync(directory)
-  finally:
-    os.close(directory)
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+      os.fsync(directory)
+    finally:
+      os.close(directory)
+  except OSError as error:
+    # Some mounts (CIFS, 9p, vboxsf) cannot sync a directory: the rename stands as they keep
+    # it, and prepare goes on, as it did before it synced directories at all.
+    if error.errno not in _UNSYNCABLE_DIRECTORY:
+      raise
 
 
 def _atomic_write_json(path: str, value):
@@ -259,8 +269,9 @@ def training_flags(data_config: ml_collections.ConfigDict, out: str) -> str:
   fields = dict(source="prepared", prepared_dir=out, tokenizer=data_config.tokenizer,
                 tokenizer_path=data_config.tokenizer_path,
                 tokenizer_vocab=data_config.tokenizer_vocab)
-  return " ".join(f"--config.data.{key}={value}" for key, value in fields.items()
-                  if value or key == "tokenizer")
+  # Every field, empty ones too ('' overrides the other config's bert layout), shell-quoted.
+  return " ".join(f"--config.data.{key}={shlex.quote(str(value))}"
+                  for key, value in fields.items())
 
 
 if __name__ == "__main__":

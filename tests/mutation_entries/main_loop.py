@@ -82,4 +82,14 @@ ENTRIES: tuple[Mutation, ...] = (
              "    except KeyboardInterrupt:  # Ctrl-C", "    except ZeroDivisionError:  # Ctrl-C",
              ("tests/test_cli.py::test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_"
               "for_sigint",)),
+    Mutation("training starts hearing a Ctrl-C its shell told it to ignore", "glmjax/loop.py",
+             "if signum != signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:",
+             "if True:",
+             ("tests/test_loop.py::test_an_ignored_ctrl_c_stays_ignored_and_a_signal_heard_"
+              "inside_reaches_the_outer_flag",)),
+    Mutation("a stop heard inside train_and_evaluate is forgotten by the command's flag",
+             "glmjax/loop.py", "      outer.requested, outer.signal_name = True, self.signal_name",
+             "      pass",
+             ("tests/test_loop.py::test_an_ignored_ctrl_c_stays_ignored_and_a_signal_heard_"
+              "inside_reaches_the_outer_flag",)),
 )

@@ -77,4 +77,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/data/prepare.py",
              "                tokenizer_path=data_config.tokenizer_path,\n", "",
              (_P + "test_the_command_s_closing_line_names_the_tokenizer_that_wrote_the_shards",)),
+    Mutation("a mount that cannot sync a directory stops prepare at its first shard",
+             "glmjax/data/prepare.py",
+             "    if error.errno not in _UNSYNCABLE_DIRECTORY:\n      raise", "    raise",
+             (_P + "test_a_mount_that_cannot_sync_a_directory_still_prepares",)),
 )

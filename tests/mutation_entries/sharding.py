@@ -117,8 +117,7 @@ ENTRIES = (
               "folder_without_caches_logs_or_a_venv",)),
     Mutation("mesh.rules that are not (name, axes) pairs end in a traceback",
              "glmjax/parallel.py",
-             "         else next((rule for rule in rules if not _is_rule(rule)), None))",
-             "         else None)",
+             "[rule for rule in rules if not _is_rule(rule)]", "[]",
              ("tests/test_config_validation.py::test_mesh_rules_that_are_not_name_axes_pairs_are_"
               "refused_naming_the_field",)),
 )
