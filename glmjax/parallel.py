@@ -138,8 +138,8 @@ def _is_rule(rule) -> bool:
 def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
   """mesh.rules as a tuple of pairs; ValueError naming the field when it is not one."""
   rules = mesh_config.rules
-  whole_is_bad = isinstance(rules, str) or not isinstance(rules, (tuple, list))
-  bad = [rules] if whole_is_bad else [rule for rule in rules if not _is_rule(rule)]
+  bad = ([rules] if not isinstance(rules, (tuple, list))
+         else [rule for rule in rules if not _is_rule(rule)])
   if bad:
     raise ValueError(
         f"mesh.rules: {bad[0]!r} is not a tuple of (logical name, mesh axis, axes or None) pairs, "
