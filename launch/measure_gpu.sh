@@ -18,12 +18,13 @@
 # (checked on CPU with jax 0.11.2: glmjax's tokamax forward and backward lower for sm90). Without
 # it `auto` logs the failure and measures cudnn. On a machine that has jax, flax, optax, orbax
 # and chex but no network, install with `pip install --no-deps` these Python 3.12 wheels (about
-# 44 MB, most of it xprof, which tokamax imports): ml_collections tensorboardX, tokamax 0.0.13
-# built from that commit (`pip wheel --no-deps`), einshape jaxtyping wadler-lindig pydantic
-# pydantic-core annotated-types typing-inspection qwix tqdm typeguard==2.13.3 immutabledict,
-# and xprof with its own dependencies (google-cloud-storage and its google-* chain, requests,
-# cryptography, cffi, werkzeug, cheroot, fire, gviz-api, ...; duckdb, 25 MB, is not needed to
-# import tokamax). Not yet timed on a GPU: expect about 2 minutes for `core`, 2 for
+# 35 MB, most of it xprof, which tokamax imports): ml_collections tensorboardX, tokamax 0.0.13
+# built from that commit (`pip wheel --no-deps`), einshape pydantic pydantic-core
+# annotated-types typing-inspection qwix typeguard==2.13.3 immutabledict, and xprof>=2.23.1
+# (its manylinux_2_27 wheel) with fire and termcolor, the only ones of its own dependencies
+# that `import tokamax` needs beside what such a machine has (checked 2026-12-04 in a Python
+# 3.12 venv with jax 0.11.2; jaxtyping, wadler-lindig, tqdm and six are on the GPU machine).
+# Not yet timed on a GPU: expect about 2 minutes for `core`, 2 for
 # `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
 # start-up check of its kernel against xla, then 5 steps), 3 for `large` and 3-4 for `chunk`
 # (3 compiles); where one command may run at most 10 minutes, run the parts one by one. The
@@ -33,7 +34,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/glmjax-gpu-figures}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 JAX_COMPILATION_CACHE_DIR="$OUT/xla_cache"
+# The compilation cache lives in $OUT unless the caller puts it elsewhere (a GPU loan returns only
+# a few files from its output folder, so there it goes outside).
+export PYTHONUNBUFFERED=1 JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$OUT/xla_cache}"
 figures="$OUT/measure_gpu.jsonl"
 log="$OUT/measure_gpu.log"
 # Both files are appended to, never emptied: the parts are often run one at a time, and each
@@ -68,9 +71,11 @@ for part in "${parts[@]}"; do
       bench --what=step "${GLM_2B[@]}" --config.data.batch_size=8 --steps=10 ;;
     attention)  # attention kernels alone at GLM-2B's shape (forward + backward, GLM mask)
       bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8 ;;
-    sweep)      # GLM-2B, sequence 1024: batch x remat x kernel (target: MFU >= 0.50)
-      bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8,16 \
-            --sweep_remat=minimal,full --sweep_attention=tokamax,cudnn ;;
+    sweep)      # GLM-2B, sequence 1024: batch x remat x kernel (target: MFU >= 0.50). Without
+      # remat GLM-2B's batch 8 needs about 55 GB (32 of them parameters and Adam moments), so
+      # the likely fastest settings come first: each trial's figures reach the log as it ends.
+      bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=16,8 \
+            --sweep_remat=none,minimal --sweep_attention=tokamax,cudnn ;;
     large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (>= 0.40)
       bench --what=step "${GLM_LARGE[@]}" --steps=20 ;;
     chunk)      # GLM-2B, sequence 1024, batch 8, remat=full, tokamax: the best train.loss_chunk

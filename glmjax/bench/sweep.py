@@ -5,8 +5,9 @@ Tries every combination of batch size, remat policy, attention kernel and Part B
 the kernels `attention=auto` would try on this platform, and the config's `train.loss_chunk`),
 timing each with the step benchmark on pre-built
 batches. A setting that does not fit or does not compile is recorded with its error's first
-line, not fatal. Progress goes to the log; stdout gets one JSON line: every trial, and the best
-by tokens/s (ties: less compiled memory).
+line, not fatal. Progress goes to the log, with each trial's figures as one JSON line as soon as
+it ends (a sweep cut short by a GPU loan's time limit keeps what it measured); stdout gets one
+JSON line at the end: every trial, and the best by tokens/s (ties: less compiled memory).
 """
 import json
 import logging
@@ -57,6 +58,7 @@ def main(config, argv):
       log.info("sweep %d/%d failed: %s", index, len(settings), first_line)
       log.debug("%s", traceback.format_exc())
       trials.append({**setting, "error": first_line})
+    log.info("sweep %d/%d: trial %s", index, len(settings), json.dumps(trials[-1]))
     jax.clear_caches()
   print(json.dumps({"what": "sweep", "device_kind": jax.devices()[0].device_kind,
                     "seq_len": config.data.seq_len, "trials": trials, "best": best(trials)}))

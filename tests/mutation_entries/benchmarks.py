@@ -83,6 +83,13 @@ ENTRIES: tuple[Mutation, ...] = (
              '"step_time_s", "tokens_per_s", "mfu", ', '"step_time_s", "tokens_per_s", ',
              (_BENCH + "test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_"
               "figures",)),
+    Mutation("the sweep logs its trials only at the end", "glmjax/bench/sweep.py",
+             '    log.info("sweep %d/%d: trial %s", index, len(settings), json.dumps(trials[-1]))\n'
+             '    jax.clear_caches()\n',
+             '    jax.clear_caches()\n  for trial in trials:\n    log.info("sweep: trial %s", '
+             'json.dumps(trial))\n',
+             (_BENCH + "test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_"
+              "figures",)),
     Mutation("the sweep keeps the spaces around its flags' names", "glmjax/bench/sweep.py",
              '[part.strip() for part in (text or "").split(",") if part.strip()]',
              '[part for part in (text or "").split(",") if part.strip()]',
