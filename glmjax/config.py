@@ -255,7 +255,8 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field and the fix."""
 
 
-def _get(config, dotted: str):
+def get_field(config, dotted: str):
+  """The value of a dotted field, e.g. get_field(config, "train.dropout_rng")."""
   value = config
   for part in dotted.split("."):
     value = value[part]
@@ -278,14 +279,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     if not math.isfinite(value):
       raise ConfigError(f"{field}={value}: must be a finite number.")
   for field, choices in CHOICES.items():
-    if _get(config, field) not in choices:
-      raise ConfigError(f"{field}={_get(config, field)!r}: choose one of {', '.join(choices)}.")
+    if get_field(config, field) not in choices:
+      raise ConfigError(f"{field}={get_field(config, field)!r}: choose one of {', '.join(choices)}.")
   model, data, optim, train = config.model, config.data, config.optim, config.train
   for field in ("model.hidden_size", "model.num_layers", "model.num_heads", "model.vocab_size",
                 "data.seq_len", "data.batch_size", "optim.grad_accum_steps", "train.steps",
                 "train.log_every", "train.loss_chunk"):
-    if int(_get(config, field)) <= 0:
-      raise ConfigError(f"{field}={_get(config, field)}: must be a positive integer.")
+    if int(get_field(config, field)) <= 0:
+      raise ConfigError(f"{field}={get_field(config, field)}: must be a positive integer.")
   try:  # the model's own checks (head dim, rotary dims), defined once in ModelConfig
     model_config.ModelConfig.from_config(model)
   except ValueError as error:
@@ -314,14 +315,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         "faster padded (pad the tokenizer's vocabulary when you train from scratch).",
         model.vocab_size)
   for field in ("model.hidden_dropout", "model.attention_dropout"):
-    if not 0.0 <= _get(config, field) < 1.0:
-      raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1).")
+    if not 0.0 <= get_field(config, field) < 1.0:
+      raise ConfigError(f"{field}={get_field(config, field)}: must be in [0, 1).")
   for field in ("optim.learning_rate", "optim.decay_steps"):
-    if _get(config, field) <= 0:
-      raise ConfigError(f"{field}={_get(config, field)}: must be > 0.")
+    if get_field(config, field) <= 0:
+      raise ConfigError(f"{field}={get_field(config, field)}: must be > 0.")
   for field in ("optim.warmup_ratio", "optim.final_ratio"):
-    if not 0.0 <= _get(config, field) <= 1.0:
-      raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1].")
+    if not 0.0 <= get_field(config, field) <= 1.0:
+      raise ConfigError(f"{field}={get_field(config, field)}: must be in [0, 1].")
   try:
     rules = parallel.logical_rules(config.mesh)
   except ValueError as error:
@@ -350,8 +351,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     if problem:
       raise ConfigError(problem)
   for field in ("train.eval_every", "checkpoint.every"):
-    if _get(config, field) < 0:
-      raise ConfigError(f"{field}={_get(config, field)}: must be >= 0 (0 disables it).")
+    if get_field(config, field) < 0:
+      raise ConfigError(f"{field}={get_field(config, field)}: must be >= 0 (0 disables it).")
   if config.checkpoint.keep < 1:
     raise ConfigError(f"checkpoint.keep={config.checkpoint.keep}: must be >= 1.")
   if train.eval_every and (train.eval_batches < 1 or not 0.0 < data.eval_fraction < 1.0):

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# One pass of every speed figure the project claims for one NVIDIA GPU (written for an H100 or
-# H200, 80+ GB): the attention kernels at GLM-2B's shape, a sweep of GLM-2B at sequence 1024
-# (batch, remat, kernel), GLM-Large at sequence 512 with the data pipeline and an async save,
-# and GLM-2B's best train.loss_chunk (at remat=full with tokamax: the part needs tokamax). Every
-# figure is one JSON line appended to $OUT/measure_gpu.jsonl, tagged with its run ("run": start
-# time and pid); the log is $OUT/measure_gpu.log, appended to as well.
+# Every speed figure the project claims for one NVIDIA GPU (written for an H100 or H200, 80+
+# GB), and the experiments that look for more. Every figure is one JSON line appended to
+# $OUT/measure_gpu.jsonl, tagged with its run ("run": start time and pid) and part; the log is
+# $OUT/measure_gpu.log, appended to as well.
 #
-#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [core] [large] [attention] [sweep] [chunk]
+#   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [PART ...]
 #
-# Names the parts to run (default: all five, in that order: the two MFU targets first, each one
-# compile, so a loan cut short still leaves them; then the kernels alone, the long sweep and the
-# loss chunk).
+# Parts, run in the order named (default: all, in this order):
+#   core         GLM-2B at sequence 1024 as shipped (batch 8, remat=full): one compile, plus an
+#                async save each way (2.5 min on an H200, most of it the saves of 23 GB)
+#   large        GLM-Large at 512 as shipped: pre-built vs pipeline-fed, async save (1 min)
+#   attention    the attention kernels alone at GLM-2B's shape (40 s)
+#   sweep        GLM-2B: batch 16, 8 x remat none, minimal x tokamax, cudnn (2.3 min)
+#   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)
+#   profile      GLM-2B's best setting traced: device time by line, class and operation
+#   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
+#   flags        GLM-2B's best setting with XLA's GEMM emitter flags (two processes)
+#   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
+# The first five took 448 s on an H200 on 2026-12-04 (docs/performance.md); a GPU loan's
+# command may run 10 minutes, so a loan runs the parts it needs by name. A sweep logs each
+# trial's figures as it ends, so a part cut short keeps what it measured.
 # Needs what requirements.txt installs, plus tokamax
 # for the tokamax kernel: tokamax 0.0.12 (PyPI's newest) builds its Mosaic GPU kernel with jax
 # 0.10 only; jax 0.11 needs tokamax 0.0.13, not on PyPI on 2026-12-03: install it from source,
@@ -24,11 +33,8 @@
 # (its manylinux_2_27 wheel) with fire and termcolor, the only ones of its own dependencies
 # that `import tokamax` needs beside what such a machine has (checked 2026-12-04 in a Python
 # 3.12 venv with jax 0.11.2; jaxtyping, wadler-lindig, tqdm and six are on the GPU machine).
-# Not yet timed on a GPU: expect about 2 minutes for `core`, 2 for
-# `attention`, 8-12 for `sweep` (8 GLM-2B compiles of most of a minute each, each after a
-# start-up check of its kernel against xla, then 5 steps), 3 for `large` and 3-4 for `chunk`
-# (3 compiles); where one command may run at most 10 minutes, run the parts one by one. The
-# first run fills $OUT/xla_cache, so its compile_s is a real compile and a rerun's a cache hit.
+# The first run fills the compilation cache (see below), so its compile_s is a real compile
+# and a rerun's a cache hit.
 # Record the figures in docs/performance.md with the date, the card and this command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,16 +50,18 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-echo "== $run: measure_gpu.sh ${*:-core large attention sweep chunk}" >> "$log"
+ALL_PARTS=(core large attention sweep chunk profile tune flags large_sweep)
+echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
 # (tests/test_bench.py runs one, so the script cannot break unseen between GPU sessions).
 read -r -a overrides <<< "${MEASURE_OVERRIDES:-}"
-bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures, the rest to $log
-  echo "== $run bench $* ${overrides[*]}" >> "$log"
+bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures (tagged with the run
+  # and the part, $tag), the rest to $log
+  echo "== $run bench $* ${overrides[*]} (XLA_FLAGS=${XLA_FLAGS:-})" >> "$log"
   python3 -m glmjax.bench "$@" "${overrides[@]}" 2>> "$log" | tee -a "$log" | grep '^{' \
-    | sed "s/^{/{\"run\": \"$run\", /" >> "$figures" \
-    || echo "{\"run\": \"$run\", \"failed\": \"bench $*\"}" >> "$figures"
+    | sed "s/^{/{\"run\": \"$run\", \"part\": \"$tag\", /" >> "$figures" \
+    || echo "{\"run\": \"$run\", \"part\": \"$tag\", \"failed\": \"bench $*\"}" >> "$figures"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$log" 2>&1
@@ -62,18 +70,22 @@ GLM_2B=(--config=configs/glm_2b.py --config.data.seq_len=1024 --config.model.max
 GLM_LARGE=(--config=configs/large.py --config.data.seq_len=512 --config.data.batch_size=32
            --config.model.dtype=bfloat16 --config.mesh.data=1 --config.data.source=builtin
            --config.data.tokenizer=byte --config.data.tokenizer_vocab=)
+# GLM-2B's best setting on one H200 so far (2026-12-04: 40.6% MFU), as a sweep's one trial.
+BEST_2B=(--config.data.batch_size=16 --sweep_batch=16 --sweep_remat=minimal
+         --sweep_attention=tokamax)
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(core large attention sweep chunk)
+[ ${#parts[@]} -eq 0 ] && parts=("${ALL_PARTS[@]}")
 for part in "${parts[@]}"; do
+  tag=$part
   case "$part" in
     core)       # GLM-2B, sequence 1024, batch 8, the config's remat, `auto` kernel: one compile
       bench --what=step "${GLM_2B[@]}" --config.data.batch_size=8 --steps=10 ;;
     attention)  # attention kernels alone at GLM-2B's shape (forward + backward, GLM mask)
       bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8 ;;
     sweep)      # GLM-2B, sequence 1024: batch x remat x kernel (target: MFU >= 0.50). Without
-      # remat GLM-2B's batch 8 needs about 55 GB (32 of them parameters and Adam moments), so
-      # the likely fastest settings come first: each trial's figures reach the log as it ends.
+      # remat GLM-2B's batch 8 took 77 GiB on an H200 (batch 16: 122 GiB), so the likely
+      # fastest settings come first: each trial's figures reach the log as it ends.
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=16,8 \
             --sweep_remat=none,minimal --sweep_attention=tokamax,cudnn ;;
     large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (>= 0.40)
@@ -81,7 +93,30 @@ for part in "${parts[@]}"; do
     chunk)      # GLM-2B, sequence 1024, batch 8, remat=full, tokamax: the best train.loss_chunk
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8 \
             --sweep_remat=full --sweep_attention=tokamax --sweep_loss_chunk=512,1024,2048 ;;
-    *) echo "unknown part '$part': use core, large, attention, sweep or chunk" >&2; exit 2 ;;
+    profile)    # GLM-2B's best setting traced for 3 steps: device time by line, class and op.
+      # The Perfetto trace is copied up to $OUT, as a GPU loan returns files at most two
+      # folders down (and 16 MB each).
+      bench --what=profile "${GLM_2B[@]}" --config.data.batch_size=16 \
+            --config.model.remat=minimal --config.model.attention=tokamax --steps=3 \
+            --profile_dir="$OUT/profile"
+      find "$OUT/profile" -name perfetto_trace.json.gz -size -16M \
+           -exec cp {} "$OUT/profile_trace.json.gz" \; ;;
+    tune)       # GLM-2B's best setting: the dropout generator (threefry by default), and no
+      # hidden dropout at all as the bound on what dropout costs
+      bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" \
+            --sweep_set=train.dropout_rng=threefry2x32,rbg,unsafe_rbg \
+            --sweep_set=model.hidden_dropout=0.1,0 ;;
+    flags)      # GLM-2B's best setting under XLA's GEMM choices: Triton GEMMs off (cuBLAS for
+      # every matmul), then Triton for any GEMM it supports (one process each: XLA reads its
+      # flags at start-up)
+      for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=true; do
+        tag="flags $flag"
+        XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
+      done ;;
+    large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target
+      bench --what=sweep "${GLM_LARGE[@]}" --sweep_batch=32,64,128 --sweep_remat=none,minimal \
+            --sweep_attention=tokamax ;;
+    *) echo "unknown part '$part': use ${ALL_PARTS[*]}" >&2; exit 2 ;;
   esac
 done
 echo "figures: $figures (this run's below)"

@@ -91,10 +91,21 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   figures = [json.loads(line)
              for line in (tmp_path / "measure_gpu.jsonl").read_text().splitlines()]
-  # The MFU targets first (GLM-2B, then GLM-Large), so a loan cut short still has them.
-  assert [f.get("what") for f in figures] == ["step", "step", "attention", "sweep", "sweep"], (
-      figures)
+  # The MFU targets first (GLM-2B, then GLM-Large), so a loan cut short still has them; then
+  # the experiments. Each figure names its part.
+  assert [(f.get("part"), f.get("what")) for f in figures] == [
+      ("core", "step"), ("large", "step"), ("attention", "attention"), ("sweep", "sweep"),
+      ("chunk", "sweep"), ("profile", "profile"), ("tune", "sweep"),
+      ("flags --xla_gpu_enable_triton_gemm=false", "sweep"),
+      ("flags --xla_gpu_triton_gemm_any=true", "sweep"), ("large_sweep", "sweep")], figures
   core, step, sweep, chunk = figures[0], figures[1], figures[3], figures[4]
+  profiled, tune, large_sweep = figures[5], figures[6], figures[9]
+  assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
+  assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
+  assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
+      (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
+  assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
+  assert all("error" not in t for f in figures[6:] for t in f["trials"]), figures[6:]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
@@ -123,7 +134,7 @@ def _flags(monkeypatch, module, **values):
   """The benchmark flags `module` reads, as the command line would set them (the bench's own
   flags are defined only by `python -m glmjax.bench`)."""
   defaults = dict(steps=0, sweep_batch="", sweep_remat="", sweep_attention="",
-                  sweep_loss_chunk="")
+                  sweep_loss_chunk="", sweep_set=[])
   monkeypatch.setattr(module, "flags", types.SimpleNamespace(
       FLAGS=types.SimpleNamespace(**{**defaults, **values})))
 
@@ -281,6 +292,48 @@ def test_the_sweep_reads_flag_lists_written_with_spaces(monkeypatch):
   assert sweep.grid(config) == [
       dict(batch_size=b, remat=r, attention="xla", loss_chunk=config.train.loss_chunk)
       for b in (4, 8) for r in ("none", "full")]
+
+
+def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(monkeypatch,
+                                                                            capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full", sweep_attention="xla",
+         sweep_set=["train.dropout_rng=threefry2x32,bogus", "model.hidden_dropout=0.1, 0",
+                    "model.scan_layers=False"])
+  seen = []
+
+  def measure(trial, *args, **kwargs):
+    seen.append((trial.train.dropout_rng, trial.model.hidden_dropout, trial.model.scan_layers))
+    return dict(step_time_s=0.2, tokens_per_s=1.0, mfu=None, tflops_per_device=1.0,
+                compiled_memory_bytes=1, compile_s=1.0)
+  monkeypatch.setattr(sweep.step_bench, "measure", measure)
+  sweep.main(config, [])
+  trials = json.loads(capsys.readouterr().out)["trials"]
+  assert [(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in trials] == [
+      ("threefry2x32", 0.1), ("threefry2x32", 0.0), ("bogus", 0.1), ("bogus", 0.0)]
+  assert all(t["model.scan_layers"] is False for t in trials)
+  assert isinstance(trials[1]["model.hidden_dropout"], float)
+  # Each value reaches its trial's config; one the config refuses is that trial's error line.
+  assert seen == [("threefry2x32", 0.1, False), ("threefry2x32", 0.0, False)]
+  assert all("train.dropout_rng='bogus'" in t["error"] for t in trials[2:])
+  assert config.train.dropout_rng == "threefry2x32" and config.model.scan_layers  # left as it was
+
+
+@pytest.mark.parametrize("spec, named", [
+    ("train.dropout_rngs=rbg", "no field 'train.dropout_rngs'"),
+    ("model.hidden_dropout=high", "model.hidden_dropout takes a number, not 'high'"),
+    ("data.batch_size=8.5", "data.batch_size takes an integer, not '8.5'"),
+    ("model.scan_layers=yes", "model.scan_layers takes true or false, not 'yes'"),
+    ("model=none", "give 'model' one or more values"),
+    ("train.dropout_rng=", "give 'train.dropout_rng' one or more values"),
+])
+def test_a_sweep_set_item_that_cannot_apply_is_one_line_naming_it(monkeypatch, spec, named):
+  config = importlib.import_module("configs.base").get_config("local")
+  _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full", sweep_attention="xla",
+         sweep_set=[spec])
+  with pytest.raises(ValueError, match=re.escape(named)) as raised:
+    sweep.grid(config)
+  assert "\n" not in str(raised.value)
 
 
 def test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_figures(monkeypatch,

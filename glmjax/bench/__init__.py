@@ -1,4 +1,5 @@
-"""Benchmarks: `python -m glmjax.bench --what=data|prepare|step|attention|sweep --config=...`.
+"""Benchmarks: `python -m glmjax.bench --what=NAME --config=...` (data, prepare, step, attention,
+sweep, profile).
 
 Each benchmark lives in its own module here and prints one JSON line.
 """

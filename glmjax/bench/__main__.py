@@ -4,7 +4,7 @@ from ml_collections import config_flags
 
 from glmjax import bench, cli, logs
 
-BENCHMARKS = ("data", "prepare", "step", "sweep", "attention")
+BENCHMARKS = ("data", "prepare", "step", "sweep", "attention", "profile")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
 flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")
@@ -12,6 +12,10 @@ flags.DEFINE_string("sweep_batch", "", "sweep: batch sizes, e.g. '4,8,16' (defau
 flags.DEFINE_string("sweep_remat", "", "sweep: remat policies (default: none,minimal,full).")
 flags.DEFINE_string("sweep_attention", "", "sweep: kernels (default: what auto tries here).")
 flags.DEFINE_string("sweep_loss_chunk", "", "sweep: train.loss_chunk values (default: config's).")
+flags.DEFINE_multi_string("sweep_set", [], "sweep: FIELD=V1,V2, more config values to try, "
+                          "e.g. train.dropout_rng=threefry2x32,rbg (repeatable).")
+flags.DEFINE_string("profile_dir", "", "profile: where the trace goes (default: a new temporary "
+                    "folder).")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=True)
 

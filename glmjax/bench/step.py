@@ -11,6 +11,7 @@ figure), and what an asynchronous checkpoint save adds to the steps around it, a
 one step, saving directly (`checkpoint_overhead`) and with checkpoint.device_snapshot
 (`checkpoint_overhead_device_snapshot`).
 """
+import contextlib
 import json
 import tempfile
 import time
@@ -52,8 +53,11 @@ def main(config, argv):
   print(json.dumps(measure(config, flags.FLAGS.steps or DEFAULT_STEPS)))
 
 
-def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool = True) -> dict:
-  """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
+@contextlib.contextmanager
+def compiled_step(config):
+  """The config's train step compiled on the devices present, with a fresh state and one
+  synthetic batch, inside the mesh's context: (compiled, state, device batch, host rows, model
+  config, compile seconds). `profile` shares it."""
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
   model_config = attention_choice.resolved_model_config(config)
@@ -65,7 +69,12 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
     device_batch = parallel.global_batch({k: v[host.rows] for k, v in batch.items()}, host)
     start = time.perf_counter()
     compiled = program.compile_train_step(config, mesh)
-    compile_s = time.perf_counter() - start
+    yield compiled, state, device_batch, host, model_config, time.perf_counter() - start
+
+
+def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool = True) -> dict:
+  """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
+  with compiled_step(config) as (compiled, state, device_batch, host, model_config, compile_s):
     state, out = compiled(state, device_batch)  # warm-up
     jax.block_until_ready(out)
     start = time.perf_counter()

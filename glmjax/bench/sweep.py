@@ -3,6 +3,8 @@
 Tries every combination of batch size, remat policy, attention kernel and Part B loss chunk (the
 `--sweep_*` flags; by default half, once and twice the config's batch, the three remat policies,
 the kernels `attention=auto` would try on this platform, and the config's `train.loss_chunk`),
+and of any other config field named by `--sweep_set=FIELD=V1,V2` (repeatable; e.g.
+`--sweep_set=train.dropout_rng=threefry2x32,rbg`),
 timing each with the step benchmark on pre-built
 batches. A setting that does not fit or does not compile is recorded with its error's first
 line, not fatal. Progress goes to the log, with each trial's figures as one JSON line as soon as
@@ -14,14 +16,18 @@ import logging
 import traceback
 
 import jax
+import ml_collections
 from absl import flags
 
 from glmjax import attention_choice
+from glmjax import config as glm_config
 from glmjax.bench import step as step_bench
 from glmjax.model import model_config
 
 log = logging.getLogger(__name__)
 DEFAULT_STEPS = 5
+_KINDS = {bool: "true or false", int: "an integer", float: "a number"}  # in --sweep_set's errors
+BASIC_FIELDS = {"batch_size", "remat", "attention", "loss_chunk"}  # the --sweep_* flags' own
 REMATS = model_config.REMATS
 
 
@@ -33,8 +39,47 @@ def grid(config) -> list[dict]:
   kernels = (_names(flags.FLAGS.sweep_attention)
              or list(attention_choice.AUTO_ORDER.get(jax.default_backend(), ("xla",))))
   chunks = _ints(flags.FLAGS.sweep_loss_chunk) or [int(config.train.loss_chunk)]
-  return [dict(batch_size=b, remat=r, attention=a, loss_chunk=c) for b in batches
-          for r in remats for a in kernels for c in chunks]
+  settings = [dict(batch_size=b, remat=r, attention=a, loss_chunk=c) for b in batches
+              for r in remats for a in kernels for c in chunks]
+  for field, values in _extra_fields(config, flags.FLAGS.sweep_set):
+    settings = [{**setting, field: value} for setting in settings for value in values]
+  return settings
+
+
+def _extra_fields(config, specs: list[str]) -> list[tuple[str, list]]:
+  """--sweep_set's FIELD=V1,V2 items as (field, values), each value of the field's own type."""
+  fields = []
+  for spec in specs or []:
+    field, _, text = spec.partition("=")
+    field = field.strip()
+    try:
+      current = glm_config.get_field(config, field)
+    except (AttributeError, KeyError):
+      raise ValueError(f"--sweep_set={spec!r}: the config has no field {field!r}; write "
+                       "FIELD=V1,V2 with a dotted name, e.g. train.dropout_rng=rbg,unsafe_rbg"
+                       ) from None
+    if isinstance(current, ml_collections.ConfigDict) or not _names(text):
+      raise ValueError(f"--sweep_set={spec!r}: give {field!r} one or more values to try, "
+                       "e.g. train.dropout_rng=rbg,unsafe_rbg")
+    fields.append((field, [_typed(field, current, value) for value in _names(text)]))
+  return fields
+
+
+def _typed(field: str, current, text: str):
+  """`text` as a value of the type `field` holds now (bool from true/false)."""
+  kind = type(current)
+  try:
+    if kind is bool:
+      return {"true": True, "false": False}[text.lower()]
+    return kind(text) if kind in (int, float) else text
+  except (KeyError, ValueError):
+    raise ValueError(f"--sweep_set: {field} takes {_KINDS.get(kind, kind.__name__)}, not {text!r}"
+                     ) from None
+
+
+def _set(config, field: str, value) -> None:
+  parent, _, name = field.rpartition(".")
+  setattr(glm_config.get_field(config, parent) if parent else config, name, value)
 
 
 def main(config, argv):
@@ -47,8 +92,11 @@ def main(config, argv):
     trial_config.data.batch_size = setting["batch_size"]
     trial_config.model.update(remat=setting["remat"], attention=setting["attention"])
     trial_config.train.loss_chunk = setting["loss_chunk"]
+    for field in setting.keys() - BASIC_FIELDS:  # --sweep_set's fields
+      _set(trial_config, field, setting[field])
     log.info("sweep %d/%d: %s", index, len(settings), setting)
     try:
+      glm_config.validate(trial_config)  # a --sweep_set value the config refuses: its one line
       result = step_bench.measure(trial_config, steps, with_pipeline=False, with_save=False)
       trials.append({**setting, **{key: result[key] for key in (
           "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "compiled_memory_bytes",

@@ -19,6 +19,11 @@ _IMPORT_FLAGS = (_CONVERT + "test_the_convert_command_hands_the_import_the_token
 _REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_"
             "extra_words",)
 _STEP = "glmjax/bench/step.py"
+_PROFILE = "glmjax/bench/profile.py"
+_LINES = ("tests/test_bench_profile.py::test_each_device_line_is_summed_on_its_own_per_step_by_"
+          "class_and_costliest_op",)
+_SWEEP_SET = (_BENCH + "test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type",)
+_SWEEP_SET_ERRORS = (_BENCH + "test_a_sweep_set_item_that_cannot_apply_is_one_line_naming_it",)
 
 ENTRIES: tuple[Mutation, ...] = (
     # The step benchmark: what each figure divides by.
@@ -90,6 +95,41 @@ ENTRIES: tuple[Mutation, ...] = (
              'json.dumps(trial))\n',
              (_BENCH + "test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_"
               "figures",)),
+    Mutation("the sweep's --sweep_set values stay strings", "glmjax/bench/sweep.py",
+             "return kind(text) if kind in (int, float) else text", "return text", _SWEEP_SET),
+    Mutation("the sweep reads any bool word as true", "glmjax/bench/sweep.py",
+             'return {"true": True, "false": False}[text.lower()]',
+             'return text.lower() != "false"', _SWEEP_SET_ERRORS),
+    Mutation("the sweep never applies --sweep_set's fields", "glmjax/bench/sweep.py",
+             "      _set(trial_config, field, setting[field])\n", "      pass\n", _SWEEP_SET),
+    Mutation("the sweep times a trial the config refuses", "glmjax/bench/sweep.py",
+             "      glm_config.validate(trial_config)", "      pass", _SWEEP_SET),
+    Mutation("the sweep takes a section as a --sweep_set field", "glmjax/bench/sweep.py",
+             "if isinstance(current, ml_collections.ConfigDict) or not _names(text):",
+             "if not _names(text):", _SWEEP_SET_ERRORS),
+    Mutation("the sweep applies --sweep_set only to its first value", "glmjax/bench/sweep.py",
+             "for setting in settings for value in values]",
+             "for setting in settings for value in values[:1]]", _SWEEP_SET),
+    # The profile benchmark: which trace lines count, and per step.
+    Mutation("the profile counts the host's threads as a device line", _PROFILE,
+             'not process.startswith("/device:")', 'not process.startswith("/")', _LINES),
+    Mutation("the profile counts the custom Megascale process as a device", _PROFILE,
+             ' or "CUSTOM" in process:', ":", _LINES),
+    Mutation("the profile's figures are per trace, not per step", _PROFILE,
+             "per_op = {name: sum(times) / steps", "per_op = {name: sum(times)", _LINES),
+    Mutation("the profile classes fused attention as matmul when both names match", _PROFILE,
+             "    (\"attention\", re.compile(r\"mosaic|tokamax|flash|fmha|sdpa|splash|attention|cudnn\"))"
+             ",\n",
+             "", ("tests/test_bench_profile.py::test_operation_classes_put_fused_attention_before_"
+                  "matmul",)),
+    Mutation("the profile lists the cheapest operations first", _PROFILE,
+             "top = sorted(per_op, key=per_op.get, reverse=True)[:TOP]",
+             "top = sorted(per_op, key=per_op.get)[:TOP]", _LINES),
+    Mutation("the profile reads the first trace in its folder, not the newest", _PROFILE,
+             "  with gzip.open(traces[-1], \"rt\") as stream:",
+             "  with gzip.open(traces[0], \"rt\") as stream:",
+             ("tests/test_bench_profile.py::test_the_profile_benchmark_reads_the_trace_it_just_"
+              "wrote",)),
     Mutation("the sweep keeps the spaces around its flags' names", "glmjax/bench/sweep.py",
              '[part.strip() for part in (text or "").split(",") if part.strip()]',
              '[part for part in (text or "").split(",") if part.strip()]',
@@ -113,7 +153,15 @@ ENTRIES: tuple[Mutation, ...] = (
              "mapping.CheckpointMismatchError)",
              (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
     Mutation("the GPU script's default run leaves out the loss-chunk sweep",
-             "launch/measure_gpu.sh", "parts=(core large attention sweep chunk)",
-             "parts=(core large attention sweep)",
+             "launch/measure_gpu.sh",
+             "ALL_PARTS=(core large attention sweep chunk profile",
+             "ALL_PARTS=(core large attention sweep profile",
+             (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
+    Mutation("the GPU script's figures do not name their part", "launch/measure_gpu.sh",
+             '"part\\": \\"$tag\\", /" >> "$figures"', '/" >> "$figures"',
+             (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
+    Mutation("the GPU script's profile part leaves the trace where a loan cannot return it",
+             "launch/measure_gpu.sh", '-exec cp {} "$OUT/profile_trace.json.gz"',
+             '-exec cp {} "$OUT/profile/profile_trace.json.gz"',
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
 )

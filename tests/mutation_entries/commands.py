@@ -299,12 +299,12 @@ ENTRIES = (
              ("tests/test_aot.py::test_a_compile_for_a_slice_neither_writes_nor_reads_the_"
               "persistent_cache",)),
     Mutation("a dropout of 1 (every activation zeroed) passes validation", "glmjax/config.py",
-             "    if not 0.0 <= _get(config, field) < 1.0:",
-             "    if not 0.0 <= _get(config, field) <= 1.0:",
+             "    if not 0.0 <= get_field(config, field) < 1.0:",
+             "    if not 0.0 <= get_field(config, field) <= 1.0:",
              (_VALID + "test_bad_field_is_named",)),
     Mutation("warmup_ratio=1 or final_ratio=1 (the ends of [0, 1]) is refused", "glmjax/config.py",
-             "    if not 0.0 <= _get(config, field) <= 1.0:",
-             "    if not 0.0 <= _get(config, field) < 1.0:",
+             "    if not 0.0 <= get_field(config, field) <= 1.0:",
+             "    if not 0.0 <= get_field(config, field) < 1.0:",
              (_VALID + "test_the_closed_ends_of_each_documented_range_are_accepted",)),
     Mutation("data.eval_fraction=1 (nothing left to train on) passes validation",
              "glmjax/config.py", "not 0.0 < data.eval_fraction < 1.0",
@@ -322,8 +322,8 @@ ENTRIES = (
              "glmjax/config.py", '"optim.grad_accum_steps", "train.steps"', '"train.steps"',
              (_VALID + "test_bad_field_is_named",)),
     Mutation("a zero size, step count or loss chunk passes as a positive integer",
-             "glmjax/config.py", "    if int(_get(config, field)) <= 0:",
-             "    if int(_get(config, field)) < 0:",
+             "glmjax/config.py", "    if int(get_field(config, field)) <= 0:",
+             "    if int(get_field(config, field)) < 0:",
              (_VALID + "test_bad_field_is_named",)),
     Mutation("rotary positions are held to the learned table's max_position", "glmjax/config.py",
              '  if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:',
@@ -331,8 +331,8 @@ ENTRIES = (
              (_VALID + "test_rotary_positions_need_no_table_as_long_as_the_rows",)),
     Mutation("an attention_dropout out of range is blamed on model.hidden_dropout",
              "glmjax/config.py",
-             '      raise ConfigError(f"{field}={_get(config, field)}: must be in [0, 1).")',
-             '      raise ConfigError(f"model.hidden_dropout={_get(config, field)}: must be in '
+             '      raise ConfigError(f"{field}={get_field(config, field)}: must be in [0, 1).")',
+             '      raise ConfigError(f"model.hidden_dropout={get_field(config, field)}: must be in '
              '[0, 1).")',
              (_VALID + "test_bad_field_is_named",)),
 )
