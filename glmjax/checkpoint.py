@@ -323,8 +323,10 @@ def checkpoints_directory(source: str) -> str:
 
 
 def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
-                   field: str = "checkpoint.init_from") -> tuple[Any, int]:
+                   field: str = "checkpoint.init_from",
+                   check: Callable[[dict, int], None] | None = None) -> tuple[Any, int]:
   """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
+  `check(metadata, step)` may refuse them from what was saved with them, before they are read.
 
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
   second stage continued from the first). Read straight into `abstract_params`' shardings.
@@ -350,6 +352,8 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
 
     saved = read("metadata", lambda: manager.restore(step, args=ocp.args.Composite(**{
         METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM])
+    if check is not None:
+      check(saved, step)
     problems = layout_differences(saved.get("param_layout", {}), current_layout)
     if problems:
       raise IncompatibleCheckpointError(

@@ -50,6 +50,7 @@ class RunInputs:
   model_config: ModelConfig   # config.model, attention resolved (attention_choice)
   train_pipeline: pipeline_lib.BatchPipeline
   eval_pipeline: pipeline_lib.BatchPipeline | None
+  tokenizer: dict             # tokenizers.tokenizer_info: saved with every checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _inputs(config) -> RunInputs:
   except (ValueError, FileNotFoundError) as error:
     raise StartupError(str(error)) from error
   return RunInputs(mesh, parallel.logical_rules(config.mesh), model_config, train_pipeline,
-                   eval_pipeline)
+                   eval_pipeline, tokenizers.tokenizer_info(tokenizer))
 
 
 def _outputs(config, workdir: str) -> RunOutputs:
@@ -131,9 +132,16 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
   else a new state, with `checkpoint.init_from`'s parameters when it is set."""
   workdir, checkpointer = outputs.workdir, outputs.checkpointer
   abstract, layout = program.abstract_state, metadata["param_layout"]
-  check = lambda saved, step: workdir_lib.check_resume(  # noqa: E731 - before the state is read
-      saved.get("config", {}), metadata["config"], step=step, workdir=workdir,
-      allow=bool(config.train.allow_config_change))
+
+  def check(saved: dict, step: int) -> None:  # before the state is read
+    workdir_lib.check_resume(saved.get("config", {}), metadata["config"], step=step,
+                             workdir=workdir, allow=bool(config.train.allow_config_change))
+    workdir_lib.check_tokenizer(
+        saved.get("tokenizer"), metadata["tokenizer"],
+        what=f"The checkpoint at step {step} in {workdir}",
+        fix="Point the data.tokenizer fields at the tokenizer that run used (config.json in "
+            "the workdir), or train in a new --workdir.")
+
   restored = checkpointer.restore_latest(abstract, layout, check=check,
                                          start_over=bool(config.checkpoint.start_over))
   if restored is not None:
@@ -147,7 +155,13 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
   if not config.checkpoint.init_from:
     log.info("Initialised a new model in %s", workdir)
     return state
-  params, at = checkpoint_lib.restore_params(config.checkpoint.init_from, abstract.params, layout)
+  source = config.checkpoint.init_from
+  params, at = checkpoint_lib.restore_params(
+      source, abstract.params, layout, check=lambda saved, step: workdir_lib.check_tokenizer(
+          saved.get("tokenizer"), metadata["tokenizer"],
+          what=f"checkpoint.init_from={source!r} (its step {step})",
+          fix="Set the data.tokenizer fields to that run's (its config.json), or leave "
+              "checkpoint.init_from empty to start afresh."))
   log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",
            at, config.checkpoint.init_from)
   return state.replace(params=params)
@@ -163,7 +177,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.model.attention = model_config.attention
   metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout,
-              "state_layout": checkpoint_lib.parameter_layout(abstract)}
+              "state_layout": checkpoint_lib.parameter_layout(abstract),
+              "tokenizer": inputs.tokenizer}
 
   # --- The state: resumed from this workdir, else new (or another run's parameters).
   state = _initial_state(config, program, metadata, outputs)

@@ -1,5 +1,5 @@
 """What a run keeps in its workdir besides checkpoints: its config history, and the checks that
-keep a resumed run the same run.
+keep a resumed run the same run (and another run's parameters on the same tokenizer).
 
 config.json is the config of the newest start; an earlier, different one is kept beside it as
 config.until-step-N.json. A resume whose config changes what the run computes is refused
@@ -13,6 +13,7 @@ import os
 from etils import epath
 
 from glmjax import config as config_lib
+from glmjax.data import tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,19 @@ def check_resume(saved: dict, current: dict, *, step: int, workdir: str, allow: 
         "with the change.")
   if changes:
     log.warning("Resuming step %d with a changed config (allowed): %s", step, "; ".join(changes))
+
+
+def check_tokenizer(recorded: dict | None, current: dict, *, what: str, fix: str) -> None:
+  """Refuses parameters trained on another tokenizer's ids: their embeddings would be read as
+  other text. `recorded`: the tokenizer_info saved with them (None in checkpoints older than
+  that record, which pass unchecked); `what` names them and `fix` says what to do."""
+  if not recorded:
+    return
+  differs = tokenizers.tokenizer_differences(recorded, current)
+  if differs:
+    raise ConfigChangedError(
+        f"{what} was trained with the tokenizer {recorded['name']} but the config's data "
+        f"tokenizer fields load {current['name']} (they differ in {', '.join(differs)}). {fix}")
 
 
 def write_config(workdir: str, text: str, start: int) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from glmjax.data import builtin_corpus, infilling, text_files, tfds_source
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.text_files import TextStats
-from glmjax.data.tokenizers import tokenizer_info
+from glmjax.data.tokenizers import tokenizer_differences, tokenizer_info
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +256,7 @@ def open_prepared(data_config, tokenizer) -> PreparedDocs:
   with open(manifest_path) as f:
     manifest = json.load(f)
   recorded, current = manifest["tokenizer"], tokenizer_info(tokenizer)
-  # Roles added since a shard was written (dblock) never occur in its tokens: compare the rest.
-  current["specials"] = {k: v for k, v in current["specials"].items() if k in recorded["specials"]}
-  differs = [k for k in ("fingerprint", "vocab_size", "specials") if recorded[k] != current[k]]
+  differs = tokenizer_differences(recorded, current)
   if differs:
     raise ValueError(
         f"data.prepared_dir={directory!r} was tokenized by {recorded['name']} but the config "

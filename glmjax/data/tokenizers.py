@@ -356,9 +356,19 @@ def load_tokenizer(data_config: ml_collections.ConfigDict):
 
 
 def tokenizer_info(tokenizer) -> dict:
-  """What identifies a tokenizer's ids: recorded by prepare, checked when shards are read."""
+  """What identifies a tokenizer's ids: recorded by prepare and with every checkpoint, checked
+  when shards are read, a run resumes or another run's parameters are loaded."""
   return dict(name=tokenizer.name, fingerprint=tokenizer.fingerprint,
               vocab_size=int(tokenizer.vocab_size), specials=tokenizer.specials.as_dict())
+
+
+def tokenizer_differences(recorded: dict, current: dict) -> list[str]:
+  """The fields of tokenizer_info in which `current` gives other ids than `recorded`. Special
+  roles added since `recorded` was written (dblock) never occur in what it tokenized, so only
+  the roles it had are compared."""
+  specials = {k: v for k, v in current["specials"].items() if k in recorded["specials"]}
+  current = {**current, "specials": specials}
+  return [k for k in ("fingerprint", "vocab_size", "specials") if recorded[k] != current[k]]
 
 
 if __name__ == "__main__":

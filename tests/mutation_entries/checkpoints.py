@@ -8,6 +8,7 @@ _FAULTS = "tests/test_faults.py::"
 _VERDICTS = "tests/test_fault_verdicts.py::"
 _WORKDIR = "tests/test_workdir.py::"
 _METRICS = "tests/test_metrics.py::"
+_SAME = "tests/test_same_tokenizer.py::"
 
 ENTRIES = (
     Mutation("checkpoint.every=0 saves every step instead of none", "glmjax/checkpoint.py",
@@ -113,4 +114,25 @@ ENTRIES = (
              "finite = {k: v if v is not None and not math.isnan(v) else None for k, v in "
              "clean.items()}",
              (_METRICS + "test_jsonl_writes_non_finite_values_as_null",)),
+    # Parameters are read only under the tokenizer they were trained with.
+    Mutation("a checkpoint's recorded tokenizer is never compared", "glmjax/workdir.py",
+             "  if not recorded:\n    return\n", "  if True:\n    return\n",
+             (_SAME + "test_init_from_a_run_trained_with_another_tokenizer_is_refused_naming_"
+              "both",)),
+    Mutation("init_from reads another run's parameters without its check", "glmjax/checkpoint.py",
+             "    if check is not None:\n      check(saved, step)\n", "",
+             (_SAME + "test_init_from_a_run_trained_with_another_tokenizer_is_refused_naming_"
+              "both",)),
+    Mutation("a resume ignores the tokenizer its checkpoint records", "glmjax/train.py",
+             '        saved.get("tokenizer"), metadata["tokenizer"],\n'
+             '        what=f"The checkpoint',
+             '        None, metadata["tokenizer"],\n        what=f"The checkpoint',
+             (_SAME + "test_a_resume_after_the_tokenizer_file_changed_is_refused_and_keeps_the_"
+              "checkpoint",)),
+    Mutation("special roles added since a checkpoint count as another tokenizer",
+             "glmjax/data/tokenizers.py",
+             'specials = {k: v for k, v in current["specials"].items() if k in recorded["specials"]}',
+             'specials = dict(current["specials"])',
+             (_SAME + "test_checkpoints_from_before_the_tokenizer_record_pass_and_added_special_"
+              "roles_do_not_count",)),
 )
