@@ -184,6 +184,11 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
   state = _initial_state(config, program, metadata, outputs)
   termination.stop_if_requested()
   start = int(jax.device_get(state.step))
+  if start >= int(config.train.steps):  # a finished run run again: nothing to compile or save
+    log.info("Nothing to train: the checkpoint at step %d in %s already reaches train.steps=%d; "
+             "raise --config.train.steps to train on.", start, checkpointer.directory,
+             int(config.train.steps))
+    return {"step": start, "already_done": True}
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   log.info("Parameters: %s on a %s mesh over %d process(es) (%.1f%% of them replicated); "
            "attention %s", f"{num_params:,}", dict(mesh.shape), jax.process_count(),
@@ -251,8 +256,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
     reporter.flush()
     profiler.stop(state)
     end = int(jax.device_get(state.step))
-    if end > start:  # a resumed run that had no steps left has its checkpoint already
-      checkpointer.save(end, state, metadata, force=True)
+    checkpointer.save(end, state, metadata, force=True)
     log.info("Finished %d steps in %.1f s; outputs in %s", end - start,
              time.perf_counter() - run_start, workdir)
     return {"step": end, **reporter.last_scalars}

@@ -1,4 +1,6 @@
-"""What train refuses at start-up, before it compiles or writes a checkpoint."""
+"""What train refuses or skips at start-up, before it compiles or writes a checkpoint."""
+import logging
+import re
 
 import pytest
 
@@ -42,3 +44,20 @@ def test_a_mesh_that_cannot_split_the_model_over_these_devices_is_refused_before
   with pytest.raises(config_lib.ConfigError, match="model.num_heads"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_finished_run_started_again_says_so_and_compiles_writes_and_saves_nothing(
+    tmp_path, caplog):
+  config = _local_config(steps=2)
+  config.model.num_layers = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  metrics = (tmp_path / "metrics.jsonl").read_text()
+  saved = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+  with caplog.at_level(logging.INFO, logger="glmjax"):
+    result = train.train_and_evaluate(config, str(tmp_path))
+  assert result == {"step": 2, "already_done": True}
+  assert re.search(r"Nothing to train: the checkpoint at step 2 in .* already reaches "
+                   r"train.steps=2; raise --config.train.steps", caplog.text)
+  assert "Compiled the train step" not in caplog.text and "Finished" not in caplog.text
+  assert (tmp_path / "metrics.jsonl").read_text() == metrics
+  assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()} == saved

@@ -4,6 +4,10 @@ from mutation_entries import Mutation
 _P = "tests/test_prompts_and_sampling.py::"
 
 ENTRIES = (
+    Mutation("a finished run started again compiles and runs its zero steps", "glmjax/train.py",
+             "  if start >= int(config.train.steps):", "  if start > int(config.train.steps):",
+             ("tests/test_train_startup.py::test_a_finished_run_started_again_says_so_and_"
+              "compiles_writes_and_saves_nothing",)),
     Mutation("a resumed run truncates the metrics history", "glmjax/metrics.py",
              'self._jsonl = self._jsonl_path.open("a", encoding="utf-8")',
              'self._jsonl = self._jsonl_path.open("w", encoding="utf-8")',
