@@ -13,6 +13,7 @@
 #   attention    the attention kernels alone at GLM-2B's shape (40 s)
 #   sweep        GLM-2B: batch 16, 8 x remat none, minimal x tokamax, cudnn (2.3 min)
 #   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)
+#   ceiling      the card's bf16 matmul rate and device-to-device copy bandwidth
 #   profile      GLM-2B's best setting traced: device time by line, class and operation
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
 #   flags        GLM-2B's best setting with XLA's GEMM emitter flags (two processes)
@@ -50,17 +51,17 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-ALL_PARTS=(core large attention sweep chunk profile tune flags large_sweep)
+ALL_PARTS=(core large attention sweep chunk ceiling profile tune flags large_sweep)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
 # (tests/test_bench.py runs one, so the script cannot break unseen between GPU sessions).
 read -r -a overrides <<< "${MEASURE_OVERRIDES:-}"
-bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures (tagged with the run
-  # and the part, $tag), the rest to $log
+bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures, tagged with the run
+  # and the part ($tag), the rest to $log after a "== RUN bench ARGS" line
   echo "== $run bench $* ${overrides[*]} (XLA_FLAGS=${XLA_FLAGS:-})" >> "$log"
   python3 -m glmjax.bench "$@" "${overrides[@]}" 2>> "$log" | tee -a "$log" | grep '^{' \
-    | sed "s/^{/{\"run\": \"$run\", \"part\": \"$tag\", /" >> "$figures" \
+    | sed "s|^{|{\"run\": \"$run\", \"part\": \"$tag\", |" >> "$figures" \
     || echo "{\"run\": \"$run\", \"part\": \"$tag\", \"failed\": \"bench $*\"}" >> "$figures"
 }
 
@@ -93,23 +94,32 @@ for part in "${parts[@]}"; do
     chunk)      # GLM-2B, sequence 1024, batch 8, remat=full, tokamax: the best train.loss_chunk
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8 \
             --sweep_remat=full --sweep_attention=tokamax --sweep_loss_chunk=512,1024,2048 ;;
+    ceiling)    # the card's bf16 matmul rate and copy bandwidth (seconds)
+      bench --what=ceiling --ceiling_n="${MEASURE_MATMUL_N:-8192}" ;;
     profile)    # GLM-2B's best setting traced for 3 steps: device time by line, class and op.
-      # The Perfetto trace is copied up to $OUT, as a GPU loan returns files at most two
-      # folders down (and 16 MB each).
+      # This run's Perfetto trace is copied up to $OUT, as a GPU loan returns files at most two
+      # folders down and 16 MiB each.
+      traces="$OUT/profile/${run//[ :]/_}"
       bench --what=profile "${GLM_2B[@]}" --config.data.batch_size=16 \
             --config.model.remat=minimal --config.model.attention=tokamax --steps=3 \
-            --profile_dir="$OUT/profile"
-      find "$OUT/profile" -name perfetto_trace.json.gz -size -16M \
-           -exec cp {} "$OUT/profile_trace.json.gz" \; ;;
+            --profile_dir="$traces"
+      trace=$(find "$traces" -name perfetto_trace.json.gz | head -n 1)
+      if [ -n "$trace" ] && [ "$(stat -c %s "$trace")" -lt 16777216 ]; then
+        cp "$trace" "$OUT/profile_trace.json.gz"
+      else
+        echo "profile: no trace of under 16 MiB to copy (${trace:-none}); it stays in $traces" \
+          | tee -a "$log" >&2
+      fi ;;
     tune)       # GLM-2B's best setting: the dropout generator (threefry by default), and no
       # hidden dropout at all as the bound on what dropout costs
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" \
             --sweep_set=train.dropout_rng=threefry2x32,rbg,unsafe_rbg \
             --sweep_set=model.hidden_dropout=0.1,0 ;;
     flags)      # GLM-2B's best setting under XLA's GEMM choices: Triton GEMMs off (cuBLAS for
-      # every matmul), then Triton for any GEMM it supports (one process each: XLA reads its
-      # flags at start-up)
-      for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=true; do
+      # every matmul), then Triton only where XLA's heuristics want it (recent XLA sets
+      # xla_gpu_triton_gemm_any=true by default); one process each, as XLA reads its flags at
+      # start-up
+      for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=false; do
         tag="flags $flag"
         XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
       done ;;

@@ -85,7 +85,8 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
           "--config.model.max_position=128 --config.model.dtype=float32 "
           "--config.data.batch_size=2 --sweep_batch=2 --steps=2")
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-         "JAX_PLATFORMS": "cpu", "OUT": str(tmp_path), "MEASURE_OVERRIDES": tiny}
+         "JAX_PLATFORMS": "cpu", "OUT": str(tmp_path), "MEASURE_OVERRIDES": tiny,
+         "MEASURE_MATMUL_N": "256"}
   result = subprocess.run(["bash", "launch/measure_gpu.sh"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -95,17 +96,18 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   # the experiments. Each figure names its part.
   assert [(f.get("part"), f.get("what")) for f in figures] == [
       ("core", "step"), ("large", "step"), ("attention", "attention"), ("sweep", "sweep"),
-      ("chunk", "sweep"), ("profile", "profile"), ("tune", "sweep"),
+      ("chunk", "sweep"), ("ceiling", "ceiling"), ("profile", "profile"), ("tune", "sweep"),
       ("flags --xla_gpu_enable_triton_gemm=false", "sweep"),
-      ("flags --xla_gpu_triton_gemm_any=true", "sweep"), ("large_sweep", "sweep")], figures
+      ("flags --xla_gpu_triton_gemm_any=false", "sweep"), ("large_sweep", "sweep")], figures
   core, step, sweep, chunk = figures[0], figures[1], figures[3], figures[4]
-  profiled, tune, large_sweep = figures[5], figures[6], figures[9]
+  ceiling, profiled, tune, large_sweep = figures[5], figures[6], figures[7], figures[10]
+  assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
   assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
-  assert all("error" not in t for f in figures[6:] for t in f["trials"]), figures[6:]
+  assert all("error" not in t for f in figures[7:] for t in f["trials"]), figures[7:]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
@@ -321,16 +323,22 @@ def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(mo
 
 @pytest.mark.parametrize("spec, named", [
     ("train.dropout_rngs=rbg", "no field 'train.dropout_rngs'"),
-    ("model.hidden_dropout=high", "model.hidden_dropout takes a number, not 'high'"),
-    ("data.batch_size=8.5", "data.batch_size takes an integer, not '8.5'"),
+    ("model.hidden_dropout=high", "model.hidden_dropout takes a finite number, not 'high'"),
+    ("model.hidden_dropout=0.1,nan", "model.hidden_dropout takes a finite number, not 'nan'"),
+    ("train.steps.x=1", "no field 'train.steps.x'"),
+    ("data.batch_size=8,16", "data.batch_size has its own flag: use --sweep_batch=V1,V2"),
+    ("model.remat=none", "use --sweep_remat=V1,V2"),
+    ("data.files=a.txt", "data.files holds tuple values"),
+    ("model.num_layers=8.5", "model.num_layers takes an integer, not '8.5'"),
     ("model.scan_layers=yes", "model.scan_layers takes true or false, not 'yes'"),
-    ("model=none", "give 'model' one or more values"),
+    ("model=none", "'model' is a section; name one of its fields"),
+    ("twice", "train.log_every is named twice: give all its values once"),
     ("train.dropout_rng=", "give 'train.dropout_rng' one or more values"),
 ])
 def test_a_sweep_set_item_that_cannot_apply_is_one_line_naming_it(monkeypatch, spec, named):
   config = importlib.import_module("configs.base").get_config("local")
   _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full", sweep_attention="xla",
-         sweep_set=[spec])
+         sweep_set=[spec] if spec != "twice" else ["train.log_every=1", "train.log_every=2"])
   with pytest.raises(ValueError, match=re.escape(named)) as raised:
     sweep.grid(config)
   assert "\n" not in str(raised.value)

@@ -4,7 +4,7 @@ from ml_collections import config_flags
 
 from glmjax import bench, cli, logs
 
-BENCHMARKS = ("data", "prepare", "step", "sweep", "attention", "profile")
+BENCHMARKS = ("data", "prepare", "step", "sweep", "attention", "profile", "ceiling")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
 flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")
@@ -16,6 +16,7 @@ flags.DEFINE_multi_string("sweep_set", [], "sweep: FIELD=V1,V2, more config valu
                           "e.g. train.dropout_rng=threefry2x32,rbg (repeatable).")
 flags.DEFINE_string("profile_dir", "", "profile: where the trace goes (default: a new temporary "
                     "folder).")
+flags.DEFINE_integer("ceiling_n", 8192, "ceiling: the matrix size N of the timed N-cubed product.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=True)
 

@@ -6,8 +6,10 @@ one warm-up step, then traces `--steps` steps (default 3) with jax.profiler into
 Perfetto (`perfetto_trace.json.gz`) opens. It prints one JSON line: the step time while traced,
 and for each line of device activity in the trace (a GPU stream, a device's XLA ops or modules)
 its busy time per step, that time by class of operation (matmul, attention, elementwise
-fusions, ...) and its costliest operations. A CPU has no device lines in the trace: `device_lines` is empty
-and `note` says so.
+fusions, ...) and its costliest operations. Classes come from names: kernel names on a
+stream say what they are; on an XLA ops line a library call is `custom-call.N` (cuBLAS,
+tokamax), counted as `other`. Keep `--steps` small: the trace viewer keeps at most a million
+events. A CPU has no device lines in the trace: `device_lines` is empty and `note` says so.
 """
 import collections
 import glob
@@ -40,7 +42,11 @@ LINES = 8  # device lines reported, the busiest first
 
 def main(config, argv):
   del argv
-  print(json.dumps(measure(config, flags.FLAGS.steps or DEFAULT_STEPS,
+  steps = flags.FLAGS.steps or DEFAULT_STEPS
+  if steps < 0:
+    raise ValueError(f"--steps={steps}: give the number of steps to trace (default "
+                     f"{DEFAULT_STEPS})")
+  print(json.dumps(measure(config, steps,
                            flags.FLAGS.profile_dir or tempfile.mkdtemp(prefix="glmjax-profile-"))))
 
 
@@ -57,7 +63,8 @@ def measure(config, steps: int, folder: str) -> dict:
   traces = sorted(glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True),
                   key=os.path.getmtime)
   if not traces:
-    raise OSError(f"--profile_dir={folder}: jax.profiler wrote no perfetto_trace.json.gz there")
+    raise OSError(f"--profile_dir={folder}: jax.profiler wrote no perfetto_trace.json.gz "
+                  "there; check that the folder is writable and has space")
   with gzip.open(traces[-1], "rt") as stream:
     trace = json.load(stream)
   lines = device_lines(trace, steps)
@@ -67,7 +74,10 @@ def measure(config, steps: int, folder: str) -> dict:
             "steps": steps, "step_time_s": step_time, "trace_file": traces[-1],
             "device_lines": lines}
   if not lines:
-    result["note"] = "the trace has no device lines here (a CPU runs XLA on host threads)"
+    result["note"] = ("the trace has no device lines here (a CPU runs XLA on host threads)"
+                      if jax.default_backend() == "cpu" else
+                      "the trace has no device lines: the device tracer (CUPTI on a GPU) did "
+                      "not record; open the trace to see what it holds")
   return result
 
 
@@ -80,9 +90,9 @@ def device_lines(trace: dict, steps: int) -> list[dict]:
   processes, threads = {}, {}
   for event in events:
     if event.get("ph") == "M" and event.get("name") == "process_name":
-      processes[event["pid"]] = event["args"]["name"]
+      processes[event["pid"]] = event.get("args", {}).get("name", "")
     elif event.get("ph") == "M" and event.get("name") == "thread_name":
-      threads[event["pid"], event["tid"]] = event["args"]["name"]
+      threads[event["pid"], event.get("tid")] = event.get("args", {}).get("name", "")
   durations = collections.defaultdict(lambda: collections.defaultdict(list))
   for event in events:
     process = processes.get(event.get("pid"), "")

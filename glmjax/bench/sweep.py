@@ -13,6 +13,7 @@ JSON line at the end: every trial, and the best by tokens/s (ties: less compiled
 """
 import json
 import logging
+import math
 import traceback
 
 import jax
@@ -26,8 +27,11 @@ from glmjax.model import model_config
 
 log = logging.getLogger(__name__)
 DEFAULT_STEPS = 5
-_KINDS = {bool: "true or false", int: "an integer", float: "a number"}  # in --sweep_set's errors
+# The kinds of field --sweep_set tries, as its errors name them.
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
 BASIC_FIELDS = {"batch_size", "remat", "attention", "loss_chunk"}  # the --sweep_* flags' own
+_OWN_FLAGS = {"data.batch_size": "--sweep_batch", "model.remat": "--sweep_remat",
+              "model.attention": "--sweep_attention", "train.loss_chunk": "--sweep_loss_chunk"}
 REMATS = model_config.REMATS
 
 
@@ -52,29 +56,42 @@ def _extra_fields(config, specs: list[str]) -> list[tuple[str, list]]:
   for spec in specs or []:
     field, _, text = spec.partition("=")
     field = field.strip()
+    where = f"--sweep_set={spec!r}: "
     try:
       current = glm_config.get_field(config, field)
-    except (AttributeError, KeyError):
-      raise ValueError(f"--sweep_set={spec!r}: the config has no field {field!r}; write "
-                       "FIELD=V1,V2 with a dotted name, e.g. train.dropout_rng=rbg,unsafe_rbg"
-                       ) from None
-    if isinstance(current, ml_collections.ConfigDict) or not _names(text):
-      raise ValueError(f"--sweep_set={spec!r}: give {field!r} one or more values to try, "
+    except (AttributeError, KeyError, TypeError):  # TypeError: a name past a value (a.b.c)
+      raise ValueError(f"{where}the config has no field {field!r}; write FIELD=V1,V2 with a "
+                       "dotted name, e.g. train.dropout_rng=rbg,unsafe_rbg") from None
+    if field in _OWN_FLAGS:  # the trial's record would name the flag's value, not this one
+      raise ValueError(f"{where}{field} has its own flag: use {_OWN_FLAGS[field]}=V1,V2")
+    if any(field == named for named, _ in fields):
+      raise ValueError(f"{where}{field} is named twice: give all its values once, "
+                       f"{field}=V1,V2")
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ValueError(f"{where}{field!r} is a section; name one of its fields")
+    if type(current) not in _KINDS:  # a tuple (data.files, mesh.rules) or an unset field
+      raise ValueError(f"{where}{field} holds {type(current).__name__} values, which the sweep "
+                       f"does not try; set it with --config.{field}")
+    if not _names(text):
+      raise ValueError(f"{where}give {field!r} one or more values to try, "
                        "e.g. train.dropout_rng=rbg,unsafe_rbg")
     fields.append((field, [_typed(field, current, value) for value in _names(text)]))
   return fields
 
 
 def _typed(field: str, current, text: str):
-  """`text` as a value of the type `field` holds now (bool from true/false)."""
+  """`text` as a value of the type `field` holds now (bool from true/false); a number must be
+  finite, as config validation wants, before any trial runs."""
   kind = type(current)
   try:
     if kind is bool:
       return {"true": True, "false": False}[text.lower()]
-    return kind(text) if kind in (int, float) else text
+    value = kind(text)
+    if kind is float and not math.isfinite(value):
+      raise ValueError(text)
+    return value
   except (KeyError, ValueError):
-    raise ValueError(f"--sweep_set: {field} takes {_KINDS.get(kind, kind.__name__)}, not {text!r}"
-                     ) from None
+    raise ValueError(f"--sweep_set: {field} takes {_KINDS[kind]}, not {text!r}") from None
 
 
 def _set(config, field: str, value) -> None:

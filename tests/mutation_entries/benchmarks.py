@@ -20,6 +20,8 @@ _REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_
             "extra_words",)
 _STEP = "glmjax/bench/step.py"
 _PROFILE = "glmjax/bench/profile.py"
+_CEILING = ("tests/test_bench_ceiling.py::test_the_ceiling_counts_a_matmul_s_flops_and_a_copy_s_"
+            "bytes_read_and_written",)
 _LINES = ("tests/test_bench_profile.py::test_each_device_line_is_summed_on_its_own_per_step_by_"
           "class_and_costliest_op",)
 _SWEEP_SET = (_BENCH + "test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type",)
@@ -96,7 +98,7 @@ ENTRIES: tuple[Mutation, ...] = (
              (_BENCH + "test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_"
               "figures",)),
     Mutation("the sweep's --sweep_set values stay strings", "glmjax/bench/sweep.py",
-             "return kind(text) if kind in (int, float) else text", "return text", _SWEEP_SET),
+             "    value = kind(text)\n", "    value = text\n", _SWEEP_SET),
     Mutation("the sweep reads any bool word as true", "glmjax/bench/sweep.py",
              'return {"true": True, "false": False}[text.lower()]',
              'return text.lower() != "false"', _SWEEP_SET_ERRORS),
@@ -105,8 +107,18 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the sweep times a trial the config refuses", "glmjax/bench/sweep.py",
              "      glm_config.validate(trial_config)", "      pass", _SWEEP_SET),
     Mutation("the sweep takes a section as a --sweep_set field", "glmjax/bench/sweep.py",
-             "if isinstance(current, ml_collections.ConfigDict) or not _names(text):",
-             "if not _names(text):", _SWEEP_SET_ERRORS),
+             "    if isinstance(current, ml_collections.ConfigDict):",
+             "    if False:", _SWEEP_SET_ERRORS),
+    Mutation("the sweep takes a field that has its own --sweep_* flag", "glmjax/bench/sweep.py",
+             "    if field in _OWN_FLAGS:", "    if False:", _SWEEP_SET_ERRORS),
+    Mutation("the sweep keeps only the last of a field named twice", "glmjax/bench/sweep.py",
+             "    if any(field == named for named, _ in fields):", "    if False:",
+             _SWEEP_SET_ERRORS),
+    Mutation("the sweep sets a tuple field from a string", "glmjax/bench/sweep.py",
+             "    if type(current) not in _KINDS:", "    if False:", _SWEEP_SET_ERRORS),
+    Mutation("the sweep tries a NaN dropout", "glmjax/bench/sweep.py",
+             "    if kind is float and not math.isfinite(value):", "    if False:",
+             _SWEEP_SET_ERRORS),
     Mutation("the sweep applies --sweep_set only to its first value", "glmjax/bench/sweep.py",
              "for setting in settings for value in values]",
              "for setting in settings for value in values[:1]]", _SWEEP_SET),
@@ -118,8 +130,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the profile's figures are per trace, not per step", _PROFILE,
              "per_op = {name: sum(times) / steps", "per_op = {name: sum(times)", _LINES),
     Mutation("the profile classes fused attention as matmul when both names match", _PROFILE,
-             "    (\"attention\", re.compile(r\"mosaic|tokamax|flash|fmha|sdpa|splash|attention|cudnn\"))"
-             ",\n",
+             "    (\"attention\", re.compile(r\"mosaic|tokamax|flash|fmha|sdpa|splash|"
+             "attention|cudnn\")),\n",
              "", ("tests/test_bench_profile.py::test_operation_classes_put_fused_attention_before_"
                   "matmul",)),
     Mutation("the profile lists the cheapest operations first", _PROFILE,
@@ -154,14 +166,24 @@ ENTRIES: tuple[Mutation, ...] = (
              (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
     Mutation("the GPU script's default run leaves out the loss-chunk sweep",
              "launch/measure_gpu.sh",
-             "ALL_PARTS=(core large attention sweep chunk profile",
-             "ALL_PARTS=(core large attention sweep profile",
+             "ALL_PARTS=(core large attention sweep chunk ceiling",
+             "ALL_PARTS=(core large attention sweep ceiling",
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
     Mutation("the GPU script's figures do not name their part", "launch/measure_gpu.sh",
-             '"part\\": \\"$tag\\", /" >> "$figures"', '/" >> "$figures"',
+             '"part\\": \\"$tag\\", |" >> "$figures"', '|" >> "$figures"',
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
+    Mutation("the ceiling reports a matmul of twice the FLOPs it ran", "glmjax/bench/ceiling.py",
+             '"bf16_matmul_tflops": 2 * size ** 3 / matmul_s / 1e12',
+             '"bf16_matmul_tflops": 4 * size ** 3 / matmul_s / 1e12', _CEILING),
+    Mutation("the ceiling counts the bytes read but not those written", "glmjax/bench/ceiling.py",
+             '"copy_tb_per_s": 2 * x.size * x.dtype.itemsize', '"copy_tb_per_s": x.size * '
+             'x.dtype.itemsize', _CEILING),
+    Mutation("the ceiling divides by more runs than it timed", "glmjax/bench/ceiling.py",
+             "  for _ in range(RUNS):", "  for _ in range(RUNS - 1):",
+             ("tests/test_bench_ceiling.py::test_the_ceiling_times_the_mean_of_its_runs_after_a_"
+              "compiling_one",)),
     Mutation("the GPU script's profile part leaves the trace where a loan cannot return it",
-             "launch/measure_gpu.sh", '-exec cp {} "$OUT/profile_trace.json.gz"',
-             '-exec cp {} "$OUT/profile/profile_trace.json.gz"',
+             "launch/measure_gpu.sh", 'cp "$trace" "$OUT/profile_trace.json.gz"',
+             'cp "$trace" "$traces/profile_trace.json.gz"',
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
 )

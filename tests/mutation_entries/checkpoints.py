@@ -131,7 +131,8 @@ ENTRIES = (
               "checkpoint",)),
     Mutation("special roles added since a checkpoint count as another tokenizer",
              "glmjax/data/tokenizers.py",
-             'specials = {k: v for k, v in current["specials"].items() if k in recorded["specials"]}',
+             'specials = {k: v for k, v in current["specials"].items() '
+             'if k in recorded["specials"]}',
              'specials = dict(current["specials"])',
              (_SAME + "test_checkpoints_from_before_the_tokenizer_record_pass_and_added_special_"
               "roles_do_not_count",)),

@@ -332,7 +332,7 @@ ENTRIES = (
     Mutation("an attention_dropout out of range is blamed on model.hidden_dropout",
              "glmjax/config.py",
              '      raise ConfigError(f"{field}={get_field(config, field)}: must be in [0, 1).")',
-             '      raise ConfigError(f"model.hidden_dropout={get_field(config, field)}: must be in '
-             '[0, 1).")',
+             '      raise ConfigError(f"model.hidden_dropout={get_field(config, field)}: '
+             'must be in [0, 1).")',
              (_VALID + "test_bad_field_is_named",)),
 )
