@@ -53,6 +53,7 @@ def test_a_finished_run_started_again_says_so_and_compiles_writes_and_saves_noth
   train.train_and_evaluate(config, str(tmp_path))
   metrics = (tmp_path / "metrics.jsonl").read_text()
   saved = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+  caplog.clear()  # the first run's lines, where an earlier test left glmjax's level at INFO
   with caplog.at_level(logging.INFO, logger="glmjax"):
     result = train.train_and_evaluate(config, str(tmp_path))
   assert result == {"step": 2, "already_done": True}
