@@ -131,15 +131,26 @@ def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_coll
   data = ml_collections.ConfigDict(config.data.to_dict())
   path = data.tokenizer_path
   if (data.tokenizer == "byte" and not path
-      and (epath.Path(workdir) / SOURCE_FILE).exists()):
+      and (epath.Path(workdir) / SOURCE_FILE).exists()
+      and _imported_tokenizer(workdir) != "byte"):
     # Imports older than NO_TOKENIZER left glmjax's byte default: the model's vocabulary is
-    # unknown all the same. (An import stores no byte tokenizer, so this is never a real one.)
+    # unknown all the same. (An import stores the byte tokenizer only when a glmjax export
+    # recorded it, and says so in its source.json.)
     data.tokenizer_path = NO_TOKENIZER
   elif path and not os.path.isabs(path) and "://" not in workdir:
     inside = os.path.join(workdir, path)
     if os.path.exists(inside):
       data.tokenizer_path = inside
   return data
+
+
+def _imported_tokenizer(workdir: str) -> str:
+  """The tokenizer kind an import took from a glmjax export's record ('' for any other)."""
+  try:
+    record = json.loads((epath.Path(workdir) / SOURCE_FILE).read_text(encoding="utf-8"))
+    return str(record.get("tokenizer", ""))
+  except (OSError, ValueError, AttributeError):
+    return ""
 
 
 def _imported_from(workdir: str) -> str:

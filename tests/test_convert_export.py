@@ -12,8 +12,10 @@ import torch
 import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
+from glmjax import config as config_lib
 from glmjax import convert, pretrained
 from glmjax.convert import safetensors_io
+from glmjax.data import tokenizers
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +133,58 @@ def test_a_model_trained_from_scratch_exports_a_config_json_that_imports_back_to
   again_config, again = convert.load_pretrained(str(tmp_path / "out"))
   assert again_config.num_heads == HEADS
   jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
+def _scratch_run(weights, tmp_path, **data):
+  """The imported parameters saved as a run trained here with the tokenizer fields `data`."""
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  config = pretrained.read_config(str(tmp_path / "run"))
+  config.data.update(data)
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "scratch"), config, params)
+  return config
+
+
+@pytest.mark.parametrize("kind", ["byte", "wordpiece"])
+def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_import(
+    weights, tmp_path, kind):
+  data = dict(tokenizer="byte", tokenizer_path="", tokenizer_vocab="")
+  if kind == "wordpiece":
+    (tmp_path / "vocab.txt").write_text("[UNK]\na\nb\n##a\n##b\n", encoding="utf-8")
+    data = dict(tokenizer="wordpiece", tokenizer_path=str(tmp_path / "vocab.txt"),
+                tokenizer_vocab="")
+  config = _scratch_run(weights, tmp_path, **data)
+  trained_with = tokenizers.tokenizer_info(tokenizers.load_tokenizer(config.data))
+  convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))
+  record = json.loads((tmp_path / "out" / convert.TOKENIZER_RECORD).read_text())
+  assert record["tokenizer"] == kind and record["tokenizer_vocab"] == data["tokenizer_vocab"]
+  convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
+  # generate and evaluate load it as they load any workdir's tokenizer: the same ids as the run's
+  loaded = pretrained.load(str(tmp_path / "again"))
+  assert tokenizers.tokenizer_info(pretrained.load_tokenizer(loaded)) == trained_with
+  if kind == "wordpiece":  # the file travels with the workdir, which can move
+    assert (tmp_path / "again" / "tokenizer" / "vocab.txt").read_text() == (
+        tmp_path / "vocab.txt").read_text()
+
+
+def test_a_workdir_without_a_tokenizer_exports_no_record_and_imports_as_unknown(weights,
+                                                                               tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))  # no tokenizer files
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert not (tmp_path / "out" / convert.TOKENIZER_RECORD).exists()
+  convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
+  with pytest.raises(config_lib.ConfigError, match="imported without its tokenizer"):
+    pretrained.load_tokenizer(pretrained.load(str(tmp_path / "again")))
+
+
+def test_a_damaged_tokenizer_record_is_one_line_naming_it(weights, tmp_path):
+  _scratch_run(weights, tmp_path, tokenizer="byte", tokenizer_path="", tokenizer_vocab="")
+  convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))
+  (tmp_path / "out" / convert.TOKENIZER_RECORD).write_text("[1, 2]")
+  with pytest.raises(ValueError, match=r"glmjax_tokenizer.json: not a tokenizer record .* "
+                                       r"give --tokenizer=PATH"):
+    convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))

@@ -17,13 +17,14 @@ import shutil
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import pretrained
 from glmjax.convert import mapping, original
-from glmjax.data import released_tokenizers
+from glmjax.data import released_tokenizers, tokenizers
 from glmjax.model import ModelConfig, stack_layers
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 SOURCE_FILE = pretrained.SOURCE_FILE  # what export needs to write the checkpoint back as it came
 HF_FILES_DIR = "hf_files"        # the source folder's code and tokenizer files, kept for export
 TOKENIZER_DIR = "tokenizer"
+# Written by export beside the model: the data.tokenizer fields of the run and the tokenizer
+# files copied with it, which import reads back (the byte tokenizer has no files to find).
+TOKENIZER_RECORD = "glmjax_tokenizer.json"
 ACTIVATIONS = {  # the GeLU each original code computes
     "hf": ("gelu_exact", "the exact (erf) GeLU of the Hugging Face GLM code"),
     "megatron": ("gelu_tanh", "the tanh GeLU of the original Megatron training code"),
@@ -169,6 +173,59 @@ def _store_tokenizer(path: str, out: str, data_config) -> str:
   return f"{found['tokenizer']} tokenizer ({found['tokenizer_vocab'] or 'own'} special ids)"
 
 
+def _recorded_tokenizer(source: str) -> dict:
+  """The TOKENIZER_RECORD a glmjax export wrote in `source`'s folder; {} when there is none."""
+  path = os.path.join(source if os.path.isdir(source) else os.path.dirname(source),
+                      TOKENIZER_RECORD)
+  if not os.path.isfile(path):
+    return {}
+  try:
+    with open(path, encoding="utf-8") as handle:
+      record = json.load(handle)
+    return {"tokenizer": str(record["tokenizer"]),
+            "tokenizer_vocab": str(record.get("tokenizer_vocab", "")),
+            "files": [str(name) for name in record.get("files", [])]}
+  except (ValueError, KeyError, TypeError, AttributeError) as error:
+    raise ValueError(f"{path}: not a tokenizer record glmjax's export writes ({error}); "
+                     "delete it and give --tokenizer=PATH") from None
+
+
+def _restore_tokenizer(source: str, record: dict, out: str, data_config) -> str:
+  """Points config.data at the tokenizer an export recorded, its files copied under
+  WORKDIR/tokenizer/, and checks that it loads."""
+  folder = source if os.path.isdir(source) else os.path.dirname(source)
+  path = ""
+  if record["files"]:
+    os.makedirs(os.path.join(out, TOKENIZER_DIR), exist_ok=True)
+    for name in record["files"]:
+      shutil.copy2(os.path.join(folder, name), os.path.join(out, TOKENIZER_DIR, name))
+    path = os.path.join(TOKENIZER_DIR, record["files"][0])
+  data_config.update(tokenizer=record["tokenizer"], tokenizer_vocab=record["tokenizer_vocab"],
+                     tokenizer_path=path)
+  loads = ml_collections.ConfigDict(data_config.to_dict())
+  loads.tokenizer_path = os.path.join(out, path) if path else ""
+  tokenizers.load_tokenizer(loads)  # a damaged copy fails here, naming its path
+  return (f"{record['tokenizer']} tokenizer ({record['tokenizer_vocab'] or 'own'} special ids, "
+          f"as the export recorded)")
+
+
+def _export_tokenizer(loaded: pretrained.Pretrained, out: str) -> str:
+  """Writes the run's tokenizer beside the exported model: its files and TOKENIZER_RECORD, which
+  import reads back. Nothing for a workdir that knows no tokenizer."""
+  data = pretrained.tokenizer_config(loaded.config, loaded.workdir)
+  if data.tokenizer_path == pretrained.NO_TOKENIZER:
+    return "no tokenizer (the workdir knows none)"
+  files = (tokenizers.tokenizer_files(data.tokenizer, data.tokenizer_path)
+           if data.tokenizer_path else [])
+  for file in files:
+    if os.path.abspath(file) != os.path.abspath(os.path.join(out, os.path.basename(file))):
+      shutil.copy2(file, os.path.join(out, os.path.basename(file)))
+  with open(os.path.join(out, TOKENIZER_RECORD), "w", encoding="utf-8") as handle:
+    json.dump({"tokenizer": data.tokenizer, "tokenizer_vocab": data.tokenizer_vocab,
+               "files": [os.path.basename(file) for file in files]}, handle, indent=2)
+  return f"the {data.tokenizer} tokenizer"
+
+
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
@@ -191,9 +248,13 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
     log.warning("The vocabulary has %d rows, not a multiple of 128: kept as it is (the function "
                 "must not change); a padded table would run faster.", model_config.vocab_size)
   os.makedirs(out, exist_ok=True)
+  recorded = {} if tokenizer else _recorded_tokenizer(source)
   tokenizer = tokenizer or (source if checkpoint.layout == "hf" and os.path.isdir(source)
                             and released_tokenizers.holds_tokenizer(source) else "")
-  if tokenizer:
+  if recorded:  # a glmjax export: the run's own tokenizer fields, not a guess from the files
+    described = _restore_tokenizer(source, recorded, out, config.data)
+    tokenizer = tokenizer or recorded["tokenizer"]
+  elif tokenizer:
     described = _store_tokenizer(tokenizer, out, config.data)
   else:  # glmjax's byte default is not this model's vocabulary: record that none is known
     described = "no tokenizer"
@@ -204,8 +265,8 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:
     json.dump({"path": os.path.abspath(source), "layout": checkpoint.layout,
                "file_format": checkpoint.file_format, "prefixed": checkpoint.prefixed,
-               "dtypes": _source_dtypes(checkpoint), "hf_config": checkpoint.hf_config}, handle,
-              indent=2)
+               "dtypes": _source_dtypes(checkpoint), "hf_config": checkpoint.hf_config,
+               "tokenizer": recorded.get("tokenizer", "")}, handle, indent=2)
   with open(os.path.join(out, "config.py"), "w", encoding="utf-8") as handle:
     handle.write(CONTINUE_CONFIG.format(path=os.path.join(out, "config.py")))
   activation = ACTIVATIONS[checkpoint.layout]
@@ -284,5 +345,7 @@ def export_workdir(workdir: str, out: str) -> list[str]:
     shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)
   written = original.write_hf(out, tensors, _hf_config(model_config, source.get("hf_config")),
                               prefixed=bool(source.get("prefixed")))
-  log.info("Wrote %s (step %d of %s)", ", ".join(written), loaded.step, workdir)
+  described = _export_tokenizer(loaded, out)
+  log.info("Wrote %s with %s (step %d of %s)", ", ".join(written), described, loaded.step,
+           workdir)
   return written

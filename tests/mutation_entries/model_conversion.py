@@ -9,7 +9,26 @@ _V = "tests/test_config_validation.py::"
 _A = "tests/test_attention.py::"
 _M = "tests/test_remat_and_scan.py::"
 
+_ROUND_TRIP = (_EXPORT + "test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_"
+               "with_the_import",)
+
 ENTRIES: tuple[Mutation, ...] = (
+    # A run's own tokenizer goes out with its export and comes back with the import.
+    Mutation("export leaves the run's tokenizer behind", "glmjax/convert/__init__.py",
+             "  described = _export_tokenizer(loaded, out)\n", '  described = ""\n',
+             _ROUND_TRIP),
+    Mutation("import ignores the tokenizer an export recorded", "glmjax/convert/__init__.py",
+             "  recorded = {} if tokenizer else _recorded_tokenizer(source)\n",
+             "  recorded = {}\n", _ROUND_TRIP),
+    Mutation("an import of a byte-tokenizer export reads as one without a tokenizer",
+             "glmjax/pretrained.py", '      and _imported_tokenizer(workdir) != "byte"):',
+             "      ):", _ROUND_TRIP),
+    Mutation("import takes a damaged tokenizer record for none", "glmjax/convert/__init__.py",
+             "  except (ValueError, KeyError, TypeError, AttributeError) as error:\n"
+             "    raise ValueError(",
+             "  except (ValueError, KeyError, TypeError, AttributeError) as error:\n"
+             "    return {}\n    raise ValueError(",
+             (_EXPORT + "test_a_damaged_tokenizer_record_is_one_line_naming_it",)),
     # Reading the original layouts (glmjax/convert/original.py).
     Mutation("a glm.-prefixed checkpoint with an unprefixed head is read with its keys as stored",
              "glmjax/convert/original.py",
