@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import time
 
@@ -168,6 +169,20 @@ def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
   return results
 
 
+def check_paths(input_path: str, output_path: str) -> None:
+  """--input must be a file and --output's folder must exist: said in one line each, before the
+  model loads, not after the prompts are filled."""
+  if input_path and not os.path.isfile(input_path):
+    raise ValueError(f"--input={input_path!r}: no such file; give a JSONL file of prompts, one "
+                     '{"text": ...} per line')
+  if output_path:
+    folder = os.path.dirname(os.path.abspath(output_path))
+    if os.path.isdir(output_path) or not os.path.isdir(folder):
+      problem = "is a folder" if os.path.isdir(output_path) else f"{folder} does not exist"
+      raise ValueError(f"--output={output_path!r}: {problem}; give a file path in an existing "
+                       "folder")
+
+
 def _read_prompts(path: str) -> list[str]:
   texts = []
   with open(path, encoding="utf-8") as handle:
@@ -211,6 +226,7 @@ def main(argv):
     raise app.UsageError("--workdir and --text (or --input=FILE.jsonl) are required.")
   logs.setup_console(0)
   try:
+    check_paths(args.input, args.output)  # before minutes of loading and generating
     texts = list(args.text) + (_read_prompts(args.input) if args.input else [])
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)

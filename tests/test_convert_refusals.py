@@ -144,3 +144,16 @@ def test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_glm_
   with pytest.raises(ValueError, match=f"{field}.*cannot be exported"):
     convert.export_workdir(str(tmp_path / "other"), str(tmp_path / "out"))
   assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_an_out_that_is_a_file_is_one_line_before_anything_is_read(tmp_path):
+  (tmp_path / "a-file").write_text("keep me")
+  out = str(tmp_path / "a-file")
+  # Neither the checkpoint nor the workdir exists: --out is checked first.
+  with pytest.raises(ValueError, match=rf"--out={out}: a file is there; give a folder for the "
+                                       "glmjax workdir"):
+    convert.import_checkpoint(str(tmp_path / "no-checkpoint"), out)
+  with pytest.raises(ValueError, match=rf"--out={out}: a file is there; give a folder for the "
+                                       "Hugging Face files"):
+    convert.export_workdir(str(tmp_path / "no-run"), out)
+  assert (tmp_path / "a-file").read_text() == "keep me"

@@ -394,3 +394,16 @@ def test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_out
 def test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt(args):
   with pytest.raises(app.UsageError, match="--workdir and --text"):
     _generate_command(*args)
+
+
+@pytest.mark.parametrize("flag, named", [
+    ("--input={tmp}/missing.jsonl", "--input='{tmp}/missing.jsonl': no such file"),
+    ("--output={tmp}/no/such/folder/out.jsonl", "{tmp}/no/such/folder does not exist"),
+    ("--output={tmp}", "--output='{tmp}': is a folder"),
+])
+def test_a_prompt_file_or_output_path_that_cannot_work_is_one_line_before_the_model_loads(
+    tmp_path, flag, named):
+  # The workdir does not exist either: the path is checked first, before minutes of loading.
+  with pytest.raises(ValueError, match=re.escape(named.format(tmp=tmp_path))):
+    _generate_command(f"--workdir={tmp_path}/no-run", "--text=a [MASK]",
+                      flag.format(tmp=tmp_path))

@@ -134,6 +134,10 @@ def test_prepared_errors_name_the_fix(tmp_path):
     sources.load_documents(data_config(source="prepared", prepared_dir=str(tmp_path)), BYTE)
   with pytest.raises(ValueError, match="already tokenized"):
     prepare.prepare(data_config(source="prepared"), str(tmp_path / "x"), progress=False)
+  (tmp_path / "a-file").write_text("not a folder")
+  with pytest.raises(ValueError, match=r"--out='.*a-file': a file is there; give a folder"):
+    prepare.prepare(data_config(), str(tmp_path / "a-file"), progress=False)
+  assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
 def test_shards_prepared_before_dblock_existed_still_open(tmp_path):

@@ -226,9 +226,17 @@ def _export_tokenizer(loaded: pretrained.Pretrained, out: str) -> str:
   return f"the {data.tokenizer} tokenizer"
 
 
+def _require_folder(out: str, holds: str) -> None:
+  """--out may be new or a folder; a file there is one line, before anything is read."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out={out}: a file is there; give a folder for {holds} (new or "
+                     "empty)")
+
+
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
+  _require_folder(out, "the glmjax workdir")
   if os.path.exists(checkpoint_lib.in_workdir(out)):
     raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
   if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
@@ -318,6 +326,7 @@ def _imported_origin(workdir: str) -> str:
 
 def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
+  _require_folder(out, "the Hugging Face files")
   loaded = pretrained.load(workdir, attention="xla")  # the parameters only: no kernel runs
   model_config = loaded.model_config
   unsupported = {field: getattr(model_config, field) for field, wanted in

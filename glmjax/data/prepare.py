@@ -181,6 +181,9 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   if data_config.source == "prepared":
     raise ValueError("data.source='prepared' is already tokenized; set data.source to the "
                      "corpus to prepare (builtin, files or tfds)")
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ValueError(f"--out={out_dir!r}: a file is there; give a folder for the shards (new, "
+                     "or one an earlier prepare of the same data wrote)")
   tokenizer = load_tokenizer(data_config)
   pieces = sources.plan_pieces(data_config, max(1, int(shard_mb * (1 << 20))))
   dtype = sources.token_dtype(tokenizer.vocab_size)

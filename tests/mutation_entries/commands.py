@@ -8,6 +8,22 @@ _CONVERT_TOKENIZER = "tests/test_convert_tokenizer.py::"
 _VALID = "tests/test_config_validation.py::"
 
 ENTRIES = (
+    # Paths that cannot work, refused by their flag before any loading.
+    Mutation("generate reads a missing --input only after loading the model", "glmjax/generate.py",
+             "  if input_path and not os.path.isfile(input_path):", "  if False:",
+             ("tests/test_generate.py::test_a_prompt_file_or_output_path_that_cannot_work_is_one_"
+              "line_before_the_model_loads",)),
+    Mutation("generate writes --output only after filling every prompt", "glmjax/generate.py",
+             "    check_paths(args.input, args.output)  # before", "    pass  # before",
+             ("tests/test_generate.py::test_a_prompt_file_or_output_path_that_cannot_work_is_one_"
+              "line_before_the_model_loads",)),
+    Mutation("convert takes an --out that is a file", "glmjax/convert/__init__.py",
+             "  if os.path.exists(out) and not os.path.isdir(out):", "  if False:",
+             ("tests/test_convert_refusals.py::test_an_out_that_is_a_file_is_one_line_before_"
+              "anything_is_read",)),
+    Mutation("prepare takes an --out that is a file", "glmjax/data/prepare.py",
+             "  if os.path.exists(out_dir) and not os.path.isdir(out_dir):", "  if False:",
+             ("tests/test_prepare.py::test_prepared_errors_name_the_fix",)),
     Mutation("the sweep's best on a tie in tokens/s is the trial needing more memory",
              "glmjax/bench/sweep.py",
              '-(t["compiled_memory_bytes"] or 0)', '(t["compiled_memory_bytes"] or 0)',
