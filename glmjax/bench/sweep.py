@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = 5
 # The kinds of field --sweep_set tries, as its errors name them.
 _KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
-BASIC_FIELDS = {"batch_size", "remat", "attention", "loss_chunk"}  # the --sweep_* flags' own
-_OWN_FLAGS = {"data.batch_size": "--sweep_batch", "model.remat": "--sweep_remat",
-              "model.attention": "--sweep_attention", "train.loss_chunk": "--sweep_loss_chunk"}
+# A trial's own keys: the config field each sets and the --sweep_* flag that lists its values.
+BASIC_FIELDS = {"batch_size": ("data.batch_size", "--sweep_batch"),
+                "remat": ("model.remat", "--sweep_remat"),
+                "attention": ("model.attention", "--sweep_attention"),
+                "loss_chunk": ("train.loss_chunk", "--sweep_loss_chunk")}
+_OWN_FLAGS = dict(BASIC_FIELDS.values())  # config field -> its flag, refused in --sweep_set
 REMATS = model_config.REMATS
 
 
@@ -106,11 +109,8 @@ def main(config, argv):
   trials = []
   for index, setting in enumerate(settings, 1):
     trial_config = config.copy_and_resolve_references()
-    trial_config.data.batch_size = setting["batch_size"]
-    trial_config.model.update(remat=setting["remat"], attention=setting["attention"])
-    trial_config.train.loss_chunk = setting["loss_chunk"]
-    for field in setting.keys() - BASIC_FIELDS:  # --sweep_set's fields
-      _set(trial_config, field, setting[field])
+    for key, value in setting.items():  # a --sweep_set key is its field's dotted name
+      _set(trial_config, BASIC_FIELDS.get(key, (key,))[0], value)
     log.info("sweep %d/%d: %s", index, len(settings), setting)
     try:
       glm_config.validate(trial_config)  # a --sweep_set value the config refuses: its one line

@@ -41,11 +41,15 @@ ENTRIES = (
               "holds_now",)),
     # Benchmarks: the sweep's settings, and each figure's unit.
     Mutation("the sweep times every trial at the config's batch size", "glmjax/bench/sweep.py",
-             '    trial_config.data.batch_size = setting["batch_size"]\n', "",
+             '      _set(trial_config, BASIC_FIELDS.get(key, (key,))[0], value)\n',
+             '      key != "batch_size" and _set(trial_config, BASIC_FIELDS.get(key, (key,))[0], '
+             'value)\n',
              (_BENCH + "test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_"
               "most_tokens_per_s",)),
     Mutation("the sweep times every trial at the config's loss chunk", "glmjax/bench/sweep.py",
-             '    trial_config.train.loss_chunk = setting["loss_chunk"]\n', "",
+             '      _set(trial_config, BASIC_FIELDS.get(key, (key,))[0], value)\n',
+             '      key != "loss_chunk" and _set(trial_config, BASIC_FIELDS.get(key, (key,))[0], '
+             'value)\n',
              (_BENCH + "test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_"
               "most_tokens_per_s",)),
     Mutation("the sweep's default batches leave out twice the config's",
