@@ -27,7 +27,7 @@ from absl import app, flags
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
-from glmjax import attention_choice, cli
+from glmjax import attention_choice, cli, logs
 from glmjax import config as config_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
@@ -143,8 +143,15 @@ def _out_of_memory(error: Exception) -> str | None:
   return text.splitlines()[0][:300] if "hbm" in text.lower() else None
 
 
-def fit_advice(config, *, snapshot: bool = False) -> str:
-  """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy."""
+def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0) -> str:
+  """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
+  state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
+  remat and micro-batches shrink activations, not parameters and optimizer moments."""
+  if state_bytes and hbm and state_bytes >= hbm:
+    tips = (["mesh.data=1 mesh.fsdp=-1 (shards them over all chips)"]
+            if int(config.mesh.data) != 1 else []) + ["a bigger slice"]
+    return (f"the parameters and optimizer state alone take {state_bytes / 2**30:.2f} GiB per "
+            "chip, which remat and grad_accum_steps do not shrink; try " + ", ".join(tips) + ".")
   tips = []
   if snapshot:
     tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
@@ -158,14 +165,15 @@ def fit_advice(config, *, snapshot: bool = False) -> str:
   return "try " + ", ".join(tips) + "."
 
 
-def _compile_or_explain(compile_fn, config, mesh, where: str, what: str):
+def _compile_or_explain(compile_fn, config, mesh, where: str, what: str, **state):
+  """compile_fn(config, mesh); running out of HBM is DoesNotFit with fit_advice(**state)."""
   try:
     return compile_fn(config, mesh)
   except Exception as error:  # noqa: BLE001 - only an out-of-memory compile is reported here
     reason = _out_of_memory(error)
     if reason is None:
       raise
-    raise DoesNotFit(f"{where}: the {what} {reason}; {fit_advice(config)}") from None
+    raise DoesNotFit(f"{where}: the {what} {reason}; {fit_advice(config, **state)}") from None
 
 
 @contextlib.contextmanager
@@ -201,12 +209,14 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   started = time.perf_counter()
   with parallel.activate(mesh, rules), _no_persistent_cache():
     program = step_lib.build_program(config, mesh, rules, model_config)
-    compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step")
-    evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step")
-                 if config.train.eval_every else None)
+    state_bytes = per_chip_bytes(program.abstract_state)
+    sizes = dict(state_bytes=state_bytes, hbm=hbm)
+    compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step",
+                                   **sizes)
+    evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step",
+                                     **sizes) if config.train.eval_every else None)
   compile_s = time.perf_counter() - started
   check_host_feeding(compiled, layouts)
-  state_bytes = per_chip_bytes(program.abstract_state)
   # Evaluation runs while the optimizer state stays in HBM, and train keeps the eval batches
   # on the devices for the whole run.
   batch_bytes = per_chip_bytes(step_lib.abstract_batch(batch_size, seq_len, mesh))
@@ -247,7 +257,8 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   if not report.fits:
     raise DoesNotFit(f"{where}: training needs {total / 2**30:.2f} GiB per chip at its peak, "
                      f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
-                     f"HBM a program may use; {fit_advice(config, snapshot=snapshot > 0)}")
+                     f"HBM a program may use; "
+                     f"{fit_advice(config, snapshot=snapshot > 0, **sizes)}")
   return report
 
 
@@ -298,11 +309,12 @@ def main(argv) -> None:
   config, name = flags.FLAGS.config, flags.FLAGS.topology
   if config is None or not name:
     raise app.UsageError("Both --config and --topology are required.", exitcode=2)
-  logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+  logs.setup_console(0)  # glmjax's lines; libraries' (jax's cache resets) only from WARNING
   try:
     spec = topology.parse_slice(name)
     print(f"Compiling {config.model.num_layers}-layer GLM for {spec.name} "
-          f"({spec.chips} chips, {spec.hosts} hosts); this takes minutes on a small machine...",
+          f"({spec.chips} chips, {spec.hosts} host{'s' if spec.hosts > 1 else ''}); this takes "
+          "minutes on a small machine...",
           file=sys.stderr, flush=True)
     report = compile_for_slice(config, spec)
   except (topology.TopologyError, config_lib.ConfigError, UnfeedableLayout) as error:

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from etils import epath
 
-from glmjax import checksums
+from glmjax import checksums, host_copy
 from glmjax import restore_agreement as agreement, storage_errors
 
 log = logging.getLogger(__name__)
@@ -120,26 +120,39 @@ class Checkpointer:
     or, deferred, queued (a queued copy holding NaN or Inf is refused when it is written).
 
     defer=True (checkpoint.device_snapshot): the state and its checksums are copied on its
-    devices, queued behind the running step, and nothing waits; `write_deferred()`, called
-    once the next step is dispatched, checks the copy and hands it to Orbax, so its transfer to
-    the host overlaps that step instead of stalling the devices. The copy costs device memory
-    for a second state until it is on the host.
+    devices, queued behind the running step, and the copy is sent on to host memory; nothing
+    waits. `write_deferred()`, called after each step is dispatched, hands the copy to Orbax
+    once it is on the host (host_copy.py), so the transfer runs beside as many steps as it takes
+    instead of stalling the devices. With several processes it hands it over after the next
+    step whether or not it has arrived: every process must call Orbax, whose barriers are
+    collectives, at the same point of the loop. The copy costs device memory for a second
+    state until it is on the host.
     """
     if not (force or preempted or self.should_save(step)):
       return False
-    self.write_deferred()
+    self.write_deferred(wait=True)
     self.wait()  # surfaces an error of the previous asynchronous save here rather than never
     if step in self.manager.all_steps() and step not in self._damaged:
       return False
     if defer and not preempted:  # a preempted run exits next: nothing would write the copy
       copy, summary = checksums.copy_with_summary(state)
-      self._deferred = (step, copy, summary, metadata)
+      # The copy goes, not the state: the next step reuses the state's buffers, and would wait
+      # for a transfer still reading them.
+      self._deferred = (step, host_copy.start(copy), summary, metadata)
       return True
     return self._write(step, state, checksums.state_summary(state), metadata, preempted)
 
-  def write_deferred(self) -> bool:
-    """Writes the copy a `save(..., defer=True)` made, if one waits; True if one did."""
+  @property
+  def snapshot_pending(self) -> bool:
+    """A `save(..., defer=True)` copy waits to be written."""
+    return self._deferred is not None
+
+  def write_deferred(self, wait: bool = False) -> bool:
+    """Writes the copy a `save(..., defer=True)` made, if one waits and is on the host (or
+    `wait`, or with several processes); True if one was written."""
     if self._deferred is None:
+      return False
+    if not (wait or jax.process_count() > 1 or host_copy.arrived(self._deferred[1])):
       return False
     step, state, summary, metadata = self._deferred
     self._deferred = None
@@ -288,7 +301,7 @@ class Checkpointer:
                     "was (several processes cannot agree to write it now).", step)
       else:
         try:
-          self.write_deferred()
+          self.write_deferred(wait=True)
           self.wait()
         except Exception as error:  # noqa: BLE001 - the loop's own error is the one to report
           self._failed = True

@@ -2,7 +2,7 @@
 
 Scores the newest parameters of a workdir (a training run's, or one `pretrained.save` or
 `convert import` wrote) and reports, on the console and in --out (default
-WORKDIR/eval/step_N.json):
+WORKDIR/eval/step_N.json, or step_N.2.json, ... when that step was evaluated before):
   held-out  loss, Part B accuracy and perplexity, overall and per objective, over the first N
             batches of the run's held-out split, built exactly as `train` builds them
             (held_out.py): with the defaults, the eval/ figures train logs at that step.
@@ -140,13 +140,25 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
       report["held_out"] = held_out_report(p, tokenizer, data, batches)
     if cloze:
       report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))
-  out = out or f"{workdir}/eval/step_{p.step}.json"
+  out = out or unused_report_path(workdir, p.step)
   if jax.process_index() == 0:
     path = epath.Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
   report["out"] = out
   return report
+
+
+def unused_report_path(workdir: str, step: int) -> str:
+  """WORKDIR/eval/step_N.json, or step_N.2.json, step_N.3.json, ... where earlier evaluations
+  of that step wrote the first ones: a default path never overwrites a report (its cloze
+  figures, say). An explicit --out is written as given."""
+  base = f"{workdir}/eval/step_{step}"
+  path, count = f"{base}.json", 1
+  while epath.Path(path).exists():
+    count += 1
+    path = f"{base}.{count}.json"
+  return path
 
 
 def _fmt(value, spec: str) -> str:
@@ -191,7 +203,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", None, "Rows per batch (default data.batch_size).")
   flags.DEFINE_string("data_source", None, f"{DATA_SOURCES}: where the run's corpus is on this "
                       "machine (replaces data.source and its paths).")
-  flags.DEFINE_string("out", None, "The JSON report (default WORKDIR/eval/step_N.json).")
+  flags.DEFINE_string("out", None, "The JSON report (default WORKDIR/eval/step_N.json; "
+                      "step_N.2.json, ... when that step was evaluated before).")
 
 
 # Errors written for the user: their message is the whole story, no traceback on the console.

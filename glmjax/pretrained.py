@@ -183,9 +183,11 @@ def load_tokenizer(pretrained: Pretrained):
 
 
 def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
-         source: str = "") -> None:
+         source: str = "", tokenizer: dict | None = None) -> None:
   """Writes a workdir that `load` and `checkpoint.init_from` read: config.json and the
-  parameters alone as the checkpoint of step 0 (checksummed like every checkpoint)."""
+  parameters alone as the checkpoint of step 0 (checksummed like every checkpoint).
+  `tokenizer` (tokenizers.tokenizer_info) is recorded with them, as train records its own, so
+  that an init_from under another tokenizer is refused."""
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   (epath.Path(workdir) / CONFIG_FILE).write_text(text, encoding="utf-8")
@@ -193,7 +195,8 @@ def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
                                              keep=1, async_save=False)
   try:
     metadata = {"config": json.loads(text), "source": source,
-                "param_layout": checkpoint_lib.parameter_layout(params)}
+                "param_layout": checkpoint_lib.parameter_layout(params),
+                **({"tokenizer": tokenizer} if tokenizer else {})}
     checkpointer.save(0, {"params": params}, metadata, force=True)
     checkpointer.wait()
   finally:

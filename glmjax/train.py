@@ -230,7 +230,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
       batch = batches.get(step)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_fn(state, batch)
-      checkpointer.write_deferred()  # the last step's copy goes to the host while this one runs
+      checkpointer.write_deferred()  # a device snapshot, once on the host, goes to Orbax
       done = step + 1
       reporter.push(done, metrics)
       profiler.after_step(done, state)

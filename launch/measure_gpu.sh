@@ -7,9 +7,10 @@
 #   OUT=/tmp/gpu-figures bash launch/measure_gpu.sh [PART ...]
 #
 # Parts, run in the order named (default: all, in this order):
-#   core         GLM-2B at sequence 1024 as shipped (batch 8, remat=full): one compile, plus an
-#                async save each way (2.5 min on an H200, most of it the saves of 23 GB)
-#   large        GLM-Large at 512 as shipped: pre-built vs pipeline-fed, async save (1 min)
+#   core         GLM-2B at sequence 1024 as shipped (batch 8, remat=full): one compile
+#   large        GLM-Large at 512 as shipped: pre-built vs pipeline-fed (1 min)
+#   save         what a checkpoint save costs GLM-2B's and GLM-Large's steps: the transfer of
+#                the state to host memory alone and beside a step, and an async save both ways
 #   attention    the attention kernels alone at GLM-2B's shape (40 s)
 #   sweep        GLM-2B: batch 16, 8 x remat none, minimal x tokamax, cudnn (2.3 min)
 #   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)
@@ -18,7 +19,7 @@
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
 #   flags        GLM-2B's best setting with XLA's GEMM emitter flags (two processes)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
-# The first five took 448 s on an H200 on 2026-12-04 (docs/performance.md); a GPU loan's
+# core, large, attention, sweep and chunk took 448 s on an H200 on 2026-12-04 (docs/performance.md); a GPU loan's
 # command may run 10 minutes, so a loan runs the parts it needs by name. A sweep logs each
 # trial's figures as it ends, so a part cut short keeps what it measured.
 # Needs what requirements.txt installs, plus tokamax
@@ -51,7 +52,7 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-ALL_PARTS=(core large attention sweep chunk ceiling profile tune flags large_sweep)
+ALL_PARTS=(core large save attention sweep chunk ceiling profile tune flags large_sweep)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -89,8 +90,12 @@ for part in "${parts[@]}"; do
       # fastest settings come first: each trial's figures reach the log as it ends.
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=16,8 \
             --sweep_remat=none,minimal --sweep_attention=tokamax,cudnn ;;
-    large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed, async save (>= 0.40)
+    large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed (>= 0.40)
       bench --what=step "${GLM_LARGE[@]}" --steps=20 ;;
+    save)       # a save's cost (target: under 10% of a step), GLM-2B as shipped, then GLM-Large;
+      # the compiles are cache hits after core and large
+      bench --what=save "${GLM_2B[@]}" --config.data.batch_size=8 --steps=5
+      bench --what=save "${GLM_LARGE[@]}" --steps=10 ;;
     chunk)      # GLM-2B, sequence 1024, batch 8, remat=full, tokamax: the best train.loss_chunk
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8 \
             --sweep_remat=full --sweep_attention=tokamax --sweep_loss_chunk=512,1024,2048 ;;

@@ -115,8 +115,8 @@ def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(mon
                       lambda *args: programs.append(build(*args)) or programs[-1])
   compile_or_explain = aot._compile_or_explain  # pylint: disable=protected-access
 
-  def inflated(compile_fn, config, mesh, where, what):
-    compiled = compile_or_explain(compile_fn, config, mesh, where, what)
+  def inflated(compile_fn, config, mesh, where, what, **sizes):
+    compiled = compile_or_explain(compile_fn, config, mesh, where, what, **sizes)
     if what != "eval step":
       return compiled
     memory = compiled.memory_analysis()
@@ -135,13 +135,34 @@ def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(mon
                                 + report.eval_batch_bytes + report.prefetch_bytes)
 
 
-def test_a_config_too_big_for_its_slice_is_reported_as_not_fitting():
+def test_a_config_whose_activations_do_not_fit_is_told_to_remat_or_accumulate():
+  config = _tiny(attention="xla", hidden_size=1024, num_heads=8)
+  config.data.update(batch_size=16384)
+  config.model.remat = "none"
+  with pytest.raises(aot.DoesNotFit,
+                     match=r"v5e-4 \(data=4 fsdp=1 tensor=1\): (the train step|training) "
+                     r"needs .* GiB per chip.*, .* GiB more than the 15.75 GiB .*; try "
+                     r"model.remat=full .*optim.grad_accum_steps=2 ") as refused:
+    aot.compile_for_slice(config, topology.parse_slice("v5e-4"))
+  assert "alone take" not in str(refused.value)
+
+
+def test_a_config_whose_state_alone_does_not_fit_is_told_only_to_shard_it_wider():
+  """Parameters and Adam moments do not shrink with remat or micro-batches: advising those
+  would send the user round a loop of compiles."""
   config = _tiny(attention="xla", hidden_size=8192, num_heads=64, vocab_size=50304)
   config.data.update(batch_size=64)
   with pytest.raises(aot.DoesNotFit,
                      match=r"v5e-4 \(data=4 fsdp=1 tensor=1\): (the train step|training) "
-                     r"needs .* GiB per chip.*, .* GiB more than the 15.75 GiB .*remat=full"):
+                     r"needs .* GiB per chip.*, .* GiB more than the 15.75 GiB .*; the "
+                     r"parameters and optimizer state alone take [0-9.]+ GiB per chip, .*; try "
+                     r"mesh.data=1 mesh.fsdp=-1 .*, a bigger slice\.$") as refused:
     aot.compile_for_slice(config, topology.parse_slice("v5e-4"))
+  assert "remat" not in str(refused.value).split("; try ")[-1]
+  assert "grad_accum_steps=" not in str(refused.value)
+  config.mesh.update(data=1, fsdp=-1)  # already over every chip: a bigger slice is what is left
+  assert aot.fit_advice(config, state_bytes=20 << 30, hbm=16 << 30).endswith(
+      "do not shrink; try a bigger slice.")
 
 
 def test_a_micro_batch_the_slice_s_batch_axes_cannot_split_is_refused_before_compiling():
@@ -219,6 +240,9 @@ def test_the_command_prints_a_json_report_for_a_slice_and_leaves_the_compilation
   assert report["fits"] and report["chips"] == 16 and report["hosts"] == 4
   assert report["device_kind"] == "TPU v6 lite" and report["mosaic_kernels"] >= 3
   assert report["rows_per_host"] == 4  # 16 rows over 4 hosts
+  # stderr: the command's own lines, not jax's INFO records (its cache resets, say).
+  assert not re.search(r"^I\d{4} ", result.stderr, re.MULTILINE), result.stderr[-2000:]
+  assert "(16 chips, 4 hosts)" in result.stderr
 
 
 def test_the_command_exits_1_with_the_numbers_when_the_config_does_not_fit():

@@ -28,9 +28,10 @@ FIELDS = {
              "mixture_tokens_per_s", "every_option_tokens_per_s", "sentence_start_share"),
     "prepare": ("prepare_tokens_per_s_one_core", "read_tokens_per_s"),
     "step": ("step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "compile_s",
-             "step_time_s_pipeline", "pipeline_vs_prebuilt", "checkpoint_overhead",
-             "checkpoint_overhead_device_snapshot", "peak_memory_bytes_with_save",
-             "formula_flops_per_step", "compiled_flops_per_step"),
+             "step_time_s_pipeline", "pipeline_vs_prebuilt", "formula_flops_per_step",
+             "compiled_flops_per_step"),
+    "save": ("state_bytes", "host_transfer_s", "host_transfer_gb_per_s", "host_transfer_hidden",
+             "checkpoint_overhead", "checkpoint_overhead_device_snapshot", "snapshot_steps"),
     "attention": ("implementations",),
     "sweep": ("trials", "best"),
 }
@@ -95,19 +96,20 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   # The MFU targets first (GLM-2B, then GLM-Large), so a loan cut short still has them; then
   # the experiments. Each figure names its part.
   assert [(f.get("part"), f.get("what")) for f in figures] == [
-      ("core", "step"), ("large", "step"), ("attention", "attention"), ("sweep", "sweep"),
-      ("chunk", "sweep"), ("ceiling", "ceiling"), ("profile", "profile"), ("tune", "sweep"),
-      ("flags --xla_gpu_enable_triton_gemm=false", "sweep"),
+      ("core", "step"), ("large", "step"), ("save", "save"), ("save", "save"),
+      ("attention", "attention"), ("sweep", "sweep"), ("chunk", "sweep"), ("ceiling", "ceiling"),
+      ("profile", "profile"), ("tune", "sweep"), ("flags --xla_gpu_enable_triton_gemm=false",
+                                                   "sweep"),
       ("flags --xla_gpu_triton_gemm_any=false", "sweep"), ("large_sweep", "sweep")], figures
-  core, step, sweep, chunk = figures[0], figures[1], figures[3], figures[4]
-  ceiling, profiled, tune, large_sweep = figures[5], figures[6], figures[7], figures[10]
+  core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
+  ceiling, profiled, tune, large_sweep = figures[7], figures[8], figures[9], figures[12]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
   assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
-  assert all("error" not in t for f in figures[7:] for t in f["trials"]), figures[7:]
+  assert all("error" not in t for f in figures[9:] for t in f["trials"]), figures[9:]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
@@ -115,11 +117,14 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert sweep["best"]["attention"] == "tokamax"
   # The last part: GLM-2B's loss chunk, the one setting the sweep above holds at the config's.
   assert [t["loss_chunk"] for t in chunk["trials"]] == [512, 1024, 2048]
-  # GLM-Large's part: the pipeline-fed step and an async save are measured next to pre-built
-  # batches, at the overrides' shape.
+  # GLM-Large's part: the pipeline-fed step is measured next to pre-built batches, at the
+  # overrides' shape.
   assert (step["seq_len"], step["batch_size"], step["hidden_size"]) == (128, 2, 64)
-  assert step["pipeline_vs_prebuilt"] > 0 and step["checkpoint_overhead"] is not None
-  assert step["checkpoint_overhead_device_snapshot"] is not None
+  assert step["pipeline_vs_prebuilt"] > 0
+  # The save part: both models' states, sent to the host, saved both ways.
+  assert all(f["state_bytes"] > 0 and f["host_transfer_s"] > 0 for f in saves)
+  assert all(f["checkpoint_overhead"] is not None for f in saves)
+  assert all(f["snapshot_steps"] >= 2 for f in saves)
 
 
 def test_the_sweep_s_best_is_the_fastest_trial_that_ran_and_on_a_tie_the_smaller_one():
@@ -149,11 +154,11 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
          sweep_loss_chunk="256,512")
   measured = []
 
-  def measure(trial, steps, *, with_pipeline, with_save):  # no step runs: figures by formula
+  def measure(trial, steps, *, with_pipeline):  # no step runs: figures by formula
     setting = (trial.data.batch_size, trial.model.remat, trial.model.attention,
                trial.train.loss_chunk)
     measured.append(setting)
-    assert steps == sweep.DEFAULT_STEPS and not with_pipeline and not with_save
+    assert steps == sweep.DEFAULT_STEPS and not with_pipeline
     if trial.data.batch_size == 2 * batch and trial.model.remat == "none":
       raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
     # Larger batches and chunks go faster per token; full remat costs a third more time.

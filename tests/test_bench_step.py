@@ -58,11 +58,9 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   monkeypatch.setattr(step_bench, "time", clock)
   monkeypatch.setattr(step_bench, "step_lib", types.SimpleNamespace(
       build_program=lambda *args: program, init_sharded_state=lambda *args: 0))
-  # The pipeline-fed steps take 0.75 s each; a direct save adds 0.2 s, a deferred one 0.05 s.
+  # The pipeline-fed steps take 0.75 s each.
   monkeypatch.setattr(step_bench, "_fed_by_the_pipeline",
                       lambda config, compiled, state, host, steps: (0.75, state))
-  monkeypatch.setattr(step_bench, "_with_an_async_save",
-                      lambda compiled, state, batch, *, defer: (0.05 if defer else 0.2, state))
   figures = step_bench.measure(_bench_config(), 4)
   assert len(step.batches) == 1 + 4  # a warm-up step, then the 4 timed ones
   devices = jax.device_count()
@@ -73,11 +71,9 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["formula_flops_per_step"] == pytest.approx(3e9)
   assert figures["compiled_flops_per_step"] == pytest.approx(2e9 * devices)  # every device's
   assert figures["loss"] == pytest.approx(5.5)
-  # Ratios to one pre-built step: 0.75 / 0.5, 0.2 / 0.5 and 0.05 / 0.5.
+  # The ratio to one pre-built step: 0.75 / 0.5.
   assert figures["step_time_s_pipeline"] == pytest.approx(0.75)
   assert figures["pipeline_vs_prebuilt"] == pytest.approx(1.5)
-  assert figures["checkpoint_overhead"] == pytest.approx(0.4)
-  assert figures["checkpoint_overhead_device_snapshot"] == pytest.approx(0.1)
 
 
 def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(monkeypatch):
@@ -102,54 +98,6 @@ def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(m
                                   built.global_batch(index)["tokens"])
 
 
-class _Checkpointer:
-  """Asynchronous saves that take time on the clock. The first save of a checkpointer
-  compiles (4 s more). A direct save waits 0.3 s for the state's transfer; a deferred one
-  copies on the devices (0.05 s) and transfers (0.2 s) when write_deferred runs."""
-
-  def __init__(self, clock):
-    self.clock, self.saves, self.pending, self.closed = clock, [], False, False
-
-  def save(self, step, state, extra, *, force, defer):
-    assert force and extra == {}
-    self.clock.advance((0.0 if self.saves else 4.0) + (0.05 if defer else 0.3))
-    self.saves.append((step, defer))
-    self.pending = defer
-
-  def write_deferred(self):
-    if self.pending:
-      self.clock.advance(0.2)
-      self.pending = False
-
-  def wait(self):
-    pass
-
-  def close(self):
-    self.closed = True
-
-
-@pytest.mark.parametrize("defer, added", [(False, 0.3), (True, 0.05 + 0.2)])
-def test_a_save_s_overhead_is_what_a_later_save_adds_to_the_two_steps_from_its_start(
-    monkeypatch, defer, added):
-  clock = _Clock()
-  step = _Step(clock, 0.5)
-  made = []
-
-  def checkpointer(folder, **kwargs):
-    assert kwargs["async_save"]
-    made.append(_Checkpointer(clock))
-    return made[-1]
-
-  monkeypatch.setattr(step_bench, "time", clock)
-  monkeypatch.setattr(step_bench, "checkpoint_lib",
-                      types.SimpleNamespace(Checkpointer=checkpointer))
-  seconds, state = step_bench._with_an_async_save(step, 0, {}, defer=defer)
-  # Not the first save's 4 s of compiling; the save as train makes it (deferred or not).
-  assert seconds == pytest.approx(added)
-  assert [d for _, d in made[0].saves] == [defer, defer] and made[0].closed
-  assert state == len(step.batches)  # the state of the last step, handed back
-
-
 def test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_span():
   seq_len, vocab = 64, 100
   batch = step_bench.synthetic_batch(6, seq_len, vocab, seed=3)
@@ -172,33 +120,10 @@ def test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_span()
                                   np.arange(1, seq_len - sep + 1))
 
 
-class _RealCheckpointer(_Checkpointer):
-  """As checkpoint.Checkpointer.save: a step saved before is not saved again (False, no time)."""
-
-  def save(self, step, state, extra, *, force, defer):
-    if step in [saved for saved, _ in self.saves]:
-      return False
-    return super().save(step, state, extra, force=force, defer=defer)
-
-
-def test_the_timed_save_is_of_a_new_step_over_the_two_steps_after_it(monkeypatch):
-  clock = _Clock()
-  step = _Step(clock, 0.5)
-  made = []
-  monkeypatch.setattr(step_bench, "time", clock)
-  monkeypatch.setattr(step_bench, "checkpoint_lib", types.SimpleNamespace(
-      Checkpointer=lambda folder, **kwargs: made.append(_RealCheckpointer(clock)) or made[-1]))
-  seconds, _ = step_bench._with_an_async_save(step, 0, {}, defer=False)
-  assert seconds == pytest.approx(0.3)  # a save that wrote nothing would add nothing
-  # Two rounds (the first compiles), each a run without a save and one with: a step to start
-  # from idle, then the two steps a deferred transfer can delay.
-  assert len(step.batches) == 2 * 2 * (1 + 2)
-
-
 def test_the_peak_memory_figure_is_the_device_s_peak_not_what_it_holds_now(monkeypatch):
   device = types.SimpleNamespace(memory_stats=lambda: {"bytes_in_use": 1 << 20,
                                                        "peak_bytes_in_use": 3 << 30})
   monkeypatch.setattr(jax, "local_devices", lambda: [device])
-  assert step_bench._peak_device_memory() == 3 << 30
+  assert step_bench.peak_device_memory() == 3 << 30
   device.memory_stats = lambda: None  # a backend that reports nothing
-  assert step_bench._peak_device_memory() is None
+  assert step_bench.peak_device_memory() is None

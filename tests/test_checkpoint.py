@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import optax
 import pytest
-from jax.sharding import PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 import checkpoint_states as states
-from glmjax import checkpoint, step
+from glmjax import checkpoint, checksums, host_copy, step
 
 
 @pytest.fixture()
@@ -127,7 +127,7 @@ def test_a_deferred_save_writes_its_step_s_state_after_that_state_was_donated(tm
   next_step = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)
   after = next_step(state)
   assert state.params["dense"]["kernel"].is_deleted()
-  assert ckpt.write_deferred() and not ckpt.write_deferred()  # written once
+  assert ckpt.write_deferred(wait=True) and not ckpt.write_deferred()  # written once
   ckpt.wait()
   restored = ckpt.restore_latest(states.abstract(after, mesh), states.metadata(after)["param_layout"])
   assert restored.step == 5
@@ -135,9 +135,99 @@ def test_a_deferred_save_writes_its_step_s_state_after_that_state_was_donated(tm
   # A NaN found in the copy is refused when it is written, as an undeferred save refuses it.
   ckpt.save(6, states.state(float("nan")), states.metadata(after), defer=True)
   with pytest.raises(checkpoint.NonFiniteStateError, match="Not saving step 6"):
-    ckpt.write_deferred()
+    ckpt.write_deferred(wait=True)
   ckpt.close()
   assert ckpt.steps() == [5]
+
+
+def test_a_device_snapshot_goes_to_pinned_host_memory_at_once_with_the_original_values(mesh):
+  """The copy's transfer to the host starts when the save is made, not when Orbax gets it."""
+  state = jax.device_put(states.state(), jax.tree.map(lambda x: x.sharding,
+                                                      states.abstract(states.state(), mesh)))
+  copy = host_copy.start(checksums.copy_with_summary(state)[0])
+  kinds = {leaf.sharding.memory_kind for leaf in jax.tree.leaves(copy)}
+  assert kinds == {"pinned_host"}
+  # Split over fsdp as the state is; a replicated array sent once, not once per device.
+  assert [len(leaf.addressable_shards) for leaf in jax.tree.leaves(copy)] == [
+      4 if leaf.ndim == 2 else 1 for leaf in jax.tree.leaves(state)]
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(copy), jax.device_get(state))
+  assert host_copy.nbytes(copy) == sum(leaf.nbytes for leaf in jax.tree.leaves(state))
+  assert host_copy.nbytes(state) > host_copy.nbytes(copy)  # the replicas on the devices
+
+
+def test_a_device_snapshot_is_written_only_once_it_is_on_the_host_unless_the_caller_waits(
+    tmp_path, monkeypatch):
+  """Each step's write_deferred() looks without waiting; the copy goes to Orbax only once every
+  array has arrived, so a transfer longer than a step never stalls the loop. A new save, or
+  close, waits for it."""
+  on_host, looked_at = {"now": False}, []
+
+  def arrived(tree):
+    looked_at.append({leaf.sharding.memory_kind for leaf in jax.tree.leaves(tree)})
+    return on_host["now"]
+
+  monkeypatch.setattr(host_copy, "arrived", arrived)
+  state = states.state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  assert ckpt.save(1, state, states.metadata(state), defer=True)
+  assert not ckpt.write_deferred() and not ckpt.write_deferred() and ckpt.snapshot_pending
+  assert looked_at[0] == {"pinned_host"}  # sent on by the save itself, not by Orbax
+  on_host["now"] = True
+  assert ckpt.write_deferred() and not ckpt.snapshot_pending
+  on_host["now"] = False
+  ckpt.save(2, state, states.metadata(state), defer=True)
+  ckpt.save(3, state, states.metadata(state), defer=True)  # waits for step 2's copy
+  ckpt.close()  # waits for step 3's
+  assert ckpt.steps() == [1, 2, 3]
+
+
+class _Landing:
+  """An array whose transfer has or has not finished."""
+
+  def __init__(self, ready):
+    self.dtype, self.ready = np.dtype(np.float32), ready
+
+  def is_ready(self):
+    return self.ready
+
+
+def test_a_device_snapshot_counts_as_on_the_host_only_when_every_array_is():
+  assert host_copy.arrived({"a": _Landing(True), "b": _Landing(True)})
+  assert not host_copy.arrived({"a": _Landing(True), "b": _Landing(False)})
+  assert not host_copy.arrived({"a": _Landing(False), "b": _Landing(True)})
+
+
+def test_a_device_snapshot_of_a_data_parallel_state_restores_into_the_state_s_shardings(
+    tmp_path):
+  """One replica of each shard is written (from a sub-mesh of the devices); a restore reads it
+  back into the run's own shardings, replicas and all."""
+  mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "fsdp"))
+  target = states.abstract(states.state(), mesh)
+  state = jax.device_put(states.state(2.0), jax.tree.map(lambda x: x.sharding, target))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, states.metadata(state), defer=True)
+  ckpt.close()
+  restored = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2).restore_latest(
+      target, states.metadata(state)["param_layout"])
+  assert restored.step == 1
+  for got, want in zip(jax.tree.leaves(restored.state), jax.tree.leaves(state)):
+    assert got.sharding == want.sharding and len(got.addressable_shards) == 8
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_arrived_or_not(
+    tmp_path, monkeypatch):
+  """Orbax's barriers are collectives: every process must reach them at the same step."""
+  state = states.state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, states.metadata(state), defer=True)
+  handed = []
+  monkeypatch.setattr(ckpt.manager, "save", lambda step, **kwargs: handed.append(step) or True)
+  monkeypatch.setattr(host_copy, "arrived", lambda tree: False)
+  monkeypatch.setattr(checkpoint.jax, "process_count", lambda: 2)  # Orbax's save is faked
+  assert ckpt.write_deferred() and handed == [1]
+  monkeypatch.undo()
+  ckpt.close()
 
 
 def test_a_preemption_save_is_never_deferred(tmp_path):

@@ -202,6 +202,24 @@ def test_the_report_is_written_where_out_says_in_folders_made_for_it(trained, tm
   assert json.loads(out.read_text()) == {"workdir": trained, "step": 2}
 
 
+def test_a_second_evaluation_of_a_step_keeps_the_first_report_and_writes_beside_it(
+    trained, tmp_path):
+  """The default path never overwrites: a report with cloze figures would otherwise be lost
+  to a later held-out-only run of the same step."""
+  run = str(tmp_path / "run")
+  shutil.copytree(trained, run)
+  shutil.rmtree(os.path.join(run, "eval"), ignore_errors=True)
+  first = evaluate.evaluate(run, batches=1)
+  second = evaluate.evaluate(run, batches=0)
+  third = evaluate.evaluate(run, batches=0)
+  folder = os.path.join(run, "eval")
+  assert [first["out"], second["out"], third["out"]] == [
+      os.path.join(folder, name) for name in ("step_2.json", "step_2.2.json", "step_2.3.json")]
+  with open(first["out"], encoding="utf-8") as f:
+    assert "held_out" in json.load(f)  # the first report, untouched
+  assert sorted(os.listdir(folder)) == ["step_2.2.json", "step_2.3.json", "step_2.json"]
+
+
 def test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_the_batch_splits_so(
     trained, tmp_path, monkeypatch):
   """The same peak memory as training: grad_accum_steps=2 over 8 devices splits a batch of 16

@@ -74,7 +74,9 @@ def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_pat
 
 def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeypatch):
   """checkpoint.device_snapshot: the copy of step k goes to Orbax in iteration k+1, right
-  after step k+1 is dispatched (not at the next save, a checkpoint period late)."""
+  after step k+1 is dispatched, when it has reached the host by then (not at the next save, a
+  checkpoint period late)."""
+  monkeypatch.setattr(checkpoint.host_copy, "arrived", lambda tree: True)
   events = []
   push, write = loop.StepReporter.push, checkpoint.Checkpointer._write
   monkeypatch.setattr(loop.StepReporter, "push", lambda self, done, metrics: (

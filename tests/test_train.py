@@ -161,7 +161,9 @@ def test_kill_and_resume_gives_identical_losses(tmp_path, reference_losses):
 
 def test_checkpoint_from_8_devices_restores_on_4(tmp_path, reference_losses):
   resumed = tmp_path / "resumed"
-  on_8 = ("--config.mesh.data=2", "--config.mesh.fsdp=4")
+  # Saved as a device snapshot: one replica of each shard (data=2) goes to the host.
+  on_8 = ("--config.mesh.data=2", "--config.mesh.fsdp=4",
+          "--config.checkpoint.device_snapshot=true")
   subprocess.run(_train_command(resumed, 4, *on_8), cwd=REPO, env=_env(8), check=True,
                  capture_output=True)
   result = subprocess.run(
@@ -328,12 +330,16 @@ def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
 
 
 def test_two_processes_train_like_one(tmp_path, reference_losses, coordinator_port):
-  """Two hosts of 4 CPU devices each (jax.distributed, gloo) log the losses of one 8-device run."""
-  steps = 3
+  """Two hosts of 4 CPU devices each (jax.distributed, gloo) log the losses of one 8-device run.
+  Their device-snapshot save of step 4 (each host sends its own replica: the one replica of a
+  data=8 state is on one host, and Orbax saves no array one host holds alone) restores."""
+  steps = 5
   multi = tmp_path / "multi"
+  snapshot = "--config.checkpoint.device_snapshot=true"
   processes = [subprocess.Popen(
-      _train_command(multi, steps), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-      text=True, env=_host_env(index, coordinator_port)) for index in range(2)]
+      _train_command(multi, steps, snapshot), cwd=REPO, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True, env=_host_env(index, coordinator_port))
+      for index in range(2)]
   outputs = [process.communicate(timeout=600)[1] for process in processes]
   for process, stderr in zip(processes, outputs):
     assert process.returncode == 0, stderr[-3000:]
@@ -343,6 +349,12 @@ def test_two_processes_train_like_one(tmp_path, reference_losses, coordinator_po
   assert sorted(got) == list(range(1, steps + 1))
   np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(got)],
                              rtol=1e-5)
+  assert sorted(os.listdir(multi / "checkpoints")) == ["4", "5"]
+  shutil.rmtree(multi / "checkpoints" / "5")
+  resumed = subprocess.run(_train_command(multi, steps), cwd=REPO, env=_env(), check=True,
+                           capture_output=True, text=True)
+  assert "Resumed from the checkpoint at step 4" in resumed.stderr
+  np.testing.assert_allclose(_losses(multi)[5], expected[5], rtol=1e-5)
 
 
 def test_sigterm_to_one_host_stops_all_hosts_at_one_step(tmp_path, coordinator_port):

@@ -1,5 +1,5 @@
-"""Benchmarks: `python -m glmjax.bench --what=NAME --config=...` (data, prepare, step, attention,
-sweep, profile, ceiling).
+"""Benchmarks: `python -m glmjax.bench --what=NAME --config=...` (data, prepare, step, save,
+attention, sweep, profile, ceiling).
 
 Each benchmark lives in its own module here and prints one JSON line.
 """

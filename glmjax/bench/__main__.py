@@ -4,7 +4,7 @@ from ml_collections import config_flags
 
 from glmjax import bench, cli, logs
 
-BENCHMARKS = ("data", "prepare", "step", "sweep", "attention", "profile", "ceiling")
+BENCHMARKS = ("data", "prepare", "step", "save", "sweep", "attention", "profile", "ceiling")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
 flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")

@@ -7,13 +7,10 @@ model.step_flops, next to XLA's count of the compiled step), plus compile time a
 attention implementation used.
 With a data source in the config it also times the step fed by the real pipeline through the
 background prefetcher as train does (`step_time_s_pipeline`, and its ratio to the pre-built
-figure), and what an asynchronous checkpoint save adds to the steps around it, as a fraction of
-one step, saving directly (`checkpoint_overhead`) and with checkpoint.device_snapshot
-(`checkpoint_overhead_device_snapshot`).
+figure). What a checkpoint save costs the steps is `--what=save` (save.py).
 """
 import contextlib
 import json
-import tempfile
 import time
 
 import jax
@@ -21,7 +18,6 @@ import numpy as np
 from absl import flags
 
 from glmjax import attention_choice
-from glmjax import checkpoint as checkpoint_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics, parallel, prefetch, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -72,7 +68,7 @@ def compiled_step(config):
     yield compiled, state, device_batch, host, model_config, time.perf_counter() - start
 
 
-def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool = True) -> dict:
+def measure(config, steps: int, *, with_pipeline: bool = True) -> dict:
   """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
   with compiled_step(config) as (compiled, state, device_batch, host, model_config, compile_s):
     state, out = compiled(state, device_batch)  # warm-up
@@ -82,15 +78,11 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
       state, out = compiled(state, device_batch)
     jax.block_until_ready(out)
     step_time = (time.perf_counter() - start) / steps
-    # The step donates the state: each helper hands back the one it ends with.
-    pipeline_time, save_time, snapshot_time = None, None, None
+    peak_bytes = peak_device_memory()
+    # The step donates the state: the helper hands back the one it ends with.
+    pipeline_time = None
     if with_pipeline:
       pipeline_time, state = _fed_by_the_pipeline(config, compiled, state, host, steps)
-    peak_bytes = _peak_device_memory()  # the steps' own, before a save's copy of the state
-    if with_save:
-      save_time, state = _with_an_async_save(compiled, state, device_batch, defer=False)
-      snapshot_time, state = _with_an_async_save(compiled, state, device_batch, defer=True)
-    peak_bytes_with_save = _peak_device_memory() if with_save else None
   result = {
       "what": "step", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "attention": model_config.attention,
@@ -109,16 +101,11 @@ def measure(config, steps: int, *, with_pipeline: bool = True, with_save: bool =
       "logit_positions_per_step": float(out["logit_positions"]),
   }
   result.update(step_time_s_pipeline=pipeline_time,
-                pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None,
-                # What a save adds, as a fraction of one step.
-                checkpoint_overhead=save_time / step_time if save_time is not None else None,
-                checkpoint_overhead_device_snapshot=(snapshot_time / step_time
-                                                     if snapshot_time is not None else None),
-                peak_memory_bytes_with_save=peak_bytes_with_save)
+                pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None)
   return result
 
 
-def _peak_device_memory() -> int | None:
+def peak_device_memory() -> int | None:
   """Peak bytes in use on device 0 since the process started (None where not reported): every
   program this process ran counts, so `sweep` compares `compiled_memory_bytes` instead."""
   stats = jax.local_devices()[0].memory_stats() or {}
@@ -154,34 +141,3 @@ def _fed_by_the_pipeline(config, compiled, state, host, steps: int):
       state, out = compiled(state, batches.get(step))
     jax.block_until_ready(out)
   return (time.perf_counter() - start) / steps, state
-
-
-def _with_an_async_save(compiled, state, batch, *, defer: bool):
-  """Seconds that an asynchronous checkpoint save adds to the two steps from its start, saving
-  as train does: `defer` (checkpoint.device_snapshot) copies the state on the devices and
-  writes the copy once the next step is dispatched; otherwise the save waits for the state's
-  transfer to the host. Two steps, because a deferred transfer longer than the step it overlaps
-  delays the dispatch of the one after; the same two steps without a save, from the same idle
-  start, are subtracted. The save's writing to storage overlaps later steps."""
-  def two_steps(state, save):
-    state, out = compiled(state, batch)
-    jax.block_until_ready(out)
-    start = time.perf_counter()
-    save(state)
-    for _ in range(2):
-      state, out = compiled(state, batch)
-      checkpointer.write_deferred()
-    jax.block_until_ready(out)
-    return time.perf_counter() - start, state
-
-  with tempfile.TemporaryDirectory() as folder:
-    checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True)
-    try:
-      for step in (1, 2):  # the first save compiles the checksums (and the copy): time the second
-        plain, state = two_steps(state, lambda s: None)
-        saving, state = two_steps(
-            state, lambda s, step=step: checkpointer.save(step, s, {}, force=True, defer=defer))
-        checkpointer.wait()
-    finally:
-      checkpointer.close()
-  return saving - plain, state

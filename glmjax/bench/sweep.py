@@ -114,7 +114,7 @@ def main(config, argv):
     log.info("sweep %d/%d: %s", index, len(settings), setting)
     try:
       glm_config.validate(trial_config)  # a --sweep_set value the config refuses: its one line
-      result = step_bench.measure(trial_config, steps, with_pipeline=False, with_save=False)
+      result = step_bench.measure(trial_config, steps, with_pipeline=False)
       trials.append({**setting, **{key: result[key] for key in (
           "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "compiled_memory_bytes",
           "compile_s")}})

@@ -202,11 +202,19 @@ def _restore_tokenizer(source: str, record: dict, out: str, data_config) -> str:
     path = os.path.join(TOKENIZER_DIR, record["files"][0])
   data_config.update(tokenizer=record["tokenizer"], tokenizer_vocab=record["tokenizer_vocab"],
                      tokenizer_path=path)
-  loads = ml_collections.ConfigDict(data_config.to_dict())
-  loads.tokenizer_path = os.path.join(out, path) if path else ""
-  tokenizers.load_tokenizer(loads)  # a damaged copy fails here, naming its path
+  _stored_tokenizer_info(data_config, out)  # a damaged copy fails here, naming its path
   return (f"{record['tokenizer']} tokenizer ({record['tokenizer_vocab'] or 'own'} special ids, "
           f"as the export recorded)")
+
+
+def _stored_tokenizer_info(data_config, out: str) -> dict:
+  """tokenizer_info of the tokenizer stored under `out` (config.data's path is relative to it),
+  recorded with the parameters so that training from them under another tokenizer is
+  refused."""
+  loads = ml_collections.ConfigDict(data_config.to_dict())
+  loads.tokenizer_path = (os.path.join(out, data_config.tokenizer_path)
+                          if data_config.tokenizer_path else "")
+  return tokenizers.tokenizer_info(tokenizers.load_tokenizer(loads))
 
 
 def _export_tokenizer(loaded: pretrained.Pretrained, out: str) -> str:
@@ -267,7 +275,8 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   else:  # glmjax's byte default is not this model's vocabulary: record that none is known
     described = "no tokenizer"
     config.data.tokenizer_path = pretrained.NO_TOKENIZER
-  pretrained.save(out, config, params, source=os.path.abspath(source))
+  pretrained.save(out, config, params, source=os.path.abspath(source),
+                  tokenizer=_stored_tokenizer_info(config.data, out) if tokenizer else None)
   if checkpoint.layout == "hf":
     _keep_source_files(source, out)
   with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:

@@ -6,8 +6,14 @@ _STEP = "tests/test_bench_step.py::"
 _CONVERT = "tests/test_convert.py::"
 _MEASURE = (_STEP + "test_the_step_benchmark_divides_its_timings_as_its_figures_say",)
 _PIPELINE = (_STEP + "test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch",)
-_SAVE = (_STEP + "test_a_save_s_overhead_is_what_a_later_save_adds_to_the_two_steps_from_its_"
-         "start",)
+_SAVE = ("tests/test_bench_save.py::test_a_save_s_overhead_is_what_a_later_save_adds_to_the_"
+         "steps_from_its_start",)
+_SAVE_MEASURE = ("tests/test_bench_save.py::test_the_save_benchmark_divides_its_timings_as_its_"
+                 "figures_say",)
+_HIDDEN = ("tests/test_bench_save.py::test_the_hidden_share_of_a_transfer_is_what_running_it_"
+           "beside_a_step_saved",)
+_TRANSFER = ("tests/test_bench_save.py::test_the_transfer_to_the_host_is_timed_on_the_state_s_"
+             "own_bytes_and_leaves_it_stepped",)
 _SYNTHETIC = (_STEP + "test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_"
               "span",)
 _PREPARE = (_BENCH + "test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_"
@@ -19,6 +25,7 @@ _IMPORT_FLAGS = (_CONVERT + "test_the_convert_command_hands_the_import_the_token
 _REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_"
             "extra_words",)
 _STEP = "glmjax/bench/step.py"
+_SAVE_PY = "glmjax/bench/save.py"
 _PROFILE = "glmjax/bench/profile.py"
 _CEILING = ("tests/test_bench_ceiling.py::test_the_ceiling_counts_a_matmul_s_flops_and_a_copy_s_"
             "bytes_read_and_written",)
@@ -35,12 +42,33 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the step benchmark's pipeline_vs_prebuilt is inverted", _STEP,
              "pipeline_time / step_time if pipeline_time",
              "step_time / pipeline_time if pipeline_time", _MEASURE),
-    Mutation("the step benchmark's checkpoint_overhead is in seconds, not steps", _STEP,
-             "checkpoint_overhead=save_time / step_time if", "checkpoint_overhead=save_time if",
-             _MEASURE),
-    Mutation("the step benchmark's device-snapshot overhead is the direct save's", _STEP,
-             "checkpoint_overhead_device_snapshot=(snapshot_time / step_time",
-             "checkpoint_overhead_device_snapshot=(save_time / step_time", _MEASURE),
+    Mutation("the save benchmark's checkpoint_overhead is in seconds, not steps", _SAVE_PY,
+             '"checkpoint_overhead": direct_s / step_s,', '"checkpoint_overhead": direct_s,',
+             _SAVE_MEASURE),
+    Mutation("the save benchmark's device-snapshot overhead is the direct save's", _SAVE_PY,
+             '"checkpoint_overhead_device_snapshot": snapshot_s / step_s,',
+             '"checkpoint_overhead_device_snapshot": direct_s / step_s,', _SAVE_MEASURE),
+    Mutation("the save benchmark times a snapshot over two steps however long its transfer",
+             _SAVE_PY, "min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))", "2", _SAVE_MEASURE),
+    Mutation("the save benchmark times a direct save over one step", _SAVE_PY,
+             "save_overhead(compiled, state, batch, 2, defer=False)",
+             "save_overhead(compiled, state, batch, 1, defer=False)", _SAVE_MEASURE),
+    Mutation("the save benchmark's transfer rate divides by the step time", _SAVE_PY,
+             '"host_transfer_gb_per_s": state_bytes / alone_s / 1e9,',
+             '"host_transfer_gb_per_s": state_bytes / step_s / 1e9,', _SAVE_MEASURE),
+    Mutation("the hidden share of a transfer is the share not hidden", _SAVE_PY,
+             "(step_s + transfer_s - together_s) / hideable",
+             "(together_s - max(step_s, transfer_s)) / hideable", _HIDDEN),
+    Mutation("the hidden share of a transfer is not clipped at 1", _SAVE_PY,
+             "return min(1.0, max(0.0, (step_s", "return max(0.0, ((step_s", _HIDDEN),
+    Mutation("the save benchmark's state bytes count every replica", _SAVE_PY,
+             "state_bytes = host_copy.nbytes(on_host)", "state_bytes = host_copy.nbytes(copy)",
+             _TRANSFER),
+    Mutation("the save benchmark's host time leaves out each step's look for the snapshot",
+             _SAVE_PY, "      held += _held(checkpointer.write_deferred)\n",
+             "      _held(checkpointer.write_deferred)\n", _SAVE),
+    Mutation("a snapshot still on its way after the timed steps is waited for outside the timing",
+             _SAVE_PY, "    held += _held(checkpointer.write_deferred, wait=True)\n", "", _SAVE),
     Mutation("the step benchmark's compiled FLOPs are one device's share", _STEP,
              "float(flops) * jax.device_count()", "float(flops)", _MEASURE),
     Mutation("the step benchmark divides its timed steps by one more than it ran", _STEP,
@@ -55,14 +83,14 @@ ENTRIES: tuple[Mutation, ...] = (
              "hide behind\n    jax.block_until_ready(out)\n    start = time.perf_counter()\n",
              "    start = time.perf_counter()\n    state, out = compiled(state, batches.get(0))\n"
              "    jax.block_until_ready(out)\n", _PIPELINE),
-    Mutation("the save overhead is the plain steps less the saving ones", _STEP,
-             "return saving - plain, state", "return plain - saving, state", _SAVE),
-    Mutation("the save overhead times the first save, which compiles", _STEP,
+    Mutation("the save overhead is the plain steps less the saving ones", _SAVE_PY,
+             "return saving - plain, held, state", "return plain - saving, held, state", _SAVE),
+    Mutation("the save overhead times the first save, which compiles", _SAVE_PY,
              "for step in (1, 2):", "for step in (1,):", _SAVE),
-    Mutation("the device-snapshot overhead saves directly", _STEP,
+    Mutation("the device-snapshot overhead saves directly", _SAVE_PY,
              "force=True, defer=defer))", "force=True, defer=False))", _SAVE),
-    Mutation("the deferred save's transfer is never started inside the timed steps", _STEP,
-             "      checkpointer.write_deferred()\n", "", _SAVE),
+    Mutation("the deferred save's transfer is never started inside the timed steps", _SAVE_PY,
+             "      held += _held(checkpointer.write_deferred)\n", "", _SAVE),
     Mutation("the synthetic rows' Part B block positions start at 0", _STEP,
              "positions - sep[:, None] + 1, 0)", "positions - sep[:, None], 0)", _SYNTHETIC),
     Mutation("the synthetic rows' Part B sits at a position past Part A", _STEP,
@@ -166,10 +194,14 @@ ENTRIES: tuple[Mutation, ...] = (
              "                checkpoint_lib.UnusableCheckpointError)",
              "mapping.CheckpointMismatchError)",
              (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
+    Mutation("the GPU script's default run leaves out the save part",
+             "launch/measure_gpu.sh",
+             "ALL_PARTS=(core large save attention", "ALL_PARTS=(core large attention",
+             (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
     Mutation("the GPU script's default run leaves out the loss-chunk sweep",
              "launch/measure_gpu.sh",
-             "ALL_PARTS=(core large attention sweep chunk ceiling",
-             "ALL_PARTS=(core large attention sweep ceiling",
+             "ALL_PARTS=(core large save attention sweep chunk ceiling",
+             "ALL_PARTS=(core large save attention sweep ceiling",
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
     Mutation("the GPU script's figures do not name their part", "launch/measure_gpu.sh",
              '"part\\": \\"$tag\\", |" >> "$figures"', '|" >> "$figures"',

@@ -10,7 +10,41 @@ _WORKDIR = "tests/test_workdir.py::"
 _METRICS = "tests/test_metrics.py::"
 _SAME = "tests/test_same_tokenizer.py::"
 
+_SNAPSHOT = (_CK + "test_a_device_snapshot_goes_to_pinned_host_memory_at_once_with_the_original_"
+             "values",)
+_ARRIVED = (_CK + "test_a_device_snapshot_is_written_only_once_it_is_on_the_host_unless_the_"
+            "caller_waits",)
+_PROCESSES = (_CK + "test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_"
+              "arrived_or_not",)
+
 ENTRIES = (
+    # checkpoint.device_snapshot's copy on its way to the host.
+    Mutation("a device snapshot stays on the devices until Orbax takes it", "glmjax/checkpoint.py",
+             "self._deferred = (step, host_copy.start(copy), summary, metadata)",
+             "self._deferred = (step, copy, summary, metadata)", _SNAPSHOT[:1] + _ARRIVED),
+    Mutation("a device snapshot sends every replica of a replicated array to the host",
+             "glmjax/host_copy.py", "slice(None) if name in used else slice(0, 1)",
+             "slice(None)", _SNAPSHOT),
+    Mutation("a device snapshot is handed to Orbax before it is on the host",
+             "glmjax/checkpoint.py",
+             "if not (wait or jax.process_count() > 1 or host_copy.arrived(self._deferred[1])):",
+             "if not (wait or jax.process_count() > 1 or True):", _ARRIVED),
+    Mutation("a device snapshot still on its way is never written by a new save",
+             "glmjax/checkpoint.py", "      return False\n    self.write_deferred(wait=True)\n",
+             "      return False\n    self.write_deferred()\n", _ARRIVED),
+    Mutation("with several processes each hands its device snapshot over when its own arrives",
+             "glmjax/checkpoint.py",
+             "if not (wait or jax.process_count() > 1 or host_copy.arrived(self._deferred[1])):",
+             "if not (wait or host_copy.arrived(self._deferred[1])):", _PROCESSES),
+    Mutation("with several processes a device snapshot of a replicated array is one host's",
+             "glmjax/host_copy.py",
+             "  if jax.process_count() > 1 and len({device.process_index for device in senders",
+             "  if False and len({device.process_index for device in senders", ("tests/test_train.py::test_two_processes_train_like_one",)),
+    Mutation("a device snapshot counts as arrived when its first array has", "glmjax/host_copy.py",
+             "return all(_buffer(leaf).is_ready() for leaf in jax.tree.leaves(tree))",
+             "return _buffer(jax.tree.leaves(tree)[0]).is_ready()",
+             ("tests/test_checkpoint.py::test_a_device_snapshot_counts_as_on_the_host_only_when_"
+              "every_array_is",)),
     Mutation("checkpoint.every=0 saves every step instead of none", "glmjax/checkpoint.py",
              "return self.every > 0 and step % self.every == 0",
              "return step % max(self.every, 1) == 0",
@@ -57,7 +91,8 @@ ENTRIES = (
              'more = f" (and {len(problems)} more arrays)" if len(problems) > 3 else ""',
              (_DAMAGE + "test_a_corruption_line_names_three_arrays_and_counts_the_others",)),
     Mutation("the final save writes a last step already queued as a device snapshot again",
-             "glmjax/checkpoint.py", "    self.write_deferred()\n    self.wait()  # surfaces",
+             "glmjax/checkpoint.py",
+             "    self.write_deferred(wait=True)\n    self.wait()  # surfaces",
              "    self.wait()  # surfaces",
              (_CK + "test_a_run_s_last_step_saved_as_a_device_snapshot_is_written_once_without_"
               "an_error",)),

@@ -8,6 +8,16 @@ _CONVERT_TOKENIZER = "tests/test_convert_tokenizer.py::"
 _VALID = "tests/test_config_validation.py::"
 
 ENTRIES = (
+    Mutation("aot advises remat and micro-batches when the state alone does not fit",
+             "glmjax/aot.py", "  if state_bytes and hbm and state_bytes >= hbm:",
+             "  if False:",
+             ("tests/test_aot.py::test_a_config_whose_state_alone_does_not_fit_is_told_only_to_"
+              "shard_it_wider",)),
+    Mutation("aot's compile-time refusal gives its advice without the state's size",
+             "glmjax/aot.py", '{fit_advice(config, **state)}") from None',
+             '{fit_advice(config)}") from None',
+             ("tests/test_aot.py::test_a_config_whose_state_alone_does_not_fit_is_told_only_to_"
+              "shard_it_wider",)),
     # Paths that cannot work, refused by their flag before any loading.
     Mutation("generate reads a missing --input only after loading the model", "glmjax/generate.py",
              "  if input_path and not os.path.isfile(input_path):", "  if False:",

@@ -15,6 +15,10 @@ _COMMAND = (_EVAL_COMMAND
             + "test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words")
 
 ENTRIES: tuple[Mutation, ...] = (
+    Mutation("a second evaluation of a step overwrites the first report", _E,
+             "  while epath.Path(path).exists():", "  while False:",
+             (_EVAL + "test_a_second_evaluation_of_a_step_keeps_the_first_report_and_writes_"
+              "beside_it",)),
     # The figures of held_out.py: train's eval/ records and evaluate's report share them.
     Mutation("an objective with no held-out tokens reads a loss of 0 (a perplexity of 1)", _H,
              "/ count if count else None", "/ count if count else 0.0",
@@ -69,8 +73,8 @@ ENTRIES: tuple[Mutation, ...] = (
              '"batch_size": data.batch_size,', '"batch_size": config.data.batch_size,',
              (_EVAL + "test_the_batch_size_flag_sets_the_rows_of_each_held_out_batch",)),
     Mutation("--out is ignored: the report goes to the workdir", _E,
-             'out = out or f"{workdir}/eval/step_{p.step}.json"',
-             'out = f"{workdir}/eval/step_{p.step}.json"',
+             "out = out or unused_report_path(workdir, p.step)",
+             "out = unused_report_path(workdir, p.step)",
              (_EVAL + "test_the_report_is_written_where_out_says_in_folders_made_for_it",)),
     Mutation("--out in a folder not there yet fails after the whole evaluation", _E,
              "path.parent.mkdir(parents=True, exist_ok=True)", "path.parent.mkdir(exist_ok=True)",

@@ -13,6 +13,12 @@ _ROUND_TRIP = (_EXPORT + "test_a_run_s_own_tokenizer_goes_out_with_its_export_an
                "with_the_import",)
 
 ENTRIES: tuple[Mutation, ...] = (
+    # An import's parameters carry the tokenizer it stored, as a run's checkpoints do.
+    Mutation("an import records no tokenizer with its parameters", "glmjax/convert/__init__.py",
+             "tokenizer=_stored_tokenizer_info(config.data, out) if tokenizer else None)",
+             "tokenizer=None)", _ROUND_TRIP),
+    Mutation("a saved workdir drops the tokenizer it is given", "glmjax/pretrained.py",
+             '**({"tokenizer": tokenizer} if tokenizer else {})}', "}", _ROUND_TRIP),
     # A run's own tokenizer goes out with its export and comes back with the import.
     Mutation("export leaves the run's tokenizer behind", "glmjax/convert/__init__.py",
              "  described = _export_tokenizer(loaded, out)\n", '  described = ""\n',

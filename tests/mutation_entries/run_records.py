@@ -13,7 +13,7 @@ _PER_OBJECTIVE = (_BENCH_DATA + "test_the_data_benchmark_counts_each_objective_s
                   "padding_apart",)
 _DATA_MAIN = (_BENCH_DATA + "test_the_data_benchmark_reports_the_config_the_glm_10b_mixture_and_it_"
               "with_every_option",)
-_TIMED_SAVE = (_STEP + "test_the_timed_save_is_of_a_new_step_over_the_two_steps_after_it",)
+_TIMED_SAVE = ("tests/test_bench_save.py::test_the_timed_save_is_of_a_new_step",)
 _FIT_MAIN = (_FIT + "test_the_command_searches_the_chosen_models_and_generations_and_splices_"
              "their_rows",)
 
@@ -60,11 +60,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the data benchmark lists its objective probabilities out of order", _DATA,
              "float(data.sentence_prob), float(data.document_prob)]",
              "float(data.document_prob), float(data.sentence_prob)]", _DATA_MAIN),
-    # The step benchmark's save overhead and memory.
-    Mutation("the step benchmark times a save over one step after it", _BENCH_STEP,
-             "    for _ in range(2):\n      state, out = compiled(state, batch)",
-             "    for _ in range(1):\n      state, out = compiled(state, batch)", _TIMED_SAVE),
-    Mutation("the step benchmark's timed save is of a step already saved", _BENCH_STEP,
+    # The save benchmark's timed save; the step benchmark's memory.
+    Mutation("the save benchmark's timed save is of a step already saved", "glmjax/bench/save.py",
              "      for step in (1, 2):  # the first save",
              "      for step in (2, 2):  # the first save", _TIMED_SAVE),
     Mutation("the step benchmark's peak memory is the bytes in use now", _BENCH_STEP,

@@ -1,0 +1,140 @@
+"""What a checkpoint save costs the steps: `python -m glmjax.bench --what=save --config=...`.
+
+Prints one JSON line, for the config's train step on the devices present (one synthetic batch,
+as `--what=step` times it):
+- `state_bytes`: the state this process sends to its host (one replica of each shard);
+- `host_transfer_s` (and `host_transfer_gb_per_s`): a copy of the state sent to pinned host
+  memory while the devices are idle, as checkpoint.device_snapshot sends it;
+- `host_transfer_hidden`: how much of that transfer a step running beside it hides (1: all of
+  it, the step took no longer; 0: none, the two ran one after the other);
+- `checkpoint_overhead`: what an asynchronous save adds to the steps from its start, as a
+  fraction of one step, saving directly (Orbax waits for the state's transfer to the host);
+- `checkpoint_overhead_device_snapshot`: the same with checkpoint.device_snapshot, over
+  `snapshot_steps` steps: as many as the transfer needs, plus two, so that a copy handed to
+  Orbax late shows up in the figure;
+- `save_call_s`, `snapshot_calls_s`: the seconds the host spent inside those saves' calls
+  (the direct save's call; the snapshot's save and each step's look and hand-over).
+Each save is timed after a first one that compiles the checksums (and the copy); the same
+steps without a save, from the same idle start, are subtracted.
+"""
+import json
+import math
+import tempfile
+import time
+
+import jax
+from absl import flags
+
+from glmjax import checkpoint as checkpoint_lib
+from glmjax import checksums, host_copy
+from glmjax.bench import step as step_bench
+
+MAX_STEPS = 50  # a snapshot is written after this many steps at the latest (timed waiting)
+
+
+def main(config, argv):
+  del argv
+  print(json.dumps(measure(config, flags.FLAGS.steps or step_bench.DEFAULT_STEPS)))
+
+
+def measure(config, steps: int) -> dict:
+  with step_bench.compiled_step(config) as (compiled, state, batch, _, _, _):
+    step_s, state = timed_steps(compiled, state, batch, steps)
+    alone_s, beside_s, state_bytes, state = transfer_times(compiled, state, batch)
+    direct_s, direct_held_s, state = save_overhead(compiled, state, batch, 2, defer=False)
+    snapshot_steps = min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))
+    snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
+                                                       defer=True)
+  return {
+      "what": "save", "device_kind": jax.devices()[0].device_kind,
+      "num_devices": jax.device_count(), "batch_size": config.data.batch_size,
+      "seq_len": config.data.seq_len, "remat": config.model.remat, "step_time_s": step_s,
+      "state_bytes": state_bytes, "host_transfer_s": alone_s,
+      "host_transfer_gb_per_s": state_bytes / alone_s / 1e9,
+      "host_transfer_beside_step_s": beside_s,
+      "host_transfer_hidden": hidden_fraction(step_s, alone_s, beside_s),
+      "checkpoint_overhead": direct_s / step_s,
+      "checkpoint_overhead_device_snapshot": snapshot_s / step_s,
+      "snapshot_steps": snapshot_steps,
+      # Seconds the training thread spent inside the checkpointer's calls (Orbax's own work).
+      "save_call_s": direct_held_s, "snapshot_calls_s": snapshot_held_s,
+      "peak_memory_bytes": step_bench.peak_device_memory(),  # with a snapshot's copy
+  }
+
+
+def hidden_fraction(step_s: float, transfer_s: float, together_s: float) -> float:
+  """The share of a transfer that a step beside it hides: 1 when the two together took as long
+  as the longer alone, 0 when they took as long as both in a row (clipped to [0, 1])."""
+  hideable = min(step_s, transfer_s)
+  if hideable <= 0:
+    return 1.0
+  return min(1.0, max(0.0, (step_s + transfer_s - together_s) / hideable))
+
+
+def timed_steps(compiled, state, batch, steps: int):
+  """Seconds per step over `steps` steps, from an idle start after one untimed step."""
+  state, out = compiled(state, batch)
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, out = compiled(state, batch)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps, state
+
+
+def transfer_times(compiled, state, batch):
+  """(seconds to send a device copy of the state to pinned host memory with the devices idle,
+  seconds of one step with the same transfer beside it, bytes sent, state). The idle transfer
+  is timed twice and the second kept: the first allocates the host buffers."""
+  copy, _ = checksums.copy_with_summary(state)
+  jax.block_until_ready(copy)
+  for _ in range(2):
+    start = time.perf_counter()
+    on_host = jax.block_until_ready(host_copy.start(copy))
+    alone = time.perf_counter() - start
+  state_bytes = host_copy.nbytes(on_host)
+  del on_host
+  state, out = compiled(state, batch)  # from an idle start
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  state, out = compiled(state, batch)
+  on_host = host_copy.start(copy)
+  jax.block_until_ready((out, on_host))
+  return alone, time.perf_counter() - start, state_bytes, state
+
+
+def save_overhead(compiled, state, batch, steps: int, *, defer: bool):
+  """(seconds that an asynchronous save adds to the `steps` steps from its start, seconds the
+  host spent inside the checkpointer's calls, state), saving as train does: each step's
+  write_deferred hands a device snapshot to Orbax once it is on the host; one still on its way
+  after the last step is waited for, inside the timing."""
+  def timed(state, save):
+    state, out = compiled(state, batch)
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    held = _held(save, state)
+    for _ in range(steps):
+      state, out = compiled(state, batch)
+      held += _held(checkpointer.write_deferred)
+    held += _held(checkpointer.write_deferred, wait=True)
+    jax.block_until_ready(out)
+    return time.perf_counter() - start, held, state
+
+  with tempfile.TemporaryDirectory() as folder:
+    checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True)
+    try:
+      for step in (1, 2):  # the first save compiles the checksums (and the copy): time the second
+        plain, _, state = timed(state, lambda s: None)
+        saving, held, state = timed(
+            state, lambda s, step=step: checkpointer.save(step, s, {}, force=True, defer=defer))
+        checkpointer.wait()
+    finally:
+      checkpointer.close()
+  return saving - plain, held, state
+
+
+def _held(call, *args, **kwargs) -> float:
+  """Seconds `call(*args, **kwargs)` kept the host."""
+  start = time.perf_counter()
+  call(*args, **kwargs)
+  return time.perf_counter() - start

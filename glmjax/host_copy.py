@@ -1,0 +1,81 @@
+"""A save's copy of the train state on its way to host memory, without the host waiting for it.
+
+checkpoint.device_snapshot copies the state on its devices; `start` sends that copy to pinned
+host memory at once (a transfer the runtime queues on its own, beside the next steps' compute),
+and `arrived` says, without blocking, whether every array is there. The checkpointer hands the
+copy to Orbax only then, so Orbax's own transfer to the host finds the data already there. Where
+a device has no pinned host memory the copy stays on the device and Orbax transfers it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
+
+PINNED = "pinned_host"
+
+
+def _has_pinned_memory(sharding: jax.sharding.Sharding) -> bool:
+  return all(any(memory.kind == PINNED for memory in device.addressable_memories())
+             for device in sharding.device_set)
+
+
+def _sendable(leaf: Any) -> bool:
+  return (isinstance(leaf, jax.Array)
+          and isinstance(leaf.sharding, (NamedSharding, SingleDeviceSharding))
+          and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+          and _has_pinned_memory(leaf.sharding))
+
+
+def _in_host_memory(leaf: jax.Array) -> jax.Array:
+  if isinstance(leaf.sharding, SingleDeviceSharding):
+    return jax.device_put(leaf, leaf.sharding.with_memory_kind(PINNED))
+  return _one_replica_in_host_memory(leaf)
+
+
+def _one_replica_in_host_memory(leaf: jax.Array) -> jax.Array:
+  """`leaf` in pinned host memory, each element once: the devices at index 0 along every mesh
+  axis the leaf is replicated over send their shards (as Orbax writes one replica of each), so
+  a data-parallel state costs one state's transfer and host memory, not one per replica. With
+  several processes, where those devices would all be one process's, Orbax refuses the array
+  (it saves no array that one host holds alone): every device then sends its own shard."""
+  sharding = leaf.sharding
+  used = {name for entry in sharding.spec if entry is not None
+          for name in (entry if isinstance(entry, tuple) else (entry,))}
+  mesh = sharding.mesh
+  rows = tuple(slice(None) if name in used else slice(0, 1) for name in mesh.axis_names)
+  senders = mesh.devices[rows]
+  if jax.process_count() > 1 and len({device.process_index for device in senders.flat}) == 1:
+    return jax.device_put(leaf, sharding.with_memory_kind(PINNED))
+  target = NamedSharding(Mesh(senders, mesh.axis_names), sharding.spec, memory_kind=PINNED)
+  on_device = {shard.device: shard.data for shard in leaf.addressable_shards}
+  devices = list(target.addressable_devices_indices_map(leaf.shape))
+  pieces = jax.device_put([on_device[device] for device in devices],
+                          [SingleDeviceSharding(device, memory_kind=PINNED)
+                           for device in devices])
+  return jax.make_array_from_single_device_arrays(leaf.shape, target, pieces, dtype=leaf.dtype)
+
+
+def start(tree: Any) -> Any:
+  """`tree` with its arrays on their way to pinned host memory; returns at once (the transfers
+  complete later). Arrays that cannot go (PRNG keys, no pinned host memory, a sharding other than
+  a mesh's or one device's) stay where they are, for Orbax to transfer."""
+  return jax.tree.map(lambda leaf: _in_host_memory(leaf) if _sendable(leaf) else leaf, tree)
+
+
+def _buffer(leaf: jax.Array) -> jax.Array:
+  """The array whose readiness tells a leaf's (a PRNG key array has no is_ready of its own)."""
+  return jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+
+
+def arrived(tree: Any) -> bool:
+  """True when every array of `tree` is complete where it lives; never blocks."""
+  return all(_buffer(leaf).is_ready() for leaf in jax.tree.leaves(tree))
+
+
+def nbytes(tree: Any) -> int:
+  """Bytes of `tree`'s shards held by this process (what its host receives)."""
+  return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
+             for shard in _buffer(leaf).addressable_shards)

@@ -1,0 +1,147 @@
+"""`bench --what=save`: what a checkpoint save costs the steps, counted by hand on a fake clock
+(test_bench_step's), and the transfer to host memory timed on real arrays."""
+import contextlib
+import math
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glmjax.bench import save as save_bench
+from test_bench_step import _Clock, _Step, _bench_config
+
+
+class _Checkpointer:
+  """Asynchronous saves that take time on the clock. The first save of a checkpointer compiles
+  (4 s more). A direct save waits 0.3 s for the state's transfer. A deferred one copies on the
+  devices (0.05 s); its copy reaches the host during the `arrives_after`-th step, after which
+  write_deferred hands it over (0.02 s); one not there yet when the caller waits costs 0.2 s."""
+
+  def __init__(self, clock, arrives_after):
+    self.clock, self.arrives_after = clock, arrives_after
+    self.saves, self.pending, self.looks, self.closed = [], False, 0, False
+
+  def save(self, step, state, extra, *, force, defer):
+    assert force and extra == {}
+    self.clock.advance((0.0 if self.saves else 4.0) + (0.05 if defer else 0.3))
+    self.saves.append((step, defer))
+    self.pending, self.looks = defer, 0
+
+  def write_deferred(self, wait=False):
+    if not self.pending:
+      return False
+    self.looks += 0 if wait else 1  # one look after each step
+    arrived = self.looks >= self.arrives_after
+    if not (arrived or wait):
+      return False
+    self.clock.advance(0.02 if arrived else 0.2)
+    self.pending = False
+    return True
+
+  def wait(self):
+    pass
+
+  def close(self):
+    self.closed = True
+
+
+@pytest.mark.parametrize("defer, steps, arrives_after, added", [
+    (False, 2, 1, 0.3),
+    (True, 4, 3, 0.05 + 0.02),  # handed over after the third step, without waiting
+    (True, 2, 3, 0.05 + 0.2),   # still on its way after the last step: the wait counts
+])
+def test_a_save_s_overhead_is_what_a_later_save_adds_to_the_steps_from_its_start(
+    monkeypatch, defer, steps, arrives_after, added):
+  """On the fake clock only the checkpointer's calls take time beside the steps: what the
+  save adds is also the time the host spent in those calls."""
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  made = []
+
+  def checkpointer(folder, **kwargs):
+    assert kwargs["async_save"]
+    made.append(_Checkpointer(clock, arrives_after))
+    return made[-1]
+
+  monkeypatch.setattr(save_bench, "time", clock)
+  monkeypatch.setattr(save_bench, "checkpoint_lib",
+                      types.SimpleNamespace(Checkpointer=checkpointer))
+  seconds, held, state = save_bench.save_overhead(step, 0, {}, steps, defer=defer)
+  # Not the first save's 4 s of compiling; the save as train makes it (deferred or not).
+  assert seconds == pytest.approx(added) and held == pytest.approx(added)
+  assert [d for _, d in made[0].saves] == [defer, defer] and made[0].closed
+  assert state == len(step.batches) == 2 * 2 * (1 + steps)  # the state of the last step
+
+
+class _RealCheckpointer(_Checkpointer):
+  """As checkpoint.Checkpointer.save: a step saved before is not saved again (False, no time)."""
+
+  def save(self, step, state, extra, *, force, defer):
+    if step in [saved for saved, _ in self.saves]:
+      return False
+    return super().save(step, state, extra, force=force, defer=defer)
+
+
+def test_the_timed_save_is_of_a_new_step(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  monkeypatch.setattr(save_bench, "time", clock)
+  monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
+      Checkpointer=lambda folder, **kwargs: _RealCheckpointer(clock, 1)))
+  seconds, _, _ = save_bench.save_overhead(step, 0, {}, 2, defer=False)
+  assert seconds == pytest.approx(0.3)  # a save that wrote nothing would add nothing
+
+
+@pytest.mark.parametrize("together, hidden", [(0.5, 1.0), (0.7, 0.0), (0.6, 0.5), (0.45, 1.0),
+                                              (0.9, 0.0)])
+def test_the_hidden_share_of_a_transfer_is_what_running_it_beside_a_step_saved(together, hidden):
+  """A 0.5 s step and a 0.2 s transfer: 0.5 s together hides all of it, 0.7 s none."""
+  assert save_bench.hidden_fraction(0.5, 0.2, together) == pytest.approx(hidden)
+
+
+def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+
+  @contextlib.contextmanager
+  def compiled_step(config):
+    yield step, 0, {}, None, None, 3.0
+
+  monkeypatch.setattr(save_bench, "time", clock)
+  monkeypatch.setattr(save_bench.step_bench, "compiled_step", compiled_step)
+  # 6 GB to the host: 1.2 s alone, and a step beside it lasts 1.25 s.
+  monkeypatch.setattr(save_bench, "transfer_times",
+                      lambda compiled, state, batch: (1.2, 1.25, 6_000_000_000, state))
+  overheads = []
+
+  def save_overhead(compiled, state, batch, steps, *, defer):
+    overheads.append((steps, defer))
+    return (0.04, 0.01, state) if defer else (0.6, 0.55, state)
+
+  monkeypatch.setattr(save_bench, "save_overhead", save_overhead)
+  figures = save_bench.measure(_bench_config(), 4)
+  assert figures["step_time_s"] == pytest.approx(0.5)
+  assert figures["host_transfer_gb_per_s"] == pytest.approx(5.0)
+  # The step hides 0.45 of the 0.5 s it could: 0.5 + 1.2 - 1.25.
+  assert figures["host_transfer_hidden"] == pytest.approx(0.9)
+  # Two steps for a direct save; a snapshot's 1.2 s transfer spans 3 steps, plus two.
+  assert overheads == [(2, False), (2 + math.ceil(1.2 / 0.5), True)]
+  assert figures["snapshot_steps"] == 5
+  assert figures["checkpoint_overhead"] == pytest.approx(1.2)
+  assert figures["checkpoint_overhead_device_snapshot"] == pytest.approx(0.08)
+  assert (figures["save_call_s"], figures["snapshot_calls_s"]) == (0.55, 0.01)
+
+
+def test_the_transfer_to_the_host_is_timed_on_the_state_s_own_bytes_and_leaves_it_stepped():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("fsdp",))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  state = {"w": jax.device_put(jnp.ones((64, 32)), split),
+           "b": jax.device_put(jnp.ones(32), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))}
+  compiled = jax.jit(lambda s, batch: (jax.tree.map(lambda x: x + 1, s), s["w"].sum()),
+                     donate_argnums=0)
+  alone, beside, state_bytes, state = save_bench.transfer_times(compiled, state, None)
+  assert alone > 0 and beside > 0
+  assert state_bytes == (64 * 32 + 32) * 4  # the replicated bias counted once
+  np.testing.assert_array_equal(np.asarray(state["w"]), 3.0)  # two steps ran
