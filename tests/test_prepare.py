@@ -1,9 +1,12 @@
 """prepare: resumable, byte-identical shards; read back they equal on-the-fly tokenization."""
 import errno
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -313,3 +316,55 @@ def test_a_mount_that_cannot_sync_a_directory_still_prepares(tmp_path, monkeypat
   manifest = prepare.prepare(data_config(), str(tmp_path / "out"), shard_mb=SHARD_MB,
                              progress=False)
   assert manifest is not None and manifest["num_docs"] == 300
+
+
+class _Terminal(io.StringIO):
+  """A stderr that says it is a terminal: prepare then rewrites one progress line."""
+
+  def isatty(self):
+    return True
+
+
+def test_a_prepare_that_fails_midway_ends_its_progress_line_before_the_error(tmp_path,
+                                                                           monkeypatch):
+  terminal = _Terminal()
+  monkeypatch.setattr(sys, "stderr", terminal)
+  written, real = [], prepare.write_shard
+
+  def write_shard(task):
+    if written:
+      raise OSError("[Errno 28] No space left on device")
+    written.append(task)
+    return real(task)
+
+  monkeypatch.setattr(prepare, "write_shard", write_shard)
+  with pytest.raises(OSError, match="No space left"):
+    prepare.prepare(data_config(), str(tmp_path / "out"), shard_mb=SHARD_MB)
+  text = terminal.getvalue()
+  assert "\rprepare: 1/" in text  # the line after the first shard
+  assert text.endswith("\n")  # ended: the error the command prints starts on its own line
+
+
+def sigint_disposition(_):
+  """In a worker: what SIGINT does there (a spawned worker imports this module to run it)."""
+  return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_tokenizer_workers_ignore_ctrl_c_from_the_moment_they_start(monkeypatch):
+  """The terminal sends Ctrl-C to the workers too: one arriving while a worker still imports
+  its modules would print a traceback from each. So they are started with SIGINT ignored (a
+  disposition a new process inherits and Python leaves alone), not told to ignore it later."""
+  before = signal.getsignal(signal.SIGINT)
+  pool = prepare._worker_pool(2)  # pylint: disable=protected-access
+  try:
+    assert pool.map(sigint_disposition, range(2)) == [True, True]
+  finally:
+    pool.terminate()
+  assert signal.getsignal(signal.SIGINT) is before  # the parent's own Ctrl-C still works
+  # Ignored while the pool starts its processes, whatever they do once started.
+  at_start = []
+  spawning = types.SimpleNamespace(
+      Pool=lambda processes, **kwargs: at_start.append(signal.getsignal(signal.SIGINT)))
+  monkeypatch.setattr(prepare.multiprocessing, "get_context", lambda method: spawning)
+  prepare._worker_pool(1)  # pylint: disable=protected-access
+  assert at_start == [signal.SIG_IGN]

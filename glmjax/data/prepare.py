@@ -156,6 +156,18 @@ def _progress(done, total, docs, tokens, started):
   print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
 
+def _worker_pool(processes: int):
+  """Spawned tokenizer processes that ignore Ctrl-C: the terminal sends it to them too, and the
+  parent alone stops them (terminate), with one line instead of a traceback from each. They
+  are started with SIGINT ignored, a disposition a new process keeps and Python then leaves
+  alone, so that a Ctrl-C while they import their modules is ignored as well."""
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    return multiprocessing.get_context("spawn").Pool(processes)
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
 def _manifest(data_config, plan: dict, records: list[dict]) -> dict:
   lengths = [np.load(os.path.join(plan["out_dir"], r["lengths"])) for r in records]
   doc_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
@@ -207,11 +219,7 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   if workers > 1 and len(tasks) > 1:
     # spawn, not fork: TensorFlow and the tokenizers' thread pools do not survive a fork.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # The workers ignore Ctrl-C: the terminal sends it to them too, and the parent alone
-    # stops them (terminate), with one line instead of a traceback from each.
-    pool = multiprocessing.get_context("spawn").Pool(
-        min(workers, len(tasks)), initializer=signal.signal,
-        initargs=(signal.SIGINT, signal.SIG_IGN))
+    pool = _worker_pool(min(workers, len(tasks)))
     results = pool.imap_unordered(write_shard, tasks)
   else:
     pool, results = None, map(write_shard, tasks)
@@ -226,8 +234,8 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   finally:
     if pool is not None:
       pool.terminate()
-  if progress and sys.stderr.isatty():
-    print(file=sys.stderr)  # ends the line the progress kept rewriting
+    if progress and sys.stderr.isatty():  # ends the line the progress kept rewriting, so
+      print(file=sys.stderr)  # that a failure's line starts on a line of its own
   if any(record is None for record in records.values()):
     return None
   ordered = [records[i] for i in range(len(pieces))]

@@ -5,6 +5,21 @@ _P = "tests/test_prepare.py::"
 _S = "tests/test_sources.py::"
 
 ENTRIES: tuple[Mutation, ...] = (
+    Mutation("a failed prepare leaves its progress line open for the error to join",
+             "glmjax/data/prepare.py",
+             "    if progress and sys.stderr.isatty():  # ends the line the progress kept rewriting, so\n"
+             "      print(file=sys.stderr)  # that a failure's line starts on a line of its own\n",
+             "",
+             ("tests/test_prepare.py::test_a_prepare_that_fails_midway_ends_its_progress_line_"
+              "before_the_error",)),
+    Mutation("tokenizer workers are told to ignore Ctrl-C only once started",
+             "glmjax/data/prepare.py",
+             "    return multiprocessing.get_context(\"spawn\").Pool(processes)",
+             "    signal.signal(signal.SIGINT, previous)\n"
+             "    return multiprocessing.get_context(\"spawn\").Pool(\n"
+             "        processes, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))",
+             ("tests/test_prepare.py::test_tokenizer_workers_ignore_ctrl_c_from_the_moment_they_"
+              "start",)),
     Mutation("prepare writes its manifest in place: a crash leaves a cut-off one",
              "glmjax/data/prepare.py", 'temporary = f"{path}.tmp-{os.getpid()}"',
              "temporary = path",
