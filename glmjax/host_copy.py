@@ -4,10 +4,12 @@ checkpoint.device_snapshot copies the state on its devices; `start` sends that c
 host memory at once (a transfer the runtime queues on its own, beside the next steps' compute),
 and `arrived` says, without blocking, whether every array is there. The checkpointer hands the
 copy to Orbax only then, so Orbax's own transfer to the host finds the data already there. Where
-a device has no pinned host memory the copy stays on the device and Orbax transfers it.
+a device has no pinned host memory (or, with several processes, where `sending_devices` says
+so) the copy stays on the device and Orbax transfers it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -17,39 +19,50 @@ from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 PINNED = "pinned_host"
 
 
-def _has_pinned_memory(sharding: jax.sharding.Sharding) -> bool:
-  return all(any(memory.kind == PINNED for memory in device.addressable_memories())
-             for device in sharding.device_set)
+@functools.lru_cache(maxsize=None)
+def _device_has_pinned_memory(device: jax.Device) -> bool:
+  try:
+    return any(memory.kind == PINNED for memory in device.addressable_memories())
+  except Exception:  # noqa: BLE001 - a backend that cannot list its memories has none to use
+    return False
 
 
 def _sendable(leaf: Any) -> bool:
   return (isinstance(leaf, jax.Array)
           and isinstance(leaf.sharding, (NamedSharding, SingleDeviceSharding))
           and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-          and _has_pinned_memory(leaf.sharding))
+          and all(map(_device_has_pinned_memory, leaf.sharding.device_set)))
 
 
-def _in_host_memory(leaf: jax.Array) -> jax.Array:
-  if isinstance(leaf.sharding, SingleDeviceSharding):
-    return jax.device_put(leaf, leaf.sharding.with_memory_kind(PINNED))
-  return _one_replica_in_host_memory(leaf)
-
-
-def _one_replica_in_host_memory(leaf: jax.Array) -> jax.Array:
-  """`leaf` in pinned host memory, each element once: the devices at index 0 along every mesh
-  axis the leaf is replicated over send their shards (as Orbax writes one replica of each), so
-  a data-parallel state costs one state's transfer and host memory, not one per replica. With
-  several processes, where those devices would all be one process's, Orbax refuses the array
-  (it saves no array that one host holds alone): every device then sends its own shard."""
-  sharding = leaf.sharding
+def sending_devices(sharding: NamedSharding, process_count: int):
+  """The devices that send an array of `sharding` to the host, as an array shaped like its
+  mesh: index 0 along every mesh axis the array is replicated over, so that each element goes
+  once (Orbax also writes one replica of each), and a data-parallel state costs one state's
+  transfer and host memory, not one per replica. None where, with several processes, those
+  devices would leave a process holding none of the array: Orbax's save fails on a process
+  with no shard, and refuses an array that one process holds alone; such an array stays on the
+  devices for Orbax to transfer."""
   used = {name for entry in sharding.spec if entry is not None
           for name in (entry if isinstance(entry, tuple) else (entry,))}
   mesh = sharding.mesh
-  rows = tuple(slice(None) if name in used else slice(0, 1) for name in mesh.axis_names)
-  senders = mesh.devices[rows]
-  if jax.process_count() > 1 and len({device.process_index for device in senders.flat}) == 1:
+  senders = mesh.devices[tuple(slice(None) if name in used else slice(0, 1)
+                               for name in mesh.axis_names)]
+  if process_count > 1 and len({device.process_index for device in senders.flat}) < process_count:
+    return None
+  return senders
+
+
+def _in_host_memory(leaf: jax.Array) -> jax.Array:
+  """`leaf` on its way to pinned host memory (one replica of each shard), or `leaf` itself
+  where `sending_devices` finds no devices that may send it."""
+  sharding = leaf.sharding
+  if isinstance(sharding, SingleDeviceSharding):
     return jax.device_put(leaf, sharding.with_memory_kind(PINNED))
-  target = NamedSharding(Mesh(senders, mesh.axis_names), sharding.spec, memory_kind=PINNED)
+  senders = sending_devices(sharding, jax.process_count())
+  if senders is None:
+    return leaf
+  target = NamedSharding(Mesh(senders, sharding.mesh.axis_names), sharding.spec,
+                         memory_kind=PINNED)
   on_device = {shard.device: shard.data for shard in leaf.addressable_shards}
   devices = list(target.addressable_devices_indices_map(leaf.shape))
   pieces = jax.device_put([on_device[device] for device in devices],

@@ -11,6 +11,7 @@
 #   large        GLM-Large at 512 as shipped: pre-built vs pipeline-fed (1 min)
 #   save         what a checkpoint save costs GLM-2B's and GLM-Large's steps: the transfer of
 #                the state to host memory alone and beside a step, and an async save both ways
+#                (estimated 3 min: four saves of GLM-2B's 23 GB reach the disk at about 2 GB/s)
 #   attention    the attention kernels alone at GLM-2B's shape (40 s)
 #   sweep        GLM-2B: batch 16, 8 x remat none, minimal x tokamax, cudnn (2.3 min)
 #   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)
@@ -19,8 +20,11 @@
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
 #   flags        GLM-2B's best setting with XLA's GEMM emitter flags (two processes)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
-# core, large, attention, sweep and chunk took 448 s on an H200 on 2026-12-04 (docs/performance.md); a GPU loan's
-# command may run 10 minutes, so a loan runs the parts it needs by name. A sweep logs each
+#   autotune     the tokamax kernel at GLM-2B's shape, default and autotuned (the search's
+#                length is unknown: tokamax compiles every configuration it tries)
+# core, large, attention, sweep and chunk took 448 s on an H200 on 2026-12-04, core and large
+# with the saves now in `save` (docs/performance.md); a GPU loan's command may run 10 minutes,
+# so a loan runs the parts it needs by name. A sweep logs each
 # trial's figures as it ends, so a part cut short keeps what it measured.
 # Needs what requirements.txt installs, plus tokamax
 # for the tokamax kernel: tokamax 0.0.12 (PyPI's newest) builds its Mosaic GPU kernel with jax
@@ -52,7 +56,7 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-ALL_PARTS=(core large save attention sweep chunk ceiling profile tune flags large_sweep)
+ALL_PARTS=(core large save attention sweep chunk ceiling profile tune flags large_sweep autotune)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -131,6 +135,9 @@ for part in "${parts[@]}"; do
     large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target
       bench --what=sweep "${GLM_LARGE[@]}" --sweep_batch=32,64,128 --sweep_remat=none,minimal \
             --sweep_attention=tokamax ;;
+    autotune)   # tokamax's own autotuner on the attention kernel at GLM-2B's shape: the gain,
+      # if any, that storing tuned configurations with a run would bring
+      bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8 --attention_autotune ;;
     *) echo "unknown part '$part': use ${ALL_PARTS[*]}" >&2; exit 2 ;;
   esac
 done

@@ -30,3 +30,14 @@ def run_command(module, *args, temp):
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
                         env={**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)},
                         capture_output=True, text=True, check=False, timeout=300)
+
+
+def saved_tokenizer(workdir):
+  """The tokenizer_info recorded with a workdir's step-0 parameters (None: not recorded)."""
+  from glmjax import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
+  checkpointer = checkpoint_lib.Checkpointer(checkpoint_lib.in_workdir(str(workdir)), every=0,
+                                             keep=1)
+  try:
+    return checkpointer.read_metadata(0).get("tokenizer")
+  finally:
+    checkpointer.close()

@@ -100,7 +100,8 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       ("attention", "attention"), ("sweep", "sweep"), ("chunk", "sweep"), ("ceiling", "ceiling"),
       ("profile", "profile"), ("tune", "sweep"), ("flags --xla_gpu_enable_triton_gemm=false",
                                                    "sweep"),
-      ("flags --xla_gpu_triton_gemm_any=false", "sweep"), ("large_sweep", "sweep")], figures
+      ("flags --xla_gpu_triton_gemm_any=false", "sweep"), ("large_sweep", "sweep"),
+      ("autotune", "attention")], figures
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
   ceiling, profiled, tune, large_sweep = figures[7], figures[8], figures[9], figures[12]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
@@ -109,7 +110,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
-  assert all("error" not in t for f in figures[9:] for t in f["trials"]), figures[9:]
+  assert all("error" not in t for f in figures[9:13] for t in f["trials"]), figures[9:13]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
@@ -141,7 +142,7 @@ def _flags(monkeypatch, module, **values):
   """The benchmark flags `module` reads, as the command line would set them (the bench's own
   flags are defined only by `python -m glmjax.bench`)."""
   defaults = dict(steps=0, sweep_batch="", sweep_remat="", sweep_attention="",
-                  sweep_loss_chunk="", sweep_set=[])
+                  sweep_loss_chunk="", sweep_set=[], attention_autotune=False)
   monkeypatch.setattr(module, "flags", types.SimpleNamespace(
       FLAGS=types.SimpleNamespace(**{**defaults, **values})))
 
@@ -290,6 +291,67 @@ def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_fai
   assert set(record["implementations"]["xla"]) == {"forward_ms", "forward_backward_ms",
                                                    "tflops_forward_backward"}
   assert record["dtype"] == "bfloat16"
+
+
+class _Tuned:
+  """An autotuning result: a context inside which tokamax uses the configurations it holds."""
+
+  def __init__(self, log):
+    self.log = log
+
+  def __enter__(self):
+    self.log.append("enter")
+
+  def __exit__(self, *exc):
+    self.log.append("exit")
+
+  def dumps(self, prune_errors):
+    assert prune_errors
+    return '{"data": "tuned"}'
+
+
+def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations_it_picked(
+    monkeypatch, capsys):
+  """The autotuner searches the forward and backward at the benchmark's shape; the kernel is
+  then traced and timed afresh inside its result, and nothing else is tuned."""
+  import tokamax  # pylint: disable=import-outside-toplevel
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.seq_len = 64
+  monkeypatch.setitem(bench_attention.attention_choice.AUTO_ORDER, "cpu", ("tokamax", "xla"))
+  monkeypatch.setattr(bench_attention.attention_choice, "check_attention", lambda *a, **k: None)
+  log = []
+
+  def autotune(fn, *args, progress_bar):
+    log.append(("autotune", len(args), progress_bar))
+    assert [a.ndim for a in args] == [4, 4, 4, 1, 4]  # q, k, v, sep, the cotangent
+    return _Tuned(log)
+
+  def time_it(fn, *args, steps):
+    log.append(("timed", len(args)))
+    return 0.004 if "enter" in log and "exit" not in log else 0.008
+
+  monkeypatch.setattr(tokamax, "autotune", autotune)
+  monkeypatch.setattr(bench_attention, "_time", time_it)
+  _flags(monkeypatch, bench_attention, steps=2)  # not asked: nothing is tuned
+  bench_attention.main(config, [])
+  assert "tokamax_autotuned" not in json.loads(capsys.readouterr().out)["implementations"]
+  assert log == [("timed", 4), ("timed", 5), ("timed", 4), ("timed", 5)]
+  log.clear()
+  _flags(monkeypatch, bench_attention, steps=2, attention_autotune=True)
+  bench_attention.main(config, [])
+  implementations = json.loads(capsys.readouterr().out)["implementations"]
+  assert log == [("timed", 4), ("timed", 5), ("timed", 4), ("timed", 5),  # xla, tokamax
+                 ("autotune", 5, False), "enter", ("timed", 4), ("timed", 5), "exit"]
+  assert implementations["tokamax"]["forward_backward_ms"] == pytest.approx(8.0)
+  tuned = implementations["tokamax_autotuned"]
+  assert tuned["forward_backward_ms"] == pytest.approx(4.0) and tuned["autotune_s"] >= 0
+  assert tuned["configs"] == '{"data": "tuned"}'
+  # An autotuner that fails leaves its reason, not a crashed benchmark.
+  monkeypatch.setattr(tokamax, "autotune", lambda *a, **k: (_ for _ in ()).throw(
+      RuntimeError("no Mosaic GPU here")))
+  bench_attention.main(config, [])
+  failed = json.loads(capsys.readouterr().out)["implementations"]["tokamax_autotuned"]
+  assert failed == {"skipped": "autotune failed: RuntimeError: no Mosaic GPU here"}
 
 
 def test_the_sweep_reads_flag_lists_written_with_spaces(monkeypatch):

@@ -3,6 +3,7 @@ deferred (device snapshot) saves written once, partial saves cleaned up."""
 import logging
 import os
 import shutil
+import types
 
 import jax
 import numpy as np
@@ -213,6 +214,36 @@ def test_a_device_snapshot_of_a_data_parallel_state_restores_into_the_state_s_sh
   for got, want in zip(jax.tree.leaves(restored.state), jax.tree.leaves(state)):
     assert got.sharding == want.sharding and len(got.addressable_shards) == 8
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def _fake_mesh(processes_by_row):
+  """A mesh (data, fsdp) of fake devices: row i's devices belong to processes_by_row[i]."""
+  devices = np.empty((len(processes_by_row), len(processes_by_row[0])), object)
+  for index, process in np.ndenumerate(np.array(processes_by_row)):
+    devices[index] = types.SimpleNamespace(process_index=int(process), id=index)
+  return types.SimpleNamespace(devices=devices, axis_names=("data", "fsdp"))
+
+
+def test_the_devices_that_send_a_snapshot_hold_one_replica_and_leave_no_process_without_one():
+  """Index 0 of the axes an array is replicated over sends it; with several processes, only
+  when every process keeps a part (Orbax fails on a process with none, and refuses an array one
+  process holds alone): otherwise the array stays on the devices for Orbax to transfer."""
+  split = lambda spec, mesh: types.SimpleNamespace(spec=spec, mesh=mesh)
+  one_host = _fake_mesh([[0, 0, 0, 0], [0, 0, 0, 0]])
+  senders = host_copy.sending_devices(split(PartitionSpec("fsdp"), one_host), 1)
+  assert senders.shape == (1, 4)  # data=2 replicas: the first row sends
+  assert host_copy.sending_devices(split(PartitionSpec(), one_host), 1).shape == (1, 1)
+  both = host_copy.sending_devices(split(PartitionSpec(("data", "fsdp")), one_host), 1)
+  assert both.shape == (2, 4)  # split over every axis: every device sends its own part
+  # Four hosts, one per half-row: data=2 over hosts {0, 1} and {2, 3}.
+  four_hosts = _fake_mesh([[0, 0, 1, 1], [2, 2, 3, 3]])
+  assert host_copy.sending_devices(split(PartitionSpec("fsdp"), four_hosts), 4) is None
+  assert host_copy.sending_devices(split(PartitionSpec("data", "fsdp"), four_hosts),
+                                   4).shape == (2, 4)
+  # Two hosts, one per row: the fsdp-split array is sent by host 0's row alone.
+  two_hosts = _fake_mesh([[0, 0, 0, 0], [1, 1, 1, 1]])
+  assert host_copy.sending_devices(split(PartitionSpec("fsdp"), two_hosts), 2) is None
+  assert host_copy.sending_devices(split(PartitionSpec("data"), two_hosts), 2).shape == (2, 1)
 
 
 def test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_arrived_or_not(

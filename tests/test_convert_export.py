@@ -12,7 +12,6 @@ import torch
 import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
-from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import convert, pretrained
 from glmjax.convert import safetensors_io
@@ -167,7 +166,7 @@ def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_
   assert tokenizers.tokenizer_info(pretrained.load_tokenizer(loaded)) == trained_with
   # ... and its parameters carry that tokenizer, as a run's checkpoints do: a run started from
   # them (checkpoint.init_from) under another tokenizer is refused.
-  assert _saved_tokenizer(tmp_path / "again") == trained_with
+  assert sources.saved_tokenizer(tmp_path / "again") == trained_with
   if kind == "wordpiece":  # the file travels with the workdir, which can move
     assert (tmp_path / "again" / "tokenizer" / "vocab.txt").read_text() == (
         tmp_path / "vocab.txt").read_text()
@@ -183,17 +182,8 @@ def test_a_workdir_without_a_tokenizer_exports_no_record_and_imports_as_unknown(
   convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
   with pytest.raises(config_lib.ConfigError, match="imported without its tokenizer"):
     pretrained.load_tokenizer(pretrained.load(str(tmp_path / "again")))
-  assert _saved_tokenizer(tmp_path / "again") is None  # none to check an init_from against
+  assert sources.saved_tokenizer(tmp_path / "again") is None  # none to check an init_from against
 
-
-def _saved_tokenizer(workdir):
-  """The tokenizer_info recorded with a workdir's step-0 parameters (None: not recorded)."""
-  checkpointer = checkpoint_lib.Checkpointer(checkpoint_lib.in_workdir(str(workdir)), every=0,
-                                             keep=1)
-  try:
-    return checkpointer.read_metadata(0).get("tokenizer")
-  finally:
-    checkpointer.close()
 
 
 def test_a_damaged_tokenizer_record_is_one_line_naming_it(weights, tmp_path):

@@ -11,6 +11,7 @@ import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import config as config_lib
 from glmjax import convert, pretrained
+from glmjax.data import tokenizers
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,9 @@ def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weigh
   assert (tokenizer.specials.cls, tokenizer.specials.mask, tokenizer.specials.sop,
           tokenizer.specials.eop) == (101, 103, 30522, 30523)
   assert loaded.config.data.tokenizer == "wordpiece"
+  # Recorded with the parameters, as a run's checkpoints record theirs: checkpoint.init_from
+  # under another tokenizer is refused.
+  assert sources.saved_tokenizer(tmp_path / "moved") == tokenizers.tokenizer_info(tokenizer)
 
 
 def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_naming_the_flag(
@@ -127,6 +131,7 @@ def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weig
   data = pretrained.read_config(str(tmp_path / "run")).data
   assert (data.tokenizer, data.tokenizer_vocab) == ("wordpiece", "bert")
   assert data.tokenizer_path != pretrained.NO_TOKENIZER
+  assert sources.saved_tokenizer(tmp_path / "run")["name"].startswith("wordpiece")
 
 
 def test_an_import_given_a_tokenizer_path_that_holds_none_is_refused_before_it_writes_anything(

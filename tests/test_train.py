@@ -138,11 +138,12 @@ def reference_losses(tmp_path_factory):
 def test_kill_and_resume_gives_identical_losses(tmp_path, reference_losses):
   steps = REFERENCE_STEPS
   interrupted = tmp_path / "interrupted"
-  # Its saves copy the state on the devices and write it during the next step; the reference
-  # saves directly: the same losses show that the copy changes nothing (the 8-to-4 test below
-  # resumes from direct saves).
+  # Its saves copy the state on the devices and write the copy once it is on the host (a step
+  # or more later); the reference saves directly: the same losses show that the copy changes
+  # nothing.
   snapshot = "--config.checkpoint.device_snapshot=true"
-  # Kill the second run with SIGKILL once it has logged step 9 (checkpoint 8 is then on disk).
+  # Kill the second run with SIGKILL once it has logged step 9 (checkpoint 4 is on disk by
+  # then, and 8 most likely).
   process = subprocess.Popen(_train_command(interrupted, steps, snapshot), cwd=REPO, env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   _wait_for_step(interrupted, 9)
@@ -331,8 +332,8 @@ def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
 
 def test_two_processes_train_like_one(tmp_path, reference_losses, coordinator_port):
   """Two hosts of 4 CPU devices each (jax.distributed, gloo) log the losses of one 8-device run.
-  Their device-snapshot save of step 4 (each host sends its own replica: the one replica of a
-  data=8 state is on one host, and Orbax saves no array one host holds alone) restores."""
+  Their device-snapshot save of step 4 restores (a data=8 state's one replica would be sent by
+  one host alone, which Orbax refuses: it stays on the devices for Orbax to transfer)."""
   steps = 5
   multi = tmp_path / "multi"
   snapshot = "--config.checkpoint.device_snapshot=true"

@@ -16,6 +16,8 @@ flags.DEFINE_multi_string("sweep_set", [], "sweep: FIELD=V1,V2, more config valu
                           "e.g. train.dropout_rng=threefry2x32,rbg (repeatable).")
 flags.DEFINE_string("profile_dir", "", "profile: where the trace goes (default: a new temporary "
                     "folder).")
+flags.DEFINE_bool("attention_autotune", False, "attention: also autotune tokamax's GPU kernel "
+                  "at the shape and time it with the configurations found.")
 flags.DEFINE_integer("ceiling_n", 8192, "ceiling: the matrix size N of the timed N-cubed product.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=True)

@@ -4,6 +4,10 @@ For every implementation that passes the start-up check on this platform, times 
 forward+backward under the GLM mask (Part A 70-95% of each row, as blank infilling gives) at
 the config's heads, head dim, sequence length and a small batch, in the compute dtype. Prints
 one JSON line with a record per implementation (or the reason it was skipped).
+With --attention_autotune, tokamax's GPU kernel is also autotuned at that shape
+(`tokamax.autotune`, an exhaustive search over its block configurations) and timed again with
+the configurations it chose: `tokamax_autotuned`, with the search's seconds and its result as
+tokamax serialises it (train runs the kernel's default configuration).
 """
 import json
 import time
@@ -28,6 +32,36 @@ def _time(fn, *args, steps: int) -> float:
     out = fn(*args)
   jax.block_until_ready(out)
   return (time.perf_counter() - start) / steps
+
+
+def _forward_backward(run):
+  """vjp runs the forward and the backward: one fwd+bwd training pass."""
+  return lambda q, k, v, sep, cotangent: jax.vjp(
+      lambda q, k, v: run(q, k, v, sep), q, k, v)[1](cotangent)
+
+
+def _timings(run, args, flops_forward: float, steps: int) -> dict:
+  """Forward and forward+backward milliseconds of `run` (jitted afresh: traced now, so under
+  whatever autotuning context is active) and the fwd+bwd TFLOP/s."""
+  forward_s = _time(jax.jit(run), *args[:4], steps=steps)
+  total_s = _time(jax.jit(_forward_backward(run)), *args, steps=steps)
+  return {"forward_ms": 1e3 * forward_s, "forward_backward_ms": 1e3 * total_s,
+          "tflops_forward_backward": 3.5 * flops_forward / total_s / 1e12}
+
+
+def _autotuned(timings, run, args) -> dict:
+  """`timings()` again under the configurations tokamax's autotuner picks for the forward and
+  backward at this shape; or the reason it could not run."""
+  try:
+    import tokamax  # pylint: disable=import-outside-toplevel
+    start = time.perf_counter()
+    result = tokamax.autotune(_forward_backward(run), *args, progress_bar=False)
+    search_s = time.perf_counter() - start
+  except Exception as error:  # noqa: BLE001 - an experiment: its failure is a figure too
+    return {"skipped": f"autotune failed: {type(error).__name__}: {str(error)[:300]}"}
+  with result:
+    record = timings()
+  return {**record, "autotune_s": search_s, "configs": result.dumps(prune_errors=True)}
 
 
 def main(config, argv):
@@ -56,14 +90,10 @@ def main(config, argv):
       continue
     run = lambda q, k, v, sep, name=name: attention.glm_attention(q, k, v, sep,
                                                                   implementation=name)
-    forward = jax.jit(run)
-    # vjp runs the forward and the backward: one fwd+bwd training pass.
-    forward_backward = jax.jit(lambda q, k, v, sep, cotangent, run=run: jax.vjp(
-        lambda q, k, v: run(q, k, v, sep), q, k, v)[1](cotangent))
-    forward_s = _time(forward, q, k, v, sep, steps=steps)
-    total_s = _time(forward_backward, q, k, v, sep, cotangent, steps=steps)
-    records[name] = {"forward_ms": 1e3 * forward_s, "forward_backward_ms": 1e3 * total_s,
-                     "tflops_forward_backward": 3.5 * flops_forward / total_s / 1e12}
+    timings = lambda: _timings(run, (q, k, v, sep, cotangent), flops_forward, steps)
+    records[name] = timings()
+    if name == "tokamax" and flags.FLAGS.attention_autotune:
+      records["tokamax_autotuned"] = _autotuned(timings, run, (q, k, v, sep, cotangent))
   print(json.dumps({"what": "attention", "device_kind": jax.devices()[0].device_kind,
                     "dtype": str(dtype), "batch": BATCH, "seq_len": seq_len, "heads": heads,
                     "head_dim": head_dim, "implementations": records}))

@@ -89,11 +89,12 @@ def transfer_times(compiled, state, batch):
   copy, _ = checksums.copy_with_summary(state)
   jax.block_until_ready(copy)
   for _ in range(2):
+    on_host = None  # freed before the next copy: one state in pinned host memory at a time
     start = time.perf_counter()
     on_host = jax.block_until_ready(host_copy.start(copy))
     alone = time.perf_counter() - start
   state_bytes = host_copy.nbytes(on_host)
-  del on_host
+  on_host = None
   state, out = compiled(state, batch)  # from an idle start
   jax.block_until_ready(out)
   start = time.perf_counter()

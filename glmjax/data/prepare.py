@@ -25,6 +25,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 
 import ml_collections
@@ -160,10 +161,15 @@ def _worker_pool(processes: int):
   """Spawned tokenizer processes that ignore Ctrl-C: the terminal sends it to them too, and the
   parent alone stops them (terminate), with one line instead of a traceback from each. They
   are started with SIGINT ignored, a disposition a new process keeps and Python then leaves
-  alone, so that a Ctrl-C while they import their modules is ignored as well."""
+  alone, so that a Ctrl-C while they import their modules is ignored as well; the initializer
+  covers a worker the pool starts later (after a crash), and a parent off its main thread,
+  where the disposition cannot be changed."""
+  ignore = dict(initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+  if threading.current_thread() is not threading.main_thread():
+    return multiprocessing.get_context("spawn").Pool(processes, **ignore)
   previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
-    return multiprocessing.get_context("spawn").Pool(processes)
+    return multiprocessing.get_context("spawn").Pool(processes, **ignore)
   finally:
     signal.signal(signal.SIGINT, previous)
 

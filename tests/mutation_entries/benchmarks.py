@@ -26,6 +26,9 @@ _REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_
             "extra_words",)
 _STEP = "glmjax/bench/step.py"
 _SAVE_PY = "glmjax/bench/save.py"
+_ATT_PY = "glmjax/bench/attention.py"
+_AUTOTUNE = ("tests/test_bench.py::test_with_attention_autotune_tokamax_is_timed_again_under_"
+             "the_configurations_it_picked",)
 _PROFILE = "glmjax/bench/profile.py"
 _CEILING = ("tests/test_bench_ceiling.py::test_the_ceiling_counts_a_matmul_s_flops_and_a_copy_s_"
             "bytes_read_and_written",)
@@ -194,6 +197,12 @@ ENTRIES: tuple[Mutation, ...] = (
              "                checkpoint_lib.UnusableCheckpointError)",
              "mapping.CheckpointMismatchError)",
              (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
+    Mutation("the autotuned attention kernel is timed outside the autotuner's result", _ATT_PY,
+             "  with result:\n    record = timings()\n", "  record = timings()\n",
+             _AUTOTUNE),
+    Mutation("the attention benchmark autotunes without being asked", _ATT_PY,
+             'if name == "tokamax" and flags.FLAGS.attention_autotune:',
+             'if name == "tokamax":', _AUTOTUNE),
     Mutation("the GPU script's default run leaves out the save part",
              "launch/measure_gpu.sh",
              "ALL_PARTS=(core large save attention", "ALL_PARTS=(core large attention",

@@ -14,10 +14,8 @@ ENTRIES: tuple[Mutation, ...] = (
               "before_the_error",)),
     Mutation("tokenizer workers are told to ignore Ctrl-C only once started",
              "glmjax/data/prepare.py",
-             "    return multiprocessing.get_context(\"spawn\").Pool(processes)",
-             "    signal.signal(signal.SIGINT, previous)\n"
-             "    return multiprocessing.get_context(\"spawn\").Pool(\n"
-             "        processes, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))",
+             "  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)\n",
+             "  previous = signal.getsignal(signal.SIGINT)\n",
              ("tests/test_prepare.py::test_tokenizer_workers_ignore_ctrl_c_from_the_moment_they_"
               "start",)),
     Mutation("prepare writes its manifest in place: a crash leaves a cut-off one",
