@@ -138,7 +138,7 @@ class Checkpointer:
       copy, summary = checksums.copy_with_summary(state)
       # The copy goes, not the state: the next step reuses the state's buffers, and would wait
       # for a transfer still reading them.
-      self._deferred = (step, host_copy.start(copy), summary, metadata)
+      self._deferred = (step, copy, host_copy.start(copy), summary, metadata)
       return True
     return self._write(step, state, checksums.state_summary(state), metadata, preempted)
 
@@ -152,11 +152,12 @@ class Checkpointer:
     `wait`, or with several processes); True if one was written."""
     if self._deferred is None:
       return False
-    if not (wait or jax.process_count() > 1 or host_copy.arrived(self._deferred[1])):
+    step, copy, on_host, summary, metadata = self._deferred
+    if not (wait or jax.process_count() > 1 or on_host is None or host_copy.arrived(on_host)):
       return False
-    step, state, summary, metadata = self._deferred
     self._deferred = None
-    return self._write(step, state, summary(), metadata, preempted=False)
+    return self._write(step, host_copy.landed(copy, on_host), summary(), metadata,
+                       preempted=False)
 
   def _write(self, step: int, state: Any, summary: dict, metadata: dict,
              preempted: bool) -> bool:

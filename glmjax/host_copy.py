@@ -10,11 +10,16 @@ so) the copy stays on the device and Orbax transfers it.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
+
+log = logging.getLogger(__name__)
 
 PINNED = "pinned_host"
 
@@ -71,11 +76,35 @@ def _in_host_memory(leaf: jax.Array) -> jax.Array:
   return jax.make_array_from_single_device_arrays(leaf.shape, target, pieces, dtype=leaf.dtype)
 
 
-def start(tree: Any) -> Any:
+def start(tree: Any) -> Any | None:
   """`tree` with its arrays on their way to pinned host memory; returns at once (the transfers
   complete later). Arrays that cannot go (PRNG keys, no pinned host memory, a sharding other than
-  a mesh's or one device's) stay where they are, for Orbax to transfer."""
-  return jax.tree.map(lambda leaf: _in_host_memory(leaf) if _sendable(leaf) else leaf, tree)
+  a mesh's or one device's) stay where they are, for Orbax to transfer. None, with the reason
+  logged, where the sending fails at once (pinned host memory can run out)."""
+  try:
+    return jax.tree.map(lambda leaf: _in_host_memory(leaf) if _sendable(leaf) else leaf, tree)
+  except Exception as error:  # noqa: BLE001 - `landed` then hands over the device copy
+    log.warning("Could not send the checkpoint's copy to host memory (%s); it goes to Orbax "
+                "from the devices.", str(error).splitlines()[0][:200])
+    return None
+
+
+def landed(copy: Any, on_host: Any | None) -> Any:
+  """What a save hands to Orbax: `on_host` (from `start(copy)`) once its transfers completed,
+  or the device `copy` where sending failed, now or while under way (pinned host memory can run
+  out): that save then goes as Orbax sends it, slower but whole. With several processes all
+  make the same choice (one small collective), as all must hand Orbax arrays of one layout."""
+  ok = on_host is not None
+  if ok:
+    try:
+      jax.block_until_ready(on_host)
+    except Exception as error:  # noqa: BLE001 - the device copy is still there to save
+      log.warning("The checkpoint's copy did not reach host memory (%s); it goes to Orbax "
+                  "from the devices.", str(error).splitlines()[0][:200])
+      ok = False
+  if jax.process_count() > 1:
+    ok = bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+  return on_host if ok else copy
 
 
 def _buffer(leaf: jax.Array) -> jax.Array:

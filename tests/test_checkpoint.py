@@ -256,9 +256,66 @@ def test_with_several_processes_a_device_snapshot_is_written_after_the_next_step
   monkeypatch.setattr(ckpt.manager, "save", lambda step, **kwargs: handed.append(step) or True)
   monkeypatch.setattr(host_copy, "arrived", lambda tree: False)
   monkeypatch.setattr(checkpoint.jax, "process_count", lambda: 2)  # Orbax's save is faked
+  monkeypatch.setattr(host_copy.multihost_utils, "process_allgather",
+                      lambda mine: np.array([mine, mine]))  # the other process agrees
   assert ckpt.write_deferred() and handed == [1]
   monkeypatch.undo()
   ckpt.close()
+
+
+class _LostInTransfer:
+  """A host copy whose transfer failed under way (pinned host memory ran out, say)."""
+
+  def block_until_ready(self):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 24.0G of pinned host memory")
+
+
+def _refused(leaf):
+  raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory in pinned host memory")
+
+
+@pytest.mark.parametrize("failure", ["at_once", "under_way"])
+def test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_devices(
+    tmp_path, monkeypatch, caplog, failure):
+  """Pinned host memory can run out: the save then goes as Orbax sends it, from the device
+  copy, whole, with a warning."""
+  state = states.state(3.0)
+  expected = jax.device_get(state)
+  if failure == "at_once":
+    monkeypatch.setattr(host_copy, "_in_host_memory", _refused)
+  else:
+    monkeypatch.setattr(host_copy, "_in_host_memory", lambda leaf: _LostInTransfer())
+    monkeypatch.setattr(host_copy, "arrived", lambda tree: True)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt.save(1, state, states.metadata(state), defer=True)
+  handed = []
+  write = ckpt.manager.save
+  monkeypatch.setattr(ckpt.manager, "save", lambda step, args, **kwargs: (
+      handed.append({leaf.sharding.memory_kind for leaf in jax.tree.leaves(args["state"].item)}),
+      write(step, args=args, **kwargs))[1])
+  assert ckpt.write_deferred()
+  monkeypatch.undo()
+  ckpt.close()
+  assert handed == [{"device"}]  # the device copy went to Orbax
+  restored = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2).restore_latest(
+      states.abstract(state, states.fsdp_mesh()), states.metadata(state)["param_layout"])
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.state), expected)
+  assert any("goes to Orbax from the devices" in record.getMessage()
+             for record in caplog.records)
+
+
+def test_with_several_processes_all_save_from_the_devices_if_one_host_copy_failed(monkeypatch):
+  """Every process must hand Orbax arrays of one layout: one failure decides for all."""
+  copy, on_host = states.state(1.0), states.state(2.0)  # stand-ins for the two copies
+  monkeypatch.setattr(host_copy.jax, "process_count", lambda: 2)
+  votes = {}
+  monkeypatch.setattr(host_copy.multihost_utils, "process_allgather",
+                      lambda mine: np.array([int(mine), votes["other"]]))
+  votes["other"] = 1
+  assert host_copy.landed(copy, on_host) is on_host
+  votes["other"] = 0  # the other host's copy did not arrive
+  assert host_copy.landed(copy, on_host) is copy
+  assert host_copy.landed(copy, None) is copy  # nor did this one's start
 
 
 def test_a_preemption_save_is_never_deferred(tmp_path):
