@@ -101,7 +101,8 @@ class Checkpointer:
     self._damaged: set[int] = set()
     self._saving: int | None = None  # the step of the save in flight
     self._failed = False  # a save failed and was reported
-    self._deferred: tuple | None = None  # (step, state copy, its summary, metadata) to write
+    # (step, device copy, its host copy or None, the copy's summary, metadata) to write
+    self._deferred: tuple | None = None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(keep), save_interval_steps=1, create=True,
         enable_async_checkpointing=bool(async_save), cleanup_tmp_directories=True)
@@ -126,7 +127,8 @@ class Checkpointer:
     instead of stalling the devices. With several processes it hands it over after the next
     step whether or not it has arrived: every process must call Orbax, whose barriers are
     collectives, at the same point of the loop. The copy costs device memory for a second
-    state until it is on the host.
+    state until it is handed to Orbax (and, where it could not be sent, until Orbax has it on
+    the host).
     """
     if not (force or preempted or self.should_save(step)):
       return False
@@ -156,8 +158,9 @@ class Checkpointer:
     if not (wait or jax.process_count() > 1 or on_host is None or host_copy.arrived(on_host)):
       return False
     self._deferred = None
-    return self._write(step, host_copy.landed(copy, on_host), summary(), metadata,
-                       preempted=False)
+    state = host_copy.landed(copy, on_host)
+    del copy, on_host  # the one not handed over is freed before Orbax needs memory
+    return self._write(step, state, summary(), metadata, preempted=False)
 
   def _write(self, step: int, state: Any, summary: dict, metadata: dict,
              preempted: bool) -> bool:

@@ -85,22 +85,27 @@ def start(tree: Any) -> Any | None:
     return jax.tree.map(lambda leaf: _in_host_memory(leaf) if _sendable(leaf) else leaf, tree)
   except Exception as error:  # noqa: BLE001 - `landed` then hands over the device copy
     log.warning("Could not send the checkpoint's copy to host memory (%s); it goes to Orbax "
-                "from the devices.", str(error).splitlines()[0][:200])
+                "from the devices.", _reason(error))
     return None
+
+
+def _reason(error: Exception) -> str:
+  return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
 def landed(copy: Any, on_host: Any | None) -> Any:
   """What a save hands to Orbax: `on_host` (from `start(copy)`) once its transfers completed,
   or the device `copy` where sending failed, now or while under way (pinned host memory can run
-  out): that save then goes as Orbax sends it, slower but whole. With several processes all
-  make the same choice (one small collective), as all must hand Orbax arrays of one layout."""
+  out): that save then goes as Orbax sends it. With several processes all make the same
+  choice, as all must hand Orbax arrays of one layout: one small collective, which waits for
+  the step already queued on the devices."""
   ok = on_host is not None
   if ok:
     try:
       jax.block_until_ready(on_host)
     except Exception as error:  # noqa: BLE001 - the device copy is still there to save
       log.warning("The checkpoint's copy did not reach host memory (%s); it goes to Orbax "
-                  "from the devices.", str(error).splitlines()[0][:200])
+                  "from the devices.", _reason(error))
       ok = False
   if jax.process_count() > 1:
     ok = bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
@@ -113,8 +118,12 @@ def _buffer(leaf: jax.Array) -> jax.Array:
 
 
 def arrived(tree: Any) -> bool:
-  """True when every array of `tree` is complete where it lives; never blocks."""
-  return all(_buffer(leaf).is_ready() for leaf in jax.tree.leaves(tree))
+  """True when every array of `tree` is complete where it lives, or when asking fails (a
+  transfer that failed: `landed` then finds out and decides); never blocks."""
+  try:
+    return all(_buffer(leaf).is_ready() for leaf in jax.tree.leaves(tree))
+  except Exception:  # noqa: BLE001 - settled by `landed`, which falls back to the device copy
+    return True
 
 
 def nbytes(tree: Any) -> int:

@@ -62,7 +62,7 @@ def device_snapshot_report(memory, copy_bytes: int, limit: int | None) -> tuple[
   not an out-of-memory error at the first save, thousands of steps in."""
   gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
   line = (f"checkpoint.device_snapshot: each save holds a copy of the state on the devices "
-          f"until it is on the host, {gib(copy_bytes)} per device")
+          f"until it is handed to Orbax, {gib(copy_bytes)} per device")
   if memory is None or not limit:
     return logging.INFO, line
   needed = memory.argument_size_in_bytes + memory.temp_size_in_bytes + copy_bytes

@@ -294,10 +294,11 @@ def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_fai
 
 
 class _Tuned:
-  """An autotuning result: a context inside which tokamax uses the configurations it holds."""
+  """An autotuning result: a context inside which tokamax uses the configurations it holds.
+  `pruning`: its dumps takes prune_errors (tokamax 0.0.13) or nothing (0.0.12)."""
 
-  def __init__(self, log):
-    self.log = log
+  def __init__(self, log, pruning=True):
+    self.log, self.pruning = log, pruning
 
   def __enter__(self):
     self.log.append("enter")
@@ -305,9 +306,10 @@ class _Tuned:
   def __exit__(self, *exc):
     self.log.append("exit")
 
-  def dumps(self, prune_errors):
-    assert prune_errors
-    return '{"data": "tuned"}'
+  def dumps(self, **options):
+    if options and not self.pruning:
+      raise TypeError("dumps() got an unexpected keyword argument 'prune_errors'")
+    return '{"data": "tuned"}' + (" pruned" if options.get("prune_errors") else "")
 
 
 def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations_it_picked(
@@ -345,7 +347,12 @@ def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations
   assert implementations["tokamax"]["forward_backward_ms"] == pytest.approx(8.0)
   tuned = implementations["tokamax_autotuned"]
   assert tuned["forward_backward_ms"] == pytest.approx(4.0) and tuned["autotune_s"] >= 0
-  assert tuned["configs"] == '{"data": "tuned"}'
+  assert tuned["configs"] == '{"data": "tuned"} pruned'
+  # tokamax 0.0.12's result serializes without the pruning argument.
+  monkeypatch.setattr(tokamax, "autotune", lambda *a, **k: _Tuned([], pruning=False))
+  bench_attention.main(config, [])
+  older = json.loads(capsys.readouterr().out)["implementations"]["tokamax_autotuned"]
+  assert older["configs"] == '{"data": "tuned"}'
   # An autotuner that fails leaves its reason, not a crashed benchmark.
   monkeypatch.setattr(tokamax, "autotune", lambda *a, **k: (_ for _ in ()).throw(
       RuntimeError("no Mosaic GPU here")))

@@ -57,11 +57,21 @@ def _autotuned(timings, run, args) -> dict:
     start = time.perf_counter()
     result = tokamax.autotune(_forward_backward(run), *args, progress_bar=False)
     search_s = time.perf_counter() - start
+    with result:
+      record = timings()
+    configs = _serialized(result)
   except Exception as error:  # noqa: BLE001 - an experiment: its failure is a figure too
     return {"skipped": f"autotune failed: {type(error).__name__}: {str(error)[:300]}"}
-  with result:
-    record = timings()
-  return {**record, "autotune_s": search_s, "configs": result.dumps(prune_errors=True)}
+  return {**record, "autotune_s": search_s, "configs": configs}
+
+
+def _serialized(result) -> str:
+  """The autotuning result as tokamax writes it, without failed trials where it can leave them
+  out (tokamax 0.0.13; 0.0.12's dumps has no such argument)."""
+  try:
+    return result.dumps(prune_errors=True)
+  except TypeError:
+    return result.dumps()
 
 
 def main(config, argv):

@@ -198,8 +198,11 @@ ENTRIES: tuple[Mutation, ...] = (
              "mapping.CheckpointMismatchError)",
              (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
     Mutation("the autotuned attention kernel is timed outside the autotuner's result", _ATT_PY,
-             "  with result:\n    record = timings()\n", "  record = timings()\n",
+             "    with result:\n      record = timings()\n", "    record = timings()\n",
              _AUTOTUNE),
+    Mutation("the autotuning result is serialized only as tokamax 0.0.13 does it", _ATT_PY,
+             "  except TypeError:\n    return result.dumps()\n", "  except KeyError:\n"
+             "    return result.dumps()\n", _AUTOTUNE),
     Mutation("the attention benchmark autotunes without being asked", _ATT_PY,
              'if name == "tokamax" and flags.FLAGS.attention_autotune:',
              'if name == "tokamax":', _AUTOTUNE),

@@ -47,7 +47,7 @@ ENTRIES = (
              (_CK + "test_the_devices_that_send_a_snapshot_hold_one_replica_and_leave_no_"
               "process_without_one",)),
     Mutation("a device snapshot that cannot be sent to host memory stops the run",
-             "glmjax/host_copy.py", "    return None\n\n\ndef landed", "    raise\n\n\ndef landed",
+             "glmjax/host_copy.py", "    return None\n\n\ndef _reason", "    raise\n\n\ndef _reason",
              (_CK + "test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_"
               "devices",)),
     Mutation("a device snapshot lost on its way to host memory is handed to Orbax anyway",
