@@ -9,12 +9,10 @@ import subprocess
 import sys
 import types
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from glmjax.bench import attention as bench_attention
 from glmjax.bench import prepare as bench_prepare
 from glmjax.bench import sweep
 from glmjax.data import builtin_corpus, sources
@@ -191,31 +189,6 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
   assert best["tokens_per_s"] == pytest.approx(batch * config.data.seq_len / best["step_time_s"])
 
 
-def test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_visible_pairs(
-    monkeypatch, capsys):
-  config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, heads = 64, config.model.num_heads
-  head_dim = config.model.hidden_size // heads
-  _flags(monkeypatch, bench_attention, steps=3)
-  seps = []
-
-  def timed(fn, *args, steps):  # nothing runs: 2 ms forward, 5 ms forward and backward
-    assert steps == 3
-    seps.append(np.asarray(args[3]))
-    return 0.002 if len(args) == 4 else 0.005
-
-  monkeypatch.setattr(bench_attention, "_time", timed)
-  bench_attention.main(config, [])
-  figures = json.loads(capsys.readouterr().out)["implementations"]["xla"]
-  assert figures["forward_ms"] == pytest.approx(2.0)
-  assert figures["forward_backward_ms"] == pytest.approx(5.0)
-  # Part A (sep keys for each of its sep queries) and Part B (query i sees keys 0..i).
-  visible = sum(int(s) ** 2 + sum(i + 1 for i in range(int(s), 64)) for s in seps[0])
-  # 4 FLOPs per visible pair and head dimension forward; the backward 2.5 times that.
-  assert figures["tflops_forward_backward"] == pytest.approx(
-      3.5 * 4 * visible * heads * head_dim / 0.005 / 1e12)
-
-
 def test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_over_the_time(
     monkeypatch):
   clock = iter([0.0, 0.4, 0.9, 2.1, 2.5])  # two batches are read, in 2.5 s; nothing is timed
@@ -261,104 +234,6 @@ def test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_not
   assert figures["prepare_tokens_per_s_one_core"] == round(tokens / 4.0)
   # Windows of data.seq_len tokens, data.batch_size of them per read.
   assert (figures["row_tokens"], figures["rows_per_read"]) == (32, 4)
-
-
-def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_failing_its_check(
-    monkeypatch, capsys):
-  config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, "bfloat16"
-  head_dim = config.model.hidden_size // config.model.num_heads
-  _flags(monkeypatch, bench_attention, steps=2)
-  monkeypatch.setitem(bench_attention.attention_choice.AUTO_ORDER, "cpu", ("cudnn", "xla"))
-  checks, timed = [], []
-
-  def check(name, **shape):
-    checks.append((name, shape))
-    return "cuDNN needs an NVIDIA GPU"
-
-  def time_it(fn, *args, steps):  # nothing runs
-    timed.append([a.dtype for a in args if a.ndim == 4])  # q, k, v (and the cotangent)
-    return 0.001
-
-  monkeypatch.setattr(bench_attention.attention_choice, "check_attention", check)
-  monkeypatch.setattr(bench_attention, "_time", time_it)
-  bench_attention.main(config, [])
-  record = json.loads(capsys.readouterr().out)
-  assert checks == [("cudnn", dict(dtype=jnp.bfloat16, seq_len=64, head_dim=head_dim))]
-  assert record["implementations"]["cudnn"] == {"skipped": "cuDNN needs an NVIDIA GPU"}
-  # xla alone is timed, forward then forward and backward, at the compute dtype.
-  assert timed == [[jnp.bfloat16] * 3, [jnp.bfloat16] * 4]
-  assert set(record["implementations"]["xla"]) == {"forward_ms", "forward_backward_ms",
-                                                   "tflops_forward_backward"}
-  assert record["dtype"] == "bfloat16"
-
-
-class _Tuned:
-  """An autotuning result: a context inside which tokamax uses the configurations it holds.
-  `pruning`: its dumps takes prune_errors (tokamax 0.0.13) or nothing (0.0.12)."""
-
-  def __init__(self, log, pruning=True):
-    self.log, self.pruning = log, pruning
-
-  def __enter__(self):
-    self.log.append("enter")
-
-  def __exit__(self, *exc):
-    self.log.append("exit")
-
-  def dumps(self, **options):
-    if options and not self.pruning:
-      raise TypeError("dumps() got an unexpected keyword argument 'prune_errors'")
-    return '{"data": "tuned"}' + (" pruned" if options.get("prune_errors") else "")
-
-
-def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations_it_picked(
-    monkeypatch, capsys):
-  """The autotuner searches the forward and backward at the benchmark's shape; the kernel is
-  then traced and timed afresh inside its result, and nothing else is tuned."""
-  import tokamax  # pylint: disable=import-outside-toplevel
-  config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len = 64
-  monkeypatch.setitem(bench_attention.attention_choice.AUTO_ORDER, "cpu", ("tokamax", "xla"))
-  monkeypatch.setattr(bench_attention.attention_choice, "check_attention", lambda *a, **k: None)
-  log = []
-
-  def autotune(fn, *args, progress_bar):
-    log.append(("autotune", len(args), progress_bar))
-    assert [a.ndim for a in args] == [4, 4, 4, 1, 4]  # q, k, v, sep, the cotangent
-    return _Tuned(log)
-
-  def time_it(fn, *args, steps):
-    log.append(("timed", len(args)))
-    return 0.004 if "enter" in log and "exit" not in log else 0.008
-
-  monkeypatch.setattr(tokamax, "autotune", autotune)
-  monkeypatch.setattr(bench_attention, "_time", time_it)
-  _flags(monkeypatch, bench_attention, steps=2)  # not asked: nothing is tuned
-  bench_attention.main(config, [])
-  assert "tokamax_autotuned" not in json.loads(capsys.readouterr().out)["implementations"]
-  assert log == [("timed", 4), ("timed", 5), ("timed", 4), ("timed", 5)]
-  log.clear()
-  _flags(monkeypatch, bench_attention, steps=2, attention_autotune=True)
-  bench_attention.main(config, [])
-  implementations = json.loads(capsys.readouterr().out)["implementations"]
-  assert log == [("timed", 4), ("timed", 5), ("timed", 4), ("timed", 5),  # xla, tokamax
-                 ("autotune", 5, False), "enter", ("timed", 4), ("timed", 5), "exit"]
-  assert implementations["tokamax"]["forward_backward_ms"] == pytest.approx(8.0)
-  tuned = implementations["tokamax_autotuned"]
-  assert tuned["forward_backward_ms"] == pytest.approx(4.0) and tuned["autotune_s"] >= 0
-  assert tuned["configs"] == '{"data": "tuned"} pruned'
-  # tokamax 0.0.12's result serializes without the pruning argument.
-  monkeypatch.setattr(tokamax, "autotune", lambda *a, **k: _Tuned([], pruning=False))
-  bench_attention.main(config, [])
-  older = json.loads(capsys.readouterr().out)["implementations"]["tokamax_autotuned"]
-  assert older["configs"] == '{"data": "tuned"}'
-  # An autotuner that fails leaves its reason, not a crashed benchmark.
-  monkeypatch.setattr(tokamax, "autotune", lambda *a, **k: (_ for _ in ()).throw(
-      RuntimeError("no Mosaic GPU here")))
-  bench_attention.main(config, [])
-  failed = json.loads(capsys.readouterr().out)["implementations"]["tokamax_autotuned"]
-  assert failed == {"skipped": "autotune failed: RuntimeError: no Mosaic GPU here"}
 
 
 def test_the_sweep_reads_flag_lists_written_with_spaces(monkeypatch):

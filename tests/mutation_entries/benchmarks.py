@@ -18,7 +18,8 @@ _SYNTHETIC = (_STEP + "test_the_step_benchmark_s_synthetic_rows_are_glm_rows_wit
               "span",)
 _PREPARE = (_BENCH + "test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_"
             "not_finish",)
-_ATTENTION = (_BENCH + "test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_"
+_ATT = "tests/test_bench_attention.py::"
+_ATTENTION = (_ATT + "test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_"
               "failing_its_check",)
 _IMPORT_FLAGS = (_CONVERT + "test_the_convert_command_hands_the_import_the_tokenizer_heads_and_"
                  "pickle_flags",)
@@ -27,8 +28,8 @@ _REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_
 _STEP = "glmjax/bench/step.py"
 _SAVE_PY = "glmjax/bench/save.py"
 _ATT_PY = "glmjax/bench/attention.py"
-_AUTOTUNE = ("tests/test_bench.py::test_with_attention_autotune_tokamax_is_timed_again_under_"
-             "the_configurations_it_picked",)
+_AUTOTUNE = (_ATT + "test_with_attention_autotune_tokamax_is_timed_again_under_the_"
+             "configurations_it_picked",)
 _PROFILE = "glmjax/bench/profile.py"
 _CEILING = ("tests/test_bench_ceiling.py::test_the_ceiling_counts_a_matmul_s_flops_and_a_copy_s_"
             "bytes_read_and_written",)

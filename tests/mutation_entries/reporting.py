@@ -4,6 +4,7 @@ from mutation_entries import Mutation
 _METRICS = "tests/test_metrics.py::"
 _REPORTING = "tests/test_reporting.py::"
 _BENCH = "tests/test_bench.py::"
+_ATT = "tests/test_bench_attention.py::"
 _BENCH_DATA = "tests/test_bench_data.py::"
 _LOGS = "tests/test_logs.py::"
 _CLI = "tests/test_cli.py::"
@@ -65,12 +66,12 @@ ENTRIES = (
     Mutation("the attention benchmark's _ms figures are microseconds",
              "glmjax/bench/attention.py", '"forward_ms": 1e3 * forward_s',
              '"forward_ms": 1e6 * forward_s',
-             (_BENCH + "test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_"
+             (_ATT + "test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_"
               "visible_pairs",)),
     Mutation("the attention benchmark counts a backward pass as twice the forward",
              "glmjax/bench/attention.py", "3.5 * flops_forward / total_s",
              "3 * flops_forward / total_s",
-             (_BENCH + "test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_"
+             (_ATT + "test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_"
               "visible_pairs",)),
     Mutation("the prepare benchmark's read tokens/s is batches/s", "glmjax/bench/prepare.py",
              "read_tokens_per_s=round(tokens / elapsed)",
