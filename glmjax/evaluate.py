@@ -140,13 +140,31 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
       report["held_out"] = held_out_report(p, tokenizer, data, batches)
     if cloze:
       report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))
-  out = out or unused_report_path(workdir, p.step)
-  if jax.process_index() == 0:
-    path = epath.Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-  report["out"] = out
+  text = json.dumps(report, indent=2) + "\n"
+  # Process 0 writes (and prints, with this path); the others only name where it goes.
+  report["out"] = (write_report(text, out, workdir, p.step) if jax.process_index() == 0
+                   else out or unused_report_path(workdir, p.step))
   return report
+
+
+def write_report(text: str, out: str | None, workdir: str, step: int) -> str:
+  """Writes `text` to `out`, or to the first unused default path, claimed as it is created
+  where the file system allows (a local one): two evaluations of one step that run at once
+  then write two reports, not one over the other. Returns the path written."""
+  for _ in range(100):  # each try is a path that was free a moment before
+    path = out or unused_report_path(workdir, step)
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if out or "://" in path:  # given, or a bucket, which has no create-if-absent here
+      epath.Path(path).write_text(text, encoding="utf-8")
+      return path
+    try:
+      with open(path, "x", encoding="utf-8") as handle:
+        handle.write(text)
+      return path
+    except FileExistsError:  # another evaluation took it since it was found free
+      continue
+  raise EvaluateError(f"No free report path under {workdir}/eval/ after 100 tries (other "
+                      "evaluations of this step keep taking them); give --out=FILE.")
 
 
 def unused_report_path(workdir: str, step: int) -> str:

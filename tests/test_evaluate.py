@@ -220,6 +220,37 @@ def test_a_second_evaluation_of_a_step_keeps_the_first_report_and_writes_beside_
   assert sorted(os.listdir(folder)) == ["step_2.2.json", "step_2.3.json", "step_2.json"]
 
 
+def test_a_default_report_path_taken_between_its_check_and_its_write_is_not_overwritten(
+    tmp_path, monkeypatch):
+  """Two evaluations of one step at once: the one that finds step_N.json free but loses it to
+  the other before writing takes the next path."""
+  (tmp_path / "eval").mkdir()
+  taken = tmp_path / "eval" / "step_7.json"
+  found = evaluate.unused_report_path
+  calls = []
+
+  def racing(workdir, step):  # the first look sees the path free; then the other run takes it
+    calls.append(step)
+    if len(calls) == 1:
+      taken.write_text("the other run's report\n", encoding="utf-8")
+      return str(taken)
+    return found(workdir, step)
+
+  monkeypatch.setattr(evaluate, "unused_report_path", racing)
+  path = evaluate.write_report("mine\n", None, str(tmp_path), 7)
+  assert path == str(tmp_path / "eval" / "step_7.2.json")
+  assert taken.read_text(encoding="utf-8") == "the other run's report\n"
+  assert (tmp_path / "eval" / "step_7.2.json").read_text(encoding="utf-8") == "mine\n"
+  # A path the user gave is written as given, over what is there.
+  assert evaluate.write_report("again\n", str(taken), str(tmp_path), 7) == str(taken)
+  assert taken.read_text(encoding="utf-8") == "again\n"
+  # Paths taken as fast as they are found: a bounded search, then one line naming the flag.
+  monkeypatch.setattr(evaluate, "unused_report_path", lambda workdir, step: str(taken))
+  with pytest.raises(evaluate.EvaluateError, match=r"No free report path .* give --out=FILE"):
+    evaluate.write_report("mine\n", None, str(tmp_path), 7)
+  assert taken.read_text(encoding="utf-8") == "again\n"
+
+
 def test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_the_batch_splits_so(
     trained, tmp_path, monkeypatch):
   """The same peak memory as training: grad_accum_steps=2 over 8 devices splits a batch of 16

@@ -15,6 +15,11 @@ _COMMAND = (_EVAL_COMMAND
             + "test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words")
 
 ENTRIES: tuple[Mutation, ...] = (
+    Mutation("two evaluations of a step at once write one report over the other", _E,
+             '      with open(path, "x", encoding="utf-8") as handle:',
+             '      with open(path, "w", encoding="utf-8") as handle:',
+             (_EVAL + "test_a_default_report_path_taken_between_its_check_and_its_write_is_not_"
+              "overwritten",)),
     Mutation("a second evaluation of a step overwrites the first report", _E,
              "  while epath.Path(path).exists():", "  while False:",
              (_EVAL + "test_a_second_evaluation_of_a_step_keeps_the_first_report_and_writes_"
@@ -73,11 +78,12 @@ ENTRIES: tuple[Mutation, ...] = (
              '"batch_size": data.batch_size,', '"batch_size": config.data.batch_size,',
              (_EVAL + "test_the_batch_size_flag_sets_the_rows_of_each_held_out_batch",)),
     Mutation("--out is ignored: the report goes to the workdir", _E,
-             "out = out or unused_report_path(workdir, p.step)",
-             "out = unused_report_path(workdir, p.step)",
+             "    path = out or unused_report_path(workdir, step)\n",
+             "    path = unused_report_path(workdir, step)\n",
              (_EVAL + "test_the_report_is_written_where_out_says_in_folders_made_for_it",)),
     Mutation("--out in a folder not there yet fails after the whole evaluation", _E,
-             "path.parent.mkdir(parents=True, exist_ok=True)", "path.parent.mkdir(exist_ok=True)",
+             "epath.Path(path).parent.mkdir(parents=True, exist_ok=True)",
+             "epath.Path(path).parent.mkdir(exist_ok=True)",
              (_EVAL + "test_the_report_is_written_where_out_says_in_folders_made_for_it",)),
     Mutation("the cloze report counts the contexts not cut as cut", _E,
              '"contexts_cut": cut,', '"contexts_cut": len(rows) - cut,',
