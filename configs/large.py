@@ -8,6 +8,9 @@ def get_config(arg=None):
   # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
   # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
   config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
+  # Keep the projections and attention outputs, recompute the rest: on one H200 (32 to 128
+  # rows) 13-63% more tokens/s than keeping everything, in 2.7-3.3x less memory.
+  config.model.remat = "minimal"
   config.data.update(seq_len=512, batch_size=1024, blank_prob=1.0, sentence_prob=0.0,
                      document_prob=0.0, tokenizer="hf", tokenizer_vocab="bert")
   # Warmup 8k of a 160k decay horizon, cosine to 5% of the peak; 200k steps.
