@@ -18,7 +18,8 @@
 #   ceiling      the card's bf16 matmul rate and device-to-device copy bandwidth
 #   profile      GLM-2B's best setting traced: device time by line, class and operation
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
-#   flags        GLM-2B's best setting with XLA's GEMM emitter flags (two processes)
+#   flags        GLM-2B's best setting with XLA's GEMM flags (three processes)
+#   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
 #   autotune     the tokamax kernel at GLM-2B's shape, default and autotuned (the search's
 #                length is unknown: tokamax compiles every configuration it tries)
@@ -56,7 +57,8 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-ALL_PARTS=(core large save attention sweep chunk ceiling profile tune flags large_sweep autotune)
+ALL_PARTS=(core large save attention sweep chunk ceiling profile tune flags unroll large_sweep
+           autotune)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -106,19 +108,23 @@ for part in "${parts[@]}"; do
     ceiling)    # the card's bf16 matmul rate and copy bandwidth (seconds)
       bench --what=ceiling --ceiling_n="${MEASURE_MATMUL_N:-8192}" ;;
     profile)    # GLM-2B's best setting traced for 3 steps: device time by line, class and op.
-      # This run's Perfetto trace is copied up to $OUT, as a GPU loan returns files at most two
-      # folders down and 16 MiB each.
+      # This run's Perfetto trace and the optimized program are copied up to $OUT, as a GPU loan
+      # returns files at most two folders down and 16 MiB each.
       traces="$OUT/profile/${run//[ :]/_}"
       bench --what=profile "${GLM_2B[@]}" --config.data.batch_size=16 \
             --config.model.remat=minimal --config.model.attention=tokamax --steps=3 \
             --profile_dir="$traces"
       trace=$(find "$traces" -name perfetto_trace.json.gz | head -n 1)
-      if [ -n "$trace" ] && [ "$(stat -c %s "$trace")" -lt 16777216 ]; then
-        cp "$trace" "$OUT/profile_trace.json.gz"
-      else
-        echo "profile: no trace of under 16 MiB to copy (${trace:-none}); it stays in $traces" \
-          | tee -a "$log" >&2
-      fi ;;
+      for kept in "$trace:profile_trace.json.gz" "$traces/compiled_hlo.txt.gz:compiled_hlo.txt.gz"
+      do
+        from=${kept%:*}
+        if [ -n "$from" ] && [ -f "$from" ] && [ "$(stat -c %s "$from")" -lt 16777216 ]; then
+          cp "$from" "$OUT/${kept##*:}"
+        else
+          echo "profile: no ${kept##*:} of under 16 MiB to copy (${from:-none}); see $traces" \
+            | tee -a "$log" >&2
+        fi
+      done ;;
     tune)       # GLM-2B's best setting: the dropout generator (threefry by default), and no
       # hidden dropout at all as the bound on what dropout costs
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" \
@@ -126,12 +132,18 @@ for part in "${parts[@]}"; do
             --sweep_set=model.hidden_dropout=0.1,0 ;;
     flags)      # GLM-2B's best setting under XLA's GEMM choices: Triton GEMMs off (cuBLAS for
       # every matmul), then Triton only where XLA's heuristics want it (recent XLA sets
-      # xla_gpu_triton_gemm_any=true by default); one process each, as XLA reads its flags at
-      # start-up
-      for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=false; do
+      # xla_gpu_triton_gemm_any=true by default), then cuBLASLt, whose epilogues can take the
+      # bias and the GeLU into the matmul (the GeLU pass is 4% of the step in the 2026-12-04
+      # profile); one process each, as XLA reads its flags at start-up
+      for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=false \
+                  --xla_gpu_enable_cublaslt=true; do
         tag="flags $flag"
         XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
       done ;;
+    unroll)     # GLM-2B's best setting with the layers unrolled: no loop, so the saved
+      # activations need no copy into the per-layer stacks (3% of the step in the 2026-12-04
+      # profile); it compiles 36 layers instead of one
+      bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" --sweep_set=model.scan_layers=false ;;
     large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target
       bench --what=sweep "${GLM_LARGE[@]}" --sweep_batch=32,64,128 --sweep_remat=none,minimal \
             --sweep_attention=tokamax ;;

@@ -3,7 +3,10 @@ import gzip
 import importlib
 import json
 import os
+import re
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from glmjax.bench import profile
@@ -92,6 +95,10 @@ def test_the_profile_benchmark_traces_the_step_and_says_when_there_are_no_device
   # A CPU runs XLA on host threads: no device lines, and the record says why.
   assert record["device_lines"] == [] and "CPU" in record["note"]
   assert os.path.getsize(record["trace_file"]) > 0
+  # The optimized program is written beside the trace: the train step's module.
+  with gzip.open(record["compiled_hlo_file"], "rt") as stream:
+    assert re.search(r"HloModule jit_train_step", stream.read())
+  assert record["compiled_hlo_file"].startswith(str(tmp_path / "trace"))
 
 
 def test_the_profile_benchmark_reads_the_trace_it_just_wrote(tmp_path):
@@ -105,3 +112,15 @@ def test_the_profile_benchmark_reads_the_trace_it_just_wrote(tmp_path):
   config.data.source = ""
   record = profile.measure(config, 1, str(tmp_path))
   assert record["trace_file"] != str(old) and record["device_lines"] == []
+
+
+def test_the_compiled_program_s_library_calls_are_counted_by_target():
+  # On a CPU a Cholesky factorization is a LAPACK call and a QR two more: a program with two
+  # factorizations and a QR writes the factorization's call twice.
+  program = jax.jit(lambda x: (jnp.linalg.cholesky(x), jnp.linalg.cholesky(x + 1.0),
+                               jnp.linalg.qr(x)[0]))
+  counts = profile.custom_call_counts(program.lower(jnp.eye(4)).compile().as_text())
+  potrf = [target for target in counts if "potrf" in target]
+  assert len(potrf) == 1 and counts[potrf[0]] == 2, counts
+  assert sum(counts.values()) == 4, counts
+  assert list(counts)[0] == potrf[0]  # the most written first

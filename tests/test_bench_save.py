@@ -114,6 +114,8 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   # 6 GB to the host: 1.2 s alone, and a step beside it lasts 1.25 s.
   monkeypatch.setattr(save_bench, "transfer_times",
                       lambda compiled, state, batch: (1.2, 1.25, 6_000_000_000, state))
+  # jax's own fetch: 0.4 s alone, and the step beside it lasts 0.9 s (hides nothing).
+  monkeypatch.setattr(save_bench, "fetch_times", lambda compiled, state, batch: (0.4, 0.9, state))
   overheads = []
 
   def save_overhead(compiled, state, batch, steps, *, defer):
@@ -126,6 +128,8 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["host_transfer_gb_per_s"] == pytest.approx(5.0)
   # The step hides 0.45 of the 0.5 s it could: 0.5 + 1.2 - 1.25.
   assert figures["host_transfer_hidden"] == pytest.approx(0.9)
+  assert (figures["host_fetch_s"], figures["host_fetch_beside_step_s"]) == (0.4, 0.9)
+  assert figures["host_fetch_hidden"] == pytest.approx(0.0)
   # Two steps for a direct save; a snapshot's 1.2 s transfer spans 3 steps, plus two.
   assert overheads == [(2, False), (2 + math.ceil(1.2 / 0.5), True)]
   assert figures["snapshot_steps"] == 5
@@ -145,3 +149,18 @@ def test_the_transfer_to_the_host_is_timed_on_the_state_s_own_bytes_and_leaves_i
   assert alone > 0 and beside > 0
   assert state_bytes == (64 * 32 + 32) * 4  # the replicated bias counted once
   np.testing.assert_array_equal(np.asarray(state["w"]), 3.0)  # two steps ran
+
+
+def test_the_fetch_to_the_host_reads_one_replica_of_each_shard_and_leaves_the_state_stepped():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("data", "fsdp"))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  state = {"w": jax.device_put(jnp.arange(64 * 32.0).reshape(64, 32), split)}
+  fetched = save_bench.fetched(state)
+  # Two shards of 32 rows, each held by both data replicas, fetched once each, in order.
+  assert [a.shape for a in fetched] == [(32, 32), (32, 32)]
+  np.testing.assert_array_equal(np.concatenate(fetched), np.asarray(state["w"]))
+  compiled = jax.jit(lambda s, batch: (jax.tree.map(lambda x: x + 1, s), s["w"].sum()),
+                     donate_argnums=0)
+  alone, beside, state = save_bench.fetch_times(compiled, state, None)
+  assert alone > 0 and beside > 0
+  np.testing.assert_array_equal(np.asarray(state["w"])[0, :3], [2.0, 3.0, 4.0])  # two steps ran

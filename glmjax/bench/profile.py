@@ -10,6 +10,10 @@ fusions, ...) and its costliest operations. Classes come from names: kernel name
 stream say what they are; on an XLA ops line a library call is `custom-call.N` (cuBLAS,
 tokamax), counted as `other`. Keep `--steps` small: the trace viewer keeps at most a million
 events. A CPU has no device lines in the trace: `device_lines` is empty and `note` says so.
+The program as XLA optimized it is written beside the trace (`compiled_hlo.txt.gz`), and the
+line counts its library and kernel calls by target (`compiled_custom_calls`; a layer loop's
+body is written once), which says whether a kernel seen twice per layer in the trace is called
+twice in the program.
 """
 import collections
 import glob
@@ -60,6 +64,10 @@ def measure(config, steps: int, folder: str) -> dict:
         state, out = compiled(state, batch)
       jax.block_until_ready(out)
       step_time = (time.perf_counter() - start) / steps
+  hlo = compiled.as_text()
+  hlo_file = os.path.join(folder, "compiled_hlo.txt.gz")
+  with gzip.open(hlo_file, "wt") as stream:
+    stream.write(hlo)
   traces = sorted(glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True),
                   key=os.path.getmtime)
   if not traces:
@@ -72,7 +80,8 @@ def measure(config, steps: int, folder: str) -> dict:
             "attention": model_config.attention, "remat": config.model.remat,
             "batch_size": config.data.batch_size, "seq_len": config.data.seq_len,
             "steps": steps, "step_time_s": step_time, "trace_file": traces[-1],
-            "device_lines": lines}
+            "device_lines": lines, "compiled_hlo_file": hlo_file,
+            "compiled_custom_calls": custom_call_counts(hlo)}
   if not lines:
     result["note"] = ("the trace has no device lines here (a CPU runs XLA on host threads)"
                       if jax.default_backend() == "cpu" else
@@ -119,3 +128,9 @@ def device_lines(trace: dict, steps: int) -> list[dict]:
 def op_class(name: str) -> str:
   lowered = name.lower()
   return next((label for label, pattern in CLASSES if pattern.search(lowered)), "other")
+
+
+def custom_call_counts(hlo_text: str) -> dict:
+  """{custom-call target: calls written in the HLO text}, the most written first."""
+  targets = re.findall(r'custom_call_target="([^"]+)"', hlo_text)
+  return dict(collections.Counter(targets).most_common())

@@ -7,6 +7,9 @@ as `--what=step` times it):
   memory while the devices are idle, as checkpoint.device_snapshot sends it;
 - `host_transfer_hidden`: how much of that transfer a step running beside it hides (1: all of
   it, the step took no longer; 0: none, the two ran one after the other);
+- `host_fetch_s`, `host_fetch_hidden`: the same for jax's own way to the host, each shard's
+  `copy_to_host_async` then its numpy value (what Orbax does with arrays in device memory), so
+  that the two paths' overlap with a step can be compared;
 - `checkpoint_overhead`: what an asynchronous save adds to the steps from its start, as a
   fraction of one step, saving directly (Orbax waits for the state's transfer to the host);
 - `checkpoint_overhead_device_snapshot`: the same with checkpoint.device_snapshot, over
@@ -23,6 +26,7 @@ import tempfile
 import time
 
 import jax
+import numpy as np
 from absl import flags
 
 from glmjax import checkpoint as checkpoint_lib
@@ -41,6 +45,7 @@ def measure(config, steps: int) -> dict:
   with step_bench.compiled_step(config) as (compiled, state, batch, _, _, _):
     step_s, state = timed_steps(compiled, state, batch, steps)
     alone_s, beside_s, state_bytes, state = transfer_times(compiled, state, batch)
+    fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
     direct_s, direct_held_s, state = save_overhead(compiled, state, batch, 2, defer=False)
     snapshot_steps = min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))
     snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
@@ -53,6 +58,8 @@ def measure(config, steps: int) -> dict:
       "host_transfer_gb_per_s": state_bytes / alone_s / 1e9,
       "host_transfer_beside_step_s": beside_s,
       "host_transfer_hidden": hidden_fraction(step_s, alone_s, beside_s),
+      "host_fetch_s": fetch_s, "host_fetch_beside_step_s": fetch_beside_s,
+      "host_fetch_hidden": hidden_fraction(step_s, fetch_s, fetch_beside_s),
       "checkpoint_overhead": direct_s / step_s,
       "checkpoint_overhead_device_snapshot": snapshot_s / step_s,
       "snapshot_steps": snapshot_steps,
@@ -102,6 +109,39 @@ def transfer_times(compiled, state, batch):
   on_host = host_copy.start(copy)
   jax.block_until_ready((out, on_host))
   return alone, time.perf_counter() - start, state_bytes, state
+
+
+def fetch_times(compiled, state, batch):
+  """(seconds to fetch a device copy of the state into numpy arrays with the devices idle,
+  seconds of one step with the same fetch beside it, state). Each fetch reads a new copy, as an
+  array keeps the host value it fetched once."""
+  def fresh_copy():
+    copy, _ = checksums.copy_with_summary(state)
+    return jax.block_until_ready(copy)
+
+  for _ in range(2):  # the second kept, as for the transfer
+    copy = fresh_copy()
+    start = time.perf_counter()
+    fetched(copy)
+    alone = time.perf_counter() - start
+  copy = fresh_copy()
+  state, out = compiled(state, batch)  # from an idle start
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  state, out = compiled(state, batch)
+  fetched(copy)
+  jax.block_until_ready(out)
+  return alone, time.perf_counter() - start, state
+
+
+def fetched(tree) -> list:
+  """This process's shards of `tree` (one replica of each) as numpy arrays: every transfer is
+  started before the first is waited for."""
+  shards = [shard.data for leaf in jax.tree.leaves(tree) for shard in leaf.addressable_shards
+            if shard.replica_id == 0]
+  for shard in shards:
+    shard.copy_to_host_async()
+  return [np.asarray(shard) for shard in shards]
 
 
 def save_overhead(compiled, state, batch, steps: int, *, defer: bool):

@@ -230,7 +230,17 @@ ENTRIES: tuple[Mutation, ...] = (
              ("tests/test_bench_ceiling.py::test_the_ceiling_times_the_mean_of_its_runs_after_a_"
               "compiling_one",)),
     Mutation("the GPU script's profile part leaves the trace where a loan cannot return it",
-             "launch/measure_gpu.sh", 'cp "$trace" "$OUT/profile_trace.json.gz"',
-             'cp "$trace" "$traces/profile_trace.json.gz"',
+             "launch/measure_gpu.sh", 'cp "$from" "$OUT/${kept##*:}"',
+             'cp "$from" "$traces/${kept##*:}"',
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
+    Mutation("the profile counts no library call of the optimized program",
+             "glmjax/bench/profile.py", "return dict(collections.Counter(targets).most_common())",
+             "return dict(collections.Counter(targets[:1]).most_common())",
+             ("tests/test_bench_profile.py::test_the_compiled_program_s_library_calls_are_counted_"
+              "by_target",)),
+    Mutation("the save benchmark fetches every replica of a shard",
+             "glmjax/bench/save.py", "            if shard.replica_id == 0]",
+             "            if shard.replica_id >= 0]",
+             ("tests/test_bench_save.py::test_the_fetch_to_the_host_reads_one_replica_of_each_"
+              "shard_and_leaves_the_state_stepped",)),
 )
