@@ -17,6 +17,7 @@
 #   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)
 #   ceiling      the card's bf16 matmul rate and device-to-device copy bandwidth
 #   profile      GLM-2B's best setting traced: device time by line, class and operation
+#   profile_large  the same for GLM-Large's best setting
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
 #   flags        GLM-2B's best setting with XLA's GEMM flags (three processes)
 #   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false)
@@ -57,8 +58,8 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-ALL_PARTS=(core large save attention sweep chunk ceiling profile tune flags unroll large_sweep
-           autotune)
+ALL_PARTS=(core large save attention sweep chunk ceiling profile profile_large tune flags unroll
+           large_sweep autotune)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -70,6 +71,26 @@ bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures, tagged
   python3 -m glmjax.bench "$@" "${overrides[@]}" 2>> "$log" | tee -a "$log" | grep '^{' \
     | sed "s|^{|{\"run\": \"$run\", \"part\": \"$tag\", |" >> "$figures" \
     || echo "{\"run\": \"$run\", \"part\": \"$tag\", \"failed\": \"bench $*\"}" >> "$figures"
+}
+
+profiled() {  # profiled PREFIX ARGS: bench --what=profile ARGS for 3 steps; this run's
+  # Perfetto trace and optimized program are copied up to $OUT as PREFIX_trace.json.gz and
+  # PREFIX_hlo.txt.gz, as a GPU loan returns files at most two folders down and 16 MiB each
+  local prefix=$1 trace from kept
+  shift
+  local traces="$OUT/profile/${run//[ :]/_}_$prefix"
+  bench --what=profile "$@" --steps=3 --profile_dir="$traces"
+  trace=$(find "$traces" -name perfetto_trace.json.gz | head -n 1)
+  for kept in "$trace:${prefix}_trace.json.gz" "$traces/compiled_hlo.txt.gz:${prefix}_hlo.txt.gz"
+  do
+    from=${kept%:*}
+    if [ -n "$from" ] && [ -f "$from" ] && [ "$(stat -c %s "$from")" -lt 16777216 ]; then
+      cp "$from" "$OUT/${kept##*:}"
+    else
+      echo "$prefix: no ${kept##*:} of under 16 MiB to copy (${from:-none}); see $traces" \
+        | tee -a "$log" >&2
+    fi
+  done
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$log" 2>&1
@@ -107,24 +128,12 @@ for part in "${parts[@]}"; do
             --sweep_remat=full --sweep_attention=tokamax --sweep_loss_chunk=512,1024,2048 ;;
     ceiling)    # the card's bf16 matmul rate and copy bandwidth (seconds)
       bench --what=ceiling --ceiling_n="${MEASURE_MATMUL_N:-8192}" ;;
-    profile)    # GLM-2B's best setting traced for 3 steps: device time by line, class and op.
-      # This run's Perfetto trace and the optimized program are copied up to $OUT, as a GPU loan
-      # returns files at most two folders down and 16 MiB each.
-      traces="$OUT/profile/${run//[ :]/_}"
-      bench --what=profile "${GLM_2B[@]}" --config.data.batch_size=16 \
-            --config.model.remat=minimal --config.model.attention=tokamax --steps=3 \
-            --profile_dir="$traces"
-      trace=$(find "$traces" -name perfetto_trace.json.gz | head -n 1)
-      for kept in "$trace:profile_trace.json.gz" "$traces/compiled_hlo.txt.gz:compiled_hlo.txt.gz"
-      do
-        from=${kept%:*}
-        if [ -n "$from" ] && [ -f "$from" ] && [ "$(stat -c %s "$from")" -lt 16777216 ]; then
-          cp "$from" "$OUT/${kept##*:}"
-        else
-          echo "profile: no ${kept##*:} of under 16 MiB to copy (${from:-none}); see $traces" \
-            | tee -a "$log" >&2
-        fi
-      done ;;
+    profile)    # GLM-2B's best setting traced for 3 steps: device time by line, class and op
+      profiled profile "${GLM_2B[@]}" --config.data.batch_size=16 --config.model.remat=minimal \
+               --config.model.attention=tokamax ;;
+    profile_large)  # GLM-Large's best setting (2026-12-04: 128 rows, remat=minimal) traced
+      profiled profile_large "${GLM_LARGE[@]}" --config.data.batch_size=128 \
+               --config.model.remat=minimal --config.model.attention=tokamax ;;
     tune)       # GLM-2B's best setting: the dropout generator (threefry by default), and no
       # hidden dropout at all as the bound on what dropout costs
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" \

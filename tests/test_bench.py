@@ -98,25 +98,27 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert [(f.get("part"), f.get("what")) for f in figures] == [
       ("core", "step"), ("large", "step"), ("save", "save"), ("save", "save"),
       ("attention", "attention"), ("sweep", "sweep"), ("chunk", "sweep"), ("ceiling", "ceiling"),
-      ("profile", "profile"), ("tune", "sweep"), ("flags --xla_gpu_enable_triton_gemm=false",
+      ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"), ("flags --xla_gpu_enable_triton_gemm=false",
                                                    "sweep"),
       ("flags --xla_gpu_triton_gemm_any=false", "sweep"),
       ("flags --xla_gpu_enable_cublaslt=true", "sweep"), ("unroll", "sweep"),
       ("large_sweep", "sweep"), ("autotune", "attention")], figures
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
-  ceiling, profiled, tune, unroll = figures[7], figures[8], figures[9], figures[13]
-  large_sweep = figures[14]
+  ceiling, profiled, profiled_large = figures[7], figures[8], figures[9]
+  tune, unroll, large_sweep = figures[10], figures[14], figures[15]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
-  with gzip.open(tmp_path / "compiled_hlo.txt.gz", "rt") as stream:  # the program, copied up
+  with gzip.open(tmp_path / "profile_hlo.txt.gz", "rt") as stream:  # the program, copied up
     assert "HloModule" in stream.read()
   assert isinstance(profiled["compiled_custom_calls"], dict)
+  assert profiled_large["remat"] == "minimal"
+  assert (tmp_path / "profile_large_trace.json.gz").stat().st_size > 0
   assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
   assert [t["model.scan_layers"] for t in unroll["trials"]] == [False]
-  assert all("error" not in t for f in figures[9:15] for t in f["trials"]), figures[9:15]
+  assert all("error" not in t for f in figures[10:16] for t in f["trials"]), figures[10:16]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
