@@ -120,10 +120,12 @@ def fetch_times(compiled, state, batch):
     return jax.block_until_ready(copy)
 
   for _ in range(2):  # the second kept, as for the transfer
+    copy = None  # freed first (with the host values it cached): one copy of the state at a time
     copy = fresh_copy()
     start = time.perf_counter()
     fetched(copy)
     alone = time.perf_counter() - start
+  copy = None
   copy = fresh_copy()
   state, out = compiled(state, batch)  # from an idle start
   jax.block_until_ready(out)
