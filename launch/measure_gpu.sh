@@ -99,7 +99,7 @@ GLM_2B=(--config=configs/glm_2b.py --config.data.seq_len=1024 --config.model.max
 GLM_LARGE=(--config=configs/large.py --config.data.seq_len=512 --config.data.batch_size=32
            --config.model.dtype=bfloat16 --config.mesh.data=1 --config.data.source=builtin
            --config.data.tokenizer=byte --config.data.tokenizer_vocab=)
-# GLM-2B's best setting on one H200 so far (2026-12-04: 40.6% MFU), as a sweep's one trial.
+# GLM-2B's best setting on one H200 so far (2026-12-04: 40.6-40.8% MFU), as a sweep's one trial.
 BEST_2B=(--config.data.batch_size=16 --sweep_batch=16 --sweep_remat=minimal
          --sweep_attention=tokamax)
 
@@ -142,15 +142,16 @@ for part in "${parts[@]}"; do
     flags)      # GLM-2B's best setting under XLA's GEMM choices: Triton GEMMs off (cuBLAS for
       # every matmul), then Triton only where XLA's heuristics want it (recent XLA sets
       # xla_gpu_triton_gemm_any=true by default), then cuBLASLt, whose epilogues can take the
-      # bias and the GeLU into the matmul (the GeLU pass is 4% of the step in the 2026-12-04
-      # profile); one process each, as XLA reads its flags at start-up
+      # bias and the GeLU into the matmul (in the 2026-12-04 profile the GeLU forward took 1.6%
+      # of the step, its backward with the bias gradient 4%); one process each, as XLA reads
+      # its flags at start-up
       for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=false \
                   --xla_gpu_enable_cublaslt=true; do
         tag="flags $flag"
         XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
       done ;;
     unroll)     # GLM-2B's best setting with the layers unrolled: no loop, so the saved
-      # activations need no copy into the per-layer stacks (3% of the step in the 2026-12-04
+      # activations need no copy into the per-layer stacks (2.4% of the step in the 2026-12-04
       # profile); it compiles 36 layers instead of one
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" --sweep_set=model.scan_layers=false ;;
     large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target

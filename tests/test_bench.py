@@ -98,8 +98,8 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert [(f.get("part"), f.get("what")) for f in figures] == [
       ("core", "step"), ("large", "step"), ("save", "save"), ("save", "save"),
       ("attention", "attention"), ("sweep", "sweep"), ("chunk", "sweep"), ("ceiling", "ceiling"),
-      ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"), ("flags --xla_gpu_enable_triton_gemm=false",
-                                                   "sweep"),
+      ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"),
+      ("flags --xla_gpu_enable_triton_gemm=false", "sweep"),
       ("flags --xla_gpu_triton_gemm_any=false", "sweep"),
       ("flags --xla_gpu_enable_cublaslt=true", "sweep"), ("unroll", "sweep"),
       ("large_sweep", "sweep"), ("autotune", "attention")], figures
@@ -114,6 +114,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert isinstance(profiled["compiled_custom_calls"], dict)
   assert profiled_large["remat"] == "minimal"
   assert (tmp_path / "profile_large_trace.json.gz").stat().st_size > 0
+  assert (tmp_path / "profile_large_hlo.txt.gz").stat().st_size > 0
   assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}

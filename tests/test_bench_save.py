@@ -164,3 +164,16 @@ def test_the_fetch_to_the_host_reads_one_replica_of_each_shard_and_leaves_the_st
   alone, beside, state = save_bench.fetch_times(compiled, state, None)
   assert alone > 0 and beside > 0
   np.testing.assert_array_equal(np.asarray(state["w"])[0, :3], [2.0, 3.0, 4.0])  # two steps ran
+
+
+def test_each_timed_fetch_reads_a_new_copy_of_the_state(monkeypatch):
+  """An array keeps the host value it fetched once: fetching one copy twice would time nothing."""
+  seen = []
+  real = save_bench.fetched
+  monkeypatch.setattr(save_bench, "fetched", lambda tree: seen.append(tree) or real(tree))
+  state = {"w": jnp.ones((16, 8)), "key": jax.random.key(0)}  # a typed PRNG key fetches too
+  compiled = jax.jit(lambda s, batch: ({**s, "w": s["w"] + 1}, s["w"].sum()), donate_argnums=0)
+  _, _, state = save_bench.fetch_times(compiled, state, None)
+  assert len(seen) == 3  # twice alone (the second kept), once beside a step
+  assert len({id(tree["w"]) for tree in seen}) == 3  # held in `seen`: no id is reused
+  assert all(tree["w"] is not state["w"] for tree in seen)

@@ -56,6 +56,12 @@ def main(config, argv):
 
 def measure(config, steps: int, folder: str) -> dict:
   with step_bench.compiled_step(config) as (compiled, state, batch, _, model_config, _):
+    # The optimized program first: it is what explains a step that then fails or runs oddly.
+    hlo = compiled.as_text()
+    hlo_file = os.path.join(folder, "compiled_hlo.txt.gz")
+    os.makedirs(folder, exist_ok=True)
+    with gzip.open(hlo_file, "wt") as stream:
+      stream.write(hlo)
     state, out = compiled(state, batch)  # warm-up: compiled, buffers allocated
     jax.block_until_ready(out)
     with jax.profiler.trace(folder, create_perfetto_trace=True):
@@ -64,10 +70,6 @@ def measure(config, steps: int, folder: str) -> dict:
         state, out = compiled(state, batch)
       jax.block_until_ready(out)
       step_time = (time.perf_counter() - start) / steps
-  hlo = compiled.as_text()
-  hlo_file = os.path.join(folder, "compiled_hlo.txt.gz")
-  with gzip.open(hlo_file, "wt") as stream:
-    stream.write(hlo)
   traces = sorted(glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True),
                   key=os.path.getmtime)
   if not traces:

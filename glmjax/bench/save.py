@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
@@ -45,11 +46,12 @@ def measure(config, steps: int) -> dict:
   with step_bench.compiled_step(config) as (compiled, state, batch, _, _, _):
     step_s, state = timed_steps(compiled, state, batch, steps)
     alone_s, beside_s, state_bytes, state = transfer_times(compiled, state, batch)
-    fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
     direct_s, direct_held_s, state = save_overhead(compiled, state, batch, 2, defer=False)
     snapshot_steps = min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))
     snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
                                                        defer=True)
+    # Last: an experiment for the next move, which must not cost the figures above.
+    fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
   return {
       "what": "save", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "batch_size": config.data.batch_size,
@@ -139,11 +141,16 @@ def fetch_times(compiled, state, batch):
 def fetched(tree) -> list:
   """This process's shards of `tree` (one replica of each) as numpy arrays: every transfer is
   started before the first is waited for."""
-  shards = [shard.data for leaf in jax.tree.leaves(tree) for shard in leaf.addressable_shards
-            if shard.replica_id == 0]
+  shards = [shard.data for leaf in jax.tree.leaves(tree)
+            for shard in _plain(leaf).addressable_shards if shard.replica_id == 0]
   for shard in shards:
     shard.copy_to_host_async()
   return [np.asarray(shard) for shard in shards]
+
+
+def _plain(leaf: jax.Array) -> jax.Array:
+  """A PRNG key array's raw data (it has no numpy value of its own); other arrays as they are."""
+  return jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
 
 
 def save_overhead(compiled, state, batch, steps: int, *, defer: bool):

@@ -239,8 +239,12 @@ ENTRIES: tuple[Mutation, ...] = (
              ("tests/test_bench_profile.py::test_the_compiled_program_s_library_calls_are_counted_"
               "by_target",)),
     Mutation("the save benchmark fetches every replica of a shard",
-             "glmjax/bench/save.py", "            if shard.replica_id == 0]",
-             "            if shard.replica_id >= 0]",
+             "glmjax/bench/save.py", "addressable_shards if shard.replica_id == 0]",
+             "addressable_shards if shard.replica_id >= 0]",
              ("tests/test_bench_save.py::test_the_fetch_to_the_host_reads_one_replica_of_each_"
               "shard_and_leaves_the_state_stepped",)),
+    Mutation("the save benchmark fetches the same copy twice (its host values cached)",
+             "glmjax/bench/save.py", "    copy = fresh_copy()\n    start = time.perf_counter()",
+             "    copy = globals().setdefault(\"_first_copy\", fresh_copy())\n    start = time.perf_counter()",
+             ("tests/test_bench_save.py::test_each_timed_fetch_reads_a_new_copy_of_the_state",)),
 )
