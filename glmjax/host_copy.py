@@ -112,8 +112,9 @@ def landed(copy: Any, on_host: Any | None) -> Any:
   return on_host if ok else copy
 
 
-def _buffer(leaf: jax.Array) -> jax.Array:
-  """The array whose readiness tells a leaf's (a PRNG key array has no is_ready of its own)."""
+def key_free(leaf: jax.Array) -> jax.Array:
+  """The array whose readiness and bytes are a leaf's: a PRNG key array's raw data (it has no
+  is_ready or numpy value of its own); other arrays as they are."""
   return jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
 
 
@@ -121,7 +122,7 @@ def arrived(tree: Any) -> bool:
   """True when every array of `tree` is complete where it lives, or when asking fails (a
   transfer that failed: `landed` then finds out and decides); never blocks."""
   try:
-    return all(_buffer(leaf).is_ready() for leaf in jax.tree.leaves(tree))
+    return all(key_free(leaf).is_ready() for leaf in jax.tree.leaves(tree))
   except Exception:  # noqa: BLE001 - settled by `landed`, which falls back to the device copy
     return True
 
@@ -129,4 +130,4 @@ def arrived(tree: Any) -> bool:
 def nbytes(tree: Any) -> int:
   """Bytes of `tree`'s shards held by this process (what its host receives)."""
   return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
-             for shard in _buffer(leaf).addressable_shards)
+             for shard in key_free(leaf).addressable_shards)

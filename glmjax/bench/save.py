@@ -26,7 +26,6 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
@@ -142,15 +141,10 @@ def fetched(tree) -> list:
   """This process's shards of `tree` (one replica of each) as numpy arrays: every transfer is
   started before the first is waited for."""
   shards = [shard.data for leaf in jax.tree.leaves(tree)
-            for shard in _plain(leaf).addressable_shards if shard.replica_id == 0]
+            for shard in host_copy.key_free(leaf).addressable_shards if shard.replica_id == 0]
   for shard in shards:
     shard.copy_to_host_async()
   return [np.asarray(shard) for shard in shards]
-
-
-def _plain(leaf: jax.Array) -> jax.Array:
-  """A PRNG key array's raw data (it has no numpy value of its own); other arrays as they are."""
-  return jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
 
 
 def save_overhead(compiled, state, batch, steps: int, *, defer: bool):

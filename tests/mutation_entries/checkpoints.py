@@ -61,8 +61,8 @@ ENTRIES = (
              (_CK + "test_with_several_processes_all_save_from_the_devices_if_one_host_copy_"
               "failed",)),
     Mutation("a device snapshot counts as arrived when its first array has", "glmjax/host_copy.py",
-             "return all(_buffer(leaf).is_ready() for leaf in jax.tree.leaves(tree))",
-             "return _buffer(jax.tree.leaves(tree)[0]).is_ready()",
+             "return all(key_free(leaf).is_ready() for leaf in jax.tree.leaves(tree))",
+             "return key_free(jax.tree.leaves(tree)[0]).is_ready()",
              ("tests/test_checkpoint.py::test_a_device_snapshot_counts_as_on_the_host_only_when_"
               "every_array_is",)),
     Mutation("checkpoint.every=0 saves every step instead of none", "glmjax/checkpoint.py",
