@@ -8,8 +8,9 @@ as `--what=step` times it):
 - `host_transfer_hidden`: how much of that transfer a step running beside it hides (1: all of
   it, the step took no longer; 0: none, the two ran one after the other);
 - `host_fetch_s`, `host_fetch_hidden`: the same for jax's own way to the host, each shard's
-  `copy_to_host_async` then its numpy value (what Orbax does with arrays in device memory), so
-  that the two paths' overlap with a step can be compared;
+  `copy_to_host_async` then its numpy value (Orbax's path for arrays in device memory when its
+  pinned-memory transfer, on by default on a GPU, is off), so that the two paths' overlap with
+  a step can be compared;
 - `checkpoint_overhead`: what an asynchronous save adds to the steps from its start, as a
   fraction of one step, saving directly (Orbax waits for the state's transfer to the host);
 - `checkpoint_overhead_device_snapshot`: the same with checkpoint.device_snapshot, over
