@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import flax
@@ -21,7 +22,7 @@ from flax import linen as nn
 
 from glmjax import model as model_lib
 from glmjax import loss as loss_lib
-from glmjax import optim, parallel
+from glmjax import optim, parallel, xla_options
 from glmjax.data.pipeline import BATCH_KEYS, OBJECTIVE_NAMES
 
 NUM_OBJECTIVES = len(OBJECTIVE_NAMES)
@@ -257,16 +258,19 @@ class Program:
   abstract_state: TrainState
   train_step: Any  # jax.jit-wrapped train_step, not yet compiled
   eval_step: Any   # jax.jit-wrapped eval_step, not yet compiled
+  compiler_options: dict  # XLA options for the target platform (glmjax/xla_options.py)
 
   def compile_train_step(self, config, mesh):
     """Lowered on abstract values (no array is built) and compiled; call under the mesh."""
     batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
-    return self.train_step.lower(self.abstract_state, batch).compile()
+    lowered = self.train_step.lower(self.abstract_state, batch)
+    return lowered.compile(compiler_options=self.compiler_options or None)
 
   def compile_eval_step(self, config, mesh):
     """The evaluation step for batches of the training batch's shape; call under the mesh."""
     batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
-    return self.eval_step.lower(self.abstract_state.params, batch).compile()
+    lowered = self.eval_step.lower(self.abstract_state.params, batch)
+    return lowered.compile(compiler_options=self.compiler_options or None)
 
 
 def build_program(config, mesh, rules, model_config: model_lib.ModelConfig) -> Program:
@@ -277,10 +281,13 @@ def build_program(config, mesh, rules, model_config: model_lib.ModelConfig) -> P
   schedule = optim.learning_rate_schedule(config.optim)
   init_fn = make_init_fn(model, optimizer, config.data.seq_len)
   shardings = state_shardings(init_fn, mesh, rules)
+  platform = model_config.target_platform or jax.default_backend()
   return Program(model=model, optimizer=optimizer, schedule=schedule, init_fn=init_fn,
                  shardings=shardings, abstract_state=abstract_state(init_fn, shardings),
                  train_step=jit_train_step(model, optimizer, schedule, config, mesh, shardings),
                  eval_step=jit_eval_step(
                      model, mesh, shardings.params,
                      micro_batches=int(config.optim.grad_accum_steps),
-                     loss_chunk=int(config.train.loss_chunk)))
+                     loss_chunk=int(config.train.loss_chunk)),
+                 compiler_options=xla_options.for_platform(platform,
+                                                           os.environ.get("XLA_FLAGS", "")))

@@ -4,6 +4,7 @@ from mutation_entries import Mutation
 _ATTENTION = "tests/test_attention.py::"
 _CHOICE = "tests/test_attention_choice.py::"
 _DENSE = "tests/test_dense_attention.py::"
+_XLA = "tests/test_xla_options.py::"
 _GPU_AUTO = ("tests/test_config_validation.py::test_auto_for_a_gpu_target_takes_tokamax_from_"
              "sm90_on_and_cudnn_on_an_older_gpu")
 
@@ -84,4 +85,19 @@ ENTRIES: tuple[Mutation, ...] = (
              "sep = jnp.array([0, ((seq_len * 3) // 10) | 1, seq_len // 2], jnp.int32)",
              (_CHOICE + "test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_"
               "a_is_empty_or_whole[whole]",)),
+    Mutation("GPU programs keep the dynamic-slice fusion that ran each attention forward twice",
+             "glmjax/xla_options.py", '"xla_gpu_enable_dynamic_slice_fusion": False,',
+             '"xla_gpu_enable_dynamic_slice_fusion": True,',
+             (_XLA + "test_gpu_programs_go_without_the_slice_fusion_that_ran_each_attention_"
+              "forward_twice",)),
+    Mutation("an option the user's XLA_FLAGS names is overridden by glmjax's table",
+             "glmjax/xla_options.py", "if name not in named}", "if name}",
+             (_XLA + "test_an_option_that_xla_flags_names_is_left_to_the_flag[--xla_gpu_enable_"
+              "dynamic_slice_fusion=true]",)),
+    Mutation("the train step is compiled without the program's XLA options", "glmjax/step.py",
+             """lowered = self.train_step.lower(self.abstract_state, batch)
+    return lowered.compile(compiler_options=self.compiler_options or None)""",
+             """lowered = self.train_step.lower(self.abstract_state, batch)
+    return lowered.compile()""",
+             (_XLA + "test_the_train_and_eval_steps_are_compiled_with_the_programs_options",)),
 )
