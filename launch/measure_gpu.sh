@@ -11,7 +11,9 @@
 #   large        GLM-Large at 512 as shipped: pre-built vs pipeline-fed (1 min)
 #   save         what a checkpoint save costs GLM-2B's and GLM-Large's steps: the transfer of
 #                the state to host memory alone and beside a step, and an async save both ways
-#                (estimated 3 min: four saves of GLM-2B's 23 GB reach the disk at about 2 GB/s)
+#                (estimated 3 min: four saves of GLM-2B's 23 GB reach the disk at about 2 GB/s),
+#                jax's fetch, and the step compiled with the copy as one more output (about
+#                4 min in all on an H200)
 #   attention    the attention kernels alone at GLM-2B's shape (40 s)
 #   sweep        GLM-2B: batch 16, 8 x remat none, minimal x tokamax, cudnn (2.3 min)
 #   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)
@@ -19,8 +21,10 @@
 #   profile      GLM-2B's best setting traced: device time by line, class and operation
 #   profile_large  the same for GLM-Large's best setting
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
-#   flags        GLM-2B's best setting with XLA's GEMM flags (three processes)
-#   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false)
+#   flags        GLM-2B's best setting with glmjax's XLA options, then with the dynamic-slice
+#                fusion they turn off put back, then two XLA fusion passes (four processes)
+#   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false; its
+#                compile had not ended after 5.5 min on an H200: run it alone)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
 #   autotune     the tokamax kernel at GLM-2B's shape, default and autotuned (the search's
 #                length is unknown: tokamax compiles every configuration it tries)
@@ -73,12 +77,15 @@ bench() {  # python -m glmjax.bench ARGS; its JSON line goes to $figures, tagged
     || echo "{\"run\": \"$run\", \"part\": \"$tag\", \"failed\": \"bench $*\"}" >> "$figures"
 }
 
-profiled() {  # profiled PREFIX ARGS: bench --what=profile ARGS for 3 steps; this run's
+profiled_calls=0
+profiled() {  # profiled PREFIX ARGS: bench --what=profile ARGS for 3 steps; this call's
   # Perfetto trace and optimized program are copied up to $OUT as PREFIX_trace.json.gz and
-  # PREFIX_hlo.txt.gz, as a GPU loan returns files at most two folders down and 16 MiB each
+  # PREFIX_hlo.txt.gz (a part named twice: the later call's), as a GPU loan returns files at
+  # most two folders down and 16 MiB each
   local prefix=$1 trace from kept
   shift
-  local traces="$OUT/profile/${run//[ :]/_}_$prefix"
+  profiled_calls=$((profiled_calls + 1))  # each call its own folder, so `find` sees only its trace
+  local traces="$OUT/profile/${run//[ :]/_}_${prefix}_$profiled_calls"
   bench --what=profile "$@" --steps=3 --profile_dir="$traces"
   trace=$(find "$traces" -name perfetto_trace.json.gz | head -n 1)
   for kept in "$trace:${prefix}_trace.json.gz" "$traces/compiled_hlo.txt.gz:${prefix}_hlo.txt.gz"
@@ -139,20 +146,23 @@ for part in "${parts[@]}"; do
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" \
             --sweep_set=train.dropout_rng=threefry2x32,rbg,unsafe_rbg \
             --sweep_set=model.hidden_dropout=0.1,0 ;;
-    flags)      # GLM-2B's best setting under XLA's GEMM choices: Triton GEMMs off (cuBLAS for
-      # every matmul), then Triton only where XLA's heuristics want it (recent XLA sets
-      # xla_gpu_triton_gemm_any=true by default), then cuBLASLt, whose epilogues can take the
-      # bias and the GeLU into the matmul (in the 2026-12-04 profile the GeLU forward took 1.6%
-      # of the step, its backward with the bias gradient 4%); one process each, as XLA reads
-      # its flags at start-up
-      for flag in --xla_gpu_enable_triton_gemm=false --xla_gpu_triton_gemm_any=false \
-                  --xla_gpu_enable_cublaslt=true; do
-        tag="flags $flag"
+    flags)      # GLM-2B's best setting under glmjax's XLA options (glmjax/xla_options.py),
+      # then with the one it turns off put back: the dynamic-slice fusion, which ran every
+      # attention forward twice (2026-12-04 profile); then two fusion passes that may take on
+      # the elementwise work and reductions (44% of the step outside matmuls and attention):
+      # Triton block-level fusions, and cuDNN GEMM fusions (epilogues such as bias and GeLU).
+      # Triton GEMMs off, Triton only where XLA wants it, and cuBLASLt were tried before: none
+      # gained (docs/performance.md). One process each, as XLA reads its flags at start-up
+      for flag in "" --xla_gpu_enable_dynamic_slice_fusion=true \
+                  --xla_gpu_experimental_enable_fusion_block_level_rewriter=true \
+                  --xla_gpu_cudnn_gemm_fusion_level=2; do
+        tag="flags ${flag:-(glmjax options)}"
         XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
       done ;;
     unroll)     # GLM-2B's best setting with the layers unrolled: no loop, so the saved
       # activations need no copy into the per-layer stacks (2.4% of the step in the 2026-12-04
-      # profile); it compiles 36 layers instead of one
+      # profile); it compiles 36 layers instead of one, which had not ended after 5.5 minutes
+      # on an H200 (2026-12-04): give it a call of its own
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" --sweep_set=model.scan_layers=false ;;
     large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target
       bench --what=sweep "${GLM_LARGE[@]}" --sweep_batch=32,64,128 --sweep_remat=none,minimal \

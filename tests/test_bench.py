@@ -99,13 +99,14 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       ("core", "step"), ("large", "step"), ("save", "save"), ("save", "save"),
       ("attention", "attention"), ("sweep", "sweep"), ("chunk", "sweep"), ("ceiling", "ceiling"),
       ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"),
-      ("flags --xla_gpu_enable_triton_gemm=false", "sweep"),
-      ("flags --xla_gpu_triton_gemm_any=false", "sweep"),
-      ("flags --xla_gpu_enable_cublaslt=true", "sweep"), ("unroll", "sweep"),
+      ("flags (glmjax options)", "sweep"),
+      ("flags --xla_gpu_enable_dynamic_slice_fusion=true", "sweep"),
+      ("flags --xla_gpu_experimental_enable_fusion_block_level_rewriter=true", "sweep"),
+      ("flags --xla_gpu_cudnn_gemm_fusion_level=2", "sweep"), ("unroll", "sweep"),
       ("large_sweep", "sweep"), ("autotune", "attention")], figures
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
   ceiling, profiled, profiled_large = figures[7], figures[8], figures[9]
-  tune, unroll, large_sweep = figures[10], figures[14], figures[15]
+  tune, unroll, large_sweep = figures[10], figures[15], figures[16]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
@@ -119,7 +120,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
   assert [t["model.scan_layers"] for t in unroll["trials"]] == [False]
-  assert all("error" not in t for f in figures[10:16] for t in f["trials"]), figures[10:16]
+  assert all("error" not in t for f in figures[10:17] for t in f["trials"]), figures[10:17]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
@@ -135,6 +136,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert all(f["state_bytes"] > 0 and f["host_transfer_s"] > 0 for f in saves)
   assert all(f["checkpoint_overhead"] is not None for f in saves)
   assert all(f["snapshot_steps"] >= 2 for f in saves)
+  assert all(f["in_step_transfer_step_s"] > 0 for f in saves), saves  # the program ran
 
 
 def test_the_sweep_s_best_is_the_fastest_trial_that_ran_and_on_a_tie_the_smaller_one():

@@ -107,7 +107,7 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
 
   @contextlib.contextmanager
   def compiled_step(config):
-    yield step, 0, {}, None, None, 3.0
+    yield save_bench.step_bench.Setup(step, 0, {}, None, None, 3.0, None, None)
 
   monkeypatch.setattr(save_bench, "time", clock)
   monkeypatch.setattr(save_bench.step_bench, "compiled_step", compiled_step)
@@ -116,6 +116,9 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
                       lambda compiled, state, batch: (1.2, 1.25, 6_000_000_000, state))
   # jax's own fetch: 0.4 s alone, and the step beside it lasts 0.9 s (hides nothing).
   monkeypatch.setattr(save_bench, "fetch_times", lambda compiled, state, batch: (0.4, 0.9, state))
+  # The step that sends the copy itself: 1.4 s.
+  monkeypatch.setattr(save_bench, "in_step_transfer", lambda setup, state, steps: (
+      {"in_step_transfer_step_s": 1.4}, state))
   overheads = []
 
   def save_overhead(compiled, state, batch, steps, *, defer):
@@ -136,6 +139,14 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["checkpoint_overhead"] == pytest.approx(1.2)
   assert figures["checkpoint_overhead_device_snapshot"] == pytest.approx(0.08)
   assert (figures["save_call_s"], figures["snapshot_calls_s"]) == (0.55, 0.01)
+  # It hides 0.3 of the 0.5 s it could: 0.5 + 1.2 - 1.4.
+  assert figures["in_step_transfer_step_s"] == 1.4
+  assert figures["in_step_transfer_hidden"] == pytest.approx(0.6)
+  monkeypatch.setattr(save_bench, "in_step_transfer", lambda setup, state, steps: (
+      {"in_step_transfer_error": "XlaRuntimeError: no pinned memory"}, state))
+  figures = save_bench.measure(_bench_config(), 4)
+  assert figures["in_step_transfer_error"] == "XlaRuntimeError: no pinned memory"
+  assert "in_step_transfer_hidden" not in figures and figures["host_transfer_hidden"] > 0
 
 
 def test_the_transfer_to_the_host_is_timed_on_the_state_s_own_bytes_and_leaves_it_stepped():
@@ -177,3 +188,42 @@ def test_each_timed_fetch_reads_a_new_copy_of_the_state(monkeypatch):
   assert len(seen) == 3  # twice alone (the second kept), once beside a step
   assert len({id(tree["w"]) for tree in seen}) == 3  # held in `seen`: no id is reused
   assert all(tree["w"] is not state["w"] for tree in seen)
+
+
+def _tiny_setup_config():
+  config = _bench_config()
+  config.model.update(hidden_size=32, num_heads=2, num_layers=1)
+  config.data.update(batch_size=8, seq_len=32)
+  return config
+
+
+def test_the_step_with_a_host_copy_sends_the_state_it_found_and_steps_as_the_train_step():
+  with save_bench.step_bench.compiled_step(_tiny_setup_config()) as setup:
+    before = jax.tree.map(np.asarray, setup.state)
+    expected_state, expected_out = setup.compiled(
+        jax.tree.map(jnp.copy, setup.state), setup.batch)
+    new_state, out, on_host = save_bench.with_host_copy(setup, setup.state)(setup.state,
+                                                                           setup.batch)
+    leaves = jax.tree.leaves(on_host)
+    assert leaves and {leaf.sharding.memory_kind for leaf in leaves} == {"pinned_host"}
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, on_host), before)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, new_state),
+                 jax.tree.map(np.asarray, expected_state))
+    assert float(out["loss"]) == float(expected_out["loss"])
+
+
+def test_the_in_step_transfer_is_timed_over_the_steps_asked_and_leaves_the_state_stepped():
+  with save_bench.step_bench.compiled_step(_tiny_setup_config()) as setup:
+    figures, state = save_bench.in_step_transfer(setup, setup.state, 2)
+    assert figures["in_step_transfer_step_s"] > 0
+    assert int(state.step) == 3  # one untimed step, then two
+
+
+def test_a_failing_in_step_transfer_is_reported_in_one_line_not_raised(monkeypatch):
+  def fails(setup, state):
+    raise ValueError("no pinned host memory here\nsecond line")
+
+  monkeypatch.setattr(save_bench, "with_host_copy", fails)
+  figures, state = save_bench.in_step_transfer(None, "the state", 2)
+  assert figures == {"in_step_transfer_error": "ValueError: no pinned host memory here"}
+  assert state == "the state"

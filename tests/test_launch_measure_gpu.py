@@ -37,3 +37,21 @@ def test_running_the_parts_one_at_a_time_keeps_every_parts_figures(tmp_path):
   log = (tmp_path / "out" / "measure_gpu.log").read_text()
   assert ": measure_gpu.sh attention\n" in log and ": measure_gpu.sh sweep\n" in log
   assert log.count(" bench --what=") == 2
+
+
+def test_a_profiled_part_named_twice_copies_up_its_later_calls_trace(tmp_path):
+  # As jax.profiler does, each call writes its trace into a new folder under --profile_dir.
+  make_stub(str(tmp_path / "bin" / "python3"),
+            f'n=$(( $(cat {tmp_path}/calls 2>/dev/null || echo 0) + 1 )); echo $n > {tmp_path}/calls; '
+            'for a in "$@"; do case "$a" in --profile_dir=*) dir=${a#--profile_dir=};; esac; done; '
+            'mkdir -p "$dir/plugins/profile/trace$n"; '
+            'echo "call $n" > "$dir/plugins/profile/trace$n/perfetto_trace.json.gz"; '
+            'echo "program $n" > "$dir/compiled_hlo.txt.gz"; echo "{\\"what\\": \\"profile\\"}"')
+  make_stub(str(tmp_path / "bin" / "nvidia-smi"), "echo NVIDIA H200, 143771 MiB, 570.00")
+  env = {**os.environ, "OUT": str(tmp_path / "out"),
+         "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+  result = subprocess.run(["bash", "launch/measure_gpu.sh", "profile", "profile"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 0, result.stderr
+  assert (tmp_path / "out" / "profile_trace.json.gz").read_text() == "call 2\n"
+  assert (tmp_path / "out" / "profile_hlo.txt.gz").read_text() == "program 2\n"

@@ -55,7 +55,7 @@ def main(config, argv):
 
 
 def measure(config, steps: int, folder: str) -> dict:
-  with step_bench.compiled_step(config) as (compiled, state, batch, _, model_config, _):
+  with step_bench.compiled_step(config) as (compiled, state, batch, _, model_config, *_):
     # The optimized program first: it is what explains a step that then fails or runs oddly.
     hlo = compiled.as_text()
     hlo_file = os.path.join(folder, "compiled_hlo.txt.gz")

@@ -17,7 +17,11 @@ as `--what=step` times it):
   `snapshot_steps` steps: as many as the transfer needs, plus two, so that a copy handed to
   Orbax late shows up in the figure;
 - `save_call_s`, `snapshot_calls_s`: the seconds the host spent inside those saves' calls
-  (the direct save's call; the snapshot's save and each step's look and hand-over).
+  (the direct save's call; the snapshot's save and each step's look and hand-over);
+- `in_step_transfer_step_s`, `in_step_transfer_hidden`: the step compiled with a copy of its
+  input state sent to pinned host memory as one more output, so that XLA schedules the copy
+  inside the program (`in_step_transfer_error` if that program fails). Neither path above
+  overlapped an H200's step; this one decides whether a save's copy can ride along a step.
 Each save is timed after a first one that compiles the checksums (and the copy); the same
 steps without a save, from the same idle start, are subtracted.
 """
@@ -32,6 +36,7 @@ from absl import flags
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import checksums, host_copy
+from glmjax import step as step_lib
 from glmjax.bench import step as step_bench
 
 MAX_STEPS = 50  # a snapshot is written after this many steps at the latest (timed waiting)
@@ -43,7 +48,8 @@ def main(config, argv):
 
 
 def measure(config, steps: int) -> dict:
-  with step_bench.compiled_step(config) as (compiled, state, batch, _, _, _):
+  with step_bench.compiled_step(config) as setup:
+    compiled, state, batch = setup.compiled, setup.state, setup.batch
     step_s, state = timed_steps(compiled, state, batch, steps)
     alone_s, beside_s, state_bytes, state = transfer_times(compiled, state, batch)
     direct_s, direct_held_s, state = save_overhead(compiled, state, batch, 2, defer=False)
@@ -52,6 +58,10 @@ def measure(config, steps: int) -> dict:
                                                        defer=True)
     # Last: an experiment for the next move, which must not cost the figures above.
     fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
+    in_step, state = in_step_transfer(setup, state, steps)
+  if "in_step_transfer_step_s" in in_step:
+    in_step["in_step_transfer_hidden"] = hidden_fraction(
+        step_s, alone_s, in_step["in_step_transfer_step_s"])
   return {
       "what": "save", "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "batch_size": config.data.batch_size,
@@ -68,6 +78,7 @@ def measure(config, steps: int) -> dict:
       # Seconds the training thread spent inside the checkpointer's calls (Orbax's own work).
       "save_call_s": direct_held_s, "snapshot_calls_s": snapshot_held_s,
       "peak_memory_bytes": step_bench.peak_device_memory(),  # with a snapshot's copy
+      **in_step,
   }
 
 
@@ -136,6 +147,44 @@ def fetch_times(compiled, state, batch):
   fetched(copy)
   jax.block_until_ready(out)
   return alone, time.perf_counter() - start, state
+
+
+def with_host_copy(setup, state):
+  """The train step compiled with one more output: a copy of its input state (the state as the
+  step found it, what a save of the previous step writes) in pinned host memory, sent by the
+  program itself, so that XLA schedules the copy among the step's own work. (state, batch) ->
+  (new state, metrics, that copy); the state is donated as the train step's is."""
+  program = setup.program
+  to_host = jax.tree.map(lambda s: s.with_memory_kind(host_copy.PINNED), program.shardings)
+
+  def step_and_copy(state, batch):
+    new_state, out = program.train_step(state, batch)
+    return new_state, out, jax.device_put(state, to_host)
+
+  return jax.jit(
+      step_and_copy, in_shardings=(program.shardings, step_lib.batch_shardings(setup.mesh)),
+      out_shardings=(program.shardings, None, to_host), donate_argnums=0,
+  ).lower(state, setup.batch).compile(compiler_options=program.compiler_options or None)
+
+
+def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
+  """({'in_step_transfer_step_s': seconds per step of `with_host_copy`'s program}, state),
+  timed over `steps` steps from an idle start after one untimed call (which allocates the host
+  buffers); or ({'in_step_transfer_error': the first line of why that program failed}, state).
+  Each step's copy is freed before the next is asked for: one state's worth at a time."""
+  try:
+    program = with_host_copy(setup, state)
+    state, out, on_host = program(state, setup.batch)
+    jax.block_until_ready((out, on_host))
+    start = time.perf_counter()
+    for _ in range(steps):
+      on_host = None
+      state, out, on_host = program(state, setup.batch)
+    jax.block_until_ready((out, on_host))
+  except Exception as error:  # noqa: BLE001 - an experiment: the figures before it still count
+    return {"in_step_transfer_error": f"{type(error).__name__}: "
+                                      f"{(str(error).splitlines() or [''])[0][:300]}"}, state
+  return {"in_step_transfer_step_s": (time.perf_counter() - start) / steps}, state
 
 
 def fetched(tree) -> list:

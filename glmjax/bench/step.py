@@ -12,6 +12,7 @@ figure). What a checkpoint save costs the steps is `--what=save` (save.py).
 import contextlib
 import json
 import time
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -49,11 +50,22 @@ def main(config, argv):
   print(json.dumps(measure(config, flags.FLAGS.steps or DEFAULT_STEPS)))
 
 
+class Setup(NamedTuple):
+  """What `compiled_step` yields."""
+  compiled: Any  # the train step, compiled
+  state: Any  # a fresh state (the step donates it)
+  batch: dict  # one synthetic batch on the devices
+  host: Any  # this process's rows of the batch (parallel.host_rows)
+  model_config: Any
+  compile_s: float
+  program: step_lib.Program
+  mesh: Any
+
+
 @contextlib.contextmanager
 def compiled_step(config):
   """The config's train step compiled on the devices present, with a fresh state and one
-  synthetic batch, inside the mesh's context: (compiled, state, device batch, host rows, model
-  config, compile seconds). `profile` shares it."""
+  synthetic batch, inside the mesh's context (a `Setup`). `profile` and `save` share it."""
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)
   model_config = attention_choice.resolved_model_config(config)
@@ -65,12 +77,14 @@ def compiled_step(config):
     device_batch = parallel.global_batch({k: v[host.rows] for k, v in batch.items()}, host)
     start = time.perf_counter()
     compiled = program.compile_train_step(config, mesh)
-    yield compiled, state, device_batch, host, model_config, time.perf_counter() - start
+    yield Setup(compiled, state, device_batch, host, model_config, time.perf_counter() - start,
+                program, mesh)
 
 
 def measure(config, steps: int, *, with_pipeline: bool = True) -> dict:
   """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
-  with compiled_step(config) as (compiled, state, device_batch, host, model_config, compile_s):
+  with compiled_step(config) as (compiled, state, device_batch, host, model_config, compile_s,
+                                 _, _):
     state, out = compiled(state, device_batch)  # warm-up
     jax.block_until_ready(out)
     start = time.perf_counter()

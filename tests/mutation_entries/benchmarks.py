@@ -247,4 +247,17 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/bench/save.py", "    copy = fresh_copy()\n    start = time.perf_counter()",
              "    copy = globals().setdefault(\"_first_copy\", fresh_copy())\n    start = time.perf_counter()",
              ("tests/test_bench_save.py::test_each_timed_fetch_reads_a_new_copy_of_the_state",)),
+    Mutation("the save benchmark's step with a host copy sends the new state, not the one it found",
+             "glmjax/bench/save.py", "return new_state, out, jax.device_put(state, to_host)",
+             "return new_state, out, jax.device_put(new_state, to_host)",
+             ("tests/test_bench_save.py::test_the_step_with_a_host_copy_sends_the_state_it_found_"
+              "and_steps_as_the_train_step",)),
+    Mutation("the save benchmark's in-step transfer hides nothing in its figures",
+             "glmjax/bench/save.py", "step_s, alone_s, in_step[\"in_step_transfer_step_s\"])",
+             "step_s, alone_s, step_s + alone_s)",
+             _SAVE_MEASURE),
+    Mutation("measure_gpu.sh gives a part named twice one profile folder",
+             "launch/measure_gpu.sh", '_${prefix}_$profiled_calls"', '_${prefix}"',
+             ("tests/test_launch_measure_gpu.py::test_a_profiled_part_named_twice_copies_up_its_"
+              "later_calls_trace",)),
 )
