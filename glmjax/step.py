@@ -264,13 +264,13 @@ class Program:
     """Lowered on abstract values (no array is built) and compiled; call under the mesh."""
     batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
     lowered = self.train_step.lower(self.abstract_state, batch)
-    return lowered.compile(compiler_options=self.compiler_options or None)
+    return xla_options.compiled(lowered, self.compiler_options)
 
   def compile_eval_step(self, config, mesh):
     """The evaluation step for batches of the training batch's shape; call under the mesh."""
     batch = abstract_batch(config.data.batch_size, config.data.seq_len, mesh)
     lowered = self.eval_step.lower(self.abstract_state.params, batch)
-    return lowered.compile(compiler_options=self.compiler_options or None)
+    return xla_options.compiled(lowered, self.compiler_options)
 
 
 def build_program(config, mesh, rules, model_config: model_lib.ModelConfig) -> Program:

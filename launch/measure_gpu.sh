@@ -13,7 +13,7 @@
 #                the state to host memory alone and beside a step, and an async save both ways
 #                (estimated 3 min: four saves of GLM-2B's 23 GB reach the disk at about 2 GB/s),
 #                jax's fetch, and the step compiled with the copy as one more output (about
-#                4 min in all on an H200)
+#                4.5 min in all on an H200, estimated)
 #   attention    the attention kernels alone at GLM-2B's shape (40 s)
 #   sweep        GLM-2B: batch 16, 8 x remat none, minimal x tokamax, cudnn (2.3 min)
 #   chunk        GLM-2B: train.loss_chunk 512, 1024, 2048 (1 min)

@@ -2,6 +2,7 @@
 the programs are compiled with it."""
 import dataclasses
 import importlib
+import os
 
 import jax
 import jax.numpy as jnp
@@ -54,16 +55,25 @@ def _tiny_program(platform=None):
 def test_the_train_and_eval_steps_are_compiled_with_the_programs_options():
   config, mesh, rules, program = _tiny_program()
   assert program.compiler_options == {}  # built on this CPU
-  wrong = dataclasses.replace(program, compiler_options={"xla_no_such_option": True})
+  # A known option with a value XLA refuses: only a compile that is given it fails.
+  wrong = dataclasses.replace(program, compiler_options={SLICE_FUSION: "maybe"})
   with parallel.activate(mesh, rules):
-    with pytest.raises(Exception, match="xla_no_such_option"):
+    with pytest.raises(Exception, match="not a valid bool value"):
       wrong.compile_train_step(config, mesh)
-    with pytest.raises(Exception, match="xla_no_such_option"):
+    with pytest.raises(Exception, match="not a valid bool value"):
       wrong.compile_eval_step(config, mesh)
 
 
+def test_an_option_this_xla_does_not_know_is_dropped_with_a_warning_not_a_failed_compile(caplog):
+  lowered = jax.jit(lambda x: x * 2).lower(jnp.ones(4))
+  with caplog.at_level("WARNING", logger="glmjax.xla_options"):
+    program = xla_options.compiled(lowered, {"xla_no_such_option": True, SLICE_FUSION: False})
+  assert float(program(jnp.ones(4))[0]) == 2.0
+  assert "xla_no_such_option" in caplog.text and "compiling without them" in caplog.text
+
+
 def test_a_program_for_the_gpu_carries_the_gpu_options_and_one_for_a_tpu_its_own(monkeypatch):
-  devices = "--xla_force_host_platform_device_count=8"  # in case jax starts in this test
+  devices = os.environ.get("XLA_FLAGS", "")  # conftest's, in case jax starts in this test
   monkeypatch.setenv("XLA_FLAGS", devices)
   assert _tiny_program("gpu")[3].compiler_options == {SLICE_FUSION: False}
   assert _tiny_program("tpu")[3].compiler_options == {}

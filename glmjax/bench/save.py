@@ -35,7 +35,7 @@ import numpy as np
 from absl import flags
 
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import checksums, host_copy
+from glmjax import checksums, host_copy, xla_options
 from glmjax import step as step_lib
 from glmjax.bench import step as step_bench
 
@@ -56,7 +56,8 @@ def measure(config, steps: int) -> dict:
     snapshot_steps = min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))
     snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
                                                        defer=True)
-    # Last: an experiment for the next move, which must not cost the figures above.
+    peak_bytes = step_bench.peak_device_memory()  # with a snapshot's copy, before the rest
+    # Last: experiments for the next move, which must not cost the figures above.
     fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
     in_step, state = in_step_transfer(setup, state, steps)
   if "in_step_transfer_step_s" in in_step:
@@ -77,7 +78,7 @@ def measure(config, steps: int) -> dict:
       "snapshot_steps": snapshot_steps,
       # Seconds the training thread spent inside the checkpointer's calls (Orbax's own work).
       "save_call_s": direct_held_s, "snapshot_calls_s": snapshot_held_s,
-      "peak_memory_bytes": step_bench.peak_device_memory(),  # with a snapshot's copy
+      "peak_memory_bytes": peak_bytes,
       **in_step,
   }
 
@@ -161,10 +162,11 @@ def with_host_copy(setup, state):
     new_state, out = program.train_step(state, batch)
     return new_state, out, jax.device_put(state, to_host)
 
-  return jax.jit(
+  lowered = jax.jit(
       step_and_copy, in_shardings=(program.shardings, step_lib.batch_shardings(setup.mesh)),
       out_shardings=(program.shardings, None, to_host), donate_argnums=0,
-  ).lower(state, setup.batch).compile(compiler_options=program.compiler_options or None)
+  ).lower(state, setup.batch)
+  return xla_options.compiled(lowered, program.compiler_options)
 
 
 def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:

@@ -96,8 +96,18 @@ ENTRIES: tuple[Mutation, ...] = (
               "dynamic_slice_fusion=true]",)),
     Mutation("the train step is compiled without the program's XLA options", "glmjax/step.py",
              """lowered = self.train_step.lower(self.abstract_state, batch)
-    return lowered.compile(compiler_options=self.compiler_options or None)""",
+    return xla_options.compiled(lowered, self.compiler_options)""",
              """lowered = self.train_step.lower(self.abstract_state, batch)
-    return lowered.compile()""",
+    return xla_options.compiled(lowered, {})""",
              (_XLA + "test_the_train_and_eval_steps_are_compiled_with_the_programs_options",)),
+    Mutation("the eval step is compiled without the program's XLA options", "glmjax/step.py",
+             """lowered = self.eval_step.lower(self.abstract_state.params, batch)
+    return xla_options.compiled(lowered, self.compiler_options)""",
+             """lowered = self.eval_step.lower(self.abstract_state.params, batch)
+    return xla_options.compiled(lowered, {})""",
+             (_XLA + "test_the_train_and_eval_steps_are_compiled_with_the_programs_options",)),
+    Mutation("an option this XLA does not know fails the compile", "glmjax/xla_options.py",
+             'if "No such compile option" not in str(error):', "if True:",
+             (_XLA + "test_an_option_this_xla_does_not_know_is_dropped_with_a_warning_not_a_"
+              "failed_compile",)),
 )
