@@ -26,6 +26,7 @@
 #   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false; its
 #                compile had not ended after 5.5 min on an H200: run it alone)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
+#   batch_2b     GLM-2B's best setting at 24 and 32 rows (about 1.5 min)
 #   autotune     the tokamax kernel at GLM-2B's shape, default and autotuned (the search's
 #                length is unknown: tokamax compiles every configuration it tries)
 # core, large, attention, sweep and chunk took 448 s on an H200 on 2026-12-04, core and large
@@ -63,7 +64,7 @@ log="$OUT/measure_gpu.log"
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
 ALL_PARTS=(core large save attention sweep chunk ceiling profile profile_large tune flags unroll
-           large_sweep autotune)
+           large_sweep batch_2b autotune)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -167,6 +168,13 @@ for part in "${parts[@]}"; do
     large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target
       bench --what=sweep "${GLM_LARGE[@]}" --sweep_batch=32,64,128 --sweep_remat=none,minimal \
             --sweep_attention=tokamax ;;
+    batch_2b)   # GLM-2B's best setting (minimal, tokamax) at 24 and 32 rows: the step's fixed
+      # costs (the optimizer's pass over the 23 GB state, the zero fills of gradient buffers
+      # and stacks) spread over more tokens. 8 rows gave 36.9% MFU, 16 rows 40.8%; compiled
+      # memory grew 12.1 GiB per 8 rows (40.8 and 52.9 GiB), so 24 rows need about 65 GiB and
+      # 32 about 77 GiB (an H100's 80 GB holds the first only)
+      bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=16 --sweep_batch=24,32 \
+            --sweep_remat=minimal --sweep_attention=tokamax ;;
     autotune)   # tokamax's own autotuner on the attention kernel at GLM-2B's shape: the gain,
       # if any, that storing tuned configurations with a run would bring
       bench --what=attention "${GLM_2B[@]}" --config.data.batch_size=8 --attention_autotune ;;
