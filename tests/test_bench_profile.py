@@ -77,6 +77,10 @@ def test_operation_classes_put_fused_attention_before_matmul():
   assert profile.op_class("cudnn_generated_fort_native_sdpa_sm90_knob_7_gemm") == "attention"
   assert profile.op_class("cutlass_80_tensorop_bf16_s16816gemm") == "matmul"
   assert profile.op_class("loop_add_fusion") == "fusion"
+  assert profile.op_class("loop_dynamic_update_slice_fusion_13") == "stack_write"
+  assert profile.op_class("loop_broadcast_fusion_4") == "fill"
+  # A reduction that reads a slice of a stack is a reduction.
+  assert profile.op_class("input_add_compare_dynamic_slice_reduce_select_fusion") == "reduce"
   assert profile.op_class("copy_transpose_3") == "transfer"
   assert profile.op_class("triangular_solve") == "other"
 

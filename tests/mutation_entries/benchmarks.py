@@ -260,4 +260,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "launch/measure_gpu.sh", '_${prefix}_$profiled_calls"', '_${prefix}"',
              ("tests/test_launch_measure_gpu.py::test_a_profiled_part_named_twice_copies_up_its_"
               "later_calls_trace",)),
+    Mutation("the profile counts the layer loop's stack writes as plain fusions", _PROFILE,
+             '    ("stack_write", re.compile(r"dynamic_update_slice")),\n', "",
+             ("tests/test_bench_profile.py::test_operation_classes_put_fused_attention_before_"
+              "matmul",)),
 )
