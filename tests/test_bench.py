@@ -31,7 +31,8 @@ FIELDS = {
              "compiled_flops_per_step"),
     "save": ("state_bytes", "host_transfer_s", "host_transfer_gb_per_s", "host_transfer_hidden",
              "host_fetch_s", "host_fetch_hidden", "checkpoint_overhead",
-             "checkpoint_overhead_device_snapshot", "snapshot_steps"),
+             "checkpoint_overhead_device_snapshot", "snapshot_steps", "in_step_transfer_step_s",
+             "in_step_transfer_hidden", "in_step_transfer_async_copies"),
     "attention": ("implementations",),
     "sweep": ("trials", "best"),
 }

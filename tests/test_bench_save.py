@@ -217,6 +217,18 @@ def test_the_in_step_transfer_is_timed_over_the_steps_asked_and_leaves_the_state
     figures, state = save_bench.in_step_transfer(setup, setup.state, 2)
     assert figures["in_step_transfer_step_s"] > 0
     assert int(state.step) == 3  # one untimed step, then two
+    assert figures["in_step_transfer_async_copies"] == 0  # XLA's CPU copies in place, in order
+
+
+def test_asynchronous_copies_are_counted_by_the_op_not_by_instruction_names():
+  text = """
+  %copy-start = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(f32[4]{0} %p)
+  %copy-start.1 = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(%q)
+  %copy-done = f32[4]{0:S(5)} copy-done(%copy-start)
+  %copy.3 = f32[4]{0} copy(f32[4]{0} %r)
+  %fusion = f32[4]{0} fusion(%copy-start.1), kind=kLoop"""
+  assert save_bench.async_copy_count(text) == 2
+  assert save_bench.async_copy_count("%copy = f32[4]{0} copy(%p)") == 0
 
 
 def test_a_failing_in_step_transfer_is_reported_in_one_line_not_raised(monkeypatch):

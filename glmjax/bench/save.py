@@ -20,13 +20,15 @@ as `--what=step` times it):
   (the direct save's call; the snapshot's save and each step's look and hand-over);
 - `in_step_transfer_step_s`, `in_step_transfer_hidden`: the step compiled with a copy of its
   input state sent to pinned host memory as one more output, so that XLA schedules the copy
-  inside the program (`in_step_transfer_error` if that program fails). Neither path above
+  inside the program (`in_step_transfer_error` if that program fails), and how many
+  asynchronous copies XLA made of it (`in_step_transfer_async_copies`). Neither path above
   overlapped an H200's step; this one decides whether a save's copy can ride along a step.
 Each save is timed after a first one that compiles the checksums (and the copy); the same
 steps without a save, from the same idle start, are subtracted.
 """
 import json
 import math
+import re
 import tempfile
 import time
 
@@ -176,6 +178,7 @@ def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
   Each step's copy is freed before the next is asked for: one state's worth at a time."""
   try:
     program = with_host_copy(setup, state)
+    async_copies = async_copy_count(program.as_text())
     state, out, on_host = program(state, setup.batch)
     jax.block_until_ready((out, on_host))
     start = time.perf_counter()
@@ -186,7 +189,14 @@ def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
   except Exception as error:  # noqa: BLE001 - an experiment: the figures before it still count
     return {"in_step_transfer_error": f"{type(error).__name__}: "
                                       f"{(str(error).splitlines() or [''])[0][:300]}"}, state
-  return {"in_step_transfer_step_s": (time.perf_counter() - start) / steps}, state
+  return {"in_step_transfer_step_s": (time.perf_counter() - start) / steps,
+          "in_step_transfer_async_copies": async_copies}, state
+
+
+def async_copy_count(hlo_text: str) -> int:
+  """Asynchronous copies (`copy-start`) in an optimized program's text: XLA schedules those
+  beside other work, where a plain `copy` holds the stream until it ends."""
+  return len(re.findall(r" copy-start\(", hlo_text))  # the op, not an instruction's name
 
 
 def fetched(tree) -> list:
