@@ -181,7 +181,7 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
     tokens = trial.data.batch_size * trial.data.seq_len
     return dict(step_time_s=step_time_s, tokens_per_s=tokens / step_time_s, mfu=0.5,
                 tflops_per_device=1.0, compiled_memory_bytes=trial.data.batch_size << 20,
-                compile_s=2.0, loss=7.0)
+                compile_s=2.0, loss=7.0, xla_options={})
 
   monkeypatch.setattr(sweep.step_bench, "measure", measure)
   sweep.main(config, [])
@@ -271,7 +271,7 @@ def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(mo
   def measure(trial, *args, **kwargs):
     seen.append((trial.train.dropout_rng, trial.model.hidden_dropout, trial.model.scan_layers))
     return dict(step_time_s=0.2, tokens_per_s=1.0, mfu=None, tflops_per_device=1.0,
-                compiled_memory_bytes=1, compile_s=1.0)
+                compiled_memory_bytes=1, compile_s=1.0, xla_options={})
   monkeypatch.setattr(sweep.step_bench, "measure", measure)
   sweep.main(config, [])
   trials = json.loads(capsys.readouterr().out)["trials"]
@@ -313,7 +313,8 @@ def test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_figures(
   config = importlib.import_module("configs.base").get_config("local")
   _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full,none", sweep_attention="xla")
   figures = dict(step_time_s=0.2, tokens_per_s=2560.0, mfu=0.41, tflops_per_device=0.9,
-                 compiled_memory_bytes=5 << 20, compile_s=1.5)
+                 compiled_memory_bytes=5 << 20, compile_s=1.5,
+                 xla_options={"xla_gpu_enable_dynamic_slice_fusion": False})
   logged_before_the_next = []
 
   def measure(trial, *args, **kwargs):

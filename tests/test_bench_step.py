@@ -53,7 +53,7 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   clock = _Clock()
   step = _Step(clock, 0.5)
   program = types.SimpleNamespace(
-      init_fn=None, shardings=None,
+      init_fn=None, shardings=None, compiler_options={"xla_gpu_some_option": False},
       compile_train_step=lambda config, mesh: (clock.advance(3.0), step)[1])
   monkeypatch.setattr(step_bench, "time", clock)
   monkeypatch.setattr(step_bench, "step_lib", types.SimpleNamespace(
@@ -74,6 +74,7 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   # The ratio to one pre-built step: 0.75 / 0.5.
   assert figures["step_time_s_pipeline"] == pytest.approx(0.75)
   assert figures["pipeline_vs_prebuilt"] == pytest.approx(1.5)
+  assert figures["xla_options"] == {"xla_gpu_some_option": False}  # the program's, reported
 
 
 def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(monkeypatch):

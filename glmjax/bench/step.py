@@ -84,7 +84,7 @@ def compiled_step(config):
 def measure(config, steps: int, *, with_pipeline: bool = True) -> dict:
   """The step's figures as a dict (what `main` prints); the sweep calls it per setting."""
   with compiled_step(config) as (compiled, state, device_batch, host, model_config, compile_s,
-                                 _, _):
+                                 program, _):
     state, out = compiled(state, device_batch)  # warm-up
     jax.block_until_ready(out)
     start = time.perf_counter()
@@ -113,6 +113,7 @@ def measure(config, steps: int, *, with_pipeline: bool = True) -> dict:
       "peak_memory_bytes": peak_bytes,
       "compiled_memory_bytes": memory_lib.compiled_bytes(compiled),  # this program's peak
       "logit_positions_per_step": float(out["logit_positions"]),
+      "xla_options": program.compiler_options,  # glmjax's, for the target (xla_options.py)
   }
   result.update(step_time_s_pipeline=pipeline_time,
                 pipeline_vs_prebuilt=pipeline_time / step_time if pipeline_time else None)

@@ -268,4 +268,11 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/bench/save.py", 'r" copy-start\\("', 'r"copy-start"',
              ("tests/test_bench_save.py::test_asynchronous_copies_are_counted_by_the_op_not_by_"
               "instruction_names",)),
+    Mutation("the step benchmark reports no XLA options whatever the program had",
+             "glmjax/bench/step.py", '"xla_options": program.compiler_options,',
+             '"xla_options": {},', _MEASURE),
+    Mutation("a sweep trial drops the XLA options its step reported", "glmjax/bench/sweep.py",
+             '"compile_s", "xla_options")}})', '"compile_s")}})',
+             ("tests/test_bench.py::test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_"
+              "compile_figures",)),
 )
