@@ -22,7 +22,7 @@
 #   profile_large  the same for GLM-Large's best setting
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
 #   flags        GLM-2B's best setting with glmjax's XLA options, then with the dynamic-slice
-#                fusion they turn off put back, then two XLA fusion passes (four processes)
+#                fusion they turn off put back, then three XLA passes (five processes)
 #   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false; its
 #                compile had not ended after 5.5 min on an H200: run it alone)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
@@ -149,12 +149,15 @@ for part in "${parts[@]}"; do
             --sweep_set=model.hidden_dropout=0.1,0 ;;
     flags)      # GLM-2B's best setting under glmjax's XLA options (glmjax/xla_options.py),
       # then with the one it turns off put back: the dynamic-slice fusion, which ran every
-      # attention forward twice (2026-12-04 profile); then two fusion passes that may take on
-      # the elementwise work and reductions (44% of the step outside matmuls and attention):
-      # Triton block-level fusions, and cuDNN GEMM fusions (epilogues such as bias and GeLU).
+      # attention forward twice (2026-12-04 profile); then XLA's pass that leaves a loop's
+      # stacks uninitialised where every slot is written (off by default; the zero fills took
+      # 2.7% of the step; the trials' losses must not change); then two fusion passes that may
+      # take on the elementwise work and reductions (44% of the step outside matmuls and
+      # attention): Triton block-level fusions, and cuDNN GEMM fusions (bias, GeLU epilogues).
       # Triton GEMMs off, Triton only where XLA wants it, and cuBLASLt were tried before: none
       # gained (docs/performance.md). One process each, as XLA reads its flags at start-up
       for flag in "" --xla_gpu_enable_dynamic_slice_fusion=true \
+                  --xla_gpu_enable_dus_accumulator_zero_init_elimination=true \
                   --xla_gpu_experimental_enable_fusion_block_level_rewriter=true \
                   --xla_gpu_cudnn_gemm_fusion_level=2; do
         tag="flags ${flag:-(glmjax options)}"

@@ -102,12 +102,13 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"),
       ("flags (glmjax options)", "sweep"),
       ("flags --xla_gpu_enable_dynamic_slice_fusion=true", "sweep"),
+      ("flags --xla_gpu_enable_dus_accumulator_zero_init_elimination=true", "sweep"),
       ("flags --xla_gpu_experimental_enable_fusion_block_level_rewriter=true", "sweep"),
       ("flags --xla_gpu_cudnn_gemm_fusion_level=2", "sweep"), ("unroll", "sweep"),
       ("large_sweep", "sweep"), ("batch_2b", "sweep"), ("autotune", "attention")], figures
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
   ceiling, profiled, profiled_large = figures[7], figures[8], figures[9]
-  tune, unroll, large_sweep = figures[10], figures[15], figures[16]
+  tune, unroll, large_sweep = figures[10], figures[16], figures[17]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
@@ -120,9 +121,9 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
       (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
-  assert [(t["remat"], t["attention"]) for t in figures[17]["trials"]] == [("minimal", "tokamax")]
+  assert [(t["remat"], t["attention"]) for t in figures[18]["trials"]] == [("minimal", "tokamax")]
   assert [t["model.scan_layers"] for t in unroll["trials"]] == [False]
-  assert all("error" not in t for f in figures[10:18] for t in f["trials"]), figures[10:18]
+  assert all("error" not in t for f in figures[10:19] for t in f["trials"]), figures[10:19]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
@@ -271,7 +272,7 @@ def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(mo
   def measure(trial, *args, **kwargs):
     seen.append((trial.train.dropout_rng, trial.model.hidden_dropout, trial.model.scan_layers))
     return dict(step_time_s=0.2, tokens_per_s=1.0, mfu=None, tflops_per_device=1.0,
-                compiled_memory_bytes=1, compile_s=1.0, xla_options={})
+                compiled_memory_bytes=1, compile_s=1.0, xla_options={}, loss=7.0)
   monkeypatch.setattr(sweep.step_bench, "measure", measure)
   sweep.main(config, [])
   trials = json.loads(capsys.readouterr().out)["trials"]
@@ -314,14 +315,14 @@ def test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_figures(
   _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full,none", sweep_attention="xla")
   figures = dict(step_time_s=0.2, tokens_per_s=2560.0, mfu=0.41, tflops_per_device=0.9,
                  compiled_memory_bytes=5 << 20, compile_s=1.5,
-                 xla_options={"xla_gpu_enable_dynamic_slice_fusion": False})
+                 xla_options={"xla_gpu_enable_dynamic_slice_fusion": False}, loss=7.0)
   logged_before_the_next = []
 
   def measure(trial, *args, **kwargs):
     logged_before_the_next.append(caplog.text.count("trial {"))
     if trial.model.remat == "none":
       raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
-    return {**figures, "what": "step", "loss": 7.0}
+    return {**figures, "what": "step"}
   monkeypatch.setattr(sweep.step_bench, "measure", measure)
   with caplog.at_level(logging.INFO, logger=sweep.log.name):
     sweep.main(config, [])

@@ -117,7 +117,7 @@ def main(config, argv):
       result = step_bench.measure(trial_config, steps, with_pipeline=False)
       trials.append({**setting, **{key: result[key] for key in (
           "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "compiled_memory_bytes",
-          "compile_s", "xla_options")}})
+          "compile_s", "xla_options", "loss")}})
     except Exception as error:  # noqa: BLE001 - out of memory or a kernel that cannot compile
       first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
       log.info("sweep %d/%d failed: %s", index, len(settings), first_line)

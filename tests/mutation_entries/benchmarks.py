@@ -272,7 +272,12 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/bench/step.py", '"xla_options": program.compiler_options,',
              '"xla_options": {},', _MEASURE),
     Mutation("a sweep trial drops the XLA options its step reported", "glmjax/bench/sweep.py",
-             '"compile_s", "xla_options")}})', '"compile_s")}})',
+             '"compile_s", "xla_options", "loss")}})', '"compile_s", "loss")}})',
+             ("tests/test_bench.py::test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_"
+              "compile_figures",)),
+    Mutation("a sweep trial drops its step's loss (a flag that changes the numbers goes unseen)",
+             "glmjax/bench/sweep.py", '"compile_s", "xla_options", "loss")}})',
+             '"compile_s", "xla_options")}})',
              ("tests/test_bench.py::test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_"
               "compile_figures",)),
 )
