@@ -22,7 +22,7 @@
 #   profile_large  the same for GLM-Large's best setting
 #   tune         GLM-2B's best setting: the dropout generator, and no hidden dropout
 #   flags        GLM-2B's best setting with glmjax's XLA options, then with the dynamic-slice
-#                fusion they turn off put back, then three XLA passes (five processes)
+#                fusion they turn off put back, then four XLA passes (six processes, 4.5 min)
 #   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false; its
 #                compile had not ended after 5.5 min on an H200: run it alone)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
@@ -151,15 +151,16 @@ for part in "${parts[@]}"; do
       # then with the one it turns off put back: the dynamic-slice fusion, which ran every
       # attention forward twice (2026-12-04 profile); then XLA's pass that leaves a loop's
       # stacks uninitialised where every slot is written (off by default; the zero fills took
-      # 2.7% of the step; the trials' losses must not change); then two fusion passes that may
+      # 2.7% of the step; the trials' losses must not change); then three rewrites that may
       # take on the elementwise work and reductions (44% of the step outside matmuls and
-      # attention): Triton block-level fusions, and cuDNN GEMM fusions (bias, GeLU epilogues).
+      # attention): Triton block-level fusions, cuDNN GEMM fusions (bias, GeLU epilogues) and
+      # cuDNN LayerNorm kernels.
       # Triton GEMMs off, Triton only where XLA wants it, and cuBLASLt were tried before: none
       # gained (docs/performance.md). One process each, as XLA reads its flags at start-up
       for flag in "" --xla_gpu_enable_dynamic_slice_fusion=true \
                   --xla_gpu_enable_dus_accumulator_zero_init_elimination=true \
                   --xla_gpu_experimental_enable_fusion_block_level_rewriter=true \
-                  --xla_gpu_cudnn_gemm_fusion_level=2; do
+                  --xla_gpu_cudnn_gemm_fusion_level=2 --xla_gpu_enable_cudnn_layer_norm=true; do
         tag="flags ${flag:-(glmjax options)}"
         XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
       done ;;
