@@ -79,8 +79,8 @@ def test_operation_classes_put_fused_attention_before_matmul():
   assert profile.op_class("loop_add_fusion") == "fusion"
   assert profile.op_class("loop_dynamic_update_slice_fusion_13") == "stack_write"
   assert profile.op_class("loop_broadcast_fusion_4") == "fill"
-  # A reduction that reads a slice of a stack is a reduction.
-  assert profile.op_class("input_add_compare_dynamic_slice_reduce_select_fusion") == "reduce"
+  # A reduction fused with a write into a stack is a reduction.
+  assert profile.op_class("input_reduce_dynamic_update_slice_fusion") == "reduce"
   assert profile.op_class("copy_transpose_3") == "transfer"
   assert profile.op_class("triangular_solve") == "other"
 

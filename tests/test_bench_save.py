@@ -220,14 +220,15 @@ def test_the_in_step_transfer_is_timed_over_the_steps_asked_and_leaves_the_state
     assert figures["in_step_transfer_async_copies"] == 0  # XLA's CPU copies in place, in order
 
 
-def test_asynchronous_copies_are_counted_by_the_op_not_by_instruction_names():
+def test_asynchronous_copies_to_host_memory_are_counted_by_the_op_not_by_instruction_names():
   text = """
   %copy-start = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(f32[4]{0} %p)
   %copy-start.1 = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(%q)
+  %copy-start.2 = (f32[4]{0}, f32[4]{0}, u32[]) copy-start(%s)
   %copy-done = f32[4]{0:S(5)} copy-done(%copy-start)
   %copy.3 = f32[4]{0} copy(f32[4]{0} %r)
   %fusion = f32[4]{0} fusion(%copy-start.1), kind=kLoop"""
-  assert save_bench.async_copy_count(text) == 2
+  assert save_bench.async_copy_count(text) == 2  # copy-start.2 stays in device memory
   assert save_bench.async_copy_count("%copy = f32[4]{0} copy(%p)") == 0
 
 

@@ -7,8 +7,8 @@ Perfetto (`perfetto_trace.json.gz`) opens. It prints one JSON line: the step tim
 and for each line of device activity in the trace (a GPU stream, a device's XLA ops or modules)
 its busy time per step, that time by class of operation (matmul, attention, elementwise
 fusions, writes into and fills of the layer loop's stacks, ...) and its costliest operations.
-Classes come from names: kernel names on a stream say what they are; on an XLA ops line a library call is `custom-call.N` (cuBLAS,
-tokamax), counted as `other`. Keep `--steps` small: the trace viewer keeps at most a million
+Classes come from names: kernel names on a stream say what they are; on an XLA ops line a
+library call is `custom-call.N` (cuBLAS, tokamax), counted as `other`. Keep `--steps` small: the trace viewer keeps at most a million
 events. A CPU has no device lines in the trace: `device_lines` is empty and `note` says so.
 The program as XLA optimized it is written beside the trace (`compiled_hlo.txt.gz`), and the
 line counts its library and kernel calls by target (`compiled_custom_calls`; a layer loop's
@@ -40,7 +40,9 @@ CLASSES = (
     ("rng", re.compile(r"rng|threefry|philox|random")),
     ("reduce", re.compile(r"reduce|all-gather|all-reduce|collective")),
     # A layer loop writes each layer's saved activations into stacks (dynamic-update-slice
-    # fusions) that it first fills (broadcast fusions): 6-9% of an H200 step in 2026-12.
+    # fusions) that it first fills (broadcast fusions): 6-9% of an H200 step in 2026-12. By
+    # name only: `stack_write` also counts writes into gradient stacks, and `fill` any fusion
+    # XLA named after a broadcast (the gradient buffers' fills too).
     ("stack_write", re.compile(r"dynamic_update_slice")),
     ("fill", re.compile(r"broadcast_fusion")),
     ("fusion", re.compile(r"fusion|loop_|elementwise")),
