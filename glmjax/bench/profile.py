@@ -8,8 +8,9 @@ and for each line of device activity in the trace (a GPU stream, a device's XLA 
 its busy time per step, that time by class of operation (matmul, attention, elementwise
 fusions, writes into and fills of the layer loop's stacks, ...) and its costliest operations.
 Classes come from names: kernel names on a stream say what they are; on an XLA ops line a
-library call is `custom-call.N` (cuBLAS, tokamax), counted as `other`. Keep `--steps` small: the trace viewer keeps at most a million
-events. A CPU has no device lines in the trace: `device_lines` is empty and `note` says so.
+library call is `custom-call.N` (cuBLAS, tokamax), counted as `other`. Keep `--steps` small:
+the trace viewer keeps at most a million events. A CPU has no device lines in the trace:
+`device_lines` is empty and `note` says so.
 The program as XLA optimized it is written beside the trace (`compiled_hlo.txt.gz`), and the
 line counts its library and kernel calls by target (`compiled_custom_calls`; a layer loop's
 body is written once), which says whether a kernel seen twice per layer in the trace is called
