@@ -1,9 +1,11 @@
-"""python -m glmjax.aot --config=configs/large.py --topology=v5p-128
+"""python -m glmjax.aot --config=configs/large.py --topology=v5p-128   (or --topology=h100-8)
 
-Compiles the real train step for a Cloud TPU slice on this machine, without the slice: the
-devices come from libtpu's description of the topology, the program is the one `train` builds
-(`step.build_program`, same shardings, same donation), and the attention kernel is the one the
-chip would run (Mosaic, not the Pallas interpreter). It reports, per chip, the bytes of the
+Compiles the real train step for a Cloud TPU slice, or for NVIDIA GPU hosts, on this machine,
+without the hardware: the devices come from libtpu's description of the topology (or from jax's
+CUDA plugin, gpu_topology.py), the program is the one `train` builds (`step.build_program`, same
+shardings, same donation, same XLA options), and the attention kernel is the one the chip would
+run (Mosaic on TPU, not the Pallas interpreter; tokamax's Mosaic GPU kernel on sm90 GPUs). It
+reports, per chip, the bytes of the
 parameters and optimizer state, the temporaries, the total against the chip's HBM, the mesh,
 the hosts and the model FLOPs per step; and it plans the input of every host as `train` would,
 so that a layout that cannot be fed, or a config that does not fit, fails here and not after
@@ -32,12 +34,14 @@ from glmjax import config as config_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
 from glmjax import model as model_lib
-from glmjax import parallel, prefetch, step as step_lib, topology
+from glmjax import gpu_topology, parallel, prefetch, step as step_lib, topology
 from glmjax.data import pipeline as pipeline_lib
 
 log = logging.getLogger("glmjax.aot")
 
-MOSAIC_CALL = 'custom_call_target="tpu_custom_call"'  # how a Mosaic kernel shows in TPU HLO
+# How a Mosaic kernel shows in the compiled HLO, per platform.
+MOSAIC_CALLS = {"tpu": 'custom_call_target="tpu_custom_call"',
+                "gpu": 'custom_call_target="mosaic_gpu'}
 TARGET_MFU = 0.5  # the step time reported is the one at this model FLOPs utilisation
 
 
@@ -53,12 +57,13 @@ class UnfeedableLayout(ValueError):
 class Report:
   topology: str
   accelerator_type: str
+  platform: str                 # tpu or gpu
   device_kind: str
   chips: int
   hosts: int
   mesh: dict
   attention: str
-  mosaic_kernels: int           # Mosaic custom calls in the compiled train step
+  mosaic_kernels: int           # Mosaic custom calls in the compiled train step (TPU or GPU)
   state_bytes: int              # parameters + optimizer state, per chip
   temp_bytes: int               # the train step's temporaries, per chip
   snapshot_bytes: int           # the state's copy a save keeps beside the next step, per chip
@@ -143,13 +148,15 @@ def _out_of_memory(error: Exception) -> str | None:
   return text.splitlines()[0][:300] if "hbm" in text.lower() else None
 
 
-def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0) -> str:
+def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0,
+               platform: str = "tpu") -> str:
   """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
   state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
   remat and micro-batches shrink activations, not parameters and optimizer moments."""
+  bigger = ["a bigger slice"] if platform == "tpu" else _more_gpus()
   if state_bytes and hbm and state_bytes >= hbm:
     tips = (["mesh.data=1 mesh.fsdp=-1 (shards them over all chips)"]
-            if int(config.mesh.data) != 1 else []) + ["a bigger slice"]
+            if int(config.mesh.data) != 1 else []) + bigger
     return (f"the parameters and optimizer state alone take {state_bytes / 2**30:.2f} GiB per "
             "chip, which remat and grad_accum_steps do not shrink; try " + ", ".join(tips) + ".")
   tips = []
@@ -161,8 +168,16 @@ def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int
     tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
   tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)} (fewer rows per "
               "chip at a time, same global batch)")
-  tips.append("a bigger slice")
+  tips.extend(bigger)
   return "try " + ", ".join(tips) + "."
+
+
+def _more_gpus() -> list[str]:
+  """jax gives a process 75% of a GPU's memory unless told otherwise."""
+  fraction = gpu_topology.memory_fraction()
+  share = ([f"XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 (jax's share of each GPU's memory, now "
+            f"{fraction:g})"] if fraction < 0.9 else [])
+  return share + ["more GPUs"]
 
 
 def _compile_or_explain(compile_fn, config, mesh, where: str, what: str, **state):
@@ -192,25 +207,29 @@ def _no_persistent_cache():
     compilation_cache.reset_cache()
 
 
-def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
+def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts) -> Report:
   """Compiles config's train step (and eval step, as train does at start-up) for `spec`;
   raises DoesNotFit with the numbers and the knobs to turn."""
-  devices = topology.slice_devices(spec)
+  gpu = spec.platform == "gpu"
+  devices = gpu_topology.gpu_devices(spec) if gpu else topology.slice_devices(spec)
   config_lib.validate(config, num_devices=len(devices))
   mesh = parallel.make_mesh(config.mesh, devices)
   config_lib.validate(config, num_devices=len(devices),
                       batch_parallelism=parallel.batch_axis_size(mesh))
   batch_size, seq_len = int(config.data.batch_size), int(config.data.seq_len)
   layouts = plan_host_input(mesh, batch_size)
-  model_config = attention_choice.resolved_model_config(config, platform="tpu")
+  model_config = attention_choice.resolved_model_config(config, platform=spec.platform,
+                                                        device=devices[0])
   rules = parallel.logical_rules(config.mesh)
-  hbm = spec.generation.hbm_bytes
+  hbm = spec.hbm_bytes
+  # tokamax picks its GPU kernel for jax's default device, which must then be the target's.
+  on_target = jax.default_device(devices[0]) if gpu else contextlib.nullcontext()
   where = f"{spec.name} ({' '.join(f'{a}={n}' for a, n in mesh.shape.items())})"
   started = time.perf_counter()
-  with parallel.activate(mesh, rules), _no_persistent_cache():
+  with parallel.activate(mesh, rules), _no_persistent_cache(), on_target:
     program = step_lib.build_program(config, mesh, rules, model_config)
     state_bytes = per_chip_bytes(program.abstract_state)
-    sizes = dict(state_bytes=state_bytes, hbm=hbm)
+    sizes = dict(state_bytes=state_bytes, hbm=hbm, platform=spec.platform)
     compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step",
                                    **sizes)
     evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step",
@@ -241,10 +260,11 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   holders = np.bincount(np.concatenate([layout.rows for layout in layouts.values()]),
                         minlength=batch_size)
   report = Report(
-      topology=spec.topology_name, accelerator_type=spec.accelerator_type,
+      topology=spec.topology_name, accelerator_type=spec.accelerator_type, platform=spec.platform,
       device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
       mesh=dict(mesh.shape), attention=model_config.attention,
-      mosaic_kernels=compiled.as_text().count(MOSAIC_CALL), state_bytes=state_bytes,
+      mosaic_kernels=compiled.as_text().count(MOSAIC_CALLS[spec.platform]),
+      state_bytes=state_bytes,
       temp_bytes=memory.temp_size_in_bytes, snapshot_bytes=snapshot, eval_batch_bytes=resident,
       prefetch_bytes=ahead,
       total_bytes=total,
@@ -262,20 +282,28 @@ def compile_for_slice(config, spec: topology.TpuSlice) -> Report:
   return report
 
 
+def _count(number: int, noun: str) -> str:
+  return f"{number} {noun}{'s' if number != 1 else ''}"
+
+
 def describe(report: Report, name: str, attention_setting: str) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
+  unit = "GPU" if report.platform == "gpu" else "chip"
   mesh = " ".join(f"{axis}={size}" for axis, size in report.mesh.items())
   kernels = (f", {report.mosaic_kernels} Mosaic kernel calls in the program"
-             if report.attention in model_lib.model_config.SPLASH else "")
+             if report.attention in model_lib.model_config.MOSAIC else "")
   if attention_setting == "auto":  # train checks the pick on the chip and may fall back
-    kernels += " (auto's TPU choice; train checks it on the chip at start-up)"
+    kernels += (f" (auto's {report.platform.upper()} choice; train checks it on the chip at "
+                "start-up)")
   layout = ("one block of rows" if report.host_row_runs == 1
             else f"{report.host_row_runs} separate runs of rows")
   builders = ("every row is built by one host" if report.hosts_per_row == 1 else
               f"each row is built by {report.hosts_per_row} hosts (mesh.tensor spans hosts)")
   return "\n".join([
-      f"{name}: {report.device_kind}, {report.chips} chips on {report.hosts} host(s), "
-      f"torus {report.topology} (compiled here in {report.compile_s:.0f} s)",
+      f"{name}: {report.device_kind}, {_count(report.chips, unit)} on "
+      f"{_count(report.hosts, 'host')}, "
+      f"{'torus' if report.platform == 'tpu' else 'hosts'} {report.topology} (compiled here in "
+      f"{report.compile_s:.0f} s)",
       f"  mesh        {mesh}; batch {report.batch_size} x {report.seq_len}; "
       f"remat {report.remat}; attention {report.attention}{kernels}",
       f"  per chip    parameters + optimizer {gib(report.state_bytes)} | train-step temporaries "
@@ -297,12 +325,14 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
                                   lock_config=True)
   flags.DEFINE_string("topology", None, "TPU slice: v4-32, v5p-128, v5litepod-16 / v5e-16, "
-                      "v6e-64, or a torus shape such as v5p:4x4x4.")
+                      "v6e-64, or a torus shape such as v5p:4x4x4; or NVIDIA GPUs: h100 (one), "
+                      "h100-8 (a host of 8), h200-16 (two hosts), h100:4x8 (hosts x GPUs).")
   flags.DEFINE_bool("json", False, "Print the report as one JSON line.")
 
 
 def main(argv) -> None:
-  # Compile-only TPU devices need no backend here; do not probe for an attached TPU.
+  # Compile-only devices need no backend here; do not probe for an attached TPU or GPU (nor
+  # check CUDA's libraries, which a GPU description does not use).
   jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
@@ -310,14 +340,24 @@ def main(argv) -> None:
   if config is None or not name:
     raise app.UsageError("Both --config and --topology are required.", exitcode=2)
   logs.setup_console(0)  # glmjax's lines; libraries' (jax's cache resets) only from WARNING
+  # Without a GPU tokamax never finds its tuned block sizes (one long warning per kernel shape)
+  # and takes its heuristics, as train does on a GPU that was not tuned.
+  logging.getLogger("absl").addFilter(
+      lambda record: not record.getMessage().startswith("Autotuning cache miss"))
   try:
-    spec = topology.parse_slice(name)
+    spec = (gpu_topology.parse_gpus(name) if gpu_topology.is_gpu_name(name)
+            else topology.parse_slice(name))
+    unit = "GPU" if spec.platform == "gpu" else "chip"
     print(f"Compiling {config.model.num_layers}-layer GLM for {spec.name} "
-          f"({spec.chips} chips, {spec.hosts} host{'s' if spec.hosts > 1 else ''}); this takes "
+          f"({_count(spec.chips, unit)}, {_count(spec.hosts, 'host')}); this takes "
           "minutes on a small machine...",
           file=sys.stderr, flush=True)
     report = compile_for_slice(config, spec)
-  except (topology.TopologyError, config_lib.ConfigError, UnfeedableLayout) as error:
+  except topology.TopologyError as error:  # neither a slice nor a GPU name
+    print(f"error: {str(error).rstrip('.')} (or NVIDIA GPUs: h100-8, h200:2x8).", file=sys.stderr)
+    raise SystemExit(2) from None
+  except (gpu_topology.GpuTopologyError, config_lib.ConfigError,
+          UnfeedableLayout) as error:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2) from None
   except DoesNotFit as error:

@@ -30,16 +30,18 @@ AUTO_ORDER = {
 }
 
 
-def resolved_model_config(config, platform: str | None = None, *,
-                          training: bool = True) -> model_lib.ModelConfig:
+def resolved_model_config(config, platform: str | None = None, *, training: bool = True,
+                          device: jax.Device | None = None) -> model_lib.ModelConfig:
   """The model's frozen config for a program compiled for `platform` (default: this host's
   backend), from config.model.
 
   `attention='auto'` becomes one implementation, here and only here. Compiling for this host,
   the pick is checked against xla on process 0 and broadcast, so every host compiles the same
   program even if a check is flaky on one of them. Compiling for another platform (a TPU
-  topology from a CPU host), the platform's first choice is taken unchecked. For training with
-  model.attention_dropout > 0, auto means xla: the kernels have no attention dropout.
+  slice or GPU hosts described on a CPU host), the platform's first choice is taken unchecked,
+  for `device`: one of the target's compile-only devices, whose compute capability says what a
+  GPU runs. For training with model.attention_dropout > 0, auto means xla: the kernels have no
+  attention dropout.
   """
   host_platform = jax.default_backend()
   platform = platform or host_platform
@@ -50,12 +52,13 @@ def resolved_model_config(config, platform: str | None = None, *,
         "attention=auto -> xla: model.attention_dropout=%s is applied by xla only (set it to 0 "
         "to use the fused kernels).", config.model.attention_dropout)
     model_config.attention = model_lib.model_config.WITH_ATTENTION_DROPOUT[0]
-  elif platform == host_platform:  # checked at the run's dtype and shapes
+  elif platform == host_platform and device is None:  # checked at the run's dtype and shapes
     model_config.attention = agreed_attention(
         config.model.attention, dtype=config.model.dtype, seq_len=int(config.data.seq_len),
         head_dim=int(config.model.hidden_size) // int(config.model.num_heads))
   elif config.model.attention == "auto":
-    model_config.attention = unvalidated_default(platform, int(config.data.seq_len))
+    model_config.attention = unvalidated_default(platform, int(config.data.seq_len), device,
+                                                 dtype=config.model.dtype)
   model_config.target_platform = platform
   return model_lib.ModelConfig.from_config(model_config)
 
@@ -84,30 +87,35 @@ def agreed_attention(name: str, **resolve_kwargs) -> str:
   return choices[index]
 
 
-def _gpu_is_sm90_or_newer() -> bool:
-  capability = getattr(jax.devices("gpu")[0], "compute_capability", "0")
+def _gpu_is_sm90_or_newer(device: jax.Device | None = None) -> bool:
+  capability = getattr(device or jax.devices("gpu")[0], "compute_capability", "0")
   return float(capability) >= 9.0
 
 
-def _tokamax_usable() -> bool:
-  """tokamax is installed and this host's GPU runs its Mosaic kernel (sm90 or newer)."""
+def _tokamax_usable(device: jax.Device | None = None) -> bool:
+  """tokamax is installed and `device` (default: this host's GPU) runs its Mosaic kernel (sm90
+  or newer)."""
   try:
     import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
     return False
-  return _gpu_is_sm90_or_newer()
+  return _gpu_is_sm90_or_newer(device)
 
 
-def unvalidated_default(platform: str | None = None, seq_len: int | None = None) -> str:
-  """What 'auto' means when compiling for another platform (an unattached TPU slice): the first
+def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
+                        device: jax.Device | None = None, dtype: str = "bfloat16") -> str:
+  """What 'auto' means when compiling for another platform (an unattached slice or GPU): the first
   entry of its AUTO_ORDER that can run, unchecked (tokamax needs the package and an sm90 GPU,
-  splash a `seq_len` that is a multiple of its block)."""
+  splash a `seq_len` that is a multiple of its block, the GPU kernels a 16-bit `dtype`)."""
   platform = platform or jax.default_backend()
   for candidate in AUTO_ORDER.get(platform, ("xla",)):
     multiple = model_lib.model_config.seq_len_multiple(candidate)
     if seq_len is not None and seq_len % multiple:
       continue
-    if candidate != "tokamax" or _tokamax_usable():
+    if (candidate in model_lib.model_config.SIXTEEN_BIT_ONLY
+        and jnp.dtype(dtype).itemsize != 2):
+      continue
+    if candidate != "tokamax" or _tokamax_usable(device):
       return candidate
   return "xla"
 

@@ -53,6 +53,11 @@ class TpuSlice:
   name: str                     # as the user wrote it
   generation: Generation
   shape: tuple[int, ...]        # chips along each torus axis
+  platform = "tpu"
+
+  @property
+  def hbm_bytes(self) -> int:
+    return self.generation.hbm_bytes
 
   @property
   def chips(self) -> int:

@@ -355,7 +355,8 @@ def test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_of_i
 def test_the_report_shows_the_held_out_and_prefetched_batches_together():
   gib = 2**30
   report = aot.Report(
-      topology="v5e:4x4", accelerator_type="v5litepod-16", device_kind="TPU v5 lite", chips=16,
+      topology="v5e:4x4", accelerator_type="v5litepod-16", platform="tpu",
+      device_kind="TPU v5 lite", chips=16,
       hosts=4, mesh={"data": 16, "fsdp": 1, "tensor": 1}, attention="xla", mosaic_kernels=0,
       state_bytes=gib, temp_bytes=2 * gib, snapshot_bytes=0, eval_batch_bytes=gib // 4,
       prefetch_bytes=gib // 2, total_bytes=int(3.75 * gib), hbm_bytes=int(15.75 * gib),

@@ -8,7 +8,8 @@ from glmjax import aot, config as config_lib, fit_table
 
 def _report(**changes):
   report = aot.Report(
-      topology="v5p:2x2x1", accelerator_type="v5p-8", device_kind="TPU v5", chips=4, hosts=1,
+      topology="v5p:2x2x1", accelerator_type="v5p-8", platform="tpu", device_kind="TPU v5",
+      chips=4, hosts=1,
       mesh={"data": 4, "fsdp": 1, "tensor": 1}, attention="splash", mosaic_kernels=4,
       state_bytes=2**30, temp_bytes=20 * 2**30, snapshot_bytes=0, eval_batch_bytes=0, prefetch_bytes=0,
       total_bytes=int(26.6 * 2**30),

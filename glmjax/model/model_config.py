@@ -29,17 +29,20 @@ class Kernel:
   attention_dropout: bool = False  # it applies attention-probability dropout
   named_residuals: bool = False    # it tags its output and softmax statistics for remat
   tpu: bool = False                # a TPU kernel (model/splash.py; interpreted elsewhere)
+  sixteen_bit_only: bool = False   # takes bfloat16 / float16 inputs only ('auto' skips it)
+  mosaic: bool = False             # a Mosaic custom call in the compiled program (TPU or GPU)
 
 
 # One row per kernel; "auto" is resolved once at start-up (attention_choice).
 KERNELS = {
     # The dense reference; its backward needs the [T, T] probabilities, nothing to tag.
     "xla": Kernel(attention_dropout=True),
-    "cudnn": Kernel(named_residuals=True),                # cuDNN row split (gpu_kernels.py)
-    "tokamax": Kernel(named_residuals=True),              # Mosaic GPU flash kernel
+    # cuDNN row split (gpu_kernels.py), and the Mosaic GPU flash kernel.
+    "cudnn": Kernel(named_residuals=True, sixteen_bit_only=True),
+    "tokamax": Kernel(named_residuals=True, sixteen_bit_only=True, mosaic=True),
     # TPU splash: the in-kernel mask from qpos, and the public per-example bool mask.
-    "splash": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True),
-    "splash_dynamic": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True),
+    "splash": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, mosaic=True),
+    "splash_dynamic": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, mosaic=True),
 }
 ATTENTION_IMPLEMENTATIONS = tuple(KERNELS)
 ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
@@ -47,6 +50,8 @@ SPLASH = tuple(name for name, kernel in KERNELS.items() if kernel.tpu)
 WITH_ATTENTION_DROPOUT = tuple(name for name, kernel in KERNELS.items()
                                if kernel.attention_dropout)
 WITH_NAMED_RESIDUALS = tuple(name for name, kernel in KERNELS.items() if kernel.named_residuals)
+SIXTEEN_BIT_ONLY = tuple(name for name, kernel in KERNELS.items() if kernel.sixteen_bit_only)
+MOSAIC = tuple(name for name, kernel in KERNELS.items() if kernel.mosaic)
 # The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
 # them, so the backward pass does not run the attention forward again).
 ATTENTION_RESIDUALS = "attention_residuals"

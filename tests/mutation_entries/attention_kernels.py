@@ -54,7 +54,7 @@ ENTRIES: tuple[Mutation, ...] = (
              '"gpu": ("tokamax", "cudnn", "xla"),', '"gpu": ("cudnn", "tokamax", "xla"),',
              (_GPU_AUTO + "[H100]",)),
     Mutation("an unchecked GPU target takes tokamax on a GPU older than sm90",
-             "glmjax/attention_choice.py", 'if candidate != "tokamax" or _tokamax_usable():',
+             "glmjax/attention_choice.py", 'if candidate != "tokamax" or _tokamax_usable(device):',
              "if True:", (_GPU_AUTO + "[A100]",)),
     Mutation("a float32 kernel on an accelerator held to float32's exact tolerance",
              "glmjax/attention_choice.py",

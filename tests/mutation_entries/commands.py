@@ -320,8 +320,9 @@ ENTRIES = (
              (_CONVERT_REFUSALS + "test_a_model_parallel_checkpoint_missing_its_last_rank_is_"
               "refused_naming_the_count",)),
     Mutation("compile_for_slice writes compile-only TPU programs to the persistent cache",
-             "glmjax/aot.py", "with parallel.activate(mesh, rules), _no_persistent_cache():",
-             "with parallel.activate(mesh, rules):",
+             "glmjax/aot.py",
+             "with parallel.activate(mesh, rules), _no_persistent_cache(), on_target:",
+             "with parallel.activate(mesh, rules), on_target:",
              ("tests/test_aot.py::test_a_compile_for_a_slice_neither_writes_nor_reads_the_"
               "persistent_cache",)),
     Mutation("a dropout of 1 (every activation zeroed) passes validation", "glmjax/config.py",

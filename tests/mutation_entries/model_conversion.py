@@ -115,8 +115,9 @@ ENTRIES: tuple[Mutation, ...] = (
              '{"rope_2d": 4, "rope": 2}', '{"rope_2d": 4, "rope": 1}',
              (_V + "test_rope_with_an_odd_head_dim_is_refused_when_built_directly",)),
     Mutation("the cuDNN row split's output is saved twice under remat (context tagged too)",
-             "glmjax/model/model_config.py", '"cudnn": Kernel(named_residuals=True),',
-             '"cudnn": Kernel(),',
+             "glmjax/model/model_config.py",
+             '"cudnn": Kernel(named_residuals=True, sixteen_bit_only=True),',
+             '"cudnn": Kernel(sixteen_bit_only=True),',
              (_M + "test_remat_minimal_keeps_the_cudnn_row_split_s_outputs_without_tagging_the_"
               "context",)),
     Mutation("a fused kernel refuses an rng that comes with a zero dropout rate",

@@ -1,9 +1,11 @@
-"""Planted bugs in TPU slices, device meshes, host feeding and the ahead-of-time compile."""
+"""Planted bugs in TPU slices, GPU hosts, device meshes, host feeding and the ahead-of-time
+compile."""
 from mutation_entries import Mutation
 
 _AOT = "tests/test_aot.py::"
 _PAR = "tests/test_parallel.py::"
 _FIT = "tests/test_fit_table.py::"
+_GPU = "tests/test_aot_gpu.py::"
 
 ENTRIES: tuple[Mutation, ...] = (
     # Slices by name (topology.py).
@@ -68,8 +70,8 @@ ENTRIES: tuple[Mutation, ...] = (
               "turned",)),
     Mutation("aot exits 1 ('does not fit') with a traceback for a layout no host can feed",
              "glmjax/aot.py",
-             "except (topology.TopologyError, config_lib.ConfigError, UnfeedableLayout) as error:",
-             "except (topology.TopologyError, config_lib.ConfigError) as error:",
+             "config_lib.ConfigError,\n          UnfeedableLayout) as error:",
+             "config_lib.ConfigError) as error:",
              (_AOT + "test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2",)),
     Mutation("any compiler error mentioning HBM is reported as not fitting", "glmjax/aot.py",
              'if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():',
@@ -95,6 +97,49 @@ ENTRIES: tuple[Mutation, ...] = (
              "rows_per_host=batch_size // spec.hosts,",
              (_AOT + "test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_"
               "the_group",)),
+    # GPU hosts and their compile (gpu_topology.py, aot.py).
+    Mutation("a GPU's usable memory is all of it, not jax's share", "glmjax/gpu_topology.py",
+             "return int(model.device_memory_bytes * memory_fraction())",
+             "return int(model.device_memory_bytes)",
+             (_GPU + "test_a_gpu_s_usable_memory_is_the_share_jax_s_client_takes",
+              _GPU + "test_a_tiny_config_compiles_for_an_h100_with_tokamax_s_kernels_each_called_"
+              "once")),
+    Mutation("a memory fraction of 0 or above 1 is taken as given", "glmjax/gpu_topology.py",
+             "if not 0 < fraction <= 1:", "if False:",
+             (_GPU + "test_a_gpu_s_usable_memory_is_the_share_jax_s_client_takes",)),
+    Mutation("h100-12 is taken as one host of 8", "glmjax/gpu_topology.py",
+             "per_host = 0 if remainder else GPUS_PER_HOST", "per_host = GPUS_PER_HOST",
+             (_GPU + "test_impossible_gpu_names_say_what_is_accepted",)),
+    Mutation("XLA's GPU topology lists GPUs per host before hosts", "glmjax/gpu_topology.py",
+             'return f"1x{self.hosts}x{self.gpus_per_host}"',
+             'return f"1x{self.gpus_per_host}x{self.hosts}"',
+             (_GPU + "test_two_hosts_of_eight_gpus_each_build_half_the_rows",)),
+    Mutation("a GPU program is lowered with this CPU as jax's default device", "glmjax/aot.py",
+             "on_target = jax.default_device(devices[0]) if gpu else contextlib.nullcontext()",
+             "on_target = contextlib.nullcontext()",
+             (_GPU + "test_a_tiny_config_compiles_for_an_h100_with_tokamax_s_kernels_each_called_"
+              "once",)),
+    Mutation("aot counts TPU Mosaic calls in a GPU program", "glmjax/aot.py",
+             "mosaic_kernels=compiled.as_text().count(MOSAIC_CALLS[spec.platform]),",
+             'mosaic_kernels=compiled.as_text().count(MOSAIC_CALLS["tpu"]),',
+             (_GPU + "test_a_tiny_config_compiles_for_an_h100_with_tokamax_s_kernels_each_called_"
+              "once",)),
+    Mutation("auto takes tokamax on a GPU target for a float32 model",
+             "glmjax/attention_choice.py",
+             "if (candidate in model_lib.model_config.SIXTEEN_BIT_ONLY\n"
+             "        and jnp.dtype(dtype).itemsize != 2):",
+             "if False:",
+             (_GPU + "test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_xla_for_"
+              "float32",)),
+    Mutation("the advice for GPUs never names jax's memory share", "glmjax/aot.py",
+             "if fraction < 0.9 else [])", "if False else [])",
+             (_GPU + "test_the_command_exits_1_and_names_jax_s_memory_share_when_a_config_does_"
+              "not_fit",)),
+    Mutation("a missing CUDA plugin is reported without what to install",
+             "glmjax/gpu_topology.py",
+             "missing = isinstance(error, (ImportError, NotImplementedError))",
+             "missing = isinstance(error, ImportError)",
+             (_GPU + "test_without_jax_s_cuda_plugin_the_error_says_what_to_install",)),
     # The README's fit table (fit_table.py).
     Mutation("fit_table compiles a config shipped with remat=full twice at every size",
              "glmjax/fit_table.py", '  if shipped.model.remat != "full":\n', "  if True:\n",
