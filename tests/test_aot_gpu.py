@@ -2,12 +2,15 @@
 the GPU; XLA's GPU compiler runs without one)."""
 import importlib
 import os
+import re
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
-from glmjax import aot, attention_choice, gpu_topology, xla_options
+from glmjax import aot, attention_choice, gpu_topology, parallel, step as step_lib, xla_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H100_BYTES = 84_929_347_584  # what CUDA reports for an H100 SXM 80GB
@@ -120,3 +123,40 @@ def test_the_command_exits_1_and_names_jax_s_memory_share_when_a_config_does_not
   assert "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 (jax's share of each GPU's memory, now 0.0001)" \
       in result.stderr and "more GPUs." in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def _fusion_bytes_of_shape(hlo: str, shape: str) -> int:
+  """Bytes of arrays typed `shape` (e.g. 'f32[2,128,512]') that the top-level fusions of a
+  compiled program read or write: what one pass over such an array costs in memory traffic."""
+  parameters = {match.group(1): match.group(2)
+                for match in re.finditer(r"^%(\S+) \((.*)\) -> ", hlo, re.MULTILINE)}
+  entry = hlo[hlo.index("\nENTRY"):]
+  count = 0
+  for match in re.finditer(r"^\s+(?:ROOT )?%\S+ = (.+?) fusion\(.*calls=%([^,\s]+)", entry,
+                           re.MULTILINE):
+    count += match.group(1).count(shape + "{") + parameters.get(match.group(2), "").count(shape)
+  elements = np.prod([int(n) for n in shape[shape.index("[") + 1:-1].split(",")])
+  return count * int(elements) * 4
+
+
+def test_the_update_s_finiteness_check_reads_the_state_instead_of_writing_the_moments_out():
+  # The check recomputes the update behind an optimization barrier (step.train_step): per
+  # float32 parameter of a big leaf, the top-level passes read the gradient for its norm (4
+  # bytes), zero its stack (4, the backward scan's), read state and gradient to check (16) and
+  # again to commit, writing parameter and moments (28), and read the new parameter for its
+  # norm (4; XLA may fold that into the commit): 56 bytes at most. Merged with the update, the
+  # check had the new moments written out, then read back to check and to commit: 72 here.
+  config = _tiny(attention="xla")
+  spec = gpu_topology.parse_gpus("h100")
+  devices = gpu_topology.gpu_devices(spec)
+  mesh = parallel.make_mesh(config.mesh, devices)
+  rules = parallel.logical_rules(config.mesh)
+  model_config = attention_choice.resolved_model_config(config, platform="gpu",
+                                                        device=devices[0])
+  with parallel.activate(mesh, rules), jax.default_device(devices[0]):
+    program = step_lib.build_program(config, mesh, rules, model_config)
+    hlo = program.compile_train_step(config, mesh).as_text()
+  layers, hidden = config.model.num_layers, config.model.hidden_size
+  shape = f"f32[{layers},{hidden},{4 * hidden}]"  # the MLP's input kernel, stacked over layers
+  per_parameter = _fusion_bytes_of_shape(hlo, shape) / (layers * hidden * 4 * hidden)
+  assert per_parameter <= 56, per_parameter

@@ -42,6 +42,18 @@ ENTRIES = (
              "glmjax/loop.py",
              "    self.consecutive_nonfinite = 0\n    if step_done", "    if step_done",
              ("tests/test_loop.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
+    Mutation("the finiteness check reads the update back instead of recomputing it",
+             "glmjax/step.py",
+             "checked = updated(*jax.lax.optimization_barrier((state.params, state.opt_state)))",
+             "checked = (new_params, new_opt_state)",
+             ("tests/test_aot_gpu.py::test_the_update_s_finiteness_check_reads_the_state_instead_"
+              "of_writing_the_moments_out",)),
+    Mutation("only the loss and the gradient norm are checked before an update is committed",
+             "glmjax/step.py",
+             "finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(checked))",
+             "finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)",
+             ("tests/test_train_step.py::test_an_update_that_would_make_the_parameters_nan_is_"
+              "skipped",)),
     Mutation("param_norm logged for the parameters before the update",
              "glmjax/step.py",
              '"param_norm": optax.global_norm(new_state.params),',
