@@ -125,6 +125,40 @@ def test_the_command_exits_1_and_names_jax_s_memory_share_when_a_config_does_not
   assert "Traceback" not in result.stderr
 
 
+def _compiled_gpu_step(config) -> str:
+  """The optimized HLO text of config's train step compiled for one H100."""
+  devices = gpu_topology.gpu_devices(gpu_topology.parse_gpus("h100"))
+  mesh = parallel.make_mesh(config.mesh, devices)
+  rules = parallel.logical_rules(config.mesh)
+  model_config = attention_choice.resolved_model_config(config, platform="gpu",
+                                                        device=devices[0])
+  with parallel.activate(mesh, rules), jax.default_device(devices[0]):
+    program = step_lib.build_program(config, mesh, rules, model_config)
+    return program.compile_train_step(config, mesh).as_text()
+
+
+def _fusions_reading(hlo: str, shape: str) -> list[str]:
+  """Names of the fusions whose fused computation takes an array typed `shape`."""
+  parameters = {match.group(1): match.group(2)
+                for match in re.finditer(r"^%(\S+) \((.*)\) -> ", hlo, re.MULTILINE)}
+  return [match.group(1) for match in
+          re.finditer(r"^\s+(?:ROOT )?%(\S+) = .+? fusion\(.*calls=%([^,\s]+)", hlo, re.MULTILINE)
+          if shape in parameters.get(match.group(2), "")]
+
+
+def test_the_gelu_backward_reads_the_saved_pre_activation_once_at_glm_2b_s_widths():
+  # At GLM-2B's widths (hidden 2048, 16 rows of 1024) XLA split jax's own GeLU derivative into
+  # a pass that recomputed tanh(...) and one that formed the gradient with the bias's; glm's
+  # gelu_tanh gives it one expression. (At small widths both versions make one pass.)
+  config = _tiny(attention="xla", hidden_size=2048, num_heads=16)
+  config.data.seq_len = config.model.max_position = 1024
+  layers, rows = config.model.num_layers, config.data.batch_size
+  stack = f"bf16[{layers},{rows},1024,8192]"  # the pre-activations remat=minimal keeps
+  readers = [name for name in _fusions_reading(_compiled_gpu_step(config), stack)
+             if "dynamic_update_slice" not in name]  # the forward's write into the stack
+  assert len(readers) == 1, readers
+
+
 def _fusion_bytes_of_shape(hlo: str, shape: str) -> int:
   """Bytes of arrays typed `shape` (e.g. 'f32[2,128,512]') that the top-level fusions of a
   compiled program read or write: what one pass over such an array costs in memory traffic."""
@@ -147,15 +181,7 @@ def test_the_update_s_finiteness_check_reads_the_state_instead_of_writing_the_mo
   # norm (4; XLA may fold that into the commit): 56 bytes at most. Merged with the update, the
   # check had the new moments written out, then read back to check and to commit: 72 here.
   config = _tiny(attention="xla")
-  spec = gpu_topology.parse_gpus("h100")
-  devices = gpu_topology.gpu_devices(spec)
-  mesh = parallel.make_mesh(config.mesh, devices)
-  rules = parallel.logical_rules(config.mesh)
-  model_config = attention_choice.resolved_model_config(config, platform="gpu",
-                                                        device=devices[0])
-  with parallel.activate(mesh, rules), jax.default_device(devices[0]):
-    program = step_lib.build_program(config, mesh, rules, model_config)
-    hlo = program.compile_train_step(config, mesh).as_text()
+  hlo = _compiled_gpu_step(config)
   layers, hidden = config.model.num_layers, config.model.hidden_size
   shape = f"f32[{layers},{hidden},{4 * hidden}]"  # the MLP's input kernel, stacked over layers
   per_parameter = _fusion_bytes_of_shape(hlo, shape) / (layers * hidden * 4 * hidden)

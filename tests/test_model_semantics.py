@@ -136,3 +136,22 @@ def test_embedding_dropout_drops_the_sum_of_word_and_position_embeddings_with_on
   np.testing.assert_array_equal(dropped["position_embeddings"], dropped["word_embeddings"])
   np.testing.assert_array_equal(dropped["block_position_embeddings"],
                                 dropped["word_embeddings"])
+
+
+def test_glm_s_tanh_gelu_equals_jax_s_in_value_and_gradient():
+  x = jnp.linspace(-6.0, 6.0, 1201, dtype=jnp.float32)
+  weights = jax.random.normal(jax.random.key(0), x.shape)
+  np.testing.assert_array_equal(glm_lib.gelu_tanh(x), jax.nn.gelu(x, approximate=True))
+  ours = jax.grad(lambda v: jnp.sum(glm_lib.gelu_tanh(v) * weights))
+  reference = jax.grad(lambda v: jnp.sum(jax.nn.gelu(v, approximate=True) * weights))
+  # Where tanh is near -1 both lose digits to cancellation; 1e-5 of a gradient up to 1.13.
+  np.testing.assert_allclose(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+  # bfloat16: the derivative is formed in float32 and rounded once, so it is the float32
+  # gradient of the same inputs to within bfloat16's rounding.
+  x16, weights16 = x.astype(jnp.bfloat16), weights.astype(jnp.bfloat16)
+  ours16 = jax.grad(lambda v: jnp.sum((glm_lib.gelu_tanh(v) * weights16).astype(jnp.float32)))(x16)
+  assert ours16.dtype == jnp.bfloat16
+  reference32 = jax.grad(lambda v: jnp.sum(jax.nn.gelu(v, approximate=True)
+                                           * weights16.astype(jnp.float32)))(
+                                               x16.astype(jnp.float32))
+  np.testing.assert_allclose(ours16.astype(jnp.float32), reference32, rtol=2**-8, atol=1e-5)

@@ -71,8 +71,34 @@ def _qkv_normal(qk_std: float, v_std: float):
   return init
 
 
+@jax.custom_vjp
+def gelu_tanh(x: jax.Array) -> jax.Array:
+  """GeLU's tanh approximation (jax.nn.gelu(approximate=True)), whose backward pass computes the
+  derivative in one float32 expression of the pre-activation. Differentiated by jax, the
+  backward recomputed tanh(...) in one pass over [B, T, F] and formed the gradient, in bfloat16,
+  in a second (XLA would not fuse the two into the bias gradient's reduction); this way the
+  compiled GPU step makes one pass (GLM-2B: a layer's backward 5.59 -> 4.84 GiB of memory
+  traffic, docs/performance.md)."""
+  return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu_tanh_forward(x):
+  return gelu_tanh(x), x
+
+
+def _gelu_tanh_backward(x, cotangent):
+  c = math.sqrt(2 / math.pi)
+  x32 = x.astype(jnp.float32)
+  t = jnp.tanh(c * (x32 + 0.044715 * x32 ** 3))
+  slope = 0.5 * (1 + t) + 0.5 * x32 * (1 - t * t) * c * (1 + 3 * 0.044715 * x32 * x32)
+  return ((cotangent.astype(jnp.float32) * slope).astype(x.dtype),)
+
+
+gelu_tanh.defvjp(_gelu_tanh_forward, _gelu_tanh_backward)
+
+
 def _activation(name: str):
-  return {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+  return {"gelu_tanh": gelu_tanh,
           "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False)}[name]
 
 

@@ -2,6 +2,16 @@
 from mutation_entries import Mutation
 
 ENTRIES = (
+    Mutation("the tanh GeLU's derivative leaves out the cubic term's factor 3",
+             "glmjax/model/glm.py",
+             "* (1 + 3 * 0.044715 * x32 * x32)", "* (1 + 0.044715 * x32 * x32)",
+             ("tests/test_model_semantics.py::test_glm_s_tanh_gelu_equals_jax_s_in_value_and_"
+              "gradient",)),
+    Mutation("the tanh GeLU goes back to jax's own derivative (two passes at GLM-2B's widths)",
+             "glmjax/model/glm.py", '  return {"gelu_tanh": gelu_tanh,',
+             '  return {"gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),',
+             ("tests/test_aot_gpu.py::test_the_gelu_backward_reads_the_saved_pre_activation_once_"
+              "at_glm_2b_s_widths",)),
     Mutation("GeGLU's step FLOPs count two MLP projections, not three",
              "glmjax/model/model_config.py",
              'mlp_matmul = (3 if config.mlp == "geglu" else 2) * hidden * ffn',
