@@ -306,13 +306,14 @@ def describe(report: Report, name: str, attention_setting: str) -> str:
       f"{report.compile_s:.0f} s)",
       f"  mesh        {mesh}; batch {report.batch_size} x {report.seq_len}; "
       f"remat {report.remat}; attention {report.attention}{kernels}",
-      f"  per chip    parameters + optimizer {gib(report.state_bytes)} | train-step temporaries "
+      f"  per {unit:<8}parameters + optimizer {gib(report.state_bytes)} | train-step temporaries "
       f"{gib(report.temp_bytes)} | "
       + (f"a save's copy of the state {gib(report.snapshot_bytes)} | "
          if report.snapshot_bytes else "")
       + f"held-out and prefetched batches {gib(report.eval_batch_bytes + report.prefetch_bytes)} | "
       + f"peak {gib(report.total_bytes)} of {gib(report.hbm_bytes)} "
-      f"HBM: fits ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
+      + ("HBM" if report.platform == "tpu" else "(jax's share of the GPU's memory)")
+      + f": fits ({100 * report.total_bytes / report.hbm_bytes:.0f}%)",
       f"  compute     {report.model_flops_per_step / 1e15:.3f} PFLOP per step (model FLOPs); "
       f"{report.step_time_at_target_mfu_s:.3f} s per step at {TARGET_MFU:.0%} MFU",
       f"  input       a host builds up to {report.rows_per_host} rows a step (host 0: {layout}); "

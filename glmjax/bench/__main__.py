@@ -4,7 +4,8 @@ from ml_collections import config_flags
 
 from glmjax import bench, cli, logs
 
-BENCHMARKS = ("data", "prepare", "step", "save", "sweep", "attention", "profile", "ceiling")
+BENCHMARKS = ("data", "prepare", "step", "save", "sweep", "attention", "profile", "ceiling",
+              "traffic")
 
 _WHAT = flags.DEFINE_enum("what", "data", BENCHMARKS, "Which benchmark to run.")
 flags.DEFINE_integer("steps", 0, "Iterations to time (0: the benchmark's default).")
@@ -18,6 +19,8 @@ flags.DEFINE_string("profile_dir", "", "profile: where the trace goes (default: 
                     "folder).")
 flags.DEFINE_bool("attention_autotune", False, "attention: also autotune tokamax's GPU kernel "
                   "at the shape and time it with the configurations found.")
+flags.DEFINE_string("traffic_hlo", "", "traffic: an optimized HLO text file XLA dumped "
+                    "(*after_optimizations.txt).")
 flags.DEFINE_integer("ceiling_n", 8192, "ceiling: the matrix size N of the timed N-cubed product.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=True)

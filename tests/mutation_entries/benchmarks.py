@@ -282,4 +282,24 @@ ENTRIES: tuple[Mutation, ...] = (
              '"compile_s", "xla_options")}})',
              ("tests/test_bench.py::test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_"
               "compile_figures",)),
+    # bench --what=traffic (traffic.py).
+    Mutation("traffic counts an array read through a dynamic slice whole",
+             "glmjax/bench/traffic.py",
+             'if uses and all(use[:2] == ("dynamic-slice", 0) for use in uses):', "if False:",
+             ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
+              "at_their_own_size",)),
+    Mutation("traffic counts a loop body once whatever its trip count", "glmjax/bench/traffic.py",
+             "runs[loop.group(1)] = int(trips.group(1)) if trips else 1",
+             "runs[loop.group(1)] = 1",
+             ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
+              "at_their_own_size",)),
+    Mutation("traffic reads the whole stack a stack update writes into", "glmjax/bench/traffic.py",
+             'elif not (uses and all(use[:2] == ("dynamic-update-slice", 0) for use in uses)):',
+             "else:",
+             ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
+              "at_their_own_size",)),
+    Mutation("traffic counts the matmuls' operands and results too", "glmjax/bench/traffic.py",
+             ' or "gemm" in match.group(2):', ":",
+             ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
+              "at_their_own_size",)),
 )

@@ -1,0 +1,121 @@
+"""Memory traffic of a compiled program, read from its optimized HLO text:
+`python -m glmjax.bench --what=traffic --traffic_hlo=FILE`.
+
+FILE is an `*after_optimizations.txt` that XLA dumps (XLA_FLAGS="--xla_dump_to=DIR
+--xla_dump_hlo_as_text"), for example of `python -m glmjax.aot --topology=h200 ...`, so that a
+GPU program is read without a GPU. For each fusion that is not a matmul, the bytes it reads
+(its operands; one taken only through a dynamic slice counts at the slice's size, the buffer a
+stack update writes into not at all) and writes (its results; a stack update counts its update).
+Summed per computation that runs them: the top level once, a loop body as many times as XLA
+knows the loop runs. Matmuls and custom calls (attention kernels) are left out: they are bound
+by compute, or their traffic is their own. A memory-bound pass costs about its bytes over the
+chip's copy bandwidth, so the totals say where elementwise time goes, and how much a change
+saves, before a GPU is there to time it (docs/performance.md compares them with profiles).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import re
+
+from absl import flags
+
+_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
+          "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
+_HEADER = re.compile(r"^(?:ENTRY )?%(\S+) \(.*\) -> ")
+_INSTRUCTION = re.compile(r"^\s+(ROOT )?%(\S+) = (.+?) ([a-z][\w\-]*)\((.*?)\)")
+_TRIPS = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def array_bytes(text: str) -> int:
+  """Bytes of every array type written in `text` (a shape, a tuple of shapes)."""
+  return sum(_BYTES[dtype] * math.prod(int(n) for n in dims.split(",") if n)
+             for dtype, dims in _ARRAY.findall(text))
+
+
+def computations(hlo: str) -> dict[str, list[str]]:
+  """Computation name -> its instruction lines."""
+  found, current = {}, None
+  for line in hlo.splitlines():
+    header = _HEADER.match(line)
+    if header:
+      current = found.setdefault(header.group(1), [])
+    elif line.startswith("}"):
+      current = None
+    elif current is not None:
+      current.append(line)
+  return found
+
+
+def fusion_bytes(body: list[str]) -> tuple[int, int]:
+  """(read, written) bytes of one fused computation, given its instruction lines."""
+  shapes, ops, users, root = {}, {}, collections.defaultdict(list), None
+  for line in body:
+    match = _INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, shape, op, operands = match.group(2), match.group(3), match.group(4), match.group(5)
+    shapes[name], ops[name] = shape, (op, re.findall(r"%([\w.\-]+)", operands))
+    for position, operand in enumerate(ops[name][1]):
+      users[operand].append((op, position, name))
+    if match.group(1):
+      root = name
+  read = 0
+  for name, (op, _) in ops.items():
+    if op != "parameter":
+      continue
+    uses = users[name]
+    if uses and all(use[:2] == ("dynamic-slice", 0) for use in uses):
+      read += sum(array_bytes(shapes[use[2]]) for use in uses)
+    elif not (uses and all(use[:2] == ("dynamic-update-slice", 0) for use in uses)):
+      read += array_bytes(shapes[name])
+
+  def written(name: str) -> int:
+    op, operands = ops[name]
+    if op == "tuple":
+      return sum(written(operand) for operand in operands)
+    if op == "dynamic-update-slice":
+      return array_bytes(shapes[operands[1]])
+    return array_bytes(shapes[name])
+
+  return read, written(root) if root else 0
+
+
+def program_traffic(hlo: str) -> dict:
+  """{'passes': [{'computation', 'runs', 'bytes_per_run', 'largest': {fusion: bytes}}],
+  'total_bytes'}: the memory traffic of the program's fusions, matmuls left out."""
+  found = computations(hlo)
+  entry = re.search(r"^ENTRY %(\S+) ", hlo, re.MULTILINE).group(1)
+  runs = {entry: 1}
+  for line in hlo.splitlines():
+    loop = re.search(r" while\(.*body=%([^,\s]+)", line)
+    if loop:
+      trips = _TRIPS.search(line)
+      runs[loop.group(1)] = int(trips.group(1)) if trips else 1
+  passes, total = [], 0
+  for name, count in runs.items():
+    per_fusion = collections.Counter()
+    for line in found.get(name, []):
+      match = _INSTRUCTION.match(line)
+      callee = re.search(r"calls=%([^,\s]+)", line)
+      if not match or match.group(4) != "fusion" or not callee or "gemm" in match.group(2):
+        continue
+      read, wrote = fusion_bytes(found.get(callee.group(1), []))
+      per_fusion[match.group(2)] += read + wrote
+    per_run = sum(per_fusion.values())
+    total += count * per_run
+    passes.append({"computation": name, "runs": count, "bytes_per_run": per_run,
+                   "largest": dict(per_fusion.most_common(8))})
+  return {"passes": passes, "total_bytes": total}
+
+
+def main(config, argv) -> None:
+  del config, argv
+  path = flags.FLAGS.traffic_hlo
+  if not path:
+    raise ValueError("--what=traffic needs --traffic_hlo=FILE, an optimized HLO text that XLA "
+                     "dumped (XLA_FLAGS='--xla_dump_to=DIR --xla_dump_hlo_as_text').")
+  with open(path, encoding="utf-8") as file:
+    print(json.dumps(program_traffic(file.read())))

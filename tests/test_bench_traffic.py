@@ -1,0 +1,96 @@
+"""bench --what=traffic: the memory traffic of a compiled program, read from its HLO text."""
+import json
+import os
+import subprocess
+import sys
+
+from glmjax.bench import traffic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A program of XLA's optimized-HLO form: a loop known to run 3 times whose body reads one row of
+# a stacked array (a dynamic slice) and writes one row of another (a stack update), a matmul
+# fusion in the body, and a top-level fusion with two results.
+HLO = """HloModule jit_step, is_scheduled=true
+
+%fused_slice (p0: f32[4,8], p1: s32[]) -> f32[1,8] {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  %p1 = s32[] parameter(1)
+  %zero = s32[] constant(0)
+  ROOT %row = f32[1,8]{1,0} dynamic-slice(%p0, %p1, %zero), dynamic_slice_sizes={1,8}
+}
+
+%fused_update (q0: f32[4,8], q1: f32[1,8], q2: s32[]) -> f32[4,8] {
+  %q0 = f32[4,8]{1,0} parameter(0)
+  %q1 = f32[1,8]{1,0} parameter(1)
+  %q2 = s32[] parameter(2)
+  %zero.1 = s32[] constant(0)
+  ROOT %stacked = f32[4,8]{1,0} dynamic-update-slice(%q0, %q1, %q2, %zero.1)
+}
+
+%gemm_computation (g0: bf16[64,64], g1: bf16[64,64]) -> bf16[64,64] {
+  %g0 = bf16[64,64]{1,0} parameter(0)
+  %g1 = bf16[64,64]{1,0} parameter(1)
+  ROOT %dot = bf16[64,64]{1,0} dot(%g0, %g1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_add (a0: f32[16], a1: f32[16]) -> (f32[16], bf16[16]) {
+  %a0 = f32[16]{0} parameter(0)
+  %a1 = f32[16]{0} parameter(1)
+  %sum = f32[16]{0} add(%a0, %a1)
+  %half = bf16[16]{0} convert(%sum)
+  ROOT %both = (f32[16]{0}, bf16[16]{0}) tuple(%sum, %half)
+}
+
+%body (state: (s32[], f32[4,8], f32[4,8], bf16[64,64])) -> (s32[], f32[4,8], f32[4,8], bf16[64,64]) {
+  %state = (s32[], f32[4,8]{1,0}, f32[4,8]{1,0}, bf16[64,64]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%state), index=0
+  %source = f32[4,8]{1,0} get-tuple-element(%state), index=1
+  %stack = f32[4,8]{1,0} get-tuple-element(%state), index=2
+  %w = bf16[64,64]{1,0} get-tuple-element(%state), index=3
+  %loop_dynamic_slice_fusion = f32[1,8]{1,0} fusion(%source, %i), kind=kLoop, calls=%fused_slice
+  %loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion(%stack, %loop_dynamic_slice_fusion, %i), kind=kLoop, calls=%fused_update
+  %gemm_fusion_dot = bf16[64,64]{1,0} fusion(%w, %w), kind=kCustom, calls=%gemm_computation
+  ROOT %next = (s32[], f32[4,8]{1,0}, f32[4,8]{1,0}, bf16[64,64]{1,0}) tuple(%i, %source, %loop_dynamic_update_slice_fusion, %gemm_fusion_dot)
+}
+
+ENTRY %main.1 (x: f32[16], y: f32[16], start: (s32[], f32[4,8], f32[4,8], bf16[64,64])) -> (f32[16], bf16[16]) {
+  %x = f32[16]{0} parameter(0)
+  %y = f32[16]{0} parameter(1)
+  %start = (s32[], f32[4,8]{1,0}, f32[4,8]{1,0}, bf16[64,64]{1,0}) parameter(2)
+  %loop = (s32[], f32[4,8]{1,0}, f32[4,8]{1,0}, bf16[64,64]{1,0}) while(%start), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"3"}}
+  ROOT %loop_add_fusion = (f32[16]{0}, bf16[16]{0}) fusion(%x, %y), kind=kLoop, calls=%fused_add
+}
+"""
+
+
+def test_a_loop_s_passes_count_once_per_trip_and_slices_at_their_own_size():
+  report = traffic.program_traffic(HLO)
+  passes = {entry["computation"]: entry for entry in report["passes"]}
+  # The body: a row read with its index (32 + 4 bytes) and written out (32); that row read with
+  # the index again (36) and written into the stack (32), the stack itself neither read nor
+  # written whole. No matmul.
+  assert passes["body"]["runs"] == 3 and passes["body"]["bytes_per_run"] == 68 + 68
+  assert "gemm_fusion_dot" not in passes["body"]["largest"]
+  # The top level: two float32 inputs (128 bytes), a float32 and a bfloat16 result (96).
+  assert passes["main.1"]["runs"] == 1 and passes["main.1"]["bytes_per_run"] == 224
+  assert report["total_bytes"] == 3 * 136 + 224
+
+
+def test_array_bytes_counts_every_array_of_a_tuple_at_its_type_s_width():
+  assert traffic.array_bytes("(f32[2,3]{1,0}, bf16[4]{0}, pred[], s32[5])") == 24 + 8 + 1 + 20
+
+
+def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_path):
+  path = tmp_path / "module_0001.jit_step.after_optimizations.txt"
+  path.write_text(HLO)
+  run = lambda *flags: subprocess.run(
+      [sys.executable, "-m", "glmjax.bench", "--what=traffic", *flags], cwd=REPO,
+      capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  result = run(f"--traffic_hlo={path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout)["total_bytes"] == 632
+  missing = run()
+  assert missing.returncode != 0 and "--traffic_hlo=FILE" in missing.stderr
+  assert "Traceback" not in missing.stderr
