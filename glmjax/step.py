@@ -179,8 +179,9 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   # moment): what would be committed is checked, not only what went in. The check computes the
   # update a second time, from the state behind an optimization barrier: XLA cannot merge the
   # two, so it reads the state twice instead of writing the new moments out, reading them back
-  # to check them and again to commit them (68 -> 48 bytes of memory traffic per parameter in
-  # the compiled GPU program; docs/performance.md). Same values, same verdict.
+  # to check them and again to commit them (GLM-2B's GPU program: 68 -> 48 bytes of memory
+  # traffic per parameter; docs/performance.md). The same arithmetic on the same inputs, so the
+  # verdict is the committed values' (up to how XLA rounds each copy).
   checked = updated(*jax.lax.optimization_barrier((state.params, state.opt_state)))
   finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(checked))
   keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

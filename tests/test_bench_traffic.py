@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+
 from glmjax.bench import traffic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,3 +97,16 @@ def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_
   missing = run()
   assert missing.returncode != 0 and "--traffic_hlo=FILE" in missing.stderr
   assert "Traceback" not in missing.stderr
+
+
+def test_a_loop_inside_a_loop_runs_as_often_as_both_trip_counts_say():
+  def inner(carry, x):
+    return jnp.tanh(carry * 2.0 + x), None
+
+  def outer(carry, xs):
+    return jax.lax.scan(inner, carry, xs)[0], None
+
+  step = jax.jit(lambda carry, xss: jax.lax.scan(outer, carry, xss)[0])
+  hlo = step.lower(jnp.ones(64), jnp.ones((3, 5, 64))).compile().as_text()
+  runs = {entry["runs"] for entry in traffic.program_traffic(hlo)["passes"]}
+  assert {1, 3, 15} <= runs, runs

@@ -10,7 +10,9 @@ Summed per computation that runs them: the top level once, a loop body as many t
 knows the loop runs. Matmuls and custom calls (attention kernels) are left out: they are bound
 by compute, or their traffic is their own. A memory-bound pass costs about its bytes over the
 chip's copy bandwidth, so the totals say where elementwise time goes, and how much a change
-saves, before a GPU is there to time it (docs/performance.md compares them with profiles).
+saves, before a GPU is there to time it (docs/performance.md compares them with profiles). Made
+for GPU programs: TPU layouts with tiles (`{1,0:T(8,128)}`) are not parsed, and 4-bit types
+count as nothing.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import re
 
 from absl import flags
 
-_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
-          "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+_BYTES = {"c128": 16, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "f32": 4, "s32": 4, "u32": 4,
+          "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f8e4m3fn": 1, "f8e5m2": 1, "s8": 1, "u8": 1,
+          "pred": 1}
 _ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
 _HEADER = re.compile(r"^(?:ENTRY )?%(\S+) \(.*\) -> ")
 _INSTRUCTION = re.compile(r"^\s+(ROOT )?%(\S+) = (.+?) ([a-z][\w\-]*)\((.*?)\)")
@@ -83,26 +86,51 @@ def fusion_bytes(body: list[str]) -> tuple[int, int]:
   return read, written(root) if root else 0
 
 
+def _runs(found: dict[str, list[str]], entry: str) -> dict[str, int]:
+  """Computation -> how many times one run of the program runs it: the top level once, a loop
+  body its trip count times as often as the computation holding the loop (1 where XLA does not
+  know the count), a called computation as often as its caller. Conditionals' branches are
+  not followed."""
+  runs, pending = {entry: 1}, [entry]
+  while pending:
+    caller = pending.pop()
+    for line in found.get(caller, []):
+      loop = re.search(r" while\(.*body=%([^,\s]+)", line)
+      called = re.search(r" call\(.*to_apply=%([^,\s]+)", line)
+      if loop:
+        trips = _TRIPS.search(line)
+        runs[loop.group(1)] = runs[caller] * (int(trips.group(1)) if trips else 1)
+        pending.append(loop.group(1))
+      elif called:
+        runs[called.group(1)] = runs[caller]
+        pending.append(called.group(1))
+  return runs
+
+
+def _is_matmul_or_kernel(body: list[str]) -> bool:
+  """A fusion around a matmul or a library or kernel call: bound by compute, or its traffic is
+  the callee's own."""
+  return any(re.search(r" (dot|convolution|custom-call)\(", line) for line in body)
+
+
 def program_traffic(hlo: str) -> dict:
   """{'passes': [{'computation', 'runs', 'bytes_per_run', 'largest': {fusion: bytes}}],
-  'total_bytes'}: the memory traffic of the program's fusions, matmuls left out."""
+  'total_bytes'}: the memory traffic of the program's fusions, matmuls and kernels left out."""
   found = computations(hlo)
   entry = re.search(r"^ENTRY %(\S+) ", hlo, re.MULTILINE).group(1)
-  runs = {entry: 1}
-  for line in hlo.splitlines():
-    loop = re.search(r" while\(.*body=%([^,\s]+)", line)
-    if loop:
-      trips = _TRIPS.search(line)
-      runs[loop.group(1)] = int(trips.group(1)) if trips else 1
+  runs = _runs(found, entry)
   passes, total = [], 0
   for name, count in runs.items():
     per_fusion = collections.Counter()
     for line in found.get(name, []):
       match = _INSTRUCTION.match(line)
       callee = re.search(r"calls=%([^,\s]+)", line)
-      if not match or match.group(4) != "fusion" or not callee or "gemm" in match.group(2):
+      if not match or match.group(4) != "fusion" or not callee:
         continue
-      read, wrote = fusion_bytes(found.get(callee.group(1), []))
+      body = found.get(callee.group(1), [])
+      if _is_matmul_or_kernel(body):
+        continue
+      read, wrote = fusion_bytes(body)
       per_fusion[match.group(2)] += read + wrote
     per_run = sum(per_fusion.values())
     total += count * per_run

@@ -75,10 +75,11 @@ def _qkv_normal(qk_std: float, v_std: float):
 def gelu_tanh(x: jax.Array) -> jax.Array:
   """GeLU's tanh approximation (jax.nn.gelu(approximate=True)), whose backward pass computes the
   derivative in one float32 expression of the pre-activation. Differentiated by jax, the
-  backward recomputed tanh(...) in one pass over [B, T, F] and formed the gradient, in bfloat16,
-  in a second (XLA would not fuse the two into the bias gradient's reduction); this way the
-  compiled GPU step makes one pass (GLM-2B: a layer's backward 5.59 -> 4.84 GiB of memory
-  traffic, docs/performance.md)."""
+  backward recomputed tanh(...) in one pass over [B, T, F], wrote it out in bfloat16 and formed
+  the gradient in a second (XLA would not fuse the two into the bias gradient's reduction);
+  this way the compiled GPU step makes one pass (GLM-2B: a layer's backward 5.59 -> 4.84 GiB of
+  memory traffic, docs/performance.md). Reverse mode only (jax.grad, vjp): a custom_vjp has no
+  forward-mode derivative."""
   return jax.nn.gelu(x, approximate=True)
 
 

@@ -289,17 +289,23 @@ ENTRIES: tuple[Mutation, ...] = (
              ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
               "at_their_own_size",)),
     Mutation("traffic counts a loop body once whatever its trip count", "glmjax/bench/traffic.py",
-             "runs[loop.group(1)] = int(trips.group(1)) if trips else 1",
-             "runs[loop.group(1)] = 1",
+             "runs[loop.group(1)] = runs[caller] * (int(trips.group(1)) if trips else 1)",
+             "runs[loop.group(1)] = runs[caller]",
              ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
               "at_their_own_size",)),
+    Mutation("traffic runs a loop inside a loop by its own trip count only",
+             "glmjax/bench/traffic.py",
+             "runs[loop.group(1)] = runs[caller] * (int(trips.group(1)) if trips else 1)",
+             "runs[loop.group(1)] = int(trips.group(1)) if trips else 1",
+             ("tests/test_bench_traffic.py::test_a_loop_inside_a_loop_runs_as_often_as_both_trip_"
+              "counts_say",)),
     Mutation("traffic reads the whole stack a stack update writes into", "glmjax/bench/traffic.py",
              'elif not (uses and all(use[:2] == ("dynamic-update-slice", 0) for use in uses)):',
              "else:",
              ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
               "at_their_own_size",)),
     Mutation("traffic counts the matmuls' operands and results too", "glmjax/bench/traffic.py",
-             ' or "gemm" in match.group(2):', ":",
+             "      if _is_matmul_or_kernel(body):\n        continue\n", "",
              ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_"
               "at_their_own_size",)),
 )
