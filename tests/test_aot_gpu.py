@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from glmjax import aot, attention_choice, gpu_topology, parallel, step as step_lib, xla_options
+from glmjax.bench import traffic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H100_BYTES = 84_929_347_584  # what CUDA reports for an H100 SXM 80GB
@@ -140,14 +141,18 @@ def _compiled_gpu_step(config) -> str:
 def _fusions_reading(hlo: str, shape: str) -> list[str]:
   """Names of the fusions whose fused computation takes an array typed `shape`, other than
   those that only write into it (a stack update, rooted at a dynamic-update-slice)."""
-  parameters = {match.group(1): match.group(2)
-                for match in re.finditer(r"^%(\S+) \((.*)\) -> ", hlo, re.MULTILINE)}
-  writers = {match.group(1) for match in re.finditer(
-      r"^%(\S+) \(.*\) -> [^\n]*\{\n(?:(?!^\}).*\n)*?\s+ROOT %\S+ = \S+ dynamic-update-slice\(",
-      hlo, re.MULTILINE)}
-  return [match.group(1) for match in
-          re.finditer(r"^\s+(?:ROOT )?%(\S+) = .+? fusion\(.*calls=%([^,\s]+)", hlo, re.MULTILINE)
-          if shape in parameters.get(match.group(2), "") and match.group(2) not in writers]
+  found = traffic.computations(hlo)
+  readers = []
+  for lines in found.values():
+    for line in lines:
+      fusion = re.match(r"\s+(?:ROOT )?%(\S+) = .+? fusion\(.*calls=%([^,\s]+)", line)
+      body = found.get(fusion.group(2), []) if fusion else []
+      takes = any(" parameter(" in part and part.split("=")[1].strip().startswith(shape)
+                  for part in body)
+      writes_into = any("ROOT" in part and " dynamic-update-slice(" in part for part in body)
+      if takes and not writes_into:
+        readers.append(fusion.group(1))
+  return readers
 
 
 def test_the_gelu_backward_reads_the_saved_pre_activation_once_at_glm_2b_s_widths():
