@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from glmjax.bench import save as save_bench
+from glmjax.bench import traffic
 from test_bench_step import _Clock, _Step, _bench_config
 
 
@@ -218,18 +219,43 @@ def test_the_in_step_transfer_is_timed_over_the_steps_asked_and_leaves_the_state
     assert figures["in_step_transfer_step_s"] > 0
     assert int(state.step) == 3  # one untimed step, then two
     assert figures["in_step_transfer_async_copies"] == 0  # XLA's CPU copies in place, in order
+    assert figures["in_step_transfer_beside_loops"] == 0.0
 
 
-def test_asynchronous_copies_to_host_memory_are_counted_by_the_op_not_by_instruction_names():
-  text = """
+def test_asynchronous_copies_to_host_memory_are_counted_by_the_op_and_placed_against_the_loops():
+  text = """HloModule m, is_scheduled=true
+
+%body (p: (s32[])) -> (s32[]) {
+  %p = (s32[]) parameter(0)
+  ROOT %t = (s32[]) tuple(%p)
+}
+
+ENTRY %main (p: f32[4], q: f32[8,2], s: f32[4], r: f32[4]) -> f32[4] {
   %copy-start = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(f32[4]{0} %p)
-  %copy-start.1 = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(%q)
+  %copy-start.1 = (f32[8,2]{1,0:S(5)}, f32[8,2]{1,0}, u32[]) copy-start(%q)
   %copy-start.2 = (f32[4]{0}, f32[4]{0}, u32[]) copy-start(%s)
   %copy-done = f32[4]{0:S(5)} copy-done(%copy-start)
+  %while.copy-start = (s32[]) while(%init), condition=%cond, body=%body
+  %copy-done.1 = f32[8,2]{1,0:S(5)} copy-done(%copy-start.1)
+  %copy-done.2 = f32[4]{0} copy-done(%copy-start.2)
   %copy.3 = f32[4]{0} copy(f32[4]{0} %r)
-  %fusion = f32[4]{0} fusion(%copy-start.1), kind=kLoop"""
-  assert save_bench.async_copy_count(text) == 2  # copy-start.2 stays in device memory
-  assert save_bench.async_copy_count("%copy = f32[4]{0} copy(%p)") == 0
+  ROOT %fusion = f32[4]{0} fusion(%copy-start.1), kind=kLoop, calls=%body
+}
+"""
+  # copy-start.2 stays in device memory; the 64-byte copy encloses the loop, the 16-byte one not
+  assert traffic.host_copies(text) == {"copies": 2, "bytes": 80, "beside_loops_bytes": 64}
+  assert traffic.host_copies("ENTRY %main () -> f32[4] {\n  %copy = f32[4]{0} copy(%p)\n}") == {
+      "copies": 0, "bytes": 0, "beside_loops_bytes": 0}
+
+
+def test_the_in_step_transfer_reports_the_share_of_its_copies_that_xla_puts_beside_the_loops(
+    monkeypatch):
+  monkeypatch.setattr(save_bench.traffic, "host_copies", lambda hlo: {
+      "copies": 3, "bytes": 400, "beside_loops_bytes": 100})
+  with save_bench.step_bench.compiled_step(_tiny_setup_config()) as setup:
+    figures, _ = save_bench.in_step_transfer(setup, setup.state, 1)
+  assert figures["in_step_transfer_async_copies"] == 3
+  assert figures["in_step_transfer_beside_loops"] == 0.25
 
 
 def test_a_failing_in_step_transfer_is_reported_in_one_line_not_raised(monkeypatch):

@@ -20,15 +20,17 @@ as `--what=step` times it):
   (the direct save's call; the snapshot's save and each step's look and hand-over);
 - `in_step_transfer_step_s`, `in_step_transfer_hidden`: the step compiled with a copy of its
   input state sent to pinned host memory as one more output, so that XLA schedules the copy
-  inside the program (`in_step_transfer_error` if that program fails), and how many
-  asynchronous copies XLA made of it (`in_step_transfer_async_copies`). Neither path above
-  overlapped an H200's step; this one decides whether a save's copy can ride along a step.
+  inside the program (`in_step_transfer_error` if that program fails), how many
+  asynchronous copies XLA made of it (`in_step_transfer_async_copies`) and the share of their
+  bytes whose copies XLA's schedule opens before a layer loop and closes after it
+  (`in_step_transfer_beside_loops`: only those can run beside the step's compute). Neither
+  path above overlapped an H200's step; this one decides whether a save's copy can ride along
+  a step.
 Each save is timed after a first one that compiles the checksums (and the copy); the same
 steps without a save, from the same idle start, are subtracted.
 """
 import json
 import math
-import re
 import tempfile
 import time
 
@@ -40,6 +42,7 @@ from glmjax import checkpoint as checkpoint_lib
 from glmjax import checksums, host_copy, xla_options
 from glmjax import step as step_lib
 from glmjax.bench import step as step_bench
+from glmjax.bench import traffic
 
 MAX_STEPS = 50  # a snapshot is written after this many steps at the latest (timed waiting)
 
@@ -156,29 +159,32 @@ def with_host_copy(setup, state):
   """The train step compiled with one more output: a copy of its input state (the state as the
   step found it, what a save of the previous step writes) in pinned host memory, sent by the
   program itself, so that XLA schedules the copy among the step's own work. (state, batch) ->
-  (new state, metrics, that copy); the state is donated as the train step's is."""
+  (new state, metrics, that copy); the state is donated as the train step's is. The copy is
+  placed by memory space (`jax.memory.Space.Host`, pinned host memory on GPUs and TPUs) rather
+  than by sharding, so that the program compiled for compile-only devices (`glmjax.aot`'s
+  GPUs, which list no memories) carries the copy too."""
   program = setup.program
-  to_host = jax.tree.map(lambda s: s.with_memory_kind(host_copy.PINNED), program.shardings)
 
   def step_and_copy(state, batch):
     new_state, out = program.train_step(state, batch)
-    return new_state, out, jax.device_put(state, to_host)
+    return new_state, out, jax.device_put(state, jax.memory.Space.Host)
 
   lowered = jax.jit(
       step_and_copy, in_shardings=(program.shardings, step_lib.batch_shardings(setup.mesh)),
-      out_shardings=(program.shardings, None, to_host), donate_argnums=0,
+      out_shardings=(program.shardings, None, None), donate_argnums=0,
   ).lower(state, setup.batch)
   return xla_options.compiled(lowered, program.compiler_options)
 
 
 def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
-  """({'in_step_transfer_step_s': seconds per step of `with_host_copy`'s program}, state),
-  timed over `steps` steps from an idle start after one untimed call (which allocates the host
-  buffers); or ({'in_step_transfer_error': the first line of why that program failed}, state).
-  Each step's copy is freed before the next is asked for: one state's worth at a time."""
+  """({'in_step_transfer_step_s': seconds per step of `with_host_copy`'s program, and where XLA
+  scheduled its copies}, state), timed over `steps` steps from an idle start after one untimed
+  call (which allocates the host buffers); or ({'in_step_transfer_error': the first line of
+  why that program failed}, state). Each step's copy is freed before the next is asked for:
+  one state's worth at a time."""
   try:
     program = with_host_copy(setup, state)
-    async_copies = async_copy_count(program.as_text())
+    copies = traffic.host_copies(program.as_text())
     state, out, on_host = program(state, setup.batch)
     jax.block_until_ready((out, on_host))
     start = time.perf_counter()
@@ -190,14 +196,9 @@ def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
     return {"in_step_transfer_error": f"{type(error).__name__}: "
                                       f"{(str(error).splitlines() or [''])[0][:300]}"}, state
   return {"in_step_transfer_step_s": (time.perf_counter() - start) / steps,
-          "in_step_transfer_async_copies": async_copies}, state
-
-
-def async_copy_count(hlo_text: str) -> int:
-  """Asynchronous copies into host memory (`copy-start` ops whose result is in memory space
-  S(5)) in an optimized program's text: XLA may schedule those beside other work."""
-  return sum(1 for line in hlo_text.splitlines()
-             if " copy-start(" in line and "S(5)" in line.split(" copy-start(")[0])
+          "in_step_transfer_async_copies": copies["copies"],
+          "in_step_transfer_beside_loops": (copies["beside_loops_bytes"] / copies["bytes"]
+                                            if copies["bytes"] else 0.0)}, state
 
 
 def fetched(tree) -> list:

@@ -29,6 +29,7 @@ _BYTES = {"c128": 16, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "f32": 4, "s32": 4
 _ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
 _HEADER = re.compile(r"^(?:ENTRY )?%(\S+) \(.*\) -> ")
 _INSTRUCTION = re.compile(r"^\s+(ROOT )?%(\S+) = (.+?) ([a-z][\w\-]*)\((.*?)\)")
+_FIRST_ARRAY = re.compile(r"\(?\s*(\w+\[[\d,]*\](?:\{[^}]*\})?)")  # a tuple's first element
 _TRIPS = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 
 
@@ -139,6 +140,33 @@ def program_traffic(hlo: str) -> dict:
   return {"passes": passes, "total_bytes": total}
 
 
+def host_copies(hlo: str) -> dict:
+  """{'copies', 'bytes', 'beside_loops_bytes'} of the asynchronous copies into host memory
+  (`copy-start` ops whose result is in memory space S(5)) in the entry computation of a
+  scheduled program (XLA dumps and `compiled.as_text()` list it in the order it runs). A copy
+  whose `copy-start` and `copy-done` enclose a loop (the layer loops, where the step's compute
+  is) may run beside that loop; one that does not can only hide behind the top-level ops
+  between its two ends, as a `copy-done` makes the compute stream wait for its copy."""
+  entry = re.search(r"^ENTRY %(\S+) ", hlo, re.MULTILINE).group(1)
+  started, found = {}, {"copies": 0, "bytes": 0, "beside_loops_bytes": 0}
+  loops_seen = 0
+  for line in computations(hlo)[entry]:
+    match = _INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, shape, op, operands = match.group(2), match.group(3), match.group(4), match.group(5)
+    if op == "while":
+      loops_seen += 1
+    elif op == "copy-start" and "S(5)" in _FIRST_ARRAY.match(shape).group(1):
+      started[name] = (array_bytes(_FIRST_ARRAY.match(shape).group(1)), loops_seen)
+    elif op == "copy-done" and operands.split()[-1].lstrip("%") in started:
+      size, loops_then = started.pop(operands.split()[-1].lstrip("%"))
+      found["copies"] += 1
+      found["bytes"] += size
+      found["beside_loops_bytes"] += size if loops_seen > loops_then else 0
+  return found
+
+
 def main(config, argv) -> None:
   del config, argv
   path = flags.FLAGS.traffic_hlo
@@ -146,4 +174,5 @@ def main(config, argv) -> None:
     raise ValueError("--what=traffic needs --traffic_hlo=FILE, an optimized HLO text that XLA "
                      "dumped (XLA_FLAGS='--xla_dump_to=DIR --xla_dump_hlo_as_text').")
   with open(path, encoding="utf-8") as file:
-    print(json.dumps(program_traffic(file.read())))
+    hlo = file.read()
+  print(json.dumps({**program_traffic(hlo), "host_copies": host_copies(hlo)}))

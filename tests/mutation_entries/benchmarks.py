@@ -8,6 +8,8 @@ _MEASURE = (_STEP + "test_the_step_benchmark_divides_its_timings_as_its_figures_
 _PIPELINE = (_STEP + "test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch",)
 _SAVE = ("tests/test_bench_save.py::test_a_save_s_overhead_is_what_a_later_save_adds_to_the_"
          "steps_from_its_start",)
+_HOST_COPIES = ("tests/test_bench_save.py::test_asynchronous_copies_to_host_memory_are_counted_"
+                "by_the_op_and_placed_against_the_loops")
 _SAVE_MEASURE = ("tests/test_bench_save.py::test_the_save_benchmark_divides_its_timings_as_its_"
                  "figures_say",)
 _HIDDEN = ("tests/test_bench_save.py::test_the_hidden_share_of_a_transfer_is_what_running_it_"
@@ -248,8 +250,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "    copy = globals().setdefault(\"_first_copy\", fresh_copy())\n    start = time.perf_counter()",
              ("tests/test_bench_save.py::test_each_timed_fetch_reads_a_new_copy_of_the_state",)),
     Mutation("the save benchmark's step with a host copy sends the new state, not the one it found",
-             "glmjax/bench/save.py", "return new_state, out, jax.device_put(state, to_host)",
-             "return new_state, out, jax.device_put(new_state, to_host)",
+             "glmjax/bench/save.py",
+             "return new_state, out, jax.device_put(state, jax.memory.Space.Host)",
+             "return new_state, out, jax.device_put(new_state, jax.memory.Space.Host)",
              ("tests/test_bench_save.py::test_the_step_with_a_host_copy_sends_the_state_it_found_"
               "and_steps_as_the_train_step",)),
     Mutation("the save benchmark's in-step transfer hides nothing in its figures",
@@ -264,12 +267,32 @@ ENTRIES: tuple[Mutation, ...] = (
              '    ("stack_write", re.compile(r"dynamic_update_slice")),\n', "",
              ("tests/test_bench_profile.py::test_operation_classes_put_fused_attention_before_"
               "matmul",)),
-    Mutation("the save benchmark counts every asynchronous copy, not those into host memory",
+    Mutation("traffic counts every asynchronous copy, not those into host memory",
+             "glmjax/bench/traffic.py",
+             'elif op == "copy-start" and "S(5)" in _FIRST_ARRAY.match(shape).group(1):',
+             'elif op == "copy-start":', (_HOST_COPIES,)),
+    Mutation("traffic counts a copy as beside the loops whether or not a loop falls inside it",
+             "glmjax/bench/traffic.py",
+             'found["beside_loops_bytes"] += size if loops_seen > loops_then else 0',
+             'found["beside_loops_bytes"] += size', (_HOST_COPIES,)),
+    Mutation("traffic counts a copy by the whole tuple copy-start returns",
+             "glmjax/bench/traffic.py",
+             "started[name] = (array_bytes(_FIRST_ARRAY.match(shape).group(1)), loops_seen)",
+             "started[name] = (array_bytes(shape), loops_seen)", (_HOST_COPIES,)),
+    Mutation("the save benchmark's in-step copy stays in device memory",
              "glmjax/bench/save.py",
-             'if " copy-start(" in line and "S(5)" in line.split(" copy-start(")[0])',
-             'if " copy-start(" in line)',
-             ("tests/test_bench_save.py::test_asynchronous_copies_to_host_memory_are_counted_by_"
-              "the_op_not_by_instruction_names",)),
+             "return new_state, out, jax.device_put(state, jax.memory.Space.Host)",
+             "return new_state, out, jax.device_put(state, jax.memory.Space.Device)",
+             ("tests/test_bench_save.py::test_the_step_with_a_host_copy_sends_the_state_it_found_"
+              "and_steps_as_the_train_step",
+              "tests/test_aot_gpu.py::test_xla_schedules_most_of_the_in_step_host_copy_of_the_"
+              "state_outside_the_layer_loops")),
+    Mutation("the save benchmark reports the copies beside the loops as none",
+             "glmjax/bench/save.py",
+             '"in_step_transfer_beside_loops": (copies["beside_loops_bytes"] / copies["bytes"]',
+             '"in_step_transfer_beside_loops": (0 / copies["bytes"]',
+             ("tests/test_bench_save.py::test_the_in_step_transfer_reports_the_share_of_its_"
+              "copies_that_xla_puts_beside_the_loops",)),
     Mutation("the step benchmark reports no XLA options whatever the program had",
              "glmjax/bench/step.py", '"xla_options": program.compiler_options,',
              '"xla_options": {},', _MEASURE),
