@@ -95,13 +95,15 @@ class _LoopDecidesPreemption(ocp.CheckpointManager):
 class Checkpointer:
   """A CheckpointManager under `directory` that keeps the last `keep` checkpoints."""
 
-  def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
+  def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True,
+               snapshot_parts: int = 1):
     self.directory = location(directory)
     self.every = int(every)
+    self.snapshot_parts = int(snapshot_parts)  # a device snapshot goes to the host in parts
     self._damaged: set[int] = set()
     self._saving: int | None = None  # the step of the save in flight
     self._failed = False  # a save failed and was reported
-    # (step, device copy, its host copy or None, the copy's summary, metadata) to write
+    # (step, host_copy.Transfer of the device copy, the copy's summary, metadata) to write
     self._deferred: tuple | None = None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(keep), save_interval_steps=1, create=True,
@@ -121,14 +123,13 @@ class Checkpointer:
     or, deferred, queued (a queued copy holding NaN or Inf is refused when it is written).
 
     defer=True (checkpoint.device_snapshot): the state and its checksums are copied on its
-    devices, queued behind the running step, and the copy is sent on to host memory; nothing
-    waits. `write_deferred()`, called after each step is dispatched, hands the copy to Orbax
-    once it is on the host (host_copy.py), so the transfer runs beside as many steps as it takes
-    instead of stalling the devices. With several processes it hands it over after the next
-    step whether or not it has arrived: every process must call Orbax, whose barriers are
-    collectives, at the same point of the loop. The copy costs device memory for a second
-    state until it is handed to Orbax (and, where it could not be sent, until Orbax has it on
-    the host).
+    devices, queued behind the running step, and the copy is sent on to host memory (in
+    `snapshot_parts` parts, one per later `write_deferred()`); nothing waits. write_deferred(),
+    called after each step is dispatched, hands the copy to Orbax once it is on the host. With
+    several processes it does so at the call after the last part, arrived or not: every
+    process must call Orbax, whose barriers are collectives, at the same point of the loop.
+    The copy costs device memory for a second state until it is handed to Orbax (and, where
+    it could not be sent, until Orbax has it on the host); a save due sooner sends the rest.
     """
     if not (force or preempted or self.should_save(step)):
       return False
@@ -140,7 +141,10 @@ class Checkpointer:
       copy, summary = checksums.copy_with_summary(state)
       # The copy goes, not the state: the next step reuses the state's buffers, and would wait
       # for a transfer still reading them.
-      self._deferred = (step, copy, host_copy.start(copy), summary, metadata)
+      transfer = host_copy.Transfer(copy, self.snapshot_parts)
+      if self.snapshot_parts == 1:  # in parts, the save's step carries only the device copy
+        transfer.send()
+      self._deferred = (step, transfer, summary, metadata)
       return True
     return self._write(step, state, checksums.state_summary(state), metadata, preempted)
 
@@ -150,16 +154,22 @@ class Checkpointer:
     return self._deferred is not None
 
   def write_deferred(self, wait: bool = False) -> bool:
-    """Writes the copy a `save(..., defer=True)` made, if one waits and is on the host (or
-    `wait`, or with several processes); True if one was written."""
+    """Sends the next part of the copy a `save(..., defer=True)` made, or, all sent, writes it
+    if it is on the host (or `wait`, which sends the rest, or with several processes); True if
+    one was written."""
     if self._deferred is None:
       return False
-    step, copy, on_host, summary, metadata = self._deferred
-    if not (wait or jax.process_count() > 1 or on_host is None or host_copy.arrived(on_host)):
+    step, transfer, summary, metadata = self._deferred
+    while wait and not transfer.all_sent:
+      transfer.send()
+    if not transfer.all_sent:
+      transfer.send()
+      return False
+    if not (wait or jax.process_count() > 1 or transfer.arrived()):
       return False
     self._deferred = None
-    state = host_copy.landed(copy, on_host)
-    del copy, on_host  # the one not handed over is freed before Orbax needs memory
+    state = host_copy.landed(transfer.copy, transfer.on_host())
+    del transfer  # the copy not handed over is freed before Orbax needs memory
     return self._write(step, state, summary(), metadata, preempted=False)
 
   def _write(self, step: int, state: Any, summary: dict, metadata: dict,

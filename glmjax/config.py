@@ -156,9 +156,9 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       every=2000,                  # steps between checkpoints (the last step is always saved)
       keep=3,                      # newest checkpoints kept; older ones are deleted
       async_save=True,             # write in the background while training goes on
-      device_snapshot=False,       # copy the state on the devices and send the copy to the host
-                                   # during the next step (a save then stalls no step; needs
-                                   # device memory for a second state)
+      device_snapshot=False,       # copy the state on the devices, send the copy to the host
+                                   # over the next steps (device memory for a second state)
+      snapshot_parts=1,            # that copy goes in this many parts, one after each step
       init_from="",                # a run's workdir: start from its newest parameters (fresh
                                    # optimizer, step 0) when this workdir has no checkpoint
       start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0
@@ -285,7 +285,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   model, data, optim, train = config.model, config.data, config.optim, config.train
   for field in ("model.hidden_size", "model.num_layers", "model.num_heads", "model.vocab_size",
                 "data.seq_len", "data.batch_size", "optim.grad_accum_steps", "train.steps",
-                "train.log_every", "train.loss_chunk"):
+                "train.log_every", "train.loss_chunk", "checkpoint.snapshot_parts"):
     if int(get_field(config, field)) <= 0:
       raise ConfigError(f"{field}={get_field(config, field)}: must be a positive integer.")
   try:  # the model's own checks (head dim, rotary dims), defined once in ModelConfig

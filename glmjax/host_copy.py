@@ -1,11 +1,12 @@
 """A save's copy of the train state on its way to host memory, without the host waiting for it.
 
-checkpoint.device_snapshot copies the state on its devices; `start` sends that copy to pinned
-host memory at once (a transfer the runtime queues on its own, beside the next steps' compute),
-and `arrived` says, without blocking, whether every array is there. The checkpointer hands the
-copy to Orbax only then, so Orbax's own transfer to the host finds the data already there. Where
-a device has no pinned host memory (or, with several processes, where `sending_devices` says
-so) the copy stays on the device and Orbax transfers it.
+checkpoint.device_snapshot copies the state on its devices; a `Transfer` sends that copy to
+pinned host memory (a transfer the runtime queues on its own), all at once or in parts, one
+after each step (checkpoint.snapshot_parts), and `arrived` says, without blocking, whether every
+array is there. The checkpointer hands the copy to Orbax only then, so Orbax's own transfer to
+the host finds the data already there. Where a device has no pinned host memory (or, with
+several processes, where `sending_devices` says so) the copy stays on the device and Orbax
+transfers it.
 """
 from __future__ import annotations
 
@@ -87,6 +88,67 @@ def start(tree: Any) -> Any | None:
     log.warning("Could not send the checkpoint's copy to host memory (%s); it goes to Orbax "
                 "from the devices.", _reason(error))
     return None
+
+
+def split_by_bytes(sizes: list[int], parts: int) -> list[list[int]]:
+  """The indices of `sizes` in order, cut into at most `parts` runs whose largest holds as few
+  bytes as it can: what the step that carries the largest part adds is then the least the
+  arrays allow (one is never cut, so no run is smaller than the largest array in it)."""
+  def runs_under(cap: int) -> list[list[int]]:
+    runs, current, held = [], [], 0
+    for index, size in enumerate(sizes):
+      if current and held + size > cap:
+        runs.append(current)
+        current, held = [], 0
+      current.append(index)
+      held += size
+    return runs + [current] if current else runs
+
+  low, high = max(sizes, default=0), sum(sizes)
+  while low < high:  # the smallest cap that needs no more than `parts` runs
+    middle = (low + high) // 2
+    low, high = (low, middle) if len(runs_under(middle)) <= parts else (middle + 1, high)
+  return runs_under(low)
+
+
+class Transfer:
+  """A device copy on its way to pinned host memory in parts, one part per `send()`. Where the
+  runtime runs transfers between steps rather than beside them (an H200's did:
+  docs/performance.md), a part sent after each step spreads a save's transfer over the steps
+  instead of adding all of it to one. The parts are cut by the arrays' global bytes, so that
+  every process makes the same parts and hands its copy to Orbax at the same call."""
+
+  def __init__(self, copy: Any, parts: int = 1):
+    self.copy = copy
+    self._leaves, self._treedef = jax.tree.flatten(copy)
+    self._parts = split_by_bytes([key_free(leaf).nbytes for leaf in self._leaves], parts)
+    self._sent = 0
+    self.failed = False  # a part could not be sent: the device copy goes to Orbax
+
+  @property
+  def all_sent(self) -> bool:
+    return self.failed or self._sent == len(self._parts)
+
+  def send(self) -> None:
+    """Sends the next part, if one is left; returns at once."""
+    if self.all_sent:
+      return
+    indices = self._parts[self._sent]
+    self._sent += 1
+    sent = start([self._leaves[index] for index in indices])
+    if sent is None:
+      self.failed = True
+      return
+    for index, leaf in zip(indices, sent):
+      self._leaves[index] = leaf
+
+  def arrived(self) -> bool:
+    """Every part sent and complete in host memory (or sending failed); never blocks."""
+    return self.failed or (self.all_sent and arrived(self._leaves))
+
+  def on_host(self) -> Any | None:
+    """The copy with its sent arrays in host memory, for `landed`; None where sending failed."""
+    return None if self.failed else jax.tree.unflatten(self._treedef, self._leaves)
 
 
 def _reason(error: Exception) -> str:

@@ -120,7 +120,8 @@ def _outputs(config, workdir: str) -> RunOutputs:
     writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
     checkpointer = checkpoint_lib.Checkpointer(
         checkpoint_lib.in_workdir(workdir), every=config.checkpoint.every,
-        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+        keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
+        snapshot_parts=config.checkpoint.snapshot_parts)
   except OSError as error:
     raise StartupError(workdir_lib.unwritable(workdir, error)) from error
   return RunOutputs(workdir, writer, checkpointer)

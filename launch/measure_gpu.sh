@@ -128,9 +128,11 @@ for part in "${parts[@]}"; do
     large)      # GLM-Large, sequence 512, batch 32: pre-built vs pipeline-fed (>= 0.40)
       bench --what=step "${GLM_LARGE[@]}" --steps=20 ;;
     save)       # a save's cost (target: under 10% of a step), GLM-2B as shipped, then GLM-Large;
-      # the compiles are cache hits after core and large
-      bench --what=save "${GLM_2B[@]}" --config.data.batch_size=8 --steps=5
-      bench --what=save "${GLM_LARGE[@]}" --steps=10 ;;
+      # the device snapshot in 16 parts, one per step (its largest step is the figure); the
+      # compiles are cache hits after core and large
+      bench --what=save "${GLM_2B[@]}" --config.data.batch_size=8 --steps=5 \
+            --config.checkpoint.snapshot_parts=16
+      bench --what=save "${GLM_LARGE[@]}" --steps=10 --config.checkpoint.snapshot_parts=16 ;;
     chunk)      # GLM-2B, sequence 1024, batch 8, remat=full, tokamax: the best train.loss_chunk
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8 \
             --sweep_remat=full --sweep_attention=tokamax --sweep_loss_chunk=512,1024,2048 ;;

@@ -76,6 +76,40 @@ def test_a_save_s_overhead_is_what_a_later_save_adds_to_the_steps_from_its_start
   assert state == len(step.batches) == 2 * 2 * (1 + steps)  # the state of the last step
 
 
+class _PartsCheckpointer(_Checkpointer):
+  """A deferred save whose copy goes in parts: each look after a step sends one (0.1 s on the
+  clock), then hands the copy over (0.02 s) at the look after the last."""
+
+  def __init__(self, clock, parts):
+    super().__init__(clock, arrives_after=parts + 1)
+    self.parts = parts
+
+  def write_deferred(self, wait=False):
+    if self.pending and not wait and self.looks < self.parts:
+      self.clock.advance(0.1)
+    return super().write_deferred(wait)
+
+
+def test_the_largest_step_overhead_is_the_most_a_save_adds_to_one_step(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  made = []
+
+  def checkpointer(folder, **kwargs):
+    made.append(_PartsCheckpointer(clock, kwargs["snapshot_parts"]))
+    return made[-1]
+
+  monkeypatch.setattr(save_bench, "time", clock)
+  monkeypatch.setattr(save_bench, "checkpoint_lib",
+                      types.SimpleNamespace(Checkpointer=checkpointer))
+  most, state = save_bench.largest_step_overhead(step, 0, {}, 5, 3)
+  # The save's step: the device copy (0.05 s) and the first look's part (0.1 s); the next two
+  # steps a part each; the fourth the hand-over (0.02 s); the fifth nothing.
+  assert most == pytest.approx(0.15)
+  assert [d for _, d in made[0].saves] == [True, True] and made[0].closed
+  assert state == len(step.batches) == 2 * 2 * (1 + 5)
+
+
 class _RealCheckpointer(_Checkpointer):
   """As checkpoint.Checkpointer.save: a step saved before is not saved again (False, no time)."""
 
@@ -122,11 +156,18 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
       {"in_step_transfer_step_s": 1.4}, state))
   overheads = []
 
-  def save_overhead(compiled, state, batch, steps, *, defer):
-    overheads.append((steps, defer))
+  def save_overhead(compiled, state, batch, steps, *, defer, parts=1):
+    overheads.append((steps, defer, parts))
     return (0.04, 0.01, state) if defer else (0.6, 0.55, state)
 
+  largest = []
+
+  def largest_step_overhead(compiled, state, batch, steps, parts):
+    largest.append((steps, parts))
+    return 0.03, state
+
   monkeypatch.setattr(save_bench, "save_overhead", save_overhead)
+  monkeypatch.setattr(save_bench, "largest_step_overhead", largest_step_overhead)
   figures = save_bench.measure(_bench_config(), 4)
   assert figures["step_time_s"] == pytest.approx(0.5)
   assert figures["host_transfer_gb_per_s"] == pytest.approx(5.0)
@@ -135,17 +176,24 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert (figures["host_fetch_s"], figures["host_fetch_beside_step_s"]) == (0.4, 0.9)
   assert figures["host_fetch_hidden"] == pytest.approx(0.0)
   # Two steps for a direct save; a snapshot's 1.2 s transfer spans 3 steps, plus two.
-  assert overheads == [(2, False), (2 + math.ceil(1.2 / 0.5), True)]
-  assert figures["snapshot_steps"] == 5
+  assert overheads == [(2, False, 1), (2 + math.ceil(1.2 / 0.5), True, 1)]
+  assert figures["snapshot_steps"] == 5 and figures["snapshot_parts"] == 1
   assert figures["checkpoint_overhead"] == pytest.approx(1.2)
   assert figures["checkpoint_overhead_device_snapshot"] == pytest.approx(0.08)
+  assert largest == [(3, 1)]  # one part: the save's step and two more
+  assert figures["checkpoint_step_overhead_device_snapshot"] == pytest.approx(0.06)
   assert (figures["save_call_s"], figures["snapshot_calls_s"]) == (0.55, 0.01)
   # It hides 0.3 of the 0.5 s it could: 0.5 + 1.2 - 1.4.
   assert figures["in_step_transfer_step_s"] == 1.4
   assert figures["in_step_transfer_hidden"] == pytest.approx(0.6)
   monkeypatch.setattr(save_bench, "in_step_transfer", lambda setup, state, steps: (
       {"in_step_transfer_error": "XlaRuntimeError: no pinned memory"}, state))
-  figures = save_bench.measure(_bench_config(), 4)
+  config = _bench_config()
+  config.checkpoint.snapshot_parts = 8  # more parts than the transfer's 3 steps
+  overheads.clear()
+  figures = save_bench.measure(config, 4)
+  assert overheads[-1] == (2 + 8, True, 8) and largest[-1] == (10, 8)
+  assert figures["snapshot_steps"] == 10 and figures["snapshot_parts"] == 8
   assert figures["in_step_transfer_error"] == "XlaRuntimeError: no pinned memory"
   assert "in_step_transfer_hidden" not in figures and figures["host_transfer_hidden"] > 0
 

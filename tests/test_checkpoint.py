@@ -182,6 +182,77 @@ def test_a_device_snapshot_is_written_only_once_it_is_on_the_host_unless_the_cal
   assert ckpt.steps() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("sizes, parts, runs", [
+    ([4] * 8, 4, [[0, 1], [2, 3], [4, 5], [6, 7]]),
+    ([1, 2, 3, 4, 5, 6], 3, [[0, 1, 2], [3, 4], [5]]),  # the largest part 9 bytes, not 10 or 11
+    ([100, 1, 1, 1], 3, [[0], [1, 2, 3]]),  # the big array alone; fewer parts than asked
+    ([1, 1, 1, 100], 3, [[0, 1, 2], [3]]),
+    ([3, 3, 3], 1, [[0, 1, 2]]),
+    ([4] * 3, 8, [[0], [1], [2]]),  # never an empty part, never an array cut
+    ([], 2, []),
+])
+def test_a_snapshot_s_parts_keep_the_arrays_order_and_make_the_largest_part_as_small_as_it_can(
+    sizes, parts, runs):
+  assert host_copy.split_by_bytes(sizes, parts) == runs
+
+
+def test_a_snapshot_in_parts_reaches_pinned_host_memory_a_part_per_send(mesh):
+  state = jax.device_put(states.state(), jax.tree.map(lambda x: x.sharding,
+                                                      states.abstract(states.state(), mesh)))
+  copy = checksums.copy_with_summary(state)[0]
+  transfer = host_copy.Transfer(copy, parts=2)
+  leaves = lambda: jax.tree.leaves(transfer.on_host())  # noqa: E731
+  assert {leaf.sharding.memory_kind for leaf in leaves()} == {"device"}
+  assert not transfer.arrived() and not transfer.all_sent
+  transfer.send()
+  sent = [leaf.sharding.memory_kind == "pinned_host" for leaf in leaves()]
+  assert any(sent) and not all(sent) and not transfer.all_sent
+  assert sent == sorted(sent, reverse=True)  # the first arrays go first
+  transfer.send()
+  assert transfer.all_sent and {leaf.sharding.memory_kind for leaf in leaves()} == {"pinned_host"}
+  jax.block_until_ready(transfer.on_host())
+  assert transfer.arrived() and not transfer.failed
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(transfer.on_host()),
+               jax.device_get(state))
+
+
+def test_a_snapshot_s_parts_are_cut_by_the_arrays_global_bytes_the_same_on_every_process():
+  """A replicated array is 8 times its bytes on this host's 8 devices; cut by those, the parts
+  could differ between processes, which must hand their copies to Orbax at the same call."""
+  mesh = Mesh(np.array(jax.devices()[:8]), ("fsdp",))
+  replicated = jax.sharding.NamedSharding(mesh, PartitionSpec())
+  split = jax.sharding.NamedSharding(mesh, PartitionSpec("fsdp"))
+  copy = {"a": jax.device_put(np.ones(128, np.float32), replicated),
+          "b": jax.device_put(np.ones(128, np.float32), split),
+          "c": jax.device_put(np.ones(128, np.float32), split)}
+  transfer = host_copy.Transfer(copy, parts=2)  # global bytes 512 each: a and b, then c
+  transfer.send()
+  sent = transfer.on_host()
+  assert [sent[name].sharding.memory_kind for name in "abc"] == [
+      "pinned_host", "pinned_host", "device"]
+
+
+def test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_whole(tmp_path, mesh):
+  """Each write_deferred() after the save sends a part, so that the save's step carries only
+  the device copy and each step after it one part; the copy goes to Orbax at the call after
+  the last part."""
+  state = states.state(4.0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2, snapshot_parts=3)
+  assert ckpt.save(1, state, states.metadata(state), defer=True)
+  transfer = ckpt._deferred[1]
+  assert not any(leaf.sharding.memory_kind == "pinned_host"
+                 for leaf in jax.tree.leaves(transfer.on_host()))
+  for _ in range(3):
+    assert not ckpt.write_deferred() and ckpt.snapshot_pending  # parts one, two and three
+  jax.block_until_ready(jax.tree.leaves(transfer.on_host()))
+  assert ckpt.write_deferred() and not ckpt.snapshot_pending
+  ckpt.close()
+  restored = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2).restore_latest(
+      states.abstract(states.state(), mesh), states.metadata(state)["param_layout"])
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.state),
+               jax.device_get(state))
+
+
 class _Landing:
   """An array whose transfer has or has not finished."""
 
@@ -246,11 +317,13 @@ def test_the_devices_that_send_a_snapshot_hold_one_replica_and_leave_no_process_
   assert host_copy.sending_devices(split(PartitionSpec("data"), two_hosts), 2).shape == (2, 1)
 
 
+@pytest.mark.parametrize("parts", [1, 2])
 def test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_arrived_or_not(
-    tmp_path, monkeypatch):
-  """Orbax's barriers are collectives: every process must reach them at the same step."""
+    tmp_path, monkeypatch, parts):
+  """Orbax's barriers are collectives: every process must reach them at the same step, the
+  one after its last part was sent (in parts, one is sent after each step)."""
   state = states.state()
-  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2, snapshot_parts=parts)
   ckpt.save(1, state, states.metadata(state), defer=True)
   handed = []
   monkeypatch.setattr(ckpt.manager, "save", lambda step, **kwargs: handed.append(step) or True)
@@ -258,6 +331,8 @@ def test_with_several_processes_a_device_snapshot_is_written_after_the_next_step
   monkeypatch.setattr(checkpoint.jax, "process_count", lambda: 2)  # Orbax's save is faked
   monkeypatch.setattr(host_copy.multihost_utils, "process_allgather",
                       lambda mine: np.array([mine, mine]))  # the other process agrees
+  for _ in range(parts if parts > 1 else 0):
+    assert not ckpt.write_deferred() and handed == []  # a part goes
   assert ckpt.write_deferred() and handed == [1]
   monkeypatch.undo()
   ckpt.close()

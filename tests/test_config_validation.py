@@ -45,6 +45,7 @@ def _local():
     ("optim.grad_accum_steps", 0, "optim.grad_accum_steps=0: must be a positive integer"),
     ("optim.learning_rate", 0.0, "optim.learning_rate=0.0: must be > 0"),
     ("train.loss_chunk", 0, "train.loss_chunk=0: must be a positive integer"),
+    ("checkpoint.snapshot_parts", 0, "checkpoint.snapshot_parts=0: must be a positive integer"),
 ])
 def test_bad_field_is_named(field, value, message):
   config = _local()

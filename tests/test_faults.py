@@ -72,10 +72,12 @@ def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_pat
   assert json.loads((tmp_path / "config.until-step-2.json").read_text())["seed"] == 0
 
 
-def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("parts", [1, 2])
+def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeypatch, parts):
   """checkpoint.device_snapshot: the copy of step k goes to Orbax in iteration k+1, right
   after step k+1 is dispatched, when it has reached the host by then (not at the next save, a
-  checkpoint period late)."""
+  checkpoint period late); sent in two parts, the second goes in iteration k+1 and the copy to
+  Orbax in k+2."""
   monkeypatch.setattr(checkpoint.host_copy, "arrived", lambda tree: True)
   events = []
   push, write = loop.StepReporter.push, checkpoint.Checkpointer._write
@@ -85,10 +87,16 @@ def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeyp
       events.append(("write", step)), write(self, step, *a, **k))[1])
   config = _config(steps=5)
   config.checkpoint.device_snapshot = True
+  config.checkpoint.snapshot_parts = parts
   train.train_and_evaluate(config, str(tmp_path))
-  # Saves at 2 and 4 are copies written in the next iteration; the last step is saved directly.
-  assert events == [("step", 1), ("step", 2), ("write", 2), ("step", 3), ("step", 4),
-                    ("write", 4), ("step", 5), ("write", 5)], events
+  # Saves at 2 and 4 are copies written in the next iteration. In two parts, sent after steps
+  # 3 and 4, step 2's copy is still on its way when the save of 4 is due, which sends the
+  # rest and writes it first; the last step's direct save does the same for 4's.
+  expected = {1: [("step", 1), ("step", 2), ("write", 2), ("step", 3), ("step", 4),
+                  ("write", 4), ("step", 5), ("write", 5)],
+              2: [("step", 1), ("step", 2), ("step", 3), ("step", 4), ("write", 2),
+                  ("step", 5), ("write", 4), ("write", 5)]}[parts]
+  assert events == expected, events
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "5"]
 
 

@@ -138,20 +138,20 @@ def reference_losses(tmp_path_factory):
 def test_kill_and_resume_gives_identical_losses(tmp_path, reference_losses):
   steps = REFERENCE_STEPS
   interrupted = tmp_path / "interrupted"
-  # Its saves copy the state on the devices and write the copy once it is on the host (a step
-  # or more later); the reference saves directly: the same losses show that the copy changes
-  # nothing.
-  snapshot = "--config.checkpoint.device_snapshot=true"
+  # Its saves copy the state on the devices and write the copy once it is on the host, sent in
+  # two parts over two steps; the reference saves directly: the same losses show that the copy
+  # changes nothing.
+  snapshot = ("--config.checkpoint.device_snapshot=true", "--config.checkpoint.snapshot_parts=2")
   # Kill the second run with SIGKILL once it has logged step 9 (checkpoint 4 is on disk by
   # then, and 8 most likely).
-  process = subprocess.Popen(_train_command(interrupted, steps, snapshot), cwd=REPO, env=_env(),
+  process = subprocess.Popen(_train_command(interrupted, steps, *snapshot), cwd=REPO, env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   _wait_for_step(interrupted, 9)
   process.send_signal(signal.SIGKILL)
   process.wait()
   killed_at = max(_losses(interrupted))
   assert killed_at < steps
-  restart = subprocess.run(_train_command(interrupted, steps, snapshot), cwd=REPO, env=_env(),
+  restart = subprocess.run(_train_command(interrupted, steps, *snapshot), cwd=REPO, env=_env(),
                            check=True, capture_output=True, text=True)
   resumed_at = int(re.search(r"Resumed from the checkpoint at step (\d+)", restart.stderr)[1])
   assert 4 <= resumed_at <= killed_at  # a restart from scratch would log the same losses
@@ -332,13 +332,14 @@ def test_profiler_trace_on_request_without_an_eval_split(tmp_path):
 
 def test_two_processes_train_like_one(tmp_path, reference_losses, coordinator_port):
   """Two hosts of 4 CPU devices each (jax.distributed, gloo) log the losses of one 8-device run.
-  Their device-snapshot save of step 4 restores (a data=8 state's one replica would be sent by
-  one host alone, which Orbax refuses: it stays on the devices for Orbax to transfer)."""
+  Their device-snapshot save of step 4, sent in two parts, restores (a data=8 state's one
+  replica would be sent by one host alone, which Orbax refuses: it stays on the devices for
+  Orbax to transfer)."""
   steps = 5
   multi = tmp_path / "multi"
-  snapshot = "--config.checkpoint.device_snapshot=true"
+  snapshot = ("--config.checkpoint.device_snapshot=true", "--config.checkpoint.snapshot_parts=2")
   processes = [subprocess.Popen(
-      _train_command(multi, steps, snapshot), cwd=REPO, stdout=subprocess.DEVNULL,
+      _train_command(multi, steps, *snapshot), cwd=REPO, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True, env=_host_env(index, coordinator_port))
       for index in range(2)]
   outputs = [process.communicate(timeout=600)[1] for process in processes]

@@ -14,8 +14,11 @@ as `--what=step` times it):
 - `checkpoint_overhead`: what an asynchronous save adds to the steps from its start, as a
   fraction of one step, saving directly (Orbax waits for the state's transfer to the host);
 - `checkpoint_overhead_device_snapshot`: the same with checkpoint.device_snapshot, over
-  `snapshot_steps` steps: as many as the transfer needs, plus two, so that a copy handed to
-  Orbax late shows up in the figure;
+  `snapshot_steps` steps: as many as the transfer (or its `snapshot_parts`,
+  checkpoint.snapshot_parts) needs, plus two, so that a copy handed to Orbax late shows up;
+- `checkpoint_step_overhead_device_snapshot`: the most that save adds to any one of those
+  steps, each waited for in turn, as a fraction of a step (with parts, each step after the
+  save's carries one);
 - `save_call_s`, `snapshot_calls_s`: the seconds the host spent inside those saves' calls
   (the direct save's call; the snapshot's save and each step's look and hand-over);
 - `in_step_transfer_step_s`, `in_step_transfer_hidden`: the step compiled with a copy of its
@@ -58,9 +61,11 @@ def measure(config, steps: int) -> dict:
     step_s, state = timed_steps(compiled, state, batch, steps)
     alone_s, beside_s, state_bytes, state = transfer_times(compiled, state, batch)
     direct_s, direct_held_s, state = save_overhead(compiled, state, batch, 2, defer=False)
-    snapshot_steps = min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))
+    parts = int(config.checkpoint.snapshot_parts)
+    snapshot_steps = min(MAX_STEPS, 2 + max(parts, math.ceil(alone_s / step_s)))
     snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
-                                                       defer=True)
+                                                       defer=True, parts=parts)
+    most_s, state = largest_step_overhead(compiled, state, batch, parts + 2, parts)
     peak_bytes = step_bench.peak_device_memory()  # with a snapshot's copy, before the rest
     # Last: experiments for the next move, which must not cost the figures above.
     fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
@@ -80,7 +85,8 @@ def measure(config, steps: int) -> dict:
       "host_fetch_hidden": hidden_fraction(step_s, fetch_s, fetch_beside_s),
       "checkpoint_overhead": direct_s / step_s,
       "checkpoint_overhead_device_snapshot": snapshot_s / step_s,
-      "snapshot_steps": snapshot_steps,
+      "snapshot_steps": snapshot_steps, "snapshot_parts": parts,
+      "checkpoint_step_overhead_device_snapshot": most_s / step_s,
       # Seconds the training thread spent inside the checkpointer's calls (Orbax's own work).
       "save_call_s": direct_held_s, "snapshot_calls_s": snapshot_held_s,
       "peak_memory_bytes": peak_bytes,
@@ -211,7 +217,7 @@ def fetched(tree) -> list:
   return [np.asarray(shard) for shard in shards]
 
 
-def save_overhead(compiled, state, batch, steps: int, *, defer: bool):
+def save_overhead(compiled, state, batch, steps: int, *, defer: bool, parts: int = 1):
   """(seconds that an asynchronous save adds to the `steps` steps from its start, seconds the
   host spent inside the checkpointer's calls, state), saving as train does: each step's
   write_deferred hands a device snapshot to Orbax once it is on the host; one still on its way
@@ -229,7 +235,8 @@ def save_overhead(compiled, state, batch, steps: int, *, defer: bool):
     return time.perf_counter() - start, held, state
 
   with tempfile.TemporaryDirectory() as folder:
-    checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True)
+    checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True,
+                                               snapshot_parts=parts)
     try:
       for step in (1, 2):  # the first save compiles the checksums (and the copy): time the second
         plain, _, state = timed(state, lambda s: None)
@@ -239,6 +246,39 @@ def save_overhead(compiled, state, batch, steps: int, *, defer: bool):
     finally:
       checkpointer.close()
   return saving - plain, held, state
+
+
+def largest_step_overhead(compiled, state, batch, steps: int, parts: int):
+  """(the most seconds that a device-snapshot save, sent in `parts` parts, adds to any one of
+  the `steps` steps from its start, state). Each step is waited for before the next is asked
+  for, so a part sent after a step counts in the step queued behind it; the same steps without
+  a save, from the same idle start, are subtracted step by step."""
+  def each_step(state, save):
+    state, out = compiled(state, batch)
+    jax.block_until_ready(out)
+    seconds, start = [], time.perf_counter()
+    save(state)
+    for _ in range(steps):
+      state, out = compiled(state, batch)
+      checkpointer.write_deferred()
+      jax.block_until_ready(out)
+      seconds.append(time.perf_counter() - start)
+      start = time.perf_counter()
+    checkpointer.write_deferred(wait=True)
+    return seconds, state
+
+  with tempfile.TemporaryDirectory() as folder:
+    checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True,
+                                               snapshot_parts=parts)
+    try:
+      for step in (1, 2):  # as save_overhead: the second save is the one kept
+        plain, state = each_step(state, lambda s: None)
+        saving, state = each_step(state, lambda s, step=step: checkpointer.save(
+            step, s, {}, force=True, defer=True))
+        checkpointer.wait()
+    finally:
+      checkpointer.close()
+  return max(with_save - without for with_save, without in zip(saving, plain)), state
 
 
 def _held(call, *args, **kwargs) -> float:

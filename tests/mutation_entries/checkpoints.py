@@ -16,26 +16,50 @@ _ARRIVED = (_CK + "test_a_device_snapshot_is_written_only_once_it_is_on_the_host
             "caller_waits",)
 _PROCESSES = (_CK + "test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_"
               "arrived_or_not",)
+_PARTS = (_CK + "test_a_snapshot_in_parts_reaches_pinned_host_memory_a_part_per_send",)
+_PARTS_WRITTEN = (_CK + "test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_"
+                  "whole",)
 
 ENTRIES = (
     # checkpoint.device_snapshot's copy on its way to the host.
-    Mutation("a device snapshot stays on the devices until Orbax takes it", "glmjax/checkpoint.py",
-             "self._deferred = (step, copy, host_copy.start(copy), summary, metadata)",
-             "self._deferred = (step, copy, copy, summary, metadata)", _SNAPSHOT[:1] + _ARRIVED),
+    Mutation("a device snapshot stays on the devices until Orbax takes it", "glmjax/host_copy.py",
+             "    sent = start([self._leaves[index] for index in indices])",
+             "    sent = [self._leaves[index] for index in indices]", _ARRIVED + _PARTS),
+    Mutation("a snapshot's parts are cut where their bytes first pass the cap",
+             "glmjax/host_copy.py", "      if current and held + size > cap:",
+             "      if current and held > cap:",
+             (_CK + "test_a_snapshot_s_parts_keep_the_arrays_order_and_make_the_largest_part_as_"
+              "small_as_it_can",)),
+    Mutation("a snapshot in parts sends its first part again and again", "glmjax/host_copy.py",
+             "    indices = self._parts[self._sent]\n", "    indices = self._parts[0]\n", _PARTS),
+    Mutation("a snapshot in parts sends no part after a step, only when waited for",
+             "glmjax/checkpoint.py", "    if not transfer.all_sent:\n      transfer.send()\n",
+             "    if not transfer.all_sent:\n", _PARTS_WRITTEN),
+    Mutation("a snapshot in parts sends its first part with the save's own step",
+             "glmjax/checkpoint.py", "      if self.snapshot_parts == 1:  # in parts,",
+             "      if True:  # in parts,", _PARTS_WRITTEN),
+    Mutation("a snapshot in parts is cut by each host's own bytes", "glmjax/host_copy.py",
+             "split_by_bytes([key_free(leaf).nbytes for leaf in self._leaves], parts)",
+             "split_by_bytes([nbytes(leaf) for leaf in self._leaves], parts)",
+             (_CK + "test_a_snapshot_s_parts_are_cut_by_the_arrays_global_bytes_the_same_on_"
+              "every_process",)),
+    Mutation("train sends every device snapshot in one part whatever the config says",
+             "glmjax/train.py", "        snapshot_parts=config.checkpoint.snapshot_parts)", ")",
+             (_FAULTS + "test_a_device_snapshot_is_written_while_the_next_step_runs",)),
     Mutation("a device snapshot sends every replica of a replicated array to the host",
              "glmjax/host_copy.py", "slice(None) if name in used else slice(0, 1)",
              "slice(None)", _SNAPSHOT),
     Mutation("a device snapshot is handed to Orbax before it is on the host",
              "glmjax/checkpoint.py",
-             "if not (wait or jax.process_count() > 1 or on_host is None or host_copy.arrived(on_host)):",
-             "if not (wait or jax.process_count() > 1 or on_host is None or True):", _ARRIVED),
+             "if not (wait or jax.process_count() > 1 or transfer.arrived()):",
+             "if not (wait or jax.process_count() > 1 or True):", _ARRIVED),
     Mutation("a device snapshot still on its way is never written by a new save",
              "glmjax/checkpoint.py", "      return False\n    self.write_deferred(wait=True)\n",
              "      return False\n    self.write_deferred()\n", _ARRIVED),
     Mutation("with several processes each hands its device snapshot over when its own arrives",
              "glmjax/checkpoint.py",
-             "if not (wait or jax.process_count() > 1 or on_host is None or host_copy.arrived(on_host)):",
-             "if not (wait or on_host is None or host_copy.arrived(on_host)):", _PROCESSES),
+             "if not (wait or jax.process_count() > 1 or transfer.arrived()):",
+             "if not (wait or transfer.arrived()):", _PROCESSES),
     Mutation("with several processes a device snapshot of a replicated array is one host's",
              "glmjax/host_copy.py",
              "  if process_count > 1 and len({device.process_index for device in senders",
@@ -47,7 +71,8 @@ ENTRIES = (
              (_CK + "test_the_devices_that_send_a_snapshot_hold_one_replica_and_leave_no_"
               "process_without_one",)),
     Mutation("a device snapshot that cannot be sent to host memory stops the run",
-             "glmjax/host_copy.py", "    return None\n\n\ndef _reason", "    raise\n\n\ndef _reason",
+             "glmjax/host_copy.py", "    return None\n\n\ndef split_by_bytes",
+             "    raise\n\n\ndef split_by_bytes",
              (_CK + "test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_"
               "devices",)),
     Mutation("a device snapshot lost on its way to host memory is handed to Orbax anyway",
