@@ -127,15 +127,17 @@ class Transfer:
 
   @property
   def all_sent(self) -> bool:
-    return self.failed or self._sent == len(self._parts)
+    """Every part's turn has come: a failed part still counts its calls, so that a process
+    whose sending failed reaches Orbax at the same call as the others."""
+    return self._sent == len(self._parts)
 
   def send(self) -> None:
-    """Sends the next part, if one is left; returns at once."""
+    """Sends the next part, if one is left (after a failure, only counts it); returns at once."""
     if self.all_sent:
       return
     indices = self._parts[self._sent]
     self._sent += 1
-    sent = start([self._leaves[index] for index in indices])
+    sent = None if self.failed else start([self._leaves[index] for index in indices])
     if sent is None:
       self.failed = True
       return
@@ -144,7 +146,7 @@ class Transfer:
 
   def arrived(self) -> bool:
     """Every part sent and complete in host memory (or sending failed); never blocks."""
-    return self.failed or (self.all_sent and arrived(self._leaves))
+    return self.all_sent and (self.failed or arrived(self._leaves))
 
   def on_host(self) -> Any | None:
     """The copy with its sent arrays in host memory, for `landed`; None where sending failed."""

@@ -72,12 +72,12 @@ def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_pat
   assert json.loads((tmp_path / "config.until-step-2.json").read_text())["seed"] == 0
 
 
-@pytest.mark.parametrize("parts", [1, 2])
-def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeypatch, parts):
+@pytest.mark.parametrize("parts, every", [(1, 2), (2, 2), (2, 3)])
+def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeypatch, caplog,
+                                                                parts, every):
   """checkpoint.device_snapshot: the copy of step k goes to Orbax in iteration k+1, right
   after step k+1 is dispatched, when it has reached the host by then (not at the next save, a
-  checkpoint period late); sent in two parts, the second goes in iteration k+1 and the copy to
-  Orbax in k+2."""
+  checkpoint period late); sent in two parts, after steps k+1 and k+2, it goes in k+3."""
   monkeypatch.setattr(checkpoint.host_copy, "arrived", lambda tree: True)
   events = []
   push, write = loop.StepReporter.push, checkpoint.Checkpointer._write
@@ -85,19 +85,39 @@ def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeyp
       events.append(("step", done)), push(self, done, metrics))[1])
   monkeypatch.setattr(checkpoint.Checkpointer, "_write", lambda self, step, *a, **k: (
       events.append(("write", step)), write(self, step, *a, **k))[1])
-  config = _config(steps=5)
-  config.checkpoint.device_snapshot = True
-  config.checkpoint.snapshot_parts = parts
-  train.train_and_evaluate(config, str(tmp_path))
-  # Saves at 2 and 4 are copies written in the next iteration. In two parts, sent after steps
-  # 3 and 4, step 2's copy is still on its way when the save of 4 is due, which sends the
-  # rest and writes it first; the last step's direct save does the same for 4's.
-  expected = {1: [("step", 1), ("step", 2), ("write", 2), ("step", 3), ("step", 4),
-                  ("write", 4), ("step", 5), ("write", 5)],
-              2: [("step", 1), ("step", 2), ("step", 3), ("step", 4), ("write", 2),
-                  ("step", 5), ("write", 4), ("write", 5)]}[parts]
+  config = _config(steps=5 if every == 2 else 7)
+  config.checkpoint.update(device_snapshot=True, snapshot_parts=parts, every=every)
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(config, str(tmp_path))
+  # Two parts with a save every 2 steps: start-up says the parts cannot all go one per step.
+  assert ("checkpoint.snapshot_parts=2 >= checkpoint.every=2" in caplog.text) == (
+      (parts, every) == (2, 2))
+  # Each write comes before the push of the step whose dispatch it follows (metrics are read a
+  # step late). Every 2 steps in two parts, step 2's copy is still on its way when the save of
+  # 4 is due, which sends the rest and writes it first; a last step's direct save does the
+  # same for the copy before it.
+  expected = {
+      (1, 2): [("step", 1), ("step", 2), ("write", 2), ("step", 3), ("step", 4), ("write", 4),
+               ("step", 5), ("write", 5)],
+      (2, 2): [("step", 1), ("step", 2), ("step", 3), ("step", 4), ("write", 2), ("step", 5),
+               ("write", 4), ("write", 5)],
+      (2, 3): [("step", 1), ("step", 2), ("step", 3), ("step", 4), ("step", 5), ("write", 3),
+               ("step", 6), ("step", 7), ("write", 6), ("write", 7)]}[parts, every]
   assert events == expected, events
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "5"]
+  saved = {2: ["2", "4", "5"], 3: ["3", "6", "7"]}[every]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == saved
+
+
+@pytest.mark.parametrize("snapshot, every, parts, warned", [
+    (False, 100, 4, "has no effect without checkpoint.device_snapshot=true"),
+    (True, 4, 4, "checkpoint.snapshot_parts=4 >= checkpoint.every=4"),
+    (True, 5, 4, None), (True, 0, 4, None), (False, 2, 1, None), (True, 1, 1, None)])
+def test_snapshot_parts_that_cannot_work_as_set_are_a_start_up_warning(snapshot, every, parts,
+                                                                          warned):
+  checkpoint_config = types.SimpleNamespace(device_snapshot=snapshot, every=every,
+                                            snapshot_parts=parts)
+  warning = train.snapshot_parts_warning(checkpoint_config)
+  assert warning == warned if warned is None else warned in warning
 
 
 def test_a_device_snapshot_that_would_not_fit_beside_the_step_is_a_start_up_warning():

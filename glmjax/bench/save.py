@@ -65,7 +65,7 @@ def measure(config, steps: int) -> dict:
     snapshot_steps = min(MAX_STEPS, 2 + max(parts, math.ceil(alone_s / step_s)))
     snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
                                                        defer=True, parts=parts)
-    most_s, state = largest_step_overhead(compiled, state, batch, parts + 2, parts)
+    most_s, state = largest_step_overhead(compiled, state, batch, snapshot_steps, parts)
     peak_bytes = step_bench.peak_device_memory()  # with a snapshot's copy, before the rest
     # Last: experiments for the next move, which must not cost the figures above.
     fetch_s, fetch_beside_s, state = fetch_times(compiled, state, batch)
@@ -190,7 +190,6 @@ def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
   one state's worth at a time."""
   try:
     program = with_host_copy(setup, state)
-    copies = traffic.host_copies(program.as_text())
     state, out, on_host = program(state, setup.batch)
     jax.block_until_ready((out, on_host))
     start = time.perf_counter()
@@ -202,9 +201,20 @@ def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
     return {"in_step_transfer_error": f"{type(error).__name__}: "
                                       f"{(str(error).splitlines() or [''])[0][:300]}"}, state
   return {"in_step_transfer_step_s": (time.perf_counter() - start) / steps,
-          "in_step_transfer_async_copies": copies["copies"],
+          **copies_beside_loops(program.as_text())}, state
+
+
+def copies_beside_loops(hlo_text: str) -> dict:
+  """The in-step program's asynchronous copies into host memory and the share of their bytes
+  beside the layer loops (traffic.host_copies); None for both where its text cannot be read,
+  so that the step's timing is kept."""
+  try:
+    copies = traffic.host_copies(hlo_text)
+  except Exception:  # noqa: BLE001 - a reading of the program's text, not the measurement
+    return {"in_step_transfer_async_copies": None, "in_step_transfer_beside_loops": None}
+  return {"in_step_transfer_async_copies": copies["copies"],
           "in_step_transfer_beside_loops": (copies["beside_loops_bytes"] / copies["bytes"]
-                                            if copies["bytes"] else 0.0)}, state
+                                            if copies["bytes"] else 0.0)}
 
 
 def fetched(tree) -> list:
@@ -252,7 +262,8 @@ def largest_step_overhead(compiled, state, batch, steps: int, parts: int):
   """(the most seconds that a device-snapshot save, sent in `parts` parts, adds to any one of
   the `steps` steps from its start, state). Each step is waited for before the next is asked
   for, so a part sent after a step counts in the step queued behind it; the same steps without
-  a save, from the same idle start, are subtracted step by step."""
+  a save, from the same idle start, are subtracted step by step (one sample each: the figure
+  carries a step's timing noise)."""
   def each_step(state, save):
     state, out = compiled(state, batch)
     jax.block_until_ready(out)

@@ -140,13 +140,19 @@ def program_traffic(hlo: str) -> dict:
   return {"passes": passes, "total_bytes": total}
 
 
+def _operand(line: str, op: str) -> str:
+  """The name of an instruction line's first operand (with or without its shape written)."""
+  return re.findall(r"%([^\s,()]+)", line[line.index(f" {op}("):])[0]
+
+
 def host_copies(hlo: str) -> dict:
   """{'copies', 'bytes', 'beside_loops_bytes'} of the asynchronous copies into host memory
   (`copy-start` ops whose result is in memory space S(5)) in the entry computation of a
   scheduled program (XLA dumps and `compiled.as_text()` list it in the order it runs). A copy
   whose `copy-start` and `copy-done` enclose a loop (the layer loops, where the step's compute
   is) may run beside that loop; one that does not can only hide behind the top-level ops
-  between its two ends, as a `copy-done` makes the compute stream wait for its copy."""
+  between its two ends, as a `copy-done` makes the compute stream wait for its copy. (Only
+  loops in the entry computation itself are seen, not those inside a called computation.)"""
   entry = re.search(r"^ENTRY %(\S+) ", hlo, re.MULTILINE).group(1)
   started, found = {}, {"copies": 0, "bytes": 0, "beside_loops_bytes": 0}
   loops_seen = 0
@@ -154,13 +160,13 @@ def host_copies(hlo: str) -> dict:
     match = _INSTRUCTION.match(line)
     if not match:
       continue
-    name, shape, op, operands = match.group(2), match.group(3), match.group(4), match.group(5)
+    name, shape, op = match.group(2), match.group(3), match.group(4)
     if op == "while":
       loops_seen += 1
     elif op == "copy-start" and "S(5)" in _FIRST_ARRAY.match(shape).group(1):
       started[name] = (array_bytes(_FIRST_ARRAY.match(shape).group(1)), loops_seen)
-    elif op == "copy-done" and operands.split()[-1].lstrip("%") in started:
-      size, loops_then = started.pop(operands.split()[-1].lstrip("%"))
+    elif op == "copy-done" and _operand(line, op) in started:
+      size, loops_then = started.pop(_operand(line, op))
       found["copies"] += 1
       found["bytes"] += size
       found["beside_loops_bytes"] += size if loops_seen > loops_then else 0

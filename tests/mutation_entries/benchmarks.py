@@ -62,6 +62,17 @@ ENTRIES: tuple[Mutation, ...] = (
              "min(MAX_STEPS, 2 + math.ceil(alone_s / step_s))", _SAVE_MEASURE),
     Mutation("the save benchmark's snapshot goes in one part whatever the config says",
              _SAVE_PY, "defer=True, parts=parts)", "defer=True)", _SAVE_MEASURE),
+    Mutation("the largest step overhead is timed over the parts alone", _SAVE_PY,
+             "largest_step_overhead(compiled, state, batch, snapshot_steps, parts)",
+             "largest_step_overhead(compiled, state, batch, parts + 2, parts)", _SAVE_MEASURE),
+    Mutation("an in-step program text the reader cannot parse loses the step's timing",
+             _SAVE_PY, "  except Exception:  # noqa: BLE001 - a reading of the program's text",
+             "  except ZeroDivisionError:  # a reading of the program's text",
+             ("tests/test_bench_save.py::test_the_in_step_transfer_reports_the_share_of_its_"
+              "copies_that_xla_puts_beside_the_loops",)),
+    Mutation("traffic takes a copy-done's last word for its operand", "glmjax/bench/traffic.py",
+             'return re.findall(r"%([^\\s,()]+)", line[line.index(f" {op}("):])[0]',
+             'return line.split()[-1].lstrip("%").rstrip(")")', (_HOST_COPIES,)),
     Mutation("the largest step overhead sums the steps' overheads", _SAVE_PY,
              "return max(with_save - without for", "return sum(with_save - without for",
              ("tests/test_bench_save.py::test_the_largest_step_overhead_is_the_most_a_save_adds_"

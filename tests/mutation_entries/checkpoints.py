@@ -17,14 +17,34 @@ _ARRIVED = (_CK + "test_a_device_snapshot_is_written_only_once_it_is_on_the_host
 _PROCESSES = (_CK + "test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_"
               "arrived_or_not",)
 _PARTS = (_CK + "test_a_snapshot_in_parts_reaches_pinned_host_memory_a_part_per_send",)
+_PART_FAILS = (_CK + "test_a_snapshot_whose_second_part_fails_goes_whole_from_the_devices_at_"
+               "the_usual_call",)
+_PARTS_WARNING = (_FAULTS + "test_snapshot_parts_that_cannot_work_as_set_are_a_start_up_"
+                  "warning",)
 _PARTS_WRITTEN = (_CK + "test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_"
                   "whole",)
 
 ENTRIES = (
     # checkpoint.device_snapshot's copy on its way to the host.
     Mutation("a device snapshot stays on the devices until Orbax takes it", "glmjax/host_copy.py",
-             "    sent = start([self._leaves[index] for index in indices])",
-             "    sent = [self._leaves[index] for index in indices]", _ARRIVED + _PARTS),
+             "sent = None if self.failed else start([self._leaves[index] for index in indices])",
+             "sent = None if self.failed else [self._leaves[index] for index in indices]",
+             _ARRIVED + _PARTS),
+    Mutation("a process whose snapshot part failed hands its copy over ahead of the others",
+             "glmjax/host_copy.py", "    return self._sent == len(self._parts)",
+             "    return self.failed or self._sent == len(self._parts)", _PART_FAILS),
+    Mutation("a snapshot goes on sending parts after one failed", "glmjax/host_copy.py",
+             "sent = None if self.failed else start([self._leaves[index] for index in indices])",
+             "sent = start([self._leaves[index] for index in indices])", _PART_FAILS),
+    Mutation("start-up says nothing of snapshot parts as many as the save interval",
+             "glmjax/train.py", "  if parts > 1 and 0 < every <= parts:",
+             "  if parts > 1 and 0 < every < parts:", _PARTS_WARNING),
+    Mutation("start-up says nothing of snapshot parts set without a device snapshot",
+             "glmjax/train.py", "  if parts > 1 and not checkpoint.device_snapshot:",
+             "  if False:", _PARTS_WARNING),
+    Mutation("start-up never logs the snapshot parts' warning", "glmjax/train.py",
+             "    log.warning(snapshot_parts_warning(config.checkpoint))", "    pass",
+             (_FAULTS + "test_a_device_snapshot_is_written_while_the_next_step_runs",)),
     Mutation("a snapshot's parts are cut where their bytes first pass the cap",
              "glmjax/host_copy.py", "      if current and held + size > cap:",
              "      if current and held > cap:",
