@@ -247,11 +247,12 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts) -
                - per_chip_bytes(program.abstract_state.params)) if evaluated is not None else 0
   memory = compiled.memory_analysis()
   # checkpoint.device_snapshot: each save's copy of the state stays on the chips while the next
-  # step runs (train's start-up check, memory.device_snapshot_report, counts it the same way).
-  # Only periodic saves are deferred: with checkpoint.every=0 no copy is ever made.
+  # steps run (train's start-up check, memory.device_snapshot_report, counts it the same way),
+  # and through an evaluation that falls before it is handed over. Only periodic saves are
+  # deferred: with checkpoint.every=0 no copy is ever made.
   deferred = config.checkpoint.device_snapshot and int(config.checkpoint.every) > 0
   snapshot = state_bytes if deferred else 0
-  total = max(memory_lib.program_bytes(memory) + snapshot, eval_peak) + resident + ahead
+  total = max(memory_lib.program_bytes(memory), eval_peak) + snapshot + resident + ahead
   # A planning figure: the config's average Part B share (a real step counts its own batch).
   flops = model_lib.flops_per_token(
       model_config, seq_len, part_b_fraction=pipeline_lib.expected_part_b_fraction(config.data)

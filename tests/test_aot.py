@@ -88,6 +88,25 @@ def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak(xla_on_v5
   assert aot.compile_for_slice(config, spec).total_bytes == off.total_bytes
 
 
+def test_a_device_snapshot_s_copy_counts_beside_an_evaluation_too(monkeypatch):
+  """An evaluation can fall while a save's copy waits to be handed over (the longer with
+  checkpoint.snapshot_parts): where evaluation is the larger program, the copy adds to it."""
+  spec = topology.parse_slice("v5e-4")
+  real, calls = aot.memory_lib.program_bytes, []
+
+  def eval_first_and_large(analysis):  # compile_for_slice sizes the eval program first
+    calls.append(analysis)
+    return 64 * 2**20 if len(calls) % 2 == 1 else real(analysis)
+
+  monkeypatch.setattr(aot.memory_lib, "program_bytes", eval_first_and_large)
+  config = _tiny(attention="xla")
+  off = aot.compile_for_slice(config, spec)
+  config.checkpoint.device_snapshot = True
+  on = aot.compile_for_slice(config, spec)
+  assert off.temp_bytes < 64 * 2**20  # the evaluation is the peak
+  assert on.total_bytes - off.total_bytes == on.state_bytes > 0
+
+
 def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch):
   """Beside the running step's batch, train holds the next step's (dispatched: metrics are
   read one step late), DEPTH built batches and one in transfer."""

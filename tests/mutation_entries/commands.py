@@ -74,6 +74,12 @@ ENTRIES = (
              "    if False:  # gcloud's type names one shape per size",
              ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
               "status_2",)),
+    Mutation("aot leaves a device-snapshot save's copy out of an evaluation's peak",
+             "glmjax/aot.py",
+             "  total = max(memory_lib.program_bytes(memory), eval_peak) + snapshot + resident",
+             "  total = max(memory_lib.program_bytes(memory) + snapshot, eval_peak) + resident",
+             ("tests/test_aot.py::test_a_device_snapshot_s_copy_counts_beside_an_evaluation_"
+              "too",)),
     Mutation("aot leaves a device-snapshot save's copy out of the peak", "glmjax/aot.py",
              "  snapshot = state_bytes if deferred else 0",
              "  snapshot = 0",
