@@ -3,6 +3,7 @@ faults."""
 from mutation_entries import Mutation
 
 _CK = "tests/test_checkpoint.py::"
+_SNAP = "tests/test_device_snapshot.py::"
 _DAMAGE = "tests/test_checkpoint_damage.py::"
 _FAULTS = "tests/test_faults.py::"
 _VERDICTS = "tests/test_fault_verdicts.py::"
@@ -10,18 +11,18 @@ _WORKDIR = "tests/test_workdir.py::"
 _METRICS = "tests/test_metrics.py::"
 _SAME = "tests/test_same_tokenizer.py::"
 
-_SNAPSHOT = (_CK + "test_a_device_snapshot_goes_to_pinned_host_memory_at_once_with_the_original_"
+_SNAPSHOT = (_SNAP + "test_a_device_snapshot_goes_to_pinned_host_memory_at_once_with_the_original_"
              "values",)
-_ARRIVED = (_CK + "test_a_device_snapshot_is_written_only_once_it_is_on_the_host_unless_the_"
+_ARRIVED = (_SNAP + "test_a_device_snapshot_is_written_only_once_it_is_on_the_host_unless_the_"
             "caller_waits",)
-_PROCESSES = (_CK + "test_with_several_processes_a_device_snapshot_is_written_after_the_next_step_"
-              "arrived_or_not",)
-_PARTS = (_CK + "test_a_snapshot_in_parts_reaches_pinned_host_memory_a_part_per_send",)
-_PART_FAILS = (_CK + "test_a_snapshot_whose_second_part_fails_goes_whole_from_the_devices_at_"
+_PROCESSES = (_SNAP + "test_with_several_processes_a_device_snapshot_is_written_after_the_next_"
+              "step_arrived_or_not",)
+_PARTS = (_SNAP + "test_a_snapshot_in_parts_reaches_pinned_host_memory_a_part_per_send",)
+_PART_FAILS = (_SNAP + "test_a_snapshot_whose_second_part_fails_goes_whole_from_the_devices_at_"
                "the_usual_call",)
 _PARTS_WARNING = (_FAULTS + "test_snapshot_parts_that_cannot_work_as_set_are_a_start_up_"
                   "warning",)
-_PARTS_WRITTEN = (_CK + "test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_"
+_PARTS_WRITTEN = (_SNAP + "test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_"
                   "whole",)
 
 ENTRIES = (
@@ -48,7 +49,7 @@ ENTRIES = (
     Mutation("a snapshot's parts are cut where their bytes first pass the cap",
              "glmjax/host_copy.py", "      if current and held + size > cap:",
              "      if current and held > cap:",
-             (_CK + "test_a_snapshot_s_parts_keep_the_arrays_order_and_make_the_largest_part_as_"
+             (_SNAP + "test_a_snapshot_s_parts_keep_the_arrays_order_and_make_the_largest_part_as_"
               "small_as_it_can",)),
     Mutation("a snapshot in parts sends its first part again and again", "glmjax/host_copy.py",
              "    indices = self._parts[self._sent]\n", "    indices = self._parts[0]\n", _PARTS),
@@ -61,7 +62,7 @@ ENTRIES = (
     Mutation("a snapshot in parts is cut by each host's own bytes", "glmjax/host_copy.py",
              "split_by_bytes([key_free(leaf).nbytes for leaf in self._leaves], parts)",
              "split_by_bytes([nbytes(leaf) for leaf in self._leaves], parts)",
-             (_CK + "test_a_snapshot_s_parts_are_cut_by_the_arrays_global_bytes_the_same_on_"
+             (_SNAP + "test_a_snapshot_s_parts_are_cut_by_the_arrays_global_bytes_the_same_on_"
               "every_process",)),
     Mutation("train sends every device snapshot in one part whatever the config says",
              "glmjax/train.py", "        snapshot_parts=config.checkpoint.snapshot_parts)", ")",
@@ -88,28 +89,27 @@ ENTRIES = (
     Mutation("with several processes a device snapshot may leave a process without a shard",
              "glmjax/host_copy.py", "for device in senders.flat}) < process_count:",
              "for device in senders.flat}) == 1:",
-             (_CK + "test_the_devices_that_send_a_snapshot_hold_one_replica_and_leave_no_"
+             (_SNAP + "test_the_devices_that_send_a_snapshot_hold_one_replica_and_leave_no_"
               "process_without_one",)),
     Mutation("a device snapshot that cannot be sent to host memory stops the run",
              "glmjax/host_copy.py", "    return None\n\n\ndef split_by_bytes",
              "    raise\n\n\ndef split_by_bytes",
-             (_CK + "test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_"
+             (_SNAP + "test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_"
               "devices",)),
     Mutation("a device snapshot lost on its way to host memory is handed to Orbax anyway",
              "glmjax/host_copy.py", "      ok = False\n", "",
-             (_CK + "test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_"
+             (_SNAP + "test_a_device_snapshot_that_cannot_reach_host_memory_is_saved_from_the_"
               "devices",)),
     Mutation("with several processes each saves its own kind of copy",
              "glmjax/host_copy.py",
              "    ok = bool(np.min(multihost_utils.process_allgather(np.int32(ok))))\n",
              "    ok = bool(ok)\n",
-             (_CK + "test_with_several_processes_all_save_from_the_devices_if_one_host_copy_"
+             (_SNAP + "test_with_several_processes_all_save_from_the_devices_if_one_host_copy_"
               "failed",)),
     Mutation("a device snapshot counts as arrived when its first array has", "glmjax/host_copy.py",
              "return all(key_free(leaf).is_ready() for leaf in jax.tree.leaves(tree))",
              "return key_free(jax.tree.leaves(tree)[0]).is_ready()",
-             ("tests/test_checkpoint.py::test_a_device_snapshot_counts_as_on_the_host_only_when_"
-              "every_array_is",)),
+             (_SNAP + "test_a_device_snapshot_counts_as_on_the_host_only_when_every_array_is",)),
     Mutation("checkpoint.every=0 saves every step instead of none", "glmjax/checkpoint.py",
              "return self.every > 0 and step % self.every == 0",
              "return step % max(self.every, 1) == 0",
@@ -159,7 +159,7 @@ ENTRIES = (
              "glmjax/checkpoint.py",
              "    self.write_deferred(wait=True)\n    self.wait()  # surfaces",
              "    self.wait()  # surfaces",
-             (_CK + "test_a_run_s_last_step_saved_as_a_device_snapshot_is_written_once_without_"
+             (_SNAP + "test_a_run_s_last_step_saved_as_a_device_snapshot_is_written_once_without_"
               "an_error",)),
     Mutation("a storage error chained as the context (no `from`) is not seen",
              "glmjax/storage_errors.py", "error = error.__cause__ or error.__context__",
