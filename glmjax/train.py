@@ -222,8 +222,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
     log.log(*memory_lib.device_snapshot_report(memory_lib.memory_analysis(train_fn),
                                                memory_lib.state_bytes_per_device(state),
                                                memory_lib.device_memory_limit()))
-  if snapshot_parts_warning(config.checkpoint):
-    log.warning(snapshot_parts_warning(config.checkpoint))
+  if parts_warning := snapshot_parts_warning(config.checkpoint):
+    log.warning(parts_warning)
   termination.stop_if_requested()
   evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,
                          mesh) if inputs.eval_pipeline is not None else None)

@@ -44,7 +44,7 @@ ENTRIES = (
              "glmjax/train.py", "  if parts > 1 and not checkpoint.device_snapshot:",
              "  if False:", _PARTS_WARNING),
     Mutation("start-up never logs the snapshot parts' warning", "glmjax/train.py",
-             "    log.warning(snapshot_parts_warning(config.checkpoint))", "    pass",
+             "    log.warning(parts_warning)", "    pass",
              (_FAULTS + "test_a_device_snapshot_is_written_while_the_next_step_runs",)),
     Mutation("a snapshot's parts are cut where their bytes first pass the cap",
              "glmjax/host_copy.py", "      if current and held + size > cap:",
