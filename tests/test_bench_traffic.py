@@ -110,3 +110,30 @@ def test_a_loop_inside_a_loop_runs_as_often_as_both_trip_counts_say():
   hlo = step.lower(jnp.ones(64), jnp.ones((3, 5, 64))).compile().as_text()
   runs = {entry["runs"] for entry in traffic.program_traffic(hlo)["passes"]}
   assert {1, 3, 15} <= runs, runs
+
+
+def test_a_stack_update_that_xla_runs_on_its_own_stream_counts_once_per_trip():
+  # XLA's GPU pipeline wraps some stack updates in an async-start / async-done pair whose
+  # computation holds the fusion: it is memory traffic of the loop all the same.
+  body = HLO.split("%body (")[1].split("\n}\n")[0]
+  asynchronous = body.replace(
+      "%loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion(%stack, %loop_dynamic_slice_fusion,"
+      " %i), kind=kLoop, calls=%fused_update",
+      "%fusion-start = ((f32[4,8]{1,0}, f32[1,8]{1,0}, s32[]), f32[4,8]{1,0}, u32[]) async-start("
+      "%stack, %loop_dynamic_slice_fusion, %i), calls=%async_computation\n"
+      "  %loop_dynamic_update_slice_fusion = f32[4,8]{1,0} async-done(%fusion-start)")
+  assert asynchronous != body
+  wrapper = """
+%async_computation (r0: f32[4,8], r1: f32[1,8], r2: s32[]) -> f32[4,8] {
+  %r0 = f32[4,8]{1,0} parameter(0)
+  %r1 = f32[1,8]{1,0} parameter(1)
+  %r2 = s32[] parameter(2)
+  ROOT %update = f32[4,8]{1,0} fusion(%r0, %r1, %r2), kind=kLoop, calls=%fused_update
+}
+"""
+  hlo = HLO.replace(body, asynchronous).replace("\n%body (", wrapper + "\n%body (")
+  passes = {entry["computation"]: entry for entry in traffic.program_traffic(hlo)["passes"]}
+  assert passes["async_computation"]["runs"] == 3
+  assert passes["async_computation"]["bytes_per_run"] == 68
+  assert passes["body"]["bytes_per_run"] == 68
+  assert traffic.program_traffic(hlo)["total_bytes"] == 3 * 136 + 224

@@ -90,14 +90,16 @@ def fusion_bytes(body: list[str]) -> tuple[int, int]:
 def _runs(found: dict[str, list[str]], entry: str) -> dict[str, int]:
   """Computation -> how many times one run of the program runs it: the top level once, a loop
   body its trip count times as often as the computation holding the loop (1 where XLA does not
-  know the count), a called computation as often as its caller. Conditionals' branches are
-  not followed."""
+  know the count), a called computation as often as its caller; so does the computation that an
+  `async-start` runs (XLA's GPU pipeline moves some stack updates and slices into those, to run
+  them on a stream of their own). Conditionals' branches are not followed."""
   runs, pending = {entry: 1}, [entry]
   while pending:
     caller = pending.pop()
     for line in found.get(caller, []):
       loop = re.search(r" while\(.*body=%([^,\s]+)", line)
-      called = re.search(r" call\(.*to_apply=%([^,\s]+)", line)
+      called = (re.search(r" call\(.*to_apply=%([^,\s]+)", line)
+                or re.search(r" async-start\(.*calls=%([^,\s]+)", line))
       if loop:
         trips = _TRIPS.search(line)
         runs[loop.group(1)] = runs[caller] * (int(trips.group(1)) if trips else 1)
