@@ -60,6 +60,7 @@ def model_defaults() -> ml_collections.ConfigDict:
       param_dtype="float32",       # stored parameters: float32 | bfloat16
       attention="auto",            # auto | xla | cudnn | tokamax | splash | splash_dynamic
       remat="none",                # none | minimal | full
+      save_dropout_masks=False,    # minimal, full: keep hidden dropout's masks, not draw them again
       scan_layers=True,            # nn.scan over layers: faster compiles; params get a layers axis
   ))
 
@@ -367,7 +368,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
 # checkpointing, the mesh, the attention kernel, remat) may change when a run resumes.
 TRAJECTORY_SECTIONS = ("seed", "model", "data", "optim")
 TRAJECTORY_FIELDS = ("train.dropout_rng",)  # another generator draws every later dropout mask
-FREE_FIELDS = ("model.attention", "model.remat",
+FREE_FIELDS = ("model.attention", "model.remat", "model.save_dropout_masks",
                "optim.moments_dtype")  # the state's layout check catches a real mismatch
 
 

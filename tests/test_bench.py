@@ -101,7 +101,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert [(f.get("part"), f.get("what")) for f in figures] == [
       ("core", "step"), ("large", "step"), ("save", "save"), ("save", "save"),
       ("attention", "attention"), ("sweep", "sweep"), ("chunk", "sweep"), ("ceiling", "ceiling"),
-      ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"),
+      ("profile", "profile"), ("profile_large", "profile"), ("tune", "sweep"), ("tune", "sweep"),
       ("flags (glmjax options)", "sweep"),
       ("flags --xla_gpu_enable_dynamic_slice_fusion=true", "sweep"),
       ("flags --xla_gpu_enable_dus_accumulator_zero_init_elimination=true", "sweep"),
@@ -111,7 +111,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       ("large_sweep", "sweep"), ("batch_2b", "sweep"), ("autotune", "attention")], figures
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
   ceiling, profiled, profiled_large = figures[7], figures[8], figures[9]
-  tune, unroll, large_sweep = figures[10], figures[17], figures[18]
+  tunes, unroll, large_sweep = figures[10:12], figures[18], figures[19]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
@@ -121,12 +121,17 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   assert profiled_large["remat"] == "minimal"
   assert (tmp_path / "profile_large_trace.json.gz").stat().st_size > 0
   assert (tmp_path / "profile_large_hlo.txt.gz").stat().st_size > 0
-  assert {(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in tune["trials"]} == {
-      (rng, rate) for rng in ("threefry2x32", "rbg", "unsafe_rbg") for rate in (0.1, 0.0)}
+  # Masks drawn again, then kept: the best setting, then as shipped; the same losses both ways.
+  assert [[(t["remat"], t["model.save_dropout_masks"]) for t in tune["trials"]]
+          for tune in tunes] == [[("minimal", False), ("minimal", True)],
+                                 [("full", False), ("full", True)]]
+  for tune in tunes:
+    drawn_again, kept = (t["loss"] for t in tune["trials"])
+    assert abs(kept - drawn_again) <= 1e-5 * abs(drawn_again), tune["trials"]
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
-  assert [(t["remat"], t["attention"]) for t in figures[19]["trials"]] == [("minimal", "tokamax")]
+  assert [(t["remat"], t["attention"]) for t in figures[20]["trials"]] == [("minimal", "tokamax")]
   assert [t["model.scan_layers"] for t in unroll["trials"]] == [False]
-  assert all("error" not in t for f in figures[10:20] for t in f["trials"]), figures[10:20]
+  assert all("error" not in t for f in figures[10:21] for t in f["trials"]), figures[10:21]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}

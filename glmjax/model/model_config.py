@@ -84,6 +84,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   attention: str = "auto"
   remat: str = "none"
+  save_dropout_masks: bool = False
   scan_layers: bool = True
   # Not a user setting: the platform the program is compiled for ('' = this host's backend).
   # attention_choice.resolved_model_config sets it (aot asks for 'tpu'), so a TPU program

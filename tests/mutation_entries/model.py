@@ -96,4 +96,34 @@ ENTRIES = (
     Mutation("auto runs splash's check off its block instead of skipping it",
              "glmjax/attention_choice.py", "    if seq_len % multiple:\n      log.info(",
              "    if False:\n      log.info(", ("tests/test_config_validation.py",)),
+    # model.save_dropout_masks (glm.py Dropout and the remat policies).
+    Mutation("save_dropout_masks keeps no mask", "glmjax/model/glm.py",
+             "masks = (DROPOUT_MASK,) if cfg.save_dropout_masks else ()", "masks = ()",
+             ("tests/test_dropout_masks.py::test_the_backward_pass_draws_no_dropout_mask_again_"
+              "where_the_masks_are_kept",
+              "tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_only_where_asked")),
+    Mutation("remat=full drops the dropout masks it was asked to keep", "glmjax/model/glm.py",
+             "return jax.checkpoint_policies.save_only_these_names(*masks) if masks else None",
+             "return None",
+             ("tests/test_dropout_masks.py::test_the_backward_pass_draws_no_dropout_mask_again_"
+              "where_the_masks_are_kept",)),
+    Mutation("glm's Dropout leaves its mask untagged", "glmjax/model/glm.py",
+             "    mask = checkpoint_name(mask, DROPOUT_MASK)\n", "",
+             ("tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_only_where_asked",)),
+    Mutation("glm's Dropout draws from another key than flax's", "glmjax/model/glm.py",
+             'mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=inputs.shape)',
+             'mask = jax.random.bernoulli(jax.random.fold_in(self.make_rng("dropout"), 1), p=keep,'
+             ' shape=inputs.shape)',
+             ("tests/test_dropout_masks.py::test_glm_s_dropout_draws_the_masks_flax_s_dropout_"
+              "draws",)),
+    Mutation("glm's Dropout leaves the kept entries unscaled", "glmjax/model/glm.py",
+             "return jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))",
+             "return jax.lax.select(mask, inputs, jnp.zeros_like(inputs))",
+             ("tests/test_dropout_masks.py::test_glm_s_dropout_draws_the_masks_flax_s_dropout_"
+              "draws",)),
+    Mutation("glm's Dropout shifts its mask by one feature", "glmjax/model/glm.py",
+             "    mask = checkpoint_name(mask, DROPOUT_MASK)\n",
+             "    mask = checkpoint_name(jnp.roll(mask, 1, axis=-1), DROPOUT_MASK)\n",
+             ("tests/test_dropout_masks.py::test_glm_s_dropout_draws_the_masks_flax_s_dropout_"
+              "draws",)),
 )
