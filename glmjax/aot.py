@@ -162,6 +162,9 @@ def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int
   tips = []
   if snapshot:
     tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
+  if (config.model.save_dropout_masks and config.model.remat != "none"
+      and config.model.hidden_dropout > 0):
+    tips.append("model.save_dropout_masks=false (the backward pass draws the masks again)")
   if config.model.remat != "full":
     tips.append(f"model.remat=full (now {config.model.remat})")
   if int(config.mesh.data) != 1:  # the state is copied over mesh.data, whatever mesh.fsdp is

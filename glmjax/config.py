@@ -365,7 +365,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
 
 
 # Sections and fields that change what a run computes; the rest (steps, logging, evaluation,
-# checkpointing, the mesh, the attention kernel, remat) may change when a run resumes.
+# checkpointing, the mesh, the attention kernel, remat and what it keeps) may change on resume.
 TRAJECTORY_SECTIONS = ("seed", "model", "data", "optim")
 TRAJECTORY_FIELDS = ("train.dropout_rng",)  # another generator draws every later dropout mask
 FREE_FIELDS = ("model.attention", "model.remat", "model.save_dropout_masks",

@@ -128,13 +128,19 @@ def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
                      loss_chunk: int | None = None):
   forward = functools.partial(loss_sums, model=model, deterministic=False, loss_chunk=loss_chunk)
   grad_fn = jax.grad(forward, has_aux=True)
+  # Gradients with respect to the compute-dtype view of the projections: the same values, half
+  # the bytes where the backward pass stacks them and the optimizer reads them (bfloat16 to
+  # float32 is exact; docs/performance.md).
+  view = model_lib.in_compute_dtype(params, model.config)
+  in_params_dtype = lambda grads: jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
   if grad_accum_steps == 1:
-    return grad_fn(params, batch, rng)
+    grads, sums = grad_fn(view, batch, rng)
+    return in_params_dtype(grads), sums
 
   def body(carry, micro):
     index, micro_batch = micro
-    grads, sums = grad_fn(params, micro_batch, jax.random.fold_in(rng, index))
-    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+    grads, sums = grad_fn(view, micro_batch, jax.random.fold_in(rng, index))
+    return jax.tree.map(jnp.add, carry, (in_params_dtype(grads), sums)), None
 
   micro = (jnp.arange(grad_accum_steps), _micro_batches(batch, grad_accum_steps))
   first = jax.tree.map(lambda x: x[0], micro[1])

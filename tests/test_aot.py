@@ -363,6 +363,12 @@ def test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_turne
   assert "optim.grad_accum_steps=4 " in aot.fit_advice(config)  # twice the accumulation
   assert "checkpoint.device_snapshot=false" in aot.fit_advice(config, snapshot=True)
   assert "device_snapshot" not in aot.fit_advice(config)
+  # Kept dropout masks are memory remat can give back, where there are masks to keep.
+  assert "save_dropout_masks" not in aot.fit_advice(config)
+  config.model.update(save_dropout_masks=True, hidden_dropout=0.1)
+  assert "model.save_dropout_masks=false" in aot.fit_advice(config)
+  config.model.hidden_dropout = 0.0
+  assert "save_dropout_masks" not in aot.fit_advice(config)
 
 
 def test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_of_it():

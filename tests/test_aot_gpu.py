@@ -226,3 +226,16 @@ def test_xla_schedules_most_of_the_in_step_host_copy_of_the_state_outside_the_la
   assert copies["bytes"] == sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
   # GLM-2B (jax 0.11, 23 GB): 1.2 MB of it beside the loops; this tiny model: 4.6%
   assert copies["beside_loops_bytes"] < 0.1 * copies["bytes"]
+
+
+def test_the_backward_loop_stacks_the_projections_gradients_in_bfloat16():
+  # Differentiated through model.in_compute_dtype, each layer's kernel gradient (a bfloat16
+  # matmul output) goes into its stack as it is, not widened to float32 first: half the bytes
+  # there and in the optimizer's reads of it (step.summed_gradients).
+  config = _tiny(attention="xla")
+  found = traffic.computations(_compiled_gpu_step(config))
+  layers, hidden = config.model.num_layers, config.model.hidden_size
+  stacked = [line.split(" = ")[1].split("{")[0] for lines in found.values() for line in lines
+             if "ROOT" in line and " dynamic-update-slice(" in line
+             and f"[{layers},{hidden},{4 * hidden}]" in line]
+  assert stacked and set(stacked) == {f"bf16[{layers},{hidden},{4 * hidden}]"}, stacked

@@ -201,7 +201,8 @@ class Dropout(nn.Module):
   (a byte an element) where the backward pass would otherwise draw it again. Each draw is
   threefry's arithmetic on every element; hidden dropout took 4.6% of GLM-2B's step on an H200
   (docs/performance.md). The same draws as flax's: instances are named as flax names its own
-  (Dropout_0, Dropout_1), and the mask is drawn the same way from that scope's key."""
+  (Dropout_0, Dropout_1: keep the class's name and leave the instances unnamed, as the names
+  decide each mask's key), and the mask is drawn the same way from that scope's key."""
   rate: float
   deterministic: bool
 
@@ -349,6 +350,19 @@ class GLM(nn.Module):
     if return_hidden:
       return x
     return tied_logits(word_embeddings, x)
+
+
+def in_compute_dtype(params: dict, cfg: ModelConfig) -> dict:
+  """`params` with every projection's kernel and bias (the `_kernel` and `_bias` leaves that
+  `_projection` makes) in the compute dtype. The model casts them so before any use, so this
+  view gives the same values. Differentiated with respect to it, they get their gradients in
+  the compute dtype, as the matmuls produce them anyway: stored and stacked per layer, and read
+  by the optimizer's passes, at half float32's bytes; the step converts them back, exactly."""
+  def view(path, leaf):
+    name = getattr(path[-1], "key", "") if path else ""
+    cast = isinstance(name, str) and name.endswith(("_kernel", "_bias"))
+    return leaf.astype(cfg.compute_dtype) if cast else leaf
+  return jax.tree_util.tree_map_with_path(view, params)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:

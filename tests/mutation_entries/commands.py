@@ -371,4 +371,9 @@ ENTRIES = (
              '      raise ConfigError(f"model.hidden_dropout={get_field(config, field)}: '
              'must be in [0, 1).")',
              (_VALID + "test_bad_field_is_named",)),
+    Mutation("aot never advises giving back the kept dropout masks", "glmjax/aot.py",
+             '    tips.append("model.save_dropout_masks=false (the backward pass draws the masks '
+             'again)")\n', "    pass\n",
+             ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
+              "not_yet_turned",)),
 )

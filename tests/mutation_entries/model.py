@@ -101,7 +101,8 @@ ENTRIES = (
              "masks = (DROPOUT_MASK,) if cfg.save_dropout_masks else ()", "masks = ()",
              ("tests/test_dropout_masks.py::test_the_backward_pass_draws_no_dropout_mask_again_"
               "where_the_masks_are_kept",
-              "tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_only_where_asked")),
+              "tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_and_nothing_else_"
+              "more_where_asked")),
     Mutation("remat=full drops the dropout masks it was asked to keep", "glmjax/model/glm.py",
              "return jax.checkpoint_policies.save_only_these_names(*masks) if masks else None",
              "return None",
@@ -109,7 +110,8 @@ ENTRIES = (
               "where_the_masks_are_kept",)),
     Mutation("glm's Dropout leaves its mask untagged", "glmjax/model/glm.py",
              "    mask = checkpoint_name(mask, DROPOUT_MASK)\n", "",
-             ("tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_only_where_asked",)),
+             ("tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_and_nothing_else_"
+              "more_where_asked",)),
     Mutation("glm's Dropout draws from another key than flax's", "glmjax/model/glm.py",
              'mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=inputs.shape)',
              'mask = jax.random.bernoulli(jax.random.fold_in(self.make_rng("dropout"), 1), p=keep,'
@@ -126,4 +128,11 @@ ENTRIES = (
              "    mask = checkpoint_name(jnp.roll(mask, 1, axis=-1), DROPOUT_MASK)\n",
              ("tests/test_dropout_masks.py::test_glm_s_dropout_draws_the_masks_flax_s_dropout_"
               "draws",)),
+    Mutation("Block names its attention dropout, which changes that mask's key",
+             "glmjax/model/glm.py",
+             "drop_attention = Dropout(cfg.hidden_dropout, deterministic=self.deterministic)",
+             'drop_attention = Dropout(cfg.hidden_dropout, deterministic=self.deterministic, '
+             'name="drop_attention")',
+             ("tests/test_dropout_masks.py::test_each_layer_s_dropouts_keep_the_names_that_key_"
+              "their_masks",)),
 )

@@ -128,4 +128,22 @@ ENTRIES = (
              "text_len = cut",
              ("tests/test_infilling.py::test_sentence_windows_keep_a_row_whole_when_no_sentence_"
               "ends_inside_its_room",)),
+    # Gradients through the compute-dtype view of the projections (step.summed_gradients).
+    Mutation("the step differentiates the float32 parameters again", "glmjax/step.py",
+             "view = model_lib.in_compute_dtype(params, model.config)", "view = params",
+             ("tests/test_aot_gpu.py::test_the_backward_loop_stacks_the_projections_gradients_"
+              "in_bfloat16",)),
+    Mutation("the step returns the view's bfloat16 gradients", "glmjax/step.py",
+             "    return in_params_dtype(grads), sums\n", "    return grads, sums\n",
+             ("tests/test_gradients_in_compute_dtype.py::test_gradients_through_the_compute_"
+              "dtype_view_equal_the_float32_parameters_gradients",)),
+    Mutation("the view casts the embedding tables too", "glmjax/model/glm.py",
+             'name.endswith(("_kernel", "_bias"))',
+             'name.endswith(("_kernel", "_bias", "embeddings"))',
+             ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
+              "kernels_and_biases_and_nothing_else",)),
+    Mutation("the view casts LayerNorm's bias too", "glmjax/model/glm.py",
+             'name.endswith(("_kernel", "_bias"))', 'name.endswith(("_kernel", "bias"))',
+             ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
+              "kernels_and_biases_and_nothing_else",)),
 )
