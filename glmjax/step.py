@@ -128,9 +128,9 @@ def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
                      loss_chunk: int | None = None):
   forward = functools.partial(loss_sums, model=model, deterministic=False, loss_chunk=loss_chunk)
   grad_fn = jax.grad(forward, has_aux=True)
-  # Gradients with respect to the compute-dtype view of the projections: the same values, half
-  # the bytes where the backward pass stacks them and the optimizer reads them (bfloat16 to
-  # float32 is exact; docs/performance.md).
+  # Gradients with respect to the compute-dtype view of the projections (`model` is a GLM: its
+  # config says the dtype): the same values, half the bytes where the backward pass stacks them
+  # and the optimizer reads them (bfloat16 to float32 is exact; docs/performance.md).
   view = model_lib.in_compute_dtype(params, model.config)
   in_params_dtype = lambda grads: jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
   if grad_accum_steps == 1:

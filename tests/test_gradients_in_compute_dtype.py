@@ -32,24 +32,26 @@ def _float32_gradients(params, batch, rng, *, model, grad_accum_steps):
   return jax.lax.scan(body, zero, micro)[0]
 
 
-@pytest.mark.parametrize("grad_accum_steps", [1, 2])
-@pytest.mark.parametrize("mesh_shape", [(1, 1, 1), (2, 2, 2)])
+@pytest.mark.parametrize("grad_accum_steps, mesh_shape, model", [
+    (1, (1, 1, 1), {}), (2, (1, 1, 1), {}), (1, (2, 2, 2), {}), (2, (2, 2, 2), {}),
+    (1, (1, 1, 1), {"scan_layers": False}), (1, (1, 1, 1), {"remat": "full"}),
+    (1, (1, 1, 1), {"mlp": "geglu"})])
 def test_gradients_through_the_compute_dtype_view_equal_the_float32_parameters_gradients(
-    mesh_shape, grad_accum_steps):
+    mesh_shape, grad_accum_steps, model):
   data, fsdp, tensor = mesh_shape
   config = _config(data=data, fsdp=fsdp, tensor=tensor)
-  config.model.update(dtype="bfloat16", hidden_dropout=0.1)
+  config.model.update(dtype="bfloat16", hidden_dropout=0.1, **model)
   devices = jax.devices()[:data * fsdp * tensor]
   mesh, rules = parallel.make_mesh(config.mesh, devices), parallel.logical_rules(config.mesh)
-  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
-  init_fn = step_lib.make_init_fn(model, optim.make_optimizer(config.optim), config.data.seq_len)
+  glm = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  init_fn = step_lib.make_init_fn(glm, optim.make_optimizer(config.optim), config.data.seq_len)
   with parallel.activate(mesh, rules):
     state = step_lib.init_sharded_state(init_fn, step_lib.state_shardings(init_fn, mesh, rules),
                                         config.seed)
     batch = parallel.global_batch(_batches(config, 1)[0], parallel.host_rows(mesh, 8))
     rng = jax.random.key(3)
     ours, reference = (jax.jit(functools.partial(
-        fn, rng=rng, model=model, grad_accum_steps=grad_accum_steps))(state.params, batch)
+        fn, rng=rng, model=glm, grad_accum_steps=grad_accum_steps))(state.params, batch)
         for fn in (step_lib.summed_gradients, _float32_gradients))
   np.testing.assert_array_equal(ours[1]["loss_sum"], reference[1]["loss_sum"])
   for a, b in zip(jax.tree.leaves(ours[0]), jax.tree.leaves(reference[0])):
@@ -57,17 +59,22 @@ def test_gradients_through_the_compute_dtype_view_equal_the_float32_parameters_g
     np.testing.assert_array_equal(a, b)
 
 
-def test_the_view_casts_the_projections_kernels_and_biases_and_nothing_else():
+def _params_and_model(**model):
   config = _config()
-  config.model.dtype = "bfloat16"
-  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  config.model.update(**model)
+  glm = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   tokens = jnp.zeros((1, config.data.seq_len), jnp.int32)
-  params = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens, tokens,
-                          jnp.array([4]))["params"]
-  params = jax.tree.map(lambda boxed: jnp.zeros(boxed.value.shape, boxed.value.dtype), params,
+  boxed = jax.eval_shape(glm.init, jax.random.key(0), tokens, tokens, tokens,
+                         jnp.array([4]))["params"]
+  params = jax.tree.map(lambda box: jnp.zeros(box.value.shape, box.value.dtype), boxed,
                         is_leaf=lambda x: hasattr(x, "value"))
+  return params, boxed, glm
+
+
+def test_the_view_casts_the_projections_kernels_and_biases_and_nothing_else():
+  params, _, glm = _params_and_model(dtype="bfloat16")
   dtypes = {jax.tree_util.keystr(path): leaf.dtype for path, leaf in
-            jax.tree_util.tree_leaves_with_path(model_lib.in_compute_dtype(params, model.config))}
+            jax.tree_util.tree_leaves_with_path(model_lib.in_compute_dtype(params, glm.config))}
   cast = {path for path, dtype in dtypes.items() if dtype == jnp.bfloat16}
   assert cast == {path for path in dtypes if path.endswith(("_kernel']", "_bias']"))}, cast
   # LayerNorm (its `bias` too) and the embedding tables stay float32: their gradients sum
@@ -75,3 +82,12 @@ def test_the_view_casts_the_projections_kernels_and_biases_and_nothing_else():
   assert any(path.endswith("['scale']") for path in dtypes)
   assert any(path.endswith("['word_embeddings']") for path in dtypes)
   assert len(cast) == 8 and len(dtypes) > len(cast)
+
+
+def test_the_view_never_widens_and_refuses_boxed_parameters():
+  # float32 compute over bfloat16 parameters: the view would only widen, so it leaves them.
+  params, boxed, glm = _params_and_model(dtype="float32", param_dtype="bfloat16")
+  view = model_lib.in_compute_dtype(params, glm.config)
+  assert {leaf.dtype for leaf in jax.tree.leaves(view)} == {jnp.dtype(jnp.bfloat16)}
+  with pytest.raises(TypeError, match="unboxed"):
+    model_lib.in_compute_dtype(boxed, glm.config)

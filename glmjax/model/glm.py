@@ -353,14 +353,21 @@ class GLM(nn.Module):
 
 
 def in_compute_dtype(params: dict, cfg: ModelConfig) -> dict:
-  """`params` with every projection's kernel and bias (the `_kernel` and `_bias` leaves that
-  `_projection` makes) in the compute dtype. The model casts them so before any use, so this
-  view gives the same values. Differentiated with respect to it, they get their gradients in
-  the compute dtype, as the matmuls produce them anyway: stored and stacked per layer, and read
-  by the optimizer's passes, at half float32's bytes; the step converts them back, exactly."""
+  """Unboxed `params` with every projection's kernel and bias (the `_kernel` and `_bias` leaves
+  that `_projection` makes) narrowed to the compute dtype, where it is narrower. The model casts
+  them so before any use, so this view gives the same values. Differentiated with respect to
+  it, they get their gradients in the compute dtype, as the matmuls produce them anyway: stored
+  and stacked per layer, and read by the optimizer's passes, at half float32's bytes; widened
+  back to the parameters' dtype, they are the same gradients."""
+  if any(isinstance(leaf, nn.meta.AxisMetadata) for leaf in
+         jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))):
+    raise TypeError("in_compute_dtype takes unboxed parameters: pass nn.meta.unbox(params).")
+  narrower = jnp.dtype(cfg.compute_dtype).itemsize
+
   def view(path, leaf):
     name = getattr(path[-1], "key", "") if path else ""
-    cast = isinstance(name, str) and name.endswith(("_kernel", "_bias"))
+    cast = (isinstance(name, str) and name.endswith(("_kernel", "_bias"))
+            and narrower < leaf.dtype.itemsize)
     return leaf.astype(cfg.compute_dtype) if cast else leaf
   return jax.tree_util.tree_map_with_path(view, params)
 

@@ -146,4 +146,13 @@ ENTRIES = (
              'name.endswith(("_kernel", "_bias"))', 'name.endswith(("_kernel", "bias"))',
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
               "kernels_and_biases_and_nothing_else",)),
+    Mutation("the view widens bfloat16 parameters to a float32 compute dtype",
+             "glmjax/model/glm.py", "            and narrower < leaf.dtype.itemsize)", ")",
+             ("tests/test_gradients_in_compute_dtype.py::test_the_view_never_widens_and_refuses_"
+              "boxed_parameters",)),
+    Mutation("the view passes boxed parameters through uncast", "glmjax/model/glm.py",
+             'raise TypeError("in_compute_dtype takes unboxed parameters: pass '
+             'nn.meta.unbox(params).")', "return params",
+             ("tests/test_gradients_in_compute_dtype.py::test_the_view_never_widens_and_refuses_"
+              "boxed_parameters",)),
 )
