@@ -22,8 +22,9 @@
 #   profile_large  the same for GLM-Large's best setting
 #   tune         GLM-2B's best setting, then as shipped: dropout masks drawn again in the
 #                backward pass or kept (model.save_dropout_masks) (four trials, about 2 min)
+#   tune_large   the same two ways for GLM-Large's best setting (two trials, about 1 min)
 #   flags        GLM-2B's best setting with glmjax's XLA options, then with the dynamic-slice
-#                fusion they turn off put back, then four XLA passes (six processes, 4.5 min)
+#                fusion they turn off put back, then three XLA passes (five processes, 4 min)
 #   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false; its
 #                compile had not ended after 5.5 min on an H200: run it alone)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
@@ -64,8 +65,8 @@ log="$OUT/measure_gpu.log"
 # process id, as two runs may start in the same second) and every bench call's log section
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
-ALL_PARTS=(core large save attention sweep chunk ceiling profile profile_large tune flags unroll
-           large_sweep batch_2b autotune)
+ALL_PARTS=(core large save attention sweep chunk ceiling profile profile_large tune tune_large
+           flags unroll large_sweep batch_2b autotune)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -156,20 +157,27 @@ for part in "${parts[@]}"; do
       bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=8 --sweep_batch=8 \
             --sweep_remat=full --sweep_attention=tokamax \
             --sweep_set=model.save_dropout_masks=false,true ;;
+    tune_large)  # the same two ways for GLM-Large's best setting (128 rows, remat=minimal):
+      # a third more mask elements a step than GLM-2B's 16 rows, for 3.0 GiB more memory
+      bench --what=sweep "${GLM_LARGE[@]}" --config.data.batch_size=128 --sweep_batch=128 \
+            --sweep_remat=minimal --sweep_attention=tokamax \
+            --sweep_set=model.save_dropout_masks=false,true ;;
     flags)      # GLM-2B's best setting under glmjax's XLA options (glmjax/xla_options.py),
       # then with the one it turns off put back: the dynamic-slice fusion, which ran every
       # attention forward twice (2026-12-04 profile); then XLA's pass that leaves a loop's
       # stacks uninitialised where every slot is written (off by default; the zero fills took
       # 2.7% of the step; the trials' losses must not change); then three rewrites that may
       # take on the elementwise work and reductions (44% of the step outside matmuls and
-      # attention): Triton block-level fusions, cuDNN GEMM fusions (bias, GeLU epilogues) and
-      # cuDNN LayerNorm kernels.
+      # attention): Triton block-level fusions and cuDNN GEMM fusions (bias, GeLU epilogues).
       # Triton GEMMs off, Triton only where XLA wants it, and cuBLASLt were tried before: none
-      # gained (docs/performance.md). One process each, as XLA reads its flags at start-up
+      # gained. cuDNN LayerNorm kernels (--xla_gpu_enable_cudnn_layer_norm) are left out: jax
+      # 0.11.2's XLA aborts on GLM-2B's step with them (a failed check in its LayerNorm
+      # matcher, seen compiling for an H200; docs/performance.md). One process each, as XLA
+      # reads its flags at start-up
       for flag in "" --xla_gpu_enable_dynamic_slice_fusion=true \
                   --xla_gpu_enable_dus_accumulator_zero_init_elimination=true \
                   --xla_gpu_experimental_enable_fusion_block_level_rewriter=true \
-                  --xla_gpu_cudnn_gemm_fusion_level=2 --xla_gpu_enable_cudnn_layer_norm=true; do
+                  --xla_gpu_cudnn_gemm_fusion_level=2; do
         tag="flags ${flag:-(glmjax options)}"
         XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
       done ;;
