@@ -44,8 +44,13 @@ def test_scanned_params_carry_the_layers_axis():
   assert qkv.value.shape == (2, 32, 3, 4, 8)
 
 
-@pytest.mark.parametrize("remat, saved", [("none", None), ("minimal", set(glm_lib.SAVED_BY_MINIMAL)),
-                                          ("full", set())])
+# minimal keeps every projection's output, the attention's and the LayerNorms' statistics; full
+# the statistics only (8 bytes a token a LayerNorm), besides each block's input.
+@pytest.mark.parametrize("remat, saved", [
+    ("none", None),
+    ("minimal", {"qkv_proj", "context", "out_proj", "mlp_in", "mlp_out", "norm_stats",
+                 "attention_residuals"}),
+    ("full", {"norm_stats"})])
 def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
   from jax.ad_checkpoint import print_saved_residuals  # pylint: disable=import-outside-toplevel
   model, batch = _glm(_config(remat=remat)), _batch()
@@ -62,6 +67,10 @@ def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
     # exist only with a fused kernel (the tests below), and this config uses xla.
     assert names == saved - {"mlp_out", "attention_residuals"}, names
     assert len(found) < 30
+    # Each layer's two LayerNorms keep mean and deviation (the final one, outside the remat
+    # blocks, is kept by plain autodiff whatever the policy).
+    layers = model.config.num_layers
+    assert sum(f"named '{glm_lib.NORM_STATS}'" in line for line in found) >= 4 * layers, found
 
 
 def _fused_kernel_model(attention, remat, num_layers=2):

@@ -34,7 +34,11 @@ LOGIT_AXES = ("activation_batch", "activation_length", "activation_vocab")
 # Tags for remat policies (jax.ad_checkpoint.checkpoint_name).
 # A fused kernel's output and softmax statistics carry ATTENTION_RESIDUALS; its "context" is
 # then not tagged (it is the saved output, transposed), so it is kept once, not twice.
-SAVED_BY_MINIMAL = ("qkv_proj", "context", "out_proj", "mlp_in", "mlp_out",
+# NORM_STATS: each LayerNorm's row mean and reciprocal deviation, 8 bytes a token, kept by
+# minimal and full: recomputed, XLA's backward read the LayerNorm's input twice more and wrote
+# a float32 [B, T, H] product for the scale's gradient (docs/performance.md).
+NORM_STATS = "norm_stats"
+SAVED_BY_MINIMAL = ("qkv_proj", "context", "out_proj", "mlp_in", "mlp_out", NORM_STATS,
                     model_config.ATTENTION_RESIDUALS)
 DROPOUT_MASK = "dropout_mask"  # kept by minimal and full where model.save_dropout_masks is set
 
@@ -116,7 +120,8 @@ class LayerNorm(nn.Module):
     x32 = x.astype(jnp.float32)
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(variance + cfg.layernorm_eps)
+    rstd = jax.lax.rsqrt(variance + cfg.layernorm_eps)
+    y = (x32 - checkpoint_name(mean, NORM_STATS)) * checkpoint_name(rstd, NORM_STATS)
     return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(cfg.compute_dtype)
 
 
@@ -248,10 +253,12 @@ class Block(nn.Module):
 
 def _remat_policy(cfg: ModelConfig):
   masks = (DROPOUT_MASK,) if cfg.save_dropout_masks else ()
-  if cfg.remat == "minimal":  # keep projection and attention outputs; recompute norms, activations
+  # minimal: keep projection and attention outputs and the norms' statistics; recompute the
+  # norms' outputs and the activations
+  if cfg.remat == "minimal":
     return jax.checkpoint_policies.save_only_these_names(*SAVED_BY_MINIMAL, *masks)
-  # full: keep only the block input (and the dropout masks, where asked)
-  return jax.checkpoint_policies.save_only_these_names(*masks) if masks else None
+  # full: keep only the block input and the LayerNorms' statistics (and the masks, where asked)
+  return jax.checkpoint_policies.save_only_these_names(NORM_STATS, *masks)
 
 
 def block_class(cfg: ModelConfig):

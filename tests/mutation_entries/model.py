@@ -96,6 +96,20 @@ ENTRIES = (
     Mutation("auto runs splash's check off its block instead of skipping it",
              "glmjax/attention_choice.py", "    if seq_len % multiple:\n      log.info(",
              "    if False:\n      log.info(", ("tests/test_config_validation.py",)),
+    # The LayerNorms' statistics, kept by remat=minimal and full (glm.NORM_STATS).
+    Mutation("remat=full keeps no LayerNorm statistics", "glmjax/model/glm.py",
+             "return jax.checkpoint_policies.save_only_these_names(NORM_STATS, *masks)",
+             "return jax.checkpoint_policies.save_only_these_names(*masks)",
+             ("tests/test_remat_and_scan.py::test_remat_policy_decides_what_is_saved",)),
+    Mutation("remat=minimal keeps no LayerNorm statistics", "glmjax/model/glm.py",
+             '"mlp_in", "mlp_out", NORM_STATS,', '"mlp_in", "mlp_out",',
+             ("tests/test_remat_and_scan.py::test_remat_policy_decides_what_is_saved",
+              "tests/test_aot_gpu.py::test_the_layer_loops_write_no_float32_activations_at_glm_2b_"
+              "s_widths")),
+    Mutation("LayerNorm leaves its statistics untagged", "glmjax/model/glm.py",
+             "(x32 - checkpoint_name(mean, NORM_STATS)) * checkpoint_name(rstd, NORM_STATS)",
+             "(x32 - mean) * rstd",
+             ("tests/test_remat_and_scan.py::test_remat_policy_decides_what_is_saved",)),
     # model.save_dropout_masks (glm.py Dropout and the remat policies).
     Mutation("save_dropout_masks keeps no mask", "glmjax/model/glm.py",
              "masks = (DROPOUT_MASK,) if cfg.save_dropout_masks else ()", "masks = ()",
@@ -104,8 +118,8 @@ ENTRIES = (
               "tests/test_dropout_masks.py::test_remat_keeps_the_dropout_masks_and_nothing_else_"
               "more_where_asked")),
     Mutation("remat=full drops the dropout masks it was asked to keep", "glmjax/model/glm.py",
-             "return jax.checkpoint_policies.save_only_these_names(*masks) if masks else None",
-             "return None",
+             "return jax.checkpoint_policies.save_only_these_names(NORM_STATS, *masks)",
+             "return jax.checkpoint_policies.save_only_these_names(NORM_STATS)",
              ("tests/test_dropout_masks.py::test_the_backward_pass_draws_no_dropout_mask_again_"
               "where_the_masks_are_kept",)),
     Mutation("glm's Dropout leaves its mask untagged", "glmjax/model/glm.py",
