@@ -67,10 +67,23 @@ def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
     # exist only with a fused kernel (the tests below), and this config uses xla.
     assert names == saved - {"mlp_out", "attention_residuals"}, names
     assert len(found) < 30
-    # Each layer's two LayerNorms keep mean and deviation (the final one, outside the remat
-    # blocks, is kept by plain autodiff whatever the policy).
+    # Each layer's two LayerNorms keep mean and deviation; the final LayerNorm, outside the
+    # remat blocks, is differentiated plainly and keeps its deviation (jax's choice) either way.
     layers = model.config.num_layers
-    assert sum(f"named '{glm_lib.NORM_STATS}'" in line for line in found) >= 4 * layers, found
+    assert sum(f"named '{glm_lib.NORM_STATS}'" in line for line in found) == 4 * layers + 1, found
+
+
+@pytest.mark.parametrize("remat", ["minimal", "full"])
+def test_a_scanned_layer_stack_keeps_each_layernorm_s_mean_and_deviation(remat, capsys):
+  # A scan shows what it keeps only as stacked outputs: four [layers, B, T, 1] float32 ones,
+  # the two statistics of each layer's two LayerNorms (none when the policy drops them).
+  from jax.ad_checkpoint import print_saved_residuals  # pylint: disable=import-outside-toplevel
+  model, batch = _glm(_config(remat=remat, scan_layers=True)), _batch()
+  params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *batch)["params"])
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
+  print_saved_residuals(lambda p: model.apply({"params": p}, *batch).sum(), params)
+  stacked = f"f32[{model.config.num_layers},{BATCH},{SEQ},1] "
+  assert sum(line.startswith(stacked) for line in capsys.readouterr().out.splitlines()) == 4
 
 
 def _fused_kernel_model(attention, remat, num_layers=2):

@@ -100,12 +100,14 @@ ENTRIES = (
     Mutation("remat=full keeps no LayerNorm statistics", "glmjax/model/glm.py",
              "return jax.checkpoint_policies.save_only_these_names(NORM_STATS, *masks)",
              "return jax.checkpoint_policies.save_only_these_names(*masks)",
-             ("tests/test_remat_and_scan.py::test_remat_policy_decides_what_is_saved",)),
+             ("tests/test_remat_and_scan.py::test_remat_policy_decides_what_is_saved",
+              "tests/test_remat_and_scan.py::test_a_scanned_layer_stack_keeps_each_layernorm_s_"
+              "mean_and_deviation")),
     Mutation("remat=minimal keeps no LayerNorm statistics", "glmjax/model/glm.py",
              '"mlp_in", "mlp_out", NORM_STATS,', '"mlp_in", "mlp_out",',
              ("tests/test_remat_and_scan.py::test_remat_policy_decides_what_is_saved",
-              "tests/test_aot_gpu.py::test_the_layer_loops_write_no_float32_activations_at_glm_2b_"
-              "s_widths")),
+              "tests/test_aot_gpu.py::test_the_layer_loops_write_no_float32_hidden_states_at_"
+              "glm_2b_s_widths")),
     Mutation("LayerNorm leaves its statistics untagged", "glmjax/model/glm.py",
              "(x32 - checkpoint_name(mean, NORM_STATS)) * checkpoint_name(rstd, NORM_STATS)",
              "(x32 - mean) * rstd",
