@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from glmjax import model as model_lib
 from glmjax.model import glm as glm_lib
 # The small model and batch of the model's own tests.
 from test_model import BATCH, SEQ, _batch, _config, _glm, _init_params
@@ -74,7 +75,7 @@ def _loss_and_grads(params, *, remat, saved, scan):
 def test_kept_dropout_masks_change_no_loss_and_no_gradient(remat, scan):
   params = _init_params(_glm(_config()), _batch())
   if scan:
-    params = glm_lib.stack_layers(params, 2)
+    params = model_lib.stack_layers(params, 2)
   drawn_again = _loss_and_grads(params, remat=remat, saved=False, scan=scan)
   kept = _loss_and_grads(params, remat=remat, saved=True, scan=scan)
   without_remat = _loss_and_grads(params, remat="none", saved=False, scan=scan)
@@ -107,7 +108,7 @@ def _draws(jaxpr) -> int:
 
 def _params(scan):
   params = _init_params(_glm(_config()), _batch())
-  return glm_lib.stack_layers(params, 2) if scan else params
+  return model_lib.stack_layers(params, 2) if scan else params
 
 
 def _backward_draws(remat, saved, scan):

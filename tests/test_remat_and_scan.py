@@ -25,12 +25,12 @@ def test_remat_and_scan_give_identical_outputs_and_grads():
     return jax.jit(jax.value_and_grad(loss))(params)
 
   unscanned = _init_params(_glm(_config()), batch)
-  scanned = glm_lib.stack_layers(unscanned, 2)
+  scanned = model_lib.stack_layers(unscanned, 2)
   value, grads = outputs_and_grads("none", False, unscanned)
   for remat, scan in (("full", False), ("none", True), ("minimal", True), ("full", True)):
     other_value, other_grads = outputs_and_grads(remat, scan, scanned if scan else unscanned)
     if scan:
-      other_grads = glm_lib.unstack_layers(other_grads, 2)
+      other_grads = model_lib.unstack_layers(other_grads, 2)
     np.testing.assert_allclose(other_value, value, rtol=1e-6, err_msg=f"{remat} {scan}")
     for a, b in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{remat} {scan}")

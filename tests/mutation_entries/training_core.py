@@ -137,20 +137,20 @@ ENTRIES = (
              "    return in_params_dtype(grads), sums\n", "    return grads, sums\n",
              ("tests/test_gradients_in_compute_dtype.py::test_gradients_through_the_compute_"
               "dtype_view_equal_the_float32_parameters_gradients",)),
-    Mutation("the view casts the embedding tables too", "glmjax/model/glm.py",
+    Mutation("the view casts the embedding tables too", "glmjax/model/param_trees.py",
              'name.endswith(("_kernel", "_bias"))',
              'name.endswith(("_kernel", "_bias", "embeddings"))',
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
               "kernels_and_biases_and_nothing_else",)),
-    Mutation("the view casts LayerNorm's bias too", "glmjax/model/glm.py",
+    Mutation("the view casts LayerNorm's bias too", "glmjax/model/param_trees.py",
              'name.endswith(("_kernel", "_bias"))', 'name.endswith(("_kernel", "bias"))',
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
               "kernels_and_biases_and_nothing_else",)),
     Mutation("the view widens bfloat16 parameters to a float32 compute dtype",
-             "glmjax/model/glm.py", "            and narrower < leaf.dtype.itemsize)", ")",
+             "glmjax/model/param_trees.py", "            and narrower < leaf.dtype.itemsize)", ")",
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_never_widens_and_refuses_"
               "boxed_parameters",)),
-    Mutation("the view passes boxed parameters through uncast", "glmjax/model/glm.py",
+    Mutation("the view passes boxed parameters through uncast", "glmjax/model/param_trees.py",
              'raise TypeError("in_compute_dtype takes unboxed parameters: pass '
              'nn.meta.unbox(params).")', "return params",
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_never_widens_and_refuses_"
