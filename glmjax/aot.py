@@ -210,9 +210,11 @@ def _no_persistent_cache():
     compilation_cache.reset_cache()
 
 
-def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts) -> Report:
+def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *,
+                      on_compiled=None) -> Report:
   """Compiles config's train step (and eval step, as train does at start-up) for `spec`;
-  raises DoesNotFit with the numbers and the knobs to turn."""
+  raises DoesNotFit with the numbers and the knobs to turn. `on_compiled` is given the compiled
+  train step before the memory check (bench --what=traffic reads its program)."""
   gpu = spec.platform == "gpu"
   devices = gpu_topology.gpu_devices(spec) if gpu else topology.slice_devices(spec)
   config_lib.validate(config, num_devices=len(devices))
@@ -238,6 +240,8 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts) -
     evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step",
                                      **sizes) if config.train.eval_every else None)
   compile_s = time.perf_counter() - started
+  if on_compiled is not None:
+    on_compiled(compiled)
   check_host_feeding(compiled, layouts)
   # Evaluation runs while the optimizer state stays in HBM, and train keeps the eval batches
   # on the devices for the whole run.

@@ -1,4 +1,5 @@
 """bench --what=traffic: the memory traffic of a compiled program, read from its HLO text."""
+import importlib
 import json
 import os
 import subprocess
@@ -97,6 +98,40 @@ def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_
   missing = run()
   assert missing.returncode != 0 and "--traffic_hlo=FILE" in missing.stderr
   assert "Traceback" not in missing.stderr
+  both = run(f"--traffic_hlo={path}", "--traffic_topology=h100")
+  assert both.returncode != 0 and "one of --traffic_topology" in both.stderr
+  tpu = run("--traffic_topology=v5p-8")
+  assert tpu.returncode != 0 and "--traffic_topology=v5p-8: name NVIDIA GPUs" in tpu.stderr
+  assert "Traceback" not in both.stderr + tpu.stderr
+
+
+def test_the_command_compiles_the_config_s_train_step_for_named_gpus_and_counts_that_program(
+    tmp_path):
+  # Compiled as aot compiles it, without a GPU: the forward and backward layer loops are found,
+  # each run once per layer, and the count is the one of the program XLA dumps when aot
+  # compiles the same config (jax prints asynchronous fusions in another form than XLA's dump).
+  config = ["--config=configs/base.py:local", "--config.model.attention=xla",
+            "--config.model.dtype=bfloat16", "--config.model.remat=minimal"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.bench", "--what=traffic", "--traffic_topology=h100",
+       *config], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  dumped = subprocess.run(
+      [sys.executable, "-m", "glmjax.aot", "--topology=h100", *config], cwd=REPO,
+      capture_output=True, text=True, timeout=600,
+      env={**env, "XLA_FLAGS": f"--xla_dump_to={tmp_path} --xla_dump_hlo_as_text "
+                               "--xla_dump_hlo_module_re=.*train_step.*"})
+  assert dumped.returncode == 0, dumped.stderr[-2000:]
+  [program] = [path for path in tmp_path.iterdir()
+               if path.name.endswith("after_optimizations.txt") and "train_step" in path.name]
+  report = json.loads(result.stdout)
+  assert report["total_bytes"] == traffic.program_traffic(program.read_text())["total_bytes"]
+  assert (report["topology"], report["fits"]) == ("h100", True)
+  layers = importlib.import_module("configs.base").get_config("local").model.num_layers
+  loops = [p for p in report["passes"] if p["runs"] == layers and p["bytes_per_run"] > 0]
+  assert len(loops) >= 2, report["passes"]
+  assert report["total_bytes"] == sum(p["runs"] * p["bytes_per_run"] for p in report["passes"])
 
 
 def test_a_loop_inside_a_loop_runs_as_often_as_both_trip_counts_say():
@@ -137,3 +172,32 @@ def test_a_stack_update_that_xla_runs_on_its_own_stream_counts_once_per_trip():
   assert passes["async_computation"]["bytes_per_run"] == 68
   assert passes["body"]["bytes_per_run"] == 68
   assert traffic.program_traffic(hlo)["total_bytes"] == 3 * 136 + 224
+
+
+def test_an_asynchronous_fusion_as_a_compiled_program_prints_it_counts_once_per_trip():
+  # jax's compiled.as_text() writes the same asynchronous stack update as one fusion-start that
+  # calls the fused computation itself (bench --what=traffic --traffic_topology reads that form).
+  body = HLO.split("%body (")[1].split("\n}\n")[0]
+  asynchronous = body.replace(
+      "%loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion(%stack, %loop_dynamic_slice_fusion,"
+      " %i), kind=kLoop, calls=%fused_update",
+      "%fusion-start = ((f32[4,8]{1,0}, f32[1,8]{1,0}, s32[]), f32[4,8]{1,0}, u32[]) fusion-start("
+      "%stack, %loop_dynamic_slice_fusion, %i), kind=kLoop, calls=%fused_update\n"
+      "  %loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion-done(%fusion-start)")
+  assert asynchronous != body
+  hlo = HLO.replace(body, asynchronous)
+  passes = {entry["computation"]: entry for entry in traffic.program_traffic(hlo)["passes"]}
+  assert passes["body"]["bytes_per_run"] == 136
+  assert traffic.program_traffic(hlo)["total_bytes"] == 3 * 136 + 224
+
+
+def test_a_config_too_big_for_the_gpus_is_still_counted_with_fits_false_and_the_reason():
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.bench", "--what=traffic", "--traffic_topology=h100",
+       "--config=configs/base.py:local", "--config.model.attention=xla",
+       "--config.data.batch_size=32768"], cwd=REPO, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout)
+  assert report["fits"] is False and report["total_bytes"] > 0
+  assert "does not fit: h100" in result.stderr and "model.remat=full" in result.stderr

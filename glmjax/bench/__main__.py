@@ -21,6 +21,8 @@ flags.DEFINE_bool("attention_autotune", False, "attention: also autotune tokamax
                   "at the shape and time it with the configurations found.")
 flags.DEFINE_string("traffic_hlo", "", "traffic: an optimized HLO text file XLA dumped "
                     "(*after_optimizations.txt).")
+flags.DEFINE_string("traffic_topology", "", "traffic: NVIDIA GPUs (h100, h200, h100-8) to "
+                    "compile the config's train step for here, and read, instead of a file.")
 flags.DEFINE_integer("ceiling_n", 8192, "ceiling: the matrix size N of the timed N-cubed product.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run config file.",
                                           lock_config=True)

@@ -1,27 +1,33 @@
 """Memory traffic of a compiled program, read from its optimized HLO text:
-`python -m glmjax.bench --what=traffic --traffic_hlo=FILE`.
+`python -m glmjax.bench --what=traffic --config=... --traffic_topology=h200` compiles the
+config's train step for those GPUs here, as `glmjax.aot` does (no GPU needed), and reads
+it; `--traffic_hlo=FILE` reads an `*after_optimizations.txt` that XLA dumped instead, of any
+program (XLA_FLAGS="--xla_dump_to=DIR --xla_dump_hlo_as_text").
 
-FILE is an `*after_optimizations.txt` that XLA dumps (XLA_FLAGS="--xla_dump_to=DIR
---xla_dump_hlo_as_text"), for example of `python -m glmjax.aot --topology=h200 ...`, so that a
-GPU program is read without a GPU. For each fusion that is not a matmul, the bytes it reads
-(its operands; one taken only through a dynamic slice counts at the slice's size, the buffer a
-stack update writes into not at all) and writes (its results; a stack update counts its update).
-Summed per computation that runs them: the top level once, a loop body as many times as XLA
-knows the loop runs. Matmuls and custom calls (attention kernels) are left out: they are bound
-by compute, or their traffic is their own. A memory-bound pass costs about its bytes over the
-chip's copy bandwidth, so the totals say where elementwise time goes, and how much a change
-saves, before a GPU is there to time it (docs/performance.md compares them with profiles). Made
-for GPU programs: TPU layouts with tiles (`{1,0:T(8,128)}`) are not parsed, and 4-bit types
-count as nothing.
+For each fusion that is not a matmul, the bytes it reads (its operands; one taken only through a
+dynamic slice counts at the slice's size, the buffer a stack update writes into not at all) and
+writes (its results; a stack update counts its update). Summed per computation that runs them:
+the top level once, a loop body as many times as XLA knows the loop runs. Matmuls and custom
+calls (attention kernels) are left out: they are bound by compute, or their traffic is their
+own. A memory-bound pass costs about its bytes over the chip's copy bandwidth, so the totals say
+where elementwise time goes, and how much a change saves, before a GPU is there to time it
+(docs/performance.md compares them with profiles). Made for GPU programs: TPU layouts with tiles
+(`{1,0:T(8,128)}`) are not parsed, and 4-bit types count as nothing.
 """
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import re
 
+import jax
 from absl import flags
+
+from glmjax import aot, gpu_topology
+
+log = logging.getLogger(__name__)
 
 _BYTES = {"c128": 16, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "f32": 4, "s32": 4, "u32": 4,
           "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f8e4m3fn": 1, "f8e5m2": 1, "s8": 1, "u8": 1,
@@ -128,7 +134,9 @@ def program_traffic(hlo: str) -> dict:
     for line in found.get(name, []):
       match = _INSTRUCTION.match(line)
       callee = re.search(r"calls=%([^,\s]+)", line)
-      if not match or match.group(4) != "fusion" or not callee:
+      # An asynchronous fusion: in XLA's dumps an async-start whose computation holds the
+      # fusion (followed by _runs), in a compiled program's as_text() a fusion-start
+      if not match or match.group(4) not in ("fusion", "fusion-start") or not callee:
         continue
       body = found.get(callee.group(1), [])
       if _is_matmul_or_kernel(body):
@@ -175,12 +183,40 @@ def host_copies(hlo: str) -> dict:
   return found
 
 
+def compiled_train_step(config, name: str) -> tuple[str, bool]:
+  """(the optimized HLO text of config's train step compiled here for the NVIDIA GPUs `name`,
+  whether it fits their memory). One that does not fit is still read, with a warning."""
+  if not gpu_topology.is_gpu_name(name):
+    raise ValueError(f"--traffic_topology={name}: name NVIDIA GPUs (h100, h200-8, h100:2x8); "
+                     "the counts do not read TPU programs' tiled layouts.")
+  # Compile-only GPU devices need no backend here, as in aot.
+  jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")
+  log.info("Compiling the %d-layer train step for %s here (minutes on a small machine)...",
+           config.model.num_layers, name)
+  compiled = []
+  try:
+    aot.compile_for_slice(config, gpu_topology.parse_gpus(name), on_compiled=compiled.append)
+  except aot.DoesNotFit as error:
+    if not compiled:  # the compiler itself gave up on the memory
+      raise ValueError(f"does not fit: {error}") from None
+    log.warning("does not fit: %s", error)
+    return compiled[0].as_text(), False
+  return compiled[0].as_text(), True
+
+
 def main(config, argv) -> None:
-  del config, argv
-  path = flags.FLAGS.traffic_hlo
-  if not path:
-    raise ValueError("--what=traffic needs --traffic_hlo=FILE, an optimized HLO text that XLA "
-                     "dumped (XLA_FLAGS='--xla_dump_to=DIR --xla_dump_hlo_as_text').")
-  with open(path, encoding="utf-8") as file:
-    hlo = file.read()
-  print(json.dumps({**program_traffic(hlo), "host_copies": host_copies(hlo)}))
+  del argv
+  path, name = flags.FLAGS.traffic_hlo, flags.FLAGS.traffic_topology
+  if bool(path) == bool(name):
+    raise ValueError("--what=traffic needs one of --traffic_topology=GPUS (h100, h200-8: the "
+                     "config's train step, compiled here) and --traffic_hlo=FILE (an optimized "
+                     "HLO text that XLA dumped: XLA_FLAGS='--xla_dump_to=DIR "
+                     "--xla_dump_hlo_as_text').")
+  where = {}
+  if name:
+    hlo, fits = compiled_train_step(config, name)
+    where = {"topology": name, "fits": fits}
+  else:
+    with open(path, encoding="utf-8") as file:
+      hlo = file.read()
+  print(json.dumps({**program_traffic(hlo), "host_copies": host_copies(hlo), **where}))

@@ -293,6 +293,14 @@ ENTRIES: tuple[Mutation, ...] = (
              '    ("stack_write", re.compile(r"dynamic_update_slice")),\n', "",
              ("tests/test_bench_profile.py::test_operation_classes_put_fused_attention_before_"
               "matmul",)),
+    Mutation("traffic skips the fusion-starts of a compiled program's as_text()",
+             "glmjax/bench/traffic.py", 'not in ("fusion", "fusion-start")', 'not in ("fusion",)',
+             ("tests/test_bench_traffic.py::test_an_asynchronous_fusion_as_a_compiled_program_"
+              "prints_it_counts_once_per_trip",)),
+    Mutation("traffic refuses no TPU slice for --traffic_topology", "glmjax/bench/traffic.py",
+             "  if not gpu_topology.is_gpu_name(name):\n", "  if False:\n",
+             ("tests/test_bench_traffic.py::test_the_command_prints_one_json_line_and_asks_for_"
+              "the_file_in_one_line",)),
     Mutation("traffic counts every asynchronous copy, not those into host memory",
              "glmjax/bench/traffic.py",
              'elif op == "copy-start" and "S(5)" in _FIRST_ARRAY.match(shape).group(1):',
