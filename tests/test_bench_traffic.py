@@ -147,17 +147,25 @@ def test_a_loop_inside_a_loop_runs_as_often_as_both_trip_counts_say():
   assert {1, 3, 15} <= runs, runs
 
 
+_STACK_UPDATE = ("%loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion(%stack, "
+                 "%loop_dynamic_slice_fusion, %i), kind=kLoop, calls=%fused_update")
+
+
+def _with_an_asynchronous_stack_update(start: str, done: str) -> str:
+  """HLO with its loop's stack update made an asynchronous pair: `start` is the starting op
+  and what follows its operands, `done` the op that ends it."""
+  body = HLO.split("%body (")[1].split("\n}\n")[0]
+  asynchronous = body.replace(
+      _STACK_UPDATE,
+      "%fusion-start = ((f32[4,8]{1,0}, f32[1,8]{1,0}, s32[]), f32[4,8]{1,0}, u32[]) "
+      f"{start}\n  %loop_dynamic_update_slice_fusion = f32[4,8]{{1,0}} {done}(%fusion-start)")
+  assert asynchronous != body
+  return HLO.replace(body, asynchronous)
+
+
 def test_a_stack_update_that_xla_runs_on_its_own_stream_counts_once_per_trip():
   # XLA's GPU pipeline wraps some stack updates in an async-start / async-done pair whose
   # computation holds the fusion: it is memory traffic of the loop all the same.
-  body = HLO.split("%body (")[1].split("\n}\n")[0]
-  asynchronous = body.replace(
-      "%loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion(%stack, %loop_dynamic_slice_fusion,"
-      " %i), kind=kLoop, calls=%fused_update",
-      "%fusion-start = ((f32[4,8]{1,0}, f32[1,8]{1,0}, s32[]), f32[4,8]{1,0}, u32[]) async-start("
-      "%stack, %loop_dynamic_slice_fusion, %i), calls=%async_computation\n"
-      "  %loop_dynamic_update_slice_fusion = f32[4,8]{1,0} async-done(%fusion-start)")
-  assert asynchronous != body
   wrapper = """
 %async_computation (r0: f32[4,8], r1: f32[1,8], r2: s32[]) -> f32[4,8] {
   %r0 = f32[4,8]{1,0} parameter(0)
@@ -166,7 +174,9 @@ def test_a_stack_update_that_xla_runs_on_its_own_stream_counts_once_per_trip():
   ROOT %update = f32[4,8]{1,0} fusion(%r0, %r1, %r2), kind=kLoop, calls=%fused_update
 }
 """
-  hlo = HLO.replace(body, asynchronous).replace("\n%body (", wrapper + "\n%body (")
+  hlo = _with_an_asynchronous_stack_update(
+      "async-start(%stack, %loop_dynamic_slice_fusion, %i), calls=%async_computation",
+      "async-done").replace("\n%body (", wrapper + "\n%body (")
   passes = {entry["computation"]: entry for entry in traffic.program_traffic(hlo)["passes"]}
   assert passes["async_computation"]["runs"] == 3
   assert passes["async_computation"]["bytes_per_run"] == 68
@@ -177,15 +187,9 @@ def test_a_stack_update_that_xla_runs_on_its_own_stream_counts_once_per_trip():
 def test_an_asynchronous_fusion_as_a_compiled_program_prints_it_counts_once_per_trip():
   # jax's compiled.as_text() writes the same asynchronous stack update as one fusion-start that
   # calls the fused computation itself (bench --what=traffic --traffic_topology reads that form).
-  body = HLO.split("%body (")[1].split("\n}\n")[0]
-  asynchronous = body.replace(
-      "%loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion(%stack, %loop_dynamic_slice_fusion,"
-      " %i), kind=kLoop, calls=%fused_update",
-      "%fusion-start = ((f32[4,8]{1,0}, f32[1,8]{1,0}, s32[]), f32[4,8]{1,0}, u32[]) fusion-start("
-      "%stack, %loop_dynamic_slice_fusion, %i), kind=kLoop, calls=%fused_update\n"
-      "  %loop_dynamic_update_slice_fusion = f32[4,8]{1,0} fusion-done(%fusion-start)")
-  assert asynchronous != body
-  hlo = HLO.replace(body, asynchronous)
+  hlo = _with_an_asynchronous_stack_update(
+      "fusion-start(%stack, %loop_dynamic_slice_fusion, %i), kind=kLoop, calls=%fused_update",
+      "fusion-done")
   passes = {entry["computation"]: entry for entry in traffic.program_traffic(hlo)["passes"]}
   assert passes["body"]["bytes_per_run"] == 136
   assert traffic.program_traffic(hlo)["total_bytes"] == 3 * 136 + 224
