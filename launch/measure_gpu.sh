@@ -41,13 +41,10 @@
 #   pip install "tokamax @ git+https://github.com/openxla/tokamax@783ea95704a581ea5b09c80d9d058c819cd8bf03"
 # (checked on CPU with jax 0.11.2: glmjax's tokamax forward and backward lower for sm90). Without
 # it `auto` logs the failure and measures cudnn. On a machine that has jax, flax, optax, orbax
-# and chex but no network, install with `pip install --no-deps` these Python 3.12 wheels (about
-# 35 MB, most of it xprof, which tokamax imports): ml_collections tensorboardX, tokamax 0.0.13
-# built from that commit (`pip wheel --no-deps`), einshape pydantic pydantic-core
-# annotated-types typing-inspection qwix typeguard==2.13.3 immutabledict, and xprof>=2.23.1
-# (its manylinux_2_27 wheel) with fire and termcolor, the only ones of its own dependencies
-# that `import tokamax` needs beside what such a machine has (checked 2026-12-04 in a Python
-# 3.12 venv with jax 0.11.2; jaxtyping, wadler-lindig, tqdm and six are on the GPU machine).
+# and chex but no network, `bash launch/gpu_wheels.sh` (run where pip reaches PyPI) puts in
+# .whl the Python 3.12 wheels to install there with `pip install --no-index --no-deps`: glmjax's
+# missing needs, tokamax 0.0.13 built from that commit, and what `import tokamax` needs beside
+# such a machine's packages (about 35 MB, most of it xprof, which tokamax imports).
 # The first run fills the compilation cache (see below), so its compile_s is a real compile
 # and a rerun's a cache hit.
 # Record the figures in docs/performance.md with the date, the card and this command.

@@ -1,6 +1,7 @@
 """Planted bugs in the benchmarks, the embedded corpus and the convert command."""
 from mutation_entries import Mutation
 
+_WHEELS = "tests/test_gpu_wheels.py::"
 _BENCH = "tests/test_bench.py::"
 _STEP = "tests/test_bench_step.py::"
 _CONVERT = "tests/test_convert.py::"
@@ -369,4 +370,20 @@ ENTRIES: tuple[Mutation, ...] = (
              'or re.search(r" async-start\\(.*calls=%([^,\\s]+)", line))', "or None)",
              ("tests/test_bench_traffic.py::test_a_stack_update_that_xla_runs_on_its_own_stream_"
               "counts_once_per_trip",)),
+    Mutation("the loan's wheels come with their dependencies", "launch/gpu_wheels.sh",
+             "download -q --no-deps --only-binary", "download -q --only-binary",
+             (_WHEELS + "test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_"
+              "dependencies",)),
+    Mutation("the loan's wheels are fetched for this machine's Python", "launch/gpu_wheels.sh",
+             "--python-version 3.12", "--python-version 3.11",
+             (_WHEELS + "test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_"
+              "dependencies",)),
+    Mutation("a loan's wheel is left unpinned", "launch/gpu_wheels.sh",
+             "xprof==2.24.2 fire", "xprof fire",
+             (_WHEELS + "test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_"
+              "dependencies",)),
+    Mutation("tokamax is built from whatever GitHub's default branch holds",
+             "launch/gpu_wheels.sh", "tokamax@$TOKAMAX_COMMIT", "tokamax",
+             (_WHEELS + "test_tokamax_is_built_from_the_commit_that_measure_gpu_names_or_from_a_"
+              "given_checkout",)),
 )

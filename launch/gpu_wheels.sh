@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The wheels a GPU machine without network needs beside its own image (Python 3.12, jax 0.11
+# with CUDA, flax, optax, orbax, chex, jaxtyping, tokenizers, sentencepiece) to run glmjax and
+# launch/measure_gpu.sh with the tokamax kernel. Run here, where pip reaches PyPI; the folder
+# (default .whl, which git ignores) then travels to the GPU machine, where
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+#   export PYTHONPATH=/tmp/site
+# installs them without resolving anything (the image's own packages are used as they are).
+#
+#   bash launch/gpu_wheels.sh [TOKAMAX_SOURCE]
+#
+# TOKAMAX_SOURCE: a checkout of openxla/tokamax at the commit below (tokamax 0.0.13 is not on
+# PyPI, and 0.0.12 does not build its GPU kernel with jax 0.11); without one, pip fetches that
+# commit from GitHub. Every wheel is pinned: these are the versions checked together (a Python
+# 3.12 environment holding only the image's packages, these wheels installed as above, then
+# launch/measure_gpu.sh rehearsed on its CPU with a tiny model: docs/performance.md, session 26).
+# About 35 MB, most of it xprof, which tokamax imports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEST=${DEST:-.whl}
+TOKAMAX_COMMIT=783ea95704a581ea5b09c80d9d058c819cd8bf03
+mkdir -p "$DEST"
+# glmjax's own needs that the image lacks, then tokamax's (and xprof's two that its import
+# reaches); typeguard is the version tokamax pins.
+wheels=(ml_collections==1.1.0 tensorboardX==2.6.5
+        einshape==1.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
+        typing-inspection==0.4.5 qwix==0.1.8 typeguard==2.13.3 immutabledict==4.3.1
+        xprof==2.24.2 fire==0.7.1 termcolor==3.3.0)
+platforms=()
+for platform in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+                manylinux2014_x86_64 manylinux1_x86_64; do
+  platforms+=(--platform "$platform")
+done
+echo "Downloading ${#wheels[@]} wheels for CPython 3.12 on x86-64 Linux into $DEST ..." >&2
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp "${platforms[@]}" -d "$DEST" "${wheels[@]}"
+source=${1:-"tokamax @ git+https://github.com/openxla/tokamax@$TOKAMAX_COMMIT"}
+echo "Building tokamax 0.0.13 from $source ..." >&2
+# (pure Python; it asks for 3.12, the GPU machine's, which this machine's pip need not be)
+python3 -m pip wheel -q --no-deps --ignore-requires-python -w "$DEST" "$source"
+shopt -s nullglob
+built=("$DEST"/*.whl)
+echo "${#built[@]} wheels in $DEST, $(du -sh "$DEST" | cut -f1)" >&2
