@@ -81,6 +81,25 @@ def test_a_loop_s_passes_count_once_per_trip_and_slices_at_their_own_size():
   assert report["total_bytes"] == 3 * 136 + 224
 
 
+def test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says():
+  hlo = HLO
+  for fusion, op_name in (
+      ("fused_slice", "jit(step)/transpose(jvp(GLM))/while/body/eval_jaxpr/checkpoint/"
+                      "rematted_computation/layers/mlp/mul"),
+      ("fused_update", "jit(step)/jvp(GLM)/while/body/jit(dynamic_update_index_in_dim)/"
+                       "dynamic_update_slice"),
+      ("fused_add", "jit(step)/add")):
+    hlo = hlo.replace(f"calls=%{fusion}", f'calls=%{fusion}, metadata={{op_name="{op_name}"}}')
+  report = traffic.program_traffic(hlo)
+  assert report["by_part"] == {"backward layers/mlp": 3 * 68,
+                               "forward (dynamic_update_slice)": 3 * 68,
+                               "update (add)": 224}
+  assert sum(report["by_part"].values()) == report["total_bytes"]
+  assert traffic.program_traffic(HLO)["by_part"] == {"unnamed": 632}
+  assert traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/encoder/ln/mul"}') == (
+      "forward encoder/ln")
+
+
 def test_array_bytes_counts_every_array_of_a_tuple_at_its_type_s_width():
   assert traffic.array_bytes("(f32[2,3]{1,0}, bf16[4]{0}, pred[], s32[5])") == 24 + 8 + 1 + 20
 
@@ -132,6 +151,10 @@ def test_the_command_compiles_the_config_s_train_step_for_named_gpus_and_counts_
   loops = [p for p in report["passes"] if p["runs"] == layers and p["bytes_per_run"] > 0]
   assert len(loops) >= 2, report["passes"]
   assert report["total_bytes"] == sum(p["runs"] * p["bytes_per_run"] for p in report["passes"])
+  # The same bytes by where they come from: the layers' MLP in both passes, the optimizer step
+  assert sum(report["by_part"].values()) == report["total_bytes"]
+  assert {"forward layers/mlp", "backward layers/mlp"} <= set(report["by_part"])
+  assert any(part.startswith("update ") for part in report["by_part"]), report["by_part"]
 
 
 def test_a_loop_inside_a_loop_runs_as_often_as_both_trip_counts_say():

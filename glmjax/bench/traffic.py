@@ -11,7 +11,8 @@ the top level once, a loop body as many times as XLA knows the loop runs. Matmul
 calls (attention kernels) are left out: they are bound by compute, or their traffic is their
 own. A memory-bound pass costs about its bytes over the chip's copy bandwidth, so the totals say
 where elementwise time goes, and how much a change saves, before a GPU is there to time it
-(docs/performance.md compares them with profiles). Made for GPU programs: TPU layouts with tiles
+(docs/performance.md compares them with profiles). `by_part` sums the same bytes by the pass
+and module each fusion's op_name names (`part_of_step`). Made for GPU programs: TPU layouts with tiles
 (`{1,0:T(8,128)}`) are not parsed, and 4-bit types count as nothing.
 """
 from __future__ import annotations
@@ -122,13 +123,39 @@ def _is_matmul_or_kernel(body: list[str]) -> bool:
   return any(re.search(r" (dot|convolution|custom-call)\(", line) for line in body)
 
 
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# Path components jax writes for its own control flow and remat, not for a module of the model
+# (nor are wrappers such as jvp(GLM), nor einsum specs such as bth,hd->btd)
+_NOT_MODULES = frozenset(("while", "body", "cond", "eval_jaxpr", "checkpoint",
+                          "rematted_computation", "closed_call"))
+_MODULE = re.compile(r"[A-Za-z_]\w*")
+
+
+def part_of_step(line: str) -> str:
+  """Where an instruction's work comes from, read off the op_name jax gave it: 'forward',
+  'backward' (under jax's transpose: the backward pass, what remat recomputes there included) or
+  'update' (neither: the optimizer step and the checks around it), then the module path it ran
+  in ('layers/mlp'), or its primitive in parentheses where it ran in no module (a layer loop's
+  stack writes, the stacks' fills, the optimizer's arithmetic). 'unnamed' without an op_name."""
+  found = _OP_NAME.search(line)
+  if not found:
+    return "unnamed"
+  path = found.group(1).split("/")
+  phase = ("backward" if any(name.startswith("transpose(") for name in path)
+           else "forward" if any(name.startswith("jvp(") for name in path) else "update")
+  modules = [name for name in path[:-1]
+             if _MODULE.fullmatch(name) and name not in _NOT_MODULES]
+  return f"{phase} {'/'.join(modules)}" if modules else f"{phase} ({path[-1]})"
+
+
 def program_traffic(hlo: str) -> dict:
   """{'passes': [{'computation', 'runs', 'bytes_per_run', 'largest': {fusion: bytes}}],
-  'total_bytes'}: the memory traffic of the program's fusions, matmuls and kernels left out."""
+  'by_part': {part_of_step: bytes, largest first}, 'total_bytes'}: the memory traffic of the
+  program's fusions, matmuls and kernels left out."""
   found = computations(hlo)
   entry = re.search(r"^ENTRY %(\S+) ", hlo, re.MULTILINE).group(1)
   runs = _runs(found, entry)
-  passes, total = [], 0
+  passes, total, by_part = [], 0, collections.Counter()
   for name, count in runs.items():
     per_fusion = collections.Counter()
     for line in found.get(name, []):
@@ -143,11 +170,13 @@ def program_traffic(hlo: str) -> dict:
         continue
       read, wrote = fusion_bytes(body)
       per_fusion[match.group(2)] += read + wrote
+      by_part[part_of_step(line)] += count * (read + wrote)
     per_run = sum(per_fusion.values())
     total += count * per_run
     passes.append({"computation": name, "runs": count, "bytes_per_run": per_run,
                    "largest": dict(per_fusion.most_common(8))})
-  return {"passes": passes, "total_bytes": total}
+  return {"passes": passes, "by_part": {part: size for part, size in by_part.most_common()
+                                        if size}, "total_bytes": total}
 
 
 def _operand(line: str, op: str) -> str:

@@ -1,6 +1,7 @@
 """Planted bugs in the benchmarks, the embedded corpus and the convert command."""
 from mutation_entries import Mutation
 
+_TRAFFIC = "tests/test_bench_traffic.py::"
 _WHEELS = "tests/test_gpu_wheels.py::"
 _BENCH = "tests/test_bench.py::"
 _STEP = "tests/test_bench_step.py::"
@@ -370,6 +371,18 @@ ENTRIES: tuple[Mutation, ...] = (
              'or re.search(r" async-start\\(.*calls=%([^,\\s]+)", line))', "or None)",
              ("tests/test_bench_traffic.py::test_a_stack_update_that_xla_runs_on_its_own_stream_"
               "counts_once_per_trip",)),
+    Mutation("traffic's parts of the step count a loop body's fusions once, not per trip",
+             "glmjax/bench/traffic.py", "by_part[part_of_step(line)] += count * (read + wrote)",
+             "by_part[part_of_step(line)] += read + wrote",
+             (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
+    Mutation("traffic's parts of the step take jax's wrappers for modules",
+             "glmjax/bench/traffic.py", "if _MODULE.fullmatch(name) and name not in _NOT_MODULES",
+             "if name not in _NOT_MODULES",
+             (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
+    Mutation("traffic's parts of the step call the backward pass forward",
+             "glmjax/bench/traffic.py", '("backward" if any(name.startswith("transpose(")',
+             '("backward" if any(name.startswith("transpose(jvp(M")',
+             (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
     Mutation("the loan's wheels come with their dependencies", "launch/gpu_wheels.sh",
              "download -q --no-deps --only-binary", "download -q --only-binary",
              (_WHEELS + "test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_"
