@@ -1,19 +1,20 @@
 """GLM-10B: 48 layers, hidden 4096, 64 heads, GPT-2 vocabulary; stage 1 (512 tokens) by
 default, `configs/glm_10b.py:stage2` for the second stage at 1024 tokens (GLM's scripts)."""
 from glmjax import config as glm_config
+from glmjax import recipes
 
 
 def get_config(arg=None):
-  config = glm_config.glm_10b_recipe(glm_config.default_config())
+  config = recipes.glm_10b_recipe(glm_config.default_config())
   config.model.update(vocab_size=50304, hidden_size=4096, num_layers=48, num_heads=64,
                       max_position=1024, remat="full")
   # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
   # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
   config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
-  words = glm_config.parse_arg(arg, allowed=("stage2", "local"))
+  words = recipes.parse_arg(arg, allowed=("stage2", "local"))
   if "stage2" in words:
-    glm_config.glm_10b_stage2(config)
+    recipes.glm_10b_stage2(config)
   if "local" in words:
-    glm_config.shrink_to_local(config)
+    recipes.shrink_to_local(config)
     config.data.update(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)
   return config

@@ -1,5 +1,6 @@
 """GLM-Large (335M): 24 layers, hidden 1024, 16 heads, BERT vocabulary (THUDM/GLM's config scripts)."""
 from glmjax import config as glm_config
+from glmjax import recipes
 
 
 def get_config(arg=None):
@@ -17,6 +18,6 @@ def get_config(arg=None):
   config.optim.update(learning_rate=2e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
                       warmup_ratio=0.05, decay_steps=160_000, schedule="cosine", final_ratio=0.05)
   config.train.steps = 200_000
-  if "local" in glm_config.parse_arg(arg):
-    glm_config.shrink_to_local(config)
+  if "local" in recipes.parse_arg(arg):
+    recipes.shrink_to_local(config)
   return config

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from glmjax import attention_choice
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import parallel
+from glmjax import parallel, params_restore
 from glmjax import step as step_lib
 from glmjax.data import tokenizers
 from glmjax.model import GLM, ModelConfig
@@ -118,7 +118,7 @@ def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> 
   with parallel.activate(mesh, rules):
     model_config = attention_choice.resolved_model_config(config, training=False)
     abstract = abstract_params(model_config, mesh, rules)
-    params, step = checkpoint_lib.restore_params(
+    params, step = params_restore.restore_params(
         workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir")
   log.info("Loaded the parameters of step %d from %s", step, workdir)
   return Pretrained(workdir=workdir, config=config, model_config=model_config, params=params,

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from glmjax import attention_choice, cli
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import held_out, logs, loop, parallel, prefetch, step as step_lib
+from glmjax import held_out, logs, loop, parallel, params_restore, prefetch, step as step_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
 from glmjax import workdir as workdir_lib
@@ -117,7 +117,7 @@ def _inputs(config) -> RunInputs:
     eval_pipeline = (held_out.eval_pipeline(config.data, tokenizer, eval_docs, config.seed)
                      if config.train.eval_every else None)
     if config.checkpoint.init_from:
-      checkpoint_lib.checkpoints_directory(config.checkpoint.init_from)
+      params_restore.checkpoints_directory(config.checkpoint.init_from)
     model_config = attention_choice.resolved_model_config(config)
   except config_lib.ConfigError:
     raise
@@ -170,7 +170,7 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
     log.info("Initialised a new model in %s", workdir)
     return state
   source = config.checkpoint.init_from
-  params, at = checkpoint_lib.restore_params(
+  params, at = params_restore.restore_params(
       source, abstract.params, layout, check=lambda saved, step: workdir_lib.check_tokenizer(
           saved.get("tokenizer"), metadata["tokenizer"],
           what=f"checkpoint.init_from={source!r} (its step {step})",

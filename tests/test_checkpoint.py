@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import checkpoint_states as states
-from glmjax import checkpoint, step
+from glmjax import checkpoint, params_restore, step
 
 
 @pytest.fixture()
@@ -70,7 +70,7 @@ def test_parameters_for_another_run_come_from_its_newest_checkpoint(tmp_path, me
     ckpt.save(at, state, states.metadata(state))
   ckpt.close()
   state = states.state()
-  params, at = checkpoint.restore_params(str(tmp_path), states.abstract(state, mesh).params,
+  params, at = params_restore.restore_params(str(tmp_path), states.abstract(state, mesh).params,
                                          states.metadata(state)["param_layout"])
   assert at == 3
   np.testing.assert_array_equal(params["dense"]["kernel"], states.state(3.0).params["dense"]["kernel"])
@@ -147,7 +147,7 @@ def test_checkpoint_every_0_saves_no_periodic_checkpoint_only_the_forced_last_on
 def test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder(tmp_path, mesh):
   """checkpoint.init_from (and evaluate, generate, convert) take a workdir or its checkpoints/."""
   states.two_checkpoints(tmp_path / "checkpoints", keep=3, scaled=True)
-  params, at = checkpoint.restore_params(str(tmp_path / "checkpoints"),
+  params, at = params_restore.restore_params(str(tmp_path / "checkpoints"),
                                          states.abstract(states.state(), mesh).params,
                                          states.metadata(states.state())["param_layout"])
   assert at == 2

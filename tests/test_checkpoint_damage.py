@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 import checkpoint_states as states
-from glmjax import checkpoint, checksums, step
+from glmjax import checkpoint, checksums, params_restore, step
 
 
 @pytest.fixture()
@@ -138,7 +138,7 @@ def test_parameters_for_another_run_whose_bytes_were_flipped_are_refused(tmp_pat
       x.shape, x.dtype, sharding=NamedSharding(mesh, PartitionSpec())), big.params)
   with pytest.raises(checkpoint.UnusableCheckpointError,
                      match=r"parameters at step 1 .* are corrupted: the checksum of params/w"):
-    checkpoint.restore_params(str(tmp_path), abstract, states.metadata(big)["param_layout"])
+    params_restore.restore_params(str(tmp_path), abstract, states.metadata(big)["param_layout"])
 
 
 @pytest.mark.parametrize("tamper, reason", [

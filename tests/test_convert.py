@@ -25,7 +25,7 @@ import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import convert, logs, pretrained
+from glmjax import convert, logs, params_restore, pretrained
 from glmjax.convert import original, safetensors_io
 from glmjax.model import GLM
 
@@ -138,7 +138,7 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
   assert config.data.seq_len <= MSL
   # What train does with checkpoint.init_from: read the parameters into the model's layout.
   loaded = pretrained.load(str(tmp_path / "run"))
-  params, step = checkpoint_lib.restore_params(
+  params, step = params_restore.restore_params(
       config.checkpoint.init_from, pretrained.abstract_params(
           loaded.model_config, loaded.mesh, loaded.rules),
       checkpoint_lib.parameter_layout(loaded.params))

@@ -117,6 +117,7 @@ parallel.initialize_distributed(60)
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from glmjax import checkpoint as ck
+from glmjax import params_restore
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 directory, part, error = sys.argv[1:4]
 mesh = Mesh(np.array(jax.devices()), ("d",))
@@ -147,7 +148,7 @@ if part == "init_from":  # parameters only, from the newest checkpoint: no older
     return read(self, step, args=args)
   ck.ocp.CheckpointManager.restore = restore_params
   try:
-    ck.restore_params(directory, abstract["params"], layout)
+    params_restore.restore_params(directory, abstract["params"], layout)
     print("READ", flush=True)
   except ck.UnusableCheckpointError as failure:
     print("STOPPED", str(failure).splitlines()[0], flush=True)

@@ -10,6 +10,7 @@ import tokenizers as hf
 from tokenizers import decoders, models, pre_tokenizers
 
 from glmjax import config as config_lib
+from glmjax import recipes
 from glmjax.data import builtin_corpus
 from glmjax.data import released_tokenizers as rt
 from glmjax.data import tokenizers as tk
@@ -291,7 +292,7 @@ def test_a_path_holding_no_tokenizer_is_a_one_line_error_naming_it(tmp_path):
 
 def test_the_config_accepts_the_released_kinds_and_names_a_wrong_layout():
   assert {"wordpiece", "bpe"} <= set(config_lib.CHOICES["data.tokenizer"])
-  config = config_lib.shrink_to_local(config_lib.default_config())
+  config = recipes.shrink_to_local(config_lib.default_config())
   config.data.update(tokenizer="wordpiece", tokenizer_vocab="chinese_sp")
   config_lib.validate(config)
   config.data.tokenizer_vocab = "chinese"

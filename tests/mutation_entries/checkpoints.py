@@ -147,7 +147,7 @@ ENTRIES = (
              (_DAMAGE + "test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_"
               "older_one",)),
     Mutation("another run's checkpoints/ folder given directly is not found",
-             "glmjax/checkpoint.py",
+             "glmjax/params_restore.py",
              "  directory = directory if epath.Path(directory).is_dir() else source\n", "",
              (_CK + "test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder",)),
     Mutation("a corruption line miscounts the arrays past the first three",
@@ -219,7 +219,7 @@ ENTRIES = (
              "  if not recorded:\n    return\n", "  if True:\n    return\n",
              (_SAME + "test_init_from_a_run_trained_with_another_tokenizer_is_refused_naming_"
               "both",)),
-    Mutation("init_from reads another run's parameters without its check", "glmjax/checkpoint.py",
+    Mutation("init_from reads another run's parameters without its check", "glmjax/params_restore.py",
              "    if check is not None:\n      check(saved, step)\n", "",
              (_SAME + "test_init_from_a_run_trained_with_another_tokenizer_is_refused_naming_"
               "both",)),

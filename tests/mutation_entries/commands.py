@@ -139,7 +139,7 @@ ENTRIES = (
              "allowed[[specials.eop, specials.eos]] = True", "allowed[specials.eop] = True",
              ("tests/test_prompts_and_sampling.py::test_a_blank_may_end_at_eos_as_well_as_at_"
               "eop",)),
-    Mutation("a mistyped config argument ignored", "glmjax/config.py",
+    Mutation("a mistyped config argument ignored", "glmjax/recipes.py",
              "unknown = sorted(words - set(allowed))", "unknown = []",
              ("tests/test_config_validation.py",)),
     Mutation("evaluate never joins the multi-host job", "glmjax/evaluate.py",

@@ -72,7 +72,7 @@ ENTRIES = (
              ("tests/test_train_step.py::test_the_compiled_step_draws_dropout_masks_from_the_"
               "config_s_seed_and_generator",)),
     Mutation("another run's parameters are used without checking their checksums",
-             "glmjax/checkpoint.py",
+             "glmjax/params_restore.py",
              '    problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))\n',
              "    problem = None\n",
              ("tests/test_checkpoint_damage.py::test_parameters_for_another_run_whose_bytes_were_"
@@ -124,7 +124,7 @@ ENTRIES = (
              ("tests/test_train.py::test_sigterm_during_a_restore_ends_start_up_before_the_compile_"
               "and_leaves_the_checkpoints",)),
     Mutation("init_from's read failing on one host leaves the others waiting",
-             "glmjax/checkpoint.py",
+             "glmjax/params_restore.py",
              "failure = agreement.agree(agreement.settle(failure, f\"{what} {step}\"))",
              "failure = failure",
              ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
@@ -194,7 +194,7 @@ ENTRIES = (
     Mutation("generated token written one cache slot early", "glmjax/decoding.py",
              "    slot = part_a + s\n", "    slot = part_a + s - 1\n",
              ("tests/test_generate.py",)),
-    Mutation("another run's parameters read from its oldest checkpoint", "glmjax/checkpoint.py",
+    Mutation("another run's parameters read from its oldest checkpoint", "glmjax/params_restore.py",
              "    step = steps[-1]\n", "    step = steps[0]\n", ("tests/test_checkpoint.py",)),
     Mutation("the last step not logged when it is off the log_every grid", "glmjax/loop.py",
              "if step_done % self.config.train.log_every and step_done != self.total_steps:",

@@ -1,0 +1,80 @@
+"""Parameters only, from the newest checkpoint of another run: what `checkpoint.init_from`
+starts a run from (continued pretraining with a new optimizer, schedule or sequence length), and
+what `generate` and `evaluate` read from a workdir. Checked before use as a resume is: the saved
+layout against the model's, every array against its checksum, the same verdict on every host.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import orbax.checkpoint as ocp
+from etils import epath
+
+from glmjax import checksums
+from glmjax import restore_agreement as agreement
+from glmjax.checkpoint import (METADATA_ITEM, STATE_ITEM, IncompatibleCheckpointError,
+                               UnusableCheckpointError, in_workdir, layout_differences, location)
+
+log = logging.getLogger(__name__)
+
+
+def checkpoints_directory(source: str) -> str:
+  """A run's workdir or its checkpoints/ folder -> the folder holding the step directories."""
+  directory = in_workdir(source)
+  directory = directory if epath.Path(directory).is_dir() else source
+  if not epath.Path(directory).is_dir():
+    raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory; give the "
+                            "workdir of the run to start from.")
+  return directory
+
+
+def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
+                   field: str = "checkpoint.init_from",
+                   check: Callable[[dict, int], None] | None = None) -> tuple[Any, int]:
+  """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
+  `check(metadata, step)` may refuse them from what was saved with them, before they are read.
+
+  For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
+  second stage continued from the first). Read straight into `abstract_params`' shardings.
+  """
+  directory = checkpoints_directory(source)
+  manager = ocp.CheckpointManager(
+      location(directory), item_names=(STATE_ITEM, METADATA_ITEM),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise FileNotFoundError(f"{field}={source!r}: no checkpoint in {directory}.")
+    step = steps[-1]
+
+    def read(what: str, restore: Callable[[], Any]) -> Any:
+      """`restore()`, or the same error on every host (one host alone must not hang)."""
+      value, failure = agreement.attempt(restore, log)
+      failure = agreement.agree(agreement.settle(failure, f"{what} {step}"))
+      if failure is not None:
+        raise UnusableCheckpointError(f"{field}: the {what} at step {step} in {directory} "
+                                      f"could not be read: {failure[1]}.")
+      return value
+
+    saved = read("metadata", lambda: manager.restore(step, args=ocp.args.Composite(**{
+        METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM])
+    if check is not None:
+      check(saved, step)
+    problems = layout_differences(saved.get("param_layout", {}), current_layout)
+    if problems:
+      raise IncompatibleCheckpointError(
+          f"{field}: the parameters at step {step} in {directory} do not fit this "
+          "model: " + "; ".join(problems) + ".")
+    item = {"params": abstract_params}
+    restored = read("parameters", lambda: manager.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True)})))
+    problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
+    if problem:
+      raise UnusableCheckpointError(
+          f"{field}: the parameters at step {step} in {directory} are {problem}.")
+    return restored[STATE_ITEM]["params"], step
+  finally:
+    manager.close()
