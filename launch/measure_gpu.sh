@@ -27,6 +27,8 @@
 #                fusion they turn off put back, then three XLA passes (five processes, 4 min)
 #   unroll       GLM-2B's best setting with its layers unrolled (model.scan_layers=false; its
 #                compile had not ended after 5.5 min on an H200: run it alone)
+#   unroll_large GLM-Large's best setting (128 rows, minimal) with its layers unrolled (compiled
+#                for an H200 on a 2-core VM in 2.5 min: an estimated 2-4 min in all)
 #   large_sweep  GLM-Large: batch 32, 64, 128 x remat none, minimal
 #   batch_2b     GLM-2B's best setting at 24 and 32 rows (about 1.5 min)
 #   autotune     the tokamax kernel at GLM-2B's shape, default and autotuned (the search's
@@ -63,7 +65,7 @@ log="$OUT/measure_gpu.log"
 # starts with a "== RUN bench ..." line, so runs stay apart.
 run="$(date -u +%Y-%m-%dT%H:%M:%SZ) pid $$"
 ALL_PARTS=(core large save attention sweep chunk ceiling profile profile_large tune tune_large
-           flags unroll large_sweep batch_2b autotune)
+           flags unroll unroll_large large_sweep batch_2b autotune)
 echo "== $run: measure_gpu.sh ${*:-${ALL_PARTS[*]}}" >> "$log"
 
 # MEASURE_OVERRIDES: flags added to every bench call, for a rehearsal on a CPU with a tiny model
@@ -183,6 +185,13 @@ for part in "${parts[@]}"; do
       # profile); it compiles 36 layers instead of one, which had not ended after 5.5 minutes
       # on an H200 (2026-12-04): give it a call of its own
       bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" --sweep_set=model.scan_layers=false ;;
+    unroll_large)  # the same for GLM-Large's best setting: compiled for an H200 (jax 0.11.2,
+      # 2026-12-05), its program moves 338.9 GiB a step against 373.5 GiB scanned (no stack
+      # writes, fills or reads; more copies around the attention calls and the MLP), about
+      # 10 ms (2.7%) less at 3.34 TB/s; 24 layers compile in 2.5 minutes on a 2-core VM
+      bench --what=sweep "${GLM_LARGE[@]}" --config.data.batch_size=128 --sweep_batch=128 \
+            --sweep_remat=minimal --sweep_attention=tokamax \
+            --sweep_set=model.scan_layers=false ;;
     large_sweep)  # GLM-Large, sequence 512: batch x remat, the levers for its 40% target
       bench --what=sweep "${GLM_LARGE[@]}" --sweep_batch=32,64,128 --sweep_remat=none,minimal \
             --sweep_attention=tokamax ;;

@@ -108,10 +108,11 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       ("flags --xla_gpu_enable_dus_accumulator_zero_init_elimination=true", "sweep"),
       ("flags --xla_gpu_experimental_enable_fusion_block_level_rewriter=true", "sweep"),
       ("flags --xla_gpu_cudnn_gemm_fusion_level=2", "sweep"), ("unroll", "sweep"),
-      ("large_sweep", "sweep"), ("batch_2b", "sweep"), ("autotune", "attention")], figures
+      ("unroll_large", "sweep"), ("large_sweep", "sweep"), ("batch_2b", "sweep"),
+      ("autotune", "attention")], figures
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
   ceiling, profiled, profiled_large = figures[7], figures[8], figures[9]
-  tunes, unroll, large_sweep = figures[10:13], figures[18], figures[19]
+  tunes, unrolled, large_sweep = figures[10:13], figures[18:20], figures[20]
   assert ceiling["n"] == 256 and ceiling["bf16_matmul_tflops"] > 0 < ceiling["copy_tb_per_s"]
   assert profiled["remat"] == "minimal" and profiled["attention"] == "tokamax"
   assert (tmp_path / "profile_trace.json.gz").stat().st_size > 0  # copied up for a GPU loan
@@ -131,9 +132,11 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
     drawn_again, kept = (t["loss"] for t in tune["trials"])
     assert abs(kept - drawn_again) <= 1e-5 * abs(drawn_again), tune["trials"]
   assert {t["remat"] for t in large_sweep["trials"]} == {"none", "minimal"}
-  assert [(t["remat"], t["attention"]) for t in figures[20]["trials"]] == [("minimal", "tokamax")]
-  assert [t["model.scan_layers"] for t in unroll["trials"]] == [False]
-  assert all("error" not in t for f in figures[10:21] for t in f["trials"]), figures[10:21]
+  assert [(t["remat"], t["attention"]) for t in figures[21]["trials"]] == [("minimal", "tokamax")]
+  assert [[t["model.scan_layers"] for t in unroll["trials"]] for unroll in unrolled] == [
+      [False], [False]]
+  assert [t["remat"] for t in unrolled[1]["trials"]] == ["minimal"]
+  assert all("error" not in t for f in figures[10:22] for t in f["trials"]), figures[10:22]
   assert core["step_time_s_pipeline"] is None  # GLM-2B's part times the step alone
   assert {(t["remat"], t["attention"]) for t in sweep["trials"]} == {
       (remat, kernel) for remat in ("none", "minimal") for kernel in ("tokamax", "cudnn")}
