@@ -98,6 +98,10 @@ def test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says():
   assert traffic.program_traffic(HLO)["by_part"] == {"unnamed": 632}
   assert traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/encoder/ln/mul"}') == (
       "forward encoder/ln")
+  # unrolled layers are one part, not one per layer
+  assert traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/layers_11/mlp/mul"}') == (
+      traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/layers_2/mlp/mul"}')) == (
+      "forward layers_*/mlp")
 
 
 def test_array_bytes_counts_every_array_of_a_tuple_at_its_type_s_width():

@@ -135,7 +135,7 @@ def part_of_step(line: str) -> str:
   """Where an instruction's work comes from, read off the op_name jax gave it: 'forward',
   'backward' (under jax's transpose: the backward pass, what remat recomputes there included) or
   'update' (neither: the optimizer step and the checks around it), then the module path it ran
-  in ('layers/mlp'), or its primitive in parentheses where it ran in no module (a layer loop's
+  in ('layers/mlp'; flax's numbered modules as one, 'layers_*/mlp'), or its primitive in parentheses where it ran in no module (a layer loop's
   stack writes, the stacks' fills, the optimizer's arithmetic). 'unnamed' without an op_name."""
   found = _OP_NAME.search(line)
   if not found:
@@ -143,7 +143,8 @@ def part_of_step(line: str) -> str:
   path = found.group(1).split("/")
   phase = ("backward" if any(name.startswith("transpose(") for name in path)
            else "forward" if any(name.startswith("jvp(") for name in path) else "update")
-  modules = [name for name in path[:-1]
+  # flax numbers repeated modules (layers_0, layers_1 when unrolled; Dropout_0): one part each
+  modules = [re.sub(r"_\d+$", "_*", name) for name in path[:-1]
              if _MODULE.fullmatch(name) and name not in _NOT_MODULES]
   return f"{phase} {'/'.join(modules)}" if modules else f"{phase} ({path[-1]})"
 

@@ -383,6 +383,10 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/bench/traffic.py", '("backward" if any(name.startswith("transpose(")',
              '("backward" if any(name.startswith("transpose(jvp(M")',
              (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
+    Mutation("traffic's parts of the step split unrolled layers one by one",
+             "glmjax/bench/traffic.py", 'modules = [re.sub(r"_\\d+$", "_*", name) for name',
+             "modules = [name for name",
+             (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
     Mutation("the loan's wheels come with their dependencies", "launch/gpu_wheels.sh",
              "download -q --no-deps --only-binary", "download -q --only-binary",
              (_WHEELS + "test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_"
