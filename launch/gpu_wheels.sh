@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheels a GPU machine without network needs beside its own image (Python 3.12, jax 0.11
 # with CUDA, flax, optax, orbax, chex, jaxtyping, tokenizers, sentencepiece) to run glmjax and
-# launch/measure_gpu.sh with the tokamax kernel. Run here, where pip reaches PyPI; the folder
+# launch/measure_gpu.sh with the tokamax kernel. Run it where pip reaches PyPI; the folder
 # (default .whl, which git ignores) then travels to the GPU machine, where
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 #   export PYTHONPATH=/tmp/site
@@ -9,17 +9,40 @@
 #
 #   bash launch/gpu_wheels.sh [TOKAMAX_SOURCE]
 #
-# TOKAMAX_SOURCE: a checkout of openxla/tokamax at the commit below (tokamax 0.0.13 is not on
+# TOKAMAX_SOURCE: a folder holding openxla/tokamax at the commit below (tokamax 0.0.13 is not on
 # PyPI, and 0.0.12 does not build its GPU kernel with jax 0.11); without one, pip fetches that
 # commit from GitHub. Every wheel is pinned: these are the versions checked together (a Python
 # 3.12 environment holding only the image's packages, these wheels installed as above, then
 # launch/measure_gpu.sh rehearsed on its CPU with a tiny model: docs/performance.md, session 26).
 # About 35 MB, most of it xprof, which tokamax imports.
 set -euo pipefail
+TOKAMAX_COMMIT=783ea95704a581ea5b09c80d9d058c819cd8bf03
+# Paths given relative to where the script was started from, before it moves to the repo root
+if [[ -n "${DEST:-}" ]]; then mkdir -p "$DEST" && DEST=$(cd "$DEST" && pwd); fi
+source=""
+if [[ $# -gt 0 ]]; then
+  if [[ ! -d "$1" ]]; then
+    echo "gpu_wheels.sh: $1 is not a folder: give a checkout of openxla/tokamax at" \
+         "$TOKAMAX_COMMIT, or nothing to fetch that commit from GitHub" >&2
+    exit 2
+  fi
+  source=$(cd "$1" && pwd)
+  if head=$(git -C "$source" rev-parse HEAD 2>/dev/null) && [[ "$head" != "$TOKAMAX_COMMIT" ]]; then
+    echo "gpu_wheels.sh: $1 is at commit $head, not $TOKAMAX_COMMIT: check that one out" >&2
+    exit 2
+  fi
+fi
 cd "$(dirname "$0")/.."
 DEST=${DEST:-.whl}
-TOKAMAX_COMMIT=783ea95704a581ea5b09c80d9d058c819cd8bf03
 mkdir -p "$DEST"
+shopt -s nullglob
+old=("$DEST"/*.whl)
+if [[ ${#old[@]} -gt 0 ]]; then  # a changed pin would leave two versions, and the loan's
+  # install (--no-index --no-deps) stops at two versions of one package
+  echo "gpu_wheels.sh: $DEST already holds ${#old[@]} wheels: remove them first" \
+       "(rm $DEST/*.whl) so that it holds one version of each" >&2
+  exit 2
+fi
 # glmjax's own needs that the image lacks, then tokamax's (and xprof's two that its import
 # reaches); typeguard is the version tokamax pins.
 wheels=(ml_collections==1.1.0 tensorboardX==2.6.5
@@ -34,10 +57,9 @@ done
 echo "Downloading ${#wheels[@]} wheels for CPython 3.12 on x86-64 Linux into $DEST ..." >&2
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp "${platforms[@]}" -d "$DEST" "${wheels[@]}"
-source=${1:-"tokamax @ git+https://github.com/openxla/tokamax@$TOKAMAX_COMMIT"}
+source=${source:-"tokamax @ git+https://github.com/openxla/tokamax@$TOKAMAX_COMMIT"}
 echo "Building tokamax 0.0.13 from $source ..." >&2
 # (pure Python; it asks for 3.12, the GPU machine's, which this machine's pip need not be)
 python3 -m pip wheel -q --no-deps --ignore-requires-python -w "$DEST" "$source"
-shopt -s nullglob
 built=("$DEST"/*.whl)
 echo "${#built[@]} wheels in $DEST, $(du -sh "$DEST" | cut -f1)" >&2

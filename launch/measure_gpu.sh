@@ -190,7 +190,7 @@ for part in "${parts[@]}"; do
     unroll_large)  # the same for GLM-Large's best setting: compiled for an H200 (jax 0.11.2,
       # 2026-12-05), its program moves 338.9 GiB a step against 373.5 GiB scanned (no stack
       # writes, fills or reads; more copies around the attention calls and the MLP), about
-      # 10 ms (2.7%) less at 3.34 TB/s; 24 layers compile in 2.5 minutes on a 2-core VM
+      # 11 ms (2.9%) less at 3.34 TB/s; 24 layers compile in 2.5 minutes on a 2-core VM
       bench --what=sweep "${GLM_LARGE[@]}" --config.data.batch_size=128 --sweep_batch=128 \
             --sweep_remat=minimal --sweep_attention=tokamax \
             --sweep_set=model.scan_layers=false ;;

@@ -92,16 +92,26 @@ def test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says():
     hlo = hlo.replace(f"calls=%{fusion}", f'calls=%{fusion}, metadata={{op_name="{op_name}"}}')
   report = traffic.program_traffic(hlo)
   assert report["by_part"] == {"backward layers/mlp": 3 * 68,
-                               "forward (dynamic_update_slice)": 3 * 68,
+                               "forward GLM (dynamic_update_slice)": 3 * 68,
                                "update (add)": 224}
   assert sum(report["by_part"].values()) == report["total_bytes"]
   assert traffic.program_traffic(HLO)["by_part"] == {"unnamed": 632}
-  assert traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/encoder/ln/mul"}') == (
-      "forward encoder/ln")
-  # unrolled layers are one part, not one per layer
-  assert traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/layers_11/mlp/mul"}') == (
-      traffic.part_of_step('x, metadata={op_name="jit(f)/jvp(M)/layers_2/mlp/mul"}')) == (
+  part = lambda op_name: traffic.part_of_step(f'x, metadata={{op_name="{op_name}"}}')
+  assert part("jit(f)/jvp(M)/encoder/ln/mul") == "forward encoder/ln"
+  # unrolled layers are one part, not one per layer; what remat recomputes in the backward
+  # pass of unrolled layers runs under both wrappers, and is backward work
+  assert part("jit(f)/jvp(M)/layers_11/mlp/mul") == part("jit(f)/jvp(M)/layers_2/mlp/mul") == (
       "forward layers_*/mlp")
+  assert part("jit(f)/transpose(jvp(M))/jvp(M)/checkpoint/rematted_computation/layers_3/mlp/"
+              "mul") == "backward layers_*/mlp"
+  # the loss's own work (differentiated, outside the model), and the model's outside modules
+  assert part("jit(f)/jvp()/log") == "forward (log)"
+  assert part("jit(f)/transpose(jvp())/jvp(M)/broadcast_in_dim") == "backward M (broadcast_in_dim)"
+  # a module's work that XLA moved out of the differentiated loop is still the forward pass's;
+  # control flow, remat and einsum specs are no modules
+  assert part("jit(f)/layers/attention/jit(_where)/select_n") == "forward layers/attention"
+  assert part("jit(f)/jvp(M)/closed_call/while/cond/layers/bth,hd->btd/dot_general") == (
+      "forward layers")
 
 
 def test_array_bytes_counts_every_array_of_a_tuple_at_its_type_s_width():

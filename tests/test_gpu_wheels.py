@@ -10,19 +10,29 @@ import subprocess
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def pip_calls(tmp_path, *args: str) -> list[list[str]]:
-  """The argument lists `bash launch/gpu_wheels.sh ARGS` passes to `python3 -m pip`."""
+def run_script(tmp_path, *args: str, cwd: str = REPO) -> tuple[subprocess.CompletedProcess,
+                                                             list[list[str]]]:
+  """`bash launch/gpu_wheels.sh ARGS` run from `cwd` with DEST=tmp_path/wheels: the result and
+  the argument lists it passed to `python3 -m pip`."""
   record = tmp_path / "calls"
   fake = tmp_path / "bin" / "python3"
-  fake.parent.mkdir()
-  fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" >> {record}\nprintf "\\n" >> {record}\n')
+  fake.parent.mkdir(exist_ok=True)
+  fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" >> {record}\n'
+                  f'printf "\\n" >> {record}\n')
   fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
   env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}",
          "DEST": str(tmp_path / "wheels")}
-  result = subprocess.run(["bash", "launch/gpu_wheels.sh", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+  result = subprocess.run(["bash", os.path.join(REPO, "launch/gpu_wheels.sh"), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+  calls = ([line.strip("\0").split("\0") for line in record.read_text().splitlines() if line]
+           if record.exists() else [])
+  return result, calls
+
+
+def pip_calls(tmp_path, *args: str, cwd: str = REPO) -> list[list[str]]:
+  result, calls = run_script(tmp_path, *args, cwd=cwd)
   assert result.returncode == 0, result.stderr[-2000:]
-  return [line.strip("\0").split("\0") for line in record.read_text().splitlines() if line]
+  return calls
 
 
 def test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_dependencies(
@@ -31,6 +41,10 @@ def test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_dep
   for flag in ("--no-deps", "--only-binary=:all:"):
     assert flag in download
   assert download[download.index("--python-version") + 1] == "3.12"
+  assert download[download.index("--implementation") + 1] == "cp"
+  platforms = [download[i + 1] for i, arg in enumerate(download) if arg == "--platform"]
+  assert "manylinux_2_27_x86_64" in platforms  # the only wheel xprof ships
+  assert all(platform.endswith("_x86_64") for platform in platforms)  # the GPU machines'
   assert download[download.index("-d") + 1] == str(tmp_path / "wheels")
   names = [arg for arg in download if "==" in arg]
   # glmjax's own needs beyond the GPU machine's image come first, then tokamax's
@@ -50,7 +64,38 @@ def test_tokamax_is_built_from_the_commit_that_measure_gpu_names_or_from_a_given
   build = next(call for call in pip_calls(tmp_path) if call[2] == "wheel")
   assert build[-1] == f"tokamax @ git+https://github.com/openxla/tokamax@{commit}"
   assert "--no-deps" in build and "--ignore-requires-python" in build
+  assert build[build.index("-w") + 1] == str(tmp_path / "wheels")
+  # a checkout named relative to where the script is started, though it runs from the repo
   local = tmp_path / "local"
-  local.mkdir()
-  build = next(call for call in pip_calls(local, "/src/tokamax") if call[2] == "wheel")
-  assert build[-1] == "/src/tokamax"
+  (local / "src" / "tokamax").mkdir(parents=True)
+  build = next(call for call in pip_calls(local, "src/tokamax", cwd=str(local))
+               if call[2] == "wheel")
+  assert build[-1] == str(local / "src" / "tokamax")
+
+
+def test_it_refuses_a_folder_that_already_holds_wheels_and_a_source_that_is_no_folder(
+    tmp_path):
+  # a wheel left from an earlier pin would travel beside the new one
+  (tmp_path / "wheels").mkdir()
+  (tmp_path / "wheels" / "pydantic-2.0-py3-none-any.whl").write_text("")
+  result, calls = run_script(tmp_path)
+  assert result.returncode == 2 and calls == []
+  assert "already holds 1 wheels: remove them first" in result.stderr
+  (tmp_path / "wheels" / "pydantic-2.0-py3-none-any.whl").unlink()
+  # a bare name would make pip take tokamax from PyPI, whose release lacks the GPU kernel
+  result, calls = run_script(tmp_path, "tokamax")
+  assert result.returncode == 2 and calls == []
+  assert "tokamax is not a folder" in result.stderr
+
+
+def test_it_refuses_a_tokamax_checkout_at_another_commit(tmp_path):
+  checkout = tmp_path / "tokamax"
+  checkout.mkdir()
+  git = lambda *args: subprocess.run(["git", "-C", str(checkout), *args], check=True,
+                                     capture_output=True, text=True)
+  git("init", "-q")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x")
+  head = git("rev-parse", "HEAD").stdout.strip()
+  result, calls = run_script(tmp_path, str(checkout))
+  assert result.returncode == 2 and calls == []
+  assert f"is at commit {head}, not " in result.stderr

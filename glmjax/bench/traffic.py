@@ -12,8 +12,8 @@ calls (attention kernels) are left out: they are bound by compute, or their traf
 own. A memory-bound pass costs about its bytes over the chip's copy bandwidth, so the totals say
 where elementwise time goes, and how much a change saves, before a GPU is there to time it
 (docs/performance.md compares them with profiles). `by_part` sums the same bytes by the pass
-and module each fusion's op_name names (`part_of_step`). Made for GPU programs: TPU layouts with tiles
-(`{1,0:T(8,128)}`) are not parsed, and 4-bit types count as nothing.
+and module each fusion's op_name names (`part_of_step`). Made for GPU programs: TPU layouts
+with tiles (`{1,0:T(8,128)}`) are not parsed, and 4-bit types count as nothing.
 """
 from __future__ import annotations
 
@@ -129,24 +129,33 @@ _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _NOT_MODULES = frozenset(("while", "body", "cond", "eval_jaxpr", "checkpoint",
                           "rematted_computation", "closed_call"))
 _MODULE = re.compile(r"[A-Za-z_]\w*")
+_JVP = re.compile(r"jvp\((\w*)\)")  # jvp(GLM): the model's name; jvp(): a function's
 
 
 def part_of_step(line: str) -> str:
-  """Where an instruction's work comes from, read off the op_name jax gave it: 'forward',
-  'backward' (under jax's transpose: the backward pass, what remat recomputes there included) or
-  'update' (neither: the optimizer step and the checks around it), then the module path it ran
-  in ('layers/mlp'; flax's numbered modules as one, 'layers_*/mlp'), or its primitive in parentheses where it ran in no module (a layer loop's
-  stack writes, the stacks' fills, the optimizer's arithmetic). 'unnamed' without an op_name."""
+  """Where an instruction's work comes from, read off the op_name jax gave it.
+
+  First the pass: 'backward' under jax's transpose (what remat recomputes there included),
+  'forward' under a jvp or inside a module (work XLA moved out of the loops), else 'update' (the
+  optimizer step, the checks around it, the parameters' casts). Then the module path it ran in
+  ('layers/mlp'; flax's numbered modules as one: 'layers_*/mlp'); where it ran in no module, the
+  model it was differentiated in (the innermost jvp's name: 'GLM'; none for the loss's work)
+  and its primitive in parentheses: 'forward GLM (dynamic_update_slice)' is a layer loop's
+  stack writes, 'forward (log)' the loss's. 'unnamed' without an op_name."""
   found = _OP_NAME.search(line)
   if not found:
     return "unnamed"
   path = found.group(1).split("/")
-  phase = ("backward" if any(name.startswith("transpose(") for name in path)
-           else "forward" if any(name.startswith("jvp(") for name in path) else "update")
   # flax numbers repeated modules (layers_0, layers_1 when unrolled; Dropout_0): one part each
   modules = [re.sub(r"_\d+$", "_*", name) for name in path[:-1]
              if _MODULE.fullmatch(name) and name not in _NOT_MODULES]
-  return f"{phase} {'/'.join(modules)}" if modules else f"{phase} ({path[-1]})"
+  differentiated = [name for wrapper in path for name in _JVP.findall(wrapper)]
+  phase = ("backward" if any(name.startswith("transpose(") for name in path)
+           else "forward" if differentiated or modules else "update")
+  if modules:
+    return f"{phase} {'/'.join(modules)}"
+  model = differentiated[-1] if differentiated else ""
+  return f"{phase} {model} ({path[-1]})" if model else f"{phase} ({path[-1]})"
 
 
 def program_traffic(hlo: str) -> dict:

@@ -387,6 +387,27 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/bench/traffic.py", 'modules = [re.sub(r"_\\d+$", "_*", name) for name',
              "modules = [name for name",
              (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
+    Mutation("traffic's parts of the step file unrolled layers' recomputation as forward work",
+             "glmjax/bench/traffic.py",
+             'phase = ("backward" if any(name.startswith("transpose(") for name in path)',
+             'phase = ("forward" if any(name.startswith("jvp(") for name in path)\n'
+             '           else "backward" if any(name.startswith("transpose(") for name in path)',
+             (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
+    Mutation("traffic's parts of the step mix the model's work outside modules with the loss's",
+             "glmjax/bench/traffic.py",
+             'model = differentiated[-1] if differentiated else ""', 'model = ""',
+             (_TRAFFIC + "test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says",)),
+    Mutation("the loan's wheels go beside those of an earlier pin", "launch/gpu_wheels.sh",
+             "if [[ ${#old[@]} -gt 0 ]]; then", "if false; then",
+             (_WHEELS + "test_it_refuses_a_folder_that_already_holds_wheels_and_a_source_that_is_"
+              "no_folder",)),
+    Mutation("a tokamax checkout is read from the repo root, not where the script started",
+             "launch/gpu_wheels.sh", 'source=$(cd "$1" && pwd)', 'source=$1',
+             (_WHEELS + "test_tokamax_is_built_from_the_commit_that_measure_gpu_names_or_from_a_"
+              "given_checkout",)),
+    Mutation("a tokamax checkout at another commit is built all the same", "launch/gpu_wheels.sh",
+             '[[ "$head" != "$TOKAMAX_COMMIT" ]]', '[[ "$head" == "$TOKAMAX_COMMIT" ]]',
+             (_WHEELS + "test_it_refuses_a_tokamax_checkout_at_another_commit",)),
     Mutation("the loan's wheels come with their dependencies", "launch/gpu_wheels.sh",
              "download -q --no-deps --only-binary", "download -q --only-binary",
              (_WHEELS + "test_the_loan_s_wheels_are_pinned_binaries_for_python_3_12_without_their_"
