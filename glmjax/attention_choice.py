@@ -198,7 +198,8 @@ def resolve_attention(name: str, platform: str | None = None, *,
   shape = dict(dtype=dtype, seq_len=check_length(seq_len), head_dim=head_dim)
   if name != "auto":
     if name not in attention_lib.IMPLEMENTATIONS:
-      raise ValueError(f"attention={name!r}: choose one of auto, {', '.join(attention_lib.IMPLEMENTATIONS)}.")
+      raise ValueError(f"attention={name!r}: choose one of auto, "
+                       f"{', '.join(attention_lib.IMPLEMENTATIONS)}.")
     if check_explicit is None:
       check_explicit = platform in ("gpu", "tpu")
     if name != "xla" and check_explicit:

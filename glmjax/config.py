@@ -85,7 +85,7 @@ def data_defaults() -> ml_collections.ConfigDict:
                                    # an eos starts at the [CLS], as the original (default: neither)
       short_seq_prob=0.0,          # P(a row holds one short text, U{32..T} tokens, padded to T)
                                    # (GLM-10B stage 1: 0.02, stage 2: 0.5)
-      single_span_prob=0.0,        # P(a row is [MASK] with exactly one span) (GLM-10B stage 2: 0.05)
+      single_span_prob=0.0,        # P(a row is [MASK] with exactly one span) (GLM-10B st. 2: 0.05)
       block_mask_prob=0.0,         # [MASK] rows: P(a Part B span input -> [dBLOCK]) (GLM-10B: 0.1)
       context_mask_ratio=0.0,      # [MASK] rows: text share -> [dBLOCK] near span edges (Part A)
       draw_per_batch=False,        # objective, single span and [gMASK] length drawn once per step

@@ -7,10 +7,11 @@ the real program for them on any machine (XLA's deviceless GPU compile: the plug
 description of the GPU instead of querying one). That needs the plugin, not the GPU, nor CUDA's
 libraries: `pip install 'jax[cuda12-local]==<this jax version>'`.
 
-Facts are NVIDIA's public figures for the SXM parts; `device_memory_bytes` is the H100's total
-as CUDA reports it (80,995 MiB) and the H200's as nvidia-smi lists it (143,771 MiB; CUDA's own
-figure, not recorded yet, is likely about 0.5 GiB less, as the H100's is against nvidia-smi's). jax's GPU client lets a process use a fraction of it,
-XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.75), which `usable_bytes` applies.
+Facts are NVIDIA's public figures for the SXM parts; `device_memory_bytes` is the H100's total as
+CUDA reports it (80,995 MiB) and the H200's as nvidia-smi lists it (143,771 MiB; CUDA's own figure,
+not recorded yet, is likely about 0.5 GiB less, as the H100's is against nvidia-smi's). jax's GPU
+client lets a process use a fraction of it, XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.75), which
+`usable_bytes` applies.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from glmjax import config as config_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "glmjax")
 MAX_LINES = 400
+MAX_WIDTH = 100
 # The lower layers: they import each other and outside libraries, never another glmjax module.
 LOWER = ("glmjax.model", "glmjax.data")
 
@@ -50,6 +51,13 @@ def _is_program_block(node) -> bool:
 def test_every_module_stays_under_400_lines(module, path):
   with open(path, encoding="utf-8") as f:
     assert sum(1 for _ in f) <= MAX_LINES, module
+
+
+def test_no_line_of_the_package_is_wider_than_100_characters():
+  wide = [f"{module}:{number} ({len(line)})" for module, path in _modules()
+          for number, line in enumerate(open(path, encoding="utf-8").read().splitlines(), 1)
+          if len(line) > MAX_WIDTH]
+  assert not wide, wide
 
 
 def test_the_model_and_data_layers_import_nothing_above_them():

@@ -93,7 +93,8 @@ def main(config, argv):
   # xla first: the reference every kernel is checked and timed against.
   kernels = [name for name in attention_choice.AUTO_ORDER.get(platform, ()) if name != "xla"]
   for name in ["xla", *kernels]:
-    reason = (attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len, head_dim=head_dim)
+    reason = (attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len,
+                                               head_dim=head_dim)
               if name != "xla" else None)
     if reason is not None:
       records[name] = {"skipped": reason}

@@ -2,15 +2,16 @@
 
   taskset -c 0 python -m glmjax.bench --what=data --config=configs/large.py
 
-Builds batches of the config's shape from a synthetic in-memory corpus (like the original measurement in docs/performance.md:
-2000 random documents of mean length ~700, ids from the model vocabulary avoiding the special
-tokens, a few ids marked as sentence ends) and prints one JSON line: output tokens per second
-(token ids to finished batch, this process only), padding, masked fraction and mean span length
-for the config's objectives, and the same for the GLM-10B mixture (blank .5, sentence .3,
-document .2) and for that mixture with every recipe option on (EVERY_OPTION); per objective:
-spans per row, masked fraction, span-length histogram and padding; and the share of rows whose
-window starts after a sentence end (`sentence_start_share`, data.sentence_windows: ~1.0; off:
-the base rate). The original GLM builds ~0.75-0.88 M tokens/s on one core (docs/performance.md).
+Builds batches of the config's shape from a synthetic in-memory corpus (like the original
+measurement in docs/performance.md: 2000 random documents of mean length ~700, ids from the model
+vocabulary avoiding the special tokens, a few ids marked as sentence ends) and prints one JSON
+line: output tokens per second (token ids to finished batch, this process only), padding, masked
+fraction and mean span length for the config's objectives, and the same for the GLM-10B mixture
+(blank .5, sentence .3, document .2) and for that mixture with every recipe option on
+(EVERY_OPTION); per objective: spans per row, masked fraction, span-length histogram and padding;
+and the share of rows whose window starts after a sentence end (`sentence_start_share`,
+data.sentence_windows: ~1.0; off: the base rate). The original GLM builds ~0.75-0.88 M tokens/s on
+one core (docs/performance.md).
 """
 import json
 import os

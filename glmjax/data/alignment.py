@@ -1,11 +1,12 @@
 """Sentence-aligned windows (`data.sentence_windows`), the original's BlockDataset cuts.
 
-The original (data_utils/datasets.py, BlockDataset) cuts a document longer than a row at a uniformly drawn offset, then,
-with probability 1/2 each, moves the cut left or right, at most T // 2 tokens, to the nearest
-place just after a sentence end (or the document's start); it stops where the move runs out
-when there is none. The row's last document is cut where its room runs out, moved back to just
-after the last sentence end that keeps at least half of that room (else cut hard). Both are
-vectorised here over rows; a row cut short stays short and is padded (the batch shape is fixed).
+The original (data_utils/datasets.py, BlockDataset) cuts a document longer than a row at a
+uniformly drawn offset, then, with probability 1/2 each, moves the cut left or right, at most
+T // 2 tokens, to the nearest place just after a sentence end (or the document's start); it stops
+where the move runs out when there is none. The row's last document is cut where its room runs out,
+moved back to just after the last sentence end that keeps at least half of that room (else cut
+hard). Both are vectorised here over rows; a row cut short stays short and is padded (the batch
+shape is fixed).
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ What a document is:
                   whole file is one document.
 Empty and whitespace-only documents are skipped. Bytes that are not UTF-8 become U+FFFD and are
 counted in `TextStats.invalid_utf8`; a file (or byte range) where they are more than
-MAX_INVALID_UTF8 of the bytes read is refused, naming it: that is a binary file, not text. Large uncompressed files can be cut into byte
-ranges that start at a document boundary, so prepare can tokenize one big file in parallel.
+MAX_INVALID_UTF8 of the bytes read is refused, naming it: that is a binary file, not text. Large
+uncompressed files can be cut into byte ranges that start at a document boundary, so prepare can
+tokenize one big file in parallel.
 """
 from __future__ import annotations
 

@@ -42,7 +42,8 @@ from glmjax.data.specials import (  # noqa: F401 - part of this module's interfa
     BERT_SPECIALS, CHINESE_SP_PIECES, CHINESE_SP_SPECIALS, GPT2_SPECIALS, VOCAB_LAYOUTS,
     VOCAB_MULTIPLE, SpecialTokens, assign_specials, pad_vocab)
 
-# A sentence ends at a token whose text contains one of these (the original's contains_sentence_end).
+# A sentence ends at a token whose text contains one of these (the original's
+# contains_sentence_end).
 SENTENCE_END_CHARS = ".?!;:\n。？！；…"
 TOKENIZERS = ("byte", "sentencepiece", "hf", "wordpiece", "bpe")
 

@@ -1,7 +1,7 @@
 """GLM attention: the blank-infilling mask from `sep`, and one function over several backends.
 
-Mask (the original GLM: mpu/transformer.py): query i sees key j iff j < sep or j <= i. Every backend takes it
-from O(T) per-example data built on the device:
+Mask (the original GLM: mpu/transformer.py): query i sees key j iff j < sep or j <= i. Every
+backend takes it from O(T) per-example data built on the device:
   key_end[i] = max(i + 1, sep)   (keys [0, key_end) are visible);  qpos[i] = key_end[i] - 1.
 
 Implementations (`glm_attention(..., implementation=...)`):

@@ -139,6 +139,11 @@ ENTRIES = (
              "allowed[[specials.eop, specials.eos]] = True", "allowed[specials.eop] = True",
              ("tests/test_prompts_and_sampling.py::test_a_blank_may_end_at_eos_as_well_as_at_"
               "eop",)),
+    Mutation("a line of the package runs past 100 characters", "glmjax/xla_options.py",
+             "# platform -> {XLA DebugOptions field: value}\n",
+             "# platform -> {XLA DebugOptions field: value}, the options glmjax sets on the programs "
+             "it compiles for that platform\n",
+             ("tests/test_code_shape.py::test_no_line_of_the_package_is_wider_than_100_characters",)),
     Mutation("a mistyped config argument ignored", "glmjax/recipes.py",
              "unknown = sorted(words - set(allowed))", "unknown = []",
              ("tests/test_config_validation.py",)),
