@@ -16,6 +16,7 @@ import traceback
 from typing import Callable
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from glmjax import config as config_lib
 from glmjax import logs
@@ -41,6 +42,14 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
     except KeyboardInterrupt:  # Ctrl-C: the user knows why; 130 as a shell reports SIGINT
       logs.fail(KeyboardInterrupt("Interrupted by Ctrl-C"), status=130)
   app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))
+
+
+def config_name() -> str | None:
+  """The --config argument the command was given (`configs/large.py`, `configs/base.py:local`),
+  so a figure in a log names what it measured; None before flags are parsed or without one."""
+  if not flags.FLAGS.is_parsed() or "config" not in flags.FLAGS:
+    return None
+  return config_flags.get_config_filename(flags.FLAGS["config"])
 
 
 def parse_flags(argv: list[str], status: int = 1) -> list[str]:

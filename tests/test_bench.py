@@ -110,6 +110,12 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
       ("flags --xla_gpu_cudnn_gemm_fusion_level=2", "sweep"), ("unroll", "sweep"),
       ("unroll_large", "sweep"), ("large_sweep", "sweep"), ("batch_2b", "sweep"),
       ("autotune", "attention")], figures
+  # The tiny overrides give every part the same shapes: the config each figure names is what
+  # tells a GLM-Large part that ran GLM-2B's config.
+  large_parts = {"large", "tune_large", "unroll_large", "large_sweep"}
+  assert {(f["part"], f["config"]) for f in figures if f["what"] in ("step", "sweep")} == {
+      (f["part"], "configs/large.py" if f["part"] in large_parts else "configs/glm_2b.py")
+      for f in figures if f["what"] in ("step", "sweep")}
   core, step, saves, sweep, chunk = figures[0], figures[1], figures[2:4], figures[5], figures[6]
   ceiling, profiled, profiled_large = figures[7], figures[8], figures[9]
   tunes, unrolled, large_sweep = figures[10:13], figures[18:20], figures[20]

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from glmjax import attention_choice
+from glmjax import attention_choice, cli
 from glmjax import memory as memory_lib
 from glmjax import metrics, parallel, prefetch, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -98,7 +98,7 @@ def measure(config, steps: int, *, with_pipeline: bool = True) -> dict:
     if with_pipeline:
       pipeline_time, state = _fed_by_the_pipeline(config, compiled, state, host, steps)
   result = {
-      "what": "step", "device_kind": jax.devices()[0].device_kind,
+      "what": "step", "device_kind": jax.devices()[0].device_kind, "config": cli.config_name(),
       "num_devices": jax.device_count(), "attention": model_config.attention,
       "batch_size": config.data.batch_size, "seq_len": config.data.seq_len,
       "num_layers": config.model.num_layers, "hidden_size": config.model.hidden_size,

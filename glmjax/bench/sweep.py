@@ -20,7 +20,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from glmjax import attention_choice
+from glmjax import attention_choice, cli
 from glmjax import config as glm_config
 from glmjax.bench import step as step_bench
 from glmjax.model import model_config
@@ -126,7 +126,8 @@ def main(config, argv):
     log.info("sweep %d/%d: trial %s", index, len(settings), json.dumps(trials[-1]))
     jax.clear_caches()
   print(json.dumps({"what": "sweep", "device_kind": jax.devices()[0].device_kind,
-                    "seq_len": config.data.seq_len, "trials": trials, "best": best(trials)}))
+                    "config": cli.config_name(), "seq_len": config.data.seq_len,
+                    "trials": trials, "best": best(trials)}))
 
 
 def best(trials: list[dict]) -> dict | None:

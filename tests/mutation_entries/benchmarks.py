@@ -249,6 +249,17 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the GPU script's figures do not name their part", "launch/measure_gpu.sh",
              '"part\\": \\"$tag\\", |" >> "$figures"', '|" >> "$figures"',
              (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
+    Mutation("the GPU script's unroll_large part runs GLM-2B's config", "launch/measure_gpu.sh",
+             'bench --what=sweep "${GLM_LARGE[@]}" --config.data.batch_size=128 --sweep_batch=128'
+             ' \\\n            --sweep_remat=minimal --sweep_attention=tokamax \\\n'
+             '            --sweep_set=model.scan_layers=false ;;',
+             'bench --what=sweep "${GLM_2B[@]}" --config.data.batch_size=128 --sweep_batch=128'
+             ' \\\n            --sweep_remat=minimal --sweep_attention=tokamax \\\n'
+             '            --sweep_set=model.scan_layers=false ;;',
+             (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
+    Mutation("the sweep's figure names no config", "glmjax/bench/sweep.py",
+             '"config": cli.config_name(), ', '',
+             (_BENCH + "test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model",)),
     Mutation("the ceiling reports a matmul of twice the FLOPs it ran", "glmjax/bench/ceiling.py",
              '"bf16_matmul_tflops": 2 * size ** 3 / matmul_s / 1e12',
              '"bf16_matmul_tflops": 4 * size ** 3 / matmul_s / 1e12', _CEILING),
