@@ -61,17 +61,9 @@ class TerminationFlag:
             self._previous[signum] = signal.signal(signum, self._handle)
       except ValueError:  # not the main thread (tests calling in-process from a thread)
         self._enabled = False
-      # Inside another flag (train's command around train_and_evaluate): a signal it already
-      # heard counts here too.
-      outer = getattr(self._previous.get(signal.SIGTERM), "__self__", None)
-      if isinstance(outer, TerminationFlag) and outer.requested:
-        self.requested, self.signal_name = True, outer.signal_name
     return self
 
   def __exit__(self, *exc_info) -> None:
-    outer = getattr(self._previous.get(signal.SIGTERM), "__self__", None)
-    if isinstance(outer, TerminationFlag) and self.requested:  # heard here: the outer heard it
-      outer.requested, outer.signal_name = True, self.signal_name
     for signum, previous in self._previous.items():
       # None: the previous handler was not set from Python; the default action is the closest.
       signal.signal(signum, previous if previous is not None else signal.SIG_DFL)

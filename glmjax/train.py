@@ -61,23 +61,27 @@ class RunOutputs:
   checkpointer: checkpoint_lib.Checkpointer
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains to `config.train.steps`, resuming from `workdir` if it holds checkpoints."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       termination: loop.TerminationFlag | None = None) -> dict[str, Any]:
+  """Trains to `config.train.steps`, resuming from `workdir` if it holds checkpoints.
+  `termination`: the command's flag, already listening (a SIGTERM during its own start-up
+  counts); without one, this call listens for SIGTERM and Ctrl-C itself."""
   # run() has joined already; this call (then a no-op) is for code that calls this function.
   parallel.initialize_distributed(int(config.train.distributed_timeout_s))
-  # Multi-host: jax's preemption service owns SIGTERM and the loop asks it at every step.
-  termination = loop.TerminationFlag(enabled=jax.process_count() == 1)
+  if termination is None:
+    # Multi-host: jax's preemption service owns SIGTERM and the loop asks it at every step.
+    with loop.TerminationFlag(enabled=jax.process_count() == 1) as own:
+      return train_and_evaluate(config, workdir, own)
   try:
-    with termination:
-      inputs = _inputs(config)
-      termination.stop_if_requested()
-      outputs = _outputs(config, workdir)
-      try:
-        with parallel.activate(inputs.mesh, inputs.rules):
-          return _train(config, inputs, outputs, termination)
-      finally:
-        outputs.checkpointer.close()
-        outputs.writer.close()
+    inputs = _inputs(config)
+    termination.stop_if_requested()
+    outputs = _outputs(config, workdir)
+    try:
+      with parallel.activate(inputs.mesh, inputs.rules):
+        return _train(config, inputs, outputs, termination)
+    finally:
+      outputs.checkpointer.close()
+      outputs.writer.close()
   except loop.Terminated:
     log.warning("Stopped on %s during start-up, before the first step: nothing new to "
                 "save, and the workdir's checkpoints are as they were.", termination.signal_name)
@@ -327,9 +331,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   # A bucket workdir: the log is copied there while the run goes and once more at any exit
   # (after the failure's traceback is in the file), so deleting the VM does not lose it. A
   # SIGTERM outside training (the last copy) is noted, not fatal: nothing is left to save.
-  with loop.TerminationFlag(enabled=jax.process_count() == 1), run_log:
+  with loop.TerminationFlag(enabled=jax.process_count() == 1) as termination, run_log:
     try:
-      train_and_evaluate(config, workdir)
+      train_and_evaluate(config, workdir, termination)
     except _USER_ERRORS as error:
       logs.fail(error, run_log.where)
     except KeyboardInterrupt as error:  # a second Ctrl-C (or a first one on several hosts)

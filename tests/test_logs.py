@@ -98,7 +98,7 @@ def test_a_bucket_workdir_keeps_each_runs_log_and_traceback_after_the_vm_is_dele
   copies = lambda: sorted((workdir / "logs").glob("train-0-*.log"))  # noqa: E731
 
   def fails(message):
-    def train_and_evaluate(config, workdir_):
+    def train_and_evaluate(config, workdir_, termination):
       logging.getLogger("glmjax.train").info("%s: step 1", message)
       # Copied while the run goes, not only at its end.
       _wait_for(lambda: any(f"{message}: step 1" in path.read_text() for path in copies()))
@@ -125,7 +125,7 @@ def test_a_log_copy_that_fails_is_one_warning_and_the_run_goes_on(bucket, monkey
   workdir.mkdir(parents=True)
   (workdir / "logs").write_text("a file where the copies' folder would be")
 
-  def trains(config, workdir_):
+  def trains(config, workdir_, termination):
     for step in range(10):  # long enough for several copies to fail
       logging.getLogger("glmjax.train").info("step %d", step)
       time.sleep(0.05)
@@ -155,7 +155,7 @@ def test_when_the_copy_cannot_be_written_the_failure_line_names_the_vms_file(buc
   workdir.mkdir(parents=True)
   (workdir / "logs").write_text("a file where the copies' folder would be")
 
-  def fails(config, workdir_):
+  def fails(config, workdir_, termination):
     _wait_for(lambda: "Could not copy" in next(vm.iterdir()).read_text())
     raise KeyError("a bug")
 

@@ -303,20 +303,28 @@ def test_sigterm_while_the_step_compiles_ends_start_up_after_the_compile_with_ex
       tmp_path / "run" / "checkpoints")
 
 
-def test_a_sigterm_the_command_heard_before_training_installed_its_handler_still_counts():
-  """train's command keeps a flag of its own around train_and_evaluate (start-up before it,
-  the last log copy after): a SIGTERM that flag heard is not forgotten by the inner one."""
+def test_a_sigterm_the_command_heard_before_train_and_evaluate_began_ends_start_up(
+    tmp_path, monkeypatch, caplog):
+  """train's command listens from before its log is set up and hands that one flag to
+  train_and_evaluate: a SIGTERM in between ends start-up, and nothing is trained or saved."""
+  from glmjax import logs  # pylint: disable=import-outside-toplevel
+  enter = logs.RunLog.__enter__
+
+  def enter_then_sigterm(run_log):
+    os.kill(os.getpid(), signal.SIGTERM)  # the command's flag is listening by now
+    return enter(run_log)
+
+  monkeypatch.setattr(logs.RunLog, "__enter__", enter_then_sigterm)
+  # The command's console and log-file set-up would change logging for the tests after this one.
+  monkeypatch.setattr(train.logs, "setup_console", lambda process_index: None)
+  monkeypatch.setattr(train.logs, "attach_file", lambda path: None)
+  config = _local_config(steps=2)
+  config.train.compilation_cache_dir = "none"  # the tests' shared cache stays theirs
   previous = signal.getsignal(signal.SIGTERM)
-  with loop.TerminationFlag() as outer:
-    os.kill(os.getpid(), signal.SIGTERM)
-    deadline = time.time() + 5
-    while not outer.requested and time.time() < deadline:
-      time.sleep(0.01)
-    with loop.TerminationFlag() as inner:
-      assert inner.requested
-      with pytest.raises(loop.Terminated):
-        inner.stop_if_requested()
-    assert signal.getsignal(signal.SIGTERM) == outer._handle  # pylint: disable=protected-access
+  with caplog.at_level(logging.INFO):
+    train.run(config, str(tmp_path))
+  assert "Stopped on SIGTERM during start-up" in caplog.text
+  assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
   assert signal.getsignal(signal.SIGTERM) is previous
 
 

@@ -107,11 +107,11 @@ ENTRIES = (
              "  parallel.initialize_distributed(int(",
              ("tests/test_host_input.py::test_train_says_it_joins_jax_distributed_in_its_own_"
               "console_format",)),
-    Mutation("a SIGTERM heard before training's own handler is forgotten", "glmjax/loop.py",
-             "      if isinstance(outer, TerminationFlag) and outer.requested:\n",
-             "      if False:\n",
-             ("tests/test_train.py::test_a_sigterm_the_command_heard_before_training_installed_"
-              "its_handler_still_counts",)),
+    Mutation("train's command keeps its flag from train_and_evaluate", "glmjax/train.py",
+             "      train_and_evaluate(config, workdir, termination)",
+             "      train_and_evaluate(config, workdir)",
+             ("tests/test_train.py::test_a_sigterm_the_command_heard_before_train_and_evaluate_"
+              "began_ends_start_up",)),
     Mutation("a SIGTERM during a restore lets start-up go on to compile", "glmjax/train.py",
              "  state = _initial_state(config, program, metadata, outputs)\n"
              "  termination.stop_if_requested()\n",
@@ -119,8 +119,8 @@ ENTRIES = (
              ("tests/test_train.py::test_sigterm_during_a_restore_ends_start_up_before_the_compile_"
               "and_leaves_the_checkpoints",)),
     Mutation("a SIGTERM during start-up is left to the default action", "glmjax/train.py",
-             "  termination = loop.TerminationFlag(enabled=jax.process_count() == 1)",
-             "  termination = loop.TerminationFlag(enabled=False)",
+             "    with loop.TerminationFlag(enabled=jax.process_count() == 1) as own:",
+             "    with loop.TerminationFlag(enabled=False) as own:",
              ("tests/test_train.py::test_sigterm_during_a_restore_ends_start_up_before_the_compile_"
               "and_leaves_the_checkpoints",)),
     Mutation("init_from's read failing on one host leaves the others waiting",
