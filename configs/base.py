@@ -1,11 +1,13 @@
-"""GLM-Base (110M): 12 layers, hidden 768, 12 heads, BERT vocabulary (THUDM/GLM's config scripts)."""
+"""GLM-Base (110M): 12 layers, hidden 768, 12 heads, BERT vocabulary (THUDM/GLM's config
+scripts)."""
 from glmjax import config as glm_config
 from glmjax import recipes
 
 
 def get_config(arg=None):
   config = glm_config.default_config()
-  config.model.update(vocab_size=30592, hidden_size=768, num_layers=12, num_heads=12, max_position=512)
+  config.model.update(vocab_size=30592, hidden_size=768, num_layers=12, num_heads=12,
+                      max_position=512)
   # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
   # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
   config.model.update(hidden_dropout=0.1, attention_dropout=0.0)

@@ -1,11 +1,13 @@
-"""GLM-Large (335M): 24 layers, hidden 1024, 16 heads, BERT vocabulary (THUDM/GLM's config scripts)."""
+"""GLM-Large (335M): 24 layers, hidden 1024, 16 heads, BERT vocabulary (THUDM/GLM's config
+scripts)."""
 from glmjax import config as glm_config
 from glmjax import recipes
 
 
 def get_config(arg=None):
   config = glm_config.default_config()
-  config.model.update(vocab_size=30592, hidden_size=1024, num_layers=24, num_heads=16, max_position=512)
+  config.model.update(vocab_size=30592, hidden_size=1024, num_layers=24, num_heads=16,
+                      max_position=512)
   # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
   # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
   config.model.update(hidden_dropout=0.1, attention_dropout=0.0)

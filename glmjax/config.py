@@ -146,7 +146,7 @@ def train_defaults() -> ml_collections.ConfigDict:
       allow_config_change=False,   # resume even if seed/model/data/optim/dropout_rng changed
       compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
                                    # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
-      loss_chunk=loss.DEFAULT_CHUNK,  # Part B positions per iteration of the loss (1024)
+      loss_chunk=loss.DEFAULT_CHUNK,  # Part B positions per iteration of the loss
       dropout_rng="threefry2x32",  # dropout masks' generator: threefry2x32 | rbg | unsafe_rbg
                                    # (rbg: fewer ops on TPU/GPU; each is the same after a restart)
   ))
@@ -180,14 +180,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 # The allowed values of each choice field, from the one module that defines them.
 CHOICES = {
-    "model.position_encoding": model_config.POSITION_ENCODINGS,
-    "model.norm": model_config.NORMS,
-    "model.mlp": model_config.MLPS,
-    "model.activation": model_config.ACTIVATIONS,
-    "model.dtype": model_config.DTYPES,
-    "model.param_dtype": model_config.PARAM_DTYPES,
-    "model.attention": model_config.ATTENTION_SETTINGS,
-    "model.remat": model_config.REMATS,
+    **{f"model.{field}": choices for field, choices in model_config.CHOICES.items()},
     "train.dropout_rng": step.DROPOUT_RNGS,
     "optim.schedule": optim.SCHEDULES,
     "optim.moments_dtype": optim.MOMENTS_DTYPES,

@@ -264,7 +264,7 @@ def jit_eval_step(model, mesh, params_shardings, *, micro_batches: int, loss_chu
 class Program:
   """What one config and mesh make: the model, the optimizer, the state's layout (shapes,
   dtypes, shardings) and the jitted train step. `train` runs it; `aot` compiles the same for
-  a TPU slice that is not attached."""
+  a TPU slice or GPU hosts that are not attached."""
   model: nn.Module
   optimizer: optax.GradientTransformation
   schedule: Callable[[Any], Any]

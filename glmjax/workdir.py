@@ -3,7 +3,7 @@ keep a resumed run the same run (and another run's parameters on the same tokeni
 
 config.json is the config of the newest start; an earlier, different one is kept beside it as
 config.until-step-N.json. A resume whose config changes what the run computes is refused
-unless allowed (`train.allow_config_change`); a resume that finds no metrics.jsonl says so.
+unless allowed (`train.allow_config_change`).
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ def stop_holders(grace_s: int) -> str:
   return (f'pids=$({HOLDERS}); if [ -n "$pids" ]; then echo "$(hostname): TERM" $pids; '
           f"sudo kill -TERM $pids || true; for _ in $(seq {int(grace_s)}); do "
           f'[ -z "$({HOLDERS})" ] && break; sleep 1; done; pids=$({HOLDERS}); '
-          f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; sudo kill -KILL $pids || true; fi; '
+          f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; '
+          f'sudo kill -KILL $pids || true; fi; '
           f'else echo "$(hostname): no process holds the TPU"; fi')
 
 

@@ -53,8 +53,11 @@ def test_every_module_stays_under_400_lines(module, path):
     assert sum(1 for _ in f) <= MAX_LINES, module
 
 
-def test_no_line_of_the_package_is_wider_than_100_characters():
-  wide = [f"{module}:{number} ({len(line)})" for module, path in _modules()
+def test_no_python_line_of_the_package_configs_or_launch_is_wider_than_100_characters():
+  paths = [path for _, path in _modules()] + [
+      os.path.join(REPO, folder, name) for folder in ("configs", "launch")
+      for name in sorted(os.listdir(os.path.join(REPO, folder))) if name.endswith(".py")]
+  wide = [f"{os.path.relpath(path, REPO)}:{number} ({len(line)})" for path in paths
           for number, line in enumerate(open(path, encoding="utf-8").read().splitlines(), 1)
           if len(line) > MAX_WIDTH]
   assert not wide, wide

@@ -1,5 +1,5 @@
 """Benchmarks: `python -m glmjax.bench --what=NAME --config=...` (data, prepare, step, save,
-attention, sweep, profile, ceiling).
+attention, sweep, profile, ceiling, traffic).
 
 Each benchmark lives in its own module here and prints one JSON line.
 """

@@ -104,7 +104,7 @@ def device_lines(trace: dict, steps: int) -> list[dict]:
   and for the costliest operations; the busiest lines first. Each line is summed on its own: a
   device's lines may show the same work at several levels (kernels on a stream, the XLA ops,
   the whole module), so lines are never added together."""
-  events = trace.get("traceEvents", trace) if isinstance(trace, dict) else trace
+  events = trace.get("traceEvents", [])
   processes, threads = {}, {}
   for event in events:
     if event.get("ph") == "M" and event.get("name") == "process_name":

@@ -56,8 +56,6 @@ def decode_utf8(data: bytes, stats: TextStats) -> str:
 def expand_globs(patterns: Sequence[str], field: str = "data.files") -> list[str]:
   """Files matched by each glob, sorted within a glob, globs in order, each file once; errors
   name `field`, where the globs came from."""
-  if isinstance(patterns, str):
-    patterns = [patterns]
   if not patterns:
     raise ValueError("data.source='files' needs data.files: globs of .txt/.jsonl/.jsonl.gz files "
                      "(e.g. --config.data.files='(\"corpus/*.jsonl.gz\",)')")

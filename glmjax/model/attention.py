@@ -94,7 +94,7 @@ def _kernel(implementation: str, platform: str):
     return lambda q, k, v, mask, scale: _splash(q, k, v, mask, scale, compact=compact,
                                                 platform=platform)
   raise ValueError(f"Unknown attention implementation {implementation!r}; "
-                   f"choose one of {IMPLEMENTATIONS} or 'auto'.")
+                   f"choose one of {IMPLEMENTATIONS}.")
 
 
 def _mesh_axes_that_divide(axes, size: int, mesh) -> Any:

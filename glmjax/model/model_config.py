@@ -56,6 +56,11 @@ MOSAIC = tuple(name for name, kernel in KERNELS.items() if kernel.mosaic)
 # them, so the backward pass does not run the attention forward again).
 ATTENTION_RESIDUALS = "attention_residuals"
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
+# Each choice field of `config.model` and its allowed values: ModelConfig refuses others, and
+# config.validate names them as `model.FIELD`.
+CHOICES = {"position_encoding": POSITION_ENCODINGS, "norm": NORMS, "mlp": MLPS,
+           "activation": ACTIVATIONS, "dtype": DTYPES, "param_dtype": PARAM_DTYPES,
+           "attention": ATTENTION_SETTINGS, "remat": REMATS}
 
 
 def seq_len_multiple(attention: str) -> int:
@@ -87,16 +92,12 @@ class ModelConfig:
   save_dropout_masks: bool = False
   scan_layers: bool = True
   # Not a user setting: the platform the program is compiled for ('' = this host's backend).
-  # attention_choice.resolved_model_config sets it (aot asks for 'tpu'), so a TPU program
-  # compiled on a CPU host carries the Mosaic kernels, not their interpreter.
+  # attention_choice.resolved_model_config sets it (aot asks for 'tpu' or 'gpu'), so a program
+  # compiled on a CPU host for another platform carries that platform's kernels.
   target_platform: str = ""
 
   def __post_init__(self):
-    for field, choices in (("position_encoding", POSITION_ENCODINGS), ("norm", NORMS),
-                           ("mlp", MLPS), ("activation", ACTIVATIONS), ("remat", REMATS),
-                           ("dtype", DTYPES), ("param_dtype", PARAM_DTYPES),
-                           ("attention", ATTENTION_SETTINGS),
-                           ("target_platform", PLATFORMS)):
+    for field, choices in (*CHOICES.items(), ("target_platform", PLATFORMS)):
       if getattr(self, field) not in choices:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: choose one of {choices}.")
     if self.hidden_size % self.num_heads:

@@ -143,7 +143,13 @@ ENTRIES = (
              "# platform -> {XLA DebugOptions field: value}\n",
              "# platform -> {XLA DebugOptions field: value}, the options glmjax sets on the programs "
              "it compiles for that platform\n",
-             ("tests/test_code_shape.py::test_no_line_of_the_package_is_wider_than_100_characters",)),
+             ("tests/test_code_shape.py::test_no_python_line_of_the_package_configs_or_launch_is_"
+              "wider_than_100_characters",)),
+    Mutation("a line of a config runs past 100 characters", "configs/large.py",
+             "num_heads=16,\n                      max_position=512)",
+             "num_heads=16, max_position=512)",
+             ("tests/test_code_shape.py::test_no_python_line_of_the_package_configs_or_launch_is_"
+              "wider_than_100_characters",)),
     Mutation("a mistyped config argument ignored", "glmjax/recipes.py",
              "unknown = sorted(words - set(allowed))", "unknown = []",
              ("tests/test_config_validation.py",)),
