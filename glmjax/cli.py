@@ -10,6 +10,7 @@ naming the flag and the fix.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import traceback
@@ -65,8 +66,8 @@ def parse_flags(argv: list[str], status: int = 1) -> list[str]:
     if len(lines) > 1 and inner is not error:
       logs.fail(ValueError(f"{lines[0]} {_last_line(inner)}"), status=status)
     unknown = isinstance(error, flags.UnrecognizedFlagError)
-    logs.fail(ValueError(lines[0] + (" (--helpshort lists the flags)" if unknown else "")),
-              status=status)
+    logs.fail(ValueError(lines[0] + (_suggestion(error, lines[0]) + " (--helpshort lists the "
+                                     "flags)" if unknown else "")), status=status)
   except OSError as error:
     logs.fail(ValueError(f"--config: cannot load the config file "
                          f"({_last_line(_innermost(error))}); give the path of one, e.g. "
@@ -77,6 +78,15 @@ def parse_flags(argv: list[str], status: int = 1) -> list[str]:
       raise  # not a --config.* override: a bug in the config file, whose traceback helps
     logs.fail(ValueError(line), status=status)
   return rest
+
+
+def _suggestion(error: flags.UnrecognizedFlagError, line: str) -> str:
+  """". Did you mean: text ?" where absl's own suggestion (edit distance on a prefix) finds
+  none: a shorter flag name such as --txt for --text."""
+  if "Did you mean" in line:
+    return ""
+  close = difflib.get_close_matches(error.flagname, list(flags.FLAGS), n=3, cutoff=0.6)
+  return f". Did you mean: {', '.join(close)} ?" if close else ""
 
 
 def _innermost(error: BaseException) -> BaseException:

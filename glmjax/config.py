@@ -221,7 +221,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   for field, choices in CHOICES.items():
     if get_field(config, field) not in choices:
       raise ConfigError(
-          f"{field}={get_field(config, field)!r}: choose one of {', '.join(choices)}.")
+          f"{field}={get_field(config, field)!r}: choose one of "
+          f"{', '.join(choice or repr(choice) for choice in choices)}.")
   model, data, optim, train = config.model, config.data, config.optim, config.train
   for field in ("model.hidden_size", "model.num_layers", "model.num_heads", "model.vocab_size",
                 "data.seq_len", "data.batch_size", "optim.grad_accum_steps", "train.steps",

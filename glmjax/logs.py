@@ -34,7 +34,9 @@ def _ours() -> logging.Logger:
 
 
 class _FirstLine(logging.Formatter):
-  """A library record as one console line: its first line, no traceback or stack."""
+  """A library record as one console line: its first line, no traceback or stack, and where the
+  rest is when a run's log file is attached (a record from before, such as a jax plugin's at
+  start-up, is on the console only)."""
 
   def __init__(self, inner: logging.Formatter):
     super().__init__()
@@ -48,7 +50,10 @@ class _FirstLine(logging.Formatter):
     finally:
       record.exc_info, record.exc_text, record.stack_info = saved
     cut = len(lines) > 1 or len(lines[0]) > 400 or saved[0] is not None
-    return lines[0][:400] + (" [...; in full in the run's train.log]" if cut else "")
+    files = [handler.baseFilename for handler in logging.getLogger().handlers
+             if getattr(handler, "glmjax_run_log", False)]
+    return lines[0][:400] + ((f" [...; in full in {files[0]}]" if files else " [...]")
+                             if cut else "")
 
 
 # Orbax's notices that a checkpoint folder opened for reading is read-only: evaluate, generate,

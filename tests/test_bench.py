@@ -56,6 +56,7 @@ def test_bench_prints_one_json_line(what):
   # stderr holds glmjax's progress lines, not libraries' INFO records (Orbax logs every save).
   assert not re.search(r"^I\d{4} ", result.stderr, re.MULTILINE), result.stderr[:2000]
   record = json.loads(lines[0])
+  assert record["what"] == what  # a log of several benchmarks' lines says which is which
   for field in FIELDS[what]:
     assert field in record, field
   if what == "attention":

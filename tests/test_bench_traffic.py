@@ -127,7 +127,8 @@ def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_
       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
   result = run(f"--traffic_hlo={path}")
   assert result.returncode == 0, result.stderr[-2000:]
-  assert json.loads(result.stdout)["total_bytes"] == 632
+  record = json.loads(result.stdout)
+  assert record["total_bytes"] == 632 and record["what"] == "traffic"
   missing = run()
   assert missing.returncode != 0 and "--traffic_hlo=FILE" in missing.stderr
   assert "Traceback" not in missing.stderr

@@ -161,3 +161,14 @@ def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(mo
   assert stopped.value.code == 130  # 128 + SIGINT, as a shell gives a process Ctrl-C ended
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and "Interrupted by Ctrl-C" in lines[0], lines
+
+
+def test_an_unknown_flag_close_to_one_the_command_has_is_one_line_suggesting_it(tmp_path):
+  """absl suggests only names sharing a long enough prefix: --txt for generate's --text got
+  no suggestion from it."""
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.generate", f"--workdir={tmp_path}", "--txt=Paris is"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert_one_line(result, r"Unknown command line flag 'txt'\. Did you mean: text \? "
+                          r"\(--helpshort lists the flags\)")

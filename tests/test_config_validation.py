@@ -20,6 +20,8 @@ def _local():
     ("model.max_position", 16, "model.max_position=16 < data.seq_len"),
     ("optim.grad_accum_steps", 3, "optim.grad_accum_steps=3"),
     ("optim.schedule", "exp", "optim.schedule='exp'"),
+    # '' (not set) is named as itself, not as an empty gap in the list.
+    ("data.source", "bogus", "data.source='bogus': choose one of '', builtin, files"),
     ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
     ("optim.learning_rate", float("nan"), "optim.learning_rate=nan: must be a finite number"),
     ("optim.grad_clip", float("inf"), "optim.grad_clip=inf: must be a finite number"),

@@ -5,7 +5,6 @@ own checkpoint writers (Hugging Face and Megatron, model-parallel parts included
 sources are in test_convert_refusals.py, tokenizers stored with an import in
 test_convert_tokenizer.py, the config.json and tensors export writes in test_convert_export.py.
 """
-import dataclasses
 import importlib
 import json
 import logging
@@ -50,7 +49,7 @@ def _original_logits(state_dict, activation):
 
 
 def _our_logits(model_config, params):
-  model_config = dataclasses.replace(model_config, attention="xla")  # 'auto' is for start-up
+  """load_pretrained's config applied as it comes: no kernel left to choose."""
   return np.asarray(GLM(model_config).apply({"params": params}, jnp.asarray(TOKENS),
                                             jnp.asarray(POSITIONS), jnp.asarray(BLOCKS),
                                             jnp.asarray(SEP)))
@@ -313,11 +312,20 @@ def test_the_convert_command_hands_the_import_the_tokenizer_heads_and_pickle_fla
 
 @pytest.mark.parametrize("args", [["export", "--workdir=run"], ["export", "--out=hf"],
                                   ["import", "--from=ckpt"], ["import", "--out=run"],
-                                  ["import", "extra", "--from=ckpt", "--out=run"], []])
+                                  ["import", "extra", "--from=ckpt", "--out=run"], [],
+                                  ["exprt", "--workdir=run", "--out=hf"]])
 def test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_extra_words(
-    monkeypatch, args):
+    monkeypatch, caplog, args):
   calls, raised = _convert_command(monkeypatch, *args)
-  assert isinstance(raised, app.UsageError) and calls == []
+  assert isinstance(raised, SystemExit) and raised.code == 1 and calls == []
+  [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+  if args[:1] == ["import"] and "extra" not in args:
+    assert line == "import needs --from=CHECKPOINT --out=WORKDIR."
+  elif args[:1] == ["export"]:
+    assert line == "export needs --workdir=WORKDIR --out=FOLDER."
+  else:  # the words that are not a command are named
+    words = " ".join(arg for arg in args if not arg.startswith("--"))
+    assert (f"{words!r} is not a command" if words else "no command given") in line
 
 
 def test_the_convert_command_reports_an_unusable_checkpoint_in_one_line(monkeypatch, caplog):

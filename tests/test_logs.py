@@ -25,7 +25,7 @@ def test_a_library_record_is_one_line_on_the_console_and_orbax_errors_and_notice
   formatter = logs._FirstLine(logging.Formatter("%(message)s"))
   record = _record("/x/site-packages/jax/a.py", logging.WARNING, "first\nsecond", exc_info)
   line = formatter.format(record)
-  assert line == "first [...; in full in the run's train.log]" and "Traceback" not in line
+  assert line == "first [...]" and "Traceback" not in line  # no log file attached
   assert record.exc_info is exc_info  # left intact for the log file's handler
   assert "Traceback" in logging.Formatter("%(message)s").format(record)
   orbax = f"{os.sep}x{os.sep}orbax{os.sep}checkpoint{os.sep}future.py"
@@ -205,10 +205,13 @@ def test_a_bug_s_traceback_goes_to_the_console_when_there_is_no_log_file(logging
   assert "Traceback (most recent call last)" in console  # nowhere else to keep it
 
 
-def test_a_library_record_longer_than_400_characters_is_cut_on_the_console():
+def test_a_library_record_longer_than_400_characters_is_cut_on_the_console_naming_the_log_file(
+    tmp_path, logging_restored):
   formatter = logs._FirstLine(logging.Formatter("%(message)s"))
-  line = formatter.format(_record("/x/jax/a.py", logging.WARNING, "x" * 1000))
-  assert line == "x" * 400 + " [...; in full in the run's train.log]"
+  record = _record("/x/jax/a.py", logging.WARNING, "x" * 1000)
+  assert formatter.format(record) == "x" * 400 + " [...]"  # before any run's log file
+  logs.attach_file(str(tmp_path / "train.log"))
+  assert formatter.format(record) == "x" * 400 + f" [...; in full in {tmp_path}/train.log]"
 
 
 def test_a_copy_destination_that_cannot_be_written_is_reported_as_the_run_starts(

@@ -57,7 +57,7 @@ def main(config, argv):
         manifest = dict(token_dtype=json.load(f)["token_dtype"], shards=records)
     store = PreparedDocs(out, manifest)
     total_tokens = int(store.doc_lengths.sum())
-    result = dict(bench="prepare", source=data.source, tokenizer=data.tokenizer,
+    result = dict(what="prepare", source=data.source, tokenizer=data.tokenizer,
                   docs=len(store), tokens=total_tokens, shards=len(manifest["shards"]),
                   prepare_seconds=round(prepare_seconds, 2),
                   prepare_tokens_per_s_one_core=round(total_tokens / prepare_seconds),

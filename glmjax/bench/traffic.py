@@ -258,4 +258,5 @@ def main(config, argv) -> None:
   else:
     with open(path, encoding="utf-8") as file:
       hlo = file.read()
-  print(json.dumps({**program_traffic(hlo), "host_copies": host_copies(hlo), **where}))
+  print(json.dumps({"what": "traffic", **program_traffic(hlo), "host_copies": host_copies(hlo),
+                    **where}))

@@ -10,6 +10,7 @@ and `export` read. `load_pretrained(PATH)` gives (ModelConfig, params) from any 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -134,14 +135,17 @@ def _is_workdir(path: str) -> bool:
 def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
                     ) -> tuple[ModelConfig, Any]:
   """(ModelConfig, params) from an original checkpoint (either layout) or a glmjax workdir
-  (imported or trained). Params are in the layout that `GLM(config)` applies. An original
-  checkpoint gives float32 compute (its logits within 1e-3 of the original code's); a workdir
-  its config's model.dtype."""
+  (imported or trained). Params are in the layout that `GLM(config)` applies, and the config
+  runs as given. An original checkpoint gives float32 compute with the dense xla attention (the
+  fused GPU kernels take 16-bit inputs only; its logits within 1e-3 of the original code's); a
+  workdir its config's model.dtype and the attention checked on this host."""
   if os.path.isdir(path) and _is_workdir(path):
     loaded = pretrained.load(path)
     return loaded.model_config, loaded.params
   checkpoint = original.read(path, allow_pickle=allow_pickle)
-  return from_checkpoint(checkpoint, num_heads=num_heads)
+  model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)
+  # An import's config keeps 'auto' (resolved when a run starts); a model applied here is not.
+  return dataclasses.replace(model_config, attention="xla"), params
 
 
 def _source_dtypes(checkpoint: original.Checkpoint) -> dict[str, str]:

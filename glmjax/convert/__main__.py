@@ -19,26 +19,32 @@ _NUM_HEADS = flags.DEFINE_integer("num_heads", 0, "import: attention heads, for 
                                   "that does not record them (default: hidden_size / 64).")
 _TRUST_PICKLE = flags.DEFINE_boolean("trust_pickle", False, "import: read .pt/.bin files with "
                                      "pickle (runs code stored in the file; only for your own).")
-COMMANDS = ("import", "export")
 # Failures written for the user: their message is the line, exit status 1. A ValueError or
 # OSError is one line too, its traceback kept in a file the line names (bugs raise those types).
 _USER_ERRORS = (ModuleNotFoundError, mapping.CheckpointMismatchError,
                 checkpoint_lib.UnusableCheckpointError)
 
 
+# Each command and the flags it needs.
+_USAGE = {"import": "--from=CHECKPOINT --out=WORKDIR", "export": "--workdir=WORKDIR --out=FOLDER"}
+COMMANDS = tuple(_USAGE)
+
+
 def main(argv):
-  if len(argv) != 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"usage: python -m glmjax.convert {{{'|'.join(COMMANDS)}}} --FLAGS")
   logs.setup_console(0)
+  # A mistyped command line is one line naming the word, not the flags' help.
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    given = (f"{' '.join(argv[1:])!r} is not a command" if len(argv) > 1 else "no command given")
+    logs.fail(app.UsageError(f"python -m glmjax.convert: {given}; use " + " or ".join(
+        f"'{name} {usage}'" for name, usage in _USAGE.items()) + "."))
+  needed = (_FROM.value, _OUT.value) if argv[1] == "import" else (_WORKDIR.value, _OUT.value)
+  if not all(needed):
+    logs.fail(app.UsageError(f"{argv[1]} needs {_USAGE[argv[1]]}."))
   try:
     if argv[1] == "import":
-      if not _FROM.value or not _OUT.value:
-        raise app.UsageError("import needs --from=CHECKPOINT and --out=WORKDIR.")
       convert.import_checkpoint(_FROM.value, _OUT.value, tokenizer=_TOKENIZER.value,
                                 num_heads=_NUM_HEADS.value, allow_pickle=_TRUST_PICKLE.value)
     else:
-      if not _WORKDIR.value or not _OUT.value:
-        raise app.UsageError("export needs --workdir=WORKDIR and --out=FOLDER.")
       convert.export_workdir(_WORKDIR.value, _OUT.value)
   except _USER_ERRORS as error:
     logs.fail(error)

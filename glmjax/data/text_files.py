@@ -55,7 +55,9 @@ def decode_utf8(data: bytes, stats: TextStats) -> str:
 
 def expand_globs(patterns: Sequence[str], field: str = "data.files") -> list[str]:
   """Files matched by each glob, sorted within a glob, globs in order, each file once; errors
-  name `field`, where the globs came from."""
+  name `field`, where the globs came from. An entry may hold several globs split by commas
+  (`--config.data.files=a.txt,b.txt` gives one string), as evaluate's --data_source does."""
+  patterns = [glob_ for pattern in patterns for glob_ in pattern.split(",") if glob_]
   if not patterns:
     raise ValueError("data.source='files' needs data.files: globs of .txt/.jsonl/.jsonl.gz files "
                      "(e.g. --config.data.files='(\"corpus/*.jsonl.gz\",)')")

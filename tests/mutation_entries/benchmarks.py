@@ -219,8 +219,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("convert import unpickles without --trust_pickle", "glmjax/convert/__main__.py",
              "allow_pickle=_TRUST_PICKLE.value)", "allow_pickle=True)", _IMPORT_FLAGS),
     Mutation("convert export runs without --out", "glmjax/convert/__main__.py",
-             "if not _WORKDIR.value or not _OUT.value:",
-             "if not _WORKDIR.value and not _OUT.value:", _REFUSED),
+             "  if not all(needed):", "  if not any(needed):", _REFUSED),
     Mutation("convert takes extra words after its command", "glmjax/convert/__main__.py",
              "if len(argv) != 2 or", "if len(argv) < 2 or", _REFUSED),
     Mutation("convert shows a traceback for an unusable checkpoint", "glmjax/convert/__main__.py",
@@ -435,4 +434,17 @@ ENTRIES: tuple[Mutation, ...] = (
              "launch/gpu_wheels.sh", "tokamax@$TOKAMAX_COMMIT", "tokamax",
              (_WHEELS + "test_tokamax_is_built_from_the_commit_that_measure_gpu_names_or_from_a_"
               "given_checkout",)),
+    Mutation("convert's mistyped command is not named", "glmjax/convert/__main__.py",
+             """    given = (f"{' '.join(argv[1:])!r} is not a command" if len(argv) > 1 else""",
+             """    given = ("not a command" if len(argv) > 1 else""",
+             (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_"
+              "with_extra_words",)),
+    Mutation("load_pretrained leaves an original checkpoint's attention at 'auto'",
+             "glmjax/convert/__init__.py",
+             '  return dataclasses.replace(model_config, attention="xla"), params',
+             "  return model_config, params",
+             (_CONVERT + "test_each_original_layout_gives_the_original_logits",)),
+    Mutation("the prepare benchmark's line is keyed 'bench', not 'what'",
+             "glmjax/bench/prepare.py", 'result = dict(what="prepare",',
+             'result = dict(bench="prepare",', (_BENCH + "test_bench_prints_one_json_line",)),
 )

@@ -112,6 +112,12 @@ ENTRIES = (
     Mutation("generate lets top_k cut a greedy decode", "glmjax/generate.py",
              "(sampling.temperature == 0 and (sampling.top_k > 0 or sampling.top_p < 1),",
              "(False,", ("tests/test_generate.py",)),
+    Mutation("a cut library line says train.log has the rest before any log file is open",
+             "glmjax/logs.py",
+             """(f" [...; in full in {files[0]}]" if files else " [...]")""",
+             '" [...; in full in the run\'s train.log]"',
+             ("tests/test_logs.py::test_a_library_record_longer_than_400_characters_is_cut_on_the_"
+              "console_naming_the_log_file",)),
     Mutation("a bucket workdir's log is not copied at exit", "glmjax/logs.py",
              "    self._copy_now()  # the last lines", "    pass  # the last lines",
              ("tests/test_logs.py",)),
@@ -387,4 +393,12 @@ ENTRIES = (
              'again)")\n', "    pass\n",
              ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
               "not_yet_turned",)),
+    Mutation("an unknown flag absl finds no match for gets no suggestion", "glmjax/cli.py",
+             "  close = difflib.get_close_matches(error.flagname, list(flags.FLAGS), n=3, "
+             "cutoff=0.6)", "  close = []",
+             ("tests/test_cli.py::test_an_unknown_flag_close_to_one_the_command_has_is_one_line_"
+              "suggesting_it",)),
+    Mutation("an unset choice shows as a gap in the list of choices", "glmjax/config.py",
+             "{', '.join(choice or repr(choice) for choice in choices)}", "{', '.join(choices)}",
+             ("tests/test_config_validation.py::test_bad_field_is_named",)),
 )

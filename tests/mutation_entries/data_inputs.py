@@ -165,4 +165,9 @@ ENTRIES = (
              "glmjax/cloze.py", '(" " if kept else "")', '" "',
              ("tests/test_cloze.py::test_an_answer_with_no_context_before_it_gets_no_space_"
               "before_it",)),
+    Mutation("data.files' commas are read as part of one glob", "glmjax/data/text_files.py",
+             '  patterns = [glob_ for pattern in patterns for glob_ in pattern.split(",") if '
+             'glob_]\n', "  patterns = list(patterns)\n",
+             ("tests/test_sources.py::test_a_file_that_several_globs_match_is_read_once_in_the_"
+              "place_of_its_first_glob",)),
 )

@@ -99,7 +99,8 @@ ENTRIES = (
     Mutation("a long library line is not cut on the console", "glmjax/logs.py",
              "cut = len(lines) > 1 or len(lines[0]) > 400 or saved[0] is not None",
              "cut = len(lines) > 1 or saved[0] is not None",
-             (_LOGS + "test_a_library_record_longer_than_400_characters_is_cut_on_the_console",)),
+             (_LOGS + "test_a_library_record_longer_than_400_characters_is_cut_on_the_console_"
+              "naming_the_log_file",)),
     # Commands' one-line mistakes.
     Mutation("a mistyped --noconfig.FIELD override ends in a traceback", "glmjax/cli.py",
              'r"--?(?:no)?config\\.([^=]+)"', 'r"--?config\\.([^=]+)"',
