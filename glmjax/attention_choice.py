@@ -30,6 +30,11 @@ AUTO_ORDER = {
 }
 
 
+def auto_order(platform: str) -> tuple[str, ...]:
+  """AUTO_ORDER's entry for `platform`; the dense kernel alone on a platform it does not name."""
+  return AUTO_ORDER.get(platform, ("xla",))
+
+
 def resolved_model_config(config, platform: str | None = None, *, training: bool = True,
                           device: jax.Device | None = None) -> model_lib.ModelConfig:
   """The model's frozen config for a program compiled for `platform` (default: this host's
@@ -108,7 +113,7 @@ def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
   entry of its AUTO_ORDER that can run, unchecked (tokamax needs the package and an sm90 GPU,
   splash a `seq_len` that is a multiple of its block, the GPU kernels a 16-bit `dtype`)."""
   platform = platform or jax.default_backend()
-  for candidate in AUTO_ORDER.get(platform, ("xla",)):
+  for candidate in auto_order(platform):
     multiple = model_lib.model_config.seq_len_multiple(candidate)
     if seq_len is not None and seq_len % multiple:
       continue
@@ -210,7 +215,7 @@ def resolve_attention(name: str, platform: str | None = None, *,
                          f"or another of {', '.join(attention_lib.IMPLEMENTATIONS)}.")
       log.info("attention=%s on %s: matches xla in outputs and gradients", name, platform)
     return name
-  for candidate in candidates or AUTO_ORDER.get(platform, ("xla",)):
+  for candidate in candidates or auto_order(platform):
     if candidate == "xla":
       log.info("attention=auto on %s -> xla", platform)
       return "xla"

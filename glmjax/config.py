@@ -337,3 +337,16 @@ def trajectory_changes(saved: dict, current: dict) -> list[str]:
     if old != new:
       changes.append(f"{field}: {old!r} -> {new!r}")
   return changes
+
+
+def snapshot_parts_warning(checkpoint) -> str | None:
+  """Why checkpoint.snapshot_parts will not do what it is set for, or None."""
+  parts, every = checkpoint.snapshot_parts, checkpoint.every
+  if parts > 1 and not checkpoint.device_snapshot:
+    return (f"checkpoint.snapshot_parts={parts} has no effect without "
+            "checkpoint.device_snapshot=true: saves go directly.")
+  if parts > 1 and 0 < every <= parts:
+    return (f"checkpoint.snapshot_parts={parts} >= checkpoint.every={every}: each save comes "
+            "before the last part of the one before, and sends what is left at once; use "
+            "fewer parts than checkpoint.every.")
+  return None

@@ -47,7 +47,7 @@ def data_overrides(data_source: str | None, batch_size: int | None) -> dict:
     overrides["batch_size"] = batch_size
   if data_source:
     kind, _, value = data_source.partition(":")
-    field = {"files": "files", "prepared": "prepared_dir", "tfds": "tfds_name"}.get(kind)
+    field = sources.DATA_FIELD.get(kind)
     if kind not in sources.SOURCES or (field is None) != (not value):
       raise EvaluateError(f"--data_source={data_source!r}: expected {DATA_SOURCES}.")
     overrides["source"] = kind

@@ -14,19 +14,11 @@ import jax
 import numpy as np
 
 from glmjax import parallel
+from glmjax.metrics import objective_losses
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data.pipeline import OBJECTIVE_NAMES
 
 _MAX_LOG_PERPLEXITY = 50.0  # exp(50) is already meaningless; past it would overflow to inf
-
-
-def objective_losses(sums) -> dict[str, float | None]:
-  """loss_blank, loss_sentence, loss_document (None for an objective with no tokens)."""
-  losses = {}
-  for index, name in enumerate(OBJECTIVE_NAMES):
-    count = float(sums["objective_weight"][index])
-    losses[f"loss_{name}"] = float(sums["objective_loss_sum"][index]) / count if count else None
-  return losses
 
 
 def _perplexity(loss: float | None) -> float | None:

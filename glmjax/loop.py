@@ -15,7 +15,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from glmjax import metrics as metrics_lib
-from glmjax.held_out import objective_losses
 
 log = logging.getLogger("glmjax.train")
 
@@ -90,7 +89,7 @@ class TerminationFlag:
 def _step_scalars(metrics) -> dict[str, float | None]:
   scalars = {key: float(metrics[key]) for key in
              ("loss", "accuracy", "grad_norm", "param_norm", "learning_rate", "loss_tokens")}
-  return {**scalars, **objective_losses(metrics)}
+  return {**scalars, **metrics_lib.objective_losses(metrics)}
 
 
 class StepReporter:

@@ -17,6 +17,8 @@ from typing import Mapping
 import numpy as np
 from etils import epath
 
+from glmjax.data.pipeline import OBJECTIVE_NAMES
+
 # Peak dense bf16 FLOP/s per device, matched against jax.Device.device_kind (lower case).
 PEAK_FLOPS = (
     ("v6 lite", 918e12), ("v6e", 918e12), ("v5 lite", 197e12), ("v5e", 197e12),
@@ -44,6 +46,16 @@ def throughput(*, step_time_s: float, tokens_per_step: int, flops_per_step: floa
       "tflops_per_device": tflops_per_device,
       "mfu": tflops_per_device * 1e12 / peak if peak else None,
   }
+
+
+def objective_losses(sums) -> dict[str, float | None]:
+  """loss_blank, loss_sentence, loss_document from a step's or an evaluation's sums (None for
+  an objective with no tokens)."""
+  losses = {}
+  for index, name in enumerate(OBJECTIVE_NAMES):
+    count = float(sums["objective_weight"][index])
+    losses[f"loss_{name}"] = float(sums["objective_loss_sum"][index]) / count if count else None
+  return losses
 
 
 def format_eta(seconds: float) -> str:

@@ -28,10 +28,10 @@ from glmjax import parallel, params_restore
 from glmjax import step as step_lib
 from glmjax.data import tokenizers
 from glmjax.model import GLM, ModelConfig
+from glmjax.workdir import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
 SOURCE_FILE = "source.json"  # what `convert import` read: only an imported workdir has one
 NO_TOKENIZER = tokenizers.NO_TOKENIZER  # an import's data.tokenizer_path when it had none
 

@@ -88,19 +88,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return {"stopped": termination.signal_name.lower()}
 
 
-def snapshot_parts_warning(checkpoint) -> str | None:
-  """Why checkpoint.snapshot_parts will not do what it is set for, or None."""
-  parts, every = checkpoint.snapshot_parts, checkpoint.every
-  if parts > 1 and not checkpoint.device_snapshot:
-    return (f"checkpoint.snapshot_parts={parts} has no effect without "
-            "checkpoint.device_snapshot=true: saves go directly.")
-  if parts > 1 and 0 < every <= parts:
-    return (f"checkpoint.snapshot_parts={parts} >= checkpoint.every={every}: each save comes "
-            "before the last part of the one before, and sends what is left at once; use "
-            "fewer parts than checkpoint.every.")
-  return None
-
-
 def _inputs(config) -> RunInputs:
   """Every start-up check that needs no workdir: config, tokenizer, data, attention."""
   try:
@@ -226,7 +213,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
     log.log(*memory_lib.device_snapshot_report(memory_lib.memory_analysis(train_fn),
                                                memory_lib.state_bytes_per_device(state),
                                                memory_lib.device_memory_limit()))
-  if parts_warning := snapshot_parts_warning(config.checkpoint):
+  if parts_warning := config_lib.snapshot_parts_warning(config.checkpoint):
     log.warning(parts_warning)
   termination.stop_if_requested()
   evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,

@@ -15,6 +15,8 @@ from etils import epath
 from glmjax import config as config_lib
 from glmjax.data import tokenizers
 
+CONFIG_FILE = "config.json"  # the config of the workdir's newest start (generate, evaluate read it)
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,7 @@ def check_tokenizer(recorded: dict | None, current: dict, *, what: str, fix: str
 def write_config(workdir: str, text: str, start: int) -> None:
   """Writes config.json; a different earlier one is kept as config.until-step-N.json, N being
   the step at which it was replaced."""
-  path = epath.Path(workdir) / "config.json"
+  path = epath.Path(workdir) / CONFIG_FILE
   if path.exists() and path.read_text(encoding="utf-8") != text:
     kept, index = epath.Path(workdir) / f"config.until-step-{start}.json", 1
     while kept.exists():

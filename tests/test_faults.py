@@ -116,7 +116,7 @@ def test_snapshot_parts_that_cannot_work_as_set_are_a_start_up_warning(snapshot,
                                                                           warned):
   checkpoint_config = types.SimpleNamespace(device_snapshot=snapshot, every=every,
                                             snapshot_parts=parts)
-  warning = train.snapshot_parts_warning(checkpoint_config)
+  warning = config_lib.snapshot_parts_warning(checkpoint_config)
   assert warning == warned if warned is None else warned in warning
 
 

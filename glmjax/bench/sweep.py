@@ -44,7 +44,7 @@ def grid(config) -> list[dict]:
   batches = _ints(flags.FLAGS.sweep_batch) or sorted({max(batch // 2, 1), batch, 2 * batch})
   remats = _names(flags.FLAGS.sweep_remat) or list(REMATS)
   kernels = (_names(flags.FLAGS.sweep_attention)
-             or list(attention_choice.AUTO_ORDER.get(jax.default_backend(), ("xla",))))
+             or list(attention_choice.auto_order(jax.default_backend())))
   chunks = _ints(flags.FLAGS.sweep_loss_chunk) or [int(config.train.loss_chunk)]
   settings = [dict(batch_size=b, remat=r, attention=a, loss_chunk=c) for b in batches
               for r in remats for a in kernels for c in chunks]

@@ -34,7 +34,9 @@ from glmjax.data.tokenizers import tokenizer_differences, tokenizer_info
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("builtin", "files", "tfds", "prepared")
+# Each data.source and the config field that names its data (None: the built-in corpus).
+DATA_FIELD = {"builtin": None, "files": "files", "tfds": "tfds_name", "prepared": "prepared_dir"}
+SOURCES = tuple(DATA_FIELD)
 _BUILTIN_DOC_BYTES = 900  # about the mean builtin document, to size its pieces
 
 

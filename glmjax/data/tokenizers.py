@@ -45,7 +45,17 @@ from glmjax.data.specials import (  # noqa: F401 - part of this module's interfa
 # A sentence ends at a token whose text contains one of these (the original's
 # contains_sentence_end).
 SENTENCE_END_CHARS = ".?!;:\n。？！；…"
-TOKENIZERS = ("byte", "sentencepiece", "hf", "wordpiece", "bpe")
+# Each kind of tokenizer that reads files: what it reads (for messages), and that file's name
+# (a glob) inside a folder given as data.tokenizer_path. `byte` reads none.
+_FILE_KINDS = {
+    "sentencepiece": ("a SentencePiece .model file", "*.model"),
+    "hf": ("a tokenizer.json", "tokenizer.json"),
+    "wordpiece": ("a BERT WordPiece vocab.txt", "vocab.txt"),
+    "bpe": ("a GPT-2 BPE vocab.json with its merges.txt beside it", "vocab.json"),
+}
+TOKENIZERS = ("byte", *_FILE_KINDS)
+_WANTED = {kind: wanted for kind, (wanted, _) in _FILE_KINDS.items()}
+FOLDER_FILES = {kind: name for kind, (_, name) in _FILE_KINDS.items()}
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -262,12 +272,6 @@ class ByteLevelBPETokenizer(HFTokenizer):
                hashlib.sha256(both.encode()).hexdigest()[:16], layout)
 
 
-# What each kind reads (for messages), and its name inside a folder given as data.tokenizer_path.
-_WANTED = {"sentencepiece": "a SentencePiece .model file", "hf": "a tokenizer.json",
-           "wordpiece": "a BERT WordPiece vocab.txt",
-           "bpe": "a GPT-2 BPE vocab.json with its merges.txt beside it"}
-FOLDER_FILES = {"sentencepiece": "*.model", "hf": "tokenizer.json", "wordpiece": "vocab.txt",
-                "bpe": "vocab.json"}
 
 
 def tokenizer_files(kind: str, path: str) -> list[str]:

@@ -33,7 +33,9 @@ from glmjax.model import dense, gpu_kernels, model_config
 from glmjax.model.mask import key_ends
 
 IMPLEMENTATIONS = model_config.ATTENTION_IMPLEMENTATIONS
-_KERNEL_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+# The logical axes of q, k, v and the context, [B, T, N, D]: the model constrains them so, and
+# the kernels' shard_map splits them so.
+HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 
 
 @flax.struct.dataclass
@@ -113,7 +115,7 @@ def _per_shard(fn, q, k, v, mask: AttentionMask, scale: float) -> jax.Array:
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
     return fn(q, k, v, mask, scale)
-  batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(_KERNEL_AXES)
+  batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(HEAD_AXES)
   batch_axes = _mesh_axes_that_divide(batch_axes, q.shape[0], mesh)
   head_axes = _mesh_axes_that_divide(head_axes, q.shape[2], mesh)
   qkv_spec = PartitionSpec(batch_axes, None, head_axes, None)  # sequence gathered if sharded

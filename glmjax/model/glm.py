@@ -28,7 +28,7 @@ from glmjax.model import model_config, positions
 from glmjax.model.model_config import ModelConfig
 
 EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
-HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+HEAD_AXES = attention_lib.HEAD_AXES
 MLP_AXES = ("activation_batch", "activation_length", "activation_mlp")
 LOGIT_AXES = ("activation_batch", "activation_length", "activation_vocab")
 # Tags for remat policies (jax.ad_checkpoint.checkpoint_name).

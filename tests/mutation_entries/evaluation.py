@@ -25,7 +25,8 @@ ENTRIES: tuple[Mutation, ...] = (
              (_EVAL + "test_a_second_evaluation_of_a_step_keeps_the_first_report_and_writes_"
               "beside_it",)),
     # The figures of held_out.py: train's eval/ records and evaluate's report share them.
-    Mutation("an objective with no held-out tokens reads a loss of 0 (a perplexity of 1)", _H,
+    Mutation("an objective with no held-out tokens reads a loss of 0 (a perplexity of 1)",
+             "glmjax/metrics.py",
              "/ count if count else None", "/ count if count else 0.0",
              (_EVAL + "test_an_objective_with_no_held_out_tokens_has_no_figures_rather_than_a_"
               "zero_loss",)),
