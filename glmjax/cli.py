@@ -16,6 +16,7 @@ import re
 import traceback
 from typing import Callable
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -82,10 +83,21 @@ def parse_flags(argv: list[str], status: int = 1) -> list[str]:
 
 def _suggestion(error: flags.UnrecognizedFlagError, line: str) -> str:
   """". Did you mean: text ?" where absl's own suggestion (edit distance on a prefix) finds
-  none: a shorter flag name such as --txt for --text."""
+  none: a short name such as --txt for the command's --text (absl's and libraries' own flags
+  are not offered), or a config field given bare, --steps for --config.train.steps."""
   if "Did you mean" in line:
     return ""
-  close = difflib.get_close_matches(error.flagname, list(flags.FLAGS), n=3, cutoff=0.6)
+  # absl files a command's own flags under its module, or under its path when run as a program.
+  ours = [flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
+          if "glmjax" in module for flag in defined]
+  close = difflib.get_close_matches(error.flagname, ours, n=3, cutoff=0.6)
+  if "config" in ours:
+    defaults = config_lib.default_config()
+    sections = [name for name in defaults if isinstance(defaults[name], ml_collections.ConfigDict)]
+    close += [f"config.{section}.{error.flagname}" for section in sections
+              if error.flagname in defaults[section]]
+    if error.flagname in defaults and error.flagname not in sections:  # --seed
+      close.append(f"config.{error.flagname}")
   return f". Did you mean: {', '.join(close)} ?" if close else ""
 
 

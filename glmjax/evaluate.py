@@ -25,6 +25,7 @@ from glmjax import cloze as cloze_lib
 from glmjax import config as config_lib
 from glmjax import cli, held_out, logs, parallel, pretrained
 from glmjax import step as step_lib
+from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources
 from glmjax.model import GLM
@@ -65,7 +66,7 @@ def _progress(what: str, total: int):
 
 def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
   p, config = pretrained_model, pretrained_model.config
-  where = f"{p.workdir}/{pretrained.CONFIG_FILE}"
+  where = f"{p.workdir}/{workdir_lib.CONFIG_FILE}"
   give = (f"give the data with --data_source={DATA_SOURCES} (it sets data.source and "
           "data.files / data.prepared_dir / data.tfds_name), or skip this report with --batches=0")
   if not data.source:

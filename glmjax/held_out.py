@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from glmjax import parallel
-from glmjax.metrics import objective_losses
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data.pipeline import OBJECTIVE_NAMES
+from glmjax.metrics import objective_losses
 
 _MAX_LOG_PERPLEXITY = 50.0  # exp(50) is already meaningless; past it would overflow to inf
 

@@ -50,7 +50,7 @@ class _FirstLine(logging.Formatter):
     finally:
       record.exc_info, record.exc_text, record.stack_info = saved
     cut = len(lines) > 1 or len(lines[0]) > 400 or saved[0] is not None
-    files = [handler.baseFilename for handler in logging.getLogger().handlers
+    files = [handler.glmjax_shown_path for handler in logging.getLogger().handlers
              if getattr(handler, "glmjax_run_log", False)]
     return lines[0][:400] + ((f" [...; in full in {files[0]}]" if files else " [...]")
                              if cut else "")
@@ -108,15 +108,17 @@ def log_file(workdir: str, process_index: int) -> str:
   return os.path.join(workdir, name)
 
 
-def attach_file(path: str) -> None:
+def attach_file(path: str, shown: str | None = None) -> None:
   """Appends every glmjax line (and DEBUG tracebacks) to `path`, instead of any earlier file;
-  the folder must exist."""
+  the folder must exist. `shown`: the file a console line names for the rest of a record
+  (a bucket workdir's copy of `path`; default `path`)."""
   for logger in (_ours(), logging.getLogger()):
     for old in [h for h in logger.handlers if getattr(h, "glmjax_run_log", False)]:
       logger.removeHandler(old)
       old.close()
   handler = logging.FileHandler(path, encoding="utf-8")
   handler.glmjax_run_log = True
+  handler.glmjax_shown_path = shown or path
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
   handler.setLevel(logging.DEBUG)
   _ours().addHandler(handler)
@@ -196,7 +198,7 @@ class RunLog:
     local = log_file(workdir, process_index)
     run_log = cls(local, _copy_path(workdir, process_index) if is_remote(workdir) else None,
                   COPY_EVERY_S)
-    attach_file(local)
+    attach_file(local, run_log.copy)  # a VM's temporary file goes with the VM: name the copy
     return run_log
 
   @property

@@ -47,7 +47,7 @@ class TerminationFlag:
     self.requested = False
     self.signal_name = "SIGTERM"  # the signal that asked to stop, for the closing line
     self._enabled = enabled
-    self._in_loop = False
+    self._phase = "start-up"  # then "loop", then "ended" (the command's last log copy)
     self._previous: dict[int, Any] = {}
 
   def __enter__(self) -> "TerminationFlag":
@@ -73,16 +73,21 @@ class TerminationFlag:
       raise Terminated()
 
   def enter_loop(self) -> None:
-    self._in_loop = True
+    self._phase = "loop"
+
+  def leave_loop(self) -> None:
+    """Training is over (finished, stopped or failed): a signal now has nothing to save."""
+    self._phase = "ended"
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     if signum == signal.SIGINT and self.requested:
       raise KeyboardInterrupt  # the second Ctrl-C: stop now, without the save
     self.signal_name = signal.Signals(signum).name
+    what_now = {"start-up": "stopping when this start-up phase ends (nothing new to save)",
+                "loop": "saving a checkpoint and stopping",
+                "ended": "training has ended (nothing new to save)"}[self._phase]
     log.warning("%s received: %s.", self.signal_name,
-                ("saving a checkpoint and stopping" if self._in_loop else
-                 "stopping when this start-up phase ends (nothing new to save)")
-                + ("; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""))
+                what_now + ("; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""))
     self.requested = True
 
 

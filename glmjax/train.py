@@ -80,6 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       with parallel.activate(inputs.mesh, inputs.rules):
         return _train(config, inputs, outputs, termination)
     finally:
+      termination.leave_loop()  # the last save and the closing below are not the loop's
       outputs.checkpointer.close()
       outputs.writer.close()
   except loop.Terminated:

@@ -163,12 +163,17 @@ def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(mo
   assert len(lines) == 1 and "Interrupted by Ctrl-C" in lines[0], lines
 
 
-def test_an_unknown_flag_close_to_one_the_command_has_is_one_line_suggesting_it(tmp_path):
-  """absl suggests only names sharing a long enough prefix: --txt for generate's --text got
-  no suggestion from it."""
+@pytest.mark.parametrize("module, flag, suggested", [
+    ("glmjax.generate", "--txt=Paris is", "text"),  # absl suggests none: too short a prefix
+    ("glmjax.train", "--dir=run", "workdir"),  # not absl's own log_dir
+    ("glmjax.train", "--steps=10", "config.train.steps"),  # a config field given bare
+    ("glmjax.data.prepare", "--seed=1", "config.seed"),
+])
+def test_an_unknown_flag_close_to_one_the_command_has_is_one_line_suggesting_it(
+    tmp_path, module, flag, suggested):
   result = subprocess.run(
-      [sys.executable, "-m", "glmjax.generate", f"--workdir={tmp_path}", "--txt=Paris is"],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
-  assert_one_line(result, r"Unknown command line flag 'txt'\. Did you mean: text \? "
-                          r"\(--helpshort lists the flags\)")
+      [sys.executable, "-m", module, flag], cwd=REPO, capture_output=True, text=True,
+      timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  name = flag[2:].split("=")[0]
+  assert_one_line(result, rf"Unknown command line flag '{name}'\. Did you mean: "
+                          rf"{re.escape(suggested)} \? \(--helpshort lists the flags\)$")

@@ -23,7 +23,7 @@ def test_the_train_command_turns_the_cache_on_before_it_compiles(tmp_path, monke
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   # The command's console and log-file set-up would change logging for the tests after this one.
   monkeypatch.setattr(train.logs, "setup_console", lambda process_index: None)
-  monkeypatch.setattr(train.logs, "attach_file", lambda path: None)
+  monkeypatch.setattr(train.logs, "attach_file", lambda path, shown=None: None)
   monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir, flag: seen.update(
       cache=jax.config.jax_compilation_cache_dir))
   before = jax.config.jax_compilation_cache_dir

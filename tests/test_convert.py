@@ -323,6 +323,8 @@ def test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_ext
     assert line == "import needs --from=CHECKPOINT --out=WORKDIR."
   elif args[:1] == ["export"]:
     assert line == "export needs --workdir=WORKDIR --out=FOLDER."
+  elif "extra" in args:
+    assert "'import' takes flags only, not 'extra'" in line
   else:  # the words that are not a command are named
     words = " ".join(arg for arg in args if not arg.startswith("--"))
     assert (f"{words!r} is not a command" if words else "no command given") in line

@@ -15,6 +15,7 @@ import pytest
 from glmjax import evaluate, held_out, pretrained, train
 from glmjax import model as model_lib
 from glmjax import step as step_lib
+from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources
 from glmjax.data.tokenizers import ByteTokenizer
@@ -111,7 +112,7 @@ def test_a_workdir_s_config_reads_back_as_its_run_wrote_it_the_seed_included(tmp
   config = _config()
   config.seed, config.optim.b2 = 7, 0.95
   text = config.to_json_best_effort(indent=2, sort_keys=True)  # as train writes config.json
-  (tmp_path / pretrained.CONFIG_FILE).write_text(text)
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(text)
   read = pretrained.read_config(str(tmp_path))
   assert read.seed == 7
   assert json.loads(read.to_json_best_effort()) == json.loads(text)
@@ -135,7 +136,7 @@ def _edited_copy(trained, tmp_path, section, **fields):
   """A copy of the run `trained` whose config.json has `fields` of `section` replaced."""
   copy = str(tmp_path / "edited")
   shutil.copytree(trained, copy)
-  path = os.path.join(copy, pretrained.CONFIG_FILE)
+  path = os.path.join(copy, workdir_lib.CONFIG_FILE)
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
   saved[section].update(fields)

@@ -306,3 +306,12 @@ def test_a_new_log_file_takes_the_library_records_and_the_earlier_one_gets_no_mo
   logging.getLogger("orbax.checkpoint").error("a library's line")
   assert first.read_text() == ""
   assert "a line of ours" in second.read_text() and "a library's line" in second.read_text()
+
+
+def test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_copy(bucket):
+  """The VM's temporary file goes with the VM: the copy in the workdir is the one to name."""
+  workdir, _ = bucket
+  run_log = logs.RunLog.attach(str(workdir), 0)
+  line = logs._FirstLine(logging.Formatter("%(message)s")).format(
+      _record("/x/jax/a.py", logging.WARNING, "first\nsecond"))
+  assert run_log.copy.startswith(str(workdir)) and line == f"first [...; in full in {run_log.copy}]"

@@ -269,6 +269,23 @@ def test_a_first_ctrl_c_saves_the_step_it_came_in_and_a_second_stops_at_once(
   assert not os.listdir(tmp_path / "twice" / "checkpoints")  # nothing saved: stopped at once
 
 
+def test_a_sigterm_says_what_it_stops_in_each_phase_of_a_run(caplog):
+  """Start-up ends at its next phase, the loop saves first, and after training (the command's
+  last log copy) nothing is left to save."""
+  said = []
+  with loop.TerminationFlag() as flag:
+    for phase in (None, flag.enter_loop, flag.leave_loop):
+      if phase is not None:
+        phase()
+      caplog.clear()
+      os.kill(os.getpid(), signal.SIGTERM)
+      said.append(caplog.records[-1].getMessage())
+  assert said == [
+      "SIGTERM received: stopping when this start-up phase ends (nothing new to save).",
+      "SIGTERM received: saving a checkpoint and stopping.",
+      "SIGTERM received: training has ended (nothing new to save)."]
+
+
 def test_an_ignored_ctrl_c_stays_ignored_and_a_sigterm_is_still_heard():
   """A background job (nohup ... &) ignores SIGINT: training must not start hearing it."""
   previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

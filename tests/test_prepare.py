@@ -52,6 +52,18 @@ def test_interrupted_prepare_resumes_to_identical_shards(tmp_path):
   assert directory_bytes(resumed_dir) == directory_bytes(tmp_path / "whole")
 
 
+def test_a_prepare_run_again_on_finished_shards_reports_the_tokens_they_hold(tmp_path, capsys):
+  """The progress line counts an earlier run's shards in full, not as zero tokens."""
+  config = data_config()
+  manifest = prepare.prepare(config, str(tmp_path), shard_mb=SHARD_MB, progress=False)
+  assert manifest["num_tokens"] > 100_000  # shown as 0.1M or more
+  assert prepare.prepare(config, str(tmp_path), shard_mb=SHARD_MB) == manifest
+  line = capsys.readouterr().err.strip().splitlines()[-1]
+  shards = len(manifest["shards"])
+  assert line.startswith(f"prepare: {shards}/{shards} shards, {manifest['num_docs']:,} docs, "
+                         f"{manifest['num_tokens'] / 1e6:.1f}M tokens, 0.00M tokens/s"), line
+
+
 def test_parallel_cli_matches_in_process_prepare(tmp_path):
   out = tmp_path / "cli"
   result = subprocess.run(

@@ -164,8 +164,11 @@ def test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_
                                                   ("a.txt", "b.jsonl", "c.jsonl.gz")]
   store, _ = sources.tokenize_source(config, BYTE)
   assert texts_of(store) == expected
-  # --config.data.files=A,B on the command line gives one string: its globs split at commas.
+  # --config.data.files=A,B on the command line gives one string: its globs split at commas,
+  # unless the string matches a file as it is (a name with a comma in it).
   assert text_files.expand_globs([",".join(globs)]) == text_files.expand_globs(list(globs))
+  (tmp_path / "d,e.txt").write_text("a document in a file with a comma in its name\n")
+  assert text_files.expand_globs([f"{tmp_path}/d,e.txt"]) == [f"{tmp_path}/d,e.txt"]
 
 
 def test_the_files_a_glob_matches_are_read_in_the_order_of_their_names(tmp_path):

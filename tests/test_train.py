@@ -317,7 +317,7 @@ def test_a_sigterm_the_command_heard_before_train_and_evaluate_began_ends_start_
   monkeypatch.setattr(logs.RunLog, "__enter__", enter_then_sigterm)
   # The command's console and log-file set-up would change logging for the tests after this one.
   monkeypatch.setattr(train.logs, "setup_console", lambda process_index: None)
-  monkeypatch.setattr(train.logs, "attach_file", lambda path: None)
+  monkeypatch.setattr(train.logs, "attach_file", lambda path, shown=None: None)
   config = _local_config(steps=2)
   config.train.compilation_cache_dir = "none"  # the tests' shared cache stays theirs
   previous = signal.getsignal(signal.SIGTERM)
@@ -326,6 +326,17 @@ def test_a_sigterm_the_command_heard_before_train_and_evaluate_began_ends_start_
   assert "Stopped on SIGTERM during start-up" in caplog.text
   assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
   assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_sigterm_after_training_returned_is_not_taken_for_one_in_the_loop(tmp_path, caplog):
+  """The command's flag outlives train_and_evaluate (the log's last copy): a signal then is
+  not answered with a save that will never come."""
+  with loop.TerminationFlag() as flag:
+    assert train.train_and_evaluate(_local_config(steps=2), str(tmp_path), flag)["step"] == 2
+    caplog.clear()
+    os.kill(os.getpid(), signal.SIGTERM)
+  assert caplog.records[-1].getMessage() == (
+      "SIGTERM received: training has ended (nothing new to save).")
 
 
 def test_profiler_trace_on_request_without_an_eval_split(tmp_path):

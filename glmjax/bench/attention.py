@@ -91,7 +91,7 @@ def main(config, argv):
   flops_forward = 4.0 * visible * heads * head_dim
   records = {}
   # xla first: the reference every kernel is checked and timed against.
-  kernels = [name for name in attention_choice.AUTO_ORDER.get(platform, ()) if name != "xla"]
+  kernels = [name for name in attention_choice.auto_order(platform) if name != "xla"]
   for name in ["xla", *kernels]:
     reason = (attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len,
                                                head_dim=head_dim)

@@ -24,6 +24,7 @@ import numpy as np
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import pretrained
+from glmjax import workdir as workdir_lib
 from glmjax.convert import mapping, original
 from glmjax.data import released_tokenizers, tokenizers
 from glmjax.model import ModelConfig, stack_layers
@@ -128,7 +129,7 @@ def from_checkpoint(checkpoint: original.Checkpoint, *, num_heads: int = 0,
 
 
 def _is_workdir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, pretrained.CONFIG_FILE)) and os.path.isdir(
+  return os.path.isfile(os.path.join(path, workdir_lib.CONFIG_FILE)) and os.path.isdir(
       checkpoint_lib.in_workdir(path))
 
 

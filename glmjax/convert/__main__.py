@@ -34,7 +34,9 @@ def main(argv):
   logs.setup_console(0)
   # A mistyped command line is one line naming the word, not the flags' help.
   if len(argv) != 2 or argv[1] not in COMMANDS:
-    given = (f"{' '.join(argv[1:])!r} is not a command" if len(argv) > 1 else "no command given")
+    given = ("no command given" if len(argv) == 1 else
+             f"{argv[1]!r} takes flags only, not {' '.join(argv[2:])!r}" if argv[1] in COMMANDS
+             else f"{' '.join(argv[1:])!r} is not a command")
     logs.fail(app.UsageError(f"python -m glmjax.convert: {given}; use " + " or ".join(
         f"'{name} {usage}'" for name, usage in _USAGE.items()) + "."))
   needed = (_FROM.value, _OUT.value) if argv[1] == "import" else (_WORKDIR.value, _OUT.value)

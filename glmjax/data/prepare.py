@@ -149,10 +149,13 @@ def _check_plan(out_dir: str, plan: dict):
     _atomic_write_json(path, plan)
 
 
-def _progress(done, total, docs, tokens, started):
+def _progress(done: int, total: int, finished: list[dict], new_tokens: int, started: float):
+  """The shards, documents and tokens written so far (an earlier run's shards included); the
+  rate of this run's own tokens."""
   elapsed = max(time.monotonic() - started, 1e-9)
+  docs, tokens = (sum(record[key] for record in finished) for key in ("num_docs", "num_tokens"))
   line = (f"prepare: {done}/{total} shards, {docs:,} docs, {tokens / 1e6:.1f}M tokens, "
-          f"{tokens / elapsed / 1e6:.2f}M tokens/s, {elapsed:.0f}s")
+          f"{new_tokens / elapsed / 1e6:.2f}M tokens/s, {elapsed:.0f}s")
   tty = sys.stderr.isatty()
   print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
@@ -219,9 +222,8 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   data_dict = data_config.to_dict()
   tasks = [(data_dict, out_dir, i, pieces[i], dtype.name) for i in pending]
   started, finished = time.monotonic(), [r for r in records.values() if r is not None]
-  count = lambda key: sum(r[key] for r in finished)  # noqa: E731
   if progress:
-    _progress(len(finished), len(pieces), count("num_docs"), 0, started)
+    _progress(len(finished), len(pieces), finished, 0, started)
   if workers > 1 and len(tasks) > 1:
     # spawn, not fork: TensorFlow and the tokenizers' thread pools do not survive a fork.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -236,7 +238,7 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
       finished.append(record)
       new_tokens += record["num_tokens"]
       if progress:
-        _progress(len(finished), len(pieces), count("num_docs"), new_tokens, started)
+        _progress(len(finished), len(pieces), finished, new_tokens, started)
   finally:
     if pool is not None:
       pool.terminate()

@@ -46,7 +46,7 @@ def describe_source(data_config) -> dict:
   if not source:
     raise ValueError(
         "data.source is not set: name the data to train on, one of "
-        "--config.data.source=files --config.data.files='(\"corpus/*.jsonl.gz\",)' | "
+        "--config.data.source=files --config.data.files='corpus/*.jsonl.gz' | "
         "--config.data.source=tfds --config.data.tfds_name=c4/en:3.1.0 | "
         "--config.data.source=prepared --config.data.prepared_dir=DIR (made by python -m "
         "glmjax.data.prepare). The built-in toy corpus only when asked for: "

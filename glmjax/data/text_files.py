@@ -55,26 +55,37 @@ def decode_utf8(data: bytes, stats: TextStats) -> str:
 
 def expand_globs(patterns: Sequence[str], field: str = "data.files") -> list[str]:
   """Files matched by each glob, sorted within a glob, globs in order, each file once; errors
-  name `field`, where the globs came from. An entry may hold several globs split by commas
-  (`--config.data.files=a.txt,b.txt` gives one string), as evaluate's --data_source does."""
-  patterns = [glob_ for pattern in patterns for glob_ in pattern.split(",") if glob_]
+  name `field`, where the globs came from. An entry that matches nothing as given but holds
+  commas is read as several globs (`--config.data.files=a.txt,b.txt` gives one string), as
+  evaluate's --data_source reads them; a name with a comma in it still matches as itself."""
   if not patterns:
     raise ValueError("data.source='files' needs data.files: globs of .txt/.jsonl/.jsonl.gz files "
-                     "(e.g. --config.data.files='(\"corpus/*.jsonl.gz\",)')")
+                     "(e.g. --config.data.files='corpus/*.jsonl.gz,more/*.txt')")
   paths: list[str] = []
-  for pattern in patterns:
-    matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                     if os.path.isfile(p))
-    if not matched:
-      raise FileNotFoundError(f"{field}: {pattern!r} matches no file (working directory "
-                              f"{os.getcwd()}); fix the glob or use an absolute path")
-    for path in matched:
-      if not path.endswith(SUPPORTED_SUFFIXES):
-        raise ValueError(f"{field}: {path!r} has an unsupported type; expected one of "
-                         f"{SUPPORTED_SUFFIXES} (narrow the glob, e.g. '*.jsonl')")
-      if path not in paths:
-        paths.append(path)
+  for entry in patterns:
+    split = "," in entry and not _matching_files(entry)
+    for pattern in ([glob_ for glob_ in entry.split(",") if glob_] if split else [entry]):
+      _add_matches(pattern, field, paths)
   return paths
+
+
+def _matching_files(pattern: str) -> list[str]:
+  return sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                if os.path.isfile(p))
+
+
+def _add_matches(pattern: str, field: str, paths: list[str]) -> None:
+  """Appends the files `pattern` matches to `paths` (each once); errors name `field`."""
+  matched = _matching_files(pattern)
+  if not matched:
+    raise FileNotFoundError(f"{field}: {pattern!r} matches no file (working directory "
+                            f"{os.getcwd()}); fix the glob or use an absolute path")
+  for path in matched:
+    if not path.endswith(SUPPORTED_SUFFIXES):
+      raise ValueError(f"{field}: {path!r} has an unsupported type; expected one of "
+                       f"{SUPPORTED_SUFFIXES} (narrow the glob, e.g. '*.jsonl')")
+    if path not in paths:
+      paths.append(path)
 
 
 def _boundary_pattern(path: str, txt_documents: str) -> re.Pattern | None:

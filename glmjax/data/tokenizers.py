@@ -272,8 +272,6 @@ class ByteLevelBPETokenizer(HFTokenizer):
                hashlib.sha256(both.encode()).hexdigest()[:16], layout)
 
 
-
-
 def tokenizer_files(kind: str, path: str) -> list[str]:
   """The files tokenizer `kind` reads for data.tokenizer_path=`path`, main file first.
 

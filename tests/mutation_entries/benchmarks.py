@@ -435,8 +435,8 @@ ENTRIES: tuple[Mutation, ...] = (
              (_WHEELS + "test_tokamax_is_built_from_the_commit_that_measure_gpu_names_or_from_a_"
               "given_checkout",)),
     Mutation("convert's mistyped command is not named", "glmjax/convert/__main__.py",
-             """    given = (f"{' '.join(argv[1:])!r} is not a command" if len(argv) > 1 else""",
-             """    given = ("not a command" if len(argv) > 1 else""",
+             """             else f"{' '.join(argv[1:])!r} is not a command")""",
+             """             else "not a command")""",
              (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_"
               "with_extra_words",)),
     Mutation("load_pretrained leaves an original checkpoint's attention at 'auto'",

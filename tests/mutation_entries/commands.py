@@ -1,6 +1,9 @@
 """Planted bugs in configs and their validation, the commands, aot, benches and launchers."""
 from mutation_entries import Mutation
 
+_SUGGESTING = ("tests/test_cli.py::test_an_unknown_flag_close_to_one_the_command_has_is_one_line_"
+               "suggesting_it",)
+
 _P = "tests/test_prompts_and_sampling.py::"
 
 _CONVERT_REFUSALS = "tests/test_convert_refusals.py::"
@@ -394,11 +397,18 @@ ENTRIES = (
              ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
               "not_yet_turned",)),
     Mutation("an unknown flag absl finds no match for gets no suggestion", "glmjax/cli.py",
-             "  close = difflib.get_close_matches(error.flagname, list(flags.FLAGS), n=3, "
-             "cutoff=0.6)", "  close = []",
-             ("tests/test_cli.py::test_an_unknown_flag_close_to_one_the_command_has_is_one_line_"
-              "suggesting_it",)),
+             "  close = difflib.get_close_matches(error.flagname, ours, n=3, cutoff=0.6)",
+             "  close = []", _SUGGESTING),
+    Mutation("absl's own flags are offered as suggestions", "glmjax/cli.py",
+             '          if "glmjax" in module for flag in defined]',
+             "          for flag in defined]", _SUGGESTING),
+    Mutation("a config field given bare gets no suggestion", "glmjax/cli.py",
+             '  if "config" in ours:', "  if False:", _SUGGESTING),
     Mutation("an unset choice shows as a gap in the list of choices", "glmjax/config.py",
              "{', '.join(choice or repr(choice) for choice in choices)}", "{', '.join(choices)}",
              ("tests/test_config_validation.py::test_bad_field_is_named",)),
+    Mutation("a bucket run's cut library line names the VM's temporary file",
+             "glmjax/logs.py", "    attach_file(local, run_log.copy)", "    attach_file(local)",
+             ("tests/test_logs.py::test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_"
+              "copy",)),
 )

@@ -75,16 +75,16 @@ ENTRIES = (
               "order",)),
     Mutation("a file that two globs match is read twice",
              "glmjax/data/text_files.py",
-             "      if path not in paths:\n        paths.append(path)",
-             "      paths.append(path)",
+             "    if path not in paths:\n      paths.append(path)",
+             "    paths.append(path)",
              ("tests/test_sources.py::test_a_file_that_several_globs_match_is_read_once_in_the_"
               "place_of_its_first_glob",)),
     Mutation("the files a glob matches are read in the file system's order",
              "glmjax/data/text_files.py",
-             "    matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)"
-             "\n                     if os.path.isfile(p))",
-             "    matched = [p for p in glob.glob(os.path.expanduser(pattern), recursive=True)"
-             "\n               if os.path.isfile(p)]",
+             "  return sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)"
+             "\n                if os.path.isfile(p))",
+             "  return [p for p in glob.glob(os.path.expanduser(pattern), recursive=True)"
+             "\n          if os.path.isfile(p)]",
              ("tests/test_sources.py::test_the_files_a_glob_matches_are_read_in_the_order_of_"
               "their_names",)),
     Mutation("a hub tokenizer.json wraps every document of a batch in [CLS] ... [SEP]",

@@ -166,8 +166,12 @@ ENTRIES = (
              ("tests/test_cloze.py::test_an_answer_with_no_context_before_it_gets_no_space_"
               "before_it",)),
     Mutation("data.files' commas are read as part of one glob", "glmjax/data/text_files.py",
-             '  patterns = [glob_ for pattern in patterns for glob_ in pattern.split(",") if '
-             'glob_]\n', "  patterns = list(patterns)\n",
+             '    split = "," in entry and not _matching_files(entry)\n', "    split = False\n",
+             ("tests/test_sources.py::test_a_file_that_several_globs_match_is_read_once_in_the_"
+              "place_of_its_first_glob",)),
+    Mutation("a file name with a comma in it is split into globs", "glmjax/data/text_files.py",
+             '    split = "," in entry and not _matching_files(entry)\n',
+             '    split = "," in entry\n',
              ("tests/test_sources.py::test_a_file_that_several_globs_match_is_read_once_in_the_"
               "place_of_its_first_glob",)),
 )

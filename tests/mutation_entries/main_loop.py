@@ -87,4 +87,12 @@ ENTRIES: tuple[Mutation, ...] = (
              "if True:",
              ("tests/test_loop.py::test_an_ignored_ctrl_c_stays_ignored_and_a_sigterm_is_still_"
               "heard",)),
+    Mutation("after training a SIGTERM still promises a save", "glmjax/train.py",
+             "      termination.leave_loop()  # the last save", "      pass  # the last save",
+             ("tests/test_train.py::test_a_sigterm_after_training_returned_is_not_taken_for_one_"
+              "in_the_loop",)),
+    Mutation("a SIGTERM says the same in every phase", "glmjax/loop.py",
+             '                "ended": "training has ended (nothing new to save)"}[self._phase]',
+             '                "ended": "saving a checkpoint and stopping"}[self._phase]',
+             ("tests/test_loop.py::test_a_sigterm_says_what_it_stops_in_each_phase_of_a_run",)),
 )

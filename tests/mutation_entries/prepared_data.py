@@ -94,4 +94,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/data/prepare.py",
              "    if error.errno not in _UNSYNCABLE_DIRECTORY:\n      raise", "    raise",
              (_P + "test_a_mount_that_cannot_sync_a_directory_still_prepares",)),
+    Mutation("a prepare run again reports its finished shards as zero tokens",
+             "glmjax/data/prepare.py", "{tokens / 1e6:.1f}M tokens, ",
+             "{new_tokens / 1e6:.1f}M tokens, ",
+             ("tests/test_prepare.py::test_a_prepare_run_again_on_finished_shards_reports_the_"
+              "tokens_they_hold",)),
 )
