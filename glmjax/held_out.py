@@ -46,11 +46,6 @@ def eval_pipeline(data_config, tokenizer, eval_docs, seed: int) -> pipeline_lib.
   return pipeline_lib.BatchPipeline(data_config, tokenizer, eval_docs, seed=seed + 1)
 
 
-def batch(eval_pipeline, index: int, host: parallel.HostRows) -> dict[str, jax.Array]:
-  """Held-out batch `index` as global arrays; this host builds only the rows its devices hold."""
-  return parallel.global_batch(eval_pipeline.build_rows(index, host.rows), host)
-
-
 def summed(eval_fn, params, eval_pipeline, mesh, num_batches: int, *,
            progress: Callable[[int], None] | None = None, every_s: float = 10.0):
   """step.eval_step's sums over batches 0..num_batches-1, built one at a time (nothing is kept
@@ -58,7 +53,7 @@ def summed(eval_fn, params, eval_pipeline, mesh, num_batches: int, *,
   host = parallel.host_rows(mesh, eval_pipeline.batch_size)
   total, last = None, time.monotonic()
   for index in range(num_batches):
-    sums = eval_fn(params, batch(eval_pipeline, index, host))
+    sums = eval_fn(params, parallel.pipeline_batch(eval_pipeline, index, host))
     total = sums if total is None else jax.tree.map(jax.numpy.add, total, sums)
     if progress is not None and time.monotonic() - last > every_s:
       jax.block_until_ready(total)  # report what the device has done, not what was queued
@@ -73,7 +68,7 @@ class Evaluator:
   def __init__(self, eval_fn, eval_pipeline, config, mesh):
     self.eval_fn = eval_fn  # compiled at start-up, like the train step
     host = parallel.host_rows(mesh, eval_pipeline.batch_size)
-    self.batches = [batch(eval_pipeline, index, host)
+    self.batches = [parallel.pipeline_batch(eval_pipeline, index, host)
                     for index in range(int(config.train.eval_batches))]
 
   def __call__(self, params) -> dict[str, float | None]:

@@ -205,6 +205,13 @@ def global_batch(host_batch: Mapping[str, np.ndarray], layout: HostRows) -> dict
   return {key: to_global(value) for key, value in host_batch.items()}
 
 
+def pipeline_batch(pipeline, index: int, layout: HostRows) -> dict[str, jax.Array]:
+  """Batch `index` of `pipeline` (a data.pipeline.BatchPipeline) as global arrays: this host
+  builds only the rows its devices hold (`layout.rows`, by their global indices), the training
+  batches and the held-out ones alike."""
+  return global_batch(pipeline.build_rows(index, layout.rows), layout)
+
+
 def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules) -> Any:
   """Tree of logical PartitionSpecs to a tree of NamedShardings."""
   return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)

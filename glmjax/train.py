@@ -228,9 +228,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
   termination.enter_loop()  # from here a SIGTERM saves after the step it comes in
   host = parallel.host_rows(mesh, config.data.batch_size)  # the rows this host builds each step
   # Batch k+1 is built and transferred on a background thread while the devices run step k.
-  build = lambda k: parallel.global_batch(  # noqa: E731
-      inputs.train_pipeline.build_rows(k, host.rows), host)
-  batches = prefetch.Prefetcher(build, start, total_steps)
+  batches = prefetch.Prefetcher(
+      lambda k: parallel.pipeline_batch(inputs.train_pipeline, k, host), start, total_steps)
   run_start = time.perf_counter()
   try:
     for step in range(start, total_steps):

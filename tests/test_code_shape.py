@@ -32,12 +32,16 @@ def _imports(path, program_block=True):
   tree = ast.parse(open(path, encoding="utf-8").read())
   if not program_block:
     tree.body = [node for node in tree.body if not _is_program_block(node)]
+  # A relative import (`from .. import parallel`) is read as the absolute name it stands for.
+  package = os.path.relpath(os.path.dirname(path), REPO).split(os.sep)
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       yield from (alias.name for alias in node.names)
-    elif isinstance(node, ast.ImportFrom) and node.module:
-      yield node.module
-      yield from (f"{node.module}.{alias.name}" for alias in node.names)
+    elif isinstance(node, ast.ImportFrom):
+      base = package[:len(package) - node.level + 1] if node.level else []
+      module = ".".join(base + ([node.module] if node.module else []))
+      yield module
+      yield from (f"{module}.{alias.name}" for alias in node.names)
 
 
 def _is_program_block(node) -> bool:

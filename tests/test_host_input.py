@@ -104,9 +104,10 @@ def test_real_slices_do_give_hosts_rows_with_gaps():
     assert len(rows) == BATCH // 4 and rows[-1] - rows[0] + 1 > len(rows)
 
 
-def test_the_held_out_batches_of_a_host_are_the_rows_its_devices_hold(monkeypatch):
-  """held_out.batch builds only this host's rows, by their global indices, on a slice where a
-  host's rows are strided; the stand-in pipeline's row r of batch k is 1000 k + r."""
+def test_the_training_and_held_out_batches_of_a_host_are_the_rows_its_devices_hold(monkeypatch):
+  """parallel.pipeline_batch (train's batches and the held-out ones) builds only this host's
+  rows, by their global indices, on a slice where a host's rows are strided; the stand-in
+  pipeline's row r of batch k is 1000 k + r."""
   mesh = _mesh("v5p-32", MESHES["data"])
 
   class Pipeline:
@@ -117,7 +118,7 @@ def test_the_held_out_batches_of_a_host_are_the_rows_its_devices_hold(monkeypatc
   for process in range(4):
     layout = parallel.host_rows(mesh, BATCH, process)
     assert layout.rows.tolist() != list(range(len(layout.rows)))  # not the first rows
-    np.testing.assert_array_equal(held_out.batch(Pipeline(), 3, layout)["row"],
+    np.testing.assert_array_equal(parallel.pipeline_batch(Pipeline(), 3, layout)["row"],
                                   3000 + layout.rows)
 
 

@@ -93,6 +93,15 @@ def check_contract(batch, seq_len, rows):
   assert np.all(batch["position_ids"] < batch["sep"][:, None])
   assert np.all(np.where(part_b & (batch["block_position_ids"] == 1), batch["tokens"], S.sop)
                 == S.sop)
+  # Part B is teacher-forced: after a span's [sop] each input is the target before it (or
+  # [dBLOCK] where data.block_mask_prob hides it), block positions count up by one, and the
+  # span's position ids all stay at its blank.
+  block = batch["block_position_ids"]
+  following = part_b[:, 1:] & (block[:, 1:] > 1)
+  inputs, previous_targets = batch["tokens"][:, 1:], batch["targets"][:, :-1]
+  assert np.all((inputs == previous_targets) | (inputs == S.dblock) | ~following)
+  assert np.all((block[:, 1:] == block[:, :-1] + 1) | ~following)
+  assert np.all((batch["position_ids"][:, 1:] == batch["position_ids"][:, :-1]) | ~following)
   real = part_a | part_b
   assert np.all(real[:, :-1] | ~real[:, 1:])                # padding only at the end
   assert np.all(np.where(real, S.pad, batch["tokens"]) == S.pad)
@@ -118,6 +127,14 @@ def test_blank_rows_keep_the_contract_and_decode_to_their_text(docs):
   expected, _, _ = p.windows(RowRandom.for_rows(3, 5, rows), np.array(text_lengths))
   for r in rows:
     np.testing.assert_array_equal(reconstruct(batch, r, S.mask)[0], expected[r, :text_lengths[r]])
+
+
+def test_a_pipeline_s_rows_of_consecutive_steps_are_not_its_rows_shifted_by_one(docs):
+  """Row r + 1 of step k and row r of step k + 1 draw from different keys: a key of seed and
+  step + row alone would give them the same text, spans and all."""
+  p = pipeline.BatchPipeline(data_config(), Tokenizer(), docs, seed=3)
+  now, then = p.global_batch(5)["tokens"], p.global_batch(6)["tokens"]
+  assert not any(np.array_equal(now[r + 1], then[r]) for r in range(len(now) - 1))
 
 
 def test_windows_are_packed_documents(docs):

@@ -63,8 +63,10 @@ def test_temperature_divides_the_logits_and_top_k_keeps_the_k_likeliest():
   # At temperature 2, logits (0, 2 ln 3) give probabilities 1/4 and 3/4.
   chosen = _sampled([0.0, 2 * np.log(3.0)], decoding.Sampling(temperature=2.0), 4000)
   assert abs(chosen.mean() - 0.75) < 0.03
-  chosen = _sampled([0.0, 3.0, 2.9, 1.0], decoding.Sampling(temperature=1.0, top_k=2), 2000)
+  # top_k=2 keeps logits 3 and 1.5 and draws them in their own proportion, 1 : e^-1.5.
+  chosen = _sampled([0.0, 3.0, 1.5, 1.0], decoding.Sampling(temperature=1.0, top_k=2), 4000)
   assert set(chosen.tolist()) == {1, 2}
+  assert abs(np.mean(chosen == 1) - 1 / (1 + np.exp(-1.5))) < 0.03
 
 
 def test_top_p_samples_from_the_smallest_set_of_likeliest_tokens_that_reaches_p():

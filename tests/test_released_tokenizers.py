@@ -209,11 +209,11 @@ def hub_gpt2_json(gpt2_dir, tmp_path_factory):
   return path
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece", "hf", "hf_gpt2"])
+@pytest.mark.parametrize("kind", ["byte", "wordpiece", "bpe", "sentencepiece", "hf", "hf_gpt2"])
 def test_a_literal_mask_in_text_is_not_encoded_as_a_special_id(kind, bert_dir, gpt2_dir,
                                                               small_sp, hub_bert_json,
                                                               hub_gpt2_json):
-  path, layout = {"wordpiece": (bert_dir, "bert"), "bpe": (gpt2_dir, "gpt2"),
+  path, layout = {"byte": ("", ""), "wordpiece": (bert_dir, "bert"), "bpe": (gpt2_dir, "gpt2"),
                   "sentencepiece": (small_sp, "chinese_sp"), "hf": (hub_bert_json, "bert"),
                   "hf_gpt2": (hub_gpt2_json, "gpt2")}[kind]
   tok = tk.load_tokenizer(data_config(kind.split("_")[0], path, layout))

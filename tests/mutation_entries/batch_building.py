@@ -74,4 +74,25 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("an appended [CLS] is named <s>", "glmjax/data/specials.py",
              "\"cls\": (\"[CLS]\", \"<s>\", \"<bos>\"),",
              "\"cls\": (\"<s>\", \"[CLS]\", \"<bos>\"),", _NAMES),
+    Mutation("Part B reads its own targets instead of the tokens before them",
+             "glmjax/data/infilling.py",
+             "tokens[:, 1:] = np.where(in_b[:, 1:], targets[:, :-1], targets[:, 1:])",
+             "tokens[:, 1:] = np.where(in_b[:, 1:], targets[:, 1:], targets[:, 1:])",
+             ("tests/test_pipeline.py::test_blank_rows_keep_the_contract_and_decode_to_their_"
+              "text",)),
+    Mutation("block positions count up by two within a span", "glmjax/data/infilling.py",
+             "  block = col - (packed & 0xFFFFFFFF).astype(np.int32) + 1",
+             "  block = 2 * (col - (packed & 0xFFFFFFFF).astype(np.int32)) + 1",
+             ("tests/test_pipeline.py::test_blank_rows_keep_the_contract_and_decode_to_their_"
+              "text",)),
+    Mutation("a row's key mixes seed and step + row, not step and row apart",
+             "glmjax/data/pipeline.py", "    rng = RowRandom.for_rows(self.seed, step, rows)",
+             "    rng = RowRandom.for_rows(self.seed, 0, rows + step)",
+             ("tests/test_pipeline.py::test_a_pipeline_s_rows_of_consecutive_steps_are_not_its_rows_"
+              "shifted_by_one",)),
+    Mutation("a packed row's spans may cross from one document into the next",
+             "glmjax/data/pipeline.py", "  return first, np.maximum(last - first, 0)",
+             "  return first[:, :1], np.maximum(np.asarray(text_len)[:, None] - 1 - first[:, :1], 0)",
+             ("tests/test_pipeline.py::test_blank_rows_keep_the_contract_and_decode_to_their_"
+              "text",)),
 )

@@ -411,4 +411,9 @@ ENTRIES = (
              "glmjax/logs.py", "    attach_file(local, run_log.copy)", "    attach_file(local)",
              ("tests/test_logs.py::test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_"
               "copy",)),
+    Mutation("the data layer imports a command module through a relative import",
+             "glmjax/data/masking.py", "import numpy as np\n",
+             "import numpy as np\n\nfrom .. import parallel  # noqa: F401\n",
+             ("tests/test_code_shape.py::test_the_model_and_data_layers_import_nothing_above_"
+              "them",)),
 )

@@ -91,4 +91,9 @@ ENTRIES = (
     Mutation("a prompt whose \"text\" is null or a number reaches the tokenizer (a traceback)",
              "glmjax/generate.py", "      if not isinstance(text, str):", "      if False:",
              (_P + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named",)),
+    Mutation("top_k draws its k tokens uniformly", "glmjax/decoding.py",
+             "    logits = jnp.where(logits < kth, -jnp.inf, logits)",
+             "    logits = jnp.where(logits < kth, -jnp.inf, 0.0)",
+             ("tests/test_prompts_and_sampling.py::test_temperature_divides_the_logits_and_top_k_"
+              "keeps_the_k_likeliest",)),
 )

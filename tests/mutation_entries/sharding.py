@@ -74,12 +74,12 @@ ENTRIES = (
     Mutation("a donated buffer counts twice in a program's peak", "glmjax/memory.py",
              "- memory.alias_size_in_bytes", "+ memory.alias_size_in_bytes",
              ("tests/test_aot.py::test_a_program_s_peak_counts_a_donated_buffer_once",)),
-    Mutation("every host builds held-out rows 0..n-1, not the rows its devices hold",
-             "glmjax/held_out.py",
-             "eval_pipeline.build_rows(index, host.rows), host)",
-             "eval_pipeline.build_rows(index, np.arange(len(host.rows))), host)",
-             ("tests/test_host_input.py::test_the_held_out_batches_of_a_host_are_the_rows_its_"
-              "devices_hold",)),
+    Mutation("every host builds rows 0..n-1, not the rows its devices hold", "glmjax/parallel.py",
+             "  return global_batch(pipeline.build_rows(index, layout.rows), layout)",
+             "  return global_batch(pipeline.build_rows(index, np.arange(len(layout.rows))), "
+             "layout)",
+             ("tests/test_host_input.py::test_the_training_and_held_out_batches_of_a_host_are_the_"
+              "rows_its_devices_hold",)),
     Mutation("held-out progress reports the index of the batch just summed, one short",
              "glmjax/held_out.py", "progress(index + 1)", "progress(index)",
              ("tests/test_host_input.py::test_held_out_progress_counts_the_batches_done_and_the_"
