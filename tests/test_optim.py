@@ -94,6 +94,22 @@ def test_adamw_divides_by_the_root_second_moment_plus_optim_eps():
   np.testing.assert_allclose(updates["dense"]["kernel"], -g / (np.abs(g) + eps), rtol=1e-4)
 
 
+def test_adamw_s_moments_follow_optim_b1_and_b2():
+  """Two steps of AdamW by hand, in numpy, with betas far from the shipped 0.9 / 0.95: the
+  second update depends on both, so a beta left at its default shows."""
+  b1, b2, eps = 0.5, 0.7, 1e-6
+  tx = optim.make_optimizer(_optim_config(b1=b1, b2=b2, eps=eps, weight_decay=0.0,
+                                          grad_clip=0.0))
+  params = {"dense": {"kernel": jnp.zeros(3)}}
+  steps = [np.array([1.0, -1.0, 0.5]), np.array([-0.5, 2.0, -1.0])]
+  state, m, v = tx.init(params), np.zeros(3), np.zeros(3)
+  for t, g in enumerate(steps, 1):
+    updates, state = tx.update({"dense": {"kernel": jnp.asarray(g, jnp.float32)}}, state, params)
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+    expected = -(m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(updates["dense"]["kernel"], expected, rtol=1e-5)
+
+
 def test_weight_decay_skips_layernorm_and_biases():
   # The leaf names of glmjax.model.GLM.
   params = {"word_embeddings": jnp.ones((4, 2)),

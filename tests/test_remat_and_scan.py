@@ -147,3 +147,17 @@ def test_remat_minimal_keeps_the_cudnn_row_split_s_outputs_without_tagging_the_c
   assert tagged.count("f32[2,256,2,32]") == 2, lines  # each call's output, [B, T, N, D]
   # Their merge is recomputed from them: "context" is not saved a third time.
   assert not any("named 'context'" in line for line in lines), lines
+
+
+def test_unscanned_layers_under_remat_full_recompute_their_forward_in_the_compiled_gradient():
+  """Without a scan, XLA would merge remat's recomputation with the forward it repeats (common
+  subexpressions) and keep every activation: remat would then save no memory. prevent_cse
+  keeps the recomputation, and the compiled gradient does more work than without remat."""
+  def gradient_flops(remat):
+    model, batch = _glm(_config(remat=remat, num_layers=4)), _batch()
+    params = _init_params(model, batch)
+    loss = lambda p: model.apply({"params": p}, *batch).sum()  # noqa: E731
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+    return float(compiled.cost_analysis()["flops"])
+  none, full = gradient_flops("none"), gradient_flops("full")
+  assert full > 1.1 * none, (none, full)  # the forward (a third of it) runs again

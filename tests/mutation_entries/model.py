@@ -151,4 +151,37 @@ ENTRIES = (
              'name="drop_attention")',
              ("tests/test_dropout_masks.py::test_each_layer_s_dropouts_keep_the_names_that_key_"
               "their_masks",)),
+    Mutation("model.layernorm_eps is ignored", "glmjax/model/glm.py",
+             "rstd = jax.lax.rsqrt(variance + cfg.layernorm_eps)",
+             "rstd = jax.lax.rsqrt(variance + 1e-5)",
+             ("tests/test_model.py::test_flax_forward_equals_numpy_forward",)),
+    Mutation("the word embeddings ignore model.init_std", "glmjax/model/glm.py",
+             'word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std),',
+             'word_embeddings = _param(self, "word_embeddings", _normal(0.02),',
+             ("tests/test_model.py::test_initial_weights_have_glm_s_scaled_stds",)),
+    Mutation("a bfloat16 LayerNorm takes its statistics in bfloat16", "glmjax/model/glm.py",
+             "    x32 = x.astype(jnp.float32)\n    mean", "    x32 = x\n    mean",
+             ("tests/test_model.py::test_a_bfloat16_layernorm_computes_in_float32_and_rounds_"
+              "once",)),
+    Mutation("a bfloat16 LayerNorm applies its scale and bias in bfloat16", "glmjax/model/glm.py",
+             "    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32))"
+             ".astype(cfg.compute_dtype)",
+             "    return y.astype(cfg.compute_dtype) * scale.astype(cfg.compute_dtype) + "
+             "bias.astype(cfg.compute_dtype)",
+             ("tests/test_model.py::test_a_bfloat16_layernorm_computes_in_float32_and_rounds_"
+              "once",)),
+    Mutation("the xla kernel rounds its scores to bfloat16", "glmjax/model/dense.py",
+             'logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)',
+             'logits = jnp.einsum("bqnd,bknd->bnqk", q, k)',
+             ("tests/test_dense_attention.py::test_bfloat16_dense_attention_scores_in_float32",)),
+    Mutation("AdamW ignores optim.b1", "glmjax/optim.py",
+             "learning_rate=1.0, b1=optim_config.b1,", "learning_rate=1.0, b1=0.9,",
+             ("tests/test_optim.py::test_adamw_s_moments_follow_optim_b1_and_b2",)),
+    Mutation("AdamW ignores optim.b2", "glmjax/optim.py",
+             "b2=optim_config.b2, eps=", "b2=0.95, eps=",
+             ("tests/test_optim.py::test_adamw_s_moments_follow_optim_b1_and_b2",)),
+    Mutation("unscanned layers let XLA merge remat's recomputation away", "glmjax/model/glm.py",
+             "prevent_cse=not cfg.scan_layers)", "prevent_cse=False)",
+             ("tests/test_remat_and_scan.py::test_unscanned_layers_under_remat_full_recompute_"
+              "their_forward_in_the_compiled_gradient",)),
 )
