@@ -59,6 +59,12 @@ def test_keeps_last_k_and_skips_a_damaged_newest_checkpoint(tmp_path, mesh):
   assert restored.step == 3
   np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
                                 states.state(4.0).params["dense"]["kernel"])
+  # The run's end saves its last step with force: the replaced step is good now, so it stays.
+  assert not fresh.save(3, states.state(4.0), states.metadata(state), force=True)
+  fresh.wait()
+  assert [os.listdir(path) for path in tmp_path.parent.glob(f"{tmp_path.name}.damaged-*")] == [
+      ["3"]]
+  assert fresh.steps() == [2, 3]
   fresh.close()
 
 

@@ -67,6 +67,17 @@ def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silentl
   assert fresh.steps() == [1]
 
 
+def test_start_over_on_a_workdir_without_checkpoints_moves_nothing_aside(tmp_path, mesh):
+  """A first run with checkpoint.start_over set (a launcher that always passes it) has nothing
+  to keep aside: no empty `.damaged-` folder appears beside its checkpoints."""
+  state = states.state()
+  fresh = checkpoint.Checkpointer(str(tmp_path / "run"), every=1, keep=2)
+  assert fresh.restore_latest(states.abstract(state, mesh), states.metadata(state)["param_layout"],
+                              start_over=True) is None
+  fresh.close()
+  assert [path.name for path in tmp_path.iterdir()] == ["run"]
+
+
 def test_the_checksum_does_not_depend_on_the_sharding_and_sees_one_changed_element(mesh):
   state = states.state()
   moved = jax.device_put(state, jax.tree.map(lambda x: x.sharding, states.abstract(state, mesh)))

@@ -168,6 +168,17 @@ def test_a_held_out_share_over_a_half_still_leaves_every_other_document_to_train
     assert np.array_equal(np.sort(np.concatenate([train, held_out])), np.arange(10))
 
 
+def test_one_document_of_each_block_of_round_one_over_the_fraction_is_held_out():
+  """0.15 gives blocks of round(6.67) = 7 documents (int() would give 6): 1000 documents make
+  142 whole blocks and a last one of 6, so 143 held out, one in each block, the last included."""
+  train, held_out = sources.split_documents(1000, 0.15)
+  assert len(held_out) == 143 and len(train) == 857
+  assert np.array_equal(np.unique(held_out // 7), np.arange(143))
+  assert held_out[-1] >= 994  # the short last block's pick lies inside it
+  # 25 documents in blocks of 7: the last block holds 4 (21..24), and its pick is one of them.
+  assert [int(i) for i in sources.split_documents(25, 1 / 7)[1] // 7] == [0, 1, 2, 3]
+
+
 def test_a_held_out_share_of_one_or_a_one_document_corpus_is_refused():
   with pytest.raises(ValueError, match=r"data.eval_fraction=1.0: expected a fraction in \[0, 1\)"):
     sources.split_documents(10, 1.0)

@@ -94,11 +94,14 @@ def test_a_log_line_s_throughput_is_that_of_the_steps_since_the_previous_log_lin
 
 def test_only_consecutive_non_finite_steps_stop_the_run():
   config = _local_config(steps=20, log_every=1, max_nonfinite_steps=2)
-  reporter = loop.StepReporter(config, _ScalarWriter(), start=0, checkpoint_dir="unused")
+  writer = _ScalarWriter()
+  reporter = loop.StepReporter(config, writer, start=0, checkpoint_dir="unused")
   # Non-finite steps with a good one between them: never two in a row.
   for done, bad in enumerate((True, False, True, False, True, False, True), start=1):
     reporter.push(done, _step_metrics(nonfinite=bad))
   reporter.flush()
+  # Each skipped step is recorded at its own step, not at the one before it.
+  assert [step for step, scalars in writer.records if scalars.get("nonfinite")] == [1, 3, 5, 7]
   reporter.push(8, _step_metrics(nonfinite=True))  # steps 7 and 8: two in a row
   with pytest.raises(loop.NonFiniteError, match="2 consecutive steps"):
     reporter.flush()

@@ -95,3 +95,28 @@ def test_each_metrics_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()  # the writer is still open
     assert [json.loads(line)["step"] for line in lines] == list(range(1, step + 1))
   writer.close()
+
+
+def _tensorboard_scalars(folder) -> list[tuple[int, str, float]]:
+  """(step, tag, value) of every scalar in a folder's event files (TFRecord frames: a length,
+  its CRC, the Event proto, its CRC), read without TensorBoard."""
+  import struct  # pylint: disable=import-outside-toplevel
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  found = []
+  for path in sorted(folder.glob("events.out.tfevents.*")):
+    data, at = path.read_bytes(), 0
+    while at < len(data):
+      (length,) = struct.unpack("<Q", data[at:at + 8])
+      event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+      at += 12 + length + 4
+      found += [(event.step, value.tag, value.simple_value) for value in event.summary.value]
+  return found
+
+
+def test_tensorboard_gets_each_scalar_at_its_step(tmp_path):
+  writer = metrics.MetricsWriter(str(tmp_path))
+  for step in (10, 20, 30):
+    writer.write(step, {"loss": step / 10, "grad_norm": float("nan")}, prefix="train/")
+  writer.close()
+  assert _tensorboard_scalars(tmp_path / "tensorboard") == [  # non-finite values left out
+      (10, "train/loss", 1.0), (20, "train/loss", 2.0), (30, "train/loss", 3.0)]

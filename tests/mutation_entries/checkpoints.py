@@ -236,4 +236,11 @@ ENTRIES = (
              'specials = dict(current["specials"])',
              (_SAME + "test_checkpoints_from_before_the_tokenizer_record_pass_and_added_special_"
               "roles_do_not_count",)),
+    Mutation("a damaged step saved again stays marked damaged", "glmjax/checkpoint.py",
+             "    self._damaged.difference_update(steps)\n", "",
+             ("tests/test_checkpoint.py::test_keeps_last_k_and_skips_a_damaged_newest_checkpoint",)),
+    Mutation("start_over on a workdir without checkpoints leaves an empty folder aside",
+             "glmjax/checkpoint.py", "    if self.steps() and start_over:", "    if start_over:",
+             ("tests/test_checkpoint_damage.py::test_start_over_on_a_workdir_without_checkpoints_"
+              "moves_nothing_aside",)),
 )

@@ -174,4 +174,13 @@ ENTRIES = (
              '    split = "," in entry\n',
              ("tests/test_sources.py::test_a_file_that_several_globs_match_is_read_once_in_the_"
               "place_of_its_first_glob",)),
+    Mutation("held-out blocks are int(1 / fraction) documents, not round()",
+             "glmjax/data/sources.py", "block = min(max(2, round(1 / eval_fraction)), num_docs)",
+             "block = min(max(2, int(1 / eval_fraction)), num_docs)",
+             ("tests/test_data_inputs.py::test_one_document_of_each_block_of_round_one_over_the_"
+              "fraction_is_held_out",)),
+    Mutation("the expected [gMASK] Part B share agrees with the rows only at 0.5",
+             "glmjax/data/pipeline.py", "document = (1.0 + data.gen_min_ratio) / 2.0",
+             "document = 1.0 - data.gen_min_ratio / 2.0",
+             ("tests/test_flops.py::test_the_expected_part_b_share_matches_built_rows",)),
 )

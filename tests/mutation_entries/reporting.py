@@ -189,4 +189,11 @@ ENTRIES = (
              '    if "RESOURCE_EXHAUSTED: Out of memory" not in str(error):',
              "    if True:",
              (_BENCH + "test_a_config_too_big_for_the_device_is_one_line_saying_what_to_change",)),
+    Mutation("TensorBoard gets every scalar at step 0", "glmjax/metrics.py",
+             "self._tensorboard.add_scalar(key, value, step)", "self._tensorboard.add_scalar(key, value)",
+             ("tests/test_metrics.py::test_tensorboard_gets_each_scalar_at_its_step",)),
+    Mutation("a skipped step is recorded at the step before it", "glmjax/loop.py",
+             'self.writer.write(step_done, {"nonfinite": 1.0,',
+             'self.writer.write(step_done - 1, {"nonfinite": 1.0,',
+             ("tests/test_loop.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
 )
