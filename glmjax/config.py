@@ -79,17 +79,13 @@ def data_defaults() -> ml_collections.ConfigDict:
       shuffle_spans=True,          # Part B holds the spans in random order (GLM); False: in order
       gen_min_ratio=0.5,           # [gMASK]: the generated part is at least this share of the text
       gen_suffix_prob=0.5,         # [gMASK]: P(suffix layout) vs one random span
-      sentence_windows=False,      # windows start after a sentence end, end at one (the original's
-                                   # BlockDataset cuts; rows cut short are padded)
-      original_sentences=False,    # [sMASK]: a row's unterminated tail is a sentence, and one after
-                                   # an eos starts at the [CLS], as the original (default: neither)
-      short_seq_prob=0.0,          # P(a row holds one short text, U{32..T} tokens, padded to T)
-                                   # (GLM-10B stage 1: 0.02, stage 2: 0.5)
+      sentence_windows=False,      # windows start after a sentence end and end at one (original)
+      original_sentences=False,    # [sMASK]: a row's unended tail is a sentence too (original)
+      short_seq_prob=0.0,          # P(a row is one short text of U{32..T} tokens) (GLM-10B: 0.02)
       single_span_prob=0.0,        # P(a row is [MASK] with exactly one span) (GLM-10B st. 2: 0.05)
       block_mask_prob=0.0,         # [MASK] rows: P(a Part B span input -> [dBLOCK]) (GLM-10B: 0.1)
       context_mask_ratio=0.0,      # [MASK] rows: text share -> [dBLOCK] near span edges (Part A)
-      draw_per_batch=False,        # objective, single span and [gMASK] length drawn once per step
-                                   # for all rows, as the original; False: per row (steadier)
+      draw_per_batch=False,        # one objective and length draw a step (original); False: a row
       # Source (data/sources.py).
       source="",                   # files | tfds | prepared | builtin (toy corpus); '' = not set
       tokenizer="byte",            # byte | sentencepiece | hf | wordpiece (BERT) | bpe (GPT-2)
@@ -144,11 +140,9 @@ def train_defaults() -> ml_collections.ConfigDict:
       profile_steps=5,             # length of that trace window, in steps
       distributed_timeout_s=1800,  # how long hosts wait for each other to join the job
       allow_config_change=False,   # resume even if seed/model/data/optim/dropout_rng changed
-      compilation_cache_dir="",    # compiled programs kept between runs: '' = WORKDIR/xla_cache,
-                                   # 'none' = off (JAX_COMPILATION_CACHE_DIR, if set, wins)
+      compilation_cache_dir="",    # compiled programs' cache: '' = WORKDIR/xla_cache, 'none' = off
       loss_chunk=loss.DEFAULT_CHUNK,  # Part B positions per iteration of the loss
       dropout_rng="threefry2x32",  # dropout masks' generator: threefry2x32 | rbg | unsafe_rbg
-                                   # (rbg: fewer ops on TPU/GPU; each is the same after a restart)
   ))
 
 
@@ -157,11 +151,9 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       every=2000,                  # steps between checkpoints (the last step is always saved)
       keep=3,                      # newest checkpoints kept; older ones are deleted
       async_save=True,             # write in the background while training goes on
-      device_snapshot=False,       # copy the state on the devices, send the copy to the host
-                                   # over the next steps (device memory for a second state)
+      device_snapshot=False,       # save a device copy of the state, sent over the next steps
       snapshot_parts=1,            # that copy goes in this many parts, one after each step
-      init_from="",                # a run's workdir: start from its newest parameters (fresh
-                                   # optimizer, step 0) when this workdir has no checkpoint
+      init_from="",                # a workdir whose params start this run if it has no checkpoint
       start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0
   ))
 

@@ -101,6 +101,9 @@ def test_every_config_field_has_a_one_line_comment():
               if (match := re.match(r"\s+(\w+)=", line))]
     assert {name for name, _ in fields} == set(getattr(config_lib, f"{section}_defaults")())
     missing += [f"{section}.{name}" for name, line in fields if "  # " not in line]
+    # A comment that runs on under its field (indented past the field names) is not one line.
+    missing += [f"{section}: {line.strip()}" for line in source.splitlines()
+                if re.match(r"\s{8,}#", line)]
   seed_line = inspect.getsource(config_lib.default_config).split("config.seed =")[1].splitlines()[0]
   missing += [] if "  # " in seed_line else ["seed"]
   assert not missing, missing

@@ -255,6 +255,32 @@ def test_training_takes_sep_and_decoding_takes_a_cache_mask_and_neither_takes_th
   assert variables["cache"]["layers_0"]["attention"]["keys"].shape == (BATCH, SEQ, 4, 8)
 
 
+@pytest.mark.parametrize("encoding", ["learned_2d", "rope_2d"])
+def test_decoding_part_a_once_then_one_token_a_call_gives_the_forward_s_logits(encoding):
+  """Generation's cache path, token by token, against the training forward (float32): a cache
+  that stores its keys or values rounded, or at the wrong slot, moves the logits."""
+  config = _config(position_encoding=encoding, scan_layers=True)
+  tokens, position_ids, block_ids, _ = _batch()
+  part_a = 6
+  sep = np.full((BATCH,), part_a, np.int32)
+  params = _init_params(_glm(config), _batch())
+  expected = _forward(_glm(config))(params, tokens, position_ids, block_ids, sep)
+  decoder = model_lib.GLM(model_lib.ModelConfig.from_config(config), decode=True)
+  visible = np.arange(SEQ)[None, :] < part_a + np.zeros((BATCH, 1), np.int32)
+  _, variables = decoder.apply(
+      {"params": params}, tokens[:, :part_a], position_ids[:, :part_a], block_ids[:, :part_a],
+      cache_mask=attention_lib.CacheMask(jnp.asarray(visible), jnp.int32(0)), mutable=["cache"])
+  one_token = jax.jit(lambda variables, visible, slot, *inputs: decoder.apply(
+      {"params": params, **variables}, *inputs,
+      cache_mask=attention_lib.CacheMask(visible, slot), mutable=["cache"]))
+  for slot in range(part_a, SEQ):
+    visible[:, slot] = True
+    logits, variables = one_token(variables, jnp.asarray(visible), jnp.int32(slot),
+                                  *(x[:, slot:slot + 1] for x in (tokens, position_ids, block_ids)))
+    np.testing.assert_allclose(logits[:, 0], expected[:, slot], rtol=1e-5, atol=1e-5,
+                               err_msg=f"slot {slot}")
+
+
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   batch = _batch()
   params = _init_params(_glm(_config()), batch)

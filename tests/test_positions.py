@@ -57,6 +57,16 @@ def test_learned_2d_adds_both_tables():
   np.testing.assert_allclose(got[0, 2], table[3] + block_table[2], atol=1e-7)
 
 
+def test_a_learned_position_past_the_table_gives_nan_not_the_last_row():
+  # The original's torch lookup raises there; a clamped lookup would silently reuse row P, so
+  # an out-of-range id must poison the output (the step's non-finite guard then stops the run).
+  table, block_table = _random((9, 4), 4), _random((9, 4), 5)
+  pos, block = jnp.array([[8, 9, 2]]), jnp.array([[1, 1, 12]])
+  got = jax.jit(positions.learned_2d_embeddings)(table, block_table, pos, block)
+  np.testing.assert_allclose(got[0, 0], table[8] + block_table[1], atol=1e-7)
+  assert np.isnan(np.asarray(got[0, 1:])).all()
+
+
 def test_glm_mask_matches_definition():
   seq_len = 9
   sep = jnp.array([0, 1, 4, 9])

@@ -184,4 +184,21 @@ ENTRIES = (
              "prevent_cse=not cfg.scan_layers)", "prevent_cse=False)",
              ("tests/test_remat_and_scan.py::test_unscanned_layers_under_remat_full_recompute_"
               "their_forward_in_the_compiled_gradient",)),
+    Mutation("a learned position past the table reads the last row (a clamped lookup)",
+             "glmjax/model/positions.py",
+             "+ jnp.take(block_table, block_position_ids, axis=0))",
+             "+ block_table[block_position_ids])",
+             ("tests/test_positions.py::test_a_learned_position_past_the_table_gives_nan_not_"
+              "the_last_row",)),
+    Mutation("the decode cache keeps its keys rounded to bfloat16", "glmjax/model/glm.py",
+             "jax.lax.dynamic_update_slice(keys.value, k, start)",
+             "jax.lax.dynamic_update_slice(keys.value, k.astype(jnp.bfloat16).astype(k.dtype), "
+             "start)",
+             ("tests/test_model.py::test_decoding_part_a_once_then_one_token_a_call_gives_the_"
+              "forward_s_logits",)),
+    Mutation("the decode cache writes its values one slot late", "glmjax/model/glm.py",
+             "jax.lax.dynamic_update_slice(values.value, v, start)",
+             "jax.lax.dynamic_update_slice(values.value, v, (0, mask.slot + 1, 0, 0))",
+             ("tests/test_model.py::test_decoding_part_a_once_then_one_token_a_call_gives_the_"
+              "forward_s_logits",)),
 )
