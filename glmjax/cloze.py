@@ -98,17 +98,20 @@ def bucket_multiple(model_config) -> int:
 
 
 def row_limit(model_config, seq_len: int) -> int:
-  """The longest row: the position table's size for learned positions; rotary positions have no
-  table, so the longer of max_position and the training length."""
+  """The most tokens of a row's text: the position table's size for learned positions; rotary
+  positions have no table, so the longer of max_position and the training length. Whole kernel
+  blocks where that holds one; a table shorter than a block stays the limit (never past it)."""
   limit = int(model_config.max_position)
   if model_config.position_encoding != "learned_2d":
     limit = max(limit, int(seq_len))
   multiple = bucket_multiple(model_config)
-  return limit if multiple == BUCKET else max(multiple, limit // multiple * multiple)
+  return limit if multiple == BUCKET or limit < multiple else limit // multiple * multiple
 
 
 def bucket_length(length: int, limit: int, multiple: int = BUCKET) -> int:
-  return min(multiple * math.ceil(length / multiple), limit)
+  """A row's padded length: whole buckets, at most `limit` (or one bucket, when `limit` is
+  shorter: the padding sits at position 0, inside any table)."""
+  return min(multiple * math.ceil(length / multiple), max(limit, multiple))
 
 
 def encode(examples, tokenizer, limit: int, path: str):

@@ -177,15 +177,18 @@ def test_splash_tiles_a_sequence_with_the_largest_of_its_blocks_that_divides_it(
     splash.block_size(200)
 
 
-def test_tokamax_s_xla_path_gives_bfloat16_outputs_and_gradients_within_bfloat16_rounding():
-  # The start-up check's default dtype, and training's: the backward recomputes in float32 and
-  # returns gradients in the inputs' dtype.
-  q, k, v, cotangent, sep = _inputs(SMALL_T, SMALL_SEPS)
+@pytest.mark.parametrize("implementation", ["xla", "tokamax", "splash", "splash_dynamic"])
+def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_within_bfloat16_rounding(
+    implementation):
+  # The start-up check's default dtype, and training's: the kernels compute in float32 where
+  # they must and return the inputs' dtype (a float32 output would double the traffic).
+  seq_len, seps = (SPLASH_T, SPLASH_SEPS) if "splash" in implementation else (SMALL_T, SMALL_SEPS)
+  q, k, v, cotangent, sep = _inputs(seq_len, seps)
   expected = _outputs_and_grads(lambda q, k, v: _reference(q, k, v, np.asarray(sep)),
                                 q, k, v, cotangent)
   bf16 = lambda x: x.astype(jnp.bfloat16)
   got = _outputs_and_grads(
-      lambda q, k, v: attention.glm_attention(q, k, v, sep, implementation="tokamax"),
+      lambda q, k, v: attention.glm_attention(q, k, v, sep, implementation=implementation),
       bf16(q), bf16(k), bf16(v), bf16(cotangent))
   for name, a, b in zip(("out", "dq", "dk", "dv"), got, expected):
     assert a.dtype == jnp.bfloat16, name

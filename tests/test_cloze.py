@@ -223,6 +223,10 @@ def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
   assert [cloze_lib.bucket_length(n, 300) for n in (5, 64, 65, 290)] == [64, 64, 128, 300]
   splash = model_lib.ModelConfig(max_position=300, attention="splash")  # blocks of 128
   assert cloze_lib.row_limit(splash, 256) == 256 and cloze_lib.bucket_multiple(splash) == 128
+  # A table shorter than one block: the text stays inside it, the padding fills the block.
+  short = model_lib.ModelConfig(max_position=100, attention="splash")
+  assert cloze_lib.row_limit(short, 256) == 100
+  assert cloze_lib.bucket_length(100, 100, 128) == 128
   rotary = model_lib.ModelConfig(max_position=100, position_encoding="rope", attention="xla")
   assert cloze_lib.row_limit(rotary, 256) == 256  # no table: the training length
   longer = model_lib.ModelConfig(max_position=300, position_encoding="rope", attention="xla")
@@ -287,15 +291,15 @@ def _score_uniform(attention, rows, **kwargs):
 
 
 def test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_multiple_of_128():
-  # Rows of 4 + 10 + 2 and 4 + 100 + 2 tokens: buckets of 64 and 128 for the dense kernel;
-  # splash tiles rows in blocks of 128, so both of its rows are 128 long.
-  rows = [(np.full(10, 120, np.int32), np.array([32, 120], np.int32)),
-          (np.full(100, 120, np.int32), np.array([32, 120], np.int32))]
+  # Rows of 4 + 10 + 2, 4 + 59 + 2 (one past 64) and 4 + 100 + 2 tokens: buckets of 64, 128
+  # and 128 for the dense kernel; splash tiles rows in blocks of 128, so all are 128 long.
+  rows = [(np.full(context, 120, np.int32), np.array([32, 120], np.int32))
+          for context in (10, 59, 100)]
   for attention, lengths in (("xla", {64, 128}), ("splash", {128})):
     seen, log_likelihood, _ = _score_uniform(attention, rows, batch_size=8)
     assert seen == lengths, attention
     # Every id equally likely: each answer token scores -log V.
-    np.testing.assert_allclose(log_likelihood, [-2 * np.log(S.eop + 1)] * 2, rtol=1e-5)
+    np.testing.assert_allclose(log_likelihood, [-2 * np.log(S.eop + 1)] * 3, rtol=1e-5)
 
 
 def test_cloze_progress_reports_the_texts_sent_so_far_and_only_after_every_s():

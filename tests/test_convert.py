@@ -187,6 +187,9 @@ def test_a_megatron_file_with_training_args_and_rng_states(weights, tmp_path):
   model_config, params = convert.load_pretrained(str(tmp_path), allow_pickle=True)
   assert (model_config.num_heads, model_config.hidden_dropout,
           model_config.attention_dropout) == (HEADS, 0.05, 0.0)  # from the args, not H / 64
+  # --num_heads wins over the args, as it does over a config.json.
+  assert convert.load_pretrained(str(tmp_path), allow_pickle=True,
+                                 num_heads=2 * HEADS)[0].num_heads == 2 * HEADS
   np.testing.assert_allclose(_our_logits(model_config, params),
                              _original_logits(weights, "tanh"), atol=1e-3, rtol=0)
 

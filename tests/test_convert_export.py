@@ -38,6 +38,20 @@ def test_dropout_rates_come_from_config_json_and_go_back_into_the_exported_one(w
       embedding_dropout_prob=0.05, output_dropout_prob=0.05, attention_dropout_prob=0.2)
 
 
+def test_zero_dropout_in_a_bin_folder_s_config_json_imports_as_zero_and_exports_no_bin(
+    weights, tmp_path):
+  hf = og.hf_config(V, H, L, HEADS, MSL)
+  hf.update(embedding_dropout_prob=0.0, output_dropout_prob=0.0, attention_dropout_prob=0.0)
+  og.save_hf(str(tmp_path / "hf"), weights, hf, prefix=False, fmt="bin")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  model = pretrained.read_config(str(tmp_path / "run")).model
+  assert (model.hidden_dropout, model.attention_dropout) == (0.0, 0.0)  # not the 0.1 defaults
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  # The exported weights are model.safetensors alone: the imported .bin would be stale beside it.
+  assert not [name for name in os.listdir(tmp_path / "out") if name.endswith((".bin", ".pt"))]
+  assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def test_a_sharded_import_exports_one_file_that_the_safetensors_library_and_glmjax_read(
     weights, tmp_path):
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
@@ -147,7 +161,7 @@ def _scratch_run(weights, tmp_path, **data):
   return config
 
 
-@pytest.mark.parametrize("kind", ["byte", "wordpiece"])
+@pytest.mark.parametrize("kind", ["byte", "wordpiece", "bpe"])
 def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_import(
     weights, tmp_path, kind):
   data = dict(tokenizer="byte", tokenizer_path="", tokenizer_vocab="")
@@ -155,6 +169,10 @@ def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_
     (tmp_path / "vocab.txt").write_text("[UNK]\na\nb\n##a\n##b\n", encoding="utf-8")
     data = dict(tokenizer="wordpiece", tokenizer_path=str(tmp_path / "vocab.txt"),
                 tokenizer_vocab="")
+  if kind == "bpe":  # two files: the vocabulary (the path) and its merges
+    from test_released_tokenizers import write_gpt2_files  # pylint: disable=import-outside-toplevel
+    _, vocab_path = write_gpt2_files(str(tmp_path / "gpt2"))
+    data = dict(tokenizer="bpe", tokenizer_path=vocab_path, tokenizer_vocab="")
   config = _scratch_run(weights, tmp_path, **data)
   trained_with = tokenizers.tokenizer_info(tokenizers.load_tokenizer(config.data))
   convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))
@@ -170,6 +188,11 @@ def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_
   if kind == "wordpiece":  # the file travels with the workdir, which can move
     assert (tmp_path / "again" / "tokenizer" / "vocab.txt").read_text() == (
         tmp_path / "vocab.txt").read_text()
+    # Named by its weights file, the export is the same import: its record is in that folder.
+    convert.import_checkpoint(str(tmp_path / "out" / "model.safetensors"),
+                              str(tmp_path / "by_file"))
+    assert tokenizers.tokenizer_info(pretrained.load_tokenizer(
+        pretrained.load(str(tmp_path / "by_file")))) == trained_with
 
 
 def test_a_workdir_without_a_tokenizer_exports_no_record_and_imports_as_unknown(weights,

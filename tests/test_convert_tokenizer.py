@@ -121,17 +121,23 @@ def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_comma
   assert inputs.model_config.vocab_size == 384
 
 
-def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weights, tmp_path):
+@pytest.mark.parametrize("given", ["hf", "hf/model.safetensors"])
+def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weights, tmp_path,
+                                                                           given):
+  # --from may name the folder or its weights file: the same import either way.
   from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
   write_bert_vocab(str(tmp_path / "hf"))  # the hub folders hold their tokenizer's files
-  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  convert.import_checkpoint(str(tmp_path / given), str(tmp_path / "run"))
   assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
-  data = pretrained.read_config(str(tmp_path / "run")).data
-  assert (data.tokenizer, data.tokenizer_vocab) == ("wordpiece", "bert")
-  assert data.tokenizer_path != pretrained.NO_TOKENIZER
+  config = pretrained.read_config(str(tmp_path / "run"))
+  assert (config.data.tokenizer, config.data.tokenizer_vocab) == ("wordpiece", "bert")
+  assert config.data.tokenizer_path != pretrained.NO_TOKENIZER
   assert sources.saved_tokenizer(tmp_path / "run")["name"].startswith("wordpiece")
+  # The float32 source sets the stored parameters, not the compute dtype training continues in.
+  assert config.model.dtype == config_lib.model_defaults().dtype == "bfloat16"
+  assert pretrained.load(str(tmp_path / "run")).step == 0
 
 
 def test_an_import_given_a_tokenizer_path_that_holds_none_is_refused_before_it_writes_anything(

@@ -252,6 +252,29 @@ def test_a_default_report_path_taken_between_its_check_and_its_write_is_not_over
   assert taken.read_text(encoding="utf-8") == "again\n"
 
 
+def test_a_bucket_workdir_s_report_is_written_through_its_file_system(monkeypatch):
+  """gs:// has no create-if-absent through open(): the report goes through epath, after the
+  earlier reports of the step (step_7.json is there) are stepped over."""
+  files = {"gs://b/run/eval/step_7.json": "earlier\n"}
+
+  class BucketPath:  # the part of epath.Path the report uses
+    def __init__(self, path):
+      self.path = str(path)
+
+    parent = property(lambda self: BucketPath(self.path.rsplit("/", 1)[0]))
+    exists = lambda self: self.path in files  # noqa: E731
+    mkdir = lambda self, **_: None  # noqa: E731
+
+    def write_text(self, text, encoding):
+      assert encoding == "utf-8"
+      files[self.path] = text
+
+  monkeypatch.setattr(evaluate.epath, "Path", BucketPath)
+  assert evaluate.write_report("mine\n", None, "gs://b/run", 7) == "gs://b/run/eval/step_7.2.json"
+  assert files == {"gs://b/run/eval/step_7.json": "earlier\n",
+                   "gs://b/run/eval/step_7.2.json": "mine\n"}
+
+
 def test_a_run_trained_in_micro_batches_is_evaluated_in_them_when_the_batch_splits_so(
     trained, tmp_path, monkeypatch):
   """The same peak memory as training: grad_accum_steps=2 over 8 devices splits a batch of 16

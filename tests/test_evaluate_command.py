@@ -1,5 +1,6 @@
 """python -m glmjax.evaluate as a command: its flags, how it joins a multi-host job, its console
 report and its one-line errors (the report's figures: test_evaluate.py)."""
+import functools
 import logging
 import re
 import types
@@ -7,6 +8,7 @@ import types
 import jax
 import pytest
 from absl import app
+from absl import flags as absl_flags
 
 from glmjax import config as config_lib
 from glmjax import evaluate, logs, parallel
@@ -23,6 +25,20 @@ def test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words(m
   with pytest.raises(app.UsageError, match="Unexpected arguments: extra"):
     evaluate.main(["evaluate", "extra"])
   assert len(calls) == 1
+
+
+def test_flags_left_out_leave_the_run_s_own_settings(monkeypatch):
+  """Every flag but --workdir defaults to None, which `run` reads as "the run's": --batches
+  left out must not skip the held-out report (0 would)."""
+  calls, values = [], absl_flags.FlagValues()
+  monkeypatch.setattr(evaluate, "run", lambda workdir, **kw: calls.append((workdir, kw)))
+  monkeypatch.setattr(evaluate, "flags", types.SimpleNamespace(FLAGS=values, **{
+      name: functools.partial(getattr(absl_flags, name), flag_values=values)
+      for name in ("DEFINE_string", "DEFINE_integer")}))
+  evaluate.define_flags()
+  evaluate.main(values(["evaluate", "--workdir=/w"]))
+  assert calls == [("/w", dict(cloze=None, batches=None, batch_size=None, data_source=None,
+                               out=None))]
 
 
 @pytest.fixture
@@ -63,6 +79,13 @@ def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_pat
   with pytest.raises(SystemExit):
     evaluate.run(str(tmp_path))  # no checkpoint yet: a one-line error after the join
   assert order == [("console", 0), ("join", 77), ("console", 0)]
+  # A torn config.json: the default wait, and the one-line error after the join, not a traceback.
+  (tmp_path / "config.json").write_text('{"train": {')
+  order.clear()
+  with pytest.raises(SystemExit):
+    evaluate.run(str(tmp_path))
+  assert order == [("console", 0), ("join", config_lib.train_defaults().distributed_timeout_s),
+                   ("console", 0)]
 
 
 def test_only_process_0_prints_the_report_of_a_multi_host_evaluation(tmp_path, monkeypatch,

@@ -108,6 +108,31 @@ def test_prompts_that_fill_their_whole_bucket_decode_like_the_forward(random_run
     assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=5), text
 
 
+def test_blanks_that_never_end_by_themselves_each_get_max_tokens(random_run):
+  # [eop] and eos never drawn: every blank runs to --max_tokens, the last one included.
+  loaded, tokenizer = random_run
+  only_letters = np.zeros(loaded.model_config.vocab_size, bool)
+  only_letters[np.asarray(tokenizer.encode("ab"))] = True
+  with mock.patch.object(generate, "allowed_ids", lambda *_: only_letters):
+    [result] = generate.generate(loaded, tokenizer, ["w [MASK] x [MASK] y [MASK] z [MASK]"],
+                                 sampling=decoding.Sampling(max_blank_tokens=3))
+  assert [len(tokenizer.encode(blank)) for blank in result["blanks"]] == [3, 3, 3, 3]
+  assert set("".join(result["blanks"])) <= {"a", "b"}
+
+
+def test_each_token_of_each_blank_is_drawn_with_its_own_key(random_run):
+  # Zero parameters: every step's distribution is the same, so only the keys tell blanks apart.
+  loaded, tokenizer = random_run
+  uniform = dataclasses.replace(loaded, params=jax.tree.map(jnp.zeros_like, loaded.params))
+  only_letters = np.zeros(loaded.model_config.vocab_size, bool)
+  only_letters[np.asarray(tokenizer.encode("ab"))] = True
+  with mock.patch.object(generate, "allowed_ids", lambda *_: only_letters):
+    [result] = generate.generate(uniform, tokenizer, ["a [MASK] b [MASK]"], seed=3,
+                                 sampling=decoding.Sampling(temperature=1.0, max_blank_tokens=12))
+  first, second = result["blanks"]
+  assert len(first) == len(second) == 12 and first != second
+
+
 @pytest.fixture(scope="module")
 def small_table_run(tmp_path_factory):
   """A workdir whose position table has rows 0..24: fewer than a prompt bucket's 64 slots."""
@@ -387,6 +412,21 @@ def test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_out
   assert written == expected
   # A line per prompt, compared whole: a random model's blank may hold a line break.
   assert capsys.readouterr().out == "".join(r["filled"] + "\n" for r in expected)
+
+
+def test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_generate(
+    capsys):
+  calls = []
+  fake_generate = lambda loaded, tokenizer, texts, **kwargs: calls.append(kwargs) or [  # noqa
+      {"filled": text} for text in texts]
+  with mock.patch.object(generate, "generate", fake_generate), \
+      mock.patch.object(pretrained, "load", lambda workdir, attention: workdir), \
+      mock.patch.object(pretrained, "load_tokenizer", lambda loaded: None):
+    _generate_command("--workdir=run", "--text=a [MASK]", "--temperature=1.5", "--top_k=3",
+                      "--top_p=0.5", "--max_tokens=7", "--seed=7", "--batch_size=4")
+  assert calls == [dict(sampling=decoding.Sampling(temperature=1.5, top_k=3, top_p=0.5,
+                                                   max_blank_tokens=7), seed=7, batch_size=4)]
+  assert capsys.readouterr().out == "a [MASK]\n"
 
 
 @pytest.mark.parametrize("args", [["--workdir=run"], ["--text=a [MASK]"],

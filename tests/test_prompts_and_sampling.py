@@ -22,6 +22,8 @@ def test_part_a_is_cls_the_text_with_blank_ids_and_eos():
                                     ord("c"), s.gmask]
   assert prompt.positions == [4, 7]
   assert generate.encode_prompt("[MASK] x.", tokenizer).part_a.tolist()[-1] == s.eos
+  # Only whitespace after the last blank: the text still ends in it (no eos).
+  assert generate.encode_prompt("ab [MASK] ", tokenizer).part_a.tolist()[-2:] == [s.mask, ord(" ")]
   assert prompt.blanks == ["MASK", "gMASK"]
   assert generate.fill_text(prompt, ["xy", "z"]) == "ab xy cz"
   with pytest.raises(ValueError, match="no blank in 'no blank here'"):
@@ -79,6 +81,16 @@ def test_top_p_samples_from_the_smallest_set_of_likeliest_tokens_that_reaches_p(
   chosen = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.85), 4000)
   assert set(chosen.tolist()) == {0, 1, 2}
   assert abs(np.mean(chosen == 2) - 0.2) < 0.03
+
+
+def test_top_k_and_top_p_together_cut_top_p_from_what_top_k_keeps():
+  """Probabilities (0.4, 0.3, 0.2, 0.1): top_k=2 leaves 0.57 and 0.43, so top_p=0.55 keeps the
+  first alone (top_p alone, or top_k alone, would keep two)."""
+  logits = np.log([0.4, 0.3, 0.2, 0.1])
+  both = _sampled(logits, decoding.Sampling(temperature=1.0, top_k=2, top_p=0.55), 1000)
+  assert set(both.tolist()) == {0}
+  only_p = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.55), 1000)
+  assert set(only_p.tolist()) == {0, 1}
 
 
 def test_the_sampler_may_give_the_vocabulary_s_tokens_eop_and_eos_and_no_other_special(

@@ -154,9 +154,14 @@ def _source_dtypes(checkpoint: original.Checkpoint) -> dict[str, str]:
   return {key: str(value.dtype) for key, value in checkpoint.tensors.items()}
 
 
+def _folder(source: str) -> str:
+  """The checkpoint's folder: --from may name it or one of its weights files."""
+  return source if os.path.isdir(source) else (os.path.dirname(source) or ".")
+
+
 def _keep_source_files(source: str, out: str) -> None:
   """The HF folder's code, config and tokenizer files, so export can write the folder back."""
-  folder = source if os.path.isdir(source) else os.path.dirname(source)
+  folder = _folder(source)
   keep = [name for name in sorted(os.listdir(folder))
           if os.path.isfile(os.path.join(folder, name))
           and not name.endswith((".bin", ".safetensors", ".pt", ".index.json"))]
@@ -180,8 +185,7 @@ def _store_tokenizer(path: str, out: str, data_config) -> str:
 
 def _recorded_tokenizer(source: str) -> dict:
   """The TOKENIZER_RECORD a glmjax export wrote in `source`'s folder; {} when there is none."""
-  path = os.path.join(source if os.path.isdir(source) else os.path.dirname(source),
-                      TOKENIZER_RECORD)
+  path = os.path.join(_folder(source), TOKENIZER_RECORD)
   if not os.path.isfile(path):
     return {}
   try:
@@ -198,7 +202,7 @@ def _recorded_tokenizer(source: str) -> dict:
 def _restore_tokenizer(source: str, record: dict, out: str, data_config) -> str:
   """Points config.data at the tokenizer an export recorded, its files copied under
   WORKDIR/tokenizer/, and checks that it loads."""
-  folder = source if os.path.isdir(source) else os.path.dirname(source)
+  folder = _folder(source)
   path = ""
   if record["files"]:
     os.makedirs(os.path.join(out, TOKENIZER_DIR), exist_ok=True)
@@ -270,8 +274,9 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
                 "must not change); a padded table would run faster.", model_config.vocab_size)
   os.makedirs(out, exist_ok=True)
   recorded = {} if tokenizer else _recorded_tokenizer(source)
-  tokenizer = tokenizer or (source if checkpoint.layout == "hf" and os.path.isdir(source)
-                            and released_tokenizers.holds_tokenizer(source) else "")
+  folder = _folder(source)  # a weights file's folder holds its tokenizer, as a folder does
+  tokenizer = tokenizer or (folder if checkpoint.layout == "hf"
+                            and released_tokenizers.holds_tokenizer(folder) else "")
   if recorded:  # a glmjax export: the run's own tokenizer fields, not a guess from the files
     described = _restore_tokenizer(source, recorded, out, config.data)
     tokenizer = tokenizer or recorded["tokenizer"]

@@ -32,8 +32,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/model/gpu_kernels.py",
              "return jax.vjp(attend, q, k, v)[1](cotangent.astype(q.dtype))",
              "return jax.vjp(attend, q, k, v)[1](cotangent.astype(jnp.float32))",
-             (_ATTENTION + "test_tokamax_s_xla_path_gives_bfloat16_outputs_and_gradients_within_"
-              "bfloat16_rounding",)),
+             (_ATTENTION + "test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_within_"
+              "bfloat16_rounding[tokamax]",)),
     Mutation("the row split's causal (Part B) call uses the default scale",
              "glmjax/model/gpu_kernels.py",
              "q, k, v, scale=scale, is_causal=True, implementation=implementation))",
@@ -110,4 +110,9 @@ ENTRIES: tuple[Mutation, ...] = (
              'if "No such compile option" not in str(error):', "if True:",
              (_XLA + "test_an_option_this_xla_does_not_know_is_dropped_with_a_warning_not_a_"
               "failed_compile",)),
+    Mutation("splash returns float32 for bfloat16 inputs", "glmjax/model/splash.py",
+             "scaled_q = q * jnp.asarray(scale, q.dtype)",
+             "scaled_q = q * jnp.asarray(scale, jnp.float32)",
+             (_ATTENTION + "test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_within_"
+              "bfloat16_rounding[splash]",)),
 )

@@ -191,7 +191,7 @@ ENTRIES = (
               "refused_naming_the_flag",)),
     Mutation("the tokenizer inside a Hugging Face folder is not stored by the import",
              "glmjax/convert/__init__.py",
-             'and released_tokenizers.holds_tokenizer(source) else "")', 'and False else "")',
+             'and released_tokenizers.holds_tokenizer(folder) else "")', 'and False else "")',
              (_CONVERT_TOKENIZER + "test_the_tokenizer_in_a_hugging_face_folder_is_stored_"
               "without_naming_it",)),
     Mutation("a sharded import's index is exported beside the single weights file",

@@ -110,4 +110,26 @@ ENTRIES: tuple[Mutation, ...] = (
              "sources.check_held_out(data, eval_docs, fix=advice)",
              "sources.check_held_out(data, eval_docs)",
              (_HELD_DATA,)),
+    # Session 28's hunt: flag defaults, bucket reports, torn configs, cloze buckets.
+    Mutation("evaluate's --batches defaults to 0 (no held-out report)", _E,
+             'flags.DEFINE_integer("batches", None,', 'flags.DEFINE_integer("batches", 0,',
+             (_EVAL_COMMAND + "test_flags_left_out_leave_the_run_s_own_settings",)),
+    Mutation("a bucket workdir's report is opened locally", _E,
+             '    if out or "://" in path:  # given', "    if out:  # given",
+             (_EVAL + "test_a_bucket_workdir_s_report_is_written_through_its_file_system",)),
+    Mutation("a torn config.json is a traceback before the join", _E,
+             "  except (OSError, ValueError, TypeError):\n    return int(config_lib",
+             "  except OSError:\n    return int(config_lib",
+             (_EVAL_COMMAND + "test_the_command_joins_the_multi_host_job_before_it_touches_a_"
+              "device",)),
+    Mutation("a cloze row one past a bucket is put in that bucket", "glmjax/cloze.py",
+             "bucket_length(len(c) + len(a) + 4, limit, multiple)",
+             "bucket_length(len(c) + len(a) + 3, limit, multiple)",
+             (_CLOZE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
+              "multiple_of_128",)),
+    Mutation("cloze rows under splash reach past a position table shorter than a block",
+             "glmjax/cloze.py",
+             "return limit if multiple == BUCKET or limit < multiple else",
+             "return limit if multiple == BUCKET else",
+             (_CLOZE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
 )

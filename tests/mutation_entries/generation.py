@@ -96,4 +96,28 @@ ENTRIES = (
              "    logits = jnp.where(logits < kth, -jnp.inf, 0.0)",
              ("tests/test_prompts_and_sampling.py::test_temperature_divides_the_logits_and_top_k_"
               "keeps_the_k_likeliest",)),
+    # Session 28's hunt: the command's flags, the sampler's cuts together, the steps and keys.
+    Mutation("generate ignores --top_p", "glmjax/generate.py",
+             "top_p=args.top_p, max_blank_tokens=args.max_tokens)",
+             "max_blank_tokens=args.max_tokens)",
+             (_G + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
+              "generate",)),
+    Mutation("generate ignores --seed", "glmjax/generate.py",
+             "sampling=sampling, seed=args.seed,", "sampling=sampling,",
+             (_G + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
+              "generate",)),
+    Mutation("top_p is dropped when top_k is given", "glmjax/decoding.py",
+             "  if sampling.top_p < 1.0:", "  elif sampling.top_p < 1.0:",
+             (_P + "test_top_k_and_top_p_together_cut_top_p_from_what_top_k_keeps",)),
+    Mutation("the step budget cuts the last blank short", "glmjax/decoding.py",
+             "return num_blanks * (sampling.max_blank_tokens + 1)",
+             "return num_blanks * sampling.max_blank_tokens + 1",
+             (_G + "test_blanks_that_never_end_by_themselves_each_get_max_tokens",)),
+    Mutation("the k-th token of every blank is drawn with the same key", "glmjax/decoding.py",
+             "keys = jax.vmap(lambda key: jax.random.fold_in(key, s))(prompts.keys)",
+             "keys = jax.vmap(jax.random.fold_in)(prompts.keys, count)",
+             (_G + "test_each_token_of_each_blank_is_drawn_with_its_own_key",)),
+    Mutation("whitespace after the last blank gets an eos", "glmjax/generate.py",
+             "  if pieces[-1].strip():  # a text", "  if pieces[-1]:  # a text",
+             (_P + "test_part_a_is_cls_the_text_with_blank_ids_and_eos",)),
 )
