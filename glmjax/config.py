@@ -248,15 +248,19 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         "model.vocab_size=%d is not a multiple of 128: the embedding and logits matmuls run "
         "faster padded (pad the tokenizer's vocabulary when you train from scratch).",
         model.vocab_size)
-  for field in ("model.hidden_dropout", "model.attention_dropout"):
+  # A dropout of 1 zeroes everything; a beta of 1 divides by zero in AdamW's bias correction.
+  for field in ("model.hidden_dropout", "model.attention_dropout", "optim.b1", "optim.b2"):
     if not 0.0 <= get_field(config, field) < 1.0:
       raise ConfigError(f"{field}={get_field(config, field)}: must be in [0, 1).")
-  for field in ("optim.learning_rate", "optim.decay_steps"):
+  for field in ("optim.learning_rate", "optim.decay_steps", "optim.eps"):
     if get_field(config, field) <= 0:
       raise ConfigError(f"{field}={get_field(config, field)}: must be > 0.")
   for field in ("optim.warmup_ratio", "optim.final_ratio"):
     if not 0.0 <= get_field(config, field) <= 1.0:
       raise ConfigError(f"{field}={get_field(config, field)}: must be in [0, 1].")
+  for field in ("optim.weight_decay", "optim.grad_clip"):
+    if get_field(config, field) < 0:
+      raise ConfigError(f"{field}={get_field(config, field)}: must be >= 0 (0 turns it off).")
   try:
     rules = parallel.logical_rules(config.mesh)
   except ValueError as error:

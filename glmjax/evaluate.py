@@ -53,7 +53,8 @@ def data_overrides(data_source: str | None, batch_size: int | None) -> dict:
       raise EvaluateError(f"--data_source={data_source!r}: expected {DATA_SOURCES}.")
     overrides["source"] = kind
     if field:
-      overrides[field] = tuple(value.split(",")) if kind == "files" else value
+      overrides[field] = (tuple(part.strip() for part in value.split(",") if part.strip())
+                          if kind == "files" else value)
   return overrides
 
 

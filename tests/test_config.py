@@ -31,11 +31,17 @@ def test_gpt2_models_use_the_glm_10b_recipe(name):
   assert config.data.gen_min_ratio == 0.25 and config.data.tokenizer_vocab == "gpt2"
   assert (config.optim.learning_rate, config.optim.b2, config.optim.eps) == (1e-4, 0.95, 1e-8)
   assert config.optim.warmup_ratio * config.optim.decay_steps == pytest.approx(7000)
+  # Billions of parameters: the parameters and AdamW's moments sharded over every device.
+  assert (config.mesh.data, config.mesh.fsdp, config.mesh.tensor) == (1, -1, 1)
 
 
 def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
   module = importlib.import_module("configs.glm_10b")
   stage1, stage2 = module.get_config(), module.get_config("stage2")
+  # Words after a comma may have a space before them, as people type them.
+  assert module.get_config("stage2, local").to_dict() == module.get_config(
+      "stage2,local").to_dict()
+  assert module.get_config("stage2, local").data.seq_len != stage2.data.seq_len  # local too
   assert (stage1.data.block_mask_prob, stage1.data.short_seq_prob) == (0.1, 0.02)
   assert stage1.data.sentence_windows and stage1.data.original_sentences
   assert stage1.data.seq_len == 512 and stage2.data.seq_len == 1024

@@ -22,6 +22,8 @@ def _local():
     ("optim.schedule", "exp", "optim.schedule='exp'"),
     # '' (not set) is named as itself, not as an empty gap in the list.
     ("data.source", "bogus", "data.source='bogus': choose one of '', builtin, files"),
+    # aot and bench load no tokenizer: a layout's typo is caught here or not before training.
+    ("data.tokenizer_vocab", "gtp2", "data.tokenizer_vocab='gtp2': choose one of '', "),
     ("model.hidden_dropout", 1.5, "model.hidden_dropout"),
     ("optim.learning_rate", float("nan"), "optim.learning_rate=nan: must be a finite number"),
     ("optim.grad_clip", float("inf"), "optim.grad_clip=inf: must be a finite number"),
@@ -46,6 +48,12 @@ def _local():
     ("train.eval_batches", 0, "train.eval_batches >= 1 (got 0\\).*train.eval_every=0"),
     ("optim.grad_accum_steps", 0, "optim.grad_accum_steps=0: must be a positive integer"),
     ("optim.learning_rate", 0.0, "optim.learning_rate=0.0: must be > 0"),
+    ("optim.eps", 0.0, "optim.eps=0.0: must be > 0"),
+    ("optim.b1", 1.0, "optim.b1=1.0: must be in \\[0, 1\\)"),
+    ("optim.b2", 1.5, "optim.b2=1.5: must be in \\[0, 1\\)"),
+    ("optim.b2", -0.1, "optim.b2=-0.1: must be in \\[0, 1\\)"),
+    ("optim.weight_decay", -0.1, "optim.weight_decay=-0.1: must be >= 0 (0 turns it off\\)"),
+    ("optim.grad_clip", -1.0, "optim.grad_clip=-1.0: must be >= 0 (0 turns it off\\)"),
     ("train.loss_chunk", 0, "train.loss_chunk=0: must be a positive integer"),
     ("checkpoint.snapshot_parts", 0, "checkpoint.snapshot_parts=0: must be a positive integer"),
 ])

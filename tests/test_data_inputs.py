@@ -101,6 +101,9 @@ def test_a_store_refuses_offsets_and_reads_that_reach_outside_its_documents(tmp_
   # before its document would hand back the end of the one before it.
   with pytest.raises(ValueError, match="offsets must start at 0"):
     InMemoryDocs(np.arange(5), np.array([1, 3, 5]))
+  # ... and offsets that end past the tokens would make the last document read past them.
+  with pytest.raises(ValueError, match="offsets must start at 0"):
+    InMemoryDocs(np.arange(5), np.array([0, 3, 6]))
   prepare.prepare(prepare_config(builtin_docs=4, eval_fraction=0.0), str(tmp_path),
                   shard_mb=1.0, progress=False)
   store = PreparedDocs(str(tmp_path))

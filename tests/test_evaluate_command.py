@@ -132,8 +132,9 @@ def test_the_console_report_counts_batches_and_cut_contexts_as_they_were():
 
 
 def test_the_data_source_and_batch_size_flags_set_the_fields_they_name():
-  assert evaluate.data_overrides("files:a/*.txt,b/*.jsonl", 16) == {
-      "batch_size": 16, "source": "files", "files": ("a/*.txt", "b/*.jsonl")}
+  for given in ("files:a/*.txt,b/*.jsonl", "files:a/*.txt, b/*.jsonl,"):
+    assert evaluate.data_overrides(given, 16) == {
+        "batch_size": 16, "source": "files", "files": ("a/*.txt", "b/*.jsonl")}
   assert evaluate.data_overrides("prepared:/data/run", None) == {
       "source": "prepared", "prepared_dir": "/data/run"}
   assert evaluate.data_overrides("tfds:wiki", None) == {"source": "tfds", "tfds_name": "wiki"}

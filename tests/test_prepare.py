@@ -258,6 +258,19 @@ def test_a_resume_after_a_corpus_file_changed_is_refused(tmp_path):
     prepare.prepare(config, out, shard_mb=1e-4, progress=False)
 
 
+def test_a_resume_that_reads_another_json_field_is_refused(tmp_path):
+  # The pieces are byte ranges, the same for every field: only the recorded field shows that
+  # the finished shards hold `text` and the rest would hold `body`.
+  lines = [json.dumps({"text": f"text {i} " * 20, "body": f"body {i} " * 20}) for i in range(40)]
+  (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+  config = data_config(source="files", files=(f"{tmp_path}/a.jsonl",))
+  out = str(tmp_path / "out")
+  assert prepare.prepare(config, out, shard_mb=1e-3, limit_shards=1, progress=False) is None
+  config.text_field = "body"
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
+    prepare.prepare(config, out, shard_mb=1e-3, progress=False)
+
+
 def test_a_files_source_without_files_is_refused_naming_data_files(tmp_path):
   # An empty data.files must not prepare an empty corpus that looks complete.
   config = data_config(source="files", files=())

@@ -3,6 +3,7 @@ puts them, text round trips, detection of the format, and one-line errors."""
 import io
 import json
 import os
+import types
 
 import pytest
 import sentencepiece as spm
@@ -359,6 +360,19 @@ def test_a_prefixed_vocab_json_finds_a_plain_merges_txt_beside_it(tmp_path):
   os.rename(tmp_path / "vocab.json", tmp_path / "gpt2-vocab.json")
   fields = rt.tokenizer_fields(str(tmp_path / "gpt2-vocab.json"))
   assert fields["files"] == [str(tmp_path / "gpt2-vocab.json"), str(tmp_path / "merges.txt")]
+  # Its own X-merges.txt beside it wins over another vocabulary's merges.txt.
+  write_gpt2_files(str(tmp_path), prefix="gpt2-")
+  assert rt.tokenizer_fields(str(tmp_path / "gpt2-vocab.json"))["files"][1] == str(
+      tmp_path / "gpt2-merges.txt")
+
+
+def test_only_a_sentencepiece_model_of_exactly_cog_pretrain_s_size_is_taken_for_its_layout():
+  # GLM-10B-Chinese's model is the only released GLM SentencePiece one; a 64k-piece model of
+  # one's own keeps its own </s> as eos, not the Chinese layout's appended ids.
+  sized = lambda pieces: types.SimpleNamespace(base_vocab_size=pieces)  # noqa: E731
+  assert [rt._found_layout(sized(n), "sentencepiece")  # pylint: disable=protected-access
+          for n in (tk.CHINESE_SP_PIECES - 1, tk.CHINESE_SP_PIECES, tk.CHINESE_SP_PIECES + 1)
+          ] == ["", "chinese_sp", ""]
 
 
 def test_a_hub_tokenizer_json_decodes_its_registered_special_tokens_by_name(hub_bert_json):

@@ -167,6 +167,8 @@ def test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_
   # --config.data.files=A,B on the command line gives one string: its globs split at commas,
   # unless the string matches a file as it is (a name with a comma in it).
   assert text_files.expand_globs([",".join(globs)]) == text_files.expand_globs(list(globs))
+  # A space after a comma, or a comma at the end, as people type lists.
+  assert text_files.expand_globs([", ".join(globs) + ","]) == text_files.expand_globs(list(globs))
   (tmp_path / "d,e.txt").write_text("a document in a file with a comma in its name\n")
   assert text_files.expand_globs([f"{tmp_path}/d,e.txt"]) == [f"{tmp_path}/d,e.txt"]
 

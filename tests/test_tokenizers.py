@@ -72,6 +72,12 @@ def test_fixed_layout_rejects_another_vocabulary():
     tk.assign_specials(vocab, "bert")
   with pytest.raises(ValueError, match="tokenizer_vocab='gpt2'"):
     tk.assign_specials(bert_vocab(), "gpt2")
+  # Each of the layout's own tokens is checked: a word at 103 would make every blank a word.
+  for index, name in ((103, r"\[MASK\]"), (0, r"\[PAD\]")):
+    vocab = bert_vocab()
+    vocab[index] = "foo"
+    with pytest.raises(ValueError, match=rf"tokenizer_vocab='bert'.*{name}.*{index}"):
+      tk.assign_specials(vocab, "bert")
 
 
 def test_append_rule_reuses_existing_tokens_then_appends_in_order():
@@ -268,6 +274,14 @@ def test_the_vocabulary_is_padded_to_the_next_multiple_of_128_and_no_further(tmp
   tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
   assert tok.specials.eos == 120 and tok.specials.dblock == 127
   assert (tok.ids_used, tok.vocab_size) == (128, 128)
+  # 128 words (as 32000 would be): the GLM tokens go to 128..135, so the table is 256 rows.
+  words = [f"word{i}" for i in range(127)] + ["<unk>"]
+  tokenizer = hf.Tokenizer(models.WordLevel({t: i for i, t in enumerate(words)},
+                                            unk_token="<unk>"))
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
+  assert (tok.ids_used, tok.vocab_size) == (136, 256)
+  assert max(tok.specials.as_dict().values()) == 135
 
 
 def test_a_folder_holding_two_sentencepiece_models_is_refused_rather_than_one_picked(tmp_path):
@@ -308,6 +322,10 @@ def test_the_tokenizer_trainer_cuts_a_long_line_into_pieces_that_keep_every_char
                                                "paragraphs"))
   assert [len(p) for p in pieces] == [4000, 4000, 1001, 5]  # SentencePiece skips longer lines
   assert "".join(pieces) == line + "short"
+  # Indentation and trailing spaces are text too (code, verse): the lines keep them.
+  (tmp_path / "code.txt").write_text("def f():\n    x = 1  \n", encoding="utf-8")
+  assert list(tokenizer_train.training_lines([str(tmp_path / "code.txt")], "text",
+                                             "paragraphs")) == ["def f():", "    x = 1  "]
 
 
 def _trained(tmp_path, *flags):
@@ -325,6 +343,7 @@ def test_the_tokenizer_trainer_trains_the_model_type_on_the_lines_it_was_asked_f
   model = _trained(tmp_path, "--vocab-size=500", "--model-type=bpe", "--max-lines=150")
   assert model.trainer_spec.model_type == model.trainer_spec.BPE
   assert model.trainer_spec.input_sentence_size == 150
+  assert model.trainer_spec.shuffle_input_sentence  # 150 lines drawn from all, not the first
   assert len(model.pieces) == 500
 
 
@@ -340,3 +359,13 @@ def test_a_vocabulary_without_glm_s_tokens_gets_them_appended_under_glm_s_names(
   _, added = tk.assign_specials(["a", "b"], "")
   assert added == {2: "<|endoftext|>", 3: "[CLS]", 4: "[MASK]", 5: "[sMASK]", 6: "[gMASK]",
                    7: "<|startofpiece|>", 8: "<|endofpiece|>", 9: "[dBLOCK]"}
+
+
+def test_a_tokenizer_file_s_fingerprint_reads_the_whole_file(tmp_path):
+  # GPT-2's vocab.json and hub tokenizer.json files run to megabytes: a change past the first
+  # read block must change the fingerprint that resume, init_from and prepared shards compare.
+  body = b"x" * (1 << 20)
+  (tmp_path / "a.json").write_bytes(body + b"a")
+  (tmp_path / "b.json").write_bytes(body + b"b")
+  assert tk.file_fingerprint(str(tmp_path / "a.json")) != tk.file_fingerprint(
+      str(tmp_path / "b.json"))

@@ -64,7 +64,8 @@ def expand_globs(patterns: Sequence[str], field: str = "data.files") -> list[str
   paths: list[str] = []
   for entry in patterns:
     split = "," in entry and not _matching_files(entry)
-    for pattern in ([glob_ for glob_ in entry.split(",") if glob_] if split else [entry]):
+    for pattern in ([glob_.strip() for glob_ in entry.split(",") if glob_.strip()] if split
+                    else [entry]):
       _add_matches(pattern, field, paths)
   return paths
 

@@ -99,4 +99,13 @@ ENTRIES: tuple[Mutation, ...] = (
              "{new_tokens / 1e6:.1f}M tokens, ",
              ("tests/test_prepare.py::test_a_prepare_run_again_on_finished_shards_reports_the_"
               "tokens_they_hold",)),
+    Mutation("a prepare resumed with another data.text_field goes on", "glmjax/data/sources.py",
+             "txt_documents=data_config.txt_documents, text_field=data_config.text_field)",
+             "txt_documents=data_config.txt_documents)",
+             (_P + "test_a_resume_that_reads_another_json_field_is_refused",)),
+    Mutation("a comma at the end of data.files is a glob of ''", "glmjax/data/text_files.py",
+             "[glob_.strip() for glob_ in entry.split(\",\") if glob_.strip()]",
+             "[glob_.strip() for glob_ in entry.split(\",\")]",
+             (_S + "test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_"
+              "glob",)),
 )
