@@ -239,6 +239,11 @@ def _is_multi_host_environment(env: Mapping[str, str]) -> bool:
   return int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
 
 
+_DISTRIBUTED_ENV = (("JAX_COORDINATOR_ADDRESS", "coordinator_address", str),
+                    ("JAX_NUM_PROCESSES", "num_processes", int),
+                    ("JAX_PROCESS_ID", "process_id", int))
+
+
 def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
   """Join the multi-host job when the environment describes one; returns whether it did.
 
@@ -251,11 +256,9 @@ def initialize_distributed(timeout_s: int, env: Mapping[str, str] | None = None)
     return True
   if not _is_multi_host_environment(env):
     return False
-  explicit = {}
-  if env.get("JAX_COORDINATOR_ADDRESS") and env.get("JAX_NUM_PROCESSES"):
-    explicit = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-                    num_processes=int(env["JAX_NUM_PROCESSES"]),
-                    process_id=int(env.get("JAX_PROCESS_ID", "0")))
+  # Only what the environment gives: jax finds the rest (SLURM's or Open MPI's rank, say). A
+  # rank filled in as 0 would make every process rank 0, and they would wait for each other.
+  explicit = {key: kind(env[name]) for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}
   log.info("Initialising jax.distributed (timeout %d s)", timeout_s)
   jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
   return True

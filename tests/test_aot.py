@@ -283,7 +283,8 @@ def test_an_unknown_topology_and_an_impossible_mesh_are_one_line_errors():
 
 
 @pytest.mark.parametrize("name, generation, chips, hosts", [
-    ("v4-32", "v4", 16, 4), ("v5p-128", "v5p", 64, 16), ("v5litepod-16", "v5e", 16, 4),
+    ("v4-32", "v4", 16, 4), ("v4-16", "v4", 8, 2), ("v5p-128", "v5p", 64, 16),
+    ("v5litepod-16", "v5e", 16, 4),
     ("v5e-8", "v5e", 8, 1), ("v6e-64", "v6e", 64, 16), ("v5p:4x4x8", "v5p", 128, 32),
     (" V5P-128 ", "v5p", 64, 16), ("V6E:8X8", "v6e", 64, 16)])  # case and spaces do not matter
 def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, generation, chips,
@@ -318,7 +319,13 @@ def test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links(name, wrap
 @pytest.mark.parametrize("name, shape", [
     ("v5litepod-8", (2, 4)), ("v6e-8", (2, 4)), ("v5litepod-32", (4, 8)),
     ("v6e-128", (8, 16)), ("v5p-64", (2, 4, 4)), ("v5p-256", (4, 4, 8)),
-    ("v5p-384", (4, 4, 12)), ("v5p-512", (4, 8, 8)), ("v4-1536", (8, 8, 12))])
+    ("v5p-384", (4, 4, 12)), ("v5p-512", (4, 8, 8)), ("v4-1536", (8, 8, 12)),
+    # The rest of the tables, each size once.
+    ("v5litepod-1", (1, 1)), ("v5litepod-4", (2, 2)), ("v6e-4", (2, 2)), ("v6e-16", (4, 4)),
+    ("v5litepod-64", (8, 8)), ("v6e-256", (16, 16)), ("v5p-8", (2, 2, 1)),
+    ("v5p-16", (2, 2, 2)), ("v5p-32", (2, 2, 4)), ("v4-32", (2, 2, 4)), ("v5p-128", (4, 4, 4)),
+    ("v5p-768", (4, 8, 12)), ("v5p-1024", (8, 8, 8)), ("v5p-2048", (8, 8, 16)),
+    ("v5p-4096", (8, 16, 16)), ("v5p-8192", (16, 16, 16))])
 def test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions(name, shape):
   """The topology tables of the Cloud TPU docs (v5e, v6e, v5p, v4): a compile for another
   shape of the same chip count would place the mesh on a torus the slice does not have."""

@@ -264,7 +264,7 @@ def test_the_script_reports_a_usage_error_without_a_traceback():
 @pytest.mark.parametrize("accelerator, workers", [
     ("v4-8", 1), ("v4-32", 4), ("v5p-8", 1), ("v5p-16", 2), ("v5p-128", 16), ("v5litepod-4", 1),
     ("v5litepod-8", 1), ("v5litepod-16", 4), ("v5litepod-256", 64), ("v6e-8", 1), ("v6e-64", 16),
-    ("v5p-384", 48), ("v5e-16", 4),
+    ("v5p-384", 48), ("v5e-16", 4), ("v4-16", 2),
 ])
 def test_the_worker_count_follows_from_the_accelerator_type(accelerator, workers):
   assert tpu.accelerator_workers(accelerator) == workers
@@ -278,3 +278,29 @@ def test_setup_plans_one_copy_and_install_per_worker_and_pins_the_local_jax(caps
   assert f"'jax[tpu]=={importlib.metadata.version('jax')}'" in command_payload(out[4])
   explicit = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=3", "--accelerator=v5p-128")
   assert len(explicit.splitlines()) == 3 + 2 * 3  # --workers overrides the accelerator's count
+
+
+def test_setup_reaches_the_project_s_vm_with_scp_as_with_ssh(capsys, monkeypatch):
+  monkeypatch.setattr(tpu, "checkout_files", lambda: ["glmjax/train.py"])
+  out = dry_run(capsys, "setup", "--name=glm", ZONE, "--project=p", "--workers=2").splitlines()
+  copies = [line for line in out if " scp " in line]
+  assert len(copies) == 2 and all("--project=p" in line for line in copies)
+  assert all("--project=p" in line for line in out if " ssh " in line)
+
+
+def test_an_empty_jax_version_leaves_jax_unpinned(capsys):
+  out = dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1", "--jax-version=")
+  payload = command_payload(out.splitlines()[-1])
+  assert "'jax[tpu]'" in payload and "jax[tpu]==" not in payload
+
+
+def test_v6e_gets_its_own_default_runtime(capsys):
+  assert dry_run(capsys, "create", "--name=glm", ZONE, "--accelerator=v6e-8") == (
+      "gcloud compute tpus tpu-vm create glm --zone=us-east5-a --accelerator-type=v6e-8 "
+      "--version=v2-alpha-tpuv6e\n")
+
+
+def test_train_with_a_check_of_0_s_starts_the_trainers_and_waits_for_none(capsys):
+  out = dry_run(capsys, "train", "--name=glm", ZONE, "--check-s=0", "--",
+                "--config=configs/base.py", "--workdir=gs://b/run")
+  assert "setsid nohup" in out and "for _ in $(seq 0);" in out

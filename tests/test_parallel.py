@@ -33,6 +33,7 @@ def test_the_batch_rule_checked_is_the_first_one_the_rules_give_as_flax_applies_
     ({"OMPI_COMM_WORLD_SIZE": "1"}, False),
     ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
     ({"GLMJAX_DISTRIBUTED": "1"}, True),                        # set by launch/tpu.py
+    ({"GLMJAX_DISTRIBUTED": "0"}, False),
 ])
 def test_a_process_joins_jax_distributed_exactly_when_its_environment_describes_several(
     env, joins, monkeypatch):
@@ -105,3 +106,26 @@ def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_addr
   assert parallel.initialize_distributed(60, env=env)
   assert calls == [{"initialization_timeout": 60, "coordinator_address": "10.0.0.2:1234",
                     "num_processes": 4, "process_id": 3}]
+  # A rank left out is jax's to find (SLURM_PROCID here), never 0 on every process; an address
+  # alone leaves the count to jax too.
+  calls.clear()
+  env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "JAX_COORDINATOR_ADDRESS": "n1:1234",
+         "JAX_NUM_PROCESSES": "4"}
+  assert parallel.initialize_distributed(60, env=env)
+  del env["JAX_NUM_PROCESSES"]
+  assert parallel.initialize_distributed(60, env=env)
+  assert calls == [{"initialization_timeout": 60, "coordinator_address": "n1:1234",
+                    "num_processes": 4},
+                   {"initialization_timeout": 60, "coordinator_address": "n1:1234"}]
+
+
+def test_a_process_that_has_joined_does_not_join_again(monkeypatch):
+  # train.run joins before it reads the data; train_and_evaluate asks again: jax refuses a
+  # second initialize, so the second ask must find the first.
+  joined = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: bool(joined))
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: joined.append(kwargs))
+  env = {"GLMJAX_DISTRIBUTED": "1"}
+  assert parallel.initialize_distributed(60, env=env) and parallel.initialize_distributed(
+      60, env=env)
+  assert joined == [{"initialization_timeout": 60}]

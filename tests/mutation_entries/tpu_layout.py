@@ -43,7 +43,7 @@ ENTRIES: tuple[Mutation, ...] = (
              (_PAR + "test_a_batch_rule_over_the_same_axes_in_the_other_order_is_refused",)),
     Mutation("JAX_PROCESS_ID is not passed on: every process asks jax for its rank",
              "glmjax/parallel.py",
-             '                    process_id=int(env.get("JAX_PROCESS_ID", "0")))',
+             '                    ("JAX_PROCESS_ID", "process_id", int))',
              "                    )",
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
               "address_and_rank",)),
@@ -151,4 +151,50 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("fit_table leaves a one-chip slice's mesh cell empty", "glmjax/fit_table.py",
              'if v != 1) or "1 chip"', "if v != 1)",
              (_FIT + "test_a_one_chip_slice_s_mesh_cell_says_one_chip",)),
+    # Session 28's hunt: joining once, the rank, slices, launch flags.
+    Mutation("a missing JAX_PROCESS_ID makes every process rank 0", "glmjax/parallel.py",
+             "for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}",
+             "for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}\n  if explicit:\n"
+             "    explicit.setdefault(\"process_id\", 0)",
+             (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
+              "address_and_rank",)),
+    Mutation("a second join is not found, and jax refuses it", "glmjax/parallel.py",
+             "  if jax.distributed.is_initialized():\n    return True\n", "",
+             (_PAR + "test_a_process_that_has_joined_does_not_join_again",)),
+    Mutation("GLMJAX_DISTRIBUTED=0 joins", "glmjax/parallel.py",
+             'if env.get("GLMJAX_DISTRIBUTED") == "1" or', 'if env.get("GLMJAX_DISTRIBUTED") or',
+             (_PAR + "test_a_process_joins_jax_distributed_exactly_when_its_environment_describes_"
+              "several",)),
+    Mutation("a v4 host is taken to hold 8 chips", "glmjax/topology.py",
+             'Generation("v4", ("v4",), 3, 2, True, int(30.75 * GIB), 4),',
+             'Generation("v4", ("v4",), 3, 2, True, int(30.75 * GIB), 8),',
+             ("tests/test_aot.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_"
+              "them",)),
+    Mutation("a 16-chip 3-D slice is 2x4x2", "glmjax/topology.py", "16: (2, 2, 4)",
+             "16: (2, 4, 2)",
+             ("tests/test_aot.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
+              "provisions",)),
+    Mutation("a 4-chip 2-D slice is 1x4", "glmjax/topology.py",
+             "SHAPES_2D = {1: (1, 1), 4: (2, 2),", "SHAPES_2D = {1: (1, 1), 4: (1, 4),",
+             ("tests/test_aot.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
+              "provisions",)),
+    Mutation("v5p-2048 is 8x16x8", "glmjax/topology.py", "1024: (8, 8, 16)", "1024: (8, 16, 8)",
+             ("tests/test_aot.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
+              "provisions",)),
+    Mutation("setup copies the code to the default project's VM", "launch/tpu.py",
+             '             f"--zone={args.zone}"]\n  if args.project:\n'
+             '    command.append(f"--project={args.project}")\n  return command + '
+             '[f"--worker={worker}"]',
+             '             f"--zone={args.zone}"]\n  return command + [f"--worker={worker}"]',
+             ("tests/test_launch.py::test_setup_reaches_the_project_s_vm_with_scp_as_with_ssh",)),
+    Mutation("--jax-version= pins the local jax", "launch/tpu.py",
+             "    if args.jax_version is None:", "    if not args.jax_version:",
+             ("tests/test_launch.py::test_an_empty_jax_version_leaves_jax_unpinned",)),
+    Mutation("v6e gets v5e's default runtime", "launch/tpu.py", '"v6e": "v2-alpha-tpuv6e"}',
+             '"v6e": "v2-alpha-tpuv5-lite"}',
+             ("tests/test_launch.py::test_v6e_gets_its_own_default_runtime",)),
+    Mutation("--check-s=0 is refused", "launch/tpu.py", "    if args.check_s < 0:",
+             "    if args.check_s < 1:",
+             ("tests/test_launch.py::test_train_with_a_check_of_0_s_starts_the_trainers_and_waits_"
+              "for_none",)),
 )
