@@ -121,6 +121,18 @@ def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch):
           config.mesh, topology.slice_devices(spec))))
   assert double.prefetch_bytes == 4 * batch > 0  # DEPTH queued, 1 in transfer, 1 dispatched
   assert quadruple.total_bytes - double.total_bytes == 2 * batch
+  assert double.eval_batch_bytes == 0  # eval_every=0: train keeps no held-out batches
+
+
+def test_a_slice_whose_chips_would_wait_for_rows_another_host_builds_is_refused(monkeypatch):
+  # Each host's plan handed to the next: every chip's rows are then built elsewhere.
+  plan = aot.plan_host_input
+  monkeypatch.setattr(aot, "plan_host_input", lambda mesh, batch: (
+      lambda layouts: {p: layouts[(p + 1) % len(layouts)] for p in layouts})(plan(mesh, batch)))
+  config = _tiny(attention="xla")
+  config.train.eval_every = 0
+  with pytest.raises(aot.UnfeedableLayout, match="does not build"):
+    aot.compile_for_slice(config, topology.parse_slice("v5e-16"))
 
 
 def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(monkeypatch):

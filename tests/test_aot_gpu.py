@@ -101,6 +101,14 @@ def test_a_gpu_s_usable_memory_is_the_share_jax_s_client_takes(monkeypatch):
 def test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_xla_for_float32(h100_device):
   assert attention_choice.unvalidated_default("gpu", 128, h100_device) == "tokamax"
   assert attention_choice.unvalidated_default("gpu", 128, h100_device, "float32") == "xla"
+  # ... and so does the model config aot compiles, from the run's own dtype.
+  config = importlib.import_module("configs.base").get_config("local")  # float32, attention xla
+  config.model.attention = "auto"
+  assert attention_choice.resolved_model_config(config, "gpu", device=h100_device).attention == (
+      "xla")
+  config.model.dtype = "bfloat16"
+  assert attention_choice.resolved_model_config(config, "gpu", device=h100_device).attention == (
+      "tokamax")
 
 
 def test_without_jax_s_cuda_plugin_the_error_says_what_to_install(monkeypatch):

@@ -12,6 +12,7 @@ from glmjax import workdir as workdir_lib
 def test_the_cache_folder_is_the_environments_then_the_configured_then_the_workdirs():
   env = {"JAX_COMPILATION_CACHE_DIR": "/shared/cache"}
   assert workdir_lib.compilation_cache_dir("/mine", "/run", env) == "/shared/cache"
+  assert workdir_lib.compilation_cache_dir("none", "/run", env) == "/shared/cache"  # it wins
   assert workdir_lib.compilation_cache_dir("/mine", "/run", {}) == "/mine"
   assert workdir_lib.compilation_cache_dir("", "/run", {}) == "/run/xla_cache"
   assert workdir_lib.compilation_cache_dir("none", "/run", {}) == ""

@@ -203,6 +203,12 @@ def test_a_device_snapshot_counts_as_on_the_host_only_when_every_array_is():
   assert host_copy.arrived({"a": _Landing(True), "b": _Landing(True)})
   assert not host_copy.arrived({"a": _Landing(True), "b": _Landing(False)})
   assert not host_copy.arrived({"a": _Landing(False), "b": _Landing(True)})
+  # A transfer that failed cannot say it is ready: it counts as arrived, so the save goes on
+  # (from the devices, as `landed` decides) instead of holding the copy until the next save.
+  failed = _Landing(True)
+  failed.is_ready = lambda: (_ for _ in ()).throw(RuntimeError("transfer failed"))
+  assert host_copy.arrived({"a": _Landing(False), "b": failed}) is False  # a part still going
+  assert host_copy.arrived({"a": _Landing(True), "b": failed})
 
 
 def test_a_device_snapshot_of_a_data_parallel_state_restores_into_the_state_s_shardings(

@@ -64,6 +64,18 @@ def test_a_failed_restore_is_sorted_by_what_its_chain_of_errors_says(error, verd
     assert storage_errors.restore_failure(wrapped)[0] == verdict
 
 
+def test_a_chain_that_says_both_unreadable_and_missing_is_unreadable():
+  # A denied read of a step's index reads as "not found" to the reader above it: the storage's
+  # answer decides, so the run stops and touches nothing, not skip a good step as damaged.
+  try:
+    try:
+      raise PermissionError(errno.EACCES, "Permission denied")
+    except PermissionError as denied:
+      raise FileNotFoundError("checkpoint 2 not found") from denied
+  except FileNotFoundError as error:
+    assert storage_errors.restore_failure(error)[0] == "unreadable"
+
+
 def test_a_failed_restore_is_named_by_its_error_s_type_and_first_line():
   # XLA's errors run on for pages of frames after the line that says what happened.
   error = RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8.00GiB\n"

@@ -57,12 +57,23 @@ def test_slurm_one_process_per_gpu_dry_run():
 @pytest.mark.parametrize("procs, task_env, message", [
     ("node", {"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1"}, "--ntasks-per-node=1"),
     ("gpu", {"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0,1"}, "only 2 GPUs"),
+    ("gpu", {"SLURM_LOCALID": "2", "CUDA_VISIBLE_DEVICES": "0,1"}, "only 2 GPUs"),  # ids 0, 1
     ("tpu", {}, "PROCS=tpu: use PROCS=node or PROCS=gpu"),
 ])
 def test_a_slurm_layout_mismatch_stops_with_one_line(procs, task_env, message):
   result = slurm(procs, "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", **task_env})
   assert result.returncode == 2 and message in result.stderr
   assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_without_cuda_visible_devices_the_gpus_are_counted_from_nvidia_smi_s_gpu_lines(tmp_path):
+  # A MIG-partitioned node lists its instances indented under each GPU: they are not GPUs.
+  make_stub(str(tmp_path / "bin" / "nvidia-smi"), "printf '%s\\n' "
+            "'GPU 0: NVIDIA H100 (UUID: GPU-a)' '  MIG 1g.10gb Device 0: (UUID: MIG-a)' "
+            "'GPU 1: NVIDIA H100 (UUID: GPU-b)' '  MIG 1g.10gb Device 0: (UUID: MIG-b)'")
+  task = slurm("node", "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "0"},
+               extra_path=str(tmp_path / "bin"))
+  assert task.stdout == "JAX_LOCAL_DEVICE_IDS=0,1 python3 -m glmjax.train --config=c\n", task.stderr
 
 
 def test_a_slurm_argument_with_shell_metacharacters_reaches_the_trainer_as_one_word(tmp_path):

@@ -243,4 +243,31 @@ ENTRIES = (
              "glmjax/checkpoint.py", "    if self.steps() and start_over:", "    if start_over:",
              ("tests/test_checkpoint_damage.py::test_start_over_on_a_workdir_without_checkpoints_"
               "moves_nothing_aside",)),
+    # Session 28's hunt.
+    Mutation("a denied read that a reader calls 'not found' skips the step as damaged",
+             "glmjax/storage_errors.py",
+             "  reason = _unreadable_reason(error)\n  if reason is not None:\n"
+             "    return \"unreadable\", reason\n  for each in chain(error):\n"
+             "    if isinstance(each, (FileNotFoundError, json.JSONDecodeError, EOFError)) or any(\n"
+             "        word in str(each).lower() for word in _DAMAGED_WORDS):\n"
+             "      return \"damaged\", f\"cut off, files missing or unreadable data ({short(each)})\"\n",
+             "  for each in chain(error):\n"
+             "    if isinstance(each, (FileNotFoundError, json.JSONDecodeError, EOFError)) or any(\n"
+             "        word in str(each).lower() for word in _DAMAGED_WORDS):\n"
+             "      return \"damaged\", f\"cut off, files missing or unreadable data ({short(each)})\"\n"
+             "  reason = _unreadable_reason(error)\n  if reason is not None:\n"
+             "    return \"unreadable\", reason\n",
+             (_VERDICTS + "test_a_chain_that_says_both_unreadable_and_missing_is_unreadable",)),
+    Mutation("a host copy whose transfer failed is never handed to the save", "glmjax/host_copy.py",
+             "settled by `landed`, which falls back to the device copy\n    return True",
+             "settled by `landed`, which falls back to the device copy\n    return False",
+             (_SNAP + "test_a_device_snapshot_counts_as_on_the_host_only_when_every_array_is",)),
+    Mutation("train.compilation_cache_dir='none' wins over JAX_COMPILATION_CACHE_DIR",
+             "glmjax/workdir.py",
+             '  if env.get("JAX_COMPILATION_CACHE_DIR"):\n    return env["JAX_COMPILATION_CACHE_DIR"]\n'
+             '  if configured == "none":\n    return ""\n',
+             '  if configured == "none":\n    return ""\n'
+             '  if env.get("JAX_COMPILATION_CACHE_DIR"):\n    return env["JAX_COMPILATION_CACHE_DIR"]\n',
+             ("tests/test_compilation_cache.py::test_the_cache_folder_is_the_environments_then_the_"
+              "configured_then_the_workdirs",)),
 )

@@ -197,4 +197,30 @@ ENTRIES: tuple[Mutation, ...] = (
              "    if args.check_s < 1:",
              ("tests/test_launch.py::test_train_with_a_check_of_0_s_starts_the_trainers_and_waits_"
               "for_none",)),
+    Mutation("a PROCS=gpu task may take the GPU id one past the last", "launch/gpu_slurm.sh",
+             "elif ((local_id < count)); then", "elif ((local_id <= count)); then",
+             ("tests/test_launch_slurm.py::test_a_slurm_layout_mismatch_stops_with_one_line",)),
+    Mutation("nvidia-smi's MIG lines are counted as GPUs", "launch/gpu_slurm.sh",
+             "count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)",
+             "count=$(nvidia-smi -L 2>/dev/null | wc -l || true)",
+             ("tests/test_launch_slurm.py::test_without_cuda_visible_devices_the_gpus_are_counted_"
+              "from_nvidia_smi_s_gpu_lines",)),
+    Mutation("aot counts held-out batches with evaluation off", "glmjax/aot.py",
+             "resident = int(config.train.eval_batches) * batch_bytes if evaluated is not None "
+             "else 0", "resident = int(config.train.eval_batches) * batch_bytes",
+             ("tests/test_aot.py::test_the_batches_train_prefetches_count_in_the_peak",)),
+    Mutation("aot compiles the eval step with evaluation off", "glmjax/aot.py",
+             "**sizes) if config.train.eval_every else None)",
+             "**sizes) if config.train.eval_batches else None)",
+             ("tests/test_aot.py::test_the_batches_train_prefetches_count_in_the_peak",)),
+    Mutation("aot does not check that every chip's rows are built by its host", "glmjax/aot.py",
+             "  check_host_feeding(compiled, layouts)\n", "",
+             ("tests/test_aot.py::test_a_slice_whose_chips_would_wait_for_rows_another_host_builds_"
+              "is_refused",)),
+    Mutation("aot for GPUs picks tokamax for a float32 model", "glmjax/attention_choice.py",
+             "int(config.data.seq_len), device,\n"
+             "                                                 dtype=config.model.dtype)",
+             "int(config.data.seq_len), device)",
+             ("tests/test_aot_gpu.py::test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_"
+              "xla_for_float32",)),
 )
