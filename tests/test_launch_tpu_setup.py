@@ -138,6 +138,7 @@ worker=$(printf '%s\\n' "$@" | sed -n 's/^--worker=//p')
 verb=$4
 case "$*" in *--command=true*) touch "$calls/key"; exit 0 ;; esac
 touch "$calls/$verb-$worker"
+if read -r typed 2>/dev/null; then echo "read the terminal's line: $typed"; exit 9; fi
 if [ "$verb" = ssh ]; then
   for _ in $(seq 250); do [ "$(ls "$calls" | grep -c ^ssh-)" -ge 4 ] && break; sleep 0.02; done
   [ "$(ls "$calls" | grep -c ^ssh-)" -ge 4 ] || {{ echo "ssh ran alone"; exit 3; }}
@@ -148,10 +149,22 @@ exit 0""")
   monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
   monkeypatch.setattr(tpu, "pack", lambda step: None)  # packing: the first tests here
   logs = tmp_path / "logs"
-  code = tpu.main(["setup", "--name=glm", ZONE, "--workers=4", "--jax-version=0.10.2",
-                   f"--log-dir={logs}"])
+  # A line typed at the terminal meanwhile is not for the eight gcloud processes: they get no
+  # stdin (one that read it would take the user's input, or wait on it).
+  typed, feed = os.pipe()
+  os.write(feed, b"yes\n")
+  os.close(feed)
+  terminal = os.dup(0)
+  os.dup2(typed, 0)
+  try:
+    code = tpu.main(["setup", "--name=glm", ZONE, "--workers=4", "--jax-version=0.10.2",
+                     f"--log-dir={logs}"])
+  finally:
+    os.dup2(terminal, 0)
+    os.close(terminal)
+    os.close(typed)
   out = capsys.readouterr().out
-  assert code == 7
+  assert code == 7, out
   assert "worker 2: FAILED (exit 7)" in out and "setup: 3 of 4 worker(s) ok" in out
   for w in range(4):
     log = (logs / f"setup-worker{w}.log").read_text()

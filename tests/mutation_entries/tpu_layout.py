@@ -223,4 +223,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "int(config.data.seq_len), device)",
              ("tests/test_aot_gpu.py::test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_"
               "xla_for_float32",)),
+    Mutation("setup's parallel gcloud processes share the terminal's stdin", "launch/tpu.py",
+             "                              stdin=subprocess.DEVNULL, check=False).returncode",
+             "                              check=False).returncode",
+             ("tests/test_launch_tpu_setup.py::test_setup_runs_every_worker_at_once_with_a_log_"
+              "each_and_a_summary",)),
 )
