@@ -13,9 +13,11 @@ Each example is one GLM row, the answer as a [MASK] span at the end of the text:
   targets answer [eop] on Part B            sep = len(A)
 It is correct when the argmax at every answer position is the answer token, with the answer fed
 in (teacher forcing); [eop] is not required. Its log-likelihood is the sum of the answer tokens'
-log-probabilities. Rows are padded to a multiple of 64 tokens (at most `row_limit`), contexts too
-long for that are cut from the left (and counted), and each padded length compiles once
-(splash attention: multiples of 128, which its kernel needs).
+log-probabilities. A row's text is at most `row_limit` tokens (contexts too long for that are
+cut from the left, and counted); rows are padded to a multiple of 64 tokens, at most
+`row_limit` or one multiple where that is less (the padding sits at position 0, inside any
+position table), and each padded length compiles once (splash attention: multiples of 128,
+which its kernel needs).
 """
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def data_defaults() -> ml_collections.ConfigDict:
       single_span_prob=0.0,        # P(a row is [MASK] with exactly one span) (GLM-10B st. 2: 0.05)
       block_mask_prob=0.0,         # [MASK] rows: P(a Part B span input -> [dBLOCK]) (GLM-10B: 0.1)
       context_mask_ratio=0.0,      # [MASK] rows: text share -> [dBLOCK] near span edges (Part A)
-      draw_per_batch=False,        # one objective and length draw a step (original); False: a row
+      draw_per_batch=False,        # objective and lengths drawn per step (original), not per row
       # Source (data/sources.py).
       source="",                   # files | tfds | prepared | builtin (toy corpus); '' = not set
       tokenizer="byte",            # byte | sentencepiece | hf | wordpiece (BERT) | bpe (GPT-2)
@@ -153,7 +153,7 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       async_save=True,             # write in the background while training goes on
       device_snapshot=False,       # save a device copy of the state, sent over the next steps
       snapshot_parts=1,            # that copy goes in this many parts, one after each step
-      init_from="",                # a workdir whose params start this run if it has no checkpoint
+      init_from="",                # a run with no checkpoint starts from this workdir's params
       start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0
   ))
 

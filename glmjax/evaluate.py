@@ -53,8 +53,8 @@ def data_overrides(data_source: str | None, batch_size: int | None) -> dict:
       raise EvaluateError(f"--data_source={data_source!r}: expected {DATA_SOURCES}.")
     overrides["source"] = kind
     if field:
-      overrides[field] = (tuple(part.strip() for part in value.split(",") if part.strip())
-                          if kind == "files" else value)
+      # As data.files holds it: one entry, split at its commas only if it names no file.
+      overrides[field] = (value,) if kind == "files" else value
   return overrides
 
 
@@ -256,7 +256,10 @@ def run(workdir: str, **kwargs) -> dict:
   # Several hosts (a TPU slice, a SLURM job) evaluate together, each feeding its own rows; the
   # join comes before any device is touched, so only the config file is read first.
   logs.setup_console(0)  # every process says it is joining; then process 0 alone says more
-  parallel.initialize_distributed(join_timeout_s(workdir))
+  try:
+    parallel.initialize_distributed(join_timeout_s(workdir))
+  except parallel.JoinError as error:
+    logs.fail(error)
   logs.setup_console(jax.process_index())
   try:
     report = evaluate(workdir, **kwargs)

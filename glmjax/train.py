@@ -301,7 +301,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   # Every process says it is joining (a host that hangs there is then visible in its console);
   # once joined, only process 0 keeps printing INFO lines.
   logs.setup_console(0)
-  parallel.initialize_distributed(int(config.train.distributed_timeout_s))
+  try:
+    parallel.initialize_distributed(int(config.train.distributed_timeout_s))
+  except parallel.JoinError as error:
+    logs.fail(error)
   logs.setup_console(jax.process_index())
   try:
     config_lib.validate(config)  # a mistyped value leaves no workdir behind

@@ -121,15 +121,20 @@ def test_training_from_an_import_without_a_tokenizer_is_refused_unless_the_comma
   assert inputs.model_config.vocab_size == 384
 
 
-@pytest.mark.parametrize("given", ["hf", "hf/model.safetensors"])
+@pytest.mark.parametrize("given", ["hf", "hf/model.safetensors", "model.safetensors"])
 def test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it(weights, tmp_path,
-                                                                           given):
-  # --from may name the folder or its weights file: the same import either way.
+                                                                           given, monkeypatch):
+  # --from may name the folder or its weights file (in the current folder, too): the same
+  # import either way.
   from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
   write_bert_vocab(str(tmp_path / "hf"))  # the hub folders hold their tokenizer's files
-  convert.import_checkpoint(str(tmp_path / given), str(tmp_path / "run"))
+  source = str(tmp_path / given)
+  if given == "model.safetensors":
+    monkeypatch.chdir(tmp_path / "hf")
+    source = given
+  convert.import_checkpoint(source, str(tmp_path / "run"))
   assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
   config = pretrained.read_config(str(tmp_path / "run"))
   assert (config.data.tokenizer, config.data.tokenizer_vocab) == ("wordpiece", "bert")

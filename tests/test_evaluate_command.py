@@ -12,6 +12,7 @@ from absl import flags as absl_flags
 
 from glmjax import config as config_lib
 from glmjax import evaluate, logs, parallel
+from glmjax.data import text_files
 
 
 def test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words(monkeypatch):
@@ -88,6 +89,19 @@ def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_pat
                    ("console", 0)]
 
 
+def test_a_job_that_cannot_be_joined_is_one_line_and_exit_status_1(tmp_path, monkeypatch,
+                                                                    capsys, console):
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  for name, value in (("JAX_COORDINATOR_ADDRESS", "n1:1234"), ("JAX_NUM_PROCESSES", "4")):
+    monkeypatch.setenv(name, value)
+  for name in ("JAX_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+    monkeypatch.delenv(name, raising=False)
+  with pytest.raises(SystemExit) as raised:
+    evaluate.run(str(tmp_path))
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert raised.value.code == 1 and len(lines) == 1 and "JAX_PROCESS_ID" in lines[0], lines
+
+
 def test_only_process_0_prints_the_report_of_a_multi_host_evaluation(tmp_path, monkeypatch,
                                                                       capsys):
   # Every host computes the same report: one copy on the console, not one per host.
@@ -131,10 +145,19 @@ def test_the_console_report_counts_batches_and_cut_contexts_as_they_were():
           in lines)
 
 
-def test_the_data_source_and_batch_size_flags_set_the_fields_they_name():
-  for given in ("files:a/*.txt,b/*.jsonl", "files:a/*.txt, b/*.jsonl,"):
-    assert evaluate.data_overrides(given, 16) == {
-        "batch_size": 16, "source": "files", "files": ("a/*.txt", "b/*.jsonl")}
+def test_the_data_source_and_batch_size_flags_set_the_fields_they_name(tmp_path):
+  # files: a comma list read as data.files reads it: split at commas (spaces and a last comma
+  # allowed) unless the whole names a file, such as one with a comma in its name.
+  for name in ("a.txt", "b.jsonl", "d,e.txt"):
+    (tmp_path / name).write_text("a document\n")
+  def files(given):
+    overrides = evaluate.data_overrides(f"files:{given}", 16)
+    assert (overrides["batch_size"], overrides["source"]) == (16, "files")
+    return text_files.expand_globs(list(overrides["files"]))
+  path = lambda *names: [str(tmp_path / name) for name in names]  # noqa: E731
+  assert files(f"{tmp_path}/*.txt,{tmp_path}/*.jsonl") == path("a.txt", "d,e.txt", "b.jsonl")
+  assert files(f"{tmp_path}/a.txt, {tmp_path}/b.jsonl,") == path("a.txt", "b.jsonl")
+  assert files(f"{tmp_path}/d,e.txt") == path("d,e.txt")
   assert evaluate.data_overrides("prepared:/data/run", None) == {
       "source": "prepared", "prepared_dir": "/data/run"}
   assert evaluate.data_overrides("tfds:wiki", None) == {"source": "tfds", "tfds_name": "wiki"}

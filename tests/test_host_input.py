@@ -274,6 +274,21 @@ def test_train_says_it_joins_jax_distributed_in_its_own_console_format(monkeypat
                    console, re.MULTILINE), console
 
 
+def test_train_refuses_a_job_it_cannot_join_in_one_line(monkeypatch, capfd, tmp_path):
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  for name, value in (("JAX_COORDINATOR_ADDRESS", "n1:1234"), ("JAX_NUM_PROCESSES", "4")):
+    monkeypatch.setenv(name, value)
+  for name in ("JAX_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(logging.getLogger("glmjax"), "handlers", [])
+  with pytest.raises(SystemExit) as raised:
+    train.run(importlib.import_module("configs.base").get_config("local"), str(tmp_path / "r"))
+  lines = capfd.readouterr().err.strip().splitlines()
+  assert raised.value.code == 1 and "JAX_PROCESS_ID" in lines[-1] and "Traceback" not in "".join(
+      lines), lines
+  assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
 def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypatch):
   """A Cloud TPU VM's environment does not say 'pod slice'; launch/tpu.py sets the flag."""
   calls = []

@@ -106,17 +106,30 @@ def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_addr
   assert parallel.initialize_distributed(60, env=env)
   assert calls == [{"initialization_timeout": 60, "coordinator_address": "10.0.0.2:1234",
                     "num_processes": 4, "process_id": 3}]
-  # A rank left out is jax's to find (SLURM_PROCID here), never 0 on every process; an address
-  # alone leaves the count to jax too.
+  # A rank left out is the one srun or mpirun numbered the process with, never 0 on every
+  # process (each would join as rank 0 and wait for the others until the timeout); a count left
+  # out is jax's to find.
   calls.clear()
   env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "JAX_COORDINATOR_ADDRESS": "n1:1234",
          "JAX_NUM_PROCESSES": "4"}
   assert parallel.initialize_distributed(60, env=env)
   del env["JAX_NUM_PROCESSES"]
   assert parallel.initialize_distributed(60, env=env)
-  assert calls == [{"initialization_timeout": 60, "coordinator_address": "n1:1234",
-                    "num_processes": 4},
-                   {"initialization_timeout": 60, "coordinator_address": "n1:1234"}]
+  ompi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1",
+          "JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "2"}
+  assert parallel.initialize_distributed(60, env=ompi)
+  alone = {"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "1"}
+  assert parallel.initialize_distributed(60, env=alone)
+  joined = dict(initialization_timeout=60, coordinator_address="n1:1234")
+  assert calls == [{**joined, "num_processes": 4, "process_id": 3}, {**joined, "process_id": 3},
+                   {**joined, "num_processes": 2, "process_id": 1},
+                   {**joined, "num_processes": 1, "process_id": 0}]
+  # Several processes and nothing that numbers them: one line naming the variable, no join.
+  calls.clear()
+  with pytest.raises(parallel.JoinError, match="JAX_PROCESS_ID is not: set it"):
+    parallel.initialize_distributed(60, env={"JAX_COORDINATOR_ADDRESS": "n1:1234",
+                                             "JAX_NUM_PROCESSES": "4"})
+  assert calls == []
 
 
 def test_a_process_that_has_joined_does_not_join_again(monkeypatch):

@@ -241,9 +241,10 @@ ENTRIES = (
              "fallback.update(data=1, fsdp=1, tensor=1)",
              ("tests/test_convert.py::test_a_workdir_saved_on_a_larger_slice_loads_over_this_"
               "host_s_devices",)),
-    Mutation("evaluate reads --data_source=files:A,B as one glob", "glmjax/evaluate.py",
-             'overrides[field] = (tuple(part.strip() for part in value.split(",") if part.strip())',
-             'overrides[field] = ((value,)',
+    Mutation("evaluate splits --data_source=files:PATH at a comma of a file's name",
+             "glmjax/evaluate.py",
+             'overrides[field] = (value,) if kind == "files" else value',
+             'overrides[field] = tuple(value.split(",")) if kind == "files" else value',
              ("tests/test_evaluate_command.py::test_the_data_source_and_batch_size_flags_set_the_"
               "fields_they_name",)),
     Mutation("evaluate accepts a --data_source missing its path, or with one it takes none",

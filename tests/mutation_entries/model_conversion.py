@@ -162,4 +162,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "  path = os.path.join(_folder(source), TOKENIZER_RECORD)",
              "  path = os.path.join(source, TOKENIZER_RECORD)",
              (_ROUND_TRIP[0] + "[wordpiece]",)),
+    Mutation("--from=model.safetensors in the current folder lists the folder ''",
+             "glmjax/convert/__init__.py",
+             '(os.path.dirname(source) or ".")', "os.path.dirname(source)",
+             (_T + "test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it["
+              "model.safetensors]",)),
 )

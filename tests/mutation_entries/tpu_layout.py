@@ -228,4 +228,19 @@ ENTRIES: tuple[Mutation, ...] = (
              "                              check=False).returncode",
              ("tests/test_launch_tpu_setup.py::test_setup_runs_every_worker_at_once_with_a_log_"
               "each_and_a_summary",)),
+    Mutation("several processes that nothing numbers join as rank 0", "glmjax/parallel.py",
+             "  if num_processes == 1:\n    return 0\n", "  return 0\n",
+             (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
+              "address_and_rank",)),
+    Mutation("a job that cannot be joined is a traceback in evaluate", "glmjax/evaluate.py",
+             "  try:\n    parallel.initialize_distributed(join_timeout_s(workdir))\n"
+             "  except parallel.JoinError as error:\n    logs.fail(error)\n",
+             "  parallel.initialize_distributed(join_timeout_s(workdir))\n",
+             ("tests/test_evaluate_command.py::test_a_job_that_cannot_be_joined_is_one_line_and_"
+              "exit_status_1",)),
+    Mutation("a job that cannot be joined is a traceback in train", "glmjax/train.py",
+             "  try:\n    parallel.initialize_distributed(int(config.train.distributed_timeout_s))\n"
+             "  except parallel.JoinError as error:\n    logs.fail(error)\n",
+             "  parallel.initialize_distributed(int(config.train.distributed_timeout_s))\n",
+             ("tests/test_host_input.py::test_train_refuses_a_job_it_cannot_join_in_one_line",)),
 )
