@@ -1,8 +1,8 @@
 """Blank filling with a model: Part A once, each blank after [sop] until [eop], with a key/value
 cache that gives exactly what recomputing the whole sequence gives; a briefly trained model fills
-blanks; the command (prompts and sampling without a model: test_prompts_and_sampling.py)."""
+blanks; the command fills prompts (its flags: test_generate_command.py; prompts and sampling
+without a model: test_prompts_and_sampling.py)."""
 import dataclasses
-import functools
 import importlib
 import json
 import os
@@ -15,17 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import app
-from absl import flags as absl_flags
 from flax import linen as nn
 
 from glmjax import attention_choice
 from glmjax import config as config_lib
-from glmjax import decoding, generate, logs, parallel, pretrained
+from glmjax import decoding, generate, parallel, pretrained
 from glmjax import step as step_lib
 from glmjax.data import documents, tokenizers
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.model import GLM, ModelConfig
+from test_generate_command import generate_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ["Paris is the [MASK] of France.", "a [MASK] b [sMASK] c [gMASK]",
@@ -378,32 +377,13 @@ def test_a_rope_model_fills_a_blank_longer_than_max_position(random_run):
   assert results[0]["blanks"] == _recomputed(rope, tokenizer, text, max_tokens=12)
 
 
-def _generate_command(*args):
-  """`python -m glmjax.generate ARGS` in this process: its flags are defined in a FlagValues of
-  their own (other commands' modules define some of the same names in absl's global one)."""
-  values = absl_flags.FlagValues()
-
-  class Flags:  # absl.flags, with `values` as FLAGS and as every definition's home
-    FLAGS = values
-
-    def __getattr__(self, name):
-      function = getattr(absl_flags, name)
-      return functools.partial(function, flag_values=values) if name.startswith(
-          "DEFINE") else function
-
-  with mock.patch.object(generate, "flags", Flags()), \
-      mock.patch.object(logs, "setup_console", lambda index: None):  # leave pytest's be
-    generate.define_flags()
-    generate.main(values(["generate", *args]))
-
-
 def test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_output_file(
     random_run, tmp_path, capsys):
   loaded, tokenizer = random_run
   texts = ["a [MASK] b", "[MASK] c", "d [MASK]."]
   (tmp_path / "in.jsonl").write_text(json.dumps({"text": texts[2]}) + "\n")
   (tmp_path / "out.jsonl").write_text('{"text": "an earlier run\'s line"}\n')
-  _generate_command(f"--workdir={loaded.workdir}", f"--text={texts[0]}", f"--text={texts[1]}",
+  generate_command(f"--workdir={loaded.workdir}", f"--text={texts[0]}", f"--text={texts[1]}",
                     f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'out.jsonl'}",
                     "--max_tokens=3")
   expected = generate.generate(loaded, tokenizer, texts,
@@ -412,38 +392,3 @@ def test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_out
   assert written == expected
   # A line per prompt, compared whole: a random model's blank may hold a line break.
   assert capsys.readouterr().out == "".join(r["filled"] + "\n" for r in expected)
-
-
-def test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_generate(
-    capsys):
-  calls = []
-  fake_generate = lambda loaded, tokenizer, texts, **kwargs: calls.append(kwargs) or [  # noqa
-      {"filled": text} for text in texts]
-  with mock.patch.object(generate, "generate", fake_generate), \
-      mock.patch.object(pretrained, "load", lambda workdir, attention: workdir), \
-      mock.patch.object(pretrained, "load_tokenizer", lambda loaded: None):
-    _generate_command("--workdir=run", "--text=a [MASK]", "--temperature=1.5", "--top_k=3",
-                      "--top_p=0.5", "--max_tokens=7", "--seed=7", "--batch_size=4")
-  assert calls == [dict(sampling=decoding.Sampling(temperature=1.5, top_k=3, top_p=0.5,
-                                                   max_blank_tokens=7), seed=7, batch_size=4)]
-  assert capsys.readouterr().out == "a [MASK]\n"
-
-
-@pytest.mark.parametrize("args", [["--workdir=run"], ["--text=a [MASK]"],
-                                  ["--input=prompts.jsonl"]])
-def test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt(args):
-  with pytest.raises(app.UsageError, match="--workdir and --text"):
-    _generate_command(*args)
-
-
-@pytest.mark.parametrize("flag, named", [
-    ("--input={tmp}/missing.jsonl", "--input='{tmp}/missing.jsonl': no such file"),
-    ("--output={tmp}/no/such/folder/out.jsonl", "{tmp}/no/such/folder does not exist"),
-    ("--output={tmp}", "--output='{tmp}': is a folder"),
-])
-def test_a_prompt_file_or_output_path_that_cannot_work_is_one_line_before_the_model_loads(
-    tmp_path, flag, named):
-  # The workdir does not exist either: the path is checked first, before minutes of loading.
-  with pytest.raises(ValueError, match=re.escape(named.format(tmp=tmp_path))):
-    _generate_command(f"--workdir={tmp_path}/no-run", "--text=a [MASK]",
-                      flag.format(tmp=tmp_path))

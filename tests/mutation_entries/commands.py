@@ -24,11 +24,11 @@ ENTRIES = (
     # Paths that cannot work, refused by their flag before any loading.
     Mutation("generate reads a missing --input only after loading the model", "glmjax/generate.py",
              "  if input_path and not os.path.isfile(input_path):", "  if False:",
-             ("tests/test_generate.py::test_a_prompt_file_or_output_path_that_cannot_work_is_one_"
+             ("tests/test_generate_command.py::test_a_prompt_file_or_output_path_that_cannot_work_is_one_"
               "line_before_the_model_loads",)),
     Mutation("generate writes --output only after filling every prompt", "glmjax/generate.py",
              "    check_paths(args.input, args.output)  # before", "    pass  # before",
-             ("tests/test_generate.py::test_a_prompt_file_or_output_path_that_cannot_work_is_one_"
+             ("tests/test_generate_command.py::test_a_prompt_file_or_output_path_that_cannot_work_is_one_"
               "line_before_the_model_loads",)),
     Mutation("convert takes an --out that is a file", "glmjax/convert/__init__.py",
              "  if os.path.exists(out) and not os.path.isdir(out):", "  if False:",

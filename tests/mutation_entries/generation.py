@@ -4,6 +4,7 @@ from mutation_entries import Mutation
 _P = "tests/test_prompts_and_sampling.py::"
 
 _G = "tests/test_generate.py::"
+_GC = "tests/test_generate_command.py::"
 _COMMAND = (_G + "test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_output_"
             "file")
 # The sampler's cuts, from the temperature division to the draw: moved below as one bug.
@@ -87,7 +88,7 @@ ENTRIES = (
     Mutation("generate runs with --workdir but no prompt, or a prompt but no --workdir",
              "glmjax/generate.py", "if not args.workdir or not (args.text or args.input):",
              "if not args.workdir and not (args.text or args.input):",
-             (_G + "test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt",)),
+             (_GC + "test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt",)),
     Mutation("a prompt whose \"text\" is null or a number reaches the tokenizer (a traceback)",
              "glmjax/generate.py", "      if not isinstance(text, str):", "      if False:",
              (_P + "test_a_prompt_file_of_blank_lines_or_of_json_that_is_not_an_object_is_named",)),
@@ -100,11 +101,11 @@ ENTRIES = (
     Mutation("generate ignores --top_p", "glmjax/generate.py",
              "top_p=args.top_p, max_blank_tokens=args.max_tokens)",
              "max_blank_tokens=args.max_tokens)",
-             (_G + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
+             (_GC + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
               "generate",)),
     Mutation("generate ignores --seed", "glmjax/generate.py",
              "sampling=sampling, seed=args.seed,", "sampling=sampling,",
-             (_G + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
+             (_GC + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
               "generate",)),
     Mutation("top_p is dropped when top_k is given", "glmjax/decoding.py",
              "  if sampling.top_p < 1.0:", "  elif sampling.top_p < 1.0:",

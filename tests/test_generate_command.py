@@ -1,0 +1,66 @@
+"""python -m glmjax.generate as a command: its flags reach the generation, and a command line
+or a path that cannot work is one line before the model loads (the filling itself:
+test_generate.py)."""
+import functools
+import re
+from unittest import mock
+
+import pytest
+from absl import app
+from absl import flags as absl_flags
+
+from glmjax import decoding, generate, logs, pretrained
+
+
+def generate_command(*args):
+  """`python -m glmjax.generate ARGS` in this process: its flags are defined in a FlagValues of
+  their own (other commands' modules define some of the same names in absl's global one)."""
+  values = absl_flags.FlagValues()
+
+  class Flags:  # absl.flags, with `values` as FLAGS and as every definition's home
+    FLAGS = values
+
+    def __getattr__(self, name):
+      function = getattr(absl_flags, name)
+      return functools.partial(function, flag_values=values) if name.startswith(
+          "DEFINE") else function
+
+  with mock.patch.object(generate, "flags", Flags()), \
+      mock.patch.object(logs, "setup_console", lambda index: None):  # leave pytest's be
+    generate.define_flags()
+    generate.main(values(["generate", *args]))
+
+
+def test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_generate(
+    capsys):
+  calls = []
+  fake_generate = lambda loaded, tokenizer, texts, **kwargs: calls.append(kwargs) or [  # noqa
+      {"filled": text} for text in texts]
+  with mock.patch.object(generate, "generate", fake_generate), \
+      mock.patch.object(pretrained, "load", lambda workdir, attention: workdir), \
+      mock.patch.object(pretrained, "load_tokenizer", lambda loaded: None):
+    generate_command("--workdir=run", "--text=a [MASK]", "--temperature=1.5", "--top_k=3",
+                      "--top_p=0.5", "--max_tokens=7", "--seed=7", "--batch_size=4")
+  assert calls == [dict(sampling=decoding.Sampling(temperature=1.5, top_k=3, top_p=0.5,
+                                                   max_blank_tokens=7), seed=7, batch_size=4)]
+  assert capsys.readouterr().out == "a [MASK]\n"
+
+
+@pytest.mark.parametrize("args", [["--workdir=run"], ["--text=a [MASK]"],
+                                  ["--input=prompts.jsonl"]])
+def test_the_command_refuses_a_command_line_without_a_workdir_or_a_prompt(args):
+  with pytest.raises(app.UsageError, match="--workdir and --text"):
+    generate_command(*args)
+
+
+@pytest.mark.parametrize("flag, named", [
+    ("--input={tmp}/missing.jsonl", "--input='{tmp}/missing.jsonl': no such file"),
+    ("--output={tmp}/no/such/folder/out.jsonl", "{tmp}/no/such/folder does not exist"),
+    ("--output={tmp}", "--output='{tmp}': is a folder"),
+])
+def test_a_prompt_file_or_output_path_that_cannot_work_is_one_line_before_the_model_loads(
+    tmp_path, flag, named):
+  # The workdir does not exist either: the path is checked first, before minutes of loading.
+  with pytest.raises(ValueError, match=re.escape(named.format(tmp=tmp_path))):
+    generate_command(f"--workdir={tmp_path}/no-run", "--text=a [MASK]",
+                      flag.format(tmp=tmp_path))
