@@ -280,7 +280,10 @@ def test_train_refuses_a_job_it_cannot_join_in_one_line(monkeypatch, capfd, tmp_
     monkeypatch.setenv(name, value)
   for name in ("JAX_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
     monkeypatch.delenv(name, raising=False)
-  monkeypatch.setattr(logging.getLogger("glmjax"), "handlers", [])
+  ours = logging.getLogger("glmjax")  # as the command leaves it: its console, not propagating
+  for name in ("handlers", "propagate", "level"):
+    monkeypatch.setattr(ours, name, getattr(ours, name))  # put back after the test
+  ours.handlers = []
   with pytest.raises(SystemExit) as raised:
     train.run(importlib.import_module("configs.base").get_config("local"), str(tmp_path / "r"))
   lines = capfd.readouterr().err.strip().splitlines()
