@@ -186,14 +186,14 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
   config = importlib.import_module("configs.base").get_config("local")
   batch = config.data.batch_size
   _flags(monkeypatch, sweep, sweep_remat="none,full", sweep_attention="xla",
-         sweep_loss_chunk="256,512")
+         sweep_loss_chunk="256,512", steps=7)
   measured = []
 
   def measure(trial, steps, *, with_pipeline):  # no step runs: figures by formula
     setting = (trial.data.batch_size, trial.model.remat, trial.model.attention,
                trial.train.loss_chunk)
     measured.append(setting)
-    assert steps == sweep.DEFAULT_STEPS and not with_pipeline
+    assert steps == 7 and not with_pipeline  # --steps, not the default
     if trial.data.batch_size == 2 * batch and trial.model.remat == "none":
       raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
     # Larger batches and chunks go faster per token; full remat costs a third more time.

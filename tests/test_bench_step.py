@@ -1,6 +1,7 @@
 """The step benchmark's figures, counted by hand: a fake clock moves only when a fake step,
 compile or save says time passes, so each division bench makes can be checked."""
 import importlib
+import json
 import types
 
 import jax
@@ -61,9 +62,11 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   # The pipeline-fed steps take 0.75 s each.
   monkeypatch.setattr(step_bench, "_fed_by_the_pipeline",
                       lambda config, compiled, state, host, steps: (0.75, state))
+  devices = jax.device_count()
+  # Per device of the whole job, on every host (each of which has only its own devices).
+  monkeypatch.setattr(step_bench.jax, "local_device_count", lambda: devices // 2)
   figures = step_bench.measure(_bench_config(), 4)
   assert len(step.batches) == 1 + 4  # a warm-up step, then the 4 timed ones
-  devices = jax.device_count()
   assert figures["compile_s"] == pytest.approx(3.0)
   assert figures["step_time_s"] == pytest.approx(0.5)
   assert figures["tokens_per_s"] == pytest.approx(16 * 128 / 0.5)
@@ -128,3 +131,13 @@ def test_the_peak_memory_figure_is_the_device_s_peak_not_what_it_holds_now(monke
   assert step_bench.peak_device_memory() == 3 << 30
   device.memory_stats = lambda: None  # a backend that reports nothing
   assert step_bench.peak_device_memory() is None
+
+
+@pytest.mark.parametrize("given, steps", [(7, 7), (0, step_bench.DEFAULT_STEPS)])
+def test_the_step_benchmark_times_the_steps_asked_for(monkeypatch, capsys, given, steps):
+  asked = []
+  monkeypatch.setattr(step_bench, "flags", types.SimpleNamespace(
+      FLAGS=types.SimpleNamespace(steps=given)))
+  monkeypatch.setattr(step_bench, "measure", lambda config, n: asked.append(n) or {"steps": n})
+  step_bench.main(_bench_config(), [])
+  assert asked == [steps] and json.loads(capsys.readouterr().out) == {"steps": steps}

@@ -49,7 +49,12 @@ def _listing(workdir):
   return sorted(os.listdir(workdir / "checkpoints")), (workdir / "config.json").read_text()
 
 
-def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_path, caplog):
+def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_path, caplog,
+                                                                         monkeypatch):
+  starts, reporter = [], loop.StepReporter  # the step a run's timings count from
+  monkeypatch.setattr(loop, "StepReporter",
+                      lambda *args, **kwargs: starts.append(kwargs["start"]) or reporter(
+                          *args, **kwargs))
   train.train_and_evaluate(_config(), str(tmp_path))
   os.remove(tmp_path / "metrics.jsonl")  # and the history goes missing
   before = _listing(tmp_path)
@@ -65,6 +70,7 @@ def test_resuming_with_another_seed_is_refused_and_allowed_with_the_flag(tmp_pat
   assert not (tmp_path / "metrics.jsonl").exists()  # a refused start writes no empty history
   changed.train.allow_config_change = True
   assert train.train_and_evaluate(changed, str(tmp_path))["step"] == 4
+  assert starts == [0, 2]  # resumed: step times and tokens/s over the 2 steps this run made
   assert "Resuming step 2 with a changed config (allowed): data.batch_size" in caplog.text
   assert "metrics.jsonl is missing" in caplog.text and "before step 2 are lost" in caplog.text
   assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [4]
@@ -85,10 +91,20 @@ def test_a_device_snapshot_is_written_while_the_next_step_runs(tmp_path, monkeyp
       events.append(("step", done)), push(self, done, metrics))[1])
   monkeypatch.setattr(checkpoint.Checkpointer, "_write", lambda self, step, *a, **k: (
       events.append(("write", step)), write(self, step, *a, **k))[1])
+  # Start-up's memory check counts the copy: the whole state, AdamW's moments included.
+  real_bytes, real_report = memory.state_bytes_per_device, memory.device_snapshot_report
+  counted = []
+  monkeypatch.setattr(memory, "state_bytes_per_device", lambda tree: counted.append(
+      (real_bytes(tree), real_bytes(getattr(tree, "params", tree)))) or real_bytes(tree))
+  monkeypatch.setattr(memory, "device_snapshot_report", lambda analysis, copy_bytes, limit: (
+      counted.append(copy_bytes) or real_report(analysis, copy_bytes, limit)))
   config = _config(steps=5 if every == 2 else 7)
   config.checkpoint.update(device_snapshot=True, snapshot_parts=parts, every=every)
   with caplog.at_level(logging.WARNING):
     train.train_and_evaluate(config, str(tmp_path))
+  at = next(i for i, value in enumerate(counted) if isinstance(value, int))
+  (state_bytes, params_bytes), copy_bytes = counted[at - 1], counted[at]
+  assert copy_bytes == state_bytes > 2 * params_bytes  # the parameters and two moments
   # Two parts with a save every 2 steps: start-up says the parts cannot all go one per step.
   assert ("checkpoint.snapshot_parts=2 >= checkpoint.every=2" in caplog.text) == (
       (parts, every) == (2, 2))

@@ -4,8 +4,10 @@ import re
 
 import pytest
 
+from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import train
+from glmjax import loop, train
+from glmjax import workdir as workdir_lib
 from glmjax.data import tokenizers
 from test_train import _local_config
 
@@ -62,3 +64,34 @@ def test_a_finished_run_started_again_says_so_and_compiles_writes_and_saves_noth
   assert "Compiled the train step" not in caplog.text and "Finished" not in caplog.text
   assert (tmp_path / "metrics.jsonl").read_text() == metrics
   assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()} == saved
+
+
+@pytest.fixture
+def as_the_command(monkeypatch):
+  """The glmjax logger put back after `train.run` set up its console (which stops propagation,
+  so later tests' caplog would see nothing)."""
+  ours = logging.getLogger("glmjax")
+  for name in ("handlers", "propagate", "level"):
+    monkeypatch.setattr(ours, name, getattr(ours, name))
+
+
+@pytest.mark.parametrize("error", [kind("the message to show") for kind in (
+    config_lib.ConfigError, train.StartupError, loop.NonFiniteError,
+    workdir_lib.ConfigChangedError, checkpoint_lib.IncompatibleCheckpointError,
+    checkpoint_lib.UnusableCheckpointError, checkpoint_lib.NonFiniteStateError,
+    checkpoint_lib.CheckpointWriteError)] + [KeyboardInterrupt()],
+                         ids=lambda error: type(error).__name__)
+def test_the_command_ends_a_user_s_error_in_one_line_and_ctrl_c_with_status_130(
+    error, tmp_path, monkeypatch, capfd, as_the_command):
+  # A full disk, a damaged checkpoint, a changed config...: each is its line alone, exit 1.
+  def stopped(*_):
+    raise error
+  monkeypatch.setattr(train, "train_and_evaluate", stopped)
+  with pytest.raises(SystemExit) as raised:
+    train.run(_local_config(), str(tmp_path / "run"))
+  lines = capfd.readouterr().err.strip().splitlines()
+  if isinstance(error, KeyboardInterrupt):
+    assert raised.value.code == 130 and "Interrupted by Ctrl-C" in lines[-1], lines
+  else:
+    assert raised.value.code == 1 and lines[-1].endswith("the message to show"), lines
+    assert "Stopped by" not in lines[-1] and "Traceback" not in "\n".join(lines)

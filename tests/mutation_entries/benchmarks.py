@@ -447,4 +447,17 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the prepare benchmark's line is keyed 'bench', not 'what'",
              "glmjax/bench/prepare.py", 'result = dict(what="prepare",',
              'result = dict(bench="prepare",', (_BENCH + "test_bench_prints_one_json_line",)),
+    Mutation("bench's TFLOP/s per device divides by this host's devices", "glmjax/bench/step.py",
+             'flops_per_step=float(out["model_flops"]), num_devices=jax.device_count(),',
+             'flops_per_step=float(out["model_flops"]), num_devices=jax.local_device_count(),',
+             ("tests/test_bench_step.py::test_the_step_benchmark_divides_its_timings_as_its_"
+              "figures_say",)),
+    Mutation("bench --what=step ignores --steps", "glmjax/bench/step.py",
+             "print(json.dumps(measure(config, flags.FLAGS.steps or DEFAULT_STEPS)))",
+             "print(json.dumps(measure(config, DEFAULT_STEPS)))",
+             ("tests/test_bench_step.py::test_the_step_benchmark_times_the_steps_asked_for",)),
+    Mutation("bench --what=sweep ignores --steps", "glmjax/bench/sweep.py",
+             "  steps = flags.FLAGS.steps or DEFAULT_STEPS\n", "  steps = DEFAULT_STEPS\n",
+             ("tests/test_bench.py::test_the_sweep_times_each_setting_it_records_and_picks_the_one_"
+              "with_most_tokens_per_s",)),
 )

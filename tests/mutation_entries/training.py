@@ -236,4 +236,23 @@ ENTRIES = (
              'words = {part for part in (arg or "").split(",") if part}',
              ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_"
               "second_stage",)),
+    Mutation("a full disk ends train with a traceback, not its one line", "glmjax/train.py",
+             "                checkpoint_lib.UnusableCheckpointError, checkpoint_lib.NonFiniteStateError,"
+             "\n                checkpoint_lib.CheckpointWriteError)",
+             "                checkpoint_lib.UnusableCheckpointError, checkpoint_lib.NonFiniteStateError)",
+             ("tests/test_train_startup.py::test_the_command_ends_a_user_s_error_in_one_line_and_"
+              "ctrl_c_with_status_130",)),
+    Mutation("a training run stopped by Ctrl-C exits 1", "glmjax/train.py",
+             "                status=130)", "                status=1)",
+             ("tests/test_train_startup.py::test_the_command_ends_a_user_s_error_in_one_line_and_"
+              "ctrl_c_with_status_130",)),
+    Mutation("a resumed run's step times count from step 0", "glmjax/train.py",
+             "reporter = loop.StepReporter(config, writer, start=start,",
+             "reporter = loop.StepReporter(config, writer, start=0,",
+             ("tests/test_faults.py::test_resuming_with_another_seed_is_refused_and_allowed_with_the_"
+              "flag",)),
+    Mutation("the device snapshot's memory check counts the parameters only", "glmjax/train.py",
+             "memory_lib.state_bytes_per_device(state),",
+             "memory_lib.state_bytes_per_device(state.params),",
+             ("tests/test_faults.py::test_a_device_snapshot_is_written_while_the_next_step_runs",)),
 )
