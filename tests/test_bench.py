@@ -181,6 +181,14 @@ def _flags(monkeypatch, module, **values):
       FLAGS=types.SimpleNamespace(**{**defaults, **values})))
 
 
+def test_the_sweep_s_batch_sizes_are_half_once_and_twice_the_config_s_and_never_0(monkeypatch):
+  _flags(monkeypatch, sweep, sweep_remat="none", sweep_attention="xla")
+  config = importlib.import_module("configs.base").get_config("local")
+  for batch, expected in ((16, [8, 16, 32]), (1, [1, 2])):
+    config.data.batch_size = batch
+    assert [setting["batch_size"] for setting in sweep.grid(config)] == expected
+
+
 def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tokens_per_s(
     monkeypatch, capsys):
   config = importlib.import_module("configs.base").get_config("local")

@@ -66,6 +66,22 @@ def test_a_finished_run_started_again_says_so_and_compiles_writes_and_saves_noth
   assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()} == saved
 
 
+def test_the_mesh_is_checked_against_every_device_of_the_job_not_this_host_s(monkeypatch):
+  # Two hosts of 4 devices: fsdp=8 spans both, and is what the job has.
+  config = _local_config(steps=1)
+  config.mesh.update(data=1, fsdp=8)
+  monkeypatch.setattr(train.jax, "local_device_count", lambda: 4)
+  assert train._inputs(config).mesh.shape["fsdp"] == 8  # pylint: disable=protected-access
+
+
+def test_a_missing_init_from_folder_is_refused_before_the_workdir_is_made(tmp_path):
+  config = _local_config(steps=1)
+  config.checkpoint.init_from = str(tmp_path / "missing")
+  with pytest.raises(train.StartupError, match=r"checkpoint.init_from=.*missing.*no such"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def as_the_command(monkeypatch):
   """The glmjax logger put back after `train.run` set up its console (which stops propagation,

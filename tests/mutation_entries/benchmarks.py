@@ -460,4 +460,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "  steps = flags.FLAGS.steps or DEFAULT_STEPS\n", "  steps = DEFAULT_STEPS\n",
              ("tests/test_bench.py::test_the_sweep_times_each_setting_it_records_and_picks_the_one_"
               "with_most_tokens_per_s",)),
+    Mutation("the sweep tries a batch of 0 rows for a batch size of 1", "glmjax/bench/sweep.py",
+             "sorted({max(batch // 2, 1), batch, 2 * batch})", "sorted({batch // 2, batch, 2 * batch})",
+             ("tests/test_bench.py::test_the_sweep_s_batch_sizes_are_half_once_and_twice_the_config_"
+              "s_and_never_0",)),
 )

@@ -255,4 +255,15 @@ ENTRIES = (
              "memory_lib.state_bytes_per_device(state),",
              "memory_lib.state_bytes_per_device(state.params),",
              ("tests/test_faults.py::test_a_device_snapshot_is_written_while_the_next_step_runs",)),
+    Mutation("train checks the mesh against this host's devices", "glmjax/train.py",
+             "config_lib.validate(config, num_devices=jax.device_count(),",
+             "config_lib.validate(config, num_devices=jax.local_device_count(),",
+             ("tests/test_train_startup.py::test_the_mesh_is_checked_against_every_device_of_the_"
+              "job_not_this_host_s",)),
+    Mutation("a missing init_from folder is found only after the workdir is made",
+             "glmjax/train.py",
+             "    if config.checkpoint.init_from:\n"
+             "      params_restore.checkpoints_directory(config.checkpoint.init_from)\n", "",
+             ("tests/test_train_startup.py::test_a_missing_init_from_folder_is_refused_before_the_"
+              "workdir_is_made",)),
 )
