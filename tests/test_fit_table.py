@@ -38,8 +38,10 @@ def test_the_search_walks_sizes_up_and_tries_remat_then_fsdp_before_a_bigger_sli
     return _report(accelerator_type=spec.accelerator_type, chips=spec.chips)
 
   monkeypatch.setattr(aot, "compile_for_slice", fake_compile)
-  report = fit_table.smallest_fit("configs.base", "v5p", log=lambda line: None)
+  lines = []
+  report = fit_table.smallest_fit("configs.base", "v5p", log=lines.append)
   assert report.accelerator_type == "v5p-16"
+  assert lines[-1].endswith(": fits, 26.6 GiB per chip (100 s)")  # the table's unit, 2**30 bytes
   assert attempts == [("v5p-8", "none", 1), ("v5p-8", "full", 1), ("v5p-8", "full", -1),
                       ("v5p-16", "none", 1), ("v5p-16", "full", 1), ("v5p-16", "full", -1)]
   monkeypatch.setattr(aot, "compile_for_slice",

@@ -301,3 +301,47 @@ def test_an_ignored_ctrl_c_stays_ignored_and_a_sigterm_is_still_heard():
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def test_a_run_traces_profile_steps_steps_from_profile_start(tmp_path, monkeypatch):
+  """train's loop, not only the Profiler: the trace holds steps 1 and 2 of 4, no more."""
+  events = []
+  monkeypatch.setattr(jax.profiler, "start_trace", lambda *args, **kwargs: events.append("start"))
+  monkeypatch.setattr(jax.profiler, "stop_trace", lambda: events.append("stop"))
+
+  class Annotation:  # jax.profiler.StepTraceAnnotation, recording the step it wraps
+    def __init__(self, name, step_num):
+      del name
+      events.append(step_num)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      return False
+  monkeypatch.setattr(jax.profiler, "StepTraceAnnotation", Annotation)
+  config = _small_run_config(steps=4, profile_start=1, profile_steps=2)
+  config.train.eval_every = 0
+  train.train_and_evaluate(config, str(tmp_path))
+  assert events == [0, "start", 1, 2, "stop", 3]
+
+
+@pytest.mark.parametrize("writes_metrics", [True, False])
+def test_only_the_process_that_writes_metrics_warns_that_a_resume_found_none(
+    tmp_path, caplog, writes_metrics):
+  """A resume with no metrics.jsonl says so once, on process 0: the other hosts' writers are
+  off and have no history to miss."""
+  restored = types.SimpleNamespace(step=4, state="the restored state")
+  checkpointer = types.SimpleNamespace(
+      directory=str(tmp_path / "checkpoints"),
+      restore_latest=lambda abstract, layout, check, start_over: restored)
+  outputs = train.RunOutputs(str(tmp_path),
+                             metrics_lib.MetricsWriter(str(tmp_path), enabled=writes_metrics),
+                             checkpointer)
+  program = types.SimpleNamespace(abstract_state=None)
+  caplog.set_level(logging.INFO, logger="glmjax")
+  state = train._initial_state(_local_config(), program, {"param_layout": None}, outputs)
+  outputs.writer.close()
+  assert state == "the restored state"
+  assert ("metrics.jsonl is missing" in caplog.text) == writes_metrics
+  assert "Resumed from the checkpoint at step 4" in caplog.text

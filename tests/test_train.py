@@ -171,6 +171,7 @@ def test_checkpoint_from_8_devices_restores_on_4(tmp_path, reference_losses):
       _train_command(resumed, 6, "--config.mesh.data=1", "--config.mesh.fsdp=4"), cwd=REPO,
       env=_env(4), check=True, capture_output=True, text=True)
   assert "Resumed from the checkpoint at step 4" in result.stderr
+  assert "Finished 2 steps" in result.stderr  # this run's steps, 5 and 6
   expected, got = reference_losses, _losses(resumed)
   assert sorted(got) == list(range(1, 7))
   # Other meshes (the reference ran on data=8) sum in another order: equal up to float rounding,
@@ -366,6 +367,10 @@ def test_two_processes_train_like_one(tmp_path, reference_losses, coordinator_po
     assert process.returncode == 0, stderr[-3000:]
   assert "over 2 process(es)" in outputs[0]
   assert "step 1/" not in outputs[1]  # only process 0 writes progress
+  # Process 0 alone writes the metrics and train.log; process 1 keeps its own log file.
+  with open(multi / "metrics.jsonl", encoding="utf-8") as f:
+    assert [json.loads(line)["step"] for line in f] == list(range(1, steps + 1))
+  assert (multi / "train.process-1.log").is_file()
   expected, got = reference_losses, _losses(multi)
   assert sorted(got) == list(range(1, steps + 1))
   np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(got)],

@@ -196,4 +196,9 @@ ENTRIES = (
              'self.writer.write(step_done, {"nonfinite": 1.0,',
              'self.writer.write(step_done - 1, {"nonfinite": 1.0,',
              ("tests/test_loop.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
+    Mutation("fit_table's progress line gives GB for the table's GiB", "glmjax/fit_table.py",
+             'fits, {report.total_bytes / 2**30:.1f} GiB per chip',
+             'fits, {report.total_bytes / 1e9:.1f} GiB per chip',
+             ("tests/test_fit_table.py::test_the_search_walks_sizes_up_and_tries_remat_then_fsdp_"
+              "before_a_bigger_slice",)),
 )
