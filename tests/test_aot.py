@@ -427,3 +427,22 @@ def test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2():
   assert result.returncode == 2, result.stderr[-2000:]
   assert "error: rows 0-3 reach no chip that holds them" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("given, used", [(None, "cpu"), ("tpu", "tpu")])
+def test_the_command_probes_no_attached_accelerator_unless_jax_platforms_names_one(given, used):
+  """Compile-only devices need no backend: unset, jax_platforms becomes cpu before anything
+  starts one (no TPU or CUDA probe on a laptop); a value the user set is theirs."""
+  script = ("import jax\n"
+            "from glmjax import aot, cli\n"
+            "def report_platforms(config, spec):\n"
+            "  raise aot.UnfeedableLayout(f'platforms={jax.config.jax_platforms}')\n"
+            "aot.compile_for_slice = report_platforms\n"
+            "aot.define_flags()\n"
+            "cli.run(aot.main, status=2)\n")
+  env = {key: value for key, value in os.environ.items() if key != "JAX_PLATFORMS"}
+  result = subprocess.run([sys.executable, "-c", script, "--config=configs/base.py:local",
+                           "--topology=v5e-4"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**env, **({"JAX_PLATFORMS": given} if given else {})})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert f"error: platforms={used}" in result.stderr

@@ -270,4 +270,10 @@ ENTRIES = (
              '  if env.get("JAX_COMPILATION_CACHE_DIR"):\n    return env["JAX_COMPILATION_CACHE_DIR"]\n',
              ("tests/test_compilation_cache.py::test_the_cache_folder_is_the_environments_then_the_"
               "configured_then_the_workdirs",)),
+    Mutation("a process looks up another process's devices for the snapshot's host copy",
+             "glmjax/host_copy.py",
+             "devices = list(target.addressable_devices_indices_map(leaf.shape))",
+             "devices = list(target.devices_indices_map(leaf.shape))",
+             ("tests/test_snapshot_across_processes.py::test_each_process_sends_only_the_"
+              "snapshot_parts_its_own_devices_hold",)),
 )

@@ -243,4 +243,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "  except parallel.JoinError as error:\n    logs.fail(error)\n",
              "  parallel.initialize_distributed(int(config.train.distributed_timeout_s))\n",
              ("tests/test_host_input.py::test_train_refuses_a_job_it_cannot_join_in_one_line",)),
+    Mutation("aot leaves jax_platforms unset, so jax probes for an attached TPU or GPU",
+             "glmjax/aot.py",
+             '  jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")\n', "",
+             ("tests/test_aot.py::test_the_command_probes_no_attached_accelerator_unless_jax_"
+              "platforms_names_one",)),
 )
