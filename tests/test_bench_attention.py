@@ -9,6 +9,7 @@ import pytest
 
 from glmjax.bench import attention as bench_attention
 from test_bench import _flags
+from test_bench_step import _Clock
 
 
 def test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_visible_pairs(
@@ -132,3 +133,18 @@ def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations
   bench_attention.main(config, [])
   failed = json.loads(capsys.readouterr().out)["implementations"]["tokamax_autotuned"]
   assert failed == {"skipped": "autotune failed: RuntimeError: no Mosaic GPU here"}
+
+
+def test_an_attention_timing_leaves_out_the_call_that_compiles(monkeypatch):
+  clock = _Clock()
+  calls = []
+
+  def jitted(*args):  # the first call traces and compiles (5 s of the host); each runs 2 ms
+    calls.append(args)
+    clock.advance(5.0 if len(calls) == 1 else 0.0)
+    return clock.queue(0.002)
+
+  monkeypatch.setattr(bench_attention, "time", clock)
+  assert bench_attention._time(jitted, "q", "k", steps=4) == pytest.approx(0.002)
+  assert calls == [("q", "k")] * (1 + 4)
+  assert clock.busy and not any(clock.busy)  # no reading while device work was still queued

@@ -11,6 +11,7 @@ from glmjax.bench import data as bench_data
 from glmjax.data import pipeline
 from glmjax.data.tokenizers import BERT_SPECIALS as S
 from test_bench import _flags
+from test_bench_step import _Clock
 from test_infilling import TEXT_1, one_row
 from test_pipeline import Tokenizer, corpus, data_config, parse_row
 
@@ -100,14 +101,12 @@ def test_the_data_benchmark_counts_each_objective_s_rows_spans_and_padding_apart
   assert bench_data.batch_stats(batch)["objective_shares"] == [0.5, 0.0, 0.5]
 
 
-def test_the_data_benchmark_reports_the_config_the_glm_10b_mixture_and_it_with_every_option(
-    monkeypatch, capsys):
-  config = importlib.import_module("configs.base").get_config("local")
-  config.data.update(blank_prob=0.6, sentence_prob=0.3, document_prob=0.1)
-  _flags(monkeypatch, bench_data, steps=2)
+def _measured_by_run(monkeypatch):
+  """bench_data.main builds nothing: each run's figures are numbered by the run, and the
+  configs it was given are returned."""
   measured = []
 
-  def measure(data_config, tokenizer, docs, steps, seed=0):  # nothing is built: run-numbered
+  def measure(data_config, tokenizer, docs, steps, seed=0):
     measured.append(data_config)
     run = len(measured)
     assert steps == 2
@@ -116,6 +115,15 @@ def test_the_data_benchmark_reports_the_config_the_glm_10b_mixture_and_it_with_e
 
   monkeypatch.setattr(bench_data, "measure", measure)
   monkeypatch.setattr(bench_data, "sentence_start_share", lambda data, seed=0: 0.04)
+  return measured
+
+
+def test_the_data_benchmark_reports_the_config_the_glm_10b_mixture_and_it_with_every_option(
+    monkeypatch, capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.update(blank_prob=0.6, sentence_prob=0.3, document_prob=0.1)
+  _flags(monkeypatch, bench_data, steps=2)
+  measured = _measured_by_run(monkeypatch)
   bench_data.main(config, [])
   record = json.loads(capsys.readouterr().out)
   own, mixture, every_option = measured
@@ -132,3 +140,32 @@ def test_the_data_benchmark_reports_the_config_the_glm_10b_mixture_and_it_with_e
           record["every_option_padding_fraction"]) == (0.1, 0.2, 0.3)
   assert record["every_option_per_objective"] == {"run": 3}
   assert config.data.blank_prob == 0.6  # the config itself left as it was
+
+
+def test_the_data_benchmark_counts_the_cores_this_process_may_run_on_not_the_machine_s(
+    monkeypatch, capsys):
+  _flags(monkeypatch, bench_data, steps=2)
+  _measured_by_run(monkeypatch)
+  # Run as `taskset -c 0,3` on a 16-core machine: 2 cores are this process's.
+  monkeypatch.setattr(bench_data.os, "sched_getaffinity", lambda pid: {0, 3})
+  monkeypatch.setattr(bench_data.os, "cpu_count", lambda: 16)
+  bench_data.main(importlib.import_module("configs.base").get_config("local"), [])
+  assert json.loads(capsys.readouterr().out)["cpu_cores_allowed"] == 2
+
+
+def test_the_data_benchmark_starts_its_clock_after_a_warm_up_batch(monkeypatch):
+  clock, built = _Clock(), []
+
+  class Pipeline(pipeline.BatchPipeline):
+    def global_batch(self, step):  # the first batch pays first-touch of memory: 3 s, then 0.25 s
+      clock.advance(0.25 if built else 3.0)
+      built.append(step)
+      return super().global_batch(step)
+
+  monkeypatch.setattr(bench_data, "time", clock)
+  monkeypatch.setattr(bench_data.pipeline, "BatchPipeline", Pipeline)
+  config = data_config(batch_size=8, seq_len=128)
+  figures = bench_data.measure(config, Tokenizer(), corpus([300, 700, 1500] * 2), steps=3)
+  assert built == [0, 1, 2, 3]  # batch 0 untimed, then the 3 timed
+  assert figures["batch_s"] == pytest.approx(0.25)
+  assert figures["tokens_per_s"] == pytest.approx(8 * 128 / 0.25)

@@ -1,15 +1,18 @@
 """`bench --what=profile`: a traced step, and where a device's time goes by line and class."""
+import contextlib
 import gzip
 import importlib
 import json
 import os
 import re
+import types
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from glmjax.bench import profile
+from test_bench_step import _Clock, _Step
 
 
 def _trace(steps_of_work: int) -> dict:
@@ -128,3 +131,34 @@ def test_the_compiled_program_s_library_calls_are_counted_by_target():
   assert len(potrf) == 1 and counts[potrf[0]] == 2, counts
   assert sum(counts.values()) == 4, counts
   assert list(counts)[0] == potrf[0]  # the most written first
+
+
+def test_the_profile_benchmark_starts_its_trace_and_clock_after_the_warm_up_step_has_finished(
+    monkeypatch, tmp_path):
+  clock = _Clock()
+  step = _Step(clock, 0.5, first=4.0)  # the warm-up compiles and allocates: 4 s on the devices
+  step.as_text = lambda: "HloModule jit_train_step"
+  queued_at_start = []
+
+  @contextlib.contextmanager
+  def compiled_step(config):
+    yield profile.step_bench.Setup(step, 0, {}, None, types.SimpleNamespace(attention="xla"),
+                                   3.0, None, None)
+
+  @contextlib.contextmanager
+  def trace(folder, create_perfetto_trace):
+    queued_at_start.append(clock.queued - clock.spent)  # device work the trace would catch
+    yield
+    written = os.path.join(folder, "plugins", "profile", "run", "perfetto_trace.json.gz")
+    os.makedirs(os.path.dirname(written))
+    with gzip.open(written, "wt") as stream:
+      json.dump(_trace(3), stream)
+
+  monkeypatch.setattr(profile, "time", clock)
+  monkeypatch.setattr(profile.step_bench, "compiled_step", compiled_step)
+  monkeypatch.setattr(jax.profiler, "trace", trace)
+  config = importlib.import_module("configs.base").get_config("local")
+  record = profile.measure(config, 3, str(tmp_path))
+  assert len(step.batches) == 1 + 3 and queued_at_start == [0.0]
+  assert record["step_time_s"] == pytest.approx(0.5)
+  assert clock.busy and not any(clock.busy)  # no reading while device work was still queued

@@ -16,9 +16,10 @@ from test_bench_step import _Clock, _Step, _bench_config
 
 class _Checkpointer:
   """Asynchronous saves that take time on the clock. The first save of a checkpointer compiles
-  (4 s more). A direct save waits 0.3 s for the state's transfer. A deferred one copies on the
-  devices (0.05 s); its copy reaches the host during the `arrives_after`-th step, after which
-  write_deferred hands it over (0.02 s); one not there yet when the caller waits costs 0.2 s."""
+  (4 s more). A direct save waits for the steps queued (its state is the last one's) and then
+  0.3 s for the state's transfer. A deferred one copies on the devices (0.05 s); its copy
+  reaches the host during the `arrives_after`-th step, after which write_deferred hands it over
+  (0.02 s); one not there yet when the caller waits costs 0.2 s."""
 
   def __init__(self, clock, arrives_after):
     self.clock, self.arrives_after = clock, arrives_after
@@ -26,6 +27,8 @@ class _Checkpointer:
 
   def save(self, step, state, extra, *, force, defer):
     assert force and extra == {}
+    if not defer:
+      self.clock.finish()
     self.clock.advance((0.0 if self.saves else 4.0) + (0.05 if defer else 0.3))
     self.saves.append((step, defer))
     self.pending, self.looks = defer, 0
@@ -305,7 +308,9 @@ def test_the_in_step_transfer_reports_the_share_of_its_copies_that_xla_puts_besi
     assert figures["in_step_transfer_async_copies"] == 3
     assert figures["in_step_transfer_beside_loops"] == 0.25
     # A program text the reader cannot parse costs those two figures, not the step's timing.
-    monkeypatch.setattr(save_bench.traffic, "host_copies", lambda hlo: None["copies"])
+    def unreadable(hlo):
+      raise ValueError(f"cannot parse {len(hlo)} characters of HLO")
+    monkeypatch.setattr(save_bench.traffic, "host_copies", unreadable)
     figures, _ = save_bench.in_step_transfer(setup, state, 1)
   assert figures["in_step_transfer_step_s"] > 0
   assert (figures["in_step_transfer_async_copies"], figures["in_step_transfer_beside_loops"]) == (

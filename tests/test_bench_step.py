@@ -1,5 +1,6 @@
-"""The step benchmark's figures, counted by hand: a fake clock moves only when a fake step,
-compile or save says time passes, so each division bench makes can be checked."""
+"""The step benchmark's figures, counted by hand: a fake clock moves only when a fake compile
+or save says time passes or a fake step's work is waited for, so each division bench makes, and
+each wait it must make before a timed window, can be checked."""
 import importlib
 import json
 import types
@@ -15,30 +16,60 @@ from glmjax.data import pipeline, sources, tokenizers
 
 class _Clock:
   """A perf_counter that moves only when a fake below says time passes: the figures the step
-  benchmark derives from its timings can then be counted by hand."""
+  benchmark derives from its timings can then be counted by hand. Device work is queued, as jax
+  dispatches it, and spent on the clock only when a result of it is waited for
+  (`block_until_ready`): a clock started before the work ahead of it has finished counts that
+  work too, as a real one would."""
 
   def __init__(self):
     self.now = 100.0
+    self.queued = self.spent = 0.0  # seconds of device work queued, and waited for, so far
+    self.busy = []  # at each reading, the seconds of queued work not yet waited for
 
   def perf_counter(self):
+    self.busy.append(self.queued - self.spent)
     return self.now
 
   def advance(self, seconds):
+    """Host time: the caller itself is kept busy."""
     self.now += seconds
+
+  def queue(self, seconds):
+    """Device work of `seconds`, queued behind the rest: its result (`_Queued`)."""
+    self.queued += seconds
+    return _Queued(self, self.queued)
+
+  def finish(self, until=None):
+    """Wait for the queued work up to `until` (all of it by default)."""
+    until = self.queued if until is None else until
+    if until > self.spent:
+      self.now, self.spent = self.now + until - self.spent, until
+
+
+class _Queued:
+  """The result of queued device work: waiting for it spends that work, and all before it."""
+
+  def __init__(self, clock, until):
+    self.clock, self.until = clock, until
+
+  def block_until_ready(self):
+    self.clock.finish(self.until)
+    return self
 
 
 class _Step:
-  """A compiled train step that runs nothing: each call takes `seconds` on the clock and hands
-  back the state it was given, one step on (the real one donates it)."""
+  """A compiled train step that runs nothing: each call queues `seconds` of device work on the
+  clock and hands back the state it was given, one step on (the real one donates it)."""
 
-  def __init__(self, clock, seconds):
-    self.clock, self.seconds, self.batches = clock, seconds, []
+  def __init__(self, clock, seconds, first=None):
+    self.clock, self.seconds, self.first, self.batches = clock, seconds, first, []
 
   def __call__(self, state, batch):
-    self.clock.advance(self.seconds)
+    # `first`: the first call's seconds (a warm-up that compiles and allocates), if not `seconds`
+    seconds = self.seconds if self.batches or self.first is None else self.first
     self.batches.append(batch)
     return state + 1, {"loss": np.float32(5.5), "model_flops": np.float32(3e9),
-                       "logit_positions": np.float32(256)}
+                       "logit_positions": np.float32(256), "done": self.clock.queue(seconds)}
 
   def cost_analysis(self):
     return {"flops": 2e9}  # XLA's count for one device's part of the SPMD program
@@ -50,18 +81,24 @@ def _bench_config():
   return config
 
 
-def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
-  clock = _Clock()
-  step = _Step(clock, 0.5)
+def _fake_build(monkeypatch, clock, step, *, build_s=0.0, state_s=0.0):
+  """step_bench builds no program and no state: building the program takes `build_s` of the
+  clock, the state `state_s`, compiling the step 3 s; the pipeline-fed steps take 0.75 s."""
   program = types.SimpleNamespace(
       init_fn=None, shardings=None, compiler_options={"xla_gpu_some_option": False},
       compile_train_step=lambda config, mesh: (clock.advance(3.0), step)[1])
   monkeypatch.setattr(step_bench, "time", clock)
   monkeypatch.setattr(step_bench, "step_lib", types.SimpleNamespace(
-      build_program=lambda *args: program, init_sharded_state=lambda *args: 0))
-  # The pipeline-fed steps take 0.75 s each.
+      build_program=lambda *args: (clock.advance(build_s), program)[1],
+      init_sharded_state=lambda *args: (clock.advance(state_s), 0)[1]))
   monkeypatch.setattr(step_bench, "_fed_by_the_pipeline",
                       lambda config, compiled, state, host, steps: (0.75, state))
+
+
+def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  _fake_build(monkeypatch, clock, step)
   devices = jax.device_count()
   # Per device of the whole job, on every host (each of which has only its own devices).
   monkeypatch.setattr(step_bench.jax, "local_device_count", lambda: devices // 2)
@@ -80,6 +117,22 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["xla_options"] == {"xla_gpu_some_option": False}  # the program's, reported
 
 
+def test_the_step_benchmark_starts_its_clock_after_the_warm_up_step_has_finished(monkeypatch):
+  clock = _Clock()
+  step = _Step(clock, 0.5, first=4.0)  # the warm-up's 4 s of device work would show if timed
+  _fake_build(monkeypatch, clock, step)
+  figures = step_bench.measure(_bench_config(), 4)
+  assert figures["step_time_s"] == pytest.approx(0.5)
+  assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
+
+
+def test_the_step_benchmark_s_compile_time_is_the_compile_s_alone(monkeypatch):
+  clock = _Clock()
+  _fake_build(monkeypatch, clock, _Step(clock, 0.5), build_s=7.0, state_s=11.0)
+  # Building the program (7 s) and the state (11 s) come before the compile's 3 s.
+  assert step_bench.measure(_bench_config(), 2)["compile_s"] == pytest.approx(3.0)
+
+
 def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(monkeypatch):
   clock = _Clock()
   step = _Step(clock, 0.5)
@@ -92,6 +145,8 @@ def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(m
   # The first batch is built while nothing runs: it is fed, not timed; each of the 3 timed
   # steps then takes its 0.5 s.
   assert seconds == pytest.approx(0.5) and state == 4
+  # Its step is waited for before the clock starts: no reading with device work still queued.
+  assert clock.busy and not any(clock.busy)
   # The batches train would feed at steps 0..3, in order.
   tokenizer = tokenizers.load_tokenizer(config.data)
   docs, _ = sources.load_documents(config.data, tokenizer)
