@@ -118,7 +118,7 @@ def parse_gpus(name: str) -> GpuHosts:
       per_host = 0 if remainder else GPUS_PER_HOST
   if not 1 <= hosts <= MAX_HOSTS or not 1 <= per_host <= GPUS_PER_HOST:
     rule = ("hosts x GPUs per host needs 1 to {} hosts of 1 to {} GPUs" if match.group(3) else
-            "a count above {1} must be a multiple of {1} (at most {0} hosts)")
+            "a GPU count is 1 to {1} (one host) or a multiple of {1} (at most {0} hosts)")
     raise GpuTopologyError(f"--topology={name!r}: "
                            f"{rule.format(MAX_HOSTS, GPUS_PER_HOST)}; {_accepted()}.")
   return GpuHosts(name, model, hosts, per_host)

@@ -74,12 +74,19 @@ def test_gpu_names_give_hosts_and_gpus_per_host(name, hosts, per_host, model):
   spec = gpu_topology.parse_gpus(name)
   assert (spec.hosts, spec.gpus_per_host, spec.model.name) == (hosts, per_host, model)
   assert spec.chips == hosts * per_host and spec.platform == "gpu"
+  assert spec.accelerator_type == f"{hosts}x{per_host} {model}"  # aot's report: hosts first
 
 
-@pytest.mark.parametrize("name", ["h100-12", "h100:1x9", "h100-0", "h100:0x8", "h300-8",
-                                  "h100-8-2", "h100:2x0", "h100-80000"])
-def test_impossible_gpu_names_say_what_is_accepted(name):
-  with pytest.raises(gpu_topology.GpuTopologyError, match=r"h100-8 \(one host of 8\)"):
+_COUNTS = r"a GPU count is 1 to 8 \(one host\) or a multiple of 8 \(at most 1024 hosts\)"
+_SHAPES = r"hosts x GPUs per host needs 1 to 1024 hosts of 1 to 8 GPUs"
+
+
+@pytest.mark.parametrize("name, rule", [
+    ("h100-12", _COUNTS), ("h100:1x9", _SHAPES), ("h100-0", _COUNTS), ("h100:0x8", _SHAPES),
+    ("h300-8", "is not a GPU machine name"), ("h100-8-2", "is not a GPU machine name"),
+    ("h100:2x0", _SHAPES), ("h100-80000", _COUNTS)])
+def test_impossible_gpu_names_say_what_is_accepted(name, rule):
+  with pytest.raises(gpu_topology.GpuTopologyError, match=rule + r".*h100-8 \(one host of 8\)"):
     gpu_topology.parse_gpus(name)
 
 
@@ -92,6 +99,8 @@ def test_a_gpu_s_usable_memory_is_the_share_jax_s_client_takes(monkeypatch):
   spec = gpu_topology.parse_gpus("h100-8")
   monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
   assert spec.hbm_bytes == int(0.9 * H100_BYTES)
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "1")  # all of it: allowed
+  assert spec.hbm_bytes == H100_BYTES
   for wrong in ("ninety", "0", "1.5"):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", wrong)
     with pytest.raises(gpu_topology.GpuTopologyError, match="XLA_PYTHON_CLIENT_MEM_FRACTION"):

@@ -49,3 +49,10 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
       0.4, 0.3, 0.3)
   assert (stage2.data.single_span_prob, stage2.data.short_seq_prob) == (0.05, 0.5)
   assert stage2.optim.learning_rate == 3e-5 and stage2.optim.schedule == "linear"
+  # Stage 1: 1024 rows, AdamW with weight decay 0.1, cosine to 10% over 175k of 250k steps.
+  assert stage1.data.batch_size == 1024 and stage1.train.steps == 250_000
+  assert (stage1.optim.weight_decay, stage1.optim.schedule, stage1.optim.decay_steps,
+          stage1.optim.final_ratio) == (0.1, "cosine", 175_000, 0.1)
+  # Stage 2: 0.5% warmup, linear to 10% over its 50k steps.
+  assert (stage2.optim.warmup_ratio, stage2.optim.decay_steps, stage2.optim.final_ratio,
+          stage2.train.steps) == (0.005, 50_000, 0.1, 50_000)

@@ -343,12 +343,16 @@ def test_rope_2d_with_a_head_dim_not_a_multiple_of_four_is_refused_when_built_di
   ModelConfig(hidden_size=12, num_heads=2, position_encoding="rope")  # 6 is even: accepted
 
 
-def test_a_model_config_whose_heads_do_not_divide_the_width_is_refused_when_built_directly():
+def test_a_model_config_built_directly_refuses_heads_that_do_not_divide_the_width_or_a_size_of_0():
   # Built without config.validate (a library user, a converter): 3 heads of 10 // 3 = 3 dims
   # would give a model whose attention silently spans 9 of the 10 hidden dims.
   from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="hidden_size=10 is not divisible by model.num_heads=3"):
     ModelConfig(hidden_size=10, num_heads=3)
+  # A size of 0 is named, not a ZeroDivisionError from the check above.
+  for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position"):
+    with pytest.raises(ValueError, match=rf"^model.{field}=0: must be a positive integer"):
+      ModelConfig(**{field: 0})
 
 
 def test_the_closed_ends_of_each_documented_range_are_accepted():

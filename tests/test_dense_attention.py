@@ -76,20 +76,28 @@ def test_the_gradients_of_masked_attention_use_the_scale_it_is_given(implementat
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("seps, heads", [((0, 3, 9, 20, T), 2), ((1, 7, 16, T), 4)],
-                         ids=["5 rows and 2 heads: neither splits", "4 rows and 4 heads: both"])
+@pytest.mark.parametrize("seps, heads, per_device", [
+    ((0, 3, 9, 20, T), 2, (5, T, 2, HEAD_DIM)), ((1, 7, 16, T), 4, (2, T, 1, HEAD_DIM))],
+    ids=["5 rows and 2 heads: neither splits", "4 rows and 4 heads: both"])
 def test_a_fused_kernel_under_a_mesh_gives_the_reference_whether_rows_and_heads_split_or_not(
-    seps, heads):
+    monkeypatch, seps, heads, per_device):
   # data=2 x tensor=4: 5 rows do not split over the 2 batch devices, 2 heads not over 4.
   mesh_config = config_lib.mesh_defaults()
   mesh_config.update(data=2, fsdp=1, tensor=4)
   mesh = parallel.make_mesh(mesh_config)
   q, k, v, sep = _inputs(seps, heads)
+  seen, kernel = [], gpu_kernels.tokamax_attention
+
+  def recording(q, *args, **kwargs):  # each device's part: split heads are not computed twice
+    seen.append(q.shape)
+    return kernel(q, *args, **kwargs)
+  monkeypatch.setattr(gpu_kernels, "tokamax_attention", recording)
   with parallel.activate(mesh, parallel.logical_rules(mesh_config)):
     got = jax.jit(lambda q, k, v, sep: attention.glm_attention(
         q, k, v, sep, implementation="tokamax"))(q, k, v, sep)
   np.testing.assert_allclose(np.asarray(got), _reference(q, k, v, sep, HEAD_DIM ** -0.5),
                              atol=2e-5, rtol=1e-5)
+  assert seen == [per_device]
 
 
 def test_bfloat16_dense_attention_scores_in_float32():

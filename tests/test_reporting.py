@@ -173,7 +173,9 @@ def test_a_workdir_whose_config_no_longer_fits_its_parameters_is_refused_naming_
   saved["model"]["hidden_size"] = 32
   (tmp_path / "config.json").write_text(json.dumps(saved))
   with pytest.raises(checkpoint_lib.IncompatibleCheckpointError,
-                     match=r"^--workdir: the parameters at step 0 in .* do not fit this model"):
+                     match=r"^--workdir: the parameters at step 0 in .* do not fit this model: "
+                           r"block_position_embeddings: checkpoint \[\[9, 16\], 'float32'\] vs "
+                           r"model \[\[9, 32\], 'float32'\]"):  # saved 16 wide, now 32
     pretrained.load(str(tmp_path), attention="xla")
 
 

@@ -100,6 +100,9 @@ class ModelConfig:
     for field, choices in (*CHOICES.items(), ("target_platform", PLATFORMS)):
       if getattr(self, field) not in choices:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: choose one of {choices}.")
+    for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position"):
+      if getattr(self, field) < 1:
+        raise ValueError(f"model.{field}={getattr(self, field)!r}: must be a positive integer.")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
                        f"model.num_heads={self.num_heads}; pick sizes with an integer head dim.")

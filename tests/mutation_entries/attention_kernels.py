@@ -115,4 +115,10 @@ ENTRIES: tuple[Mutation, ...] = (
              "scaled_q = q * jnp.asarray(scale, jnp.float32)",
              (_ATTENTION + "test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_within_"
               "bfloat16_rounding[splash]",)),
+    Mutation("a fused kernel under a tensor axis computes every head on every device",
+             "glmjax/model/attention.py",
+             "qkv_spec = PartitionSpec(batch_axes, None, head_axes, None)",
+             "qkv_spec = PartitionSpec(batch_axes, None, None, None)",
+             ("tests/test_dense_attention.py::test_a_fused_kernel_under_a_mesh_gives_the_reference_"
+              "whether_rows_and_heads_split_or_not",)),
 )

@@ -276,4 +276,10 @@ ENTRIES = (
              "devices = list(target.devices_indices_map(leaf.shape))",
              ("tests/test_snapshot_across_processes.py::test_each_process_sends_only_the_"
               "snapshot_parts_its_own_devices_hold",)),
+    Mutation("a parameter restore's refusal says checkpoint for model and model for checkpoint",
+             "glmjax/params_restore.py",
+             'problems = layout_differences(saved.get("param_layout", {}), current_layout)',
+             'problems = layout_differences(current_layout, saved.get("param_layout", {}))',
+             ("tests/test_reporting.py::test_a_workdir_whose_config_no_longer_fits_its_parameters_"
+              "is_refused_naming_the_workdir",)),
 )

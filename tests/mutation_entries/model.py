@@ -201,4 +201,9 @@ ENTRIES = (
              "jax.lax.dynamic_update_slice(values.value, v, (0, mask.slot + 1, 0, 0))",
              ("tests/test_model.py::test_decoding_part_a_once_then_one_token_a_call_gives_the_"
               "forward_s_logits",)),
+    Mutation("a model config built with 0 heads fails with ZeroDivisionError",
+             "glmjax/model/model_config.py",
+             '      if getattr(self, field) < 1:\n', '      if False:\n',
+             ("tests/test_config_validation.py::test_a_model_config_built_directly_refuses_heads_"
+              "that_do_not_divide_the_width_or_a_size_of_0",)),
 )

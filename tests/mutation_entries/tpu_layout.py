@@ -248,4 +248,15 @@ ENTRIES: tuple[Mutation, ...] = (
              '  jax.config.update("jax_platforms", jax.config.jax_platforms or "cpu")\n', "",
              ("tests/test_aot.py::test_the_command_probes_no_attached_accelerator_unless_jax_"
               "platforms_names_one",)),
+    Mutation("XLA_PYTHON_CLIENT_MEM_FRACTION=1 is refused", "glmjax/gpu_topology.py",
+             "  if not 0 < fraction <= 1:", "  if not 0 < fraction < 1:",
+             ("tests/test_aot_gpu.py::test_a_gpu_s_usable_memory_is_the_share_jax_s_client_"
+              "takes",)),
+    Mutation("a wrong GPU shape's message swaps the host and GPU limits", "glmjax/gpu_topology.py",
+             "{rule.format(MAX_HOSTS, GPUS_PER_HOST)}", "{rule.format(GPUS_PER_HOST, MAX_HOSTS)}",
+             ("tests/test_aot_gpu.py::test_impossible_gpu_names_say_what_is_accepted",)),
+    Mutation("aot's report names GPU machines GPUs per host first", "glmjax/gpu_topology.py",
+             'return f"{self.hosts}x{self.gpus_per_host} {self.model.name}"',
+             'return f"{self.gpus_per_host}x{self.hosts} {self.model.name}"',
+             ("tests/test_aot_gpu.py::test_gpu_names_give_hosts_and_gpus_per_host",)),
 )

@@ -81,8 +81,8 @@ ENTRIES = (
     Mutation("ModelConfig accepts heads that do not divide the width",
              "glmjax/model/model_config.py", "    if self.hidden_size % self.num_heads:\n",
              "    if False:\n",
-             ("tests/test_config_validation.py::test_a_model_config_whose_heads_do_not_divide_"
-              "the_width_is_refused_when_built_directly",)),
+             ("tests/test_config_validation.py::test_a_model_config_built_directly_refuses_heads_"
+              "that_do_not_divide_the_width_or_a_size_of_0",)),
     Mutation("a step's model FLOPs count the chunk-rounded logit positions, not the scored",
              "glmjax/step.py",
              'tokens=batch["tokens"].size, logit_positions=sums["scored_positions"],',
@@ -155,4 +155,17 @@ ENTRIES = (
              'nn.meta.unbox(params).")', "return params",
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_never_widens_and_refuses_"
               "boxed_parameters",)),
+    Mutation("GLM-10B's stage 1 decays weights by 0.01, not 0.1", "glmjax/recipes.py",
+             "eps=1e-8, weight_decay=0.1,", "eps=1e-8, weight_decay=0.01,",
+             ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_stage",)),
+    Mutation("GLM-10B's stage 1 decays linearly", "glmjax/recipes.py",
+             'decay_steps=175_000, schedule="cosine"', 'decay_steps=175_000, schedule="linear"',
+             ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_stage",)),
+    Mutation("GLM-10B's stage 2 decays over 5k steps, not 50k", "glmjax/recipes.py",
+             "warmup_ratio=0.005, decay_steps=50_000,", "warmup_ratio=0.005, decay_steps=5_000,",
+             ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_stage",)),
+    Mutation("GLM-10B's stage 1 takes 512 rows a step", "glmjax/recipes.py",
+             "config.data.update(seq_len=512, batch_size=1024,",
+             "config.data.update(seq_len=512, batch_size=512,",
+             ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_stage",)),
 )
