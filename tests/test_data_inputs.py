@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from glmjax.data import builtin_corpus, pipeline, prepare, sources
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
@@ -182,6 +183,14 @@ def test_one_document_of_each_block_of_round_one_over_the_fraction_is_held_out()
   assert [int(i) for i in sources.split_documents(25, 1 / 7)[1] // 7] == [0, 1, 2, 3]
 
 
+def test_the_held_out_document_s_place_in_its_block_varies_from_block_to_block():
+  """A corpus with a period (files of ten documents, a title page every tenth) must not have
+  every held-out document at one place in its block: the places are uniform over the block."""
+  _, held_out = sources.split_documents(10_000, 0.1)
+  places = np.bincount(held_out % 10, minlength=10)  # 1000 blocks of 10
+  assert stats.chisquare(places).pvalue > 1e-3, places
+
+
 def test_a_held_out_share_of_one_or_a_one_document_corpus_is_refused():
   with pytest.raises(ValueError, match=r"data.eval_fraction=1.0: expected a fraction in \[0, 1\)"):
     sources.split_documents(10, 1.0)
@@ -211,16 +220,24 @@ def test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_the_budget(monkeyp
   limit = host // 4
   real_open = open
 
-  def fake_open(path, *args, **kwargs):
+  version = [2]
+
+  def fake_open(path, *args, **kwargs):  # cgroup v2's file, or only v1's
     if str(path) == "/sys/fs/cgroup/memory.max":
+      if version[0] == 1:
+        raise FileNotFoundError(path)
       return io.StringIO(f"{limit}\n")
     if str(path) == "/sys/fs/cgroup/memory/memory.limit_in_bytes":
-      raise FileNotFoundError(path)
+      if version[0] == 2:
+        raise FileNotFoundError(path)
+      return io.StringIO(f"{limit}\n")
     return real_open(path, *args, **kwargs)
 
   monkeypatch.setattr(sources, "open", fake_open, raising=False)
   assert sources.memory_budget({}) == limit // 3
   assert sources.memory_budget({"SLURM_NTASKS_PER_NODE": "2"}) == limit // 6
+  version[0] = 1  # an older container runtime: cgroup v1
+  assert sources.memory_budget({}) == limit // 3
   limit = 2 * host  # a limit above the host's memory: the host's memory bounds it
   assert sources.memory_budget({}) == host // 3
 

@@ -155,6 +155,23 @@ def test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_whole(t
                jax.device_get(state))
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_snapshot_whose_parts_are_still_unsent_is_written_by_close_and_by_the_next_save(
+    tmp_path, parts):
+  """The loop stopped, or the next save came, before every part was sent: all the rest is sent
+  and the snapshot written, never dropped."""
+  state = states.state(4.0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "closed"), every=1, keep=3, snapshot_parts=parts)
+  assert ckpt.save(1, state, states.metadata(state), defer=True)
+  ckpt.close()
+  assert checkpoint.Checkpointer(str(tmp_path / "closed"), every=1, keep=3).steps() == [1]
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "saved"), every=1, keep=3, snapshot_parts=parts)
+  assert ckpt.save(1, state, states.metadata(state), defer=True)
+  assert ckpt.save(2, state, states.metadata(state), force=True)
+  ckpt.close()
+  assert checkpoint.Checkpointer(str(tmp_path / "saved"), every=1, keep=3).steps() == [1, 2]
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_snapshot_whose_second_part_fails_goes_whole_from_the_devices_at_the_usual_call(
     tmp_path, monkeypatch, processes):

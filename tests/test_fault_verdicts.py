@@ -37,6 +37,7 @@ def test_the_free_space_after_a_failed_save_is_that_of_the_nearest_existing_fold
     (OSError(errno.EDQUOT, "Disk quota exceeded"), "disk quota exceeded"),
     (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
     (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
+    (PermissionError(errno.EPERM, "Operation not permitted"), "permission denied"),  # chattr +i
     (ValueError("PERMISSION_DENIED: writing gs://bucket/run/checkpoints/4"), "permission denied"),
     (ValueError("RESOURCE_EXHAUSTED: out of memory"), None)])  # not the disk's: re-raised
 def test_a_save_that_fails_for_the_user_to_fix_names_the_cause(error, cause):

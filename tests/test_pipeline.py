@@ -373,6 +373,13 @@ def test_bad_inputs_raise_at_construction(docs, overrides, tokenizer, documents,
                            docs if documents is None else documents)
 
 
+def test_a_tokenizer_without_sentence_ends_is_accepted_when_no_sentence_rows_are_drawn(docs):
+  # A byte or character tokenizer may mark no sentence end: only [sMASK] rows need one.
+  config = data_config(blank_prob=0.8, sentence_prob=0.0, document_prob=0.2, batch_size=8)
+  batch = pipeline.BatchPipeline(config, Tokenizer(sentence_ids=()), docs).global_batch(0)
+  check_contract(batch, 256, 8)
+
+
 def test_evaluation_pipeline_reads_only_its_documents(docs):
   held_out = corpus([400, 90, 700], seed=9)
   own = set(held_out.tokens.tolist()) | set(S.as_dict().values())

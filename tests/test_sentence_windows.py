@@ -170,3 +170,23 @@ def test_a_window_is_cut_back_to_a_sentence_end_only_when_that_keeps_half_its_la
   # Half of the last document's room, not of the row: [CLS] at 4 with 8 positions of room.
   assert _cut([101, 2001, 1012, 0, 101, 2002, 2003, 1012, 2004, 2005, 2006, 2007], 12) == 8
   assert _cut([101, 2001, 1012, 0, 101, 2002, 1012, 2003, 2004, 2005, 2006, 2007], 12) == 12
+
+
+
+def test_sentence_rows_cut_back_to_a_sentence_end_hold_no_padding_in_their_text():
+  """A [sMASK] row's text is cut back to its last sentence end and the rest of its room padded:
+  that padding follows the row's Part B, never sits in Part A as context. (In the bert layout
+  padding and eos are both 0: a 0 in Part A must follow a document's last token, which here is
+  never a sentence end.)"""
+  docs = corpus([41, 91, 151, 261, 301, 701, 1201, 2001] * 4)  # no length a multiple of 12
+  config = data_config(blank_prob=0.0, sentence_prob=1.0, document_prob=0.0, batch_size=256,
+                       sentence_windows=True)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=9).global_batch(0)
+  check_contract(batch, 256, 256)
+  count = len(docs.doc_lengths)
+  last_tokens = set(docs.read(np.arange(count), np.asarray(docs.doc_lengths) - 1,
+                              np.ones(count, np.int64)).tolist())
+  for r in range(256):
+    part_a = batch["tokens"][r, :batch["sep"][r]]
+    after = part_a[np.flatnonzero(part_a[1:] == S.pad)]  # the token before each 0
+    assert set(after.tolist()) <= last_tokens, (r, part_a[-20:])

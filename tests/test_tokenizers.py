@@ -53,6 +53,12 @@ def test_byte_tokenizer_round_trip_and_layout():
   assert [len(ids) for ids in tok.encode_batch(["ab", "é"])] == [2, 2]
 
 
+def test_a_token_text_listed_twice_gives_its_role_the_first_id():
+  # A merged vocabulary can list a text twice: the role keeps the first id, not the last.
+  specials, _ = tk.assign_specials(["[PAD]", "[CLS]", "x", "[CLS]", "[PAD]"], "")
+  assert (specials.cls, specials.pad) == (1, 0)
+
+
 def test_bert_layout_uses_original_ids():
   specials, added = tk.assign_specials(bert_vocab(), "bert")
   assert specials == tk.BERT_SPECIALS

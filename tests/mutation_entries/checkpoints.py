@@ -282,4 +282,15 @@ ENTRIES = (
              'problems = layout_differences(current_layout, saved.get("param_layout", {}))',
              ("tests/test_reporting.py::test_a_workdir_whose_config_no_longer_fits_its_parameters_"
               "is_refused_naming_the_workdir",)),
+    Mutation("close and the next save send one more part and drop a snapshot still in parts",
+             "glmjax/checkpoint.py", "    while wait and not transfer.all_sent:",
+             "    if wait and not transfer.all_sent:",
+             ("tests/test_device_snapshot.py::test_a_snapshot_whose_parts_are_still_unsent_is_"
+              "written_by_close_and_by_the_next_save",)),
+    Mutation("a save refused with EPERM is a traceback, not the user's one line",
+             "glmjax/storage_errors.py",
+             'errno.EACCES: "permission denied", errno.EPERM: "permission denied"}',
+             'errno.EACCES: "permission denied"}',
+             ("tests/test_fault_verdicts.py::test_a_save_that_fails_for_the_user_to_fix_names_the_"
+              "cause",)),
 )

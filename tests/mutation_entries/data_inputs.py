@@ -219,4 +219,37 @@ ENTRIES = (
              "glmjax/data/documents.py",
              " or self.offsets[-1] != len(self.tokens):", ":",
              (_T + "test_a_store_refuses_offsets_and_reads_that_reach_outside_its_documents",)),
+    Mutation("sentence rows cut back to a sentence end keep padding in Part A",
+             "glmjax/data/pipeline.py",
+             "rng.take(sentence_rows), text[sentence_rows], available[sentence_rows],",
+             "rng.take(sentence_rows), text[sentence_rows], fetch[sentence_rows],",
+             ("tests/test_sentence_windows.py::test_sentence_rows_cut_back_to_a_sentence_end_hold_"
+              "no_padding_in_their_text",)),
+    Mutation("every block holds out the document at one place", "glmjax/data/sources.py",
+             "scrambled = infilling.mix64(block_index.astype(np.uint64) + infilling.GAMMA)",
+             "scrambled = infilling.mix64(0 * block_index.astype(np.uint64) + infilling.GAMMA)",
+             ("tests/test_data_inputs.py::test_the_held_out_document_s_place_in_its_block_varies_"
+              "from_block_to_block",)),
+    Mutation("a tokenizer without sentence ends is refused with sentence_prob=0",
+             "glmjax/data/pipeline.py",
+             "  if float(data.sentence_prob) > 0 and not table.any():",
+             "  if float(data.sentence_prob) >= 0 and not table.any():",
+             ("tests/test_pipeline.py::test_a_tokenizer_without_sentence_ends_is_accepted_when_no_"
+              "sentence_rows_are_drawn",)),
+    Mutation("a binary file is judged only after all of it is read", "glmjax/data/text_files.py",
+             "  for text in _range_texts(path, start, end, text_field, txt_documents, stats):\n"
+             "    _refuse_binary(path, stats.invalid_utf8 - invalid_before, "
+             "stats.bytes_read - bytes_before)\n",
+             "  for text in _range_texts(path, start, end, text_field, txt_documents, stats):\n",
+             ("tests/test_sources.py::test_a_binary_file_is_refused_within_its_first_kilobytes_not_"
+              "after_reading_it_all",)),
+    Mutation("a cgroup v1 memory limit is ignored", "glmjax/data/sources.py",
+             '("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")',
+             '("/sys/fs/cgroup/memory.max",)',
+             ("tests/test_data_inputs.py::test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_"
+              "the_budget",)),
+    Mutation("a token text listed twice gives its role the last id", "glmjax/data/specials.py",
+             "    first_id.setdefault(text, token_id)", "    first_id[text] = token_id",
+             ("tests/test_tokenizers.py::test_a_token_text_listed_twice_gives_its_role_the_first_"
+              "id",)),
 )
