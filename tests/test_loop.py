@@ -70,18 +70,18 @@ def test_throughput_per_device_divides_the_step_s_flops_by_every_device_of_the_r
 def test_a_log_line_s_throughput_is_that_of_the_steps_since_the_previous_log_line(monkeypatch):
   """log_every=2 on a clock that moves 0.5 s per step: each line reports 0.5 s per step, the
   tokens of a step over that, and the mean model FLOPs of its own two steps (each batch has
-  its own)."""
+  its own), a non-finite step's included. (push(done) reports step done - 1.)"""
   now = [0.0]
   monkeypatch.setattr(metrics_lib, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
   config = _local_config(steps=4, log_every=2)
   writer = _ScalarWriter()
   reporter = loop.StepReporter(config, writer, start=0, checkpoint_dir="unused")
   flops = {1: 1e9, 2: 3e9, 3: 5e9, 4: 7e9}
-  for done in (1, 2, 3, 4):
-    reporter.push(done, _step_metrics(model_flops=flops[done]))  # reports step done - 1
+  for done in (1, 2, 3, 4):  # step 3 is non-finite: its update is skipped, its FLOPs were spent
+    reporter.push(done, _step_metrics(model_flops=flops[done], nonfinite=done == 3))
     now[0] = 0.5 * done  # step `done` ran until now; it is read at the next push
   reporter.flush()
-  logged = {step: scalars for step, scalars in writer.records}
+  logged = {step: scalars for step, scalars in writer.records if "nonfinite" not in scalars}
   assert sorted(logged) == [2, 4]
   tokens = config.data.batch_size * config.data.seq_len
   for step, window in ((2, (1, 2)), (4, (3, 4))):

@@ -99,6 +99,21 @@ def test_sharded_part_b_loss_equals_the_full_logits_loss(mesh_shape, vocab):
     _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=5)
 
 
+def test_under_a_mesh_the_embedding_gradient_leaves_split_as_the_parameter_is():
+  """Vocabulary rows over tensor (each device's logits cover its own tenth of the vocabulary),
+  width over fsdp (reduce-scattered, not all-reduced then resharded): no device holds the whole
+  table's gradient."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=2)
+  config = importlib.import_module("configs.base").get_config("local")
+  config.mesh.update(data=1, fsdp=2, tensor=4)
+  mesh = parallel.make_mesh(config.mesh)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    _, _, (_, d_embeddings) = _under_test(hidden, embeddings, targets, weights, chunk=5)
+  wanted = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tensor", "fsdp"))
+  assert d_embeddings.sharding.is_equivalent_to(wanted, 2), d_embeddings.sharding
+  assert d_embeddings.addressable_shards[0].data.shape == (VOCAB // 4, WIDTH // 2)
+
+
 def test_logits_are_computed_for_the_scored_positions_only_rounded_up_to_a_chunk():
   hidden, embeddings, targets, weights = _rows_of_every_shape()
   scored = int(np.sum(weights != 0))

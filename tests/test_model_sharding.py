@@ -115,3 +115,14 @@ def test_the_residual_stream_stays_split_over_the_tensor_axis(mesh):
   replicated, replicated_spec = _backward_temp_bytes_and_hidden_spec(mesh, replicated_rules)
   assert len(replicated_spec) < 3 or replicated_spec[-1] is None
   assert split < 0.8 * replicated
+
+
+@pytest.mark.parametrize("logical", ["activation_heads", "activation_mlp"])
+def test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis(mesh, logical):
+  """activation_heads and activation_mlp -> tensor: q, k, v, the scores and the MLP's 4H
+  activations are a quarter per device, not copies (the model's numbers would be the same
+  either way: only the memory shows it)."""
+  split, _ = _backward_temp_bytes_and_hidden_spec(mesh, RULES)
+  replicated, _ = _backward_temp_bytes_and_hidden_spec(
+      mesh, tuple((name, None if name == logical else axes) for name, axes in RULES))
+  assert split < 0.8 * replicated

@@ -98,8 +98,30 @@ def test_nonfinite_loss_skips_the_update():
   for x, y in zip(jax.tree.leaves((before.params, before.opt_state)),
                   jax.tree.leaves((after.params, after.opt_state))):
     np.testing.assert_array_equal(x, y)
+  assert int(after.step) == 2  # the skipped step still counts: the next batch is batch 2's
   losses, _, nonfinite = _run_steps(config, jax.devices()[:1], [clean[0], poisoned, clean[1]])
   assert not nonfinite and np.isfinite(losses[-1])
+
+
+def test_the_train_step_donates_the_state_it_is_given():
+  """The step writes the new state into the old one's buffers: a state kept alive beside it
+  would double the parameters' and moments' memory (GLM-2B's would no longer fit)."""
+  config = _config(data=2, fsdp=2, tensor=2)
+  mesh = parallel.make_mesh(config.mesh)
+  rules = parallel.logical_rules(config.mesh)
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  optimizer = optim.make_optimizer(config.optim)
+  init_fn = step_lib.make_init_fn(model, optimizer, config.data.seq_len)
+  with parallel.activate(mesh, rules):
+    shardings = step_lib.state_shardings(init_fn, mesh, rules)
+    state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
+    train_fn = step_lib.jit_train_step(model, optimizer, optim.learning_rate_schedule(
+        config.optim), config, mesh, shardings)
+    batch = _batches(config, 1)[0]
+    new_state, _ = train_fn(state, parallel.global_batch(
+        batch, parallel.host_rows(mesh, len(batch["sep"]))))
+  jax.block_until_ready(new_state)
+  assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))
 
 
 def test_an_update_that_would_make_the_parameters_nan_is_skipped():

@@ -120,4 +120,17 @@ ENTRIES = (
              "[rule for rule in rules if not _is_rule(rule)]", "[]",
              ("tests/test_config_validation.py::test_mesh_rules_that_are_not_name_axes_pairs_are_"
               "refused_naming_the_field",)),
+    Mutation("the embedding gradient is all-reduced over fsdp, not reduce-scattered",
+             "glmjax/loss.py",
+             "scatter_axes = tuple(a for a in embed_axes if a in batch_axes)",
+             "scatter_axes = ()", ("tests/test_loss.py::test_under_a_mesh_the_embedding_gradient_leaves_split_as_the_parameter_is",)),
+    Mutation("the loss computes logits for the whole vocabulary on every tensor device",
+             "glmjax/config.py", '    ("activation_vocab", "tensor"),',
+             '    ("activation_vocab", None),', ("tests/test_loss.py::test_under_a_mesh_the_embedding_gradient_leaves_split_as_the_parameter_is",)),
+    Mutation("attention runs every head on every tensor device", "glmjax/config.py",
+             '    ("activation_heads", "tensor"),', '    ("activation_heads", None),',
+             ("tests/test_model_sharding.py::test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis",)),
+    Mutation("the MLP's 4H activations are whole on every tensor device", "glmjax/config.py",
+             '    ("activation_mlp", "tensor"),', '    ("activation_mlp", None),',
+             ("tests/test_model_sharding.py::test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis",)),
 )

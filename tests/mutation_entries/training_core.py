@@ -168,4 +168,18 @@ ENTRIES = (
              "config.data.update(seq_len=512, batch_size=1024,",
              "config.data.update(seq_len=512, batch_size=512,",
              ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_stage",)),
+    Mutation("the train step keeps the state it is given (two states in device memory)",
+             "glmjax/step.py", "out_shardings=(shardings, None), donate_argnums=0)",
+             "out_shardings=(shardings, None))",
+             ("tests/test_train_step.py::test_the_train_step_donates_the_state_it_is_given",)),
+    Mutation("a skipped step does not count (the step and its batch stall)", "glmjax/step.py",
+             "new_state = TrainState(step=state.step + 1,",
+             "new_state = TrainState(step=jnp.where(finite, state.step + 1, state.step),",
+             ("tests/test_train_step.py::test_nonfinite_loss_skips_the_update",)),
+    Mutation("a non-finite step's FLOPs are left out of its log line's mean", "glmjax/loop.py",
+             '    self.flops.append(float(host["model_flops"]))\n',
+             '    if not bool(host["nonfinite"]):\n'
+             '      self.flops.append(float(host["model_flops"]))\n',
+             ("tests/test_loop.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
+              "previous_log_line",)),
 )
