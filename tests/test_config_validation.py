@@ -353,6 +353,8 @@ def test_a_model_config_built_directly_refuses_heads_that_do_not_divide_the_widt
   for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position"):
     with pytest.raises(ValueError, match=rf"^model.{field}=0: must be a positive integer"):
       ModelConfig(**{field: 0})
+  with pytest.raises(ValueError, match=r"^model.ffn_size=-1: must be 0 \(4 \* hidden_size\)"):
+    ModelConfig(ffn_size=-1)
 
 
 def test_the_closed_ends_of_each_documented_range_are_accepted():

@@ -100,7 +100,7 @@ def test_sharded_part_b_loss_equals_the_full_logits_loss(mesh_shape, vocab):
 
 
 def test_under_a_mesh_the_embedding_gradient_leaves_split_as_the_parameter_is():
-  """Vocabulary rows over tensor (each device's logits cover its own tenth of the vocabulary),
+  """Vocabulary rows over tensor (each device's logits cover its own quarter of the vocabulary, 10 rows),
   width over fsdp (reduce-scattered, not all-reduced then resharded): no device holds the whole
   table's gradient."""
   hidden, embeddings, targets, weights = _rows_of_every_shape(seed=2)

@@ -84,11 +84,11 @@ def test_kernels_run_per_shard_under_a_mesh(mesh):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
 
 
-def _backward_temp_bytes_and_hidden_spec(mesh, rules):
+def _backward_temp_bytes_and_hidden_spec(mesh, rules, **model):
   """Temporary bytes per device of the model's backward pass (dropout on), and the spec of its
-  final hidden states, under `rules`."""
+  final hidden states, under `rules` (and `model` fields)."""
   config = _config()
-  config.update(hidden_size=256, max_position=64, hidden_dropout=0.1)
+  config.update(hidden_size=256, max_position=64, hidden_dropout=0.1, **model)
   model = _glm(config)
   tokens = jnp.zeros((8, 64), jnp.int32)
   positions = jnp.tile(jnp.arange(64, dtype=jnp.int32), (8, 1))
@@ -117,12 +117,15 @@ def test_the_residual_stream_stays_split_over_the_tensor_axis(mesh):
   assert split < 0.8 * replicated
 
 
-@pytest.mark.parametrize("logical", ["activation_heads", "activation_mlp"])
-def test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis(mesh, logical):
-  """activation_heads and activation_mlp -> tensor: q, k, v, the scores and the MLP's 4H
+@pytest.mark.parametrize("logical, model", [("activation_heads", {}),
+                                             ("activation_mlp", {"ffn_size": 4096})])
+def test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis(mesh, logical,
+                                                                             model):
+  """activation_heads and activation_mlp -> tensor: q, k, v, the scores and the MLP's
   activations are a quarter per device, not copies (the model's numbers would be the same
-  either way: only the memory shows it)."""
-  split, _ = _backward_temp_bytes_and_hidden_spec(mesh, RULES)
+  either way: only the memory shows it). The MLP case widens the MLP to 16H so that its
+  activations dominate the backward's temporaries."""
+  split, _ = _backward_temp_bytes_and_hidden_spec(mesh, RULES, **model)
   replicated, _ = _backward_temp_bytes_and_hidden_spec(
-      mesh, tuple((name, None if name == logical else axes) for name, axes in RULES))
-  assert split < 0.8 * replicated
+      mesh, tuple((name, None if name == logical else axes) for name, axes in RULES), **model)
+  assert split < 0.8 * replicated, (split, replicated)

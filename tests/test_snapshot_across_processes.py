@@ -52,7 +52,12 @@ def test_each_process_sends_only_the_snapshot_parts_its_own_devices_hold(tmp_pat
                                 str(index), str(results[index])], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
               for index in range(2)]
-  errors = [child.communicate(timeout=300)[1] for child in children]
+  try:
+    errors = [child.communicate(timeout=300)[1] for child in children]
+  finally:  # a hung child must not outlive the test holding the coordinator's port
+    for child in children:
+      if child.poll() is None:
+        child.kill()
   for child, err in zip(children, errors):
     assert child.returncode == 0, err[-3000:]
     assert "Could not send" not in err, err[-3000:]

@@ -104,8 +104,8 @@ def test_nonfinite_loss_skips_the_update():
 
 
 def test_the_train_step_donates_the_state_it_is_given():
-  """The step writes the new state into the old one's buffers: a state kept alive beside it
-  would double the parameters' and moments' memory (GLM-2B's would no longer fit)."""
+  """The step donates the state it is given (jax deletes those arrays), so XLA can reuse their
+  buffers for the new state instead of holding two states: parameters and moments twice."""
   config = _config(data=2, fsdp=2, tensor=2)
   mesh = parallel.make_mesh(config.mesh)
   rules = parallel.logical_rules(config.mesh)

@@ -103,6 +103,8 @@ class ModelConfig:
     for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position"):
       if getattr(self, field) < 1:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: must be a positive integer.")
+    if self.ffn_size < 0:
+      raise ValueError(f"model.ffn_size={self.ffn_size}: must be 0 (4 * hidden_size) or positive.")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
                        f"model.num_heads={self.num_heads}; pick sizes with an integer head dim.")

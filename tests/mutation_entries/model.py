@@ -206,4 +206,8 @@ ENTRIES = (
              '      if getattr(self, field) < 1:\n', '      if False:\n',
              ("tests/test_config_validation.py::test_a_model_config_built_directly_refuses_heads_"
               "that_do_not_divide_the_width_or_a_size_of_0",)),
+    Mutation("a negative ffn_size is accepted until a shape error", "glmjax/model/model_config.py",
+             "    if self.ffn_size < 0:\n", "    if False:\n",
+             ("tests/test_config_validation.py::test_a_model_config_built_directly_refuses_heads_"
+              "that_do_not_divide_the_width_or_a_size_of_0",)),
 )
