@@ -6,10 +6,7 @@ runs the real `parallel.global_batch` on a mesh whose hosts hold interleaved row
 """
 import importlib
 import logging
-import os
 import re
-import subprocess
-import sys
 import textwrap
 import types
 
@@ -21,8 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from glmjax import aot, config as config_lib, held_out, parallel, step as step_lib, topology
 from glmjax import train
+import two_hosts
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 1024
 MESHES = {"data": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=1, fsdp=-1, tensor=1),
           "fsdp_tensor": dict(data=1, fsdp=-1, tensor=2),
@@ -239,19 +236,10 @@ CHILD = textwrap.dedent("""
 
 def test_two_hosts_with_interleaved_rows_assemble_the_global_batch_and_agree_on_attention(
     tmp_path, coordinator_port):
-  script = tmp_path / "child.py"
-  script.write_text(CHILD)
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-         "PYTHONPATH": REPO}
-  results = [tmp_path / f"host{index}.txt" for index in range(2)]
-  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{coordinator_port}",
-                                str(index), str(results[index])], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True) for index in range(2)]
-  errors = [child.communicate(timeout=300)[1] for child in children]
-  for child, err in zip(children, errors):
-    assert child.returncode == 0, err[-3000:]
-  lines = [result.read_text() for result in results]
+  outcomes = two_hosts.run(CHILD, tmp_path, coordinator_port, devices_per_process=4)
+  for status, stderr, _ in outcomes:
+    assert status == 0, stderr
+  lines = [text for _, _, text in outcomes]
   assert lines[0] == "rows [0, 1, 4, 5, 8, 9, 12, 13] attention cudnn raised explicit-stopped"
   assert lines[1] == "rows [2, 3, 6, 7, 10, 11, 14, 15] attention cudnn raised explicit-stopped"
 

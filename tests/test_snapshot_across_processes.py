@@ -1,12 +1,9 @@
 """A device snapshot's copy to pinned host memory with two real processes: each process sends
 the parts its own devices hold, and never looks up another process's devices (one CPU process
 with 8 devices addresses them all, so only two processes show this)."""
-import os
-import subprocess
-import sys
 import textwrap
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import two_hosts
 
 CHILD = textwrap.dedent("""
     import logging
@@ -42,26 +39,8 @@ CHILD = textwrap.dedent("""
 
 def test_each_process_sends_only_the_snapshot_parts_its_own_devices_hold(tmp_path,
                                                                          coordinator_port):
-  script = tmp_path / "child.py"
-  script.write_text(CHILD)
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-         "PYTHONPATH": REPO}
-  results = [tmp_path / f"host{index}.txt" for index in range(2)]
-  children = [subprocess.Popen([sys.executable, str(script), f"localhost:{coordinator_port}",
-                                str(index), str(results[index])], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-              for index in range(2)]
-  try:
-    errors = [child.communicate(timeout=300)[1] for child in children]
-  finally:  # a hung child must not outlive the test holding the coordinator's port
-    for child in children:
-      if child.poll() is None:
-        child.kill()
-  for child, err in zip(children, errors):
-    assert child.returncode == 0, err[-3000:]
-    assert "Could not send" not in err, err[-3000:]
-  for result in results:
-    assert result.read_text() == (
-        "data: 1 shards in ['pinned_host'] right=True; "
-        "data+fsdp: 2 shards in ['pinned_host'] right=True")
+  outcomes = two_hosts.run(CHILD, tmp_path, coordinator_port, devices_per_process=2)
+  for status, stderr, text in outcomes:
+    assert status == 0 and "Could not send" not in stderr, stderr
+    assert text == ("data: 1 shards in ['pinned_host'] right=True; "
+                    "data+fsdp: 2 shards in ['pinned_host'] right=True")
