@@ -1,11 +1,10 @@
-"""Planted bugs in the benchmarks, the embedded corpus and the convert command."""
+"""Planted bugs in the benchmarks and the GPU loan's scripts."""
 from mutation_entries import Mutation
 
 _TRAFFIC = "tests/test_bench_traffic.py::"
 _WHEELS = "tests/test_gpu_wheels.py::"
 _BENCH = "tests/test_bench.py::"
 _STEP = "tests/test_bench_step.py::"
-_CONVERT = "tests/test_convert.py::"
 _MEASURE = (_STEP + "test_the_step_benchmark_divides_its_timings_as_its_figures_say",)
 _PIPELINE = (_STEP + "test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch",)
 _SAVE = ("tests/test_bench_save.py::test_a_save_s_overhead_is_what_a_later_save_adds_to_the_"
@@ -25,11 +24,7 @@ _PREPARE = (_BENCH + "test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a
 _ATT = "tests/test_bench_attention.py::"
 _ATTENTION = (_ATT + "test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_"
               "failing_its_check",)
-_IMPORT_FLAGS = (_CONVERT + "test_the_convert_command_hands_the_import_the_tokenizer_heads_and_"
-                 "pickle_flags",)
-_REFUSED = (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_"
-            "extra_words",)
-_STEP = "glmjax/bench/step.py"
+_STEP_PY = "glmjax/bench/step.py"
 _SAVE_PY = "glmjax/bench/save.py"
 _ATT_PY = "glmjax/bench/attention.py"
 _AUTOTUNE = (_ATT + "test_with_attention_autotune_tokamax_is_timed_again_under_the_"
@@ -44,10 +39,10 @@ _SWEEP_SET_ERRORS = (_BENCH + "test_a_sweep_set_item_that_cannot_apply_is_one_li
 
 ENTRIES: tuple[Mutation, ...] = (
     # The step benchmark: what each figure divides by.
-    Mutation("the step benchmark's tokens/s counts rows, not tokens", _STEP,
+    Mutation("the step benchmark's tokens/s counts rows, not tokens", _STEP_PY,
              "tokens_per_step=config.data.batch_size * config.data.seq_len",
              "tokens_per_step=config.data.batch_size", _MEASURE),
-    Mutation("the step benchmark's pipeline_vs_prebuilt is inverted", _STEP,
+    Mutation("the step benchmark's pipeline_vs_prebuilt is inverted", _STEP_PY,
              "pipeline_time / step_time if pipeline_time",
              "step_time / pipeline_time if pipeline_time", _MEASURE),
     Mutation("the save benchmark's checkpoint_overhead is in seconds, not steps", _SAVE_PY,
@@ -102,16 +97,16 @@ ENTRIES: tuple[Mutation, ...] = (
              "      _held(checkpointer.write_deferred)\n", _SAVE),
     Mutation("a snapshot still on its way after the timed steps is waited for outside the timing",
              _SAVE_PY, "    held += _held(checkpointer.write_deferred, wait=True)\n", "", _SAVE),
-    Mutation("the step benchmark's compiled FLOPs are one device's share", _STEP,
+    Mutation("the step benchmark's compiled FLOPs are one device's share", _STEP_PY,
              "float(flops) * jax.device_count()", "float(flops)", _MEASURE),
-    Mutation("the step benchmark divides its timed steps by one more than it ran", _STEP,
+    Mutation("the step benchmark divides its timed steps by one more than it ran", _STEP_PY,
              "step_time = (time.perf_counter() - start) / steps",
              "step_time = (time.perf_counter() - start) / (steps + 1)", _MEASURE),
-    Mutation("the pipeline-fed step time runs one step fewer than it divides by", _STEP,
+    Mutation("the pipeline-fed step time runs one step fewer than it divides by", _STEP_PY,
              "    for step in range(1, steps + 1):\n      state, out = compiled(state, batches.ge",
              "    for step in range(1, steps):\n      state, out = compiled(state, batches.ge",
              _PIPELINE),
-    Mutation("the pipeline-fed step time includes the first batch's build", _STEP,
+    Mutation("the pipeline-fed step time includes the first batch's build", _STEP_PY,
              "    state, out = compiled(state, batches.get(0))  # the first batch has no step to "
              "hide behind\n    jax.block_until_ready(out)\n    start = time.perf_counter()\n",
              "    start = time.perf_counter()\n    state, out = compiled(state, batches.get(0))\n"
@@ -125,9 +120,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "force=True, defer=defer))", "force=True, defer=False))", _SAVE),
     Mutation("the deferred save's transfer is never started inside the timed steps", _SAVE_PY,
              "      held += _held(checkpointer.write_deferred)\n", "", _SAVE),
-    Mutation("the synthetic rows' Part B block positions start at 0", _STEP,
+    Mutation("the synthetic rows' Part B block positions start at 0", _STEP_PY,
              "positions - sep[:, None] + 1, 0)", "positions - sep[:, None], 0)", _SYNTHETIC),
-    Mutation("the synthetic rows' Part B sits at a position past Part A", _STEP,
+    Mutation("the synthetic rows' Part B sits at a position past Part A", _STEP_PY,
              "np.where(part_b, sep[:, None] - 1, positions)",
              "np.where(part_b, sep[:, None], positions)", _SYNTHETIC),
     # The prepare, attention and sweep benchmarks.
@@ -210,23 +205,6 @@ ENTRIES: tuple[Mutation, ...] = (
              '[part.strip() for part in (text or "").split(",") if part.strip()]',
              '[part for part in (text or "").split(",") if part.strip()]',
              (_BENCH + "test_the_sweep_reads_flag_lists_written_with_spaces",)),
-    # The convert command's flags and failures.
-    Mutation("convert import drops --tokenizer", "glmjax/convert/__main__.py",
-             "tokenizer=_TOKENIZER.value,", 'tokenizer="",', _IMPORT_FLAGS),
-    Mutation("convert import drops --num_heads", "glmjax/convert/__main__.py",
-             "num_heads=_NUM_HEADS.value, allow_pickle", "num_heads=0, allow_pickle",
-             _IMPORT_FLAGS),
-    Mutation("convert import unpickles without --trust_pickle", "glmjax/convert/__main__.py",
-             "allow_pickle=_TRUST_PICKLE.value)", "allow_pickle=True)", _IMPORT_FLAGS),
-    Mutation("convert export runs without --out", "glmjax/convert/__main__.py",
-             "  if not all(needed):", "  if not any(needed):", _REFUSED),
-    Mutation("convert takes extra words after its command", "glmjax/convert/__main__.py",
-             "if len(argv) != 2 or", "if len(argv) < 2 or", _REFUSED),
-    Mutation("convert shows a traceback for an unusable checkpoint", "glmjax/convert/__main__.py",
-             "mapping.CheckpointMismatchError,\n"
-             "                checkpoint_lib.UnusableCheckpointError)",
-             "mapping.CheckpointMismatchError)",
-             (_CONVERT + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
     Mutation("the autotuned attention kernel is timed outside the autotuner's result", _ATT_PY,
              "    with result:\n      record = timings()\n", "    record = timings()\n",
              _AUTOTUNE),
@@ -434,16 +412,6 @@ ENTRIES: tuple[Mutation, ...] = (
              "launch/gpu_wheels.sh", "tokamax@$TOKAMAX_COMMIT", "tokamax",
              (_WHEELS + "test_tokamax_is_built_from_the_commit_that_measure_gpu_names_or_from_a_"
               "given_checkout",)),
-    Mutation("convert's mistyped command is not named", "glmjax/convert/__main__.py",
-             """             else f"{' '.join(argv[1:])!r} is not a command")""",
-             """             else "not a command")""",
-             (_CONVERT + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_"
-              "with_extra_words",)),
-    Mutation("load_pretrained leaves an original checkpoint's attention at 'auto'",
-             "glmjax/convert/__init__.py",
-             '  return dataclasses.replace(model_config, attention="xla"), params',
-             "  return model_config, params",
-             (_CONVERT + "test_each_original_layout_gives_the_original_logits",)),
     Mutation("the prepare benchmark's line is keyed 'bench', not 'what'",
              "glmjax/bench/prepare.py", 'result = dict(what="prepare",',
              'result = dict(bench="prepare",', (_BENCH + "test_bench_prints_one_json_line",)),

@@ -9,6 +9,10 @@ _V = "tests/test_config_validation.py::"
 _A = "tests/test_attention.py::"
 _M = "tests/test_remat_and_scan.py::"
 
+_IMPORT_FLAGS = (_C + "test_the_convert_command_hands_the_import_the_tokenizer_heads_and_"
+                 "pickle_flags",)
+_REFUSED = (_C + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_with_"
+            "extra_words",)
 _ROUND_TRIP = (_EXPORT + "test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_"
                "with_the_import",)
 
@@ -167,4 +171,31 @@ ENTRIES: tuple[Mutation, ...] = (
              '(os.path.dirname(source) or ".")', "os.path.dirname(source)",
              (_T + "test_the_tokenizer_in_a_hugging_face_folder_is_stored_without_naming_it["
               "model.safetensors]",)),
+    # The convert command's flags and failures.
+    Mutation("convert import drops --tokenizer", "glmjax/convert/__main__.py",
+             "tokenizer=_TOKENIZER.value,", 'tokenizer="",', _IMPORT_FLAGS),
+    Mutation("convert import drops --num_heads", "glmjax/convert/__main__.py",
+             "num_heads=_NUM_HEADS.value, allow_pickle", "num_heads=0, allow_pickle",
+             _IMPORT_FLAGS),
+    Mutation("convert import unpickles without --trust_pickle", "glmjax/convert/__main__.py",
+             "allow_pickle=_TRUST_PICKLE.value)", "allow_pickle=True)", _IMPORT_FLAGS),
+    Mutation("convert export runs without --out", "glmjax/convert/__main__.py",
+             "  if not all(needed):", "  if not any(needed):", _REFUSED),
+    Mutation("convert takes extra words after its command", "glmjax/convert/__main__.py",
+             "if len(argv) != 2 or", "if len(argv) < 2 or", _REFUSED),
+    Mutation("convert shows a traceback for an unusable checkpoint", "glmjax/convert/__main__.py",
+             "mapping.CheckpointMismatchError,\n"
+             "                checkpoint_lib.UnusableCheckpointError)",
+             "mapping.CheckpointMismatchError)",
+             (_C + "test_the_convert_command_reports_an_unusable_checkpoint_in_one_line",)),
+    Mutation("convert's mistyped command is not named", "glmjax/convert/__main__.py",
+             """             else f"{' '.join(argv[1:])!r} is not a command")""",
+             """             else "not a command")""",
+             (_C + "test_the_convert_command_refuses_a_command_line_missing_a_folder_or_"
+              "with_extra_words",)),
+    Mutation("load_pretrained leaves an original checkpoint's attention at 'auto'",
+             "glmjax/convert/__init__.py",
+             '  return dataclasses.replace(model_config, attention="xla"), params',
+             "  return model_config, params",
+             (_C + "test_each_original_layout_gives_the_original_logits",)),
 )
