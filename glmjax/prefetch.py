@@ -21,12 +21,14 @@ DEPTH = 2
 
 class Prefetcher:
   """`get(k)` returns `build(k)` for k = start, start + 1, ... in order; at most `depth` batches
-  are built ahead (2: double-buffered). An error in `build(k)` is raised by `get(k)`."""
+  are built ahead (2: double-buffered). An error in `build(k)` is raised by `get(k)`; a later
+  `get` raises at once (nothing is built after a failure, so waiting would never end)."""
 
   def __init__(self, build: Callable[[int], Any], start: int, stop: int, depth: int = DEPTH):
     if depth < 1:
       raise ValueError(f"prefetch depth must be at least 1, got {depth}")
-    self._build, self._next = build, start
+    self._build, self._next, self._stop = build, start, stop
+    self._failed: tuple[int, BaseException] | None = None
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._closed = threading.Event()
     self._thread = threading.Thread(target=self._produce, args=(start, stop),
@@ -49,12 +51,19 @@ class Prefetcher:
         return
 
   def get(self, step: int) -> Any:
+    if self._failed is not None:
+      failed_step, error = self._failed
+      raise RuntimeError(f"batch {step} was not built: building batch {failed_step} failed "
+                         f"({type(error).__name__}: {error})") from error
     if step != self._next:
       raise ValueError(f"batches are prefetched in order: expected step {self._next}, "
                        f"asked for {step}")
+    if step >= self._stop:
+      raise ValueError(f"batches are prefetched up to step {self._stop - 1}, asked for {step}")
     built_step, batch, error = self._queue.get()
     self._next = built_step + 1
     if error is not None:
+      self._failed = (built_step, error)
       raise error
     return batch
 

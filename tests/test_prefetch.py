@@ -132,3 +132,45 @@ def test_no_batch_is_built_after_one_fails():
     batches.get(2)
   batches.close()
   assert built == [0, 1, 2]
+
+
+def test_asking_again_after_a_failed_batch_raises_at_once_naming_the_failure():
+  """Nothing is built after a failure, so a retry that waited on the queue would never end."""
+  def build(step):
+    if step == 1:
+      raise OSError("shard 3 is unreadable")
+    return step
+
+  with Prefetcher(build, start=0, stop=10) as batches:
+    assert batches.get(0) == 0
+    with pytest.raises(OSError):
+      batches.get(1)
+    error = _raised_within(60, batches.get, 2)
+    assert isinstance(error, RuntimeError)
+    assert "batch 2 was not built: building batch 1 failed (OSError: shard 3" in str(error)
+
+
+def test_asking_past_the_stop_step_is_refused_rather_than_waited_on():
+  with Prefetcher(lambda step: step, start=0, stop=2) as batches:
+    assert [batches.get(0), batches.get(1)] == [0, 1]
+    error = _raised_within(60, batches.get, 2)
+    assert isinstance(error, ValueError) and "up to step 1, asked for 2" in str(error)
+
+
+def _raised_within(seconds, call, *args):
+  """The error `call(*args)` raises on a thread; fails the test if it is still waiting (the
+  long limit is for a starved CI machine: a correct call raises at once)."""
+  outcome = []
+
+  def attempt():
+    try:
+      call(*args)
+      outcome.append(None)
+    except Exception as error:  # noqa: BLE001 - the test inspects it
+      outcome.append(error)
+
+  thread = threading.Thread(target=attempt, daemon=True)
+  thread.start()
+  thread.join(timeout=seconds)
+  assert outcome, f"the call was still waiting after {seconds} s"
+  return outcome[0]

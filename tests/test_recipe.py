@@ -194,6 +194,15 @@ def test_short_rows_hold_a_uniformly_short_text_at_their_rate(docs):
     assert np.sum(batch["tokens"][r] == S.gmask) == 1
 
 
+def test_a_short_row_s_text_length_takes_each_value_from_32_to_t_equally_often():
+  """The original draws U{32..seq_len - 2} and cuts each sample into windows of about that many
+  tokens; here a short row fetches U{32..T} tokens, cut to what its layout holds."""
+  lengths = pipeline.short_lengths(np.arange(33 * 100) / (33 * 100), 64)
+  values, counts = np.unique(lengths, return_counts=True)
+  assert values.tolist() == list(range(32, 65))
+  assert counts.tolist() == [100] * 33
+
+
 def assert_windows_of_the_corpus(text, docs):
   """Each run of text between specials is a contiguous piece of one document (every id but
   the period occurs once in the corpus, so a token tells its document and position)."""

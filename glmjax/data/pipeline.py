@@ -89,8 +89,8 @@ class BatchPipeline:
     fetch = np.select([objective == BLANK, objective == SENTENCE], [blank_len, T], T - 1)
     # Short rows (data.short_seq_prob) fetch U{32..T} tokens, as the original re-cuts a batch.
     short = draws.uniform(infilling.STREAM_SHORT, 2)
-    fetch = np.where(short[:, 0] < self.short_seq_prob, np.minimum(fetch, (
-        SHORT_MIN + short[:, 1] * (T - SHORT_MIN + 1)).astype(np.int64)), fetch)
+    fetch = np.where(short[:, 0] < self.short_seq_prob,
+                     np.minimum(fetch, short_lengths(short[:, 1], T)), fetch)
     text, piece_start, piece_avail = self.windows(rng, fetch)
     available = fetch  # text tokens of each row: all it fetched, or less when cut at a sentence
     if self.sentence_windows:
@@ -194,6 +194,11 @@ class BatchPipeline:
     flat[(row_base + start)[used]] = self.specials.cls
     flat[(row_base + start + 1 + avail)[has_eos]] = self.specials.eos
     return text, start, avail
+
+
+def short_lengths(uniform, seq_len: int):
+  """U{SHORT_MIN..seq_len} text lengths of short rows, from draws uniform in [0, 1)."""
+  return (SHORT_MIN + uniform * (seq_len - SHORT_MIN + 1)).astype(np.int64)
 
 
 def maskable_segments(piece_start, piece_avail, text_len):

@@ -95,4 +95,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "  return first[:, :1], np.maximum(np.asarray(text_len)[:, None] - 1 - first[:, :1], 0)",
              ("tests/test_pipeline.py::test_blank_rows_keep_the_contract_and_decode_to_their_"
               "text",)),
+    Mutation("a short row's text never reaches T tokens (U{32..T-1})", _PIPELINE,
+             "(SHORT_MIN + uniform * (seq_len - SHORT_MIN + 1))",
+             "(SHORT_MIN + uniform * (seq_len - SHORT_MIN))",
+             (_TR + "test_a_short_row_s_text_length_takes_each_value_from_32_to_t_equally_often",)),
 )

@@ -293,4 +293,10 @@ ENTRIES = (
              'errno.EACCES: "permission denied"}',
              ("tests/test_fault_verdicts.py::test_a_save_that_fails_for_the_user_to_fix_names_the_"
               "cause",)),
+    Mutation("a background write's failure, surfaced by the next save, is named by the new step",
+             "glmjax/checkpoint.py",
+             "    self.wait()  # surfaces an error of the previous asynchronous save here rather "
+             "than never\n", "",
+             (_FAULTS + "test_a_write_that_fails_in_the_background_is_named_by_its_own_step_at_"
+              "the_next_save",)),
 )

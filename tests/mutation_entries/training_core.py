@@ -66,6 +66,14 @@ ENTRIES = (
     Mutation("the prefetcher goes on building after a batch failed", "glmjax/prefetch.py",
              "if item[2] is not None or self._closed.is_set():", "if self._closed.is_set():",
              (_PREFETCH + "test_no_batch_is_built_after_one_fails",)),
+    Mutation("a get retried after a failed batch waits forever on the queue",
+             "glmjax/prefetch.py", "    if self._failed is not None:\n",
+             "    if False:\n",
+             (_PREFETCH + "test_asking_again_after_a_failed_batch_raises_at_once_naming_the_"
+              "failure",)),
+    Mutation("a get past the stop step waits forever on the queue", "glmjax/prefetch.py",
+             "    if step >= self._stop:\n", "    if False:\n",
+             (_PREFETCH + "test_asking_past_the_stop_step_is_refused_rather_than_waited_on",)),
     Mutation("context masking takes unsorted draws (a row depends on the rows beside it)",
              "glmjax/data/masking.py",
              "  smallest = np.take_along_axis(\n      smallest, np.argsort(np.take_along_axis("
