@@ -361,6 +361,8 @@ def main(argv) -> None:
           f"({_count(spec.chips, unit)}, {_count(spec.hosts, 'host')}); this takes "
           "minutes on a small machine...",
           file=sys.stderr, flush=True)
+    if vocab_warning := config_lib.vocab_size_warning(config.model):
+      log.warning(vocab_warning)
     report = compile_for_slice(config, spec)
   except topology.TopologyError as error:  # neither a slice nor a GPU name
     print(f"error: {str(error).rstrip('.')} (or NVIDIA GPUs: h100-8, h200:2x8).", file=sys.stderr)

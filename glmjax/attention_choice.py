@@ -107,6 +107,17 @@ def _tokamax_usable(device: jax.Device | None = None) -> bool:
   return _gpu_is_sm90_or_newer(device)
 
 
+def _passed_over(candidate: str, seq_len: int | None, dtype: Any) -> str | None:
+  """Why 'auto' passes over `candidate` without trying it (a length or dtype the kernel never
+  takes), or None; the same rule for a compile for another platform and a start-up check."""
+  multiple = model_lib.model_config.seq_len_multiple(candidate)
+  if seq_len is not None and seq_len % multiple:
+    return f"it needs a sequence length that is a multiple of {multiple}, not {seq_len}"
+  if candidate in model_lib.model_config.SIXTEEN_BIT_ONLY and jnp.dtype(dtype).itemsize != 2:
+    return f"it runs 16-bit inputs only, not {jnp.dtype(dtype).name}"
+  return None
+
+
 def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
                         device: jax.Device | None = None, dtype: str = "bfloat16") -> str:
   """What 'auto' means when compiling for another platform (an unattached slice or GPU): the first
@@ -114,11 +125,7 @@ def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
   splash a `seq_len` that is a multiple of its block, the GPU kernels a 16-bit `dtype`)."""
   platform = platform or jax.default_backend()
   for candidate in auto_order(platform):
-    multiple = model_lib.model_config.seq_len_multiple(candidate)
-    if seq_len is not None and seq_len % multiple:
-      continue
-    if (candidate in model_lib.model_config.SIXTEEN_BIT_ONLY
-        and jnp.dtype(dtype).itemsize != 2):
+    if _passed_over(candidate, seq_len, dtype) is not None:
       continue
     if candidate != "tokamax" or _tokamax_usable(device):
       return candidate
@@ -219,10 +226,9 @@ def resolve_attention(name: str, platform: str | None = None, *,
     if candidate == "xla":
       log.info("attention=auto on %s -> xla", platform)
       return "xla"
-    multiple = model_lib.model_config.seq_len_multiple(candidate)
-    if seq_len % multiple:
-      log.info("attention=auto on %s: %s skipped: it needs a sequence length that is a multiple "
-               "of %d, not %d", platform, candidate, multiple, seq_len)
+    skipped = _passed_over(candidate, seq_len, dtype)
+    if skipped is not None:
+      log.info("attention=auto on %s: %s skipped: %s", platform, candidate, skipped)
       continue
     device = jax.local_devices(backend=platform)[0]
     reason = check_attention(candidate, **shape, device=device)

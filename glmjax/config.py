@@ -7,7 +7,6 @@ field) lives in `validate`.
 """
 from __future__ import annotations
 
-import logging
 import math
 
 import ml_collections
@@ -243,11 +242,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     raise ConfigError(f"model.attention={model.attention!r} tiles the sequence in blocks of "
                       f"{multiple}: data.seq_len={data.seq_len} must be a multiple of {multiple} "
                       "(or set model.attention=auto, which then picks another kernel).")
-  if model.vocab_size % 128:  # an imported checkpoint keeps its vocabulary: warn, never change
-    logging.getLogger(__name__).warning(
-        "model.vocab_size=%d is not a multiple of 128: the embedding and logits matmuls run "
-        "faster padded (pad the tokenizer's vocabulary when you train from scratch).",
-        model.vocab_size)
   # A dropout of 1 zeroes everything; a beta of 1 divides by zero in AdamW's bias correction.
   for field in ("model.hidden_dropout", "model.attention_dropout", "optim.b1", "optim.b2"):
     if not 0.0 <= get_field(config, field) < 1.0:
@@ -333,6 +327,16 @@ def trajectory_changes(saved: dict, current: dict) -> list[str]:
     if old != new:
       changes.append(f"{field}: {old!r} -> {new!r}")
   return changes
+
+
+def vocab_size_warning(model) -> str | None:
+  """Advice, never an error: an imported checkpoint keeps its vocabulary (its function must not
+  change), so a size that is not a multiple of 128 is only slower."""
+  if model.vocab_size % 128:
+    return (f"model.vocab_size={model.vocab_size} is not a multiple of 128: the embedding and "
+            "logits matmuls run faster padded (pad the tokenizer's vocabulary when you train "
+            "from scratch).")
+  return None
 
 
 def snapshot_parts_warning(checkpoint) -> str | None:

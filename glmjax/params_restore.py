@@ -19,13 +19,14 @@ from glmjax.checkpoint import (METADATA_ITEM, STATE_ITEM, IncompatibleCheckpoint
 log = logging.getLogger(__name__)
 
 
-def checkpoints_directory(source: str) -> str:
-  """A run's workdir or its checkpoints/ folder -> the folder holding the step directories."""
+def checkpoints_directory(source: str, field: str = "checkpoint.init_from") -> str:
+  """A run's workdir or its checkpoints/ folder -> the folder holding the step directories;
+  `field` is the setting that named `source`, for the error."""
   directory = in_workdir(source)
   directory = directory if epath.Path(directory).is_dir() else source
   if not epath.Path(directory).is_dir():
-    raise FileNotFoundError(f"checkpoint.init_from={source!r}: no such directory; give the "
-                            "workdir of the run to start from.")
+    raise FileNotFoundError(f"{field}={source!r}: no such directory; give the workdir of the "
+                            "run to start from.")
   return directory
 
 
@@ -38,7 +39,7 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
   second stage continued from the first). Read straight into `abstract_params`' shardings.
   """
-  directory = checkpoints_directory(source)
+  directory = checkpoints_directory(source, field)
   manager = ocp.CheckpointManager(
       location(directory), item_names=(STATE_ITEM, METADATA_ITEM),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))

@@ -101,6 +101,8 @@ def _inputs(config) -> RunInputs:
       raise config_lib.ConfigError(
           f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
           f"vocabulary ({tokenizer.ids_used} ids); set model.vocab_size={tokenizer.vocab_size}.")
+    if vocab_warning := config_lib.vocab_size_warning(config.model):
+      log.warning(vocab_warning)
     train_docs, eval_docs = sources.load_documents(config.data, tokenizer)
     if config.train.eval_every:
       sources.check_held_out(config.data, eval_docs)

@@ -218,3 +218,21 @@ def test_the_start_up_check_rejects_a_kernel_that_fails_only_when_part_a_is_empt
   reason = attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
                                             head_dim=16)
   assert reason is not None and reason.startswith("mismatch against xla"), reason
+
+
+def test_auto_passes_over_a_16_bit_only_kernel_for_a_float32_run_without_trying_it(
+    caplog, monkeypatch):
+  """cuDNN and tokamax take no float32: a float32 run's start-up neither runs their check nor
+  warns that they were rejected, as a compile for another platform never picks them."""
+  tried = []
+  monkeypatch.setattr(attention_choice, "check_attention",
+                      lambda name, **shape: tried.append((name, shape["dtype"])) or "no")
+  with caplog.at_level(logging.INFO, logger="glmjax"):
+    assert attention_choice.resolve_attention(
+        "auto", "cpu", candidates=("cudnn", "tokamax", "xla"), dtype=jnp.float32) == "xla"
+  assert tried == []
+  assert "cudnn skipped: it runs 16-bit inputs only, not float32" in caplog.text
+  assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+  assert attention_choice.resolve_attention("auto", "cpu", candidates=("cudnn", "xla"),
+                                            dtype=jnp.bfloat16) == "xla"
+  assert tried == [("cudnn", jnp.bfloat16)]  # a 16-bit run tries it

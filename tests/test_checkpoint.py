@@ -1,6 +1,7 @@
 """Orbax checkpoints: round trip into shardings, the last k kept, layouts and optimizers checked,
 partial saves cleaned up (deferred, device-snapshot saves: test_device_snapshot.py)."""
 import os
+import re
 import shutil
 
 import numpy as np
@@ -158,6 +159,16 @@ def test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder(tmp_
                                          states.metadata(states.state())["param_layout"])
   assert at == 2
   np.testing.assert_array_equal(params["dense"]["kernel"], states.state(2.0).params["dense"]["kernel"])
+
+
+@pytest.mark.parametrize("field", ["checkpoint.init_from", "--workdir"])
+def test_parameters_from_a_missing_folder_are_refused_naming_the_setting_that_gave_it(
+    tmp_path, mesh, field):
+  missing = str(tmp_path / "no_such_run")
+  with pytest.raises(FileNotFoundError, match=f"^{re.escape(field)}='{re.escape(missing)}': "
+                                              "no such directory; give the workdir"):
+    params_restore.restore_params(missing, states.abstract(states.state(), mesh).params,
+                                  states.metadata(states.state())["param_layout"], field=field)
 
 
 def test_a_save_cut_off_by_a_kill_leaves_no_partial_folder_once_the_run_saves_again(tmp_path):

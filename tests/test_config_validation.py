@@ -65,13 +65,18 @@ def test_bad_field_is_named(field, value, message):
     config_lib.validate(config, num_devices=8)
 
 
-def test_a_vocabulary_not_a_multiple_of_128_is_accepted_with_a_warning(caplog):
+def test_a_vocabulary_not_a_multiple_of_128_is_accepted_and_train_warns_of_it_once(caplog):
   # An imported checkpoint keeps its vocabulary (its function must not change); padding is
-  # only advice.
+  # only advice, given once by the command (validate runs more than once at start-up).
+  from glmjax import train
   config = _local()
-  config.model.vocab_size = 300
+  config.model.vocab_size = 30600
   config_lib.validate(config, num_devices=8)
-  assert "model.vocab_size=300 is not a multiple of 128" in caplog.text
+  assert "multiple of 128" not in caplog.text
+  train._inputs(config)  # pylint: disable=protected-access
+  assert caplog.text.count("model.vocab_size=30600 is not a multiple of 128") == 1
+  config.model.vocab_size = 30592
+  assert config_lib.vocab_size_warning(config.model) is None
 
 
 def test_batch_not_divisible_by_data_parallel_size():

@@ -299,4 +299,9 @@ ENTRIES = (
              "than never\n", "",
              (_FAULTS + "test_a_write_that_fails_in_the_background_is_named_by_its_own_step_at_"
               "the_next_save",)),
+    Mutation("a missing parameters folder is named by checkpoint.init_from whatever gave it",
+             "glmjax/params_restore.py", "  directory = checkpoints_directory(source, field)\n",
+             "  directory = checkpoints_directory(source)\n",
+             (_CK + "test_parameters_from_a_missing_folder_are_refused_naming_the_setting_that_"
+              "gave_it",)),
 )

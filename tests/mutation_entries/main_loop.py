@@ -95,4 +95,10 @@ ENTRIES: tuple[Mutation, ...] = (
              '                "ended": "training has ended (nothing new to save)"}[self._phase]',
              '                "ended": "saving a checkpoint and stopping"}[self._phase]',
              ("tests/test_loop.py::test_a_sigterm_says_what_it_stops_in_each_phase_of_a_run",)),
+    Mutation("train says nothing of a vocabulary that is not a multiple of 128",
+             "glmjax/train.py",
+             "    if vocab_warning := config_lib.vocab_size_warning(config.model):\n"
+             "      log.warning(vocab_warning)\n", "",
+             ("tests/test_config_validation.py::test_a_vocabulary_not_a_multiple_of_128_is_"
+              "accepted_and_train_warns_of_it_once",)),
 )

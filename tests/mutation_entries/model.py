@@ -94,8 +94,9 @@ ENTRIES = (
              "glmjax/attention_choice.py", "seq_len=check_length(seq_len)", "seq_len=seq_len",
              ("tests/test_config_validation.py",)),
     Mutation("auto runs splash's check off its block instead of skipping it",
-             "glmjax/attention_choice.py", "    if seq_len % multiple:\n      log.info(",
-             "    if False:\n      log.info(", ("tests/test_config_validation.py",)),
+             "glmjax/attention_choice.py",
+             "  if seq_len is not None and seq_len % multiple:\n    return f\"it needs",
+             "  if False:\n    return f\"it needs", ("tests/test_config_validation.py",)),
     # The LayerNorms' statistics, kept by remat=minimal and full (glm.NORM_STATS).
     Mutation("remat=full keeps no LayerNorm statistics", "glmjax/model/glm.py",
              "return jax.checkpoint_policies.save_only_these_names(NORM_STATS, *masks)",

@@ -124,13 +124,13 @@ ENTRIES: tuple[Mutation, ...] = (
              'mosaic_kernels=compiled.as_text().count(MOSAIC_CALLS["tpu"]),',
              (_GPU + "test_a_tiny_config_compiles_for_an_h100_with_tokamax_s_kernels_each_called_"
               "once",)),
-    Mutation("auto takes tokamax on a GPU target for a float32 model",
+    Mutation("auto takes (or tries) tokamax and cuDNN for a float32 model",
              "glmjax/attention_choice.py",
-             "if (candidate in model_lib.model_config.SIXTEEN_BIT_ONLY\n"
-             "        and jnp.dtype(dtype).itemsize != 2):",
-             "if False:",
+             "if candidate in model_lib.model_config.SIXTEEN_BIT_ONLY and jnp.dtype(dtype).itemsize",
+             "if False and jnp.dtype(dtype).itemsize",
              (_GPU + "test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_xla_for_"
-              "float32",)),
+              "float32", "tests/test_attention_choice.py::test_auto_passes_over_a_16_bit_only_"
+              "kernel_for_a_float32_run_without_trying_it")),
     Mutation("the advice for GPUs never names jax's memory share", "glmjax/aot.py",
              "if fraction < 0.9 else [])", "if False else [])",
              (_GPU + "test_the_command_exits_1_and_names_jax_s_memory_share_when_a_config_does_"
