@@ -132,7 +132,9 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
     raise EvaluateError(str(error)) from error
   if tokenizer.ids_used > p.model_config.vocab_size:
     raise EvaluateError(f"The tokenizer of {workdir} has {tokenizer.ids_used} ids, more than "
-                        f"the model's model.vocab_size={p.model_config.vocab_size}.")
+                        f"the model's model.vocab_size={p.model_config.vocab_size}: its "
+                        "config.json names another tokenizer (data.tokenizer_path); point it "
+                        "at the one the model was trained with.")
   data = pretrained.tokenizer_config(p.config, workdir)  # a copy of config.data
   data.update(overrides)
   batches = int(p.config.train.eval_batches) if batches is None else batches

@@ -57,15 +57,16 @@ def state_bytes_per_device(state) -> int:
 
 def device_snapshot_report(memory, copy_bytes: int, limit: int | None) -> tuple[int, str]:
   """(log level, line) for checkpoint.device_snapshot at start-up. The copy lives while the
-  next step runs, so it needs room beside that step's arguments and temporaries (`memory`, the
-  compiled step's memory_analysis, or None); past the device's `limit` it is a warning now,
-  not an out-of-memory error at the first save, thousands of steps in."""
+  next step runs, so it needs room beside that step's peak (`program_bytes` of `memory`, the
+  compiled step's memory_analysis, or None; aot counts it the same way); past the device's
+  `limit` it is a warning now, not an out-of-memory error at the first save, thousands of
+  steps in."""
   gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
   line = (f"checkpoint.device_snapshot: each save holds a copy of the state on the devices "
           f"until it is handed to Orbax, {gib(copy_bytes)} per device")
   if memory is None or not limit:
     return logging.INFO, line
-  needed = memory.argument_size_in_bytes + memory.temp_size_in_bytes + copy_bytes
+  needed = program_bytes(memory) + copy_bytes
   if needed <= limit:
     return logging.INFO, f"{line} ({gib(needed)} of {gib(limit)} with the step)"
   return logging.WARNING, (f"{line}: with the step that is {gib(needed)}, more than the device's "

@@ -60,7 +60,7 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
   counter drives the schedule, including after skipped (non-finite) steps.
   """
   transforms = []
-  if optim_config.grad_clip and optim_config.grad_clip > 0:
+  if optim_config.grad_clip > 0:
     transforms.append(optax.clip_by_global_norm(optim_config.grad_clip))
   adamw = optax.adamw(
       learning_rate=1.0, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,

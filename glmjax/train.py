@@ -31,7 +31,6 @@ from glmjax import metrics as metrics_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
-from glmjax.held_out import Evaluator
 from glmjax.model import ModelConfig
 
 
@@ -219,8 +218,8 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
   if parts_warning := config_lib.snapshot_parts_warning(config.checkpoint):
     log.warning(parts_warning)
   termination.stop_if_requested()
-  evaluator = (Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline, config,
-                         mesh) if inputs.eval_pipeline is not None else None)
+  evaluator = (held_out.Evaluator(program.compile_eval_step(config, mesh), inputs.eval_pipeline,
+                                  config, mesh) if inputs.eval_pipeline is not None else None)
   termination.stop_if_requested()
 
   # --- The loop: batch, step, metrics (one step late), evaluation, checkpoint, SIGTERM.

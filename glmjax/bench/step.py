@@ -10,6 +10,7 @@ background prefetcher as train does (`step_time_s_pipeline`, and its ratio to th
 figure). What a checkpoint save costs the steps is `--what=save` (save.py).
 """
 import contextlib
+import functools
 import json
 import time
 from typing import Any, NamedTuple
@@ -147,7 +148,7 @@ def _fed_by_the_pipeline(config, compiled, state, host, steps: int):
   tokenizer = tokenizers.load_tokenizer(config.data)
   docs, _ = sources.load_documents(config.data, tokenizer)
   pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, docs, seed=config.seed)
-  build = lambda k: parallel.global_batch(pipeline.build_rows(k, host.rows), host)  # noqa: E731
+  build = functools.partial(parallel.pipeline_batch, pipeline, layout=host)
   with prefetch.Prefetcher(build, 0, steps + 1) as batches:
     state, out = compiled(state, batches.get(0))  # the first batch has no step to hide behind
     jax.block_until_ready(out)

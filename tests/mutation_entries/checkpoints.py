@@ -304,4 +304,9 @@ ENTRIES = (
              "  directory = checkpoints_directory(source)\n",
              (_CK + "test_parameters_from_a_missing_folder_are_refused_naming_the_setting_that_"
               "gave_it",)),
+    Mutation("train's device-snapshot check leaves the step's new outputs out of its peak",
+             "glmjax/memory.py", "  needed = program_bytes(memory) + copy_bytes",
+             "  needed = memory.argument_size_in_bytes + memory.temp_size_in_bytes + copy_bytes",
+             (_FAULTS + "test_a_device_snapshot_that_would_not_fit_beside_the_step_is_a_start_up_"
+              "warning",)),
 )
