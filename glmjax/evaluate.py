@@ -23,7 +23,7 @@ from etils import epath
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cloze as cloze_lib
 from glmjax import config as config_lib
-from glmjax import cli, held_out, logs, parallel, pretrained
+from glmjax import cli, distributed, held_out, logs, parallel, pretrained
 from glmjax import step as step_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -259,8 +259,8 @@ def run(workdir: str, **kwargs) -> dict:
   # join comes before any device is touched, so only the config file is read first.
   logs.setup_console(0)  # every process says it is joining; then process 0 alone says more
   try:
-    parallel.initialize_distributed(join_timeout_s(workdir))
-  except parallel.JoinError as error:
+    distributed.initialize(join_timeout_s(workdir))
+  except distributed.JoinError as error:
     logs.fail(error)
   logs.setup_console(jax.process_index())
   try:

@@ -22,7 +22,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from glmjax import attention_choice, cli
+from glmjax import attention_choice, cli, distributed
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import held_out, logs, loop, parallel, params_restore, prefetch, step as step_lib
@@ -66,7 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `termination`: the command's flag, already listening (a SIGTERM during its own start-up
   counts); without one, this call listens for SIGTERM and Ctrl-C itself."""
   # run() has joined already; this call (then a no-op) is for code that calls this function.
-  parallel.initialize_distributed(int(config.train.distributed_timeout_s))
+  distributed.initialize(int(config.train.distributed_timeout_s))
   if termination is None:
     # Multi-host: jax's preemption service owns SIGTERM and the loop asks it at every step.
     with loop.TerminationFlag(enabled=jax.process_count() == 1) as own:
@@ -303,8 +303,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   # once joined, only process 0 keeps printing INFO lines.
   logs.setup_console(0)
   try:
-    parallel.initialize_distributed(int(config.train.distributed_timeout_s))
-  except parallel.JoinError as error:
+    distributed.initialize(int(config.train.distributed_timeout_s))
+  except distributed.JoinError as error:
     logs.fail(error)
   logs.setup_console(jax.process_index())
   try:

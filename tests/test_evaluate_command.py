@@ -11,7 +11,7 @@ from absl import app
 from absl import flags as absl_flags
 
 from glmjax import config as config_lib
-from glmjax import evaluate, logs, parallel
+from glmjax import distributed, evaluate, logs
 from glmjax.data import text_files
 
 
@@ -66,7 +66,7 @@ def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys, console)
 def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_path, monkeypatch,
                                                                        capsys, console):
   order = []
-  monkeypatch.setattr(parallel, "initialize_distributed",
+  monkeypatch.setattr(distributed, "initialize",
                       lambda timeout_s, env=None: order.append(("join", timeout_s)))
   monkeypatch.setattr(logs, "setup_console", lambda index: order.append(("console", index)))
   with pytest.raises(SystemExit):
@@ -105,7 +105,7 @@ def test_a_job_that_cannot_be_joined_is_one_line_and_exit_status_1(tmp_path, mon
 def test_only_process_0_prints_the_report_of_a_multi_host_evaluation(tmp_path, monkeypatch,
                                                                       capsys):
   # Every host computes the same report: one copy on the console, not one per host.
-  monkeypatch.setattr(parallel, "initialize_distributed", lambda timeout_s, env=None: None)
+  monkeypatch.setattr(distributed, "initialize", lambda timeout_s, env=None: None)
   monkeypatch.setattr(logs, "setup_console", lambda index: None)
   report = {"workdir": str(tmp_path), "step": 3, "out": "r.json"}
   monkeypatch.setattr(evaluate, "evaluate", lambda workdir, **kw: report)

@@ -125,8 +125,8 @@ _PARTIAL_READ = '''
 import logging, sys
 import numpy as np
 import jax
-from glmjax import parallel
-parallel.initialize_distributed(60)
+from glmjax import distributed
+distributed.initialize(60)
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from glmjax import checkpoint as ck

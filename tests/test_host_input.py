@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from glmjax import aot, config as config_lib, held_out, parallel, step as step_lib, topology
-from glmjax import train
+from glmjax import distributed, train
 import two_hosts
 
 BATCH = 1024
@@ -285,6 +285,6 @@ def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypa
   calls = []
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
-  assert not parallel.initialize_distributed(60, env={})
-  assert parallel.initialize_distributed(60, env={"GLMJAX_DISTRIBUTED": "1"})
+  assert not distributed.initialize(60, env={})
+  assert distributed.initialize(60, env={"GLMJAX_DISTRIBUTED": "1"})
   assert calls == [{"initialization_timeout": 60}]  # peers found by jax (TPU metadata)

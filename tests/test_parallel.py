@@ -5,7 +5,7 @@ import pytest
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from glmjax import config as config_lib, parallel
+from glmjax import config as config_lib, distributed, parallel
 
 
 def test_batch_rows_are_split_over_data_and_fsdp_but_not_over_tensor_parallel_replicas():
@@ -40,7 +40,7 @@ def test_a_process_joins_jax_distributed_exactly_when_its_environment_describes_
   calls = []
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
-  assert parallel.initialize_distributed(60, env=env) == joins
+  assert distributed.initialize(60, env=env) == joins
   assert calls == ([{"initialization_timeout": 60}] if joins else [])
 
 
@@ -103,7 +103,7 @@ def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_addr
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
   env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234", "JAX_NUM_PROCESSES": "4",
          "JAX_PROCESS_ID": "3"}
-  assert parallel.initialize_distributed(60, env=env)
+  assert distributed.initialize(60, env=env)
   assert calls == [{"initialization_timeout": 60, "coordinator_address": "10.0.0.2:1234",
                     "num_processes": 4, "process_id": 3}]
   # A rank left out is the one srun or mpirun numbered the process with, never 0 on every
@@ -112,22 +112,22 @@ def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_addr
   calls.clear()
   env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "JAX_COORDINATOR_ADDRESS": "n1:1234",
          "JAX_NUM_PROCESSES": "4"}
-  assert parallel.initialize_distributed(60, env=env)
+  assert distributed.initialize(60, env=env)
   del env["JAX_NUM_PROCESSES"]
-  assert parallel.initialize_distributed(60, env=env)
+  assert distributed.initialize(60, env=env)
   ompi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1",
           "JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "2"}
-  assert parallel.initialize_distributed(60, env=ompi)
+  assert distributed.initialize(60, env=ompi)
   alone = {"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "1"}
-  assert parallel.initialize_distributed(60, env=alone)
+  assert distributed.initialize(60, env=alone)
   joined = dict(initialization_timeout=60, coordinator_address="n1:1234")
   assert calls == [{**joined, "num_processes": 4, "process_id": 3}, {**joined, "process_id": 3},
                    {**joined, "num_processes": 2, "process_id": 1},
                    {**joined, "num_processes": 1, "process_id": 0}]
   # Several processes and nothing that numbers them: one line naming the variable, no join.
   calls.clear()
-  with pytest.raises(parallel.JoinError, match="JAX_PROCESS_ID is not: set it"):
-    parallel.initialize_distributed(60, env={"JAX_COORDINATOR_ADDRESS": "n1:1234",
+  with pytest.raises(distributed.JoinError, match="JAX_PROCESS_ID is not: set it"):
+    distributed.initialize(60, env={"JAX_COORDINATOR_ADDRESS": "n1:1234",
                                              "JAX_NUM_PROCESSES": "4"})
   assert calls == []
 
@@ -139,6 +139,6 @@ def test_a_process_that_has_joined_does_not_join_again(monkeypatch):
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: bool(joined))
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: joined.append(kwargs))
   env = {"GLMJAX_DISTRIBUTED": "1"}
-  assert parallel.initialize_distributed(60, env=env) and parallel.initialize_distributed(
+  assert distributed.initialize(60, env=env) and distributed.initialize(
       60, env=env)
   assert joined == [{"initialization_timeout": 60}]

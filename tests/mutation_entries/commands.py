@@ -163,7 +163,7 @@ ENTRIES = (
              "unknown = sorted(words - set(allowed))", "unknown = []",
              ("tests/test_config_validation.py",)),
     Mutation("evaluate never joins the multi-host job", "glmjax/evaluate.py",
-             "parallel.initialize_distributed(join_timeout_s(workdir))",
+             "distributed.initialize(join_timeout_s(workdir))",
              "None", ("tests/test_evaluate_command.py",)),
     Mutation("generate picks and checks a kernel its decoding never calls", "glmjax/generate.py",
              'pretrained.load(args.workdir, attention="xla")', "pretrained.load(args.workdir)",

@@ -31,13 +31,13 @@ ENTRIES = (
              "mesh.shape[axis] for axis in BATCH_AXES)", "mesh.shape[axis] for axis in MESH_AXES)",
              ("tests/test_parallel.py::test_batch_rows_are_split_over_data_and_fsdp_but_not_over_"
               "tensor_parallel_replicas",)),
-    Mutation("a single-host TPU VM joins jax.distributed", "glmjax/parallel.py",
+    Mutation("a single-host TPU VM joins jax.distributed", "glmjax/distributed.py",
              'if "," in env.get("TPU_WORKER_HOSTNAMES", ""):',
              'if env.get("TPU_WORKER_HOSTNAMES"):',
              ("tests/test_parallel.py::test_a_process_joins_jax_distributed_exactly_when_its_"
               "environment_describes_several",)),
     Mutation("the tasks of a SLURM job each train alone (no jax.distributed)",
-             "glmjax/parallel.py",
+             "glmjax/distributed.py",
              'return int(env.get("SLURM_NTASKS", "1")) > 1 or ', "return ",
              ("tests/test_parallel.py::test_a_process_joins_jax_distributed_exactly_when_its_"
               "environment_describes_several",)),

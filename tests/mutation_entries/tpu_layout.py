@@ -42,12 +42,12 @@ ENTRIES: tuple[Mutation, ...] = (
              "if set(mapped) != set(BATCH_AXES):",
              (_PAR + "test_a_batch_rule_over_the_same_axes_in_the_other_order_is_refused",)),
     Mutation("JAX_PROCESS_ID is not passed on: every process asks jax for its rank",
-             "glmjax/parallel.py",
+             "glmjax/distributed.py",
              '                    ("JAX_PROCESS_ID", "process_id", int))',
              "                    )",
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
               "address_and_rank",)),
-    Mutation("a process given JAX_COORDINATOR_ADDRESS trains alone", "glmjax/parallel.py",
+    Mutation("a process given JAX_COORDINATOR_ADDRESS trains alone", "glmjax/distributed.py",
              'if env.get("GLMJAX_DISTRIBUTED") == "1" or env.get("JAX_COORDINATOR_ADDRESS"):',
              'if env.get("GLMJAX_DISTRIBUTED") == "1":',
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
@@ -152,16 +152,16 @@ ENTRIES: tuple[Mutation, ...] = (
              'if v != 1) or "1 chip"', "if v != 1)",
              (_FIT + "test_a_one_chip_slice_s_mesh_cell_says_one_chip",)),
     # Session 28's hunt: joining once, the rank, slices, launch flags.
-    Mutation("a missing JAX_PROCESS_ID makes every process rank 0", "glmjax/parallel.py",
+    Mutation("a missing JAX_PROCESS_ID makes every process rank 0", "glmjax/distributed.py",
              "for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}",
              "for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}\n  if explicit:\n"
              "    explicit.setdefault(\"process_id\", 0)",
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
               "address_and_rank",)),
-    Mutation("a second join is not found, and jax refuses it", "glmjax/parallel.py",
+    Mutation("a second join is not found, and jax refuses it", "glmjax/distributed.py",
              "  if jax.distributed.is_initialized():\n    return True\n", "",
              (_PAR + "test_a_process_that_has_joined_does_not_join_again",)),
-    Mutation("GLMJAX_DISTRIBUTED=0 joins", "glmjax/parallel.py",
+    Mutation("GLMJAX_DISTRIBUTED=0 joins", "glmjax/distributed.py",
              'if env.get("GLMJAX_DISTRIBUTED") == "1" or', 'if env.get("GLMJAX_DISTRIBUTED") or',
              (_PAR + "test_a_process_joins_jax_distributed_exactly_when_its_environment_describes_"
               "several",)),
@@ -228,20 +228,20 @@ ENTRIES: tuple[Mutation, ...] = (
              "                              check=False).returncode",
              ("tests/test_launch_tpu_setup.py::test_setup_runs_every_worker_at_once_with_a_log_"
               "each_and_a_summary",)),
-    Mutation("several processes that nothing numbers join as rank 0", "glmjax/parallel.py",
+    Mutation("several processes that nothing numbers join as rank 0", "glmjax/distributed.py",
              "  if num_processes == 1:\n    return 0\n", "  return 0\n",
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
               "address_and_rank",)),
     Mutation("a job that cannot be joined is a traceback in evaluate", "glmjax/evaluate.py",
-             "  try:\n    parallel.initialize_distributed(join_timeout_s(workdir))\n"
-             "  except parallel.JoinError as error:\n    logs.fail(error)\n",
-             "  parallel.initialize_distributed(join_timeout_s(workdir))\n",
+             "  try:\n    distributed.initialize(join_timeout_s(workdir))\n"
+             "  except distributed.JoinError as error:\n    logs.fail(error)\n",
+             "  distributed.initialize(join_timeout_s(workdir))\n",
              ("tests/test_evaluate_command.py::test_a_job_that_cannot_be_joined_is_one_line_and_"
               "exit_status_1",)),
     Mutation("a job that cannot be joined is a traceback in train", "glmjax/train.py",
-             "  try:\n    parallel.initialize_distributed(int(config.train.distributed_timeout_s))\n"
-             "  except parallel.JoinError as error:\n    logs.fail(error)\n",
-             "  parallel.initialize_distributed(int(config.train.distributed_timeout_s))\n",
+             "  try:\n    distributed.initialize(int(config.train.distributed_timeout_s))\n"
+             "  except distributed.JoinError as error:\n    logs.fail(error)\n",
+             "  distributed.initialize(int(config.train.distributed_timeout_s))\n",
              ("tests/test_host_input.py::test_train_refuses_a_job_it_cannot_join_in_one_line",)),
     Mutation("aot leaves jax_platforms unset, so jax probes for an attached TPU or GPU",
              "glmjax/aot.py",

@@ -103,8 +103,8 @@ ENTRIES = (
               "where_the_product_rounds_down",)),
     Mutation("train's join line is left to absl's format (console not set up yet)",
              "glmjax/train.py",
-             "  logs.setup_console(0)\n  try:\n    parallel.initialize_distributed(int(",
-             "  try:\n    parallel.initialize_distributed(int(",
+             "  logs.setup_console(0)\n  try:\n    distributed.initialize(int(",
+             "  try:\n    distributed.initialize(int(",
              ("tests/test_host_input.py::test_train_says_it_joins_jax_distributed_in_its_own_"
               "console_format",)),
     Mutation("train's command keeps its flag from train_and_evaluate", "glmjax/train.py",

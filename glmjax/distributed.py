@@ -1,0 +1,67 @@
+"""Joining a multi-host job: when the environment describes one (a TPU pod slice started by
+launch/tpu.py, SLURM, mpirun, or explicit JAX_* variables), `initialize` calls
+jax.distributed.initialize with what the launcher gave, before anything touches a device.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+import jax
+
+log = logging.getLogger(__name__)
+
+
+def _is_multi_host_environment(env: Mapping[str, str]) -> bool:
+  # On a Cloud TPU VM nothing in the environment says "pod slice" (jax asks the metadata
+  # server), so launch/tpu.py sets GLMJAX_DISTRIBUTED=1: without jax.distributed there is no
+  # preemption notice, and a SIGTERM would kill the run without a checkpoint.
+  if env.get("GLMJAX_DISTRIBUTED") == "1" or env.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  if "," in env.get("TPU_WORKER_HOSTNAMES", ""):  # a TPU VM pod slice lists every worker
+    return True
+  return int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+
+
+class JoinError(ValueError):
+  """The environment names a multi-host job that cannot be joined as it stands (one line)."""
+
+
+def _launcher_rank(env: Mapping[str, str], num_processes: int | None) -> int:
+  """This process's rank when JAX_COORDINATOR_ADDRESS is given without JAX_PROCESS_ID: the one
+  srun or mpirun numbered it with. Never 0 by default on several processes: each would join as
+  rank 0 and they would wait for each other until the timeout."""
+  for name in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+    if env.get(name):
+      return int(env[name])
+  if num_processes == 1:
+    return 0
+  raise JoinError("JAX_COORDINATOR_ADDRESS is set but JAX_PROCESS_ID is not: set it (0 .. "
+                  "JAX_NUM_PROCESSES - 1, a different one on every process), or start the "
+                  "processes with srun or mpirun, which number them.")
+
+
+_DISTRIBUTED_ENV = (("JAX_COORDINATOR_ADDRESS", "coordinator_address", str),
+                    ("JAX_NUM_PROCESSES", "num_processes", int),
+                    ("JAX_PROCESS_ID", "process_id", int))
+
+
+def initialize(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
+  """Join the multi-host job when the environment describes one; returns whether it did.
+
+  GLMJAX_DISTRIBUTED=1 (set by launch/tpu.py) joins and lets jax find its peers itself (Cloud
+  TPU metadata, SLURM). Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
+  """
+  env = os.environ if env is None else env
+  if jax.distributed.is_initialized():
+    return True
+  if not _is_multi_host_environment(env):
+    return False
+  explicit = {key: kind(env[name]) for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}
+  if "coordinator_address" in explicit and "process_id" not in explicit:
+    explicit["process_id"] = _launcher_rank(env, explicit.get("num_processes"))
+  log.info("Initialising jax.distributed (timeout %d s)", timeout_s)
+  jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
+  return True
