@@ -9,7 +9,7 @@ import pytest
 
 from glmjax.bench import data as bench_data
 from glmjax.data import pipeline
-from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.specials import BERT_SPECIALS as S
 from test_bench import _flags
 from test_bench_step import _Clock
 from test_infilling import TEXT_1, one_row

@@ -12,7 +12,7 @@ from scipy import stats
 from glmjax.data import builtin_corpus, pipeline, prepare, sources
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.infilling import RowRandom
-from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.specials import BERT_SPECIALS as S
 from glmjax.data.tokenizers import ByteTokenizer
 from test_pipeline import Tokenizer, corpus, data_config
 from test_prepare import SHARD_MB, directory_bytes

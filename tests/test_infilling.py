@@ -5,7 +5,7 @@ from scipy import stats
 
 from glmjax.data import infilling, sentences
 from glmjax.data.infilling import RowRandom
-from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.specials import BERT_SPECIALS as S
 
 TEXT_1 = [101, 2001, 2002, 2003, 2004, 2005, 2006, 0]
 TEXT_2 = [101, 2001, 2002, 2003, 1012, 2005, 2006, 2007, 1012, 0]

@@ -9,7 +9,7 @@ from glmjax import config as glm_config
 from glmjax.data import pipeline
 from glmjax.data.documents import InMemoryDocs
 from glmjax.data.infilling import RowRandom
-from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.specials import BERT_SPECIALS as S
 
 VOCAB = 30592
 PERIOD = 1012

@@ -11,7 +11,7 @@ from scipy import stats
 
 from glmjax.data import masking, pipeline, sentences
 from glmjax.data.infilling import RowRandom
-from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.specials import BERT_SPECIALS as S
 from test_infilling import TEXT_1, one_row
 from test_pipeline import Tokenizer, check_contract, corpus, data_config, reconstruct
 

@@ -14,7 +14,7 @@ from glmjax import config as config_lib
 from glmjax import recipes
 from glmjax.data import builtin_corpus
 from glmjax.data import released_tokenizers as rt
-from glmjax.data import tokenizers as tk
+from glmjax.data import specials as specials_lib, tokenizers as tk
 
 # BERT-uncased layout: [PAD]=0, [unused*], [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103, words.
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "it", "was", "warm", "hello", ".", "!", "[", "]",
@@ -191,7 +191,7 @@ def test_the_chinese_layout_of_cog_pretrain_has_the_hugging_face_ids(tmp_path):
   assert fields == dict(tokenizer="sentencepiece", tokenizer_vocab="chinese_sp",
                         tokenizer_path=str(path), files=[str(path)], vocab_size=50048)
   tok = tk.load_tokenizer(data_config("sentencepiece", tmp_path, "chinese_sp"))
-  assert tok.specials == tk.CHINESE_SP_SPECIALS
+  assert tok.specials == specials_lib.CHINESE_SP_SPECIALS
   assert tok.specials.as_dict() == dict(pad=50000, eos=50000, cls=50002, mask=50003, sop=50006,
                                         eop=50007, smask=50008, gmask=50009, dblock=50010)
   assert tok.decode(tok.encode("w00007 w00042")) == "w00007 w00042"
@@ -371,7 +371,7 @@ def test_only_a_sentencepiece_model_of_exactly_cog_pretrain_s_size_is_taken_for_
   # one's own keeps its own </s> as eos, not the Chinese layout's appended ids.
   sized = lambda pieces: types.SimpleNamespace(base_vocab_size=pieces)  # noqa: E731
   assert [rt._found_layout(sized(n), "sentencepiece")  # pylint: disable=protected-access
-          for n in (tk.CHINESE_SP_PIECES - 1, tk.CHINESE_SP_PIECES, tk.CHINESE_SP_PIECES + 1)
+          for n in (specials_lib.CHINESE_SP_PIECES - 1, specials_lib.CHINESE_SP_PIECES, specials_lib.CHINESE_SP_PIECES + 1)
           ] == ["", "chinese_sp", ""]
 
 

@@ -12,7 +12,7 @@ from scipy import stats
 from glmjax.data import alignment, pipeline
 from glmjax.data.documents import InMemoryDocs
 from glmjax.data.infilling import RowRandom
-from glmjax.data.tokenizers import BERT_SPECIALS as S
+from glmjax.data.specials import BERT_SPECIALS as S
 from test_pipeline import (PERIOD, REGULAR, Tokenizer, check_contract, corpus, data_config,
                            reconstruct)
 

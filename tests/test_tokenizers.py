@@ -13,7 +13,7 @@ from tokenizers import decoders, models, pre_tokenizers
 from glmjax import config as glm_config
 from glmjax.data import builtin_corpus
 from glmjax.data import tokenizer_train
-from glmjax.data import tokenizers as tk
+from glmjax.data import specials as specials_lib, tokenizers as tk
 
 TEXT = "Grüße aus Köln! 世界, ok.\n\nNew paragraph; with:  spaces\tand tabs?"
 
@@ -46,7 +46,7 @@ def test_byte_tokenizer_round_trip_and_layout():
   tok = tk.load_tokenizer(data_config(tokenizer="byte"))
   assert tok.decode(tok.encode(TEXT)) == TEXT
   # The byte layout is the append rule applied to 256 unnamed byte entries.
-  specials, added = tk.assign_specials([chr(b) for b in range(256)], "")
+  specials, added = specials_lib.assign_specials([chr(b) for b in range(256)], "")
   assert specials == tok.specials and tok.vocab_size == 384
   ends = tok.sentence_end
   assert ends[ord(".")] and ends[ord("\n")] and not ends[ord("a")]
@@ -55,19 +55,19 @@ def test_byte_tokenizer_round_trip_and_layout():
 
 def test_a_token_text_listed_twice_gives_its_role_the_first_id():
   # A merged vocabulary can list a text twice: the role keeps the first id, not the last.
-  specials, _ = tk.assign_specials(["[PAD]", "[CLS]", "x", "[CLS]", "[PAD]"], "")
+  specials, _ = specials_lib.assign_specials(["[PAD]", "[CLS]", "x", "[CLS]", "[PAD]"], "")
   assert (specials.cls, specials.pad) == (1, 0)
 
 
 def test_bert_layout_uses_original_ids():
-  specials, added = tk.assign_specials(bert_vocab(), "bert")
-  assert specials == tk.BERT_SPECIALS
+  specials, added = specials_lib.assign_specials(bert_vocab(), "bert")
+  assert specials == specials_lib.BERT_SPECIALS
   assert added[30522] == "<|startofpiece|>" and added[30525] == "[sMASK]"
 
 
 def test_gpt2_layout_uses_original_ids():
-  specials, added = tk.assign_specials(gpt2_vocab(), "gpt2")
-  assert specials == tk.GPT2_SPECIALS
+  specials, added = specials_lib.assign_specials(gpt2_vocab(), "gpt2")
+  assert specials == specials_lib.GPT2_SPECIALS
   assert added[50263] == "[gMASK]" and added[50264] == "[sMASK]"
 
 
@@ -75,25 +75,25 @@ def test_fixed_layout_rejects_another_vocabulary():
   vocab = bert_vocab()
   vocab[101], vocab[102] = vocab[102], vocab[101]
   with pytest.raises(ValueError, match=r"tokenizer_vocab='bert'.*\[CLS\].*101"):
-    tk.assign_specials(vocab, "bert")
+    specials_lib.assign_specials(vocab, "bert")
   with pytest.raises(ValueError, match="tokenizer_vocab='gpt2'"):
-    tk.assign_specials(bert_vocab(), "gpt2")
+    specials_lib.assign_specials(bert_vocab(), "gpt2")
   # Each of the layout's own tokens is checked: a word at 103 would make every blank a word.
   for index, name in ((103, r"\[MASK\]"), (0, r"\[PAD\]")):
     vocab = bert_vocab()
     vocab[index] = "foo"
     with pytest.raises(ValueError, match=rf"tokenizer_vocab='bert'.*{name}.*{index}"):
-      tk.assign_specials(vocab, "bert")
+      specials_lib.assign_specials(vocab, "bert")
 
 
 def test_append_rule_reuses_existing_tokens_then_appends_in_order():
   vocab = ["<pad>", "</s>", "<s>", "<unk>", "<mask>", "a", "b"]
-  specials, added = tk.assign_specials(vocab, "")
+  specials, added = specials_lib.assign_specials(vocab, "")
   assert (specials.eos, specials.pad, specials.cls, specials.mask) == (1, 1, 2, 4)
   assert (specials.smask, specials.gmask, specials.sop, specials.eop) == (7, 8, 9, 10)
   assert added == {7: "[sMASK]", 8: "[gMASK]", 9: "<|startofpiece|>", 10: "<|endofpiece|>",
                    11: "[dBLOCK]"}
-  specials, _ = tk.assign_specials(["[PAD]", "[CLS]", "[MASK]", "x"], "")
+  specials, _ = specials_lib.assign_specials(["[PAD]", "[CLS]", "[MASK]", "x"], "")
   assert (specials.eos, specials.cls, specials.mask, specials.smask) == (0, 1, 2, 4)
 
 
@@ -106,7 +106,7 @@ def test_hf_wordpiece_with_bert_ids(tmp_path):
   tokenizer.save(str(path))
   tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path),
                                       tokenizer_vocab="bert"))
-  assert tok.specials == tk.BERT_SPECIALS and tok.vocab_size == 30592
+  assert tok.specials == specials_lib.BERT_SPECIALS and tok.vocab_size == 30592
   text = "the cat sat on a mat. it was warm!"
   ids = tok.encode(text)
   assert ids.dtype == np.int32 and tok.decode(ids) == text
@@ -125,7 +125,7 @@ def test_hf_byte_level_bpe_with_gpt2_ids(tmp_path):
   tokenizer.save(str(path))
   tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(path),
                                       tokenizer_vocab="gpt2"))
-  assert tok.specials == tk.GPT2_SPECIALS and tok.vocab_size == 50304
+  assert tok.specials == specials_lib.GPT2_SPECIALS and tok.vocab_size == 50304
   assert tok.decode(tok.encode(TEXT)) == TEXT
   table, index = tok.sentence_end, vocab.index
   assert table[index("Ġ.")] and table[index("ĊĊ")] and table[index("Ċ")] and table[index("ãĢĤ")]
@@ -248,7 +248,7 @@ def test_every_special_id_holds_the_token_named_for_its_role(layout):
   # A [gMASK] id shown as "[sMASK]" would mislabel every generation prompt that decode prints.
   vocab = {"bert": bert_vocab, "gpt2": gpt2_vocab,
            "chinese_sp": lambda: [f"p{i}" for i in range(200)]}[layout]()
-  specials, added = tk.assign_specials(vocab, layout)
+  specials, added = specials_lib.assign_specials(vocab, layout)
   names = {**dict(enumerate(vocab)), **added}
   eos = "[PAD]" if layout == "bert" else "<|endoftext|>"
   assert {role: names[getattr(specials, role)] for role in [*GLM_NAMES, "cls", "mask", "eos"]
@@ -263,14 +263,14 @@ def test_a_fixed_layout_refuses_a_vocabulary_with_its_own_token_where_glm_puts_o
                                                                                    slot):
   # A vocabulary one token longer than the original's would have GLM's sop share a word's id.
   with pytest.raises(ValueError, match=rf"needs '<\|startofpiece\|>' at id {slot}.*'\w+_extra'"):
-    tk.assign_specials(vocab(), layout)
+    specials_lib.assign_specials(vocab(), layout)
   # The same vocabulary already holding GLM's tokens at GLM's ids is the original's: accepted.
-  specials, added = tk.assign_specials(vocab()[:-1] + ["<|startofpiece|>"], layout)
+  specials, added = specials_lib.assign_specials(vocab()[:-1] + ["<|startofpiece|>"], layout)
   assert specials.sop == slot and slot not in added
 
 
 def test_the_vocabulary_is_padded_to_the_next_multiple_of_128_and_no_further(tmp_path):
-  assert [tk.pad_vocab(n) for n in (1, 127, 128, 129, 256, 30527)] == [128, 128, 128, 256, 256,
+  assert [specials_lib.pad_vocab(n) for n in (1, 127, 128, 129, 256, 30527)] == [128, 128, 128, 256, 256,
                                                                         30592]
   # 120 words without any GLM name: the 8 GLM tokens are appended at 120..127, exactly 128 ids.
   words = [f"word{i}" for i in range(119)] + ["<unk>"]
@@ -362,7 +362,7 @@ def test_a_vocabulary_larger_than_the_text_fills_is_an_upper_bound_not_a_refusal
 
 def test_a_vocabulary_without_glm_s_tokens_gets_them_appended_under_glm_s_names():
   # What decode shows for each appended id: the names the original GLM tokenizers give them.
-  _, added = tk.assign_specials(["a", "b"], "")
+  _, added = specials_lib.assign_specials(["a", "b"], "")
   assert added == {2: "<|endoftext|>", 3: "[CLS]", 4: "[MASK]", 5: "[sMASK]", 6: "[gMASK]",
                    7: "<|startofpiece|>", 8: "<|endofpiece|>", 9: "[dBLOCK]"}
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from absl import flags
 
-from glmjax.data import infilling, pipeline, tokenizers
+from glmjax.data import infilling, pipeline, specials, tokenizers
 from glmjax.data.documents import InMemoryDocs
 
 DEFAULT_STEPS = 5
@@ -38,13 +38,13 @@ class SyntheticTokenizer:
 
   def __init__(self, vocab_size: int, seed: int = 0):
     if vocab_size == 30592:
-      self.specials = tokenizers.BERT_SPECIALS
+      self.specials = specials.BERT_SPECIALS
     elif vocab_size == 50304:
-      self.specials = tokenizers.GPT2_SPECIALS
+      self.specials = specials.GPT2_SPECIALS
     else:
       self.specials = tokenizers.ByteTokenizer().specials
     largest = max(self.specials.as_dict().values())
-    self.vocab_size = max(vocab_size, tokenizers.pad_vocab(largest + 1))
+    self.vocab_size = max(vocab_size, specials.pad_vocab(largest + 1))
     added = min(self.specials.sop, self.specials.eop, self.specials.gmask, self.specials.smask)
     self.plain_ids = np.setdiff1d(np.arange(added), list(self.specials.as_dict().values()))
     rng = np.random.default_rng(seed)

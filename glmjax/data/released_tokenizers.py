@@ -49,7 +49,7 @@ def _found_layout(tokenizer, kind: str) -> str:
   """The GLM layout of a sentencepiece or hf tokenizer loaded with layout ''."""
   if kind == "sentencepiece":
     # cog-pretrain.model: the only released GLM SentencePiece model.
-    return "chinese_sp" if tokenizer.base_vocab_size == tk.CHINESE_SP_PIECES else ""
+    return "chinese_sp" if tokenizer.base_vocab_size == specials_lib.CHINESE_SP_PIECES else ""
   for layout, size in _BASE_SIZES.items():  # the original BERT or GPT-2 vocabulary: GLM's ids
     required = specials_lib.FIXED_LAYOUTS[layout][1]
     if tokenizer.base_vocab_size == size and all(

@@ -38,9 +38,7 @@ from typing import Iterable, Sequence
 import ml_collections
 import numpy as np
 
-from glmjax.data.specials import (  # noqa: F401 - part of this module's interface
-    BERT_SPECIALS, CHINESE_SP_PIECES, CHINESE_SP_SPECIALS, GPT2_SPECIALS, VOCAB_LAYOUTS,
-    VOCAB_MULTIPLE, SpecialTokens, assign_specials, pad_vocab)
+from glmjax.data.specials import VOCAB_LAYOUTS, SpecialTokens, assign_specials, pad_vocab
 
 # A sentence ends at a token whose text contains one of these (the original's
 # contains_sentence_end).

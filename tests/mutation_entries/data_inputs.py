@@ -201,8 +201,8 @@ ENTRIES = (
              (_RT + "test_a_prefixed_vocab_json_finds_a_plain_merges_txt_beside_it",)),
     Mutation("any SentencePiece model past 50000 pieces is taken for the Chinese layout",
              "glmjax/data/released_tokenizers.py",
-             "tokenizer.base_vocab_size == tk.CHINESE_SP_PIECES",
-             "tokenizer.base_vocab_size >= tk.CHINESE_SP_PIECES",
+             "tokenizer.base_vocab_size == specials_lib.CHINESE_SP_PIECES",
+             "tokenizer.base_vocab_size >= specials_lib.CHINESE_SP_PIECES",
              (_RT + "test_only_a_sentencepiece_model_of_exactly_cog_pretrain_s_size_is_taken_for_"
               "its_layout",)),
     Mutation("the tokenizer trainer takes the first lines, not a shuffled sample",
