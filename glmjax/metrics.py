@@ -115,8 +115,8 @@ def console_line(step: int, total_steps: int, scalars: Mapping[str, float | None
   def fmt(key, spec):
     value = scalars.get(key)
     return "n/a" if value is None else format(value, spec)
-  per_objective = [f"{key[5:]} {value:.3f}" for key, value in scalars.items()
-                   if key.startswith("loss_") and key != "loss_tokens" and value is not None]
+  per_objective = [f"{name} {scalars[f'loss_{name}']:.3f}" for name in OBJECTIVE_NAMES
+                   if scalars.get(f"loss_{name}") is not None]
   mixture = f" ({', '.join(per_objective)})" if len(per_objective) > 1 else ""
   return (f"step {step}/{total_steps} | loss {fmt('loss', '.4f')}{mixture}"
           f" | acc {fmt('accuracy', '.3f')}"
