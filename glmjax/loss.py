@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def part_b_cross_entropy(hidden: jax.Array, embeddings: jax.Array, targets: jax.Array,
-                         weights: jax.Array, *, chunk: int | None = None) -> dict:
+                         weights: jax.Array, *, chunk: int = DEFAULT_CHUNK) -> dict:
   """Weighted cross-entropy of the tied logits hidden · embeddingsᵀ, where weights > 0 only.
 
   hidden [B, T, H] (compute dtype), embeddings [V, H] (cast to hidden's dtype), targets [B, T]
@@ -44,9 +44,11 @@ def part_b_cross_entropy(hidden: jax.Array, embeddings: jax.Array, targets: jax.
     row_loss   [B] the same per row;  row_correct [B] Σ weights · (argmax == target)
     logit_positions  positions whose logits were computed (chunk-rounded, all devices)
   Only `loss_sum` carries a gradient, and only to hidden and embeddings (weights get none); the
-  other values are metrics (stop_gradient). `chunk` defaults to DEFAULT_CHUNK.
+  other values are metrics (stop_gradient).
   """
-  chunk = int(chunk or DEFAULT_CHUNK)
+  chunk = int(chunk)
+  if chunk < 1:
+    raise ValueError(f"chunk={chunk}: the loss reads at least one position per iteration.")
   hidden = jnp.asarray(hidden)
   loss_sum, row_loss, row_correct, positions = _loss(
       hidden, jnp.asarray(embeddings, hidden.dtype), jnp.asarray(targets, jnp.int32),

@@ -78,7 +78,7 @@ def abstract_state(init_fn, shardings) -> TrainState:
 
 
 def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool,
-              loss_chunk: int | None = None):
+              loss_chunk: int = loss_lib.DEFAULT_CHUNK):
   """Summed Part B cross-entropy and the counts needed to average it exactly.
 
   The vocabulary projection runs only on Part B positions (loss.part_b_cross_entropy): the
@@ -124,7 +124,7 @@ def _zeros_like_output(fn, *args):
 
 
 def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
-                     loss_chunk: int | None = None):
+                     loss_chunk: int = loss_lib.DEFAULT_CHUNK):
   forward = functools.partial(loss_sums, model=model, deterministic=False, loss_chunk=loss_chunk)
   grad_fn = jax.grad(forward, has_aux=True)
   # Gradients with respect to the compute-dtype view of the projections (`model` is a GLM: its
@@ -158,7 +158,7 @@ def all_finite(tree) -> jax.Array:
 
 def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: int,
                grad_accum_steps: int, dropout_rng: str = "threefry2x32",
-               loss_chunk: int | None = None):
+               loss_chunk: int = loss_lib.DEFAULT_CHUNK):
   """One optimizer update. The update is skipped (flagged in metrics) when the loss or the
   gradient is non-finite, or when it would make any parameter or optimizer moment non-finite.
 
@@ -212,7 +212,8 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   return new_state, metrics
 
 
-def eval_step(params, batch, *, model, micro_batches: int = 1, loss_chunk: int | None = None):
+def eval_step(params, batch, *, model, micro_batches: int = 1,
+              loss_chunk: int = loss_lib.DEFAULT_CHUNK):
   """Sums over one evaluation batch, in micro-batches as training does (same peak memory)."""
   sums_fn = lambda b: loss_sums(params, b, None, model=model, deterministic=True,
                                 loss_chunk=loss_chunk)[1]

@@ -252,3 +252,10 @@ def test_tied_logits_of_bfloat16_hidden_states_are_accumulated_and_returned_in_f
   exact = np.einsum("bth,vh->btv", np.float64(hidden),
                     np.float64(jnp.asarray(embeddings, jnp.bfloat16)))
   np.testing.assert_allclose(logits, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
+
+
+def test_a_loss_chunk_below_one_is_refused_not_read_as_the_default():
+  hidden, embeddings = jnp.ones((1, 4, 8)), jnp.ones((16, 8))
+  targets, weights = jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4))
+  with pytest.raises(ValueError, match="chunk=0: the loss reads at least one position"):
+    loss_lib.part_b_cross_entropy(hidden, embeddings, targets, weights, chunk=0)
