@@ -190,4 +190,7 @@ ENTRIES = (
              '      self.flops.append(float(host["model_flops"]))\n',
              ("tests/test_loop.py::test_a_log_line_s_throughput_is_that_of_the_steps_since_the_"
               "previous_log_line",)),
+    Mutation("a loss chunk of 0 reaches the loop", "glmjax/loss.py",
+             "  if chunk < 1:\n", "  if False:\n",
+             (_LOSS + "test_a_loss_chunk_below_one_is_refused_not_read_as_the_default",)),
 )
