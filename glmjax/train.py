@@ -8,6 +8,7 @@ parallel.py (mesh, shardings), data/ (batches by step index), checkpoint.py (Orb
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -310,19 +311,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   try:
     config_lib.validate(config)  # a mistyped value leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
+    held = workdir_lib.lock(workdir, jax.process_index())  # refuses a second train here
     run_log = logs.RunLog.attach(workdir, jax.process_index())
     cache = workdir_lib.compilation_cache_dir(config.train.compilation_cache_dir, workdir,
                                               dict(os.environ))
     if cache:
       jax.config.update("jax_compilation_cache_dir", cache)
-  except config_lib.ConfigError as error:
+  except (config_lib.ConfigError, workdir_lib.WorkdirInUseError) as error:
     logs.fail(error)
   except OSError as error:
     logs.fail(StartupError(workdir_lib.unwritable(workdir, error)))
   # A bucket workdir: the log is copied there while the run goes and once more at any exit
   # (after the failure's traceback is in the file), so deleting the VM does not lose it. A
   # SIGTERM outside training (the last copy) is noted, not fatal: nothing is left to save.
-  with loop.TerminationFlag(enabled=jax.process_count() == 1) as termination, run_log:
+  with held or contextlib.nullcontext(), loop.TerminationFlag(
+      enabled=jax.process_count() == 1) as termination, run_log:
     try:
       train_and_evaluate(config, workdir, termination)
     except _USER_ERRORS as error:

@@ -7,8 +7,12 @@ unless allowed (`train.allow_config_change`).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import socket
+import time
+from typing import IO
 
 from etils import epath
 
@@ -16,12 +20,48 @@ from glmjax import config as config_lib
 from glmjax.data import tokenizers
 
 CONFIG_FILE = "config.json"  # the config of the workdir's newest start (generate, evaluate read it)
+LOCK_FILE = "train.lock"     # held by the train process writing the workdir; says who it is
 
 log = logging.getLogger(__name__)
 
 
 class ConfigChangedError(ValueError):
   """The run would resume with a config that changes what it computes."""
+
+
+class WorkdirInUseError(ValueError):
+  """Another train process is writing the workdir."""
+
+
+def lock(workdir: str, process_index: int) -> IO | None:
+  """Holds the workdir's LOCK_FILE for as long as the returned file stays open (None: no lock).
+
+  Two runs in one workdir would both save the same steps and write every metric twice; the
+  second is refused instead. The lock is the kernel's (flock), so it ends with the process
+  however the process ends (kill -9, a lost VM): a stale file never blocks a resume. Process 0
+  alone takes it (the hosts of one job may share the folder); a bucket (gs://) has no locks and
+  is not checked."""
+  if "://" in workdir or process_index != 0:
+    return None
+  handle = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    handle.seek(0)
+    holder = handle.read().strip() or "a process that has not said which yet"
+    handle.close()
+    raise WorkdirInUseError(f"--workdir={workdir} is in use by another train ({holder}): wait "
+                            "for it to end, or give another --workdir.") from None
+  except OSError as error:  # a filesystem without locks (some network mounts): run unchecked
+    log.warning("Could not lock %s (%s); make sure no other train writes this workdir.",
+                workdir, error.strerror or error)
+    return handle
+  handle.seek(0)
+  handle.truncate()
+  handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+  handle.flush()
+  return handle
 
 
 def check_resume(saved: dict, current: dict, *, step: int, workdir: str, allow: bool) -> None:

@@ -327,6 +327,20 @@ def test_an_unwritable_workdir_is_one_line_naming_it(tmp_path, capfd):
   assert len(console) == 1 and f"--workdir={tmp_path}/file/run cannot be written" in console[0]
 
 
+def test_a_train_started_in_a_workdir_another_train_holds_is_one_line_and_writes_nothing(
+    tmp_path, capfd):
+  run = tmp_path / "run"
+  run.mkdir()
+  held = workdir_lib.lock(str(run), 0)
+  try:
+    assert _run(run) == 1
+  finally:
+    held.close()
+  console = capfd.readouterr().err.strip().splitlines()
+  assert len(console) == 1 and f"--workdir={run} is in use by another train (pid" in console[0]
+  assert os.listdir(run) == [workdir_lib.LOCK_FILE]  # no log, config or checkpoint written
+
+
 def test_a_damaged_tokenizer_is_one_line_without_a_traceback(tmp_path, capfd):
   (tmp_path / "tokenizer.json").write_bytes(b"\x7fELF\x02\x01" + bytes(range(256)))
   assert _run(tmp_path / "run", tokenizer="hf",

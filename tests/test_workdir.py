@@ -1,7 +1,13 @@
 """The workdir's config history: config.json is the newest start's, earlier ones are kept."""
 import os
+import subprocess
+import sys
+
+import pytest
 
 from glmjax import workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _configs(workdir):
@@ -38,3 +44,38 @@ def test_an_unwritable_workdir_line_names_the_file_that_could_not_be_written():
   line = workdir_lib.unwritable("/runs/a", error)
   assert line.startswith("--workdir=/runs/a cannot be written: Permission denied "
                          "(/runs/a/config.json); ")
+
+
+def test_a_second_train_in_a_held_workdir_is_refused_naming_the_one_that_holds_it(tmp_path):
+  held = workdir_lib.lock(str(tmp_path), 0)
+  try:
+    with pytest.raises(workdir_lib.WorkdirInUseError,
+                       match=f"^--workdir={tmp_path} is in use by another train "
+                             rf"\(pid {os.getpid()} on .*, since 20.*\): wait for it to end"):
+      workdir_lib.lock(str(tmp_path), 0)
+  finally:
+    held.close()
+  workdir_lib.lock(str(tmp_path), 0).close()  # free once the holder closed it
+
+
+def test_the_lock_of_a_run_killed_with_sigkill_does_not_block_its_resume(tmp_path):
+  """The lock is the kernel's: it ends with the process, the file it leaves means nothing."""
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from glmjax import workdir; "
+       "h = workdir.lock(sys.argv[1], 0); print('held', flush=True); time.sleep(120)",
+       str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(workdir_lib.WorkdirInUseError, match=f"pid {holder.pid} on "):
+      workdir_lib.lock(str(tmp_path), 0)
+  finally:
+    holder.kill()
+    holder.wait(timeout=60)
+  assert (tmp_path / workdir_lib.LOCK_FILE).exists()
+  workdir_lib.lock(str(tmp_path), 0).close()
+
+
+def test_only_process_0_locks_and_a_bucket_is_not_locked(tmp_path):
+  assert workdir_lib.lock(str(tmp_path), 1) is None
+  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
+  assert workdir_lib.lock("gs://bucket/run", 0) is None

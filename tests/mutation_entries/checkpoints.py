@@ -309,4 +309,25 @@ ENTRIES = (
              "  needed = memory.argument_size_in_bytes + memory.temp_size_in_bytes + copy_bytes",
              (_FAULTS + "test_a_device_snapshot_that_would_not_fit_beside_the_step_is_a_start_up_"
               "warning",)),
+    Mutation("train does not lock its workdir: two runs write the same checkpoints",
+             "glmjax/train.py",
+             "    held = workdir_lib.lock(workdir, jax.process_index())  # refuses a second train",
+             "    held = None  # refuses a second train",
+             (_FAULTS + "test_a_train_started_in_a_workdir_another_train_holds_is_one_line_and_"
+              "writes_nothing",)),
+    Mutation("the workdir lock is shared, so a second train takes it too", "glmjax/workdir.py",
+             "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+             "fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+             (_WORKDIR + "test_a_second_train_in_a_held_workdir_is_refused_naming_the_one_that_"
+              "holds_it", _WORKDIR + "test_the_lock_of_a_run_killed_with_sigkill_does_not_block_"
+              "its_resume")),
+    Mutation("the workdir lock does not say which process holds it", "glmjax/workdir.py",
+             "  handle.write(f\"pid {os.getpid()} on {socket.gethostname()}, since \"",
+             "  handle.write(f\"since \"",
+             (_WORKDIR + "test_a_second_train_in_a_held_workdir_is_refused_naming_the_one_that_"
+              "holds_it",)),
+    Mutation("every process of a job locks the workdir (the second host is refused)",
+             "glmjax/workdir.py", "if \"://\" in workdir or process_index != 0:",
+             "if \"://\" in workdir:",
+             (_WORKDIR + "test_only_process_0_locks_and_a_bucket_is_not_locked",)),
 )
