@@ -39,6 +39,11 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
       return main(argv)
     except config_lib.ConfigError as error:
       logs.fail(error, status=status)
+    except app.UsageError as error:  # main refusing its arguments: one line, not all the help
+      hint = (" (a value holding spaces needs quotes: --text='Paris is the [MASK] of France.')"
+              if str(error).startswith("Unexpected arguments") else "")
+      logs.fail(ValueError(f"{error}{hint}; --helpshort lists the flags"),
+                status=getattr(error, "exitcode", None) or status)
     except user_errors as error:
       logs.fail_keeping_traceback(error, status)
     except KeyboardInterrupt:  # Ctrl-C: the user knows why; 130 as a shell reports SIGINT

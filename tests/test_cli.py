@@ -141,6 +141,21 @@ def test_a_mistyped_flag_is_one_line_naming_it_in_every_command(module, tmp_path
   assert_one_line(result, r"Unknown command line flag 'wrkdir'")
 
 
+@pytest.mark.parametrize("module, flag, status", [
+    ("glmjax.generate", "--text=Paris", 1), ("glmjax.train", "--config=configs/base.py:local", 1),
+    ("glmjax.aot", "--config=configs/base.py:local", 2)])
+def test_an_unquoted_value_is_one_line_saying_to_quote_it_not_the_whole_help(module, flag, status,
+                                                                            tmp_path):
+  """--text=Paris is the [MASK] of France. (no quotes): the shell passes `is the ...` as
+  arguments the command refuses; absl's own report prints every flag's help above it."""
+  where = "--topology=v5p-8" if module == "glmjax.aot" else f"--workdir={tmp_path}/run"
+  result = subprocess.run([sys.executable, "-m", module, where, flag, "is", "the", "[MASK]"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert_one_line(result, r"Unexpected arguments: is the \[MASK\] \(a value holding spaces "
+                          r"needs quotes: .*\); --helpshort lists the flags", status)
+
+
 def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(monkeypatch,
                                                                               capsys):
   from glmjax import cli  # pylint: disable=import-outside-toplevel

@@ -417,4 +417,10 @@ ENTRIES = (
              "import numpy as np\n\nfrom .. import parallel  # noqa: F401\n",
              ("tests/test_code_shape.py::test_the_model_and_data_layers_import_nothing_above_"
               "them",)),
+    Mutation("a command's refusal of its arguments prints every flag's help",
+             "glmjax/cli.py",
+             "    except app.UsageError as error:  # main refusing its arguments",
+             "    except ZeroDivisionError as error:  # main refusing its arguments",
+             ("tests/test_cli.py::test_an_unquoted_value_is_one_line_saying_to_quote_it_not_the_"
+              "whole_help",)),
 )
