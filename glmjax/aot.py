@@ -148,50 +148,16 @@ def _out_of_memory(error: Exception) -> str | None:
   return text.splitlines()[0][:300] if "hbm" in text.lower() else None
 
 
-def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0,
-               platform: str = "tpu") -> str:
-  """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
-  state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
-  remat and micro-batches shrink activations, not parameters and optimizer moments."""
-  bigger = ["a bigger slice"] if platform == "tpu" else _more_gpus()
-  if state_bytes and hbm and state_bytes >= hbm:
-    tips = (["mesh.data=1 mesh.fsdp=-1 (shards them over all chips)"]
-            if int(config.mesh.data) != 1 else []) + bigger
-    return (f"the parameters and optimizer state alone take {state_bytes / 2**30:.2f} GiB per "
-            "chip, which remat and grad_accum_steps do not shrink; try " + ", ".join(tips) + ".")
-  tips = []
-  if snapshot:
-    tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
-  if (config.model.save_dropout_masks and config.model.remat != "none"
-      and config.model.hidden_dropout > 0):
-    tips.append("model.save_dropout_masks=false (the backward pass draws the masks again)")
-  if config.model.remat != "full":
-    tips.append(f"model.remat=full (now {config.model.remat})")
-  if int(config.mesh.data) != 1:  # the state is copied over mesh.data, whatever mesh.fsdp is
-    tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
-  tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)} (fewer rows per "
-              "chip at a time, same global batch)")
-  tips.extend(bigger)
-  return "try " + ", ".join(tips) + "."
-
-
-def _more_gpus() -> list[str]:
-  """jax gives a process 75% of a GPU's memory unless told otherwise."""
-  fraction = gpu_topology.memory_fraction()
-  share = ([f"XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 (jax's share of each GPU's memory, now "
-            f"{fraction:g})"] if fraction < 0.9 else [])
-  return share + ["more GPUs"]
-
-
 def _compile_or_explain(compile_fn, config, mesh, where: str, what: str, **state):
-  """compile_fn(config, mesh); running out of HBM is DoesNotFit with fit_advice(**state)."""
+  """compile_fn(config, mesh); running out of HBM is DoesNotFit with memory.fit_advice(**state)."""
   try:
     return compile_fn(config, mesh)
   except Exception as error:  # noqa: BLE001 - only an out-of-memory compile is reported here
     reason = _out_of_memory(error)
     if reason is None:
       raise
-    raise DoesNotFit(f"{where}: the {what} {reason}; {fit_advice(config, **state)}") from None
+    advice = memory_lib.fit_advice(config, **state)
+    raise DoesNotFit(f"{where}: the {what} {reason}; {advice}") from None
 
 
 @contextlib.contextmanager
@@ -286,7 +252,7 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *
     raise DoesNotFit(f"{where}: training needs {total / 2**30:.2f} GiB per chip at its peak, "
                      f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
                      f"HBM a program may use; "
-                     f"{fit_advice(config, snapshot=snapshot > 0, **sizes)}")
+                     f"{memory_lib.fit_advice(config, snapshot=snapshot > 0, **sizes)}")
   return report
 
 

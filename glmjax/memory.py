@@ -10,6 +10,8 @@ import logging
 
 import jax
 
+from glmjax import gpu_topology
+
 
 def memory_analysis(compiled):
   """The compiled program's memory_analysis(), or None where the backend gives none."""
@@ -26,6 +28,18 @@ def device_memory_limit() -> int | None:
   except Exception:  # noqa: BLE001 - not every backend reports it
     return None
   return stats.get("bytes_limit")
+
+
+def out_of_memory(error: BaseException) -> str | None:
+  """The first line of XLA saying that a device ran out of memory (RESOURCE_EXHAUSTED, when
+  compiling or running), else None. A kernel's on-chip scratch (vmem) running out is a
+  block-size problem, not one of fit."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():
+    return None
+  if "out of memory" not in text.lower() and "hbm" not in text.lower():
+    return None
+  return text.strip().splitlines()[0][:300]
 
 
 def program_bytes(memory) -> int:
@@ -72,3 +86,39 @@ def device_snapshot_report(memory, copy_bytes: int, limit: int | None) -> tuple[
   return logging.WARNING, (f"{line}: with the step that is {gib(needed)}, more than the device's "
                            f"{gib(limit)}, so a save may run out of memory; set "
                            "checkpoint.device_snapshot=false (or lower data.batch_size)")
+
+
+def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0,
+               platform: str = "tpu") -> str:
+  """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
+  state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
+  remat and micro-batches shrink activations, not parameters and optimizer moments."""
+  bigger = {"tpu": ["a bigger slice"], "gpu": _more_gpus()}.get(
+      platform, ["a smaller config (on a CPU: --config=configs/base.py:local)"])
+  if state_bytes and hbm and state_bytes >= hbm:
+    tips = (["mesh.data=1 mesh.fsdp=-1 (shards them over all chips)"]
+            if int(config.mesh.data) != 1 else []) + bigger
+    return (f"the parameters and optimizer state alone take {state_bytes / 2**30:.2f} GiB per "
+            "chip, which remat and grad_accum_steps do not shrink; try " + ", ".join(tips) + ".")
+  tips = []
+  if snapshot:
+    tips.append("checkpoint.device_snapshot=false (a save then keeps no copy on the chips)")
+  if (config.model.save_dropout_masks and config.model.remat != "none"
+      and config.model.hidden_dropout > 0):
+    tips.append("model.save_dropout_masks=false (the backward pass draws the masks again)")
+  if config.model.remat != "full":
+    tips.append(f"model.remat=full (now {config.model.remat})")
+  if int(config.mesh.data) != 1:  # the state is copied over mesh.data, whatever mesh.fsdp is
+    tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
+  tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)} (fewer rows per "
+              "chip at a time, same global batch)")
+  tips.extend(bigger)
+  return "try " + ", ".join(tips) + "."
+
+
+def _more_gpus() -> list[str]:
+  """jax gives a process 75% of a GPU's memory unless told otherwise."""
+  fraction = gpu_topology.memory_fraction()
+  share = ([f"XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 (jax's share of each GPU's memory, now "
+            f"{fraction:g})"] if fraction < 0.9 else [])
+  return share + ["more GPUs"]

@@ -336,6 +336,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
       logs.fail(KeyboardInterrupt(line).with_traceback(error.__traceback__), run_log.where,
                 status=130)
     except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
+      if (reason := memory_lib.out_of_memory(error)) is not None:  # the config's size, no bug
+        advice = memory_lib.fit_advice(config, snapshot=bool(config.checkpoint.device_snapshot),
+                                       platform=jax.default_backend())
+        too_big = RuntimeError(f"The run does not fit in device memory ({reason}); {advice}")
+        too_big.__cause__ = error  # XLA's whole report goes to the log file
+        logs.fail(too_big, run_log.where)
       logs.fail(error, run_log.where, expected=False)
 
 

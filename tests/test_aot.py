@@ -192,7 +192,7 @@ def test_a_config_whose_state_alone_does_not_fit_is_told_only_to_shard_it_wider(
   assert "remat" not in str(refused.value).split("; try ")[-1]
   assert "grad_accum_steps=" not in str(refused.value)
   config.mesh.update(data=1, fsdp=-1)  # already over every chip: a bigger slice is what is left
-  assert aot.fit_advice(config, state_bytes=20 << 30, hbm=16 << 30).endswith(
+  assert memory_lib.fit_advice(config, state_bytes=20 << 30, hbm=16 << 30).endswith(
       "do not shrink; try a bigger slice.")
 
 
@@ -213,7 +213,7 @@ def test_the_advice_for_a_config_that_does_not_fit_shards_the_state_only_where_i
     data, fsdp, advised):
   config = _tiny()
   config.mesh.update(data=data, fsdp=fsdp)
-  assert ("mesh.data=1 mesh.fsdp=-1" in aot.fit_advice(config)) == advised
+  assert ("mesh.data=1 mesh.fsdp=-1" in memory_lib.fit_advice(config)) == advised
 
 
 def test_a_chip_s_bytes_are_its_shard_of_each_leaf_at_the_leaf_s_dtype_width():
@@ -378,16 +378,16 @@ def test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_turne
   config.optim.grad_accum_steps = 2
   for remat, advised in (("none", True), ("minimal", True), ("full", False)):
     config.model.remat = remat
-    assert ("model.remat=full" in aot.fit_advice(config)) == advised, remat
-  assert "optim.grad_accum_steps=4 " in aot.fit_advice(config)  # twice the accumulation
-  assert "checkpoint.device_snapshot=false" in aot.fit_advice(config, snapshot=True)
-  assert "device_snapshot" not in aot.fit_advice(config)
+    assert ("model.remat=full" in memory_lib.fit_advice(config)) == advised, remat
+  assert "optim.grad_accum_steps=4 " in memory_lib.fit_advice(config)  # twice the accumulation
+  assert "checkpoint.device_snapshot=false" in memory_lib.fit_advice(config, snapshot=True)
+  assert "device_snapshot" not in memory_lib.fit_advice(config)
   # Kept dropout masks are memory remat can give back, where there are masks to keep.
-  assert "save_dropout_masks" not in aot.fit_advice(config)
+  assert "save_dropout_masks" not in memory_lib.fit_advice(config)
   config.model.update(save_dropout_masks=True, hidden_dropout=0.1)
-  assert "model.save_dropout_masks=false" in aot.fit_advice(config)
+  assert "model.save_dropout_masks=false" in memory_lib.fit_advice(config)
   config.model.hidden_dropout = 0.0
-  assert "save_dropout_masks" not in aot.fit_advice(config)
+  assert "save_dropout_masks" not in memory_lib.fit_advice(config)
 
 
 def test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_of_it():

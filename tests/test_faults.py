@@ -304,6 +304,36 @@ def test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_workdir_log
   assert "raise KeyError" in log
 
 
+def test_a_run_out_of_device_memory_is_one_line_with_what_to_change_not_a_bug_report(
+    tmp_path, monkeypatch, capfd):
+  """XLA's RESOURCE_EXHAUSTED at the first step (a GPU's allocation, a CPU's) comes from the
+  config's size: the line says what to change, as aot and bench do; the traceback stays in the
+  log."""
+  def too_big(*args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 93764892696 bytes.\n"
+                       + "\n".join(f"  frame {i}" for i in range(30)))
+  monkeypatch.setattr(train, "_train", too_big)
+  assert _run(tmp_path) == 1
+  console = capfd.readouterr().err
+  last = console.strip().splitlines()[-1]
+  assert ("The run does not fit in device memory (RESOURCE_EXHAUSTED: Out of memory allocating "
+          "93764892696 bytes.); try ") in last
+  assert "model.remat=full" in last and "optim.grad_accum_steps=2" in last
+  assert "Stopped by" not in console and "frame" not in console
+  assert "frame 29" in (tmp_path / "train.log").read_text()
+
+
+def test_only_xla_running_out_of_device_memory_is_read_as_the_config_s_size():
+  first = "RESOURCE_EXHAUSTED: Out of memory allocating 5 bytes."
+  assert memory.out_of_memory(RuntimeError(first + "\n  frame 0")) == first
+  hbm = "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 20G of 16G hbm."
+  assert memory.out_of_memory(RuntimeError(hbm)) == hbm
+  for other in ("RESOURCE_EXHAUSTED: Quota exceeded for requests to the bucket",
+                "RESOURCE_EXHAUSTED: Ran out of memory in memory space vmem (a kernel's scratch)",
+                "INTERNAL: out of memory in a test double"):
+    assert memory.out_of_memory(RuntimeError(other)) is None, other
+
+
 def test_a_run_stopped_by_non_finite_steps_ends_in_its_message_not_as_a_bug(tmp_path,
                                                                            monkeypatch, capfd):
   """Non-finite steps come from the data or the config (a learning rate too high), not from a

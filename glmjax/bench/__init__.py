@@ -5,6 +5,8 @@ Each benchmark lives in its own module here and prints one JSON line.
 """
 import importlib
 
+from glmjax import memory
+
 
 def run(what: str, config, argv: list[str]) -> None:
   """glmjax.bench.WHAT.main(config, argv); a config too big for the device's memory (XLA's
@@ -14,9 +16,9 @@ def run(what: str, config, argv: list[str]) -> None:
   try:
     module.main(config, argv)
   except Exception as error:  # noqa: BLE001 - jax raises its runtime errors as one type
-    if "RESOURCE_EXHAUSTED: Out of memory" not in str(error):  # not a quota or an RPC's
+    first = memory.out_of_memory(error)
+    if first is None:  # not a quota or an RPC's
       raise
-    first = (str(error).strip().splitlines() or [""])[0][:200]
     raise ValueError(
         f"--what={what}: the config does not fit in this device's memory ({first}); try a "
         "smaller --config.data.batch_size, --config.model.remat=full, or a smaller config "

@@ -12,13 +12,13 @@ _VALID = "tests/test_config_validation.py::"
 
 ENTRIES = (
     Mutation("aot advises remat and micro-batches when the state alone does not fit",
-             "glmjax/aot.py", "  if state_bytes and hbm and state_bytes >= hbm:",
+             "glmjax/memory.py", "  if state_bytes and hbm and state_bytes >= hbm:",
              "  if False:",
              ("tests/test_aot.py::test_a_config_whose_state_alone_does_not_fit_is_told_only_to_"
               "shard_it_wider",)),
     Mutation("aot's compile-time refusal gives its advice without the state's size",
-             "glmjax/aot.py", '{fit_advice(config, **state)}") from None',
-             '{fit_advice(config)}") from None',
+             "glmjax/aot.py", "    advice = memory_lib.fit_advice(config, **state)\n",
+             "    advice = memory_lib.fit_advice(config)\n",
              ("tests/test_aot.py::test_a_config_whose_state_alone_does_not_fit_is_told_only_to_"
               "shard_it_wider",)),
     # Paths that cannot work, refused by their flag before any loading.
@@ -392,7 +392,7 @@ ENTRIES = (
              '      raise ConfigError(f"model.hidden_dropout={get_field(config, field)}: '
              'must be in [0, 1).")',
              (_VALID + "test_bad_field_is_named",)),
-    Mutation("aot never advises giving back the kept dropout masks", "glmjax/aot.py",
+    Mutation("aot never advises giving back the kept dropout masks", "glmjax/memory.py",
              '    tips.append("model.save_dropout_masks=false (the backward pass draws the masks '
              'again)")\n', "    pass\n",
              ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"

@@ -101,4 +101,22 @@ ENTRIES: tuple[Mutation, ...] = (
              "      log.warning(vocab_warning)\n", "",
              ("tests/test_config_validation.py::test_a_vocabulary_not_a_multiple_of_128_is_"
               "accepted_and_train_warns_of_it_once",)),
+    Mutation("train reports running out of device memory as a bug, with no advice",
+             "glmjax/train.py",
+             "      if (reason := memory_lib.out_of_memory(error)) is not None:",
+             "      if (reason := memory_lib.out_of_memory(error)) is None and False:",
+             ("tests/test_faults.py::test_a_run_out_of_device_memory_is_one_line_with_what_to_"
+              "change_not_a_bug_report",)),
+    Mutation("any RESOURCE_EXHAUSTED (a bucket's quota) is read as running out of memory",
+             "glmjax/memory.py",
+             '  if "out of memory" not in text.lower() and "hbm" not in text.lower():\n    return None\n',
+             "",
+             ("tests/test_faults.py::test_only_xla_running_out_of_device_memory_is_read_as_the_"
+              "config_s_size",)),
+    Mutation("a kernel's vmem running out is read as the run not fitting", "glmjax/memory.py",
+             '  if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():\n    return None\n'
+             '  if "out of memory"',
+             '  if "RESOURCE_EXHAUSTED" not in text:\n    return None\n  if "out of memory"',
+             ("tests/test_faults.py::test_only_xla_running_out_of_device_memory_is_read_as_the_"
+              "config_s_size",)),
 )

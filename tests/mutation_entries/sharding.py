@@ -55,7 +55,7 @@ ENTRIES = (
              ("tests/test_aot.py::test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_"
               "kernel",)),
     Mutation("aot's advice leaves out fsdp when mesh.fsdp=-1 though mesh.data copies the state",
-             "glmjax/aot.py",
+             "glmjax/memory.py",
              "  if int(config.mesh.data) != 1:",
              "  if int(config.mesh.fsdp) != -1 and int(config.mesh.data) != 1:",
              ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_shards_the_state_"

@@ -58,12 +58,12 @@ ENTRIES: tuple[Mutation, ...] = (
              ("tests/test_host_input.py::test_a_mesh_in_plain_device_order_warns_only_when_a_"
               "tensor_group_spans_hosts",)),
     # The ahead-of-time compile (aot.py).
-    Mutation("aot's advice leaves out remat=full for remat=minimal", "glmjax/aot.py",
+    Mutation("aot's advice leaves out remat=full for remat=minimal", "glmjax/memory.py",
              'if config.model.remat != "full":', 'if config.model.remat == "none":',
              (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
               "turned",)),
     Mutation("aot advises grad_accum_steps=2 whatever the config already accumulates",
-             "glmjax/aot.py",
+             "glmjax/memory.py",
              'tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)}',
              'tips.append(f"optim.grad_accum_steps={2}',
              (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
@@ -131,7 +131,7 @@ ENTRIES: tuple[Mutation, ...] = (
              (_GPU + "test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_xla_for_"
               "float32", "tests/test_attention_choice.py::test_auto_passes_over_a_16_bit_only_"
               "kernel_for_a_float32_run_without_trying_it")),
-    Mutation("the advice for GPUs never names jax's memory share", "glmjax/aot.py",
+    Mutation("the advice for GPUs never names jax's memory share", "glmjax/memory.py",
              "if fraction < 0.9 else [])", "if False else [])",
              (_GPU + "test_the_command_exits_1_and_names_jax_s_memory_share_when_a_config_does_"
               "not_fit",)),
