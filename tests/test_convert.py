@@ -242,10 +242,14 @@ def test_convert_command_imports_and_exports_and_errors_in_one_line(weights, tmp
   written, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
   np.testing.assert_array_equal(written["word_embeddings.weight"],
                                 weights["word_embeddings.weight"].numpy())
-  again = run("import", f"--from={tmp_path / 'hf'}", f"--out={tmp_path / 'run'}")
+  # The workdir as --out would lose its config.json to the Hugging Face one: refused, unchanged.
+  kept = (tmp_path / "run" / "config.json").read_bytes()
+  again = run("export", f"--workdir={tmp_path / 'run'}", f"--out={tmp_path / 'run'}")
   assert again.returncode == 1
   lines = [line for line in again.stderr.splitlines() if line.strip()]
-  assert "already holds checkpoints" in lines[-1] and "Traceback" not in again.stderr
+  assert f"--out={tmp_path / 'run'} is the --workdir folder itself" in lines[-1]
+  assert "Traceback" not in again.stderr
+  assert (tmp_path / "run" / "config.json").read_bytes() == kept
 
 
 def test_num_heads_given_to_the_import_wins_over_a_config_json_that_misstates_them(weights,

@@ -149,6 +149,18 @@ def test_a_model_trained_from_scratch_exports_a_config_json_that_imports_back_to
   jax.tree.map(np.testing.assert_array_equal, again, params)
 
 
+def test_an_existing_empty_out_folder_is_written_by_export_and_by_import(weights, tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  for name in ("run", "out", "again"):  # made beforehand, as a user or a job script may
+    (tmp_path / name).mkdir()
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
+  _, params = convert.load_pretrained(str(tmp_path / "again"))
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
 def _scratch_run(weights, tmp_path, **data):
   """The imported parameters saved as a run trained here with the tokenizer fields `data`."""
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,

@@ -157,3 +157,62 @@ def test_an_out_that_is_a_file_is_one_line_before_anything_is_read(tmp_path):
                                        "Hugging Face files"):
     convert.export_workdir(str(tmp_path / "no-run"), out)
   assert (tmp_path / "a-file").read_text() == "keep me"
+
+
+def _files(folder):
+  """Every file under `folder` with its bytes: what a refused command must leave as it was."""
+  found = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as handle:
+        found[os.path.relpath(path, folder)] = handle.read()
+  return found
+
+
+def test_an_out_folder_holding_other_files_is_refused_by_import_and_export_and_kept(weights,
+                                                                                     tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  notes = tmp_path / "notes"  # unrelated files, one of them named as export would name its own
+  notes.mkdir()
+  for name in ("config.json", "a.txt", "b.txt", "c.txt"):
+    (notes / name).write_text(f"my {name}")
+  kept = _files(notes)
+  with pytest.raises(FileExistsError, match=rf"^--out={notes} holds files \(a\.txt, b\.txt, "
+                                            r"c\.txt, \.\.\.\): give a new or empty folder for "
+                                            r"the Hugging Face files; nothing was written\.$"):
+    convert.export_workdir(str(tmp_path / "run"), str(notes))
+  with pytest.raises(FileExistsError, match=rf"^--out={notes} holds files .*: give a new or "
+                                            "empty folder for the glmjax workdir; nothing was "
+                                            "written"):
+    convert.import_checkpoint(str(tmp_path / "hf"), str(notes))
+  assert _files(notes) == kept
+
+
+@pytest.mark.parametrize("named_by", ["folder", "weights file"])
+def test_import_refuses_the_checkpoint_s_own_folder_as_out_and_leaves_it_as_it_was(
+    weights, tmp_path, named_by):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  kept = _files(tmp_path / "hf")
+  source = tmp_path / "hf" / ("model.safetensors" if named_by == "weights file" else "")
+  with pytest.raises(FileExistsError, match=rf"^--out={tmp_path / 'hf'} is the --from folder "
+                                            "itself: give a new or empty folder"):
+    convert.import_checkpoint(str(source), str(tmp_path / "hf"))
+  assert _files(tmp_path / "hf") == kept  # its Hugging Face config.json above all
+
+
+def test_export_refuses_the_workdir_itself_as_out_and_the_workdir_still_loads(weights,
+                                                                             tmp_path):
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  kept = _files(tmp_path / "run")
+  with pytest.raises(FileExistsError, match=rf"^--out={tmp_path / 'run'} is the --workdir "
+                                            "folder itself: give a new or empty folder for the "
+                                            "Hugging Face files; nothing was written"):
+    convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "run"))
+  assert _files(tmp_path / "run") == kept  # glmjax's config.json, not the Hugging Face one
+  assert pretrained.load(str(tmp_path / "run")).model_config.num_layers == L

@@ -234,28 +234,36 @@ def _export_tokenizer(loaded: pretrained.Pretrained, out: str) -> str:
     return "no tokenizer (the workdir knows none)"
   files = (tokenizers.tokenizer_files(data.tokenizer, data.tokenizer_path)
            if data.tokenizer_path else [])
-  for file in files:
-    if os.path.abspath(file) != os.path.abspath(os.path.join(out, os.path.basename(file))):
-      shutil.copy2(file, os.path.join(out, os.path.basename(file)))
+  for file in files:  # --out was empty, so no file there is the tokenizer itself
+    shutil.copy2(file, os.path.join(out, os.path.basename(file)))
   with open(os.path.join(out, TOKENIZER_RECORD), "w", encoding="utf-8") as handle:
     json.dump({"tokenizer": data.tokenizer, "tokenizer_vocab": data.tokenizer_vocab,
                "files": [os.path.basename(file) for file in files]}, handle, indent=2)
   return f"the {data.tokenizer} tokenizer"
 
 
-def _require_folder(out: str, holds: str) -> None:
-  """--out may be new or a folder; a file there is one line, before anything is read."""
+def _require_new_folder(out: str, holds: str, source_flag: str, source: str) -> None:
+  """--out must be new or an empty folder, checked before anything is read or written: the
+  files written there (config.json above all) would replace ones of the same name, and a
+  workdir or checkpoint folder given as --out would lose its own."""
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"--out={out}: a file is there; give a folder for {holds} (new or "
                      "empty)")
+  names = sorted(os.listdir(out)) if os.path.isdir(out) else []
+  if not names:
+    return
+  if os.path.isdir(source) and os.path.samefile(out, source):
+    what = f"is the {source_flag} folder itself"
+  else:
+    what = f"holds files ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+  raise FileExistsError(f"--out={out} {what}: give a new or empty folder for {holds}; "
+                        "nothing was written.")
 
 
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
-  _require_folder(out, "the glmjax workdir")
-  if os.path.exists(checkpoint_lib.in_workdir(out)):
-    raise FileExistsError(f"--out={out} already holds checkpoints; give a new folder.")
+  _require_new_folder(out, "the glmjax workdir", "--from", _folder(source))
   if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
     released_tokenizers.tokenizer_fields(tokenizer)
   log.info("Reading %s", source)
@@ -345,7 +353,7 @@ def _imported_origin(workdir: str) -> str:
 
 def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
-  _require_folder(out, "the Hugging Face files")
+  _require_new_folder(out, "the Hugging Face files", "--workdir", workdir)
   loaded = pretrained.load(workdir, attention="xla")  # the parameters only: no kernel runs
   model_config = loaded.model_config
   unsupported = {field: getattr(model_config, field) for field, wanted in

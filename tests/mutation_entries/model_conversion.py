@@ -16,7 +16,39 @@ _REFUSED = (_C + "test_the_convert_command_refuses_a_command_line_missing_a_fold
 _ROUND_TRIP = (_EXPORT + "test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_"
                "with_the_import",)
 
+_NON_EMPTY_OUT = (_R + "test_an_out_folder_holding_other_files_is_refused_by_import_and_"
+                  "export_and_kept",)
+_OWN_FOLDER = (_R + "test_import_refuses_the_checkpoint_s_own_folder_as_out_and_leaves_it_as_it_"
+               "was", _R + "test_export_refuses_the_workdir_itself_as_out_and_the_workdir_still_"
+               "loads")
+_EMPTY_OUT = (_EXPORT + "test_an_existing_empty_out_folder_is_written_by_export_and_by_import",)
+
 ENTRIES: tuple[Mutation, ...] = (
+    # --out is new or empty: a folder that holds files, the source's above all, is kept.
+    Mutation("convert writes into an --out folder that holds files",
+             "glmjax/convert/__init__.py", "  if not names:\n    return\n",
+             "  if True:\n    return\n", _NON_EMPTY_OUT + _OWN_FOLDER),
+    Mutation("import checks --out only for a file, not for a folder that holds files",
+             "glmjax/convert/__init__.py",
+             '  _require_new_folder(out, "the glmjax workdir", "--from", _folder(source))\n',
+             "  if os.path.isfile(out):\n    raise ValueError(out)\n",
+             _NON_EMPTY_OUT + _OWN_FOLDER[:1]),
+    Mutation("export checks --out only for a file, not for a folder that holds files",
+             "glmjax/convert/__init__.py",
+             '  _require_new_folder(out, "the Hugging Face files", "--workdir", workdir)\n',
+             "  if os.path.isfile(out):\n    raise ValueError(out)\n",
+             _NON_EMPTY_OUT + _OWN_FOLDER[1:]),
+    Mutation("convert refuses an --out folder that exists but is empty",
+             "glmjax/convert/__init__.py", "  if not names:\n    return\n",
+             "  if not os.path.isdir(out):\n    return\n", _EMPTY_OUT),
+    Mutation("the source folder given as --out is described as a folder of other files",
+             "glmjax/convert/__init__.py",
+             "  if os.path.isdir(source) and os.path.samefile(out, source):\n",
+             "  if False:\n", _OWN_FOLDER),
+    Mutation("export's --out is taken for the workdir itself when it holds files",
+             "glmjax/convert/__init__.py",
+             "  if os.path.isdir(source) and os.path.samefile(out, source):\n",
+             "  if os.path.isdir(source):\n", _NON_EMPTY_OUT),
     # An import's parameters carry the tokenizer it stored, as a run's checkpoints do.
     Mutation("an import records no tokenizer with its parameters", "glmjax/convert/__init__.py",
              "tokenizer=_stored_tokenizer_info(config.data, out) if tokenizer else None)",
