@@ -8,7 +8,7 @@ GLM checkpoints, `wordpiece` (BERT vocab.txt) and `bpe` (GPT-2 vocab.json + merg
 with the `tokenizers` package as the original GLM code builds them; which of these a folder holds
 is told by glmjax/data/released_tokenizers.py. `load_tokenizer` builds one from the data
 config. Train a SentencePiece model from text files with
-`python -m glmjax.data.tokenizers train --input=GLOB --vocab-size=N --out=FILE`.
+`python -m glmjax.data.tokenizers train --input=GLOB --vocab_size=N --out=FILE`.
 
 Special ids (`data.tokenizer_vocab`); the fixed ones are those of the original GLM code:
   bert  the original GLM BERT models: [PAD]=0 is pad and eos, [CLS]=101, [MASK]=103, then

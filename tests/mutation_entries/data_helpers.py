@@ -11,6 +11,9 @@ _MOVE = (_WINDOWS + "test_a_moved_window_start_follows_the_original_move_within_
 _SORTED = (_VERDICTS + "test_a_failed_restore_is_sorted_by_what_its_chain_of_errors_says",)
 _TRAINER = (_TOKENIZERS + "test_the_tokenizer_trainer_trains_the_model_type_on_the_lines_it_was_"
             "asked_for",)
+_HINT = ("tests/test_tokenizer_trainer.py::test_the_trainer_s_hint_trains_from_the_shipped_base_"
+         "config_as_it_is_copied",)
+_FIRST_SPELLING = (_TOKENIZERS + "test_sentencepiece_trained_by_the_cli",)
 
 ENTRIES: tuple[Mutation, ...] = (
     Mutation("a window start at its document's start moved right skips the first sentence",
@@ -95,4 +98,28 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/data/tokenizer_train.py", "hard_vocab_limit=False,", "hard_vocab_limit=True,",
              (_TOKENIZERS + "test_a_vocabulary_larger_than_the_text_fills_is_an_upper_bound_not_"
               "a_refusal",)),
+    # The trainer's last line trains from a shipped config as it is copied (base.py: 'bert').
+    Mutation("the tokenizer trainer's hint leaves the config's tokenizer_vocab",
+             "glmjax/data/tokenizer_train.py",
+             "          f\" --config.data.tokenizer_vocab={shlex.quote('')}\"\n", "", _HINT),
+    Mutation("the tokenizer trainer's hint leaves the config's model.vocab_size",
+             "glmjax/data/tokenizer_train.py",
+             "          f\" --config.model.vocab_size={tokenizer.vocab_size}\")",
+             "          \"\")", _HINT),
+    Mutation("the tokenizer trainer's hint names the model relative to the folder it ran in",
+             "glmjax/data/tokenizer_train.py", "  path = os.path.abspath(out)  #",
+             "  path = out  #", _HINT),
+    # Flags spelled with underscores as in every glmjax command, the hyphenated ones kept.
+    Mutation("the tokenizer trainer takes only --vocab-size, not --vocab_size",
+             "glmjax/data/tokenizer_train.py", 'add_argument("--vocab_size", "--vocab-size",',
+             'add_argument("--vocab-size",', _HINT),
+    Mutation("the tokenizer trainer drops the first spelling --vocab-size",
+             "glmjax/data/tokenizer_train.py", 'add_argument("--vocab_size", "--vocab-size",',
+             'add_argument("--vocab_size",', _FIRST_SPELLING),
+    Mutation("the tokenizer trainer takes only --model-type, not --model_type",
+             "glmjax/data/tokenizer_train.py", 'add_argument("--model_type", "--model-type",',
+             'add_argument("--model-type",', _HINT),
+    Mutation("the tokenizer trainer drops the first spelling --model-type",
+             "glmjax/data/tokenizer_train.py", 'add_argument("--model_type", "--model-type",',
+             'add_argument("--model_type",', _TRAINER),
 )
