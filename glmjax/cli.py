@@ -47,8 +47,15 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
     except user_errors as error:
       logs.fail_keeping_traceback(error, status)
     except KeyboardInterrupt:  # Ctrl-C: the user knows why; 130 as a shell reports SIGINT
-      logs.fail(KeyboardInterrupt("Interrupted by Ctrl-C"), status=130)
-  app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))
+      logs.fail(KeyboardInterrupt("Interrupted by Ctrl-C"), status=logs.INTERRUPTED)
+  try:
+    app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, status))
+  except SystemExit as stop:
+    # Ctrl-C here or in the command (train's second one): a compile it cut short may still run
+    # on jaxlib's threads, and the interpreter's usual exit would crash under it (139).
+    if stop.code == logs.INTERRUPTED:
+      logs.exit_at_once(logs.INTERRUPTED)
+    raise
 
 
 def config_name() -> str | None:

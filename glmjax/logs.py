@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -156,6 +157,37 @@ def fail_keeping_traceback(error: BaseException, status: int = 1) -> NoReturn:
   file in the temporary folder that keeps the traceback."""
   path = _keep_traceback(error)
   fail(ValueError(f"{error} (traceback in {path})" if path else str(error)), status=status)
+
+
+INTERRUPTED = 130  # a command Ctrl-C ended: 128 + SIGINT, as a shell reports it
+
+
+def exit_at_once(status: int) -> NoReturn:
+  """Ends the process with `status` without the interpreter's finalization (cli.run, for a
+  command Ctrl-C ended), once its Python threads have ended and its lines are written.
+
+  Ctrl-C's KeyboardInterrupt can cut Python's wait for native work that goes on: an XLA compile
+  on jaxlib's thread pool. The usual exit then runs jax's atexit clean-up, which frees the
+  backend under that compile, and the process crashes after its one line (SIGSEGV, status 139).
+  So this does what the interpreter's shutdown does first, waiting for the threads that are not
+  daemons (Orbax writes a save in one: a save under way completes), flushes the log handlers
+  and the console, and leaves by os._exit: no atexit handler runs, nothing is freed. A Ctrl-C
+  during that wait ends it: a save cut short is left in Orbax's temporary folder, never read as
+  a checkpoint and removed at the next start (checkpoint.py: cleanup_tmp_directories)."""
+  current = threading.current_thread()
+  try:
+    for thread in threading.enumerate():
+      if thread is not current and not thread.daemon:
+        thread.join()
+  except KeyboardInterrupt:
+    pass
+  logging.shutdown()  # flushes and closes every handler: the console, the run's log file
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):  # closed, or a pipe whose reader left
+      pass
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def _keep_traceback(error: BaseException) -> str | None:

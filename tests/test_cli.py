@@ -4,8 +4,10 @@ aot, whose 1 means "does not fit") and no traceback (glmjax/cli.py)."""
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -158,10 +160,14 @@ def test_an_unquoted_value_is_one_line_saying_to_quote_it_not_the_whole_help(mod
 
 def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(monkeypatch,
                                                                               capsys):
-  from glmjax import cli  # pylint: disable=import-outside-toplevel
+  from glmjax import cli, logs  # pylint: disable=import-outside-toplevel
 
   def interrupted(argv):
     raise KeyboardInterrupt
+
+  def exit_at_once(status):  # the command's os._exit would end pytest too
+    raise SystemExit(status)
+  monkeypatch.setattr(logs, "exit_at_once", exit_at_once)
   monkeypatch.setattr(sys, "argv", ["prepare"])
   # logs.fail gives glmjax's logger a console on this test's stderr: put the logger back after.
   ours = logging.getLogger("glmjax")
@@ -176,6 +182,71 @@ def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(mo
   assert stopped.value.code == 130  # 128 + SIGINT, as a shell gives a process Ctrl-C ended
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and "Interrupted by Ctrl-C" in lines[0], lines
+
+
+# A command whose main compiles for seconds (unfused kernels: XLA's compile is slow, tracing
+# fast), saying "compiling" on stdout just before the compile starts.
+_COMPILING = """
+import jax
+import jax.numpy as jnp
+from glmjax import cli
+
+def main(argv):
+  def slow_to_compile(x):
+    for i in range(300):
+      x = jnp.sort(jnp.cumsum(jnp.tanh(x @ x.T), axis=i % 2)[:, ::-1] + i, axis=0)
+    return x
+  lowered = jax.jit(slow_to_compile).lower(jnp.ones((8, 8)))
+  print("compiling", flush=True)
+  lowered.compile()
+  print("compiled", flush=True)
+
+cli.run(main)
+"""
+
+
+def test_ctrl_c_during_a_compile_ends_the_command_with_status_130_not_a_crash():
+  """Ctrl-C cuts Python's wait for the compile, which goes on on jaxlib's threads: the usual
+  exit then freed jax's backend under it (jax's atexit clean-up) and crashed after the one line
+  (SIGSEGV), most of the time. cli.run leaves without that clean-up (logs.exit_at_once)."""
+  for _ in range(3):
+    process = subprocess.Popen([sys.executable, "-c", _COMPILING], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+    try:
+      assert process.stdout.readline() == "compiling\n"
+      time.sleep(0.5)
+      process.send_signal(signal.SIGINT)
+      out, err = process.communicate(timeout=120)
+    finally:
+      process.kill()
+    assert "compiled" not in out  # the Ctrl-C came during the compile, as meant
+    lines = err.strip().splitlines()
+    assert (process.returncode, len(lines)) == (130, 1), (process.returncode, err)
+    assert "Interrupted by Ctrl-C" in lines[0], err
+
+
+def test_a_command_ctrl_c_ended_waits_for_its_threads_that_are_not_daemons(tmp_path):
+  """Orbax writes a save in such a thread: a save under way completes before the exit that
+  skips the interpreter's own shutdown (which would have waited for it)."""
+  written = tmp_path / "written"
+  script = f"""
+import threading, time
+from glmjax import cli
+
+def main(argv):
+  def save():
+    time.sleep(1)
+    open({str(written)!r}, "w").close()
+  threading.Thread(target=save).start()
+  raise KeyboardInterrupt
+
+cli.run(main)
+"""
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+  assert result.returncode == 130, result.stderr
+  assert written.exists()
 
 
 @pytest.mark.parametrize("module, flag, suggested", [
