@@ -82,6 +82,15 @@ ENTRIES: tuple[Mutation, ...] = (
              "    except KeyboardInterrupt:  # Ctrl-C", "    except ZeroDivisionError:  # Ctrl-C",
              ("tests/test_cli.py::test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_"
               "for_sigint",)),
+    Mutation("a command Ctrl-C ended runs the exit that crashes under a compile cut short",
+             "glmjax/cli.py", "      logs.exit_at_once(logs.INTERRUPTED)", "      pass",
+             ("tests/test_cli.py::test_ctrl_c_during_a_compile_ends_the_command_with_status_130_"
+              "not_a_crash",)),
+    Mutation("a command Ctrl-C ended leaves before a save under way is written",
+             "glmjax/logs.py", "      if thread is not current and not thread.daemon:",
+             "      if False:",
+             ("tests/test_cli.py::test_a_command_ctrl_c_ended_waits_for_its_threads_that_are_"
+              "not_daemons",)),
     Mutation("training starts hearing a Ctrl-C its shell told it to ignore", "glmjax/loop.py",
              "if signum != signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:",
              "if True:",
