@@ -3,6 +3,7 @@ or save says time passes or a fake step's work is waited for, so each division b
 each wait it must make before a timed window, can be checked."""
 import importlib
 import json
+import logging
 import types
 
 import jax
@@ -115,6 +116,18 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["step_time_s_pipeline"] == pytest.approx(0.75)
   assert figures["pipeline_vs_prebuilt"] == pytest.approx(1.5)
   assert figures["xla_options"] == {"xla_gpu_some_option": False}  # the program's, reported
+
+
+def test_the_step_benchmark_says_it_is_compiling_and_how_long_that_took(monkeypatch, caplog):
+  """Minutes pass before the JSON line for a big config (save and profile share this set-up)."""
+  clock = _Clock()
+  _fake_build(monkeypatch, clock, _Step(clock, 0.5))
+  with caplog.at_level(logging.INFO, logger="glmjax.bench.step"):
+    step_bench.measure(_bench_config(), 2)
+  lines = [r.getMessage() for r in caplog.records if r.name == "glmjax.bench.step"]
+  assert lines[0].startswith("Building and compiling the train step (16 rows of 128 tokens, "
+                             "attention=")
+  assert lines[1] == "Compiled in 3.0 s; timing it (one JSON line follows on stdout)"
 
 
 def test_the_step_benchmark_starts_its_clock_after_the_warm_up_step_has_finished(monkeypatch):

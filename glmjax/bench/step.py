@@ -12,6 +12,7 @@ figure). What a checkpoint save costs the steps is `--what=save` (save.py).
 import contextlib
 import functools
 import json
+import logging
 import time
 from typing import Any, NamedTuple
 
@@ -24,6 +25,8 @@ from glmjax import memory as memory_lib
 from glmjax import metrics, parallel, prefetch, step as step_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 10
 
@@ -71,6 +74,10 @@ def compiled_step(config):
   rules = parallel.logical_rules(config.mesh)
   model_config = attention_choice.resolved_model_config(config)
   batch = synthetic_batch(config.data.batch_size, config.data.seq_len, config.model.vocab_size)
+  # Building, compiling and timing take minutes for a big config: say so, outside the clocks.
+  log.info("Building and compiling the train step (%d rows of %d tokens, attention=%s, "
+           "remat=%s)...", config.data.batch_size, config.data.seq_len, model_config.attention,
+           config.model.remat)
   with parallel.activate(mesh, rules):
     program = step_lib.build_program(config, mesh, rules, model_config)
     state = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed)
@@ -78,8 +85,9 @@ def compiled_step(config):
     device_batch = parallel.global_batch({k: v[host.rows] for k, v in batch.items()}, host)
     start = time.perf_counter()
     compiled = program.compile_train_step(config, mesh)
-    yield Setup(compiled, state, device_batch, host, model_config, time.perf_counter() - start,
-                program, mesh)
+    compile_s = time.perf_counter() - start
+    log.info("Compiled in %.1f s; timing it (one JSON line follows on stdout)", compile_s)
+    yield Setup(compiled, state, device_batch, host, model_config, compile_s, program, mesh)
 
 
 def measure(config, steps: int, *, with_pipeline: bool = True) -> dict:

@@ -122,4 +122,8 @@ ENTRIES: tuple[Mutation, ...] = (
              '"cpu_cores_allowed": os.cpu_count(),',
              (_DATA + "test_the_data_benchmark_counts_the_cores_this_process_may_run_on_not_the_"
               "machine_s",)),
+    Mutation("the step benchmark is silent while it compiles", "glmjax/bench/step.py",
+             '    log.info("Compiled in %.1f s; timing it (one JSON line follows on stdout)", '
+             'compile_s)\n', "",
+             (_STEP + "test_the_step_benchmark_says_it_is_compiling_and_how_long_that_took",)),
 )
