@@ -220,11 +220,14 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state: Any, current_layout: dict, *,
                      start_over: bool = False,
-                     check: Callable[[dict, int], None] | None = None) -> Restored | None:
+                     check: Callable[[dict, int], None] | None = None,
+                     config_changes: Callable[[dict], list[str]] | None = None
+                     ) -> Restored | None:
     """The newest checkpoint that restores and verifies; None if there is none.
 
-    A layout mismatch is an error (wrong config for this workdir), not a reason to fall back;
-    so is whatever `check(metadata, step)` raises, before the state is read. A checkpoint is
+    A layout mismatch is an error (wrong config for this workdir), not a reason to fall back,
+    naming the config fields that differ (`config_changes(metadata)`, when given); so is
+    whatever `check(metadata, step)` raises, before the state is read. A checkpoint is
     skipped only when it is damaged (missing or cut-off files, unreadable data, a checksum that
     differs, non-finite values); any other failure stops the run and touches nothing. When
     every checkpoint is damaged the run stops, unless `start_over`: then they are moved aside
@@ -240,9 +243,11 @@ class Checkpointer:
                                   ("state_layout", state_layout, "this optimizer (optim.*)")):
           problems = layout_differences(metadata.get(key, layout), layout)
           if problems:
+            changes = config_changes(metadata) if config_changes else []
             raise IncompatibleCheckpointError(
                 f"The checkpoint at step {step} in {self.directory} does not fit {what}: "
                 + "; ".join(problems)
+                + (f" (the config differs in {'; '.join(changes)})" if changes else "")
                 + ". Use the config it was saved with (metadata 'config' in the checkpoint), or "
                 "a new --workdir.")
         if check is not None:

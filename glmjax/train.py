@@ -150,8 +150,10 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
         fix="Point the data.tokenizer fields at the tokenizer that run used (config.json in "
             "the workdir), or train in a new --workdir.")
 
-  restored = checkpointer.restore_latest(abstract, layout, check=check,
-                                         start_over=bool(config.checkpoint.start_over))
+  restored = checkpointer.restore_latest(
+      abstract, layout, check=check, start_over=bool(config.checkpoint.start_over),
+      config_changes=lambda saved: config_lib.trajectory_changes(saved.get("config", {}),
+                                                                 metadata["config"]))
   if restored is not None:
     if outputs.writer.enabled and not outputs.writer.had_history:
       log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "

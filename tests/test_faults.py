@@ -45,6 +45,18 @@ def _config(**train_overrides):
   return config
 
 
+def test_resuming_with_another_model_shape_names_the_config_fields_that_changed(tmp_path):
+  """The layouts differ, so no flag can allow it; the line still names the config's change,
+  the reason the layouts differ, beside the arrays that do not fit."""
+  train.train_and_evaluate(_config(), str(tmp_path))
+  wider = _config()
+  wider.model.ffn_size = 320
+  with pytest.raises(checkpoint.IncompatibleCheckpointError,
+                     match=r"does not fit this model: .*wi_kernel.* \(the config differs in "
+                           r"model\.ffn_size: 0 -> 320\)\. Use the config it was saved with"):
+    train.train_and_evaluate(wider, str(tmp_path))
+
+
 def _listing(workdir):
   return sorted(os.listdir(workdir / "checkpoints")), (workdir / "config.json").read_text()
 

@@ -189,8 +189,7 @@ ENTRIES = (
              "keep=config.checkpoint.keep,", "keep=3,",
              (_FAULTS + "test_a_run_keeps_its_newest_checkpoint_keep_checkpoints",)),
     Mutation("checkpoint.start_over is ignored by the trainer", "glmjax/train.py",
-             "check=check,\n                                         "
-             "start_over=bool(config.checkpoint.start_over))", "check=check)",
+             "start_over=bool(config.checkpoint.start_over),", "start_over=False,",
              (_FAULTS + "test_start_over_moves_a_workdir_s_damaged_checkpoints_aside_and_trains_"
               "from_step_0",)),
     Mutation("a checkpoint is saved before its step's metrics are checked", "glmjax/train.py",
@@ -330,4 +329,10 @@ ENTRIES = (
              "glmjax/workdir.py", "if \"://\" in workdir or process_index != 0:",
              "if \"://\" in workdir:",
              (_WORKDIR + "test_only_process_0_locks_and_a_bucket_is_not_locked",)),
+    Mutation("a resume whose layouts differ says nothing of the config fields that changed",
+             "glmjax/checkpoint.py",
+             "            changes = config_changes(metadata) if config_changes else []\n",
+             "            changes = []\n",
+             (_FAULTS + "test_resuming_with_another_model_shape_names_the_config_fields_that_"
+              "changed",)),
 )
