@@ -58,6 +58,7 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
     for label, config in _variants(config_module):
       if int(config.data.batch_size) % spec.chips:
         continue
+      log(f"  {name} {label}: compiling...")  # a big model takes minutes per slice
       started = time.perf_counter()
       try:
         report = aot.compile_for_slice(config, spec)

@@ -201,4 +201,9 @@ ENTRIES = (
              'fits, {report.total_bytes / 1e9:.1f} GiB per chip',
              ("tests/test_fit_table.py::test_the_search_walks_sizes_up_and_tries_remat_then_fsdp_"
               "before_a_bigger_slice",)),
+    Mutation("fit_table is silent while a slice compiles", "glmjax/fit_table.py",
+             '      log(f"  {name} {label}: compiling...")  # a big model takes minutes per slice\n',
+             "",
+             ("tests/test_fit_table.py::test_a_model_no_slice_could_be_built_for_is_not_said_not_"
+              "to_fit",)),
 )
