@@ -40,10 +40,11 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
     except config_lib.ConfigError as error:
       logs.fail(error, status=status)
     except app.UsageError as error:  # main refusing its arguments: one line, not all the help
-      hint = (" (a value holding spaces needs quotes: --text='Paris is the [MASK] of France.')"
+      hint = (" (a value holding spaces needs quotes: --flag='a b c')"
               if str(error).startswith("Unexpected arguments") else "")
+      # absl's default exit code is 1; aot's mistakes are 2 (its 1 means "does not fit").
       logs.fail(ValueError(f"{error}{hint}; --helpshort lists the flags"),
-                status=getattr(error, "exitcode", None) or status)
+                status=status if error.exitcode == 1 else error.exitcode)
     except user_errors as error:
       logs.fail_keeping_traceback(error, status)
     except KeyboardInterrupt:  # Ctrl-C: the user knows why; 130 as a shell reports SIGINT

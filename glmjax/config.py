@@ -312,14 +312,15 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
   return flat
 
 
-def trajectory_changes(saved: dict, current: dict) -> list[str]:
-  """'field: saved -> current' for each field that changes the run's trajectory."""
+def trajectory_changes(saved: dict, current: dict, *, free_too: bool = False) -> list[str]:
+  """'field: saved -> current' for each field that changes the run's trajectory (and, with
+  `free_too`, the FREE_FIELDS: a reason why the state's layout differs)."""
   before, after = _flat(saved), _flat(current)
   defaults = _flat(default_config().to_dict())
   changes = []
   for field in sorted(set(before) | set(after)):
     in_trajectory = field.split(".")[0] in TRAJECTORY_SECTIONS or field in TRAJECTORY_FIELDS
-    if not in_trajectory or field in FREE_FIELDS:
+    if not in_trajectory or (field in FREE_FIELDS and not free_too):
       continue
     # A field that a later glmjax added reads as its default in an older checkpoint.
     old = before.get(field, defaults.get(field, "(absent)"))

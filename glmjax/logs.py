@@ -176,9 +176,16 @@ def exit_at_once(status: int) -> NoReturn:
   a checkpoint and removed at the next start (checkpoint.py: cleanup_tmp_directories)."""
   current = threading.current_thread()
   try:
+    # As the interpreter's exit does first: the threading atexit calls wake idle thread pools
+    # (concurrent.futures', which Orbax keeps until its manager closes) so that their threads
+    # end, and multiprocessing's exit stops a pool's workers and frees its semaphores.
+    for call in reversed(getattr(threading, "_threading_atexits", [])):
+      call()
     for thread in threading.enumerate():
       if thread is not current and not thread.daemon:
         thread.join()
+    if "multiprocessing.util" in sys.modules:
+      sys.modules["multiprocessing.util"]._exit_function()  # pylint: disable=protected-access
   except KeyboardInterrupt:
     pass
   logging.shutdown()  # flushes and closes every handler: the console, the run's log file

@@ -152,8 +152,8 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
 
   restored = checkpointer.restore_latest(
       abstract, layout, check=check, start_over=bool(config.checkpoint.start_over),
-      config_changes=lambda saved: config_lib.trajectory_changes(saved.get("config", {}),
-                                                                 metadata["config"]))
+      config_changes=lambda saved: config_lib.trajectory_changes(
+          saved.get("config", {}), metadata["config"], free_too=True))
   if restored is not None:
     if outputs.writer.enabled and not outputs.writer.had_history:
       log.warning("metrics.jsonl is missing from %s: the metrics before step %d are lost; new "

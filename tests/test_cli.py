@@ -244,9 +244,37 @@ def main(argv):
 cli.run(main)
 """
   result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": REPO})
   assert result.returncode == 130, result.stderr
   assert written.exists()
+
+
+def test_a_command_ctrl_c_ended_with_idle_pools_and_workers_still_ends_in_one_line_at_once():
+  """An idle thread pool (Orbax keeps one until its manager closes; a Ctrl-C in close() skips
+  that) and a multiprocessing pool's workers: the interpreter's exit wakes and frees them, and
+  so must the exit that skips it, or the command waits forever (or warns of leaked
+  semaphores)."""
+  script = """
+import concurrent.futures, multiprocessing
+from glmjax import cli
+
+KEPT = []  # as Orbax's manager keeps its pool
+
+def main(argv):
+  KEPT.append(concurrent.futures.ThreadPoolExecutor(1))
+  KEPT[0].submit(int).result()  # its thread now waits idle for more work
+  workers = multiprocessing.get_context("spawn").Pool(1)
+  workers.map(abs, [1])
+  workers.terminate()
+  raise KeyboardInterrupt
+
+cli.run(main)
+"""
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": REPO})
+  assert result.returncode == 130, result.stderr
+  assert result.stderr.strip().splitlines()[-1].endswith("Interrupted by Ctrl-C"), result.stderr
+  assert "leaked" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("module, flag, suggested", [

@@ -55,6 +55,16 @@ def test_resuming_with_another_model_shape_names_the_config_fields_that_changed(
                      match=r"does not fit this model: .*wi_kernel.* \(the config differs in "
                            r"model\.ffn_size: 0 -> 320\)\. Use the config it was saved with"):
     train.train_and_evaluate(wider, str(tmp_path))
+  # A field a resume may change while the layouts agree is named when they do not: float32
+  # moments of bfloat16 parameters, then moments in the parameters' dtype.
+  bfloat16 = _config()
+  bfloat16.model.param_dtype = "bfloat16"
+  train.train_and_evaluate(bfloat16, str(tmp_path / "bfloat16"))
+  bfloat16.optim.moments_dtype = "param"
+  with pytest.raises(checkpoint.IncompatibleCheckpointError,
+                     match=r"does not fit this optimizer .*\(the config differs in "
+                           r"optim\.moments_dtype: 'float32' -> 'param'\)"):
+    train.train_and_evaluate(bfloat16, str(tmp_path / "bfloat16"))
 
 
 def _listing(workdir):

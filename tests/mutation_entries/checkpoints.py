@@ -335,4 +335,9 @@ ENTRIES = (
              "            changes = []\n",
              (_FAULTS + "test_resuming_with_another_model_shape_names_the_config_fields_that_"
               "changed",)),
+    Mutation("a resume whose optimizer state no longer fits leaves out a free field's change",
+             "glmjax/train.py", 'saved.get("config", {}), metadata["config"], free_too=True))',
+             'saved.get("config", {}), metadata["config"], free_too=False))',
+             (_FAULTS + "test_resuming_with_another_model_shape_names_the_config_fields_that_"
+              "changed",)),
 )

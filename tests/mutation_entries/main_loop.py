@@ -128,4 +128,16 @@ ENTRIES: tuple[Mutation, ...] = (
              '  if "RESOURCE_EXHAUSTED" not in text:\n    return None\n  if "out of memory"',
              ("tests/test_faults.py::test_only_xla_running_out_of_device_memory_is_read_as_the_"
               "config_s_size",)),
+    Mutation("a command Ctrl-C ended waits for ever on an idle thread pool",
+             "glmjax/logs.py",
+             '    for call in reversed(getattr(threading, "_threading_atexits", [])):\n      call()\n',
+             "",
+             ("tests/test_cli.py::test_a_command_ctrl_c_ended_with_idle_pools_and_workers_still_"
+              "ends_in_one_line_at_once",)),
+    Mutation("a command Ctrl-C ended leaves a worker pool's semaphores to leak",
+             "glmjax/logs.py",
+             '      sys.modules["multiprocessing.util"]._exit_function()',
+             "      pass",
+             ("tests/test_cli.py::test_a_command_ctrl_c_ended_with_idle_pools_and_workers_still_"
+              "ends_in_one_line_at_once",)),
 )
