@@ -334,7 +334,7 @@ def test_only_the_process_that_writes_metrics_warns_that_a_resume_found_none(
   restored = types.SimpleNamespace(step=4, state="the restored state")
   checkpointer = types.SimpleNamespace(
       directory=str(tmp_path / "checkpoints"),
-      restore_latest=lambda abstract, layout, check, start_over: restored)
+      restore_latest=lambda abstract, layout, **options: restored)
   outputs = train.RunOutputs(str(tmp_path),
                              metrics_lib.MetricsWriter(str(tmp_path), enabled=writes_metrics),
                              checkpointer)
