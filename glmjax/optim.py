@@ -20,11 +20,16 @@ def _decays(leaf_name: str) -> bool:
   return not (leaf_name == "scale" or leaf_name.endswith("bias"))
 
 
+def warmup_steps(optim_config) -> int:
+  """warmup_ratio x decay_steps, rounded (0.29 x 100 is 29 steps, not the float's 28.99...)."""
+  return int(round(optim_config.warmup_ratio * int(optim_config.decay_steps)))
+
+
 def learning_rate_schedule(optim_config) -> optax.Schedule:
   """GLM's AnnealingLR: warmup lr·t/W, then decay to final_ratio·lr at decay_steps, flat after."""
   peak = float(optim_config.learning_rate)
   decay_steps = int(optim_config.decay_steps)
-  warmup = int(round(optim_config.warmup_ratio * decay_steps))
+  warmup = warmup_steps(optim_config)
   final_ratio = float(optim_config.final_ratio)
   kind = optim_config.schedule
 
@@ -43,6 +48,19 @@ def learning_rate_schedule(optim_config) -> optax.Schedule:
     return jnp.where(step < warmup, warm, decayed)
 
   return schedule
+
+
+def schedule_line(optim_config, last_step: int) -> str:
+  """The learning rate's course in one line, and where a run that stops at `last_step` leaves
+  it: a shortened run (train.steps lowered for a try) keeps the recipe's horizon, decay_steps."""
+  schedule = learning_rate_schedule(optim_config)
+  decay_steps, warmup = int(optim_config.decay_steps), warmup_steps(optim_config)
+  course = (f"constant {float(optim_config.learning_rate):.2e}" if optim_config.schedule ==
+            "constant" else f"{optim_config.schedule} to {float(schedule(decay_steps)):.2e} at "
+            f"step {decay_steps} (optim.decay_steps)")
+  return (f"Learning rate: warmup to {float(optim_config.learning_rate):.2e} over {warmup} "
+          f"steps, then {course}; at this run's last step, {last_step}, it is "
+          f"{float(schedule(last_step)):.2e}")
 
 
 def weight_decay_mask(params: Any) -> Any:

@@ -26,7 +26,8 @@ from ml_collections import config_flags
 from glmjax import attention_choice, cli, distributed
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import held_out, logs, loop, parallel, params_restore, prefetch, step as step_lib
+from glmjax import held_out, logs, loop, optim, parallel, params_restore, prefetch
+from glmjax import step as step_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
 from glmjax import workdir as workdir_lib
@@ -227,6 +228,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
 
   # --- The loop: batch, step, metrics (one step late), evaluation, checkpoint, SIGTERM.
   total_steps = int(config.train.steps)
+  log.info(optim.schedule_line(config.optim, total_steps))
   reporter = loop.StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory)
   profiler = loop.Profiler(config, writer.tensorboard_dir, enabled=jax.process_index() == 0)
   termination.enter_loop()  # from here a SIGTERM saves after the step it comes in

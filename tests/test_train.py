@@ -193,7 +193,10 @@ def _poison(monkeypatch, bad_steps):
 
 def test_nan_batch_is_skipped_and_logged(tmp_path, monkeypatch, caplog):
   _poison(monkeypatch, bad_steps={2})
+  caplog.set_level(logging.INFO, logger="glmjax")
   result = train.train_and_evaluate(_local_config(steps=5, log_every=1), str(tmp_path))
+  # Start-up says where the schedule leaves a run shortened to 5 of :local's 300 steps.
+  assert "at this run's last step, 5, it is" in caplog.text
   assert result["step"] == 5
   with open(tmp_path / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]

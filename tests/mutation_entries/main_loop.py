@@ -140,4 +140,12 @@ ENTRIES: tuple[Mutation, ...] = (
              "      pass",
              ("tests/test_cli.py::test_a_command_ctrl_c_ended_with_idle_pools_and_workers_still_"
               "ends_in_one_line_at_once",)),
+    Mutation("train never says where the schedule leaves a shortened run", "glmjax/train.py",
+             "  log.info(optim.schedule_line(config.optim, total_steps))\n", "",
+             ("tests/test_train.py::test_nan_batch_is_skipped_and_logged",)),
+    Mutation("the schedule line gives the rate at the decay horizon, not at the run's end",
+             "glmjax/optim.py", 'f"{float(schedule(last_step)):.2e}")',
+             'f"{float(schedule(decay_steps)):.2e}")',
+             (_OPTIM + "test_the_start_up_line_gives_the_schedule_and_the_rate_a_shortened_run_"
+              "stops_at",)),
 )

@@ -97,8 +97,8 @@ ENTRIES = (
               "device_of_the_run",)),
     Mutation("the warmup truncates warmup_ratio x decay_steps (0.29 x 100 -> 28 steps)",
              "glmjax/optim.py",
-             "warmup = int(round(optim_config.warmup_ratio * decay_steps))",
-             "warmup = int(optim_config.warmup_ratio * decay_steps)",
+             "return int(round(optim_config.warmup_ratio * int(optim_config.decay_steps)))",
+             "return int(optim_config.warmup_ratio * int(optim_config.decay_steps))",
              ("tests/test_optim.py::test_warmup_lasts_warmup_ratio_times_decay_steps_steps_even_"
               "where_the_product_rounds_down",)),
     Mutation("train's join line is left to absl's format (console not set up yet)",
