@@ -135,8 +135,7 @@ def _out_of_memory(error: Exception) -> str | None:
 
   libtpu stops compiling at that point, so the numbers come from its message."""
   text = str(error)
-  # A kernel's on-chip scratch (vmem) running out is a block-size problem, not a fit problem.
-  if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():
+  if memory_lib.out_of_memory(error) is None:  # the one test of "ran out", vmem left out
     return None
   scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
   for pattern in _OUT_OF_MEMORY:

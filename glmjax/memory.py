@@ -32,13 +32,13 @@ def device_memory_limit() -> int | None:
 
 def out_of_memory(error: BaseException) -> str | None:
   """The first line of XLA saying that a device ran out of memory (RESOURCE_EXHAUSTED, when
-  compiling or running), else None. A kernel's on-chip scratch (vmem) running out is a
-  block-size problem, not one of fit."""
+  compiling, libtpu's early abort included, or running), else None. A kernel's on-chip
+  scratch (vmem) running out is a block-size problem, not one of fit."""
   text = str(error)
   if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():
     return None
-  if "out of memory" not in text.lower() and "hbm" not in text.lower():
-    return None
+  if not any(words in text.lower() for words in ("out of memory", "hbm", "device memory")):
+    return None  # a quota, an RPC's limit
   return text.strip().splitlines()[0][:300]
 
 

@@ -350,6 +350,9 @@ def test_only_xla_running_out_of_device_memory_is_read_as_the_config_s_size():
   assert memory.out_of_memory(RuntimeError(first + "\n  frame 0")) == first
   hbm = "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 20G of 16G hbm."
   assert memory.out_of_memory(RuntimeError(hbm)) == hbm
+  early = ("RESOURCE_EXHAUSTED: Aborting compilation early because it's unlikely to have enough "
+           "device memory. Requires 20.50G, has 15.75G available.")  # libtpu, before compiling
+  assert memory.out_of_memory(RuntimeError(early)) == early
   for other in ("RESOURCE_EXHAUSTED: Quota exceeded for requests to the bucket",
                 "RESOURCE_EXHAUSTED: Ran out of memory in memory space vmem (a kernel's scratch)",
                 "INTERNAL: out of memory in a test double"):

@@ -73,7 +73,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "config_lib.ConfigError,\n          UnfeedableLayout) as error:",
              "config_lib.ConfigError) as error:",
              (_AOT + "test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2",)),
-    Mutation("any compiler error mentioning HBM is reported as not fitting", "glmjax/aot.py",
+    Mutation("any compiler error mentioning HBM is reported as not fitting", "glmjax/memory.py",
              'if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():',
              'if "vmem" in text.lower():',
              (_AOT + "test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_"
