@@ -70,7 +70,7 @@ def config_name() -> str | None:
 def parse_flags(argv: list[str], status: int = 1) -> list[str]:
   """absl's flag parser (FLAGS(argv)), with the failures above as one line (exit `status`)."""
   try:
-    rest = flags.FLAGS(argv)
+    rest = _parsed(argv)
     # A config file that did not load is an object that raises its OSError when touched.
     getattr(flags.FLAGS["config"].value if "config" in flags.FLAGS else None, "lock", None)
   except flags.Error as error:  # a bad value, an unknown flag (a config's own error inside)
@@ -92,6 +92,22 @@ def parse_flags(argv: list[str], status: int = 1) -> list[str]:
       raise  # not a --config.* override: a bug in the config file, whose traceback helps
     logs.fail(ValueError(line), status=status)
   return rest
+
+
+# absl's help flags (app.define_help_flags): --help, -?, --helpshort, --helpfull, --helpxml.
+_HELP = re.compile(r"--?help(short|full|xml)?|-\?")
+
+
+def _parsed(argv: list[str]) -> list[str]:
+  """flags.FLAGS(argv), with a help flag's exit status 0: absl ends --help, --helpshort and
+  --helpfull with 1 after printing the help, but the user asked for it (the argparse commands,
+  fit_table and the tokenizer trainer, give 0 too)."""
+  try:
+    return flags.FLAGS(argv)
+  except SystemExit as stop:
+    if stop.code == 1 and any(_HELP.fullmatch(arg) for arg in argv[1:]):
+      raise SystemExit(0) from None
+    raise
 
 
 def _suggestion(error: flags.UnrecognizedFlagError, line: str) -> str:

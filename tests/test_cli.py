@@ -143,6 +143,18 @@ def test_a_mistyped_flag_is_one_line_naming_it_in_every_command(module, tmp_path
   assert_one_line(result, r"Unknown command line flag 'wrkdir'")
 
 
+@pytest.mark.parametrize("module, flag", [("glmjax.train", "--help"), ("glmjax.aot", "--helpshort"),
+                                          ("glmjax.evaluate", "-?"), ("glmjax.generate", "--helpfull")])
+def test_asking_a_command_for_its_help_prints_its_flags_with_status_0(module, flag):
+  """absl ends its help flags with status 1, as if the command had failed; a script that runs
+  `--help` first would stop there."""
+  result = subprocess.run([sys.executable, "-m", module, flag], cwd=REPO, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f"python -m {module}" in result.stdout and "\nflags:\n" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("module, flag, status", [
     ("glmjax.generate", "--text=Paris", 1), ("glmjax.train", "--config=configs/base.py:local", 1),
     ("glmjax.aot", "--config=configs/base.py:local", 2)])

@@ -423,4 +423,8 @@ ENTRIES = (
              "    except ZeroDivisionError as error:  # main refusing its arguments",
              ("tests/test_cli.py::test_an_unquoted_value_is_one_line_saying_to_quote_it_not_the_"
               "whole_help",)),
+    Mutation("asking a command for its help ends with absl's failure status",
+             "glmjax/cli.py", "      raise SystemExit(0) from None", "      raise",
+             ("tests/test_cli.py::test_asking_a_command_for_its_help_prints_its_flags_with_"
+              "status_0",)),
 )
