@@ -330,6 +330,19 @@ def test_tiny_and_empty_documents_still_give_rows_that_train():
       assert all(len(t) <= 3 and not {S.cls, S.eos} & set(t[:-1]) for _, t in spans)
 
 
+def test_a_document_one_token_longer_than_its_room_takes_either_offset_with_even_odds():
+  """[CLS] + 99 tokens + eos needs 101 places; a window of 100 starts the document at offset 0
+  (its last token kept, no eos) or 1 (its eos kept): the original's uniform left cut, so every
+  token of the document, its eos included, can reach a row."""
+  one = corpus([99])
+  p = pipeline.BatchPipeline(data_config(), Tokenizer(), one, seed=0)
+  rows = np.arange(400)
+  text, _, _ = p.windows(RowRandom.for_rows(0, 0, rows), np.full(400, 100))
+  first_token = one.read(np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64))[0]
+  from_start = text[:, 1] == first_token
+  assert np.all(text[from_start, 99] != S.eos) and np.all(text[~from_start, 99] == S.eos)
+  assert 0.4 < np.mean(from_start) < 0.6, np.mean(from_start)
+
 def test_documents_longer_than_a_row():
   docs = corpus([3000, 5000])
   batch = pipeline.BatchPipeline(data_config(seq_len=128), Tokenizer(), docs).global_batch(0)

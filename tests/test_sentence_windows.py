@@ -65,6 +65,20 @@ def test_sentence_windows_keep_every_objective_s_rows_whole(docs):
   assert np.all(np.any(batch["tokens"][documents] == S.gmask, axis=1))
 
 
+def test_per_batch_generation_rows_cut_at_a_sentence_end_generate_only_their_own_text(docs):
+  """draw_per_batch: the step's one [gMASK] length is capped by each row's text; a window cut
+  back to a sentence end is shorter than what the step fetched, and its span must still leave
+  [CLS] in Part A and end inside the text."""
+  config = data_config(blank_prob=0.0, document_prob=1.0, batch_size=64, draw_per_batch=True,
+                       sentence_windows=True)
+  p = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=4)
+  for step in range(16):
+    batch = p.global_batch(step)
+    check_contract(batch, 256, 64)
+    for r in range(64):
+      part_a = batch["tokens"][r, :batch["sep"][r]]
+      assert part_a[0] == S.cls and np.sum(part_a == S.gmask) == 1, (step, r)
+
 def test_blank_rows_reach_the_last_tokens_of_a_long_document():
   one_document = corpus([600], period_every=12)
   source, where = _source_index(one_document)
