@@ -340,4 +340,7 @@ ENTRIES = (
              'saved.get("config", {}), metadata["config"], free_too=False))',
              (_FAULTS + "test_resuming_with_another_model_shape_names_the_config_fields_that_"
               "changed",)),
+    Mutation("resume tries the oldest checkpoint first", "glmjax/checkpoint.py",
+             "for step in reversed(self.steps()):", "for step in self.steps():",
+             (_CK + "test_keeps_last_k_and_skips_a_damaged_newest_checkpoint",)),
 )

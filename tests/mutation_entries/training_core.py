@@ -193,4 +193,48 @@ ENTRIES = (
     Mutation("a loss chunk of 0 reaches the loop", "glmjax/loss.py",
              "  if chunk < 1:\n", "  if False:\n",
              (_LOSS + "test_a_loss_chunk_below_one_is_refused_not_read_as_the_default",)),
+    # Mutation hunt of session 31: micro-batches, per-objective sums, schedule, optimizer.
+    Mutation("micro-batch i holds a contiguous block of rows, not rows i, i + k, ...",
+             "glmjax/step.py",
+             "return x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1)",
+             "return x.reshape(count, x.shape[0] // count, *x.shape[1:])",
+             ("tests/test_train_step.py::test_the_dropout_rng_is_the_seed_folded_with_the_step_"
+              "then_the_micro_batch",)),
+    Mutation("per-objective loss sums add row means instead of token losses", "glmjax/step.py",
+             '"objective_loss_sum": row_loss @ objective,',
+             '"objective_loss_sum": (row_loss / jnp.maximum(row_weight, 1.0)) @ objective,',
+             ("tests/test_evaluate.py::test_the_held_out_report_equals_a_numpy_computation_on_"
+              "the_same_batches",)),
+    Mutation("warmup runs one step ahead (lr(0) > 0)", "glmjax/optim.py",
+             "warm = peak * step / max(warmup, 1)", "warm = peak * (step + 1) / max(warmup, 1)",
+             ("tests/test_optim.py::test_warmup_then_cosine_matches_the_reference_formula",)),
+    Mutation("Part B loss credits a position to row (position mod rows)", "glmjax/loss.py",
+             "row_of = positions // length", "row_of = positions % rows",
+             (_LOSS + "test_part_b_loss_equals_the_full_logits_loss_in_values_and_gradients",)),
+    Mutation("the loss's backward ignores the cotangent of loss_sum", "glmjax/loss.py",
+             "return ((g * d_hidden.astype(jnp.float32)).astype(d_hidden.dtype),\n"
+             "          (g * d_embeddings.astype(jnp.float32)).astype(d_embeddings.dtype),",
+             "return (d_hidden, d_embeddings,",
+             (_LOSS + "test_the_gradient_of_a_scaled_loss_is_scaled_as_the_loss_is",)),
+    Mutation("linear decay ends at (1 - final_ratio) x lr", "glmjax/optim.py",
+             "decayed = peak * (1 - (1 - final_ratio) * progress)",
+             "decayed = peak * (1 - final_ratio * progress)",
+             ("tests/test_optim.py::test_linear_decay_reaches_the_final_ratio",)),
+    Mutation("gradient clipping applied to AdamW's updates, not the gradients", "glmjax/optim.py",
+             'transforms.append(in_float32(adamw) if optim_config.moments_dtype == "float32" '
+             "else adamw)",
+             'transforms.insert(0, in_float32(adamw) if optim_config.moments_dtype == "float32" '
+             "else adamw)",
+             ("tests/test_train_step.py::test_learning_rate_in_the_step_equals_optax_adamw_with_"
+              "the_schedule",)),
+    Mutation("weight decay decided by a leaf's top-level key", "glmjax/optim.py",
+             "return bool(names) and _decays(names[-1])",
+             "return bool(names) and _decays(names[0])",
+             ("tests/test_optim.py::test_weight_decay_skips_layernorm_and_biases",)),
+    Mutation("Part B logits computed in the compute dtype (bfloat16 log-softmax)",
+             "glmjax/loss.py",
+             'logits = jnp.einsum("ch,vh->cv", h, embeddings, preferred_element_type=jnp.float32)',
+             'logits = jnp.einsum("ch,vh->cv", h, embeddings)',
+             (_LOSS + "test_bfloat16_hidden_states_give_the_full_logits_loss_within_bfloat16_"
+              "rounding",)),
 )
