@@ -184,4 +184,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "long_first = avail[:, 0] + 1 > window_len[:, 0]",
              (_TP + "test_a_document_one_token_longer_than_its_room_takes_either_offset_with_"
               "even_odds",)),
+    Mutation("a [gMASK] row's text ignores a window cut short (generates into padding)",
+             _INFILLING, "text_len = np.minimum(text_len, available)", "text_len = text_len",
+             (_TR + "test_short_rows_hold_a_uniformly_short_text_at_their_rate",)),
 )

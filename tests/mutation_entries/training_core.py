@@ -237,4 +237,16 @@ ENTRIES = (
              'logits = jnp.einsum("ch,vh->cv", h, embeddings)',
              (_LOSS + "test_bfloat16_hidden_states_give_the_full_logits_loss_within_bfloat16_"
               "rounding",)),
+    Mutation("the Part B loss leaves out the positions of its last, partial chunk",
+             "glmjax/loss.py", "num_chunks = (count + chunk - 1) // chunk",
+             "num_chunks = count // chunk",
+             (_LOSS + "test_part_b_loss_equals_the_full_logits_loss_in_values_and_gradients",)),
+    Mutation("the training forward runs deterministic (no dropout while training)",
+             "glmjax/step.py",
+             "forward = functools.partial(loss_sums, model=model, deterministic=False, "
+             "loss_chunk=loss_chunk)",
+             "forward = functools.partial(loss_sums, model=model, deterministic=True, "
+             "loss_chunk=loss_chunk)",
+             ("tests/test_train_step.py::test_the_dropout_rng_is_the_seed_folded_with_the_step_"
+              "then_the_micro_batch",)),
 )
