@@ -201,7 +201,6 @@ def test_dropout_only_when_not_deterministic():
   assert float(jnp.max(jnp.abs(run(jax.random.key(0), False) - run(jax.random.key(1), False)))) > 0
 
 
-
 @pytest.mark.parametrize("hidden, attention", [(0.0, 0.3), (0.3, 0.0)])
 def test_each_dropout_rate_alone_drops_in_training(hidden, attention):
   # model.attention_dropout works without hidden dropout, and hidden dropout without it: each
@@ -213,6 +212,7 @@ def test_each_dropout_rate_alone_drops_in_training(hidden, attention):
                                              rngs={"dropout": rng}), static_argnums=1)
   clean = run(jax.random.key(0), True)
   assert float(jnp.max(jnp.abs(run(jax.random.key(0), False) - clean))) > 1e-3
+
 
 @pytest.mark.parametrize("name, quoted", [("base", 109.3e6), ("large", 334.7e6),
                                           ("glm_2b", 1.920e9), ("glm_10b", 9.881e9)])

@@ -343,6 +343,7 @@ def test_a_document_one_token_longer_than_its_room_takes_either_offset_with_even
   assert np.all(text[from_start, 99] != S.eos) and np.all(text[~from_start, 99] == S.eos)
   assert 0.4 < np.mean(from_start) < 0.6, np.mean(from_start)
 
+
 def test_documents_longer_than_a_row():
   docs = corpus([3000, 5000])
   batch = pipeline.BatchPipeline(data_config(seq_len=128), Tokenizer(), docs).global_batch(0)

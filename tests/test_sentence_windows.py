@@ -79,6 +79,7 @@ def test_per_batch_generation_rows_cut_at_a_sentence_end_generate_only_their_own
       part_a = batch["tokens"][r, :batch["sep"][r]]
       assert part_a[0] == S.cls and np.sum(part_a == S.gmask) == 1, (step, r)
 
+
 def test_blank_rows_reach_the_last_tokens_of_a_long_document():
   one_document = corpus([600], period_every=12)
   source, where = _source_index(one_document)
@@ -184,7 +185,6 @@ def test_a_window_is_cut_back_to_a_sentence_end_only_when_that_keeps_half_its_la
   # Half of the last document's room, not of the row: [CLS] at 4 with 8 positions of room.
   assert _cut([101, 2001, 1012, 0, 101, 2002, 2003, 1012, 2004, 2005, 2006, 2007], 12) == 8
   assert _cut([101, 2001, 1012, 0, 101, 2002, 1012, 2003, 2004, 2005, 2006, 2007], 12) == 12
-
 
 
 def test_sentence_rows_cut_back_to_a_sentence_end_hold_no_padding_in_their_text():
