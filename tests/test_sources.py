@@ -237,6 +237,13 @@ def test_files_errors_name_the_field_and_the_fix(tmp_path):
     sources.load_documents(data_config(source="nope"), BYTE)
 
 
+def test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files(tmp_path):
+  (tmp_path / "a.txt").write_text("some text\n")
+  with pytest.raises(FileNotFoundError, match=r"^data.files: '.*' is a folder; give a glob of "
+                                              r"its files, e.g. '.*/\*.jsonl'"):
+    sources.load_documents(data_config(source="files", files=(str(tmp_path),)), BYTE)
+
+
 def test_corpus_smaller_than_a_batch_is_an_error(tmp_path):
   (tmp_path / "small.txt").write_text("one short document.\n\nanother one.\n")
   config = data_config(source="files", files=(f"{tmp_path}/small.txt",), seq_len=64,

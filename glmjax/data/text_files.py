@@ -78,6 +78,11 @@ def _matching_files(pattern: str) -> list[str]:
 def _add_matches(pattern: str, field: str, paths: list[str]) -> None:
   """Appends the files `pattern` matches to `paths` (each once); errors name `field`."""
   matched = _matching_files(pattern)
+  if not matched and os.path.isdir(os.path.expanduser(pattern)):
+    # A folder is a likely first try; "matches no file" would read as if it were empty.
+    example = os.path.join(pattern, "*.jsonl")
+    raise FileNotFoundError(f"{field}: {pattern!r} is a folder; give a glob of its files, "
+                            f"e.g. {example!r}")
   if not matched:
     raise FileNotFoundError(f"{field}: {pattern!r} matches no file (working directory "
                             f"{os.getcwd()}); fix the glob or use an absolute path")
