@@ -7,7 +7,8 @@ WORKDIR/eval/step_N.json, or step_N.2.json, ... when that step was evaluated bef
             batches of the run's held-out split, built exactly as `train` builds them
             (held_out.py): with the defaults, the eval/ figures train logs at that step.
   cloze     with --cloze: accuracy, count and mean answer log-likelihood (cloze.py).
---batches=0 skips the held-out report (say, for a workdir whose data is not on this machine).
+--batches=0 skips the held-out report (say, for a workdir whose data is not on this machine;
+the command then needs --cloze).
 """
 from __future__ import annotations
 
@@ -240,6 +241,9 @@ def main(argv):
   flag = flags.FLAGS
   if not flag.workdir:
     raise app.UsageError("--workdir is required.")
+  if flag.batches == 0 and not flag.cloze:  # else: the model loaded to write an empty report
+    raise app.UsageError("--batches=0 skips the held-out report and no --cloze is given: "
+                         "nothing to evaluate; add --cloze=FILE.jsonl or leave --batches out")
   run(flag.workdir, cloze=flag.cloze, batches=flag.batches, batch_size=flag.batch_size,
       data_source=flag.data_source, out=flag.out)
 

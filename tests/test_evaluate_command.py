@@ -28,6 +28,18 @@ def test_the_command_hands_its_flags_to_the_evaluation_and_refuses_extra_words(m
   assert len(calls) == 1
 
 
+def test_batches_0_without_a_cloze_file_is_refused_before_the_model_loads(monkeypatch):
+  """Nothing would be scored: the model would load only to write an empty report."""
+  calls = []
+  monkeypatch.setattr(evaluate, "run", lambda workdir, **kw: calls.append((workdir, kw)))
+  given = dict(cloze=None, batches=0, batch_size=None, data_source=None, out=None)
+  monkeypatch.setattr(evaluate, "flags", types.SimpleNamespace(
+      FLAGS=types.SimpleNamespace(workdir="/w", **given)))
+  with pytest.raises(app.UsageError, match="--batches=0 .* no --cloze .* nothing to evaluate"):
+    evaluate.main(["evaluate"])
+  assert not calls
+
+
 def test_flags_left_out_leave_the_run_s_own_settings(monkeypatch):
   """Every flag but --workdir defaults to None, which `run` reads as "the run's": --batches
   left out must not skip the held-out report (0 would)."""
