@@ -52,6 +52,7 @@ class RunInputs:
   train_pipeline: pipeline_lib.BatchPipeline
   eval_pipeline: pipeline_lib.BatchPipeline | None
   tokenizer: dict             # tokenizers.tokenizer_info: saved with every checkpoint
+  corpus: dict                # workdir.corpus_record: saved with every checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,8 @@ def _inputs(config) -> RunInputs:
   except (ValueError, FileNotFoundError) as error:
     raise StartupError(str(error)) from error
   return RunInputs(mesh, parallel.logical_rules(config.mesh), model_config, train_pipeline,
-                   eval_pipeline, tokenizers.tokenizer_info(tokenizer))
+                   eval_pipeline, tokenizers.tokenizer_info(tokenizer),
+                   workdir_lib.corpus_record(train_docs))
 
 
 def _outputs(config, workdir: str) -> RunOutputs:
@@ -150,6 +152,9 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
         what=f"The checkpoint at step {step} in {workdir}",
         fix="Point the data.tokenizer fields at the tokenizer that run used (config.json in "
             "the workdir), or train in a new --workdir.")
+    workdir_lib.check_corpus(saved.get("corpus"), metadata["corpus"], step=step,
+                             workdir=workdir, label=sources.source_label(config.data),
+                             allow=bool(config.train.allow_config_change))
 
   restored = checkpointer.restore_latest(
       abstract, layout, check=check, start_over=bool(config.checkpoint.start_over),
@@ -189,7 +194,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
   resolved.model.attention = model_config.attention
   metadata = {"config": json.loads(resolved.to_json_best_effort()), "param_layout": layout,
               "state_layout": checkpoint_lib.parameter_layout(abstract),
-              "tokenizer": inputs.tokenizer}
+              "tokenizer": inputs.tokenizer, "corpus": inputs.corpus}
 
   # --- The state: resumed from this workdir, else new (or another run's parameters).
   state = _initial_state(config, program, metadata, outputs)

@@ -91,6 +91,33 @@ def check_tokenizer(recorded: dict | None, current: dict, *, what: str, fix: str
         f"tokenizer fields load {current['name']} (they differ in {', '.join(differs)}). {fix}")
 
 
+def corpus_record(train_docs) -> dict:
+  """What a checkpoint records of the corpus it was trained on: the documents and tokens of the
+  whole source (both splits), which the start-up tokenizing or the prepared shards give."""
+  lengths = train_docs.base.doc_lengths
+  return {"documents": int(len(lengths)), "tokens": int(lengths.sum())}
+
+
+def check_corpus(recorded: dict | None, current: dict, *, step: int, workdir: str,
+                 label: str, allow: bool) -> None:
+  """Refuses a resume on a corpus edited in place (same data.files, other text): rows are drawn
+  by document index, so every step's rows and the held-out split would change, and text the
+  run trained on could be scored as held-out. `recorded`: corpus_record saved with the
+  checkpoint (None in checkpoints older than that record, which pass unchecked)."""
+  if not recorded or recorded == current:
+    return
+  change = (f"{label} now holds {current['documents']:,} documents, {current['tokens']:,} tokens; "
+            f"the checkpoint at step {step} in {workdir} was trained on "
+            f"{recorded['documents']:,} documents, {recorded['tokens']:,} tokens")
+  if allow:
+    log.warning("Resuming with a changed corpus (allowed): %s.", change)
+    return
+  raise ConfigChangedError(
+      f"{change}: every step's rows and the held-out split would differ. Put the corpus back "
+      "as it was, train in a new --workdir (checkpoint.init_from can start it from this one), "
+      "or set --config.train.allow_config_change=true to go on with the new text.")
+
+
 def write_config(workdir: str, text: str, start: int) -> None:
   """Writes config.json; a different earlier one is kept as config.until-step-N.json, N being
   the step at which it was replaced."""

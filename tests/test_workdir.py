@@ -79,3 +79,38 @@ def test_only_process_0_locks_and_a_bucket_is_not_locked(tmp_path):
   assert workdir_lib.lock(str(tmp_path), 1) is None
   assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
   assert workdir_lib.lock("gs://bucket/run", 0) is None
+
+
+def _corpus_run(tmp_path, steps: int, allow: bool = False):
+  """The :local model, small, on tmp_path/corpus.txt: two steps and one checkpoint per run."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(hidden_size=64, max_position=64)
+  config.data.update(seq_len=64, source="files", files=(str(tmp_path / "corpus.txt"),))
+  config.train.update(steps=steps, eval_every=0, log_every=1, allow_config_change=allow)
+  config.checkpoint.every = 2
+  return config
+
+
+def test_a_resume_on_a_corpus_file_edited_in_place_is_refused_unless_allowed(tmp_path):
+  """Same data.files, other text: rows are drawn by document index, so the resumed run would
+  train on other rows and hold out other documents (some it trained on) without a word."""
+  from glmjax import train  # pylint: disable=import-outside-toplevel
+  paragraphs = [f"paragraph {i}: " + "some words of text " * 8 for i in range(60)]
+  (tmp_path / "corpus.txt").write_text("\n\n".join(paragraphs) + "\n")
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_corpus_run(tmp_path, steps=2), workdir)
+  (tmp_path / "corpus.txt").write_text("\n\n".join(paragraphs[:40]) + "\n")
+  with pytest.raises(workdir_lib.ConfigChangedError,
+                     match=r"now holds 40 documents, .*; the checkpoint at step 2 in .* was "
+                           r"trained on 60 documents, .*allow_config_change=true"):
+    train.train_and_evaluate(_corpus_run(tmp_path, steps=4), workdir)
+  result = train.train_and_evaluate(_corpus_run(tmp_path, steps=4, allow=True), workdir)
+  assert result["step"] == 4
+  # The checkpoint of step 4 records the new text: the next resume needs no flag.
+  assert train.train_and_evaluate(_corpus_run(tmp_path, steps=6), workdir)["step"] == 6
+
+
+def test_a_checkpoint_from_before_the_corpus_record_resumes_unchecked():
+  workdir_lib.check_corpus(None, {"documents": 1, "tokens": 9}, step=2, workdir="w",
+                           label="builtin", allow=False)
