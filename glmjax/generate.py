@@ -55,8 +55,7 @@ def encode_prompt(text: str, tokenizer) -> Prompt:
     last = match.end()
   pieces.append(text[last:])
   if not blanks:
-    raise ValueError(f"no blank in {text[:60]!r}: put [MASK] where a word or span is missing, "
-                     "or [gMASK] at the end to continue the text.")
+    raise ValueError(no_blank(text))
   part_a, positions = [specials.cls], []
   for piece, blank in zip(pieces, blanks):
     piece = piece if tokenizer.spaces_are_tokens else piece.rstrip()
@@ -67,6 +66,11 @@ def encode_prompt(text: str, tokenizer) -> Prompt:
   if pieces[-1].strip():  # a text ending in its blank has no eos, as the original's prompts
     part_a.append(specials.eos)  # (and as a [gMASK] suffix row is trained)
   return Prompt(text, pieces, blanks, np.asarray(part_a, np.int32), positions)
+
+
+def no_blank(text: str) -> str:
+  return (f"no blank in {text[:60]!r}: put [MASK] where a word or span is missing, or [gMASK] "
+          "at the end to continue the text.")
 
 
 def allowed_ids(tokenizer, vocab_size: int) -> np.ndarray:
@@ -197,6 +201,8 @@ def _read_prompts(path: str) -> list[str]:
       if not isinstance(text, str):  # null or a number would fail later, in the tokenizer
         raise ValueError(f"{path}:{number}: the \"text\" field is {json.dumps(text)[:40]}, not "
                          "a string.")
+      if not BLANK.search(text):  # said now, not after minutes of loading the model
+        raise ValueError(f"{path}:{number}: {no_blank(text)}")
       texts.append(text)
   if not texts:
     raise ValueError(f"{path} holds no prompt.")
@@ -227,6 +233,9 @@ def main(argv):
   logs.setup_console(0)
   try:
     check_paths(args.input, args.output)  # before minutes of loading and generating
+    for text in args.text:  # before minutes of loading; --input's lines are read so too
+      if not BLANK.search(text):
+        raise ValueError(f"--text: {no_blank(text)}")
     texts = list(args.text) + (_read_prompts(args.input) if args.input else [])
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)

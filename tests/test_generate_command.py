@@ -64,3 +64,15 @@ def test_a_prompt_file_or_output_path_that_cannot_work_is_one_line_before_the_mo
   with pytest.raises(ValueError, match=re.escape(named.format(tmp=tmp_path))):
     generate_command(f"--workdir={tmp_path}/no-run", "--text=a [MASK]",
                       flag.format(tmp=tmp_path))
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--text="], "--text: no blank in ''"),
+    (["--text=a [MASK] b", "--text=Paris is the capital"], "--text: no blank in 'Paris is"),
+    (["--input={tmp}/prompts.jsonl"], "{tmp}/prompts.jsonl:2: no blank in 'no blank here'"),
+])
+def test_a_prompt_without_a_blank_is_one_line_before_the_model_loads(tmp_path, args, named):
+  (tmp_path / "prompts.jsonl").write_text('{"text": "a [MASK]"}\n{"text": "no blank here"}\n')
+  with mock.patch.object(pretrained, "load", mock.Mock(side_effect=AssertionError("loaded"))):
+    with pytest.raises(ValueError, match=re.escape(named.format(tmp=tmp_path))):
+      generate_command("--workdir=run", *[a.format(tmp=tmp_path) for a in args])
