@@ -2,6 +2,7 @@
 convert exactly: missing or misshapen tensors, missing parts or shards, and models the Hugging
 Face GLM code would compute differently."""
 import json
+import logging
 import os
 
 import jax
@@ -66,6 +67,22 @@ def test_a_head_count_that_does_not_divide_the_hidden_size_is_refused_naming_the
   with pytest.raises(mapping.CheckpointMismatchError, match="num_attention_heads=5 does not "
                                                          "divide hidden_size=32; pass --num_heads"):
     convert.load_pretrained(str(tmp_path), num_heads=5)
+
+
+def test_a_num_heads_flag_that_contradicts_the_checkpoint_s_config_is_said_with_both_counts(
+    weights, tmp_path, caplog):
+  """The head count cannot be read from the tensors: a mistyped --num_heads gives a model of
+  other logits, so replacing what config.json records is a warning, and agreeing is silent."""
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  with caplog.at_level(logging.WARNING):
+    assert convert.load_pretrained(str(tmp_path), num_heads=HEADS)[0].num_heads == HEADS
+    assert not [r for r in caplog.records if "--num_heads" in r.getMessage()]
+    assert convert.load_pretrained(str(tmp_path), num_heads=2 * HEADS)[0].num_heads == 2 * HEADS
+  assert [r.getMessage() for r in caplog.records if "--num_heads" in r.getMessage()] == [
+      f"--num_heads={2 * HEADS} replaces the {HEADS} heads the checkpoint's config.json "
+      "records: the imported model computes other logits than the original; leave "
+      f"--num_heads out to keep {HEADS}."]
 
 
 @pytest.mark.parametrize("field, value", [("layernorm_eps", 1e-6), ("norm", "deepnorm")])

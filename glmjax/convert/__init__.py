@@ -108,9 +108,18 @@ def model_fields(checkpoint: original.Checkpoint, *, num_heads: int = 0) -> dict
     log.warning("The checkpoint does not record the number of heads; using %d (head dim %d, as "
                 "in every released GLM). Pass --num_heads if yours differs.", heads,
                 mapping.HEAD_DIM)
+  recorded = int((hf if hf is not None else args).get("num_attention_heads", 0))
+  if num_heads and recorded and num_heads != recorded:
+    # Allowed (a config.json can be wrong), but the heads cannot be read from the tensors: a
+    # mistyped flag would give a model that computes other logits, so it is said.
+    log.warning("--num_heads=%d replaces the %d heads the checkpoint's %s records: the "
+                "imported model computes other logits than the original; leave --num_heads "
+                "out to keep %d.", num_heads, recorded,
+                "config.json" if hf is not None else "training args", recorded)
   if heads < 1 or hidden % heads:
     raise mapping.CheckpointMismatchError(f"num_attention_heads={heads} does not divide "
-                                          f"hidden_size={hidden}; pass --num_heads.")
+                                          f"hidden_size={hidden}; pass --num_heads with a "
+                                          "divisor of it.")
   fields["num_heads"] = heads
   fields.update({k: float(v) for k, v in dropout.items() if v is not None})
   return fields
