@@ -10,6 +10,7 @@ machines up to 8.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -144,10 +145,11 @@ def slice_devices(spec: TpuSlice) -> list:
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   try:
     from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
-    description = topologies.get_topology_desc(
-        topology_name=spec.topology_name, platform="tpu",
-        chip_config_name="megacore" if spec.generation.megacore else "default",
-        chips_per_host_bounds=spec.chips_per_host_bounds, num_slices=1, wrap=spec.wrap)
+    with _quiet_libtpu_start(spec):
+      description = topologies.get_topology_desc(
+          topology_name=spec.topology_name, platform="tpu",
+          chip_config_name="megacore" if spec.generation.megacore else "default",
+          chips_per_host_bounds=spec.chips_per_host_bounds, num_slices=1, wrap=spec.wrap)
   except Exception as error:  # noqa: BLE001 - libtpu missing or refusing the slice
     import jax  # pylint: disable=import-outside-toplevel
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -161,3 +163,22 @@ def slice_devices(spec: TpuSlice) -> list:
     raise TopologyError(f"libtpu describes {len(devices)} devices for {spec.name}, expected "
                         f"{spec.chips} chips.")
   return devices
+
+
+@contextlib.contextmanager
+def _quiet_libtpu_start(spec: TpuSlice):
+  """Off a TPU VM, libtpu starts by looking for the VM's accelerator type and worker hostnames
+  and prints six lines (an `E0000 ... INVALID_ARGUMENT` among them) when it finds none, though
+  a description needs neither (the call gives the slice). Where no TPU backend can start in
+  this process (jax_platforms is cpu, as aot sets it), the slice's own values are given for
+  that start, and taken back after it, so no later process or jax cluster probe inherits them."""
+  import jax  # pylint: disable=import-outside-toplevel
+  values = {"TPU_ACCELERATOR_TYPE": spec.accelerator_type, "TPU_WORKER_HOSTNAMES": "localhost"}
+  added = ([] if jax.config.jax_platforms != "cpu"
+           else [name for name in values if name not in os.environ])
+  os.environ.update({name: values[name] for name in added})
+  try:
+    yield
+  finally:
+    for name in added:
+      os.environ.pop(name, None)

@@ -276,6 +276,24 @@ def test_the_command_prints_a_json_report_for_a_slice_and_leaves_the_compilation
   assert "(16 chips, 4 hosts)" in result.stderr
 
 
+def test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_command_s_output():
+  """Off a TPU VM libtpu printed six lines at its start (`E0000 ... INVALID_ARGUMENT: ...
+  TPU_WORKER_HOSTNAMES`), with JAX_PLATFORMS=cpu too, which the README says leaves them out;
+  and the values given for that start are taken back after it."""
+  script = ("import os\n"
+            "from glmjax import topology\n"
+            "topology.slice_devices(topology.parse_slice('v5p-16'))\n"
+            "print([k for k in ('TPU_ACCELERATOR_TYPE', 'TPU_WORKER_HOSTNAMES')"
+            " if k in os.environ])\n")
+  env = {key: value for key, value in os.environ.items() if not key.startswith("TPU_")}
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**env, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "TPU_WORKER_HOSTNAMES" not in result.stderr and "E0000" not in result.stderr, (
+      result.stderr)
+  assert result.stdout.strip() == "[]"
+
+
 def test_the_command_exits_1_with_the_numbers_when_the_config_does_not_fit():
   result = _aot("--config=configs/base.py:local", "--topology=v5e-4",
                 "--config.model.hidden_size=8192", "--config.model.num_heads=64",
