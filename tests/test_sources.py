@@ -237,6 +237,15 @@ def test_files_errors_name_the_field_and_the_fix(tmp_path):
     sources.load_documents(data_config(source="nope"), BYTE)
 
 
+def test_a_gz_file_whose_compressed_data_is_damaged_is_refused_naming_it(tmp_path):
+  """Damage inside the compressed stream raises zlib.error, neither an OSError nor an EOFError:
+  it ended the run as an unforeseen error that named no file."""
+  path = tmp_path / "bad.jsonl.gz"
+  path.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)  # a gzip header, then no deflate stream
+  with pytest.raises(ValueError, match=r"^data.files: cannot read '.*bad.jsonl.gz': "):
+    sources.load_documents(data_config(source="files", files=(str(path),)), BYTE)
+
+
 def test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files(tmp_path):
   (tmp_path / "a.txt").write_text("some text\n")
   with pytest.raises(FileNotFoundError, match=r"^data.files: '.*' is a folder; give a glob of "

@@ -19,6 +19,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from typing import Iterator, Sequence
 
 SUPPORTED_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
@@ -167,7 +168,7 @@ def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
           return
         yield position, line
         position += len(line)
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged data inside a .gz
     raise ValueError(f"data.files: cannot read {path!r}: {e}") from e
 
 
