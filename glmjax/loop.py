@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import Any
 
 import jax
@@ -111,6 +112,7 @@ class StepReporter:
         num_devices=jax.device_count(),
         device_kind=jax.devices()[0].device_kind)
     self.checkpoint_dir = checkpoint_dir
+    self.start, self.began = start, time.perf_counter()
     self.consecutive_nonfinite = 0
     self.flops = []  # model FLOPs of each step since the last log line (each batch its own)
     self.pending = None
@@ -148,7 +150,15 @@ class StepReporter:
             "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")
       return
     self.consecutive_nonfinite = 0
-    if step_done % self.config.train.log_every and step_done != self.total_steps:
+    log_every = int(self.config.train.log_every)
+    if step_done % log_every and step_done != self.total_steps:
+      if step_done == self.start + 1:
+        # The first line with a loss comes after log_every steps (100 by default): with slow
+        # steps that is an hour of silence after compiling, unless this says they run.
+        log.info("step %d/%d done, the first of this run, %.1f s after the loop began; the next "
+                 "line is at step %d (train.log_every=%d)", step_done, self.total_steps,
+                 time.perf_counter() - self.began,
+                 min((step_done // log_every + 1) * log_every, self.total_steps), log_every)
       return
     scalars = _step_scalars(host)
     seconds = self.clock.lap(step_done)

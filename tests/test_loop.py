@@ -114,6 +114,24 @@ def _fake_clock(monkeypatch):
   return now
 
 
+@pytest.mark.parametrize("start", [0, 100])
+def test_a_run_s_first_step_is_said_at_once_when_its_first_log_line_is_steps_away(start,
+                                                                                  caplog):
+  """With slow steps, log_every=100 would leave an hour of silence after the compile."""
+  caplog.set_level(logging.INFO, logger="glmjax")
+  writer = _ScalarWriter()
+  reporter = loop.StepReporter(_local_config(steps=1000, log_every=100), writer, start=start,
+                               checkpoint_dir="unused")
+  for done in range(start + 1, start + 4):
+    reporter.push(done, _step_metrics())
+  reporter.flush()
+  said = [r.getMessage() for r in caplog.records if "the first of this run" in r.getMessage()]
+  assert len(said) == 1 and said[0].startswith(f"step {start + 1}/1000 done, the first of this "
+                                               "run, ")
+  assert said[0].endswith(f"the next line is at step {start + 100} (train.log_every=100)")
+  assert writer.records == []  # metrics.jsonl and the step timings stay on the log_every grid
+
+
 def test_a_log_line_s_eta_is_the_steps_left_times_the_step_time(monkeypatch, caplog):
   now = _fake_clock(monkeypatch)
   caplog.set_level(logging.INFO, logger="glmjax")
