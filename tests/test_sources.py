@@ -2,6 +2,7 @@
 import gzip
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -244,6 +245,17 @@ def test_a_gz_file_whose_compressed_data_is_damaged_is_refused_naming_it(tmp_pat
   path.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)  # a gzip header, then no deflate stream
   with pytest.raises(ValueError, match=r"^data.files: cannot read '.*bad.jsonl.gz': "):
     sources.load_documents(data_config(source="files", files=(str(path),)), BYTE)
+
+
+def test_the_tokenizing_line_calls_only_the_built_in_corpus_generated(tmp_path, caplog):
+  """An empty file stores 0 bytes: it was said to be "generated", like the built-in corpus."""
+  (tmp_path / "empty.txt").write_text("")
+  caplog.set_level(logging.INFO, logger="glmjax")
+  sources.tokenize_source(data_config(source="files", files=(str(tmp_path / "empty.txt"),)),
+                          BYTE)
+  sources.tokenize_source(data_config(builtin_docs=3), BYTE)
+  said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tokenizing ")]
+  assert "(0.00 GiB stored; " in said[0] and "(generated; " in said[1], said
 
 
 def test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files(tmp_path):

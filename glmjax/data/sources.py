@@ -190,8 +190,12 @@ def tokenize_source(data_config, tokenizer, *, memory_limit: int | None = None
   if limit and stored // 8 * dtype.itemsize > limit:
     raise _too_big(label, f"{stored / (1 << 30):.1f} GiB stored would make at least "
                    f"{stored // 8 * dtype.itemsize / (1 << 30):.1f} GiB of tokens", limit)
-  log.info("tokenizing %s into memory (%s; %s)", label,
-           f"{stored / (1 << 30):.2f} GiB stored" if stored else "generated",
+  # Only the built-in corpus is generated; an empty file stores 0 bytes, and a TFDS split may
+  # not say its size.
+  size = ("generated" if data_config.source == "builtin"
+          else f"{stored / (1 << 30):.2f} GiB stored" if stored or data_config.source == "files"
+          else "stored size unknown")
+  log.info("tokenizing %s into memory (%s; %s)", label, size,
            f"at most {limit / (1 << 30):.1f} GiB of tokens" if limit else "memory size unknown")
   # Documents are joined a few thousand at a time and lengths kept as int64s: a short document
   # costs its tokens and 8 bytes, not a numpy object and a Python int (about 200 bytes).
