@@ -32,9 +32,13 @@ def checkpoints_directory(source: str, field: str = "checkpoint.init_from") -> s
 
 def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
                    field: str = "checkpoint.init_from",
-                   check: Callable[[dict, int], None] | None = None) -> tuple[Any, int]:
+                   check: Callable[[dict, int], None] | None = None,
+                   changes: Callable[[dict], list[str]] | None = None,
+                   fix: str = "") -> tuple[Any, int]:
   """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
   `check(metadata, step)` may refuse them from what was saved with them, before they are read.
+  Parameters that do not fit the model are refused naming the arrays, the config fields that
+  `changes(metadata)` finds different, and `fix`.
 
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
   second stage continued from the first). Read straight into `abstract_params`' shardings.
@@ -64,9 +68,12 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
       check(saved, step)
     problems = layout_differences(saved.get("param_layout", {}), current_layout)
     if problems:
+      differ = changes(saved) if changes else []
       raise IncompatibleCheckpointError(
           f"{field}: the parameters at step {step} in {directory} do not fit this "
-          "model: " + "; ".join(problems) + ".")
+          "model: " + "; ".join(problems)
+          + (f" (the config differs in {'; '.join(differ)})" if differ else "") + "."
+          + (f" {fix}" if fix else ""))
     item = {"params": abstract_params}
     restored = read("parameters", lambda: manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.PyTreeRestore(

@@ -177,7 +177,11 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
           saved.get("tokenizer"), metadata["tokenizer"],
           what=f"checkpoint.init_from={source!r} (its step {step})",
           fix="Set the data.tokenizer fields to that run's (its config.json), or leave "
-              "checkpoint.init_from empty to start afresh."))
+              "checkpoint.init_from empty to start afresh."),
+      changes=lambda saved: [change for change in config_lib.trajectory_changes(
+          saved.get("config", {}), metadata["config"]) if change.startswith("model.")],
+      fix="Set those model fields to that run's (its config.json), or leave "
+          "checkpoint.init_from empty to start afresh.")
   log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",
            at, config.checkpoint.init_from)
   return state.replace(params=params)

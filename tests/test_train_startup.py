@@ -82,6 +82,34 @@ def test_a_missing_init_from_folder_is_refused_before_the_workdir_is_made(tmp_pa
   assert not (tmp_path / "run").exists()
 
 
+def test_init_from_parameters_of_another_shape_is_refused_naming_the_model_fields_and_the_fix(
+    tmp_path):
+  """The arrays alone (17 of them for another width) left the user to guess which field."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from glmjax import model as model_lib  # pylint: disable=import-outside-toplevel
+  from glmjax import pretrained  # pylint: disable=import-outside-toplevel
+  from glmjax import step as step_lib  # pylint: disable=import-outside-toplevel
+  source = _local_config(steps=1)
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(source.model))
+  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(
+      model.init(rng, *step_lib.dummy_inputs(1, 8))["params"]), jax.random.key(0))
+  pretrained.save(str(tmp_path / "first"), source,
+                  jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), shapes))
+  config = _local_config(steps=1)
+  config.model.num_layers = source.model.num_layers + 1
+  config.optim.learning_rate = 1e-4  # a new optimizer is what init_from is for: not named
+  config.checkpoint.init_from = str(tmp_path / "first")
+  with pytest.raises(checkpoint_lib.IncompatibleCheckpointError) as raised:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  message = str(raised.value)
+  assert message.startswith("checkpoint.init_from: the parameters at step 0 in ")
+  assert message.endswith(f" (the config differs in model.num_layers: "
+                          f"{source.model.num_layers} -> {config.model.num_layers}). Set those "
+                          "model fields to that run's (its config.json), or leave "
+                          "checkpoint.init_from empty to start afresh.")
+
+
 @pytest.fixture
 def as_the_command(monkeypatch):
   """The glmjax logger put back after `train.run` set up its console (which stops propagation,
