@@ -21,7 +21,9 @@ from absl import app, flags
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cli, decoding, logs, parallel, pretrained
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m glmjax.generate` that is "__main__", outside the
+# glmjax logger whose console handler shows the progress lines (they were dropped).
+log = logging.getLogger("glmjax.generate")
 
 # Failures written for the user: their message is the line, exit status 1. A ValueError or
 # OSError (a prompt file, a flag's value, a workdir) is one line too, its traceback kept in a

@@ -303,6 +303,19 @@ def test_a_briefly_trained_model_fills_blanks_of_its_pattern(tmp_path):
   assert sum(_fits(w, a) for w, a in zip(written, answers)) == correct["trained"]
 
 
+def test_the_command_shows_its_progress_and_warnings_as_glmjax_lines(random_run, tmp_path):
+  """Its logger was named __name__, "__main__" under `python -m`: the "Filled" progress lines
+  never reached the console and its warnings came in absl's format."""
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.generate", f"--workdir={random_run[0].workdir}",
+       "--text=a [MASK] b", "--max_tokens=2", "--seed=3"],
+      cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)},
+      capture_output=True, text=True, check=False, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert re.search(r"^\d\d:\d\d:\d\d Filled 1 of 1 prompts \(", result.stderr, re.MULTILINE)
+  assert re.search(r"^\d\d:\d\d:\d\d --seed=3 changes nothing", result.stderr, re.MULTILINE)
+
+
 def test_a_workdir_without_a_checkpoint_is_refused_in_one_line(tmp_path):
   (tmp_path / "config.json").write_text(_tiny_config().to_json())
   with pytest.raises(FileNotFoundError, match="has a config.json but no checkpoint yet"):
