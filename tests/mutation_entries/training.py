@@ -40,7 +40,7 @@ ENTRIES = (
               "previous_log_line",)),
     Mutation("non-finite steps with good ones between them count as consecutive",
              "glmjax/loop.py",
-             "    self.consecutive_nonfinite = 0\n    if step_done", "    if step_done",
+             "    self.consecutive_nonfinite = 0\n    log_every", "    log_every",
              ("tests/test_loop.py::test_only_consecutive_non_finite_steps_stop_the_run",)),
     Mutation("the finiteness check reads the update back instead of recomputing it",
              "glmjax/step.py",
@@ -197,8 +197,8 @@ ENTRIES = (
     Mutation("another run's parameters read from its oldest checkpoint", "glmjax/params_restore.py",
              "    step = steps[-1]\n", "    step = steps[0]\n", ("tests/test_checkpoint.py",)),
     Mutation("the last step not logged when it is off the log_every grid", "glmjax/loop.py",
-             "if step_done % self.config.train.log_every and step_done != self.total_steps:",
-             "if step_done % self.config.train.log_every:",
+             "if step_done % log_every and step_done != self.total_steps:",
+             "if step_done % log_every:",
              ("tests/test_loop.py::test_the_last_step_is_logged_when_the_run_ends_off_the_log_"
               "every_grid",)),
     # Not planted: sending the state itself to the host instead of its device copy. jax keeps
