@@ -20,6 +20,8 @@ from absl import app, flags
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cli, decoding, logs, parallel, pretrained
+from glmjax.data import tokenizers
+from glmjax.model import ModelConfig
 
 # Named, not __name__: run as `python -m glmjax.generate` that is "__main__", outside the
 # glmjax logger whose console handler shows the progress lines (they were dropped).
@@ -112,7 +114,8 @@ def fill_text(prompt: Prompt, blanks: list[str]) -> str:
   return text
 
 
-def _batch(prompts: list[Prompt], rows: int, max_position: int, keys) -> decoding.Prompts:
+def _batch(prompts: list[Prompt], rows: int, keys) -> decoding.Prompts:
+  """One batch of prompts encoded_prompts checked (each fits the model's positions)."""
   longest = max(len(p.part_a) for p in prompts)
   width = -(-longest // BUCKET) * BUCKET
   blanks = 1 << (max(len(p.blanks) for p in prompts) - 1).bit_length()  # powers of two
@@ -121,9 +124,6 @@ def _batch(prompts: list[Prompt], rows: int, max_position: int, keys) -> decodin
   positions = np.zeros((rows, blanks), np.int32)
   count = np.zeros((rows,), np.int32)
   for row, prompt in enumerate(prompts):
-    if len(prompt.part_a) > max_position + 1:  # positions 0 .. max_position
-      raise ValueError(f"the prompt {prompt.text[:40]!r}... is {len(prompt.part_a)} tokens; "
-                       f"this model has positions up to {max_position}: shorten it.")
     tokens[row, :len(prompt.part_a)] = prompt.part_a
     length[row] = len(prompt.part_a)
     positions[row, :len(prompt.positions)] = prompt.positions
@@ -131,10 +131,12 @@ def _batch(prompts: list[Prompt], rows: int, max_position: int, keys) -> decodin
   return decoding.Prompts(tokens, length, positions, count, keys)
 
 
-def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
-             sampling: decoding.Sampling, seed: int = 0, batch_size: int = 8) -> list[dict]:
-  """Fills `texts`; returns {"text", "filled", "blanks"} per prompt, in order."""
-  config = loaded.model_config
+def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
+                    sampling: decoding.Sampling, batch_size: int) -> list[Prompt]:
+  """The prompts, each checked against the model and the flags before any is filled: a prompt
+  too long, late in an --input file, ended the command after the others were filled, and
+  they were lost with it. Needs only config.json's model and the tokenizer, so the command
+  runs it before the parameters load too."""
   check_sampling(sampling)
   if (config.position_encoding == "learned_2d"
       and sampling.max_blank_tokens + 1 > config.max_position):
@@ -146,6 +148,19 @@ def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size} must be at least 1.")
   prompts = [encode_prompt(text, tokenizer) for text in texts]
+  for number, prompt in enumerate(prompts, 1):
+    if len(prompt.part_a) > config.max_position + 1:  # positions 0 .. max_position
+      raise ValueError(f"prompt {number} of {len(prompts)}, {prompt.text[:40]!r}..., is "
+                       f"{len(prompt.part_a)} tokens; this model has positions up to "
+                       f"{config.max_position}: shorten it.")
+  return prompts
+
+
+def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
+             sampling: decoding.Sampling, seed: int = 0, batch_size: int = 8) -> list[dict]:
+  """Fills `texts`; returns {"text", "filled", "blanks"} per prompt, in order."""
+  config = loaded.model_config
+  prompts = encoded_prompts(texts, tokenizer, config, sampling, batch_size)
   specials = tokenizer.specials
   ends = decoding.Specials(np.int32(specials.sop), np.asarray([specials.eop, specials.eos],
                                                               np.int32),
@@ -159,7 +174,7 @@ def generate(loaded: pretrained.Pretrained, tokenizer, texts: list[str], *,
   results, started = [], time.perf_counter()
   for first in range(0, len(prompts), rows):
     group = prompts[first:first + rows]
-    batch = _batch(group, rows, config.max_position, keys[first:first + rows])
+    batch = _batch(group, rows, keys[first:first + rows])
     with parallel.activate(loaded.mesh, loaded.rules):
       batch = jax.tree.map(lambda x: jax.device_put(
           x, parallel.batch_sharding(loaded.mesh, x.ndim)), batch)
@@ -244,6 +259,13 @@ def main(argv):
     check_sampling(sampling)  # the flags, before minutes of loading
     if args.seed and not args.temperature:
       log.warning("--seed=%d changes nothing: --temperature=0 is greedy", args.seed)
+    # config.json and the tokenizer alone check the prompts in seconds; the parameters take
+    # minutes to load (a tokenizer-less import is refused here too).
+    config = pretrained.read_config(args.workdir, warn=False)
+    data = pretrained.tokenizer_config(config, args.workdir)
+    pretrained.require_tokenizer(data, args.workdir)
+    encoded_prompts(texts, tokenizers.load_tokenizer(data), ModelConfig.from_config(config.model),
+                    sampling, args.batch_size)
     loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
     tokenizer = pretrained.load_tokenizer(loaded)
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,

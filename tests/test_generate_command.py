@@ -31,15 +31,25 @@ def generate_command(*args):
     generate.main(values(["generate", *args]))
 
 
+def _config_json(folder, max_position=512):
+  """A workdir's config.json alone: what the command reads to check prompts before loading."""
+  from glmjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.default_config()
+  config.model.update(vocab_size=384, max_position=max_position)
+  config.data.update(tokenizer="byte")
+  (folder / "config.json").write_text(config.to_json())
+
+
 def test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_generate(
-    capsys):
+    capsys, tmp_path):
+  _config_json(tmp_path)
   calls = []
   fake_generate = lambda loaded, tokenizer, texts, **kwargs: calls.append(kwargs) or [  # noqa
       {"filled": text} for text in texts]
   with mock.patch.object(generate, "generate", fake_generate), \
       mock.patch.object(pretrained, "load", lambda workdir, attention: workdir), \
       mock.patch.object(pretrained, "load_tokenizer", lambda loaded: None):
-    generate_command("--workdir=run", "--text=a [MASK]", "--temperature=1.5", "--top_k=3",
+    generate_command(f"--workdir={tmp_path}", "--text=a [MASK]", "--temperature=1.5", "--top_k=3",
                       "--top_p=0.5", "--max_tokens=7", "--seed=7", "--batch_size=4")
   assert calls == [dict(sampling=decoding.Sampling(temperature=1.5, top_k=3, top_p=0.5,
                                                    max_blank_tokens=7), seed=7, batch_size=4)]
@@ -76,3 +86,17 @@ def test_a_prompt_without_a_blank_is_one_line_before_the_model_loads(tmp_path, a
   with mock.patch.object(pretrained, "load", mock.Mock(side_effect=AssertionError("loaded"))):
     with pytest.raises(ValueError, match=re.escape(named.format(tmp=tmp_path))):
       generate_command("--workdir=run", *[a.format(tmp=tmp_path) for a in args])
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_before_the_model_loads_or_any_is_filled(
+    tmp_path):
+  """Checked batch by batch, a long prompt late in an --input file ended the command after the
+  earlier batches were filled, and their texts were lost; and only after minutes of loading."""
+  _config_json(tmp_path, max_position=64)
+  (tmp_path / "prompts.jsonl").write_text('{"text": "a [MASK]"}\n' * 9
+                                          + '{"text": "%s[MASK]"}\n' % ("w " * 40))
+  with mock.patch.object(pretrained, "load", mock.Mock(side_effect=AssertionError("loaded"))):
+    with pytest.raises(ValueError, match=r"^prompt 10 of 10, 'w w .* is 82 tokens; this model "
+                                         r"has positions up to 64: shorten it\.$"):
+      generate_command(f"--workdir={tmp_path}", f"--input={tmp_path}/prompts.jsonl",
+                       "--batch_size=2")

@@ -141,8 +141,8 @@ ENTRIES = (
              "# auto | xla | cudnn | tokamax | splash", ("tests/test_code_shape.py",)),
     Mutation("every batch of prompts after the first reuses the first one's keys",
              "glmjax/generate.py",
-             "batch = _batch(group, rows, config.max_position, keys[first:first + rows])",
-             "batch = _batch(group, rows, config.max_position, keys[:rows])",
+             "batch = _batch(group, rows, keys[first:first + rows])",
+             "batch = _batch(group, rows, keys[:rows])",
              ("tests/test_generate.py",)),
     Mutation("a blank cannot end at eos", "glmjax/generate.py",
              "allowed[[specials.eop, specials.eos]] = True", "allowed[specials.eop] = True",
@@ -286,8 +286,8 @@ ENTRIES = (
              (_P + "test_a_filled_blank_drops_its_leading_space_only_at_the_"
               "start_or_after_whitespace",)),
     Mutation("generate refuses a prompt that uses every row of the position table",
-             "glmjax/generate.py", "if len(prompt.part_a) > max_position + 1:",
-             "if len(prompt.part_a) > max_position:",
+             "glmjax/generate.py", "if len(prompt.part_a) > config.max_position + 1:",
+             "if len(prompt.part_a) > config.max_position:",
              ("tests/test_generate.py::test_a_prompt_and_a_blank_may_use_every_row_of_the_"
               "position_table",)),
     Mutation("generate refuses a --max_tokens whose blank reaches the last block position",
