@@ -54,12 +54,29 @@ for platform in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_6
                 manylinux2014_x86_64 manylinux1_x86_64; do
   platforms+=(--platform "$platform")
 done
+# pip's own words go to a log: without a network its failure is a dozen lines of subprocess
+# traces; the console gets one line, and a failure leaves no wheel behind, which the check
+# above would make the next run refuse.
+log=$(mktemp "${TMPDIR:-/tmp}/gpu_wheels-XXXXXX")
+fail() {
+  rm -f "$DEST"/*.whl
+  # git's own cause ("fatal: ... Could not resolve host") before pip's summary of it
+  reason=$( { grep -m1 "fatal:" "$log" || grep -m1 "ERROR:" "$log" ||
+              grep -m1 "error:" "$log" || true; } | sed -e 's/^[[:space:]]*//')
+  echo "gpu_wheels.sh: $1 failed (${reason:-pip says why in the log}); pip's output: $log." \
+       "No wheel was kept: run it again once $2" >&2
+  exit 1
+}
 echo "Downloading ${#wheels[@]} wheels for CPython 3.12 on x86-64 Linux into $DEST ..." >&2
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-  --implementation cp "${platforms[@]}" -d "$DEST" "${wheels[@]}"
+  --implementation cp "${platforms[@]}" -d "$DEST" "${wheels[@]}" >>"$log" 2>&1 \
+  || fail "downloading the pinned wheels" "pip reaches PyPI"
 source=${source:-"tokamax @ git+https://github.com/openxla/tokamax@$TOKAMAX_COMMIT"}
 echo "Building tokamax 0.0.13 from $source ..." >&2
 # (pure Python; it asks for 3.12, the GPU machine's, which this machine's pip need not be)
-python3 -m pip wheel -q --no-deps --ignore-requires-python -w "$DEST" "$source"
+python3 -m pip wheel -q --no-deps --ignore-requires-python -w "$DEST" "$source" >>"$log" 2>&1 \
+  || fail "building tokamax from $source" "GitHub is reachable, or give a checkout of tokamax \
+at $TOKAMAX_COMMIT: bash launch/gpu_wheels.sh PATH"
+rm -f "$log"
 built=("$DEST"/*.whl)
 echo "${#built[@]} wheels in $DEST, $(du -sh "$DEST" | cut -f1)" >&2

@@ -99,3 +99,31 @@ def test_it_refuses_a_tokamax_checkout_at_another_commit(tmp_path):
   result, calls = run_script(tmp_path, str(checkout))
   assert result.returncode == 2 and calls == []
   assert f"is at commit {head}, not " in result.stderr
+
+
+def test_a_build_that_cannot_reach_github_is_one_line_and_keeps_no_wheel(tmp_path):
+  """Without a network pip printed a dozen lines of subprocess traces, and the wheels already
+  downloaded stayed, so the next run refused to start until they were removed by hand."""
+  fake = tmp_path / "bin" / "python3"
+  fake.parent.mkdir()
+  fake.write_text(  # `-m pip download ... -d DEST`: one wheel; `-m pip wheel`: git's failure
+      '#!/usr/bin/env bash\n'
+      'if [[ "$3" == download ]]; then touch "$DEST/einshape-1.0-py3-none-any.whl"; exit 0; fi\n'
+      'echo "  error: subprocess-exited-with-error" >&2\n'
+      'echo "      fatal: unable to access \'https://github.com/openxla/tokamax/\': Could not'
+      ' resolve host: github.com" >&2\n'
+      'echo "note: This error originates from a subprocess" >&2\n'
+      'exit 1\n')
+  fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+  env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}",
+         "DEST": str(tmp_path / "wheels"), "TMPDIR": str(tmp_path)}
+  result = subprocess.run(["bash", os.path.join(REPO, "launch/gpu_wheels.sh")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 1
+  last = result.stderr.splitlines()[-1]
+  assert last.startswith("gpu_wheels.sh: building tokamax from tokamax @ git+https://github.com/"
+                         "openxla/tokamax@")
+  assert "failed (fatal: unable to access 'https://github.com/openxla/tokamax/': Could not " \
+         "resolve host: github.com); pip's output: " in last
+  assert "subprocess" not in result.stderr  # pip's trace is in the log the line names
+  assert list((tmp_path / "wheels").iterdir()) == []
