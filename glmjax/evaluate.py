@@ -18,6 +18,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import app, flags
 from etils import epath
 
@@ -66,7 +67,26 @@ def _progress(what: str, total: int):
                                time.monotonic() - started)
 
 
-def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
+def recorded_corpus(workdir: str, step: int) -> dict | None:
+  """The corpus counts train saved with the checkpoint of `step` (workdir.corpus_record); None
+  when it holds none (an import, an older run) or cannot be read: a warning depends on it."""
+  manager = ocp.CheckpointManager(
+      checkpoint_lib.location(checkpoint_lib.in_workdir(workdir)),
+      item_names=(checkpoint_lib.STATE_ITEM, checkpoint_lib.METADATA_ITEM),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  try:
+    return manager.restore(step, args=ocp.args.Composite(**{
+        checkpoint_lib.METADATA_ITEM: ocp.args.JsonRestore()}))[
+            checkpoint_lib.METADATA_ITEM].get("corpus")
+  except Exception:  # noqa: BLE001 - the parameters of this step were read already
+    return None
+  finally:
+    manager.close()
+
+
+def held_out_report(pretrained_model, tokenizer, data, batches: int, *,
+                    corpus: dict | None = None) -> dict:
+  """`corpus`: what the run recorded of its corpus, to say when the text has changed since."""
   p, config = pretrained_model, pretrained_model.config
   where = f"{p.workdir}/{workdir_lib.CONFIG_FILE}"
   give = (f"give the data with --data_source={DATA_SOURCES} (it sets data.source and "
@@ -90,6 +110,13 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int) -> dict:
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "
                         f"elsewhere on this machine, {give}.") from error
+  if corpus and corpus != workdir_lib.corpus_record(eval_docs):
+    now = workdir_lib.corpus_record(eval_docs)
+    log.warning("%s now holds %s documents, %s tokens; step %d was trained on %s, %s: the "
+                "held-out split is not the run's, so these are not the eval/ figures train "
+                "logged.", sources.source_label(data), f"{now['documents']:,}",
+                f"{now['tokens']:,}", p.step, f"{corpus['documents']:,}",
+                f"{corpus['tokens']:,}")
   # Micro-batches as training ran them (the same peak memory), when the batch still splits so.
   micro = int(config.optim.grad_accum_steps)
   micro = micro if data.batch_size % (micro * parallel.batch_axis_size(p.mesh)) == 0 else 1
@@ -142,7 +169,10 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
   report = {"workdir": workdir, "step": p.step}
   with parallel.activate(p.mesh, p.rules):
     if batches:
-      report["held_out"] = held_out_report(p, tokenizer, data, batches)
+      # Given --data_source, another corpus is the point; left to the run's, a changed one
+      # is said.
+      corpus = None if data_source else recorded_corpus(workdir, p.step)
+      report["held_out"] = held_out_report(p, tokenizer, data, batches, corpus=corpus)
     if cloze:
       report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))
   text = json.dumps(report, indent=2) + "\n"

@@ -3,6 +3,7 @@ the inputs it refuses (the command's flags and console: test_evaluate_command.py
 test_cloze.py)."""
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -194,6 +195,27 @@ def test_the_batch_size_flag_sets_the_rows_of_each_held_out_batch(trained, tmp_p
   rows = pipeline.build_rows(0, np.arange(16))
   assert report["batch_size"] == 16 and report["batches"] == 1
   assert report["tokens"] == rows["loss_mask"].sum() > 0  # the Part B tokens of 16 rows
+
+
+def test_a_corpus_changed_since_the_run_is_said_to_give_other_figures_than_train_logged(
+    trained, tmp_path, caplog):
+  """Same config, other text (here fewer built-in documents): the held-out split moves, so the
+  report cannot be the eval/ figures of the run, and that was not said."""
+  run = tmp_path / "run"
+  shutil.copytree(trained, run)
+  caplog.set_level(logging.WARNING, logger="glmjax")
+  evaluate.evaluate(str(run), batches=1)
+  assert "not the eval/ figures" not in caplog.text  # the run's own corpus
+  saved = json.loads((run / "config.json").read_text())
+  saved["data"]["builtin_docs"] = 250
+  (run / "config.json").write_text(json.dumps(saved))
+  evaluate.evaluate(str(run), batches=1)
+  assert re.search(r"now holds 250 documents, .*; step 2 was trained on 300, .*: the held-out "
+                   r"split is not the run's, so these are not the eval/ figures train logged",
+                   caplog.text), caplog.text
+  caplog.clear()
+  evaluate.evaluate(str(run), batches=1, data_source="builtin")  # another corpus, on purpose
+  assert "not the eval/ figures" not in caplog.text
 
 
 def test_the_report_is_written_where_out_says_in_folders_made_for_it(trained, tmp_path):
