@@ -225,8 +225,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   except ValueError as error:
     raise ConfigError(str(error)) from None
   if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
+    # Raising it would not fit the position tables of the parameters init_from reads.
+    fix = ("keep data.seq_len at most that: the parameters of checkpoint.init_from come with "
+           "tables of model.max_position + 1 positions, so a longer sequence needs a first run "
+           "with a larger model.max_position (configs/glm_10b.py has 1024 from its first stage)"
+           if config.checkpoint.init_from else "raise model.max_position")
     raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
-                      "position ids reach seq_len - 1; raise model.max_position.")
+                      f"position ids reach seq_len - 1; {fix}.")
   if model.dtype == "float16":
     raise ConfigError("model.dtype='float16' needs loss scaling, which glmjax does not do (its "
                       "gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100) or "

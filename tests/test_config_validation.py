@@ -376,6 +376,21 @@ def test_the_closed_ends_of_each_documented_range_are_accepted():
     config_lib.validate(config, num_devices=8)
 
 
+def test_a_sequence_past_the_position_tables_of_init_from_is_not_told_to_grow_them():
+  """Raising model.max_position, the advice for a new model, would make init_from's parameters
+  (an import's 513 rows, say) refused next: the fix is a shorter data.seq_len."""
+  config = _local()
+  config.data.seq_len = 256
+  config.checkpoint.init_from = "/runs/glm-large"
+  with pytest.raises(config_lib.ConfigError) as raised:
+    config_lib.validate(config, num_devices=8)
+  assert str(raised.value).startswith(
+      "model.max_position=128 < data.seq_len=256: position ids reach seq_len - 1; keep "
+      "data.seq_len at most that: the parameters of checkpoint.init_from come with tables of "
+      "model.max_position + 1 positions")
+  assert "raise model.max_position" not in str(raised.value)
+
+
 def test_rotary_positions_need_no_table_as_long_as_the_rows():
   # max_position sizes the learned position tables only; rope has none, so a row longer than
   # max_position is valid with it.
