@@ -258,6 +258,15 @@ def test_the_tokenizing_line_calls_only_the_built_in_corpus_generated(tmp_path, 
   assert "(0.00 GiB stored; " in said[0] and "(generated; " in said[1], said
 
 
+def test_a_json_file_holding_one_array_is_refused_as_not_json_lines(tmp_path):
+  """It was told to set data.text_field, which cannot help: the layout is what is wrong."""
+  path = tmp_path / "docs.json"
+  path.write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
+  with pytest.raises(ValueError, match=r"^data.files: .*docs.json \(line at byte 0\) is an "
+                                       r"array, not a JSON object; .* one JSON object per line"):
+    sources.load_documents(data_config(source="files", files=(str(path),)), BYTE)
+
+
 def test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files(tmp_path):
   (tmp_path / "a.txt").write_text("some text\n")
   with pytest.raises(FileNotFoundError, match=r"^data.files: '.*' is a folder; give a glob of "

@@ -182,8 +182,12 @@ def _jsonl_texts(path, start, end, text_field, stats) -> Iterator[str]:
     except json.JSONDecodeError as e:
       raise ValueError(f"data.files: {where} is not JSON ({e}); .jsonl/.json files need one "
                        "JSON object per line") from e
-    if not isinstance(record, dict) or text_field not in record:
-      fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+    if not isinstance(record, dict):  # a whole-file JSON array, say: no field name helps
+      kind = "an array" if isinstance(record, list) else f"a {type(record).__name__}"
+      raise ValueError(f"data.files: {where} is {kind}, not a JSON object; .jsonl/.json files "
+                       "need one JSON object per line (write a JSON array's elements one a line)")
+    if text_field not in record:
+      fields = sorted(record)
       raise ValueError(f"data.files: {where} has no field {text_field!r} (it has {fields}); set "
                        f"--config.data.text_field to the field that holds the text")
     text = record[text_field]
