@@ -69,6 +69,20 @@ def test_a_head_count_that_does_not_divide_the_hidden_size_is_refused_naming_the
     convert.load_pretrained(str(tmp_path), num_heads=5)
 
 
+def test_a_cut_off_bin_file_is_called_damaged_and_never_sent_to_trust_pickle(weights,
+                                                                             tmp_path):
+  """A download cut short was told to use --trust_pickle, which runs code stored in the file
+  and would not read it either."""
+  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False, fmt="bin")
+  path = tmp_path / "pytorch_model.bin"
+  path.write_bytes(path.read_bytes()[:4096])
+  with pytest.raises(ValueError) as raised:
+    convert.load_pretrained(str(tmp_path))
+  message = str(raised.value)
+  assert message.endswith("the file is damaged or incomplete (4,096 bytes): download it again.")
+  assert "--trust_pickle" not in message
+
+
 def test_a_num_heads_flag_that_contradicts_the_checkpoint_s_config_is_said_with_both_counts(
     weights, tmp_path, caplog):
   """The head count cannot be read from the tensors: a mistyped --num_heads gives a model of

@@ -20,6 +20,7 @@ import dataclasses
 import glob
 import json
 import os
+import pickle
 import re
 from typing import Any
 
@@ -65,9 +66,18 @@ def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
       return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
     first = re.sub(r"\x1b\[[0-9;]*m", "", (str(error).strip().splitlines() or [""])[0])[:160]
-    hint = ("" if allow_pickle else "; a training checkpoint that holds more than tensors "
-            "(optimizer or rng states) needs --trust_pickle, which reads it with pickle: that "
-            "runs code stored in the file, so use it for files from a source you trust")
+    refused = isinstance(error, pickle.UnpicklingError) and "Weights only" in str(error)
+    # A cut-off download: pickle would not read it either, so --trust_pickle must not be urged.
+    damaged = (isinstance(error, EOFError) or "PytorchStreamReader" in str(error)
+               or (isinstance(error, pickle.UnpicklingError) and not refused))
+    hint = ""
+    if damaged:
+      hint = (f"; the file is damaged or incomplete ({os.path.getsize(path):,} bytes): download "
+              "it again")
+    elif not allow_pickle:
+      hint = ("; a training checkpoint that holds more than tensors (optimizer or rng states) "
+              "needs --trust_pickle, which reads it with pickle: that runs code stored in the "
+              "file, so use it for files from a source you trust")
     raise ValueError(f"{path} cannot be read by torch.load ({type(error).__name__}: {first})"
                      f"{hint}.") from error
 
