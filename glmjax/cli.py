@@ -43,7 +43,8 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
       hint = (" (a value holding spaces needs quotes: --flag='a b c')"
               if str(error).startswith("Unexpected arguments") else "")
       # absl's default exit code is 1; aot's mistakes are 2 (its 1 means "does not fit").
-      logs.fail(ValueError(f"{error}{hint}; --helpshort lists the flags"),
+      # A message's own full stop would read ".;" before the pointer to the flags.
+      logs.fail(ValueError(f"{str(error).rstrip('.')}{hint}; --helpshort lists the flags"),
                 status=status if error.exitcode == 1 else error.exitcode)
     except user_errors as error:
       logs.fail_keeping_traceback(error, status)

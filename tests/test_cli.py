@@ -170,6 +170,25 @@ def test_an_unquoted_value_is_one_line_saying_to_quote_it_not_the_whole_help(mod
                           r"needs quotes: .*\); --helpshort lists the flags", status)
 
 
+def test_a_refused_command_line_ending_in_a_full_stop_reads_without_a_stray_one(monkeypatch,
+                                                                                capsys):
+  """`Both --config and --topology are required.; --helpshort lists the flags` read oddly."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from glmjax import cli  # pylint: disable=import-outside-toplevel
+
+  def refused(argv):
+    raise app.UsageError("--workdir is required.")
+  monkeypatch.setattr(sys, "argv", ["evaluate"])
+  ours = logging.getLogger("glmjax")  # logs.fail gives it a console on this test's stderr
+  monkeypatch.setattr(ours, "handlers", [])
+  monkeypatch.setattr(ours, "propagate", ours.propagate)
+  monkeypatch.setattr(ours, "level", ours.level)
+  with pytest.raises(SystemExit):
+    cli.run(refused)
+  assert capsys.readouterr().err.strip().endswith(
+      "--workdir is required; --helpshort lists the flags")
+
+
 def test_ctrl_c_ends_a_command_in_one_line_with_the_shell_s_status_for_sigint(monkeypatch,
                                                                               capsys):
   from glmjax import cli, logs  # pylint: disable=import-outside-toplevel
