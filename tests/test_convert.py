@@ -146,6 +146,20 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
                                 weights["word_embeddings.weight"].numpy())
 
 
+def test_a_word_after_the_colon_of_an_import_s_config_py_is_refused_saying_what_to_do(
+    weights, tmp_path):
+  """`--config=RUN/config.py:local` failed as "get_config() takes 0 positional arguments"."""
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  result = sources.run_command("glmjax.train", f"--config={tmp_path}/run/config.py:local",
+                               f"--workdir={tmp_path}/continued", temp=tmp_path)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      "this import's config.py takes no word after the colon (got 'local'); change fields with "
+      "--config.SECTION.FIELD=VALUE instead")
+
+
 def test_the_imported_workdir_trains_from_another_folder_and_the_result_generates(
     tmp_path, monkeypatch):
   from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel

@@ -55,7 +55,10 @@ import os
 from glmjax import pretrained
 
 
-def get_config():
+def get_config(arg=None):
+  if arg:  # `--config=.../config.py:local`: the model is the imported one, there is no other
+    raise ValueError(f"this import's config.py takes no word after the colon (got {{arg!r}}); "
+                     "change fields with --config.SECTION.FIELD=VALUE instead")
   here = os.path.dirname(os.path.abspath(__file__))
   config = pretrained.read_config(here)
   config.data = pretrained.tokenizer_config(config, here)  # the tokenizer kept in this folder
