@@ -110,8 +110,8 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int, *,
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "
                         f"elsewhere on this machine, {give}.") from error
-  if corpus and corpus != workdir_lib.corpus_record(eval_docs):
-    now = workdir_lib.corpus_record(eval_docs)
+  now = workdir_lib.corpus_record(eval_docs)
+  if corpus and corpus != now:
     log.warning("%s now holds %s documents, %s tokens; step %d was trained on %s, %s: the "
                 "held-out split is not the run's, so these are not the eval/ figures train "
                 "logged.", sources.source_label(data), f"{now['documents']:,}",

@@ -91,10 +91,11 @@ def check_tokenizer(recorded: dict | None, current: dict, *, what: str, fix: str
         f"tokenizer fields load {current['name']} (they differ in {', '.join(differs)}). {fix}")
 
 
-def corpus_record(train_docs) -> dict:
+def corpus_record(split) -> dict:
   """What a checkpoint records of the corpus it was trained on: the documents and tokens of the
-  whole source (both splits), which the start-up tokenizing or the prepared shards give."""
-  lengths = train_docs.base.doc_lengths
+  whole source that `split` (either one, a DocumentSubset) was drawn from, which the start-up
+  tokenizing or the prepared shards give."""
+  lengths = split.base.doc_lengths
   return {"documents": int(len(lengths)), "tokens": int(lengths.sum())}
 
 
