@@ -18,7 +18,6 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
 from etils import epath
 
@@ -67,26 +66,10 @@ def _progress(what: str, total: int):
                                time.monotonic() - started)
 
 
-def recorded_corpus(workdir: str, step: int) -> dict | None:
-  """The corpus counts train saved with the checkpoint of `step` (workdir.corpus_record); None
-  when it holds none (an import, an older run) or cannot be read: a warning depends on it."""
-  manager = ocp.CheckpointManager(
-      checkpoint_lib.location(checkpoint_lib.in_workdir(workdir)),
-      item_names=(checkpoint_lib.STATE_ITEM, checkpoint_lib.METADATA_ITEM),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-  try:
-    return manager.restore(step, args=ocp.args.Composite(**{
-        checkpoint_lib.METADATA_ITEM: ocp.args.JsonRestore()}))[
-            checkpoint_lib.METADATA_ITEM].get("corpus")
-  except Exception:  # noqa: BLE001 - the parameters of this step were read already
-    return None
-  finally:
-    manager.close()
-
-
 def held_out_report(pretrained_model, tokenizer, data, batches: int, *,
                     corpus: dict | None = None) -> dict:
-  """`corpus`: what the run recorded of its corpus, to say when the text has changed since."""
+  """`corpus`: what the run recorded of its corpus (Pretrained.corpus), to say when the text
+  has changed since; None checks nothing."""
   p, config = pretrained_model, pretrained_model.config
   where = f"{p.workdir}/{workdir_lib.CONFIG_FILE}"
   give = (f"give the data with --data_source={DATA_SOURCES} (it sets data.source and "
@@ -171,7 +154,7 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
     if batches:
       # Given --data_source, another corpus is the point; left to the run's, a changed one
       # is said.
-      corpus = None if data_source else recorded_corpus(workdir, p.step)
+      corpus = None if data_source else p.corpus
       report["held_out"] = held_out_report(p, tokenizer, data, batches, corpus=corpus)
     if cloze:
       report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))

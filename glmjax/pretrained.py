@@ -45,6 +45,7 @@ class Pretrained:
   step: int                          # the checkpoint's step
   mesh: Mesh
   rules: tuple
+  corpus: dict | None = None         # workdir.corpus_record saved with it (None: an import)
 
 
 def read_config(workdir: str, *, warn: bool = True) -> ml_collections.ConfigDict:
@@ -118,11 +119,13 @@ def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> 
   with parallel.activate(mesh, rules):
     model_config = attention_choice.resolved_model_config(config, training=False)
     abstract = abstract_params(model_config, mesh, rules)
+    saved = {}  # the checkpoint's metadata, read once by restore_params
     params, step = params_restore.restore_params(
-        workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir")
+        workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir",
+        check=lambda metadata, _: saved.update(metadata))
   log.info("Loaded the parameters of step %d from %s", step, workdir)
   return Pretrained(workdir=workdir, config=config, model_config=model_config, params=params,
-                    step=step, mesh=mesh, rules=rules)
+                    step=step, mesh=mesh, rules=rules, corpus=saved.get("corpus"))
 
 
 def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:

@@ -60,7 +60,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "mesh = mesh or local_mesh(config)", "mesh = local_mesh(config)",
              ("tests/test_reporting.py::test_a_workdir_loads_onto_the_mesh_its_caller_gives",)),
     Mutation("a workdir whose config no longer fits its parameters is blamed on init_from",
-             "glmjax/pretrained.py", ', field="--workdir")', ")",
+             "glmjax/pretrained.py", ', field="--workdir",\n', ",\n",
              ("tests/test_reporting.py::test_a_workdir_whose_config_no_longer_fits_its_"
               "parameters_is_refused_naming_the_workdir",)),
     Mutation("a torn config.json is a bare JSON error, not named with how to restore it",

@@ -1,0 +1,97 @@
+"""Planted bugs in what a user meets following the README with their own corpus and an original
+checkpoint: corpus changes under a resume or an evaluation, data files of the wrong kind,
+prompts refused before the model loads, import warnings, start-up silence and noise."""
+from mutation_entries import Mutation
+
+_SOURCES = "tests/test_sources.py::"
+_GEN = "tests/test_generate_command.py::"
+_REFUSE = "tests/test_convert_refusals.py::"
+
+ENTRIES = (
+    # A corpus that changed since the checkpoint.
+    Mutation("a resume on a corpus edited in place goes on silently", "glmjax/workdir.py",
+             "  if not recorded or recorded == current:", "  if True:",
+             ("tests/test_workdir.py::test_a_resume_on_a_corpus_file_edited_in_place_is_refused_"
+              "unless_allowed",)),
+    Mutation("the corpus record counts only the training split", "glmjax/workdir.py",
+             "  lengths = split.base.doc_lengths", "  lengths = split.doc_lengths",
+             ("tests/test_evaluate.py::test_a_corpus_changed_since_the_run_is_said_to_give_other_"
+              "figures_than_train_logged",)),
+    Mutation("evaluate never learns the corpus the checkpoint was trained on",
+             "glmjax/pretrained.py", ' corpus=saved.get("corpus"))', " corpus=None)",
+             ("tests/test_evaluate.py::test_a_corpus_changed_since_the_run_is_said_to_give_other_"
+              "figures_than_train_logged",)),
+    Mutation("evaluate --batches=0 without --cloze loads the model for an empty report",
+             "glmjax/evaluate.py", "  if flag.batches == 0 and not flag.cloze:", "  if False:",
+             ("tests/test_evaluate_command.py::test_batches_0_without_a_cloze_file_is_refused_"
+              "before_the_model_loads",)),
+    # Data files of the wrong kind.
+    Mutation("a folder given as data.files reads as a glob that matches nothing",
+             "glmjax/data/text_files.py",
+             "  if not matched and os.path.isdir(os.path.expanduser(pattern)):", "  if False:",
+             (_SOURCES + "test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files",)),
+    Mutation("a .gz with damaged compressed data ends as an unforeseen error naming no file",
+             "glmjax/data/text_files.py", "  except (OSError, EOFError, zlib.error) as e:",
+             "  except (OSError, EOFError) as e:",
+             (_SOURCES + "test_a_gz_file_whose_compressed_data_is_damaged_is_refused_naming_it",)),
+    Mutation("a .json file holding one array is told to set data.text_field",
+             "glmjax/data/text_files.py",
+             "    if not isinstance(record, dict):  # a whole-file JSON array",
+             "    if False:  # a whole-file JSON array",
+             (_SOURCES + "test_a_json_file_holding_one_array_is_refused_as_not_json_lines",)),
+    # Prompts checked before minutes of loading.
+    Mutation("a --text without a blank is refused only after the model loads",
+             "glmjax/generate.py", "    for text in args.text:  # before minutes of loading",
+             "    for text in []:  # before minutes of loading",
+             (_GEN + "test_a_prompt_without_a_blank_is_one_line_before_the_model_loads",)),
+    Mutation("a prompt too long for the model is found only when its batch is filled",
+             "glmjax/generate.py",
+             "    if len(prompt.part_a) > config.max_position + 1:  # positions 0 .. max_position",
+             "    if False:  # positions 0 .. max_position",
+             (_GEN + "test_a_prompt_too_long_for_the_model_is_refused_before_the_model_loads_or_"
+              "any_is_filled",)),
+    Mutation("generate's progress lines go to a logger the console never shows",
+             "glmjax/generate.py", 'log = logging.getLogger("glmjax.generate")',
+             "log = logging.getLogger(__name__)",
+             ("tests/test_generate.py::test_the_command_shows_its_progress_and_warnings_as_glmjax_"
+              "lines",)),
+    # Importing an original checkpoint.
+    Mutation("a --num_heads that contradicts the checkpoint's is taken without a word",
+             "glmjax/convert/__init__.py", "  if num_heads and recorded and num_heads != recorded:",
+             "  if False:",
+             (_REFUSE + "test_a_num_heads_flag_that_contradicts_the_checkpoint_s_config_is_said_"
+              "with_both_counts",)),
+    Mutation("a cut-off .bin is sent to --trust_pickle", "glmjax/convert/original.py",
+             "    if damaged:\n", "    if False:\n",
+             (_REFUSE + "test_a_cut_off_bin_file_is_called_damaged_and_never_sent_to_trust_"
+              "pickle",)),
+    Mutation("an import's config.py fails on a word after the colon with Python's own error",
+             "glmjax/convert/__init__.py", "  if arg:  # `--config=.../config.py:local`",
+             "  if False:  # `--config=.../config.py:local`",
+             ("tests/test_convert.py::test_a_word_after_the_colon_of_an_import_s_config_py_is_"
+              "refused_saying_what_to_do",)),
+    Mutation("init_from parameters of another shape name no config field",
+             "glmjax/params_restore.py", "      differ = changes(saved) if changes else []",
+             "      differ = []",
+             ("tests/test_train_startup.py::test_init_from_parameters_of_another_shape_is_refused_"
+              "naming_the_model_fields_and_the_fix",)),
+    Mutation("init_from's sequence past its position tables is told to grow them",
+             "glmjax/config.py", "           if config.checkpoint.init_from else",
+             "           if False else",
+             ("tests/test_config_validation.py::test_a_sequence_past_the_position_tables_of_init_"
+              "from_is_not_told_to_grow_them",)),
+    # Start-up silence and noise.
+    Mutation("a run says nothing between its compile and step log_every", "glmjax/loop.py",
+             "      if step_done == self.start + 1:", "      if False:",
+             ("tests/test_loop.py::test_a_run_s_first_step_is_said_at_once_when_its_first_log_"
+              "line_is_steps_away",)),
+    Mutation("libtpu's lines about a missing TPU VM reach aot's console", "glmjax/topology.py",
+             '  added = ([] if jax.config.jax_platforms != "cpu"', "  added = ([] if True",
+             ("tests/test_aot.py::test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_"
+              "command_s_output",)),
+    Mutation("a refused command line reads '.;' before the pointer to the flags",
+             "glmjax/cli.py", "ValueError(f\"{str(error).rstrip('.')}{hint};",
+             "ValueError(f\"{error}{hint};",
+             ("tests/test_cli.py::test_a_refused_command_line_ending_in_a_full_stop_reads_without_"
+              "a_stray_one",)),
+)
