@@ -24,6 +24,7 @@ import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import checkpoint as checkpoint_lib
+from glmjax import config as config_lib
 from glmjax import convert, logs, params_restore, pretrained
 from glmjax.convert import original, safetensors_io
 from glmjax.model import GLM
@@ -158,6 +159,21 @@ def test_a_word_after_the_colon_of_an_import_s_config_py_is_refused_saying_what_
   assert result.stderr.strip().splitlines()[-1].endswith(
       "this import's config.py takes no word after the colon (got 'local'); change fields with "
       "--config.SECTION.FIELD=VALUE instead")
+
+
+def test_an_import_with_more_positions_than_the_default_row_keeps_the_default_row_length(
+    tmp_path):
+  """The position table bounds the rows; it does not choose them: a 600-position model trains
+  at the default data.seq_len (512) until the user asks for more, as a smaller one is cut to
+  its table."""
+  long_table = 600
+  og.save_hf(str(tmp_path / "hf"), og.random_state_dict(V, H, L, HEADS, long_table, seed=0),
+             og.hf_config(V, H, L, HEADS, long_table), prefix=False, fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  config = sources.continue_config(str(tmp_path / "run"))
+  default = config_lib.data_defaults().seq_len
+  assert default < long_table
+  assert (config.model.max_position, config.data.seq_len) == (long_table, default)
 
 
 def test_the_imported_workdir_trains_from_another_folder_and_the_result_generates(

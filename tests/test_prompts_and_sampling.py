@@ -177,6 +177,26 @@ def test_the_sampler_never_gives_the_sep_and_unk_that_glm_appended_to_the_gpt2_v
   assert np.flatnonzero(allowed).tolist() == list(range(50257)) + [50258]
 
 
+
+def test_glm_specials_that_a_vocabulary_holds_among_its_words_are_never_sampled(tmp_path):
+  """A vocabulary that already holds GLM's tokens (layout '') keeps them below base_vocab_size:
+  [sop], the blanks and [dBLOCK] must still be cut from the sampler, [eop] and eos not."""
+  import test_released_tokenizers as released  # pylint: disable=import-outside-toplevel
+  path = released.write_bert_vocab(str(tmp_path))
+  words = open(path, encoding="utf-8").read().splitlines()
+  names = ["<|endoftext|>", "<|startofpiece|>", "<|endofpiece|>", "[sMASK]", "[gMASK]",
+           "[dBLOCK]"]
+  words[-len(names):] = names
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(words) + "\n")
+  tokenizer = tokenizers.load_tokenizer(released.data_config("wordpiece", path, ""))
+  s = tokenizer.specials
+  forbidden = [s.cls, s.mask, s.smask, s.gmask, s.sop, s.dblock]
+  assert max(forbidden + [s.eop, s.eos]) < tokenizer.base_vocab_size  # all among the words
+  allowed = generate.allowed_ids(tokenizer, tokenizer.vocab_size)
+  assert not allowed[forbidden].any()
+  assert allowed[[s.eop, s.eos]].all()
+
 def test_top_p_cuts_the_distribution_at_the_temperature_it_is_sampled_at():
   """Probabilities (0.5, 0.3, 0.2); at temperature 2 they are proportional to their square
   roots: (0.415, 0.322, 0.263). top_p=0.45 keeps the first two there, drawn 0.707 : 0.548 (at
