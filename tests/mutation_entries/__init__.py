@@ -21,7 +21,7 @@ from mutation_entries import attention_kernels, benchmarks, data_helpers, tpu_la
 from mutation_entries import evaluation, generation, main_loop, pretrained_use  # noqa: E402
 from mutation_entries import batch_building, prepared_data  # noqa: E402
 from mutation_entries import model_conversion, run_records  # noqa: E402
-from mutation_entries import bench_timing, user_walk  # noqa: E402
+from mutation_entries import bench_timing, gap_hunt, user_walk  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
@@ -30,4 +30,4 @@ MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + main_loop.ENTRIES + evaluation.ENTRIES + pretrained_use.ENTRIES
              + generation.ENTRIES + batch_building.ENTRIES + prepared_data.ENTRIES
              + model_conversion.ENTRIES + run_records.ENTRIES + bench_timing.ENTRIES
-             + user_walk.ENTRIES)
+             + gap_hunt.ENTRIES + user_walk.ENTRIES)

@@ -1,0 +1,170 @@
+"""Planted bugs found by a hunt for untested behaviour: conversion, decoding, cloze, held-out
+figures, checksums, sharding rules, text files and document stores."""
+from mutation_entries import Mutation
+
+_GEN = ("tests/test_generate.py", "tests/test_prompts_and_sampling.py")
+_CLOZE = ("tests/test_cloze.py",)
+_EVAL = ("tests/test_evaluate.py", "tests/test_host_input.py")
+_METRICS = ("tests/test_metrics.py", "tests/test_loop.py")
+_DAMAGE = ("tests/test_checkpoint_damage.py",)
+_CKPT = ("tests/test_checkpoint.py", "tests/test_faults.py", "tests/test_checkpoint_damage.py")
+_CONVERT = ("tests/test_convert.py", "tests/test_convert_export.py",
+            "tests/test_convert_refusals.py")
+_SHARD = ("tests/test_parallel.py", "tests/test_model_sharding.py",
+          "tests/test_config_validation.py")
+_DATA = ("tests/test_data_inputs.py", "tests/test_sources.py")
+_D, _G, _C = "glmjax/decoding.py", "glmjax/generate.py", "glmjax/cloze.py"
+_TF = "glmjax/data/text_files.py"
+
+ENTRIES: tuple[Mutation, ...] = (
+    # Generation (generate.py, decoding.py).
+    Mutation("the sampler may give [sop]", _G,
+             "specials.gmask, specials.sop,\n", "specials.gmask,\n",
+             ("tests/test_prompts_and_sampling.py::test_glm_specials_that_a_vocabulary_holds_"
+              "among_its_words_are_never_sampled",)),
+    Mutation("a blank's block positions carry on from the blank before", _D,
+             "    count = jnp.where(ends, 0, count)\n", "", _GEN),
+    Mutation("every blank is generated at the first blank's position", _D,
+             "index = jnp.minimum(blank, prompts.blank_positions.shape[1] - 1)",
+             "index = jnp.zeros_like(blank)", _GEN),
+    Mutation("a generated token is hidden from the tokens after it", _D,
+             "visible = visible.at[:, slot].set(active)",
+             "visible = visible.at[:, slot].set(False)", _GEN),
+    # Cloze scoring (cloze.py, evaluate.py's cloze report).
+    Mutation("a cloze answer's log-likelihood is divided by its length", _C,
+             "return jnp.sum(jnp.where(scored, token_ll, 0.0), axis=-1), jnp.all(",
+             "return jnp.sum(jnp.where(scored, token_ll, 0.0), axis=-1) / batch[\"answer_len\"], "
+             "jnp.all(", _CLOZE),
+    Mutation("cloze scores the [eop] after the answer as part of it", _C,
+             'scored = offsets < batch["answer_len"][:, None]',
+             'scored = offsets <= batch["answer_len"][:, None]', _CLOZE),
+    Mutation("cloze judges the places past a short answer as answer tokens", _C,
+             "right = (jnp.argmax(logits, axis=-1) == targets) | ~scored",
+             "right = jnp.argmax(logits, axis=-1) == targets", _CLOZE),
+    Mutation("a cloze row holds one token more than its limit", _C,
+             "room = limit - 4 - len(answer)", "room = limit - 3 - len(answer)", _CLOZE),
+    Mutation("cloze Part B block positions start at 0", _C,
+             "blocks[sep:sep + n + 1] = np.arange(1, n + 2)",
+             "blocks[sep:sep + n + 1] = np.arange(n + 1)", _CLOZE),
+    # Held-out figures (held_out.py) and throughput (metrics.py, loop.py).
+    Mutation("train's held-out loss counts its first batch twice", "glmjax/held_out.py",
+             "for one in self.batches[1:]:", "for one in self.batches:", _EVAL),
+    Mutation("an objective's held-out accuracy is over every objective's tokens",
+             "glmjax/held_out.py",
+             'scalars[f"accuracy_{name}"] = (float(sums["objective_correct"][index]) / count',
+             'scalars[f"accuracy_{name}"] = (float(sums["objective_correct"][index]) / weight',
+             _EVAL),
+    Mutation("an objective's held-out perplexity is the overall one", "glmjax/held_out.py",
+             'scalars[f"perplexity_{name}"] = _perplexity(scalars[f"loss_{name}"])',
+             'scalars[f"perplexity_{name}"] = _perplexity(loss)', _EVAL),
+    Mutation("a TPU v5 lite (v5e) gets the v5p's peak FLOP/s", "glmjax/metrics.py",
+             '("v5 lite", 197e12), ', "", _METRICS),
+    Mutation("tokens per second are counted per device", "glmjax/metrics.py",
+             "tokens_per_s = tokens_per_step / step_time_s",
+             "tokens_per_s = tokens_per_step / step_time_s / num_devices", _METRICS),
+    Mutation("a step's tokens are its rows, not rows x seq_len", "glmjax/loop.py",
+             "tokens_per_step=config.data.batch_size * config.data.seq_len",
+             "tokens_per_step=config.data.batch_size", _METRICS),
+    Mutation("a run stops after one non-finite step more than max_nonfinite_steps",
+             "glmjax/loop.py",
+             "if self.consecutive_nonfinite >= self.config.train.max_nonfinite_steps:",
+             "if self.consecutive_nonfinite > self.config.train.max_nonfinite_steps:", _METRICS),
+    # Checksums and checkpoints.
+    Mutation("a checksum does not see two elements swapped", "glmjax/checksums.py",
+             "mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + ",
+             "mixed = bits * jnp.uint32(0x9E3779B1) + ", _DAMAGE),
+    Mutation("a resume with another optimizer's state layout is not refused", "glmjax/checkpoint.py",
+             '(("param_layout", current_layout, "this model"),\n'
+             '                                  ("state_layout", state_layout, '
+             '"this optimizer (optim.*)")):',
+             '(("param_layout", current_layout, "this model"),):', _CKPT),
+    # Conversion (convert/).
+    Mutation("export's config.json counts the position table's extra row as a position",
+             "glmjax/convert/__init__.py",
+             "max_sequence_length=model_config.max_position,",
+             "max_sequence_length=model_config.max_position + 1,", _CONVERT),
+    Mutation("an import keeps the embeddings and final LayerNorm in the checkpoint's dtype",
+             "glmjax/convert/mapping.py",
+             "_set(params, path, np.asarray(tensors[key], dtype))",
+             "_set(params, path, np.asarray(tensors[key]))", _CONVERT),
+    Mutation("a model-parallel QKV is merged rank by rank, not Q, K and V of every rank",
+             "glmjax/convert/original.py",
+             "[third[i] for i in range(3) for third in thirds]",
+             "[third[i] for third in thirds for i in range(3)]", _CONVERT),
+    Mutation("a model-parallel word embedding is read as replicated (rank 0's rows only)",
+             "glmjax/convert/original.py",
+             r'_SPLIT_ROWS = re.compile(r"(^word_embeddings\.weight|mlp\.dense_h_to_4h\.',
+             r'_SPLIT_ROWS = re.compile(r"(mlp\.dense_h_to_4h\.', _CONVERT),
+    Mutation("an import trains at the model's full length, not the default seq_len",
+             "glmjax/convert/__init__.py",
+             "config.data.seq_len = min(config.data.seq_len, model_config.max_position)",
+             "config.data.seq_len = model_config.max_position",
+             ("tests/test_convert.py::test_an_import_with_more_positions_than_the_default_row_"
+              "keeps_the_default_row_length",)),
+    # Sharding rules (config.py, parallel.py).
+    Mutation("parameters are split over the data axis, not fsdp", "glmjax/config.py",
+             '    ("embed", "fsdp"),\n', '    ("embed", "data"),\n', _SHARD),
+    Mutation("the vocabulary table is whole on every tensor device", "glmjax/config.py",
+             '    ("vocab", "tensor"),\n', '    ("vocab", None),\n', _SHARD),
+    Mutation("a name's fallback rules are checked as if flax applied them all",
+             "glmjax/parallel.py",
+             "if name in seen or name not in axes:", "if name not in axes:", _SHARD),
+    Mutation("a host batch of the wrong number of rows is placed without a word",
+             "glmjax/parallel.py",
+             "    if len(value) != len(layout.rows):\n", "    if False:\n",
+             _SHARD + ("tests/test_host_input.py",)),
+    # Documents, text files, prepare, prefetch.
+    Mutation("a byte range also reads the line that starts at its end", _TF,
+             "if 0 <= end <= position:", "if 0 <= end < position:", _DATA),
+    Mutation("a big .txt file is cut at any newline, splitting paragraphs", _TF,
+             r'rb"\n" if path.endswith((".jsonl", ".json")) else rb"\n[ \t\r\f\v]*\n"',
+             r'rb"\n"', _DATA),
+    Mutation("a line of spaces does not end a .txt paragraph", _TF,
+             "    if line.strip():\n      paragraph.append(line)",
+             "    if line:\n      paragraph.append(line)", _DATA),
+    Mutation("a whole-file .txt document keeps its Windows line ends", _TF,
+             'texts = iter([decode_utf8(whole, stats).replace("\\r\\n", "\\n")])',
+             "texts = iter([decode_utf8(whole, stats)])", _DATA),
+    Mutation("a .json.gz file is read as paragraphs of text", _TF,
+             '(".jsonl", ".jsonl.gz", ".json", ".json.gz")', '(".jsonl", ".jsonl.gz", ".json")',
+             ("tests/test_sources.py::test_a_json_file_compressed_or_not_gives_its_text_fields_as_"
+              "documents",)),
+    Mutation("a prepare resume takes a shard whose token file is gone as done",
+             "glmjax/data/prepare.py",
+             'done = all(os.path.isfile(os.path.join(out_dir, record[k])) for k in ("tokens", '
+             '"lengths"))', "done = True", _DATA + ("tests/test_prepare.py",)),
+    Mutation("the prefetcher hands out the next batch whatever step is asked for",
+             "glmjax/prefetch.py", "    if step != self._next:\n", "    if False:\n",
+             ("tests/test_prefetch.py",)),
+    # More: multi-host verdicts, prepare's resume, the mesh, prompts.
+    Mutation("a host whose own read failed worst is told it failed on another host",
+             "glmjax/restore_agreement.py", "  if worst == mine:\n", "  if not worst:\n",
+             ("tests/test_fault_verdicts.py",)),
+    Mutation("a prepare resume leaves an interrupted run's temporary files behind",
+             "glmjax/data/prepare.py", '    if ".tmp-" in stale:', '    if False:',
+             _DATA + ("tests/test_prepare.py",)),
+    Mutation("init_from restores the whole saved state, not its parameters alone",
+             "glmjax/params_restore.py", "            partial_restore=True)})))",
+             "            partial_restore=False)})))", _CKPT),
+    Mutation("fixed mesh axes whose product is not the device count pass", "glmjax/parallel.py",
+             "  elif known != num_devices:\n", "  elif False:\n", _SHARD),
+    Mutation("byte-token prompts lose the space before a blank", _G,
+             "piece = piece if tokenizer.spaces_are_tokens else piece.rstrip()",
+             "piece = piece.rstrip()", _GEN),
+    Mutation("a blank that never ends gets one token more than --max_tokens", _D,
+             "| (count >= sampling.max_blank_tokens)", "| (count > sampling.max_blank_tokens)",
+             _GEN),
+    Mutation("a long cloze context is cut from the right, losing the words before the answer",
+             _C, "context, cut = context[len(context) - room:], cut + 1",
+             "context, cut = context[:room], cut + 1", _CLOZE),
+    Mutation("the last cloze batch is never read back (its texts score 0, wrong)", _C,
+             "  collect(*pending)\n  return log_likelihood, correct",
+             "  return log_likelihood, correct", _CLOZE),
+    Mutation("decoding samples from every id, the GLM specials and padding rows too", _D,
+             "    logits = jnp.where(specials.allowed[None, :], logits, -jnp.inf)\n", "", _GEN),
+    Mutation("each step's metrics replace the unread ones of the step before", "glmjax/loop.py",
+             "    self.flush()\n    self.pending = (step_done, metrics)",
+             "    self.pending = (step_done, metrics)", _METRICS),
+    Mutation("a step's metrics are reported again at every flush", "glmjax/loop.py",
+             "      self.pending = None\n", "", _METRICS),
+)
