@@ -98,6 +98,25 @@ def test_a_barrier_mismatch_that_the_reader_wraps_still_reads_as_another_host_s_
       None, ("peer", "the read failed on another host (see that host's log)"))
 
 
+
+def test_hosts_that_read_different_steps_meet_different_barriers_and_do_not_go_on(monkeypatch):
+  """A host whose storage listing lags reads an older step than the others: its barrier must
+  differ from theirs (jax's barrier then fails on every host), not pass as if they agreed."""
+  monkeypatch.setattr(agreement.jax, "process_count", lambda: 2)
+  names = []
+  monkeypatch.setattr(agreement.multihost_utils, "sync_global_devices", names.append)
+  agreement.settle(None, "metadata 2")  # the other host read step 2 fine
+  other = names[0]
+
+  def barrier(name):  # jax's: every process must name the same barrier
+    if name != other:
+      raise AssertionError(f"sync_global_devices name mismatch: {[name, other]}")
+  monkeypatch.setattr(agreement.multihost_utils, "sync_global_devices", barrier)
+  assert agreement.settle(None, "metadata 2") is None
+  assert agreement.settle(None, "metadata 4") == (
+      "peer", "the read failed on another host (see that host's log)")
+  assert agreement.settle(None, "state 2") is not None  # the state's barrier is another one
+
 @pytest.mark.parametrize("mine, other, verdict", [
     ("damaged", "unknown", "unknown"),     # one host cannot tell damage from a bug: all stop
     ("unknown", "damaged", "unknown"),

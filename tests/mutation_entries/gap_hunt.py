@@ -199,4 +199,14 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the prefetcher builds one batch more ahead than its depth", "glmjax/prefetch.py",
              "queue.Queue(maxsize=depth)", "queue.Queue(maxsize=depth + 1)",
              ("tests/test_prefetch.py",)),
+    Mutation("an 8-byte array's checksum sees only the low 32 bits of each element",
+             "glmjax/checksums.py", "    bits = jax.lax.bitcast_convert_type(leaf, jnp.uint32)\n",
+             "    bits = leaf.astype(jnp.uint32)\n",
+             ("tests/test_checkpoint_damage.py::test_with_x64_on_a_change_in_the_high_word_of_an_"
+              "8_byte_element_changes_its_checksum",)),
+    Mutation("hosts that read different steps pass one barrier as if they agreed",
+             "glmjax/restore_agreement.py", 'sync_global_devices(f"glmjax {what}: {',
+             'sync_global_devices(f"glmjax: {',
+             ("tests/test_fault_verdicts.py::test_hosts_that_read_different_steps_meet_different_"
+              "barriers_and_do_not_go_on",)),
 )
