@@ -209,4 +209,11 @@ ENTRIES: tuple[Mutation, ...] = (
              'sync_global_devices(f"glmjax: {',
              ("tests/test_fault_verdicts.py::test_hosts_that_read_different_steps_meet_different_"
               "barriers_and_do_not_go_on",)),
+    Mutation("evaluate scores held-out batches 1..N, not the 0..N-1 that train scores",
+             "glmjax/held_out.py", "parallel.pipeline_batch(eval_pipeline, index, host))",
+             "parallel.pipeline_batch(eval_pipeline, index + 1, host))", _EVAL),
+    Mutation("a device kind in capitals has no peak FLOP/s (no MFU)", "glmjax/metrics.py",
+             "  kind = device_kind.lower()\n", "  kind = device_kind\n", _METRICS),
+    Mutation("the blank after a finished one starts from its [eop], not a [sop]", _D,
+             "token = jnp.where(ends, specials.sop, chosen)", "token = chosen", _GEN),
 )
