@@ -101,7 +101,6 @@ def test_a_random_key_in_a_state_gets_a_checksum_that_sees_another_key():
   assert summary["noise/key"][0] != other["noise/key"][0]
 
 
-
 def test_with_x64_on_a_change_in_the_high_word_of_an_8_byte_element_changes_its_checksum():
   """int64 and float64 arrays (jax_enable_x64) are hashed as two 32-bit words per element: a
   change above the low 32 bits is a change too."""
@@ -111,6 +110,7 @@ def test_with_x64_on_a_change_in_the_high_word_of_an_8_byte_element_changes_its_
     other = checksums.state_summary({"counts": counts.at[2].add(2**32)})
   assert summary["counts"][1] == 0
   assert summary["counts"][0] != other["counts"][0]
+
 
 def _flip_bytes(directory, count=50):
   """Flips `count` bytes in the middle of the largest file of a saved state."""

@@ -98,7 +98,6 @@ def test_a_barrier_mismatch_that_the_reader_wraps_still_reads_as_another_host_s_
       None, ("peer", "the read failed on another host (see that host's log)"))
 
 
-
 def test_hosts_that_read_different_steps_meet_different_barriers_and_do_not_go_on(monkeypatch):
   """A host whose storage listing lags reads an older step than the others: its barrier must
   differ from theirs (jax's barrier then fails on every host), not pass as if they agreed."""
@@ -116,6 +115,7 @@ def test_hosts_that_read_different_steps_meet_different_barriers_and_do_not_go_o
   assert agreement.settle(None, "metadata 4") == (
       "peer", "the read failed on another host (see that host's log)")
   assert agreement.settle(None, "state 2") is not None  # the state's barrier is another one
+
 
 @pytest.mark.parametrize("mine, other, verdict", [
     ("damaged", "unknown", "unknown"),     # one host cannot tell damage from a bug: all stop

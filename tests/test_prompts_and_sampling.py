@@ -177,7 +177,6 @@ def test_the_sampler_never_gives_the_sep_and_unk_that_glm_appended_to_the_gpt2_v
   assert np.flatnonzero(allowed).tolist() == list(range(50257)) + [50258]
 
 
-
 def test_glm_specials_that_a_vocabulary_holds_among_its_words_are_never_sampled(tmp_path):
   """A vocabulary that already holds GLM's tokens (layout '') keeps them below base_vocab_size:
   [sop], the blanks and [dBLOCK] must still be cut from the sampler, [eop] and eos not."""
@@ -196,6 +195,7 @@ def test_glm_specials_that_a_vocabulary_holds_among_its_words_are_never_sampled(
   allowed = generate.allowed_ids(tokenizer, tokenizer.vocab_size)
   assert not allowed[forbidden].any()
   assert allowed[[s.eop, s.eos]].all()
+
 
 def test_top_p_cuts_the_distribution_at_the_temperature_it_is_sampled_at():
   """Probabilities (0.5, 0.3, 0.2); at temperature 2 they are proportional to their square

@@ -377,7 +377,6 @@ def test_a_record_whose_text_is_null_is_skipped(tmp_path):
   assert texts_of(store) == ["one", "three"] and stats.docs == 2
 
 
-
 @pytest.mark.parametrize("name", ["x.json", "x.json.gz", "x.jsonl.gz"])
 def test_a_json_file_compressed_or_not_gives_its_text_fields_as_documents(tmp_path, name):
   lines = (json.dumps({"text": "one", "id": 1}) + "\n" + json.dumps({"text": "two"}) + "\n")
@@ -387,6 +386,7 @@ def test_a_json_file_compressed_or_not_gives_its_text_fields_as_documents(tmp_pa
   store, _ = sources.tokenize_source(
       data_config(source="files", files=(f"{tmp_path}/{name}",)), BYTE)
   assert texts_of(store) == ["one", "two"]
+
 
 def test_a_double_star_glob_reads_the_files_of_every_folder_below(tmp_path):
   for folder, name in (("", "top"), ("a", "one"), ("a/b", "two")):
