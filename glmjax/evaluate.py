@@ -100,6 +100,12 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int, *,
                 "logged.", sources.source_label(data), f"{now['documents']:,}",
                 f"{now['tokens']:,}", p.step, f"{corpus['documents']:,}",
                 f"{corpus['tokens']:,}")
+  held_tokens = int(np.sum(eval_docs.doc_lengths))
+  passes = batches * int(data.batch_size) * int(data.seq_len) / max(held_tokens, 1)
+  if passes >= 2:  # the rows draw documents again: the figures then narrow less than it seems
+    log.info("%d batches of %d rows of %d tokens read about %.0f times the %s tokens of the "
+             "held-out split: its documents come back, each time with other blanks.", batches,
+             int(data.batch_size), int(data.seq_len), passes, f"{held_tokens:,}")
   # Micro-batches as training ran them (the same peak memory), when the batch still splits so.
   micro = int(config.optim.grad_accum_steps)
   micro = micro if data.batch_size % (micro * parallel.batch_axis_size(p.mesh)) == 0 else 1

@@ -218,6 +218,24 @@ def test_a_corpus_changed_since_the_run_is_said_to_give_other_figures_than_train
   assert "not the eval/ figures" not in caplog.text
 
 
+def test_more_batches_than_the_held_out_split_holds_say_its_documents_come_back(trained,
+                                                                                  caplog):
+  """Rows draw held-out documents again once the batches outgrow the split: more batches then
+  narrow the figures less than their number suggests, and the user asking for 1,000 was not
+  told."""
+  caplog.set_level(logging.INFO, logger="glmjax")
+  held = int(np.sum(sources.load_documents(_config().data, BYTE)[1].doc_lengths))
+  places = 8 * 64  # token places of one batch of _config()
+  evaluate.evaluate(trained, batches=1)
+  assert "held-out split: its documents come back" not in caplog.text
+  enough = -(-3 * held // places)  # about three passes over the split
+  evaluate.evaluate(trained, batches=enough)
+  found = re.search(r"(\d+) batches of 8 rows of 64 tokens read about (\d+) times the ([\d,]+) "
+                    r"tokens of the held-out split: its documents come back", caplog.text)
+  assert found, caplog.text
+  assert (int(found[1]), int(found[2]), int(found[3].replace(",", ""))) == (enough, 3, held)
+
+
 def test_the_report_is_written_where_out_says_in_folders_made_for_it(trained, tmp_path):
   out = tmp_path / "reports" / "run" / "step_2.json"
   report = evaluate.evaluate(trained, batches=0, out=str(out))

@@ -94,4 +94,9 @@ ENTRIES = (
              "ValueError(f\"{error}{hint};",
              ("tests/test_cli.py::test_a_refused_command_line_ending_in_a_full_stop_reads_without_"
               "a_stray_one",)),
+    Mutation("evaluate reads the held-out split many times over without a word",
+             "glmjax/evaluate.py", "  if passes >= 2:  # the rows draw documents again",
+             "  if passes >= 2e9:  # the rows draw documents again",
+             ("tests/test_evaluate.py::test_more_batches_than_the_held_out_split_holds_say_its_"
+              "documents_come_back",)),
 )
