@@ -99,5 +99,15 @@ def tokenizer_fields(path: str) -> dict:
       tokenizer = tk.load_tokenizer(ml_collections.ConfigDict(fields))
   except OSError as error:  # a missing file: one contract, ValueError
     raise ValueError(str(error)) from error
+  except ValueError as error:
+    mismatch = specials_lib.LayoutMismatchError
+    cause = error.__cause__ if isinstance(error.__cause__, mismatch) else error
+    if not isinstance(cause, mismatch):
+      raise
+    # The layout was read from the files, so the config's fix (another layout) cannot apply.
+    raise ValueError(f"{path!r} is not the {cause.layout} vocabulary of the released GLM "
+                     f"checkpoints: it has {cause.present!r} at id {cause.token_id}, where "
+                     f"{cause.name!r} belongs; give the tokenizer files this checkpoint was "
+                     "trained with") from error
   return dict(tokenizer=kind, tokenizer_vocab=fields["tokenizer_vocab"], tokenizer_path=files[0],
               files=files, vocab_size=int(tokenizer.vocab_size))

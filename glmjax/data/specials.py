@@ -9,6 +9,19 @@ VOCAB_MULTIPLE = 128
 VOCAB_LAYOUTS = ("", "bert", "gpt2", "chinese_sp")
 
 
+class LayoutMismatchError(ValueError):
+  """A vocabulary without a token where its layout's fixed ids need it. The message gives the
+  fix for a config; a caller that read the layout from the files (convert import) words its own
+  from the fields."""
+
+  def __init__(self, layout: str, name: str, token_id: int, present: str | None, size: int):
+    super().__init__(
+        f"data.tokenizer_vocab={layout!r} needs {name!r} at id {token_id}, but this vocabulary "
+        f"({size} tokens) has {present!r} there. Use the original {layout} vocabulary, or set "
+        "data.tokenizer_vocab='' to append the GLM tokens.")
+    self.layout, self.name, self.token_id, self.present = layout, name, token_id, present
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecialTokens:
   """Ids of the GLM special tokens."""
@@ -94,10 +107,7 @@ def assign_specials(base_tokens: Sequence[str], layout: str
     for token_id, name in {**required, **added}.items():
       present = base_tokens[token_id] if token_id < len(base_tokens) else None
       if (token_id in required or present is not None) and present != name:
-        raise ValueError(
-            f"data.tokenizer_vocab={layout!r} needs {name!r} at id {token_id}, but this "
-            f"vocabulary ({len(base_tokens)} tokens) has {present!r} there. Use the original "
-            f"{layout} vocabulary, or set data.tokenizer_vocab='' to append the GLM tokens.")
+        raise LayoutMismatchError(layout, name, token_id, present, len(base_tokens))
     return specials, {i: n for i, n in added.items() if i >= len(base_tokens)}
   if layout != "":
     raise ValueError(f"data.tokenizer_vocab={layout!r}: expected one of {VOCAB_LAYOUTS}")
