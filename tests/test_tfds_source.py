@@ -1,5 +1,9 @@
 """TFDS sources: a real dataset by name and folder, split slices, pieces in a fixed order, the
 text field, and one-line errors naming the field to fix."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds  # a requirement: these tests run, never skip
@@ -148,3 +152,19 @@ def test_a_whitespace_only_tfds_example_is_no_document():
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=as_dataset):
     store, stats = sources.tokenize_source(data_config(source="tfds", tfds_name="lm1b"), BYTE)
   assert texts_of(store) == ["first text.", "second text."] and stats.docs == 2
+
+
+def test_reading_tfds_prints_none_of_tensorflow_s_start_up_lines():
+  """TensorFlow's oneDNN notice (with absl's line before it, twice) came at every TFDS run's
+  start, and TF_CPP_MIN_LOG_LEVEL does not silence it."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+  result = subprocess.run(
+      # TFDS imports TensorFlow when it first reads; the import stands for that here.
+      [sys.executable, "-c", "import jax; from glmjax.data import tfds_source; "
+       "tfds_source._tfds(); import tensorflow; print('read')"], cwd=repo, capture_output=True,
+      text=True, timeout=300, env={**env, "JAX_PLATFORMS": "cpu", "PYTHONPATH": repo})
+  assert result.returncode == 0 and result.stdout == "read\n", result.stderr[-2000:]
+  assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr, (
+      result.stderr)

@@ -19,6 +19,9 @@ from glmjax.data.text_files import TextStats, decode_utf8
 
 def _tfds():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter hides real messages
+  # TensorFlow only reads TFDS records here, so oneDNN has no numerics to change; on, it prints
+  # four lines at import that no log level silences (absl's C++ logging, before jax's set-up).
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   import tensorflow_datasets as tfds
   return tfds
 

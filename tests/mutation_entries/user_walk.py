@@ -105,4 +105,8 @@ ENTRIES = (
              "    cause = error",
              ("tests/test_released_tokenizers.py::test_a_vocab_txt_with_another_token_at_101_is_a_"
               "one_line_error",)),
+    Mutation("a TFDS run starts with TensorFlow's oneDNN notice", "glmjax/data/tfds_source.py",
+             '  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")', "  pass",
+             ("tests/test_tfds_source.py::test_reading_tfds_prints_none_of_tensorflow_s_start_up_"
+              "lines",)),
 )
