@@ -69,18 +69,40 @@ def test_a_head_count_that_does_not_divide_the_hidden_size_is_refused_naming_the
     convert.load_pretrained(str(tmp_path), num_heads=5)
 
 
-def test_a_cut_off_bin_file_is_called_damaged_and_never_sent_to_trust_pickle(weights,
-                                                                             tmp_path):
+@pytest.mark.parametrize("form, keep", [("zip", 4096), ("zip", 0.01), ("zip", 0.5),
+                                        ("legacy", 0.5), ("legacy", 16)])
+def test_a_cut_off_bin_file_is_called_damaged_and_never_sent_to_trust_pickle(weights, tmp_path,
+                                                                             form, keep):
   """A download cut short was told to use --trust_pickle, which runs code stored in the file
-  and would not read it either."""
-  og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False, fmt="bin")
+  and would not read it either; torch words each cut in its own way (an OSError, a pickle
+  error, 'unexpected EOF'), in its zip format and in the older pickle one."""
   path = tmp_path / "pytorch_model.bin"
-  path.write_bytes(path.read_bytes()[:4096])
+  torch.save({k: v.clone() for k, v in weights.items()}, path,
+             _use_new_zipfile_serialization=form == "zip")
+  whole = path.read_bytes()
+  kept = keep if isinstance(keep, int) else int(len(whole) * keep)
+  path.write_bytes(whole[:kept])
+  (tmp_path / "config.json").write_text(json.dumps(og.hf_config(V, H, L, HEADS, MSL)))
   with pytest.raises(ValueError) as raised:
     convert.load_pretrained(str(tmp_path))
   message = str(raised.value)
-  assert message.endswith("the file is damaged or incomplete (4,096 bytes): download it again.")
+  assert message.endswith(f"the file is damaged or incomplete ({kept:,} bytes): download it "
+                          "again."), message
   assert "--trust_pickle" not in message
+
+
+def test_an_intact_checkpoint_holding_more_than_tensors_is_sent_to_trust_pickle(tmp_path):
+  """The other side of the damage check: a whole file that weights-only loading refuses (an
+  optimizer's state holds Python objects) is pointed at --trust_pickle, not called damaged."""
+  path = tmp_path / "mp_rank_00_model_states.pt"
+  torch.save({"module": {"x": torch.zeros(2)}, "rng": _Opaque()}, path)
+  with pytest.raises(ValueError) as raised:
+    original._load_torch_file(str(path), allow_pickle=False)
+  assert "needs --trust_pickle" in str(raised.value) and "damaged" not in str(raised.value)
+
+
+class _Opaque:
+  """A Python object in a checkpoint: weights-only loading refuses it."""
 
 
 def test_a_num_heads_flag_that_contradicts_the_checkpoint_s_config_is_said_with_both_counts(

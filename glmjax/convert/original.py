@@ -20,7 +20,6 @@ import dataclasses
 import glob
 import json
 import os
-import pickle
 import re
 from typing import Any
 
@@ -66,12 +65,8 @@ def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
       return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
     first = re.sub(r"\x1b\[[0-9;]*m", "", (str(error).strip().splitlines() or [""])[0])[:160]
-    refused = isinstance(error, pickle.UnpicklingError) and "Weights only" in str(error)
-    # A cut-off download: pickle would not read it either, so --trust_pickle must not be urged.
-    damaged = (isinstance(error, EOFError) or "PytorchStreamReader" in str(error)
-               or (isinstance(error, pickle.UnpicklingError) and not refused))
     hint = ""
-    if damaged:
+    if _cut_off(error):  # pickle would not read it either: --trust_pickle must not be urged
       hint = (f"; the file is damaged or incomplete ({os.path.getsize(path):,} bytes): download "
               "it again")
     elif not allow_pickle:
@@ -80,6 +75,14 @@ def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
               "file, so use it for files from a source you trust")
     raise ValueError(f"{path} cannot be read by torch.load ({type(error).__name__}: {first})"
                      f"{hint}.") from error
+
+
+def _cut_off(error: Exception) -> bool:
+  """Whether torch.load failed on a damaged or incomplete file rather than on contents that
+  weights-only loading refuses. torch words a cut in many ways (an OSError, an IndexError,
+  "unexpected EOF", even "Weights only load failed"), so the refusal is what is recognised: it
+  names the object it will not build ("Unsupported global")."""
+  return "Unsupported global" not in str(error)
 
 
 def _to_numpy(value: Any) -> np.ndarray:

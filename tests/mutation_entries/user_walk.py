@@ -62,7 +62,7 @@ ENTRIES = (
              (_REFUSE + "test_a_num_heads_flag_that_contradicts_the_checkpoint_s_config_is_said_"
               "with_both_counts",)),
     Mutation("a cut-off .bin is sent to --trust_pickle", "glmjax/convert/original.py",
-             "    if damaged:\n", "    if False:\n",
+             "    if _cut_off(error):  # pickle would", "    if False:  # pickle would",
              (_REFUSE + "test_a_cut_off_bin_file_is_called_damaged_and_never_sent_to_trust_"
               "pickle",)),
     Mutation("an import's config.py fails on a word after the colon with Python's own error",
@@ -109,4 +109,14 @@ ENTRIES = (
              '  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")', "  pass",
              ("tests/test_tfds_source.py::test_reading_tfds_prints_none_of_tensorflow_s_start_up_"
               "lines",)),
+    Mutation("a cut-off file that torch reports oddly is sent to --trust_pickle",
+             "glmjax/convert/original.py", '  return "Unsupported global" not in str(error)',
+             "  return isinstance(error, EOFError)",
+             (_REFUSE + "test_a_cut_off_bin_file_is_called_damaged_and_never_sent_to_trust_"
+              "pickle",)),
+    Mutation("an intact checkpoint holding Python objects is called damaged",
+             "glmjax/convert/original.py", '  return "Unsupported global" not in str(error)',
+             "  return True",
+             (_REFUSE + "test_an_intact_checkpoint_holding_more_than_tensors_is_sent_to_trust_"
+              "pickle",)),
 )
