@@ -93,13 +93,11 @@ def held_out_report(pretrained_model, tokenizer, data, batches: int, *,
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(f"held-out data: {str(error).rstrip('.')}. If the run's data is "
                         f"elsewhere on this machine, {give}.") from error
-  now = workdir_lib.corpus_record(eval_docs)
-  if corpus and corpus != now:
-    log.warning("%s now holds %s documents, %s tokens; step %d was trained on %s, %s: the "
-                "held-out split is not the run's, so these are not the eval/ figures train "
-                "logged.", sources.source_label(data), f"{now['documents']:,}",
-                f"{now['tokens']:,}", p.step, f"{corpus['documents']:,}",
-                f"{corpus['tokens']:,}")
+  change = workdir_lib.corpus_change(corpus, workdir_lib.corpus_record(eval_docs),
+                                     sources.source_label(data), f"step {p.step} was trained")
+  if change:  # the split is drawn from the whole corpus: other text, other held-out documents
+    log.warning("%s: the held-out split is not the run's, so these are not the eval/ figures "
+                "train logged.", change)
   held_tokens = int(np.sum(eval_docs.doc_lengths))
   passes = batches * int(data.batch_size) * int(data.seq_len) / max(held_tokens, 1)
   if passes >= 2:  # the rows draw documents again: the figures then narrow less than it seems
@@ -158,10 +156,8 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
   report = {"workdir": workdir, "step": p.step}
   with parallel.activate(p.mesh, p.rules):
     if batches:
-      # Given --data_source, another corpus is the point; left to the run's, a changed one
-      # is said.
-      corpus = None if data_source else p.corpus
-      report["held_out"] = held_out_report(p, tokenizer, data, batches, corpus=corpus)
+      # Also with --data_source: a corpus moved elsewhere may have been edited on the way.
+      report["held_out"] = held_out_report(p, tokenizer, data, batches, corpus=p.corpus)
     if cloze:
       report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))
   text = json.dumps(report, indent=2) + "\n"

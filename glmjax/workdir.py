@@ -99,24 +99,32 @@ def corpus_record(split) -> dict:
   return {"documents": int(len(lengths)), "tokens": int(lengths.sum())}
 
 
+def corpus_change(recorded: dict | None, current: dict, label: str, trained: str) -> str | None:
+  """'LABEL now holds N documents, T tokens; TRAINED on M documents, U tokens', or None when
+  `recorded` (corpus_record saved with a checkpoint; None in older ones) is `current`."""
+  if not recorded or recorded == current:
+    return None
+  return (f"{label} now holds {current['documents']:,} documents, {current['tokens']:,} tokens; "
+          f"{trained} on {recorded['documents']:,} documents, {recorded['tokens']:,} tokens")
+
+
 def check_corpus(recorded: dict | None, current: dict, *, step: int, workdir: str,
                  label: str, allow: bool) -> None:
   """Refuses a resume on a corpus edited in place (same data.files, other text): rows are drawn
   by document index, so every step's rows and the held-out split would change, and text the
-  run trained on could be scored as held-out. `recorded`: corpus_record saved with the
-  checkpoint (None in checkpoints older than that record, which pass unchecked)."""
-  if not recorded or recorded == current:
+  run trained on could be scored as held-out. Checkpoints older than the record pass."""
+  change = corpus_change(recorded, current, label,
+                         f"the checkpoint at step {step} in {workdir} was trained")
+  if change is None:
     return
-  change = (f"{label} now holds {current['documents']:,} documents, {current['tokens']:,} tokens; "
-            f"the checkpoint at step {step} in {workdir} was trained on "
-            f"{recorded['documents']:,} documents, {recorded['tokens']:,} tokens")
   if allow:
     log.warning("Resuming with a changed corpus (allowed): %s.", change)
     return
   raise ConfigChangedError(
       f"{change}: every step's rows and the held-out split would differ. Put the corpus back "
-      "as it was, train in a new --workdir (checkpoint.init_from can start it from this one), "
-      "or set --config.train.allow_config_change=true to go on with the new text.")
+      "as it was (or the tokenizer library, if it now splits the same text otherwise), train "
+      "in a new --workdir (checkpoint.init_from can start it from this one), or set "
+      "--config.train.allow_config_change=true to go on with the new text.")
 
 
 def write_config(workdir: str, text: str, start: int) -> None:

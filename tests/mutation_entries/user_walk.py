@@ -119,4 +119,9 @@ ENTRIES = (
              "  return True",
              (_REFUSE + "test_an_intact_checkpoint_holding_more_than_tensors_is_sent_to_trust_"
               "pickle",)),
+    Mutation("evaluate checks no corpus given by --data_source", "glmjax/evaluate.py",
+             "batches, corpus=p.corpus)", "batches,\n                                        "
+             "corpus=None if data_source else p.corpus)",
+             ("tests/test_evaluate.py::test_a_corpus_changed_since_the_run_is_said_to_give_other_"
+              "figures_than_train_logged",)),
 )
