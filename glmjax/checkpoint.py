@@ -251,7 +251,8 @@ class Checkpointer:
                 + ". Use the config it was saved with (metadata 'config' in the checkpoint), or "
                 "a new --workdir.")
         if check is not None:
-          check(metadata, step)
+          agreement.refuse_together(lambda step=step: check(metadata, step),
+                                    f"The checkpoint at step {step} in {self.directory}")
         restored, failure = agreement.attempt(lambda step=step: self.manager.restore(
             step, args=ocp.args.Composite(**{
                 STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM], log)

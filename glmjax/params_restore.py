@@ -65,7 +65,8 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
     saved = read("metadata", lambda: manager.restore(step, args=ocp.args.Composite(**{
         METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM])
     if check is not None:
-      check(saved, step)
+      agreement.refuse_together(lambda: check(saved, step),
+                                f"{field}: the checkpoint at step {step} in {directory}")
     problems = layout_differences(saved.get("param_layout", {}), current_layout)
     if problems:
       differ = changes(saved) if changes else []

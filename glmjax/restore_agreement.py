@@ -31,6 +31,10 @@ _MISMATCH = "sync_global_devices name mismatch"  # jax's words when a barrier's 
 Failure = tuple[str, str] | None  # (verdict, one line) or None
 
 
+class RefusedOnAnotherHost(RuntimeError):
+  """A check that this process passed refused the checkpoint on another one."""
+
+
 def attempt(read: Callable[[], Any], log) -> tuple[Any, Failure]:
   """(what `read` returns, None), or (None, (verdict, line)) sorting the error it raised."""
   try:
@@ -65,3 +69,24 @@ def agree(failure: Failure) -> Failure:
   if worst == mine:
     return failure
   return VERDICTS[worst], "it failed on another host (see that host's log)"
+
+
+def refuse_together(check: Callable[[], None], what: str) -> None:
+  """Runs `check`, which raises to refuse `what` (a resume on another corpus, say); when it
+  refuses on any process it refuses on all: its own error where it was raised, and
+  RefusedOnAnotherHost elsewhere. Hosts read their own data and tokenizer files, so a check
+  can fail on one only, and the others would go on into the restore's collectives and wait
+  there without a timeout. Every process must call it (after `settle`, all do or none)."""
+  refusal = None
+  try:
+    check()
+  except Exception as error:  # noqa: BLE001 - raised again below, once every host knows
+    refusal = error
+  if jax.process_count() > 1:
+    refused = int(np.max(multihost_utils.process_allgather(np.int32(refusal is not None))))
+    if refused and refusal is None:
+      raise RefusedOnAnotherHost(
+          f"{what} was refused on another host (its log says why; a data or tokenizer file "
+          "that differs between the hosts?). Nothing was changed.")
+  if refusal is not None:
+    raise refusal

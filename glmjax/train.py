@@ -27,6 +27,7 @@ from glmjax import attention_choice, cli, distributed
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import held_out, logs, loop, optim, parallel, params_restore, prefetch
+from glmjax import restore_agreement as agreement
 from glmjax import step as step_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
@@ -298,7 +299,7 @@ def define_flags() -> None:
 _USER_ERRORS = (config_lib.ConfigError, StartupError, loop.NonFiniteError,
                 workdir_lib.ConfigChangedError, checkpoint_lib.IncompatibleCheckpointError,
                 checkpoint_lib.UnusableCheckpointError, checkpoint_lib.NonFiniteStateError,
-                checkpoint_lib.CheckpointWriteError)
+                checkpoint_lib.CheckpointWriteError, agreement.RefusedOnAnotherHost)
 
 
 def main(argv):

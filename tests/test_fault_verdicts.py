@@ -185,12 +185,17 @@ if part == "init_from":  # parameters only, from the newest checkpoint: no older
   except ck.UnusableCheckpointError as failure:
     print("STOPPED", str(failure).splitlines()[0], flush=True)
   sys.exit(0)
+def check(metadata, step):  # host 1's own copy of a data file differs, say
+  if part == "check" and jax.process_index() == 1:
+    raise ValueError("this host's corpus differs")
 try:
-  restored = checkpointer.restore_latest(abstract, layout)
+  restored = checkpointer.restore_latest(abstract, layout, check=check)
   total = multihost_utils.process_allgather(restored.state["params"]["w"], tiled=True).sum()
   print("RESTORED", restored.step, float(total), flush=True)
 except ck.UnusableCheckpointError as failure:
   print("STOPPED", str(failure).splitlines()[0], flush=True)
+except (ValueError, ck.agreement.RefusedOnAnotherHost) as refusal:
+  print("REFUSED", str(refusal).splitlines()[0], flush=True)
 checkpointer.close()
 '''
 
@@ -200,6 +205,7 @@ checkpointer.close()
     ("metadata", "missing", "RESTORED 1 36.0"),
     ("state", "denied", "STOPPED The checkpoint at step 2"),  # both stop: no hang either way
     ("init_from", "missing", "STOPPED checkpoint.init_from: the parameters at step 2"),
+    ("check", "", "REFUSED "),  # a check that refuses on host 1 only: both stop, neither hangs
 ])
 def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_path, part, error,
                                                                        outcome, coordinator_port):
@@ -222,5 +228,9 @@ def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_pat
     assert outcome in stdout, (index, stdout, stderr[-3000:])
   if outcome.startswith("RESTORED"):
     assert "Skipping damaged checkpoint 2" in results[1][1]
+  elif outcome.startswith("REFUSED"):  # each host says why it stopped
+    assert "REFUSED this host's corpus differs" in results[1][0], results[1]
+    assert ("REFUSED The checkpoint at step 2 in " in results[0][0]
+            and "was refused on another host" in results[0][0]), results[0]
   else:  # host 0 read fine: it stops because host 1 could not
     assert "on another host" in results[0][0], results[0]

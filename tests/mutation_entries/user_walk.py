@@ -124,4 +124,8 @@ ENTRIES = (
              "corpus=None if data_source else p.corpus)",
              ("tests/test_evaluate.py::test_a_corpus_changed_since_the_run_is_said_to_give_other_"
               "figures_than_train_logged",)),
+    Mutation("a check that refuses a checkpoint on one host lets the others go on",
+             "glmjax/restore_agreement.py", "    if refused and refusal is None:", "    if False:",
+             ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
+              "host_one_verdict",)),
 )
