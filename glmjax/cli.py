@@ -44,7 +44,7 @@ def run(main: Callable[[list[str]], object], *, validate: bool = False,
               if str(error).startswith("Unexpected arguments") else "")
       # absl's default exit code is 1; aot's mistakes are 2 (its 1 means "does not fit").
       # A message's own full stop would read ".;" before the pointer to the flags.
-      logs.fail(ValueError(f"{str(error).rstrip('.')}{hint}; --helpshort lists the flags"),
+      logs.fail(ValueError(f"{str(error).removesuffix('.')}{hint}; --helpshort lists the flags"),
                 status=status if error.exitcode == 1 else error.exitcode)
     except user_errors as error:
       logs.fail_keeping_traceback(error, status)

@@ -243,7 +243,8 @@ def test_a_gz_file_whose_compressed_data_is_damaged_is_refused_naming_it(tmp_pat
   it ended the run as an unforeseen error that named no file."""
   path = tmp_path / "bad.jsonl.gz"
   path.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)  # a gzip header, then no deflate stream
-  with pytest.raises(ValueError, match=r"^data.files: cannot read '.*bad.jsonl.gz': "):
+  with pytest.raises(ValueError, match=r"^data.files: cannot read '.*bad.jsonl.gz': .*; the file "
+                                       r"is damaged or cut short: copy or compress it again$"):
     sources.load_documents(data_config(source="files", files=(str(path),)), BYTE)
 
 
@@ -258,19 +259,21 @@ def test_the_tokenizing_line_calls_only_the_built_in_corpus_generated(tmp_path, 
   assert "(0.00 GiB stored; " in said[0] and "(generated; " in said[1], said
 
 
-def test_a_json_file_holding_one_array_is_refused_as_not_json_lines(tmp_path):
+@pytest.mark.parametrize("record, kind", [([{"text": "one"}, {"text": "two"}], "an array"),
+                                          (None, "null"), ("text", "a str")])
+def test_a_json_file_holding_one_array_is_refused_as_not_json_lines(tmp_path, record, kind):
   """It was told to set data.text_field, which cannot help: the layout is what is wrong."""
   path = tmp_path / "docs.json"
-  path.write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
-  with pytest.raises(ValueError, match=r"^data.files: .*docs.json \(line at byte 0\) is an "
-                                       r"array, not a JSON object; .* one JSON object per line"):
+  path.write_text(json.dumps(record))
+  with pytest.raises(ValueError, match=rf"^data.files: .*docs.json \(line at byte 0\) is {kind}, "
+                                       r"not a JSON object; .* one JSON object per line"):
     sources.load_documents(data_config(source="files", files=(str(path),)), BYTE)
 
 
 def test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files(tmp_path):
   (tmp_path / "a.txt").write_text("some text\n")
   with pytest.raises(FileNotFoundError, match=r"^data.files: '.*' is a folder; give a glob of "
-                                              r"its files, e.g. '.*/\*.jsonl'"):
+                                              r"its files, e.g. '.*/\*.txt'"):  # what is there
     sources.load_documents(data_config(source="files", files=(str(tmp_path),)), BYTE)
 
 

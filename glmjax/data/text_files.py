@@ -81,7 +81,10 @@ def _add_matches(pattern: str, field: str, paths: list[str]) -> None:
   matched = _matching_files(pattern)
   if not matched and os.path.isdir(os.path.expanduser(pattern)):
     # A folder is a likely first try; "matches no file" would read as if it were empty.
-    example = os.path.join(pattern, "*.jsonl")
+    # The example names the suffix of the files that are there (a folder of .txt, say).
+    suffixes = sorted({suffix for name in os.listdir(os.path.expanduser(pattern))
+                       for suffix in SUPPORTED_SUFFIXES if name.endswith(suffix)})
+    example = os.path.join(pattern, "*" + (suffixes[0] if suffixes else ".jsonl"))
     raise FileNotFoundError(f"{field}: {pattern!r} is a folder; give a glob of its files, "
                             f"e.g. {example!r}")
   if not matched:
@@ -169,7 +172,9 @@ def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         yield position, line
         position += len(line)
   except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged data inside a .gz
-    raise ValueError(f"data.files: cannot read {path!r}: {e}") from e
+    fix = ("; the file is damaged or cut short: copy or compress it again"
+           if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) else "")
+    raise ValueError(f"data.files: cannot read {path!r}: {e}{fix}") from e
 
 
 def _jsonl_texts(path, start, end, text_field, stats) -> Iterator[str]:
@@ -183,7 +188,8 @@ def _jsonl_texts(path, start, end, text_field, stats) -> Iterator[str]:
       raise ValueError(f"data.files: {where} is not JSON ({e}); .jsonl/.json files need one "
                        "JSON object per line") from e
     if not isinstance(record, dict):  # a whole-file JSON array, say: no field name helps
-      kind = "an array" if isinstance(record, list) else f"a {type(record).__name__}"
+      kind = ("an array" if isinstance(record, list) else "null" if record is None
+              else f"a {type(record).__name__}")
       raise ValueError(f"data.files: {where} is {kind}, not a JSON object; .jsonl/.json files "
                        "need one JSON object per line (write a JSON array's elements one a line)")
     if text_field not in record:

@@ -90,7 +90,7 @@ ENTRIES = (
              ("tests/test_aot.py::test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_"
               "command_s_output",)),
     Mutation("a refused command line reads '.;' before the pointer to the flags",
-             "glmjax/cli.py", "ValueError(f\"{str(error).rstrip('.')}{hint};",
+             "glmjax/cli.py", "ValueError(f\"{str(error).removesuffix('.')}{hint};",
              "ValueError(f\"{error}{hint};",
              ("tests/test_cli.py::test_a_refused_command_line_ending_in_a_full_stop_reads_without_"
               "a_stray_one",)),
@@ -128,4 +128,14 @@ ENTRIES = (
              "glmjax/restore_agreement.py", "    if refused and refusal is None:", "    if False:",
              ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
               "host_one_verdict",)),
+    Mutation("a folder of .txt files is given a .jsonl glob to try", "glmjax/data/text_files.py",
+             '"*" + (suffixes[0] if suffixes else ".jsonl")', '"*.jsonl"',
+             (_SOURCES + "test_a_folder_given_as_data_files_is_refused_with_a_glob_of_its_files",)),
+    Mutation("a damaged .gz is named but not told what to do", "glmjax/data/text_files.py",
+             "           if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) else",
+             "           if False else",
+             (_SOURCES + "test_a_gz_file_whose_compressed_data_is_damaged_is_refused_naming_it",)),
+    Mutation("a null JSON line is called a NoneType", "glmjax/data/text_files.py",
+             'else "null" if record is None', "else None if False",
+             (_SOURCES + "test_a_json_file_holding_one_array_is_refused_as_not_json_lines",)),
 )
