@@ -227,8 +227,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
     # Raising it would not fit the position tables of the parameters init_from reads.
     fix = ("keep data.seq_len at most that: the parameters of checkpoint.init_from come with "
-           "tables of model.max_position + 1 positions, so a longer sequence needs a first run "
-           "with a larger model.max_position (configs/glm_10b.py has 1024 from its first stage)"
+           "tables of model.max_position + 1 positions (set model.max_position to that run's, "
+           "in its config.json, if it is larger), so a longer sequence needs a first run with "
+           "a larger model.max_position (configs/glm_10b.py has 1024 from its first stage)"
            if config.checkpoint.init_from else "raise model.max_position")
     raise ConfigError(f"model.max_position={model.max_position} < data.seq_len={data.seq_len}: "
                       f"position ids reach seq_len - 1; {fix}.")

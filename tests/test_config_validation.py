@@ -387,7 +387,8 @@ def test_a_sequence_past_the_position_tables_of_init_from_is_not_told_to_grow_th
   assert str(raised.value).startswith(
       "model.max_position=128 < data.seq_len=256: position ids reach seq_len - 1; keep "
       "data.seq_len at most that: the parameters of checkpoint.init_from come with tables of "
-      "model.max_position + 1 positions")
+      "model.max_position + 1 positions (set model.max_position to that run's, in its "
+      "config.json, if it is larger)")
   assert "raise model.max_position" not in str(raised.value)
 
 

@@ -87,17 +87,17 @@ def model_fields(checkpoint: original.Checkpoint, *, num_heads: int = 0) -> dict
                 activation=ACTIVATIONS[checkpoint.layout][0])
   if fields["ffn_size"] == 4 * hidden:
     fields["ffn_size"] = 0
-  args = checkpoint.megatron_args
-  heads = num_heads or int(args.get("num_attention_heads", 0))
+  args, hf = checkpoint.megatron_args, checkpoint.hf_config
+  in_config = int((hf or {}).get("num_attention_heads", 0))  # config.json first, then the args
+  recorded = in_config or int(args.get("num_attention_heads", 0))
+  heads = num_heads or recorded
   dropout = dict(hidden_dropout=args.get("hidden_dropout"),
                  attention_dropout=args.get("attention_dropout"))
-  hf = checkpoint.hf_config
   if hf is not None:
     if hf.get("relative_encoding") or hf.get("block_position_encoding") is False:
       raise mapping.CheckpointMismatchError(
           "config.json: relative_encoding or block_position_encoding=false; glmjax imports GLM "
           "with 2-D (block) positions only.")
-    heads = num_heads or int(hf.get("num_attention_heads", 0))
     for key, field in (("num_layers", "num_layers"), ("hidden_size", "hidden_size"),
                        ("vocab_size", "vocab_size")):
       if key in hf and int(hf[key]) != fields[field]:
@@ -111,14 +111,13 @@ def model_fields(checkpoint: original.Checkpoint, *, num_heads: int = 0) -> dict
     log.warning("The checkpoint does not record the number of heads; using %d (head dim %d, as "
                 "in every released GLM). Pass --num_heads if yours differs.", heads,
                 mapping.HEAD_DIM)
-  recorded = int((hf if hf is not None else args).get("num_attention_heads", 0))
   if num_heads and recorded and num_heads != recorded:
     # Allowed (a config.json can be wrong), but the heads cannot be read from the tensors: a
     # mistyped flag would give a model that computes other logits, so it is said.
     log.warning("--num_heads=%d replaces the %d heads the checkpoint's %s records: the "
                 "imported model computes other logits than the original; leave --num_heads "
                 "out to keep %d.", num_heads, recorded,
-                "config.json" if hf is not None else "training args", recorded)
+                "config.json" if in_config else "training args", recorded)
   if heads < 1 or hidden % heads:
     raise mapping.CheckpointMismatchError(f"num_attention_heads={heads} does not divide "
                                           f"hidden_size={hidden}; pass --num_heads with a "

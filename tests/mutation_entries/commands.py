@@ -175,8 +175,7 @@ ENTRIES = (
     # Using a model: import, export, pretrained workdirs, evaluate, cloze, generate, attention.
     Mutation("--num_heads loses to a config.json that states other heads",
              "glmjax/convert/__init__.py",
-             'heads = num_heads or int(hf.get("num_attention_heads", 0))',
-             'heads = int(hf.get("num_attention_heads", 0)) or num_heads',
+             "heads = num_heads or recorded", "heads = recorded or num_heads",
              ("tests/test_convert.py::test_num_heads_given_to_the_import_wins_over_a_config_json_"
               "that_misstates_them",)),
     Mutation("the imported hidden dropout is config.json's attention dropout",
