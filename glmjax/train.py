@@ -35,6 +35,7 @@ from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources, tokenizers
 from glmjax.model import ModelConfig
+from glmjax.model.model_config import PARAMETER_FIELDS
 
 
 log = logging.getLogger("glmjax.train")
@@ -179,8 +180,10 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
           what=f"checkpoint.init_from={source!r} (its step {step})",
           fix="Set the data.tokenizer fields to that run's (its config.json), or leave "
               "checkpoint.init_from empty to start afresh."),
+      # Only the fields that shape parameters: init_from takes new dropout, dtype or kernel.
       changes=lambda saved: [change for change in config_lib.trajectory_changes(
-          saved.get("config", {}), metadata["config"]) if change.startswith("model.")],
+          saved.get("config", {}), metadata["config"], free_too=True)
+          if change.split(":")[0] in {f"model.{name}" for name in PARAMETER_FIELDS}],
       fix="Set those model fields to that run's (its config.json), or leave "
           "checkpoint.init_from empty to start afresh.")
   log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",

@@ -406,3 +406,30 @@ def test_a_bfloat16_layernorm_computes_in_float32_and_rounds_once():
            * scale + bias)
   rounded = np.asarray(jnp.asarray(exact, jnp.bfloat16), np.float64)
   assert np.mean(out == rounded) > 0.99  # 0.9999 here; 0.19 with bfloat16 statistics
+
+
+# Another value for each model field than _config()'s, valid beside its others.
+_OTHER_VALUES = {
+    "vocab_size": 256, "hidden_size": 64, "num_layers": 3, "num_heads": 8, "ffn_size": 96,
+    "max_position": 40, "position_encoding": "rope", "mlp": "geglu", "param_dtype": "bfloat16",
+    "scan_layers": True, "rope_theta": 500.0, "norm": "deepnorm", "activation": "gelu_exact",
+    "layernorm_eps": 1e-6, "hidden_dropout": 0.2, "attention_dropout": 0.1, "init_std": 0.01,
+    "dtype": "bfloat16", "attention": "tokamax", "remat": "full", "save_dropout_masks": True,
+    "target_platform": "cpu"}
+
+
+def test_the_fields_said_to_shape_the_parameters_are_exactly_those_that_do():
+  """init_from names, of the fields that differ, those in PARAMETER_FIELDS as the reason another
+  run's parameters do not fit: a field missing there goes unnamed, one too many misleads."""
+  from glmjax import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
+  from glmjax.model.model_config import PARAMETER_FIELDS  # pylint: disable=import-outside-toplevel
+
+  def layout(**changes):
+    model = _glm(_config(**changes))
+    return checkpoint_lib.parameter_layout(jax.eval_shape(
+        lambda rng: nn.meta.unbox(model.init(rng, *_batch())["params"]), jax.random.key(0)))
+
+  assert set(_OTHER_VALUES) == {f.name for f in dataclasses.fields(model_lib.ModelConfig)}
+  base = layout()
+  shaping = {field for field, value in _OTHER_VALUES.items() if layout(**{field: value}) != base}
+  assert shaping == set(PARAMETER_FIELDS)

@@ -99,6 +99,7 @@ def test_init_from_parameters_of_another_shape_is_refused_naming_the_model_field
   config = _local_config(steps=1)
   config.model.num_layers = source.model.num_layers + 1
   config.optim.learning_rate = 1e-4  # a new optimizer is what init_from is for: not named
+  config.model.hidden_dropout = 0.2  # nor a new dropout, which no array depends on
   config.checkpoint.init_from = str(tmp_path / "first")
   with pytest.raises(checkpoint_lib.IncompatibleCheckpointError) as raised:
     train.train_and_evaluate(config, str(tmp_path / "run"))

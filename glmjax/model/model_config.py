@@ -55,6 +55,10 @@ MOSAIC = tuple(name for name, kernel in KERNELS.items() if kernel.mosaic)
 # The remat tag on a fused kernel's saved output and softmax statistics (remat='minimal' keeps
 # them, so the backward pass does not run the attention forward again).
 ATTENTION_RESIDUALS = "attention_residuals"
+# The fields that can shape the parameters (an array's shape or dtype, or the tree): a change in
+# any other model field leaves another run's parameters usable. tests/test_model.py checks both.
+PARAMETER_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size",
+                    "max_position", "position_encoding", "mlp", "param_dtype", "scan_layers")
 PLATFORMS = ("", "cpu", "gpu", "tpu")  # jax.default_backend() names; '' = this host's
 # Each choice field of `config.model` and its allowed values: ModelConfig refuses others, and
 # config.validate names them as `model.FIELD`.

@@ -138,4 +138,15 @@ ENTRIES = (
     Mutation("a null JSON line is called a NoneType", "glmjax/data/text_files.py",
              'else "null" if record is None', "else None if False",
              (_SOURCES + "test_a_json_file_holding_one_array_is_refused_as_not_json_lines",)),
+    Mutation("init_from's refusal names model fields that shape no parameter",
+             "glmjax/train.py",
+             'if change.split(":")[0] in {f"model.{name}" for name in PARAMETER_FIELDS}]',
+             'if change.startswith("model.")]',
+             ("tests/test_train_startup.py::test_init_from_parameters_of_another_shape_is_refused_"
+              "naming_the_model_fields_and_the_fix",)),
+    Mutation("the head count is not listed among the fields that shape the parameters",
+             "glmjax/model/model_config.py", '"hidden_size", "num_layers", "num_heads", "ffn_size",',
+             '"hidden_size", "num_layers", "ffn_size",',
+             ("tests/test_model.py::test_the_fields_said_to_shape_the_parameters_are_exactly_those_"
+              "that_do",)),
 )
