@@ -20,7 +20,6 @@ from absl import app, flags
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cli, decoding, logs, parallel, pretrained
-from glmjax.data import tokenizers
 from glmjax.model import ModelConfig
 
 # Named, not __name__: run as `python -m glmjax.generate` that is "__main__", outside the
@@ -262,12 +261,10 @@ def main(argv):
     # config.json and the tokenizer alone check the prompts in seconds; the parameters take
     # minutes to load (a tokenizer-less import is refused here too).
     config = pretrained.read_config(args.workdir, warn=False)
-    data = pretrained.tokenizer_config(config, args.workdir)
-    pretrained.require_tokenizer(data, args.workdir)
-    encoded_prompts(texts, tokenizers.load_tokenizer(data), ModelConfig.from_config(config.model),
-                    sampling, args.batch_size)
+    tokenizer = pretrained.workdir_tokenizer(config, args.workdir)
+    encoded_prompts(texts, tokenizer, ModelConfig.from_config(config.model), sampling,
+                    args.batch_size)
     loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
-    tokenizer = pretrained.load_tokenizer(loaded)
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
                        batch_size=args.batch_size)
     for result in results:

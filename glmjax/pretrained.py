@@ -179,10 +179,16 @@ def require_tokenizer(data_config: ml_collections.ConfigDict, workdir: str) -> N
       "file or folder: vocab.txt, vocab.json + merges.txt, a .model or tokenizer.json).")
 
 
-def load_tokenizer(pretrained: Pretrained):
-  data = tokenizer_config(pretrained.config, pretrained.workdir)
-  require_tokenizer(data, pretrained.workdir)
+def workdir_tokenizer(config: ml_collections.ConfigDict, workdir: str):
+  """The tokenizer of the run in `workdir` whose config.json is `config` (read_config): before
+  the parameters load, too."""
+  data = tokenizer_config(config, workdir)
+  require_tokenizer(data, workdir)
   return tokenizers.load_tokenizer(data)
+
+
+def load_tokenizer(pretrained: Pretrained):
+  return workdir_tokenizer(pretrained.config, pretrained.workdir)
 
 
 def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,

@@ -143,8 +143,9 @@ def test_a_mistyped_flag_is_one_line_naming_it_in_every_command(module, tmp_path
   assert_one_line(result, r"Unknown command line flag 'wrkdir'")
 
 
-@pytest.mark.parametrize("module, flag", [("glmjax.train", "--help"), ("glmjax.aot", "--helpshort"),
-                                          ("glmjax.evaluate", "-?"), ("glmjax.generate", "--helpfull")])
+@pytest.mark.parametrize("module, flag", [
+    ("glmjax.train", "--help"), ("glmjax.aot", "--helpshort"), ("glmjax.evaluate", "-?"),
+    ("glmjax.generate", "--helpfull")])
 def test_asking_a_command_for_its_help_prints_its_flags_with_status_0(module, flag):
   """absl ends its help flags with status 1, as if the command had failed; a script that runs
   `--help` first would stop there."""

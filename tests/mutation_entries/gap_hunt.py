@@ -73,7 +73,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a checksum does not see two elements swapped", "glmjax/checksums.py",
              "mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + ",
              "mixed = bits * jnp.uint32(0x9E3779B1) + ", _DAMAGE),
-    Mutation("a resume with another optimizer's state layout is not refused", "glmjax/checkpoint.py",
+    Mutation("a resume with another optimizer's state layout is not refused",
+             "glmjax/checkpoint.py",
              '(("param_layout", current_layout, "this model"),\n'
              '                                  ("state_layout", state_layout, '
              '"this optimizer (optim.*)")):',
