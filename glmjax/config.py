@@ -7,6 +7,7 @@ field) lives in `validate`.
 """
 from __future__ import annotations
 
+import difflib
 import math
 
 import ml_collections
@@ -206,6 +207,7 @@ def _numbers(config, prefix: str = ""):
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
              batch_parallelism: int | None = None) -> None:
   """Checks that need no data or compilation; raises ConfigError naming the field."""
+  _refuse_unknown_fields(config)
   for field, value in _numbers(config):
     if not math.isfinite(value):
       raise ConfigError(f"{field}={value}: must be a finite number.")
@@ -298,6 +300,19 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
         f"train.eval_every={train.eval_every} needs train.eval_batches >= 1 (got "
         f"{train.eval_batches}) and 0 < data.eval_fraction < 1 (got {data.eval_fraction}); "
         "or set train.eval_every=0 to train without evaluation.")
+
+
+def _refuse_unknown_fields(config) -> None:
+  """A config file's misspelled field (`config.train.eval_evry = 50`, `hiden_size=768` in an
+  update) is a new field to ml_collections, which only locks the config after the file ran: it
+  would be carried along, unread, while the field meant keeps its default."""
+  known = set(_flat(default_config().to_dict()))
+  for field in _flat(config.to_dict()):
+    if field not in known:
+      close = difflib.get_close_matches(field, sorted(known), n=1)
+      hint = f" (did you mean {close[0]}?)" if close else ""
+      raise ConfigError(f"{field} is not a config field{hint}: fix its name in the config "
+                        "file (glmjax/config.py lists every field).")
 
 
 # Sections and fields that change what a run computes; the rest (steps, logging, evaluation,

@@ -417,3 +417,16 @@ def test_rope_with_an_odd_head_dim_is_refused_when_built_directly():
                      match=r"needs a head dim divisible by 2 \(hidden_size/num_heads = 3\)"):
     ModelConfig(hidden_size=12, num_heads=4, position_encoding="rope")
   ModelConfig(hidden_size=12, num_heads=4)  # learned positions take any head dim
+
+
+@pytest.mark.parametrize("where, name, meant", [("train", "eval_evry", "train.eval_every"),
+                                                ("model", "hiden_size", "model.hidden_size")])
+def test_a_field_misspelled_in_a_config_file_is_refused_naming_the_field_meant(where, name,
+                                                                              meant):
+  # A config file's own code adds fields freely (the lock comes after it ran): the typo would be
+  # carried along unread while the field meant kept its default.
+  config = _local()
+  config[where][name] = 50
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf"^{where}\.{name} is not a config field \(did you mean {meant}\?\)"):
+    config_lib.validate(config)
