@@ -47,6 +47,21 @@ _DISTRIBUTED_ENV = (("JAX_COORDINATOR_ADDRESS", "coordinator_address", str),
                     ("JAX_PROCESS_ID", "process_id", int))
 
 
+def _explicit(env: Mapping[str, str]) -> dict:
+  """jax.distributed.initialize's arguments that the JAX_* variables give."""
+  explicit = {}
+  for name, key, kind in _DISTRIBUTED_ENV:
+    if env.get(name):
+      try:
+        explicit[key] = kind(env[name])
+      except ValueError:
+        raise JoinError(f"{name}={env[name]!r}: must be a whole number.") from None
+      if kind is int and explicit[key] < (1 if key == "num_processes" else 0):
+        raise JoinError(f"{name}={env[name]}: must be "
+                        f"{'at least 1' if key == 'num_processes' else 'at least 0'}.")
+  return explicit
+
+
 def initialize(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
   """Join the multi-host job when the environment describes one; returns whether it did.
 
@@ -57,11 +72,19 @@ def initialize(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
   env = os.environ if env is None else env
   if jax.distributed.is_initialized():
     return True
+  explicit = _explicit(env)
   if not _is_multi_host_environment(env):
+    if explicit.get("num_processes", 1) > 1 or explicit.get("process_id", 0) > 0:
+      # Each process would train alone, as a one-process job, in the same workdir.
+      raise JoinError("JAX_NUM_PROCESSES or JAX_PROCESS_ID is set but JAX_COORDINATOR_ADDRESS "
+                      "is not: set it to host:port of process 0 on every process.")
     return False
-  explicit = {key: kind(env[name]) for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}
   if "coordinator_address" in explicit and "process_id" not in explicit:
     explicit["process_id"] = _launcher_rank(env, explicit.get("num_processes"))
+  count, rank = explicit.get("num_processes"), explicit.get("process_id")
+  if count is not None and rank is not None and not 0 <= rank < count:
+    raise JoinError(f"JAX_PROCESS_ID={rank} with JAX_NUM_PROCESSES={count}: number the "
+                    f"processes 0 .. {count - 1}, a different one on every process.")
   log.info("Initialising jax.distributed (timeout %d s)", timeout_s)
   jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
   return True

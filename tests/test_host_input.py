@@ -288,3 +288,22 @@ def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypa
   assert not distributed.initialize(60, env={})
   assert distributed.initialize(60, env={"GLMJAX_DISTRIBUTED": "1"})
   assert calls == [{"initialization_timeout": 60}]  # peers found by jax (TPU metadata)
+
+
+@pytest.mark.parametrize("env, message", [
+    # Without the coordinator each process would train alone, all in the same workdir.
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, "JAX_COORDINATOR_ADDRESS is not"),
+    ({"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
+     "JAX_PROCESS_ID=2 with JAX_NUM_PROCESSES=2: number the processes 0 .. 1"),
+    ({"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+     "JAX_NUM_PROCESSES='two': must be a whole number"),
+])
+def test_jax_variables_that_describe_no_joinable_job_are_refused_in_one_line(monkeypatch, env,
+                                                                             message):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  with pytest.raises(distributed.JoinError, match=re.escape(message)):
+    distributed.initialize(60, env=env)
+  assert not calls
+  assert not distributed.initialize(60, env={"JAX_NUM_PROCESSES": "1"})  # one process: alone

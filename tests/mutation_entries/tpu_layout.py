@@ -153,9 +153,9 @@ ENTRIES: tuple[Mutation, ...] = (
              (_FIT + "test_a_one_chip_slice_s_mesh_cell_says_one_chip",)),
     # Session 28's hunt: joining once, the rank, slices, launch flags.
     Mutation("a missing JAX_PROCESS_ID makes every process rank 0", "glmjax/distributed.py",
-             "for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}",
-             "for name, key, kind in _DISTRIBUTED_ENV if env.get(name)}\n  if explicit:\n"
-             "    explicit.setdefault(\"process_id\", 0)",
+             "  explicit = _explicit(env)\n",
+             "  explicit = _explicit(env)\n  if explicit:\n"
+             "    explicit.setdefault(\"process_id\", 0)\n",
              (_PAR + "test_a_process_given_the_coordinator_by_its_environment_joins_with_that_"
               "address_and_rank",)),
     Mutation("a second join is not found, and jax refuses it", "glmjax/distributed.py",

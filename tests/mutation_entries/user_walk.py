@@ -158,4 +158,10 @@ ENTRIES = (
              "  _refuse_unknown_fields(config)\n", "",
              ("tests/test_config_validation.py::test_a_field_misspelled_in_a_config_file_is_"
               "refused_naming_the_field_meant",)),
+    Mutation("JAX_NUM_PROCESSES without a coordinator trains as one process alone",
+             "glmjax/distributed.py",
+             '    if explicit.get("num_processes", 1) > 1 or explicit.get("process_id", 0) > 0:',
+             "    if False:",
+             ("tests/test_host_input.py::test_jax_variables_that_describe_no_joinable_job_are_"
+              "refused_in_one_line",)),
 )
