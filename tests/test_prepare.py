@@ -271,6 +271,19 @@ def test_a_resume_that_reads_another_json_field_is_refused(tmp_path):
     prepare.prepare(config, out, shard_mb=1e-3, progress=False)
 
 
+def test_an_out_folder_holding_the_corpus_files_is_refused_before_any_shard_is_written(tmp_path):
+  # With 'corpus/*' the shards written there would match the glob: the end of the run (its
+  # every shard tokenized) and every rerun would read them as corpus files.
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  (corpus / "a.jsonl").write_text("".join(json.dumps({"text": f"words {i} " * 40}) + "\n"
+                                           for i in range(40)))
+  config = data_config(source="files", files=(f"{corpus}/*",))
+  with pytest.raises(ValueError, match=r"holds the corpus file .*a\.jsonl.*folder of their own"):
+    prepare.prepare(config, str(corpus), progress=False)
+  assert sorted(os.listdir(corpus)) == ["a.jsonl"]
+  assert prepare.prepare(config, str(corpus / "shards"), progress=False)["num_docs"] == 40
+
 def test_a_files_source_without_files_is_refused_naming_data_files(tmp_path):
   # An empty data.files must not prepare an empty corpus that looks complete.
   config = data_config(source="files", files=())

@@ -149,6 +149,17 @@ def _check_plan(out_dir: str, plan: dict):
     _atomic_write_json(path, plan)
 
 
+def _refuse_out_among_inputs(out_dir: str, source: dict):
+  """Shards written beside the corpus files mix with them: a glob like 'corpus/*' then matches
+  the shards (refused only at the end, after every shard is written) and a rerun sees another
+  source."""
+  out = os.path.realpath(out_dir)
+  for path, _ in source.get("files", []):
+    if os.path.commonpath([out, os.path.realpath(path)]) == out:
+      raise ValueError(f"--out={out_dir!r} holds the corpus file {path!r} that data.files "
+                       "reads; give the shards a folder of their own")
+
+
 def _progress(done: int, total: int, finished: list[dict], new_tokens: int, started: float):
   """The shards, documents and tokens written so far (an earlier run's shards included); the
   rate of this run's own tokens."""
@@ -210,6 +221,8 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   dtype = sources.token_dtype(tokenizer.vocab_size)
   plan = dict(format=FORMAT, source=sources.describe_source(data_config),
               tokenizer=tokenizer_info(tokenizer), token_dtype=dtype.name, pieces=pieces)
+  _refuse_out_among_inputs(out_dir, plan["source"])
+  label = sources.source_label(data_config)  # now: a glob read again at the end may match more
   os.makedirs(out_dir, exist_ok=True)
   _check_plan(out_dir, plan)
   for stale in os.listdir(out_dir):  # left by an interrupted run: never complete
@@ -248,7 +261,7 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
     return None
   ordered = [records[i] for i in range(len(pieces))]
   manifest = _manifest(data_config, dict(plan, out_dir=out_dir), ordered)
-  sources.report_invalid_utf8(sources.source_label(data_config), TextStats(
+  sources.report_invalid_utf8(label, TextStats(
       docs=manifest["num_docs"], invalid_utf8=manifest["invalid_utf8"]))
   _atomic_write_json(os.path.join(out_dir, "manifest.json"), manifest)
   return manifest

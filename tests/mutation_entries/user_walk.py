@@ -164,4 +164,8 @@ ENTRIES = (
              "    if False:",
              ("tests/test_host_input.py::test_jax_variables_that_describe_no_joinable_job_are_"
               "refused_in_one_line",)),
+    Mutation("prepare writes its shards among the corpus files --out holds",
+             "glmjax/data/prepare.py", '  _refuse_out_among_inputs(out_dir, plan["source"])\n', "",
+             ("tests/test_prepare.py::test_an_out_folder_holding_the_corpus_files_is_refused_"
+              "before_any_shard_is_written",)),
 )
