@@ -38,9 +38,10 @@ FIELDS = {
     "attention": ("implementations",),
     "sweep": ("trials", "best"),
 }
-# The sweep's grid, kept small: two remat policies, and a kernel name that cannot run.
+# The sweep's grid, kept small: two remat policies, and a kernel that cannot run on a CPU (a
+# name that is no kernel is refused before the first trial).
 EXTRA_ARGS = {"sweep": ["--sweep_batch=4", "--sweep_remat=none,full",
-                        "--sweep_attention=xla,bogus"]}
+                        "--sweep_attention=xla,cudnn"]}
 
 
 @pytest.mark.parametrize("what", sorted(FIELDS))
@@ -71,7 +72,7 @@ def test_bench_prints_one_json_line(what):
     ran = [t for t in record["trials"] if "error" not in t]
     failed = [t for t in record["trials"] if "error" in t]
     assert sorted(t["remat"] for t in ran) == ["full", "none"] and len(failed) == 2
-    assert all("bogus" in t["error"] for t in failed)
+    assert all(t["attention"] == "cudnn" and t["error"] for t in failed)
     assert record["best"] == max(ran, key=lambda t: t["tokens_per_s"])
     return
   # A save's overhead, and the most it adds to one step, are differences of two timings: they
@@ -336,6 +337,24 @@ def test_a_sweep_set_item_that_cannot_apply_is_one_line_naming_it(monkeypatch, s
     sweep.grid(config)
   assert "\n" not in str(raised.value)
 
+
+@pytest.mark.parametrize("values, named", [
+    (dict(sweep_batch="8,x"), "--sweep_batch=8,x: give positive whole numbers"),
+    (dict(sweep_loss_chunk="0"), "--sweep_loss_chunk=0: give positive whole numbers"),
+    (dict(sweep_remat="full,ful"), "--sweep_remat=full,ful: 'ful' is not a model.remat; "
+                                   "choose from none, minimal, full"),
+    (dict(sweep_attention="splsh"), "--sweep_attention=splsh: 'splsh' is not a model.attention"),
+])
+def test_a_sweep_flag_value_no_trial_could_take_is_one_line_naming_the_flag(monkeypatch, values,
+                                                                            named):
+  # Before the first compile: not int()'s message naming no flag, nor a typo recorded as the
+  # error of each of its trials at the end of a sweep of minutes.
+  config = importlib.import_module("configs.base").get_config("local")
+  _flags(monkeypatch, sweep, **{**dict(sweep_batch="4", sweep_remat="full",
+                                       sweep_attention="xla"), **values})
+  with pytest.raises(ValueError, match=re.escape(named)) as raised:
+    sweep.grid(config)
+  assert "\n" not in str(raised.value)
 
 def test_each_sweep_trial_keeps_the_step_s_speed_mfu_memory_and_compile_figures(monkeypatch,
                                                                               capsys, caplog):

@@ -323,3 +323,12 @@ def test_an_unknown_flag_close_to_one_the_command_has_is_one_line_suggesting_it(
   name = flag[2:].split("=")[0]
   assert_one_line(result, rf"Unknown command line flag '{name}'\. Did you mean: "
                           rf"{re.escape(suggested)} \? \(--helpshort lists the flags\)$")
+
+
+def test_a_negative_bench_steps_is_one_line_before_the_step_compiles(tmp_path):
+  # Otherwise the step compiled and the prefetcher answered with its own words, naming no flag.
+  result = command("bench", tmp_path, "--config=configs/base.py:local", "--what=step",
+                   "--steps=-1")
+  assert_one_line(result, r"--steps=-1: give the steps to time \(0: the benchmark's default\) "
+                          r"\(traceback in ")
+  assert "Compiled" not in result.stderr

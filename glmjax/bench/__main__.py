@@ -31,6 +31,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/large.py", "Run con
 def main(argv):
   # glmjax's progress lines on stderr; libraries' (Orbax's INFO on every save) only from WARNING.
   logs.setup_console(0)
+  if flags.FLAGS.steps < 0:  # else found only after the compile, as a prefetch error
+    raise ValueError(f"--steps={flags.FLAGS.steps}: give the steps to time (0: the "
+                     "benchmark's default)")
   bench.run(_WHAT.value, _CONFIG.value, argv[1:])
 
 

@@ -41,11 +41,13 @@ REMATS = model_config.REMATS
 def grid(config) -> list[dict]:
   """The settings to try, from the --sweep_* flags or the defaults."""
   batch = int(config.data.batch_size)
-  batches = _ints(flags.FLAGS.sweep_batch) or sorted({max(batch // 2, 1), batch, 2 * batch})
-  remats = _names(flags.FLAGS.sweep_remat) or list(REMATS)
-  kernels = (_names(flags.FLAGS.sweep_attention)
+  batches = (_ints(flags.FLAGS.sweep_batch, "--sweep_batch")
+             or sorted({max(batch // 2, 1), batch, 2 * batch}))
+  remats = _choices(flags.FLAGS.sweep_remat, "--sweep_remat", "model.remat") or list(REMATS)
+  kernels = (_choices(flags.FLAGS.sweep_attention, "--sweep_attention", "model.attention")
              or list(attention_choice.auto_order(jax.default_backend())))
-  chunks = _ints(flags.FLAGS.sweep_loss_chunk) or [int(config.train.loss_chunk)]
+  chunks = (_ints(flags.FLAGS.sweep_loss_chunk, "--sweep_loss_chunk")
+            or [int(config.train.loss_chunk)])
   settings = [dict(batch_size=b, remat=r, attention=a, loss_chunk=c) for b in batches
               for r in remats for a in kernels for c in chunks]
   for field, values in _extra_fields(config, flags.FLAGS.sweep_set):
@@ -138,8 +140,26 @@ def best(trials: list[dict]) -> dict | None:
   return max(ran, key=lambda t: (t["tokens_per_s"], -(t["compiled_memory_bytes"] or 0)))
 
 
-def _ints(text: str) -> list[int]:
-  return [int(part) for part in _names(text)]
+def _ints(text: str, flag: str) -> list[int]:
+  try:
+    values = [int(part) for part in _names(text)]
+  except ValueError:
+    values = [0]
+  if any(value < 1 for value in values):
+    raise ValueError(f"{flag}={text}: give positive whole numbers separated by commas, "
+                     "e.g. 8,16")
+  return values
+
+
+def _choices(text: str, flag: str, field: str) -> list[str]:
+  """A --sweep_* flag's words, each one the config field takes: a typo is refused before the
+  first trial compiles, not recorded as every one of its trials' error."""
+  allowed = glm_config.CHOICES[field]
+  for name in _names(text):
+    if name not in allowed:
+      raise ValueError(f"{flag}={text}: {name!r} is not a {field}; choose from "
+                       f"{', '.join(allowed)}")
+  return _names(text)
 
 
 def _names(text: str) -> list[str]:

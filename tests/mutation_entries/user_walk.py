@@ -168,4 +168,12 @@ ENTRIES = (
              "glmjax/data/prepare.py", '  _refuse_out_among_inputs(out_dir, plan["source"])\n', "",
              ("tests/test_prepare.py::test_an_out_folder_holding_the_corpus_files_is_refused_"
               "before_any_shard_is_written",)),
+    Mutation("a --sweep_remat typo is recorded as each of its trials' error",
+             "glmjax/bench/sweep.py", "    if name not in allowed:", "    if False:",
+             ("tests/test_bench.py::test_a_sweep_flag_value_no_trial_could_take_is_one_line_"
+              "naming_the_flag",)),
+    Mutation("bench --steps=-1 compiles the step, then fails in the prefetcher's words",
+             "glmjax/bench/__main__.py", "  if flags.FLAGS.steps < 0:", "  if False:",
+             ("tests/test_cli.py::test_a_negative_bench_steps_is_one_line_before_the_step_"
+              "compiles",)),
 )
