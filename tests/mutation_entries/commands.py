@@ -51,7 +51,7 @@ ENTRIES = (
     Mutation("a full 4x4x4 cube (v5p-128, v4-128) is described without wraparound links",
              "glmjax/topology.py",
              "self.chips >= 64", "self.chips > 64",
-             ("tests/test_aot.py::test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_"
+             ("tests/test_topology.py::test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_"
               "links",)),
     Mutation("mesh.rules may split activation rows unlike the input batches", "glmjax/config.py",
              "pipeline.recipe_problem(data) or parallel.batch_rule_problem(rules)",

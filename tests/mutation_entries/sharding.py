@@ -6,10 +6,10 @@ ENTRIES = (
     Mutation("an odd v5p core count is taken for the slice below it (v5p-9 as v5p-8)",
              "glmjax/topology.py",
              "if remainder or chips not in shapes:", "if chips not in shapes:",
-             ("tests/test_aot.py::test_impossible_slice_names_say_what_is_accepted",)),
+             ("tests/test_topology.py::test_impossible_slice_names_say_what_is_accepted",)),
     Mutation("a torus axis of 0 chips gets past the slice name check", "glmjax/topology.py",
              "min(shape) < 1", "min(shape) < 0",
-             ("tests/test_aot.py::test_impossible_slice_names_say_what_is_accepted",)),
+             ("tests/test_topology.py::test_impossible_slice_names_say_what_is_accepted",)),
     Mutation("two mesh axes left at -1 are accepted", "glmjax/parallel.py",
              "if len(fill) > 1:", "if len(fill) > 2:",
              ("tests/test_parallel.py::test_only_one_mesh_axis_may_be_left_to_fill_the_devices",)),
@@ -91,7 +91,7 @@ ENTRIES = (
               "total_sums_each_batch_once",)),
     Mutation("a slice name in capitals (V5P-128) is refused", "glmjax/topology.py",
              "text = name.strip().lower()", "text = name.strip()",
-             ("tests/test_aot.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_"
+             ("tests/test_topology.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_"
               "them",)),
     Mutation("aot's eval peak counts the parameters twice", "glmjax/aot.py",
              "               - per_chip_bytes(program.abstract_state.params)) if evaluated",

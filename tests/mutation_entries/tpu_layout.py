@@ -2,6 +2,7 @@
 compile."""
 from mutation_entries import Mutation
 
+_TOPO = "tests/test_topology.py::"
 _AOT = "tests/test_aot.py::"
 _PAR = "tests/test_parallel.py::"
 _FIT = "tests/test_fit_table.py::"
@@ -12,19 +13,19 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("every 2-D slice axis of 8 chips or more is described with wraparound links",
              "glmjax/topology.py", "return tuple(size == 16 for size in self.shape)",
              "return tuple(size >= 8 for size in self.shape)",
-             (_AOT + "test_only_the_16_chip_axes_of_a_2d_slice_wrap_around",)),
+             (_TOPO + "test_only_the_16_chip_axes_of_a_2d_slice_wrap_around",)),
     Mutation("a 3-D slice of 64 chips that is not whole cubes (2x4x8) gets wraparound links",
              "glmjax/topology.py",
              "return (all(size % 4 == 0 for size in self.shape) and self.chips >= 64,) * 3",
              "return (self.chips >= 64,) * 3",
-             (_AOT + "test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links",)),
+             (_TOPO + "test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links",)),
     Mutation("a v5litepod-8 / v6e-8 is compiled for a 4x2 torus, not Cloud TPU's 2x4",
              "glmjax/topology.py", "SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4),",
              "SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (4, 2),",
-             (_AOT + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
+             (_TOPO + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
     Mutation("a v5p-256 is compiled for a 4x8x4 torus, not Cloud TPU's 4x4x8",
              "glmjax/topology.py", "128: (4, 4, 8)", "128: (4, 8, 4)",
-             (_AOT + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
+             (_TOPO + "test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions",)),
     # Meshes, rules and joining a multi-host job (parallel.py).
     Mutation("a plain-order mesh takes the devices in the order the runtime lists them",
              "glmjax/parallel.py",
@@ -168,18 +169,18 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a v4 host is taken to hold 8 chips", "glmjax/topology.py",
              'Generation("v4", ("v4",), 3, 2, True, int(30.75 * GIB), 4),',
              'Generation("v4", ("v4",), 3, 2, True, int(30.75 * GIB), 8),',
-             ("tests/test_aot.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_"
+             ("tests/test_topology.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_"
               "them",)),
     Mutation("a 16-chip 3-D slice is 2x4x2", "glmjax/topology.py", "16: (2, 2, 4)",
              "16: (2, 4, 2)",
-             ("tests/test_aot.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
+             ("tests/test_topology.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
               "provisions",)),
     Mutation("a 4-chip 2-D slice is 1x4", "glmjax/topology.py",
              "SHAPES_2D = {1: (1, 1), 4: (2, 2),", "SHAPES_2D = {1: (1, 1), 4: (1, 4),",
-             ("tests/test_aot.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
+             ("tests/test_topology.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
               "provisions",)),
     Mutation("v5p-2048 is 8x16x8", "glmjax/topology.py", "1024: (8, 8, 16)", "1024: (8, 16, 8)",
-             ("tests/test_aot.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
+             ("tests/test_topology.py::test_standard_slice_names_have_the_torus_shapes_cloud_tpu_"
               "provisions",)),
     Mutation("setup copies the code to the default project's VM", "launch/tpu.py",
              '             f"--zone={args.zone}"]\n  if args.project:\n'

@@ -87,7 +87,7 @@ ENTRIES = (
               "line_is_steps_away",)),
     Mutation("libtpu's lines about a missing TPU VM reach aot's console", "glmjax/topology.py",
              '  added = ([] if jax.config.jax_platforms != "cpu"', "  added = ([] if True",
-             ("tests/test_aot.py::test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_"
+             ("tests/test_topology.py::test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_"
               "command_s_output",)),
     Mutation("a refused command line reads '.;' before the pointer to the flags",
              "glmjax/cli.py", "ValueError(f\"{str(error).removesuffix('.')}{hint};",
@@ -152,7 +152,7 @@ ENTRIES = (
               "that_do",)),
     Mutation("the values given for libtpu's start stay in the environment after it",
              "glmjax/topology.py", "      os.environ.pop(name, None)", "      pass",
-             ("tests/test_aot.py::test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_"
+             ("tests/test_topology.py::test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_"
               "command_s_output",)),
     Mutation("a field misspelled in a config file is carried along unread", "glmjax/config.py",
              "  _refuse_unknown_fields(config)\n", "",

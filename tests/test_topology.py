@@ -1,0 +1,88 @@
+"""Cloud TPU slice names: their chips, hosts, torus shapes and wraparound links as Cloud TPU
+provisions them, and libtpu's description of a slice on this CPU machine (glmjax/topology.py)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from glmjax import topology
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("name, generation, chips, hosts", [
+    ("v4-32", "v4", 16, 4), ("v4-16", "v4", 8, 2), ("v5p-128", "v5p", 64, 16),
+    ("v5litepod-16", "v5e", 16, 4),
+    ("v5e-8", "v5e", 8, 1), ("v6e-64", "v6e", 64, 16), ("v5p:4x4x8", "v5p", 128, 32),
+    (" V5P-128 ", "v5p", 64, 16), ("V6E:8X8", "v6e", 64, 16)])  # case and spaces do not matter
+def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, generation, chips,
+                                                                        hosts):
+  spec = topology.parse_slice(name)
+  assert (spec.generation.name, spec.chips, spec.hosts) == (generation, chips, hosts)
+  devices = topology.slice_devices(spec)
+  assert len(devices) == chips and len({d.process_index for d in devices}) == hosts
+
+
+@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12", "v5e:1x16",
+                                  "v5p-9",       # v5p names count 2 cores a chip: never odd
+                                  "v5p:0x4x4"])  # no axis of 0 chips
+def test_impossible_slice_names_say_what_is_accepted(name):
+  with pytest.raises(topology.TopologyError, match=name):
+    topology.parse_slice(name)
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("v5p-64", False), ("v4-64", False), ("v5p:4x4x2", False),  # 32 chips: less than a cube
+    ("v5p-128", True), ("v4-128", True), ("v5p:4x4x4", True),   # one full 4x4x4 cube
+    ("v5p-256", True), ("v4-1024", True),                        # several cubes
+    ("v5p:2x4x8", False)])                     # 64 chips, but not whole cubes: no torus
+def test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links(name, wrap):
+  """Cloud TPU's v4/v5p slices are built of 4x4x4 cubes (v5p's table: 4x4x4 is 1 cube, 64
+  chips, v5p-128); a slice of whole cubes closes each axis into a torus through the optical
+  switches, a smaller one is a mesh without wraparound."""
+  spec = topology.parse_slice(name)
+  assert spec.wrap == (wrap,) * 3, (spec.shape, spec.wrap)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("v5litepod-8", (2, 4)), ("v6e-8", (2, 4)), ("v5litepod-32", (4, 8)),
+    ("v6e-128", (8, 16)), ("v5p-64", (2, 4, 4)), ("v5p-256", (4, 4, 8)),
+    ("v5p-384", (4, 4, 12)), ("v5p-512", (4, 8, 8)), ("v4-1536", (8, 8, 12)),
+    # The rest of the tables, each size once.
+    ("v5litepod-1", (1, 1)), ("v5litepod-4", (2, 2)), ("v6e-4", (2, 2)), ("v6e-16", (4, 4)),
+    ("v5litepod-64", (8, 8)), ("v6e-256", (16, 16)), ("v5p-8", (2, 2, 1)),
+    ("v5p-16", (2, 2, 2)), ("v5p-32", (2, 2, 4)), ("v4-32", (2, 2, 4)), ("v5p-128", (4, 4, 4)),
+    ("v5p-768", (4, 8, 12)), ("v5p-1024", (8, 8, 8)), ("v5p-2048", (8, 8, 16)),
+    ("v5p-4096", (8, 16, 16)), ("v5p-8192", (16, 16, 16))])
+def test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions(name, shape):
+  """The topology tables of the Cloud TPU docs (v5e, v6e, v5p, v4): a compile for another
+  shape of the same chip count would place the mesh on a torus the slice does not have."""
+  spec = topology.parse_slice(name)
+  assert spec.shape == shape and spec.topology_name == f"{spec.generation.name}:" + "x".join(
+      map(str, shape))
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("v6e-256", (True, True, False)), ("v5litepod-256", (True, True, False)),  # 16x16: a torus
+    ("v6e-64", (False, False, False)), ("v5litepod-16", (False, False, False))])  # 8x8, 4x4
+def test_only_the_16_chip_axes_of_a_2d_slice_wrap_around(name, wrap):
+  assert topology.parse_slice(name).wrap == wrap
+
+
+def test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_command_s_output():
+  """Off a TPU VM libtpu printed six lines at its start (`E0000 ... INVALID_ARGUMENT: ...
+  TPU_WORKER_HOSTNAMES`), with JAX_PLATFORMS=cpu too, which the README says leaves them out;
+  and the values given for that start are taken back after it."""
+  script = ("import os\n"
+            "from glmjax import topology\n"
+            "topology.slice_devices(topology.parse_slice('v5p-16'))\n"
+            "print([k for k in ('TPU_ACCELERATOR_TYPE', 'TPU_WORKER_HOSTNAMES')"
+            " if k in os.environ])\n")
+  env = {key: value for key, value in os.environ.items() if not key.startswith("TPU_")}
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**env, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "TPU_WORKER_HOSTNAMES" not in result.stderr and "E0000" not in result.stderr, (
+      result.stderr)
+  assert result.stdout.strip() == "[]"
