@@ -40,29 +40,8 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 
 
 def model_defaults() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      vocab_size=30592,            # >= the tokenizer's vocab_size; a multiple of 128 is fastest
-      hidden_size=768,             # H: width of the residual stream and the embeddings
-      num_layers=12,               # L: transformer layers
-      num_heads=12,                # attention heads; hidden_size / num_heads is the head dim
-      ffn_size=0,                  # 0 means 4 * hidden_size (GLM hard-codes 4H)
-      max_position=512,            # position tables have max_position + 1 rows
-      position_encoding="learned_2d",  # learned_2d | rope_2d | rope
-      rope_theta=10000.0,          # rotary base (rope, rope_2d only)
-      norm="pre",                  # pre | deepnorm
-      mlp="gelu",                  # gelu | geglu
-      activation="gelu_tanh",      # gelu_tanh (Megatron training code) | gelu_exact (HF GLM)
-      layernorm_eps=1e-5,          # LayerNorm epsilon (GLM: 1e-5)
-      hidden_dropout=0.1,          # dropout on embeddings and each residual branch (GLM: 0.1)
-      attention_dropout=0.0,       # GLM used 0.1; only attention=xla has it (auto then picks xla)
-      init_std=0.02,               # normal init std; output projections get it / sqrt(2L)
-      dtype="bfloat16",            # compute dtype: bfloat16 | float32 (float16 needs loss scaling)
-      param_dtype="float32",       # stored parameters: float32 | bfloat16
-      attention="auto",            # auto | xla | cudnn | tokamax | splash | splash_dynamic
-      remat="none",                # none | minimal | full
-      save_dropout_masks=False,    # minimal, full: keep hidden dropout's masks, not draw them again
-      scan_layers=True,            # nn.scan over layers: faster compiles; params get a layers axis
-  ))
+  # One definition: ModelConfig's fields, with their one-line comments, in model/model_config.py.
+  return ml_collections.ConfigDict(model_config.user_fields(model_config.ModelConfig()))
 
 
 def data_defaults() -> ml_collections.ConfigDict:

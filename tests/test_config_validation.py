@@ -207,14 +207,6 @@ def test_the_model_refuses_what_validation_refuses_from_the_same_lists():
       ModelConfig.from_config(config.model)
 
 
-def test_model_config_defaults_are_the_config_defaults():
-  import dataclasses  # pylint: disable=import-outside-toplevel
-  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
-  defaults = dataclasses.asdict(ModelConfig())
-  defaults.pop("target_platform")
-  assert defaults == config_lib.model_defaults().to_dict()
-
-
 def test_evaluation_needs_held_out_data():
   config = _local()
   config.data.eval_fraction = 0.0

@@ -74,27 +74,27 @@ def seq_len_multiple(attention: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  vocab_size: int = 30592
-  hidden_size: int = 768
-  num_layers: int = 12
-  num_heads: int = 12
-  ffn_size: int = 0
-  max_position: int = 512
-  position_encoding: str = "learned_2d"
-  rope_theta: float = 10000.0
-  norm: str = "pre"
-  mlp: str = "gelu"
-  activation: str = "gelu_tanh"
-  layernorm_eps: float = 1e-5
-  hidden_dropout: float = 0.1
-  attention_dropout: float = 0.0
-  init_std: float = 0.02
-  dtype: str = "bfloat16"
-  param_dtype: str = "float32"
-  attention: str = "auto"
-  remat: str = "none"
-  save_dropout_masks: bool = False
-  scan_layers: bool = True
+  vocab_size: int = 30592             # >= the tokenizer's vocab_size; a multiple of 128 is fastest
+  hidden_size: int = 768              # H: width of the residual stream and the embeddings
+  num_layers: int = 12                # L: transformer layers
+  num_heads: int = 12                 # attention heads; hidden_size / num_heads is the head dim
+  ffn_size: int = 0                   # 0 means 4 * hidden_size (GLM hard-codes 4H)
+  max_position: int = 512             # position tables have max_position + 1 rows
+  position_encoding: str = "learned_2d"  # learned_2d | rope_2d | rope
+  rope_theta: float = 10000.0         # rotary base (rope, rope_2d only)
+  norm: str = "pre"                   # pre | deepnorm
+  mlp: str = "gelu"                   # gelu | geglu
+  activation: str = "gelu_tanh"       # gelu_tanh (Megatron training code) | gelu_exact (HF GLM)
+  layernorm_eps: float = 1e-5         # LayerNorm epsilon (GLM: 1e-5)
+  hidden_dropout: float = 0.1         # dropout on embeddings and each residual branch (GLM: 0.1)
+  attention_dropout: float = 0.0      # GLM: 0.1; only attention=xla has it (auto then picks xla)
+  init_std: float = 0.02              # normal init std; output projections get it / sqrt(2L)
+  dtype: str = "bfloat16"             # compute: bfloat16 | float32 (float16 needs loss scaling)
+  param_dtype: str = "float32"        # stored parameters: float32 | bfloat16
+  attention: str = "auto"             # auto | xla | cudnn | tokamax | splash | splash_dynamic
+  remat: str = "none"                 # none | minimal | full
+  save_dropout_masks: bool = False    # minimal, full: keep dropout masks, not draw them again
+  scan_layers: bool = True            # nn.scan over layers: faster compiles; a layers axis
   # Not a user setting: the platform the program is compiled for ('' = this host's backend).
   # attention_choice.resolved_model_config sets it (aot asks for 'tpu' or 'gpu'), so a program
   # compiled on a CPU host for another platform carries that platform's kernels.
@@ -161,6 +161,14 @@ class ModelConfig:
   @property
   def deepnorm_alpha(self) -> float:
     return math.sqrt(2.0 * self.num_layers)
+
+
+def user_fields(config: ModelConfig) -> dict:
+  """`config`'s fields as a run's `config.model` holds them (config.model_defaults is
+  `user_fields(ModelConfig())`): all but target_platform, which start-up sets."""
+  fields = dataclasses.asdict(config)
+  fields.pop("target_platform")
+  return fields
 
 
 def layer_param_count(config: ModelConfig) -> int:
