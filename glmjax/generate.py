@@ -131,11 +131,13 @@ def _batch(prompts: list[Prompt], rows: int, keys) -> decoding.Prompts:
 
 
 def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
-                    sampling: decoding.Sampling, batch_size: int) -> list[Prompt]:
+                    sampling: decoding.Sampling, batch_size: int,
+                    sources: list[str] | None = None) -> list[Prompt]:
   """The prompts, each checked against the model and the flags before any is filled: a prompt
   too long, late in an --input file, ended the command after the others were filled, and
   they were lost with it. Needs only config.json's model and the tokenizer, so the command
-  runs it before the parameters load too."""
+  runs it before the parameters load too. `sources` names where each text came from (an
+  --input file's line), for the errors; without it a prompt is named by its number."""
   check_sampling(sampling)
   if (config.position_encoding == "learned_2d"
       and sampling.max_blank_tokens + 1 > config.max_position):
@@ -147,9 +149,10 @@ def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size} must be at least 1.")
   prompts = [encode_prompt(text, tokenizer) for text in texts]
-  for number, prompt in enumerate(prompts, 1):
+  sources = sources or [f"prompt {number} of {len(texts)}" for number in range(1, len(texts) + 1)]
+  for source, prompt in zip(sources, prompts):
     if len(prompt.part_a) > config.max_position + 1:  # positions 0 .. max_position
-      raise ValueError(f"prompt {number} of {len(prompts)}, {prompt.text[:40]!r}..., is "
+      raise ValueError(f"{source}: {prompt.text[:40]!r}... is "
                        f"{len(prompt.part_a)} tokens; this model has positions up to "
                        f"{config.max_position}: shorten it.")
   return prompts
@@ -203,8 +206,9 @@ def check_paths(input_path: str, output_path: str) -> None:
                        "folder")
 
 
-def _read_prompts(path: str) -> list[str]:
-  texts = []
+def _read_prompts(path: str) -> dict[str, str]:
+  """{"PATH:LINE": text} for each prompt of a JSONL file, in order."""
+  texts = {}
   with open(path, encoding="utf-8") as handle:
     for number, line in enumerate(handle, 1):
       if not line.strip():
@@ -219,7 +223,7 @@ def _read_prompts(path: str) -> list[str]:
                          "a string.")
       if not BLANK.search(text):  # said now, not after minutes of loading the model
         raise ValueError(f"{path}:{number}: {no_blank(text)}")
-      texts.append(text)
+      texts[f"{path}:{number}"] = text
   if not texts:
     raise ValueError(f"{path} holds no prompt.")
   return texts
@@ -252,7 +256,9 @@ def main(argv):
     for text in args.text:  # before minutes of loading; --input's lines are read so too
       if not BLANK.search(text):
         raise ValueError(f"--text: {no_blank(text)}")
-    texts = list(args.text) + (_read_prompts(args.input) if args.input else [])
+    named = {f"--text {number}": text for number, text in enumerate(args.text, 1)}
+    named |= _read_prompts(args.input) if args.input else {}
+    texts = list(named.values())
     sampling = decoding.Sampling(temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, max_blank_tokens=args.max_tokens)
     check_sampling(sampling)  # the flags, before minutes of loading
@@ -263,7 +269,7 @@ def main(argv):
     config = pretrained.read_config(args.workdir, warn=False)
     tokenizer = pretrained.workdir_tokenizer(config, args.workdir)
     encoded_prompts(texts, tokenizer, ModelConfig.from_config(config.model), sampling,
-                    args.batch_size)
+                    args.batch_size, sources=list(named))
     loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
     results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
                        batch_size=args.batch_size)

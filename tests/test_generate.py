@@ -170,7 +170,8 @@ def test_a_prompt_and_a_blank_may_use_every_row_of_the_position_table(small_tabl
                               sampling=decoding.Sampling(max_blank_tokens=23))
   for text, result in zip(texts, results):
     assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=23), text
-  with pytest.raises(ValueError, match="is 26 tokens; this model has positions up to 24"):
+  with pytest.raises(ValueError, match="^prompt 1 of 1: 'x.* is 26 tokens; this model has "
+                                       "positions up to 24"):
     generate.generate(loaded, tokenizer, ["x" * 22 + "[MASK]."],
                       sampling=decoding.Sampling(max_blank_tokens=4))
 

@@ -93,10 +93,11 @@ def test_a_prompt_too_long_for_the_model_is_refused_before_the_model_loads_or_an
   """Checked batch by batch, a long prompt late in an --input file ended the command after the
   earlier batches were filled, and their texts were lost; and only after minutes of loading."""
   _config_json(tmp_path, max_position=64)
-  (tmp_path / "prompts.jsonl").write_text('{"text": "a [MASK]"}\n' * 9
+  # Named by its --input line (a blank line not counted as a prompt), not among all prompts.
+  (tmp_path / "prompts.jsonl").write_text('{"text": "a [MASK]"}\n' * 9 + "\n" * 2
                                           + '{"text": "%s[MASK]"}\n' % ("w " * 40))
   with mock.patch.object(pretrained, "load", mock.Mock(side_effect=AssertionError("loaded"))):
-    with pytest.raises(ValueError, match=r"^prompt 10 of 10, 'w w .* is 82 tokens; this model "
-                                         r"has positions up to 64: shorten it\.$"):
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/prompts.jsonl:12: 'w w .* is 82 tokens; "
+                                         r"this model has positions up to 64: shorten it\.$"):
       generate_command(f"--workdir={tmp_path}", f"--input={tmp_path}/prompts.jsonl",
-                       "--batch_size=2")
+                       "--batch_size=2", "--text=b [MASK]")

@@ -133,7 +133,7 @@ def test_a_prompt_file_skips_blank_lines_and_names_a_line_without_text(tmp_path)
   # pylint: disable=protected-access
   path = tmp_path / "prompts.jsonl"
   path.write_text('{"text": "a [MASK]"}\n\n  \n{"text": "b [MASK]"}\n')
-  assert generate._read_prompts(str(path)) == ["a [MASK]", "b [MASK]"]
+  assert generate._read_prompts(str(path)) == {f"{path}:1": "a [MASK]", f"{path}:4": "b [MASK]"}
   path.write_text('{"text": "a [MASK]"}\n\n{"prompt": "b [MASK]"}\n')
   with pytest.raises(ValueError, match=re.escape(f'{path}:3: expected a JSON object with a '
                                                  '"text" field')):
