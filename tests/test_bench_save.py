@@ -72,9 +72,10 @@ def test_a_save_s_overhead_is_what_a_later_save_adds_to_the_steps_from_its_start
   monkeypatch.setattr(save_bench, "time", clock)
   monkeypatch.setattr(save_bench, "checkpoint_lib",
                       types.SimpleNamespace(Checkpointer=checkpointer))
-  seconds, held, state = save_bench.save_overhead(step, 0, {}, steps, defer=defer)
+  seconds, held, noise, state = save_bench.save_overhead(step, 0, {}, steps, defer=defer)
   # Not the first save's 4 s of compiling; the save as train makes it (deferred or not).
   assert seconds == pytest.approx(added) and held == pytest.approx(added)
+  assert noise == 0  # the fake clock's save-free steps take the same time each round
   assert [d for _, d in made[0].saves] == [defer, defer] and made[0].closed
   assert state == len(step.batches) == 2 * 2 * (1 + steps)  # the state of the last step
 
@@ -128,8 +129,30 @@ def test_the_timed_save_is_of_a_new_step(monkeypatch):
   monkeypatch.setattr(save_bench, "time", clock)
   monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
       Checkpointer=lambda folder, **kwargs: _RealCheckpointer(clock, 1)))
-  seconds, _, _ = save_bench.save_overhead(step, 0, {}, 2, defer=False)
+  seconds, _, _, _ = save_bench.save_overhead(step, 0, {}, 2, defer=False)
   assert seconds == pytest.approx(0.3)  # a save that wrote nothing would add nothing
+
+
+def test_the_save_overhead_s_noise_is_how_far_two_save_free_timings_of_its_steps_differ(
+    monkeypatch):
+  """Each overhead is one sample, so one GPU loan read a negative figure: the two rounds'
+  save-free timings (2 steps each, 0.6 s per step in the first round, then 0.5 s) say how
+  much the steps alone varied."""
+  class SlowerFirstRound(_Step):
+    first_round = 2 * (1 + 2)  # the untimed step and 2 timed ones, without and with a save
+
+    def __call__(self, state, batch):
+      self.seconds = 0.6 if len(self.batches) < self.first_round else 0.5
+      return super().__call__(state, batch)
+
+  clock = _Clock()
+  step = SlowerFirstRound(clock, 0.6)
+  monkeypatch.setattr(save_bench, "time", clock)
+  monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
+      Checkpointer=lambda folder, **kwargs: _Checkpointer(clock, 1)))
+  seconds, _, noise, _ = save_bench.save_overhead(step, 0, {}, 2, defer=False)
+  assert noise == pytest.approx(2 * 0.6 - 2 * 0.5)
+  assert seconds == pytest.approx(0.3)  # the kept figure is the second round's
 
 
 @pytest.mark.parametrize("together, hidden", [(0.5, 1.0), (0.7, 0.0), (0.6, 0.5), (0.45, 1.0),
@@ -161,7 +184,7 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
 
   def save_overhead(compiled, state, batch, steps, *, defer, parts=1):
     overheads.append((steps, defer, parts))
-    return (0.04, 0.01, state) if defer else (0.6, 0.55, state)
+    return (0.04, 0.01, 0.1, state) if defer else (0.6, 0.55, 0.05, state)
 
   largest = []
 
@@ -185,6 +208,7 @@ def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["checkpoint_overhead_device_snapshot"] == pytest.approx(0.08)
   assert largest == [(5, 1)]  # over the same steps as the total
   assert figures["checkpoint_step_overhead_device_snapshot"] == pytest.approx(0.06)
+  assert figures["checkpoint_overhead_noise"] == pytest.approx(0.2)  # the larger, per step
   assert (figures["save_call_s"], figures["snapshot_calls_s"]) == (0.55, 0.01)
   # It hides 0.3 of the 0.5 s it could: 0.5 + 1.2 - 1.4.
   assert figures["in_step_transfer_step_s"] == 1.4

@@ -73,7 +73,7 @@ def test_a_direct_save_s_call_time_is_its_own_not_that_of_the_step_before_it(mon
   monkeypatch.setattr(save_bench, "time", clock)
   monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
       Checkpointer=lambda folder, **kwargs: _Checkpointer(clock, 1)))
-  seconds, held, _ = save_bench.save_overhead(_Step(clock, 0.5), 0, {}, 2, defer=False)
+  seconds, held, _, _ = save_bench.save_overhead(_Step(clock, 0.5), 0, {}, 2, defer=False)
   assert seconds == pytest.approx(0.3) and held == pytest.approx(0.3)
 
 

@@ -19,6 +19,9 @@ as `--what=step` times it):
 - `checkpoint_step_overhead_device_snapshot`: the most that save adds to any one of those
   steps, each waited for in turn, as a fraction of a step (with parts, each step after the
   save's carries one);
+- `checkpoint_overhead_noise`: how far two timings of the same steps without a save differed,
+  as a fraction of a step (the larger of the two measurements'): each overhead is one sample,
+  so one within this is noise, and may even read negative;
 - `save_call_s`, `snapshot_calls_s`: the seconds the host spent inside those saves' calls
   (the direct save's call; the snapshot's save and each step's look and hand-over);
 - `in_step_transfer_step_s`, `in_step_transfer_hidden`: the step compiled with a copy of its
@@ -60,11 +63,12 @@ def measure(config, steps: int) -> dict:
     compiled, state, batch = setup.compiled, setup.state, setup.batch
     step_s, state = timed_steps(compiled, state, batch, steps)
     alone_s, beside_s, state_bytes, state = transfer_times(compiled, state, batch)
-    direct_s, direct_held_s, state = save_overhead(compiled, state, batch, 2, defer=False)
+    direct_s, direct_held_s, direct_noise_s, state = save_overhead(compiled, state, batch, 2,
+                                                                   defer=False)
     parts = int(config.checkpoint.snapshot_parts)
     snapshot_steps = min(MAX_STEPS, 2 + max(parts, math.ceil(alone_s / step_s)))
-    snapshot_s, snapshot_held_s, state = save_overhead(compiled, state, batch, snapshot_steps,
-                                                       defer=True, parts=parts)
+    snapshot_s, snapshot_held_s, snapshot_noise_s, state = save_overhead(
+        compiled, state, batch, snapshot_steps, defer=True, parts=parts)
     most_s, state = largest_step_overhead(compiled, state, batch, snapshot_steps, parts)
     peak_bytes = step_bench.peak_device_memory()  # with a snapshot's copy, before the rest
     # Last: experiments for the next move, which must not cost the figures above.
@@ -87,6 +91,8 @@ def measure(config, steps: int) -> dict:
       "checkpoint_overhead_device_snapshot": snapshot_s / step_s,
       "snapshot_steps": snapshot_steps, "snapshot_parts": parts,
       "checkpoint_step_overhead_device_snapshot": most_s / step_s,
+      # How far the save-free timings of the same steps differed: overheads within it are noise.
+      "checkpoint_overhead_noise": max(direct_noise_s, snapshot_noise_s) / step_s,
       # Seconds the training thread spent inside the checkpointer's calls (Orbax's own work).
       "save_call_s": direct_held_s, "snapshot_calls_s": snapshot_held_s,
       "peak_memory_bytes": peak_bytes,
@@ -229,9 +235,11 @@ def fetched(tree) -> list:
 
 def save_overhead(compiled, state, batch, steps: int, *, defer: bool, parts: int = 1):
   """(seconds that an asynchronous save adds to the `steps` steps from its start, seconds the
-  host spent inside the checkpointer's calls, state), saving as train does: each step's
-  write_deferred hands a device snapshot to Orbax once it is on the host; one still on its way
-  after the last step is waited for, inside the timing."""
+  host spent inside the checkpointer's calls, noise seconds, state), saving as train does: each
+  step's write_deferred hands a device snapshot to Orbax once it is on the host; one still on
+  its way after the last step is waited for, inside the timing. Each figure is one sample; the
+  noise is how far the two save-free timings of the same steps differ (an overhead within it,
+  even a negative one, says only that the save cost no more than the steps vary)."""
   def timed(state, save):
     state, out = compiled(state, batch)
     jax.block_until_ready(out)
@@ -248,14 +256,16 @@ def save_overhead(compiled, state, batch, steps: int, *, defer: bool, parts: int
     checkpointer = checkpoint_lib.Checkpointer(folder, every=1, keep=1, async_save=True,
                                                snapshot_parts=parts)
     try:
+      plains = []
       for step in (1, 2):  # the first save compiles the checksums (and the copy): time the second
         plain, _, state = timed(state, lambda s: None)
+        plains.append(plain)
         saving, held, state = timed(
             state, lambda s, step=step: checkpointer.save(step, s, {}, force=True, defer=defer))
         checkpointer.wait()
     finally:
       checkpointer.close()
-  return saving - plain, held, state
+  return saving - plain, held, abs(plains[1] - plains[0]), state
 
 
 def largest_step_overhead(compiled, state, batch, steps: int, parts: int):
