@@ -294,7 +294,7 @@ def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(mo
                                                                             capsys):
   config = importlib.import_module("configs.base").get_config("local")
   _flags(monkeypatch, sweep, sweep_batch="4", sweep_remat="full", sweep_attention="xla",
-         sweep_set=["train.dropout_rng=threefry2x32,bogus", "model.hidden_dropout=0.1, 0",
+         sweep_set=["train.dropout_rng=threefry2x32,rbg", "model.hidden_dropout=0.1, 1",
                     "model.scan_layers=False"])
   seen = []
 
@@ -306,12 +306,12 @@ def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(mo
   sweep.main(config, [])
   trials = json.loads(capsys.readouterr().out)["trials"]
   assert [(t["train.dropout_rng"], t["model.hidden_dropout"]) for t in trials] == [
-      ("threefry2x32", 0.1), ("threefry2x32", 0.0), ("bogus", 0.1), ("bogus", 0.0)]
+      ("threefry2x32", 0.1), ("threefry2x32", 1.0), ("rbg", 0.1), ("rbg", 1.0)]
   assert all(t["model.scan_layers"] is False for t in trials)
   assert isinstance(trials[1]["model.hidden_dropout"], float)
   # Each value reaches its trial's config; one the config refuses is that trial's error line.
-  assert seen == [("threefry2x32", 0.1, False), ("threefry2x32", 0.0, False)]
-  assert all("train.dropout_rng='bogus'" in t["error"] for t in trials[2:])
+  assert seen == [("threefry2x32", 0.1, False), ("rbg", 0.1, False)]
+  assert all("model.hidden_dropout=1.0" in t["error"] for t in trials[1::2])
   assert config.train.dropout_rng == "threefry2x32" and config.model.scan_layers  # left as it was
 
 
@@ -322,6 +322,8 @@ def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(mo
     ("train.steps.x=1", "no field 'train.steps.x'"),
     ("data.batch_size=8,16", "data.batch_size has its own flag: use --sweep_batch=V1,V2"),
     ("model.remat=none", "use --sweep_remat=V1,V2"),
+    ("train.dropout_rng=rbg,unsafe_rb", "--sweep_set=train.dropout_rng=rbg,unsafe_rb: "
+                                        "'unsafe_rb' is not a train.dropout_rng; choose from"),
     ("data.files=a.txt", "data.files holds tuple values"),
     ("model.num_layers=8.5", "model.num_layers takes an integer, not '8.5'"),
     ("model.scan_layers=yes", "model.scan_layers takes true or false, not 'yes'"),

@@ -80,6 +80,8 @@ def _extra_fields(config, specs: list[str]) -> list[tuple[str, list]]:
     if not _names(text):
       raise ValueError(f"{where}give {field!r} one or more values to try, "
                        "e.g. train.dropout_rng=rbg,unsafe_rbg")
+    if field in glm_config.CHOICES:  # a typo said now, not as each of its trials' error
+      _choices(text, f"--sweep_set={field}", field)
     fields.append((field, [_typed(field, current, value) for value in _names(text)]))
   return fields
 
