@@ -254,8 +254,37 @@ def test_a_resume_after_a_corpus_file_changed_is_refused(tmp_path):
   out = str(tmp_path / "out")
   assert prepare.prepare(config, out, shard_mb=1e-4, limit_shards=1, progress=False) is None
   (tmp_path / "a.txt").write_text("document a, rewritten: " + "other words " * 40)
-  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*'source'\]"):
     prepare.prepare(config, out, shard_mb=1e-4, progress=False)
+
+
+def test_a_resume_after_a_corpus_file_was_edited_in_place_to_the_same_size_is_refused(tmp_path):
+  # Same size, so the recorded sizes agree; a newline moved, so the pieces planned now cut
+  # another document than the finished shard holds. Only the file's modification time shows it.
+  text = "first document\n\nsecond one here\n\n" * 20  # paragraphs: 40 documents
+  (tmp_path / "a.txt").write_text(text)
+  config = data_config(source="files", files=(f"{tmp_path}/a.txt",))
+  out = str(tmp_path / "out")
+  assert prepare.prepare(config, out, shard_mb=1e-4, limit_shards=1, progress=False) is None
+  edited = text.replace("first document\n\n", "first\n\ndocument ", 1)
+  assert len(edited) == len(text)
+  (tmp_path / "a.txt").write_text(edited)
+  stat = os.stat(tmp_path / "a.txt")  # a coarse clock may give the edit the same time: not so
+  os.utime(tmp_path / "a.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*'modified'.*a corpus file "
+                                       "written since"):
+    prepare.prepare(config, out, shard_mb=1e-4, progress=False)
+
+
+def test_a_prepare_begun_before_modification_times_were_recorded_resumes(tmp_path):
+  (tmp_path / "a.txt").write_text("first document\n\nsecond one here\n\n" * 20)
+  config = data_config(source="files", files=(f"{tmp_path}/a.txt",))
+  out = tmp_path / "out"
+  assert prepare.prepare(config, str(out), shard_mb=1e-4, limit_shards=1, progress=False) is None
+  plan = json.loads((out / "plan.json").read_text())
+  del plan["modified"]
+  (out / "plan.json").write_text(json.dumps(plan))
+  assert prepare.prepare(config, str(out), shard_mb=1e-4, progress=False)["num_docs"] == 40
 
 
 def test_a_resume_that_reads_another_json_field_is_refused(tmp_path):

@@ -133,18 +133,27 @@ def write_shard(task: tuple) -> dict:
   return record
 
 
+def _modified(source: dict) -> dict[str, int]:
+  """Each corpus file's modification time (ns): an edit that keeps a file's size (a typo fixed
+  in place) leaves its shards written before it holding the old text, in pieces cut at the
+  old newlines."""
+  return {path: os.stat(path).st_mtime_ns for path, _ in source.get("files", [])}
+
+
 def _check_plan(out_dir: str, plan: dict):
   path = os.path.join(out_dir, "plan.json")
   plan = json.loads(json.dumps(plan))
   if os.path.isfile(path):
     with open(path) as f:
       existing = json.load(f)
+    if "modified" not in existing:  # written before the times were recorded: sizes only
+      plan.pop("modified")
     differs = sorted(k for k in set(plan) | set(existing) if plan.get(k) != existing.get(k))
     if differs:
       raise ValueError(f"--out={out_dir!r} holds a prepare of another source or tokenizer "
                        f"(plan.json differs in {differs}; 'pieces' alone: another --shard_mb "
-                       "or changed files); use a new --out, or delete that directory to start "
-                       "over")
+                       "or changed files; 'modified': a corpus file written since); use a new "
+                       "--out, or delete that directory to start over")
   else:
     _atomic_write_json(path, plan)
 
@@ -221,6 +230,7 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   dtype = sources.token_dtype(tokenizer.vocab_size)
   plan = dict(format=FORMAT, source=sources.describe_source(data_config),
               tokenizer=tokenizer_info(tokenizer), token_dtype=dtype.name, pieces=pieces)
+  plan["modified"] = _modified(plan["source"])
   _refuse_out_among_inputs(out_dir, plan["source"])
   label = sources.source_label(data_config)  # now: a glob read again at the end may match more
   os.makedirs(out_dir, exist_ok=True)

@@ -108,4 +108,13 @@ ENTRIES: tuple[Mutation, ...] = (
              "[glob_.strip() for glob_ in entry.split(\",\")]",
              (_S + "test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_"
               "glob",)),
+    Mutation("a prepare resumes after a same-size edit in place of a corpus file",
+             "glmjax/data/prepare.py", '  plan["modified"] = _modified(plan["source"])',
+             '  plan["modified"] = {}',
+             ("tests/test_prepare.py::test_a_resume_after_a_corpus_file_was_edited_in_place_to_"
+              "the_same_size_is_refused",)),
+    Mutation("a prepare begun before modification times were recorded cannot resume",
+             "glmjax/data/prepare.py", '    if "modified" not in existing:', "    if False:",
+             ("tests/test_prepare.py::test_a_prepare_begun_before_modification_times_were_"
+              "recorded_resumes",)),
 )
