@@ -1,5 +1,8 @@
-"""GLM on a 2x4 (fsdp, tensor) mesh of simulated CPU devices equals the unsharded model."""
+"""GLM on a 2x4 (fsdp, tensor) mesh of simulated CPU devices equals the unsharded model, and
+keeps its activations and lookups split as the rules say (a TPU slice's program too)."""
+import importlib
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +11,10 @@ import pytest
 from flax import linen as nn
 from jax.sharding import Mesh, PartitionSpec as P
 
+from glmjax import aot, attention_choice, parallel, topology
 from glmjax import config as config_lib
 from glmjax import model as model_lib
+from glmjax import step as step_lib
 from glmjax.model import attention
 
 RULES = config_lib.DEFAULT_LOGICAL_AXIS_RULES
@@ -129,3 +134,27 @@ def test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis(mes
   replicated, _ = _backward_temp_bytes_and_hidden_spec(
       mesh, tuple((name, None if name == logical else axes) for name, axes in RULES), **model)
   assert split < 0.8 * replicated, (split, replicated)
+
+
+def test_under_fsdp_a_tpu_slice_gathers_the_embedding_tables_never_the_batch_s_token_ids():
+  """glm._gathered_over_embed: the lookups gather each table over fsdp. Left to itself, XLA
+  (for a v5e-8, fsdp=8) sent every device all of the batch's ids instead, to look up a slice of
+  the hidden size for all rows, and resharded the rows (and their cotangent) to match. It
+  gathers the small position tables itself; the constraint keeps that so at any size."""
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(vocab_size=1024, hidden_size=128, num_layers=1, num_heads=2,
+                      max_position=128, attention="xla")
+  config.data.update(seq_len=128, batch_size=16)
+  config.mesh.update(data=1, fsdp=8, tensor=1)
+  devices = topology.slice_devices(topology.parse_slice("v5e-8"))
+  mesh, rules = parallel.make_mesh(config.mesh, devices), parallel.logical_rules(config.mesh)
+  model_config = attention_choice.resolved_model_config(config, platform="tpu",
+                                                        device=devices[0])
+  # pylint: disable-next=protected-access  (a compile-only program cannot be cached)
+  with parallel.activate(mesh, rules), aot._no_persistent_cache():
+    program = step_lib.build_program(config, mesh, rules, model_config)
+    hlo = program.compile_train_step(config, mesh).as_text()
+  gathered = re.findall(r"= (\w+)\[([\d,]+)\]\S* all-gather(?:-start)?\(", hlo)
+  elements = {(dtype, math.prod(int(n) for n in shape.split(","))) for dtype, shape in gathered}
+  assert ("f32", 1024 * 128) in elements and ("f32", 129 * 128) in elements  # whole tables
+  assert ("s32", 16 * 128) not in elements  # the batch's ids, on every device

@@ -260,4 +260,9 @@ ENTRIES: tuple[Mutation, ...] = (
              'return f"{self.hosts}x{self.gpus_per_host} {self.model.name}"',
              'return f"{self.gpus_per_host}x{self.hosts} {self.model.name}"',
              ("tests/test_aot_gpu.py::test_gpu_names_give_hosts_and_gpus_per_host",)),
+    Mutation("the word-embedding lookup leaves its FSDP gather to XLA", "glmjax/model/glm.py",
+             'jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0)',
+             "jnp.take(word_embeddings, tokens, axis=0)",
+             ("tests/test_model_sharding.py::test_under_fsdp_a_tpu_slice_gathers_the_embedding_"
+              "tables_never_the_batch_s_token_ids",)),
 )
