@@ -103,6 +103,20 @@ def _row_key(line: str) -> tuple[int, int]:
           GENERATIONS.index(generation) if generation in GENERATIONS else len(GENERATIONS))
 
 
+def check_readme(path: str) -> None:
+  """Refuses a --readme that splice could not write into, before the compiles (21 minutes for
+  the whole table) rather than after them."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      content = f.read()
+  except OSError as error:
+    raise SystemExit(f"--readme={path}: cannot be read ({error.strerror or error}); name the "
+                     "README.md whose fit table the rows go into") from None
+  if BEGIN not in content or END not in content:
+    raise SystemExit(f"--readme={path} has no {BEGIN} ... {END} block to put the rows into; "
+                     "name the repository's README.md")
+
+
 def splice(path: str, text: str) -> None:
   """Puts the rows of `text` into the table between the markers of `path`: a row replaces the
   row of the same model and chip generation; the rows of a partial run join the others."""
@@ -138,6 +152,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   models = _names("--models", args.models, tuple(name for name, _ in MODELS))
   generations = _names("--generations", args.generations, GENERATIONS)
+  if args.readme:
+    check_readme(args.readme)
   jax.config.update("jax_platforms", "cpu")
   log = lambda text: print(text, file=sys.stderr, flush=True)
   rows = []

@@ -178,3 +178,18 @@ def test_the_command_searches_the_chosen_models_and_generations_and_splices_thei
   # GLM-10B's v6e row is replaced; GLM-Base's v5p row, not searched, is kept.
   assert cells(readme.read_text()) == [["| GLM-Base", "v5p-8"], ["| GLM-Base", "v6e-4"],
                                        ["| GLM-10B", "v6e-4"]]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"^--readme=.*README\.MD: cannot be read \(No such file or directory\)"),
+    ("a README without the table\n", r"^--readme=.*README\.MD has no <!-- fit-table:begin -->"),
+])
+def test_a_readme_the_rows_cannot_go_into_is_refused_before_any_compile(
+    tmp_path, monkeypatch, content, message):
+  # Found only when the rows are spliced in, it would come after the whole search (21 minutes).
+  monkeypatch.setattr(aot, "compile_for_slice", lambda config, spec: pytest.fail("compiled"))
+  readme = tmp_path / "README.MD"
+  if content is not None:
+    readme.write_text(content)
+  with pytest.raises(SystemExit, match=message):
+    fit_table.main(["--models=GLM-Base", "--generations=v5p", f"--readme={readme}"])
