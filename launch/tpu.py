@@ -323,6 +323,10 @@ def validate(args, has_separator: bool) -> None:
                      "starting with a letter (e.g. --name=glm10b)")
   if not args.zone:
     raise UsageError("--zone is required: the slice's zone, e.g. --zone=us-east5-a")
+  if re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", args.zone):  # us-east5: a region, which holds zones
+    raise UsageError(f"--zone={args.zone} is a region; name one of its zones, e.g. "
+                     f"--zone={args.zone}-a (the Cloud TPU zones page lists which zones have "
+                     "your TPU generation)")
   if has_separator and args.command != "train":
     raise UsageError(f"{args.command} takes no arguments after --; only train passes them on")
   if args.command == "create":

@@ -228,6 +228,9 @@ def test_ssh_and_scp_leave_host_key_checking_on(capsys):
     (["create", "--name=glm", ZONE, "--accelerator=v5p:2x2x3"],
      "--accelerator=v5p:2x2x3: Cloud TPU has no accelerator type v5p-24 for this shape"),
     (["create", "--name=glm", "--accelerator=v5p-8"], "--zone is required"),
+    # gcloud would take a region and answer from the API; a zone is its region and a letter.
+    (["create", "--name=glm", "--zone=us-east5", "--accelerator=v5p-8"],
+     "--zone=us-east5 is a region; name one of its zones, e.g. --zone=us-east5-a"),
     (["create", "--name=Bad_Name", ZONE, "--accelerator=v5p-8"], "--name='Bad_Name'"),
     (["create", "--name=glm", ZONE, "--accelerator=v5p-8", "--spot", "--reserved"],
      "--reserved: not allowed with argument --spot"),
