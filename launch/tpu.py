@@ -359,6 +359,10 @@ def validate(args, has_separator: bool) -> None:
       args.jax_version = local_jax_version()
     if args.mount_bucket and not re.fullmatch(r"[a-z0-9][-_.a-z0-9]{1,220}", args.mount_bucket):
       raise UsageError(f"--mount-bucket={args.mount_bucket!r}: a bucket name, without gs://")
+  # `seq` of a negative count is empty: the KILL would follow the TERM at once, no checkpoint.
+  if args.command in ("train", "stop") and args.grace < 0:
+    raise UsageError(f"--grace={args.grace}: seconds between TERM and KILL, 0 or more (a "
+                     "trainer needs them to save its checkpoint)")
   if args.command == "logs" and not re.fullmatch(r"all|\d+", args.worker):
     raise UsageError(f"--worker={args.worker!r}: a worker index (0, 1, ...) or all")
   if args.command == "train":

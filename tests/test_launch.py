@@ -242,6 +242,8 @@ def test_ssh_and_scp_leave_host_key_checking_on(capsys):
     (["train", "--name=glm", ZONE, "--env", "TOKEN=abc", "--", "--workdir=gs://b"],
      "--env TOKEN=...: --env takes a variable NAME, never a value"),
     (["stop", "--name=glm", ZONE, "--", "--workdir=x"], "stop takes no arguments after --"),
+    # Taken, a negative grace would KILL the trainer right after the TERM, before its save.
+    (["stop", "--name=glm", ZONE, "--grace=-1"], "--grace=-1: seconds between TERM and KILL"),
 ])
 def test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2(
     argv, message, capsys, monkeypatch):
