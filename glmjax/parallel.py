@@ -100,6 +100,7 @@ def batch_rule_problem(rules) -> str | None:
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
+  layout = "jax's topology-aware layout"
   try:
     # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
     grid = mesh_utils.create_device_mesh(shape, devices)
@@ -110,11 +111,14 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     # allow_split_physical_axes, would map more meshes onto the torus, but can spread a tensor
     # group over two hosts, each then building its rows: not taken without a measurement.)
     grid = np.asarray(sorted(devices, key=lambda device: device.process_index)).reshape(shape)
-    spread = max(len({device.process_index for device in group})
-                 for group in grid.reshape(-1, shape[-1]))
-    report = log.warning if spread > 1 and devices[0].platform != "cpu" else log.debug
-    report("create_device_mesh failed (%s); using plain device order%s", error,
-           f": each mesh.tensor group spans {spread} hosts" if spread > 1 else "")
+    layout = f"create_device_mesh failed ({error}); using plain device order"
+  # Said whichever way the grid was made: the topology-aware one too puts a group of 4 v5e
+  # chips on two hosts, and jax's GPU order puts mesh.tensor=16 on two nodes of 8 GPUs (its
+  # all-reduces then cross the network). Each host of a group builds the group's rows.
+  spread = max(len({device.process_index for device in group})
+               for group in grid.reshape(-1, shape[-1]))
+  report = log.warning if spread > 1 and devices[0].platform != "cpu" else log.debug
+  report("%s%s", layout, f": each mesh.tensor group spans {spread} hosts" if spread > 1 else "")
   return Mesh(grid, MESH_AXES)
 
 

@@ -80,6 +80,17 @@ def test_a_mesh_in_plain_device_order_warns_only_when_a_tensor_group_spans_hosts
           for r in warnings] == ([True] if spread > 1 else [])
 
 
+def test_a_topology_mapped_mesh_warns_too_when_a_tensor_group_spans_hosts(caplog):
+  """jax maps data=1 fsdp=4 tensor=4 onto v5e-16's 4x4 torus, each group of 4 a line of chips
+  over two hosts (of 2x2 chips): start-up says so, as the README promises, not only when
+  jax's mapping fails."""
+  with caplog.at_level(logging.DEBUG, logger="glmjax.parallel"):
+    mesh = _mesh("v5e-16", {"data": 1, "fsdp": 4, "tensor": 4})
+  assert max(len({d.process_index for d in group}) for group in mesh.devices.reshape(-1, 4)) == 2
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert warnings == ["jax's topology-aware layout: each mesh.tensor group spans 2 hosts"]
+
+
 def test_a_plain_order_mesh_keeps_tensor_groups_on_one_host_when_hosts_are_listed_interleaved():
   """The fallback does not rely on the runtime listing a slice host by host: v5e-16's devices
   given round-robin over its 4 hosts still give each tensor group of 4 one host."""
