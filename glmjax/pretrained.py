@@ -80,16 +80,33 @@ def read_config(workdir: str, *, warn: bool = True) -> ml_collections.ConfigDict
 
 
 def local_mesh(config: ml_collections.ConfigDict) -> Mesh:
-  """The run's mesh if it fits this host's devices, else FSDP over all of them."""
-  try:
+  """The run's mesh if it fits this host's devices, else FSDP over as many of them as split
+  the parameters (the rest replicate them over mesh.data), all of them where that works."""
+  count = jax.device_count()
+  axes = ModelConfig.from_config(config.model).parameter_axes()
+  rules = parallel.logical_rules(config.mesh)
+
+  def splits(mesh_config) -> bool:  # a mesh the arrays' shardings can cut evenly
+    try:
+      shape = parallel.mesh_shape(mesh_config, count)
+    except ValueError:
+      return False
+    return parallel.unsplittable_axis(axes, dict(zip(parallel.MESH_AXES, shape)), rules) is None
+
+  if splits(config.mesh):
     return parallel.make_mesh(config.mesh)
-  except ValueError:
-    fallback = ml_collections.ConfigDict(config.mesh.to_dict())
-    fallback.update(data=1, fsdp=-1, tensor=1)
-    log.info("The run's mesh (data=%s, fsdp=%s, tensor=%s) does not fit %d devices; using "
-             "fsdp over all of them.", config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
-             jax.device_count())
-    return parallel.make_mesh(fallback)
+  # fsdp=-1 alone fails where the count does not divide the hidden size (GLM-10B's 4096 on 6
+  # GPUs): the restore then dies in the middle of reading. fsdp=1 always splits.
+  fallback = ml_collections.ConfigDict(config.mesh.to_dict())
+  for fsdp in sorted((n for n in range(1, count + 1) if count % n == 0), reverse=True):
+    fallback.update(data=count // fsdp, fsdp=fsdp, tensor=1)
+    if splits(fallback):
+      break
+  log.info("The run's mesh (data=%s, fsdp=%s, tensor=%s) does not fit %d devices; using "
+           "fsdp=%d%s.", config.mesh.data, config.mesh.fsdp, config.mesh.tensor, count,
+           fallback.fsdp, "" if fallback.fsdp == count else
+           f" and data={fallback.data} (the model's sizes split over no more)")
+  return parallel.make_mesh(fallback)
 
 
 def abstract_params(model_config: ModelConfig, mesh: Mesh, rules) -> Any:

@@ -151,6 +151,19 @@ def test_a_workdir_from_a_slice_whose_mesh_this_host_cannot_build_loads_fsdp_ove
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
 
 
+def test_a_workdir_whose_hidden_size_this_host_s_device_count_does_not_divide_still_loads(
+    tmp_path):
+  """GLM-10B's mesh.fsdp=-1 read on 6 GPUs would cut its 4096 wide arrays 6 ways and die in the
+  middle of the restore. Here 12 wide on 8 devices: fsdp over 4 of them, replicated twice."""
+  params = _tiny_workdir(tmp_path, hidden_size=12)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  saved["mesh"].update(data=1, fsdp=-1, tensor=1)
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  loaded = pretrained.load(str(tmp_path), attention="xla")
+  assert dict(loaded.mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
+
+
 def test_a_workdir_loads_onto_the_mesh_its_caller_gives(tmp_path):
   """`load(mesh=...)` is how a program with its own mesh (tensor parallel here, not the run's
   fsdp) reads a workdir: the parameters come back on that mesh, unchanged."""

@@ -152,8 +152,9 @@ ENTRIES = (
              (_REPORTING + "test_a_workdir_whose_checkpoints_folder_is_empty_is_refused_as_having_"
               "no_checkpoint_yet",)),
     Mutation("a workdir from a larger slice keeps the run's tensor axis when loaded here",
-             "glmjax/pretrained.py", "fallback.update(data=1, fsdp=-1, tensor=1)",
-             "fallback.update(data=1, fsdp=-1)",
+             "glmjax/pretrained.py",
+             "fallback.update(data=count // fsdp, fsdp=fsdp, tensor=1)",
+             "fallback.update(data=count // fsdp, fsdp=fsdp)",
              (_REPORTING + "test_a_workdir_from_a_slice_whose_mesh_this_host_cannot_build_loads_"
               "fsdp_over_all_devices",)),
     # Files that are not readable safetensors, and layer numbers of two digits.
