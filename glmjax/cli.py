@@ -117,6 +117,10 @@ def _suggestion(error: flags.UnrecognizedFlagError, line: str) -> str:
   are not offered), or a config field given bare, --steps for --config.train.steps."""
   if "Did you mean" in line:
     return ""
+  if error.flagname.startswith("config.") and "config" in flags.FLAGS:
+    # absl defines the override flags from --config's file: without one none exists.
+    return (f". It overrides a field of the config file, and no --config=FILE was given: add "
+            f"one (e.g. --config=configs/base.py) before --{error.flagname}")
   # absl files a command's own flags under its module, or under its path when run as a program.
   ours = [flag.name for module, defined in flags.FLAGS.flags_by_module_dict().items()
           if "glmjax" in module for flag in defined]

@@ -325,6 +325,20 @@ def test_an_unknown_flag_close_to_one_the_command_has_is_one_line_suggesting_it(
                           rf"{re.escape(suggested)} \? \(--helpshort lists the flags\)$")
 
 
+@pytest.mark.parametrize("name", ["train", "aot"])
+def test_a_config_override_without_a_config_file_is_one_line_asking_for_the_file(name, tmp_path):
+  # absl knew no such flag and said only that: the override was right, --config was missing.
+  module, *needed = COMMANDS[name]
+  result = subprocess.run(
+      [sys.executable, "-m", module, *(a.format(tmp=tmp_path) for a in needed),
+       "--config.model.remat=full"], cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert_one_line(result, r"Unknown command line flag 'config\.model\.remat'\. It overrides a "
+                          r"field of the config file, and no --config=FILE was given: add one "
+                          r"\(e\.g\. --config=configs/base\.py\) before --config\.model\.remat",
+                  status=2 if name == "aot" else 1)
+
+
 def test_a_negative_bench_steps_is_one_line_before_the_step_compiles(tmp_path):
   # Otherwise the step compiled and the prefetcher answered with its own words, naming no flag.
   result = command("bench", tmp_path, "--config=configs/base.py:local", "--what=step",
