@@ -1,0 +1,40 @@
+"""Planted bugs in what a user meets planning and launching a run on a TPU slice or a GPU
+cluster: the fit table's README, the TPU launcher's zone and grace flags, tensor groups that span
+hosts, a workdir read back on a device count its sizes do not divide, and an override given
+without its config file."""
+from mutation_entries import Mutation
+
+_LAUNCH = ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
+           "status_2",)
+
+ENTRIES = (
+    Mutation("fit_table finds a --readme it cannot write into only after every compile",
+             "glmjax/fit_table.py", "  if args.readme:\n    check_readme(args.readme)\n",
+             "  if False:\n    check_readme(args.readme)\n",
+             ("tests/test_fit_table.py::test_a_readme_the_rows_cannot_go_into_is_refused_before_"
+              "any_compile",)),
+    Mutation("launch/tpu.py hands gcloud a region as --zone", "launch/tpu.py",
+             '  if re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", args.zone):', "  if False:", _LAUNCH),
+    Mutation("launch/tpu.py takes a negative --grace and KILLs the trainer before its save",
+             "launch/tpu.py", '  if args.command in ("train", "stop") and args.grace < 0:',
+             "  if False:", _LAUNCH),
+    Mutation("a tensor group spanning hosts is warned of only when jax's mapping failed",
+             "glmjax/parallel.py",
+             '  report = log.warning if spread > 1 and devices[0].platform != "cpu" else log.debug',
+             '  report = (log.warning if spread > 1 and devices[0].platform != "cpu"\n'
+             '            and "failed" in layout else log.debug)',
+             ("tests/test_host_input.py::test_a_topology_mapped_mesh_warns_too_when_a_tensor_"
+              "group_spans_hosts",)),
+    Mutation("a workdir is read onto the run's mesh whatever sizes this host's devices split",
+             "glmjax/pretrained.py",
+             "    return parallel.unsplittable_axis(axes, dict(zip(parallel.MESH_AXES, shape)), "
+             "rules) is None", "    return True",
+             ("tests/test_reporting.py::test_a_workdir_whose_hidden_size_this_host_s_device_count_"
+              "does_not_divide_still_loads",)),
+    Mutation("a --config.* override without --config is only an unknown flag",
+             "glmjax/cli.py",
+             '  if error.flagname.startswith("config.") and "config" in flags.FLAGS:',
+             "  if False:",
+             ("tests/test_cli.py::test_a_config_override_without_a_config_file_is_one_line_asking_"
+              "for_the_file",)),
+)
