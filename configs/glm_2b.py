@@ -1,7 +1,7 @@
 """GLM-2B: 36 layers, hidden 2048, 32 heads, GPT-2 vocabulary, Token+Sentence+Document objectives.
 
-The GLM repository has no pretraining script for 2B; the objective mix and optimizer follow
-GLM-10B stage 1 (THUDM/GLM's config scripts), the closest published recipe.
+THUDM/GLM's config/ds_block_2B.sh is GLM-10B stage 1's recipe (the same data options, optimizer
+and schedule) with --bert-prob 0.4: [MASK] 0.4, [sMASK] 0.3 and [gMASK] the remaining 0.3.
 """
 from glmjax import config as glm_config
 from glmjax import recipes
@@ -14,7 +14,7 @@ def get_config(arg=None):
   # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
   # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
   config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
+  config.data.update(blank_prob=0.4, sentence_prob=0.3, document_prob=0.3)
   if "local" in recipes.parse_arg(arg):
     recipes.shrink_to_local(config)
-    config.data.update(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)
   return config

@@ -23,11 +23,13 @@ def test_configs_carry_the_published_optimizer_settings():
   assert large.optim.warmup_ratio * large.optim.decay_steps == 8000
 
 
-@pytest.mark.parametrize("name", ("glm_2b", "glm_10b"))
-def test_gpt2_models_use_the_glm_10b_recipe(name):
+# --bert-prob and --gap-sentence-prob of THUDM/GLM config/ds_block_2B.sh and ds_block_10B.sh;
+# the rest of a row's draws are [gMASK] rows.
+@pytest.mark.parametrize("name, blank", (("glm_2b", 0.4), ("glm_10b", 0.5)))
+def test_gpt2_models_use_the_glm_10b_recipe_and_their_script_s_mix(name, blank):
   config = importlib.import_module(f"configs.{name}").get_config()
-  assert (config.data.blank_prob, config.data.sentence_prob, config.data.document_prob) == (
-      0.5, 0.3, 0.2)
+  assert (config.data.blank_prob, config.data.sentence_prob) == (blank, 0.3)
+  assert config.data.document_prob == pytest.approx(1.0 - blank - 0.3)
   assert config.data.gen_min_ratio == 0.25 and config.data.tokenizer_vocab == "gpt2"
   assert (config.optim.learning_rate, config.optim.b2, config.optim.eps) == (1e-4, 0.95, 1e-8)
   assert config.optim.warmup_ratio * config.optim.decay_steps == pytest.approx(7000)
@@ -56,3 +58,4 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
   # Stage 2: 0.5% warmup, linear to 10% over its 50k steps.
   assert (stage2.optim.warmup_ratio, stage2.optim.decay_steps, stage2.optim.final_ratio,
           stage2.train.steps) == (0.005, 50_000, 0.1, 50_000)
+

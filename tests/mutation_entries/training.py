@@ -230,7 +230,8 @@ ENTRIES = (
     Mutation("GLM-10B's recipe replicates its parameters on every device", "glmjax/recipes.py",
              "config.mesh.update(data=1, fsdp=-1, tensor=1)",
              "config.mesh.update(data=-1, fsdp=1, tensor=1)",
-             ("tests/test_config.py::test_gpt2_models_use_the_glm_10b_recipe",)),
+             ("tests/test_config.py::test_gpt2_models_use_the_glm_10b_recipe_and_their_script_s_"
+              "mix",)),
     Mutation("a config argument with a space after its comma is refused", "glmjax/recipes.py",
              'words = {part.strip() for part in (arg or "").split(",") if part.strip()}',
              'words = {part for part in (arg or "").split(",") if part}',
