@@ -59,3 +59,21 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
   assert (stage2.optim.warmup_ratio, stage2.optim.decay_steps, stage2.optim.final_ratio,
           stage2.train.steps) == (0.005, 50_000, 0.1, 50_000)
 
+
+# THUDM/GLM config/ds_block_base.sh and ds_block_large.sh (--train-iters, --lr-decay-iters,
+# --lr-decay-ratio, --warmup, --seq-length, --max-position-embeddings) with
+# config_block_{base,large}.json (Adam's lr, betas, eps, weight_decay).
+GLM_SCRIPTS = {"base": dict(steps=150_000, decay_steps=120_000, lr=4e-4),
+               "large": dict(steps=200_000, decay_steps=160_000, lr=2e-4)}
+
+
+@pytest.mark.parametrize("name", GLM_SCRIPTS)
+def test_base_and_large_train_and_decay_for_as_long_as_glm_s_scripts_say(name):
+  config, script = importlib.import_module(f"configs.{name}").get_config(), GLM_SCRIPTS[name]
+  assert (config.train.steps, config.optim.decay_steps) == (script["steps"],
+                                                           script["decay_steps"])
+  assert (config.optim.schedule, config.optim.final_ratio, config.optim.warmup_ratio) == (
+      "cosine", 0.05, 0.05)
+  assert (config.optim.learning_rate, config.optim.b1, config.optim.b2, config.optim.eps,
+          config.optim.weight_decay) == (script["lr"], 0.9, 0.98, 1e-6, 0.1)
+  assert (config.data.seq_len, config.model.max_position) == (512, 512)
