@@ -73,6 +73,17 @@ def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):
   assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
 
 
+
+def test_a_tfds_split_is_planned_in_the_fewest_pieces_of_at_most_the_target_size(tfds_dir):
+  config = tfds_config(tfds_dir)
+  whole = tfds_source.split_bytes(config)
+  for target in (whole, whole - 1, whole // 2 + 1, whole // 2, whole // 3 + 7):
+    pieces = tfds_source.plan_tfds_pieces(config, target)
+    count = len(pieces)
+    assert whole / count <= target < whole / (count - 1) if count > 1 else whole <= target
+    assert pieces == [dict(tfds=["train", index, count]) for index in range(count)]
+
+
 SHARDED_TEXTS = [builtin_corpus.document(i) for i in range(160)]
 
 
