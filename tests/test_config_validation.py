@@ -207,6 +207,13 @@ def test_the_model_refuses_what_validation_refuses_from_the_same_lists():
       ModelConfig.from_config(config.model)
 
 
+def test_the_model_refuses_a_target_platform_that_jax_does_not_name_so():
+  # Set by aot and attention_choice, not by a user: 'cuda' (jax says gpu) takes off-GPU paths.
+  from glmjax.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="model.target_platform='cuda'"):
+    ModelConfig(target_platform="cuda")
+
+
 def test_evaluation_needs_held_out_data():
   config = _local()
   config.data.eval_fraction = 0.0
