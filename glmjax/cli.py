@@ -171,7 +171,7 @@ def _unknown_field(error: BaseException, argv: list[str]) -> str | None:
     path = match.group(1)
     if name in path.split("."):
       return (f"--config.{path}: the config has no field {name!r}. "
-              + (hint or "Its fields are listed in glmjax/config.py."))
+              + (hint or f"Its fields are listed in {config_lib.fields_listed_in(path)}."))
     if path in text:  # e.g. a field below a value that is not a section
       return f"--config.{path}: {' '.join(lines)}"
   return None

@@ -291,7 +291,13 @@ def _refuse_unknown_fields(config) -> None:
       close = difflib.get_close_matches(field, sorted(known), n=1)
       hint = f" (did you mean {close[0]}?)" if close else ""
       raise ConfigError(f"{field} is not a config field{hint}: fix its name in the config "
-                        "file (glmjax/config.py lists every field).")
+                        f"file ({fields_listed_in(field)} lists its section's fields).")
+
+
+def fields_listed_in(field: str) -> str:
+  """The file whose one-line comments list the fields of `field`'s section."""
+  return ("glmjax/model/model_config.py (ModelConfig)" if field.startswith("model.")
+          else "glmjax/config.py")
 
 
 # Sections and fields that change what a run computes; the rest (steps, logging, evaluation,

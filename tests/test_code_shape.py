@@ -52,7 +52,13 @@ def _is_program_block(node) -> bool:
           and node.test.comparators[0].value == "__main__")
 
 
-@pytest.mark.parametrize("module, path", sorted(_modules()))
+def _launchers():
+  folder = os.path.join(REPO, "launch")
+  return [(f"launch/{name}", os.path.join(folder, name)) for name in sorted(os.listdir(folder))
+          if name.endswith(".py")]
+
+
+@pytest.mark.parametrize("module, path", sorted(_modules()) + _launchers())
 def test_every_module_stays_under_400_lines(module, path):
   with open(path, encoding="utf-8") as f:
     assert sum(1 for _ in f) <= MAX_LINES, module

@@ -1,5 +1,6 @@
 """Bad configs fail at start-up with messages that name the field."""
 import importlib
+import re
 import types
 
 import jax
@@ -418,14 +419,17 @@ def test_rope_with_an_odd_head_dim_is_refused_when_built_directly():
   ModelConfig(hidden_size=12, num_heads=4)  # learned positions take any head dim
 
 
-@pytest.mark.parametrize("where, name, meant", [("train", "eval_evry", "train.eval_every"),
-                                                ("model", "hiden_size", "model.hidden_size")])
+@pytest.mark.parametrize("where, name, meant, listed", [
+    ("train", "eval_evry", "train.eval_every", "glmjax/config.py"),
+    ("model", "hiden_size", "model.hidden_size", "glmjax/model/model_config.py")])
 def test_a_field_misspelled_in_a_config_file_is_refused_naming_the_field_meant(where, name,
-                                                                              meant):
+                                                                              meant, listed):
   # A config file's own code adds fields freely (the lock comes after it ran): the typo would be
-  # carried along unread while the field meant kept its default.
+  # carried along unread while the field meant kept its default. The file named lists the
+  # section's fields with their comments (the model's are ModelConfig's).
   config = _local()
   config[where][name] = 50
   with pytest.raises(config_lib.ConfigError,
-                     match=rf"^{where}\.{name} is not a config field \(did you mean {meant}\?\)"):
+                     match=rf"^{where}\.{name} is not a config field \(did you mean {meant}\?\)"
+                           rf": fix its name in the config file \({re.escape(listed)}\b"):
     config_lib.validate(config)

@@ -242,8 +242,10 @@ def test_ssh_and_scp_leave_host_key_checking_on(capsys):
     (["train", "--name=glm", ZONE, "--env", "TOKEN=abc", "--", "--workdir=gs://b"],
      "--env TOKEN=...: --env takes a variable NAME, never a value"),
     (["stop", "--name=glm", ZONE, "--", "--workdir=x"], "stop takes no arguments after --"),
-    # Taken, a negative grace would KILL the trainer right after the TERM, before its save.
+    # Taken, a grace under 1 s would KILL the trainer right after the TERM, before its save.
     (["stop", "--name=glm", ZONE, "--grace=-1"], "--grace=-1: seconds between TERM and KILL"),
+    (["train", "--name=glm", ZONE, "--grace=0", "--", "--workdir=gs://b/r"],
+     "--grace=0: seconds between TERM and KILL, at least 1"),
 ])
 def test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2(
     argv, message, capsys, monkeypatch):

@@ -13,10 +13,10 @@ ENTRIES = (
              "  if False:\n    check_readme(args.readme)\n",
              ("tests/test_fit_table.py::test_a_readme_the_rows_cannot_go_into_is_refused_before_"
               "any_compile",)),
-    Mutation("launch/tpu.py hands gcloud a region as --zone", "launch/tpu.py",
+    Mutation("launch/tpu.py hands gcloud a region as --zone", "launch/tpu_flags.py",
              '  if re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", args.zone):', "  if False:", _LAUNCH),
-    Mutation("launch/tpu.py takes a negative --grace and KILLs the trainer before its save",
-             "launch/tpu.py", '  if args.command in ("train", "stop") and args.grace < 0:',
+    Mutation("launch/tpu.py takes a --grace under 1 s and KILLs the trainer before its save",
+             "launch/tpu_flags.py", '  if args.command in ("train", "stop") and args.grace < 1:',
              "  if False:", _LAUNCH),
     Mutation("a tensor group spanning hosts is warned of only when jax's mapping failed",
              "glmjax/parallel.py",

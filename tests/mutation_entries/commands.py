@@ -72,7 +72,7 @@ ENTRIES = (
              "glmjax/aot.py", '  jax.config.update("jax_enable_compilation_cache", False)\n', "",
              ("tests/test_aot.py::test_the_command_prints_a_json_report_for_a_slice_and_leaves_"
               "the_compilation_cache_alone",)),
-    Mutation("create makes a standard slice for a torus shape it does not have", "launch/tpu.py",
+    Mutation("create makes a standard slice for a torus shape it does not have", "launch/tpu_flags.py",
              "    if standard.shape != spec.shape:  # gcloud's type names one shape per size",
              "    if False:  # gcloud's type names one shape per size",
              ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"

@@ -98,14 +98,14 @@ ENTRIES = (
              "               - 0) if evaluated",
              ("tests/test_aot.py::test_an_eval_step_peak_above_the_train_step_s_counts_the_"
               "parameters_once",)),
-    Mutation("launch train refuses a --workdir given as two words", "launch/tpu.py",
+    Mutation("launch train refuses a --workdir given as two words", "launch/tpu_flags.py",
              'if word == "--workdir" and i + 1 < len(train_args):', "if False:",
              ("tests/test_launch.py::test_train_takes_the_trainer_s_workdir_as_one_word_or_two",)),
-    Mutation("launch logs refuses a worker index of two digits", "launch/tpu.py",
+    Mutation("launch logs refuses a worker index of two digits", "launch/tpu_flags.py",
              're.fullmatch(r"all|\\d+", args.worker)', 're.fullmatch(r"all|\\d", args.worker)',
              ("tests/test_launch.py::test_logs_reaches_a_worker_past_the_ninth_of_a_large_"
               "slice",)),
-    Mutation("launch setup accepts --workers=0", "launch/tpu.py",
+    Mutation("launch setup accepts --workers=0", "launch/tpu_flags.py",
              "if args.workers < 1:", "if args.workers < 0:",
              ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
               "status_2",)),

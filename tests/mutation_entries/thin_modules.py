@@ -23,6 +23,7 @@ _T, _SP = "glmjax/data/tokenizers.py", "glmjax/data/specials.py"
 _SE, _TF = "glmjax/data/sentences.py", "glmjax/data/tfds_source.py"
 _MP, _GT, _PT = "glmjax/convert/mapping.py", "glmjax/gpu_topology.py", "glmjax/pretrained.py"
 _L, _LR = "launch/tpu.py", "launch/tpu_remote.py"
+_FLAGS = "launch/tpu_flags.py"
 
 ENTRIES: tuple[Mutation, ...] = (
     # Attention (attention.py, mask.py).
@@ -207,9 +208,9 @@ ENTRIES: tuple[Mutation, ...] = (
              'return [ssh(args, "all", stop_holders(args.grace))]', _LAUNCH),
     Mutation("setup leaves worker 0 out", _L,
              "for w in range(args.workers)}", "for w in range(1, args.workers)}", _LAUNCH),
-    Mutation("a command other than train takes arguments after --", _L,
+    Mutation("a command other than train takes arguments after --", _FLAGS,
              '  if has_separator and args.command != "train":\n', "  if False:\n", _LAUNCH),
-    Mutation("train forwards a variable the local environment does not set", _L,
+    Mutation("train forwards a variable the local environment does not set", _FLAGS,
              "      if name not in os.environ:\n", "      if False:\n", _LAUNCH),
     Mutation("a failed step does not stop the ones after it", _L,
              "    if code:\n      return code\n  return 0", "  return 0", _LAUNCH),
