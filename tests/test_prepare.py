@@ -245,61 +245,6 @@ def test_a_shard_of_only_empty_documents_opens_and_reads_like_the_others(tmp_pat
   assert BYTE.decode(store.read([1, 2, 2], [0, 5, 0], [6, 0, 5])) == "secondthird"
 
 
-def test_a_resume_after_a_corpus_file_changed_is_refused(tmp_path):
-  # Whole-file .txt documents are never cut, so a changed file leaves the pieces as they were:
-  # only its recorded size shows that the finished shard holds its old text.
-  for name in ("a", "b"):
-    (tmp_path / f"{name}.txt").write_text(f"document {name}: " + "words " * 40)
-  config = data_config(source="files", files=(f"{tmp_path}/*.txt",), txt_documents="file")
-  out = str(tmp_path / "out")
-  assert prepare.prepare(config, out, shard_mb=1e-4, limit_shards=1, progress=False) is None
-  (tmp_path / "a.txt").write_text("document a, rewritten: " + "other words " * 40)
-  with pytest.raises(ValueError, match=r"another source or tokenizer.*'source'\]"):
-    prepare.prepare(config, out, shard_mb=1e-4, progress=False)
-
-
-def test_a_resume_after_a_corpus_file_was_edited_in_place_to_the_same_size_is_refused(tmp_path):
-  # Same size, so the recorded sizes agree; a newline moved, so the pieces planned now cut
-  # another document than the finished shard holds. Only the file's modification time shows it.
-  text = "first document\n\nsecond one here\n\n" * 20  # paragraphs: 40 documents
-  (tmp_path / "a.txt").write_text(text)
-  config = data_config(source="files", files=(f"{tmp_path}/a.txt",))
-  out = str(tmp_path / "out")
-  assert prepare.prepare(config, out, shard_mb=1e-4, limit_shards=1, progress=False) is None
-  edited = text.replace("first document\n\n", "first\n\ndocument ", 1)
-  assert len(edited) == len(text)
-  (tmp_path / "a.txt").write_text(edited)
-  stat = os.stat(tmp_path / "a.txt")  # a coarse clock may give the edit the same time: not so
-  os.utime(tmp_path / "a.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-  with pytest.raises(ValueError, match=r"another source or tokenizer.*'modified'.*a corpus file "
-                                       "written since"):
-    prepare.prepare(config, out, shard_mb=1e-4, progress=False)
-
-
-def test_a_prepare_begun_before_modification_times_were_recorded_resumes(tmp_path):
-  (tmp_path / "a.txt").write_text("first document\n\nsecond one here\n\n" * 20)
-  config = data_config(source="files", files=(f"{tmp_path}/a.txt",))
-  out = tmp_path / "out"
-  assert prepare.prepare(config, str(out), shard_mb=1e-4, limit_shards=1, progress=False) is None
-  plan = json.loads((out / "plan.json").read_text())
-  del plan["modified"]
-  (out / "plan.json").write_text(json.dumps(plan))
-  assert prepare.prepare(config, str(out), shard_mb=1e-4, progress=False)["num_docs"] == 40
-
-
-def test_a_resume_that_reads_another_json_field_is_refused(tmp_path):
-  # The pieces are byte ranges, the same for every field: only the recorded field shows that
-  # the finished shards hold `text` and the rest would hold `body`.
-  lines = [json.dumps({"text": f"text {i} " * 20, "body": f"body {i} " * 20}) for i in range(40)]
-  (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
-  config = data_config(source="files", files=(f"{tmp_path}/a.jsonl",))
-  out = str(tmp_path / "out")
-  assert prepare.prepare(config, out, shard_mb=1e-3, limit_shards=1, progress=False) is None
-  config.text_field = "body"
-  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
-    prepare.prepare(config, out, shard_mb=1e-3, progress=False)
-
-
 def test_an_out_folder_holding_the_corpus_files_is_refused_before_any_shard_is_written(tmp_path):
   # With 'corpus/*' the shards written there would match the glob: the end of the run (its
   # every shard tokenized) and every rerun would read them as corpus files.

@@ -149,6 +149,8 @@ def _check_plan(out_dir: str, plan: dict):
     if "modified" not in existing:  # written before the times were recorded: sizes only
       plan.pop("modified")
     differs = sorted(k for k in set(plan) | set(existing) if plan.get(k) != existing.get(k))
+    if differs == ["modified"]:
+      raise ValueError(_written_since(out_dir, existing["modified"], plan["modified"]))
     if differs:
       raise ValueError(f"--out={out_dir!r} holds a prepare of another source or tokenizer "
                        f"(plan.json differs in {differs}; 'pieces' alone: another --shard_mb "
@@ -156,6 +158,18 @@ def _check_plan(out_dir: str, plan: dict):
                        "--out, or delete that directory to start over")
   else:
     _atomic_write_json(path, plan)
+
+
+def _written_since(out_dir: str, recorded: dict, current: dict) -> str:
+  """The refusal of a resume whose corpus files were written since, naming them: a copy or a
+  checkout rewrites a file with the same text, which its old time given back lets go on."""
+  changed = sorted(path for path in current if recorded.get(path) != current[path])
+  path = changed[0]
+  seconds = f"{recorded[path] // 10**9}.{recorded[path] % 10**9:09d}"  # exact, as recorded
+  return (f"--out={out_dir!r} was begun on corpus files written since: {', '.join(changed[:3])}"
+          f"{' ...' if len(changed) > 3 else ''} (the shards written hold their old text); "
+          f"use a new --out or delete that directory to start over, or, if the text is the "
+          f"same, give each its recorded time back (touch -d @{seconds} {path}) to go on")
 
 
 def _refuse_out_among_inputs(out_dir: str, source: dict):

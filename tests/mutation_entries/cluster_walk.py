@@ -37,4 +37,10 @@ ENTRIES = (
              "  if False:",
              ("tests/test_cli.py::test_a_config_override_without_a_config_file_is_one_line_asking_"
               "for_the_file",)),
+    Mutation("a misspelt model field is sent to glmjax/config.py for the list of fields",
+             "glmjax/config.py", '  return ("glmjax/model/model_config.py (ModelConfig)" if '
+             'field.startswith("model.")',
+             '  return ("glmjax/model/model_config.py (ModelConfig)" if field.startswith("mdl.")',
+             ("tests/test_config_validation.py::test_a_field_misspelled_in_a_config_file_is_"
+              "refused_naming_the_field_meant",)),
 )

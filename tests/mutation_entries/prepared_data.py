@@ -46,7 +46,7 @@ ENTRIES: tuple[Mutation, ...] = (
              (_P + "test_a_shard_of_only_empty_documents_opens_and_reads_like_the_others",)),
     Mutation("the prepare plan records the corpus files without their sizes",
              "glmjax/data/sources.py", "files=[[p, os.path.getsize(p)] for p in paths]",
-             "files=paths", (_P + "test_a_resume_after_a_corpus_file_changed_is_refused",)),
+             "files=paths", ("tests/test_prepare_resume.py::test_a_resume_after_a_corpus_file_changed_is_refused",)),
     Mutation("an empty data.files is read as a corpus of no documents",
              "glmjax/data/text_files.py", "  if not patterns:\n", "  if False:\n",
              (_P + "test_a_files_source_without_files_is_refused_naming_data_files",)),
@@ -102,7 +102,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a prepare resumed with another data.text_field goes on", "glmjax/data/sources.py",
              "txt_documents=data_config.txt_documents, text_field=data_config.text_field)",
              "txt_documents=data_config.txt_documents)",
-             (_P + "test_a_resume_that_reads_another_json_field_is_refused",)),
+             ("tests/test_prepare_resume.py::test_a_resume_that_reads_another_json_field_is_"
+              "refused",)),
     Mutation("a comma at the end of data.files is a glob of ''", "glmjax/data/text_files.py",
              "[glob_.strip() for glob_ in entry.split(\",\") if glob_.strip()]",
              "[glob_.strip() for glob_ in entry.split(\",\")]",
@@ -111,10 +112,20 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a prepare resumes after a same-size edit in place of a corpus file",
              "glmjax/data/prepare.py", '  plan["modified"] = _modified(plan["source"])',
              '  plan["modified"] = {}',
-             ("tests/test_prepare.py::test_a_resume_after_a_corpus_file_was_edited_in_place_to_"
+             ("tests/test_prepare_resume.py::test_a_resume_after_a_corpus_file_was_edited_in_"
+              "place_to_"
               "the_same_size_is_refused",)),
     Mutation("a prepare begun before modification times were recorded cannot resume",
              "glmjax/data/prepare.py", '    if "modified" not in existing:', "    if False:",
-             ("tests/test_prepare.py::test_a_prepare_begun_before_modification_times_were_"
+             ("tests/test_prepare_resume.py::test_a_prepare_begun_before_modification_times_"
+              "were_"
               "recorded_resumes",)),
+    Mutation("a resume refused for a file written since names no file and no way to go on",
+             "glmjax/data/prepare.py", '    if differs == ["modified"]:', "    if False:",
+             ("tests/test_prepare_resume.py::test_a_corpus_file_written_again_with_the_same_text_"
+              "resumes_once_its_time_is_given_back",)),
+    Mutation("the refusal's touch command gives back a rounded time", "glmjax/data/prepare.py",
+             '{recorded[path] % 10**9:09d}', '{recorded[path] % 10**9 // 1000 * 1000:09d}',
+             ("tests/test_prepare_resume.py::test_a_corpus_file_written_again_with_the_same_text_"
+              "resumes_once_its_time_is_given_back",)),
 )
