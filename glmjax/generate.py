@@ -150,7 +150,7 @@ def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
     raise ValueError(f"--batch_size={batch_size} must be at least 1.")
   prompts = [encode_prompt(text, tokenizer) for text in texts]
   sources = sources or [f"prompt {number} of {len(texts)}" for number in range(1, len(texts) + 1)]
-  for source, prompt in zip(sources, prompts):
+  for source, prompt in zip(sources, prompts, strict=True):
     if len(prompt.part_a) > config.max_position + 1:  # positions 0 .. max_position
       raise ValueError(f"{source}: {prompt.text[:40]!r}... is "
                        f"{len(prompt.part_a)} tokens; this model has positions up to "

@@ -102,7 +102,8 @@ def local_mesh(config: ml_collections.ConfigDict) -> Mesh:
     fallback.update(data=count // fsdp, fsdp=fsdp, tensor=1)
     if splits(fallback):
       break
-  log.info("The run's mesh (data=%s, fsdp=%s, tensor=%s) does not fit %d devices; using "
+  log.info("The run's mesh (data=%s, fsdp=%s, tensor=%s) does not split this model over %d "
+           "devices; using "
            "fsdp=%d%s.", config.mesh.data, config.mesh.fsdp, config.mesh.tensor, count,
            fallback.fsdp, "" if fallback.fsdp == count else
            f" and data={fallback.data} (the model's sizes split over no more)")

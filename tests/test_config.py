@@ -44,6 +44,10 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
   assert module.get_config("stage2, local").to_dict() == module.get_config(
       "stage2,local").to_dict()
   assert module.get_config("stage2, local").data.seq_len != stage2.data.seq_len  # local too
+  for stage, local in ((stage1, module.get_config("local")),
+                       (stage2, module.get_config("stage2,local"))):  # its own objectives
+    assert [local.data[f"{kind}_prob"] for kind in ("blank", "sentence", "document")] == [
+        stage.data[f"{kind}_prob"] for kind in ("blank", "sentence", "document")]
   assert (stage1.data.block_mask_prob, stage1.data.short_seq_prob) == (0.1, 0.02)
   assert stage1.data.sentence_windows and stage1.data.original_sentences
   assert stage1.data.seq_len == 512 and stage2.data.seq_len == 1024
@@ -62,7 +66,9 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
 
 # THUDM/GLM config/ds_block_base.sh and ds_block_large.sh (--train-iters, --lr-decay-iters,
 # --lr-decay-ratio, --warmup, --seq-length, --max-position-embeddings) with
-# config_block_{base,large}.json (Adam's lr, betas, eps, weight_decay).
+# config_block_{base,large}.json (Adam's lr, betas, eps, weight_decay). Not the objectives: the
+# configs keep the paper's [MASK]-only GLM-Base and GLM-Large, where the last version of
+# ds_block_large.sh (488da82) adds --task-mask with [sMASK] and [gMASK] rows.
 GLM_SCRIPTS = {"base": dict(steps=150_000, decay_steps=120_000, lr=4e-4),
                "large": dict(steps=200_000, decay_steps=160_000, lr=2e-4)}
 

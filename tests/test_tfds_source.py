@@ -73,7 +73,6 @@ def test_tfds_pieces_give_the_same_documents_in_order(tfds_dir):
   assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
 
 
-
 def test_a_tfds_split_is_planned_in_the_fewest_pieces_of_at_most_the_target_size(tfds_dir):
   config = tfds_config(tfds_dir)
   whole = tfds_source.split_bytes(config)

@@ -160,7 +160,7 @@ def _choices(text: str, flag: str, field: str) -> list[str]:
   for name in _names(text):
     if name not in allowed:
       raise ValueError(f"{flag}={text}: {name!r} is not a {field}; choose from "
-                       f"{', '.join(allowed)}")
+                       f"{', '.join(choice for choice in allowed if choice)}")
   return _names(text)
 
 

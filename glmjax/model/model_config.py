@@ -93,7 +93,7 @@ class ModelConfig:
   param_dtype: str = "float32"        # stored parameters: float32 | bfloat16
   attention: str = "auto"             # auto | xla | cudnn | tokamax | splash | splash_dynamic
   remat: str = "none"                 # none | minimal | full
-  save_dropout_masks: bool = False    # minimal, full: keep dropout masks, not draw them again
+  save_dropout_masks: bool = False    # minimal, full: keep hidden dropout's masks, not redraw
   scan_layers: bool = True            # nn.scan over layers: faster compiles; a layers axis
   # Not a user setting: the platform the program is compiled for ('' = this host's backend).
   # attention_choice.resolved_model_config sets it (aot asks for 'tpu' or 'gpu'), so a program

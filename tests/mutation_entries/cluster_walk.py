@@ -43,4 +43,10 @@ ENTRIES = (
              '  return ("glmjax/model/model_config.py (ModelConfig)" if field.startswith("mdl.")',
              ("tests/test_config_validation.py::test_a_field_misspelled_in_a_config_file_is_"
               "refused_naming_the_field_meant",)),
+    Mutation("configs/glm_10b.py:stage2,local trains stage 1's objectives", "configs/glm_10b.py",
+             "    recipes.shrink_to_local(config)\n",
+             "    recipes.shrink_to_local(config)\n"
+             "    config.data.update(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)\n",
+             ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_"
+              "stage",)),
 )

@@ -242,7 +242,7 @@ ENTRIES = (
              '  if False:\n    header["__metadata__"]',
              ("tests/test_convert_export.py::test_a_sharded_import_exports_one_file_that_the_"
               "safetensors_library_and_glmjax_read",)),
-    Mutation("a workdir saved on a larger slice does not load on one host", "glmjax/pretrained.py",
+    Mutation("a workdir saved on a larger slice loads only replicated on one host", "glmjax/pretrained.py",
              "fallback.update(data=count // fsdp, fsdp=fsdp, tensor=1)",
              "fallback.update(data=count, fsdp=1, tensor=1)",
              ("tests/test_convert.py::test_a_workdir_saved_on_a_larger_slice_loads_over_this_"

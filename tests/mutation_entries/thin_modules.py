@@ -79,6 +79,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the row split takes the row at sep from the Part A call", _K,
              "in_part_a = jnp.arange(q.shape[1])[None, :, None, None] < sep",
              "in_part_a = jnp.arange(q.shape[1])[None, :, None, None] <= sep", _GPU),
+    # Sizes and FLOPs (model/model_config.py).
     Mutation("the learned position table's axis is max_position rows long", _MC,
              '{"position": (self.max_position + 1, "model.max_position + 1")}',
              '{"position": (self.max_position, "model.max_position + 1")}',
@@ -191,6 +192,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a workdir's relative tokenizer path is read inside it even when not there", _PT,
              "    if os.path.exists(inside):\n      data.tokenizer_path = inside",
              "    if True:\n      data.tokenizer_path = inside", _PRE),
+    # The TPU launcher (launch/tpu.py, tpu_flags.py, tpu_remote.py).
     Mutation("gcloud commands go to the default project", _L,
              "  if args.project:\n    command.append(f\"--project={args.project}\")\n"
              "  return command + list(extra)",
