@@ -321,6 +321,8 @@ def main(argv) -> None:
   try:
     spec = (gpu_topology.parse_gpus(name) if gpu_topology.is_gpu_name(name)
             else topology.parse_slice(name))
+    # A config the slice cannot take is one line now, not after a line promising minutes.
+    config_lib.validate(config, num_devices=spec.chips)
     unit = "GPU" if spec.platform == "gpu" else "chip"
     print(f"Compiling {config.model.num_layers}-layer GLM for {spec.name} "
           f"({_count(spec.chips, unit)}, {_count(spec.hosts, 'host')}); this takes "

@@ -292,6 +292,7 @@ def test_an_unknown_topology_and_an_impossible_mesh_are_one_line_errors():
   assert "--topology='v5x-8' is not a TPU slice name" in unknown.stderr
   mesh = _aot("--config=configs/base.py:local", "--topology=v5p-8", "--config.mesh.tensor=3")
   assert mesh.returncode == 2 and "error: mesh" in mesh.stderr and "Traceback" not in mesh.stderr
+  assert "Compiling" not in mesh.stderr  # refused before the line that promises minutes
 
 
 def test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_the_group():

@@ -49,4 +49,8 @@ ENTRIES = (
              "    config.data.update(blank_prob=0.5, sentence_prob=0.3, document_prob=0.2)\n",
              ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_"
               "stage",)),
+    Mutation("aot promises minutes of compiling before refusing an impossible mesh",
+             "glmjax/aot.py", "    config_lib.validate(config, num_devices=spec.chips)\n", "",
+             ("tests/test_aot.py::test_an_unknown_topology_and_an_impossible_mesh_are_one_line_"
+              "errors",)),
 )
