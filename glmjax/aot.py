@@ -248,9 +248,10 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *
       hosts_per_row=int(holders.max()), host_row_runs=_row_runs(layouts[0].rows),
       compile_s=compile_s, batch_size=batch_size, seq_len=seq_len, remat=config.model.remat)
   if not report.fits:
-    raise DoesNotFit(f"{where}: training needs {total / 2**30:.2f} GiB per chip at its peak, "
+    unit, memory_name = ("GPU", "jax's share of GPU memory") if gpu else ("chip", "HBM")
+    raise DoesNotFit(f"{where}: training needs {total / 2**30:.2f} GiB per {unit} at its peak, "
                      f"{(total - hbm) / 2**30:.2f} GiB more than the {hbm / 2**30:.2f} GiB of "
-                     f"HBM a program may use; "
+                     f"{memory_name} a program may use; "
                      f"{memory_lib.fit_advice(config, snapshot=snapshot > 0, **sizes)}")
   return report
 

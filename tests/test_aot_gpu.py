@@ -140,6 +140,8 @@ def test_the_command_exits_1_and_names_jax_s_memory_share_when_a_config_does_not
   assert result.returncode == 1 and result.stdout == "", result.stderr[-2000:]
   assert "(2 GPUs, 1 host)" in result.stderr
   assert "does not fit: h100-2 (data=2 fsdp=1 tensor=1): training needs" in result.stderr
+  assert " GiB per GPU at its peak, " in result.stderr  # a GPU's words, not a TPU chip's HBM
+  assert "GiB of jax's share of GPU memory a program may use" in result.stderr
   assert "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 (jax's share of each GPU's memory, now 0.0001)" \
       in result.stderr and "more GPUs." in result.stderr
   assert "Traceback" not in result.stderr

@@ -53,4 +53,8 @@ ENTRIES = (
              "glmjax/aot.py", "    config_lib.validate(config, num_devices=spec.chips)\n", "",
              ("tests/test_aot.py::test_an_unknown_topology_and_an_impossible_mesh_are_one_line_"
               "errors",)),
+    Mutation("aot tells a GPU user their model does not fit a chip's HBM", "glmjax/aot.py",
+             '("GPU", "jax\'s share of GPU memory") if gpu else', '("chip", "HBM") if gpu else',
+             ("tests/test_aot_gpu.py::test_the_command_exits_1_and_names_jax_s_memory_share_when_a_"
+              "config_does_not_fit",)),
 )
