@@ -199,7 +199,8 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *
   with parallel.activate(mesh, rules), _no_persistent_cache(), on_target:
     program = step_lib.build_program(config, mesh, rules, model_config)
     state_bytes = per_chip_bytes(program.abstract_state)
-    sizes = dict(state_bytes=state_bytes, hbm=hbm, platform=spec.platform)
+    sizes = dict(state_bytes=state_bytes, hbm=hbm, platform=spec.platform,
+                 batch_parallelism=parallel.batch_axis_size(mesh))
     compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step",
                                    **sizes)
     evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step",

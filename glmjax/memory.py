@@ -89,10 +89,12 @@ def device_snapshot_report(memory, copy_bytes: int, limit: int | None) -> tuple[
 
 
 def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0,
-               platform: str = "tpu") -> str:
+               platform: str = "tpu", batch_parallelism: int = 0) -> str:
   """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
   state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
-  remat and micro-batches shrink activations, not parameters and optimizer moments."""
+  remat and micro-batches shrink activations, not parameters and optimizer moments. More
+  micro-batches are offered only where each still splits over `batch_parallelism` (mesh.data x
+  mesh.fsdp; 0: not known) rows, as config validation wants."""
   bigger = {"tpu": ["a bigger slice"], "gpu": _more_gpus()}.get(
       platform, ["a smaller config (on a CPU: --config=configs/base.py:local)"])
   if state_bytes and hbm and state_bytes >= hbm:
@@ -110,8 +112,10 @@ def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int
     tips.append(f"model.remat=full (now {config.model.remat})")
   if int(config.mesh.data) != 1:  # the state is copied over mesh.data, whatever mesh.fsdp is
     tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
-  tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)} (fewer rows per "
-              "chip at a time, same global batch)")
+  accum, batch = 2 * int(config.optim.grad_accum_steps), int(config.data.batch_size)
+  if batch % accum == 0 and (batch // accum) % max(batch_parallelism, 1) == 0:
+    tips.append(f"optim.grad_accum_steps={accum} (fewer rows per chip at a time, same global "
+                "batch)")
   tips.extend(bigger)
   return "try " + ", ".join(tips) + "."
 

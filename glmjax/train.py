@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -354,8 +355,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
                 status=130)
     except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: traceback in the log
       if (reason := memory_lib.out_of_memory(error)) is not None:  # the config's size, no bug
-        advice = memory_lib.fit_advice(config, snapshot=bool(config.checkpoint.device_snapshot),
-                                       platform=jax.default_backend())
+        shape = dict(zip(parallel.MESH_AXES,
+                         parallel.mesh_shape(config.mesh, jax.device_count())))
+        advice = memory_lib.fit_advice(
+            config, snapshot=bool(config.checkpoint.device_snapshot),
+            platform=jax.default_backend(),
+            batch_parallelism=math.prod(shape[axis] for axis in parallel.BATCH_AXES))
         too_big = RuntimeError(f"The run does not fit in device memory ({reason}); {advice}")
         too_big.__cause__ = error  # XLA's whole report goes to the log file
         logs.fail(too_big, run_log.where)
