@@ -98,6 +98,17 @@ def test_incompatible_layout_is_a_clear_error(tmp_path, mesh):
   assert len(differences) == 4 and differences[-1] == "... 7 more"
 
 
+def test_a_layout_error_says_which_side_lacks_an_array_and_counts_only_what_is_past_three():
+  saved = {"both": [[2], "float32"], "only_saved": [[1], "float32"]}
+  current = {"both": [[3], "float32"], "only_model": [[4], "float32"]}
+  assert checkpoint.layout_differences(saved, current) == [
+      "both: checkpoint [[2], 'float32'] vs model [[3], 'float32']",
+      "only_model: in the model, not in the checkpoint",
+      "only_saved: in the checkpoint, not in the model"]
+  fourth = {**current, "z": [[5], "float32"]}
+  assert checkpoint.layout_differences(saved, fourth)[3:] == ["... 1 more"]
+
+
 def test_another_optimizer_is_an_error_and_keeps_the_checkpoints(tmp_path, mesh):
   state = states.state()
   ckpt = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)

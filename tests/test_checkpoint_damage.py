@@ -67,6 +67,23 @@ def test_a_workdir_whose_checkpoints_are_all_damaged_does_not_start_over_silentl
   assert fresh.steps() == [1]
 
 
+def test_a_damaged_step_moved_aside_takes_its_orbax_temporary_folder_with_it(tmp_path, mesh):
+  """Orbax names a step's unfinished save `<step>.orbax-checkpoint-tmp-<n>`: it is the step's
+  too, and goes aside with it rather than stay among the run's checkpoints."""
+  state = states.state()
+  run = tmp_path / "run"
+  ckpt = checkpoint.Checkpointer(str(run), every=1, keep=2)
+  ckpt.save(1, state, states.metadata(state))
+  ckpt.close()
+  fresh = checkpoint.Checkpointer(str(run), every=1, keep=2)
+  (run / "1.orbax-checkpoint-tmp-7").mkdir()
+  fresh._move_aside([1], "a test")  # pylint: disable=protected-access
+  fresh.close()
+  assert sorted(os.listdir(run)) == []
+  (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.damaged-")]
+  assert sorted(os.listdir(aside)) == ["1", "1.orbax-checkpoint-tmp-7"]
+
+
 def test_start_over_on_a_workdir_without_checkpoints_moves_nothing_aside(tmp_path, mesh):
   """A first run with checkpoint.start_over set (a launcher that always passes it) has nothing
   to keep aside: no empty `.damaged-` folder appears beside its checkpoints."""
