@@ -242,6 +242,22 @@ def test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_the_budget(monkeyp
   assert sources.memory_budget({}) == host // 3
 
 
+def test_a_cgroup_without_a_memory_limit_leaves_the_host_s_memory_as_the_bound(monkeypatch):
+  # cgroup v2 writes 'max' in memory.max when the group has no limit (most plain VMs).
+  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  real_open = open
+
+  def fake_open(path, *args, **kwargs):
+    if str(path) == "/sys/fs/cgroup/memory.max":
+      return io.StringIO("max\n")
+    if str(path) == "/sys/fs/cgroup/memory/memory.limit_in_bytes":
+      raise FileNotFoundError(path)
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(sources, "open", fake_open, raising=False)
+  assert sources.memory_budget({}) == host // 3
+
+
 def test_a_document_that_encodes_to_no_tokens_is_dropped_and_the_rest_kept_in_order():
   # An empty document would be a zero-length entry of the store, a window with no text.
   texts = ["ab", "", "c", "", "", "def"]  # batches of 2 cut between and inside the empties
