@@ -264,3 +264,14 @@ def test_held_out_sums_are_those_of_the_model_without_dropout():
   token_loss = -np.take_along_axis(log_probs, batch["targets"][..., None], -1)[..., 0]
   np.testing.assert_allclose(sums["loss_sum"], (token_loss * batch["loss_mask"]).sum(),
                              rtol=1e-5)
+
+
+def test_the_initial_parameters_are_drawn_from_the_config_s_seed():
+  config = _config(data=1, fsdp=1, tensor=1)
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  init_fn = step_lib.make_init_fn(model, optim.make_optimizer(config.optim), config.data.seq_len)
+  leaves = lambda seed: jax.tree.leaves(step_lib.init_sharded_state(init_fn, None, seed).params)
+  for again, first in zip(leaves(7), leaves(7), strict=True):  # a seed gives one state
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
+  # Another seed, other weights (a run's seed names its initial state, as for dropout).
+  assert any(not np.array_equal(a, b) for a, b in zip(leaves(7), leaves(8)))
