@@ -275,3 +275,11 @@ def test_the_initial_parameters_are_drawn_from_the_config_s_seed():
     np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
   # Another seed, other weights (a run's seed names its initial state, as for dropout).
   assert any(not np.array_equal(a, b) for a, b in zip(leaves(7), leaves(8)))
+
+
+def test_the_compiled_step_takes_the_batch_contract_s_dtypes_a_float32_loss_mask():
+  """docs/architecture.md: loss_mask is float32, every other key int32 (as the pipeline builds)."""
+  mesh = parallel.make_mesh(_config(data=-1, fsdp=1, tensor=1).mesh)
+  batch = step_lib.abstract_batch(8, 32, mesh)
+  assert {key: str(spec.dtype) for key, spec in batch.items()} == {
+      key: "float32" if key == "loss_mask" else "int32" for key in step_lib.BATCH_KEYS}

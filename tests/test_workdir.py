@@ -114,3 +114,13 @@ def test_a_resume_on_a_corpus_file_edited_in_place_is_refused_unless_allowed(tmp
 def test_a_checkpoint_from_before_the_corpus_record_resumes_unchecked():
   workdir_lib.check_corpus(None, {"documents": 1, "tokens": 9}, step=2, workdir="w",
                            label="builtin", allow=False)
+
+
+def test_the_lock_file_names_only_its_current_holder_not_an_earlier_run(tmp_path):
+  (tmp_path / workdir_lib.LOCK_FILE).write_text("pid 1 on an-old-host, since 2020-01-01 00:00:00\n")
+  held = workdir_lib.lock(str(tmp_path), 0)
+  try:
+    lines = (tmp_path / workdir_lib.LOCK_FILE).read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pid {os.getpid()} on ")
+  finally:
+    held.close()
