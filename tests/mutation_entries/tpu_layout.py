@@ -65,8 +65,8 @@ ENTRIES: tuple[Mutation, ...] = (
               "turned",)),
     Mutation("aot advises grad_accum_steps=2 whatever the config already accumulates",
              "glmjax/memory.py",
-             'tips.append(f"optim.grad_accum_steps={2 * int(config.optim.grad_accum_steps)}',
-             'tips.append(f"optim.grad_accum_steps={2}',
+             "  accum, batch = 2 * int(config.optim.grad_accum_steps), int(config.data.batch_size)",
+             "  accum, batch = 2, int(config.data.batch_size)",
              (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
               "turned",)),
     Mutation("aot exits 1 ('does not fit') with a traceback for a layout no host can feed",
