@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import os
 import time
@@ -18,6 +19,8 @@ import numpy as np
 from etils import epath
 
 from glmjax.data.pipeline import OBJECTIVE_NAMES
+
+log = logging.getLogger(__name__)
 
 # Peak dense bf16 FLOP/s per device, matched against jax.Device.device_kind (lower case).
 PEAK_FLOPS = (
@@ -86,7 +89,12 @@ class MetricsWriter:
     # Strict JSON has no NaN or Infinity: non-finite values are written as null.
     finite = {k: v if v is not None and math.isfinite(v) else None for k, v in clean.items()}
     if self._jsonl is None:  # opened at the first record: a start that fails leaves no file
+      cut = _ends_mid_line(self._jsonl_path)
       self._jsonl = self._jsonl_path.open("a", encoding="utf-8")  # appended, never truncated
+      if cut:  # a full disk or a crash cut the last record: it stays apart, this one intact
+        log.warning("%s ended in a cut-off line (a full disk or a crash mid-write); it is kept "
+                    "as it is and this run's records start on the next line.", self._jsonl_path)
+        self._jsonl.write("\n")
     self._jsonl.write(json.dumps({"step": step, **finite}) + "\n")
     self._jsonl.flush()
     for key, value in finite.items():
@@ -102,6 +110,20 @@ class MetricsWriter:
       self._jsonl.close()
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+def _ends_mid_line(path: epath.Path) -> bool:
+  """Whether the file at `path` holds a last line without its newline: appended to as it is,
+  the next record would be glued to it, and both lines lost to a JSON reader."""
+  try:
+    with path.open("rb") as f:
+      size = f.seek(0, os.SEEK_END)
+      if size == 0:
+        return False
+      f.seek(size - 1)
+      return f.read(1) != b"\n"
+  except (OSError, ValueError):  # missing (a first run), or a store that cannot seek
+    return False
 
 
 def _to_float(value) -> float | None:

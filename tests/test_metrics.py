@@ -97,6 +97,20 @@ def test_each_metrics_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
   writer.close()
 
 
+def test_a_record_cut_off_by_a_full_disk_does_not_swallow_the_resumed_run_s_first_record(
+    tmp_path, caplog):
+  """ENOSPC mid-flush leaves a last line without its newline ('{"step"'); appended to as it
+  was, the resumed run's first record was glued to it and both were lost to a JSON reader."""
+  (tmp_path / "metrics.jsonl").write_text('{"step": 20, "loss": 3.0}\n{"step"')
+  resumed = metrics.MetricsWriter(str(tmp_path))
+  resumed.write(25, {"loss": 2.5})
+  resumed.close()
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert lines[1] == '{"step"'  # kept as it was, on a line of its own
+  assert json.loads(lines[2]) == {"step": 25, "loss": 2.5}
+  assert "cut-off line" in caplog.text
+
+
 def _tensorboard_scalars(folder) -> list[tuple[int, str, float]]:
   """(step, tag, value) of every scalar in a folder's event files (TFRecord frames: a length,
   its CRC, the Event proto, its CRC), read without TensorBoard."""
