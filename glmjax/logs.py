@@ -109,6 +109,34 @@ def log_file(workdir: str, process_index: int) -> str:
   return os.path.join(workdir, name)
 
 
+class _RunLogFile(logging.FileHandler):
+  """The run's log file. A write that fails (a full disk, a workdir removed or made read-only)
+  is said once on the console: logging's own handling printed "--- Logging error ---" and a
+  traceback for every record after it, hundreds of lines on a full disk around the one line
+  that says what happened. Later records are still tried, and land once there is room."""
+
+  glmjax_run_log = True
+  failed = False
+
+  def handleError(self, record: logging.LogRecord) -> None:
+    error = sys.exc_info()[1]
+    if not isinstance(error, OSError):  # a malformed record: logging's own report, as ever
+      super().handleError(record)
+      return
+    if not self.failed:
+      self.failed = True  # first: the warning below reaches this handler too
+      _ours().warning("Could not write the run's log file %s (%s); lines and tracebacks from "
+                      "here on may be missing from it.", self.baseFilename,
+                      error.strerror or error)
+
+  def close(self) -> None:
+    try:
+      super().close()
+    except OSError:  # the lines still buffered cannot be written either; said once above
+      if not self.failed:
+        raise
+
+
 def attach_file(path: str, shown: str | None = None) -> None:
   """Appends every glmjax line (and DEBUG tracebacks) to `path`, instead of any earlier file;
   the folder must exist. `shown`: the file a console line names for the rest of a record
@@ -117,8 +145,7 @@ def attach_file(path: str, shown: str | None = None) -> None:
     for old in [h for h in logger.handlers if getattr(h, "glmjax_run_log", False)]:
       logger.removeHandler(old)
       old.close()
-  handler = logging.FileHandler(path, encoding="utf-8")
-  handler.glmjax_run_log = True
+  handler = _RunLogFile(path, encoding="utf-8")
   handler.glmjax_shown_path = shown or path
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
   handler.setLevel(logging.DEBUG)

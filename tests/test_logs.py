@@ -193,6 +193,21 @@ def test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_log_file_on
   assert "Traceback (most recent call last)" in log and "rhs: (8, 3)" in log
 
 
+def test_a_log_file_on_a_full_disk_is_one_console_warning_not_a_traceback_per_record(
+    logging_restored, capfd):
+  """/dev/full fails every write with ENOSPC, as the workdir's disk did when a save filled it."""
+  logs.setup_console(0)
+  logs.attach_file("/dev/full")
+  for step in range(5):
+    logging.getLogger("glmjax.train").info("step %d", step)
+    logging.getLogger("absl").warning("a library line")
+  console = capfd.readouterr().err
+  assert "Logging error" not in console and "Traceback" not in console
+  (warning,) = [line for line in console.splitlines() if "log file" in line]
+  assert "Could not write the run's log file /dev/full (No space left on device)" in warning
+  assert console.count("step 4") == 1  # the console goes on
+
+
 def test_a_bug_s_traceback_goes_to_the_console_when_there_is_no_log_file(logging_restored,
                                                                         capfd):
   logs.setup_console(0)

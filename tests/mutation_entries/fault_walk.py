@@ -8,4 +8,9 @@ ENTRIES = (
              "      cut = False",
              ("tests/test_metrics.py::test_a_record_cut_off_by_a_full_disk_does_not_swallow_the_"
               "resumed_run_s_first_record",)),
+    Mutation("a log file on a full disk prints logging's traceback for every record",
+             "glmjax/logs.py", "    if not isinstance(error, OSError):  # a malformed record",
+             "    if True:  # a malformed record",
+             ("tests/test_logs.py::test_a_log_file_on_a_full_disk_is_one_console_warning_not_a_"
+              "traceback_per_record",)),
 )
