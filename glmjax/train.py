@@ -86,8 +86,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         return _train(config, inputs, outputs, termination)
     finally:
       termination.leave_loop()  # the last save and the closing below are not the loop's
-      outputs.checkpointer.close()
-      outputs.writer.close()
+      try:
+        outputs.checkpointer.close()  # may raise the last save's error (a full disk)
+      finally:
+        outputs.writer.close()  # the metrics written so far reach their files either way
   except loop.Terminated:
     log.warning("Stopped on %s during start-up, before the first step: nothing new to "
                 "save, and the workdir's checkpoints are as they were.", termination.signal_name)

@@ -234,6 +234,21 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_newest_good_checkpoi
   assert train.train_and_evaluate(_config(steps=6), str(tmp_path))["step"] == 6
 
 
+def test_a_last_save_that_fails_as_the_checkpointer_closes_still_closes_the_metric_files(
+    tmp_path, monkeypatch):
+  # The last save's error comes out of close(): the metrics' files must be closed all the same.
+  closed = []
+  monkeypatch.setattr(train.metrics_lib.MetricsWriter, "close",
+                      lambda self: closed.append("metrics"))
+
+  def close(self):
+    raise checkpoint.CheckpointWriteError("Saving the checkpoint at step 2 failed: no space")
+  monkeypatch.setattr(checkpoint.Checkpointer, "close", close)
+  with pytest.raises(checkpoint.CheckpointWriteError, match="no space"):
+    train.train_and_evaluate(_config(steps=2), str(tmp_path))
+  assert closed == ["metrics"]
+
+
 def test_a_write_that_fails_in_the_background_is_named_by_its_own_step_at_the_next_save(
     tmp_path, monkeypatch):
   """Orbax lists step 4 while its write is in flight, failed or not: the error that the next

@@ -13,4 +13,11 @@ ENTRIES = (
              "    if True:  # a malformed record",
              ("tests/test_logs.py::test_a_log_file_on_a_full_disk_is_one_console_warning_not_a_"
               "traceback_per_record",)),
+    Mutation("a last save failing as the checkpointer closes leaves the metric files open",
+             "glmjax/train.py",
+             "      try:\n        outputs.checkpointer.close()  # may raise the last save's error "
+             "(a full disk)\n      finally:\n        outputs.writer.close()",
+             "      outputs.checkpointer.close()\n      outputs.writer.close()",
+             ("tests/test_faults.py::test_a_last_save_that_fails_as_the_checkpointer_closes_still_"
+              "closes_the_metric_files",)),
 )
