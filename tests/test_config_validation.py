@@ -66,6 +66,19 @@ def test_bad_field_is_named(field, value, message):
     config_lib.validate(config, num_devices=8)
 
 
+def test_the_row_length_a_too_short_refusal_asks_for_is_accepted():
+  config = _local()
+  config.data.update(max_span_length=40, seq_len=32)
+  with pytest.raises(config_lib.ConfigError, match="data.seq_len=32 is too small") as refused:
+    config_lib.validate(config)
+  asked = int(re.search(r"raise data.seq_len to at least (\d+)", str(refused.value)).group(1))
+  config.data.seq_len = asked
+  config_lib.validate(config)  # what the message asks for is enough
+  config.data.seq_len = asked - 1
+  with pytest.raises(config_lib.ConfigError, match=f"data.seq_len={asked - 1} is too small"):
+    config_lib.validate(config)
+
+
 def test_a_vocabulary_not_a_multiple_of_128_is_accepted_and_train_warns_of_it_once(caplog):
   # An imported checkpoint keeps its vocabulary (its function must not change); padding is
   # only advice, given once by the command (validate runs more than once at start-up).

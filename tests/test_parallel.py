@@ -1,4 +1,6 @@
 """parallel: where batch rows go on the mesh, and when a process joins a multi-host job."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -15,6 +17,16 @@ def test_batch_rows_are_split_over_data_and_fsdp_but_not_over_tensor_parallel_re
   assert parallel.batch_axis_size(Mesh(devices.reshape(1, 4, 2), parallel.MESH_AXES)) == 4
   assert parallel.batch_axis_size(Mesh(devices.reshape(2, 2, 2), parallel.MESH_AXES)) == 4
   assert parallel.batch_axis_size(Mesh(devices.reshape(1, 1, 8), parallel.MESH_AXES)) == 1
+
+
+def test_rules_read_back_from_a_run_s_config_json_are_the_rules_it_saved():
+  # JSON has no tuples: a saved ('data', 'fsdp') comes back as a list, which is no PartitionSpec
+  # entry flax matches (a config.json read by evaluate, generate and export).
+  saved = config_lib.default_config().mesh
+  read = config_lib.default_config().mesh
+  read.rules = json.loads(json.dumps(saved.rules))
+  assert isinstance(dict(read.rules)["activation_batch"], list)
+  assert parallel.logical_rules(read) == parallel.logical_rules(saved)
 
 
 def test_the_batch_rule_checked_is_the_first_one_the_rules_give_as_flax_applies_the_first():
