@@ -6,6 +6,7 @@ import logging
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec
@@ -389,3 +390,15 @@ def test_a_run_s_last_step_saved_as_a_device_snapshot_is_written_once_without_an
   fresh.close()
   np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
                                 state.params["dense"]["kernel"])
+
+
+def test_a_prng_key_array_stays_on_the_devices_where_others_go_to_pinned_host_memory(
+    monkeypatch):
+  # A key array cannot go to pinned host memory as it is (it has no raw bytes of its own; see
+  # host_copy.key_free): the dropout key is left on the devices for Orbax to fetch.
+  sent = []
+  monkeypatch.setattr(host_copy, "_device_has_pinned_memory", lambda device: True)
+  monkeypatch.setattr(host_copy, "_in_host_memory", lambda leaf: sent.append(leaf) or "sent")
+  state = {"w": jnp.ones(4), "key": jax.random.key(0)}
+  copy = host_copy.start(state)
+  assert copy["w"] == "sent" and copy["key"] is state["key"] and len(sent) == 1
