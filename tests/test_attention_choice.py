@@ -2,6 +2,7 @@
 candidate whose outputs and gradients match xla on rows that probe the mask's edges, logs why the
 others were rejected, and a kernel named explicitly that fails stops the run with the reason."""
 import contextlib
+import importlib
 import logging
 import types
 
@@ -236,3 +237,13 @@ def test_auto_passes_over_a_16_bit_only_kernel_for_a_float32_run_without_trying_
   assert attention_choice.resolve_attention("auto", "cpu", candidates=("cudnn", "xla"),
                                             dtype=jnp.bfloat16) == "xla"
   assert tried == [("cudnn", jnp.bfloat16)]  # a 16-bit run tries it
+
+
+@pytest.mark.parametrize("platform, kernel", [("tpu", "splash"), ("gpu", "xla")])
+def test_a_program_for_another_platform_carries_that_platform_and_its_kernel(platform, kernel):
+  """aot on a CPU host: the model must build the target's kernels (splash on a TPU; float32
+  on a GPU takes xla), and say which platform it is compiled for, not this host's."""
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.attention = "auto"
+  model_config = attention_choice.resolved_model_config(config, platform=platform)
+  assert (model_config.target_platform, model_config.attention) == (platform, kernel)

@@ -162,8 +162,8 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a program for another platform is built for this host's", _AC,
              "model_config.target_platform = platform",
              "model_config.target_platform = host_platform",
-             ("tests/test_config_validation.py", "tests/test_model.py",
-              "tests/test_gpu_kernels.py")),
+             ("tests/test_attention_choice.py::test_a_program_for_another_platform_carries_that_"
+              "platform_and_its_kernel",)),
     Mutation("an evaluation's auto means xla when training would use attention dropout", _AC,
              "needs_dropout = training and config.model.attention_dropout > 0",
              "needs_dropout = config.model.attention_dropout > 0",
