@@ -135,7 +135,7 @@ def test_the_timed_save_is_of_a_new_step(monkeypatch):
 
 def test_the_save_overhead_s_noise_is_how_far_two_save_free_timings_of_its_steps_differ(
     monkeypatch):
-  """Each overhead is one sample, so one GPU loan read a negative figure: the two rounds'
+  """Each overhead is one sample, so a noisy machine can read a negative one: the two rounds'
   save-free timings (2 steps each, 0.6 s per step in the first round, then 0.5 s) say how
   much the steps alone varied."""
   class SlowerFirstRound(_Step):
