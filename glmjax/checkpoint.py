@@ -133,6 +133,13 @@ class Checkpointer:
     """
     if not (force or preempted or self.should_save(step)):
       return False
+    # Orbax makes a removed folder again and saves on into it. (A bucket has no folders to
+    # find before the first write: only a local one is looked at.)
+    if "://" not in self.directory and not os.path.isdir(self.directory):
+      log.warning("The checkpoints folder %s is gone: the workdir was removed or moved while "
+                  "this run went on. Step %d and later are saved into a new one there; the "
+                  "earlier checkpoints, metrics.jsonl and train.log went with the old one, and "
+                  "no train.lock keeps another train out of it.", self.directory, step)
     self.write_deferred(wait=True)
     self.wait()  # surfaces an error of the previous asynchronous save here rather than never
     if step in self.manager.all_steps() and step not in self._damaged:

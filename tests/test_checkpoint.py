@@ -1,5 +1,6 @@
 """Orbax checkpoints: round trip into shardings, the last k kept, layouts and optimizers checked,
 partial saves cleaned up (deferred, device-snapshot saves: test_device_snapshot.py)."""
+import logging
 import os
 import re
 import shutil
@@ -160,6 +161,22 @@ def test_checkpoint_every_0_saves_no_periodic_checkpoint_only_the_forced_last_on
   assert ckpt.save(9, state, states.metadata(state), force=True)
   ckpt.close()
   assert ckpt.steps() == [9]
+
+
+def test_a_save_after_the_workdir_was_removed_under_the_run_says_so_and_saves_anew(
+    tmp_path, caplog):
+  # A cleanup script or a mistaken rm: Orbax makes the folder again without a word.
+  state = states.state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=2)
+  assert ckpt.save(1, state, states.metadata(state))
+  ckpt.wait()
+  shutil.rmtree(tmp_path / "checkpoints")
+  with caplog.at_level(logging.WARNING, logger="glmjax"):
+    assert ckpt.save(2, state, states.metadata(state))
+  ckpt.close()
+  assert f"The checkpoints folder {tmp_path}/checkpoints is gone" in caplog.text
+  assert "Step 2 and later are saved into a new one there" in caplog.text
+  assert 2 in ckpt.steps() and (tmp_path / "checkpoints").is_dir()
 
 
 def test_parameters_for_another_run_can_be_read_from_its_checkpoints_folder(tmp_path, mesh):
