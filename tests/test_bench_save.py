@@ -123,13 +123,19 @@ class _RealCheckpointer(_Checkpointer):
     return super().save(step, state, extra, force=force, defer=defer)
 
 
-def test_the_timed_save_is_of_a_new_step(monkeypatch):
+def _saves_on_a_fake_clock(monkeypatch, checkpointer=_Checkpointer):
+  """The benchmark's clock made fake, and its checkpointer a `checkpointer` on that clock
+  (whose deferred copies arrive after one step); returns the clock."""
   clock = _Clock()
-  step = _Step(clock, 0.5)
   monkeypatch.setattr(save_bench, "time", clock)
   monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
-      Checkpointer=lambda folder, **kwargs: _RealCheckpointer(clock, 1)))
-  seconds, _, _, _ = save_bench.save_overhead(step, 0, {}, 2, defer=False)
+      Checkpointer=lambda folder, **kwargs: checkpointer(clock, 1)))
+  return clock
+
+
+def test_the_timed_save_is_of_a_new_step(monkeypatch):
+  clock = _saves_on_a_fake_clock(monkeypatch, _RealCheckpointer)
+  seconds, _, _, _ = save_bench.save_overhead(_Step(clock, 0.5), 0, {}, 2, defer=False)
   assert seconds == pytest.approx(0.3)  # a save that wrote nothing would add nothing
 
 
@@ -145,12 +151,9 @@ def test_the_save_overhead_s_noise_is_how_far_two_save_free_timings_of_its_steps
       self.seconds = 0.6 if len(self.batches) < self.first_round else 0.5
       return super().__call__(state, batch)
 
-  clock = _Clock()
-  step = SlowerFirstRound(clock, 0.6)
-  monkeypatch.setattr(save_bench, "time", clock)
-  monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
-      Checkpointer=lambda folder, **kwargs: _Checkpointer(clock, 1)))
-  seconds, _, noise, _ = save_bench.save_overhead(step, 0, {}, 2, defer=False)
+  clock = _saves_on_a_fake_clock(monkeypatch)
+  seconds, _, noise, _ = save_bench.save_overhead(SlowerFirstRound(clock, 0.6), 0, {}, 2,
+                                                  defer=False)
   assert noise == pytest.approx(2 * 0.6 - 2 * 0.5)
   assert seconds == pytest.approx(0.3)  # the kept figure is the second round's
 

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from glmjax.bench import save as save_bench
-from test_bench_save import _Checkpointer, _PartsCheckpointer
+from test_bench_save import _PartsCheckpointer, _saves_on_a_fake_clock
 from test_bench_step import _Clock, _Step
 
 
@@ -69,10 +69,7 @@ def test_jax_s_fetch_is_timed_on_a_new_copy_and_beside_a_step_from_an_idle_start
 def test_a_direct_save_s_call_time_is_its_own_not_that_of_the_step_before_it(monkeypatch):
   """The save reads the state, so it waits for the step that makes it: a step still running
   from before the timed window would show in `save_call_s`."""
-  clock = _Clock()
-  monkeypatch.setattr(save_bench, "time", clock)
-  monkeypatch.setattr(save_bench, "checkpoint_lib", types.SimpleNamespace(
-      Checkpointer=lambda folder, **kwargs: _Checkpointer(clock, 1)))
+  clock = _saves_on_a_fake_clock(monkeypatch)
   seconds, held, _, _ = save_bench.save_overhead(_Step(clock, 0.5), 0, {}, 2, defer=False)
   assert seconds == pytest.approx(0.3) and held == pytest.approx(0.3)
 
