@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
+TREE_FILE = "_METADATA"  # Orbax's record of an item's tree structure, in the item's folder
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -264,6 +265,8 @@ class Checkpointer:
             step, args=ocp.args.Composite(**{
                 STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM], log)
         failure = agreement.settle(failure, f"state {step}")
+        if failure is not None and failure[0] == "unknown":
+          failure = missing_tree(self.directory, step) or failure
       if failure is None:
         problem = checksums.corruption(restored, metadata.get("checksums"))
         failure = ("damaged", problem) if problem else None
@@ -350,3 +353,11 @@ def location(path: str) -> str:
 def in_workdir(workdir: str) -> str:
   """The folder of a workdir (a run's, an import's) that holds its step directories."""
   return os.path.join(workdir, "checkpoints")
+
+
+def missing_tree(directory: str, step: int) -> tuple[str, str] | None:
+  """('damaged', line) when a step's state lacks the file that holds its tree: Orbax then
+  fails with a "pytree structure error", which alone would read as a wrong restore target."""
+  tree = epath.Path(directory) / str(step) / STATE_ITEM / TREE_FILE
+  return None if tree.exists() else ("damaged", f"files missing ({STATE_ITEM}/{TREE_FILE}, "
+                                                "the state's tree structure)")

@@ -57,29 +57,56 @@ class _FirstLine(logging.Formatter):
                              if cut else "")
 
 
-# Orbax's notices that a checkpoint folder opened for reading is read-only: evaluate, generate,
-# convert and init_from open it so on purpose, so on the console they are noise.
-_ORBAX_READ_ONLY_NOTICES = ("read_only=True", "directory is read only")
+# Orbax's notices that a checkpoint folder opened for reading is read-only (evaluate, generate,
+# convert and init_from open it so on purpose), and that a step lacks its commit record
+# (_CHECKPOINT_METADATA: the step still restores, and its checksums are verified): on the
+# console they are noise.
+_ORBAX_NOISE = ("read_only=True", "directory is read only", "Metadata file does not exist")
 
 
 def _shown_on_console(record: logging.LogRecord) -> bool:
   """A library record for the console: not Orbax's errors (glmjax reports the failure itself,
-  in one line), nor its read-only notices. The log file still gets both."""
-  if f"{os.sep}orbax{os.sep}" not in record.pathname:
+  in one line), nor its notices above, nor asyncio's "Task exception was never retrieved" for
+  the reads of a restore Orbax gave up (one per array: the failure is reported once, as the
+  checkpoint skipped or the restore failed). The log file still gets them all."""
+  orbax = f"{os.sep}orbax{os.sep}"
+  if orbax not in record.pathname and record.name != "asyncio":
     return True
-  if record.levelno >= logging.ERROR:
+  if orbax in record.pathname and record.levelno >= logging.ERROR:
     return False
   try:
     message = record.getMessage()
   except Exception:  # noqa: BLE001 - a malformed call: let the handler report it as usual
     return True
-  return not any(notice in message for notice in _ORBAX_READ_ONLY_NOTICES)
+  if record.name == "asyncio":
+    return orbax not in message
+  return not any(notice in message for notice in _ORBAX_NOISE)
+
+
+def _late_read_on_a_closed_loop(unraisable) -> bool:
+  """A read that Orbax's failed restore left in flight, finishing after Orbax closed its event
+  loop: TensorStore's callback cannot schedule it, and Python would print its traceback (one per
+  read, dozens, among the lines that say which checkpoint was skipped). Nothing is lost."""
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def _quiet_late_reads(previous):
+  def hook(unraisable):
+    if _late_read_on_a_closed_loop(unraisable):
+      _ours().debug("A read of an abandoned checkpoint restore ended after its event loop.")
+    else:
+      previous(unraisable)
+  hook.quiets_late_reads = True
+  return hook
 
 
 def setup_console(process_index: int) -> None:
   """The console for process `process_index` (INFO on process 0, WARNING elsewhere). Before
   jax.distributed is joined, call it with 0 (every process speaks), then again with the real
   index; calling it again replaces the handler."""
+  if not getattr(sys.unraisablehook, "quiets_late_reads", False):
+    sys.unraisablehook = _quiet_late_reads(sys.unraisablehook)
   absl_logging.set_verbosity(absl_logging.WARNING)
   library = absl_logging.get_absl_handler()
   library.setFormatter(_FirstLine(absl_logging.PythonFormatter()))

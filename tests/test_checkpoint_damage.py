@@ -292,6 +292,21 @@ def test_a_checkpoint_whose_metadata_was_cut_off_mid_write_is_skipped_for_the_ol
   assert fresh.steps() == [1, 2]  # kept until the resumed run saves step 2 again
 
 
+def test_a_checkpoint_whose_tree_file_is_missing_is_skipped_for_the_older_one(tmp_path, mesh,
+                                                                             caplog):
+  # Without state/_METADATA Orbax fails with a "pytree structure error", as a wrong restore
+  # target would; the missing file makes it damaged, not a reason to stop.
+  states.two_checkpoints(tmp_path, keep=3, scaled=True)
+  os.remove(tmp_path / "2" / checkpoint.STATE_ITEM / checkpoint.TREE_FILE)
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  restored = fresh.restore_latest(states.abstract(states.state(), mesh),
+                                  states.metadata(states.state())["param_layout"])
+  fresh.close()
+  assert restored.step == 1
+  assert "Skipping damaged checkpoint 2" in caplog.text
+  assert f"files missing ({checkpoint.STATE_ITEM}/{checkpoint.TREE_FILE}" in caplog.text
+
+
 def test_a_corruption_line_names_three_arrays_and_counts_the_others():
   restored = {f"w{index}": jnp.full(2, jnp.nan) for index in range(5)}
   line = checksums.corruption(restored, None)

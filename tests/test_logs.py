@@ -3,6 +3,8 @@ stay off it; the log file gets everything in full, and a bucket workdir gets a c
 import importlib
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +40,46 @@ def test_a_library_record_is_one_line_on_the_console_and_orbax_errors_and_notice
       manager, logging.WARNING, "CheckpointManagerOptions.read_only=True, setting save_interval"))
   assert not logs._shown_on_console(_record(
       manager, logging.WARNING, "Given directory is read only=/runs/a/checkpoints"))
+  # A step without its commit record restores (and its checksums are verified).
+  assert not logs._shown_on_console(_record(
+      manager, logging.WARNING, "Metadata file does not exist: /runs/a/2/_CHECKPOINT_METADATA"))
+  # The reads of a restore Orbax gave up, one record per array; asyncio's other records stay.
+  never_retrieved = _record(f"{os.sep}x{os.sep}asyncio{os.sep}base_events.py", logging.ERROR,
+                            "Task exception was never retrieved\nfuture: <Task finished coro="
+                            f"<async_deserialize() defined at {os.sep}x{os.sep}orbax{os.sep}"
+                            "checkpoint/serialization.py:394>>")
+  never_retrieved.name = "asyncio"
+  assert not logs._shown_on_console(never_retrieved)
+  never_retrieved.msg = "Task exception was never retrieved\nfuture: <Task coro=<mine()>>"
+  assert logs._shown_on_console(never_retrieved)
+
+
+_LATE_READS = """
+import asyncio, sys
+from glmjax import logs
+logs.setup_console(0)
+loop = asyncio.new_event_loop()
+loop.close()
+class Read:  # a callback run after its loop closed, as TensorStore's are after a failed restore
+  def __init__(self, error=None):
+    self.error = error
+  def __del__(self):
+    if self.error:
+      raise self.error
+    loop.call_soon_threadsafe(print)
+for _ in range(3):
+  Read()
+Read(ValueError("a real problem"))
+print("done", flush=True)
+"""
+
+
+def test_reads_finishing_after_a_failed_restore_print_no_tracebacks_and_other_errors_still_do():
+  finished = subprocess.run([sys.executable, "-c", _LATE_READS], capture_output=True, text=True,
+                            timeout=120, check=True)
+  assert "done" in finished.stdout
+  assert "Event loop is closed" not in finished.stderr
+  assert finished.stderr.count("Traceback") == 1 and "a real problem" in finished.stderr
 
 
 def test_a_bucket_workdir_logs_to_a_local_file_named_after_it():

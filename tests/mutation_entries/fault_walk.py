@@ -26,4 +26,30 @@ ENTRIES = (
              "    if False:",
              ("tests/test_checkpoint.py::test_a_save_after_the_workdir_was_removed_under_the_run_"
               "says_so_and_saves_anew",)),
+    Mutation("a step missing its tree file stops the run instead of being skipped",
+             "glmjax/checkpoint.py",
+             "failure = missing_tree(self.directory, step) or failure", "failure = failure",
+             ("tests/test_checkpoint_damage.py::test_a_checkpoint_whose_tree_file_is_missing_is_"
+              "skipped_for_the_older_one",)),
+    Mutation("reads finishing after a failed restore print a traceback each", "glmjax/logs.py",
+             "    if _late_read_on_a_closed_loop(unraisable):", "    if False:",
+             ("tests/test_logs.py::test_reads_finishing_after_a_failed_restore_print_no_"
+              "tracebacks_and_other_errors_still_do",)),
+    Mutation("other unraisable errors are quieted with the late reads", "glmjax/logs.py",
+             "          and str(unraisable.exc_value) == \"Event loop is closed\")",
+             "          or True)",
+             ("tests/test_logs.py::test_reads_finishing_after_a_failed_restore_print_no_"
+              "tracebacks_and_other_errors_still_do",)),
+    Mutation("Orbax's note of a missing commit record reaches the console", "glmjax/logs.py",
+             ', "Metadata file does not exist")', ")",
+             ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
+              "errors_and_notices_stay_off",)),
+    Mutation("asyncio's records of Orbax's abandoned reads reach the console", "glmjax/logs.py",
+             "    return orbax not in message", "    return True",
+             ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
+              "errors_and_notices_stay_off",)),
+    Mutation("every asyncio record is kept off the console", "glmjax/logs.py",
+             "    return orbax not in message", "    return False",
+             ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
+              "errors_and_notices_stay_off",)),
 )
