@@ -144,6 +144,15 @@ def _names(flag: str, text: str, known: tuple[str, ...]) -> list[str]:
   return names
 
 
+def _generations(text: str) -> list[str]:
+  """--generations: the table's generations by their names or gcloud's (`v5litepod` is v5e),
+  each once, in the order given."""
+  names = {alias: generation.name for generation in topology.GENERATIONS
+           if generation.name in GENERATIONS for alias in generation.aliases}
+  known = tuple(dict.fromkeys((*GENERATIONS, *names)))
+  return list(dict.fromkeys(names[name] for name in _names("--generations", text, known)))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   parser.add_argument("--models", default=",".join(name for name, _ in MODELS))
@@ -151,7 +160,7 @@ def main(argv=None) -> int:
   parser.add_argument("--readme", default="", help="put the rows found into this file's table")
   args = parser.parse_args(argv)
   models = _names("--models", args.models, tuple(name for name, _ in MODELS))
-  generations = _names("--generations", args.generations, GENERATIONS)
+  generations = _generations(args.generations)
   if args.readme:
     check_readme(args.readme)
   jax.config.update("jax_platforms", "cpu")

@@ -72,7 +72,8 @@ def test_the_rows_found_replace_their_own_rows_between_the_markers_and_keep_the_
 
 @pytest.mark.parametrize("argv, message", [
     (["--models=GLM-base"], r"^--models='GLM-base': unknown GLM-base; choose from GLM-Base,"),
-    (["--generations=v5p,v4"], r"^--generations='v5p,v4': unknown v4; choose from v5p,v5e,v6e$"),
+    (["--generations=v5p,v4"],
+     r"^--generations='v5p,v4': unknown v4; choose from v5p,v5e,v6e,v5litepod$"),
     (["--models="], r"^--models='': empty; choose from "),
 ])
 def test_a_model_or_chip_generation_the_table_does_not_know_is_refused_before_any_compile(
@@ -178,6 +179,10 @@ def test_the_command_searches_the_chosen_models_and_generations_and_splices_thei
   # GLM-10B's v6e row is replaced; GLM-Base's v5p row, not searched, is kept.
   assert cells(readme.read_text()) == [["| GLM-Base", "v5p-8"], ["| GLM-Base", "v6e-4"],
                                        ["| GLM-10B", "v6e-4"]]
+  # gcloud's name for v5e, as the slice names in the table read, is the same generation.
+  searched.clear()
+  assert fit_table.main(["--models=GLM-Base", "--generations=v5litepod,v5e"]) == 0
+  assert searched == [("configs.base", "v5e")]
 
 
 @pytest.mark.parametrize("content, message", [

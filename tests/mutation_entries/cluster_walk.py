@@ -63,4 +63,7 @@ ENTRIES = (
              "  if batch % accum == 0:",
              ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
               "not_yet_turned",)),
+    Mutation("fit_table's --generations refuses gcloud's name v5litepod", "glmjax/fit_table.py",
+             "  known = tuple(dict.fromkeys((*GENERATIONS, *names)))", "  known = GENERATIONS",
+             ("tests/test_fit_table.py",)),
 )
