@@ -172,7 +172,7 @@ ENTRIES: tuple[Mutation, ...] = (
     # The loop (loop.py).
     Mutation("a second SIGTERM stops at once like a second Ctrl-C", _LP,
              "if signum == signal.SIGINT and self.requested:", "if self.requested:",
-             ("tests/test_loop.py",)),
+             ("tests/test_loop.py::test_a_sigterm_says_what_it_stops_in_each_phase_of_a_run",)),
     # The optimizer (optim.py).
     Mutation("optim.grad_clip=0 clips every gradient to zero", _OP,
              "if optim_config.grad_clip > 0:", "if optim_config.grad_clip >= 0:",
