@@ -6,11 +6,7 @@ from glmjax import recipes
 
 def get_config(arg=None):
   config = recipes.glm_10b_recipe(glm_config.default_config())
-  config.model.update(vocab_size=50304, hidden_size=4096, num_layers=48, num_heads=64,
-                      max_position=1024, remat="full")
-  # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
-  # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
-  config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
+  config.model.update(hidden_size=4096, num_layers=48, num_heads=64)
   words = recipes.parse_arg(arg, allowed=("stage2", "local"))
   if "stage2" in words:
     recipes.glm_10b_stage2(config)

@@ -9,11 +9,7 @@ from glmjax import recipes
 
 def get_config(arg=None):
   config = recipes.glm_10b_recipe(glm_config.default_config())
-  config.model.update(vocab_size=50304, hidden_size=2048, num_layers=36, num_heads=32,
-                      max_position=1024, remat="full")
-  # GLM trained with attention dropout 0.1; the fused attention kernels (splash, cuDNN,
-  # tokamax) have none, so this config leaves it off. 0.1 here makes attention=auto use xla.
-  config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
+  config.model.update(hidden_size=2048, num_layers=36, num_heads=32)
   config.data.update(blank_prob=0.4, sentence_prob=0.3, document_prob=0.3)
   if "local" in recipes.parse_arg(arg):
     recipes.shrink_to_local(config)

@@ -1,7 +1,8 @@
 """The published recipes that configs/*.py build on, and the `:local` variant of every config.
 
 configs/NAME.py starts from `config.default_config()`, applies a recipe here where GLM's scripts
-give one (GLM-10B's two stages, which GLM-2B follows too), and reads its argument with
+give one (GLM-Base and GLM-Large share one; GLM-10B's two stages, which GLM-2B follows too),
+and reads its argument with
 `parse_arg` (`configs/base.py:local`, `configs/glm_10b.py:stage2,local`).
 """
 from __future__ import annotations
@@ -11,11 +12,35 @@ import ml_collections
 from glmjax.config import ConfigError
 
 
+def glm_dropout(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """GLM trained with hidden and attention dropout 0.1; the fused attention kernels (splash,
+  cuDNN, tokamax) have none, so attention dropout stays off (0.1 makes attention=auto use
+  xla)."""
+  config.model.update(hidden_dropout=0.1, attention_dropout=0.0)
+  return config
+
+
+def bert_vocabulary_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """GLM-Base and GLM-Large (THUDM/GLM's config scripts): BERT vocabulary, 512 tokens, 1024 rows
+  of [MASK] spans only; Adam (0.9, 0.98, 1e-6), weight decay 0.1, 5% warmup, cosine decay.
+  Each config sets its shape, peak learning rate, decay horizon, final ratio and steps."""
+  glm_dropout(config)
+  config.model.update(vocab_size=30592, max_position=512)
+  config.data.update(seq_len=512, batch_size=1024, blank_prob=1.0, sentence_prob=0.0,
+                     document_prob=0.0, tokenizer="hf", tokenizer_vocab="bert")
+  config.optim.update(b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1, warmup_ratio=0.05,
+                      schedule="cosine")
+  return config
+
+
 def glm_10b_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """GLM-10B stage 1 objectives, data recipe and optimizer (GLM's published scripts), GPT-2
   vocabulary. As the original: [dBLOCK] on 10% of Part B span inputs, 2% short rows, windows
   cut at sentence ends, its [sMASK] sentences. Objectives stay drawn per row (set
-  data.draw_per_batch=True for the original's per-batch draws)."""
+  data.draw_per_batch=True for the original's per-batch draws). GLM-2B and GLM-10B set their
+  shape; both keep every activation's recomputation (remat=full) to fit."""
+  glm_dropout(config)
+  config.model.update(vocab_size=50304, max_position=1024, remat="full")
   config.data.update(seq_len=512, batch_size=1024, blank_prob=0.5, sentence_prob=0.3,
                      document_prob=0.2, gen_min_ratio=0.25, tokenizer="hf", tokenizer_vocab="gpt2",
                      block_mask_prob=0.1, short_seq_prob=0.02, sentence_windows=True,
