@@ -441,3 +441,29 @@ def test_the_planned_part_b_share_of_mask_rows_is_the_masked_share_plus_one_sop_
   assert abs(mean_span - 3.157) < 1e-3
   assert pipeline.expected_part_b_fraction(data_config()) == pytest.approx(
       0.15 * (1 + 1 / mean_span))
+
+
+@pytest.mark.parametrize("name", pipeline.OBJECTIVE_NAMES)
+def test_every_objective_alone_makes_rows_of_its_kind_that_carry_loss(docs, name):
+  # An objective that has a name and a probability but no row kind in build_rows would give
+  # rows with no Part B: nothing to learn from, and no error.
+  config = data_config(**{f"{other}_prob": float(other == name)
+                          for other in pipeline.OBJECTIVE_NAMES}, batch_size=128)
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=3).global_batch(0)
+  check_contract(batch, 256, 128)
+  assert np.mean(batch["objective"] == pipeline.OBJECTIVE_NAMES.index(name)) > 0.9
+  assert np.all(batch["loss_mask"].sum(axis=1) > 0)
+
+
+def test_an_objective_added_to_the_names_is_validated_and_drawn_with_the_others(docs,
+                                                                                monkeypatch):
+  # An objective is its name in OBJECTIVE_NAMES and a data.{name}_prob field: the recipe check
+  # and the draw read the probabilities from the names, so neither needs another edit.
+  monkeypatch.setattr(pipeline, "OBJECTIVE_NAMES", (*pipeline.OBJECTIVE_NAMES, "toy"))
+  config = data_config(blank_prob=0.5, batch_size=256)
+  config.toy_prob = 0.0
+  assert "data.toy_prob" in pipeline.recipe_problem(config)  # the shares sum to 0.5
+  config.toy_prob = 0.5
+  assert pipeline.recipe_problem(config) is None
+  batch = pipeline.BatchPipeline(config, Tokenizer(), docs, seed=4).global_batch(0)
+  assert abs(np.mean(batch["objective"] == 3) - 0.5) < 0.1

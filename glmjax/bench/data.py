@@ -165,7 +165,7 @@ def main(config, argv):
       "seq_len": int(data.seq_len),
       "batch_size": int(data.batch_size),
       "steps": steps,
-      "objectives": [float(data.blank_prob), float(data.sentence_prob), float(data.document_prob)],
+      "objectives": list(pipeline.objective_probs(data)),
       "cpu_cores_allowed": len(os.sched_getaffinity(0)),
       **{key: round(value, 4) if isinstance(value, float) else value for key, value in own.items()},
       **{f"mixture_{key}": (round(value, 4) if isinstance(value, float) else value)

@@ -23,6 +23,7 @@ from glmjax.data import alignment, infilling, masking, sentences
 from glmjax.data.documents import gather_indices
 from glmjax.data.infilling import RowRandom
 
+# Each objective's index in the batch's `objective`; its share of the rows is data.{name}_prob.
 OBJECTIVE_NAMES = ("blank", "sentence", "document")
 BLANK, SENTENCE, DOCUMENT = 0, 1, 2
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
@@ -50,8 +51,7 @@ class BatchPipeline:
     self.draw_per_batch = bool(data_config.draw_per_batch)
     self.sentence_windows = bool(data_config.sentence_windows)
     self.original_sentences = bool(data_config.original_sentences)
-    probs = np.array([data_config.blank_prob, data_config.sentence_prob,
-                      data_config.document_prob], np.float64)
+    probs = np.array(objective_probs(data_config), np.float64)
     self.objective_cdf = np.cumsum(probs / probs.sum())
     self.length_cdf = infilling.span_length_cdf(float(data_config.poisson_lambda),
                                                 int(data_config.max_span_length))
@@ -79,7 +79,7 @@ class BatchPipeline:
         self.draw_per_batch) else rng
     objective = np.minimum(np.searchsorted(self.objective_cdf,
                                            draws.uniform(infilling.STREAM_OBJECTIVE, 1)[:, 0],
-                                           side="right"), DOCUMENT)
+                                           side="right"), len(OBJECTIVE_NAMES) - 1)
     single = draws.uniform(infilling.STREAM_SINGLE_SPAN, 1)[:, 0] < self.single_span_prob
     objective[single] = BLANK
     blank_lengths, blank_spans, blank_len = infilling.sample_blank_lengths(
@@ -222,9 +222,11 @@ def expected_part_b_fraction(data) -> float:
   cdf = infilling.span_length_cdf(data.poisson_lambda, data.max_span_length)
   mean_span = float(np.sum(np.arange(1, len(cdf) + 1) * np.diff(cdf, prepend=0.0)))
   blank = data.mask_ratio * (1.0 + 1.0 / mean_span)
-  document = (1.0 + data.gen_min_ratio) / 2.0
-  return ((data.blank_prob + data.sentence_prob) * blank + data.document_prob * document) / (
-      data.blank_prob + data.sentence_prob + data.document_prob)
+  # One entry per objective: one added to OBJECTIVE_NAMES without its own is a KeyError here,
+  # not a share of rows left out of the average.
+  fraction = {"blank": blank, "sentence": blank, "document": (1.0 + data.gen_min_ratio) / 2.0}
+  probs = objective_probs(data)
+  return sum(p * fraction[name] for name, p in zip(OBJECTIVE_NAMES, probs)) / sum(probs)
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -238,16 +240,23 @@ def min_seq_len(max_span_length: int) -> int:
   return max(8, max_span_length + 4)
 
 
+def objective_probs(data) -> tuple[float, ...]:
+  """data.{name}_prob of each objective, in OBJECTIVE_NAMES' order: read from the names, so an
+  objective added there is drawn and validated with the others."""
+  return tuple(float(data[f"{name}_prob"]) for name in OBJECTIVE_NAMES)
+
+
 def recipe_problem(data) -> str | None:
   """What is wrong with the objective recipe of `data` (one line naming the field to change
   and how), None when nothing is. Needs no tokenizer or corpus: config.validate runs it, so
   aot and bench refuse what train would."""
-  probs = (data.blank_prob, data.sentence_prob, data.document_prob)
-  total = sum(float(p) for p in probs)
-  if any(float(p) < 0 for p in probs) or abs(total - 1.0) > 1e-6:
-    return (f"data.blank_prob + data.sentence_prob + data.document_prob = {data.blank_prob} + "
-            f"{data.sentence_prob} + {data.document_prob} = {total:g}: the objective "
-            "probabilities must be >= 0 and sum to 1 (GLM-Large: 1/0/0, GLM-10B: 0.5/0.3/0.2).")
+  probs = objective_probs(data)
+  total = sum(probs)
+  if any(p < 0 for p in probs) or abs(total - 1.0) > 1e-6:
+    return (f"{' + '.join(f'data.{name}_prob' for name in OBJECTIVE_NAMES)} = "
+            f"{' + '.join(str(data[f'{name}_prob']) for name in OBJECTIVE_NAMES)} = {total:g}: "
+            "the objective probabilities must be >= 0 and sum to 1 (GLM-Large: 1/0/0, GLM-10B: "
+            "0.5/0.3/0.2).")
   if not 0.0 < float(data.mask_ratio) <= 0.5:
     return f"data.mask_ratio={data.mask_ratio}: must be in (0, 0.5] (GLM uses 0.15)."
   if not float(data.poisson_lambda) > 0:

@@ -206,6 +206,5 @@ ENTRIES: tuple[Mutation, ...] = (
              'distinct = {name: token for name, token in specials.items() if name != "pad"}',
              "distinct = dict(specials)", _PIPE),
     Mutation("the planned Part B share leaves [sMASK] rows out", _PL,
-             "((data.blank_prob + data.sentence_prob) * blank",
-             "(data.blank_prob * blank", ("tests/test_flops.py", "tests/test_pipeline.py")),
+             '{"blank": blank, "sentence": blank,', '{"blank": blank, "sentence": 0.0,', ("tests/test_flops.py", "tests/test_pipeline.py")),
 )

@@ -180,8 +180,8 @@ ENTRIES = (
              ("tests/test_data_inputs.py::test_one_document_of_each_block_of_round_one_over_the_"
               "fraction_is_held_out",)),
     Mutation("the expected [gMASK] Part B share agrees with the rows only at 0.5",
-             "glmjax/data/pipeline.py", "document = (1.0 + data.gen_min_ratio) / 2.0",
-             "document = 1.0 - data.gen_min_ratio / 2.0",
+             "glmjax/data/pipeline.py", '"document": (1.0 + data.gen_min_ratio) / 2.0}',
+             '"document": 1.0 - data.gen_min_ratio / 2.0}',
              ("tests/test_flops.py::test_the_expected_part_b_share_matches_built_rows",)),
     # Session 28's hunt: tokenizer sizes, layouts, fingerprints, the trainer's lines.
     Mutation("a vocabulary of a multiple of 128 gets no room for GLM's tokens",

@@ -176,4 +176,12 @@ ENTRIES = (
              "glmjax/bench/__main__.py", "  if flags.FLAGS.steps < 0:", "  if False:",
              ("tests/test_cli.py::test_a_negative_bench_steps_is_one_line_before_the_step_"
               "compiles",)),
+    # A contributor's walk-through of docs/architecture.md's "How to add".
+    Mutation("the objective check sums the three original probabilities, not every objective's",
+             "glmjax/data/pipeline.py",
+             '  return tuple(float(data[f"{name}_prob"]) for name in OBJECTIVE_NAMES)',
+             '  return tuple(float(data[f"{name}_prob"]) for name in ("blank", "sentence", '
+             '"document"))',
+             ("tests/test_pipeline.py::test_an_objective_added_to_the_names_is_validated_and_"
+              "drawn_with_the_others",)),
 )
