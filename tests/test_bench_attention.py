@@ -43,7 +43,6 @@ def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_fai
   config.data.seq_len, config.model.dtype = 64, "bfloat16"
   head_dim = config.model.hidden_size // config.model.num_heads
   _flags(monkeypatch, bench_attention, steps=2)
-  monkeypatch.setitem(bench_attention.attention_choice.AUTO_ORDER, "cpu", ("cudnn", "xla"))
   checks, timed = [], []
 
   def check(name, **shape):
@@ -58,7 +57,8 @@ def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_fai
   monkeypatch.setattr(bench_attention, "_time", time_it)
   bench_attention.main(config, [])
   record = json.loads(capsys.readouterr().out)
-  assert checks == [("cudnn", dict(dtype=jnp.bfloat16, seq_len=64, head_dim=head_dim))]
+  assert checks == [(name, dict(dtype=jnp.bfloat16, seq_len=64, head_dim=head_dim))
+                    for name in ("cudnn", "tokamax")]
   assert record["implementations"]["cudnn"] == {"skipped": "cuDNN needs an NVIDIA GPU"}
   # xla alone is timed, forward then forward and backward, at the compute dtype.
   assert timed == [[jnp.bfloat16] * 3, [jnp.bfloat16] * 4]
@@ -93,8 +93,8 @@ def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations
   import tokamax  # pylint: disable=import-outside-toplevel
   config = importlib.import_module("configs.base").get_config("local")
   config.data.seq_len = 64
-  monkeypatch.setitem(bench_attention.attention_choice.AUTO_ORDER, "cpu", ("tokamax", "xla"))
-  monkeypatch.setattr(bench_attention.attention_choice, "check_attention", lambda *a, **k: None)
+  monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
+                      lambda name, **shape: None if name == "tokamax" else "not here")
   log = []
 
   def autotune(fn, *args, progress_bar):
@@ -133,6 +133,24 @@ def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations
   bench_attention.main(config, [])
   failed = json.loads(capsys.readouterr().out)["implementations"]["tokamax_autotuned"]
   assert failed == {"skipped": "autotune failed: RuntimeError: no Mosaic GPU here"}
+
+
+def test_the_attention_benchmark_times_every_kernel_also_those_auto_does_not_try(monkeypatch,
+                                                                                capsys):
+  # auto tries xla alone on a CPU; a kernel added to model_config.KERNELS is timed all the same,
+  # and a TPU kernel, which a CPU would only interpret, is listed with the reason it is not.
+  assert bench_attention.attention_choice.auto_order("cpu") == ("xla",)
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.seq_len = 64
+  _flags(monkeypatch, bench_attention, steps=2)
+  monkeypatch.setattr(bench_attention.attention_choice, "check_attention", lambda *a, **k: None)
+  monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
+  bench_attention.main(config, [])
+  records = json.loads(capsys.readouterr().out)["implementations"]
+  kernels = bench_attention.model_config.KERNELS
+  assert set(records) == set(kernels)
+  for name, kernel in kernels.items():
+    assert ("skipped" in records[name]) == kernel.tpu, (name, records[name])
 
 
 def test_an_attention_timing_leaves_out_the_call_that_compiles(monkeypatch):

@@ -1,6 +1,8 @@
 """Attention kernels: `python -m glmjax.bench --what=attention --config=configs/large.py`.
 
-For every implementation that passes the start-up check on this platform, times forward and
+For every implementation of model_config.KERNELS that passes the start-up check on this
+platform (those `auto` tries first, then the others; a TPU kernel off TPU, which would run in the
+Pallas interpreter, is listed as skipped), times forward and
 forward+backward under the GLM mask (Part A 70-95% of each row, as blank infilling gives) at
 the config's heads, head dim, sequence length and a small batch, in the compute dtype. Prints
 one JSON line with a record per implementation (or the reason it was skipped).
@@ -20,9 +22,17 @@ from absl import flags
 from glmjax import attention_choice
 from glmjax.model import attention
 from glmjax.model import mask as mask_lib
+from glmjax.model import model_config
 
 DEFAULT_STEPS = 10
 BATCH = 4
+
+
+def kernels(platform: str) -> list[str]:
+  """The kernels timed after xla: what 'auto' tries on `platform`, in its order, then every other
+  kernel model_config.KERNELS has, so that one 'auto' does not try is timed too."""
+  tried = [name for name in attention_choice.auto_order(platform) if name != "xla"]
+  return tried + [name for name in attention.IMPLEMENTATIONS if name not in (*tried, "xla")]
 
 
 def _time(fn, *args, steps: int) -> float:
@@ -91,8 +101,10 @@ def main(config, argv):
   flops_forward = 4.0 * visible * heads * head_dim
   records = {}
   # xla first: the reference every kernel is checked and timed against.
-  kernels = [name for name in attention_choice.auto_order(platform) if name != "xla"]
-  for name in ["xla", *kernels]:
+  for name in ["xla", *kernels(platform)]:
+    if model_config.KERNELS[name].tpu and platform != "tpu":
+      records[name] = {"skipped": "a TPU kernel: here it would run in the Pallas interpreter"}
+      continue
     reason = (attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len,
                                                head_dim=head_dim)
               if name != "xla" else None)

@@ -184,4 +184,9 @@ ENTRIES = (
              '"document"))',
              ("tests/test_pipeline.py::test_an_objective_added_to_the_names_is_validated_and_"
               "drawn_with_the_others",)),
+    Mutation("bench --what=attention times only the kernels auto tries",
+             "glmjax/bench/attention.py", '  for name in ["xla", *kernels(platform)]:',
+             '  for name in ["xla", *attention_choice.auto_order(platform)[:-1]]:',
+             ("tests/test_bench_attention.py::test_the_attention_benchmark_times_every_kernel_also_"
+              "those_auto_does_not_try",)),
 )
