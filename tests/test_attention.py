@@ -8,6 +8,7 @@ import pytest
 
 from glmjax.model import attention, gpu_kernels
 from glmjax.model import mask as mask_lib
+from glmjax.model import model_config
 
 # One batch with different seps: empty Part A, one token, half, ragged, the whole row.
 SMALL_T = 32
@@ -50,25 +51,23 @@ def _assert_matches_reference(fn, seq_len, seps, atol=2e-5):
     np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5, err_msg=name)
 
 
-def test_xla_attention_matches_the_reference():
-  _assert_matches_reference(
-      lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation="xla"),
-      SMALL_T, SMALL_SEPS)
+def _as_on_this_cpu(implementation):
+  """The kernel as glm_attention runs it; cudnn as its row split over XLA's attention (the same
+  composition; this CPU has no cuDNN). Splash runs in Pallas interpret mode, tokamax as its
+  XLA op (tokamax comes with requirements-dev.txt: this runs in CI)."""
+  if implementation == "cudnn":
+    return lambda q, k, v, sep: gpu_kernels.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
+                                                              implementation="xla")
+  return lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation=implementation)
 
 
-def test_cudnn_row_split_math_with_xla_backend():
-  # The cuDNN path's composition, with jax.nn.dot_product_attention switched to 'xla'.
-  _assert_matches_reference(
-      lambda q, k, v, sep: gpu_kernels.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
-                                                         implementation="xla"),
-      SMALL_T, SMALL_SEPS)
-
-
-@pytest.mark.parametrize("implementation", ["splash", "splash_dynamic"])
-def test_splash_in_interpret_mode_matches_the_reference(implementation):
-  _assert_matches_reference(
-      lambda q, k, v, sep: attention.glm_attention(q, k, v, sep, implementation=implementation),
-      SPLASH_T, SPLASH_SEPS)
+# Every kernel of model_config.KERNELS, read from it so that a kernel added there is tested here
+# too, at one block and at several.
+@pytest.mark.parametrize("implementation", model_config.ATTENTION_IMPLEMENTATIONS)
+def test_every_kernel_matches_the_reference_at_one_block(implementation):
+  seq_len, seps = ((SPLASH_T, SPLASH_SEPS) if model_config.seq_len_multiple(implementation) > 1
+                   else (SMALL_T, SMALL_SEPS))
+  _assert_matches_reference(_as_on_this_cpu(implementation), seq_len, seps)
 
 
 # Several blocks, as every real config has: 3 x 3 blocks of 128 at T=384, seps on a block
@@ -77,18 +76,11 @@ MULTI_BLOCK = ((384, (0, 127, 128, 129, 256, 300)), (1024, (0, 511, 512, 513, 10
 
 
 @pytest.mark.parametrize("seq_len, seps", MULTI_BLOCK, ids=["T384", "T1024"])
-@pytest.mark.parametrize("implementation", ["xla", "row_split", "splash", "splash_dynamic",
-                                            "tokamax"])
+@pytest.mark.parametrize("implementation", model_config.ATTENTION_IMPLEMENTATIONS)
 def test_every_cpu_kernel_at_multi_block_sizes(implementation, seq_len, seps):
   from glmjax.model import splash  # pylint: disable=import-outside-toplevel
   assert seq_len // splash.block_size(seq_len) >= 2
-  if implementation == "row_split":
-    fn = lambda q, k, v, sep: gpu_kernels.row_split_attention(q, k, v, sep, q.shape[-1] ** -0.5,
-                                                           implementation="xla")
-  else:
-    fn = lambda q, k, v, sep: attention.glm_attention(q, k, v, sep,
-                                                      implementation=implementation)
-  _assert_matches_reference(fn, seq_len, seps, atol=5e-5)
+  _assert_matches_reference(_as_on_this_cpu(implementation), seq_len, seps, atol=5e-5)
 
 
 def test_tokamax_xla_path_matches_the_reference():  # tokamax comes with requirements-dev.txt: this runs in CI

@@ -155,3 +155,31 @@ def test_glm_s_tanh_gelu_equals_jax_s_in_value_and_gradient():
                                            * weights16.astype(jnp.float32)))(
                                                x16.astype(jnp.float32))
   np.testing.assert_allclose(ours16.astype(jnp.float32), reference32, rtol=2**-8, atol=1e-5)
+
+
+# The model's variant fields: each value is a branch of model/glm.py or model/positions.py.
+VARIANT_FIELDS = ("position_encoding", "norm", "mlp", "activation")
+
+
+def test_every_value_of_a_variant_field_reaches_the_forward():
+  # glm.py tells the variants apart with if/else: a value added to model_config's list and
+  # never implemented would be validated, then silently computed as the else branch.
+  batch = _batch()
+  for field in VARIANT_FIELDS:
+    outputs = {}
+    for value in model_lib.model_config.CHOICES[field]:
+      model = _model(**{field: value})
+      params = model.init(jax.random.key(0), *batch)
+      outputs[value] = np.asarray(model.apply(params, *batch))
+    same = [(a, b) for i, a in enumerate(outputs) for b in list(outputs)[i + 1:]
+            if np.array_equal(outputs[a], outputs[b])]
+    assert not same, f"model.{field}: {same} compute the same function"
+
+
+def test_the_numpy_forward_is_compared_for_every_value_of_every_variant_field():
+  # tests/test_model.py's VARIANTS: a value missing there is never checked against the definition.
+  from test_model import VARIANTS  # pylint: disable=import-outside-toplevel
+  missing = [f"model.{field}={value}" for field in VARIANT_FIELDS
+             for value in model_lib.model_config.CHOICES[field]
+             if not any(variant[field] == value for variant in VARIANTS)]
+  assert not missing, missing

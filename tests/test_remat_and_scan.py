@@ -121,8 +121,14 @@ def test_remat_minimal_keeps_a_fused_kernels_output_once_and_its_softmax_statist
   assert not any("named 'context'" in line for line in lines), lines
 
 
-@pytest.mark.parametrize("attention", ["splash", "tokamax"])
-def test_remat_minimal_with_a_fused_kernel_adds_only_elementwise_work_to_the_backward(attention):
+# Every kernel whose KERNELS row says it tags its residuals (model_config.WITH_NAMED_RESIDUALS):
+# one that says so and does not would rerun its forward here. cudnn runs as its row split over
+# XLA's attention, which this CPU has.
+@pytest.mark.parametrize("attention", model_lib.model_config.WITH_NAMED_RESIDUALS)
+def test_remat_minimal_with_a_fused_kernel_adds_only_elementwise_work_to_the_backward(
+    attention, monkeypatch):
+  monkeypatch.setattr(gpu_kernels, "row_split_attention", functools.partial(
+      gpu_kernels.row_split_attention, implementation="xla"))
   def backward_flops(remat):
     loss, params = _fused_kernel_model(attention, remat)
     _, backward = jax.vjp(loss, params)

@@ -189,4 +189,8 @@ ENTRIES = (
              '  for name in ["xla", *attention_choice.auto_order(platform)[:-1]]:',
              ("tests/test_bench_attention.py::test_the_attention_benchmark_times_every_kernel_also_"
               "those_auto_does_not_try",)),
+    Mutation("a variant accepted by the config computes another variant's function",
+             "glmjax/model/glm.py", '    geglu = cfg.mlp == "geglu"', '    geglu = cfg.mlp == "GeGLU"',
+             ("tests/test_model_semantics.py::test_every_value_of_a_variant_field_reaches_the_"
+              "forward",)),
 )
