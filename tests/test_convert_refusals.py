@@ -136,6 +136,29 @@ def test_export_refuses_a_model_that_the_hugging_face_glm_code_would_compute_dif
   assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+def test_export_refuses_an_activation_that_neither_original_code_computes(weights, tmp_path,
+                                                                          monkeypatch):
+  # An activation added to model_config (here a pretend 'silu') is not a GeLU the Hugging Face
+  # code is "slightly" off from: export must refuse it, not warn of a 5e-3 difference.
+  from glmjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from glmjax.model import glm, model_config  # pylint: disable=import-outside-toplevel
+  with_silu = (*model_config.ACTIVATIONS, "silu")
+  monkeypatch.setitem(model_config.CHOICES, "activation", with_silu)
+  monkeypatch.setitem(config_lib.CHOICES, "model.activation", with_silu)
+  gelus = glm._activation
+  monkeypatch.setattr(glm, "_activation",
+                      lambda name: jax.nn.silu if name == "silu" else gelus(name))
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  saved["model"]["activation"] = "silu"
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="activation.*cannot be exported"):
+    convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
 def test_a_model_parallel_checkpoint_missing_a_rank_is_refused_naming_the_parts(weights,
                                                                                tmp_path):
   og.save_megatron(str(tmp_path), weights, parts=2)

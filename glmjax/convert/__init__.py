@@ -367,10 +367,12 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   _require_new_folder(out, "the Hugging Face files", "--workdir", workdir)
   loaded = pretrained.load(workdir, attention="xla")  # the parameters only: no kernel runs
   model_config = loaded.model_config
-  unsupported = {field: getattr(model_config, field) for field, wanted in
-                 (("position_encoding", "learned_2d"), ("norm", "pre"), ("mlp", "gelu"),
-                  ("ffn", 4 * model_config.hidden_size), ("layernorm_eps", 1e-5))
-                 if getattr(model_config, field) != wanted}
+  # What the Hugging Face code computes (a GeLU of the other original code is only warned of).
+  allowed = {"position_encoding": ("learned_2d",), "norm": ("pre",), "mlp": ("gelu",),
+             "ffn": (4 * model_config.hidden_size,), "layernorm_eps": (1e-5,),
+             "activation": tuple(name for name, _ in ACTIVATIONS.values())}
+  unsupported = {field: getattr(model_config, field) for field, values in allowed.items()
+                 if getattr(model_config, field) not in values}
   if unsupported:
     raise ValueError(f"--workdir={workdir}: the Hugging Face GLM code has learned 2-D "
                      "positions, pre-LayerNorm (eps 1e-5) and a 4H GeLU MLP; this model has "

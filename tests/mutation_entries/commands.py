@@ -215,8 +215,8 @@ ENTRIES = (
               "tensors",)),
     Mutation("export lets through a LayerNorm eps the HF GLM code does not compute",
              "glmjax/convert/__init__.py",
-             '("ffn", 4 * model_config.hidden_size), ("layernorm_eps", 1e-5))',
-             '("ffn", 4 * model_config.hidden_size))',
+             '"ffn": (4 * model_config.hidden_size,), "layernorm_eps": (1e-5,),',
+             '"ffn": (4 * model_config.hidden_size,),',
              (_CONVERT_REFUSALS + "test_export_refuses_a_model_that_the_hugging_face_glm_code_"
               "would_compute_differently",)),
     Mutation("export writes the hidden dropout as the attention dropout",

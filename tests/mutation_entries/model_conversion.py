@@ -133,11 +133,11 @@ ENTRIES: tuple[Mutation, ...] = (
              (_EXPORT + "test_a_model_trained_from_scratch_exports_a_config_json_that_imports_back_"
               "to_it",)),
     Mutation("export lets a GeGLU model through to a KeyError", "glmjax/convert/__init__.py",
-             '("norm", "pre"), ("mlp", "gelu"),', '("norm", "pre"),',
+             '"norm": ("pre",), "mlp": ("gelu",),', '"norm": ("pre",),',
              (_R + "test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_"
               "glm_code_has",)),
     Mutation("export lets a rotary model through to a KeyError", "glmjax/convert/__init__.py",
-             '(("position_encoding", "learned_2d"), ("norm", "pre")', '(("norm", "pre")',
+             '{"position_encoding": ("learned_2d",), "norm"', '{"norm"',
              (_R + "test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_"
               "glm_code_has",)),
     Mutation("a wrong --tokenizer is found only after the checkpoint is read and --out made",
