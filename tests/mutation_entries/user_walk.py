@@ -198,4 +198,7 @@ ENTRIES = (
              '             "activation": tuple(name for name, _ in ACTIVATIONS.values())}',
              "             }",
              (_REFUSE + "test_export_refuses_an_activation_that_neither_original_code_computes",)),
+    Mutation("a service reaches up into a command", "glmjax/memory.py",
+             "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
+             ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
 )
