@@ -53,7 +53,8 @@ def _forward(model):
   return jax.jit(lambda params, *batch: model.apply({"params": params}, *batch))
 
 
-# --- An independent numpy forward (float64), written from reference/GLM.md §2. ---
+# --- An independent numpy forward (float64), written from GLM's definition (the paper and the
+# original code's transformer), not from the Flax code. ---
 
 
 def _np_layernorm(x, p, eps):
