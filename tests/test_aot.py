@@ -314,6 +314,24 @@ def test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_th
   assert "each row is built by 2 hosts" in aot.describe(report, "v5e-16", "xla")
 
 
+def test_the_report_s_hosts_per_row_are_the_most_hosts_that_build_any_one_row(monkeypatch):
+  plan = aot.plan_host_input
+
+  def host_1_builds_host_0_s_rows_too(mesh, batch):
+    layouts = plan(mesh, batch)
+    rows = np.unique(np.concatenate([layouts[1].rows, layouts[0].rows]))
+    shards = {run: np.searchsorted(rows, np.arange(*run))
+              for run in (*layouts[1].shards, *layouts[0].shards)}
+    layouts[1] = parallel.HostRows(mesh, batch, rows, shards)
+    return layouts
+
+  monkeypatch.setattr(aot, "plan_host_input", host_1_builds_host_0_s_rows_too)
+  config = _tiny(attention="xla")
+  config.train.eval_every = 0
+  report = aot.compile_for_slice(config, topology.parse_slice("v5e-16"))
+  assert report.hosts_per_row == 2  # host 0's rows; each of the others has one builder
+
+
 def test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_turned():
   config = _tiny()
   config.mesh.update(data=1, fsdp=-1)
@@ -341,9 +359,10 @@ def test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_of_i
   assert aot._out_of_memory(error) is None
 
 
-def test_the_report_shows_the_held_out_and_prefetched_batches_together():
+def _report(**changes) -> aot.Report:
+  """A v5litepod-16's report, made by hand (nothing compiled), with `changes`."""
   gib = 2**30
-  report = aot.Report(
+  fields = dict(
       topology="v5e:4x4", accelerator_type="v5litepod-16", platform="tpu",
       device_kind="TPU v5 lite", chips=16,
       hosts=4, mesh={"data": 16, "fsdp": 1, "tensor": 1}, attention="xla", mosaic_kernels=0,
@@ -352,9 +371,26 @@ def test_the_report_shows_the_held_out_and_prefetched_batches_together():
       model_flops_per_step=1e15, step_time_at_target_mfu_s=1.0, rows_per_host=256,
       hosts_per_row=1, host_row_runs=4, compile_s=10.0, batch_size=1024, seq_len=512,
       remat="none")
-  text = aot.describe(report, "v5litepod-16", "xla")
+  return aot.Report(**{**fields, **changes})
+
+
+def test_the_report_shows_the_held_out_and_prefetched_batches_together():
+  text = aot.describe(_report(), "v5litepod-16", "xla")
   assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB" in text
   assert "host 0: 4 separate runs of rows); every row is built by one host" in text
+
+
+def test_a_peak_that_fills_the_chip_to_the_byte_fits_and_one_byte_more_does_not():
+  hbm = _report().hbm_bytes
+  assert _report(total_bytes=hbm).fits
+  assert not _report(total_bytes=hbm + 1).fits
+
+
+def test_the_report_gives_the_step_s_model_flops_in_pflop_and_its_time_at_the_target_mfu():
+  report = _report(model_flops_per_step=2.5e15, step_time_at_target_mfu_s=0.75)
+  text = aot.describe(report, "v5litepod-16", "xla")
+  assert (f"{2.5e15 / 10**15:.3f} PFLOP per step (model FLOPs); 0.750 s per step at "
+          f"{aot.TARGET_MFU:.0%} MFU") in text
 
 
 def test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2():

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from glmjax import aot, attention_choice, gpu_topology, parallel, step as step_lib, xla_options
+from glmjax import aot, attention_choice, gpu_topology, memory, parallel, step as step_lib
+from glmjax import xla_options
 from glmjax.bench import save as save_bench
 from glmjax.bench import traffic
 
@@ -105,6 +106,21 @@ def test_a_gpu_s_usable_memory_is_the_share_jax_s_client_takes(monkeypatch):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", wrong)
     with pytest.raises(gpu_topology.GpuTopologyError, match="XLA_PYTHON_CLIENT_MEM_FRACTION"):
       _ = spec.hbm_bytes
+
+
+def test_without_a_memory_fraction_set_a_gpu_s_usable_memory_is_jax_s_default_three_quarters(
+    monkeypatch):
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  assert gpu_topology.parse_gpus("h100-8").hbm_bytes == int(0.75 * H100_BYTES)
+
+
+def test_the_gpu_advice_offers_jax_a_memory_share_of_0_9_only_where_it_has_less(monkeypatch):
+  config = importlib.import_module("configs.base").get_config("local")
+  for fraction, offered in (("0.75", True), ("0.89", True), ("0.9", False), ("0.95", False)):
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", fraction)
+    advice = memory.fit_advice(config, platform="gpu")
+    assert ("XLA_PYTHON_CLIENT_MEM_FRACTION=0.9" in advice) == offered, fraction
+    assert "more GPUs" in advice
 
 
 def test_auto_on_a_gpu_target_takes_tokamax_for_16_bit_models_and_xla_for_float32(h100_device):

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import types
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 
+from glmjax import attention_choice
 from glmjax.bench import prepare as bench_prepare
 from glmjax.bench import sweep
 from glmjax.data import builtin_corpus, sources
@@ -188,6 +190,18 @@ def test_the_sweep_s_batch_sizes_are_half_once_and_twice_the_config_s_and_never_
   for batch, expected in ((16, [8, 16, 32]), (1, [1, 2])):
     config.data.batch_size = batch
     assert [setting["batch_size"] for setting in sweep.grid(config)] == expected
+
+
+def test_the_sweep_s_default_grid_tries_the_three_remat_policies_and_the_kernels_auto_tries(
+    monkeypatch):
+  _flags(monkeypatch, sweep)  # no --sweep_* flag given
+  config = importlib.import_module("configs.base").get_config("local")
+  settings = sweep.grid(config)
+  kernels = attention_choice.auto_order(jax.default_backend())
+  assert {s["remat"] for s in settings} == {"none", "minimal", "full"}
+  assert {s["attention"] for s in settings} == set(kernels)
+  assert {s["loss_chunk"] for s in settings} == {config.train.loss_chunk}
+  assert len(settings) == 3 * 3 * len(kernels)  # with the three batch sizes: every combination
 
 
 def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tokens_per_s(

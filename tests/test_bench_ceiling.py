@@ -4,6 +4,7 @@ import types
 import pytest
 
 from glmjax.bench import ceiling
+from test_bench_step import _Clock
 
 
 def test_the_ceiling_counts_a_matmul_s_flops_and_a_copy_s_bytes_read_and_written(monkeypatch):
@@ -25,6 +26,21 @@ def test_the_ceiling_times_the_mean_of_its_runs_after_a_compiling_one():
   calls = []
   seconds = ceiling.timed(lambda x: calls.append(x) or x, 3)
   assert len(calls) == ceiling.RUNS + 1 and 0 <= seconds < 0.1
+
+
+def test_the_ceiling_s_clock_starts_after_the_compiling_run_has_finished(monkeypatch):
+  clock = _Clock()
+  calls = []
+
+  def jitted(x):  # the first call traces and compiles (5 s of the host); each runs 3 ms
+    calls.append(x)
+    clock.advance(5.0 if len(calls) == 1 else 0.0)
+    return clock.queue(0.003)
+
+  monkeypatch.setattr(ceiling, "time", clock)
+  assert ceiling.timed(jitted, "x") == pytest.approx(0.003)
+  assert len(calls) == ceiling.RUNS + 1
+  assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
 
 
 @pytest.mark.parametrize("size", [0, -32, 100])

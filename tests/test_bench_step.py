@@ -118,6 +118,24 @@ def test_the_step_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   assert figures["xla_options"] == {"xla_gpu_some_option": False}  # the program's, reported
 
 
+def test_the_step_benchmark_s_mfu_is_over_the_peak_of_the_device_kind_it_ran_on(monkeypatch):
+  clock = _Clock()
+  _fake_build(monkeypatch, clock, _Step(clock, 0.5))
+
+  class OnAV4:  # jax as the step benchmark sees it, its devices named as a TPU v4's are
+    def __getattr__(self, name):
+      return getattr(jax, name)
+
+    def devices(self):
+      return [types.SimpleNamespace(device_kind="TPU v4", platform="tpu")] * jax.device_count()
+
+  monkeypatch.setattr(step_bench, "jax", OnAV4())
+  figures = step_bench.measure(_bench_config(), 2)
+  assert figures["device_kind"] == "TPU v4"
+  assert figures["mfu"] == pytest.approx(
+      figures["tflops_per_device"] * 1e12 / step_bench.metrics.peak_flops("TPU v4"))
+
+
 def test_the_step_benchmark_says_it_is_compiling_and_how_long_that_took(monkeypatch, caplog):
   """Minutes pass before the JSON line for a big config (save and profile share this set-up)."""
   clock = _Clock()

@@ -116,6 +116,20 @@ def test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says():
 
 def test_array_bytes_counts_every_array_of_a_tuple_at_its_type_s_width():
   assert traffic.array_bytes("(f32[2,3]{1,0}, bf16[4]{0}, pred[], s32[5])") == 24 + 8 + 1 + 20
+  # A complex type's bits are both parts': c64 is two f32, c128 two f64.
+  assert traffic.array_bytes("(c64[3]{0}, c128[2]{0})") == 3 * 2 * 4 + 2 * 2 * 8
+
+
+def test_a_fusion_input_read_whole_by_one_op_counts_whole_though_another_slices_it():
+  body = ["  %p0 = f32[4,8]{1,0} parameter(0)",
+          "  %p1 = s32[] parameter(1)",
+          "  %zero = s32[] constant(0)",
+          "  %row = f32[1,8]{1,0} dynamic-slice(%p0, %p1, %zero), dynamic_slice_sizes={1,8}",
+          "  %neg = f32[4,8]{1,0} negate(%p0)",
+          "  ROOT %out = (f32[1,8]{1,0}, f32[4,8]{1,0}) tuple(%row, %neg)"]
+  read, written = traffic.fusion_bytes(body)
+  assert read == 4 * 8 * 4 + 4  # all of %p0 (the negate reads every row) and the index
+  assert written == 1 * 8 * 4 + 4 * 8 * 4
 
 
 def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_path):

@@ -23,6 +23,7 @@ from mutation_entries import batch_building, prepared_data  # noqa: E402
 from mutation_entries import model_conversion, run_records  # noqa: E402
 from mutation_entries import bench_timing, gap_hunt, user_walk  # noqa: E402
 from mutation_entries import cluster_walk, core_hunt, fault_walk, thin_modules  # noqa: E402
+from mutation_entries import bench_hunt  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
@@ -32,4 +33,5 @@ MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + generation.ENTRIES + batch_building.ENTRIES + prepared_data.ENTRIES
              + model_conversion.ENTRIES + run_records.ENTRIES + bench_timing.ENTRIES
              + gap_hunt.ENTRIES + user_walk.ENTRIES + cluster_walk.ENTRIES
-             + thin_modules.ENTRIES + core_hunt.ENTRIES + fault_walk.ENTRIES)
+             + thin_modules.ENTRIES + core_hunt.ENTRIES + fault_walk.ENTRIES
+             + bench_hunt.ENTRIES)
