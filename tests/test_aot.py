@@ -377,6 +377,7 @@ def _report(**changes) -> aot.Report:
 def test_the_report_shows_the_held_out_and_prefetched_batches_together():
   text = aot.describe(_report(), "v5litepod-16", "xla")
   assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB" in text
+  assert f"fits ({100 * 3.75 / 15.75:.0f}%)" in text  # the peak's share of the HBM
   assert "host 0: 4 separate runs of rows); every row is built by one host" in text
 
 

@@ -70,7 +70,8 @@ def test_two_hosts_of_eight_gpus_each_build_half_the_rows():
 
 @pytest.mark.parametrize("name, hosts, per_host, model", [
     ("h100", 1, 1, "h100"), ("H100-4", 1, 4, "h100"), ("h100-8", 1, 8, "h100"),
-    ("h200-16", 2, 8, "h200"), ("h100:4x8", 4, 8, "h100"), ("h200:2x2", 2, 2, "h200")])
+    ("h200-16", 2, 8, "h200"), ("h100:4x8", 4, 8, "h100"), ("h200:2x2", 2, 2, "h200"),
+    ("h100:1024x8", 1024, 8, "h100"), ("h100-8192", 1024, 8, "h100")])  # the most hosts
 def test_gpu_names_give_hosts_and_gpus_per_host(name, hosts, per_host, model):
   spec = gpu_topology.parse_gpus(name)
   assert (spec.hosts, spec.gpus_per_host, spec.model.name) == (hosts, per_host, model)
@@ -85,7 +86,8 @@ _SHAPES = r"hosts x GPUs per host needs 1 to 1024 hosts of 1 to 8 GPUs"
 @pytest.mark.parametrize("name, rule", [
     ("h100-12", _COUNTS), ("h100:1x9", _SHAPES), ("h100-0", _COUNTS), ("h100:0x8", _SHAPES),
     ("h300-8", "is not a GPU machine name"), ("h100-8-2", "is not a GPU machine name"),
-    ("h100:2x0", _SHAPES), ("h100-80000", _COUNTS)])
+    ("h100:2x0", _SHAPES), ("h100-80000", _COUNTS), ("h100:1025x8", _SHAPES),
+    ("h100-8200", _COUNTS)])
 def test_impossible_gpu_names_say_what_is_accepted(name, rule):
   with pytest.raises(gpu_topology.GpuTopologyError, match=rule + r".*h100-8 \(one host of 8\)"):
     gpu_topology.parse_gpus(name)

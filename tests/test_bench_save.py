@@ -165,6 +165,12 @@ def test_the_hidden_share_of_a_transfer_is_what_running_it_beside_a_step_saved(t
   assert save_bench.hidden_fraction(0.5, 0.2, together) == pytest.approx(hidden)
 
 
+def test_a_transfer_or_step_of_no_time_leaves_nothing_to_hide_and_reads_as_all_hidden():
+  """An empty state's transfer (or a step that takes no time) costs the other nothing."""
+  assert save_bench.hidden_fraction(0.5, 0.0, 0.5) == 1.0
+  assert save_bench.hidden_fraction(0.0, 0.2, 0.2) == 1.0
+
+
 def test_the_save_benchmark_divides_its_timings_as_its_figures_say(monkeypatch):
   clock = _Clock()
   step = _Step(clock, 0.5)

@@ -305,4 +305,14 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("planning FLOPs score every position, not Part B's", _MODEL_PY,
              "logit_positions=part_b_fraction * seq_len) / seq_len",
              "logit_positions=seq_len) / seq_len", _FLOPS),
+    # A second round.
+    Mutation("a transfer no step can hide reads as not hidden at all", _SAVE_PY,
+             "  if hideable <= 0:\n    return 1.0", "  if hideable <= 0:\n    return 0.0", _SAVE),
+    Mutation("the profile adds up a device's lines (streams, ops, modules) into one", _PROF_PY,
+             "durations[f\"{process} {thread}\"]", "durations[process]", _PROF),
+    Mutation("aot's fits percentage is the state's share of HBM, not the peak's", _AOT_PY,
+             "{100 * report.total_bytes / report.hbm_bytes:.0f}%",
+             "{100 * report.state_bytes / report.hbm_bytes:.0f}%", _AOT_FAST + _REPORT),
+    Mutation("a GPU machine of exactly the most hosts is refused", _GPU_PY,
+             "if not 1 <= hosts <= MAX_HOSTS or", "if not 1 <= hosts < MAX_HOSTS or", _GPU),
 )
