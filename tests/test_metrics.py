@@ -15,7 +15,8 @@ def test_peak_flops_by_device_kind(kind, peak):
 
 
 @pytest.mark.parametrize("kind, peak", [("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H200", 989e12),
-                                        ("NVIDIA L4", 121e12)])
+                                        ("NVIDIA L4", 121e12), ("NVIDIA H100 PCIe", 756e12),
+                                        ("NVIDIA H100 NVL", 835e12)])
 def test_a_gpu_s_peak_is_its_dense_bf16_figure_not_the_sparse_one(kind, peak):
   # The datasheets' dense BF16 tensor-core figures; each sparse one is twice as much, and would
   # halve the MFU reported.

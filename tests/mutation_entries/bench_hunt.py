@@ -315,4 +315,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "{100 * report.state_bytes / report.hbm_bytes:.0f}%", _AOT_FAST + _REPORT),
     Mutation("a GPU machine of exactly the most hosts is refused", _GPU_PY,
              "if not 1 <= hosts <= MAX_HOSTS or", "if not 1 <= hosts < MAX_HOSTS or", _GPU),
+    Mutation("an H100 PCIe card's MFU is counted against the SXM card's peak", "glmjax/metrics.py",
+             '("h100 pcie", 756e12), ', "",
+             ("tests/test_metrics.py::test_a_gpu_s_peak_is_its_dense_bf16_figure_not_the_sparse_"
+              "one",)),
 )
