@@ -261,12 +261,9 @@ class Checkpointer:
         if check is not None:
           agreement.refuse_together(lambda step=step: check(metadata, step),
                                     f"The checkpoint at step {step} in {self.directory}")
-        restored, failure = agreement.attempt(lambda step=step: self.manager.restore(
-            step, args=ocp.args.Composite(**{
-                STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM], log)
+        restored, failure = agreement.attempt(
+            lambda step=step: self._restore_state(step, abstract_state), log)
         failure = agreement.settle(failure, f"state {step}")
-        if failure is not None and failure[0] == "unknown":
-          failure = missing_tree(self.directory, step) or failure
       if failure is None:
         problem = checksums.corruption(restored, metadata.get("checksums"))
         failure = ("damaged", problem) if problem else None
@@ -293,6 +290,18 @@ class Checkpointer:
           "warnings above. Nothing was changed and the run did not start over from step 0; "
           "to start over, keeping them aside, set --config.checkpoint.start_over=true.")
     return None
+
+  def _restore_state(self, step: int, abstract_state: Any) -> Any:
+    """The state saved at `step`. Orbax reads a state without its tree file as a "pytree
+    structure error", which says nothing of damage (a wrong target fails so too): the file is
+    looked for first, in a listing of its folder, so that a missing one is damage (skipped) and
+    a folder that cannot be listed is unreadable (the run stops), as for every other file."""
+    folder = epath.Path(self.directory) / str(step) / STATE_ITEM
+    if TREE_FILE not in {path.name for path in folder.iterdir()}:
+      raise FileNotFoundError(f"{STATE_ITEM}/{TREE_FILE} missing (Orbax's record of the "
+                              "state's tree structure)")
+    return self.manager.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))[STATE_ITEM]
 
   def _move_aside(self, steps: list[int], why: str) -> None:
     """Moves step folders to a sibling `<directory>.damaged-<time>/` (process 0 moves them)."""
@@ -353,11 +362,3 @@ def location(path: str) -> str:
 def in_workdir(workdir: str) -> str:
   """The folder of a workdir (a run's, an import's) that holds its step directories."""
   return os.path.join(workdir, "checkpoints")
-
-
-def missing_tree(directory: str, step: int) -> tuple[str, str] | None:
-  """('damaged', line) when a step's state lacks the file that holds its tree: Orbax then
-  fails with a "pytree structure error", which alone would read as a wrong restore target."""
-  tree = epath.Path(directory) / str(step) / STATE_ITEM / TREE_FILE
-  return None if tree.exists() else ("damaged", f"files missing ({STATE_ITEM}/{TREE_FILE}, "
-                                                "the state's tree structure)")

@@ -147,8 +147,9 @@ def _names(flag: str, text: str, known: tuple[str, ...]) -> list[str]:
 def _generations(text: str) -> list[str]:
   """--generations: the table's generations by their names or gcloud's (`v5litepod` is v5e),
   each once, in the order given."""
-  names = {alias: generation.name for generation in topology.GENERATIONS
-           if generation.name in GENERATIONS for alias in generation.aliases}
+  names = {name: name for name in GENERATIONS} | {
+      alias: generation.name for generation in topology.GENERATIONS
+      if generation.name in GENERATIONS for alias in generation.aliases}
   known = tuple(dict.fromkeys((*GENERATIONS, *names)))
   return list(dict.fromkeys(names[name] for name in _names("--generations", text, known)))
 

@@ -59,8 +59,9 @@ class _FirstLine(logging.Formatter):
 
 # Orbax's notices that a checkpoint folder opened for reading is read-only (evaluate, generate,
 # convert and init_from open it so on purpose), and that a step lacks its commit record
-# (_CHECKPOINT_METADATA: the step still restores, and its checksums are verified): on the
-# console they are noise.
+# (_CHECKPOINT_METADATA, the only file Orbax words so; the step still restores and its checksums
+# are verified; a state's missing tree file is a damaged step, said by glmjax): on the console
+# they are noise.
 _ORBAX_NOISE = ("read_only=True", "directory is read only", "Metadata file does not exist")
 
 
@@ -68,7 +69,8 @@ def _shown_on_console(record: logging.LogRecord) -> bool:
   """A library record for the console: not Orbax's errors (glmjax reports the failure itself,
   in one line), nor its notices above, nor asyncio's "Task exception was never retrieved" for
   the reads of a restore Orbax gave up (one per array: the failure is reported once, as the
-  checkpoint skipped or the restore failed). The log file still gets them all."""
+  checkpoint skipped or the restore failed; a save's task that fails is still shown). The log
+  file still gets them all."""
   orbax = f"{os.sep}orbax{os.sep}"
   if orbax not in record.pathname and record.name != "asyncio":
     return True
@@ -78,23 +80,33 @@ def _shown_on_console(record: logging.LogRecord) -> bool:
     message = record.getMessage()
   except Exception:  # noqa: BLE001 - a malformed call: let the handler report it as usual
     return True
-  if record.name == "asyncio":
-    return orbax not in message
+  if record.name == "asyncio":  # Orbax's read of one array, from a restore that failed
+    return not (orbax in message and "async_deserialize" in message)
   return not any(notice in message for notice in _ORBAX_NOISE)
 
 
 def _late_read_on_a_closed_loop(unraisable) -> bool:
   """A read that Orbax's failed restore left in flight, finishing after Orbax closed its event
-  loop: TensorStore's callback cannot schedule it, and Python would print its traceback (one per
-  read, dozens, among the lines that say which checkpoint was skipped). Nothing is lost."""
-  return (isinstance(unraisable.exc_value, RuntimeError)
-          and str(unraisable.exc_value) == "Event loop is closed")
+  loop: TensorStore's native callback calls the loop's call_soon_threadsafe, which refuses, and
+  Python would print its traceback (one per read, dozens, among the lines that say which
+  checkpoint was skipped). Nothing is lost. Only that shape is matched: the refusal raised in
+  asyncio's call_soon_threadsafe called from no Python frame, for no object (a finalizer's
+  would name it)."""
+  if unraisable.object is not None or not (
+      isinstance(unraisable.exc_value, RuntimeError)
+      and str(unraisable.exc_value) == "Event loop is closed"):
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[0].name == "call_soon_threadsafe" and (
+      f"{os.sep}asyncio{os.sep}" in frames[0].filename)
 
 
 def _quiet_late_reads(previous):
   def hook(unraisable):
     if _late_read_on_a_closed_loop(unraisable):
-      _ours().debug("A read of an abandoned checkpoint restore ended after its event loop.")
+      _ours().debug("A read of an abandoned checkpoint restore ended after its event loop:",
+                    exc_info=(unraisable.exc_type, unraisable.exc_value,
+                              unraisable.exc_traceback))
     else:
       previous(unraisable)
   hook.quiets_late_reads = True

@@ -23,7 +23,8 @@ from glmjax.data.pipeline import OBJECTIVE_NAMES
 log = logging.getLogger(__name__)
 
 # Peak dense bf16 FLOP/s per device, matched against jax.Device.device_kind (lower case), the
-# first name found: the H100's PCIe and NVL cards run at lower clocks than its SXM one.
+# first name found: the H100's PCIe and NVL cards run at lower clocks than its SXM one; a GH200
+# ("gh200") is an H100-class GPU at the SXM figure, which "h200" gives it.
 PEAK_FLOPS = (
     ("v6 lite", 918e12), ("v6e", 918e12), ("v5 lite", 197e12), ("v5e", 197e12),
     ("v5p", 459e12), ("v5", 459e12), ("v4", 275e12), ("h200", 989e12),

@@ -2,8 +2,8 @@
 
 configs/NAME.py starts from `config.default_config()`, applies a recipe here where GLM's scripts
 give one (GLM-Base and GLM-Large share one; GLM-10B's two stages, which GLM-2B follows too),
-and reads its argument with
-`parse_arg` (`configs/base.py:local`, `configs/glm_10b.py:stage2,local`).
+and reads its argument with `parse_arg` (`configs/base.py:local`,
+`configs/glm_10b.py:stage2,local`).
 """
 from __future__ import annotations
 

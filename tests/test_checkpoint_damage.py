@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
 import checkpoint_states as states
@@ -304,7 +305,32 @@ def test_a_checkpoint_whose_tree_file_is_missing_is_skipped_for_the_older_one(tm
   fresh.close()
   assert restored.step == 1
   assert "Skipping damaged checkpoint 2" in caplog.text
-  assert f"files missing ({checkpoint.STATE_ITEM}/{checkpoint.TREE_FILE}" in caplog.text
+  assert f"{checkpoint.STATE_ITEM}/{checkpoint.TREE_FILE} missing" in caplog.text
+
+
+def test_a_state_folder_that_cannot_be_listed_stops_the_run_and_is_not_called_damaged(
+    tmp_path, mesh, monkeypatch):
+  # Looking for the tree file must not turn "cannot read" into "missing": a good checkpoint
+  # behind a permission problem would be skipped, and the keep policy could delete it.
+  states.two_checkpoints(tmp_path, keep=3, scaled=True)
+  local = type(epath.Path(str(tmp_path)))
+  listing, exists = local.iterdir, local.exists
+  unlistable = lambda path: path.name == checkpoint.STATE_ITEM and path.parent.name == "2"
+
+  def iterdir(path):
+    if unlistable(path):
+      raise PermissionError(13, "Permission denied", str(path))
+    return listing(path)
+  monkeypatch.setattr(local, "iterdir", iterdir)
+  # As os.path.exists answers for a file in a folder it may not search: False, not an error.
+  monkeypatch.setattr(local, "exists", lambda path: not unlistable(path.parent) and exists(path))
+  fresh = checkpoint.Checkpointer(str(tmp_path), every=1, keep=3)
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"step 2 .* cannot be read: Permission denied"):
+    fresh.restore_latest(states.abstract(states.state(), mesh),
+                         states.metadata(states.state())["param_layout"])
+  fresh.close()
+  assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
 def test_a_corruption_line_names_three_arrays_and_counts_the_others():

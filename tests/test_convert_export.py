@@ -14,7 +14,7 @@ import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import config as config_lib
 from glmjax import convert, pretrained
-from glmjax.convert import safetensors_io
+from glmjax.convert import safetensors_io, tokenizer_files
 from glmjax.data import tokenizers
 
 
@@ -188,7 +188,7 @@ def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_
   config = _scratch_run(weights, tmp_path, **data)
   trained_with = tokenizers.tokenizer_info(tokenizers.load_tokenizer(config.data))
   convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))
-  record = json.loads((tmp_path / "out" / convert.TOKENIZER_RECORD).read_text())
+  record = json.loads((tmp_path / "out" / tokenizer_files.TOKENIZER_RECORD).read_text())
   assert record["tokenizer"] == kind and record["tokenizer_vocab"] == data["tokenizer_vocab"]
   convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
   # generate and evaluate load it as they load any workdir's tokenizer: the same ids as the run's
@@ -213,7 +213,7 @@ def test_a_workdir_without_a_tokenizer_exports_no_record_and_imports_as_unknown(
              fmt="safetensors")
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))  # no tokenizer files
   convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
-  assert not (tmp_path / "out" / convert.TOKENIZER_RECORD).exists()
+  assert not (tmp_path / "out" / tokenizer_files.TOKENIZER_RECORD).exists()
   convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
   with pytest.raises(config_lib.ConfigError, match="imported without its tokenizer"):
     pretrained.load_tokenizer(pretrained.load(str(tmp_path / "again")))
@@ -224,7 +224,7 @@ def test_a_workdir_without_a_tokenizer_exports_no_record_and_imports_as_unknown(
 def test_a_damaged_tokenizer_record_is_one_line_naming_it(weights, tmp_path):
   _scratch_run(weights, tmp_path, tokenizer="byte", tokenizer_path="", tokenizer_vocab="")
   convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))
-  (tmp_path / "out" / convert.TOKENIZER_RECORD).write_text("[1, 2]")
+  (tmp_path / "out" / tokenizer_files.TOKENIZER_RECORD).write_text("[1, 2]")
   with pytest.raises(ValueError, match=r"glmjax_tokenizer.json: not a tokenizer record .* "
                                        r"give --tokenizer=PATH"):
     convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))

@@ -1,11 +1,11 @@
 """Attention kernels: `python -m glmjax.bench --what=attention --config=configs/large.py`.
 
 For every implementation of model_config.KERNELS that passes the start-up check on this
-platform (those `auto` tries first, then the others; a TPU kernel off TPU, which would run in the
-Pallas interpreter, is listed as skipped), times forward and
-forward+backward under the GLM mask (Part A 70-95% of each row, as blank infilling gives) at
-the config's heads, head dim, sequence length and a small batch, in the compute dtype. Prints
-one JSON line with a record per implementation (or the reason it was skipped).
+platform (those `auto` tries first, then the others; a TPU kernel off TPU, which would run in
+the Pallas interpreter, is listed as skipped), times forward and forward+backward under the GLM
+mask (Part A 70-95% of each row, as blank infilling gives) at the config's heads, head dim,
+sequence length and a small batch, in the compute dtype. Prints one JSON line with a record per
+implementation (or the reason it was skipped).
 With --attention_autotune, tokamax's GPU kernel is also autotuned at that shape
 (`tokamax.autotune`, an exhaustive search over its block configurations) and timed again with
 the configurations it chose: `tokamax_autotuned`, with the search's seconds and its result as

@@ -18,7 +18,6 @@ import shutil
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from glmjax import checkpoint as checkpoint_lib
@@ -26,17 +25,16 @@ from glmjax import config as config_lib
 from glmjax import pretrained
 from glmjax import workdir as workdir_lib
 from glmjax.convert import mapping, original
-from glmjax.data import released_tokenizers, tokenizers
+from glmjax.convert.tokenizer_files import (export_tokenizer, recorded_tokenizer,
+                                            restore_tokenizer, source_folder, store_tokenizer,
+                                            stored_tokenizer_info)
+from glmjax.data import released_tokenizers
 from glmjax.model import ModelConfig, stack_layers
 
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = pretrained.SOURCE_FILE  # what export needs to write the checkpoint back as it came
 HF_FILES_DIR = "hf_files"        # the source folder's code and tokenizer files, kept for export
-TOKENIZER_DIR = "tokenizer"
-# Written by export beside the model: the data.tokenizer fields of the run and the tokenizer
-# files copied with it, which import reads back (the byte tokenizer has no files to find).
-TOKENIZER_RECORD = "glmjax_tokenizer.json"
 ACTIVATIONS = {  # the GeLU each original code computes
     "hf": ("gelu_exact", "the exact (erf) GeLU of the Hugging Face GLM code"),
     "megatron": ("gelu_tanh", "the tanh GeLU of the original Megatron training code"),
@@ -165,92 +163,15 @@ def _source_dtypes(checkpoint: original.Checkpoint) -> dict[str, str]:
   return {key: str(value.dtype) for key, value in checkpoint.tensors.items()}
 
 
-def _folder(source: str) -> str:
-  """The checkpoint's folder: --from may name it or one of its weights files."""
-  return source if os.path.isdir(source) else (os.path.dirname(source) or ".")
-
-
 def _keep_source_files(source: str, out: str) -> None:
   """The HF folder's code, config and tokenizer files, so export can write the folder back."""
-  folder = _folder(source)
+  folder = source_folder(source)
   keep = [name for name in sorted(os.listdir(folder))
           if os.path.isfile(os.path.join(folder, name))
           and not name.endswith((".bin", ".safetensors", ".pt", ".index.json"))]
   os.makedirs(os.path.join(out, HF_FILES_DIR), exist_ok=True)
   for name in keep:
     shutil.copy2(os.path.join(folder, name), os.path.join(out, HF_FILES_DIR, name))
-
-
-def _store_tokenizer(path: str, out: str, data_config) -> str:
-  """Copies the tokenizer's files under WORKDIR/tokenizer/ and points config.data at them."""
-  found = released_tokenizers.tokenizer_fields(path)
-  folder = os.path.join(out, TOKENIZER_DIR)
-  os.makedirs(folder, exist_ok=True)
-  for file in found["files"]:
-    shutil.copy2(file, os.path.join(folder, os.path.basename(file)))
-  data_config.update(tokenizer=found["tokenizer"], tokenizer_vocab=found["tokenizer_vocab"],
-                     tokenizer_path=os.path.join(TOKENIZER_DIR,
-                                                 os.path.basename(found["tokenizer_path"])))
-  return f"{found['tokenizer']} tokenizer ({found['tokenizer_vocab'] or 'own'} special ids)"
-
-
-def _recorded_tokenizer(source: str) -> dict:
-  """The TOKENIZER_RECORD a glmjax export wrote in `source`'s folder; {} when there is none."""
-  path = os.path.join(_folder(source), TOKENIZER_RECORD)
-  if not os.path.isfile(path):
-    return {}
-  try:
-    with open(path, encoding="utf-8") as handle:
-      record = json.load(handle)
-    return {"tokenizer": str(record["tokenizer"]),
-            "tokenizer_vocab": str(record.get("tokenizer_vocab", "")),
-            "files": [str(name) for name in record.get("files", [])]}
-  except (ValueError, KeyError, TypeError, AttributeError) as error:
-    raise ValueError(f"{path}: not a tokenizer record glmjax's export writes ({error}); "
-                     "delete it and give --tokenizer=PATH") from None
-
-
-def _restore_tokenizer(source: str, record: dict, out: str, data_config) -> str:
-  """Points config.data at the tokenizer an export recorded, its files copied under
-  WORKDIR/tokenizer/, and checks that it loads."""
-  folder = _folder(source)
-  path = ""
-  if record["files"]:
-    os.makedirs(os.path.join(out, TOKENIZER_DIR), exist_ok=True)
-    for name in record["files"]:
-      shutil.copy2(os.path.join(folder, name), os.path.join(out, TOKENIZER_DIR, name))
-    path = os.path.join(TOKENIZER_DIR, record["files"][0])
-  data_config.update(tokenizer=record["tokenizer"], tokenizer_vocab=record["tokenizer_vocab"],
-                     tokenizer_path=path)
-  _stored_tokenizer_info(data_config, out)  # a damaged copy fails here, naming its path
-  return (f"{record['tokenizer']} tokenizer ({record['tokenizer_vocab'] or 'own'} special ids, "
-          f"as the export recorded)")
-
-
-def _stored_tokenizer_info(data_config, out: str) -> dict:
-  """tokenizer_info of the tokenizer stored under `out` (config.data's path is relative to it),
-  recorded with the parameters so that training from them under another tokenizer is
-  refused."""
-  loads = ml_collections.ConfigDict(data_config.to_dict())
-  loads.tokenizer_path = (os.path.join(out, data_config.tokenizer_path)
-                          if data_config.tokenizer_path else "")
-  return tokenizers.tokenizer_info(tokenizers.load_tokenizer(loads))
-
-
-def _export_tokenizer(loaded: pretrained.Pretrained, out: str) -> str:
-  """Writes the run's tokenizer beside the exported model: its files and TOKENIZER_RECORD, which
-  import reads back. Nothing for a workdir that knows no tokenizer."""
-  data = pretrained.tokenizer_config(loaded.config, loaded.workdir)
-  if data.tokenizer_path == pretrained.NO_TOKENIZER:
-    return "no tokenizer (the workdir knows none)"
-  files = (tokenizers.tokenizer_files(data.tokenizer, data.tokenizer_path)
-           if data.tokenizer_path else [])
-  for file in files:  # --out was empty, so no file there is the tokenizer itself
-    shutil.copy2(file, os.path.join(out, os.path.basename(file)))
-  with open(os.path.join(out, TOKENIZER_RECORD), "w", encoding="utf-8") as handle:
-    json.dump({"tokenizer": data.tokenizer, "tokenizer_vocab": data.tokenizer_vocab,
-               "files": [os.path.basename(file) for file in files]}, handle, indent=2)
-  return f"the {data.tokenizer} tokenizer"
 
 
 def _require_new_folder(out: str, holds: str, source_flag: str, source: str) -> None:
@@ -274,7 +195,7 @@ def _require_new_folder(out: str, holds: str, source_flag: str, source: str) -> 
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
-  _require_new_folder(out, "the glmjax workdir", "--from", _folder(source))
+  _require_new_folder(out, "the glmjax workdir", "--from", source_folder(source))
   if tokenizer:  # a wrong path fails now, not after minutes of reading a large checkpoint
     released_tokenizers.tokenizer_fields(tokenizer)
   log.info("Reading %s", source)
@@ -292,20 +213,20 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
     log.warning("The vocabulary has %d rows, not a multiple of 128: kept as it is (the function "
                 "must not change); a padded table would run faster.", model_config.vocab_size)
   os.makedirs(out, exist_ok=True)
-  recorded = {} if tokenizer else _recorded_tokenizer(source)
-  folder = _folder(source)  # a weights file's folder holds its tokenizer, as a folder does
+  recorded = {} if tokenizer else recorded_tokenizer(source)
+  folder = source_folder(source)  # a weights file's folder holds its tokenizer, as a folder does
   tokenizer = tokenizer or (folder if checkpoint.layout == "hf"
                             and released_tokenizers.holds_tokenizer(folder) else "")
   if recorded:  # a glmjax export: the run's own tokenizer fields, not a guess from the files
-    described = _restore_tokenizer(source, recorded, out, config.data)
+    described = restore_tokenizer(source, recorded, out, config.data)
     tokenizer = tokenizer or recorded["tokenizer"]
   elif tokenizer:
-    described = _store_tokenizer(tokenizer, out, config.data)
+    described = store_tokenizer(tokenizer, out, config.data)
   else:  # glmjax's byte default is not this model's vocabulary: record that none is known
     described = "no tokenizer"
     config.data.tokenizer_path = pretrained.NO_TOKENIZER
   pretrained.save(out, config, params, source=os.path.abspath(source),
-                  tokenizer=_stored_tokenizer_info(config.data, out) if tokenizer else None)
+                  tokenizer=stored_tokenizer_info(config.data, out) if tokenizer else None)
   if checkpoint.layout == "hf":
     _keep_source_files(source, out)
   with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:
@@ -394,7 +315,7 @@ def export_workdir(workdir: str, out: str) -> list[str]:
     shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)
   written = original.write_hf(out, tensors, _hf_config(model_config, source.get("hf_config")),
                               prefixed=bool(source.get("prefixed")))
-  described = _export_tokenizer(loaded, out)
+  described = export_tokenizer(loaded, out)
   log.info("Wrote %s with %s (step %d of %s)", ", ".join(written), described, loaded.step,
            workdir)
   return written
