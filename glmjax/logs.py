@@ -81,7 +81,9 @@ def _shown_on_console(record: logging.LogRecord) -> bool:
   except Exception:  # noqa: BLE001 - a malformed call: let the handler report it as usual
     return True
   if record.name == "asyncio":  # Orbax's read of one array, from a restore that failed
-    return not (orbax in message and "async_deserialize" in message)
+    return not ((orbax in message and "async_deserialize" in message)
+                or ("Future exception was never retrieved" in message
+                    and "Error reading" in message and "OCDBT" in message))
   return not any(notice in message for notice in _ORBAX_NOISE)
 
 

@@ -55,6 +55,10 @@ def test_a_library_record_is_one_line_on_the_console_and_orbax_errors_and_notice
   never_retrieved.msg = ("Task exception was never retrieved\nfuture: <Task coro=<async_save() "
                          f"defined at {os.sep}x{os.sep}orbax{os.sep}checkpoint/handler.py:12>>")
   assert logs._shown_on_console(never_retrieved)  # a save's failure nobody else reports
+  never_retrieved.msg = ("Future exception was never retrieved\nfuture: <Future finished "
+                         "exception=ValueError('NOT_FOUND: Error opening \"zarr\" driver: Error "
+                         "reading \"params.w/.zarray\" in OCDBT database at local file')>")
+  assert not logs._shown_on_console(never_retrieved)  # TensorStore's read, as a bare future
 
 
 _LATE_READS = """

@@ -45,13 +45,13 @@ ENTRIES = (
              ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
               "errors_and_notices_stay_off",)),
     Mutation("asyncio's records of Orbax's abandoned reads reach the console", "glmjax/logs.py",
-             '    return not (orbax in message and "async_deserialize" in message)',
-             "    return True",
+             '    return not ((orbax in message and "async_deserialize" in message)',
+             '    return True or ((orbax in message and "async_deserialize" in message)',
              ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
               "errors_and_notices_stay_off",)),
     Mutation("every asyncio record is kept off the console", "glmjax/logs.py",
-             '    return not (orbax in message and "async_deserialize" in message)',
-             "    return False",
+             '    return not ((orbax in message and "async_deserialize" in message)',
+             '    return False and ((orbax in message and "async_deserialize" in message)',
              ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
               "errors_and_notices_stay_off",)),
     Mutation("a state folder that cannot be listed has its tree file called missing",
@@ -67,6 +67,11 @@ ENTRIES = (
     Mutation("an Orbax save task's never-retrieved failure is kept off the console",
              "glmjax/logs.py", 'orbax in message and "async_deserialize" in message)',
              "orbax in message)",
+             ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
+              "errors_and_notices_stay_off",)),
+    Mutation("asyncio's bare futures of TensorStore's abandoned reads reach the console",
+             "glmjax/logs.py", 'and "Error reading" in message and "OCDBT" in message))',
+             "and False))",
              ("tests/test_logs.py::test_a_library_record_is_one_line_on_the_console_and_orbax_"
               "errors_and_notices_stay_off",)),
 )
