@@ -4,7 +4,9 @@ per token, inside one compiled loop.
 GLM generates as it was trained (reference: the original generate_samples.py): Part A is
 attended bidirectionally; for each blank in order the model reads [sop] at the blank's position
 (block position 1) and produces tokens (block positions 2, 3, ...) until [eop] or the length
-limit; the next blank starts with its own [sop] and sees the blanks filled before it.
+limit; the next blank starts with its own [sop] and sees the blanks filled before it. As there,
+the token that reaches the length limit ends its blank unread: it is in the text, but not in
+the keys and values the later blanks see (the original's loop stops before feeding it).
 
 Shapes are static per (batch, Part A bucket, number of blanks): the loop is a `lax.while_loop`
 over a fixed cache, so no token and no prompt length within a bucket compiles anything new.
@@ -69,9 +71,9 @@ def _choose(logits: jax.Array, keys: jax.Array, sampling: Sampling) -> jax.Array
 
 
 def max_steps(num_blanks: int, sampling: Sampling) -> int:
-  """Calls after Part A: per blank, one reading [sop] and one reading each of its tokens (the
-  call after the last gives [eop], or is cut there at max_blank_tokens)."""
-  return num_blanks * (sampling.max_blank_tokens + 1)
+  """Calls after Part A: per blank, one reading [sop] and one reading each of its tokens but
+  the last (which reads [eop] from the call after it, or, at max_blank_tokens, is not read)."""
+  return num_blanks * sampling.max_blank_tokens
 
 
 def fill_blanks(params: Any, prompts: Prompts, specials: Specials, *,
@@ -105,10 +107,11 @@ def fill_blanks(params: Any, prompts: Prompts, specials: Specials, *,
     logits = jnp.where(specials.allowed[None, :], logits, -jnp.inf)
     keys = jax.vmap(lambda key: jax.random.fold_in(key, s))(prompts.keys)
     chosen = _choose(logits, keys, sampling)
-    # A blank at its length limit ends as if [eop] were chosen, after its last token was read.
-    ends = jnp.isin(chosen, specials.ends) | (count >= sampling.max_blank_tokens)
+    stop = jnp.isin(chosen, specials.ends)
+    # The token that fills a blank to its limit is kept and ends it unread, as in the original.
+    ends = stop | (count + 1 >= sampling.max_blank_tokens)
     count = count + 1
-    out = out.at[:, s].set(jnp.where(active & ~ends, chosen, -1))
+    out = out.at[:, s].set(jnp.where(active & ~stop, chosen, -1))
     out_blank = out_blank.at[:, s].set(blank)
     blank = blank + (active & ends).astype(jnp.int32)
     done = done | (blank >= prompts.num_blanks)

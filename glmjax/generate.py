@@ -139,10 +139,11 @@ def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
   runs it before the parameters load too. `sources` names where each text came from (an
   --input file's line), for the errors; without it a prompt is named by its number."""
   check_sampling(sampling)
+  # A blank's last token is not read, so its block positions run 1 ([sop]) .. max_tokens.
   if (config.position_encoding == "learned_2d"
-      and sampling.max_blank_tokens + 1 > config.max_position):
+      and sampling.max_blank_tokens > config.max_position):
     raise ValueError(f"--max_tokens={sampling.max_blank_tokens}: this model's block positions "
-                     f"go up to {config.max_position}; use at most {config.max_position - 1}.")
+                     f"go up to {config.max_position}; use at most {config.max_position}.")
   if tokenizer.ids_used > config.vocab_size:
     raise ValueError(f"The tokenizer has {tokenizer.ids_used} ids but the model "
                      f"model.vocab_size={config.vocab_size}: use the workdir's own tokenizer.")

@@ -75,9 +75,11 @@ def _recomputed(loaded, tokenizer, text, max_tokens):
       logits = forward(params, padded(tokens), padded(positions), padded(blocks),
                        jnp.array([sep]))[0, len(tokens) - 1]
       chosen = int(jnp.argmax(jnp.where(allowed, logits, -jnp.inf)))
-      if chosen in (s.eop, s.eos) or len(blank) == max_tokens:
+      if chosen in (s.eop, s.eos):
         break
       blank.append(chosen)
+      if len(blank) == max_tokens:  # the original keeps it and stops before reading it
+        break
       tokens.append(chosen)
       positions.append(position)
       blocks.append(len(blank) + 1)
@@ -119,6 +121,24 @@ def test_blanks_that_never_end_by_themselves_each_get_max_tokens(random_run):
   assert set("".join(result["blanks"])) <= {"a", "b"}
 
 
+def test_a_blank_cut_at_max_tokens_is_seen_by_the_later_blanks_without_its_last_token(
+    random_run):
+  """The original's loop keeps the token that reaches --out-seq-length and stops before feeding
+  it, so the blanks after it read the cut blank without that token. Letters only: every blank
+  is cut, and the recomputed reference (the original's order) must agree blank by blank."""
+  loaded, tokenizer = random_run
+  only_letters = np.zeros(loaded.model_config.vocab_size, bool)
+  only_letters[np.asarray(tokenizer.encode("abcdefgh"))] = True
+  texts = ["w [MASK] x [MASK] y [MASK]", "[MASK][MASK] z."]
+  with mock.patch.object(generate, "allowed_ids", lambda *_: only_letters):
+    results = generate.generate(loaded, tokenizer, texts,
+                                sampling=decoding.Sampling(max_blank_tokens=3))
+    for text, result in zip(texts, results):
+      expected = _recomputed(loaded, tokenizer, text, max_tokens=3)
+      assert [len(blank) for blank in expected] == [3] * len(expected)
+      assert result["blanks"] == expected, text
+
+
 def test_each_token_of_each_blank_is_drawn_with_its_own_key(random_run):
   # Zero parameters: every step's distribution is the same, so only the keys tell blanks apart.
   loaded, tokenizer = random_run
@@ -155,21 +175,22 @@ def test_a_position_table_smaller_than_the_prompt_bucket_decodes_like_the_forwar
                               sampling=decoding.Sampling(max_blank_tokens=6))
   for text, result in zip(texts, results):
     assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=6), text
-  with pytest.raises(ValueError, match="--max_tokens=24: this model's block positions"):
-    generate.generate(loaded, tokenizer, texts, sampling=decoding.Sampling(max_blank_tokens=24))
+  with pytest.raises(ValueError, match="--max_tokens=25: this model's block positions go up "
+                                       "to 24; use at most 24"):
+    generate.generate(loaded, tokenizer, texts, sampling=decoding.Sampling(max_blank_tokens=25))
 
 
 def test_a_prompt_and_a_blank_may_use_every_row_of_the_position_table(small_table_run):
-  """Rows 0..24: Part A may take positions 0..24 (25 tokens), and a blank 23 tokens, the last
-  read at block position 24 (block position 1 is [sop]'s)."""
+  """Rows 0..24: Part A may take positions 0..24 (25 tokens), and a blank 24 tokens, the 23rd
+  read at block position 24 (block position 1 is [sop]'s; the 24th is never read)."""
   loaded, tokenizer = small_table_run
   fits = "x" * 21 + "[MASK]."  # [CLS], 21 bytes, [MASK], '.', eos
   assert len(generate.encode_prompt(fits, tokenizer).part_a) == 25
   texts = [fits, "ab [MASK] cd."]
   results = generate.generate(loaded, tokenizer, texts,
-                              sampling=decoding.Sampling(max_blank_tokens=23))
+                              sampling=decoding.Sampling(max_blank_tokens=24))
   for text, result in zip(texts, results):
-    assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=23), text
+    assert result["blanks"] == _recomputed(loaded, tokenizer, text, max_tokens=24), text
   with pytest.raises(ValueError, match="^prompt 1 of 1: 'x.* is 26 tokens; this model has "
                                        "positions up to 24"):
     generate.generate(loaded, tokenizer, ["x" * 22 + "[MASK]."],

@@ -298,8 +298,8 @@ ENTRIES = (
               "position_table",)),
     Mutation("generate refuses a --max_tokens whose blank reaches the last block position",
              "glmjax/generate.py",
-             "and sampling.max_blank_tokens + 1 > config.max_position):",
-             "and sampling.max_blank_tokens + 1 >= config.max_position):",
+             "and sampling.max_blank_tokens > config.max_position):",
+             "and sampling.max_blank_tokens >= config.max_position):",
              ("tests/test_generate.py::test_a_prompt_and_a_blank_may_use_every_row_of_the_"
               "position_table",)),
     Mutation("generate takes a tokenizer with more ids than the model's vocabulary",
