@@ -66,8 +66,11 @@ def encode_prompt(text: str, tokenizer) -> Prompt:
     positions.append(len(part_a))
     part_a.append(ids[blank])
   part_a.extend(tokenizer.encode(pieces[-1]).tolist())
-  if pieces[-1].strip():  # a text ending in its blank has no eos, as the original's prompts
-    part_a.append(specials.eos)  # (and as a [gMASK] suffix row is trained)
+  # A text ending in its blank has no eos, as the original's prompts (and as a [gMASK] suffix
+  # row is trained); the original tests the raw text's last characters, so whitespace after
+  # the blank is text and gets an eos there, and here.
+  if pieces[-1]:
+    part_a.append(specials.eos)
   return Prompt(text, pieces, blanks, np.asarray(part_a, np.int32), positions)
 
 

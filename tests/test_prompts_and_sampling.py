@@ -22,12 +22,19 @@ def test_part_a_is_cls_the_text_with_blank_ids_and_eos():
                                     ord("c"), s.gmask]
   assert prompt.positions == [4, 7]
   assert generate.encode_prompt("[MASK] x.", tokenizer).part_a.tolist()[-1] == s.eos
-  # Only whitespace after the last blank: the text still ends in it (no eos).
-  assert generate.encode_prompt("ab [MASK] ", tokenizer).part_a.tolist()[-2:] == [s.mask, ord(" ")]
   assert prompt.blanks == ["MASK", "gMASK"]
   assert generate.fill_text(prompt, ["xy", "z"]) == "ab xy cz"
   with pytest.raises(ValueError, match="no blank in 'no blank here'"):
     generate.encode_prompt("no blank here", tokenizer)
+
+
+def test_whitespace_after_the_last_blank_is_text_and_gets_an_eos_as_in_the_original():
+  # generate_samples.py appends eos unless the raw text ends with "MASK]" itself.
+  tokenizer = tokenizers.ByteTokenizer()
+  s = tokenizer.specials
+  assert generate.encode_prompt("ab [MASK] ", tokenizer).part_a.tolist()[-3:] == [
+      s.mask, ord(" "), s.eos]
+  assert generate.encode_prompt("ab [gMASK]", tokenizer).part_a.tolist()[-1] == s.gmask
 
 
 def test_whitespace_before_a_blank_goes_to_the_blank_with_word_piece_vocabularies(tmp_path):

@@ -132,7 +132,8 @@ ENTRIES = (
              "    out = out.at[:, s].set(jnp.where(active & ~ends, chosen, -1))\n",
              (_G + "test_a_blank_cut_at_max_tokens_is_seen_by_the_later_blanks_without_its_last_"
               "token",)),
-    Mutation("whitespace after the last blank gets an eos", "glmjax/generate.py",
-             "  if pieces[-1].strip():  # a text", "  if pieces[-1]:  # a text",
-             (_P + "test_part_a_is_cls_the_text_with_blank_ids_and_eos",)),
+    Mutation("whitespace after the last blank gets no eos (the original gives it one)",
+             "glmjax/generate.py", "  if pieces[-1]:\n", "  if pieces[-1].strip():\n",
+             (_P + "test_whitespace_after_the_last_blank_is_text_and_gets_an_eos_as_in_the_"
+              "original",)),
 )
