@@ -7,14 +7,16 @@ follows the context in running text, so that a byte-level BPE sees the word with
 space: whitespace at the end of the context moves to the start of the answer, and where the
 context (not cut from a text ending with the answer) ends without any, one space is put there.
 
-Each example is one GLM row, the answer as a [MASK] span at the end of the text:
+Each example is one GLM row, the answer as a [MASK] span at the end of the text, as the
+original's LambadaDataset builds it (tasks/language_model/dataset.py, build_input_from_ids):
   Part A  [CLS] context [MASK] eos          position ids 0..len(A)-1, block position ids 0
-  Part B  [sop] answer                      position ids: the [MASK]'s, block ids 1, 2, ...
-  targets answer [eop] on Part B            sep = len(A)
+  Part B  [sop] answer[:-1]                 position ids: the [MASK]'s, block ids 1, 2, ...
+  targets answer on Part B                  sep = len(A)
 It is correct when the argmax at every answer position is the answer token, with the answer fed
-in (teacher forcing); [eop] is not required. Its log-likelihood is the sum of the answer tokens'
-log-probabilities. A row's text is at most `row_limit` tokens (contexts too long for that are
-cut from the left, and counted); rows are padded to a multiple of 64 tokens, at most
+in (teacher forcing); [eop] is not asked for (no position predicts it, so the answer's last token
+is never an input and takes no room from the context). Its log-likelihood is the sum of the
+answer tokens' log-probabilities. A row's text is at most `row_limit` tokens (contexts too long
+for that are cut from the left, and counted); rows are padded to a multiple of 64 tokens, at most
 `row_limit` or one multiple where that is less (the padding sits at position 0, inside any
 position table), and each padded length compiles once (splash attention: multiples of 128,
 which its kernel needs).
@@ -122,7 +124,8 @@ def encode(examples, tokenizer, limit: int, path: str):
   for example in examples:
     context = np.asarray(tokenizer.encode(example.context), np.int32)
     answer = np.asarray(tokenizer.encode(example.answer), np.int32)
-    room = limit - 4 - len(answer)  # [CLS], [MASK], eos and [sop] around them
+    room = limit - 3 - len(answer)  # [CLS], [MASK], eos and [sop]; the answer's last token
+    # is a target only, not an input (as in the original's rows)
     if room < 0:
       raise ClozeFileError(f"--cloze={path} line {example.line}: the answer is {len(answer)} "
                            f"tokens; a row of at most {limit} tokens cannot hold it.")
@@ -136,15 +139,17 @@ def build_row(specials, context, answer, length: int) -> dict[str, np.ndarray]:
   """One row of `length` tokens (the layout in the module docstring), padding after Part B."""
   part_a = [specials.cls, *context, specials.mask, specials.eos]
   sep, mask_at, n = len(part_a), len(part_a) - 2, len(answer)
+  inputs = [*part_a, specials.sop, *answer[:-1]]  # a padding row (no answer): [sop] alone
+  end = len(inputs)
   tokens = np.full(length, specials.pad, np.int32)
-  tokens[:sep + n + 1] = [*part_a, specials.sop, *answer]
+  tokens[:end] = inputs
   targets = np.zeros(length, np.int32)
-  targets[sep:sep + n + 1] = [*answer, specials.eop]
+  targets[sep:sep + n] = answer
   positions = np.zeros(length, np.int32)
   positions[:sep] = np.arange(sep)
-  positions[sep:sep + n + 1] = mask_at
+  positions[sep:end] = mask_at
   blocks = np.zeros(length, np.int32)
-  blocks[sep:sep + n + 1] = np.arange(1, n + 2)
+  blocks[sep:end] = np.arange(1, end - sep + 1)
   return dict(tokens=tokens, targets=targets, position_ids=positions, block_position_ids=blocks,
               sep=np.int32(sep), answer_len=np.int32(n))
 
@@ -181,7 +186,7 @@ def score(params, model, mesh, rows, specials, *, limit: int, batch_size: int,
   scores_fn = jax.jit(functools.partial(row_scores, model=model, width=width),
                       out_shardings=NamedSharding(mesh, PartitionSpec()))
   multiple = bucket_multiple(model.config)
-  lengths = np.array([bucket_length(len(c) + len(a) + 4, limit, multiple) for c, a in rows])
+  lengths = np.array([bucket_length(len(c) + len(a) + 3, limit, multiple) for c, a in rows])
   log_likelihood, correct = np.zeros(len(rows)), np.zeros(len(rows), bool)
   pending, done, last = None, 0, time.monotonic()
 

@@ -19,14 +19,15 @@ LETTERS = "abcd"
 
 
 def _row_by_hand(context, answer, length=None):
-  """The GLM row of one cloze example, written out from its definition."""
+  """The GLM row of one cloze example, written out from the original's LambadaDataset: Part B
+  is [sop] and the answer but its last token, each position predicting the next answer token."""
   part_a = [S.cls, *context, S.mask, S.eos]
   sep = len(part_a)
-  tokens = part_a + [S.sop, *answer]
-  targets = [0] * sep + [*answer, S.eop]
-  positions = list(range(sep)) + [sep - 2] * (len(answer) + 1)
-  blocks = [0] * sep + list(range(1, len(answer) + 2))
-  weights = [0] * sep + [1] * len(answer) + [0]
+  tokens = part_a + [S.sop, *answer[:-1]]
+  targets = [0] * sep + [*answer]
+  positions = list(range(sep)) + [sep - 2] * len(answer)
+  blocks = [0] * sep + list(range(1, len(answer) + 1))
+  weights = [0] * sep + [1] * len(answer)
   length = length or len(tokens)
   pad = lambda values, fill=0: values + [fill] * (length - len(values))  # noqa: E731
   return dict(tokens=pad(tokens, S.pad), targets=pad(targets), position_ids=pad(positions),
@@ -103,7 +104,7 @@ def test_cloze_scores_equal_a_forward_of_each_row_built_by_hand(cloze_model, tmp
   path = tmp_path / "cloze.jsonl"
   path.write_text("".join(json.dumps(line) + "\n" for line in lines))
   limit = 192
-  cut = [(c[len(c) - (limit - 4 - len(a)):] if len(c) + len(a) + 4 > limit else c, a)
+  cut = [(c[len(c) - (limit - 3 - len(a)):] if len(c) + len(a) + 3 > limit else c, a)
          for c, a in expected]
   forward = _forward(config)
   reference = [_reference(forward, params, c, a) for c, a in cut]
@@ -111,8 +112,8 @@ def test_cloze_scores_equal_a_forward_of_each_row_built_by_hand(cloze_model, tmp
   examples = cloze_lib.read_examples(str(path))
   rows, n_cut = cloze_lib.encode(examples, BYTE, limit, str(path))
   assert [(c.tolist(), a.tolist()) for c, a in rows] == cut
-  assert n_cut == sum(len(c) + len(a) + 4 > limit for c, a in expected) > 0
-  assert {cloze_lib.bucket_length(len(c) + len(a) + 4, limit) for c, a in cut} == {64, 128, 192}
+  assert n_cut == sum(len(c) + len(a) + 3 > limit for c, a in expected) > 0
+  assert {cloze_lib.bucket_length(len(c) + len(a) + 3, limit) for c, a in cut} == {64, 128, 192}
   mesh = parallel.make_mesh(config.mesh)
   model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
   with parallel.activate(mesh, parallel.logical_rules(config.mesh)):  # rows over 8 devices
@@ -237,26 +238,44 @@ def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
 
 def test_an_answer_that_fills_the_whole_row_is_scored_with_no_context_and_a_longer_one_refused(
     tmp_path):
-  # [CLS] [MASK] eos [sop] around the answer: a row of 64 holds an answer of 60 tokens.
-  examples = [cloze_lib.Example("the context", " " + "x" * 59, line=1)]
+  # [CLS] [MASK] eos [sop] and the answer but its last token (a target, never an input): a row
+  # of 64 holds an answer of 61 tokens.
+  examples = [cloze_lib.Example("the context", " " + "x" * 60, line=1)]
   rows, cut = cloze_lib.encode(examples, BYTE, 64, "f.jsonl")
-  assert [(c.tolist(), len(a)) for c, a in rows] == [([], 60)] and cut == 1
+  assert [(c.tolist(), len(a)) for c, a in rows] == [([], 61)] and cut == 1
   row = cloze_lib.build_row(S, *rows[0], 64)
   assert row["tokens"].tolist()[:4] == [S.cls, S.mask, S.eos, S.sop] and row["sep"] == 3
-  longer = [cloze_lib.Example("the context", " " + "x" * 60, line=7)]
-  with pytest.raises(cloze_lib.ClozeFileError, match="line 7: the answer is 61 tokens; a row of "
+  assert row["targets"].tolist()[-1] == ord("x") and row["tokens"].tolist()[-1] == ord("x")
+  longer = [cloze_lib.Example("the context", " " + "x" * 61, line=7)]
+  with pytest.raises(cloze_lib.ClozeFileError, match="line 7: the answer is 62 tokens; a row of "
                                                      "at most 64 tokens cannot hold it"):
     cloze_lib.encode(longer, BYTE, 64, "f.jsonl")
 
 
+def test_a_cloze_row_reads_the_answer_but_its_last_token_as_the_original_s_lambada_rows():
+  # LambadaDataset + build_input_from_ids: [CLS] context [MASK] eos | [sop] answer[:-1], every
+  # Part B position the [MASK]'s, block positions 1.., targets the answer; no [eop] target.
+  row = cloze_lib.build_row(S, [10, 11], [20, 21, 22], 10)
+  assert row["tokens"].tolist() == [S.cls, 10, 11, S.mask, S.eos, S.sop, 20, 21, S.pad, S.pad]
+  assert row["targets"].tolist() == [0] * 5 + [20, 21, 22] + [0] * 2
+  assert row["position_ids"].tolist() == [0, 1, 2, 3, 4, 3, 3, 3, 0, 0]
+  assert row["block_position_ids"].tolist() == [0] * 5 + [1, 2, 3] + [0] * 2
+  assert (row["sep"], row["answer_len"]) == (5, 3)
+  # So a row of 8 tokens holds that context and answer whole, as the original's does.
+  rows, cut = cloze_lib.encode([cloze_lib.Example("ab", " cd", line=1)], BYTE, 8, "f.jsonl")
+  assert [len(c) for c, _ in rows] == [2] and cut == 0
+
+
 def test_a_context_that_exactly_fills_the_row_is_not_counted_as_cut():
-  # [CLS] [MASK] eos [sop] and the answer " x" (2 bytes) leave 58 of 64 tokens to the context.
-  fits = cloze_lib.Example("y" * 58, " x", line=1)
-  longer = cloze_lib.Example("y" * 59, " x", line=2)
+  # [CLS] [MASK] eos [sop] and the answer " x" (2 bytes, its last never an input) leave 59 of
+  # 64 tokens to the context, as the original's LambadaDataset leaves them.
+  fits = cloze_lib.Example("y" * 59, " x", line=1)
+  longer = cloze_lib.Example("y" * 60, " x", line=2)
   rows, cut = cloze_lib.encode([fits], BYTE, 64, "f.jsonl")
-  assert len(rows[0][0]) == 58 and cut == 0
+  assert len(rows[0][0]) == 59 and cut == 0
   rows, cut = cloze_lib.encode([fits, longer], BYTE, 64, "f.jsonl")
-  assert [len(c) for c, _ in rows] == [58, 58] and cut == 1
+  assert [len(c) for c, _ in rows] == [59, 59] and cut == 1
+  assert len(cloze_lib.build_row(S, *rows[0], 64)["tokens"]) == 64
 
 
 def test_lines_of_whitespace_are_skipped_and_the_lines_after_keep_their_numbers(tmp_path):
@@ -291,10 +310,10 @@ def _score_uniform(attention, rows, **kwargs):
 
 
 def test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_multiple_of_128():
-  # Rows of 4 + 10 + 2, 4 + 59 + 2 (one past 64) and 4 + 100 + 2 tokens: buckets of 64, 128
+  # Rows of 3 + 10 + 2, 3 + 60 + 2 (one past 64) and 3 + 100 + 2 tokens: buckets of 64, 128
   # and 128 for the dense kernel; splash tiles rows in blocks of 128, so all are 128 long.
   rows = [(np.full(context, 120, np.int32), np.array([32, 120], np.int32))
-          for context in (10, 59, 100)]
+          for context in (10, 60, 100)]
   for attention, lengths in (("xla", {64, 128}), ("splash", {128})):
     seen, log_likelihood, _ = _score_uniform(attention, rows, batch_size=8)
     assert seen == lengths, attention

@@ -122,9 +122,18 @@ ENTRIES: tuple[Mutation, ...] = (
              "  except OSError:\n    return int(config_lib",
              (_EVAL_COMMAND + "test_the_command_joins_the_multi_host_job_before_it_touches_a_"
               "device",)),
+    Mutation("a cloze row reads its answer's last token (the context loses a token of room)",
+             "glmjax/cloze.py", "room = limit - 3 - len(answer)", "room = limit - 4 - len(answer)",
+             (_CLOZE + "test_a_cloze_row_reads_the_answer_but_its_last_token_as_the_original_s_"
+              "lambada_rows",)),
+    Mutation("a cloze row feeds the whole answer in, its last token included", "glmjax/cloze.py",
+             "inputs = [*part_a, specials.sop, *answer[:-1]]",
+             "inputs = [*part_a, specials.sop, *answer]",
+             (_CLOZE + "test_a_cloze_row_reads_the_answer_but_its_last_token_as_the_original_s_"
+              "lambada_rows",)),
     Mutation("a cloze row one past a bucket is put in that bucket", "glmjax/cloze.py",
-             "bucket_length(len(c) + len(a) + 4, limit, multiple)",
              "bucket_length(len(c) + len(a) + 3, limit, multiple)",
+             "bucket_length(len(c) + len(a) + 2, limit, multiple)",
              (_CLOZE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
               "multiple_of_128",)),
     Mutation("cloze rows under splash reach past a position table shorter than a block",

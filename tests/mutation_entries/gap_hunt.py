@@ -42,10 +42,10 @@ ENTRIES: tuple[Mutation, ...] = (
              "right = (jnp.argmax(logits, axis=-1) == targets) | ~scored",
              "right = jnp.argmax(logits, axis=-1) == targets", _CLOZE),
     Mutation("a cloze row holds one token more than its limit", _C,
-             "room = limit - 4 - len(answer)", "room = limit - 3 - len(answer)", _CLOZE),
+             "room = limit - 3 - len(answer)", "room = limit - 2 - len(answer)", _CLOZE),
     Mutation("cloze Part B block positions start at 0", _C,
-             "blocks[sep:sep + n + 1] = np.arange(1, n + 2)",
-             "blocks[sep:sep + n + 1] = np.arange(n + 1)", _CLOZE),
+             "blocks[sep:end] = np.arange(1, end - sep + 1)",
+             "blocks[sep:end] = np.arange(end - sep)", _CLOZE),
     # Held-out figures (held_out.py) and throughput (metrics.py, loop.py).
     Mutation("train's held-out loss counts its first batch twice", "glmjax/held_out.py",
              "for one in self.batches[1:]:", "for one in self.batches:", _EVAL),

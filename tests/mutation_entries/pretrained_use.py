@@ -8,8 +8,8 @@ _CLOZE = "tests/test_cloze.py::"
 ENTRIES: tuple[Mutation, ...] = (
     # Cloze scoring (glmjax/cloze.py).
     Mutation("cloze rows under splash are padded to multiples of 64, not of its 128-token blocks",
-             "glmjax/cloze.py", "bucket_length(len(c) + len(a) + 4, limit, multiple)",
-             "bucket_length(len(c) + len(a) + 4, limit)",
+             "glmjax/cloze.py", "bucket_length(len(c) + len(a) + 3, limit, multiple)",
+             "bucket_length(len(c) + len(a) + 3, limit)",
              (_CLOZE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
               "multiple_of_128",)),
     Mutation("a rope_2d model's cloze rows are held to max_position, not the training length",

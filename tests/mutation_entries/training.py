@@ -175,7 +175,7 @@ ENTRIES = (
              "visible = jnp.arange(slots)[None, :] < prompts.length[:, None]",
              "visible = jnp.arange(slots)[None, :] < part_a", ("tests/test_generate.py",)),
     Mutation("cloze Part B positions one past the [MASK]", "glmjax/cloze.py",
-             "positions[sep:sep + n + 1] = mask_at", "positions[sep:sep + n + 1] = mask_at + 1",
+             "positions[sep:end] = mask_at", "positions[sep:end] = mask_at + 1",
              ("tests/test_cloze.py",)),
     Mutation("held-out batches drawn with the training seed", "glmjax/held_out.py",
              "seed=seed + 1)", "seed=seed)", ("tests/test_evaluate.py",)),
