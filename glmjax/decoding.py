@@ -63,8 +63,10 @@ def _choose(logits: jax.Array, keys: jax.Array, sampling: Sampling) -> jax.Array
   if sampling.top_p < 1.0:
     ordered = jnp.sort(logits, axis=-1)[:, ::-1]
     cumulative = jnp.cumsum(jax.nn.softmax(ordered, axis=-1), axis=-1)
-    # The smallest set whose probability reaches top_p: keep a token if the mass before it < p.
-    cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, axis=-1)
+    # The original's rule (generate_samples.py top_k_logits): a token stays while the tokens
+    # before it hold at most top_p, so a mass of exactly p before it keeps it.
+    before = jnp.pad(cumulative[:, :-1], ((0, 0), (1, 0)))
+    cut = jnp.sum(before <= sampling.top_p, axis=-1)
     threshold = jnp.take_along_axis(ordered, cut[:, None] - 1, axis=-1)
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
   return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)

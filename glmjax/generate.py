@@ -241,8 +241,8 @@ def define_flags() -> None:
   flags.DEFINE_string("output", "", "Write {\"text\", \"filled\", \"blanks\"} lines here.")
   flags.DEFINE_float("temperature", 0.0, "0 is greedy; else sample at this temperature.")
   flags.DEFINE_integer("top_k", 0, "Sample among the k likeliest tokens (0: all).")
-  flags.DEFINE_float("top_p", 1.0, "Sample among the likeliest tokens whose probability "
-                     "reaches p (1.0: all).")
+  flags.DEFINE_float("top_p", 1.0, "Sample among the likeliest tokens, each kept while those "
+                     "before it hold at most p (1.0: all).")
   flags.DEFINE_integer("max_tokens", 32, "At most this many tokens per blank.")
   flags.DEFINE_integer("seed", 0, "Sampling seed (same seed, same prompts: same text).")
   flags.DEFINE_integer("batch_size", 8, "Prompts filled together.")

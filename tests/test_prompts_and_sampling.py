@@ -78,9 +78,9 @@ def test_temperature_divides_the_logits_and_top_k_keeps_the_k_likeliest():
   assert abs(np.mean(chosen == 1) - 1 / (1 + np.exp(-1.5))) < 0.03
 
 
-def test_top_p_samples_from_the_smallest_set_of_likeliest_tokens_that_reaches_p():
-  """Probabilities (0.5, 0.3, 0.2): p = 0.6 needs the first two (0.5 alone falls short), drawn
-  in proportion 5 : 3; p = 0.85 needs all three (0.8 falls short)."""
+def test_top_p_samples_from_the_likeliest_tokens_until_those_before_one_pass_p():
+  """Probabilities (0.5, 0.3, 0.2): p = 0.6 keeps the first two (0.5 before the second, 0.8
+  before the third), drawn in proportion 5 : 3; p = 0.85 keeps all three."""
   logits = np.log([0.5, 0.3, 0.2])
   chosen = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.6), 4000)
   assert set(chosen.tolist()) == {0, 1}
@@ -88,6 +88,16 @@ def test_top_p_samples_from_the_smallest_set_of_likeliest_tokens_that_reaches_p(
   chosen = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.85), 4000)
   assert set(chosen.tolist()) == {0, 1, 2}
   assert abs(np.mean(chosen == 2) - 0.2) < 0.03
+
+
+def test_top_p_keeps_a_token_when_the_tokens_before_it_hold_exactly_p_as_the_original_does():
+  """generate_samples.py removes a token when the cumulative probability before it is above
+  top_p, so (0.5, 0.25, 0.125, 0.125) at p = 0.5 keeps the first two, drawn 2 : 1 (these
+  probabilities and their sums are exact in float32)."""
+  logits = np.log([0.5, 0.25, 0.125, 0.125])
+  chosen = _sampled(logits, decoding.Sampling(temperature=1.0, top_p=0.5), 3000)
+  assert set(chosen.tolist()) == {0, 1}
+  assert abs(np.mean(chosen == 1) - 1 / 3) < 0.03
 
 
 def test_top_k_and_top_p_together_cut_top_p_from_what_top_k_keeps():

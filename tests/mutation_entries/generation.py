@@ -13,10 +13,11 @@ _CUTS = ("    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]\n"
          "  if sampling.top_p < 1.0:\n"
          "    ordered = jnp.sort(logits, axis=-1)[:, ::-1]\n"
          "    cumulative = jnp.cumsum(jax.nn.softmax(ordered, axis=-1), axis=-1)\n"
-         "    # The smallest set whose probability reaches top_p: keep a token if the mass before "
-         "it < p.\n"
-         "    cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, "
-         "axis=-1)\n"
+         "    # The original's rule (generate_samples.py top_k_logits): a token stays while the "
+         "tokens\n"
+         "    # before it hold at most top_p, so a mass of exactly p before it keeps it.\n"
+         "    before = jnp.pad(cumulative[:, :-1], ((0, 0), (1, 0)))\n"
+         "    cut = jnp.sum(before <= sampling.top_p, axis=-1)\n"
          "    threshold = jnp.take_along_axis(ordered, cut[:, None] - 1, axis=-1)\n"
          "    logits = jnp.where(logits < threshold, -jnp.inf, logits)\n")
 _DRAW = "  return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)"
@@ -111,6 +112,11 @@ ENTRIES = (
              "sampling=sampling, seed=args.seed,", "sampling=sampling,",
              (_GC + "test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_"
               "generate",)),
+    Mutation("top_p drops a token whose predecessors hold exactly p (the original keeps it)",
+             "glmjax/decoding.py", "cut = jnp.sum(before <= sampling.top_p, axis=-1)",
+             "cut = jnp.sum(before < sampling.top_p, axis=-1)",
+             (_P + "test_top_p_keeps_a_token_when_the_tokens_before_it_hold_exactly_p_as_the_"
+              "original_does",)),
     Mutation("top_p is dropped when top_k is given", "glmjax/decoding.py",
              "  if sampling.top_p < 1.0:", "  elif sampling.top_p < 1.0:",
              (_P + "test_top_k_and_top_p_together_cut_top_p_from_what_top_k_keeps",)),

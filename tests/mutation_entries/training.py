@@ -80,11 +80,10 @@ ENTRIES = (
               "are_refused",)),
     Mutation("top_p leaves out the token whose probability reaches p",
              "glmjax/decoding.py",
-             "cut = jnp.sum(cumulative - jax.nn.softmax(ordered, axis=-1) < sampling.top_p, "
-             "axis=-1)",
+             "cut = jnp.sum(before <= sampling.top_p, axis=-1)",
              "cut = jnp.maximum(jnp.sum(cumulative < sampling.top_p, axis=-1), 1)",
-             (_P + "test_top_p_samples_from_the_smallest_set_of_likeliest_"
-              "tokens_that_reaches_p",)),
+             (_P + "test_top_p_samples_from_the_likeliest_tokens_until_those_before_one_"
+              "pass_p",)),
     Mutation("a workdir's top-level config fields (seed) are not read back",
              "glmjax/pretrained.py",
              "    else:\n      config[section] = values", "    else:\n      pass",
