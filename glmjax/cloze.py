@@ -2,7 +2,8 @@
 
 A cloze file is JSON lines of {"text": ..., "answer": ...}; blank lines are skipped. "text" is the
 context before the answer; a text that ends with its answer (trailing whitespace aside) is the
-context plus the answer, and the context is the text minus that ending. The answer is scored as it
+context plus the answer, and the context is the text minus that ending (and minus any whitespace
+it starts with, as the original's LAMBADA rows strip it). The answer is scored as it
 follows the context in running text, so that a byte-level BPE sees the word with its leading
 space: whitespace at the end of the context moves to the start of the answer, and where the
 context (not cut from a text ending with the answer) ends without any, one space is put there.
@@ -54,15 +55,17 @@ class Example:
 
 
 def split_text(text: str, answer: str) -> tuple[str, str]:
-  """(context, answer as it follows the context): the rule in the module docstring."""
+  """(context, answer as it follows the context): the rule in the module docstring. The
+  context's leading whitespace goes, as the original's LAMBADA `.strip()` drops it: a BPE would
+  read the first word with a space it never has after [CLS]."""
   answer = answer.strip()
   body = text.rstrip()
   if body.endswith(answer):
     context = body[:len(body) - len(answer)]
     kept = context.rstrip()
-    return kept, context[len(kept):] + answer
+    return kept.lstrip(), context[len(kept):] + answer
   kept = text.rstrip()
-  return kept, (text[len(kept):] or (" " if kept else "")) + answer
+  return kept.lstrip(), (text[len(kept):] or (" " if kept else "")) + answer
 
 
 def read_examples(path: str) -> list[Example]:

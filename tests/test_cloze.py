@@ -211,6 +211,12 @@ def test_the_answer_follows_the_context_as_in_running_text():
   assert cloze_lib.split_text("He gave it to Bob", "Bob ") == ("He gave it to", " Bob")
 
 
+def test_a_cloze_context_loses_the_whitespace_it_starts_with_as_the_original_strips_it():
+  # LambadaDataset.get_tokens: text[:start].strip(), so no space follows [CLS].
+  assert cloze_lib.split_text("  He gave it to", "Bob") == ("He gave it to", " Bob")
+  assert cloze_lib.split_text("\nHe gave it to Bob\n", "Bob") == ("He gave it to", " Bob")
+
+
 def test_an_answer_with_no_context_before_it_gets_no_space_before_it():
   # No text at all, or a text of the answer alone: nothing precedes the answer in running
   # text, so no space is put in front of it (a byte-level BPE would score ' Bob' instead).
