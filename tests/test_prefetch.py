@@ -29,6 +29,31 @@ def test_at_most_depth_batches_are_built_ahead_of_the_step():
     assert len(built) <= 4
 
 
+def test_by_default_batches_are_built_two_ahead_on_a_thread_other_than_the_caller_s():
+  """What train gets (no depth given): while step k waits to be asked for, k + 1 and k + 2 are
+  built too, never k + 3, and none of it on the training thread."""
+  built, threads, lock = [], set(), threading.Lock()
+
+  def build(step):
+    with lock:
+      built.append(step)
+      threads.add(threading.get_ident())
+    return step
+
+  def settled(count):  # the producer reaches `count` batches, then blocks on the full queue
+    deadline = time.monotonic() + 60  # at once on an idle machine; long for a starved one
+    while len(built) < count and time.monotonic() < deadline:
+      time.sleep(0.01)
+    time.sleep(0.3)  # time enough to build one more, were it allowed
+    return list(built)
+
+  with Prefetcher(build, start=0, stop=100) as batches:
+    assert settled(3) == [0, 1, 2]
+    assert batches.get(0) == 0
+    assert settled(4) == [0, 1, 2, 3]
+  assert threading.get_ident() not in threads and len(threads) == 1
+
+
 def test_an_error_building_a_batch_is_raised_when_that_step_asks_for_it():
   def build(step):
     if step == 3:

@@ -43,6 +43,7 @@ def test_init_from_a_run_trained_with_another_tokenizer_is_refused_naming_both(t
   train.train_and_evaluate(_config(tmp_path, steps=2), str(first))  # the byte tokenizer
   config = _config(tmp_path, steps=2, vocab="letters")
   config.checkpoint.init_from = str(first)
+  config.train.allow_config_change = True  # allows config changes, never another tokenizer
   with pytest.raises(workdir_lib.ConfigChangedError) as refused:
     train.train_and_evaluate(config, str(second))
   message = str(refused.value)
@@ -51,6 +52,7 @@ def test_init_from_a_run_trained_with_another_tokenizer_is_refused_naming_both(t
   assert "tokenizer byte" in message and "load wordpiece:vocab.txt" in message
   assert "fingerprint" in message and "leave checkpoint.init_from empty" in message
   assert _steps(second) == []  # nothing trained on the misread parameters
+  assert _steps(first) == [2]  # the run read from keeps its checkpoint
 
 
 def test_a_resume_after_the_tokenizer_file_changed_is_refused_and_keeps_the_checkpoint(
@@ -62,8 +64,10 @@ def test_a_resume_after_the_tokenizer_file_changed_is_refused_and_keeps_the_chec
   config.train.allow_config_change = True  # allows config changes, never another tokenizer
   with pytest.raises(workdir_lib.ConfigChangedError,
                      match=r"The checkpoint at step 2 in .* was trained with the tokenizer "
-                           r"wordpiece:vocab.txt .*differ in fingerprint\)\. Point the data"):
+                           r"wordpiece:vocab.txt .*differ in fingerprint\)\. Point the data"
+                     ) as refused:
     train.train_and_evaluate(config, str(workdir))
+  assert "\n" not in str(refused.value)  # one line
   assert _steps(workdir) == [2]
   # With the file it was trained on, the same run resumes.
   result = train.train_and_evaluate(_config(tmp_path, steps=4, vocab="letters"), str(workdir))

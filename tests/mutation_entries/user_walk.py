@@ -198,6 +198,23 @@ ENTRIES = (
              '             "activation": tuple(name for name, _ in ACTIVATIONS.values())}',
              "             }",
              (_REFUSE + "test_export_refuses_an_activation_that_neither_original_code_computes",)),
+    # README's claims table, audited row by row against the tests it names.
+    Mutation("training's prefetcher runs three batches ahead", "glmjax/prefetch.py",
+             "DEPTH = 2\n", "DEPTH = 3\n",
+             ("tests/test_prefetch.py::test_by_default_batches_are_built_two_ahead_on_a_thread_"
+              "other_than_the_caller_s",)),
+    Mutation("allow_config_change lets init_from read parameters of another tokenizer",
+             "glmjax/train.py",
+             "layout, check=lambda saved, step: workdir_lib.check_tokenizer(",
+             "layout, check=lambda saved, step: config.train.allow_config_change or "
+             "workdir_lib.check_tokenizer(",
+             ("tests/test_same_tokenizer.py::test_init_from_a_run_trained_with_another_tokenizer_"
+              "is_refused_naming_both",)),
+    Mutation("a resume refused for its tokenizer says so in two lines", "glmjax/train.py",
+             'fix="Point the data.tokenizer fields at the tokenizer that run used (config',
+             'fix="Point the data.tokenizer fields at the tokenizer that run used\\n(config',
+             ("tests/test_same_tokenizer.py::test_a_resume_after_the_tokenizer_file_changed_is_"
+              "refused_and_keeps_the_checkpoint",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
              "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
              ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
