@@ -1,5 +1,6 @@
 """The workdir's config history: config.json is the newest start's, earlier ones are kept."""
 import os
+import re
 import subprocess
 import sys
 
@@ -103,8 +104,12 @@ def test_a_resume_on_a_corpus_file_edited_in_place_is_refused_unless_allowed(tmp
   (tmp_path / "corpus.txt").write_text("\n\n".join(paragraphs[:40]) + "\n")
   with pytest.raises(workdir_lib.ConfigChangedError,
                      match=r"now holds 40 documents, .*; the checkpoint at step 2 in .* was "
-                           r"trained on 60 documents, .*allow_config_change=true"):
+                           r"trained on 60 documents, .*allow_config_change=true") as refused:
     train.train_and_evaluate(_corpus_run(tmp_path, steps=4), workdir)
+  # Both token counts are named, each its own corpus's: a third of the text went.
+  now, then = (int(count.replace(",", "")) for count in re.findall(
+      r"(?:now holds|trained on) \d+ documents, ([\d,]+) tokens", str(refused.value)))
+  assert 0 < now < then
   result = train.train_and_evaluate(_corpus_run(tmp_path, steps=4, allow=True), workdir)
   assert result["step"] == 4
   # The checkpoint of step 4 records the new text: the next resume needs no flag.

@@ -215,6 +215,11 @@ ENTRIES = (
              'fix="Point the data.tokenizer fields at the tokenizer that run used\\n(config',
              ("tests/test_same_tokenizer.py::test_a_resume_after_the_tokenizer_file_changed_is_"
               "refused_and_keeps_the_checkpoint",)),
+    Mutation("a corpus refusal gives the new token count as the one trained on",
+             "glmjax/workdir.py", "documents, {recorded['tokens']:,} tokens\")",
+             "documents, {current['tokens']:,} tokens\")",
+             ("tests/test_workdir.py::test_a_resume_on_a_corpus_file_edited_in_place_is_refused_"
+              "unless_allowed",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
              "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
              ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
