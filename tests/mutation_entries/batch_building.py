@@ -21,7 +21,8 @@ _DOC_CHOICE = (_TP + "test_documents_are_drawn_in_proportion_to_their_length_and
                "never",)
 _FALLBACK = (_TP + "test_sentence_rows_of_a_text_without_a_sentence_end_fall_back_to_mask_rows_"
              "that_train",)
-_PLANNED = (_TP + "test_the_planned_part_b_share_of_mask_rows_is_the_masked_share_plus_one_sop_"
+_PLANNED = ("tests/test_pipeline_objectives.py::"
+            "test_the_planned_part_b_share_of_mask_rows_is_the_masked_share_plus_one_sop_"
             "per_span",)
 _VOCAB_END = ("tests/test_data_inputs.py::test_a_special_token_id_equal_to_the_vocabulary_size_"
               "is_refused",)

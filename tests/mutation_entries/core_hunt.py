@@ -16,8 +16,9 @@ _LOGS = ("tests/test_logs.py",)
 _DATA = ("tests/test_data_inputs.py", "tests/test_sources.py")
 _MET = ("tests/test_metrics.py", "tests/test_loop.py")
 _OPT = ("tests/test_optim.py",)
-_INF = ("tests/test_infilling.py", "tests/test_pipeline.py")
-_PIPE = ("tests/test_pipeline.py", "tests/test_data_inputs.py", "tests/test_recipe.py")
+_INF = ("tests/test_infilling.py", "tests/test_pipeline.py", "tests/test_pipeline_objectives.py")
+_PIPE = ("tests/test_pipeline.py", "tests/test_pipeline_objectives.py", "tests/test_data_inputs.py",
+         "tests/test_recipe.py")
 
 ENTRIES: tuple[Mutation, ...] = (
     # Checkpoints (checkpoint.py).
@@ -206,5 +207,6 @@ ENTRIES: tuple[Mutation, ...] = (
              'distinct = {name: token for name, token in specials.items() if name != "pad"}',
              "distinct = dict(specials)", _PIPE),
     Mutation("the planned Part B share leaves [sMASK] rows out", _PL,
-             '{"blank": blank, "sentence": blank,', '{"blank": blank, "sentence": 0.0,', ("tests/test_flops.py", "tests/test_pipeline.py")),
+             '{"blank": blank, "sentence": blank,', '{"blank": blank, "sentence": 0.0,',
+             ("tests/test_flops.py", "tests/test_pipeline_objectives.py")),
 )

@@ -182,8 +182,8 @@ ENTRIES = (
              '  return tuple(float(data[f"{name}_prob"]) for name in OBJECTIVE_NAMES)',
              '  return tuple(float(data[f"{name}_prob"]) for name in ("blank", "sentence", '
              '"document"))',
-             ("tests/test_pipeline.py::test_an_objective_added_to_the_names_is_validated_and_"
-              "drawn_with_the_others",)),
+             ("tests/test_pipeline_objectives.py::test_an_objective_added_to_the_names_is_"
+              "validated_and_drawn_with_the_others",)),
     Mutation("bench --what=attention times only the kernels auto tries",
              "glmjax/bench/attention.py", '  for name in ["xla", *kernels(platform)]:',
              '  for name in ["xla", *attention_choice.auto_order(platform)[:-1]]:',
