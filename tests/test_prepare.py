@@ -3,6 +3,7 @@ import errno
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,10 @@ def test_the_command_refuses_a_config_without_its_tokenizer_file_in_one_line(tmp
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr
   assert "data.tokenizer='hf' needs data.tokenizer_path" in result.stderr
   assert not (tmp_path / "prepared").exists()
+  # A ValueError is what a bug raises too: the line names a file in TMPDIR keeping its traceback.
+  kept = re.search(r"\(traceback in (\S+)\)$", result.stderr.strip())
+  assert kept and os.path.dirname(kept.group(1)) == str(tmp_path), result.stderr
+  assert "Traceback (most recent call last)" in open(kept.group(1), encoding="utf-8").read()
 
 
 def test_prepared_store_reads_what_on_the_fly_tokenization_gives(tmp_path):

@@ -220,6 +220,22 @@ ENTRIES = (
              "documents, {current['tokens']:,} tokens\")",
              ("tests/test_workdir.py::test_a_resume_on_a_corpus_file_edited_in_place_is_refused_"
               "unless_allowed",)),
+    Mutation("train makes its workdir before it checks the config's values", "glmjax/train.py",
+             "    config_lib.validate(config)  # a mistyped value leaves no workdir behind\n",
+             "",
+             ("tests/test_cli.py::test_a_config_value_that_cannot_work_is_one_line_with_the_"
+              "command_s_mistake_status",)),
+    Mutation("a mistyped flag is never offered a command's flag of three letters or fewer",
+             "glmjax/cli.py", 'if "glmjax" in module for flag in defined]',
+             'if "glmjax" in module for flag in defined if len(flag.name) > 3]',
+             ("tests/test_cli.py::test_an_unknown_flag_close_to_one_the_command_has_is_one_line_"
+              "suggesting_it",)),
+    Mutation("a tokenizer without its file exits with its message and keeps no traceback",
+             "glmjax/data/tokenizers.py",
+             "    raise ValueError(f\"data.tokenizer={kind!r} needs data.tokenizer_path:",
+             "    raise SystemExit(f\"data.tokenizer={kind!r} needs data.tokenizer_path:",
+             ("tests/test_prepare.py::test_the_command_refuses_a_config_without_its_tokenizer_"
+              "file_in_one_line",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
              "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
              ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
