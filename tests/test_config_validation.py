@@ -238,10 +238,12 @@ def test_evaluation_needs_held_out_data():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(dtype="float16"), r"model.dtype='float16' needs loss scaling.*bfloat16"),
+    # Every choice that works is named: the README says the refusal names the choices.
+    (dict(dtype="float16"), r"model.dtype='float16' needs loss scaling.*use model.dtype=bfloat16 "
+     r"\(TPU, A100, H100\) or float32\.$"),
     (dict(attention="splash", attention_dropout=0.1),
-     r"model.attention='splash' has no attention dropout.*model.attention=xla.*"
-     r"model.attention_dropout=0"),
+     r"model.attention='splash' has no attention dropout.*model.attention=xla \(or auto\) to "
+     r"keep it, or model.attention_dropout=0\.$"),
     (dict(attention="cudnn", attention_dropout=0.05), r"model.attention='cudnn'"),
 ])
 def test_semantics_a_kernel_or_dtype_cannot_honour_are_refused_at_start_up(overrides, message):

@@ -236,6 +236,16 @@ ENTRIES = (
              "    raise SystemExit(f\"data.tokenizer={kind!r} needs data.tokenizer_path:",
              ("tests/test_prepare.py::test_the_command_refuses_a_config_without_its_tokenizer_"
               "file_in_one_line",)),
+    Mutation("the float16 refusal offers bfloat16 alone", "glmjax/config.py",
+             '"gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100) or "\n'
+             '                      "float32.")',
+             '"gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100).")',
+             ("tests/test_config_validation.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
+              "are_refused_at_start_up",)),
+    Mutation("the attention-dropout refusal forgets that auto keeps it", "glmjax/config.py",
+             '"model.attention=xla (or auto) to keep it', '"model.attention=xla to keep it',
+             ("tests/test_config_validation.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
+              "are_refused_at_start_up",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
              "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
              ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
