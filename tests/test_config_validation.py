@@ -321,6 +321,12 @@ def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_siz
                                       device=jax.devices("cpu")[0]))]
     else:
       assert seen == [] and attention_choice.check_length(seq_len) == checked
+  # And at the run's dtype whichever it is, not float32 alone: a bfloat16 run checks bfloat16.
+  config.model.dtype, config.data.seq_len = "bfloat16", 384
+  seen.clear()
+  attention_choice.resolved_model_config(config)
+  assert seen == [("splash", dict(dtype="bfloat16", seq_len=384, head_dim=16,
+                                  device=jax.devices("cpu")[0]))]
 
 
 @pytest.mark.parametrize("name, arg, allowed", [("base", "lcoal", "local"),

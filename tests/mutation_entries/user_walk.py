@@ -246,6 +246,12 @@ ENTRIES = (
              '"model.attention=xla (or auto) to keep it', '"model.attention=xla to keep it',
              ("tests/test_config_validation.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
               "are_refused_at_start_up",)),
+    Mutation("the start-up attention check runs in float32 whatever the run's dtype",
+             "glmjax/attention_choice.py",
+             "config.model.attention, dtype=config.model.dtype,",
+             'config.model.attention, dtype="float32",',
+             ("tests/test_config_validation.py::test_the_start_up_check_runs_at_the_run_s_dtype_"
+              "sequence_length_and_head_size",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
              "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
              ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
