@@ -1,12 +1,10 @@
 """Bad configs fail at start-up with messages that name the field."""
 import importlib
 import re
-import types
 
 import jax
 import pytest
 
-from glmjax import attention_choice
 from glmjax import config as config_lib
 from glmjax import parallel
 
@@ -235,98 +233,6 @@ def test_evaluation_needs_held_out_data():
     config_lib.validate(config)
   config.train.eval_every = 0  # no evaluation: no held-out split needed
   config_lib.validate(config)
-
-
-@pytest.mark.parametrize("overrides, message", [
-    # Every choice that works is named: the README says the refusal names the choices.
-    (dict(dtype="float16"), r"model.dtype='float16' needs loss scaling.*use model.dtype=bfloat16 "
-     r"\(TPU, A100, H100\) or float32\.$"),
-    (dict(attention="splash", attention_dropout=0.1),
-     r"model.attention='splash' has no attention dropout.*model.attention=xla \(or auto\) to "
-     r"keep it, or model.attention_dropout=0\.$"),
-    (dict(attention="cudnn", attention_dropout=0.05), r"model.attention='cudnn'"),
-])
-def test_semantics_a_kernel_or_dtype_cannot_honour_are_refused_at_start_up(overrides, message):
-  config = _local()
-  config.model.update(**overrides)
-  with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate(config)
-
-
-def test_attention_dropout_makes_auto_mean_xla_for_training_only():
-  config = _local()
-  config.model.update(attention="auto", attention_dropout=0.1)
-  for platform in ("tpu", "cpu"):  # a TPU target too: auto would be splash there
-    assert attention_choice.resolved_model_config(config, platform).attention == "xla"
-  assert attention_choice.resolved_model_config(config, "tpu", training=False).attention == "splash"
-  config.model.attention_dropout = 0.0
-  assert attention_choice.resolved_model_config(config, "tpu").attention == "splash"
-
-
-def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kernel_off_it():
-  config = _local()
-  config.model.update(attention="splash", max_position=200)
-  config.data.seq_len = 200
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"model.attention='splash'.*data.seq_len=200 must be a multiple of 128"):
-    config_lib.validate(config)
-  # The per-example-mask splash tiles rows the same way: 192 (3 blocks of 64) is refused too.
-  config.model.attention, config.data.seq_len = "splash_dynamic", 192
-  with pytest.raises(config_lib.ConfigError, match=r"model.attention='splash_dynamic'.*"
-                                                   r"data.seq_len=192 must be a multiple of 128"):
-    config_lib.validate(config)
-  config.data.seq_len = 200
-  config.model.attention = "auto"
-  config_lib.validate(config)
-  # Compiling for a TPU slice from this host (aot): auto's unchecked pick skips splash.
-  assert attention_choice.resolved_model_config(config, "tpu").attention == "xla"
-  config.data.seq_len = 256
-  assert attention_choice.resolved_model_config(config, "tpu").attention == "splash"
-
-
-@pytest.mark.parametrize("capability, picked", [("9.0", "tokamax"), ("10.0", "tokamax"),
-                                                ("8.0", "cudnn"), ("8.9", "cudnn")],
-                         ids=["H100", "B200", "A100", "L40S"])
-def test_auto_for_a_gpu_target_takes_tokamax_from_sm90_on_and_cudnn_on_an_older_gpu(
-    monkeypatch, capability, picked):
-  # Compiled for a GPU unchecked (not this host's platform): tokamax's Mosaic GPU kernel needs
-  # sm90 or newer, so an older GPU gets the next choice, cuDNN.
-  import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  gpu = types.SimpleNamespace(platform="gpu", compute_capability=capability)
-  monkeypatch.setattr(jax, "devices", lambda backend=None: [gpu])
-  assert attention_choice.unvalidated_default("gpu", 512) == picked
-
-
-def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_size(monkeypatch):
-  config = _local()
-  config.model.update(attention="auto", dtype="float32", hidden_size=64, max_position=200)
-  monkeypatch.setitem(attention_choice.AUTO_ORDER, "cpu", ("splash", "xla"))
-  # The real check (splash in interpret mode here) passes at T=128 and fails at T=200.
-  assert attention_choice.resolved_model_config(config).attention == "splash"
-  assert "needs seq_len divisible by 128" in attention_choice.check_attention(
-      "splash", dtype="float32", seq_len=200, head_dim=16)
-  seen = []
-  monkeypatch.setattr(attention_choice, "check_attention",
-                      lambda name, **shape: seen.append((name, shape)))
-  config.data.seq_len = 200  # auto skips splash off its block without running the check
-  assert attention_choice.resolved_model_config(config).attention == "xla" and not seen
-  # A long run is checked at 2048 plus its length mod 128: the block rules answer as at T,
-  # while the float32 reference's [T, T] scores stay small.
-  for seq_len, checked in ((384, 384), (5120, 2048), (5000, 2056)):
-    config.data.seq_len = seq_len
-    seen.clear()
-    attention_choice.resolved_model_config(config)
-    if seq_len % 128 == 0:
-      assert seen == [("splash", dict(dtype="float32", seq_len=checked, head_dim=16,
-                                      device=jax.devices("cpu")[0]))]
-    else:
-      assert seen == [] and attention_choice.check_length(seq_len) == checked
-  # And at the run's dtype whichever it is, not float32 alone: a bfloat16 run checks bfloat16.
-  config.model.dtype, config.data.seq_len = "bfloat16", 384
-  seen.clear()
-  attention_choice.resolved_model_config(config)
-  assert seen == [("splash", dict(dtype="bfloat16", seq_len=384, head_dim=16,
-                                  device=jax.devices("cpu")[0]))]
 
 
 @pytest.mark.parametrize("name, arg, allowed", [("base", "lcoal", "local"),

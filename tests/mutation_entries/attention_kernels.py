@@ -5,7 +5,7 @@ _ATTENTION = "tests/test_attention.py::"
 _CHOICE = "tests/test_attention_choice.py::"
 _DENSE = "tests/test_dense_attention.py::"
 _XLA = "tests/test_xla_options.py::"
-_GPU_AUTO = ("tests/test_config_validation.py::test_auto_for_a_gpu_target_takes_tokamax_from_"
+_GPU_AUTO = ("tests/test_config_attention.py::test_auto_for_a_gpu_target_takes_tokamax_from_"
              "sm90_on_and_cudnn_on_an_older_gpu")
 
 ENTRIES: tuple[Mutation, ...] = (

@@ -168,7 +168,7 @@ ENTRIES = (
               "wider_than_100_characters",)),
     Mutation("a mistyped config argument ignored", "glmjax/recipes.py",
              "unknown = sorted(words - set(allowed))", "unknown = []",
-             ("tests/test_config_validation.py",)),
+             ("tests/test_config_validation.py", "tests/test_config_attention.py",)),
     Mutation("evaluate never joins the multi-host job", "glmjax/evaluate.py",
              "distributed.initialize(join_timeout_s(workdir))",
              "None", ("tests/test_evaluate_command.py",)),

@@ -67,7 +67,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "return tuple((name, tuple(axes) if isinstance(axes, list) else axes) "
              "for name, axes in rules)",
              "return tuple((name, axes) for name, axes in rules)",
-             ("tests/test_config_validation.py",) + _PAT),
+             ("tests/test_config_validation.py", "tests/test_config_attention.py",) + _PAT),
     Mutation("the replicated share counts arrays, not their elements", _PA,
              "    size = math.prod(leaf.shape)\n", "    size = 1\n", ("tests/test_train_step.py",)),
     Mutation("a tensor group's hosts are counted along the data axis", _PA,
@@ -169,7 +169,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("an evaluation's auto means xla when training would use attention dropout", _AC,
              "needs_dropout = training and config.model.attention_dropout > 0",
              "needs_dropout = config.model.attention_dropout > 0",
-             ("tests/test_attention_choice.py", "tests/test_config_validation.py")),
+             ("tests/test_attention_choice.py", "tests/test_config_validation.py", "tests/test_config_attention.py")),
     # The loop (loop.py).
     Mutation("a second SIGTERM stops at once like a second Ctrl-C", _LP,
              "if signum == signal.SIGINT and self.requested:", "if self.requested:",
@@ -202,7 +202,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "fetch = np.where(short[:, 1] < self.short_seq_prob,", ("tests/test_recipe.py",)),
     Mutation("data.seq_len equal to the shortest it may be is refused", _PL,
              "if int(data.seq_len) < shortest:", "if int(data.seq_len) <= shortest:",
-             ("tests/test_config_validation.py", "tests/test_data_inputs.py")),
+             ("tests/test_config_validation.py", "tests/test_config_attention.py", "tests/test_data_inputs.py")),
     Mutation("a tokenizer whose pad is its eos (as GLM's) is refused", _PL,
              'distinct = {name: token for name, token in specials.items() if name != "pad"}',
              "distinct = dict(specials)", _PIPE),

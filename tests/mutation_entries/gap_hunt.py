@@ -11,7 +11,7 @@ _CKPT = ("tests/test_checkpoint.py", "tests/test_faults.py", "tests/test_checkpo
 _CONVERT = ("tests/test_convert.py", "tests/test_convert_export.py",
             "tests/test_convert_refusals.py")
 _SHARD = ("tests/test_parallel.py", "tests/test_model_sharding.py",
-          "tests/test_config_validation.py")
+          "tests/test_config_validation.py", "tests/test_config_attention.py")
 _DATA = ("tests/test_data_inputs.py", "tests/test_sources.py")
 _D, _G, _C = "glmjax/decoding.py", "glmjax/generate.py", "glmjax/cloze.py"
 _TF = "glmjax/data/text_files.py"
@@ -176,7 +176,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a row as long as the position table is refused", "glmjax/config.py",
              'model.position_encoding == "learned_2d" and model.max_position < data.seq_len:',
              'model.position_encoding == "learned_2d" and model.max_position <= data.seq_len:',
-             ("tests/test_config_validation.py", "tests/test_config.py")),
+             ("tests/test_config_validation.py", "tests/test_config_attention.py", "tests/test_config.py")),
     Mutation("after training, SIGTERM and Ctrl-C get the default action, not the caller's handler",
              "glmjax/loop.py",
              "signal.signal(signum, previous if previous is not None else signal.SIG_DFL)",

@@ -73,7 +73,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("splash_dynamic takes sequence lengths in blocks of 64, not its 128",
              "glmjax/model/model_config.py", '"splash_dynamic": Kernel(seq_len_multiple=128,',
              '"splash_dynamic": Kernel(seq_len_multiple=64,',
-             ("tests/test_config_validation.py::test_splash_needs_a_sequence_length_on_its_block_"
+             ("tests/test_config_attention.py::test_splash_needs_a_sequence_length_on_its_block_"
               "and_auto_picks_another_kernel_off_it",)),
     Mutation("a refused MLP split names 4 x hidden_size when ffn_size set the width",
              "glmjax/model/model_config.py",

@@ -83,7 +83,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("the learned position table's axis is max_position rows long", _MC,
              '{"position": (self.max_position + 1, "model.max_position + 1")}',
              '{"position": (self.max_position, "model.max_position + 1")}',
-             ("tests/test_config_validation.py", "tests/test_model_sharding.py")),
+             ("tests/test_config_validation.py", "tests/test_config_attention.py", "tests/test_model_sharding.py")),
     Mutation("a layer's parameter count leaves out its second LayerNorm", _MC,
              "  layernorms = 4 * hidden\n", "  layernorms = 2 * hidden\n", _FLOPS),
     Mutation("GeGLU's parameter count has one input projection", _MC,

@@ -240,17 +240,17 @@ ENTRIES = (
              '"gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100) or "\n'
              '                      "float32.")',
              '"gradients underflow): use model.dtype=bfloat16 (TPU, A100, H100).")',
-             ("tests/test_config_validation.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
+             ("tests/test_config_attention.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
               "are_refused_at_start_up",)),
     Mutation("the attention-dropout refusal forgets that auto keeps it", "glmjax/config.py",
              '"model.attention=xla (or auto) to keep it', '"model.attention=xla to keep it',
-             ("tests/test_config_validation.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
+             ("tests/test_config_attention.py::test_semantics_a_kernel_or_dtype_cannot_honour_"
               "are_refused_at_start_up",)),
     Mutation("the start-up attention check runs in float32 whatever the run's dtype",
              "glmjax/attention_choice.py",
              "config.model.attention, dtype=config.model.dtype,",
              'config.model.attention, dtype="float32",',
-             ("tests/test_config_validation.py::test_the_start_up_check_runs_at_the_run_s_dtype_"
+             ("tests/test_config_attention.py::test_the_start_up_check_runs_at_the_run_s_dtype_"
               "sequence_length_and_head_size",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
              "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
