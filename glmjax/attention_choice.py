@@ -107,7 +107,7 @@ def _tokamax_usable(device: jax.Device | None = None) -> bool:
   return _gpu_is_sm90_or_newer(device)
 
 
-def _passed_over(candidate: str, seq_len: int | None, dtype: Any) -> str | None:
+def passed_over(candidate: str, seq_len: int | None, dtype: Any) -> str | None:
   """Why 'auto' passes over `candidate` without trying it (a length or dtype the kernel never
   takes), or None; the same rule for a compile for another platform and a start-up check."""
   multiple = model_lib.model_config.seq_len_multiple(candidate)
@@ -125,7 +125,7 @@ def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
   splash a `seq_len` that is a multiple of its block, the GPU kernels a 16-bit `dtype`)."""
   platform = platform or jax.default_backend()
   for candidate in auto_order(platform):
-    if _passed_over(candidate, seq_len, dtype) is not None:
+    if passed_over(candidate, seq_len, dtype) is not None:
       continue
     if candidate != "tokamax" or _tokamax_usable(device):
       return candidate
@@ -226,7 +226,7 @@ def resolve_attention(name: str, platform: str | None = None, *,
     if candidate == "xla":
       log.info("attention=auto on %s -> xla", platform)
       return "xla"
-    skipped = _passed_over(candidate, seq_len, dtype)
+    skipped = passed_over(candidate, seq_len, dtype)
     if skipped is not None:
       log.info("attention=auto on %s: %s skipped: %s", platform, candidate, skipped)
       continue

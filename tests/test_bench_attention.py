@@ -92,7 +92,7 @@ def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations
   then traced and timed afresh inside its result, and nothing else is tuned."""
   import tokamax  # pylint: disable=import-outside-toplevel
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len = 64
+  config.data.seq_len, config.model.dtype = 64, "bfloat16"
   monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
                       lambda name, **shape: None if name == "tokamax" else "not here")
   log = []
@@ -141,7 +141,7 @@ def test_the_attention_benchmark_times_every_kernel_also_those_auto_does_not_try
   # and a TPU kernel, which a CPU would only interpret, is listed with the reason it is not.
   assert bench_attention.attention_choice.auto_order("cpu") == ("xla",)
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len = 64
+  config.data.seq_len, config.model.dtype = 64, "bfloat16"  # every kernel's dtype
   _flags(monkeypatch, bench_attention, steps=2)
   monkeypatch.setattr(bench_attention.attention_choice, "check_attention", lambda *a, **k: None)
   monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
@@ -166,3 +166,22 @@ def test_an_attention_timing_leaves_out_the_call_that_compiles(monkeypatch):
   assert bench_attention._time(jitted, "q", "k", steps=4) == pytest.approx(0.002)
   assert calls == [("q", "k")] * (1 + 4)
   assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
+
+
+def test_a_kernel_that_never_takes_the_config_s_dtype_is_skipped_with_that_reason_unchecked(
+    monkeypatch, capsys):
+  # At float32 cuDNN and tokamax are said to take 16-bit inputs only; their start-up check, whose
+  # error off a GPU would be "cuDNN is not detected", is not run for them.
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.seq_len, config.model.dtype = 64, "float32"
+  _flags(monkeypatch, bench_attention, steps=2)
+  checked = []
+  monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
+                      lambda name, **shape: checked.append(name))
+  monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
+  bench_attention.main(config, [])
+  records = json.loads(capsys.readouterr().out)["implementations"]
+  sixteen_bit = bench_attention.model_config.SIXTEEN_BIT_ONLY
+  assert sixteen_bit and not set(checked) & set(sixteen_bit)
+  for name in sixteen_bit:
+    assert records[name] == {"skipped": "it runs 16-bit inputs only, not float32"}

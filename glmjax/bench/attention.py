@@ -105,8 +105,10 @@ def main(config, argv):
     if model_config.KERNELS[name].tpu and platform != "tpu":
       records[name] = {"skipped": "a TPU kernel: here it would run in the Pallas interpreter"}
       continue
-    reason = (attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len,
-                                               head_dim=head_dim)
+    # A dtype or length the kernel never takes is said as such, not as the check's error.
+    reason = (attention_choice.passed_over(name, seq_len, dtype)
+              or attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len,
+                                                  head_dim=head_dim)
               if name != "xla" else None)
     if reason is not None:
       records[name] = {"skipped": reason}

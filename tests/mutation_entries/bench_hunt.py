@@ -319,4 +319,7 @@ ENTRIES: tuple[Mutation, ...] = (
              '("h100 pcie", 756e12), ', "",
              ("tests/test_metrics.py::test_a_gpu_s_peak_is_its_dense_bf16_figure_not_the_sparse_"
               "one",)),
+    Mutation("the attention benchmark runs a 16-bit-only kernel's check at float32", _ATTN_PY,
+             "reason = (attention_choice.passed_over(name, seq_len, dtype)\n              or ",
+             "reason = (", _ATTN),
 )
