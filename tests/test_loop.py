@@ -132,6 +132,18 @@ def test_a_run_s_first_step_is_said_at_once_when_its_first_log_line_is_steps_awa
   assert writer.records == []  # metrics.jsonl and the step timings stay on the log_every grid
 
 
+def test_a_run_logging_every_step_says_its_first_step_once_in_its_loss_line(caplog):
+  caplog.set_level(logging.INFO, logger="glmjax")
+  writer = _ScalarWriter()
+  reporter = loop.StepReporter(_local_config(steps=1000, log_every=1), writer, start=0,
+                               checkpoint_dir="unused")
+  for done in (1, 2, 3):
+    reporter.push(done, _step_metrics())
+  reporter.flush()
+  assert not [r for r in caplog.records if "the first of this run" in r.getMessage()]
+  assert [step for step, _ in writer.records] == [1, 2, 3]
+
+
 def test_a_log_line_s_eta_is_the_steps_left_times_the_step_time(monkeypatch, caplog):
   now = _fake_clock(monkeypatch)
   caplog.set_level(logging.INFO, logger="glmjax")

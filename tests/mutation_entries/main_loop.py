@@ -148,4 +148,11 @@ ENTRIES: tuple[Mutation, ...] = (
              'f"{float(schedule(decay_steps)):.2e}")',
              (_OPTIM + "test_the_start_up_line_gives_the_schedule_and_the_rate_a_shortened_run_"
               "stops_at",)),
+    Mutation("a run logging every step says its first step apart instead of its loss line",
+             "glmjax/loop.py",
+             "    if step_done % log_every and step_done != self.total_steps:\n",
+             "    if step_done == self.start + 1 or (step_done % log_every\n"
+             "                                       and step_done != self.total_steps):\n",
+             ("tests/test_loop.py::test_a_run_logging_every_step_says_its_first_step_once_in_its_"
+              "loss_line",)),
 )
