@@ -19,20 +19,21 @@ from jax.experimental import multihost_utils
 
 from glmjax import model as model_lib
 from glmjax.model import attention as attention_lib
+from glmjax.model.model_config import REFERENCE
 
 log = logging.getLogger(__name__)
 
-# What 'auto' tries on each platform, in order (each checked against xla at start-up).
+# What 'auto' tries on each platform, in order (each checked against REFERENCE at start-up).
 AUTO_ORDER = {
-    "gpu": ("tokamax", "cudnn", "xla"),
-    "tpu": ("splash", "splash_dynamic", "xla"),
-    "cpu": ("xla",),
+    "gpu": ("tokamax", "cudnn", REFERENCE),
+    "tpu": ("splash", "splash_dynamic", REFERENCE),
+    "cpu": (REFERENCE,),
 }
 
 
 def auto_order(platform: str) -> tuple[str, ...]:
   """AUTO_ORDER's entry for `platform`; the dense kernel alone on a platform it does not name."""
-  return AUTO_ORDER.get(platform, ("xla",))
+  return AUTO_ORDER.get(platform, (REFERENCE,))
 
 
 def resolved_model_config(config, platform: str | None = None, *, training: bool = True,
@@ -56,7 +57,7 @@ def resolved_model_config(config, platform: str | None = None, *, training: bool
     log.info(
         "attention=auto -> xla: model.attention_dropout=%s is applied by xla only (set it to 0 "
         "to use the fused kernels).", config.model.attention_dropout)
-    model_config.attention = model_lib.model_config.WITH_ATTENTION_DROPOUT[0]
+    model_config.attention = REFERENCE
   elif platform == host_platform and device is None:  # checked at the run's dtype and shapes
     model_config.attention = agreed_attention(
         config.model.attention, dtype=config.model.dtype, seq_len=int(config.data.seq_len),
@@ -75,7 +76,7 @@ def agreed_attention(name: str, **resolve_kwargs) -> str:
   on process 0 (a crash, or an explicit kernel that fails it), every process raises instead of
   waiting for its answer.
   """
-  if jax.process_count() == 1 or name == "xla":
+  if jax.process_count() == 1 or name == REFERENCE:
     return resolve_attention(name, **resolve_kwargs)
   choices = attention_lib.IMPLEMENTATIONS
   index, error = 0, None
@@ -129,7 +130,7 @@ def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
       continue
     if candidate != "tokamax" or _tokamax_usable(device):
       return candidate
-  return "xla"
+  return REFERENCE
 
 
 # The start-up check's float32 reference holds [T, T] scores: a longer run is checked at this
@@ -178,7 +179,7 @@ def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: 
   with jax.default_device(device):
     try:
       with jax.default_matmul_precision("highest"):
-        expected = outputs_and_grads("xla", jnp.float32)
+        expected = outputs_and_grads(REFERENCE, jnp.float32)
     except Exception as error:  # noqa: BLE001 - said apart: the kernel was never tried
       return f"the xla reference itself failed at T={seq_len} ({first_line(error)})"
     try:
@@ -214,7 +215,7 @@ def resolve_attention(name: str, platform: str | None = None, *,
                        f"{', '.join(attention_lib.IMPLEMENTATIONS)}.")
     if check_explicit is None:
       check_explicit = platform in ("gpu", "tpu")
-    if name != "xla" and check_explicit:
+    if name != REFERENCE and check_explicit:
       reason = check_attention(name, **shape, device=jax.local_devices(backend=platform)[0])
       if reason is not None:
         raise ValueError(f"model.attention={name!r} fails its start-up check on {platform} "
@@ -223,9 +224,9 @@ def resolve_attention(name: str, platform: str | None = None, *,
       log.info("attention=%s on %s: matches xla in outputs and gradients", name, platform)
     return name
   for candidate in candidates or auto_order(platform):
-    if candidate == "xla":
+    if candidate == REFERENCE:
       log.info("attention=auto on %s -> xla", platform)
-      return "xla"
+      return REFERENCE
     skipped = passed_over(candidate, seq_len, dtype)
     if skipped is not None:
       log.info("attention=auto on %s: %s skipped: %s", platform, candidate, skipped)
@@ -234,8 +235,8 @@ def resolve_attention(name: str, platform: str | None = None, *,
     reason = check_attention(candidate, **shape, device=device)
     if reason is None:
       log.info("attention=auto on %s -> %s (matches xla in outputs and gradients)",
-                   platform, candidate)
+               platform, candidate)
       return candidate
     log.warning("attention=auto on %s: %s rejected: %s", platform, candidate, reason)
   log.warning("attention=auto on %s: falling back to xla", platform)
-  return "xla"
+  return REFERENCE

@@ -31,8 +31,9 @@ BATCH = 4
 def kernels(platform: str) -> list[str]:
   """The kernels timed after xla: what 'auto' tries on `platform`, in its order, then every other
   kernel model_config.KERNELS has, so that one 'auto' does not try is timed too."""
-  tried = [name for name in attention_choice.auto_order(platform) if name != "xla"]
-  return tried + [name for name in attention.IMPLEMENTATIONS if name not in (*tried, "xla")]
+  reference = model_config.REFERENCE
+  tried = [name for name in attention_choice.auto_order(platform) if name != reference]
+  return tried + [name for name in attention.IMPLEMENTATIONS if name not in (*tried, reference)]
 
 
 def _time(fn, *args, steps: int) -> float:
@@ -101,7 +102,7 @@ def main(config, argv):
   flops_forward = 4.0 * visible * heads * head_dim
   records = {}
   # xla first: the reference every kernel is checked and timed against.
-  for name in ["xla", *kernels(platform)]:
+  for name in [model_config.REFERENCE, *kernels(platform)]:
     if model_config.KERNELS[name].tpu and platform != "tpu":
       records[name] = {"skipped": "a TPU kernel: here it would run in the Pallas interpreter"}
       continue
@@ -109,7 +110,7 @@ def main(config, argv):
     reason = (attention_choice.passed_over(name, seq_len, dtype)
               or attention_choice.check_attention(name, dtype=dtype, seq_len=seq_len,
                                                   head_dim=head_dim)
-              if name != "xla" else None)
+              if name != model_config.REFERENCE else None)
     if reason is not None:
       records[name] = {"skipped": reason}
       continue

@@ -44,6 +44,8 @@ KERNELS = {
     "splash": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, mosaic=True),
     "splash_dynamic": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, mosaic=True),
 }
+# The dense kernel: the start-up check compares each fused kernel with it; 'auto' falls back to it.
+REFERENCE = "xla"
 ATTENTION_IMPLEMENTATIONS = tuple(KERNELS)
 ATTENTION_SETTINGS = ("auto", *ATTENTION_IMPLEMENTATIONS)  # what model.attention may say
 SPLASH = tuple(name for name, kernel in KERNELS.items() if kernel.tpu)

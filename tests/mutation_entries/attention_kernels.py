@@ -51,7 +51,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/attention_choice.py", "return float(capability) >= 9.0",
              "return float(capability) > 9.0", (_GPU_AUTO + "[H100]",)),
     Mutation("auto on a GPU prefers cuDNN to tokamax", "glmjax/attention_choice.py",
-             '"gpu": ("tokamax", "cudnn", "xla"),', '"gpu": ("cudnn", "tokamax", "xla"),',
+             '"gpu": ("tokamax", "cudnn", REFERENCE),', '"gpu": ("cudnn", "tokamax", REFERENCE),',
              (_GPU_AUTO + "[H100]",)),
     Mutation("an unchecked GPU target takes tokamax on a GPU older than sm90",
              "glmjax/attention_choice.py", 'if candidate != "tokamax" or _tokamax_usable(device):',

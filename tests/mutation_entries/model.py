@@ -71,7 +71,7 @@ ENTRIES = (
               "the_run_with_the_reason",)),
     Mutation("hosts check an explicitly named kernel each on their own",
              "glmjax/attention_choice.py",
-             'if jax.process_count() == 1 or name == "xla":',
+             'if jax.process_count() == 1 or name == REFERENCE:',
              'if jax.process_count() == 1 or name != "auto":', ("tests/test_host_input.py",)),
     Mutation("tokamax output left untagged (remat reruns the attention forward)",
              "glmjax/model/gpu_kernels.py",

@@ -185,8 +185,9 @@ ENTRIES = (
              ("tests/test_pipeline_objectives.py::test_an_objective_added_to_the_names_is_"
               "validated_and_drawn_with_the_others",)),
     Mutation("bench --what=attention times only the kernels auto tries",
-             "glmjax/bench/attention.py", '  for name in ["xla", *kernels(platform)]:',
-             '  for name in ["xla", *attention_choice.auto_order(platform)[:-1]]:',
+             "glmjax/bench/attention.py",
+             '  for name in [model_config.REFERENCE, *kernels(platform)]:',
+             '  for name in [model_config.REFERENCE, *attention_choice.auto_order(platform)[:-1]]:',
              ("tests/test_bench_attention.py::test_the_attention_benchmark_times_every_kernel_also_"
               "those_auto_does_not_try",)),
     Mutation("a variant accepted by the config computes another variant's function",
