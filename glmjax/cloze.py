@@ -109,7 +109,7 @@ def row_limit(model_config, seq_len: int) -> int:
   positions have no table, so the longer of max_position and the training length. Whole kernel
   blocks where that holds one; a table shorter than a block stays the limit (never past it)."""
   limit = int(model_config.max_position)
-  if model_config.position_encoding != "learned_2d":
+  if not model_config.position_tables:
     limit = max(limit, int(seq_len))
   multiple = bucket_multiple(model_config)
   return limit if multiple == BUCKET or limit < multiple else limit // multiple * multiple

@@ -202,10 +202,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     if int(get_field(config, field)) <= 0:
       raise ConfigError(f"{field}={get_field(config, field)}: must be a positive integer.")
   try:  # the model's own checks (head dim, rotary dims), defined once in ModelConfig
-    model_config.ModelConfig.from_config(model)
+    frozen_model = model_config.ModelConfig.from_config(model)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-  if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:
+  if frozen_model.position_tables and model.max_position < data.seq_len:
     # Raising it would not fit the position tables of the parameters init_from reads.
     fix = ("keep data.seq_len at most that: the parameters of checkpoint.init_from come with "
            "tables of model.max_position + 1 positions (set model.max_position to that run's, "
@@ -265,7 +265,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     except ValueError as error:
       raise ConfigError(str(error)) from None
     problem = parallel.unsplittable_axis(
-        model_config.ModelConfig.from_config(model).parameter_axes(),
+        frozen_model.parameter_axes(),
         dict(zip(parallel.MESH_AXES, shape)), rules)
     if problem:
       raise ConfigError(problem)

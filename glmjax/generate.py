@@ -143,7 +143,7 @@ def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
   --input file's line), for the errors; without it a prompt is named by its number."""
   check_sampling(sampling)
   # A blank's last token is not read, so its block positions run 1 ([sop]) .. max_tokens.
-  if (config.position_encoding == "learned_2d"
+  if (config.position_tables
       and sampling.max_blank_tokens > config.max_position):
     raise ValueError(f"--max_tokens={sampling.max_blank_tokens}: this model's block positions "
                      f"go up to {config.max_position}; use at most {config.max_position}.")

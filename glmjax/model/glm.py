@@ -323,7 +323,7 @@ class GLM(nn.Module):
     word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
                              (cfg.vocab_size, cfg.hidden_size), weights_dtype)
     x = jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0).astype(dtype)
-    if cfg.position_encoding == "learned_2d":
+    if cfg.position_tables:
       table_shape = (cfg.max_position + 1, cfg.hidden_size)
       position_table = _param(self, "position_embeddings", _normal(cfg.init_std),
                               ("position", "embed"), table_shape, weights_dtype)

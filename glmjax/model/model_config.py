@@ -135,6 +135,12 @@ class ModelConfig:
     return self.hidden_size // self.num_heads
 
   @property
+  def position_tables(self) -> bool:
+    """Whether the model learns position tables (learned_2d), whose max_position + 1 rows bound
+    every position id; the rotary encodings have no tables and no such bound."""
+    return self.position_encoding == "learned_2d"
+
+  @property
   def ffn(self) -> int:
     """Inner MLP width (GeGLU: the width of each of the two halves)."""
     return self.ffn_size or 4 * self.hidden_size
@@ -143,7 +149,7 @@ class ModelConfig:
     """Each logical axis the parameters use (their names in the sharding rules): its size, and
     the config field that sets it. tests/test_config_validation.py checks it against GLM."""
     position = ({"position": (self.max_position + 1, "model.max_position + 1")}
-                if self.position_encoding == "learned_2d" else {})  # rotary: no tables
+                if self.position_tables else {})
     return {"vocab": (self.vocab_size, "model.vocab_size"),
             "embed": (self.hidden_size, "model.hidden_size"),
             "norm": (self.hidden_size, "model.hidden_size"),
@@ -190,7 +196,7 @@ def param_count(config: ModelConfig) -> int:
   """
   hidden = config.hidden_size
   embeddings = config.vocab_size * hidden
-  if config.position_encoding == "learned_2d":
+  if config.position_tables:
     embeddings += 2 * (config.max_position + 1) * hidden
   return embeddings + config.num_layers * layer_param_count(config) + 2 * hidden
 

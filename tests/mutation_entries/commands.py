@@ -389,7 +389,7 @@ ENTRIES = (
              '"train.loss_chunk", "checkpoint.snapshot_parts"):', '"train.loss_chunk"):',
              (_VALID + "test_bad_field_is_named",)),
     Mutation("rotary positions are held to the learned table's max_position", "glmjax/config.py",
-             '  if model.position_encoding == "learned_2d" and model.max_position < data.seq_len:',
+             '  if frozen_model.position_tables and model.max_position < data.seq_len:',
              "  if model.max_position < data.seq_len:",
              (_VALID + "test_rotary_positions_need_no_table_as_long_as_the_rows",)),
     Mutation("an attention_dropout out of range is blamed on model.hidden_dropout",

@@ -55,7 +55,7 @@ ENTRIES = (
              "  if batch_size < 1:\n", "  if batch_size < 0:\n",
              (_G + "test_generate_itself_refuses_sampling_settings_that_would_be_ignored",)),
     Mutation("a rope model's blanks are held to the block position table it does not have",
-             "glmjax/generate.py", 'if (config.position_encoding == "learned_2d"\n      and ',
+             "glmjax/generate.py", 'if (config.position_tables\n      and ',
              "if (", (_G + "test_a_rope_model_fills_a_blank_longer_than_max_position",)),
     Mutation("top_p cuts the distribution at temperature 1, not the sampling temperature",
              "glmjax/decoding.py", _DIVIDE + "  if sampling.top_k > 0:\n" + _CUTS + _DRAW,

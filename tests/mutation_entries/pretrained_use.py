@@ -13,7 +13,7 @@ ENTRIES: tuple[Mutation, ...] = (
              (_CLOZE + "test_under_a_kernel_of_128_token_blocks_cloze_rows_are_padded_to_a_"
               "multiple_of_128",)),
     Mutation("a rope_2d model's cloze rows are held to max_position, not the training length",
-             "glmjax/cloze.py", 'if model_config.position_encoding != "learned_2d":',
+             "glmjax/cloze.py", 'if not model_config.position_tables:',
              'if model_config.position_encoding == "rope":',
              (_CLOZE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
     Mutation("cloze progress counts the padding rows of the last batch as texts",

@@ -7,7 +7,7 @@ _SEMANTICS = "tests/test_model_semantics.py::"
 # GLM's embedding block (glm.py): word lookup, learned 2-D positions added, then the dropout.
 _WORDS = "tokens, axis=0).astype(dtype)\n"
 _POSITIONS = (
-    '    if cfg.position_encoding == "learned_2d":\n'
+    "    if cfg.position_tables:\n"
     "      table_shape = (cfg.max_position + 1, cfg.hidden_size)\n"
     '      position_table = _param(self, "position_embeddings", _normal(cfg.init_std),\n'
     '                              ("position", "embed"), table_shape, weights_dtype)\n'
