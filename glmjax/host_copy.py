@@ -20,6 +20,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 
+from glmjax import parallel
+
 log = logging.getLogger(__name__)
 
 PINNED = "pinned_host"
@@ -48,8 +50,7 @@ def sending_devices(sharding: NamedSharding, process_count: int):
   devices would leave a process holding none of the array: Orbax's save fails on a process
   with no shard, and refuses an array that one process holds alone; such an array stays on the
   devices for Orbax to transfer."""
-  used = {name for entry in sharding.spec if entry is not None
-          for name in (entry if isinstance(entry, tuple) else (entry,))}
+  used = {name for entry in sharding.spec for name in parallel.mesh_axes(entry)}
   mesh = sharding.mesh
   senders = mesh.devices[tuple(slice(None) if name in used else slice(0, 1)
                                for name in mesh.axis_names)]
