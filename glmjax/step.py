@@ -157,7 +157,7 @@ def all_finite(tree) -> jax.Array:
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: int,
-               grad_accum_steps: int, dropout_rng: str = "threefry2x32",
+               grad_accum_steps: int, dropout_rng: str = DROPOUT_RNGS[0],
                loss_chunk: int = loss_lib.DEFAULT_CHUNK):
   """One optimizer update. The update is skipped (flagged in metrics) when the loss or the
   gradient is non-finite, or when it would make any parameter or optimizer moment non-finite.
