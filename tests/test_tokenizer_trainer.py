@@ -1,9 +1,13 @@
 """The tokenizer trainer's flags are spelled as every glmjax command's (underscores; the first,
 hyphenated spellings still work), and its last line gives --config flags that train with the
 new model from a shipped config as they are copied."""
+import json
 import os
+import re
 import shlex
 
+import ml_collections
+import pytest
 from absl import flags as absl_flags
 from ml_collections import config_flags
 
@@ -41,3 +45,36 @@ def test_the_trainer_s_hint_trains_from_the_shipped_base_config_as_it_is_copied(
   # than the tokenizer's ids; the hint sizes the model to the padded vocabulary.
   tokenizer = tk.load_tokenizer(config.data)
   assert tokenizer.ids_used <= config.model.vocab_size == tokenizer.vocab_size
+
+
+def test_the_trainer_reads_the_json_field_text_field_names_and_says_that_flag_when_missing(
+    tmp_path):
+  documents = list(builtin_corpus.documents(0, 20))
+  (tmp_path / "corpus.jsonl").write_text(
+      "".join(json.dumps({"body": text}) + "\n" for text in documents), encoding="utf-8")
+  out = tmp_path / "spm.model"
+  # --text-field: the first spelling of --text_field, kept as the README says.
+  tokenizer_train.main(["train", f"--input={tmp_path}/corpus.jsonl", "--vocab_size=500",
+                        "--text-field=body", f"--out={out}"])
+  tokenizer = tk.load_tokenizer(ml_collections.ConfigDict(dict(
+      tokenizer="sentencepiece", tokenizer_path=str(out), tokenizer_vocab="")))
+  assert tokenizer.decode(tokenizer.encode(documents[0])) == documents[0]
+  assert len(tokenizer.encode(documents[0])) < len(documents[0]) / 2  # its pieces, not bytes
+  # Without the flag the file's lines have no 'text' field: the line says this command's flags,
+  # not train's config fields, which the trainer does not take.
+  with pytest.raises(ValueError) as refused:
+    tokenizer_train.main(["train", f"--input={tmp_path}/corpus.jsonl", "--vocab_size=500",
+                          f"--out={tmp_path}/other.model"])
+  assert re.match(r"--input: .*corpus\.jsonl .*has no field 'text' \(it has \['body'\]\); "
+                  r"set --text_field to the field", str(refused.value)), refused.value
+  assert "config" not in str(refused.value) and not (tmp_path / "other.model").exists()
+
+
+def test_the_trainer_cuts_a_line_sentencepiece_would_skip_into_lines_it_reads(tmp_path):
+  long_line = " ".join(f"word{i}" for i in range(2000))  # past SentencePiece's sentence limit
+  (tmp_path / "long.txt").write_text(f"short line\n{long_line}\n\n  \nlast", encoding="utf-8")
+  lines = list(tokenizer_train.training_lines([str(tmp_path / "long.txt")], "text",
+                                              "paragraphs"))
+  assert lines[0] == "short line" and lines[-1] == "last"
+  assert "".join(lines[1:-1]) == long_line
+  assert len(lines) > 3 and all(len(line) <= tokenizer_train._MAX_LINE_CHARS for line in lines)

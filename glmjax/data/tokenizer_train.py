@@ -23,17 +23,26 @@ import ml_collections
 from glmjax.data import text_files, tokenizers
 
 _MAX_LINE_CHARS = 4000  # SentencePiece skips longer sentences; long lines are cut instead
+# The readers' errors name train's config fields; this command's flags say the same things.
+_FLAG_NAMES = (("--config.data.text_field", "--text_field"), ("data.text_field", "--text_field"),
+               ("data.files", "--input"))
 
 
 def training_lines(paths, text_field: str, txt_documents: str) -> Iterator[str]:
   stats = text_files.TextStats()
-  for path in paths:
-    for text in text_files.iter_range_texts(path, 0, -1, text_field, txt_documents, stats):
-      for line in text.split("\n"):
-        for start in range(0, len(line), _MAX_LINE_CHARS):
-          piece = line[start:start + _MAX_LINE_CHARS]
-          if piece.strip():
-            yield piece
+  try:
+    for path in paths:
+      for text in text_files.iter_range_texts(path, 0, -1, text_field, txt_documents, stats):
+        for line in text.split("\n"):
+          for start in range(0, len(line), _MAX_LINE_CHARS):
+            piece = line[start:start + _MAX_LINE_CHARS]
+            if piece.strip():
+              yield piece
+  except ValueError as error:
+    message = str(error)
+    for field, flag in _FLAG_NAMES:
+      message = message.replace(field, flag)
+    raise ValueError(message) from error
 
 
 def train_sentencepiece(paths, vocab_size: int, out: str, model_type: str = "unigram",
