@@ -133,6 +133,13 @@ def test_a_snapshot_s_parts_are_cut_by_the_arrays_global_bytes_the_same_on_every
   sent = transfer.on_host()
   assert [sent[name].sharding.memory_kind for name in "abc"] == [
       "pinned_host", "pinned_host", "device"]
+  # Cut by bytes, not by the count of arrays: a first array twice the others' size goes alone.
+  copy["a"] = jax.device_put(np.ones(256, np.float32), split)
+  transfer = host_copy.Transfer(copy, parts=2)  # 1024, 512, 512 bytes: a, then b and c
+  transfer.send()
+  sent = transfer.on_host()
+  assert [sent[name].sharding.memory_kind for name in "abc"] == [
+      "pinned_host", "device", "device"]
 
 
 def test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_whole(tmp_path, mesh):

@@ -393,3 +393,13 @@ def test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_copy(bucket):
   line = logs._FirstLine(logging.Formatter("%(message)s")).format(
       _record("/x/jax/a.py", logging.WARNING, "first\nsecond"))
   assert run_log.copy.startswith(str(workdir)) and line == f"first [...; in full in {run_log.copy}]"
+
+
+def test_a_library_s_info_records_stay_off_the_console_and_its_warnings_show(logging_restored,
+                                                                             capfd):
+  absl_logging.use_absl_handler()  # as absl's app.run does for the commands
+  logs.setup_console(0)
+  absl_logging.info("a library's chatter")
+  absl_logging.warning("a library's warning")
+  console = capfd.readouterr().err
+  assert "a library's warning" in console and "a library's chatter" not in console

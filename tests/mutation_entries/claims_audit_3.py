@@ -21,4 +21,17 @@ ENTRIES: tuple[Mutation, ...] = (
              "for start in range(0, 1 if line else 0):",
              (_TRAINER + "test_the_trainer_cuts_a_line_sentencepiece_would_skip_into_lines_it_"
               "reads",)),
+    # logs.py: library records reach the console from warnings up.
+    Mutation("a library's INFO records reach the console", "glmjax/logs.py",
+             "  absl_logging.set_verbosity(absl_logging.WARNING)",
+             "  absl_logging.set_verbosity(absl_logging.INFO)",
+             ("tests/test_logs.py::test_a_library_s_info_records_stay_off_the_console_and_its_"
+              "warnings_show",)),
+    # host_copy.py: a device snapshot's parts are cut by the arrays' bytes.
+    Mutation("a device snapshot's parts are cut by the count of arrays, not their bytes",
+             "glmjax/host_copy.py",
+             "split_by_bytes([key_free(leaf).nbytes for leaf in self._leaves], parts)",
+             "split_by_bytes([1 for leaf in self._leaves], parts)",
+             ("tests/test_device_snapshot.py::test_a_snapshot_s_parts_are_cut_by_the_arrays_"
+              "global_bytes_the_same_on_every_process",)),
 )
