@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 
+from glmjax import config as glm_config
 from glmjax.bench import data as bench_data
 from glmjax.data import pipeline
 from glmjax.data.specials import BERT_SPECIALS as S
@@ -169,3 +170,17 @@ def test_the_data_benchmark_starts_its_clock_after_a_warm_up_batch(monkeypatch):
   assert built == [0, 1, 2, 3]  # batch 0 untimed, then the 3 timed
   assert figures["batch_s"] == pytest.approx(0.25)
   assert figures["tokens_per_s"] == pytest.approx(8 * 128 / 0.25)
+
+
+def test_the_every_option_figures_turn_on_every_recipe_option_the_defaults_leave_off():
+  # Whatever data option is off by default (a switch, or a rate of 0) is on in EVERY_OPTION,
+  # so that `every_option_tokens_per_s` times the slowest recipe the pipeline builds.
+  defaults = glm_config.data_defaults()
+  switches = [name for name, value in defaults.items() if value is False]
+  rates = [name for name in ("gen_suffix_prob", "single_span_prob", "block_mask_prob",
+                             "context_mask_ratio", "short_seq_prob") if defaults[name] == 0]
+  assert "draw_per_batch" in switches and "block_mask_prob" in rates  # the lists are not empty
+  every_option = defaults.copy_and_resolve_references()
+  every_option.update(**bench_data.MIXTURE, **bench_data.EVERY_OPTION)
+  assert [name for name in switches if every_option[name] is not True] == []
+  assert [name for name in rates if not every_option[name] > 0] == []

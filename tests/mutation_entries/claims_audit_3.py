@@ -34,4 +34,10 @@ ENTRIES: tuple[Mutation, ...] = (
              "split_by_bytes([1 for leaf in self._leaves], parts)",
              ("tests/test_device_snapshot.py::test_a_snapshot_s_parts_are_cut_by_the_arrays_"
               "global_bytes_the_same_on_every_process",)),
+    # bench/data.py: the every-option figures have every recipe option on.
+    Mutation("the data benchmark's every-option figures leave the per-batch draws off",
+             "glmjax/bench/data.py", "                    draw_per_batch=True)",
+             "                    draw_per_batch=False)",
+             ("tests/test_bench_data.py::test_the_every_option_figures_turn_on_every_recipe_"
+              "option_the_defaults_leave_off",)),
 )
