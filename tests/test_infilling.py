@@ -93,6 +93,48 @@ def test_sentence_selection_picks_whole_sentences_of_the_example():
   assert spans == {(1, 4), (5, 4)}   # both sentences, never with the [CLS]
 
 
+def _sentence_rows(rows, seq_len, mean_length, seed=0):
+  """[CLS] then filler tokens, each followed by a '.' with odds 1/mean_length."""
+  tokens = np.full((rows, seq_len), 2000)
+  tokens[np.random.default_rng(seed).random((rows, seq_len)) < 1 / mean_length] = 1012
+  tokens[:, 0] = S.cls
+  table = np.zeros(30592, bool)
+  table[1012] = True
+  return tokens, table
+
+
+@pytest.mark.parametrize("seq_len, ratio, mean_length", [(64, 0.15, 2), (64, 0.5, 8),
+                                                         (256, 0.15, 4), (256, 0.5, 16)])
+def test_a_sentence_row_covers_its_budget_whenever_its_whole_sentences_can(seq_len, ratio,
+                                                                           mean_length):
+  # Each [sMASK] takes 2 tokens of room, so the text shrinks as sentences are added; the count
+  # is raised until it holds still, or rows stop short of a budget their text could meet.
+  tokens, table = _sentence_rows(2048, seq_len, mean_length)
+  _, lengths, n_spans, text_len = sentences.select_sentences(
+      RowRandom.for_rows(0, 0, np.arange(2048)), tokens, np.full(2048, seq_len), table, S,
+      ratio, seq_len)
+  col = np.arange(seq_len)[None, :]
+  # Whole sentences hold the tokens after the [CLS] up to the text's last '.'.
+  in_sentences = np.max(np.where((tokens == 1012) & (col < text_len[:, None]), col, 0), axis=1)
+  budget = infilling.blank_budget(ratio, text_len)
+  can = in_sentences >= budget
+  assert can.mean() > 0.5
+  assert np.all(lengths.sum(axis=1)[can] >= budget[can])
+  assert np.all(text_len + 2 * n_spans <= seq_len)
+
+
+@pytest.mark.parametrize("seq_len", [6, 7, 8, 9])
+def test_a_row_whose_sentences_outgrow_its_room_takes_only_what_the_room_holds(seq_len):
+  # Every token a sentence and all of them asked for: the count can never settle.
+  tokens, table = _sentence_rows(64, seq_len, mean_length=1)
+  _, lengths, n_spans, text_len = sentences.select_sentences(
+      RowRandom.for_rows(0, 0, np.arange(64)), tokens, np.full(64, seq_len), table, S, 1.0,
+      seq_len)
+  assert np.all(n_spans >= 1)
+  assert np.all(text_len + 2 * n_spans <= seq_len)
+  assert np.all(lengths[np.arange(lengths.shape[1])[None, :] < n_spans[:, None]] >= 1)
+
+
 def test_span_lengths_follow_truncated_poisson():
   cdf = infilling.span_length_cdf(3.0, 39)
   lengths, n_spans, text_len = infilling.sample_blank_lengths(

@@ -40,4 +40,14 @@ ENTRIES: tuple[Mutation, ...] = (
              "                    draw_per_batch=False)",
              ("tests/test_bench_data.py::test_the_every_option_figures_turn_on_every_recipe_"
               "option_the_defaults_leave_off",)),
+    Mutation("a sentence row's count of [sMASK] is raised once, not until it holds still",
+             "glmjax/data/sentences.py", "max_rounds: int = 8", "max_rounds: int = 1",
+             ("tests/test_infilling.py::test_a_sentence_row_covers_its_budget_whenever_its_whole_"
+              "sentences_can",)),
+    Mutation("a sentence row short of room takes every sentence it needs, past its room",
+             "glmjax/data/sentences.py",
+             "np.cumsum(candidate, axis=1) <= np.minimum(need, k)[:, None]",
+             "np.cumsum(candidate, axis=1) <= need[:, None]",
+             ("tests/test_infilling.py::test_a_row_whose_sentences_outgrow_its_room_takes_only_"
+              "what_the_room_holds",)),
 )
