@@ -1,9 +1,14 @@
 """The shipped configs load, carry GLM's published settings, and shrink for local runs."""
 import importlib
+import os
+import re
 
 import pytest
 
+from glmjax.model import model_config
+
 CONFIGS = ("base", "large", "glm_2b", "glm_10b")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -83,3 +88,43 @@ def test_base_and_large_train_and_decay_for_as_long_as_glm_s_scripts_say(name):
   assert (config.optim.learning_rate, config.optim.b1, config.optim.b2, config.optim.eps,
           config.optim.weight_decay) == (script["lr"], 0.9, 0.98, 1e-6, 0.1)
   assert (config.data.seq_len, config.model.max_position) == (512, 512)
+
+
+def _readme_config_rows():
+  """config name -> (model cell, objectives cell) of the README's table of shipped configs."""
+  readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+  rows = re.findall(r"^\| `configs/(\w+)\.py` \| ([^|]+) \| ([^|]+) \|", readme, re.M)
+  return {name: (model.strip(), objectives.strip()) for name, model, objectives in rows}, readme
+
+
+def test_the_readme_s_table_of_configs_gives_their_shapes_parameter_counts_and_objectives():
+  rows, readme = _readme_config_rows()
+  assert sorted(rows) == sorted(CONFIGS), rows
+  vocab = None  # a row that names no vocabulary has the one of the row above it
+  for name in CONFIGS:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    model_cell, objectives_cell = rows[name]
+    shape = re.search(r"(\d+)(?: layers)?, (\d+), (\d+)(?: heads)?(?:, [^(]*?vocab (\d+))? "
+                      r"\(([\d.]+)([MB])\)", model_cell)
+    layers, width, heads, vocab = int(shape[1]), int(shape[2]), int(shape[3]), int(
+        shape[4] or vocab)
+    assert (config.model.num_layers, config.model.hidden_size, config.model.num_heads,
+            config.model.vocab_size) == (layers, width, heads, vocab), name
+    count = model_config.param_count(model_config.ModelConfig.from_config(config.model))
+    decimals = len(shape[5].split(".")[1])
+    assert f"{count / {'M': 1e6, 'B': 1e9}[shape[6]]:.{decimals}f}" == shape[5], (name, count)
+    probs = (config.data.blank_prob, config.data.sentence_prob, config.data.document_prob)
+    if objectives_cell == "[MASK] only":
+      assert probs == (1.0, 0.0, 0.0), name
+    else:
+      shares = [float(share) for share in re.findall(r"(?<![\d.])\.\d+", objectives_cell)]
+      assert probs == tuple(shares[:3]), name
+      if "gen min ratio" in objectives_cell:
+        assert config.data.gen_min_ratio == shares[3], name
+    assert (config.data.batch_size, config.data.seq_len) == tuple(map(int, re.search(
+        r"The global batch is (\d+) rows of (\d+) tokens", readme).groups())), name
+    local = importlib.import_module(f"configs.{name}").get_config("local")
+    said = re.search(r"a (\d+)-layer, (\d+)-wide model on\s+the built-in corpus with the byte "
+                     r"tokenizer, (\d+) steps", readme)
+    assert (local.model.num_layers, local.model.hidden_size, local.train.steps) == tuple(
+        map(int, said.groups())), name

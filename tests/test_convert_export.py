@@ -2,6 +2,7 @@
 import's dtypes, names and files, with a config.json that says what the run trained (its dropout
 rates, its position encoding) and that imports back to the same parameters."""
 import json
+import logging
 import os
 
 import jax
@@ -228,3 +229,27 @@ def test_a_damaged_tokenizer_record_is_one_line_naming_it(weights, tmp_path):
   with pytest.raises(ValueError, match=r"glmjax_tokenizer.json: not a tokenizer record .* "
                                        r"give --tokenizer=PATH"):
     convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "again"))
+
+
+def test_a_model_computing_the_tanh_gelu_is_exported_with_a_warning_the_exact_one_without(
+    weights, tmp_path, caplog):
+  """The Hugging Face code computes the exact GeLU: a gelu_tanh model (the default, what a run
+  trains) goes out all the same, with a warning that its logits will differ there."""
+  caplog.set_level(logging.INFO)
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "exact"))
+  config = pretrained.read_config(str(tmp_path / "exact"))
+  params = jax.device_get(pretrained.load(str(tmp_path / "exact")).params)
+  config.model.activation = "gelu_tanh"
+  pretrained.save(str(tmp_path / "tanh"), config, params)
+  warned = {}
+  for name in ("exact", "tanh"):
+    caplog.clear()
+    convert.export_workdir(str(tmp_path / name), str(tmp_path / f"out_{name}"))
+    warned[name] = [r.getMessage() for r in caplog.records
+                    if r.levelno == logging.WARNING and "exact GeLU" in r.getMessage()]
+    exported, _ = safetensors_io.read(str(tmp_path / f"out_{name}" / "model.safetensors"))
+    assert len(exported) == len(weights), name
+  assert warned["exact"] == [] and len(warned["tanh"]) == 1, warned
+  assert "model.activation=gelu_tanh" in warned["tanh"][0]
