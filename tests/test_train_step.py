@@ -124,6 +124,25 @@ def test_the_train_step_donates_the_state_it_is_given():
   assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))
 
 
+def test_the_state_is_created_on_the_devices_in_its_shardings_never_whole_on_one():
+  """eval_shape, then jit with out_shardings: each device makes only its shard of the new
+  state, already laid out as the train step takes it (README: no host holds a full copy). The
+  shardings alone say where, without the mesh's rules in scope (those would hide a jit that
+  dropped them)."""
+  config = _config(data=2, fsdp=2, tensor=2)
+  mesh = parallel.make_mesh(config.mesh)
+  rules = parallel.logical_rules(config.mesh)
+  model = model_lib.GLM(model_lib.ModelConfig.from_config(config.model))
+  init_fn = step_lib.make_init_fn(model, optim.make_optimizer(config.optim), config.data.seq_len)
+  with parallel.activate(mesh, rules):
+    shardings = step_lib.state_shardings(init_fn, mesh, rules)
+  state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
+  for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings), strict=True):
+    assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim), (leaf.sharding, sharding)
+  embeddings = state.params["word_embeddings"]
+  assert max(s.data.size for s in embeddings.addressable_shards) < embeddings.size
+
+
 def test_an_update_that_would_make_the_parameters_nan_is_skipped():
   """Loss and gradient are finite; only the update is not (a NaN learning rate)."""
   config = _config(data=1, fsdp=1, tensor=1)

@@ -1,0 +1,13 @@
+"""Planted bugs of the prose audit of the README's run sections (What happens in a run, Outputs,
+Checkpoints): the state made in its shardings, the profiler's trace folder, and the fields a
+resume may change."""
+from mutation_entries import Mutation
+
+ENTRIES: tuple[Mutation, ...] = (
+    # step.py: the new state comes out in its shardings (no device holds it whole).
+    Mutation("the new state's jit drops its out_shardings", "glmjax/step.py",
+             "  return jax.jit(unboxed, out_shardings=shardings)(jax.random.key(seed))",
+             "  return jax.jit(unboxed)(jax.random.key(seed))",
+             ("tests/test_train_step.py::test_the_state_is_created_on_the_devices_in_its_"
+              "shardings_never_whole_on_one",)),
+)
