@@ -359,6 +359,17 @@ def test_a_run_traces_profile_steps_steps_from_profile_start(tmp_path, monkeypat
   assert events == [0, "start", 1, 2, "stop", 3]
 
 
+def test_a_run_s_profiler_trace_lands_in_its_tensorboard_folder_under_plugins_profile(tmp_path):
+  """A real trace (jax.profiler on CPU): `tensorboard --logdir WORKDIR/tensorboard` shows it
+  beside the scalars, and nothing is written outside that folder."""
+  config = _small_run_config(steps=2, profile_start=1, profile_steps=1)
+  config.train.eval_every = 0
+  train.train_and_evaluate(config, str(tmp_path))
+  traces = list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert len(traces) == 1, os.listdir(tmp_path)
+  assert not (tmp_path / "plugins").exists()
+
+
 @pytest.mark.parametrize("writes_metrics", [True, False])
 def test_only_the_process_that_writes_metrics_warns_that_a_resume_found_none(
     tmp_path, caplog, writes_metrics):

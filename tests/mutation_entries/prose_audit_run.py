@@ -10,4 +10,11 @@ ENTRIES: tuple[Mutation, ...] = (
              "  return jax.jit(unboxed)(jax.random.key(seed))",
              ("tests/test_train_step.py::test_the_state_is_created_on_the_devices_in_its_"
               "shardings_never_whole_on_one",)),
+    # train.py: the profiler writes where TensorBoard reads the run's events.
+    Mutation("the profiler's trace goes to the workdir, not its tensorboard folder",
+             "glmjax/train.py",
+             "loop.Profiler(config, writer.tensorboard_dir, enabled",
+             "loop.Profiler(config, workdir, enabled",
+             ("tests/test_loop.py::test_a_run_s_profiler_trace_lands_in_its_tensorboard_folder_"
+              "under_plugins_profile",)),
 )
