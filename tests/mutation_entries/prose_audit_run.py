@@ -17,4 +17,11 @@ ENTRIES: tuple[Mutation, ...] = (
              "loop.Profiler(config, workdir, enabled",
              ("tests/test_loop.py::test_a_run_s_profiler_trace_lands_in_its_tensorboard_folder_"
               "under_plugins_profile",)),
+    # config.py: the attention kernel may change on resume (a checkpoint records the resolved one).
+    Mutation("a resume under another attention kernel counts as a config change",
+             "glmjax/config.py",
+             'FREE_FIELDS = ("model.attention", "model.remat",',
+             'FREE_FIELDS = ("model.remat",',
+             ("tests/test_workdir.py::test_a_resume_under_another_attention_kernel_is_the_same_"
+              "run_and_needs_no_flag",)),
 )
