@@ -100,7 +100,7 @@ def sample_blank_lengths(rng: RowRandom, cdf: np.ndarray, mask_ratio: float, seq
   it, that lays out (n + 2k tokens) in T.
 
   Draw ℓ_1, ℓ_2, ... and take the first k with ℓ_1+..+ℓ_k >= int(ratio * (T - 2k)), n = T - 2k:
-  a row of exactly T tokens. In some rows (about 8% at GLM's 15% and λ=3) the first k-1 reach
+  a row of exactly T tokens. In some rows (about 9% at GLM's 15% and λ=3) the first k-1 reach
   int(ratio * (T - 2k)), so the reference would stop at k-1 for that text; those rows keep k-1
   spans and a text of T - 2k + 1 tokens (T - 2k where its budget is not reached), and end in
   one or two padding positions: every row is a draw the reference could make for its text.
