@@ -185,3 +185,23 @@ def test_a_kernel_that_never_takes_the_config_s_dtype_is_skipped_with_that_reaso
   assert sixteen_bit and not set(checked) & set(sixteen_bit)
   for name in sixteen_bit:
     assert records[name] == {"skipped": "it runs 16-bit inputs only, not float32"}
+
+
+def test_on_a_tpu_a_kernel_that_never_takes_the_config_s_length_is_skipped_with_that_reason(
+    monkeypatch, capsys):
+  config = importlib.import_module("configs.base").get_config("local")
+  config.data.seq_len, config.model.dtype = 64, "bfloat16"  # not a multiple of splash's block
+  _flags(monkeypatch, bench_attention, steps=2)
+  checked = []
+  monkeypatch.setattr(bench_attention.jax, "default_backend", lambda: "tpu")
+  monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
+                      lambda name, **shape: checked.append(name))
+  monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
+  bench_attention.main(config, [])
+  records = json.loads(capsys.readouterr().out)["implementations"]
+  splash = bench_attention.model_config.SPLASH
+  assert splash and not set(checked) & set(splash)
+  for name in splash:
+    multiple = bench_attention.model_config.seq_len_multiple(name)
+    assert records[name] == {"skipped": f"it needs a sequence length that is a multiple of "
+                                        f"{multiple}, not 64"}

@@ -133,13 +133,15 @@ def test_a_snapshot_s_parts_are_cut_by_the_arrays_global_bytes_the_same_on_every
   sent = transfer.on_host()
   assert [sent[name].sharding.memory_kind for name in "abc"] == [
       "pinned_host", "pinned_host", "device"]
-  # Cut by bytes, not by the count of arrays: a first array twice the others' size goes alone.
-  copy["a"] = jax.device_put(np.ones(256, np.float32), split)
-  transfer = host_copy.Transfer(copy, parts=2)  # 1024, 512, 512 bytes: a, then b and c
+  # Cut by bytes, not by the count of arrays (which would give a and b, then c and d): a first
+  # array as big as the three others together goes alone.
+  copy["a"] = jax.device_put(np.ones(384, np.float32), split)
+  copy["d"] = jax.device_put(np.ones(128, np.float32), split)
+  transfer = host_copy.Transfer(copy, parts=2)  # 1536, 512, 512, 512 bytes: a, then b, c, d
   transfer.send()
   sent = transfer.on_host()
-  assert [sent[name].sharding.memory_kind for name in "abc"] == [
-      "pinned_host", "device", "device"]
+  assert [sent[name].sharding.memory_kind for name in "abcd"] == [
+      "pinned_host", "device", "device", "device"]
 
 
 def test_a_snapshot_in_parts_is_written_after_its_last_part_and_restores_whole(tmp_path, mesh):

@@ -396,9 +396,12 @@ def test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_copy(bucket):
 
 
 def test_a_library_s_info_records_stay_off_the_console_and_its_warnings_show(logging_restored,
-                                                                             capfd):
+                                                                             capfd, monkeypatch):
   absl_logging.use_absl_handler()  # as absl's app.run does for the commands
   logs.setup_console(0)
+  # absl's handler keeps the stderr of when absl was imported: in pytest, perhaps another
+  # test's capture. A command's is the real one; here it is this test's.
+  monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.stderr)
   absl_logging.info("a library's chatter")
   absl_logging.warning("a library's warning")
   console = capfd.readouterr().err

@@ -124,7 +124,7 @@ def test_the_train_step_donates_the_state_it_is_given():
   assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state))
 
 
-def test_the_state_is_created_on_the_devices_in_its_shardings_never_whole_on_one():
+def test_the_state_is_created_on_the_devices_in_its_shardings_never_whole_on_one(monkeypatch):
   """eval_shape, then jit with out_shardings: each device makes only its shard of the new
   state, already laid out as the train step takes it (README: no host holds a full copy). The
   shardings alone say where, without the mesh's rules in scope (those would hide a jit that
@@ -136,6 +136,8 @@ def test_the_state_is_created_on_the_devices_in_its_shardings_never_whole_on_one
   init_fn = step_lib.make_init_fn(model, optim.make_optimizer(config.optim), config.data.seq_len)
   with parallel.activate(mesh, rules):
     shardings = step_lib.state_shardings(init_fn, mesh, rules)
+  # Made whole, then moved: the same shardings at the end, a full copy on one device first.
+  monkeypatch.setattr(jax, "device_put", lambda *a, **k: pytest.fail("state made, then moved"))
   state = step_lib.init_sharded_state(init_fn, shardings, config.seed)
   for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings), strict=True):
     assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim), (leaf.sharding, sharding)

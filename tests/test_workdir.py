@@ -116,18 +116,6 @@ def test_a_resume_on_a_corpus_file_edited_in_place_is_refused_unless_allowed(tmp
   assert train.train_and_evaluate(_corpus_run(tmp_path, steps=6), workdir)["step"] == 6
 
 
-def test_a_resume_under_another_attention_kernel_is_the_same_run_and_needs_no_flag():
-  """A checkpoint records the kernel start-up resolved (a GPU run's 'auto' as tokamax); resumed
-  where 'auto' picks cudnn or xla, or with a kernel named, the run computes the same model."""
-  from glmjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  saved = config_lib.default_config().to_dict()
-  saved["model"]["attention"] = "tokamax"
-  for kernel in ("cudnn", "xla", "auto", "splash"):
-    current = config_lib.default_config().to_dict()
-    current["model"]["attention"] = kernel
-    workdir_lib.check_resume(saved, current, step=2, workdir="/run", allow=False)
-
-
 def test_a_checkpoint_from_before_the_corpus_record_resumes_unchecked():
   workdir_lib.check_corpus(None, {"documents": 1, "tokens": 9}, step=2, workdir="w",
                            label="builtin", allow=False)

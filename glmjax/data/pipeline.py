@@ -26,8 +26,7 @@ from glmjax.data.infilling import RowRandom
 # Each objective's index in the batch's `objective`; its share of the rows is data.{name}_prob.
 OBJECTIVE_NAMES = ("blank", "sentence", "document")
 # Read from the names, so that reordering them cannot leave a row built for another objective.
-BLANK, SENTENCE, DOCUMENT = (OBJECTIVE_NAMES.index(name) for name in ("blank", "sentence",
-                                                                       "document"))
+BLANK, SENTENCE, DOCUMENT = map(OBJECTIVE_NAMES.index, ("blank", "sentence", "document"))
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
               "objective")
 BATCH_KEY = -1  # the RowRandom key of a step's shared draws (draw_per_batch): no row has it

@@ -24,8 +24,11 @@ from glmjax.data import text_files, tokenizers
 
 _MAX_LINE_CHARS = 4000  # SentencePiece skips longer sentences; long lines are cut instead
 # The readers' errors name train's config fields; this command's flags say the same things.
-_FLAG_NAMES = (("--config.data.text_field", "--text_field"), ("data.text_field", "--text_field"),
-               ("data.files", "--input"))
+# The reader's advice in train's words, in the trainer's: only these phrases, so that a path
+# holding one of the names is reported as it is.
+_FLAG_NAMES = (("set --config.data.text_field to", "set --text_field to"),
+               ("set data.text_field to", "set --text_field to"),
+               ("remove it from data.files", "remove it from --input"))
 
 
 def training_lines(paths, text_field: str, txt_documents: str) -> Iterator[str]:
@@ -40,6 +43,8 @@ def training_lines(paths, text_field: str, txt_documents: str) -> Iterator[str]:
               yield piece
   except ValueError as error:
     message = str(error)
+    if message.startswith("data.files: "):
+      message = "--input: " + message[len("data.files: "):]
     for field, flag in _FLAG_NAMES:
       message = message.replace(field, flag)
     raise ValueError(message) from error

@@ -1,5 +1,6 @@
-"""Planted bugs of the third claims audit: the tokenizer trainer, [sMASK] sentences and the
-recipe, bench, logs, the GPU AOT and XLA options, device snapshots' parts and TPU slices."""
+"""Planted bugs of the third claims audit: the tokenizer trainer's flags, errors and long
+lines, logs' library level, device snapshots' parts, the data benchmark's every-option figures
+and [sMASK] rows' budget and room."""
 from mutation_entries import Mutation
 
 _TRAINER = "tests/test_tokenizer_trainer.py::"
@@ -16,9 +17,15 @@ ENTRIES: tuple[Mutation, ...] = (
              '"--text_field", "--text-field",', '"--text_field",', _TEXT_FIELD),
     Mutation("the tokenizer trainer's errors name train's config fields, not its flags", _T,
              "      message = message.replace(field, flag)\n", "      pass\n", _TEXT_FIELD),
+    Mutation("the tokenizer trainer's errors rewrite train's field names inside a path", _T,
+             "      message = message.replace(field, flag)\n",
+             "      message = message.replace(field, flag).replace(\"data.files\", \"--input\")\n",
+             _TEXT_FIELD),
     Mutation("the tokenizer trainer feeds a line past SentencePiece's limit whole", _T,
-             "for start in range(0, len(line), _MAX_LINE_CHARS):",
-             "for start in range(0, 1 if line else 0):",
+             "for start in range(0, len(line), _MAX_LINE_CHARS):\n"
+             "            piece = line[start:start + _MAX_LINE_CHARS]",
+             "for start in range(0, 1 if line else 0):\n"
+             "            piece = line",
              (_TRAINER + "test_the_trainer_cuts_a_line_sentencepiece_would_skip_into_lines_it_"
               "reads",)),
     # logs.py: library records reach the console from warnings up.

@@ -10,6 +10,11 @@ ENTRIES: tuple[Mutation, ...] = (
              "  return jax.jit(unboxed)(jax.random.key(seed))",
              ("tests/test_train_step.py::test_the_state_is_created_on_the_devices_in_its_"
               "shardings_never_whole_on_one",)),
+    Mutation("the new state is made whole, then moved to its shardings", "glmjax/step.py",
+             "  return jax.jit(unboxed, out_shardings=shardings)(jax.random.key(seed))",
+             "  return jax.device_put(jax.jit(unboxed)(jax.random.key(seed)), shardings)",
+             ("tests/test_train_step.py::test_the_state_is_created_on_the_devices_in_its_"
+              "shardings_never_whole_on_one",)),
     # train.py: the profiler writes where TensorBoard reads the run's events.
     Mutation("the profiler's trace goes to the workdir, not its tensorboard folder",
              "glmjax/train.py",
@@ -22,6 +27,6 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/config.py",
              'FREE_FIELDS = ("model.attention", "model.remat",',
              'FREE_FIELDS = ("model.remat",',
-             ("tests/test_workdir.py::test_a_resume_under_another_attention_kernel_is_the_same_"
-              "run_and_needs_no_flag",)),
+             ("tests/test_faults.py::test_only_fields_that_change_what_is_computed_count_as_a_"
+              "change",)),
 )

@@ -21,4 +21,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/convert/__init__.py",
              '"activation": tuple(name for name, _ in ACTIVATIONS.values())}',
              '"activation": ("gelu_exact",)}', _GELU),
+    Mutation("the :local variant is three layers deep, not the two the README says",
+             "glmjax/recipes.py", "hidden_size=128, num_layers=2, num_heads=4",
+             "hidden_size=128, num_layers=3, num_heads=4", _TABLE),
 )
