@@ -168,19 +168,26 @@ def test_an_attention_timing_leaves_out_the_call_that_compiles(monkeypatch):
   assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
 
 
-def test_a_kernel_that_never_takes_the_config_s_dtype_is_skipped_with_that_reason_unchecked(
-    monkeypatch, capsys):
-  # At float32 cuDNN and tokamax are said to take 16-bit inputs only; their start-up check, whose
-  # error off a GPU would be "cuDNN is not detected", is not run for them.
+def _records_and_checked(monkeypatch, capsys, dtype: str, platform: str):
+  """bench_attention.main at T=64 on `platform`, nothing timed: (its records, the kernels whose
+  start-up check it ran)."""
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, "float32"
+  config.data.seq_len, config.model.dtype = 64, dtype
   _flags(monkeypatch, bench_attention, steps=2)
   checked = []
+  monkeypatch.setattr(bench_attention.jax, "default_backend", lambda: platform)
   monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
                       lambda name, **shape: checked.append(name))
   monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
   bench_attention.main(config, [])
-  records = json.loads(capsys.readouterr().out)["implementations"]
+  return json.loads(capsys.readouterr().out)["implementations"], checked
+
+
+def test_a_kernel_that_never_takes_the_config_s_dtype_is_skipped_with_that_reason_unchecked(
+    monkeypatch, capsys):
+  # At float32 cuDNN and tokamax are said to take 16-bit inputs only; their start-up check, whose
+  # error off a GPU would be "cuDNN is not detected", is not run for them.
+  records, checked = _records_and_checked(monkeypatch, capsys, "float32", "cpu")
   sixteen_bit = bench_attention.model_config.SIXTEEN_BIT_ONLY
   assert sixteen_bit and not set(checked) & set(sixteen_bit)
   for name in sixteen_bit:
@@ -189,16 +196,8 @@ def test_a_kernel_that_never_takes_the_config_s_dtype_is_skipped_with_that_reaso
 
 def test_on_a_tpu_a_kernel_that_never_takes_the_config_s_length_is_skipped_with_that_reason(
     monkeypatch, capsys):
-  config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, "bfloat16"  # not a multiple of splash's block
-  _flags(monkeypatch, bench_attention, steps=2)
-  checked = []
-  monkeypatch.setattr(bench_attention.jax, "default_backend", lambda: "tpu")
-  monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
-                      lambda name, **shape: checked.append(name))
-  monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
-  bench_attention.main(config, [])
-  records = json.loads(capsys.readouterr().out)["implementations"]
+  # T=64 is not a multiple of splash's block.
+  records, checked = _records_and_checked(monkeypatch, capsys, "bfloat16", "tpu")
   splash = bench_attention.model_config.SPLASH
   assert splash and not set(checked) & set(splash)
   for name in splash:
