@@ -1,6 +1,8 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
+import logging
 import os
 import socket
+import sys
 import tempfile
 
 import pytest
@@ -25,6 +27,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
+from absl import flags as absl_flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 # Tests check semantics on tiny shapes; XLA's optimisation passes cost more than they save here.
 jax.config.update("jax_disable_most_optimizations", True)
@@ -38,3 +42,36 @@ def coordinator_port():
   with socket.socket() as probe:
     probe.bind(("localhost", 0))
     return probe.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def logging_restored():
+  """Every test leaves this process's logging as it found it. A command run in-process
+  (train.run, evaluate.run, aot, ...) sets up its console (logs.setup_console: a handler on
+  this test's stderr capture, no propagation, absl's formatter, filter and verbosity, a wrapped
+  sys.unraisablehook) and a log file in the test's folder on glmjax's and the root logger; left
+  in place, a later test in the same worker logs to a closed capture and a stale file, and its
+  caplog sees nothing. absl's FLAGS, once parsed (cli.run), send absl's records to the stderr of
+  when absl was imported, not this test's. setup_console changes the handlers' list in place:
+  copies are kept."""
+  loggers = [logging.getLogger("glmjax"), logging.getLogger(), absl_logging.get_absl_logger()]
+  absl_handler, verbosity = absl_logging.get_absl_handler(), absl_flags.FLAGS["verbosity"]
+  saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+  absl_saved = (absl_handler.python_handler.formatter, absl_handler.filters[:],
+                verbosity.value, verbosity.using_default_value)
+  unraisable_hook = sys.unraisablehook  # setup_console wraps it
+  parsed = absl_flags.FLAGS.is_parsed()
+  yield
+  sys.unraisablehook = unraisable_hook
+  if not parsed and absl_flags.FLAGS.is_parsed():  # cli.run's parse; tokamax's mark_as_parsed
+    absl_flags.FLAGS.unparse_flags()  # else absl's handler writes to the stderr it was made with
+  kept = {handler for handlers, _, _ in saved for handler in handlers}
+  for handler in {h for logger in loggers for h in logger.handlers} - kept:
+    handler.close()  # a run's log file in this test's folder
+  verbosity.value = absl_saved[2]  # sets the absl or root logger's level: both put back below
+  verbosity.using_default_value = absl_saved[3]
+  for logger, (handlers, level, propagate) in zip(loggers, saved):
+    logger.handlers[:], logger.propagate = handlers, propagate
+    logger.setLevel(level)
+  absl_handler.python_handler.setFormatter(absl_saved[0])
+  absl_handler.filters[:] = absl_saved[1]

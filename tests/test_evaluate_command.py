@@ -1,7 +1,6 @@
 """python -m glmjax.evaluate as a command: its flags, how it joins a multi-host job, its console
 report and its one-line errors (the report's figures: test_evaluate.py)."""
 import functools
-import logging
 import re
 import types
 
@@ -54,16 +53,7 @@ def test_flags_left_out_leave_the_run_s_own_settings(monkeypatch):
                                out=None))]
 
 
-@pytest.fixture
-def console():
-  """The glmjax logger as it was: `run` gives it a console handler on this test's stderr."""
-  logger = logging.getLogger("glmjax")
-  saved = logger.handlers[:], logger.level, logger.propagate
-  yield
-  logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
-def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys, console):
+def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"text": "a b", "answer": "c"}\nnot json\n')
   for workdir, cloze, message in ((str(tmp_path / "missing"), None, "no config.json there"),
@@ -76,7 +66,7 @@ def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys, console)
 
 
 def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_path, monkeypatch,
-                                                                       capsys, console):
+                                                                       capsys):
   order = []
   monkeypatch.setattr(distributed, "initialize",
                       lambda timeout_s, env=None: order.append(("join", timeout_s)))
@@ -102,7 +92,7 @@ def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_pat
 
 
 def test_a_job_that_cannot_be_joined_is_one_line_and_exit_status_1(tmp_path, monkeypatch,
-                                                                    capsys, console):
+                                                                    capsys):
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
   for name, value in (("JAX_COORDINATOR_ADDRESS", "n1:1234"), ("JAX_NUM_PROCESSES", "4")):
     monkeypatch.setenv(name, value)

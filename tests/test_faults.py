@@ -9,29 +9,11 @@ import types
 
 import numpy as np
 import pytest
-from absl import logging as absl_logging
 
 from checkpoint_states import rewrite_metadata
 from glmjax import checkpoint, config as config_lib, loop, memory, train
 from glmjax import workdir as workdir_lib
 from test_train import _poison
-
-
-@pytest.fixture(autouse=True)
-def logging_as_it_was():
-  """train.run sets up the console and the log file as the command does; undo it afterwards,
-  so that later tests' caplog still sees glmjax's records."""
-  ours, root = logging.getLogger("glmjax"), logging.getLogger()
-  library = absl_logging.get_absl_handler()
-  saved = (list(ours.handlers), ours.level, ours.propagate, list(root.handlers),
-           library.python_handler.formatter, list(library.filters))
-  yield
-  for handler in ours.handlers + root.handlers:
-    if getattr(handler, "glmjax_run_log", False):
-      handler.close()
-  ours.handlers[:], ours.level, ours.propagate, root.handlers[:] = saved[:4]
-  library.python_handler.setFormatter(saved[4])
-  library.filters[:] = saved[5]
 
 
 def _config(**train_overrides):

@@ -120,24 +120,6 @@ def bucket(tmp_path, monkeypatch, logging_restored):
   return tmp_path / "bucket" / "run", vm
 
 
-@pytest.fixture
-def logging_restored():
-  """The logging set-up of this process, put back after the test changed it."""
-  ours, root, absl_handler = (logging.getLogger("glmjax"), logging.getLogger(),
-                              absl_logging.get_absl_handler())
-  saved = (ours.handlers[:], ours.level, ours.propagate, root.handlers[:],
-           absl_handler.formatter, absl_handler.filters[:], absl_logging.get_verbosity())
-  unraisable_hook = sys.unraisablehook  # setup_console wraps it
-  yield
-  sys.unraisablehook = unraisable_hook
-  for handler in set(ours.handlers + root.handlers) - set(saved[0] + saved[3]):
-    handler.close()
-  ours.handlers[:], ours.level, ours.propagate, root.handlers[:] = saved[:4]
-  absl_handler.setFormatter(saved[4])
-  absl_handler.filters[:] = saved[5]
-  absl_logging.set_verbosity(saved[6])
-
-
 def _run(workdir, monkeypatch, train_and_evaluate):
   """train.run (the command) with `train_and_evaluate` in place of training; its exit code."""
   monkeypatch.setattr(train, "train_and_evaluate", train_and_evaluate)

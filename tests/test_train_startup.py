@@ -111,15 +111,6 @@ def test_init_from_parameters_of_another_shape_is_refused_naming_the_model_field
                           "checkpoint.init_from empty to start afresh.")
 
 
-@pytest.fixture
-def as_the_command(monkeypatch):
-  """The glmjax logger put back after `train.run` set up its console (which stops propagation,
-  so later tests' caplog would see nothing)."""
-  ours = logging.getLogger("glmjax")
-  for name in ("handlers", "propagate", "level"):
-    monkeypatch.setattr(ours, name, getattr(ours, name))
-
-
 @pytest.mark.parametrize("error", [kind("the message to show") for kind in (
     config_lib.ConfigError, train.StartupError, loop.NonFiniteError,
     workdir_lib.ConfigChangedError, checkpoint_lib.IncompatibleCheckpointError,
@@ -127,7 +118,7 @@ def as_the_command(monkeypatch):
     checkpoint_lib.CheckpointWriteError)] + [KeyboardInterrupt()],
                          ids=lambda error: type(error).__name__)
 def test_the_command_ends_a_user_s_error_in_one_line_and_ctrl_c_with_status_130(
-    error, tmp_path, monkeypatch, capfd, as_the_command):
+    error, tmp_path, monkeypatch, capfd):
   # A full disk, a damaged checkpoint, a changed config...: each is its line alone, exit 1.
   def stopped(*_):
     raise error
