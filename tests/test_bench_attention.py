@@ -183,24 +183,18 @@ def _records_and_checked(monkeypatch, capsys, dtype: str, platform: str):
   return json.loads(capsys.readouterr().out)["implementations"], checked
 
 
-def test_a_kernel_that_never_takes_the_config_s_dtype_is_skipped_with_that_reason_unchecked(
-    monkeypatch, capsys):
-  # At float32 cuDNN and tokamax are said to take 16-bit inputs only; their start-up check, whose
-  # error off a GPU would be "cuDNN is not detected", is not run for them.
-  records, checked = _records_and_checked(monkeypatch, capsys, "float32", "cpu")
-  sixteen_bit = bench_attention.model_config.SIXTEEN_BIT_ONLY
-  assert sixteen_bit and not set(checked) & set(sixteen_bit)
-  for name in sixteen_bit:
-    assert records[name] == {"skipped": "it runs 16-bit inputs only, not float32"}
-
-
-def test_on_a_tpu_a_kernel_that_never_takes_the_config_s_length_is_skipped_with_that_reason(
-    monkeypatch, capsys):
-  # T=64 is not a multiple of splash's block.
-  records, checked = _records_and_checked(monkeypatch, capsys, "bfloat16", "tpu")
-  splash = bench_attention.model_config.SPLASH
-  assert splash and not set(checked) & set(splash)
-  for name in splash:
-    multiple = bench_attention.model_config.seq_len_multiple(name)
-    assert records[name] == {"skipped": f"it needs a sequence length that is a multiple of "
-                                        f"{multiple}, not 64"}
+@pytest.mark.parametrize("dtype, platform, never_takes, reason", [
+    # cuDNN and tokamax at float32: their check's error off a GPU would be "cuDNN is not
+    # detected".
+    ("float32", "cpu", "SIXTEEN_BIT_ONLY", lambda name: "it runs 16-bit inputs only, not float32"),
+    # Splash on a TPU at T=64, not a multiple of its block.
+    ("bfloat16", "tpu", "SPLASH", lambda name: "it needs a sequence length that is a multiple "
+     f"of {bench_attention.model_config.seq_len_multiple(name)}, not 64"),
+])
+def test_a_kernel_that_never_takes_the_config_s_dtype_or_length_is_skipped_with_that_reason(
+    dtype, platform, never_takes, reason, monkeypatch, capsys):
+  records, checked = _records_and_checked(monkeypatch, capsys, dtype, platform)
+  kernels = getattr(bench_attention.model_config, never_takes)
+  assert kernels and not set(checked) & set(kernels)  # their start-up check is not run
+  for name in kernels:
+    assert records[name] == {"skipped": reason(name)}
