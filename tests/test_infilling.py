@@ -104,11 +104,12 @@ def _sentence_rows(rows, seq_len, mean_length, seed=0):
 
 
 @pytest.mark.parametrize("seq_len, ratio, mean_length", [(64, 0.15, 2), (64, 0.5, 8),
-                                                         (256, 0.15, 4), (256, 0.5, 16)])
+                                                         (256, 0.15, 4), (256, 0.5, 16), (64, 0.9, 1)])
 def test_a_sentence_row_covers_its_budget_whenever_its_whole_sentences_can(seq_len, ratio,
                                                                            mean_length):
   # Each [sMASK] takes 2 tokens of room, so the text shrinks as sentences are added; the count
   # is raised until it holds still, or rows stop short of a budget their text could meet.
+  # (64, 0.9, 1): every token a sentence; 21 are needed, more than a third of the row's room.
   tokens, table = _sentence_rows(2048, seq_len, mean_length)
   _, lengths, n_spans, text_len = sentences.select_sentences(
       RowRandom.for_rows(0, 0, np.arange(2048)), tokens, np.full(2048, seq_len), table, S,

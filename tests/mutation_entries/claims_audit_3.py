@@ -57,4 +57,9 @@ ENTRIES: tuple[Mutation, ...] = (
              "np.cumsum(candidate, axis=1) <= need[:, None]",
              ("tests/test_infilling.py::test_a_row_whose_sentences_outgrow_its_room_takes_only_"
               "what_the_room_holds",)),
+    Mutation("[sMASK] caps the sentence count at a third of the row, not half",
+             "glmjax/data/sentences.py",
+             "k_cap = (seq_len - 3) // 2", "k_cap = (seq_len - 3) // 3",
+             ("tests/test_infilling.py::test_a_sentence_row_covers_its_budget_whenever_its_whole_"
+              "sentences_can",)),
 )
