@@ -45,6 +45,15 @@ def coordinator_port():
 
 
 @pytest.fixture(autouse=True)
+def temporary_folder_in_the_test_s_own(tmp_path, monkeypatch):
+  """The temporary folder of this test and of the commands it starts is its own tmp_path: what
+  a command keeps there (a crash's traceback file, a bucket run's local log) is removed with the
+  test's folders by pytest's retention, not left in /tmp by every run of the suite."""
+  monkeypatch.setenv("TMPDIR", str(tmp_path))
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
+@pytest.fixture(autouse=True)
 def logging_restored():
   """Every test leaves this process's logging as it found it. A command run in-process
   (train.run, evaluate.run, aot, ...) sets up its console (logs.setup_console: a handler on
