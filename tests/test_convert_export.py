@@ -182,10 +182,10 @@ def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_
     (tmp_path / "vocab.txt").write_text("[UNK]\na\nb\n##a\n##b\n", encoding="utf-8")
     data = dict(tokenizer="wordpiece", tokenizer_path=str(tmp_path / "vocab.txt"),
                 tokenizer_vocab="")
-  if kind == "bpe":  # two files: the vocabulary (the path) and its merges
+  if kind == "bpe":  # two files: the vocabulary (the path) and its merges; GLM-10B's ids
     from test_released_tokenizers import write_gpt2_files  # pylint: disable=import-outside-toplevel
     _, vocab_path = write_gpt2_files(str(tmp_path / "gpt2"))
-    data = dict(tokenizer="bpe", tokenizer_path=vocab_path, tokenizer_vocab="")
+    data = dict(tokenizer="bpe", tokenizer_path=vocab_path, tokenizer_vocab="gpt2")
   config = _scratch_run(weights, tmp_path, **data)
   trained_with = tokenizers.tokenizer_info(tokenizers.load_tokenizer(config.data))
   convert.export_workdir(str(tmp_path / "scratch"), str(tmp_path / "out"))

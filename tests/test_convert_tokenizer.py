@@ -3,6 +3,7 @@ workdir; without one, generate, evaluate and train refuse in one line naming the
 import json
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -39,20 +40,27 @@ def untokenized(tmp_path_factory):
   return str(folder / "megatron"), str(folder / "run"), "\n".join(records)
 
 
-def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weights, tmp_path):
-  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+@pytest.mark.parametrize("kind, specials", [("wordpiece", (101, 103, 30522, 30523)),
+                                             ("bpe", (50259, 50260, 50257, 50258))])
+def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weights, tmp_path,
+                                                                           kind, specials):
+  # pylint: disable-next=import-outside-toplevel
+  from test_released_tokenizers import write_bert_vocab, write_gpt2_files
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
              fmt="safetensors")
-  write_bert_vocab(str(tmp_path / "bert"))
+  (write_bert_vocab if kind == "wordpiece" else write_gpt2_files)(str(tmp_path / "downloaded"))
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
-                            tokenizer=str(tmp_path / "bert"))
-  assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
+                            tokenizer=str(tmp_path / "downloaded"))
+  assert (tmp_path / "run" / "tokenizer" / tokenizers.FOLDER_FILES[kind]).is_file()
+  # The workdir needs neither the folder it was imported from nor the downloaded tokenizer
+  # files (bpe: vocab.json and its merges.txt) any more.
+  shutil.rmtree(tmp_path / "downloaded")
   os.rename(tmp_path / "run", tmp_path / "moved")
   loaded = pretrained.load(str(tmp_path / "moved"))
   tokenizer = pretrained.load_tokenizer(loaded)
   assert (tokenizer.specials.cls, tokenizer.specials.mask, tokenizer.specials.sop,
-          tokenizer.specials.eop) == (101, 103, 30522, 30523)
-  assert loaded.config.data.tokenizer == "wordpiece"
+          tokenizer.specials.eop) == specials
+  assert loaded.config.data.tokenizer == kind
   # Recorded with the parameters, as a run's checkpoints record theirs: checkpoint.init_from
   # under another tokenizer is refused.
   assert sources.saved_tokenizer(tmp_path / "moved") == tokenizers.tokenizer_info(tokenizer)
