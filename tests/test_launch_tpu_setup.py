@@ -201,3 +201,28 @@ def test_setup_installs_once_and_skips_while_the_requirements_are_unchanged(caps
   assert len((home / "pip.log").read_text().splitlines()) == 2  # pip upgrade + install, once
   assert setup("jax>=0.10\nflax\n").endswith(": installed\n")
   assert (home / "glmjax" / "code" / "requirements.txt").read_text() == "jax>=0.10\nflax\n"
+
+
+def test_a_setup_whose_pack_fails_copies_nothing_and_leaves_no_half_archive(
+    capsys, monkeypatch, tmp_path):
+  repo = tmp_path / "checkout"
+  repo.mkdir()
+  (repo / "requirements.txt").write_text("jax\n")
+  # A file git lists that is gone when tar reads it (deleted meanwhile): the pack fails midway.
+  monkeypatch.setattr(tpu, "REPO", str(repo))
+  monkeypatch.setattr(tpu, "checkout_files", lambda: ["requirements.txt", "vanished.py"])
+  calls = tmp_path / "calls"
+  make_stub(str(tmp_path / "bin" / "gcloud"), f'echo "$4" >> {shlex.quote(str(calls))}')
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  name = f"pack-fails-{os.getpid()}"
+  archive = f"/tmp/glmjax-{name}.tar.gz"
+  try:
+    assert tpu.main(["setup", f"--name={name}", ZONE, "--workers=2",
+                     f"--log-dir={tmp_path / 'logs'}"]) == 1
+    assert not os.path.exists(archive) and not os.path.exists(f"{archive}.part")
+  finally:
+    for path in (archive, f"{archive}.part"):
+      if os.path.exists(path):
+        os.remove(path)
+  assert "cannot pack the checkout" in capsys.readouterr().err
+  assert not calls.exists()  # no ssh key step, no copy, no install
