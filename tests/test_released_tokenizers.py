@@ -234,6 +234,7 @@ def test_a_literal_mask_in_text_is_not_encoded_as_a_special_id(kind, bert_dir, g
     ("gpt2", "bpe", "gpt2", "vocab.json", 50304),
     ("gpt2/merges.txt", "bpe", "gpt2", "vocab.json", 50304),
     ("named/gpt2-vocab.json", "bpe", "gpt2", "gpt2-vocab.json", 50304),
+    ("named/gpt2-merges.txt", "bpe", "gpt2", "gpt2-vocab.json", 50304),  # its own vocab.json
     ("sp", "sentencepiece", "", "small.model", 256),  # not 50000 pieces: GLM tokens appended
     ("hf/tokenizer.json", "hf", "", "tokenizer.json", 128),
 ])
@@ -393,3 +394,15 @@ def test_a_sentencepiece_batch_encodes_each_text_as_encoding_it_alone(small_sp):
   texts = ["你好，世界。", "", "Hello world.", "今天天气很好。"]
   assert [ids.tolist() for ids in tok.encode_batch(texts)] == [tok.encode(t).tolist()
                                                                for t in texts]
+
+
+def test_a_resume_sees_a_gpt2_tokenizer_whose_merges_txt_changed(tmp_path):
+  write_gpt2_files(str(tmp_path))
+  before = tk.load_tokenizer(data_config("bpe", tmp_path, "gpt2"))
+  merges = (tmp_path / "merges.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+  (tmp_path / "merges.txt").write_text("".join(merges[:-1]), encoding="utf-8")  # no "Ġwor ld"
+  after = tk.load_tokenizer(data_config("bpe", tmp_path, "gpt2"))
+  assert after.encode(" world").tolist() != before.encode(" world").tolist()
+  # The same vocab.json, other ids: recorded with the shards and checkpoints, so told apart.
+  assert tk.tokenizer_differences(tk.tokenizer_info(before), tk.tokenizer_info(after)) == [
+      "fingerprint"]
