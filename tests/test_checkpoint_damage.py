@@ -339,6 +339,16 @@ def test_a_corruption_line_names_three_arrays_and_counts_the_others():
   assert line.count("2 non-finite values in w") == 3 and line.endswith("(and 2 more arrays)")
 
 
+def test_the_checksummed_copy_of_a_state_outlives_the_state_being_donated_to_the_next_step():
+  state = {"w": jnp.arange(8.0), "step": jnp.int32(3)}
+  copy, summary = checksums.copy_with_summary(state)
+  after = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)(state)
+  assert state["w"].is_deleted()  # the loop's next step took the state's buffers
+  assert jax.device_get(copy["w"]).tolist() == list(range(8)) and int(copy["step"]) == 3
+  assert summary() == checksums.state_summary({"w": jnp.arange(8.0), "step": jnp.int32(3)})
+  assert summary() != checksums.state_summary(after)
+
+
 def test_a_storage_error_met_while_handling_another_error_still_stops_the_run(tmp_path, mesh):
   """A reader that raises its own error while handling the storage error (no `from`) chains it
   as the context: the permission problem is still what decides."""

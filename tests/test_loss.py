@@ -99,6 +99,21 @@ def test_sharded_part_b_loss_equals_the_full_logits_loss(mesh_shape, vocab):
     _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=5)
 
 
+def test_a_top_logit_tied_across_vocabulary_shards_is_predicted_as_its_first_id():
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=3)
+  # Ids 3 and 23 (one in each half of the vocabulary) share an embedding, and rows 0 and 1 end
+  # on hidden states for which it gives the top logit: jnp.argmax predicts the first, id 3.
+  embeddings[VOCAB // 2 + 3] = embeddings[3]
+  hidden[:2, -4:] = 4 * embeddings[3]
+  targets[:2, -4:] = 3
+  config = importlib.import_module("configs.base").get_config("local")
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  mesh = parallel.make_mesh(config.mesh)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    out = _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=5)
+  assert out["row_correct"][0] >= 4 and out["row_correct"][1] >= 4
+
+
 def test_under_a_mesh_the_embedding_gradient_leaves_split_as_the_parameter_is():
   """Vocabulary rows over tensor (each device's logits cover its own quarter of the vocabulary, 10 rows),
   width over fsdp (reduce-scattered, not all-reduced then resharded): no device holds the whole
