@@ -29,7 +29,7 @@ from absl import app, flags
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
-from glmjax import attention_choice, cli, logs
+from glmjax import attention_choice, cli, error_text, logs
 from glmjax import config as config_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
@@ -144,7 +144,7 @@ def _out_of_memory(error: Exception) -> str | None:
       needed, available = (float(match.group(i)) * scale[match.group(i + 1)] for i in (1, 3))
       return (f"needs {needed / 2**30:.2f} GiB per chip, {(needed - available) / 2**30:.2f} GiB "
               f"more than the {available / 2**30:.2f} GiB of HBM a program may use")
-  return text.splitlines()[0][:300] if "hbm" in text.lower() else None
+  return error_text.first_line(error) if "hbm" in text.lower() else None
 
 
 def _compile_or_explain(compile_fn, config, mesh, where: str, what: str, **state):

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from glmjax import error_text
 from glmjax import model as model_lib
 from glmjax.model import attention as attention_lib
 from glmjax.model.model_config import REFERENCE
@@ -174,20 +175,18 @@ def check_attention(implementation: str, *, dtype: Any = jnp.bfloat16, seq_len: 
       return (out,) + vjp(cast(cotangent))
     return [x.astype(jnp.float32) for x in jax.jit(run)(q, k, v)]
 
-  first_line = lambda error: (  # noqa: E731
-      f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
   with jax.default_device(device):
     try:
       with jax.default_matmul_precision("highest"):
         expected = outputs_and_grads(REFERENCE, jnp.float32)
     except Exception as error:  # noqa: BLE001 - said apart: the kernel was never tried
-      return f"the xla reference itself failed at T={seq_len} ({first_line(error)})"
+      return f"the xla reference itself failed at T={seq_len} ({error_text.typed_line(error)})"
     try:
       got = outputs_and_grads(implementation, dtype)
       errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-6))
                 for a, b in zip(got, expected)]
     except Exception as error:  # noqa: BLE001 - any failure means "use the next one"
-      return first_line(error)
+      return error_text.typed_line(error)
   if not all(math.isfinite(e) and e <= tolerance for e in errors):
     return (f"mismatch against xla (relative errors out/dq/dk/dv "
             f"{', '.join(f'{e:.2g}' for e in errors)} > {tolerance})")

@@ -19,6 +19,8 @@ import dataclasses
 import os
 import re
 
+from glmjax import error_text
+
 GPUS_PER_HOST = 8  # an HGX board
 MAX_HOSTS = 1024  # far past any cluster a compile here describes; stops a typo's billion hosts
 
@@ -165,7 +167,7 @@ def gpu_devices(spec: GpuHosts) -> list:
     description = topologies.get_topology_desc(
         platform="cuda", topology=spec.topology_name, target_config=target_config(spec.model))
   except Exception as error:  # noqa: BLE001 - the CUDA plugin missing or refusing the topology
-    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    first_line = error_text.first_line(error, None)
     missing = isinstance(error, (ImportError, NotImplementedError))
     hint = (f" Compiling for GPUs on this machine needs jax's CUDA plugin (no GPU needed): pip "
             f"install 'jax[cuda12-local]=={jax.__version__}' nvidia-cuda-runtime-cu12." if missing

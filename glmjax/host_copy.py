@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 
-from glmjax import parallel
+from glmjax import error_text, parallel
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def start(tree: Any) -> Any | None:
     return jax.tree.map(lambda leaf: _in_host_memory(leaf) if _sendable(leaf) else leaf, tree)
   except Exception as error:  # noqa: BLE001 - `landed` then hands over the device copy
     log.warning("Could not send the checkpoint's copy to host memory (%s); it goes to Orbax "
-                "from the devices.", _reason(error))
+                "from the devices.", error_text.typed_line(error, 200))
     return None
 
 
@@ -154,10 +154,6 @@ class Transfer:
     return None if self.failed else jax.tree.unflatten(self._treedef, self._leaves)
 
 
-def _reason(error: Exception) -> str:
-  return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
-
-
 def landed(copy: Any, on_host: Any | None) -> Any:
   """What a save hands to Orbax: `on_host` (from `start(copy)`) once its transfers completed,
   or the device `copy` where sending failed, now or while under way (pinned host memory can run
@@ -170,7 +166,7 @@ def landed(copy: Any, on_host: Any | None) -> Any:
       jax.block_until_ready(on_host)
     except Exception as error:  # noqa: BLE001 - the device copy is still there to save
       log.warning("The checkpoint's copy did not reach host memory (%s); it goes to Orbax "
-                  "from the devices.", _reason(error))
+                  "from the devices.", error_text.typed_line(error, 200))
       ok = False
   if jax.process_count() > 1:
     ok = bool(np.min(multihost_utils.process_allgather(np.int32(ok))))

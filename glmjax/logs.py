@@ -23,6 +23,8 @@ from typing import NoReturn
 from absl import logging as absl_logging
 from etils import epath
 
+from glmjax import error_text
+
 _FORMAT = "%(asctime)s %(message)s"
 # Often enough that a VM lost mid-run loses at most a few minutes of its log, rarely enough that
 # re-uploading the whole (growing) file costs nothing worth measuring.
@@ -203,9 +205,9 @@ def report_failure(error: BaseException, path: str | None, *, expected: bool) ->
   line; otherwise the line names the error's type and says where the traceback is.
   """
   log = _ours()
-  first = (str(error).strip().splitlines() or [""])[0]
   where = f" (traceback in {path})" if path else ""
-  log.error("%s", str(error) if expected else f"Stopped by {type(error).__name__}: {first}{where}")
+  stopped = f"Stopped by {error_text.typed_line(error, None)}{where}"
+  log.error("%s", str(error) if expected else stopped)
   if path:
     log.debug("Traceback of the failure above:", exc_info=error)
   elif not expected:  # no file to put it in: a bug's traceback must not be lost
@@ -359,11 +361,10 @@ class RunLog:
     self._last_ok = False
     if not self._warned.is_set():  # once: a bucket down for hours would fill the console
       self._warned.set()
-      first = (str(error).strip().splitlines() or [""])[0]
       logging.getLogger("glmjax.logs").warning(
-          "Could not copy the log file to %s (%s: %s); it stays at %s on this VM only. "
+          "Could not copy the log file to %s (%s); it stays at %s on this VM only. "
           "Training goes on (later copy failures are not reported).", self.copy,
-          type(error).__name__, first, self.local)
+          error_text.typed_line(error, None), self.local)
 
 
 def _copy_path(workdir: str, process_index: int) -> str:

@@ -10,7 +10,7 @@ import logging
 
 import jax
 
-from glmjax import gpu_topology
+from glmjax import error_text, gpu_topology
 
 
 def memory_analysis(compiled):
@@ -39,7 +39,7 @@ def out_of_memory(error: BaseException) -> str | None:
     return None
   if not any(words in text.lower() for words in ("out of memory", "hbm", "device memory")):
     return None  # a quota, an RPC's limit
-  return text.strip().splitlines()[0][:300]
+  return error_text.first_line(error)
 
 
 def program_bytes(memory) -> int:

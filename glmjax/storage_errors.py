@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 
+from glmjax import error_text
+
 
 # Words of an error (or of its causes) that mean "could not read", not "the data is bad":
 # POSIX errors, and the status codes TensorStore and cloud storage clients put in messages.
@@ -96,6 +98,5 @@ def free_space(directory: str) -> str:
 def short(error: Exception) -> str:
   """One line: the error's type and first line (a cause in the middle of a long message, such
   as 'Permission denied', is what decides between stopping and skipping, not this text)."""
-  lines = str(error).strip().splitlines()
-  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+  text = error_text.typed_line(error, None)
   return text if len(text) < 300 else text[:300] + "..."

@@ -16,6 +16,8 @@ import math
 import os
 import re
 
+from glmjax import error_text
+
 GIB = 2**30
 
 
@@ -152,7 +154,7 @@ def slice_devices(spec: TpuSlice) -> list:
           chips_per_host_bounds=spec.chips_per_host_bounds, num_slices=1, wrap=spec.wrap)
   except Exception as error:  # noqa: BLE001 - libtpu missing or refusing the slice
     import jax  # pylint: disable=import-outside-toplevel
-    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    first_line = error_text.first_line(error, None)
     missing = isinstance(error, ImportError) or "TPU support not installed" in first_line
     hint = (f" Compiling for TPU on this machine needs libtpu: pip install "
             f"'jax[tpu]=={jax.__version__}'." if missing else "")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from glmjax import error_text
+
 log = logging.getLogger(__name__)
 
 # platform -> {XLA DebugOptions field: value}
@@ -47,5 +49,5 @@ def compiled(lowered, options: dict):
     if "No such compile option" not in str(error):
       raise
     log.warning("This XLA refuses glmjax's compiler options %s (%s); compiling without them.",
-                options, str(error).splitlines()[0][:200])
+                options, error_text.first_line(error, 200))
     return lowered.compile()

@@ -178,3 +178,14 @@ def test_reading_tfds_prints_none_of_tensorflow_s_start_up_lines():
   assert result.returncode == 0 and result.stdout == "read\n", result.stderr[-2000:]
   assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr, (
       result.stderr)
+
+
+def test_a_tfds_name_not_found_with_an_empty_message_is_still_one_line(monkeypatch):
+  # tfds raises DatasetNotFoundError with whatever message it builds; an empty one must not turn
+  # the report into an IndexError.
+  def builder(name, data_dir=None):
+    raise tfds.core.registered.DatasetNotFoundError("")
+  monkeypatch.setattr(tfds, "builder", builder)
+  with pytest.raises(ValueError, match=r"data\.tfds_name='nope'.*TFDS has no such dataset "
+                     r"\(DatasetNotFoundError\)\. Check the name"):
+    tfds_source.open_builder(tfds_config("", tfds_name="nope"))

@@ -45,7 +45,7 @@ import numpy as np
 from absl import flags
 
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import checksums, host_copy, xla_options
+from glmjax import checksums, error_text, host_copy, xla_options
 from glmjax import step as step_lib
 from glmjax.bench import step as step_bench
 from glmjax.bench import traffic
@@ -204,8 +204,7 @@ def in_step_transfer(setup, state, steps: int) -> tuple[dict, object]:
       state, out, on_host = program(state, setup.batch)
     jax.block_until_ready((out, on_host))
   except Exception as error:  # noqa: BLE001 - an experiment: the figures before it still count
-    return {"in_step_transfer_error": f"{type(error).__name__}: "
-                                      f"{(str(error).splitlines() or [''])[0][:300]}"}, state
+    return {"in_step_transfer_error": error_text.typed_line(error)}, state
   return {"in_step_transfer_step_s": (time.perf_counter() - start) / steps,
           **copies_beside_loops(program.as_text())}, state
 

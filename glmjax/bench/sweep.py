@@ -20,7 +20,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from glmjax import attention_choice, cli
+from glmjax import attention_choice, cli, error_text
 from glmjax import config as glm_config
 from glmjax.bench import step as step_bench
 from glmjax.model import model_config
@@ -123,7 +123,7 @@ def main(config, argv):
           "step_time_s", "tokens_per_s", "mfu", "tflops_per_device", "compiled_memory_bytes",
           "compile_s", "xla_options", "loss")}})
     except Exception as error:  # noqa: BLE001 - out of memory or a kernel that cannot compile
-      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+      first_line = error_text.first_line(error)
       log.info("sweep %d/%d failed: %s", index, len(settings), first_line)
       log.debug("%s", traceback.format_exc())
       trials.append({**setting, "error": first_line})

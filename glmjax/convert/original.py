@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from glmjax import error_text
 from glmjax.convert import safetensors_io
 
 HF_CONFIG = "config.json"
@@ -64,7 +65,6 @@ def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
     with torch.serialization.safe_globals([argparse.Namespace]):
       return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
-    first = re.sub(r"\x1b\[[0-9;]*m", "", (str(error).strip().splitlines() or [""])[0])[:160]
     hint = ""
     if _cut_off(error):  # pickle would not read it either: --trust_pickle must not be urged
       hint = (f"; the file is damaged or incomplete ({os.path.getsize(path):,} bytes): download "
@@ -73,7 +73,7 @@ def _load_torch_file(path: str, *, allow_pickle: bool) -> dict:
       hint = ("; a training checkpoint that holds more than tensors (optimizer or rng states) "
               "needs --trust_pickle, which reads it with pickle: that runs code stored in the "
               "file, so use it for files from a source you trust")
-    raise ValueError(f"{path} cannot be read by torch.load ({type(error).__name__}: {first})"
+    raise ValueError(f"{path} cannot be read by torch.load ({error_text.typed_line(error, 160)})"
                      f"{hint}.") from error
 
 

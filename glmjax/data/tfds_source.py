@@ -14,6 +14,7 @@ import math
 import os
 from typing import Iterator
 
+from glmjax import error_text
 from glmjax.data.text_files import TextStats, decode_utf8
 
 
@@ -42,8 +43,8 @@ def open_builder(data_config):
   try:
     builder = tfds.builder(name, data_dir=data_config.tfds_data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
-    hint = str(e).strip().splitlines()[0]
-    raise ValueError(f"{_where(data_config)}: TFDS has no such dataset ({hint}). Check the name "
+    raise ValueError(f"{_where(data_config)}: TFDS has no such dataset "
+                     f"({error_text.first_line(e, None)}). Check the name "
                      "(see the TFDS catalog) and data.tfds_data_dir") from e
   fields = sorted(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
   if data_config.text_field not in fields:

@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 import ml_collections
 import numpy as np
 
+from glmjax import error_text
 from glmjax.data.specials import VOCAB_LAYOUTS, SpecialTokens, assign_specials, pad_vocab
 
 # A sentence ends at a token whose text contains one of these (the original's
@@ -350,9 +351,8 @@ def load_tokenizer(data_config: ml_collections.ConfigDict):
       raise
     raise ValueError(f"data.tokenizer_path={shown!r}: {error}") from error
   except Exception as error:  # noqa: BLE001 - the libraries raise bare Exception/RuntimeError
-    first = (str(error).strip().splitlines() or [""])[0][:200]
     raise ValueError(f"data.tokenizer_path={shown!r} cannot be read as {_WANTED[kind]} "
-                     f"({type(error).__name__}: {first}); the file is damaged or of another "
+                     f"({error_text.typed_line(error, 200)}); the file is damaged or of another "
                      "kind: check data.tokenizer and the file.") from error
 
 

@@ -89,10 +89,15 @@ ENTRIES = (
              (_LOGS + "test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_log_"
               "file_only",)),
     Mutation("a failure's console line holds the error's every line", "glmjax/logs.py",
-             'f"Stopped by {type(error).__name__}: {first}{where}"',
+             'f"Stopped by {error_text.typed_line(error, None)}{where}"',
              'f"Stopped by {type(error).__name__}: {error}{where}"',
              (_LOGS + "test_a_failure_is_one_console_line_and_its_traceback_goes_to_the_log_"
               "file_only",)),
+    Mutation("an error with an empty message breaks the line that reports it",
+             "glmjax/error_text.py", '(lines[0].rstrip() if lines else "")', "lines[0].rstrip()",
+             ("tests/test_error_text.py::test_an_error_without_a_message_is_named_by_its_type",
+              "tests/test_tfds_source.py::test_a_tfds_name_not_found_with_an_empty_message_is_"
+              "still_one_line")),
     Mutation("a bug's traceback is lost when there is no log file", "glmjax/logs.py",
              "  elif not expected:  # no file", "  elif False:  # no file",
              (_LOGS + "test_a_bug_s_traceback_goes_to_the_console_when_there_is_no_log_file",)),

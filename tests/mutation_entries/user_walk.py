@@ -254,6 +254,7 @@ ENTRIES = (
              ("tests/test_config_attention.py::test_the_start_up_check_runs_at_the_run_s_dtype_"
               "sequence_length_and_head_size",)),
     Mutation("a service reaches up into a command", "glmjax/memory.py",
-             "from glmjax import gpu_topology", "from glmjax import aot, gpu_topology",
+             "from glmjax import error_text, gpu_topology",
+             "from glmjax import aot, error_text, gpu_topology",
              ("tests/test_code_shape.py::test_no_module_but_a_command_imports_a_command",)),
 )
