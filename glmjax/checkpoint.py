@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from etils import epath
 
-from glmjax import checksums, host_copy
+from glmjax import checksums, host_copy, paths
 from glmjax import restore_agreement as agreement, storage_errors
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Checkpointer:
       return False
     # Orbax makes a removed folder again and saves on into it. (A bucket has no folders to
     # find before the first write: only a local one is looked at.)
-    if "://" not in self.directory and not os.path.isdir(self.directory):
+    if not paths.is_remote(self.directory) and not os.path.isdir(self.directory):
       log.warning("The checkpoints folder %s is gone: the workdir was removed or moved while "
                   "this run went on. Step %d and later are saved into a new one there; the "
                   "earlier checkpoints, metrics.jsonl and train.log went with the old one, and "
@@ -356,7 +356,7 @@ class Checkpointer:
 
 def location(path: str) -> str:
   """A local path made absolute; a URL (gs://bucket/run) kept as it is, for Orbax to open."""
-  return path if "://" in path else os.path.abspath(path)
+  return path if paths.is_remote(path) else os.path.abspath(path)
 
 
 def in_workdir(workdir: str) -> str:

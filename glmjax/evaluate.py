@@ -24,7 +24,7 @@ from etils import epath
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cloze as cloze_lib
 from glmjax import config as config_lib
-from glmjax import cli, distributed, held_out, logs, parallel, pretrained
+from glmjax import cli, distributed, held_out, logs, parallel, paths, pretrained
 from glmjax import step as step_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -174,7 +174,7 @@ def write_report(text: str, out: str | None, workdir: str, step: int) -> str:
   for _ in range(100):  # each try is a path that was free a moment before
     path = out or unused_report_path(workdir, step)
     epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if out or "://" in path:  # given, or a bucket, which has no create-if-absent here
+    if out or paths.is_remote(path):  # given, or a bucket, which has no create-if-absent here
       epath.Path(path).write_text(text, encoding="utf-8")
       return path
     try:

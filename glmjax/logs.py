@@ -24,6 +24,8 @@ from absl import logging as absl_logging
 from etils import epath
 
 from glmjax import error_text
+# By name: a test makes the run's log alone take a local folder for a bucket (logs.is_remote).
+from glmjax.paths import is_remote
 
 _FORMAT = "%(asctime)s %(message)s"
 # Often enough that a VM lost mid-run loses at most a few minutes of its log, rarely enough that
@@ -137,11 +139,6 @@ def setup_console(process_index: int) -> None:
   ours.handlers[:] = [handler]
   ours.setLevel(logging.DEBUG)  # the file handler takes DEBUG (tracebacks); the console does not
   ours.propagate = False
-
-
-def is_remote(workdir: str) -> bool:
-  """A bucket or other URL (gs://...), which a file handler cannot append to."""
-  return "://" in workdir
 
 
 def log_file(workdir: str, process_index: int) -> str:

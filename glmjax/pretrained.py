@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from glmjax import attention_choice
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import parallel, params_restore
+from glmjax import parallel, params_restore, paths
 from glmjax import step as step_lib
 from glmjax.data import tokenizers
 from glmjax.model import GLM, ModelConfig
@@ -158,7 +158,7 @@ def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_coll
     # unknown all the same. (An import stores the byte tokenizer only when a glmjax export
     # recorded it, and says so in its source.json.)
     data.tokenizer_path = NO_TOKENIZER
-  elif path and not os.path.isabs(path) and "://" not in workdir:
+  elif path and not os.path.isabs(path) and not paths.is_remote(workdir):
     inside = os.path.join(workdir, path)
     if os.path.exists(inside):
       data.tokenizer_path = inside

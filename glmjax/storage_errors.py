@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from glmjax import error_text
+from glmjax import error_text, paths
 
 
 # Words of an error (or of its causes) that mean "could not read", not "the data is bad":
@@ -90,7 +90,7 @@ def free_space(directory: str) -> str:
   path = directory
   while path and not os.path.isdir(path):
     path = os.path.dirname(path)
-  if "://" in directory or not path:
+  if paths.is_remote(directory) or not path:
     return ""
   return f" ({shutil.disk_usage(path).free / 2**30:.2f} GiB free there)"
 

@@ -17,6 +17,7 @@ from typing import IO
 from etils import epath
 
 from glmjax import config as config_lib
+from glmjax import paths
 from glmjax.data import tokenizers
 
 CONFIG_FILE = "config.json"  # the config of the workdir's newest start (generate, evaluate read it)
@@ -41,7 +42,7 @@ def lock(workdir: str, process_index: int) -> IO | None:
   however the process ends (kill -9, a lost VM): a stale file never blocks a resume. Process 0
   alone takes it (the hosts of one job may share the folder); a bucket (gs://) has no locks and
   is not checked."""
-  if "://" in workdir or process_index != 0:
+  if paths.is_remote(workdir) or process_index != 0:
     return None
   handle = open(os.path.join(workdir, LOCK_FILE), "a+", encoding="utf-8")
   try:

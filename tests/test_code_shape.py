@@ -16,8 +16,9 @@ MAX_WIDTH = 100
 # The lower layers: they import each other, the leaves and outside libraries, no other glmjax
 # module.
 LOWER = ("glmjax.model", "glmjax.data")
-# Small helpers that any layer may import (an error in one line): they import no glmjax module.
-LEAVES = ("glmjax.error_text",)
+# Small helpers that any layer may import (an error in one line, a bucket path): they import no
+# glmjax module.
+LEAVES = ("glmjax.error_text", "glmjax.paths")
 
 
 def _modules():

@@ -22,7 +22,7 @@ import numpy as np
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
-from glmjax import pretrained
+from glmjax import paths, pretrained
 from glmjax import workdir as workdir_lib
 from glmjax.convert import mapping, original
 from glmjax.convert.tokenizer_files import (export_tokenizer, recorded_tokenizer,
@@ -277,7 +277,7 @@ def _imported_origin(workdir: str) -> str:
     if os.path.isfile(os.path.join(workdir, SOURCE_FILE)):
       return workdir
     parent = pretrained.read_config(workdir).checkpoint.init_from
-    if not parent or "://" in parent or not os.path.isdir(parent):
+    if not parent or paths.is_remote(parent) or not os.path.isdir(parent):
       return ""
     workdir = parent
   return ""

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from glmjax import paths
 from glmjax.data import builtin_corpus, infilling, text_files, tfds_source
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.text_files import TextStats
@@ -249,7 +250,7 @@ def open_prepared(data_config, tokenizer) -> PreparedDocs:
   make = "python -m glmjax.data.prepare --config=CONFIG --out=DIR"
   if not directory:
     raise ValueError(f"data.source='prepared' needs data.prepared_dir, the --out of `{make}`")
-  if "://" in directory:
+  if paths.is_remote(directory):
     raise ValueError(f"data.prepared_dir={directory!r}: shards are memory-mapped, so they must "
                      "be on a local disk (or a gcsfuse mount); copy the directory there first")
   manifest_path = os.path.join(directory, "manifest.json")

@@ -330,8 +330,8 @@ ENTRIES = (
              (_WORKDIR + "test_a_second_train_in_a_held_workdir_is_refused_naming_the_one_that_"
               "holds_it",)),
     Mutation("every process of a job locks the workdir (the second host is refused)",
-             "glmjax/workdir.py", "if \"://\" in workdir or process_index != 0:",
-             "if \"://\" in workdir:",
+             "glmjax/workdir.py", "if paths.is_remote(workdir) or process_index != 0:",
+             "if paths.is_remote(workdir):",
              (_WORKDIR + "test_only_process_0_locks_and_a_bucket_is_not_locked",)),
     Mutation("a resume whose layouts differ says nothing of the config fields that changed",
              "glmjax/checkpoint.py",

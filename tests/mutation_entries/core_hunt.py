@@ -36,7 +36,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("checkpoint.keep keeps one checkpoint more than asked", _CK,
              "max_to_keep=int(keep),", "max_to_keep=int(keep) + 1,", _CKT),
     Mutation("a bucket checkpoint folder is made a local path", _CK,
-             'return path if "://" in path else os.path.abspath(path)',
+             "return path if paths.is_remote(path) else os.path.abspath(path)",
              "return os.path.abspath(path)", _CKT),
     # The step (step.py).
     Mutation("the update is committed when any array of it is finite, not every one", _ST,

@@ -159,7 +159,7 @@ ENTRIES = (
              "      memory = min(memory, int(text))", "      memory = max(memory, int(text))",
              (_T + "test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_the_budget",)),
     Mutation("a gs:// prepared_dir is looked for on the local disk", "glmjax/data/sources.py",
-             '  if "://" in directory:', "  if False:",
+             "  if paths.is_remote(directory):", "  if False:",
              (_T + "test_a_prepared_dir_in_a_bucket_is_refused_with_the_way_to_a_local_copy",)),
     Mutation("a cloze answer with no context before it is scored with a leading space",
              "glmjax/cloze.py", '(" " if kept else "")', '" "',

@@ -115,7 +115,7 @@ ENTRIES: tuple[Mutation, ...] = (
              'flags.DEFINE_integer("batches", None,', 'flags.DEFINE_integer("batches", 0,',
              (_EVAL_COMMAND + "test_flags_left_out_leave_the_run_s_own_settings",)),
     Mutation("a bucket workdir's report is opened locally", _E,
-             '    if out or "://" in path:  # given', "    if out:  # given",
+             "    if out or paths.is_remote(path):  # given", "    if out:  # given",
              (_EVAL + "test_a_bucket_workdir_s_report_is_written_through_its_file_system",)),
     Mutation("a torn config.json is a traceback before the join", _E,
              "  except (OSError, ValueError, TypeError):\n    return int(config_lib",

@@ -22,7 +22,7 @@ ENTRIES = (
               "closes_the_metric_files",)),
     Mutation("a save into a workdir removed under the run goes on without a word",
              "glmjax/checkpoint.py",
-             '    if "://" not in self.directory and not os.path.isdir(self.directory):',
+             "    if not paths.is_remote(self.directory) and not os.path.isdir(self.directory):",
              "    if False:",
              ("tests/test_checkpoint.py::test_a_save_after_the_workdir_was_removed_under_the_run_"
               "says_so_and_saves_anew",)),
