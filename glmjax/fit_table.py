@@ -76,21 +76,25 @@ def smallest_fit(config_module: str, generation: str, log) -> aot.Report | str:
   return f"does not fit up to {largest}" if too_big else f"no slice up to {largest} could be built"
 
 
-def table(rows) -> str:
-  lines = [
+def table(rows: list[str]) -> str:
+  """The table: its header, then `rows` (each from `report_row` or `reason_row`)."""
+  return "\n".join([
       "| model | slice | hosts | mesh | remat | per chip (of HBM) | step at 50% MFU | tokens/s |",
-      "|---|---|---|---|---|---|---|---|"]
-  for model, report in rows:
-    if isinstance(report, str):
-      lines.append(f"| {model} | {report} | | | | | | |")
-      continue
-    mesh = " ".join(f"{k}={v}" for k, v in report.mesh.items() if v != 1) or "1 chip"
-    tokens = report.batch_size * report.seq_len / report.step_time_at_target_mfu_s
-    lines.append(
-        f"| {model} | {report.accelerator_type} | {report.hosts} | {mesh} | {report.remat} | "
-        f"{report.total_bytes / 2**30:.1f} of {report.hbm_bytes / 2**30:.1f} GiB | "
-        f"{report.step_time_at_target_mfu_s:.2f} s | {tokens / 1e3:,.0f}k |")
-  return "\n".join(lines)
+      "|---|---|---|---|---|---|---|---|", *rows])
+
+
+def report_row(model: str, report: aot.Report) -> str:
+  """The row of `model`'s smallest fitting slice of a chip generation."""
+  mesh = " ".join(f"{k}={v}" for k, v in report.mesh.items() if v != 1) or "1 chip"
+  tokens = report.batch_size * report.seq_len / report.step_time_at_target_mfu_s
+  return (f"| {model} | {report.accelerator_type} | {report.hosts} | {mesh} | {report.remat} | "
+          f"{report.total_bytes / 2**30:.1f} of {report.hbm_bytes / 2**30:.1f} GiB | "
+          f"{report.step_time_at_target_mfu_s:.2f} s | {tokens / 1e3:,.0f}k |")
+
+
+def reason_row(model: str, reason: str) -> str:
+  """The row of a chip generation where no slice fits `model`: why, in the slice cell."""
+  return f"| {model} | {reason} | | | | | | |"
 
 
 def _row_key(line: str) -> tuple[int, int]:
@@ -172,7 +176,8 @@ def main(argv=None) -> int:
       continue
     for generation in generations:
       log(f"{model} on {generation}:")
-      rows.append((model, smallest_fit(module, generation, log)))
+      found = smallest_fit(module, generation, log)
+      rows.append(reason_row(model, found) if isinstance(found, str) else report_row(model, found))
   text = table(rows)
   print(text)
   if args.readme:

@@ -20,8 +20,8 @@ def _report(**changes):
 
 
 def test_a_row_shows_slice_mesh_memory_and_the_throughput_at_half_mfu():
-  text = fit_table.table([("GLM-Base", _report()),
-                          ("GLM-10B", "does not fit up to v5litepod-256")])
+  text = fit_table.table([fit_table.report_row("GLM-Base", _report()),
+                          fit_table.reason_row("GLM-10B", "does not fit up to v5litepod-256")])
   lines = text.splitlines()
   assert lines[2] == ("| GLM-Base | v5p-8 | 1 | data=4 | full | 26.6 of 95.7 GiB | 0.40 s | "
                       "1,311k |")  # 1024 * 512 tokens / 0.4 s
@@ -53,11 +53,13 @@ def test_the_search_walks_sizes_up_and_tries_remat_then_fsdp_before_a_bigger_sli
 def test_the_rows_found_replace_their_own_rows_between_the_markers_and_keep_the_others(
     tmp_path):
   readme = tmp_path / "README.md"
-  old = fit_table.table([("GLM-Base", _report()), ("GLM-Base", "v5e: not compiled yet"),
-                         ("GLM-Large", _report(accelerator_type="v6e-4"))])
+  old = fit_table.table([fit_table.report_row("GLM-Base", _report()),
+                         fit_table.reason_row("GLM-Base", "v5e: not compiled yet"),
+                         fit_table.report_row("GLM-Large", _report(accelerator_type="v6e-4"))])
   readme.write_text(f"before\n{fit_table.BEGIN}\n{old}\n{fit_table.END}\nafter\n")
-  new = fit_table.table([("GLM-Base", _report(accelerator_type="v5litepod-16", hosts=4)),
-                         ("GLM-10B", "does not fit up to v6e-256")])
+  new = fit_table.table([fit_table.report_row("GLM-Base", _report(accelerator_type="v5litepod-16",
+                                                                  hosts=4)),
+                         fit_table.reason_row("GLM-10B", "does not fit up to v6e-256")])
   fit_table.splice(str(readme), new)
   text = readme.read_text()
   assert text.startswith(f"before\n{fit_table.BEGIN}\n| model |") and text.endswith(
@@ -109,13 +111,13 @@ def test_a_model_no_slice_could_be_built_for_is_not_said_not_to_fit(monkeypatch)
 
 def test_a_partial_run_s_rows_join_the_table_in_model_then_chip_generation_order(tmp_path):
   readme = tmp_path / "README.md"
-  old = fit_table.table([("GLM-Large", _report(accelerator_type="v5p-16")),
-                         ("GLM-10B", _report(accelerator_type="v6e-64"))])
+  old = fit_table.table([fit_table.report_row("GLM-Large", _report(accelerator_type="v5p-16")),
+                         fit_table.report_row("GLM-10B", _report(accelerator_type="v6e-64"))])
   readme.write_text(f"{fit_table.BEGIN}\n{old}\n{fit_table.END}\n")
   fit_table.splice(str(readme), fit_table.table([
-      ("GLM-10B", _report(accelerator_type="v5p-128")),
-      ("GLM-Base", _report(accelerator_type="v6e-4")),
-      ("GLM-Base", _report(accelerator_type="v5litepod-8"))]))
+      fit_table.report_row("GLM-10B", _report(accelerator_type="v5p-128")),
+      fit_table.report_row("GLM-Base", _report(accelerator_type="v6e-4")),
+      fit_table.report_row("GLM-Base", _report(accelerator_type="v5litepod-8"))]))
   rows = [line.split(" | ")[:2] for line in readme.read_text().splitlines()
           if line.startswith("| GLM")]
   # Models smallest first; within a model v5p, v5e, v6e (the table's order).
@@ -152,7 +154,7 @@ def test_a_layout_that_cannot_be_fed_is_logged_and_the_search_goes_on(monkeypatc
 
 
 def test_a_one_chip_slice_s_mesh_cell_says_one_chip():
-  text = fit_table.table([("GLM-Base", _report(
+  text = fit_table.table([fit_table.report_row("GLM-Base", _report(
       accelerator_type="v6e-1", chips=1, mesh={"data": 1, "fsdp": 1, "tensor": 1}))])
   assert text.splitlines()[2].startswith("| GLM-Base | v6e-1 | 1 | 1 chip | full |")
 
@@ -168,7 +170,8 @@ def test_the_command_searches_the_chosen_models_and_generations_and_splices_thei
 
   monkeypatch.setattr(fit_table, "smallest_fit", smallest_fit)
   readme = tmp_path / "README.md"
-  old = fit_table.table([("GLM-Base", _report()), ("GLM-10B", _report(accelerator_type="v6e-64"))])
+  old = fit_table.table([fit_table.report_row("GLM-Base", _report()),
+                         fit_table.report_row("GLM-10B", _report(accelerator_type="v6e-64"))])
   readme.write_text(f"{fit_table.BEGIN}\n{old}\n{fit_table.END}\n")
   assert fit_table.main(["--models=GLM-10B,GLM-Base", "--generations=v6e",
                          f"--readme={readme}"]) == 0
@@ -183,6 +186,15 @@ def test_the_command_searches_the_chosen_models_and_generations_and_splices_thei
   searched.clear()
   assert fit_table.main(["--models=GLM-Base", "--generations=v5litepod,v5e"]) == 0
   assert searched == [("configs.base", "v5e")]
+
+
+def test_the_command_prints_why_a_generation_has_no_slice_in_its_row(monkeypatch, capsys):
+  monkeypatch.setattr(fit_table, "smallest_fit", lambda module, generation, log: (
+      "does not fit up to v6e-256" if generation == "v6e" else _report()))
+  assert fit_table.main(["--models=GLM-Base", "--generations=v5p,v6e"]) == 0
+  assert capsys.readouterr().out.splitlines()[2:] == [
+      fit_table.report_row("GLM-Base", _report()),
+      "| GLM-Base | does not fit up to v6e-256 | | | | | | |"]
 
 
 @pytest.mark.parametrize("content, message", [
