@@ -29,6 +29,7 @@ from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import held_out, logs, loop, optim, parallel, params_restore, prefetch
 from glmjax import restore_agreement as agreement
+from glmjax import run_log as run_log_lib
 from glmjax import step as step_lib
 from glmjax import memory as memory_lib
 from glmjax import metrics as metrics_lib
@@ -332,7 +333,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     config_lib.validate(config)  # a mistyped value leaves no workdir behind
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
     held = workdir_lib.lock(workdir, jax.process_index())  # refuses a second train here
-    run_log = logs.RunLog.attach(workdir, jax.process_index())
+    run_log = run_log_lib.RunLog.attach(workdir, jax.process_index())
     cache = workdir_lib.compilation_cache_dir(config.train.compilation_cache_dir, workdir,
                                               dict(os.environ))
     if cache:

@@ -12,7 +12,7 @@ import time
 import pytest
 from absl import logging as absl_logging
 
-from glmjax import logs, train
+from glmjax import logs, paths, run_log as run_log_lib, train
 
 
 def _record(pathname, level, message, exc_info=None):
@@ -102,9 +102,9 @@ def test_reads_finishing_after_a_failed_restore_print_no_tracebacks_and_other_er
 
 
 def test_a_bucket_workdir_logs_to_a_local_file_named_after_it():
-  assert logs.log_file("/runs/a", 0) == "/runs/a/train.log"
-  assert logs.log_file("/runs/a", 3) == "/runs/a/train.process-3.log"
-  path = logs.log_file("gs://bucket/run", 0)
+  assert run_log_lib.log_file("/runs/a", 0) == "/runs/a/train.log"
+  assert run_log_lib.log_file("/runs/a", 3) == "/runs/a/train.process-3.log"
+  path = run_log_lib.log_file("gs://bucket/run", 0)
   assert "://" not in path and path.endswith("glmjax-gs_bucket_run-train.log")
 
 
@@ -112,8 +112,8 @@ def test_a_bucket_workdir_logs_to_a_local_file_named_after_it():
 def bucket(tmp_path, monkeypatch, logging_restored):
   """A local folder standing in for a gs:// workdir, and the VM's temporary folder (which
   deleting the VM erases); the logging that train.run sets up is undone afterwards."""
-  monkeypatch.setattr(logs, "is_remote", lambda workdir: True)
-  monkeypatch.setattr(logs, "COPY_EVERY_S", 0.05)
+  monkeypatch.setattr(run_log_lib, "is_remote", lambda workdir: True)
+  monkeypatch.setattr(run_log_lib, "COPY_EVERY_S", 0.05)
   vm = tmp_path / "vm-tmp"
   vm.mkdir()
   monkeypatch.setattr(tempfile, "tempdir", str(vm))
@@ -185,8 +185,8 @@ def test_a_log_copy_that_fails_is_one_warning_and_the_run_goes_on(bucket, monkey
 
 
 def test_a_local_workdirs_log_is_not_copied(tmp_path, logging_restored):
-  assert logs.is_remote("gs://bucket/run") and not logs.is_remote(str(tmp_path))
-  run_log = logs.RunLog.attach(str(tmp_path), 0)
+  assert paths.is_remote("gs://bucket/run") and not paths.is_remote(str(tmp_path))
+  run_log = run_log_lib.RunLog.attach(str(tmp_path), 0)
   with run_log:
     logging.getLogger("glmjax.train").warning("a line")
   assert "a line" in (tmp_path / "train.log").read_text()
@@ -281,17 +281,19 @@ def test_a_copy_destination_that_cannot_be_written_is_reported_as_the_run_starts
   local = tmp_path / "train.log"
   (tmp_path / "run").write_text("a file where the workdir's folder would be")
   logs.attach_file(str(local))
-  with logs.RunLog(str(local), str(tmp_path / "run" / "logs" / "train-0.log"), every_s=3600):
+  copy = tmp_path / "run" / "logs" / "train-0.log"
+  with run_log_lib.RunLog(str(local), str(copy), every_s=3600):
     _wait_for(lambda: "Could not copy the log file" in local.read_text())
 
 
 def test_a_last_copy_that_hangs_ends_the_wait_after_its_limit_and_says_so(tmp_path, monkeypatch,
                                                                          logging_restored):
   """A stuck network (or a preempted VM with seconds left) must not hold the exit forever."""
-  monkeypatch.setattr(logs, "LAST_COPY_WAIT_S", 0.2)
+  monkeypatch.setattr(run_log_lib, "LAST_COPY_WAIT_S", 0.2)
   local = tmp_path / "train.log"
   logs.attach_file(str(local))
-  run_log = logs.RunLog(str(local), str(tmp_path / "bucket" / "train-0.log"), every_s=3600)
+  run_log = run_log_lib.RunLog(str(local), str(tmp_path / "bucket" / "train-0.log"),
+                               every_s=3600)
   network = threading.Event()
   calls = []
 
@@ -320,7 +322,7 @@ def test_a_copy_holds_the_lines_written_after_the_local_file_was_emptied(tmp_pat
   rotation, or by hand) is copied from its start, not from past its end."""
   local, copy = tmp_path / "train.log", tmp_path / "bucket" / "train-0.log"
   local.write_text("an earlier run's line\n" * 10)
-  with logs.RunLog(str(local), str(copy), every_s=3600):
+  with run_log_lib.RunLog(str(local), str(copy), every_s=3600):
     _wait_for(copy.exists)
     local.write_text("this run: step 7\n")
   assert copy.read_text() == "this run: step 7\n"
@@ -330,7 +332,7 @@ def test_once_a_copy_fails_the_failure_line_names_the_vms_file_not_the_stale_cop
     tmp_path, logging_restored):
   local, copy = tmp_path / "train.log", tmp_path / "bucket" / "train-0.log"
   logs.attach_file(str(local))
-  run_log = logs.RunLog(str(local), str(copy), every_s=0.02)
+  run_log = run_log_lib.RunLog(str(local), str(copy), every_s=0.02)
   with run_log:
     logging.getLogger("glmjax.train").warning("step 1")
     _wait_for(lambda: run_log.where == str(copy) and "step 1" in copy.read_text())
@@ -348,7 +350,7 @@ def test_runs_started_in_the_same_second_each_get_a_copy_of_their_own(bucket, mo
       (2025, 1, 2, 3, 4, 5, 3, 2, 0)))
   names = []
   for _ in range(3):  # three restarts within one second (a crash loop)
-    run_log = logs.RunLog.attach(str(workdir), 0)
+    run_log = run_log_lib.RunLog.attach(str(workdir), 0)
     with run_log:
       pass
     names.append(os.path.basename(run_log.copy))
@@ -371,7 +373,7 @@ def test_a_new_log_file_takes_the_library_records_and_the_earlier_one_gets_no_mo
 def test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_copy(bucket):
   """The VM's temporary file goes with the VM: the copy in the workdir is the one to name."""
   workdir, _ = bucket
-  run_log = logs.RunLog.attach(str(workdir), 0)
+  run_log = run_log_lib.RunLog.attach(str(workdir), 0)
   line = logs._FirstLine(logging.Formatter("%(message)s")).format(
       _record("/x/jax/a.py", logging.WARNING, "first\nsecond"))
   assert run_log.copy.startswith(str(workdir)) and line == f"first [...; in full in {run_log.copy}]"

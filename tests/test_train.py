@@ -17,6 +17,7 @@ import pytest
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
 from glmjax import loop, train
+from glmjax import run_log as run_log_lib
 from glmjax.data import pipeline as pipeline_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,13 +313,13 @@ def test_a_sigterm_the_command_heard_before_train_and_evaluate_began_ends_start_
   """train's command listens from before its log is set up and hands that one flag to
   train_and_evaluate: a SIGTERM in between ends start-up, and nothing is trained or saved."""
   from glmjax import logs  # pylint: disable=import-outside-toplevel
-  enter = logs.RunLog.__enter__
+  enter = run_log_lib.RunLog.__enter__
 
   def enter_then_sigterm(run_log):
     os.kill(os.getpid(), signal.SIGTERM)  # the command's flag is listening by now
     return enter(run_log)
 
-  monkeypatch.setattr(logs.RunLog, "__enter__", enter_then_sigterm)
+  monkeypatch.setattr(run_log_lib.RunLog, "__enter__", enter_then_sigterm)
   # The command's console and log-file set-up would change logging for the tests after this one.
   monkeypatch.setattr(train.logs, "setup_console", lambda process_index: None)
   monkeypatch.setattr(train.logs, "attach_file", lambda path, shown=None: None)

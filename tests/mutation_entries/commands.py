@@ -121,7 +121,7 @@ ENTRIES = (
              '" [...; in full in the run\'s train.log]"',
              ("tests/test_logs.py::test_a_library_record_longer_than_400_characters_is_cut_on_the_"
               "console_naming_the_log_file",)),
-    Mutation("a bucket workdir's log is not copied at exit", "glmjax/logs.py",
+    Mutation("a bucket workdir's log is not copied at exit", "glmjax/run_log.py",
              "    self._copy_now()  # the last lines", "    pass  # the last lines",
              ("tests/test_logs.py",)),
     Mutation("a resume may switch the dropout generator", "glmjax/config.py",
@@ -415,7 +415,8 @@ ENTRIES = (
              "{', '.join(choice or repr(choice) for choice in choices)}", "{', '.join(choices)}",
              ("tests/test_config_validation.py::test_bad_field_is_named",)),
     Mutation("a bucket run's cut library line names the VM's temporary file",
-             "glmjax/logs.py", "    attach_file(local, run_log.copy)", "    attach_file(local)",
+             "glmjax/run_log.py", "    logs.attach_file(local, run_log.copy)",
+             "    logs.attach_file(local)",
              ("tests/test_logs.py::test_a_cut_library_line_of_a_bucket_run_names_the_bucket_s_"
               "copy",)),
     Mutation("the data layer imports a command module through a relative import",

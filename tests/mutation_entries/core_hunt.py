@@ -5,6 +5,7 @@ from mutation_entries import Mutation
 
 _CK, _ST, _PA = "glmjax/checkpoint.py", "glmjax/step.py", "glmjax/parallel.py"
 _HC, _LG, _AOT = "glmjax/host_copy.py", "glmjax/logs.py", "glmjax/aot.py"
+_RL = "glmjax/run_log.py"
 _SO, _WD, _RA = "glmjax/data/sources.py", "glmjax/workdir.py", "glmjax/restore_agreement.py"
 _ME, _AC, _LP = "glmjax/metrics.py", "glmjax/attention_choice.py", "glmjax/loop.py"
 _OP, _IN, _PL = "glmjax/optim.py", "glmjax/data/infilling.py", "glmjax/data/pipeline.py"
@@ -86,7 +87,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("a PRNG key array is sent to pinned host memory", _HC,
              "          and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)\n", "", _SNAP),
     # Logs (logs.py).
-    Mutation("every process logs to train.log", _LG,
+    Mutation("every process logs to train.log", _RL,
              'name = "train.log" if process_index == 0 else f"train.process-{process_index}.log"',
              'name = "train.log"', _LOGS),
     Mutation("Orbax's ERROR records reach the console", _LG,
@@ -95,7 +96,7 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("Orbax's read-only notices reach the console", _LG,
              "return not any(notice in message for notice in _ORBAX_NOISE)",
              "return True", _LOGS),
-    Mutation("a bucket run's log copy holds the earlier runs' lines too", _LG,
+    Mutation("a bucket run's log copy holds the earlier runs' lines too", _RL,
              "self._start = os.path.getsize(local) if os.path.exists(local) else 0",
              "self._start = 0", _LOGS),
     Mutation("glmjax's lines also reach the root logger (twice on the console)", _LG,

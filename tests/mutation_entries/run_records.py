@@ -7,6 +7,7 @@ _STEP = "tests/test_bench_step.py::"
 _FIT = "tests/test_fit_table.py::"
 _TRAIN_STEP = "tests/test_train_step.py::"
 _LOGS = "glmjax/logs.py"
+_RUN_LOG = "glmjax/run_log.py"
 _DATA = "glmjax/bench/data.py"
 _BENCH_STEP = "glmjax/bench/step.py"
 _PER_OBJECTIVE = (_BENCH_DATA + "test_the_data_benchmark_counts_each_objective_s_rows_spans_and_"
@@ -19,22 +20,22 @@ _FIT_MAIN = (_FIT + "test_the_command_searches_the_chosen_models_and_generations
 
 ENTRIES: tuple[Mutation, ...] = (
     # The run's log file and its copy in a bucket workdir.
-    Mutation("a bucket workdir's log is first copied only after the copy interval", _LOGS,
+    Mutation("a bucket workdir's log is first copied only after the copy interval", _RUN_LOG,
              "    self._copy_now()  # at once", "    pass  # at once",
              (_L + "test_a_copy_destination_that_cannot_be_written_is_reported_as_the_run_"
               "starts",)),
-    Mutation("a hung last log copy holds up the exit without a limit", _LOGS,
+    Mutation("a hung last log copy holds up the exit without a limit", _RUN_LOG,
              "    self._thread.join(LAST_COPY_WAIT_S)", "    self._thread.join()",
              (_L + "test_a_last_copy_that_hangs_ends_the_wait_after_its_limit_and_says_so",)),
-    Mutation("a log file emptied during the run is copied from past its end", _LOGS,
+    Mutation("a log file emptied during the run is copied from past its end", _RUN_LOG,
              "f.seek(self._start if size >= self._start else 0)", "f.seek(self._start)",
              (_L + "test_a_copy_holds_the_lines_written_after_the_local_file_was_emptied",)),
-    Mutation("a failed log copy leaves the failure line naming the stale copy", _LOGS,
+    Mutation("a failed log copy leaves the failure line naming the stale copy", _RUN_LOG,
              "    self._last_ok = False\n    if not self._warned",
              "    if not self._warned",
              (_L + "test_once_a_copy_fails_the_failure_line_names_the_vms_file_not_the_stale_"
               "copy",)),
-    Mutation("a third run in the same second overwrites the second run's log copy", _LOGS,
+    Mutation("a third run in the same second overwrites the second run's log copy", _RUN_LOG,
              "    while path.exists():", "    if path.exists():",
              (_L + "test_runs_started_in_the_same_second_each_get_a_copy_of_their_own",)),
     Mutation("a new log file leaves library records going to the earlier one", _LOGS,
