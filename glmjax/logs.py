@@ -5,9 +5,10 @@ up) and library records from warnings up, each as its first line, without traceb
 errors from its background save threads are left off the console: the save's failure reaches
 the training loop and is reported there once; so are the reads a failed restore abandons
 (asyncio's and TensorStore's reports of them), the restore's verdict being the line that
-counts. The run's log file, WORKDIR/train.log (other processes: train.process-N.log), is
-appended with every one of those records in full, and the traceback of the failure that stopped
-the run; the console gets the failure as one line.
+counts. The run's log file, WORKDIR/train.log (other processes: train.process-N.log;
+glmjax/run_log.py picks it and copies it into a bucket workdir), is appended with every one of
+those records in full, and the traceback of the failure that stopped the run; the console gets
+the failure as one line.
 """
 from __future__ import annotations
 

@@ -104,7 +104,8 @@ def _sentence_rows(rows, seq_len, mean_length, seed=0):
 
 
 @pytest.mark.parametrize("seq_len, ratio, mean_length", [(64, 0.15, 2), (64, 0.5, 8),
-                                                         (256, 0.15, 4), (256, 0.5, 16), (64, 0.9, 1)])
+                                                         (256, 0.15, 4), (256, 0.5, 16),
+                                                         (64, 0.9, 1)])
 def test_a_sentence_row_covers_its_budget_whenever_its_whole_sentences_can(seq_len, ratio,
                                                                            mean_length):
   # Each [sMASK] takes 2 tokens of room, so the text shrinks as sentences are added; the count

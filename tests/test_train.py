@@ -312,7 +312,6 @@ def test_a_sigterm_the_command_heard_before_train_and_evaluate_began_ends_start_
     tmp_path, monkeypatch, caplog):
   """train's command listens from before its log is set up and hands that one flag to
   train_and_evaluate: a SIGTERM in between ends start-up, and nothing is trained or saved."""
-  from glmjax import logs  # pylint: disable=import-outside-toplevel
   enter = run_log_lib.RunLog.__enter__
 
   def enter_then_sigterm(run_log):

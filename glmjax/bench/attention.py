@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from glmjax import attention_choice
+from glmjax import attention_choice, error_text
 from glmjax.model import attention
 from glmjax.model import mask as mask_lib
 from glmjax.model import model_config
@@ -72,7 +72,7 @@ def _autotuned(timings, run, args) -> dict:
       record = timings()
     configs = _serialized(result)
   except Exception as error:  # noqa: BLE001 - an experiment: its failure is a figure too
-    return {"skipped": f"autotune failed: {type(error).__name__}: {str(error)[:300]}"}
+    return {"skipped": f"autotune failed: {error_text.typed_line(error)}"}
   return {**record, "autotune_s": search_s, "configs": configs}
 
 

@@ -55,8 +55,8 @@ def describe_source(data_config) -> dict:
   if source == "builtin":
     return dict(source=source, builtin_docs=int(data_config.builtin_docs))
   if source == "files":
-    paths = text_files.expand_globs(list(data_config.files))
-    return dict(source=source, files=[[p, os.path.getsize(p)] for p in paths],
+    files = text_files.expand_globs(list(data_config.files))
+    return dict(source=source, files=[[p, os.path.getsize(p)] for p in files],
                 txt_documents=data_config.txt_documents, text_field=data_config.text_field)
   if source == "tfds":
     return dict(source=source, tfds_name=data_config.tfds_name, tfds_split=data_config.tfds_split,
@@ -81,9 +81,9 @@ def plan_pieces(data_config, target_bytes: int) -> list[dict]:
     total, step = int(data_config.builtin_docs), max(1, target_bytes // _BUILTIN_DOC_BYTES)
     return [dict(builtin=[start, min(start + step, total)]) for start in range(0, total, step)]
   if source == "files":
-    paths = text_files.expand_globs(list(data_config.files))
+    files = text_files.expand_globs(list(data_config.files))
     return [dict(files=[list(r) for r in ranges]) for ranges in
-            text_files.plan_file_pieces(paths, target_bytes, data_config.txt_documents)]
+            text_files.plan_file_pieces(files, target_bytes, data_config.txt_documents)]
   if source == "tfds":
     return tfds_source.plan_tfds_pieces(data_config, target_bytes)
   raise ValueError("data.source='prepared' is already tokenized; choose the source to prepare")
@@ -107,8 +107,8 @@ def iter_source_texts(data_config, stats: TextStats) -> Iterator[str]:
   if source == "builtin":
     return iter_piece_texts(data_config, dict(builtin=[0, int(data_config.builtin_docs)]), stats)
   if source == "files":
-    paths = text_files.expand_globs(list(data_config.files))
-    return iter_piece_texts(data_config, dict(files=[[p, 0, -1] for p in paths]), stats)
+    files = text_files.expand_globs(list(data_config.files))
+    return iter_piece_texts(data_config, dict(files=[[p, 0, -1] for p in files]), stats)
   if source == "tfds":
     return tfds_source.iter_tfds_texts(data_config, stats)
   raise ValueError("data.source='prepared' has no texts; read it with load_documents")
