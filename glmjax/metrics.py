@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from typing import Mapping
 
@@ -70,6 +71,21 @@ def format_eta(seconds: float) -> str:
   return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
+def _summary_writer(folder: str):
+  """tensorboardX's SummaryWriter, loaded without PyTorch. Its writer module imports torch
+  wherever torch is installed, only to accept torch tensors: 2-3 s and a few hundred MB at every
+  run's start. glmjax writes floats and text, so while tensorboardX loads `import torch` fails
+  (a None in sys.modules), unless this process has loaded torch already."""
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None
+    try:
+      import tensorboardX  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
+    finally:
+      del sys.modules["torch"]
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  return SummaryWriter(folder, flush_secs=30)
+
+
 class MetricsWriter:
   """Writes on process 0 only; other processes get a writer that does nothing."""
 
@@ -82,8 +98,7 @@ class MetricsWriter:
     self.had_history = enabled and self._jsonl_path.exists()  # a resume that finds none says so
     if enabled:  # epath: a local folder or a bucket (gs://...) alike
       epath.Path(self.tensorboard_dir).mkdir(parents=True, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tensorboard = SummaryWriter(self.tensorboard_dir, flush_secs=30)
+      self._tensorboard = _summary_writer(self.tensorboard_dir)
 
   def write(self, step: int, scalars: Mapping[str, float | None], prefix: str = "") -> None:
     if not self.enabled:

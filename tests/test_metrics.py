@@ -1,10 +1,16 @@
 """MFU accounting, peak lookup by device kind, console and JSONL output."""
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
 
 from glmjax import metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("kind, peak", [("TPU v4", 275e12), ("TPU v5 lite", 197e12),
@@ -135,3 +141,20 @@ def test_tensorboard_gets_each_scalar_at_its_step(tmp_path):
   writer.close()
   assert _tensorboard_scalars(tmp_path / "tensorboard") == [  # non-finite values left out
       (10, "train/loss", 1.0), (20, "train/loss", 2.0), (30, "train/loss", 3.0)]
+
+
+def test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_installed(tmp_path):
+  """tensorboardX imports torch when it can (2-3 s at every run's start); a fresh process
+  writes its scalars without it, and torch, where installed, still imports afterwards."""
+  script = (
+      "import importlib.util, sys\nfrom glmjax import metrics\n"
+      f"writer = metrics.MetricsWriter({str(tmp_path)!r})\n"
+      "writer.write(5, {'loss': 2.0}, prefix='train/')\nwriter.close()\n"
+      "print('torch' in sys.modules)\n"
+      "print(importlib.util.find_spec('torch') and __import__('torch').ones(2).sum().item())\n")
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
+  assert result.returncode == 0, result.stderr[-2000:]
+  torch_installed = importlib.util.find_spec("torch") is not None
+  assert result.stdout.split() == ["False", "2.0" if torch_installed else "None"]
+  assert _tensorboard_scalars(tmp_path / "tensorboard") == [(5, "train/loss", 2.0)]

@@ -212,4 +212,13 @@ ENTRIES = (
              "",
              ("tests/test_fit_table.py::test_a_model_no_slice_could_be_built_for_is_not_said_not_"
               "to_fit",)),
+    Mutation("a run's TensorBoard writer loads PyTorch with tensorboardX", "glmjax/metrics.py",
+             'if "tensorboardX" not in sys.modules and "torch" not in sys.modules:',
+             'if False:',
+             (_METRICS + "test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_"
+              "installed",)),
+    Mutation("PyTorch stays refused after tensorboardX has loaded", "glmjax/metrics.py",
+             '      del sys.modules["torch"]\n', "      pass\n",
+             (_METRICS + "test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_"
+              "installed",)),
 )
