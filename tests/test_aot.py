@@ -15,9 +15,10 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from glmjax import aot, config as config_lib, memory as memory_lib, parallel, prefetch
-from glmjax import model as model_lib, step as step_lib, topology
+from glmjax import model as model_lib, step as step_lib, topology, xla_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PROGRAMS = {}  # (program text, compiler options, devices) -> executable, for compiled_once
 
 
 def _tiny(**model):
@@ -58,8 +59,24 @@ def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
   assert all(r.attention == "xla" and r.mosaic_kernels == 0 for r in reports)
 
 
-@pytest.fixture(scope="module")
-def xla_on_v5e_4():
+@pytest.fixture
+def compiled_once(monkeypatch):
+  """XLA compiles each program once for the tests of aot's accounting, which compile one tiny
+  step many times past the persistent cache; the rest of compile_for_slice runs every time."""
+  compile_afresh = xla_options.compiled
+  def once(lowered, options):  # the same text, options and devices make the same executable
+    devices = frozenset((d.id, d.device_kind) for d in jax.sharding.get_mesh().devices.flat)
+    assert devices, "aot compiles under the target's mesh (parallel.activate), or says why not"
+    key = (lowered.as_text(), tuple(sorted(options.items())), devices)
+    if key not in _PROGRAMS:
+      _PROGRAMS[key] = compile_afresh(lowered, options)
+    return _PROGRAMS[key]
+
+  monkeypatch.setattr(xla_options, "compiled", once)
+
+
+@pytest.fixture
+def xla_on_v5e_4(compiled_once):  # pylint: disable=unused-argument
   """The tiny config with XLA attention compiled for a v5e-4 (several tests compare with it)."""
   return aot.compile_for_slice(_tiny(attention="xla"), topology.parse_slice("v5e-4"))
 
@@ -88,7 +105,7 @@ def test_a_device_snapshot_save_s_copy_of_the_state_counts_in_the_peak(xla_on_v5
   assert aot.compile_for_slice(config, spec).total_bytes == off.total_bytes
 
 
-def test_a_device_snapshot_s_copy_counts_beside_an_evaluation_too(monkeypatch):
+def test_a_device_snapshot_s_copy_counts_beside_an_evaluation_too(monkeypatch, compiled_once):
   """An evaluation can fall while a save's copy waits to be handed over (the longer with
   checkpoint.snapshot_parts): where evaluation is the larger program, the copy adds to it."""
   spec = topology.parse_slice("v5e-4")
@@ -107,7 +124,7 @@ def test_a_device_snapshot_s_copy_counts_beside_an_evaluation_too(monkeypatch):
   assert on.total_bytes - off.total_bytes == on.state_bytes > 0
 
 
-def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch):
+def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch, compiled_once):
   """Beside the running step's batch, train holds the next step's (dispatched: metrics are
   read one step late), DEPTH built batches and one in transfer."""
   spec = topology.parse_slice("v5e-4")
@@ -124,7 +141,8 @@ def test_the_batches_train_prefetches_count_in_the_peak(monkeypatch):
   assert double.eval_batch_bytes == 0  # eval_every=0: train keeps no held-out batches
 
 
-def test_a_slice_whose_chips_would_wait_for_rows_another_host_builds_is_refused(monkeypatch):
+def test_a_slice_whose_chips_would_wait_for_rows_another_host_builds_is_refused(
+    monkeypatch, compiled_once):
   # Each host's plan handed to the next: every chip's rows are then built elsewhere.
   plan = aot.plan_host_input
   monkeypatch.setattr(aot, "plan_host_input", lambda mesh, batch: (
@@ -135,7 +153,8 @@ def test_a_slice_whose_chips_would_wait_for_rows_another_host_builds_is_refused(
     aot.compile_for_slice(config, topology.parse_slice("v5e-16"))
 
 
-def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(monkeypatch):
+def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(
+    monkeypatch, compiled_once):
   """Evaluation runs beside the optimizer state: its peak is the eval program (which holds the
   parameters as an argument) plus the state less the parameters. The eval program's analysis
   is made 1 GiB larger here so that it, not the train step, sets the peak."""
@@ -314,7 +333,8 @@ def test_a_tensor_group_wider_than_a_host_has_each_row_built_by_every_host_of_th
   assert "each row is built by 2 hosts" in aot.describe(report, "v5e-16", "xla")
 
 
-def test_the_report_s_hosts_per_row_are_the_most_hosts_that_build_any_one_row(monkeypatch):
+def test_the_report_s_hosts_per_row_are_the_most_hosts_that_build_any_one_row(
+    monkeypatch, compiled_once):
   plan = aot.plan_host_input
 
   def host_1_builds_host_0_s_rows_too(mesh, batch):
@@ -364,8 +384,8 @@ def _report(**changes) -> aot.Report:
   gib = 2**30
   fields = dict(
       topology="v5e:4x4", accelerator_type="v5litepod-16", platform="tpu",
-      device_kind="TPU v5 lite", chips=16,
-      hosts=4, mesh={"data": 16, "fsdp": 1, "tensor": 1}, attention="xla", mosaic_kernels=0,
+      device_kind="TPU v5 lite", chips=16, hosts=4, mesh={"data": 16, "fsdp": 1, "tensor": 1},
+      attention="xla", mosaic_kernels=0,
       state_bytes=gib, temp_bytes=2 * gib, snapshot_bytes=0, eval_batch_bytes=gib // 4,
       prefetch_bytes=gib // 2, total_bytes=int(3.75 * gib), hbm_bytes=int(15.75 * gib),
       model_flops_per_step=1e15, step_time_at_target_mfu_s=1.0, rows_per_host=256,
