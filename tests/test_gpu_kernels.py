@@ -125,7 +125,7 @@ GPU_KERNELS = {"cudnn": (_pretend_a_cudnn_gpu, r"__cudnn\$fmhaSoftmax(Backward)?
 
 
 def _gpu_kernel_calls(attention: str, remat: str) -> collections.Counter:
-  cfg = model_config.ModelConfig(vocab_size=128, hidden_size=64, num_layers=2, num_heads=2,
+  cfg = model_config.ModelConfig(vocab_size=128, hidden_size=64, num_layers=1, num_heads=2,
                                  max_position=256, dtype="bfloat16", attention=attention,
                                  remat=remat, scan_layers=False, hidden_dropout=0.0,
                                  attention_dropout=0.0, target_platform="gpu")
