@@ -158,8 +158,10 @@ def test_the_command_compiles_the_config_s_train_step_for_named_gpus_and_counts_
   # Compiled as aot compiles it, without a GPU: the forward and backward layer loops are found,
   # each run once per layer, and the count is the one of the program XLA dumps when aot
   # compiles the same config (jax prints asynchronous fusions in another form than XLA's dump).
+  # Without evaluation both commands compile the train step alone, the program counted.
   config = ["--config=configs/base.py:local", "--config.model.attention=xla",
-            "--config.model.dtype=bfloat16", "--config.model.remat=minimal"]
+            "--config.model.dtype=bfloat16", "--config.model.remat=minimal",
+            "--config.train.eval_every=0"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
   result = subprocess.run(
       [sys.executable, "-m", "glmjax.bench", "--what=traffic", "--traffic_topology=h100",
@@ -248,10 +250,12 @@ def test_an_asynchronous_fusion_as_a_compiled_program_prints_it_counts_once_per_
 
 
 def test_a_config_too_big_for_the_gpus_is_still_counted_with_fits_false_and_the_reason():
+  # Without evaluation the train step, the program counted, is the only one compiled.
   result = subprocess.run(
       [sys.executable, "-m", "glmjax.bench", "--what=traffic", "--traffic_topology=h100",
        "--config=configs/base.py:local", "--config.model.attention=xla",
-       "--config.data.batch_size=32768"], cwd=REPO, capture_output=True, text=True, timeout=600,
+       "--config.data.batch_size=32768", "--config.train.eval_every=0"], cwd=REPO,
+      capture_output=True, text=True, timeout=600,
       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(result.stdout)
