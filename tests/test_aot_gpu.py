@@ -55,13 +55,16 @@ def test_with_xla_s_dynamic_slice_fusion_on_the_step_runs_the_attention_forward_
   # CUDA plugin reads XLA_FLAGS only once, at its first compile.
   monkeypatch.setitem(xla_options._BY_PLATFORM, "gpu",
                       {"xla_gpu_enable_dynamic_slice_fusion": True})
-  report = aot.compile_for_slice(_tiny(), gpu_topology.parse_gpus("h100"))
+  config = _tiny()
+  config.train.eval_every = 0  # the kernels counted are the train step's: no eval step compiled
+  report = aot.compile_for_slice(config, gpu_topology.parse_gpus("h100"))
   assert report.mosaic_kernels == 4
 
 
 def test_two_hosts_of_eight_gpus_each_build_half_the_rows():
   config = _tiny(attention="xla")
   config.data.batch_size = 32
+  config.train.eval_every = 0  # the rows are the train step's: no eval step compiled
   report = aot.compile_for_slice(config, gpu_topology.parse_gpus("h200-16"))
   assert report.chips == 16 and report.hosts == 2 and report.topology == "1x2x8"
   assert report.device_kind == "NVIDIA H200" and report.mesh["data"] == 16
@@ -172,7 +175,8 @@ def _compiled_gpu_step(config) -> str:
   rules = parallel.logical_rules(config.mesh)
   model_config = attention_choice.resolved_model_config(config, platform="gpu",
                                                         device=devices[0])
-  with parallel.activate(mesh, rules), jax.default_device(devices[0]):
+  # Compile-only programs cannot come from jax's persistent cache, as aot knows.
+  with parallel.activate(mesh, rules), jax.default_device(devices[0]), aot._no_persistent_cache():
     program = step_lib.build_program(config, mesh, rules, model_config)
     return program.compile_train_step(config, mesh).as_text()
 
@@ -248,16 +252,23 @@ def _fusion_bytes_of_shape(hlo: str, shape: str) -> int:
   return count * int(elements) * 4
 
 
-def test_the_update_s_finiteness_check_reads_the_state_instead_of_writing_the_moments_out():
+@pytest.fixture(scope="module")
+def tiny_xla_step() -> tuple[str, int, int]:
+  """(the optimized program, layers, hidden size) of the tiny config's step with XLA attention,
+  compiled once for the tests that read it."""
+  config = _tiny(attention="xla")
+  return _compiled_gpu_step(config), config.model.num_layers, config.model.hidden_size
+
+
+def test_the_update_s_finiteness_check_reads_the_state_instead_of_writing_the_moments_out(
+    tiny_xla_step):
   # The check recomputes the update behind an optimization barrier (step.train_step): per
   # float32 parameter of a big leaf, the top-level passes read the gradient for its norm (4
   # bytes), zero its stack (4, the backward scan's), read state and gradient to check (16) and
   # again to commit, writing parameter and moments (28), and read the new parameter for its
   # norm (4; XLA may fold that into the commit): 56 bytes at most. Merged with the update, the
   # check had the new moments written out, then read back to check and to commit: 72 here.
-  config = _tiny(attention="xla")
-  hlo = _compiled_gpu_step(config)
-  layers, hidden = config.model.num_layers, config.model.hidden_size
+  hlo, layers, hidden = tiny_xla_step
   shape = f"f32[{layers},{hidden},{4 * hidden}]"  # the MLP's input kernel, stacked over layers
   per_parameter = _fusion_bytes_of_shape(hlo, shape) / (layers * hidden * 4 * hidden)
   assert per_parameter <= 56, per_parameter
@@ -294,13 +305,12 @@ def test_xla_schedules_most_of_the_in_step_host_copy_of_the_state_outside_the_la
   assert copies["beside_loops_bytes"] < 0.5 * copies["bytes"]
 
 
-def test_the_backward_loop_stacks_the_projections_gradients_in_bfloat16():
+def test_the_backward_loop_stacks_the_projections_gradients_in_bfloat16(tiny_xla_step):
   # Differentiated through model.in_compute_dtype, each layer's kernel gradient (a bfloat16
   # matmul output) goes into its stack as it is, not widened to float32 first: half the bytes
   # there and in the optimizer's reads of it (step.summed_gradients).
-  config = _tiny(attention="xla")
-  found = traffic.computations(_compiled_gpu_step(config))
-  layers, hidden = config.model.num_layers, config.model.hidden_size
+  hlo, layers, hidden = tiny_xla_step
+  found = traffic.computations(hlo)
   stacked = [line.split(" = ")[1].split("{")[0] for lines in found.values() for line in lines
              if "ROOT" in line and " dynamic-update-slice(" in line
              and f"[{layers},{hidden},{4 * hidden}]" in line]
