@@ -18,7 +18,6 @@ from glmjax import aot, config as config_lib, memory as memory_lib, parallel, pr
 from glmjax import model as model_lib, step as step_lib, topology, xla_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PROGRAMS = {}  # (program text, compiler options, devices) -> executable, for compiled_once
 
 
 def _tiny(**model):
@@ -59,8 +58,13 @@ def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
   assert all(r.attention == "xla" and r.mosaic_kernels == 0 for r in reports)
 
 
+@pytest.fixture(scope="module")
+def programs():
+  return {}  # (program text, compiler options, devices) -> executable, for compiled_once
+
+
 @pytest.fixture
-def compiled_once(monkeypatch):
+def compiled_once(monkeypatch, programs):
   """XLA compiles each program once for the tests of aot's accounting, which compile one tiny
   step many times past the persistent cache; the rest of compile_for_slice runs every time."""
   compile_afresh = xla_options.compiled
@@ -68,10 +72,8 @@ def compiled_once(monkeypatch):
     devices = frozenset((d.id, d.device_kind) for d in jax.sharding.get_mesh().devices.flat)
     assert devices, "aot compiles under the target's mesh (parallel.activate), or says why not"
     key = (lowered.as_text(), tuple(sorted(options.items())), devices)
-    if key not in _PROGRAMS:
-      _PROGRAMS[key] = compile_afresh(lowered, options)
-    return _PROGRAMS[key]
-
+    programs[key] = programs.get(key) or compile_afresh(lowered, options)
+    return programs[key]
   monkeypatch.setattr(xla_options, "compiled", once)
 
 
@@ -170,11 +172,10 @@ def test_an_eval_step_peak_above_the_train_step_s_counts_the_parameters_once(
     if what != "eval step":
       return compiled
     memory = compiled.memory_analysis()
-    evals.append(types.SimpleNamespace(
-        argument_size_in_bytes=memory.argument_size_in_bytes,
-        output_size_in_bytes=memory.output_size_in_bytes,
-        alias_size_in_bytes=memory.alias_size_in_bytes,
-        temp_size_in_bytes=memory.temp_size_in_bytes + 2**30))
+    evals.append(types.SimpleNamespace(argument_size_in_bytes=memory.argument_size_in_bytes,
+                                       output_size_in_bytes=memory.output_size_in_bytes,
+                                       alias_size_in_bytes=memory.alias_size_in_bytes,
+                                       temp_size_in_bytes=memory.temp_size_in_bytes + 2**30))
     return types.SimpleNamespace(memory_analysis=lambda: evals[-1])
 
   monkeypatch.setattr(aot, "_compile_or_explain", inflated)
@@ -385,12 +386,11 @@ def _report(**changes) -> aot.Report:
   fields = dict(
       topology="v5e:4x4", accelerator_type="v5litepod-16", platform="tpu",
       device_kind="TPU v5 lite", chips=16, hosts=4, mesh={"data": 16, "fsdp": 1, "tensor": 1},
-      attention="xla", mosaic_kernels=0,
-      state_bytes=gib, temp_bytes=2 * gib, snapshot_bytes=0, eval_batch_bytes=gib // 4,
-      prefetch_bytes=gib // 2, total_bytes=int(3.75 * gib), hbm_bytes=int(15.75 * gib),
-      model_flops_per_step=1e15, step_time_at_target_mfu_s=1.0, rows_per_host=256,
-      hosts_per_row=1, host_row_runs=4, compile_s=10.0, batch_size=1024, seq_len=512,
-      remat="none")
+      attention="xla", mosaic_kernels=0, state_bytes=gib, temp_bytes=2 * gib, snapshot_bytes=0,
+      eval_batch_bytes=gib // 4, prefetch_bytes=gib // 2, total_bytes=int(3.75 * gib),
+      hbm_bytes=int(15.75 * gib), model_flops_per_step=1e15, step_time_at_target_mfu_s=1.0,
+      rows_per_host=256, hosts_per_row=1, host_row_runs=4, compile_s=10.0, batch_size=1024,
+      seq_len=512, remat="none")
   return aot.Report(**{**fields, **changes})
 
 
