@@ -68,8 +68,8 @@ def compiled_once(monkeypatch, programs):
   """XLA compiles each program once for the tests of aot's accounting, which compile one tiny
   step many times past the persistent cache; the rest of compile_for_slice runs every time."""
   compile_afresh = xla_options.compiled
-  def once(lowered, options):  # the same text, options and devices make the same executable
-    devices = frozenset((d.id, d.device_kind) for d in jax.sharding.get_mesh().devices.flat)
+  def once(lowered, options):  # the same text, options and devices (in order: the assignment)
+    devices = tuple((d.id, d.device_kind) for d in jax.sharding.get_mesh().devices.flat)
     assert devices, "aot compiles under the target's mesh (parallel.activate), or says why not"
     key = (lowered.as_text(), tuple(sorted(options.items())), devices)
     programs[key] = programs.get(key) or compile_afresh(lowered, options)

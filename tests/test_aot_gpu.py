@@ -264,8 +264,8 @@ def test_the_update_s_finiteness_check_reads_the_state_instead_of_writing_the_mo
     tiny_xla_step):
   # The check recomputes the update behind an optimization barrier (step.train_step): per
   # float32 parameter of a big leaf, the top-level passes read the gradient for its norm (4
-  # bytes), zero its stack (4, the backward scan's), read state and gradient to check (16) and
-  # again to commit, writing parameter and moments (28), and read the new parameter for its
+  # bytes; 4 more when its stack was float32 and zeroed), read state and gradient to check (16)
+  # and again to commit, writing parameter and moments (28), and read the new parameter for its
   # norm (4; XLA may fold that into the commit): 56 bytes at most. Merged with the update, the
   # check had the new moments written out, then read back to check and to commit: 72 when
   # written, 52 now (jax 0.10, the suite's settings), which the byte bound alone let through;

@@ -158,3 +158,10 @@ def test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_installed(
   torch_installed = importlib.util.find_spec("torch") is not None
   assert result.stdout.split() == ["False", "2.0" if torch_installed else "None"]
   assert _tensorboard_scalars(tmp_path / "tensorboard") == [(5, "train/loss", 2.0)]
+  if torch_installed:  # a process that loaded torch first keeps that module, not a second one
+    script = (f"import sys, torch\nfrom glmjax import metrics\n"
+              f"metrics.MetricsWriter({str(tmp_path / 'again')!r}).close()\n"
+              "print(sys.modules['torch'] is torch)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
+    assert result.stdout.split() == ["True"], result.stderr[-2000:]

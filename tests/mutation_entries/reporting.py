@@ -217,6 +217,12 @@ ENTRIES = (
              'if False:',
              (_METRICS + "test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_"
               "installed",)),
+    Mutation("the TensorBoard writer takes a loaded PyTorch out of sys.modules",
+             "glmjax/metrics.py",
+             'if "tensorboardX" not in sys.modules and "torch" not in sys.modules:',
+             'if "tensorboardX" not in sys.modules:',
+             (_METRICS + "test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_"
+              "installed",)),
     Mutation("PyTorch stays refused after tensorboardX has loaded", "glmjax/metrics.py",
              '      del sys.modules["torch"]\n', "      pass\n",
              (_METRICS + "test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_"
