@@ -73,7 +73,7 @@ def format_eta(seconds: float) -> str:
 
 def _summary_writer(folder: str):
   """tensorboardX's SummaryWriter, loaded without PyTorch. Its writer module imports torch
-  wherever torch is installed, only to accept torch tensors: 2-3 s and a few hundred MB at every
+  wherever torch is installed, only to accept torch tensors: 2-3 s and ~180 MiB at every
   run's start. glmjax writes floats and text, so while tensorboardX loads `import torch` fails
   (a None in sys.modules), unless this process has loaded torch already."""
   if "tensorboardX" not in sys.modules and "torch" not in sys.modules:

@@ -77,7 +77,7 @@ def _word(rng: _Rng, low: int, high: int) -> str:
   return "".join(rng.pick(_SYLLABLES) for _ in range(rng.between(low, high))).capitalize()
 
 
-# Towns and people are the fixed world's: 300 and 2000 of them, drawn ~30000 times by 4000
+# Towns and people are the fixed world's: 300 and 2000 of them, drawn ~35000 times by 4000
 # documents. Each is made once per process (two thirds of the corpus's time otherwise), as a
 # read-only mapping, since every later document shares it.
 @functools.cache
