@@ -163,8 +163,9 @@ def test_span_lengths_follow_truncated_poisson():
 
 
 def test_the_blank_budget_truncates_as_the_original_does():
-  # int(0.15 * n) in the original; rounding up would mask one token more in most rows.
-  assert infilling.blank_budget(0.15, np.array([510, 10, 19])).tolist() == [76, 1, 2]
+  # int(0.15 * n) in the original; rounding up would mask one token more in most rows, and
+  # leaving a token out of n (the [CLS]) one token fewer in some (n = 20: 3, not int(2.85)).
+  assert infilling.blank_budget(0.15, np.array([510, 10, 19, 20])).tolist() == [76, 1, 2, 3]
 
 
 def test_place_spans_single_document_stays_inside_and_apart():

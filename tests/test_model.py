@@ -381,7 +381,10 @@ def test_initial_weights_have_glm_s_scaled_stds(norm):
               "mlp input": (params["mlp"]["wi_kernel"], scaled if deep else init_std),
               "mlp output": (params["mlp"]["wo_kernel"], scaled),
               # 8k draws: within 1.6% (1 sigma); 0.05 is not the 0.02 a constant would give.
-              "word embeddings": (everything["word_embeddings"], init_std)}
+              "word embeddings": (everything["word_embeddings"], init_std),
+              # GLM's two position tables too (1088 draws each: within 2.1%, 1 sigma).
+              "position table": (everything["position_embeddings"], init_std),
+              "block position table": (everything["block_position_embeddings"], init_std)}
   for name, (kernel, std) in expected.items():
     kernel = np.asarray(kernel, np.float64)
     assert abs(kernel.mean()) < 0.1 * std, name
