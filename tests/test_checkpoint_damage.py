@@ -181,9 +181,22 @@ def test_parameters_for_another_run_whose_bytes_were_flipped_are_refused(tmp_pat
     params_restore.restore_params(str(tmp_path), abstract, states.metadata(big)["param_layout"])
 
 
+def _in_kernel(tamper):
+  return lambda state: state.replace(params={**state.params, "dense": {
+      **state.params["dense"], "kernel": tamper(state.params["dense"]["kernel"])}})
+
+
 @pytest.mark.parametrize("tamper, reason", [
-    (lambda kernel: kernel.at[0, 0].set(jnp.nan), "1 non-finite values in params/dense/kernel"),
-    (lambda kernel: kernel.at[0, 0].add(0.5), "the checksum of params/dense/kernel differs")])
+    (_in_kernel(lambda kernel: kernel.at[0, 0].set(jnp.nan)),
+     "1 non-finite values in params/dense/kernel"),
+    (_in_kernel(lambda kernel: kernel.at[0, 0].add(0.5)),
+     "the checksum of params/dense/kernel differs"),
+    # Not the parameters alone: Adam's moments and the step count are resumed from too.
+    (lambda state: state.replace(opt_state=(state.opt_state[0]._replace(
+        mu=jax.tree.map(lambda x: x + 0.5, state.opt_state[0].mu)), *state.opt_state[1:])),
+     "the checksum of opt_state/0/mu/dense/bias differs"),
+    (lambda state: state.replace(step=state.step + 1), "the checksum of step differs")],
+    ids=["nan in a kernel", "a kernel", "adam's moments", "the step"])
 def test_a_restored_state_that_is_not_what_was_saved_counts_as_corrupted(tmp_path, mesh, caplog,
                                                                          tamper, reason):
   states.two_checkpoints(tmp_path, keep=2, scaled=True)
@@ -193,10 +206,7 @@ def test_a_restored_state_that_is_not_what_was_saved_counts_as_corrupted(tmp_pat
   def restore_with_damage(at, args):  # what a storage fault below Orbax would hand back
     restored = real_restore(at, args=args)
     if at == 2 and checkpoint.STATE_ITEM in restored:
-      state = restored[checkpoint.STATE_ITEM]
-      kernel = tamper(state.params["dense"]["kernel"])
-      restored = {checkpoint.STATE_ITEM: state.replace(params={**state.params, "dense": {
-          **state.params["dense"], "kernel": kernel}})}
+      restored = {checkpoint.STATE_ITEM: tamper(restored[checkpoint.STATE_ITEM])}
     return restored
   fresh.manager.restore = restore_with_damage
   restored = fresh.restore_latest(states.abstract(states.state(), mesh), states.metadata(states.state())["param_layout"])

@@ -231,11 +231,20 @@ def test_a_log_line_s_step_time_leaves_out_the_evaluation_and_the_save_before_it
   assert times == {2: pytest.approx(1.0), 4: pytest.approx(1.0), 6: pytest.approx(1.0)}
 
 
+@pytest.mark.parametrize("device_snapshot", [False, True])
 def test_a_sigterm_mid_run_saves_the_step_it_came_in_off_the_checkpoint_grid_and_stops(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch, device_snapshot):
   """The preemption notice comes during step 3 of a run that saves every 4: step 3 is saved
-  (the work since the last save is kept) and the run returns normally, at step 3."""
+  (the work since the last save is kept) and the run returns normally, at step 3. With a
+  device snapshot too, that save is written before the run closes, never left queued (with
+  several processes a copy still queued at close is dropped)."""
   push = loop.StepReporter.push
+  close, queued_at_close = checkpoint_lib.Checkpointer.close, []
+
+  def closing(self):
+    queued_at_close.append(self.snapshot_pending)
+    close(self)
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "close", closing)
 
   def sigterm_at_step_3(self, done, metrics):
     if done == 3:
@@ -247,13 +256,13 @@ def test_a_sigterm_mid_run_saves_the_step_it_came_in_off_the_checkpoint_grid_and
   previous = signal.signal(signal.SIGTERM, recorder)
   try:
     config = _small_run_config(steps=10, log_every=1)
-    config.checkpoint.every = 4
+    config.checkpoint.update(every=4, device_snapshot=device_snapshot)
     result = train.train_and_evaluate(config, str(tmp_path))
     after = signal.getsignal(signal.SIGTERM)
   finally:
     signal.signal(signal.SIGTERM, previous)
   assert result["step"] == 3 and result["stopped"] == "sigterm" and heard == []
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"] and queued_at_close == [False]
   assert after is recorder
 
 

@@ -2,6 +2,7 @@
 import logging
 import re
 
+import numpy as np
 import pytest
 
 from glmjax import checkpoint as checkpoint_lib
@@ -64,6 +65,19 @@ def test_a_finished_run_started_again_says_so_and_compiles_writes_and_saves_noth
   assert "Compiled the train step" not in caplog.text and "Finished" not in caplog.text
   assert (tmp_path / "metrics.jsonl").read_text() == metrics
   assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()} == saved
+
+
+def test_the_run_s_seed_draws_its_batches_and_another_seed_other_batches():
+  """A seed sweep trains on other data, not only from other initial weights."""
+  config = _local_config(steps=1)
+
+  def batch():
+    return train._inputs(config).train_pipeline.global_batch(0)  # pylint: disable=protected-access
+  first, again = batch(), batch()
+  config.seed = 1
+  other = batch()
+  assert np.array_equal(first["tokens"], again["tokens"])
+  assert not np.array_equal(first["tokens"], other["tokens"])
 
 
 def test_the_mesh_is_checked_against_every_device_of_the_job_not_this_host_s(monkeypatch):
