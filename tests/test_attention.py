@@ -139,6 +139,13 @@ def test_attention_dropout_drops_its_rate_of_probabilities_and_is_unbiased_on_av
   assert np.all(np.abs(dropped.mean(0) - clean) <= 6 * standard_error + 1e-7)
   # Rows still sum to 1 on average (a biased dropout scales every row the same way).
   assert abs(dropped.sum(-1).mean() - 1.0) < 0.01, dropped.sum(-1).mean()
+  # Each head and each row draws its own mask: two heads (two rows) drop the same entries
+  # about rate^2 + (1 - rate)^2 = 0.58 of the time, where one mask shared would always.
+  heads = visible[:, :, 0]
+  same_in_heads = (dropped[:, :, :, 0] == 0)[:, heads] == (dropped[:, :, :, 1] == 0)[:, heads]
+  rows = visible[1, :, 0] & visible[2, :, 0]
+  same_in_rows = (dropped[:, 1, :, 0] == 0)[:, rows] == (dropped[:, 2, :, 0] == 0)[:, rows]
+  assert abs(same_in_heads.mean() - 0.58) < 0.02 and abs(same_in_rows.mean() - 0.58) < 0.02
 
 
 def test_splash_compiled_for_a_platform_other_than_tpu_runs_in_the_pallas_interpreter():
