@@ -5,26 +5,28 @@ would look right with a draw shared, so each test looks at two draws together.""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from test_model_semantics import SEQ, VOCAB, WIDTH, _model, _params
 
 RATE = 0.5
 
 
-def _embedding_gradient_zeros(zero_branches: bool):
+@pytest.fixture(scope="module", name="zeros")
+def _embedding_gradient_zeros():
   """[B, T, WIDTH]: where a training forward's gradient reaching each token's word embedding is
-  zero. Every token id occurs once, so that is where its embedding's entries were dropped."""
+  zero, the layer's two branches set to add nothing. Every token id occurs once, so that is
+  where its embedding's entries were dropped."""
   model = _model(num_layers=1, hidden_dropout=RATE)
   tokens = np.random.default_rng(0).permutation(VOCAB)[:2 * SEQ].reshape(2, SEQ)
   arange = np.broadcast_to(np.arange(SEQ, dtype=np.int32), (2, SEQ))
   batch = (tokens.astype(np.int32), arange, np.zeros_like(arange), np.array([SEQ, SEQ], np.int32))
   params = _params(model, batch)
-  if zero_branches:  # the attention and MLP branches add nothing: the layer is the identity
-    layer = params["layers_0"]
-    for branch, names in (("attention", ("out_kernel", "out_bias")),
-                          ("mlp", ("wo_kernel", "wo_bias"))):
-      for name in names:
-        layer[branch][name] = jnp.zeros_like(layer[branch][name])
+  layer = params["layers_0"]  # zero output projections: the layer is the identity
+  for branch, names in (("attention", ("out_kernel", "out_bias")),
+                        ("mlp", ("wo_kernel", "wo_bias"))):
+    for name in names:
+      layer[branch][name] = jnp.zeros_like(layer[branch][name])
   cotangent = jax.random.normal(jax.random.key(7), (2, SEQ, WIDTH))
   loss = lambda p: jnp.sum(model.apply({"params": p}, *batch, deterministic=False,  # noqa: E731
                                        return_hidden=True,
@@ -32,20 +34,18 @@ def _embedding_gradient_zeros(zero_branches: bool):
   return np.asarray(jax.jit(jax.grad(loss))(params)["word_embeddings"])[tokens] == 0
 
 
-def test_hidden_dropout_drops_the_residual_branches_never_the_residual_stream():
+def test_hidden_dropout_drops_the_residual_branches_never_the_residual_stream(zeros):
   # GLM's layer is x + Drop(Attn(LN(x))), then x + Drop(MLP(LN(x))): with both branches
   # zero it passes its input through whatever dropout draws, so the only zeros left in the
   # embeddings' gradient are embedding dropout's, about RATE of them (512 entries: std 0.022).
   # A dropout of the sum, Drop(x + branch), would zero 1 - (1 - RATE)^2 = 0.75 of them (one
   # branch) or 1 - (1 - RATE)^3 = 0.875 (both).
-  zeros = _embedding_gradient_zeros(zero_branches=True)
   assert abs(zeros.mean() - RATE) < 0.08, zeros.mean()
 
 
-def test_embedding_dropout_draws_a_mask_for_every_position_of_every_row():
+def test_embedding_dropout_draws_a_mask_for_every_position_of_every_row(zeros):
   # Two positions (two rows) drop the same features about half the time; a mask shared along
   # the sequence (or the batch) would drop the same ones always.
-  zeros = _embedding_gradient_zeros(zero_branches=True)
   across_positions = [np.mean(zeros[:, 0] == zeros[:, t]) for t in range(1, SEQ)]
   across_rows = np.mean(zeros[0] == zeros[1])
   assert max(across_positions) < 0.8 and across_rows < 0.8, (across_positions, across_rows)
