@@ -58,14 +58,29 @@ def test_sharded_forward_equals_unsharded(mesh):
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     if math.prod(leaf.shape) >= LARGE:
       assert not leaf.sharding.is_fully_replicated, jax.tree_util.keystr(path)
-  assert params["word_embeddings"].sharding.spec == P("tensor", "fsdp")
-  assert params["layers"]["mlp"]["wi_kernel"].sharding.spec == P(None, "fsdp", "tensor")
+  # Not merely split: each over every mesh axis its dimensions' rules name (the hidden size
+  # over fsdp; heads, the MLP's width and the vocabulary over tensor; layers and q/k/v whole).
+  specs = {"/".join(k.key for k in path): leaf.sharding.spec
+           for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  assert specs == {
+      "word_embeddings": P("tensor", "fsdp"), "position_embeddings": P(None, "fsdp"),
+      "block_position_embeddings": P(None, "fsdp"),
+      "final_layernorm/bias": P(None), "final_layernorm/scale": P(None),
+      "layers/attention/qkv_kernel": P(None, "fsdp", None, "tensor", None),
+      "layers/attention/qkv_bias": P(None, None, "tensor", None),
+      "layers/attention/out_kernel": P(None, "tensor", None, "fsdp"),
+      "layers/attention/out_bias": P(None, "fsdp"),
+      "layers/mlp/wi_kernel": P(None, "fsdp", "tensor"), "layers/mlp/wi_bias": P(None, "tensor"),
+      "layers/mlp/wo_kernel": P(None, "tensor", "fsdp"), "layers/mlp/wo_bias": P(None, "fsdp"),
+      **{f"layers/{norm}/{name}": P(None, None) for norm in (
+          "input_layernorm", "post_attention_layernorm") for name in ("bias", "scale")}}
 
   host_params = jax.device_get(params)
   logits = jax.jit(lambda p, *b: model.apply({"params": p}, *b))(host_params, *batch)
   assert logits.shape == (4, 16, 128)
   np.testing.assert_allclose(np.asarray(sharded_logits), np.asarray(logits), rtol=1e-5, atol=1e-6)
-  assert not sharded_logits.sharding.is_fully_replicated  # activations follow the rules
+  # The logits follow the rules: rows over fsdp, the vocabulary over tensor.
+  assert sharded_logits.sharding.spec == P("fsdp", None, "tensor")
 
 
 def test_kernels_run_per_shard_under_a_mesh(mesh):
@@ -136,16 +151,18 @@ def test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis(mes
   assert split < 0.8 * replicated, (split, replicated)
 
 
-def test_under_fsdp_a_tpu_slice_gathers_the_embedding_tables_never_the_batch_s_token_ids():
+@pytest.mark.parametrize("tensor", [1, 2])
+def test_under_fsdp_a_tpu_slice_gathers_the_embedding_tables_never_the_batch_s_token_ids(tensor):
   """glm._gathered_over_embed: the lookups gather each table over fsdp. Left to itself, XLA
   (for a v5e-8, fsdp=8) sent every device all of the batch's ids instead, to look up a slice of
   the hidden size for all rows, and resharded the rows (and their cotangent) to match. It
-  gathers the small position tables itself; the constraint keeps that so at any size."""
+  gathers the small position tables itself; the constraint keeps that so at any size. With a
+  tensor axis each device gathers its own share of the vocabulary, never the whole table."""
   config = importlib.import_module("configs.base").get_config("local")
   config.model.update(vocab_size=1024, hidden_size=128, num_layers=1, num_heads=2,
                       max_position=128, attention="xla")
   config.data.update(seq_len=128, batch_size=16)
-  config.mesh.update(data=1, fsdp=8, tensor=1)
+  config.mesh.update(data=1, fsdp=8 // tensor, tensor=tensor)
   devices = topology.slice_devices(topology.parse_slice("v5e-8"))
   mesh, rules = parallel.make_mesh(config.mesh, devices), parallel.logical_rules(config.mesh)
   model_config = attention_choice.resolved_model_config(config, platform="tpu",
@@ -156,7 +173,9 @@ def test_under_fsdp_a_tpu_slice_gathers_the_embedding_tables_never_the_batch_s_t
     hlo = program.compile_train_step(config, mesh).as_text()
   gathered = re.findall(r"= (\w+)\[([\d,]+)\]\S* all-gather(?:-start)?\(", hlo)
   elements = {(dtype, math.prod(int(n) for n in shape.split(","))) for dtype, shape in gathered}
-  assert ("f32", 1024 * 128) in elements and ("f32", 129 * 128) in elements  # whole tables
+  # The position table whole, the word embeddings' rows of this device's vocabulary shard.
+  assert ("f32", 1024 // tensor * 128) in elements and ("f32", 129 * 128) in elements
+  assert tensor == 1 or ("f32", 1024 * 128) not in elements
   # The telling one: without the gather XLA also gathers the table (for the tied logits, in
   # bfloat16), but it sends every device all of the batch's ids as well.
   assert ("s32", 16 * 128) not in elements

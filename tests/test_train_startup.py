@@ -80,6 +80,17 @@ def test_the_run_s_seed_draws_its_batches_and_another_seed_other_batches():
   assert not np.array_equal(first["tokens"], other["tokens"])
 
 
+def test_a_micro_batch_that_cannot_split_over_the_fsdp_devices_is_refused_at_start_up():
+  """Rows are split over data x fsdp: 16 rows in 8 micro-batches are 2 rows for 8 fsdp devices,
+  refused before compiling (mesh.data alone, 1, would let every step reshard its rows)."""
+  config = _local_config(steps=1)
+  config.mesh.update(data=1, fsdp=8)
+  config.data.batch_size, config.optim.grad_accum_steps = 16, 8
+  with pytest.raises(config_lib.ConfigError, match=r"= 2 rows per micro-batch is not divisible "
+                                                   r"by the data-parallel size 8"):
+    train._inputs(config)  # pylint: disable=protected-access
+
+
 def test_the_mesh_is_checked_against_every_device_of_the_job_not_this_host_s(monkeypatch):
   # Two hosts of 4 devices: fsdp=8 spans both, and is what the job has.
   config = _local_config(steps=1)
