@@ -63,9 +63,9 @@ def split_text(text: str, answer: str) -> tuple[str, str]:
   if body.endswith(answer):
     context = body[:len(body) - len(answer)]
     kept = context.rstrip()
-    return kept.lstrip(), context[len(kept):] + answer
+    return kept.lstrip(), (context[len(kept):] if kept else "") + answer
   kept = text.rstrip()
-  return kept.lstrip(), (text[len(kept):] or (" " if kept else "")) + answer
+  return kept.lstrip(), ((text[len(kept):] or " ") if kept else "") + answer
 
 
 def read_examples(path: str) -> list[Example]:
@@ -74,7 +74,9 @@ def read_examples(path: str) -> list[Example]:
                          '{"text": "the context", "answer": "the word that follows"}.')
   try:
     with open(path, encoding="utf-8") as f:
-      lines = f.read().splitlines()
+      # Records end at "\n" only: splitlines() would also cut at U+2028 or U+0085 inside a
+      # JSON string written with ensure_ascii=False (web text holds both).
+      lines = f.read().split("\n")
   except (OSError, UnicodeDecodeError) as error:
     raise ClozeFileError(f"--cloze={path}: cannot be read ({error}).") from error
   examples = []

@@ -222,6 +222,20 @@ def test_an_answer_with_no_context_before_it_gets_no_space_before_it():
   # text, so no space is put in front of it (a byte-level BPE would score ' Bob' instead).
   assert cloze_lib.split_text("", "Bob") == ("", "Bob")
   assert cloze_lib.split_text("Bob", "Bob") == ("", "Bob")
+  # Whitespace alone is no context either.
+  assert cloze_lib.split_text("  Bob", "Bob") == ("", "Bob")
+  assert cloze_lib.split_text("   ", "Bob") == ("", "Bob")
+
+
+def test_a_cloze_file_s_records_end_at_newlines_only_not_at_unicode_line_separators(tmp_path):
+  # json.dumps(..., ensure_ascii=False) writes U+2028 and U+0085 as they are, inside a string.
+  path = tmp_path / "cloze.jsonl"
+  records = [{"text": "one\u2028two", "answer": "three"}, {"text": "four\x85five", "answer": "six"}]
+  path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                  encoding="utf-8")
+  examples = cloze_lib.read_examples(str(path))
+  assert [(e.context, e.answer, e.line) for e in examples] == [
+      ("one\u2028two", " three", 1), ("four\x85five", " six", 2)]
 
 
 def test_rows_are_padded_to_lengths_the_attention_kernel_takes():

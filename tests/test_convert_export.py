@@ -198,6 +198,13 @@ def test_a_run_s_own_tokenizer_goes_out_with_its_export_and_comes_back_with_the_
   # ... and its parameters carry that tokenizer, as a run's checkpoints do: a run started from
   # them (checkpoint.init_from) under another tokenizer is refused.
   assert sources.saved_tokenizer(tmp_path / "again") == trained_with
+  if kind == "byte":  # a tokenizer named to the import wins over the export's record
+    from test_released_tokenizers import write_gpt2_files  # pylint: disable=import-outside-toplevel
+    write_gpt2_files(str(tmp_path / "gpt2"))
+    convert.import_checkpoint(str(tmp_path / "out"), str(tmp_path / "named"),
+                              tokenizer=str(tmp_path / "gpt2"))
+    assert pretrained.read_config(str(tmp_path / "named")).data.tokenizer == "bpe"
+    assert sources.saved_tokenizer(tmp_path / "named")["name"] != trained_with["name"]
   if kind == "wordpiece":  # the file travels with the workdir, which can move
     assert (tmp_path / "again" / "tokenizer" / "vocab.txt").read_text() == (
         tmp_path / "vocab.txt").read_text()

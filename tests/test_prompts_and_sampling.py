@@ -48,6 +48,12 @@ def test_whitespace_before_a_blank_goes_to_the_blank_with_word_piece_vocabularie
   assert prompt.part_a.tolist()[:-1] == [tokenizer.specials.cls, *tokenizer.encode("the"),
                                          tokenizer.specials.mask, *tokenizer.encode(" of")]
   assert generate.fill_text(prompt, [" capital"]) == "the capital of"
+  # Text between two blanks keeps its leading space (" of" is its own token) and drops its
+  # trailing one; the text after the last blank is encoded as it is.
+  prompt = generate.encode_prompt("the [MASK] of b [MASK] c", tokenizer)
+  assert prompt.part_a.tolist()[:-1] == [tokenizer.specials.cls, *tokenizer.encode("the"),
+                                         tokenizer.specials.mask, *tokenizer.encode(" of b"),
+                                         tokenizer.specials.mask, *tokenizer.encode(" c")]
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -149,6 +149,19 @@ def test_a_bert_vocab_txt_encodes_uncased_word_pieces_and_decodes_back(bert_dir)
   assert tok.sentence_end[WORD_ID["."]] and not tok.sentence_end[WORD_ID["cat"]]
 
 
+def test_a_bert_vocab_txt_splits_text_as_bert_s_basic_tokenizer_does(bert_dir, tmp_path):
+  """Each CJK character and each punctuation mark is a word of its own; control characters
+  and U+FFFD (the readers' mark of an invalid byte) are dropped, not glued to a word."""
+  lines = (bert_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+  lines[-3:] = ["中", "文", "##文"]  # in place of three fillers
+  (tmp_path / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+  tok = tk.load_tokenizer(data_config("wordpiece", tmp_path / "vocab.txt", "bert"))
+  ids = {word: i for i, word in enumerate(lines)}
+  assert tok.encode("中文").tolist() == [ids["中"], ids["文"]]
+  assert tok.encode("a... a!!").tolist() == [ids[w] for w in "a . . . a ! !".split()]
+  assert tok.encode("a\ufffd\x00 a").tolist() == [ids["a"], ids["a"]]
+
+
 def test_a_gpt2_vocab_and_merges_give_the_original_glm_special_ids(gpt2_dir):
   tok = tk.load_tokenizer(data_config("bpe", gpt2_dir, "gpt2"))
   assert tok.specials.as_dict() == dict(pad=50256, eos=50256, sop=50257, eop=50258, cls=50259,

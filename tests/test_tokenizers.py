@@ -291,6 +291,20 @@ def test_the_vocabulary_is_padded_to_the_next_multiple_of_128_and_no_further(tmp
   assert max(tok.specials.as_dict().values()) == 135
 
 
+def test_glm_s_tokens_go_after_a_tokenizer_json_s_added_tokens_never_onto_them(tmp_path):
+  # Ids 0-3 are words, 4 a token added to the file (as a code model adds "<code>"): GLM's
+  # tokens start at 5, and "<code>" in text stays that word, never an eos.
+  words = ["<unk>", "hello", "world", "x"]
+  tokenizer = hf.Tokenizer(models.WordLevel({t: i for i, t in enumerate(words)},
+                                            unk_token="<unk>"))
+  tokenizer.pre_tokenizer = hf.pre_tokenizers.WhitespaceSplit()
+  tokenizer.add_tokens(["<code>"])
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
+  assert min(tok.specials.as_dict().values()) == 5
+  assert tok.encode("hello <code> world").tolist() == [1, 4, 2]
+
+
 def test_a_folder_holding_two_sentencepiece_models_is_refused_rather_than_one_picked(tmp_path):
   (tmp_path / "a.model").write_bytes(b"x")
   (tmp_path / "b.model").write_bytes(b"x")

@@ -162,7 +162,8 @@ ENTRIES = (
              "  if paths.is_remote(directory):", "  if False:",
              (_T + "test_a_prepared_dir_in_a_bucket_is_refused_with_the_way_to_a_local_copy",)),
     Mutation("a cloze answer with no context before it is scored with a leading space",
-             "glmjax/cloze.py", '(" " if kept else "")', '" "',
+             "glmjax/cloze.py", '((text[len(kept):] or " ") if kept else "")',
+             '(text[len(kept):] or " ")',
              ("tests/test_cloze.py::test_an_answer_with_no_context_before_it_gets_no_space_"
               "before_it",)),
     Mutation("data.files' commas are read as part of one glob", "glmjax/data/text_files.py",

@@ -132,8 +132,9 @@ ENTRIES: tuple[Mutation, ...] = (
              (_CLOZE + "test_a_cloze_row_reads_the_answer_but_its_last_token_as_the_original_s_"
               "lambada_rows",)),
     Mutation("a cloze context keeps the whitespace it starts with (the original strips it)",
-             "glmjax/cloze.py", "    return kept.lstrip(), context[len(kept):] + answer",
-             "    return kept, context[len(kept):] + answer",
+             "glmjax/cloze.py",
+             '    return kept.lstrip(), (context[len(kept):] if kept else "") + answer',
+             '    return kept, (context[len(kept):] if kept else "") + answer',
              (_CLOZE + "test_a_cloze_context_loses_the_whitespace_it_starts_with_as_the_original_"
               "strips_it",)),
     Mutation("a cloze row one past a bucket is put in that bucket", "glmjax/cloze.py",

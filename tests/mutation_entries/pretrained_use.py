@@ -45,7 +45,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "glmjax/cloze.py", "limit = max(limit, int(seq_len))", "limit = int(seq_len)",
              (_CLOZE + "test_rows_are_padded_to_lengths_the_attention_kernel_takes",)),
     Mutation("a cloze context's trailing newline becomes a space before the answer",
-             "glmjax/cloze.py", '(text[len(kept):] or (" " if kept else ""))',
+             "glmjax/cloze.py", '((text[len(kept):] or " ") if kept else "")',
              '(" " if kept else "")',
              (_CLOZE + "test_the_answer_follows_the_context_as_in_running_text",)),
     Mutation("cloze rows are padded only to the kernel's block, not to buckets of 64 tokens",

@@ -1,0 +1,53 @@
+"""Planted bugs in using a model and in reading text that passed the suite (session 37's hunts
+of generation, conversion, cloze and tokenizers), and the two cloze bugs that hunt found in the
+code, put back."""
+from mutation_entries import Mutation
+
+_TOKENIZERS, _CLOZE = "glmjax/data/tokenizers.py", "glmjax/cloze.py"
+_BASIC = ("tests/test_released_tokenizers.py::test_a_bert_vocab_txt_splits_text_as_bert_s_basic_"
+          "tokenizer_does",)
+_NO_CONTEXT = ("tests/test_cloze.py::test_an_answer_with_no_context_before_it_gets_no_space_"
+               "before_it",)
+
+ENTRIES = (
+    Mutation("every prompt samples with the same key (a repeated prompt repeats its sample)",
+             "glmjax/generate.py", "jax.random.fold_in(jax.random.key(seed), i))(",
+             "jax.random.fold_in(jax.random.key(seed), 0 * i))(",
+             ("tests/test_generate.py::test_each_generated_token_is_drawn_with_its_own_key",)),
+    Mutation("text between two blanks loses its leading space with a BPE vocabulary",
+             "glmjax/generate.py",
+             "    piece = piece if tokenizer.spaces_are_tokens else piece.rstrip()",
+             "    piece = piece if tokenizer.spaces_are_tokens else piece.strip()",
+             ("tests/test_prompts_and_sampling.py::test_whitespace_before_a_blank_goes_to_the_"
+              "blank_with_word_piece_vocabularies",)),
+    Mutation("an import ignores --tokenizer when the source is a glmjax export",
+             "glmjax/convert/__init__.py",
+             "  recorded = {} if tokenizer else recorded_tokenizer(source)",
+             "  recorded = recorded_tokenizer(source)",
+             ("tests/test_convert_export.py::test_a_run_s_own_tokenizer_goes_out_with_its_export_"
+              "and_comes_back_with_the_import[byte]",)),
+    Mutation("GLM's tokens are numbered over a tokenizer.json's added tokens", _TOKENIZERS,
+             "    size = self._tokenizer.get_vocab_size(with_added_tokens=True)",
+             "    size = self._tokenizer.get_vocab_size(with_added_tokens=False)",
+             ("tests/test_tokenizers.py::test_glm_s_tokens_go_after_a_tokenizer_json_s_added_"
+              "tokens_never_onto_them",)),
+    Mutation("the BERT tokenizer keeps CJK characters together", _TOKENIZERS,
+             "normalizers.BertNormalizer(lowercase=True)",
+             "normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=False)", _BASIC),
+    Mutation("the BERT tokenizer keeps control characters and U+FFFD", _TOKENIZERS,
+             "normalizers.BertNormalizer(lowercase=True)",
+             "normalizers.BertNormalizer(lowercase=True, clean_text=False)", _BASIC),
+    Mutation("the BERT tokenizer splits at whitespace only, keeping runs of punctuation",
+             _TOKENIZERS, "tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()",
+             "tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()", _BASIC),
+    Mutation("a cloze file is cut at every Unicode line break, inside JSON strings too", _CLOZE,
+             'lines = f.read().split("\\n")', "lines = f.read().splitlines()",
+             ("tests/test_cloze.py::test_a_cloze_file_s_records_end_at_newlines_only_not_at_"
+              "unicode_line_separators",)),
+    Mutation("an answer after a context of whitespace alone keeps that whitespace", _CLOZE,
+             '(context[len(kept):] if kept else "") + answer', "context[len(kept):] + answer",
+             _NO_CONTEXT),
+    Mutation("an answer after whitespace alone, not cut from the text, keeps that whitespace",
+             _CLOZE, '((text[len(kept):] or " ") if kept else "") + answer',
+             '(text[len(kept):] or (" " if kept else "")) + answer', _NO_CONTEXT),
+)
