@@ -84,3 +84,16 @@ def test_a_resume_that_reads_another_json_field_is_refused(tmp_path):
   config.text_field = "body"
   with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
     prepare.prepare(config, out, shard_mb=1e-3, progress=False)
+
+
+def test_a_resume_that_cuts_txt_files_another_way_is_refused(tmp_path):
+  # Files smaller than --shard_mb are planned whole either way: only the recorded reading
+  # shows that the finished shard holds paragraphs and the rest would hold whole files.
+  for name in ("a", "b", "c"):
+    (tmp_path / f"{name}.txt").write_text(f"{name} one " * 50 + "\n\n" + f"{name} two " * 50)
+  config = data_config(source="files", files=(f"{tmp_path}/*.txt",), txt_documents="paragraphs")
+  out = str(tmp_path / "out")
+  assert prepare.prepare(config, out, shard_mb=7e-4, limit_shards=1, progress=False) is None
+  config.txt_documents = "file"
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
+    prepare.prepare(config, out, shard_mb=7e-4, progress=False)

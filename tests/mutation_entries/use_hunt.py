@@ -50,4 +50,15 @@ ENTRIES = (
     Mutation("an answer after whitespace alone, not cut from the text, keeps that whitespace",
              _CLOZE, '((text[len(kept):] or " ") if kept else "") + answer',
              '(text[len(kept):] or (" " if kept else "")) + answer', _NO_CONTEXT),
+    Mutation("export follows init_from one step only: a run continued twice exports as new",
+             "glmjax/convert/__init__.py", "  for _ in range(16):  # a chain",
+             "  for _ in range(2):  # a chain",
+             ("tests/test_convert_export.py::test_a_run_continued_from_an_import_exports_in_the_"
+              "import_s_dtypes_names_and_files",)),
+    Mutation("a resumed prepare does not compare how .txt files are cut into documents",
+             "glmjax/data/sources.py",
+             "txt_documents=data_config.txt_documents, text_field=data_config.text_field)",
+             "text_field=data_config.text_field)",
+             ("tests/test_prepare_resume.py::test_a_resume_that_cuts_txt_files_another_way_is_"
+              "refused",)),
 )
