@@ -378,10 +378,15 @@ def test_tokenizer_workers_ignore_ctrl_c_from_the_moment_they_start(monkeypatch)
   finally:
     pool.terminate()
   assert signal.getsignal(signal.SIGINT) is before  # the parent's own Ctrl-C still works
-  # Ignored while the pool starts its processes, whatever they do once started.
+  # Ignored while the pool starts its processes, whatever they do once started; from a parent
+  # that hears Ctrl-C (pytest run in the background by a shell inherits it ignored already).
   at_start = []
   spawning = types.SimpleNamespace(
       Pool=lambda processes, **kwargs: at_start.append(signal.getsignal(signal.SIGINT)))
   monkeypatch.setattr(prepare.multiprocessing, "get_context", lambda method: spawning)
-  prepare._worker_pool(1)  # pylint: disable=protected-access
+  hearing = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    prepare._worker_pool(1)  # pylint: disable=protected-access
+  finally:
+    signal.signal(signal.SIGINT, hearing)
   assert at_start == [signal.SIG_IGN]
