@@ -303,6 +303,11 @@ def test_glm_s_tokens_go_after_a_tokenizer_json_s_added_tokens_never_onto_them(t
   tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
   assert min(tok.specials.as_dict().values()) == 5
   assert tok.encode("hello <code> world").tolist() == [1, 4, 2]
+  # A GLM name the file holds as an added token is that role's id, as in its vocabulary.
+  tokenizer.add_special_tokens(["[MASK]"])  # id 5
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  tok = tk.load_tokenizer(data_config(tokenizer="hf", tokenizer_path=str(tmp_path)))
+  assert tok.specials.mask == 5
 
 
 def test_a_folder_holding_two_sentencepiece_models_is_refused_rather_than_one_picked(tmp_path):

@@ -61,4 +61,9 @@ ENTRIES = (
              "text_field=data_config.text_field)",
              ("tests/test_prepare_resume.py::test_a_resume_that_cuts_txt_files_another_way_is_"
               "refused",)),
+    Mutation("a GLM name a tokenizer.json holds as an added token gets a new id", _TOKENIZERS,
+             "for text, token_id in self._tokenizer.get_vocab(with_added_tokens=True).items():",
+             "for text, token_id in self._tokenizer.get_vocab(with_added_tokens=False).items():",
+             ("tests/test_tokenizers.py::test_glm_s_tokens_go_after_a_tokenizer_json_s_added_"
+              "tokens_never_onto_them",)),
 )
