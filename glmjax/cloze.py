@@ -6,7 +6,8 @@ context plus the answer, and the context is the text minus that ending (and minu
 it starts with, as the original's LAMBADA rows strip it). The answer is scored as it
 follows the context in running text, so that a byte-level BPE sees the word with its leading
 space: whitespace at the end of the context moves to the start of the answer, and where the
-context (not cut from a text ending with the answer) ends without any, one space is put there.
+context (not cut from a text ending with the answer) ends without any, one space is put there;
+a context that is empty or whitespace alone puts nothing before the answer.
 
 Each example is one GLM row, the answer as a [MASK] span at the end of the text, as the
 original's LambadaDataset builds it (tasks/language_model/dataset.py, build_input_from_ids):

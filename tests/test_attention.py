@@ -139,12 +139,22 @@ def test_attention_dropout_drops_its_rate_of_probabilities_and_is_unbiased_on_av
   assert np.all(np.abs(dropped.mean(0) - clean) <= 6 * standard_error + 1e-7)
   # Rows still sum to 1 on average (a biased dropout scales every row the same way).
   assert abs(dropped.sum(-1).mean() - 1.0) < 0.01, dropped.sum(-1).mean()
-  # Each head and each row draws its own mask: two heads (two rows) drop the same entries
-  # about rate^2 + (1 - rate)^2 = 0.58 of the time, where one mask shared would always.
-  heads = visible[:, :, 0]
-  same_in_heads = (dropped[:, :, :, 0] == 0)[:, heads] == (dropped[:, :, :, 1] == 0)[:, heads]
-  rows = visible[1, :, 0] & visible[2, :, 0]
-  same_in_rows = (dropped[:, 1, :, 0] == 0)[:, rows] == (dropped[:, 2, :, 0] == 0)[:, rows]
+
+
+def test_attention_dropout_draws_its_own_mask_for_each_head_and_each_row():
+  # Two heads (two rows) drop the same visible entries about rate^2 + (1 - rate)^2 = 0.58 of
+  # the time, where one mask shared would always (tens of thousands of pairs: 0.02 is many
+  # standard deviations).
+  rate, draws, seps = 0.3, 64, (0, 5, SMALL_T // 2)
+  q, k, _, _, sep = _inputs(SMALL_T, seps)
+  v = jnp.broadcast_to(jnp.eye(SMALL_T)[None, :, None, :], (len(seps), SMALL_T, 2, SMALL_T))
+  dropped = np.asarray(jax.jit(jax.vmap(lambda rng: attention.glm_attention(
+      q, k, v, sep, dropout_rate=rate, dropout_rng=rng)))(
+          jax.random.split(jax.random.key(0), draws))) == 0  # [draws, B, T, N, S]
+  visible = np.asarray(mask_lib.glm_mask(sep, SMALL_T))  # [B, T, S]
+  same_in_heads = dropped[:, :, :, 0][:, visible] == dropped[:, :, :, 1][:, visible]
+  rows = visible[1] & visible[2]
+  same_in_rows = dropped[:, 1, :, 0][:, rows] == dropped[:, 2, :, 0][:, rows]
   assert abs(same_in_heads.mean() - 0.58) < 0.02 and abs(same_in_rows.mean() - 0.58) < 0.02
 
 

@@ -216,11 +216,18 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(random_run):
 def test_each_generated_token_is_drawn_with_its_own_key(random_run):
   loaded, tokenizer = random_run
   uniform = dataclasses.replace(loaded, params=jax.tree.map(jnp.zeros_like, loaded.params))
-  result = generate.generate(uniform, tokenizer, ["a [MASK] b"] * 4,
+  result = generate.generate(uniform, tokenizer, ["a [MASK] b"],
                              sampling=decoding.Sampling(temperature=1.0, max_blank_tokens=8))
   ids = tokenizer.encode(result[0]["blanks"][0]).tolist()
   assert len(set(ids)) > 1, ids  # one key for every step would repeat one token
-  # And every prompt its own: a prompt asked four times gives four samples, not one four times.
+
+
+def test_each_prompt_samples_with_its_own_key(random_run):
+  # A prompt given four times gives four samples, not one sample four times.
+  loaded, tokenizer = random_run
+  uniform = dataclasses.replace(loaded, params=jax.tree.map(jnp.zeros_like, loaded.params))
+  result = generate.generate(uniform, tokenizer, ["a [MASK] b"] * 4,
+                             sampling=decoding.Sampling(temperature=1.0, max_blank_tokens=8))
   assert len({r["blanks"][0] for r in result}) == 4, result
 
 

@@ -262,6 +262,7 @@ def test_a_sigterm_mid_run_saves_the_step_it_came_in_off_the_checkpoint_grid_and
   finally:
     signal.signal(signal.SIGTERM, previous)
   assert result["step"] == 3 and result["stopped"] == "sigterm" and heard == []
+  # close runs once, with no copy queued.
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"] and queued_at_close == [False]
   assert after is recorder
 

@@ -382,13 +382,15 @@ def test_initial_weights_have_glm_s_scaled_stds(norm):
               "mlp output": (params["mlp"]["wo_kernel"], scaled),
               # 8k draws: within 1.6% (1 sigma); 0.05 is not the 0.02 a constant would give.
               "word embeddings": (everything["word_embeddings"], init_std),
-              # GLM's two position tables too (1088 draws each: within 2.1%, 1 sigma).
+              # GLM's two position tables too.
               "position table": (everything["position_embeddings"], init_std),
               "block position table": (everything["block_position_embeddings"], init_std)}
   for name, (kernel, std) in expected.items():
     kernel = np.asarray(kernel, np.float64)
+    # The smallest, the position tables' 1088 draws: the mean within 0.03 std and the sample
+    # std within 2.1% (1 sigma), so the bounds are 3.3 and 3.8 sigma; the kernels, >= 12k
+    # draws, are within 1.3%.
     assert abs(kernel.mean()) < 0.1 * std, name
-    # >= 12k draws per kernel: the sample std is within 1.3% of the true one (1 sigma).
     np.testing.assert_allclose(kernel.std(), std, rtol=0.08, err_msg=name)
 
 

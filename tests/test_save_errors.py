@@ -40,9 +40,11 @@ def test_a_save_that_fails_for_another_reason_than_the_storage_s_raises_that_err
   def save(*args, **kwargs):
     raise RuntimeError("UNAVAILABLE: the coordination service did not answer")
   saver.manager.save = save
-  with pytest.raises(RuntimeError, match="coordination service did not answer"):
-    saver.save(2, state, metadata)
-  saver.close()
+  try:
+    with pytest.raises(RuntimeError, match="coordination service did not answer"):
+      saver.save(2, state, metadata)
+  finally:
+    saver.close()
 
 
 def test_a_background_write_that_fails_for_another_reason_raises_that_error_at_the_wait(
@@ -50,10 +52,12 @@ def test_a_background_write_that_fails_for_another_reason_raises_that_error_at_t
   saver = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=3)
   state, metadata = _state()
   _failing_writes(monkeypatch, KeyError("a shard's index went missing"))
-  saver.save(2, state, metadata)
-  with pytest.raises(KeyError, match="index went missing"):
-    saver.wait()
-  saver.close()
+  try:
+    saver.save(2, state, metadata)
+    with pytest.raises(KeyError, match="index went missing"):
+      saver.wait()
+  finally:
+    saver.close()
 
 
 def test_the_last_save_failing_on_a_full_disk_as_the_checkpointer_closes_is_named_in_one_line(

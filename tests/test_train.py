@@ -418,7 +418,7 @@ def test_init_from_another_run_starts_from_its_parameters(tmp_path, trained):
   before, continued, scratch = _losses(first), _losses(second), _losses(fresh)
   assert continued[1] < scratch[1] - 1.0
   assert abs(continued[1] - before[100]) < 0.5
-  # Stopped and started again by the same command, stage 2 resumes from its own checkpoint:
+  # Stopped and started again with more steps, stage 2 resumes from its own checkpoint:
   # its step 1 is not trained again from init_from's parameters.
   config.checkpoint.init_from, config.train.steps = str(first), 2
   assert train.train_and_evaluate(config, str(second))["step"] == 2

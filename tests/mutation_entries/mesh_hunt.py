@@ -4,7 +4,8 @@ axis, the embedding table gathered whole, micro-batches checked against mesh.dat
 from mutation_entries import Mutation
 
 _GLM = "glmjax/model/glm.py"
-_SHARDED = ("tests/test_model_sharding.py::test_sharded_forward_equals_unsharded",)
+_SHARDED = ("tests/test_model_sharding.py::test_every_parameter_and_the_logits_are_split_over_"
+            "the_axes_their_rules_name",)
 
 ENTRIES = (
     Mutation("the fused QKV kernel is not split over heads on the tensor axis", _GLM,

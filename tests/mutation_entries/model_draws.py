@@ -22,8 +22,8 @@ ENTRIES = (
              "keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)",
              "keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, "
              "(probs.shape[0], 1, *probs.shape[2:]))",
-             ("tests/test_attention.py::test_attention_dropout_drops_its_rate_of_probabilities_"
-              "and_is_unbiased_on_average",)),
+             ("tests/test_attention.py::test_attention_dropout_draws_its_own_mask_for_each_head_"
+              "and_each_row",)),
     Mutation("embedding dropout drops the same features at every position", _GLM,
              "x = nn.Dropout(cfg.hidden_dropout, deterministic=deterministic)(x)",
              "x = nn.Dropout(cfg.hidden_dropout, broadcast_dims=(1,), "

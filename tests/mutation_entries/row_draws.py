@@ -1,5 +1,6 @@
 """Planted bugs where one of a row's random choices reads another's draw (session 37's hunt):
-each keeps every choice's own statistics, so only a test of two choices together sees it."""
+each keeps every choice's own statistics, so only a test of two choices together sees it. The
+same hunt's two others close the table: an initial position table and the blank budget."""
 from mutation_entries import Mutation
 
 _PIPELINE, _INFILLING = "glmjax/data/pipeline.py", "glmjax/data/infilling.py"

@@ -31,7 +31,8 @@ ENTRIES = (
     Mutation("config.seed does not reach the training pipeline (it draws with seed 0)", _TRAIN,
              "    train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, train_docs,\n"
              "                                                seed=config.seed)\n",
-             "    train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, train_docs)\n",
+             "    train_pipeline = pipeline_lib.BatchPipeline(config.data, tokenizer, "
+             "train_docs)\n",
              ("tests/test_train_startup.py::test_the_run_s_seed_draws_its_batches_and_another_"
               "seed_other_batches",)),
     Mutation("the last save's failure at close escapes as Orbax's error, not the one line",

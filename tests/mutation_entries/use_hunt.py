@@ -13,7 +13,7 @@ ENTRIES = (
     Mutation("every prompt samples with the same key (a repeated prompt repeats its sample)",
              "glmjax/generate.py", "jax.random.fold_in(jax.random.key(seed), i))(",
              "jax.random.fold_in(jax.random.key(seed), 0 * i))(",
-             ("tests/test_generate.py::test_each_generated_token_is_drawn_with_its_own_key",)),
+             ("tests/test_generate.py::test_each_prompt_samples_with_its_own_key",)),
     Mutation("text between two blanks loses its leading space with a BPE vocabulary",
              "glmjax/generate.py",
              "    piece = piece if tokenizer.spaces_are_tokens else piece.rstrip()",
@@ -24,8 +24,8 @@ ENTRIES = (
              "glmjax/convert/__init__.py",
              "  recorded = {} if tokenizer else recorded_tokenizer(source)",
              "  recorded = recorded_tokenizer(source)",
-             ("tests/test_convert_export.py::test_a_run_s_own_tokenizer_goes_out_with_its_export_"
-              "and_comes_back_with_the_import[byte]",)),
+             ("tests/test_convert_export.py::test_a_tokenizer_named_to_the_import_wins_over_the_"
+              "export_s_record",)),
     Mutation("GLM's tokens are numbered over a tokenizer.json's added tokens", _TOKENIZERS,
              "    size = self._tokenizer.get_vocab_size(with_added_tokens=True)",
              "    size = self._tokenizer.get_vocab_size(with_added_tokens=False)",
