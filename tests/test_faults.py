@@ -13,6 +13,7 @@ import pytest
 from checkpoint_states import rewrite_metadata
 from glmjax import checkpoint, config as config_lib, loop, memory, train
 from glmjax import workdir as workdir_lib
+from test_save_errors import _failing_writes
 from test_train import _poison
 
 
@@ -238,27 +239,16 @@ def test_a_write_that_fails_in_the_background_is_named_by_its_own_step_at_the_ne
     tmp_path, monkeypatch):
   """Orbax lists step 4 while its write is in flight, failed or not: the error that the next
   save surfaces names step 4 as the one that failed, and step 2 as the newest good one."""
-  import orbax.checkpoint as ocp
-
-  class NoSpace:  # a commit future whose write ran out of disk
-    def result(self, timeout=None):
-      raise OSError(errno.ENOSPC, "No space left on device")
-
-  real_async_save = ocp.StandardCheckpointHandler.async_save
-
-  async def failing_async_save(self, *args, **kwargs):
-    return list(await real_async_save(self, *args, **kwargs) or []) + [NoSpace()]
-
   saver = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=3)
   state = {"w": np.arange(4.0, dtype=np.float32)}
   metadata = {"param_layout": checkpoint.parameter_layout(state)}
   try:
     saver.save(2, state, metadata)
     saver.wait()
-    monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", failing_async_save)
-    saver.save(4, state, metadata)
+    with monkeypatch.context() as patch:  # step 4's write runs out of disk
+      _failing_writes(patch, OSError(errno.ENOSPC, "No space left on device"))
+      saver.save(4, state, metadata)
     assert 4 in saver.steps()  # in flight: why the newest good one must leave it out
-    monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", real_async_save)
     with pytest.raises(checkpoint.CheckpointWriteError,
                        match=r"at step 4 to .* failed: no space left on device .*Newest good "
                              r"checkpoint: step 2, intact\."):
