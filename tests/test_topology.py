@@ -1,10 +1,14 @@
 """Cloud TPU slice names: their chips, hosts, torus shapes and wraparound links as Cloud TPU
 provisions them, and libtpu's description of a slice on this CPU machine (glmjax/topology.py)."""
 import os
+import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
+from jax.sharding import SingleDeviceSharding
 
 from glmjax import topology
 
@@ -68,6 +72,28 @@ def test_standard_slice_names_have_the_torus_shapes_cloud_tpu_provisions(name, s
     ("v6e-64", (False, False, False)), ("v5litepod-16", (False, False, False))])  # 8x8, 4x4
 def test_only_the_16_chip_axes_of_a_2d_slice_wrap_around(name, wrap):
   assert topology.parse_slice(name).wrap == wrap
+
+
+@pytest.mark.parametrize("name", ["v4-8", "v5p-8", "v5e-1", "v6e-1"])
+def test_a_chip_s_usable_hbm_is_what_libtpu_s_compiler_lets_one_program_take(name):
+  """The table's HBM per chip, which `aot` compares a step's memory with, is libtpu's own
+  figure (a chip's HBM less what the runtime keeps): a program 32 MiB under it compiles, and
+  one 32 MiB over it is refused naming that figure (rounded to 0.01 GiB)."""
+  spec = topology.parse_slice(name)
+  device = topology.slice_devices(spec)[0]
+
+  def compile_output_of(size: int):
+    zeros = jax.jit(lambda: jnp.zeros((size,), jnp.int8),
+                    out_shardings=SingleDeviceSharding(device))
+    return zeros.lower().compile()
+
+  compile_output_of(spec.hbm_bytes - (32 << 20))
+  with pytest.raises(Exception, match="RESOURCE_EXHAUSTED") as refused:
+    compile_output_of(spec.hbm_bytes + (32 << 20))
+  # "exceeds available HBM (31.25G)", or "Used 31.28G of 31.25G hbm" in other libtpu releases
+  available = re.search(r"(?:available HBM \(| of )([0-9.]+)G", str(refused.value))
+  assert available, str(refused.value)
+  assert abs(float(available.group(1)) * topology.GIB - spec.hbm_bytes) <= 0.005 * topology.GIB
 
 
 def test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_command_s_output():
