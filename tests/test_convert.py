@@ -136,6 +136,7 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
   assert config.checkpoint.init_from == str(tmp_path / "run")
   assert (config.model.hidden_size, config.model.max_position) == (H, MSL)
   assert config.data.seq_len <= MSL
+  config_lib.validate(config)  # e.g. its longest span fits the model's 16-position rows
   # What train does with checkpoint.init_from: read the parameters into the model's layout.
   loaded = pretrained.load(str(tmp_path / "run"))
   params, step = params_restore.restore_params(

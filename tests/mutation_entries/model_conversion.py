@@ -231,4 +231,9 @@ ENTRIES: tuple[Mutation, ...] = (
              '  return dataclasses.replace(model_config, attention="xla"), params',
              "  return model_config, params",
              (_C + "test_each_original_layout_gives_the_original_logits",)),
+    Mutation("an import of a model with few positions keeps GLM's 39-token spans, which its rows "
+             "cannot hold", "glmjax/convert/__init__.py",
+             "  config.data.max_span_length = min(config.data.max_span_length,\n"
+             "                                    max(1, config.data.seq_len - 4))\n", "",
+             (_C + "test_the_imported_workdir_is_what_train_continues_from",)),
 )
