@@ -28,12 +28,42 @@ def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, gen
   assert len(devices) == chips and len({d.process_index for d in devices}) == hosts
 
 
-@pytest.mark.parametrize("name", ["v5p-100", "v5e:2x2x2", "tpu-8", "v6e-12", "v5e:1x16",
-                                  "v5p-9",       # v5p names count 2 cores a chip: never odd
-                                  "v5p:0x4x4"])  # no axis of 0 chips
-def test_impossible_slice_names_say_what_is_accepted(name):
-  with pytest.raises(topology.TopologyError, match=name):
+@pytest.mark.parametrize("name, reason", [
+    ("tpu-8", "is not a TPU slice name; use a Cloud TPU accelerator type"),
+    ("v5p-100", "no standard v5p slice of that size"), ("v6e-12", "no standard v6e slice"),
+    ("v5p-9", "no standard v5p slice"),  # v5p names count 2 cores a chip: never odd
+    ("v5e:2x2x2", "v5e slices have 2 torus axes"), ("v5p:4x4", "v5p slices have 3 torus axes"),
+    ("v4:2x2", "v4 slices have 3 torus axes"),
+    ("v5p:0x4x4", "v5p slices have 3 torus axes"),  # no axis of 0 chips
+    # Hosts serve 2x2(x1) chips: an axis of 3 would split one, however long the others are.
+    ("v5e:1x16", "every torus axis must be a multiple of that"),
+    ("v6e:3x4", "every torus axis must be a multiple of that"),
+    ("v5p:2x3x4", "every torus axis must be a multiple of that")])
+def test_impossible_slice_names_say_what_is_wrong_and_what_is_accepted(name, reason):
+  with pytest.raises(topology.TopologyError, match=f"--topology='{name}'") as refused:
     topology.parse_slice(name)
+  assert reason in str(refused.value), str(refused.value)
+
+
+def test_describing_a_slice_keeps_the_tpu_variables_the_user_had_set(monkeypatch):
+  """Off a TPU VM the description's libtpu start is given the slice's own values, and they are
+  taken back after it; values the user had set are neither replaced nor taken away."""
+  monkeypatch.setenv("TPU_ACCELERATOR_TYPE", "v5p-8")
+  monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.2")
+  assert len(topology.slice_devices(topology.parse_slice("v6e-4"))) == 4
+  assert (os.environ["TPU_ACCELERATOR_TYPE"], os.environ["TPU_WORKER_HOSTNAMES"]) == (
+      "v5p-8", "10.0.0.2")
+
+
+def test_without_libtpu_the_error_says_what_to_install(monkeypatch):
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+
+  def missing(**_):  # what jax raises where no TPU plugin is installed
+    raise RuntimeError("JAX TPU support not installed; cannot generate TPU topology.")
+
+  monkeypatch.setattr(topologies, "get_topology_desc", missing)
+  with pytest.raises(topology.TopologyError, match=r"pip install 'jax\[tpu\]=="):
+    topology.slice_devices(topology.parse_slice("v5p-8"))
 
 
 @pytest.mark.parametrize("name, wrap", [

@@ -2,14 +2,17 @@
 TPU launcher."""
 from mutation_entries import Mutation
 
+_IMPOSSIBLE_NAME = ("tests/test_topology.py::test_impossible_slice_names_say_what_is_wrong_and_"
+                    "what_is_accepted")
+
 ENTRIES = (
     Mutation("an odd v5p core count is taken for the slice below it (v5p-9 as v5p-8)",
              "glmjax/topology.py",
              "if remainder or chips not in shapes:", "if chips not in shapes:",
-             ("tests/test_topology.py::test_impossible_slice_names_say_what_is_accepted",)),
+             (_IMPOSSIBLE_NAME,)),
     Mutation("a torus axis of 0 chips gets past the slice name check", "glmjax/topology.py",
              "min(shape) < 1", "min(shape) < 0",
-             ("tests/test_topology.py::test_impossible_slice_names_say_what_is_accepted",)),
+             (_IMPOSSIBLE_NAME,)),
     Mutation("two mesh axes left at -1 are accepted", "glmjax/parallel.py",
              "if len(fill) > 1:", "if len(fill) > 2:",
              ("tests/test_parallel.py::test_only_one_mesh_axis_may_be_left_to_fill_the_devices",)),
