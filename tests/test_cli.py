@@ -86,13 +86,14 @@ def test_bench_reports_a_missing_tokenizer_file_in_one_line_and_keeps_its_traceb
   assert "Traceback (most recent call last)" in open(kept.group(1), encoding="utf-8").read()
 
 
-@pytest.mark.parametrize("form", ["--config=FILE", "--config FILE"], ids=["joined", "apart"])
+@pytest.mark.parametrize("form", ["--config=FILE", "--config FILE", "--config=FILE:local"],
+                         ids=["joined", "apart", "with its argument"])
 def test_a_key_error_in_the_config_file_s_own_code_keeps_its_traceback(tmp_path, form):
   """Not blamed on an override that carries the same key: the file's traceback is the help."""
   config_file = tmp_path / "broken.py"
   config_file.write_text(
       "from configs import base\n\n"
-      "def get_config():\n"
+      "def get_config(arg=None):\n"
       "  config = base.get_config('local')\n"
       "  config.data.batch_size = {}['batch_size']  # the config file's own bug\n"
       "  return config\n")
@@ -322,6 +323,7 @@ cli.run(main)
     # The README names these two as well; absl suggests nothing for either.
     ("glmjax.evaluate", "--clze=x", "cloze"),
     ("glmjax.convert", "--ot=x", "out"),
+    ("glmjax.train", "--workdri=run", "workdir"),  # absl's own suggestion, given once
 ])
 def test_an_unknown_flag_close_to_one_the_command_has_is_one_line_suggesting_it(
     tmp_path, module, flag, suggested):
@@ -346,6 +348,20 @@ def test_a_config_override_without_a_config_file_is_one_line_asking_for_the_file
                           r"field of the config file, and no --config=FILE was given: add one "
                           r"\(e\.g\. --config=configs/base\.py\) before --config\.model\.remat",
                   status=2 if name == "aot" else 1)
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("train", "Both --config and --workdir are required"),
+    ("aot", "Both --config and --topology are required"),
+    ("prepare", r"needs --config=CONFIG_FILE\[:ARG\] and --out=DIR")],
+    ids=["train", "aot", "prepare"])
+def test_a_command_run_without_its_config_file_is_one_line_asking_for_it(name, pattern,
+                                                                          tmp_path):
+  module, *needed = COMMANDS[name]
+  result = subprocess.run([sys.executable, "-m", module, *(a.format(tmp=tmp_path) for a in needed)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  assert_one_line(result, pattern + "; --helpshort lists the flags$", status=STATUS.get(name, 1))
 
 
 def test_a_negative_bench_steps_is_one_line_before_the_step_compiles(tmp_path):

@@ -186,6 +186,10 @@ def test_the_command_searches_the_chosen_models_and_generations_and_splices_thei
   searched.clear()
   assert fit_table.main(["--models=GLM-Base", "--generations=v5litepod,v5e"]) == 0
   assert searched == [("configs.base", "v5e")]
+  # A list written with spaces after its commas, as a shell user quotes it.
+  searched.clear()
+  assert fit_table.main(["--models=GLM-Base, GLM-10B", "--generations=v5p, v6e"]) == 0
+  assert searched == [(m, g) for m in ("configs.base", "configs.glm_10b") for g in ("v5p", "v6e")]
 
 
 def test_the_command_prints_why_a_generation_has_no_slice_in_its_row(monkeypatch, capsys):

@@ -228,6 +228,7 @@ def test_ssh_and_scp_leave_host_key_checking_on(capsys):
     (["create", "--name=glm", ZONE, "--accelerator=v5p:2x2x3"],
      "--accelerator=v5p:2x2x3: Cloud TPU has no accelerator type v5p-24 for this shape"),
     (["create", "--name=glm", "--accelerator=v5p-8"], "--zone is required"),
+    (["create", ZONE, "--accelerator=v5p-8"], "--name is required"),
     # gcloud would take a region and answer from the API; a zone is its region and a letter.
     (["create", "--name=glm", "--zone=us-east5", "--accelerator=v5p-8"],
      "--zone=us-east5 is a region; name one of its zones, e.g. --zone=us-east5-a"),
@@ -259,6 +260,16 @@ def test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2(
   assert captured.out == "" and captured.err.count("\n") == 1
   assert captured.err.startswith("launch/tpu.py: error: ") and message in captured.err
   assert "abc" not in captured.err  # a value given as --env NAME=VALUE is not echoed back
+
+
+def test_without_gcloud_a_command_says_to_install_it_and_a_dry_run_still_prints(
+    tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud anywhere
+  create = ["create", "--name=glm", ZONE, "--accelerator=v5p-8"]
+  assert tpu.main(create) == 2
+  assert "gcloud not found: install the Google Cloud CLI" in capsys.readouterr().err
+  assert tpu.main(["create", "--dry-run", *create[1:]]) == 0
+  assert capsys.readouterr().out.startswith("gcloud compute tpus tpu-vm create glm ")
 
 
 def test_the_script_reports_a_usage_error_without_a_traceback():

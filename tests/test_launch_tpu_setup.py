@@ -169,6 +169,9 @@ exit 0""")
   for w in range(4):
     log = (logs / f"setup-worker{w}.log").read_text()
     assert f"worker {w} installed" in log and f"--worker={w}" in log
+    # Each command's line heads its output: the copy, then the install and what it printed.
+    assert log.index("+ gcloud compute tpus tpu-vm scp") < log.index(
+        "+ gcloud compute tpus tpu-vm ssh") < log.index(f"worker {w} installed"), log
   assert sorted(os.listdir(calls)) == ["key"] + [f"{v}-{w}" for v in ("scp", "ssh")
                                                  for w in range(4)]
 

@@ -154,3 +154,10 @@ def test_a_process_that_has_joined_does_not_join_again(monkeypatch):
   assert distributed.initialize(60, env=env) and distributed.initialize(
       60, env=env)
   assert joined == [{"initialization_timeout": 60}]
+
+
+def test_a_process_that_holds_no_device_of_the_mesh_is_named_in_the_error():
+  mesh = Mesh(np.array(jax.devices()).reshape(8, 1, 1), parallel.MESH_AXES)  # all process 0's
+  assert parallel.host_rows(mesh, 8, process_index=0).rows.tolist() == list(range(8))
+  with pytest.raises(ValueError, match="Process 1 holds no device of the mesh; every process"):
+    parallel.host_rows(mesh, 8, process_index=1)
