@@ -141,6 +141,8 @@ def validate(args, has_separator: bool) -> None:
         raise UsageError("setup needs --accelerator=TYPE (or --workers=N) to set up each "
                          "worker in parallel")
       args.workers = accelerator_workers(args.accelerator)
+    elif args.accelerator:  # --workers wins; the name is checked all the same
+      parse_accelerator(args.accelerator)
     if args.workers < 1:
       raise UsageError(f"--workers={args.workers}: needs at least 1")
     if args.jax_version is None:
@@ -153,6 +155,8 @@ def validate(args, has_separator: bool) -> None:
                      "trainer needs them to save its checkpoint)")
   if args.command == "logs" and not re.fullmatch(r"all|\d+", args.worker):
     raise UsageError(f"--worker={args.worker!r}: a worker index (0, 1, ...) or all")
+  if args.command == "logs" and args.lines < 1:
+    raise UsageError(f"--lines={args.lines}: how many of the log's last lines to show, at least 1")
   if args.command == "train":
     if args.check_s < 0:
       raise UsageError(f"--check-s={args.check_s}: seconds, 0 or more")

@@ -28,7 +28,8 @@ ENTRIES = (
              "           else list(values))",
              (_T + "test_describing_a_slice_keeps_the_tpu_variables_the_user_had_set",)),
     Mutation("jax's missing TPU support is not told to install libtpu", "glmjax/topology.py",
-             'missing = isinstance(error, ImportError) or "TPU support not installed" in first_line',
+             'missing = isinstance(error, ImportError) or "TPU support not installed" in '
+             'first_line',
              "missing = isinstance(error, ImportError)",
              (_T + "test_without_libtpu_the_error_says_what_to_install",)),
     Mutation("a config file given with its argument has its own KeyError blamed on an override",
@@ -82,4 +83,14 @@ ENTRIES = (
              "mesh; every process must.\")\n", "",
              ("tests/test_parallel.py::test_a_process_that_holds_no_device_of_the_mesh_is_named_"
               "in_the_error",)),
+    Mutation("setup given --workers and a mistyped --accelerator takes the name unchecked",
+             "launch/tpu_flags.py",
+             "    elif args.accelerator:  # --workers wins; the name is checked all the same\n"
+             "      parse_accelerator(args.accelerator)\n", "",
+             (_LAUNCH + "test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2"
+              "[argv13---accelerator='v9x-8' is not a TPU slice name]",)),
+    Mutation("logs --lines=0 asks the worker for no lines", "launch/tpu_flags.py",
+             '  if args.command == "logs" and args.lines < 1:', '  if False:',
+             (_LAUNCH + "test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2"
+              "[argv14---lines=0: how many of the log's last lines]",)),
 )
