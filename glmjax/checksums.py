@@ -6,10 +6,13 @@ NaN or Inf is corrupted, and a state holding NaN or Inf is never saved.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+log = logging.getLogger(__name__)
 
 
 def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -79,7 +82,12 @@ def corruption(restored: Any, checksums: dict | None) -> str | None:
   """Why a restored state is corrupted (non-finite values, a checksum that differs from the one
   saved with it), in one line; None if it is sound. `checksums` None: saved before checksums."""
   problems = []
-  for name, (checksum, nonfinite) in state_summary(restored).items():
+  summary = state_summary(restored)
+  unchecked = sorted(set(summary) - set(checksums)) if checksums is not None else []
+  if unchecked:  # names that stopped matching the saved ones would turn the check off unseen
+    log.warning("No checksum was saved for %d restored array(s) (%s%s): they are not verified.",
+                len(unchecked), ", ".join(unchecked[:3]), ", ..." if len(unchecked) > 3 else "")
+  for name, (checksum, nonfinite) in summary.items():
     if nonfinite:
       problems.append(f"{nonfinite} non-finite values in {name}")
     elif checksums is not None and name in checksums and int(checksums[name]) != checksum:

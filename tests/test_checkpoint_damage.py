@@ -2,6 +2,7 @@
 states are caught; a damaged checkpoint is skipped for an older one or stops the run, and none
 is ever deleted."""
 import json
+import logging
 import os
 import re
 import shutil
@@ -347,6 +348,19 @@ def test_a_corruption_line_names_three_arrays_and_counts_the_others():
   restored = {f"w{index}": jnp.full(2, jnp.nan) for index in range(5)}
   line = checksums.corruption(restored, None)
   assert line.count("2 non-finite values in w") == 3 and line.endswith("(and 2 more arrays)")
+
+
+def test_restored_arrays_that_no_saved_checksum_names_are_warned_of_not_passed_silently(caplog):
+  restored = {f"w{index}": jnp.full(2, float(index)) for index in range(5)}
+  saved = checksums.state_summary(restored)
+  with caplog.at_level(logging.WARNING, logger="glmjax.checksums"):
+    assert checksums.corruption(restored, {name: saved[name][0] for name in ("w0", "w1")}) is None
+  assert "No checksum was saved for 3 restored array(s) (w2, w3, w4): they are not verified" in (
+      caplog.text)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="glmjax.checksums"):  # all named: no warning
+    assert checksums.corruption(restored, {name: saved[name][0] for name in saved}) is None
+  assert "No checksum" not in caplog.text
 
 
 def test_the_checksummed_copy_of_a_state_outlives_the_state_being_donated_to_the_next_step():
