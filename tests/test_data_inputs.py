@@ -13,7 +13,7 @@ from glmjax.data import builtin_corpus, pipeline, prepare, sources
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.infilling import RowRandom
 from glmjax.data.specials import BERT_SPECIALS as S
-from glmjax.data.tokenizers import ByteTokenizer
+from glmjax.data.tokenizers import ByteTokenizer, load_tokenizer
 from test_pipeline import Tokenizer, corpus, data_config
 from test_prepare import SHARD_MB, directory_bytes
 from test_prepare import data_config as prepare_config
@@ -199,6 +199,15 @@ def test_a_held_out_share_of_one_or_a_one_document_corpus_is_refused():
   assert [len(part) for part in sources.split_documents(1, 0.0)] == [1, 0]
 
 
+def test_a_corpus_of_no_documents_is_refused_as_empty_not_as_one_document(tmp_path):
+  assert [part.tolist() for part in sources.split_documents(0, 0.1)] == [[], []]
+  (tmp_path / "blank.txt").write_text("\n\n  \n\n")
+  config = prepare_config(source="files", files=(f"{tmp_path}/blank.txt",), eval_fraction=0.1)
+  with pytest.raises(ValueError, match=r"training split has 0 tokens in 0 documents"):
+    sources.load_documents(config, BYTE)
+  manifest = prepare.prepare(config, str(tmp_path / "out"), shard_mb=SHARD_MB, progress=False)
+  assert manifest["num_docs"] == manifest["split"]["num_eval_docs"] == 0
+
 def test_a_split_of_exactly_one_batch_of_tokens_is_enough():
   # batch_size x seq_len tokens fill one batch: the check refuses fewer, not that many.
   config = data_config(seq_len=8, batch_size=2)
@@ -213,6 +222,25 @@ def test_a_vocabulary_of_65536_ids_fits_uint16_tokens_and_a_larger_one_does_not(
   assert sources.token_dtype(1 << 16) == np.uint16
   assert sources.token_dtype((1 << 16) + 1) == np.int32
 
+
+def test_a_vocabulary_over_65536_ids_is_prepared_as_int32_tokens_and_read_back_whole(tmp_path):
+  # A vocab.txt of 70,000 entries (the GLM tokens appended): w65600 ... have ids past uint16.
+  vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+  vocab += [f"w{i}" for i in range(70_000 - len(vocab))]
+  (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+  (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": f"w{i} w{69_000 - i} w12"}) + "\n"
+                                            for i in range(0, 69_000, 1000)))
+  config = prepare_config(source="files", files=(f"{tmp_path}/c.jsonl",), tokenizer="wordpiece",
+                          tokenizer_path=str(tmp_path / "vocab.txt"), tokenizer_vocab="")
+  tokenizer = load_tokenizer(config)
+  fly, _ = sources.tokenize_source(config, tokenizer)
+  assert fly.tokens.max() > 65_535
+  manifest = prepare.prepare(config, str(tmp_path / "out"), shard_mb=1e-3, progress=False)
+  assert manifest["token_dtype"] == "int32" and len(manifest["shards"]) > 1
+  store = PreparedDocs(str(tmp_path / "out"))
+  assert store.doc_lengths.tolist() == fly.doc_lengths.tolist()
+  assert store.read(np.arange(len(store)), np.zeros(len(store)), store.doc_lengths).tolist() == (
+      fly.tokens.tolist())
 
 def test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_the_budget(monkeypatch):
   # A container or SLURM --mem job may use its cgroup's limit, not the host's memory.

@@ -203,14 +203,16 @@ def test_a_crash_while_writing_the_manifest_leaves_a_prepare_that_reads_as_unfin
   assert directory_bytes(out) == directory_bytes(tmp_path / "whole")
 
 
-def test_a_finished_shard_whose_token_file_is_gone_is_written_again_on_resume(tmp_path):
+@pytest.mark.parametrize("gone", ["tokens.bin", "lengths.npy"])
+def test_a_finished_shard_whose_token_or_lengths_file_is_gone_is_written_again_on_resume(
+    tmp_path, gone):
   # A shard's record names its files; one missing (deleted, or lost in a partial copy of the
   # directory) makes the shard unfinished, not a manifest entry for a file that is not there.
   config = data_config()
   prepare.prepare(config, str(tmp_path / "whole"), shard_mb=SHARD_MB, progress=False)
   resumed = tmp_path / "resumed"
   prepare.prepare(config, str(resumed), shard_mb=SHARD_MB, limit_shards=2, progress=False)
-  os.remove(resumed / "shard-00001.tokens.bin")
+  os.remove(resumed / f"shard-00001.{gone}")
   prepare.prepare(config, str(resumed), shard_mb=SHARD_MB, progress=False)
   assert directory_bytes(resumed) == directory_bytes(tmp_path / "whole")
 

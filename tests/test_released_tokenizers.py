@@ -311,6 +311,20 @@ def test_a_path_holding_no_tokenizer_is_a_one_line_error_naming_it(tmp_path):
     tk.load_tokenizer(data_config("wordpiece", tmp_path, "bert"))
 
 
+def test_a_tokenizer_file_that_does_not_exist_is_said_to_be_missing_whatever_its_name(tmp_path):
+  # Named like a BERT vocabulary, it is still no tokenizer: not one the loader fails to read.
+  path = tmp_path / "nope" / "vocab.txt"
+  with pytest.raises(ValueError, match=rf"^'{path}' does not exist: expected a BERT vocab\.txt"):
+    rt.tokenizer_fields(str(path))
+  assert not rt.holds_tokenizer(str(path))
+
+
+def test_a_tokenizer_folder_with_glob_characters_in_its_name_is_recognised(tmp_path):
+  folder = tmp_path / "glm[large]"
+  write_bert_vocab(folder)
+  assert rt.holds_tokenizer(str(folder))
+  assert rt.tokenizer_fields(str(folder))["tokenizer"] == "wordpiece"
+
 def test_the_config_accepts_the_released_kinds_and_names_a_wrong_layout():
   assert {"wordpiece", "bpe"} <= set(config_lib.CHOICES["data.tokenizer"])
   config = recipes.shrink_to_local(config_lib.default_config())

@@ -155,6 +155,8 @@ def test_the_memory_budget_is_shared_by_the_slurm_tasks_of_a_node():
   assert 0 < alone <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
   assert sources.memory_budget({"SLURM_NTASKS_PER_NODE": "8"}) == alone // 8
   assert sources.memory_budget({"SLURM_TASKS_PER_NODE": "4(x2)"}) == alone // 4
+  assert sources.memory_budget({"SLURM_NTASKS_PER_NODE": "16"}) == alone // 16
+  assert sources.memory_budget({"SLURM_TASKS_PER_NODE": "12(x2)"}) == alone // 12
 
 
 def test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_glob(tmp_path):
@@ -173,6 +175,10 @@ def test_a_file_that_several_globs_match_is_read_once_in_the_place_of_its_first_
   (tmp_path / "d,e.txt").write_text("a document in a file with a comma in its name\n")
   assert text_files.expand_globs([f"{tmp_path}/d,e.txt"]) == [f"{tmp_path}/d,e.txt"]
 
+
+def test_a_shard_size_below_one_builtin_document_plans_one_document_per_piece():
+  pieces = sources.plan_pieces(data_config(builtin_docs=5), target_bytes=100)
+  assert pieces == [dict(builtin=[i, i + 1]) for i in range(5)]
 
 def test_the_files_a_glob_matches_are_read_in_the_order_of_their_names(tmp_path):
   """Document ids follow the corpus order, so every host and every run must read the files in

@@ -1,6 +1,7 @@
 """TFDS sources: a real dataset by name and folder, split slices, pieces in a fixed order, the
 text field, and one-line errors naming the field to fix."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import tensorflow_datasets as tfds  # a requirement: these tests run, never skip
 
 from glmjax.data import builtin_corpus, sources, text_files, tfds_source
 # The data config and decoding helpers of the other sources' tests.
-from test_sources import BYTE, data_config, texts_of
+from test_sources import BYTE, CountingTokenizer, data_config, texts_of
 
 
 TFDS_TEXTS = [builtin_corpus.document(i) for i in range(40)] + ["", "last document."]
@@ -82,6 +83,30 @@ def test_a_tfds_split_is_planned_in_the_fewest_pieces_of_at_most_the_target_size
     assert whole / count <= target < whole / (count - 1) if count > 1 else whole <= target
     assert pieces == [dict(tfds=["train", index, count]) for index in range(count)]
 
+
+
+def test_a_split_of_unrecorded_size_is_planned_as_one_piece_and_prepared_whole(
+    tfds_dir, tmp_path, monkeypatch):
+  # TFDS may not record a split's bytes (0): the split is then one piece, not none.
+  from glmjax.data import prepare
+  monkeypatch.setattr(tfds_source, "split_bytes", lambda data_config: 0)
+  config = tfds_config(tfds_dir)
+  assert sources.plan_pieces(config, target_bytes=3000) == [dict(tfds=["train", 0, 1])]
+  manifest = prepare.prepare(config, str(tmp_path), shard_mb=0.003, progress=False)
+  assert manifest["num_docs"] == len([t for t in TFDS_TEXTS if t])
+
+
+def test_a_tfds_split_too_big_for_memory_by_its_stored_size_is_refused_before_tokenizing(
+    tfds_dir):
+  config = tfds_config(tfds_dir)
+  stored = sources.stored_bytes(config)
+  assert stored == tfds_source.split_bytes(config) > 0
+  # Below the floor of the stored size (8 bytes per token, 2 bytes each): refused unread.
+  tokenizer = CountingTokenizer()
+  with pytest.raises(ValueError, match=r"glmjax_test_text.*GiB stored would make at least.*"
+                                       r"data.prepare"):
+    sources.tokenize_source(config, tokenizer, memory_limit=stored // 8 * 2 - 1)
+  assert tokenizer.calls == 0
 
 SHARDED_TEXTS = [builtin_corpus.document(i) for i in range(160)]
 
@@ -189,3 +214,28 @@ def test_a_tfds_name_not_found_with_an_empty_message_is_still_one_line(monkeypat
   with pytest.raises(ValueError, match=r"data\.tfds_name='nope'.*TFDS has no such dataset "
                      r"\(DatasetNotFoundError\)\. Check the name"):
     tfds_source.open_builder(tfds_config("", tfds_name="nope"))
+
+
+def test_a_text_field_naming_a_feature_that_is_not_text_is_a_one_line_error(tfds_dir):
+  with pytest.raises(ValueError, match=r"feature 'index' holds int32, not text; set "
+                                       r"data.text_field to a Text feature"):
+    sources.tokenize_source(tfds_config(tfds_dir, text_field="index"), BYTE)
+
+
+def test_the_source_s_description_names_its_split():
+  train, test = tfds_config("/data", tfds_split="train"), tfds_config("/data", tfds_split="test")
+  assert sources.describe_source(train)["tfds_split"] == "train"
+  assert sources.source_label(train) != sources.source_label(test)
+
+
+def test_a_resume_that_reads_the_dataset_from_another_data_dir_is_refused(tfds_dir, tmp_path):
+  # A copy of the dataset gives the same pieces: only the recorded data_dir shows that the
+  # finished shard was read from another place than the rest would be.
+  from glmjax.data import prepare
+  copy = str(tmp_path / "copy")
+  shutil.copytree(tfds_dir, copy)
+  out = str(tmp_path / "out")
+  assert prepare.prepare(tfds_config(tfds_dir), out, shard_mb=0.003, limit_shards=1,
+                         progress=False) is None
+  with pytest.raises(ValueError, match=r"another source or tokenizer.*\['source'\]"):
+    prepare.prepare(tfds_config(copy), out, shard_mb=0.003, progress=False)

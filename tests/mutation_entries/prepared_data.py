@@ -25,7 +25,8 @@ ENTRIES: tuple[Mutation, ...] = (
                    "unfinished",)),
     Mutation("a shard record counts as done though its token file is gone",
              "glmjax/data/prepare.py", "  return record if done else None", "  return record",
-             (_P + "test_a_finished_shard_whose_token_file_is_gone_is_written_again_on_resume",)),
+             (_P + "test_a_finished_shard_whose_token_or_lengths_file_is_gone_is_written_again_"
+                   "on_resume[tokens.bin]",)),
     Mutation("the manifest's held-out tokens sum the first documents, not the held-out ones",
              "glmjax/data/prepare.py", "num_eval_tokens=int(doc_lengths[eval_ids].sum())",
              "num_eval_tokens=int(doc_lengths[:len(eval_ids)].sum())",
