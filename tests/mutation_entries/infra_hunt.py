@@ -93,4 +93,9 @@ ENTRIES = (
              '  if args.command == "logs" and args.lines < 1:', '  if False:',
              (_LAUNCH + "test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2"
               "[argv14---lines=0: how many of the log's last lines]",)),
+    Mutation("restored arrays without a saved checksum pass unverified and unsaid",
+             "glmjax/checksums.py", "  if unchecked:  # names that stopped matching",
+             "  if False:  # names that stopped matching",
+             ("tests/test_checkpoint_damage.py::test_restored_arrays_that_no_saved_checksum_names_"
+              "are_warned_of_not_passed_silently",)),
 )
