@@ -85,10 +85,13 @@ def _cut_off(error: Exception) -> bool:
   return "Unsupported global" not in str(error)
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def _to_numpy(value: Any, key: str, path: str) -> np.ndarray:
   if isinstance(value, np.ndarray):
     return value
   torch = _torch()
+  if not isinstance(value, torch.Tensor):  # a state dict holds tensors; this is something else
+    raise ValueError(f"{path}: the entry {key} is a {type(value).__name__}, not a tensor; a GLM "
+                     "state dict holds tensors only: remove that entry from the file.")
   if value.dtype == torch.bfloat16:  # numpy has no bfloat16: go through its bits
     import ml_dtypes  # pylint: disable=import-outside-toplevel
     return value.detach().contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
@@ -131,7 +134,7 @@ def read_hf(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
     if fmt == "safetensors":
       part, _ = safetensors_io.read(path)
     else:
-      part = {key: _to_numpy(value)
+      part = {key: _to_numpy(value, key, path)
               for key, value in _load_torch_file(path, allow_pickle=allow_pickle).items()}
     tensors.update(part)
   tensors, prefixed = _strip_prefix(tensors)
@@ -168,7 +171,7 @@ def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
       raise FileNotFoundError(
           f"{path} is one of {world} model-parallel parts, but {os.path.dirname(path)} holds "
           f"{len(files)}; copy every mp_rank_XX_model_states.pt (00..{world - 1:02d}).")
-    module, _ = _strip_prefix({k: _to_numpy(v) for k, v in saved["module"].items()})
+    module, _ = _strip_prefix({k: _to_numpy(v, k, path) for k, v in saved["module"].items()})
     parts.append(module)
     if not args and saved.get("args") is not None:
       args = {k: v for k, v in vars(saved["args"]).items()
