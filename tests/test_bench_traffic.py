@@ -114,6 +114,26 @@ def test_each_fusion_s_bytes_go_to_the_pass_and_module_its_op_name_says():
       "forward layers")
 
 
+def test_a_fusion_around_a_kernel_s_custom_call_is_left_out_as_a_matmul_is():
+  # An attention kernel XLA wrapped in a fusion of its own: its traffic is the kernel's.
+  kernel = """
+%kernel_computation (k0: f32[16], k1: f32[16]) -> f32[16] {
+  %k0 = f32[16]{0} parameter(0)
+  %k1 = f32[16]{0} parameter(1)
+  ROOT %kernel = f32[16]{0} custom-call(%k0, %k1), custom_call_target="__cudnn$fmhaSoftmax"
+}
+"""
+  hlo = HLO.replace("\nENTRY ", kernel + "\nENTRY ").replace(
+      "  ROOT %loop_add_fusion", "  %kernel_fusion = f32[16]{0} fusion(%x, %y), kind=kCustom, "
+      "calls=%kernel_computation\n  ROOT %loop_add_fusion")
+  assert hlo.count("calls=%kernel_computation") == 1
+  report = traffic.program_traffic(hlo)
+  passes = {entry["computation"]: entry for entry in report["passes"]}
+  assert passes["main.1"]["bytes_per_run"] == 224  # the add fusion's alone
+  assert "kernel_fusion" not in passes["main.1"]["largest"]
+  assert report["total_bytes"] == traffic.program_traffic(HLO)["total_bytes"] == 3 * 136 + 224
+
+
 def test_array_bytes_counts_every_array_of_a_tuple_at_its_type_s_width():
   assert traffic.array_bytes("(f32[2,3]{1,0}, bf16[4]{0}, pred[], s32[5])") == 24 + 8 + 1 + 20
   # A complex type's bits are both parts': c64 is two f32, c128 two f64.

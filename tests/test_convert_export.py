@@ -79,6 +79,8 @@ def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and
   og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
              fmt="safetensors")
   (tmp_path / "hf" / "modeling_glm.py").write_text("# the hub's code, kept for export\n")
+  tokenizer_config = '{"tokenizer_class": "GLMGPT2Tokenizer"}\n'  # a hub's .json beside it
+  (tmp_path / "hf" / "tokenizer_config.json").write_text(tokenizer_config)
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
   # What train writes from WORKDIR/config.py: the parameters, and init_from in its config.json.
   params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
@@ -96,6 +98,7 @@ def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and
     np.testing.assert_array_equal(exported["glm." + key].astype(np.float32),
                                   value.float().numpy(), err_msg=key)
   assert (tmp_path / "out" / "modeling_glm.py").is_file()
+  assert (tmp_path / "out" / "tokenizer_config.json").read_text() == tokenizer_config
 
 
 def test_a_workdir_with_unscanned_layers_exports_the_same_tensors(weights, tmp_path):

@@ -51,6 +51,10 @@ def test_a_wrong_shape_is_named(weights, tmp_path):
 def test_a_config_that_does_not_match_the_tensors_is_named(weights, tmp_path):
   message = _damaged(weights, tmp_path, lambda _, config: config.update(vocab_size=256))
   assert "vocab_size=256" in message and "word_embeddings.weight" in message
+  # The width too: the tensors alone would import, computing another model than config.json says.
+  message = _damaged(weights, tmp_path / "wider", lambda _, config: config.update(hidden_size=64))
+  assert message == ("config.json has hidden_size=64, but the tensors have 32 "
+                     "(word_embeddings.weight).")
 
 
 def test_bin_files_ask_for_torch_when_it_is_missing(weights, tmp_path, monkeypatch):

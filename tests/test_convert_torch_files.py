@@ -1,8 +1,11 @@
 """Files that torch.load reads (a hub's pytorch_model.bin, Megatron's mp_rank_XX_model_states.pt):
-entries that are not tensors."""
+what weights-only loading reads, what needs --trust_pickle wherever --from points, storages saved
+on a GPU, and entries that are not tensors."""
+import argparse
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -20,11 +23,72 @@ def weights():
   return sources.random_weights()
 
 
+def _same_params(got, want):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+
+
 def _hub_bin(folder, state):
   """A hub folder whose pytorch_model.bin holds `state` as torch.save writes it."""
   os.makedirs(folder, exist_ok=True)
   (folder / "config.json").write_text(json.dumps(og.hf_config(V, H, L, HEADS, MSL)))
   torch.save(state, folder / "pytorch_model.bin")
+
+
+def test_a_megatron_file_holding_its_training_args_but_no_rng_states_needs_no_trust_pickle(
+    weights, tmp_path):
+  """argparse.Namespace is the one object weights-only loading is allowed to build: the heads
+  and dropout rates it records are read without running code stored in the file."""
+  torch.save({"module": weights, "args": argparse.Namespace(num_attention_heads=HEADS,
+                                                            hidden_dropout=0.05)},
+             tmp_path / MEGATRON_FILE)
+  model_config, params = convert.load_pretrained(str(tmp_path))  # no allow_pickle
+  assert (model_config.num_heads, model_config.hidden_dropout) == (HEADS, 0.05)  # not H / 64
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
+def test_trust_pickle_reaches_a_megatron_file_named_by_itself(weights, tmp_path):
+  torch.save({"module": weights, "np_rng_state": np.random.get_state()}, tmp_path / MEGATRON_FILE)
+  with pytest.raises(ValueError, match="needs --trust_pickle"):
+    convert.load_pretrained(str(tmp_path / MEGATRON_FILE), num_heads=HEADS)
+  model_config, params = convert.load_pretrained(str(tmp_path / MEGATRON_FILE),
+                                                 allow_pickle=True, num_heads=HEADS)
+  assert model_config.num_heads == HEADS
+  _same_params(params, convert.load_pretrained(str(tmp_path), allow_pickle=True,
+                                               num_heads=HEADS)[1])
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
+def test_trust_pickle_reaches_a_hugging_face_bin_file(weights, tmp_path):
+  """A value that weights-only loading refuses (a numpy array) is read with the flag alone."""
+  _hub_bin(tmp_path, dict(weights, extra=np.arange(3)))
+  with pytest.raises(ValueError, match="needs --trust_pickle"):
+    convert.load_pretrained(str(tmp_path))
+  _, params = convert.load_pretrained(str(tmp_path), allow_pickle=True)
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
+
+
+@pytest.mark.parametrize("layout", ["hf-bin", "megatron"])
+def test_a_checkpoint_saved_from_a_gpu_imports_on_a_machine_without_one(weights, tmp_path,
+                                                                         layout):
+  """torch.save records each storage's device; a GPU's (cuda:0) is mapped to the CPU on load,
+  not refused because this machine has no CUDA."""
+  assert not torch.cuda.is_available()
+  on_gpu = (0, lambda storage: "cuda:0", lambda storage, location: None)  # every storage's tag
+  torch.serialization._package_registry.insert(0, on_gpu)
+  try:
+    if layout == "megatron":
+      og.save_megatron(str(tmp_path), weights)
+    else:
+      og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+                 fmt="bin")
+  finally:
+    torch.serialization._package_registry.remove(on_gpu)
+  saved = tmp_path / (MEGATRON_FILE if layout == "megatron" else "pytorch_model.bin")
+  with pytest.raises(RuntimeError, match="CUDA"):  # as saved: its storages are the GPU's
+    torch.load(str(saved), weights_only=True)
+  _, params = convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+  np.testing.assert_array_equal(params["word_embeddings"], weights["word_embeddings.weight"])
 
 
 @pytest.mark.parametrize("layout", ["hf-bin", "megatron"])

@@ -359,6 +359,35 @@ def test_runs_started_in_the_same_second_each_get_a_copy_of_their_own(bucket, mo
   assert sorted(os.listdir(workdir / "logs")) == sorted(names)
 
 
+def test_each_process_of_a_bucket_run_copies_its_log_to_a_file_of_its_own(bucket):
+  """The processes of a multi-host run start together: each copy is named by its process."""
+  workdir, _ = bucket
+  run_logs = [run_log_lib.RunLog.attach(str(workdir), index) for index in (0, 1)]
+  for index, run_log in enumerate(run_logs):
+    with open(run_log.local, "a", encoding="utf-8") as handle:
+      handle.write(f"process {index}'s line\n")
+  for run_log in run_logs:
+    with run_log:
+      pass
+  assert [os.path.basename(run_log.copy)[:8] for run_log in run_logs] == ["train-0-", "train-1-"]
+  assert sorted(os.listdir(workdir / "logs")) == sorted(
+      os.path.basename(run_log.copy) for run_log in run_logs)
+  for index, run_log in enumerate(run_logs):
+    assert f"process {index}'s line" in open(run_log.copy, encoding="utf-8").read()
+
+
+def test_lines_whose_copy_failed_reach_the_bucket_once_it_takes_copies_again(tmp_path):
+  """A copy that fails is not counted as made: the copy at exit writes what it could not."""
+  local, copy = tmp_path / "train.log", tmp_path / "bucket" / "train-0.log"
+  run_log = run_log_lib.RunLog(str(local), str(copy), every_s=3600)
+  local.write_text("step 1\n")
+  copy.mkdir(parents=True)  # the bucket refuses the copy made as the run starts
+  with run_log:
+    _wait_for(run_log._warned.is_set)
+    copy.rmdir()  # ... and takes copies again; no line was logged since
+  assert copy.read_text() == "step 1\n"
+
+
 def test_a_new_log_file_takes_the_library_records_and_the_earlier_one_gets_no_more(
     tmp_path, logging_restored):
   first, second = tmp_path / "first.log", tmp_path / "second.log"
