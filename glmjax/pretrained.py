@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 
 import jax
@@ -162,7 +163,25 @@ def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_coll
     inside = os.path.join(workdir, path)
     if os.path.exists(inside):
       data.tokenizer_path = inside
+  elif path and not os.path.isabs(path) and (epath.Path(workdir) / path).exists():
+    # A workdir in a bucket (an import copied there): the tokenizer libraries read local files,
+    # so its copy is read here, not a same-named path in the current folder.
+    data.tokenizer_path = _local_copy(workdir, path)
   return data
+
+
+def _local_copy(workdir: str, path: str) -> str:
+  """`path` (relative to the bucket `workdir`) copied to this machine with the files beside it
+  (an import's tokenizer/ folder: a vocab.json's merges.txt); the copy's path."""
+  inside = epath.Path(workdir) / path
+  folder = inside if inside.is_dir() else inside.parent
+  local = os.path.join(tempfile.mkdtemp(prefix="glmjax-tokenizer-"), folder.name)
+  os.makedirs(local)
+  for file in folder.iterdir():
+    if file.is_file():
+      with open(os.path.join(local, file.name), "wb") as handle:
+        handle.write(file.read_bytes())
+  return local if inside.is_dir() else os.path.join(local, inside.name)
 
 
 def _imported_tokenizer(workdir: str) -> str:

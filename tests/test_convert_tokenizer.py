@@ -11,7 +11,7 @@ import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import config as config_lib
-from glmjax import convert, pretrained
+from glmjax import convert, paths, pretrained
 from glmjax.data import tokenizers
 
 
@@ -162,3 +162,25 @@ def test_an_import_given_a_tokenizer_path_that_holds_none_is_refused_before_it_w
     convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
                               tokenizer=str(tmp_path / "empty"))
   assert not (tmp_path / "run").exists()  # nothing half-written to clear before the retry
+
+
+def test_an_imported_workdir_in_a_bucket_reads_the_tokenizer_stored_in_it_not_the_current_folder_s(
+    weights, tmp_path, monkeypatch):
+  # pylint: disable-next=import-outside-toplevel
+  from test_released_tokenizers import write_bert_vocab
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "downloaded"))
+  workdir = str(tmp_path / "bucket" / "run")
+  convert.import_checkpoint(str(tmp_path / "hf"), workdir, tokenizer=str(tmp_path / "downloaded"))
+  config = pretrained.read_config(workdir)
+  want = tokenizers.tokenizer_info(pretrained.workdir_tokenizer(config, workdir))
+  monkeypatch.setattr(paths, "is_remote", lambda path: path == workdir)  # the copy in a bucket
+  # The command runs elsewhere, from a folder that has a tokenizer/ of its own.
+  elsewhere = tmp_path / "elsewhere"
+  os.makedirs(elsewhere / "tokenizer")
+  (elsewhere / "tokenizer" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+  monkeypatch.chdir(elsewhere)
+  data = pretrained.tokenizer_config(config, workdir)
+  assert os.path.isabs(data.tokenizer_path) and not data.tokenizer_path.startswith(workdir)
+  assert tokenizers.tokenizer_info(pretrained.workdir_tokenizer(config, workdir)) == want

@@ -2,7 +2,8 @@
 the suite (session 38's convert hunt): --trust_pickle lost on the way to a .bin or a named
 mp_rank file, training args or GPU storages refused, a config.json's width unchecked, the hub's
 .json files left behind, every process's log copy under process 0's name, a failed copy counted
-as made, a kernel's fusion counted as memory traffic; and a non-tensor entry's bare error."""
+as made, a kernel's fusion counted as memory traffic; and the two bugs the hunt found: a
+non-tensor entry's bare error, a bucket workdir's tokenizer looked for in the current folder."""
 from mutation_entries import Mutation
 
 _ORIGINAL, _CONVERT, _RUN_LOG = ("glmjax/convert/original.py", "glmjax/convert/__init__.py",
@@ -62,4 +63,9 @@ ENTRIES = (
               "and_its_file[hf-bin]",
               _TORCH + "test_an_entry_that_is_not_a_tensor_is_refused_in_one_line_naming_it_"
               "and_its_file[megatron]")),
+    Mutation("a bucket workdir's stored tokenizer is looked for in the current folder",
+             "glmjax/pretrained.py", "  elif path and not os.path.isabs(path) and "
+             "(epath.Path(workdir) / path).exists():\n", "  elif False:\n",
+             ("tests/test_convert_tokenizer.py::test_an_imported_workdir_in_a_bucket_reads_the_"
+              "tokenizer_stored_in_it_not_the_current_folder_s",)),
 )
