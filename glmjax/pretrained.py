@@ -10,10 +10,12 @@ the parameters load as ever.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -175,7 +177,9 @@ def _local_copy(workdir: str, path: str) -> str:
   (an import's tokenizer/ folder: a vocab.json's merges.txt); the copy's path."""
   inside = epath.Path(workdir) / path
   folder = inside if inside.is_dir() else inside.parent
-  local = os.path.join(tempfile.mkdtemp(prefix="glmjax-tokenizer-"), folder.name)
+  root = tempfile.mkdtemp(prefix="glmjax-tokenizer-")
+  atexit.register(shutil.rmtree, root, True)  # the process's own copy: gone when it ends
+  local = os.path.join(root, folder.name)
   os.makedirs(local)
   for file in folder.iterdir():
     if file.is_file():
