@@ -7,6 +7,7 @@ rows whose Part B is nearly the whole row (longer than any blank-only budget), p
 gaps in the weights, and rows with no loss at all.
 """
 import importlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -274,3 +275,59 @@ def test_a_loss_chunk_below_one_is_refused_not_read_as_the_default():
   targets, weights = jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4))
   with pytest.raises(ValueError, match="chunk=0: the loss reads at least one position"):
     loss_lib.part_b_cross_entropy(hidden, embeddings, targets, weights, chunk=0)
+
+
+def test_a_width_that_does_not_split_over_fsdp_gives_the_full_logits_values_and_gradients():
+  """Width 15 on fsdp=2: the embedding gradient cannot be reduce-scattered over its width, so
+  it is summed whole instead of failing to compile."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=4)
+  hidden, embeddings = hidden[..., :15], embeddings[:, :15]
+  config = importlib.import_module("configs.base").get_config("local")
+  config.mesh.update(data=1, fsdp=2, tensor=4)
+  mesh = parallel.make_mesh(config.mesh)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=5)
+
+
+def test_logits_far_above_float32_s_exp_range_give_a_finite_loss_and_gradients():
+  """Logits in the hundreds (exp overflows float32 past ~88): the softmax is taken relative to
+  the top logit, so the loss and its gradients are finite and equal the full-logits ones."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=5)
+  hidden = 30 * hidden
+  top = np.max(np.einsum("bth,vh->btv", hidden, embeddings))
+  assert top > 200, top
+  value, out, grads = _under_test(hidden, embeddings, targets, weights, 7)
+  (ref_value, (ref_rows, _)), ref_grads = _reference(hidden, embeddings, targets, weights)
+  assert np.isfinite(value) and all(np.all(np.isfinite(grad)) for grad in grads)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  np.testing.assert_allclose(out["row_loss"], ref_rows, rtol=1e-5, atol=1e-3)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_a_top_logit_tied_within_one_vocabulary_shard_is_predicted_as_its_first_id():
+  """No mesh (one shard): ids 3 and 9 share an embedding that gives the top logit, and the
+  target is 3; jnp.argmax predicts the first, so those positions count as correct."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape(seed=6)
+  embeddings[9] = embeddings[3]
+  hidden[:2, -4:] = 4 * embeddings[3]
+  targets[:2, -4:] = 3
+  weights[:2, -4:] = 1
+  out = _assert_equal_to_full_logits((hidden, embeddings, targets, weights), chunk=5)
+  assert out["row_correct"][0] >= 4 and out["row_correct"][1] >= 4
+
+
+def test_with_bfloat16_hidden_states_every_vocabulary_matmul_reads_bfloat16_operands():
+  """float32 embeddings are cast to the hidden states' dtype, forward and backward: each matmul
+  of the loss and its gradient multiplies bfloat16 by bfloat16 (accumulating in float32), not
+  float32 by float32 at several times the cost."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  grad = jax.grad(lambda h, e: loss_lib.part_b_cross_entropy(
+      h, e, targets, weights, chunk=16)["loss_sum"], argnums=(0, 1))
+  text = jax.jit(grad).lower(jnp.asarray(hidden, jnp.bfloat16),
+                             jnp.asarray(embeddings)).as_text()
+  operands = re.findall(r"stablehlo\.dot_general .*: \((tensor<[^>]*>), (tensor<[^>]*>)\)",
+                        text)
+  assert len(operands) >= 3, text  # logits, d_hidden, d_embeddings
+  for pair in operands:
+    assert all(operand.endswith("xbf16>") for operand in pair), pair
