@@ -144,11 +144,12 @@ def test_the_start_up_check_rejects_a_kernel_with_an_exact_forward_and_wrong_gra
                                    head_dim=16) is None
 
 
-def _kernels_one_percent_off(monkeypatch):
-  """Every kernel's output scaled by 1.01, so its gradients are too: each 0.01 off relatively."""
+def _kernels_one_percent_off(monkeypatch, factor=1.01):
+  """Every kernel's output scaled by `factor` (1.01), so its gradients are too: each 0.01 off
+  relatively."""
   real_kernel = attention._kernel
   monkeypatch.setattr(attention, "_kernel", lambda implementation, platform: (
-      lambda q, k, v, mask, scale: 1.01 * real_kernel(implementation, platform)(
+      lambda q, k, v, mask, scale: factor * real_kernel(implementation, platform)(
           q, k, v, mask, scale)))
 
 
@@ -177,6 +178,60 @@ def test_a_float32_kernel_on_an_accelerator_is_held_to_bfloat16_s_tolerance_not_
   # The same computation, run on this CPU, judged as a TPU's.
   monkeypatch.setattr(jax, "default_device", lambda device: contextlib.nullcontext())
   assert check(types.SimpleNamespace(platform="tpu")) is None
+
+
+def test_a_kernel_five_percent_off_on_an_accelerator_fails_the_bfloat16_tolerance(monkeypatch):
+  # The accelerator's tolerance (3e-2) is loose enough for TF32 or bfloat16 matmuls, not for a
+  # kernel that is wrong by 5%.
+  _kernels_one_percent_off(monkeypatch, factor=1.05)
+  monkeypatch.setattr(jax, "default_device", lambda device: contextlib.nullcontext())
+  reason = attention_choice.check_attention(
+      "tokamax", dtype=jnp.float32, seq_len=64, head_dim=16,
+      device=types.SimpleNamespace(platform="tpu"))
+  assert reason is not None and reason.startswith("mismatch against xla"), reason
+
+
+def test_the_start_up_check_passes_splash_in_bfloat16():
+  # The kernel's outputs are bfloat16: the check's cotangent is cast to them, as a step's is.
+  assert attention_choice.check_attention("splash", dtype=jnp.bfloat16, seq_len=128,
+                                          head_dim=16) is None
+
+
+def test_auto_tries_the_next_kernel_after_one_is_rejected(caplog):
+  # cuDNN cannot run on CPU and is rejected; auto goes on to splash, which passes, not to xla.
+  with caplog.at_level(logging.WARNING):
+    assert attention_choice.resolve_attention(
+        "auto", "cpu", candidates=("cudnn", "splash", "xla"), dtype=jnp.bfloat16, seq_len=128,
+        head_dim=16) == "splash"
+  assert "cudnn rejected" in caplog.text
+
+
+def test_the_start_up_check_rejects_a_kernel_that_mixes_heads_with_positions(monkeypatch):
+  # A kernel that reads [B, T, N, D] as if it were [B, N, T, D] (a reshape where a transpose
+  # belongs) is exact with one head only: the check must run with several.
+  real_kernel = attention._kernel
+
+  def kernel_reading_layout(mixed):
+    def swapped(x):  # [B, X, Y, D] -> [B, Y, X, D]: a transpose, or by mistake a reshape
+      batch, first, second, width = x.shape
+      return x.reshape(batch, second, first, width) if mixed else x.transpose(0, 2, 1, 3)
+
+    def kernel(implementation, platform):
+      def attend(q, k, v, mask, scale):  # attends heads-first: [B, N, T, D] inside
+        heads_first = [swapped(x) for x in (q, k, v)]
+        out = real_kernel(implementation, platform)(
+            *(x.transpose(0, 2, 1, 3) for x in heads_first), mask, scale)
+        return swapped(out.transpose(0, 2, 1, 3))
+      return attend
+    return kernel
+
+  monkeypatch.setattr(attention, "_kernel", kernel_reading_layout(mixed=True))
+  reason = attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
+                                            head_dim=16)
+  assert reason is not None and reason.startswith("mismatch against xla"), reason
+  monkeypatch.setattr(attention, "_kernel", kernel_reading_layout(mixed=False))  # transposes
+  assert attention_choice.check_attention("tokamax", dtype=jnp.float32, seq_len=64,
+                                          head_dim=16) is None
 
 
 @pytest.mark.parametrize("seq_len", [128, 256])

@@ -1,6 +1,7 @@
 """The attention settings validation and start-up decide: what a kernel or dtype cannot honour is
 refused, what `auto` picks on each platform and dtype, and the dtype the start-up check runs."""
 import importlib
+import sys
 import types
 
 import jax
@@ -74,6 +75,13 @@ def test_auto_for_a_gpu_target_takes_tokamax_from_sm90_on_and_cudnn_on_an_older_
   assert attention_choice.unvalidated_default("gpu", 512) == picked
 
 
+def test_without_the_tokamax_package_auto_for_an_sm90_gpu_takes_cudnn(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tokamax", None)  # `import tokamax` raises ImportError
+  h100 = types.SimpleNamespace(platform="gpu", compute_capability="9.0")
+  assert not attention_choice._tokamax_usable(h100)
+  assert attention_choice.unvalidated_default("gpu", 512, h100) == "cudnn"
+
+
 def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_size(monkeypatch):
   config = _local()
   config.model.update(attention="auto", dtype="float32", hidden_size=64, max_position=200)
@@ -89,7 +97,7 @@ def test_the_start_up_check_runs_at_the_run_s_dtype_sequence_length_and_head_siz
   assert attention_choice.resolved_model_config(config).attention == "xla" and not seen
   # A long run is checked at 2048 plus its length mod 128: the block rules answer as at T,
   # while the float32 reference's [T, T] scores stay small.
-  for seq_len, checked in ((384, 384), (5120, 2048), (5000, 2056)):
+  for seq_len, checked in ((384, 384), (5120, 2048), (5000, 2056), (4160, 2112)):
     config.data.seq_len = seq_len
     seen.clear()
     attention_choice.resolved_model_config(config)

@@ -6,6 +6,8 @@ from mutation_entries import Mutation
 
 _LOSS, _CHOICE = "glmjax/loss.py", "glmjax/attention_choice.py"
 _LOSS_TESTS = "tests/test_loss.py::"
+_CHOICE_TESTS = "tests/test_attention_choice.py::"
+_NEXT_KERNEL = _CHOICE_TESTS + "test_auto_tries_the_next_kernel_after_one_is_rejected"
 _BF16_MATMULS = (_LOSS_TESTS + "test_with_bfloat16_hidden_states_every_vocabulary_matmul_reads_"
                  "bfloat16_operands",)
 
@@ -34,4 +36,31 @@ ENTRIES = (
              " + offset,",
              (_LOSS_TESTS + "test_a_top_logit_tied_within_one_vocabulary_shard_is_predicted_as_"
               "its_first_id",)),
+    Mutation("without the tokamax package an sm90 GPU still counts as running tokamax",
+             _CHOICE,
+             "  except ImportError:\n    return False\n  return _gpu_is_sm90_or_newer(device)",
+             "  except ImportError:\n    return True\n  return _gpu_is_sm90_or_newer(device)",
+             ("tests/test_config_attention.py::test_without_the_tokamax_package_auto_for_an_sm90_"
+              "gpu_takes_cudnn",)),
+    Mutation("the start-up check's accelerator tolerance is 10%, passing a kernel 5% off",
+             _CHOICE, "tolerance = 1e-4 if exact else 3e-2", "tolerance = 1e-4 if exact else 1e-1",
+             (_CHOICE_TESTS + "test_a_kernel_five_percent_off_on_an_accelerator_fails_the_"
+              "bfloat16_tolerance",)),
+    Mutation("the start-up check's float32 cotangent meets bfloat16 outputs: every bfloat16 "
+             "kernel is rejected", _CHOICE, "return (out,) + vjp(cast(cotangent))",
+             "return (out,) + vjp(cotangent)",
+             (_CHOICE_TESTS + "test_the_start_up_check_passes_splash_in_bfloat16", _NEXT_KERNEL)),
+    Mutation("a long run's check length keeps T mod 64, not T mod 128", _CHOICE,
+             "CHECK_MAX_LEN + seq_len % 128", "CHECK_MAX_LEN + seq_len % 64",
+             ("tests/test_config_attention.py::test_the_start_up_check_runs_at_the_run_s_dtype_"
+              "sequence_length_and_head_size",)),
+    Mutation("auto stops at the first rejected kernel", _CHOICE,
+             "    log.warning(\"attention=auto on %s: %s rejected: %s\", platform, candidate, "
+             "reason)\n", "    log.warning(\"attention=auto on %s: %s rejected: %s\", platform, "
+             "candidate, reason)\n    break\n", (_NEXT_KERNEL,)),
+    Mutation("the start-up check runs one head, passing a kernel that mixes heads and positions",
+             _CHOICE, "num_heads: int = 2, head_dim: int = 64,",
+             "num_heads: int = 1, head_dim: int = 64,",
+             (_CHOICE_TESTS + "test_the_start_up_check_rejects_a_kernel_that_mixes_heads_with_"
+              "positions",)),
 )
