@@ -161,3 +161,32 @@ def test_the_cudnn_row_split_keeps_both_outputs_and_log_sum_exps_and_no_copy_of_
   # Per call: its output (cuDNN saves it as a residual too: tagged once) and its log-sum-exp.
   assert named == sorted([f"bf16[{B},{T},{N},{D}]"] * 2 + [f"f32[{B},{N},{T}]"] * 2), saved
   assert sum("from the argument" in line for line in saved) == 3, saved  # q, k, v themselves
+
+
+def test_on_a_gpu_tokamax_s_backward_gives_each_input_its_own_gradient(monkeypatch):
+  """The GPU branch hands the op's own vjp a dict of gradients: a stand-in op (out = q + 2k +
+  3v, whose vjp labels each gradient by its factor) checks each lands on its input, on CPU."""
+  class LabelledOp:
+    def __call__(self, q, k, v, *, mask, logits_scale, return_residuals=False):
+      del mask, logits_scale
+      out = q + 2 * k + 3 * v
+      return (out, jnp.sum(out, axis=-1)) if return_residuals else out
+
+    def bind(self, *args, **kwargs):
+      return types.SimpleNamespace(args=args, kwargs=dict(kwargs, return_residuals=True))
+
+    def vjp(self, statistics, out, cotangent, q, k, v, **kwargs):
+      del statistics, out, q, k, v, kwargs
+      return {"q": 1 * cotangent, "k": 2 * cotangent, "v": 3 * cotangent}
+
+  platforms = []
+  base = types.SimpleNamespace(Mask=lambda k_end: k_end)
+  monkeypatch.setattr(gpu_kernels, "_tokamax",
+                      lambda platform: platforms.append(platform) or (base, LabelledOp()))
+  q, k, v, cotangent = _qkv()
+  out, backward = jax.vjp(lambda q, k, v: gpu_kernels.tokamax_attention(
+      q, k, v, mask_lib.key_ends(SEP, T), SCALE, platform="gpu"), q, k, v)
+  np.testing.assert_allclose(out, q + 2 * k + 3 * v, rtol=1e-6)
+  for label, grad, factor in zip(("dq", "dk", "dv"), backward(cotangent), (1, 2, 3)):
+    np.testing.assert_allclose(grad, factor * cotangent, rtol=1e-6, err_msg=label)
+  assert platforms == ["gpu"]

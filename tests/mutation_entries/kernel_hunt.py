@@ -63,4 +63,9 @@ ENTRIES = (
              "num_heads: int = 1, head_dim: int = 64,",
              (_CHOICE_TESTS + "test_the_start_up_check_rejects_a_kernel_that_mixes_heads_with_"
               "positions",)),
+    Mutation("tokamax's GPU backward swaps dk and dv", "glmjax/model/gpu_kernels.py",
+             'return grads["q"], grads["k"], grads["v"], None',
+             'return grads["q"], grads["v"], grads["k"], None',
+             ("tests/test_gpu_kernels.py::test_on_a_gpu_tokamax_s_backward_gives_each_input_its_"
+              "own_gradient",)),
 )
