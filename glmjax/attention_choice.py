@@ -135,8 +135,9 @@ def unvalidated_default(platform: str | None = None, seq_len: int | None = None,
 
 
 # The start-up check's float32 reference holds [T, T] scores: a longer run is checked at this
-# length plus T mod 128, which every block-size rule of a kernel (a multiple of 128, or of a
-# power of two below it) answers as it would at T.
+# length plus T mod 128, which keeps T's remainder mod 128 (and so mod any power of two up to
+# 128): a kernel needing such a multiple is refused or run as at T. The block a kernel picks
+# can still differ (splash takes 256-token blocks at T=2304 but 512 at 2048, its check length).
 CHECK_MAX_LEN = 2048
 
 
