@@ -174,15 +174,17 @@ def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_coll
 
 def _local_copy(workdir: str, path: str) -> str:
   """`path` (relative to the bucket `workdir`) copied to this machine with the files beside it
-  (an import's tokenizer/ folder: a vocab.json's merges.txt); the copy's path."""
+  (an import's tokenizer/ folder: a vocab.json's merges.txt); the copy's path. A file at the
+  workdir's top level takes only merges.txt along, not the run's other files."""
   inside = epath.Path(workdir) / path
   folder = inside if inside.is_dir() else inside.parent
+  top_level = folder == epath.Path(workdir)
   root = tempfile.mkdtemp(prefix="glmjax-tokenizer-")
   atexit.register(shutil.rmtree, root, True)  # the process's own copy: gone when it ends
   local = os.path.join(root, folder.name)
   os.makedirs(local)
   for file in folder.iterdir():
-    if file.is_file():
+    if file.is_file() and (not top_level or file.name in (inside.name, "merges.txt")):
       with open(os.path.join(local, file.name), "wb") as handle:
         handle.write(file.read_bytes())
   return local if inside.is_dir() else os.path.join(local, inside.name)

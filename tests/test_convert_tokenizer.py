@@ -184,3 +184,9 @@ def test_an_imported_workdir_in_a_bucket_reads_the_tokenizer_stored_in_it_not_th
   data = pretrained.tokenizer_config(config, workdir)
   assert os.path.isabs(data.tokenizer_path) and not data.tokenizer_path.startswith(workdir)
   assert tokenizers.tokenizer_info(pretrained.workdir_tokenizer(config, workdir)) == want
+  # A tokenizer file at the workdir's top level comes alone, not with the run's other files.
+  with open(os.path.join(workdir, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write((elsewhere / "tokenizer" / "vocab.txt").read_text())
+  config.data.tokenizer_path = "vocab.txt"
+  top_level = pretrained.tokenizer_config(config, workdir).tokenizer_path
+  assert os.listdir(os.path.dirname(top_level)) == ["vocab.txt"]

@@ -70,10 +70,10 @@ def test_trust_pickle_reaches_a_hugging_face_bin_file(weights, tmp_path):
 
 @pytest.mark.parametrize("layout", ["hf-bin", "megatron"])
 def test_a_checkpoint_saved_from_a_gpu_imports_on_a_machine_without_one(weights, tmp_path,
-                                                                         layout):
+                                                                         layout, monkeypatch):
   """torch.save records each storage's device; a GPU's (cuda:0) is mapped to the CPU on load,
   not refused because this machine has no CUDA."""
-  assert not torch.cuda.is_available()
+  monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CUDA build too
   on_gpu = (0, lambda storage: "cuda:0", lambda storage, location: None)  # every storage's tag
   torch.serialization._package_registry.insert(0, on_gpu)
   try:

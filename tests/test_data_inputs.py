@@ -208,6 +208,7 @@ def test_a_corpus_of_no_documents_is_refused_as_empty_not_as_one_document(tmp_pa
   manifest = prepare.prepare(config, str(tmp_path / "out"), shard_mb=SHARD_MB, progress=False)
   assert manifest["num_docs"] == manifest["split"]["num_eval_docs"] == 0
 
+
 def test_a_split_of_exactly_one_batch_of_tokens_is_enough():
   # batch_size x seq_len tokens fill one batch: the check refuses fewer, not that many.
   config = data_config(seq_len=8, batch_size=2)
@@ -241,6 +242,7 @@ def test_a_vocabulary_over_65536_ids_is_prepared_as_int32_tokens_and_read_back_w
   assert store.doc_lengths.tolist() == fly.doc_lengths.tolist()
   assert store.read(np.arange(len(store)), np.zeros(len(store)), store.doc_lengths).tolist() == (
       fly.tokens.tolist())
+
 
 def test_a_cgroup_memory_limit_below_the_host_s_memory_bounds_the_budget(monkeypatch):
   # A container or SLURM --mem job may use its cgroup's limit, not the host's memory.

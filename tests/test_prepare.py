@@ -265,6 +265,7 @@ def test_an_out_folder_holding_the_corpus_files_is_refused_before_any_shard_is_w
   assert sorted(os.listdir(corpus)) == ["a.jsonl"]
   assert prepare.prepare(config, str(corpus / "shards"), progress=False)["num_docs"] == 40
 
+
 def test_a_files_source_without_files_is_refused_naming_data_files(tmp_path):
   # An empty data.files must not prepare an empty corpus that looks complete.
   config = data_config(source="files", files=())

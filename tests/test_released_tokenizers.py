@@ -325,6 +325,7 @@ def test_a_tokenizer_folder_with_glob_characters_in_its_name_is_recognised(tmp_p
   assert rt.holds_tokenizer(str(folder))
   assert rt.tokenizer_fields(str(folder))["tokenizer"] == "wordpiece"
 
+
 def test_the_config_accepts_the_released_kinds_and_names_a_wrong_layout():
   assert {"wordpiece", "bpe"} <= set(config_lib.CHOICES["data.tokenizer"])
   config = recipes.shrink_to_local(config_lib.default_config())

@@ -180,6 +180,7 @@ def test_a_shard_size_below_one_builtin_document_plans_one_document_per_piece():
   pieces = sources.plan_pieces(data_config(builtin_docs=5), target_bytes=100)
   assert pieces == [dict(builtin=[i, i + 1]) for i in range(5)]
 
+
 def test_the_files_a_glob_matches_are_read_in_the_order_of_their_names(tmp_path):
   """Document ids follow the corpus order, so every host and every run must read the files in
   one order, whatever order the file system lists them in: their names'."""

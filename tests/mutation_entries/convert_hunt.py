@@ -68,4 +68,10 @@ ENTRIES = (
              "(epath.Path(workdir) / path).exists():\n", "  elif False:\n",
              ("tests/test_convert_tokenizer.py::test_an_imported_workdir_in_a_bucket_reads_the_"
               "tokenizer_stored_in_it_not_the_current_folder_s",)),
+    Mutation("a bucket workdir's top-level tokenizer file brings the run's other files along",
+             "glmjax/pretrained.py",
+             '    if file.is_file() and (not top_level or file.name in (inside.name, "merges.txt")):',
+             "    if file.is_file():",
+             ("tests/test_convert_tokenizer.py::test_an_imported_workdir_in_a_bucket_reads_the_"
+              "tokenizer_stored_in_it_not_the_current_folder_s",)),
 )
