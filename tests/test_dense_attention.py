@@ -1,5 +1,7 @@
 """The attention entry points against a plain reference: a given scale is the one applied, and a
 fused kernel under a mesh that cannot split the batch or the heads runs them whole per device."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +116,19 @@ def test_bfloat16_dense_attention_scores_in_float32():
   exact = dense.dense_attention(*(t.astype(jnp.float32) for t in (q, k, v)), key_end, 1 / 8)
   assert out.dtype == jnp.bfloat16
   assert np.abs(np.asarray(out, np.float64) - np.asarray(exact, np.float64)).max() < 0.04
+
+
+def test_the_xla_attention_s_matmuls_read_bfloat16_operands_in_a_bfloat16_model():
+  """Scores accumulate in float32 (preferred_element_type) and the probabilities are cast back
+  before they meet v: both matmuls multiply bfloat16 by bfloat16, not float32 copies at several
+  times the cost. The forward only: in the backward, jax's transpose of the scores' einsum
+  multiplies the float32 score gradient by q and k cast up to float32."""
+  from glmjax.model import dense  # pylint: disable=import-outside-toplevel
+  q, k, v = (jnp.ones((1, 8, 2, 16), jnp.bfloat16) for _ in range(3))
+  attend = lambda q, k, v: dense.dense_attention(q, k, v, jnp.full((1, 8), 8), 0.25)
+  text = jax.jit(attend).lower(q, k, v).as_text()
+  operands = re.findall(r"stablehlo\.dot_general .*: \((tensor<[^>]*>), (tensor<[^>]*>)\)",
+                        text)
+  assert len(operands) == 2, text  # q·kᵀ, then probabilities·v
+  for pair in operands:
+    assert all(operand.endswith("xbf16>") for operand in pair), pair

@@ -149,3 +149,13 @@ def test_remat_keeps_the_dropout_masks_and_nothing_else_more_where_asked(remat, 
   # Unscanned, each names its tag; a scan's stacked outputs are named by the scan.
   origin = "output of scan" if scan else f"named '{glm_lib.DROPOUT_MASK}'"
   assert all(origin in line for line in added), added
+
+
+@pytest.mark.parametrize("attention_dropout, draws", [(0.1, 2), (0.0, 0)])
+def test_a_zero_dropout_rate_draws_no_mask_in_training(attention_dropout, draws):
+  # hidden_dropout=0: no hidden mask (threefry's arithmetic on every element, for a mask that
+  # keeps everything); attention dropout, where on, draws one in each of the two layers.
+  model = _glm(_config(hidden_dropout=0.0, attention_dropout=attention_dropout))
+  forward = lambda p: model.apply({"params": p}, *_batch(), deterministic=False,
+                                  rngs={"dropout": jax.random.key(5)})
+  assert _draws(jax.make_jaxpr(forward)(_params(scan=False)).jaxpr) == draws

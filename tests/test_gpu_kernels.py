@@ -190,3 +190,18 @@ def test_on_a_gpu_tokamax_s_backward_gives_each_input_its_own_gradient(monkeypat
   for label, grad, factor in zip(("dq", "dk", "dv"), backward(cotangent), (1, 2, 3)):
     np.testing.assert_allclose(grad, factor * cotangent, rtol=1e-6, err_msg=label)
   assert platforms == ["gpu"]
+
+
+def test_the_cudnn_part_a_call_computes_only_the_part_a_rows(monkeypatch):
+  # Its query lengths are its key lengths (sep): cuDNN's padding mask then leaves out the rows
+  # past sep, which the causal call gives. Without them every row is computed by both calls,
+  # the values the same (`where` picks the Part A rows), so only the lowered call shows it.
+  _pretend_a_cudnn_gpu(monkeypatch)
+  q, k, v, _ = _qkv(jnp.bfloat16)
+  split = lambda q, k, v, sep: gpu_kernels.row_split_attention(q, k, v, sep, SCALE)
+  text = jax.jit(split).trace(q, k, v, SEP).lower(lowering_platforms=("cuda",)).as_text()
+  calls = re.findall(r"custom_call @__cudnn\$fmhaSoftmax\(([^)]*)\)", text)
+  padded = [operands.split(", ") for operands in calls if operands.count(",") == 4]
+  assert len(calls) == 2 and len(padded) == 1, calls  # the causal call takes no lengths
+  q_lengths, kv_lengths = padded[0][3:]
+  assert q_lengths == kv_lengths, calls

@@ -331,3 +331,19 @@ def test_with_bfloat16_hidden_states_every_vocabulary_matmul_reads_bfloat16_oper
   assert len(operands) >= 3, text  # logits, d_hidden, d_embeddings
   for pair in operands:
     assert all(operand.endswith("xbf16>") for operand in pair), pair
+
+
+def test_the_loss_loop_runs_once_per_chunk_of_scored_positions_not_per_chunk_of_the_batch(
+    monkeypatch):
+  """The trip count comes from the data: a batch with few scored positions runs few chunks (a
+  loop over every chunk of the batch gives the same values, each extra chunk weighing 0, at
+  many times the cost). Run eagerly, so the count the loop is given is a number."""
+  hidden, embeddings, targets, weights = _rows_of_every_shape()
+  trips, fori_loop = [], jax.lax.fori_loop
+  monkeypatch.setattr(jax.lax, "fori_loop", lambda lower, upper, body, carry: (
+      trips.append(int(upper) - int(lower)) or fori_loop(lower, upper, body, carry)))
+  for scored_weights in (weights, np.zeros_like(weights)):
+    loss_lib.part_b_cross_entropy(hidden, embeddings, targets, scored_weights, chunk=16)
+  scored = int(np.sum(weights != 0))
+  assert ROWS * LENGTH >= 2 * scored  # so the batch's chunk count is not the scored one
+  assert trips == [-(-scored // 16), 0], trips

@@ -73,8 +73,10 @@ def test_remat_policy_decides_what_is_saved(remat, saved, capsys):
     assert sum(f"named '{glm_lib.NORM_STATS}'" in line for line in found) == 4 * layers + 1, found
 
 
-@pytest.mark.parametrize("remat", ["minimal", "full"])
-def test_a_scanned_layer_stack_keeps_each_layernorm_s_mean_and_deviation(remat, capsys):
+@pytest.mark.parametrize("remat, others", [
+    ("minimal", ["3,4,8", "4,8", "32", "128"]),  # QKV, context, out_proj, mlp_in
+    ("full", [])], ids=["minimal", "full"])
+def test_a_scanned_layer_stack_keeps_each_layernorm_s_mean_and_deviation(remat, others, capsys):
   # A scan shows what it keeps only as stacked outputs: four [layers, B, T, 1] float32 ones,
   # the two statistics of each layer's two LayerNorms (none when the policy drops them).
   from jax.ad_checkpoint import print_saved_residuals  # pylint: disable=import-outside-toplevel
@@ -82,8 +84,12 @@ def test_a_scanned_layer_stack_keeps_each_layernorm_s_mean_and_deviation(remat, 
   params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *batch)["params"])
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
   print_saved_residuals(lambda p: model.apply({"params": p}, *batch).sum(), params)
-  stacked = f"f32[{model.config.num_layers},{BATCH},{SEQ},1] "
-  assert sum(line.startswith(stacked) for line in capsys.readouterr().out.splitlines()) == 4
+  stacked = f"f32[{model.config.num_layers},{BATCH},{SEQ},"
+  kept = sorted(line.split()[0].removeprefix(stacked) for line in
+                capsys.readouterr().out.splitlines() if "output of scan" in line)
+  # Besides them, each layer's input and what the policy names: nothing more, so a stack left
+  # without remat (24 stacked outputs here, the attention probabilities among them) fails.
+  assert kept == sorted(["1]"] * 4 + ["32]"] + [f"{shape}]" for shape in others]), kept
 
 
 def _fused_kernel_model(attention, remat, num_layers=2):
@@ -105,6 +111,7 @@ def _fused_kernel_model(attention, remat, num_layers=2):
 # splash runs in Pallas interpret mode on CPU, tokamax as its XLA op (the same residuals).
 @pytest.mark.parametrize("attention, output, statistics", [
     ("splash", "f32[2,2,256,32]", "f32[2,2,256]"),   # [B, N, T, D]; log-sum-exp [B, N, T]
+    ("splash_dynamic", "f32[2,2,256,32]", "f32[2,2,256]"),  # splash with its dynamic mask
     ("tokamax", "f32[2,256,2,32]", "f32[2,2,256]"),  # [B, T, N, D]; (max, sum) [B, N, T]
 ])
 def test_remat_minimal_keeps_a_fused_kernels_output_once_and_its_softmax_statistics(
@@ -167,3 +174,31 @@ def test_unscanned_layers_under_remat_full_recompute_their_forward_in_the_compil
     return float(compiled.cost_analysis()["flops"])
   none, full = gradient_flops("none"), gradient_flops("full")
   assert full > 1.1 * none, (none, full)  # the forward (a third of it) runs again
+
+
+@pytest.mark.parametrize("scan, barriers", [(True, False), (False, True)])
+def test_only_unscanned_remat_layers_put_an_optimization_barrier_in_the_gradient(scan, barriers):
+  """A scan's loop already keeps its body's recomputation apart from the forward, so there
+  prevent_cse's barrier is not needed and can keep XLA from optimising the loop body (jax's
+  checkpoint docs). Unscanned layers need it: the test above."""
+  model, batch = _glm(_config(remat="full", scan_layers=scan)), _batch()
+  params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *batch)["params"])
+  loss = lambda p: model.apply({"params": p}, *batch).sum()  # noqa: E731
+  text = jax.jit(jax.grad(loss)).lower(params).as_text()
+  has_barrier = "optimization_barrier" in text
+  assert has_barrier == barriers, scan
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_the_attention_mask_is_built_once_per_batch_not_once_per_layer(scan, monkeypatch):
+  # The same values either way; built inside each layer, the mask (for splash, block metadata
+  # from [T, T] bool masks) is made again in every layer, and in a scan's body.
+  from glmjax.model import attention  # pylint: disable=import-outside-toplevel
+  built, prepare_mask = [], attention.prepare_mask
+  monkeypatch.setattr(attention, "prepare_mask",
+                      lambda *args: built.append(args) or prepare_mask(*args))
+  model, batch = _glm(_config(scan_layers=scan, remat="full")), _batch()
+  params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), *batch)["params"])
+  built.clear()  # init's own forward
+  jax.eval_shape(lambda p: model.apply({"params": p}, *batch), params)
+  assert len(built) == 1, built
