@@ -118,17 +118,36 @@ def test_bfloat16_dense_attention_scores_in_float32():
   assert np.abs(np.asarray(out, np.float64) - np.asarray(exact, np.float64)).max() < 0.04
 
 
-def test_the_xla_attention_s_matmuls_read_bfloat16_operands_in_a_bfloat16_model():
-  """Scores accumulate in float32 (preferred_element_type) and the probabilities are cast back
-  before they meet v: both matmuls multiply bfloat16 by bfloat16, not float32 copies at several
-  times the cost. The forward only: in the backward, jax's transpose of the scores' einsum
-  multiplies the float32 score gradient by q and k cast up to float32."""
+def test_the_xla_attention_s_matmuls_read_bfloat16_operands_forward_and_backward():
+  """In a bfloat16 model every matmul of the xla attention multiplies bfloat16 by bfloat16,
+  accumulating in float32: the scores (preferred_element_type), the probabilities cast back
+  before they meet v, and in the backward the score gradient rounded before it meets q and k
+  (autodiff alone would cast q and k up and run two float32 matmuls, as fused kernels do not)."""
   from glmjax.model import dense  # pylint: disable=import-outside-toplevel
-  q, k, v = (jnp.ones((1, 8, 2, 16), jnp.bfloat16) for _ in range(3))
+  q, k, v = (jax.random.normal(jax.random.key(i), (1, 8, 2, 16), jnp.bfloat16) for i in range(3))
   attend = lambda q, k, v: dense.dense_attention(q, k, v, jnp.full((1, 8), 8), 0.25)
-  text = jax.jit(attend).lower(q, k, v).as_text()
-  operands = re.findall(r"stablehlo\.dot_general .*: \((tensor<[^>]*>), (tensor<[^>]*>)\)",
-                        text)
-  assert len(operands) == 2, text  # q·kᵀ, then probabilities·v
-  for pair in operands:
+  loss = lambda q, k, v: jnp.sum(attend(q, k, v).astype(jnp.float32) ** 2)
+  pattern = r"stablehlo\.dot_general .*: \((tensor<[^>]*>), (tensor<[^>]*>)\)"
+  forward = re.findall(pattern, jax.jit(attend).lower(q, k, v).as_text())
+  both = re.findall(pattern, jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).as_text())
+  assert len(forward) == 2  # q·kᵀ, then probabilities·v
+  assert len(both) == 6  # and dq, dk, d_probabilities, dv
+  for pair in both:
     assert all(operand.endswith("xbf16>") for operand in pair), pair
+
+
+def test_the_xla_attention_s_bfloat16_gradients_are_the_float32_ones_within_bfloat16_rounding():
+  """The rounded score gradient costs bfloat16 precision only: each gradient is within a few
+  bfloat16 steps of the float32 model's."""
+  from glmjax.model import dense  # pylint: disable=import-outside-toplevel
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, 16, 2, 32), jnp.float32) for i in range(3))
+  key_end = jnp.asarray([[5] * 5 + list(range(6, 17)), list(range(1, 17))])
+  weights = jax.random.normal(jax.random.key(7), q.shape, jnp.float32)
+  loss = lambda q, k, v: jnp.sum(dense.dense_attention(q, k, v, key_end, 0.2).astype(
+      jnp.float32) * weights)
+  exact = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+  half = jax.grad(loss, argnums=(0, 1, 2))(*(t.astype(jnp.bfloat16) for t in (q, k, v)))
+  for name, a, b in zip(("dq", "dk", "dv"), half, exact):
+    assert a.dtype == jnp.bfloat16, name
+    error = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()
+    assert error < 0.02 * np.abs(np.asarray(b)).max(), (name, error)

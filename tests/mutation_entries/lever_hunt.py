@@ -10,7 +10,7 @@ _GLM = "glmjax/model/glm.py"
 _DENSE = "glmjax/model/dense.py"
 _REMAT_TESTS = "tests/test_remat_and_scan.py::"
 _BF16_ATTENTION = ("tests/test_dense_attention.py::test_the_xla_attention_s_matmuls_read_"
-                   "bfloat16_operands_in_a_bfloat16_model",)
+                   "bfloat16_operands_forward_and_backward",)
 
 ENTRIES = (
     Mutation("the Part B loss loops over every chunk of the batch instead of the scored ones",
@@ -22,10 +22,21 @@ ENTRIES = (
              _DENSE, 'jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v).astype(q.dtype)',
              'jnp.einsum("bnqk,bknd->bqnd", probs, v).astype(q.dtype)', _BF16_ATTENTION),
     Mutation("the xla attention scores float32 copies of q and k in a bfloat16 model", _DENSE,
-             'logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)'
-             ' * scale',
+             "logits = _scores(q, k) * scale",
              'logits = jnp.einsum("bqnd,bknd->bnqk", q.astype(jnp.float32), '
              'k.astype(jnp.float32)) * scale', _BF16_ATTENTION),
+    Mutation("the xla attention's backward multiplies a float32 score gradient by q and k",
+             _DENSE, "  d_scores = d_scores.astype(q.dtype)  # a no-op for a float32 model: "
+             "autodiff's own matmuls\n", "", _BF16_ATTENTION + (
+                 "tests/test_dense_attention.py::test_the_xla_attention_s_bfloat16_gradients_"
+                 "are_the_float32_ones_within_bfloat16_rounding",)),
+    Mutation("the xla attention's backward gives dq for dk and dk for dq", _DENSE,
+             "  return d_q.astype(q.dtype), d_k.astype(k.dtype)",
+             "  return d_k.astype(q.dtype), d_q.astype(k.dtype)",
+             ("tests/test_dense_attention.py::test_the_gradients_of_masked_attention_use_the_"
+              "scale_it_is_given[xla]",
+              "tests/test_dense_attention.py::test_the_xla_attention_s_bfloat16_gradients_"
+              "are_the_float32_ones_within_bfloat16_rounding")),
     Mutation("splash_dynamic loses its named-residuals flag so remat minimal keeps its output "
              "twice", "glmjax/model/model_config.py",
              '"splash_dynamic": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, '

@@ -172,8 +172,8 @@ ENTRIES = (
              ("tests/test_model.py::test_a_bfloat16_layernorm_computes_in_float32_and_rounds_"
               "once",)),
     Mutation("the xla kernel rounds its scores to bfloat16", "glmjax/model/dense.py",
-             'logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)',
-             'logits = jnp.einsum("bqnd,bknd->bnqk", q, k)',
+             'return jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)',
+             'return jnp.einsum("bqnd,bknd->bnqk", q, k)',
              ("tests/test_dense_attention.py::test_bfloat16_dense_attention_scores_in_float32",)),
     Mutation("AdamW ignores optim.b1", "glmjax/optim.py",
              "learning_rate=1.0, b1=optim_config.b1,", "learning_rate=1.0, b1=0.9,",
@@ -276,8 +276,7 @@ ENTRIES = (
              ("tests/test_model.py::test_a_bfloat16_layernorm_computes_in_float32_and_rounds_"
               "once",)),
     Mutation("dense attention scores accumulated in the compute dtype", "glmjax/model/dense.py",
-             'logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)'
-             " * scale",
+             "logits = _scores(q, k) * scale",
              'logits = jnp.einsum("bqnd,bknd->bnqk", q, k) * scale',
              ("tests/test_dense_attention.py::test_bfloat16_dense_attention_scores_in_float32",)),
 )
