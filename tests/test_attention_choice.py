@@ -81,7 +81,8 @@ def test_an_explicit_kernel_that_fails_its_check_stops_the_run_with_the_reason(m
   assert not checked
   monkeypatch.setattr(jax, "local_devices", lambda backend=None: jax.devices("cpu"))
   assert attention_choice.resolve_attention("tokamax", "gpu") == "tokamax"  # a GPU: checked by default
-  assert checked == ["tokamax"]
+  assert attention_choice.resolve_attention("splash", "tpu") == "splash"  # a TPU too
+  assert checked == ["tokamax", "splash"]
   monkeypatch.setattr(attention, "_kernel", real_kernel)
   monkeypatch.undo()
   assert attention_choice.resolve_attention("splash", "cpu", dtype=jnp.float32,
@@ -302,3 +303,18 @@ def test_a_program_for_another_platform_carries_that_platform_and_its_kernel(pla
   config.model.attention = "auto"
   model_config = attention_choice.resolved_model_config(config, platform=platform)
   assert (model_config.target_platform, model_config.attention) == (platform, kernel)
+
+
+def test_auto_on_a_tpu_falls_back_to_splash_dynamic_when_splash_fails_its_check(monkeypatch):
+  # splash's compact mask uses splash's private layout; when a jax release breaks it, the public
+  # dynamic-mask form is the next kernel, before the dense xla one. A stand-in TPU device and
+  # check: the order, not the kernels, is tested.
+  checked = []
+
+  def check(name, **_):
+    checked.append(name)
+    return "mismatch against xla" if name == "splash" else None
+  monkeypatch.setattr(attention_choice, "check_attention", check)
+  monkeypatch.setattr(jax, "local_devices", lambda backend=None: jax.devices("cpu"))
+  assert attention_choice.resolve_attention("auto", "tpu", seq_len=256) == "splash_dynamic"
+  assert checked == ["splash", "splash_dynamic"]

@@ -302,13 +302,18 @@ def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypa
 
 
 @pytest.mark.parametrize("env, message", [
-    # Without the coordinator each process would train alone, all in the same workdir.
+    # Without the coordinator each process would train alone, all in the same workdir: process
+    # 0 of several too, and a count or a rank past 0 given alone.
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, "JAX_COORDINATOR_ADDRESS is not"),
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "JAX_COORDINATOR_ADDRESS is not"),
+    ({"JAX_NUM_PROCESSES": "2"}, "JAX_COORDINATOR_ADDRESS is not"),
+    ({"JAX_PROCESS_ID": "1"}, "JAX_COORDINATOR_ADDRESS is not"),
     ({"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
      "JAX_PROCESS_ID=2 with JAX_NUM_PROCESSES=2: number the processes 0 .. 1"),
     ({"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
      "JAX_NUM_PROCESSES='two': must be a whole number"),
-])
+], ids=["rank_1_of_2", "rank_0_of_2", "count_2_alone", "rank_1_alone", "rank_past_the_count",
+        "count_not_a_number"])
 def test_jax_variables_that_describe_no_joinable_job_are_refused_in_one_line(monkeypatch, env,
                                                                              message):
   calls = []

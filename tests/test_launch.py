@@ -177,6 +177,16 @@ def test_logs_shows_or_follows_one_workers_log(capsys):
       "'--command=tail -n 20 -F ~/glmjax/logs/train.log'\n")
 
 
+def test_a_grace_of_1_s_and_a_single_log_line_are_the_smallest_taken(capsys):
+  # The usage errors below refuse 0 and less; 1 is a wait of one second between TERM and KILL
+  # (twice: the trainer's wait and the chips' holders'), and one line of the log.
+  assert dry_run(capsys, "stop", "--name=glm", ZONE, "--grace=1").count("$(seq 1);") == 2
+  assert dry_run(capsys, "train", "--name=glm", ZONE, "--grace=1", "--",
+                 "--workdir=gs://b/r").count("$(seq 1);") == 2
+  assert "'--command=tail -n 1 ~/glmjax/logs/train.log'" in dry_run(
+      capsys, "logs", "--name=glm", ZONE, "--lines=1")
+
+
 def test_logs_reaches_a_worker_past_the_ninth_of_a_large_slice(capsys):
   assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=12") == (  # v5p-128: 16 workers
       f"{SSH} --worker=12 '--command=tail -n 100 ~/glmjax/logs/train.log'\n")

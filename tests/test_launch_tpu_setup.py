@@ -229,3 +229,16 @@ def test_a_setup_whose_pack_fails_copies_nothing_and_leaves_no_half_archive(
         os.remove(path)
   assert "cannot pack the checkout" in capsys.readouterr().err
   assert not calls.exists()  # no ssh key step, no copy, no install
+
+
+def test_setup_run_again_writes_fresh_logs_into_the_log_folder_it_made_before(capsys, tmp_path):
+  # Running setup again is how new code reaches the workers: the logs folder of the first run
+  # is already there, and each worker's log holds this run's output, not the last one's.
+  logs = str(tmp_path / "logs")
+  for run in ("first", "second"):
+    commands = {w: [["echo", f"{run} run on worker {w}"]] for w in range(2)}
+    assert tpu.run_per_worker(tpu.PerWorker(commands, logs), tpu.PerWorker(commands, logs)) == 0
+    for w in range(2):
+      log = (tmp_path / "logs" / f"setup-worker{w}.log").read_text()
+      assert log == f"+ echo '{run} run on worker {w}'\n{run} run on worker {w}\n", log
+  assert "setup: 2 of 2 worker(s) ok" in capsys.readouterr().out

@@ -41,6 +41,7 @@ def test_the_batch_rule_checked_is_the_first_one_the_rules_give_as_flax_applies_
     ({"TPU_WORKER_HOSTNAMES": "10.0.0.2"}, False),              # a single-host TPU VM
     ({"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"}, True),      # a pod slice lists every worker
     ({"SLURM_NTASKS": "1"}, False),
+    ({"SLURM_NTASKS": "2"}, True),                              # two tasks are several
     ({"SLURM_NTASKS": "4"}, True),
     ({"OMPI_COMM_WORLD_SIZE": "1"}, False),
     ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
@@ -118,6 +119,10 @@ def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_addr
   assert distributed.initialize(60, env=env)
   assert calls == [{"initialization_timeout": 60, "coordinator_address": "10.0.0.2:1234",
                     "num_processes": 4, "process_id": 3}]
+  calls.clear()  # the coordinator's own process: rank 0 given, and taken
+  assert distributed.initialize(60, env={**env, "JAX_PROCESS_ID": "0"})
+  assert calls == [{"initialization_timeout": 60, "coordinator_address": "10.0.0.2:1234",
+                    "num_processes": 4, "process_id": 0}]
   # A rank left out is the one srun or mpirun numbered the process with, never 0 on every
   # process (each would join as rank 0 and wait for the others until the timeout); a count left
   # out is jax's to find.
