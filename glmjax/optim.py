@@ -51,8 +51,9 @@ def learning_rate_schedule(optim_config) -> optax.Schedule:
 
 
 def schedule_line(optim_config, last_step: int) -> str:
-  """The learning rate's course in one line, and where a run that stops at `last_step` leaves
-  it: a shortened run (train.steps lowered for a try) keeps the recipe's horizon, decay_steps."""
+  """The learning rate's course in one line, and the rate the run's last step applies (the one
+  its log line shows: step N's update uses schedule(N - 1)); a shortened run (train.steps
+  lowered for a try) keeps the recipe's horizon, decay_steps."""
   schedule = learning_rate_schedule(optim_config)
   decay_steps, warmup = int(optim_config.decay_steps), warmup_steps(optim_config)
   course = (f"constant {float(optim_config.learning_rate):.2e}" if optim_config.schedule ==
@@ -60,7 +61,7 @@ def schedule_line(optim_config, last_step: int) -> str:
             f"step {decay_steps} (optim.decay_steps)")
   return (f"Learning rate: warmup to {float(optim_config.learning_rate):.2e} over {warmup} "
           f"steps, then {course}; at this run's last step, {last_step}, it is "
-          f"{float(schedule(last_step)):.2e}")
+          f"{float(schedule(max(last_step - 1, 0))):.2e}")
 
 
 def weight_decay_mask(params: Any) -> Any:

@@ -202,7 +202,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
       "logit_positions": sums["logit_positions"],
       "model_flops": model_lib.step_flops(
           model.config, tokens=batch["tokens"].size, logit_positions=sums["scored_positions"],
-          visible_pairs=jnp.sum(model_lib.visible_pairs(batch["tokens"].shape[1],
+          visible_pairs=jnp.sum(model_lib.visible_pairs(float(batch["tokens"].shape[1]),
                                                         batch["sep"].astype(jnp.float32)))),
       "grad_norm": grad_norm,
       "param_norm": optax.global_norm(new_state.params),

@@ -138,3 +138,30 @@ def test_compiled_flops_drop_by_the_vocabulary_share_when_only_part_b_is_scored(
   assert metrics["logit_positions"] == -(-scored // 8) * 8
   assert full_metrics["logit_positions"] == 8 * 64
   assert float(metrics["loss"]) == pytest.approx(float(full_metrics["loss"]), rel=1e-5)
+
+
+def test_the_train_step_counts_the_visible_pairs_of_rows_longer_than_46340_tokens():
+  """T·(T+1) passes int32 at T = 46341: as a Python int beside the step's float32 count, jax
+  refuses it and the step does not even trace. Counted with T as a float, the pairs of rows of
+  65536 tokens are the exact integer count to float32's precision."""
+  config = importlib.import_module("configs.base").get_config("local")
+  long = 46464
+  config.model.update(hidden_size=32, num_heads=2, num_layers=1, vocab_size=512,
+                      max_position=long, scan_layers=False, attention="xla")
+  config.data.update(seq_len=long, batch_size=1)
+  config.mesh.update(data=1, fsdp=1, tensor=1)
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  rules = parallel.logical_rules(config.mesh)
+  with parallel.activate(mesh, rules):
+    program = step_lib.build_program(config, mesh, rules,
+                                     attention_choice.resolved_model_config(config))
+    batch = step_lib.abstract_batch(1, long, mesh)
+    # Traced and lowered, not compiled: the step's arrays are never built.
+    lowered = program.train_step.lower(program.abstract_state, batch)
+    metrics = lowered.out_info[1]
+  assert metrics["model_flops"].dtype == jnp.float32
+  seps = [30000, 40000, 65536]
+  counted = jax.jit(lambda sep: jnp.sum(model_lib.visible_pairs(65536.0, sep)))(
+      jnp.asarray(seps, jnp.float32))
+  assert float(counted) == pytest.approx(sum(model_lib.visible_pairs(65536, s) for s in seps),
+                                         rel=1e-6)

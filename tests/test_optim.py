@@ -170,9 +170,10 @@ def test_adamw_moments_are_float32_for_bfloat16_parameters_unless_asked(moments_
 
 def test_the_start_up_line_gives_the_schedule_and_the_rate_a_shortened_run_stops_at():
   """A run whose train.steps was lowered for a try keeps the recipe's horizon: the line says
-  where its rate will be at its last step (here halfway down the cosine)."""
-  line = optim.schedule_line(_optim_config(), 55)
+  where its rate will be at its last step (here halfway down the cosine: step 56's update
+  applies schedule(55), as its log line shows)."""
+  line = optim.schedule_line(_optim_config(), 56)
   assert line == ("Learning rate: warmup to 1.00e+00 over 10 steps, then cosine to 5.00e-02 at "
-                  "step 100 (optim.decay_steps); at this run's last step, 55, it is 5.25e-01")
-  assert optim.schedule_line(_optim_config(schedule="constant"), 55).endswith(
-      "then constant 1.00e+00; at this run's last step, 55, it is 1.00e+00")
+                  "step 100 (optim.decay_steps); at this run's last step, 56, it is 5.25e-01")
+  assert optim.schedule_line(_optim_config(schedule="constant"), 56).endswith(
+      "then constant 1.00e+00; at this run's last step, 56, it is 1.00e+00")

@@ -203,6 +203,9 @@ def test_nan_batch_is_skipped_and_logged(tmp_path, monkeypatch, caplog):
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records if r.get("nonfinite")] == [3]
   assert "non-finite loss, gradient or update" in caplog.text
+  # The start-up line's rate for the last step is the one that step's log line shows.
+  said = re.search(r"at this run's last step, 5, it is (\S+)", caplog.text).group(1)
+  assert said == f"{records[-1]['learning_rate']:.2e}"
 
 
 def test_repeated_nans_stop_the_run(tmp_path, monkeypatch):

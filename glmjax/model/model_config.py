@@ -203,8 +203,9 @@ def param_count(config: ModelConfig) -> int:
 
 def visible_pairs(seq_len: int, sep):
   """(query, key) pairs the GLM mask allows in a row of Part A length `sep` (0 <= sep <= T):
-  Part A sees Part A (sep²), Part B row i sees sep + i + 1 keys. Takes ints or arrays (numpy,
-  jnp; float arrays avoid int32 overflow past T = 46k)."""
+  Part A sees Part A (sep²), Part B row i sees sep + i + 1 keys. Takes ints, or a float T with
+  float arrays of sep: past T = 46340, T·(T+1) as a Python int beside a jnp array overflows
+  int32 (jax refuses it), so the step passes T as a float."""
   return sep * sep + (seq_len * (seq_len + 1) - sep * (sep + 1)) // 2
 
 
