@@ -191,6 +191,21 @@ def test_the_profiler_traces_profile_steps_steps_from_profile_start(monkeypatch,
   assert events.count("start") == events.count("stop") == 1
 
 
+
+def test_the_profiler_waits_for_the_traced_steps_before_it_stops_the_trace(monkeypatch):
+  """Steps are dispatched, not done: stopping at once would cut the last traced steps' device
+  work out of the trace."""
+  events, state = [], np.zeros(2)
+  monkeypatch.setattr(jax.profiler, "start_trace", lambda *args, **kwargs: events.append("start"))
+  monkeypatch.setattr(jax.profiler, "stop_trace", lambda: events.append("stop"))
+  monkeypatch.setattr(jax, "block_until_ready", lambda x: events.append(("wait", x is state)))
+  profiler = loop.Profiler(_local_config(steps=4, profile_start=0, profile_steps=2), "unused",
+                           enabled=True)
+  for step in range(4):
+    profiler.before_step(step)
+    profiler.after_step(step + 1, state)
+  assert events == ["start", ("wait", True), "stop"]
+
 def _small_run_config(**train_overrides):
   config = _local_config(**{"log_every": 2, **train_overrides})
   # A tenth of :local's documents, a tenth of them held out: enough batches, a fraction of the

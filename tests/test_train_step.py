@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import linen as nn
 
-from glmjax import optim, parallel, step as step_lib
+from glmjax import attention_choice, optim, parallel, step as step_lib
 from glmjax import model as model_lib
 from glmjax.bench.step import synthetic_batch
 
@@ -191,6 +191,29 @@ def test_eval_in_micro_batches_equals_one_pass():
   for key in whole:
     np.testing.assert_allclose(micro[key], whole[key], rtol=1e-5)
 
+
+
+def test_the_training_program_s_held_out_step_runs_grad_accum_steps_micro_batches_in_loss_chunks():
+  """The eval step train and evaluate compile takes the run's micro-batches (the peak memory
+  training fits in) and train.loss_chunk: with one scored position a row, each micro-batch of
+  2 rows pays one chunk of 8 positions."""
+  config = _config(data=1, fsdp=1, tensor=1)
+  config.optim.grad_accum_steps, config.train.loss_chunk = 4, 8
+  batch = _batches(config, 1)[0]
+  batch["loss_mask"] = np.zeros_like(batch["loss_mask"])
+  batch["loss_mask"][:, -1] = 1.0  # the last position is in every row's Part B
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  rules = parallel.logical_rules(config.mesh)
+  with parallel.activate(mesh, rules):
+    program = step_lib.build_program(config, mesh, rules,
+                                     attention_choice.resolved_model_config(config))
+    params = step_lib.init_sharded_state(program.init_fn, program.shardings, config.seed).params
+    sums = jax.device_get(program.compile_eval_step(config, mesh)(
+        params, parallel.global_batch(batch, parallel.host_rows(mesh, 8))))
+  assert sums["scored_positions"] == 8
+  # One pass would pay a single chunk (8); the default chunk (1024, capped at a micro-batch's
+  # 64 positions) 256.
+  assert sums["logit_positions"] == 4 * 8
 
 def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch():
   config = _with_dropout(_config(data=1, fsdp=1, tensor=1))
