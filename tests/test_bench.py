@@ -210,12 +210,13 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
   batch = config.data.batch_size
   _flags(monkeypatch, sweep, sweep_remat="none,full", sweep_attention="xla",
          sweep_loss_chunk="256,512", steps=7)
-  measured = []
+  measured, events = [], []
 
   def measure(trial, steps, *, with_pipeline):  # no step runs: figures by formula
     setting = (trial.data.batch_size, trial.model.remat, trial.model.attention,
                trial.train.loss_chunk)
     measured.append(setting)
+    events.append("trial")
     assert steps == 7 and not with_pipeline  # --steps, not the default
     if trial.data.batch_size == 2 * batch and trial.model.remat == "none":
       raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
@@ -228,8 +229,12 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
                 compile_s=2.0, loss=7.0, xla_options={})
 
   monkeypatch.setattr(sweep.step_bench, "measure", measure)
+  monkeypatch.setattr(jax, "clear_caches", lambda: events.append("clear_caches"))
   sweep.main(config, [])
   record = json.loads(capsys.readouterr().out)
+  # Each trial's programs are dropped before the next compiles, a failed one's too: a sweep
+  # keeping all of them would grow to every trial's compiled code and the caches' buffers.
+  assert events == ["trial", "clear_caches"] * len(measured)
   # Half, once and twice the config's batch by default, with every other choice.
   grid = [(b, r, "xla", c) for b in (batch // 2, batch, 2 * batch) for r in ("none", "full")
           for c in (256, 512)]

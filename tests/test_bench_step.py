@@ -4,6 +4,7 @@ each wait it must make before a timed window, can be checked."""
 import importlib
 import json
 import logging
+import threading
 import types
 
 import jax
@@ -157,6 +158,34 @@ def test_the_step_benchmark_starts_its_clock_after_the_warm_up_step_has_finished
   assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
 
 
+def test_the_step_benchmark_waits_once_for_its_timed_steps(monkeypatch):
+  """A wait after each timed step would leave the devices idle while the host dispatches the
+  next, and add that gap to the step time."""
+  clock, events = _Clock(), []
+  _fake_build(monkeypatch, clock, _Step(clock, 0.5))
+  read, wait = clock.perf_counter, jax.block_until_ready
+  monkeypatch.setattr(clock, "perf_counter", lambda: events.append("read") or read())
+  monkeypatch.setattr(jax, "block_until_ready", lambda tree: events.append("wait") or wait(tree))
+  step_bench.measure(_bench_config(), 5)
+  # The compile's two readings, the warm-up's wait, then the timed window of 5 steps: one wait,
+  # for the last, before its closing reading.
+  assert events == ["read", "read", "wait", "read", "wait", "read"]
+
+
+def test_the_step_benchmark_feeds_its_steps_a_batch_already_on_the_devices(monkeypatch):
+  """A host batch would be transferred again at every timed step, and timed with it."""
+  clock = _Clock()
+  step = _Step(clock, 0.5)
+  _fake_build(monkeypatch, clock, step)
+  config = _bench_config()
+  step_bench.measure(config, 2)
+  synthetic = step_bench.synthetic_batch(config.data.batch_size, config.data.seq_len,
+                                         config.model.vocab_size)
+  for batch in step.batches:
+    assert all(isinstance(leaf, jax.Array) for leaf in batch.values())
+    np.testing.assert_array_equal(np.asarray(batch["tokens"]), synthetic["tokens"])
+
+
 def test_the_step_benchmark_s_compile_time_is_the_compile_s_alone(monkeypatch):
   clock = _Clock()
   _fake_build(monkeypatch, clock, _Step(clock, 0.5), build_s=7.0, state_s=11.0)
@@ -186,6 +215,21 @@ def test_the_pipeline_fed_step_time_is_that_of_the_steps_after_the_first_batch(m
   for index, batch in enumerate(step.batches):
     np.testing.assert_array_equal(np.asarray(batch["tokens"]),
                                   built.global_batch(index)["tokens"])
+
+
+def test_the_pipeline_fed_step_benchmark_builds_every_batch_on_the_prefetch_thread(monkeypatch):
+  """As train does: a batch built on the timing thread would be timed with the step."""
+  clock, threads = _Clock(), []
+  monkeypatch.setattr(step_bench, "time", clock)
+  pipeline_batch = parallel.pipeline_batch
+  monkeypatch.setattr(parallel, "pipeline_batch", lambda *args, **kwargs: (
+      threads.append(threading.current_thread().name), pipeline_batch(*args, **kwargs))[1])
+  config = _bench_config()
+  mesh = parallel.make_mesh(config.mesh)
+  host = parallel.host_rows(mesh, config.data.batch_size)
+  with parallel.activate(mesh, parallel.logical_rules(config.mesh)):
+    step_bench._fed_by_the_pipeline(config, _Step(clock, 0.5), 0, host, 3)
+  assert threads == ["batch-prefetch"] * 4  # the first batch and the 3 timed steps'
 
 
 def test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_span():
