@@ -32,7 +32,7 @@ from mutation_entries import convert_hunt  # noqa: E402
 from mutation_entries import kernel_hunt  # noqa: E402
 from mutation_entries import lever_hunt  # noqa: E402
 from mutation_entries import slice_hunt  # noqa: E402
-from mutation_entries import loop_hunt, snapshot_hunt  # noqa: E402
+from mutation_entries import figures_hunt, loop_hunt, snapshot_hunt  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
@@ -48,4 +48,5 @@ MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + save_hunt.ENTRIES + model_draws.ENTRIES + mesh_hunt.ENTRIES
              + use_hunt.ENTRIES + infra_hunt.ENTRIES + input_hunt.ENTRIES
              + convert_hunt.ENTRIES + kernel_hunt.ENTRIES + lever_hunt.ENTRIES
-             + slice_hunt.ENTRIES + loop_hunt.ENTRIES + snapshot_hunt.ENTRIES)
+             + slice_hunt.ENTRIES + loop_hunt.ENTRIES + snapshot_hunt.ENTRIES
+             + figures_hunt.ENTRIES)

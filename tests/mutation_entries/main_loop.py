@@ -144,7 +144,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "  log.info(optim.schedule_line(config.optim, total_steps))\n", "",
              ("tests/test_train.py::test_nan_batch_is_skipped_and_logged",)),
     Mutation("the schedule line gives the rate at the decay horizon, not at the run's end",
-             "glmjax/optim.py", 'f"{float(schedule(last_step)):.2e}")',
+             "glmjax/optim.py", 'f"{float(schedule(max(last_step - 1, 0))):.2e}")',
              'f"{float(schedule(decay_steps)):.2e}")',
              (_OPTIM + "test_the_start_up_line_gives_the_schedule_and_the_rate_a_shortened_run_"
               "stops_at",)),
