@@ -114,21 +114,23 @@ def _fake_clock(monkeypatch):
   return now
 
 
-@pytest.mark.parametrize("start", [0, 100])
-def test_a_run_s_first_step_is_said_at_once_when_its_first_log_line_is_steps_away(start,
-                                                                                  caplog):
-  """With slow steps, log_every=100 would leave an hour of silence after the compile."""
+@pytest.mark.parametrize("start, steps, next_line", [(0, 1000, 100), (100, 1000, 200),
+                                                     (0, 50, 50)])
+def test_a_run_s_first_step_is_said_at_once_when_its_first_log_line_is_steps_away(
+    start, steps, next_line, caplog):
+  """With slow steps, log_every=100 would leave an hour of silence after the compile. A run
+  shorter than log_every logs next at its last step, not at a step it never reaches."""
   caplog.set_level(logging.INFO, logger="glmjax")
   writer = _ScalarWriter()
-  reporter = loop.StepReporter(_local_config(steps=1000, log_every=100), writer, start=start,
+  reporter = loop.StepReporter(_local_config(steps=steps, log_every=100), writer, start=start,
                                checkpoint_dir="unused")
   for done in range(start + 1, start + 4):
     reporter.push(done, _step_metrics())
   reporter.flush()
   said = [r.getMessage() for r in caplog.records if "the first of this run" in r.getMessage()]
-  assert len(said) == 1 and said[0].startswith(f"step {start + 1}/1000 done, the first of this "
-                                               "run, ")
-  assert said[0].endswith(f"the next line is at step {start + 100} (train.log_every=100)")
+  assert len(said) == 1 and said[0].startswith(f"step {start + 1}/{steps} done, the first of "
+                                               "this run, ")
+  assert said[0].endswith(f"the next line is at step {next_line} (train.log_every=100)")
   assert writer.records == []  # metrics.jsonl and the step timings stay on the log_every grid
 
 

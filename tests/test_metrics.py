@@ -51,6 +51,14 @@ def test_the_console_line_gives_throughput_in_its_units_and_mfu_as_a_percentage(
   assert "| 0.250 s/step | 16,384 tok/s | 12.50 TFLOP/s/dev | MFU 43.2% | ETA 0:00:22" in line
 
 
+def test_the_console_line_gives_the_rate_in_exponent_form_and_the_gradient_norm_as_gnorm():
+  """Rates are about 1e-4: in fixed point every one would read 0.00. gnorm is the gradient's
+  norm, which the step metrics hold beside the (much larger) parameter norm."""
+  line = metrics.console_line(10, 100, {"loss": 2.0, "learning_rate": 3e-4, "grad_norm": 0.5,
+                                        "param_norm": 123.0}, 22.5)
+  assert "| lr 3.00e-04 | gnorm 0.500 |" in line, line
+
+
 def test_a_clock_restarted_at_the_step_it_just_timed_times_the_next_steps_from_there(monkeypatch):
   """train restarts the clock after an evaluation or a save at the step that the log line
   before it timed: that lap has no step to divide by, and the next line leaves their time out."""
@@ -141,6 +149,21 @@ def test_tensorboard_gets_each_scalar_at_its_step(tmp_path):
   writer.close()
   assert _tensorboard_scalars(tmp_path / "tensorboard") == [  # non-finite values left out
       (10, "train/loss", 1.0), (20, "train/loss", 2.0), (30, "train/loss", 3.0)]
+
+
+def test_tensorboard_events_reach_disk_within_a_minute_of_being_written(tmp_path, monkeypatch):
+  """TensorBoard reads what the writer has flushed: a run watched live shows its curves only
+  as often as that (an hour's flush_secs would show nothing for an hour)."""
+  metrics.MetricsWriter(str(tmp_path / "first")).close()  # tensorboardX loaded, as a run loads it
+  made = []
+
+  class RecordingWriter:
+    def __init__(self, folder, **kwargs):
+      made.append((folder, kwargs))
+  monkeypatch.setattr(sys.modules["tensorboardX"], "SummaryWriter", RecordingWriter)
+  writer = metrics.MetricsWriter(str(tmp_path / "run"))
+  assert [folder for folder, _ in made] == [writer.tensorboard_dir]  # the writer the run uses
+  assert 0 < made[0][1]["flush_secs"] <= 60, made
 
 
 def test_a_run_s_tensorboard_writer_loads_no_pytorch_even_where_it_is_installed(tmp_path):
