@@ -171,7 +171,6 @@ def test_held_out_progress_is_reported_once_every_interval_not_at_every_batch_af
   assert done == [3, 6, 9]
 
 
-
 def test_held_out_sums_wait_on_the_devices_only_to_report_progress(monkeypatch, mesh8):
   """Without progress reports the batches are dispatched back to back and read once, at the
   end; a report (here after every batch) first waits for what it counts."""
@@ -191,6 +190,7 @@ def test_held_out_sums_wait_on_the_devices_only_to_report_progress(monkeypatch, 
   assert int(total["sum"]) == 8 * (0 + 1 + 2 + 3 + 4) and waits == []
   held_out.summed(eval_fn, None, Pipeline(), mesh8, 5, progress=lambda done: None, every_s=-1.0)
   assert waits == ["wait"] * 5
+
 
 def test_a_compiled_step_expecting_another_row_layout_is_caught_before_the_slice_is_paid():
   mesh = _mesh("v5p-32", dict(data=2, fsdp=-1, tensor=1))

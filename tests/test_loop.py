@@ -193,7 +193,6 @@ def test_the_profiler_traces_profile_steps_steps_from_profile_start(monkeypatch,
   assert events.count("start") == events.count("stop") == 1
 
 
-
 def test_the_profiler_waits_for_the_traced_steps_before_it_stops_the_trace(monkeypatch):
   """Steps are dispatched, not done: stopping at once would cut the last traced steps' device
   work out of the trace."""
@@ -207,6 +206,7 @@ def test_the_profiler_waits_for_the_traced_steps_before_it_stops_the_trace(monke
     profiler.before_step(step)
     profiler.after_step(step + 1, state)
   assert events == ["start", ("wait", True), "stop"]
+
 
 def _small_run_config(**train_overrides):
   config = _local_config(**{"log_every": 2, **train_overrides})

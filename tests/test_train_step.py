@@ -192,7 +192,6 @@ def test_eval_in_micro_batches_equals_one_pass():
     np.testing.assert_allclose(micro[key], whole[key], rtol=1e-5)
 
 
-
 def test_the_training_program_s_held_out_step_runs_grad_accum_steps_micro_batches_in_loss_chunks():
   """The eval step train and evaluate compile takes the run's micro-batches (the peak memory
   training fits in) and train.loss_chunk: with one scored position a row, each micro-batch of
@@ -214,6 +213,7 @@ def test_the_training_program_s_held_out_step_runs_grad_accum_steps_micro_batche
   # One pass would pay a single chunk (8); the default chunk (1024, capped at a micro-batch's
   # 64 positions) 256.
   assert sums["logit_positions"] == 4 * 8
+
 
 def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch():
   config = _with_dropout(_config(data=1, fsdp=1, tensor=1))

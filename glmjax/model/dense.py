@@ -11,7 +11,8 @@ import jax.numpy as jnp
 def _scores(q, k):
   """q·kᵀ per head [B, N, T, S], accumulated and returned in float32. Its backward rounds the
   float32 score gradient to q's dtype before the two matmuls, as the fused kernels do: autodiff
-  would instead cast q and k up to float32 and run both backward matmuls in float32."""
+  would instead cast q and k up to float32 and run both backward matmuls in float32. Reverse
+  mode only, as any custom_vjp: jax.jvp or jacfwd through the attention raise."""
   return jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
 
 
@@ -21,7 +22,8 @@ def _scores_forward(q, k):
 
 def _scores_backward(saved, d_scores):
   q, k = saved
-  d_scores = d_scores.astype(q.dtype)  # a no-op for a float32 model: autodiff's own matmuls
+  # A no-op for a float32 model: autodiff's matmuls then, up to the order of the sums.
+  d_scores = d_scores.astype(q.dtype)
   d_q = jnp.einsum("bnqk,bknd->bqnd", d_scores, k, preferred_element_type=jnp.float32)
   d_k = jnp.einsum("bnqk,bqnd->bknd", d_scores, q, preferred_element_type=jnp.float32)
   return d_q.astype(q.dtype), d_k.astype(k.dtype)

@@ -26,8 +26,7 @@ ENTRIES = (
              'logits = jnp.einsum("bqnd,bknd->bnqk", q.astype(jnp.float32), '
              'k.astype(jnp.float32)) * scale', _BF16_ATTENTION),
     Mutation("the xla attention's backward multiplies a float32 score gradient by q and k",
-             _DENSE, "  d_scores = d_scores.astype(q.dtype)  # a no-op for a float32 model: "
-             "autodiff's own matmuls\n", "", _BF16_ATTENTION + (
+             _DENSE, "  d_scores = d_scores.astype(q.dtype)\n", "", _BF16_ATTENTION + (
                  "tests/test_dense_attention.py::test_the_xla_attention_s_bfloat16_gradients_"
                  "are_the_float32_ones_within_bfloat16_rounding",)),
     Mutation("the xla attention's backward gives dq for dk and dk for dq", _DENSE,
