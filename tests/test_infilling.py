@@ -162,6 +162,17 @@ def test_span_lengths_follow_truncated_poisson():
   assert np.all(covered[padded] < infilling.blank_budget(0.15, text_len[padded] + 1))
 
 
+@pytest.mark.parametrize("seq_len,ratio", [(512, 0.15), (64, 0.15), (1024, 0.3)])
+def test_the_span_table_is_as_wide_as_the_most_spans_a_row_can_need_and_no_wider(seq_len, ratio):
+  # Spans of length 1 (Poisson with a tiny rate) need the most: every row uses every column.
+  # A wider table draws, places and sorts columns no row ever fills.
+  cdf = infilling.span_length_cdf(1e-6, 10)
+  lengths, n_spans, _ = infilling.sample_blank_lengths(
+      RowRandom.for_rows(2, 0, np.arange(64)), cdf, ratio, seq_len)
+  assert np.all(lengths[lengths > 0] == 1)
+  assert n_spans.max() == lengths.shape[1], (n_spans.max(), lengths.shape)
+
+
 def test_the_blank_budget_truncates_as_the_original_does():
   # int(0.15 * n) in the original; rounding up would mask one token more in most rows, and
   # leaving a token out of n (the [CLS]) one token fewer in some (n = 20: 3, not int(2.85)).
@@ -327,6 +338,20 @@ def test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token
   # (1, 4) and (2, 4); the last puts the 2-token span on the segment's last token.
   assert _place_one_layout([1, 2], [1], [5]) == {
       ((1, 3), (1, 2), 2), ((1, 4), (1, 2), 2), ((2, 4), (1, 2), 2)}
+
+
+def test_a_span_drawn_across_a_document_boundary_starts_at_the_next_document_s_first_place():
+  # README: one span of 1 token over two documents of 5 (tokens 1..5 and 8..12) has 11 equally
+  # likely draws; the one across the boundary moves to token 8, which so starts it twice as
+  # often as any other token (sigma of each share about 0.002 at 22000 rows).
+  rows = 22000
+  starts, _, _ = infilling.place_spans(
+      RowRandom.for_rows(1, 0, np.arange(rows)), np.ones((rows, 1), np.int64),
+      np.ones(rows, np.int64), np.tile([1, 8], (rows, 1)), np.tile([5, 5], (rows, 1)))
+  share = np.bincount(starts[:, 0], minlength=13) / rows
+  np.testing.assert_allclose(share[[1, 2, 3, 4, 5, 8, 9, 10, 11, 12]],
+                             np.array([1, 1, 1, 1, 1, 2, 1, 1, 1, 1]) / 11, atol=0.01)
+  assert share[[0, 6, 7]].sum() == 0
 
 
 def test_a_row_s_generation_length_is_uniform_from_int_ratio_times_n_to_n_minus_2():

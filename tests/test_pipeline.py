@@ -90,6 +90,8 @@ def check_contract(batch, seq_len, rows):
   positions = np.where(part_a, batch["position_ids"], col)
   assert np.array_equal(positions, np.broadcast_to(col, part_a.shape))
   assert np.all(batch["loss_mask"][~part_b] == 0)
+  # Part B asks for text and [eop] only: no target is a mask token ([MASK], [sMASK], [gMASK]).
+  assert not np.any(part_b & np.isin(batch["targets"], [S.mask, S.smask, S.gmask]))
   assert np.all(batch["position_ids"] < batch["sep"][:, None])
   assert np.all(np.where(part_b & (batch["block_position_ids"] == 1), batch["tokens"], S.sop)
                 == S.sop)

@@ -136,3 +136,15 @@ def test_per_batch_draws_still_give_each_row_its_own_text_span_lengths_and_part_
   k = int(np.argmax(counts))
   assert counts[k] >= 10 and k >= 8, counts
   assert len({r for r in ranks if len(r) == k}) == counts[k]
+
+
+def test_every_choice_of_a_row_reads_a_stream_no_other_choice_reads():
+  # RowRandom's streams are numbered; two choices given one number read the same uniforms
+  # (the objective's draw would pick the first span's length: a [MASK] row's first span short).
+  from glmjax.data import infilling
+  streams = {name: value for name, value in vars(infilling).items() if name.startswith("STREAM_")}
+  assert len(streams) >= 13, sorted(streams)
+  assert len(set(streams.values())) == len(streams), streams
+  rng = RowRandom.for_rows(seed=3, step=0, rows=np.arange(4))
+  firsts = {tuple(rng.uniform(value, 1)[:, 0]) for value in streams.values()}
+  assert len(firsts) == len(streams)

@@ -1,0 +1,43 @@
+"""Planted bugs from session 40's mechanical operator sweep (one comparison, operator, number or
+boolean changed at a time in the batch builder, the loss, the step, the model, decoding, cloze
+scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
+of a row reading one stream, a span table wider than any row needs, the last target of a [gMASK]
+row turned into a mask token, and generation running every step of the prompts' bucket after
+its rows are done (with its companion: the loop that never looks at the rows)."""
+from mutation_entries import Mutation
+
+_INFILLING = "glmjax/data/infilling.py"
+_STREAMS = ("tests/test_row_draws.py::test_every_choice_of_a_row_reads_a_stream_no_other_"
+            "choice_reads",)
+_DECODING = "glmjax/decoding.py"
+_STOPS = "tests/test_generation_stops.py::"
+_SPAN_TABLE = ("tests/test_infilling.py::test_the_span_table_is_as_wide_as_the_most_spans_a_"
+               "row_can_need_and_no_wider",)
+
+ENTRIES = (
+    Mutation("the objective's draw reads the span lengths' stream", _INFILLING,
+             "STREAM_OBJECTIVE, STREAM_LENGTHS, STREAM_PLACE, STREAM_ORDER = 1, 2, 3, 4",
+             "STREAM_OBJECTIVE, STREAM_LENGTHS, STREAM_PLACE, STREAM_ORDER = 2, 2, 3, 4",
+             _STREAMS),
+    Mutation("the most spans a row can need is counted two at a time", _INFILLING,
+             "  while k < int(blank_budget(mask_ratio, seq_len - 2 * k)):\n    k += 1\n",
+             "  while k < int(blank_budget(mask_ratio, seq_len - 2 * k)):\n    k += 2\n",
+             _SPAN_TABLE),
+    Mutation("the most spans a row can need takes 2 / k tokens per span", _INFILLING,
+             "  while k < int(blank_budget(mask_ratio, seq_len - 2 * k)):",
+             "  while k < int(blank_budget(mask_ratio, seq_len - 2 / k)):", _SPAN_TABLE),
+    Mutation("an unused span slot marks the row's last position as a mask", _INFILLING,
+             "  kind[rows, np.where(valid, mask_pos, T + 1)] = 1",
+             "  kind[rows, np.where(valid, mask_pos, T - 1)] = 1",
+             ("tests/test_pipeline_objectives.py::test_objectives_mix_per_row_in_their_configured_"
+              "shares",)),
+    Mutation("a row that has filled its last blank is not done and generates on", _DECODING,
+             "    done = done | (blank >= prompts.num_blanks)",
+             "    done = done | (blank > prompts.num_blanks)",
+             (_STOPS + "test_a_row_that_has_filled_its_blanks_writes_nothing_more_while_longer_"
+              "rows_go_on",)),
+    Mutation("the decoding loop runs every step of the bucket whether or not its rows are done",
+             _DECODING, "    return (carry[0] < steps) & ~jnp.all(carry[6])",
+             "    return carry[0] < steps",
+             (_STOPS + "test_the_decoding_loop_stops_when_every_row_has_filled_its_blanks",)),
+)
