@@ -120,6 +120,17 @@ def test_a_random_key_in_a_state_gets_a_checksum_that_sees_another_key():
   assert summary["noise/key"][0] != other["noise/key"][0]
 
 
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.int8, jnp.uint8, jnp.bool_])
+def test_parameters_of_one_or_two_bytes_get_a_checksum_that_sees_one_changed_element(dtype):
+  # model.param_dtype=bfloat16 saves bfloat16 parameters (and moments_dtype=param, moments).
+  values = jnp.arange(12).reshape(3, 4) % 2 == 1 if dtype == jnp.bool_ else (
+      jnp.arange(12, dtype=jnp.float32).reshape(3, 4).astype(dtype))
+  changed = values.at[1, 2].set(~values[1, 2] if dtype == jnp.bool_ else values[1, 2] + 1)
+  summary = checksums.state_summary({"w": values})
+  assert summary["w"][1] == 0 and summary == checksums.state_summary({"w": values})
+  assert summary["w"][0] != checksums.state_summary({"w": changed})["w"][0]
+
 def test_with_x64_on_a_change_in_the_high_word_of_an_8_byte_element_changes_its_checksum():
   """int64 and float64 arrays (jax_enable_x64) are hashed as two 32-bit words per element: a
   change above the low 32 bits is a change too."""

@@ -2,7 +2,7 @@
 boolean changed at a time in the batch builder, the loss, the step, the model, decoding, cloze
 scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
 of a row reading one stream, a span table wider than any row needs, the last target of a [gMASK]
-row turned into a mask token, and generation running every step of the prompts' bucket after
+row turned into a mask token, bfloat16 parameters without a checksum, and generation running every step of the prompts' bucket after
 its rows are done (with its companion: the loop that never looks at the rows)."""
 from mutation_entries import Mutation
 
@@ -40,4 +40,9 @@ ENTRIES = (
              _DECODING, "    return (carry[0] < steps) & ~jnp.all(carry[6])",
              "    return carry[0] < steps",
              (_STOPS + "test_the_decoding_loop_stops_when_every_row_has_filled_its_blanks",)),
+    Mutation("the checksum of a bfloat16 parameter has no word to read it as", "glmjax/checksums.py",
+             "    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}",
+             "    unsigned = {1: jnp.uint8, 3: jnp.uint16, 4: jnp.uint32}",
+             ("tests/test_checkpoint_damage.py::test_parameters_of_one_or_two_bytes_get_a_"
+              "checksum_that_sees_one_changed_element",)),
 )
