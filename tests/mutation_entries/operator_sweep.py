@@ -2,8 +2,9 @@
 boolean changed at a time in the batch builder, the loss, the step, the model, decoding, cloze
 scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
 of a row reading one stream, a span table wider than any row needs, the last target of a [gMASK]
-row turned into a mask token, bfloat16 parameters without a checksum, and generation running every step of the prompts' bucket after
-its rows are done (with its companion: the loop that never looks at the rows)."""
+row turned into a mask token, bfloat16 parameters without a checksum, a blank row's last two
+tokens kept where the original keeps one, and generation running every step of the prompts'
+bucket after its rows are done (with its companion: the loop that never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -45,4 +46,9 @@ ENTRIES = (
              "    unsigned = {1: jnp.uint8, 3: jnp.uint16, 4: jnp.uint32}",
              ("tests/test_checkpoint_damage.py::test_parameters_of_one_or_two_bytes_get_a_"
               "checksum_that_sees_one_changed_element",)),
+    Mutation("a blank row's last two text tokens are never masked", "glmjax/data/pipeline.py",
+             "  last = np.minimum(first + piece_avail, np.asarray(text_len)[:, None] - 1)",
+             "  last = np.minimum(first + piece_avail, np.asarray(text_len)[:, None] - 2)",
+             ("tests/test_pipeline.py::test_blank_rows_keep_the_contract_and_decode_to_their_"
+              "text",)),
 )
