@@ -41,7 +41,8 @@ ENTRIES = (
              _DECODING, "    return (carry[0] < steps) & ~jnp.all(carry[6])",
              "    return carry[0] < steps",
              (_STOPS + "test_the_decoding_loop_stops_when_every_row_has_filled_its_blanks",)),
-    Mutation("the checksum of a bfloat16 parameter has no word to read it as", "glmjax/checksums.py",
+    Mutation("the checksum of a bfloat16 parameter has no word to read it as",
+             "glmjax/checksums.py",
              "    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}",
              "    unsigned = {1: jnp.uint8, 3: jnp.uint16, 4: jnp.uint32}",
              ("tests/test_checkpoint_damage.py::test_parameters_of_one_or_two_bytes_get_a_"
