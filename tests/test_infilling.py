@@ -298,18 +298,20 @@ def test_a_batch_s_generation_length_is_uniform_from_int_ratio_times_f_minus_1_t
   assert len(counts) == high - low + 1 and stats.chisquare(counts).pvalue > 1e-3
 
 
-def test_sentence_windows_keep_a_row_whole_when_no_sentence_ends_inside_its_room():
+def test_sentence_windows_keep_a_row_whole_when_no_sentence_ends_inside_its_room_or_one_ends_it():
   # data.sentence_windows cuts the text that fits T - 2k back to its last sentence end; a row
   # with no end there has nothing to cut back to and keeps its room (here T - 2 = 10 tokens),
   # instead of losing all its text.
   table = np.zeros(30592, bool)
   table[1012] = True
   text = np.array([[101, *range(2001, 2011), 1012],                 # its only end: past the room
-                   [101, 2001, 2002, 1012, *range(2004, 2012)]])  # an end at 3: cut to 4
+                   [101, 2001, 2002, 1012, *range(2004, 2012)],   # an end at 3: cut to 4
+                   # ends at 3 and at 9, the room's last token: nothing to cut
+                   [101, 2001, 2002, 1012, *range(2004, 2009), 1012, 2010, 2011]])
   _, _, _, text_len = sentences.select_sentences(
-      RowRandom.for_rows(0, 0, np.arange(2)), text, np.full(2, 12), table, S, 0.15, 12,
+      RowRandom.for_rows(0, 0, np.arange(3)), text, np.full(3, 12), table, S, 0.15, 12,
       end_at_sentence=True)
-  np.testing.assert_array_equal(text_len, [10, 4])
+  np.testing.assert_array_equal(text_len, [10, 4, 10])
 
 
 def test_sentence_windows_cut_back_to_a_document_s_eos_after_the_last_sentence_end():

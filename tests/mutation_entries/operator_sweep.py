@@ -3,8 +3,9 @@ boolean changed at a time in the batch builder, the loss, the step, the model, d
 scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
 of a row reading one stream, a span table wider than any row needs, the last target of a [gMASK]
 row turned into a mask token, bfloat16 parameters without a checksum, a blank row's last two
-tokens kept where the original keeps one, and generation running every step of the prompts'
-bucket after its rows are done (with its companion: the loop that never looks at the rows)."""
+tokens kept where the original keeps one, a sentence window cut back past its last sentence, and
+generation running every step of the prompts' bucket after its rows are done (with its
+companion: the loop that never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -52,4 +53,10 @@ ENTRIES = (
              "  last = np.minimum(first + piece_avail, np.asarray(text_len)[:, None] - 2)",
              ("tests/test_pipeline.py::test_blank_rows_keep_the_contract_and_decode_to_their_"
               "text",)),
+    Mutation("a sentence window cuts back past a sentence that ends on its room's last token",
+             "glmjax/data/sentences.py",
+             "      cut = last_stop[row_index, np.maximum(text_len - 1, 0)]",
+             "      cut = last_stop[row_index, np.maximum(text_len - 2, 0)]",
+             ("tests/test_infilling.py::test_sentence_windows_keep_a_row_whole_when_no_sentence_"
+              "ends_inside_its_room_or_one_ends_it",)),
 )
