@@ -148,3 +148,6 @@ def test_every_choice_of_a_row_reads_a_stream_no_other_choice_reads():
   rng = RowRandom.for_rows(seed=3, step=0, rows=np.arange(4))
   firsts = {tuple(rng.uniform(value, 1)[:, 0]) for value in streams.values()}
   assert len(firsts) == len(streams)
+  # draw_per_batch: a step's shared draws come from a key no row of any batch size has.
+  shared = RowRandom.for_rows(seed=3, step=0, rows=[pipeline.BATCH_KEY]).keys
+  assert not np.isin(shared, RowRandom.for_rows(seed=3, step=0, rows=np.arange(1 << 20)).keys)

@@ -1,11 +1,12 @@
 """Planted bugs from session 40's mechanical operator sweep (one comparison, operator, number or
 boolean changed at a time in the batch builder, the loss, the step, the model, decoding, cloze
 scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
-of a row reading one stream, a span table wider than any row needs, the last target of a [gMASK]
-row turned into a mask token, bfloat16 parameters without a checksum, a blank row's last two
-tokens kept where the original keeps one, a sentence window cut back past its last sentence, and
-generation running every step of the prompts' bucket after its rows are done (with its
-companion: the loop that never looks at the rows)."""
+of a row reading one stream (and a step's shared draws reading one row's), a span table wider
+than any row needs, the last target of a [gMASK] row turned into a mask token, bfloat16
+parameters without a checksum, a blank row's last two tokens kept where the original keeps one,
+a sentence window cut back past its last sentence, and generation running every step of the
+prompts' bucket after its rows are done (with its companion: the loop that never looks at the
+rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -59,4 +60,7 @@ ENTRIES = (
              "      cut = last_stop[row_index, np.maximum(text_len - 2, 0)]",
              ("tests/test_infilling.py::test_sentence_windows_keep_a_row_whole_when_no_sentence_"
               "ends_inside_its_room_or_one_ends_it",)),
+    Mutation("a step's shared draws use row 1's key", "glmjax/data/pipeline.py",
+             "BATCH_KEY = -1  # the RowRandom key", "BATCH_KEY = +1  # the RowRandom key",
+             _STREAMS),
 )
