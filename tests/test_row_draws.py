@@ -75,6 +75,21 @@ def test_a_long_document_s_windows_start_anywhere_in_it_whichever_document_it_is
   assert stats.chi2_contingency(table).pvalue > 1e-3, table
 
 
+
+def test_a_long_document_s_window_starts_anywhere_in_it_whatever_document_is_drawn_after_it():
+  # One document longer than a row among 19 that fit one: the long one's offset is drawn by its
+  # own length, not the next document's (a short one after it would pin its windows at 0).
+  docs = corpus([DOC_LENGTH] + [150] * 19)
+  first = docs.read(np.array([0]), np.array([0]), np.array([DOC_LENGTH]))
+  index_of = {int(token): i for i, token in enumerate(first) if token != PERIOD}
+  p = pipeline.BatchPipeline(data_config(seq_len=T), Tokenizer(), docs, seed=0)
+  text, _, _ = p.windows(RowRandom.for_rows(0, 0, np.arange(3000)), np.full(3000, T))
+  offsets = np.array([index_of[int(t1)] if int(t1) in index_of else index_of[int(t2)] - 1
+                      for t1, t2 in text[:, 1:3] if int(t1) in index_of or int(t2) in index_of])
+  # About half the rows read it; offsets uniform over 0..DOC_LENGTH + 2 - T (1 in 2547 at 0).
+  assert len(offsets) > 1200, len(offsets)
+  assert np.mean(offsets == 0) < 0.01 and np.mean(offsets < (DOC_LENGTH + 2 - T) // 2) < 0.56
+
 def test_a_row_s_objective_does_not_depend_on_which_document_it_reads():
   docs, token_place = _ten_documents()
   batch = _mixed_batch(docs, 1024)

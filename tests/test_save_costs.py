@@ -94,3 +94,17 @@ def test_a_checkpoint_s_checksums_run_as_one_compiled_program(monkeypatch):
   assert len(traced) == 3  # traced once ...
   assert checksums.state_summary(tree) == first
   assert len(traced) == 3  # ... then run compiled: no Python per array
+
+
+def test_a_single_process_hands_its_host_copy_to_orbax_without_a_collective(monkeypatch):
+  """Several processes agree on the copy's layout with one collective, which waits for the step
+  queued on the devices; a single process has no one to agree with and must not wait."""
+  from glmjax import host_copy
+  calls = []
+  monkeypatch.setattr(host_copy.multihost_utils, "process_allgather",
+                      lambda value: calls.append(value) or value)
+  copy = {"w": jnp.arange(4.0)}
+  on_host = {"w": jnp.arange(4.0) + 1}
+  assert host_copy.landed(copy, on_host) is on_host
+  assert host_copy.landed(copy, None) is copy
+  assert calls == []

@@ -4,9 +4,10 @@ scoring, the snapshot's parts and the checksums) that passed the tests of their 
 of a row reading one stream (and a step's shared draws reading one row's), a span table wider
 than any row needs, the last target of a [gMASK] row turned into a mask token, bfloat16
 parameters without a checksum, a blank row's last two tokens kept where the original keeps one,
-a sentence window cut back past its last sentence, and generation running every step of the
-prompts' bucket after its rows are done (with its companion: the loop that never looks at the
-rows)."""
+a sentence window cut back past its last sentence, a long document's offset drawn by the next
+one's length, a single process waiting on a collective at each snapshot, and generation running
+every step of the prompts' bucket after its rows are done (with its companion: the loop that
+never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -63,4 +64,16 @@ ENTRIES = (
     Mutation("a step's shared draws use row 1's key", "glmjax/data/pipeline.py",
              "BATCH_KEY = -1  # the RowRandom key", "BATCH_KEY = +1  # the RowRandom key",
              _STREAMS),
+    Mutation("a long first document's offset is drawn by the next document's length",
+             "glmjax/data/pipeline.py",
+             "      long_first = avail[:, 0] + 2 > window_len[:, 0]",
+             "      long_first = avail[:, 1] + 2 > window_len[:, 0]",
+             ("tests/test_row_draws.py::test_a_long_document_s_window_starts_anywhere_in_it_"
+              "whatever_document_is_drawn_after_it",)),
+    Mutation("a single process agrees on its snapshot's layout with a collective",
+             "glmjax/host_copy.py",
+             "  if jax.process_count() > 1:\n    ok = bool(np.min(",
+             "  if jax.process_count() > 0:\n    ok = bool(np.min(",
+             ("tests/test_save_costs.py::test_a_single_process_hands_its_host_copy_to_orbax_"
+              "without_a_collective",)),
 )
