@@ -342,14 +342,17 @@ def test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token
       ((1, 3), (1, 2), 2), ((1, 4), (1, 2), 2), ((2, 4), (1, 2), 2)}
 
 
-def test_a_span_drawn_across_a_document_boundary_starts_at_the_next_document_s_first_place():
+@pytest.mark.parametrize("seg_start,seg_len", [([1, 8], [5, 5]), ([1, 7, 8], [5, 0, 5])])
+def test_a_span_drawn_across_a_document_boundary_starts_at_the_next_document_s_first_place(
+    seg_start, seg_len):
   # README: one span of 1 token over two documents of 5 (tokens 1..5 and 8..12) has 11 equally
   # likely draws; the one across the boundary moves to token 8, which so starts it twice as
-  # often as any other token (sigma of each share about 0.002 at 22000 rows).
+  # often as any other token (sigma of each share about 0.002 at 22000 rows). A document with
+  # nothing to mask between them (a 1-token one) adds no draw.
   rows = 22000
   starts, _, _ = infilling.place_spans(
       RowRandom.for_rows(1, 0, np.arange(rows)), np.ones((rows, 1), np.int64),
-      np.ones(rows, np.int64), np.tile([1, 8], (rows, 1)), np.tile([5, 5], (rows, 1)))
+      np.ones(rows, np.int64), np.tile(seg_start, (rows, 1)), np.tile(seg_len, (rows, 1)))
   share = np.bincount(starts[:, 0], minlength=13) / rows
   np.testing.assert_allclose(share[[1, 2, 3, 4, 5, 8, 9, 10, 11, 12]],
                              np.array([1, 1, 1, 1, 1, 2, 1, 1, 1, 1]) / 11, atol=0.01)

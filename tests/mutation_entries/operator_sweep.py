@@ -5,9 +5,9 @@ of a row reading one stream (and a step's shared draws reading one row's), a spa
 than any row needs, the last target of a [gMASK] row turned into a mask token, bfloat16
 parameters without a checksum, a blank row's last two tokens kept where the original keeps one,
 a sentence window cut back past its last sentence, a long document's offset drawn by the next
-one's length, a single process waiting on a collective at each snapshot, and generation running
-every step of the prompts' bucket after its rows are done (with its companion: the loop that
-never looks at the rows)."""
+one's length, an empty document given room for a span's draw, a single process waiting on a
+collective at each snapshot, and generation running every step of the prompts' bucket after its
+rows are done (with its companion: the loop that never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -76,4 +76,9 @@ ENTRIES = (
              "  if jax.process_count() > 0:\n    ok = bool(np.min(",
              ("tests/test_save_costs.py::test_a_single_process_hands_its_host_copy_to_orbax_"
               "without_a_collective",)),
+    Mutation("a document with nothing to mask gets room for a span's draw", _INFILLING,
+             "  cap = np.where(seg_len > 0, seg_len + 1, 0).astype(np.int64)",
+             "  cap = np.where(seg_len > 0, seg_len + 1, 1).astype(np.int64)",
+             ("tests/test_infilling.py::test_a_span_drawn_across_a_document_boundary_starts_at_"
+              "the_next_document_s_first_place",)),
 )
