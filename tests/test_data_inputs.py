@@ -112,6 +112,11 @@ def test_a_store_refuses_offsets_and_reads_that_reach_outside_its_documents(tmp_
   np.testing.assert_array_equal(store.read([1], [1], [2]), whole[1:])
   with pytest.raises(IndexError, match="before the start of a document"):
     store.read([1], [-1], [3])
+  # ... and one that ends past its document would hand back the start of the next.
+  end = int(store.doc_lengths[1])
+  np.testing.assert_array_equal(store.read([1], [end - 2], [2]), store.read([1], [0], [end])[-2:])
+  with pytest.raises(IndexError, match="past the end of a document"):
+    store.read([1], [end - 2], [3])
 
 
 def test_a_long_first_document_starts_at_every_offset_that_keeps_its_end_in_reach():

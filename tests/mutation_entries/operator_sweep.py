@@ -2,12 +2,13 @@
 boolean changed at a time in the batch builder, the loss, the step, the model, decoding, cloze
 scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
 of a row reading one stream (and a step's shared draws reading one row's), a span table wider
-than any row needs, the last target of a [gMASK] row turned into a mask token, bfloat16
-parameters without a checksum, a blank row's last two tokens kept where the original keeps one,
-a sentence window cut back past its last sentence, a long document's offset drawn by the next
-one's length, an empty document given room for a span's draw, a single process waiting on a
-collective at each snapshot, and generation running every step of the prompts' bucket after its
-rows are done (with its companion: the loop that never looks at the rows)."""
+than any row needs, the last target of a [gMASK] row turned into a mask token, one- and two-byte
+arrays without a checksum, a blank row's last two tokens kept where the original keeps one, a
+sentence window cut back past its last sentence, a long document's offset drawn by the next
+one's length, an empty document given room for a span's draw, a prepared store reading past a
+document's end, a single process waiting on a collective at each snapshot, and generation
+running every step of the prompts' bucket after its rows are done (with its companion: the loop
+that never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -81,4 +82,16 @@ ENTRIES = (
              "  cap = np.where(seg_len > 0, seg_len + 1, 1).astype(np.int64)",
              ("tests/test_infilling.py::test_a_span_drawn_across_a_document_boundary_starts_at_"
               "the_next_document_s_first_place",)),
+    Mutation("a prepared store reads past a document's end into the next",
+             "glmjax/data/documents.py",
+             "    if np.any(starts + lengths > self.doc_lengths[doc_ids]):",
+             "    if np.any(starts - lengths > self.doc_lengths[doc_ids]):",
+             ("tests/test_data_inputs.py::test_a_store_refuses_offsets_and_reads_that_reach_"
+              "outside_its_documents",)),
+    Mutation("the checksum of a one-byte array has no word to read it as",
+             "glmjax/checksums.py",
+             "    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}",
+             "    unsigned = {2: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}",
+             ("tests/test_checkpoint_damage.py::test_parameters_of_one_or_two_bytes_get_a_"
+              "checksum_that_sees_one_changed_element",)),
 )
