@@ -120,7 +120,6 @@ def test_a_random_key_in_a_state_gets_a_checksum_that_sees_another_key():
   assert summary["noise/key"][0] != other["noise/key"][0]
 
 
-
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.int8, jnp.uint8, jnp.bool_])
 def test_parameters_of_one_or_two_bytes_get_a_checksum_that_sees_one_changed_element(dtype):
   # model.param_dtype=bfloat16 saves bfloat16 parameters (and moments_dtype=param, moments).
@@ -130,6 +129,7 @@ def test_parameters_of_one_or_two_bytes_get_a_checksum_that_sees_one_changed_ele
   summary = checksums.state_summary({"w": values})
   assert summary["w"][1] == 0 and summary == checksums.state_summary({"w": values})
   assert summary["w"][0] != checksums.state_summary({"w": changed})["w"][0]
+
 
 def test_with_x64_on_a_change_in_the_high_word_of_an_8_byte_element_changes_its_checksum():
   """int64 and float64 arrays (jax_enable_x64) are hashed as two 32-bit words per element: a

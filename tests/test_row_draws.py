@@ -75,8 +75,7 @@ def test_a_long_document_s_windows_start_anywhere_in_it_whichever_document_it_is
   assert stats.chi2_contingency(table).pvalue > 1e-3, table
 
 
-
-def test_a_long_document_s_window_starts_anywhere_in_it_whatever_document_is_drawn_after_it():
+def test_a_long_document_followed_by_short_ones_is_read_from_anywhere_in_it():
   # One document longer than a row among 19 that fit one: the long one's offset is drawn by its
   # own length, not the next document's (a short one after it would pin its windows at 0).
   docs = corpus([DOC_LENGTH] + [150] * 19)
@@ -89,6 +88,7 @@ def test_a_long_document_s_window_starts_anywhere_in_it_whatever_document_is_dra
   # About half the rows read it; offsets uniform over 0..DOC_LENGTH + 2 - T (1 in 2547 at 0).
   assert len(offsets) > 1200, len(offsets)
   assert np.mean(offsets == 0) < 0.01 and np.mean(offsets < (DOC_LENGTH + 2 - T) // 2) < 0.56
+
 
 def test_a_row_s_objective_does_not_depend_on_which_document_it_reads():
   docs, token_place = _ten_documents()
@@ -153,7 +153,7 @@ def test_per_batch_draws_still_give_each_row_its_own_text_span_lengths_and_part_
   assert len({r for r in ranks if len(r) == k}) == counts[k]
 
 
-def test_every_choice_of_a_row_reads_a_stream_no_other_choice_reads():
+def test_a_row_s_random_streams_have_different_numbers_and_draws():
   # RowRandom's streams are numbered; two choices given one number read the same uniforms
   # (the objective's draw would pick the first span's length: a [MASK] row's first span short).
   from glmjax.data import infilling

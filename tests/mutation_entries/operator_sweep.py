@@ -12,8 +12,8 @@ that never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
-_STREAMS = ("tests/test_row_draws.py::test_every_choice_of_a_row_reads_a_stream_no_other_"
-            "choice_reads",)
+_STREAMS = ("tests/test_row_draws.py::test_a_row_s_random_streams_have_different_numbers_and_"
+            "draws",)
 _DECODING = "glmjax/decoding.py"
 _STOPS = "tests/test_generation_stops.py::"
 _SPAN_TABLE = ("tests/test_infilling.py::test_the_span_table_is_as_wide_as_the_most_spans_a_"
@@ -69,8 +69,8 @@ ENTRIES = (
              "glmjax/data/pipeline.py",
              "      long_first = avail[:, 0] + 2 > window_len[:, 0]",
              "      long_first = avail[:, 1] + 2 > window_len[:, 0]",
-             ("tests/test_row_draws.py::test_a_long_document_s_window_starts_anywhere_in_it_"
-              "whatever_document_is_drawn_after_it",)),
+             ("tests/test_row_draws.py::test_a_long_document_followed_by_short_ones_is_read_"
+              "from_anywhere_in_it",)),
     Mutation("a single process agrees on its snapshot's layout with a collective",
              "glmjax/host_copy.py",
              "  if jax.process_count() > 1:\n    ok = bool(np.min(",
@@ -80,8 +80,8 @@ ENTRIES = (
     Mutation("a document with nothing to mask gets room for a span's draw", _INFILLING,
              "  cap = np.where(seg_len > 0, seg_len + 1, 0).astype(np.int64)",
              "  cap = np.where(seg_len > 0, seg_len + 1, 1).astype(np.int64)",
-             ("tests/test_infilling.py::test_a_span_drawn_across_a_document_boundary_starts_at_"
-              "the_next_document_s_first_place",)),
+             ("tests/test_infilling.py::test_a_document_with_nothing_to_mask_adds_no_draw_to_"
+              "span_placement",)),
     Mutation("a prepared store reads past a document's end into the next",
              "glmjax/data/documents.py",
              "    if np.any(starts + lengths > self.doc_lengths[doc_ids]):",
