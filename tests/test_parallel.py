@@ -76,6 +76,12 @@ def test_a_mesh_axis_of_zero_or_below_minus_one_is_refused_naming_it(axes):
     parallel.mesh_shape(_mesh_config(**axes), 8)
 
 
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8, 256])
+def test_the_default_mesh_is_data_parallel_over_any_number_of_devices(count):
+  # One GPU, an odd count, a pod slice: a run that sets no mesh field starts on all of them.
+  assert parallel.mesh_shape(config_lib.default_config().mesh, count) == (count, 1, 1)
+
 def test_fixed_mesh_axes_that_do_not_divide_the_devices_are_refused_naming_them():
   with pytest.raises(ValueError, match=r"8 devices cannot be split with the fixed axes "
                                        r"\(fsdp=3 x tensor=1\)"):

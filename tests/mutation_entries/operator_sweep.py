@@ -1,14 +1,14 @@
 """Planted bugs from session 40's mechanical operator sweep (one comparison, operator, number or
 boolean changed at a time in the batch builder, the loss, the step, the model, decoding, cloze
-scoring, the snapshot's parts and the checksums) that passed the tests of their module: two draws
-of a row reading one stream (and a step's shared draws reading one row's), a span table wider
-than any row needs, the last target of a [gMASK] row turned into a mask token, one- and two-byte
-arrays without a checksum, a blank row's last two tokens kept where the original keeps one, a
-sentence window cut back past its last sentence, a long document's offset drawn by the next
-one's length, an empty document given room for a span's draw, a prepared store reading past a
-document's end, a single process waiting on a collective at each snapshot, and generation
-running every step of the prompts' bucket after its rows are done (with its companion: the loop
-that never looks at the rows)."""
+scoring, the snapshot's parts, the checksums and the config) that passed the tests of their
+module: two draws of a row reading one stream (and a step's shared draws reading one row's), a
+span table wider than any row needs, the last target of a [gMASK] row turned into a mask token,
+one- and two-byte arrays without a checksum, a blank row's last two tokens kept where the
+original keeps one, a sentence window cut back past its last sentence, a long document's offset
+drawn by the next one's length, an empty document given room for a span's draw, a prepared
+store reading past a document's end, a single process waiting on a collective at each snapshot,
+a default mesh that one device cannot hold, and generation running every step of the prompts'
+bucket after its rows are done (with its companion: the loop that never looks at the rows)."""
 from mutation_entries import Mutation
 
 _INFILLING = "glmjax/data/infilling.py"
@@ -94,4 +94,9 @@ ENTRIES = (
              "    unsigned = {2: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}",
              ("tests/test_checkpoint_damage.py::test_parameters_of_one_or_two_bytes_get_a_"
               "checksum_that_sees_one_changed_element",)),
+    Mutation("the default mesh splits heads over two devices", "glmjax/config.py",
+             "      tensor=1,                    # devices that split heads",
+             "      tensor=2,                    # devices that split heads",
+             ("tests/test_parallel.py::test_the_default_mesh_is_data_parallel_over_any_number_of_"
+              "devices",)),
 )
