@@ -11,7 +11,7 @@ tests are seeded; a p-value above 1e-3 (about 3.3 sigma) is the bound for indepe
 import numpy as np
 from scipy import stats
 
-from glmjax.data import pipeline
+from glmjax.data import infilling, pipeline
 from glmjax.data.infilling import RowRandom
 from glmjax.data.specials import BERT_SPECIALS as S
 from test_pipeline import (PERIOD, Tokenizer, check_contract, corpus, data_config, parse_row,
@@ -156,7 +156,6 @@ def test_per_batch_draws_still_give_each_row_its_own_text_span_lengths_and_part_
 def test_a_row_s_random_streams_have_different_numbers_and_draws():
   # RowRandom's streams are numbered; two choices given one number read the same uniforms
   # (the objective's draw would pick the first span's length: a [MASK] row's first span short).
-  from glmjax.data import infilling
   streams = {name: value for name, value in vars(infilling).items() if name.startswith("STREAM_")}
   assert len(streams) >= 13, sorted(streams)
   assert len(set(streams.values())) == len(streams), streams

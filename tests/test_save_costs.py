@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 import checkpoint_states as states
-from glmjax import checkpoint, checksums
+from glmjax import checkpoint, checksums, host_copy
 
 
 def test_a_deferred_save_returns_without_waiting_for_the_devices(tmp_path, monkeypatch):
@@ -99,7 +99,6 @@ def test_a_checkpoint_s_checksums_run_as_one_compiled_program(monkeypatch):
 def test_a_single_process_hands_its_host_copy_to_orbax_without_a_collective(monkeypatch):
   """Several processes agree on the copy's layout with one collective, which waits for the step
   queued on the devices; a single process has no one to agree with and must not wait."""
-  from glmjax import host_copy
   calls = []
   monkeypatch.setattr(host_copy.multihost_utils, "process_allgather",
                       lambda value: calls.append(value) or value)
