@@ -136,6 +136,8 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
   assert config.checkpoint.init_from == str(tmp_path / "run")
   assert (config.model.hidden_size, config.model.max_position) == (H, MSL)
   assert config.data.seq_len <= MSL
+  # The longest span a 16-position row holds (3 places go to [CLS], [MASK] and [sop]), not 1.
+  assert config.data.max_span_length == config.data.seq_len - 4
   config_lib.validate(config)  # e.g. its longest span fits the model's 16-position rows
   # What train does with checkpoint.init_from: read the parameters into the model's layout.
   loaded = pretrained.load(str(tmp_path / "run"))
@@ -175,6 +177,7 @@ def test_an_import_with_more_positions_than_the_default_row_keeps_the_default_ro
   default = config_lib.data_defaults().seq_len
   assert default < long_table
   assert (config.model.max_position, config.data.seq_len) == (long_table, default)
+  assert config.data.max_span_length == config_lib.data_defaults().max_span_length
 
 
 def test_the_imported_workdir_trains_from_another_folder_and_the_result_generates(
@@ -223,6 +226,26 @@ def test_a_megatron_file_with_training_args_and_rng_states(weights, tmp_path):
                                  num_heads=2 * HEADS)[0].num_heads == 2 * HEADS
   np.testing.assert_allclose(_our_logits(model_config, params),
                              _original_logits(weights, "tanh"), atol=1e-3, rtol=0)
+
+
+def test_a_checkpoint_whose_mlp_is_not_four_times_the_hidden_size_imports_its_own_size(
+    weights, tmp_path):
+  """GLM's MLP is 4x the hidden size in every release; a checkpoint with another width keeps
+  it (and computes the original's logits), while a 4x one records the default (ffn_size=0)."""
+  narrow = dict(weights)
+  rng = torch.Generator().manual_seed(7)
+  for i in range(L):
+    p = f"transformer.layers.{i}.mlp."
+    narrow[p + "dense_h_to_4h.weight"] = torch.randn((3 * H, H), generator=rng) / H ** 0.5
+    narrow[p + "dense_h_to_4h.bias"] = torch.randn((3 * H,), generator=rng) * 0.2
+    narrow[p + "dense_4h_to_h.weight"] = torch.randn((H, 3 * H), generator=rng) / (3 * H) ** 0.5
+  for name, state_dict in (("narrow", narrow), ("four_times", weights)):
+    og.save_hf(str(tmp_path / name), state_dict, og.hf_config(V, H, L, HEADS, MSL),
+               prefix=False, fmt="safetensors")
+    model_config, params = convert.load_pretrained(str(tmp_path / name))
+    assert model_config.ffn_size == (3 * H if name == "narrow" else 0)
+    np.testing.assert_allclose(_our_logits(model_config, params),
+                               _original_logits(state_dict, "erf"), atol=1e-3, rtol=0)
 
 
 def test_a_megatron_file_without_args_gets_heads_of_64_dims(tmp_path, caplog):

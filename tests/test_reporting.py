@@ -101,6 +101,9 @@ def test_a_workdir_s_saved_fields_this_version_lacks_are_named_in_one_warning(tm
   caplog.clear()
   pretrained.read_config(str(tmp_path), warn=False)  # a second reading does not repeat it
   assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+  (tmp_path / "config.json").write_text(json.dumps({"seed": 7, "data": {"batch_size": 24}}))
+  pretrained.read_config(str(tmp_path))  # every field known: nothing to warn about
+  assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def _tiny_workdir(workdir, **model):

@@ -223,6 +223,13 @@ def test_big_files_are_cut_at_document_boundaries(tmp_path):
   for piece in pieces:  # every range starts where a document starts
     for path, start, _ in piece["files"]:
       assert start == 0 or open(path, "rb").read()[start - 1:start] == b"\n"
+  # Both big files are cut (blank lines end the .txt's documents), and a piece closes on the
+  # range that brings it to 2000 bytes: each but the last holds 2000 bytes or more.
+  ranges = [r for p in pieces for r in p["files"]]
+  assert all(sum(r[0].endswith(name) for r in ranges) > 1 for name in ("d.jsonl", "e.txt"))
+  sizes = [[(os.path.getsize(path) if end < 0 else end) - start for path, start, end in
+            piece["files"]] for piece in pieces]
+  assert all(sum(bytes_[:-1]) < 2000 <= sum(bytes_) for bytes_ in sizes[:-1])
   stats = text_files.TextStats()
   by_pieces = [t for p in pieces for t in sources.iter_piece_texts(config, p, stats)]
   assert by_pieces == list(sources.iter_source_texts(config, text_files.TextStats()))
@@ -318,8 +325,10 @@ def test_a_binary_file_among_the_text_files_is_refused_by_name(tmp_path):
   (tmp_path / "ls.txt").write_bytes(
       b"Some text with one \xff stray byte, then a long enough sentence to dilute it, as real "
       b"text with a stray byte here and there would; a little more to pass 1 percent.\n\n" * 200)
+  # A clean file read after it is judged by its own bytes, not by the stray ones before it.
+  (tmp_path / "zz.txt").write_text("Clean text after it.\n\n" * 250)
   train, held_out = sources.load_documents(config, BYTE)
-  assert len(train) + len(held_out) == 400 + 200
+  assert len(train) + len(held_out) == 400 + 200 + 250
 
 
 def test_a_binary_file_is_refused_within_its_first_kilobytes_not_after_reading_it_all(tmp_path):

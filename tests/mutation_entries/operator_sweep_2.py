@@ -1,0 +1,46 @@
+"""Planted bugs from session 41's operator sweep of the commands' modules (evaluate, generate,
+the metrics, the run log, the mesh, the tokenizers, prepare, the sources and text files, the
+workdir, pretrained, the checkpoint import and the attention choice) that passed the tests of
+their module: an import that caps every span at one token or records the wrong MLP width, a
+warning about unknown fields when there are none, file pieces sized by the wrong byte counts or
+never cut at a text file's blank lines, a clean file refused for the stray bytes of the one
+before it, and a generation batch as wide as its shortest prompt."""
+from mutation_entries import Mutation
+
+_CONVERT = "tests/test_convert.py::"
+_TEXT_FILES = "glmjax/data/text_files.py"
+_PIECES = ("tests/test_sources.py::test_big_files_are_cut_at_document_boundaries",)
+
+ENTRIES = (
+    Mutation("an import caps its longest span at one token", "glmjax/convert/__init__.py",
+             "                                    max(1, config.data.seq_len - 4))",
+             "                                    min(1, config.data.seq_len - 4))",
+             (_CONVERT + "test_the_imported_workdir_is_what_train_continues_from",
+              _CONVERT + "test_an_import_with_more_positions_than_the_default_row_keeps_the_"
+              "default_row_length")),
+    Mutation("an import records the default MLP width for every other width",
+             "glmjax/convert/__init__.py",
+             '  if fields["ffn_size"] == 4 * hidden:', '  if fields["ffn_size"] != 4 * hidden:',
+             (_CONVERT + "test_a_checkpoint_whose_mlp_is_not_four_times_the_hidden_size_imports_"
+              "its_own_size",)),
+    Mutation("reading a workdir's config warns of unknown fields when there are none",
+             "glmjax/pretrained.py", "  if ignored and warn:", "  if ignored or warn:",
+             ("tests/test_reporting.py::test_a_workdir_s_saved_fields_this_version_lacks_are_"
+              "named_in_one_warning",)),
+    Mutation("a file range's size is its end plus its start", _TEXT_FILES,
+             "(size if e < 0 else e) - s) for s, e in zip(cuts, ends))",
+             "(size if e < 0 else e) + s) for s, e in zip(cuts, ends))", _PIECES),
+    Mutation("a text file of blank-line documents is never cut into pieces", _TEXT_FILES,
+             '(path.endswith(".txt") and txt_documents == "file"):',
+             '(path.endswith(".txt") or txt_documents == "file"):', _PIECES),
+    Mutation("a clean file is judged with the stray bytes of the files before it", _TEXT_FILES,
+             "    yield text\n  _refuse_binary(path, stats.invalid_utf8 - invalid_before,",
+             "    yield text\n  _refuse_binary(path, stats.invalid_utf8 + invalid_before,",
+             ("tests/test_sources.py::test_a_binary_file_among_the_text_files_is_refused_by_"
+              "name",)),
+    Mutation("a generation batch is as wide as the bucket of its shortest prompt",
+             "glmjax/generate.py", "  longest = max(len(p.part_a) for p in prompts)",
+             "  longest = min(len(p.part_a) for p in prompts)",
+             ("tests/test_generation_batches.py::test_a_short_prompt_and_one_longer_than_a_"
+              "bucket_share_a_batch_and_fill_as_alone",)),
+)
