@@ -128,3 +128,18 @@ def test_the_readme_s_table_of_configs_gives_their_shapes_parameter_counts_and_o
                      r"tokenizer, (\d+) steps", readme)
     assert (local.model.num_layers, local.model.hidden_size, local.train.steps) == tuple(
         map(int, said.groups())), name
+
+
+# The released checkpoints' shapes (THUDM/GLM's config/ds_block_*.sh and
+# config_tasks/model_blocklm_*.sh): layers, width, heads, vocabulary rows and
+# --max-position-embeddings, whose position tables (max_position + 1 rows) an imported
+# checkpoint must fill exactly.
+RELEASED = {"base": (12, 768, 12, 30592, 512), "large": (24, 1024, 16, 30592, 512),
+            "glm_2b": (36, 2048, 32, 50304, 1024), "glm_10b": (48, 4096, 64, 50304, 1024)}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_shipped_config_has_its_released_model_s_shape_and_position_table(name):
+  model = importlib.import_module(f"configs.{name}").get_config().model
+  assert (model.num_layers, model.hidden_size, model.num_heads, model.vocab_size,
+          model.max_position) == RELEASED[name]

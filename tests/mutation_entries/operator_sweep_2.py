@@ -43,4 +43,14 @@ ENTRIES = (
              "  longest = min(len(p.part_a) for p in prompts)",
              ("tests/test_generation_batches.py::test_a_short_prompt_and_one_longer_than_a_"
               "bucket_share_a_batch_and_fill_as_alone",)),
+    Mutation("the GLM-10B recipe gives the model a position table of 1026 rows",
+             "glmjax/recipes.py",
+             '  config.model.update(vocab_size=50304, max_position=1024, remat="full")',
+             '  config.model.update(vocab_size=50304, max_position=1025, remat="full")',
+             ("tests/test_config.py::test_each_shipped_config_has_its_released_model_s_shape_"
+              "and_position_table",)),
+    Mutation("bench's sweep refuses a batch of one row", "glmjax/bench/sweep.py",
+             "  if any(value < 1 for value in values):",
+             "  if any(value <= 1 for value in values):",
+             ("tests/test_bench.py::test_the_sweep_reads_flag_lists_written_with_spaces",)),
 )
