@@ -364,6 +364,8 @@ def test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_turne
   # Only where each micro-batch still splits over the data-parallel rows: 16 / 4 = 4 rows.
   assert "optim.grad_accum_steps=4 " in memory_lib.fit_advice(config, batch_parallelism=4)
   assert "grad_accum_steps" not in memory_lib.fit_advice(config, batch_parallelism=8)
+  config.data.batch_size = 12  # one chip splits any count of rows: 3 a micro-batch is advised
+  assert "optim.grad_accum_steps=4 " in memory_lib.fit_advice(config, batch_parallelism=1)
   assert "checkpoint.device_snapshot=false" in memory_lib.fit_advice(config, snapshot=True)
   assert "device_snapshot" not in memory_lib.fit_advice(config)
   # Kept dropout masks are memory remat can give back, where there are masks to keep.

@@ -5,12 +5,13 @@ import re
 import types
 
 import jax
+import jax.numpy as jnp
 import pytest
 from absl import app
 from absl import flags as absl_flags
 
 from glmjax import config as config_lib
-from glmjax import distributed, evaluate, logs
+from glmjax import distributed, evaluate, held_out, logs
 from glmjax.data import text_files
 
 
@@ -179,3 +180,18 @@ def test_a_data_source_or_batch_size_flag_that_names_nothing_usable_is_refused(
     data_source, batch_size, message):
   with pytest.raises(evaluate.EvaluateError, match=re.escape(message)):
     evaluate.data_overrides(data_source, batch_size)
+
+
+def test_held_out_progress_counts_the_batches_done_and_only_after_every_s(monkeypatch):
+  # The pipeline and mesh are stand-ins: what is checked is the count progress(done) is given.
+  monkeypatch.setattr(held_out.parallel, "host_rows", lambda mesh, batch_size: None)
+  monkeypatch.setattr(held_out.parallel, "pipeline_batch", lambda pipeline, index, host: index)
+  eval_fn = lambda params, index: {"loss": jnp.float32(index)}  # noqa: E731
+  pipeline = types.SimpleNamespace(batch_size=8)
+  reported = []
+  sums = held_out.summed(eval_fn, None, pipeline, None, 3, progress=reported.append,
+                         every_s=-1.0)
+  assert reported == [1, 2, 3] and float(sums["loss"]) == 0 + 1 + 2
+  reported.clear()
+  held_out.summed(eval_fn, None, pipeline, None, 3, progress=reported.append, every_s=3600.0)
+  assert reported == []  # a quick evaluation logs no progress line

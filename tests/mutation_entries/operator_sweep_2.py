@@ -9,6 +9,8 @@ from mutation_entries import Mutation
 
 _CONVERT = "tests/test_convert.py::"
 _TEXT_FILES = "glmjax/data/text_files.py"
+_HELD_OUT_PROGRESS = ("tests/test_evaluate_command.py::test_held_out_progress_counts_the_"
+                      "batches_done_and_only_after_every_s",)
 _PIECES = ("tests/test_sources.py::test_big_files_are_cut_at_document_boundaries",)
 
 ENTRIES = (
@@ -53,4 +55,17 @@ ENTRIES = (
              "  if any(value < 1 for value in values):",
              "  if any(value <= 1 for value in values):",
              ("tests/test_bench.py::test_the_sweep_reads_flag_lists_written_with_spaces",)),
+    Mutation("held-out progress counts the batch being done as not yet done",
+             "glmjax/held_out.py", "      progress(index + 1)", "      progress(index + 0)",
+             _HELD_OUT_PROGRESS),
+    Mutation("held-out progress is reported after every batch", "glmjax/held_out.py",
+             "    if progress is not None and time.monotonic() - last > every_s:",
+             "    if progress is not None or time.monotonic() - last > every_s:",
+             _HELD_OUT_PROGRESS),
+    Mutation("the advice withholds more micro-batches on one chip for an odd row count",
+             "glmjax/memory.py",
+             "(batch // accum) % max(batch_parallelism, 1) == 0:",
+             "(batch // accum) % max(batch_parallelism, 2) == 0:",
+             ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_"
+              "knobs_not_yet_turned",)),
 )
