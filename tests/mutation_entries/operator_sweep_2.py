@@ -1,10 +1,12 @@
-"""Planted bugs from session 41's operator sweep of the commands' modules (evaluate, generate,
-the metrics, the run log, the mesh, the tokenizers, prepare, the sources and text files, the
-workdir, pretrained, the checkpoint import and the attention choice) that passed the tests of
-their module: an import that caps every span at one token or records the wrong MLP width, a
-warning about unknown fields when there are none, file pieces sized by the wrong byte counts or
-never cut at a text file's blank lines, a clean file refused for the stray bytes of the one
-before it, and a generation batch as wide as its shortest prompt."""
+"""Planted bugs from session 41's two operator sweeps (one token changed at a time in the
+commands' modules, the start-up and restore paths, the tokenizers' tools and the configs) that
+passed the tests of their module: an import that caps every span at one token or records the
+wrong MLP width, a warning about unknown fields when there are none, file pieces sized by the
+wrong byte counts or never cut at a text file's blank lines, a clean file refused for the stray
+bytes of the one before it, a generation batch as wide as its shortest prompt, a GLM-10B
+position table one row longer than the release's, bench's sweep refusing a 1-row batch,
+held-out progress miscounted or printed after every batch, and the out-of-memory advice
+withholding micro-batches on one chip."""
 from mutation_entries import Mutation
 
 _CONVERT = "tests/test_convert.py::"
