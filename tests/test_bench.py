@@ -302,11 +302,17 @@ def test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_not
 
 def test_the_sweep_reads_flag_lists_written_with_spaces(monkeypatch):
   config = importlib.import_module("configs.base").get_config("local")
-  _flags(monkeypatch, sweep, sweep_batch="1, 8", sweep_remat="none, full",
-         sweep_attention=" xla ")  # 1: the smallest batch is a value like the others
+  _flags(monkeypatch, sweep, sweep_batch="4, 8", sweep_remat="none, full",
+         sweep_attention=" xla ")
   assert sweep.grid(config) == [
       dict(batch_size=b, remat=r, attention="xla", loss_chunk=config.train.loss_chunk)
-      for b in (1, 8) for r in ("none", "full")]
+      for b in (4, 8) for r in ("none", "full")]
+
+
+def test_the_sweep_tries_a_batch_of_one_row_like_any_other_size(monkeypatch):
+  config = importlib.import_module("configs.base").get_config("local")
+  _flags(monkeypatch, sweep, sweep_batch="1,2", sweep_remat="full", sweep_attention="xla")
+  assert [trial["batch_size"] for trial in sweep.grid(config)] == [1, 2]
 
 
 def test_the_sweep_tries_every_value_sweep_set_names_each_as_its_field_s_type(monkeypatch,

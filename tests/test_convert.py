@@ -136,7 +136,8 @@ def test_the_imported_workdir_is_what_train_continues_from(weights, tmp_path):
   assert config.checkpoint.init_from == str(tmp_path / "run")
   assert (config.model.hidden_size, config.model.max_position) == (H, MSL)
   assert config.data.seq_len <= MSL
-  # The longest span a 16-position row holds (3 places go to [CLS], [MASK] and [sop]), not 1.
+  # The longest span a 16-position row holds, not 1: its other 4 places are [CLS], the [MASK],
+  # [sop] and the text's last token, which is never masked.
   assert config.data.max_span_length == config.data.seq_len - 4
   config_lib.validate(config)  # e.g. its longest span fits the model's 16-position rows
   # What train does with checkpoint.init_from: read the parameters into the model's layout.

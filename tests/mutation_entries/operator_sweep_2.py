@@ -40,8 +40,8 @@ ENTRIES = (
     Mutation("a clean file is judged with the stray bytes of the files before it", _TEXT_FILES,
              "    yield text\n  _refuse_binary(path, stats.invalid_utf8 - invalid_before,",
              "    yield text\n  _refuse_binary(path, stats.invalid_utf8 + invalid_before,",
-             ("tests/test_sources.py::test_a_binary_file_among_the_text_files_is_refused_by_"
-              "name",)),
+             ("tests/test_sources.py::test_a_clean_file_read_after_one_with_stray_bytes_is_"
+              "judged_by_its_own_bytes",)),
     Mutation("a generation batch is as wide as the bucket of its shortest prompt",
              "glmjax/generate.py", "  longest = max(len(p.part_a) for p in prompts)",
              "  longest = min(len(p.part_a) for p in prompts)",
@@ -56,7 +56,8 @@ ENTRIES = (
     Mutation("bench's sweep refuses a batch of one row", "glmjax/bench/sweep.py",
              "  if any(value < 1 for value in values):",
              "  if any(value <= 1 for value in values):",
-             ("tests/test_bench.py::test_the_sweep_reads_flag_lists_written_with_spaces",)),
+             ("tests/test_bench.py::test_the_sweep_tries_a_batch_of_one_row_like_any_other_"
+              "size",)),
     Mutation("held-out progress counts the batch being done as not yet done",
              "glmjax/held_out.py", "      progress(index + 1)", "      progress(index + 0)",
              _HELD_OUT_PROGRESS),
