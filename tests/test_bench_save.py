@@ -255,6 +255,9 @@ def test_the_fetch_to_the_host_reads_one_replica_of_each_shard_and_leaves_the_st
   # Two shards of 32 rows, each held by both data replicas, fetched once each, in order.
   assert [a.shape for a in fetched] == [(32, 32), (32, 32)]
   np.testing.assert_array_equal(np.concatenate(fetched), np.asarray(state["w"]))
+  # An array on one device (one GPU's state) has only replica 0: it is fetched too.
+  (alone,) = save_bench.fetched({"b": jax.device_put(jnp.arange(4.0), jax.devices()[0])})
+  np.testing.assert_array_equal(alone, [0.0, 1.0, 2.0, 3.0])
   compiled = jax.jit(lambda s, batch: (jax.tree.map(lambda x: x + 1, s), s["w"].sum()),
                      donate_argnums=0)
   alone, beside, state = save_bench.fetch_times(compiled, state, None)

@@ -71,4 +71,9 @@ ENTRIES = (
              "(batch // accum) % max(batch_parallelism, 2) == 0:",
              ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_"
               "knobs_not_yet_turned",)),
+    Mutation("bench's fetch to the host reads replica 1 of each shard", "glmjax/bench/save.py",
+             "addressable_shards if shard.replica_id == 0]",
+             "addressable_shards if shard.replica_id == 1]",
+             ("tests/test_bench_save.py::test_the_fetch_to_the_host_reads_one_replica_of_each_"
+              "shard_and_leaves_the_state_stepped",)),
 )
