@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import app
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from glmjax import aot, config as config_lib, memory as memory_lib, parallel, prefetch
@@ -398,7 +399,7 @@ def _report(**changes) -> aot.Report:
 
 def test_the_report_shows_the_held_out_and_prefetched_batches_together():
   text = aot.describe(_report(), "v5litepod-16", "xla")
-  assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB" in text
+  assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB HBM: fits" in text
   assert f"fits ({100 * 3.75 / 15.75:.0f}%)" in text  # the peak's share of the HBM
   assert "host 0: 4 separate runs of rows); every row is built by one host" in text
 
@@ -414,6 +415,13 @@ def test_the_report_gives_the_step_s_model_flops_in_pflop_and_its_time_at_the_ta
   text = aot.describe(report, "v5litepod-16", "xla")
   assert (f"{2.5e15 / 10**15:.3f} PFLOP per step (model FLOPs); 0.750 s per step at "
           f"{aot.TARGET_MFU:.0%} MFU") in text
+
+
+def test_even_one_stray_argument_is_a_mistake_in_the_command_before_anything_compiles():
+  # A word the shell split off a flag's value would otherwise be dropped without a word.
+  with pytest.raises(app.UsageError, match="^Unexpected arguments: extra$") as refused:
+    aot.main(["aot", "extra"])
+  assert refused.value.exitcode == 2
 
 
 def test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2():

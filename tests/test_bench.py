@@ -255,7 +255,9 @@ def test_the_sweep_times_each_setting_it_records_and_picks_the_one_with_most_tok
 
 def test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_over_the_time(
     monkeypatch):
-  clock = iter([0.0, 0.4, 0.9, 2.1, 2.5])  # two batches are read, in 2.5 s; nothing is timed
+  # Two batches are read, in 2.5 s; a clock that starts at 0 would hide a start added, not
+  # subtracted.
+  clock = iter([100.0, 100.4, 100.9, 102.1, 102.5])
   monkeypatch.setattr(bench_prepare, "time",
                       types.SimpleNamespace(perf_counter=lambda: next(clock)))
   doc_lengths = np.array([100, 0, 50, 300])
@@ -272,6 +274,8 @@ def test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_over_the
     assert len(docs) == 4 and all(doc_lengths[docs] > 0)
     assert all(lengths == np.minimum(doc_lengths[docs], 64))
     assert all(starts >= 0) and all(starts + lengths <= doc_lengths[docs])
+  # Anywhere in a document, as the pipeline reads: not always its first tokens.
+  assert any(starts.any() for _, starts, _ in reads)
   tokens = sum(int(lengths.sum()) for _, _, lengths in reads)
   assert figures == {"read_tokens_per_s": round(tokens / 2.5), "read_batches_per_s": 0.8}
 
@@ -281,12 +285,16 @@ def test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_not
   # 300 builtin documents in shards of 0.05 MiB (58 documents): the benchmark writes 2 of the
   # 6 and reads back what they hold.
   monkeypatch.setattr(bench_prepare, "_SHARD_MB", SHARD_MB)
-  clock = itertools.chain([0.0, 4.0], itertools.count(10.0))  # preparing takes 4 s
+  clock = itertools.chain([100.0, 104.0], itertools.count(110.0))  # preparing takes 4 s
   monkeypatch.setattr(bench_prepare, "time",
                       types.SimpleNamespace(perf_counter=lambda: next(clock)))
   monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the benchmark sets it; put it back
+  workers, prepare = [], bench_prepare.prepare.prepare
+  monkeypatch.setattr(bench_prepare.prepare, "prepare", lambda *args, **kwargs: (
+      workers.append(kwargs["workers"]) or prepare(*args, **kwargs)))
   data = prepare_config(builtin_docs=300, seq_len=32, batch_size=4)
   bench_prepare.main(ml_collections.ConfigDict(dict(data=data)), [])
+  assert workers == [1]  # the figure is named one core's
   figures = json.loads(capsys.readouterr().out)
   pieces = sources.plan_pieces(data, int(SHARD_MB * (1 << 20)))
   assert len(pieces) == 6

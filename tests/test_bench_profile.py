@@ -162,3 +162,16 @@ def test_the_profile_benchmark_starts_its_trace_and_clock_after_the_warm_up_step
   assert len(step.batches) == 1 + 3 and queued_at_start == [0.0]
   assert record["step_time_s"] == pytest.approx(0.5)
   assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
+
+
+@pytest.mark.parametrize("given, steps", [(5, 5), (0, profile.DEFAULT_STEPS)])
+def test_the_profile_benchmark_traces_the_steps_asked_for_into_the_folder_asked_for(
+    monkeypatch, capsys, tmp_path, given, steps):
+  asked = []
+  monkeypatch.setattr(profile, "flags", types.SimpleNamespace(FLAGS=types.SimpleNamespace(
+      steps=given, profile_dir=str(tmp_path))))
+  monkeypatch.setattr(profile, "measure",
+                      lambda config, n, folder: asked.append((n, folder)) or {"steps": n})
+  profile.main(None, [])
+  assert asked == [(steps, str(tmp_path))]
+  assert json.loads(capsys.readouterr().out) == {"steps": steps}

@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from glmjax.bench import traffic
 
@@ -171,6 +172,28 @@ def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_
   tpu = run("--traffic_topology=v5p-8")
   assert tpu.returncode != 0 and "--traffic_topology=v5p-8: name NVIDIA GPUs" in tpu.stderr
   assert "Traceback" not in both.stderr + tpu.stderr
+
+
+@pytest.mark.parametrize("given, used", [(None, "cpu"), ("tpu", "tpu")])
+def test_the_compile_probes_no_attached_accelerator_unless_jax_platforms_names_one(given, used):
+  """As aot: compile-only GPU devices need no backend, so an unset jax_platforms becomes cpu
+  before anything starts one (no CUDA probe on a laptop, no claim on a TPU VM's chips that a
+  run is using); a value the user set is theirs."""
+  script = ("import importlib, jax\n"
+            "from glmjax import aot\n"
+            "from glmjax.bench import traffic\n"
+            "def report_platforms(config, spec, on_compiled):\n"
+            "  print(f'platforms={jax.config.jax_platforms}')\n"
+            "  raise SystemExit(0)\n"
+            "aot.compile_for_slice = report_platforms\n"
+            "traffic.compiled_train_step(\n"
+            "    importlib.import_module('configs.base').get_config('local'), 'h100')\n")
+  env = {key: value for key, value in os.environ.items() if key != "JAX_PLATFORMS"}
+  env.update(PYTHONPATH=REPO, **({"JAX_PLATFORMS": given} if given else {}))
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == f"platforms={used}"
 
 
 def test_the_command_compiles_the_config_s_train_step_for_named_gpus_and_counts_that_program(

@@ -142,6 +142,30 @@ def test_with_x64_on_a_change_in_the_high_word_of_an_8_byte_element_changes_its_
   assert summary["counts"][0] != other["counts"][0]
 
 
+def _reference_checksum(values: np.ndarray) -> int:
+  """checksums.py's hash, written again in numpy: each element's bits as a uint32 mixed with
+  its flat index, the mixes summed modulo 2**32."""
+  unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32}[values.dtype.itemsize]
+  bits = values.view(unsigned).astype(np.uint32).ravel()
+  mixed = (bits * np.uint32(0x9E3779B1) + np.arange(bits.size, dtype=np.uint32)
+           * np.uint32(0x85EBCA77) + np.uint32(1))
+  mixed = (mixed ^ (mixed >> np.uint32(15))) * np.uint32(0x2C1B3C6D)
+  mixed = mixed ^ (mixed >> np.uint32(12))
+  return int(mixed.sum(dtype=np.uint64) % 2**32)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.int8, jnp.bool_])
+def test_the_checksum_is_the_same_hash_in_every_version_so_old_checkpoints_still_verify(dtype):
+  """A checkpoint is checked against the checksums saved beside it: a hash changed between two
+  versions of glmjax would judge every checkpoint of the older one corrupted, and an upgraded
+  run would refuse to resume."""
+  values = np.asarray(jax.random.normal(jax.random.key(3), (5, 7))).astype(dtype)
+  if dtype == jnp.bool_:
+    values = values > 0
+  assert checksums.state_summary({"w": jnp.asarray(values)})["w"] == (
+      _reference_checksum(values), 0)
+
+
 def _flip_bytes(directory, count=50):
   """Flips `count` bytes in the middle of the largest file of a saved state."""
   files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]

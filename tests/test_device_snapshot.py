@@ -411,3 +411,22 @@ def test_a_prng_key_array_stays_on_the_devices_where_others_go_to_pinned_host_me
   state = {"w": jnp.ones(4), "key": jax.random.key(0)}
   copy = host_copy.start(state)
   assert copy["w"] == "sent" and copy["key"] is state["key"] and len(sent) == 1
+
+
+class _Device:
+  """A device (hashable, as jax's are) whose runtime lists memories of these kinds, or fails."""
+
+  def __init__(self, *kinds):
+    self.kinds = kinds
+
+  def addressable_memories(self):
+    if not self.kinds:
+      raise RuntimeError("memories are not implemented on this backend")
+    return [types.SimpleNamespace(kind=kind) for kind in self.kinds]
+
+
+def test_only_a_device_that_lists_pinned_host_memory_is_sent_a_snapshot_s_copy():
+  """Elsewhere a transfer there would fail at each save: the copy stays for Orbax to send."""
+  assert host_copy._device_has_pinned_memory(_Device("device", "pinned_host", "unpinned_host"))
+  assert not host_copy._device_has_pinned_memory(_Device("device", "unpinned_host"))
+  assert not host_copy._device_has_pinned_memory(_Device())

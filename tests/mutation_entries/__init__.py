@@ -33,7 +33,7 @@ from mutation_entries import kernel_hunt  # noqa: E402
 from mutation_entries import lever_hunt  # noqa: E402
 from mutation_entries import slice_hunt  # noqa: E402
 from mutation_entries import figures_hunt, loop_hunt, snapshot_hunt  # noqa: E402
-from mutation_entries import operator_sweep, operator_sweep_2  # noqa: E402
+from mutation_entries import operator_sweep, operator_sweep_2, operator_sweep_3  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
@@ -50,4 +50,5 @@ MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + use_hunt.ENTRIES + infra_hunt.ENTRIES + input_hunt.ENTRIES
              + convert_hunt.ENTRIES + kernel_hunt.ENTRIES + lever_hunt.ENTRIES
              + slice_hunt.ENTRIES + loop_hunt.ENTRIES + snapshot_hunt.ENTRIES
-             + figures_hunt.ENTRIES + operator_sweep.ENTRIES + operator_sweep_2.ENTRIES)
+             + figures_hunt.ENTRIES + operator_sweep.ENTRIES + operator_sweep_2.ENTRIES
+             + operator_sweep_3.ENTRIES)
