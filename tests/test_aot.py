@@ -399,9 +399,26 @@ def _report(**changes) -> aot.Report:
 
 def test_the_report_shows_the_held_out_and_prefetched_batches_together():
   text = aot.describe(_report(), "v5litepod-16", "xla")
-  assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB HBM: fits" in text
+  assert "held-out and prefetched batches 0.75 GiB | peak 3.75 GiB of 15.75 GiB" in text
   assert f"fits ({100 * 3.75 / 15.75:.0f}%)" in text  # the peak's share of the HBM
   assert "host 0: 4 separate runs of rows); every row is built by one host" in text
+
+
+def test_a_slice_s_peak_is_given_against_its_hbm_and_a_gpu_s_against_jax_s_share_of_it():
+  tpu = aot.describe(_report(), "v5litepod-16", "xla")
+  assert "per chip" in tpu and "peak 3.75 GiB of 15.75 GiB HBM: fits" in tpu
+  gpu = aot.describe(_report(platform="gpu", device_kind="NVIDIA H100 80GB HBM3", chips=8,
+                             hosts=1), "h100-8", "xla")
+  assert "per GPU" in gpu
+  assert "peak 3.75 GiB of 15.75 GiB (jax's share of the GPU's memory): fits" in gpu
+
+
+def test_a_need_of_terabytes_in_libtpu_s_message_is_read_in_tib():
+  # aot is where a config far too big for a chip is judged: libtpu then writes T.
+  error = RuntimeError("RESOURCE_EXHAUSTED: Aborting compilation early because it's unlikely "
+                       "to have enough device memory. Requires 1.50T, has 15.75G available.")
+  assert aot._out_of_memory(error) == (
+      "needs 1536.00 GiB per chip, 1520.25 GiB more than the 15.75 GiB of HBM a program may use")
 
 
 def test_a_peak_that_fills_the_chip_to_the_byte_fits_and_one_byte_more_does_not():

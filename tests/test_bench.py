@@ -274,10 +274,33 @@ def test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_over_the
     assert len(docs) == 4 and all(doc_lengths[docs] > 0)
     assert all(lengths == np.minimum(doc_lengths[docs], 64))
     assert all(starts >= 0) and all(starts + lengths <= doc_lengths[docs])
-  # Anywhere in a document, as the pipeline reads: not always its first tokens.
-  assert any(starts.any() for _, starts, _ in reads)
   tokens = sum(int(lengths.sum()) for _, _, lengths in reads)
   assert figures == {"read_tokens_per_s": round(tokens / 2.5), "read_batches_per_s": 0.8}
+
+
+def test_the_prepare_benchmark_reads_its_windows_from_anywhere_in_a_document(monkeypatch):
+  # As the pipeline reads: a benchmark that always read a document's first tokens would time
+  # the reads the page cache serves best.
+  clock = itertools.chain([100.0], itertools.repeat(100.5, 20), [103.0, 103.0])  # 20 reads
+  monkeypatch.setattr(bench_prepare, "time",
+                      types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  starts = []
+  store = types.SimpleNamespace(doc_lengths=np.array([300, 500]), read=lambda docs, first,
+                                lengths: starts.extend(first) or np.zeros(int(lengths.sum())))
+  bench_prepare._read_rate(store, rows=4, row_tokens=64, seconds=2.0)
+  assert len(starts) == 4 * 20 and min(starts) >= 0 and max(starts) <= 500 - 64
+  assert len(set(starts)) > 40  # spread over the documents, not a few fixed places
+
+
+def test_the_prepare_benchmark_prepares_with_one_worker_as_its_figure_s_name_says(monkeypatch,
+                                                                                  capsys):
+  workers, prepare = [], bench_prepare.prepare.prepare
+  monkeypatch.setattr(bench_prepare.prepare, "prepare", lambda *args, **kwargs: (
+      workers.append(kwargs["workers"]) or prepare(*args, **kwargs)))
+  monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the benchmark sets it; put it back
+  data = prepare_config(builtin_docs=20, seq_len=32, batch_size=4)
+  bench_prepare.main(ml_collections.ConfigDict(dict(data=data)), [])
+  assert workers == [1] and "prepare_tokens_per_s_one_core" in json.loads(capsys.readouterr().out)
 
 
 def test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_not_finish(
@@ -289,12 +312,8 @@ def test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_not
   monkeypatch.setattr(bench_prepare, "time",
                       types.SimpleNamespace(perf_counter=lambda: next(clock)))
   monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the benchmark sets it; put it back
-  workers, prepare = [], bench_prepare.prepare.prepare
-  monkeypatch.setattr(bench_prepare.prepare, "prepare", lambda *args, **kwargs: (
-      workers.append(kwargs["workers"]) or prepare(*args, **kwargs)))
   data = prepare_config(builtin_docs=300, seq_len=32, batch_size=4)
   bench_prepare.main(ml_collections.ConfigDict(dict(data=data)), [])
-  assert workers == [1]  # the figure is named one core's
   figures = json.loads(capsys.readouterr().out)
   pieces = sources.plan_pieces(data, int(SHARD_MB * (1 << 20)))
   assert len(pieces) == 6

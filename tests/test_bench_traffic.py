@@ -175,7 +175,7 @@ def test_the_command_prints_one_json_line_and_asks_for_the_file_in_one_line(tmp_
 
 
 @pytest.mark.parametrize("given, used", [(None, "cpu"), ("tpu", "tpu")])
-def test_the_compile_probes_no_attached_accelerator_unless_jax_platforms_names_one(given, used):
+def test_the_compile_runs_on_the_cpu_backend_unless_jax_platforms_names_another(given, used):
   """As aot: compile-only GPU devices need no backend, so an unset jax_platforms becomes cpu
   before anything starts one (no CUDA probe on a laptop, no claim on a TPU VM's chips that a
   run is using); a value the user set is theirs."""

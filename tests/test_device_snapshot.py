@@ -425,7 +425,7 @@ class _Device:
     return [types.SimpleNamespace(kind=kind) for kind in self.kinds]
 
 
-def test_only_a_device_that_lists_pinned_host_memory_is_sent_a_snapshot_s_copy():
+def test_only_a_device_that_lists_pinned_host_memory_counts_as_having_some():
   """Elsewhere a transfer there would fail at each save: the copy stays for Orbax to send."""
   assert host_copy._device_has_pinned_memory(_Device("device", "pinned_host", "unpinned_host"))
   assert not host_copy._device_has_pinned_memory(_Device("device", "unpinned_host"))
