@@ -32,10 +32,10 @@ _SWEEP = ("tests/test_bench.py::test_the_sweep_s_best_is_the_fastest_trial_that_
           "compile_figures")
 _ATTN = ("tests/test_bench_attention.py",)
 _CEIL = ("tests/test_bench_ceiling.py",)
-_PREP = ("tests/test_bench.py::test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_"
-         "windows_over_the_time",
-         "tests/test_bench.py::test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_"
-         "it_did_not_finish")
+_PREP = ("tests/test_bench_prepare.py::test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_"
+         "its_windows_over_the_time",
+         "tests/test_bench_prepare.py::test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_"
+         "source_it_did_not_finish")
 _PROF = ("tests/test_bench_profile.py",)
 _SAVE = ("tests/test_bench_save.py", "tests/test_bench_save_waits.py")
 _TRAF = ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_and_slices_at_"

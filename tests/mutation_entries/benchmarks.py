@@ -19,8 +19,8 @@ _TRANSFER = ("tests/test_bench_save.py::test_the_transfer_to_the_host_is_timed_o
              "own_bytes_and_leaves_it_stepped",)
 _SYNTHETIC = (_STEP + "test_the_step_benchmark_s_synthetic_rows_are_glm_rows_with_one_part_b_"
               "span",)
-_PREPARE = (_BENCH + "test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_source_it_did_"
-            "not_finish",)
+_PREPARE = ("tests/test_bench_prepare.py::test_the_prepare_benchmark_counts_the_shards_it_wrote_"
+            "of_a_source_it_did_not_finish",)
 _ATT = "tests/test_bench_attention.py::"
 _ATTENTION = (_ATT + "test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_"
               "failing_its_check",)

@@ -8,6 +8,7 @@ missing pinned memory, and aot's report naming a TPU's memory as a GPU's, droppi
 argument or reading libtpu's terabytes at the wrong scale."""
 from mutation_entries import Mutation
 
+_PREPARE = "tests/test_bench_prepare.py::"
 _SAME_HASH = ("tests/test_checkpoint_damage.py::test_the_checksum_is_the_same_hash_in_every_"
               "version_so_old_checkpoints_still_verify",)
 _MIX = "  mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + jnp.uint32(1)"
@@ -20,17 +21,17 @@ ENTRIES = (
     Mutation("the prepare benchmark adds its start time to the preparing time",
              "glmjax/bench/prepare.py", "    prepare_seconds = time.perf_counter() - start",
              "    prepare_seconds = time.perf_counter() + start",
-             ("tests/test_bench.py::test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_"
+             (_PREPARE + "test_the_prepare_benchmark_counts_the_shards_it_wrote_of_a_"
               "source_it_did_not_finish",)),
     Mutation("the prepare benchmark's one-core figure is prepared by two workers",
              "glmjax/bench/prepare.py", "prepare.prepare(data, out, workers=1,",
              "prepare.prepare(data, out, workers=2,",
-             ("tests/test_bench.py::test_the_prepare_benchmark_prepares_with_one_worker_as_its_"
+             (_PREPARE + "test_the_prepare_benchmark_prepares_with_one_worker_as_its_"
               "figure_s_name_says",)),
     Mutation("the prepare benchmark's read loop adds its start time", "glmjax/bench/prepare.py",
              "  while time.perf_counter() - start < seconds:",
              "  while time.perf_counter() + start < seconds:",
-             ("tests/test_bench.py::test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_"
+             (_PREPARE + "test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_"
               "windows_over_the_time",)),
     Mutation("the profile benchmark traces its default steps whatever --steps says",
              "glmjax/bench/profile.py", "  steps = flags.FLAGS.steps or DEFAULT_STEPS",
@@ -53,7 +54,7 @@ ENTRIES = (
              "glmjax/bench/prepare.py",
              "    starts = (rng.random(rows) * (store.doc_lengths[docs] - lengths + 1))",
              "    starts = (rng.random(rows) / (store.doc_lengths[docs] - lengths + 1))",
-             ("tests/test_bench.py::test_the_prepare_benchmark_reads_its_windows_from_anywhere_in_"
+             (_PREPARE + "test_the_prepare_benchmark_reads_its_windows_from_anywhere_in_"
               "a_document",)),
     Mutation("aot's report names a TPU's memory as the GPU's share", "glmjax/aot.py",
              '      + ("HBM" if report.platform == "tpu" else',

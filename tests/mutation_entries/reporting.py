@@ -76,8 +76,8 @@ ENTRIES = (
     Mutation("the prepare benchmark's read tokens/s is batches/s", "glmjax/bench/prepare.py",
              "read_tokens_per_s=round(tokens / elapsed)",
              "read_tokens_per_s=round(batches / elapsed)",
-             (_BENCH + "test_the_prepare_benchmark_s_read_rate_is_the_tokens_of_its_windows_"
-              "over_the_time",)),
+             ("tests/test_bench_prepare.py::test_the_prepare_benchmark_s_read_rate_is_the_tokens_"
+              "of_its_windows_over_the_time",)),
     # The console and the log file.
     Mutation("every process's console shows progress lines", "glmjax/logs.py",
              "logging.INFO if process_index == 0 else logging.WARNING", "logging.INFO",
