@@ -53,17 +53,18 @@ _TRAF = ("tests/test_bench_traffic.py::test_a_loop_s_passes_count_once_per_trip_
 _DATA = ("tests/test_bench_data.py",)
 _AOT_TINY = ("tests/test_aot.py::test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_"
              "kernel",)
-_AOT_FAST = ("tests/test_aot.py::test_a_chip_s_bytes_are_its_shard_of_each_leaf_at_the_leaf_s_"
-             "dtype_width",
-             "tests/test_aot.py::test_a_program_s_peak_counts_a_donated_buffer_once",
-             "tests/test_aot.py::test_a_host_s_row_runs_are_its_contiguous_blocks_of_rows",
-             "tests/test_aot.py::test_the_report_shows_the_held_out_and_prefetched_batches_"
-             "together")
+_AOT_FAST = ("tests/test_aot_report.py::test_a_chip_s_bytes_are_its_shard_of_each_leaf_at_the_"
+             "leaf_s_dtype_width",
+             "tests/test_aot_report.py::test_a_program_s_peak_counts_a_donated_buffer_once",
+             "tests/test_aot_report.py::test_a_host_s_row_runs_are_its_contiguous_blocks_of_"
+             "rows",
+             "tests/test_aot_report.py::test_the_report_shows_the_held_out_and_prefetched_"
+             "batches_together")
 _FIT = ("tests/test_fit_table.py",)
 _MEM = ("tests/test_reporting.py::test_the_compiled_step_s_memory_line_is_in_gib",
-        "tests/test_aot.py::test_a_program_s_peak_counts_a_donated_buffer_once",
-        "tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_"
-        "yet_turned",
+        "tests/test_aot_report.py::test_a_program_s_peak_counts_a_donated_buffer_once",
+        "tests/test_aot_report.py::test_the_advice_for_a_config_that_does_not_fit_names_the_"
+        "knobs_not_yet_turned",
         "tests/test_device_snapshot.py")
 _GPU = ("tests/test_aot_gpu.py::test_gpu_names_give_hosts_and_gpus_per_host",
         "tests/test_aot_gpu.py::test_impossible_gpu_names_say_what_is_accepted",
@@ -86,10 +87,10 @@ _MFU = ("tests/test_bench_step.py::test_the_step_benchmark_s_mfu_is_over_the_pea
         "kind_it_ran_on",)
 _SWEEP_DEFAULTS = ("tests/test_bench.py::test_the_sweep_s_default_grid_tries_the_three_remat_"
                    "policies_and_the_kernels_auto_tries",)
-_REPORT = ("tests/test_aot.py::test_a_peak_that_fills_the_chip_to_the_byte_fits_and_one_byte_more_"
-           "does_not",
-           "tests/test_aot.py::test_the_report_gives_the_step_s_model_flops_in_pflop_and_its_time_"
-           "at_the_target_mfu")
+_REPORT = ("tests/test_aot_report.py::test_a_peak_that_fills_the_chip_to_the_byte_fits_and_"
+           "one_byte_more_does_not",
+           "tests/test_aot_report.py::test_the_report_gives_the_step_s_model_flops_in_pflop_"
+           "and_its_time_at_the_target_mfu")
 _GPU_SHARE = ("tests/test_aot_gpu.py::test_without_a_memory_fraction_set_a_gpu_s_usable_memory_is_"
               "jax_s_default_three_quarters",
               "tests/test_aot_gpu.py::test_the_gpu_advice_offers_jax_a_memory_share_of_0_9_only_"

@@ -61,8 +61,8 @@ ENTRIES = (
              "glmjax/memory.py",
              "  if batch % accum == 0 and (batch // accum) % max(batch_parallelism, 1) == 0:",
              "  if batch % accum == 0:",
-             ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
-              "not_yet_turned",)),
+             ("tests/test_aot_report.py::test_the_advice_for_a_config_that_does_not_fit_names_"
+              "the_knobs_not_yet_turned",)),
     Mutation("fit_table's --generations refuses gcloud's name v5litepod", "glmjax/fit_table.py",
              "  known = tuple(dict.fromkeys((*GENERATIONS, *names)))", "  known = GENERATIONS",
              ("tests/test_fit_table.py",)),

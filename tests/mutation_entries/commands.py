@@ -401,8 +401,8 @@ ENTRIES = (
     Mutation("aot never advises giving back the kept dropout masks", "glmjax/memory.py",
              '    tips.append("model.save_dropout_masks=false (the backward pass draws the masks '
              'again)")\n', "    pass\n",
-             ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
-              "not_yet_turned",)),
+             ("tests/test_aot_report.py::test_the_advice_for_a_config_that_does_not_fit_names_"
+              "the_knobs_not_yet_turned",)),
     Mutation("an unknown flag absl finds no match for gets no suggestion", "glmjax/cli.py",
              "  close = difflib.get_close_matches(error.flagname, ours, n=3, cutoff=0.6)",
              "  close = []", _SUGGESTING),

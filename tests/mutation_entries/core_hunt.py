@@ -107,9 +107,9 @@ ENTRIES: tuple[Mutation, ...] = (
              _LOGS + ("tests/test_cli.py",)),
     # aot (aot.py).
     Mutation("aot's out-of-HBM line swaps the need and the limit", _AOT,
-             "for i in (1, 3))", "for i in (3, 1))", ("tests/test_aot.py",)),
+             "for i in (1, 3))", "for i in (3, 1))", ("tests/test_aot_report.py",)),
     Mutation("aot reads libtpu's G as 10^9 bytes", _AOT,
-             '"G": 2**30,', '"G": 10**9,', ("tests/test_aot.py",)),
+             '"G": 2**30,', '"G": 10**9,', ("tests/test_aot_report.py",)),
     Mutation("aot counts a device snapshot with checkpoint.every=0", _AOT,
              "deferred = config.checkpoint.device_snapshot and int(config.checkpoint.every) > 0",
              "deferred = config.checkpoint.device_snapshot",

@@ -69,8 +69,8 @@ ENTRIES = (
              "glmjax/memory.py",
              "(batch // accum) % max(batch_parallelism, 1) == 0:",
              "(batch // accum) % max(batch_parallelism, 2) == 0:",
-             ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_names_the_"
-              "knobs_not_yet_turned",)),
+             ("tests/test_aot_report.py::test_the_advice_for_a_config_that_does_not_fit_names_"
+              "the_knobs_not_yet_turned",)),
     Mutation("bench's fetch to the host reads replica 1 of each shard", "glmjax/bench/save.py",
              "addressable_shards if shard.replica_id == 0]",
              "addressable_shards if shard.replica_id == 1]",

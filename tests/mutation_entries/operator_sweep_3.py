@@ -59,13 +59,14 @@ ENTRIES = (
     Mutation("aot's report names a TPU's memory as the GPU's share", "glmjax/aot.py",
              '      + ("HBM" if report.platform == "tpu" else',
              '      + ("HBM" if report.platform != "tpu" else',
-             ("tests/test_aot.py::test_a_slice_s_peak_is_given_against_its_hbm_and_a_gpu_s_against_"
-              "jax_s_share_of_it",)),
+             ("tests/test_aot_report.py::test_a_slice_s_peak_is_given_against_its_hbm_and_a_"
+              "gpu_s_against_jax_s_share_of_it",)),
     Mutation("aot drops a single stray argument", "glmjax/aot.py", "  if len(argv) > 1:",
              "  if len(argv) > 2:",
              ("tests/test_aot.py::test_even_one_stray_argument_is_a_mistake_in_the_command_"
               "before_anything_compiles",)),
     Mutation("aot reads a need in libtpu's terabytes at the wrong scale", "glmjax/aot.py",
              '"G": 2**30, "T": 2**40}', '"G": 2**30, "T": 3**40}',
-             ("tests/test_aot.py::test_a_need_of_terabytes_in_libtpu_s_message_is_read_in_tib",)),
+             ("tests/test_aot_report.py::test_a_need_of_terabytes_in_libtpu_s_message_is_read_"
+              "in_tib",)),
 )

@@ -46,7 +46,8 @@ ENTRIES = (
               "environment_describes_several",)),
     Mutation("aot counts one run of rows fewer on host 0", "glmjax/aot.py",
              "return int(1 + np.count_nonzero(", "return int(np.count_nonzero(",
-             ("tests/test_aot.py::test_a_host_s_row_runs_are_its_contiguous_blocks_of_rows",)),
+             ("tests/test_aot_report.py::test_a_host_s_row_runs_are_its_contiguous_blocks_of_"
+              "rows",)),
     Mutation("aot counts one held-out batch on the chips whatever train.eval_batches",
              "glmjax/aot.py",
              "resident = int(config.train.eval_batches) * batch_bytes if",
@@ -61,13 +62,13 @@ ENTRIES = (
              "glmjax/memory.py",
              "  if int(config.mesh.data) != 1:",
              "  if int(config.mesh.fsdp) != -1 and int(config.mesh.data) != 1:",
-             ("tests/test_aot.py::test_the_advice_for_a_config_that_does_not_fit_shards_the_state_"
-              "only_where_it_is_copied",)),
+             ("tests/test_aot_report.py::test_the_advice_for_a_config_that_does_not_fit_"
+              "shards_the_state_only_where_it_is_copied",)),
     Mutation("aot counts every value of the state as 4 bytes", "glmjax/aot.py",
              "total += math.prod(shard) * np.dtype(leaf.dtype).itemsize",
              "total += math.prod(shard) * 4",
-             ("tests/test_aot.py::test_a_chip_s_bytes_are_its_shard_of_each_leaf_at_the_leaf_s_"
-              "dtype_width",)),
+             ("tests/test_aot_report.py::test_a_chip_s_bytes_are_its_shard_of_each_leaf_at_"
+              "the_leaf_s_dtype_width",)),
     Mutation("aot compiles a micro-batch that the slice's batch axes cannot split",
              "glmjax/aot.py",
              "  config_lib.validate(config, num_devices=len(devices),\n"
@@ -76,7 +77,7 @@ ENTRIES = (
               "refused_before_compiling",)),
     Mutation("a donated buffer counts twice in a program's peak", "glmjax/memory.py",
              "- memory.alias_size_in_bytes", "+ memory.alias_size_in_bytes",
-             ("tests/test_aot.py::test_a_program_s_peak_counts_a_donated_buffer_once",)),
+             ("tests/test_aot_report.py::test_a_program_s_peak_counts_a_donated_buffer_once",)),
     Mutation("every host builds rows 0..n-1, not the rows its devices hold", "glmjax/parallel.py",
              "  return global_batch(pipeline.build_rows(index, layout.rows), layout)",
              "  return global_batch(pipeline.build_rows(index, np.arange(len(layout.rows))), "

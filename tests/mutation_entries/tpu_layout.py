@@ -4,6 +4,7 @@ from mutation_entries import Mutation
 
 _TOPO = "tests/test_topology.py::"
 _AOT = "tests/test_aot.py::"
+_AOT_REPORT = "tests/test_aot_report.py::"
 _PAR = "tests/test_parallel.py::"
 _FIT = "tests/test_fit_table.py::"
 _GPU = "tests/test_aot_gpu.py::"
@@ -61,14 +62,14 @@ ENTRIES: tuple[Mutation, ...] = (
     # The ahead-of-time compile (aot.py).
     Mutation("aot's advice leaves out remat=full for remat=minimal", "glmjax/memory.py",
              'if config.model.remat != "full":', 'if config.model.remat == "none":',
-             (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
-              "turned",)),
+             (_AOT_REPORT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
+                            "not_yet_turned",)),
     Mutation("aot advises grad_accum_steps=2 whatever the config already accumulates",
              "glmjax/memory.py",
              "  accum, batch = 2 * int(config.optim.grad_accum_steps), int(config.data.batch_size)",
              "  accum, batch = 2, int(config.data.batch_size)",
-             (_AOT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_"
-              "turned",)),
+             (_AOT_REPORT + "test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_"
+                            "not_yet_turned",)),
     Mutation("aot exits 1 ('does not fit') with a traceback for a layout no host can feed",
              "glmjax/aot.py",
              "config_lib.ConfigError,\n          UnfeedableLayout) as error:",
@@ -77,14 +78,15 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("any compiler error mentioning HBM is reported as not fitting", "glmjax/memory.py",
              'if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():',
              'if "vmem" in text.lower():',
-             (_AOT + "test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_running_out_"
-              "of_it",)),
+             (_AOT_REPORT + "test_a_compiler_error_that_only_mentions_hbm_is_not_read_as_"
+                            "running_out_of_it",)),
     Mutation("aot's report leaves the prefetched batches out of the batches it shows",
              "glmjax/aot.py",
              'f"held-out and prefetched batches {gib(report.eval_batch_bytes + '
              'report.prefetch_bytes)} | "',
              'f"held-out and prefetched batches {gib(report.eval_batch_bytes)} | "',
-             (_AOT + "test_the_report_shows_the_held_out_and_prefetched_batches_together",)),
+             (_AOT_REPORT + "test_the_report_shows_the_held_out_and_prefetched_batches_"
+                            "together",)),
     Mutation("aot says every row is built by one host when mesh.tensor spans hosts",
              "glmjax/aot.py",
              "holders = np.bincount(np.concatenate([layout.rows for layout in layouts.values()]),",
