@@ -82,6 +82,20 @@ def test_only_process_0_locks_and_a_bucket_is_not_locked(tmp_path):
   assert workdir_lib.lock("gs://bucket/run", 0) is None
 
 
+def test_a_local_folder_with_a_colon_or_a_double_slash_is_locked_and_a_url_of_any_scheme_is_not(
+    tmp_path):
+  """Remote means a URL (scheme://), not a path that holds ':' or '//' somewhere."""
+  folder = tmp_path / "run:1"
+  folder.mkdir()
+  for path in (str(folder), f"{tmp_path}//run:1"):
+    handle = workdir_lib.lock(path, 0)
+    assert handle is not None, path
+    handle.close()
+  assert (folder / workdir_lib.LOCK_FILE).exists()
+  for url in ("gs://bucket/run", "s3://bucket/run"):
+    assert workdir_lib.lock(url, 0) is None, url
+
+
 def _corpus_run(tmp_path, steps: int, allow: bool = False):
   """The :local model, small, on tmp_path/corpus.txt: two steps and one checkpoint per run."""
   import importlib  # pylint: disable=import-outside-toplevel
