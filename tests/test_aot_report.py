@@ -11,10 +11,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from glmjax import aot, memory as memory_lib, parallel
 
 
-def _tiny(**model):
-  config = importlib.import_module("configs.base").get_config("local")
-  config.model.update({"attention": "auto", **model})
-  return config
+def _local():
+  """The base config's local variant, whose advice these tests read (nothing is compiled)."""
+  return importlib.import_module("configs.base").get_config("local")
 
 
 @pytest.mark.parametrize("data, fsdp, advised", [
@@ -24,7 +23,7 @@ def _tiny(**model):
     (1, 4, False)])  # the same, sized by hand
 def test_the_advice_for_a_config_that_does_not_fit_shards_the_state_only_where_it_is_copied(
     data, fsdp, advised):
-  config = _tiny()
+  config = _local()
   config.mesh.update(data=data, fsdp=fsdp)
   assert ("mesh.data=1 mesh.fsdp=-1" in memory_lib.fit_advice(config)) == advised
 
@@ -67,7 +66,7 @@ def test_both_ways_libtpu_reports_running_out_of_hbm_give_the_need_and_the_exces
 
 
 def test_the_advice_for_a_config_that_does_not_fit_names_the_knobs_not_yet_turned():
-  config = _tiny()
+  config = _local()
   config.mesh.update(data=1, fsdp=-1)
   config.optim.grad_accum_steps = 2
   for remat, advised in (("none", True), ("minimal", True), ("full", False)):
