@@ -15,6 +15,8 @@ import pytest
 from glmjax import attention_choice
 from glmjax.bench import sweep
 
+import cpu_devices
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FIELDS = {
@@ -41,7 +43,7 @@ EXTRA_ARGS = {"sweep": ["--sweep_batch=4", "--sweep_remat=none,full",
 
 @pytest.mark.parametrize("what", sorted(FIELDS))
 def test_bench_prints_one_json_line(what):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  env = {**os.environ, "XLA_FLAGS": cpu_devices.xla_flags(1),
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
   result = subprocess.run(
       [sys.executable, "-m", "glmjax.bench", f"--what={what}", "--config=configs/base.py:local",
@@ -89,7 +91,7 @@ def test_the_gpu_measurement_script_runs_every_part_on_a_tiny_model(tmp_path):
   # Its 23 processes compile tiny programs and time 2 steps: without XLA's costlier passes,
   # as in this suite's own process (conftest), the rehearsal took 175 s, not 232 s (2 cores,
   # an empty compilation cache).
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  env = {**os.environ, "XLA_FLAGS": cpu_devices.xla_flags(1),
          "JAX_PLATFORMS": "cpu", "OUT": str(tmp_path), "MEASURE_OVERRIDES": tiny,
          "MEASURE_MATMUL_N": "256", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
   result = subprocess.run(["bash", "launch/measure_gpu.sh"], cwd=REPO, env=env,

@@ -13,6 +13,8 @@ import pytest
 from glmjax import restore_agreement as agreement
 from glmjax import storage_errors
 
+import cpu_devices
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -212,7 +214,7 @@ def test_a_read_that_fails_on_one_host_only_gives_every_host_one_verdict(tmp_pat
   script = tmp_path / "partial_read.py"
   script.write_text(_PARTIAL_READ)
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "XLA_FLAGS": cpu_devices.xla_flags(2),
          "JAX_COORDINATOR_ADDRESS": f"localhost:{coordinator_port}", "JAX_NUM_PROCESSES": "2",
          "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
   processes = [subprocess.Popen(

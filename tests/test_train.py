@@ -20,6 +20,8 @@ from glmjax import loop, train
 from glmjax import run_log as run_log_lib
 from glmjax.data import pipeline as pipeline_lib
 
+import cpu_devices
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -106,7 +108,7 @@ def _train_command(workdir, steps, *extra):
 
 
 def _env(devices=8):
-  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+  return {**os.environ, "XLA_FLAGS": cpu_devices.xla_flags(devices),
           "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
 
 

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import cpu_devices
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -14,7 +16,7 @@ def run(script_text: str, folder, coordinator_port: int, devices_per_process: in
   script = folder / "child.py"
   script.write_text(script_text)
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+         "XLA_FLAGS": cpu_devices.xla_flags(devices_per_process),
          "PYTHONPATH": REPO}
   results = [folder / f"host{index}.txt" for index in range(2)]
   children = [subprocess.Popen([sys.executable, str(script), f"localhost:{coordinator_port}",
