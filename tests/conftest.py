@@ -9,14 +9,9 @@ import pytest
 
 import cpu_devices  # tests/ is on sys.path: pytest puts a conftest's folder there
 
-# 8 devices and the compile-speed flag of cpu_devices, each given once: any other count the
-# environment gives is dropped (pytest-xdist's workers inherit the controller's XLA_FLAGS, which
-# already hold both).
-os.environ["XLA_FLAGS"] = " ".join(
-    [flag for flag in os.environ.get("XLA_FLAGS", "").split()
-     if not flag.startswith(("--xla_force_host_platform_device_count",
-                             "--xla_cpu_use_fusion_emitters"))]
-    + [cpu_devices.xla_flags(8)])
+# 8 devices and the compile-speed flag of cpu_devices, each given once, after the environment's
+# other flags.
+os.environ["XLA_FLAGS"] = cpu_devices.xla_flags(8, os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One compilation cache for the session and the trainer subprocesses it starts (they inherit
 # the environment): the end-to-end tests compile the same few programs many times over. Kept
