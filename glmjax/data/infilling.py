@@ -18,7 +18,7 @@ import numpy as np
 STREAM_OBJECTIVE, STREAM_LENGTHS, STREAM_PLACE, STREAM_ORDER = 1, 2, 3, 4
 STREAM_DOCS, STREAM_OFFSET, STREAM_SENTENCE, STREAM_GENERATION = 5, 6, 7, 8
 STREAM_DBLOCK, STREAM_CONTEXT, STREAM_SINGLE_SPAN, STREAM_SHORT = 9, 10, 11, 12
-STREAM_SENTENCE_TAIL = 13
+STREAM_SENTENCE_TAIL, STREAM_LENGTH_ORDER = 13, 14
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -199,13 +199,30 @@ def _push_right(line_pos, lengths, valid, line_start, cap):
   return line_pos, np.where(valid, lengths, 0), valid, segment
 
 
+def _permutation(rng: RowRandom, stream: int, n_spans, k_max: int) -> np.ndarray:
+  """[R, K]: a random permutation of each row's first n_spans slots, then the unused slots."""
+  slots = np.arange(k_max)[None, :]
+  keys = np.where(slots < np.asarray(n_spans)[:, None], rng.uniform(stream, k_max), 2.0)
+  return np.argsort(keys, axis=1, kind="stable")
+
+
+def shuffle_lengths(rng: RowRandom, lengths, n_spans) -> np.ndarray:
+  """[R, K]: each row's first n_spans lengths in random order, the rest where they were.
+
+  The reference shuffles the drawn lengths before placing them. Placed in draw order, the span
+  that crossed the budget (longer on average: a long span is likelier to cross) would always be
+  the row's last in the text.
+  """
+  lengths = np.asarray(lengths)
+  order = _permutation(rng, STREAM_LENGTH_ORDER, n_spans, lengths.shape[1])
+  return np.take_along_axis(lengths, order, axis=1)
+
+
 def random_order(rng: RowRandom, n_spans, k_max: int, shuffle: bool = True) -> np.ndarray:
   """Part B order [R, K]: a permutation of each row's spans first, then the unused slots."""
-  slots = np.arange(k_max)[None, :]
   if not shuffle:
-    return np.broadcast_to(slots, (len(n_spans), k_max)).copy()
-  keys = np.where(slots < np.asarray(n_spans)[:, None], rng.uniform(STREAM_ORDER, k_max), 2.0)
-  return np.argsort(keys, axis=1, kind="stable")
+    return np.broadcast_to(np.arange(k_max)[None, :], (len(n_spans), k_max)).copy()
+  return _permutation(rng, STREAM_ORDER, n_spans, k_max)
 
 
 # ------------------------------------------------------------------------------------ generation

@@ -128,9 +128,11 @@ class BatchPipeline:
         blank_spans[shorter] = infilling.spans_for_budget(
             blank_lengths[shorter], infilling.blank_budget(self.mask_ratio, available[shorter]))
       seg_start, seg_len = maskable_segments(piece_start[blank_rows], piece_avail[blank_rows], n)
+      # Counted in draw order (the reference draws until the budget), placed shuffled.
+      lengths = infilling.shuffle_lengths(rng.take(blank_rows), blank_lengths[blank_rows],
+                                          blank_spans[blank_rows])
       starts, lengths, n_spans = infilling.place_spans(
-          rng.take(blank_rows), blank_lengths[blank_rows], blank_spans[blank_rows], seg_start,
-          seg_len)
+          rng.take(blank_rows), lengths, blank_spans[blank_rows], seg_start, seg_len)
       plan.set(blank_rows, starts, lengths, n_spans, n, self.specials.mask)
 
     order = infilling.random_order(rng, plan.n_spans, plan.width, self.shuffle_spans)

@@ -188,8 +188,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "jnp.cos(jnp.pi * progress)", "jnp.cos(jnp.pi / 2 * progress)", _OPT),
     # Infilling (data/infilling.py).
     Mutation("Part B puts the unused slots before the row's spans", _IN,
-             "rng.uniform(STREAM_ORDER, k_max), 2.0)",
-             "rng.uniform(STREAM_ORDER, k_max), -1.0)", _INF),
+             "rng.uniform(stream, k_max), 2.0)", "rng.uniform(stream, k_max), -1.0)", _INF),
     Mutation("a row's first padding position counts as real (and scored)", _IN,
              "real = col < total[:, None]", "real = col <= total[:, None]", _INF),
     Mutation("a suffix [gMASK] row gets the inner layout's text length and back", _IN,

@@ -8,7 +8,8 @@ _T = "tests/test_row_draws.py::"
 _OFFSETS = (_T + "test_a_long_document_s_windows_start_anywhere_in_it_whichever_document_it_is",)
 _OBJECTIVE = (_T + "test_a_row_s_objective_does_not_depend_on_which_document_it_reads",)
 _SHORT = (_T + "test_short_rows_come_at_their_rate_in_every_objective_and_among_single_span_rows",)
-_ORDER = (_T + "test_part_b_s_order_does_not_follow_the_span_lengths",)
+_LENGTH_ORDER = ("tests/test_pipeline.py::test_the_span_that_reached_the_budget_lands_anywhere_not_"
+                 "always_last_in_the_text",)
 _PER_ROW = (_T + "test_per_batch_draws_still_give_each_row_its_own_text_span_lengths_and_part_b_"
             "order",)
 
@@ -16,8 +17,11 @@ ENTRIES = (
     Mutation("a long document's offset reuses the draw that picked the document", _PIPELINE,
              "infilling.STREAM_OFFSET, np.maximum(", "infilling.STREAM_DOCS, np.maximum(",
              _OFFSETS),
-    Mutation("Part B's order keys are the span-length draws (shortest span first)", _INFILLING,
-             "rng.uniform(STREAM_ORDER, k_max)", "rng.uniform(STREAM_LENGTHS, k_max)", _ORDER),
+    # Part B's order keys from the span-length draws would once put the shortest span first;
+    # with the lengths shuffled into the text it changes no statistic. Their shuffle may not.
+    Mutation("the span lengths' shuffle keys are their own draws (shortest first in the text)",
+             _INFILLING, "_permutation(rng, STREAM_LENGTH_ORDER,",
+             "_permutation(rng, STREAM_LENGTHS,", _LENGTH_ORDER),
     Mutation("a row's objective reuses its first document draw", _PIPELINE,
              "draws.uniform(infilling.STREAM_OBJECTIVE, 1)",
              "draws.uniform(infilling.STREAM_DOCS, 1)", _OBJECTIVE),
