@@ -211,6 +211,10 @@ class Checkpointer:
       if reason is None:
         raise
       self._failed = True
+      # Orbax takes the steps a save will replace off its list as the save starts; they stay on
+      # disk until it commits (with keep=1, the one good step): read the list from disk again.
+      with contextlib.suppress(OSError):  # an unreadable folder: the message says so anyway
+        self.manager.reload()
       raise CheckpointWriteError(
           f"Saving the checkpoint at step {self._saving} to {self.directory} failed: {reason}"
           f"{storage_errors.free_space(self.directory)}. Newest good checkpoint: "

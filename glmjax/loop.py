@@ -6,6 +6,7 @@ to wait for it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -83,13 +84,16 @@ class TerminationFlag:
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     if signum == signal.SIGINT and self.requested:
       raise KeyboardInterrupt  # the second Ctrl-C: stop now, without the save
+    # The flag first: a signal that lands inside a write to stderr makes the notice's own
+    # write fail ("reentrant call"), and the stop must be heard all the same.
     self.signal_name = signal.Signals(signum).name
+    self.requested = True
     what_now = {"start-up": "stopping when this start-up phase ends (nothing new to save)",
                 "loop": "saving a checkpoint and stopping",
                 "ended": "training has ended (nothing new to save)"}[self._phase]
-    log.warning("%s received: %s.", self.signal_name,
-                what_now + ("; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""))
-    self.requested = True
+    with contextlib.suppress(RuntimeError):
+      log.warning("%s received: %s.", self.signal_name,
+                  what_now + ("; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""))
 
 
 def _step_scalars(metrics) -> dict[str, float | None]:

@@ -243,7 +243,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
                                   config, mesh) if inputs.eval_pipeline is not None else None)
   termination.stop_if_requested()
 
-  # --- The loop: batch, step, metrics (one step late), evaluation, checkpoint, SIGTERM.
+  # --- The loop: batch, step, metrics (one step late), checkpoint, SIGTERM, evaluation.
   total_steps = int(config.train.steps)
   log.info(optim.schedule_line(config.optim, total_steps))
   reporter = loop.StepReporter(config, writer, start=start, checkpoint_dir=checkpointer.directory)
@@ -264,13 +264,6 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
       done = step + 1
       reporter.push(done, metrics)
       profiler.after_step(done, state)
-      if evaluator is not None and done % config.train.eval_every == 0:
-        reporter.flush()
-        scalars = evaluator(state.params)
-        writer.write(done, scalars, prefix="eval/")
-        log.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
-                 scalars["loss"], scalars["accuracy"], scalars["perplexity"])
-        reporter.restart_clock(done)
       preempted = termination.requested or loop.reached_preemption_sync_point(done)
       if checkpointer.should_save(done) or preempted:
         reporter.flush()  # never checkpoint a state whose step has not been checked
@@ -283,6 +276,15 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
                     termination.signal_name)
         return {"step": done, "stopped": termination.signal_name.lower(),
                 **reporter.last_scalars}
+      # After the save: an evaluation that fails (its memory is not checked at start-up) loses
+      # no checkpoint, a SIGTERM's save does not wait for it, and an async write overlaps it.
+      if evaluator is not None and done % config.train.eval_every == 0:
+        reporter.flush()
+        scalars = evaluator(state.params)
+        writer.write(done, scalars, prefix="eval/")
+        log.info("eval at step %d | loss %.4f | accuracy %.3f | perplexity %.2f", done,
+                 scalars["loss"], scalars["accuracy"], scalars["perplexity"])
+        reporter.restart_clock(done)
     reporter.flush()
     profiler.stop(state)
     end = int(jax.device_get(state.step))

@@ -248,6 +248,20 @@ def test_a_log_line_s_step_time_leaves_out_the_evaluation_and_the_save_before_it
   assert times == {2: pytest.approx(1.0), 4: pytest.approx(1.0), 6: pytest.approx(1.0)}
 
 
+def test_an_evaluation_that_fails_at_a_save_step_comes_after_that_step_s_checkpoint(
+    tmp_path, monkeypatch):
+  """Evaluations and saves share steps (both every 2000 by default); the evaluation's memory is
+  not checked at start-up, so one can fail at run time: the step's checkpoint is written first."""
+  def out_of_memory(self, params):
+    raise RuntimeError("RESOURCE_EXHAUSTED: out of memory in the evaluation")
+  monkeypatch.setattr(held_out.Evaluator, "__call__", out_of_memory)
+  config = _small_run_config(steps=6, eval_every=4, eval_batches=1)
+  config.checkpoint.every = 4
+  with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
+
+
 @pytest.mark.parametrize("device_snapshot", [False, True])
 def test_a_sigterm_mid_run_saves_the_step_it_came_in_off_the_checkpoint_grid_and_stops(
     tmp_path, monkeypatch, device_snapshot):
@@ -347,6 +361,18 @@ def test_a_sigterm_says_what_it_stops_in_each_phase_of_a_run(caplog):
       "SIGTERM received: stopping when this start-up phase ends (nothing new to save).",
       "SIGTERM received: saving a checkpoint and stopping.",
       "SIGTERM received: training has ended (nothing new to save)."]
+
+
+def test_a_sigterm_that_lands_inside_a_write_to_stderr_is_still_heard(monkeypatch):
+  """Piped stderr (| tee): the signal comes while the main thread writes to it, so the notice's
+  own write fails ("reentrant call"); the stop must not be lost with it."""
+  def reentrant(*args, **kwargs):
+    raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+  monkeypatch.setattr(loop.log, "warning", reentrant)
+  with loop.TerminationFlag() as flag:
+    flag.enter_loop()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert flag.requested and flag.signal_name == "SIGTERM"
 
 
 def test_an_ignored_ctrl_c_stays_ignored_and_a_sigterm_is_still_heard():

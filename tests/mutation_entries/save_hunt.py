@@ -1,6 +1,8 @@
 """Planted bugs in saving and resuming that passed the suite (session 37's checkpoint hunt): a
 preemption save left queued, a resume that restarts from init_from, an error swallowed, checksums
-of the parameters only, the seed not reaching the data, a last failed save's raw error."""
+of the parameters only, the seed not reaching the data, a last failed save's raw error; and
+session 45's review: the newest good step named from Orbax's list alone, a signal's flag lost with
+its notice."""
 from mutation_entries import Mutation
 
 _TRAIN, _CHECKPOINT = "glmjax/train.py", "glmjax/checkpoint.py"
@@ -40,4 +42,13 @@ ENTRIES = (
              "    if not self._failed:\n      self.manager.wait_until_finished()\n",
              (_ERRORS + "test_the_last_save_failing_on_a_full_disk_as_the_checkpointer_closes_is_"
               "named_in_one_line",)),
+    Mutation("a failed save names the newest good step from Orbax's list (none yet, with keep=1)",
+             _CHECKPOINT, "        self.manager.reload()\n      raise CheckpointWriteError(",
+             "        pass\n      raise CheckpointWriteError(",
+             (_ERRORS + "test_the_last_save_failing_on_a_full_disk_as_the_checkpointer_closes_is_"
+              "named_in_one_line[1]",)),
+    Mutation("a SIGTERM's notice that fails to print takes the stop with it", "glmjax/loop.py",
+             "with contextlib.suppress(RuntimeError):", "if True:",
+             ("tests/test_loop.py::test_a_sigterm_that_lands_inside_a_write_to_stderr_is_still_"
+              "heard",)),
 )
