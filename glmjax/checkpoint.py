@@ -141,6 +141,12 @@ class Checkpointer:
                   "this run went on. Step %d and later are saved into a new one there; the "
                   "earlier checkpoints, metrics.jsonl and train.log went with the old one, and "
                   "no train.lock keeps another train out of it.", self.directory, step)
+    if preempted and self._deferred is not None:
+      # The run stops after this save, within a grace period: writing the queued copy of an
+      # earlier step first would double what that period must hold. This step supersedes it.
+      log.warning("Dropping the queued copy of step %d: the preemption save of step %d "
+                  "replaces it.", self._deferred[0], step)
+      self._deferred = None
     self.write_deferred(wait=True)
     self.wait()  # surfaces an error of the previous asynchronous save here rather than never
     if step in self.manager.all_steps() and step not in self._damaged:

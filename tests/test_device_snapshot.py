@@ -373,6 +373,17 @@ def test_a_preemption_save_is_never_deferred(tmp_path):
   ckpt.close()
 
 
+def test_a_preemption_save_drops_a_queued_copy_of_an_earlier_step(tmp_path, caplog):
+  """The grace period holds one write: the copy of step 4, still being sent in parts, is not
+  written before step 6, which supersedes it."""
+  state = states.state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=4, keep=2, snapshot_parts=4)
+  assert ckpt.save(4, state, states.metadata(state), defer=True) and ckpt.snapshot_pending
+  assert ckpt.save(6, state, states.metadata(state), preempted=True, defer=True)
+  ckpt.close()
+  assert ckpt.steps() == [6] and "Dropping the queued copy of step 4" in caplog.text
+
+
 def test_a_deferred_save_left_by_a_loop_that_stopped_is_written_on_close(tmp_path):
   state = states.state()
   ckpt = checkpoint.Checkpointer(str(tmp_path), every=4, keep=2)

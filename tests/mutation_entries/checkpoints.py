@@ -76,10 +76,8 @@ ENTRIES = (
              "if not (wait or jax.process_count() > 1 or True):", _ARRIVED),
     Mutation("a device snapshot still on its way is never written by a new save",
              "glmjax/checkpoint.py",
-             "train.lock keeps another train out of it.\", self.directory, step)\n"
-             "    self.write_deferred(wait=True)\n",
-             "train.lock keeps another train out of it.\", self.directory, step)\n"
-             "    self.write_deferred()\n", _ARRIVED),
+             "      self._deferred = None\n    self.write_deferred(wait=True)\n",
+             "      self._deferred = None\n    self.write_deferred()\n", _ARRIVED),
     Mutation("with several processes each hands its device snapshot over when its own arrives",
              "glmjax/checkpoint.py",
              "if not (wait or jax.process_count() > 1 or transfer.arrived()):",

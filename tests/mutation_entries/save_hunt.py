@@ -2,7 +2,7 @@
 preemption save left queued, a resume that restarts from init_from, an error swallowed, checksums
 of the parameters only, the seed not reaching the data, a last failed save's raw error; and
 session 45's review: the newest good step named from Orbax's list alone, a signal's flag lost with
-its notice."""
+its notice, a preemption that writes two checkpoints."""
 from mutation_entries import Mutation
 
 _TRAIN, _CHECKPOINT = "glmjax/train.py", "glmjax/checkpoint.py"
@@ -51,4 +51,8 @@ ENTRIES = (
              "with contextlib.suppress(RuntimeError):", "if True:",
              ("tests/test_loop.py::test_a_sigterm_that_lands_inside_a_write_to_stderr_is_still_"
               "heard",)),
+    Mutation("a preemption save first writes the queued copy of an earlier step", _CHECKPOINT,
+             "if preempted and self._deferred is not None:", "if False:",
+             ("tests/test_device_snapshot.py::test_a_preemption_save_drops_a_queued_copy_of_an_"
+              "earlier_step",)),
 )
