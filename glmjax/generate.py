@@ -155,7 +155,8 @@ def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
   prompts = [encode_prompt(text, tokenizer) for text in texts]
   sources = sources or [f"prompt {number} of {len(texts)}" for number in range(1, len(texts) + 1)]
   for source, prompt in zip(sources, prompts, strict=True):
-    if len(prompt.part_a) > config.max_position + 1:  # positions 0 .. max_position
+    # Positions 0 .. max_position of a learned table; rotary positions have none to run past.
+    if config.position_tables and len(prompt.part_a) > config.max_position + 1:
       raise ValueError(f"{source}: {prompt.text[:40]!r}... is "
                        f"{len(prompt.part_a)} tokens; this model has positions up to "
                        f"{config.max_position}: shorten it.")

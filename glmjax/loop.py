@@ -150,7 +150,7 @@ class StepReporter:
             f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss, gradient or "
             "update "
             f"(last at step {step_done}); stopping. The parameters are those of the last good "
-            f"step and the newest checkpoint in {self.checkpoint_dir} is intact. Lower "
+            f"step, and the checkpoints in {self.checkpoint_dir}, if any, are intact. Lower "
             "optim.learning_rate, check the data, or raise train.max_nonfinite_steps.")
       return
     self.consecutive_nonfinite = 0

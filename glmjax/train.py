@@ -93,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         outputs.writer.close()  # the metrics written so far reach their files either way
   except loop.Terminated:
     log.warning("Stopped on %s during start-up, before the first step: nothing new to "
-                "save, and the workdir's checkpoints are as they were.", termination.signal_name)
+                "save, and no checkpoint was written.", termination.signal_name)
     return {"stopped": termination.signal_name.lower()}
 
 

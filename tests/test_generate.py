@@ -408,17 +408,17 @@ def test_generate_itself_refuses_sampling_settings_that_would_be_ignored(random_
 
 
 def test_a_rope_model_fills_a_blank_longer_than_max_position(random_run):
-  """Rotary block positions need no table: max_position limits Part A only, so a blank may run
-  past it (12 tokens, block positions up to 13, on a model with max_position=8)."""
+  """Rotary positions need no table: a blank may run past max_position (12 tokens, block
+  positions up to 13, on a model with max_position=8), and so may a prompt (17 tokens)."""
   loaded, tokenizer = random_run
   rope = dataclasses.replace(loaded, model_config=dataclasses.replace(
       loaded.model_config, position_encoding="rope_2d", max_position=8))
   rope = dataclasses.replace(rope, params={  # no position tables in a rotary model
       k: v for k, v in rope.params.items() if "position_embeddings" not in k})
-  text = "ab [MASK] c."
-  results = generate.generate(rope, tokenizer, [text],
-                              sampling=decoding.Sampling(max_blank_tokens=12))
-  assert results[0]["blanks"] == _recomputed(rope, tokenizer, text, max_tokens=12)
+  for text in ("ab [MASK] c.", "abcdefghij [MASK] c."):
+    results = generate.generate(rope, tokenizer, [text],
+                                sampling=decoding.Sampling(max_blank_tokens=12))
+    assert results[0]["blanks"] == _recomputed(rope, tokenizer, text, max_tokens=12), text
 
 
 def test_the_command_fills_the_text_prompts_then_the_file_s_and_replaces_the_output_file(

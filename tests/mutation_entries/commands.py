@@ -292,8 +292,9 @@ ENTRIES = (
              (_P + "test_a_filled_blank_drops_its_leading_space_only_at_the_"
               "start_or_after_whitespace",)),
     Mutation("generate refuses a prompt that uses every row of the position table",
-             "glmjax/generate.py", "if len(prompt.part_a) > config.max_position + 1:",
-             "if len(prompt.part_a) > config.max_position:",
+             "glmjax/generate.py",
+             "and len(prompt.part_a) > config.max_position + 1:",
+             "and len(prompt.part_a) > config.max_position:",
              ("tests/test_generate.py::test_a_prompt_and_a_blank_may_use_every_row_of_the_"
               "position_table",)),
     Mutation("generate refuses a --max_tokens whose blank reaches the last block position",

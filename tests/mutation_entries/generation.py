@@ -57,6 +57,10 @@ ENTRIES = (
     Mutation("a rope model's blanks are held to the block position table it does not have",
              "glmjax/generate.py", 'if (config.position_tables\n      and ',
              "if (", (_G + "test_a_rope_model_fills_a_blank_longer_than_max_position",)),
+    Mutation("a rope model's prompts are held to the position table it does not have",
+             "glmjax/generate.py", "if config.position_tables and len(prompt.part_a)",
+             "if len(prompt.part_a)", (_G + "test_a_rope_model_fills_a_blank_longer_than_max_"
+                                        "position",)),
     Mutation("top_p cuts the distribution at temperature 1, not the sampling temperature",
              "glmjax/decoding.py", _DIVIDE + "  if sampling.top_k > 0:\n" + _CUTS + _DRAW,
              "  if sampling.top_k > 0:\n" + _CUTS + _DIVIDE + _DRAW,

@@ -46,8 +46,8 @@ ENTRIES = (
              (_GEN + "test_a_prompt_without_a_blank_is_one_line_before_the_model_loads",)),
     Mutation("a prompt too long for the model is found only when its batch is filled",
              "glmjax/generate.py",
-             "    if len(prompt.part_a) > config.max_position + 1:  # positions 0 .. max_position",
-             "    if False:  # positions 0 .. max_position",
+             "    if config.position_tables and len(prompt.part_a) > config.max_position + 1:",
+             "    if False:",
              (_GEN + "test_a_prompt_too_long_for_the_model_is_refused_before_the_model_loads_or_"
               "any_is_filled",)),
     Mutation("generate's progress lines go to a logger the console never shows",
