@@ -74,7 +74,7 @@ def read_examples(path: str) -> list[Example]:
     raise ClozeFileError(f"--cloze={path} line {line}: {what}; each line must be a JSON object "
                          '{"text": "the context", "answer": "the word that follows"}.')
   try:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark goes
       # Records end at "\n" only: splitlines() would also cut at U+2028 or U+0085 inside a
       # JSON string written with ensure_ascii=False (web text holds both).
       lines = f.read().split("\n")

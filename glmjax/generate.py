@@ -214,7 +214,7 @@ def check_paths(input_path: str, output_path: str) -> None:
 def _read_prompts(path: str) -> dict[str, str]:
   """{"PATH:LINE": text} for each prompt of a JSONL file, in order."""
   texts = {}
-  with open(path, encoding="utf-8") as handle:
+  with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark goes
     for number, line in enumerate(handle, 1):
       if not line.strip():
         continue

@@ -1,6 +1,7 @@
 """Data inputs the other data tests leave open: prepare's buffered writes and resumes, the ends
 of the recipe's valid ranges, and the special-token checks of the pipeline."""
 import dataclasses
+import gzip
 import io
 import json
 import os
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from glmjax import cloze, generate
 from glmjax.data import builtin_corpus, pipeline, prepare, sources
 from glmjax.data.documents import DocumentSubset, InMemoryDocs, PreparedDocs
 from glmjax.data.infilling import RowRandom
@@ -341,3 +343,27 @@ def test_a_special_token_id_equal_to_the_vocabulary_size_is_refused():
 def test_a_short_row_share_past_one_is_refused_naming_the_field():
   assert "data.short_seq_prob" in pipeline.recipe_problem(data_config(short_seq_prob=1.5))
   assert pipeline.recipe_problem(data_config(short_seq_prob=1.0)) is None
+
+
+@pytest.mark.parametrize("txt_documents", ["paragraphs", "file"])
+def test_every_input_file_that_starts_with_a_byte_order_mark_reads_as_without_it(
+    tmp_path, txt_documents):
+  """Windows tools and pandas' utf-8-sig start a file with U+FEFF: json.loads refuses it, and
+  a .txt file's first document would begin with it. Training data, cloze and prompt files."""
+  # pylint: disable=protected-access
+  bom = "\ufeff".encode()
+  (tmp_path / "a.jsonl").write_bytes(bom + b'{"text": "first"}\n{"text": "second"}\n')
+  with gzip.open(tmp_path / "b.jsonl.gz", "wb") as f:
+    f.write(bom + b'{"text": "third"}\n')
+  (tmp_path / "c.txt").write_bytes(bom + b"fourth\n\nfifth\n")
+  config = data_config(source="files", files=(f"{tmp_path}/*",), txt_documents=txt_documents)
+  store, _ = sources.tokenize_source(config, ByteTokenizer())
+  texts = [ByteTokenizer().decode(store.read([i], [0], [n])) for i, n in
+           enumerate(store.doc_lengths)]
+  assert texts == ["first", "second", "third"] + (
+      ["fourth", "fifth"] if txt_documents == "paragraphs" else ["fourth\n\nfifth\n"])
+  (tmp_path / "cloze.jsonl").write_bytes(bom + b'{"text": "He gave it to", "answer": "Bob"}\n')
+  assert [(e.context, e.answer) for e in cloze.read_examples(str(tmp_path / "cloze.jsonl"))] == [
+      ("He gave it to", " Bob")]
+  (tmp_path / "prompts.jsonl").write_bytes(bom + b'{"text": "a [MASK]"}\n')
+  assert list(generate._read_prompts(str(tmp_path / "prompts.jsonl")).values()) == ["a [MASK]"]

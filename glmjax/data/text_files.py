@@ -158,6 +158,9 @@ def plan_file_pieces(paths: Sequence[str], target_bytes: int, txt_documents: str
   return pieces
 
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
+
+
 def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
   """(byte offset, line) pairs of a range; offsets are into the uncompressed data."""
   try:
@@ -169,7 +172,9 @@ def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
       for line in f:
         if 0 <= end <= position:
           return
-        yield position, line
+        # A byte-order mark (Windows tools, pandas' utf-8-sig) is not text: json.loads
+        # refuses it and a .txt file's first document would start with it.
+        yield position, (line[len(_BOM):] if position == 0 and line.startswith(_BOM) else line)
         position += len(line)
   except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged data inside a .gz
     fix = ("; the file is damaged or cut short: copy or compress it again"

@@ -253,4 +253,8 @@ ENTRIES = (
              "    first_id.setdefault(text, token_id)", "    first_id[text] = token_id",
              ("tests/test_tokenizers.py::test_a_token_text_listed_twice_gives_its_role_the_first_"
               "id",)),
+    Mutation("a data file's byte-order mark is read as text", "glmjax/data/text_files.py",
+             "(line[len(_BOM):] if position == 0 and line.startswith(_BOM) else line)",
+             "line", ("tests/test_data_inputs.py::test_every_input_file_that_starts_with_a_byte_"
+                      "order_mark_reads_as_without_it",)),
 )
