@@ -238,6 +238,31 @@ def test_the_layer_loops_write_no_float32_hidden_states_at_glm_2b_s_widths(at_gl
   assert not writers, writers
 
 
+def test_the_layers_backward_passes_over_the_mlp_s_wide_arrays_as_often_with_float32_bias_sums(
+    at_glm_2b_s_widths):
+  # glm.add_bias sums a bias's gradient in float32. Written as a convert and a reduce, XLA ran
+  # the GeLU backward a second time for the MLP's input bias: 8 passes over [B, T, F] arrays
+  # a layer instead of the 6 of jax's own bfloat16 sum (GLM-2B: 397 -> 436 GB a step). As a
+  # dot with ones (glm._token_sum) it makes the same 6.
+  hlo, _, rows = at_glm_2b_s_widths
+  found = traffic.computations(hlo)
+  wide = re.compile(rf"\b(?:bf16|f32)\[(?:{rows},1024|{rows * 1024}),8192\]")
+  bodies = {body for lines in found.values() for line in lines
+            for body in re.findall(r" while\(.*body=%([^,\s]+)", line)}
+  backward = [body for body in bodies if any("transpose(" in line and "/layers/" in line
+                                             for line in found[body])]
+  assert len(backward) == 1, bodies
+  passes = 0  # each wide array a fusion or a library call reads or writes
+  for line in found[backward[0]]:
+    op = re.search(r" = (.*?) (?:fusion|custom-call)\(", line)
+    if op:
+      called = re.search(r"calls=%([^,\s]+)", line)
+      parameters = [p for p in found[called.group(1)] if " parameter(" in p] if called else []
+      passes += sum(bool(wide.search(p.split(" parameter(")[0])) for p in parameters)
+      passes += len(wide.findall(op.group(1)))
+  assert passes == 6, passes
+
+
 def _fusion_passes_of_shape(hlo: str, shape: str) -> tuple[int, int]:
   """(reads, writes): how many arrays typed `shape` (e.g. 'f32[2,128,512]') the top-level
   fusions of a compiled program take and give, each a pass over such an array in memory."""
@@ -318,3 +343,17 @@ def test_the_backward_loop_stacks_the_projections_gradients_in_bfloat16(tiny_xla
              if "ROOT" in line and " dynamic-update-slice(" in line
              and f"[{layers},{hidden},{4 * hidden}]" in line]
   assert stacked and set(stacked) == {f"bf16[{layers},{hidden},{4 * hidden}]"}, stacked
+
+
+def test_no_reduction_in_the_step_adds_in_bfloat16(tiny_xla_step):
+  # Differentiated by jax, a projection's bias gradient was a reduction in the compute dtype,
+  # which XLA:GPU keeps: its reducer added bfloat16, rounding each partial sum of the tokens (5
+  # such reductions in this step). glm.add_bias sums them in float32.
+  hlo, _, _ = tiny_xla_step
+  found = traffic.computations(hlo)
+  reducer_dtype = {name: next(line.split(" = ")[1].split("[")[0] for line in lines
+                              if "ROOT" in line) for name, lines in found.items() if lines}
+  reducers = [re.search(r"to_apply=%([\w.\-]+)", line).group(1)
+              for lines in found.values() for line in lines if " reduce(" in line]
+  assert len(reducers) > 20 and "bf16" not in {reducer_dtype[name] for name in reducers}
+

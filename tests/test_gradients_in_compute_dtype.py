@@ -9,6 +9,7 @@ import pytest
 
 from glmjax import model as model_lib
 from glmjax import optim, parallel, step as step_lib
+from glmjax.model.glm import add_bias
 from test_train_step import _batches, _config
 
 
@@ -71,17 +72,33 @@ def _params_and_model(**model):
   return params, boxed, glm
 
 
-def test_the_view_casts_the_projections_kernels_and_biases_and_nothing_else():
+def test_a_projection_s_bias_gradient_is_the_float32_sum_over_its_tokens():
+  """Not a sum in the compute dtype (XLA:GPU keeps bfloat16 reductions in bfloat16), nor one
+  rounded to it: the bias is float32 and so is its gradient, summed over every token."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  y, cotangent = (jax.random.normal(key, (16, 256, 32), jnp.bfloat16) for key in keys[:2])
+  bias = jax.random.normal(keys[2], (32,), jnp.float32)
+  out, vjp = jax.vjp(add_bias, y, bias)
+  np.testing.assert_array_equal(out, y + bias.astype(jnp.bfloat16))
+  dy, dbias = vjp(cotangent)
+  assert dy.dtype == jnp.bfloat16 and dbias.dtype == jnp.float32
+  np.testing.assert_array_equal(dy, cotangent)
+  exact = np.asarray(cotangent, np.float64).sum(axis=(0, 1))
+  np.testing.assert_allclose(dbias, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_the_view_casts_the_projections_kernels_and_nothing_else():
   params, _, glm = _params_and_model(dtype="bfloat16")
   dtypes = {jax.tree_util.keystr(path): leaf.dtype for path, leaf in
             jax.tree_util.tree_leaves_with_path(model_lib.in_compute_dtype(params, glm.config))}
   cast = {path for path, dtype in dtypes.items() if dtype == jnp.bfloat16}
-  assert cast == {path for path in dtypes if path.endswith(("_kernel']", "_bias']"))}, cast
-  # LayerNorm (its `bias` too) and the embedding tables stay float32: their gradients sum
-  # many terms in float32.
+  assert cast == {path for path in dtypes if path.endswith("_kernel']")}, cast
+  # The projections' biases, LayerNorm and the embedding tables stay float32: their gradients
+  # sum many terms in float32.
+  assert any(path.endswith("_bias']") for path in dtypes)
   assert any(path.endswith("['scale']") for path in dtypes)
   assert any(path.endswith("['word_embeddings']") for path in dtypes)
-  assert len(cast) == 8 and len(dtypes) > len(cast)
+  assert len(cast) == 4 and len(dtypes) > len(cast)
 
 
 def test_the_view_never_widens_and_refuses_boxed_parameters():

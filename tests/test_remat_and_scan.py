@@ -33,8 +33,9 @@ def test_remat_and_scan_give_identical_outputs_and_grads():
       other_grads = model_lib.unstack_layers(other_grads, 2)
     np.testing.assert_allclose(other_value, value, rtol=1e-6, err_msg=f"{remat} {scan}")
     for a, b in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)):
-      # atol: gradients near 1e-2 whose sums round by up to 3.3e-7 (tests/cpu_devices.py)
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{remat} {scan}")
+      # atol: sums of terms up to about 20 that the two programs round differently (2.1e-6
+      # seen on a gradient of 0.09 among ones of 20; tests/cpu_devices.py, glm._token_sum)
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{remat} {scan}")
 
 
 def test_scanned_params_carry_the_layers_axis():

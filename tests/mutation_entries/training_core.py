@@ -146,14 +146,27 @@ ENTRIES = (
              ("tests/test_gradients_in_compute_dtype.py::test_gradients_through_the_compute_"
               "dtype_view_equal_the_float32_parameters_gradients",)),
     Mutation("the view casts the embedding tables too", "glmjax/model/param_trees.py",
-             'name.endswith(("_kernel", "_bias"))',
-             'name.endswith(("_kernel", "_bias", "embeddings"))',
+             'name.endswith("_kernel")', 'name.endswith(("_kernel", "embeddings"))',
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
-              "kernels_and_biases_and_nothing_else",)),
-    Mutation("the view casts LayerNorm's bias too", "glmjax/model/param_trees.py",
-             'name.endswith(("_kernel", "_bias"))', 'name.endswith(("_kernel", "bias"))',
+              "kernels_and_nothing_else",)),
+    Mutation("the view casts the biases too (their gradients rounded to bfloat16)",
+             "glmjax/model/param_trees.py", 'name.endswith("_kernel")',
+             'name.endswith(("_kernel", "bias"))',
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_casts_the_projections_"
-              "kernels_and_biases_and_nothing_else",)),
+              "kernels_and_nothing_else",
+              "tests/test_gradients_in_compute_dtype.py::test_gradients_through_the_compute_"
+              "dtype_view_equal_the_float32_parameters_gradients")),
+    Mutation("a projection's bias gradient is summed in the compute dtype", "glmjax/model/glm.py",
+             "((), ())),\n                             preferred_element_type=jnp.float32)",
+             "((), ())),\n                             preferred_element_type=ones.dtype)",
+             ("tests/test_gradients_in_compute_dtype.py::test_a_projection_s_bias_gradient_is_"
+              "the_float32_sum_over_its_tokens",
+              "tests/test_aot_gpu.py::test_no_reduction_in_the_step_adds_in_bfloat16")),
+    Mutation("a projection's bias gradient is a float32 convert and reduce (a second GeLU pass)",
+             "glmjax/model/glm.py", "_token_sum(cotangent, bias.ndim)",
+             "jnp.sum(cotangent.astype(jnp.float32), axis=tuple(range(cotangent.ndim - bias.ndim)))",
+             ("tests/test_aot_gpu.py::test_the_layers_backward_passes_over_the_mlp_s_wide_arrays_"
+              "as_often_with_float32_bias_sums",)),
     Mutation("the view widens bfloat16 parameters to a float32 compute dtype",
              "glmjax/model/param_trees.py", "            and narrower < leaf.dtype.itemsize)", ")",
              ("tests/test_gradients_in_compute_dtype.py::test_the_view_never_widens_and_refuses_"
