@@ -15,6 +15,7 @@ with fixed shapes nothing requires one objective per batch.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -30,6 +31,9 @@ BLANK, SENTENCE, DOCUMENT = map(OBJECTIVE_NAMES.index, ("blank", "sentence", "do
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "position_ids", "block_position_ids", "sep",
               "objective")
 BATCH_KEY = -1  # the RowRandom key of a step's shared draws (draw_per_batch): no row has it
+FALLBACK_WARNING = 0.1  # a share of [sMASK] rows without a whole sentence worth a warning
+
+log = logging.getLogger(__name__)
 SHORT_MIN = 32  # shortest text of a short row (the original's split_samples)
 
 
@@ -52,6 +56,7 @@ class BatchPipeline:
     self.draw_per_batch = bool(data_config.draw_per_batch)
     self.sentence_windows = bool(data_config.sentence_windows)
     self.original_sentences = bool(data_config.original_sentences)
+    self._fallback_warned = False  # _warn_of_fallbacks has spoken
     probs = np.array(objective_probs(data_config), np.float64)
     self.objective_cdf = np.cumsum(probs / probs.sum())
     self.length_cdf = infilling.span_length_cdf(float(data_config.poisson_lambda),
@@ -108,6 +113,7 @@ class BatchPipeline:
           original=self.original_sentences, end_at_sentence=self.sentence_windows)
       found = n_spans > 0     # a window without a whole sentence falls back to [MASK]
       objective[sentence_rows[~found]] = BLANK
+      self._warn_of_fallbacks(step, len(sentence_rows), int(np.sum(~found)))
       plan.set(sentence_rows[found], starts[found], lengths[found], n_spans[found],
                text_len[found], self.specials.smask)
     document_rows = np.flatnonzero(objective == DOCUMENT)
@@ -140,6 +146,18 @@ class BatchPipeline:
     batch["objective"] = objective.astype(np.int32)
     self._mask_inputs(rng, batch, blank_rows, plan.text_len)
     return batch
+
+  def _warn_of_fallbacks(self, step: int, drawn: int, without: int) -> None:
+    """Once per pipeline: many [sMASK] rows finding no whole sentence change the objective mix
+    unseen (text with few sentence ends the tokenizer marks: code, or CJK with the byte one)."""
+    if self._fallback_warned or drawn < 8 or without <= FALLBACK_WARNING * drawn:
+      return
+    self._fallback_warned = True
+    log.warning("%d of the %d [sMASK] rows of step %d found no whole sentence and became [MASK] "
+                "rows: the tokenizer marks few sentence ends in this text (the byte tokenizer "
+                "knows only . ? ! ; : and newline). data.sentence_prob gives fewer [sMASK] "
+                "rows than it says; use a tokenizer that marks them, or lower it.", without,
+                drawn, step)
 
   def _mask_inputs(self, rng: RowRandom, batch, blank_rows, text_len) -> None:
     """[dBLOCK] in the inputs of [MASK] rows (data.block_mask_prob, data.context_mask_ratio)."""

@@ -198,6 +198,14 @@ ENTRIES = (
              "infilling.random_order(rng, plan.n_spans, plan.width, False)",
              ("tests/test_pipeline.py", "tests/test_pipeline_objectives.py",
               "tests/test_infilling.py")),
+    Mutation("the warning of [sMASK] rows without a sentence comes at every step",
+             "glmjax/data/pipeline.py", "    self._fallback_warned = True\n", "",
+             ("tests/test_pipeline.py::test_sentence_rows_of_a_text_without_a_sentence_end_fall_"
+              "back_to_mask_rows_that_train",)),
+    Mutation("no warning when every [sMASK] row falls back", "glmjax/data/pipeline.py",
+             "without <= FALLBACK_WARNING * drawn", "without <= drawn",
+             ("tests/test_pipeline.py::test_sentence_rows_of_a_text_without_a_sentence_end_fall_"
+              "back_to_mask_rows_that_train",)),
     Mutation("span lengths placed in the order drawn (the one that reached the budget last)",
              "glmjax/data/pipeline.py",
              "lengths = infilling.shuffle_lengths(rng.take(blank_rows), blank_lengths[blank_rows],",
