@@ -62,12 +62,14 @@ def _explicit(env: Mapping[str, str]) -> dict:
   return explicit
 
 
-def initialize(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
+def initialize(timeout_s: int, env: Mapping[str, str] | None = None, *,
+               preemption_notice: bool = False) -> bool:
   """Join the multi-host job when the environment describes one; returns whether it did.
 
   GLMJAX_DISTRIBUTED=1 (set by launch/tpu.py) joins and lets jax find its peers itself (Cloud
   TPU metadata, SLURM). Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
-  JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process. `preemption_notice` (training): several
+  processes that did not join are refused, as only jax.distributed hears a preemption.
   """
   env = os.environ if env is None else env
   if jax.distributed.is_initialized():
@@ -78,6 +80,13 @@ def initialize(timeout_s: int, env: Mapping[str, str] | None = None) -> bool:
       # Each process would train alone, as a one-process job, in the same workdir.
       raise JoinError("JAX_NUM_PROCESSES or JAX_PROCESS_ID is set but JAX_COORDINATOR_ADDRESS "
                       "is not: set it to host:port of process 0 on every process.")
+    # A TPU pod slice started by hand (gcloud ... ssh --worker=all) runs as several processes
+    # all the same, found by libtpu: its SIGTERM would stop every host without a checkpoint.
+    if preemption_notice and jax.process_count() > 1:
+      raise JoinError(f"This is one of {jax.process_count()} processes, but they have not "
+                      "joined jax.distributed, which alone hears a preemption: a SIGTERM would "
+                      "stop them without a checkpoint. Start them with launch/tpu.py, or set "
+                      "GLMJAX_DISTRIBUTED=1 on every host.")
     return False
   if "coordinator_address" in explicit and "process_id" not in explicit:
     explicit["process_id"] = _launcher_rank(env, explicit.get("num_processes"))

@@ -73,7 +73,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `termination`: the command's flag, already listening (a SIGTERM during its own start-up
   counts); without one, this call listens for SIGTERM and Ctrl-C itself."""
   # run() has joined already; this call (then a no-op) is for code that calls this function.
-  distributed.initialize(int(config.train.distributed_timeout_s))
+  distributed.initialize(int(config.train.distributed_timeout_s), preemption_notice=True)
   if termination is None:
     # Multi-host: jax's preemption service owns SIGTERM and the loop asks it at every step.
     with loop.TerminationFlag(enabled=jax.process_count() == 1) as own:
@@ -327,7 +327,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   # once joined, only process 0 keeps printing INFO lines.
   logs.setup_console(0)
   try:
-    distributed.initialize(int(config.train.distributed_timeout_s))
+    distributed.initialize(int(config.train.distributed_timeout_s), preemption_notice=True)
   except distributed.JoinError as error:
     logs.fail(error)
   logs.setup_console(jax.process_index())

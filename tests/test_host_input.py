@@ -312,6 +312,26 @@ def test_train_refuses_a_job_it_cannot_join_in_one_line(monkeypatch, capfd, tmp_
   assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
+def test_train_refuses_a_pod_slice_started_without_joining_in_one_line(monkeypatch, capfd,
+                                                                      tmp_path):
+  """libtpu runs the hosts of a slice started by hand as one job that never joined
+  jax.distributed: no preemption notice would reach it."""
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax, "process_count", lambda *args, **kwargs: 4)
+  for name in ("GLMJAX_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
+               "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  ours = logging.getLogger("glmjax")
+  for name in ("handlers", "propagate", "level"):
+    monkeypatch.setattr(ours, name, getattr(ours, name))
+  ours.handlers = []
+  with pytest.raises(SystemExit) as raised:
+    train.run(importlib.import_module("configs.base").get_config("local"), str(tmp_path / "r"))
+  lines = capfd.readouterr().err.strip().splitlines()
+  assert raised.value.code == 1 and "GLMJAX_DISTRIBUTED=1" in lines[-1], lines
+  assert not (tmp_path / "r").exists()
+
+
 def test_the_tpu_launchers_flag_makes_every_worker_join_jax_distributed(monkeypatch):
   """A Cloud TPU VM's environment does not say 'pod slice'; launch/tpu.py sets the flag."""
   calls = []

@@ -57,6 +57,20 @@ def test_a_process_joins_jax_distributed_exactly_when_its_environment_describes_
   assert calls == ([{"initialization_timeout": 60}] if joins else [])
 
 
+def test_training_refuses_several_processes_that_did_not_join_as_they_would_hear_no_preemption(
+    monkeypatch):
+  """A pod slice started by hand: libtpu runs every host as one job, jax.distributed is not
+  initialized, and a SIGTERM would stop them all unsaved. Evaluation needs no notice."""
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax, "process_count", lambda *args, **kwargs: 4)
+  assert not distributed.initialize(60, env={})
+  with pytest.raises(distributed.JoinError, match=r"^This is one of 4 processes, .* set "
+                                                  r"GLMJAX_DISTRIBUTED=1 on every host\.$"):
+    distributed.initialize(60, env={}, preemption_notice=True)
+  monkeypatch.setattr(jax, "process_count", lambda *args, **kwargs: 1)
+  assert not distributed.initialize(60, env={}, preemption_notice=True)
+
+
 def _mesh_config(**axes):
   mesh_config = config_lib.mesh_defaults()
   mesh_config.update(axes)

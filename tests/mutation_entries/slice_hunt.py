@@ -64,4 +64,16 @@ ENTRIES = (
     Mutation("logs --lines=1 is refused", "launch/tpu_flags.py",
              '  if args.command == "logs" and args.lines < 1:',
              '  if args.command == "logs" and args.lines < 2:', (_SMALLEST,)),
+    # Session 45's review: a pod slice started by hand trains without a preemption notice.
+    Mutation("several processes that did not join train without a preemption notice",
+             _DISTRIBUTED, "if preemption_notice and jax.process_count() > 1:",
+             "if preemption_notice and jax.process_count() > 4:",
+             ("tests/test_parallel.py::test_training_refuses_several_processes_that_did_not_"
+              "join_as_they_would_hear_no_preemption",)),
+    Mutation("train joins without asking for the preemption notice", "glmjax/train.py",
+             "  try:\n    distributed.initialize(int(config.train.distributed_timeout_s), "
+             "preemption_notice=True)",
+             "  try:\n    distributed.initialize(int(config.train.distributed_timeout_s))",
+             ("tests/test_host_input.py::test_train_refuses_a_pod_slice_started_without_joining_"
+              "in_one_line",)),
 )

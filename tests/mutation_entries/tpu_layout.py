@@ -242,9 +242,11 @@ ENTRIES: tuple[Mutation, ...] = (
              ("tests/test_evaluate_command.py::test_a_job_that_cannot_be_joined_is_one_line_and_"
               "exit_status_1",)),
     Mutation("a job that cannot be joined is a traceback in train", "glmjax/train.py",
-             "  try:\n    distributed.initialize(int(config.train.distributed_timeout_s))\n"
-             "  except distributed.JoinError as error:\n    logs.fail(error)\n",
-             "  distributed.initialize(int(config.train.distributed_timeout_s))\n",
+             "  try:\n    distributed.initialize(int(config.train.distributed_timeout_s), "
+             "preemption_notice=True)\n  except distributed.JoinError as error:\n"
+             "    logs.fail(error)\n",
+             "  distributed.initialize(int(config.train.distributed_timeout_s), "
+             "preemption_notice=True)\n",
              ("tests/test_host_input.py::test_train_refuses_a_job_it_cannot_join_in_one_line",)),
     Mutation("aot leaves jax_platforms unset, so jax probes for an attached TPU or GPU",
              "glmjax/aot.py",
