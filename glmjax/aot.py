@@ -82,6 +82,7 @@ class Report:
   batch_size: int
   seq_len: int
   remat: str
+  slices: int = 1               # TPU slices joined over the data-center network (multi-slice)
 
   @property
   def fits(self) -> bool:
@@ -236,6 +237,7 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *
   report = Report(
       topology=spec.topology_name, accelerator_type=spec.accelerator_type, platform=spec.platform,
       device_kind=devices[0].device_kind, chips=spec.chips, hosts=spec.hosts,
+      slices=spec.slices if spec.platform == "tpu" else 1,
       mesh=dict(mesh.shape), attention=model_config.attention,
       mosaic_kernels=compiled.as_text().count(MOSAIC_CALLS[spec.platform]),
       state_bytes=state_bytes,
@@ -270,6 +272,7 @@ def describe(report: Report, name: str, attention_setting: str) -> str:
   if attention_setting == "auto":  # train checks the pick on the chip and may fall back
     kernels += (f" (auto's {report.platform.upper()} choice; train checks it on the chip at "
                 "start-up)")
+  slices = f", {report.slices} such slices" if report.slices > 1 else ""
   layout = ("one block of rows" if report.host_row_runs == 1
             else f"{report.host_row_runs} separate runs of rows")
   builders = ("every row is built by one host" if report.hosts_per_row == 1 else
@@ -277,7 +280,8 @@ def describe(report: Report, name: str, attention_setting: str) -> str:
   return "\n".join([
       f"{name}: {report.device_kind}, {_count(report.chips, unit)} on "
       f"{_count(report.hosts, 'host')}, "
-      f"{'torus' if report.platform == 'tpu' else 'hosts'} {report.topology} (compiled here in "
+      f"{'torus' if report.platform == 'tpu' else 'hosts'} {report.topology}{slices} (compiled "
+      f"here in "
       f"{report.compile_s:.0f} s)",
       f"  mesh        {mesh}; batch {report.batch_size} x {report.seq_len}; "
       f"remat {report.remat}; attention {report.attention}{kernels}",
@@ -336,7 +340,7 @@ def main(argv) -> None:
   except topology.TopologyError as error:  # neither a slice nor a GPU name
     print(f"error: {str(error).rstrip('.')} (or NVIDIA GPUs: h100-8, h200:2x8).", file=sys.stderr)
     raise SystemExit(2) from None
-  except (gpu_topology.GpuTopologyError, config_lib.ConfigError,
+  except (gpu_topology.GpuTopologyError, config_lib.ConfigError, parallel.SliceMeshError,
           UnfeedableLayout) as error:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2) from None

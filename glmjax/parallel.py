@@ -97,9 +97,31 @@ def batch_rule_problem(rules) -> str | None:
   return None
 
 
+class SliceMeshError(ValueError):
+  """A mesh that cannot be laid out over several slices (one line naming mesh.data)."""
+
+
+def _across_slices(shape: tuple[int, ...], devices: list, slices: int) -> np.ndarray:
+  """Multi-slice: mesh.data crosses the slices, whose network (DCN) is far slower than a
+  slice's own links (ICI), so only data parallelism's gradient all-reduce goes over it; fsdp's
+  gathers and tensor's all-reduces stay inside a slice, laid out on its torus."""
+  data = shape[0]
+  if data % slices:
+    raise SliceMeshError(f"mesh.data={data} on {slices} slices: mesh.data is the axis that crosses "
+                     f"slices (their network is far slower than a slice's own links); make it "
+                     f"a multiple of {slices}, for example mesh.data={slices} mesh.fsdp=-1.")
+  return mesh_utils.create_hybrid_device_mesh((data // slices, *shape[1:]),
+                                              (slices, *[1] * (len(shape) - 1)), devices)
+
+
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
+  slices = len({getattr(device, "slice_index", 0) for device in devices})
+  if slices > 1:
+    grid = _across_slices(shape, devices, slices)
+    log.info("%d slices: mesh.data=%d crosses them, %d each", slices, shape[0], shape[0] // slices)
+    return Mesh(grid, MESH_AXES)
   layout = "jax's topology-aware layout"
   try:
     # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.

@@ -1,7 +1,8 @@
 """Cloud TPU slices by name: chips, hosts, HBM, and their devices without the hardware.
 
 `parse_slice('v5p-128')` (or `'v5litepod-16'`, `'v5e-16'`, `'v6e-64'`, `'v4-32'`, and the
-explicit `'v5p:4x4x4'` form) describes a slice; `slice_devices(spec)` asks libtpu for its devices
+explicit `'v5p:4x4x4'` form; `'2xv5e-16'` for two such slices joined over the data-center network,
+multi-slice) describes a slice; `slice_devices(spec)` asks libtpu for its devices
 (each with its `process_index`, as on the real slice) so that a program can be compiled for it on
 a CPU machine and its host input layout planned. Facts follow the Cloud TPU documentation:
 v4 and v5p names count TensorCores (two per chip, one jax device per chip in megacore mode),
@@ -55,7 +56,8 @@ class TopologyError(ValueError):
 class TpuSlice:
   name: str                     # as the user wrote it
   generation: Generation
-  shape: tuple[int, ...]        # chips along each torus axis
+  shape: tuple[int, ...]        # chips along each torus axis of one slice
+  slices: int = 1               # slices joined over the data-center network (multi-slice)
   platform = "tpu"
 
   @property
@@ -63,12 +65,16 @@ class TpuSlice:
     return self.generation.hbm_bytes
 
   @property
-  def chips(self) -> int:
+  def slice_chips(self) -> int:
     return math.prod(self.shape)
 
   @property
+  def chips(self) -> int:
+    return self.slice_chips * self.slices
+
+  @property
   def chips_per_host_bounds(self) -> tuple[int, int, int]:
-    if self.chips <= self.generation.single_host_chips:
+    if self.slice_chips <= self.generation.single_host_chips:
       return (*self.shape, 1, 1)[:3]
     return (2, 2, 1)
 
@@ -80,7 +86,7 @@ class TpuSlice:
   def wrap(self) -> tuple[bool, bool, bool]:
     """Wraparound links: full 4x4x4 cubes and larger (3-D); axes of 16 chips (2-D)."""
     if self.generation.dims == 3:
-      return (all(size % 4 == 0 for size in self.shape) and self.chips >= 64,) * 3
+      return (all(size % 4 == 0 for size in self.shape) and self.slice_chips >= 64,) * 3
     return tuple(size == 16 for size in self.shape) + (False,)
 
   @property
@@ -89,9 +95,9 @@ class TpuSlice:
 
   @property
   def accelerator_type(self) -> str:
-    """The Cloud TPU accelerator type (`gcloud ... --accelerator-type`) of this slice."""
+    """The Cloud TPU accelerator type (`gcloud ... --accelerator-type`) of one slice."""
     prefix = self.generation.aliases[0]
-    return f"{prefix}-{self.chips * self.generation.cores_per_chip_in_name}"
+    return f"{prefix}-{self.slice_chips * self.generation.cores_per_chip_in_name}"
 
 
 def _generation(prefix: str) -> Generation | None:
@@ -103,12 +109,27 @@ def _generation(prefix: str) -> Generation | None:
 
 def _accepted() -> str:
   return ("use a Cloud TPU accelerator type such as v4-32, v5p-128, v5litepod-16 (or v5e-16) "
-          "or v6e-64, or a generation and torus shape such as v5p:4x4x4 or v6e:8x8")
+          "or v6e-64, or a generation and torus shape such as v5p:4x4x4 or v6e:8x8; 2xv5e-16 "
+          "is two slices (multi-slice)")
 
 
 def parse_slice(name: str) -> TpuSlice:
-  """'v5p-128' | 'v5litepod-16' | 'v5e-16' | 'v6e-64' | 'v4-32' | 'v5p:4x4x4' -> TpuSlice."""
+  """'v5p-128' | 'v5litepod-16' | 'v5e-16' | 'v6e-64' | 'v4-32' | 'v5p:4x4x4' -> TpuSlice;
+  'Nx' before any of them: N such slices (multi-slice)."""
   text = name.strip().lower()
+  several = re.fullmatch(r"(\d+)x(.+)", text)
+  if several:
+    slices = int(several.group(1))
+    if slices < 1:
+      raise TopologyError(f"--topology={name!r}: give at least 1 slice, as in 2xv5e-16.")
+    try:
+      one = parse_slice(several.group(2))
+    except TopologyError as error:  # named as the user wrote it, count included
+      raise TopologyError(str(error).replace(f"--topology={several.group(2)!r}",
+                                             f"--topology={name!r}", 1)) from None
+    if one.slices > 1:
+      raise TopologyError(f"--topology={name!r}: give the slice count once, as in 2xv5e-16.")
+    return dataclasses.replace(one, name=name, slices=slices)
   named = re.fullmatch(r"([a-z0-9]+)-(\d+)", text)
   shaped = re.fullmatch(r"([a-z0-9]+):(\d+(?:x\d+)*)", text)
   match = named or shaped
@@ -151,7 +172,8 @@ def slice_devices(spec: TpuSlice) -> list:
       description = topologies.get_topology_desc(
           topology_name=spec.topology_name, platform="tpu",
           chip_config_name="megacore" if spec.generation.megacore else "default",
-          chips_per_host_bounds=spec.chips_per_host_bounds, num_slices=1, wrap=spec.wrap)
+          chips_per_host_bounds=spec.chips_per_host_bounds, num_slices=spec.slices,
+          wrap=spec.wrap)
   except Exception as error:  # noqa: BLE001 - libtpu missing or refusing the slice
     import jax  # pylint: disable=import-outside-toplevel
     first_line = error_text.first_line(error, None)

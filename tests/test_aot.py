@@ -43,6 +43,27 @@ def test_a_tiny_config_compiles_for_v5p_with_the_mosaic_splash_kernel():
       report.model_flops_per_step / (4 * 459e12 * 0.5), rel=1e-6)
 
 
+def test_two_slices_compile_with_mesh_data_across_them_and_the_rest_inside_each():
+  """Multi-slice: the slices' network (DCN) is far slower than their own links, so data
+  parallelism alone crosses it; fsdp's gathers stay inside a slice."""
+  spec = topology.parse_slice("2xv5e-16")
+  assert (spec.chips, spec.hosts, spec.accelerator_type) == (32, 8, "v5litepod-16")
+  config = _tiny()
+  config.mesh.update(data=2, fsdp=-1, tensor=1)
+  config.data.batch_size = 32
+  report = aot.compile_for_slice(config, spec)
+  assert report.fits and report.mesh == {"data": 2, "fsdp": 16, "tensor": 1}
+  assert report.attention == "splash" and (report.chips, report.hosts, report.slices) == (32, 8, 2)
+  assert aot.describe(report, spec.name, "auto").startswith(
+      "2xv5e-16: TPU v5 lite, 32 chips on 8 hosts, torus v5e:4x4, 2 such slices (compiled")
+  mesh = parallel.make_mesh(config.mesh, topology.slice_devices(spec))
+  assert [{d.slice_index for d in mesh.devices[i].ravel()} for i in range(2)] == [{0}, {1}]
+  config.mesh.update(data=1, fsdp=-1)  # a single slice's recipe, fsdp over every chip
+  with pytest.raises(parallel.SliceMeshError,
+                     match=r"^mesh.data=1 on 2 slices: .* mesh.data=2 mesh.fsdp=-1"):
+    parallel.make_mesh(config.mesh, topology.slice_devices(spec))
+
+
 def test_a_compile_for_a_slice_neither_writes_nor_reads_the_persistent_cache():
   # The suite's cache is on (conftest). A compile-only TPU executable cannot be loaded back:
   # an entry written by the first compile would make the second warn as it fails to read it.
@@ -324,6 +345,17 @@ def test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2():
                           timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 2, result.stderr[-2000:]
   assert "error: rows 0-3 reach no chip that holds them" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_a_mesh_data_two_slices_cannot_take_is_a_mistake_in_the_command_exit_status_2():
+  result = subprocess.run(
+      [sys.executable, "-m", "glmjax.aot", "--config=configs/base.py:local",
+       "--topology=2xv5e-16", "--config.mesh.data=1", "--config.mesh.fsdp=-1",
+       "--config.data.batch_size=32"], cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "error: mesh.data=1 on 2 slices: " in result.stderr
   assert "Traceback" not in result.stderr
 
 

@@ -19,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("v4-32", "v4", 16, 4), ("v4-16", "v4", 8, 2), ("v5p-128", "v5p", 64, 16),
     ("v5litepod-16", "v5e", 16, 4),
     ("v5e-8", "v5e", 8, 1), ("v6e-64", "v6e", 64, 16), ("v5p:4x4x8", "v5p", 128, 32),
-    (" V5P-128 ", "v5p", 64, 16), ("V6E:8X8", "v6e", 64, 16)])  # case and spaces do not matter
+    (" V5P-128 ", "v5p", 64, 16), ("V6E:8X8", "v6e", 64, 16),  # case and spaces do not matter
+    ("2xv5e-16", "v5e", 32, 8), ("4xv5p:2x2x4", "v5p", 64, 16)])  # multi-slice
 def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, generation, chips,
                                                                         hosts):
   spec = topology.parse_slice(name)
@@ -38,7 +39,9 @@ def test_slice_names_give_chips_and_hosts_as_cloud_tpu_provisions_them(name, gen
     # Hosts serve 2x2(x1) chips: an axis of 3 would split one, however long the others are.
     ("v5e:1x16", "every torus axis must be a multiple of that"),
     ("v6e:3x4", "every torus axis must be a multiple of that"),
-    ("v5p:2x3x4", "every torus axis must be a multiple of that")])
+    ("v5p:2x3x4", "every torus axis must be a multiple of that"),
+    ("0xv5e-16", "give at least 1 slice"), ("2x2xv5e-16", "give the slice count once"),
+    ("2xv5e-12", "no standard v5e slice")])
 def test_impossible_slice_names_say_what_is_wrong_and_what_is_accepted(name, reason):
   with pytest.raises(topology.TopologyError, match=f"--topology='{name}'") as refused:
     topology.parse_slice(name)

@@ -50,7 +50,7 @@ ENTRIES = (
               "eos_and_no_other_special",)),
     Mutation("a full 4x4x4 cube (v5p-128, v4-128) is described without wraparound links",
              "glmjax/topology.py",
-             "self.chips >= 64", "self.chips > 64",
+             "self.slice_chips >= 64", "self.slice_chips > 64",
              ("tests/test_topology.py::test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_"
               "links",)),
     Mutation("mesh.rules may split activation rows unlike the input batches", "glmjax/config.py",

@@ -17,8 +17,8 @@ ENTRIES: tuple[Mutation, ...] = (
              (_TOPO + "test_only_the_16_chip_axes_of_a_2d_slice_wrap_around",)),
     Mutation("a 3-D slice of 64 chips that is not whole cubes (2x4x8) gets wraparound links",
              "glmjax/topology.py",
-             "return (all(size % 4 == 0 for size in self.shape) and self.chips >= 64,) * 3",
-             "return (self.chips >= 64,) * 3",
+             "return (all(size % 4 == 0 for size in self.shape) and self.slice_chips >= 64,) * 3",
+             "return (self.slice_chips >= 64,) * 3",
              (_TOPO + "test_a_full_4x4x4_cube_and_larger_3d_slices_have_wraparound_links",)),
     Mutation("a v5litepod-8 / v6e-8 is compiled for a 4x2 torus, not Cloud TPU's 2x4",
              "glmjax/topology.py", "SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4),",
@@ -72,8 +72,8 @@ ENTRIES: tuple[Mutation, ...] = (
                             "not_yet_turned",)),
     Mutation("aot exits 1 ('does not fit') with a traceback for a layout no host can feed",
              "glmjax/aot.py",
-             "config_lib.ConfigError,\n          UnfeedableLayout) as error:",
-             "config_lib.ConfigError) as error:",
+             "parallel.SliceMeshError,\n          UnfeedableLayout) as error:",
+             "parallel.SliceMeshError) as error:",
              (_AOT + "test_a_layout_no_host_can_feed_is_a_mistake_in_the_command_exit_status_2",)),
     Mutation("any compiler error mentioning HBM is reported as not fitting", "glmjax/memory.py",
              'if "RESOURCE_EXHAUSTED" not in text or "vmem" in text.lower():',
@@ -269,4 +269,22 @@ ENTRIES: tuple[Mutation, ...] = (
              "jnp.take(word_embeddings, tokens, axis=0)",
              ("tests/test_model_sharding.py::test_under_fsdp_a_tpu_slice_gathers_the_embedding_"
               "tables_never_the_batch_s_token_ids",)),
+    # Session 45's review: several slices (multi-slice).
+    Mutation("several slices get a single slice's mesh (fsdp across the slow network)",
+             "glmjax/parallel.py", "  if slices > 1:\n    grid = _across_slices(",
+             "  if slices > 99:\n    grid = _across_slices(",
+             ("tests/test_aot.py::test_two_slices_compile_with_mesh_data_across_them_and_the_rest_"
+              "inside_each",)),
+    Mutation("a mesh.data that does not divide the slices is taken", "glmjax/parallel.py",
+             "  if data % slices:\n", "  if False:\n",
+             ("tests/test_aot.py::test_two_slices_compile_with_mesh_data_across_them_and_the_rest_"
+              "inside_each",)),
+    Mutation("a slice count is described as one slice", "glmjax/topology.py",
+             "num_slices=spec.slices,", "num_slices=1,",
+             ("tests/test_topology.py::test_slice_names_give_chips_and_hosts_as_cloud_tpu_"
+              "provisions_them",)),
+    Mutation("aot ends a mesh.data the slices cannot take in a traceback", "glmjax/aot.py",
+             "config_lib.ConfigError, parallel.SliceMeshError,",
+             "config_lib.ConfigError,", (_AOT + "test_a_mesh_data_two_slices_cannot_take_is_a_"
+                                                "mistake_in_the_command_exit_status_2",)),
 )
