@@ -24,7 +24,7 @@ from etils import epath
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import cloze as cloze_lib
 from glmjax import config as config_lib
-from glmjax import cli, distributed, held_out, logs, parallel, paths, pretrained
+from glmjax import cli, distributed, held_out, logs, memory, parallel, paths, pretrained
 from glmjax import step as step_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
@@ -140,6 +140,8 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
   overrides = data_overrides(data_source, batch_size)
   if batches is not None and batches < 0:
     raise EvaluateError(f"--batches={batches}: give a number of batches, or 0 to skip.")
+  if out and epath.Path(out).is_dir():  # found now, not once every batch has been scored
+    raise EvaluateError(f"--out={out} is a folder; give a file path for the JSON report.")
   try:
     p = pretrained.load(workdir)
     tokenizer = pretrained.load_tokenizer(p)
@@ -162,8 +164,15 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
       report["cloze"] = cloze_report(p, tokenizer, cloze, examples, int(data.batch_size))
   text = json.dumps(report, indent=2) + "\n"
   # Process 0 writes (and prints, with this path); the others only name where it goes.
-  report["out"] = (write_report(text, out, workdir, p.step) if jax.process_index() == 0
-                   else out or unused_report_path(workdir, p.step))
+  if jax.process_index() != 0:
+    report["out"] = out or unused_report_path(workdir, p.step)
+    return report
+  try:
+    report["out"] = write_report(text, out, workdir, p.step)
+  except OSError as error:  # the figures are not lost with the file
+    print(text, end="", flush=True)
+    raise EvaluateError(f"Cannot write the report to {out or workdir + '/eval/'}: "
+                        f"{error.strerror or error}; it is printed above.") from error
   return report
 
 
@@ -288,6 +297,11 @@ def run(workdir: str, **kwargs) -> dict:
     logs.report_failure(error, None, expected=True)
     raise SystemExit(1) from None
   except Exception as error:  # noqa: BLE001 - a bug or unforeseen fault: with its traceback
+    if (line := memory.out_of_memory(error)) is not None:  # the batch's size, no bug
+      logs.report_failure(EvaluateError(
+          f"Out of device memory ({line}); lower --batch_size: held-out batches and cloze "
+          "rows are scored that many rows at a time."), None, expected=True)
+      raise SystemExit(1) from None
     logs.report_failure(error, None, expected=False)
     raise SystemExit(1) from None
   if jax.process_index() == 0:

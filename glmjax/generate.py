@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import cli, decoding, logs, parallel, pretrained
+from glmjax import cli, decoding, logs, memory, parallel, pretrained
 from glmjax.model import ModelConfig
 
 # Named, not __name__: run as `python -m glmjax.generate` that is "__main__", outside the
@@ -276,8 +276,14 @@ def main(argv):
     encoded_prompts(texts, tokenizer, ModelConfig.from_config(config.model), sampling,
                     args.batch_size, sources=list(named))
     loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
-    results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
-                       batch_size=args.batch_size)
+    try:
+      results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
+                         batch_size=args.batch_size)
+    except Exception as error:  # noqa: BLE001 - out of memory is the flags' to fix, not a bug
+      if (line := memory.out_of_memory(error)) is None:
+        raise
+      raise ValueError(f"Out of device memory ({line}); lower --batch_size or "
+                       "--max_tokens.") from error
     for result in results:
       print(result["filled"])
     if args.output:

@@ -245,6 +245,18 @@ def test_the_report_is_written_where_out_says_in_folders_made_for_it(trained, tm
   assert json.loads(out.read_text()) == {"workdir": trained, "step": 2}
 
 
+def test_an_out_folder_is_refused_first_and_a_report_it_cannot_write_is_printed(
+    trained, tmp_path, capsys, monkeypatch):
+  with pytest.raises(evaluate.EvaluateError, match=r"^--out=.* is a folder; give a file path"):
+    evaluate.evaluate(str(tmp_path / "no_run_here"), out=str(tmp_path))
+  def unwritable(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(evaluate, "write_report", unwritable)
+  with pytest.raises(evaluate.EvaluateError, match=r"Permission denied; it is printed above\.$"):
+    evaluate.evaluate(trained, batches=0, out=str(tmp_path / "report.json"))
+  assert json.loads(capsys.readouterr().out) == {"workdir": trained, "step": 2}
+
+
 def test_a_second_evaluation_of_a_step_keeps_the_first_report_and_writes_beside_it(
     trained, tmp_path):
   """The default path never overwrites: a report with cloze figures would otherwise be lost

@@ -66,6 +66,18 @@ def test_the_command_reports_a_user_error_in_one_line(tmp_path, capsys):
     assert len(lines) == 1 and message in lines[0], lines
 
 
+def test_running_out_of_device_memory_is_one_line_that_says_to_lower_the_batch_size(
+    tmp_path, monkeypatch, capsys):
+  def out_of_memory(workdir, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8.00GiB.")
+  monkeypatch.setattr(evaluate, "evaluate", out_of_memory)
+  with pytest.raises(SystemExit) as raised:
+    evaluate.run(str(tmp_path))
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert raised.value.code == 1 and len(lines) == 1, lines
+  assert "Out of device memory (RESOURCE_EXHAUSTED" in lines[0] and "--batch_size" in lines[0]
+
+
 def test_the_command_joins_the_multi_host_job_before_it_touches_a_device(tmp_path, monkeypatch,
                                                                        capsys):
   order = []

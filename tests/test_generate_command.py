@@ -101,3 +101,15 @@ def test_a_prompt_too_long_for_the_model_is_refused_before_the_model_loads_or_an
                                          r"this model has positions up to 64: shorten it\.$"):
       generate_command(f"--workdir={tmp_path}", f"--input={tmp_path}/prompts.jsonl",
                        "--batch_size=2", "--text=b [MASK]")
+
+
+def test_running_out_of_device_memory_says_to_lower_the_batch_size(tmp_path):
+  """A user's error (cli.run makes a ValueError one line), not a traceback to report."""
+  _config_json(tmp_path)
+  full = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.00GiB.")
+  with mock.patch.object(pretrained, "load", mock.Mock()), \
+      mock.patch.object(generate, "generate", mock.Mock(side_effect=full)):
+    with pytest.raises(ValueError, match=r"^Out of device memory \(RESOURCE_EXHAUSTED: .*\); "
+                                         r"lower --batch_size or --max_tokens\.$"):
+      generate_command(f"--workdir={tmp_path}", "--text=a [MASK]")
+

@@ -1,6 +1,6 @@
 """Planted bugs in using a model and in reading text that passed the suite (session 37's hunts
 of generation, conversion, cloze and tokenizers), and the two cloze bugs that hunt found in the
-code, put back."""
+code, put back; and session 45's review of the commands (a report lost, out of memory)."""
 from mutation_entries import Mutation
 
 _TOKENIZERS, _CLOZE = "glmjax/data/tokenizers.py", "glmjax/cloze.py"
@@ -66,4 +66,21 @@ ENTRIES = (
              "for text, token_id in self._tokenizer.get_vocab(with_added_tokens=False).items():",
              ("tests/test_tokenizers.py::test_glm_s_tokens_go_after_a_tokenizer_json_s_added_"
               "tokens_never_onto_them",)),
+    Mutation("evaluate finds --out is a folder only once every batch is scored",
+             "glmjax/evaluate.py", "  if out and epath.Path(out).is_dir():", "  if False:",
+             ("tests/test_evaluate.py::test_an_out_folder_is_refused_first_and_a_report_it_cannot_"
+              "write_is_printed",)),
+    Mutation("a report evaluate cannot write is lost", "glmjax/evaluate.py",
+             '    print(text, end="", flush=True)\n', "",
+             ("tests/test_evaluate.py::test_an_out_folder_is_refused_first_and_a_report_it_cannot_"
+              "write_is_printed",)),
+    Mutation("evaluate out of device memory is a traceback", "glmjax/evaluate.py",
+             "    if (line := memory.out_of_memory(error)) is not None:",
+             "    if (line := None) is not None:",
+             ("tests/test_evaluate_command.py::test_running_out_of_device_memory_is_one_line_that_"
+              "says_to_lower_the_batch_size",)),
+    Mutation("generate out of device memory is a traceback", "glmjax/generate.py",
+             "      if (line := memory.out_of_memory(error)) is None:", "      if True:",
+             ("tests/test_generate_command.py::test_running_out_of_device_memory_says_to_lower_"
+              "the_batch_size",)),
 )
