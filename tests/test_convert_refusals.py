@@ -226,7 +226,8 @@ def test_export_refuses_a_model_with_other_parameters_than_the_hugging_face_glm_
   assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_an_out_that_is_a_file_is_one_line_before_anything_is_read(tmp_path):
+def test_an_out_that_is_a_file_or_a_bucket_is_one_line_before_anything_is_read(tmp_path,
+                                                                               monkeypatch):
   (tmp_path / "a-file").write_text("keep me")
   out = str(tmp_path / "a-file")
   # Neither the checkpoint nor the workdir exists: --out is checked first.
@@ -237,6 +238,14 @@ def test_an_out_that_is_a_file_is_one_line_before_anything_is_read(tmp_path):
                                        "Hugging Face files"):
     convert.export_workdir(str(tmp_path / "no-run"), out)
   assert (tmp_path / "a-file").read_text() == "keep me"
+  # A bucket: os.makedirs made a local folder named "gs:" and wrote half the workdir there.
+  monkeypatch.chdir(tmp_path)
+  for call, holds in ((convert.import_checkpoint, "the glmjax workdir"),
+                      (convert.export_workdir, "the Hugging Face files")):
+    with pytest.raises(ValueError, match=f"^--out=gs://b/run: convert writes {holds} to a local "
+                                         "folder"):
+      call(str(tmp_path / "nothing"), "gs://b/run")
+  assert not (tmp_path / "gs:").exists()
 
 
 def _files(folder):

@@ -137,7 +137,7 @@ def test_prepare_files_cut_into_shards_with_invalid_bytes_counted(tmp_path):
                         fly.tokens.astype(np.int32))
 
 
-def test_prepared_errors_name_the_fix(tmp_path):
+def test_prepared_errors_name_the_fix(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="needs data.prepared_dir"):
     sources.load_documents(data_config(source="prepared"), BYTE)
   with pytest.raises(FileNotFoundError, match="no manifest.json.*glmjax.data.prepare"):
@@ -158,6 +158,11 @@ def test_prepared_errors_name_the_fix(tmp_path):
   with pytest.raises(ValueError, match=r"--out='.*a-file': a file is there; give a folder"):
     prepare.prepare(data_config(), str(tmp_path / "a-file"), progress=False)
   assert (tmp_path / "a-file").read_text() == "not a folder"
+  monkeypatch.chdir(tmp_path)  # a bucket was made as a local folder named "gs:" here
+  with pytest.raises(ValueError, match=r"^--out='gs://bucket/p': shards are written, and "
+                                       "memory-mapped by train, on a local disk"):
+    prepare.prepare(data_config(), "gs://bucket/p", progress=False)
+  assert not (tmp_path / "gs:").exists()
 
 
 def test_shards_prepared_before_dblock_existed_still_open(tmp_path):

@@ -178,6 +178,9 @@ def _require_new_folder(out: str, holds: str, source_flag: str, source: str) -> 
   """--out must be new or an empty folder, checked before anything is read or written: the
   files written there (config.json above all) would replace ones of the same name, and a
   workdir or checkpoint folder given as --out would lose its own."""
+  if paths.is_remote(out):  # os.makedirs would make a local folder named "gs:"
+    raise ValueError(f"--out={out}: convert writes {holds} to a local folder; write it there "
+                     "and copy it to the bucket (gcloud storage cp -r)")
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"--out={out}: a file is there; give a folder for {holds} (new or "
                      "empty)")

@@ -33,6 +33,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from glmjax import paths
 from glmjax.data import sources
 from glmjax.data.text_files import TextStats
 from glmjax.data.tokenizers import load_tokenizer, tokenizer_info
@@ -236,6 +237,9 @@ def prepare(data_config: ml_collections.ConfigDict, out_dir: str, workers: int =
   if data_config.source == "prepared":
     raise ValueError("data.source='prepared' is already tokenized; set data.source to the "
                      "corpus to prepare (builtin, files or tfds)")
+  if paths.is_remote(out_dir):  # os.makedirs would make a local folder named "gs:"
+    raise ValueError(f"--out={out_dir!r}: shards are written, and memory-mapped by train, on a "
+                     "local disk (or a gcsfuse mount); prepare them there")
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ValueError(f"--out={out_dir!r}: a file is there; give a folder for the shards (new, "
                      "or one an earlier prepare of the same data wrote)")

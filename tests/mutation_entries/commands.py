@@ -32,8 +32,8 @@ ENTRIES = (
               "line_before_the_model_loads",)),
     Mutation("convert takes an --out that is a file", "glmjax/convert/__init__.py",
              "  if os.path.exists(out) and not os.path.isdir(out):", "  if False:",
-             ("tests/test_convert_refusals.py::test_an_out_that_is_a_file_is_one_line_before_"
-              "anything_is_read",)),
+             ("tests/test_convert_refusals.py::test_an_out_that_is_a_file_or_a_bucket_is_one_line_"
+              "before_anything_is_read",)),
     Mutation("prepare takes an --out that is a file", "glmjax/data/prepare.py",
              "  if os.path.exists(out_dir) and not os.path.isdir(out_dir):", "  if False:",
              ("tests/test_prepare.py::test_prepared_errors_name_the_fix",)),

@@ -83,4 +83,11 @@ ENTRIES = (
              "      if (line := memory.out_of_memory(error)) is None:", "      if True:",
              ("tests/test_generate_command.py::test_running_out_of_device_memory_says_to_lower_"
               "the_batch_size",)),
+    Mutation("prepare --out=gs:// writes a local folder named gs:", "glmjax/data/prepare.py",
+             "  if paths.is_remote(out_dir):", "  if False:",
+             ("tests/test_prepare.py::test_prepared_errors_name_the_fix",)),
+    Mutation("convert --out=gs:// writes a local folder named gs:", "glmjax/convert/__init__.py",
+             "  if paths.is_remote(out):", "  if False:",
+             ("tests/test_convert_refusals.py::test_an_out_that_is_a_file_or_a_bucket_is_one_line_"
+              "before_anything_is_read",)),
 )
