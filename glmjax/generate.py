@@ -276,6 +276,7 @@ def main(argv):
     encoded_prompts(texts, tokenizer, ModelConfig.from_config(config.model), sampling,
                     args.batch_size, sources=list(named))
     loaded = pretrained.load(args.workdir, attention="xla")  # decoding calls no kernel
+    pretrained.check_tokenizer(loaded, tokenizer)
     try:
       results = generate(loaded, tokenizer, texts, sampling=sampling, seed=args.seed,
                          batch_size=args.batch_size)

@@ -31,6 +31,7 @@ from glmjax import parallel, params_restore, paths
 from glmjax import step as step_lib
 from glmjax.data import tokenizers
 from glmjax.model import GLM, ModelConfig
+from glmjax import workdir as workdir_lib
 from glmjax.workdir import CONFIG_FILE
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Pretrained:
   mesh: Mesh
   rules: tuple
   corpus: dict | None = None         # workdir.corpus_record saved with it (None: an import)
+  tokenizer: dict | None = None      # tokenizers.tokenizer_info saved with it (None: older)
 
 
 def read_config(workdir: str, *, warn: bool = True) -> ml_collections.ConfigDict:
@@ -146,7 +148,8 @@ def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> 
         check=lambda metadata, _: saved.update(metadata))
   log.info("Loaded the parameters of step %d from %s", step, workdir)
   return Pretrained(workdir=workdir, config=config, model_config=model_config, params=params,
-                    step=step, mesh=mesh, rules=rules, corpus=saved.get("corpus"))
+                    step=step, mesh=mesh, rules=rules, corpus=saved.get("corpus"),
+                    tokenizer=saved.get("tokenizer"))
 
 
 def tokenizer_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -231,7 +234,22 @@ def workdir_tokenizer(config: ml_collections.ConfigDict, workdir: str):
 
 
 def load_tokenizer(pretrained: Pretrained):
-  return workdir_tokenizer(pretrained.config, pretrained.workdir)
+  """The tokenizer of its config.json, refused when it is not the one the parameters were
+  trained with (check_tokenizer)."""
+  tokenizer = workdir_tokenizer(pretrained.config, pretrained.workdir)
+  check_tokenizer(pretrained, tokenizer)
+  return tokenizer
+
+
+def check_tokenizer(pretrained: Pretrained, tokenizer) -> None:
+  """Refuses a tokenizer other than the one recorded with the parameters: a tokenizer file
+  trained again at the same path, or a relative data.tokenizer_path not in the workdir, read
+  from the current folder, would give the embeddings other text, silently."""
+  workdir_lib.check_tokenizer(
+      pretrained.tokenizer, tokenizers.tokenizer_info(tokenizer),
+      what=f"The checkpoint of step {pretrained.step} in {pretrained.workdir}",
+      fix="Point data.tokenizer_path in its config.json at that tokenizer (a relative path is "
+          "read inside the workdir when the file is there, else from the current folder).")
 
 
 def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,

@@ -1,6 +1,7 @@
 """glmjax.evaluate's held-out report: against numpy and against train's own eval figures, and
 the inputs it refuses (the command's flags and console: test_evaluate_command.py; cloze scoring:
 test_cloze.py)."""
+import dataclasses
 import importlib
 import json
 import logging
@@ -19,7 +20,7 @@ from glmjax import step as step_lib
 from glmjax import workdir as workdir_lib
 from glmjax.data import pipeline as pipeline_lib
 from glmjax.data import sources
-from glmjax.data.tokenizers import ByteTokenizer
+from glmjax.data.tokenizers import ByteTokenizer, tokenizer_info
 
 BYTE = ByteTokenizer()
 S = BYTE.specials
@@ -407,3 +408,18 @@ def test_held_out_data_that_is_missing_or_smaller_than_a_batch_is_refused_in_wor
     trained, tmp_path, flags, message):
   with pytest.raises(evaluate.EvaluateError, match=message):
     evaluate.evaluate(trained, batches=1, out=str(tmp_path / "report.json"), **flags)
+
+
+def test_parameters_are_refused_under_a_tokenizer_other_than_the_one_they_were_trained_with(
+    trained, monkeypatch):
+  """A tokenizer file trained again at the same path, or a relative tokenizer_path read from
+  the current folder, would give the embeddings other text without a word."""
+  loaded = pretrained.load(trained)
+  assert loaded.tokenizer == tokenizer_info(pretrained.load_tokenizer(loaded))
+  retrained = dataclasses.replace(loaded, tokenizer={**loaded.tokenizer, "fingerprint": "0123"})
+  monkeypatch.setattr(pretrained, "load", lambda *args, **kwargs: retrained)
+  with pytest.raises(evaluate.EvaluateError, match=r"^The checkpoint of step 2 in .* was "
+                                                   r"trained with the tokenizer byte .*differ "
+                                                   r"in fingerprint\)\. Point data.tokenizer_path"):
+    evaluate.evaluate(trained, batches=1)
+

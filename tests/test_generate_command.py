@@ -3,6 +3,7 @@ or a path that cannot work is one line before the model loads (the filling itsel
 test_generate.py)."""
 import functools
 import re
+import types
 from unittest import mock
 
 import pytest
@@ -10,6 +11,7 @@ from absl import app
 from absl import flags as absl_flags
 
 from glmjax import decoding, generate, logs, pretrained
+from glmjax.data import tokenizers
 
 
 def generate_command(*args):
@@ -40,6 +42,12 @@ def _config_json(folder, max_position=512):
   (folder / "config.json").write_text(config.to_json())
 
 
+def _unrecorded(workdir):
+  """What pretrained.load gives, as far as the command reads it: a checkpoint older than the
+  tokenizer record, which passes unchecked."""
+  return types.SimpleNamespace(tokenizer=None, step=0, workdir=str(workdir))
+
+
 def test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_generate(
     capsys, tmp_path):
   _config_json(tmp_path)
@@ -47,7 +55,7 @@ def test_the_command_hands_every_sampling_flag_the_seed_and_the_batch_size_to_ge
   fake_generate = lambda loaded, tokenizer, texts, **kwargs: calls.append(kwargs) or [  # noqa
       {"filled": text} for text in texts]
   with mock.patch.object(generate, "generate", fake_generate), \
-      mock.patch.object(pretrained, "load", lambda workdir, attention: workdir), \
+      mock.patch.object(pretrained, "load", lambda workdir, attention: _unrecorded(workdir)), \
       mock.patch.object(pretrained, "load_tokenizer", lambda loaded: None):
     generate_command(f"--workdir={tmp_path}", "--text=a [MASK]", "--temperature=1.5", "--top_k=3",
                       "--top_p=0.5", "--max_tokens=7", "--seed=7", "--batch_size=4")
@@ -107,9 +115,21 @@ def test_running_out_of_device_memory_says_to_lower_the_batch_size(tmp_path):
   """A user's error (cli.run makes a ValueError one line), not a traceback to report."""
   _config_json(tmp_path)
   full = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.00GiB.")
-  with mock.patch.object(pretrained, "load", mock.Mock()), \
+  with mock.patch.object(pretrained, "load", mock.Mock(return_value=_unrecorded(tmp_path))), \
       mock.patch.object(generate, "generate", mock.Mock(side_effect=full)):
     with pytest.raises(ValueError, match=r"^Out of device memory \(RESOURCE_EXHAUSTED: .*\); "
                                          r"lower --batch_size or --max_tokens\.$"):
+      generate_command(f"--workdir={tmp_path}", "--text=a [MASK]")
+
+
+def test_parameters_trained_with_another_tokenizer_are_refused_before_any_prompt_is_filled(
+    tmp_path):
+  _config_json(tmp_path)
+  recorded = {**tokenizers.tokenizer_info(tokenizers.ByteTokenizer()), "fingerprint": "0123"}
+  loaded = types.SimpleNamespace(tokenizer=recorded, step=7, workdir=str(tmp_path))
+  with mock.patch.object(pretrained, "load", mock.Mock(return_value=loaded)), \
+      mock.patch.object(generate, "generate", mock.Mock(side_effect=AssertionError("filled"))):
+    with pytest.raises(ValueError, match=r"^The checkpoint of step 7 in .* differ in "
+                                         r"fingerprint"):
       generate_command(f"--workdir={tmp_path}", "--text=a [MASK]")
 

@@ -290,6 +290,8 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
   _require_new_folder(out, "the Hugging Face files", "--workdir", workdir)
   loaded = pretrained.load(workdir, attention="xla")  # the parameters only: no kernel runs
+  if pretrained.tokenizer_config(loaded.config, workdir).tokenizer_path != pretrained.NO_TOKENIZER:
+    pretrained.load_tokenizer(loaded)  # the one exported must be the one the model knows
   model_config = loaded.model_config
   # What the Hugging Face code computes (a GeLU of the other original code is only warned of).
   allowed = {"position_encoding": ("learned_2d",), "norm": ("pre",), "mlp": ("gelu",),

@@ -90,4 +90,13 @@ ENTRIES = (
              "  if paths.is_remote(out):", "  if False:",
              ("tests/test_convert_refusals.py::test_an_out_that_is_a_file_or_a_bucket_is_one_line_"
               "before_anything_is_read",)),
+    Mutation("evaluate reads parameters under any tokenizer", "glmjax/pretrained.py",
+             "  check_tokenizer(pretrained, tokenizer)\n  return tokenizer",
+             "  return tokenizer",
+             ("tests/test_evaluate.py::test_parameters_are_refused_under_a_tokenizer_other_than_"
+              "the_one_they_were_trained_with",)),
+    Mutation("generate fills prompts under any tokenizer", "glmjax/generate.py",
+             "    pretrained.check_tokenizer(loaded, tokenizer)\n", "",
+             ("tests/test_generate_command.py::test_parameters_trained_with_another_tokenizer_are_"
+              "refused_before_any_prompt_is_filled",)),
 )

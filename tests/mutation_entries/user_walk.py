@@ -18,7 +18,7 @@ ENTRIES = (
              ("tests/test_evaluate.py::test_a_corpus_changed_since_the_run_is_said_to_give_other_"
               "figures_than_train_logged",)),
     Mutation("evaluate never learns the corpus the checkpoint was trained on",
-             "glmjax/pretrained.py", ' corpus=saved.get("corpus"))', " corpus=None)",
+             "glmjax/pretrained.py", ' corpus=saved.get("corpus"),', " corpus=None,",
              ("tests/test_evaluate.py::test_a_corpus_changed_since_the_run_is_said_to_give_other_"
               "figures_than_train_logged",)),
     Mutation("evaluate --batches=0 without --cloze loads the model for an empty report",
