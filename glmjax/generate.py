@@ -152,6 +152,9 @@ def encoded_prompts(texts: list[str], tokenizer, config: ModelConfig,
                      f"model.vocab_size={config.vocab_size}: use the workdir's own tokenizer.")
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size} must be at least 1.")
+  if sampling.top_k > config.vocab_size:  # found now, not by lax.top_k after the load
+    raise ValueError(f"--top_k={sampling.top_k} is more than the model's {config.vocab_size} "
+                     "ids; give at most that (0: no cut).")
   prompts = [encode_prompt(text, tokenizer) for text in texts]
   sources = sources or [f"prompt {number} of {len(texts)}" for number in range(1, len(texts) + 1)]
   for source, prompt in zip(sources, prompts, strict=True):
@@ -213,6 +216,14 @@ def check_paths(input_path: str, output_path: str) -> None:
 
 def _read_prompts(path: str) -> dict[str, str]:
   """{"PATH:LINE": text} for each prompt of a JSONL file, in order."""
+  try:
+    return _prompts_of(path)
+  except UnicodeDecodeError as error:  # cp1252 from a spreadsheet, say: name the file
+    raise ValueError(f"--input={path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                     "save it as UTF-8.") from None
+
+
+def _prompts_of(path: str) -> dict[str, str]:
   texts = {}
   with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark goes
     for number, line in enumerate(handle, 1):

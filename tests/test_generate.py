@@ -405,6 +405,11 @@ def test_generate_itself_refuses_sampling_settings_that_would_be_ignored(random_
   with pytest.raises(ValueError, match=re.escape("--batch_size=0 must be at least 1.")):
     generate.generate(loaded, tokenizer, ["a [MASK]"], sampling=decoding.Sampling(),
                       batch_size=0)
+  vocab = loaded.model_config.vocab_size  # lax.top_k would fail after minutes of loading
+  with pytest.raises(ValueError, match=re.escape(f"--top_k={vocab + 1} is more than the model's "
+                                                 f"{vocab} ids")):
+    generate.generate(loaded, tokenizer, ["a [MASK]"],
+                      sampling=decoding.Sampling(temperature=1.0, top_k=vocab + 1))
 
 
 def test_a_rope_model_fills_a_blank_longer_than_max_position(random_run):

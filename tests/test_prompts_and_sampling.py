@@ -166,6 +166,11 @@ def test_a_prompt_file_skips_blank_lines_and_names_a_line_without_text(tmp_path)
   with pytest.raises(ValueError, match=re.escape(f'{path}:3: expected a JSON object with a '
                                                  '"text" field')):
     generate._read_prompts(str(path))
+  path.write_bytes('{"text": "caf\u00e9 [MASK]"}\n'.encode("cp1252"))  # from a spreadsheet
+  with pytest.raises(ValueError, match=re.escape(f"--input={path}: not UTF-8 text (invalid "
+                                                 "continuation byte at byte 13); save it as "
+                                                 "UTF-8.")):
+    generate._read_prompts(str(path))
 
 
 def test_each_blank_kind_is_encoded_as_its_own_special_id():

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -82,3 +84,13 @@ def test_the_trainer_cuts_a_line_sentencepiece_would_skip_into_lines_it_reads(tm
   assert lines[0] == "short line" and lines[-1] == "last"
   assert "".join(lines[1:-1]) == long_line
   assert len(lines) > 3 and all(len(line) <= tokenizer_train._MAX_LINE_CHARS for line in lines)
+
+
+
+def test_running_the_trainer_s_module_says_which_command_trains():
+  """It has no command of its own: it once exited 0 having done nothing."""
+  result = subprocess.run([sys.executable, "-m", "glmjax.data.tokenizer_train", "--input=x"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip() == ("The tokenizer trainer runs as `python -m glmjax.data."
+                                   "tokenizers train --input=GLOB --vocab_size=N --out=FILE`.")

@@ -114,3 +114,8 @@ def main(argv: list[str]):
   train_sentencepiece(paths, args.vocab_size, args.out, args.model_type, args.text_field,
                       args.txt_documents, args.max_lines)
   print(f"wrote {args.out}; use {config_flags(args.out)}")
+
+
+if __name__ == "__main__":  # this module is the command's body: say which command to run
+  raise SystemExit("The tokenizer trainer runs as `python -m glmjax.data.tokenizers train "
+                   "--input=GLOB --vocab_size=N --out=FILE`.")
