@@ -100,9 +100,10 @@ ENTRIES = (
              ("tests/test_generate_command.py::test_parameters_trained_with_another_tokenizer_are_"
               "refused_before_any_prompt_is_filled",)),
     Mutation("a prompt file that is not UTF-8 is a bare codec error", "glmjax/generate.py",
-             "  except UnicodeDecodeError as error:  # cp1252", "  except KeyError as error:  # cp1252",
-             ("tests/test_prompts_and_sampling.py::test_a_prompt_file_skips_blank_lines_and_names_a_"
-              "line_without_text",)),
+             "  except UnicodeDecodeError as error:  # cp1252",
+             "  except KeyError as error:  # cp1252",
+             ("tests/test_prompts_and_sampling.py::test_a_prompt_file_skips_blank_lines_and_names_"
+              "a_line_without_text",)),
     Mutation("a --top_k above the vocabulary fails in lax.top_k after the load",
              "glmjax/generate.py", "  if sampling.top_k > config.vocab_size:", "  if False:",
              ("tests/test_generate.py::test_generate_itself_refuses_sampling_settings_that_would_"
