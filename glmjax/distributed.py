@@ -95,5 +95,11 @@ def initialize(timeout_s: int, env: Mapping[str, str] | None = None, *,
     raise JoinError(f"JAX_PROCESS_ID={rank} with JAX_NUM_PROCESSES={count}: number the "
                     f"processes 0 .. {count - 1}, a different one on every process.")
   log.info("Initialising jax.distributed (timeout %d s)", timeout_s)
-  jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
+  try:
+    jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
+  except ValueError as error:  # jax found no coordinator: sbatch/salloc tasks not run by srun
+    raise JoinError(f"The environment describes a job of several processes, but jax cannot "
+                    f"join it ({str(error).rstrip('.')}): start every process with srun (or "
+                    "mpirun), or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+                    "JAX_PROCESS_ID.") from None
   return True

@@ -71,6 +71,20 @@ def test_training_refuses_several_processes_that_did_not_join_as_they_would_hear
   assert not distributed.initialize(60, env={}, preemption_notice=True)
 
 
+def test_a_job_jax_cannot_join_from_its_environment_is_one_line_naming_srun(monkeypatch):
+  """sbatch --ntasks=8 running the trainer without srun: SLURM_NTASKS says several processes,
+  and jax, finding no coordinator in that environment, raised a bare ValueError."""
+  def unjoinable(**kwargs):
+    raise ValueError("coordinator_address should be defined.")
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", unjoinable)
+  with pytest.raises(distributed.JoinError, match=r"^The environment describes a job of several "
+                                                  r"processes, but jax cannot join it "
+                                                  r"\(coordinator_address should be defined\): "
+                                                  r"start every process with srun"):
+    distributed.initialize(60, env={"SLURM_NTASKS": "8"})
+
+
 def _mesh_config(**axes):
   mesh_config = config_lib.mesh_defaults()
   mesh_config.update(axes)

@@ -76,4 +76,9 @@ ENTRIES = (
              "  try:\n    distributed.initialize(int(config.train.distributed_timeout_s))",
              ("tests/test_host_input.py::test_train_refuses_a_pod_slice_started_without_joining_"
               "in_one_line",)),
+    Mutation("a job jax cannot join is a bare ValueError", _DISTRIBUTED,
+             "  except ValueError as error:  # jax found no coordinator",
+             "  except KeyError as error:  # jax found no coordinator",
+             ("tests/test_parallel.py::test_a_job_jax_cannot_join_from_its_environment_is_one_"
+              "line_naming_srun",)),
 )
