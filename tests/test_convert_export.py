@@ -86,9 +86,10 @@ def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and
   params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
   pretrained.save(str(tmp_path / "continued"), sources.continue_config(str(tmp_path / "run")),
                   params)
-  # ... and a run continued from that one: the import is found up the chain of init_from.
+  # ... and a run continued from that one: the import is found up the chain of init_from,
+  # which may name a run's checkpoints/ folder as well as the run's own.
   again = pretrained.read_config(str(tmp_path / "continued"))
-  again.checkpoint.init_from = str(tmp_path / "continued")
+  again.checkpoint.init_from = str(tmp_path / "continued" / "checkpoints")
   pretrained.save(str(tmp_path / "again"), again, params)
   convert.export_workdir(str(tmp_path / "again"), str(tmp_path / "out"))
   exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))

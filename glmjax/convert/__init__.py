@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from glmjax import checkpoint as checkpoint_lib
 from glmjax import config as config_lib
@@ -137,9 +138,9 @@ def from_checkpoint(checkpoint: original.Checkpoint, *, num_heads: int = 0,
   return model_config, params
 
 
-def _is_workdir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, workdir_lib.CONFIG_FILE)) and os.path.isdir(
-      checkpoint_lib.in_workdir(path))
+def _is_workdir(path: str) -> bool:  # a local folder or a bucket's
+  return ((epath.Path(path) / workdir_lib.CONFIG_FILE).is_file()
+          and epath.Path(checkpoint_lib.in_workdir(path)).is_dir())
 
 
 def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
@@ -149,7 +150,7 @@ def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
   runs as given. An original checkpoint gives float32 compute with the dense xla attention (the
   fused GPU kernels take 16-bit inputs only; its logits within 1e-3 of the original code's); a
   workdir its config's model.dtype and the attention checked on this host."""
-  if os.path.isdir(path) and _is_workdir(path):
+  if _is_workdir(path):
     loaded = pretrained.load(path)
     return loaded.model_config, loaded.params
   checkpoint = original.read(path, allow_pickle=allow_pickle)
@@ -277,10 +278,12 @@ def _imported_origin(workdir: str) -> str:
   """The imported workdir this one descends from (itself, or through checkpoint.init_from), or
   '' for a model trained from scratch: its source.json and kept files shape the export."""
   for _ in range(16):  # a chain of continued runs; a cycle is not followed forever
-    if os.path.isfile(os.path.join(workdir, SOURCE_FILE)):
+    if (epath.Path(workdir) / SOURCE_FILE).is_file():
       return workdir
     parent = pretrained.read_config(workdir).checkpoint.init_from
-    if not parent or paths.is_remote(parent) or not os.path.isdir(parent):
+    if parent and epath.Path(parent).name == "checkpoints":  # init_from takes a run's folder
+      parent = str(epath.Path(parent).parent)               # of checkpoints as well
+    if not parent or not epath.Path(parent).is_dir():
       return ""
     workdir = parent
   return ""
@@ -306,8 +309,7 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   origin = _imported_origin(workdir)
   source = {}
   if origin:
-    with open(os.path.join(origin, SOURCE_FILE), encoding="utf-8") as handle:
-      source = json.load(handle)
+    source = json.loads((epath.Path(origin) / SOURCE_FILE).read_text(encoding="utf-8"))
   if model_config.activation != "gelu_exact":
     log.warning("This model computes model.activation=%s; the Hugging Face GLM code computes the "
                 "exact GeLU, so its logits will differ slightly (about 5e-3).",
@@ -316,8 +318,10 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   if not model_config.scan_layers:
     params = jax.device_get(stack_layers(params, model_config.num_layers))
   tensors = mapping.from_params(params, model_config, dtypes=source.get("dtypes", {}))
-  if origin and os.path.isdir(os.path.join(origin, HF_FILES_DIR)):
-    shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)
+  kept = epath.Path(origin) / HF_FILES_DIR if origin else None
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
+  for path in kept.iterdir() if kept and kept.is_dir() else []:  # flat: import copies files
+    (epath.Path(out) / path.name).write_bytes(path.read_bytes())
   written = original.write_hf(out, tensors, _hf_config(model_config, source.get("hf_config")),
                               prefixed=bool(source.get("prefixed")))
   described = export_tokenizer(loaded, out)

@@ -115,7 +115,7 @@ ENTRIES: tuple[Mutation, ...] = (
               "setting",)),
     Mutation("export copies the imported config.json over the one it writes",
              "glmjax/convert/__init__.py",
-             "    shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)\n"
+             "    (epath.Path(out) / path.name).write_bytes(path.read_bytes())\n"
              "  written = original.write_hf(out, tensors, _hf_config(model_config, "
              'source.get("hf_config")),\n'
              '                              prefixed=bool(source.get("prefixed")))\n',
@@ -123,8 +123,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "  written = original.write_hf(out, tensors, _hf_config(model_config, "
              'source.get("hf_config")),\n'
              '                              prefixed=bool(source.get("prefixed")))\n'
-             "  if origin and os.path.isdir(os.path.join(origin, HF_FILES_DIR)):\n"
-             "    shutil.copytree(os.path.join(origin, HF_FILES_DIR), out, dirs_exist_ok=True)\n",
+             "  for path in kept.iterdir() if kept and kept.is_dir() else []:\n"
+             "    (epath.Path(out) / path.name).write_bytes(path.read_bytes())\n",
              (_EXPORT + "test_a_run_continued_with_other_dropout_rates_exports_them_not_the_"
               "imported_ones",)),
     Mutation("a model trained from scratch exports block_position_encoding=false",

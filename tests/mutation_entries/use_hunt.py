@@ -108,4 +108,10 @@ ENTRIES = (
              "glmjax/generate.py", "  if sampling.top_k > config.vocab_size:", "  if False:",
              ("tests/test_generate.py::test_generate_itself_refuses_sampling_settings_that_would_"
               "be_ignored",)),
+    Mutation("export follows an init_from of a checkpoints/ folder into a missing config",
+             "glmjax/convert/__init__.py",
+             '    if parent and epath.Path(parent).name == "checkpoints":',
+             "    if False:",
+             ("tests/test_convert_export.py::test_a_run_continued_from_an_import_exports_in_the_"
+              "import_s_dtypes_names_and_files",)),
 )
