@@ -62,7 +62,11 @@ def remote_setup(args) -> str:
   steps += [
       f"if ! command -v {python} >/dev/null; then sudo apt-get update -qq; "
       f"sudo apt-get install -y -qq {python} {python}-venv; fi",
-      f"[ -x {VENV_PYTHON} ] || {python} -m venv ~/glmjax/venv",
+      # A venv of another Python (setup run again with another --python) is made anew, and
+      # its install marker goes with it: the new venv holds no requirements yet.
+      f'if [ ! -x {VENV_PYTHON} ] || [ "$({VENV_PYTHON} --version 2>&1)" != '
+      f'"$({python} --version 2>&1)" ]; then rm -rf ~/glmjax/venv {MARKER}; {python} -m venv '
+      f"~/glmjax/venv; fi",
       f"rm -rf {CODE}", f"mkdir -p {CODE} {LOGS}", f"tar xzf {ARCHIVE} -C {CODE}",
       f"rm -f {ARCHIVE}", f"cd {CODE}",
       f'want=$({{ cat requirements.txt; echo {jax_spec}; {VENV_PYTHON} --version; }} | sha256sum)',

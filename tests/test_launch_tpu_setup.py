@@ -186,6 +186,7 @@ def test_setup_installs_once_and_skips_while_the_requirements_are_unchanged(caps
   make_stub(str(venv_python),
             '[ "$1" = --version ] && echo Python 3.11.9 && exit 0\necho "$@" >> "$HOME/pip.log"')
   make_stub(str(tmp_path / "bin" / "python3.11"),
+            '[ "$1" = --version ] && echo Python 3.11.9 && exit 0\n'
             f'mkdir -p "$3/bin" && cp {shlex.quote(str(venv_python))} "$3/bin/python"')
 
   def setup(requirements: str) -> str:
@@ -204,6 +205,12 @@ def test_setup_installs_once_and_skips_while_the_requirements_are_unchanged(caps
   assert len((home / "pip.log").read_text().splitlines()) == 2  # pip upgrade + install, once
   assert setup("jax>=0.10\nflax\n").endswith(": installed\n")
   assert (home / "glmjax" / "code" / "requirements.txt").read_text() == "jax>=0.10\nflax\n"
+  # A venv left by another Python (an earlier setup's --python) is made anew and installed into.
+  make_stub(str(home / "glmjax" / "venv" / "bin" / "python"),
+            '[ "$1" = --version ] && echo Python 3.10.12 && exit 0')
+  assert setup("jax>=0.10\nflax\n").endswith(": installed\n")
+  assert "3.11.9" in subprocess.run([str(home / "glmjax" / "venv" / "bin" / "python"),
+                                     "--version"], capture_output=True, text=True).stdout
 
 
 def test_a_setup_whose_pack_fails_copies_nothing_and_leaves_no_half_archive(

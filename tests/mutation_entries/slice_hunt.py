@@ -81,4 +81,13 @@ ENTRIES = (
              "  except KeyError as error:  # jax found no coordinator",
              ("tests/test_parallel.py::test_a_job_jax_cannot_join_from_its_environment_is_one_"
               "line_naming_srun",)),
+    Mutation("setup run again with another --python keeps the old venv", "launch/tpu_remote.py",
+             """--version 2>&1)" != '""", """--version 2>&1)" = '""",
+             ("tests/test_launch_tpu_setup.py::test_setup_installs_once_and_skips_while_the_"
+              "requirements_are_unchanged",)),
+    Mutation("a venv made anew keeps the old install marker (and no requirements)",
+             "launch/tpu_remote.py", "then rm -rf ~/glmjax/venv {MARKER}; ",
+             "then rm -rf ~/glmjax/venv; ",
+             ("tests/test_launch_tpu_setup.py::test_setup_installs_once_and_skips_while_the_"
+              "requirements_are_unchanged",)),
 )
