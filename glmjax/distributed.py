@@ -99,7 +99,7 @@ def initialize(timeout_s: int, env: Mapping[str, str] | None = None, *,
     jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
   except ValueError as error:  # jax found no coordinator: sbatch/salloc tasks not run by srun
     raise JoinError(f"The environment describes a job of several processes, but jax cannot "
-                    f"join it ({str(error).rstrip('.')}): start every process with srun (or "
-                    "mpirun), or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
-                    "JAX_PROCESS_ID.") from None
+                    f"join it ({str(error).rstrip('.')}): start every process with its "
+                    "launcher (srun, mpirun, launch/tpu.py on a TPU slice), or set "
+                    "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.") from None
   return True

@@ -18,6 +18,8 @@ from flax import linen as nn
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from glmjax import error_text
+
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -107,11 +109,20 @@ def _across_slices(shape: tuple[int, ...], devices: list, slices: int) -> np.nda
   gathers and tensor's all-reduces stay inside a slice, laid out on its torus."""
   data = shape[0]
   if data % slices:
-    raise SliceMeshError(f"mesh.data={data} on {slices} slices: mesh.data is the axis that crosses "
-                     f"slices (their network is far slower than a slice's own links); make it "
-                     f"a multiple of {slices}, for example mesh.data={slices} mesh.fsdp=-1.")
-  return mesh_utils.create_hybrid_device_mesh((data // slices, *shape[1:]),
-                                              (slices, *[1] * (len(shape) - 1)), devices)
+    raise SliceMeshError(
+        f"mesh.data={data} on {slices} slices: mesh.data is the axis that crosses slices (their "
+        f"network is far slower than a slice's own links); make it a multiple of {slices}, for "
+        f"example mesh.data={slices} mesh.fsdp=-1.")
+  try:
+    return mesh_utils.create_hybrid_device_mesh((data // slices, *shape[1:]),
+                                                (slices, *[1] * (len(shape) - 1)), devices)
+  except Exception as error:  # noqa: BLE001 - a per-slice shape with no torus mapping
+    # Slice by slice, each in plain host order: the data axis's leading blocks are whole
+    # slices, so only it still crosses them (as make_mesh's own fallback inside one slice).
+    log.warning("create_hybrid_device_mesh failed (%s); each slice in plain device order",
+                error_text.first_line(error, None))
+    ordered = sorted(devices, key=lambda device: (device.slice_index, device.process_index))
+    return np.asarray(ordered).reshape(shape)
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:

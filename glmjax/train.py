@@ -278,6 +278,7 @@ def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.Ter
                 **reporter.last_scalars}
       # After the save: an evaluation that fails (its memory is not checked at start-up) loses
       # no checkpoint, a SIGTERM's save does not wait for it, and an async write overlaps it.
+      # (A device snapshot's copy may still be on the chips: aot's peak counts it beside it.)
       if evaluator is not None and done % config.train.eval_every == 0:
         reporter.flush()
         scalars = evaluator(state.params)

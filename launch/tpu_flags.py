@@ -22,9 +22,13 @@ class UsageError(Exception):
 def parse_accelerator(accelerator: str) -> topology.TpuSlice:
   """The slice an --accelerator names (glmjax.topology: the same table `glmjax.aot` uses)."""
   try:
-    return topology.parse_slice(accelerator or "")
+    spec = topology.parse_slice(accelerator or "")
   except topology.TopologyError as error:
     raise UsageError(str(error).replace("--topology=", "--accelerator=")) from None
+  if spec.slices > 1:  # one gcloud TPU VM is one slice: its workers would be miscounted
+    raise UsageError(f"--accelerator={accelerator}: launch/tpu.py creates and runs one slice; "
+                     "several (multi-slice) are made with gcloud's queued resources")
+  return spec
 
 
 def accelerator_workers(accelerator: str) -> int:

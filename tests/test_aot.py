@@ -58,6 +58,12 @@ def test_two_slices_compile_with_mesh_data_across_them_and_the_rest_inside_each(
       "2xv5e-16: TPU v5 lite, 32 chips on 8 hosts, torus v5e:4x4, 2 such slices (compiled")
   mesh = parallel.make_mesh(config.mesh, topology.slice_devices(spec))
   assert [{d.slice_index for d in mesh.devices[i].ravel()} for i in range(2)] == [{0}, {1}]
+  # A per-slice shape jax's hybrid mesh cannot map (4 x 8 on a 4x4 torus: 8 spans its axes)
+  # keeps the slices whole along mesh.data, each in plain order.
+  config.mesh.update(data=4, fsdp=8)
+  mesh = parallel.make_mesh(config.mesh, topology.slice_devices(spec))
+  assert [{d.slice_index for d in mesh.devices[i].ravel()} for i in range(4)] == [{0}, {0}, {1},
+                                                                                  {1}]
   config.mesh.update(data=1, fsdp=-1)  # a single slice's recipe, fsdp over every chip
   with pytest.raises(parallel.SliceMeshError,
                      match=r"^mesh.data=1 on 2 slices: .* mesh.data=2 mesh.fsdp=-1"):

@@ -356,4 +356,3 @@ def test_no_reduction_in_the_step_adds_in_bfloat16(tiny_xla_step):
   reducers = [re.search(r"to_apply=%([\w.\-]+)", line).group(1)
               for lines in found.values() for line in lines if " reduce(" in line]
   assert len(reducers) > 20 and "bf16" not in {reducer_dtype[name] for name in reducers}
-

@@ -1,5 +1,6 @@
 """An import stores the tokenizer it is given (or the one in a Hugging Face folder) with the
 workdir; without one, generate, evaluate and train refuse in one line naming the flag."""
+import dataclasses
 import json
 import logging
 import os
@@ -43,7 +44,8 @@ def untokenized(tmp_path_factory):
 @pytest.mark.parametrize("kind, specials", [("wordpiece", (101, 103, 30522, 30523)),
                                              ("bpe", (50259, 50260, 50257, 50258))])
 def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weights, tmp_path,
-                                                                           kind, specials):
+                                                                           kind, specials,
+                                                                           monkeypatch):
   # pylint: disable-next=import-outside-toplevel
   from test_released_tokenizers import write_bert_vocab, write_gpt2_files
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
@@ -64,6 +66,11 @@ def test_import_stores_the_tokenizer_with_the_workdir_and_it_moves_with_it(weigh
   # Recorded with the parameters, as a run's checkpoints record theirs: checkpoint.init_from
   # under another tokenizer is refused.
   assert sources.saved_tokenizer(tmp_path / "moved") == tokenizers.tokenizer_info(tokenizer)
+  # Nor is a model exported with a tokenizer other than its own (a file trained again).
+  retrained = dataclasses.replace(loaded, tokenizer={**loaded.tokenizer, "fingerprint": "0"})
+  monkeypatch.setattr(pretrained, "load", lambda *args, **kwargs: retrained)
+  with pytest.raises(ValueError, match="was trained with the tokenizer .*differ in fingerprint"):
+    convert.export_workdir(str(tmp_path / "moved"), str(tmp_path / "exported"))
 
 
 def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_naming_the_flag(

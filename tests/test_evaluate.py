@@ -422,4 +422,3 @@ def test_parameters_are_refused_under_a_tokenizer_other_than_the_one_they_were_t
                                                    r"trained with the tokenizer byte .*differ "
                                                    r"in fingerprint\)\. Point data.tokenizer_path"):
     evaluate.evaluate(trained, batches=1)
-

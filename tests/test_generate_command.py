@@ -132,4 +132,3 @@ def test_parameters_trained_with_another_tokenizer_are_refused_before_any_prompt
     with pytest.raises(ValueError, match=r"^The checkpoint of step 7 in .* differ in "
                                          r"fingerprint"):
       generate_command(f"--workdir={tmp_path}", "--text=a [MASK]")
-

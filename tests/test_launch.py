@@ -232,6 +232,8 @@ def test_ssh_and_scp_leave_host_key_checking_on(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["create", "--name=glm", ZONE, "--accelerator=v9-8"], "--accelerator='v9-8' is not a TPU slice name"),
     (["create", "--name=glm", ZONE, "--accelerator=v5p-12"], "no standard v5p slice of that size"),
+    (["create", "--name=glm", ZONE, "--accelerator=2xv5e-16"], "creates and runs one slice"),
+    (["setup", "--name=glm", ZONE, "--accelerator=2xv5e-16"], "creates and runs one slice"),
     # A torus shape gcloud's type of that size does not have: never a different slice silently.
     (["create", "--name=glm", ZONE, "--accelerator=v5p:2x2x8"],
      "Cloud TPU's v5p-64 is v5p:2x4x4, not v5p:2x2x8"),

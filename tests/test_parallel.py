@@ -81,7 +81,8 @@ def test_a_job_jax_cannot_join_from_its_environment_is_one_line_naming_srun(monk
   with pytest.raises(distributed.JoinError, match=r"^The environment describes a job of several "
                                                   r"processes, but jax cannot join it "
                                                   r"\(coordinator_address should be defined\): "
-                                                  r"start every process with srun"):
+                                                  r"start every process with its launcher "
+                                                  r"\(srun,"):
     distributed.initialize(60, env={"SLURM_NTASKS": "8"})
 
 

@@ -86,7 +86,6 @@ def test_the_trainer_cuts_a_line_sentencepiece_would_skip_into_lines_it_reads(tm
   assert len(lines) > 3 and all(len(line) <= tokenizer_train._MAX_LINE_CHARS for line in lines)
 
 
-
 def test_running_the_trainer_s_module_says_which_command_trains():
   """It has no command of its own: it once exited 0 having done nothing."""
   result = subprocess.run([sys.executable, "-m", "glmjax.data.tokenizer_train", "--input=x"],

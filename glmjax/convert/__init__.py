@@ -281,8 +281,9 @@ def _imported_origin(workdir: str) -> str:
     if (epath.Path(workdir) / SOURCE_FILE).is_file():
       return workdir
     parent = pretrained.read_config(workdir).checkpoint.init_from
-    if parent and epath.Path(parent).name == "checkpoints":  # init_from takes a run's folder
-      parent = str(epath.Path(parent).parent)               # of checkpoints as well
+    if (parent and epath.Path(parent).name == "checkpoints"  # init_from takes a run's folder
+        and not (epath.Path(parent) / workdir_lib.CONFIG_FILE).is_file()):  # of checkpoints
+      parent = str(epath.Path(parent).parent)
     if not parent or not epath.Path(parent).is_dir():
       return ""
     workdir = parent

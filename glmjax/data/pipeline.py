@@ -57,6 +57,7 @@ class BatchPipeline:
     self.sentence_windows = bool(data_config.sentence_windows)
     self.original_sentences = bool(data_config.original_sentences)
     self._fallback_warned = False  # _warn_of_fallbacks has spoken
+    self._fallbacks = (0, 0)  # [sMASK] rows drawn, and those that found no whole sentence
     probs = np.array(objective_probs(data_config), np.float64)
     self.objective_cdf = np.cumsum(probs / probs.sum())
     self.length_cdf = infilling.span_length_cdf(float(data_config.poisson_lambda),
@@ -150,14 +151,17 @@ class BatchPipeline:
   def _warn_of_fallbacks(self, step: int, drawn: int, without: int) -> None:
     """Once per pipeline: many [sMASK] rows finding no whole sentence change the objective mix
     unseen (text with few sentence ends the tokenizer marks: code, or CJK with the byte one)."""
+    # Counted over the steps this pipeline built: a host may draw few such rows a step.
+    self._fallbacks = (self._fallbacks[0] + drawn, self._fallbacks[1] + without)
+    drawn, without = self._fallbacks
     if self._fallback_warned or drawn < 8 or without <= FALLBACK_WARNING * drawn:
       return
     self._fallback_warned = True
-    log.warning("%d of the %d [sMASK] rows of step %d found no whole sentence and became [MASK] "
-                "rows: the tokenizer marks few sentence ends in this text (the byte tokenizer "
-                "knows only . ? ! ; : and newline). data.sentence_prob gives fewer [sMASK] "
-                "rows than it says; use a tokenizer that marks them, or lower it.", without,
-                drawn, step)
+    log.warning("%d of the %d [sMASK] rows built up to step %d found no whole sentence and "
+                "became [MASK] rows: the tokenizer marks few sentence ends in this text (the "
+                "byte tokenizer knows only . ? ! ; : and newline). data.sentence_prob gives "
+                "fewer [sMASK] rows than it says; use a tokenizer that marks them, or lower it.",
+                without, drawn, step)
 
   def _mask_inputs(self, rng: RowRandom, batch, blank_rows, text_len) -> None:
     """[dBLOCK] in the inputs of [MASK] rows (data.block_mask_prob, data.context_mask_ratio)."""

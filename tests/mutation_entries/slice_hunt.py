@@ -90,4 +90,8 @@ ENTRIES = (
              "then rm -rf ~/glmjax/venv; ",
              ("tests/test_launch_tpu_setup.py::test_setup_installs_once_and_skips_while_the_"
               "requirements_are_unchanged",)),
+    Mutation("launch/tpu.py takes several slices for one", "launch/tpu_flags.py",
+             "  if spec.slices > 1:  # one gcloud TPU VM", "  if False:  # one gcloud TPU VM",
+             ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
+              "status_2",)),
 )

@@ -125,8 +125,8 @@ ENTRIES: tuple[Mutation, ...] = (
              '    return "".join(parts)', _TOK),
     # Pretrained workdirs.
     Mutation("a workdir that does not fit this host's mesh loads replicated (fsdp=1)", _PT,
-             "sorted((n for n in range(1, count + 1) if count % n == 0), reverse=True)",
-             "sorted(n for n in range(1, count + 1) if count % n == 0)", _PRE),
+             "if count // slices % n == 0),\n                     reverse=True)",
+             "if count // slices % n == 0),\n                     reverse=False)", _PRE),
     # Splash.
     Mutation("splash's dq pass reads the dkv pass's block metadata", _S,
              "return strip(fwd), strip(fwd), strip(dkv)",

@@ -164,7 +164,8 @@ ENTRIES = (
               "tests/test_aot_gpu.py::test_no_reduction_in_the_step_adds_in_bfloat16")),
     Mutation("a projection's bias gradient is a float32 convert and reduce (a second GeLU pass)",
              "glmjax/model/glm.py", "_token_sum(cotangent, bias.ndim)",
-             "jnp.sum(cotangent.astype(jnp.float32), axis=tuple(range(cotangent.ndim - bias.ndim)))",
+             "jnp.sum(cotangent.astype(jnp.float32), "
+             "axis=tuple(range(cotangent.ndim - bias.ndim)))",
              ("tests/test_aot_gpu.py::test_the_layers_backward_passes_over_the_mlp_s_wide_arrays_"
               "as_often_with_float32_bias_sums",)),
     Mutation("the view widens bfloat16 parameters to a float32 compute dtype",

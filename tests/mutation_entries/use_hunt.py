@@ -110,8 +110,12 @@ ENTRIES = (
               "be_ignored",)),
     Mutation("export follows an init_from of a checkpoints/ folder into a missing config",
              "glmjax/convert/__init__.py",
-             '    if parent and epath.Path(parent).name == "checkpoints":',
-             "    if False:",
+             '    if (parent and epath.Path(parent).name == "checkpoints"',
+             "    if (False",
              ("tests/test_convert_export.py::test_a_run_continued_from_an_import_exports_in_the_"
               "import_s_dtypes_names_and_files",)),
+    Mutation("export writes a tokenizer other than the model's", "glmjax/convert/__init__.py",
+             "    pretrained.load_tokenizer(loaded)  # the one exported", "    pass  # the one exported",
+             ("tests/test_convert_tokenizer.py::test_import_stores_the_tokenizer_with_the_workdir_"
+              "and_it_moves_with_it",)),
 )
