@@ -143,8 +143,12 @@ def evaluate(workdir: str, *, cloze: str | None = None, batches: int | None = No
   if out and epath.Path(out).is_dir():  # found now, not once every batch has been scored
     raise EvaluateError(f"--out={out} is a folder; give a file path for the JSON report.")
   try:
+    # config.json and the tokenizer in seconds, before the parameters take minutes (GLM-10B):
+    # an import that stored no tokenizer is refused first.
+    tokenizer = pretrained.workdir_tokenizer(pretrained.read_config(workdir, warn=False),
+                                             workdir)
     p = pretrained.load(workdir)
-    tokenizer = pretrained.load_tokenizer(p)
+    pretrained.check_tokenizer(p, tokenizer)
   except (ValueError, FileNotFoundError) as error:
     raise EvaluateError(str(error)) from error
   if tokenizer.ids_used > p.model_config.vocab_size:

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import shutil
+from unittest import mock
 
 import pytest
 
@@ -85,8 +86,9 @@ def test_an_import_without_a_tokenizer_is_refused_by_generate_and_evaluate_namin
   message = str(refused.value)
   assert f"python -m glmjax.convert import --from={source} " in message
   assert "--tokenizer=PATH" in message and "\n" not in message
-  with pytest.raises(evaluate.EvaluateError, match="--tokenizer=PATH"):
-    evaluate.evaluate(workdir, batches=1)
+  with pytest.raises(evaluate.EvaluateError, match="--tokenizer=PATH"), mock.patch.object(
+      pretrained, "load", mock.Mock(side_effect=AssertionError("loaded first"))):
+    evaluate.evaluate(workdir, batches=1)  # refused before the parameters load
   generated = sources.run_command("glmjax.generate", f"--workdir={workdir}", "--text=the [MASK] of",
                            temp=tmp_path)
   lines = [line for line in generated.stderr.splitlines() if line.strip()]

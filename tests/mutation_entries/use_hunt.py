@@ -90,11 +90,15 @@ ENTRIES = (
              "  if paths.is_remote(out):", "  if False:",
              ("tests/test_convert_refusals.py::test_an_out_that_is_a_file_or_a_bucket_is_one_line_"
               "before_anything_is_read",)),
-    Mutation("evaluate reads parameters under any tokenizer", "glmjax/pretrained.py",
-             "  check_tokenizer(pretrained, tokenizer)\n  return tokenizer",
-             "  return tokenizer",
+    Mutation("evaluate reads parameters under any tokenizer", "glmjax/evaluate.py",
+             "    pretrained.check_tokenizer(p, tokenizer)\n", "",
              ("tests/test_evaluate.py::test_parameters_are_refused_under_a_tokenizer_other_than_"
               "the_one_they_were_trained_with",)),
+    Mutation("load_tokenizer (export's) reads parameters under any tokenizer",
+             "glmjax/pretrained.py", "  check_tokenizer(pretrained, tokenizer)\n  return tokenizer",
+             "  return tokenizer",
+             ("tests/test_convert_tokenizer.py::test_import_stores_the_tokenizer_with_the_workdir_"
+              "and_it_moves_with_it",)),
     Mutation("generate fills prompts under any tokenizer", "glmjax/generate.py",
              "    pretrained.check_tokenizer(loaded, tokenizer)\n", "",
              ("tests/test_generate_command.py::test_parameters_trained_with_another_tokenizer_are_"
@@ -118,4 +122,13 @@ ENTRIES = (
              "    pretrained.load_tokenizer(loaded)  # the one exported", "    pass  # the one exported",
              ("tests/test_convert_tokenizer.py::test_import_stores_the_tokenizer_with_the_workdir_"
               "and_it_moves_with_it",)),
+    Mutation("evaluate loads the parameters before it reads the tokenizer", "glmjax/evaluate.py",
+             "    tokenizer = pretrained.workdir_tokenizer(pretrained.read_config(workdir, "
+             "warn=False),\n                                             workdir)\n"
+             "    p = pretrained.load(workdir)\n",
+             "    p = pretrained.load(workdir)\n"
+             "    tokenizer = pretrained.workdir_tokenizer(pretrained.read_config(workdir, "
+             "warn=False),\n                                             workdir)\n",
+             ("tests/test_convert_tokenizer.py::test_an_import_without_a_tokenizer_is_refused_by_"
+              "generate_and_evaluate_naming_the_flag",)),
 )
