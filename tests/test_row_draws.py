@@ -165,3 +165,18 @@ def test_a_row_s_random_streams_have_different_numbers_and_draws():
   # draw_per_batch: a step's shared draws come from a key no row of any batch size has.
   shared = RowRandom.for_rows(seed=3, step=0, rows=[pipeline.BATCH_KEY]).keys
   assert not np.isin(shared, RowRandom.for_rows(seed=3, step=0, rows=np.arange(1 << 20)).keys)
+
+
+def test_the_span_that_reached_the_budget_lands_anywhere_not_always_last_in_the_text():
+  # Lengths are drawn until the budget is reached, so the last drawn is longer on average (a
+  # long span is likelier to cross it); the reference shuffles them before placing. The
+  # rightmost span's lengths follow the same law as all the others (3.84 on average unshuffled).
+  p = pipeline.BatchPipeline(data_config(seq_len=512, batch_size=512), Tokenizer(),
+                             corpus([1500] * 20), seed=3)
+  batch = p.global_batch(0)
+  rightmost = np.array([len(max(parse_row(batch, r)[1])[1]) - 1 for r in range(512)])
+  assert abs(rightmost.mean() - 3.157) < 0.3
+  pmf = np.diff(np.concatenate([[0.0], p.length_cdf]))
+  observed = np.bincount(np.minimum(rightmost, 7), minlength=8)[1:]
+  expected = np.concatenate([pmf[:6], [pmf[6:].sum()]]) * len(rightmost)
+  assert stats.chisquare(observed, expected).pvalue > 1e-3

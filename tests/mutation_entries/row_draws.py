@@ -8,8 +8,8 @@ _T = "tests/test_row_draws.py::"
 _OFFSETS = (_T + "test_a_long_document_s_windows_start_anywhere_in_it_whichever_document_it_is",)
 _OBJECTIVE = (_T + "test_a_row_s_objective_does_not_depend_on_which_document_it_reads",)
 _SHORT = (_T + "test_short_rows_come_at_their_rate_in_every_objective_and_among_single_span_rows",)
-_LENGTH_ORDER = ("tests/test_pipeline.py::test_the_span_that_reached_the_budget_lands_anywhere_not_"
-                 "always_last_in_the_text",)
+_LENGTH_ORDER = (_T + "test_the_span_that_reached_the_budget_lands_anywhere_not_"
+                    "always_last_in_the_text",)
 _PER_ROW = (_T + "test_per_batch_draws_still_give_each_row_its_own_text_span_lengths_and_part_b_"
             "order",)
 
