@@ -99,6 +99,11 @@ def batch_rule_problem(rules) -> str | None:
   return None
 
 
+def slice_count(devices: Sequence[jax.Device]) -> int:
+  """TPU slices the devices span (multi-slice); 1 for one slice, GPUs and CPUs."""
+  return len({getattr(device, "slice_index", 0) for device in devices})
+
+
 class SliceMeshError(ValueError):
   """A mesh that cannot be laid out over several slices (one line naming mesh.data)."""
 
@@ -128,7 +133,7 @@ def _across_slices(shape: tuple[int, ...], devices: list, slices: int) -> np.nda
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
-  slices = len({getattr(device, "slice_index", 0) for device in devices})
+  slices = slice_count(devices)
   if slices > 1:
     grid = _across_slices(shape, devices, slices)
     log.info("%d slices: mesh.data=%d crosses them, %d each", slices, shape[0], shape[0] // slices)

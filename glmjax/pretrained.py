@@ -103,7 +103,7 @@ def local_mesh(config: ml_collections.ConfigDict) -> Mesh:
   # fsdp=-1 alone fails where the count does not divide the hidden size (GLM-10B's 4096 on 6
   # GPUs): the restore then dies in the middle of reading. fsdp=1 always splits.
   fallback = ml_collections.ConfigDict(config.mesh.to_dict())
-  slices = len({getattr(device, "slice_index", 0) for device in jax.devices()})
+  slices = parallel.slice_count(jax.devices())
   for fsdp in sorted((n for n in range(1, count // slices + 1) if count // slices % n == 0),
                      reverse=True):  # on several slices mesh.data crosses them: a multiple
     fallback.update(data=count // fsdp, fsdp=fsdp, tensor=1)
