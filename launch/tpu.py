@@ -10,8 +10,9 @@ Every subcommand takes --dry-run (print the commands, run nothing). launch/READM
 through a whole run; launch/tpu_flags.py parses and checks the flags; launch/tpu_remote.py
 holds the shell commands run on the workers. Nothing a user passes is ever run as shell on a
 worker: every value that goes into a remote command is quoted, and commands run locally from
-argv lists (no shell). Secrets never go on the command line: `train --env NAME` forwards the
-local variable NAME.
+argv lists (no shell). Secrets never go on a command line: `train --env NAME` copies the local
+variable NAME to the workers in a file only the user can read, which the trainer's start reads
+and deletes.
 """
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from concurrent import futures
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]  # also when a test imports this file by its path
 from tpu_remote import (  # noqa: E402
-    ARCHIVE, REMOTE_STATUS, TRAIN_LOG, remote_setup, remote_train, stop_holders,
-    stop_previous_trainer)
+    ARCHIVE, REMOTE_STATUS, SECRETS, TRAIN_LOG, remote_setup, remote_train, secrets_text,
+    stop_holders, stop_previous_trainer)
 from tpu_flags import (  # noqa: E402  (glmjax.topology: stdlib only, the launcher needs no jax)
     UsageError, accelerator_workers, parse)  # pylint: disable=unused-import  (tests use it here)
 
@@ -44,6 +46,12 @@ class PerWorker:
   """Commands run for each worker, all workers in parallel, one local log file per worker."""
   commands: dict[int, list[list[str]]]
   log_dir: str
+
+
+@dataclasses.dataclass
+class Secrets:
+  """Copy the variables `train --env` names to every worker (see send_secrets())."""
+  names: list[str]
 
 
 @dataclasses.dataclass
@@ -65,11 +73,12 @@ def ssh(args, worker, remote: str) -> list[str]:
   return gcloud(args, "tpu-vm", "ssh", f"--worker={worker}", f"--command={remote}")
 
 
-def scp(args, local: str, worker: int) -> list[str]:
-  """Copies `local` to ARCHIVE on one worker (gcloud's scp takes no NAME, only SRC and DEST)."""
-  # A relative remote path lands in the worker's home directory, i.e. at ARCHIVE (~/...).
+def scp(args, local: str, worker, remote: str = ARCHIVE) -> list[str]:
+  """Copies `local` to `remote` (~/...) on one worker or all (gcloud's scp takes no NAME, only
+  SRC and DEST)."""
+  # A relative remote path lands in the worker's home directory, i.e. at `remote`.
   command = ["gcloud", "compute", "tpus", "tpu-vm", "scp", local,
-             f"{args.name}:{ARCHIVE.removeprefix('~/')}",
+             f"{args.name}:{remote.removeprefix('~/')}",
              f"--zone={args.zone}"]
   if args.project:
     command.append(f"--project={args.project}")
@@ -117,12 +126,9 @@ def pack(step: Pack) -> None:
       os.remove(partial)
 
 
-def plan(args, reveal: bool = False) -> list:
-  """The steps of a subcommand in order: argv lists, Pack, or a PerWorker group (in parallel).
-
-  reveal=False (what is printed) shows forwarded environment variables as NAME=<redacted>;
-  reveal=True (what runs) carries their values.
-  """
+def plan(args) -> list:
+  """The steps of a subcommand in order: argv lists, Pack, Secrets, or a PerWorker group (in
+  parallel). No step holds a forwarded variable's value: what is printed is what runs."""
   queued = args.mode == "queued"
   if args.command == "create":
     tier = ["--spot"] if args.spot else ["--reserved"] if args.reserved else []
@@ -148,7 +154,7 @@ def plan(args, reveal: bool = False) -> list:
     return [ssh(args, "all", "; ".join([stop_previous_trainer(args.grace),
                                          stop_holders(args.grace)]))]
   if args.command == "train":
-    return [ssh(args, "all", remote_train(args, reveal))]
+    return [*([Secrets(args.env)] if args.env else []), ssh(args, "all", remote_train(args))]
   if args.command == "setup":
     archive = f"/tmp/glmjax-{args.name}.tar.gz"
     # One connection first: on a machine without ~/.ssh/google_compute_engine it makes the key
@@ -162,17 +168,23 @@ def plan(args, reveal: bool = False) -> list:
   raise UsageError(f"unknown command {args.command!r}")
 
 
-def execute(args, shown: list, real: list) -> int:
-  for show, command in zip(shown, real):
+def execute(args, steps: list) -> int:
+  for command in steps:
     if isinstance(command, PerWorker):
       if args.dry_run:
         print(f"# in parallel on {len(command.commands)} worker(s), output in "
               f"{command.log_dir}/setup-worker<N>.log:")
-        for worker in show.commands:
-          for line in show.commands[worker]:
+        for worker in command.commands:
+          for line in command.commands[worker]:
             print(shlex.join(line))
         continue
-      code = run_per_worker(show, command)
+      code = run_per_worker(command)
+    elif isinstance(command, Secrets):
+      if args.dry_run:
+        print(f"# write {', '.join(command.names)} to a local file only you can read, then:")
+        print(shlex.join(scp(args, "<that file>", "all", SECRETS)))
+        continue
+      code = send_secrets(args, command)
     elif isinstance(command, Pack):
       if args.dry_run:
         print(describe_pack(command))
@@ -185,25 +197,39 @@ def execute(args, shown: list, real: list) -> int:
         print(f"launch/tpu.py: cannot pack the checkout: {error}", file=sys.stderr)
         code = 1
     elif args.dry_run:
-      print(shlex.join(show))
+      print(shlex.join(command))
       continue
     else:
-      print(f"+ {shlex.join(show)}", file=sys.stderr, flush=True)
+      print(f"+ {shlex.join(command)}", file=sys.stderr, flush=True)
       code = subprocess.run(command, check=False).returncode
     if code:
       return code
   return 0
 
 
-def run_per_worker(show: PerWorker, group: PerWorker) -> int:
+def send_secrets(args, step: Secrets) -> int:
+  """The values go in a file made 0600 (mkstemp) and deleted once copied; scp keeps the mode, and
+  the trainer's start deletes its copy after reading it (tpu_remote.load_secrets)."""
+  fd, path = tempfile.mkstemp(prefix="glmjax-env-")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(secrets_text(step.names))
+    command = scp(args, path, "all", SECRETS)
+    print(f"+ {shlex.join(command)}  # {', '.join(step.names)}", file=sys.stderr, flush=True)
+    return subprocess.run(command, check=False).returncode
+  finally:
+    os.remove(path)
+
+
+def run_per_worker(group: PerWorker) -> int:
   log_dir = os.path.join(REPO, group.log_dir)
   os.makedirs(log_dir, exist_ok=True)
 
   def one(worker: int) -> int:
     path = os.path.join(log_dir, f"setup-worker{worker}.log")
     with open(path, "w", encoding="utf-8") as log:
-      for printable, command in zip(show.commands[worker], group.commands[worker]):
-        log.write(f"+ {shlex.join(printable)}\n")
+      for command in group.commands[worker]:
+        log.write(f"+ {shlex.join(command)}\n")
         log.flush()
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, check=False).returncode
@@ -225,15 +251,14 @@ def run_per_worker(show: PerWorker, group: PerWorker) -> int:
 def main(argv=None) -> int:
   try:
     args = parse(list(sys.argv[1:] if argv is None else argv))
-    shown = plan(args, reveal=False)
-    real = shown if args.dry_run else plan(args, reveal=True)
+    steps = plan(args)
     if not args.dry_run and shutil.which("gcloud") is None:
       raise UsageError("gcloud not found: install the Google Cloud CLI and run gcloud auth login "
                        "(or use --dry-run)")
   except UsageError as error:
     print(f"launch/tpu.py: error: {error}", file=sys.stderr)
     return 2
-  return execute(args, shown, real)
+  return execute(args, steps)
 
 
 if __name__ == "__main__":

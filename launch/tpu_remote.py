@@ -12,7 +12,9 @@ import shlex
 CODE, VENV_PYTHON, LOGS = "~/glmjax/code", "~/glmjax/venv/bin/python", "~/glmjax/logs"
 TRAIN_LOG, PID_FILE, MARKER = f"{LOGS}/train.log", "~/glmjax/train.pid", "~/glmjax/installed"
 ARCHIVE = "~/glmjax.tar.gz"
-REDACTED = "<redacted>"
+# The variables `train --env` forwards, copied over in a file only the user can read: a value
+# on a command line would show in `ps` on the laptop and on every worker.
+SECRETS = "~/glmjax/train.env"
 LOG_TAIL_LINES = 20  # of a trainer that died during train's check: enough for a traceback
 
 # Processes holding the chips: /dev/accel* (v4), /dev/vfio/* (v5e, v5p, v6e). TERM first (the
@@ -97,24 +99,38 @@ def check_trainer(check_s: int) -> str:
           f'echo "$(hostname): the trainer already finished (status 0)"; fi')
 
 
-def remote_train(args, reveal: bool) -> str:
+def load_secrets() -> str:
+  """Exports what the copied file holds, then deletes it whether or not it could be read."""
+  return (f"status=0; . {SECRETS} || status=$?; rm -f {SECRETS}; "
+          f'[ "$status" = 0 ] || {{ echo "$(hostname): cannot read the forwarded variables '
+          f'({SECRETS})" >&2; exit 1; }}')
+
+
+def remote_train(args) -> str:
   """Stop old chip holders, keep the old log, start the trainer detached (survives ssh exit)."""
   # GLMJAX_DISTRIBUTED=1: every worker joins jax.distributed (peers from the TPU metadata), which
   # carries the preemption notice that makes all hosts save the same step on SIGTERM.
-  exports = ["PYTHONUNBUFFERED=1", "GLMJAX_DISTRIBUTED=1"] + [
-      f"{name}={shlex.quote(os.environ[name]) if reveal else REDACTED}" for name in args.env]
-  trainer = " ".join([VENV_PYTHON, "-m", "glmjax.train", *map(shlex.quote, args.train_args)])
   return "; ".join([
       "set -e",  # a step that fails (no venv, a full disk for the log) stops here, no trainer
+      *([load_secrets()] if args.env else []),  # first: no failure below leaves the file there
       f'cd {CODE} && [ -x {VENV_PYTHON} ] || {{ echo "$(hostname): no checkout or venv in '
       f'~/glmjax; run setup first" >&2; exit 1; }}',
       stop_previous_trainer(args.grace), stop_holders(args.grace), f"mkdir -p {LOGS}",
       f"if [ -f {TRAIN_LOG} ]; then mv {TRAIN_LOG} {LOGS}/train.$(date +%Y%m%d-%H%M%S).log; fi",
-      "export " + " ".join(exports),
-      f"setsid nohup {trainer} > {TRAIN_LOG} 2>&1 < /dev/null & echo $! > {PID_FILE}",
+      "export PYTHONUNBUFFERED=1 GLMJAX_DISTRIBUTED=1",
+      f"setsid nohup {trainer_command(args)} > {TRAIN_LOG} 2>&1 < /dev/null & echo $! > {PID_FILE}",
       f'echo "$(hostname): trainer started (pid $(cat {PID_FILE})), log {TRAIN_LOG}"',
       check_trainer(args.check_s),
   ])
+
+
+def trainer_command(args) -> str:
+  return " ".join([VENV_PYTHON, "-m", "glmjax.train", *map(shlex.quote, args.train_args)])
+
+
+def secrets_text(names) -> str:
+  """The file `train --env` copies to SECRETS: one quoted `export NAME=VALUE` line each."""
+  return "".join(f"export {name}={shlex.quote(os.environ[name])}\n" for name in names)
 
 
 REMOTE_STATUS = (

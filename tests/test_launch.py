@@ -132,11 +132,13 @@ def test_setup_copies_the_checkout_then_installs_on_each_worker_in_parallel(caps
 
 
 TRAIN_PAYLOAD = (
-    "set -e; cd ~/glmjax/code && [ -x ~/glmjax/venv/bin/python ] || { echo \"$(hostname): no checkout or "
+    "set -e; status=0; . ~/glmjax/train.env || status=$?; rm -f ~/glmjax/train.env; [ \"$status\" = 0 ] "
+    "|| { echo \"$(hostname): cannot read the forwarded variables (~/glmjax/train.env)\" >&2; exit 1; }; "
+    "cd ~/glmjax/code && [ -x ~/glmjax/venv/bin/python ] || { echo \"$(hostname): no checkout or "
     "venv in ~/glmjax; run setup first\" >&2; exit 1; }; " + (PREVIOUS_300 + STOP_300).replace("seq 300", "seq 120")
     + "; mkdir -p ~/glmjax/logs; if [ -f ~/glmjax/logs/train.log ]; then mv ~/glmjax/logs/"
     "train.log ~/glmjax/logs/train.$(date +%Y%m%d-%H%M%S).log; fi; export PYTHONUNBUFFERED=1 "
-    "GLMJAX_DISTRIBUTED=1 HF_TOKEN=<redacted>; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
+    "GLMJAX_DISTRIBUTED=1; setsid nohup ~/glmjax/venv/bin/python -m glmjax.train "
     "--config=configs/glm_10b.py --workdir=gs://my-bucket/glm10b --config.mesh.fsdp=-1 > "
     "~/glmjax/logs/train.log 2>&1 < /dev/null & echo $! > ~/glmjax/train.pid; echo \"$(hostname)"
     ": trainer started (pid $(cat ~/glmjax/train.pid)), log ~/glmjax/logs/train.log\"; "
@@ -153,7 +155,11 @@ def test_train_starts_the_trainer_detached_on_every_worker(capsys, monkeypatch):
   out = dry_run(capsys, "train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--grace=120", "--",
                 "--config=configs/glm_10b.py", "--workdir=gs://my-bucket/glm10b",
                 "--config.mesh.fsdp=-1")
-  assert out == (f"{SSH} --worker=all "
+  # The value goes in a file only the user can read, never in a command line that `ps` shows.
+  assert out == ("# write HF_TOKEN to a local file only you can read, then:\n"
+                 "gcloud compute tpus tpu-vm scp '<that file>' glm:glmjax/train.env "
+                 "--zone=us-east5-a --worker=all\n"
+                 f"{SSH} --worker=all "
                  f"{shlex.quote('--command=' + TRAIN_PAYLOAD)}\n")
 
 

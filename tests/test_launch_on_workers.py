@@ -101,25 +101,49 @@ def test_rerunning_train_stops_the_trainer_it_started_before(capfd, monkeypatch,
         os.kill(pid, 9)
 
 
-def test_forwarded_environment_variables_are_redacted_in_every_printed_command(
+def _gcloud_on_one_worker(monkeypatch, tmp_path, home) -> None:
+  """gcloud as a stand-in: records every argv; scp copies into the fake home, keeping the mode and
+  noting it; ssh runs the command there, as its ssh would."""
+  calls, modes = shlex.quote(str(tmp_path / "calls")), shlex.quote(str(tmp_path / "modes"))
+  make_stub(str(tmp_path / "bin" / "gcloud"),
+            f'for a in "$@"; do printf "%s\\0" "$a"; done >> {calls}; echo >> {calls}; '
+            'case "$4" in '
+            f'scp) stat -c %a "$5" >> {modes}; cp -p "$5" {shlex.quote(str(home))}/"${{6#*:}}";; '
+            'ssh) for a in "$@"; do case "$a" in --command=*) command=${a#--command=};; esac; '
+            f'done; HOME={shlex.quote(str(home))} exec bash -c "$command";; esac')
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+
+
+def test_a_forwarded_variable_reaches_the_trainer_in_a_private_file_never_on_a_command_line(
     capsys, monkeypatch, tmp_path):
-  secret = f"hf_S3CRET value;$(touch {tmp_path}/pwned)"
+  secret = f"hf_S3CRET value;$(touch {tmp_path}/pwned)\nline 2"
   monkeypatch.setenv("HF_TOKEN", secret)
   out = dry_run(capsys, "train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--",
                 "--config=c.py", "--workdir=gs://b/r")
-  assert "HF_TOKEN=<redacted>" in out and "S3CRET" not in out
-  # A real run: the printed command is redacted, the one executed carries the value, and the
-  # value reaches the trainer's environment intact.
-  make_stub(str(tmp_path / "bin" / "gcloud"),
-            f'for a in "$@"; do printf "%s\\0" "$a"; done > {shlex.quote(str(tmp_path / "call"))}')
-  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-  assert tpu.main(["train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--", "--config=c.py",
-                   "--workdir=gs://b/r"]) == 0
-  captured = capsys.readouterr()
-  assert "S3CRET" not in captured.out + captured.err and "HF_TOKEN=<redacted>" in captured.err
-  argv = (tmp_path / "call").read_text().split("\0")[:-1]
-  payload = next(a for a in argv if a.startswith("--command="))[len("--command="):]
+  assert "HF_TOKEN" in out and "S3CRET" not in out
   home = worker_home(tmp_path)
-  assert run_on_worker(payload, home, tmp_path).returncode == 0
+  _gcloud_on_one_worker(monkeypatch, tmp_path, home)
+  monkeypatch.setattr(tpu.tempfile, "tempdir", str(tmp_path / "local"))
+  (tmp_path / "local").mkdir()
+  assert tpu.main(["train", "--name=glm", ZONE, "--check-s=0", "--env", "HF_TOKEN", "--",
+                   "--config=c.py", "--workdir=gs://b/r"]) == 0
+  captured = capsys.readouterr()
+  assert "S3CRET" not in captured.out + captured.err + (tmp_path / "calls").read_text()
+  scp = [c for c in (tmp_path / "calls").read_text().split("\n") if "\0scp\0" in c]
+  assert len(scp) == 1 and "\0--worker=all\0" in scp[0]  # one copy, to every worker
+  assert (tmp_path / "modes").read_text().split() == ["600"]  # only the user could read it
   assert trainer_argv(home)[2:] == ["--config=c.py", "--workdir=gs://b/r"]
   assert (home / "env").read_text() == secret and not (tmp_path / "pwned").exists()
+  # Neither copy outlives the start: the local file once copied, the worker's once read.
+  assert not os.listdir(tmp_path / "local") and not (home / "glmjax" / "train.env").exists()
+
+
+def test_a_start_that_fails_still_deletes_the_forwarded_variables(capfd, monkeypatch, tmp_path):
+  monkeypatch.setenv("HF_TOKEN", "hf_S3CRET")
+  home = worker_home(tmp_path)
+  (home / "glmjax" / "venv" / "bin" / "python").unlink()  # setup never ran to the end
+  _gcloud_on_one_worker(monkeypatch, tmp_path, home)
+  assert tpu.main(["train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--", "--config=c.py",
+                   "--workdir=gs://b/r"]) == 1
+  assert "run setup first" in capfd.readouterr().err
+  assert not (home / "glmjax" / "train.env").exists()

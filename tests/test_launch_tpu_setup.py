@@ -244,7 +244,7 @@ def test_setup_run_again_writes_fresh_logs_into_the_log_folder_it_made_before(ca
   logs = str(tmp_path / "logs")
   for run in ("first", "second"):
     commands = {w: [["echo", f"{run} run on worker {w}"]] for w in range(2)}
-    assert tpu.run_per_worker(tpu.PerWorker(commands, logs), tpu.PerWorker(commands, logs)) == 0
+    assert tpu.run_per_worker(tpu.PerWorker(commands, logs)) == 0
     for w in range(2):
       log = (tmp_path / "logs" / f"setup-worker{w}.log").read_text()
       assert log == f"+ echo '{run} run on worker {w}'\n{run} run on worker {w}\n", log

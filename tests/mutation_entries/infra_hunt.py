@@ -59,8 +59,8 @@ ENTRIES = (
              (_LAUNCH + "test_a_usage_error_is_one_line_naming_the_flag_with_exit_status_2"
               "[argv6---name is required]",)),
     Mutation("a worker's setup log gets each command's line after the command's output",
-             "launch/tpu.py", '        log.write(f"+ {shlex.join(printable)}\\n")\n        '
-             "log.flush()\n", '        log.write(f"+ {shlex.join(printable)}\\n")\n',
+             "launch/tpu.py", '        log.write(f"+ {shlex.join(command)}\\n")\n        '
+             "log.flush()\n", '        log.write(f"+ {shlex.join(command)}\\n")\n',
              ("tests/test_launch_tpu_setup.py::test_setup_runs_every_worker_at_once_with_a_log_"
               "each_and_a_summary",)),
     Mutation("colour codes with a ; (bold red) stay in error lines", "glmjax/error_text.py",

@@ -73,8 +73,10 @@ ENTRIES: tuple[Mutation, ...] = (
              "        code = 1\n",
              '        print(f"launch/tpu.py: cannot pack the checkout: {error}", file=sys.stderr)\n'
              "        code = 0\n", _PACK),
-    Mutation("a real train runs the printed (redacted) command", _L,
-             "real = shown if args.dry_run else plan(args, reveal=True)", "real = shown", _LAUNCH),
+    Mutation("a real train copies the forwarded variables to worker 0 only", _L,
+             'scp(args, path, "all", SECRETS)', 'scp(args, path, 0, SECRETS)',
+             ("tests/test_launch_on_workers.py::test_a_forwarded_variable_reaches_the_trainer_in_"
+              "a_private_file_never_on_a_command_line",)),
     Mutation("--name is checked from its start only (glm_10b is taken)", _FL,
              'if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", args.name):',
              'if not re.match(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", args.name):', _USAGE),

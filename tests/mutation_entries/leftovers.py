@@ -1,0 +1,31 @@
+"""Planted bugs in what session 45's reviews left: forwarded secrets on a command line, convert's
+progress, the tensor-group warning's host count, the fallback mesh of several slices."""
+from mutation_entries import Mutation
+
+_SECRET = ("tests/test_launch_on_workers.py::test_a_forwarded_variable_reaches_the_trainer_in_a_"
+           "private_file_never_on_a_command_line",)
+
+ENTRIES = (
+    Mutation("train --env puts the value in the remote command line again", "launch/tpu_remote.py",
+             '      "export PYTHONUNBUFFERED=1 GLMJAX_DISTRIBUTED=1",',
+             '      "export PYTHONUNBUFFERED=1 GLMJAX_DISTRIBUTED=1 " + " ".join(\n'
+             '          f"{n}={shlex.quote(os.environ[n])}" for n in args.env),',
+             _SECRET),
+    Mutation("the forwarded variables' local file is left behind", "launch/tpu.py",
+             "  finally:\n    os.remove(path)", "  finally:\n    pass",
+             _SECRET),
+    Mutation("the forwarded variables' file is world-readable", "launch/tpu.py",
+             '    with os.fdopen(fd, "w", encoding="utf-8") as f:',
+             '    os.chmod(path, 0o644)\n    with os.fdopen(fd, "w", encoding="utf-8") as f:',
+             _SECRET),
+    Mutation("the worker keeps the forwarded variables' file", "launch/tpu_remote.py",
+             '  return (f"status=0; . {SECRETS} || status=$?; rm -f {SECRETS}; "',
+             '  return (f"status=0; . {SECRETS} || status=$?; "',
+             _SECRET),
+    Mutation("a start that fails before reading them leaves the forwarded variables",
+             "launch/tpu_remote.py",
+             "      *([load_secrets()] if args.env else []),",
+             "      *([] if args.env else []),",
+             ("tests/test_launch_on_workers.py::test_a_start_that_fails_still_deletes_the_"
+              "forwarded_variables",)),
+)
