@@ -106,3 +106,23 @@ def test_an_entry_that_is_not_a_tensor_is_refused_in_one_line_naming_it_and_its_
   message = str(raised.value)
   assert message.startswith(f"{path}: the entry _meta is a tuple, not a tensor")
   assert "\n" not in message
+
+
+def test_an_import_says_each_file_it_has_read_of_how_many_then_the_join_and_the_write(
+    weights, tmp_path, caplog):
+  # A 10B checkpoint takes minutes to read: a line a file, so a slow import is not a hang.
+  files = og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL),
+                     prefix=False, fmt="safetensors", shards=3)
+  og.save_megatron(str(tmp_path / "mp"), weights, parts=2)
+  with caplog.at_level("INFO"):
+    convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run_hf"))
+    convert.import_checkpoint(str(tmp_path / "mp"), str(tmp_path / "run_mp"), num_heads=HEADS)
+  said = [r.getMessage() for r in caplog.records if r.name.startswith("glmjax.")]
+  read = [line for line in said if line.startswith("Read ")]
+  assert [line.split(" GB)")[0].rsplit(", ", 1)[0] for line in read] == [
+      f"Read {name} ({i} of 3" for i, name in enumerate(sorted(files), 1)] + [
+      f"Read mp_rank_0{i}_model_states.pt ({i + 1} of 2" for i in range(2)]
+  gb = os.path.getsize(tmp_path / "hf" / sorted(files)[0]) / 1e9
+  assert f"3, {gb:.2f} GB) after " in read[0]
+  assert said.index("Joining 2 model-parallel parts") > said.index(read[-1])
+  assert said.count(f"Writing the parameters to {tmp_path / 'run_mp'}") == 1

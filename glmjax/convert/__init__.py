@@ -229,6 +229,7 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   else:  # glmjax's byte default is not this model's vocabulary: record that none is known
     described = "no tokenizer"
     config.data.tokenizer_path = pretrained.NO_TOKENIZER
+  log.info("Writing the parameters to %s", out)
   pretrained.save(out, config, params, source=os.path.abspath(source),
                   tokenizer=stored_tokenizer_info(config.data, out) if tokenizer else None)
   if checkpoint.layout == "hf":

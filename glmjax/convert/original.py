@@ -19,8 +19,10 @@ import argparse
 import dataclasses
 import glob
 import json
+import logging
 import os
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,8 @@ PREFIX = "glm."
 TORCH_MISSING = ("reading {path} needs PyTorch, which is not installed: pip install "
                  "torch --index-url https://download.pytorch.org/whl/cpu (a CPU build is enough), "
                  "or convert the file to safetensors")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -117,6 +121,13 @@ def _weights_files(folder: str) -> tuple[list[str], str]:
                           f"{TORCH_BIN} or a sharded index ({SAFETENSORS_INDEX}).")
 
 
+def _read_progress(done: int, files: list[str], started: float) -> None:
+  """One line a file read: a 10B checkpoint takes minutes, and silence looks like a hang."""
+  path = files[done - 1]
+  log.info("Read %s (%d of %d, %.2f GB) after %.0f s", os.path.basename(path), done, len(files),
+           os.path.getsize(path) / 1e9, time.monotonic() - started)
+
+
 def _strip_prefix(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
   prefixed = any(key.startswith(PREFIX) for key in tensors)
   if not prefixed:
@@ -130,13 +141,15 @@ def read_hf(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
     hf_config = json.load(handle)
   files, fmt = _weights_files(folder)
   tensors: dict[str, np.ndarray] = {}
-  for path in files:
+  started = time.monotonic()
+  for done, path in enumerate(files, 1):
     if fmt == "safetensors":
       part, _ = safetensors_io.read(path)
     else:
       part = {key: _to_numpy(value, key, path)
               for key, value in _load_torch_file(path, allow_pickle=allow_pickle).items()}
     tensors.update(part)
+    _read_progress(done, files, started)
   tensors, prefixed = _strip_prefix(tensors)
   return Checkpoint(tensors, "hf", hf_config, {}, prefixed, fmt)
 
@@ -159,7 +172,8 @@ def _megatron_files(folder: str) -> list[str]:
 def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
   parts, args = [], {}
   files = _megatron_files(folder)
-  for path in files:
+  started = time.monotonic()
+  for done, path in enumerate(files, 1):
     saved = _load_torch_file(path, allow_pickle=allow_pickle)
     if "module" not in saved:
       raise ValueError(f"{path} has no 'module' entry (keys: {sorted(saved)[:6]}); it is not a "
@@ -176,6 +190,9 @@ def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
     if not args and saved.get("args") is not None:
       args = {k: v for k, v in vars(saved["args"]).items()
               if isinstance(v, (int, float, str, bool))}
+    _read_progress(done, files, started)
+  if len(parts) > 1:
+    log.info("Joining %d model-parallel parts", len(parts))
   tensors = merge_model_parallel(parts) if len(parts) > 1 else parts[0]
   return Checkpoint(tensors, "megatron", None, args, False, "pt")
 

@@ -29,3 +29,15 @@ ENTRIES = (
              ("tests/test_launch_on_workers.py::test_a_start_that_fails_still_deletes_the_"
               "forwarded_variables",)),
 )
+ENTRIES += (
+    Mutation("convert import reads its files without a word", "glmjax/convert/original.py",
+             "    tensors.update(part)\n    _read_progress(done, files, started)\n",
+             "    tensors.update(part)\n",
+             ("tests/test_convert_torch_files.py::test_an_import_says_each_file_it_has_read_of_how_"
+              "many_then_the_join_and_the_write",)),
+    Mutation("convert import's progress counts files from 0", "glmjax/convert/original.py",
+             "  for done, path in enumerate(files, 1):\n    if fmt",
+             "  for done, path in enumerate(files):\n    if fmt",
+             ("tests/test_convert_torch_files.py::test_an_import_says_each_file_it_has_read_of_how_"
+              "many_then_the_join_and_the_write",)),
+)
