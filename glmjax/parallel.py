@@ -99,9 +99,35 @@ def batch_rule_problem(rules) -> str | None:
   return None
 
 
+def network_group(device: jax.Device) -> int:
+  """The group of devices a fast interconnect joins, whose links to other groups are far
+  slower: a TPU slice (ICI inside, data-center network between); on GPUs a host's NVLink (or a
+  multi-node NVLink domain), which jax's runtime numbers as `slice_index` too (by the hosts'
+  boot ids). The compile-only GPU devices of `glmjax.aot` say slice 0 for every host; they
+  describe one process per host."""
+  if device.platform == "gpu" and _compile_only(device):
+    return device.process_index
+  return getattr(device, "slice_index", 0)
+
+
+def _compile_only(device: jax.Device) -> bool:
+  return type(getattr(device, "client", None)).__name__ == "CompileOnlyPyClient"
+
+
 def slice_count(devices: Sequence[jax.Device]) -> int:
-  """TPU slices the devices span (multi-slice); 1 for one slice, GPUs and CPUs."""
-  return len({getattr(device, "slice_index", 0) for device in devices})
+  """Network groups the devices span: TPU slices (multi-slice), or GPU hosts; 1 for one TPU
+  slice, one GPU host (or NVLink domain) and CPUs."""
+  return len({network_group(device) for device in devices})
+
+
+def _group_names(devices: Sequence[jax.Device]) -> str:
+  return "GPU hosts" if devices[0].platform == "gpu" else "slices"
+
+
+def _host(device: jax.Device) -> int:
+  """The machine a device is on, as far as its links go: a GPU's NVLink group (several
+  processes of one host share it), a TPU host's process (one per host)."""
+  return network_group(device) if device.platform == "gpu" else device.process_index
 
 
 class SliceMeshError(ValueError):
@@ -109,55 +135,64 @@ class SliceMeshError(ValueError):
 
 
 def _across_slices(shape: tuple[int, ...], devices: list, slices: int) -> np.ndarray:
-  """Multi-slice: mesh.data crosses the slices, whose network (DCN) is far slower than a
-  slice's own links (ICI), so only data parallelism's gradient all-reduce goes over it; fsdp's
-  gathers and tensor's all-reduces stay inside a slice, laid out on its torus."""
-  data = shape[0]
+  """Multi-slice, or several GPU hosts: mesh.data crosses the network groups, whose network
+  (DCN, InfiniBand) is far slower than their own links (ICI, NVLink), so only data parallelism's
+  gradient all-reduce goes over it; fsdp's gathers and tensor's all-reduces stay inside a group
+  (laid out on a TPU slice's torus)."""
+  data, groups = shape[0], _group_names(devices)
   if data % slices:
     raise SliceMeshError(
-        f"mesh.data={data} on {slices} slices: mesh.data is the axis that crosses slices (their "
-        f"network is far slower than a slice's own links); make it a multiple of {slices}, for "
-        f"example mesh.data={slices} mesh.fsdp=-1.")
+        f"mesh.data={data} on {slices} {groups}: mesh.data is the axis that crosses {groups} "
+        f"(the network between them is far slower than their own links); make it a multiple "
+        f"of {slices}, for example mesh.data={slices} mesh.fsdp=-1.")
   try:
-    return mesh_utils.create_hybrid_device_mesh((data // slices, *shape[1:]),
-                                                (slices, *[1] * (len(shape) - 1)), devices)
+    return mesh_utils.create_hybrid_device_mesh(
+        (data // slices, *shape[1:]), (slices, *[1] * (len(shape) - 1)), devices,
+        process_is_granule=devices[0].platform == "gpu" and _compile_only(devices[0]))
   except Exception as error:  # noqa: BLE001 - a per-slice shape with no torus mapping
     # Slice by slice, each in plain host order: the data axis's leading blocks are whole
     # slices, so only it still crosses them (as make_mesh's own fallback inside one slice).
-    log.warning("create_hybrid_device_mesh failed (%s); each slice in plain device order",
-                error_text.first_line(error, None))
-    ordered = sorted(devices, key=lambda device: (device.slice_index, device.process_index))
+    log.warning("create_hybrid_device_mesh failed (%s); each of the %s in plain device order",
+                error_text.first_line(error, None), _group_names(devices))
+    ordered = sorted(devices, key=lambda device: (network_group(device), device.process_index))
     return np.asarray(ordered).reshape(shape)
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  devices = list(jax.devices() if devices is None else devices)
+  return Mesh(device_grid(mesh_config, list(jax.devices() if devices is None else devices)),
+              MESH_AXES)
+
+
+def device_grid(mesh_config, devices: list) -> np.ndarray:
+  """The devices laid out as the mesh [data, fsdp, tensor]; says how, and warns when a tensor
+  group spans hosts."""
   shape = mesh_shape(mesh_config, len(devices))
   slices = slice_count(devices)
   if slices > 1:
     grid = _across_slices(shape, devices, slices)
-    log.info("%d slices: mesh.data=%d crosses them, %d each", slices, shape[0], shape[0] // slices)
-    return Mesh(grid, MESH_AXES)
-  layout = "jax's topology-aware layout"
-  try:
-    # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
-    grid = mesh_utils.create_device_mesh(shape, devices)
-  except Exception as error:  # noqa: BLE001 - odd counts and some TPU shapes have no mapping
-    # Plain order, host by host (a stable sort: each host's devices keep the order they came
-    # in): a tensor group of consecutive devices then stays on one host when mesh.tensor
-    # divides a host's devices, whatever order the runtime lists them in. (Splitting physical axes,
-    # allow_split_physical_axes, would map more meshes onto the torus, but can spread a tensor
-    # group over two hosts, each then building its rows: not taken without a measurement.)
-    grid = np.asarray(sorted(devices, key=lambda device: device.process_index)).reshape(shape)
-    layout = f"create_device_mesh failed ({error}); using plain device order"
+    layout = (f"{slices} {_group_names(devices)}: mesh.data={shape[0]} crosses them, "
+              f"{shape[0] // slices} each")
+  else:
+    layout = "jax's topology-aware layout"
+    try:
+      # Topology-aware ordering keeps tensor-parallel groups on neighbouring chips.
+      grid = mesh_utils.create_device_mesh(shape, devices)
+    except Exception as error:  # noqa: BLE001 - odd counts and some TPU shapes have no mapping
+      # Plain order, host by host (a stable sort: each host's devices keep the order they came
+      # in): a tensor group of consecutive devices then stays on one host when mesh.tensor
+      # divides a host's devices, whatever order the runtime lists them in. (Splitting physical
+      # axes, allow_split_physical_axes, would map more meshes onto the torus, but can spread a
+      # tensor group over two hosts, each then building its rows: not taken unmeasured.)
+      grid = np.asarray(sorted(devices, key=lambda device: device.process_index)).reshape(shape)
+      layout = f"create_device_mesh failed ({error}); using plain device order"
   # Said whichever way the grid was made: the topology-aware one too puts a group of 4 v5e
-  # chips on two hosts, and jax's GPU order puts mesh.tensor=16 on two nodes of 8 GPUs (its
-  # all-reduces then cross the network). Each host of a group builds the group's rows.
-  spread = max(len({device.process_index for device in group})
-               for group in grid.reshape(-1, shape[-1]))
-  report = log.warning if spread > 1 and devices[0].platform != "cpu" else log.debug
+  # chips on two hosts (its all-reduces then leave the host's links), and each host of a group
+  # builds the group's rows.
+  spread = max(len({_host(device) for device in group}) for group in grid.reshape(-1, shape[-1]))
+  report = (log.warning if spread > 1 and devices[0].platform != "cpu" else
+            log.info if slices > 1 else log.debug)
   report("%s%s", layout, f": each mesh.tensor group spans {spread} hosts" if spread > 1 else "")
-  return Mesh(grid, MESH_AXES)
+  return grid
 
 
 @contextlib.contextmanager

@@ -41,3 +41,22 @@ ENTRIES += (
              ("tests/test_convert_torch_files.py::test_an_import_says_each_file_it_has_read_of_how_"
               "many_then_the_join_and_the_write",)),
 )
+_GPU_HOSTS = "tests/test_gpu_hosts.py::"
+ENTRIES += (
+    Mutation("aot's compile-only GPUs count as one host", "glmjax/parallel.py",
+             '  if device.platform == "gpu" and _compile_only(device):\n    return device.process_index',
+             '  if False:\n    return device.process_index',
+             (_GPU_HOSTS + "test_aot_s_compile_only_gpus_count_hosts_as_the_runtime_does",)),
+    Mutation("a tensor group's hosts are counted by its processes", "glmjax/parallel.py",
+             '  return network_group(device) if device.platform == "gpu" else device.process_index',
+             "  return device.process_index",
+             (_GPU_HOSTS + "test_a_tensor_group_of_one_host_s_processes_is_not_said_to_span_hosts",)),
+    Mutation("the refusal calls GPU hosts slices", "glmjax/parallel.py",
+             '  return "GPU hosts" if devices[0].platform == "gpu" else "slices"',
+             '  return "slices"',
+             (_GPU_HOSTS + "test_fsdp_across_gpu_hosts_is_refused_in_one_line_naming_hosts_not_slices",)),
+    Mutation("compile-only GPUs are grouped by their slice 0", "glmjax/parallel.py",
+             '        process_is_granule=devices[0].platform == "gpu" and _compile_only(devices[0]))',
+             "        process_is_granule=False)",
+             (_GPU_HOSTS + "test_aot_s_compile_only_gpus_count_hosts_as_the_runtime_does",)),
+)
