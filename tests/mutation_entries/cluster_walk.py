@@ -20,9 +20,9 @@ ENTRIES = (
              "  if False:", _LAUNCH),
     Mutation("a tensor group spanning hosts is warned of only when jax's mapping failed",
              "glmjax/parallel.py",
-             '  report = log.warning if spread > 1 and devices[0].platform != "cpu" else log.debug',
+             '  report = (log.warning if spread > 1 and devices[0].platform != "cpu" else',
              '  report = (log.warning if spread > 1 and devices[0].platform != "cpu"\n'
-             '            and "failed" in layout else log.debug)',
+             '            and "failed" in layout else',
              ("tests/test_host_input.py::test_a_topology_mapped_mesh_warns_too_when_a_tensor_"
               "group_spans_hosts",)),
     Mutation("a workdir is read onto the run's mesh whatever sizes this host's devices split",

@@ -63,8 +63,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "shards = {(start, stop): np.searchsorted(rows, np.arange(start, stop))",
              "shards = {(start, stop): np.arange(stop - start)", _PAT),
     Mutation("the mesh names its axes in reverse order", _PA,
-             "  return Mesh(grid, MESH_AXES)\n\n\n@contextlib",
-             "  return Mesh(grid, MESH_AXES[::-1])\n\n\n@contextlib", _PAT),
+             "              MESH_AXES)\n\n\ndef device_grid",
+             "              MESH_AXES[::-1])\n\n\ndef device_grid", _PAT),
     Mutation("mesh.rules from a JSON config keep their axes as lists", _PA,
              "return tuple((name, tuple(axes) if isinstance(axes, list) else axes) "
              "for name, axes in rules)",
