@@ -178,7 +178,11 @@ for part in "${parts[@]}"; do
                   --xla_gpu_experimental_enable_fusion_block_level_rewriter=true \
                   --xla_gpu_cudnn_gemm_fusion_level=2; do
         tag="flags ${flag:-(glmjax options)}"
-        XLA_FLAGS="${XLA_FLAGS:-} $flag" bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}"
+        # Joined without a stray space: XLA reads an XLA_FLAGS of blanks as a file name to
+        # open, and aborts.
+        flags_now="${XLA_FLAGS:-}${XLA_FLAGS:+${flag:+ }}$flag"
+        ( if [[ -n "$flags_now" ]]; then export XLA_FLAGS="$flags_now"; else unset XLA_FLAGS; fi
+          bench --what=sweep "${GLM_2B[@]}" "${BEST_2B[@]}" )
       done ;;
     unroll)     # GLM-2B's best setting with the layers unrolled: no loop, so the saved
       # activations need no copy into the per-layer stacks (2.4% of the step in the 2026-12-04

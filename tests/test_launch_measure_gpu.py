@@ -55,3 +55,24 @@ def test_a_profiled_part_named_twice_copies_up_its_later_calls_trace(tmp_path):
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "out" / "profile_trace.json.gz").read_text() == "call 2\n"
   assert (tmp_path / "out" / "profile_hlo.txt.gz").read_text() == "program 2\n"
+
+
+def test_the_flags_part_never_hands_xla_a_blank_xla_flags(tmp_path):
+  # XLA takes an XLA_FLAGS that is not a flag for a file name: " " aborted the baseline trial.
+  make_stub(str(tmp_path / "bin" / "python3"),
+            f'printf "%s|" "${{XLA_FLAGS-unset}}" >> {tmp_path}/seen; echo "{{\\"what\\": 1}}"')
+  make_stub(str(tmp_path / "bin" / "nvidia-smi"), "echo NVIDIA H200, 143771 MiB, 570.00")
+  base = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+  for given, first in ((None, "unset"), ("--xla_dump_to=/tmp/d", "--xla_dump_to=/tmp/d")):
+    env = {**base, "OUT": str(tmp_path / "out"),
+           "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           **({"XLA_FLAGS": given} if given else {})}
+    (tmp_path / "seen").write_text("")
+    result = subprocess.run(["bash", "launch/measure_gpu.sh", "flags"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = (tmp_path / "seen").read_text().split("|")[:-1]
+    assert len(seen) == 5 and seen[0] == first
+    added = "--xla_gpu_enable_dynamic_slice_fusion=true"
+    assert seen[1] == (f"{given} {added}" if given else added)
+    assert all(value == value.strip() and value for value in seen)

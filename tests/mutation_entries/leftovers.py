@@ -60,3 +60,10 @@ ENTRIES += (
              "        process_is_granule=False)",
              (_GPU_HOSTS + "test_aot_s_compile_only_gpus_count_hosts_as_the_runtime_does",)),
 )
+ENTRIES += (
+    Mutation("the flags part hands XLA a blank XLA_FLAGS again", "launch/measure_gpu.sh",
+             '        flags_now="${XLA_FLAGS:-}${XLA_FLAGS:+${flag:+ }}$flag"',
+             '        flags_now="${XLA_FLAGS:-} $flag"',
+             ("tests/test_launch_measure_gpu.py::test_the_flags_part_never_hands_xla_a_blank_xla_"
+              "flags",)),
+)
