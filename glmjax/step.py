@@ -1,7 +1,10 @@
 """Pure training and evaluation steps, shared by train, bench and tests.
 
-The loss is cross-entropy on Part B (`loss_mask`), averaged over the Part B tokens of the whole
-global batch. Gradient accumulation sums per-token losses over micro-batches and divides once,
+The loss is cross-entropy on Part B (`loss_mask`), averaged over the Part B tokens of each
+objective and weighted by the objective's share of the batch's rows (objective_loss_scale: the
+original's weighting, as its micro-batches hold one objective each); with one objective, the
+mean over the batch's Part B tokens. Gradient accumulation sums per-token losses over
+micro-batches and divides once,
 so `grad_accum_steps=k` equals one step on the full batch (exactly so without dropout: each
 micro-batch draws its own dropout mask). The learning rate is `schedule(state.step)`, applied
 here, so the logged rate is the applied one even after skipped (non-finite) steps.
@@ -77,22 +80,51 @@ def abstract_state(init_fn, shardings) -> TrainState:
                       shapes, shardings)
 
 
+LOSS_SCALE = "loss_scale"  # [B] batch entry train_step adds: each row's factor on its loss
+
+
+def objective_loss_scale(batch) -> jax.Array:
+  """[B] factors on the rows' losses that give each objective the share of the loss its rows
+  have of the batch. The original draws one objective per micro-batch and averages that
+  micro-batch's Part B tokens, so an objective's share of the gradient is its probability;
+  averaging the tokens of a mixed batch would let [gMASK] rows (Part B about 75% of a row,
+  against 18% for [MASK] and [sMASK]) outweigh their share several times. Within an objective
+  tokens count alike, and a batch of one objective gets exactly 1.0 (sums, not dots: a float32
+  dot may round on TPU)."""
+  ids = batch["objective"]
+  row_weight = jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=-1)
+  member = ids[:, None] == jnp.arange(NUM_OBJECTIVES)  # [B, O]
+  rows = jnp.sum(member, axis=0, dtype=jnp.float32)
+  weight = jnp.sum(jnp.where(member, row_weight[:, None], 0.0), axis=0)
+  total = jnp.sum(weight)  # = weight[o] exactly when every row has objective o
+  scale = jnp.where(weight > 0, rows / ids.shape[0] * total / jnp.where(weight > 0, weight, 1.0),
+                    0.0)
+  return scale[ids]
+
+
 def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool,
               loss_chunk: int = loss_lib.DEFAULT_CHUNK):
   """Summed Part B cross-entropy and the counts needed to average it exactly.
 
-  The vocabulary projection runs only on Part B positions (loss.part_b_cross_entropy): the
-  [B, T, V] logits of the whole row are never built.
+  With `batch[LOSS_SCALE]`, `loss_sum` (what the gradient follows) weighs each row's tokens by
+  it; the other sums stay unweighted (per-objective losses are plain means). The vocabulary
+  projection runs only on Part B positions (loss.part_b_cross_entropy): the [B, T, V] logits
+  of the whole row are never built.
   """
   hidden = model.apply({"params": params}, batch["tokens"], batch["position_ids"],
                        batch["block_position_ids"], batch["sep"], deterministic=deterministic,
                        rngs=None if deterministic else {"dropout": rng}, return_hidden=True)
   embeddings = nn.meta.unbox(params["word_embeddings"])
-  scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],
-                                         batch["loss_mask"], chunk=loss_chunk)
+  mask = batch["loss_mask"].astype(jnp.float32)
+  scale = batch.get(LOSS_SCALE)
+  scored = loss_lib.part_b_cross_entropy(
+      hidden, embeddings, batch["targets"], mask if scale is None else mask * scale[:, None],
+      chunk=loss_chunk)
   objective = jax.nn.one_hot(batch["objective"], NUM_OBJECTIVES, dtype=jnp.float32)
   row_loss, row_correct = scored["row_loss"], scored["row_correct"]
-  row_weight = jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=-1)
+  if scale is not None:  # the metrics unweighted again (a row with no Part B has scale 0)
+    row_loss, row_correct = (x / jnp.where(scale > 0, scale, 1.0) for x in (row_loss, row_correct))
+  row_weight = jnp.sum(mask, axis=-1)
   sums = {
       "loss_sum": scored["loss_sum"],
       "weight": jnp.sum(row_weight),
@@ -165,6 +197,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   Dropout masks come from fold_in(key(seed, impl=dropout_rng), step): a pure function of the
   step, so a resumed run draws the masks it would have drawn."""
   rng = jax.random.fold_in(jax.random.key(seed, impl=dropout_rng), state.step)
+  batch = {**batch, LOSS_SCALE: objective_loss_scale(batch)}  # of the whole batch, then split
   grads, sums = summed_gradients(state.params, batch, rng, model=model,
                                  grad_accum_steps=grad_accum_steps, loss_chunk=loss_chunk)
   weight = jnp.maximum(sums["weight"], 1.0)
@@ -214,7 +247,9 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
 
 def eval_step(params, batch, *, model, micro_batches: int = 1,
               loss_chunk: int = loss_lib.DEFAULT_CHUNK):
-  """Sums over one evaluation batch, in micro-batches as training does (same peak memory)."""
+  """Sums over one evaluation batch, in micro-batches as training does (same peak memory). Its
+  loss is the plain mean over Part B tokens (a perplexity's), not training's weighting by
+  objective; the per-objective means are the same either way."""
   sums_fn = lambda b: loss_sums(params, b, None, model=model, deterministic=True,
                                 loss_chunk=loss_chunk)[1]
   if micro_batches == 1:

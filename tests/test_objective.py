@@ -2,7 +2,8 @@
 
 The reference takes only the model's forward (checked against a float64 numpy forward in
 test_model.py) and recomputes in numpy what the README says the step does: the Part B
-cross-entropy averaged over the Part B tokens of the whole global batch, Part B accuracy, the
+cross-entropy averaged over each objective's Part B tokens and weighted by the objective's share
+of the rows (the original's weighting), Part B accuracy, the
 per-objective sums, the gradient (plain `jax.grad` of that loss over the full batch, no micro
 batches), global-norm clipping, AdamW with decay on weight matrices and embedding tables only,
 and the warmup-then-cosine schedule read at the step's own index. The step under test runs
@@ -80,7 +81,11 @@ def _reference_sums(logits, batch):
   correct = (logits.argmax(-1) == batch["targets"]) * mask
   per_objective = [(token_loss * mask)[batch["objective"] == k].sum() for k in range(3)]
   weights = [mask[batch["objective"] == k].sum() for k in range(3)]
-  return dict(loss=(token_loss * mask).sum() / mask.sum(), accuracy=correct.sum() / mask.sum(),
+  # As the original, whose micro-batches hold one objective each: each objective's token mean,
+  # weighted by its share of the rows.
+  loss = sum(np.mean(batch["objective"] == k) * per_objective[k] / weights[k]
+             for k in range(3) if weights[k])
+  return dict(loss=loss, accuracy=correct.sum() / mask.sum(),
               tokens=mask.sum(), objective_loss_sum=per_objective, objective_weight=weights)
 
 
@@ -90,8 +95,13 @@ def _reference_gradient(model, params, batch):
                          batch["block_position_ids"], batch["sep"], deterministic=True)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     picked = jnp.take_along_axis(log_probs, jnp.asarray(batch["targets"])[..., None], -1)[..., 0]
-    mask = jnp.asarray(batch["loss_mask"])
-    return -(picked * mask).sum() / mask.sum()
+    mask, objective = jnp.asarray(batch["loss_mask"]), np.asarray(batch["objective"])
+    total = 0.0
+    for k in range(3):
+      chosen = mask * jnp.asarray(objective == k)[:, None]
+      if float(chosen.sum()):
+        total += np.mean(objective == k) * -(picked * chosen).sum() / chosen.sum()
+    return total
   return jax.tree.map(lambda g: np.asarray(g, np.float64), jax.grad(loss)(params))
 
 

@@ -67,3 +67,21 @@ ENTRIES += (
              ("tests/test_launch_measure_gpu.py::test_the_flags_part_never_hands_xla_a_blank_xla_"
               "flags",)),
 )
+_WEIGHTS = "tests/test_objective_weights.py::"
+ENTRIES += (
+    Mutation("the train step averages the tokens of a mixed batch again", "glmjax/step.py",
+             "  batch = {**batch, LOSS_SCALE: objective_loss_scale(batch)}  # of the whole batch",
+             "  batch = {**batch}  # of the whole batch",
+             (_WEIGHTS + "test_the_step_s_loss_and_gradient_weigh_objectives_by_rows_and_its_"
+              "metrics_stay_plain",)),
+    Mutation("an objective weighs by its tokens, not its rows", "glmjax/step.py",
+             "  scale = jnp.where(weight > 0, rows / ids.shape[0] * total",
+             "  scale = jnp.where(weight > 0, weight / total * total",
+             (_WEIGHTS + "test_the_scale_gives_each_objective_its_share_of_rows_and_keeps_the_"
+              "token_total",)),
+    Mutation("the per-objective metrics keep the loss's weights", "glmjax/step.py",
+             "  if scale is not None:  # the metrics unweighted again",
+             "  if False:  # the metrics unweighted again",
+             (_WEIGHTS + "test_the_step_s_loss_and_gradient_weigh_objectives_by_rows_and_its_"
+              "metrics_stay_plain",)),
+)

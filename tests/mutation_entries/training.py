@@ -134,8 +134,8 @@ ENTRIES = (
              ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
               "host_one_verdict",)),
     Mutation("loss scored on the inputs, not the targets", "glmjax/step.py",
-             'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["targets"],',
-             'scored = loss_lib.part_b_cross_entropy(hidden, embeddings, batch["tokens"],',
+             '      hidden, embeddings, batch["targets"], mask if scale is None',
+             '      hidden, embeddings, batch["tokens"], mask if scale is None',
              ("tests/test_objective.py",)),
     Mutation("Part B loss drops the last, partial chunk", "glmjax/loss.py",
              "num_chunks = (count + chunk - 1) // chunk", "num_chunks = count // chunk",
