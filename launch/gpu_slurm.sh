@@ -3,11 +3,13 @@
 #   PROCS=node  one process per node, driving all of that node's GPUs:
 #     sbatch --nodes=4 --ntasks-per-node=1 --gpus-per-node=8 launch/gpu_slurm.sh \
 #         --config=configs/glm_2b.py --workdir=/shared/glm2b --config.data.source=prepared \
-#         --config.data.prepared_dir=/shared/prepared
+#         --config.data.prepared_dir=/shared/prepared \
+#         --config.data.tokenizer_path=/shared/tokenizer.json
 #   PROCS=gpu   one process per GPU:
 #     PROCS=gpu sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 launch/gpu_slurm.sh \
 #         --config=configs/glm_2b.py --workdir=/shared/glm2b --config.data.source=prepared \
-#         --config.data.prepared_dir=/shared/prepared
+#         --config.data.prepared_dir=/shared/prepared \
+#         --config.data.tokenizer_path=/shared/tokenizer.json
 # Submit from the repository root on a shared filesystem (sbatch runs a spooled copy of this
 # script, so its own path does not lead to the checkout), or set GLMJAX_DIR. PYTHON picks the
 # interpreter (default python3). DRY_RUN=1 prints the command instead of running it.
@@ -46,7 +48,9 @@ show() {  # the command as one shell-quoted line
 
 if [[ "${GLMJAX_SLURM_TASK:-0}" != 1 ]]; then  # batch step: one srun, a task per process
   export GLMJAX_SLURM_TASK=1 PROCS="$procs"
-  command=(srun --kill-on-bad-exit=1 bash "$repo/launch/gpu_slurm.sh" "$@")
+  # --export=ALL: a site whose sbatch default is --export=NONE would otherwise start tasks
+  # without GLMJAX_SLURM_TASK, each then asking srun for the whole allocation again.
+  command=(srun --export=ALL --kill-on-bad-exit=1 bash "$repo/launch/gpu_slurm.sh" "$@")
   if [[ "${DRY_RUN:-0}" == 1 ]]; then
     if [[ "$procs" == node ]]; then
       echo "# PROCS=node: one process per node (sbatch --ntasks-per-node=1), all its GPUs each"
@@ -84,6 +88,18 @@ if [[ "${GLMJAX_SLURM_TASK:-0}" != 1 ]]; then  # batch step: one srun, a task pe
 fi
 
 # One srun task: choose this process's GPUs, then become the trainer.
+tasks_here() {  # this node's task count, from SLURM's "8(x4)" or "8,8,7" lists; none if unsaid
+  local spec="${SLURM_STEP_TASKS_PER_NODE:-${SLURM_TASKS_PER_NODE:-}}" node="${SLURM_NODEID:-0}"
+  local part n reps parts
+  IFS=, read -ra parts <<< "$spec"
+  for part in "${parts[@]}"; do
+    if [[ "$part" =~ ^([0-9]+)\(x([0-9]+)\)$ ]]; then n=${BASH_REMATCH[1]} reps=${BASH_REMATCH[2]}
+    elif [[ "$part" =~ ^[0-9]+$ ]]; then n=$part reps=1
+    else return 0; fi
+    if ((node < reps)); then echo "$n"; return 0; fi
+    node=$((node - reps))
+  done
+}
 if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
   IFS=, read -ra visible <<< "$CUDA_VISIBLE_DEVICES"
   count=${#visible[@]}
@@ -96,13 +112,24 @@ if [[ "$procs" == node ]]; then
   ((local_id == 0)) || fail "PROCS=node but $(hostname) runs several tasks: submit with" \
                             "--ntasks-per-node=1, or use PROCS=gpu"
   ids=$(seq -s, 0 $((count - 1)))
-elif ((count == 1)); then
-  ids=0  # SLURM bound one GPU to this task (--gpus-per-task=1 or --gpu-bind)
-elif ((local_id < count)); then
-  ids=$local_id
 else
-  fail "PROCS=gpu: task $local_id on $(hostname) but only $count GPUs: submit with" \
-       "--ntasks-per-node equal to --gpus-per-node"
+  # A task per GPU of the node: fewer tasks would leave GPUs idle, more would share one. The
+  # node's GPUs: SLURM's count, else what this task sees unless SLURM bound it one GPU.
+  tasks=$(tasks_here)
+  gpus="${SLURM_GPUS_ON_NODE:-}"
+  if [[ -z "$gpus" ]] && ((count > 1)); then gpus=$count; fi
+  if [[ -n "$tasks" && -n "$gpus" && "$tasks" != "$gpus" ]]; then
+    fail "PROCS=gpu: $tasks task(s) on $(hostname) for its $gpus GPUs: submit with" \
+         "--ntasks-per-node=$gpus (one task per GPU)"
+  fi
+  if ((count == 1)); then
+    ids=0  # SLURM bound one GPU to this task (--gpus-per-task=1 or --gpu-bind)
+  elif ((local_id < count)); then
+    ids=$local_id
+  else
+    fail "PROCS=gpu: task $local_id on $(hostname) but only $count GPUs: submit with" \
+         "--ntasks-per-node equal to --gpus-per-node"
+  fi
 fi
 export JAX_LOCAL_DEVICE_IDS="$ids"
 command=("${PYTHON:-python3}" -m glmjax.train "$@")

@@ -31,7 +31,7 @@ def test_slurm_one_process_per_node_dry_run(tmp_path):
   assert result.returncode == 0, result.stderr
   assert result.stdout == (
       "# PROCS=node: one process per node (sbatch --ntasks-per-node=1), all its GPUs each\n"
-      f"srun --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
+      f"srun --export=ALL --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
       "--workdir=/shared/run\n")
   # Each task then gives jax every GPU of its node, not only GPU SLURM_LOCALID=0.
   task = slurm("node", "--config=configs/glm_2b.py", task_env={
@@ -44,7 +44,7 @@ def test_slurm_one_process_per_gpu_dry_run():
   result = slurm("gpu", "--config=configs/glm_2b.py", "--workdir=/shared/run")
   assert result.stdout == (
       "# PROCS=gpu: one process per GPU (sbatch --ntasks-per-node=GPUS_PER_NODE)\n"
-      f"srun --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
+      f"srun --export=ALL --kill-on-bad-exit=1 bash {REPO}/launch/gpu_slurm.sh --config=configs/glm_2b.py "
       "--workdir=/shared/run\n")
   all_visible = slurm("gpu", "--config=c", task_env={
       "GLMJAX_SLURM_TASK": "1", "SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"})
@@ -64,6 +64,37 @@ def test_a_slurm_layout_mismatch_stops_with_one_line(procs, task_env, message):
   result = slurm(procs, "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", **task_env})
   assert result.returncode == 2 and message in result.stderr
   assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+@pytest.mark.parametrize("task_env, message", [
+    # PROCS=gpu under the script's own --ntasks-per-node=1: one task would drive GPU 0 alone.
+    ({"SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+      "SLURM_STEP_TASKS_PER_NODE": "1(x4)"}, "1 task(s) on"),
+    # 8 tasks on a node given one GPU (--gpus-per-node=1): all would share it.
+    ({"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0", "SLURM_GPUS_ON_NODE": "1",
+      "SLURM_STEP_TASKS_PER_NODE": "8(x2)"}, "8 task(s) on"),
+    # A node whose share of an uneven task list is short: the third node of "8,8,7".
+    ({"SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "SLURM_NODEID": "2",
+      "SLURM_TASKS_PER_NODE": "8(x2),7"}, "7 task(s) on"),
+])
+def test_one_process_per_gpu_refuses_a_node_whose_tasks_are_not_its_gpus(task_env, message):
+  result = slurm("gpu", "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", **task_env})
+  assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+  assert message in result.stderr and "--ntasks-per-node=" in result.stderr
+
+
+@pytest.mark.parametrize("task_env, ids", [
+    ({"SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+      "SLURM_STEP_TASKS_PER_NODE": "8(x4)", "SLURM_NODEID": "3"}, "5"),
+    ({"SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "5", "SLURM_GPUS_ON_NODE": "8",
+      "SLURM_STEP_TASKS_PER_NODE": "8,8"}, "0"),  # --gpus-per-task=1: bound by SLURM
+    ({"SLURM_LOCALID": "5", "CUDA_VISIBLE_DEVICES": "5",
+      "SLURM_STEP_TASKS_PER_NODE": "8(x2)"}, "0"),  # bound, and SLURM's GPU count not said
+])
+def test_one_process_per_gpu_runs_when_each_gpu_has_its_task(task_env, ids):
+  result = slurm("gpu", "--config=c", task_env={"GLMJAX_SLURM_TASK": "1", **task_env})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == f"JAX_LOCAL_DEVICE_IDS={ids} python3 -m glmjax.train --config=c\n"
 
 
 def test_without_cuda_visible_devices_the_gpus_are_counted_from_nvidia_smi_s_gpu_lines(tmp_path):

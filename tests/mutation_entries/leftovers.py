@@ -85,3 +85,19 @@ ENTRIES += (
              (_WEIGHTS + "test_the_step_s_loss_and_gradient_weigh_objectives_by_rows_and_its_"
               "metrics_stay_plain",)),
 )
+ENTRIES += (
+    Mutation("PROCS=gpu trains with fewer tasks than GPUs", "launch/gpu_slurm.sh",
+             '  if [[ -n "$tasks" && -n "$gpus" && "$tasks" != "$gpus" ]]; then',
+             '  if [[ -n "$tasks" && -n "$gpus" && "$tasks" -gt "$gpus" ]]; then',
+             ("tests/test_launch_slurm.py::test_one_process_per_gpu_refuses_a_node_whose_tasks_"
+              "are_not_its_gpus",)),
+    Mutation("a node's share of an uneven task list is read from the first node's",
+             "launch/gpu_slurm.sh", '    if ((node < reps)); then echo "$n"; return 0; fi',
+             '    echo "$n"; return 0',
+             ("tests/test_launch_slurm.py::test_one_process_per_gpu_refuses_a_node_whose_tasks_"
+              "are_not_its_gpus",)),
+    Mutation("srun passes the sbatch default environment", "launch/gpu_slurm.sh",
+             '  command=(srun --export=ALL --kill-on-bad-exit=1',
+             '  command=(srun --kill-on-bad-exit=1',
+             ("tests/test_launch_slurm.py::test_slurm_one_process_per_node_dry_run",)),
+)
