@@ -245,7 +245,9 @@ def run_per_worker(group: PerWorker) -> int:
   for w in failed:
     print(f"worker {w}: FAILED (exit {codes[w]}), see {log_dir}/setup-worker{w}.log")
   print(f"setup: {len(workers) - len(failed)} of {len(workers)} worker(s) ok")
-  return max(codes.values(), default=0)
+  # The first failed worker's status; a gcloud killed by a signal has a negative one (max()
+  # of [0, -9] was 0: a success).
+  return next((codes[w] if codes[w] > 0 else 1 for w in failed), 0)
 
 
 def main(argv=None) -> int:

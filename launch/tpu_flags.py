@@ -178,6 +178,10 @@ def validate(args, has_separator: bool) -> None:
     workdir = train_workdir(args.train_args)
     if workdir is None:
       raise UsageError("train needs --workdir=gs://BUCKET/RUN after -- (checkpoints and resume)")
+    if not workdir.startswith(("gs://", "/")):  # ~ too: quoted, the worker's shell keeps it
+      raise UsageError(f"--workdir={workdir}: a relative path is read in ~/glmjax/code, which "
+                       "the next setup replaces, checkpoints and all; give gs://BUCKET/RUN (or "
+                       "an absolute path)")
     if not workdir.startswith("gs://"):
       print(f"warning: --workdir={workdir} is not on GCS; each worker writes its own copy and a "
             "new VM after preemption cannot resume from it", file=sys.stderr)

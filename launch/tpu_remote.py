@@ -20,6 +20,7 @@ LOG_TAIL_LINES = 20  # of a trainer that died during train's check: enough for a
 # Processes holding the chips: /dev/accel* (v4), /dev/vfio/* (v5e, v5p, v6e). TERM first (the
 # trainer saves a checkpoint and exits), wait up to the grace period, then KILL what is left.
 HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
+KILL_WAIT_S = 30  # a KILLed process can hold /dev/vfio for seconds: the next start would fail
 
 
 def stop_holders(grace_s: int) -> str:
@@ -27,7 +28,8 @@ def stop_holders(grace_s: int) -> str:
           f"sudo kill -TERM $pids || true; for _ in $(seq {int(grace_s)}); do "
           f'[ -z "$({HOLDERS})" ] && break; sleep 1; done; pids=$({HOLDERS}); '
           f'if [ -n "$pids" ]; then echo "$(hostname): KILL" $pids; '
-          f'sudo kill -KILL $pids || true; fi; '
+          f'sudo kill -KILL $pids || true; for _ in $(seq {KILL_WAIT_S}); do '
+          f'[ -z "$({HOLDERS})" ] && break; sleep 1; done; fi; '
           f'else echo "$(hostname): no process holds the TPU"; fi')
 
 

@@ -34,7 +34,9 @@ STOP_300 = (
     "then echo \"$(hostname): TERM\" $pids; sudo kill -TERM $pids || true; for _ in $(seq 300); do "
     "[ -z \"$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u)\" ] && break; sleep 1; "
     "done; pids=$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u); if [ -n \"$pids\" ]"
-    "; then echo \"$(hostname): KILL\" $pids; sudo kill -KILL $pids || true; fi; else echo "
+    "; then echo \"$(hostname): KILL\" $pids; sudo kill -KILL $pids || true; for _ in $(seq 30); "
+    "do [ -z \"$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u)\" ] && break; sleep 1; "
+    "done; fi; else echo "
     "\"$(hostname): no process holds the TPU\"; fi")
 
 
@@ -270,6 +272,11 @@ def test_ssh_and_scp_leave_host_key_checking_on(capsys):
     (["train", "--name=glm", ZONE, "--env", "TOKEN=abc", "--", "--workdir=gs://b"],
      "--env TOKEN=...: --env takes a variable NAME, never a value"),
     (["stop", "--name=glm", ZONE, "--", "--workdir=x"], "stop takes no arguments after --"),
+    # The trainer runs in ~/glmjax/code, which the next setup replaces (checkpoints and all).
+    (["train", "--name=glm", ZONE, "--", "--workdir=runs/glm"],
+     "--workdir=runs/glm: a relative path is read in ~/glmjax/code, which the next setup"),
+    (["train", "--name=glm", ZONE, "--", "--workdir=~/runs/glm"],
+     "--workdir=~/runs/glm: a relative path"),
     # Taken, a grace under 1 s would KILL the trainer right after the TERM, before its save.
     (["stop", "--name=glm", ZONE, "--grace=-1"], "--grace=-1: seconds between TERM and KILL"),
     (["train", "--name=glm", ZONE, "--grace=0", "--", "--workdir=gs://b/r"],

@@ -249,3 +249,10 @@ def test_setup_run_again_writes_fresh_logs_into_the_log_folder_it_made_before(ca
       log = (tmp_path / "logs" / f"setup-worker{w}.log").read_text()
       assert log == f"+ echo '{run} run on worker {w}'\n{run} run on worker {w}\n", log
   assert "setup: 2 of 2 worker(s) ok" in capsys.readouterr().out
+
+
+def test_setup_fails_when_a_worker_s_gcloud_is_killed_by_a_signal(capsys, tmp_path):
+  # subprocess gives a signal's death as a negative status: max() of [0, -9] was 0, a success.
+  commands = {0: [["true"]], 1: [["sh", "-c", "kill -9 $$"]], 2: [["true"]]}
+  assert tpu.run_per_worker(tpu.PerWorker(commands, str(tmp_path / "logs"))) == 1
+  assert "worker 1: FAILED (exit -9)" in capsys.readouterr().out

@@ -101,3 +101,15 @@ ENTRIES += (
              '  command=(srun --kill-on-bad-exit=1',
              ("tests/test_launch_slurm.py::test_slurm_one_process_per_node_dry_run",)),
 )
+ENTRIES += (
+    Mutation("train takes a relative workdir that setup will delete", "launch/tpu_flags.py",
+             '    if not workdir.startswith(("gs://", "/")):',
+             '    if not workdir.startswith(("gs://", "/", "")):',
+             ("tests/test_launch.py::test_a_usage_error_is_one_line_naming_the_flag_with_exit_"
+              "status_2",)),
+    Mutation("setup calls a worker killed by a signal a success", "launch/tpu.py",
+             "  return next((codes[w] if codes[w] > 0 else 1 for w in failed), 0)",
+             "  return max(codes.values(), default=0)",
+             ("tests/test_launch_tpu_setup.py::test_setup_fails_when_a_worker_s_gcloud_is_killed_"
+              "by_a_signal",)),
+)
