@@ -31,8 +31,10 @@ class JoinError(ValueError):
 def _launcher_rank(env: Mapping[str, str], num_processes: int | None) -> int:
   """This process's rank when JAX_COORDINATOR_ADDRESS is given without JAX_PROCESS_ID: the one
   srun or mpirun numbered it with. Never 0 by default on several processes: each would join as
-  rank 0 and they would wait for each other until the timeout."""
-  for name in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
+  rank 0 and they would wait for each other until the timeout. mpirun's rank first, as jax's
+  own detection does: mpirun inside a SLURM allocation leaves every rank the SLURM_PROCID of
+  the step that started it."""
+  for name in ("OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
     if env.get(name):
       return int(env[name])
   if num_processes == 1:

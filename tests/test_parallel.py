@@ -170,10 +170,13 @@ def test_a_process_given_the_coordinator_by_its_environment_joins_with_that_addr
   ompi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1",
           "JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "2"}
   assert distributed.initialize(60, env=ompi)
+  # mpirun inside a SLURM allocation: each rank inherits the step's SLURM_PROCID (0 on all).
+  assert distributed.initialize(60, env={**ompi, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"})
   alone = {"JAX_COORDINATOR_ADDRESS": "n1:1234", "JAX_NUM_PROCESSES": "1"}
   assert distributed.initialize(60, env=alone)
   joined = dict(initialization_timeout=60, coordinator_address="n1:1234")
   assert calls == [{**joined, "num_processes": 4, "process_id": 3}, {**joined, "process_id": 3},
+                   {**joined, "num_processes": 2, "process_id": 1},
                    {**joined, "num_processes": 2, "process_id": 1},
                    {**joined, "num_processes": 1, "process_id": 0}]
   # Several processes and nothing that numbers them: one line naming the variable, no join.

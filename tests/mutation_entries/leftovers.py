@@ -113,3 +113,10 @@ ENTRIES += (
              ("tests/test_launch_tpu_setup.py::test_setup_fails_when_a_worker_s_gcloud_is_killed_"
               "by_a_signal",)),
 )
+ENTRIES += (
+    Mutation("mpirun's ranks inside SLURM all take the step's SLURM_PROCID", "glmjax/distributed.py",
+             '  for name in ("OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):',
+             '  for name in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):',
+             ("tests/test_parallel.py::test_a_process_given_the_coordinator_by_its_environment_joins_"
+              "with_that_address_and_rank",)),
+)
