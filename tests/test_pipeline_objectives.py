@@ -28,13 +28,14 @@ def test_objectives_mix_per_row_in_their_configured_shares(docs):
 
 def test_the_planned_part_b_share_of_mask_rows_is_the_masked_share_plus_one_sop_per_span():
   # FLOPs planning: a [MASK] row's Part B is its masked tokens (mask_ratio of the text) and one
-  # [sop] per span, mask_ratio / mean span length more; Poisson(3) on 1..39 has mean 3.157.
+  # [sop] per span, mask_ratio / mean span length more, in a row that is the text and two
+  # tokens per span (a [MASK] in Part A, a [sop] in Part B); Poisson(3) on 1..39 has mean 3.157.
   ks = np.arange(1, 40)
   pmf = stats.poisson.pmf(ks, 3.0)
   mean_span = float(np.sum(ks * pmf) / np.sum(pmf))
   assert abs(mean_span - 3.157) < 1e-3
   assert pipeline.expected_part_b_fraction(data_config()) == pytest.approx(
-      0.15 * (1 + 1 / mean_span))
+      0.15 * (1 + 1 / mean_span) / (1 + 2 * 0.15 / mean_span))
 
 
 @pytest.mark.parametrize("name", pipeline.OBJECTIVE_NAMES)

@@ -208,6 +208,6 @@ ENTRIES: tuple[Mutation, ...] = (
              'distinct = {name: token for name, token in specials.items() if name != "pad"}',
              "distinct = dict(specials)", _PIPE),
     Mutation("the planned Part B share leaves [sMASK] rows out", _PL,
-             '{"blank": blank, "sentence": blank,', '{"blank": blank, "sentence": 0.0,',
+             '{"blank": blank, "sentence": masked,', '{"blank": blank, "sentence": 0.0,',
              ("tests/test_flops.py", "tests/test_pipeline_objectives.py")),
 )

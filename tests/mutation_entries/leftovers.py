@@ -120,3 +120,11 @@ ENTRIES += (
              ("tests/test_parallel.py::test_a_process_given_the_coordinator_by_its_environment_joins_"
               "with_that_address_and_rank",)),
 )
+ENTRIES += (
+    Mutation("the planned [MASK] Part B share leaves the row's [MASK]s out", "glmjax/data/pipeline.py",
+             "  blank = masked / (1.0 + 2.0 * data.mask_ratio / mean_span)",
+             "  blank = masked",
+             ("tests/test_flops.py::test_the_expected_part_b_share_matches_built_rows",
+              "tests/test_pipeline_objectives.py::test_the_planned_part_b_share_of_mask_rows_is_the_"
+              "masked_share_plus_one_sop_per_span")),
+)
