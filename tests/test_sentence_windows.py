@@ -125,10 +125,12 @@ def test_sentence_windows_move_a_cut_left_or_right_with_even_odds_wherever_it_fa
 
 def _moved_start(is_end, offset, reach, step):
   """The original's loop (BlockDataset): move the cut one token at a time, at most `reach`
-  times, until the token before it ends a sentence; it stops at the document's start or end."""
+  times, until the token before it ends a sentence; left it stops at the document's start,
+  right at its end. Token -1 is the eos the original appends to a document: no sentence end,
+  so a move right from offset 0 goes on (and drops the first sentence)."""
   at = offset
   for _ in range(reach):
-    if at == 0 or at == len(is_end) or is_end[at - 1]:
+    if (step < 0 and at == 0) or at == len(is_end) or (at > 0 and is_end[at - 1]):
       break
     at += step
   return at
@@ -136,8 +138,8 @@ def _moved_start(is_end, offset, reach, step):
 
 def test_a_moved_window_start_follows_the_original_move_within_half_a_row_and_its_document():
   """Each cut moves left or right as the original's loop does: at most T // 2 tokens, to just
-  after a sentence end, never past the document's end, and never off the document's start (a
-  good start whichever way the cut moves: no first sentence is skipped)."""
+  after a sentence end, never past the document's end or before its start; from the start, a
+  move right skips the first sentence as the original's does."""
   seq_len, reach, rows = 32, 16, 3000
   gen = np.random.default_rng(0)
   table = np.zeros(100, bool)

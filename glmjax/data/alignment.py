@@ -51,11 +51,10 @@ def sentence_start(rng: RowRandom, docs, sentence_end, doc, offset, doc_len, seq
   right_p = first + after + 1
   right_stop = np.where((after < width) & (right_p - offset <= reach) & (right_p <= doc_len),
                         right_p, np.minimum(offset + reach, doc_len))
-  # Offset 0, the document's start, is a good start either way (left_stop keeps it): a move
-  # right from it would drop the document's first sentence. (The original's loop reads token
-  # -1 there, by Python's indexing the document's last, a sentence end in the common case, and
-  # stays too.)
-  return np.where(left | (offset == 0), left_stop, right_stop)
+  # From offset 0 a move left stays (the document's start), and a move right goes to the first
+  # sentence end, dropping the first sentence, as the original's does: its loop reads token -1,
+  # the eos it appended to the document, which ends no sentence.
+  return np.where(left, left_stop, right_stop)
 
 
 def sentence_end_cut(text, piece_start, window_len, sentence_end, eos: int):

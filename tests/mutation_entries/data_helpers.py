@@ -16,10 +16,6 @@ _HINT = ("tests/test_tokenizer_trainer.py::test_the_trainer_s_hint_trains_from_t
 _FIRST_SPELLING = (_TOKENIZERS + "test_sentencepiece_trained_by_the_cli",)
 
 ENTRIES: tuple[Mutation, ...] = (
-    Mutation("a window start at its document's start moved right skips the first sentence",
-             "glmjax/data/alignment.py",
-             "  return np.where(left | (offset == 0), left_stop, right_stop)",
-             "  return np.where(left, left_stop, right_stop)", _MOVE),
     Mutation("a window start moved right runs past its document's end",
              "glmjax/data/alignment.py", "right_p, np.minimum(offset + reach, doc_len))",
              "right_p, offset + reach)", _MOVE),

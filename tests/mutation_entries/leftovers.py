@@ -128,3 +128,10 @@ ENTRIES += (
               "tests/test_pipeline_objectives.py::test_the_planned_part_b_share_of_mask_rows_is_the_"
               "masked_share_plus_one_sop_per_span")),
 )
+ENTRIES += (
+    Mutation("a window cut at a document's start never moves right", "glmjax/data/alignment.py",
+             "  return np.where(left, left_stop, right_stop)",
+             "  return np.where(left | (offset == 0), left_stop, right_stop)",
+             ("tests/test_sentence_windows.py::test_a_moved_window_start_follows_the_original_move_"
+              "within_half_a_row_and_its_document",)),
+)
