@@ -149,7 +149,9 @@ def plan(args) -> list:
     return [describe, ssh(args, "all", REMOTE_STATUS)]
   if args.command == "logs":
     follow = " -F" if args.follow else ""
-    return [ssh(args, args.worker, f"tail -n {args.lines}{follow} {TRAIN_LOG}")]
+    # From every worker at once, each line says whose it is (sed -u: followed lines at once).
+    label = ' | sed -u "s/^/$(hostname): /"' if args.worker == "all" else ""
+    return [ssh(args, args.worker, f"tail -n {args.lines}{follow} {TRAIN_LOG}{label}")]
   if args.command == "stop":
     return [ssh(args, "all", "; ".join([stop_previous_trainer(args.grace),
                                          stop_holders(args.grace)]))]

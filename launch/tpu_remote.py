@@ -20,6 +20,8 @@ LOG_TAIL_LINES = 20  # of a trainer that died during train's check: enough for a
 # Processes holding the chips: /dev/accel* (v4), /dev/vfio/* (v5e, v5p, v6e). TERM first (the
 # trainer saves a checkpoint and exits), wait up to the grace period, then KILL what is left.
 HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
+# Whether pid $p is a trainer: after a reboot the pid file's number may be another process.
+TRAINER_ALIVE = 'ps -o args= -p "$p" 2>/dev/null | grep -q glmjax.train'
 KILL_WAIT_S = 30  # a KILLed process can hold /dev/vfio for seconds: the next start would fail
 
 
@@ -36,7 +38,7 @@ def stop_holders(grace_s: int) -> str:
 def stop_previous_trainer(grace_s: int) -> str:
   """TERM (then KILL) the trainer of the last `train`, if it still runs. stop_holders cannot
   see it before it opens the chips: one waiting in jax.distributed for a peer that died."""
-  alive = 'ps -o args= -p "$p" 2>/dev/null | grep -q glmjax.train'  # not a reused pid
+  alive = TRAINER_ALIVE
   return (f'p=$(cat {PID_FILE} 2>/dev/null || true); if [ -n "$p" ] && {alive}; then '
           f'echo "$(hostname): TERM the previous trainer ($p)"; kill -TERM "$p" || true; '
           f'for _ in $(seq {int(grace_s)}); do {alive} || break; sleep 1; done; '
@@ -136,6 +138,6 @@ def secrets_text(names) -> str:
 
 
 REMOTE_STATUS = (
-    f'if [ -f {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null; then state=running; '
-    f'else state="not running"; fi; '
+    f'p=$(cat {PID_FILE} 2>/dev/null || true); if [ -n "$p" ] && {TRAINER_ALIVE}; then '
+    f'state=running; else state="not running"; fi; '
     f'echo "$(hostname): trainer $state | $(tail -n 1 {TRAIN_LOG} 2>/dev/null)"')

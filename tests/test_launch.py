@@ -166,8 +166,8 @@ def test_train_starts_the_trainer_detached_on_every_worker(capsys, monkeypatch):
 
 
 def test_status_shows_the_slice_state_then_each_workers_trainer_and_last_log_line(capsys):
-  workers = (f"{SSH} --worker=all '--command=if [ -f "
-             "~/glmjax/train.pid ] && kill -0 \"$(cat ~/glmjax/train.pid)\" 2>/dev/null; then "
+  workers = (f"{SSH} --worker=all '--command=p=$(cat ~/glmjax/train.pid 2>/dev/null || true); "
+             "if [ -n \"$p\" ] && ps -o args= -p \"$p\" 2>/dev/null | grep -q glmjax.train; then "
              "state=running; else state=\"not running\"; fi; echo \"$(hostname): trainer $state | "
              "$(tail -n 1 ~/glmjax/logs/train.log 2>/dev/null)\"'\n")
   assert dry_run(capsys, "status", "--name=glm", ZONE) == (
@@ -185,6 +185,10 @@ def test_logs_shows_or_follows_one_workers_log(capsys):
   assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=3", "--lines=20", "-f") == (
       f"{SSH} --worker=3 "
       "'--command=tail -n 20 -F ~/glmjax/logs/train.log'\n")
+  # Every worker's lines at once: each says its worker's host name.
+  assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=all") == (
+      f"{SSH} --worker=all "
+      "'--command=tail -n 100 ~/glmjax/logs/train.log | sed -u \"s/^/$(hostname): /\"'\n")
 
 
 def test_a_grace_of_1_s_and_a_single_log_line_are_the_smallest_taken(capsys):

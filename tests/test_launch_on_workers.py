@@ -4,6 +4,7 @@ word, secrets out of what is printed, the start-up check, reruns."""
 import glob
 import os
 import shlex
+import subprocess
 import time
 
 from launch_stubs import (NASTY, make_stub, never_the_real_gcloud_or_srun,  # noqa: F401
@@ -147,3 +148,21 @@ def test_a_start_that_fails_still_deletes_the_forwarded_variables(capfd, monkeyp
                    "--workdir=gs://b/r"]) == 1
   assert "run setup first" in capfd.readouterr().err
   assert not (home / "glmjax" / "train.env").exists()
+
+
+def test_status_calls_a_stale_pid_file_s_other_process_not_running(tmp_path):
+  # After a VM restart the pid file may name another process: status must not say "running".
+  home = worker_home(tmp_path)
+  (home / "glmjax" / "logs").mkdir()
+  (home / "glmjax" / "logs" / "train.log").write_text("step 100 | loss 2.5\n")
+  other = subprocess.Popen(["sleep", "30"])
+  trainer = subprocess.Popen(["bash", "-c", 'exec -a "python -m glmjax.train" sleep 30'])
+  try:
+    for pid, state in ((other.pid, "not running"), (trainer.pid, "running")):
+      (home / "glmjax" / "train.pid").write_text(f"{pid}\n")
+      result = run_on_worker(tpu.REMOTE_STATUS, home, tmp_path)
+      assert result.returncode == 0, result.stderr
+      assert result.stdout.endswith(f": trainer {state} | step 100 | loss 2.5\n"), result.stdout
+  finally:
+    other.kill()
+    trainer.kill()

@@ -135,3 +135,10 @@ ENTRIES += (
              ("tests/test_sentence_windows.py::test_a_moved_window_start_follows_the_original_move_"
               "within_half_a_row_and_its_document",)),
 )
+ENTRIES += (
+    Mutation("status trusts any process with the pid file's number", "launch/tpu_remote.py",
+             """    f'p=$(cat {PID_FILE} 2>/dev/null || true); if [ -n "$p" ] && {TRAINER_ALIVE}; then '""",
+             """    f'p=$(cat {PID_FILE} 2>/dev/null || true); if [ -n "$p" ] && kill -0 "$p"; then '""",
+             ("tests/test_launch_on_workers.py::test_status_calls_a_stale_pid_file_s_other_process_"
+              "not_running",)),
+)
