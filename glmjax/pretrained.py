@@ -90,20 +90,21 @@ def local_mesh(config: ml_collections.ConfigDict) -> Mesh:
   count = jax.device_count()
   axes = ModelConfig.from_config(config.model).parameter_axes()
   rules = parallel.logical_rules(config.mesh)
+  slices = parallel.slice_count(jax.devices())
 
-  def splits(mesh_config) -> bool:  # a mesh the arrays' shardings can cut evenly
-    try:
+  def splits(mesh_config) -> bool:  # a mesh the arrays' shardings can cut evenly, laid out
+    try:                            # with mesh.data across the slices or GPU hosts
       shape = parallel.mesh_shape(mesh_config, count)
     except ValueError:
       return False
-    return parallel.unsplittable_axis(axes, dict(zip(parallel.MESH_AXES, shape)), rules) is None
+    return shape[0] % slices == 0 and parallel.unsplittable_axis(
+        axes, dict(zip(parallel.MESH_AXES, shape)), rules) is None
 
   if splits(config.mesh):
     return parallel.make_mesh(config.mesh)
   # fsdp=-1 alone fails where the count does not divide the hidden size (GLM-10B's 4096 on 6
   # GPUs): the restore then dies in the middle of reading. fsdp=1 always splits.
   fallback = ml_collections.ConfigDict(config.mesh.to_dict())
-  slices = parallel.slice_count(jax.devices())
   for fsdp in sorted((n for n in range(1, count // slices + 1) if count // slices % n == 0),
                      reverse=True):  # on several slices mesh.data crosses them: a multiple
     fallback.update(data=count // fsdp, fsdp=fsdp, tensor=1)

@@ -4,11 +4,13 @@ tensor group is said to span hosts by its GPUs' hosts, not by its processes. The
 devices are stand-ins here (no GPU); the compile-only devices of `glmjax.aot`, which say slice 0
 for every host, come from jax's CUDA plugin."""
 import dataclasses
+import importlib
 import logging
 
+import jax
 import pytest
 
-from glmjax import config as config_lib, gpu_topology, parallel
+from glmjax import config as config_lib, gpu_topology, parallel, pretrained, topology
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,3 +92,21 @@ def test_aot_s_compile_only_gpus_count_hosts_as_the_runtime_does(caplog):
   assert "failed" not in caplog.text  # jax's hybrid mesh itself, not the plain-order fallback
   for row in mesh.devices:
     assert len({device.process_index for device in row.flat}) == 1
+
+
+@pytest.mark.parametrize("slice_name", ["2xv5e-16", "v5e-16"])
+def test_reading_a_workdir_on_several_slices_keeps_mesh_data_across_them(slice_name, monkeypatch):
+  # generate, evaluate and export read a run's parameters onto this machine's devices: a run
+  # mesh of data=1 fsdp=-1 splits the model over 32 devices but not over two slices (or GPU
+  # hosts), so the fallback takes fsdp inside each and data across them, as train would.
+  devices = topology.slice_devices(topology.parse_slice(slice_name))
+  monkeypatch.setattr(jax, "devices", lambda *args: devices)
+  monkeypatch.setattr(jax, "device_count", lambda *args: len(devices))
+  config = importlib.import_module("configs.base").get_config("local")
+  config.model.update(hidden_size=64, num_heads=4, num_layers=2)
+  config.mesh.update(data=1, fsdp=-1, tensor=1)
+  mesh = pretrained.local_mesh(config)
+  slices = parallel.slice_count(devices)
+  assert dict(mesh.shape) == {"data": slices, "fsdp": len(devices) // slices, "tensor": 1}
+  for row in mesh.devices:
+    assert len({parallel.network_group(device) for device in row.flat}) == 1

@@ -27,8 +27,8 @@ ENTRIES = (
               "group_spans_hosts",)),
     Mutation("a workdir is read onto the run's mesh whatever sizes this host's devices split",
              "glmjax/pretrained.py",
-             "    return parallel.unsplittable_axis(axes, dict(zip(parallel.MESH_AXES, shape)), "
-             "rules) is None", "    return True",
+             "        axes, dict(zip(parallel.MESH_AXES, shape)), rules) is None",
+             "        axes, dict(zip(parallel.MESH_AXES, shape)), rules) is None or True",
              ("tests/test_reporting.py::test_a_workdir_whose_hidden_size_this_host_s_device_count_"
               "does_not_divide_still_loads",)),
     Mutation("a --config.* override without --config is only an unknown flag",

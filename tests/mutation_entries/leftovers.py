@@ -142,3 +142,10 @@ ENTRIES += (
              ("tests/test_launch_on_workers.py::test_status_calls_a_stale_pid_file_s_other_process_"
               "not_running",)),
 )
+ENTRIES += (
+    Mutation("a workdir is read onto several slices with the run's data=1", "glmjax/pretrained.py",
+             "    return shape[0] % slices == 0 and parallel.unsplittable_axis(",
+             "    return parallel.unsplittable_axis(",
+             ("tests/test_gpu_hosts.py::test_reading_a_workdir_on_several_slices_keeps_mesh_data_"
+              "across_them",)),
+)
