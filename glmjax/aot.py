@@ -201,7 +201,8 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *
     program = step_lib.build_program(config, mesh, rules, model_config)
     state_bytes = per_chip_bytes(program.abstract_state)
     sizes = dict(state_bytes=state_bytes, hbm=hbm, platform=spec.platform,
-                 batch_parallelism=parallel.batch_axis_size(mesh))
+                 batch_parallelism=parallel.batch_axis_size(mesh),
+                 slices=parallel.slice_count(devices))
     compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step",
                                    **sizes)
     evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step",

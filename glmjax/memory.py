@@ -89,17 +89,21 @@ def device_snapshot_report(memory, copy_bytes: int, limit: int | None) -> tuple[
 
 
 def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0,
-               platform: str = "tpu", batch_parallelism: int = 0) -> str:
+               platform: str = "tpu", batch_parallelism: int = 0, slices: int = 1) -> str:
   """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
   state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
   remat and micro-batches shrink activations, not parameters and optimizer moments. More
   micro-batches are offered only where each still splits over `batch_parallelism` (mesh.data x
-  mesh.fsdp; 0: not known) rows, as config validation wants."""
+  mesh.fsdp; 0: not known) rows, as config validation wants. On several `slices` (TPU slices
+  or GPU hosts) mesh.data crosses them, so it shards no further than mesh.data=slices."""
   bigger = {"tpu": ["a bigger slice"], "gpu": _more_gpus()}.get(
       platform, ["a smaller config (on a CPU: --config=configs/base.py:local)"])
+  widest = (f"mesh.data={slices} mesh.fsdp=-1 (shards them over each of the {slices} "
+            f"{'GPU hosts' if platform == 'gpu' else 'slices'})" if slices > 1 else
+            "mesh.data=1 mesh.fsdp=-1 (shards them over all chips)")
+  shardable = int(config.mesh.data) != slices
   if state_bytes and hbm and state_bytes >= hbm:
-    tips = (["mesh.data=1 mesh.fsdp=-1 (shards them over all chips)"]
-            if int(config.mesh.data) != 1 else []) + bigger
+    tips = ([widest] if shardable else []) + bigger
     return (f"the parameters and optimizer state alone take {state_bytes / 2**30:.2f} GiB per "
             "chip, which remat and grad_accum_steps do not shrink; try " + ", ".join(tips) + ".")
   tips = []
@@ -110,8 +114,8 @@ def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int
     tips.append("model.save_dropout_masks=false (the backward pass draws the masks again)")
   if config.model.remat != "full":
     tips.append(f"model.remat=full (now {config.model.remat})")
-  if int(config.mesh.data) != 1:  # the state is copied over mesh.data, whatever mesh.fsdp is
-    tips.append("mesh.data=1 mesh.fsdp=-1 (shards parameters and optimizer state over all chips)")
+  if shardable:  # the state is copied over mesh.data, whatever mesh.fsdp is
+    tips.append(widest.replace("shards them", "shards parameters and optimizer state"))
   accum, batch = 2 * int(config.optim.grad_accum_steps), int(config.data.batch_size)
   if batch % accum == 0 and (batch // accum) % max(batch_parallelism, 1) == 0:
     tips.append(f"optim.grad_accum_steps={accum} (fewer rows per chip at a time, same global "

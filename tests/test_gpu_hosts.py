@@ -10,7 +10,7 @@ import logging
 import jax
 import pytest
 
-from glmjax import config as config_lib, gpu_topology, parallel, pretrained, topology
+from glmjax import config as config_lib, gpu_topology, memory, parallel, pretrained, topology
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,3 +110,19 @@ def test_reading_a_workdir_on_several_slices_keeps_mesh_data_across_them(slice_n
   assert dict(mesh.shape) == {"data": slices, "fsdp": len(devices) // slices, "tensor": 1}
   for row in mesh.devices:
     assert len({parallel.network_group(device) for device in row.flat}) == 1
+
+
+def test_out_of_memory_advice_on_several_hosts_shards_inside_each_not_over_all():
+  # mesh.data=1 would be refused there; the widest sharding is mesh.data = the host count.
+  config = importlib.import_module("configs.base").get_config("local")
+  advice = memory.fit_advice(config, platform="gpu", slices=4)
+  assert "mesh.data=4 mesh.fsdp=-1 (shards parameters and optimizer state over each of the 4 " \
+         "GPU hosts)" in advice and "mesh.data=1" not in advice
+  assert "over each of the 2 slices" in memory.fit_advice(config, platform="tpu", slices=2)
+  config.mesh.data = 4
+  assert "mesh.fsdp=-1" not in memory.fit_advice(config, platform="gpu", slices=4)
+  full = memory.fit_advice(config, platform="gpu", slices=4, state_bytes=9, hbm=8)
+  assert "mesh.data=" not in full and full.startswith("the parameters and optimizer state alone")
+  config.mesh.data = 8
+  assert "mesh.data=4 mesh.fsdp=-1 (shards them over each of the 4 GPU hosts)" in \
+      memory.fit_advice(config, platform="gpu", slices=4, state_bytes=9, hbm=8)

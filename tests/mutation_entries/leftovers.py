@@ -149,3 +149,10 @@ ENTRIES += (
              ("tests/test_gpu_hosts.py::test_reading_a_workdir_on_several_slices_keeps_mesh_data_"
               "across_them",)),
 )
+ENTRIES += (
+    Mutation("out-of-memory advice on several hosts says mesh.data=1", "glmjax/memory.py",
+             '            f"{\'GPU hosts\' if platform == \'gpu\' else \'slices\'})" if slices > 1 else',
+             '            f"{\'GPU hosts\' if platform == \'gpu\' else \'slices\'})" if False else',
+             ("tests/test_gpu_hosts.py::test_out_of_memory_advice_on_several_hosts_shards_inside_"
+              "each_not_over_all",)),
+)
