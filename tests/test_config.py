@@ -64,7 +64,9 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
   assert stage1.data.batch_size == 1024 and stage1.train.steps == 250_000
   assert (stage1.optim.weight_decay, stage1.optim.schedule, stage1.optim.decay_steps,
           stage1.optim.final_ratio) == (0.1, "cosine", 175_000, 0.1)
-  # Stage 2: 0.5% warmup, linear to 10% over its 50k steps.
+  # Stage 2: 512 rows of 1024 tokens (stage 1's tokens a step; the original's micro-batches
+  # drop from 21 rows to 8 per GPU), 0.5% warmup, linear to 10% over its 50k steps.
+  assert stage2.data.batch_size * stage2.data.seq_len == 1024 * 512
   assert (stage2.optim.warmup_ratio, stage2.optim.decay_steps, stage2.optim.final_ratio,
           stage2.train.steps) == (0.005, 50_000, 0.1, 50_000)
 
