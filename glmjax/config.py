@@ -133,6 +133,7 @@ def checkpoint_defaults() -> ml_collections.ConfigDict:
       device_snapshot=False,       # save a device copy of the state, sent over the next steps
       snapshot_parts=1,            # that copy goes in this many parts, one after each step
       init_from="",                # a run with no checkpoint starts from this workdir's params
+      init_optimizer=False,        # with init_from: its optimizer state too (schedule anew)
       start_over=False,            # no usable checkpoint: move the damaged ones aside, step 0
   ))
 

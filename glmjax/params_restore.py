@@ -1,7 +1,8 @@
-"""Parameters only, from the newest checkpoint of another run: what `checkpoint.init_from`
-starts a run from (continued pretraining with a new optimizer, schedule or sequence length), and
-what `generate` and `evaluate` read from a workdir. Checked before use as a resume is: the saved
-layout against the model's, every array against its checksum, the same verdict on every host.
+"""Parameters (and, if asked, the optimizer state) from the newest checkpoint of another run:
+what `checkpoint.init_from` starts a run from (continued pretraining with a new schedule or
+sequence length), and what `generate` and `evaluate` read from a workdir. Checked before use
+as a resume is: the saved layout against the model's, every array against its checksum, the
+same verdict on every host.
 """
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
   second stage continued from the first). Read straight into `abstract_params`' shardings.
   """
+  parts, step = restore_parts(source, {"params": abstract_params}, current_layout, field=field,
+                              check=check, changes=changes, fix=fix)
+  return parts["params"], step
+
+
+def restore_parts(source: str, abstract: dict[str, Any], current_layout: dict, *,
+                  field: str = "checkpoint.init_from",
+                  check: Callable[[dict, int], None] | None = None,
+                  changes: Callable[[dict], list[str]] | None = None,
+                  fix: str = "") -> tuple[dict[str, Any], int]:
+  """The parts of a saved TrainState that `abstract` names ("params", and "opt_state" for the
+  optimizer state too), checked as restore_params checks the parameters."""
   directory = checkpoints_directory(source, field)
   manager = ocp.CheckpointManager(
       location(directory), item_names=(STATE_ITEM, METADATA_ITEM),
@@ -53,13 +66,13 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
       raise FileNotFoundError(f"{field}={source!r}: no checkpoint in {directory}.")
     step = steps[-1]
 
-    def read(what: str, restore: Callable[[], Any]) -> Any:
+    def read(what: str, restore: Callable[[], Any], hint: str = "") -> Any:
       """`restore()`, or the same error on every host (one host alone must not hang)."""
       value, failure = agreement.attempt(restore, log)
       failure = agreement.agree(agreement.settle(failure, f"{what} {step}"))
       if failure is not None:
         raise UnusableCheckpointError(f"{field}: the {what} at step {step} in {directory} "
-                                      f"could not be read: {failure[1]}.")
+                                      f"could not be read: {failure[1]}.{hint}")
       return value
 
     saved = read("metadata", lambda: manager.restore(step, args=ocp.args.Composite(**{
@@ -75,15 +88,20 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
           "model: " + "; ".join(problems)
           + (f" (the config differs in {'; '.join(differ)})" if differ else "") + "."
           + (f" {fix}" if fix else ""))
-    item = {"params": abstract_params}
-    restored = read("parameters", lambda: manager.restore(step, args=ocp.args.Composite(**{
+    item = dict(abstract)
+    what = "parameters" if list(item) == ["params"] else "state"
+    # A saved optimizer state of another shape fails to read like a damaged one: say the likelier.
+    hint = ("" if "opt_state" not in item else " If that run's optimizer differed from this "
+            "one's (optim.grad_clip, optim.weight_decay or optim.moments_dtype), make them the "
+            "same, or set checkpoint.init_optimizer=false to take its parameters alone.")
+    restored = read(what, lambda: manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True)})))
+            partial_restore=True)})), hint)
     problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
     if problem:
       raise UnusableCheckpointError(
-          f"{field}: the parameters at step {step} in {directory} are {problem}.")
-    return restored[STATE_ITEM]["params"], step
+          f"{field}: the {what} at step {step} in {directory} are {problem}.")
+    return {name: restored[STATE_ITEM][name] for name in item}, step
   finally:
     manager.close()

@@ -65,6 +65,7 @@ def glm_10b_stage2(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   config.optim.update(learning_rate=3e-5, warmup_ratio=0.005, decay_steps=50_000,
                       schedule="linear", final_ratio=0.1)
   config.train.steps = 50_000
+  config.checkpoint.init_optimizer = True  # the original loaded stage 1's Adam state too
   return config
 
 

@@ -177,9 +177,10 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
   if not config.checkpoint.init_from:
     log.info("Initialised a new model in %s", workdir)
     return state
-  source = config.checkpoint.init_from
-  params, at = params_restore.restore_params(
-      source, abstract.params, layout, check=lambda saved, step: workdir_lib.check_tokenizer(
+  source, moments = config.checkpoint.init_from, bool(config.checkpoint.init_optimizer)
+  wanted = {"params": abstract.params, **({"opt_state": abstract.opt_state} if moments else {})}
+  parts, at = params_restore.restore_parts(
+      source, wanted, layout, check=lambda saved, step: workdir_lib.check_tokenizer(
           saved.get("tokenizer"), metadata["tokenizer"],
           what=f"checkpoint.init_from={source!r} (its step {step})",
           fix="Set the data.tokenizer fields to that run's (its config.json), or leave "
@@ -190,9 +191,9 @@ def _initial_state(config, program: step_lib.Program, metadata: dict,
           if change.split(":")[0] in {f"model.{name}" for name in PARAMETER_FIELDS}],
       fix="Set those model fields to that run's (its config.json), or leave "
           "checkpoint.init_from empty to start afresh.")
-  log.info("Initialised from the parameters of step %d in %s (new optimizer state, step 0)",
-           at, config.checkpoint.init_from)
-  return state.replace(params=params)
+  log.info("Initialised from the parameters of step %d in %s (%s, step 0)", at, source,
+           "its optimizer state too" if moments else "new optimizer state")
+  return state.replace(**parts)
 
 
 def _train(config, inputs: RunInputs, outputs: RunOutputs, termination: loop.TerminationFlag):

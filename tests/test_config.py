@@ -67,6 +67,8 @@ def test_glm_10b_carries_the_original_data_recipe_and_its_second_stage():
   # Stage 2: 512 rows of 1024 tokens (stage 1's tokens a step; the original's micro-batches
   # drop from 21 rows to 8 per GPU), 0.5% warmup, linear to 10% over its 50k steps.
   assert stage2.data.batch_size * stage2.data.seq_len == 1024 * 512
+  # It takes stage 1's Adam state with its parameters, as the original loaded it.
+  assert stage2.checkpoint.init_optimizer and not stage1.checkpoint.init_optimizer
   assert (stage2.optim.warmup_ratio, stage2.optim.decay_steps, stage2.optim.final_ratio,
           stage2.train.steps) == (0.005, 50_000, 0.1, 50_000)
 

@@ -156,3 +156,27 @@ ENTRIES += (
              ("tests/test_gpu_hosts.py::test_out_of_memory_advice_on_several_hosts_shards_inside_"
               "each_not_over_all",)),
 )
+_INIT_OPT = "tests/test_init_optimizer.py::"
+ENTRIES += (
+    Mutation("init_from ignores checkpoint.init_optimizer", "glmjax/train.py",
+             "  source, moments = config.checkpoint.init_from, bool(config.checkpoint.init_optimizer)",
+             "  source, moments = config.checkpoint.init_from, False",
+             (_INIT_OPT + "test_a_second_stage_takes_the_first_run_s_optimizer_state_only_when_"
+              "asked",)),
+    Mutation("init_from's parts come back as the parameters alone", "glmjax/params_restore.py",
+             "    return {name: restored[STATE_ITEM][name] for name in item}, step",
+             '    return {"params": restored[STATE_ITEM]["params"]}, step',
+             (_INIT_OPT + "test_a_second_stage_takes_the_first_run_s_optimizer_state_only_when_"
+              "asked",)),
+    Mutation("an optimizer state of another shape reads as a damaged checkpoint",
+             "glmjax/params_restore.py",
+             '    hint = ("" if "opt_state" not in item else',
+             '    hint = ("" if True else',
+             (_INIT_OPT + "test_an_optimizer_state_of_another_shape_is_refused_in_one_line_naming_"
+              "the_fields",)),
+    Mutation("GLM-10B's second stage starts its Adam moments at zero", "glmjax/recipes.py",
+             "  config.checkpoint.init_optimizer = True",
+             "  config.checkpoint.init_optimizer = False",
+             ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_"
+              "stage",)),
+)
