@@ -1,13 +1,16 @@
 """Pure training and evaluation steps, shared by train, bench and tests.
 
-The loss is cross-entropy on Part B (`loss_mask`), averaged over the Part B tokens of each
-objective and weighted by the objective's share of the batch's rows (objective_loss_scale: the
-original's weighting, as its micro-batches hold one objective each); with one objective, the
-mean over the batch's Part B tokens. Gradient accumulation sums per-token losses over
-micro-batches and divides once,
-so `grad_accum_steps=k` equals one step on the full batch (exactly so without dropout: each
-micro-batch draws its own dropout mask). The learning rate is `schedule(state.step)`, applied
-here, so the logged rate is the applied one even after skipped (non-finite) steps.
+The loss is cross-entropy on Part B (`loss_mask`): each row's mean over its Part B tokens,
+averaged over the rows that have any. That is the original's weighting: it averages the tokens
+of each micro-batch, which holds one objective (and for [gMASK] one generated length, so rows
+of one Part B size), and then the micro-batches alike. A mean over all the tokens of a batch
+that mixes objectives would let [gMASK] rows (Part B about 75% of a row, against 18% for
+[MASK]) take several times their share of the gradient. Row by row, it needs no sum over the
+batch before the forward pass. Gradient accumulation sums the rows' losses over micro-batches
+and divides once, so `grad_accum_steps=k` equals one step on the full batch (exactly so
+without dropout: each micro-batch draws its own dropout mask). The learning rate is
+`schedule(state.step)`, applied here, so the logged rate is the applied one even after skipped
+(non-finite) steps.
 """
 from __future__ import annotations
 
@@ -80,53 +83,32 @@ def abstract_state(init_fn, shardings) -> TrainState:
                       shapes, shardings)
 
 
-LOSS_SCALE = "loss_scale"  # [B] batch entry train_step adds: each row's factor on its loss
-
-
-def objective_loss_scale(batch) -> jax.Array:
-  """[B] factors on the rows' losses that give each objective the share of the loss its rows
-  have of the batch. The original draws one objective per micro-batch and averages that
-  micro-batch's Part B tokens, so an objective's share of the gradient is its probability;
-  averaging the tokens of a mixed batch would let [gMASK] rows (Part B about 75% of a row,
-  against 18% for [MASK] and [sMASK]) outweigh their share several times. Within an objective
-  tokens count alike, and a batch of one objective gets exactly 1.0 (sums, not dots: a float32
-  dot may round on TPU)."""
-  ids = batch["objective"]
-  row_weight = jnp.sum(batch["loss_mask"].astype(jnp.float32), axis=-1)
-  member = ids[:, None] == jnp.arange(NUM_OBJECTIVES)  # [B, O]
-  rows = jnp.sum(member, axis=0, dtype=jnp.float32)
-  weight = jnp.sum(jnp.where(member, row_weight[:, None], 0.0), axis=0)
-  total = jnp.sum(weight)  # = weight[o] exactly when every row has objective o
-  scale = jnp.where(weight > 0, rows / ids.shape[0] * total / jnp.where(weight > 0, weight, 1.0),
-                    0.0)
-  return scale[ids]
-
-
 def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool,
-              loss_chunk: int = loss_lib.DEFAULT_CHUNK):
+              loss_chunk: int = loss_lib.DEFAULT_CHUNK, rows_alike: bool = False):
   """Summed Part B cross-entropy and the counts needed to average it exactly.
 
-  With `batch[LOSS_SCALE]`, `loss_sum` (what the gradient follows) weighs each row's tokens by
-  it; the other sums stay unweighted (per-objective losses are plain means). The vocabulary
-  projection runs only on Part B positions (loss.part_b_cross_entropy): the [B, T, V] logits
-  of the whole row are never built.
+  `loss_sum` (what the gradient follows) sums the tokens' losses, or with `rows_alike` each
+  row's mean over its Part B tokens (training's loss, `rows` of them to divide by); the other
+  sums are over tokens either way. The vocabulary projection runs only on Part B positions
+  (loss.part_b_cross_entropy): the [B, T, V] logits of the whole row are never built.
   """
   hidden = model.apply({"params": params}, batch["tokens"], batch["position_ids"],
                        batch["block_position_ids"], batch["sep"], deterministic=deterministic,
                        rngs=None if deterministic else {"dropout": rng}, return_hidden=True)
   embeddings = nn.meta.unbox(params["word_embeddings"])
   mask = batch["loss_mask"].astype(jnp.float32)
-  scale = batch.get(LOSS_SCALE)
+  row_weight = jnp.sum(mask, axis=-1)
+  per_token = jnp.where(row_weight > 0, 1.0 / jnp.maximum(row_weight, 1.0), 0.0)
   scored = loss_lib.part_b_cross_entropy(
-      hidden, embeddings, batch["targets"], mask if scale is None else mask * scale[:, None],
+      hidden, embeddings, batch["targets"], mask * per_token[:, None] if rows_alike else mask,
       chunk=loss_chunk)
   objective = jax.nn.one_hot(batch["objective"], NUM_OBJECTIVES, dtype=jnp.float32)
   row_loss, row_correct = scored["row_loss"], scored["row_correct"]
-  if scale is not None:  # the metrics unweighted again (a row with no Part B has scale 0)
-    row_loss, row_correct = (x / jnp.where(scale > 0, scale, 1.0) for x in (row_loss, row_correct))
-  row_weight = jnp.sum(mask, axis=-1)
+  if rows_alike:  # the metrics over tokens again
+    row_loss, row_correct = row_loss * row_weight, row_correct * row_weight
   sums = {
       "loss_sum": scored["loss_sum"],
+      "rows": jnp.sum(row_weight > 0, dtype=jnp.float32),
       "weight": jnp.sum(row_weight),
       "correct": jnp.sum(row_correct),
       "objective_loss_sum": row_loss @ objective,
@@ -157,7 +139,8 @@ def _zeros_like_output(fn, *args):
 
 def summed_gradients(params, batch, rng, *, model, grad_accum_steps: int,
                      loss_chunk: int = loss_lib.DEFAULT_CHUNK):
-  forward = functools.partial(loss_sums, model=model, deterministic=False, loss_chunk=loss_chunk)
+  forward = functools.partial(loss_sums, model=model, deterministic=False, loss_chunk=loss_chunk,
+                              rows_alike=True)
   grad_fn = jax.grad(forward, has_aux=True)
   # Gradients with respect to the compute-dtype view of the projections (`model` is a GLM: its
   # config says the dtype): the same values, half the bytes where the backward pass stacks them
@@ -197,12 +180,11 @@ def train_step(state: TrainState, batch, *, model, optimizer, schedule, seed: in
   Dropout masks come from fold_in(key(seed, impl=dropout_rng), step): a pure function of the
   step, so a resumed run draws the masks it would have drawn."""
   rng = jax.random.fold_in(jax.random.key(seed, impl=dropout_rng), state.step)
-  batch = {**batch, LOSS_SCALE: objective_loss_scale(batch)}  # of the whole batch, then split
   grads, sums = summed_gradients(state.params, batch, rng, model=model,
                                  grad_accum_steps=grad_accum_steps, loss_chunk=loss_chunk)
-  weight = jnp.maximum(sums["weight"], 1.0)
-  grads = jax.tree.map(lambda g: g / weight, grads)
-  loss = sums["loss_sum"] / weight
+  rows, weight = jnp.maximum(sums["rows"], 1.0), jnp.maximum(sums["weight"], 1.0)
+  grads = jax.tree.map(lambda g: g / rows, grads)
+  loss = sums["loss_sum"] / rows
   grad_norm = optax.global_norm(grads)
 
   learning_rate = schedule(state.step)

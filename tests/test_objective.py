@@ -2,8 +2,8 @@
 
 The reference takes only the model's forward (checked against a float64 numpy forward in
 test_model.py) and recomputes in numpy what the README says the step does: the Part B
-cross-entropy averaged over each objective's Part B tokens and weighted by the objective's share
-of the rows (the original's weighting), Part B accuracy, the
+cross-entropy of each row averaged over its Part B tokens, then over the rows (the original's
+weighting), Part B accuracy, the
 per-objective sums, the gradient (plain `jax.grad` of that loss over the full batch, no micro
 batches), global-norm clipping, AdamW with decay on weight matrices and embedding tables only,
 and the warmup-then-cosine schedule read at the step's own index. The step under test runs
@@ -81,10 +81,10 @@ def _reference_sums(logits, batch):
   correct = (logits.argmax(-1) == batch["targets"]) * mask
   per_objective = [(token_loss * mask)[batch["objective"] == k].sum() for k in range(3)]
   weights = [mask[batch["objective"] == k].sum() for k in range(3)]
-  # As the original, whose micro-batches hold one objective each: each objective's token mean,
-  # weighted by its share of the rows.
-  loss = sum(np.mean(batch["objective"] == k) * per_objective[k] / weights[k]
-             for k in range(3) if weights[k])
+  # As the original weighs them (micro-batches of one objective and Part B size, averaged
+  # alike): each row's mean over its Part B tokens, averaged over the rows.
+  rows = mask.sum(-1) > 0
+  loss = ((token_loss * mask).sum(-1)[rows] / mask.sum(-1)[rows]).mean()
   return dict(loss=loss, accuracy=correct.sum() / mask.sum(),
               tokens=mask.sum(), objective_loss_sum=per_objective, objective_weight=weights)
 
@@ -95,13 +95,10 @@ def _reference_gradient(model, params, batch):
                          batch["block_position_ids"], batch["sep"], deterministic=True)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     picked = jnp.take_along_axis(log_probs, jnp.asarray(batch["targets"])[..., None], -1)[..., 0]
-    mask, objective = jnp.asarray(batch["loss_mask"]), np.asarray(batch["objective"])
-    total = 0.0
-    for k in range(3):
-      chosen = mask * jnp.asarray(objective == k)[:, None]
-      if float(chosen.sum()):
-        total += np.mean(objective == k) * -(picked * chosen).sum() / chosen.sum()
-    return total
+    mask = jnp.asarray(batch["loss_mask"])
+    per_row = mask.sum(-1)
+    rows = per_row > 0
+    return -((picked * mask).sum(-1) / jnp.maximum(per_row, 1.0) * rows).sum() / rows.sum()
   return jax.tree.map(lambda g: np.asarray(g, np.float64), jax.grad(loss)(params))
 
 

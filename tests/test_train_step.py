@@ -241,8 +241,8 @@ def test_the_dropout_rng_is_the_seed_folded_with_the_step_then_the_micro_batch()
     micro = jax.tree.map(lambda x, index=index: x[index::2], batch)
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 3), index)
     _, sums = step_lib.loss_sums(nn.meta.unbox(state.params), micro, rng, model=model,
-                                 deterministic=False)
-    total, weight = total + float(sums["loss_sum"]), weight + float(sums["weight"])
+                                 deterministic=False, rows_alike=True)
+    total, weight = total + float(sums["loss_sum"]), weight + float(sums["rows"])
   np.testing.assert_allclose(at(3), total / weight, rtol=1e-5)
 
 

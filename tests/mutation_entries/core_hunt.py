@@ -44,7 +44,7 @@ ENTRIES: tuple[Mutation, ...] = (
              "return jnp.all(jnp.stack(checks)) if checks",
              "return jnp.any(jnp.stack(checks)) if checks", _STT),
     Mutation("the gradients are the Part B sum, not its mean", _ST,
-             "grads = jax.tree.map(lambda g: g / weight, grads)", "grads = grads", _STT),
+             "grads = jax.tree.map(lambda g: g / rows, grads)", "grads = grads", _STT),
     Mutation("accuracy is counted over every token of the batch, not the Part B ones", _ST,
              '"accuracy": sums["correct"] / weight,',
              '"accuracy": sums["correct"] / batch["tokens"].size,', _STT),

@@ -70,20 +70,24 @@ ENTRIES += (
 _WEIGHTS = "tests/test_objective_weights.py::"
 ENTRIES += (
     Mutation("the train step averages the tokens of a mixed batch again", "glmjax/step.py",
-             "  batch = {**batch, LOSS_SCALE: objective_loss_scale(batch)}  # of the whole batch",
-             "  batch = {**batch}  # of the whole batch",
-             (_WEIGHTS + "test_the_step_s_loss_and_gradient_weigh_objectives_by_rows_and_its_"
-              "metrics_stay_plain",)),
-    Mutation("an objective weighs by its tokens, not its rows", "glmjax/step.py",
-             "  scale = jnp.where(weight > 0, rows / ids.shape[0] * total",
-             "  scale = jnp.where(weight > 0, weight / total * total",
-             (_WEIGHTS + "test_the_scale_gives_each_objective_its_share_of_rows_and_keeps_the_"
-              "token_total",)),
-    Mutation("the per-objective metrics keep the loss's weights", "glmjax/step.py",
-             "  if scale is not None:  # the metrics unweighted again",
-             "  if False:  # the metrics unweighted again",
-             (_WEIGHTS + "test_the_step_s_loss_and_gradient_weigh_objectives_by_rows_and_its_"
-              "metrics_stay_plain",)),
+             "      hidden, embeddings, batch[\"targets\"], mask * per_token[:, None] if rows_alike else mask,",
+             "      hidden, embeddings, batch[\"targets\"], mask,",
+             (_WEIGHTS + "test_the_step_s_loss_is_the_mean_of_the_rows_means_and_its_metrics_stay_"
+              "per_token",)),
+    Mutation("the rows' means are divided by the tokens", "glmjax/step.py",
+             "  grads = jax.tree.map(lambda g: g / rows, grads)\n  loss = sums[\"loss_sum\"] / rows",
+             "  grads = jax.tree.map(lambda g: g / weight, grads)\n  loss = sums[\"loss_sum\"] / weight",
+             (_WEIGHTS + "test_the_step_s_loss_is_the_mean_of_the_rows_means_and_its_metrics_stay_"
+              "per_token",)),
+    Mutation("the per-objective metrics keep the rows' weights", "glmjax/step.py",
+             "  if rows_alike:  # the metrics over tokens again",
+             "  if False:  # the metrics over tokens again",
+             (_WEIGHTS + "test_the_step_s_loss_is_the_mean_of_the_rows_means_and_its_metrics_stay_"
+              "per_token",)),
+    Mutation("rows without Part B count in the mean", "glmjax/step.py",
+             '      "rows": jnp.sum(row_weight > 0, dtype=jnp.float32),',
+             '      "rows": jnp.sum(row_weight >= 0, dtype=jnp.float32),',
+             (_WEIGHTS + "test_rows_without_part_b_are_left_out_of_the_mean",)),
 )
 ENTRIES += (
     Mutation("PROCS=gpu trains with fewer tasks than GPUs", "launch/gpu_slurm.sh",

@@ -134,8 +134,8 @@ ENTRIES = (
              ("tests/test_fault_verdicts.py::test_a_read_that_fails_on_one_host_only_gives_every_"
               "host_one_verdict",)),
     Mutation("loss scored on the inputs, not the targets", "glmjax/step.py",
-             '      hidden, embeddings, batch["targets"], mask if scale is None',
-             '      hidden, embeddings, batch["tokens"], mask if scale is None',
+             '      hidden, embeddings, batch["targets"], mask * per_token',
+             '      hidden, embeddings, batch["tokens"], mask * per_token',
              ("tests/test_objective.py",)),
     Mutation("Part B loss drops the last, partial chunk", "glmjax/loss.py",
              "num_chunks = (count + chunk - 1) // chunk", "num_chunks = count // chunk",
@@ -144,10 +144,11 @@ ENTRIES = (
              "[jnp.sum(jnp.exp(logits - top[:, None]), axis=-1), jnp.where(owned, picked, 0.0)]))",
              "[jnp.sum(jnp.exp(logits - top[:, None]), axis=-1), jnp.where(owned, picked, 0.0)]))"
              "\n    target_logit = jnp.where(owned, picked, 0.0)", ("tests/test_loss.py",)),
-    Mutation("loss averaged over rows, not Part B tokens", "glmjax/step.py",
-             'weight = jnp.maximum(sums["weight"], 1.0)',
-             'weight = jnp.maximum(jnp.float32(batch["sep"].shape[0]), 1.0)',
-             ("tests/test_objective.py",)),
+    Mutation("loss averaged over all rows, not those with Part B", "glmjax/step.py",
+             'rows, weight = jnp.maximum(sums["rows"], 1.0)',
+             'rows, weight = jnp.maximum(jnp.float32(batch["sep"].shape[0]), 1.0)',
+             ("tests/test_objective_weights.py::test_rows_without_part_b_are_left_out_of_the_"
+              "mean", "tests/test_objective.py")),
     Mutation("gradients x4 in the accumulation path", "glmjax/step.py",
              "return jax.tree.map(jnp.add, carry, (in_params_dtype(grads), sums)), None",
              "return jax.tree.map(jnp.add, carry, (jax.tree.map(lambda g: 4 * g, "

@@ -257,9 +257,9 @@ ENTRIES = (
     Mutation("the training forward runs deterministic (no dropout while training)",
              "glmjax/step.py",
              "forward = functools.partial(loss_sums, model=model, deterministic=False, "
-             "loss_chunk=loss_chunk)",
+             "loss_chunk=loss_chunk,",
              "forward = functools.partial(loss_sums, model=model, deterministic=True, "
-             "loss_chunk=loss_chunk)",
+             "loss_chunk=loss_chunk,",
              ("tests/test_train_step.py::test_the_dropout_rng_is_the_seed_folded_with_the_step_"
               "then_the_micro_batch",)),
 )
