@@ -15,7 +15,8 @@ from etils import epath
 from glmjax import checksums
 from glmjax import restore_agreement as agreement
 from glmjax.checkpoint import (METADATA_ITEM, STATE_ITEM, IncompatibleCheckpointError,
-                               UnusableCheckpointError, in_workdir, layout_differences, location)
+                               UnusableCheckpointError, in_workdir, layout_differences, location,
+                               parameter_layout)
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,13 @@ def restore_parts(source: str, abstract: dict[str, Any], current_layout: dict, *
       raise FileNotFoundError(f"{field}={source!r}: no checkpoint in {directory}.")
     step = steps[-1]
 
-    def read(what: str, restore: Callable[[], Any], hint: str = "") -> Any:
+    def read(what: str, restore: Callable[[], Any]) -> Any:
       """`restore()`, or the same error on every host (one host alone must not hang)."""
       value, failure = agreement.attempt(restore, log)
       failure = agreement.agree(agreement.settle(failure, f"{what} {step}"))
       if failure is not None:
         raise UnusableCheckpointError(f"{field}: the {what} at step {step} in {directory} "
-                                      f"could not be read: {failure[1]}.{hint}")
+                                      f"could not be read: {failure[1]}.")
       return value
 
     saved = read("metadata", lambda: manager.restore(step, args=ocp.args.Composite(**{
@@ -89,15 +90,14 @@ def restore_parts(source: str, abstract: dict[str, Any], current_layout: dict, *
           + (f" (the config differs in {'; '.join(differ)})" if differ else "") + "."
           + (f" {fix}" if fix else ""))
     item = dict(abstract)
+    if "opt_state" in item:
+      _check_optimizer_state(saved, item["opt_state"], f"{field}: the checkpoint at step {step} "
+                             f"in {directory}")
     what = "parameters" if list(item) == ["params"] else "state"
-    # A saved optimizer state of another shape fails to read like a damaged one: say the likelier.
-    hint = ("" if "opt_state" not in item else " If that run's optimizer differed from this "
-            "one's (optim.grad_clip, optim.weight_decay or optim.moments_dtype), make them the "
-            "same, or set checkpoint.init_optimizer=false to take its parameters alone.")
     restored = read(what, lambda: manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True)})), hint)
+            partial_restore=True)})))
     problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
     if problem:
       raise UnusableCheckpointError(
@@ -105,3 +105,22 @@ def restore_parts(source: str, abstract: dict[str, Any], current_layout: dict, *
     return {name: restored[STATE_ITEM][name] for name in item}, step
   finally:
     manager.close()
+
+
+def _check_optimizer_state(saved: dict, abstract_opt_state: Any, where: str) -> None:
+  """Refuses, before any read, an optimizer state that is not there (an import or
+  `pretrained.save` holds parameters only) or of another layout than this run's optimizer: read
+  anyway, the first fails as a damaged checkpoint would, and the second is cast (moments_dtype)
+  and then fails its checksums."""
+  saved_layout = {name: layout for name, layout in saved.get("state_layout", {}).items()
+                  if name.startswith("opt_state/")}
+  if not saved_layout:
+    raise IncompatibleCheckpointError(
+        f"{where} holds parameters only (an import, or pretrained.save), no optimizer state: set "
+        "checkpoint.init_optimizer=false to start from its parameters with a new optimizer.")
+  problems = layout_differences(saved_layout, parameter_layout({"opt_state": abstract_opt_state}))
+  if problems:
+    raise IncompatibleCheckpointError(
+        f"{where} has an optimizer state that does not fit this run's optimizer: "
+        + "; ".join(problems) + ". Make optim.grad_clip and optim.moments_dtype that run's "
+        "(its config.json), or set checkpoint.init_optimizer=false to take its parameters alone.")

@@ -146,7 +146,8 @@ def _outputs(config, workdir: str) -> RunOutputs:
 def _initial_state(config, program: step_lib.Program, metadata: dict,
                    outputs: RunOutputs) -> step_lib.TrainState:
   """The newest good checkpoint of the workdir (its config checked against this one first),
-  else a new state, with `checkpoint.init_from`'s parameters when it is set."""
+  else a new state, with `checkpoint.init_from`'s parameters when it is set (and its optimizer
+  state with `checkpoint.init_optimizer`)."""
   workdir, checkpointer = outputs.workdir, outputs.checkpointer
   abstract, layout = program.abstract_state, metadata["param_layout"]
 

@@ -92,7 +92,7 @@ tasks_here() {  # this node's task count, from SLURM's "8(x4)" or "8,8,7" lists;
   local spec="${SLURM_STEP_TASKS_PER_NODE:-${SLURM_TASKS_PER_NODE:-}}" node="${SLURM_NODEID:-0}"
   local part n reps parts
   IFS=, read -ra parts <<< "$spec"
-  for part in "${parts[@]}"; do
+  for part in ${parts[@]+"${parts[@]}"}; do  # bash 4.2's set -u refuses an empty "${a[@]}"
     if [[ "$part" =~ ^([0-9]+)\(x([0-9]+)\)$ ]]; then n=${BASH_REMATCH[1]} reps=${BASH_REMATCH[2]}
     elif [[ "$part" =~ ^[0-9]+$ ]]; then n=$part reps=1
     else return 0; fi
@@ -117,6 +117,7 @@ else
   # node's GPUs: SLURM's count, else what this task sees unless SLURM bound it one GPU.
   tasks=$(tasks_here)
   gpus="${SLURM_GPUS_ON_NODE:-}"
+  [[ "$gpus" =~ ^[0-9]+$ ]] || gpus=""  # a count, or not said
   if [[ -z "$gpus" ]] && ((count > 1)); then gpus=$count; fi
   if [[ -n "$tasks" && -n "$gpus" && "$tasks" != "$gpus" ]]; then
     fail "PROCS=gpu: $tasks task(s) on $(hostname) for its $gpus GPUs: submit with" \

@@ -150,8 +150,10 @@ def plan(args) -> list:
   if args.command == "logs":
     follow = " -F" if args.follow else ""
     # From every worker at once, each line says whose it is (sed -u: followed lines at once).
+    # (pipefail: a missing log is tail's failure, not sed's success.)
     label = ' | sed -u "s/^/$(hostname): /"' if args.worker == "all" else ""
-    return [ssh(args, args.worker, f"tail -n {args.lines}{follow} {TRAIN_LOG}{label}")]
+    pipefail = "set -o pipefail; " if label else ""
+    return [ssh(args, args.worker, f"{pipefail}tail -n {args.lines}{follow} {TRAIN_LOG}{label}")]
   if args.command == "stop":
     return [ssh(args, "all", "; ".join([stop_previous_trainer(args.grace),
                                          stop_holders(args.grace)]))]

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from glmjax import checkpoint as checkpoint_lib
-from glmjax import train
+from glmjax import pretrained, train
 
 SMALL = {"model.hidden_size": 64, "model.max_position": 64, "data.seq_len": 64}
 
@@ -74,10 +74,24 @@ def test_an_optimizer_state_of_another_shape_is_refused_in_one_line_naming_the_f
   config = _config(steps=1)
   config.checkpoint.update(init_from=str(first), init_optimizer=True)
   config.optim.grad_clip = 0.0  # the first run's optimizer clipped: its state has one more part
-  with pytest.raises(checkpoint_lib.UnusableCheckpointError) as refused:
+  with pytest.raises(checkpoint_lib.IncompatibleCheckpointError) as refused:
     train.train_and_evaluate(config, str(tmp_path / "second"))
   message = str(refused.value)
-  assert "\n" not in message and "optim.grad_clip" in message
+  assert "\n" not in message and "does not fit this run's optimizer: opt_state/" in message
   assert message.endswith("set checkpoint.init_optimizer=false to take its parameters alone.")
   config.checkpoint.init_optimizer = False  # the parameters alone still read
   assert train.train_and_evaluate(config, str(tmp_path / "third"))["step"] == 1
+
+
+def test_parameters_saved_alone_are_refused_with_init_optimizer_naming_the_flag(tmp_path):
+  # An import (convert) or pretrained.save holds no optimizer state: say so, not "damaged".
+  first = tmp_path / "first"
+  train.train_and_evaluate(_config(steps=1), str(first))
+  params = pretrained.load(str(first)).params
+  pretrained.save(str(tmp_path / "imported"), _config(steps=1), params)
+  config = _config(steps=1)
+  config.checkpoint.update(init_from=str(tmp_path / "imported"), init_optimizer=True)
+  with pytest.raises(checkpoint_lib.IncompatibleCheckpointError,
+                     match=r"holds parameters only \(an import, or pretrained.save\), no "
+                           r"optimizer state: set checkpoint.init_optimizer=false"):
+    train.train_and_evaluate(config, str(tmp_path / "second"))

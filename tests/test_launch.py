@@ -188,7 +188,8 @@ def test_logs_shows_or_follows_one_workers_log(capsys):
   # Every worker's lines at once: each says its worker's host name.
   assert dry_run(capsys, "logs", "--name=glm", ZONE, "--worker=all") == (
       f"{SSH} --worker=all "
-      "'--command=tail -n 100 ~/glmjax/logs/train.log | sed -u \"s/^/$(hostname): /\"'\n")
+      "'--command=set -o pipefail; tail -n 100 ~/glmjax/logs/train.log | sed -u "
+      "\"s/^/$(hostname): /\"'\n")
 
 
 def test_a_grace_of_1_s_and_a_single_log_line_are_the_smallest_taken(capsys):

@@ -1,5 +1,7 @@
-"""Planted bugs in what session 45's reviews left: forwarded secrets on a command line, convert's
-progress, the tensor-group warning's host count, the fallback mesh of several slices."""
+"""Planted bugs in session 46's work: what session 45's reviews left (forwarded secrets on a
+command line, convert's progress, hosts counted by process, the fallback mesh of several
+slices), GPU hosts as network groups, the rows-alike loss, the SLURM and TPU launchers, the rank
+order, the planned Part B share, window starts, fit advice and init_optimizer."""
 from mutation_entries import Mutation
 
 _SECRET = ("tests/test_launch_on_workers.py::test_a_forwarded_variable_reaches_the_trainer_in_a_"
@@ -173,11 +175,14 @@ ENTRIES += (
              (_INIT_OPT + "test_a_second_stage_takes_the_first_run_s_optimizer_state_only_when_"
               "asked",)),
     Mutation("an optimizer state of another shape reads as a damaged checkpoint",
-             "glmjax/params_restore.py",
-             '    hint = ("" if "opt_state" not in item else',
-             '    hint = ("" if True else',
+             "glmjax/params_restore.py", '    if "opt_state" in item:\n      _check_optimizer_state(',
+             '    if False:\n      _check_optimizer_state(',
              (_INIT_OPT + "test_an_optimizer_state_of_another_shape_is_refused_in_one_line_naming_"
               "the_fields",)),
+    Mutation("parameters saved alone are called another optimizer's state",
+             "glmjax/params_restore.py", "  if not saved_layout:", "  if False:",
+             (_INIT_OPT + "test_parameters_saved_alone_are_refused_with_init_optimizer_naming_the_"
+              "flag",)),
     Mutation("GLM-10B's second stage starts its Adam moments at zero", "glmjax/recipes.py",
              "  config.checkpoint.init_optimizer = True",
              "  config.checkpoint.init_optimizer = False",
