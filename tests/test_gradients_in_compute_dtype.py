@@ -16,7 +16,8 @@ from test_train_step import _batches, _config
 def _float32_gradients(params, batch, rng, *, model, grad_accum_steps):
   """The gradients with respect to the float32 parameters themselves, summed over
   micro-batches as the step sums them: what the step computed before the view."""
-  forward = functools.partial(step_lib.loss_sums, model=model, deterministic=False)
+  forward = functools.partial(step_lib.loss_sums, model=model, deterministic=False,
+                              rows_alike=True)  # the training loss
   grad_fn = jax.grad(forward, has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, batch, rng)
