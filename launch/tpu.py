@@ -220,7 +220,11 @@ def send_secrets(args, step: Secrets) -> int:
       f.write(secrets_text(step.names))
     command = scp(args, path, "all", SECRETS)
     print(f"+ {shlex.join(command)}  # {', '.join(step.names)}", file=sys.stderr, flush=True)
-    return subprocess.run(command, check=False).returncode
+    code = subprocess.run(command, check=False).returncode
+    if code:  # ~/glmjax is missing on a slice that was never set up
+      print(f"launch/tpu.py: could not copy {', '.join(step.names)} to the workers (exit {code})"
+            "; a new slice needs `setup` first.", file=sys.stderr)
+    return code
   finally:
     os.remove(path)
 

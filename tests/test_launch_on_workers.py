@@ -166,3 +166,17 @@ def test_status_calls_a_stale_pid_file_s_other_process_not_running(tmp_path):
   finally:
     other.kill()
     trainer.kill()
+
+
+def test_train_on_a_slice_never_set_up_says_so_when_the_variables_cannot_be_copied(
+    capfd, monkeypatch, tmp_path):
+  monkeypatch.setenv("HF_TOKEN", "hf_S3CRET")
+  make_stub(str(tmp_path / "bin" / "gcloud"),  # scp fails: no ~/glmjax on the workers
+            'case "$4" in scp) echo "scp: glmjax/train.env: No such file or directory" >&2; '
+            'exit 1;; esac; exit 0')
+  monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  assert tpu.main(["train", "--name=glm", ZONE, "--env", "HF_TOKEN", "--", "--config=c.py",
+                   "--workdir=gs://b/r"]) == 1
+  err = capfd.readouterr().err
+  assert "could not copy HF_TOKEN to the workers (exit 1); a new slice needs `setup` first" in err
+  assert "S3CRET" not in err

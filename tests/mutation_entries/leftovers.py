@@ -189,3 +189,10 @@ ENTRIES += (
              ("tests/test_config.py::test_glm_10b_carries_the_original_data_recipe_and_its_second_"
               "stage",)),
 )
+ENTRIES += (
+    Mutation("train on a slice never set up shows only scp's error", "launch/tpu.py",
+             "    if code:  # ~/glmjax is missing on a slice that was never set up",
+             "    if False:  # ~/glmjax is missing on a slice that was never set up",
+             ("tests/test_launch_on_workers.py::test_train_on_a_slice_never_set_up_says_so_when_"
+              "the_variables_cannot_be_copied",)),
+)
