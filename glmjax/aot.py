@@ -202,7 +202,7 @@ def compile_for_slice(config, spec: topology.TpuSlice | gpu_topology.GpuHosts, *
     state_bytes = per_chip_bytes(program.abstract_state)
     sizes = dict(state_bytes=state_bytes, hbm=hbm, platform=spec.platform,
                  batch_parallelism=parallel.batch_axis_size(mesh),
-                 slices=parallel.slice_count(devices))
+                 slices=parallel.slice_count(devices), data=mesh.shape["data"])
     compiled = _compile_or_explain(program.compile_train_step, config, mesh, where, "train step",
                                    **sizes)
     evaluated = (_compile_or_explain(program.compile_eval_step, config, mesh, where, "eval step",

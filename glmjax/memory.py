@@ -89,19 +89,21 @@ def device_snapshot_report(memory, copy_bytes: int, limit: int | None) -> tuple[
 
 
 def fit_advice(config, *, snapshot: bool = False, state_bytes: int = 0, hbm: int = 0,
-               platform: str = "tpu", batch_parallelism: int = 0, slices: int = 1) -> str:
+               platform: str = "tpu", batch_parallelism: int = 0, slices: int = 1,
+               data: int = 0) -> str:
   """The knobs to try; `snapshot`: the peak counted a device-snapshot save's copy. Where the
   state alone (`state_bytes` per chip) fills the chip's `hbm`, only sharding it wider helps:
   remat and micro-batches shrink activations, not parameters and optimizer moments. More
   micro-batches are offered only where each still splits over `batch_parallelism` (mesh.data x
   mesh.fsdp; 0: not known) rows, as config validation wants. On several `slices` (TPU slices
-  or GPU hosts) mesh.data crosses them, so it shards no further than mesh.data=slices."""
+  or GPU hosts) mesh.data crosses them, so it shards no further than mesh.data=slices.
+  `data`: mesh.data's resolved size (0: the config's, which may be -1)."""
   bigger = {"tpu": ["a bigger slice"], "gpu": _more_gpus()}.get(
       platform, ["a smaller config (on a CPU: --config=configs/base.py:local)"])
   widest = (f"mesh.data={slices} mesh.fsdp=-1 (shards them over each of the {slices} "
             f"{'GPU hosts' if platform == 'gpu' else 'slices'})" if slices > 1 else
             "mesh.data=1 mesh.fsdp=-1 (shards them over all chips)")
-  shardable = int(config.mesh.data) != slices
+  shardable = (data or int(config.mesh.data)) != slices
   if state_bytes and hbm and state_bytes >= hbm:
     tips = ([widest] if shardable else []) + bigger
     return (f"the parameters and optimizer state alone take {state_bytes / 2**30:.2f} GiB per "

@@ -368,6 +368,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         advice = memory_lib.fit_advice(
             config, snapshot=bool(config.checkpoint.device_snapshot),
             platform=jax.default_backend(), slices=parallel.slice_count(jax.devices()),
+            data=shape["data"],
             batch_parallelism=math.prod(shape[axis] for axis in parallel.BATCH_AXES))
         too_big = RuntimeError(f"The run does not fit in device memory ({reason}); {advice}")
         too_big.__cause__ = error  # XLA's whole report goes to the log file

@@ -126,3 +126,6 @@ def test_out_of_memory_advice_on_several_hosts_shards_inside_each_not_over_all()
   config.mesh.data = 8
   assert "mesh.data=4 mesh.fsdp=-1 (shards them over each of the 4 GPU hosts)" in \
       memory.fit_advice(config, platform="gpu", slices=4, state_bytes=9, hbm=8)
+  # mesh.data=-1 already resolved to the host count: nothing to shard wider.
+  config.mesh.data = -1
+  assert "mesh.fsdp=-1" not in memory.fit_advice(config, platform="gpu", slices=4, data=4)

@@ -60,8 +60,8 @@ ENTRIES = (
               "kernel",)),
     Mutation("aot's advice leaves out fsdp when mesh.fsdp=-1 though mesh.data copies the state",
              "glmjax/memory.py",
-             "  shardable = int(config.mesh.data) != slices",
-             "  shardable = int(config.mesh.fsdp) != -1 and int(config.mesh.data) != slices",
+             "  shardable = (data or int(config.mesh.data)) != slices",
+             "  shardable = int(config.mesh.fsdp) != -1 and (data or int(config.mesh.data)) != slices",
              ("tests/test_aot_report.py::test_the_advice_for_a_config_that_does_not_fit_"
               "shards_the_state_only_where_it_is_copied",)),
     Mutation("aot counts every value of the state as 4 bytes", "glmjax/aot.py",
