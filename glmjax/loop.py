@@ -99,6 +99,10 @@ class TerminationFlag:
 def _step_scalars(metrics) -> dict[str, float | None]:
   scalars = {key: float(metrics[key]) for key in
              ("loss", "accuracy", "grad_norm", "param_norm", "learning_rate", "loss_tokens")}
+  # The mean over the step's Part B tokens, as eval/loss is taken (`loss` averages the rows).
+  tokens = scalars["loss_tokens"]
+  scalars["loss_per_token"] = (float(np.sum(metrics["objective_loss_sum"])) / tokens if tokens
+                               else None)
   return {**scalars, **metrics_lib.objective_losses(metrics)}
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from glmjax import model as model_lib, optim, step as step_lib
+from glmjax import loop, model as model_lib, optim, step as step_lib
 from glmjax.bench.step import synthetic_batch
 from glmjax.data.pipeline import BLANK, DOCUMENT, SENTENCE
 
@@ -67,6 +67,10 @@ def test_the_step_s_loss_is_the_mean_of_the_rows_means_and_its_metrics_stay_per_
   # Part B tokens (16, 12, 48 of 76).
   token_mean = float(np.sum(metrics["objective_loss_sum"]) / metrics["loss_tokens"])
   assert abs(float(metrics["loss"]) - token_mean) > 1e-3
+  # The log shows both: `loss` (rows alike) and `loss_per_token` (as eval/loss is taken).
+  scalars = loop._step_scalars(jax.device_get(metrics))
+  assert scalars["loss"] == float(metrics["loss"])
+  np.testing.assert_allclose(scalars["loss_per_token"], token_mean, rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(metrics["objective_weight"]), [16, 12, 48])
   per_objective = np.asarray(metrics["objective_loss_sum"]) / np.asarray(
       metrics["objective_weight"])  # plain token means per objective

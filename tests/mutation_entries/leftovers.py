@@ -203,3 +203,10 @@ ENTRIES += (
              ("tests/test_gpu_hosts.py::test_out_of_memory_advice_on_several_hosts_shards_inside_"
               "each_not_over_all",)),
 )
+ENTRIES += (
+    Mutation("the logged per-token loss is the rows-alike loss", "glmjax/loop.py",
+             '  scalars["loss_per_token"] = (float(np.sum(metrics["objective_loss_sum"])) / tokens if tokens',
+             '  scalars["loss_per_token"] = (scalars["loss"] if tokens',
+             ("tests/test_objective_weights.py::test_the_step_s_loss_is_the_mean_of_the_rows_means_"
+              "and_its_metrics_stay_per_token",)),
+)
