@@ -98,7 +98,7 @@ def loss_sums(params, batch, rng, *, model: nn.Module, deterministic: bool,
   embeddings = nn.meta.unbox(params["word_embeddings"])
   mask = batch["loss_mask"].astype(jnp.float32)
   row_weight = jnp.sum(mask, axis=-1)
-  per_token = 1.0 / jnp.maximum(row_weight, 1.0)  # a row with no Part B has a mask of zeros
+  per_token = jnp.where(row_weight > 0, 1.0 / jnp.maximum(row_weight, 1.0), 0.0)
   scored = loss_lib.part_b_cross_entropy(
       hidden, embeddings, batch["targets"], mask * per_token[:, None] if rows_alike else mask,
       chunk=loss_chunk)
