@@ -23,6 +23,9 @@ HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
 # Whether pid $p is a trainer: after a reboot the pid file's number may be another process.
 TRAINER_ALIVE = 'ps -o args= -p "$p" 2>/dev/null | grep -q glmjax.train'
 KILL_WAIT_S = 30  # a KILLed process can hold /dev/vfio for seconds: the next start would fail
+# A fresh VM's unattended upgrade holds apt's locks for minutes after boot, and apt-get fails
+# at once on a held lock ("Could not get lock"): setup's apt steps wait and try again.
+APT_TRIES, APT_RETRY_S, APT_LOCK_WAIT_S = 30, 10, 60
 
 
 def stop_holders(grace_s: int) -> str:
@@ -45,11 +48,20 @@ def stop_previous_trainer(grace_s: int) -> str:
           f'if {alive}; then kill -KILL "$p" || true; fi; fi')
 
 
+def apt_get() -> str:
+  """A shell function `apt_get ARGS`: sudo apt-get ARGS, tried again while it fails."""
+  return (f"apt_get() {{ for try in $(seq {APT_TRIES}); do sudo apt-get -o "
+          f'DPkg::Lock::Timeout={APT_LOCK_WAIT_S} "$@" && return 0; echo "$(hostname): apt-get '
+          f'$1 failed (try $try of {APT_TRIES}; on a new VM its first upgrade may hold the lock)'
+          f'" >&2; sleep {APT_RETRY_S}; done; echo "$(hostname): apt-get $* failed {APT_TRIES} '
+          f'times" >&2; return 1; }}')
+
+
 def remote_setup(args) -> str:
   """Per-worker install: Python venv, the copied checkout, requirements once per content hash."""
   python = shlex.quote(args.python)
   jax_spec = shlex.quote(f"jax[tpu]=={args.jax_version}" if args.jax_version else "jax[tpu]")
-  steps = ["set -e"]
+  steps = ["set -e", apt_get()]
   if args.mount_bucket:
     bucket, point = shlex.quote(args.mount_bucket), shlex.quote(args.mount_point)
     steps += [
@@ -57,8 +69,8 @@ def remote_setup(args) -> str:
         "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) "
         "main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL "
         "https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee "
-        "/usr/share/keyrings/cloud.google.asc >/dev/null; sudo apt-get update -qq; "
-        "sudo apt-get install -y -qq gcsfuse; fi",
+        "/usr/share/keyrings/cloud.google.asc >/dev/null; apt_get update -qq; "
+        "apt_get install -y -qq gcsfuse; fi",
         # Only when not mounted yet: on a live mount (a rerun of setup after a code change) root
         # cannot stat the FUSE mount (no allow_other) and chown fails on a read-only mount, and
         # set -e would then stop before the new code is copied.
@@ -66,8 +78,8 @@ def remote_setup(args) -> str:
         f"gcsfuse --implicit-dirs -o ro {bucket} {point}; fi",
     ]
   steps += [
-      f"if ! command -v {python} >/dev/null; then sudo apt-get update -qq; "
-      f"sudo apt-get install -y -qq {python} {python}-venv; fi",
+      f"if ! command -v {python} >/dev/null; then apt_get update -qq; "
+      f"apt_get install -y -qq {python} {python}-venv; fi",
       # A venv of another Python (setup run again with another --python) is made anew, and
       # its install marker goes with it: the new venv holds no requirements yet.
       f'if [ ! -x {VENV_PYTHON} ] || [ "$({VENV_PYTHON} --version 2>&1)" != '

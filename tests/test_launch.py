@@ -94,14 +94,18 @@ def test_create_in_queued_mode_requests_a_queued_resource_for_spot_or_reserved(c
 
 
 SETUP_PAYLOAD = (
-    "set -e; if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/"
+    "set -e; apt_get() { for try in $(seq 30); do sudo apt-get -o DPkg::Lock::Timeout=60 \"$@\" "
+    "&& return 0; echo \"$(hostname): apt-get $1 failed (try $try of 30; on a new VM its first "
+    "upgrade may hold the lock)\" >&2; sleep 10; done; echo \"$(hostname): apt-get $* failed 30 "
+    "times\" >&2; return 1; }; "
+    "if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/"
     "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) main\" | "
     "sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL https://packages."
     "cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
-    ">/dev/null; sudo apt-get update -qq; sudo apt-get install -y -qq gcsfuse; fi; if ! mountpoint "
+    ">/dev/null; apt_get update -qq; apt_get install -y -qq gcsfuse; fi; if ! mountpoint "
     "-q /mnt/gcs; then sudo mkdir -p /mnt/gcs; sudo chown \"$USER\" /mnt/gcs; gcsfuse "
     "--implicit-dirs -o ro my-bucket /mnt/gcs; fi; if ! command -v python3.11 >/dev/null; then "
-    "sudo apt-get update -qq; sudo apt-get install -y -qq python3.11 python3.11-venv; fi; if [ ! "
+    "apt_get update -qq; apt_get install -y -qq python3.11 python3.11-venv; fi; if [ ! "
     "-x ~/glmjax/venv/bin/python ] || [ \"$(~/glmjax/venv/bin/python --version 2>&1)\" != "
     "\"$(python3.11 --version 2>&1)\" ]; then rm -rf ~/glmjax/venv ~/glmjax/installed; python3.11 "
     "-m venv "

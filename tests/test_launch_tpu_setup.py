@@ -8,6 +8,7 @@ import io
 import os
 import shlex
 import subprocess
+import sys
 import tarfile
 
 from launch_stubs import make_stub, never_the_real_gcloud_or_srun  # noqa: F401
@@ -256,3 +257,59 @@ def test_setup_fails_when_a_worker_s_gcloud_is_killed_by_a_signal(capsys, tmp_pa
   commands = {0: [["true"]], 1: [["sh", "-c", "kill -9 $$"]], 2: [["true"]]}
   assert tpu.run_per_worker(tpu.PerWorker(commands, str(tmp_path / "logs"))) == 1
   assert "worker 1: FAILED (exit -9)" in capsys.readouterr().out
+
+
+def _apt_worker(tmp_path, lock_held_for: int):
+  """A new worker without its Python (python3.99, on no test machine's PATH, as
+  python3.11 is on no new TPU VM): apt-get fails on a held lock `lock_held_for` times, then
+  installs; every sudo apt-get call is logged."""
+  home = tmp_path / "home"
+  home.mkdir()
+  bin_dir = tmp_path / "bin"
+  venv_python = tmp_path / "venv-python"
+  make_stub(str(venv_python), '[ "$1" = --version ] && echo Python 3.99.0; exit 0')
+  python = (f'#!/bin/sh\n[ "$1" = --version ] && echo Python 3.99.0 && exit 0\n'
+            f'mkdir -p "$3/bin" && cp {shlex.quote(str(venv_python))} "$3/bin/python"')
+  make_stub(str(bin_dir / "sudo"), (
+      'echo "$*" >> "$HOME/apt.log"; n=$(wc -l < "$HOME/apt.log")\n'
+      f'if [ "$n" -le {lock_held_for} ]; then echo "E: Could not get lock '
+      '/var/lib/dpkg/lock-frontend" >&2; exit 100; fi\n'
+      f'case "$*" in *install*) printf %s {shlex.quote(python)} > "{bin_dir}/python3.99"; '
+      f'chmod +x "{bin_dir}/python3.99";; esac'))
+  with tarfile.open(home / "glmjax.tar.gz", "w:gz") as archive:
+    info = tarfile.TarInfo("requirements.txt")
+    archive.addfile(info, io.BytesIO(b""))
+  return home
+
+
+def test_setup_on_a_new_vm_waits_while_its_first_upgrade_holds_apt_s_lock(
+    capsys, monkeypatch, tmp_path):
+  """A TPU VM's unattended upgrade holds apt's lock for minutes after boot; apt-get then fails
+  at once, and setup failed on a slice it had just created."""
+  monkeypatch.setattr(sys.modules["tpu_remote"], "APT_RETRY_S", 0)
+  payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
+                                    "--jax-version=0.10.2", "--python=python3.99")
+                            .splitlines()[4])
+  home = _apt_worker(tmp_path, lock_held_for=3)
+  result = run_on_worker(payload, home, tmp_path)
+  assert result.returncode == 0, result.stderr
+  calls = (home / "apt.log").read_text().splitlines()
+  assert calls == ["apt-get -o DPkg::Lock::Timeout=60 update -qq"] * 4 + [
+      "apt-get -o DPkg::Lock::Timeout=60 install -y -qq python3.99 python3.99-venv"]
+  assert result.stderr.count("apt-get update failed (try ") == 3
+  assert (home / "glmjax" / "venv" / "bin" / "python").exists()
+
+
+def test_setup_stops_with_the_apt_command_named_when_the_lock_is_never_released(
+    capsys, monkeypatch, tmp_path):
+  monkeypatch.setattr(sys.modules["tpu_remote"], "APT_RETRY_S", 0)
+  monkeypatch.setattr(sys.modules["tpu_remote"], "APT_TRIES", 3)
+  payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
+                                    "--jax-version=0.10.2", "--python=python3.99")
+                            .splitlines()[4])
+  home = _apt_worker(tmp_path, lock_held_for=99)
+  result = run_on_worker(payload, home, tmp_path)
+  assert result.returncode != 0
+  assert result.stderr.splitlines()[-1].endswith(": apt-get update -qq failed 3 times")
+  assert len((home / "apt.log").read_text().splitlines()) == 3
+  assert not (home / "glmjax" / "venv").exists()
