@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glmjax.data import infilling, sentences
+from glmjax.data import infilling, sentences, span_placement
 from glmjax.data.infilling import RowRandom
 from glmjax.data.specials import BERT_SPECIALS as S
 
@@ -186,7 +186,7 @@ def test_place_spans_single_document_stays_inside_and_apart():
       rng, infilling.span_length_cdf(3.0, 39), 0.15, 128)
   seg_start = np.ones((rows, 1), np.int64)
   seg_len = (text_len - 2)[:, None]
-  starts, placed, count = infilling.place_spans(rng, lengths, n_spans, seg_start, seg_len)
+  starts, placed, count = span_placement.place_spans(rng, lengths, n_spans, seg_start, seg_len, 0.15)
   np.testing.assert_array_equal(count, n_spans)
   np.testing.assert_array_equal(placed, lengths)   # one segment: lengths kept, order kept
   valid = np.arange(starts.shape[1])[None] < count[:, None]
@@ -207,7 +207,7 @@ def test_place_spans_multi_document_respects_barriers():
       rng, infilling.span_length_cdf(3.0, 39), 0.15, 256)
   sizes = rng.integers(9, np.full(rows, 60), 6)  # segments of 0..60 tokens
   seg_start = np.cumsum(sizes + 2, axis=1) - sizes - 1
-  starts, placed, count = infilling.place_spans(rng, lengths, n_spans, seg_start, sizes)
+  starts, placed, count = span_placement.place_spans(rng, lengths, n_spans, seg_start, sizes, 0.15)
   assert np.mean(count == n_spans) > 0.9
   for r in range(rows):
     covered = np.zeros(seg_start[r, -1] + sizes[r, -1] + 2, int)
@@ -258,9 +258,9 @@ def _place_one_layout(lengths, seg_start, seg_len, rows=300):
   """place_spans of the same spans and segments in many rows (each with its own random gaps):
   the distinct (starts, lengths, count) the rows get."""
   rng = RowRandom.for_rows(5, 0, np.arange(rows))
-  starts, placed, count = infilling.place_spans(
+  starts, placed, count = span_placement.place_spans(
       rng, np.tile([lengths], (rows, 1)), np.full(rows, len(lengths)),
-      np.tile([seg_start], (rows, 1)), np.tile([seg_len], (rows, 1)))
+      np.tile([seg_start], (rows, 1)), np.tile([seg_len], (rows, 1)), 0.15)
   return {(tuple(s[:c]), tuple(p[:c]), int(c)) for s, p, c in zip(
       starts.tolist(), placed.tolist(), count.tolist())}
 
@@ -277,10 +277,85 @@ def test_a_span_is_placed_whole_in_the_later_document_where_it_just_fits():
   assert _place_one_layout([2], [1, 4], [1, 2]) == {((4,), (2,), 1)}
 
 
-def test_a_span_that_fits_nowhere_whole_is_shortened_to_one_token_where_one_just_fits():
-  # Two one-token texts (at 1 and 4) and a 3-token span: nothing holds it whole, so it is
-  # shortened to a single token in the first place that holds one, not dropped.
+def test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_keeps_one():
+  # Texts of 7 (at 1) and 4 (at 10): the 4 has a budget of int(0.6) = 0 and the 7 holds the two
+  # spans of 3 (3 + 1 + 3); the reference would drop this row for its third span. Here the span
+  # of 1 goes to the 4, anywhere in it.
+  assert _place_one_layout([3, 3, 1], [1, 10], [7, 4]) == {
+      ((1, 5, x), (3, 3, 1), 3) for x in range(10, 14)}
+  # Texts of 20, 10 and 8: the two shorter have budgets of 1; the 20 holds the spans of 9; the
+  # two spans of 2 go to the longer of the others (what is left over goes to documents from the
+  # longest down), not to the 8 at 50.
+  layouts = _place_one_layout([9, 9, 2, 2], [1, 30, 50], [20, 10, 8])
+  assert len(layouts) > 1 and all(c == 4 and 30 <= s[2] < s[3] < 40 for s, _, c in layouts)
+  # Two one-token texts and a 3-token span: nothing holds it, so the row gets one span of 1 in
+  # its longest text (the first of equals), and still trains.
   assert _place_one_layout([3], [1, 4], [1, 1]) == {((1,), (1,), 1)}
+
+
+def _reference_documents(lengths, seg_len, ratio):
+  """The reference's sample_span_in_document, its assignment part, row by row in plain Python:
+  documents from the shortest (the later first among equals), each but the longest filling its
+  own int(ratio * length) budget, the longest taking what fits with separators."""
+  docs = sorted(range(len(seg_len)), key=lambda d: (seg_len[d], -d))
+  out, i = [], 0
+  for rank, d in enumerate(docs):
+    total, n = 0, 0
+    while i + n < len(lengths):
+      if rank < len(docs) - 1:
+        fits = total + lengths[i + n] <= int(seg_len[d] * ratio)
+      else:
+        fits = total + lengths[i + n] + n <= seg_len[d]
+      if not fits:
+        break
+      total, n = total + lengths[i + n], n + 1
+    out, i = out + [d] * n, i + n
+  return out + [-1] * (len(lengths) - i)
+
+
+def test_spans_go_to_documents_as_the_reference_assigns_them():
+  rows = 3000
+  rng = RowRandom.for_rows(11, 0, np.arange(rows))
+  lengths, n_spans, _ = infilling.sample_blank_lengths(
+      rng, infilling.span_length_cdf(3.0, 39), 0.15, 256)
+  seg_len = rng.integers(12, np.full(rows, 90), 5) * (rng.uniform(13, 5) < 0.8)  # some empty
+  seg_len[:100] = 40  # equal lengths: which is the longest
+  document, placed = span_placement.assign_to_documents(lengths, n_spans, seg_len, 0.15)
+  left_over = 0
+  for r in range(rows):
+    expected = _reference_documents(lengths[r, :n_spans[r]].tolist(), seg_len[r].tolist(), 0.15)
+    assigned = [d for d in expected if d >= 0]  # the reference keeps the row if that is all
+    left_over += len(assigned) < n_spans[r]
+    assert document[r, :len(assigned)].tolist() == assigned, r
+    if len(assigned) == n_spans[r]:
+      assert np.all(document[r, n_spans[r]:] == -1), r
+      np.testing.assert_array_equal(placed[r], np.where(document[r] >= 0, lengths[r], 0))
+  # Both rules at work: about a third of the spans go to documents other than the longest, and
+  # some rows have spans left over; among equals the later document fills its budget first.
+  active = np.arange(lengths.shape[1])[None, :] < n_spans[:, None]
+  elsewhere = document != np.argmax(seg_len, axis=1)[:, None]
+  assert 0.2 < np.mean(elsewhere[active]) < 0.5 and left_over > 50
+  assert np.mean(document[:100, 0] == 4) > 0.9  # (0: a first span over the budget of 6)
+
+
+def test_no_token_of_a_packed_row_starts_a_span_more_often_than_its_document_s_others():
+  # One span of 1 token over texts of 5 (tokens 1..5) and 6 (8..13): the 5 has no budget
+  # (int(0.75) = 0), so the span is in the 6, each of its tokens equally likely. Before, spans
+  # were placed along the joined texts and one drawn across the boundary moved to the next
+  # text's first token, which started spans twice as often as the others.
+  share = _one_token_span_starts([1, 8], [5, 6])
+  assert share[:8].sum() == 0 and share[14:].sum() == 0
+  assert stats.chisquare(share[8:14] * 22000).pvalue > 1e-3
+  # Two texts of 20: each takes spans, and inside each every first token is as likely.
+  rows = 20000
+  starts, placed, count = span_placement.place_spans(
+      RowRandom.for_rows(12, 0, np.arange(rows)), np.ones((rows, 4), np.int64),
+      np.full(rows, 4), np.tile([1, 23], (rows, 1)), np.tile([20, 20], (rows, 1)), 0.15)
+  assert np.all(count == 4)  # the second text (the later of equals) takes its budget of 3
+  second = starts[:, 1:].ravel()
+  assert np.all((second >= 23) & (second <= 42)) and np.all((starts[:, 0] >= 1)
+                                                            & (starts[:, 0] <= 20))
+  assert stats.chisquare(np.bincount(starts[:, 0] - 1, minlength=20)).pvalue > 1e-3
 
 
 def test_a_batch_s_generation_length_is_uniform_from_int_ratio_times_f_minus_1_to_f_minus_3():
@@ -345,21 +420,10 @@ def test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token
 def _one_token_span_starts(seg_start, seg_len, rows=22000):
   """Where one span of 1 token starts, over `rows` rows of the given maskable segments: the
   share of the rows at each token."""
-  starts, _, _ = infilling.place_spans(
+  starts, _, _ = span_placement.place_spans(
       RowRandom.for_rows(1, 0, np.arange(rows)), np.ones((rows, 1), np.int64),
-      np.ones(rows, np.int64), np.tile(seg_start, (rows, 1)), np.tile(seg_len, (rows, 1)))
+      np.ones(rows, np.int64), np.tile(seg_start, (rows, 1)), np.tile(seg_len, (rows, 1)), 0.15)
   return np.bincount(starts[:, 0], minlength=13) / rows
-
-
-def test_a_span_drawn_across_a_document_boundary_starts_at_the_next_document_s_first_place():
-  # README: one span of 1 token over two documents of 5 (tokens 1..5 and 8..12) has 11 equally
-  # likely draws; the one across the boundary moves to token 8, which so starts it twice as
-  # often as any other token. Sigma at 22000 rows: 0.0019 for a 1/11 share, 0.0026 for 2/11
-  # (3.8 sigma from atol; the rows are seeded).
-  share = _one_token_span_starts([1, 8], [5, 5])
-  np.testing.assert_allclose(share[[1, 2, 3, 4, 5, 8, 9, 10, 11, 12]],
-                             np.array([1, 1, 1, 1, 1, 2, 1, 1, 1, 1]) / 11, atol=0.01)
-  assert share[[0, 6, 7]].sum() == 0
 
 
 def test_a_document_with_nothing_to_mask_adds_no_draw_to_span_placement():

@@ -3,9 +3,9 @@
 Every function works on many rows at once ([R, ...] arrays) and takes its randomness from an
 explicit `RowRandom`, so a row's result depends only on its key and its inputs. `layout_rows`
 turns text plus chosen spans (`RowSpans`) into the batch arrays; it needs no randomness and
-accepts fixed spans (the paper's worked example, its Figure 2, is a test of it). [sMASK]
-sentence choice is in sentences.py, [dBLOCK] masking in masking.py, sentence-aligned windows in
-alignment.py.
+accepts fixed spans (the paper's worked example, its Figure 2, is a test of it). Where [MASK]
+spans go is in span_placement.py, [sMASK] sentence choice in sentences.py, [dBLOCK] masking in
+masking.py, sentence-aligned windows in alignment.py.
 """
 from __future__ import annotations
 
@@ -123,81 +123,7 @@ def sample_blank_lengths(rng: RowRandom, cdf: np.ndarray, mask_ratio: float, seq
   return lengths, n_spans, text_len
 
 
-# -------------------------------------------------------------------------------- span placement
-
-def _segment_of(line_pos, line_start):
-  """Index of the segment (by line start, ascending per row) holding each line position."""
-  return (line_start[:, None, :] <= line_pos[:, :, None]).sum(-1) - 1
-
-
-def place_spans(rng: RowRandom, lengths, n_spans, seg_start, seg_len):
-  """Place spans left to right inside maskable segments, >= 1 unmasked token apart.
-
-  Segments ([R, P] start and length in the row) are the runs a span may cover: a document's text
-  without its [CLS], its eos and the row's last token. Each span needs ℓ + 1 units (itself and a
-  separator); a segment of m tokens offers m + 1 (the barrier after it is the last separator).
-  Chaining the segments into one line, the spans are placed as the reference places them in a
-  single document (sorted uniform gaps in [0, free]); a row with several documents then has any
-  span that straddles two segments pushed right to the next place that fits (one loop over span
-  index, only for those rows), shortened to 1 token if nothing else fits, dropped if nothing fits.
-  Returns starts [R, K], lengths [R, K], n_spans [R], spans sorted by start.
-  """
-  lengths = np.asarray(lengths, np.int64)
-  num_rows, k_max = lengths.shape
-  span_index = np.arange(k_max)[None, :]
-  cap = np.where(seg_len > 0, seg_len + 1, 0).astype(np.int64)
-  line_start = np.cumsum(cap, axis=1) - cap
-  capacity = cap.sum(axis=1)
-  units = np.where(span_index < np.asarray(n_spans)[:, None], lengths + 1, 0)
-  valid = (units > 0) & (np.cumsum(units, axis=1) <= capacity[:, None])  # keep a prefix that fits
-  units = np.where(valid, units, 0)
-  free = capacity - units.sum(axis=1)
-  gaps = np.where(valid, rng.integers(STREAM_PLACE, free, k_max), free[:, None] + 1)
-  gaps.sort(axis=1)
-  line_pos = np.where(valid, gaps + np.cumsum(units, axis=1) - units, 0)
-  segment = np.clip(_segment_of(line_pos, line_start), 0, None)
-  seg_end = np.take_along_axis(line_start + cap, segment, axis=1)
-  straddles = valid & (line_pos + units > seg_end)
-  lengths = np.where(valid, lengths, 0)
-  repair = np.flatnonzero(straddles.any(axis=1))
-  if len(repair):
-    fixed = _push_right(line_pos[repair], lengths[repair], valid[repair], line_start[repair],
-                        cap[repair])
-    line_pos[repair], lengths[repair], valid[repair], segment[repair] = fixed
-  # Compact dropped spans away (stable, so left-to-right order holds).
-  keep = np.argsort(~valid, axis=1, kind="stable")
-  valid = np.take_along_axis(valid, keep, axis=1)
-  line_pos = np.take_along_axis(line_pos, keep, axis=1)
-  segment = np.take_along_axis(segment, keep, axis=1)
-  lengths = np.where(valid, np.take_along_axis(lengths, keep, axis=1), 0)
-  starts = (np.take_along_axis(seg_start, segment, axis=1) + line_pos
-            - np.take_along_axis(line_start, segment, axis=1))
-  return np.where(valid, starts, 0), lengths, valid.sum(axis=1)
-
-
-def _push_right(line_pos, lengths, valid, line_start, cap):
-  """Sequential repair for multi-document rows: each span starts at its drawn place or after the
-  previous span, in the first segment where it fits whole."""
-  line_pos, lengths, valid = line_pos.copy(), lengths.copy(), valid.copy()
-  segment = np.zeros_like(line_pos)
-  seg_end = line_start + cap
-  rows = np.arange(len(line_pos))
-  cursor = np.zeros(len(line_pos), np.int64)
-  for i in range(int(valid.sum(axis=1).max())):
-    active = valid[:, i]
-    begin = np.maximum(np.maximum(line_pos[:, i], cursor)[:, None], line_start)
-    fits = begin + lengths[:, i:i + 1] + 1 <= seg_end
-    fits_one = begin + 2 <= seg_end
-    whole, shortened = fits.any(axis=1), fits_one.any(axis=1)
-    seg = np.where(whole, np.argmax(fits, axis=1), np.argmax(fits_one, axis=1))
-    placed = active & (whole | shortened)
-    lengths[:, i] = np.where(whole, lengths[:, i], 1)
-    line_pos[:, i] = begin[rows, seg]
-    segment[:, i] = seg
-    valid[:, i] = placed
-    cursor = np.where(placed, line_pos[:, i] + lengths[:, i] + 1, cursor)
-  return line_pos, np.where(valid, lengths, 0), valid, segment
-
+# --------------------------------------------------------------------------------------- span order
 
 def _permutation(rng: RowRandom, stream: int, n_spans, k_max: int) -> np.ndarray:
   """[R, K]: a random permutation of each row's first n_spans slots, then the unused slots."""

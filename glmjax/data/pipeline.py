@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from glmjax.data import alignment, infilling, masking, sentences
+from glmjax.data import alignment, infilling, masking, sentences, span_placement
 from glmjax.data.documents import gather_indices
 from glmjax.data.infilling import RowRandom
 
@@ -138,8 +138,9 @@ class BatchPipeline:
       # Counted in draw order (the reference draws until the budget), placed shuffled.
       lengths = infilling.shuffle_lengths(rng.take(blank_rows), blank_lengths[blank_rows],
                                           blank_spans[blank_rows])
-      starts, lengths, n_spans = infilling.place_spans(
-          rng.take(blank_rows), lengths, blank_spans[blank_rows], seg_start, seg_len)
+      starts, lengths, n_spans = span_placement.place_spans(
+          rng.take(blank_rows), lengths, blank_spans[blank_rows], seg_start, seg_len,
+          self.mask_ratio)
       plan.set(blank_rows, starts, lengths, n_spans, n, self.specials.mask)
 
     order = infilling.random_order(rng, plan.n_spans, plan.width, self.shuffle_spans)
@@ -264,7 +265,7 @@ def min_seq_len(max_span_length: int) -> int:
   """Shortest T where a row of one document holds a longest span: [CLS], ℓ + 1 units, last token.
 
   Rarer rows whose spans outgrow their text (tiny T, many long spans) lose their last spans
-  (place_spans), so this bound is about use, not safety.
+  (span_placement), so this bound is about use, not safety.
   """
   return max(8, max_span_length + 4)
 

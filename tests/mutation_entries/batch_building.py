@@ -2,6 +2,7 @@
 from mutation_entries import Mutation
 
 _INFILLING, _PIPELINE = "glmjax/data/infilling.py", "glmjax/data/pipeline.py"
+_PLACE = "glmjax/data/span_placement.py"
 _TI, _TP, _TR = "tests/test_infilling.py::", "tests/test_pipeline.py::", "tests/test_recipe.py::"
 _MAX_LENGTH = (_TI + "test_span_lengths_run_from_one_to_max_span_length_weighted_by_the_poisson_"
                "pmf",)
@@ -35,9 +36,9 @@ ENTRIES: tuple[Mutation, ...] = (
     Mutation("span lengths stop one short of data.max_span_length", _INFILLING,
              "ks = np.arange(1, max_span_length + 1)", "ks = np.arange(1, max_span_length)",
              _MAX_LENGTH),
-    Mutation("a [MASK] span never ends on its segment's last token", _INFILLING,
-             "rng.integers(STREAM_PLACE, free, k_max)",
-             "rng.integers(STREAM_PLACE, free - 1, k_max)", _PLACEMENT),
+    Mutation("a [MASK] span never ends on its segment's last token", _PLACE,
+             "rng.integers(STREAM_PLACE, np.maximum(free, 0), k_max)",
+             "rng.integers(STREAM_PLACE, np.maximum(free - 1, 0), k_max)", _PLACEMENT),
     Mutation("a row's [gMASK] length starts at int(ratio x (n - 2)), not int(ratio x n)",
              _INFILLING, "low = np.clip((gen_min_ratio * text_len).astype(np.int64), 1, high)",
              "low = np.clip((gen_min_ratio * high).astype(np.int64), 1, high)", _GEN_LENGTH),
@@ -101,16 +102,16 @@ ENTRIES: tuple[Mutation, ...] = (
              "(SHORT_MIN + uniform * (seq_len - SHORT_MIN))",
              (_TR + "test_a_short_row_s_text_length_takes_each_value_from_32_to_t_equally_often",)),
     # Mutation hunt of session 31: span law, placement, windows, masking, sentence rows.
-    Mutation("[MASK] gaps placed unsorted (spans overlap or leave their order)", _INFILLING,
-             "  gaps.sort(axis=1)\n", "",
+    Mutation("[MASK] gaps placed unsorted (spans overlap or leave their order)", _PLACE,
+             "np.sort(np.where(valid, segment, count) * wide + draws, axis=1)",
+             "(np.where(valid, segment, count) * wide + draws)",
              (_TI + "test_place_spans_single_document_stays_inside_and_apart",)),
     Mutation("span lengths weighted by lambda^k / (k-1)! instead of the Poisson pmf", _INFILLING,
              "math.lgamma(k + 1)", "math.lgamma(k)",
              (_TI + "test_span_lengths_follow_truncated_poisson",)),
-    Mutation("a segment offers m units, not m + 1 (its closing barrier forgotten)", _INFILLING,
-             "cap = np.where(seg_len > 0, seg_len + 1, 0).astype(np.int64)",
-             "cap = np.where(seg_len > 0, seg_len, 0).astype(np.int64)",
-             (_TI + "test_spans_that_exactly_fill_a_segment_are_all_placed",)),
+    Mutation("a segment offers m units, not m + 1 (its closing barrier forgotten)", _PLACE,
+             "  free = np.take_along_axis(seg_len + 1 - held, segment, axis=1)",
+             "  free = np.take_along_axis(seg_len - held, segment, axis=1)", _PLACEMENT),
     Mutation("a row that keeps k-1 spans gets its extra text token only past the budget",
              _INFILLING, "one_more = fewer & (before >= blank_budget(mask_ratio, text_len + 1))",
              "one_more = fewer & (before > blank_budget(mask_ratio, text_len + 1))",

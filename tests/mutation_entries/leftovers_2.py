@@ -1,6 +1,10 @@
-"""Planted bugs in session 47's work: what session 46 left (apt's lock on a new TPU VM)."""
+"""Planted bugs in session 47's work: what session 46 left (apt's lock on a new TPU VM, spans
+that piled up at packed documents' starts)."""
 from mutation_entries import Mutation
 
+_PLACE = "glmjax/data/span_placement.py"
+_TI = "tests/test_infilling.py::"
+_ASSIGN = (_TI + "test_spans_go_to_documents_as_the_reference_assigns_them",)
 _APT = ("tests/test_launch_tpu_setup.py::test_setup_on_a_new_vm_waits_while_its_first_upgrade_"
         "holds_apt_s_lock",)
 
@@ -15,4 +19,23 @@ ENTRIES = (
              "f'times\" >&2; return 1; }}')", "f'times\" >&2; return 0; }}')",
              ("tests/test_launch_tpu_setup.py::test_setup_stops_with_the_apt_command_named_when_"
               "the_lock_is_never_released",)),
+    Mutation("a shorter document's budget counts the separators too", _PLACE,
+             ") + span_index - taken + 1)", "))", _ASSIGN),
+    Mutation("a shorter document's budget rounds up", _PLACE,
+             "blank_budget(mask_ratio, sizes[:, rank:rank + 1])",
+             "np.ceil(mask_ratio * sizes[:, rank:rank + 1]).astype(np.int64)", _ASSIGN),
+    Mutation("leftover spans ignore what a document already holds", _PLACE,
+             " + 1 - np.take_along_axis(held, order[:, rank:rank + 1], 1))", " + 1)",
+             (_TI + "test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_keeps_"
+              "one",)),
+    Mutation("a later document's spans start at its start plus all earlier spans' units", _PLACE,
+             "            - np.take_along_axis(np.cumsum(held, axis=1) - held, segment, axis=1))",
+             "            )",
+             (_TI + "test_place_spans_multi_document_respects_barriers",
+              _TI + "test_no_token_of_a_packed_row_starts_a_span_more_often_than_its_document_s_"
+              "others")),
+    Mutation("spans are placed along the joined documents again (one document's draws for all)",
+             _PLACE, "  key = np.where(valid, segment, count)\n",
+             "  key = np.where(valid, 0, count)\n",
+             (_TI + "test_place_spans_multi_document_respects_barriers",)),
 )

@@ -77,11 +77,6 @@ ENTRIES = (
              "  if jax.process_count() > 0:\n    ok = bool(np.min(",
              ("tests/test_save_costs.py::test_a_single_process_hands_its_host_copy_to_orbax_"
               "without_a_collective",)),
-    Mutation("a document with nothing to mask gets room for a span's draw", _INFILLING,
-             "  cap = np.where(seg_len > 0, seg_len + 1, 0).astype(np.int64)",
-             "  cap = np.where(seg_len > 0, seg_len + 1, 1).astype(np.int64)",
-             ("tests/test_infilling.py::test_a_document_with_nothing_to_mask_adds_no_draw_to_"
-              "span_placement",)),
     Mutation("a prepared store reads past a document's end into the next",
              "glmjax/data/documents.py",
              "    if np.any(starts + lengths > self.doc_lengths[doc_ids]):",

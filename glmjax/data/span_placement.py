@@ -1,0 +1,104 @@
+"""Where a row's [MASK] spans go: to documents by the original's rule, then uniformly inside each
+(the original's sample_span_in_document and sample_spans), vectorized across rows."""
+from __future__ import annotations
+
+import numpy as np
+
+from glmjax.data.infilling import STREAM_PLACE, RowRandom, blank_budget
+
+
+def assign_to_documents(lengths, n_spans, seg_len, mask_ratio: float):
+  """([R, K] document (segment index) of each span, -1 for none; [R, K] lengths).
+
+  First the reference's rule: documents from the shortest (ties: the later one first); each but
+  the longest takes spans from the shuffled list while their total stays within its own budget,
+  int(ratio * its maskable length); the longest takes what follows while the spans and a
+  separator between each two fit in it. The reference drops a row with spans left over; a
+  fixed-shape batch keeps it, so what is left goes, in list order, to the documents with room
+  (from the longest), each span with its separator; a row that still has none gets one span of
+  1 token in its longest document, so that every row with text trains.
+  """
+  lengths = np.asarray(lengths, np.int64)
+  seg_len = np.asarray(seg_len, np.int64)
+  num_rows, k_max = lengths.shape
+  span_index = np.arange(k_max)[None, :]
+  count = seg_len.shape[1]
+  # Ascending length; among equals the later document first (the reference lists them from the
+  # row's end and sorts stably), so the longest is the earliest of the longest.
+  order = np.lexsort((np.broadcast_to(-np.arange(count), seg_len.shape), seg_len), axis=-1)
+  active = span_index < np.asarray(n_spans)[:, None]
+  units = np.where(active, lengths + 1, 0)  # a span and its separator
+  total = np.cumsum(units, axis=1)
+  document = np.full((num_rows, k_max), -1, np.int64)
+  taken = np.zeros((num_rows, 1), np.int64)  # spans given out, from the list's start
+  given = np.zeros((num_rows, 1), np.int64)  # their units
+  # Empty documents (first in the order) take nothing in either pass: skipped.
+  first = count - int(np.max((seg_len > 0).sum(axis=1), initial=0))
+
+  def give(rank, room):
+    """The run of spans from `taken` whose running units stay within `room` [R, 1]."""
+    nonlocal document, taken, given
+    # The running totals grow with the index, so what fits is a run from `taken`: the
+    # reference's loop, which stops at the first span that does not fit.
+    fits = (total - given <= room) & active & (span_index >= taken)
+    document = np.where(fits, order[:, rank:rank + 1], document)
+    taken = taken + fits.sum(axis=1, keepdims=True)
+    given = given + np.where(fits, units, 0).sum(axis=1, keepdims=True)
+
+  sizes = np.take_along_axis(seg_len, order, axis=1)
+  for rank in range(first, count - 1):
+    # Its budget counts span lengths only: with k spans taken, k separators more.
+    give(rank, blank_budget(mask_ratio, sizes[:, rank:rank + 1]) + span_index - taken + 1)
+  give(count - 1, sizes[:, -1:] + 1)
+  held = held_units(document, units, count)
+  for rank in range(count - 1, first - 1, -1):
+    give(rank, sizes[:, rank:rank + 1] + 1 - np.take_along_axis(held, order[:, rank:rank + 1], 1))
+  alone = (taken[:, 0] == 0) & active[:, 0] & (sizes[:, -1] > 0)
+  document[alone, 0] = order[alone, -1]
+  lengths = np.where(alone[:, None] & (span_index == 0), 1, lengths)
+  return document, np.where(document >= 0, lengths, 0)
+
+
+def held_units(document, units, count: int) -> np.ndarray:
+  """[R, count]: the units (length + 1) of the spans each document holds."""
+  rows = np.arange(len(document))[:, None] * count
+  flat = np.where(document >= 0, rows + document, len(document) * count)
+  return np.bincount(flat.ravel(), units.ravel(), len(document) * count + 1)[:-1].reshape(
+      len(document), count).astype(np.int64)
+
+
+def place_spans(rng: RowRandom, lengths, n_spans, seg_start, seg_len, mask_ratio: float):
+  """Place spans inside maskable segments, as the reference places them in its documents.
+
+  Segments ([R, P] start and length in the row, in row order) are the runs a span may cover: a
+  document's text without its [CLS], its eos and the row's last token. Spans go to documents as
+  `assign_to_documents` says; inside each, k spans of total Σℓ in m tokens take k sorted draws
+  in [0, m - Σℓ - k + 1], span i starting at its draw plus the spans and separators before it,
+  so every placement is equally likely and no start is favoured (a span never needs to be moved
+  off a boundary). Returns starts [R, K], lengths [R, K], n_spans [R], spans sorted by start.
+  """
+  seg_start, seg_len = np.asarray(seg_start, np.int64), np.asarray(seg_len, np.int64)
+  document, lengths = assign_to_documents(lengths, n_spans, seg_len, mask_ratio)
+  k_max, count = lengths.shape[1], seg_len.shape[1]
+  valid = document >= 0
+  segment = np.maximum(document, 0)
+  units = np.where(valid, lengths + 1, 0)
+  held = held_units(document, units, count)
+  free = np.take_along_axis(seg_len + 1 - held, segment, axis=1)
+  # One draw per span slot with its document's room (a one-document row draws as it always has).
+  draws = rng.integers(STREAM_PLACE, np.maximum(free, 0), k_max)
+  # Spans grouped by document in row order, in list order inside each: sorted by start. Each
+  # document's draws go to its spans in ascending order; unplaced spans come last.
+  key = np.where(valid, segment, count)
+  by_document = np.argsort(key * k_max + np.arange(k_max), axis=1)
+  key = np.take_along_axis(key, by_document, axis=1)
+  wide = int(seg_len.max(initial=0)) + 2  # past every draw
+  draws = np.sort(np.where(valid, segment, count) * wide + draws, axis=1) - key * wide
+  units = np.take_along_axis(units, by_document, axis=1)
+  segment = np.minimum(key, count - 1)
+  before = (np.cumsum(units, axis=1) - units  # its document's spans and separators before it
+            - np.take_along_axis(np.cumsum(held, axis=1) - held, segment, axis=1))
+  valid = key < count
+  starts = np.take_along_axis(seg_start, segment, axis=1) + draws + before
+  return (np.where(valid, starts, 0),
+          np.where(valid, np.take_along_axis(lengths, by_document, axis=1), 0), valid.sum(axis=1))
