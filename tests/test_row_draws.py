@@ -144,6 +144,8 @@ def test_per_batch_draws_still_give_each_row_its_own_text_span_lengths_and_part_
   # Span lengths in text order, and Part B's order as ranks of the spans' places in the text.
   lengths = [tuple(len(span) - 1 for _, span in sorted(spans)) for spans in rows]
   assert len(set(lengths)) > 120, len(set(lengths))
+  # ...drawn per row, not one draw shuffled per row: the rows' sets of lengths differ too.
+  assert len({tuple(sorted(row)) for row in lengths}) > 100
   ranks = [tuple(np.argsort(np.argsort([index for index, _ in spans]))) for spans in rows]
   counts = np.bincount([len(r) for r in ranks])
   # The commonest span count (about 12 here): its rows' orders all differ; at k >= 8 a
