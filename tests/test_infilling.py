@@ -254,13 +254,13 @@ def test_rows_of_consecutive_steps_do_not_repeat_shifted_by_one():
   assert not np.any(np.all(this_step == next_step, axis=1))
 
 
-def _place_one_layout(lengths, seg_start, seg_len, rows=300):
+def _place_one_layout(lengths, seg_start, seg_len, rows=300, ratio=0.15):
   """place_spans of the same spans and segments in many rows (each with its own random gaps):
   the distinct (starts, lengths, count) the rows get."""
   rng = RowRandom.for_rows(5, 0, np.arange(rows))
   starts, placed, count = span_placement.place_spans(
       rng, np.tile([lengths], (rows, 1)), np.full(rows, len(lengths)),
-      np.tile([seg_start], (rows, 1)), np.tile([seg_len], (rows, 1)), 0.15)
+      np.tile([seg_start], (rows, 1)), np.tile([seg_len], (rows, 1)), ratio)
   return {(tuple(s[:c]), tuple(p[:c]), int(c)) for s, p, c in zip(
       starts.tolist(), placed.tolist(), count.tolist())}
 
@@ -291,6 +291,14 @@ def test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_keep
   # Two one-token texts and a 3-token span: nothing holds it, so the row gets one span of 1 in
   # its longest text (the first of equals), and still trains.
   assert _place_one_layout([3], [1, 4], [1, 1]) == {((1,), (1,), 1)}
+
+
+def test_a_shorter_document_never_takes_more_spans_than_it_holds_whatever_the_ratio():
+  # At mask_ratio 1 the 3 tokens at 1..3 have a budget of 3, but hold two 1-token spans with
+  # their separators, not three; the third goes to the 10 at 6.
+  layouts = _place_one_layout([1, 1, 1], [1, 6], [3, 10], ratio=1.0)
+  assert {s[:2] for s, _, _ in layouts} == {(1, 3)} and all(
+      c == 3 and 6 <= s[2] <= 15 for s, _, c in layouts)
 
 
 def _reference_documents(lengths, seg_len, ratio):

@@ -1,5 +1,5 @@
-"""Where a row's [MASK] spans go: to documents by the original's rule, then uniformly inside each
-(the original's sample_span_in_document and sample_spans), vectorized across rows."""
+"""Where a row's [MASK] spans go: to documents by the original's rule, then inside each as the
+original places them (its sample_span_in_document and sample_spans), vectorized across rows."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +15,8 @@ def assign_to_documents(lengths, n_spans, seg_len, mask_ratio: float):
   int(ratio * its maskable length); the longest takes what follows while the spans and a
   separator between each two fit in it. The reference drops a row with spans left over; a
   fixed-shape batch keeps it, so what is left goes, in list order, to the documents with room
-  (from the longest), each span with its separator; a row that still has none gets one span of
-  1 token in its longest document, so that every row with text trains.
+  (from the longest), each span with its separator; a row given no span by then gets one span
+  of 1 token in its longest document, so that every row with text trains.
   """
   lengths = np.asarray(lengths, np.int64)
   seg_len = np.asarray(seg_len, np.int64)
@@ -47,8 +47,11 @@ def assign_to_documents(lengths, n_spans, seg_len, mask_ratio: float):
 
   sizes = np.take_along_axis(seg_len, order, axis=1)
   for rank in range(first, count - 1):
-    # Its budget counts span lengths only: with k spans taken, k separators more.
-    give(rank, blank_budget(mask_ratio, sizes[:, rank:rank + 1]) + span_index - taken + 1)
+    # Its budget counts span lengths only: with k spans taken, k separators more. Capped at its
+    # room, which binds only for a mask_ratio over 0.5 (the config refuses one).
+    budget = blank_budget(mask_ratio, sizes[:, rank:rank + 1])
+    separators = span_index - taken + 1
+    give(rank, np.minimum(budget + separators, sizes[:, rank:rank + 1] + 1))
   give(count - 1, sizes[:, -1:] + 1)
   held = held_units(document, units, count)
   for rank in range(count - 1, first - 1, -1):
@@ -70,12 +73,13 @@ def held_units(document, units, count: int) -> np.ndarray:
 def place_spans(rng: RowRandom, lengths, n_spans, seg_start, seg_len, mask_ratio: float):
   """Place spans inside maskable segments, as the reference places them in its documents.
 
-  Segments ([R, P] start and length in the row, in row order) are the runs a span may cover: a
-  document's text without its [CLS], its eos and the row's last token. Spans go to documents as
-  `assign_to_documents` says; inside each, k spans of total Σℓ in m tokens take k sorted draws
-  in [0, m - Σℓ - k + 1], span i starting at its draw plus the spans and separators before it,
-  so every placement is equally likely and no start is favoured (a span never needs to be moved
-  off a boundary). Returns starts [R, K], lengths [R, K], n_spans [R], spans sorted by start.
+  Segments ([R, P] start and length in the row, starts ascending) are the runs a span may
+  cover: a document's text without its [CLS], its eos and the row's last token; K >= 1 span
+  slots. Spans go to documents as `assign_to_documents` says; inside each, k spans of total Σℓ
+  in m tokens take k sorted draws in [0, m - Σℓ - k + 1] (with repeats, as the original's), span
+  i starting at its draw plus the spans and separators before it. No span is ever moved off a
+  boundary, so no document's first token is favoured for it. Returns starts [R, K], lengths
+  [R, K], n_spans [R], spans sorted by start.
   """
   seg_start, seg_len = np.asarray(seg_start, np.int64), np.asarray(seg_len, np.int64)
   document, lengths = assign_to_documents(lengths, n_spans, seg_len, mask_ratio)
@@ -85,7 +89,8 @@ def place_spans(rng: RowRandom, lengths, n_spans, seg_start, seg_len, mask_ratio
   units = np.where(valid, lengths + 1, 0)
   held = held_units(document, units, count)
   free = np.take_along_axis(seg_len + 1 - held, segment, axis=1)
-  # One draw per span slot with its document's room (a one-document row draws as it always has).
+  # One draw per span slot with its document's room: a one-document row keeps the spans earlier
+  # versions gave it (but for a row they gave none, which now gets its span of 1).
   draws = rng.integers(STREAM_PLACE, np.maximum(free, 0), k_max)
   # Spans grouped by document in row order, in list order inside each: sorted by start. Each
   # document's draws go to its spans in ascending order; unplaced spans come last.

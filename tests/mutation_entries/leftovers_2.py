@@ -20,7 +20,7 @@ ENTRIES = (
              ("tests/test_launch_tpu_setup.py::test_setup_stops_with_the_apt_command_named_when_"
               "the_lock_is_never_released",)),
     Mutation("a shorter document's budget counts the separators too", _PLACE,
-             ") + span_index - taken + 1)", "))", _ASSIGN),
+             "np.minimum(budget + separators,", "np.minimum(budget,", _ASSIGN),
     Mutation("a shorter document's budget rounds up", _PLACE,
              "blank_budget(mask_ratio, sizes[:, rank:rank + 1])",
              "np.ceil(mask_ratio * sizes[:, rank:rank + 1]).astype(np.int64)", _ASSIGN),
@@ -38,4 +38,9 @@ ENTRIES = (
              _PLACE, "  key = np.where(valid, segment, count)\n",
              "  key = np.where(valid, 0, count)\n",
              (_TI + "test_place_spans_multi_document_respects_barriers",)),
+    Mutation("a shorter document's budget is not capped at its room", _PLACE,
+             "give(rank, np.minimum(budget + separators, sizes[:, rank:rank + 1] + 1))",
+             "give(rank, budget + separators)",
+             (_TI + "test_a_shorter_document_never_takes_more_spans_than_it_holds_whatever_the_"
+              "ratio",)),
 )
