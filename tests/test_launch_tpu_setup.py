@@ -282,16 +282,21 @@ def _apt_worker(tmp_path, lock_held_for: int):
   return home
 
 
-def test_setup_on_a_new_vm_waits_while_its_first_upgrade_holds_apt_s_lock(
-    capsys, monkeypatch, tmp_path):
-  """A TPU VM's unattended upgrade holds apt's lock for minutes after boot; apt-get then fails
-  at once, and setup failed on a slice it had just created."""
+def _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for: int):
+  """setup's remote command for python3.99, run on `_apt_worker` with no wait between tries."""
   monkeypatch.setattr(sys.modules["tpu_remote"], "APT_RETRY_S", 0)
   payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
                                     "--jax-version=0.10.2", "--python=python3.99")
                             .splitlines()[4])
-  home = _apt_worker(tmp_path, lock_held_for=3)
-  result = run_on_worker(payload, home, tmp_path)
+  home = _apt_worker(tmp_path, lock_held_for)
+  return home, run_on_worker(payload, home, tmp_path)
+
+
+def test_setup_on_a_new_vm_waits_while_its_first_upgrade_holds_apt_s_lock(
+    capsys, monkeypatch, tmp_path):
+  """A TPU VM's unattended upgrade holds apt's lock for minutes after boot; apt-get then fails
+  at once, and setup failed on a slice it had just created."""
+  home, result = _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for=3)
   assert result.returncode == 0, result.stderr
   calls = (home / "apt.log").read_text().splitlines()
   assert calls == ["apt-get -o DPkg::Lock::Timeout=60 update -qq"] * 4 + [
@@ -302,13 +307,8 @@ def test_setup_on_a_new_vm_waits_while_its_first_upgrade_holds_apt_s_lock(
 
 def test_setup_stops_with_the_apt_command_named_when_the_lock_is_never_released(
     capsys, monkeypatch, tmp_path):
-  monkeypatch.setattr(sys.modules["tpu_remote"], "APT_RETRY_S", 0)
   monkeypatch.setattr(sys.modules["tpu_remote"], "APT_TRIES", 3)
-  payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
-                                    "--jax-version=0.10.2", "--python=python3.99")
-                            .splitlines()[4])
-  home = _apt_worker(tmp_path, lock_held_for=99)
-  result = run_on_worker(payload, home, tmp_path)
+  home, result = _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for=99)
   assert result.returncode != 0
   assert result.stderr.splitlines()[-1].endswith(": apt-get update -qq failed 3 times")
   assert len((home / "apt.log").read_text().splitlines()) == 3
