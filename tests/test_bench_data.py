@@ -102,6 +102,27 @@ def test_the_data_benchmark_counts_each_objective_s_rows_spans_and_padding_apart
   assert bench_data.batch_stats(batch)["objective_shares"] == [0.5, 0.0, 0.5]
 
 
+def test_the_data_benchmark_counts_span_starts_at_a_later_document_s_first_place_and_elsewhere():
+  #                 0    1   2       3      4      5       6  7  8      9      10 11   12 (pad)
+  tokens = np.array([[S.cls, 5, S.mask, S.eos, S.cls, S.mask, 6, 7, S.eos, S.cls, 8, S.mask, 0],
+                     [S.cls, S.mask, 9, S.eos, S.cls, 4, S.eos, S.pad, 0, 0, 0, 0, 0]])
+  # Places: Part A tokens that are not [CLS], eos or padding. First places follow a [CLS] that
+  # is not the row's own: 5 and 10 in row 0 (one starts a span), 5 in row 1 (none does); the
+  # row's own first place (1) counts with the others: 1, 2, 6, 7, 11 and 1, 2 (3 start spans).
+  shares = bench_data.start_shares({"tokens": tokens, "sep": np.array([12, 7])}, S)
+  assert shares == {"first_places": round(1 / 3, 4), "other_places": round(3 / 7, 4)}
+
+
+def test_the_data_benchmark_finds_a_packed_document_s_first_place_starts_spans_as_others_do():
+  # Before spans went to documents by the original's rule, one drawn across a boundary moved to
+  # the next document's first place: 0.20 of those places started a span, against 0.054.
+  config = importlib.import_module("configs.large").get_config()
+  shares = bench_data.document_start_spans(
+      config.data, bench_data.SyntheticTokenizer(int(config.model.vocab_size)), seed=0)
+  assert 0.7 < shares["first_places"] / shares["other_places"] < 1.3, shares
+  assert 0.05 < shares["other_places"] < 0.06  # 15% of the text in spans of 3.16 on average
+
+
 def _measured_by_run(monkeypatch):
   """bench_data.main builds nothing: each run's figures are numbered by the run, and the
   configs it was given are returned."""
@@ -116,6 +137,7 @@ def _measured_by_run(monkeypatch):
 
   monkeypatch.setattr(bench_data, "measure", measure)
   monkeypatch.setattr(bench_data, "sentence_start_share", lambda data, seed=0: 0.04)
+  monkeypatch.setattr(bench_data, "document_start_spans", lambda data, tokenizer, seed=0: {})
   return measured
 
 

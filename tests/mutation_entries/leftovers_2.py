@@ -43,4 +43,9 @@ ENTRIES = (
              "give(rank, budget + separators)",
              (_TI + "test_a_shorter_document_never_takes_more_spans_than_it_holds_whatever_the_"
               "ratio",)),
+    Mutation("the data benchmark counts the row's own first place as a document's first",
+             "glmjax/bench/data.py", "  first[:, 2:] = tokens[:, 1:-1] == marks.cls",
+             "  first[:, 1:] = tokens[:, :-1] == marks.cls",
+             ("tests/test_bench_data.py::test_the_data_benchmark_counts_span_starts_at_a_later_"
+              "document_s_first_place_and_elsewhere",)),
 )
