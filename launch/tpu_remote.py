@@ -23,9 +23,12 @@ HOLDERS = "sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u"
 # Whether pid $p is a trainer: after a reboot the pid file's number may be another process.
 TRAINER_ALIVE = 'ps -o args= -p "$p" 2>/dev/null | grep -q glmjax.train'
 KILL_WAIT_S = 30  # a KILLed process can hold /dev/vfio for seconds: the next start would fail
-# A fresh VM's unattended upgrade holds apt's locks for minutes after boot, and apt-get fails
-# at once on a held lock ("Could not get lock"): setup's apt steps wait and try again.
+# A fresh VM's unattended upgrade holds apt's locks for minutes after boot. `install` waits for
+# dpkg's lock up to APT_LOCK_WAIT_S; `update` fails at once on its lists lock (the timeout is
+# dpkg's only). So setup's apt steps try again while apt says a lock is held, and stop at once
+# on any other error (a package the image's sources lack).
 APT_TRIES, APT_RETRY_S, APT_LOCK_WAIT_S = 30, 10, 60
+APT_LOCK_ERRORS = "Could not get lock|Unable to lock|Unable to acquire"
 
 
 def stop_holders(grace_s: int) -> str:
@@ -49,12 +52,15 @@ def stop_previous_trainer(grace_s: int) -> str:
 
 
 def apt_get() -> str:
-  """A shell function `apt_get ARGS`: sudo apt-get ARGS, tried again while it fails."""
-  return (f"apt_get() {{ for try in $(seq {APT_TRIES}); do sudo apt-get -o "
-          f'DPkg::Lock::Timeout={APT_LOCK_WAIT_S} "$@" && return 0; echo "$(hostname): apt-get '
-          f'$1 failed (try $try of {APT_TRIES}; on a new VM its first upgrade may hold the lock)'
-          f'" >&2; sleep {APT_RETRY_S}; done; echo "$(hostname): apt-get $* failed {APT_TRIES} '
-          f'times" >&2; return 1; }}')
+  """A shell function `apt_get ARGS`: sudo apt-get ARGS, tried again while apt's lock is held."""
+  fail = 'rm -f "$err"; echo "$(hostname): apt-get $*'
+  return (f'apt_get() {{ err=$(mktemp); for try in $(seq {APT_TRIES}); do if sudo apt-get -o '
+          f'DPkg::Lock::Timeout={APT_LOCK_WAIT_S} "$@" 2>"$err"; then cat "$err" >&2; '
+          f'rm -f "$err"; return 0; fi; cat "$err" >&2; if ! grep -qE '
+          f'{shlex.quote(APT_LOCK_ERRORS)} "$err"; then {fail} failed" >&2; return 1; fi; '
+          f'echo "$(hostname): apt-get $1: apt\'s lock is held (try $try of {APT_TRIES}; on a '
+          f'new VM its first upgrade holds it for minutes)" >&2; sleep {APT_RETRY_S}; done; '
+          f'{fail} failed {APT_TRIES} times: apt\'s lock stayed held" >&2; return 1; }}')
 
 
 def remote_setup(args) -> str:

@@ -186,7 +186,8 @@ def test_place_spans_single_document_stays_inside_and_apart():
       rng, infilling.span_length_cdf(3.0, 39), 0.15, 128)
   seg_start = np.ones((rows, 1), np.int64)
   seg_len = (text_len - 2)[:, None]
-  starts, placed, count = span_placement.place_spans(rng, lengths, n_spans, seg_start, seg_len, 0.15)
+  starts, placed, count = span_placement.place_spans(rng, lengths, n_spans, seg_start, seg_len,
+                                                     0.15)
   np.testing.assert_array_equal(count, n_spans)
   np.testing.assert_array_equal(placed, lengths)   # one segment: lengths kept, order kept
   valid = np.arange(starts.shape[1])[None] < count[:, None]
@@ -283,6 +284,11 @@ def test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_keep
   # of 1 goes to the 4, anywhere in it.
   assert _place_one_layout([3, 3, 1], [1, 10], [7, 4]) == {
       ((1, 5, x), (3, 3, 1), 3) for x in range(10, 14)}
+  # A span of 3 left over fills a text of 3 (4 units) exactly.
+  assert _place_one_layout([3, 3, 3], [1, 10], [7, 3]) == {((1, 5, 10), (3, 3, 3), 3)}
+  # A text of 10 that holds a span of 1 (2 units) has 9 left: a span of 9 left over (10 units)
+  # does not fit there beside it.
+  assert {c for _, _, c in _place_one_layout([1, 9, 9, 9], [1, 30], [20, 10])} == {3}
   # Texts of 20, 10 and 8: the two shorter have budgets of 1; the 20 holds the spans of 9; the
   # two spans of 2 go to the longer of the others (what is left over goes to documents from the
   # longest down), not to the 8 at 50.
@@ -291,6 +297,7 @@ def test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_keep
   # Two one-token texts and a 3-token span: nothing holds it, so the row gets one span of 1 in
   # its longest text (the first of equals), and still trains.
   assert _place_one_layout([3], [1, 4], [1, 1]) == {((1,), (1,), 1)}
+  assert _place_one_layout([3], [1], [0]) == {((), (), 0)}  # a row with no text to mask: none
 
 
 def test_a_shorter_document_never_takes_more_spans_than_it_holds_whatever_the_ratio():
@@ -299,6 +306,10 @@ def test_a_shorter_document_never_takes_more_spans_than_it_holds_whatever_the_ra
   layouts = _place_one_layout([1, 1, 1], [1, 6], [3, 10], ratio=1.0)
   assert {s[:2] for s, _, _ in layouts} == {(1, 3)} and all(
       c == 3 and 6 <= s[2] <= 15 for s, _, c in layouts)
+  # Spans of 1 and 2 need 5 units, the 3 tokens offer 4: the 2 goes to the 10.
+  layouts = _place_one_layout([1, 2], [1, 6], [3, 10], ratio=1.0)
+  assert all(c == 2 and p == (1, 2) and 1 <= s[0] <= 3 and 6 <= s[1] <= 14
+             for s, p, c in layouts), layouts
 
 
 def _reference_documents(lengths, seg_len, ratio):
@@ -434,8 +445,18 @@ def _one_token_span_starts(seg_start, seg_len, rows=22000):
   return np.bincount(starts[:, 0], minlength=13) / rows
 
 
-def test_a_document_with_nothing_to_mask_adds_no_draw_to_span_placement():
-  # A 1-token document between the two (its maskable run empty) leaves the 11 draws as they are.
+def test_a_document_with_nothing_to_mask_takes_no_span_even_one_left_over():
+  # A 1-token document (its maskable run empty) after a text of 7 that holds two spans of 3:
+  # the span of 1 left over fits nowhere, as without that document; it is not put at 9.
+  layouts = _place_one_layout([3, 3, 1], [1, 9], [7, 0])
+  assert layouts == _place_one_layout([3, 3, 1], [1], [7]) == {((1, 5), (3, 3), 2)}
+  # The same beside a row of three texts, whose documents the batch then goes through.
+  rows = 200
+  starts, _, count = span_placement.place_spans(
+      RowRandom.for_rows(13, 0, np.arange(rows)), np.tile([3, 3, 1], (rows, 1)),
+      np.full(rows, 3), np.tile([[1, 9, 20], [1, 9, 20]], (rows // 2, 1)),
+      np.tile([[7, 0, 0], [7, 5, 5]], (rows // 2, 1)), 0.15)
+  assert np.all(count[::2] == 2) and np.all(starts[::2, :2] == [1, 5])
   np.testing.assert_array_equal(_one_token_span_starts([1, 7, 8], [5, 0, 5]),
                                 _one_token_span_starts([1, 8], [5, 5]))
 

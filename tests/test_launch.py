@@ -94,10 +94,13 @@ def test_create_in_queued_mode_requests_a_queued_resource_for_spot_or_reserved(c
 
 
 SETUP_PAYLOAD = (
-    "set -e; apt_get() { for try in $(seq 30); do sudo apt-get -o DPkg::Lock::Timeout=60 \"$@\" "
-    "&& return 0; echo \"$(hostname): apt-get $1 failed (try $try of 30; on a new VM its first "
-    "upgrade may hold the lock)\" >&2; sleep 10; done; echo \"$(hostname): apt-get $* failed 30 "
-    "times\" >&2; return 1; }; "
+    "set -e; apt_get() { err=$(mktemp); for try in $(seq 30); do if sudo apt-get -o "
+    "DPkg::Lock::Timeout=60 \"$@\" 2>\"$err\"; then cat \"$err\" >&2; rm -f \"$err\"; return 0; "
+    "fi; cat \"$err\" >&2; if ! grep -qE 'Could not get lock|Unable to lock|Unable to acquire' "
+    "\"$err\"; then rm -f \"$err\"; echo \"$(hostname): apt-get $* failed\" >&2; return 1; fi; "
+    "echo \"$(hostname): apt-get $1: apt's lock is held (try $try of 30; on a new VM its first "
+    "upgrade holds it for minutes)\" >&2; sleep 10; done; rm -f \"$err\"; echo \"$(hostname): "
+    "apt-get $* failed 30 times: apt's lock stayed held\" >&2; return 1; }; "
     "if ! command -v gcsfuse >/dev/null; then echo \"deb [signed-by=/usr/share/keyrings/"
     "cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) main\" | "
     "sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null; curl -fsSL https://packages."

@@ -259,10 +259,10 @@ def test_setup_fails_when_a_worker_s_gcloud_is_killed_by_a_signal(capsys, tmp_pa
   assert "worker 1: FAILED (exit -9)" in capsys.readouterr().out
 
 
-def _apt_worker(tmp_path, lock_held_for: int):
+def _apt_worker(tmp_path, lock_held_for: int, install_error: str = ""):
   """A new worker without its Python (python3.99, on no test machine's PATH, as
   python3.11 is on no new TPU VM): apt-get fails on a held lock `lock_held_for` times, then
-  installs; every sudo apt-get call is logged."""
+  installs, or fails its install with `install_error`; every sudo apt-get call is logged."""
   home = tmp_path / "home"
   home.mkdir()
   bin_dir = tmp_path / "bin"
@@ -274,7 +274,9 @@ def _apt_worker(tmp_path, lock_held_for: int):
       'echo "$*" >> "$HOME/apt.log"; n=$(wc -l < "$HOME/apt.log")\n'
       f'if [ "$n" -le {lock_held_for} ]; then echo "E: Could not get lock '
       '/var/lib/dpkg/lock-frontend" >&2; exit 100; fi\n'
-      f'case "$*" in *install*) printf %s {shlex.quote(python)} > "{bin_dir}/python3.99"; '
+      + (f'case "$*" in *install*) echo {shlex.quote(install_error)} >&2; exit 100;; esac\n'
+         if install_error else "")
+      + f'case "$*" in *install*) printf %s {shlex.quote(python)} > "{bin_dir}/python3.99"; '
       f'chmod +x "{bin_dir}/python3.99";; esac'))
   with tarfile.open(home / "glmjax.tar.gz", "w:gz") as archive:
     info = tarfile.TarInfo("requirements.txt")
@@ -282,13 +284,13 @@ def _apt_worker(tmp_path, lock_held_for: int):
   return home
 
 
-def _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for: int):
+def _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for: int, **worker):
   """setup's remote command for python3.99, run on `_apt_worker` with no wait between tries."""
   monkeypatch.setattr(sys.modules["tpu_remote"], "APT_RETRY_S", 0)
   payload = command_payload(dry_run(capsys, "setup", "--name=glm", ZONE, "--workers=1",
                                     "--jax-version=0.10.2", "--python=python3.99")
                             .splitlines()[4])
-  home = _apt_worker(tmp_path, lock_held_for)
+  home = _apt_worker(tmp_path, lock_held_for, **worker)
   return home, run_on_worker(payload, home, tmp_path)
 
 
@@ -301,7 +303,8 @@ def test_setup_on_a_new_vm_waits_while_its_first_upgrade_holds_apt_s_lock(
   calls = (home / "apt.log").read_text().splitlines()
   assert calls == ["apt-get -o DPkg::Lock::Timeout=60 update -qq"] * 4 + [
       "apt-get -o DPkg::Lock::Timeout=60 install -y -qq python3.99 python3.99-venv"]
-  assert result.stderr.count("apt-get update failed (try ") == 3
+  assert result.stderr.count("apt-get update: apt's lock is held (try ") == 3
+  assert result.stderr.count("E: Could not get lock") == 3  # apt's own words, shown
   assert (home / "glmjax" / "venv" / "bin" / "python").exists()
 
 
@@ -310,6 +313,20 @@ def test_setup_stops_with_the_apt_command_named_when_the_lock_is_never_released(
   monkeypatch.setattr(sys.modules["tpu_remote"], "APT_TRIES", 3)
   home, result = _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for=99)
   assert result.returncode != 0
-  assert result.stderr.splitlines()[-1].endswith(": apt-get update -qq failed 3 times")
+  assert result.stderr.splitlines()[-1].endswith(
+      ": apt-get update -qq failed 3 times: apt's lock stayed held")
   assert len((home / "apt.log").read_text().splitlines()) == 3
   assert not (home / "glmjax" / "venv").exists()
+
+
+def test_setup_stops_at_once_on_an_apt_error_that_is_not_a_held_lock(
+    capsys, monkeypatch, tmp_path):
+  # A Python the image's package sources lack (--python=python3.12 on Ubuntu 22.04): trying it
+  # 30 times over 5 minutes would only repeat apt's answer.
+  home, result = _setup_on_apt_worker(capsys, monkeypatch, tmp_path, lock_held_for=0,
+                                      install_error="E: Unable to locate package python3.99")
+  assert result.returncode != 0
+  assert result.stderr.splitlines()[-2:] == [
+      "E: Unable to locate package python3.99",
+      f"{os.uname().nodename}: apt-get install -y -qq python3.99 python3.99-venv failed"]
+  assert len((home / "apt.log").read_text().splitlines()) == 2  # update, then install once

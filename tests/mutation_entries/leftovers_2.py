@@ -5,25 +5,38 @@ from mutation_entries import Mutation
 _PLACE = "glmjax/data/span_placement.py"
 _TI = "tests/test_infilling.py::"
 _ASSIGN = (_TI + "test_spans_go_to_documents_as_the_reference_assigns_them",)
+_LEFT_OVER = (_TI + "test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_"
+              "keeps_one",)
 _APT = ("tests/test_launch_tpu_setup.py::test_setup_on_a_new_vm_waits_while_its_first_upgrade_"
         "holds_apt_s_lock",)
 
 ENTRIES = (
     Mutation("setup's apt-get is tried once", "launch/tpu_remote.py",
-             '  return (f"apt_get() {{ for try in $(seq {APT_TRIES}); do sudo apt-get -o "',
-             '  return (f"apt_get() {{ for try in $(seq 1); do sudo apt-get -o "', _APT),
+             "for try in $(seq {APT_TRIES}); do", "for try in $(seq 1); do", _APT),
+    Mutation("apt_get tries again on any error, a package the sources lack too",
+             "launch/tpu_remote.py",
+             'APT_LOCK_ERRORS = "Could not get lock|Unable to lock|Unable to acquire"',
+             'APT_LOCK_ERRORS = "Could not get lock|Unable to lock|Unable to acquire|Unable to"',
+             ("tests/test_launch_tpu_setup.py::test_setup_stops_at_once_on_an_apt_error_that_is_"
+              "not_a_held_lock",)),
+    Mutation("apt_get hides apt's own error", "launch/tpu_remote.py",
+             "f'rm -f \"$err\"; return 0; fi; cat \"$err\" >&2; if ! grep -qE '",
+             "f'rm -f \"$err\"; return 0; fi; if ! grep -qE '",
+             _APT + ("tests/test_launch_tpu_setup.py::test_setup_stops_at_once_on_an_apt_error_"
+                     "that_is_not_a_held_lock",)),
     Mutation("setup installs Python with a bare apt-get again", "launch/tpu_remote.py",
              'f"if ! command -v {python} >/dev/null; then apt_get update -qq; "',
              'f"if ! command -v {python} >/dev/null; then sudo apt-get update -qq; "', _APT),
     Mutation("apt_get succeeds after its last failed try", "launch/tpu_remote.py",
-             "f'times\" >&2; return 1; }}')", "f'times\" >&2; return 0; }}')",
+             "stayed held\" >&2; return 1; }}')", "stayed held\" >&2; return 0; }}')",
              ("tests/test_launch_tpu_setup.py::test_setup_stops_with_the_apt_command_named_when_"
               "the_lock_is_never_released",)),
     Mutation("a shorter document's budget counts the separators too", _PLACE,
-             "np.minimum(budget + separators,", "np.minimum(budget,", _ASSIGN),
+             "np.minimum(blank_budget(mask_ratio, size) + run_length,",
+             "np.minimum(blank_budget(mask_ratio, size),", _ASSIGN),
     Mutation("a shorter document's budget rounds up", _PLACE,
-             "blank_budget(mask_ratio, sizes[:, rank:rank + 1])",
-             "np.ceil(mask_ratio * sizes[:, rank:rank + 1]).astype(np.int64)", _ASSIGN),
+             "blank_budget(mask_ratio, size)", "np.ceil(mask_ratio * size).astype(np.int64)",
+             _ASSIGN),
     Mutation("leftover spans ignore what a document already holds", _PLACE,
              " + 1 - np.take_along_axis(held, order[:, rank:rank + 1], 1))", " + 1)",
              (_TI + "test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_keeps_"
@@ -35,12 +48,12 @@ ENTRIES = (
               _TI + "test_no_token_of_a_packed_row_starts_a_span_more_often_than_its_document_s_"
               "others")),
     Mutation("spans are placed along the joined documents again (one document's draws for all)",
-             _PLACE, "  key = np.where(valid, segment, count)\n",
-             "  key = np.where(valid, 0, count)\n",
+             _PLACE, "  doc_key = np.where(valid, segment, count)\n",
+             "  doc_key = np.where(valid, 0, count)\n",
              (_TI + "test_place_spans_multi_document_respects_barriers",)),
     Mutation("a shorter document's budget is not capped at its room", _PLACE,
-             "give(rank, np.minimum(budget + separators, sizes[:, rank:rank + 1] + 1))",
-             "give(rank, budget + separators)",
+             "give(rank, np.minimum(blank_budget(mask_ratio, size) + run_length, size + 1))",
+             "give(rank, blank_budget(mask_ratio, size) + run_length)",
              (_TI + "test_a_shorter_document_never_takes_more_spans_than_it_holds_whatever_the_"
               "ratio",)),
     Mutation("the data benchmark counts the row's own first place as a document's first",
@@ -48,4 +61,16 @@ ENTRIES = (
              "  first[:, 1:] = tokens[:, :-1] == marks.cls",
              ("tests/test_bench_data.py::test_the_data_benchmark_counts_span_starts_at_a_later_"
               "document_s_first_place_and_elsewhere",)),
+    Mutation("a leftover span's room in a document forgets its closing barrier", _PLACE,
+             "    give(rank, sizes[:, rank:rank + 1] + 1 - np.take_along_axis(held",
+             "    give(rank, sizes[:, rank:rank + 1] - np.take_along_axis(held", _LEFT_OVER),
+    Mutation("an empty document offers room to a leftover span of 1", _PLACE,
+             "    give(rank, sizes[:, rank:rank + 1] + 1 - np.take_along_axis(held",
+             "    give(rank, sizes[:, rank:rank + 1] + 2 - np.take_along_axis(held",
+             (_TI + "test_a_document_with_nothing_to_mask_takes_no_span_even_one_left_over",)),
+    Mutation("the longest document's room forgets its closing barrier", _PLACE,
+             "  give(count - 1, sizes[:, -1:] + 1)", "  give(count - 1, sizes[:, -1:])",
+             (_TI + "test_spans_that_exactly_fill_a_segment_are_all_placed",)),
+    Mutation("a row with no text to mask gets a span of 1", _PLACE,
+             "active[:, 0] & (sizes[:, -1] > 0)", "active[:, 0] & (sizes[:, -1] >= 0)", _LEFT_OVER),
 )
