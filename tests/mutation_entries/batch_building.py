@@ -4,9 +4,10 @@ from mutation_entries import Mutation
 _INFILLING, _PIPELINE = "glmjax/data/infilling.py", "glmjax/data/pipeline.py"
 _PLACE = "glmjax/data/span_placement.py"
 _TI, _TP, _TR = "tests/test_infilling.py::", "tests/test_pipeline.py::", "tests/test_recipe.py::"
+_TS = "tests/test_span_placement.py::"
 _MAX_LENGTH = (_TI + "test_span_lengths_run_from_one_to_max_span_length_weighted_by_the_poisson_"
                "pmf",)
-_PLACEMENT = (_TI + "test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token_"
+_PLACEMENT = (_TS + "test_spans_take_every_placement_the_reference_draws_the_segment_s_last_token_"
               "included",)
 _GEN_LENGTH = (_TI + "test_a_row_s_generation_length_is_uniform_from_int_ratio_times_n_to_n_minus_"
                "2",)
@@ -104,7 +105,7 @@ ENTRIES: tuple[Mutation, ...] = (
     # Mutation hunt of session 31: span law, placement, windows, masking, sentence rows.
     Mutation("[MASK] gaps placed unsorted (spans overlap or leave their order)", _PLACE,
              "np.sort(doc_key * wide + draws, axis=1)", "(doc_key * wide + draws)",
-             (_TI + "test_place_spans_single_document_stays_inside_and_apart",)),
+             (_TS + "test_place_spans_single_document_stays_inside_and_apart",)),
     Mutation("span lengths weighted by lambda^k / (k-1)! instead of the Poisson pmf", _INFILLING,
              "math.lgamma(k + 1)", "math.lgamma(k)",
              (_TI + "test_span_lengths_follow_truncated_poisson",)),

@@ -13,18 +13,18 @@ ENTRIES = (
     Mutation("spans left over go to the shortest documents first",
              "glmjax/data/span_placement.py",
              "  for rank in range(count - 2, first - 1, -1):", "  for rank in range(first, count - 1):",
-             ("tests/test_infilling.py::test_spans_the_reference_s_rule_leaves_over_go_where_they_"
+             ("tests/test_span_placement.py::test_spans_the_reference_s_rule_leaves_over_go_where_they_"
               "fit_and_a_row_keeps_one",)),
     Mutation("the longest of equal documents is the latest, not the earliest",
              "glmjax/data/span_placement.py",
              "  order = np.lexsort((np.broadcast_to(-np.arange(count), seg_len.shape), seg_len),",
              "  order = np.lexsort((np.broadcast_to(np.arange(count), seg_len.shape), seg_len),",
-             ("tests/test_infilling.py::test_spans_go_to_documents_as_the_reference_assigns_"
+             ("tests/test_span_placement.py::test_spans_go_to_documents_as_the_reference_assigns_"
               "them",)),
     Mutation("a row none of whose documents holds a span whole trains on nothing",
              "glmjax/data/span_placement.py",
              "  document[alone, 0] = order[alone, -1]\n", "",
-             ("tests/test_infilling.py::test_spans_the_reference_s_rule_leaves_over_go_where_they_"
+             ("tests/test_span_placement.py::test_spans_the_reference_s_rule_leaves_over_go_where_they_"
               "fit_and_a_row_keeps_one",)),
     Mutation("a per-batch [gMASK] length reaches F - 2 (the original's G stops at F - 3)",
              "glmjax/data/infilling.py",

@@ -3,7 +3,7 @@ that piled up at packed documents' starts)."""
 from mutation_entries import Mutation
 
 _PLACE = "glmjax/data/span_placement.py"
-_TI = "tests/test_infilling.py::"
+_TI = "tests/test_span_placement.py::"
 _ASSIGN = (_TI + "test_spans_go_to_documents_as_the_reference_assigns_them",)
 _LEFT_OVER = (_TI + "test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_"
               "keeps_one",)
