@@ -94,19 +94,23 @@ def agreed_attention(name: str, **resolve_kwargs) -> str:
   return choices[index]
 
 
-def _gpu_is_sm90_or_newer(device: jax.Device | None = None) -> bool:
-  capability = getattr(device or jax.devices("gpu")[0], "compute_capability", "0")
-  return float(capability) >= 9.0
+def _gpu_is_sm90_or_sm100(device: jax.Device | None = None) -> bool:
+  """tokamax's Mosaic kernel runs on compute capability 9.x and 10.x only (it refuses others)."""
+  if device is None:
+    try:
+      device = jax.devices("gpu")[0]
+    except RuntimeError:  # no GPU on this host: nothing to read the capability from
+      return False
+  return 9.0 <= float(getattr(device, "compute_capability", "0")) < 11.0
 
 
 def _tokamax_usable(device: jax.Device | None = None) -> bool:
-  """tokamax is installed and `device` (default: this host's GPU) runs its Mosaic kernel (sm90
-  or newer)."""
+  """tokamax is installed and `device` (default: this host's GPU) runs its Mosaic kernel."""
   try:
     import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
     return False
-  return _gpu_is_sm90_or_newer(device)
+  return _gpu_is_sm90_or_sm100(device)
 
 
 def passed_over(candidate: str, seq_len: int | None, dtype: Any) -> str | None:

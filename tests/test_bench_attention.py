@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from glmjax.bench import attention as bench_attention
+from glmjax.model import model_config
 from test_bench import _flags
 from test_bench_step import _Clock
 
@@ -40,7 +41,7 @@ def test_the_attention_benchmark_gives_milliseconds_and_the_tflop_s_of_the_visib
 def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_failing_its_check(
     monkeypatch, capsys):
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, "bfloat16"
+  config.data.seq_len, config.model.dtype = 128, "bfloat16"
   head_dim = config.model.hidden_size // config.model.num_heads
   _flags(monkeypatch, bench_attention, steps=2)
   checks, timed = [], []
@@ -57,7 +58,7 @@ def test_the_attention_benchmark_times_the_config_s_dtype_and_skips_a_kernel_fai
   monkeypatch.setattr(bench_attention, "_time", time_it)
   bench_attention.main(config, [])
   record = json.loads(capsys.readouterr().out)
-  assert checks == [(name, dict(dtype=jnp.bfloat16, seq_len=64, head_dim=head_dim))
+  assert checks == [(name, dict(dtype=jnp.bfloat16, seq_len=128, head_dim=head_dim))
                     for name in ("cudnn", "tokamax")]
   assert record["implementations"]["cudnn"] == {"skipped": "cuDNN needs an NVIDIA GPU"}
   # xla alone is timed, forward then forward and backward, at the compute dtype.
@@ -92,7 +93,7 @@ def test_with_attention_autotune_tokamax_is_timed_again_under_the_configurations
   then traced and timed afresh inside its result, and nothing else is tuned."""
   import tokamax  # pylint: disable=import-outside-toplevel
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, "bfloat16"
+  config.data.seq_len, config.model.dtype = 128, "bfloat16"
   monkeypatch.setattr(bench_attention.attention_choice, "check_attention",
                       lambda name, **shape: None if name == "tokamax" else "not here")
   log = []
@@ -141,7 +142,7 @@ def test_the_attention_benchmark_times_every_kernel_also_those_auto_does_not_try
   # and a TPU kernel, which a CPU would only interpret, is listed with the reason it is not.
   assert bench_attention.attention_choice.auto_order("cpu") == ("xla",)
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, "bfloat16"  # every kernel's dtype
+  config.data.seq_len, config.model.dtype = 128, "bfloat16"  # every kernel's dtype
   _flags(monkeypatch, bench_attention, steps=2)
   monkeypatch.setattr(bench_attention.attention_choice, "check_attention", lambda *a, **k: None)
   monkeypatch.setattr(bench_attention, "_time", lambda fn, *args, steps: 0.001)
@@ -168,11 +169,11 @@ def test_an_attention_timing_leaves_out_the_call_that_compiles(monkeypatch):
   assert clock.busy and not any(clock.busy)  # no reading while device work was still queued
 
 
-def _records_and_checked(monkeypatch, capsys, dtype: str, platform: str):
-  """bench_attention.main at T=64 on `platform`, nothing timed: (its records, the kernels whose
-  start-up check it ran)."""
+def _records_and_checked(monkeypatch, capsys, dtype: str, platform: str, seq_len: int):
+  """bench_attention.main at T=seq_len on `platform`, nothing timed: (its records, the kernels
+  whose start-up check it ran)."""
   config = importlib.import_module("configs.base").get_config("local")
-  config.data.seq_len, config.model.dtype = 64, dtype
+  config.data.seq_len, config.model.dtype = seq_len, dtype
   _flags(monkeypatch, bench_attention, steps=2)
   checked = []
   monkeypatch.setattr(bench_attention.jax, "default_backend", lambda: platform)
@@ -183,18 +184,21 @@ def _records_and_checked(monkeypatch, capsys, dtype: str, platform: str):
   return json.loads(capsys.readouterr().out)["implementations"], checked
 
 
-@pytest.mark.parametrize("dtype, platform, never_takes, reason", [
+@pytest.mark.parametrize("dtype, platform, seq_len, kernels, reason", [
     # cuDNN and tokamax at float32: their check's error off a GPU would be "cuDNN is not
     # detected".
-    ("float32", "cpu", "SIXTEEN_BIT_ONLY", lambda name: "it runs 16-bit inputs only, not float32"),
+    ("float32", "cpu", 128, model_config.SIXTEEN_BIT_ONLY,
+     lambda name: "it runs 16-bit inputs only, not float32"),
     # Splash on a TPU at T=64, not a multiple of its block.
-    ("bfloat16", "tpu", "SPLASH", lambda name: "it needs a sequence length that is a multiple "
+    ("bfloat16", "tpu", 64, model_config.SPLASH, lambda name: "it needs a sequence length that is a multiple "
      f"of {bench_attention.model_config.seq_len_multiple(name)}, not 64"),
+    # tokamax's GPU kernel masks in chunks of 128 query rows.
+    ("bfloat16", "gpu", 192, ("tokamax",),
+     lambda name: "it needs a sequence length that is a multiple of 128, not 192"),
 ])
 def test_a_kernel_that_never_takes_the_config_s_dtype_or_length_is_skipped_with_that_reason(
-    dtype, platform, never_takes, reason, monkeypatch, capsys):
-  records, checked = _records_and_checked(monkeypatch, capsys, dtype, platform)
-  kernels = getattr(bench_attention.model_config, never_takes)
+    dtype, platform, seq_len, kernels, reason, monkeypatch, capsys):
+  records, checked = _records_and_checked(monkeypatch, capsys, dtype, platform, seq_len)
   assert kernels and not set(checked) & set(kernels)  # their start-up check is not run
   for name in kernels:
     assert records[name] == {"skipped": reason(name)}

@@ -244,6 +244,9 @@ def test_rows_are_padded_to_lengths_the_attention_kernel_takes():
   assert [cloze_lib.bucket_length(n, 300) for n in (5, 64, 65, 290)] == [64, 64, 128, 300]
   splash = model_lib.ModelConfig(max_position=300, attention="splash")  # blocks of 128
   assert cloze_lib.row_limit(splash, 256) == 256 and cloze_lib.bucket_multiple(splash) == 128
+  # tokamax's GPU kernel takes whole chunks of 128 rows too (64, 192, 320 fail to trace).
+  tokamax = model_lib.ModelConfig(max_position=300, attention="tokamax", dtype="bfloat16")
+  assert cloze_lib.bucket_multiple(tokamax) == 128
   # A table shorter than one block: the text stays inside it, the padding fills the block.
   short = model_lib.ModelConfig(max_position=100, attention="splash")
   assert cloze_lib.row_limit(short, 256) == 100

@@ -63,16 +63,34 @@ def test_splash_needs_a_sequence_length_on_its_block_and_auto_picks_another_kern
 
 
 @pytest.mark.parametrize("capability, picked", [("9.0", "tokamax"), ("10.0", "tokamax"),
-                                                ("8.0", "cudnn"), ("8.9", "cudnn")],
-                         ids=["H100", "B200", "A100", "L40S"])
-def test_auto_for_a_gpu_target_takes_tokamax_from_sm90_on_and_cudnn_on_an_older_gpu(
+                                                ("8.0", "cudnn"), ("8.9", "cudnn"),
+                                                ("12.0", "cudnn")],
+                         ids=["H100", "B200", "A100", "L40S", "RTX 5090"])
+def test_auto_for_a_gpu_target_takes_tokamax_on_sm90_and_sm100_and_cudnn_on_other_gpus(
     monkeypatch, capability, picked):
-  # Compiled for a GPU unchecked (not this host's platform): tokamax's Mosaic GPU kernel needs
-  # sm90 or newer, so an older GPU gets the next choice, cuDNN.
+  # Compiled for a GPU unchecked (not this host's platform): tokamax's Mosaic GPU kernel runs
+  # on sm90 and sm100 only (it refuses others), so other GPUs get the next choice, cuDNN.
   import tokamax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   gpu = types.SimpleNamespace(platform="gpu", compute_capability=capability)
   monkeypatch.setattr(jax, "devices", lambda backend=None: [gpu])
   assert attention_choice.unvalidated_default("gpu", 512) == picked
+
+
+def test_tokamax_needs_whole_chunks_of_128_rows_and_auto_for_a_gpu_takes_cudnn_off_them():
+  config = _local()
+  config.model.update(attention="tokamax", dtype="bfloat16", max_position=200)
+  config.data.seq_len = 192
+  with pytest.raises(config_lib.ConfigError, match=r"model.attention='tokamax'.*"
+                                                   r"data.seq_len=192 must be a multiple of 128"):
+    config_lib.validate(config)
+  h100 = types.SimpleNamespace(platform="gpu", compute_capability="9.0")
+  assert attention_choice.unvalidated_default("gpu", 192, h100) == "cudnn"
+  assert attention_choice.unvalidated_default("gpu", 256, h100) == "tokamax"
+
+
+def test_a_gpu_program_asked_for_off_a_gpu_host_without_a_device_does_not_pick_tokamax():
+  # No GPU here to read a compute capability from: tokamax is not assumed to run.
+  assert not attention_choice._tokamax_usable()
 
 
 def test_without_the_tokamax_package_auto_for_an_sm90_gpu_takes_cudnn(monkeypatch):

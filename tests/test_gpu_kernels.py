@@ -205,3 +205,21 @@ def test_the_cudnn_part_a_call_computes_only_the_part_a_rows(monkeypatch):
   assert len(calls) == 2 and len(padded) == 1, calls  # the causal call takes no lengths
   q_lengths, kv_lengths = padded[0][3:]
   assert q_lengths == kv_lengths, calls
+
+
+def test_tokamax_lowers_for_an_h100_at_every_sequence_length_its_declared_multiple_allows(
+    monkeypatch):
+  # Its sm90 kernel masks key ranges in chunks of two 64-row query blocks: at 64, 192 or 200
+  # rows its forward fails to trace ("Dimension to ungroup is not divisible"), so config,
+  # 'auto' and cloze's row buckets read the multiple model_config declares.
+  multiple = model_config.seq_len_multiple("tokamax")
+  for length in (multiple, 3 * multiple):
+    q = jax.ShapeDtypeStruct((1, length, 2, 64), jnp.bfloat16)
+    key_end = mask_lib.key_ends(jnp.array([length // 3]), length)
+    loss = lambda q, k, v: gpu_kernels.tokamax_attention(  # noqa: E731
+        q, k, v, key_end, 0.125, platform="gpu").astype(jnp.float32).sum()
+    with _pretend_an_h100(monkeypatch):
+      text = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, q, q).lower(
+          lowering_platforms=("cuda",)).as_text()
+    assert re.search(r"custom_call @mosaic_gpu", text), length
+

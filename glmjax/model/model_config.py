@@ -37,9 +37,11 @@ class Kernel:
 KERNELS = {
     # The dense reference; its backward needs the [T, T] probabilities, nothing to tag.
     "xla": Kernel(attention_dropout=True),
-    # cuDNN row split (gpu_kernels.py), and the Mosaic GPU flash kernel.
+    # cuDNN row split (gpu_kernels.py), and the Mosaic GPU flash kernel (its sm90 kernel masks
+    # key ranges in chunks of two 64-row query blocks: other lengths fail to trace on a GPU).
     "cudnn": Kernel(named_residuals=True, sixteen_bit_only=True),
-    "tokamax": Kernel(named_residuals=True, sixteen_bit_only=True, mosaic=True),
+    "tokamax": Kernel(seq_len_multiple=128, named_residuals=True, sixteen_bit_only=True,
+                      mosaic=True),
     # TPU splash: the in-kernel mask from qpos, and the public per-example bool mask.
     "splash": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, mosaic=True),
     "splash_dynamic": Kernel(seq_len_multiple=128, named_residuals=True, tpu=True, mosaic=True),

@@ -5,8 +5,8 @@ _ATTENTION = "tests/test_attention.py::"
 _CHOICE = "tests/test_attention_choice.py::"
 _DENSE = "tests/test_dense_attention.py::"
 _XLA = "tests/test_xla_options.py::"
-_GPU_AUTO = ("tests/test_config_attention.py::test_auto_for_a_gpu_target_takes_tokamax_from_"
-             "sm90_on_and_cudnn_on_an_older_gpu")
+_GPU_AUTO = ("tests/test_config_attention.py::test_auto_for_a_gpu_target_takes_tokamax_on_"
+             "sm90_and_sm100_and_cudnn_on_other_gpus")
 
 ENTRIES: tuple[Mutation, ...] = (
     Mutation("rope (1-D) rotates at the default base, ignoring model.rope_theta",
@@ -48,8 +48,8 @@ ENTRIES: tuple[Mutation, ...] = (
              (_DENSE + "test_the_gradients_of_masked_attention_use_the_scale_it_is_given"
               "[tokamax]",)),
     Mutation("tokamax counted usable only above sm90 (an H100 gets cuDNN)",
-             "glmjax/attention_choice.py", "return float(capability) >= 9.0",
-             "return float(capability) > 9.0", (_GPU_AUTO + "[H100]",)),
+             "glmjax/attention_choice.py", "return 9.0 <= float(", "return 9.0 < float(",
+             (_GPU_AUTO + "[H100]",)),
     Mutation("auto on a GPU prefers cuDNN to tokamax", "glmjax/attention_choice.py",
              '"gpu": ("tokamax", "cudnn", REFERENCE),', '"gpu": ("cudnn", "tokamax", REFERENCE),',
              (_GPU_AUTO + "[H100]",)),

@@ -38,8 +38,8 @@ ENTRIES = (
               "its_first_id",)),
     Mutation("without the tokamax package an sm90 GPU still counts as running tokamax",
              _CHOICE,
-             "  except ImportError:\n    return False\n  return _gpu_is_sm90_or_newer(device)",
-             "  except ImportError:\n    return True\n  return _gpu_is_sm90_or_newer(device)",
+             "  except ImportError:\n    return False\n  return _gpu_is_sm90_or_sm100(device)",
+             "  except ImportError:\n    return True\n  return _gpu_is_sm90_or_sm100(device)",
              ("tests/test_config_attention.py::test_without_the_tokamax_package_auto_for_an_sm90_"
               "gpu_takes_cudnn",)),
     Mutation("the start-up check's accelerator tolerance is 10%, passing a kernel 5% off",

@@ -1,5 +1,5 @@
 """Planted bugs in session 47's work: what session 46 left (apt's lock on a new TPU VM, spans
-that piled up at packed documents' starts)."""
+that piled up at packed documents' starts), and tokamax's lengths and GPUs."""
 from mutation_entries import Mutation
 
 _PLACE = "glmjax/data/span_placement.py"
@@ -73,4 +73,23 @@ ENTRIES = (
              (_TI + "test_spans_that_exactly_fill_a_segment_are_all_placed",)),
     Mutation("a row with no text to mask gets a span of 1", _PLACE,
              "active[:, 0] & (sizes[:, -1] > 0)", "active[:, 0] & (sizes[:, -1] >= 0)", _LEFT_OVER),
+    Mutation("tokamax declared to take any sequence length", "glmjax/model/model_config.py",
+             '    "tokamax": Kernel(seq_len_multiple=128, named_residuals=True',
+             '    "tokamax": Kernel(seq_len_multiple=1, named_residuals=True',
+             ("tests/test_gpu_kernels.py::test_tokamax_lowers_for_an_h100_at_every_sequence_length_"
+              "its_declared_multiple_allows",
+              "tests/test_config_attention.py::test_tokamax_needs_whole_chunks_of_128_rows_and_auto_"
+              "for_a_gpu_takes_cudnn_off_them")),
+    Mutation("tokamax counted usable on any GPU from sm90 on", "glmjax/attention_choice.py",
+             "return 9.0 <= float(getattr(device, \"compute_capability\", \"0\")) < 11.0",
+             "return 9.0 <= float(getattr(device, \"compute_capability\", \"0\"))",
+             ("tests/test_config_attention.py::test_auto_for_a_gpu_target_takes_tokamax_on_sm90_"
+              "and_sm100_and_cudnn_on_other_gpus[RTX 5090]",)),
+    Mutation("a host without a GPU counts tokamax usable", "glmjax/attention_choice.py",
+             "except RuntimeError:  # no GPU on this host: nothing to read the capability from\n"
+             "      return False",
+             "except RuntimeError:  # no GPU on this host: nothing to read the capability from\n"
+             "      return True",
+             ("tests/test_config_attention.py::test_a_gpu_program_asked_for_off_a_gpu_host_without_"
+              "a_device_does_not_pick_tokamax",)),
 )
