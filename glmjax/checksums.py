@@ -11,8 +11,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 log = logging.getLogger(__name__)
+# Elements a host array's summary hashes at a time: numpy's temporaries stay near 64 MB each
+# (XLA:CPU materialises every element's hash, twice a parameter's bytes: 79 GB for GLM-10B's).
+HOST_CHUNK = 1 << 24
 
 
 def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -40,6 +44,31 @@ def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.sum(mixed, dtype=jnp.uint32), nonfinite.astype(jnp.int32)
 
 
+def _host_leaf_summary(leaf: np.ndarray) -> tuple[int, int]:
+  """_leaf_summary of a host array (an import's parameters), in numpy, a chunk at a time: the
+  same two numbers (the sum commutes), without a device copy or a full-size temporary."""
+  flat = leaf.reshape(-1)
+  inexact = jnp.issubdtype(flat.dtype, jnp.inexact)
+  total, nonfinite = 0, 0
+  for start in range(0, flat.size, HOST_CHUNK):
+    part = flat[start:start + HOST_CHUNK]
+    if inexact:
+      nonfinite += int(np.count_nonzero(~np.isfinite(part)))
+    unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32}[part.dtype.itemsize]
+    bits = part.astype(np.uint32) if part.dtype == np.bool_ else part.view(unsigned).astype(
+        np.uint32)
+    index = np.arange(start, start + part.size, dtype=np.uint64).astype(np.uint32)
+    mixed = bits * np.uint32(0x9E3779B1) + index * np.uint32(0x85EBCA77) + np.uint32(1)
+    mixed = (mixed ^ (mixed >> np.uint32(15))) * np.uint32(0x2C1B3C6D)
+    mixed ^= mixed >> np.uint32(12)
+    total = (total + int(np.sum(mixed, dtype=np.uint32))) % (1 << 32)
+  return total, nonfinite
+
+
+def _on_host(leaf: Any) -> bool:
+  return isinstance(leaf, np.ndarray) and leaf.dtype.itemsize in (1, 2, 4)
+
+
 _summaries = jax.jit(lambda leaves: [_leaf_summary(leaf) for leaf in leaves])
 # A copy of every array (new buffers, sharded as the originals) and the copy's summaries.
 _copies_and_summaries = jax.jit(lambda leaves: ([jnp.copy(leaf) for leaf in leaves],
@@ -58,9 +87,15 @@ def _read(names: list[str], summaries) -> dict[str, tuple[int, int]]:
 
 
 def state_summary(state: Any) -> dict[str, tuple[int, int]]:
-  """{'path/to/leaf': (checksum, non-finite count)} for every array of `state`, on device."""
+  """{'path/to/leaf': (checksum, non-finite count)} for every array of `state`: on its devices,
+  or, for a host (numpy) array, on the host."""
   names, leaves = _named_leaves(state)
-  return _read(names, _summaries(leaves)) if leaves else {}
+  on_device = [i for i, leaf in enumerate(leaves) if not _on_host(leaf)]
+  summary = _read([names[i] for i in on_device],
+                  _summaries([leaves[i] for i in on_device])) if on_device else {}
+  summary.update({names[i]: _host_leaf_summary(leaf) for i, leaf in enumerate(leaves)
+                  if _on_host(leaf)})
+  return {name: summary[name] for name in names}
 
 
 def copy_with_summary(state: Any) -> tuple[Any, Callable[[], dict[str, tuple[int, int]]]]:

@@ -6,6 +6,7 @@ import weakref
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import checkpoint_states as states
 from glmjax import checkpoint, checksums, host_copy
@@ -107,3 +108,20 @@ def test_a_single_process_hands_its_host_copy_to_orbax_without_a_collective(monk
   assert host_copy.landed(copy, on_host) is on_host
   assert host_copy.landed(copy, None) is copy
   assert calls == []
+
+
+def test_a_host_array_s_checksum_is_the_device_one_computed_a_chunk_at_a_time(monkeypatch):
+  """An import saves numpy parameters: hashing them in one XLA:CPU program copied each to a
+  device and held a hash per element, twice the parameters' bytes (GLM-10B: 79 GB)."""
+  rng = np.random.default_rng(0)
+  arrays = {"f32": rng.normal(size=(37, 101)).astype(np.float32),
+            "bf16": rng.normal(size=(5000,)).astype(jnp.bfloat16),
+            "f16": rng.normal(size=(3, 333)).astype(np.float16),
+            "i32": rng.integers(-5, 5, 777).astype(np.int32),
+            "u8": rng.integers(0, 255, 999).astype(np.uint8), "b": rng.random(1234) > 0.5}
+  arrays["f32"][3, 5], arrays["bf16"][7] = np.nan, np.inf
+  on_device = checksums.state_summary({name: jnp.asarray(a) for name, a in arrays.items()})
+  monkeypatch.setattr(checksums, "HOST_CHUNK", 100)  # many chunks, the last one short
+  monkeypatch.setattr(checksums, "_summaries", None)  # no device program for host arrays
+  assert checksums.state_summary(arrays) == on_device
+  assert on_device["f32"][1] == on_device["bf16"][1] == 1 and on_device["u8"][1] == 0

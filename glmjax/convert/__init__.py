@@ -205,6 +205,10 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   log.info("Reading %s", source)
   checkpoint = original.read(source, allow_pickle=allow_pickle)
   model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)
+  # The source's arrays are not needed past here: a 16-bit GLM-10B's are 20 GB of the host's
+  # memory that the save would otherwise run beside.
+  dtypes = _source_dtypes(checkpoint)
+  checkpoint = dataclasses.replace(checkpoint, tensors={})
   config = config_lib.default_config()
   config.model.update({key: getattr(model_config, key) for key in config.model
                        if hasattr(model_config, key) and key not in ("dtype", "param_dtype",
@@ -237,7 +241,7 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:
     json.dump({"path": os.path.abspath(source), "layout": checkpoint.layout,
                "file_format": checkpoint.file_format, "prefixed": checkpoint.prefixed,
-               "dtypes": _source_dtypes(checkpoint), "hf_config": checkpoint.hf_config,
+               "dtypes": dtypes, "hf_config": checkpoint.hf_config,
                "tokenizer": recorded.get("tokenizer", "")}, handle, indent=2)
   with open(os.path.join(out, "config.py"), "w", encoding="utf-8") as handle:
     handle.write(CONTINUE_CONFIG.format(path=os.path.join(out, "config.py")))

@@ -1,9 +1,11 @@
 """Planted bugs in session 47's work: what session 46 left (apt's lock on a new TPU VM, spans
-that piled up at packed documents' starts), and tokamax's lengths and GPUs."""
+that piled up at packed documents' starts), tokamax's lengths and GPUs, an import's memory."""
 from mutation_entries import Mutation
 
 _PLACE = "glmjax/data/span_placement.py"
 _TI = "tests/test_span_placement.py::"
+_HOST_SUM = ("tests/test_save_costs.py::test_a_host_array_s_checksum_is_the_device_one_computed_a_"
+             "chunk_at_a_time",)
 _ASSIGN = (_TI + "test_spans_go_to_documents_as_the_reference_assigns_them",)
 _LEFT_OVER = (_TI + "test_spans_the_reference_s_rule_leaves_over_go_where_they_fit_and_a_row_"
               "keeps_one",)
@@ -92,4 +94,16 @@ ENTRIES = (
              "      return True",
              ("tests/test_config_attention.py::test_a_gpu_program_asked_for_off_a_gpu_host_without_"
               "a_device_does_not_pick_tokamax",)),
+    Mutation("an import holds the source's arrays through the save", "glmjax/convert/__init__.py",
+             "  checkpoint = dataclasses.replace(checkpoint, tensors={})\n", "",
+             ("tests/test_convert_export.py::test_an_import_lets_go_of_the_source_s_arrays_before_"
+              "it_writes_the_parameters",)),
+    Mutation("a host array's checksum goes through the device program", "glmjax/checksums.py",
+             "  on_device = [i for i, leaf in enumerate(leaves) if not _on_host(leaf)]",
+             "  on_device = list(range(len(leaves)))", _HOST_SUM),
+    Mutation("a host array's hash leaves out the element's index", "glmjax/checksums.py",
+             "index * np.uint32(0x85EBCA77)", "index * np.uint32(0)", _HOST_SUM),
+    Mutation("a host array's chunks hash their own index from 0", "glmjax/checksums.py",
+             "index = np.arange(start, start + part.size, dtype=np.uint64)",
+             "index = np.arange(0, part.size, dtype=np.uint64)", _HOST_SUM),
 )
