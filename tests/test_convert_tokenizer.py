@@ -199,3 +199,23 @@ def test_an_imported_workdir_in_a_bucket_reads_the_tokenizer_stored_in_it_not_th
   config.data.tokenizer_path = "vocab.txt"
   top_level = pretrained.tokenizer_config(config, workdir).tokenizer_path
   assert os.listdir(os.path.dirname(top_level)) == ["vocab.txt"]
+
+
+@pytest.mark.parametrize("rows, warned", [
+    (200, "has ids up to 30526, past the checkpoint's 200 vocabulary rows"),
+    (50304, "pads to 30592 ids, not the checkpoint's 50304 vocabulary rows"),
+    (30592, None)])
+def test_an_import_warns_of_a_tokenizer_whose_ids_are_not_the_checkpoint_s_rows(
+    tmp_path, caplog, rows, warned):
+  """Every released GLM's tokenizer pads to exactly its model's rows; GLM-10B's checkpoint with
+  BERT's vocab.txt imported without a word, and generate fed it BERT ids."""
+  from test_released_tokenizers import write_bert_vocab  # pylint: disable=import-outside-toplevel
+  og.save_hf(str(tmp_path / "hf"), og.random_state_dict(rows, H, L, HEADS, MSL, seed=4),
+             og.hf_config(rows, H, L, HEADS, MSL), prefix=False, fmt="safetensors")
+  write_bert_vocab(str(tmp_path / "bert"))
+  caplog.set_level(logging.WARNING, logger="glmjax.convert")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"),
+                            tokenizer=str(tmp_path / "bert"))
+  tokenizer_warnings = [r.getMessage() for r in caplog.records if "The tokenizer at" in
+                        r.getMessage()]
+  assert [warned in message for message in tokenizer_warnings] == ([True] if warned else [])

@@ -18,6 +18,7 @@ import shutil
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from etils import epath
 
@@ -29,7 +30,7 @@ from glmjax.convert import mapping, original
 from glmjax.convert.tokenizer_files import (export_tokenizer, recorded_tokenizer,
                                             restore_tokenizer, source_folder, store_tokenizer,
                                             stored_tokenizer_info)
-from glmjax.data import released_tokenizers
+from glmjax.data import released_tokenizers, tokenizers
 from glmjax.model import ModelConfig, stack_layers
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,24 @@ def _require_new_folder(out: str, holds: str, source_flag: str, source: str) -> 
                         "nothing was written.")
 
 
+def _warn_of_another_model_s_tokenizer(path: str, rows: int) -> None:
+  """Every released GLM's tokenizer pads to exactly its model's vocabulary rows (30592, 50304,
+  50048): one with other ids is likely another model's, which generate and evaluate would
+  only refuse later (ids past the rows), or not at all (fewer: wrong text, unseen)."""
+  found = released_tokenizers.tokenizer_fields(path)
+  found["ids_used"] = tokenizers.load_tokenizer(ml_collections.ConfigDict(
+      {key: found[key] for key in ("tokenizer", "tokenizer_path", "tokenizer_vocab")})).ids_used
+  if found["ids_used"] > rows:
+    log.warning("The tokenizer at %r has ids up to %d, past the checkpoint's %d vocabulary rows: "
+                "it is another model's, and generate and evaluate will refuse it. Import again "
+                "with --tokenizer=PATH to the files this checkpoint was trained with.", path,
+                found["ids_used"] - 1, rows)
+  elif found["vocab_size"] != rows:
+    log.warning("The tokenizer at %r pads to %d ids, not the checkpoint's %d vocabulary rows (a "
+                "released GLM's tokenizer pads to exactly its rows): check that it is this "
+                "model's.", path, found["vocab_size"], rows)
+
+
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
@@ -220,11 +239,13 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
   if model_config.vocab_size % 128:
     log.warning("The vocabulary has %d rows, not a multiple of 128: kept as it is (the function "
                 "must not change); a padded table would run faster.", model_config.vocab_size)
-  os.makedirs(out, exist_ok=True)
   recorded = {} if tokenizer else recorded_tokenizer(source)
   folder = source_folder(source)  # a weights file's folder holds its tokenizer, as a folder does
   tokenizer = tokenizer or (folder if checkpoint.layout == "hf"
                             and released_tokenizers.holds_tokenizer(folder) else "")
+  if tokenizer and not recorded:  # an export's record is the run's own tokenizer
+    _warn_of_another_model_s_tokenizer(tokenizer, model_config.vocab_size)
+  os.makedirs(out, exist_ok=True)
   if recorded:  # a glmjax export: the run's own tokenizer fields, not a guess from the files
     described = restore_tokenizer(source, recorded, out, config.data)
     tokenizer = tokenizer or recorded["tokenizer"]

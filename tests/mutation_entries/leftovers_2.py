@@ -1,9 +1,12 @@
 """Planted bugs in session 47's work: what session 46 left (apt's lock on a new TPU VM, spans
-that piled up at packed documents' starts), tokamax's lengths and GPUs, an import's memory."""
+that piled up at packed documents' starts), tokamax's lengths and GPUs, an import's memory and
+tokenizer."""
 from mutation_entries import Mutation
 
 _PLACE = "glmjax/data/span_placement.py"
 _TI = "tests/test_span_placement.py::"
+_TOKENIZER_ROWS = ("tests/test_convert_tokenizer.py::test_an_import_warns_of_a_tokenizer_whose_"
+                   "ids_are_not_the_checkpoint_s_rows",)
 _HOST_SUM = ("tests/test_save_costs.py::test_a_host_array_s_checksum_is_the_device_one_computed_a_"
              "chunk_at_a_time",)
 _ASSIGN = (_TI + "test_spans_go_to_documents_as_the_reference_assigns_them",)
@@ -106,4 +109,9 @@ ENTRIES = (
     Mutation("a host array's chunks hash their own index from 0", "glmjax/checksums.py",
              "index = np.arange(start, start + part.size, dtype=np.uint64)",
              "index = np.arange(0, part.size, dtype=np.uint64)", _HOST_SUM),
+    Mutation("an import takes any tokenizer without a word", "glmjax/convert/__init__.py",
+             "    _warn_of_another_model_s_tokenizer(tokenizer, model_config.vocab_size)\n",
+             "    pass\n", _TOKENIZER_ROWS),
+    Mutation("an import warns of every tokenizer", "glmjax/convert/__init__.py",
+             '  elif found["vocab_size"] != rows:', "  else:", _TOKENIZER_ROWS),
 )
