@@ -305,3 +305,27 @@ def test_export_refuses_the_workdir_itself_as_out_and_the_workdir_still_loads(we
     convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "run"))
   assert _files(tmp_path / "run") == kept  # glmjax's config.json, not the Hugging Face one
   assert pretrained.load(str(tmp_path / "run")).model_config.num_layers == L
+
+
+@pytest.mark.parametrize("out_exists", [False, True], ids=["new folder", "empty folder"])
+def test_a_failed_import_leaves_out_as_it_found_it_and_the_same_command_then_runs(tmp_path,
+                                                                                 out_exists):
+  """An export's record names merges.txt, which the copy lacks: the import stops, and a retry
+  once the file is there used to be refused for the half-written --out."""
+  from test_released_tokenizers import write_gpt2_files  # pylint: disable=import-outside-toplevel
+  source = tmp_path / "export"
+  og.save_hf(str(source), og.random_state_dict(50304, H, L, HEADS, MSL, seed=5),
+             og.hf_config(50304, H, L, HEADS, MSL), prefix=False, fmt="safetensors")
+  write_gpt2_files(str(tmp_path / "gpt2"))
+  os.rename(tmp_path / "gpt2" / "vocab.json", source / "vocab.json")
+  (source / "glmjax_tokenizer.json").write_text(json.dumps(
+      {"tokenizer": "bpe", "tokenizer_vocab": "gpt2", "files": ["vocab.json", "merges.txt"]}))
+  out = tmp_path / "run"
+  if out_exists:
+    out.mkdir()
+  with pytest.raises(FileNotFoundError, match="merges.txt"):
+    convert.import_checkpoint(str(source), str(out))
+  assert (sorted(os.listdir(out)) == []) if out_exists else not out.exists()
+  os.rename(tmp_path / "gpt2" / "merges.txt", source / "merges.txt")
+  convert.import_checkpoint(str(source), str(out))
+  assert pretrained.load(str(out)).model_config.vocab_size == 50304

@@ -11,6 +11,7 @@ and `export` read. `load_pretrained(PATH)` gives (ModelConfig, params) from any 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -197,6 +198,28 @@ def _require_new_folder(out: str, holds: str, source_flag: str, source: str) -> 
                         "nothing was written.")
 
 
+def _out_left_as_found_on_failure(write):
+  """A failed import or export (a file missing from a recorded tokenizer, a full disk, Ctrl-C)
+  leaves --out as it found it, absent or empty, so the same command runs again once the cause
+  is fixed; a retry used to be refused for the half-written folder. A folder that already held
+  files is refused before anything is written, and never touched."""
+  @functools.wraps(write)
+  def wrapped(*args, **kwargs):
+    out = kwargs["out"] if "out" in kwargs else args[1]
+    before = os.listdir(out) if os.path.isdir(out) else None
+    try:
+      return write(*args, **kwargs)
+    except BaseException:
+      if before is None:
+        shutil.rmtree(out, ignore_errors=True)
+      elif not before:
+        for name in os.listdir(out):
+          path = os.path.join(out, name)
+          shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+      raise
+  return wrapped
+
+
 def _warn_of_another_model_s_tokenizer(path: str, rows: int) -> None:
   """Every released GLM's tokenizer pads to exactly its model's vocabulary rows (30592, 50304,
   50048): one with other ids is likely another model's, which generate and evaluate would
@@ -215,6 +238,7 @@ def _warn_of_another_model_s_tokenizer(path: str, rows: int) -> None:
                 "model's.", path, found["vocab_size"], rows)
 
 
+@_out_left_as_found_on_failure
 def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: int = 0,
                       allow_pickle: bool = False) -> ModelConfig:
   """Writes the glmjax workdir `out` from the original checkpoint at `source`."""
@@ -316,6 +340,7 @@ def _imported_origin(workdir: str) -> str:
   return ""
 
 
+@_out_left_as_found_on_failure
 def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
   _require_new_folder(out, "the Hugging Face files", "--workdir", workdir)

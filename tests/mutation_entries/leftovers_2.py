@@ -114,4 +114,13 @@ ENTRIES = (
              "    pass\n", _TOKENIZER_ROWS),
     Mutation("an import warns of every tokenizer", "glmjax/convert/__init__.py",
              '  elif found["vocab_size"] != rows:', "  else:", _TOKENIZER_ROWS),
+    Mutation("a failed import leaves its half-written --out", "glmjax/convert/__init__.py",
+             "    except BaseException:\n      if before is None:",
+             "    except BaseException:\n      raise\n      if before is None:",
+             ("tests/test_convert_refusals.py::test_a_failed_import_leaves_out_as_it_found_it_and_"
+              "the_same_command_then_runs",)),
+    Mutation("a refused --out that held files is emptied", "glmjax/convert/__init__.py",
+             "      elif not before:", "      else:",
+             ("tests/test_convert_refusals.py::test_an_out_folder_holding_other_files_is_refused_"
+              "by_import_and_export_and_kept",)),
 )
