@@ -129,11 +129,12 @@ def model_fields(checkpoint: original.Checkpoint, *, num_heads: int = 0) -> dict
 
 
 def from_checkpoint(checkpoint: original.Checkpoint, *, num_heads: int = 0,
-                    dtype: str = "float32") -> tuple[ModelConfig, dict]:
-  """(ModelConfig, params as numpy arrays) of an original checkpoint."""
+                    dtype: str = "float32", consume: bool = False) -> tuple[ModelConfig, dict]:
+  """(ModelConfig, params as numpy arrays) of an original checkpoint; consume=True empties
+  `checkpoint.tensors` as they are converted (mapping.to_params)."""
   fields = model_fields(checkpoint, num_heads=num_heads)
   model_config = ModelConfig(**fields, dtype=dtype, param_dtype="float32")
-  params, unused = mapping.to_params(checkpoint.tensors, model_config)
+  params, unused = mapping.to_params(checkpoint.tensors, model_config, consume=consume)
   if unused:
     log.warning("Not imported (not part of the GLM network): %s%s", ", ".join(unused[:6]),
                 " ..." if len(unused) > 6 else "")
@@ -156,7 +157,7 @@ def load_pretrained(path: str, *, num_heads: int = 0, allow_pickle: bool = False
     loaded = pretrained.load(path)
     return loaded.model_config, loaded.params
   checkpoint = original.read(path, allow_pickle=allow_pickle)
-  model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)
+  model_config, params = from_checkpoint(checkpoint, num_heads=num_heads, consume=True)
   # An import's config keeps 'auto' (resolved when a run starts); a model applied here is not.
   return dataclasses.replace(model_config, attention="xla"), params
 
@@ -247,10 +248,10 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
     released_tokenizers.tokenizer_fields(tokenizer)
   log.info("Reading %s", source)
   checkpoint = original.read(source, allow_pickle=allow_pickle)
-  model_config, params = from_checkpoint(checkpoint, num_heads=num_heads)
-  # The source's arrays are not needed past here: a 16-bit GLM-10B's are 20 GB of the host's
-  # memory that the save would otherwise run beside.
   dtypes = _source_dtypes(checkpoint)
+  # Each source array is let go once converted, and the unused ones after: a 16-bit GLM-10B's
+  # are 20 GB of the host's memory that the conversion and the save would otherwise run beside.
+  model_config, params = from_checkpoint(checkpoint, num_heads=num_heads, consume=True)
   checkpoint = dataclasses.replace(checkpoint, tensors={})
   config = config_lib.default_config()
   config.model.update({key: getattr(model_config, key) for key in config.model

@@ -34,7 +34,7 @@ from mutation_entries import lever_hunt  # noqa: E402
 from mutation_entries import slice_hunt  # noqa: E402
 from mutation_entries import figures_hunt, loop_hunt, snapshot_hunt  # noqa: E402
 from mutation_entries import operator_sweep, operator_sweep_2, operator_sweep_3  # noqa: E402
-from mutation_entries import leftovers, leftovers_2, operator_sweep_4  # noqa: E402
+from mutation_entries import leftovers, leftovers_2, leftovers_3, operator_sweep_4  # noqa: E402
 
 MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + checkpoints.ENTRIES + sharding.ENTRIES + training_core.ENTRIES
@@ -53,4 +53,4 @@ MUTATIONS = (model.ENTRIES + data.ENTRIES + training.ENTRIES + commands.ENTRIES
              + slice_hunt.ENTRIES + loop_hunt.ENTRIES + snapshot_hunt.ENTRIES
              + figures_hunt.ENTRIES + operator_sweep.ENTRIES + operator_sweep_2.ENTRIES
              + operator_sweep_3.ENTRIES + operator_sweep_4.ENTRIES + leftovers.ENTRIES
-             + leftovers_2.ENTRIES)
+             + leftovers_2.ENTRIES + leftovers_3.ENTRIES)

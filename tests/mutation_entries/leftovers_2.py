@@ -98,8 +98,9 @@ ENTRIES = (
              ("tests/test_config_attention.py::test_a_gpu_program_asked_for_off_a_gpu_host_without_"
               "a_device_does_not_pick_tokamax",)),
     Mutation("an import holds the source's arrays through the save", "glmjax/convert/__init__.py",
-             "  checkpoint = dataclasses.replace(checkpoint, tensors={})\n", "",
-             ("tests/test_convert_export.py::test_an_import_lets_go_of_the_source_s_arrays_before_"
+             "num_heads=num_heads, consume=True)\n  checkpoint = dataclasses.replace(checkpoint, "
+             "tensors={})\n", "num_heads=num_heads)\n",
+             ("tests/test_import_memory.py::test_an_import_lets_go_of_the_source_s_arrays_before_"
               "it_writes_the_parameters",)),
     Mutation("a host array's checksum goes through the device program", "glmjax/checksums.py",
              "  on_device = [i for i, leaf in enumerate(leaves) if not _on_host(leaf)]",

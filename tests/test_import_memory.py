@@ -1,0 +1,120 @@
+"""convert import's host memory: a 16-bit GLM-10B is 20 GB of source arrays and 40 GB of float32
+parameters, so an import must hold each about once. numpy's arrays are counted by tracemalloc
+(Orbax's and TensorStore's own buffers are not), so each test measures the arrays it makes."""
+import gc
+import json
+import tracemalloc
+import weakref
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import torch
+
+import convert_sources as sources
+import original_glm as og
+from convert_sources import H, HEADS, L, MSL, V
+from glmjax import config as config_lib
+from glmjax import checksums, convert, pretrained
+from glmjax.convert import mapping
+from glmjax.model import ModelConfig
+
+SHAPE = dict(vocab_size=2048, hidden_size=256, num_layers=4, num_heads=2, max_position=64)
+MODEL = ModelConfig(**SHAPE)  # 15 MB of float32 parameters: far above what a save's own objects take
+
+
+def _source(seed=0):
+  """16-bit arrays under the original names, as a released checkpoint holds them."""
+  rng = np.random.default_rng(seed)
+  return {key: rng.standard_normal(shape, np.float32).astype(np.float16)
+          for key, shape in mapping.expected_shapes(MODEL).items()}
+
+
+def _bytes(tree):
+  return sum(leaf.nbytes for leaf in jax.tree.leaves(tree))
+
+
+def _traced_peak(make):
+  """(what make() returns, the most bytes its allocations held at once)."""
+  gc.collect()
+  tracemalloc.start()
+  try:
+    result = make()
+    return result, tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+
+
+def test_a_consuming_conversion_gives_the_same_parameters_and_empties_the_source():
+  kept, consumed = _source(), _source()
+  expected, _ = mapping.to_params(kept, MODEL)
+  params, unused = mapping.to_params(consumed, MODEL, consume=True)
+  assert unused == [] and consumed == {} and len(kept) == len(mapping.expected_shapes(MODEL))
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+    assert a.dtype == np.float32 and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("consume", [False, True])
+def test_converting_holds_the_float32_parameters_about_once_beside_the_source(consume):
+  """Without consume, the source stays (the caller's) and the parameters are added to it once:
+  no float32 copy of every layer beside their stack. With it, each source array goes once it
+  is converted, so at the end only the parameters are held."""
+  params, peak = _traced_peak(lambda: mapping.to_params(_source(), MODEL, consume=consume)[0])
+  f32 = _bytes(params)
+  largest_stack = max(leaf.nbytes for leaf in jax.tree.leaves(params["layers"]))
+  source = f32 // 2
+  if consume:
+    assert peak <= f32 + largest_stack // 2 + 2**16, (peak, f32)
+  else:
+    # The source (made inside the measurement) and the parameters, with one layer's
+    # transposed 16-bit array at a time beside them.
+    assert peak <= source + f32 + largest_stack // 2 + 2**16, (peak, source, f32)
+
+
+def test_saving_imported_parameters_makes_no_second_copy_of_them_and_later_saves_still_copy(
+    tmp_path, monkeypatch, caplog):
+  """pretrained.save waits for its write, so Orbax's copy of each numpy leaf (which guards an
+  asynchronous save against later changes) would only double an import's memory."""
+  params = mapping.to_params(_source(), MODEL)[0]
+  config = config_lib.default_config()
+  config.model.update(**SHAPE)
+  # The checksums' chunks are temporaries as large as a leaf's bytes several times over (a
+  # 16M-value chunk, however large the model): small chunks leave only Orbax's arrays to count.
+  monkeypatch.setattr(checksums, "HOST_CHUNK", 1 << 12)
+  pretrained.save(str(tmp_path / "first"), config, params)  # what one save sets up, once
+  before = ocp.type_handlers.get_type_handler(np.ndarray)
+  _, peak = _traced_peak(lambda: pretrained.save(str(tmp_path / "run"), config, params))
+  assert peak < _bytes(params) // 4, (peak, _bytes(params))
+  assert "overriding" not in caplog.text  # the handler swap is not reported to the user
+  assert ocp.type_handlers.get_type_handler(np.ndarray) is before  # others' saves unchanged
+  loaded = pretrained.load(str(tmp_path / "run"))
+  for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params), strict=True):
+    assert np.array_equal(np.asarray(a), b)
+
+
+def test_an_import_lets_go_of_the_source_s_arrays_before_it_writes_the_parameters(tmp_path,
+                                                                                  monkeypatch):
+  """A 16-bit GLM-10B's arrays are 20 GB that the save would otherwise run beside."""
+  half = {key: value.to(torch.float16) for key, value in sources.random_weights().items()}
+  og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  read, held = convert.original.read, []
+
+  def read_and_watch(*args, **kwargs):
+    checkpoint = read(*args, **kwargs)
+    held.extend(weakref.ref(array) for array in checkpoint.tensors.values())
+    return checkpoint
+
+  def save(*args, **kwargs):
+    gc.collect()
+    alive = sum(ref() is not None for ref in held)
+    assert held and alive == 0, f"{alive} of the source's {len(held)} arrays are still held"
+    return pretrained_save(*args, **kwargs)
+
+  pretrained_save = pretrained.save
+  monkeypatch.setattr(convert.original, "read", read_and_watch)
+  monkeypatch.setattr(convert.pretrained, "save", save)
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  assert json.loads((tmp_path / "run" / convert.SOURCE_FILE).read_text())["dtypes"][
+      "transformer.final_layernorm.weight"] == "float16"
