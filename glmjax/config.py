@@ -67,9 +67,9 @@ def data_defaults() -> ml_collections.ConfigDict:
       draw_per_batch=False,        # objective and lengths drawn per step (original), not per row
       # Source (data/sources.py).
       source="",                   # files | tfds | prepared | builtin (toy corpus); '' = not set
-      tokenizer="byte",            # byte | sentencepiece | hf | wordpiece (BERT) | bpe (GPT-2)
+      tokenizer="byte",            # byte|sentencepiece|hf|wordpiece (BERT)|bpe (GPT-2, RoBERTa)
       tokenizer_path="",           # the tokenizer's file (or a folder holding it)
-      tokenizer_vocab="",          # GLM ids: bert | gpt2 | chinese_sp (original) | "" (appended)
+      tokenizer_vocab="",          # GLM ids: bert|gpt2|roberta|chinese_sp (original); "" appended
       files=(),                    # globs of .txt / .jsonl / .jsonl.gz
       txt_documents="paragraphs",  # .txt: paragraphs (blank-line separated) | file (whole file)
       text_field="text",           # the field holding the text in .jsonl records and TFDS examples

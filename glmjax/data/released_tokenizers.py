@@ -1,7 +1,8 @@
 """Which released GLM tokenizer a file or folder holds, and the data config that loads it.
 
   vocab.txt                BERT WordPiece (glm-base, glm-large, ...): wordpiece, layout 'bert'
-  vocab.json + merges.txt  GPT-2 byte-level BPE (glm-2b, glm-10b): bpe, layout 'gpt2'
+  vocab.json + merges.txt  GPT-2 byte-level BPE (glm-2b, glm-10b): bpe, layout 'gpt2'; RoBERTa's
+                           (glm-roberta-large): bpe, layout 'roberta'
   cog-pretrain.model       the Chinese GLMs' SentencePiece: sentencepiece, layout 'chinese_sp'
   tokenizer.json           Hugging Face: hf, with the original layout when the vocabulary is it
 
@@ -26,7 +27,8 @@ _FOLDER_ORDER = tuple((tk.FOLDER_FILES[kind], kind) for kind in ("wordpiece", "b
 # A file is known by how its name ends (bert-large-uncased-vocab.txt, gpt2-vocab.json, ...).
 _BY_NAME = ((".model", "sentencepiece"), ("merges.txt", "bpe"), (".txt", "wordpiece"),
             ("vocab.json", "bpe"), (".json", "hf"))
-_BASE_SIZES = {"bert": 30522, "gpt2": 50257}  # the original vocabularies, before GLM's tokens
+# The original vocabularies, before GLM's tokens.
+_BASE_SIZES = {"bert": 30522, "gpt2": 50257, "roberta": 50265}
 
 
 def _recognise(path: str) -> tuple[str | None, str]:
@@ -58,6 +60,12 @@ def _found_layout(tokenizer, kind: str) -> str:
   return ""
 
 
+def _bpe_layout(tokenizer) -> str:
+  """BPE files are GPT-2's or RoBERTa's (which starts with <s>): checked, when loaded again, as
+  the one they resemble, so that a refusal names the token that one lacks."""
+  return "roberta" if tokenizer._tokenizer.id_to_token(0) == "<s>" else "gpt2"
+
+
 def holds_tokenizer(path: str) -> bool:
   """Whether `path` (a file or a folder) holds tokenizer files that `tokenizer_fields` reads."""
   return _recognise(path)[0] is not None
@@ -70,11 +78,12 @@ def tokenizer_fields(path: str) -> dict:
   Recognised (in a folder, looked for in this order; a file by how its name ends):
     vocab.txt, *.txt         BERT WordPiece        -> tokenizer 'wordpiece', tokenizer_vocab 'bert'
     vocab.json + merges.txt  GPT-2 BPE (a merges.txt given: the *vocab.json beside it)
-                                                   -> 'bpe', 'gpt2'
+                                                   -> 'bpe', 'gpt2', or 'roberta' for exactly
+                             RoBERTa's vocabulary (50265, <s> at 0, </s> at 2, <mask> at 50264)
     *.model                  SentencePiece         -> 'sentencepiece', 'chinese_sp' when it has
                              exactly 50000 pieces (cog-pretrain.model of the Chinese GLMs), else ''
-    tokenizer.json, *.json   Hugging Face          -> 'hf', 'bert' or 'gpt2' when it holds exactly
-                             the original BERT (30522) or GPT-2 (50257) vocabulary, else ''
+    tokenizer.json, *.json   Hugging Face          -> 'hf', 'bert', 'gpt2' or 'roberta' when it
+                             holds exactly that original vocabulary, else ''
 
   Returns {"tokenizer": str, "tokenizer_vocab": str, "tokenizer_path": the main file (absolute),
   "files": [absolute paths, the main file first (bpe: vocab.json, merges.txt)], "vocab_size":
@@ -91,10 +100,11 @@ def tokenizer_fields(path: str) -> dict:
                      "merges.txt, a SentencePiece .model or a tokenizer.json (or their folder)")
   try:
     files = [os.path.abspath(f) for f in tk.tokenizer_files(kind, main)]
-    layout = {"wordpiece": "bert", "bpe": "gpt2"}.get(kind, "")
+    layout = {"wordpiece": "bert"}.get(kind, "")
     fields = dict(tokenizer=kind, tokenizer_path=files[0], tokenizer_vocab=layout)
     tokenizer = tk.load_tokenizer(ml_collections.ConfigDict(fields))
-    fields["tokenizer_vocab"] = layout or _found_layout(tokenizer, kind)
+    fields["tokenizer_vocab"] = layout or (_bpe_layout(tokenizer) if kind == "bpe"
+                                           else _found_layout(tokenizer, kind))
     if fields["tokenizer_vocab"] != layout:  # load again: checked and padded for that layout
       tokenizer = tk.load_tokenizer(ml_collections.ConfigDict(fields))
   except OSError as error:  # a missing file: one contract, ValueError

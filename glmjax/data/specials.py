@@ -6,7 +6,7 @@ import dataclasses
 from typing import Sequence
 
 VOCAB_MULTIPLE = 128
-VOCAB_LAYOUTS = ("", "bert", "gpt2", "chinese_sp")
+VOCAB_LAYOUTS = ("", "bert", "gpt2", "roberta", "chinese_sp")
 
 
 class LayoutMismatchError(ValueError):
@@ -47,6 +47,10 @@ BERT_SPECIALS = SpecialTokens(pad=0, eos=0, cls=101, mask=103, smask=30525, gmas
                               sop=30522, eop=30523, dblock=30526)
 GPT2_SPECIALS = SpecialTokens(pad=50256, eos=50256, cls=50259, mask=50260, smask=50264,
                               gmask=50263, sop=50257, eop=50258, dblock=50265)
+# glm-roberta-large (GPT2BPETokenizer given 'roberta'): RoBERTa's own </s> is pad and eos, <s>
+# is [CLS], <mask> is [MASK]; only sop, eop (and gMASK, sMASK, dBLOCK) come after its 50265.
+ROBERTA_SPECIALS = SpecialTokens(pad=2, eos=2, cls=0, mask=50264, smask=50268, gmask=50267,
+                                 sop=50265, eop=50266, dblock=50269)
 CHINESE_SP_PIECES = 50000  # pieces of cog-pretrain.model, the Chinese GLMs' SentencePiece model
 
 # Fixed layouts: tokens the base vocabulary must have, and the ids GLM added after it.
@@ -58,6 +62,9 @@ FIXED_LAYOUTS = {
              {50257: "<|startofpiece|>", 50258: "<|endofpiece|>", 50259: "[CLS]", 50260: "[MASK]",
               50261: "[SEP]", 50262: "[UNK]", 50263: "[gMASK]", 50264: "[sMASK]",
               50265: "[dBLOCK]"}),
+    "roberta": (ROBERTA_SPECIALS, {0: "<s>", 2: "</s>", 50264: "<mask>"},
+                {50265: "<|startofpiece|>", 50266: "<|endofpiece|>", 50267: "[gMASK]",
+                 50268: "[sMASK]", 50269: "[dBLOCK]"}),
 }
 
 

@@ -4,10 +4,10 @@ The data pipeline needs from a tokenizer only `specials` (the GLM special ids), 
 (padded to a multiple of 128) and `sentence_end` (a bool table over ids, used by [sMASK]).
 Kinds, chosen by `data.tokenizer`: `byte` (UTF-8 bytes, no files), `sentencepiece` (a .model
 file), `hf` (a tokenizer.json read by the `tokenizers` package), and the files of the released
-GLM checkpoints, `wordpiece` (BERT vocab.txt) and `bpe` (GPT-2 vocab.json + merges.txt), built
-with the `tokenizers` package as the original GLM code builds them; which of these a folder holds
-is told by glmjax/data/released_tokenizers.py. `load_tokenizer` builds one from the data
-config. Train a SentencePiece model from text files with
+GLM checkpoints, `wordpiece` (BERT vocab.txt) and `bpe` (GPT-2's or RoBERTa's vocab.json +
+merges.txt), built with the `tokenizers` package as the original GLM code builds them; which of
+these a folder holds is told by glmjax/data/released_tokenizers.py. `load_tokenizer` builds one
+from the data config. Train a SentencePiece model from text files with
 `python -m glmjax.data.tokenizers train --input=GLOB --vocab_size=N --out=FILE`.
 
 Special ids (`data.tokenizer_vocab`); the fixed ones are those of the original GLM code:
@@ -15,12 +15,14 @@ Special ids (`data.tokenizer_vocab`); the fixed ones are those of the original G
         <|startofpiece|>=30522, <|endofpiece|>=30523, [gMASK]=30524, [sMASK]=30525.
   gpt2  the original GLM-2B/10B: <|endoftext|>=50256 is pad and eos, then sop=50257,
         eop=50258, [CLS]=50259, [MASK]=50260, [gMASK]=50263, [sMASK]=50264.
+  roberta  glm-roberta-large (RoBERTa's vocab.json + merges.txt): </s>=2 is pad and eos, <s>=0
+        is [CLS], <mask>=50264 is [MASK], then sop=50265, eop=50266, [gMASK]=50267, [sMASK]=50268.
   chinese_sp  the Chinese GLMs, after the N=50000 pieces of cog-pretrain.model: pad=eos=N,
         [CLS]=N+2, [MASK]=N+3, sop=N+6, eop=N+7, [sMASK]=N+8, [gMASK]=N+9 (_chinese_sp_layout).
   ""    each role reuses a token the vocabulary already has (eos: <|endoftext|>, </s>, <eos>, [PAD],
         <pad>; cls: [CLS], <s>, <bos>; mask: [MASK], <mask>; the GLM names for the rest), else gets
         a new id after the vocabulary, in the order eos, cls, mask, smask, gmask, sop, eop,
-        [dBLOCK]. The fixed layouts' [dBLOCK] is the original's: 30526, 50265, N+10.
+        [dBLOCK]. The fixed layouts' [dBLOCK] is the original's: 30526, 50265, 50269, N+10.
         pad always equals eos, as in GLM.
 New ids exist only in the padded embedding table: `encode` never produces them from text, so a
 literal "[MASK]" in a corpus stays text; `decode` shows them by name.

@@ -97,7 +97,7 @@ ENTRIES = (
              (_RT + "test_a_tokenizer_json_of_bert_size_without_cls_at_101_is_not_given_the_bert_"
                     "ids",)),
     Mutation("a tokenizer.json of the GPT-2 vocabulary is not given the gpt2 ids",
-             "glmjax/data/released_tokenizers.py", '"gpt2": 50257}', '"gpt2": 50256}',
+             "glmjax/data/released_tokenizers.py", '"gpt2": 50257,', '"gpt2": 50256,',
              (_RT + "test_a_tokenizer_json_of_the_original_gpt2_vocabulary_gets_the_gpt2_ids",)),
     Mutation("a folder with a GPT-2 vocab.json and a tokenizer.json loads the tokenizer.json",
              "glmjax/data/released_tokenizers.py", '("wordpiece", "bpe",\n',

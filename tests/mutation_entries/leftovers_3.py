@@ -28,3 +28,18 @@ ENTRIES = (
              '  return not str(record.msg).startswith("Type handler registry type")',
              "  return True", _SAVE),
 )
+
+_RT = "tests/test_roberta_tokenizer.py::"
+ENTRIES += (
+    Mutation("RoBERTa's BPE files are taken for GPT-2's", "glmjax/data/released_tokenizers.py",
+             'return "roberta" if tokenizer._tokenizer.id_to_token(0) == "<s>" else "gpt2"',
+             'return "gpt2"',
+             (_RT + "test_roberta_s_files_are_recognised_and_padded_to_glm_roberta_large_s_rows",)),
+    Mutation("the roberta layout's [CLS] is <pad>", "glmjax/data/specials.py",
+             "ROBERTA_SPECIALS = SpecialTokens(pad=2, eos=2, cls=0,",
+             "ROBERTA_SPECIALS = SpecialTokens(pad=2, eos=2, cls=1,",
+             (_RT + "test_the_roberta_layout_gives_the_original_glm_special_ids",)),
+    Mutation("the roberta layout does not check <mask>", "glmjax/data/specials.py",
+             '{0: "<s>", 2: "</s>", 50264: "<mask>"}', '{0: "<s>", 2: "</s>"}',
+             (_RT + "test_a_bpe_vocabulary_starting_with_s_but_without_mask_is_refused_naming_mask",)),
+)
