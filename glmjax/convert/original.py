@@ -154,14 +154,31 @@ def read_hf(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
   return Checkpoint(tensors, "hf", hf_config, {}, prefixed, fmt)
 
 
+def _tracked_folder(folder: str) -> str:
+  """The folder of the iteration that `folder`'s tracker file names (Megatron's
+  latest_checkpointed_iteration.txt or DeepSpeed's latest, as the original's
+  get_checkpoint_iteration reads them), or `folder` itself where it has none."""
+  for name in ("latest_checkpointed_iteration.txt", "latest"):
+    tracker = os.path.join(folder, name)
+    if not os.path.isfile(tracker):
+      continue
+    with open(tracker, encoding="utf-8") as handle:
+      tag = handle.read().strip()
+    tracked = os.path.join(folder, tag)
+    if tag and glob.glob(os.path.join(glob.escape(tracked), MEGATRON_PATTERN)):
+      return tracked
+    held = sorted({os.path.basename(os.path.dirname(f)) for f in glob.glob(
+        os.path.join(glob.escape(folder), "*", MEGATRON_PATTERN))})
+    fix = (f"; give --from={os.path.join(folder, held[0])}" if len(held) == 1 else
+           f"; the iterations here that hold them: {', '.join(held)}" if held else "")
+    raise FileNotFoundError(f"{tracker} names iteration {tag!r}, but "
+                            f"{tracked if tag else folder} holds no {MEGATRON_PATTERN}{fix}.")
+  return folder
+
+
 def _megatron_files(folder: str) -> list[str]:
-  for name in ("latest_checkpointed_iteration.txt", "latest"):  # Megatron's, DeepSpeed's
-    latest = os.path.join(folder, name)
-    if os.path.isfile(latest):
-      with open(latest, encoding="utf-8") as handle:
-        folder = os.path.join(folder, handle.read().strip())
-      break
-  files = sorted(glob.glob(os.path.join(folder, MEGATRON_PATTERN)))
+  folder = _tracked_folder(folder)
+  files = sorted(glob.glob(os.path.join(glob.escape(folder), MEGATRON_PATTERN)))
   ranks = [int(re.search(r"mp_rank_(\d+)_", os.path.basename(f)).group(1)) for f in files]
   if ranks != list(range(len(files))):
     raise FileNotFoundError(f"{folder}: model-parallel parts {ranks} are not 0..{len(files) - 1};"

@@ -43,3 +43,16 @@ ENTRIES += (
              '{0: "<s>", 2: "</s>", 50264: "<mask>"}', '{0: "<s>", 2: "</s>"}',
              (_RT + "test_a_bpe_vocabulary_starting_with_s_but_without_mask_is_refused_naming_mask",)),
 )
+
+_TRACKER = ("tests/test_convert_refusals.py::test_a_tracker_file_naming_an_iteration_not_there_is_"
+            "refused_naming_the_one_that_is",)
+ENTRIES += (
+    Mutation("a tracker naming a missing iteration falls through to the generic refusal",
+             "glmjax/convert/original.py",
+             "    if tag and glob.glob(os.path.join(glob.escape(tracked), MEGATRON_PATTERN)):\n"
+             "      return tracked\n",
+             "    return tracked\n", _TRACKER),
+    Mutation("the tracker's refusal names no folder to give", "glmjax/convert/original.py",
+             'fix = (f"; give --from={os.path.join(folder, held[0])}" if len(held) == 1 else',
+             'fix = ("" if len(held) == 1 else', _TRACKER),
+)
