@@ -102,6 +102,26 @@ def test_a_run_continued_from_an_import_exports_in_the_import_s_dtypes_names_and
   assert (tmp_path / "out" / "tokenizer_config.json").read_text() == tokenizer_config
 
 
+def test_a_run_whose_import_was_moved_away_exports_plain_float32_and_says_why(weights, tmp_path,
+                                                                             caplog):
+  half = {key: value.to(torch.float16) for key, value in weights.items()}
+  og.save_hf(str(tmp_path / "hf"), half, og.hf_config(V, H, L, HEADS, MSL), prefix=True,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  params = jax.device_get(pretrained.load(str(tmp_path / "run")).params)
+  pretrained.save(str(tmp_path / "continued"), sources.continue_config(str(tmp_path / "run")),
+                  params)
+  os.rename(tmp_path / "run", tmp_path / "elsewhere")
+  with caplog.at_level(logging.WARNING):
+    convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
+  assert (f"continues from {tmp_path / 'run'} (checkpoint.init_from), which is not there any "
+          "more") in caplog.text
+  assert f"checkpoint.init_from in {tmp_path / 'continued' / 'config.json'}" in caplog.text
+  exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
+  assert sorted(exported) == sorted(half)  # plain names, not the import's glm. prefix
+  assert {str(value.dtype) for value in exported.values()} == {"float32"}
+
+
 def test_a_workdir_with_unscanned_layers_exports_the_same_tensors(weights, tmp_path):
   from glmjax.model import unstack_layers  # pylint: disable=import-outside-toplevel
   og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,

@@ -335,6 +335,13 @@ def _imported_origin(workdir: str) -> str:
     if (parent and epath.Path(parent).name == "checkpoints"  # init_from takes a run's folder
         and not (epath.Path(parent) / workdir_lib.CONFIG_FILE).is_file()):  # of checkpoints
       parent = str(epath.Path(parent).parent)
+    if parent and not epath.Path(parent).is_dir():
+      log.warning("%s continues from %s (checkpoint.init_from), which is not there any more: "
+                  "if that was an import, its dtypes, key names and hub files are unknown, so "
+                  "the export writes float32 tensors under plain names, without those files. "
+                  "Move it back, or set checkpoint.init_from in %s to where it went, to export "
+                  "as it was imported.", workdir, parent,
+                  os.path.join(workdir, workdir_lib.CONFIG_FILE))
     if not parent or not epath.Path(parent).is_dir():
       return ""
     workdir = parent

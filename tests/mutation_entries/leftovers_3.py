@@ -56,3 +56,11 @@ ENTRIES += (
              'fix = (f"; give --from={os.path.join(folder, held[0])}" if len(held) == 1 else',
              'fix = ("" if len(held) == 1 else', _TRACKER),
 )
+
+ENTRIES += (
+    Mutation("an export whose import moved away says nothing", "glmjax/convert/__init__.py",
+             "    if parent and not epath.Path(parent).is_dir():\n      log.warning(",
+             "    if False:\n      log.warning(",
+             ("tests/test_convert_export.py::test_a_run_whose_import_was_moved_away_exports_plain_"
+              "float32_and_says_why",)),
+)
