@@ -2,6 +2,7 @@
 what weights-only loading reads, what needs --trust_pickle wherever --from points, storages saved
 on a GPU, and entries that are not tensors."""
 import argparse
+import logging
 import json
 import os
 
@@ -126,3 +127,29 @@ def test_an_import_says_each_file_it_has_read_of_how_many_then_the_join_and_the_
   assert f"3, {gb:.2f} GB) after " in read[0]
   assert said.index("Joining 2 model-parallel parts") > said.index(read[-1])
   assert said.count(f"Writing the parameters to {tmp_path / 'run_mp'}") == 1
+
+
+@pytest.mark.parametrize("fixed", [False, True, None], ids=["unfixed", "fixed", "no args"])
+def test_a_chinese_glm_trained_without_fix_command_token_gets_the_hub_release_s_gmask_row(
+    tmp_path, caplog, fixed):
+  """GLM-10B-Chinese's files: [gMASK] trained on <|endofpiece|>'s row 50007; the Hugging Face
+  release copies that row to 50009, [gMASK]'s id there and in glmjax's chinese_sp layout."""
+  state = og.random_state_dict(50048, H, L, HEADS, MSL, seed=4)
+  saved = {"module": state}
+  if fixed is not None:
+    saved["args"] = argparse.Namespace(num_attention_heads=HEADS, task_mask=True,
+                                       tokenizer_type="ChineseSPTokenizer",
+                                       fix_command_token=fixed)
+  os.makedirs(tmp_path / "megatron")
+  torch.save(saved, tmp_path / "megatron" / MEGATRON_FILE)
+  with caplog.at_level(logging.INFO):
+    _, params = convert.load_pretrained(str(tmp_path / "megatron"), num_heads=HEADS)
+  source = state["word_embeddings.weight"].numpy()
+  want = source.copy()
+  if fixed is False:
+    want[50009] = source[50007]
+  np.testing.assert_array_equal(np.asarray(params["word_embeddings"]), want)
+  assert ("shared <|endofpiece|>'s id 50007: its row is copied to 50009" in caplog.text) == (
+      fixed is False)
+  assert ("without their training args: if it was trained without --fix-command-token"
+          in caplog.text) == (fixed is None)

@@ -29,6 +29,7 @@ import numpy as np
 
 from glmjax import error_text
 from glmjax.convert import safetensors_io
+from glmjax.data import specials
 
 HF_CONFIG = "config.json"
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -211,7 +212,31 @@ def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
   if len(parts) > 1:
     log.info("Joining %d model-parallel parts", len(parts))
   tensors = merge_model_parallel(parts) if len(parts) > 1 else parts[0]
-  return Checkpoint(tensors, "megatron", None, args, False, "pt")
+  return Checkpoint(_gmask_on_its_own_row(tensors, args), "megatron", None, args, False, "pt")
+
+
+def _gmask_on_its_own_row(tensors: dict[str, np.ndarray], args: dict) -> dict[str, np.ndarray]:
+  """A Chinese GLM trained with --task-mask but without --fix-command-token (GLM-10B-Chinese)
+  gave [gMASK] the id of <|endofpiece|>, N+7 after the N SentencePiece pieces. The Hugging Face
+  release gives [gMASK] its own id, N+9 (an unused [dBLOCK] row in training), by copying row N+7
+  there (THUDM/GLM scripts/convert_glm_checkpoint_to_transformers.py); the same copy lets these
+  files run with glmjax's chinese_sp ids, which are that release's."""
+  pieces = specials.CHINESE_SP_PIECES
+  rows = tensors["word_embeddings.weight"].shape[0]
+  if "tokenizer_type" not in args and rows == specials.pad_vocab(pieces + 11):
+    log.warning("A Chinese GLM's Megatron files without their training args: if it was trained "
+                "without --fix-command-token (GLM-10B-Chinese), its [gMASK] is row %d, not %d "
+                "as in glmjax's ids; import its Hugging Face files instead.", pieces + 7,
+                pieces + 9)
+  if not (args.get("tokenizer_type") == "ChineseSPTokenizer" and args.get("task_mask")
+          and not args.get("fix_command_token") and rows > pieces + 9):
+    return tensors
+  table = tensors["word_embeddings.weight"].copy()
+  table[pieces + 9] = table[pieces + 7]
+  log.info("Trained without --fix-command-token, [gMASK] shared <|endofpiece|>'s id %d: its row "
+           "is copied to %d, [gMASK]'s id here, as the Hugging Face release of that model does.",
+           pieces + 7, pieces + 9)
+  return {**tensors, "word_embeddings.weight": table}
 
 
 def read(path: str, *, allow_pickle: bool = False) -> Checkpoint:

@@ -64,3 +64,18 @@ ENTRIES += (
              ("tests/test_convert_export.py::test_a_run_whose_import_was_moved_away_exports_plain_"
               "float32_and_says_why",)),
 )
+
+_GMASK = ("tests/test_convert_torch_files.py::test_a_chinese_glm_trained_without_fix_command_"
+          "token_gets_the_hub_release_s_gmask_row",)
+ENTRIES += (
+    Mutation("GLM-10B-Chinese's [gMASK] row is left where its training put it",
+             "glmjax/convert/original.py", "  table[pieces + 9] = table[pieces + 7]\n", "",
+             _GMASK),
+    Mutation("the [gMASK] row is copied even with --fix-command-token",
+             "glmjax/convert/original.py", "          and not args.get(\"fix_command_token\")",
+             "          and True", _GMASK),
+    Mutation("Chinese Megatron files without args are imported without a word",
+             "glmjax/convert/original.py",
+             'if "tokenizer_type" not in args and rows == specials.pad_vocab(pieces + 11):',
+             "if False:", _GMASK),
+)
