@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import re
+import threading
 
 from glmjax import error_text
 
@@ -195,14 +197,24 @@ def _quiet_libtpu_start(spec: TpuSlice):
   and prints six lines (an `E0000 ... INVALID_ARGUMENT` among them) when it finds none, though
   a description needs neither (the call gives the slice). Where no TPU backend can start in
   this process (jax_platforms is cpu, as aot sets it), the slice's own values are given for
-  that start, and taken back after it, so no later process or jax cluster probe inherits them."""
+  that start, and taken back after it, so no later process or jax cluster probe inherits them.
+  libtpu reads them at its first start in a process only, so later descriptions change no
+  variable: setenv while libtpu's threads read the environment is a race that can crash."""
   import jax  # pylint: disable=import-outside-toplevel
+  started = _libtpu_started()
   values = {"TPU_ACCELERATOR_TYPE": spec.accelerator_type, "TPU_WORKER_HOSTNAMES": "localhost"}
-  added = ([] if jax.config.jax_platforms != "cpu"
+  added = ([] if jax.config.jax_platforms != "cpu" or started.is_set()
            else [name for name in values if name not in os.environ])
   os.environ.update({name: values[name] for name in added})
   try:
     yield
+    started.set()
   finally:
     for name in added:
       os.environ.pop(name, None)
+
+
+@functools.cache
+def _libtpu_started() -> threading.Event:
+  """Set once a description has started libtpu in this process."""
+  return threading.Event()

@@ -58,6 +58,37 @@ def test_describing_a_slice_keeps_the_tpu_variables_the_user_had_set(monkeypatch
       "v5p-8", "10.0.0.2")
 
 
+class _RecordedEnvironment(dict):
+  """os.environ's stand-in that lists every change made to it."""
+
+  def __init__(self, values):
+    super().__init__(values)
+    self.changes = []
+
+  def update(self, *args, **kwargs):
+    self.changes.append(("update", dict(*args, **kwargs)))
+    super().update(*args, **kwargs)
+
+  def __setitem__(self, key, value):
+    self.changes.append(("set", key))
+    super().__setitem__(key, value)
+
+  def pop(self, key, *default):
+    self.changes.append(("pop", key))
+    return super().pop(key, *default)
+
+
+def test_a_description_after_libtpu_s_first_start_changes_no_environment_variable(monkeypatch):
+  """libtpu reads its TPU_* variables at its first start in a process only; changing the
+  environment while its threads read it is a race, so later descriptions leave it alone."""
+  topology.slice_devices(topology.parse_slice("v5e-8"))  # libtpu has started in this process
+  recorded = _RecordedEnvironment({k: v for k, v in os.environ.items()
+                                   if not k.startswith("TPU_A") and not k.startswith("TPU_W")})
+  monkeypatch.setattr(os, "environ", recorded)
+  assert len(topology.slice_devices(topology.parse_slice("v4-32"))) == 16
+  assert [change for change in recorded.changes if change != ("update", {})] == []
+
+
 def test_without_libtpu_the_error_says_what_to_install(monkeypatch):
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
 

@@ -79,3 +79,12 @@ ENTRIES += (
              'if "tokenizer_type" not in args and rows == specials.pad_vocab(pieces + 11):',
              "if False:", _GMASK),
 )
+
+ENTRIES += (
+    Mutation("every TPU description sets and removes libtpu's variables",
+             "glmjax/topology.py",
+             '  added = ([] if jax.config.jax_platforms != "cpu" or started.is_set()',
+             '  added = ([] if jax.config.jax_platforms != "cpu"',
+             ("tests/test_topology.py::test_a_description_after_libtpu_s_first_start_changes_no_"
+              "environment_variable",)),
+)
