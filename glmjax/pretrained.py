@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from typing import Any
 
+import flax
 import jax
 import ml_collections
 import numpy as np
@@ -280,12 +281,25 @@ def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
     checkpointer.close()
 
 
+def params_to_host(params: Any) -> dict:
+  """The parameters as nested dicts of numpy arrays, each device array freed once copied (the
+  caller's tree is then unusable): a GLM-10B's 40 GB are held once, not on the devices (host
+  memory, on a CPU) and the host both, as `convert export` needs them."""
+  def move(leaf):
+    host = np.array(leaf)
+    if isinstance(leaf, jax.Array):
+      leaf.delete()
+    return host
+  return jax.tree.map(move, flax.core.unfreeze(params))
+
+
 @contextlib.contextmanager
 def _numpy_leaves_written_in_place():
   """Orbax copies each numpy leaf before it writes it, so that an asynchronous save cannot see
   the caller change the array afterwards. `save` waits for its write and nothing changes the
   arrays meanwhile: the copy would only double what an import holds (40 GB more for GLM-10B's
-  float32 parameters). The handler Orbax had is put back after, so every other save copies."""
+  float32 parameters). The handler Orbax had is put back after, so every other save copies;
+  the swap is the process's, so two of these saves must not run at once (convert runs one)."""
   handlers = ocp.type_handlers
   before = handlers.get_type_handler(np.ndarray)
   absl_log = logging.getLogger("absl")  # Orbax warns of each override; these two are meant

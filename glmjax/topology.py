@@ -199,7 +199,8 @@ def _quiet_libtpu_start(spec: TpuSlice):
   this process (jax_platforms is cpu, as aot sets it), the slice's own values are given for
   that start, and taken back after it, so no later process or jax cluster probe inherits them.
   libtpu reads them at its first start in a process only, so later descriptions change no
-  variable: setenv while libtpu's threads read the environment is a race that can crash."""
+  variable: setenv while libtpu's threads read the environment is a race that can crash (the
+  first description's removal, once a process, is the window left)."""
   import jax  # pylint: disable=import-outside-toplevel
   started = _libtpu_started()
   values = {"TPU_ACCELERATOR_TYPE": spec.accelerator_type, "TPU_WORKER_HOSTNAMES": "localhost"}

@@ -114,8 +114,8 @@ def test_a_run_whose_import_was_moved_away_exports_plain_float32_and_says_why(we
   os.rename(tmp_path / "run", tmp_path / "elsewhere")
   with caplog.at_level(logging.WARNING):
     convert.export_workdir(str(tmp_path / "continued"), str(tmp_path / "out"))
-  assert (f"continues from {tmp_path / 'run'} (checkpoint.init_from), which is not there any "
-          "more") in caplog.text
+  assert (f"continues from {tmp_path / 'run'} (checkpoint.init_from), which is not found "
+          "(moved, removed") in caplog.text
   assert f"checkpoint.init_from in {tmp_path / 'continued' / 'config.json'}" in caplog.text
   exported, _ = safetensors_io.read(str(tmp_path / "out" / "model.safetensors"))
   assert sorted(exported) == sorted(half)  # plain names, not the import's glm. prefix

@@ -182,18 +182,28 @@ def test_a_model_parallel_checkpoint_missing_its_last_rank_is_refused_naming_the
     convert.load_pretrained(str(tmp_path), num_heads=HEADS)
 
 
-@pytest.mark.parametrize("tracked", ["5000", "release", ""])
+@pytest.mark.parametrize("tracked", [b"5000", b"release", b"", b"\xff\xfe"])
 def test_a_tracker_file_naming_an_iteration_not_there_is_refused_naming_the_one_that_is(
     weights, tmp_path, tracked):
   """The released layout: <dir>/<iteration>/mp_rank_00..., named by the tracker file. One copied
   from another run, or written by a save that did not finish, names a folder that is missing."""
   og.save_megatron(str(tmp_path), weights, iteration=4000)
-  (tmp_path / "latest_checkpointed_iteration.txt").write_text(tracked + "\n")
+  (tmp_path / "latest_checkpointed_iteration.txt").write_bytes(tracked + b"\n")
+  said = "is empty" if not tracked else "names iteration '.+', but .* holds no mp_rank_\\*"
   with pytest.raises(FileNotFoundError, match=(
-      rf"latest_checkpointed_iteration.txt names iteration '{tracked}', but .* holds no "
-      rf"mp_rank_\*_model_states.pt; give --from={tmp_path / '4000'}\.$")):
+      rf"latest_checkpointed_iteration.txt {said}.*; give --from={tmp_path / '4000'}\.$")):
     convert.load_pretrained(str(tmp_path), num_heads=HEADS)
   convert.load_pretrained(str(tmp_path / "4000"), num_heads=HEADS)  # what the message gives
+
+
+def test_a_stale_tracker_beside_the_parts_themselves_is_warned_of_and_the_parts_read(
+    weights, tmp_path, caplog):
+  og.save_megatron(str(tmp_path), weights)
+  (tmp_path / "latest").write_text("global_step9\n")
+  with caplog.at_level(logging.WARNING):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+  assert "latest names iteration 'global_step9', but" in caplog.text
+  assert "reading the parts beside it" in caplog.text
 
 
 def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights, tmp_path):

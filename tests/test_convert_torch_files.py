@@ -2,8 +2,8 @@
 what weights-only loading reads, what needs --trust_pickle wherever --from points, storages saved
 on a GPU, and entries that are not tensors."""
 import argparse
-import logging
 import json
+import logging
 import os
 
 import jax
@@ -129,27 +129,45 @@ def test_an_import_says_each_file_it_has_read_of_how_many_then_the_join_and_the_
   assert said.count(f"Writing the parameters to {tmp_path / 'run_mp'}") == 1
 
 
-@pytest.mark.parametrize("fixed", [False, True, None], ids=["unfixed", "fixed", "no args"])
+@pytest.mark.parametrize("fixed", [False, True])
 def test_a_chinese_glm_trained_without_fix_command_token_gets_the_hub_release_s_gmask_row(
     tmp_path, caplog, fixed):
   """GLM-10B-Chinese's files: [gMASK] trained on <|endofpiece|>'s row 50007; the Hugging Face
   release copies that row to 50009, [gMASK]'s id there and in glmjax's chinese_sp layout."""
   state = og.random_state_dict(50048, H, L, HEADS, MSL, seed=4)
-  saved = {"module": state}
-  if fixed is not None:
-    saved["args"] = argparse.Namespace(num_attention_heads=HEADS, task_mask=True,
-                                       tokenizer_type="ChineseSPTokenizer",
-                                       fix_command_token=fixed)
   os.makedirs(tmp_path / "megatron")
-  torch.save(saved, tmp_path / "megatron" / MEGATRON_FILE)
+  torch.save({"module": state, "args": argparse.Namespace(
+      num_attention_heads=HEADS, task_mask=True, tokenizer_type="ChineseSPTokenizer",
+      fix_command_token=fixed)}, tmp_path / "megatron" / MEGATRON_FILE)
   with caplog.at_level(logging.INFO):
     _, params = convert.load_pretrained(str(tmp_path / "megatron"), num_heads=HEADS)
   source = state["word_embeddings.weight"].numpy()
   want = source.copy()
-  if fixed is False:
+  if not fixed:
     want[50009] = source[50007]
   np.testing.assert_array_equal(np.asarray(params["word_embeddings"]), want)
   assert ("shared <|endofpiece|>'s id 50007: its row is copied to 50009" in caplog.text) == (
-      fixed is False)
-  assert ("without their training args: if it was trained without --fix-command-token"
-          in caplog.text) == (fixed is None)
+      not fixed)
+
+
+def test_glm_10b_chinese_shaped_files_without_args_are_warned_of_and_kept_as_they_are(caplog):
+  """GLM's own saves keep no training args: the files cannot say how [gMASK] was trained."""
+  table = np.broadcast_to(np.float16(1), (50048, 4096))  # GLM-10B-Chinese's, without memory
+  with caplog.at_level(logging.WARNING):
+    kept = convert.original._gmask_on_its_own_row({"word_embeddings.weight": table}, {}, "/m")
+  assert kept["word_embeddings.weight"] is table
+  assert ("/m: a GLM-10B-Chinese-shaped checkpoint without its training args. If it was trained "
+          "without --fix-command-token" in caplog.text)
+  caplog.clear()  # GLM-Large-Chinese (hidden 1024) was trained with the flag: no word
+  convert.original._gmask_on_its_own_row(
+      {"word_embeddings.weight": np.broadcast_to(np.float16(1), (50048, 1024))}, {}, "/m")
+  assert caplog.text == ""
+
+
+def test_a_megatron_file_without_the_word_table_is_refused_naming_it(tmp_path):
+  state = dict(og.random_state_dict(V, H, L, HEADS, MSL, seed=5))
+  del state["word_embeddings.weight"]
+  os.makedirs(tmp_path / "megatron")
+  torch.save({"module": state}, tmp_path / "megatron" / MEGATRON_FILE)
+  with pytest.raises(ValueError, match="word_embeddings.weight is missing from the checkpoint"):
+    convert.load_pretrained(str(tmp_path / "megatron"), num_heads=HEADS)

@@ -21,7 +21,7 @@ from glmjax.convert import mapping
 from glmjax.model import ModelConfig
 
 SHAPE = dict(vocab_size=2048, hidden_size=256, num_layers=4, num_heads=2, max_position=64)
-MODEL = ModelConfig(**SHAPE)  # 15 MB of float32 parameters: far above what a save's own objects take
+MODEL = ModelConfig(**SHAPE)  # 15 MB of float32 parameters, far above a save's own objects
 
 
 def _source(seed=0):
@@ -65,11 +65,11 @@ def test_converting_holds_the_float32_parameters_about_once_beside_the_source(co
   largest_stack = max(leaf.nbytes for leaf in jax.tree.leaves(params["layers"]))
   source = f32 // 2
   if consume:
-    assert peak <= f32 + largest_stack // 2 + 2**16, (peak, f32)
+    assert peak <= f32 + largest_stack // 2 + 2**20, (peak, f32)
   else:
     # The source (made inside the measurement) and the parameters, with one layer's
     # transposed 16-bit array at a time beside them.
-    assert peak <= source + f32 + largest_stack // 2 + 2**16, (peak, source, f32)
+    assert peak <= source + f32 + largest_stack // 2 + 2**20, (peak, source, f32)
 
 
 def test_saving_imported_parameters_makes_no_second_copy_of_them_and_later_saves_still_copy(

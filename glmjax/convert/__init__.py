@@ -336,7 +336,8 @@ def _imported_origin(workdir: str) -> str:
         and not (epath.Path(parent) / workdir_lib.CONFIG_FILE).is_file()):  # of checkpoints
       parent = str(epath.Path(parent).parent)
     if parent and not epath.Path(parent).is_dir():
-      log.warning("%s continues from %s (checkpoint.init_from), which is not there any more: "
+      log.warning("%s continues from %s (checkpoint.init_from), which is not found (moved, "
+                  "removed, or a relative path not under the current folder): "
                   "if that was an import, its dtypes, key names and hub files are unknown, so "
                   "the export writes float32 tensors under plain names, without those files. "
                   "Move it back, or set checkpoint.init_from in %s to where it went, to export "
@@ -374,10 +375,13 @@ def export_workdir(workdir: str, out: str) -> list[str]:
     log.warning("This model computes model.activation=%s; the Hugging Face GLM code computes the "
                 "exact GeLU, so its logits will differ slightly (about 5e-3).",
                 model_config.activation)
-  params = jax.device_get(loaded.params)
+  params = pretrained.params_to_host(loaded.params)
+  loaded = dataclasses.replace(loaded, params=None)
   if not model_config.scan_layers:
-    params = jax.device_get(stack_layers(params, model_config.num_layers))
-  tensors = mapping.from_params(params, model_config, dtypes=source.get("dtypes", {}))
+    params = pretrained.params_to_host(stack_layers(params, model_config.num_layers))
+  tensors = mapping.from_params(params, model_config, dtypes=source.get("dtypes", {}),
+                                consume=True)
+  del params  # the tensors hold what is left of it
   kept = epath.Path(origin) / HF_FILES_DIR if origin else None
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   for path in kept.iterdir() if kept and kept.is_dir() else []:  # flat: import copies files

@@ -155,18 +155,20 @@ def to_params(tensors: dict[str, np.ndarray], model_config, *, consume: bool = F
   return params, unused
 
 
-def from_params(params: dict, model_config, dtypes: dict[str, str] | None = None
-                ) -> dict[str, np.ndarray]:
+def from_params(params: dict, model_config, dtypes: dict[str, str] | None = None, *,
+                consume: bool = False) -> dict[str, np.ndarray]:
   """Original keys from glmjax params (scan_layers layout); each tensor cast to its dtype in
-  `dtypes` (the imported checkpoint's, by key), else kept in the parameters' dtype."""
+  `dtypes` (the imported checkpoint's, by key), else kept in the parameters' dtype.
+  consume=True takes each parameter out of `params` once its tensors are made (as to_params)."""
   dtypes = dtypes or {}
 
   def cast(key, value):
     return np.asarray(value).astype(dtypes[key]) if key in dtypes else np.asarray(value)
 
-  tensors = {key: cast(key, _get(params, path)) for key, path in _TOP_MAP}
+  take = _pop if consume else _get
+  tensors = {key: cast(key, take(params, path)) for key, path in _TOP_MAP}
   for suffix, path in _LAYER_MAP:
-    stacked = _get(params["layers"], path)
+    stacked = take(params["layers"], path)
     for index in range(model_config.num_layers):
       key = LAYER.format(index) + suffix
       tensors[key] = cast(key, _from_glmjax(suffix, np.asarray(stacked[index])))
@@ -183,3 +185,7 @@ def _get(tree: dict, path: tuple):
   for name in path:
     tree = tree[name]
   return tree
+
+
+def _pop(tree: dict, path: tuple):
+  return _get(tree, path[:-1]).pop(path[-1])

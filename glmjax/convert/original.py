@@ -163,18 +163,27 @@ def _tracked_folder(folder: str) -> str:
     tracker = os.path.join(folder, name)
     if not os.path.isfile(tracker):
       continue
-    with open(tracker, encoding="utf-8") as handle:
+    with open(tracker, encoding="utf-8", errors="replace") as handle:
       tag = handle.read().strip()
-    tracked = os.path.join(folder, tag)
-    if tag and glob.glob(os.path.join(glob.escape(tracked), MEGATRON_PATTERN)):
-      return tracked
+    if tag and _holds_parts(os.path.join(folder, tag)):
+      return os.path.join(folder, tag)
+    named = (f"names iteration {tag!r}, but {os.path.join(folder, tag)} holds no "
+             f"{MEGATRON_PATTERN}" if tag else "is empty")
+    if _holds_parts(folder):  # a stale tracker beside the parts themselves
+      log.warning("%s %s: reading the parts beside it.", tracker, named)
+      return folder
     held = sorted({os.path.basename(os.path.dirname(f)) for f in glob.glob(
         os.path.join(glob.escape(folder), "*", MEGATRON_PATTERN))})
-    fix = (f"; give --from={os.path.join(folder, held[0])}" if len(held) == 1 else
-           f"; the iterations here that hold them: {', '.join(held)}" if held else "")
-    raise FileNotFoundError(f"{tracker} names iteration {tag!r}, but "
-                            f"{tracked if tag else folder} holds no {MEGATRON_PATTERN}{fix}.")
+    fix = (f"give --from={os.path.join(folder, held[0])}" if len(held) == 1 else
+           f"give --from={os.path.join(folder, 'ITERATION')}, one of {', '.join(held)}" if held
+           else f"no folder here holds them: copy that iteration's folder here, or give the one "
+                "that holds them")
+    raise FileNotFoundError(f"{tracker} {named}; {fix}.")
   return folder
+
+
+def _holds_parts(folder: str) -> bool:
+  return bool(glob.glob(os.path.join(glob.escape(folder), MEGATRON_PATTERN)))
 
 
 def _megatron_files(folder: str) -> list[str]:
@@ -212,26 +221,32 @@ def read_megatron(folder: str, *, allow_pickle: bool = False) -> Checkpoint:
   if len(parts) > 1:
     log.info("Joining %d model-parallel parts", len(parts))
   tensors = merge_model_parallel(parts) if len(parts) > 1 else parts[0]
-  return Checkpoint(_gmask_on_its_own_row(tensors, args), "megatron", None, args, False, "pt")
+  return Checkpoint(_gmask_on_its_own_row(tensors, args, folder), "megatron", None, args, False,
+                    "pt")
 
 
-def _gmask_on_its_own_row(tensors: dict[str, np.ndarray], args: dict) -> dict[str, np.ndarray]:
+def _gmask_on_its_own_row(tensors: dict[str, np.ndarray], args: dict, folder: str
+                          ) -> dict[str, np.ndarray]:
   """A Chinese GLM trained with --task-mask but without --fix-command-token (GLM-10B-Chinese)
   gave [gMASK] the id of <|endofpiece|>, N+7 after the N SentencePiece pieces. The Hugging Face
-  release gives [gMASK] its own id, N+9 (an unused [dBLOCK] row in training), by copying row N+7
-  there (THUDM/GLM scripts/convert_glm_checkpoint_to_transformers.py); the same copy lets these
-  files run with glmjax's chinese_sp ids, which are that release's."""
+  release gives [gMASK] its own id, N+9 ([dBLOCK]'s in training), by copying row N+7 over it
+  (THUDM/GLM scripts/convert_glm_checkpoint_to_transformers.py); the same copy lets these files
+  run with glmjax's chinese_sp ids, which are that release's. Only files that kept their
+  training args say how they were trained (GLM's own saves keep none): without them, a
+  GLM-10B-Chinese-shaped table is warned of."""
+  table = tensors.get("word_embeddings.weight")
+  if not isinstance(table, np.ndarray) or table.ndim != 2:
+    return tensors  # model_fields names what is missing
   pieces = specials.CHINESE_SP_PIECES
-  rows = tensors["word_embeddings.weight"].shape[0]
-  if "tokenizer_type" not in args and rows == specials.pad_vocab(pieces + 11):
-    log.warning("A Chinese GLM's Megatron files without their training args: if it was trained "
-                "without --fix-command-token (GLM-10B-Chinese), its [gMASK] is row %d, not %d "
-                "as in glmjax's ids; import its Hugging Face files instead.", pieces + 7,
-                pieces + 9)
+  if "tokenizer_type" not in args and table.shape == (specials.pad_vocab(pieces + 11), 4096):
+    log.warning("%s: a GLM-10B-Chinese-shaped checkpoint without its training args. If it was "
+                "trained without --fix-command-token (the released GLM-10B-Chinese was), its "
+                "[gMASK] is row %d, not %d as in glmjax's ids: import that model's Hugging Face "
+                "files instead.", folder, pieces + 7, pieces + 9)
   if not (args.get("tokenizer_type") == "ChineseSPTokenizer" and args.get("task_mask")
-          and not args.get("fix_command_token") and rows > pieces + 9):
+          and not args.get("fix_command_token") and table.shape[0] > pieces + 9):
     return tensors
-  table = tensors["word_embeddings.weight"].copy()
+  table = table.copy()
   table[pieces + 9] = table[pieces + 7]
   log.info("Trained without --fix-command-token, [gMASK] shared <|endofpiece|>'s id %d: its row "
            "is copied to %d, [gMASK]'s id here, as the Hugging Face release of that model does.",

@@ -258,8 +258,8 @@ class WordPieceTokenizer(HFTokenizer):
 
 
 class ByteLevelBPETokenizer(HFTokenizer):
-  """A GPT-2 vocab.json + merges.txt: GPT-2's regex split of bytes mapped to printable characters,
-  then the merges; any text encodes without unknown tokens."""
+  """A GPT-2 (or RoBERTa) vocab.json + merges.txt: GPT-2's regex split of bytes mapped to
+  printable characters, then the merges; any text encodes without unknown tokens."""
 
   def __init__(self, vocab_path: str, merges_path: str, layout: str = "gpt2"):
     import tokenizers

@@ -16,8 +16,9 @@ ENTRIES = (
              "glmjax/convert/mapping.py",
              "      if value is None:\n        value = np.empty((count, *layer.shape), dtype)\n"
              "      value[index] = layer\n    _set(stacked, path, value)",
-             "      value = [] if value is None else value\n      value.append(layer.astype(dtype))"
-             "\n    _set(stacked, path, np.stack(value))", _ONCE),
+             "      value = [] if value is None else value\n"
+             "      value.append(layer.astype(dtype))\n    _set(stacked, path, np.stack(value))",
+             _ONCE),
     Mutation("the import's save lets Orbax copy its numpy arrays", "glmjax/pretrained.py",
              "    with _numpy_leaves_written_in_place():", "    with contextlib.nullcontext():",
              _SAVE),
@@ -41,7 +42,8 @@ ENTRIES += (
              (_RT + "test_the_roberta_layout_gives_the_original_glm_special_ids",)),
     Mutation("the roberta layout does not check <mask>", "glmjax/data/specials.py",
              '{0: "<s>", 2: "</s>", 50264: "<mask>"}', '{0: "<s>", 2: "</s>"}',
-             (_RT + "test_a_bpe_vocabulary_starting_with_s_but_without_mask_is_refused_naming_mask",)),
+             (_RT + "test_a_bpe_vocabulary_starting_with_s_but_without_mask_is_refused_naming_"
+                    "mask",)),
 )
 
 _TRACKER = ("tests/test_convert_refusals.py::test_a_tracker_file_naming_an_iteration_not_there_is_"
@@ -49,12 +51,17 @@ _TRACKER = ("tests/test_convert_refusals.py::test_a_tracker_file_naming_an_itera
 ENTRIES += (
     Mutation("a tracker naming a missing iteration falls through to the generic refusal",
              "glmjax/convert/original.py",
-             "    if tag and glob.glob(os.path.join(glob.escape(tracked), MEGATRON_PATTERN)):\n"
-             "      return tracked\n",
-             "    return tracked\n", _TRACKER),
+             "    if tag and _holds_parts(os.path.join(folder, tag)):\n"
+             "      return os.path.join(folder, tag)\n",
+             "    return os.path.join(folder, tag)\n", _TRACKER),
     Mutation("the tracker's refusal names no folder to give", "glmjax/convert/original.py",
-             'fix = (f"; give --from={os.path.join(folder, held[0])}" if len(held) == 1 else',
+             'fix = (f"give --from={os.path.join(folder, held[0])}" if len(held) == 1 else',
              'fix = ("" if len(held) == 1 else', _TRACKER),
+    Mutation("a stale tracker beside the parts refuses them", "glmjax/convert/original.py",
+             "    if _holds_parts(folder):  # a stale tracker beside the parts themselves",
+             "    if False:",
+             ("tests/test_convert_refusals.py::test_a_stale_tracker_beside_the_parts_themselves_is_"
+              "warned_of_and_the_parts_read",)),
 )
 
 ENTRIES += (
@@ -76,8 +83,16 @@ ENTRIES += (
              "          and True", _GMASK),
     Mutation("Chinese Megatron files without args are imported without a word",
              "glmjax/convert/original.py",
-             'if "tokenizer_type" not in args and rows == specials.pad_vocab(pieces + 11):',
-             "if False:", _GMASK),
+             "  if \"tokenizer_type\" not in args and table.shape == (specials.pad_vocab("
+             "pieces + 11), 4096):", "  if False:",
+             ("tests/test_convert_torch_files.py::test_glm_10b_chinese_shaped_files_without_args_"
+              "are_warned_of_and_kept_as_they_are",)),
+    Mutation("a Megatron file without a word table fails on a bare KeyError",
+             "glmjax/convert/original.py",
+             '  table = tensors.get("word_embeddings.weight")\n',
+             '  table = tensors["word_embeddings.weight"]\n',
+             ("tests/test_convert_torch_files.py::test_a_megatron_file_without_the_word_table_is_"
+              "refused_naming_it",)),
 )
 
 ENTRIES += (
