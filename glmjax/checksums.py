@@ -14,34 +14,56 @@ import jax.numpy as jnp
 import numpy as np
 
 log = logging.getLogger(__name__)
-# Elements a host array's summary hashes at a time: numpy's temporaries stay near 64 MB each
-# (XLA:CPU materialises every element's hash, twice a parameter's bytes: 79 GB for GLM-10B's).
+# Elements hashed at a time for a host (numpy) array, and for a large array on CPU devices: the
+# temporaries stay near 64 MB each (XLA:CPU and numpy hold every element's hash, twice a
+# parameter's bytes: 79 GB more for GLM-10B's, were it hashed whole).
 HOST_CHUNK = 1 << 24
 
 
-def _leaf_summary(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _leaf_summary(leaf: jax.Array, chunk: int = 0) -> tuple[jax.Array, jax.Array]:
   """(checksum, non-finite count) of one array, computed where its shards live.
 
   The checksum hashes every element's bits with its flat index and adds the hashes modulo
   2**32: addition commutes, so the value does not depend on how the array is sharded (a run
   saved on one mesh verifies on another), and any changed element changes it (but for 2**-32).
+  chunk > 0 sums `chunk` elements at a time, in a loop: XLA:CPU materialises every element's
+  hash and finiteness (8 bytes an element beside the array: a CPU restore of GLM-10B's
+  parameters would hold 80 GB more), which a chunk bounds; other backends fuse them away.
   """
   if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
     leaf = jax.random.key_data(leaf)
-  nonfinite = (jnp.sum(~jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact)
-               else jnp.zeros((), jnp.int32))
-  if leaf.dtype == jnp.bool_:
-    bits = leaf.astype(jnp.uint32)
-  elif leaf.dtype.itemsize == 8:  # with x64 on: two 32-bit words per element
-    bits = jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+  if not 0 < chunk < leaf.size:
+    return _part_summary(leaf, 0)
+  flat = leaf.reshape(-1)
+  whole = flat.size // chunk
+
+  def add(i, sums):
+    part = jax.lax.dynamic_slice(flat, (i * chunk,), (chunk,))
+    return tuple(a + b for a, b in zip(sums, _part_summary(part, i * chunk)))
+  sums = jax.lax.fori_loop(0, whole, add, (jnp.uint32(0), jnp.int32(0)))
+  if flat.size % chunk:
+    sums = tuple(a + b for a, b in zip(sums, _part_summary(flat[whole * chunk:], whole * chunk)))
+  return sums
+
+
+def _part_summary(part: jax.Array, start) -> tuple[jax.Array, jax.Array]:
+  """_leaf_summary's two sums over `part`, whose first element is the array's `start`-th."""
+  nonfinite = (jnp.sum(~jnp.isfinite(part), dtype=jnp.int32)
+               if jnp.issubdtype(part.dtype, jnp.inexact) else jnp.zeros((), jnp.int32))
+  if part.dtype == jnp.bool_:
+    bits = part.astype(jnp.uint32)
+  elif part.dtype.itemsize == 8:  # with x64 on: two 32-bit words per element
+    bits = jax.lax.bitcast_convert_type(part, jnp.uint32)
   else:
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[leaf.dtype.itemsize]
-    bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
-  index = jnp.arange(bits.size, dtype=jnp.uint32).reshape(bits.shape)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[part.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(part, unsigned).astype(jnp.uint32)
+  words = bits.size // part.size if part.size else 1
+  first = jnp.asarray(start, jnp.uint32) * jnp.uint32(words)
+  index = (first + jnp.arange(bits.size, dtype=jnp.uint32)).reshape(bits.shape)
   mixed = bits * jnp.uint32(0x9E3779B1) + index * jnp.uint32(0x85EBCA77) + jnp.uint32(1)
   mixed = (mixed ^ (mixed >> 15)) * jnp.uint32(0x2C1B3C6D)
   mixed = mixed ^ (mixed >> 12)
-  return jnp.sum(mixed, dtype=jnp.uint32), nonfinite.astype(jnp.int32)
+  return jnp.sum(mixed, dtype=jnp.uint32), nonfinite
 
 
 def _host_leaf_summary(leaf: np.ndarray) -> tuple[int, int]:
@@ -69,10 +91,26 @@ def _on_host(leaf: Any) -> bool:
   return isinstance(leaf, np.ndarray) and leaf.dtype.itemsize in (1, 2, 4)
 
 
-_summaries = jax.jit(lambda leaves: [_leaf_summary(leaf) for leaf in leaves])
-# A copy of every array (new buffers, sharded as the originals) and the copy's summaries.
-_copies_and_summaries = jax.jit(lambda leaves: ([jnp.copy(leaf) for leaf in leaves],
-                                                [_leaf_summary(leaf) for leaf in leaves]))
+def _each_summary(leaves: list[jax.Array], chunks: tuple[int, ...]) -> list:
+  return [_leaf_summary(leaf, chunk) for leaf, chunk in zip(leaves, chunks)]
+
+
+def _each_copy_and_summary(leaves: list[jax.Array], chunks: tuple[int, ...]) -> tuple:
+  """A copy of every array (new buffers, sharded as the originals) and the copy's summaries."""
+  return [jnp.copy(leaf) for leaf in leaves], _each_summary(leaves, chunks)
+
+
+# One program for the whole state; `chunks` (each leaf's _leaf_summary chunk) is static.
+_summaries = jax.jit(_each_summary, static_argnums=1)
+_copies_and_summaries = jax.jit(_each_copy_and_summary, static_argnums=1)
+
+
+def _chunks(leaves: list[Any]) -> tuple[int, ...]:
+  """HOST_CHUNK for a large array held by CPU devices (whose XLA would materialise its hashes),
+  0 (one fused sum) for the rest."""
+  return tuple(HOST_CHUNK if getattr(leaf, "size", 0) > HOST_CHUNK and all(
+      device.platform == "cpu" for device in leaf.sharding.device_set) else 0
+               for leaf in leaves)
 
 
 def _named_leaves(state: Any) -> tuple[list[str], list[jax.Array]]:
@@ -91,8 +129,9 @@ def state_summary(state: Any) -> dict[str, tuple[int, int]]:
   or, for a host (numpy) array, on the host."""
   names, leaves = _named_leaves(state)
   on_device = [i for i, leaf in enumerate(leaves) if not _on_host(leaf)]
+  device_leaves = [leaves[i] for i in on_device]
   summary = _read([names[i] for i in on_device],
-                  _summaries([leaves[i] for i in on_device])) if on_device else {}
+                  _summaries(device_leaves, _chunks(device_leaves))) if on_device else {}
   summary.update({names[i]: _host_leaf_summary(leaf) for i, leaf in enumerate(leaves)
                   if _on_host(leaf)})
   return {name: summary[name] for name in names}
@@ -108,7 +147,7 @@ def copy_with_summary(state: Any) -> tuple[Any, Callable[[], dict[str, tuple[int
   names, leaves = _named_leaves(state)
   if not leaves:
     return state, dict
-  copies, summaries = _copies_and_summaries(leaves)
+  copies, summaries = _copies_and_summaries(leaves, _chunks(leaves))
   treedef = jax.tree_util.tree_structure(state)
   return jax.tree_util.tree_unflatten(treedef, copies), lambda: _read(names, summaries)
 

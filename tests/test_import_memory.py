@@ -1,5 +1,5 @@
-"""convert import's host memory: a 16-bit GLM-10B is 20 GB of source arrays and 40 GB of float32
-parameters, so an import must hold each about once. numpy's arrays are counted by tracemalloc
+"""convert import's and export's host memory: a 16-bit GLM-10B is 20 GB of source arrays and 40 GB
+of float32 parameters, so each command must hold them about once. numpy's arrays are counted by tracemalloc
 (Orbax's and TensorStore's own buffers are not), so each test measures the arrays it makes."""
 import gc
 import json
@@ -118,3 +118,25 @@ def test_an_import_lets_go_of_the_source_s_arrays_before_it_writes_the_parameter
   convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
   assert json.loads((tmp_path / "run" / convert.SOURCE_FILE).read_text())["dtypes"][
       "transformer.final_layernorm.weight"] == "float16"
+
+
+def test_a_consuming_export_gives_the_same_tensors_and_empties_the_parameters():
+  params = mapping.to_params(_source(), MODEL)[0]
+  kept = jax.tree.map(np.copy, params)
+  dtypes = {key: "float16" for key in mapping.expected_shapes(MODEL)}
+  expected = mapping.from_params(kept, MODEL, dtypes)
+  tensors = mapping.from_params(params, MODEL, dtypes, consume=True)
+  assert jax.tree.leaves(params) == [] and len(jax.tree.leaves(kept)) > 0
+  assert sorted(tensors) == sorted(expected)
+  for key, value in tensors.items():
+    assert value.dtype == np.float16 and np.array_equal(value, expected[key]), key
+
+
+def test_parameters_moved_to_the_host_free_each_device_array_as_it_is_copied():
+  """convert export held the parameters on the devices (host memory, on a CPU) and the host."""
+  on_devices = {"layers": {"w": jax.numpy.arange(12.0).reshape(3, 4)}, "b": jax.numpy.ones(5)}
+  leaves = jax.tree.leaves(on_devices)
+  on_host = pretrained.params_to_host(on_devices)
+  assert all(leaf.is_deleted() for leaf in leaves)
+  assert isinstance(on_host["layers"], dict) and isinstance(on_host["layers"]["w"], np.ndarray)
+  np.testing.assert_array_equal(on_host["layers"]["w"], np.arange(12.0).reshape(3, 4))

@@ -127,7 +127,7 @@ ENTRIES = (
              (_DAMAGE + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
               "checkpoint",)),
     Mutation("Inf is not counted as non-finite, so a state holding it is saved",
-             "glmjax/checksums.py", "jnp.sum(~jnp.isfinite(leaf))", "jnp.sum(jnp.isnan(leaf))",
+             "glmjax/checksums.py", "jnp.sum(~jnp.isfinite(part)", "jnp.sum(jnp.isnan(part)",
              (_DAMAGE + "test_a_single_inf_is_refused_like_a_nan_naming_the_newest_good_"
               "checkpoint",)),
     Mutation("a checkpoint saved before state layouts were recorded is refused",

@@ -202,8 +202,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "queue.Queue(maxsize=depth)", "queue.Queue(maxsize=depth + 1)",
              ("tests/test_prefetch.py",)),
     Mutation("an 8-byte array's checksum sees only the low 32 bits of each element",
-             "glmjax/checksums.py", "    bits = jax.lax.bitcast_convert_type(leaf, jnp.uint32)\n",
-             "    bits = leaf.astype(jnp.uint32)\n",
+             "glmjax/checksums.py", "    bits = jax.lax.bitcast_convert_type(part, jnp.uint32)\n",
+             "    bits = part.astype(jnp.uint32)\n",
              ("tests/test_checkpoint_damage.py::test_with_x64_on_a_change_in_the_high_word_of_an_"
               "8_byte_element_changes_its_checksum",)),
     Mutation("hosts that read different steps pass one barrier as if they agreed",

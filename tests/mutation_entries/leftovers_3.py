@@ -103,3 +103,21 @@ ENTRIES += (
              ("tests/test_topology.py::test_a_description_after_libtpu_s_first_start_changes_no_"
               "environment_variable",)),
 )
+
+_LARGE_CPU = ("tests/test_save_costs.py::test_a_large_array_on_cpu_devices_is_checksummed_a_chunk_"
+              "at_a_time_to_the_same_values",)
+ENTRIES += (
+    Mutation("a consuming export keeps every parameter", "glmjax/convert/mapping.py",
+             "  take = _pop if consume else _get\n", "  take = _get\n",
+             (_TM + "test_a_consuming_export_gives_the_same_tensors_and_empties_the_parameters",)),
+    Mutation("parameters moved to the host stay on the devices too", "glmjax/pretrained.py",
+             "    if isinstance(leaf, jax.Array):\n      leaf.delete()\n", "",
+             (_TM + "test_parameters_moved_to_the_host_free_each_device_array_as_it_is_copied",)),
+    Mutation("a large array on CPU devices is hashed whole", "glmjax/checksums.py",
+             "  return tuple(HOST_CHUNK if getattr(leaf, \"size\", 0) > HOST_CHUNK and all(",
+             "  return tuple(0 if getattr(leaf, \"size\", 0) > HOST_CHUNK and all(", _LARGE_CPU),
+    Mutation("each chunk hashes its elements' indices from 0", "glmjax/checksums.py",
+             "_part_summary(part, i * chunk)", "_part_summary(part, 0)", _LARGE_CPU),
+    Mutation("the short last chunk is left out of the sums", "glmjax/checksums.py",
+             "  if flat.size % chunk:\n", "  if False:\n", _LARGE_CPU),
+)
