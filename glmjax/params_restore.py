@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -36,17 +38,18 @@ def restore_params(source: str, abstract_params: Any, current_layout: dict, *,
                    field: str = "checkpoint.init_from",
                    check: Callable[[dict, int], None] | None = None,
                    changes: Callable[[dict], list[str]] | None = None,
-                   fix: str = "") -> tuple[Any, int]:
+                   fix: str = "", on_host: bool = False) -> tuple[Any, int]:
   """Parameters only, from the newest checkpoint of another run (a workdir or its checkpoints/).
   `check(metadata, step)` may refuse them from what was saved with them, before they are read.
   Parameters that do not fit the model are refused naming the arrays, the config fields that
   `changes(metadata)` finds different, and `fix`.
 
   For continued pretraining with a new optimizer, schedule or sequence length (as GLM-10B's
-  second stage continued from the first). Read straight into `abstract_params`' shardings.
+  second stage continued from the first). Read straight into `abstract_params`' shardings, or
+  with `on_host` into numpy arrays (a command that only reads them: no device copy).
   """
   parts, step = restore_parts(source, {"params": abstract_params}, current_layout, field=field,
-                              check=check, changes=changes, fix=fix)
+                              check=check, changes=changes, fix=fix, on_host=on_host)
   return parts["params"], step
 
 
@@ -54,7 +57,7 @@ def restore_parts(source: str, abstract: dict[str, Any], current_layout: dict, *
                   field: str = "checkpoint.init_from",
                   check: Callable[[dict, int], None] | None = None,
                   changes: Callable[[dict], list[str]] | None = None,
-                  fix: str = "") -> tuple[dict[str, Any], int]:
+                  fix: str = "", on_host: bool = False) -> tuple[dict[str, Any], int]:
   """The parts of a saved TrainState that `abstract` names ("params", and "opt_state" for the
   optimizer state too), checked as restore_params checks the parameters."""
   directory = checkpoints_directory(source, field)
@@ -96,7 +99,9 @@ def restore_parts(source: str, abstract: dict[str, Any], current_layout: dict, *
     what = "parameters" if list(item) == ["params"] else "state"
     restored = read(what, lambda: manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            item=item, restore_args=(
+                jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+                if on_host else ocp.checkpoint_utils.construct_restore_args(item)),
             partial_restore=True)})))
     problem = checksums.corruption(restored[STATE_ITEM], saved.get("checksums"))
     if problem:

@@ -129,8 +129,10 @@ def abstract_params(model_config: ModelConfig, mesh: Mesh, rules) -> Any:
   return step_lib.abstract_state(init, step_lib.state_shardings(init, mesh, rules))
 
 
-def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> Pretrained:
-  """The newest parameters of `workdir`, sharded over `mesh` (default: `local_mesh`).
+def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto",
+         on_host: bool = False) -> Pretrained:
+  """The newest parameters of `workdir`, sharded over `mesh` (default: `local_mesh`), or with
+  `on_host` as numpy arrays in host memory (convert export only reads them).
 
   `attention` replaces the run's model.attention (its pick may be another platform's kernel):
   'auto' picks and checks this host's kernel, for programs that run the full-row forward pass
@@ -152,7 +154,7 @@ def load(workdir: str, *, mesh: Mesh | None = None, attention: str = "auto") -> 
     saved = {}  # the checkpoint's metadata, read once by restore_params
     params, step = params_restore.restore_params(
         workdir, abstract, checkpoint_lib.parameter_layout(abstract), field="--workdir",
-        check=lambda metadata, _: saved.update(metadata))
+        check=lambda metadata, _: saved.update(metadata), on_host=on_host)
   log.info("Loaded the parameters of step %d from %s", step, workdir)
   return Pretrained(workdir=workdir, config=config, model_config=model_config, params=params,
                     step=step, mesh=mesh, rules=rules, corpus=saved.get("corpus"),
@@ -286,9 +288,10 @@ def params_to_host(params: Any) -> dict:
   caller's tree is then unusable): a GLM-10B's 40 GB are held once, not on the devices (host
   memory, on a CPU) and the host both, as `convert export` needs them."""
   def move(leaf):
+    if not isinstance(leaf, jax.Array):
+      return leaf
     host = np.array(leaf)
-    if isinstance(leaf, jax.Array):
-      leaf.delete()
+    leaf.delete()
     return host
   return jax.tree.map(move, flax.core.unfreeze(params))
 

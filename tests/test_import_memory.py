@@ -16,7 +16,7 @@ import convert_sources as sources
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL, V
 from glmjax import config as config_lib
-from glmjax import checksums, convert, pretrained
+from glmjax import checkpoint, checksums, convert, pretrained
 from glmjax.convert import mapping
 from glmjax.model import ModelConfig
 
@@ -140,3 +140,21 @@ def test_parameters_moved_to_the_host_free_each_device_array_as_it_is_copied():
   assert all(leaf.is_deleted() for leaf in leaves)
   assert isinstance(on_host["layers"], dict) and isinstance(on_host["layers"]["w"], np.ndarray)
   np.testing.assert_array_equal(on_host["layers"]["w"], np.arange(12.0).reshape(3, 4))
+
+
+def test_an_export_reads_the_parameters_into_host_memory_checked_as_a_device_load_is(tmp_path):
+  """convert export reads them as numpy arrays: no copy on the devices (host memory, on a CPU),
+  and a damaged checkpoint is refused all the same."""
+  from test_checkpoint_damage import _flip_bytes  # pylint: disable=import-outside-toplevel
+  config = config_lib.default_config()
+  config.model.update(**SHAPE)
+  pretrained.save(str(tmp_path / "run"), config, mapping.to_params(_source(), MODEL)[0])
+  on_host = pretrained.load(str(tmp_path / "run"), attention="xla", on_host=True)
+  on_devices = pretrained.load(str(tmp_path / "run"), attention="xla")
+  for a, b in zip(jax.tree.leaves(on_host.params), jax.tree.leaves(on_devices.params),
+                  strict=True):
+    assert type(a) is np.ndarray and np.array_equal(a, np.asarray(b))
+  _flip_bytes(tmp_path / "run" / "checkpoints" / "0" / "state")
+  with pytest.raises(checkpoint.UnusableCheckpointError,
+                     match=r"--workdir: the parameters at step 0 .* are corrupted"):
+    pretrained.load(str(tmp_path / "run"), attention="xla", on_host=True)

@@ -353,7 +353,8 @@ def _imported_origin(workdir: str) -> str:
 def export_workdir(workdir: str, out: str) -> list[str]:
   """Writes the Hugging Face layout of `workdir`'s newest parameters into `out`."""
   _require_new_folder(out, "the Hugging Face files", "--workdir", workdir)
-  loaded = pretrained.load(workdir, attention="xla")  # the parameters only: no kernel runs
+  # The parameters only, into host memory: no kernel runs, and no device holds a copy.
+  loaded = pretrained.load(workdir, attention="xla", on_host=True)
   if pretrained.tokenizer_config(loaded.config, workdir).tokenizer_path != pretrained.NO_TOKENIZER:
     pretrained.load_tokenizer(loaded)  # the one exported must be the one the model knows
   model_config = loaded.model_config

@@ -111,7 +111,7 @@ ENTRIES += (
              "  take = _pop if consume else _get\n", "  take = _get\n",
              (_TM + "test_a_consuming_export_gives_the_same_tensors_and_empties_the_parameters",)),
     Mutation("parameters moved to the host stay on the devices too", "glmjax/pretrained.py",
-             "    if isinstance(leaf, jax.Array):\n      leaf.delete()\n", "",
+             "    host = np.array(leaf)\n    leaf.delete()\n", "    host = np.array(leaf)\n",
              (_TM + "test_parameters_moved_to_the_host_free_each_device_array_as_it_is_copied",)),
     Mutation("a large array on CPU devices is hashed whole", "glmjax/checksums.py",
              "  return tuple(HOST_CHUNK if getattr(leaf, \"size\", 0) > HOST_CHUNK and all(",
@@ -120,4 +120,12 @@ ENTRIES += (
              "_part_summary(part, i * chunk)", "_part_summary(part, 0)", _LARGE_CPU),
     Mutation("the short last chunk is left out of the sums", "glmjax/checksums.py",
              "  if flat.size % chunk:\n", "  if False:\n", _LARGE_CPU),
+)
+
+ENTRIES += (
+    Mutation("an export's parameters are read onto the devices", "glmjax/params_restore.py",
+             "                if on_host else ocp.checkpoint_utils.construct_restore_args(item)),",
+             "                if False else ocp.checkpoint_utils.construct_restore_args(item)),",
+             (_TM + "test_an_export_reads_the_parameters_into_host_memory_checked_as_a_device_"
+                    "load_is",)),
 )
