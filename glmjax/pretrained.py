@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
 from typing import Any
 
 import flax
@@ -262,11 +264,12 @@ def check_tokenizer(pretrained: Pretrained, tokenizer) -> None:
 
 
 def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
-         source: str = "", tokenizer: dict | None = None) -> None:
+         source: str = "", tokenizer: dict | None = None, progress_every_s: float = 0) -> None:
   """Writes a workdir that `load` and `checkpoint.init_from` read: config.json and the
   parameters alone as the checkpoint of step 0 (checksummed like every checkpoint).
   `tokenizer` (tokenizers.tokenizer_info) is recorded with them, as train records its own, so
-  that an init_from under another tokenizer is refused."""
+  that an init_from under another tokenizer is refused. progress_every_s > 0: a line that often
+  while the write runs, with the bytes written to a local workdir so far."""
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   (epath.Path(workdir) / CONFIG_FILE).write_text(text, encoding="utf-8")
@@ -276,11 +279,47 @@ def save(workdir: str, config: ml_collections.ConfigDict, params: Any, *,
     metadata = {"config": json.loads(text), "source": source,
                 "param_layout": checkpoint_lib.parameter_layout(params),
                 **({"tokenizer": tokenizer} if tokenizer else {})}
-    with _numpy_leaves_written_in_place():
+    total = sum(np.size(leaf) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(params))
+    with _numpy_leaves_written_in_place(), _write_progress(
+        checkpoint_lib.in_workdir(workdir), total, progress_every_s):
       checkpointer.save(0, {"params": params}, metadata, force=True)
       checkpointer.wait()
   finally:
     checkpointer.close()
+
+
+@contextlib.contextmanager
+def _write_progress(folder: str, total: int, every_s: float):
+  """A line every `every_s` while a write runs: GLM-10B's 40 GB take minutes, and silence looks
+  like a hang. The bytes are the folder's (TensorStore writes in pieces of up to 2 GiB)."""
+  if every_s <= 0:
+    yield
+    return
+  done, started = threading.Event(), time.monotonic()
+
+  def report():
+    while not done.wait(every_s):
+      written = "" if paths.is_remote(folder) else f"{_folder_bytes(folder) / 1e9:.2f} of "
+      log.info("Writing the parameters: %s%.2f GB after %.0f s", written, total / 1e9,
+               time.monotonic() - started)
+  thread = threading.Thread(target=report, name="write-progress", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    done.set()
+    thread.join()
+
+
+def _folder_bytes(folder: str) -> int:
+  total = 0
+  for root, _, names in os.walk(folder):
+    for name in names:
+      try:
+        total += os.path.getsize(os.path.join(root, name))
+      except OSError:  # renamed or removed by Orbax since the walk listed it
+        pass
+  return total
 
 
 def params_to_host(params: Any) -> dict:

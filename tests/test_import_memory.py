@@ -2,6 +2,9 @@
 of float32 parameters, so each command must hold them about once. numpy's arrays are counted by tracemalloc
 (Orbax's and TensorStore's own buffers are not), so each test measures the arrays it makes."""
 import gc
+import logging
+import re
+import time
 import json
 import tracemalloc
 import weakref
@@ -158,3 +161,22 @@ def test_an_export_reads_the_parameters_into_host_memory_checked_as_a_device_loa
   with pytest.raises(checkpoint.UnusableCheckpointError,
                      match=r"--workdir: the parameters at step 0 .* are corrupted"):
     pretrained.load(str(tmp_path / "run"), attention="xla", on_host=True)
+
+
+def test_a_long_parameter_write_says_how_far_it_got_until_it_ends(tmp_path, monkeypatch, caplog):
+  """convert import writes GLM-10B's 40 GB in minutes: a line every 30 s, not silence."""
+  params = mapping.to_params(_source(), MODEL)[0]
+  config = config_lib.default_config()
+  config.model.update(**SHAPE)
+  save = checkpoint.Checkpointer.save
+  monkeypatch.setattr(checkpoint.Checkpointer, "save",  # a write that takes a while
+                      lambda *args, **kwargs: time.sleep(0.6) or save(*args, **kwargs))
+  with caplog.at_level(logging.INFO, logger="glmjax.pretrained"):
+    pretrained.save(str(tmp_path / "run"), config, params, progress_every_s=0.1)
+    said = [r.getMessage() for r in caplog.records if "Writing the parameters:" in r.getMessage()]
+    time.sleep(0.3)
+    after = [r.getMessage() for r in caplog.records if "Writing the parameters:" in r.getMessage()]
+  assert len(said) >= 3 and after == said  # every 0.1 s while it wrote, then no more
+  total = f"{_bytes(params) / 1e9:.2f} GB"
+  assert all(re.fullmatch(rf"Writing the parameters: \d+\.\d\d of {total} after \d+ s", line)
+             for line in said), said

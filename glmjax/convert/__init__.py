@@ -281,7 +281,8 @@ def import_checkpoint(source: str, out: str, *, tokenizer: str = "", num_heads: 
     config.data.tokenizer_path = pretrained.NO_TOKENIZER
   log.info("Writing the parameters to %s", out)
   pretrained.save(out, config, params, source=os.path.abspath(source),
-                  tokenizer=stored_tokenizer_info(config.data, out) if tokenizer else None)
+                  tokenizer=stored_tokenizer_info(config.data, out) if tokenizer else None,
+                  progress_every_s=30)
   if checkpoint.layout == "hf":
     _keep_source_files(source, out)
   with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as handle:

@@ -20,7 +20,8 @@ ENTRIES = (
              "      value.append(layer.astype(dtype))\n    _set(stacked, path, np.stack(value))",
              _ONCE),
     Mutation("the import's save lets Orbax copy its numpy arrays", "glmjax/pretrained.py",
-             "    with _numpy_leaves_written_in_place():", "    with contextlib.nullcontext():",
+             "    with _numpy_leaves_written_in_place(), _write_progress(",
+             "    with contextlib.nullcontext(), _write_progress(",
              _SAVE),
     Mutation("the import's save leaves the uncopying handler for every later save",
              "glmjax/pretrained.py",
@@ -128,4 +129,11 @@ ENTRIES += (
              "                if False else ocp.checkpoint_utils.construct_restore_args(item)),",
              (_TM + "test_an_export_reads_the_parameters_into_host_memory_checked_as_a_device_"
                     "load_is",)),
+)
+
+ENTRIES += (
+    Mutation("a long parameter write is silent", "glmjax/pretrained.py",
+             "  if every_s <= 0:\n    yield\n    return\n  done, started",
+             "  if True:\n    yield\n    return\n  done, started",
+             (_TM + "test_a_long_parameter_write_says_how_far_it_got_until_it_ends",)),
 )

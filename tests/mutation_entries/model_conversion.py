@@ -51,8 +51,8 @@ ENTRIES: tuple[Mutation, ...] = (
              "  if os.path.isdir(source):\n", _NON_EMPTY_OUT),
     # An import's parameters carry the tokenizer it stored, as a run's checkpoints do.
     Mutation("an import records no tokenizer with its parameters", "glmjax/convert/__init__.py",
-             "tokenizer=stored_tokenizer_info(config.data, out) if tokenizer else None)",
-             "tokenizer=None)", _ROUND_TRIP),
+             "tokenizer=stored_tokenizer_info(config.data, out) if tokenizer else None,",
+             "tokenizer=None,", _ROUND_TRIP),
     Mutation("a saved workdir drops the tokenizer it is given", "glmjax/pretrained.py",
              '**({"tokenizer": tokenizer} if tokenizer else {})}', "}", _ROUND_TRIP),
     # A run's own tokenizer goes out with its export and comes back with the import.
