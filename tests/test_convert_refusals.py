@@ -206,6 +206,45 @@ def test_a_stale_tracker_beside_the_parts_themselves_is_warned_of_and_the_parts_
   assert "reading the parts beside it" in caplog.text
 
 
+
+def test_an_empty_tracker_beside_the_parts_themselves_is_warned_of_and_the_parts_read(
+    weights, tmp_path, caplog):
+  og.save_megatron(str(tmp_path), weights)
+  (tmp_path / "latest_checkpointed_iteration.txt").write_text("\n")
+  with caplog.at_level(logging.WARNING):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+  assert "latest_checkpointed_iteration.txt is empty: reading the parts beside it" in caplog.text
+
+
+def test_a_tracker_naming_a_missing_iteration_among_several_lists_every_one_there(weights,
+                                                                                tmp_path):
+  og.save_megatron(str(tmp_path), weights, iteration=2000)
+  og.save_megatron(str(tmp_path), weights, iteration=1000)  # the tracker now names 1000
+  os.rename(tmp_path / "1000", tmp_path / "global_step1000")
+  with pytest.raises(FileNotFoundError, match=(
+      rf"names iteration '1000', .*; give --from={tmp_path / 'ITERATION'}, one of 2000, "
+      r"global_step1000\.$")):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+
+
+def test_a_megatron_folder_with_glob_characters_in_its_name_is_read_through_its_tracker(
+    weights, tmp_path):
+  og.save_megatron(str(tmp_path / "glm[10b]"), weights, iteration="iter[5]")
+  _, params = convert.load_pretrained(str(tmp_path / "glm[10b]"), num_heads=HEADS)
+  np.testing.assert_array_equal(np.asarray(params["word_embeddings"]),
+                                weights["word_embeddings.weight"].numpy())
+
+
+def test_a_part_of_another_checkpoint_copied_in_beside_the_parts_is_refused_naming_the_count(
+    weights, tmp_path):
+  # Its ranks run 0..1, but mp_rank_00 says it is the whole of a one-part checkpoint.
+  og.save_megatron(str(tmp_path), weights)
+  (tmp_path / "mp_rank_01_model_states.pt").write_bytes(
+      (tmp_path / "mp_rank_00_model_states.pt").read_bytes())
+  with pytest.raises(FileNotFoundError, match=r"mp_rank_00_model_states.pt is one of 1 "
+                                              r"model-parallel parts, but .* holds 2"):
+    convert.load_pretrained(str(tmp_path), num_heads=HEADS)
+
 def test_a_sharded_checkpoint_missing_a_shard_names_the_file_to_download(weights, tmp_path):
   files = og.save_hf(str(tmp_path), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
                      fmt="safetensors", shards=3)

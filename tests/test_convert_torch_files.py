@@ -164,6 +164,34 @@ def test_glm_10b_chinese_shaped_files_without_args_are_warned_of_and_kept_as_the
   assert caplog.text == ""
 
 
+
+@pytest.mark.parametrize("args,rows", [
+    (dict(tokenizer_type="ChineseSPTokenizer", task_mask=False), 50048),  # no [gMASK] trained
+    (dict(tokenizer_type="GPT2BPETokenizer", task_mask=True), 50304),  # GLM-10B: own ids
+    (dict(tokenizer_type="ChineseSPTokenizer", task_mask=True), 50009),  # no row 50009
+])
+def test_only_a_chinese_glm_trained_with_task_mask_has_its_gmask_row_copied(args, rows):
+  table = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
+  kept = convert.original._gmask_on_its_own_row({"word_embeddings.weight": table}, args, "/m")
+  assert kept["word_embeddings.weight"] is table
+
+
+def test_the_gmask_row_is_copied_into_a_new_table_leaving_the_one_read_as_it_was():
+  table = np.arange(50048 * 4, dtype=np.float32).reshape(50048, 4)
+  before = table.copy()
+  args = dict(tokenizer_type="ChineseSPTokenizer", task_mask=True, fix_command_token=False)
+  copied = convert.original._gmask_on_its_own_row({"word_embeddings.weight": table}, args, "/m")
+  np.testing.assert_array_equal(table, before)
+  np.testing.assert_array_equal(copied["word_embeddings.weight"][50009], before[50007])
+
+
+def test_glm_10b_chinese_shaped_files_whose_args_do_not_name_the_tokenizer_are_warned_of(caplog):
+  table = np.broadcast_to(np.float16(1), (50048, 4096))
+  with caplog.at_level(logging.WARNING):
+    convert.original._gmask_on_its_own_row({"word_embeddings.weight": table},
+                                           {"num_attention_heads": 64}, "/m")
+  assert "/m: a GLM-10B-Chinese-shaped checkpoint without its training args" in caplog.text
+
 def test_a_megatron_file_without_the_word_table_is_refused_naming_it(tmp_path):
   state = dict(og.random_state_dict(V, H, L, HEADS, MSL, seed=5))
   del state["word_embeddings.weight"]

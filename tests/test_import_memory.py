@@ -2,13 +2,14 @@
 of float32 parameters, so each command must hold them about once. numpy's arrays are counted by tracemalloc
 (Orbax's and TensorStore's own buffers are not), so each test measures the arrays it makes."""
 import gc
+import json
 import logging
 import re
 import time
-import json
 import tracemalloc
 import weakref
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -180,3 +181,34 @@ def test_a_long_parameter_write_says_how_far_it_got_until_it_ends(tmp_path, monk
   total = f"{_bytes(params) / 1e9:.2f} GB"
   assert all(re.fullmatch(rf"Writing the parameters: \d+\.\d\d of {total} after \d+ s", line)
              for line in said), said
+
+
+def test_parameters_moved_to_the_host_are_plain_dicts_that_an_export_can_take_apart():
+  """A frozen tree would keep its arrays: the consuming export pops each one as it is cast."""
+  frozen = flax.core.freeze({"layers": {"w": jax.numpy.ones((2, 3))}, "b": jax.numpy.ones(3)})
+  on_host = pretrained.params_to_host(frozen)
+  assert isinstance(on_host, dict) and isinstance(on_host["layers"], dict)  # FrozenDict is not
+  assert on_host["layers"].pop("w").shape == (2, 3)
+
+
+def test_after_an_import_s_save_orbax_s_own_handler_overrides_are_reported_again(
+    tmp_path, caplog):
+  """The save hides the two overrides it makes itself, and only those."""
+  params = {"w": np.ones((4, 4), np.float32)}
+  config = config_lib.default_config()
+  pretrained.save(str(tmp_path / "run"), config, params)
+  handler = ocp.type_handlers.get_type_handler(np.ndarray)
+  with caplog.at_level(logging.WARNING):
+    ocp.type_handlers.register_type_handler(np.ndarray, handler, override=True)
+  assert "Type handler registry type" in caplog.text
+
+
+def test_a_tensor_without_a_source_dtype_is_exported_in_the_parameters_own_dtype():
+  """A run with model.param_dtype=bfloat16 exports bfloat16, not a float32 twice its size."""
+  model = ModelConfig(**SHAPE, param_dtype="bfloat16")
+  params = mapping.to_params(_source(), model, consume=True)[0]
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(jax.numpy.bfloat16)}
+  tensors = mapping.from_params(params, model, {"word_embeddings.weight": "float16"},
+                                consume=True)
+  assert tensors.pop("word_embeddings.weight").dtype == np.float16
+  assert {value.dtype for value in tensors.values()} == {np.dtype(jax.numpy.bfloat16)}

@@ -6,6 +6,7 @@ import logging
 import os
 
 import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 import original_glm as og
 from convert_sources import H, HEADS, L, MSL
@@ -17,10 +18,10 @@ from test_released_tokenizers import MERGES, data_config
 ROWS = 50304  # glm-roberta-large's embedding rows: 50265 + sop, eop, padded to 128
 
 
-def write_roberta_files(folder, first="<s>", mask="<mask>"):
+def write_roberta_files(folder, first="<s>", mask="<mask>", eos="</s>"):
   """RoBERTa's layout: <s>, <pad>, </s>, <unk>, the byte symbols, merged tokens, fillers and
   <mask>=50264; a merges.txt with the released file's #version header."""
-  vocab = [first, "<pad>", "</s>", "<unk>"] + list(tk._bytes_to_unicode().values())
+  vocab = [first, "<pad>", eos, "<unk>"] + list(tk._bytes_to_unicode().values())
   vocab += ["".join(pair) for pair in MERGES]
   vocab += [f"tok{i}" for i in range(50264 - len(vocab))] + [mask]
   os.makedirs(folder, exist_ok=True)
@@ -76,6 +77,19 @@ def test_a_bpe_vocabulary_starting_with_s_but_without_mask_is_refused_naming_mas
     rt.tokenizer_fields(str(tmp_path / "broken"))
 
 
+
+def test_the_roberta_layout_s_block_tokens_decode_by_their_glm_names(roberta_dir):
+  tokenizer = tk.load_tokenizer(data_config("bpe", roberta_dir, "roberta"))
+  assert tokenizer.decode([50267, 50268, 50269]) == "[gMASK][sMASK][dBLOCK]"
+
+
+def test_a_bpe_vocabulary_starting_with_s_but_without_its_eos_at_2_is_refused_naming_it(tmp_path):
+  """</s> is GLM's pad and eos there: another token at 2 would end every document."""
+  write_roberta_files(str(tmp_path / "broken"), eos="tokeos")
+  with pytest.raises(ValueError, match=r"not the roberta vocabulary .*'tokeos' at id 2, "
+                                       r"where '</s>' belongs"):
+    rt.tokenizer_fields(str(tmp_path / "broken"))
+
 def test_a_glm_roberta_large_import_keeps_its_tokenizer_and_says_nothing_of_its_rows(
     tmp_path, caplog):
   """The hub folder holds vocab.json and merges.txt beside config.json: the import takes them,
@@ -91,3 +105,16 @@ def test_a_glm_roberta_large_import_keeps_its_tokenizer_and_says_nothing_of_its_
   assert loaded.config.data.tokenizer_vocab == "roberta"
   tokenizer = pretrained.load_tokenizer(loaded)
   assert (tokenizer.specials.eos, tokenizer.specials.cls, tokenizer.vocab_size) == (2, 0, ROWS)
+
+
+def test_a_tokenizer_json_of_roberta_s_vocabulary_gets_the_roberta_ids(roberta_dir, tmp_path):
+  """As the hub serves roberta-large's: its <s>, </s> and <mask> registered as special tokens."""
+  tokenizer = Tokenizer(models.BPE.from_file(str(roberta_dir / "vocab.json"),
+                                             str(roberta_dir / "merges.txt")))
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  tokenizer.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+  tokenizer.save(str(tmp_path / "tokenizer.json"))
+  fields = rt.tokenizer_fields(str(tmp_path / "tokenizer.json"))
+  assert (fields["tokenizer"], fields["tokenizer_vocab"], fields["vocab_size"]) == (
+      "hf", "roberta", ROWS)

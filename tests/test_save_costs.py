@@ -149,3 +149,37 @@ def test_a_large_array_on_cpu_devices_is_checksummed_a_chunk_at_a_time_to_the_sa
   temporaries = [checksums._summaries.lower([stack], (chunk,)).compile().memory_analysis()
                  .temp_size_in_bytes for chunk in (0, 1 << 24)]
   assert temporaries[1] < 2**30 < 12 * 2**30 < temporaries[0], temporaries
+
+
+def test_with_x64_on_a_chunked_8_byte_array_has_the_checksum_it_has_hashed_whole(monkeypatch):
+  """An int64 or float64 element is two 32-bit words: a chunk's first word is the array's
+  2 * start-th, or a CPU restore of a state saved on an accelerator would call it damaged."""
+  with jax.enable_x64(True):
+    tree = {"counts": jnp.arange(777, dtype=jnp.int64) * (2**33 + 7),
+            "f64": jnp.linspace(-3, 3, 1234, dtype=jnp.float64).at[1000].set(jnp.nan)}
+    whole = checksums.state_summary(tree)
+    monkeypatch.setattr(checksums, "HOST_CHUNK", 100)  # many chunks, the last one short
+    assert checksums._chunks(list(tree.values())) == (100, 100)
+    assert checksums.state_summary(tree) == whole
+  assert whole["f64"][1] == 1 and whole["counts"][1] == 0
+
+
+def test_each_array_is_hashed_with_its_own_chunk_beside_host_arrays_and_in_a_snapshot(
+    monkeypatch):
+  """The chunk bounds a large CPU array's temporaries: given to another array, the large one is
+  hashed whole again; host (numpy) arrays are hashed apart and take no chunk."""
+  seen = []
+  leaf_summary = checksums._leaf_summary
+  monkeypatch.setattr(checksums, "_leaf_summary", lambda leaf, chunk: seen.append(
+      (leaf.shape, chunk)) or leaf_summary(leaf, chunk))
+  monkeypatch.setattr(checksums, "HOST_CHUNK", 100)
+  # Shapes no other test uses: each call traces them.
+  tree = {"a_host": np.arange(4321, dtype=np.float32), "b_large": jnp.ones((3, 1001)),
+          "c_small": jnp.ones((17,))}
+  summary = checksums.state_summary(tree)
+  assert seen == [((3, 1001), 100), ((17,), 0)]
+  assert summary["a_host"] == checksums._host_leaf_summary(tree["a_host"])
+  seen.clear()
+  device_tree = {"b_large": jnp.ones((7, 1003)), "c_small": jnp.ones((19,))}
+  checksums.copy_with_summary(device_tree)
+  assert seen == [((7, 1003), 100), ((19,), 0)]

@@ -137,3 +137,114 @@ ENTRIES += (
              "  if True:\n    yield\n    return\n  done, started",
              (_TM + "test_a_long_parameter_write_says_how_far_it_got_until_it_ends",)),
 )
+
+# Session 48's mutation hunt over the day's changes: the gaps it found, each closed by a test.
+_SC = "tests/test_save_costs.py::"
+_X64 = (_SC + "test_with_x64_on_a_chunked_8_byte_array_has_the_checksum_it_has_hashed_whole",)
+_OWN = (_SC + "test_each_array_is_hashed_with_its_own_chunk_beside_host_arrays_and_in_a_"
+        "snapshot",)
+ENTRIES += (
+    Mutation("a chunk of 8-byte elements starts its word indices at the element index",
+             "glmjax/checksums.py",
+             "  first = jnp.asarray(start, jnp.uint32) * jnp.uint32(words)",
+             "  first = jnp.asarray(start, jnp.uint32)", _X64),
+    Mutation("a chunk's non-finite count is summed in the default integer type",
+             "glmjax/checksums.py", "jnp.sum(~jnp.isfinite(part), dtype=jnp.int32)",
+             "jnp.sum(~jnp.isfinite(part))", _X64),
+    Mutation("the chunks are given to the arrays in the wrong order", "glmjax/checksums.py",
+             "for leaf, chunk in zip(leaves, chunks)]",
+             "for leaf, chunk in zip(leaves, chunks[::-1])]", _OWN),
+    Mutation("a snapshot's copy hashes every array whole", "glmjax/checksums.py",
+             "  copies, summaries = _copies_and_summaries(leaves, _chunks(leaves))",
+             "  copies, summaries = _copies_and_summaries(leaves, (0,) * len(leaves))", _OWN),
+    Mutation("the device arrays' chunks are counted over the host arrays too",
+             "glmjax/checksums.py", "_summaries(device_leaves, _chunks(device_leaves))",
+             "_summaries(device_leaves, _chunks(leaves))", _OWN),
+)
+
+_CR = "tests/test_convert_refusals.py::"
+ENTRIES += (
+    Mutation("an empty tracker beside the parts is read without a word",
+             "glmjax/convert/original.py",
+             "    if tag and _holds_parts(os.path.join(folder, tag)):",
+             "    if _holds_parts(os.path.join(folder, tag)):",
+             (_CR + "test_an_empty_tracker_beside_the_parts_themselves_is_warned_of_and_the_parts_"
+              "read",)),
+    Mutation("the tracker's refusal names only the first of several iterations",
+             "glmjax/convert/original.py", "if len(held) == 1 else", "if len(held) >= 1 else",
+             (_CR + "test_a_tracker_naming_a_missing_iteration_among_several_lists_every_one_"
+              "there",)),
+    Mutation("a tracked iteration's folder is globbed unescaped", "glmjax/convert/original.py",
+             "  return bool(glob.glob(os.path.join(glob.escape(folder), MEGATRON_PATTERN)))",
+             "  return bool(glob.glob(os.path.join(folder, MEGATRON_PATTERN)))",
+             (_CR + "test_a_megatron_folder_with_glob_characters_in_its_name_is_read_through_its_"
+              "tracker",)),
+    Mutation("the Megatron parts are globbed unescaped", "glmjax/convert/original.py",
+             "  files = sorted(glob.glob(os.path.join(glob.escape(folder), MEGATRON_PATTERN)))",
+             "  files = sorted(glob.glob(os.path.join(folder, MEGATRON_PATTERN)))",
+             (_CR + "test_a_megatron_folder_with_glob_characters_in_its_name_is_read_through_its_"
+              "tracker",)),
+    Mutation("more parts than mp_world_size says are read", "glmjax/convert/original.py",
+             "if isinstance(world, int) and world != len(files):",
+             "if isinstance(world, int) and world > len(files):",
+             (_CR + "test_a_part_of_another_checkpoint_copied_in_beside_the_parts_is_refused_"
+              "naming_the_count",)),
+)
+
+_TF = "tests/test_convert_torch_files.py::"
+_ONLY = (_TF + "test_only_a_chinese_glm_trained_with_task_mask_has_its_gmask_row_copied",)
+ENTRIES += (
+    Mutation("the [gMASK] row is copied without --task-mask", "glmjax/convert/original.py",
+             ' and args.get("task_mask")\n', '\n', _ONLY),
+    Mutation("the [gMASK] row is copied for a GPT-2 Megatron checkpoint",
+             "glmjax/convert/original.py",
+             '  if not (args.get("tokenizer_type") == "ChineseSPTokenizer" and args.get('
+             '"task_mask")', '  if not (args.get("task_mask")', _ONLY),
+    Mutation("a table without row 50009 is written past its end", "glmjax/convert/original.py",
+             "and table.shape[0] > pieces + 9):", "and table.shape[0] >= pieces + 9):", _ONLY),
+    Mutation("the [gMASK] row is copied into the table read", "glmjax/convert/original.py",
+             "  table = table.copy()\n", "",
+             (_TF + "test_the_gmask_row_is_copied_into_a_new_table_leaving_the_one_read_as_it_"
+              "was",)),
+    Mutation("files whose args lack the tokenizer are not warned of",
+             "glmjax/convert/original.py", '  if "tokenizer_type" not in args and table.shape',
+             '  if not args and table.shape',
+             (_TF + "test_glm_10b_chinese_shaped_files_whose_args_do_not_name_the_tokenizer_are_"
+              "warned_of",)),
+)
+
+ENTRIES += (
+    Mutation("a frozen tree is moved to the host still frozen", "glmjax/pretrained.py",
+             "  return jax.tree.map(move, flax.core.unfreeze(params))",
+             "  return jax.tree.map(move, params)",
+             (_TM + "test_parameters_moved_to_the_host_are_plain_dicts_that_an_export_can_take_"
+              "apart",)),
+    Mutation("the import's save hides Orbax's override warnings for good", "glmjax/pretrained.py",
+             "    absl_log.removeFilter(_drop_handler_overrides)\n", "",
+             (_TM + "test_after_an_import_s_save_orbax_s_own_handler_overrides_are_reported_"
+              "again",)),
+    Mutation("an export without source dtypes writes float32", "glmjax/convert/mapping.py",
+             "if key in dtypes else np.asarray(value)",
+             "if key in dtypes else np.asarray(value, np.float32)",
+             (_TM + "test_a_tensor_without_a_source_dtype_is_exported_in_the_parameters_own_"
+              "dtype",)),
+)
+
+_HF_ROBERTA = (_RT + "test_a_tokenizer_json_of_roberta_s_vocabulary_gets_the_roberta_ids",)
+ENTRIES += (
+    Mutation("the roberta layout does not check </s>", "glmjax/data/specials.py",
+             '{0: "<s>", 2: "</s>", 50264: "<mask>"}', '{0: "<s>", 50264: "<mask>"}',
+             (_RT + "test_a_bpe_vocabulary_starting_with_s_but_without_its_eos_at_2_is_refused_"
+              "naming_it",)),
+    Mutation("the roberta layout names [gMASK] and [sMASK] each other's",
+             "glmjax/data/specials.py",
+             '50267: "[gMASK]",\n                 50268: "[sMASK]"',
+             '50267: "[sMASK]",\n                 50268: "[gMASK]"',
+             (_RT + "test_the_roberta_layout_s_block_tokens_decode_by_their_glm_names",)),
+    Mutation("a tokenizer.json of RoBERTa's vocabulary gets no layout",
+             "glmjax/data/released_tokenizers.py", '"gpt2": 50257, "roberta": 50265}',
+             '"gpt2": 50257}', _HF_ROBERTA),
+    Mutation("RoBERTa's vocabulary is taken to end at <mask>",
+             "glmjax/data/released_tokenizers.py",
+             '"roberta": 50265}', '"roberta": 50264}', _HF_ROBERTA),
+)
