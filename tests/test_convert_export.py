@@ -4,6 +4,7 @@ rates, its position encoding) and that imports back to the same parameters."""
 import json
 import logging
 import os
+import re
 
 import jax
 import numpy as np
@@ -295,3 +296,18 @@ def test_a_model_computing_the_tanh_gelu_is_exported_with_a_warning_the_exact_on
   assert warned["exact"] == [] and len(warned["tanh"]) == 1, warned
   assert "model.activation=gelu_tanh" in warned["tanh"][0]
 
+
+
+def test_a_long_export_write_says_how_far_it_got(weights, tmp_path, monkeypatch, caplog):
+  """GLM-10B's model.safetensors is 20 GB: a line at most every 30 s while it is written."""
+  og.save_hf(str(tmp_path / "hf"), weights, og.hf_config(V, H, L, HEADS, MSL), prefix=False,
+             fmt="safetensors")
+  convert.import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
+  monkeypatch.setattr(convert.original, "PROGRESS_EVERY_S", 0)  # a line after every tensor
+  with caplog.at_level(logging.INFO, logger="glmjax.convert.original"):
+    convert.export_workdir(str(tmp_path / "run"), str(tmp_path / "out"))
+  said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Writing model.")]
+  assert len(said) == len(weights), said  # one a tensor here
+  done, total = re.match(r"Writing model\.safetensors: ([\d.]+) of ([\d.]+) GB after \d+ s$",
+                         said[-1]).groups()
+  assert done == total

@@ -36,6 +36,7 @@ SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.j
 TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 MEGATRON_PATTERN = "mp_rank_*_model_states.pt"
 PREFIX = "glm."
+PROGRESS_EVERY_S = 30  # a line at most this often while a long write runs
 TORCH_MISSING = ("reading {path} needs PyTorch, which is not installed: pip install "
                  "torch --index-url https://download.pytorch.org/whl/cpu (a CPU build is enough), "
                  "or convert the file to safetensors")
@@ -308,5 +309,13 @@ def write_hf(folder: str, tensors: dict[str, np.ndarray], hf_config: dict, *,
     handle.write("\n")
   weights_path = os.path.join(folder, SAFETENSORS)
   named = {(PREFIX + key if prefixed else key): value for key, value in tensors.items()}
-  safetensors_io.write(weights_path, named, {"format": "pt"})
+  started = last = time.monotonic()
+
+  def progress(done: int, total: int) -> None:  # GLM-10B's 20 GB take minutes to write
+    nonlocal last
+    if time.monotonic() - last >= PROGRESS_EVERY_S:
+      last = time.monotonic()
+      log.info("Writing %s: %.2f of %.2f GB after %.0f s", SAFETENSORS, done / 1e9, total / 1e9,
+               last - started)
+  safetensors_io.write(weights_path, named, {"format": "pt"}, progress)
   return [config_path, weights_path]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Mapping
+from typing import Callable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -50,9 +50,10 @@ def read(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
   return tensors, metadata
 
 
-def write(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
-          ) -> None:
-  """Writes `tensors` in name order, as the safetensors library does (8-byte aligned header)."""
+def write(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None,
+          progress: Callable[[int, int], None] | None = None) -> None:
+  """Writes `tensors` in name order, as the safetensors library does (8-byte aligned header);
+  `progress(bytes written, bytes in all)` after each tensor."""
   header, offset = {}, 0
   names = sorted(tensors)
   for name in names:
@@ -72,3 +73,5 @@ def write(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, s
     for name in names:
       handle.write(np.ascontiguousarray(tensors[name]).astype(
           np.asarray(tensors[name]).dtype.newbyteorder("<"), copy=False).tobytes())
+      if progress is not None:
+        progress(header[name]["data_offsets"][1], offset)

@@ -248,3 +248,10 @@ ENTRIES += (
              "glmjax/data/released_tokenizers.py",
              '"roberta": 50265}', '"roberta": 50264}', _HF_ROBERTA),
 )
+
+ENTRIES += (
+    Mutation("a long export write is silent", "glmjax/convert/original.py",
+             "    if time.monotonic() - last >= PROGRESS_EVERY_S:",
+             "    if False:",
+             ("tests/test_convert_export.py::test_a_long_export_write_says_how_far_it_got",)),
+)
