@@ -118,3 +118,10 @@ def test_a_tokenizer_json_of_roberta_s_vocabulary_gets_the_roberta_ids(roberta_d
   fields = rt.tokenizer_fields(str(tmp_path / "tokenizer.json"))
   assert (fields["tokenizer"], fields["tokenizer_vocab"], fields["vocab_size"]) == (
       "hf", "roberta", ROWS)
+
+
+def test_roberta_s_files_given_the_gpt2_layout_are_refused_naming_the_roberta_one(roberta_dir):
+  with pytest.raises(ValueError, match=r"needs '<\|endoftext\|>' at id 50256, .* Use the original "
+                                       r"gpt2 vocabulary, data.tokenizer_vocab='roberta' \(its "
+                                       r"tokens say so\), or set"):
+    tk.load_tokenizer(data_config("bpe", roberta_dir, "gpt2"))

@@ -14,11 +14,13 @@ class LayoutMismatchError(ValueError):
   fix for a config; a caller that read the layout from the files (convert import) words its own
   from the fields."""
 
-  def __init__(self, layout: str, name: str, token_id: int, present: str | None, size: int):
+  def __init__(self, layout: str, name: str, token_id: int, present: str | None, size: int,
+               likely: str = ""):
+    other = f"data.tokenizer_vocab={likely!r} (its tokens say so), " if likely else ""
     super().__init__(
         f"data.tokenizer_vocab={layout!r} needs {name!r} at id {token_id}, but this vocabulary "
-        f"({size} tokens) has {present!r} there. Use the original {layout} vocabulary, or set "
-        "data.tokenizer_vocab='' to append the GLM tokens.")
+        f"({size} tokens) has {present!r} there. Use the original {layout} vocabulary, "
+        f"{other}or set data.tokenizer_vocab='' to append the GLM tokens.")
     self.layout, self.name, self.token_id, self.present = layout, name, token_id, present
 
 
@@ -114,7 +116,10 @@ def assign_specials(base_tokens: Sequence[str], layout: str
     for token_id, name in {**required, **added}.items():
       present = base_tokens[token_id] if token_id < len(base_tokens) else None
       if (token_id in required or present is not None) and present != name:
-        raise LayoutMismatchError(layout, name, token_id, present, len(base_tokens))
+        likely = [other for other, (_, needs, _) in FIXED_LAYOUTS.items() if other != layout
+                  and all(i < len(base_tokens) and base_tokens[i] == n for i, n in needs.items())]
+        raise LayoutMismatchError(layout, name, token_id, present, len(base_tokens),
+                                  likely[0] if likely else "")
     return specials, {i: n for i, n in added.items() if i >= len(base_tokens)}
   if layout != "":
     raise ValueError(f"data.tokenizer_vocab={layout!r}: expected one of {VOCAB_LAYOUTS}")

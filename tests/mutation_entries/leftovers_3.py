@@ -255,3 +255,11 @@ ENTRIES += (
              "    if False:",
              ("tests/test_convert_export.py::test_a_long_export_write_says_how_far_it_got",)),
 )
+
+ENTRIES += (
+    Mutation("a layout refusal never names the layout the tokens fit", "glmjax/data/specials.py",
+             "                                  likely[0] if likely else \"\")",
+             "                                  \"\")",
+             ("tests/test_roberta_tokenizer.py::test_roberta_s_files_given_the_gpt2_layout_are_"
+              "refused_naming_the_roberta_one",)),
+)
