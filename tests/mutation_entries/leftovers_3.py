@@ -168,7 +168,7 @@ ENTRIES += (
              "glmjax/convert/original.py",
              "    if tag and _holds_parts(os.path.join(folder, tag)):",
              "    if _holds_parts(os.path.join(folder, tag)):",
-             (_CR + "test_an_empty_tracker_beside_the_parts_themselves_is_warned_of_and_the_parts_"
+             (_CR + "test_a_stale_tracker_beside_the_parts_themselves_is_warned_of_and_the_parts_"
               "read",)),
     Mutation("the tracker's refusal names only the first of several iterations",
              "glmjax/convert/original.py", "if len(held) == 1 else", "if len(held) >= 1 else",
