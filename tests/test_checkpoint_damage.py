@@ -212,8 +212,11 @@ def test_parameters_for_another_run_whose_bytes_were_flipped_are_refused(tmp_pat
   _flip_bytes(tmp_path / "checkpoints" / "1" / checkpoint.STATE_ITEM)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
       x.shape, x.dtype, sharding=NamedSharding(mesh, PartitionSpec())), big.params)
+  # As above, what the flips hit varies with Orbax's layout: about 1 save in 40 puts a garbled
+  # exponent there, and the finiteness check, which comes first, names it.
   with pytest.raises(checkpoint.UnusableCheckpointError,
-                     match=r"parameters at step 1 .* are corrupted: the checksum of params/w"):
+                     match=r"parameters at step 1 .* are corrupted: (the checksum of|\d+ "
+                           r"non-finite values in) params/w"):
     params_restore.restore_params(str(tmp_path), abstract, states.metadata(big)["param_layout"])
 
 
