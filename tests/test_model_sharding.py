@@ -184,6 +184,12 @@ def test_under_fsdp_a_tpu_slice_gathers_the_embedding_tables_never_the_batch_s_t
   # The position table whole, the word embeddings' rows of this device's vocabulary shard.
   assert ("f32", 1024 // tensor * 128) in elements and ("f32", 129 * 128) in elements
   assert tensor == 1 or all(n != 1024 * 128 for _, n in elements)  # in no dtype
+  # Nor does any collective carry all 1024 rows of the lookup's gradient: added into every row
+  # on each device, then moved (an all-to-all under jax 0.10's XLA, the whole table gathered
+  # under 0.11's) where each device could add its rows' cotangent into its own rows.
+  moved = re.findall(r"= \w+\[([\d,]+)\]\S* (?:all-to-all|all-gather|collective-permute)", hlo)
+  assert tensor == 1 or not [shape for shape in moved if "1024" in shape.split(",")]
+  assert tensor == 1 or " all-to-all(" not in hlo
   # The telling one: without the gather XLA also gathers the table (for the tied logits, in
   # bfloat16), but it sends every device all of the batch's ids as well.
   assert ("s32", 16 * 128) not in elements

@@ -356,6 +356,10 @@ class GLM(nn.Module):
     word_embeddings = _param(self, "word_embeddings", _normal(cfg.init_std), ("vocab", "embed"),
                              (cfg.vocab_size, cfg.hidden_size), weights_dtype)
     x = jnp.take(_gathered_over_embed(word_embeddings, "vocab"), tokens, axis=0).astype(dtype)
+    # Looked up whole across the hidden size, then split: in the backward pass each device then
+    # gathers its rows' cotangent and adds it into its own vocabulary rows, instead of adding
+    # into every row of the table and moving those (all of them, under jax 0.11's XLA).
+    x = nn.with_logical_constraint(x, EMBED_AXES[:2] + (None,))
     if cfg.position_tables:
       table_shape = (cfg.max_position + 1, cfg.hidden_size)
       position_table = _param(self, "position_embeddings", _normal(cfg.init_std),

@@ -138,3 +138,11 @@ ENTRIES = (
              '    ("activation_mlp", "tensor"),', '    ("activation_mlp", None),',
              ("tests/test_model_sharding.py::test_attention_heads_and_the_mlp_s_width_stay_split_over_the_tensor_axis",)),
 )
+
+ENTRIES += (
+    Mutation("the lookup's output is split over the hidden size as it comes out of the table",
+             "glmjax/model/glm.py",
+             "    x = nn.with_logical_constraint(x, EMBED_AXES[:2] + (None,))\n", "",
+             ("tests/test_model_sharding.py::test_under_fsdp_a_tpu_slice_gathers_the_embedding_"
+              "tables_never_the_batch_s_token_ids[2]",)),
+)

@@ -5,7 +5,7 @@ _LOSS = "tests/test_loss.py::"
 _PREFETCH = "tests/test_prefetch.py::"
 _SEMANTICS = "tests/test_model_semantics.py::"
 # GLM's embedding block (glm.py): word lookup, learned 2-D positions added, then the dropout.
-_WORDS = "tokens, axis=0).astype(dtype)\n"
+_WORDS = "    x = nn.with_logical_constraint(x, EMBED_AXES[:2] + (None,))\n"  # the lookup's end
 _POSITIONS = (
     "    if cfg.position_tables:\n"
     "      table_shape = (cfg.max_position + 1, cfg.hidden_size)\n"
