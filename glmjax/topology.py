@@ -31,15 +31,16 @@ class Generation:
   dims: int                     # 3-D torus (v4, v5p) or 2-D (v5e, v6e)
   cores_per_chip_in_name: int   # v4-32 and v5p-32 count cores: 16 chips
   megacore: bool                # one jax device per chip spanning both cores
-  hbm_bytes: int                # per chip, usable by a program (as libtpu's compiler counts it)
+  hbm_bytes: int                # per chip, usable by a program (as libtpu's compiler counts it;
+                                # the smaller figure where releases differ)
   single_host_chips: int        # the largest slice served by one host
 
 
 GENERATIONS = (
     Generation("v4", ("v4",), 3, 2, True, int(30.75 * GIB), 4),           # 32 GiB chip
-    Generation("v5p", ("v5p",), 3, 2, True, int(95.74 * GIB), 4),         # 95 GiB chip
+    Generation("v5p", ("v5p",), 3, 2, True, int(95.73 * GIB), 4),         # 95 GiB chip
     Generation("v5e", ("v5litepod", "v5e"), 2, 1, False, int(15.75 * GIB), 8),  # 16 GiB chip
-    Generation("v6e", ("v6e",), 2, 1, False, int(31.25 * GIB), 8),       # 32 GiB chip
+    Generation("v6e", ("v6e",), 2, 1, False, int(31.24 * GIB), 8),       # 32 GiB chip
 )
 
 # Standard slice shapes by chip count (the shapes Cloud TPU provisions for `-N` names).

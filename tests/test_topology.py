@@ -142,7 +142,9 @@ def test_only_the_16_chip_axes_of_a_2d_slice_wrap_around(name, wrap):
 def test_a_chip_s_usable_hbm_is_what_libtpu_s_compiler_lets_one_program_take(name):
   """The table's HBM per chip, which `aot` compares a step's memory with, is libtpu's own
   figure (a chip's HBM less what the runtime keeps): a program 32 MiB under it compiles, and
-  one 32 MiB over it is refused naming that figure (rounded to 0.01 GiB)."""
+  one 32 MiB over it is refused naming that figure (rounded to 0.01 GiB). Where releases
+  differ the table holds the smaller: libtpu 0.0.48 (jax 0.11) keeps 10 MiB more of a v5p's
+  and a v6e's HBM than 0.0.42 (jax 0.10) does, so a step the table fits fits under both."""
   spec = topology.parse_slice(name)
   device = topology.slice_devices(spec)[0]
 
@@ -159,7 +161,9 @@ def test_a_chip_s_usable_hbm_is_what_libtpu_s_compiler_lets_one_program_take(nam
   # "exceeds available HBM (31.25G)", or "Used 31.28G of 31.25G hbm" in other libtpu releases
   available = re.search(r"(?:available HBM \(| of )([0-9.]+)G", str(refused.value))
   assert available, str(refused.value)
-  assert abs(float(available.group(1)) * topology.GIB - spec.hbm_bytes) <= 0.005 * topology.GIB
+  # Never more than this libtpu gives (beyond the message's rounding), at most 0.01 GiB less.
+  libtpu_bytes = float(available.group(1)) * topology.GIB
+  assert -0.005 * topology.GIB <= libtpu_bytes - spec.hbm_bytes <= 0.015 * topology.GIB
 
 
 def test_libtpu_s_lines_about_a_missing_tpu_vm_stay_out_of_the_command_s_output():

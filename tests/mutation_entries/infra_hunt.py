@@ -12,7 +12,7 @@ _USABLE_HBM = ("tests/test_topology.py::test_a_chip_s_usable_hbm_is_what_libtpu_
 
 ENTRIES = (
     Mutation("a v6e chip is said to give a program all of its 32 GiB", "glmjax/topology.py",
-             "int(31.25 * GIB), 8),", "int(32 * GIB), 8),", (_USABLE_HBM + "[v6e-1]",)),
+             "int(31.24 * GIB), 8),", "int(32 * GIB), 8),", (_USABLE_HBM + "[v6e-1]",)),
     Mutation("a 3-D generation given two torus axes is taken for a slice", "glmjax/topology.py",
              "    if len(shape) != generation.dims or min(shape) < 1:",
              "    if len(shape) > generation.dims or min(shape) < 1:",
